@@ -1,0 +1,190 @@
+import { ConfigError } from './errors.js';
+import { SETTINGS, type SettingKey, type SettingValues } from './settings.js';
+
+export { SETTINGS } from './settings.js';
+export type { SettingKey, SettingDef } from './settings.js';
+
+export type Protocol = 'http/protobuf' | 'http/json';
+export type Compression = 'gzip' | 'none';
+export type TracesExporterKind = 'otlp' | 'console' | 'none';
+export type LogsExporterKind = 'otlp' | 'none';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export type LogFormat = 'json' | 'pretty';
+
+/** Options accepted by `startPrefectTracing()` and the CLI flags; every field has an env equivalent. */
+export type PrefectTracingOptions = Partial<SettingValues>;
+
+export interface OtlpSignalConfig {
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly protocol: Protocol;
+  readonly compression: Compression;
+  readonly timeoutMs: number;
+}
+
+export interface Config {
+  readonly prefect: {
+    readonly apiUrl: string;
+    readonly apiKey: string | undefined;
+    readonly authString: string | undefined;
+    readonly uiUrl: string | undefined;
+  };
+  readonly traces: OtlpSignalConfig & { readonly exporter: TracesExporterKind };
+  readonly logs: OtlpSignalConfig & { readonly exporter: LogsExporterKind };
+  readonly resource: { readonly serviceName: string; readonly attributes: Readonly<Record<string, string>> };
+  readonly stateFile: string;
+  readonly jaegerUrl: string | undefined;
+  readonly log: { readonly level: LogLevel; readonly format: LogFormat };
+  readonly model: {
+    readonly settleMs: number;
+    readonly taskGraceMs: number;
+    readonly openRunTimeoutMs: number;
+    readonly maxOpenRuns: number;
+    readonly maxSpanEvents: number;
+    readonly payloadMaxChars: number;
+    readonly dedupeWindowMs: number;
+    readonly dedupeMaxIds: number;
+  };
+  readonly delivery: {
+    readonly maxSpans: number;
+    readonly maxBytes: number;
+    readonly batchSize: number;
+    readonly scheduleDelayMs: number;
+  };
+  readonly live: { readonly resumeMarginMs: number; readonly stateFlushMs: number };
+  readonly statsIntervalMs: number;
+  readonly httpPort: number | undefined;
+  /** Non-fatal problems (bad OTEL_* values that fell back to defaults, conflicting settings). */
+  readonly warnings: readonly string[];
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Resolve the configuration: per key, option → specific env → generic env → default.
+ * Every problem is collected and thrown as one ConfigError. A bad OTEL_* value warns and falls
+ * back, as every OpenTelemetry component does.
+ */
+export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = process.env): Config {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const values = {} as Record<SettingKey, unknown>;
+  for (const [key, def] of Object.entries(SETTINGS) as [SettingKey, (typeof SETTINGS)[SettingKey]][]) {
+    const fromOption = (options as Record<string, unknown>)[key];
+    let source: string | undefined;
+    let raw: unknown;
+    if (fromOption !== undefined) {
+      raw = fromOption;
+      source = `option ${key}`;
+    } else {
+      for (const name of def.env) {
+        const v = env[name];
+        if (v !== undefined && v.trim() !== '') {
+          raw = v;
+          source = name;
+          break;
+        }
+      }
+    }
+    if (raw === undefined) {
+      values[key] = def.default;
+      continue;
+    }
+    const parsed = def.parse(raw);
+    if (parsed.ok) {
+      values[key] = parsed.value;
+    } else if (def.env[0]?.startsWith('OTEL_')) {
+      warnings.push(`${source}: ${parsed.problem}; using the default (${describeDefault(def.default)})`);
+      values[key] = def.default;
+    } else {
+      problems.push(`${source}: ${parsed.problem}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  const v = values as SettingValues;
+  if (v.apiKey !== undefined && v.authString !== undefined) {
+    warnings.push('both PREFECT_API_KEY and PREFECT_API_AUTH_STRING are set; using PREFECT_API_KEY');
+  }
+  const signal = (path: string, explicit: string | undefined, headers: Record<string, string>): OtlpSignalConfig => ({
+    url: explicit ?? `${v.otlpEndpoint.replace(/\/+$/, '')}/${path}`,
+    headers: Object.freeze({ ...v.otlpHeaders, ...headers }),
+    protocol: v.otlpProtocol,
+    compression: v.otlpCompression,
+    timeoutMs: v.otlpTimeoutMs,
+  });
+  const config: Config = {
+    prefect: {
+      apiUrl: v.apiUrl.replace(/\/+$/, ''),
+      apiKey: v.apiKey,
+      authString: v.apiKey === undefined ? v.authString : undefined,
+      uiUrl: v.uiUrl?.replace(/\/+$/, ''),
+    },
+    traces: {
+      ...signal('v1/traces', v.otlpTracesEndpoint, v.otlpTracesHeaders),
+      protocol: v.otlpTracesProtocol ?? v.otlpProtocol,
+      exporter: v.tracesExporter,
+    },
+    logs: { ...signal('v1/logs', v.otlpLogsEndpoint, {}), exporter: v.logsExporter },
+    resource: { serviceName: v.serviceName, attributes: Object.freeze({ ...v.resourceAttributes }) },
+    stateFile: v.stateFile,
+    jaegerUrl: v.jaegerUrl?.replace(/\/+$/, ''),
+    log: { level: v.logLevel, format: v.logFormat },
+    model: {
+      settleMs: v.settleMs,
+      taskGraceMs: v.taskGraceMs,
+      openRunTimeoutMs: v.openRunTimeoutMs,
+      maxOpenRuns: v.maxOpenRuns,
+      maxSpanEvents: v.maxSpanEvents,
+      payloadMaxChars: v.payloadMaxChars,
+      dedupeWindowMs: v.dedupeWindowMs,
+      dedupeMaxIds: v.dedupeMaxIds,
+    },
+    delivery: {
+      maxSpans: v.bufferMaxSpans,
+      maxBytes: v.bufferMaxBytes,
+      batchSize: Math.min(v.batchSize, v.bufferMaxSpans),
+      scheduleDelayMs: v.scheduleDelayMs,
+    },
+    live: { resumeMarginMs: v.resumeMarginMs, stateFlushMs: v.stateFlushMs },
+    statsIntervalMs: v.statsIntervalMs,
+    httpPort: v.httpPort,
+    warnings: Object.freeze(warnings),
+  };
+  return deepFreeze(config);
+}
+
+/** The settings in force, secrets redacted, for the startup log line. */
+export function describeConfig(config: Config): Record<string, unknown> {
+  return {
+    apiUrl: config.prefect.apiUrl,
+    auth: config.prefect.apiKey !== undefined ? 'api-key' : config.prefect.authString !== undefined ? 'auth-string' : 'none',
+    uiUrl: config.prefect.uiUrl,
+    tracesExporter: config.traces.exporter,
+    tracesUrl: config.traces.exporter === 'otlp' ? config.traces.url : undefined,
+    protocol: config.traces.protocol,
+    compression: config.traces.compression,
+    otlpHeaders: Object.keys(config.traces.headers).map((k) => `${k}=[redacted]`),
+    logsExporter: config.logs.exporter,
+    logsUrl: config.logs.exporter === 'otlp' ? config.logs.url : undefined,
+    serviceName: config.resource.serviceName,
+    stateFile: config.stateFile,
+    jaegerUrl: config.jaegerUrl,
+    model: config.model,
+    delivery: config.delivery,
+    httpPort: config.httpPort,
+  };
+}
+
+function describeDefault(value: unknown): string {
+  if (value === undefined) return 'unset';
+  if (typeof value === 'object') return JSON.stringify(value);
+  return String(value);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}

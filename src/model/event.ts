@@ -1,0 +1,166 @@
+import { canonicalUuid } from './ids.js';
+import { parseTimestampUs } from './time.js';
+
+/** A Prefect resource: `prefect.resource.id`, its optional name, and every label. */
+export interface Resource {
+  readonly id: string;
+  readonly name: string | undefined;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+export interface RelatedResource extends Resource {
+  readonly role: string;
+}
+
+/** A validated Prefect event (server `ReceivedEvent`). */
+export interface PrefectEvent {
+  /** Canonical lowercase UUID; for state events this is the state id. */
+  readonly id: string;
+  /** The event name, e.g. `prefect.flow-run.Running`. */
+  readonly name: string;
+  readonly occurred: string;
+  readonly occurredUs: number;
+  readonly received: string | undefined;
+  readonly receivedUs: number | undefined;
+  readonly resource: Resource;
+  readonly related: readonly RelatedResource[];
+  readonly payload: Readonly<Record<string, unknown>>;
+  readonly follows: string | undefined;
+}
+
+export const SKIP_REASONS = [
+  'invalid_json',
+  'not_an_object',
+  'not_an_event_message',
+  'missing_field',
+  'wrong_type',
+  'bad_timestamp',
+  'bad_id',
+  'bad_run_id',
+  'unknown_state',
+  'too_large',
+] as const;
+export type SkipReason = (typeof SKIP_REASONS)[number];
+
+export type ParseResult =
+  | { readonly ok: true; readonly event: PrefectEvent }
+  | { readonly ok: false; readonly reason: SkipReason; readonly detail: string };
+
+/** Largest frame or line accepted; Prefect itself drops events over 1.5 MB. */
+export const MAX_EVENT_BYTES = 2 * 1024 * 1024;
+const MAX_EVENT_NAME = 1024;
+
+const fail = (reason: SkipReason, detail: string): ParseResult => ({ ok: false, reason, detail });
+
+/** Parse one JSON text (a websocket frame or a replay line). Never throws. */
+export function parseEventText(text: string): ParseResult {
+  if (text.length > MAX_EVENT_BYTES) return fail('too_large', `${text.length} characters, limit ${MAX_EVENT_BYTES}`);
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    return fail('invalid_json', err instanceof Error ? err.message : String(err));
+  }
+  return parseEvent(value);
+}
+
+/**
+ * Validate a bare Event object or a `{"type":"event","event":{…}}` envelope. Total: every input
+ * gives an event or a reason.
+ */
+export function parseEvent(value: unknown): ParseResult {
+  if (!isRecord(value)) return fail('not_an_object', `expected a JSON object, got ${describe(value)}`);
+  let body: Record<string, unknown> = value;
+  if ('type' in value && !('occurred' in value && 'resource' in value)) {
+    if (value.type !== 'event') return fail('not_an_event_message', `message type ${JSON.stringify(value.type)}`);
+    if (!isRecord(value.event)) return fail('missing_field', 'envelope without an "event" object');
+    body = value.event;
+  }
+  const id = body.id;
+  if (id === undefined || id === null) return fail('missing_field', 'id');
+  if (typeof id !== 'string') return fail('wrong_type', `id is ${describe(id)}`);
+  const canonicalId = canonicalUuid(id);
+  if (canonicalId === undefined) return fail('bad_id', `id ${JSON.stringify(id.slice(0, 60))} is not a UUID`);
+
+  const name = body.event;
+  if (name === undefined || name === null) return fail('missing_field', 'event');
+  if (typeof name !== 'string') return fail('wrong_type', `event is ${describe(name)}`);
+  if (name.length === 0 || name.length > MAX_EVENT_NAME) return fail('wrong_type', `event name length ${name.length}`);
+
+  const occurred = body.occurred;
+  if (occurred === undefined || occurred === null) return fail('missing_field', 'occurred');
+  if (typeof occurred !== 'string') return fail('wrong_type', `occurred is ${describe(occurred)}`);
+  const occurredUs = parseTimestampUs(occurred);
+  if (occurredUs === undefined) return fail('bad_timestamp', `occurred ${JSON.stringify(occurred.slice(0, 60))}`);
+
+  let received: string | undefined;
+  let receivedUs: number | undefined;
+  if (typeof body.received === 'string') {
+    receivedUs = parseTimestampUs(body.received);
+    if (receivedUs !== undefined) received = body.received;
+  }
+
+  if (body.resource === undefined || body.resource === null) return fail('missing_field', 'resource');
+  const resource = parseResource(body.resource, 'resource');
+  if (!isResource(resource)) return resource;
+
+  const related: RelatedResource[] = [];
+  if (body.related !== undefined && body.related !== null) {
+    if (!Array.isArray(body.related)) return fail('wrong_type', `related is ${describe(body.related)}`);
+    for (let i = 0; i < body.related.length; i++) {
+      const where = `related[${i}]`;
+      const r = parseResource(body.related[i], where);
+      if (!isResource(r)) return r;
+      const role = r.labels['prefect.resource.role'];
+      if (role === undefined || role === '') return fail('missing_field', `${where}.prefect.resource.role`);
+      related.push({ ...r, role });
+    }
+  }
+
+  let payload: Record<string, unknown> = {};
+  if (body.payload !== undefined && body.payload !== null) {
+    if (!isRecord(body.payload)) return fail('wrong_type', `payload is ${describe(body.payload)}`);
+    payload = body.payload;
+  }
+
+  const follows = typeof body.follows === 'string' ? canonicalUuid(body.follows) : undefined;
+
+  return {
+    ok: true,
+    event: { id: canonicalId, name, occurred, occurredUs, received, receivedUs, resource, related, payload, follows },
+  };
+}
+
+function parseResource(value: unknown, where: string): Resource | ParseResult {
+  if (!isRecord(value)) return fail('wrong_type', `${where} is ${describe(value)}`);
+  const labels: Record<string, string> = {};
+  for (const key in value) {
+    const v = value[key];
+    if (typeof v !== 'string') return fail('wrong_type', `${where}.${key} is ${describe(v)}, labels must be strings`);
+    labels[key] = v;
+  }
+  const id = labels['prefect.resource.id'];
+  if (id === undefined || id === '') return fail('missing_field', `${where}.prefect.resource.id`);
+  const name = labels['prefect.resource.name'];
+  return { id, name: name === '' ? undefined : name, labels };
+}
+
+function isResource(value: Resource | ParseResult): value is Resource {
+  return !('ok' in value);
+}
+
+export function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return `a ${typeof value}`;
+}
+
+/** A short, single-line excerpt of bad input for a log line. */
+export function excerpt(text: string, max = 160): string {
+  const flat = text.replace(/\s+/g, ' ');
+  return flat.length > max ? `${flat.slice(0, max)}…` : flat;
+}

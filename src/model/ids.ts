@@ -1,0 +1,31 @@
+import { createHash } from 'node:crypto';
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const HEX32_RE = /^[0-9a-f]{32}$/i;
+const ZERO_SPAN_ID = '0000000000000000';
+
+/** The canonical lowercase dashed form of a UUID, or undefined when `text` is not one. */
+export function canonicalUuid(text: string): string | undefined {
+  if (UUID_RE.test(text)) return text.toLowerCase();
+  if (HEX32_RE.test(text)) {
+    const h = text.toLowerCase();
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+  return undefined;
+}
+
+/** A trace is named by its root run: the root's UUID as 32 lowercase hex digits. */
+export function traceIdForRun(runId: string): string {
+  return runId.replace(/-/g, '').toLowerCase();
+}
+
+/**
+ * A run's span id: the first 16 hex digits of SHA-256 of its canonical UUID; for its n-th rerun
+ * (n ≥ 1), of `<uuid>:<n>`. Any process, and code inside the flow itself, computes the same id.
+ */
+export function spanIdForRun(runId: string, attempt = 0): string {
+  const input = attempt === 0 ? runId.toLowerCase() : `${runId.toLowerCase()}:${attempt}`;
+  const digest = createHash('sha256').update(input).digest('hex');
+  const id = digest.slice(0, 16);
+  return id === ZERO_SPAN_ID ? digest.slice(16, 32) : id;
+}

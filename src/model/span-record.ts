@@ -1,0 +1,45 @@
+import type { AttributeValue } from '@opentelemetry/api';
+import type { RunType, StateType } from './classify.js';
+
+export type Attributes = Record<string, AttributeValue>;
+
+export interface SpanEventRecord {
+  readonly name: string;
+  readonly timeUs: number;
+  readonly attributes: Attributes;
+}
+
+export interface SpanLinkRecord {
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly attributes: Attributes;
+}
+
+export type SpanStatusRecord =
+  | { readonly code: 'unset' }
+  | { readonly code: 'ok' }
+  | { readonly code: 'error'; readonly message: string };
+
+/** One finished run attempt, ready to export. Plain data: the model knows nothing of the SDK. */
+export interface SpanRecord {
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly parentSpanId: string | undefined;
+  readonly name: string;
+  readonly kind: 'server' | 'internal';
+  readonly startUs: number;
+  readonly endUs: number;
+  readonly status: SpanStatusRecord;
+  readonly attributes: Attributes;
+  /** Sorted by time (and `follows` for ties). */
+  readonly events: readonly SpanEventRecord[];
+  readonly links: readonly SpanLinkRecord[];
+  readonly run: {
+    readonly id: string;
+    readonly type: RunType;
+    readonly name: string | undefined;
+    readonly attempt: number;
+    readonly finalState: { readonly type: StateType; readonly name: string } | undefined;
+    readonly incomplete: boolean;
+  };
+}

@@ -1,0 +1,43 @@
+import type { HrTime } from '@opentelemetry/api';
+
+const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?(Z|z|[+-]\d{2}(?::?\d{2})?)?$/;
+
+/**
+ * Microseconds since the epoch for an ISO-8601 timestamp as Prefect writes them: pydantic JSON
+ * (`…Z`) and Python isoformat (`…+00:00`), with 0–9 fraction digits. A missing zone is UTC, as in
+ * Prefect's naive datetimes. Microseconds stay exact in a double (< 2^53) where nanoseconds would not.
+ */
+export function parseTimestampUs(text: string): number | undefined {
+  const m = ISO_RE.exec(text);
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s, frac = '', zone = 'Z'] = m;
+  const year = Number(y), month = Number(mo), day = Number(d), hour = Number(h), minute = Number(mi), second = Number(s);
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return undefined;
+  const ms = Date.UTC(year, month - 1, day, hour, minute, second);
+  const check = new Date(ms);
+  if (check.getUTCDate() !== day || check.getUTCMonth() !== month - 1) return undefined;
+  let offsetMin = 0;
+  if (zone !== 'Z' && zone !== 'z') {
+    const sign = zone.startsWith('-') ? -1 : 1;
+    const digits = zone.slice(1).replace(':', '');
+    offsetMin = sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4) || '0'));
+  }
+  const micros = Number(frac.padEnd(6, '0').slice(0, 6));
+  return (ms - offsetMin * 60_000) * 1000 + micros;
+}
+
+export function usToHrTime(us: number): HrTime {
+  const seconds = Math.floor(us / 1e6);
+  return [seconds, (us - seconds * 1e6) * 1000];
+}
+
+/** `2026-08-21T12:00:05.123456Z`, microsecond precision. */
+export function usToIso(us: number): string {
+  const ms = Math.floor(us / 1000);
+  const iso = new Date(ms).toISOString();
+  return `${iso.slice(0, 23)}${String(us - ms * 1000).padStart(3, '0')}Z`;
+}
+
+export function usToMs(us: number): number {
+  return us / 1000;
+}

@@ -1,0 +1,250 @@
+/**
+ * Every setting once: its option name, environment variables (most specific first), CLI flag,
+ * default and parser. resolveConfig(), the CLI's flag parser, the startup log's redaction and the
+ * README's configuration table all come from this table.
+ */
+export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string };
+
+export interface SettingDef<T> {
+  readonly env: readonly string[];
+  readonly flag: string;
+  readonly default: T;
+  readonly parse: (raw: unknown) => Parsed<T>;
+  readonly secret?: boolean;
+  readonly doc: string;
+}
+
+const ok = <T>(value: T): Parsed<T> => ({ ok: true, value });
+const bad = <T>(problem: string): Parsed<T> => ({ ok: false, problem });
+
+function text(raw: unknown): Parsed<string> {
+  if (typeof raw !== 'string') return bad(`expected a string, got ${typeof raw}`);
+  return ok(raw.trim());
+}
+
+function httpUrl(raw: unknown): Parsed<string> {
+  const t = text(raw);
+  if (!t.ok) return t;
+  let u: URL;
+  try {
+    u = new URL(t.value);
+  } catch {
+    return bad(`not a URL: ${JSON.stringify(t.value.slice(0, 120))}`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return bad(`expected an http:// or https:// URL, got ${u.protocol}`);
+  return ok(t.value);
+}
+
+function optional<T>(parse: (raw: unknown) => Parsed<T>): (raw: unknown) => Parsed<T | undefined> {
+  return (raw) => (raw === undefined || raw === '' ? ok(undefined) : parse(raw));
+}
+
+function integer(min: number, max: number, unit = ''): (raw: unknown) => Parsed<number> {
+  return (raw) => {
+    const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN;
+    if (!Number.isSafeInteger(n)) return bad(`expected a whole number${unit}, got ${JSON.stringify(String(raw).slice(0, 40))}`);
+    if (n < min || n > max) return bad(`must be between ${min} and ${max}${unit}, got ${n}`);
+    return ok(n);
+  };
+}
+
+function oneOf<const T extends string>(values: readonly T[]): (raw: unknown) => Parsed<T> {
+  return (raw) => {
+    const t = typeof raw === 'string' ? raw.trim().toLowerCase() : raw;
+    return values.includes(t as T) ? ok(t as T) : bad(`must be one of ${values.join(', ')}, got ${JSON.stringify(raw)}`);
+  };
+}
+
+/** `k1=v1,k2=v2` with URL-encoded parts, as OTEL_EXPORTER_OTLP_HEADERS and OTEL_RESOURCE_ATTRIBUTES define it. */
+function keyValues(raw: unknown): Parsed<Record<string, string>> {
+  if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) {
+    const out: Record<string, string> = {};
+    for (const [k, v] of Object.entries(raw)) {
+      if (typeof v !== 'string') return bad(`value of ${k} must be a string`);
+      out[k] = v;
+    }
+    return ok(out);
+  }
+  if (typeof raw !== 'string') return bad('expected key=value pairs');
+  const out: Record<string, string> = {};
+  for (const part of raw.split(',')) {
+    if (part.trim() === '') continue;
+    const eq = part.indexOf('=');
+    if (eq <= 0) return bad(`expected key=value pairs separated by commas (entry ${Object.keys(out).length + 1} is not key=value)`);
+    try {
+      out[decodeURIComponent(part.slice(0, eq).trim())] = decodeURIComponent(part.slice(eq + 1).trim());
+    } catch {
+      return bad('contains a malformed %-escape');
+    }
+  }
+  return ok(out);
+}
+
+const MINUTE_MS = 60_000;
+const HOUR_MS = 60 * MINUTE_MS;
+const DAY_MS = 24 * HOUR_MS;
+
+export const SETTINGS = {
+  apiUrl: {
+    env: ['PREFECT_API_URL'], flag: '--api-url', default: 'http://127.0.0.1:4200/api', parse: httpUrl,
+    doc: 'Prefect server or Cloud workspace API URL (same meaning as in Prefect)',
+  },
+  apiKey: {
+    env: ['PREFECT_API_KEY'], flag: '--api-key', default: undefined, parse: optional(text), secret: true,
+    doc: 'Prefect Cloud API key (websocket auth token; `Authorization: Bearer` on REST)',
+  },
+  authString: {
+    env: ['PREFECT_API_AUTH_STRING'], flag: '--auth-string', default: undefined, parse: optional(text), secret: true,
+    doc: 'self-hosted `user:pass` (websocket auth token; `Authorization: Basic` on REST)',
+  },
+  uiUrl: {
+    env: ['PREFECT_UI_URL'], flag: '--ui-url', default: undefined, parse: optional(httpUrl),
+    doc: 'Prefect UI base URL; run links in span attributes and log lines',
+  },
+  otlpEndpoint: {
+    env: ['OTEL_EXPORTER_OTLP_ENDPOINT'], flag: '--otlp-endpoint', default: 'http://localhost:4318', parse: httpUrl,
+    doc: 'OTLP/HTTP base URL; `/v1/traces` and `/v1/logs` are appended',
+  },
+  otlpTracesEndpoint: {
+    env: ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'], flag: '--otlp-traces-endpoint', default: undefined, parse: optional(httpUrl),
+    doc: 'full OTLP/HTTP traces URL, used as is',
+  },
+  otlpLogsEndpoint: {
+    env: ['OTEL_EXPORTER_OTLP_LOGS_ENDPOINT'], flag: '--otlp-logs-endpoint', default: undefined, parse: optional(httpUrl),
+    doc: 'full OTLP/HTTP logs URL, used as is',
+  },
+  otlpHeaders: {
+    env: ['OTEL_EXPORTER_OTLP_HEADERS'], flag: '--otlp-headers', default: {} as Record<string, string>, parse: keyValues, secret: true,
+    doc: '`key=value,…` headers sent with every OTLP request',
+  },
+  otlpTracesHeaders: {
+    env: ['OTEL_EXPORTER_OTLP_TRACES_HEADERS'], flag: '--otlp-traces-headers', default: {} as Record<string, string>, parse: keyValues, secret: true,
+    doc: 'headers for trace requests only (win over the generic ones)',
+  },
+  otlpProtocol: {
+    env: ['OTEL_EXPORTER_OTLP_PROTOCOL'], flag: '--otlp-protocol', default: 'http/protobuf' as 'http/protobuf' | 'http/json',
+    parse: oneOf(['http/protobuf', 'http/json'] as const),
+    doc: '`http/protobuf` or `http/json`',
+  },
+  otlpTracesProtocol: {
+    env: ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'], flag: '--otlp-traces-protocol', default: undefined as 'http/protobuf' | 'http/json' | undefined,
+    parse: optional(oneOf(['http/protobuf', 'http/json'] as const)),
+    doc: 'protocol for traces only',
+  },
+  otlpCompression: {
+    env: ['OTEL_EXPORTER_OTLP_TRACES_COMPRESSION', 'OTEL_EXPORTER_OTLP_COMPRESSION'], flag: '--otlp-compression', default: 'none' as 'gzip' | 'none',
+    parse: oneOf(['gzip', 'none'] as const),
+    doc: '`gzip` or `none`',
+  },
+  otlpTimeoutMs: {
+    env: ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', 'OTEL_EXPORTER_OTLP_TIMEOUT'], flag: '--otlp-timeout', default: 10_000, parse: integer(1, 10 * MINUTE_MS, ' ms'),
+    doc: 'time for one export including the exporter\'s own retries (ms)',
+  },
+  serviceName: {
+    env: ['OTEL_SERVICE_NAME'], flag: '--service-name', default: 'prefect', parse: text,
+    doc: '`service.name` of the exported spans',
+  },
+  resourceAttributes: {
+    env: ['OTEL_RESOURCE_ATTRIBUTES'], flag: '--resource-attributes', default: {} as Record<string, string>, parse: keyValues,
+    doc: 'extra resource attributes, `key=value,…`',
+  },
+  tracesExporter: {
+    env: ['OTEL_TRACES_EXPORTER'], flag: '--traces-exporter', default: 'otlp' as 'otlp' | 'console' | 'none',
+    parse: oneOf(['otlp', 'console', 'none'] as const),
+    doc: '`otlp`, `console` or `none`',
+  },
+  logsExporter: {
+    env: ['OTEL_LOGS_EXPORTER'], flag: '--logs-exporter', default: 'none' as 'otlp' | 'none',
+    parse: oneOf(['otlp', 'none'] as const),
+    doc: '`otlp` also ships the STLOGGING records to the collector as OTel logs',
+  },
+  stateFile: {
+    env: ['PREFECT_OTEL_STATE_FILE'], flag: '--state-file', default: '.prefect-otel/state.json', parse: text,
+    doc: 'where the resume cursor and open runs are persisted',
+  },
+  jaegerUrl: {
+    env: ['PREFECT_OTEL_JAEGER_URL'], flag: '--jaeger-url', default: undefined, parse: optional(httpUrl),
+    doc: 'Jaeger UI base URL; terminal-state log lines carry `jaeger_url=<url>/trace/<trace_id>`',
+  },
+  logLevel: {
+    env: ['PREFECT_OTEL_LOG_LEVEL'], flag: '--log-level', default: 'info' as 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent',
+    parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+    doc: 'pino level',
+  },
+  logFormat: {
+    env: ['PREFECT_OTEL_LOG_FORMAT'], flag: '--log-format', default: 'json' as 'json' | 'pretty',
+    parse: oneOf(['json', 'pretty'] as const),
+    doc: '`json` (one object per line) or `pretty`',
+  },
+  settleMs: {
+    env: ['PREFECT_OTEL_SETTLE_MS'], flag: '--settle-ms', default: 500, parse: integer(0, 10 * MINUTE_MS, ' ms'),
+    doc: 'how long a finished run waits for late or reordered events before its span is exported',
+  },
+  taskGraceMs: {
+    env: ['PREFECT_OTEL_TASK_GRACE_MS'], flag: '--task-grace-ms', default: 60_000, parse: integer(0, DAY_MS, ' ms'),
+    doc: 'how long task runs may stay open after their flow run ended before they are ended as incomplete',
+  },
+  openRunTimeoutMs: {
+    env: ['PREFECT_OTEL_OPEN_RUN_TIMEOUT_MS'], flag: '--open-run-timeout-ms', default: DAY_MS, parse: integer(1_000, 30 * DAY_MS, ' ms'),
+    doc: 'a run with no event for this long is ended as incomplete',
+  },
+  maxOpenRuns: {
+    env: ['PREFECT_OTEL_MAX_OPEN_RUNS'], flag: '--max-open-runs', default: 100_000, parse: integer(1, 10_000_000),
+    doc: 'bound on runs held in memory; past it the least recently active run is ended as incomplete',
+  },
+  maxSpanEvents: {
+    env: ['OTEL_SPAN_EVENT_COUNT_LIMIT'], flag: '--max-span-events', default: 1_000, parse: integer(2, 1_000_000),
+    doc: 'span events kept per span (OTel\'s default is 128); past it the oldest are summarised in one event',
+  },
+  payloadMaxChars: {
+    env: ['PREFECT_OTEL_PAYLOAD_MAX_CHARS'], flag: '--payload-max-chars', default: 4_096, parse: integer(0, 1_000_000),
+    doc: 'length of the `prefect.event.payload` JSON kept on a span event',
+  },
+  dedupeWindowMs: {
+    env: ['PREFECT_OTEL_DEDUPE_WINDOW_MS'], flag: '--dedupe-window-ms', default: 60 * MINUTE_MS, parse: integer(MINUTE_MS, 7 * DAY_MS, ' ms'),
+    doc: 'how long event ids are remembered to drop duplicates',
+  },
+  dedupeMaxIds: {
+    env: ['PREFECT_OTEL_DEDUPE_MAX_IDS'], flag: '--dedupe-max-ids', default: 500_000, parse: integer(1_000, 50_000_000),
+    doc: 'bound on remembered event ids',
+  },
+  bufferMaxSpans: {
+    env: ['OTEL_BSP_MAX_QUEUE_SIZE'], flag: '--buffer-max-spans', default: 20_000, parse: integer(1, 10_000_000),
+    doc: 'finished spans held while the collector is slow or down; past it the oldest are dropped and counted',
+  },
+  bufferMaxBytes: {
+    env: ['PREFECT_OTEL_BUFFER_MAX_BYTES'], flag: '--buffer-max-bytes', default: 64 * 1024 * 1024, parse: integer(1024, 16 * 1024 * 1024 * 1024),
+    doc: 'the same bound in (estimated) bytes',
+  },
+  batchSize: {
+    env: ['OTEL_BSP_MAX_EXPORT_BATCH_SIZE'], flag: '--batch-size', default: 512, parse: integer(1, 100_000),
+    doc: 'spans per OTLP request',
+  },
+  scheduleDelayMs: {
+    env: ['OTEL_BSP_SCHEDULE_DELAY'], flag: '--schedule-delay-ms', default: 200, parse: integer(0, MINUTE_MS, ' ms'),
+    doc: 'longest wait before a partly filled batch is sent',
+  },
+  resumeMarginMs: {
+    env: ['PREFECT_OTEL_RESUME_MARGIN_MS'], flag: '--resume-margin-ms', default: 2 * MINUTE_MS, parse: integer(0, DAY_MS, ' ms'),
+    doc: 'on reconnect, resume this far before the last seen event',
+  },
+  stateFlushMs: {
+    env: ['PREFECT_OTEL_STATE_FLUSH_MS'], flag: '--state-flush-ms', default: 5_000, parse: integer(100, HOUR_MS, ' ms'),
+    doc: 'how often the state file is written while watching',
+  },
+  statsIntervalMs: {
+    env: ['PREFECT_OTEL_STATS_INTERVAL_MS'], flag: '--stats-interval-ms', default: 60_000, parse: integer(0, DAY_MS, ' ms'),
+    doc: 'how often a stats line is logged (0 = never)',
+  },
+  httpPort: {
+    env: ['PREFECT_OTEL_HTTP_PORT'], flag: '--http-port', default: undefined as number | undefined, parse: optional(integer(0, 65_535)),
+    doc: 'serve `/healthz` and `/metrics` on this port (0 = any free port)',
+  },
+} satisfies Record<string, SettingDef<unknown>>;
+
+export type SettingKey = keyof typeof SETTINGS;
+type ParsedValue<F> = F extends (raw: unknown) => Parsed<infer T> ? T : never;
+export type SettingValues = { -readonly [K in SettingKey]: ParsedValue<(typeof SETTINGS)[K]['parse']> };
+
+/** Names of env vars whose values must never be logged. */
+export const SECRET_ENV = new Set(Object.values(SETTINGS).filter((d) => 'secret' in d && d.secret).flatMap((d) => d.env));
