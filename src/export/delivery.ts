@@ -1,0 +1,244 @@
+/**
+ * A bounded delivery queue in front of an exporter. Producers never wait: items are queued and
+ * sent in batches, one request at a time; a failed batch goes back to the front and is retried
+ * with backoff while the queue keeps accepting work; when the bound (items or bytes) is reached,
+ * the oldest items are dropped and counted. A batch the collector rejects for good (a 4xx other
+ * than 408/429) is dropped and counted, not retried forever.
+ */
+export type SendResult = { ok: true } | { ok: false; retryable: boolean; error: string };
+
+export interface DeliveryOptions<T> {
+  readonly name: string;
+  readonly send: (batch: T[]) => Promise<SendResult>;
+  readonly sizeOf: (item: T) => number;
+  readonly maxItems: number;
+  readonly maxBytes: number;
+  readonly batchSize: number;
+  readonly scheduleDelayMs: number;
+  readonly initialBackoffMs?: number;
+  readonly maxBackoffMs?: number;
+  /** Called after each delivered batch (latency measurement, hooks). */
+  readonly onDelivered?: (batch: readonly T[]) => void;
+  /** Called when items are dropped (bound) or rejected (permanent error). Aggregate before logging. */
+  readonly onLoss?: (kind: 'dropped' | 'rejected', count: number, error: string | undefined) => void;
+  readonly onFailure?: (error: string, willRetryInMs: number) => void;
+  readonly onRecovered?: (afterFailures: number) => void;
+}
+
+export interface DeliveryStats {
+  queued: number;
+  queuedBytes: number;
+  inFlight: number;
+  delivered: number;
+  dropped: number;
+  rejected: number;
+  failedAttempts: number;
+  lastSuccessMs: number | undefined;
+  lastError: string | undefined;
+  /** True while the last attempt failed and a retry is pending. */
+  failing: boolean;
+}
+
+export interface FlushResult {
+  readonly ok: boolean;
+  readonly pending: number;
+}
+
+export interface Delivery<T> {
+  enqueue(item: T): void;
+  /** Send everything queued; resolves when the queue is empty, or with `ok: false` at the deadline. */
+  flush(timeoutMs: number): Promise<FlushResult>;
+  /** Flush, then refuse further items. */
+  shutdown(timeoutMs: number): Promise<FlushResult>;
+  /** Items still queued (for the state file at shutdown). */
+  drainQueued(): T[];
+  readonly stats: Readonly<DeliveryStats>;
+}
+
+const INITIAL_BACKOFF_MS = 1_000;
+const MAX_BACKOFF_MS = 30_000;
+const BACKOFF_MULTIPLIER = 2;
+
+export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
+  const queue: { item: T; bytes: number }[] = [];
+  let head = 0;
+  let sending = false;
+  let closed = false;
+  let timer: NodeJS.Timeout | undefined;
+  let backoffMs = options.initialBackoffMs ?? INITIAL_BACKOFF_MS;
+  let consecutiveFailures = 0;
+  let retryAt = 0;
+  let flushing = 0;
+  const waiters = new Set<() => void>();
+  const stats: DeliveryStats = {
+    queued: 0, queuedBytes: 0, inFlight: 0, delivered: 0, dropped: 0, rejected: 0, failedAttempts: 0,
+    lastSuccessMs: undefined, lastError: undefined, failing: false,
+  };
+
+  const compact = (): void => {
+    if (head > 1024 && head * 2 > queue.length) {
+      queue.splice(0, head);
+      head = 0;
+    }
+  };
+
+  const enforceBound = (): void => {
+    let dropped = 0;
+    while (stats.queued > 0 && (stats.queued > options.maxItems || stats.queuedBytes > options.maxBytes)) {
+      const entry = queue[head++]!;
+      stats.queued -= 1;
+      stats.queuedBytes -= entry.bytes;
+      dropped += 1;
+    }
+    compact();
+    if (dropped > 0) {
+      stats.dropped += dropped;
+      options.onLoss?.('dropped', dropped, undefined);
+    }
+  };
+
+  const notify = (): void => {
+    for (const w of [...waiters]) w();
+  };
+
+  const schedule = (delayMs: number): void => {
+    if (timer !== undefined || sending) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      void pump(true);
+    }, delayMs);
+    timer.unref();
+  };
+
+  const pump = async (force: boolean): Promise<void> => {
+    if (sending) return;
+    const now = Date.now();
+    if (now < retryAt) {
+      schedule(retryAt - now);
+      return;
+    }
+    if (stats.queued === 0) {
+      notify();
+      return;
+    }
+    if (!force && stats.queued < options.batchSize) {
+      schedule(options.scheduleDelayMs);
+      return;
+    }
+    if (timer !== undefined) {
+      clearTimeout(timer);
+      timer = undefined;
+    }
+    sending = true;
+    const n = Math.min(options.batchSize, stats.queued);
+    const entries = queue.slice(head, head + n);
+    head += n;
+    stats.queued -= n;
+    let bytes = 0;
+    for (const e of entries) bytes += e.bytes;
+    stats.queuedBytes -= bytes;
+    stats.inFlight = n;
+    compact();
+    let result: SendResult;
+    try {
+      result = await options.send(entries.map((e) => e.item));
+    } catch (err) {
+      result = { ok: false, retryable: true, error: err instanceof Error ? err.message : String(err) };
+    }
+    stats.inFlight = 0;
+    sending = false;
+    if (result.ok) {
+      stats.delivered += n;
+      stats.lastSuccessMs = Date.now();
+      if (consecutiveFailures > 0) options.onRecovered?.(consecutiveFailures);
+      consecutiveFailures = 0;
+      stats.failing = false;
+      backoffMs = options.initialBackoffMs ?? INITIAL_BACKOFF_MS;
+      options.onDelivered?.(entries.map((e) => e.item));
+    } else if (!result.retryable) {
+      stats.rejected += n;
+      stats.lastError = result.error;
+      options.onLoss?.('rejected', n, result.error);
+    } else {
+      stats.failedAttempts += 1;
+      stats.lastError = result.error;
+      stats.failing = true;
+      consecutiveFailures += 1;
+      queue.splice(head, 0, ...entries);
+      stats.queued += n;
+      stats.queuedBytes += bytes;
+      const jittered = Math.round(backoffMs * (0.5 + Math.random() / 2));
+      retryAt = Date.now() + jittered;
+      options.onFailure?.(result.error, jittered);
+      backoffMs = Math.min(options.maxBackoffMs ?? MAX_BACKOFF_MS, backoffMs * BACKOFF_MULTIPLIER);
+      enforceBound();
+    }
+    if (stats.queued === 0) {
+      notify();
+      return;
+    }
+    void pump(flushing > 0 || stats.queued >= options.batchSize);
+  };
+
+  const flush = async (timeoutMs: number): Promise<FlushResult> => {
+    flushing += 1;
+    try {
+      const deadline = Date.now() + timeoutMs;
+      while (stats.queued > 0 || sending) {
+        const left = deadline - Date.now();
+        if (left <= 0) break;
+        if (!sending) {
+          if (retryAt > Date.now()) retryAt = Math.min(retryAt, Date.now() + Math.min(left, backoffMs));
+          void pump(true);
+        }
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(done, Math.min(left, 50));
+          function done(): void {
+            clearTimeout(t);
+            waiters.delete(done);
+            resolve();
+          }
+          waiters.add(done);
+        });
+      }
+      return { ok: stats.queued === 0 && !sending, pending: stats.queued + stats.inFlight };
+    } finally {
+      flushing -= 1;
+    }
+  };
+
+  return {
+    enqueue(item: T): void {
+      if (closed) {
+        stats.dropped += 1;
+        options.onLoss?.('dropped', 1, 'delivery is shut down');
+        return;
+      }
+      const bytes = options.sizeOf(item);
+      queue.push({ item, bytes });
+      stats.queued += 1;
+      stats.queuedBytes += bytes;
+      if (stats.queued > options.maxItems || stats.queuedBytes > options.maxBytes) enforceBound();
+      if (!sending) {
+        if (stats.queued >= options.batchSize && Date.now() >= retryAt) void pump(true);
+        else schedule(Math.max(options.scheduleDelayMs, retryAt - Date.now()));
+      }
+    },
+    flush,
+    async shutdown(timeoutMs: number): Promise<FlushResult> {
+      const result = await flush(timeoutMs);
+      closed = true;
+      if (timer !== undefined) clearTimeout(timer);
+      return result;
+    },
+    drainQueued(): T[] {
+      const items = queue.slice(head).map((e) => e.item);
+      queue.length = 0;
+      head = 0;
+      stats.queued = 0;
+      stats.queuedBytes = 0;
+      return items;
+    },
+    stats,
+  };
+}

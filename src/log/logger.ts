@@ -1,0 +1,56 @@
+import { Writable } from 'node:stream';
+import { pino, type DestinationStream, type Logger } from 'pino';
+import type { LogFormat, LogLevel } from '../config.js';
+
+export type { Logger } from 'pino';
+
+/** Keys that could hold a secret, wherever they appear in a log object. */
+const REDACT = [
+  'apiKey', 'authString', 'token', 'authorization', 'Authorization', 'headers.authorization', 'headers.Authorization',
+  '*.apiKey', '*.authString', '*.token', '*.headers', 'otlpHeaders',
+];
+
+const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+const OMIT_PRETTY = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'service']);
+
+/** One line per record, `HH:MM:SS.mmm LEVEL message key=value …`: for people, not for log pipelines. */
+export function createPrettyStream(out: NodeJS.WritableStream = process.stdout): DestinationStream {
+  return new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (line === '') continue;
+        try {
+          const o = JSON.parse(line) as Record<string, unknown>;
+          const time = typeof o.time === 'number' ? new Date(o.time).toISOString().slice(11, 23) : '';
+          const level = LEVEL_NAMES[Number(o.level)] ?? String(o.level);
+          const rest = Object.entries(o)
+            .filter(([k]) => !OMIT_PRETTY.has(k))
+            .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+            .join(' ');
+          out.write(`${time} ${level.padEnd(5)} ${String(o.msg ?? '')}${rest === '' ? '' : `  ${rest}`}\n`);
+        } catch {
+          out.write(`${line}\n`);
+        }
+      }
+      done();
+    },
+  });
+}
+
+export interface LoggerOptions {
+  readonly level: LogLevel;
+  readonly format: LogFormat;
+  /** Where lines go; default stdout. */
+  readonly destination?: DestinationStream;
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  const base = {
+    level: options.level,
+    base: { service: 'prefect-otel' },
+    timestamp: pino.stdTimeFunctions.epochTime,
+    redact: { paths: REDACT, censor: '[redacted]' },
+  };
+  if (options.format === 'pretty') return pino(base, createPrettyStream(options.destination as NodeJS.WritableStream | undefined));
+  return options.destination === undefined ? pino(base) : pino(base, options.destination);
+}

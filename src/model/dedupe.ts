@@ -1,0 +1,46 @@
+/**
+ * Event ids seen recently, bounded by age and by count (oldest forgotten first). Prefect's stream
+ * repeats events on backfill, reconnect and client resend; an id is remembered long enough to
+ * cover the server's 15-minute backfill window plus the resume margin.
+ */
+export class DedupeSet {
+  private readonly seen = new Map<string, number>();
+
+  constructor(
+    private readonly windowMs: number,
+    private readonly maxIds: number,
+  ) {}
+
+  get size(): number {
+    return this.seen.size;
+  }
+
+  /** True when `id` is new (and now remembered); false for a duplicate. */
+  add(id: string, nowMs: number): boolean {
+    if (this.seen.has(id)) return false;
+    this.seen.set(id, nowMs);
+    this.evict(nowMs);
+    return true;
+  }
+
+  has(id: string): boolean {
+    return this.seen.has(id);
+  }
+
+  private evict(nowMs: number): void {
+    const oldestAllowed = nowMs - this.windowMs;
+    for (const [id, at] of this.seen) {
+      if (this.seen.size <= this.maxIds && at >= oldestAllowed) break;
+      this.seen.delete(id);
+    }
+  }
+
+  toJSON(): [string, number][] {
+    return [...this.seen];
+  }
+
+  restore(entries: readonly (readonly [string, number])[], nowMs: number): void {
+    for (const [id, at] of entries) this.seen.set(id, at);
+    this.evict(nowMs);
+  }
+}

@@ -1,0 +1,326 @@
+import { ATTR, CICD_RESULT, OTEL_TRACEPARENT_LABEL, SPAN_EVENT } from './attributes.js';
+import { TERMINAL_STATE_TYPES, type RunRef, type RunType, type StateInfo, type StateType } from './classify.js';
+import { isRecord, type PrefectEvent } from './event.js';
+import { canonicalUuid, spanIdForRun } from './ids.js';
+import type { Attributes, SpanEventRecord, SpanLinkRecord, SpanRecord } from './span-record.js';
+
+/** Where a run's span hangs: its trace, its parent span, and whether it is the trace's root. */
+export interface TraceCtx {
+  readonly traceId: string;
+  readonly parentSpanId: string | undefined;
+  readonly root: boolean;
+}
+
+/** Facts about a run gathered from every event that names it. */
+export interface RunMeta {
+  name?: string;
+  flowName?: string;
+  flowId?: string;
+  deploymentName?: string;
+  deploymentId?: string;
+  workPoolName?: string;
+  workPoolType?: string;
+  workQueueName?: string;
+  taskKey?: string;
+  tags: string[];
+  /** Subflows and run_deployment children: the parent's tracking task run. */
+  parentTaskRunId?: string;
+  /** Task runs: their flow run. */
+  flowRunId?: string;
+  /** Task runs: `task_inputs.__parents__`. */
+  parentTaskIds: string[];
+  /** Prefect's own span for this run (`__OTEL_TRACEPARENT`). */
+  traceparent?: string;
+}
+
+interface EventEntry extends SpanEventRecord {
+  readonly id: string;
+  readonly follows: string | undefined;
+}
+
+interface LatestState {
+  readonly id: string;
+  readonly follows: string | undefined;
+  readonly occurredUs: number;
+  readonly state: StateInfo;
+}
+
+export interface SpanBuildOptions {
+  readonly uiUrl: string | undefined;
+}
+
+/** One attempt of one run, open. Everything the span needs is kept incrementally. */
+export class RunState {
+  readonly ref: { readonly type: RunType; readonly id: string };
+  meta: RunMeta = { tags: [], parentTaskIds: [] };
+  ctx: TraceCtx;
+  attempt: number;
+  events: EventEntry[] = [];
+  summarised: { count: number; firstUs: number; names: Record<string, number> } | undefined;
+  firstEventUs = Infinity;
+  lastEventUs = -Infinity;
+  startUs: number | undefined;
+  firstScheduledUs: number | undefined;
+  latest: LatestState | undefined;
+  maxRunCount: number | undefined;
+  /** Clock time (ms) at which the run's latest state became terminal. */
+  terminalAtMs: number | undefined;
+  lastActivityMs: number;
+
+  constructor(ref: RunRef, ctx: TraceCtx, attempt: number, nowMs: number) {
+    this.ref = { type: ref.type, id: ref.id };
+    this.ctx = ctx;
+    this.attempt = attempt;
+    this.lastActivityMs = nowMs;
+    if (ref.name !== undefined) this.meta.name = ref.name;
+  }
+
+  get spanId(): string {
+    return spanIdForRun(this.ref.id, this.attempt);
+  }
+
+  get terminal(): boolean {
+    return this.latest !== undefined && TERMINAL_STATE_TYPES.has(this.latest.state.type);
+  }
+
+  /** Keep the state with the latest `occurred`; on a tie, the one that `follows` the other. */
+  applyState(event: PrefectEvent, state: StateInfo): void {
+    const t = event.occurredUs;
+    const l = this.latest;
+    const newer = l === undefined || t > l.occurredUs || (t === l.occurredUs && l.follows !== event.id);
+    if (newer) this.latest = { id: event.id, follows: event.follows, occurredUs: t, state };
+    if (state.type === 'PENDING' || state.type === 'RUNNING') {
+      if (this.startUs === undefined || t < this.startUs) this.startUs = t;
+    } else if (state.type === 'SCHEDULED') {
+      if (this.firstScheduledUs === undefined || t < this.firstScheduledUs) this.firstScheduledUs = t;
+    }
+    if (state.runCount !== undefined && (this.maxRunCount === undefined || state.runCount > this.maxRunCount)) {
+      this.maxRunCount = state.runCount;
+    }
+  }
+
+  touch(event: PrefectEvent, nowMs: number): void {
+    if (event.occurredUs < this.firstEventUs) this.firstEventUs = event.occurredUs;
+    if (event.occurredUs > this.lastEventUs) this.lastEventUs = event.occurredUs;
+    this.lastActivityMs = nowMs;
+  }
+
+  /** Add a span event; past the limit the oldest are folded into one summary event. */
+  addEvent(event: PrefectEvent, name: string, attributes: Attributes, maxEvents: number): void {
+    this.events.push({ id: event.id, follows: event.follows, name, timeUs: event.occurredUs, attributes });
+    const room = this.summarised === undefined ? maxEvents : maxEvents - 1;
+    while (this.events.length > room) {
+      const dropped = this.events.shift();
+      if (dropped === undefined) break;
+      const s = (this.summarised ??= { count: 0, firstUs: dropped.timeUs, names: {} });
+      s.count += 1;
+      if (dropped.timeUs < s.firstUs) s.firstUs = dropped.timeUs;
+      s.names[dropped.name] = (s.names[dropped.name] ?? 0) + 1;
+    }
+  }
+
+  /** Fold what an event says about the run (names, flow, deployment, pool, tags, parents). */
+  learn(event: PrefectEvent, own: boolean): void {
+    const m = this.meta;
+    if (own && event.resource.name !== undefined) m.name = event.resource.name;
+    if (!own && m.name === undefined) m.name = event.related.find((r) => r.id.endsWith(this.ref.id))?.name;
+    const tags = new Set(m.tags);
+    for (const r of event.related) {
+      switch (r.role) {
+        case 'flow':
+          m.flowId = idAfter(r.id, 'prefect.flow.') ?? m.flowId;
+          m.flowName = r.name ?? m.flowName;
+          break;
+        case 'deployment':
+          m.deploymentId = idAfter(r.id, 'prefect.deployment.') ?? m.deploymentId;
+          m.deploymentName = r.name ?? m.deploymentName;
+          break;
+        case 'work-queue':
+          m.workQueueName = r.name ?? m.workQueueName;
+          break;
+        case 'work-pool':
+          m.workPoolName = r.name ?? m.workPoolName;
+          m.workPoolType = r.labels['prefect.work-pool.type'] ?? m.workPoolType;
+          break;
+        case 'tag':
+          // Other events carry the tags of their whole run context; only a run's own events speak for it.
+          if (own && r.id.startsWith('prefect.tag.')) tags.add(r.id.slice('prefect.tag.'.length));
+          break;
+        case 'flow-run':
+          if (this.ref.type === 'task') m.flowRunId = idAfter(r.id, 'prefect.flow-run.') ?? m.flowRunId;
+          break;
+        case 'task-run':
+          if (own && this.ref.type === 'flow') m.parentTaskRunId = idAfter(r.id, 'prefect.task-run.') ?? m.parentTaskRunId;
+          break;
+      }
+    }
+    const taskRun = own && this.ref.type === 'task' && isRecord(event.payload.task_run) ? event.payload.task_run : undefined;
+    if (taskRun !== undefined) {
+      if (typeof taskRun.task_key === 'string') m.taskKey = taskRun.task_key;
+      if (Array.isArray(taskRun.tags)) for (const t of taskRun.tags) if (typeof t === 'string') tags.add(t);
+      const parents = parentTaskIdsOf(event);
+      if (parents.length > 0) m.parentTaskIds = parents;
+      const labels = isRecord(taskRun.labels) ? taskRun.labels : undefined;
+      const tp = labels?.[OTEL_TRACEPARENT_LABEL];
+      if (typeof tp === 'string') m.traceparent = tp;
+    }
+    if (tags.size !== m.tags.length) m.tags = [...tags].sort();
+  }
+
+  /** The span name: the flow's name, or the task's key without its hash; never a run id. */
+  spanName(): string {
+    const m = this.meta;
+    if (this.ref.type === 'flow') return m.flowName ?? m.name ?? 'flow-run';
+    if (m.taskKey !== undefined) return m.taskKey.replace(/-[0-9a-f]{4,}$/i, '');
+    return m.name ?? 'task-run';
+  }
+
+  toSpanRecord(options: SpanBuildOptions, incompleteReason: string | undefined): SpanRecord {
+    const m = this.meta;
+    const flow = this.ref.type === 'flow';
+    const final = this.latest?.state;
+    const incomplete = incompleteReason !== undefined || !this.terminal;
+    const startUs = this.startUs ?? (Number.isFinite(this.firstEventUs) ? this.firstEventUs : 0);
+    let endUs = incomplete ? this.lastEventUs : (this.latest?.occurredUs ?? this.lastEventUs);
+    if (!Number.isFinite(endUs) || endUs < startUs) endUs = startUs;
+    const a: Attributes = {
+      [ATTR.RUN_ID]: this.ref.id,
+      [ATTR.RUN_TYPE]: this.ref.type,
+    };
+    const set = (key: string, value: string | number | boolean | string[] | undefined): void => {
+      if (value !== undefined) a[key] = value;
+    };
+    set(ATTR.RUN_NAME, m.name);
+    set(ATTR.RUN_COUNT, this.maxRunCount);
+    set(ATTR.STATE_TYPE, final?.type);
+    set(ATTR.STATE_NAME, final?.name);
+    a[ATTR.TAGS] = m.tags;
+    set(ATTR.FLOW_NAME, m.flowName);
+    set(ATTR.FLOW_ID, m.flowId);
+    set(ATTR.DEPLOYMENT_NAME, m.deploymentName);
+    set(ATTR.DEPLOYMENT_ID, m.deploymentId);
+    set(ATTR.WORK_POOL_NAME, m.workPoolName);
+    set(ATTR.WORK_POOL_TYPE, m.workPoolType);
+    set(ATTR.WORK_QUEUE_NAME, m.workQueueName);
+    if (!flow) set(ATTR.TASK_KEY, m.taskKey);
+    if (flow) set(ATTR.PARENT_TASK_RUN_ID, m.parentTaskRunId);
+    if (this.firstScheduledUs !== undefined && this.startUs !== undefined && this.firstScheduledUs <= this.startUs) {
+      a[ATTR.RUN_WAIT_MS] = Math.round((this.startUs - this.firstScheduledUs) / 1000);
+    }
+    if (this.attempt > 0) a[ATTR.RUN_ATTEMPT] = this.attempt;
+    if (incomplete) {
+      a[ATTR.RUN_INCOMPLETE] = true;
+      a[ATTR.RUN_INCOMPLETE_REASON] = incompleteReason ?? 'not_terminal';
+    }
+    const result = !incomplete && final !== undefined ? CICD_RESULT[final.type as keyof typeof CICD_RESULT] : undefined;
+    const url = options.uiUrl === undefined ? undefined : `${options.uiUrl}/runs/${flow ? 'flow' : 'task'}-run/${this.ref.id}`;
+    if (flow) {
+      a[ATTR.CICD_PIPELINE_NAME] = this.spanName();
+      a[ATTR.CICD_PIPELINE_RUN_ID] = this.ref.id;
+      set(ATTR.CICD_PIPELINE_RESULT, result);
+      set(ATTR.CICD_PIPELINE_RUN_URL, url);
+    } else {
+      a[ATTR.CICD_TASK_NAME] = this.spanName();
+      a[ATTR.CICD_TASK_RUN_ID] = this.ref.id;
+      set(ATTR.CICD_TASK_RUN_RESULT, result);
+      set(ATTR.CICD_TASK_RUN_URL, url);
+    }
+
+    const links: SpanLinkRecord[] = [];
+    if (this.attempt > 0) {
+      links.push({
+        traceId: this.ctx.traceId,
+        spanId: spanIdForRun(this.ref.id, this.attempt - 1),
+        attributes: { [ATTR.LINK_KIND]: 'previous_attempt' },
+      });
+    }
+    const native = parseTraceparent(m.traceparent);
+    if (native !== undefined) links.push({ ...native, attributes: { [ATTR.LINK_KIND]: 'prefect_native_span' } });
+
+    return {
+      traceId: this.ctx.traceId,
+      spanId: this.spanId,
+      parentSpanId: this.ctx.parentSpanId,
+      name: this.spanName(),
+      kind: flow && this.ctx.root ? 'server' : 'internal',
+      startUs,
+      endUs,
+      status: statusOf(incomplete ? undefined : final),
+      attributes: a,
+      events: this.sortedEvents(),
+      links,
+      run: {
+        id: this.ref.id,
+        type: this.ref.type,
+        name: m.name,
+        attempt: this.attempt,
+        finalState: final === undefined ? undefined : { type: final.type, name: final.name },
+        incomplete,
+      },
+    };
+  }
+
+  private sortedEvents(): SpanEventRecord[] {
+    const sorted = [...this.events].sort((x, y) => x.timeUs - y.timeUs);
+    // Equal times: a follower goes after the event it follows (a few passes settle any small group).
+    for (let pass = 0; pass < 3; pass++) {
+      let moved = false;
+      for (let i = 1; i < sorted.length; i++) {
+        const prev = sorted[i - 1]!;
+        const cur = sorted[i]!;
+        if (prev.timeUs === cur.timeUs && prev.follows === cur.id) {
+          sorted[i - 1] = cur;
+          sorted[i] = prev;
+          moved = true;
+        }
+      }
+      if (!moved) break;
+    }
+    const out: SpanEventRecord[] = sorted.map(({ name, timeUs, attributes }) => ({ name, timeUs, attributes }));
+    if (this.summarised !== undefined) {
+      out.unshift({
+        name: SPAN_EVENT.SUMMARY,
+        timeUs: this.summarised.firstUs,
+        attributes: {
+          [ATTR.EVENTS_SUMMARISED]: this.summarised.count,
+          [ATTR.EVENTS_SUMMARISED_NAMES]: JSON.stringify(this.summarised.names),
+        },
+      });
+    }
+    return out;
+  }
+}
+
+function statusOf(final: StateInfo | undefined): SpanRecord['status'] {
+  const type: StateType | undefined = final?.type;
+  if (type === 'COMPLETED') return { code: 'ok' };
+  if (type === 'FAILED' || type === 'CRASHED') return { code: 'error', message: final?.message || final?.name || type };
+  return { code: 'unset' };
+}
+
+function idAfter(resourceId: string, prefix: string): string | undefined {
+  return resourceId.startsWith(prefix) ? (canonicalUuid(resourceId.slice(prefix.length)) ?? resourceId.slice(prefix.length)) : undefined;
+}
+
+/** Task run ids named in `payload.task_run.task_inputs.__parents__`, in order. */
+export function parentTaskIdsOf(event: PrefectEvent): string[] {
+  const taskRun = isRecord(event.payload.task_run) ? event.payload.task_run : undefined;
+  const inputs = taskRun !== undefined && isRecord(taskRun.task_inputs) ? taskRun.task_inputs : undefined;
+  if (inputs === undefined || !Array.isArray(inputs.__parents__)) return [];
+  const parents: string[] = [];
+  for (const p of inputs.__parents__) {
+    if (isRecord(p) && p.input_type === 'task_run' && typeof p.id === 'string') {
+      const id = canonicalUuid(p.id);
+      if (id !== undefined) parents.push(id);
+    }
+  }
+  return parents;
+}
+
+const TRACEPARENT_RE = /^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
+
+export function parseTraceparent(text: string | undefined): { traceId: string; spanId: string } | undefined {
+  const m = text === undefined ? null : TRACEPARENT_RE.exec(text.trim().toLowerCase());
+  if (!m || /^0+$/.test(m[1]!) || /^0+$/.test(m[2]!)) return undefined;
+  return { traceId: m[1]!, spanId: m[2]! };
+}

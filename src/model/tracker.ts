@@ -1,0 +1,400 @@
+import { ATTR } from './attributes.js';
+import { runRefFromResourceId, TERMINAL_STATE_TYPES, type Classified, type RunRef, type RunType, type StateInfo } from './classify.js';
+import type { PrefectEvent } from './event.js';
+import { spanIdForRun, traceIdForRun } from './ids.js';
+import { parentTaskIdsOf, RunState, type TraceCtx } from './run-state.js';
+import type { Attributes, SpanRecord } from './span-record.js';
+
+export interface TrackerOptions {
+  readonly settleMs: number;
+  readonly taskGraceMs: number;
+  readonly openRunTimeoutMs: number;
+  readonly maxOpenRuns: number;
+  readonly maxSpanEvents: number;
+  readonly payloadMaxChars: number;
+  readonly uiUrl: string | undefined;
+}
+
+/** One STLOGGING record: a state transition, an event attached to a run, or a late event. */
+export interface RunLogRecord {
+  readonly kind: 'transition' | 'event' | 'late';
+  readonly run: { readonly type: RunType; readonly id: string; readonly name: string | undefined; readonly root: boolean };
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly event: PrefectEvent;
+  readonly state: (StateInfo & { readonly terminal: boolean }) | undefined;
+}
+
+export type TrackerNotice =
+  | { readonly kind: 'late_event'; readonly runId: string; readonly eventId: string; readonly eventName: string }
+  | { readonly kind: 'lookup_failed'; readonly runId: string; readonly taskRunId: string }
+  | { readonly kind: 'evicted'; readonly runId: string }
+  | { readonly kind: 'rerun'; readonly runId: string; readonly attempt: number };
+
+export interface TrackerSink {
+  span(record: SpanRecord): void;
+  log(record: RunLogRecord): void;
+  /** Ask for the flow run that owns a task run; answer with `resolveOwner`. */
+  lookup(taskRunId: string): void;
+  notice(notice: TrackerNotice): void;
+}
+
+interface FinishedRun {
+  readonly type: RunType;
+  readonly ctx: TraceCtx;
+  readonly attempt: number;
+  readonly lastTerminalUs: number;
+  readonly endedAtMs: number;
+  readonly name: string | undefined;
+}
+
+interface Queued {
+  readonly event: PrefectEvent;
+  readonly classified: Classified;
+}
+
+export interface TrackerCounts {
+  runsOpened: number;
+  spans: number;
+  incomplete: number;
+  reruns: number;
+  lateEvents: number;
+  evicted: number;
+  lookups: number;
+  lookupFailures: number;
+  spanEvents: number;
+}
+
+const OWNER_CACHE_MAX = 50_000;
+
+/**
+ * The run model: routes events to runs, resolves every run's trace and parent, keeps each run
+ * attempt until it can be exported exactly once. Pure: time comes in as `nowMs`, effects go out
+ * through the sink.
+ */
+export class RunTracker {
+  private readonly open = new Map<string, RunState>();
+  private readonly finished = new Map<string, FinishedRun>();
+  private readonly owners = new Map<string, string | null>();
+  private readonly waiting = new Map<string, Queued[]>();
+  private readonly blocked = new Map<string, string>();
+  private readonly deadlines = new Map<string, number>();
+  private readonly childrenOf = new Map<string, Set<string>>();
+  readonly counts: TrackerCounts = {
+    runsOpened: 0, spans: 0, incomplete: 0, reruns: 0, lateEvents: 0, evicted: 0, lookups: 0, lookupFailures: 0, spanEvents: 0,
+  };
+
+  constructor(
+    private readonly options: TrackerOptions,
+    private readonly sink: TrackerSink,
+  ) {}
+
+  get openRuns(): number {
+    return this.open.size;
+  }
+
+  get pendingLookups(): number {
+    return this.waiting.size;
+  }
+
+  process(event: PrefectEvent, classified: Classified, nowMs: number): void {
+    let ref: RunRef;
+    switch (classified.kind) {
+      case 'state':
+      case 'heartbeat':
+        ref = classified.run;
+        break;
+      case 'run-event':
+        ref = classified.runs.find((r) => this.open.has(r.id) || this.finished.has(r.id)) ?? classified.runs[0]!;
+        break;
+      default:
+        return;
+    }
+    const blockedOn = this.blocked.get(ref.id);
+    if (blockedOn !== undefined) {
+      this.waiting.get(blockedOn)?.push({ event, classified });
+      return;
+    }
+    let run = this.open.get(ref.id);
+    if (run === undefined) {
+      const done = this.finished.get(ref.id);
+      if (done !== undefined) {
+        const rerun = classified.kind === 'state' && event.occurredUs > done.lastTerminalUs;
+        if (!rerun) {
+          if (classified.kind !== 'heartbeat') this.late(ref, done, event, classified);
+          return;
+        }
+        run = this.openRun(ref, done.ctx, done.attempt + 1, nowMs);
+        this.counts.reruns += 1;
+        this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt });
+      } else {
+        const ctx = this.resolveCtx(ref, event, classified);
+        if (ctx === 'wait') {
+          this.waiting.get(this.blocked.get(ref.id)!)?.push({ event, classified });
+          return;
+        }
+        run = this.openRun(ref, ctx, 0, nowMs);
+      }
+    } else {
+      this.open.delete(ref.id);
+      this.open.set(ref.id, run);
+    }
+    if (classified.kind === 'state' && run.terminal && event.occurredUs > run.latest!.occurredUs) {
+      // The run left its terminal state (a re-run from the UI): close this attempt, open the next.
+      const ctx = run.ctx;
+      this.finalize(run, undefined, nowMs);
+      run = this.openRun(ref, ctx, run.attempt + 1, nowMs);
+      this.counts.reruns += 1;
+      this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt });
+    }
+    this.apply(run, event, classified, nowMs);
+  }
+
+  /** The answer to a `lookup`: the flow run owning `taskRunId`, or null when it could not be found. */
+  resolveOwner(taskRunId: string, flowRunId: string | null, nowMs: number): void {
+    this.remember(this.owners, taskRunId, flowRunId, OWNER_CACHE_MAX);
+    if (flowRunId === null) this.counts.lookupFailures += 1;
+    const queued = this.waiting.get(taskRunId);
+    if (queued === undefined) return;
+    this.waiting.delete(taskRunId);
+    for (const [runId, key] of this.blocked) if (key === taskRunId) this.blocked.delete(runId);
+    for (const q of queued) this.process(q.event, q.classified, nowMs);
+  }
+
+  /** Export what is due: settled runs, runs past their grace or idle timeout. */
+  tick(nowMs: number): void {
+    for (const [runId, at] of this.deadlines) {
+      if (at > nowMs) continue;
+      const run = this.open.get(runId);
+      if (run === undefined) {
+        this.deadlines.delete(runId);
+        continue;
+      }
+      this.due(run, nowMs);
+    }
+    const idleBefore = nowMs - this.options.openRunTimeoutMs;
+    for (const run of this.open.values()) {
+      if (run.lastActivityMs > idleBefore) break;
+      this.finalize(run, run.terminal ? undefined : 'idle_timeout', nowMs);
+    }
+  }
+
+  /** End of input: every open run is exported, unfinished ones as incomplete. */
+  finishAll(reason: string, nowMs: number): void {
+    for (const key of [...this.waiting.keys()]) this.resolveOwner(key, null, nowMs);
+    for (const run of [...this.open.values()]) if (run.ref.type === 'task') this.finalize(run, run.terminal ? undefined : reason, nowMs);
+    for (const run of [...this.open.values()]) this.finalize(run, run.terminal ? undefined : reason, nowMs);
+  }
+
+  private openRun(ref: RunRef, ctx: TraceCtx, attempt: number, nowMs: number): RunState {
+    const run = new RunState(ref, ctx, attempt, nowMs);
+    this.open.set(ref.id, run);
+    this.counts.runsOpened += 1;
+    if (this.open.size > this.options.maxOpenRuns) {
+      const oldest = this.open.values().next().value;
+      if (oldest !== undefined && oldest !== run) {
+        this.counts.evicted += 1;
+        this.sink.notice({ kind: 'evicted', runId: oldest.ref.id });
+        this.finalize(oldest, oldest.terminal ? undefined : 'evicted', nowMs);
+      }
+    }
+    return run;
+  }
+
+  private resolveCtx(ref: RunRef, event: PrefectEvent, classified: Classified): TraceCtx | 'wait' {
+    if (ref.type === 'flow') {
+      const own = classified.kind === 'state' || classified.kind === 'heartbeat';
+      const tracking = own ? event.related.find((r) => r.role === 'task-run') : undefined;
+      const trackingId = tracking === undefined ? undefined : runRefFromResourceId(tracking.id)?.id;
+      if (trackingId === undefined) return rootCtx(ref.id);
+      const owner = this.ownerOf(trackingId);
+      if (owner === undefined) return this.block(ref.id, trackingId);
+      if (owner === null) {
+        this.sink.notice({ kind: 'lookup_failed', runId: ref.id, taskRunId: trackingId });
+        return rootCtx(ref.id);
+      }
+      const pending = this.blocked.get(owner);
+      if (pending !== undefined) return this.block(ref.id, pending);
+      return this.childCtx(owner, undefined);
+    }
+    const flowRel = event.related.find((r) => r.role === 'flow-run');
+    const flowRunId = flowRel === undefined ? undefined : runRefFromResourceId(flowRel.id)?.id;
+    if (flowRunId === undefined) return rootCtx(ref.id);
+    const pending = this.blocked.get(flowRunId);
+    if (pending !== undefined) return this.block(ref.id, pending);
+    return this.childCtx(flowRunId, parentTaskIdsOf(event)[0]);
+  }
+
+  /** The context of a run hanging under `flowRunId` (or under `parentTaskId` inside it). */
+  private childCtx(flowRunId: string, parentTaskId: string | undefined): TraceCtx {
+    const flow = this.open.get(flowRunId) ?? this.finished.get(flowRunId);
+    const traceId = flow?.ctx.traceId ?? traceIdForRun(flowRunId);
+    if (parentTaskId !== undefined) {
+      const parent = this.open.get(parentTaskId) ?? this.finished.get(parentTaskId);
+      return { traceId, parentSpanId: spanIdForRun(parentTaskId, parent?.attempt ?? 0), root: false };
+    }
+    return { traceId, parentSpanId: spanIdForRun(flowRunId, flow?.attempt ?? 0), root: false };
+  }
+
+  private ownerOf(taskRunId: string): string | null | undefined {
+    const known = this.open.get(taskRunId);
+    if (known?.meta.flowRunId !== undefined) return known.meta.flowRunId;
+    return this.owners.get(taskRunId);
+  }
+
+  private block(runId: string, taskRunId: string): 'wait' {
+    this.blocked.set(runId, taskRunId);
+    if (!this.waiting.has(taskRunId)) {
+      this.waiting.set(taskRunId, []);
+      this.counts.lookups += 1;
+      this.sink.lookup(taskRunId);
+    }
+    return 'wait';
+  }
+
+  private apply(run: RunState, event: PrefectEvent, classified: Classified, nowMs: number): void {
+    const own = classified.kind !== 'run-event' || event.resource.id.endsWith(run.ref.id);
+    run.learn(event, own);
+    run.touch(event, nowMs);
+    if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) this.adopt(run);
+    if (classified.kind === 'heartbeat') return;
+    const lag = event.receivedUs === undefined ? undefined : Math.round((event.receivedUs - event.occurredUs) / 1000);
+    if (classified.kind === 'state') {
+      const s = classified.state;
+      const attrs: Attributes = {
+        [ATTR.STATE_TYPE]: s.type,
+        [ATTR.STATE_NAME]: s.name,
+        [ATTR.STATE_MESSAGE]: s.message,
+        [ATTR.STATE_ID]: event.id,
+      };
+      if (s.from !== undefined) attrs[ATTR.STATE_FROM] = s.from;
+      if (s.runCount !== undefined) attrs[ATTR.RUN_COUNT] = s.runCount;
+      if (lag !== undefined) attrs[ATTR.EVENT_RECEIVED_LAG_MS] = lag;
+      const wasTerminal = run.terminal;
+      run.applyState(event, s);
+      run.addEvent(event, s.name, attrs, this.options.maxSpanEvents);
+      if (run.terminal && !wasTerminal) run.terminalAtMs = nowMs;
+      if (run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
+      this.emitLog('transition', run, event, { ...s, terminal: TERMINAL_STATE_TYPES.has(s.type) });
+    } else {
+      const attrs: Attributes = {
+        [ATTR.EVENT_ID]: event.id,
+        [ATTR.EVENT_RESOURCE_ID]: event.resource.id,
+      };
+      if (event.resource.name !== undefined) attrs[ATTR.EVENT_RESOURCE_NAME] = event.resource.name;
+      attrs[ATTR.EVENT_PAYLOAD] = truncate(JSON.stringify(event.payload), this.options.payloadMaxChars);
+      if (lag !== undefined) attrs[ATTR.EVENT_RECEIVED_LAG_MS] = lag;
+      run.addEvent(event, event.name, attrs, this.options.maxSpanEvents);
+      this.emitLog('event', run, event, undefined);
+    }
+    this.counts.spanEvents += 1;
+  }
+
+  /** Register a task under its flow run; a task whose flow already ended gets the grace period from now. */
+  private adopt(task: RunState): void {
+    const flowRunId = task.meta.flowRunId!;
+    let set = this.childrenOf.get(flowRunId);
+    if (set === undefined) {
+      set = new Set();
+      this.childrenOf.set(flowRunId, set);
+    }
+    if (set.has(task.ref.id)) return;
+    set.add(task.ref.id);
+    if (!task.terminal && !this.open.has(flowRunId) && this.finished.has(flowRunId)) {
+      this.deadlines.set(task.ref.id, task.lastActivityMs + this.options.taskGraceMs);
+    }
+  }
+
+  private due(run: RunState, nowMs: number): void {
+    if (!run.terminal) {
+      // A task past its grace period after its flow ended.
+      this.finalize(run, 'flow_ended', nowMs);
+      return;
+    }
+    if (run.ref.type === 'flow') {
+      const children = this.childrenOf.get(run.ref.id);
+      const graceEnd = (run.terminalAtMs ?? nowMs) + this.options.taskGraceMs;
+      const waitingFor = children === undefined ? [] : [...children].map((id) => this.open.get(id)).filter((t) => t !== undefined && !t.terminal);
+      if (waitingFor.length > 0 && nowMs < graceEnd) {
+        this.deadlines.set(run.ref.id, Math.min(graceEnd, nowMs + Math.max(this.options.settleMs, 50)));
+        return;
+      }
+      for (const t of waitingFor) this.finalize(t!, 'flow_ended', nowMs);
+    }
+    this.finalize(run, undefined, nowMs);
+  }
+
+  private finalize(run: RunState, incompleteReason: string | undefined, nowMs: number): void {
+    if (this.open.get(run.ref.id) !== run) return;
+    this.open.delete(run.ref.id);
+    this.deadlines.delete(run.ref.id);
+    if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) {
+      const set = this.childrenOf.get(run.meta.flowRunId);
+      set?.delete(run.ref.id);
+      if (set !== undefined && set.size === 0 && !this.open.has(run.meta.flowRunId)) this.childrenOf.delete(run.meta.flowRunId);
+    } else if (run.ref.type === 'flow') {
+      const set = this.childrenOf.get(run.ref.id);
+      if (set !== undefined) {
+        for (const id of set) {
+          const t = this.open.get(id);
+          if (t !== undefined && !t.terminal) this.deadlines.set(id, Math.max(this.deadlines.get(id) ?? 0, (run.terminalAtMs ?? nowMs) + this.options.taskGraceMs));
+        }
+        if (set.size === 0) this.childrenOf.delete(run.ref.id);
+      }
+    }
+    const record = run.toSpanRecord({ uiUrl: this.options.uiUrl }, incompleteReason);
+    this.remember(this.finished, run.ref.id, {
+      type: run.ref.type,
+      ctx: run.ctx,
+      attempt: run.attempt,
+      lastTerminalUs: run.terminal ? run.latest!.occurredUs : run.lastEventUs,
+      endedAtMs: nowMs,
+      name: run.meta.name,
+    }, this.options.maxOpenRuns);
+    this.counts.spans += 1;
+    if (record.run.incomplete) this.counts.incomplete += 1;
+    this.sink.span(record);
+  }
+
+  private late(ref: RunRef, done: FinishedRun, event: PrefectEvent, classified: Classified): void {
+    this.counts.lateEvents += 1;
+    this.sink.notice({ kind: 'late_event', runId: ref.id, eventId: event.id, eventName: event.name });
+    const state = classified.kind === 'state' ? { ...classified.state, terminal: TERMINAL_STATE_TYPES.has(classified.state.type) } : undefined;
+    this.sink.log({
+      kind: 'late',
+      run: { type: ref.type, id: ref.id, name: done.name ?? ref.name, root: done.ctx.root },
+      traceId: done.ctx.traceId,
+      spanId: spanIdForRun(ref.id, done.attempt),
+      event,
+      state,
+    });
+  }
+
+  private emitLog(kind: 'transition' | 'event', run: RunState, event: PrefectEvent, state: RunLogRecord['state']): void {
+    this.sink.log({
+      kind,
+      run: { type: run.ref.type, id: run.ref.id, name: run.meta.name, root: run.ctx.root },
+      traceId: run.ctx.traceId,
+      spanId: run.spanId,
+      event,
+      state,
+    });
+  }
+
+  private remember<V>(map: Map<string, V>, key: string, value: V, max: number): void {
+    map.delete(key);
+    map.set(key, value);
+    if (map.size > max) {
+      const oldest = map.keys().next().value;
+      if (oldest !== undefined) map.delete(oldest);
+    }
+  }
+}
+
+function rootCtx(runId: string): TraceCtx {
+  return { traceId: traceIdForRun(runId), parentSpanId: undefined, root: true };
+}
+
+function truncate(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}

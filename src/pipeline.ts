@@ -1,0 +1,309 @@
+import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { createDelivery, type Delivery, type FlushResult } from './export/delivery.js';
+import { createLogSender, createTraceSender } from './export/exporters.js';
+import { createResource, estimateSpanBytes, toReadableSpan } from './export/spans.js';
+import { createRunLogWriter } from './log/stlogging.js';
+import { classify } from './model/classify.js';
+import { DedupeSet } from './model/dedupe.js';
+import { excerpt, parseEvent, parseEventText, SKIP_REASONS, type PrefectEvent, type SkipReason } from './model/event.js';
+import type { Attributes, SpanRecord } from './model/span-record.js';
+import { RunTracker, type RunLogRecord, type TrackerNotice } from './model/tracker.js';
+
+/** A view of a span that a user hook may change: its name and attributes. */
+export interface SpanHookView {
+  name: string;
+  readonly attributes: Attributes;
+  readonly run: SpanRecord['run'];
+  readonly traceId: string;
+  readonly spanId: string;
+}
+
+export interface PipelineHooks {
+  /** Called for every finished span before export; may rename it or add attributes. Errors are logged, never fatal. */
+  readonly span?: (span: SpanHookView) => void;
+}
+
+export interface PipelineOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** `event`: time advances with the events' `occurred` (replay); `wall`: with the clock (live). */
+  readonly clock: 'event' | 'wall';
+  /** The flow run owning a task run (REST `GET /api/task_runs/{id}`); null when it cannot be found. */
+  readonly resolveOwner?: (taskRunId: string) => Promise<string | null>;
+  readonly hooks?: PipelineHooks;
+  /** Every exported span, after hooks (the demo draws them; the library re-emits them). */
+  readonly onSpan?: (span: SpanRecord) => void;
+  /** Spans delivered to the collector. */
+  readonly onDelivered?: (spans: readonly SpanRecord[]) => void;
+  /** Override the trace delivery (tests, benchmarks); default from config. */
+  readonly delivery?: Delivery<SpanRecord> | null;
+}
+
+export interface PipelineCounters {
+  received: number;
+  accepted: number;
+  duplicates: number;
+  unrelated: number;
+  skipped: Record<SkipReason, number>;
+  hookErrors: number;
+}
+
+export interface Pipeline {
+  ingest(raw: string | unknown): void;
+  /** Process an already validated event (history pages, restored state). */
+  ingestEvent(event: PrefectEvent): void;
+  tick(nowMs?: number): void;
+  /** End of input: wait for parent lookups, then end every open run (unfinished ones as incomplete). */
+  finish(reason: string, lookupTimeoutMs?: number): Promise<void>;
+  flush(timeoutMs: number): Promise<FlushResult>;
+  shutdown(timeoutMs: number): Promise<FlushResult>;
+  readonly counters: Readonly<PipelineCounters>;
+  readonly tracker: RunTracker;
+  readonly dedupe: DedupeSet;
+  readonly traces: Delivery<SpanRecord> | undefined;
+  readonly logs: Delivery<ReadableLogRecord> | undefined;
+  /** Latest `occurred` seen (µs); the resume cursor. */
+  readonly cursorUs: number | undefined;
+}
+
+const WARN_PER_REASON = 10;
+
+export function createPipeline(options: PipelineOptions): Pipeline {
+  const { config, logger } = options;
+  const log = logger.child({ component: 'pipeline' });
+  const resource = createResource(config);
+  const counters: PipelineCounters = {
+    received: 0, accepted: 0, duplicates: 0, unrelated: 0, hookErrors: 0,
+    skipped: Object.fromEntries(SKIP_REASONS.map((r) => [r, 0])) as Record<SkipReason, number>,
+  };
+  let cursorUs: number | undefined;
+  let eventClockMs = 0;
+  const now = (): number => (options.clock === 'wall' ? Date.now() : eventClockMs);
+
+  const traces = options.delivery === null ? undefined : (options.delivery ?? createTraceDelivery(config, logger, resource, options.onDelivered));
+  const logs = createLogDelivery(config, logger);
+  const writeRunLog = createRunLogWriter(logger, {
+    jaegerUrl: config.jaegerUrl,
+    uiUrl: config.prefect.uiUrl,
+    otelLogs: logs === undefined ? undefined : { resource, emit: (r) => logs.enqueue(r) },
+  });
+
+  const pipelineDedupe = new DedupeSet(config.model.dedupeWindowMs, config.model.dedupeMaxIds);
+  const lookups = new Set<Promise<void>>();
+  const notices = log.child({ component: 'model' });
+
+  const tracker: RunTracker = new RunTracker(
+    { ...config.model, uiUrl: config.prefect.uiUrl },
+    {
+      span(record: SpanRecord): void {
+        const final = applyHooks(record);
+        options.onSpan?.(final);
+        traces?.enqueue(final);
+      },
+      log(record: RunLogRecord): void {
+        writeRunLog(record);
+      },
+      lookup(taskRunId: string): void {
+        const resolve = options.resolveOwner;
+        const p = (resolve === undefined ? Promise.resolve(null) : resolve(taskRunId).catch(() => null)).then((owner) => {
+          tracker.resolveOwner(taskRunId, owner, now());
+        });
+        lookups.add(p);
+        void p.finally(() => lookups.delete(p));
+      },
+      notice(notice: TrackerNotice): void {
+        switch (notice.kind) {
+          case 'lookup_failed':
+            notices.warn(notice, 'parent of a subflow could not be looked up; it becomes the root of its own trace');
+            break;
+          case 'late_event':
+            notices.warn(notice, 'event arrived after its run was exported; logged but not on the span');
+            break;
+          case 'evicted':
+            notices.warn(notice, 'open-run bound reached; least recently active run ended as incomplete');
+            break;
+          case 'rerun':
+            notices.info(notice, 'run left its terminal state; new span for the rerun');
+            break;
+        }
+      },
+    },
+  );
+
+  const applyHooks = (record: SpanRecord): SpanRecord => {
+    const hook = options.hooks?.span;
+    if (hook === undefined) return record;
+    const view: SpanHookView = { name: record.name, attributes: { ...record.attributes }, run: record.run, traceId: record.traceId, spanId: record.spanId };
+    try {
+      hook(view);
+    } catch (err) {
+      counters.hookErrors += 1;
+      log.error({ err, 'prefect.run.id': record.run.id }, 'span hook threw; span exported unchanged');
+      return record;
+    }
+    return { ...record, name: String(view.name), attributes: view.attributes };
+  };
+
+  const warned: Partial<Record<SkipReason, number>> = {};
+  const skip = (reason: SkipReason, detail: string, raw: string | unknown): void => {
+    counters.skipped[reason] += 1;
+    const n = (warned[reason] = (warned[reason] ?? 0) + 1);
+    const text = typeof raw === 'string' ? raw : safeStringify(raw);
+    const fields = { reason, detail, excerpt: excerpt(text), count: counters.skipped[reason] };
+    if (n <= WARN_PER_REASON) {
+      log.warn(fields, n === WARN_PER_REASON ? 'skipped malformed input (further skips for this reason are only counted)' : 'skipped malformed input');
+    } else {
+      log.debug(fields, 'skipped malformed input');
+    }
+  };
+
+  const ingestEvent = (event: PrefectEvent): void => {
+    const occurredMs = event.occurredUs / 1000;
+    if (occurredMs > eventClockMs) eventClockMs = occurredMs;
+    const nowMs = now();
+    if (!pipelineDedupe.add(event.id, nowMs)) {
+      counters.duplicates += 1;
+      return;
+    }
+    if (cursorUs === undefined || event.occurredUs > cursorUs) cursorUs = event.occurredUs;
+    const c = classify(event);
+    if (c.kind === 'invalid') {
+      skip(c.reason, c.detail, event);
+      return;
+    }
+    if (c.kind === 'unrelated') {
+      counters.unrelated += 1;
+      return;
+    }
+    counters.accepted += 1;
+    tracker.process(event, c, nowMs);
+    if (options.clock === 'event' && (counters.accepted & 255) === 0) tracker.tick(nowMs);
+  };
+
+  return {
+    ingest(raw: string | unknown): void {
+      counters.received += 1;
+      try {
+        const r = typeof raw === 'string' ? parseEventText(raw) : parseEvent(raw);
+        if (!r.ok) {
+          skip(r.reason, r.detail, raw);
+          return;
+        }
+        ingestEvent(r.event);
+      } catch (err) {
+        // The model is total; reaching here is a bug, but one event must never stop the stream.
+        counters.skipped.wrong_type += 1;
+        log.error({ err, excerpt: excerpt(typeof raw === 'string' ? raw : safeStringify(raw)) }, 'event could not be processed; skipped');
+      }
+    },
+    ingestEvent,
+    tick(nowMs?: number): void {
+      tracker.tick(nowMs ?? now());
+    },
+    async finish(reason: string, lookupTimeoutMs = 15_000): Promise<void> {
+      const deadline = Date.now() + lookupTimeoutMs;
+      while (lookups.size > 0 && Date.now() < deadline) {
+        await Promise.race([Promise.all([...lookups]), new Promise((r) => setTimeout(r, Math.max(1, deadline - Date.now())))]);
+      }
+      tracker.finishAll(reason, now());
+    },
+    async flush(timeoutMs: number): Promise<FlushResult> {
+      const [t, l] = await Promise.all([traces?.flush(timeoutMs), logs?.flush(timeoutMs)]);
+      return combine(t, l);
+    },
+    async shutdown(timeoutMs: number): Promise<FlushResult> {
+      const [t, l] = await Promise.all([traces?.shutdown(timeoutMs), logs?.shutdown(timeoutMs)]);
+      return combine(t, l);
+    },
+    counters,
+    tracker,
+    dedupe: pipelineDedupe,
+    traces,
+    logs,
+    get cursorUs() {
+      return cursorUs;
+    },
+  };
+}
+
+function combine(a: FlushResult | undefined, b: FlushResult | undefined): FlushResult {
+  return { ok: (a?.ok ?? true) && (b?.ok ?? true), pending: (a?.pending ?? 0) + (b?.pending ?? 0) };
+}
+
+function safeStringify(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/** Spans for the collector: converted to the SDK's shape only when sent. */
+export function createTraceDelivery(
+  config: Config,
+  logger: Logger,
+  resource: ReturnType<typeof createResource>,
+  onDelivered?: (spans: readonly SpanRecord[]) => void,
+): Delivery<SpanRecord> | undefined {
+  const sender = createTraceSender(config.traces);
+  if (sender === undefined) return undefined;
+  const log = logger.child({ component: 'export', signal: 'traces' });
+  return createDelivery<SpanRecord>({
+    name: 'traces',
+    send: (batch) => sender.send(batch.map((r) => toReadableSpan(r, resource))),
+    sizeOf: estimateSpanBytes,
+    maxItems: config.delivery.maxSpans,
+    maxBytes: config.delivery.maxBytes,
+    batchSize: config.delivery.batchSize,
+    scheduleDelayMs: config.delivery.scheduleDelayMs,
+    onDelivered,
+    ...lossLogging(log, 'spans'),
+  });
+}
+
+function createLogDelivery(config: Config, logger: Logger): Delivery<ReadableLogRecord> | undefined {
+  const sender = createLogSender(config.logs);
+  if (sender === undefined) return undefined;
+  const log = logger.child({ component: 'export', signal: 'logs' });
+  return createDelivery<ReadableLogRecord>({
+    name: 'logs',
+    send: (batch) => sender.send(batch),
+    sizeOf: (r) => 300 + String(r.body).length,
+    maxItems: config.delivery.maxSpans * 4,
+    maxBytes: config.delivery.maxBytes,
+    batchSize: config.delivery.batchSize,
+    scheduleDelayMs: config.delivery.scheduleDelayMs,
+    ...lossLogging(log, 'log records'),
+  });
+}
+
+/** Loss is logged once per interval with a count, never once per item. */
+function lossLogging(log: Logger, what: string) {
+  const pending = { dropped: 0, rejected: 0, error: undefined as string | undefined };
+  let timer: NodeJS.Timeout | undefined;
+  const report = (): void => {
+    timer = undefined;
+    if (pending.dropped > 0) log.error({ count: pending.dropped }, `delivery buffer full: dropped the oldest ${what}`);
+    if (pending.rejected > 0) log.error({ count: pending.rejected, error: pending.error }, `collector rejected ${what}; not retried`);
+    pending.dropped = 0;
+    pending.rejected = 0;
+  };
+  return {
+    onLoss(kind: 'dropped' | 'rejected', count: number, error: string | undefined): void {
+      pending[kind] += count;
+      if (error !== undefined) pending.error = error;
+      if (timer === undefined) {
+        timer = setTimeout(report, 1_000);
+        timer.unref();
+      }
+    },
+    onFailure(error: string, retryInMs: number): void {
+      log.warn({ error, retryInMs }, `export of ${what} failed; retrying`);
+    },
+    onRecovered(afterFailures: number): void {
+      log.info({ afterFailures }, `export of ${what} recovered`);
+    },
+  };
+}

@@ -1,0 +1,169 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { classify } from '../../src/model/classify.js';
+import { parseEvent, parseEventText } from '../../src/model/event.js';
+import { canonicalUuid, spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
+import { parseTimestampUs, usToHrTime, usToIso } from '../../src/model/time.js';
+
+const FIXTURES = new URL('../../../test/fixtures/', import.meta.url);
+const [flowEnvelope, taskBare] = readFileSync(new URL('reference-examples.jsonl', FIXTURES), 'utf8')
+  .split('\n')
+  .filter((l) => l.startsWith('{'));
+
+test('timestamps: pydantic Z and isoformat +00:00 forms give the same microsecond', () => {
+  const z = parseTimestampUs('2026-08-21T12:00:05.123456Z');
+  assert.equal(z, Date.UTC(2026, 7, 21, 12, 0, 5) * 1000 + 123456);
+  assert.equal(parseTimestampUs('2026-08-21T12:00:05.123456+00:00'), z);
+  assert.equal(parseTimestampUs('2026-08-21T14:00:05.123456+02:00'), z);
+  assert.equal(parseTimestampUs('2026-08-21T12:00:05.123456789Z'), z, 'nanoseconds are cut to microseconds');
+  assert.equal(parseTimestampUs('2026-08-21T12:00:05Z'), Date.UTC(2026, 7, 21, 12, 0, 5) * 1000);
+  assert.equal(parseTimestampUs('2026-08-21T12:00:05.5'), Date.UTC(2026, 7, 21, 12, 0, 5) * 1000 + 500000, 'naive = UTC');
+  for (const bad of ['', 'yesterday', '2026-02-30T00:00:00Z', '2026-13-01T00:00:00Z', '2026-08-21T25:00:00Z', '2026-08-21']) {
+    assert.equal(parseTimestampUs(bad), undefined, bad);
+  }
+  assert.deepEqual(usToHrTime(z!), [Math.floor(Date.UTC(2026, 7, 21, 12, 0, 5) / 1000), 123456000]);
+  assert.equal(usToIso(z!), '2026-08-21T12:00:05.123456Z');
+});
+
+test('ids: trace id is the root run UUID in hex; span id is SHA-256 of the dashed UUID (and of uuid:n for reruns)', () => {
+  const run = '0198C7D2-5B1E-7A3C-9F10-2B3C4D5E6F70';
+  assert.equal(canonicalUuid(run), '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70');
+  assert.equal(canonicalUuid('0198c7d25b1e7a3c9f102b3c4d5e6f70'), '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70');
+  assert.equal(canonicalUuid('not-a-uuid'), undefined);
+  assert.equal(traceIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70'), '0198c7d25b1e7a3c9f102b3c4d5e6f70');
+  // Independently computed: printf %s 0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70 | sha256sum | cut -c1-16
+  assert.equal(spanIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70'), 'b2ad0c72402549ef');
+  assert.notEqual(spanIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', 1), spanIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70'));
+});
+
+test('parser: the reference §4a envelope becomes a whole typed event', () => {
+  const r = parseEventText(flowEnvelope!);
+  assert.equal(r.ok, true);
+  if (!r.ok) return;
+  assert.deepEqual(
+    { ...r.event, related: r.event.related.map((x) => [x.role, x.id, x.name]), payload: undefined, resource: { ...r.event.resource, labels: undefined } },
+    {
+      id: '0f3c2b1a-6666-4f70-8a81-5d6e7f8091a2',
+      name: 'prefect.flow-run.Running',
+      occurred: '2026-08-21T12:00:05.123456Z',
+      occurredUs: Date.UTC(2026, 7, 21, 12, 0, 5) * 1000 + 123456,
+      received: '2026-08-21T12:00:05.140211Z',
+      receivedUs: Date.UTC(2026, 7, 21, 12, 0, 5) * 1000 + 140211,
+      resource: { id: 'prefect.flow-run.0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', name: 'crimson-fox', labels: undefined },
+      related: [
+        ['flow', 'prefect.flow.6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', 'etl'],
+        ['deployment', 'prefect.deployment.7b2e1d8f-2222-4b3c-8d4e-1f2a3b4c5d6e', 'prod'],
+        ['work-queue', 'prefect.work-queue.8c3f2e90-3333-4c4d-9e5f-2a3b4c5d6e7f', 'default'],
+        ['work-pool', 'prefect.work-pool.9d4031a1-4444-4d5e-8f60-3b4c5d6e7f80', 'k8s-pool'],
+        ['task-run', 'prefect.task-run.0198c7d1-ffff-7e00-8a00-aaaaaaaaaaaa', 'amber-owl'],
+        ['tag', 'prefect.tag.etl', undefined],
+        ['tag', 'prefect.tag.nightly', undefined],
+        ['creator', 'prefect.automation.ae5142b2-5555-4e6f-9071-4c5d6e7f8091', 'rerun-on-failure'],
+      ],
+      payload: undefined,
+      follows: '1e4d3c2b-7777-4081-9b92-6e7f8091a2b3',
+    },
+  );
+  assert.deepEqual(classify(r.event), {
+    kind: 'state',
+    run: { type: 'flow', id: '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', name: 'crimson-fox' },
+    state: { type: 'RUNNING', name: 'Running', message: '', from: 'PENDING', runCount: 1 },
+  });
+});
+
+test('parser: the reference §4b bare task-run event is a task state event', () => {
+  const r = parseEventText(taskBare!);
+  assert.equal(r.ok, true);
+  if (!r.ok) return;
+  assert.deepEqual(classify(r.event), {
+    kind: 'state',
+    run: { type: 'task', id: '0198c7d2-6000-7abc-8def-0123456789ab', name: 'extract-3f2' },
+    state: { type: 'RUNNING', name: 'Running', message: '', from: 'PENDING', runCount: 1 },
+  });
+});
+
+test('classifier: custom names, heartbeats, events naming runs (innermost first), unrelated, unknown states', () => {
+  const base = JSON.parse(taskBare!) as Record<string, unknown>;
+  const withResource = (event: string, resource: Record<string, string>, related: unknown[] = []) => {
+    const r = parseEvent({ ...base, event, resource, related, payload: {} });
+    assert.ok(r.ok, JSON.stringify(r));
+    return classify(r.event);
+  };
+  const flowRun = 'prefect.flow-run.0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+  const taskRun = 'prefect.task-run.0198c7d2-6000-7abc-8def-0123456789ab';
+  assert.deepEqual(
+    withResource('prefect.flow-run.Cached', { 'prefect.resource.id': flowRun, 'prefect.state-type': 'COMPLETED', 'prefect.state-name': 'Cached', 'prefect.state-message': 'from cache' }),
+    { kind: 'state', run: { type: 'flow', id: flowRun.slice(17), name: undefined }, state: { type: 'COMPLETED', name: 'Cached', message: 'from cache', from: undefined, runCount: undefined } },
+  );
+  assert.deepEqual(withResource('prefect.flow-run.heartbeat', { 'prefect.resource.id': flowRun, 'prefect.version': '3.8.4' }), {
+    kind: 'heartbeat',
+    run: { type: 'flow', id: flowRun.slice(17), name: undefined },
+  });
+  assert.deepEqual(
+    withResource('acme.rows.loaded', { 'prefect.resource.id': 'acme.table.orders' }, [
+      { 'prefect.resource.id': flowRun, 'prefect.resource.role': 'flow-run', 'prefect.resource.name': 'crimson-fox' },
+      { 'prefect.resource.id': taskRun, 'prefect.resource.role': 'task-run', 'prefect.resource.name': 'extract-3f2' },
+    ]),
+    {
+      kind: 'run-event',
+      runs: [
+        { type: 'task', id: taskRun.slice(17), name: 'extract-3f2' },
+        { type: 'flow', id: flowRun.slice(17), name: 'crimson-fox' },
+      ],
+    },
+  );
+  assert.deepEqual(withResource('prefect.work-pool.ready', { 'prefect.resource.id': 'prefect.work-pool.x' }), { kind: 'unrelated' });
+  assert.deepEqual(withResource('prefect.flow-run.Weird', { 'prefect.resource.id': flowRun, 'prefect.state-type': 'EXPLODED' }), {
+    kind: 'invalid',
+    reason: 'unknown_state',
+    detail: 'state type "EXPLODED"',
+  });
+  assert.deepEqual(withResource('prefect.flow-run.Running', { 'prefect.resource.id': 'prefect.flow-run.nope', 'prefect.state-type': 'RUNNING' }), {
+    kind: 'invalid',
+    reason: 'bad_run_id',
+    detail: 'resource "prefect.flow-run.nope" does not end in a UUID',
+  });
+});
+
+test('parser: malformed input gives a reason, never an exception', () => {
+  const good = JSON.parse(taskBare!) as Record<string, unknown>;
+  const cases: [unknown, string][] = [
+    ['{not json', 'invalid_json'],
+    ['[1,2]', 'not_an_object'],
+    ['"text"', 'not_an_object'],
+    ['{"type":"auth_success"}', 'not_an_event_message'],
+    ['{"type":"event"}', 'missing_field'],
+    [{ ...good, id: undefined }, 'missing_field'],
+    [{ ...good, id: 42 }, 'wrong_type'],
+    [{ ...good, id: 'abc' }, 'bad_id'],
+    [{ ...good, occurred: 'yesterday' }, 'bad_timestamp'],
+    [{ ...good, occurred: 1234 }, 'wrong_type'],
+    [{ ...good, event: undefined }, 'missing_field'],
+    [{ ...good, resource: { 'prefect.resource.id': 'x', n: 1 } }, 'wrong_type'],
+    [{ ...good, resource: {} }, 'missing_field'],
+    [{ ...good, related: [{ 'prefect.resource.id': 'x' }] }, 'missing_field'],
+    [{ ...good, related: 'nope' }, 'wrong_type'],
+    [{ ...good, payload: [1] }, 'wrong_type'],
+    ['x'.repeat(3 * 1024 * 1024), 'too_large'],
+  ];
+  for (const [input, reason] of cases) {
+    const r = typeof input === 'string' ? parseEventText(input) : parseEvent(input);
+    assert.equal(r.ok, false, JSON.stringify(input).slice(0, 80));
+    if (!r.ok) assert.equal(r.reason, reason, JSON.stringify(input).slice(0, 80));
+  }
+  // Optional fields may be missing: related, payload, follows, received.
+  const minimal = parseEvent({ id: good.id, occurred: good.occurred, event: 'x.y', resource: { 'prefect.resource.id': 'x' } });
+  assert.deepEqual(minimal.ok && { ...minimal.event }, {
+    id: '0198c7d2-6001-7000-8000-00000000000b',
+    name: 'x.y',
+    occurred: '2026-08-21T12:00:06.000001Z',
+    occurredUs: Date.UTC(2026, 7, 21, 12, 0, 6) * 1000 + 1,
+    received: undefined,
+    receivedUs: undefined,
+    resource: { id: 'x', name: undefined, labels: { 'prefect.resource.id': 'x' } },
+    related: [],
+    payload: {},
+    follows: undefined,
+  });
+});
