@@ -1,0 +1,184 @@
+#!/usr/bin/env node
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describeConfig, resolveConfig, SETTINGS, type Config, type PrefectTracingOptions } from './config.js';
+import { ConfigError, EXIT_CODES, exitCodeFor, PrefectOtelError } from './errors.js';
+import { routeDiagToLogger } from './log/diag.js';
+import { createLogger } from './log/logger.js';
+import { VERSION } from './version.js';
+
+const COMMANDS = ['watch', 'replay', 'demo', 'help', 'version'] as const;
+type Command = (typeof COMMANDS)[number];
+
+export interface ParsedArgs {
+  readonly command: Command;
+  readonly file: string | undefined;
+  readonly options: PrefectTracingOptions;
+  readonly problems: readonly string[];
+}
+
+const FLAG_TO_KEY = new Map(Object.entries(SETTINGS).map(([key, def]) => [def.flag, key]));
+
+/** `prefect-otel [watch|replay FILE|demo] [--flag value | --flag=value]…`; every setting has a flag. */
+export function parseArgs(argv: readonly string[]): ParsedArgs {
+  const problems: string[] = [];
+  const options: Record<string, unknown> = {};
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '-h' || arg === '--help') {
+      positional.unshift('help');
+      continue;
+    }
+    if (arg === '-v' || arg === '--version') {
+      positional.unshift('version');
+      continue;
+    }
+    if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=');
+      const flag = eq === -1 ? arg : arg.slice(0, eq);
+      const key = FLAG_TO_KEY.get(flag);
+      if (key === undefined) {
+        problems.push(`unknown option ${flag}`);
+        continue;
+      }
+      let value: string | undefined = eq === -1 ? argv[i + 1] : arg.slice(eq + 1);
+      if (eq === -1) i += 1;
+      if (value === undefined) {
+        problems.push(`${flag} needs a value`);
+        continue;
+      }
+      options[key] = value;
+      continue;
+    }
+    positional.push(arg);
+  }
+  let command: Command = 'watch';
+  const first = positional[0];
+  if (first !== undefined) {
+    if ((COMMANDS as readonly string[]).includes(first)) {
+      command = first as Command;
+      positional.shift();
+    } else if (first !== '-' ) {
+      problems.push(`unknown command ${JSON.stringify(first)} (commands: watch, replay FILE, demo)`);
+    }
+  }
+  let file: string | undefined;
+  if (command === 'replay') {
+    file = positional.shift();
+    if (file === undefined) problems.push('replay needs a FILE argument (use - for standard input)');
+  }
+  if (positional.length > 0 && command !== 'help') problems.push(`unexpected argument ${JSON.stringify(positional[0])}`);
+  return { command, file, options, problems };
+}
+
+export const USAGE = `prefect-otel ${VERSION}: Prefect flow runs and task runs as OpenTelemetry traces
+
+Usage:
+  prefect-otel [watch]        follow PREFECT_API_URL's event stream and export spans until SIGINT/SIGTERM
+  prefect-otel replay FILE    build and export spans from a JSON-lines file of Prefect events (- = stdin)
+  prefect-otel demo           run a simulated Prefect workload through the pipeline and draw its traces
+  prefect-otel --help | --version
+
+Every setting is an environment variable and a flag (flag wins):
+${Object.values(SETTINGS)
+  .map((d) => `  ${d.flag.padEnd(26)} ${d.env.join(' | ')}`)
+  .join('\n')}
+
+Exit codes: 0 ok, 1 failure (export failed, unreadable input), 2 configuration error, 3 authentication refused.
+`;
+
+export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const args = parseArgs(argv);
+  if (args.command === 'help') {
+    process.stdout.write(USAGE);
+    return EXIT_CODES.OK;
+  }
+  if (args.command === 'version') {
+    process.stdout.write(`${VERSION}\n`);
+    return EXIT_CODES.OK;
+  }
+  let config: Config;
+  try {
+    if (args.problems.length > 0) throw new ConfigError(args.problems);
+    config = resolveConfig(demoDefaults(args, env), env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`prefect-otel: ${err.message}\n\n${args.problems.length > 0 ? USAGE : ''}`);
+      return EXIT_CODES.CONFIG;
+    }
+    throw err;
+  }
+  const logger = createLogger({ level: config.log.level, format: config.log.format });
+  routeDiagToLogger(logger);
+  for (const w of config.warnings) logger.warn({ component: 'config' }, w);
+  try {
+    switch (args.command) {
+      case 'replay': {
+        logger.debug({ component: 'config', settings: describeConfig(config) }, 'replay starting');
+        const { runReplay, formatReplaySummary } = await import('./replay.js');
+        const summary = await runReplay({
+          config,
+          logger,
+          file: args.file!,
+          progress: { tty: process.stderr.isTTY === true, write: (t) => process.stderr.write(t) },
+        });
+        process.stderr.write(`${formatReplaySummary(summary)}\n`);
+        logger.flush();
+        return summary.exportOk ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
+      }
+      case 'demo': {
+        const { runDemo } = await import('./demo.js');
+        return await runDemo({ config, logger, out: process.stdout, color: process.stdout.isTTY === true && env.NO_COLOR === undefined });
+      }
+      case 'watch': {
+        const { runWatch } = await import('./watch.js');
+        return await runWatch({ config, logger });
+      }
+    }
+  } catch (err) {
+    const code = exitCodeFor(err);
+    const message = err instanceof PrefectOtelError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
+    logger.fatal({ code: err instanceof PrefectOtelError ? err.code : undefined }, message);
+    logger.flush();
+    process.stderr.write(`prefect-otel: ${message}\n`);
+    return code;
+  }
+  return EXIT_CODES.OK;
+}
+
+/**
+ * The demo needs no collector: unless the user points it at one (an OTLP endpoint or an explicit
+ * OTEL_TRACES_EXPORTER), spans are only drawn, and log lines stay quiet so the trees can be read.
+ */
+function demoDefaults(args: ParsedArgs, env: NodeJS.ProcessEnv): PrefectTracingOptions {
+  if (args.command !== 'demo') return args.options;
+  const o: Record<string, unknown> = { ...args.options };
+  const endpointSet = [o.otlpEndpoint, o.otlpTracesEndpoint, env.OTEL_EXPORTER_OTLP_ENDPOINT, env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT].some((v) => v !== undefined && v !== '');
+  if (o.tracesExporter === undefined && env.OTEL_TRACES_EXPORTER === undefined && !endpointSet) o.tracesExporter = 'none';
+  if (o.logLevel === undefined && env.PREFECT_OTEL_LOG_LEVEL === undefined) o.logLevel = 'warn';
+  if (o.logFormat === undefined && env.PREFECT_OTEL_LOG_FORMAT === undefined) o.logFormat = 'pretty';
+  return o as PrefectTracingOptions;
+}
+
+function isMain(): boolean {
+  const entry = process.argv[1];
+  if (entry === undefined) return false;
+  try {
+    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`prefect-otel: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = EXIT_CODES.FAILURE;
+    },
+  );
+}

@@ -1,0 +1,83 @@
+import { Writable } from 'node:stream';
+import { pino, type Logger } from 'pino';
+import type { Config } from './config.js';
+import { EXIT_CODES } from './errors.js';
+import { STLOGGING_PREFIX } from './log/stlogging.js';
+import { renderTraceTrees } from './log/tree.js';
+import type { SpanRecord } from './model/span-record.js';
+import { createPipeline } from './pipeline.js';
+import { generateDemoWorkload } from './source/demo-workload.js';
+
+export interface DemoOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly out: NodeJS.WritableStream;
+  readonly color: boolean;
+  readonly seed?: number;
+}
+
+const SAMPLE_LOG_LINES = 6;
+
+/**
+ * `prefect-otel demo`: a simulated Prefect workload, in the server's wire format, goes through the
+ * same pipeline as a live stream (parser, run model, STLOGGING writer, exporter when configured);
+ * the resulting traces are drawn as trees, followed by the log lines of one trace.
+ */
+export async function runDemo(options: DemoOptions): Promise<number> {
+  const { config, out } = options;
+  const workload = generateDemoWorkload({ seed: options.seed ?? 7 });
+  const spans: SpanRecord[] = [];
+  const runLines: string[] = [];
+  // STLOGGING lines are captured (and still go to the configured log at its level) so the demo can
+  // show how a trace's log lines are found by its trace id.
+  const capture = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line.includes(STLOGGING_PREFIX)) runLines.push(line);
+      done();
+    },
+  });
+  const logger = pino({ level: 'info' }, pino.multistream([{ stream: capture, level: 'info' }]));
+  const pipeline = createPipeline({
+    config,
+    logger,
+    clock: 'event',
+    resolveOwner: async (taskRunId) => workload.taskRunOwners.get(taskRunId) ?? null,
+    onSpan: (span) => spans.push(span),
+  });
+  for (const event of workload.events) pipeline.ingest(JSON.stringify({ type: 'event', event }));
+  await pipeline.finish('end_of_input');
+  const flushed = await pipeline.shutdown(Math.max(10_000, config.traces.timeoutMs * 2));
+
+  const traceCount = new Set(spans.map((s) => s.traceId)).size;
+  out.write(`prefect-otel demo: ${workload.summary}\n`);
+  out.write(`${workload.events.length} events → ${spans.length} spans in ${traceCount} traces\n\n`);
+  out.write(renderTraceTrees(spans, { color: options.color, width: 100 }));
+  out.write('\n');
+
+  const failed = spans.find((s) => s.status.code === 'error' && s.parentSpanId === undefined) ?? spans.find((s) => s.parentSpanId === undefined);
+  if (failed !== undefined) {
+    const lines = runLines.filter((l) => l.includes(failed.traceId));
+    out.write(`Log lines carry the trace id: grep ${failed.traceId} finds all ${lines.length} of this trace's, e.g.\n`);
+    for (const l of lines.slice(0, SAMPLE_LOG_LINES)) out.write(`  ${summariseLine(l)}\n`);
+    out.write('\n');
+  }
+  const t = pipeline.traces?.stats;
+  if (t === undefined) {
+    out.write('Spans were not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send them to a collector.\n');
+  } else {
+    out.write(`Exported ${t.delivered} spans to ${config.traces.exporter === 'otlp' ? config.traces.url : config.traces.exporter}${flushed.ok ? '' : ` (${flushed.pending} not delivered: ${t.lastError ?? 'collector unreachable'})`}.\n`);
+    if (config.jaegerUrl !== undefined && failed !== undefined) out.write(`Open ${config.jaegerUrl}/trace/${failed.traceId}\n`);
+  }
+  options.logger.flush();
+  return flushed.ok ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
+}
+
+/** `{"level":30,…,"msg":"STLOGGING: …","trace_id":"…"}` → `STLOGGING: …  trace_id=…`. */
+function summariseLine(line: string): string {
+  try {
+    const o = JSON.parse(line) as Record<string, unknown>;
+    return `${String(o.msg)}  trace_id=${String(o.trace_id)} span_id=${String(o.span_id)}`;
+  } catch {
+    return line;
+  }
+}

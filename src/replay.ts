@@ -1,0 +1,150 @@
+import { createReadStream, statSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { InputError } from './errors.js';
+import { createPipeline, type Pipeline } from './pipeline.js';
+import { createPrefectRestClient } from './source/rest.js';
+
+export interface ReplaySummary {
+  readonly lines: number;
+  readonly events: number;
+  readonly duplicates: number;
+  readonly unrelated: number;
+  readonly skipped: Readonly<Record<string, number>>;
+  readonly runs: number;
+  readonly spans: number;
+  readonly incomplete: number;
+  readonly spansExported: number;
+  readonly spansDropped: number;
+  readonly spansRejected: number;
+  readonly spansPending: number;
+  readonly exportOk: boolean;
+  readonly exporter: string;
+}
+
+export interface ReplayOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** A path, or `-` for standard input. */
+  readonly file: string;
+  readonly stdin?: Readable;
+  /** Progress lines (a TTY on stderr gets one, rewritten in place). */
+  readonly progress?: { readonly write: (text: string) => void; readonly tty: boolean };
+  readonly flushTimeoutMs?: number;
+}
+
+const PROGRESS_INTERVAL_MS = 250;
+
+/** Replay a JSON-lines file of Prefect events through the pipeline and deliver every span. */
+export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> {
+  const { config, logger } = options;
+  const rest = createPrefectRestClient({
+    apiUrl: config.prefect.apiUrl,
+    apiKey: config.prefect.apiKey,
+    authString: config.prefect.authString,
+    timeoutMs: 5_000,
+  });
+  const pipeline = createPipeline({
+    config,
+    logger,
+    clock: 'event',
+    resolveOwner: async (taskRunId) => {
+      const r = await rest.getTaskRun(taskRunId);
+      return r.ok ? r.value.flowRunId : null;
+    },
+  });
+
+  let input: Readable;
+  let totalBytes: number | undefined;
+  if (options.file === '-') {
+    input = options.stdin ?? process.stdin;
+  } else {
+    try {
+      totalBytes = statSync(options.file).size;
+    } catch (err) {
+      throw new InputError(`cannot read ${options.file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+    }
+    input = createReadStream(options.file);
+  }
+  let bytesRead = 0;
+  input.on('data', (chunk: Buffer | string) => {
+    bytesRead += chunk.length;
+  });
+  const lines = createInterface({ input, crlfDelay: Infinity });
+  let lineCount = 0;
+  let lastProgress = 0;
+  const highWater = Math.max(1, Math.floor(config.delivery.maxSpans / 2));
+  const progress = (final: boolean): void => {
+    const p = options.progress;
+    if (p === undefined || !p.tty) return;
+    const pct = totalBytes ? ` ${Math.min(100, Math.floor((bytesRead / totalBytes) * 100))}%` : '';
+    const text = `replay${pct}  ${lineCount.toLocaleString('en-US')} lines  ${pipeline.tracker.counts.spans.toLocaleString('en-US')} spans  ${pipeline.tracker.openRuns.toLocaleString('en-US')} open runs`;
+    p.write(`\r${text}\x1b[K${final ? '\n' : ''}`);
+  };
+
+  try {
+    for await (const line of lines) {
+      lineCount += 1;
+      if (line.trim() !== '') pipeline.ingest(line);
+      if ((lineCount & 1023) === 0) {
+        const now = Date.now();
+        if (now - lastProgress >= PROGRESS_INTERVAL_MS) {
+          lastProgress = now;
+          progress(false);
+        }
+        await drainBelow(pipeline, highWater);
+      }
+    }
+  } catch (err) {
+    throw new InputError(`reading ${options.file} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  await pipeline.finish('end_of_input');
+  progress(true);
+  const flushed = await pipeline.shutdown(options.flushTimeoutMs ?? Math.max(30_000, config.traces.timeoutMs * 3));
+  const t = pipeline.traces?.stats;
+  const c = pipeline.counters;
+  return {
+    lines: lineCount,
+    events: c.accepted + c.unrelated + c.duplicates,
+    duplicates: c.duplicates,
+    unrelated: c.unrelated,
+    skipped: Object.fromEntries(Object.entries(c.skipped).filter(([, n]) => n > 0)),
+    runs: pipeline.tracker.counts.runsOpened,
+    spans: pipeline.tracker.counts.spans,
+    incomplete: pipeline.tracker.counts.incomplete,
+    spansExported: t?.delivered ?? 0,
+    spansDropped: t?.dropped ?? 0,
+    spansRejected: t?.rejected ?? 0,
+    spansPending: flushed.pending,
+    exportOk: flushed.ok && (t === undefined || (t.dropped === 0 && t.rejected === 0)),
+    exporter: config.traces.exporter,
+  };
+}
+
+/** Backpressure: a file can be read far faster than a collector accepts spans; never overflow the buffer. */
+async function drainBelow(pipeline: Pipeline, highWater: number): Promise<void> {
+  const traces = pipeline.traces;
+  if (traces === undefined) return;
+  while (traces.stats.queued > highWater) {
+    const r = await traces.flush(1_000);
+    if (!r.ok && traces.stats.failing) await new Promise((res) => setTimeout(res, 200));
+  }
+}
+
+export function formatReplaySummary(s: ReplaySummary): string {
+  const skipped = Object.entries(s.skipped);
+  const skippedText = skipped.length === 0 ? '0' : `${skipped.reduce((n, [, v]) => n + v, 0)} (${skipped.map(([k, v]) => `${k}: ${v}`).join(', ')})`;
+  const exported =
+    s.exporter === 'none'
+      ? 'not exported (OTEL_TRACES_EXPORTER=none)'
+      : `${s.spansExported} exported${s.spansDropped ? `, ${s.spansDropped} dropped` : ''}${s.spansRejected ? `, ${s.spansRejected} rejected` : ''}${s.spansPending ? `, ${s.spansPending} not delivered` : ''}`;
+  return [
+    `events read: ${s.events} (${s.lines} lines, ${s.duplicates} duplicates, ${s.unrelated} not about a run)`,
+    `skipped: ${skippedText}`,
+    `runs: ${s.runs}  spans: ${s.spans} (${s.incomplete} incomplete)`,
+    `spans: ${exported}`,
+    s.exportOk ? 'export: ok' : 'export: FAILED',
+  ].join('\n');
+}
