@@ -66,6 +66,7 @@ export interface Pipeline {
   readonly logs: Delivery<ReadableLogRecord> | undefined;
   /** Latest `occurred` seen (µs); the resume cursor. */
   readonly cursorUs: number | undefined;
+  restoreCursor(us: number | undefined): void;
 }
 
 const WARN_PER_REASON = 10;
@@ -224,6 +225,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     logs,
     get cursorUs() {
       return cursorUs;
+    },
+    restoreCursor(us: number | undefined): void {
+      if (us !== undefined && (cursorUs === undefined || us > cursorUs)) cursorUs = us;
     },
   };
 }

@@ -45,6 +45,23 @@ interface LatestState {
   readonly state: StateInfo;
 }
 
+export interface RunStateData {
+  readonly ref: { readonly type: RunType; readonly id: string };
+  readonly meta: RunMeta;
+  readonly ctx: TraceCtx;
+  readonly attempt: number;
+  readonly events: EventEntry[];
+  readonly summarised: RunState['summarised'];
+  readonly firstEventUs: number | null;
+  readonly lastEventUs: number | null;
+  readonly startUs: number | null;
+  readonly firstScheduledUs: number | null;
+  readonly latest: LatestState | null;
+  readonly maxRunCount: number | null;
+  readonly terminalAtMs: number | null;
+  readonly lastActivityMs: number;
+}
+
 export interface SpanBuildOptions {
   readonly uiUrl: string | undefined;
 }
@@ -73,6 +90,32 @@ export class RunState {
     this.attempt = attempt;
     this.lastActivityMs = nowMs;
     if (ref.name !== undefined) this.meta.name = ref.name;
+  }
+
+  /** Plain data for the state file. */
+  toJSON(): RunStateData {
+    return {
+      ref: this.ref, meta: this.meta, ctx: this.ctx, attempt: this.attempt, events: this.events, summarised: this.summarised,
+      firstEventUs: Number.isFinite(this.firstEventUs) ? this.firstEventUs : null,
+      lastEventUs: Number.isFinite(this.lastEventUs) ? this.lastEventUs : null,
+      startUs: this.startUs ?? null, firstScheduledUs: this.firstScheduledUs ?? null, latest: this.latest ?? null,
+      maxRunCount: this.maxRunCount ?? null, terminalAtMs: this.terminalAtMs ?? null, lastActivityMs: this.lastActivityMs,
+    };
+  }
+
+  static fromJSON(d: RunStateData): RunState {
+    const run = new RunState({ ...d.ref, name: undefined }, d.ctx, d.attempt, d.lastActivityMs);
+    run.meta = d.meta;
+    run.events = d.events;
+    run.summarised = d.summarised;
+    run.firstEventUs = d.firstEventUs ?? Infinity;
+    run.lastEventUs = d.lastEventUs ?? -Infinity;
+    run.startUs = d.startUs ?? undefined;
+    run.firstScheduledUs = d.firstScheduledUs ?? undefined;
+    run.latest = d.latest ?? undefined;
+    run.maxRunCount = d.maxRunCount ?? undefined;
+    run.terminalAtMs = d.terminalAtMs ?? undefined;
+    return run;
   }
 
   get spanId(): string {

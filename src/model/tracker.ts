@@ -1,8 +1,8 @@
 import { ATTR } from './attributes.js';
-import { runRefFromResourceId, TERMINAL_STATE_TYPES, type Classified, type RunRef, type RunType, type StateInfo } from './classify.js';
+import { classify, runRefFromResourceId, TERMINAL_STATE_TYPES, type Classified, type RunRef, type RunType, type StateInfo } from './classify.js';
 import type { PrefectEvent } from './event.js';
 import { spanIdForRun, traceIdForRun } from './ids.js';
-import { parentTaskIdsOf, RunState, type TraceCtx } from './run-state.js';
+import { parentTaskIdsOf, RunState, type RunStateData, type TraceCtx } from './run-state.js';
 import type { Attributes, SpanRecord } from './span-record.js';
 
 export interface TrackerOptions {
@@ -66,6 +66,14 @@ export interface TrackerCounts {
 }
 
 const OWNER_CACHE_MAX = 50_000;
+
+/** Everything the tracker holds, as plain data for the state file. */
+export interface TrackerSnapshot {
+  readonly open: RunStateData[];
+  readonly finished: [string, FinishedRun][];
+  readonly owners: [string, string | null][];
+  readonly waiting: PrefectEvent[];
+}
 
 /**
  * The run model: routes events to runs, resolves every run's trace and parent, keeps each run
@@ -184,6 +192,28 @@ export class RunTracker {
     for (const key of [...this.waiting.keys()]) this.resolveOwner(key, null, nowMs);
     for (const run of [...this.open.values()]) if (run.ref.type === 'task') this.finalize(run, run.terminal ? undefined : reason, nowMs);
     for (const run of [...this.open.values()]) this.finalize(run, run.terminal ? undefined : reason, nowMs);
+  }
+
+  snapshot(): TrackerSnapshot {
+    return {
+      open: [...this.open.values()].map((r) => r.toJSON()),
+      finished: [...this.finished],
+      owners: [...this.owners],
+      waiting: [...this.waiting.values()].flatMap((q) => q.map((x) => x.event)),
+    };
+  }
+
+  /** Take over the runs of a previous process; events that waited for a lookup are processed again. */
+  restore(snapshot: TrackerSnapshot, nowMs: number): void {
+    for (const [id, f] of snapshot.finished) this.finished.set(id, f);
+    for (const [id, owner] of snapshot.owners) this.owners.set(id, owner);
+    for (const data of snapshot.open) {
+      const run = RunState.fromJSON(data);
+      this.open.set(run.ref.id, run);
+      if (run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
+    }
+    for (const run of this.open.values()) if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) this.adopt(run);
+    for (const event of snapshot.waiting) this.process(event, classify(event), nowMs);
   }
 
   private openRun(ref: RunRef, ctx: TraceCtx, attempt: number, nowMs: number): RunState {

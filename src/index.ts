@@ -1,0 +1,12 @@
+export { startPrefectTracing } from './tracing.js';
+export type { PrefectTracingHandle, StartOptions } from './tracing.js';
+export { resolveConfig, describeConfig, SETTINGS } from './config.js';
+export type { Config, PrefectTracingOptions } from './config.js';
+export { PrefectOtelError, ConfigError, AuthError, ProtocolError, ExportError, InputError, ERROR_CODES, EXIT_CODES } from './errors.js';
+export { traceIdForRun, spanIdForRun } from './model/ids.js';
+export { parseEvent, parseEventText } from './model/event.js';
+export type { PrefectEvent, ParseResult, SkipReason } from './model/event.js';
+export type { SpanRecord, SpanEventRecord, SpanLinkRecord } from './model/span-record.js';
+export type { PipelineHooks, SpanHookView } from './pipeline.js';
+export type { TracingStats } from './stats.js';
+export { ATTR } from './model/attributes.js';

@@ -1,0 +1,30 @@
+/**
+ * `node --import prefect-otel/register app.js`: start prefect-otel from the environment inside an
+ * existing Node process. On SIGINT/SIGTERM it persists state and flushes, then lets the signal
+ * take its usual course (unless the application handles that signal itself).
+ */
+import { ConfigError } from './errors.js';
+import { startPrefectTracing, type PrefectTracingHandle } from './tracing.js';
+
+let handle: PrefectTracingHandle | undefined;
+try {
+  handle = startPrefectTracing();
+} catch (err) {
+  if (err instanceof ConfigError) process.stderr.write(`prefect-otel/register: ${err.message}\n`);
+  else throw err;
+}
+
+if (handle !== undefined) {
+  const h = handle;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    process.off(signal, onSignal);
+    void h.shutdown().finally(() => {
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    });
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.once('beforeExit', () => void h.shutdown());
+}
+
+export const prefectTracing: PrefectTracingHandle | undefined = handle;

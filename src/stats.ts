@@ -1,0 +1,76 @@
+import type { Pipeline } from './pipeline.js';
+
+export interface TracingStats {
+  readonly uptimeS: number;
+  readonly connected: boolean;
+  readonly events: {
+    readonly received: number;
+    readonly accepted: number;
+    readonly duplicates: number;
+    readonly unrelated: number;
+    readonly skipped: Readonly<Record<string, number>>;
+  };
+  readonly runs: {
+    readonly open: number;
+    readonly opened: number;
+    readonly incomplete: number;
+    readonly reruns: number;
+    readonly lateEvents: number;
+    readonly evicted: number;
+    readonly pendingLookups: number;
+  };
+  readonly spans: {
+    readonly finished: number;
+    readonly exported: number;
+    readonly buffered: number;
+    readonly dropped: number;
+    readonly rejected: number;
+    readonly exportFailures: number;
+    readonly exporting: boolean;
+  };
+  readonly source: { readonly connects: number; readonly reconnects: number; readonly frames: number; readonly historyEvents: number };
+}
+
+export function collectStats(
+  pipeline: Pipeline,
+  extra: { connected: boolean; startedMs: number; subscriber?: { connects: number; reconnects: number; frames: number; historyEvents: number } | undefined },
+): TracingStats {
+  const c = pipeline.counters;
+  const t = pipeline.tracker.counts;
+  const d = pipeline.traces?.stats;
+  return {
+    uptimeS: Math.round((Date.now() - extra.startedMs) / 1000),
+    connected: extra.connected,
+    events: {
+      received: c.received,
+      accepted: c.accepted,
+      duplicates: c.duplicates,
+      unrelated: c.unrelated,
+      skipped: Object.fromEntries(Object.entries(c.skipped).filter(([, n]) => n > 0)),
+    },
+    runs: {
+      open: pipeline.tracker.openRuns,
+      opened: t.runsOpened,
+      incomplete: t.incomplete,
+      reruns: t.reruns,
+      lateEvents: t.lateEvents,
+      evicted: t.evicted,
+      pendingLookups: pipeline.tracker.pendingLookups,
+    },
+    spans: {
+      finished: t.spans,
+      exported: d?.delivered ?? 0,
+      buffered: d?.queued ?? 0,
+      dropped: d?.dropped ?? 0,
+      rejected: d?.rejected ?? 0,
+      exportFailures: d?.failedAttempts ?? 0,
+      exporting: d === undefined ? false : !d.failing,
+    },
+    source: {
+      connects: extra.subscriber?.connects ?? 0,
+      reconnects: extra.subscriber?.reconnects ?? 0,
+      frames: extra.subscriber?.frames ?? 0,
+      historyEvents: extra.subscriber?.historyEvents ?? 0,
+    },
+  };
+}

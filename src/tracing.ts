@@ -1,0 +1,194 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
+import { AuthError } from './errors.js';
+import { routeDiagToLogger } from './log/diag.js';
+import { createLogger } from './log/logger.js';
+import type { SpanRecord } from './model/span-record.js';
+import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js';
+import { createPrefectRestClient } from './source/rest.js';
+import { createEventSubscriber, type EventSubscriber } from './source/websocket.js';
+import { loadState, snapshotState } from './state/persisted.js';
+import { createStateStore } from './state/state-store.js';
+import { collectStats, type TracingStats } from './stats.js';
+import { VERSION } from './version.js';
+
+export interface StartOptions extends PrefectTracingOptions {
+  /** Environment to read settings from (default `process.env`). */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Log through this pino logger instead of creating one. */
+  readonly logger?: Logger;
+  readonly hooks?: PipelineHooks;
+}
+
+export interface PrefectTracingHandle {
+  readonly config: Config;
+  /** Resolves once the state file is loaded and the subscriber started. */
+  readonly ready: Promise<void>;
+  /** Resolves after `shutdown()`; rejects when the stream cannot go on (authentication refused, protocol error). */
+  readonly done: Promise<void>;
+  /** Stop reading, persist state, flush exports. Idempotent. */
+  shutdown(timeoutMs?: number): Promise<void>;
+  stats(): TracingStats;
+  on(event: 'span', listener: (span: SpanRecord) => void): this;
+  on(event: 'error', listener: (err: Error) => void): this;
+  on(event: 'status', listener: (status: 'connecting' | 'connected' | 'disconnected') => void): this;
+}
+
+const TICK_MS = 100;
+const SHUTDOWN_TIMEOUT_MS = 10_000;
+
+class Tracing extends EventEmitter implements PrefectTracingHandle {
+  readonly config: Config;
+  readonly ready: Promise<void>;
+  readonly done: Promise<void>;
+  private readonly logger: Logger;
+  private readonly pipeline: Pipeline;
+  private subscriber: EventSubscriber | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private stopping: Promise<void> | undefined;
+  private connected = false;
+  private resolveDone!: () => void;
+  private rejectDone!: (err: Error) => void;
+  private readonly store;
+  private readonly startedMs = Date.now();
+
+  constructor(config: Config, options: Pick<StartOptions, 'logger' | 'hooks'>) {
+    super();
+    this.config = config;
+    this.logger = options.logger ?? createLogger({ level: this.config.log.level, format: this.config.log.format });
+    routeDiagToLogger(this.logger);
+    for (const w of this.config.warnings) this.logger.warn({ component: 'config' }, w);
+    const rest = createPrefectRestClient({
+      apiUrl: this.config.prefect.apiUrl,
+      apiKey: this.config.prefect.apiKey,
+      authString: this.config.prefect.authString,
+      timeoutMs: 10_000,
+    });
+    this.pipeline = createPipeline({
+      config: this.config,
+      logger: this.logger,
+      clock: 'wall',
+      hooks: options.hooks,
+      resolveOwner: async (taskRunId) => {
+        try {
+          const r = await rest.getTaskRun(taskRunId);
+          return r.ok ? r.value.flowRunId : null;
+        } catch (err) {
+          if (err instanceof AuthError) this.fail(err);
+          return null;
+        }
+      },
+      onSpan: (span) => {
+        if (this.listenerCount('span') > 0) {
+          try {
+            this.emit('span', span);
+          } catch (err) {
+            this.logger.error({ err }, 'a span listener threw; ignored');
+          }
+        }
+      },
+    });
+    this.store = createStateStore(this.config.stateFile);
+    this.done = new Promise<void>((resolve, reject) => {
+      this.resolveDone = resolve;
+      this.rejectDone = reject;
+    });
+    // `done` is for whoever awaits it; an unobserved rejection must not crash the host process.
+    this.done.catch(() => undefined);
+    this.ready = this.start();
+    this.ready.catch((err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err))));
+  }
+
+  private async start(): Promise<void> {
+    const log = this.logger.child({ component: 'watch' });
+    log.info({ version: VERSION, settings: describeConfig(this.config) }, 'prefect-otel starting');
+    const restored = await loadState(this.store, this.pipeline, Date.now(), log);
+    if (restored !== undefined) log.info(restored, 'resumed from the state file');
+    this.subscriber = createEventSubscriber({
+      apiUrl: this.config.prefect.apiUrl,
+      apiKey: this.config.prefect.apiKey,
+      authString: this.config.prefect.authString,
+      logger: this.logger.child({ component: 'source' }),
+      resumeFromUs: () => this.pipeline.cursorUs,
+      resumeMarginMs: this.config.live.resumeMarginMs,
+      onEvent: (frame) => this.pipeline.ingest(frame),
+      onStatus: (status) => {
+        this.connected = status === 'connected';
+        this.emit('status', status);
+      },
+    });
+    this.subscriber.done.then(
+      () => undefined,
+      (err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err))),
+    );
+    this.every(TICK_MS, () => this.pipeline.tick());
+    this.every(this.config.live.stateFlushMs, () => void this.persist());
+    if (this.config.statsIntervalMs > 0) {
+      this.every(this.config.statsIntervalMs, () => this.logger.child({ component: 'stats' }).info(this.stats(), 'stats'));
+    }
+  }
+
+  private every(ms: number, fn: () => void): void {
+    const t = setInterval(() => {
+      try {
+        fn();
+      } catch (err) {
+        this.logger.error({ err }, 'periodic task failed');
+      }
+    }, ms);
+    t.unref();
+    this.timers.push(t);
+  }
+
+  private async persist(): Promise<void> {
+    try {
+      await this.store.save(snapshotState(this.pipeline, false));
+    } catch (err) {
+      this.logger.error({ err: { message: (err as Error).message }, path: this.store.path }, 'could not write the state file');
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.stopping !== undefined) return;
+    this.logger.fatal({ component: 'watch', code: (err as { code?: string }).code }, err.message);
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+    void this.shutdown().finally(() => this.rejectDone(err));
+  }
+
+  stats(): TracingStats {
+    return collectStats(this.pipeline, { connected: this.connected, subscriber: this.subscriber?.stats, startedMs: this.startedMs });
+  }
+
+  shutdown(timeoutMs = SHUTDOWN_TIMEOUT_MS): Promise<void> {
+    this.stopping ??= (async () => {
+      const log = this.logger.child({ component: 'watch' });
+      log.info('shutting down: stop reading, persist state, flush exports');
+      for (const t of this.timers) clearInterval(t);
+      await this.ready.catch(() => undefined);
+      await this.subscriber?.stop().catch(() => undefined);
+      this.pipeline.tick();
+      const flushed = await this.pipeline.flush(timeoutMs);
+      try {
+        await this.store.save(snapshotState(this.pipeline, true));
+      } catch (err) {
+        log.error({ err: { message: (err as Error).message }, path: this.store.path }, 'could not write the state file');
+      }
+      await this.pipeline.shutdown(0);
+      log.info({ ...this.stats(), undelivered: flushed.pending }, 'stopped');
+      this.logger.flush();
+      this.resolveDone();
+    })();
+    return this.stopping;
+  }
+}
+
+/** Follow a Prefect server's event stream and export its runs as traces until `shutdown()`. */
+export function startPrefectTracing(options: StartOptions = {}): PrefectTracingHandle {
+  return new Tracing(resolveConfig(options, options.env ?? process.env), options);
+}
+
+/** The same, with a configuration already resolved (the CLI). */
+export function startWithConfig(config: Config, options: Pick<StartOptions, 'logger' | 'hooks'> = {}): PrefectTracingHandle {
+  return new Tracing(config, options);
+}

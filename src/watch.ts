@@ -1,0 +1,39 @@
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { EXIT_CODES, exitCodeFor } from './errors.js';
+import { startWithConfig } from './tracing.js';
+
+export interface WatchOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+}
+
+/**
+ * `prefect-otel watch`: follow the event stream until SIGINT/SIGTERM, then stop reading, persist
+ * state, flush exports and exit 0. A second signal exits at once.
+ */
+export async function runWatch(options: WatchOptions): Promise<number> {
+  const handle = startWithConfig(options.config, { logger: options.logger });
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals += 1;
+    if (signals > 1) {
+      options.logger.warn({ signal }, 'second signal: exiting without waiting');
+      options.logger.flush();
+      process.exit(EXIT_CODES.FAILURE);
+    }
+    options.logger.info({ signal }, 'signal received');
+    void handle.shutdown();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await handle.done;
+    return EXIT_CODES.OK;
+  } catch (err) {
+    return exitCodeFor(err);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
