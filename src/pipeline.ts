@@ -70,6 +70,8 @@ export interface Pipeline {
 }
 
 const WARN_PER_REASON = 10;
+/** In replay, timers (settle, grace, idle) run on event time, checked whenever it advances this much. */
+const EVENT_CLOCK_TICK_MS = 100;
 
 export function createPipeline(options: PipelineOptions): Pipeline {
   const { config, logger } = options;
@@ -81,6 +83,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   };
   let cursorUs: number | undefined;
   let eventClockMs = 0;
+  let lastEventTickMs = 0;
   const now = (): number => (options.clock === 'wall' ? Date.now() : eventClockMs);
 
   const traces = options.delivery === null ? undefined : (options.delivery ?? createTraceDelivery(config, logger, resource, options.onDelivered));
@@ -180,7 +183,10 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     }
     counters.accepted += 1;
     tracker.process(event, c, nowMs);
-    if (options.clock === 'event' && (counters.accepted & 255) === 0) tracker.tick(nowMs);
+    if (options.clock === 'event' && nowMs - lastEventTickMs >= EVENT_CLOCK_TICK_MS) {
+      lastEventTickMs = nowMs;
+      tracker.tick(nowMs);
+    }
   };
 
   return {

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
 import { AuthError } from './errors.js';
+import { startHealthServer, type HealthServer } from './health.js';
 import { routeDiagToLogger } from './log/diag.js';
 import { createLogger } from './log/logger.js';
 import type { SpanRecord } from './model/span-record.js';
@@ -30,6 +31,8 @@ export interface PrefectTracingHandle {
   /** Stop reading, persist state, flush exports. Idempotent. */
   shutdown(timeoutMs?: number): Promise<void>;
   stats(): TracingStats;
+  /** The port of the health endpoint, once `ready` (when PREFECT_OTEL_HTTP_PORT is set). */
+  readonly httpPort: number | undefined;
   on(event: 'span', listener: (span: SpanRecord) => void): this;
   on(event: 'error', listener: (err: Error) => void): this;
   on(event: 'status', listener: (status: 'connecting' | 'connected' | 'disconnected') => void): this;
@@ -45,6 +48,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private readonly logger: Logger;
   private readonly pipeline: Pipeline;
   private subscriber: EventSubscriber | undefined;
+  private health: HealthServer | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private stopping: Promise<void> | undefined;
   private connected = false;
@@ -122,6 +126,10 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       () => undefined,
       (err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err))),
     );
+    if (this.config.httpPort !== undefined) {
+      this.health = await startHealthServer(this.config.httpPort, () => this.stats());
+      log.info({ port: this.health.port }, 'serving /healthz and /metrics');
+    }
     this.every(TICK_MS, () => this.pipeline.tick());
     this.every(this.config.live.stateFlushMs, () => void this.persist());
     if (this.config.statsIntervalMs > 0) {
@@ -156,6 +164,10 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     void this.shutdown().finally(() => this.rejectDone(err));
   }
 
+  get httpPort(): number | undefined {
+    return this.health?.port;
+  }
+
   stats(): TracingStats {
     return collectStats(this.pipeline, { connected: this.connected, subscriber: this.subscriber?.stats, startedMs: this.startedMs });
   }
@@ -175,6 +187,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
         log.error({ err: { message: (err as Error).message }, path: this.store.path }, 'could not write the state file');
       }
       await this.pipeline.shutdown(0);
+      await this.health?.close();
       log.info({ ...this.stats(), undelivered: flushed.pending }, 'stopped');
       this.logger.flush();
       this.resolveDone();

@@ -1,0 +1,318 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { pino } from 'pino';
+import { resolveConfig } from '../../src/config.js';
+import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
+import type { SpanRecord } from '../../src/model/span-record.js';
+import { createPipeline } from '../../src/pipeline.js';
+import { customEvent, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
+
+const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+const at = (s: number): number => T0 + s * 1000;
+const us = (s: number): number => at(s) * 1000;
+
+const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+const DEPLOY = {
+  deployment: { id: '7b2e1d8f-2222-4b3c-8d4e-1f2a3b4c5d6e', name: 'nightly' },
+  workQueue: { id: '8c3f2e90-3333-4c4d-9e5f-2a3b4c5d6e7f', name: 'default' },
+  workPool: { id: '9d4031a1-4444-4d5e-8f60-3b4c5d6e7f80', name: 'k8s-pool', type: 'kubernetes' },
+};
+const FR = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+const EXTRACT = '0198c7d2-6000-7abc-8def-000000000001';
+const NESTED = '0198c7d2-6000-7abc-8def-000000000002';
+const LOAD = '0198c7d2-6000-7abc-8def-000000000003';
+
+type Ev = Record<string, unknown>;
+
+function flowState(s: number, type: string, name: string, from: string | null, runCount: number, extra: Record<string, unknown> = {}): Ev {
+  return flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, ...DEPLOY, tags: ['etl', 'nightly'], state: { type, name, ...extra }, from, runCount, occurred: at(s), received: at(s) + 15 }) as Ev;
+}
+
+function taskState(id: string, name: string, key: string, s: number, type: string, stateName: string, from: string | null, runCount: number, more: Record<string, unknown> = {}): Ev {
+  return taskRunStateEvent({ taskRunId: id, taskRunName: name, taskKey: key, flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type, name: stateName }, from, runCount, occurred: at(s), ...more }) as Ev;
+}
+
+/** A deployment run with a nested task, a retried task, a custom event, a heartbeat-free happy path. */
+function happyRun(): Ev[] {
+  return [
+    flowState(0, 'SCHEDULED', 'Scheduled', null, 0),
+    flowState(5, 'SCHEDULED', 'Late', 'SCHEDULED', 0),
+    flowState(8, 'PENDING', 'Pending', 'SCHEDULED', 0),
+    flowState(10, 'RUNNING', 'Running', 'PENDING', 1),
+    taskState(EXTRACT, 'extract-3f2', 'extract-9a8b7c6d', 11, 'PENDING', 'Pending', null, 0, { tags: ['db'] }),
+    taskState(EXTRACT, 'extract-3f2', 'extract-9a8b7c6d', 11.5, 'RUNNING', 'Running', 'PENDING', 1, { tags: ['db'] }),
+    taskState(NESTED, 'parse-1a2', 'parse-0f0e0d0c', 12, 'PENDING', 'Pending', null, 0, { parents: [EXTRACT] }),
+    taskState(NESTED, 'parse-1a2', 'parse-0f0e0d0c', 12.1, 'RUNNING', 'Running', 'PENDING', 1, { parents: [EXTRACT] }),
+    customEvent({
+      event: 'acme.rows.parsed', resourceId: 'acme.table.orders', resourceName: 'orders', payload: { rows: 17 }, occurred: at(12.5),
+      related: [
+        { id: `prefect.task-run.${NESTED}`, role: 'task-run', name: 'parse-1a2' },
+        { id: `prefect.flow-run.${FR}`, role: 'flow-run', name: 'crimson-fox' },
+        { id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'etl' },
+      ],
+    }) as Ev,
+    taskState(NESTED, 'parse-1a2', 'parse-0f0e0d0c', 13, 'COMPLETED', 'Completed', 'RUNNING', 1, { parents: [EXTRACT] }),
+    taskState(EXTRACT, 'extract-3f2', 'extract-9a8b7c6d', 14, 'COMPLETED', 'Completed', 'RUNNING', 1, { tags: ['db'] }),
+    taskState(LOAD, 'load-7c1', 'load-55aa66bb', 15, 'PENDING', 'Pending', null, 0),
+    taskState(LOAD, 'load-7c1', 'load-55aa66bb', 15.2, 'RUNNING', 'Running', 'PENDING', 1),
+    taskState(LOAD, 'load-7c1', 'load-55aa66bb', 16, 'SCHEDULED', 'AwaitingRetry', 'RUNNING', 1),
+    taskState(LOAD, 'load-7c1', 'load-55aa66bb', 18, 'RUNNING', 'Retrying', 'SCHEDULED', 2),
+    taskState(LOAD, 'load-7c1', 'load-55aa66bb', 19, 'COMPLETED', 'Completed', 'RUNNING', 2),
+    flowState(20, 'COMPLETED', 'Completed', 'RUNNING', 1),
+  ];
+}
+
+async function run(events: Ev[], overrides: Record<string, unknown> = {}, resolveOwner?: (id: string) => Promise<string | null>) {
+  const config = resolveConfig({ tracesExporter: 'none', uiUrl: 'http://prefect.local:4200', ...overrides }, {});
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino({ level: 'debug' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+  const spans: SpanRecord[] = [];
+  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s), resolveOwner });
+  for (const e of events) pipeline.ingest(JSON.stringify(e));
+  await pipeline.finish('end_of_input');
+  return { spans, lines, pipeline };
+}
+
+/** The shape of a trace: one line per span, parent first, as `name [kind] status`. */
+function tree(spans: readonly SpanRecord[]): string[] {
+  const out: string[] = [];
+  const walk = (parent: string | undefined, depth: number): void => {
+    for (const s of spans.filter((x) => x.parentSpanId === parent).sort((a, b) => a.startUs - b.startUs || a.name.localeCompare(b.name))) {
+      out.push(`${'  '.repeat(depth)}${s.name} [${s.kind}] ${s.status.code}${s.run.incomplete ? ' incomplete' : ''}`);
+      walk(s.spanId, depth + 1);
+    }
+  };
+  walk(undefined, 0);
+  return out;
+}
+
+test('a deployment run becomes one trace: root SERVER span named after the flow, tasks under it, nested task under its parent task', async () => {
+  const { spans } = await run(happyRun());
+  assert.equal(new Set(spans.map((s) => s.traceId)).size, 1);
+  assert.equal(spans[0]!.traceId, traceIdForRun(FR));
+  assert.deepEqual(tree(spans), ['etl [server] ok', '  extract [internal] ok', '    parse [internal] ok', '  load [internal] ok']);
+  const byRun = new Map(spans.map((s) => [s.run.id, s]));
+  assert.equal(byRun.get(FR)!.spanId, spanIdForRun(FR));
+  assert.equal(byRun.get(NESTED)!.parentSpanId, spanIdForRun(EXTRACT));
+  assert.equal(byRun.get(LOAD)!.parentSpanId, spanIdForRun(FR));
+});
+
+test('flow span: start at first Pending, end at Completed, wait time, the whole attribute map', async () => {
+  const { spans } = await run(happyRun());
+  const flow = spans.find((s) => s.run.id === FR)!;
+  assert.equal(flow.startUs, us(8));
+  assert.equal(flow.endUs, us(20));
+  assert.deepEqual(flow.attributes, {
+    'prefect.run.id': FR,
+    'prefect.run.type': 'flow',
+    'prefect.run.name': 'crimson-fox',
+    'prefect.run.count': 1,
+    'prefect.state.type': 'COMPLETED',
+    'prefect.state.name': 'Completed',
+    'prefect.tags': ['etl', 'nightly'],
+    'prefect.flow.name': 'etl',
+    'prefect.flow.id': FLOW.flowId,
+    'prefect.deployment.name': 'nightly',
+    'prefect.deployment.id': DEPLOY.deployment.id,
+    'prefect.work-pool.name': 'k8s-pool',
+    'prefect.work-pool.type': 'kubernetes',
+    'prefect.work-queue.name': 'default',
+    'prefect.run.wait_ms': 8000,
+    'cicd.pipeline.name': 'etl',
+    'cicd.pipeline.run.id': FR,
+    'cicd.pipeline.result': 'success',
+    'cicd.pipeline.run.url.full': `http://prefect.local:4200/runs/flow-run/${FR}`,
+  });
+  assert.deepEqual(
+    flow.events.map((e) => [e.name, e.timeUs]),
+    [['Scheduled', us(0)], ['Late', us(5)], ['Pending', us(8)], ['Running', us(10)], ['Completed', us(20)]],
+  );
+  assert.deepEqual(flow.events[3]!.attributes, {
+    'prefect.state.type': 'RUNNING',
+    'prefect.state.name': 'Running',
+    'prefect.state.message': '',
+    'prefect.state.id': (happyRun()[3] as { id: string }).id,
+    'prefect.state.from': 'PENDING',
+    'prefect.run.count': 1,
+    'prefect.event.received_lag_ms': 15,
+  });
+});
+
+test('task spans: name from task_key without hash, retries are span events, custom events land on the innermost run', async () => {
+  const { spans } = await run(happyRun());
+  const load = spans.find((s) => s.run.id === LOAD)!;
+  assert.deepEqual(load.events.map((e) => e.name), ['Pending', 'Running', 'AwaitingRetry', 'Retrying', 'Completed']);
+  assert.deepEqual(load.attributes, {
+    'prefect.run.id': LOAD,
+    'prefect.run.type': 'task',
+    'prefect.run.name': 'load-7c1',
+    'prefect.run.count': 2,
+    'prefect.state.type': 'COMPLETED',
+    'prefect.state.name': 'Completed',
+    'prefect.tags': [],
+    'prefect.flow.name': 'etl',
+    'prefect.flow.id': FLOW.flowId,
+    'prefect.task.key': 'load-55aa66bb',
+    'cicd.pipeline.task.name': 'load',
+    'cicd.pipeline.task.run.id': LOAD,
+    'cicd.pipeline.task.run.result': 'success',
+    'cicd.pipeline.task.run.url.full': `http://prefect.local:4200/runs/task-run/${LOAD}`,
+  });
+  const nested = spans.find((s) => s.run.id === NESTED)!;
+  assert.deepEqual(nested.events.map((e) => e.name), ['Pending', 'Running', 'acme.rows.parsed', 'Completed']);
+  const custom = nested.events[2]!;
+  assert.deepEqual(Object.keys(custom.attributes).sort(), ['prefect.event.id', 'prefect.event.payload', 'prefect.event.resource.id', 'prefect.event.resource.name']);
+  assert.equal(custom.attributes['prefect.event.payload'], '{"rows":17}');
+  assert.equal(custom.attributes['prefect.event.resource.id'], 'acme.table.orders');
+  const flow = spans.find((s) => s.run.id === FR)!;
+  assert.ok(!flow.events.some((e) => e.name === 'acme.rows.parsed'), 'not also on the flow run');
+});
+
+test('duplicates and reordering change nothing: same spans, same span events, exactly once', async () => {
+  const base = await run(happyRun());
+  const events = happyRun();
+  const shuffled = [...events.slice(0, 4), ...events.slice(4).reverse(), events[6]!, events[10]!, events[16]!];
+  const noisy = await run(shuffled);
+  const key = (spans: SpanRecord[]) =>
+    spans.map((s) => ({ id: s.spanId, parent: s.parentSpanId, name: s.name, start: s.startUs, end: s.endUs, status: s.status, events: s.events.map((e) => `${e.name}@${e.timeUs}`) })).sort((a, b) => a.id.localeCompare(b.id));
+  assert.deepEqual(key(noisy.spans), key(base.spans));
+  assert.equal(noisy.pipeline.counters.duplicates, 3);
+});
+
+test('STLOGGING: one line per transition and attached event, with trace_id/span_id/trace_flags', async () => {
+  const { lines } = await run(happyRun(), { jaegerUrl: 'http://jaeger.local:16686' });
+  const st = lines.filter((l) => String(l.msg).startsWith('STLOGGING: '));
+  assert.equal(st.length, 17);
+  const running = st.find((l) => l['prefect.run.id'] === FR && l['prefect.state.name'] === 'Running')!;
+  const ev = happyRun()[3] as { id: string };
+  assert.deepEqual(running, {
+    level: 30,
+    time: running.time,
+    service: 'prefect-otel',
+    component: 'runs',
+    msg: `STLOGGING: Flow run ${FR} (crimson-fox) state transition: PENDING -> RUNNING (state_name='Running', message='')`,
+    trace_id: traceIdForRun(FR),
+    span_id: spanIdForRun(FR),
+    trace_flags: '01',
+    'prefect.run.id': FR,
+    'prefect.run.type': 'flow',
+    'prefect.event.id': ev.id,
+    'prefect.event.name': 'prefect.flow-run.Running',
+    occurred: '2026-11-20T09:00:10.000000Z',
+    'prefect.run.name': 'crimson-fox',
+    'prefect.state.type': 'RUNNING',
+    'prefect.state.name': 'Running',
+    'prefect.run.url': `http://prefect.local:4200/runs/flow-run/${FR}`,
+  });
+  const done = st.find((l) => l['prefect.run.id'] === FR && l['prefect.state.name'] === 'Completed')!;
+  assert.equal(done.jaeger_url, `http://jaeger.local:16686/trace/${traceIdForRun(FR)}`);
+  const custom = st.find((l) => l['prefect.event.name'] === 'acme.rows.parsed')!;
+  assert.equal(custom.msg, `STLOGGING: Event acme.rows.parsed (id=${String(custom['prefect.event.id'])}) on task run ${NESTED}`);
+  assert.equal(custom.span_id, spanIdForRun(NESTED));
+});
+
+test('late task events after the flow ended still land in the flow run trace', async () => {
+  const events = happyRun();
+  const flowDone = events.pop()!;
+  const loadDone = events.pop()!;
+  const { spans } = await run([...events, flowDone, loadDone]);
+  const load = spans.find((s) => s.run.id === LOAD)!;
+  assert.equal(load.traceId, traceIdForRun(FR));
+  assert.equal(load.parentSpanId, spanIdForRun(FR));
+  assert.equal(load.status.code, 'ok');
+  assert.equal(load.run.incomplete, false);
+});
+
+test('a task still open after its flow ended and the grace period passed is ended as incomplete', async () => {
+  const events = happyRun();
+  const flowDone = events.pop()!;
+  events.pop();
+  const after = flowRunStateEvent({ flowRunId: '0198c7d2-0000-7000-8000-0000000000ff', flowRunName: 'other', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(200) });
+  const { spans } = await run([...events, flowDone, after as Ev], { taskGraceMs: 60_000 });
+  const load = spans.find((s) => s.run.id === LOAD)!;
+  assert.equal(load.run.incomplete, true);
+  assert.equal(load.attributes['prefect.run.incomplete'], true);
+  assert.equal(load.attributes['prefect.run.incomplete_reason'], 'flow_ended');
+  assert.equal(load.endUs, us(18));
+  assert.equal(load.status.code, 'unset');
+});
+
+test('failures: FAILED is ERROR with the state message, CRASHED is ERROR, CANCELLED is UNSET', async () => {
+  const mk = (id: string, type: string, name: string, message: string) => [
+    flowRunStateEvent({ flowRunId: id, flowRunName: 'r', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(1) }) as Ev,
+    flowRunStateEvent({ flowRunId: id, flowRunName: 'r', ...FLOW, state: { type, name, message }, from: 'RUNNING', runCount: 1, occurred: at(2) }) as Ev,
+  ];
+  const a = '0198c7d2-0000-7000-8000-00000000000a';
+  const b = '0198c7d2-0000-7000-8000-00000000000b';
+  const c = '0198c7d2-0000-7000-8000-00000000000c';
+  const { spans } = await run([...mk(a, 'FAILED', 'Failed', 'Flow run encountered an exception: ValueError'), ...mk(b, 'CRASHED', 'Crashed', 'process killed'), ...mk(c, 'CANCELLED', 'Cancelled', 'by user')]);
+  const status = Object.fromEntries(spans.map((s) => [s.run.id, [s.status, s.attributes['cicd.pipeline.result']]]));
+  assert.deepEqual(status, {
+    [a]: [{ code: 'error', message: 'Flow run encountered an exception: ValueError' }, 'failure'],
+    [b]: [{ code: 'error', message: 'process killed' }, 'error'],
+    [c]: [{ code: 'unset' }, 'cancellation'],
+  });
+});
+
+test('a rerun from the UI after Completed becomes a second span in the same trace, linked to the first', async () => {
+  const events = happyRun().filter((e) => String(e.event).startsWith('prefect.flow-run.'));
+  events.push(flowState(100, 'SCHEDULED', 'Scheduled', 'COMPLETED', 1), flowState(101, 'RUNNING', 'Running', 'PENDING', 2), flowState(110, 'FAILED', 'Failed', 'RUNNING', 2, { message: 'boom' }));
+  const { spans } = await run(events);
+  assert.deepEqual(
+    spans.map((s) => [s.spanId, s.traceId, s.run.attempt, s.status.code, s.links.map((l) => l.spanId)]),
+    [
+      [spanIdForRun(FR), traceIdForRun(FR), 0, 'ok', []],
+      [spanIdForRun(FR, 1), traceIdForRun(FR), 1, 'error', [spanIdForRun(FR)]],
+    ],
+  );
+  assert.equal(spans[1]!.startUs, us(101));
+  assert.deepEqual(spans[1]!.events.map((e) => e.name), ['Scheduled', 'Running', 'Failed']);
+});
+
+test('subflow: the tracking task is looked up and the child hangs under the parent flow run in its trace', async () => {
+  const CHILD = '0198c7d2-7000-7000-8000-0000000000c1';
+  const TRACK = '0198c7d2-7000-7000-8000-0000000000d1';
+  const child = (s: number, type: string, name: string, from: string | null) =>
+    flowRunStateEvent({ flowRunId: CHILD, flowRunName: 'child-run', flowId: '11111111-1111-4111-8111-111111111111', flowName: 'child-flow', parentTaskRunId: TRACK, parentTaskRunName: 'child-flow-0', state: { type, name }, from, runCount: 1, occurred: at(s) }) as Ev;
+  const events = [...happyRun().slice(0, 4), child(12, 'PENDING', 'Pending', null), child(12.5, 'RUNNING', 'Running', 'PENDING'), child(13, 'COMPLETED', 'Completed', 'RUNNING'), happyRun()[16]!];
+  const asked: string[] = [];
+  const found = await run(events, {}, async (id) => (asked.push(id), FR));
+  assert.deepEqual(asked, [TRACK]);
+  assert.deepEqual(tree(found.spans), ['etl [server] ok', '  child-flow [internal] ok']);
+  const c = found.spans.find((s) => s.run.id === CHILD)!;
+  assert.equal(c.traceId, traceIdForRun(FR));
+  assert.equal(c.attributes['prefect.parent_task_run.id'], TRACK);
+
+  const lost = await run(events, {}, async () => null);
+  const root = lost.spans.find((s) => s.run.id === CHILD)!;
+  assert.deepEqual([root.traceId, root.parentSpanId, root.kind, root.attributes['prefect.parent_task_run.id']], [traceIdForRun(CHILD), undefined, 'server', TRACK]);
+  assert.ok(lost.lines.some((l) => l.msg === 'parent of a subflow could not be looked up; it becomes the root of its own trace' && l.level === 40));
+});
+
+test('bounds: past the span event limit the oldest are summarised; past the open-run bound the oldest run is ended', async () => {
+  const events = [flowState(0, 'RUNNING', 'Running', 'PENDING', 1)];
+  for (let i = 0; i < 30; i++) {
+    events.push(customEvent({ event: `acme.step.${i % 3}`, resourceId: 'acme.x', occurred: at(1 + i), related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run' }] }) as Ev);
+  }
+  events.push(flowState(40, 'COMPLETED', 'Completed', 'RUNNING', 1));
+  const { spans } = await run(events, { maxSpanEvents: 10 });
+  const flow = spans[0]!;
+  assert.equal(flow.events.length, 10);
+  assert.deepEqual(flow.events[0], {
+    name: 'prefect-otel.events_summarised',
+    timeUs: us(0),
+    attributes: { 'prefect.events.summarised_count': 23, 'prefect.events.summarised_names': '{"Running":1,"acme.step.0":8,"acme.step.1":7,"acme.step.2":7}' },
+  });
+  assert.equal(flow.events.at(-1)!.name, 'Completed');
+
+  const many: Ev[] = [];
+  for (let i = 0; i < 5; i++) {
+    many.push(flowRunStateEvent({ flowRunId: `0198c7d2-0000-7000-8000-00000000010${i}`, flowRunName: `r${i}`, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(i) }) as Ev);
+  }
+  const bounded = await run(many, { maxOpenRuns: 3 });
+  assert.deepEqual(
+    bounded.spans.map((s) => [s.run.name, s.attributes['prefect.run.incomplete_reason']]),
+    [['r0', 'evicted'], ['r1', 'evicted'], ['r2', 'end_of_input'], ['r3', 'end_of_input'], ['r4', 'end_of_input']],
+  );
+  assert.equal(bounded.pipeline.tracker.counts.evicted, 2);
+});
