@@ -1,0 +1,240 @@
+import type { SpanEventRecord, SpanRecord } from '../model/span-record.js';
+
+export interface TreeOptions {
+  /** ANSI colours (state names, errors, bars); off by default. */
+  readonly color?: boolean;
+  /** Target line width in columns (default 100); the label column shrinks to fit. */
+  readonly width?: number;
+  /** List up to this many span events under each span (default 0: none). */
+  readonly maxEventsPerSpan?: number;
+}
+
+const DEFAULT_WIDTH = 100;
+const MIN_LABEL_WIDTH = 16;
+const DURATION_WIDTH = 9;
+const GAP = '  ';
+const ANSI = { bold: '\x1b[1m', dim: '\x1b[2m', red: '\x1b[31m', green: '\x1b[32m', yellow: '\x1b[33m' } as const;
+const RESET = '\x1b[0m';
+const STATE_MESSAGE_ATTR = 'prefect.state.message';
+
+type Style = keyof typeof ANSI;
+/** `optional` segments (the run name) are left out before anything is cut. */
+interface Segment { readonly text: string; readonly style?: Style; readonly optional?: boolean }
+
+interface Row {
+  readonly label: Segment[];
+  readonly duration: string;
+  readonly bar: string;
+  readonly style: Style;
+  readonly error: string | undefined;
+  /** Prefix for the lines drawn under the span (error when it does not fit, events). */
+  readonly detailPrefix: string;
+  readonly events: string[];
+}
+
+/**
+ * Draws finished spans as one tree per trace, for a terminal:
+ *
+ *     trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  etl  4 spans  12.4 s
+ *     etl (crimson-fox)  Completed                 12.4 s  ▕████████████████████▏
+ *     ├─ extract (extract-3f2)  Completed          850 ms  ▕███                 ▏
+ *     │  └─ parse (parse-1a2)  Completed           300 ms  ▕██                  ▏
+ *     └─ load (load-7c1)  Failed  attempt 2        2.10 s  ▕   ████             ▏  error: ValueError: bad row 17
+ *
+ * Traces are ordered by start time, children by start time. A span whose parent is not among the
+ * spans is drawn at the top level of its trace, marked `(parent not exported)`. An error that does
+ * not fit on its span's line goes on the line below; with `maxEventsPerSpan`, span events follow
+ * (`· +1.20 s Running`). Pure: no I/O.
+ */
+export function renderTraceTrees(spans: readonly SpanRecord[], options: TreeOptions = {}): string {
+  if (spans.length === 0) return '(no spans)\n';
+  const color = options.color ?? false;
+  const width = Math.max(40, Math.floor(options.width ?? DEFAULT_WIDTH));
+  const maxEvents = Math.max(0, Math.floor(options.maxEventsPerSpan ?? 0));
+  const barWidth = Math.min(20, Math.max(8, Math.round(width / 5)));
+
+  const traces = new Map<string, SpanRecord[]>();
+  for (const s of spans) {
+    const list = traces.get(s.traceId);
+    if (list === undefined) traces.set(s.traceId, [s]);
+    else list.push(s);
+  }
+  const ordered = [...traces.entries()].map(([traceId, list]) => ({ traceId, list, startUs: list.reduce((m, s) => Math.min(m, s.startUs), Infinity) }));
+  ordered.sort((a, b) => a.startUs - b.startUs || compare(a.traceId, b.traceId));
+
+  const blocks = ordered.map(({ traceId, list, startUs }) => {
+    const endUs = list.reduce((m, s) => Math.max(m, s.endUs), -Infinity);
+    const rows = traceRows(list, { startUs, endUs, barWidth, maxEvents });
+    const root = [...list].sort(byStart).find((s) => s.parentSpanId === undefined);
+    const header: Segment[] = [
+      { text: `trace ${traceId}`, style: 'bold' },
+      { text: `${GAP}${root?.name ?? '(root not exported)'}${GAP}${plural(list.length, 'span')}${GAP}${formatDuration(endUs - startUs)}` },
+    ];
+    return { header, rows };
+  });
+
+  const fixed = GAP.length + DURATION_WIDTH + GAP.length + barWidth + 2;
+  const longest = blocks.reduce((m, b) => b.rows.reduce((n, r) => Math.max(n, textLength(r.label)), m), 0);
+  const labelWidth = Math.max(MIN_LABEL_WIDTH, Math.min(longest, width - fixed));
+
+  const out: string[] = [];
+  for (const [i, block] of blocks.entries()) {
+    if (i > 0) out.push('');
+    out.push(paint(block.header, color));
+    for (const row of block.rows) {
+      const label = clip(textLength(row.label) > labelWidth ? row.label.filter((s) => s.optional !== true) : row.label, labelWidth);
+      const line = [...label, { text: ' '.repeat(labelWidth - textLength(label)) + GAP + row.duration.padStart(DURATION_WIDTH) + GAP }, { text: row.bar, style: row.style }];
+      const error = row.error === undefined ? undefined : `error: ${row.error}`;
+      const fits = error !== undefined && textLength(line) + GAP.length + error.length <= width;
+      if (fits) line.push({ text: GAP }, { text: error, style: 'red' });
+      out.push(paint(line, color));
+      if (error !== undefined && !fits) out.push(paint(clip([{ text: row.detailPrefix, style: 'dim' }, { text: error, style: 'red' }], width), color));
+      for (const e of row.events) out.push(paint(clip([{ text: row.detailPrefix, style: 'dim' }, { text: e }], width), color));
+    }
+  }
+  return `${out.join('\n')}\n`;
+}
+
+interface TraceGeometry { readonly startUs: number; readonly endUs: number; readonly barWidth: number; readonly maxEvents: number }
+
+function traceRows(list: readonly SpanRecord[], g: TraceGeometry): Row[] {
+  const ids = new Set(list.map((s) => s.spanId));
+  const children = new Map<string, SpanRecord[]>();
+  const top: SpanRecord[] = [];
+  for (const s of list) {
+    const p = s.parentSpanId;
+    if (p === undefined || p === s.spanId || !ids.has(p)) top.push(s);
+    else {
+      const siblings = children.get(p);
+      if (siblings === undefined) children.set(p, [s]);
+      else siblings.push(s);
+    }
+  }
+  const rows: Row[] = [];
+  const drawn = new Set<SpanRecord>();
+  const walk = (span: SpanRecord, prefix: string, glyph: string, childPrefix: string): void => {
+    drawn.add(span);
+    const kids = (children.get(span.spanId) ?? []).filter((k) => !drawn.has(k)).sort(byStart);
+    const orphan = span.parentSpanId !== undefined && glyph === '';
+    rows.push(row(span, [{ text: prefix + glyph, style: 'dim' }], orphan, childPrefix + (kids.length > 0 ? '│  ' : '   '), g));
+    kids.forEach((k, i) => {
+      const last = i === kids.length - 1;
+      walk(k, childPrefix, last ? '└─ ' : '├─ ', childPrefix + (last ? '   ' : '│  '));
+    });
+  };
+  for (const s of top.sort(byStart)) walk(s, '', '', '');
+  // Spans caught in a parent cycle (malformed input) are still drawn, at the top level.
+  for (const s of [...list].sort(byStart)) if (!drawn.has(s)) walk(s, '', '', '');
+  return rows;
+}
+
+function row(span: SpanRecord, glyphs: Segment[], orphan: boolean, detailPrefix: string, g: TraceGeometry): Row {
+  const style = stateStyle(span);
+  const label: Segment[] = [...glyphs, { text: span.name }];
+  if (span.run.name !== undefined && span.run.name !== '') label.push({ text: ` (${span.run.name})`, optional: true });
+  label.push({ text: GAP }, { text: span.run.finalState?.name ?? 'no state', style });
+  if (span.run.attempt > 0) label.push({ text: `${GAP}attempt ${span.run.attempt + 1}` });
+  if (span.run.incomplete) label.push({ text: `${GAP}[incomplete]`, style: 'yellow' });
+  if (orphan) label.push({ text: `${GAP}(parent not exported)`, style: 'dim' });
+  const events = g.maxEvents > 0 ? eventLines(span, g.maxEvents) : [];
+  const error = span.status.code === 'error' ? span.status.message.replace(/\s*\n\s*/g, ' ') : undefined;
+  return { label, duration: formatDuration(span.endUs - span.startUs), bar: bar(span, g), style, error, detailPrefix, events };
+}
+
+function eventLines(span: SpanRecord, max: number): string[] {
+  const lines = span.events.slice(0, max).map((e) => `· ${offset(e.timeUs - span.startUs)} ${e.name}${messageOf(e)}`);
+  const more = span.events.length - max;
+  if (more > 0) lines.push(`· … ${plural(more, 'more event')}`);
+  return lines;
+}
+
+function messageOf(e: SpanEventRecord): string {
+  const m = e.attributes[STATE_MESSAGE_ATTR];
+  return typeof m === 'string' && m !== '' ? `: ${m.replace(/\s*\n\s*/g, ' ')}` : '';
+}
+
+/** `▕  ████      ▏`: where the span sits between its trace's start and end. */
+function bar(span: SpanRecord, g: TraceGeometry): string {
+  const n = g.barWidth;
+  const total = g.endUs - g.startUs;
+  let from = 0;
+  let to = 1;
+  if (total > 0) {
+    from = Math.min(n - 1, Math.max(0, Math.floor(((span.startUs - g.startUs) / total) * n)));
+    to = Math.min(n, Math.max(from + 1, Math.ceil(((span.endUs - g.startUs) / total) * n)));
+  }
+  return `▕${' '.repeat(from)}${'█'.repeat(to - from)}${' '.repeat(n - to)}▏`;
+}
+
+function stateStyle(span: SpanRecord): Style {
+  if (span.run.incomplete) return 'yellow';
+  const type = span.run.finalState?.type;
+  if (type === 'COMPLETED') return 'green';
+  if (type === 'FAILED' || type === 'CRASHED') return 'red';
+  return 'yellow';
+}
+
+/** `850 ms`, `2.41 s`, `12.4 s`, `3 m 05 s`, `2 h 07 m`. */
+export function formatDuration(us: number): string {
+  const abs = Math.max(0, Math.round(us));
+  if (abs < 1_000) return abs === 0 ? '0 ms' : `${abs} µs`;
+  const ms = Math.round(abs / 1_000);
+  if (ms < 1_000) return `${ms} ms`;
+  const centis = Math.round(abs / 10_000);
+  if (centis < 1_000) return `${(centis / 100).toFixed(2)} s`;
+  const tenths = Math.round(abs / 100_000);
+  if (tenths < 600) return `${(tenths / 10).toFixed(1)} s`;
+  const secs = Math.round(abs / 1_000_000);
+  if (secs < 3_600) return `${Math.floor(secs / 60)} m ${pad2(secs % 60)} s`;
+  const mins = Math.round(abs / 60_000_000);
+  if (mins < 1_440) return `${Math.floor(mins / 60)} h ${pad2(mins % 60)} m`;
+  const hours = Math.round(abs / 3_600_000_000);
+  return `${Math.floor(hours / 24)} d ${pad2(hours % 24)} h`;
+}
+
+function offset(us: number): string {
+  return `${us < 0 ? '-' : '+'}${formatDuration(Math.abs(us))}`;
+}
+
+function pad2(n: number): string {
+  return String(n).padStart(2, '0');
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+function byStart(a: SpanRecord, b: SpanRecord): number {
+  return a.startUs - b.startUs || a.endUs - b.endUs || compare(a.name, b.name) || compare(a.spanId, b.spanId);
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function textLength(segments: readonly Segment[]): number {
+  return segments.reduce((n, s) => n + [...s.text].length, 0);
+}
+
+/** Cut segments to `max` columns, ending in `…` when something was cut. */
+function clip(segments: readonly Segment[], max: number): Segment[] {
+  if (textLength(segments) <= max) return [...segments];
+  const out: Segment[] = [];
+  let room = max - 1;
+  for (const s of segments) {
+    const chars = [...s.text];
+    if (chars.length <= room) {
+      out.push(s);
+      room -= chars.length;
+      continue;
+    }
+    if (room > 0) out.push({ ...s, text: chars.slice(0, room).join('') });
+    break;
+  }
+  out.push({ text: '…' });
+  return out;
+}
+
+function paint(segments: readonly Segment[], color: boolean): string {
+  return segments.map((s) => (color && s.style !== undefined && s.text !== '' ? `${ANSI[s.style]}${s.text}${RESET}` : s.text)).join('');
+}
