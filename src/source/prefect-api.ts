@@ -1,0 +1,95 @@
+/**
+ * Where Prefect's APIs live and how to authenticate to them.
+ *
+ * `PREFECT_API_URL` already ends in `/api` (self-hosted: `http://host:4200/api`; Cloud:
+ * `https://api.prefect.cloud/api/accounts/<a>/workspaces/<w>`), so every path here is appended to it.
+ */
+import { VERSION } from '../version.js';
+
+export interface PrefectAuth {
+  /** Prefect Cloud API key (`PREFECT_API_KEY`). Wins when both are set, as in Prefect's own client. */
+  readonly apiKey?: string | undefined;
+  /** Self-hosted `PREFECT_API_AUTH_STRING`, e.g. `admin:pass`. */
+  readonly authString?: string | undefined;
+}
+
+/** The setting a user has to fix when the server refuses us. */
+export type AuthSetting = 'PREFECT_API_KEY' | 'PREFECT_API_AUTH_STRING';
+
+export const USER_AGENT = `prefect-otel/${VERSION}`;
+
+/** The API base without trailing slashes. */
+export function apiBase(apiUrl: string): string {
+  return apiUrl.trim().replace(/\/+$/, '');
+}
+
+/**
+ * `ws(s)://…/events/out` for a `PREFECT_API_URL`, as Prefect's `events_out_socket_from_api_url`:
+ * http→ws, https→wss, trailing slashes stripped. A ws(s) URL is kept as it is.
+ */
+export function eventsOutUrl(apiUrl: string): string {
+  const base = apiBase(apiUrl).replace(/^http(s?):\/\//i, (_m, s: string) => `ws${s.toLowerCase()}://`);
+  return `${base}/events/out`;
+}
+
+/** True for Prefect Cloud (`*.prefect.cloud`), where the credential is an API key. */
+export function isCloudUrl(apiUrl: string): boolean {
+  try {
+    const host = new URL(apiBase(apiUrl)).hostname.toLowerCase();
+    return host === 'prefect.cloud' || host.endsWith('.prefect.cloud');
+  } catch {
+    return false;
+  }
+}
+
+/** HTTP headers for REST calls: `Bearer <key>` for an API key, `Basic base64(auth string)` for an auth string. */
+export function restAuthHeaders(auth: PrefectAuth): Record<string, string> {
+  if (nonEmpty(auth.apiKey)) return { Authorization: `Bearer ${auth.apiKey}` };
+  if (nonEmpty(auth.authString)) return { Authorization: `Basic ${Buffer.from(auth.authString, 'utf8').toString('base64')}` };
+  return {};
+}
+
+/** The token of the websocket `{"type":"auth"}` message: the API key, else the raw auth string, else null. */
+export function wsAuthToken(auth: PrefectAuth): string | null {
+  if (nonEmpty(auth.apiKey)) return auth.apiKey;
+  if (nonEmpty(auth.authString)) return auth.authString;
+  return null;
+}
+
+/** Which setting to name when credentials are refused (or missing). */
+export function authSetting(auth: PrefectAuth, apiUrl: string): AuthSetting {
+  if (nonEmpty(auth.apiKey)) return 'PREFECT_API_KEY';
+  if (nonEmpty(auth.authString)) return 'PREFECT_API_AUTH_STRING';
+  return isCloudUrl(apiUrl) ? 'PREFECT_API_KEY' : 'PREFECT_API_AUTH_STRING';
+}
+
+/** A sentence for an AuthError: what happened and which setting to fix. Never contains the secret. */
+export function authAdvice(auth: PrefectAuth, apiUrl: string): string {
+  const setting = authSetting(auth, apiUrl);
+  const given = setting === 'PREFECT_API_KEY' ? nonEmpty(auth.apiKey) : nonEmpty(auth.authString);
+  return given ? `check ${setting}` : `set ${setting}`;
+}
+
+/**
+ * Remove the secrets (and their Basic/base64 form) from a text that is about to be logged or thrown,
+ * and any `user:password@` in URLs.
+ */
+export function redactSecrets(text: string, auth: PrefectAuth): string {
+  let out = text.replace(/(\/\/)[^/@\s]+@/g, '$1[redacted]@');
+  for (const s of [auth.apiKey, auth.authString]) {
+    if (!nonEmpty(s)) continue;
+    out = out.split(s).join('[redacted]');
+    const b64 = Buffer.from(s, 'utf8').toString('base64');
+    out = out.split(b64).join('[redacted]');
+  }
+  return out;
+}
+
+/** A URL safe to log: no `user:password@`. */
+export function safeUrl(url: string): string {
+  return url.replace(/(\/\/)[^/@\s]+@/, '$1');
+}
+
+function nonEmpty(s: string | undefined): s is string {
+  return typeof s === 'string' && s.length > 0;
+}

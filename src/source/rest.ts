@@ -1,0 +1,208 @@
+/**
+ * The few Prefect REST calls prefect-otel makes: run look-ups (to find a subflow's parent) and the
+ * event history (to fill a gap longer than the websocket's 15-minute backfill).
+ */
+import { AuthError, ProtocolError } from '../errors.js';
+import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, USER_AGENT, type PrefectAuth } from './prefect-api.js';
+
+export type RestResult<T> = { ok: true; value: T } | { ok: false; status?: number; message: string };
+
+export interface TaskRunInfo {
+  readonly id: string;
+  readonly flowRunId: string | null;
+  readonly name?: string;
+  readonly taskKey?: string;
+}
+
+export interface FlowRunInfo {
+  readonly id: string;
+  readonly name?: string;
+  readonly parentTaskRunId: string | null;
+}
+
+export interface EventHistoryFilter {
+  readonly sinceIso: string;
+  readonly untilIso: string;
+  /** Event-name prefixes; all events when absent. */
+  readonly prefixes?: readonly string[] | undefined;
+}
+
+export interface PrefectRestClient {
+  /** `GET /task_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 throw AuthError. */
+  getTaskRun(id: string): Promise<RestResult<TaskRunInfo>>;
+  /** `GET /flow_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 throw AuthError. */
+  getFlowRun(id: string): Promise<RestResult<FlowRunInfo>>;
+  /**
+   * Pages of events, oldest first: `POST /events/filter`, then `GET /events/filter/next` on our own API
+   * base with the `page-token` of each `next_page`. Throws AuthError on 401/403 (a 403 on a later page
+   * means a rejected page token: ProtocolError), RestRequestError on other failures.
+   */
+  readEvents(filter: EventHistoryFilter, options?: { signal?: AbortSignal }): AsyncGenerator<unknown[]>;
+}
+
+export interface RestClientOptions extends PrefectAuth {
+  readonly apiUrl: string;
+  /** Per request (default 10 s). */
+  readonly timeoutMs?: number;
+  readonly userAgent?: string;
+}
+
+/** A history request that failed for a reason other than auth (network, timeout, HTTP 5xx, …). */
+export class RestRequestError extends Error {
+  readonly status: number | undefined;
+  constructor(message: string, status?: number) {
+    super(message);
+    this.name = 'RestRequestError';
+    this.status = status;
+  }
+}
+
+/** Prefect's `INTERACTIVE_PAGE_SIZE`: the server rejects a larger limit. */
+export const EVENTS_PAGE_LIMIT = 50;
+const DEFAULT_TIMEOUT_MS = 10_000;
+/** A server that keeps handing out pages forever is broken; stop well before that hurts. */
+const MAX_PAGES = 100_000;
+
+type Response_ = { status: number; body: unknown } | { status: undefined; error: string };
+
+export function createPrefectRestClient(options: RestClientOptions): PrefectRestClient {
+  const base = apiBase(options.apiUrl);
+  const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString };
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const headers: Record<string, string> = {
+    Accept: 'application/json',
+    'User-Agent': options.userAgent ?? USER_AGENT,
+    ...restAuthHeaders(auth),
+  };
+
+  const authError = (what: string, status: number): AuthError =>
+    new AuthError(
+      `the Prefect API refused ${what} with HTTP ${status}: ${authAdvice(auth, options.apiUrl)}`,
+      authSetting(auth, options.apiUrl),
+    );
+
+  async function request(method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<Response_> {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    try {
+      const res = await fetch(`${base}${path}`, {
+        method,
+        headers: body === undefined ? headers : { ...headers, 'Content-Type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: signal === undefined ? timeout : AbortSignal.any([timeout, signal]),
+        redirect: 'follow',
+      });
+      const text = await res.text();
+      let parsed: unknown = undefined;
+      if (text.length > 0) {
+        try {
+          parsed = JSON.parse(text) as unknown;
+        } catch {
+          parsed = undefined;
+        }
+      }
+      return { status: res.status, body: parsed };
+    } catch (err) {
+      return { status: undefined, error: redactSecrets(describeFetchError(err, timeoutMs), auth) };
+    }
+  }
+
+  async function getRun<T>(kind: 'task_runs' | 'flow_runs', id: string, map: (body: Record<string, unknown>) => T | undefined): Promise<RestResult<T>> {
+    const path = `/${kind}/${encodeURIComponent(id)}`;
+    const what = `GET /${kind}/${id}`;
+    const r = await request('GET', path);
+    if (r.status === undefined) return { ok: false, message: `${what} failed: ${r.error}` };
+    if (r.status === 401 || r.status === 403) throw authError(what, r.status);
+    if (r.status === 404) return { ok: false, status: 404, message: `${what}: not found` };
+    if (r.status < 200 || r.status > 299) return { ok: false, status: r.status, message: `${what}: HTTP ${r.status}` };
+    const value = isRecord(r.body) ? map(r.body) : undefined;
+    if (value === undefined) return { ok: false, status: r.status, message: `${what}: unexpected response body` };
+    return { ok: true, value };
+  }
+
+  return {
+    getTaskRun(id) {
+      return getRun<TaskRunInfo>('task_runs', id, (b) => {
+        if (typeof b.id !== 'string') return undefined;
+        const flowRunId = typeof b.flow_run_id === 'string' ? b.flow_run_id : null;
+        return {
+          id: b.id,
+          flowRunId,
+          ...(typeof b.name === 'string' ? { name: b.name } : {}),
+          ...(typeof b.task_key === 'string' ? { taskKey: b.task_key } : {}),
+        };
+      });
+    },
+
+    getFlowRun(id) {
+      return getRun<FlowRunInfo>('flow_runs', id, (b) => {
+        if (typeof b.id !== 'string') return undefined;
+        return {
+          id: b.id,
+          ...(typeof b.name === 'string' ? { name: b.name } : {}),
+          parentTaskRunId: typeof b.parent_task_run_id === 'string' ? b.parent_task_run_id : null,
+        };
+      });
+    },
+
+    async *readEvents(filter, opts = {}) {
+      const body = {
+        filter: {
+          occurred: { since: filter.sinceIso, until: filter.untilIso },
+          ...(filter.prefixes !== undefined ? { event: { prefix: [...filter.prefixes] } } : {}),
+          order: 'ASC',
+        },
+        limit: EVENTS_PAGE_LIMIT,
+      };
+      let r = await request('POST', '/events/filter', body, opts.signal);
+      let what = 'POST /events/filter';
+      const seenTokens = new Set<string>();
+      for (let page = 0; page < MAX_PAGES; page++) {
+        if (r.status === undefined) throw new RestRequestError(`${what} failed: ${r.error}`);
+        if (r.status === 401 || (r.status === 403 && page === 0)) throw authError(what, r.status);
+        if (r.status === 403) throw new ProtocolError(`${what}: the server rejected its own page token (HTTP 403)`);
+        if (r.status < 200 || r.status > 299) throw new RestRequestError(`${what}: HTTP ${r.status}`, r.status);
+        if (!isRecord(r.body) || !Array.isArray(r.body.events)) throw new ProtocolError(`${what}: the response is not an event page`);
+        const events = r.body.events as unknown[];
+        if (events.length > 0) yield events;
+        const next = r.body.next_page;
+        if (typeof next !== 'string' || next === '') return;
+        const token = pageToken(next);
+        if (token === undefined) throw new ProtocolError(`${what}: next_page has no page-token`);
+        if (seenTokens.has(token)) throw new ProtocolError(`${what}: the server repeated a page token`);
+        seenTokens.add(token);
+        // Never follow the absolute URL: it is built from the server's idea of its base URL, which is
+        // wrong behind a path-rewriting proxy. Only the token matters.
+        what = 'GET /events/filter/next';
+        r = await request('GET', `/events/filter/next?page-token=${encodeURIComponent(token)}`, undefined, opts.signal);
+      }
+      throw new ProtocolError(`POST /events/filter: more than ${MAX_PAGES} pages`);
+    },
+  };
+}
+
+/** The `page-token` query parameter of a `next_page` URL (absolute or relative). */
+export function pageToken(nextPage: string): string | undefined {
+  try {
+    return new URL(nextPage, 'http://placeholder.invalid/').searchParams.get('page-token') ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function describeFetchError(err: unknown, timeoutMs: number): string {
+  if (err instanceof Error) {
+    if (err.name === 'TimeoutError') return `timed out after ${timeoutMs} ms`;
+    if (err.name === 'AbortError') return 'aborted';
+    const cause = (err as { cause?: unknown }).cause;
+    if (cause instanceof Error) {
+      const code = (cause as NodeJS.ErrnoException).code;
+      return code !== undefined ? `${err.message} (${code})` : `${err.message} (${cause.message})`;
+    }
+    return err.message;
+  }
+  return String(err);
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}

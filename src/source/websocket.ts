@@ -1,0 +1,520 @@
+/**
+ * The live source: Prefect's `/api/events/out` websocket, kept open for as long as we run.
+ *
+ * Protocol (Prefect `src/prefect/server/api/events.py`, `utilities/subscriptions.py`):
+ *   1. upgrade to `ws(s)://<PREFECT_API_URL>/events/out` offering the sub-protocol `prefect`;
+ *   2. send `{"type":"auth","token":<API key | auth string | null>}`, expect `{"type":"auth_success"}`
+ *      (a close 1008 or anything else means the credentials were refused);
+ *   3. send `{"type":"filter","filter":{…},"backfill":true}`; every later message is
+ *      `{"type":"event","event":{…}}`, backfilled ones first, with nothing marking where backfill ends.
+ *
+ * Frames are handed on undecoded: parsing, dedupe by event id and ordering belong to the pipeline.
+ *
+ * What the server does not give us, we do here:
+ *   - liveness: there is no application ping; we ping every `pingIntervalMs` and drop a socket that has
+ *     been silent (no message, ping or pong) for `idleTimeoutMs` (half-open connections behind LBs);
+ *   - reconnects with exponential backoff and jitter, resuming from the caller's cursor;
+ *   - gaps longer than the server's backfill clamp (15 min): read from `POST /events/filter` first.
+ */
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import WebSocket from 'ws';
+import { AuthError, ProtocolError } from '../errors.js';
+import {
+  authAdvice,
+  authSetting,
+  eventsOutUrl,
+  redactSecrets,
+  restAuthHeaders,
+  safeUrl,
+  USER_AGENT,
+  wsAuthToken,
+  type PrefectAuth,
+} from './prefect-api.js';
+import { createPrefectRestClient, RestRequestError, type PrefectRestClient } from './rest.js';
+
+export type EventOrigin = 'live' | 'history';
+export type SubscriberStatus = 'connecting' | 'connected' | 'disconnected';
+
+export interface EventSubscriberOptions {
+  readonly apiUrl: string;
+  readonly apiKey?: string | undefined;
+  readonly authString?: string | undefined;
+  /** Logs connects, reconnects (attempt, delay), closes (code, reason) and history fills. Never secrets. */
+  readonly logger: Logger;
+  /** The resume cursor: µs since the epoch of the latest event seen, or undefined on a fresh start. */
+  readonly resumeFromUs: () => number | undefined;
+  /** Resume from cursor − margin, for events that arrive late or out of order. */
+  readonly resumeMarginMs: number;
+  /**
+   * A raw websocket text frame (the whole `{"type":"event",…}` message, undecoded), or a bare event
+   * object from the REST history. Exceptions are caught and logged; they never reach the socket.
+   */
+  readonly onEvent: (event: string | object, origin: EventOrigin) => void;
+  readonly onStatus?: ((status: SubscriberStatus, detail?: string) => void) | undefined;
+  /** For gap fills; created from apiUrl and the credentials when absent. */
+  readonly rest?: PrefectRestClient | undefined;
+  /**
+   * Event-name prefixes to subscribe to. Default: no `event` filter at all, i.e. every event.
+   * The run model needs more than `prefect.flow-run.` / `prefect.task-run.`: any event emitted inside a
+   * run (user events with arbitrary names, artifacts, concurrency limits, …) carries `flow-run` /
+   * `task-run` related resources, and `related` filters are ignored on the live stream (the server's
+   * EventRelatedFilter has no `includes()`), so there is no server-side filter that selects "events
+   * naming a run". The pipeline filters on the client.
+   */
+  readonly prefixes?: readonly string[] | undefined;
+  /** The server's websocket backfill clamp (`PREFECT_SERVER_EVENTS_MAXIMUM_WEBSOCKET_BACKFILL`, 15 min). */
+  readonly backfillWindowMs?: number | undefined;
+  readonly pingIntervalMs?: number | undefined;
+  readonly idleTimeoutMs?: number | undefined;
+  readonly initialBackoffMs?: number | undefined;
+  readonly maxBackoffMs?: number | undefined;
+  /** HTTP upgrade, and then the wait for `auth_success`. */
+  readonly handshakeTimeoutMs?: number | undefined;
+  /** Wall clock for filter times (default `Date.now`). Liveness uses a monotonic clock. */
+  readonly now?: (() => number) | undefined;
+}
+
+export interface SubscriberStats {
+  /** Successful handshakes (auth accepted, filter sent). */
+  readonly connects: number;
+  /** Connection attempts after the first. */
+  readonly reconnects: number;
+  /** Live frames handed to `onEvent`. */
+  readonly frames: number;
+  /** History events handed to `onEvent`. */
+  readonly historyEvents: number;
+  readonly connected: boolean;
+  readonly lastError?: string;
+}
+
+export interface EventSubscriber {
+  /** Resolves after `stop()`; rejects with AuthError or ProtocolError when retrying cannot help. */
+  readonly done: Promise<void>;
+  /** Close with 1000 and stop reconnecting. Idempotent. */
+  stop(): Promise<void>;
+  readonly stats: SubscriberStats;
+}
+
+export const SUBSCRIBER_DEFAULTS = {
+  backfillWindowMs: 15 * 60_000,
+  pingIntervalMs: 15_000,
+  idleTimeoutMs: 45_000,
+  initialBackoffMs: 500,
+  maxBackoffMs: 30_000,
+  handshakeTimeoutMs: 10_000,
+} as const;
+
+/** Prefect's Python subscriber asks for events up to now + 365 days; without a future `until` the live stream stays empty. */
+const UNTIL_AHEAD_MS = 365 * 24 * 3600_000;
+/** A fresh start reads the last minute, like Prefect's own subscriber. */
+const FRESH_START_LOOKBACK_MS = 60_000;
+/** Fill from history when the gap comes within this much of the server's backfill clamp. */
+const HISTORY_SAFETY_MS = 60_000;
+/** The backoff restarts from `initialBackoffMs` only after a connection stayed up this long. */
+const STABLE_CONNECTION_MS = 30_000;
+const BACKOFF_MULTIPLIER = 2;
+const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
+/** History rounds per attempt (a round that takes longer than the window leaves a new gap). */
+const MAX_HISTORY_ROUNDS = 5;
+/** An HTTP error from the history endpoint is retried this often before the gap is given up. */
+const MAX_HISTORY_HTTP_FAILURES = 3;
+const CLOSE_WAIT_MS = 2_000;
+
+type Outcome =
+  | { kind: 'fatal'; error: AuthError | ProtocolError }
+  /** Never got to the live phase: unreachable, upgrade refused, handshake timeout. */
+  | { kind: 'failed'; message: string }
+  /** Was live, then closed. */
+  | { kind: 'closed'; code: number; reason: string; liveMs: number }
+  | { kind: 'stopped' };
+
+export function createEventSubscriber(options: EventSubscriberOptions): EventSubscriber {
+  const log = options.logger;
+  const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString };
+  const url = eventsOutUrl(options.apiUrl);
+  const logUrl = safeUrl(url);
+  const now = options.now ?? Date.now;
+  const backfillWindowMs = options.backfillWindowMs ?? SUBSCRIBER_DEFAULTS.backfillWindowMs;
+  const pingIntervalMs = options.pingIntervalMs ?? SUBSCRIBER_DEFAULTS.pingIntervalMs;
+  const idleTimeoutMs = options.idleTimeoutMs ?? SUBSCRIBER_DEFAULTS.idleTimeoutMs;
+  const initialBackoffMs = options.initialBackoffMs ?? SUBSCRIBER_DEFAULTS.initialBackoffMs;
+  const maxBackoffMs = options.maxBackoffMs ?? SUBSCRIBER_DEFAULTS.maxBackoffMs;
+  const handshakeTimeoutMs = options.handshakeTimeoutMs ?? SUBSCRIBER_DEFAULTS.handshakeTimeoutMs;
+  const prefixes = options.prefixes !== undefined ? [...options.prefixes] : undefined;
+  const rest =
+    options.rest ??
+    createPrefectRestClient({ apiUrl: options.apiUrl, apiKey: options.apiKey, authString: options.authString, timeoutMs: handshakeTimeoutMs });
+  const redact = (text: string): string => redactSecrets(text, auth);
+
+  const stats = { connects: 0, reconnects: 0, frames: 0, historyEvents: 0, connected: false, lastError: undefined as string | undefined };
+
+  let stopped = false;
+  let stopping: Promise<void> | undefined;
+  let current: WebSocket | undefined;
+  let sleepTimer: NodeJS.Timeout | undefined;
+  let wake: (() => void) | undefined;
+  let historyAbort: AbortController | undefined;
+  /** Wall-clock ms up to which the stream is known to have been followed (live or from history). */
+  let coveredUntilMs: number | undefined;
+  let historyHttpFailures = 0;
+
+  let resolveDone!: () => void;
+  let rejectDone!: (err: Error) => void;
+  const done = new Promise<void>((resolve, reject) => {
+    resolveDone = resolve;
+    rejectDone = reject;
+  });
+  // Whoever cares awaits `done`; an unobserved rejection must not take the host process down.
+  done.catch(() => undefined);
+
+  const status = (s: SubscriberStatus, detail?: string): void => {
+    stats.connected = s === 'connected';
+    if (options.onStatus === undefined) return;
+    try {
+      options.onStatus(s, detail);
+    } catch (err) {
+      log.error({ err: errInfo(err, redact) }, 'onStatus callback threw; ignored');
+    }
+  };
+
+  const deliver = (event: string | object, origin: EventOrigin): void => {
+    try {
+      options.onEvent(event, origin);
+    } catch (err) {
+      log.error({ err: errInfo(err, redact), origin }, 'onEvent callback threw; event skipped');
+    }
+  };
+
+  const cursorMs = (): number | undefined => {
+    try {
+      const us = options.resumeFromUs();
+      return typeof us === 'number' && Number.isFinite(us) ? Math.floor(us / 1000) : undefined;
+    } catch (err) {
+      log.error({ err: errInfo(err, redact) }, 'resumeFromUs threw; treating as a fresh start');
+      return undefined;
+    }
+  };
+
+  /** Where a resumed stream has to start: cursor − margin, but never before what we already followed. */
+  const gapStartMs = (): number | undefined => {
+    const c = cursorMs();
+    if (c === undefined) return undefined;
+    const from = c - options.resumeMarginMs;
+    return coveredUntilMs === undefined ? from : Math.max(from, coveredUntilMs - options.resumeMarginMs);
+  };
+
+  const sleep = (ms: number): Promise<void> =>
+    new Promise<void>((resolve) => {
+      wake = resolve;
+      sleepTimer = setTimeout(() => {
+        sleepTimer = undefined;
+        wake = undefined;
+        resolve();
+      }, ms);
+    });
+
+  const backoffMs = (attempt: number): number => {
+    const base = Math.min(maxBackoffMs, initialBackoffMs * BACKOFF_MULTIPLIER ** Math.max(0, attempt - 1));
+    return Math.max(1, Math.round(base * (0.5 + Math.random() * 0.5)));
+  };
+
+  // ---- history ------------------------------------------------------------------------------------
+
+  /** Fill a gap wider than the server's backfill from REST. Returns an outcome only when the attempt must not go on. */
+  async function fillHistory(): Promise<Outcome | undefined> {
+    const threshold = Math.max(0, backfillWindowMs - HISTORY_SAFETY_MS);
+    for (let round = 0; round < MAX_HISTORY_ROUNDS && !stopped; round++) {
+      const fromMs = gapStartMs();
+      const untilMs = now();
+      if (fromMs === undefined || untilMs - fromMs <= threshold) return undefined;
+      const window = { since: new Date(fromMs).toISOString(), until: new Date(untilMs).toISOString() };
+      log.info({ ...window, gapMs: untilMs - fromMs, backfillWindowMs }, 'the gap is longer than the websocket backfill; reading the event history');
+      const started = performance.now();
+      let count = 0;
+      let pages = 0;
+      historyAbort = new AbortController();
+      try {
+        for await (const page of rest.readEvents({ sinceIso: window.since, untilIso: window.until, prefixes }, { signal: historyAbort.signal })) {
+          pages += 1;
+          for (const ev of page) {
+            if (stopped) return { kind: 'stopped' };
+            count += 1;
+            stats.historyEvents += 1;
+            deliver(ev !== null && typeof ev === 'object' ? ev : String(ev), 'history');
+          }
+          if (stopped) return { kind: 'stopped' };
+        }
+      } catch (err) {
+        if (stopped) return { kind: 'stopped' };
+        const message = redact(err instanceof Error ? err.message : String(err));
+        stats.lastError = message;
+        if (err instanceof AuthError) return { kind: 'fatal', error: err };
+        const httpFailure = (err instanceof RestRequestError && err.status !== undefined) || err instanceof ProtocolError;
+        if (httpFailure) historyHttpFailures += 1;
+        if (err instanceof ProtocolError || historyHttpFailures >= MAX_HISTORY_HTTP_FAILURES) {
+          // The endpoint itself is broken (not the network): go live and say what was lost.
+          log.error({ ...window, events: count, err: message }, 'reading the event history failed; events in this window may be missing');
+          historyHttpFailures = 0;
+          coveredUntilMs = untilMs;
+          return undefined;
+        }
+        return { kind: 'failed', message: `event history: ${message}` };
+      } finally {
+        historyAbort = undefined;
+      }
+      historyHttpFailures = 0;
+      coveredUntilMs = untilMs;
+      log.info({ ...window, events: count, pages, ms: Math.round(performance.now() - started) }, 'event history read');
+    }
+    return undefined;
+  }
+
+  // ---- one websocket connection -------------------------------------------------------------------
+
+  function connect(): Promise<Outcome> {
+    return new Promise<Outcome>((resolve) => {
+      const token = wsAuthToken(auth);
+      const ws = new WebSocket(url, ['prefect'], {
+        perMessageDeflate: false,
+        handshakeTimeout: handshakeTimeoutMs,
+        maxPayload: MAX_PAYLOAD_BYTES,
+        // A frame with broken UTF-8 is one bad event for the pipeline to skip, not a reason to reconnect.
+        skipUTF8Validation: true,
+        headers: { 'User-Agent': USER_AGENT, ...restAuthHeaders(auth) },
+      });
+      current = ws;
+      let phase: 'upgrade' | 'auth' | 'live' = 'upgrade';
+      let upgradeStatus: number | undefined;
+      let fatal: AuthError | ProtocolError | undefined;
+      let failure: string | undefined;
+      let lastError: string | undefined;
+      let liveSince = 0;
+      let lastActivity = performance.now();
+      const timers: NodeJS.Timeout[] = [];
+      const touch = (): void => {
+        lastActivity = performance.now();
+      };
+
+      ws.on('unexpected-response', (_req, res) => {
+        upgradeStatus = res.statusCode;
+        res.resume();
+        ws.terminate();
+      });
+
+      ws.on('open', () => {
+        phase = 'auth';
+        touch();
+        ws.send(JSON.stringify({ type: 'auth', token }));
+        const authTimer = setTimeout(() => {
+          if (phase !== 'auth') return;
+          failure = `no auth reply within ${handshakeTimeoutMs} ms`;
+          ws.terminate();
+        }, handshakeTimeoutMs);
+        authTimer.unref();
+        timers.push(authTimer);
+        const ping = setInterval(() => {
+          if (ws.readyState === WebSocket.OPEN) ws.ping();
+        }, pingIntervalMs);
+        ping.unref();
+        timers.push(ping);
+        const idle = setInterval(
+          () => {
+            const silentMs = performance.now() - lastActivity;
+            if (silentMs <= idleTimeoutMs) return;
+            failure = `no traffic for ${Math.round(silentMs)} ms`;
+            log.warn({ silentMs: Math.round(silentMs), idleTimeoutMs }, 'the event stream went silent; dropping the connection');
+            ws.terminate();
+          },
+          Math.max(5, Math.min(1_000, Math.floor(idleTimeoutMs / 4))),
+        );
+        idle.unref();
+        timers.push(idle);
+      });
+
+      ws.on('ping', touch);
+      ws.on('pong', touch);
+
+      ws.on('message', (data) => {
+        touch();
+        const text = rawToText(data);
+        if (phase === 'live') {
+          stats.frames += 1;
+          deliver(text, 'live');
+          return;
+        }
+        if (phase !== 'auth') return;
+        const type = messageType(text);
+        if (type !== 'auth_success') {
+          fatal = new AuthError(
+            `the Prefect event stream refused authentication (expected auth_success, got ${type === undefined ? 'an unexpected message' : JSON.stringify(type.slice(0, 40))}): ${authAdvice(auth, options.apiUrl)}`,
+            authSetting(auth, options.apiUrl),
+          );
+          ws.close(1000);
+          return;
+        }
+        phase = 'live';
+        liveSince = performance.now();
+        const filter = buildFilter();
+        ws.send(JSON.stringify({ type: 'filter', filter, backfill: true }));
+        stats.connects += 1;
+        delete stats.lastError;
+        log.info({ url: logUrl, since: filter.occurred.since, until: filter.occurred.until, events: prefixes ?? 'all' }, 'connected to the Prefect event stream');
+        status('connected');
+      });
+
+      ws.on('error', (err) => {
+        lastError = redact(err.message);
+      });
+
+      ws.on('close', (code, reasonBuf) => {
+        for (const t of timers) clearTimeout(t);
+        if (current === ws) current = undefined;
+        const reason = redact(reasonBuf.toString('utf8'));
+        const wasLive = phase === 'live';
+        if (wasLive) coveredUntilMs = now() - Math.max(0, performance.now() - lastActivity);
+        if (stopped) return resolve({ kind: 'stopped' });
+        if (fatal !== undefined) return resolve({ kind: 'fatal', error: fatal });
+        if (upgradeStatus === 401 || upgradeStatus === 403) {
+          return resolve({
+            kind: 'fatal',
+            error: new AuthError(
+              `the Prefect server refused the event-stream upgrade with HTTP ${upgradeStatus}: ${authAdvice(auth, options.apiUrl)}`,
+              authSetting(auth, options.apiUrl),
+            ),
+          });
+        }
+        if (phase === 'auth' && code === 1008) {
+          return resolve({
+            kind: 'fatal',
+            error: new AuthError(
+              `the Prefect event stream refused authentication${reason ? ` (${reason})` : ''}: ${authAdvice(auth, options.apiUrl)}`,
+              authSetting(auth, options.apiUrl),
+            ),
+          });
+        }
+        if (code === 1002 && phase !== 'upgrade') {
+          return resolve({
+            kind: 'fatal',
+            error: new ProtocolError(`the Prefect server rejected the subscription (close 1002${reason ? `: ${reason}` : ''})`),
+          });
+        }
+        if (wasLive) {
+          status('disconnected', `${code}${reason ? ` ${reason}` : ''}`);
+          return resolve({ kind: 'closed', code, reason: failure ?? reason, liveMs: performance.now() - liveSince });
+        }
+        const message =
+          failure ?? (upgradeStatus !== undefined ? `HTTP ${upgradeStatus} on the upgrade` : (lastError ?? `closed with ${code}${reason ? ` ${reason}` : ''}`));
+        status('disconnected', message);
+        resolve({ kind: 'failed', message });
+      });
+    });
+  }
+
+  function buildFilter(): { occurred: { since: string; until: string }; event?: { prefix: string[] }; order: 'ASC' } {
+    const nowMs = now();
+    const c = cursorMs();
+    const sinceMs = c === undefined ? nowMs - FRESH_START_LOOKBACK_MS : c - options.resumeMarginMs;
+    return {
+      occurred: { since: new Date(sinceMs).toISOString(), until: new Date(nowMs + UNTIL_AHEAD_MS).toISOString() },
+      ...(prefixes !== undefined ? { event: { prefix: prefixes } } : {}),
+      order: 'ASC',
+    };
+  }
+
+  // ---- the loop -----------------------------------------------------------------------------------
+
+  async function run(): Promise<void> {
+    let failures = 0;
+    for (let attempt = 0; !stopped; attempt++) {
+      if (attempt > 0) stats.reconnects += 1;
+      status('connecting');
+      log.debug({ url: logUrl, attempt: attempt + 1 }, 'connecting to the Prefect event stream');
+      const outcome = (await fillHistory()) ?? (stopped ? { kind: 'stopped' as const } : await connect());
+      if (outcome.kind === 'stopped' || stopped) return;
+      if (outcome.kind === 'fatal') {
+        stats.lastError = outcome.error.message;
+        status('disconnected', outcome.error.message);
+        log.error({ code: outcome.error.code, setting: outcome.error instanceof AuthError ? outcome.error.setting : undefined }, outcome.error.message);
+        rejectDone(outcome.error);
+        return;
+      }
+      let delayMs: number;
+      if (outcome.kind === 'closed') {
+        if (outcome.liveMs >= STABLE_CONNECTION_MS) failures = 0;
+        failures += 1;
+        delayMs = backoffMs(failures);
+        stats.lastError = `closed ${outcome.code}${outcome.reason ? ` ${outcome.reason}` : ''}`;
+        log.warn({ code: outcome.code, reason: outcome.reason, attempt: failures, delayMs }, `event stream closed, reconnecting in ${delayMs} ms`);
+      } else {
+        failures += 1;
+        delayMs = backoffMs(failures);
+        stats.lastError = outcome.message;
+        log.warn({ url: logUrl, err: outcome.message, attempt: failures, delayMs }, `Prefect server unreachable, retrying in ${delayMs} ms`);
+      }
+      await sleep(delayMs);
+    }
+  }
+
+  const running = run().catch((err: unknown) => {
+    // A bug here must not leave `done` pending forever.
+    const error = err instanceof Error ? err : new Error(String(err));
+    log.error({ err: errInfo(err, redact) }, 'event subscriber failed');
+    rejectDone(error);
+  });
+
+  return {
+    done,
+    get stats(): SubscriberStats {
+      const { lastError, ...rest_ } = stats;
+      return lastError === undefined ? { ...rest_ } : { ...rest_, lastError };
+    },
+    stop(): Promise<void> {
+      stopping ??= (async () => {
+        stopped = true;
+        if (sleepTimer !== undefined) clearTimeout(sleepTimer);
+        wake?.();
+        historyAbort?.abort();
+        const ws = current;
+        if (ws !== undefined) {
+          if (ws.readyState === WebSocket.OPEN) {
+            const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+            ws.close(1000, 'prefect-otel stopping');
+            const timer = setTimeout(() => ws.terminate(), CLOSE_WAIT_MS);
+            await closed;
+            clearTimeout(timer);
+          } else if (ws.readyState !== WebSocket.CLOSED) {
+            ws.terminate();
+          }
+        }
+        await running;
+        if (stats.connected) status('disconnected', 'stopped');
+        log.info({ connects: stats.connects, reconnects: stats.reconnects, frames: stats.frames, historyEvents: stats.historyEvents }, 'event stream closed (stopped)');
+        resolveDone();
+      })();
+      return stopping;
+    },
+  };
+}
+
+function rawToText(data: WebSocket.RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString('utf8');
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  return Buffer.from(data).toString('utf8');
+}
+
+/** The `type` of a handshake message, without keeping anything else of it. */
+function messageType(text: string): string | undefined {
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (v !== null && typeof v === 'object' && typeof (v as { type?: unknown }).type === 'string') return (v as { type: string }).type;
+  } catch {
+    // not JSON
+  }
+  return undefined;
+}
+
+function errInfo(err: unknown, redact: (s: string) => string): { message: string; name?: string } {
+  if (err instanceof Error) return { name: err.name, message: redact(err.message) };
+  return { message: redact(String(err)) };
+}

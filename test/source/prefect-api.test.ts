@@ -1,0 +1,98 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  apiBase,
+  authSetting,
+  eventsOutUrl,
+  isCloudUrl,
+  redactSecrets,
+  restAuthHeaders,
+  safeUrl,
+  USER_AGENT,
+  wsAuthToken,
+} from '../../src/source/prefect-api.js';
+import { VERSION } from '../../src/version.js';
+
+const CLOUD = 'https://api.prefect.cloud/api/accounts/0a1b2c3d-0000-4000-8000-000000000001/workspaces/0a1b2c3d-0000-4000-8000-000000000002';
+
+describe('prefect-api: URLs', () => {
+  it('eventsOutUrl maps http→ws and https→wss, strips trailing slashes, appends /events/out', () => {
+    assert.deepEqual(
+      [
+        eventsOutUrl('http://127.0.0.1:4200/api'),
+        eventsOutUrl('http://127.0.0.1:4200/api/'),
+        eventsOutUrl('https://prefect.example.com/api//'),
+        eventsOutUrl('HTTPS://prefect.example.com/prefix/api'),
+        eventsOutUrl(CLOUD),
+        eventsOutUrl(`${CLOUD}/`),
+        eventsOutUrl('ws://already/api'),
+      ],
+      [
+        'ws://127.0.0.1:4200/api/events/out',
+        'ws://127.0.0.1:4200/api/events/out',
+        'wss://prefect.example.com/api/events/out',
+        'wss://prefect.example.com/prefix/api/events/out',
+        `${CLOUD.replace('https://', 'wss://')}/events/out`,
+        `${CLOUD.replace('https://', 'wss://')}/events/out`,
+        'ws://already/api/events/out',
+      ],
+    );
+  });
+
+  it('apiBase strips trailing slashes only', () => {
+    assert.deepEqual([apiBase('http://h/api///'), apiBase(' http://h/api ')], ['http://h/api', 'http://h/api']);
+  });
+
+  it('isCloudUrl recognises prefect.cloud hosts only', () => {
+    assert.deepEqual(
+      [CLOUD, 'https://api.prefect.cloud/api', 'http://127.0.0.1:4200/api', 'https://prefect.cloud.evil.example/api', 'not a url'].map(isCloudUrl),
+      [true, true, false, false, false],
+    );
+  });
+
+  it('safeUrl drops user info', () => {
+    assert.equal(safeUrl('wss://admin:pass@host/api/events/out'), 'wss://host/api/events/out');
+  });
+});
+
+describe('prefect-api: auth', () => {
+  it('restAuthHeaders: Bearer for a key, Basic base64 for an auth string, nothing otherwise', () => {
+    assert.deepEqual(restAuthHeaders({ apiKey: 'pnu_key' }), { Authorization: 'Bearer pnu_key' });
+    assert.deepEqual(restAuthHeaders({ authString: 'admin:pass' }), { Authorization: `Basic ${Buffer.from('admin:pass').toString('base64')}` });
+    assert.deepEqual(restAuthHeaders({ apiKey: 'pnu_key', authString: 'admin:pass' }), { Authorization: 'Bearer pnu_key' });
+    assert.deepEqual(restAuthHeaders({}), {});
+    assert.deepEqual(restAuthHeaders({ apiKey: '', authString: '' }), {});
+  });
+
+  it('wsAuthToken: the key, else the raw auth string, else null', () => {
+    assert.deepEqual(
+      [wsAuthToken({ apiKey: 'k', authString: 'a:b' }), wsAuthToken({ authString: 'a:b' }), wsAuthToken({}), wsAuthToken({ apiKey: '' })],
+      ['k', 'a:b', null, null],
+    );
+  });
+
+  it('authSetting names the setting in use, or the one the server kind needs', () => {
+    assert.deepEqual(
+      [
+        authSetting({ apiKey: 'k' }, 'http://h/api'),
+        authSetting({ authString: 'a:b' }, CLOUD),
+        authSetting({}, CLOUD),
+        authSetting({}, 'http://h/api'),
+      ],
+      ['PREFECT_API_KEY', 'PREFECT_API_AUTH_STRING', 'PREFECT_API_KEY', 'PREFECT_API_AUTH_STRING'],
+    );
+  });
+
+  it('redactSecrets removes secrets, their base64 form and URL user info', () => {
+    const auth = { apiKey: 'pnu_secret', authString: 'admin:hunter2' };
+    const b64 = Buffer.from('admin:hunter2').toString('base64');
+    assert.equal(
+      redactSecrets(`key pnu_secret basic ${b64} raw admin:hunter2 url http://u:p@host/api`, auth),
+      'key [redacted] basic [redacted] raw [redacted] url http://[redacted]@host/api',
+    );
+  });
+
+  it('the user agent carries the version', () => {
+    assert.equal(USER_AGENT, `prefect-otel/${VERSION}`);
+  });
+});

@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { InputError } from '../../src/errors.js';
+import { createStateStore } from '../../src/state/state-store.js';
+
+describe('state store', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'prefect-otel-state-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('round-trips JSON and creates missing directories', async () => {
+    const path = join(dir, 'a', 'b', 'state.json');
+    const store = createStateStore(path);
+    assert.equal(store.path, path);
+    const data = { version: 1, cursorUs: 1_787_313_605_123_456, dedupe: [['id-1', 5]], nested: { ok: true, none: null } };
+    await store.save(data);
+    assert.deepEqual(await store.load(), data);
+    assert.deepEqual(JSON.parse(await readFile(path, 'utf8')), data);
+  });
+
+  it('replaces the file atomically and leaves no temp file behind', async () => {
+    const path = join(dir, 'replace', 'state.json');
+    const store = createStateStore(path);
+    await store.save({ n: 1 });
+    await store.save({ n: 2 });
+    assert.deepEqual(await store.load(), { n: 2 });
+    assert.deepEqual(await readdir(join(dir, 'replace')), ['state.json']);
+  });
+
+  it('serialises concurrent saves: the last call wins and no write interleaves', async () => {
+    const path = join(dir, 'concurrent', 'state.json');
+    const store = createStateStore(path);
+    const big = (n: number) => ({ n, filler: 'x'.repeat(200_000 + n) });
+    await Promise.all(Array.from({ length: 20 }, (_, i) => store.save(big(i))));
+    const loaded = (await store.load()) as { n: number; filler: string };
+    assert.deepEqual(loaded, big(19));
+    assert.deepEqual(await readdir(join(dir, 'concurrent')), ['state.json']);
+  });
+
+  it('snapshots the data at the call, not when the write runs', async () => {
+    const path = join(dir, 'snapshot.json');
+    const store = createStateStore(path);
+    const data = { n: 1 };
+    const p = store.save(data);
+    data.n = 2;
+    await p;
+    assert.deepEqual(await store.load(), { n: 1 });
+  });
+
+  it('a failed save rejects and does not block later saves', async () => {
+    const blocker = join(dir, 'blocker');
+    await writeFile(blocker, 'a file, not a directory');
+    const bad = createStateStore(join(blocker, 'state.json'));
+    await assert.rejects(bad.save({ n: 1 }));
+    const path = join(dir, 'after-failure.json');
+    const store = createStateStore(path);
+    await assert.rejects(createStateStore(join(blocker, 'x.json')).save({}));
+    await store.save({ n: 3 });
+    assert.deepEqual(await store.load(), { n: 3 });
+  });
+
+  it('returns undefined when the file does not exist', async () => {
+    assert.equal(await createStateStore(join(dir, 'missing', 'state.json')).load(), undefined);
+  });
+
+  it('throws an InputError naming the path when the file is not JSON', async () => {
+    const path = join(dir, 'corrupt.json');
+    await writeFile(path, '{"version":1,"cursorUs":');
+    await assert.rejects(createStateStore(path).load(), (err: unknown) => {
+      assert.ok(err instanceof InputError);
+      assert.equal(err.code, 'PREFECT_OTEL_INPUT');
+      assert.match(err.message, new RegExp(`state file ${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is not valid JSON`));
+      return true;
+    });
+    await writeFile(path, '');
+    await assert.rejects(createStateStore(path).load(), InputError);
+  });
+});
