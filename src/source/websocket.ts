@@ -358,7 +358,6 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         const filter = buildFilter();
         ws.send(JSON.stringify({ type: 'filter', filter, backfill: true }));
         stats.connects += 1;
-        delete stats.lastError;
         log.info({ url: logUrl, since: filter.occurred.since, until: filter.occurred.until, events: prefixes ?? 'all' }, 'connected to the Prefect event stream');
         status('connected');
       });

@@ -1,0 +1,232 @@
+/**
+ * The REST client over loopback against a small HTTP server that answers like Prefect's API.
+ */
+import assert from 'node:assert/strict';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { AuthError, ProtocolError } from '../../src/errors.js';
+import { createPrefectRestClient, pageToken, RestRequestError } from '../../src/source/rest.js';
+import { VERSION } from '../../src/version.js';
+
+const AUTH_STRING = 'admin:s3cret-pass';
+const API_KEY = 'pnu_0123456789abcdefSECRET';
+const TASK_RUN = '0198c7d2-6000-7abc-8def-0123456789ab';
+const FLOW_RUN = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+const TRACKING_TASK = '0198c7d1-ffff-7e00-8a00-aaaaaaaaaaaa';
+
+interface Seen {
+  method: string;
+  path: string;
+  headers: IncomingHttpHeaders;
+  body?: unknown;
+}
+
+type Handler = (req: Seen) => { status: number; body?: unknown } | 'hang';
+
+let server: ReturnType<typeof createServer>;
+let port: number;
+let handler: Handler;
+const seen: Seen[] = [];
+const hanging: ServerResponse[] = [];
+
+before(async () => {
+  server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      const s: Seen = { method: req.method ?? '', path: req.url ?? '', headers: req.headers, ...(text ? { body: JSON.parse(text) as unknown } : {}) };
+      seen.push(s);
+      const r = handler(s);
+      if (r === 'hang') {
+        hanging.push(res);
+        return;
+      }
+      res.writeHead(r.status, { 'content-type': 'application/json' });
+      res.end(r.body === undefined ? '' : typeof r.body === 'string' ? r.body : JSON.stringify(r.body));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  port = (server.address() as AddressInfo).port;
+});
+
+after(async () => {
+  server.closeAllConnections();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+function reset(h: Handler): void {
+  seen.length = 0;
+  handler = h;
+}
+
+const basic = `Basic ${Buffer.from(AUTH_STRING).toString('base64')}`;
+
+describe('rest client: runs', () => {
+  it('getTaskRun sends Basic auth and the user agent, and maps the fields', async () => {
+    reset(() => ({ status: 200, body: { id: TASK_RUN, flow_run_id: FLOW_RUN, name: 'extract-3f2', task_key: 'extract-9a8b7c6d', tags: [] } }));
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api/`, authString: AUTH_STRING });
+    assert.deepEqual(await rest.getTaskRun(TASK_RUN), {
+      ok: true,
+      value: { id: TASK_RUN, flowRunId: FLOW_RUN, name: 'extract-3f2', taskKey: 'extract-9a8b7c6d' },
+    });
+    assert.deepEqual(
+      seen.map((s) => [s.method, s.path, s.headers.authorization, s.headers['user-agent']]),
+      [['GET', `/api/task_runs/${TASK_RUN}`, basic, `prefect-otel/${VERSION}`]],
+    );
+  });
+
+  it('getTaskRun: a task run outside any flow has flowRunId null', async () => {
+    reset(() => ({ status: 200, body: { id: TASK_RUN, flow_run_id: null } }));
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api` });
+    assert.deepEqual(await rest.getTaskRun(TASK_RUN), { ok: true, value: { id: TASK_RUN, flowRunId: null } });
+    assert.equal(seen[0]!.headers.authorization, undefined);
+  });
+
+  it('getFlowRun sends Bearer auth for a key and maps parent_task_run_id', async () => {
+    reset(() => ({ status: 200, body: { id: FLOW_RUN, name: 'crimson-fox', parent_task_run_id: TRACKING_TASK } }));
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, apiKey: API_KEY });
+    assert.deepEqual(await rest.getFlowRun(FLOW_RUN), { ok: true, value: { id: FLOW_RUN, name: 'crimson-fox', parentTaskRunId: TRACKING_TASK } });
+    assert.deepEqual(seen.map((s) => [s.path, s.headers.authorization]), [[`/api/flow_runs/${FLOW_RUN}`, `Bearer ${API_KEY}`]]);
+  });
+
+  it('404, 500 and an unexpected body are results, not exceptions', async () => {
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api` });
+    reset(() => ({ status: 404, body: { detail: 'Task run not found' } }));
+    assert.deepEqual(await rest.getTaskRun(TASK_RUN), { ok: false, status: 404, message: `GET /task_runs/${TASK_RUN}: not found` });
+    reset(() => ({ status: 500, body: 'Internal Server Error' }));
+    assert.deepEqual(await rest.getFlowRun(FLOW_RUN), { ok: false, status: 500, message: `GET /flow_runs/${FLOW_RUN}: HTTP 500` });
+    reset(() => ({ status: 200, body: [] }));
+    assert.deepEqual(await rest.getFlowRun(FLOW_RUN), { ok: false, status: 200, message: `GET /flow_runs/${FLOW_RUN}: unexpected response body` });
+  });
+
+  it('401/403 throw an AuthError naming the setting and never the secret', async () => {
+    reset(() => ({ status: 401, body: { detail: 'Unauthorized' } }));
+    const withString = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, authString: AUTH_STRING });
+    await assert.rejects(withString.getTaskRun(TASK_RUN), (err: unknown) => {
+      assert.ok(err instanceof AuthError);
+      assert.deepEqual(
+        { setting: err.setting, code: err.code, message: err.message },
+        { setting: 'PREFECT_API_AUTH_STRING', code: 'PREFECT_OTEL_AUTH', message: `the Prefect API refused GET /task_runs/${TASK_RUN} with HTTP 401: check PREFECT_API_AUTH_STRING` },
+      );
+      return true;
+    });
+    reset(() => ({ status: 403, body: { detail: 'Forbidden' } }));
+    const withKey = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, apiKey: API_KEY });
+    await assert.rejects(withKey.getFlowRun(FLOW_RUN), (err: unknown) => {
+      assert.ok(err instanceof AuthError);
+      assert.equal(err.setting, 'PREFECT_API_KEY');
+      assert.ok(!err.message.includes(API_KEY) && err.message.endsWith('check PREFECT_API_KEY'));
+      return true;
+    });
+  });
+
+  it('a network error or a timeout is {ok:false} without a status', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const deadPort = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const dead = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${deadPort}/api`, authString: AUTH_STRING });
+    const r = await dead.getTaskRun(TASK_RUN);
+    assert.equal(r.ok, false);
+    assert.ok(!r.ok && r.status === undefined && /ECONNREFUSED/.test(r.message), JSON.stringify(r));
+
+    reset(() => 'hang');
+    const slow = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, timeoutMs: 100 });
+    assert.deepEqual(await slow.getTaskRun(TASK_RUN), { ok: false, message: `GET /task_runs/${TASK_RUN} failed: timed out after 100 ms` });
+    for (const res of hanging.splice(0)) res.destroy();
+  });
+});
+
+describe('rest client: event history', () => {
+  const events = Array.from({ length: 120 }, (_, i) => ({ id: `ev-${i}`, occurred: new Date(Date.UTC(2026, 7, 21, 12, 0, i)).toISOString(), event: 'x' }));
+  const tokens = ['first+token/==', 'second+token/=='];
+
+  /** Pages of 50 with next_page URLs on a host and path we must not use. */
+  const pager: Handler = (req) => {
+    const url = new URL(req.path, 'http://x');
+    let offset = 0;
+    if (req.method === 'GET') {
+      const i = tokens.indexOf(url.searchParams.get('page-token') ?? '');
+      if (i < 0) return { status: 403, body: { detail: 'bad token' } };
+      offset = (i + 1) * 50;
+    }
+    const next = offset + 50 < events.length ? `http://10.255.255.1:9/wrong/api/events/filter/next?page-token=${encodeURIComponent(tokens[offset / 50]!)}` : null;
+    return { status: 200, body: { events: events.slice(offset, offset + 50), total: events.length, next_page: next } };
+  };
+
+  it('pages POST /events/filter then GET /events/filter/next on our own API base', async () => {
+    reset(pager);
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/prefix/api//`, authString: AUTH_STRING });
+    const pages: unknown[][] = [];
+    for await (const page of rest.readEvents({ sinceIso: '2026-08-21T12:00:00.000Z', untilIso: '2026-08-21T13:00:00.000Z', prefixes: ['prefect.flow-run.'] })) {
+      pages.push(page);
+    }
+    assert.deepEqual(pages, [events.slice(0, 50), events.slice(50, 100), events.slice(100)]);
+    assert.deepEqual(
+      seen.map((s) => [s.method, s.path, s.headers.authorization]),
+      [
+        ['POST', '/prefix/api/events/filter', basic],
+        ['GET', `/prefix/api/events/filter/next?page-token=${encodeURIComponent(tokens[0]!)}`, basic],
+        ['GET', `/prefix/api/events/filter/next?page-token=${encodeURIComponent(tokens[1]!)}`, basic],
+      ],
+    );
+    assert.deepEqual(seen[0]!.body, {
+      filter: {
+        occurred: { since: '2026-08-21T12:00:00.000Z', until: '2026-08-21T13:00:00.000Z' },
+        event: { prefix: ['prefect.flow-run.'] },
+        order: 'ASC',
+      },
+      limit: 50,
+    });
+    assert.equal(seen[0]!.headers['content-type'], 'application/json');
+  });
+
+  it('sends no event filter without prefixes, and yields nothing for an empty page', async () => {
+    reset(() => ({ status: 200, body: { events: [], total: 0, next_page: null } }));
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api` });
+    const pages: unknown[][] = [];
+    for await (const page of rest.readEvents({ sinceIso: 'a', untilIso: 'b' })) pages.push(page);
+    assert.deepEqual(pages, []);
+    assert.deepEqual(seen[0]!.body, { filter: { occurred: { since: 'a', until: 'b' }, order: 'ASC' }, limit: 50 });
+  });
+
+  it('401 is an AuthError; a 403 on a later page is a rejected page token; other failures are RestRequestErrors', async () => {
+    const drain = async (apiUrl: string): Promise<void> => {
+      const rest = createPrefectRestClient({ apiUrl, apiKey: API_KEY });
+      for await (const _ of rest.readEvents({ sinceIso: 'a', untilIso: 'b' })) {
+        // drain
+      }
+    };
+    reset(() => ({ status: 401 }));
+    await assert.rejects(drain(`http://127.0.0.1:${port}/api`), (err: unknown) => err instanceof AuthError && err.setting === 'PREFECT_API_KEY' && !err.message.includes(API_KEY));
+
+    reset((req) => (req.method === 'POST' ? { status: 200, body: { events: [{ id: 1 }], next_page: 'http://x/api/events/filter/next?page-token=zzz' } } : { status: 403 }));
+    await assert.rejects(drain(`http://127.0.0.1:${port}/api`), (err: unknown) => {
+      assert.ok(err instanceof ProtocolError);
+      assert.equal(err.message, 'GET /events/filter/next: the server rejected its own page token (HTTP 403)');
+      return true;
+    });
+
+    reset(() => ({ status: 503 }));
+    await assert.rejects(drain(`http://127.0.0.1:${port}/api`), (err: unknown) => err instanceof RestRequestError && err.status === 503);
+
+    reset(() => ({ status: 200, body: { detail: 'not a page' } }));
+    await assert.rejects(drain(`http://127.0.0.1:${port}/api`), ProtocolError);
+
+    reset(() => ({ status: 200, body: { events: [{ id: 1 }], next_page: 'http://x/api/events/filter/next?page-token=same' } }));
+    await assert.rejects(drain(`http://127.0.0.1:${port}/api`), /repeated a page token/);
+  });
+
+  it('pageToken reads the page-token of absolute and relative URLs', () => {
+    assert.deepEqual(
+      [
+        pageToken('http://127.0.0.1:4200/api/events/filter/next?page-token=YWJj%2B%2F%3D'),
+        pageToken('/api/events/filter/next?page-token=abc'),
+        pageToken('http://h/api/events/filter/next'),
+      ],
+      ['YWJj+/=', 'abc', undefined],
+    );
+  });
+});

@@ -1,0 +1,638 @@
+/**
+ * The live source end to end over loopback, against a small Prefect server defined here: the real
+ * `/events/out` handshake (sub-protocol `prefect`, auth message, 1008 on a bad token, 1002 on a bad
+ * filter, `until` defaulting to now, the `since` clamp) and `POST /events/filter` paging.
+ * (test/helpers/fake-prefect.ts did not exist when this was written.)
+ */
+import assert from 'node:assert/strict';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, describe, it } from 'node:test';
+import pino, { type Logger } from 'pino';
+import WebSocket, { WebSocketServer } from 'ws';
+import { AuthError, ProtocolError } from '../../src/errors.js';
+import { createEventSubscriber, type EventSubscriber, type EventSubscriberOptions } from '../../src/source/websocket.js';
+import { VERSION } from '../../src/version.js';
+
+const DAY_MS = 24 * 3600_000;
+const AUTH_STRING = 'admin:s3cret-pass';
+const API_KEY = 'pnu_0123456789abcdefSECRET';
+
+// ---- a small Prefect server ----------------------------------------------------------------------
+
+interface TestEvent {
+  id: string;
+  occurred: string;
+  event: string;
+  resource: Record<string, string>;
+  related: unknown[];
+  payload: Record<string, unknown>;
+}
+
+interface Connection {
+  path: string | undefined;
+  protocol: string;
+  headers: IncomingHttpHeaders;
+  authToken: string | null | undefined;
+  filters: unknown[];
+  closeCode?: number;
+  closeReason?: string;
+  ws: WebSocket;
+  live: boolean;
+  sinceMs: number;
+  untilMs: number;
+  prefixes: string[] | undefined;
+}
+
+interface RestRequest {
+  method: string;
+  path: string;
+  headers: IncomingHttpHeaders;
+  body?: unknown;
+}
+
+interface MiniOptions {
+  authString?: string;
+  apiKey?: string;
+  backfillWindowMs?: number;
+  /** Answer the upgrade with this HTTP status. */
+  rejectUpgrade?: number;
+  /** Close every subscription with 1002 after the filter message. */
+  rejectFilters?: boolean;
+  autoPong?: boolean;
+  port?: number;
+}
+
+const FILTER_KEYS = new Set(['occurred', 'event', 'resource', 'related', 'any_resource', 'id', 'text', 'order']);
+
+async function startMiniPrefect(opts: MiniOptions = {}) {
+  const backfillWindowMs = opts.backfillWindowMs ?? 15 * 60_000;
+  const expected = opts.authString ?? opts.apiKey;
+  const stored: TestEvent[] = [];
+  const connections: Connection[] = [];
+  const upgrades: { path: string | undefined; headers: IncomingHttpHeaders }[] = [];
+  const restRequests: RestRequest[] = [];
+  const pages = new Map<string, { events: TestEvent[]; offset: number }>();
+  let tokenSeq = 0;
+
+  const matches = (ev: TestEvent, sinceMs: number, untilMs: number, prefixes: string[] | undefined): boolean => {
+    const t = Date.parse(ev.occurred);
+    return t >= sinceMs && t <= untilMs && (prefixes === undefined || prefixes.some((p) => ev.event.startsWith(p)));
+  };
+  const sorted = (events: TestEvent[]): TestEvent[] => [...events].sort((a, b) => Date.parse(a.occurred) - Date.parse(b.occurred));
+  const frame = (ev: TestEvent): string => JSON.stringify({ type: 'event', event: ev });
+
+  const wss = new WebSocketServer({
+    noServer: true,
+    autoPong: opts.autoPong ?? true,
+    handleProtocols: (protocols) => (protocols.has('prefect') ? 'prefect' : false),
+  });
+
+  const server: Server = createServer((req, res) => void handleRest(req, res));
+  server.on('upgrade', (req, socket, head) => {
+    upgrades.push({ path: req.url, headers: req.headers });
+    if (opts.rejectUpgrade !== undefined) {
+      socket.end(`HTTP/1.1 ${opts.rejectUpgrade} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+      return;
+    }
+    if (req.url !== '/api/events/out') {
+      socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, req));
+  });
+
+  function onConnection(ws: WebSocket, req: IncomingMessage): void {
+    const conn: Connection = {
+      path: req.url,
+      protocol: ws.protocol,
+      headers: req.headers,
+      authToken: undefined,
+      filters: [],
+      ws,
+      live: false,
+      sinceMs: 0,
+      untilMs: 0,
+      prefixes: undefined,
+    };
+    connections.push(conn);
+    let phase: 'auth' | 'filter' | 'live' = 'auth';
+    ws.on('close', (code, reason) => {
+      conn.live = false;
+      conn.closeCode = code;
+      conn.closeReason = reason.toString();
+    });
+    ws.on('message', (data: Buffer) => {
+      const msg = JSON.parse(data.toString('utf8')) as Record<string, unknown>;
+      if (phase === 'auth') {
+        if (msg.type !== 'auth') return ws.close(1008, "Expected 'auth' message");
+        conn.authToken = msg.token as string | null;
+        if (expected !== undefined && (msg.token === null || msg.token === undefined)) return ws.close(1008, 'Auth required but no token provided');
+        if (expected !== undefined && msg.token !== expected) return ws.close(1008, 'Invalid token');
+        phase = 'filter';
+        return ws.send(JSON.stringify({ type: 'auth_success' }));
+      }
+      if (phase === 'filter') {
+        conn.filters.push(msg);
+        if (msg.type !== 'filter') return ws.close(1002, "Expected 'filter' message");
+        const f = (msg.filter ?? {}) as Record<string, unknown>;
+        const unknown = Object.keys(f).filter((k) => !FILTER_KEYS.has(k));
+        if (opts.rejectFilters === true || unknown.length > 0) return ws.close(1002, `Invalid filter: ${unknown.join(',') || 'forced'}`);
+        const occurred = (f.occurred ?? {}) as { since?: string; until?: string };
+        const nowMs = Date.now();
+        conn.sinceMs = Math.max(occurred.since !== undefined ? Date.parse(occurred.since) : 0, nowMs - backfillWindowMs);
+        conn.untilMs = occurred.until !== undefined ? Date.parse(occurred.until) : nowMs;
+        conn.prefixes = (f.event as { prefix?: string[] } | undefined)?.prefix;
+        phase = 'live';
+        if (msg.backfill !== false) {
+          for (const ev of sorted(stored)) if (matches(ev, conn.sinceMs, conn.untilMs, conn.prefixes)) ws.send(frame(ev));
+        }
+        conn.live = true;
+      }
+      // later messages are read and ignored, as Prefect does
+    });
+  }
+
+  async function handleRest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const text = Buffer.concat(chunks).toString('utf8');
+    const body = text === '' ? undefined : (JSON.parse(text) as unknown);
+    restRequests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, ...(body !== undefined ? { body } : {}) });
+    const reply = (status: number, json?: unknown): void => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(json === undefined ? '' : JSON.stringify(json));
+    };
+    if (opts.authString !== undefined && req.headers.authorization !== `Basic ${Buffer.from(opts.authString).toString('base64')}`) return reply(401, { detail: 'nope' });
+    if (opts.apiKey !== undefined && req.headers.authorization !== `Bearer ${opts.apiKey}`) return reply(401, { detail: 'nope' });
+    const url = new URL(req.url ?? '/', 'http://x');
+    const page = (events: TestEvent[], offset: number) => {
+      const slice = events.slice(offset, offset + 50);
+      let next_page: string | null = null;
+      if (offset + 50 < events.length) {
+        const token = `tok+/${++tokenSeq}==`;
+        pages.set(token, { events, offset: offset + 50 });
+        // As Prefect does, an absolute URL built from the server's idea of its base: wrong behind a proxy.
+        next_page = `http://wrong-host.invalid:1/elsewhere/api/events/filter/next?page-token=${encodeURIComponent(token)}`;
+      }
+      return { events: slice, total: events.length, next_page };
+    };
+    if (req.method === 'POST' && url.pathname === '/api/events/filter') {
+      const b = body as { filter: { occurred: { since: string; until: string }; event?: { prefix: string[] } }; limit: number };
+      if (b.limit > 50) return reply(422, { detail: 'limit' });
+      const events = sorted(stored).filter((ev) => matches(ev, Date.parse(b.filter.occurred.since), Date.parse(b.filter.occurred.until), b.filter.event?.prefix));
+      return reply(200, page(events, 0));
+    }
+    if (req.method === 'GET' && url.pathname === '/api/events/filter/next') {
+      const p = pages.get(url.searchParams.get('page-token') ?? '');
+      if (p === undefined) return reply(403, { detail: 'Invalid page token' });
+      return reply(200, page(p.events, p.offset));
+    }
+    reply(404, { detail: 'Not found' });
+  }
+
+  await new Promise<void>((resolve) => server.listen(opts.port ?? 0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+
+  return {
+    url: `http://127.0.0.1:${port}/api`,
+    port,
+    connections,
+    upgrades,
+    restRequests,
+    store(events: TestEvent[]): void {
+      stored.push(...events);
+    },
+    publish(events: TestEvent[]): void {
+      stored.push(...events);
+      for (const c of connections) {
+        if (!c.live) continue;
+        for (const ev of events) if (matches(ev, c.sinceMs, c.untilMs, c.prefixes)) c.ws.send(frame(ev));
+      }
+    },
+    sendRaw(data: string | Buffer, binary = false): void {
+      for (const c of connections) if (c.live) c.ws.send(data, { binary });
+    },
+    dropConnections(code = 1011): void {
+      for (const c of connections) if (c.ws.readyState === WebSocket.OPEN) c.ws.close(code, 'dropped by the test');
+    },
+    async close(): Promise<void> {
+      for (const c of wss.clients) c.terminate();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      wss.close();
+    },
+  };
+}
+
+type Mini = Awaited<ReturnType<typeof startMiniPrefect>>;
+
+// ---- helpers -------------------------------------------------------------------------------------
+
+let seq = 0;
+function event(occurredMs: number, name = 'prefect.flow-run.Running'): TestEvent {
+  seq += 1;
+  const n = String(seq).padStart(12, '0');
+  return {
+    id: `0198c7d2-0000-7000-8000-${n}`,
+    occurred: new Date(occurredMs).toISOString(),
+    event: name,
+    resource: { 'prefect.resource.id': `prefect.flow-run.0198c7d2-5b1e-7a3c-9f10-${n}`, 'prefect.resource.name': `run-${seq}` },
+    related: [],
+    payload: {},
+  };
+}
+
+function captureLogs(): { logger: Logger; lines: string[]; records: () => Record<string, unknown>[] } {
+  const lines: string[] = [];
+  const logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) });
+  return { logger, lines, records: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>) };
+}
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 3_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Received {
+  origin: 'live' | 'history';
+  value: string | object;
+}
+
+/** A subscriber whose cursor follows the events it receives, as the pipeline's does. */
+function subscribe(mini: Mini, extra: Partial<EventSubscriberOptions> & { cursorUs?: number } = {}) {
+  const logs = captureLogs();
+  const received: Received[] = [];
+  const statuses: string[] = [];
+  const state = { cursorUs: extra.cursorUs };
+  const sub: EventSubscriber = createEventSubscriber({
+    apiUrl: mini.url,
+    logger: logs.logger,
+    resumeFromUs: () => state.cursorUs,
+    resumeMarginMs: 2_000,
+    initialBackoffMs: 20,
+    maxBackoffMs: 200,
+    handshakeTimeoutMs: 1_000,
+    onEvent: (value, origin) => {
+      received.push({ origin, value });
+      const ev = (typeof value === 'string' ? (JSON.parse(value) as { event: TestEvent }).event : value) as TestEvent;
+      const us = Date.parse(ev.occurred) * 1000;
+      if (state.cursorUs === undefined || us > state.cursorUs) state.cursorUs = us;
+    },
+    onStatus: (s) => void statuses.push(s),
+    ...extra,
+  });
+  const ids = (origin?: 'live' | 'history') =>
+    received
+      .filter((r) => origin === undefined || r.origin === origin)
+      .map((r) => (typeof r.value === 'string' ? (JSON.parse(r.value) as { event: TestEvent }).event.id : (r.value as TestEvent).id));
+  return { sub, logs, received, statuses, state, ids };
+}
+
+function assertNoSecrets(lines: string[], ...secrets: string[]): void {
+  assert.ok(lines.length > 0, 'expected some log lines');
+  for (const s of secrets) {
+    const b64 = Buffer.from(s).toString('base64');
+    for (const line of lines) {
+      assert.ok(!line.includes(s), `secret in log line: ${line}`);
+      assert.ok(!line.includes(b64), `base64 secret in log line: ${line}`);
+    }
+  }
+}
+
+/** The filter message with its `until` checked (> now + 300 days) and replaced by a marker. */
+function filterWithCheckedUntil(msg: unknown): unknown {
+  const m = msg as { filter: { occurred: { since: string; until: string } } };
+  const until = Date.parse(m.filter.occurred.until);
+  assert.ok(until > Date.now() + 300 * DAY_MS, `until ${m.filter.occurred.until} is not far in the future`);
+  return { ...m, filter: { ...m.filter, occurred: { ...m.filter.occurred, until: '<future>' } } };
+}
+
+const servers: Mini[] = [];
+async function mini(opts: MiniOptions = {}): Promise<Mini> {
+  const m = await startMiniPrefect(opts);
+  servers.push(m);
+  return m;
+}
+after(async () => {
+  await Promise.all(servers.map((s) => s.close()));
+});
+
+// ---- tests ---------------------------------------------------------------------------------------
+
+describe('event subscriber: handshake', () => {
+  it('authenticates with an auth string: token, Basic header on the upgrade, sub-protocol, filter from the cursor', async () => {
+    const server = await mini({ authString: AUTH_STRING });
+    const cursorMs = Date.now() - 5_000;
+    const backlog = [event(cursorMs - 10_000), event(cursorMs - 1_000), event(cursorMs)];
+    server.store(backlog);
+    const { sub, logs, statuses, ids, received } = subscribe(server, { authString: AUTH_STRING, cursorUs: cursorMs * 1000 + 456 });
+    await waitFor('backfill', () => received.length === 2);
+    const live = [event(Date.now()), event(Date.now())];
+    server.publish(live);
+    await waitFor('live events', () => received.length === 4);
+    await sub.stop();
+    await sub.done;
+
+    const c = server.connections[0]!;
+    assert.deepEqual(
+      { path: c.path, protocol: c.protocol, authToken: c.authToken, authorization: c.headers.authorization, userAgent: c.headers['user-agent'] },
+      {
+        path: '/api/events/out',
+        protocol: 'prefect',
+        authToken: AUTH_STRING,
+        authorization: `Basic ${Buffer.from(AUTH_STRING).toString('base64')}`,
+        userAgent: `prefect-otel/${VERSION}`,
+      },
+    );
+    // No `event` filter: events that name a run can have any name, and `related` is ignored live.
+    assert.deepEqual(
+      c.filters.map(filterWithCheckedUntil),
+      [{ type: 'filter', filter: { occurred: { since: new Date(cursorMs - 2_000).toISOString(), until: '<future>' }, order: 'ASC' }, backfill: true }],
+    );
+    // Backfill from cursor − margin (not the older event), then live; frames are the raw text.
+    assert.deepEqual(ids(), [backlog[1]!.id, backlog[2]!.id, live[0]!.id, live[1]!.id]);
+    assert.deepEqual(received[2], { origin: 'live', value: JSON.stringify({ type: 'event', event: live[0] }) });
+    assert.deepEqual(sub.stats, { connects: 1, reconnects: 0, frames: 4, historyEvents: 0, connected: false });
+    assert.deepEqual(statuses, ['connecting', 'connected', 'disconnected']);
+    assert.equal(c.closeCode, 1000);
+    assert.ok(logs.records().some((r) => r.msg === 'connected to the Prefect event stream' && r.url === `ws://127.0.0.1:${server.port}/api/events/out`));
+    assertNoSecrets(logs.lines, AUTH_STRING);
+  });
+
+  it('authenticates with an API key: the key as token and a Bearer header', async () => {
+    const server = await mini({ apiKey: API_KEY });
+    const { sub, logs } = subscribe(server, { apiKey: API_KEY, prefixes: ['prefect.flow-run.', 'prefect.task-run.'] });
+    const before = Date.now();
+    await waitFor('connected', () => sub.stats.connected);
+    await sub.stop();
+    const c = server.connections[0]!;
+    assert.deepEqual(
+      { authToken: c.authToken, authorization: c.headers.authorization, protocol: c.protocol },
+      { authToken: API_KEY, authorization: `Bearer ${API_KEY}`, protocol: 'prefect' },
+    );
+    // Fresh start: since = now − 1 min; explicit prefixes become an `event` filter.
+    const f = filterWithCheckedUntil(c.filters[0]) as { filter: { occurred: { since: string } } };
+    const since = Date.parse(f.filter.occurred.since);
+    assert.ok(since >= before - 60_000 - 50 && since <= Date.now() - 60_000, `since ${f.filter.occurred.since}`);
+    assert.deepEqual(f, {
+      type: 'filter',
+      filter: { occurred: { since: f.filter.occurred.since, until: '<future>' }, event: { prefix: ['prefect.flow-run.', 'prefect.task-run.'] }, order: 'ASC' },
+      backfill: true,
+    });
+    assertNoSecrets(logs.lines, API_KEY);
+  });
+
+  it('a wrong token rejects `done` with an AuthError and never reconnects', async () => {
+    const server = await mini({ authString: AUTH_STRING });
+    const { sub, logs } = subscribe(server, { authString: 'admin:wrong-pass' });
+    await assert.rejects(sub.done, (err: unknown) => {
+      assert.ok(err instanceof AuthError);
+      assert.deepEqual(
+        { name: err.name, code: err.code, setting: err.setting, message: err.message },
+        {
+          name: 'AuthError',
+          code: 'PREFECT_OTEL_AUTH',
+          setting: 'PREFECT_API_AUTH_STRING',
+          message: 'the Prefect event stream refused authentication (Invalid token): check PREFECT_API_AUTH_STRING',
+        },
+      );
+      return true;
+    });
+    await sleep(300); // ten backoff periods
+    assert.equal(server.upgrades.length, 1);
+    assert.equal(server.connections[0]!.closeCode, 1008);
+    await sub.stop(); // still resolves
+    assert.equal(sub.stats.connects, 0);
+    assertNoSecrets(logs.lines, 'admin:wrong-pass', AUTH_STRING);
+  });
+
+  it('no credentials against a server that needs them names the setting to set', async () => {
+    const server = await mini({ authString: AUTH_STRING });
+    const { sub } = subscribe(server);
+    await assert.rejects(sub.done, (err: unknown) => err instanceof AuthError && err.setting === 'PREFECT_API_AUTH_STRING' && err.message.endsWith('set PREFECT_API_AUTH_STRING'));
+    assert.equal(server.connections[0]!.authToken, null);
+  });
+
+  it('an HTTP 401 on the upgrade (a proxy) is an AuthError, not a retry loop', async () => {
+    const server = await mini({ rejectUpgrade: 401 });
+    const { sub, logs } = subscribe(server, { apiKey: API_KEY });
+    await assert.rejects(sub.done, (err: unknown) => {
+      assert.ok(err instanceof AuthError);
+      assert.deepEqual(
+        { setting: err.setting, message: err.message },
+        { setting: 'PREFECT_API_KEY', message: 'the Prefect server refused the event-stream upgrade with HTTP 401: check PREFECT_API_KEY' },
+      );
+      return true;
+    });
+    await sleep(200);
+    assert.equal(server.upgrades.length, 1);
+    assertNoSecrets(logs.lines, API_KEY);
+  });
+
+  it('a close 1002 after the filter (bad filter) is a ProtocolError and stops', async () => {
+    const server = await mini({ rejectFilters: true });
+    const { sub, logs } = subscribe(server);
+    await assert.rejects(sub.done, (err: unknown) => {
+      assert.ok(err instanceof ProtocolError);
+      assert.equal(err.message, 'the Prefect server rejected the subscription (close 1002: Invalid filter: forced)');
+      return true;
+    });
+    await sleep(200);
+    assert.equal(server.connections.length, 1);
+    assert.ok(logs.records().some((r) => r.level === 50 && r.code === 'PREFECT_OTEL_PROTOCOL'));
+  });
+});
+
+describe('event subscriber: frames', () => {
+  it('a throwing onEvent and a binary frame do not disturb the socket', async () => {
+    const server = await mini();
+    const got: string[] = [];
+    const { sub, logs } = subscribe(server, {
+      onEvent: (value) => {
+        got.push(value as string);
+        if (got.length === 1) throw new Error('callback bug');
+      },
+    });
+    await waitFor('connected', () => sub.stats.connected);
+    server.sendRaw('{"type":"event","event":{"id":"first"}}');
+    server.sendRaw(Buffer.from('{"type":"event","event":{"id":"binary"}}'), true);
+    server.sendRaw('not json at all');
+    await waitFor('three frames', () => got.length === 3);
+    await sub.stop();
+    assert.deepEqual(got, ['{"type":"event","event":{"id":"first"}}', '{"type":"event","event":{"id":"binary"}}', 'not json at all']);
+    assert.deepEqual(sub.stats, { connects: 1, reconnects: 0, frames: 3, historyEvents: 0, connected: false });
+    assert.equal(server.connections.length, 1);
+    assert.ok(logs.records().some((r) => r.msg === 'onEvent callback threw; event skipped' && r.origin === 'live'));
+  });
+});
+
+describe('event subscriber: reconnects', () => {
+  it('reconnects after the server drops the socket, resuming from the cursor − margin', async () => {
+    const server = await mini();
+    const t0 = Date.now();
+    server.store([event(t0 - 30_000)]);
+    const { sub, logs, ids, state } = subscribe(server, { cursorUs: (t0 - 20_000) * 1000 });
+    await waitFor('connected', () => sub.stats.connected);
+    const first = [event(Date.now()), event(Date.now() + 1)];
+    server.publish(first);
+    await waitFor('first events', () => ids().length === 2);
+    const cursorAtDrop = state.cursorUs!;
+    server.dropConnections(1011);
+    await waitFor('second connection', () => server.connections.length === 2 && server.connections[1]!.live);
+    const second = [event(Date.now() + 2)];
+    server.publish(second);
+    await waitFor('event after the reconnect', () => ids().includes(second[0]!.id));
+    await sub.stop();
+
+    assert.deepEqual(
+      server.connections.map((c) => (filterWithCheckedUntil(c.filters[0]) as { filter: { occurred: { since: string } } }).filter.occurred.since),
+      [new Date(t0 - 20_000 - 2_000).toISOString(), new Date(Math.floor(cursorAtDrop / 1000) - 2_000).toISOString()],
+    );
+    // The second backfill overlaps (the caller dedupes by id); nothing is lost.
+    assert.deepEqual([...new Set(ids())], [first[0]!.id, first[1]!.id, second[0]!.id]);
+    assert.deepEqual({ ...sub.stats, frames: undefined }, { connects: 2, reconnects: 1, frames: undefined, historyEvents: 0, connected: false, lastError: 'closed 1011 dropped by the test' });
+    const warn = logs.records().find((r) => typeof r.msg === 'string' && r.msg.startsWith('event stream closed, reconnecting in'));
+    assert.deepEqual(warn && { level: warn.level, code: warn.code, reason: warn.reason, attempt: warn.attempt }, { level: 40, code: 1011, reason: 'dropped by the test', attempt: 1 });
+  });
+
+  it('retries an unreachable server with growing, jittered delays and connects once it is up', async () => {
+    const probe = await startMiniPrefect();
+    const port = probe.port;
+    await probe.close();
+    const { sub, logs } = subscribe({ url: `http://127.0.0.1:${port}/api` } as Mini, { initialBackoffMs: 40, maxBackoffMs: 160 });
+    const retries = () => logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable, retrying in'));
+    await waitFor('four retries', () => retries().length >= 4);
+    const server = await mini({ port });
+    await waitFor('connected', () => sub.stats.connected, 3_000);
+    await sub.stop();
+    const first4 = retries().slice(0, 4);
+    assert.deepEqual(first4.map((r) => [r.level, r.attempt]), [[40, 1], [40, 2], [40, 3], [40, 4]]);
+    first4.forEach((r, i) => {
+      const base = Math.min(160, 40 * 2 ** i);
+      const delay = r.delayMs as number;
+      assert.ok(delay >= base * 0.5 - 1 && delay <= base, `attempt ${i + 1}: ${delay} ms not in [${base / 2}, ${base}]`);
+      assert.equal(r.msg, `Prefect server unreachable, retrying in ${delay} ms`);
+      assert.match(String(r.err), /ECONNREFUSED/);
+    });
+    assert.equal(server.connections.length, 1);
+    assert.ok(sub.stats.reconnects >= 4);
+  });
+
+  it('terminates a socket that stays silent (no pong) for idleTimeoutMs, then reconnects', async () => {
+    const server = await mini({ autoPong: false });
+    const { sub, logs } = subscribe(server, { pingIntervalMs: 30, idleTimeoutMs: 150, initialBackoffMs: 10, maxBackoffMs: 20 });
+    await waitFor('a second connection', () => server.connections.length >= 2, 3_000);
+    await sub.stop();
+    const silent = logs.records().find((r) => r.msg === 'the event stream went silent; dropping the connection');
+    assert.ok(silent !== undefined);
+    assert.equal(silent.idleTimeoutMs, 150);
+    assert.ok((silent.silentMs as number) > 150);
+    assert.equal(server.connections[0]!.closeCode, 1006);
+  });
+
+  it('keeps a quiet socket whose pings are answered', async () => {
+    const server = await mini({ autoPong: true });
+    const { sub, logs } = subscribe(server, { pingIntervalMs: 30, idleTimeoutMs: 150 });
+    await waitFor('connected', () => sub.stats.connected);
+    await sleep(600);
+    assert.equal(sub.stats.connected, true);
+    await sub.stop();
+    assert.equal(server.connections.length, 1);
+    assert.equal(logs.records().filter((r) => r.msg === 'the event stream went silent; dropping the connection').length, 0);
+  });
+
+  it('stop() during a backoff resolves done at once', async () => {
+    const probe = await startMiniPrefect();
+    await probe.close();
+    const { sub } = subscribe({ url: probe.url } as Mini, { initialBackoffMs: 10_000, maxBackoffMs: 10_000 });
+    await waitFor('first failure', () => sub.stats.lastError !== undefined);
+    const t = Date.now();
+    await sub.stop();
+    await sub.done;
+    assert.ok(Date.now() - t < 1_000);
+  });
+});
+
+describe('event subscriber: gap fill from history', () => {
+  it('reads history pages over REST before connecting when the cursor is older than the backfill window', async () => {
+    const server = await mini({ authString: AUTH_STRING });
+    const now = Date.now();
+    const cursorMs = now - 60 * 60_000;
+    const old = Array.from({ length: 60 }, (_, i) => event(now - 55 * 60_000 + i * 50_000));
+    server.store([event(cursorMs - 10 * 60_000), ...old]);
+    const { sub, logs, received, ids, state } = subscribe(server, { authString: AUTH_STRING, cursorUs: cursorMs * 1000 });
+    await waitFor('connected', () => sub.stats.connected);
+    const live = [event(Date.now())];
+    server.publish(live);
+    await waitFor('live event', () => ids('live').includes(live[0]!.id));
+    await sub.stop();
+
+    assert.deepEqual(
+      server.restRequests.map((r) => [r.method, r.path, r.headers.authorization]),
+      [
+        ['POST', '/api/events/filter', `Basic ${Buffer.from(AUTH_STRING).toString('base64')}`],
+        // our API base, not the wrong absolute URL the server returned
+        ['GET', `/api/events/filter/next?page-token=${encodeURIComponent('tok+/1==')}`, `Basic ${Buffer.from(AUTH_STRING).toString('base64')}`],
+      ],
+    );
+    const body = server.restRequests[0]!.body as { filter: { occurred: { since: string; until: string } } };
+    const until = Date.parse(body.filter.occurred.until);
+    assert.ok(until >= now && until <= Date.now());
+    assert.deepEqual(body, {
+      filter: { occurred: { since: new Date(cursorMs - 2_000).toISOString(), until: body.filter.occurred.until }, order: 'ASC' },
+      limit: 50,
+    });
+    // All of history first, in order, then the websocket (whose backfill overlaps; the caller dedupes).
+    assert.deepEqual(ids('history'), old.map((e) => e.id));
+    assert.ok(received.slice(0, 60).every((r) => r.origin === 'history'));
+    assert.equal(typeof received[0]!.value, 'object');
+    // The socket resumes from the cursor the history moved forward.
+    const since = (filterWithCheckedUntil(server.connections[0]!.filters[0]) as { filter: { occurred: { since: string } } }).filter.occurred.since;
+    assert.equal(since, new Date(Date.parse(old[59]!.occurred) - 2_000).toISOString());
+    assert.ok(state.cursorUs! >= Date.parse(live[0]!.occurred) * 1000);
+    assert.equal(sub.stats.historyEvents, 60);
+    const read = logs.records().find((r) => r.msg === 'event history read');
+    assert.deepEqual(read && { events: read.events, pages: read.pages }, { events: 60, pages: 2 });
+    assertNoSecrets(logs.lines, AUTH_STRING);
+  });
+
+  it('reads no history when the cursor is within the backfill window', async () => {
+    const server = await mini();
+    const { sub } = subscribe(server, { cursorUs: (Date.now() - 5 * 60_000) * 1000 });
+    await waitFor('connected', () => sub.stats.connected);
+    await sub.stop();
+    assert.deepEqual(server.restRequests, []);
+  });
+
+  it('fills the gap again on a reconnect after an outage longer than the window', async () => {
+    const first = await startMiniPrefect();
+    const port = first.port;
+    let offsetMs = 0;
+    const clock = () => Date.now() + offsetMs;
+    const { sub, logs } = subscribe(first, { now: clock, cursorUs: (Date.now() - 30_000) * 1000 });
+    await waitFor('connected', () => sub.stats.connected);
+    assert.equal(first.restRequests.length, 0);
+    const dropMs = Date.now();
+    await first.close(); // the server goes away…
+    await waitFor('disconnected', () => !sub.stats.connected);
+    offsetMs = 20 * 60_000; // …for 20 minutes (the subscriber's clock says so)
+    const second = await mini({ port });
+    second.store([event(dropMs + 1_000)]);
+    await waitFor('reconnected', () => second.connections.length === 1 && second.connections[0]!.live);
+    await sub.stop();
+    assert.deepEqual(second.restRequests.map((r) => [r.method, r.path]), [['POST', '/api/events/filter']]);
+    // From where the stream was last followed (minus the margin) to the subscriber's now.
+    const occurred = (second.restRequests[0]!.body as { filter: { occurred: { since: string; until: string } } }).filter.occurred;
+    const sinceMs = Date.parse(occurred.since);
+    assert.ok(sinceMs >= dropMs - 2_000 - 200 && sinceMs <= dropMs - 2_000 + 200, `since ${occurred.since}, drop ${new Date(dropMs).toISOString()}`);
+    assert.ok(Date.parse(occurred.until) >= dropMs + offsetMs);
+    assert.equal(sub.stats.historyEvents, 1);
+    assert.ok(logs.records().some((r) => r.msg === 'the gap is longer than the websocket backfill; reading the event history'));
+  });
+});
