@@ -120,6 +120,7 @@ const MAX_HISTORY_ROUNDS = 5;
 /** An HTTP error from the history endpoint is retried this often before the gap is given up. */
 const MAX_HISTORY_HTTP_FAILURES = 3;
 const CLOSE_WAIT_MS = 2_000;
+const CALLBACK_ERROR_LOG_INTERVAL_MS = 10_000;
 
 type Outcome =
   | { kind: 'fatal'; error: AuthError | ProtocolError }
@@ -178,11 +179,19 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     }
   };
 
+  let callbackErrors = 0;
+  let callbackErrorLoggedAt = -Infinity;
   const deliver = (event: string | object, origin: EventOrigin): void => {
     try {
       options.onEvent(event, origin);
     } catch (err) {
-      log.error({ err: errInfo(err, redact), origin }, 'onEvent callback threw; event skipped');
+      // Once, then at most every CALLBACK_ERROR_LOG_INTERVAL_MS with a count: a systematic bug must not flood the log.
+      callbackErrors += 1;
+      const t = performance.now();
+      if (t - callbackErrorLoggedAt >= CALLBACK_ERROR_LOG_INTERVAL_MS) {
+        callbackErrorLoggedAt = t;
+        log.error({ err: errInfo(err, redact), origin, count: callbackErrors }, 'onEvent callback threw; event skipped');
+      }
     }
   };
 
@@ -204,6 +213,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     return coveredUntilMs === undefined ? from : Math.max(from, coveredUntilMs - options.resumeMarginMs);
   };
 
+  // Not unref'd: during a backoff nothing else may keep a `watch` process alive.
   const sleep = (ms: number): Promise<void> =>
     new Promise<void>((resolve) => {
       wake = resolve;
