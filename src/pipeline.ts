@@ -212,7 +212,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     async finish(reason: string, lookupTimeoutMs = 15_000): Promise<void> {
       const deadline = Date.now() + lookupTimeoutMs;
       while (lookups.size > 0 && Date.now() < deadline) {
-        await Promise.race([Promise.all([...lookups]), new Promise((r) => setTimeout(r, Math.max(1, deadline - Date.now())))]);
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([Promise.all([...lookups]), new Promise((r) => (timer = setTimeout(r, Math.max(1, deadline - Date.now()))))]);
+        clearTimeout(timer);
       }
       tracker.finishAll(reason, now());
     },

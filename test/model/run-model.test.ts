@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { pino } from 'pino';
 import { resolveConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log/logger.js';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
 import { createPipeline } from '../../src/pipeline.js';
@@ -34,7 +34,7 @@ function taskState(id: string, name: string, key: string, s: number, type: strin
 
 /** A deployment run with a nested task, a retried task, a custom event, a heartbeat-free happy path. */
 function happyRun(): Ev[] {
-  return [
+  const events: Ev[] = [
     flowState(0, 'SCHEDULED', 'Scheduled', null, 0),
     flowState(5, 'SCHEDULED', 'Late', 'SCHEDULED', 0),
     flowState(8, 'PENDING', 'Pending', 'SCHEDULED', 0),
@@ -60,12 +60,14 @@ function happyRun(): Ev[] {
     taskState(LOAD, 'load-7c1', 'load-55aa66bb', 19, 'COMPLETED', 'Completed', 'RUNNING', 2),
     flowState(20, 'COMPLETED', 'Completed', 'RUNNING', 1),
   ];
+  // Stable ids, so that two calls describe the same events.
+  return events.map((e, i) => ({ ...e, id: `0198c7d2-eeee-7000-8000-${String(i).padStart(12, '0')}` }));
 }
 
 async function run(events: Ev[], overrides: Record<string, unknown> = {}, resolveOwner?: (id: string) => Promise<string | null>) {
   const config = resolveConfig({ tracesExporter: 'none', uiUrl: 'http://prefect.local:4200', ...overrides }, {});
   const lines: Record<string, unknown>[] = [];
-  const logger = pino({ level: 'debug' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+  const logger = createLogger({ level: 'debug', format: 'json', destination: { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) } });
   const spans: SpanRecord[] = [];
   const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s), resolveOwner });
   for (const e of events) pipeline.ingest(JSON.stringify(e));
