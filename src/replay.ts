@@ -87,7 +87,8 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
   try {
     for await (const line of lines) {
       lineCount += 1;
-      if (line.trim() !== '') pipeline.ingest(line);
+      const trimmed = line.trimStart();
+      if (trimmed !== '' && !trimmed.startsWith('#')) pipeline.ingest(line);
       if ((lineCount & 1023) === 0) {
         const now = Date.now();
         if (now - lastProgress >= PROGRESS_INTERVAL_MS) {
