@@ -51,6 +51,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private health: HealthServer | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private stopping: Promise<void> | undefined;
+  private failure: Error | undefined;
   private connected = false;
   private resolveDone!: () => void;
   private rejectDone!: (err: Error) => void;
@@ -160,8 +161,9 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private fail(err: Error): void {
     if (this.stopping !== undefined) return;
     this.logger.fatal({ component: 'watch', code: (err as { code?: string }).code }, err.message);
+    this.failure = err;
     if (this.listenerCount('error') > 0) this.emit('error', err);
-    void this.shutdown().finally(() => this.rejectDone(err));
+    void this.shutdown();
   }
 
   get httpPort(): number | undefined {
@@ -190,7 +192,8 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       await this.health?.close();
       log.info({ ...this.stats(), undelivered: flushed.pending }, 'stopped');
       this.logger.flush();
-      this.resolveDone();
+      if (this.failure === undefined) this.resolveDone();
+      else this.rejectDone(this.failure);
     })();
     return this.stopping;
   }

@@ -31,6 +31,7 @@ export async function runWatch(options: WatchOptions): Promise<number> {
     await handle.done;
     return EXIT_CODES.OK;
   } catch (err) {
+    process.stderr.write(`prefect-otel: ${err instanceof Error ? err.message : String(err)}\n`);
     return exitCodeFor(err);
   } finally {
     process.off('SIGINT', onSignal);
