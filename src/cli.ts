@@ -42,7 +42,7 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
         problems.push(`unknown option ${flag}`);
         continue;
       }
-      let value: string | undefined = eq === -1 ? argv[i + 1] : arg.slice(eq + 1);
+      const value: string | undefined = eq === -1 ? argv[i + 1] : arg.slice(eq + 1);
       if (eq === -1) i += 1;
       if (value === undefined) {
         problems.push(`${flag} needs a value`);
@@ -158,7 +158,7 @@ function demoDefaults(args: ParsedArgs, env: NodeJS.ProcessEnv): PrefectTracingO
   if (o.tracesExporter === undefined && env.OTEL_TRACES_EXPORTER === undefined && !endpointSet) o.tracesExporter = 'none';
   if (o.logLevel === undefined && env.PREFECT_OTEL_LOG_LEVEL === undefined) o.logLevel = 'warn';
   if (o.logFormat === undefined && env.PREFECT_OTEL_LOG_FORMAT === undefined) o.logFormat = 'pretty';
-  return o as PrefectTracingOptions;
+  return o;
 }
 
 function isMain(): boolean {

@@ -177,8 +177,8 @@ export function describeConfig(config: Config): Record<string, unknown> {
 
 function describeDefault(value: unknown): string {
   if (value === undefined) return 'unset';
-  if (typeof value === 'object') return JSON.stringify(value);
-  return String(value);
+  if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return JSON.stringify(value);
 }
 
 function deepFreeze<T>(value: T): T {

@@ -41,7 +41,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     config,
     logger,
     clock: 'event',
-    resolveOwner: async (taskRunId) => workload.taskRunOwners.get(taskRunId) ?? null,
+    resolveOwner: (taskRunId) => Promise.resolve(workload.taskRunOwners.get(taskRunId) ?? null),
     onSpan: (span) => spans.push(span),
   });
   for (const event of workload.events) pipeline.ingest(JSON.stringify({ type: 'event', event }));

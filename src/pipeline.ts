@@ -51,7 +51,7 @@ export interface PipelineCounters {
 }
 
 export interface Pipeline {
-  ingest(raw: string | unknown): void;
+  ingest(raw: unknown): void;
   /** Process an already validated event (history pages, restored state). */
   ingestEvent(event: PrefectEvent): void;
   tick(nowMs?: number): void;
@@ -151,7 +151,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   };
 
   const warned: Partial<Record<SkipReason, number>> = {};
-  const skip = (reason: SkipReason, detail: string, raw: string | unknown): void => {
+  const skip = (reason: SkipReason, detail: string, raw: unknown): void => {
     counters.skipped[reason] += 1;
     const n = (warned[reason] = (warned[reason] ?? 0) + 1);
     const text = typeof raw === 'string' ? raw : safeStringify(raw);
@@ -190,7 +190,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   };
 
   return {
-    ingest(raw: string | unknown): void {
+    ingest(raw: unknown): void {
       counters.received += 1;
       try {
         const r = typeof raw === 'string' ? parseEventText(raw) : parseEvent(raw);
@@ -282,7 +282,7 @@ function createLogDelivery(config: Config, logger: Logger): Delivery<ReadableLog
   return createDelivery<ReadableLogRecord>({
     name: 'logs',
     send: (batch) => sender.send(batch),
-    sizeOf: (r) => 300 + String(r.body).length,
+    sizeOf: (r) => 300 + (typeof r.body === 'string' ? r.body.length : 200),
     maxItems: config.delivery.maxSpans * 4,
     maxBytes: config.delivery.maxBytes,
     batchSize: config.delivery.batchSize,

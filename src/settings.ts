@@ -114,15 +114,15 @@ export const SETTINGS = {
     doc: 'full OTLP/HTTP logs URL, used as is',
   },
   otlpHeaders: {
-    env: ['OTEL_EXPORTER_OTLP_HEADERS'], flag: '--otlp-headers', default: {} as Record<string, string>, parse: keyValues, secret: true,
+    env: ['OTEL_EXPORTER_OTLP_HEADERS'], flag: '--otlp-headers', default: {}, parse: keyValues, secret: true,
     doc: '`key=value,…` headers sent with every OTLP request',
   },
   otlpTracesHeaders: {
-    env: ['OTEL_EXPORTER_OTLP_TRACES_HEADERS'], flag: '--otlp-traces-headers', default: {} as Record<string, string>, parse: keyValues, secret: true,
+    env: ['OTEL_EXPORTER_OTLP_TRACES_HEADERS'], flag: '--otlp-traces-headers', default: {}, parse: keyValues, secret: true,
     doc: 'headers for trace requests only (win over the generic ones)',
   },
   otlpProtocol: {
-    env: ['OTEL_EXPORTER_OTLP_PROTOCOL'], flag: '--otlp-protocol', default: 'http/protobuf' as 'http/protobuf' | 'http/json',
+    env: ['OTEL_EXPORTER_OTLP_PROTOCOL'], flag: '--otlp-protocol', default: 'http/protobuf',
     parse: oneOf(['http/protobuf', 'http/json'] as const),
     doc: '`http/protobuf` or `http/json`',
   },
@@ -132,7 +132,7 @@ export const SETTINGS = {
     doc: 'protocol for traces only',
   },
   otlpCompression: {
-    env: ['OTEL_EXPORTER_OTLP_TRACES_COMPRESSION', 'OTEL_EXPORTER_OTLP_COMPRESSION'], flag: '--otlp-compression', default: 'none' as 'gzip' | 'none',
+    env: ['OTEL_EXPORTER_OTLP_TRACES_COMPRESSION', 'OTEL_EXPORTER_OTLP_COMPRESSION'], flag: '--otlp-compression', default: 'none',
     parse: oneOf(['gzip', 'none'] as const),
     doc: '`gzip` or `none`',
   },
@@ -145,16 +145,16 @@ export const SETTINGS = {
     doc: '`service.name` of the exported spans',
   },
   resourceAttributes: {
-    env: ['OTEL_RESOURCE_ATTRIBUTES'], flag: '--resource-attributes', default: {} as Record<string, string>, parse: keyValues,
+    env: ['OTEL_RESOURCE_ATTRIBUTES'], flag: '--resource-attributes', default: {}, parse: keyValues,
     doc: 'extra resource attributes, `key=value,…`',
   },
   tracesExporter: {
-    env: ['OTEL_TRACES_EXPORTER'], flag: '--traces-exporter', default: 'otlp' as 'otlp' | 'console' | 'none',
+    env: ['OTEL_TRACES_EXPORTER'], flag: '--traces-exporter', default: 'otlp',
     parse: oneOf(['otlp', 'console', 'none'] as const),
     doc: '`otlp`, `console` or `none`',
   },
   logsExporter: {
-    env: ['OTEL_LOGS_EXPORTER'], flag: '--logs-exporter', default: 'none' as 'otlp' | 'none',
+    env: ['OTEL_LOGS_EXPORTER'], flag: '--logs-exporter', default: 'none',
     parse: oneOf(['otlp', 'none'] as const),
     doc: '`otlp` also ships the STLOGGING records to the collector as OTel logs',
   },
@@ -167,12 +167,12 @@ export const SETTINGS = {
     doc: 'Jaeger UI base URL; terminal-state log lines carry `jaeger_url=<url>/trace/<trace_id>`',
   },
   logLevel: {
-    env: ['PREFECT_OTEL_LOG_LEVEL'], flag: '--log-level', default: 'info' as 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent',
+    env: ['PREFECT_OTEL_LOG_LEVEL'], flag: '--log-level', default: 'info',
     parse: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
     doc: 'pino level',
   },
   logFormat: {
-    env: ['PREFECT_OTEL_LOG_FORMAT'], flag: '--log-format', default: 'json' as 'json' | 'pretty',
+    env: ['PREFECT_OTEL_LOG_FORMAT'], flag: '--log-format', default: 'json',
     parse: oneOf(['json', 'pretty'] as const),
     doc: '`json` (one object per line) or `pretty`',
   },

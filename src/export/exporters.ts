@@ -1,4 +1,4 @@
-import type { ExportResult } from '@opentelemetry/core';
+import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { OTLPLogExporter as OTLPLogExporterJson } from '@opentelemetry/exporter-logs-otlp-http';
 import { OTLPLogExporter as OTLPLogExporterProto } from '@opentelemetry/exporter-logs-otlp-proto';
 import { OTLPTraceExporter as OTLPTraceExporterJson } from '@opentelemetry/exporter-trace-otlp-http';
@@ -39,11 +39,11 @@ function wrap<T>(exporter: Exporter<T>): Sender<T> {
     send: (items) =>
       new Promise<SendResult>((resolve) => {
         exporter.export(items, (result) => {
-          if (result.code === 0) {
+          if (result.code === ExportResultCode.SUCCESS) {
             resolve({ ok: true });
             return;
           }
-          const err = result.error as (Error & { code?: unknown }) | undefined;
+          const err: (Error & { code?: unknown }) | undefined = result.error;
           const status = typeof err?.code === 'number' ? err.code : undefined;
           const message = err === undefined ? 'export failed' : status !== undefined ? `HTTP ${status} ${err.message}` : err.message;
           resolve({ ok: false, retryable: status === undefined || RETRYABLE_STATUS.has(status), error: message });

@@ -27,7 +27,7 @@ export function createPrettyStream(out: NodeJS.WritableStream = process.stdout):
             .filter(([k]) => !OMIT_PRETTY.has(k))
             .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
             .join(' ');
-          out.write(`${time} ${level.padEnd(5)} ${String(o.msg ?? '')}${rest === '' ? '' : `  ${rest}`}\n`);
+          out.write(`${time} ${level.padEnd(5)} ${typeof o.msg === 'string' ? o.msg : ''}${rest === '' ? '' : `  ${rest}`}\n`);
         } catch {
           out.write(`${line}\n`);
         }

@@ -137,7 +137,7 @@ test('logs over OTLP: STLOGGING records reach the collector with the run trace a
   assert.equal(r.code, 0, r.stderr);
   const logs = receiver.logs();
   assert.deepEqual(
-    logs.map((l) => [l.traceId, l.spanId, l.severityText, String(l.body).slice(0, 21)]).sort(),
+    logs.map((l) => [l.traceId, l.spanId, l.severityText, (l.body as string).slice(0, 21)]).sort(),
     [
       [traceIdForRun(FR), spanIdForRun(FR), 'INFO', 'STLOGGING: Flow run 0'],
       [traceIdForRun(FR), spanIdForRun(FR), 'INFO', 'STLOGGING: Flow run 0'],

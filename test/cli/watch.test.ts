@@ -47,10 +47,10 @@ function start(args: string[], env: Record<string, string>): { child: ChildProce
   });
   let stdout = '';
   let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const result = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-  if (args[0] === 'replay') child.stdin!.end();
+  if (args[0] === 'replay') child.stdin.end();
   return { child, result };
 }
 

@@ -165,7 +165,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}) {
         if (encoding === 'gzip') raw = gunzipSync(raw);
         const json = contentType.startsWith('application/json');
         const type = path === '/v1/logs' ? LogsReq : TraceReq;
-        const body = json ? (JSON.parse(raw.toString('utf8')) as Any) : (type.toObject(type.decode(raw), { longs: String, bytes: String, defaults: false }) as Any);
+        const body = json ? (JSON.parse(raw.toString('utf8')) as Any) : (type.toObject(type.decode(raw), { longs: String, bytes: String, defaults: false }));
         if (path === '/v1/traces') spans.push(...normaliseSpans(body, !json));
         if (path === '/v1/logs') logs.push(...normaliseLogs(body, !json));
       }

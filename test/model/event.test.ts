@@ -22,8 +22,8 @@ test('timestamps: pydantic Z and isoformat +00:00 forms give the same microsecon
   for (const bad of ['', 'yesterday', '2026-02-30T00:00:00Z', '2026-13-01T00:00:00Z', '2026-08-21T25:00:00Z', '2026-08-21']) {
     assert.equal(parseTimestampUs(bad), undefined, bad);
   }
-  assert.deepEqual(usToHrTime(z!), [Math.floor(Date.UTC(2026, 7, 21, 12, 0, 5) / 1000), 123456000]);
-  assert.equal(usToIso(z!), '2026-08-21T12:00:05.123456Z');
+  assert.deepEqual(usToHrTime(z), [Math.floor(Date.UTC(2026, 7, 21, 12, 0, 5) / 1000), 123456000]);
+  assert.equal(usToIso(z), '2026-08-21T12:00:05.123456Z');
 });
 
 test('ids: trace id is the root run UUID in hex; span id is SHA-256 of the dashed UUID (and of uuid:n for reruns)', () => {

@@ -25,11 +25,11 @@ const LOAD = '0198c7d2-6000-7abc-8def-000000000003';
 type Ev = Record<string, unknown>;
 
 function flowState(s: number, type: string, name: string, from: string | null, runCount: number, extra: Record<string, unknown> = {}): Ev {
-  return flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, ...DEPLOY, tags: ['etl', 'nightly'], state: { type, name, ...extra }, from, runCount, occurred: at(s), received: at(s) + 15 }) as Ev;
+  return flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, ...DEPLOY, tags: ['etl', 'nightly'], state: { type, name, ...extra }, from, runCount, occurred: at(s), received: at(s) + 15 });
 }
 
 function taskState(id: string, name: string, key: string, s: number, type: string, stateName: string, from: string | null, runCount: number, more: Record<string, unknown> = {}): Ev {
-  return taskRunStateEvent({ taskRunId: id, taskRunName: name, taskKey: key, flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type, name: stateName }, from, runCount, occurred: at(s), ...more }) as Ev;
+  return taskRunStateEvent({ taskRunId: id, taskRunName: name, taskKey: key, flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type, name: stateName }, from, runCount, occurred: at(s), ...more });
 }
 
 /** A deployment run with a nested task, a retried task, a custom event, a heartbeat-free happy path. */
@@ -50,7 +50,7 @@ function happyRun(): Ev[] {
         { id: `prefect.flow-run.${FR}`, role: 'flow-run', name: 'crimson-fox' },
         { id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'etl' },
       ],
-    }) as Ev,
+    }),
     taskState(NESTED, 'parse-1a2', 'parse-0f0e0d0c', 13, 'COMPLETED', 'Completed', 'RUNNING', 1, { parents: [EXTRACT] }),
     taskState(EXTRACT, 'extract-3f2', 'extract-9a8b7c6d', 14, 'COMPLETED', 'Completed', 'RUNNING', 1, { tags: ['db'] }),
     taskState(LOAD, 'load-7c1', 'load-55aa66bb', 15, 'PENDING', 'Pending', null, 0),
@@ -230,7 +230,7 @@ test('a task still open after its flow ended and the grace period passed is ende
   const flowDone = events.pop()!;
   events.pop();
   const after = flowRunStateEvent({ flowRunId: '0198c7d2-0000-7000-8000-0000000000ff', flowRunName: 'other', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(200) });
-  const { spans } = await run([...events, flowDone, after as Ev], { taskGraceMs: 60_000 });
+  const { spans } = await run([...events, flowDone, after], { taskGraceMs: 60_000 });
   const load = spans.find((s) => s.run.id === LOAD)!;
   assert.equal(load.run.incomplete, true);
   assert.equal(load.attributes['prefect.run.incomplete'], true);
@@ -278,14 +278,14 @@ test('subflow: the tracking task is looked up and the child hangs under the pare
     flowRunStateEvent({ flowRunId: CHILD, flowRunName: 'child-run', flowId: '11111111-1111-4111-8111-111111111111', flowName: 'child-flow', parentTaskRunId: TRACK, parentTaskRunName: 'child-flow-0', state: { type, name }, from, runCount: 1, occurred: at(s) }) as Ev;
   const events = [...happyRun().slice(0, 4), child(12, 'PENDING', 'Pending', null), child(12.5, 'RUNNING', 'Running', 'PENDING'), child(13, 'COMPLETED', 'Completed', 'RUNNING'), happyRun()[16]!];
   const asked: string[] = [];
-  const found = await run(events, {}, async (id) => (asked.push(id), FR));
+  const found = await run(events, {}, (id) => (asked.push(id), Promise.resolve(FR)));
   assert.deepEqual(asked, [TRACK]);
   assert.deepEqual(tree(found.spans), ['etl [server] ok', '  child-flow [internal] ok']);
   const c = found.spans.find((s) => s.run.id === CHILD)!;
   assert.equal(c.traceId, traceIdForRun(FR));
   assert.equal(c.attributes['prefect.parent_task_run.id'], TRACK);
 
-  const lost = await run(events, {}, async () => null);
+  const lost = await run(events, {}, () => Promise.resolve(null));
   const root = lost.spans.find((s) => s.run.id === CHILD)!;
   assert.deepEqual([root.traceId, root.parentSpanId, root.kind, root.attributes['prefect.parent_task_run.id']], [traceIdForRun(CHILD), undefined, 'server', TRACK]);
   assert.ok(lost.lines.some((l) => l.msg === 'parent of a subflow could not be looked up; it becomes the root of its own trace' && l.level === 40));
@@ -294,7 +294,7 @@ test('subflow: the tracking task is looked up and the child hangs under the pare
 test('bounds: past the span event limit the oldest are summarised; past the open-run bound the oldest run is ended', async () => {
   const events = [flowState(0, 'RUNNING', 'Running', 'PENDING', 1)];
   for (let i = 0; i < 30; i++) {
-    events.push(customEvent({ event: `acme.step.${i % 3}`, resourceId: 'acme.x', occurred: at(1 + i), related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run' }] }) as Ev);
+    events.push(customEvent({ event: `acme.step.${i % 3}`, resourceId: 'acme.x', occurred: at(1 + i), related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run' }] }));
   }
   events.push(flowState(40, 'COMPLETED', 'Completed', 'RUNNING', 1));
   const { spans } = await run(events, { maxSpanEvents: 10 });
@@ -309,7 +309,7 @@ test('bounds: past the span event limit the oldest are summarised; past the open
 
   const many: Ev[] = [];
   for (let i = 0; i < 5; i++) {
-    many.push(flowRunStateEvent({ flowRunId: `0198c7d2-0000-7000-8000-00000000010${i}`, flowRunName: `r${i}`, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(i) }) as Ev);
+    many.push(flowRunStateEvent({ flowRunId: `0198c7d2-0000-7000-8000-00000000010${i}`, flowRunName: `r${i}`, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(i) }));
   }
   const bounded = await run(many, { maxOpenRuns: 3 });
   assert.deepEqual(

@@ -4,11 +4,8 @@
  * filter, `until` defaulting to now, the `since` clamp) and `POST /events/filter` paging.
  */
 import assert from 'node:assert/strict';
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import pino, { type Logger } from 'pino';
-import WebSocket, { WebSocketServer } from 'ws';
 import { AuthError, ProtocolError } from '../../src/errors.js';
 import { createEventSubscriber, type EventSubscriber, type EventSubscriberOptions } from '../../src/source/websocket.js';
 import { VERSION } from '../../src/version.js';
