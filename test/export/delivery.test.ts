@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { resolveConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log/logger.js';
+import type { SpanRecord } from '../../src/model/span-record.js';
+import { createTraceDelivery } from '../../src/pipeline.js';
+import { createResource } from '../../src/export/spans.js';
+import { startPrefectTracing } from '../../src/index.js';
+import { startMiniPrefect } from '../helpers/fake-prefect.js';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
+
+function span(i: number): SpanRecord {
+  const hex = i.toString(16).padStart(16, '0');
+  return {
+    traceId: `${hex}${hex}`, spanId: hex, parentSpanId: undefined, name: 'etl', kind: 'server', startUs: 1_700_000_000_000_000, endUs: 1_700_000_001_000_000,
+    status: { code: 'ok' }, attributes: { 'prefect.run.id': String(i) }, events: [], links: [],
+    run: { id: String(i), type: 'flow', name: undefined, attempt: 0, finalState: undefined, incomplete: false },
+  };
+}
+
+function delivery(url: string, overrides: Record<string, unknown> = {}) {
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger({ level: 'info', format: 'json', destination: { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) } });
+  const config = resolveConfig({ otlpEndpoint: url, batchSize: 50, scheduleDelayMs: 10, otlpTimeoutMs: 500, ...overrides }, {});
+  return { d: createTraceDelivery(config, logger, createResource(config))!, lines };
+}
+
+test('a 503 storm, then recovery: every span arrives exactly once and the failures are logged', async () => {
+  const receiver = await startOtlpReceiver({ respond: (n) => (n <= 8 ? { status: 503, headers: { 'retry-after': '0' } } : 200) });
+  const { d, lines } = delivery(receiver.url);
+  for (let i = 1; i <= 500; i++) d.enqueue(span(i));
+  const r = await d.flush(30_000);
+  assert.deepEqual(r, { ok: true, pending: 0 });
+  const ids = receiver.spans().map((s) => s.spanId);
+  assert.equal(ids.length, 500);
+  assert.equal(new Set(ids).size, 500);
+  assert.deepEqual({ delivered: d.stats.delivered, dropped: d.stats.dropped, rejected: d.stats.rejected }, { delivered: 500, dropped: 0, rejected: 0 });
+  assert.ok(d.stats.failedAttempts >= 1);
+  assert.ok(lines.some((l) => l.msg === 'export of spans failed; retrying'));
+  assert.ok(lines.some((l) => l.msg === 'export of spans recovered'));
+  await receiver.close();
+});
+
+test('the buffer bound: with the collector down, the oldest spans are dropped and counted, the newest kept', async () => {
+  const { d } = delivery('http://127.0.0.1:9', { bufferMaxSpans: 100 });
+  for (let i = 1; i <= 250; i++) d.enqueue(span(i));
+  // The first full batch (50) is already on its way to the collector; of the 200 queued behind it, 100 fit.
+  assert.deepEqual({ dropped: d.stats.dropped, inFlight: d.stats.inFlight }, { dropped: 100, inFlight: 50 });
+  const kept = d.drainQueued().map((s) => Number(s.run.id));
+  assert.equal(kept.length, 100);
+  assert.deepEqual([kept[0], kept.at(-1)], [151, 250]);
+});
+
+test('a batch the collector rejects for good (400) is dropped and counted, not retried forever', async () => {
+  const receiver = await startOtlpReceiver({ respond: () => 400 });
+  const { d } = delivery(receiver.url);
+  for (let i = 1; i <= 10; i++) d.enqueue(span(i));
+  await d.flush(5_000);
+  assert.deepEqual({ rejected: d.stats.rejected, delivered: d.stats.delivered, queued: d.stats.queued }, { rejected: 10, delivered: 0, queued: 0 });
+  assert.equal(receiver.requests.length, 1);
+  await receiver.close();
+});
+
+test('/healthz is ready only while connected and exporting; /metrics tells what happened', async () => {
+  const prefect = await startMiniPrefect();
+  const receiver = await startOtlpReceiver();
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-health-'));
+  const tracing = startPrefectTracing({ env: {}, apiUrl: prefect.url, otlpEndpoint: receiver.url, httpPort: 0, stateFile: join(dir, 'state.json'), logLevel: 'silent' });
+  await tracing.ready;
+  const base = `http://127.0.0.1:${tracing.httpPort!}`;
+  const deadline = Date.now() + 5_000;
+  while (!prefect.connections.some((c) => c.live) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await new Promise((r) => setTimeout(r, 50));
+  const ok = await fetch(`${base}/healthz`);
+  assert.deepEqual([ok.status, await ok.json()], [200, { status: 'ok', problems: [], connected: true, exporting: true }]);
+  prefect.sendRaw('{not json');
+  await new Promise((r) => setTimeout(r, 100));
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  assert.match(metrics, /^prefect_otel_connected 1$/m);
+  assert.match(metrics, /^prefect_otel_events_skipped_total\{reason="invalid_json"\} 1$/m);
+  assert.match(metrics, /^# TYPE prefect_otel_spans_dropped_total counter$/m);
+  await prefect.close();
+  await new Promise((r) => setTimeout(r, 200));
+  const down = await fetch(`${base}/healthz`);
+  assert.deepEqual([down.status, ((await down.json()) as { problems: string[] }).problems], [503, ['not connected to the Prefect event stream']]);
+  await tracing.shutdown();
+  await receiver.close();
+});
