@@ -44,7 +44,7 @@ test('a 503 storm, then recovery: every span arrives exactly once and the failur
   await receiver.close();
 });
 
-test('the buffer bound: with the collector down, the oldest spans are dropped and counted, the newest kept', async () => {
+test('the buffer bound: with the collector down, the oldest spans are dropped and counted, the newest kept', () => {
   const { d } = delivery('http://127.0.0.1:9', { bufferMaxSpans: 100 });
   for (let i = 1; i <= 250; i++) d.enqueue(span(i));
   // The first full batch (50) is already on its way to the collector; of the 200 queued behind it, 100 fit.
