@@ -1,4 +1,5 @@
 import { ConfigError } from './errors.js';
+import type { TrackerOptions } from './model/tracker.js';
 import { SETTINGS, type SettingKey, type SettingValues } from './settings.js';
 
 export { SETTINGS } from './settings.js';
@@ -35,13 +36,7 @@ export interface Config {
   readonly stateFile: string;
   readonly jaegerUrl: string | undefined;
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
-  readonly model: {
-    readonly settleMs: number;
-    readonly taskGraceMs: number;
-    readonly openRunTimeoutMs: number;
-    readonly maxOpenRuns: number;
-    readonly maxSpanEvents: number;
-    readonly payloadMaxChars: number;
+  readonly model: Omit<TrackerOptions, 'uiUrl'> & {
     readonly dedupeWindowMs: number;
     readonly dedupeMaxIds: number;
   };

@@ -1,16 +1,14 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
+import { startCli } from '../helpers/cli.js';
 import { startMiniPrefect, type TestEvent } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
 const FR = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
 const CHILD = '0198c7d2-7000-7000-8000-0000000000c1';
@@ -41,17 +39,8 @@ function scenario(): TestEvent[] {
   ] as unknown as TestEvent[];
 }
 
-function start(args: string[], env: Record<string, string>): { child: ChildProcess; result: Promise<{ code: number | null; stdout: string; stderr: string }> } {
-  const child = spawn(process.execPath, [CLI, ...args], {
-    env: { PATH: process.env.PATH ?? '', PREFECT_OTEL_SETTLE_MS: '100', PREFECT_OTEL_STATE_FLUSH_MS: '200', ...env },
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const result = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-  if (args[0] === 'replay') child.stdin.end();
-  return { child, result };
+function start(args: string[], env: Record<string, string>) {
+  return startCli(args, { PREFECT_OTEL_SETTLE_MS: '100', PREFECT_OTEL_STATE_FLUSH_MS: '200', ...env });
 }
 
 async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
