@@ -1,19 +1,27 @@
-# Build stage: compile TypeScript.
+# prefect-otel as a container image:
+#   docker build -t prefect-otel .
+#   docker run --rm -e PREFECT_API_URL=http://host:4200/api -e OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 prefect-otel
+# Arguments after the image name replace `watch` (e.g. `replay -`, `demo`, `--help`).
+
+# Build stage: every dependency, then compile. Only src/ is copied in, so only dist/src is built.
 FROM node:20-slim AS build
 WORKDIR /app
-COPY package.json package-lock.json tsconfig.json ./
+COPY package.json package-lock.json ./
+# --ignore-scripts: the `prepare` script would compile before the sources are here.
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json ./
 COPY src ./src
-COPY test ./test
-COPY bench ./bench
-RUN npm ci --ignore-scripts && npx tsc -p tsconfig.json
+RUN npm run build
 
-# Runtime stage: production dependencies and the compiled sources only, as the non-root node user.
-FROM node:20-slim
-ENV NODE_ENV=production
+# Runtime stage: production dependencies and the compiled dist/src, run as the non-root `node` user.
+FROM node:20-slim AS runtime
+ENV NODE_ENV=production \
+    PREFECT_OTEL_STATE_FILE=/var/lib/prefect-otel/state.json
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist/src ./dist/src
+# Owned by `node`, so a fresh named volume mounted here is writable by it too.
 RUN mkdir -p /var/lib/prefect-otel && chown node:node /var/lib/prefect-otel
 USER node
 ENTRYPOINT ["node", "dist/src/cli.js"]

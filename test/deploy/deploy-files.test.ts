@@ -1,86 +1,275 @@
 /**
- * There is no Docker engine here, so the shipped compose stack and collector config are parsed and
- * cross-checked instead: every reference resolves, ports and endpoints agree, names are SPEC §2's.
+ * What ships beside the code (SPEC §6): otel-collector.yaml, docker-compose.yml, the Dockerfile and
+ * the sample flow. No Docker engine runs here, so they are parsed and cross-checked instead: every
+ * name one file uses is defined where it points, ports and endpoints agree across files, and the
+ * environment uses SPEC §2's names only.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { posix } from 'node:path';
 import { test } from 'node:test';
-import { parse } from 'yaml';
-import { SETTINGS } from '../../src/settings.js';
+import { parseDocument } from 'yaml';
+import {
+  type Obj, asObj, asString, asStrings, commandArgs, dependsOn, environment, flagValue, mounts, ports,
+} from './compose-syntax.js';
 
+/** The compiled test lives in dist/test/deploy/, three levels below the repository root. */
 const ROOT = new URL('../../../', import.meta.url);
 const read = (path: string): string => readFileSync(new URL(path, ROOT), 'utf8');
 
-type Obj = Record<string, any>;
-const collector = parse(read('otel-collector.yaml')) as Obj;
-const compose = parse(read('docker-compose.yml')) as Obj;
+/** SPEC §2's environment names, copied here: CI's clean clone is not guaranteed to have ../shared/. */
+const SPEC_ENV = new Set([
+  'PREFECT_API_URL', 'PREFECT_API_KEY', 'PREFECT_API_AUTH_STRING', 'PREFECT_UI_URL',
+  'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_HEADERS',
+  'OTEL_EXPORTER_OTLP_TRACES_HEADERS', 'OTEL_EXPORTER_OTLP_PROTOCOL', 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL',
+  'OTEL_EXPORTER_OTLP_COMPRESSION', 'OTEL_EXPORTER_OTLP_TIMEOUT', 'OTEL_SERVICE_NAME', 'OTEL_RESOURCE_ATTRIBUTES',
+  'OTEL_TRACES_EXPORTER', 'OTEL_LOGS_EXPORTER', 'PREFECT_OTEL_STATE_FILE', 'PREFECT_OTEL_JAEGER_URL',
+  'PREFECT_OTEL_LOG_LEVEL', 'PREFECT_OTEL_LOG_FORMAT',
+]);
+/** Exporter types renamed or removed in collector >= 0.144 (otlp -> otlp_grpc, otlphttp -> otlp_http). */
+const DEPRECATED_EXPORTERS = new Set(['otlp', 'otlphttp', 'logging', 'jaeger']);
+const PIPELINE_KINDS = ['receivers', 'processors', 'exporters'] as const;
+const JAEGER_OTLP_GRPC_PORT = 4317;
+const JAEGER_UI_PORT = 16686;
 
-test('collector: every component a pipeline names is defined; memory_limiter first; current exporter names', () => {
-  const pipelines = collector.service.pipelines as Record<string, Obj>;
+function loadYaml(path: string): Obj {
+  const doc = parseDocument(read(path));
+  const problems = [...doc.errors, ...doc.warnings].map((e) => e.message);
+  if (problems.length > 0) throw new Error(`${path}: ${problems.join('; ')}`);
+  return asObj(doc.toJS(), path);
+}
+
+const collector = loadYaml('otel-collector.yaml');
+const compose = loadYaml('docker-compose.yml');
+const services = asObj(compose.services, 'services');
+const service = (name: string): Obj => asObj(services[name], `services.${name}`);
+const pipelines = asObj(asObj(collector.service, 'service').pipelines, 'service.pipelines');
+const pipeline = (name: string): Obj => asObj(pipelines[name], `pipeline ${name}`);
+const exporters = asObj(collector.exporters, 'exporters');
+/** `otlp_grpc/jaeger` -> `otlp_grpc`. */
+const componentType = (id: string): string => id.split('/')[0]!;
+/** `host:port` or `scheme://host:port` -> its parts. */
+function hostPort(endpoint: string): { host: string; port: string } {
+  const url = new URL(endpoint.includes('://') ? endpoint : `tcp://${endpoint}`);
+  return { host: url.hostname, port: url.port };
+}
+const otlpProtocols = asObj(asObj(asObj(collector.receivers, 'receivers').otlp, 'receivers.otlp').protocols, 'otlp.protocols');
+const receiverPort = (protocol: 'grpc' | 'http'): number =>
+  Number(hostPort(asString(asObj(otlpProtocols[protocol], protocol).endpoint, `otlp.${protocol}.endpoint`)).port);
+const prefectOtelEnv = environment(service('prefect-otel'), 'prefect-otel');
+/** The port `prefect server start` listens on inside its container. */
+const prefectServerPort = Number(flagValue(commandArgs(service('prefect-server'), 'prefect-server'), '--port') ?? '4200');
+/** The host port published for a container port, for URLs a browser on the host opens. */
+function publishedFor(name: string, target: number): number | undefined {
+  return ports(service(name), name).find((p) => p.target === target)?.published;
+}
+
+test('collector: the components the pipelines name are exactly the ones defined; extensions likewise', () => {
   assert.deepEqual(Object.keys(pipelines).sort(), ['logs', 'traces']);
-  for (const [name, p] of Object.entries(pipelines)) {
-    for (const kind of ['receivers', 'processors', 'exporters'] as const) {
-      for (const c of p[kind] as string[]) assert.ok(c in collector[kind], `${name}: ${kind} ${c} is not defined`);
-    }
-    assert.equal((p.processors as string[])[0], 'memory_limiter', `${name}: memory_limiter must be first`);
+  for (const kind of PIPELINE_KINDS) {
+    const used = new Set(Object.keys(pipelines).flatMap((p) => asStrings(pipeline(p)[kind], `${p}.${kind}`)));
+    assert.deepEqual([...used].sort(), Object.keys(asObj(collector[kind], kind)).sort(), `${kind}: used in a pipeline = defined`);
   }
-  for (const ext of collector.service.extensions as string[]) assert.ok(ext in collector.extensions, `extension ${ext}`);
-  const types = Object.keys(collector.exporters as Obj).map((k) => k.split('/')[0]);
-  for (const deprecated of ['otlp', 'otlphttp', 'logging', 'jaeger']) assert.ok(!types.includes(deprecated), `deprecated exporter ${deprecated}`);
-  assert.deepEqual(collector.receivers.otlp.protocols, { grpc: { endpoint: '0.0.0.0:4317' }, http: { endpoint: '0.0.0.0:4318' } });
-  assert.deepEqual(pipelines.logs!.exporters.sort(), ['debug', 'file/logs']);
+  const extensions = asStrings(asObj(collector.service, 'service').extensions, 'service.extensions');
+  assert.deepEqual(extensions.sort(), Object.keys(asObj(collector.extensions, 'extensions')).sort());
 });
 
-test("collector → Jaeger: the traces exporter targets the compose jaeger service's OTLP gRPC port", () => {
-  const jaegerExporters = (collector.service.pipelines.traces.exporters as string[]).filter((e) => e.startsWith('otlp_grpc'));
-  assert.deepEqual(jaegerExporters, ['otlp_grpc/jaeger']);
-  assert.equal(collector.exporters['otlp_grpc/jaeger'].endpoint, 'jaeger:4317');
-  assert.match(compose.services.jaeger.image as string, /^jaegertracing\/jaeger:2\./, 'Jaeger v2, not the EOL v1 all-in-one');
+test('collector: memory_limiter first and batch in every pipeline; no deprecated exporter types', () => {
+  const shape = Object.fromEntries(Object.keys(pipelines).map((p) => {
+    const processors = asStrings(pipeline(p).processors, `${p}.processors`).map(componentType);
+    return [p, { first: processors[0], batch: processors.includes('batch') }];
+  }));
+  const expected = { first: 'memory_limiter', batch: true };
+  assert.deepEqual(shape, { logs: expected, traces: expected });
+  const types = Object.keys(exporters).map(componentType);
+  assert.deepEqual(types.filter((t) => DEPRECATED_EXPORTERS.has(t)), []);
 });
 
-test('compose: the five services, published ports, healthchecks behind service_healthy, mounted collector config', () => {
-  const services = compose.services as Record<string, Obj>;
+test('collector: OTLP on 0.0.0.0:4317 (gRPC) and 0.0.0.0:4318 (HTTP); logs go to file and debug', () => {
+  const endpoints = Object.fromEntries(Object.entries(otlpProtocols).map(([p, cfg]) => [p, asObj(cfg, p).endpoint]));
+  assert.deepEqual(endpoints, { grpc: '0.0.0.0:4317', http: '0.0.0.0:4318' });
+  assert.deepEqual(asStrings(pipeline('logs').exporters, 'logs.exporters').map(componentType).sort(), ['debug', 'file']);
+});
+
+test("collector -> Jaeger: the traces pipeline's OTLP exporter targets the compose jaeger service (v2) on 4317", () => {
+  const remote = asStrings(pipeline('traces').exporters, 'traces.exporters')
+    .filter((id) => componentType(id).startsWith('otlp'))
+    .map((id) => {
+      const cfg = asObj(exporters[id], id);
+      const { host, port } = hostPort(asString(cfg.endpoint, `${id}.endpoint`));
+      return { type: componentType(id), host, port, insecure: asObj(cfg.tls ?? {}, `${id}.tls`).insecure };
+    });
+  assert.deepEqual(remote, [{ type: 'otlp_grpc', host: 'jaeger', port: String(JAEGER_OTLP_GRPC_PORT), insecure: true }]);
+  const jaegerImage = asString(service('jaeger').image, 'jaeger.image');
+  assert.match(jaegerImage, /^jaegertracing\/jaeger:2\.\d+\.\d+$/, 'Jaeger v2 pinned, not the end-of-life v1 all-in-one');
+});
+
+test('collector service: config mounted where --config points, receiver and health ports published as-is', () => {
+  const col = service('otel-collector');
+  const image = asString(col.image, 'otel-collector.image');
+  assert.match(image, /^otel\/opentelemetry-collector-contrib:\d+\.\d+\.\d+$/, 'contrib (it has the file exporter), pinned');
+  const configPath = flagValue(commandArgs(col, 'otel-collector'), '--config');
+  const configMounts = mounts(col, 'otel-collector').filter((m) => m.source === './otel-collector.yaml');
+  assert.deepEqual(configMounts.map((m) => ({ target: m.target, readOnly: m.readOnly })), [{ target: configPath, readOnly: true }]);
+
+  const healthCheck = asObj(asObj(collector.extensions, 'extensions').health_check, 'health_check');
+  const health = hostPort(asString(healthCheck.endpoint, 'health_check.endpoint'));
+  const published = ports(col, 'otel-collector').map((p) => [p.published, p.target]).sort();
+  const wanted = [receiverPort('grpc'), receiverPort('http'), Number(health.port)].map((p) => [p, p]).sort();
+  assert.deepEqual(published, wanted);
+  // The image is FROM scratch: no shell, curl or wget, so a healthcheck inside it could never pass.
+  assert.equal(col.healthcheck, undefined);
+});
+
+test('collector service: the file exporter writes into a named volume the collector process can write', () => {
+  const col = service('otel-collector');
+  const files = Object.keys(exporters).filter((id) => componentType(id) === 'file');
+  const placed = files.map((id) => {
+    const cfg = asObj(exporters[id], id);
+    const dir = posix.dirname(asString(cfg.path, `${id}.path`));
+    const mount = mounts(col, 'otel-collector').find((m) => m.target === dir);
+    const declared = mount !== undefined && mount.source in asObj(compose.volumes, 'volumes');
+    return { format: cfg.format, kind: mount?.kind, readOnly: mount?.readOnly, declared };
+  });
+  assert.deepEqual(placed, [{ format: 'json', kind: 'volume', readOnly: false, declared: true }]);
+  // A fresh named volume is root-owned and the image's own user is uid 10001.
+  assert.equal(String(col.user).split(':')[0], '0');
+});
+
+test('compose: exactly the five services, their published ports, every image pinned', () => {
   assert.deepEqual(Object.keys(services).sort(), ['jaeger', 'otel-collector', 'prefect-otel', 'prefect-server', 'sample-flow']);
-  const published = (s: Obj): string[] => ((s.ports ?? []) as string[]).map((p) => String(p).split(':')[0]!);
-  assert.deepEqual(published(services.jaeger!), ['16686']);
-  assert.deepEqual(published(services['prefect-server']!), ['4200']);
-  assert.deepEqual(published(services['otel-collector']!), ['4317', '4318', '13133']);
-  for (const [name, s] of Object.entries(services)) {
-    for (const [dep, cond] of Object.entries((s.depends_on ?? {}) as Record<string, { condition: string }>)) {
-      assert.ok(dep in services, `${name} depends on unknown ${dep}`);
-      if (cond.condition === 'service_healthy') assert.ok(services[dep]!.healthcheck, `${dep} needs a healthcheck`);
-    }
+  const published = Object.fromEntries(Object.keys(services).map((name) => [
+    name, ports(service(name), name).map((p) => p.published ?? 0).sort((a, b) => a - b),
+  ]));
+  assert.deepEqual(published, {
+    jaeger: [JAEGER_UI_PORT], 'otel-collector': [4317, 4318, 13133], 'prefect-otel': [], 'prefect-server': [prefectServerPort], 'sample-flow': [],
+  });
+  const pinned = (image: string): boolean => /:[^:/]*\d[^:/]*$/.test(image) && !/:(?:[^:/]*-)?latest\b/.test(image);
+  const floating = Object.keys(services)
+    .filter((name) => service(name).image !== undefined)
+    .map((name) => asString(service(name).image, `${name}.image`))
+    .filter((image) => !pinned(image));
+  assert.deepEqual(floating, []);
+  assert.equal(service('sample-flow').image, service('prefect-server').image, 'Prefect client and server of one version');
+});
+
+test('compose: depends_on names existing services, what is awaited healthy has a healthcheck, the server probe hits /api/health', () => {
+  const edges = Object.keys(services).flatMap((name) =>
+    Object.entries(dependsOn(service(name), name)).map(([dep, condition]) => ({ name, dep, condition })));
+  assert.deepEqual(edges.filter((e) => !(e.dep in services)), []);
+  const unchecked = edges.filter((e) => {
+    if (e.condition !== 'service_healthy') return false;
+    const hc = service(e.dep).healthcheck;
+    return hc === undefined || asObj(hc, `${e.dep}.healthcheck`).disable === true;
+  });
+  assert.deepEqual(unchecked, []);
+  const awaits = (name: string): Record<string, string> => dependsOn(service(name), name);
+  assert.equal(awaits('prefect-otel')['prefect-server'], 'service_healthy');
+  assert.ok(awaits('prefect-otel')['otel-collector'], 'prefect-otel starts after the collector');
+  assert.equal(awaits('sample-flow')['prefect-server'], 'service_healthy');
+
+  const probe = asStrings(asObj(service('prefect-server').healthcheck, 'prefect-server.healthcheck').test, 'test').join(' ');
+  const url = /https?:\/\/(?:localhost|127\.0\.0\.1):(\d+)(\/api\/health)\b/.exec(probe);
+  assert.deepEqual(url?.slice(1), [String(prefectServerPort), '/api/health']);
+});
+
+test("compose: prefect-otel's environment uses SPEC §2 names only and sets what the stack relies on", () => {
+  assert.deepEqual(Object.keys(prefectOtelEnv).filter((k) => !SPEC_ENV.has(k)), []);
+  const needed = [
+    'PREFECT_API_URL', 'PREFECT_UI_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_SERVICE_NAME', 'OTEL_LOGS_EXPORTER',
+    'PREFECT_OTEL_JAEGER_URL', 'PREFECT_OTEL_STATE_FILE',
+  ];
+  assert.deepEqual(needed.filter((k) => !(k in prefectOtelEnv)), []);
+  assert.equal(prefectOtelEnv.OTEL_LOGS_EXPORTER, 'otlp');
+});
+
+test('compose: prefect-otel reaches the collector and the server where they listen; browser links use published ports', () => {
+  const otlp = new URL(prefectOtelEnv.OTEL_EXPORTER_OTLP_ENDPOINT ?? '');
+  assert.deepEqual([otlp.protocol, otlp.hostname, Number(otlp.port), otlp.pathname], ['http:', 'otel-collector', receiverPort('http'), '/']);
+  const api = new URL(prefectOtelEnv.PREFECT_API_URL ?? '');
+  assert.deepEqual([api.hostname, Number(api.port), api.pathname], ['prefect-server', prefectServerPort, '/api']);
+  assert.equal(environment(service('sample-flow'), 'sample-flow').PREFECT_API_URL, prefectOtelEnv.PREFECT_API_URL);
+
+  const ui = new URL(prefectOtelEnv.PREFECT_UI_URL ?? '');
+  assert.deepEqual([ui.hostname, Number(ui.port)], ['localhost', publishedFor('prefect-server', prefectServerPort)]);
+  const jaeger = new URL(prefectOtelEnv.PREFECT_OTEL_JAEGER_URL ?? '');
+  assert.deepEqual([jaeger.hostname, Number(jaeger.port)], ['localhost', publishedFor('jaeger', JAEGER_UI_PORT)]);
+});
+
+test('compose: the state file sits on a named volume that the image hands to the node user', () => {
+  const dir = posix.dirname(prefectOtelEnv.PREFECT_OTEL_STATE_FILE ?? '');
+  const mount = mounts(service('prefect-otel'), 'prefect-otel').find((m) => m.target === dir);
+  assert.deepEqual(mount && { kind: mount.kind, readOnly: mount.readOnly, declared: mount.source in asObj(compose.volumes, 'volumes') },
+    { kind: 'volume', readOnly: false, declared: true });
+  assert.match(read('Dockerfile'), new RegExp(`chown node:node ${dir.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}\\b`));
+});
+
+/** Dockerfile instructions, continuation lines joined, comments dropped, split into stages. */
+function dockerStages(text: string): { from: string; lines: string[] }[] {
+  const lines = text.replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const stages: { from: string; lines: string[] }[] = [];
+  for (const line of lines) {
+    if (/^FROM\s/i.test(line)) stages.push({ from: line, lines: [] });
+    else stages.at(-1)?.lines.push(line);
   }
-  const col = services['otel-collector']!;
-  const configArg = (col.command as string[]).find((a) => a.startsWith('--config='))!.slice('--config='.length);
-  assert.ok((col.volumes as string[]).includes(`./otel-collector.yaml:${configArg}:ro`));
+  return stages;
+}
+
+test('Dockerfile: build then runtime stage; the runtime runs the package bin as a non-root user', () => {
+  const pkg = JSON.parse(read('package.json')) as { bin: Record<string, string>; engines: { node: string } };
+  const bin = pkg.bin['prefect-otel']!;
+  const stages = dockerStages(read('Dockerfile'));
+  assert.ok(stages.length >= 2, 'multi-stage');
+  const build = stages[0]!;
+  const runtime = stages.at(-1)!;
+  const buildName = /\sAS\s+(\S+)/i.exec(build.from)?.[1];
+  const minNode = Number(/(\d+)/.exec(pkg.engines.node)?.[1]);
+  const nodeMajors = stages.map((s) => Number(/^FROM\s+node:(\d+)/i.exec(s.from)?.[1]));
+  assert.deepEqual(nodeMajors.filter((major) => !(major >= minNode)), [], `node images that satisfy engines ${pkg.engines.node}`);
+
+  assert.ok(build.lines.some((l) => /^RUN .*\bnpm ci\b/.test(l)) && build.lines.some((l) => /^RUN .*\bnpm run build\b/.test(l)));
+  assert.ok(runtime.lines.some((l) => /^RUN .*\bnpm ci\b.*--omit=dev/.test(l)), 'production dependencies only');
+  const copies = runtime.lines
+    .filter((l) => l.startsWith(`COPY --from=${buildName} `))
+    .map((l) => l.split(/\s+/).at(-1)!.replace(/^\.\//, ''));
+  assert.deepEqual(copies, [posix.dirname(bin)], 'the runtime takes the directory of the bin from the build stage');
+  const users = runtime.lines.filter((l) => l.startsWith('USER ')).map((l) => l.slice(5).trim());
+  assert.ok(users.length > 0 && !['root', '0'].includes(users.at(-1)!.split(':')[0]!), `non-root user, got ${users.join(',')}`);
+  const entrypoint = runtime.lines.filter((l) => l.startsWith('ENTRYPOINT ')).map((l) => JSON.parse(l.slice(11)) as unknown);
+  assert.deepEqual(entrypoint, [['node', bin]]);
+
+  const ignored = new Set(read('.dockerignore').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')));
+  assert.deepEqual(['node_modules', 'dist', '.git', '.prefect-otel'].filter((p) => !ignored.has(p)), []);
+  const copiedFromContext = stages.flatMap((s) => s.lines).filter((l) => /^COPY\s/.test(l) && !l.includes('--from='))
+    .flatMap((l) => l.split(/\s+/).slice(1, -1));
+  assert.deepEqual(copiedFromContext.filter((src) => ignored.has(src.replace(/\/$/, '')) || !existsSync(new URL(src, ROOT))), []);
+
+  const built = asObj(service('prefect-otel').build, 'prefect-otel.build');
+  assert.deepEqual([built.context, built.dockerfile ?? 'Dockerfile'], ['.', 'Dockerfile']);
 });
 
-test("compose: prefect-otel's environment uses SPEC §2 names and points at the right services", () => {
-  const env = compose.services['prefect-otel'].environment as Record<string, string>;
-  const known = new Set(Object.values(SETTINGS).flatMap((d) => d.env));
-  for (const key of Object.keys(env)) assert.ok(known.has(key), `${key} is not a prefect-otel setting`);
-  const otlp = new URL(env.OTEL_EXPORTER_OTLP_ENDPOINT!);
-  assert.equal(otlp.hostname, 'otel-collector');
-  assert.equal(otlp.port, collector.receivers.otlp.protocols.http.endpoint.split(':')[1]);
-  const api = new URL(env.PREFECT_API_URL!);
-  assert.deepEqual([api.hostname, api.port, api.pathname], ['prefect-server', '4200', '/api']);
-  assert.equal(compose.services['sample-flow'].environment.PREFECT_API_URL, env.PREFECT_API_URL);
-});
+/** Top-level Python functions under a decorator: name and body (the indented lines that follow). */
+function decorated(py: string, decorator: 'flow' | 'task'): { name: string; header: string; body: string }[] {
+  const re = new RegExp(`^(@${decorator}\\b[^\\n]*)\\n(?:@[^\\n]*\\n)*def (\\w+)\\([^\\n]*\\n((?:[ \\t]+[^\\n]*\\n|\\n)*)`, 'gm');
+  return [...py.matchAll(re)].map((m) => ({ header: m[1]!, name: m[2]!, body: m[3]! }));
+}
 
-test('Dockerfile: multi-stage, non-root, runs the package bin', () => {
-  const docker = read('Dockerfile');
-  const pkg = JSON.parse(read('package.json')) as { bin: Record<string, string> };
-  assert.ok((docker.match(/^FROM /gm) ?? []).length >= 2);
-  assert.match(docker, /^USER node$/m);
-  assert.match(docker, new RegExp(`^ENTRYPOINT \\["node", "${pkg.bin['prefect-otel']!.replace(/\./g, '\\.')}"\\]$`, 'm'));
-});
-
-test('sample flow: tasks, a retry, a subflow and a failure', () => {
+test('sample flow: tasks, a retried task, a subflow called from a flow, a task that raises; served by compose', () => {
   const py = read('examples/sample-flow/flow.py');
-  assert.match(py, /^@flow\(/m);
-  assert.match(py, /^@task\(retries=\d/m);
-  assert.match(py, /quality_checks\(rows\)/, 'the etl flow calls the subflow');
-  assert.match(py, /raise ValueError/);
-  assert.match(py, /\.serve\(/);
+  const flows = decorated(py, 'flow');
+  const tasks = decorated(py, 'task');
+  assert.ok(tasks.length >= 2, `tasks: ${tasks.map((t) => t.name).join(', ')}`);
+  assert.ok(tasks.some((t) => /\bretries=[1-9]/.test(t.header)), 'a task with retries');
+  const subflowCalls = flows.flatMap((f) => flows
+    .filter((g) => g !== f && new RegExp(`\\b${g.name}\\(`).test(f.body))
+    .map((g) => `${f.name} -> ${g.name}`));
+  assert.ok(subflowCalls.length > 0, 'a flow calls another flow');
+  assert.ok(tasks.some((t) => /^\s+raise \w+/m.test(t.body)), 'a task raises');
+  assert.match(py, /\.serve\([^)]*\binterval=/);
+
+  const sample = service('sample-flow');
+  const script = commandArgs(sample, 'sample-flow').find((a) => a.endsWith('.py'));
+  const mount = mounts(sample, 'sample-flow').find((m) => script?.startsWith(`${m.target}/`));
+  const onHost = mount && posix.join(mount.source, script!.slice(mount.target.length));
+  assert.equal(onHost, 'examples/sample-flow/flow.py', `compose runs ${script} from ${mount?.source}`);
 });
