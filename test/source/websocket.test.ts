@@ -327,9 +327,9 @@ describe('event subscriber: reconnects', () => {
     await waitFor('a second connection', () => server.connections.length >= 2, 3_000);
     await sub.stop();
     const silent = logs.records().find((r) => r.msg === 'the event stream went silent; dropping the connection');
-    assert.ok(silent !== undefined);
+    assert.ok(silent !== undefined, `no idle-timeout log line; got ${JSON.stringify(logs.records().map((r) => r.msg))}`);
     assert.equal(silent.idleTimeoutMs, 150);
-    assert.ok((silent.silentMs as number) > 150);
+    assert.ok((silent.silentMs as number) >= 150, `silentMs ${String(silent.silentMs)}`);
     assert.equal(server.connections[0]!.closeCode, 1006);
   });
 
