@@ -1,226 +1,421 @@
 /**
- * A small Prefect server on loopback speaking the real protocol (shared/reference/prefect-event-stream.md):
- * `/api/events/out` with sub-protocol `prefect`, the auth message (1008 on a bad token), the filter
- * (1002 on unknown keys), `until` defaulting to *now*, `since` clamped to the backfill window,
- * backfill then live; `POST /api/events/filter` paging with an absolute `next_page` on the wrong
- * host (as behind a proxy); `GET /api/task_runs/{id}`.
+ * A fake Prefect server on 127.0.0.1:0 that speaks the real protocol
+ * (/work/shared/reference/prefect-event-stream.md §1–§4), for testing a real client:
+ *
+ * - `ws <base>/events/out`: sub-protocol `prefect` + auth message (1008 on failures), legacy mode
+ *   without a sub-protocol when no auth is configured (HTTP 403 when it is), the filter message
+ *   (1002 on errors, unknown keys rejected), `until` defaulting to *now* at parse time, `since`
+ *   clamped to the backfill window, backfill then live through a bounded per-subscriber queue whose
+ *   overflow is dropped silently. `related` filters apply to the backfill only (as the server's SQL
+ *   does); they match every live event, as on the server.
+ * - `ws <base>/events/in`, `POST /events`, `POST /events/filter` + `GET /events/filter/next`,
+ *   `GET /task_runs/{id}`, `GET /flow_runs/{id}`; REST auth is Basic (auth string) or Bearer (API key).
+ * - `switches` for misbehaviour (duplicates, reordering, a stuck stream, malformed frames, closes).
  */
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import WebSocket, { WebSocketServer } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
+import { matches, microsToIso, parseFilter, toMicros, type ParsedFilter } from './event-filter.js';
+import { createRestRoutes, query, readJsonBody, sendJson, validateEvent, type StoredEvent } from './prefect-rest.js';
 
-export interface TestEvent {
+/** An event as Prefect serialises a `ReceivedEvent` (§4). Loose on purpose: tests also send odd ones. */
+export type WireEvent = {
   id: string;
   occurred: string;
   event: string;
   resource: Record<string, string>;
-  related: unknown[];
+  related: Record<string, string>[];
   payload: Record<string, unknown>;
+  follows?: string | null;
+  received?: string;
+};
+
+export interface FakePrefectOptions {
+  /** Self-hosted `PREFECT_SERVER_API_AUTH_STRING`: the WS token must equal it; REST needs `Basic base64(it)`. */
+  authString?: string;
+  /** Prefect Cloud: the WS token must equal the key; REST needs `Bearer <key>`. */
+  apiKey?: string;
+  /** Default `/api`; e.g. `/api/accounts/<uuid>/workspaces/<uuid>` for Cloud. */
+  basePath?: string;
+  /** The `since` clamp of `/events/out`; default 15 min. */
+  backfillWindowMs?: number;
+  /** Per-subscriber live queue; default 256 (Prefect's SUBSCRIPTION_BACKLOG). */
+  backlog?: number;
+  /** Clock in ms for defaults, the clamp and `received`; default `Date.now`. */
+  now?: () => number;
+  /** Backfill page size (default 250): each page is queried when the previous one is sent, with OFFSET, as Prefect does. */
+  pageSize?: number;
+  /** Answer every WS upgrade with this HTTP status. */
+  rejectUpgrade?: number;
+  /** Prefix of the absolute `next_page` URLs (default: `http://<Host header><basePath>`), e.g. a wrong one as behind a proxy. */
+  nextPageBase?: string;
+  /** Close every subscription with 1002 "Invalid filter: forced" after its filter message. */
+  rejectFilters?: boolean;
+  /** Answer WS pings (default true); false simulates a half-open server. */
+  autoPong?: boolean;
+  /** Only to re-listen on a port an earlier fake got from port 0 (server restart tests). */
+  port?: number;
 }
 
-interface Connection {
-  path: string | undefined;
+export interface ConnectionRecord {
+  /** The upgrade request's URL. */
+  path: string;
+  /** The accepted sub-protocol ('' in legacy mode). */
   protocol: string;
   headers: IncomingHttpHeaders;
+  /** The auth message's token: undefined before/without an auth message, or when it had no `token` key. */
   authToken: string | null | undefined;
+  /** Messages received in the filter step (normally one). */
   filters: unknown[];
+  /** True from an accepted filter until the socket closes. */
+  live: boolean;
+  /** The code the server closed with, else the one the client's close carried (1006 when the TCP connection just died). */
   closeCode?: number;
   closeReason?: string;
-  ws: WebSocket;
-  live: boolean;
-  sinceMs: number;
-  untilMs: number;
-  prefixes: string[] | undefined;
 }
 
-interface RestRequest {
+export interface RestRequestRecord {
   method: string;
   path: string;
   headers: IncomingHttpHeaders;
   body?: unknown;
 }
 
-export interface MiniOptions {
-  authString?: string;
-  apiKey?: string;
-  backfillWindowMs?: number;
-  /** Answer the upgrade with this HTTP status. */
-  rejectUpgrade?: number;
-  /** Close every subscription with 1002 after the filter message. */
-  rejectFilters?: boolean;
-  autoPong?: boolean;
-  port?: number;
+export interface FakePrefectSwitches {
+  /** Send every live event twice. */
+  duplicate: boolean;
+  /** Deliver live events in swapped pairs; a leftover odd one follows after ~50 ms. */
+  reorder: boolean;
+  /** Queue (and drop beyond the backlog) but send nothing, like a stuck Distributor; resumes when false again. */
+  stall: boolean;
+  /** Malformed frames before each live event: non-JSON, an array, an event message without / with a bad event, a binary frame. */
+  badFrames: number;
+  /** Terminate each connection after sending this many events (0 = never). */
+  closeAfter: number;
+  /** Nonzero: every REST request is answered with this status. */
+  restStatus: number;
 }
 
-const FILTER_KEYS = new Set(['occurred', 'event', 'resource', 'related', 'any_resource', 'id', 'text', 'order']);
+export interface FakePrefect {
+  /** PREFECT_API_URL for a client: `http://127.0.0.1:PORT<basePath>`. */
+  url: string;
+  port: number;
+  /** Store and deliver live; sets `received` (on the given object) if absent. Synchronous; delivery is asynchronous. */
+  publish(events: WireEvent | WireEvent[]): void;
+  /** Store only: history for backfills and `/events/filter`. Sets `received` if absent. */
+  store(events: WireEvent | WireEvent[]): void;
+  addTaskRun(run: { id: string; flow_run_id: string | null; name?: string; task_key?: string; [k: string]: unknown }): void;
+  addFlowRun(run: { id: string; name?: string; parent_task_run_id?: string | null; [k: string]: unknown }): void;
+  readonly connections: ConnectionRecord[];
+  /** Every WS upgrade attempt, including rejected ones. */
+  readonly upgrades: { path: string; headers: IncomingHttpHeaders }[];
+  readonly restRequests: RestRequestRecord[];
+  readonly stats: { droppedForBacklog: number; sent: number };
+  /** Set its fields at any time (the object itself stays). */
+  readonly switches: FakePrefectSwitches;
+  /** Send a raw frame to every live `/events/out` connection. */
+  sendRaw(data: string | Buffer, binary?: boolean): void;
+  /** Terminate (no code) or close with `code` every open WS connection. */
+  dropConnections(code?: number): void;
+  /** Resolves once `n` connections in total have completed the filter step. */
+  waitForConnections(n: number, timeoutMs?: number): Promise<void>;
+  close(): Promise<void>;
+}
 
-export async function startMiniPrefect(opts: MiniOptions = {}) {
-  const backfillWindowMs = opts.backfillWindowMs ?? 15 * 60_000;
-  const expected = opts.authString ?? opts.apiKey;
-  const stored: TestEvent[] = [];
-  const connections: Connection[] = [];
-  const upgrades: { path: string | undefined; headers: IncomingHttpHeaders }[] = [];
-  const restRequests: RestRequest[] = [];
-  const pages = new Map<string, { events: TestEvent[]; offset: number }>();
-  let tokenSeq = 0;
-  const taskRuns = new Map<string, { id: string; flow_run_id: string | null; name?: string }>();
+interface Sub {
+  rec: ConnectionRecord;
+  ws: WebSocket;
+  filter?: ParsedFilter;
+  backfill?: { filter: ParsedFilter; count: number; offset: number; page: WireEvent[]; ids: Set<string> };
+  queue: WireEvent[];
+  held?: WireEvent;
+  heldTimer?: NodeJS.Timeout;
+  sentEvents: number;
+  badSeq: number;
+  scheduled: boolean;
+}
 
-  const matches = (ev: TestEvent, sinceMs: number, untilMs: number, prefixes: string[] | undefined): boolean => {
-    const t = Date.parse(ev.occurred);
-    return t >= sinceMs && t <= untilMs && (prefixes === undefined || prefixes.some((p) => ev.event.startsWith(p)));
+const HIGH_WATER = 64 * 1024;
+const BAD_FRAMES: (string | Buffer)[] = ['this is not JSON {', '[1,2,3]', '{"type":"event"}', '{"type":"event","event":{"id":1}}', Buffer.from([0xde, 0xad, 0xbe, 0xef])];
+const frame = (ev: WireEvent): string => JSON.stringify({ type: 'event', event: ev });
+const asList = (e: WireEvent | WireEvent[]): WireEvent[] => (Array.isArray(e) ? e : [e]);
+const pyTruthy = (v: unknown): boolean => !(v === null || v === false || v === 0 || v === '' || (Array.isArray(v) && v.length === 0) || (typeof v === 'object' && v !== null && Object.keys(v).length === 0));
+
+/** WebSocket close reasons are limited to 123 bytes. */
+function reason(s: string): string {
+  let out = s;
+  while (Buffer.byteLength(out) > 123) out = out.slice(0, -1);
+  return out;
+}
+
+export async function startFakePrefect(options: FakePrefectOptions = {}): Promise<FakePrefect> {
+  const now = options.now ?? Date.now;
+  const basePath = (options.basePath ?? '/api').replace(/\/+$/, '');
+  const windowMs = options.backfillWindowMs ?? 15 * 60_000;
+  const backlog = options.backlog ?? 256;
+  const pageSize = options.pageSize ?? 250;
+  const tokens = [options.authString, options.apiKey].filter((t): t is string => t !== undefined);
+  const restAuth = [...(options.authString === undefined ? [] : [`Basic ${Buffer.from(options.authString).toString('base64')}`]), ...(options.apiKey === undefined ? [] : [`Bearer ${options.apiKey}`])];
+  const stored: StoredEvent[] = [];
+  let seq = 0;
+  const subs: Sub[] = [];
+  const connections: ConnectionRecord[] = [];
+  const upgrades: { path: string; headers: IncomingHttpHeaders }[] = [];
+  const restRequests: RestRequestRecord[] = [];
+  const stats = { droppedForBacklog: 0, sent: 0 };
+  const taskRuns = new Map<string, Record<string, unknown>>();
+  const flowRuns = new Map<string, Record<string, unknown>>();
+  let filtered = 0;
+  const waiters: { n: number; resolve: () => void }[] = [];
+  let stall = false;
+  const switches: FakePrefectSwitches = {
+    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0,
+    get stall() { return stall; },
+    set stall(v: boolean) { stall = v; if (!v) subs.forEach(schedule); },
   };
-  const sorted = (events: TestEvent[]): TestEvent[] => [...events].sort((a, b) => Date.parse(a.occurred) - Date.parse(b.occurred));
-  const frame = (ev: TestEvent): string => JSON.stringify({ type: 'event', event: ev });
+
+  const receive = (ev: WireEvent): void => {
+    ev.received ??= microsToIso(now() * 1000);
+    stored.push({ ev, us: toMicros(ev.occurred), seq: seq++ });
+  };
+
+  function publish(events: WireEvent | WireEvent[]): void {
+    const list = asList(events);
+    list.forEach(receive);
+    for (const sub of subs) {
+      if (sub.filter === undefined || sub.ws.readyState !== WebSocket.OPEN) continue;
+      for (const ev of list) {
+        if (!matches(sub.filter, ev, toMicros(ev.occurred))) continue;
+        if (sub.queue.length >= backlog) stats.droppedForBacklog++;
+        else sub.queue.push(ev);
+      }
+      schedule(sub);
+    }
+  }
+
+  function schedule(sub: Sub): void {
+    if (sub.scheduled) return;
+    sub.scheduled = true;
+    setImmediate(() => pump(sub));
+  }
+
+  /** Drains one subscriber as fast as its socket takes it: backfill pages first, then the live queue. */
+  function pump(sub: Sub): void {
+    sub.scheduled = false;
+    const { ws } = sub;
+    if (stall || ws.readyState !== WebSocket.OPEN) return;
+    while (!stall && ws.readyState === WebSocket.OPEN && ws.bufferedAmount < HIGH_WATER) {
+      const bf = sub.backfill;
+      if (bf !== undefined && bf.page.length === 0 && bf.offset < bf.count) {
+        bf.page = query(stored, bf.filter).slice(bf.offset, bf.offset + pageSize).map((s) => s.ev);
+        bf.offset += pageSize;
+        if (bf.page.length === 0) bf.offset = bf.count;
+      }
+      const next = bf?.page.shift();
+      if (next !== undefined) {
+        bf!.ids.add(next.id);
+        send(sub, next);
+        continue;
+      }
+      const ev = sub.queue.shift();
+      if (ev === undefined) return;
+      if (bf?.ids.delete(ev.id) === true) continue; // already backfilled on this connection (skipped once)
+      deliverLive(sub, ev);
+    }
+    if (!stall && ws.readyState === WebSocket.OPEN) setTimeout(() => schedule(sub), 5); // socket buffer full: try again shortly
+  }
+
+  function deliverLive(sub: Sub, ev: WireEvent): void {
+    if (!switches.reorder && sub.held === undefined) return sendLive(sub, ev);
+    if (sub.held === undefined) {
+      sub.held = ev;
+      sub.heldTimer = setTimeout(() => flushHeld(sub), 50);
+      return;
+    }
+    const held = sub.held;
+    clearTimeout(sub.heldTimer);
+    sub.held = undefined;
+    sendLive(sub, ev);
+    sendLive(sub, held);
+  }
+
+  function flushHeld(sub: Sub): void {
+    const held = sub.held;
+    sub.held = undefined;
+    if (held !== undefined && sub.ws.readyState === WebSocket.OPEN) sendLive(sub, held);
+  }
+
+  function sendLive(sub: Sub, ev: WireEvent): void {
+    for (let i = 0; i < switches.badFrames; i++) {
+      const bad = BAD_FRAMES[sub.badSeq++ % BAD_FRAMES.length]!;
+      sub.ws.send(bad, { binary: typeof bad !== 'string' });
+    }
+    send(sub, ev);
+    if (switches.duplicate) send(sub, ev);
+  }
+
+  function send(sub: Sub, ev: WireEvent): void {
+    if (sub.ws.readyState !== WebSocket.OPEN) return;
+    sub.ws.send(frame(ev));
+    stats.sent++;
+    sub.sentEvents++;
+    if (switches.closeAfter > 0 && sub.sentEvents >= switches.closeAfter) sub.ws.terminate();
+  }
+
+  const closeWith = (sub: Sub, code: number, why = ''): void => {
+    sub.rec.closeCode = code;
+    sub.rec.closeReason = reason(why);
+    sub.ws.close(code, sub.rec.closeReason);
+  };
 
   const wss = new WebSocketServer({
     noServer: true,
-    autoPong: opts.autoPong ?? true,
-    handleProtocols: (protocols) => (protocols.has('prefect') ? 'prefect' : false),
+    autoPong: options.autoPong ?? true,
+    handleProtocols: (_protocols, req) => (offersPrefect(req) ? 'prefect' : false),
   });
+  // Prefect checks `"prefect" in header.split(",")`, without trimming.
+  const offersPrefect = (req: IncomingMessage): boolean => String(req.headers['sec-websocket-protocol'] ?? '').split(',').includes('prefect');
 
-  const server: Server = createServer((req, res) => void handleRest(req, res));
-  server.on('upgrade', (req, socket, head) => {
-    upgrades.push({ path: req.url, headers: req.headers });
-    if (opts.rejectUpgrade !== undefined) {
-      socket.end(`HTTP/1.1 ${opts.rejectUpgrade} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
-      return;
-    }
-    if (req.url !== '/api/events/out') {
-      socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
-      return;
-    }
-    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, req));
-  });
-
-  function onConnection(ws: WebSocket, req: IncomingMessage): void {
-    const conn: Connection = {
-      path: req.url,
-      protocol: ws.protocol,
-      headers: req.headers,
-      authToken: undefined,
-      filters: [],
-      ws,
-      live: false,
-      sinceMs: 0,
-      untilMs: 0,
-      prefixes: undefined,
-    };
-    connections.push(conn);
-    let phase: 'auth' | 'filter' | 'live' = 'auth';
-    ws.on('close', (code, reason) => {
-      conn.live = false;
-      conn.closeCode = code;
-      conn.closeReason = reason.toString();
+  function onConnection(ws: WebSocket, req: IncomingMessage, kind: 'out' | 'in'): void {
+    const rec: ConnectionRecord = { path: req.url ?? '', protocol: ws.protocol, headers: req.headers, authToken: undefined, filters: [], live: false };
+    const sub: Sub = { rec, ws, queue: [], sentEvents: 0, badSeq: 0, scheduled: false };
+    connections.push(rec);
+    if (kind === 'out') subs.push(sub);
+    let phase: 'auth' | 'filter' | 'open' = ws.protocol === 'prefect' ? 'auth' : kind === 'out' ? 'filter' : 'open';
+    ws.on('close', (code, why) => {
+      rec.live = false;
+      rec.closeCode ??= code;
+      rec.closeReason ??= why.toString();
+      clearTimeout(sub.heldTimer);
+      const i = subs.indexOf(sub);
+      if (i >= 0) subs.splice(i, 1);
     });
-    ws.on('message', (data: Buffer) => {
-      const msg = JSON.parse(data.toString('utf8')) as Record<string, unknown>;
+    ws.on('error', () => undefined);
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (phase === 'open' && kind === 'out') return; // read and ignored, as still_connected() does
+      let msg: unknown;
+      try {
+        if (isBinary) throw new Error('binary');
+        msg = JSON.parse(data.toString('utf8'));
+      } catch {
+        return closeWith(sub, 1011); // receive_json/iter_text raise: the handler dies
+      }
+      const m = (typeof msg === 'object' && msg !== null && !Array.isArray(msg) ? msg : undefined) as Record<string, unknown> | undefined;
       if (phase === 'auth') {
-        if (msg.type !== 'auth') return ws.close(1008, "Expected 'auth' message");
-        conn.authToken = msg.token as string | null;
-        if (expected !== undefined && (msg.token === null || msg.token === undefined)) return ws.close(1008, 'Auth required but no token provided');
-        if (expected !== undefined && msg.token !== expected) return ws.close(1008, 'Invalid token');
-        phase = 'filter';
-        return ws.send(JSON.stringify({ type: 'auth_success' }));
-      }
-      if (phase === 'filter') {
-        conn.filters.push(msg);
-        if (msg.type !== 'filter') return ws.close(1002, "Expected 'filter' message");
-        const f = (msg.filter ?? {}) as Record<string, unknown>;
-        const unknown = Object.keys(f).filter((k) => !FILTER_KEYS.has(k));
-        if (opts.rejectFilters === true || unknown.length > 0) return ws.close(1002, `Invalid filter: ${unknown.join(',') || 'forced'}`);
-        const occurred = (f.occurred ?? {}) as { since?: string; until?: string };
-        const nowMs = Date.now();
-        conn.sinceMs = Math.max(occurred.since !== undefined ? Date.parse(occurred.since) : 0, nowMs - backfillWindowMs);
-        conn.untilMs = occurred.until !== undefined ? Date.parse(occurred.until) : nowMs;
-        conn.prefixes = (f.event as { prefix?: string[] } | undefined)?.prefix;
-        phase = 'live';
-        if (msg.backfill !== false) {
-          for (const ev of sorted(stored)) if (matches(ev, conn.sinceMs, conn.untilMs, conn.prefixes)) ws.send(frame(ev));
+        if (m?.type !== 'auth') return closeWith(sub, 1008, "Expected 'auth' message");
+        rec.authToken = m.token as string | null | undefined;
+        if (tokens.length > 0) {
+          if (m.token === undefined || m.token === null || m.token === '') return closeWith(sub, 1008, 'Auth required but no token provided');
+          if (!tokens.includes(m.token as string)) return closeWith(sub, 1008, 'Invalid token');
         }
-        conn.live = true;
+        phase = kind === 'out' ? 'filter' : 'open';
+        ws.send(JSON.stringify({ type: 'auth_success' }));
+        return;
       }
-      // later messages are read and ignored, as Prefect does
+      if (kind === 'in') {
+        const r = validateEvent(msg, 0, now());
+        if ('issues' in r) return closeWith(sub, 1011);
+        return publish(r.event);
+      }
+      rec.filters.push(msg);
+      if (m === undefined || !('type' in m)) return closeWith(sub, 1011); // message["type"] raises
+      if (m.type !== 'filter') return closeWith(sub, 1002, "Expected 'filter' message");
+      if (options.rejectFilters === true) return closeWith(sub, 1002, 'Invalid filter: forced');
+      if (!('filter' in m)) return closeWith(sub, 1002, "Invalid filter: 'filter'");
+      const parsed = parseFilter(m.filter, now(), windowMs);
+      if (!parsed.ok) return closeWith(sub, 1002, `Invalid filter: ${parsed.error}`);
+      const filter = { ...parsed.filter, order: 'ASC' as const };
+      sub.filter = filter;
+      if (!('backfill' in m) || pyTruthy(m.backfill)) {
+        sub.backfill = { filter, count: query(stored, filter).length, offset: 0, page: [], ids: new Set() };
+      }
+      phase = 'open';
+      rec.live = true;
+      filtered++;
+      for (const w of waiters.filter((x) => filtered >= x.n)) w.resolve();
+      schedule(sub);
     });
   }
 
-  async function handleRest(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const text = Buffer.concat(chunks).toString('utf8');
-    const body = text === '' ? undefined : (JSON.parse(text) as unknown);
-    restRequests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, ...(body !== undefined ? { body } : {}) });
-    const reply = (status: number, json?: unknown): void => {
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(json === undefined ? '' : JSON.stringify(json));
-    };
-    if (opts.authString !== undefined && req.headers.authorization !== `Basic ${Buffer.from(opts.authString).toString('base64')}`) return reply(401, { detail: 'nope' });
-    if (opts.apiKey !== undefined && req.headers.authorization !== `Bearer ${opts.apiKey}`) return reply(401, { detail: 'nope' });
-    const url = new URL(req.url ?? '/', 'http://x');
-    const page = (events: TestEvent[], offset: number) => {
-      const slice = events.slice(offset, offset + 50);
-      let next_page: string | null = null;
-      if (offset + 50 < events.length) {
-        const token = `tok+/${++tokenSeq}==`;
-        pages.set(token, { events, offset: offset + 50 });
-        // As Prefect does, an absolute URL built from the server's idea of its base: wrong behind a proxy.
-        next_page = `http://wrong-host.invalid:1/elsewhere/api/events/filter/next?page-token=${encodeURIComponent(token)}`;
-      }
-      return { events: slice, total: events.length, next_page };
-    };
-    if (req.method === 'POST' && url.pathname === '/api/events/filter') {
-      const b = body as { filter: { occurred: { since: string; until: string }; event?: { prefix: string[] } }; limit: number };
-      if (b.limit > 50) return reply(422, { detail: 'limit' });
-      const events = sorted(stored).filter((ev) => matches(ev, Date.parse(b.filter.occurred.since), Date.parse(b.filter.occurred.until), b.filter.event?.prefix));
-      return reply(200, page(events, 0));
-    }
-    if (req.method === 'GET' && url.pathname === '/api/events/filter/next') {
-      const p = pages.get(url.searchParams.get('page-token') ?? '');
-      if (p === undefined) return reply(403, { detail: 'Invalid page token' });
-      return reply(200, page(p.events, p.offset));
-    }
-    const taskRun = /^\/api\/task_runs\/([0-9a-f-]+)$/.exec(url.pathname);
-    if (req.method === 'GET' && taskRun !== null) {
-      const run = taskRuns.get(taskRun[1]!);
-      return run === undefined ? reply(404, { detail: 'Task run not found' }) : reply(200, run);
-    }
-    reply(404, { detail: 'Not found' });
-  }
+  const routes = createRestRoutes({ basePath, nextPageBase: options.nextPageBase, now, events: () => stored, ingest: (evs) => publish(evs), taskRuns, flowRuns });
+  const server = createServer((req, res) => {
+    void (async () => {
+      const { body, invalid } = await readJsonBody(req);
+      restRequests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, ...(body === undefined ? {} : { body }) });
+      const reply = (status: number, json?: unknown) => sendJson(res, status, json);
+      if (switches.restStatus !== 0) return reply(switches.restStatus, { detail: STATUS_CODES[switches.restStatus] ?? 'Error' });
+      if (restAuth.length > 0 && !restAuth.includes(String(req.headers.authorization ?? ''))) return reply(401, { exception_message: 'Unauthorized' });
+      const url = new URL(req.url ?? '/', 'http://x');
+      if (!url.pathname.startsWith(`${basePath}/`)) return reply(404, { detail: 'Not Found' });
+      if (invalid) return reply(422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }], request_body: body });
+      routes(req, url.pathname.slice(basePath.length), url.searchParams, body, reply);
+    })();
+  });
 
-  await new Promise<void>((resolve) => server.listen(opts.port ?? 0, '127.0.0.1', resolve));
+  server.on('upgrade', (req: IncomingMessage, socket, head) => {
+    upgrades.push({ path: req.url ?? '', headers: req.headers });
+    const refuse = (status: number) => socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+    if (options.rejectUpgrade !== undefined) return refuse(options.rejectUpgrade);
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const kind = path === `${basePath}/events/out` ? 'out' : path === `${basePath}/events/in` ? 'in' : undefined;
+    if (kind === undefined) return refuse(404);
+    // Without the sub-protocol the server closes before accepting when auth is configured: HTTP 403.
+    if (!offersPrefect(req) && tokens.length > 0) return refuse(403);
+    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, req, kind));
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
+  });
   const port = (server.address() as AddressInfo).port;
 
   return {
-    url: `http://127.0.0.1:${port}/api`,
+    url: `http://127.0.0.1:${port}${basePath}`,
     port,
+    publish,
+    store: (events) => asList(events).forEach(receive),
+    addTaskRun: (run) => void taskRuns.set(run.id.toLowerCase(), run),
+    addFlowRun: (run) => void flowRuns.set(run.id.toLowerCase(), run),
     connections,
     upgrades,
     restRequests,
-    addTaskRun(run: { id: string; flow_run_id: string | null; name?: string }): void {
-      taskRuns.set(run.id, run);
+    stats,
+    switches,
+    sendRaw(data, binary = false) {
+      for (const s of subs) if (s.rec.live) s.ws.send(data, { binary });
     },
-    store(events: TestEvent[]): void {
-      stored.push(...events);
-    },
-    publish(events: TestEvent[]): void {
-      stored.push(...events);
-      for (const c of connections) {
-        if (!c.live) continue;
-        for (const ev of events) if (matches(ev, c.sinceMs, c.untilMs, c.prefixes)) c.ws.send(frame(ev));
+    dropConnections(code) {
+      for (const ws of wss.clients) {
+        if (code === undefined) ws.terminate();
+        else if (ws.readyState === WebSocket.OPEN) ws.close(code, 'dropped by the test');
       }
     },
-    sendRaw(data: string | Buffer, binary = false): void {
-      for (const c of connections) if (c.live) c.ws.send(data, { binary });
+    waitForConnections(n, timeoutMs = 5_000) {
+      if (filtered >= n) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`expected ${n} subscriptions, got ${filtered} in ${timeoutMs} ms`)), timeoutMs);
+        waiters.push({ n, resolve: () => { clearTimeout(timer); resolve(); } });
+      });
     },
-    dropConnections(code = 1011): void {
-      for (const c of connections) if (c.ws.readyState === WebSocket.OPEN) c.ws.close(code, 'dropped by the test');
-    },
-    async close(): Promise<void> {
-      for (const c of wss.clients) c.terminate();
+    async close() {
+      for (const s of subs) clearTimeout(s.heldTimer);
+      for (const ws of wss.clients) ws.terminate();
+      wss.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      wss.close();
     },
   };
 }
 
-export type Mini = Awaited<ReturnType<typeof startMiniPrefect>>;
+// ---- for tests written against the first version of this helper -----------------------------------
+
+/** @deprecated use startFakePrefect; this one answers `next_page` with a wrong absolute host, as behind a proxy. */
+export const startMiniPrefect = (options: FakePrefectOptions = {}): Promise<FakePrefect> =>
+  startFakePrefect({ nextPageBase: 'http://wrong-host.invalid:1/elsewhere/api', ...options });
+/** @deprecated */
+export type MiniOptions = FakePrefectOptions;
+/** @deprecated */
+export type Mini = FakePrefect;
+/** @deprecated */
+export type TestEvent = WireEvent;

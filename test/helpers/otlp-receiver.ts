@@ -1,41 +1,13 @@
 /**
- * A fake OTLP/HTTP collector on 127.0.0.1:0: decodes what the real exporters send (JSON or
- * protobuf, optionally gzip) for traces and logs into one normalised shape, and can answer with
- * any status (503 storms, 429 with Retry-After) to exercise retries.
+ * A fake OTLP/HTTP collector on 127.0.0.1:0. It takes what the real exporters send to `/v1/traces`
+ * and `/v1/logs` (JSON or protobuf, optionally gzip) and normalises both encodings to one shape, so
+ * tests can deepEqual whole spans. It can answer any status (503 storms, 429 with Retry-After),
+ * answer slowly, or just count (benchmarks).
  */
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
-import protobuf from 'protobufjs';
-
-const SCHEMA = `syntax = "proto3"; package otlp;
-message AnyValue { oneof value { string string_value = 1; bool bool_value = 2; int64 int_value = 3;
-  double double_value = 4; ArrayValue array_value = 5; KeyValueList kvlist_value = 6; bytes bytes_value = 7; } }
-message ArrayValue { repeated AnyValue values = 1; }
-message KeyValueList { repeated KeyValue values = 1; }
-message KeyValue { string key = 1; AnyValue value = 2; }
-message InstrumentationScope { string name = 1; string version = 2; repeated KeyValue attributes = 3; }
-message Resource { repeated KeyValue attributes = 1; uint32 dropped_attributes_count = 2; }
-message Status { string message = 2; int32 code = 3; }
-message Event { fixed64 time_unix_nano = 1; string name = 2; repeated KeyValue attributes = 3; uint32 dropped_attributes_count = 4; }
-message Link { bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; repeated KeyValue attributes = 4; uint32 dropped_attributes_count = 5; fixed32 flags = 6; }
-message Span { bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4; string name = 5;
-  int32 kind = 6; fixed64 start_time_unix_nano = 7; fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9;
-  uint32 dropped_attributes_count = 10; repeated Event events = 11; uint32 dropped_events_count = 12;
-  repeated Link links = 13; uint32 dropped_links_count = 14; Status status = 15; fixed32 flags = 16; }
-message ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2; string schema_url = 3; }
-message ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; string schema_url = 3; }
-message ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
-message LogRecord { fixed64 time_unix_nano = 1; int32 severity_number = 2; string severity_text = 3; AnyValue body = 5;
-  repeated KeyValue attributes = 6; uint32 dropped_attributes_count = 7; fixed32 flags = 8; bytes trace_id = 9; bytes span_id = 10;
-  fixed64 observed_time_unix_nano = 11; string event_name = 12; }
-message ScopeLogs { InstrumentationScope scope = 1; repeated LogRecord log_records = 2; string schema_url = 3; }
-message ResourceLogs { Resource resource = 1; repeated ScopeLogs scope_logs = 2; string schema_url = 3; }
-message ExportLogsServiceRequest { repeated ResourceLogs resource_logs = 1; }`;
-
-const root = protobuf.parse(SCHEMA).root;
-const TraceReq = root.lookupType('otlp.ExportTraceServiceRequest');
-const LogsReq = root.lookupType('otlp.ExportLogsServiceRequest');
+import { countNested, decodeRequest } from './otlp-proto.js';
 
 export type AttrValue = string | number | boolean | AttrValue[] | { [k: string]: AttrValue };
 
@@ -44,74 +16,134 @@ export interface ReceivedSpan {
   spanId: string;
   parentSpanId?: string;
   name: string;
+  /** OTLP enum: 0 unspecified, 1 internal, 2 server, 3 client, 4 producer, 5 consumer. */
   kind: number;
   startTimeUnixNano: string;
   endTimeUnixNano: string;
   attributes: Record<string, AttrValue>;
   events: { name: string; timeUnixNano: string; attributes: Record<string, AttrValue> }[];
   links: { traceId: string; spanId: string; attributes: Record<string, AttrValue> }[];
+  /** Code 0 unset, 1 ok, 2 error; `message` only when non-empty. */
   status: { code: number; message?: string };
   resource: Record<string, AttrValue>;
   scope: { name: string; version?: string };
+  /** Only when non-zero (W3C flags | 0x100 "has is_remote" | 0x200 "is remote"). */
+  flags?: number;
+  /** Only when non-zero. */
+  droppedEventsCount?: number;
 }
 
 export interface ReceivedLog {
   traceId?: string;
   spanId?: string;
+  flags?: number;
   timeUnixNano: string;
   severityNumber?: number;
   severityText?: string;
   body: AttrValue;
   attributes: Record<string, AttrValue>;
   resource: Record<string, AttrValue>;
+  scope: { name: string; version?: string };
 }
 
-type Any = Record<string, any>;
+export interface ReceivedRequest {
+  path: string;
+  contentType: string;
+  contentEncoding?: string;
+  /** The status answered. */
+  status: number;
+  /** Body bytes as sent (compressed when gzip). */
+  bytes: number;
+}
 
-/** Ids: JSON carries hex, protobuf (decoded with bytes: String) base64. */
+export interface OtlpReceiverOptions {
+  /** Status (and headers) for the n-th request (1-based, all requests counted); default 200. Only 2xx requests count as received. */
+  respond?: (n: number, path: string) => number | { status: number; headers?: Record<string, string> };
+  /** Answer after this many ms. */
+  delayMs?: number | ((n: number) => number);
+  /** Count spans/logs (without decoding them), requests and bytes, but keep nothing. */
+  discard?: boolean;
+}
+
+export interface OtlpReceiver {
+  /** What OTEL_EXPORTER_OTLP_ENDPOINT is set to: `http://127.0.0.1:PORT`. */
+  url: string;
+  readonly requests: ReceivedRequest[];
+  spans(): ReceivedSpan[];
+  logs(): ReceivedLog[];
+  waitForSpans(n: number, timeoutMs?: number): Promise<ReceivedSpan[]>;
+  waitForLogs(n: number, timeoutMs?: number): Promise<ReceivedLog[]>;
+  /** spans/logs: received (2xx) only; requests/bytes: every request. */
+  readonly counts: { spans: number; logs: number; requests: number; bytes: number };
+  close(): Promise<void>;
+}
+
+type Obj = Record<string, unknown>;
+const obj = (v: unknown): Obj => (typeof v === 'object' && v !== null ? (v as Obj) : {});
+const list = (v: unknown): Obj[] => (Array.isArray(v) ? (v as unknown[]).map(obj) : []);
+/** A string or number as a string (64-bit values arrive as either), else `fallback`. */
+const str = (v: unknown, fallback: string): string => (typeof v === 'string' || typeof v === 'number' ? String(v) : fallback);
+
+/** Ids: OTLP/JSON carries hex, protobuf (decoded with `bytes: String`) base64; '' → undefined. */
 function hexId(v: unknown, proto: boolean): string | undefined {
   if (typeof v !== 'string' || v === '') return undefined;
   return proto ? Buffer.from(v, 'base64').toString('hex') : v.toLowerCase();
 }
 
-function value(v: Any | undefined): AttrValue {
-  if (v === undefined || v === null) return '';
-  if ('stringValue' in v) return v.stringValue as string;
-  if ('boolValue' in v) return v.boolValue as boolean;
-  if ('intValue' in v) return Number(v.intValue);
-  if ('doubleValue' in v) return Number(v.doubleValue);
-  if ('arrayValue' in v) return ((v.arrayValue?.values ?? []) as Any[]).map(value);
-  if ('kvlistValue' in v) return attrs(v.kvlistValue?.values);
+function value(v: unknown): AttrValue {
+  const a = obj(v);
+  if ('stringValue' in a) return String(a.stringValue);
+  if ('boolValue' in a) return Boolean(a.boolValue);
+  if ('intValue' in a) return Number(a.intValue);
+  if ('doubleValue' in a) return Number(a.doubleValue);
+  if ('arrayValue' in a) return list(obj(a.arrayValue).values).map(value);
+  if ('kvlistValue' in a) return attrs(obj(a.kvlistValue).values);
+  if ('bytesValue' in a) return String(a.bytesValue); // base64 in both encodings
   return '';
 }
 
-function attrs(kvs: Any[] | undefined): Record<string, AttrValue> {
+function attrs(kvs: unknown): Record<string, AttrValue> {
   const out: Record<string, AttrValue> = {};
-  for (const kv of kvs ?? []) out[kv.key as string] = value(kv.value as Any);
+  for (const kv of list(kvs)) out[String(kv.key)] = value(kv.value);
   return out;
 }
 
-function normaliseSpans(body: Any, proto: boolean): ReceivedSpan[] {
+function scope(s: unknown): { name: string; version?: string } {
+  const o = obj(s);
+  return { name: typeof o.name === 'string' ? o.name : '', ...(typeof o.version === 'string' && o.version !== '' ? { version: o.version } : {}) };
+}
+
+/** Put `value` under `key` only when it is set (deepEqual tells a missing key from an undefined one). */
+function optional<T extends object, K extends string, V>(o: T, key: K, v: V | undefined): T & { [k in K]?: V } {
+  if (v !== undefined) (o as Record<string, unknown>)[key] = v;
+  return o;
+}
+const nonZero = (v: unknown): number | undefined => (v === undefined || v === null || Number(v) === 0 ? undefined : Number(v));
+
+export function normaliseSpans(body: Obj, proto: boolean): ReceivedSpan[] {
   const out: ReceivedSpan[] = [];
-  for (const rs of (body.resourceSpans ?? []) as Any[]) {
-    for (const ss of (rs.scopeSpans ?? []) as Any[]) {
-      for (const s of (ss.spans ?? []) as Any[]) {
+  for (const rs of list(body.resourceSpans)) {
+    const resource = attrs(obj(rs.resource).attributes);
+    for (const ss of list(rs.scopeSpans)) {
+      for (const s of list(ss.spans)) {
+        const st = obj(s.status);
         const span: ReceivedSpan = {
-          traceId: hexId(s.traceId, proto)!,
-          spanId: hexId(s.spanId, proto)!,
-          name: s.name as string,
+          traceId: hexId(s.traceId, proto) ?? '',
+          spanId: hexId(s.spanId, proto) ?? '',
+          name: str(s.name, ''),
           kind: Number(s.kind ?? 0),
-          startTimeUnixNano: String(s.startTimeUnixNano),
-          endTimeUnixNano: String(s.endTimeUnixNano),
+          startTimeUnixNano: str(s.startTimeUnixNano, '0'),
+          endTimeUnixNano: str(s.endTimeUnixNano, '0'),
           attributes: attrs(s.attributes),
-          events: ((s.events ?? []) as Any[]).map((e) => ({ name: e.name as string, timeUnixNano: String(e.timeUnixNano), attributes: attrs(e.attributes) })),
-          links: ((s.links ?? []) as Any[]).map((l) => ({ traceId: hexId(l.traceId, proto)!, spanId: hexId(l.spanId, proto)!, attributes: attrs(l.attributes) })),
-          status: { code: Number(s.status?.code ?? 0), ...(s.status?.message ? { message: s.status.message as string } : {}) },
-          resource: attrs(rs.resource?.attributes),
-          scope: { name: ss.scope?.name as string, ...(ss.scope?.version ? { version: ss.scope.version as string } : {}) },
+          events: list(s.events).map((e) => ({ name: str(e.name, ''), timeUnixNano: str(e.timeUnixNano, '0'), attributes: attrs(e.attributes) })),
+          links: list(s.links).map((l) => ({ traceId: hexId(l.traceId, proto) ?? '', spanId: hexId(l.spanId, proto) ?? '', attributes: attrs(l.attributes) })),
+          status: optional({ code: Number(st.code ?? 0) }, 'message', typeof st.message === 'string' && st.message !== '' ? st.message : undefined),
+          resource,
+          scope: scope(ss.scope),
         };
-        const parent = hexId(s.parentSpanId, proto);
-        if (parent !== undefined) span.parentSpanId = parent;
+        optional(span, 'parentSpanId', hexId(s.parentSpanId, proto));
+        optional(span, 'flags', nonZero(s.flags));
+        optional(span, 'droppedEventsCount', nonZero(s.droppedEventsCount));
         out.push(span);
       }
     }
@@ -119,77 +151,134 @@ function normaliseSpans(body: Any, proto: boolean): ReceivedSpan[] {
   return out;
 }
 
-function normaliseLogs(body: Any, proto: boolean): ReceivedLog[] {
+export function normaliseLogs(body: Obj, proto: boolean): ReceivedLog[] {
   const out: ReceivedLog[] = [];
-  for (const rl of (body.resourceLogs ?? []) as Any[]) {
-    for (const sl of (rl.scopeLogs ?? []) as Any[]) {
-      for (const r of (sl.logRecords ?? []) as Any[]) {
-        out.push({
-          traceId: hexId(r.traceId, proto),
-          spanId: hexId(r.spanId, proto),
-          timeUnixNano: String(r.timeUnixNano),
-          severityNumber: r.severityNumber === undefined ? undefined : Number(r.severityNumber),
-          severityText: r.severityText as string | undefined,
-          body: value(r.body as Any),
-          attributes: attrs(r.attributes),
-          resource: attrs(rl.resource?.attributes),
-        });
+  for (const rl of list(body.resourceLogs)) {
+    const resource = attrs(obj(rl.resource).attributes);
+    for (const sl of list(rl.scopeLogs)) {
+      for (const r of list(sl.logRecords)) {
+        const log: ReceivedLog = { timeUnixNano: str(r.timeUnixNano, '0'), body: value(r.body), attributes: attrs(r.attributes), resource, scope: scope(sl.scope) };
+        optional(log, 'traceId', hexId(r.traceId, proto));
+        optional(log, 'spanId', hexId(r.spanId, proto));
+        optional(log, 'flags', nonZero(r.flags));
+        optional(log, 'severityNumber', nonZero(r.severityNumber));
+        optional(log, 'severityText', typeof r.severityText === 'string' && r.severityText !== '' ? r.severityText : undefined);
+        out.push(log);
       }
     }
   }
   return out;
 }
 
-export interface OtlpReceiverOptions {
-  /** Status for the n-th request (1-based); 2xx requests are the ones that count as received. */
-  respond?: (n: number, path: string) => number | { status: number; headers?: Record<string, string> };
-}
+const SIGNALS = { '/v1/traces': 'traces', '/v1/logs': 'logs' } as const;
 
-export async function startOtlpReceiver(options: OtlpReceiverOptions = {}) {
+export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Promise<OtlpReceiver> {
   const spans: ReceivedSpan[] = [];
   const logs: ReceivedLog[] = [];
-  const requests: { path: string; contentType: string; contentEncoding?: string; status: number; bytes: number }[] = [];
+  const requests: ReceivedRequest[] = [];
+  const counts = { spans: 0, logs: 0, requests: 0, bytes: 0 };
+  const waiters = new Set<() => void>();
+  const timers = new Set<NodeJS.Timeout>();
+
+  /** Decode and keep (or just count) one accepted body; throws on a malformed one. */
+  function accept(signal: 'traces' | 'logs', raw: Buffer, json: boolean): void {
+    if (options.discard === true) {
+      if (json) {
+        const body = obj(JSON.parse(raw.toString('utf8')));
+        const inner = signal === 'traces' ? ['resourceSpans', 'scopeSpans', 'spans'] : ['resourceLogs', 'scopeLogs', 'logRecords'];
+        counts[signal === 'traces' ? 'spans' : 'logs'] += list(body[inner[0]!]).reduce((n, r) => n + list(r[inner[1]!]).reduce((m, s) => m + list(s[inner[2]!]).length, 0), 0);
+      } else counts[signal === 'traces' ? 'spans' : 'logs'] += countNested(raw, [1, 2, 2]);
+      return;
+    }
+    const body = json ? obj(JSON.parse(raw.toString('utf8'))) : decodeRequest(signal, raw);
+    if (signal === 'traces') {
+      const got = normaliseSpans(body, !json);
+      spans.push(...got);
+      counts.spans += got.length;
+    } else {
+      const got = normaliseLogs(body, !json);
+      logs.push(...got);
+      counts.logs += got.length;
+    }
+  }
+
+  function answer(req: IncomingMessage, res: ServerResponse, raw: Buffer, n: number): void {
+    const path = (req.url ?? '').split('?')[0]!;
+    const contentType = String(req.headers['content-type'] ?? '');
+    const encoding = req.headers['content-encoding'];
+    const signal = SIGNALS[path as keyof typeof SIGNALS] as 'traces' | 'logs' | undefined;
+    const r = options.respond?.(n, path) ?? 200;
+    const headers = typeof r === 'number' ? {} : (r.headers ?? {});
+    let status = typeof r === 'number' ? r : r.status;
+    if (req.method !== 'POST') status = 405;
+    else if (signal === undefined) status = 404;
+    const json = contentType.startsWith('application/json');
+    if (status >= 200 && status < 300) {
+      try {
+        if (!json && !contentType.startsWith('application/x-protobuf')) status = 415;
+        else accept(signal!, encoding === 'gzip' ? gunzipSync(raw) : raw, json);
+      } catch {
+        status = 400;
+      }
+    }
+    requests.push({ path, contentType, ...(encoding === undefined ? {} : { contentEncoding: encoding }), status, bytes: raw.length });
+    res.writeHead(status, { 'content-type': json ? 'application/json' : contentType || 'application/x-protobuf', ...headers });
+    res.end(json ? '{}' : Buffer.alloc(0));
+    for (const w of waiters) w();
+  }
+
   let n = 0;
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const path = req.url ?? '';
-      const contentType = String(req.headers['content-type'] ?? '');
-      const encoding = req.headers['content-encoding'];
-      let raw = Buffer.concat(chunks);
-      const r = options.respond?.(++n, path) ?? 200;
-      const { status, headers } = typeof r === 'number' ? { status: r, headers: {} } : { status: r.status, headers: r.headers ?? {} };
-      requests.push({ path, contentType, contentEncoding: encoding, status, bytes: raw.length });
-      if (status >= 200 && status < 300) {
-        if (encoding === 'gzip') raw = gunzipSync(raw);
-        const json = contentType.startsWith('application/json');
-        const type = path === '/v1/logs' ? LogsReq : TraceReq;
-        const body = json ? (JSON.parse(raw.toString('utf8')) as Any) : (type.toObject(type.decode(raw), { longs: String, bytes: String, defaults: false }));
-        if (path === '/v1/traces') spans.push(...normaliseSpans(body, !json));
-        if (path === '/v1/logs') logs.push(...normaliseLogs(body, !json));
-      }
-      res.writeHead(status, { 'content-type': contentType, ...headers });
-      res.end(contentType.startsWith('application/json') ? '{}' : Buffer.alloc(0));
+      const raw = Buffer.concat(chunks);
+      const i = ++n;
+      counts.requests++;
+      counts.bytes += raw.length;
+      const delay = typeof options.delayMs === 'function' ? options.delayMs(i) : (options.delayMs ?? 0);
+      if (delay <= 0) return answer(req, res, raw, i);
+      const t = setTimeout(() => {
+        timers.delete(t);
+        if (!res.destroyed) answer(req, res, raw, i);
+      }, delay);
+      timers.add(t);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
-  const waitFor = async <T>(list: T[], count: number, timeoutMs: number): Promise<T[]> => {
-    const deadline = Date.now() + timeoutMs;
-    while (list.length < count) {
-      if (Date.now() > deadline) throw new Error(`expected ${count}, received ${list.length}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    return list;
-  };
+
+  const waitFor = <T>(what: string, get: () => T[], count: () => number, want: number, timeoutMs: number): Promise<T[]> =>
+    new Promise((resolve, reject) => {
+      const check = () => {
+        if (count() < want) return;
+        cleanup();
+        resolve(get());
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`expected ${want} ${what}, received ${count()} in ${timeoutMs} ms`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        waiters.delete(check);
+      };
+      waiters.add(check);
+      check();
+    });
+
   return {
     url: `http://127.0.0.1:${port}`,
     requests,
     spans: () => [...spans],
     logs: () => [...logs],
-    waitForSpans: (count: number, timeoutMs = 10_000) => waitFor(spans, count, timeoutMs),
-    waitForLogs: (count: number, timeoutMs = 10_000) => waitFor(logs, count, timeoutMs),
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    waitForSpans: (want, timeoutMs = 10_000) => waitFor('spans', () => [...spans], () => counts.spans, want, timeoutMs),
+    waitForLogs: (want, timeoutMs = 10_000) => waitFor('logs', () => [...logs], () => counts.logs, want, timeoutMs),
+    counts,
+    close: async () => {
+      for (const t of timers) clearTimeout(t);
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
   };
 }

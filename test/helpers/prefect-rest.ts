@@ -1,0 +1,181 @@
+/**
+ * The REST half of the fake Prefect server (reference §2.1, §3, §5): event ingestion with the
+ * server's `Event` validation, `POST /events/filter` + `GET /events/filter/next` paging, run lookups.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { canonicalUuid, matches, microsToIso, parseFilter, toMicros, type ParsedFilter } from './event-filter.js';
+import type { WireEvent } from './fake-prefect.js';
+
+export interface StoredEvent {
+  ev: WireEvent;
+  us: number | undefined;
+  seq: number;
+}
+
+export interface ValidationIssue {
+  loc: (string | number)[];
+  msg: string;
+  type: string;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function labelIssues(v: unknown, loc: (string | number)[], related: boolean): ValidationIssue[] {
+  if (!isObject(v)) return [{ loc, msg: 'Input should be a valid dictionary', type: 'dict_type' }];
+  const out: ValidationIssue[] = [];
+  for (const [k, val] of Object.entries(v)) if (typeof val !== 'string') out.push({ loc: [...loc, k], msg: 'Input should be a valid string', type: 'string_type' });
+  if (Object.keys(v).length > 500) out.push({ loc, msg: 'Value error, The maximum number of labels per resource is 500', type: 'value_error' });
+  for (const [label, kind] of related ? ([['prefect.resource.id', 'Resources'], ['prefect.resource.role', 'Related Resources']] as const) : ([['prefect.resource.id', 'Resources']] as const)) {
+    if (!(label in v)) out.push({ loc, msg: `Value error, ${kind} must include the ${label} label`, type: 'value_error' });
+    else if (!v[label]) out.push({ loc, msg: `Value error, The ${label} label must be non-empty`, type: 'value_error' });
+  }
+  return out;
+}
+
+/**
+ * The server's `Event` model (src/prefect/server/events/schemas/events.py): `id` and `occurred`
+ * required, a non-empty `prefect.resource.id`, related resources with a role, string label values,
+ * ≤ 100 related, ≤ 500 labels, names ≤ 1024 chars. On success, the `ReceivedEvent` as the server
+ * serialises it (its key order, canonical UUIDs, `occurred` in `Z` form, `received` = now).
+ */
+export function validateEvent(x: unknown, index: number, nowMs: number): { event: WireEvent } | { issues: ValidationIssue[] } {
+  const at = (...loc: (string | number)[]) => ['body', index, ...loc];
+  if (!isObject(x)) return { issues: [{ loc: at(), msg: 'Input should be a valid dictionary or object to extract fields from', type: 'model_attributes_type' }] };
+  const issues: ValidationIssue[] = [];
+  const occurredUs = toMicros(x.occurred);
+  if (x.occurred === undefined) issues.push({ loc: at('occurred'), msg: 'Field required', type: 'missing' });
+  else if (occurredUs === undefined) issues.push({ loc: at('occurred'), msg: 'Input should be a valid datetime', type: 'datetime_parsing' });
+  if (typeof x.event !== 'string') issues.push({ loc: at('event'), msg: x.event === undefined ? 'Field required' : 'Input should be a valid string', type: x.event === undefined ? 'missing' : 'string_type' });
+  else if (x.event.length > 1024) issues.push({ loc: at('event'), msg: 'Value error, Event name must be at most 1024 characters', type: 'value_error' });
+  if (x.resource === undefined) issues.push({ loc: at('resource'), msg: 'Field required', type: 'missing' });
+  else issues.push(...labelIssues(x.resource, at('resource'), false));
+  const related = x.related ?? [];
+  if (!Array.isArray(related)) issues.push({ loc: at('related'), msg: 'Input should be a valid list', type: 'list_type' });
+  else {
+    if (related.length > 100) issues.push({ loc: at('related'), msg: 'Value error, The maximum number of related resources is 100', type: 'value_error' });
+    related.forEach((r, i) => issues.push(...labelIssues(r, at('related', i), true)));
+  }
+  const payload = x.payload ?? {};
+  if (!isObject(payload)) issues.push({ loc: at('payload'), msg: 'Input should be a valid dictionary', type: 'dict_type' });
+  const id = canonicalUuid(x.id);
+  if (id === undefined) issues.push({ loc: at('id'), msg: x.id === undefined ? 'Field required' : 'Input should be a valid UUID', type: x.id === undefined ? 'missing' : 'uuid_parsing' });
+  const follows = x.follows === undefined || x.follows === null ? null : canonicalUuid(x.follows);
+  if (follows === undefined) issues.push({ loc: at('follows'), msg: 'Input should be a valid UUID', type: 'uuid_parsing' });
+  if (issues.length > 0) return { issues };
+  return {
+    event: {
+      occurred: microsToIso(occurredUs!),
+      event: x.event as string,
+      resource: x.resource as Record<string, string>,
+      related: related as Record<string, string>[],
+      payload: payload as Record<string, unknown>,
+      id: id!,
+      follows: follows ?? null,
+      received: microsToIso(nowMs * 1000),
+    },
+  };
+}
+
+export interface RestContext {
+  basePath: string;
+  nextPageBase: string | undefined;
+  now: () => number;
+  events: () => StoredEvent[];
+  ingest: (events: WireEvent[]) => void;
+  taskRuns: Map<string, Record<string, unknown>>;
+  flowRuns: Map<string, Record<string, unknown>>;
+}
+
+interface Page {
+  filter: ParsedFilter;
+  count: number;
+  offset: number;
+  pageSize: number;
+}
+
+const INTERACTIVE_PAGE_SIZE = 50;
+
+/** Stored events matching `filter` (related filters included, as the SQL applies them), in its order; ties in insertion order. */
+export function query(stored: StoredEvent[], filter: ParsedFilter): StoredEvent[] {
+  const out = stored.filter((s) => matches(filter, s.ev, s.us, { related: true }));
+  const dir = filter.order === 'ASC' ? 1 : -1;
+  return out.sort((a, b) => (a.us! - b.us!) * dir || a.seq - b.seq);
+}
+
+type Reply = (status: number, json?: unknown) => void;
+
+/** Routes under the base path; auth and the `restStatus` switch are checked by the caller. */
+export function createRestRoutes(ctx: RestContext) {
+  const pages = new Map<string, Page>();
+  let tokenSeq = 0;
+
+  const page = (req: IncomingMessage, p: Page) => {
+    const all = query(ctx.events(), p.filter);
+    const events = all.slice(p.offset, p.offset + p.pageSize).map((s) => s.ev);
+    let next_page: string | null = null;
+    if (p.pageSize > 0 && p.offset + p.pageSize < p.count) {
+      // Opaque, and like Prefect's base64 tokens it needs URL-encoding ('+', '/', '=').
+      const token = `tok+/${++tokenSeq}==`;
+      pages.set(token, { ...p, offset: p.offset + p.pageSize });
+      const base = ctx.nextPageBase ?? `http://${req.headers.host ?? '127.0.0.1'}${ctx.basePath}`;
+      next_page = `${base}/events/filter/next?page-token=${encodeURIComponent(token)}`;
+    }
+    return { events, total: p.count, next_page };
+  };
+
+  return (req: IncomingMessage, route: string, search: URLSearchParams, body: unknown, reply: Reply): void => {
+    const method = req.method ?? 'GET';
+    if (method === 'POST' && route === '/events') {
+      if (!Array.isArray(body)) return reply(422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['body'], msg: 'Input should be a valid list', type: 'list_type' }], request_body: body });
+      const results = body.map((x, i) => validateEvent(x, i, ctx.now()));
+      const issues = results.flatMap((r) => ('issues' in r ? r.issues : []));
+      if (issues.length > 0) return reply(422, { exception_message: 'Invalid request received.', exception_detail: issues, request_body: body });
+      ctx.ingest(results.map((r) => (r as { event: WireEvent }).event));
+      return reply(204);
+    }
+    if (method === 'POST' && route === '/events/filter') {
+      if (body !== undefined && !isObject(body)) return reply(422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['body'], msg: 'Input should be a valid dictionary', type: 'dict_type' }], request_body: body });
+      const b = body ?? {};
+      const limit = b.limit ?? INTERACTIVE_PAGE_SIZE;
+      if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 0 || limit > INTERACTIVE_PAGE_SIZE) {
+        return reply(422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['body', 'limit'], msg: 'Input should be less than or equal to 50', type: 'less_than_equal' }], request_body: body });
+      }
+      const parsed = parseFilter(b.filter ?? {}, ctx.now());
+      if (!parsed.ok) return reply(422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['body', 'filter'], msg: parsed.error, type: 'value_error' }], request_body: body });
+      const count = query(ctx.events(), parsed.filter).length;
+      return reply(200, page(req, { filter: parsed.filter, count, offset: 0, pageSize: limit }));
+    }
+    if (method === 'GET' && route === '/events/filter/next') {
+      const p = pages.get(search.get('page-token') ?? '');
+      if (p === undefined) return reply(403, { detail: 'Invalid page token' });
+      return reply(200, page(req, p));
+    }
+    const run = /^\/(task_runs|flow_runs)\/([^/]+)$/.exec(route);
+    if (method === 'GET' && run !== null) {
+      const id = canonicalUuid(decodeURIComponent(run[2]!));
+      if (id === undefined) return reply(422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['path', 'id'], msg: 'Input should be a valid UUID', type: 'uuid_parsing' }], request_body: null });
+      const found = (run[1] === 'task_runs' ? ctx.taskRuns : ctx.flowRuns).get(id);
+      return found === undefined ? reply(404, { detail: run[1] === 'task_runs' ? 'Task run not found' : 'Flow run not found' }) : reply(200, found);
+    }
+    reply(404, { detail: 'Not Found' });
+  };
+}
+
+/** Read a request body; `undefined` when empty, the raw text when it is not JSON. */
+export async function readJsonBody(req: IncomingMessage): Promise<{ body: unknown; invalid: boolean }> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text === '') return { body: undefined, invalid: false };
+  try {
+    return { body: JSON.parse(text) as unknown, invalid: false };
+  } catch {
+    return { body: text, invalid: true };
+  }
+}
+
+export function sendJson(res: ServerResponse, status: number, json?: unknown): void {
+  const text = json === undefined || status === 204 ? '' : JSON.stringify(json);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
