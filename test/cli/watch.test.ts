@@ -36,7 +36,7 @@ function scenario(): TestEvent[] {
     child(7, 6, 'COMPLETED', 'Completed', 'RUNNING'),
     task(8, 7, 'COMPLETED', 'Completed', 'RUNNING'),
     flow(9, 8, 'COMPLETED', 'Completed', 'RUNNING'),
-  ] as unknown as TestEvent[];
+  ];
 }
 
 function start(args: string[], env: Record<string, string>) {
