@@ -26,6 +26,11 @@ export interface DemoWorkloadOptions {
   readonly startMs?: number;
   /** How many root flow runs (default 4: one of each scenario; more repeat them 15 minutes apart). */
   readonly flows?: number;
+  /**
+   * Widen every `task.map` to between min and max runs (benchmarks: flows of 10–50 tasks). Default:
+   * the fixed widths of the demo (3–10).
+   */
+  readonly mapWidth?: readonly [number, number];
 }
 
 const DEFAULT_SEED = 7;
@@ -91,7 +96,7 @@ class Sim {
   private readonly slugs = new Set<string>();
   private readonly keys = new Map<string, string>();
 
-  constructor(seed: number) { this.random = mulberry32(seed); }
+  constructor(seed: number, readonly mapWidth?: readonly [number, number]) { this.random = mulberry32(seed); }
   float(min: number, max: number): number { return min + (max - min) * this.random(); }
   /** A duration in whole microseconds between `min` and `max` seconds. */
   secs(min: number, max: number): number { return Math.round(this.float(min, max) * SEC); }
@@ -293,7 +298,8 @@ function task(sim: Sim, fr: FlowRun, name: string, us: number, dur: [number, num
 /** `task.map(...)`: n runs of one task, submitted a few ms apart, running concurrently. */
 function mapped(sim: Sim, fr: FlowRun, name: string, n: number, us: number, dur: [number, number], inputs: Json, outcome: (i: number) => Outcome = () => COMPLETED): TaskRun[] {
   const runs: TaskRun[] = [];
-  for (let i = 0; i < n; i++) runs.push(startTask(sim, fr, name, us + i * sim.secs(0.003, 0.012), { inputs }));
+  const width = sim.mapWidth === undefined ? n : Math.max(n, Math.round(sim.float(sim.mapWidth[0], sim.mapWidth[1])));
+  for (let i = 0; i < width; i++) runs.push(startTask(sim, fr, name, us + i * sim.secs(0.003, 0.012), { inputs }));
   runs.forEach((tr, i) => finishTask(sim, tr, at(tr) + sim.secs(...dur), outcome(i)));
   return runs;
 }
@@ -437,7 +443,7 @@ const SCENARIOS: readonly { run: (w: World, t0: number) => void; offsetS: number
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 export function generateDemoWorkload(options: DemoWorkloadOptions = {}): DemoWorkload {
-  const sim = new Sim(options.seed ?? DEFAULT_SEED);
+  const sim = new Sim(options.seed ?? DEFAULT_SEED, options.mapWidth);
   const w = makeWorld(sim);
   const startUs = (options.startMs ?? DEFAULT_START_MS) * MS;
   const flows = Math.max(0, Math.floor(options.flows ?? DEFAULT_FLOWS));
