@@ -113,7 +113,7 @@ export function parseEvent(value: unknown): ParseResult {
       if (!isResource(r)) return r;
       const role = r.labels['prefect.resource.role'];
       if (role === undefined || role === '') return fail('missing_field', `${where}.prefect.resource.role`);
-      related.push({ ...r, role });
+      related.push({ id: r.id, name: r.name, labels: r.labels, role });
     }
   }
 
@@ -133,12 +133,12 @@ export function parseEvent(value: unknown): ParseResult {
 
 function parseResource(value: unknown, where: string): Resource | ParseResult {
   if (!isRecord(value)) return fail('wrong_type', `${where} is ${describe(value)}`);
-  const labels: Record<string, string> = {};
+  // Checked in place and kept as is: a parsed frame's objects belong to this event alone.
   for (const key in value) {
     const v = value[key];
     if (typeof v !== 'string') return fail('wrong_type', `${where}.${key} is ${describe(v)}, labels must be strings`);
-    labels[key] = v;
   }
+  const labels = value as Record<string, string>;
   const id = labels['prefect.resource.id'];
   if (id === undefined || id === '') return fail('missing_field', `${where}.prefect.resource.id`);
   const name = labels['prefect.resource.name'];

@@ -25,7 +25,16 @@ export function traceIdForRun(runId: string): string {
  */
 export function spanIdForRun(runId: string, attempt = 0): string {
   const input = attempt === 0 ? runId.toLowerCase() : `${runId.toLowerCase()}:${attempt}`;
+  let id = recentSpanIds.get(input);
+  if (id !== undefined) return id;
   const digest = createHash('sha256').update(input).digest('hex');
-  const id = digest.slice(0, 16);
-  return id === ZERO_SPAN_ID ? digest.slice(16, 32) : id;
+  id = digest.slice(0, 16);
+  if (id === ZERO_SPAN_ID) id = digest.slice(16, 32);
+  // Every event of a run asks for its span id and its parent's: remember the recent ones (bounded).
+  if (recentSpanIds.size >= SPAN_ID_CACHE_SIZE) recentSpanIds.clear();
+  recentSpanIds.set(input, id);
+  return id;
 }
+
+const SPAN_ID_CACHE_SIZE = 20_000;
+const recentSpanIds = new Map<string, string>();
