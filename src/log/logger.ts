@@ -52,5 +52,7 @@ export function createLogger(options: LoggerOptions): Logger {
     redact: { paths: REDACT, censor: '[redacted]' },
   };
   if (options.format === 'pretty') return pino(base, createPrettyStream(options.destination as NodeJS.WritableStream | undefined));
-  return options.destination === undefined ? pino(base) : pino(base, options.destination);
+  // Asynchronous: lines written while a write is in flight go out together in the next one, instead
+  // of a system call per line. pino flushes what is left when the process exits.
+  return pino(base, options.destination ?? pino.destination({ dest: 1, sync: false }));
 }

@@ -60,19 +60,25 @@ export function runLogFields(record: RunLogRecord, options: Pick<RunLogWriterOpt
 
 /** Writes one STLOGGING record per state transition and attached event. */
 export function createRunLogWriter(logger: Logger, options: RunLogWriterOptions): (record: RunLogRecord) => void {
-  const log = logger.child({ component: 'runs' }, { msgPrefix: STLOGGING_PREFIX });
+  // Run lines carry only what the events said (ids, names, states), never a setting: no redaction
+  // paths to walk on the hottest log line.
+  const log = logger.child({ component: 'runs' }, { msgPrefix: STLOGGING_PREFIX, redact: [] });
   return (record) => {
+    const late = record.kind === 'late';
+    const toLog = late ? log.isLevelEnabled('warn') : log.isLevelEnabled('info');
+    if (!toLog && options.otelLogs === undefined) return;
     const message = formatRunLogMessage(record);
     const fields = runLogFields(record, options);
-    if (record.kind === 'late') log.warn(fields, `${message} (late: its span was already exported)`);
-    else log.info(fields, message);
+    if (toLog) {
+      if (late) log.warn(fields, `${message} (late: its span was already exported)`);
+      else log.info(fields, message);
+    }
     if (options.otelLogs !== undefined) {
       const attributes: Record<string, string | boolean> = {};
       for (const [k, v] of Object.entries(fields)) {
         if (k === 'trace_id' || k === 'span_id' || k === 'trace_flags') continue;
         if (typeof v === 'string' || typeof v === 'boolean') attributes[k] = v;
       }
-      const late = record.kind === 'late';
       options.otelLogs.emit({
         hrTime: usToHrTime(record.event.occurredUs),
         hrTimeObserved: usToHrTime(Date.now() * 1000),
