@@ -46,13 +46,21 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     authString: config.prefect.authString,
     timeoutMs: 5_000,
   });
+  let restUnreachable = false;
   const pipeline = createPipeline({
     config,
     logger,
     clock: 'event',
     resolveOwner: async (taskRunId) => {
+      if (restUnreachable) return null;
       const r = await rest.getTaskRun(taskRunId);
-      return r.ok ? r.value.flowRunId : null;
+      if (r.ok) return r.value.flowRunId;
+      if (r.status === undefined && !restUnreachable) {
+        // Replaying a file needs no server: once it cannot be reached, stop asking for every subflow.
+        restUnreachable = true;
+        logger.warn({ component: 'replay', apiUrl: config.prefect.apiUrl, err: r.message }, 'Prefect API unreachable: subflows whose parent is not in the file become roots of their own traces');
+      }
+      return null;
     },
   });
 
