@@ -1,0 +1,43 @@
+/**
+ * The live pipeline (child process): `startPrefectTracing`, exactly what `prefect-otel watch` runs,
+ * against the benchmark server, exporting OTLP/HTTP to the benchmark's receiver. Configured by the
+ * environment like the CLI. Prints `{"ms":…,"spans":…,…}` once every frame is read and every span
+ * is delivered: from the first frame to the last span accepted by the receiver.
+ */
+import { pino } from 'pino';
+import { resolveConfig } from '../src/config.js';
+import { startPrefectTracing } from '../src/index.js';
+import { createLogger } from '../src/log/logger.js';
+
+const expected = Number(process.argv[2]);
+// Log lines (one STLOGGING line per transition) go to a file, as a deployment's would; stdout carries the result.
+const config = resolveConfig({});
+const logger = createLogger({ level: config.log.level, format: 'json', destination: pino.destination({ dest: process.env.BENCH_LOG_FILE ?? '/dev/null', sync: false }) });
+const handle = startPrefectTracing({ logger });
+let first: number | undefined;
+handle.on('status', (s) => {
+  if (s === 'connected' && first === undefined) first = performance.now();
+});
+handle.on('error', (err) => process.stderr.write(`${err.message}\n`));
+
+// Soak: a memory sample every BENCH_SAMPLE_MS.
+const sampleMs = Number(process.env.BENCH_SAMPLE_MS ?? 0);
+if (sampleMs > 0) {
+  const t0 = performance.now();
+  setInterval(() => {
+    const s = handle.stats();
+    const m = process.memoryUsage();
+    process.stdout.write(`${JSON.stringify({ sample: true, s: (performance.now() - t0) / 1000, rssMb: m.rss / 2 ** 20, heapMb: m.heapUsed / 2 ** 20, open: s.runs.open, frames: s.source.frames, exported: s.spans.exported })}\n`);
+  }, sampleMs).unref();
+}
+
+const poll = setInterval(() => {
+  const s = handle.stats();
+  if (first === undefined || s.source.frames < expected) return;
+  if (s.runs.open > 0 || s.runs.pendingLookups > 0 || s.spans.buffered > 0 || s.spans.exported + s.spans.dropped + s.spans.rejected < s.spans.finished) return;
+  const ms = performance.now() - first;
+  clearInterval(poll);
+  const mem = process.memoryUsage();
+  process.stdout.write(`${JSON.stringify({ ms, frames: s.source.frames, spans: s.spans.exported, finished: s.spans.finished, dropped: s.spans.dropped, rejected: s.spans.rejected, skipped: s.events.skipped, rssMb: mem.rss / 2 ** 20 })}\n`);
+  void handle.shutdown(5_000).then(() => process.exit(0));
+}, 5);

@@ -1,0 +1,96 @@
+/**
+ * A Prefect-protocol event server for benchmarks (child process): `/api/events/out` with the real
+ * handshake (sub-protocol `prefect`, `auth` → `auth_success`, then the client's `filter`), then
+ * `{"type":"event","event":…}` frames from a workload file.
+ *
+ * - `burst`: every frame as fast as the socket takes it (the client's receive side is the limit);
+ * - `rate`: a steady rate, each event's `occurred`/`received` stamped with the time it is sent,
+ *   so that the client's lag from `occurred` is real.
+ *
+ * Started as `node server.js '<json options>'`; prints `{"port":…}` when listening and
+ * `{"sent":…,"ms":…}` when done.
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { readLines } from './workload.js';
+
+interface ServerOptions {
+  readonly file: string;
+  readonly events: number;
+  readonly mode: 'burst' | 'rate';
+  /** Events per second (rate mode). */
+  readonly rate?: number;
+}
+
+const HIGH_WATER = 4 * 1024 * 1024;
+
+async function main(): Promise<void> {
+  const options = JSON.parse(process.argv[2] ?? '{}') as ServerOptions;
+  const lines = await readLines(options.file, options.events);
+  const frames = options.mode === 'burst' ? lines.map((l) => `{"type":"event","event":${l}}`) : [];
+
+  const http = createServer((_req, res) => {
+    res.writeHead(404).end();
+  });
+  const wss = new WebSocketServer({ server: http, path: '/api/events/out', perMessageDeflate: false, handleProtocols: (p) => (p.has('prefect') ? 'prefect' : false) });
+  wss.on('connection', (ws) => {
+    let phase: 'auth' | 'filter' | 'live' = 'auth';
+    ws.on('message', (data) => {
+      const msg = JSON.parse((data as Buffer).toString()) as { type?: string };
+      if (phase === 'auth' && msg.type === 'auth') {
+        phase = 'filter';
+        ws.send(JSON.stringify({ type: 'auth_success' }));
+      } else if (phase === 'filter' && msg.type === 'filter') {
+        phase = 'live';
+        const started = performance.now();
+        const finished = (sent: number): void => {
+          process.stdout.write(`${JSON.stringify({ sent, ms: performance.now() - started })}\n`);
+        };
+        if (options.mode === 'burst') sendBurst(ws, frames, finished);
+        else sendAtRate(ws, lines, options.rate ?? 1000, finished);
+      }
+    });
+    ws.on('error', () => undefined);
+  });
+  http.listen(0, '127.0.0.1', () => {
+    process.stdout.write(`${JSON.stringify({ port: (http.address() as AddressInfo).port })}\n`);
+  });
+  process.on('message', () => undefined);
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.resume();
+}
+
+function sendBurst(ws: WebSocket, frames: readonly string[], finished: (sent: number) => void): void {
+  let i = 0;
+  const pump = (): void => {
+    while (i < frames.length && ws.bufferedAmount < HIGH_WATER && ws.readyState === ws.OPEN) ws.send(frames[i++]!);
+    if (i >= frames.length || ws.readyState !== ws.OPEN) finished(i);
+    else setImmediate(pump);
+  };
+  pump();
+}
+
+/** The workload's lines start with `"occurred"` and end with `"received"`: restamp both without a parse. */
+const OCCURRED = /^\{"occurred":"[^"]*"/;
+const RECEIVED = /"received":"[^"]*"\}$/;
+
+function sendAtRate(ws: WebSocket, events: readonly string[], rate: number, finished: (sent: number) => void): void {
+  const started = performance.now();
+  const startWall = Date.now();
+  let i = 0;
+  const timer = setInterval(() => {
+    const due = Math.min(events.length, Math.floor(((performance.now() - started) / 1000) * rate));
+    while (i < due && ws.readyState === ws.OPEN) {
+      const at = new Date(startWall + (performance.now() - started)).toISOString();
+      const line = events[i++]!.replace(OCCURRED, `{"occurred":"${at}"`).replace(RECEIVED, `"received":"${at}"}`);
+      ws.send(`{"type":"event","event":${line}}`);
+    }
+    if (i >= events.length || ws.readyState !== ws.OPEN) {
+      clearInterval(timer);
+      finished(i);
+    }
+  }, 5);
+}
+
+void main();
