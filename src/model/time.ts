@@ -8,6 +8,11 @@ const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1
  * Prefect's naive datetimes. Microseconds stay exact in a double (< 2^53) where nanoseconds would not.
  */
 export function parseTimestampUs(text: string): number | undefined {
+  // Events come in bursts within the same second: reuse the last whole-second prefix's value.
+  if (text.length > 20 && text.charCodeAt(19) === 46 /* . */ && text.endsWith('Z') && text.startsWith(lastPrefix)) {
+    const frac = text.slice(20, -1);
+    if (FRACTION_RE.test(frac)) return lastPrefixMs * 1000 + Number(frac.padEnd(6, '0').slice(0, 6));
+  }
   const m = ISO_RE.exec(text);
   if (!m) return undefined;
   const [, y, mo, d, h, mi, s, frac = '', zone = 'Z'] = m;
@@ -23,8 +28,16 @@ export function parseTimestampUs(text: string): number | undefined {
     offsetMin = sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4) || '0'));
   }
   const micros = Number(frac.padEnd(6, '0').slice(0, 6));
+  if ((zone === 'Z' || zone === 'z') && text.charCodeAt(10) === 84 /* T */) {
+    lastPrefix = text.slice(0, 19);
+    lastPrefixMs = ms;
+  }
   return (ms - offsetMin * 60_000) * 1000 + micros;
 }
+
+const FRACTION_RE = /^\d{1,9}$/;
+let lastPrefix = '\u0000';
+let lastPrefixMs = 0;
 
 export function usToHrTime(us: number): HrTime {
   const seconds = Math.floor(us / 1e6);
@@ -34,9 +47,15 @@ export function usToHrTime(us: number): HrTime {
 /** `2026-08-21T12:00:05.123456Z`, microsecond precision. */
 export function usToIso(us: number): string {
   const ms = Math.floor(us / 1000);
-  const iso = new Date(ms).toISOString();
-  return `${iso.slice(0, 23)}${String(us - ms * 1000).padStart(3, '0')}Z`;
+  if (ms !== lastIsoMs) {
+    lastIsoMs = ms;
+    lastIso = new Date(ms).toISOString().slice(0, 23);
+  }
+  return `${lastIso}${String(us - ms * 1000).padStart(3, '0')}Z`;
 }
+
+let lastIsoMs = NaN;
+let lastIso = '';
 
 export function usToMs(us: number): number {
   return us / 1000;
