@@ -2,6 +2,7 @@ import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createDelivery, type Delivery, type FlushResult } from './export/delivery.js';
+import { LagHistogram } from './export/lag.js';
 import { createLogSender, createTraceSender } from './export/exporters.js';
 import { createResource, estimateSpanBytes, toReadableSpan } from './export/spans.js';
 import { createRunLogWriter } from './log/stlogging.js';
@@ -64,6 +65,8 @@ export interface Pipeline {
   readonly dedupe: DedupeSet;
   readonly traces: Delivery<SpanRecord> | undefined;
   readonly logs: Delivery<ReadableLogRecord> | undefined;
+  /** Lag from a span's end to its delivery to the collector, per delivered span. */
+  readonly exportLag: LagHistogram;
   /** Latest `occurred` seen (µs); the resume cursor. */
   readonly cursorUs: number | undefined;
   restoreCursor(us: number | undefined): void;
@@ -86,7 +89,12 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   let lastEventTickMs = 0;
   const now = (): number => (options.clock === 'wall' ? Date.now() : eventClockMs);
 
-  const traces = options.delivery === null ? undefined : (options.delivery ?? createTraceDelivery(config, logger, resource, options.onDelivered));
+  const exportLag = new LagHistogram();
+  const onDelivered = (spans: readonly SpanRecord[]): void => {
+    exportLag.observeDelivered(spans, Date.now());
+    options.onDelivered?.(spans);
+  };
+  const traces = options.delivery === null ? undefined : (options.delivery ?? createTraceDelivery(config, logger, resource, onDelivered));
   const logs = createLogDelivery(config, logger);
   const writeRunLog = createRunLogWriter(logger, {
     jaegerUrl: config.jaegerUrl,
@@ -231,6 +239,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     dedupe: pipelineDedupe,
     traces,
     logs,
+    exportLag,
     get cursorUs() {
       return cursorUs;
     },
