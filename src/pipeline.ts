@@ -171,7 +171,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     }
   };
 
-  const ingestEvent = (event: PrefectEvent): void => {
+  /** `raw`: the frame or line the event came from, for the excerpt of a skip. */
+  const ingestEvent = (event: PrefectEvent, raw?: unknown): void => {
     const occurredMs = event.occurredUs / 1000;
     if (occurredMs > eventClockMs) eventClockMs = occurredMs;
     const nowMs = now();
@@ -182,7 +183,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     if (cursorUs === undefined || event.occurredUs > cursorUs) cursorUs = event.occurredUs;
     const c = classify(event);
     if (c.kind === 'invalid') {
-      skip(c.reason, c.detail, event);
+      skip(c.reason, c.detail, raw ?? event);
       return;
     }
     if (c.kind === 'unrelated') {
@@ -206,7 +207,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           skip(r.reason, r.detail, raw);
           return;
         }
-        ingestEvent(r.event);
+        ingestEvent(r.event, raw);
       } catch (err) {
         // The model is total; reaching here is a bug, but one event must never stop the stream.
         counters.skipped.wrong_type += 1;
