@@ -133,9 +133,14 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           case 'late_event':
             notices.warn(notice, 'event arrived after its run was exported; logged but not on the span');
             break;
-          case 'evicted':
-            notices.warn(notice, 'open-run bound reached; least recently active run ended as incomplete');
+          case 'evicted': {
+            // Under a low bound this happens once per new run: warn a few times, then only count.
+            const count = tracker.counts.evicted;
+            if (count <= WARN_PER_REASON) {
+              notices.warn({ ...notice, count }, count === WARN_PER_REASON ? 'open-run bound reached; least recently active run ended early (further evictions are only counted)' : 'open-run bound reached; least recently active run ended early');
+            } else notices.debug({ ...notice, count }, 'open-run bound reached; least recently active run ended early');
             break;
+          }
           case 'rerun':
             notices.info(notice, 'run left its terminal state; new span for the rerun');
             break;

@@ -52,5 +52,5 @@ export function createLogger(options: LoggerOptions): Logger {
     redact: { paths: REDACT, censor: '[redacted]' },
   };
   if (options.format === 'pretty') return pino(base, createPrettyStream(options.destination as NodeJS.WritableStream | undefined));
-  return options.destination === undefined ? pino(base) : pino(base, options.destination);
+  return pino(base, options.destination ?? pino.destination({ fd: 1, sync: true }));
 }
