@@ -22,10 +22,10 @@ const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
 /**
  * Memory bound for the last 75 % of the input relative to the first 25 %: the open runs, the
  * finished-run memory and the event-id window are all bounded by settings, so what remains is
- * allocator and GC slack. 64 MiB is generous; an unbounded structure over 75,000 runs and 225,000
- * events would take several times that.
+ * allocator and GC slack (measured: 134 → 163 MiB and 174 → 164 MiB on 2 cores). 96 MiB is
+ * generous; the unbounded log buffer this test found grew by ~250 MiB over the same stretch.
  */
-const RSS_GROWTH_BOUND_BYTES = 64 * 1024 * 1024;
+const RSS_GROWTH_BOUND_BYTES = 96 * 1024 * 1024;
 
 const hex12 = (n: number): string => n.toString(16).padStart(12, '0');
 const runId = (i: number): string => `0198c7d2-5b1e-7a3c-9f10-${hex12(i)}`;
