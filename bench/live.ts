@@ -12,7 +12,7 @@ import { createLogger } from '../src/log/logger.js';
 const expected = Number(process.argv[2]);
 // Log lines (one STLOGGING line per transition) go to a file, as a deployment's would; stdout carries the result.
 const config = resolveConfig({});
-const logger = createLogger({ level: config.log.level, format: 'json', destination: pino.destination({ dest: process.env.BENCH_LOG_FILE ?? '/dev/null', sync: false }) });
+const logger = createLogger({ level: config.log.level, format: 'json', destination: pino.destination({ dest: process.env.BENCH_LOG_FILE ?? '/dev/null', sync: true }) });
 const handle = startPrefectTracing({ logger });
 let first: number | undefined;
 handle.on('status', (s) => {

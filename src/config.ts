@@ -9,6 +9,7 @@ export type Protocol = 'http/protobuf' | 'http/json';
 export type Compression = 'gzip' | 'none';
 export type TracesExporterKind = 'otlp' | 'console' | 'none';
 export type LogsExporterKind = 'otlp' | 'none';
+export type MetricsExporterKind = 'otlp' | 'none';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 export type LogFormat = 'json' | 'pretty';
 
@@ -32,6 +33,7 @@ export interface Config {
   };
   readonly traces: OtlpSignalConfig & { readonly exporter: TracesExporterKind };
   readonly logs: OtlpSignalConfig & { readonly exporter: LogsExporterKind };
+  readonly metrics: OtlpSignalConfig & { readonly exporter: MetricsExporterKind; readonly intervalMs: number };
   readonly resource: { readonly serviceName: string; readonly attributes: Readonly<Record<string, string>> };
   readonly stateFile: string;
   readonly jaegerUrl: string | undefined;
@@ -120,6 +122,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       exporter: v.tracesExporter,
     },
     logs: { ...signal('v1/logs', v.otlpLogsEndpoint, {}), exporter: v.logsExporter },
+    metrics: { ...signal('v1/metrics', v.otlpMetricsEndpoint, {}), exporter: v.metricsExporter, intervalMs: v.metricExportIntervalMs },
     resource: { serviceName: v.serviceName, attributes: Object.freeze({ ...v.resourceAttributes }) },
     stateFile: v.stateFile,
     jaegerUrl: v.jaegerUrl?.replace(/\/+$/, ''),
@@ -161,6 +164,9 @@ export function describeConfig(config: Config): Record<string, unknown> {
     otlpHeaders: Object.keys(config.traces.headers).map((k) => `${k}=[redacted]`),
     logsExporter: config.logs.exporter,
     logsUrl: config.logs.exporter === 'otlp' ? config.logs.url : undefined,
+    metricsExporter: config.metrics.exporter,
+    metricsUrl: config.metrics.exporter === 'otlp' ? config.metrics.url : undefined,
+    metricExportIntervalMs: config.metrics.exporter === 'otlp' ? config.metrics.intervalMs : undefined,
     serviceName: config.resource.serviceName,
     stateFile: config.stateFile,
     jaegerUrl: config.jaegerUrl,

@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { LAG_METRIC, METRIC_DEFS } from './metric-defs.js';
 import type { TracingStats } from './stats.js';
 
 export interface HealthServer {
@@ -45,37 +46,23 @@ export async function startHealthServer(port: number, stats: () => TracingStats,
   };
 }
 
-type Metric = [name: string, type: 'counter' | 'gauge', help: string, samples: [labels: string, value: number][]];
-
 /** Prometheus text exposition of the stats. */
 export function renderMetrics(s: TracingStats): string {
-  const one = (v: number): [string, number][] => [['', v]];
-  const metrics: Metric[] = [
-    ['prefect_otel_up_seconds', 'gauge', 'Seconds since start.', one(s.uptimeS)],
-    ['prefect_otel_connected', 'gauge', '1 while subscribed to the Prefect event stream.', one(s.connected ? 1 : 0)],
-    ['prefect_otel_events_received_total', 'counter', 'Frames and lines received.', one(s.events.received)],
-    ['prefect_otel_events_accepted_total', 'counter', 'Events applied to a run.', one(s.events.accepted)],
-    ['prefect_otel_events_duplicate_total', 'counter', 'Events dropped as duplicates (same event id).', one(s.events.duplicates)],
-    ['prefect_otel_events_unrelated_total', 'counter', 'Valid events that name no flow or task run.', one(s.events.unrelated)],
-    ['prefect_otel_events_skipped_total', 'counter', 'Malformed input skipped, by reason.', Object.entries(s.events.skipped).map(([r, n]) => [`reason="${r}"`, n])],
-    ['prefect_otel_runs_open', 'gauge', 'Runs held in memory.', one(s.runs.open)],
-    ['prefect_otel_runs_opened_total', 'counter', 'Run attempts seen.', one(s.runs.opened)],
-    ['prefect_otel_runs_incomplete_total', 'counter', 'Runs ended without a terminal state.', one(s.runs.incomplete)],
-    ['prefect_otel_runs_evicted_total', 'counter', 'Runs ended early by the open-run bound.', one(s.runs.evicted)],
-    ['prefect_otel_reruns_total', 'counter', 'Runs that left a terminal state again.', one(s.runs.reruns)],
-    ['prefect_otel_late_events_total', 'counter', 'Events that arrived after their run was exported.', one(s.runs.lateEvents)],
-    ['prefect_otel_spans_finished_total', 'counter', 'Spans built.', one(s.spans.finished)],
-    ['prefect_otel_spans_exported_total', 'counter', 'Spans accepted by the collector.', one(s.spans.exported)],
-    ['prefect_otel_spans_buffered', 'gauge', 'Spans waiting for the collector.', one(s.spans.buffered)],
-    ['prefect_otel_spans_dropped_total', 'counter', 'Spans dropped because the buffer was full.', one(s.spans.dropped)],
-    ['prefect_otel_spans_rejected_total', 'counter', 'Spans the collector rejected for good.', one(s.spans.rejected)],
-    ['prefect_otel_export_failures_total', 'counter', 'Failed export attempts (retried).', one(s.spans.exportFailures)],
-    ['prefect_otel_reconnects_total', 'counter', 'Reconnects to the Prefect event stream.', one(s.source.reconnects)],
-  ];
   const lines: string[] = [];
-  for (const [name, type, help, samples] of metrics) {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [labels, value] of samples) lines.push(`${name}${labels === '' ? '' : `{${labels}}`} ${value}`);
+  for (const def of METRIC_DEFS) {
+    lines.push(`# HELP ${def.prometheus} ${def.help}`, `# TYPE ${def.prometheus} ${def.type}`);
+    const v = def.read(s);
+    if (typeof v === 'number') lines.push(`${def.prometheus} ${v}`);
+    else for (const [label, n] of Object.entries(v)) lines.push(`${def.prometheus}{${def.label ?? 'label'}="${escapeLabel(label)}"} ${n}`);
   }
+  const lag = s.spans.exportLag;
+  const name = LAG_METRIC.prometheus;
+  lines.push(`# HELP ${name} ${LAG_METRIC.help}`, `# TYPE ${name} histogram`);
+  for (const [le, n] of lag.buckets) lines.push(`${name}_bucket{le="${le}"} ${n}`);
+  lines.push(`${name}_sum ${lag.sumS}`, `${name}_count ${lag.count}`);
   return `${lines.join('\n')}\n`;
+}
+
+function escapeLabel(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }

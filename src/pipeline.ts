@@ -2,6 +2,7 @@ import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createDelivery, type Delivery, type FlushResult } from './export/delivery.js';
+import { LagHistogram } from './export/lag.js';
 import { createLogSender, createTraceSender } from './export/exporters.js';
 import { createResource, estimateSpanBytes, toReadableSpan } from './export/spans.js';
 import { createRunLogWriter } from './log/stlogging.js';
@@ -64,6 +65,8 @@ export interface Pipeline {
   readonly dedupe: DedupeSet;
   readonly traces: Delivery<SpanRecord> | undefined;
   readonly logs: Delivery<ReadableLogRecord> | undefined;
+  /** Lag from a span's end to its delivery to the collector, per delivered span. */
+  readonly exportLag: LagHistogram;
   /** Latest `occurred` seen (µs); the resume cursor. */
   readonly cursorUs: number | undefined;
   restoreCursor(us: number | undefined): void;
@@ -86,7 +89,12 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   let lastEventTickMs = 0;
   const now = (): number => (options.clock === 'wall' ? Date.now() : eventClockMs);
 
-  const traces = options.delivery === null ? undefined : (options.delivery ?? createTraceDelivery(config, logger, resource, options.onDelivered));
+  const exportLag = new LagHistogram();
+  const onDelivered = (spans: readonly SpanRecord[]): void => {
+    exportLag.observeDelivered(spans, Date.now());
+    options.onDelivered?.(spans);
+  };
+  const traces = options.delivery === null ? undefined : (options.delivery ?? createTraceDelivery(config, logger, resource, onDelivered));
   const logs = createLogDelivery(config, logger);
   const writeRunLog = createRunLogWriter(logger, {
     jaegerUrl: config.jaegerUrl,
@@ -125,9 +133,14 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           case 'late_event':
             notices.warn(notice, 'event arrived after its run was exported; logged but not on the span');
             break;
-          case 'evicted':
-            notices.warn(notice, 'open-run bound reached; least recently active run ended as incomplete');
+          case 'evicted': {
+            // Under a low bound this happens once per new run: warn a few times, then only count.
+            const count = tracker.counts.evicted;
+            if (count <= WARN_PER_REASON) {
+              notices.warn({ ...notice, count }, count === WARN_PER_REASON ? 'open-run bound reached; least recently active run ended early (further evictions are only counted)' : 'open-run bound reached; least recently active run ended early');
+            } else notices.debug({ ...notice, count }, 'open-run bound reached; least recently active run ended early');
             break;
+          }
           case 'rerun':
             notices.info(notice, 'run left its terminal state; new span for the rerun');
             break;
@@ -163,7 +176,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     }
   };
 
-  const ingestEvent = (event: PrefectEvent): void => {
+  /** `raw`: the frame or line the event came from, for the excerpt of a skip. */
+  const ingestEvent = (event: PrefectEvent, raw?: unknown): void => {
     const occurredMs = event.occurredUs / 1000;
     if (occurredMs > eventClockMs) eventClockMs = occurredMs;
     const nowMs = now();
@@ -174,7 +188,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     if (cursorUs === undefined || event.occurredUs > cursorUs) cursorUs = event.occurredUs;
     const c = classify(event);
     if (c.kind === 'invalid') {
-      skip(c.reason, c.detail, event);
+      skip(c.reason, c.detail, raw ?? event);
       return;
     }
     if (c.kind === 'unrelated') {
@@ -198,7 +212,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           skip(r.reason, r.detail, raw);
           return;
         }
-        ingestEvent(r.event);
+        ingestEvent(r.event, raw);
       } catch (err) {
         // The model is total; reaching here is a bug, but one event must never stop the stream.
         counters.skipped.wrong_type += 1;
@@ -231,6 +245,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     dedupe: pipelineDedupe,
     traces,
     logs,
+    exportLag,
     get cursorUs() {
       return cursorUs;
     },

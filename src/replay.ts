@@ -4,8 +4,11 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { InputError } from './errors.js';
+import { startMetricsExport } from './export/metrics.js';
+import { startHealthServer } from './health.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { createPrefectRestClient } from './source/rest.js';
+import { collectStats, type TracingStats } from './stats.js';
 
 export interface ReplaySummary {
   readonly lines: number;
@@ -76,6 +79,27 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     }
     input = createReadStream(options.file);
   }
+  // While reading: the same stats, `/metrics` and OTel metrics as `watch` ("connected" = reading input).
+  const startedMs = Date.now();
+  let reading = true;
+  const stats = (): TracingStats => collectStats(pipeline, { connected: reading, startedMs });
+  const statsLog = logger.child({ component: 'stats' });
+  const metrics = startMetricsExport(config, stats, pipeline.exportLag, logger);
+  const health = config.httpPort === undefined ? undefined : await startHealthServer(config.httpPort, stats);
+  if (health !== undefined) logger.info({ component: 'replay', port: health.port }, 'serving /healthz and /metrics');
+  const statsTimer = config.statsIntervalMs > 0 ? setInterval(() => statsLog.info(stats(), 'stats'), config.statsIntervalMs).unref() : undefined;
+  try {
+    return await replayLines(options, pipeline, input, totalBytes, () => (reading = false));
+  } finally {
+    clearInterval(statsTimer);
+    await metrics?.shutdown();
+    statsLog.info(stats(), 'stats');
+    await health?.close();
+  }
+}
+
+async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Readable, totalBytes: number | undefined, done: () => void): Promise<ReplaySummary> {
+  const { config } = options;
   let bytesRead = 0;
   input.on('data', (chunk: Buffer | string) => {
     bytesRead += chunk.length;
@@ -112,6 +136,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
   await pipeline.finish('end_of_input');
   progress(true);
   const flushed = await pipeline.shutdown(options.flushTimeoutMs ?? Math.max(30_000, config.traces.timeoutMs * 3));
+  done();
   const t = pipeline.traces?.stats;
   const c = pipeline.counters;
   return {

@@ -103,7 +103,7 @@ export const SETTINGS = {
   },
   otlpEndpoint: {
     env: ['OTEL_EXPORTER_OTLP_ENDPOINT'], flag: '--otlp-endpoint', default: 'http://localhost:4318', parse: httpUrl,
-    doc: 'OTLP/HTTP base URL; `/v1/traces` and `/v1/logs` are appended',
+    doc: 'OTLP/HTTP base URL; `/v1/traces`, `/v1/logs` and `/v1/metrics` are appended',
   },
   otlpTracesEndpoint: {
     env: ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'], flag: '--otlp-traces-endpoint', default: undefined, parse: optional(httpUrl),
@@ -112,6 +112,10 @@ export const SETTINGS = {
   otlpLogsEndpoint: {
     env: ['OTEL_EXPORTER_OTLP_LOGS_ENDPOINT'], flag: '--otlp-logs-endpoint', default: undefined, parse: optional(httpUrl),
     doc: 'full OTLP/HTTP logs URL, used as is',
+  },
+  otlpMetricsEndpoint: {
+    env: ['OTEL_EXPORTER_OTLP_METRICS_ENDPOINT'], flag: '--otlp-metrics-endpoint', default: undefined, parse: optional(httpUrl),
+    doc: 'full OTLP/HTTP metrics URL, used as is',
   },
   otlpHeaders: {
     env: ['OTEL_EXPORTER_OTLP_HEADERS'], flag: '--otlp-headers', default: {}, parse: keyValues, secret: true,
@@ -157,6 +161,15 @@ export const SETTINGS = {
     env: ['OTEL_LOGS_EXPORTER'], flag: '--logs-exporter', default: 'none',
     parse: oneOf(['otlp', 'none'] as const),
     doc: '`otlp` also ships the STLOGGING records to the collector as OTel logs',
+  },
+  metricsExporter: {
+    env: ['OTEL_METRICS_EXPORTER'], flag: '--metrics-exporter', default: 'none',
+    parse: oneOf(['otlp', 'none'] as const),
+    doc: '`otlp` also exports the counters and the export-lag histogram of `/metrics` as OTel metrics',
+  },
+  metricExportIntervalMs: {
+    env: ['OTEL_METRIC_EXPORT_INTERVAL'], flag: '--metric-export-interval-ms', default: 60_000, parse: integer(100, DAY_MS, ' ms'),
+    doc: 'how often the metrics are exported (ms); a last export happens at shutdown',
   },
   stateFile: {
     env: ['PREFECT_OTEL_STATE_FILE'], flag: '--state-file', default: '.prefect-otel/state.json', parse: text,

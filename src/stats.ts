@@ -1,3 +1,4 @@
+import type { LagSummary } from './export/lag.js';
 import type { Pipeline } from './pipeline.js';
 
 export interface TracingStats {
@@ -27,7 +28,10 @@ export interface TracingStats {
     readonly rejected: number;
     readonly exportFailures: number;
     readonly exporting: boolean;
+    /** Seconds from a span's end to its acceptance by the collector, per delivered span. */
+    readonly exportLag: LagSummary;
   };
+  readonly memory: { readonly rssBytes: number; readonly heapUsedBytes: number };
   readonly source: { readonly connects: number; readonly reconnects: number; readonly frames: number; readonly historyEvents: number };
 }
 
@@ -38,6 +42,7 @@ export function collectStats(
   const c = pipeline.counters;
   const t = pipeline.tracker.counts;
   const d = pipeline.traces?.stats;
+  const mem = process.memoryUsage();
   return {
     uptimeS: Math.round((Date.now() - extra.startedMs) / 1000),
     connected: extra.connected,
@@ -65,7 +70,9 @@ export function collectStats(
       rejected: d?.rejected ?? 0,
       exportFailures: d?.failedAttempts ?? 0,
       exporting: d === undefined ? false : !d.failing,
+      exportLag: pipeline.exportLag.summary(),
     },
+    memory: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed },
     source: {
       connects: extra.subscriber?.connects ?? 0,
       reconnects: extra.subscriber?.reconnects ?? 0,

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
 import { AuthError } from './errors.js';
+import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
 import { routeDiagToLogger } from './log/diag.js';
 import { createLogger } from './log/logger.js';
@@ -49,6 +50,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private readonly pipeline: Pipeline;
   private subscriber: EventSubscriber | undefined;
   private health: HealthServer | undefined;
+  private readonly metrics: MetricsExport | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private stopping: Promise<void> | undefined;
   private failure: Error | undefined;
@@ -94,6 +96,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
         }
       },
     });
+    this.metrics = startMetricsExport(this.config, () => this.stats(), this.pipeline.exportLag, this.logger);
     this.store = createStateStore(this.config.stateFile);
     this.done = new Promise<void>((resolve, reject) => {
       this.resolveDone = resolve;
@@ -189,6 +192,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
         log.error({ err: { message: (err as Error).message }, path: this.store.path }, 'could not write the state file');
       }
       await this.pipeline.shutdown(0);
+      await this.metrics?.shutdown();
       await this.health?.close();
       log.info({ ...this.stats(), undelivered: flushed.pending }, 'stopped');
       this.logger.flush();

@@ -23,7 +23,7 @@ export interface Sender<T> {
 /** HTTP statuses worth retrying; every other 4xx/5xx answer means the collector will never accept the batch. */
 const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 
-function exporterOptions(signal: OtlpSignalConfig) {
+export function exporterOptions(signal: OtlpSignalConfig) {
   return {
     url: signal.url,
     headers: { ...signal.headers },

@@ -52,7 +52,7 @@ export function createLogger(options: LoggerOptions): Logger {
     redact: { paths: REDACT, censor: '[redacted]' },
   };
   if (options.format === 'pretty') return pino(base, createPrettyStream(options.destination as NodeJS.WritableStream | undefined));
-  // Asynchronous: lines written while a write is in flight go out together in the next one, instead
-  // of a system call per line. pino flushes what is left when the process exits.
-  return pino(base, options.destination ?? pino.destination({ dest: 1, sync: false }));
+  // Synchronous: a reader slower than the pipeline slows it down instead of growing an unbounded
+  // buffer of log lines in memory.
+  return pino(base, options.destination ?? pino.destination({ fd: 1, sync: true }));
 }

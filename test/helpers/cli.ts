@@ -10,13 +10,22 @@ export interface CliResult {
   stderr: string;
 }
 
-export function startCli(args: string[], env: Record<string, string>, input?: string): { child: ChildProcess; result: Promise<CliResult> } {
+export interface CliOptions {
+  /** Leave standard input open for the test to write to (replay `-`); it must end it. */
+  readonly keepStdinOpen?: boolean;
+  /** Do not keep standard output (it is still read, e.g. by the test's own listener). */
+  readonly discardStdout?: boolean;
+}
+
+export function startCli(args: string[], env: Record<string, string>, input?: string, options: CliOptions = {}): { child: ChildProcess; result: Promise<CliResult> } {
   const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  if (options.discardStdout !== true) child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  else child.stdout.resume();
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const result = new Promise<CliResult>((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-  if (input !== undefined || args[0] === 'replay') child.stdin.end(input ?? '');
+  if (options.keepStdinOpen !== true && (input !== undefined || args[0] === 'replay')) child.stdin.end(input ?? '');
+  else if (input !== undefined) child.stdin.write(input);
   return { child, result };
 }

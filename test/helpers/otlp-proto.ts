@@ -1,6 +1,6 @@
 /**
- * The parts of opentelemetry-proto (common, resource, trace, logs, and the two export requests) a
- * receiver needs, as an inline protobufjs schema with the upstream field numbers, plus a cheap
+ * The parts of opentelemetry-proto (common, resource, trace, logs, metrics, and the three export
+ * requests) a receiver needs, as an inline protobufjs schema with the upstream field numbers, plus a cheap
  * wire-format counter for spans/log records that does not decode anything else.
  */
 import protobuf from 'protobufjs';
@@ -29,18 +29,34 @@ message LogRecord { fixed64 time_unix_nano = 1; int32 severity_number = 2; strin
   bytes span_id = 10; fixed64 observed_time_unix_nano = 11; string event_name = 12; }
 message ScopeLogs { InstrumentationScope scope = 1; repeated LogRecord log_records = 2; string schema_url = 3; }
 message ResourceLogs { Resource resource = 1; repeated ScopeLogs scope_logs = 2; string schema_url = 3; }
-message ExportLogsServiceRequest { repeated ResourceLogs resource_logs = 1; }`;
+message ExportLogsServiceRequest { repeated ResourceLogs resource_logs = 1; }
+message Exemplar { repeated KeyValue filtered_attributes = 7; fixed64 time_unix_nano = 2; double as_double = 3; sfixed64 as_int = 6;
+  bytes span_id = 4; bytes trace_id = 5; }
+message NumberDataPoint { repeated KeyValue attributes = 7; fixed64 start_time_unix_nano = 2; fixed64 time_unix_nano = 3;
+  oneof value { double as_double = 4; sfixed64 as_int = 6; } repeated Exemplar exemplars = 5; uint32 flags = 8; }
+message HistogramDataPoint { repeated KeyValue attributes = 9; fixed64 start_time_unix_nano = 2; fixed64 time_unix_nano = 3;
+  fixed64 count = 4; optional double sum = 5; repeated fixed64 bucket_counts = 6; repeated double explicit_bounds = 7;
+  repeated Exemplar exemplars = 8; uint32 flags = 10; optional double min = 11; optional double max = 12; }
+message Gauge { repeated NumberDataPoint data_points = 1; }
+message Sum { repeated NumberDataPoint data_points = 1; int32 aggregation_temporality = 2; bool is_monotonic = 3; }
+message Histogram { repeated HistogramDataPoint data_points = 1; int32 aggregation_temporality = 2; }
+message Metric { string name = 1; string description = 2; string unit = 3;
+  oneof data { Gauge gauge = 5; Sum sum = 7; Histogram histogram = 9; } repeated KeyValue metadata = 12; }
+message ScopeMetrics { InstrumentationScope scope = 1; repeated Metric metrics = 2; string schema_url = 3; }
+message ResourceMetrics { Resource resource = 1; repeated ScopeMetrics scope_metrics = 2; string schema_url = 3; }
+message ExportMetricsServiceRequest { repeated ResourceMetrics resource_metrics = 1; }`;
 
 const root = protobuf.parse(SCHEMA).root;
 const TraceRequest = root.lookupType('otlp.ExportTraceServiceRequest');
 const LogsRequest = root.lookupType('otlp.ExportLogsServiceRequest');
+const MetricsRequest = root.lookupType('otlp.ExportMetricsServiceRequest');
 
 /**
  * Decode an export request into the OTLP/JSON object shape (camelCase keys; 64-bit numbers as
  * decimal strings; bytes, including ids, as base64; fields at their default value omitted).
  */
-export function decodeRequest(signal: 'traces' | 'logs', buf: Uint8Array): Record<string, unknown> {
-  const type = signal === 'traces' ? TraceRequest : LogsRequest;
+export function decodeRequest(signal: 'traces' | 'logs' | 'metrics', buf: Uint8Array): Record<string, unknown> {
+  const type = signal === 'traces' ? TraceRequest : signal === 'logs' ? LogsRequest : MetricsRequest;
   return type.toObject(type.decode(buf), { longs: String, bytes: String, defaults: false });
 }
 
@@ -81,4 +97,29 @@ export function countNested(buf: Uint8Array, path: readonly number[], start = 0,
     } else throw new Error(`unsupported wire type ${wire}`);
   }
   return count;
+}
+
+/**
+ * Call `each` with the span id (field 2 of Span) of every span in an ExportTraceServiceRequest,
+ * without decoding anything else.
+ */
+export function forEachSpanId(buf: Uint8Array, each: (spanId: Uint8Array) => void, path: readonly number[] = [1, 2, 2], start = 0, end = buf.length): void {
+  let pos = start;
+  while (pos < end) {
+    const [key, afterKey] = varint(buf, pos);
+    const field = Math.floor(key / 8);
+    const wire = key % 8;
+    pos = afterKey;
+    if (wire === 0) pos = varint(buf, pos)[1];
+    else if (wire === 1) pos += 8;
+    else if (wire === 5) pos += 4;
+    else if (wire === 2) {
+      const [len, body] = varint(buf, pos);
+      pos = body + len;
+      if (pos > end) throw new Error('truncated field');
+      if (path.length === 0) {
+        if (field === 2) each(buf.subarray(body, pos));
+      } else if (field === path[0]) forEachSpanId(buf, each, path.slice(1), body, pos);
+    } else throw new Error(`unsupported wire type ${wire}`);
+  }
 }

@@ -113,7 +113,7 @@ describe('OTLP receiver', () => {
         { path: '/v1/traces', contentType: 'application/json', contentEncoding: 'gzip', status: 200, hasBody: true },
       ],
     );
-    assert.deepEqual(receiver.counts, { spans: 4, logs: 0, requests: 4, bytes: receiver.requests.reduce((n, r) => n + r.bytes, 0) });
+    assert.deepEqual(receiver.counts, { spans: 4, logs: 0, metricExports: 0, requests: 4, bytes: receiver.requests.reduce((n, r) => n + r.bytes, 0) });
   });
 
   it('decodes log records from the protobuf and JSON logs exporters into the same whole record', async () => {
@@ -131,7 +131,7 @@ describe('OTLP receiver', () => {
     await send(new ProtoTraceExporter({ url: `${receiver.url}/v1/traces` }), [span()]);
     assert.deepEqual(await receiver.waitForSpans(1, 1_000), [EXPECTED_SPAN]);
     assert.deepEqual(receiver.requests.map((r) => [r.path, r.status]), [['/v1/traces', 503], ['/v1/traces', 200]]);
-    assert.deepEqual({ ...receiver.counts, bytes: 0 }, { spans: 1, logs: 0, requests: 2, bytes: 0 });
+    assert.deepEqual({ ...receiver.counts, bytes: 0 }, { spans: 1, logs: 0, metricExports: 0, requests: 2, bytes: 0 });
     await receiver.close();
   });
 
@@ -139,14 +139,14 @@ describe('OTLP receiver', () => {
     const receiver = await startOtlpReceiver();
     const post = (path: string, type: string, body: string | Buffer) => fetch(`${receiver.url}${path}`, { method: 'POST', headers: { 'content-type': type }, body });
     const statuses = [
-      (await post('/v1/metrics', 'application/json', '{}')).status,
+      (await post('/v1/profiles', 'application/json', '{}')).status,
       (await post('/v1/traces', 'text/plain', 'hello')).status,
       (await post('/v1/traces', 'application/json', '{not json')).status,
       (await post('/v1/traces', 'application/x-protobuf', Buffer.from([0x0a, 0xff]))).status,
       (await fetch(`${receiver.url}/v1/traces`)).status,
     ];
     assert.deepEqual(statuses, [404, 415, 400, 400, 405]);
-    assert.deepEqual({ spans: receiver.spans(), counts: { ...receiver.counts, bytes: 0 } }, { spans: [], counts: { spans: 0, logs: 0, requests: 5, bytes: 0 } });
+    assert.deepEqual({ spans: receiver.spans(), counts: { ...receiver.counts, bytes: 0 } }, { spans: [], counts: { spans: 0, logs: 0, metricExports: 0, requests: 5, bytes: 0 } });
     await receiver.close();
   });
 
@@ -159,7 +159,9 @@ describe('OTLP receiver', () => {
     await send(new ProtoLogExporter({ url: `${receiver.url}/v1/logs`, compression: CompressionAlgorithm.GZIP }), [logRecord(), logRecord()]);
     const body = JSON.stringify({ resourceLogs: [{ scopeLogs: [{ logRecords: [{}, {}, {}] }, { logRecords: [{}] }] }] });
     assert.equal((await fetch(`${receiver.url}/v1/logs`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: gzipSync(body) })).status, 200);
-    assert.deepEqual({ spans: receiver.spans(), logs: receiver.logs(), counts: { ...receiver.counts, bytes: 0 } }, { spans: [], logs: [], counts: { spans: 5, logs: 6, requests: 4, bytes: 0 } });
+    assert.deepEqual({ spans: receiver.spans(), logs: receiver.logs(), counts: { ...receiver.counts, bytes: 0 } }, { spans: [], logs: [], counts: { spans: 5, logs: 6, metricExports: 0, requests: 4, bytes: 0 } });
+    const id = BigInt(`0x${SPAN}`);
+    assert.deepEqual(receiver.spanIdDigest, { count: 5, sum: (5n * id) & ((1n << 64n) - 1n), xor: id }, 'a digest of the span ids of both encodings');
     await receiver.close();
   });
 

@@ -1,13 +1,13 @@
 /**
- * A fake OTLP/HTTP collector on 127.0.0.1:0. It takes what the real exporters send to `/v1/traces`
- * and `/v1/logs` (JSON or protobuf, optionally gzip) and normalises both encodings to one shape, so
+ * A fake OTLP/HTTP collector on 127.0.0.1:0. It takes what the real exporters send to `/v1/traces`,
+ * `/v1/logs` and `/v1/metrics` (JSON or protobuf, optionally gzip) and normalises both encodings to one shape, so
  * tests can deepEqual whole spans. It can answer any status (503 storms, 429 with Retry-After),
  * answer slowly, or just count (benchmarks).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
-import { countNested, decodeRequest } from './otlp-proto.js';
+import { countNested, decodeRequest, forEachSpanId } from './otlp-proto.js';
 
 export type AttrValue = string | number | boolean | AttrValue[] | { [k: string]: AttrValue };
 
@@ -46,6 +46,38 @@ export interface ReceivedLog {
   scope: { name: string; version?: string };
 }
 
+export interface ReceivedDataPoint {
+  attributes: Record<string, AttrValue>;
+  /** Gauges and sums. */
+  value?: number;
+  /** Histograms: per-bucket (not cumulative) counts, `explicitBounds.length + 1` of them. */
+  count?: number;
+  sum?: number;
+  bucketCounts?: number[];
+  explicitBounds?: number[];
+}
+
+export interface ReceivedMetric {
+  name: string;
+  description: string;
+  unit: string;
+  type: 'gauge' | 'sum' | 'histogram';
+  /** Sums only. */
+  monotonic?: boolean;
+  /** Sums and histograms: 1 delta, 2 cumulative. */
+  temporality?: number;
+  points: ReceivedDataPoint[];
+  resource: Record<string, AttrValue>;
+  scope: { name: string; version?: string };
+}
+
+/** Count, sum and xor (mod 2^64) of the span ids received in discard mode: a duplicate or a missing span changes them. */
+export interface SpanIdDigest {
+  count: number;
+  sum: bigint;
+  xor: bigint;
+}
+
 export interface ReceivedRequest {
   path: string;
   contentType: string;
@@ -73,8 +105,13 @@ export interface OtlpReceiver {
   logs(): ReceivedLog[];
   waitForSpans(n: number, timeoutMs?: number): Promise<ReceivedSpan[]>;
   waitForLogs(n: number, timeoutMs?: number): Promise<ReceivedLog[]>;
-  /** spans/logs: received (2xx) only; requests/bytes: every request. */
-  readonly counts: { spans: number; logs: number; requests: number; bytes: number };
+  /** One entry per accepted metrics request: the metrics it carried. */
+  metrics(): ReceivedMetric[][];
+  waitForMetricExports(n: number, timeoutMs?: number): Promise<ReceivedMetric[][]>;
+  /** Discard mode: a digest of the span ids received. */
+  readonly spanIdDigest: SpanIdDigest;
+  /** spans/logs/metricExports: received (2xx) only; requests/bytes: every request. */
+  readonly counts: { spans: number; logs: number; metricExports: number; requests: number; bytes: number };
   close(): Promise<void>;
 }
 
@@ -170,28 +207,81 @@ export function normaliseLogs(body: Obj, proto: boolean): ReceivedLog[] {
   return out;
 }
 
-const SIGNALS = { '/v1/traces': 'traces', '/v1/logs': 'logs' } as const;
+export function normaliseMetrics(body: Obj): ReceivedMetric[] {
+  const out: ReceivedMetric[] = [];
+  const num = (v: unknown): number | undefined => (v === undefined || v === null ? undefined : Number(v));
+  for (const rm of list(body.resourceMetrics)) {
+    const resource = attrs(obj(rm.resource).attributes);
+    for (const sm of list(rm.scopeMetrics)) {
+      for (const m of list(sm.metrics)) {
+        const type = 'histogram' in m ? 'histogram' : 'sum' in m ? 'sum' : 'gauge';
+        const data = obj(m[type]);
+        const metric: ReceivedMetric = { name: str(m.name, ''), description: str(m.description, ''), unit: str(m.unit, ''), type, points: [], resource, scope: scope(sm.scope) };
+        if (type === 'sum') metric.monotonic = data.isMonotonic === true;
+        if (type !== 'gauge') metric.temporality = Number(data.aggregationTemporality ?? 0);
+        for (const p of list(data.dataPoints)) {
+          const point: ReceivedDataPoint = { attributes: attrs(p.attributes) };
+          if (type === 'histogram') {
+            point.count = Number(p.count ?? 0);
+            optional(point, 'sum', num(p.sum));
+            point.bucketCounts = (Array.isArray(p.bucketCounts) ? (p.bucketCounts as unknown[]) : []).map(Number);
+            point.explicitBounds = (Array.isArray(p.explicitBounds) ? (p.explicitBounds as unknown[]) : []).map(Number);
+          } else point.value = num(p.asInt) ?? num(p.asDouble) ?? 0;
+          metric.points.push(point);
+        }
+        out.push(metric);
+      }
+    }
+  }
+  return out;
+}
+
+const SIGNALS = { '/v1/traces': 'traces', '/v1/logs': 'logs', '/v1/metrics': 'metrics' } as const;
+type Signal = (typeof SIGNALS)[keyof typeof SIGNALS];
+const MASK64 = (1n << 64n) - 1n;
 
 export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Promise<OtlpReceiver> {
   const spans: ReceivedSpan[] = [];
   const logs: ReceivedLog[] = [];
+  const metricExports: ReceivedMetric[][] = [];
   const requests: ReceivedRequest[] = [];
-  const counts = { spans: 0, logs: 0, requests: 0, bytes: 0 };
+  const counts = { spans: 0, logs: 0, metricExports: 0, requests: 0, bytes: 0 };
+  const spanIdDigest: SpanIdDigest = { count: 0, sum: 0n, xor: 0n };
+  const digest = (id: bigint): void => {
+    spanIdDigest.count += 1;
+    spanIdDigest.sum = (spanIdDigest.sum + id) & MASK64;
+    spanIdDigest.xor ^= id;
+  };
   const waiters = new Set<() => void>();
   const timers = new Set<NodeJS.Timeout>();
 
   /** Decode and keep (or just count) one accepted body; throws on a malformed one. */
-  function accept(signal: 'traces' | 'logs', raw: Buffer, json: boolean): void {
-    if (options.discard === true) {
+  function accept(signal: Signal, raw: Buffer, json: boolean): void {
+    if (options.discard === true && signal !== 'metrics') {
       if (json) {
         const body = obj(JSON.parse(raw.toString('utf8')));
         const inner = signal === 'traces' ? ['resourceSpans', 'scopeSpans', 'spans'] : ['resourceLogs', 'scopeLogs', 'logRecords'];
-        counts[signal === 'traces' ? 'spans' : 'logs'] += list(body[inner[0]!]).reduce((n, r) => n + list(r[inner[1]!]).reduce((m, s) => m + list(s[inner[2]!]).length, 0), 0);
-      } else counts[signal === 'traces' ? 'spans' : 'logs'] += countNested(raw, [1, 2, 2]);
+        for (const r of list(body[inner[0]!])) {
+          for (const s of list(r[inner[1]!])) {
+            for (const item of list(s[inner[2]!])) {
+              counts[signal === 'traces' ? 'spans' : 'logs'] += 1;
+              if (signal === 'traces') digest(BigInt(`0x${str(item.spanId, '0')}`));
+            }
+          }
+        }
+      } else if (signal === 'traces') {
+        forEachSpanId(raw, (id) => {
+          counts.spans += 1;
+          digest(Buffer.from(id).readBigUInt64BE(0));
+        });
+      } else counts.logs += countNested(raw, [1, 2, 2]);
       return;
     }
     const body = json ? obj(JSON.parse(raw.toString('utf8'))) : decodeRequest(signal, raw);
-    if (signal === 'traces') {
+    if (signal === 'metrics') {
+      metricExports.push(normaliseMetrics(body));
+      counts.metricExports += 1;
+    } else if (signal === 'traces') {
       const got = normaliseSpans(body, !json);
       spans.push(...got);
       counts.spans += got.length;
@@ -206,7 +296,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
     const path = (req.url ?? '').split('?')[0]!;
     const contentType = String(req.headers['content-type'] ?? '');
     const encoding = req.headers['content-encoding'];
-    const signal = SIGNALS[path as keyof typeof SIGNALS] as 'traces' | 'logs' | undefined;
+    const signal = SIGNALS[path as keyof typeof SIGNALS] as Signal | undefined;
     const r = options.respond?.(n, path) ?? 200;
     const headers = typeof r === 'number' ? {} : (r.headers ?? {});
     let status = typeof r === 'number' ? r : r.status;
@@ -274,6 +364,9 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
     logs: () => [...logs],
     waitForSpans: (want, timeoutMs = 10_000) => waitFor('spans', () => [...spans], () => counts.spans, want, timeoutMs),
     waitForLogs: (want, timeoutMs = 10_000) => waitFor('logs', () => [...logs], () => counts.logs, want, timeoutMs),
+    metrics: () => [...metricExports],
+    waitForMetricExports: (want, timeoutMs = 10_000) => waitFor('metric exports', () => [...metricExports], () => counts.metricExports, want, timeoutMs),
+    spanIdDigest,
     counts,
     close: async () => {
       for (const t of timers) clearTimeout(t);

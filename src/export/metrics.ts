@@ -1,0 +1,93 @@
+import type { Attributes, BatchObservableResult, Observable } from '@opentelemetry/api';
+import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
+import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
+import { JsonMetricsSerializer, MetricsExporterMetricsHelper, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
+import { AggregationTemporality, MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import type { Logger } from 'pino';
+import type { Config, OtlpSignalConfig } from '../config.js';
+import { LAG_METRIC, METRIC_DEFS } from '../metric-defs.js';
+import type { TracingStats } from '../stats.js';
+import { VERSION } from '../version.js';
+import { exporterOptions } from './exporters.js';
+import { LAG_BUCKETS_S, type LagHistogram } from './lag.js';
+import { createResource } from './spans.js';
+
+export interface MetricsExport {
+  /** Export once more (the final values), then stop. */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * OTLP/HTTP metrics exporter on the same release train as the trace and log exporters: the
+ * published `exporter-metrics-otlp-*` packages stop at 0.223.0 and pin `sdk-metrics`/`core` 2.12.0,
+ * which would put a second copy of the SDK beside ours. Cumulative temporality, as the default.
+ */
+export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implements PushMetricExporter {
+  constructor(signal: OtlpSignalConfig) {
+    const json = signal.protocol === 'http/json';
+    super(
+      createOtlpHttpExportDelegate(
+        convertLegacyHttpOptions(exporterOptions(signal), 'METRICS', 'v1/metrics', { 'Content-Type': json ? 'application/json' : 'application/x-protobuf' }),
+        json ? JsonMetricsSerializer : ProtobufMetricsSerializer,
+        'otlp_http_metric_exporter',
+        MetricsExporterMetricsHelper,
+        undefined,
+      ),
+    );
+  }
+
+  selectAggregationTemporality(): AggregationTemporality {
+    return AggregationTemporality.CUMULATIVE;
+  }
+}
+
+/**
+ * With OTEL_METRICS_EXPORTER=otlp: the `/metrics` counters as observable instruments (read from the
+ * stats once per collection) and the export-lag histogram with the same buckets, every
+ * OTEL_METRIC_EXPORT_INTERVAL ms and once more at shutdown.
+ */
+export function startMetricsExport(config: Config, read: () => TracingStats, lag: LagHistogram, logger: Logger): MetricsExport | undefined {
+  if (config.metrics.exporter === 'none') return undefined;
+  const interval = config.metrics.intervalMs;
+  const provider = new MeterProvider({
+    resource: createResource(config),
+    readers: [
+      new PeriodicExportingMetricReader({
+        exporter: new OtlpMetricExporter(config.metrics),
+        exportIntervalMillis: interval,
+        exportTimeoutMillis: Math.min(interval, config.metrics.timeoutMs),
+      }),
+    ],
+  });
+  const meter = provider.getMeter('prefect-otel', VERSION);
+  const observed: [def: (typeof METRIC_DEFS)[number], instrument: Observable][] = [];
+  for (const def of METRIC_DEFS) {
+    if (def.otel === undefined) continue;
+    const options = { unit: def.unit, description: def.help };
+    observed.push([def, def.type === 'counter' ? meter.createObservableCounter(def.otel, options) : meter.createObservableGauge(def.otel, options)]);
+  }
+  meter.addBatchObservableCallback(
+    (result: BatchObservableResult) => {
+      const s = read();
+      for (const [def, instrument] of observed) {
+        const v = def.read(s);
+        if (typeof v === 'number') result.observe(instrument, v);
+        else for (const [label, n] of Object.entries(v)) result.observe(instrument, n, { [def.label ?? 'label']: label } satisfies Attributes);
+      }
+    },
+    observed.map(([, instrument]) => instrument),
+  );
+  const histogram = meter.createHistogram(LAG_METRIC.otel, { unit: LAG_METRIC.unit, description: LAG_METRIC.help, advice: { explicitBucketBoundaries: [...LAG_BUCKETS_S] } });
+  lag.listener = (seconds) => histogram.record(seconds);
+  logger.child({ component: 'export', signal: 'metrics' }).debug({ url: config.metrics.url, intervalMs: interval }, 'exporting metrics');
+  return {
+    async shutdown(): Promise<void> {
+      lag.listener = undefined;
+      try {
+        await provider.shutdown();
+      } catch (err) {
+        logger.child({ component: 'export', signal: 'metrics' }).warn({ error: err instanceof Error ? err.message : String(err) }, 'final metrics export failed');
+      }
+    },
+  };
+}

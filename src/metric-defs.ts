@@ -1,0 +1,51 @@
+import type { TracingStats } from './stats.js';
+
+/**
+ * Every metric once: its Prometheus name (`/metrics`), its OpenTelemetry name (OTLP metrics, when
+ * exported), and how to read it from the stats. The OTel names map to the Prometheus names by the
+ * Collector's usual translation (dots → `_`, unit `s` → `_seconds`, monotonic sums → `_total`).
+ */
+export interface MetricDef {
+  readonly prometheus: string;
+  /** Undefined: only on `/metrics` (process facts that OTel has its own conventions for). */
+  readonly otel: string | undefined;
+  readonly type: 'counter' | 'gauge';
+  readonly unit: string;
+  readonly help: string;
+  /** A value, or values by the `label` attribute. */
+  readonly read: (s: TracingStats) => number | Readonly<Record<string, number>>;
+  readonly label?: string;
+}
+
+export const METRIC_DEFS: readonly MetricDef[] = [
+  { prometheus: 'prefect_otel_up_seconds', otel: undefined, type: 'gauge', unit: 's', help: 'Seconds since start.', read: (s) => s.uptimeS },
+  { prometheus: 'process_resident_memory_bytes', otel: undefined, type: 'gauge', unit: 'By', help: 'Resident memory size in bytes.', read: (s) => s.memory.rssBytes },
+  { prometheus: 'nodejs_heap_size_used_bytes', otel: undefined, type: 'gauge', unit: 'By', help: 'V8 heap in use, in bytes.', read: (s) => s.memory.heapUsedBytes },
+  { prometheus: 'prefect_otel_connected', otel: 'prefect_otel.connected', type: 'gauge', unit: '{connection}', help: '1 while subscribed to the Prefect event stream (replay: while reading input).', read: (s) => (s.connected ? 1 : 0) },
+  { prometheus: 'prefect_otel_events_received_total', otel: 'prefect_otel.events.received', type: 'counter', unit: '{event}', help: 'Frames and lines received.', read: (s) => s.events.received },
+  { prometheus: 'prefect_otel_events_accepted_total', otel: 'prefect_otel.events.accepted', type: 'counter', unit: '{event}', help: 'Events applied to a run.', read: (s) => s.events.accepted },
+  { prometheus: 'prefect_otel_events_duplicate_total', otel: 'prefect_otel.events.duplicate', type: 'counter', unit: '{event}', help: 'Events dropped as duplicates (same event id).', read: (s) => s.events.duplicates },
+  { prometheus: 'prefect_otel_events_unrelated_total', otel: 'prefect_otel.events.unrelated', type: 'counter', unit: '{event}', help: 'Valid events that name no flow or task run.', read: (s) => s.events.unrelated },
+  { prometheus: 'prefect_otel_events_skipped_total', otel: 'prefect_otel.events.skipped', type: 'counter', unit: '{event}', help: 'Malformed input skipped, by reason.', read: (s) => s.events.skipped, label: 'reason' },
+  { prometheus: 'prefect_otel_runs_open', otel: 'prefect_otel.runs.open', type: 'gauge', unit: '{run}', help: 'Runs held in memory.', read: (s) => s.runs.open },
+  { prometheus: 'prefect_otel_runs_opened_total', otel: 'prefect_otel.runs.opened', type: 'counter', unit: '{run}', help: 'Run attempts seen.', read: (s) => s.runs.opened },
+  { prometheus: 'prefect_otel_runs_incomplete_total', otel: 'prefect_otel.runs.incomplete', type: 'counter', unit: '{run}', help: 'Runs ended without a terminal state.', read: (s) => s.runs.incomplete },
+  { prometheus: 'prefect_otel_runs_evicted_total', otel: 'prefect_otel.runs.evicted', type: 'counter', unit: '{run}', help: 'Runs ended early by the open-run bound.', read: (s) => s.runs.evicted },
+  { prometheus: 'prefect_otel_reruns_total', otel: 'prefect_otel.reruns', type: 'counter', unit: '{run}', help: 'Runs that left a terminal state again.', read: (s) => s.runs.reruns },
+  { prometheus: 'prefect_otel_late_events_total', otel: 'prefect_otel.late_events', type: 'counter', unit: '{event}', help: 'Events that arrived after their run was exported.', read: (s) => s.runs.lateEvents },
+  { prometheus: 'prefect_otel_spans_finished_total', otel: 'prefect_otel.spans.finished', type: 'counter', unit: '{span}', help: 'Spans built.', read: (s) => s.spans.finished },
+  { prometheus: 'prefect_otel_spans_exported_total', otel: 'prefect_otel.spans.exported', type: 'counter', unit: '{span}', help: 'Spans accepted by the collector.', read: (s) => s.spans.exported },
+  { prometheus: 'prefect_otel_spans_buffered', otel: 'prefect_otel.spans.buffered', type: 'gauge', unit: '{span}', help: 'Spans waiting for the collector.', read: (s) => s.spans.buffered },
+  { prometheus: 'prefect_otel_spans_dropped_total', otel: 'prefect_otel.spans.dropped', type: 'counter', unit: '{span}', help: 'Spans dropped because the buffer was full.', read: (s) => s.spans.dropped },
+  { prometheus: 'prefect_otel_spans_rejected_total', otel: 'prefect_otel.spans.rejected', type: 'counter', unit: '{span}', help: 'Spans the collector rejected for good.', read: (s) => s.spans.rejected },
+  { prometheus: 'prefect_otel_export_failures_total', otel: 'prefect_otel.export.failures', type: 'counter', unit: '{attempt}', help: 'Failed export attempts (retried).', read: (s) => s.spans.exportFailures },
+  { prometheus: 'prefect_otel_reconnects_total', otel: 'prefect_otel.reconnects', type: 'counter', unit: '{reconnect}', help: 'Reconnects to the Prefect event stream.', read: (s) => s.source.reconnects },
+];
+
+/** The export-lag histogram (buckets in `export/lag.ts`). */
+export const LAG_METRIC = {
+  prometheus: 'prefect_otel_export_lag_seconds',
+  otel: 'prefect_otel.export.lag',
+  unit: 's',
+  help: 'Seconds from a span\'s end (its terminal event) to its acceptance by the collector.',
+} as const;

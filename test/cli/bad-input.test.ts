@@ -1,0 +1,130 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { excerpt, MAX_EVENT_BYTES, SKIP_REASONS, type SkipReason } from '../../src/model/event.js';
+import type { TracingStats } from '../../src/stats.js';
+import { startCli } from '../helpers/cli.js';
+import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
+import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-bad-input-'));
+const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+const RUNS = 40;
+const BAD_PER_GOOD = 25;
+const WARN_PER_REASON = 10;
+const hex12 = (n: number): string => n.toString(16).padStart(12, '0');
+
+/** Good runs: a flow with two tasks, one failing; runs overlap in time. */
+function goodEvents(): { line: string; occurred: number }[] {
+  const out: { line: string; occurred: number }[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const fr = `0198c7d2-5b1e-7a3c-9f10-${hex12(i)}`;
+    const t = T0 + i * 700;
+    const s = (type: string, name: string, message?: string) => ({ type, name, ...(message === undefined ? {} : { message }) });
+    const task = (n: number, state: ReturnType<typeof s>, from: string, at: number) =>
+      taskRunStateEvent({ taskRunId: `0198c7d2-6000-7abc-8def-${hex12(i * 2 + n)}`, taskRunName: `t-${n}`, taskKey: `step${n}-1a2b`, flowRunId: fr, ...FLOW, state, from, runCount: 1, occurred: at, id: `0198c7d2-eeee-7000-8000-${hex12(i * 10 + n * 2 + (state.type === 'RUNNING' ? 0 : 1))}` });
+    const events = [
+      flowRunStateEvent({ flowRunId: fr, flowRunName: `run-${i}`, ...FLOW, state: s('RUNNING', 'Running'), from: 'PENDING', runCount: 1, occurred: t, id: `0198c7d2-eeee-7000-8000-${hex12(i * 10 + 8)}` }),
+      task(0, s('RUNNING', 'Running'), 'PENDING', t + 100),
+      task(1, s('RUNNING', 'Running'), 'PENDING', t + 150),
+      task(0, s('COMPLETED', 'Completed'), 'RUNNING', t + 900),
+      task(1, s('FAILED', 'Failed', `ValueError: row ${i}`), 'RUNNING', t + 1200),
+      flowRunStateEvent({ flowRunId: fr, flowRunName: `run-${i}`, ...FLOW, state: s('FAILED', 'Failed', 'a task failed'), from: 'RUNNING', runCount: 1, occurred: t + 1500, id: `0198c7d2-eeee-7000-8000-${hex12(i * 10 + 9)}` }),
+    ];
+    for (const e of events) out.push({ line: JSON.stringify({ type: 'event', event: e }), occurred: Date.parse(e.occurred) });
+  }
+  return out.sort((a, b) => a.occurred - b.occurred);
+}
+
+/** Malformed input of every kind the parser and classifier know, each line distinct. */
+function badLine(n: number, occurredMs: number): { reason: SkipReason; line: string } {
+  const iso = new Date(occurredMs).toISOString();
+  const id = `0198c7d2-bad0-7000-8000-${hex12(n)}`;
+  const res = (rid: string, labels = '') => `{"prefect.resource.id":"${rid}"${labels}}`;
+  const kinds: (() => { reason: SkipReason; line: string })[] = [
+    () => ({ reason: 'invalid_json', line: `{"id":"${id}","event": oops ${n}` }),
+    () => ({ reason: 'invalid_json', line: `not json at all #${n}` }),
+    () => ({ reason: 'not_an_object', line: `[${n},"event"]` }),
+    () => ({ reason: 'not_an_object', line: String(n) }),
+    () => ({ reason: 'not_an_event_message', line: `{"type":"ping","seq":${n}}` }),
+    () => ({ reason: 'missing_field', line: `{"id":"${id}","event":"prefect.flow-run.Running","resource":${res('prefect.flow-run.x')}}` }),
+    () => ({ reason: 'missing_field', line: `{"type":"event","event":"not an object ${n}"}` }),
+    () => ({ reason: 'wrong_type', line: `{"id":${n},"event":"x","occurred":"${iso}","resource":${res('x')}}` }),
+    // A label value that is not a string.
+    () => ({ reason: 'wrong_type', line: `{"id":"${id}","event":"prefect.flow-run.Running","occurred":"${iso}","resource":${res(`prefect.flow-run.${id}`, `,"prefect.run-count":${n}`)}}` }),
+    () => ({ reason: 'wrong_type', line: `{"id":"${id}","event":"x","occurred":"${iso}","resource":${res('x')},"related":{"n":${n}}}` }),
+    () => ({ reason: 'bad_timestamp', line: `{"id":"${id}","event":"x","occurred":"soon-${n}","resource":${res('x')}}` }),
+    () => ({ reason: 'bad_id', line: `{"id":"run-${n}","event":"x","occurred":"${iso}","resource":${res('x')}}` }),
+    () => ({ reason: 'bad_run_id', line: `{"id":"${id}","event":"prefect.flow-run.Running","occurred":"${iso}","resource":${res(`prefect.flow-run.not-a-uuid-${n}`)}}` }),
+    () => ({ reason: 'unknown_state', line: `{"id":"${id}","event":"prefect.flow-run.Exploded","occurred":"${iso}","resource":${res(`prefect.flow-run.0198c7d2-bad1-7000-8000-${hex12(n)}`, ',"prefect.state-type":"EXPLODED","prefect.state-name":"Exploded"')}}` }),
+  ];
+  return kinds[n % kinds.length]!();
+}
+
+function hugeLine(n: number): { reason: SkipReason; line: string } {
+  const blob = 'x'.repeat(MAX_EVENT_BYTES + 1000);
+  return { reason: 'too_large', line: `{"id":"0198c7d2-bad2-7000-8000-${hex12(n)}","event":"x","occurred":"2026-11-20T09:00:00Z","resource":{"prefect.resource.id":"x"},"payload":{"blob":"${blob}"}}` };
+}
+
+function byId(spans: ReceivedSpan[]): ReceivedSpan[] {
+  return [...spans].sort((a, b) => a.spanId.localeCompare(b.spanId));
+}
+
+test('a flood of malformed lines of every kind between good runs: the process stays up, the good spans are exactly those of the good events alone, every skip is counted by reason and logged a bounded number of times with an excerpt', async () => {
+  const good = goodEvents();
+  const bad: { reason: SkipReason; line: string }[] = [];
+  const flood: string[] = [];
+  let n = 0;
+  good.forEach((g, i) => {
+    flood.push(g.line);
+    for (let k = 0; k < BAD_PER_GOOD; k++) {
+      const b = badLine(n++, g.occurred);
+      bad.push(b);
+      flood.push(b.line);
+    }
+    if (i % 80 === 40) {
+      const h = hugeLine(i);
+      bad.push(h);
+      flood.push(h.line);
+    }
+  });
+  const goodFile = join(dir, 'good.jsonl');
+  const floodFile = join(dir, 'flood.jsonl');
+  writeFileSync(goodFile, `# ${RUNS} runs\n${good.map((g) => g.line).join('\n')}\n`);
+  writeFileSync(floodFile, `# the same runs with ${bad.length} malformed lines between their events\n${flood.join('\n')}\n`);
+
+  const run = async (file: string) => {
+    const receiver = await startOtlpReceiver();
+    const r = await startCli(['replay', file], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_LOG_LEVEL: 'info' }).result;
+    await receiver.close();
+    return { r, spans: byId(receiver.spans()) };
+  };
+  const alone = await run(goodFile);
+  const flooded = await run(floodFile);
+  assert.equal(alone.r.code, 0, alone.r.stderr);
+  assert.equal(flooded.r.code, 0, flooded.r.stderr);
+  assert.equal(alone.spans.length, RUNS * 3);
+  assert.deepEqual(flooded.spans, alone.spans, 'the malformed lines change nothing on the good spans');
+
+  const expected: Partial<Record<SkipReason, number>> = {};
+  for (const b of bad) expected[b.reason] = (expected[b.reason] ?? 0) + 1;
+  assert.deepEqual(Object.keys(expected).sort(), [...SKIP_REASONS].sort(), 'every skip reason is exercised');
+  assert.ok(bad.length >= 5_000, `${bad.length} malformed lines`);
+  const inOrder = SKIP_REASONS.map((r) => [r, expected[r]!] as const);
+  assert.match(flooded.r.stderr, new RegExp(`skipped: ${bad.length} \\(${inOrder.map(([r, c]) => `${r}: ${c}`).join(', ')}\\)`));
+  const stats = flooded.r.stdout.split('\n').filter((l) => l.includes('"msg":"stats"')).map((l) => JSON.parse(l) as TracingStats);
+  assert.deepEqual(stats.at(-1)!.events, { received: good.length + bad.length, accepted: good.length, duplicates: 0, unrelated: 0, skipped: Object.fromEntries(inOrder) });
+
+  const warned = flooded.r.stdout.split('\n').filter((l) => l.includes('skipped malformed input')).map((l) => JSON.parse(l) as { level: number; reason: SkipReason; excerpt: string });
+  const want = SKIP_REASONS.flatMap((reason) => bad.filter((b) => b.reason === reason).slice(0, WARN_PER_REASON).map((b) => ({ reason, excerpt: excerpt(b.line) })));
+  assert.deepEqual(
+    warned.map((w) => ({ reason: w.reason, excerpt: w.excerpt })).sort((a, b) => SKIP_REASONS.indexOf(a.reason) - SKIP_REASONS.indexOf(b.reason)),
+    want,
+    'at most 10 warnings per reason, each with an excerpt of the line',
+  );
+  assert.ok(warned.every((w) => w.level === 40 && w.excerpt.length <= 161));
+  assert.ok(flooded.r.stdout.length < alone.r.stdout.length + 200_000, 'the log does not grow with the flood');
+});

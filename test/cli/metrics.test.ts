@@ -1,0 +1,154 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { renderMetrics } from '../../src/health.js';
+import { METRIC_DEFS } from '../../src/metric-defs.js';
+import type { TracingStats } from '../../src/stats.js';
+import { VERSION } from '../../src/version.js';
+import { startCli } from '../helpers/cli.js';
+import { startOtlpReceiver, type ReceivedMetric } from '../helpers/otlp-receiver.js';
+import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
+
+const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+
+function runLines(i: number): string[] {
+  const fr = `0198c7d2-5b1e-7a3c-9f10-${i.toString(16).padStart(12, '0')}`;
+  const tr = `0198c7d2-6000-7abc-8def-${i.toString(16).padStart(12, '0')}`;
+  const t = T0 + i * 10_000;
+  const state = (type: string, name: string) => ({ type, name });
+  return [
+    flowRunStateEvent({ flowRunId: fr, flowRunName: `run-${i}`, ...FLOW, state: state('RUNNING', 'Running'), from: 'PENDING', runCount: 1, occurred: t }),
+    taskRunStateEvent({ taskRunId: tr, taskRunName: 'extract-1', taskKey: 'extract-9a8b', flowRunId: fr, ...FLOW, state: state('RUNNING', 'Running'), from: 'PENDING', runCount: 1, occurred: t + 100 }),
+    taskRunStateEvent({ taskRunId: tr, taskRunName: 'extract-1', taskKey: 'extract-9a8b', flowRunId: fr, ...FLOW, state: state('COMPLETED', 'Completed'), from: 'RUNNING', runCount: 1, occurred: t + 200 }),
+    flowRunStateEvent({ flowRunId: fr, flowRunName: `run-${i}`, ...FLOW, state: state('COMPLETED', 'Completed'), from: 'RUNNING', runCount: 1, occurred: t + 300 }),
+  ].map((e) => JSON.stringify(e));
+}
+
+/** The Collector's usual OTLP → Prometheus translation, applied to one metrics export. */
+function asPrometheus(metrics: ReceivedMetric[]): Record<string, number | string> {
+  const out: Record<string, number | string> = {};
+  const labels = (a: Record<string, unknown>): string => {
+    const entries = Object.entries(a);
+    return entries.length === 0 ? '' : `{${entries.map(([k, v]) => `${k}="${String(v)}"`).join(',')}}`;
+  };
+  for (const m of metrics) {
+    const base = `${m.name.replace(/\./g, '_')}${m.unit === 's' ? '_seconds' : ''}`;
+    if (m.type === 'histogram') {
+      out[`# TYPE ${base}`] = 'histogram';
+      for (const p of m.points) {
+        let cumulative = 0;
+        p.bucketCounts!.forEach((n, i) => {
+          cumulative += n;
+          out[`${base}_bucket{le="${i < p.explicitBounds!.length ? String(p.explicitBounds![i]) : '+Inf'}"}`] = cumulative;
+        });
+        out[`${base}_sum`] = p.sum ?? 0;
+        out[`${base}_count`] = p.count!;
+      }
+      continue;
+    }
+    const counter = m.type === 'sum' && m.monotonic === true && m.temporality === 2;
+    const name = counter ? `${base}_total` : base;
+    out[`# TYPE ${name}`] = counter ? 'counter' : 'gauge';
+    for (const p of m.points) out[`${name}${labels(p.attributes)}`] = p.value!;
+  }
+  return out;
+}
+
+/** Samples of a Prometheus text exposition, minus the families that are only on `/metrics`. */
+function parsePrometheus(text: string, skip: readonly string[]): Record<string, number | string> {
+  const out: Record<string, number | string> = {};
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('# HELP')) continue;
+    if (skip.some((s) => line.startsWith(s) || line.startsWith(`# TYPE ${s}`))) continue;
+    if (line.startsWith('# TYPE ')) {
+      const [, , name, type] = line.split(' ');
+      out[`# TYPE ${name}`] = type!;
+    } else {
+      const at = line.lastIndexOf(' ');
+      out[line.slice(0, at)] = Number(line.slice(at + 1));
+    }
+  }
+  return out;
+}
+
+test('OTEL_METRICS_EXPORTER=otlp: replay exports the /metrics counters and the lag histogram as OTel metrics, periodically and once more at the end', async () => {
+  const receiver = await startOtlpReceiver();
+  const first = [...runLines(1), '{not json', '[1,2]', ...runLines(2)];
+  const dup = runLines(3);
+  const second = [...dup, dup[0]!, '{"id":"x","event":"e","occurred":"2026-11-20T09:00:00Z","resource":{"prefect.resource.id":"x"}}', '{"also not json'];
+  const cli = startCli(
+    ['replay', '-'],
+    {
+      PREFECT_API_URL: 'http://127.0.0.1:9/api',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_METRICS_EXPORTER: 'otlp',
+      OTEL_METRIC_EXPORT_INTERVAL: '100',
+      OTEL_SERVICE_NAME: 'prefect-test',
+      PREFECT_OTEL_LOG_LEVEL: 'info',
+    },
+    `${first.join('\n')}\n`,
+    { keepStdinOpen: true },
+  );
+  // A periodic export arrives while the replay is still reading.
+  await receiver.waitForMetricExports(1);
+  cli.child.stdin!.end(`${second.join('\n')}\n`);
+  const r = await cli.result;
+  assert.equal(r.code, 0, r.stderr);
+
+  const statsLines = r.stdout.split('\n').filter((l) => l.includes('"msg":"stats"')).map((l) => JSON.parse(l) as TracingStats & { component: string });
+  assert.equal(statsLines.length, 1, 'one final stats line (the interval is a minute)');
+  const final = statsLines[0]!;
+  const exports = receiver.metrics();
+  assert.ok(exports.length >= 2);
+  const last = exports.at(-1)!;
+
+  // The last export says exactly what /metrics would say of the final stats (process facts aside).
+  const expected = parsePrometheus(renderMetrics(final), ['prefect_otel_up_seconds', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes']);
+  assert.deepEqual(asPrometheus(last), expected);
+  assert.equal(Object.keys(expected).filter((k) => k.startsWith('# TYPE ')).length, METRIC_DEFS.filter((d) => d.otel !== undefined).length + 1, 'every family but the process facts, and the histogram');
+  // …which is what the summary reports.
+  assert.match(r.stderr, /skipped: 4 \(invalid_json: 2, not_an_object: 1, bad_id: 1\)/);
+  assert.match(r.stderr, /runs: 6 {2}spans: 6 \(0 incomplete\)/);
+  assert.match(r.stderr, /spans: 6 exported/);
+  assert.deepEqual(
+    {
+      received: expected.prefect_otel_events_received_total,
+      duplicates: expected.prefect_otel_events_duplicate_total,
+      exported: expected.prefect_otel_spans_exported_total,
+      lagCount: expected.prefect_otel_export_lag_seconds_count,
+      beyondADay: expected['prefect_otel_export_lag_seconds_bucket{le="+Inf"}'] as number - (expected['prefect_otel_export_lag_seconds_bucket{le="86400"}'] as number),
+      skipped: Object.fromEntries(Object.entries(expected).filter(([k]) => k.startsWith('prefect_otel_events_skipped_total{'))),
+    },
+    {
+      received: first.length + second.length,
+      duplicates: 1,
+      exported: 6,
+      lagCount: 6,
+      beyondADay: 6, // the replayed runs ended in November 2026's past, far more than a day before their export
+      skipped: {
+        'prefect_otel_events_skipped_total{reason="invalid_json"}': 2,
+        'prefect_otel_events_skipped_total{reason="not_an_object"}': 1,
+        'prefect_otel_events_skipped_total{reason="bad_id"}': 1,
+      },
+    },
+  );
+  for (const m of last) {
+    assert.equal(m.resource['service.name'], 'prefect-test');
+    assert.deepEqual(m.scope, { name: 'prefect-otel', version: VERSION });
+  }
+  assert.ok(receiver.requests.filter((q) => q.path === '/v1/metrics').every((q) => q.contentType === 'application/x-protobuf' && q.status === 200));
+  await receiver.close();
+});
+
+test('a bad OTEL_METRIC_EXPORT_INTERVAL or OTEL_METRICS_EXPORTER warns and falls back, as OTel components do', async () => {
+  const receiver = await startOtlpReceiver();
+  const r = await startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRICS_EXPORTER: 'prometheus', OTEL_METRIC_EXPORT_INTERVAL: 'soon' }, runLines(1).join('\n')).result;
+  assert.equal(r.code, 0, r.stderr);
+  const warnings = r.stdout.split('\n').filter((l) => l.includes('"component":"config"')).map((l) => (JSON.parse(l) as { msg: string }).msg);
+  assert.deepEqual(warnings, [
+    'OTEL_METRICS_EXPORTER: must be one of otlp, none, got "prometheus"; using the default (none)',
+    'OTEL_METRIC_EXPORT_INTERVAL: expected a whole number ms, got "soon"; using the default (60000)',
+  ]);
+  assert.equal(receiver.requests.filter((q) => q.path === '/v1/metrics').length, 0);
+  await receiver.close();
+});
