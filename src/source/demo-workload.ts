@@ -300,7 +300,8 @@ function mapped(sim: Sim, fr: FlowRun, name: string, n: number, us: number, dur:
   const runs: TaskRun[] = [];
   const width = sim.mapWidth === undefined ? n : Math.max(n, Math.round(sim.float(sim.mapWidth[0], sim.mapWidth[1])));
   for (let i = 0; i < width; i++) runs.push(startTask(sim, fr, name, us + i * sim.secs(0.003, 0.012), { inputs }));
-  runs.forEach((tr, i) => finishTask(sim, tr, at(tr) + sim.secs(...dur), outcome(i)));
+  // Runs added by `mapWidth` complete; the scenario's own outcomes (a failure, runs left by a crash) stay as they are.
+  runs.forEach((tr, i) => finishTask(sim, tr, at(tr) + sim.secs(...dur), i < n ? outcome(i) : COMPLETED));
   return runs;
 }
 
