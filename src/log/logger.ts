@@ -52,7 +52,32 @@ export function createLogger(options: LoggerOptions): Logger {
     redact: { paths: REDACT, censor: '[redacted]' },
   };
   if (options.format === 'pretty') return pino(base, createPrettyStream(options.destination as NodeJS.WritableStream | undefined));
-  // Synchronous: a reader slower than the pipeline slows it down instead of growing an unbounded
-  // buffer of log lines in memory.
-  return pino(base, options.destination ?? pino.destination({ fd: 1, sync: true }));
+  return pino(base, options.destination ?? stdoutDestination());
+}
+
+/**
+ * Synchronous, so that a reader slower than the pipeline slows it down instead of growing an
+ * unbounded buffer of lines in memory; lines are gathered into writes of at least LOG_WRITE_BYTES
+ * (one system call per line would cost a fifth of a replay), and nothing waits longer than
+ * LOG_FLUSH_MS. What is left goes out when the process exits.
+ */
+function stdoutDestination(): DestinationStream {
+  const stream = pino.destination({ fd: 1, sync: true, minLength: LOG_WRITE_BYTES, periodicFlush: LOG_FLUSH_MS });
+  if (openStreams.size === 0) process.once('exit', flushAtExit);
+  openStreams.add(stream);
+  return stream;
+}
+
+const LOG_WRITE_BYTES = 8 * 1024;
+const LOG_FLUSH_MS = 100;
+const openStreams = new Set<ReturnType<typeof pino.destination>>();
+
+function flushAtExit(): void {
+  for (const stream of openStreams) {
+    try {
+      stream.flushSync();
+    } catch {
+      // stdout is gone (EPIPE): nothing left to write to.
+    }
+  }
 }
