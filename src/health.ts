@@ -69,6 +69,7 @@ export function renderMetrics(s: TracingStats): string {
     ['prefect_otel_spans_buffered', 'gauge', 'Spans waiting for the collector.', one(s.spans.buffered)],
     ['prefect_otel_spans_dropped_total', 'counter', 'Spans dropped because the buffer was full.', one(s.spans.dropped)],
     ['prefect_otel_spans_rejected_total', 'counter', 'Spans the collector rejected for good.', one(s.spans.rejected)],
+    ['prefect_otel_span_hook_errors_total', 'counter', 'Spans exported unchanged because a span hook threw.', one(s.spans.hookErrors)],
     ['prefect_otel_export_failures_total', 'counter', 'Failed export attempts (retried).', one(s.spans.exportFailures)],
     ['prefect_otel_reconnects_total', 'counter', 'Reconnects to the Prefect event stream.', one(s.source.reconnects)],
   ];

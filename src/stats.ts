@@ -27,6 +27,8 @@ export interface TracingStats {
     readonly rejected: number;
     readonly exportFailures: number;
     readonly exporting: boolean;
+    /** Spans exported unchanged because a span hook threw. */
+    readonly hookErrors: number;
   };
   readonly source: { readonly connects: number; readonly reconnects: number; readonly frames: number; readonly historyEvents: number };
 }
@@ -65,6 +67,7 @@ export function collectStats(
       rejected: d?.rejected ?? 0,
       exportFailures: d?.failedAttempts ?? 0,
       exporting: d === undefined ? false : !d.failing,
+      hookErrors: c.hookErrors,
     },
     source: {
       connects: extra.subscriber?.connects ?? 0,
