@@ -5,14 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import WebSocket from 'ws';
 import { startFakePrefect, type FakePrefect } from '../helpers/fake-prefect.js';
-import { startOtlpReceiver, type OtlpReceiver } from '../helpers/otlp-receiver.js';
+import { startOtlpReceiver, type OtlpReceiver, type OtlpReceiverOptions } from '../helpers/otlp-receiver.js';
 import { assertOneSpanPerRun, liveConnections, logLines, replaySpans, shape, startWatch, until, workload, type Workload } from '../helpers/watch-e2e.js';
 
-async function setup(t: { after: (fn: () => Promise<void>) => void }, w: Workload): Promise<{ prefect: FakePrefect; receiver: OtlpReceiver }> {
+async function setup(t: { after: (fn: () => Promise<void>) => void }, w: Workload, receiverOptions: OtlpReceiverOptions = {}): Promise<{ prefect: FakePrefect; receiver: OtlpReceiver }> {
   const prefect = await startFakePrefect();
   for (const r of w.taskRuns) prefect.addTaskRun(r);
-  const receiver = await startOtlpReceiver();
+  const receiver = await startOtlpReceiver(receiverOptions);
   t.after(async () => {
     await receiver.close();
     await prefect.close();
@@ -68,4 +69,50 @@ test('watch: events swapped in pairs give the spans replay of the ordered stream
   assert.deepEqual(shape(live), shape(await replaySpans(w.events, prefect.url)));
   const stats = stoppedStats(r.stdout);
   assert.deepEqual({ open: (stats.runs as { open: number }).open, lateEvents: (stats.runs as { lateEvents: number }).lateEvents }, { open: 0, lateEvents: 0 });
+});
+
+/** A subscriber that completes the handshake and then stops reading its socket. */
+async function stuckSubscriber(prefect: FakePrefect): Promise<WebSocket> {
+  const ws = new WebSocket(`${prefect.url.replace(/^http/, 'ws')}/events/out`, ['prefect']);
+  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+  ws.send(JSON.stringify({ type: 'auth', token: null }));
+  await new Promise((resolve) => ws.once('message', resolve));
+  const now = Date.now();
+  ws.send(JSON.stringify({ type: 'filter', filter: { occurred: { since: new Date(now - 60_000).toISOString(), until: new Date(now + 3600_000).toISOString() } } }));
+  ws.pause();
+  return ws;
+}
+
+test('watch: a burst far past the 256-event backlog, with a slow collector: prefect-otel keeps reading, nothing dropped, every run exported', async (t) => {
+  // ~60 × 8 × 16 KB ≈ 8 MB: more than the loopback socket buffers hold for a subscriber that stops reading.
+  const w = workload(60, Date.now() - 20_000, { largeEvents: 8, largeEventBytes: 16_000 });
+  assert.ok(w.events.length > 4 * 256);
+  const { prefect, receiver } = await setup(t, w, { delayMs: 500 });
+  // One STLOGGING line per event is written synchronously to a pipe this process drains while it
+  // publishes; at warn the test measures reading versus exporting, not versus the log pipe.
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_PAYLOAD_MAX_CHARS: '100', PREFECT_OTEL_LOG_LEVEL: 'warn' };
+  const { child, result } = startWatch(env, t);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  const stuck = await stuckSubscriber(prefect);
+  t.after(() => stuck.terminate());
+  await until('both subscribed', () => liveConnections(prefect) === 2);
+
+  // Arriving from many sources at once: the server's sender gets a turn between arrivals.
+  for (let i = 0; i < w.events.length; i += 64) {
+    prefect.publish(w.events.slice(i, i + 64));
+    await new Promise((r) => setImmediate(r));
+  }
+  await receiver.waitForSpans(w.runs.size, 20_000).catch((err: Error) => {
+    throw new Error(`${err.message}; dropped per subscriber: ${JSON.stringify(prefect.connections.map((c) => c.dropped))}`);
+  });
+  child.kill('SIGTERM');
+  const r = await result;
+  assert.equal(r.code, 0, r.stderr);
+
+  const [ours, theirs] = prefect.connections;
+  assert.equal(ours!.dropped, 0, 'prefect-otel read every event in time');
+  assert.ok(theirs!.dropped > 0, 'a subscriber that stops reading loses events in this burst (so the burst does test the backlog)');
+  const live = receiver.spans();
+  assertOneSpanPerRun(live, w);
+  assert.deepEqual(shape(live), shape(await replaySpans(w.events, prefect.url, { PREFECT_OTEL_PAYLOAD_MAX_CHARS: '100' })));
 });

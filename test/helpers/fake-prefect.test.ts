@@ -238,6 +238,7 @@ describe('fake Prefect: backfill and live', () => {
     f.publish(live);
     await new Promise((r) => setTimeout(r, 30));
     assert.deepEqual({ frames: c.frames.length, stats: f.stats }, { frames: 0, stats: { droppedForBacklog: 6, sent: 0 } });
+    assert.equal(f.connections[0]!.dropped, 6, 'counted for the subscriber too');
     f.switches.stall = false;
     await c.waitFrames(4);
     assert.deepEqual({ ids: events(c.frames), stats: f.stats }, { ids: live.slice(0, 4).map((e) => e.id), stats: { droppedForBacklog: 6, sent: 4 } });

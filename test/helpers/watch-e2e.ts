@@ -100,10 +100,11 @@ const sec = (t0: number, s: number): number => t0 + s * 1000;
  * `flows` root flow runs, each with: a task that fails once, waits in AwaitingRetry, retries and
  * completes, emitting a custom event while running; a nested task (parent in `__parents__`); an
  * in-process subflow (its tracking task resolved over REST) with a task of its own; every other flow
- * run fails. Events are in `occurred` order, from `t0` (default: 20 s ago, inside the minute a fresh
+ * run fails. `extra.largeEvents` more custom events on the first task, each with a payload of about
+ * `extra.largeEventBytes`, make the stream heavy. Events are in `occurred` order, from `t0` (default: 20 s ago, inside the minute a fresh
  * subscription reads) to `t0 + 12 s + flows * 0.1 s`.
  */
-export function workload(flows: number, t0 = Date.now() - 20_000): Workload {
+export function workload(flows: number, t0 = Date.now() - 20_000, extra: { largeEvents?: number; largeEventBytes?: number } = {}): Workload {
   const events: WireEvent[] = [];
   const runs = new Map<string, string>();
   const taskRuns: Workload['taskRuns'] = [];
@@ -130,6 +131,8 @@ export function workload(flows: number, t0 = Date.now() - 20_000): Workload {
       taskEv(extract, 'extract-9a8b', 'extract-3f2', 2, 'PENDING', 'Pending', null),
       taskEv(extract, 'extract-9a8b', 'extract-3f2', 2.5, 'RUNNING', 'Running', 'PENDING'),
       customEvent({ event: 'acme.rows.loaded', resourceId: `acme.table.rows-${k}`, resourceName: 'rows', related: [{ id: `prefect.task-run.${extract}`, role: 'task-run' }, { id: `prefect.flow-run.${fr}`, role: 'flow-run' }], payload: { rows: 100 + k }, occurred: at(3) }),
+      ...Array.from({ length: extra.largeEvents ?? 0 }, (_, i) =>
+        customEvent({ event: 'acme.sample.captured', resourceId: `acme.sample.${k}-${i}`, related: [{ id: `prefect.task-run.${extract}`, role: 'task-run' }, { id: `prefect.flow-run.${fr}`, role: 'flow-run' }], payload: { part: i, sample: 'x'.repeat(extra.largeEventBytes ?? 0) }, occurred: at(3 + (i + 1) * 0.01) })),
       taskEv(extract, 'extract-9a8b', 'extract-3f2', 3.5, 'SCHEDULED', 'AwaitingRetry', 'RUNNING', 1, undefined, 'Retry 1/1: connection reset'),
       taskEv(extract, 'extract-9a8b', 'extract-3f2', 4.5, 'RUNNING', 'Retrying', 'SCHEDULED', 2),
       taskEv(load, 'load-4c4c', 'load-5e1', 5, 'PENDING', 'Pending', null, 1, [extract]),
