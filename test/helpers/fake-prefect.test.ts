@@ -102,7 +102,7 @@ describe('fake Prefect: handshake', () => {
     await c.closed;
     await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(f.connections.map(withoutHeaders), [
-      { path: '/api/events/out', protocol: 'prefect', authToken: 'admin:pass', filters: [filter], live: false, closeCode: 1000, closeReason: '' },
+      { path: '/api/events/out', protocol: 'prefect', authToken: 'admin:pass', filters: [filter], live: false, dropped: 0, closeCode: 1000, closeReason: '' },
     ]);
     assert.equal(f.connections[0]!.headers['sec-websocket-protocol'], 'prefect');
   });
