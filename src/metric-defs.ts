@@ -38,6 +38,7 @@ export const METRIC_DEFS: readonly MetricDef[] = [
   { prometheus: 'prefect_otel_spans_buffered', otel: 'prefect_otel.spans.buffered', type: 'gauge', unit: '{span}', help: 'Spans waiting for the collector.', read: (s) => s.spans.buffered },
   { prometheus: 'prefect_otel_spans_dropped_total', otel: 'prefect_otel.spans.dropped', type: 'counter', unit: '{span}', help: 'Spans dropped because the buffer was full.', read: (s) => s.spans.dropped },
   { prometheus: 'prefect_otel_spans_rejected_total', otel: 'prefect_otel.spans.rejected', type: 'counter', unit: '{span}', help: 'Spans the collector rejected for good.', read: (s) => s.spans.rejected },
+  { prometheus: 'prefect_otel_span_hook_errors_total', otel: 'prefect_otel.span_hook_errors', type: 'counter', unit: '{span}', help: 'Spans exported unchanged because a span hook threw.', read: (s) => s.spans.hookErrors },
   { prometheus: 'prefect_otel_export_failures_total', otel: 'prefect_otel.export.failures', type: 'counter', unit: '{attempt}', help: 'Failed export attempts (retried).', read: (s) => s.spans.exportFailures },
   { prometheus: 'prefect_otel_reconnects_total', otel: 'prefect_otel.reconnects', type: 'counter', unit: '{reconnect}', help: 'Reconnects to the Prefect event stream.', read: (s) => s.source.reconnects },
 ];

@@ -30,6 +30,8 @@ export interface TracingStats {
     readonly exporting: boolean;
     /** Seconds from a span's end to its acceptance by the collector, per delivered span. */
     readonly exportLag: LagSummary;
+    /** Spans exported unchanged because a span hook threw. */
+    readonly hookErrors: number;
   };
   readonly memory: { readonly rssBytes: number; readonly heapUsedBytes: number };
   readonly source: { readonly connects: number; readonly reconnects: number; readonly frames: number; readonly historyEvents: number };
@@ -71,6 +73,7 @@ export function collectStats(
       exportFailures: d?.failedAttempts ?? 0,
       exporting: d === undefined ? false : !d.failing,
       exportLag: pipeline.exportLag.summary(),
+      hookErrors: c.hookErrors,
     },
     memory: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed },
     source: {

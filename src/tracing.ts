@@ -1,5 +1,5 @@
-import { EventEmitter } from 'node:events';
-import type { Logger } from 'pino';
+import { EventEmitter, once } from 'node:events';
+import { pino, type Logger } from 'pino';
 import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
 import { AuthError } from './errors.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
@@ -195,12 +195,28 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       await this.metrics?.shutdown();
       await this.health?.close();
       log.info({ ...this.stats(), undelivered: flushed.pending }, 'stopped');
+      // When shutdown() resolves the lines must be out (register re-raises the signal next): write
+      // what is gathered, then wait for a write still in flight on an asynchronous destination.
       this.logger.flush();
+      await flushLogger(this.logger);
       if (this.failure === undefined) this.resolveDone();
       else this.rejectDone(this.failure);
     })();
     return this.stopping;
   }
+}
+
+/**
+ * Wait until the log lines are written. A user's logger may write asynchronously, and pino's
+ * `flush(cb)` then calls back at once (minLength 0), so wait for the stream's `drain` while a write
+ * is in flight; bounded, so a stuck stdout cannot hold the shutdown.
+ */
+async function flushLogger(logger: Logger, timeoutMs = 1_000): Promise<void> {
+  const stream = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as (EventEmitter & { _writing?: unknown }) | undefined;
+  if (!(stream instanceof EventEmitter) || stream._writing !== true) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([once(stream, 'drain'), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]).catch(() => undefined);
+  clearTimeout(timer);
 }
 
 /** Follow a Prefect server's event stream and export its runs as traces until `shutdown()`. */

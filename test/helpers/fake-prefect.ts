@@ -69,6 +69,8 @@ export interface ConnectionRecord {
   filters: unknown[];
   /** True from an accepted filter until the socket closes. */
   live: boolean;
+  /** Live events dropped for this subscriber because its backlog was full (part of `stats.droppedForBacklog`). */
+  dropped: number;
   /** The code the server closed with, else the one the client's close carried (1006 when the TCP connection just died). */
   closeCode?: number;
   closeReason?: string;
@@ -186,8 +188,10 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
       if (sub.filter === undefined || sub.ws.readyState !== WebSocket.OPEN) continue;
       for (const ev of list) {
         if (!matches(sub.filter, ev, toMicros(ev.occurred))) continue;
-        if (sub.queue.length >= backlog) stats.droppedForBacklog++;
-        else sub.queue.push(ev);
+        if (sub.queue.length >= backlog) {
+          stats.droppedForBacklog++;
+          sub.rec.dropped++;
+        } else sub.queue.push(ev);
       }
       schedule(sub);
     }
@@ -277,7 +281,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   const offersPrefect = (req: IncomingMessage): boolean => String(req.headers['sec-websocket-protocol'] ?? '').split(',').includes('prefect');
 
   function onConnection(ws: WebSocket, req: IncomingMessage, kind: 'out' | 'in'): void {
-    const rec: ConnectionRecord = { path: req.url ?? '', protocol: ws.protocol, headers: req.headers, authToken: undefined, filters: [], live: false };
+    const rec: ConnectionRecord = { path: req.url ?? '', protocol: ws.protocol, headers: req.headers, authToken: undefined, filters: [], live: false, dropped: 0 };
     const sub: Sub = { rec, ws, queue: [], sentEvents: 0, badSeq: 0, scheduled: false };
     connections.push(rec);
     if (kind === 'out') subs.push(sub);

@@ -1,0 +1,140 @@
+/**
+ * The library inside a Node process: `startPrefectTracing()` with span hooks and the `span` event,
+ * and `node --import prefect-otel/register` from the environment alone, both against the fake
+ * Prefect server and the decoding OTLP receiver.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { startPrefectTracing, type SpanRecord } from '../../src/index.js';
+import { startFakePrefect } from '../helpers/fake-prefect.js';
+import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
+import { FAST, liveConnections, logLines, replaySpans, shape, tempDir, until, workload } from '../helpers/watch-e2e.js';
+
+/** The package root (dist/test/cli → ../../..). */
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+function captureLogger() {
+  let text = '';
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      text += chunk.toString('utf8');
+      done();
+    },
+  });
+  return { logger: pino({ level: 'info' }, stream), lines: () => logLines(text) };
+}
+
+test('library: a span hook renames and adds attributes; a throwing hook is logged and counted, its span goes out unchanged', async (t) => {
+  const w = workload(3);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  const { logger, lines } = captureLogger();
+  const [bad] = [...w.runs].find(([, name]) => name === 'load')!;
+  const tracing = startPrefectTracing({
+    env: {},
+    logger,
+    apiUrl: prefect.url,
+    otlpEndpoint: receiver.url,
+    stateFile: join(tempDir(), 'state.json'),
+    settleMs: 100,
+    statsIntervalMs: 0,
+    hooks: {
+      span: (s) => {
+        if (s.run.id === bad) throw new Error('hook failed on purpose');
+        s.name = `etl/${s.name}`;
+        s.attributes['team'] = 'data';
+      },
+    },
+  });
+  t.after(async () => {
+    await tracing.shutdown();
+    await receiver.close();
+    await prefect.close();
+  });
+  const emitted: SpanRecord[] = [];
+  tracing.on('span', (s) => emitted.push(s));
+  await tracing.ready;
+  await until('subscription', () => liveConnections(prefect) === 1);
+
+  prefect.publish(w.events);
+  await receiver.waitForSpans(w.runs.size);
+  const expected = (spans: ReceivedSpan[]) =>
+    shape(spans).map((s) => (s.attributes['prefect.run.id'] === bad ? s : { ...s, name: `etl/${s.name}`, attributes: { ...s.attributes, team: 'data' } }));
+  assert.deepEqual(shape(receiver.spans()), expected(await replaySpans(w.events, prefect.url)));
+  assert.deepEqual(
+    emitted.map((s) => [s.spanId, s.name, s.attributes['team']]).sort(),
+    receiver.spans().map((s) => [s.spanId, s.name, s.attributes['team']]).sort(),
+    'the span event carries each exported span, after hooks',
+  );
+  const hookLogs = lines().filter((l) => l.msg === 'span hook threw; span exported unchanged');
+  assert.deepEqual(
+    hookLogs.map((l) => ({ level: l.level, run: l['prefect.run.id'], err: (l.err as { message: string }).message })),
+    [{ level: 50, run: bad, err: 'hook failed on purpose' }],
+  );
+  assert.equal(tracing.stats().spans.hookErrors, 1);
+
+  // The handle keeps working after the hook threw: a second workload goes out renamed too.
+  const more = workload(1);
+  for (const r of more.taskRuns) prefect.addTaskRun(r);
+  prefect.publish(more.events);
+  await receiver.waitForSpans(w.runs.size + more.runs.size);
+  const later = receiver.spans().filter((s) => more.runs.has(s.attributes['prefect.run.id'] as string));
+  assert.deepEqual(later.map((s) => [s.name, s.attributes['team']]).sort(), [...more.runs.values()].map((n) => [`etl/${n}`, 'data']).sort());
+  await tracing.shutdown();
+  await tracing.done;
+  assert.deepEqual(
+    { hookErrors: tracing.stats().spans.hookErrors, exported: tracing.stats().spans.exported, emitted: emitted.length },
+    { hookErrors: 1, exported: w.runs.size + more.runs.size, emitted: w.runs.size + more.runs.size },
+  );
+});
+
+test('node --import prefect-otel/register: an application exports spans from the environment alone', async (t) => {
+  const w = workload(2);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  const dir = tempDir();
+  // An application that knows nothing of prefect-otel: it just stays up, as a server would.
+  const app = join(dir, 'app.mjs');
+  writeFileSync(app, "process.stdout.write('app started\\n');\nsetInterval(() => undefined, 1 << 30);\n");
+  // `--import` resolves its specifier from the working directory: in the package root,
+  // `prefect-otel/register` is a self-reference through package.json `exports`.
+  const child = spawn(process.execPath, ['--import', 'prefect-otel/register', app], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH ?? '',
+      ...FAST,
+      PREFECT_API_URL: prefect.url,
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      PREFECT_OTEL_STATE_FILE: join(dir, 'state.json'),
+    },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await receiver.close();
+    await prefect.close();
+  });
+
+  await until('subscription', () => liveConnections(prefect) === 1, 10_000, () => stderr);
+  prefect.publish(w.events);
+  await receiver.waitForSpans(w.runs.size);
+  child.kill('SIGTERM');
+  // register persists and flushes, then lets SIGTERM take its usual course.
+  assert.deepEqual(await exited, { code: null, signal: 'SIGTERM' }, stderr);
+  assert.ok(stdout.startsWith('app started\n') || stdout.includes('app started\n'), stdout);
+  const msgs = logLines(stdout).map((l) => l.msg);
+  assert.ok(msgs.includes('prefect-otel starting') && msgs.includes('stopped'), JSON.stringify(msgs.filter((m) => !String(m).startsWith('STLOGGING'))) + stderr);
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+});

@@ -1,0 +1,71 @@
+/**
+ * Signals in watch mode: one SIGTERM persists state and flushes what is still on its way to the
+ * collector, then exits 0; a second SIGTERM while that flush waits on a stalled collector exits at
+ * once, non-zero, and says so.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startFakePrefect } from '../helpers/fake-prefect.js';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
+import { liveConnections, logLines, replaySpans, shape, startWatch, until, workload, type LogLine } from '../helpers/watch-e2e.js';
+
+/** The child's log lines as they arrive. */
+function follow(child: ReturnType<typeof startWatch>['child']): () => LogLine[] {
+  let text = '';
+  child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+  return () => logLines(text);
+}
+
+test('watch: SIGTERM with a healthy but slow collector delivers every span still in flight, then exits 0', async (t) => {
+  const w = workload(2);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver({ delayMs: 2_000 });
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATS_INTERVAL_MS: '50' }, t);
+  const lines = follow(child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  const finished = () => lines().filter((l) => l.msg === 'stats').map((l) => (l.spans as { finished: number }).finished);
+  await until('every span built', () => finished().includes(w.runs.size), 10_000, () => JSON.stringify(finished()));
+  const deliveredBeforeSignal = receiver.counts.spans;
+  child.kill('SIGTERM');
+  const r = await result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(deliveredBeforeSignal, 0, 'the spans were still on their way when the signal came');
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+  const stopped = lines().find((l) => l.msg === 'stopped');
+  assert.deepEqual({ undelivered: stopped?.undelivered, exported: (stopped?.spans as { exported: number } | undefined)?.exported }, { undelivered: 0, exported: w.runs.size });
+});
+
+test('watch: a second SIGTERM while the flush waits on a stalled collector exits at once with code 1 and says so', async (t) => {
+  const w = workload(1);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  // Longer than the export timeout and the shutdown's flush: only the second signal can end this quickly.
+  const receiver = await startOtlpReceiver({ delayMs: 60_000 });
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, t);
+  const lines = follow(child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  await until('an export request held by the collector', () => receiver.counts.requests >= 1);
+  child.kill('SIGTERM');
+  await until('graceful shutdown under way', () => lines().some((l) => l.msg === 'shutting down: stop reading, persist state, flush exports'));
+  child.kill('SIGTERM');
+  const r = await result;
+  assert.equal(r.code, 1, r.stderr);
+  const msgs = lines().map((l) => [l.level, l.msg, l.signal]);
+  assert.deepEqual(
+    msgs.filter(([, m]) => m === 'signal received' || m === 'second signal: exiting without waiting' || m === 'stopped'),
+    [[30, 'signal received', 'SIGTERM'], [40, 'second signal: exiting without waiting', 'SIGTERM']],
+    'exited without waiting for the flush',
+  );
+  assert.equal(receiver.counts.spans, 0);
+});
