@@ -367,7 +367,7 @@ async function main(): Promise<void> {
     status('soak');
     soak = await latency(soakRate, seconds, 10_000);
     if (soak.dropped > 0 || soak.spans !== soak.exported) failures.push(`soak: ${soak.exported} exported, ${soak.spans} received, ${soak.dropped} dropped`);
-    say(`6. soak      ${fmt(soakRate)} events/s for ${fmt(soak.seconds / 60, 1)} min: RSS ${soak.samples.map((s) => fmt(s.rssMb)).join(' ')} MB (every 10 s); p99 ${fmt(soak.p99)} ms`);
+    say(`6. soak      ${fmt(soakRate)} events/s for ${fmt(soak.seconds / 60, 1)} min: RSS ${soak.samples.map((s) => fmt(s.rssMb)).join(' ')} MB, heap ${soak.samples.map((s) => fmt(s.heapMb)).join(' ')} MB (every 10 s); p99 ${fmt(soak.p99)} ms`);
   }
 
   const targets = [
@@ -405,7 +405,7 @@ function writeResults(r: {
     `| latency: ${fmt(r.lat.rate)} events/s for ${fmt(r.lat.seconds)} s, defaults | run end → span at the collector: p50 ${fmt(r.lat.p50)} ms, p99 ${fmt(r.lat.p99)} ms, max ${fmt(r.lat.max)} ms (${fmt(r.lat.measured)} spans, ${fmt(r.lat.dropped)} dropped) | | |`,
     ...(r.soak === undefined
       ? []
-      : [`| soak: ${fmt(r.soak.rate)} events/s for ${fmt(r.soak.seconds / 60, 1)} min | RSS every 10 s: ${r.soak.samples.map((s) => fmt(s.rssMb)).join(', ')} MB; p99 ${fmt(r.soak.p99)} ms; ${fmt(r.soak.dropped)} dropped | | |`]),
+      : [`| soak: ${fmt(r.soak.rate)} events/s for ${fmt(r.soak.seconds / 60, 1)} min | RSS every 10 s: ${r.soak.samples.map((s) => fmt(s.rssMb)).join(', ')} MB, heap ${r.soak.samples.map((s) => fmt(s.heapMb)).join(', ')} MB; p99 ${fmt(r.soak.p99)} ms; ${fmt(r.soak.dropped)} dropped | | |`]),
     '',
     `Targets: ${r.targets.map((t) => `${t.name}: ${t.ok ? 'met' : '**missed**'}`).join('; ')}.`,
   ];
