@@ -4,7 +4,8 @@
  * them to bench/README.md with the machine they came from.
  *
  *   npm run bench                      # the suite
- *   npm run bench -- --soak            # also a soak: a steady rate for several minutes, RSS sampled
+ *   npm run bench -- --soak            # also a soak: a steady rate for several minutes, RSS and heap sampled
+ *   npm run bench -- --soak-only       # just the soak, nothing written
  *   npm run bench -- --soak-minutes 10 --live-events 300000 --replay-events 1000000 --no-write
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -25,6 +26,8 @@ const README = join(ROOT, 'bench', 'README.md');
 const { values: args } = parseArgs({
   options: {
     soak: { type: 'boolean', default: false },
+    /** Only the soak (nothing is written to bench/README.md). */
+    'soak-only': { type: 'boolean', default: false },
     'soak-minutes': { type: 'string', default: '5' },
     'soak-rate': { type: 'string', default: '3000' },
     'live-events': { type: 'string', default: '300000' },
@@ -300,6 +303,11 @@ async function main(): Promise<void> {
   const machine = `${cpu.length} × ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${fmt(totalmem() / 2 ** 30)} GiB, ${platform()} ${release()}, Node ${process.version}`;
   const date = new Date().toISOString().slice(0, 10);
   say(`prefect-otel benchmark — ${machine}`);
+  if (args['soak-only']) {
+    const soak = await runSoak();
+    if (soak.dropped > 0 || soak.spans !== soak.exported) say(`  span loss: soak: ${soak.exported} exported, ${soak.spans} received, ${soak.dropped} dropped`);
+    return;
+  }
 
   const replayFile = await ensureWorkload(num('replay-events'), status);
   say(`workload: ${fmt(replayFile.events)} events, ${fmt(replayFile.bytes / 2 ** 20)} MB (${replayFile.path})`);
@@ -362,12 +370,8 @@ async function main(): Promise<void> {
 
   let soak: LatencyResult | undefined;
   if (args.soak) {
-    const soakRate = num('soak-rate');
-    const seconds = num('soak-minutes') * 60;
-    status('soak');
-    soak = await latency(soakRate, seconds, 10_000);
+    soak = await runSoak();
     if (soak.dropped > 0 || soak.spans !== soak.exported) failures.push(`soak: ${soak.exported} exported, ${soak.spans} received, ${soak.dropped} dropped`);
-    say(`6. soak      ${fmt(soakRate)} events/s for ${fmt(soak.seconds / 60, 1)} min: RSS ${soak.samples.map((s) => fmt(s.rssMb)).join(' ')} MB, heap ${soak.samples.map((s) => fmt(s.heapMb)).join(' ')} MB (every 10 s); p99 ${fmt(soak.p99)} ms`);
   }
 
   const targets = [
@@ -384,6 +388,14 @@ async function main(): Promise<void> {
     writeResults({ machine, date, liveEvents, ceiling, liveRate, liveRatio, liveBest, parse, replayBest, replayRatio, mems, lat, soak, targets, file: replayFile });
     say(`results written to bench/README.md`);
   }
+}
+
+async function runSoak(): Promise<LatencyResult> {
+  const soakRate = num('soak-rate');
+  status('soak');
+  const soak = await latency(soakRate, num('soak-minutes') * 60, 10_000);
+  say(`6. soak      ${fmt(soakRate)} events/s for ${fmt(soak.seconds / 60, 1)} min: RSS ${soak.samples.map((s) => fmt(s.rssMb)).join(' ')} MB, heap ${soak.samples.map((s) => fmt(s.heapMb)).join(' ')} MB (every 10 s); p99 ${fmt(soak.p99)} ms`);
+  return soak;
 }
 
 function writeResults(r: {
