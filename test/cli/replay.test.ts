@@ -165,3 +165,41 @@ test('the demo runs with no Prefect and no collector and draws trees', async () 
   assert.match(r.stdout, /├─ transform \(transform-.+\)\s+Failed/);
   assert.match(r.stdout, /grep [0-9a-f]{32} finds all \d+ of this trace's/);
 });
+
+test("replay: a task run's __OTEL_TRACEPARENT arrives as exactly one link to Prefect's own span, in both encodings; a malformed one gives no link", async (t) => {
+  const NATIVE = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: 'b7ad6b7169203331' };
+  const BAD = '0198c7d2-6000-7abc-8def-0000000000b1';
+  const task = (id: string, s: number, type: string, name: string, from: string | null, label: string | undefined) =>
+    taskRunStateEvent({
+      taskRunId: id, taskRunName: `extract-${id.slice(-3)}`, taskKey: 'extract-9a8b7c6d', flowRunId: FR, ...FLOW, state: { type, name }, from, runCount: 1, occurred: T0 + s * 1000,
+      ...(label === undefined ? {} : { labels: { __OTEL_TRACEPARENT: label } }),
+    });
+  const flow = (s: number, type: string, name: string, from: string) =>
+    flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type, name }, from, runCount: 1, occurred: T0 + s * 1000 });
+  const lines = [
+    flow(0, 'RUNNING', 'Running', 'PENDING'),
+    task(TR, 1, 'PENDING', 'Pending', null, undefined),
+    task(TR, 2, 'RUNNING', 'Running', 'PENDING', `00-${NATIVE.traceId}-${NATIVE.spanId}-01`),
+    task(TR, 3, 'COMPLETED', 'Completed', 'RUNNING', `00-${NATIVE.traceId}-${NATIVE.spanId}-01`),
+    task(BAD, 1, 'RUNNING', 'Running', 'PENDING', '00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b71'),
+    task(BAD, 2, 'COMPLETED', 'Completed', 'RUNNING', '00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b71'),
+    flow(4, 'COMPLETED', 'Completed', 'RUNNING'),
+  ].map((e) => JSON.stringify(e));
+  for (const protocol of ['http/protobuf', 'http/json']) {
+    const receiver = await startOtlpReceiver();
+    t.after(() => receiver.close());
+    const r = await cli(['replay', '-'], { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL: protocol }, lines.join('\n'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /skipped: 0\n/);
+    const spans = receiver.spans().sort((a, b) => a.spanId.localeCompare(b.spanId));
+    assert.deepEqual(
+      spans.map((s) => ({ spanId: s.spanId, traceId: s.traceId, parentSpanId: s.parentSpanId, links: s.links })),
+      [
+        { spanId: spanIdForRun(FR), traceId: traceIdForRun(FR), parentSpanId: undefined, links: [] },
+        { spanId: spanIdForRun(TR), traceId: traceIdForRun(FR), parentSpanId: spanIdForRun(FR), links: [{ ...NATIVE, attributes: { 'prefect.link.kind': 'prefect_native_span' } }] },
+        { spanId: spanIdForRun(BAD), traceId: traceIdForRun(FR), parentSpanId: spanIdForRun(FR), links: [] },
+      ].sort((a, b) => a.spanId.localeCompare(b.spanId)),
+      protocol,
+    );
+  }
+});

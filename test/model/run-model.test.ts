@@ -318,3 +318,40 @@ test('bounds: past the span event limit the oldest are summarised; past the open
   );
   assert.equal(bounded.pipeline.tracker.counts.evicted, 2);
 });
+
+test("Prefect's own span of a task run (its __OTEL_TRACEPARENT label) becomes exactly one link; malformed values give none and change nothing else", async () => {
+  const NATIVE = '00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01';
+  const labelled = (id: string, value: unknown): Ev[] => {
+    const more = (s: number, type: string, name: string, from: string | null, runCount: number, withLabel: boolean): Ev => {
+      const e = taskState(id, `t-${id.slice(-3)}`, 'extract-9a8b7c6d', s, type, name, from, runCount) as { payload: { task_run: { labels: Record<string, unknown> } } };
+      // Prefect writes the label from the Running event on (reference §4b): not on Pending.
+      if (withLabel) e.payload.task_run.labels = { __OTEL_TRACEPARENT: value };
+      return e;
+    };
+    return [more(11, 'PENDING', 'Pending', null, 0, false), more(12, 'RUNNING', 'Running', 'PENDING', 1, true), more(13, 'COMPLETED', 'Completed', 'RUNNING', 1, true)];
+  };
+  const malformed: Record<string, unknown> = {
+    '0198c7d2-6000-7abc-8def-0000000000b1': 'not-a-traceparent',
+    '0198c7d2-6000-7abc-8def-0000000000b2': '00-00000000000000000000000000000000-b7ad6b7169203331-01',
+    '0198c7d2-6000-7abc-8def-0000000000b3': '00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01',
+    '0198c7d2-6000-7abc-8def-0000000000b4': '00-4bf92f3577b34da6a3ce929d0e0e473-b7ad6b7169203331-01',
+    '0198c7d2-6000-7abc-8def-0000000000b5': 42,
+    '0198c7d2-6000-7abc-8def-0000000000b6': { traceparent: NATIVE },
+  };
+  const flow = happyRun().filter((e) => String(e.event).startsWith('prefect.flow-run.'));
+  const events = [...flow.slice(0, -1), ...labelled(EXTRACT, NATIVE), ...Object.entries(malformed).flatMap(([id, v]) => labelled(id, v)), flow.at(-1)!];
+  const { spans, pipeline } = await run(events);
+
+  assert.equal(pipeline.counters.skipped.wrong_type, 0, 'no event skipped');
+  assert.deepEqual(tree(spans), ['etl [server] ok', ...Array<string>(7).fill('  extract [internal] ok')]);
+  const links = Object.fromEntries(spans.map((s) => [s.run.id, s.links]));
+  assert.deepEqual(links, {
+    [FR]: [],
+    [EXTRACT]: [{ traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: 'b7ad6b7169203331', attributes: { 'prefect.link.kind': 'prefect_native_span' } }],
+    ...Object.fromEntries(Object.keys(malformed).map((id) => [id, []])),
+  });
+  // The link is all the label adds: the span's attributes are those of a task without it.
+  const plain = (await run([...flow.slice(0, -1), ...labelled(EXTRACT, undefined), flow.at(-1)!])).spans.find((s) => s.run.id === EXTRACT)!;
+  const withLink = spans.find((s) => s.run.id === EXTRACT)!;
+  assert.deepEqual({ ...withLink, links: [] }, { ...plain, events: withLink.events, links: [] });
+});
