@@ -9,14 +9,14 @@
  *   overflow is dropped silently. `related` filters apply to the backfill only (as the server's SQL
  *   does); they match every live event, as on the server.
  * - `ws <base>/events/in`, `POST /events`, `POST /events/filter` + `GET /events/filter/next`,
- *   `GET /task_runs/{id}`, `GET /flow_runs/{id}`; REST auth is Basic (auth string) or Bearer (API key).
+ *   `GET /task_runs/{id}`, `GET /flow_runs/{id}`, `PATCH /flow_runs/{id}/labels`; REST auth is Basic (auth string) or Bearer (API key).
  * - `switches` for misbehaviour (duplicates, reordering, a stuck stream, malformed frames, closes).
  */
 import { createServer, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { matches, microsToIso, parseFilter, toMicros, type ParsedFilter } from './event-filter.js';
-import { createRestRoutes, query, readJsonBody, sendJson, validateEvent, type StoredEvent } from './prefect-rest.js';
+import { createRestRoutes, flowRunResponse, query, readJsonBody, sendJson, validateEvent, type FlowRunInput, type StoredEvent } from './prefect-rest.js';
 
 /** An event as Prefect serialises a `ReceivedEvent` (§4). Loose on purpose: tests also send odd ones. */
 export type WireEvent = {
@@ -105,7 +105,8 @@ export interface FakePrefect {
   /** Store only: history for backfills and `/events/filter`. Sets `received` if absent. */
   store(events: WireEvent | WireEvent[]): void;
   addTaskRun(run: { id: string; flow_run_id: string | null; name?: string; task_key?: string; [k: string]: unknown }): void;
-  addFlowRun(run: { id: string; name?: string; parent_task_run_id?: string | null; [k: string]: unknown }): void;
+  /** Served by `GET /flow_runs/{id}` as a whole `FlowRunResponse` (defaults filled in, server labels merged). */
+  addFlowRun(run: FlowRunInput): void;
   readonly connections: ConnectionRecord[];
   /** Every WS upgrade attempt, including rejected ones. */
   readonly upgrades: { path: string; headers: IncomingHttpHeaders }[];
@@ -376,7 +377,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     publish,
     store: (events) => asList(events).forEach(receive),
     addTaskRun: (run) => void taskRuns.set(run.id.toLowerCase(), run),
-    addFlowRun: (run) => void flowRuns.set(run.id.toLowerCase(), run),
+    addFlowRun: (run) => void flowRuns.set(run.id.toLowerCase(), flowRunResponse(run, now())),
     connections,
     upgrades,
     restRequests,
