@@ -63,6 +63,9 @@ export function renderMetrics(s: TracingStats): string {
     ['prefect_otel_runs_incomplete_total', 'counter', 'Runs ended without a terminal state.', one(s.runs.incomplete)],
     ['prefect_otel_runs_evicted_total', 'counter', 'Runs ended early by the open-run bound.', one(s.runs.evicted)],
     ['prefect_otel_reruns_total', 'counter', 'Runs that left a terminal state again.', one(s.runs.reruns)],
+    ['prefect_otel_native_span_lookups_total', 'counter', "Flow-run lookups of Prefect's own span, by outcome.", [
+      ['outcome="linked"', s.runs.nativeSpans.linked], ['outcome="no_label"', s.runs.nativeSpans.noLabel], ['outcome="failed"', s.runs.nativeSpans.failed], ['outcome="late"', s.runs.nativeSpans.late],
+    ]],
     ['prefect_otel_late_events_total', 'counter', 'Events that arrived after their run was exported.', one(s.runs.lateEvents)],
     ['prefect_otel_spans_finished_total', 'counter', 'Spans built.', one(s.spans.finished)],
     ['prefect_otel_spans_exported_total', 'counter', 'Spans accepted by the collector.', one(s.spans.exported)],

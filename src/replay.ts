@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { InputError } from './errors.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
+import { nativeSpanFromRest } from './source/native-spans.js';
 import { createPrefectRestClient } from './source/rest.js';
 
 export interface ReplaySummary {
@@ -50,6 +51,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     config,
     logger,
     clock: 'event',
+    nativeSpan: nativeSpanFromRest(rest),
     resolveOwner: async (taskRunId) => {
       const r = await rest.getTaskRun(taskRunId);
       return r.ok ? r.value.flowRunId : null;
