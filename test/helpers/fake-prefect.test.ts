@@ -337,6 +337,15 @@ describe('fake Prefect: REST', () => {
       [204, 404, 422],
     );
     assert.deepEqual((await read()).labels, { ...(before.labels as object), __OTEL_TRACEPARENT: tp });
+
+    f.switches.holdRest = true;
+    let answered = false;
+    const slow = read().then((r) => ((answered = true), r));
+    while (f.restRequests.length < 6) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(answered, false, 'held while holdRest is set');
+    f.switches.holdRest = false;
+    assert.equal((await slow).id, FR_ID);
   });
 
   it('/events/filter pages (DESC by default) with an absolute next_page; a bad token is 403; limit > 50 is 422', async () => {

@@ -94,6 +94,8 @@ export interface FakePrefectSwitches {
   closeAfter: number;
   /** Nonzero: every REST request is answered with this status. */
   restStatus: number;
+  /** Hold every REST answer (a slow server) until set false again; requests are recorded as they arrive. */
+  holdRest: boolean;
 }
 
 export interface FakePrefect {
@@ -169,10 +171,14 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   let filtered = 0;
   const waiters: { n: number; resolve: () => void }[] = [];
   let stall = false;
+  let holdRest = false;
+  const heldRest: (() => void)[] = [];
   const switches: FakePrefectSwitches = {
     duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0,
     get stall() { return stall; },
     set stall(v: boolean) { stall = v; if (!v) subs.forEach(schedule); },
+    get holdRest() { return holdRest; },
+    set holdRest(v: boolean) { holdRest = v; if (!v) heldRest.splice(0).forEach((release) => release()); },
   };
 
   const receive = (ev: WireEvent): void => {
@@ -343,6 +349,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     void (async () => {
       const { body, invalid } = await readJsonBody(req);
       restRequests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, ...(body === undefined ? {} : { body }) });
+      if (holdRest) await new Promise<void>((release) => heldRest.push(release));
       const reply = (status: number, json?: unknown) => sendJson(res, status, json);
       if (switches.restStatus !== 0) return reply(switches.restStatus, { detail: STATUS_CODES[switches.restStatus] ?? 'Error' });
       if (restAuth.length > 0 && !restAuth.includes(String(req.headers.authorization ?? ''))) return reply(401, { exception_message: 'Unauthorized' });
@@ -400,6 +407,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
       });
     },
     async close() {
+      switches.holdRest = false;
       for (const s of subs) clearTimeout(s.heldTimer);
       for (const ws of wss.clients) ws.terminate();
       wss.close();
