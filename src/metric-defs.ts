@@ -32,6 +32,10 @@ export const METRIC_DEFS: readonly MetricDef[] = [
   { prometheus: 'prefect_otel_runs_incomplete_total', otel: 'prefect_otel.runs.incomplete', type: 'counter', unit: '{run}', help: 'Runs ended without a terminal state.', read: (s) => s.runs.incomplete },
   { prometheus: 'prefect_otel_runs_evicted_total', otel: 'prefect_otel.runs.evicted', type: 'counter', unit: '{run}', help: 'Runs ended early by the open-run bound.', read: (s) => s.runs.evicted },
   { prometheus: 'prefect_otel_reruns_total', otel: 'prefect_otel.reruns', type: 'counter', unit: '{run}', help: 'Runs that left a terminal state again.', read: (s) => s.runs.reruns },
+  {
+    prometheus: 'prefect_otel_native_span_lookups_total', otel: 'prefect_otel.native_span_lookups', type: 'counter', unit: '{lookup}', help: "Flow-run lookups of Prefect's own span, by outcome.",
+    read: (s) => ({ linked: s.runs.nativeSpans.linked, no_label: s.runs.nativeSpans.noLabel, failed: s.runs.nativeSpans.failed, late: s.runs.nativeSpans.late }), label: 'outcome',
+  },
   { prometheus: 'prefect_otel_late_events_total', otel: 'prefect_otel.late_events', type: 'counter', unit: '{event}', help: 'Events that arrived after their run was exported.', read: (s) => s.runs.lateEvents },
   { prometheus: 'prefect_otel_spans_finished_total', otel: 'prefect_otel.spans.finished', type: 'counter', unit: '{span}', help: 'Spans built.', read: (s) => s.spans.finished },
   { prometheus: 'prefect_otel_spans_exported_total', otel: 'prefect_otel.spans.exported', type: 'counter', unit: '{span}', help: 'Spans accepted by the collector.', read: (s) => s.spans.exported },

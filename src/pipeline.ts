@@ -11,6 +11,7 @@ import { DedupeSet } from './model/dedupe.js';
 import { excerpt, parseEvent, parseEventText, SKIP_REASONS, type PrefectEvent, type SkipReason } from './model/event.js';
 import type { Attributes, SpanRecord } from './model/span-record.js';
 import { RunTracker, type RunLogRecord, type TrackerNotice } from './model/tracker.js';
+import { createNativeSpanLookup, NATIVE_SPAN_WAIT_MS, type FetchNativeSpan } from './source/native-spans.js';
 
 /** A view of a span that a user hook may change: its name and attributes. */
 export interface SpanHookView {
@@ -33,6 +34,8 @@ export interface PipelineOptions {
   readonly clock: 'event' | 'wall';
   /** The flow run owning a task run (REST `GET /api/task_runs/{id}`); null when it cannot be found. */
   readonly resolveOwner?: (taskRunId: string) => Promise<string | null>;
+  /** A flow run's `__OTEL_TRACEPARENT` label (REST), for links to Prefect's own spans; absent: no flow-run links. */
+  readonly nativeSpan?: FetchNativeSpan;
   readonly hooks?: PipelineHooks;
   /** Every exported span, after hooks (the demo draws them; the library re-emits them). */
   readonly onSpan?: (span: SpanRecord) => void;
@@ -107,7 +110,11 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   const notices = log.child({ component: 'model' });
 
   const tracker: RunTracker = new RunTracker(
-    { ...config.model, uiUrl: config.prefect.uiUrl },
+    {
+      ...config.model,
+      uiUrl: config.prefect.uiUrl,
+      nativeSpanWaitMs: options.nativeSpan === undefined ? undefined : options.clock === 'wall' ? NATIVE_SPAN_WAIT_MS : Infinity,
+    },
     {
       span(record: SpanRecord): void {
         const final = applyHooks(record);
@@ -122,6 +129,12 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         const p = (resolve === undefined ? Promise.resolve(null) : resolve(taskRunId).catch(() => null)).then((owner) => {
           tracker.resolveOwner(taskRunId, owner, now());
         });
+        lookups.add(p);
+        void p.finally(() => lookups.delete(p));
+      },
+      lookupNativeSpan(flowRunId: string, attempt: number): void {
+        const p = nativeSpans?.(flowRunId, attempt);
+        if (p === undefined) return;
         lookups.add(p);
         void p.finally(() => lookups.delete(p));
       },
@@ -148,6 +161,13 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       },
     },
   );
+
+  const nativeSpans = options.nativeSpan === undefined ? undefined : createNativeSpanLookup({
+    fetch: options.nativeSpan,
+    wanted: (id, attempt) => tracker.wantsNativeSpan(id, attempt),
+    answer: (id, attempt, answer) => tracker.resolveNativeSpan(id, attempt, answer, now()),
+    logger: notices,
+  });
 
   const applyHooks = (record: SpanRecord): SpanRecord => {
     const hook = options.hooks?.span;

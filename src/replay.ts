@@ -7,6 +7,7 @@ import { InputError } from './errors.js';
 import { startMetricsExport } from './export/metrics.js';
 import { startHealthServer } from './health.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
+import { nativeSpanFromRest } from './source/native-spans.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { collectStats, type TracingStats } from './stats.js';
 
@@ -54,6 +55,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     config,
     logger,
     clock: 'event',
+    nativeSpan: nativeSpanFromRest(rest),
     resolveOwner: async (taskRunId) => {
       if (restUnreachable) return null;
       const r = await rest.getTaskRun(taskRunId);

@@ -19,6 +19,8 @@ export interface TracingStats {
     readonly lateEvents: number;
     readonly evicted: number;
     readonly pendingLookups: number;
+    /** Lookups of Prefect's own span of flow runs (REST labels) and their outcomes. */
+    readonly nativeSpans: { readonly lookups: number; readonly linked: number; readonly noLabel: number; readonly failed: number; readonly late: number };
   };
   readonly spans: {
     readonly finished: number;
@@ -63,6 +65,7 @@ export function collectStats(
       lateEvents: t.lateEvents,
       evicted: t.evicted,
       pendingLookups: pipeline.tracker.pendingLookups,
+      nativeSpans: { ...t.native },
     },
     spans: {
       finished: t.spans,

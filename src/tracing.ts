@@ -8,6 +8,7 @@ import { routeDiagToLogger } from './log/diag.js';
 import { createLogger } from './log/logger.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js';
+import { nativeSpanFromRest } from './source/native-spans.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { createEventSubscriber, type EventSubscriber } from './source/websocket.js';
 import { loadState, snapshotState } from './state/persisted.js';
@@ -77,6 +78,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       logger: this.logger,
       clock: 'wall',
       hooks: options.hooks,
+      nativeSpan: nativeSpanFromRest(rest),
       resolveOwner: async (taskRunId) => {
         try {
           const r = await rest.getTaskRun(taskRunId);

@@ -83,6 +83,9 @@ export class RunState {
   /** Clock time (ms) at which the run's latest state became terminal. */
   terminalAtMs: number | undefined;
   lastActivityMs: number;
+  /** Flow runs: the lookup of Prefect's own span was asked for this attempt / is still unanswered (not persisted). */
+  nativeAsked = false;
+  nativePending = false;
 
   constructor(ref: RunRef, ctx: TraceCtx, attempt: number, nowMs: number) {
     this.ref = { type: ref.type, id: ref.id };

@@ -2,7 +2,7 @@ import { ATTR } from './attributes.js';
 import { classify, runRefFromResourceId, TERMINAL_STATE_TYPES, type Classified, type RunRef, type RunType, type StateInfo } from './classify.js';
 import type { PrefectEvent } from './event.js';
 import { spanIdForRun, traceIdForRun } from './ids.js';
-import { parentTaskIdsOf, RunState, type RunStateData, type TraceCtx } from './run-state.js';
+import { parentTaskIdsOf, parseTraceparent, RunState, type RunStateData, type TraceCtx } from './run-state.js';
 import type { Attributes, SpanRecord } from './span-record.js';
 
 export interface TrackerOptions {
@@ -13,6 +13,11 @@ export interface TrackerOptions {
   readonly maxSpanEvents: number;
   readonly payloadMaxChars: number;
   readonly uiUrl: string | undefined;
+  /**
+   * Look up each flow run's own Prefect span (`lookupNativeSpan`) and hold its finished span for the
+   * answer at most this long past the settle window (Infinity: until answered). Undefined: no lookups.
+   */
+  readonly nativeSpanWaitMs?: number | undefined;
 }
 
 /** One STLOGGING record: a state transition, an event attached to a run, or a late event. */
@@ -36,6 +41,8 @@ export interface TrackerSink {
   log(record: RunLogRecord): void;
   /** Ask for the flow run that owns a task run; answer with `resolveOwner`. */
   lookup(taskRunId: string): void;
+  /** Ask for the traceparent of Prefect's own span of a flow run attempt; answer with `resolveNativeSpan`. */
+  lookupNativeSpan(flowRunId: string, attempt: number): void;
   notice(notice: TrackerNotice): void;
 }
 
@@ -63,6 +70,8 @@ export interface TrackerCounts {
   lookups: number;
   lookupFailures: number;
   spanEvents: number;
+  /** Flow-run lookups of Prefect's own span, and how they ended. */
+  native: { lookups: number; linked: number; noLabel: number; failed: number; late: number };
 }
 
 const OWNER_CACHE_MAX = 50_000;
@@ -90,6 +99,7 @@ export class RunTracker {
   private readonly childrenOf = new Map<string, Set<string>>();
   readonly counts: TrackerCounts = {
     runsOpened: 0, spans: 0, incomplete: 0, reruns: 0, lateEvents: 0, evicted: 0, lookups: 0, lookupFailures: 0, spanEvents: 0,
+    native: { lookups: 0, linked: 0, noLabel: 0, failed: 0, late: 0 },
   };
 
   constructor(
@@ -167,6 +177,31 @@ export class RunTracker {
     this.waiting.delete(taskRunId);
     for (const [runId, key] of this.blocked) if (key === taskRunId) this.blocked.delete(runId);
     for (const q of queued) this.process(q.event, q.classified, nowMs);
+  }
+
+  /** True while the span of this flow run attempt still waits for its native-span lookup. */
+  wantsNativeSpan(flowRunId: string, attempt: number): boolean {
+    const run = this.open.get(flowRunId);
+    return run !== undefined && run.attempt === attempt && run.nativePending;
+  }
+
+  /**
+   * The answer to a `lookupNativeSpan`: the run's `__OTEL_TRACEPARENT` label (undefined when it has
+   * none), or `failed`. 'late' when the span was already exported without it.
+   */
+  resolveNativeSpan(flowRunId: string, attempt: number, answer: { traceparent: string | undefined } | 'failed', nowMs: number): 'linked' | 'no_label' | 'failed' | 'late' {
+    const run = this.open.get(flowRunId);
+    if (run === undefined || run.attempt !== attempt || !run.nativePending) return 'late';
+    run.nativePending = false;
+    let outcome: 'linked' | 'no_label' | 'failed' = 'failed';
+    if (answer !== 'failed') {
+      outcome = parseTraceparent(answer.traceparent) === undefined ? 'no_label' : 'linked';
+      if (outcome === 'linked') run.meta.traceparent = answer.traceparent;
+    }
+    this.counts.native[outcome === 'no_label' ? 'noLabel' : outcome] += 1;
+    // A span held for this answer goes out once it has settled.
+    if (run.terminal) this.deadlines.set(run.ref.id, Math.max(nowMs, (run.terminalAtMs ?? nowMs) + this.options.settleMs));
+    return outcome;
   }
 
   /** Export what is due: settled runs, runs past their grace or idle timeout. */
@@ -304,6 +339,7 @@ export class RunTracker {
       run.applyState(event, s);
       run.addEvent(event, s.name, attrs, this.options.maxSpanEvents);
       if (run.terminal && !wasTerminal) run.terminalAtMs = nowMs;
+      if (run.ref.type === 'flow' && (s.type === 'RUNNING' || run.terminal)) this.askNativeSpan(run);
       if (run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
       this.emitLog('transition', run, event, { ...s, terminal: TERMINAL_STATE_TYPES.has(s.type) });
     } else {
@@ -318,6 +354,24 @@ export class RunTracker {
       this.emitLog('event', run, event, undefined);
     }
     this.counts.spanEvents += 1;
+  }
+
+  /**
+   * Prefect's own span of a flow run is known only from the run's REST labels, where the flow
+   * process PATCHes `__OTEL_TRACEPARENT` as its span starts, before it proposes Running. So ask
+   * once per attempt, when the attempt is first seen Running (or terminal, when Running was missed
+   * or came before a restart); the label then names this attempt's span (a run_deployment child
+   * carries its parent's traceparent only until then). The answer normally arrives long before the
+   * run ends; `due` holds a finished span for it at most `nativeSpanWaitMs` past the settle window.
+   * A span ended any other way (a rerun closing the attempt, idle timeout, eviction, end of input)
+   * goes out without waiting; a later answer is then ignored (counted as `late`).
+   */
+  private askNativeSpan(run: RunState): void {
+    if (this.options.nativeSpanWaitMs === undefined || run.nativeAsked || run.meta.traceparent !== undefined) return;
+    run.nativeAsked = true;
+    run.nativePending = true;
+    this.counts.native.lookups += 1;
+    this.sink.lookupNativeSpan(run.ref.id, run.attempt);
   }
 
   /** Register a task under its flow run; a task whose flow already ended gets the grace period from now. */
@@ -341,6 +395,13 @@ export class RunTracker {
       this.finalize(run, 'flow_ended', nowMs);
       return;
     }
+    if (run.nativePending) {
+      const waitUntil = (run.terminalAtMs ?? nowMs) + this.options.settleMs + (this.options.nativeSpanWaitMs ?? 0);
+      if (nowMs < waitUntil) {
+        this.deadlines.set(run.ref.id, Math.min(waitUntil, nowMs + Math.max(this.options.settleMs, 50)));
+        return;
+      }
+    }
     if (run.ref.type === 'flow') {
       const children = this.childrenOf.get(run.ref.id);
       const graceEnd = (run.terminalAtMs ?? nowMs) + this.options.taskGraceMs;
@@ -358,6 +419,11 @@ export class RunTracker {
     if (this.open.get(run.ref.id) !== run) return;
     this.open.delete(run.ref.id);
     this.deadlines.delete(run.ref.id);
+    if (run.nativePending) {
+      // Exported without the link; the answer, when it comes, is ignored.
+      run.nativePending = false;
+      this.counts.native.late += 1;
+    }
     if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) {
       const set = this.childrenOf.get(run.meta.flowRunId);
       set?.delete(run.ref.id);

@@ -1,5 +1,5 @@
 /**
- * The few Prefect REST calls prefect-otel makes: run look-ups (to find a subflow's parent) and the
+ * The few Prefect REST calls prefect-otel makes: run look-ups (a subflow's parent, a flow run's labels) and the
  * event history (to fill a gap longer than the websocket's 15-minute backfill).
  */
 import { AuthError, ProtocolError } from '../errors.js';
@@ -18,6 +18,8 @@ export interface FlowRunInfo {
   readonly id: string;
   readonly name?: string;
   readonly parentTaskRunId: string | null;
+  /** The run's labels (string, number and boolean values), e.g. Prefect's own `__OTEL_TRACEPARENT`. */
+  readonly labels: Readonly<Record<string, string | number | boolean>>;
 }
 
 export interface EventHistoryFilter {
@@ -140,6 +142,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
           id: b.id,
           ...(typeof b.name === 'string' ? { name: b.name } : {}),
           parentTaskRunId: typeof b.parent_task_run_id === 'string' ? b.parent_task_run_id : null,
+          labels: labelsOf(b.labels),
         };
       });
     },
@@ -201,6 +204,14 @@ function describeFetchError(err: unknown, timeoutMs: number): string {
     return err.message;
   }
   return String(err);
+}
+
+/** KeyValueLabels: string, number or boolean values; anything else is left out. */
+function labelsOf(v: unknown): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  if (!isRecord(v)) return out;
+  for (const [k, x] of Object.entries(v)) if (typeof x === 'string' || typeof x === 'number' || typeof x === 'boolean') out[k] = x;
+  return out;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

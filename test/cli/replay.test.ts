@@ -166,7 +166,7 @@ test('the demo runs with no Prefect and no collector and draws trees', async () 
   assert.match(r.stdout, /grep [0-9a-f]{32} finds all \d+ of this trace's/);
 });
 
-test("replay: a task run's __OTEL_TRACEPARENT arrives as exactly one link to Prefect's own span, in both encodings; a malformed one gives no link", async () => {
+test("replay: a task run's __OTEL_TRACEPARENT arrives as exactly one link to Prefect's own span, in both encodings; a malformed one gives no link", async (t) => {
   const NATIVE = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: 'b7ad6b7169203331' };
   const BAD = '0198c7d2-6000-7abc-8def-0000000000b1';
   const task = (id: string, s: number, type: string, name: string, from: string | null, label: string | undefined) =>
@@ -187,6 +187,7 @@ test("replay: a task run's __OTEL_TRACEPARENT arrives as exactly one link to Pre
   ].map((e) => JSON.stringify(e));
   for (const protocol of ['http/protobuf', 'http/json']) {
     const receiver = await startOtlpReceiver();
+    t.after(() => receiver.close());
     const r = await cli(['replay', '-'], { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL: protocol }, lines.join('\n'));
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /skipped: 0\n/);
@@ -200,6 +201,5 @@ test("replay: a task run's __OTEL_TRACEPARENT arrives as exactly one link to Pre
       ].sort((a, b) => a.spanId.localeCompare(b.spanId)),
       protocol,
     );
-    await receiver.close();
   }
 });

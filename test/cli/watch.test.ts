@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli } from '../helpers/cli.js';
-import { startMiniPrefect, type TestEvent } from '../helpers/fake-prefect.js';
+import { startFakePrefect, startMiniPrefect, type TestEvent } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 
@@ -146,4 +146,94 @@ test('watch: a wrong auth string is a clear error, exit 3, and no reconnect loop
   assert.ok(!`${r.stdout}${r.stderr}`.includes('admin:wrong'));
   assert.equal(prefect.connections.length, 1);
   await prefect.close();
+});
+
+test("watch: a flow run's REST __OTEL_TRACEPARENT label becomes exactly one link; no label, a 404 or a held lookup give none, and the traces are otherwise those of a replay without REST", async (t) => {
+  const prefect = await startFakePrefect({ authString: 'admin:pass' });
+  const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
+  const runId = (i: number): string => `0198c7d2-8000-7000-8000-${String(i).padStart(12, '0')}`;
+  const [LINKED, NO_LABEL, MISSING, HELD] = [runId(1), runId(2), runId(3), runId(4)];
+  const NATIVE = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7' };
+  const traceparent = `00-${NATIVE.traceId}-${NATIVE.spanId}-01`;
+  // As the server has them: created when scheduled; MISSING was never stored (404). HELD has a label, but its answer comes late.
+  prefect.addFlowRun({ id: LINKED, name: 'linked-run', flow_id: FLOW.flowId });
+  prefect.addFlowRun({ id: NO_LABEL, name: 'plain-run', flow_id: FLOW.flowId });
+  prefect.addFlowRun({ id: HELD, name: 'held-run', flow_id: FLOW.flowId, labels: { __OTEL_TRACEPARENT: '00-11111111111111111111111111111111-2222222222222222-01' } });
+
+  const t0 = Date.now() - 30_000; // inside the 60 s a fresh subscription looks back
+  let seq = 0;
+  const id = (): string => `0198c7d2-ffff-7000-8000-${String(++seq).padStart(12, '0')}`;
+  const flowRun = (fr: string, s: number, type: string, name: string, from: string | null) =>
+    flowRunStateEvent({ flowRunId: fr, flowRunName: `run-${fr.slice(-1)}`, ...FLOW, state: { type, name }, from, runCount: 1, occurred: t0 + s * 1000, id: id() });
+  const taskRun = (fr: string, s: number, type: string, name: string, from: string | null) =>
+    taskRunStateEvent({ taskRunId: fr.replace('8000-7000', '6000-7000'), taskRunName: 'extract-3f2', taskKey: 'extract-9a8b', flowRunId: fr, ...FLOW, state: { type, name }, from, runCount: 1, occurred: t0 + s * 1000, id: id() });
+  const before = (fr: string) => [flowRun(fr, 0, 'PENDING', 'Pending', null)];
+  const after = (fr: string) => [
+    flowRun(fr, 1, 'RUNNING', 'Running', 'PENDING'),
+    taskRun(fr, 2, 'PENDING', 'Pending', null),
+    taskRun(fr, 3, 'RUNNING', 'Running', 'PENDING'),
+    taskRun(fr, 4, 'COMPLETED', 'Completed', 'RUNNING'),
+    flowRun(fr, 5, 'COMPLETED', 'Completed', 'RUNNING'),
+  ];
+  const runs = { [LINKED]: [...before(LINKED), ...after(LINKED)], [NO_LABEL]: [...before(NO_LABEL), ...after(NO_LABEL)], [MISSING]: [...before(MISSING), ...after(MISSING)] };
+
+  const { child, result } = start([], {
+    PREFECT_API_URL: prefect.url, PREFECT_API_AUTH_STRING: 'admin:pass', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    PREFECT_OTEL_STATE_FILE: join(dir, 'state.json'), PREFECT_OTEL_LOG_LEVEL: 'debug',
+  });
+  await until('subscription', () => prefect.connections.some((c) => c.live));
+  prefect.publish(runs[LINKED]!.slice(0, 1));
+  // The flow process starts Prefect's own span and PATCHes its traceparent before it proposes Running.
+  const patched = await fetch(`${prefect.url}/flow_runs/${LINKED}/labels`, {
+    method: 'PATCH', headers: { authorization: `Basic ${Buffer.from('admin:pass').toString('base64')}`, 'content-type': 'application/json' }, body: JSON.stringify({ __OTEL_TRACEPARENT: traceparent }),
+  });
+  assert.equal(patched.status, 204);
+  prefect.publish([...runs[LINKED]!.slice(1), ...runs[NO_LABEL]!, ...runs[MISSING]!]);
+  await receiver.waitForSpans(6);
+
+  // A lookup that does not answer: the span still goes out (without the link) while the request is held.
+  prefect.switches.holdRest = true;
+  const held = [...before(HELD), ...after(HELD)];
+  prefect.publish(held);
+  await receiver.waitForSpans(8); // only this test releases the held answer, below
+  assert.ok(prefect.restRequests.some((r) => r.method === 'GET' && r.path === `/api/flow_runs/${HELD}`), 'HELD was looked up');
+  prefect.switches.holdRest = false;
+  await new Promise((r) => setTimeout(r, 300));
+  child.kill('SIGTERM');
+  const r = await result;
+  assert.equal(r.code, 0, r.stderr);
+
+  const spans = receiver.spans();
+  assert.equal(spans.length, 8, 'each run exported once; the late answer adds nothing');
+  assert.deepEqual(
+    Object.fromEntries(spans.map((s) => [s.attributes['prefect.run.id'] as string, s.links])),
+    {
+      [LINKED]: [{ ...NATIVE, attributes: { 'prefect.link.kind': 'prefect_native_span' } }],
+      ...Object.fromEntries([NO_LABEL, MISSING, HELD].map((fr) => [fr, []])),
+      ...Object.fromEntries([LINKED, NO_LABEL, MISSING, HELD].map((fr) => [fr.replace('8000-7000', '6000-7000'), []])),
+    },
+  );
+  // One lookup per flow run attempt, none for task runs.
+  assert.deepEqual(
+    prefect.restRequests.filter((q) => q.method === 'GET').map((q) => q.path).sort(),
+    [LINKED, NO_LABEL, MISSING, HELD].map((fr) => `/api/flow_runs/${fr}`).sort(),
+  );
+  const debug = r.stdout.split('\n').filter((l) => l.includes('flow run')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(
+    debug.filter((l) => l.level === 20 && String(l.msg).includes("Prefect's own span")).map((l) => [l['prefect.run.id'], l.outcome]).sort(),
+    [[MISSING, 'failed'], [NO_LABEL, 'no_label'], [HELD, 'late']].sort(),
+  );
+  const stopped = r.stdout.split('\n').filter((l) => l.includes('"msg":"stopped"')).map((l) => JSON.parse(l) as { runs: { nativeSpans: unknown } });
+  assert.deepEqual(stopped.map((l) => l.runs.nativeSpans), [{ lookups: 4, linked: 1, noLabel: 1, failed: 1, late: 1 }]);
+  assert.ok(!r.stdout.includes('admin:pass') && !r.stdout.includes(Buffer.from('admin:pass').toString('base64')), 'no secret in the log');
+
+  // Everything but the links is what a replay of the same events gives with no Prefect REST at all.
+  const replayed = await replaySpans([...Object.values(runs).flat(), ...held], 'http://127.0.0.1:9/api');
+  assert.deepEqual(replayed.map((s) => s.links), Array<unknown[]>(8).fill([]));
+  assert.deepEqual(shape(spans), shape(replayed));
 });

@@ -308,12 +308,45 @@ describe('fake Prefect: REST', () => {
     const cloud = await fake({ apiKey: 'pnu_key', basePath: base });
     cloud.addFlowRun({ id: '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', name: 'crimson-fox', parent_task_run_id: null });
     assert.equal(cloud.url, `http://127.0.0.1:${cloud.port}${base}`);
+    const [status, run] = (await get(cloud, '/flow_runs/0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', 'Bearer pnu_key')) as [number, Record<string, unknown>];
     assert.deepEqual(
-      [await get(cloud, '/flow_runs/0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', 'Bearer pnu_key'), await get(cloud, '/flow_runs/0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', basic)],
-      [[200, { id: '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', name: 'crimson-fox', parent_task_run_id: null }], [401, { exception_message: 'Unauthorized' }]],
+      [status, run.id, run.name, run.parent_task_run_id, run.labels, await get(cloud, '/flow_runs/0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', basic)],
+      [200, '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', 'crimson-fox', null, { 'prefect.flow.id': '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d' }, [401, { exception_message: 'Unauthorized' }]],
     );
     cloud.switches.restStatus = 500;
     assert.deepEqual(await get(cloud, '/flow_runs/0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', 'Bearer pnu_key'), [500, { detail: 'Internal Server Error' }]);
+  });
+
+  it('flow runs: the whole FlowRunResponse with the server default labels; PATCH …/labels merges as the flow engine sends its traceparent', async () => {
+    const f = await fake();
+    const FR_ID = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+    f.addFlowRun({ id: FR_ID, name: 'crimson-fox', flow_id: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', deployment_id: '7b2e1d8f-2222-4b3c-8d4e-1f2a3b4c5d6e', labels: { team: 'data' } });
+    const read = async () => (await (await fetch(`${f.url}/flow_runs/${FR_ID}`)).json()) as Record<string, unknown>;
+    const before = await read();
+    // The fields of FlowRunResponse (reference §5), nothing else.
+    assert.deepEqual(Object.keys(before).sort(), [
+      'auto_scheduled', 'context', 'created', 'created_by', 'deployment_id', 'deployment_version', 'empirical_policy', 'end_time', 'estimated_run_time',
+      'estimated_start_time_delta', 'expected_start_time', 'flow_id', 'flow_version', 'id', 'idempotency_key', 'infrastructure_document_id', 'infrastructure_pid',
+      'job_variables', 'labels', 'name', 'next_scheduled_start_time', 'parameters', 'parent_task_run_id', 'run_count', 'start_time', 'state', 'state_id',
+      'state_name', 'state_type', 'tags', 'total_run_time', 'updated', 'work_pool_id', 'work_pool_name', 'work_queue_id', 'work_queue_name',
+    ]);
+    assert.deepEqual(before.labels, { 'prefect.flow.id': '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', 'prefect.deployment.id': '7b2e1d8f-2222-4b3c-8d4e-1f2a3b4c5d6e', team: 'data' });
+    const patch = (id: string, body: unknown) => fetch(`${f.url}/flow_runs/${id}/labels`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const tp = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    assert.deepEqual(
+      [(await patch(FR_ID, { __OTEL_TRACEPARENT: tp })).status, (await patch('0198c7d2-0000-7000-8000-000000000000', { a: 'b' })).status, (await patch(FR_ID, ['x'])).status],
+      [204, 404, 422],
+    );
+    assert.deepEqual((await read()).labels, { ...(before.labels as object), __OTEL_TRACEPARENT: tp });
+
+    f.switches.holdRest = true;
+    let answered = false;
+    const slow = read().then((r) => ((answered = true), r));
+    while (f.restRequests.length < 6) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(answered, false, 'held while holdRest is set');
+    f.switches.holdRest = false;
+    assert.equal((await slow).id, FR_ID);
   });
 
   it('/events/filter pages (DESC by default) with an absolute next_page; a bad token is 403; limit > 50 is 422', async () => {

@@ -9,14 +9,14 @@
  *   overflow is dropped silently. `related` filters apply to the backfill only (as the server's SQL
  *   does); they match every live event, as on the server.
  * - `ws <base>/events/in`, `POST /events`, `POST /events/filter` + `GET /events/filter/next`,
- *   `GET /task_runs/{id}`, `GET /flow_runs/{id}`; REST auth is Basic (auth string) or Bearer (API key).
+ *   `GET /task_runs/{id}`, `GET /flow_runs/{id}`, `PATCH /flow_runs/{id}/labels`; REST auth is Basic (auth string) or Bearer (API key).
  * - `switches` for misbehaviour (duplicates, reordering, a stuck stream, malformed frames, closes).
  */
 import { createServer, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { matches, microsToIso, parseFilter, toMicros, type ParsedFilter } from './event-filter.js';
-import { createRestRoutes, query, readJsonBody, sendJson, validateEvent, type StoredEvent } from './prefect-rest.js';
+import { createRestRoutes, flowRunResponse, query, readJsonBody, sendJson, validateEvent, type FlowRunInput, type StoredEvent } from './prefect-rest.js';
 
 /** An event as Prefect serialises a `ReceivedEvent` (§4). Loose on purpose: tests also send odd ones. */
 export type WireEvent = {
@@ -96,6 +96,8 @@ export interface FakePrefectSwitches {
   closeAfter: number;
   /** Nonzero: every REST request is answered with this status. */
   restStatus: number;
+  /** Hold every REST answer (a slow server) until set false again; requests are recorded as they arrive. */
+  holdRest: boolean;
 }
 
 export interface FakePrefect {
@@ -107,7 +109,8 @@ export interface FakePrefect {
   /** Store only: history for backfills and `/events/filter`. Sets `received` if absent. */
   store(events: WireEvent | WireEvent[]): void;
   addTaskRun(run: { id: string; flow_run_id: string | null; name?: string; task_key?: string; [k: string]: unknown }): void;
-  addFlowRun(run: { id: string; name?: string; parent_task_run_id?: string | null; [k: string]: unknown }): void;
+  /** Served by `GET /flow_runs/{id}` as a whole `FlowRunResponse` (defaults filled in, server labels merged). */
+  addFlowRun(run: FlowRunInput): void;
   readonly connections: ConnectionRecord[];
   /** Every WS upgrade attempt, including rejected ones. */
   readonly upgrades: { path: string; headers: IncomingHttpHeaders }[];
@@ -170,10 +173,14 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   let filtered = 0;
   const waiters: { n: number; resolve: () => void }[] = [];
   let stall = false;
+  let holdRest = false;
+  const heldRest: (() => void)[] = [];
   const switches: FakePrefectSwitches = {
     duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0,
     get stall() { return stall; },
     set stall(v: boolean) { stall = v; if (!v) subs.forEach(schedule); },
+    get holdRest() { return holdRest; },
+    set holdRest(v: boolean) { holdRest = v; if (!v) heldRest.splice(0).forEach((release) => release()); },
   };
 
   const receive = (ev: WireEvent): void => {
@@ -346,6 +353,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     void (async () => {
       const { body, invalid } = await readJsonBody(req);
       restRequests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, ...(body === undefined ? {} : { body }) });
+      if (holdRest) await new Promise<void>((release) => heldRest.push(release));
       const reply = (status: number, json?: unknown) => sendJson(res, status, json);
       if (switches.restStatus !== 0) return reply(switches.restStatus, { detail: STATUS_CODES[switches.restStatus] ?? 'Error' });
       if (restAuth.length > 0 && !restAuth.includes(String(req.headers.authorization ?? ''))) return reply(401, { exception_message: 'Unauthorized' });
@@ -380,7 +388,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     publish,
     store: (events) => asList(events).forEach(receive),
     addTaskRun: (run) => void taskRuns.set(run.id.toLowerCase(), run),
-    addFlowRun: (run) => void flowRuns.set(run.id.toLowerCase(), run),
+    addFlowRun: (run) => void flowRuns.set(run.id.toLowerCase(), flowRunResponse(run, now())),
     connections,
     upgrades,
     restRequests,
@@ -403,6 +411,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
       });
     },
     async close() {
+      switches.holdRest = false;
       for (const s of subs) clearTimeout(s.heldTimer);
       for (const ws of wss.clients) ws.terminate();
       wss.close();

@@ -150,6 +150,17 @@ export function createRestRoutes(ctx: RestContext) {
       if (p === undefined) return reply(403, { detail: 'Invalid page token' });
       return reply(200, page(req, p));
     }
+    const labels = /^\/flow_runs\/([^/]+)\/labels$/.exec(route);
+    if (method === 'PATCH' && labels !== null) {
+      // What Prefect's flow engine sends when its own span starts (`update_flow_run_labels`): merged in.
+      const id = canonicalUuid(decodeURIComponent(labels[1]!));
+      const found = id === undefined ? undefined : ctx.flowRuns.get(id);
+      if (found === undefined) return reply(404, { detail: 'Flow run not found' });
+      if (!isObject(body)) return reply(422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['body'], msg: 'Input should be a valid dictionary', type: 'dict_type' }], request_body: body });
+      found.labels = { ...(found.labels as Record<string, unknown>), ...body };
+      found.updated = microsToIso(ctx.now() * 1000);
+      return reply(204);
+    }
     const run = /^\/(task_runs|flow_runs)\/([^/]+)$/.exec(route);
     if (method === 'GET' && run !== null) {
       const id = canonicalUuid(decodeURIComponent(run[2]!));
@@ -158,6 +169,40 @@ export function createRestRoutes(ctx: RestContext) {
       return found === undefined ? reply(404, { detail: run[1] === 'task_runs' ? 'Task run not found' : 'Flow run not found' }) : reply(200, found);
     }
     reply(404, { detail: 'Not Found' });
+  };
+}
+
+export interface FlowRunInput {
+  id: string;
+  name?: string;
+  flow_id?: string;
+  deployment_id?: string | null;
+  parent_task_run_id?: string | null;
+  /** Merged over the server's default labels (`prefect.flow.id`, and `prefect.deployment.id` for a deployment run). */
+  labels?: Record<string, string | number | boolean>;
+  [k: string]: unknown;
+}
+
+/**
+ * A flow run as `GET /flow_runs/{id}` answers (`FlowRunResponse`, reference §5): every field, null
+ * where unset, `labels` with the server's defaults. Fields given in `run` win.
+ */
+export function flowRunResponse(run: FlowRunInput, nowMs: number): Record<string, unknown> {
+  const now = microsToIso(nowMs * 1000);
+  const flowId = run.flow_id ?? '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d';
+  const deploymentId = run.deployment_id ?? null;
+  const { labels, ...rest } = run;
+  return {
+    created: now, updated: now, name: 'crimson-fox', flow_id: flowId, state_id: null,
+    deployment_id: deploymentId, deployment_version: null, work_queue_id: null, work_queue_name: null, flow_version: null,
+    parameters: {}, idempotency_key: null, context: {}, empirical_policy: { max_retries: 0, retry_delay_seconds: 0.0, retries: 0, retry_delay: 0, pause_keys: [], resuming: false, retry_type: null },
+    tags: [], parent_task_run_id: null, state_type: null, state_name: null, run_count: 0, expected_start_time: null,
+    next_scheduled_start_time: null, start_time: null, end_time: null, total_run_time: 0.0, estimated_run_time: 0.0,
+    estimated_start_time_delta: 0.0, auto_scheduled: false, infrastructure_document_id: null, infrastructure_pid: null,
+    created_by: null, work_pool_id: null, work_pool_name: null, state: null, job_variables: {},
+    ...rest,
+    id: run.id.toLowerCase(),
+    labels: { 'prefect.flow.id': flowId, ...(deploymentId === null ? {} : { 'prefect.deployment.id': deploymentId }), ...labels },
   };
 }
 

@@ -84,11 +84,14 @@ describe('rest client: runs', () => {
     assert.equal(seen[0]!.headers.authorization, undefined);
   });
 
-  it('getFlowRun sends Bearer auth for a key and maps parent_task_run_id', async () => {
-    reset(() => ({ status: 200, body: { id: FLOW_RUN, name: 'crimson-fox', parent_task_run_id: TRACKING_TASK } }));
+  it('getFlowRun sends Bearer auth for a key and maps parent_task_run_id and the labels', async () => {
+    const labels = { 'prefect.flow.id': '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', __OTEL_TRACEPARENT: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', retries: 3, pinned: true };
+    reset(() => ({ status: 200, body: { id: FLOW_RUN, name: 'crimson-fox', parent_task_run_id: TRACKING_TASK, labels: { ...labels, nested: { no: 1 }, none: null } } }));
     const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, apiKey: API_KEY });
-    assert.deepEqual(await rest.getFlowRun(FLOW_RUN), { ok: true, value: { id: FLOW_RUN, name: 'crimson-fox', parentTaskRunId: TRACKING_TASK } });
+    assert.deepEqual(await rest.getFlowRun(FLOW_RUN), { ok: true, value: { id: FLOW_RUN, name: 'crimson-fox', parentTaskRunId: TRACKING_TASK, labels } });
     assert.deepEqual(seen.map((s) => [s.path, s.headers.authorization]), [[`/api/flow_runs/${FLOW_RUN}`, `Bearer ${API_KEY}`]]);
+    reset(() => ({ status: 200, body: { id: FLOW_RUN, parent_task_run_id: null } }));
+    assert.deepEqual(await rest.getFlowRun(FLOW_RUN), { ok: true, value: { id: FLOW_RUN, parentTaskRunId: null, labels: {} } });
   });
 
   it('404, 500 and an unexpected body are results, not exceptions', async () => {
