@@ -80,6 +80,14 @@ function varint(buf: Uint8Array, pos: number): [number, number] {
  */
 export function countNested(buf: Uint8Array, path: readonly number[], start = 0, end = buf.length): number {
   let count = 0;
+  for (const f of lengthDelimited(buf, start, end)) {
+    if (f.field === path[0]) count += path.length === 1 ? 1 : countNested(buf, path.slice(1), f.start, f.end);
+  }
+  return count;
+}
+
+/** The length-delimited fields of a message between `start` and `end`, skipping every other wire type. */
+function* lengthDelimited(buf: Uint8Array, start: number, end: number): Generator<{ field: number; start: number; end: number }> {
   let pos = start;
   while (pos < end) {
     const [key, afterKey] = varint(buf, pos);
@@ -93,10 +101,9 @@ export function countNested(buf: Uint8Array, path: readonly number[], start = 0,
       const [len, body] = varint(buf, pos);
       pos = body + len;
       if (pos > end) throw new Error('truncated field');
-      if (field === path[0]) count += path.length === 1 ? 1 : countNested(buf, path.slice(1), body, pos);
+      yield { field, start: body, end: pos };
     } else throw new Error(`unsupported wire type ${wire}`);
   }
-  return count;
 }
 
 /**
@@ -104,22 +111,9 @@ export function countNested(buf: Uint8Array, path: readonly number[], start = 0,
  * without decoding anything else.
  */
 export function forEachSpanId(buf: Uint8Array, each: (spanId: Uint8Array) => void, path: readonly number[] = [1, 2, 2], start = 0, end = buf.length): void {
-  let pos = start;
-  while (pos < end) {
-    const [key, afterKey] = varint(buf, pos);
-    const field = Math.floor(key / 8);
-    const wire = key % 8;
-    pos = afterKey;
-    if (wire === 0) pos = varint(buf, pos)[1];
-    else if (wire === 1) pos += 8;
-    else if (wire === 5) pos += 4;
-    else if (wire === 2) {
-      const [len, body] = varint(buf, pos);
-      pos = body + len;
-      if (pos > end) throw new Error('truncated field');
-      if (path.length === 0) {
-        if (field === 2) each(buf.subarray(body, pos));
-      } else if (field === path[0]) forEachSpanId(buf, each, path.slice(1), body, pos);
-    } else throw new Error(`unsupported wire type ${wire}`);
+  for (const f of lengthDelimited(buf, start, end)) {
+    if (path.length === 0) {
+      if (f.field === 2) each(buf.subarray(f.start, f.end));
+    } else if (f.field === path[0]) forEachSpanId(buf, each, path.slice(1), f.start, f.end);
   }
 }
