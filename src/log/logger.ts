@@ -44,15 +44,33 @@ export interface LoggerOptions {
   readonly destination?: DestinationStream;
 }
 
+/**
+ * Loggers made by `createLogger`, with the stream they write to: their lines have a known shape
+ * (`{"level":…,"time":…,"service":"prefect-otel",…,"msg":…}`), so the hottest line (STLOGGING) can be
+ * written to the stream as text without pino's generic serializer. A logger from elsewhere (a
+ * library user's own pino) is always written through pino.
+ */
+const ownStreams = new WeakMap<Logger, DestinationStream>();
+
+/** Where a logger from `createLogger` writes its lines; undefined for any other logger. */
+export function ownLineStream(logger: Logger): DestinationStream | undefined {
+  return ownStreams.get(logger);
+}
+
 export function createLogger(options: LoggerOptions): Logger {
-  const base = {
-    level: options.level,
-    base: { service: 'prefect-otel' },
-    timestamp: pino.stdTimeFunctions.epochTime,
-    redact: { paths: REDACT, censor: '[redacted]' },
-  };
-  if (options.format === 'pretty') return pino(base, createPrettyStream(options.destination as NodeJS.WritableStream | undefined));
-  return pino(base, options.destination ?? stdoutDestination());
+  const stream =
+    options.format === 'pretty' ? createPrettyStream(options.destination as NodeJS.WritableStream | undefined) : (options.destination ?? stdoutDestination());
+  const logger = pino(
+    {
+      level: options.level,
+      base: { service: 'prefect-otel' },
+      timestamp: pino.stdTimeFunctions.epochTime,
+      redact: { paths: REDACT, censor: '[redacted]' },
+    },
+    stream,
+  );
+  ownStreams.set(logger, stream);
+  return logger;
 }
 
 /**
@@ -62,7 +80,12 @@ export function createLogger(options: LoggerOptions): Logger {
  * LOG_FLUSH_MS. What is left goes out when the process exits.
  */
 function stdoutDestination(): DestinationStream {
-  const stream = pino.destination({ fd: 1, sync: true, minLength: LOG_WRITE_BYTES, periodicFlush: LOG_FLUSH_MS });
+  return lineDestination(1);
+}
+
+/** A synchronous, buffered destination for log lines (stdout's, or a file's), flushed at exit. */
+export function lineDestination(dest: number | string): DestinationStream {
+  const stream = pino.destination({ ...(typeof dest === 'number' ? { fd: dest } : { dest }), sync: true, minLength: LOG_WRITE_BYTES, periodicFlush: LOG_FLUSH_MS });
   if (openStreams.size === 0) process.once('exit', flushAtExit);
   openStreams.add(stream);
   return stream;

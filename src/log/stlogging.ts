@@ -3,6 +3,7 @@ import { TraceFlags } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import type { Logger } from 'pino';
+import { ownLineStream } from './logger.js';
 import { INSTRUMENTATION_SCOPE } from '../export/spans.js';
 import { usToHrTime, usToIso } from '../model/time.js';
 import type { RunLogRecord } from '../model/tracker.js';
@@ -58,24 +59,46 @@ export function runLogFields(record: RunLogRecord, options: Pick<RunLogWriterOpt
   return fields;
 }
 
+const str = JSON.stringify;
+
+/**
+ * The line pino writes for `log.info(runLogFields(record), message)` on a `createLogger` logger's
+ * `runs` child, built as text: the same keys in the same order, the same JSON. One of these is
+ * written for every transition, and pino's generic serializer was a fifth of the pipeline's time.
+ */
+export function formatRunLogLine(record: RunLogRecord, message: string, options: Pick<RunLogWriterOptions, 'jaegerUrl' | 'uiUrl'>, timeMs: number): string {
+  const { run, event, state } = record;
+  const late = record.kind === 'late';
+  let line = `{"level":${late ? 40 : 30},"time":${timeMs},"service":"prefect-otel","component":"runs","trace_id":"${record.traceId}","span_id":"${record.spanId}","trace_flags":"01","prefect.run.id":${str(run.id)},"prefect.run.type":"${run.type}","prefect.event.id":${str(event.id)},"prefect.event.name":${str(event.name)},"occurred":"${usToIso(event.occurredUs)}"`;
+  if (run.name !== undefined) line += `,"prefect.run.name":${str(run.name)}`;
+  if (state !== undefined) line += `,"prefect.state.type":${str(state.type)},"prefect.state.name":${str(state.name)}`;
+  if (late) line += ',"late":true';
+  if (options.uiUrl !== undefined) line += `,"prefect.run.url":${str(`${options.uiUrl}/runs/${run.type}-run/${run.id}`)}`;
+  if (options.jaegerUrl !== undefined && state?.terminal === true) line += `,"jaeger_url":${str(`${options.jaegerUrl}/trace/${record.traceId}`)}`;
+  return `${line},"msg":${str(`${STLOGGING_PREFIX}${message}${late ? LATE_SUFFIX : ''}`)}}\n`;
+}
+
+const LATE_SUFFIX = ' (late: its span was already exported)';
+
 /** Writes one STLOGGING record per state transition and attached event. */
 export function createRunLogWriter(logger: Logger, options: RunLogWriterOptions): (record: RunLogRecord) => void {
   // Run lines carry only what the events said (ids, names, states), never a setting: no redaction
   // paths to walk on the hottest log line.
   const log = logger.child({ component: 'runs' }, { msgPrefix: STLOGGING_PREFIX, redact: [] });
+  const stream = ownLineStream(logger);
   return (record) => {
     const late = record.kind === 'late';
-    const toLog = late ? log.isLevelEnabled('warn') : log.isLevelEnabled('info');
+    const toLog = logger.isLevelEnabled(late ? 'warn' : 'info');
     if (!toLog && options.otelLogs === undefined) return;
     const message = formatRunLogMessage(record);
-    const fields = runLogFields(record, options);
     if (toLog) {
-      if (late) log.warn(fields, `${message} (late: its span was already exported)`);
-      else log.info(fields, message);
+      if (stream !== undefined) stream.write(formatRunLogLine(record, message, options, Date.now()));
+      else if (late) log.warn(runLogFields(record, options), `${message}${LATE_SUFFIX}`);
+      else log.info(runLogFields(record, options), message);
     }
     if (options.otelLogs !== undefined) {
       const attributes: Record<string, string | boolean> = {};
-      for (const [k, v] of Object.entries(fields)) {
+      for (const [k, v] of Object.entries(runLogFields(record, options))) {
         if (k === 'trace_id' || k === 'span_id' || k === 'trace_flags') continue;
         if (typeof v === 'string' || typeof v === 'boolean') attributes[k] = v;
       }

@@ -1,0 +1,111 @@
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { test } from 'node:test';
+import { pino } from 'pino';
+import { createLogger, createPrettyStream } from '../../src/log/logger.js';
+import { createRunLogWriter } from '../../src/log/stlogging.js';
+import type { PrefectEvent } from '../../src/model/event.js';
+import type { RunLogRecord } from '../../src/model/tracker.js';
+
+/** A stream that keeps every write (each one line) made to it. */
+function sink(): { stream: Writable & { write(line: string): boolean }; lines: string[] } {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      lines.push(String(chunk).replace(/\n$/, ''));
+      done();
+    },
+  });
+  return { stream, lines };
+}
+
+function event(over: Partial<PrefectEvent>): PrefectEvent {
+  return {
+    id: '0b3c2f8e-6d1a-4c55-9e2b-7a1d5c3e9f01',
+    name: 'prefect.flow-run.Running',
+    occurred: '2026-11-25T09:00:00.123456Z',
+    occurredUs: Date.parse('2026-11-25T09:00:00.123Z') * 1000 + 456,
+    received: undefined,
+    receivedUs: undefined,
+    resource: { id: 'prefect.flow-run.5f0e6a2b-1c3d-4e5f-8a9b-0c1d2e3f4a5b', name: undefined, labels: {} },
+    related: [],
+    payload: {},
+    follows: undefined,
+    ...over,
+  };
+}
+
+const RUN_ID = '5f0e6a2b-1c3d-4e5f-8a9b-0c1d2e3f4a5b';
+const base = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7' };
+
+const RECORDS: RunLogRecord[] = [
+  {
+    ...base,
+    kind: 'transition',
+    run: { type: 'flow', id: RUN_ID, name: 'etl-nightly', root: true },
+    event: event({}),
+    state: { type: 'RUNNING', name: 'Running', message: '', from: 'PENDING', runCount: 1, terminal: false },
+  },
+  {
+    ...base,
+    kind: 'transition',
+    run: { type: 'task', id: RUN_ID, name: 'load-"quoted"\\name\twith\ncontrols é 雪 🚀', root: false },
+    event: event({ name: 'prefect.task-run.Failed' }),
+    state: { type: 'FAILED', name: "Didn't \"work\"", message: "line one\nline 'two'", from: 'RUNNING', runCount: 2, terminal: true },
+  },
+  {
+    ...base,
+    kind: 'event',
+    run: { type: 'flow', id: RUN_ID, name: undefined, root: true },
+    event: event({ name: 'acme.model.trained\u2028' }),
+    state: undefined,
+  },
+  {
+    ...base,
+    kind: 'late',
+    run: { type: 'task', id: RUN_ID, name: 'late one', root: false },
+    event: event({ name: 'prefect.task-run.Completed' }),
+    state: { type: 'COMPLETED', name: 'Completed', message: 'All done', from: undefined, runCount: undefined, terminal: true },
+  },
+];
+
+const OPTION_SETS = [
+  { jaegerUrl: undefined, uiUrl: undefined },
+  { jaegerUrl: 'http://localhost:16686', uiUrl: 'http://127.0.0.1:4200' },
+];
+
+test("STLOGGING lines from prefect-otel's own logger are exactly the lines pino writes for the same record", () => {
+  for (const options of OPTION_SETS) {
+    for (const format of ['json', 'pretty'] as const) {
+      const own = sink();
+      const ownWriter = createRunLogWriter(createLogger({ level: 'info', format, destination: own.stream }), options);
+      // The same settings on a logger createLogger did not make: written through pino's serializer.
+      const viaPino = sink();
+      const pinoLogger = pino(
+        { level: 'info', base: { service: 'prefect-otel' }, timestamp: pino.stdTimeFunctions.epochTime, redact: { paths: ['apiKey'], censor: '[redacted]' } },
+        format === 'json' ? viaPino.stream : createPrettyStream(viaPino.stream),
+      );
+      const pinoWriter = createRunLogWriter(pinoLogger, options);
+      for (const record of RECORDS) {
+        ownWriter(record);
+        pinoWriter(record);
+      }
+      assert.equal(own.lines.length, RECORDS.length);
+      // Byte for byte, once the time is the same.
+      const stripTime = (line: string): string => (format === 'json' ? line.replace(/^\{"level":(\d+),"time":\d+,/, '{"level":$1,"time":0,') : line.slice(12));
+      assert.deepEqual(own.lines.map(stripTime), viaPino.lines.map(stripTime));
+      if (format === 'json') for (const line of own.lines) assert.equal(typeof (JSON.parse(line) as { time: unknown }).time, 'number');
+      else for (const line of own.lines) assert.match(line, /^\d\d:\d\d:\d\d\.\d{3} (INFO |WARN ) STLOGGING: /);
+    }
+  }
+});
+
+test('STLOGGING lines follow the logger level: warn drops transitions and keeps late events', () => {
+  const own = sink();
+  const writer = createRunLogWriter(createLogger({ level: 'warn', format: 'json', destination: own.stream }), OPTION_SETS[0]!);
+  for (const record of RECORDS) writer(record);
+  assert.deepEqual(
+    own.lines.map((l) => (JSON.parse(l) as { msg: string }).msg),
+    [`STLOGGING: Task run ${RUN_ID} (late one) state transition: None -> COMPLETED (state_name='Completed', message='All done') (late: its span was already exported)`],
+  );
+});
