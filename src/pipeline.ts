@@ -107,7 +107,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   const pipelineDedupe = new DedupeSet(config.model.dedupeWindowMs, config.model.dedupeMaxIds);
   const lookups = new Set<Promise<void>>();
-  const notices = log.child({ component: 'model' });
+  const notices = logger.child({ component: 'model' });
 
   const tracker: RunTracker = new RunTracker(
     {

@@ -9,7 +9,7 @@ import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { generateDemoWorkload } from '../../src/source/demo-workload.js';
 import { startCli, type CliResult } from '../helpers/cli.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
-import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
+import { customEvent, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-'));
 
@@ -202,4 +202,23 @@ test("replay: a task run's __OTEL_TRACEPARENT arrives as exactly one link to Pre
       protocol,
     );
   }
+});
+
+test('a model notice is one JSON object with one component: an event that arrives after its run was exported', async () => {
+  const receiver = await startOtlpReceiver();
+  const file = join(dir, 'late-event.jsonl');
+  const late = customEvent({ event: 'acme.report.sent', resourceId: 'acme.report.7', related: [{ id: `prefect.task-run.${TR}`, role: 'task-run' }], occurred: T0 + 120_000, id: '0198c7d2-eeee-7000-8000-000000000009' });
+  writeFileSync(file, `${[...smallRun(), JSON.stringify({ type: 'event', event: late })].join('\n')}\n`);
+  const r = await cli(['replay', file], { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url });
+  await receiver.close();
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.split('\n').filter((l) => l.includes('"late_event"'));
+  assert.equal(lines.length, 1, r.stdout);
+  // JSON.parse keeps the last of repeated keys; the line itself must not repeat one.
+  assert.equal(lines[0]!.match(/"component":/g)?.length, 1, lines[0]);
+  const o = JSON.parse(lines[0]!) as Record<string, unknown>;
+  assert.deepEqual(
+    { component: o.component, kind: o.kind, runId: o.runId, eventId: o.eventId, eventName: o.eventName },
+    { component: 'model', kind: 'late_event', runId: TR, eventId: '0198c7d2-eeee-7000-8000-000000000009', eventName: 'acme.report.sent' },
+  );
 });
