@@ -4,15 +4,15 @@
  * environment like the CLI. Prints `{"ms":…,"spans":…,…}` once every frame is read and every span
  * is delivered: from the first frame to the last span accepted by the receiver.
  */
-import { pino } from 'pino';
 import { resolveConfig } from '../src/config.js';
 import { startPrefectTracing } from '../src/index.js';
-import { createLogger } from '../src/log/logger.js';
+import { createLogger, lineDestination } from '../src/log/logger.js';
 
 const expected = Number(process.argv[2]);
-// Log lines (one STLOGGING line per transition) go to a file, as a deployment's would; stdout carries the result.
+// Log lines (one STLOGGING line per transition) go to a file, buffered exactly as the CLI buffers
+// stdout (a deployment's log file); stdout carries the result.
 const config = resolveConfig({});
-const logger = createLogger({ level: config.log.level, format: 'json', destination: pino.destination({ dest: process.env.BENCH_LOG_FILE ?? '/dev/null', sync: true }) });
+const logger = createLogger({ level: config.log.level, format: 'json', destination: lineDestination(process.env.BENCH_LOG_FILE ?? '/dev/null') });
 const handle = startPrefectTracing({ logger });
 let first: number | undefined;
 handle.on('status', (s) => {
