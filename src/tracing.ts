@@ -11,7 +11,7 @@ import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js
 import { nativeSpanFromRest } from './source/native-spans.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { createEventSubscriber, type EventSubscriber } from './source/websocket.js';
-import { loadState, snapshotState } from './state/persisted.js';
+import { loadState, StateWriter } from './state/persisted.js';
 import { createStateStore } from './state/state-store.js';
 import { collectStats, type TracingStats } from './stats.js';
 import { VERSION } from './version.js';
@@ -59,6 +59,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private resolveDone!: () => void;
   private rejectDone!: (err: Error) => void;
   private readonly store;
+  private readonly state: StateWriter;
   private readonly startedMs = Date.now();
 
   constructor(config: Config, options: Pick<StartOptions, 'logger' | 'hooks'>) {
@@ -100,6 +101,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     });
     this.metrics = startMetricsExport(this.config, () => this.stats(), this.pipeline.exportLag, this.logger);
     this.store = createStateStore(this.config.stateFile);
+    this.state = new StateWriter(this.store, this.pipeline);
     this.done = new Promise<void>((resolve, reject) => {
       this.resolveDone = resolve;
       this.rejectDone = reject;
@@ -157,7 +159,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
 
   private async persist(): Promise<void> {
     try {
-      await this.store.save(snapshotState(this.pipeline, false));
+      await this.state.save(false);
     } catch (err) {
       this.logger.error({ err: { message: (err as Error).message }, path: this.store.path }, 'could not write the state file');
     }
@@ -189,7 +191,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       this.pipeline.tick();
       const flushed = await this.pipeline.flush(timeoutMs);
       try {
-        await this.store.save(snapshotState(this.pipeline, true));
+        await this.state.save(true);
       } catch (err) {
         log.error({ err: { message: (err as Error).message }, path: this.store.path }, 'could not write the state file');
       }

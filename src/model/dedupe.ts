@@ -1,3 +1,5 @@
+import { Additions } from '../state/additions.js';
+
 /**
  * Event ids seen recently, bounded by age and by count (oldest forgotten first). Prefect's stream
  * repeats events on backfill, reconnect and client resend; an id is remembered long enough to
@@ -5,11 +7,14 @@
  */
 export class DedupeSet {
   private readonly seen = new Map<string, number>();
+  private readonly added: Additions;
 
   constructor(
     private readonly windowMs: number,
     private readonly maxIds: number,
-  ) {}
+  ) {
+    this.added = new Additions(maxIds);
+  }
 
   get size(): number {
     return this.seen.size;
@@ -19,6 +24,7 @@ export class DedupeSet {
   add(id: string, nowMs: number): boolean {
     if (this.seen.has(id)) return false;
     this.seen.set(id, nowMs);
+    this.added.note(id);
     this.evict(nowMs);
     return true;
   }
@@ -37,6 +43,18 @@ export class DedupeSet {
 
   toJSON(): [string, number][] {
     return [...this.seen];
+  }
+
+  /** The ids remembered since the last call (for the state journal); undefined when too many to list. */
+  takeAdded(): [string, number][] | undefined {
+    const ids = this.added.take();
+    if (ids === undefined) return undefined;
+    const entries: [string, number][] = [];
+    for (const id of ids) {
+      const at = this.seen.get(id);
+      if (at !== undefined) entries.push([id, at]);
+    }
+    return entries;
   }
 
   restore(entries: readonly (readonly [string, number])[], nowMs: number): void {

@@ -4,6 +4,7 @@ import type { PrefectEvent } from './event.js';
 import { spanIdForRun, traceIdForRun } from './ids.js';
 import { parentTaskIdsOf, parseTraceparent, RunState, type RunStateData, type TraceCtx } from './run-state.js';
 import type { Attributes, SpanRecord } from './span-record.js';
+import { Additions } from '../state/additions.js';
 
 export interface TrackerOptions {
   readonly settleMs: number;
@@ -92,6 +93,7 @@ export interface TrackerSnapshot {
 export class RunTracker {
   private readonly open = new Map<string, RunState>();
   private readonly finished = new Map<string, FinishedRun>();
+  private readonly finishedAdded: Additions;
   private readonly owners = new Map<string, string | null>();
   private readonly waiting = new Map<string, Queued[]>();
   private readonly blocked = new Map<string, string>();
@@ -105,7 +107,9 @@ export class RunTracker {
   constructor(
     private readonly options: TrackerOptions,
     private readonly sink: TrackerSink,
-  ) {}
+  ) {
+    this.finishedAdded = new Additions(options.maxOpenRuns);
+  }
 
   get openRuns(): number {
     return this.open.size;
@@ -230,17 +234,33 @@ export class RunTracker {
   }
 
   snapshot(): TrackerSnapshot {
+    return { ...this.snapshotChanging(), finished: [...this.finished] };
+  }
+
+  /** Everything but the finished runs: what changes in place between two saves of the state. */
+  snapshotChanging(): Omit<TrackerSnapshot, 'finished'> {
     return {
       open: [...this.open.values()].map((r) => r.toJSON()),
-      finished: [...this.finished],
       owners: [...this.owners],
       waiting: [...this.waiting.values()].flatMap((q) => q.map((x) => x.event)),
     };
   }
 
+  /** The runs finished since the last call (for the state journal); undefined when too many to list. */
+  takeFinished(): [string, FinishedRun][] | undefined {
+    const ids = this.finishedAdded.take();
+    if (ids === undefined) return undefined;
+    const entries: [string, FinishedRun][] = [];
+    for (const id of ids) {
+      const f = this.finished.get(id);
+      if (f !== undefined) entries.push([id, f]);
+    }
+    return entries;
+  }
+
   /** Take over the runs of a previous process; events that waited for a lookup are processed again. */
   restore(snapshot: TrackerSnapshot, nowMs: number): void {
-    for (const [id, f] of snapshot.finished) this.finished.set(id, f);
+    for (const [id, f] of snapshot.finished) this.remember(this.finished, id, f, this.options.maxOpenRuns);
     for (const [id, owner] of snapshot.owners) this.owners.set(id, owner);
     for (const data of snapshot.open) {
       const run = RunState.fromJSON(data);
@@ -439,6 +459,7 @@ export class RunTracker {
       }
     }
     const record = run.toSpanRecord({ uiUrl: this.options.uiUrl }, incompleteReason);
+    this.finishedAdded.note(run.ref.id);
     this.remember(this.finished, run.ref.id, {
       type: run.ref.type,
       ctx: run.ctx,

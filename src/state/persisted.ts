@@ -2,10 +2,15 @@ import type { Logger } from 'pino';
 import type { SpanRecord } from '../model/span-record.js';
 import type { TrackerSnapshot } from '../model/tracker.js';
 import type { Pipeline } from '../pipeline.js';
+import type { StateStore } from './state-store.js';
 
-/** What the state file holds: enough to resume as if the process had never stopped. */
+/**
+ * What the state file holds: enough to resume as if the process had never stopped. Version 2
+ * names a generation; the journal's lines of the same generation are applied on top of it.
+ */
 export interface PersistedState {
-  readonly version: 1;
+  readonly version: 1 | 2;
+  readonly generation?: number;
   readonly savedAt: string;
   /** Latest `occurred` seen, µs since the epoch: the resume cursor. */
   readonly cursorUs: number | null;
@@ -16,15 +21,24 @@ export interface PersistedState {
   readonly pendingSpans: SpanRecord[];
 }
 
-interface Store {
-  load(): Promise<unknown>;
-  readonly path: string;
+/**
+ * One journal line: the event ids and finished runs added since the previous save, and the parts
+ * of the state that change in place (cursor, open runs), whole. The newest complete line wins.
+ */
+interface JournalLine {
+  readonly generation: number;
+  readonly savedAt: string;
+  readonly cursorUs: number | null;
+  readonly dedupe: [string, number][];
+  readonly finished: TrackerSnapshot['finished'];
+  readonly tracker: Omit<TrackerSnapshot, 'finished'>;
 }
 
-/** The state to persist; `drain` (at shutdown) also moves undelivered spans into it. */
-export function snapshotState(pipeline: Pipeline, drain: boolean): PersistedState {
+/** The whole state to persist; `drain` (at shutdown) also moves undelivered spans into it. */
+function snapshotState(pipeline: Pipeline, drain: boolean, generation = 0): PersistedState {
   return {
-    version: 1,
+    version: 2,
+    generation,
     savedAt: new Date().toISOString(),
     cursorUs: pipeline.cursorUs ?? null,
     dedupe: pipeline.dedupe.toJSON(),
@@ -33,16 +47,75 @@ export function snapshotState(pipeline: Pipeline, drain: boolean): PersistedStat
   };
 }
 
-/** Load the state file into a fresh pipeline. A missing file is a fresh start; an unreadable one is logged and ignored. */
+/** Below this, the journal is never worth keeping instead of rewriting the state file. */
+const JOURNAL_MIN_BYTES = 1 << 20;
+
+/**
+ * Saves the state every few seconds without rewriting what has not changed. The event ids and
+ * finished runs (up to hundreds of thousands, and most of the state's size) are appended to the
+ * journal as they are added; the state file is rewritten whole only when the journal has grown
+ * past it, at shutdown, or after a failed write. So a save costs what changed since the last one.
+ */
+export class StateWriter {
+  private generation = 0;
+  private fileBytes = 0;
+  private journalBytes = 0;
+  private whole = true;
+
+  constructor(
+    private readonly store: Pick<StateStore, 'save' | 'append'>,
+    private readonly pipeline: Pipeline,
+    /** The journal may always grow to this size, however small the state file. */
+    private readonly journalMinBytes = JOURNAL_MIN_BYTES,
+  ) {}
+
+  /** `drain`: the last save before exit, with the spans not yet delivered. */
+  async save(drain: boolean): Promise<void> {
+    const dedupe = this.pipeline.dedupe.takeAdded();
+    const finished = this.pipeline.tracker.takeFinished();
+    const whole = drain || this.whole || dedupe === undefined || finished === undefined;
+    try {
+      if (!whole) {
+        const line: JournalLine = {
+          generation: this.generation,
+          savedAt: new Date().toISOString(),
+          cursorUs: this.pipeline.cursorUs ?? null,
+          dedupe,
+          finished,
+          tracker: this.pipeline.tracker.snapshotChanging(),
+        };
+        const text = `${JSON.stringify(line)}\n`;
+        if (this.journalBytes + text.length <= Math.max(this.fileBytes, this.journalMinBytes)) {
+          this.journalBytes += text.length;
+          await this.store.append(text);
+          return;
+        }
+      }
+      // A new generation: journal lines written before this file are ignored once it is in place.
+      this.generation = Math.max(this.generation + 1, Date.now());
+      this.whole = false;
+      this.journalBytes = 0;
+      this.fileBytes = await this.store.save(snapshotState(this.pipeline, drain, this.generation));
+    } catch (err) {
+      // What this save held is not on disk: the next one writes everything.
+      this.whole = true;
+      throw err;
+    }
+  }
+}
+
+/** Load the state file and its journal into a fresh pipeline. A missing file is a fresh start; an unreadable one is logged and ignored. */
 export async function loadState(
-  store: Store,
+  store: Pick<StateStore, 'load' | 'loadJournal' | 'path'>,
   pipeline: Pipeline,
   nowMs: number,
   log: Logger,
-): Promise<{ openRuns: number; pendingSpans: number; cursor: string | null } | undefined> {
+): Promise<{ openRuns: number; pendingSpans: number; cursor: string | null; journalLines: number } | undefined> {
   let data: unknown;
+  let journal: string | undefined;
   try {
     data = await store.load();
+    journal = data === undefined ? undefined : await store.loadJournal();
   } catch (err) {
     log.error({ path: store.path, err: { message: (err as Error).message } }, 'state file unreadable; starting without it');
     return undefined;
@@ -52,15 +125,62 @@ export async function loadState(
     log.error({ path: store.path }, 'state file has an unknown format; starting without it');
     return undefined;
   }
-  pipeline.restoreCursor(data.cursorUs ?? undefined);
-  pipeline.dedupe.restore(data.dedupe, nowMs);
-  pipeline.tracker.restore(data.tracker, nowMs);
-  for (const span of data.pendingSpans) pipeline.traces?.enqueue(span);
+  const { state, lines } = applyJournal(data, journal, log);
+  pipeline.restoreCursor(state.cursorUs ?? undefined);
+  pipeline.dedupe.restore(state.dedupe, nowMs);
+  pipeline.tracker.restore(state.tracker, nowMs);
+  for (const span of state.pendingSpans) pipeline.traces?.enqueue(span);
   return {
-    openRuns: data.tracker.open.length,
-    pendingSpans: data.pendingSpans.length,
-    cursor: data.cursorUs === null ? null : new Date(data.cursorUs / 1000).toISOString(),
+    openRuns: state.tracker.open.length,
+    pendingSpans: state.pendingSpans.length,
+    cursor: state.cursorUs === null ? null : new Date(state.cursorUs / 1000).toISOString(),
+    journalLines: lines,
   };
+}
+
+/** The state file with its journal's lines of the same generation applied, in order. */
+function applyJournal(file: PersistedState, journal: string | undefined, log: Logger): { state: PersistedState; lines: number } {
+  if (journal === undefined || file.version !== 2) return { state: file, lines: 0 };
+  const dedupe = [...file.dedupe];
+  const finished = [...file.tracker.finished];
+  let latest: JournalLine | undefined;
+  let lines = 0;
+  for (const text of journal.split('\n')) {
+    if (text === '') continue;
+    let line: unknown;
+    try {
+      line = JSON.parse(text);
+    } catch {
+      // A crash while appending leaves the last line cut short: what it held is lost, nothing else.
+      log.warn({ excerpt: text.slice(0, 120) }, 'state journal line cut short; ignored');
+      continue;
+    }
+    if (!isJournalLine(line) || line.generation !== file.generation) continue;
+    for (const entry of line.dedupe) dedupe.push(entry);
+    for (const entry of line.finished) finished.push(entry);
+    latest = line;
+    lines += 1;
+  }
+  if (latest === undefined) return { state: file, lines: 0 };
+  return {
+    state: { ...file, savedAt: latest.savedAt, cursorUs: latest.cursorUs, dedupe, tracker: { ...latest.tracker, finished } },
+    lines,
+  };
+}
+
+function isJournalLine(v: unknown): v is JournalLine {
+  if (v === null || typeof v !== 'object') return false;
+  const o = v as Record<string, unknown>;
+  const t = o.tracker as Record<string, unknown> | undefined;
+  return (
+    typeof o.generation === 'number' &&
+    Array.isArray(o.dedupe) &&
+    Array.isArray(o.finished) &&
+    t !== undefined &&
+    Array.isArray(t.open) &&
+    Array.isArray(t.owners) &&
+    Array.isArray(t.waiting)
+  );
 }
 
 function isPersistedState(v: unknown): v is PersistedState {
@@ -68,7 +188,7 @@ function isPersistedState(v: unknown): v is PersistedState {
   const o = v as Record<string, unknown>;
   const t = o.tracker as Record<string, unknown> | undefined;
   return (
-    o.version === 1 &&
+    (o.version === 1 || o.version === 2) &&
     Array.isArray(o.dedupe) &&
     Array.isArray(o.pendingSpans) &&
     t !== undefined &&

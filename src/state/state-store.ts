@@ -1,6 +1,7 @@
 /**
  * A JSON file written atomically: a crash leaves either the old file or the new one, never half of
- * one. Saves are serialised, so two overlapping `save()` calls cannot interleave their writes.
+ * one. Beside it, a journal (`<file>.journal`) that lines are appended to: a crash leaves at most
+ * its last line cut short. Writes are serialised, so two overlapping calls cannot interleave.
  */
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -9,14 +10,28 @@ import { InputError } from '../errors.js';
 export interface StateStore {
   /** The parsed file; `undefined` when it does not exist. Throws InputError when it is not JSON. */
   load(): Promise<unknown>;
-  /** Write `data` as JSON: temp file, fsync, rename over the file, fsync the directory. */
-  save(data: unknown): Promise<void>;
+  /**
+   * Write `data` as JSON: temp file, fsync, rename over the file, fsync the directory; then remove
+   * the journal, which the new file supersedes. Resolves to the length of the text written.
+   */
+  save(data: unknown): Promise<number>;
+  /** Append `text` to the journal and fsync it. */
+  append(text: string): Promise<void>;
+  /** The journal's text; undefined when there is none. */
+  loadJournal(): Promise<string | undefined>;
   readonly path: string;
+  readonly journalPath: string;
 }
 
 export function createStateStore(path: string): StateStore {
   const tmpPath = `${path}.${process.pid}.tmp`;
+  const journalPath = `${path}.journal`;
   let tail: Promise<void> = Promise.resolve();
+  const serially = (op: () => Promise<void>): Promise<void> => {
+    const done = tail.then(op);
+    tail = done.catch(() => undefined);
+    return done;
+  };
 
   async function write(text: string): Promise<void> {
     const dir = dirname(path);
@@ -39,6 +54,7 @@ export function createStateStore(path: string): StateStore {
 
   return {
     path,
+    journalPath,
 
     async load(): Promise<unknown> {
       let text: string;
@@ -56,18 +72,40 @@ export function createStateStore(path: string): StateStore {
       }
     },
 
-    save(data: unknown): Promise<void> {
+    async save(data: unknown): Promise<number> {
       // Serialise now: the snapshot is the data as it was at the call, not when the write runs.
-      let text: string;
+      // JSON.stringify(undefined) is undefined at run time despite its type.
+      const text = `${(JSON.stringify(data) as string | undefined) ?? 'null'}\n`;
+      await serially(async () => {
+        await write(text);
+        await unlink(journalPath).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+        });
+      });
+      return text.length;
+    },
+
+    append(text: string): Promise<void> {
+      return serially(async () => {
+        await mkdir(dirname(path), { recursive: true });
+        const fh = await open(journalPath, 'a', 0o600);
+        try {
+          await fh.appendFile(text, 'utf8');
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      });
+    },
+
+    async loadJournal(): Promise<string | undefined> {
       try {
-        // JSON.stringify(undefined) is undefined at run time despite its type.
-        text = `${(JSON.stringify(data) as string | undefined) ?? 'null'}\n`;
+        return await readFile(journalPath, 'utf8');
       } catch (err) {
-        return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') return undefined;
+        throw new InputError(`cannot read the state journal ${journalPath}: ${code ?? String(err)}`, { cause: err });
       }
-      const done = tail.then(() => write(text));
-      tail = done.catch(() => undefined);
-      return done;
     },
   };
 }

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { appendFile, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { resolveConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log/logger.js';
+import { createPipeline, type Pipeline } from '../../src/pipeline.js';
+import { generateDemoWorkload } from '../../src/source/demo-workload.js';
+import { loadState, StateWriter } from '../../src/state/persisted.js';
+import { createStateStore } from '../../src/state/state-store.js';
+
+const workload = generateDemoWorkload({ seed: 11, flows: 12 });
+const events = workload.events;
+
+function pipeline(): { pipeline: Pipeline; warnings: string[] } {
+  const warnings: string[] = [];
+  const logger = createLogger({
+    level: 'warn',
+    format: 'json',
+    destination: { write: (l: string) => void warnings.push(String((JSON.parse(l) as { msg: string }).msg)) },
+  });
+  const config = resolveConfig({ tracesExporter: 'none' }, {});
+  return { pipeline: createPipeline({ config, logger, clock: 'event', delivery: null }), warnings };
+}
+
+/**
+ * Everything the state holds, as JSON carries it (no undefined members), without an open run's
+ * clock readings: a restored run's timers start again from the restore.
+ */
+function whole(p: Pipeline): unknown {
+  const text = JSON.stringify({ cursorUs: p.cursorUs, dedupe: p.dedupe.toJSON(), tracker: p.tracker.snapshot() });
+  return JSON.parse(text, (key, value: unknown) => (key === 'lastActivityMs' || key === 'terminalAtMs' ? undefined : value));
+}
+
+/** The pipeline's own clock (event time): a restore at this time keeps every id it remembered. */
+const clockOf = (p: Pipeline): number => p.dedupe.toJSON().at(-1)?.[1] ?? 0;
+
+describe('state journal', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'prefect-otel-journal-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a save appends only what was added since the last one, and loading file + journal gives back the whole state', async () => {
+    const path = join(dir, 'resume', 'state.json');
+    const store = createStateStore(path);
+    const a = pipeline().pipeline;
+    const writer = new StateWriter(store, a);
+    const third = Math.floor(events.length / 3);
+    for (const e of events.slice(0, third)) a.ingest(JSON.stringify(e));
+    await writer.save(false);
+    const fileAfterFirst = await readFile(path, 'utf8');
+    assert.deepEqual(await readdir(join(dir, 'resume')), ['state.json']);
+
+    for (const e of events.slice(third, 2 * third)) a.ingest(JSON.stringify(e));
+    await writer.save(false);
+    for (const e of events.slice(2 * third)) a.ingest(JSON.stringify(e));
+    await writer.save(false);
+
+    // The file was not rewritten; the journal has one line per save, each with only the new ids.
+    assert.equal(await readFile(path, 'utf8'), fileAfterFirst);
+    const lines = (await readFile(store.journalPath, 'utf8')).trimEnd().split('\n').map((l) => JSON.parse(l) as { dedupe: [string, number][] });
+    assert.equal(lines.length, 2);
+    assert.deepEqual(lines.map((l) => l.dedupe.map(([id]) => id)), [events.slice(third, 2 * third).map((e) => e.id), events.slice(2 * third).map((e) => e.id)]);
+
+    const b = pipeline();
+    const restored = await loadState(store, b.pipeline, clockOf(a), createLogger({ level: 'silent', format: 'json' }));
+    assert.equal(restored?.journalLines, 2);
+    assert.deepEqual(whole(b.pipeline), whole(a));
+  });
+
+  it('a line cut short by a crash loses only that save; lines of an older file are ignored', async () => {
+    const path = join(dir, 'crash', 'state.json');
+    const store = createStateStore(path);
+    const a = pipeline().pipeline;
+    const writer = new StateWriter(store, a);
+    const half = Math.floor(events.length / 2);
+    for (const e of events.slice(0, half)) a.ingest(JSON.stringify(e));
+    await writer.save(false);
+    for (const e of events.slice(half, half + 40)) a.ingest(JSON.stringify(e));
+    await writer.save(false);
+    const expected = whole(a);
+    // The next save dies half-way through its line; a line from another generation sits before it.
+    const stale = { generation: 1, savedAt: new Date().toISOString(), cursorUs: 1, dedupe: [['0198c7d2-0000-7000-8000-000000000000', 1]], finished: [], tracker: { open: [], owners: [], waiting: [] } };
+    await appendFile(store.journalPath, `${JSON.stringify(stale)}\n{"generation":${Date.now()},"savedAt":"2026-11-`);
+
+    const b = pipeline();
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', format: 'json', destination: { write: (l: string) => void lines.push(l) } });
+    const restored = await loadState(store, b.pipeline, clockOf(a), log);
+    assert.equal(restored?.journalLines, 1);
+    assert.deepEqual(whole(b.pipeline), expected);
+    assert.deepEqual(lines.map((l) => (JSON.parse(l) as { msg: string }).msg), ['state journal line cut short; ignored']);
+  });
+
+  it('once the journal outgrows the file, the next save rewrites the file and drops the journal', async () => {
+    const path = join(dir, 'compact', 'state.json');
+    const store = createStateStore(path);
+    const a = pipeline().pipeline;
+    const writer = new StateWriter(store, a, 0);
+    const generations: number[] = [];
+    const generation = async (): Promise<number> => (JSON.parse(await readFile(path, 'utf8')) as { generation: number }).generation;
+    let journals = 0;
+    for (let i = 0; i < events.length; i += 50) {
+      for (const e of events.slice(i, i + 50)) a.ingest(JSON.stringify(e));
+      await writer.save(false);
+      generations.push(await generation());
+      if ((await readdir(join(dir, 'compact'))).includes('state.json.journal')) journals += 1;
+    }
+    // Some saves appended, some rewrote the file (a new generation each time), none kept a journal larger than the file.
+    assert.ok(journals > 0, 'no save appended');
+    assert.ok(new Set(generations).size > 1, 'the file was never rewritten');
+    const b = pipeline();
+    await loadState(store, b.pipeline, clockOf(a), createLogger({ level: 'silent', format: 'json' }));
+    assert.deepEqual(whole(b.pipeline), whole(a));
+  });
+
+  it('after a failed write the next save writes the whole state', async () => {
+    const path = join(dir, 'failed', 'state.json');
+    const real = createStateStore(path);
+    let failNext = false;
+    const store = {
+      save: (data: unknown) => real.save(data),
+      append: (text: string) => (failNext ? Promise.reject(new Error('ENOSPC: no space left on device')) : real.append(text)),
+    };
+    const a = pipeline().pipeline;
+    const writer = new StateWriter(store, a);
+    const third = Math.floor(events.length / 3);
+    for (const e of events.slice(0, third)) a.ingest(JSON.stringify(e));
+    await writer.save(false);
+    for (const e of events.slice(third, 2 * third)) a.ingest(JSON.stringify(e));
+    failNext = true;
+    await assert.rejects(writer.save(false), /ENOSPC/);
+    failNext = false;
+    for (const e of events.slice(2 * third)) a.ingest(JSON.stringify(e));
+    await writer.save(false);
+    assert.deepEqual(await readdir(join(dir, 'failed')), ['state.json']);
+    const b = pipeline();
+    await loadState(real, b.pipeline, clockOf(a), createLogger({ level: 'silent', format: 'json' }));
+    assert.deepEqual(whole(b.pipeline), whole(a));
+  });
+});
