@@ -48,7 +48,7 @@ export interface Config {
     readonly batchSize: number;
     readonly scheduleDelayMs: number;
   };
-  readonly live: { readonly resumeMarginMs: number; readonly stateFlushMs: number };
+  readonly live: { readonly resumeMarginMs: number; readonly idleTimeoutMs: number; readonly stateFlushMs: number };
   readonly statsIntervalMs: number;
   readonly httpPort: number | undefined;
   /** Non-fatal problems (bad OTEL_* values that fell back to defaults, conflicting settings). */
@@ -143,7 +143,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       batchSize: Math.min(v.batchSize, v.bufferMaxSpans),
       scheduleDelayMs: v.scheduleDelayMs,
     },
-    live: { resumeMarginMs: v.resumeMarginMs, stateFlushMs: v.stateFlushMs },
+    live: { resumeMarginMs: v.resumeMarginMs, idleTimeoutMs: v.idleTimeoutMs, stateFlushMs: v.stateFlushMs },
     statsIntervalMs: v.statsIntervalMs,
     httpPort: v.httpPort,
     warnings: Object.freeze(warnings),

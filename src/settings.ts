@@ -241,6 +241,10 @@ export const SETTINGS = {
     env: ['PREFECT_OTEL_RESUME_MARGIN_MS'], flag: '--resume-margin-ms', default: 2 * MINUTE_MS, parse: integer(0, DAY_MS, ' ms'),
     doc: 'on reconnect, resume this far before the last seen event',
   },
+  idleTimeoutMs: {
+    env: ['PREFECT_OTEL_IDLE_TIMEOUT_MS'], flag: '--idle-timeout-ms', default: 45_000, parse: integer(1_000, HOUR_MS, ' ms'),
+    doc: 'a connection with no event, ping or pong for this long is dropped and resumed (pings go out every third of it, at most 15 s apart)',
+  },
   stateFlushMs: {
     env: ['PREFECT_OTEL_STATE_FLUSH_MS'], flag: '--state-flush-ms', default: 5_000, parse: integer(100, HOUR_MS, ' ms'),
     doc: 'how often the state file is written while watching',

@@ -10,7 +10,7 @@ import type { SpanRecord } from './model/span-record.js';
 import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
 import { createPrefectRestClient } from './source/rest.js';
-import { createEventSubscriber, type EventSubscriber } from './source/websocket.js';
+import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from './source/websocket.js';
 import { loadState, StateWriter } from './state/persisted.js';
 import { createStateStore } from './state/state-store.js';
 import { collectStats, type TracingStats } from './stats.js';
@@ -124,6 +124,9 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       logger: this.logger.child({ component: 'source' }),
       resumeFromUs: () => this.pipeline.cursorUs,
       resumeMarginMs: this.config.live.resumeMarginMs,
+      idleTimeoutMs: this.config.live.idleTimeoutMs,
+      // A healthy server answers a ping well within the idle timeout.
+      pingIntervalMs: Math.min(SUBSCRIBER_DEFAULTS.pingIntervalMs, Math.floor(this.config.live.idleTimeoutMs / 3)),
       onEvent: (frame) => this.pipeline.ingest(frame),
       onStatus: (status) => {
         this.connected = status === 'connected';

@@ -1,8 +1,8 @@
 /**
  * A half-open event stream: mid-flow the server stops sending and stops answering pings, but the
- * socket stays open. prefect-otel's idle detection (no message, ping or pong for 45 s, the shipped
- * default, which no setting changes) drops it, reconnects, resumes from its cursor minus the margin,
- * and the spans are the ones replay gives, each once. This test waits out that real timeout.
+ * socket stays open. prefect-otel's idle detection (no message, ping or pong for
+ * PREFECT_OTEL_IDLE_TIMEOUT_MS, 45 s by default, 2 s here) drops it, reconnects, resumes from its
+ * cursor minus the margin, and the spans are the ones replay gives, each once.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -10,10 +10,10 @@ import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { assertOneSpanPerRun, liveConnections, logLines, replaySpans, shape, startWatch, until, workload } from '../helpers/watch-e2e.js';
 
-const IDLE_TIMEOUT_MS = 45_000;
+const IDLE_TIMEOUT_MS = 2_000;
 const RESUME_MARGIN_MS = 120_000;
 
-test('watch: a stream that goes silent mid-flow with the socket open is dropped after the idle timeout, resumed from the cursor, and exported once', { timeout: 120_000 }, async (t) => {
+test('watch: a stream that goes silent mid-flow with the socket open is dropped after the idle timeout, resumed from the cursor, and exported once', { timeout: 60_000 }, async (t) => {
   const w = workload(2);
   const prefect = await startFakePrefect({ autoPong: false });
   for (const r of w.taskRuns) prefect.addTaskRun(r);
@@ -22,7 +22,7 @@ test('watch: a stream that goes silent mid-flow with the socket open is dropped 
     await receiver.close();
     await prefect.close();
   });
-  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_RESUME_MARGIN_MS: String(RESUME_MARGIN_MS) }, t);
+  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_RESUME_MARGIN_MS: String(RESUME_MARGIN_MS), PREFECT_OTEL_IDLE_TIMEOUT_MS: String(IDLE_TIMEOUT_MS) }, t);
   await until('subscription', () => liveConnections(prefect) === 1);
 
   const half = Math.floor(w.events.length / 2);

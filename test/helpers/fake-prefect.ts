@@ -51,7 +51,7 @@ export interface FakePrefectOptions {
   nextPageBase?: string;
   /** Close every subscription with 1002 "Invalid filter: forced" after its filter message. */
   rejectFilters?: boolean;
-  /** Answer WS pings (default true); false simulates a half-open server. */
+  /** Answer WS pings (default true); false: pings go unanswered while `switches.stall` is on, as a half-open server's would. */
   autoPong?: boolean;
   /** Only to re-listen on a port an earlier fake got from port 0 (server restart tests). */
   port?: number;
@@ -293,6 +293,11 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     connections.push(rec);
     if (kind === 'out') subs.push(sub);
     let phase: 'auth' | 'filter' | 'open' = ws.protocol === 'prefect' ? 'auth' : kind === 'out' ? 'filter' : 'open';
+    if (options.autoPong === false) {
+      ws.on('ping', (data) => {
+        if (!stall) ws.pong(data);
+      });
+    }
     ws.on('close', (code, why) => {
       rec.live = false;
       rec.closeCode ??= code;

@@ -323,6 +323,7 @@ describe('event subscriber: reconnects', () => {
 
   it('terminates a socket that stays silent (no pong) for idleTimeoutMs, then reconnects', async () => {
     const server = await mini({ autoPong: false });
+    server.switches.stall = true; // half-open: no events, no pongs
     const { sub, logs } = subscribe(server, { pingIntervalMs: 30, idleTimeoutMs: 150, initialBackoffMs: 10, maxBackoffMs: 20 });
     await waitFor('a second connection', () => server.connections.length >= 2, 3_000);
     await sub.stop();
