@@ -143,4 +143,19 @@ describe('state journal', () => {
     await loadState(real, b.pipeline, clockOf(a), createLogger({ level: 'silent', format: 'json' }));
     assert.deepEqual(whole(b.pipeline), whole(a));
   });
+
+  it('a state file written before the journal (version 1) still loads, and a journal beside it is not applied', async () => {
+    const path = join(dir, 'v1', 'state.json');
+    const store = createStateStore(path);
+    const a = pipeline().pipeline;
+    for (const e of events) a.ingest(JSON.stringify(e));
+    const v1 = { version: 1, savedAt: new Date().toISOString(), cursorUs: a.cursorUs, dedupe: a.dedupe.toJSON(), tracker: a.tracker.snapshot(), pendingSpans: [] };
+    await store.save(v1);
+    const stray = { generation: 0, savedAt: v1.savedAt, cursorUs: 1, dedupe: [['0198c7d2-0000-7000-8000-000000000000', 1]], finished: [], tracker: { open: [], owners: [], waiting: [] } };
+    await appendFile(store.journalPath, `${JSON.stringify(stray)}\n`);
+    const b = pipeline();
+    const restored = await loadState(store, b.pipeline, clockOf(a), createLogger({ level: 'silent', format: 'json' }));
+    assert.equal(restored?.journalLines, 0);
+    assert.deepEqual(whole(b.pipeline), whole(a));
+  });
 });
