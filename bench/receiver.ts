@@ -14,8 +14,8 @@ const SPAN_PATH = [1, 2, 2] as const;
 export interface BenchReceiver {
   readonly url: string;
   readonly counts: { spans: number; requests: number; bytes: number };
-  /** Spans with the wall-clock ms their request arrived (only when keeping bodies). */
-  timedSpans(): { receivedMs: number; span: ReceivedSpan }[];
+  /** Each span with the wall-clock ms its request arrived (only when keeping bodies), decoded one request at a time. */
+  eachTimedSpan(fn: (receivedMs: number, span: ReceivedSpan) => void): void;
   close(): Promise<void>;
 }
 
@@ -41,7 +41,9 @@ export async function startBenchReceiver(options: { keep: boolean }): Promise<Be
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     counts,
-    timedSpans: () => kept.flatMap(({ receivedMs, body }) => normaliseSpans(decodeRequest('traces', body), true).map((span) => ({ receivedMs, span }))),
+    eachTimedSpan: (fn) => {
+      for (const { receivedMs, body } of kept) for (const span of normaliseSpans(decodeRequest('traces', body), true)) fn(receivedMs, span);
+    },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

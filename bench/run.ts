@@ -272,16 +272,18 @@ async function latency(eventsPerS: number, seconds: number, sampleMs = 0): Promi
     await child.exited;
     const lags: number[] = [];
     let incomplete = 0;
-    const spans = receiver.timedSpans();
     // A flow run whose task runs never ended waits for them until the task grace, by design.
-    const heldByGrace = new Set(spans.filter(({ span }) => 'prefect.run.incomplete_reason' in span.attributes).map(({ span }) => span.parentSpanId));
-    for (const { receivedMs, span } of spans) {
+    const heldByGrace = new Set<string>();
+    receiver.eachTimedSpan((_at, span) => {
+      if ('prefect.run.incomplete_reason' in span.attributes && span.parentSpanId !== undefined) heldByGrace.add(span.parentSpanId);
+    });
+    receiver.eachTimedSpan((receivedMs, span) => {
       if ('prefect.run.incomplete_reason' in span.attributes || heldByGrace.has(span.spanId)) {
         incomplete += 1;
-        continue;
+        return;
       }
       lags.push(receivedMs - Number(BigInt(span.endTimeUnixNano) / 1_000_000n));
-    }
+    });
     lags.sort((a, b) => a - b);
     const q = (p: number): number => lags[Math.min(lags.length - 1, Math.floor(p * lags.length))] ?? NaN;
     const samples = child.lines.filter((l) => l.sample === true).map((l) => ({ s: Number(l.s), rssMb: Number(l.rssMb), heapMb: Number(l.heapMb), open: Number(l.open) }));

@@ -10,8 +10,10 @@
  * Started as `node server.js '<json options>'`; prints `{"port":…}` when listening and
  * `{"sent":…,"ms":…}` when done.
  */
+import { createReadStream } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createInterface } from 'node:readline';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { readLines } from './workload.js';
 
@@ -27,8 +29,9 @@ const HIGH_WATER = 4 * 1024 * 1024;
 
 async function main(): Promise<void> {
   const options = JSON.parse(process.argv[2] ?? '{}') as ServerOptions;
-  const lines = await readLines(options.file, options.events);
-  const frames = options.mode === 'burst' ? lines.map((l) => `{"type":"event","event":${l}}`) : [];
+  // Burst: every frame in memory first, so that the server is never the slow side. Rate: read as
+  // sent, so a soak of millions of events does not have to fit in memory.
+  const frames = options.mode === 'burst' ? (await readLines(options.file, options.events)).map((l) => `{"type":"event","event":${l}}`) : [];
 
   const http = createServer((_req, res) => {
     res.writeHead(404).end();
@@ -48,7 +51,7 @@ async function main(): Promise<void> {
           process.stdout.write(`${JSON.stringify({ sent, ms: performance.now() - started })}\n`);
         };
         if (options.mode === 'burst') sendBurst(ws, frames, finished);
-        else sendAtRate(ws, lines, options.rate ?? 1000, finished);
+        else sendAtRate(ws, options.file, options.events, options.rate ?? 1000, finished);
       }
     });
     ws.on('error', () => undefined);
@@ -80,19 +83,38 @@ function sendBurst(ws: WebSocket, frames: readonly string[], finished: (sent: nu
 const OCCURRED = /^\{"occurred":"[^"]*"/;
 const RECEIVED = /"received":"[^"]*"\}$/;
 
-function sendAtRate(ws: WebSocket, events: readonly string[], rate: number, finished: (sent: number) => void): void {
+function sendAtRate(ws: WebSocket, file: string, limit: number, rate: number, finished: (sent: number) => void): void {
+  const queue: string[] = [];
+  let ended = false;
+  const rl = createInterface({ input: createReadStream(file), crlfDelay: Infinity });
+  rl.on('line', (line) => {
+    if (line === '') return;
+    queue.push(line);
+    if (queue.length >= 20_000) rl.pause();
+  });
+  rl.on('close', () => {
+    ended = true;
+  });
   const started = performance.now();
   const startWall = Date.now();
   let i = 0;
+  let head = 0;
   const timer = setInterval(() => {
-    const due = Math.min(events.length, Math.floor(((performance.now() - started) / 1000) * rate));
-    while (i < due && ws.readyState === ws.OPEN) {
+    const due = Math.min(limit, Math.floor(((performance.now() - started) / 1000) * rate));
+    while (i < due && head < queue.length && ws.readyState === ws.OPEN) {
       const at = new Date(startWall + (performance.now() - started)).toISOString();
-      const line = events[i++]!.replace(OCCURRED, `{"occurred":"${at}"`).replace(RECEIVED, `"received":"${at}"}`);
+      const line = queue[head++]!.replace(OCCURRED, `{"occurred":"${at}"`).replace(RECEIVED, `"received":"${at}"}`);
       ws.send(`{"type":"event","event":${line}}`);
+      i += 1;
     }
-    if (i >= events.length || ws.readyState !== ws.OPEN) {
+    if (head > 5_000) {
+      queue.splice(0, head);
+      head = 0;
+    }
+    if (queue.length < 5_000) rl.resume();
+    if (i >= limit || (ended && head >= queue.length) || ws.readyState !== ws.OPEN) {
       clearInterval(timer);
+      rl.close();
       finished(i);
     }
   }, 5);
