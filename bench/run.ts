@@ -159,10 +159,9 @@ function liveEnv(apiUrl: string, receiver: BenchReceiver, stateDir: string, extr
 }
 
 /** Each run's STLOGGING lines go where a deployment's would: a file (here /dev/null), not a terminal. */
-function spawnLive(apiUrl: string, events: number, env: Record<string, string>): Child {
+function spawnLive(events: number, env: Record<string, string>, nodeArgs: string[] = []): Child {
   const out = openSync('/dev/null', 'w');
-  const proc = spawn(process.execPath, [join(HERE, 'live.js'), String(events)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', out] });
-  void apiUrl;
+  const proc = spawn(process.execPath, [...nodeArgs, join(HERE, 'live.js'), String(events)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', out] });
   return wrap(proc);
 }
 
@@ -173,7 +172,7 @@ async function live(file: WorkloadFile, events: number): Promise<LiveResult & { 
   try {
     // Throughput: runs end 100 ms after their last state (settle) and task runs left behind by a
     // crashed flow 250 ms after it (grace), so the run ends with the stream instead of a minute later.
-    const child = spawnLive(server.url, events, liveEnv(server.url, receiver, stateDir, { PREFECT_OTEL_SETTLE_MS: '100', PREFECT_OTEL_TASK_GRACE_MS: '250' }));
+    const child = spawnLive(events, liveEnv(server.url, receiver, stateDir, { PREFECT_OTEL_SETTLE_MS: '100', PREFECT_OTEL_TASK_GRACE_MS: '250' }));
     const r = await child.next<LiveResult>((o) => 'ms' in o);
     await child.exited;
     return { ...r, receiverSpans: receiver.counts.spans };
@@ -246,7 +245,7 @@ interface LatencyResult {
   readonly max: number;
   readonly dropped: number;
   readonly exported: number;
-  readonly samples: { s: number; rssMb: number; heapMb: number; open: number }[];
+  readonly samples: { s: number; rssMb: number; heapMb: number; retainedMb: number; open: number }[];
 }
 
 /**
@@ -262,7 +261,8 @@ async function latency(eventsPerS: number, seconds: number, sampleMs = 0): Promi
   const stateDir = mkdtempSync(join(tmpdir(), 'prefect-otel-bench-'));
   try {
     const env = liveEnv(server.url, receiver, stateDir, { PREFECT_OTEL_TASK_GRACE_MS: '5000', ...(sampleMs > 0 ? { BENCH_SAMPLE_MS: String(sampleMs) } : {}) });
-    const child = spawnLive(server.url, events, env);
+    // Sampled runs (the soak) also force a full collection at each sample, to tell held memory from garbage.
+    const child = spawnLive(events, env, sampleMs > 0 ? ['--expose-gc'] : []);
     const progress = setInterval(() => {
       const last = child.lines.filter((l) => l.sample === true).at(-1);
       status(`  ${eventsPerS} events/s: ${last === undefined ? '' : `${Math.round(Number(last.s))} s, RSS ${Number(last.rssMb).toFixed(0)} MB, ${String(last.open)} open runs`}`);
@@ -286,7 +286,7 @@ async function latency(eventsPerS: number, seconds: number, sampleMs = 0): Promi
     });
     lags.sort((a, b) => a - b);
     const q = (p: number): number => lags[Math.min(lags.length - 1, Math.floor(p * lags.length))] ?? NaN;
-    const samples = child.lines.filter((l) => l.sample === true).map((l) => ({ s: Number(l.s), rssMb: Number(l.rssMb), heapMb: Number(l.heapMb), open: Number(l.open) }));
+    const samples = child.lines.filter((l) => l.sample === true).map((l) => ({ s: Number(l.s), rssMb: Number(l.rssMb), heapMb: Number(l.heapMb), retainedMb: Number(l.retainedMb), open: Number(l.open) }));
     return { rate: eventsPerS, seconds: events / eventsPerS, spans: receiver.counts.spans, measured: lags.length, incomplete, p50: q(0.5), p99: q(0.99), max: lags.at(-1) ?? NaN, dropped: r.dropped, exported: r.spans, samples };
   } finally {
     await stop(server.child);
@@ -296,6 +296,21 @@ async function latency(eventsPerS: number, seconds: number, sampleMs = 0): Promi
 }
 
 // ---- the suite ------------------------------------------------------------------------------------
+
+/** The soak's second half, when the bounded sets are full: how far RSS and the held heap move. */
+function soakSummary(soak: LatencyResult): string {
+  const late = soak.samples.slice(Math.floor(soak.samples.length / 2));
+  const range = (xs: number[]): string => `${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))} MB`;
+  if (late.length === 0) return 'no samples';
+  return `second half: RSS ${range(late.map((x) => x.rssMb))}, heap held after a full GC ${range(late.map((x) => x.retainedMb))}`;
+}
+
+/** One row a minute: RSS, heap, heap held after a full GC, open runs. */
+function soakTable(soak: LatencyResult): string[] {
+  return soak.samples
+    .filter((x, i) => i % 6 === 5 || i === soak.samples.length - 1)
+    .map((x) => `${fmt(x.s / 60, 1).padStart(5)} min  RSS ${fmt(x.rssMb).padStart(4)} MB  heap ${fmt(x.heapMb).padStart(4)} MB  held ${fmt(x.retainedMb).padStart(4)} MB  open runs ${fmt(x.open)}`);
+}
 
 const fmt = (n: number, digits = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 const best = <T extends { ms: number }>(xs: T[]): T => xs.reduce((a, b) => (b.ms < a.ms ? b : a));
@@ -396,7 +411,8 @@ async function runSoak(): Promise<LatencyResult> {
   const soakRate = num('soak-rate');
   status('soak');
   const soak = await latency(soakRate, num('soak-minutes') * 60, 10_000);
-  say(`6. soak      ${fmt(soakRate)} events/s for ${fmt(soak.seconds / 60, 1)} min: RSS ${soak.samples.map((s) => fmt(s.rssMb)).join(' ')} MB, heap ${soak.samples.map((s) => fmt(s.heapMb)).join(' ')} MB (every 10 s); p99 ${fmt(soak.p99)} ms`);
+  say(`6. soak      ${fmt(soakRate)} events/s for ${fmt(soak.seconds / 60, 1)} min, p99 ${fmt(soak.p99)} ms, ${fmt(soak.dropped)} dropped; ${soakSummary(soak)}`);
+  for (const line of soakTable(soak)) say(`   ${line}`);
   return soak;
 }
 
@@ -419,7 +435,7 @@ function writeResults(r: {
     `| latency: ${fmt(r.lat.rate)} events/s for ${fmt(r.lat.seconds)} s, defaults | run end → span at the collector: p50 ${fmt(r.lat.p50)} ms, p99 ${fmt(r.lat.p99)} ms, max ${fmt(r.lat.max)} ms (${fmt(r.lat.measured)} spans, ${fmt(r.lat.dropped)} dropped) | | |`,
     ...(r.soak === undefined
       ? []
-      : [`| soak: ${fmt(r.soak.rate)} events/s for ${fmt(r.soak.seconds / 60, 1)} min | RSS every 10 s: ${r.soak.samples.map((s) => fmt(s.rssMb)).join(', ')} MB, heap ${r.soak.samples.map((s) => fmt(s.heapMb)).join(', ')} MB; p99 ${fmt(r.soak.p99)} ms; ${fmt(r.soak.dropped)} dropped | | |`]),
+      : [`| soak: ${fmt(r.soak.rate)} events/s for ${fmt(r.soak.seconds / 60, 1)} min | ${soakSummary(r.soak)}; p99 ${fmt(r.soak.p99)} ms; ${fmt(r.soak.dropped)} dropped | | |`]),
     '',
     `Targets: ${r.targets.map((t) => `${t.name}: ${t.ok ? 'met' : '**missed**'}`).join('; ')}.`,
   ];

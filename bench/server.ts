@@ -10,10 +10,10 @@
  * Started as `node server.js '<json options>'`; prints `{"port":…}` when listening and
  * `{"sent":…,"ms":…}` when done.
  */
-import { createReadStream } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createInterface } from 'node:readline';
+import { StringDecoder } from 'node:string_decoder';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { readLines } from './workload.js';
 
@@ -84,40 +84,57 @@ const OCCURRED = /^\{"occurred":"[^"]*"/;
 const RECEIVED = /"received":"[^"]*"\}$/;
 
 function sendAtRate(ws: WebSocket, file: string, limit: number, rate: number, finished: (sent: number) => void): void {
-  const queue: string[] = [];
-  let ended = false;
-  const rl = createInterface({ input: createReadStream(file), crlfDelay: Infinity });
-  rl.on('line', (line) => {
-    if (line === '') return;
-    queue.push(line);
-    if (queue.length >= 20_000) rl.pause();
-  });
-  rl.on('close', () => {
-    ended = true;
-  });
+  const next = lineReader(file);
   const started = performance.now();
   const startWall = Date.now();
   let i = 0;
-  let head = 0;
+  let ended = false;
   const timer = setInterval(() => {
     const due = Math.min(limit, Math.floor(((performance.now() - started) / 1000) * rate));
-    while (i < due && head < queue.length && ws.readyState === ws.OPEN) {
+    while (i < due && ws.readyState === ws.OPEN) {
+      const raw = next();
+      if (raw === undefined) {
+        ended = true;
+        break;
+      }
       const at = new Date(startWall + (performance.now() - started)).toISOString();
-      const line = queue[head++]!.replace(OCCURRED, `{"occurred":"${at}"`).replace(RECEIVED, `"received":"${at}"}`);
+      const line = raw.replace(OCCURRED, `{"occurred":"${at}"`).replace(RECEIVED, `"received":"${at}"}`);
       ws.send(`{"type":"event","event":${line}}`);
       i += 1;
     }
-    if (head > 5_000) {
-      queue.splice(0, head);
-      head = 0;
-    }
-    if (queue.length < 5_000) rl.resume();
-    if (i >= limit || (ended && head >= queue.length) || ws.readyState !== ws.OPEN) {
+    if (i >= limit || ended || ws.readyState !== ws.OPEN) {
       clearInterval(timer);
-      rl.close();
       finished(i);
     }
   }, 5);
+}
+
+/** The file's non-empty lines one at a time, read synchronously 4 MB at a time. */
+function lineReader(file: string): () => string | undefined {
+  const fd = openSync(file, 'r');
+  const buf = Buffer.alloc(4 << 20);
+  const decoder = new StringDecoder('utf8');
+  let lines: string[] = [];
+  let at = 0;
+  let carry = '';
+  let eof = false;
+  return () => {
+    while (at >= lines.length) {
+      if (eof) return undefined;
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) {
+        eof = true;
+        closeSync(fd);
+        lines = carry === '' ? [] : [carry];
+      } else {
+        lines = (carry + decoder.write(buf.subarray(0, n))).split('\n');
+        carry = lines.pop() ?? '';
+      }
+      lines = lines.filter((l) => l !== '');
+      at = 0;
+    }
+    return lines[at++];
+  };
 }
 
 void main();
