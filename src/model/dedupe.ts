@@ -1,4 +1,5 @@
 import { Additions } from '../state/additions.js';
+import { FifoMap } from './fifo-map.js';
 
 /**
  * Event ids seen recently, bounded by age and by count (oldest forgotten first). Prefect's stream
@@ -6,7 +7,7 @@ import { Additions } from '../state/additions.js';
  * cover the server's 15-minute backfill window plus the resume margin.
  */
 export class DedupeSet {
-  private readonly seen = new Map<string, number>();
+  private readonly seen = new FifoMap<number>();
   private readonly added: Additions;
 
   constructor(
@@ -35,9 +36,9 @@ export class DedupeSet {
 
   private evict(nowMs: number): void {
     const oldestAllowed = nowMs - this.windowMs;
-    for (const [id, at] of this.seen) {
-      if (this.seen.size <= this.maxIds && at >= oldestAllowed) break;
-      this.seen.delete(id);
+    for (let oldest = this.seen.peek(); oldest !== undefined; oldest = this.seen.peek()) {
+      if (this.seen.size <= this.maxIds && oldest[1] >= oldestAllowed) break;
+      this.seen.shift();
     }
   }
 

@@ -5,6 +5,7 @@ import { spanIdForRun, traceIdForRun } from './ids.js';
 import { parentTaskIdsOf, parseTraceparent, RunState, type RunStateData, type TraceCtx } from './run-state.js';
 import type { Attributes, SpanRecord } from './span-record.js';
 import { Additions } from '../state/additions.js';
+import { FifoMap } from './fifo-map.js';
 
 export interface TrackerOptions {
   readonly settleMs: number;
@@ -92,9 +93,9 @@ export interface TrackerSnapshot {
  */
 export class RunTracker {
   private readonly open = new Map<string, RunState>();
-  private readonly finished = new Map<string, FinishedRun>();
+  private readonly finished = new FifoMap<FinishedRun>();
   private readonly finishedAdded: Additions;
-  private readonly owners = new Map<string, string | null>();
+  private readonly owners = new FifoMap<string | null>();
   private readonly waiting = new Map<string, Queued[]>();
   private readonly blocked = new Map<string, string>();
   private readonly deadlines = new Map<string, number>();
@@ -261,7 +262,7 @@ export class RunTracker {
   /** Take over the runs of a previous process; events that waited for a lookup are processed again. */
   restore(snapshot: TrackerSnapshot, nowMs: number): void {
     for (const [id, f] of snapshot.finished) this.remember(this.finished, id, f, this.options.maxOpenRuns);
-    for (const [id, owner] of snapshot.owners) this.owners.set(id, owner);
+    for (const [id, owner] of snapshot.owners) this.remember(this.owners, id, owner, OWNER_CACHE_MAX);
     for (const data of snapshot.open) {
       const run = RunState.fromJSON(data);
       this.open.set(run.ref.id, run);
@@ -498,13 +499,9 @@ export class RunTracker {
     });
   }
 
-  private remember<V>(map: Map<string, V>, key: string, value: V, max: number): void {
-    map.delete(key);
+  private remember<V>(map: FifoMap<V>, key: string, value: V, max: number): void {
     map.set(key, value);
-    if (map.size > max) {
-      const oldest = map.keys().next().value;
-      if (oldest !== undefined) map.delete(oldest);
-    }
+    if (map.size > max) map.shift();
   }
 }
 
