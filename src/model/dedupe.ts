@@ -48,14 +48,7 @@ export class DedupeSet {
 
   /** The ids remembered since the last call (for the state journal); undefined when too many to list. */
   takeAdded(): [string, number][] | undefined {
-    const ids = this.added.take();
-    if (ids === undefined) return undefined;
-    const entries: [string, number][] = [];
-    for (const id of ids) {
-      const at = this.seen.get(id);
-      if (at !== undefined) entries.push([id, at]);
-    }
-    return entries;
+    return this.added.take(this.seen);
   }
 
   restore(entries: readonly (readonly [string, number])[], nowMs: number): void {

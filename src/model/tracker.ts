@@ -249,14 +249,7 @@ export class RunTracker {
 
   /** The runs finished since the last call (for the state journal); undefined when too many to list. */
   takeFinished(): [string, FinishedRun][] | undefined {
-    const ids = this.finishedAdded.take();
-    if (ids === undefined) return undefined;
-    const entries: [string, FinishedRun][] = [];
-    for (const id of ids) {
-      const f = this.finished.get(id);
-      if (f !== undefined) entries.push([id, f]);
-    }
-    return entries;
+    return this.finishedAdded.take(this.finished);
   }
 
   /** Take over the runs of a previous process; events that waited for a lookup are processed again. */

@@ -19,11 +19,20 @@ export class Additions {
     this.keys.push(key);
   }
 
-  /** The keys noted since the last `take` (a key may repeat), or undefined when some were lost. */
-  take(): string[] | undefined {
+  /**
+   * The entries of `from` for the keys noted since the last call, oldest first (a key may repeat;
+   * keys no longer in `from` are left out), or undefined when some were lost.
+   */
+  take<V>(from: { get(key: string): V | undefined }): [string, V][] | undefined {
     const keys = this.lost ? undefined : this.keys;
     this.keys = [];
     this.lost = false;
-    return keys;
+    if (keys === undefined) return undefined;
+    const entries: [string, V][] = [];
+    for (const key of keys) {
+      const value = from.get(key);
+      if (value !== undefined) entries.push([key, value]);
+    }
+    return entries;
   }
 }
