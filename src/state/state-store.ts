@@ -37,13 +37,7 @@ export function createStateStore(path: string): StateStore {
     const dir = dirname(path);
     await mkdir(dir, { recursive: true });
     try {
-      const fh = await open(tmpPath, 'w', 0o600);
-      try {
-        await fh.writeFile(text, 'utf8');
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await writeSynced(tmpPath, 'w', text);
       await rename(tmpPath, path);
     } catch (err) {
       await unlink(tmpPath).catch(() => undefined);
@@ -88,13 +82,7 @@ export function createStateStore(path: string): StateStore {
     append(text: string): Promise<void> {
       return serially(async () => {
         await mkdir(dirname(path), { recursive: true });
-        const fh = await open(journalPath, 'a', 0o600);
-        try {
-          await fh.appendFile(text, 'utf8');
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
+        await writeSynced(journalPath, 'a', text);
       });
     },
 
@@ -108,6 +96,17 @@ export function createStateStore(path: string): StateStore {
       }
     },
   };
+}
+
+/** Write (`w`) or append (`a`) `text`, then fsync the file. Owner-only permissions: it holds run names and ids. */
+async function writeSynced(file: string, flags: 'w' | 'a', text: string): Promise<void> {
+  const fh = await open(file, flags, 0o600);
+  try {
+    await fh.writeFile(text, 'utf8');
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Make the rename durable. Not every platform or file system can open or fsync a directory. */
