@@ -35,7 +35,7 @@ interface JournalLine {
 }
 
 /** The whole state to persist; `drain` (at shutdown) also moves undelivered spans into it. */
-function snapshotState(pipeline: Pipeline, drain: boolean, generation = 0): PersistedState {
+function snapshotState(pipeline: Pipeline, drain: boolean, generation: number): PersistedState {
   return {
     version: 2,
     generation,

@@ -13,15 +13,15 @@ import { createStateStore } from '../../src/state/state-store.js';
 const workload = generateDemoWorkload({ seed: 11, flows: 12 });
 const events = workload.events;
 
-function pipeline(): { pipeline: Pipeline; warnings: string[] } {
-  const warnings: string[] = [];
-  const logger = createLogger({
-    level: 'warn',
-    format: 'json',
-    destination: { write: (l: string) => void warnings.push(String((JSON.parse(l) as { msg: string }).msg)) },
-  });
-  const config = resolveConfig({ tracesExporter: 'none' }, {});
-  return { pipeline: createPipeline({ config, logger, clock: 'event', delivery: null }), warnings };
+const quiet = createLogger({ level: 'silent', format: 'json' });
+
+function pipeline(): Pipeline {
+  return createPipeline({ config: resolveConfig({ tracesExporter: 'none' }, {}), logger: quiet, clock: 'event', delivery: null });
+}
+
+/** Feed `slice` of the workload's events to `p`. */
+function feed(p: Pipeline, slice: readonly Record<string, unknown>[]): void {
+  for (const e of slice) p.ingest(JSON.stringify(e));
 }
 
 /**
@@ -48,17 +48,17 @@ describe('state journal', () => {
   it('a save appends only what was added since the last one, and loading file + journal gives back the whole state', async () => {
     const path = join(dir, 'resume', 'state.json');
     const store = createStateStore(path);
-    const a = pipeline().pipeline;
+    const a = pipeline();
     const writer = new StateWriter(store, a);
     const third = Math.floor(events.length / 3);
-    for (const e of events.slice(0, third)) a.ingest(JSON.stringify(e));
+    feed(a, events.slice(0, third));
     await writer.save(false);
     const fileAfterFirst = await readFile(path, 'utf8');
     assert.deepEqual(await readdir(join(dir, 'resume')), ['state.json']);
 
-    for (const e of events.slice(third, 2 * third)) a.ingest(JSON.stringify(e));
+    feed(a, events.slice(third, 2 * third));
     await writer.save(false);
-    for (const e of events.slice(2 * third)) a.ingest(JSON.stringify(e));
+    feed(a, events.slice(2 * third));
     await writer.save(false);
 
     // The file was not rewritten; the journal has one line per save, each with only the new ids.
@@ -68,20 +68,20 @@ describe('state journal', () => {
     assert.deepEqual(lines.map((l) => l.dedupe.map(([id]) => id)), [events.slice(third, 2 * third).map((e) => e.id), events.slice(2 * third).map((e) => e.id)]);
 
     const b = pipeline();
-    const restored = await loadState(store, b.pipeline, clockOf(a), createLogger({ level: 'silent', format: 'json' }));
+    const restored = await loadState(store, b, clockOf(a), quiet);
     assert.equal(restored?.journalLines, 2);
-    assert.deepEqual(whole(b.pipeline), whole(a));
+    assert.deepEqual(whole(b), whole(a));
   });
 
   it('a line cut short by a crash loses only that save; lines of an older file are ignored', async () => {
     const path = join(dir, 'crash', 'state.json');
     const store = createStateStore(path);
-    const a = pipeline().pipeline;
+    const a = pipeline();
     const writer = new StateWriter(store, a);
     const half = Math.floor(events.length / 2);
-    for (const e of events.slice(0, half)) a.ingest(JSON.stringify(e));
+    feed(a, events.slice(0, half));
     await writer.save(false);
-    for (const e of events.slice(half, half + 40)) a.ingest(JSON.stringify(e));
+    feed(a, events.slice(half, half + 40));
     await writer.save(false);
     const expected = whole(a);
     // The next save dies half-way through its line; a line from another generation sits before it.
@@ -91,22 +91,22 @@ describe('state journal', () => {
     const b = pipeline();
     const lines: string[] = [];
     const log = createLogger({ level: 'warn', format: 'json', destination: { write: (l: string) => void lines.push(l) } });
-    const restored = await loadState(store, b.pipeline, clockOf(a), log);
+    const restored = await loadState(store, b, clockOf(a), log);
     assert.equal(restored?.journalLines, 1);
-    assert.deepEqual(whole(b.pipeline), expected);
+    assert.deepEqual(whole(b), expected);
     assert.deepEqual(lines.map((l) => (JSON.parse(l) as { msg: string }).msg), ['state journal line cut short; ignored']);
   });
 
   it('once the journal outgrows the file, the next save rewrites the file and drops the journal', async () => {
     const path = join(dir, 'compact', 'state.json');
     const store = createStateStore(path);
-    const a = pipeline().pipeline;
+    const a = pipeline();
     const writer = new StateWriter(store, a, 0);
     const generations: number[] = [];
     const generation = async (): Promise<number> => (JSON.parse(await readFile(path, 'utf8')) as { generation: number }).generation;
     let journals = 0;
     for (let i = 0; i < events.length; i += 50) {
-      for (const e of events.slice(i, i + 50)) a.ingest(JSON.stringify(e));
+      feed(a, events.slice(i, i + 50));
       await writer.save(false);
       generations.push(await generation());
       if ((await readdir(join(dir, 'compact'))).includes('state.json.journal')) journals += 1;
@@ -115,8 +115,8 @@ describe('state journal', () => {
     assert.ok(journals > 0, 'no save appended');
     assert.ok(new Set(generations).size > 1, 'the file was never rewritten');
     const b = pipeline();
-    await loadState(store, b.pipeline, clockOf(a), createLogger({ level: 'silent', format: 'json' }));
-    assert.deepEqual(whole(b.pipeline), whole(a));
+    await loadState(store, b, clockOf(a), quiet);
+    assert.deepEqual(whole(b), whole(a));
   });
 
   it('after a failed write the next save writes the whole state', async () => {
@@ -127,35 +127,35 @@ describe('state journal', () => {
       save: (data: unknown) => real.save(data),
       append: (text: string) => (failNext ? Promise.reject(new Error('ENOSPC: no space left on device')) : real.append(text)),
     };
-    const a = pipeline().pipeline;
+    const a = pipeline();
     const writer = new StateWriter(store, a);
     const third = Math.floor(events.length / 3);
-    for (const e of events.slice(0, third)) a.ingest(JSON.stringify(e));
+    feed(a, events.slice(0, third));
     await writer.save(false);
-    for (const e of events.slice(third, 2 * third)) a.ingest(JSON.stringify(e));
+    feed(a, events.slice(third, 2 * third));
     failNext = true;
     await assert.rejects(writer.save(false), /ENOSPC/);
     failNext = false;
-    for (const e of events.slice(2 * third)) a.ingest(JSON.stringify(e));
+    feed(a, events.slice(2 * third));
     await writer.save(false);
     assert.deepEqual(await readdir(join(dir, 'failed')), ['state.json']);
     const b = pipeline();
-    await loadState(real, b.pipeline, clockOf(a), createLogger({ level: 'silent', format: 'json' }));
-    assert.deepEqual(whole(b.pipeline), whole(a));
+    await loadState(real, b, clockOf(a), quiet);
+    assert.deepEqual(whole(b), whole(a));
   });
 
   it('a state file written before the journal (version 1) still loads, and a journal beside it is not applied', async () => {
     const path = join(dir, 'v1', 'state.json');
     const store = createStateStore(path);
-    const a = pipeline().pipeline;
-    for (const e of events) a.ingest(JSON.stringify(e));
+    const a = pipeline();
+    feed(a, events);
     const v1 = { version: 1, savedAt: new Date().toISOString(), cursorUs: a.cursorUs, dedupe: a.dedupe.toJSON(), tracker: a.tracker.snapshot(), pendingSpans: [] };
     await store.save(v1);
     const stray = { generation: 0, savedAt: v1.savedAt, cursorUs: 1, dedupe: [['0198c7d2-0000-7000-8000-000000000000', 1]], finished: [], tracker: { open: [], owners: [], waiting: [] } };
     await appendFile(store.journalPath, `${JSON.stringify(stray)}\n`);
     const b = pipeline();
-    const restored = await loadState(store, b.pipeline, clockOf(a), createLogger({ level: 'silent', format: 'json' }));
+    const restored = await loadState(store, b, clockOf(a), quiet);
     assert.equal(restored?.journalLines, 0);
-    assert.deepEqual(whole(b.pipeline), whole(a));
+    assert.deepEqual(whole(b), whole(a));
   });
 });
