@@ -75,7 +75,7 @@ export function createLogger(options: LoggerOptions): Logger {
 
 /**
  * Synchronous, so that a reader slower than the pipeline slows it down instead of growing an
- * unbounded buffer of lines in memory; lines are gathered into writes of at least LOG_WRITE_BYTES
+ * unbounded buffer of lines in memory; lines are gathered into writes of about LOG_WRITE_CHARS
  * (one system call per line would cost a fifth of a replay), and nothing waits longer than
  * LOG_FLUSH_MS. What is left goes out when the process exits.
  */
@@ -85,15 +85,61 @@ function stdoutDestination(): DestinationStream {
 
 /** A synchronous, buffered destination for log lines (stdout's, or a file's), flushed at exit. */
 export function lineDestination(dest: number | string): DestinationStream {
-  const stream = pino.destination({ ...(typeof dest === 'number' ? { fd: dest } : { dest }), sync: true, minLength: LOG_WRITE_BYTES, periodicFlush: LOG_FLUSH_MS });
+  const stream = new LineBatcher(pino.destination({ ...(typeof dest === 'number' ? { fd: dest } : { dest }), sync: true, minLength: 0 }));
   if (openStreams.size === 0) process.once('exit', flushAtExit);
   openStreams.add(stream);
   return stream;
 }
 
-const LOG_WRITE_BYTES = 8 * 1024;
+const LOG_WRITE_CHARS = 16 * 1024;
 const LOG_FLUSH_MS = 100;
-const openStreams = new Set<ReturnType<typeof pino.destination>>();
+const openStreams = new Set<LineBatcher>();
+
+/**
+ * Gathers whole lines and hands them to the file writer as one string per batch. The file writer
+ * (sonic-boom) measures the bytes of its whole pending buffer on every write, so with a line per
+ * call the cost of a line grew with the batch size; here each line costs a push.
+ */
+class LineBatcher implements DestinationStream {
+  private lines: string[] = [];
+  private chars = 0;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly out: ReturnType<typeof pino.destination>) {
+    this.timer = setInterval(() => this.drain(), LOG_FLUSH_MS);
+    this.timer.unref();
+  }
+
+  write(line: string): void {
+    this.lines.push(line);
+    this.chars += line.length;
+    if (this.chars >= LOG_WRITE_CHARS) this.drain();
+  }
+
+  /** pino's `logger.flush(cb)`. */
+  flush(cb?: (err?: Error) => void): void {
+    try {
+      this.drain();
+    } catch (err) {
+      cb?.(err as Error);
+      return;
+    }
+    cb?.();
+  }
+
+  flushSync(): void {
+    this.drain();
+    this.out.flushSync();
+  }
+
+  private drain(): void {
+    if (this.lines.length === 0) return;
+    const text = this.lines.length === 1 ? this.lines[0]! : this.lines.join('');
+    this.lines = [];
+    this.chars = 0;
+    this.out.write(text);
+  }
+}
 
 function flushAtExit(): void {
   for (const stream of openStreams) {
