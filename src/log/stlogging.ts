@@ -22,8 +22,11 @@ const RUN_WORD_LOWER = { flow: 'flow run', task: 'task run' } as const;
 
 /** Python-repr-like quoting, kept on one line. */
 function quote(text: string): string {
+  if (!NEEDS_QUOTING.test(text)) return `'${text}'`;
   return `'${text.replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(/\r?\n/g, '\\n')}'`;
 }
+
+const NEEDS_QUOTING = /[\\'\n]/;
 
 /** The message of a STLOGGING line, without the prefix. */
 export function formatRunLogMessage(record: RunLogRecord): string {
@@ -69,9 +72,11 @@ const str = JSON.stringify;
 export function formatRunLogLine(record: RunLogRecord, message: string, options: Pick<RunLogWriterOptions, 'jaegerUrl' | 'uiUrl'>, timeMs: number): string {
   const { run, event, state } = record;
   const late = record.kind === 'late';
-  let line = `{"level":${late ? 40 : 30},"time":${timeMs},"service":"prefect-otel","component":"runs","trace_id":"${record.traceId}","span_id":"${record.spanId}","trace_flags":"01","prefect.run.id":${str(run.id)},"prefect.run.type":"${run.type}","prefect.event.id":${str(event.id)},"prefect.event.name":${str(event.name)},"occurred":"${usToIso(event.occurredUs)}"`;
+  // Run and event ids are canonical UUIDs and state types come from a fixed set (the parser and the
+  // classifier reject anything else): written without escaping. Names and messages are escaped.
+  let line = `{"level":${late ? 40 : 30},"time":${timeMs},"service":"prefect-otel","component":"runs","trace_id":"${record.traceId}","span_id":"${record.spanId}","trace_flags":"01","prefect.run.id":"${run.id}","prefect.run.type":"${run.type}","prefect.event.id":"${event.id}","prefect.event.name":${str(event.name)},"occurred":"${usToIso(event.occurredUs)}"`;
   if (run.name !== undefined) line += `,"prefect.run.name":${str(run.name)}`;
-  if (state !== undefined) line += `,"prefect.state.type":${str(state.type)},"prefect.state.name":${str(state.name)}`;
+  if (state !== undefined) line += `,"prefect.state.type":"${state.type}","prefect.state.name":${str(state.name)}`;
   if (late) line += ',"late":true';
   if (options.uiUrl !== undefined) line += `,"prefect.run.url":${str(`${options.uiUrl}/runs/${run.type}-run/${run.id}`)}`;
   if (options.jaegerUrl !== undefined && state?.terminal === true) line += `,"jaeger_url":${str(`${options.jaegerUrl}/trace/${record.traceId}`)}`;

@@ -47,14 +47,15 @@ export function usToHrTime(us: number): HrTime {
 /** `2026-08-21T12:00:05.123456Z`, microsecond precision. */
 export function usToIso(us: number): string {
   const ms = Math.floor(us / 1000);
-  if (ms !== lastIsoMs) {
-    lastIsoMs = ms;
-    lastIso = new Date(ms).toISOString().slice(0, 23);
+  const second = Math.floor(ms / 1000);
+  if (second !== lastIsoSecond) {
+    lastIsoSecond = second;
+    lastIso = new Date(second * 1000).toISOString().slice(0, 20);
   }
-  return `${lastIso}${String(us - ms * 1000).padStart(3, '0')}Z`;
+  return `${lastIso}${String((ms - second * 1000) * 1000 + (us - ms * 1000)).padStart(6, '0')}Z`;
 }
 
-let lastIsoMs = NaN;
+let lastIsoSecond = NaN;
 let lastIso = '';
 
 export function usToMs(us: number): number {

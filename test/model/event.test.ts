@@ -37,6 +37,37 @@ test('ids: trace id is the root run UUID in hex; span id is SHA-256 of the dashe
   assert.notEqual(spanIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', 1), spanIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70'));
 });
 
+test('ids: canonicalUuid accepts exactly the 8-4-4-4-12 hex form (any case) and the 32-digit form', () => {
+  const pattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+  const good = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+  const variants = [good, good.toUpperCase(), `${good} `, ` ${good.slice(1)}`, good.replace(/-/g, '_'), good.slice(0, 35), `${good}0`];
+  // Every single-character change of the good id: each position, each character class.
+  for (let i = 0; i < good.length; i++) for (const c of ['0', 'a', 'F', 'g', 'G', '-', '/', ':', '@', '`', '{', 'é']) variants.push(`${good.slice(0, i)}${c}${good.slice(i + 1)}`);
+  for (const text of variants) {
+    const expected = pattern.test(text) ? text.toLowerCase() : undefined;
+    assert.equal(canonicalUuid(text), expected, text);
+  }
+  assert.equal(canonicalUuid(good), good);
+});
+
+test('time: usToIso writes every microsecond across millisecond and second boundaries', () => {
+  const base = Date.UTC(2026, 7, 21, 12, 0, 5) * 1000;
+  const cases: [number, string][] = [
+    [base, '2026-08-21T12:00:05.000000Z'],
+    [base + 1, '2026-08-21T12:00:05.000001Z'],
+    [base + 999, '2026-08-21T12:00:05.000999Z'],
+    [base + 1000, '2026-08-21T12:00:05.001000Z'],
+    [base + 999_999, '2026-08-21T12:00:05.999999Z'],
+    [base + 1_000_000, '2026-08-21T12:00:06.000000Z'],
+    [base - 1, '2026-08-21T12:00:04.999999Z'],
+    [Date.UTC(2026, 11, 31, 23, 59, 59) * 1000 + 999_999, '2026-12-31T23:59:59.999999Z'],
+  ];
+  for (const [us, iso] of cases) {
+    assert.equal(usToIso(us), iso);
+    assert.equal(parseTimestampUs(iso), us, `round trip of ${iso}`);
+  }
+});
+
 test('parser: the reference §4a envelope becomes a whole typed event', () => {
   const r = parseEventText(flowEnvelope!);
   assert.equal(r.ok, true);
