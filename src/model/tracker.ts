@@ -92,7 +92,8 @@ export interface TrackerSnapshot {
  * through the sink.
  */
 export class RunTracker {
-  private readonly open = new Map<string, RunState>();
+  /** Least recently active first. */
+  private readonly open = new FifoMap<RunState>();
   private readonly finished = new FifoMap<FinishedRun>();
   private readonly finishedAdded: Additions;
   private readonly owners = new FifoMap<string | null>();
@@ -158,10 +159,7 @@ export class RunTracker {
         }
         run = this.openRun(ref, ctx, 0, nowMs);
       }
-    } else {
-      this.open.delete(ref.id);
-      this.open.set(ref.id, run);
-    }
+    } else this.open.touch(ref.id);
     if (classified.kind === 'state' && run.terminal && event.occurredUs > run.latest!.occurredUs) {
       // The run left its terminal state (a re-run from the UI): close this attempt, open the next.
       const ctx = run.ctx;
@@ -221,8 +219,8 @@ export class RunTracker {
       this.due(run, nowMs);
     }
     const idleBefore = nowMs - this.options.openRunTimeoutMs;
-    for (const run of this.open.values()) {
-      if (run.lastActivityMs > idleBefore) break;
+    for (let oldest = this.open.peek(); oldest !== undefined && oldest[1].lastActivityMs <= idleBefore; oldest = this.open.peek()) {
+      const run = oldest[1];
       this.finalize(run, run.terminal ? undefined : 'idle_timeout', nowMs);
     }
   }
@@ -270,7 +268,7 @@ export class RunTracker {
     this.open.set(ref.id, run);
     this.counts.runsOpened += 1;
     if (this.open.size > this.options.maxOpenRuns) {
-      const oldest = this.open.values().next().value;
+      const oldest = this.open.peek()?.[1];
       if (oldest !== undefined && oldest !== run) {
         this.counts.evicted += 1;
         this.sink.notice({ kind: 'evicted', runId: oldest.ref.id });
