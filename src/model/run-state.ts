@@ -170,7 +170,15 @@ export class RunState {
     const m = this.meta;
     if (own && event.resource.name !== undefined) m.name = event.resource.name;
     if (!own && m.name === undefined) m.name = event.related.find((r) => r.id.endsWith(this.ref.id))?.name;
-    const tags = new Set(m.tags);
+    // Most events bring no new tag: the set is built only when one does.
+    let tags: Set<string> | undefined;
+    const addTag = (tag: string): void => {
+      if (tags === undefined) {
+        if (m.tags.includes(tag)) return;
+        tags = new Set(m.tags);
+      }
+      tags.add(tag);
+    };
     for (const r of event.related) {
       switch (r.role) {
         case 'flow':
@@ -190,7 +198,7 @@ export class RunState {
           break;
         case 'tag':
           // Other events carry the tags of their whole run context; only a run's own events speak for it.
-          if (own && r.id.startsWith('prefect.tag.')) tags.add(r.id.slice('prefect.tag.'.length));
+          if (own && r.id.startsWith('prefect.tag.')) addTag(r.id.slice('prefect.tag.'.length));
           break;
         case 'flow-run':
           if (this.ref.type === 'task') m.flowRunId = idAfter(r.id, 'prefect.flow-run.') ?? m.flowRunId;
@@ -203,14 +211,14 @@ export class RunState {
     const taskRun = own && this.ref.type === 'task' && isRecord(event.payload.task_run) ? event.payload.task_run : undefined;
     if (taskRun !== undefined) {
       if (typeof taskRun.task_key === 'string') m.taskKey = taskRun.task_key;
-      if (Array.isArray(taskRun.tags)) for (const t of taskRun.tags) if (typeof t === 'string') tags.add(t);
+      if (Array.isArray(taskRun.tags)) for (const t of taskRun.tags) if (typeof t === 'string') addTag(t);
       const parents = parentTaskIdsOf(event);
       if (parents.length > 0) m.parentTaskIds = parents;
       const labels = isRecord(taskRun.labels) ? taskRun.labels : undefined;
       const tp = labels?.[OTEL_TRACEPARENT_LABEL];
       if (typeof tp === 'string') m.traceparent = tp;
     }
-    if (tags.size !== m.tags.length) m.tags = [...tags].sort();
+    if (tags !== undefined && tags.size !== m.tags.length) m.tags = [...tags].sort();
   }
 
   /** The span name: the flow's name, or the task's key without its hash; never a run id. */
