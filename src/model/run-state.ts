@@ -95,10 +95,12 @@ export class RunState {
     if (ref.name !== undefined) this.meta.name = ref.name;
   }
 
-  /** Plain data for the state file. */
+  /** Plain data for the state file: a copy of what later events change in place (the file is written a slice at a time). */
   toJSON(): RunStateData {
+    const s = this.summarised;
     return {
-      ref: this.ref, meta: this.meta, ctx: this.ctx, attempt: this.attempt, events: this.events, summarised: this.summarised,
+      ref: this.ref, meta: { ...this.meta }, ctx: this.ctx, attempt: this.attempt, events: [...this.events],
+      summarised: s === undefined ? undefined : { ...s, names: { ...s.names } },
       firstEventUs: Number.isFinite(this.firstEventUs) ? this.firstEventUs : null,
       lastEventUs: Number.isFinite(this.lastEventUs) ? this.lastEventUs : null,
       startUs: this.startUs ?? null, firstScheduledUs: this.firstScheduledUs ?? null, latest: this.latest ?? null,

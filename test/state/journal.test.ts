@@ -73,6 +73,25 @@ describe('state journal', () => {
     assert.deepEqual(whole(b), whole(a));
   });
 
+  it('a state file holds the state as it was when its save was called, though events arrive while it is written', async () => {
+    const path = join(dir, 'moving', 'state.json');
+    const store = createStateStore(path);
+    const a = pipeline();
+    const writer = new StateWriter(store, a);
+    const half = Math.floor(events.length / 2);
+    feed(a, events.slice(0, half));
+    assert.ok(a.tracker.snapshotChanging().open.length > 0, 'no run is open half-way');
+    const saving = writer.save(false);
+    const atCall = (): unknown => JSON.parse(JSON.stringify({ cursorUs: a.cursorUs, dedupe: a.dedupe.toJSON(), tracker: a.tracker.snapshot() }));
+    const expected = atCall();
+    // The runs open at the call go on changing (span events, names, tags) while the file is written.
+    feed(a, events.slice(half));
+    await saving;
+    assert.notDeepEqual(atCall(), expected);
+    const file = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+    assert.deepEqual({ cursorUs: file.cursorUs, dedupe: file.dedupe, tracker: file.tracker }, expected);
+  });
+
   it('a line cut short by a crash loses only that save; lines of an older file are ignored', async () => {
     const path = join(dir, 'crash', 'state.json');
     const store = createStateStore(path);

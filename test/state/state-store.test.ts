@@ -44,14 +44,34 @@ describe('state store', () => {
     assert.deepEqual(await readdir(join(dir, 'concurrent')), ['state.json']);
   });
 
-  it('snapshots the data at the call, not when the write runs', async () => {
-    const path = join(dir, 'snapshot.json');
+  it('writes a large state a slice at a time, letting other work run in between, and reads it back whole', async () => {
+    const path = join(dir, 'large', 'state.json');
     const store = createStateStore(path);
-    const data = { n: 1 };
-    const p = store.save(data);
-    data.n = 2;
-    await p;
-    assert.deepEqual(await store.load(), { n: 1 });
+    // Each element counts its own serialisation, so other work can see how far the save has got.
+    let serialised = 0;
+    class Counted {
+      constructor(readonly id: string, readonly at: number) {}
+      toJSON(): [string, number] {
+        serialised += 1;
+        return [this.id, this.at];
+      }
+    }
+    const n = 200_000;
+    const dedupe = Array.from({ length: n }, (_, i) => new Counted(`0198c7d2-${String(i).padStart(4, '0')}-7000-8000-000000000000`, 1_787_313_605_123_456 + i));
+    const seenMeanwhile: number[] = [];
+    let saving = true;
+    const watch = (): void => {
+      seenMeanwhile.push(serialised);
+      if (saving) setImmediate(watch);
+    };
+    setImmediate(watch);
+    const length = await store.save({ version: 2, dedupe, tracker: { open: [], finished: [] } });
+    saving = false;
+    assert.equal(serialised, n);
+    assert.ok(seenMeanwhile.some((c) => c > 0 && c < n), `no other work ran while the state was serialised (counts seen: ${[...new Set(seenMeanwhile)].join(', ')})`);
+    const text = await readFile(path, 'utf8');
+    assert.equal(length, text.length);
+    assert.deepEqual(JSON.parse(text), { version: 2, dedupe: dedupe.map((d) => [d.id, d.at]), tracker: { open: [], finished: [] } });
   });
 
   it('a failed save rejects and does not block later saves', async () => {

@@ -1,0 +1,40 @@
+/**
+ * `JSON.stringify(value)` cut into pieces, so that a writer can give the event loop a turn between
+ * them: a state file of tens of megabytes is serialised a slice at a time instead of in one call
+ * that stalls every run for half a second. Objects are walked key by key and arrays longer than
+ * `slice` are serialised `slice` elements at a time; everything else (and anything with a
+ * `toJSON`) goes to `JSON.stringify` whole. The pieces joined are exactly `JSON.stringify(value)`.
+ */
+export function* jsonPieces(value: unknown, slice = 2000): Generator<string, void, undefined> {
+  if (Array.isArray(value)) {
+    if (value.length <= slice) {
+      yield JSON.stringify(value);
+      return;
+    }
+    for (let i = 0; i < value.length; i += slice) {
+      const end = Math.min(i + slice, value.length);
+      const part: string[] = [];
+      for (let j = i; j < end; j++) part.push(element(value[j])); // a hole, like undefined, is null
+      yield `${i === 0 ? '[' : ','}${part.join(',')}${end === value.length ? ']' : ''}`;
+    }
+    return;
+  }
+  if (value === null || typeof value !== 'object' || typeof (value as { toJSON?: unknown }).toJSON === 'function') {
+    yield JSON.stringify(value) ?? 'null';
+    return;
+  }
+  let first = true;
+  for (const key of Object.keys(value)) {
+    const v = (value as Record<string, unknown>)[key];
+    if (v === undefined || typeof v === 'function' || typeof v === 'symbol') continue; // JSON.stringify leaves these keys out
+    yield `${first ? '{' : ','}${JSON.stringify(key)}:`;
+    first = false;
+    yield* jsonPieces(v, slice);
+  }
+  yield first ? '{}' : '}';
+}
+
+/** An array element as JSON.stringify writes it: what has no JSON form becomes null. */
+function element(v: unknown): string {
+  return JSON.stringify(v) ?? 'null'; // undefined at run time for undefined, functions and symbols
+}
