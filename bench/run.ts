@@ -7,6 +7,7 @@
  *   npm run bench -- --soak            # also a soak: a steady rate for several minutes, RSS and heap sampled
  *   npm run bench -- --soak-only       # just the soak, nothing written
  *   npm run bench -- --soak-minutes 10 --live-events 300000 --replay-events 1000000 --no-write
+ *   npm run bench -- --stages-events 50000   # the stage-by-stage split (6) on fewer events
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -32,6 +33,7 @@ const { values: args } = parseArgs({
     'soak-rate': { type: 'string', default: '3000' },
     'live-events': { type: 'string', default: '300000' },
     'replay-events': { type: 'string', default: '1000000' },
+    'stages-events': { type: 'string', default: '150000' },
     'latency-rate': { type: 'string', default: '5000' },
     'latency-seconds': { type: 'string', default: '30' },
     rounds: { type: 'string', default: '2' },
@@ -234,6 +236,25 @@ async function memory(file: WorkloadFile, runs: number): Promise<MemoryResult> {
   return r;
 }
 
+interface StagesResult {
+  readonly events: number;
+  readonly rounds: number;
+  readonly stages: { name: string; usPerEvent: number }[];
+}
+
+/** The pipeline taken apart, one stage further per pass over the same events in one process. */
+async function stages(file: WorkloadFile, events: number): Promise<StagesResult> {
+  const child = node('stages.js', [file.path, String(events), '3'], { nodeArgs: ['--expose-gc'] });
+  const r = await child.next<StagesResult>((o) => 'stages' in o);
+  await child.exited;
+  return r;
+}
+
+/** `JSON.parse 4.7 µs; + checks 6.5 (+1.8); …` */
+function stagesLine(r: StagesResult): string {
+  return r.stages.map((x, i) => (i === 0 ? `${x.name} ${fmt(x.usPerEvent, 1)} µs` : `${x.name} ${fmt(x.usPerEvent, 1)} (+${fmt(x.usPerEvent - r.stages[i - 1]!.usPerEvent, 1)})`)).join('; ');
+}
+
 interface LatencyResult {
   readonly rate: number;
   readonly seconds: number;
@@ -385,6 +406,11 @@ async function main(): Promise<void> {
   if (lat.dropped > 0 || lat.spans !== lat.exported) failures.push(`latency: ${lat.exported} exported, ${lat.spans} received, ${lat.dropped} dropped`);
   say(`5. latency   ${fmt(lat.rate)} events/s for ${fmt(lat.seconds)} s: run end → span at the collector p50 ${fmt(lat.p50)} ms, p99 ${fmt(lat.p99)} ms, max ${fmt(lat.max)} ms (${fmt(lat.measured)} spans; ${fmt(lat.incomplete)} spans of runs held by the task grace not counted)`);
 
+  // 6: where the time goes.
+  status('stages');
+  const split = await stages(liveFile, num('stages-events'));
+  say(`6. stages    ${fmt(split.events)} events in one process, µs per event: ${stagesLine(split)}`);
+
   let soak: LatencyResult | undefined;
   if (args.soak) {
     soak = await runSoak();
@@ -402,7 +428,7 @@ async function main(): Promise<void> {
   for (const f of failures) say(`  span loss: ${f}`);
 
   if (!args['no-write']) {
-    writeResults({ machine, date, liveEvents, ceiling, liveRate, liveRatio, liveBest, parse, replayBest, replayRatio, mems, lat, soak, targets, file: replayFile });
+    writeResults({ machine, date, liveEvents, ceiling, liveRate, liveRatio, liveBest, parse, replayBest, replayRatio, mems, lat, soak, targets, file: replayFile, split });
     say(`results written to bench/README.md`);
   }
 }
@@ -411,7 +437,7 @@ async function runSoak(): Promise<LatencyResult> {
   const soakRate = num('soak-rate');
   status('soak');
   const soak = await latency(soakRate, num('soak-minutes') * 60, 10_000);
-  say(`6. soak      ${fmt(soakRate)} events/s for ${fmt(soak.seconds / 60, 1)} min, p99 ${fmt(soak.p99)} ms, ${fmt(soak.dropped)} dropped; ${soakSummary(soak)}`);
+  say(`7. soak      ${fmt(soakRate)} events/s for ${fmt(soak.seconds / 60, 1)} min, p99 ${fmt(soak.p99)} ms, ${fmt(soak.dropped)} dropped; ${soakSummary(soak)}`);
   for (const line of soakTable(soak)) say(`   ${line}`);
   return soak;
 }
@@ -419,7 +445,7 @@ async function runSoak(): Promise<LatencyResult> {
 function writeResults(r: {
   machine: string; date: string; liveEvents: number; ceiling: Throughput; liveRate: Throughput; liveRatio: number; liveBest: LiveResult;
   parse: Throughput; replayBest: ReplayResult; replayRatio: number; mems: MemoryResult[]; lat: LatencyResult; soak: LatencyResult | undefined;
-  targets: { name: string; ok: boolean }[]; file: WorkloadFile;
+  targets: { name: string; ok: boolean }[]; file: WorkloadFile; split: StagesResult;
 }): void {
   const rows = [
     `Measured on ${r.date}: ${r.machine}. Workload: ${fmt(r.file.events)} events (${fmt(r.file.bytes / 2 ** 20)} MB), best of the rounds.`,
@@ -438,6 +464,12 @@ function writeResults(r: {
       : [`| soak: ${fmt(r.soak.rate)} events/s for ${fmt(r.soak.seconds / 60, 1)} min | ${soakSummary(r.soak)}; p99 ${fmt(r.soak.p99)} ms; ${fmt(r.soak.dropped)} dropped | | |`]),
     '',
     `Targets: ${r.targets.map((t) => `${t.name}: ${t.ok ? 'met' : '**missed**'}`).join('; ')}.`,
+    '',
+    `Where the time goes: ${fmt(r.split.events)} events held in memory, taken one stage further per pass in one process (\`bench/stages.ts\`), best of ${r.split.rounds}:`,
+    '',
+    '| stage | µs per event, cumulative | this stage |',
+    '|---|---|---|',
+    ...r.split.stages.map((x, i) => `| ${x.name} | ${fmt(x.usPerEvent, 1)} | ${fmt(x.usPerEvent - (i === 0 ? 0 : r.split.stages[i - 1]!.usPerEvent), 1)} |`),
   ];
   const text = readFileSync(README, 'utf8');
   const start = '<!-- results:start -->';
