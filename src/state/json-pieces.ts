@@ -1,9 +1,10 @@
 /**
  * `JSON.stringify(value)` cut into pieces, so that a writer can give the event loop a turn between
  * them: a state file of tens of megabytes is serialised a slice at a time instead of in one call
- * that stalls every run for half a second. Objects are walked key by key and arrays longer than
- * `slice` are serialised `slice` elements at a time; everything else (and anything with a
- * `toJSON`) goes to `JSON.stringify` whole. The pieces joined are exactly `JSON.stringify(value)`.
+ * that holds up every run for a few hundred milliseconds. Objects are walked key by key and arrays
+ * longer than `slice` are serialised `slice` elements at a time; everything else (and anything with
+ * a `toJSON`) goes to `JSON.stringify` whole. The pieces joined are exactly `JSON.stringify(value)`,
+ * except that a top-level value with no JSON form (undefined, a function) gives `null`.
  */
 export function* jsonPieces(value: unknown, slice = 2000): Generator<string, void, undefined> {
   if (Array.isArray(value)) {

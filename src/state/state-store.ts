@@ -101,6 +101,7 @@ export function createStateStore(path: string): StateStore {
   };
 }
 
+/** The state file ends with a newline, like the journal's lines. */
 function* withNewline(pieces: Iterable<string>): Generator<string, void, undefined> {
   yield* pieces;
   yield '\n';
