@@ -8,17 +8,16 @@
  *   2. + checks                        parse and validate the event (SPEC §3)
  *   3. + classify                      which runs it names, which state it carries
  *   4. + run model                     dedupe, the run model, span records; no log lines
- *   5. + STLOGGING                     one line per transition, to the CLI's kind of destination (/dev/null)
+ *   5. + STLOGGING                     one line per transition, through the CLI's logger and destination (to /dev/null)
  *   6. + OTLP protobuf                 every finished span encoded by the SDK's serializer, 512 at a time
  *
  * What is left out: websocket receive, HTTP, the periodic state save and REST lookups.
  * Prints one JSON line: { events, rounds, stages: [{ name, usPerEvent }] } (best of the rounds).
  */
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { pino } from 'pino';
 import { resolveConfig } from '../src/config.js';
 import { createResource, toReadableSpan } from '../src/export/spans.js';
-import { lineDestination } from '../src/log/logger.js';
+import { createLogger, lineDestination } from '../src/log/logger.js';
 import { classify } from '../src/model/classify.js';
 import { parseEventText } from '../src/model/event.js';
 import type { SpanRecord } from '../src/model/span-record.js';
@@ -51,7 +50,7 @@ async function pass(each: (line: string) => void, end?: () => Promise<void>): Pr
 
 let sink = 0;
 async function model(level: 'warn' | 'info', encode: boolean): Promise<number> {
-  const logger = pino({ level }, lineDestination('/dev/null'));
+  const logger = createLogger({ level, format: 'json', destination: lineDestination('/dev/null') });
   const batch: SpanRecord[] = [];
   const flush = (): void => {
     const bytes = ProtobufTraceSerializer.serializeRequest(batch.map((r) => toReadableSpan(r, resource)));
