@@ -45,11 +45,16 @@ describe('state journal', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('a save appends only what was added since the last one, and loading file + journal gives back the whole state', async () => {
-    const path = join(dir, 'resume', 'state.json');
+  /** A state file under its own directory, a fresh pipeline, and a writer saving it there. */
+  const setUp = (name: string, journalMinBytes?: number) => {
+    const path = join(dir, name, 'state.json');
     const store = createStateStore(path);
     const a = pipeline();
-    const writer = new StateWriter(store, a);
+    return { path, store, a, writer: new StateWriter(store, a, journalMinBytes) };
+  };
+
+  it('a save appends only what was added since the last one, and loading file + journal gives back the whole state', async () => {
+    const { path, store, a, writer } = setUp('resume');
     const third = Math.floor(events.length / 3);
     feed(a, events.slice(0, third));
     await writer.save(false);
@@ -74,10 +79,7 @@ describe('state journal', () => {
   });
 
   it('a state file holds the state as it was when its save was called, though events arrive while it is written', async () => {
-    const path = join(dir, 'moving', 'state.json');
-    const store = createStateStore(path);
-    const a = pipeline();
-    const writer = new StateWriter(store, a);
+    const { path, a, writer } = setUp('moving');
     const half = Math.floor(events.length / 2);
     feed(a, events.slice(0, half));
     assert.ok(a.tracker.snapshotChanging().open.length > 0, 'no run is open half-way');
@@ -93,10 +95,7 @@ describe('state journal', () => {
   });
 
   it('a line cut short by a crash loses only that save; lines of an older file are ignored', async () => {
-    const path = join(dir, 'crash', 'state.json');
-    const store = createStateStore(path);
-    const a = pipeline();
-    const writer = new StateWriter(store, a);
+    const { store, a, writer } = setUp('crash');
     const half = Math.floor(events.length / 2);
     feed(a, events.slice(0, half));
     await writer.save(false);
@@ -117,10 +116,7 @@ describe('state journal', () => {
   });
 
   it('once the journal outgrows the file, the next save rewrites the file and drops the journal', async () => {
-    const path = join(dir, 'compact', 'state.json');
-    const store = createStateStore(path);
-    const a = pipeline();
-    const writer = new StateWriter(store, a, 0);
+    const { path, store, a, writer } = setUp('compact', 0);
     const generations: number[] = [];
     const generation = async (): Promise<number> => (JSON.parse(await readFile(path, 'utf8')) as { generation: number }).generation;
     let journals = 0;
