@@ -3,6 +3,7 @@
  * event history (to fill a gap longer than the websocket's 15-minute backfill).
  */
 import { AuthError, ProtocolError } from '../errors.js';
+import { createHttpClient } from './http-client.js';
 import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
 export type RestResult<T> = { ok: true; value: T } | { ok: false; status?: number; message: string };
@@ -70,7 +71,7 @@ type Response_ = { status: number; body: unknown } | { status: undefined; error:
 export function createPrefectRestClient(options: RestClientOptions): PrefectRestClient {
   const base = apiBase(options.apiUrl);
   const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString };
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const http = createHttpClient({ timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS });
   const headers: Record<string, string> = {
     Accept: 'application/json',
     'User-Agent': options.userAgent ?? USER_AGENT,
@@ -84,27 +85,21 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     );
 
   async function request(method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<Response_> {
-    const timeout = AbortSignal.timeout(timeoutMs);
     try {
-      const res = await fetch(`${base}${path}`, {
-        method,
-        headers: body === undefined ? headers : { ...headers, 'Content-Type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: signal === undefined ? timeout : AbortSignal.any([timeout, signal]),
-        redirect: 'follow',
-      });
-      const text = await res.text();
+      const res = body === undefined
+        ? await http.send(method, `${base}${path}`, headers, undefined, signal)
+        : await http.send(method, `${base}${path}`, { ...headers, 'Content-Type': 'application/json' }, JSON.stringify(body), signal);
       let parsed: unknown = undefined;
-      if (text.length > 0) {
+      if (res.text.length > 0) {
         try {
-          parsed = JSON.parse(text) as unknown;
+          parsed = JSON.parse(res.text) as unknown;
         } catch {
           parsed = undefined;
         }
       }
       return { status: res.status, body: parsed };
     } catch (err) {
-      return { status: undefined, error: redactSecrets(describeFetchError(err, timeoutMs), auth) };
+      return { status: undefined, error: redactSecrets(err instanceof Error ? err.message : String(err), auth) };
     }
   }
 
@@ -190,20 +185,6 @@ export function pageToken(nextPage: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-function describeFetchError(err: unknown, timeoutMs: number): string {
-  if (err instanceof Error) {
-    if (err.name === 'TimeoutError') return `timed out after ${timeoutMs} ms`;
-    if (err.name === 'AbortError') return 'aborted';
-    const cause = (err as { cause?: unknown }).cause;
-    if (cause instanceof Error) {
-      const code = (cause as NodeJS.ErrnoException).code;
-      return code !== undefined ? `${err.message} (${code})` : `${err.message} (${cause.message})`;
-    }
-    return err.message;
-  }
-  return String(err);
 }
 
 /** KeyValueLabels: string, number or boolean values; anything else is left out. */

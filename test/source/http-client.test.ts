@@ -1,0 +1,159 @@
+/**
+ * The REST client's HTTP layer over loopback: redirects, encoded bodies, the deadline, aborts.
+ */
+import assert from 'node:assert/strict';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
+import { createHttpClient, HttpTransportError, MAX_REDIRECTS } from '../../src/source/http-client.js';
+
+interface Seen {
+  readonly server: 'a' | 'b';
+  readonly method: string;
+  readonly path: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: string;
+}
+
+type Handler = (req: Seen, res: ServerResponse) => void;
+
+const seen: Seen[] = [];
+let handler: Handler;
+const servers: Server[] = [];
+let a: string;
+let b: string;
+
+async function listen(name: 'a' | 'b'): Promise<string> {
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const s: Seen = { server: name, method: req.method ?? '', path: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') };
+      seen.push(s);
+      handler(s, res);
+    });
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+before(async () => {
+  a = await listen('a');
+  b = await listen('b');
+});
+
+after(async () => {
+  for (const s of servers) {
+    s.closeAllConnections();
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+});
+
+function reset(h: Handler): void {
+  seen.length = 0;
+  handler = h;
+}
+
+const answer = (res: ServerResponse, status: number, body = '', headers: Record<string, string> = {}): void => {
+  res.writeHead(status, headers);
+  res.end(body);
+};
+
+const AUTH = { Authorization: 'Bearer pnu_secret', Accept: 'application/json' };
+
+describe('http client', () => {
+  const http = createHttpClient({ timeoutMs: 2_000 });
+
+  it('follows redirects on the same origin with the method, body and credentials; a 303 continues as a GET without the body', async () => {
+    reset((req, res) => {
+      if (req.path === '/api/one') return answer(res, 307, '', { location: '/api/two' });
+      if (req.path === '/api/two') return answer(res, 303, '', { location: `${a}/api/three` });
+      answer(res, 200, '{"ok":true}');
+    });
+    const r = await http.send('POST', `${a}/api/one`, { ...AUTH, 'Content-Type': 'application/json' }, '{"x":1}');
+    assert.deepEqual(r, { status: 200, text: '{"ok":true}' });
+    assert.deepEqual(
+      seen.map((s) => [s.method, s.path, s.body, s.headers.authorization, s.headers['content-type']]),
+      [
+        ['POST', '/api/one', '{"x":1}', 'Bearer pnu_secret', 'application/json'],
+        ['POST', '/api/two', '{"x":1}', 'Bearer pnu_secret', 'application/json'],
+        ['GET', '/api/three', '', 'Bearer pnu_secret', undefined],
+      ],
+    );
+  });
+
+  it('drops the credentials when a redirect leaves the origin', async () => {
+    reset((req, res) => (req.server === 'a' ? answer(res, 302, '', { location: `${b}/elsewhere` }) : answer(res, 200, 'there')));
+    assert.deepEqual(await http.send('GET', `${a}/api/flow_runs/x`, AUTH), { status: 200, text: 'there' });
+    assert.deepEqual(
+      seen.map((s) => [s.server, s.path, s.headers.authorization, s.headers.accept]),
+      [
+        ['a', '/api/flow_runs/x', 'Bearer pnu_secret', 'application/json'],
+        ['b', '/elsewhere', undefined, 'application/json'],
+      ],
+    );
+  });
+
+  it(`stops after ${MAX_REDIRECTS} redirects; a redirect without a Location is the answer`, async () => {
+    reset((req, res) => answer(res, 301, '', { location: `/hop${seen.length}` }));
+    await assert.rejects(http.send('GET', `${a}/start`, AUTH), (err: unknown) => err instanceof HttpTransportError && err.message === `more than ${MAX_REDIRECTS} redirects`);
+    assert.equal(seen.length, MAX_REDIRECTS + 1);
+    reset((req, res) => answer(res, 302, 'moved, but where?'));
+    assert.deepEqual(await http.send('GET', `${a}/start`, AUTH), { status: 302, text: 'moved, but where?' });
+  });
+
+  it('asks for compressed bodies and decodes gzip, deflate and brotli; a body that will not decode is an error', async () => {
+    const text = JSON.stringify({ events: Array.from({ length: 50 }, (_, i) => ({ id: `ev-${i}`, note: 'é ✓' })) });
+    for (const [encoding, encode] of [['gzip', gzipSync], ['deflate', deflateSync], ['br', brotliCompressSync]] as const) {
+      reset((req, res) => {
+        res.writeHead(200, { 'content-encoding': encoding });
+        res.end(encode(Buffer.from(text)));
+      });
+      assert.deepEqual(await http.send('GET', `${a}/api/events`, AUTH), { status: 200, text }, encoding);
+      assert.equal(seen[0]!.headers['accept-encoding'], 'gzip, deflate, br');
+    }
+    reset((req, res) => answer(res, 200, 'plain, not gzip', { 'content-encoding': 'gzip' }));
+    await assert.rejects(http.send('GET', `${a}/api/events`, AUTH), (err: unknown) => err instanceof HttpTransportError && err.message.startsWith('the gzip body would not decode: '));
+  });
+
+  it('one deadline covers the whole exchange: a server that never answers, or stops half-way through the body', async () => {
+    const quick = createHttpClient({ timeoutMs: 150 });
+    const hung: ServerResponse[] = [];
+    reset((req, res) => void hung.push(res));
+    await assert.rejects(quick.send('GET', `${a}/hang`, AUTH), (err: unknown) => err instanceof HttpTransportError && err.message === 'timed out after 150 ms');
+    reset((req, res) => {
+      res.writeHead(200, { 'content-length': '100' });
+      res.write('{"partial":');
+      hung.push(res);
+    });
+    await assert.rejects(quick.send('GET', `${a}/slow-body`, AUTH), (err: unknown) => err instanceof HttpTransportError && err.message === 'timed out after 150 ms');
+    for (const res of hung) res.destroy();
+  });
+
+  it('an abort stops the request; a refused connection names its code', async () => {
+    const hung: ServerResponse[] = [];
+    reset((req, res) => void hung.push(res));
+    const ac = new AbortController();
+    const pending = http.send('GET', `${a}/hang`, AUTH, undefined, ac.signal);
+    setTimeout(() => ac.abort(), 20);
+    await assert.rejects(pending, (err: unknown) => err instanceof HttpTransportError && err.message === 'aborted');
+    for (const res of hung) res.destroy();
+
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    await assert.rejects(http.send('GET', `http://127.0.0.1:${port}/api`, AUTH), (err: unknown) => err instanceof HttpTransportError && err.message === `connect ECONNREFUSED 127.0.0.1:${port}`);
+  });
+
+  it('a connection closed before the whole body arrived is an error, not a short answer', async () => {
+    reset((req, res) => {
+      res.writeHead(200, { 'content-length': '100' });
+      res.write('{"partial":');
+      setTimeout(() => res.destroy(), 10);
+    });
+    await assert.rejects(http.send('GET', `${a}/cut`, AUTH), (err: unknown) => err instanceof HttpTransportError && err.message === 'the connection closed before the whole answer arrived');
+  });
+});
