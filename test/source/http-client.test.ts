@@ -2,9 +2,13 @@
  * The REST client's HTTP layer over loopback: redirects, encoded bodies, the deadline, aborts.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { createHttpClient, HttpTransportError, MAX_REDIRECTS } from '../../src/source/http-client.js';
 
@@ -155,5 +159,30 @@ describe('http client', () => {
       setTimeout(() => res.destroy(), 10);
     });
     await assert.rejects(http.send('GET', `${a}/cut`, AUTH), (err: unknown) => err instanceof HttpTransportError && err.message === 'the connection closed before the whole answer arrived');
+  });
+
+  it('speaks TLS: a server whose certificate no CA vouches for is refused, and trusted through NODE_EXTRA_CA_CERTS', async () => {
+    // A self-signed certificate for 127.0.0.1 (openssl req -x509 -newkey rsa:2048 -days 36500
+    // -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1,DNS:localhost), for these tests only.
+    const certFile = new URL('../../../test/fixtures/tls/localhost-cert.pem', import.meta.url);
+    const tls = createTlsServer({ cert: readFileSync(certFile), key: readFileSync(new URL('../../../test/fixtures/tls/localhost-key.pem', import.meta.url)) }, (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ path: req.url, authorization: req.headers.authorization }));
+    });
+    await new Promise<void>((resolve) => tls.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `https://127.0.0.1:${(tls.address() as AddressInfo).port}/api/flow_runs/x`;
+      await assert.rejects(http.send('GET', url, AUTH), (err: unknown) => err instanceof HttpTransportError && /^self-signed certificate\b.*\(DEPTH_ZERO_SELF_SIGNED_CERT\)$/.test(err.message)); // Node 26 adds advice
+      // A private CA is trusted the way Node is told about one: NODE_EXTRA_CA_CERTS, read at start-up.
+      const client = new URL('../../src/source/http-client.js', import.meta.url).href;
+      const script = `import { createHttpClient } from ${JSON.stringify(client)};
+        const r = await createHttpClient({ timeoutMs: 2000 }).send('GET', ${JSON.stringify(url)}, { Authorization: 'Bearer pnu_secret' });
+        process.stdout.write(JSON.stringify(r));`;
+      const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, NODE_EXTRA_CA_CERTS: certFile.pathname } });
+      assert.deepEqual(JSON.parse(stdout), { status: 200, text: JSON.stringify({ path: '/api/flow_runs/x', authorization: 'Bearer pnu_secret' }) });
+    } finally {
+      tls.closeAllConnections();
+      await new Promise<void>((resolve) => tls.close(() => resolve()));
+    }
   });
 });
