@@ -14,6 +14,12 @@ import { brotliDecompress, gunzip, inflate } from 'node:zlib';
 import { promisify } from 'node:util';
 
 export const MAX_REDIRECTS = 5;
+/**
+ * An idle connection is closed by us after this long: before uvicorn's default 5 s keep-alive
+ * timeout closes it from the server's side, so that no request goes out on a socket the server is
+ * just closing (which fails as a reset).
+ */
+export const IDLE_SOCKET_MS = 4_000;
 const CUT_SHORT = 'the connection closed before the whole answer arrived';
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const DECODERS: Record<string, (b: Buffer) => Promise<Buffer>> = {
@@ -42,9 +48,11 @@ export interface HttpClient {
   send(method: 'GET' | 'POST', url: string, headers: Readonly<Record<string, string>>, body?: string, signal?: AbortSignal): Promise<HttpAnswer>;
 }
 
-export function createHttpClient(options: { readonly timeoutMs: number }): HttpClient {
-  // Idle keep-alive sockets are unref'd by the agent: they never hold the process open.
-  const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
+export function createHttpClient(options: { readonly timeoutMs: number; readonly idleSocketMs?: number }): HttpClient {
+  // Idle keep-alive sockets are unref'd by the agent, so they never hold the process open, and
+  // closed after `idleSocketMs` (the agent's socket timeout only ends free sockets).
+  const keep = { keepAlive: true, timeout: options.idleSocketMs ?? IDLE_SOCKET_MS };
+  const agents = { http: new HttpAgent(keep), https: new HttpsAgent(keep) };
 
   return {
     async send(method, url, headers, body, signal) {

@@ -185,4 +185,22 @@ describe('http client', () => {
       await new Promise<void>((resolve) => tls.close(() => resolve()));
     }
   });
+
+  it('keeps a connection for the next request, and closes it once idle', async () => {
+    const sockets = new Set<unknown>();
+    reset((req, res) => answer(res, 200, 'ok'));
+    const server = servers[0]!;
+    const onConnection = (socket: unknown): void => void sockets.add(socket);
+    server.on('connection', onConnection);
+    try {
+      const idle = createHttpClient({ timeoutMs: 2_000, idleSocketMs: 100 });
+      for (let i = 0; i < 3; i++) assert.deepEqual(await idle.send('GET', `${a}/api/flow_runs/${i}`, AUTH), { status: 200, text: 'ok' });
+      assert.equal(sockets.size, 1, 'three requests in a row share one connection');
+      await new Promise((r) => setTimeout(r, 300));
+      await idle.send('GET', `${a}/api/flow_runs/3`, AUTH);
+      assert.equal(sockets.size, 2, 'after 300 ms idle the first connection was closed and a new one opened');
+    } finally {
+      server.off('connection', onConnection);
+    }
+  });
 });
