@@ -57,7 +57,7 @@ export function createHttpClient(options: { readonly timeoutMs: number; readonly
   return {
     async send(method, url, headers, body, signal) {
       const deadline = Date.now() + options.timeoutMs;
-      let target = new URL(url);
+      let target = parseUrl(url);
       let m: 'GET' | 'POST' = method;
       let payload = body;
       let h: Record<string, string> = { ...headers };
@@ -69,7 +69,7 @@ export function createHttpClient(options: { readonly timeoutMs: number; readonly
         }
         res.resume(); // a redirect's own body is not needed
         if (redirects === MAX_REDIRECTS) throw new HttpTransportError(`more than ${MAX_REDIRECTS} redirects`);
-        const next = new URL(location, target);
+        const next = parseUrl(location, target);
         if (next.protocol !== 'http:' && next.protocol !== 'https:') throw new HttpTransportError(`redirected to an unsupported scheme ${next.protocol}`);
         if (res.statusCode === 303 || ((res.statusCode === 301 || res.statusCode === 302) && m === 'POST')) {
           m = 'GET';
@@ -162,6 +162,14 @@ function describe(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
   const code = (err as NodeJS.ErrnoException).code;
   return code !== undefined && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
+}
+
+function parseUrl(text: string, base?: URL): URL {
+  try {
+    return new URL(text, base);
+  } catch {
+    throw new HttpTransportError(base === undefined ? 'not a URL' : 'redirected to something that is not a URL');
+  }
 }
 
 function withoutHeader(headers: Record<string, string>, name: string): Record<string, string> {

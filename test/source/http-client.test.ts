@@ -100,10 +100,12 @@ describe('http client', () => {
     );
   });
 
-  it(`stops after ${MAX_REDIRECTS} redirects; a redirect without a Location is the answer`, async () => {
+  it(`stops after ${MAX_REDIRECTS} redirects or at a Location that is not a URL; a redirect without a Location is the answer`, async () => {
     reset((req, res) => answer(res, 301, '', { location: `/hop${seen.length}` }));
     await assert.rejects(http.send('GET', `${a}/start`, AUTH), (err: unknown) => err instanceof HttpTransportError && err.message === `more than ${MAX_REDIRECTS} redirects`);
     assert.equal(seen.length, MAX_REDIRECTS + 1);
+    reset((req, res) => answer(res, 302, '', { location: 'http://[bad' }));
+    await assert.rejects(http.send('GET', `${a}/start`, AUTH), (err: unknown) => err instanceof HttpTransportError && err.message === 'redirected to something that is not a URL');
     reset((req, res) => answer(res, 302, 'moved, but where?'));
     assert.deepEqual(await http.send('GET', `${a}/start`, AUTH), { status: 302, text: 'moved, but where?' });
   });
