@@ -86,9 +86,8 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
 
   async function request(method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<Response_> {
     try {
-      const res = body === undefined
-        ? await http.send(method, `${base}${path}`, headers, undefined, signal)
-        : await http.send(method, `${base}${path}`, { ...headers, 'Content-Type': 'application/json' }, JSON.stringify(body), signal);
+      const json = body === undefined ? undefined : JSON.stringify(body);
+      const res = await http.send(method, `${base}${path}`, json === undefined ? headers : { ...headers, 'Content-Type': 'application/json' }, json, signal);
       let parsed: unknown = undefined;
       if (res.text.length > 0) {
         try {
