@@ -56,16 +56,16 @@ export function createHttpClient(options: { readonly timeoutMs: number; readonly
 
   return {
     async send(method, url, headers, body, signal) {
-      const deadline = Date.now() + options.timeoutMs;
+      const limits: Limits = { deadline: Date.now() + options.timeoutMs, timeoutMs: options.timeoutMs, signal };
       let target = parseUrl(url);
       let m: 'GET' | 'POST' = method;
       let payload = body;
       let h: Record<string, string> = { ...headers };
       for (let redirects = 0; ; redirects++) {
-        const res = await exchange(target, m, h, payload, deadline, options.timeoutMs, signal, target.protocol === 'https:' ? agents.https : agents.http);
+        const res = await exchange(target, m, h, payload, limits, target.protocol === 'https:' ? agents.https : agents.http);
         const location = res.headers.location;
         if (!REDIRECTS.has(res.statusCode ?? 0) || location === undefined) {
-          return { status: res.statusCode ?? 0, text: await readBody(res, deadline, options.timeoutMs, signal) };
+          return { status: res.statusCode ?? 0, text: await readBody(res, limits) };
         }
         res.resume(); // a redirect's own body is not needed
         if (redirects === MAX_REDIRECTS) throw new HttpTransportError(`more than ${MAX_REDIRECTS} redirects`);
@@ -83,22 +83,20 @@ export function createHttpClient(options: { readonly timeoutMs: number; readonly
   };
 }
 
+/** What bounds one exchange, redirects and body included. */
+interface Limits {
+  readonly deadline: number;
+  readonly timeoutMs: number;
+  readonly signal: AbortSignal | undefined;
+}
+
 /** One request; resolves with the response head (its body still to read). */
-function exchange(
-  url: URL,
-  method: 'GET' | 'POST',
-  headers: Record<string, string>,
-  body: string | undefined,
-  deadline: number,
-  timeoutMs: number,
-  signal: AbortSignal | undefined,
-  agent: HttpAgent,
-): Promise<IncomingMessage> {
+function exchange(url: URL, method: 'GET' | 'POST', headers: Record<string, string>, body: string | undefined, limits: Limits, agent: HttpAgent): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
     const head: OutgoingHttpHeaders = { ...headers, 'Accept-Encoding': 'gzip, deflate, br' };
     if (body !== undefined) head['Content-Length'] = Buffer.byteLength(body);
     const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method, headers: head, agent });
-    const stop = guard(deadline, timeoutMs, signal, (err) => req.destroy(err));
+    const stop = guard(limits, (err) => req.destroy(err));
     req.on('error', (err) => {
       stop();
       reject(err instanceof HttpTransportError ? err : new HttpTransportError(describe(err), { cause: err }));
@@ -112,10 +110,10 @@ function exchange(
 }
 
 /** The whole body, decoded as its Content-Encoding says, within the same deadline. */
-function readBody(res: IncomingMessage, deadline: number, timeoutMs: number, signal: AbortSignal | undefined): Promise<string> {
+function readBody(res: IncomingMessage, limits: Limits): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    const stop = guard(deadline, timeoutMs, signal, (err) => res.destroy(err));
+    const stop = guard(limits, (err) => res.destroy(err));
     res.on('data', (c: Buffer) => chunks.push(c));
     const cut = (cause?: unknown): void => {
       stop();
@@ -146,7 +144,7 @@ function readBody(res: IncomingMessage, deadline: number, timeoutMs: number, sig
 }
 
 /** Destroy with a timeout or abort error when the deadline passes or the signal fires; returns the disarm. */
-function guard(deadline: number, timeoutMs: number, signal: AbortSignal | undefined, destroy: (err: Error) => void): () => void {
+function guard({ deadline, timeoutMs, signal }: Limits, destroy: (err: Error) => void): () => void {
   const timer = setTimeout(() => destroy(new HttpTransportError(`timed out after ${timeoutMs} ms`)), Math.max(0, deadline - Date.now()));
   const onAbort = (): void => destroy(new HttpTransportError('aborted'));
   if (signal?.aborted === true) queueMicrotask(onAbort);
