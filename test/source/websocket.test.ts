@@ -253,6 +253,9 @@ describe('event subscriber: frames', () => {
       },
     });
     await waitFor('connected', () => sub.stats.connected);
+    // Raw frames go only to subscriptions the server has taken the filter of; the client counts
+    // itself connected once it has sent the filter, which the server may not have read yet.
+    await server.waitForConnections(1);
     server.sendRaw('{"type":"event","event":{"id":"first"}}');
     server.sendRaw(Buffer.from('{"type":"event","event":{"id":"binary"}}'), true);
     server.sendRaw('not json at all');
