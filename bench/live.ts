@@ -2,11 +2,13 @@
  * The live pipeline (child process): `startPrefectTracing`, exactly what `prefect-otel watch` runs,
  * against the benchmark server, exporting OTLP/HTTP to the benchmark's receiver. Configured by the
  * environment like the CLI. Prints `{"ms":…,"spans":…,…}` once every frame is read and every span
- * is delivered: from the first frame to the last span accepted by the receiver.
+ * is delivered: from the first frame to the last span accepted by the receiver; `cpuMs` is the
+ * process's CPU time (every thread: the garbage collector's helpers too) over the same span of time.
  */
 import { resolveConfig } from '../src/config.js';
 import { startPrefectTracing } from '../src/index.js';
 import { createLogger, lineDestination } from '../src/log/logger.js';
+import { cpuMsSince } from './cpu.js';
 
 const expected = Number(process.argv[2]);
 // Log lines (one STLOGGING line per transition) go to a file, buffered exactly as the CLI buffers
@@ -15,8 +17,12 @@ const config = resolveConfig({});
 const logger = createLogger({ level: config.log.level, format: 'json', destination: lineDestination(process.env.BENCH_LOG_FILE ?? '/dev/null') });
 const handle = startPrefectTracing({ logger });
 let first: number | undefined;
+let cpu = process.cpuUsage();
 handle.on('status', (s) => {
-  if (s === 'connected' && first === undefined) first = performance.now();
+  if (s === 'connected' && first === undefined) {
+    first = performance.now();
+    cpu = process.cpuUsage();
+  }
 });
 handle.on('error', (err) => process.stderr.write(`${err.message}\n`));
 
@@ -43,6 +49,6 @@ const poll = setInterval(() => {
   const ms = performance.now() - first;
   clearInterval(poll);
   const mem = process.memoryUsage();
-  process.stdout.write(`${JSON.stringify({ ms, frames: s.source.frames, spans: s.spans.exported, finished: s.spans.finished, dropped: s.spans.dropped, rejected: s.spans.rejected, skipped: s.events.skipped, rssMb: mem.rss / 2 ** 20 })}\n`);
+  process.stdout.write(`${JSON.stringify({ ms, cpuMs: cpuMsSince(cpu), frames: s.source.frames, spans: s.spans.exported, finished: s.spans.finished, dropped: s.spans.dropped, rejected: s.spans.rejected, skipped: s.events.skipped, rssMb: mem.rss / 2 ** 20 })}\n`);
   void handle.shutdown(5_000).then(() => process.exit(0));
 }, 20);

@@ -14,8 +14,9 @@ import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node
 import { cpus, platform, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { cpuMsSince } from './cpu.js';
 import { startBenchReceiver, type BenchReceiver } from './receiver.js';
 import { ensureWorkload, type WorkloadFile } from './workload.js';
 
@@ -126,13 +127,26 @@ interface Throughput {
 }
 const rate = (events: number, ms: number): Throughput => ({ events, ms, perS: events / (ms / 1000) });
 
-async function wsCeiling(file: WorkloadFile, events: number): Promise<Throughput> {
+/** CPU time over a measured run, in ms: the side that reads the events, and the benchmark server sending them. */
+interface Cpu {
+  readonly cpuMs: number;
+  readonly serverCpuMs?: number;
+  readonly receiverCpuMs?: number;
+}
+
+/** The server's CPU time while it sent the frames (its `{"sent":…}` line). */
+async function serverCpu(server: { child: Child }): Promise<number> {
+  const r = await server.child.next<{ cpuMs: number }>((o) => 'sent' in o);
+  return r.cpuMs;
+}
+
+async function wsCeiling(file: WorkloadFile, events: number): Promise<Throughput & Cpu> {
   const server = await startServer(file, events, 'burst');
   try {
     const client = node('ceiling.js', [`${server.url.replace(/^http/, 'ws')}/events/out`, String(events)]);
-    const r = await client.next<{ frames: number; ms: number }>((o) => 'frames' in o);
+    const r = await client.next<{ frames: number; ms: number; cpuMs: number }>((o) => 'frames' in o);
     await client.exited;
-    return rate(r.frames, r.ms);
+    return { ...rate(r.frames, r.ms), cpuMs: r.cpuMs, serverCpuMs: await serverCpu(server) };
   } finally {
     await stop(server.child);
   }
@@ -140,6 +154,7 @@ async function wsCeiling(file: WorkloadFile, events: number): Promise<Throughput
 
 interface LiveResult {
   ms: number;
+  cpuMs: number;
   frames: number;
   spans: number;
   finished: number;
@@ -167,7 +182,7 @@ function spawnLive(events: number, env: Record<string, string>, nodeArgs: string
   return wrap(proc);
 }
 
-async function live(file: WorkloadFile, events: number): Promise<LiveResult & { receiverSpans: number }> {
+async function live(file: WorkloadFile, events: number): Promise<LiveResult & Cpu & { receiverSpans: number }> {
   const server = await startServer(file, events, 'burst');
   const receiver = await startBenchReceiver({ keep: false });
   const stateDir = mkdtempSync(join(tmpdir(), 'prefect-otel-bench-'));
@@ -175,9 +190,12 @@ async function live(file: WorkloadFile, events: number): Promise<LiveResult & { 
     // Throughput: runs end 100 ms after their last state (settle) and task runs left behind by a
     // crashed flow 250 ms after it (grace), so the run ends with the stream instead of a minute later.
     const child = spawnLive(events, liveEnv(server.url, receiver, stateDir, { PREFECT_OTEL_SETTLE_MS: '100', PREFECT_OTEL_TASK_GRACE_MS: '250' }));
+    // The receiver runs in this process, which does little else meanwhile.
+    const ownCpu = process.cpuUsage();
     const r = await child.next<LiveResult>((o) => 'ms' in o);
+    const receiverCpuMs = cpuMsSince(ownCpu);
     await child.exited;
-    return { ...r, receiverSpans: receiver.counts.spans };
+    return { ...r, receiverSpans: receiver.counts.spans, serverCpuMs: await serverCpu(server), receiverCpuMs };
   } finally {
     await stop(server.child);
     await receiver.close();
@@ -185,14 +203,14 @@ async function live(file: WorkloadFile, events: number): Promise<LiveResult & { 
   }
 }
 
-async function readParse(file: WorkloadFile): Promise<Throughput> {
+async function readParse(file: WorkloadFile): Promise<Throughput & Cpu> {
   const child = node('read-parse.js', [file.path]);
-  const r = await child.next<{ lines: number; ms: number }>((o) => 'lines' in o);
+  const r = await child.next<{ lines: number; ms: number; cpuMs: number }>((o) => 'lines' in o);
   await child.exited;
-  return rate(r.lines, r.ms);
+  return { ...rate(r.lines, r.ms), cpuMs: r.cpuMs };
 }
 
-interface ReplayResult extends Throughput {
+interface ReplayResult extends Throughput, Cpu {
   readonly spans: number;
   readonly exported: number;
   readonly receiverSpans: number;
@@ -204,7 +222,9 @@ async function replay(file: WorkloadFile): Promise<ReplayResult> {
   const receiver = await startBenchReceiver({ keep: false });
   const out = openSync('/dev/null', 'w');
   const started = performance.now();
-  const proc = spawn(process.execPath, [CLI, 'replay', file.path], {
+  const ownCpu = process.cpuUsage();
+  // The preload reports the process's CPU time at exit: the replay is timed from spawn to exit too.
+  const proc = spawn(process.execPath, ['--import', pathToFileURL(join(HERE, 'cpu-at-exit.js')).href, CLI, 'replay', file.path], {
     env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_API_URL: 'http://127.0.0.1:9/api', PREFECT_OTEL_LOG_LEVEL: 'info' },
     stdio: ['ignore', out, 'pipe'],
   });
@@ -214,11 +234,13 @@ async function replay(file: WorkloadFile): Promise<ReplayResult> {
   });
   const exitCode = await new Promise<number>((resolve) => proc.on('exit', (c) => resolve(c ?? 1)));
   const ms = performance.now() - started;
+  const receiverCpuMs = cpuMsSince(ownCpu);
   await receiver.close();
   const spans = Number(/spans: (\d+)/.exec(stderr)?.[1] ?? NaN);
   const exported = Number(/spans: (\d+) exported/.exec(stderr)?.[1] ?? NaN);
   if (exitCode !== 0) throw new Error(`replay exited ${exitCode}: ${stderr.slice(-2000)}`);
-  return { ...rate(file.events, ms), spans, exported, receiverSpans: receiver.counts.spans, exitCode };
+  const cpuMs = Number(/bench-cpu-ms: ([\d.]+)/.exec(stderr)?.[1] ?? NaN);
+  return { ...rate(file.events, ms), spans, exported, receiverSpans: receiver.counts.spans, exitCode, cpuMs, receiverCpuMs };
 }
 
 interface MemoryResult {
@@ -333,6 +355,43 @@ function soakTable(soak: LatencyResult): string[] {
     .map((x) => `${fmt(x.s / 60, 1).padStart(5)} min  RSS ${fmt(x.rssMb).padStart(4)} MB  heap ${fmt(x.heapMb).padStart(4)} MB  held ${fmt(x.retainedMb).padStart(4)} MB  open runs ${fmt(x.open)}`);
 }
 
+interface CpuBudget {
+  readonly live: { us: number; serverUs: number; receiverUs: number; budgetUs: number };
+  readonly ceiling: { us: number; serverUs: number };
+  readonly replay: { us: number; receiverUs: number; budgetUs: number };
+  readonly parse: { us: number };
+}
+
+/**
+ * CPU µs per event of each side, and the pipeline's budget at 0.7 × its ceiling: at that rate two
+ * cores give 2 / (0.7 × ceiling rate) seconds of CPU per event, of which the benchmark server's
+ * sending (as in the ceiling run) and the receiver take their share, whatever the pipeline does.
+ */
+function cpuBudget(
+  liveEvents: number, ceiling: Throughput & Cpu, live: LiveResult & Cpu,
+  replayEvents: number, parse: Throughput & Cpu, replay: ReplayResult,
+): CpuBudget {
+  const per = (ms: number | undefined, events: number): number => ((ms ?? NaN) * 1000) / events;
+  const cores = 2;
+  const liveUs = { us: per(live.cpuMs, liveEvents), serverUs: per(live.serverCpuMs, liveEvents), receiverUs: per(live.receiverCpuMs, liveEvents) };
+  const ceilingUs = { us: per(ceiling.cpuMs, liveEvents), serverUs: per(ceiling.serverCpuMs, liveEvents) };
+  const replayUs = { us: per(replay.cpuMs, replayEvents), receiverUs: per(replay.receiverCpuMs, replayEvents) };
+  return {
+    live: { ...liveUs, budgetUs: (cores * 1e6) / (0.7 * ceiling.perS) - ceilingUs.serverUs - liveUs.receiverUs },
+    ceiling: ceilingUs,
+    replay: { ...replayUs, budgetUs: (cores * 1e6) / (0.7 * parse.perS) - replayUs.receiverUs },
+    parse: { us: per(parse.cpuMs, replayEvents) },
+  };
+}
+
+function budgetLine(b: CpuBudget): string {
+  const f = (n: number): string => fmt(n, 1);
+  return [
+    `live ${f(b.live.us)} (server ${f(b.live.serverUs)}, receiver ${f(b.live.receiverUs)}), ceiling client ${f(b.ceiling.us)} (server ${f(b.ceiling.serverUs)}); at 0.7 both cores leave the pipeline ${f(b.live.budgetUs)}`,
+    `replay ${f(b.replay.us)} (receiver ${f(b.replay.receiverUs)}), read + parse ${f(b.parse.us)}; at 0.7 both cores leave the replay ${f(b.replay.budgetUs)}`,
+  ].join('; ');
+}
+
 const fmt = (n: number, digits = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 const best = <T extends { ms: number }>(xs: T[]): T => xs.reduce((a, b) => (b.ms < a.ms ? b : a));
 
@@ -355,8 +414,8 @@ async function main(): Promise<void> {
   const failures: string[] = [];
 
   // 1 + 2: the websocket ceiling and the live pipeline, alternated.
-  const ceilings: Throughput[] = [];
-  const lives: (LiveResult & { receiverSpans: number })[] = [];
+  const ceilings: (Throughput & Cpu)[] = [];
+  const lives: (LiveResult & Cpu & { receiverSpans: number })[] = [];
   for (let i = 0; i < rounds; i++) {
     status(`live: round ${i + 1}/${rounds}, ceiling`);
     ceilings.push(await wsCeiling(liveFile, liveEvents));
@@ -374,7 +433,7 @@ async function main(): Promise<void> {
   say(`2. live      ws → model → OTLP/HTTP       ${fmt(liveRate.perS).padStart(9)} events/s  (${fmt(liveBest.finished)} spans received in ${fmt(liveBest.ms / 1000, 2)} s)   live / ceiling = ${liveRatio.toFixed(2)}`);
 
   // 3: replay against read + parse.
-  const parses: Throughput[] = [];
+  const parses: (Throughput & Cpu)[] = [];
   const replays: ReplayResult[] = [];
   for (let i = 0; i < rounds; i++) {
     status(`replay: round ${i + 1}/${rounds}, read + parse`);
@@ -388,6 +447,9 @@ async function main(): Promise<void> {
   for (const r of replays) if (r.receiverSpans !== r.spans || r.exported !== r.spans) failures.push(`replay: ${r.spans} spans, ${r.exported} exported, ${r.receiverSpans} received`);
   say(`3. replay    read + JSON.parse            ${fmt(parse.perS).padStart(9)} events/s  (${fmt(parse.events)} lines in ${fmt(parse.ms / 1000, 2)} s)`);
   say(`             prefect-otel replay → OTLP   ${fmt(replayBest.perS).padStart(9)} events/s  (${fmt(replayBest.spans)} spans received in ${fmt(replayBest.ms / 1000, 2)} s)   replay / ceiling = ${replayRatio.toFixed(2)}`);
+
+  const budget = cpuBudget(liveEvents, ceiling, liveBest, replayFile.events, parse, replayBest);
+  say(`   CPU       µs per event, every thread: ${budgetLine(budget)}`);
 
   // 4: memory per open run.
   const mems: MemoryResult[] = [];
@@ -428,7 +490,7 @@ async function main(): Promise<void> {
   for (const f of failures) say(`  span loss: ${f}`);
 
   if (!args['no-write']) {
-    writeResults({ machine, date, liveEvents, ceiling, liveRate, liveRatio, liveBest, parse, replayBest, replayRatio, mems, lat, soak, targets, file: replayFile, split });
+    writeResults({ machine, date, liveEvents, ceiling, liveRate, liveRatio, liveBest, parse, replayBest, replayRatio, mems, lat, soak, targets, file: replayFile, split, budget });
     say(`results written to bench/README.md`);
   }
 }
@@ -445,8 +507,9 @@ async function runSoak(): Promise<LatencyResult> {
 function writeResults(r: {
   machine: string; date: string; liveEvents: number; ceiling: Throughput; liveRate: Throughput; liveRatio: number; liveBest: LiveResult;
   parse: Throughput; replayBest: ReplayResult; replayRatio: number; mems: MemoryResult[]; lat: LatencyResult; soak: LatencyResult | undefined;
-  targets: { name: string; ok: boolean }[]; file: WorkloadFile; split: StagesResult;
+  targets: { name: string; ok: boolean }[]; file: WorkloadFile; split: StagesResult; budget: CpuBudget;
 }): void {
+  const b = r.budget;
   const rows = [
     `Measured on ${r.date}: ${r.machine}. Workload: ${fmt(r.file.events)} events (${fmt(r.file.bytes / 2 ** 20)} MB), best of the rounds.`,
     '',
@@ -470,6 +533,15 @@ function writeResults(r: {
     '| stage | µs per event, cumulative | this stage |',
     '|---|---|---|',
     ...r.split.stages.map((x, i) => `| ${x.name} | ${fmt(x.usPerEvent, 1)} | ${fmt(x.usPerEvent - (i === 0 ? 0 : r.split.stages[i - 1]!.usPerEvent), 1)} |`),
+    '',
+    'CPU time per event (user + system, every thread of the process, over the timed part of the best round), and what a ratio of 0.7 would leave the pipeline if it kept both cores busy:',
+    '',
+    '| run | CPU µs per event | beside it, µs per event | at 0.7 × ceiling, both cores leave the pipeline |',
+    '|---|---|---|---|',
+    `| live pipeline | ${fmt(b.live.us, 1)} | server sending ${fmt(b.live.serverUs, 1)}; receiver ${fmt(b.live.receiverUs, 1)} | ${fmt(b.live.budgetUs, 1)} µs |`,
+    `| ws ceiling client | ${fmt(b.ceiling.us, 1)} | server sending ${fmt(b.ceiling.serverUs, 1)} | |`,
+    `| replay | ${fmt(b.replay.us, 1)} | receiver ${fmt(b.replay.receiverUs, 1)} | ${fmt(b.replay.budgetUs, 1)} µs |`,
+    `| read + parse ceiling | ${fmt(b.parse.us, 1)} | | |`,
   ];
   const text = readFileSync(README, 'utf8');
   const start = '<!-- results:start -->';

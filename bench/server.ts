@@ -8,13 +8,14 @@
  *   so that the client's lag from `occurred` is real.
  *
  * Started as `node server.js '<json options>'`; prints `{"port":…}` when listening and
- * `{"sent":…,"ms":…}` when done.
+ * `{"sent":…,"ms":…,"cpuMs":…}` when done (`cpuMs`: the process's CPU time while sending).
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { cpuMsSince } from './cpu.js';
 import { readLines } from './workload.js';
 
 interface ServerOptions {
@@ -47,8 +48,9 @@ async function main(): Promise<void> {
       } else if (phase === 'filter' && msg.type === 'filter') {
         phase = 'live';
         const started = performance.now();
+        const cpu = process.cpuUsage();
         const finished = (sent: number): void => {
-          process.stdout.write(`${JSON.stringify({ sent, ms: performance.now() - started })}\n`);
+          process.stdout.write(`${JSON.stringify({ sent, ms: performance.now() - started, cpuMs: cpuMsSince(cpu) })}\n`);
         };
         if (options.mode === 'burst') sendBurst(ws, frames, finished);
         else sendAtRate(ws, options.file, options.events, options.rate ?? 1000, finished);
