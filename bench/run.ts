@@ -8,6 +8,7 @@
  *   npm run bench -- --soak-only       # just the soak, nothing written
  *   npm run bench -- --soak-minutes 10 --live-events 300000 --replay-events 1000000 --no-write
  *   npm run bench -- --stages-events 50000   # the stage-by-stage split (6) on fewer events
+ *   npm run bench -- --handoff-events 50000  # the hand-off to a worker thread (9) on fewer events
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,6 +36,7 @@ const { values: args } = parseArgs({
     'live-events': { type: 'string', default: '300000' },
     'replay-events': { type: 'string', default: '1000000' },
     'stages-events': { type: 'string', default: '150000' },
+    'handoff-events': { type: 'string', default: '100000' },
     'latency-rate': { type: 'string', default: '5000' },
     'latency-seconds': { type: 'string', default: '30' },
     rounds: { type: 'string', default: '2' },
@@ -272,6 +274,21 @@ async function stages(file: WorkloadFile, events: number): Promise<StagesResult>
   return r;
 }
 
+interface HandoffResult {
+  readonly events: number;
+  readonly rounds: number;
+  readonly parseUs: number;
+  readonly ways: { name: string; mainUs: number; cpuUs: number }[];
+}
+
+/** Events handed to a worker thread as text and as parsed objects, against parsing them. */
+async function handoff(file: WorkloadFile, events: number): Promise<HandoffResult> {
+  const child = node('handoff.js', [file.path, String(events), '3'], { nodeArgs: ['--expose-gc'] });
+  const r = await child.next<HandoffResult>((o) => 'ways' in o);
+  await child.exited;
+  return r;
+}
+
 /** `JSON.parse 4.7 µs; + checks 6.5 (+1.8); …` */
 function stagesLine(r: StagesResult): string {
   return r.stages.map((x, i) => (i === 0 ? `${x.name} ${fmt(x.usPerEvent, 1)} µs` : `${x.name} ${fmt(x.usPerEvent, 1)} (+${fmt(x.usPerEvent - r.stages[i - 1]!.usPerEvent, 1)})`)).join('; ');
@@ -473,6 +490,11 @@ async function main(): Promise<void> {
   const split = await stages(liveFile, num('stages-events'));
   say(`6. stages    ${fmt(split.events)} events in one process, µs per event: ${stagesLine(split)}`);
 
+  // 9: handing events to a worker thread.
+  status('hand-off');
+  const hand = await handoff(liveFile, num('handoff-events'));
+  say(`9. hand-off  ${fmt(hand.events)} events to a worker thread, µs per event (main thread / all threads): ${hand.ways.map((w) => `${w.name} ${fmt(w.mainUs, 1)} / ${fmt(w.cpuUs, 1)}`).join('; ')}; JSON.parse ${fmt(hand.parseUs, 1)}`);
+
   let soak: LatencyResult | undefined;
   if (args.soak) {
     soak = await runSoak();
@@ -490,7 +512,7 @@ async function main(): Promise<void> {
   for (const f of failures) say(`  span loss: ${f}`);
 
   if (!args['no-write']) {
-    writeResults({ machine, date, liveEvents, ceiling, liveRate, liveRatio, liveBest, parse, replayBest, replayRatio, mems, lat, soak, targets, file: replayFile, split, budget });
+    writeResults({ machine, date, liveEvents, ceiling, liveRate, liveRatio, liveBest, parse, replayBest, replayRatio, mems, lat, soak, targets, file: replayFile, split, budget, hand });
     say(`results written to bench/README.md`);
   }
 }
@@ -507,7 +529,7 @@ async function runSoak(): Promise<LatencyResult> {
 function writeResults(r: {
   machine: string; date: string; liveEvents: number; ceiling: Throughput; liveRate: Throughput; liveRatio: number; liveBest: LiveResult;
   parse: Throughput; replayBest: ReplayResult; replayRatio: number; mems: MemoryResult[]; lat: LatencyResult; soak: LatencyResult | undefined;
-  targets: { name: string; ok: boolean }[]; file: WorkloadFile; split: StagesResult; budget: CpuBudget;
+  targets: { name: string; ok: boolean }[]; file: WorkloadFile; split: StagesResult; budget: CpuBudget; hand: HandoffResult;
 }): void {
   const b = r.budget;
   const rows = [
@@ -542,6 +564,12 @@ function writeResults(r: {
     `| ws ceiling client | ${fmt(b.ceiling.us, 1)} | server sending ${fmt(b.ceiling.serverUs, 1)} | |`,
     `| replay | ${fmt(b.replay.us, 1)} | receiver ${fmt(b.replay.receiverUs, 1)} | ${fmt(b.replay.budgetUs, 1)} µs |`,
     `| read + parse ceiling | ${fmt(b.parse.us, 1)} | | |`,
+    '',
+    `Handing ${fmt(r.hand.events)} of the live workload's events to a worker thread that only counts them (\`bench/handoff.ts\`), best of ${r.hand.rounds}; \`JSON.parse\` of one takes ${fmt(r.hand.parseUs, 1)} µs:`,
+    '',
+    '| handed over as | main thread, µs per event | CPU of both threads, µs per event |',
+    '|---|---|---|',
+    ...r.hand.ways.map((w) => `| ${w.name} | ${fmt(w.mainUs, 1)} | ${fmt(w.cpuUs, 1)} |`),
   ];
   const text = readFileSync(README, 'utf8');
   const start = '<!-- results:start -->';
