@@ -253,12 +253,15 @@ interface MemoryResult {
   rssPerRun3: number;
 }
 
-async function memory(file: WorkloadFile, runs: number): Promise<MemoryResult> {
-  const child = node('memory.js', [file.path, String(runs)], { nodeArgs: ['--expose-gc'] });
-  const r = await child.next<MemoryResult>((o) => 'runs' in o);
+/** A measurement that runs in a child process with `--expose-gc` and answers with one JSON line holding `key`. */
+async function gcChild<T>(script: string, argv: string[], key: string): Promise<T> {
+  const child = node(script, argv, { nodeArgs: ['--expose-gc'] });
+  const r = await child.next<T>((o) => key in o);
   await child.exited;
   return r;
 }
+
+const memory = (file: WorkloadFile, runs: number): Promise<MemoryResult> => gcChild('memory.js', [file.path, String(runs)], 'runs');
 
 interface StagesResult {
   readonly events: number;
@@ -267,12 +270,7 @@ interface StagesResult {
 }
 
 /** The pipeline taken apart, one stage further per pass over the same events in one process. */
-async function stages(file: WorkloadFile, events: number): Promise<StagesResult> {
-  const child = node('stages.js', [file.path, String(events), '3'], { nodeArgs: ['--expose-gc'] });
-  const r = await child.next<StagesResult>((o) => 'stages' in o);
-  await child.exited;
-  return r;
-}
+const stages = (file: WorkloadFile, events: number): Promise<StagesResult> => gcChild('stages.js', [file.path, String(events), '3'], 'stages');
 
 interface HandoffResult {
   readonly events: number;
@@ -282,12 +280,7 @@ interface HandoffResult {
 }
 
 /** Events handed to a worker thread as text and as parsed objects, against parsing them. */
-async function handoff(file: WorkloadFile, events: number): Promise<HandoffResult> {
-  const child = node('handoff.js', [file.path, String(events), '3'], { nodeArgs: ['--expose-gc'] });
-  const r = await child.next<HandoffResult>((o) => 'ways' in o);
-  await child.exited;
-  return r;
-}
+const handoff = (file: WorkloadFile, events: number): Promise<HandoffResult> => gcChild('handoff.js', [file.path, String(events), '3'], 'ways');
 
 /** `JSON.parse 4.7 µs; + checks 6.5 (+1.8); …` */
 function stagesLine(r: StagesResult): string {
