@@ -9,9 +9,9 @@ const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1
  */
 export function parseTimestampUs(text: string): number | undefined {
   // Events come in bursts within the same second: reuse the last whole-second prefix's value.
-  if (text.length > 20 && text.charCodeAt(19) === 46 /* . */ && text.endsWith('Z') && text.startsWith(lastPrefix)) {
-    const frac = text.slice(20, -1);
-    if (FRACTION_RE.test(frac)) return lastPrefixMs * 1000 + Number(frac.padEnd(6, '0').slice(0, 6));
+  if (text.length > 21 && text.length <= 30 && text.charCodeAt(19) === 46 /* . */ && text.charCodeAt(text.length - 1) === 90 /* Z */ && text.startsWith(lastPrefix)) {
+    const micros = fractionMicros(text, 20, text.length - 1);
+    if (micros !== undefined) return lastPrefixMs * 1000 + micros;
   }
   const m = ISO_RE.exec(text);
   if (!m) return undefined;
@@ -35,7 +35,18 @@ export function parseTimestampUs(text: string): number | undefined {
   return (ms - offsetMin * 60_000) * 1000 + micros;
 }
 
-const FRACTION_RE = /^\d{1,9}$/;
+/** The 1–9 fraction digits in text[from, to) as microseconds (truncated), read without allocating; undefined for anything else. */
+function fractionMicros(text: string, from: number, to: number): number | undefined {
+  let micros = 0;
+  for (let i = from; i < to; i++) {
+    const digit = text.charCodeAt(i) - 48;
+    if (digit < 0 || digit > 9) return undefined;
+    if (i - from < 6) micros = micros * 10 + digit;
+  }
+  for (let n = to - from; n < 6; n++) micros *= 10;
+  return micros;
+}
+
 let lastPrefix = '\u0000';
 let lastPrefixMs = 0;
 

@@ -26,6 +26,27 @@ test('timestamps: pydantic Z and isoformat +00:00 forms give the same microsecon
   assert.equal(usToIso(z), '2026-08-21T12:00:05.123456Z');
 });
 
+test('timestamps: within the second of the last one read, every fraction is read as on its own', () => {
+  const second = Date.UTC(2026, 7, 21, 12, 0, 5) * 1000;
+  assert.equal(parseTimestampUs('2026-08-21T12:00:05.000001Z'), second + 1);
+  const cases: [string, number | undefined][] = [
+    ['2026-08-21T12:00:05.1Z', second + 100000],
+    ['2026-08-21T12:00:05.12Z', second + 120000],
+    ['2026-08-21T12:00:05.987654Z', second + 987654],
+    ['2026-08-21T12:00:05.9876549Z', second + 987654],
+    ['2026-08-21T12:00:05.123456789Z', second + 123456],
+    ['2026-08-21T12:00:05.1234567891Z', undefined],
+    ['2026-08-21T12:00:05.Z', undefined],
+    ['2026-08-21T12:00:05.12a4Z', undefined],
+    ['2026-08-21T12:00:05.-1Z', undefined],
+    ['2026-08-21T12:00:05.5+01:00', second + 500000 - 3_600_000_000],
+  ];
+  for (const [text, us] of cases) {
+    parseTimestampUs('2026-08-21T12:00:05.000001Z');
+    assert.equal(parseTimestampUs(text), us, text);
+  }
+});
+
 test('ids: trace id is the root run UUID in hex; span id is SHA-256 of the dashed UUID (and of uuid:n for reruns)', () => {
   const run = '0198C7D2-5B1E-7A3C-9F10-2B3C4D5E6F70';
   assert.equal(canonicalUuid(run), '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70');
