@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 const HEX32_RE = /^[0-9a-f]{32}$/i;
 const ZERO_SPAN_ID = '0000000000000000';
@@ -37,7 +37,8 @@ export function spanIdForRun(runId: string, attempt = 0): string {
   const input = attempt === 0 ? runId.toLowerCase() : `${runId.toLowerCase()}:${attempt}`;
   let id = recentSpanIds.get(input);
   if (id !== undefined) return id;
-  const digest = createHash('sha256').update(input).digest('hex');
+  // One-shot hash: a fraction of a Hash object's cost for an input this short.
+  const digest = hash('sha256', input, 'hex');
   id = digest.slice(0, 16);
   if (id === ZERO_SPAN_ID) id = digest.slice(16, 32);
   // Every event of a run asks for its span id and its parent's: remember the recent ones (bounded).

@@ -71,7 +71,7 @@ export class RunState {
   readonly ref: { readonly type: RunType; readonly id: string };
   meta: RunMeta = { tags: [], parentTaskIds: [] };
   ctx: TraceCtx;
-  attempt: number;
+  readonly attempt: number;
   events: EventEntry[] = [];
   summarised: { count: number; firstUs: number; names: Record<string, number> } | undefined;
   firstEventUs = Infinity;
@@ -86,6 +86,8 @@ export class RunState {
   /** Flow runs: the lookup of Prefect's own span was asked for this attempt / is still unanswered (not persisted). */
   nativeAsked = false;
   nativePending = false;
+  /** Every event of the run names its span (log lines, span events): derived once (not persisted). */
+  private spanIdValue: string | undefined;
 
   constructor(ref: RunRef, ctx: TraceCtx, attempt: number, nowMs: number) {
     this.ref = { type: ref.type, id: ref.id };
@@ -124,7 +126,7 @@ export class RunState {
   }
 
   get spanId(): string {
-    return spanIdForRun(this.ref.id, this.attempt);
+    return (this.spanIdValue ??= spanIdForRun(this.ref.id, this.attempt));
   }
 
   get terminal(): boolean {
