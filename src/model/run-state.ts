@@ -86,8 +86,6 @@ export class RunState {
   /** Flow runs: the lookup of Prefect's own span was asked for this attempt / is still unanswered (not persisted). */
   nativeAsked = false;
   nativePending = false;
-  /** Every event of the run names its span (log lines, span events): derived once (not persisted). */
-  private spanIdValue: string | undefined;
 
   constructor(ref: RunRef, ctx: TraceCtx, attempt: number, nowMs: number) {
     this.ref = { type: ref.type, id: ref.id };
@@ -126,7 +124,7 @@ export class RunState {
   }
 
   get spanId(): string {
-    return (this.spanIdValue ??= spanIdForRun(this.ref.id, this.attempt));
+    return spanIdForRun(this.ref.id, this.attempt);
   }
 
   get terminal(): boolean {
