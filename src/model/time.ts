@@ -27,7 +27,7 @@ export function parseTimestampUs(text: string): number | undefined {
     const digits = zone.slice(1).replace(':', '');
     offsetMin = sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4) || '0'));
   }
-  const micros = Number(frac.padEnd(6, '0').slice(0, 6));
+  const micros = fractionMicros(frac, 0, frac.length)!; // the pattern took digits only
   if ((zone === 'Z' || zone === 'z') && text.charCodeAt(10) === 84 /* T */) {
     lastPrefix = text.slice(0, 19);
     lastPrefixMs = ms;
@@ -35,7 +35,10 @@ export function parseTimestampUs(text: string): number | undefined {
   return (ms - offsetMin * 60_000) * 1000 + micros;
 }
 
-/** The 1–9 fraction digits in text[from, to) as microseconds (truncated), read without allocating; undefined for anything else. */
+/**
+ * The fraction digits in text[from, to) as microseconds (digits past the sixth are cut), read
+ * without allocating; undefined when one is not a digit. The caller bounds how many there are.
+ */
 function fractionMicros(text: string, from: number, to: number): number | undefined {
   let micros = 0;
   for (let i = from; i < to; i++) {
