@@ -4,7 +4,7 @@ import type { Config } from './config.js';
 import { createDelivery, type Delivery, type FlushResult } from './export/delivery.js';
 import { LagHistogram } from './export/lag.js';
 import { createLogSender, createTraceSender } from './export/exporters.js';
-import { createResource, estimateSpanBytes, toReadableSpan } from './export/spans.js';
+import { createResource, estimateSpanBytes } from './export/spans.js';
 import { createRunLogWriter } from './log/stlogging.js';
 import { classify } from './model/classify.js';
 import { DedupeSet } from './model/dedupe.js';
@@ -294,12 +294,13 @@ export function createTraceDelivery(
   resource: ReturnType<typeof createResource>,
   onDelivered?: (spans: readonly SpanRecord[]) => void,
 ): Delivery<SpanRecord> | undefined {
-  const sender = createTraceSender(config.traces);
+  const sender = createTraceSender(config.traces, resource);
   if (sender === undefined) return undefined;
   const log = logger.child({ component: 'export', signal: 'traces' });
   return createDelivery<SpanRecord>({
     name: 'traces',
-    send: (batch) => sender.send(batch.map((r) => toReadableSpan(r, resource))),
+    send: (batch) => sender.send(batch),
+    close: () => sender.shutdown(),
     sizeOf: estimateSpanBytes,
     maxItems: config.delivery.maxSpans,
     maxBytes: config.delivery.maxBytes,
@@ -317,6 +318,7 @@ function createLogDelivery(config: Config, logger: Logger): Delivery<ReadableLog
   return createDelivery<ReadableLogRecord>({
     name: 'logs',
     send: (batch) => sender.send(batch),
+    close: () => sender.shutdown(),
     sizeOf: (r) => 300 + (typeof r.body === 'string' ? r.body.length : 200),
     maxItems: config.delivery.maxSpans * 4,
     maxBytes: config.delivery.maxBytes,

@@ -10,6 +10,8 @@ export type SendResult = { ok: true } | { ok: false; retryable: boolean; error: 
 export interface DeliveryOptions<T> {
   readonly name: string;
   readonly send: (batch: T[]) => Promise<SendResult>;
+  /** Release the sender once the queue is shut down. */
+  readonly close?: () => Promise<void>;
   readonly sizeOf: (item: T) => number;
   readonly maxItems: number;
   readonly maxBytes: number;
@@ -229,6 +231,7 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       const result = await flush(timeoutMs);
       closed = true;
       if (timer !== undefined) clearTimeout(timer);
+      await options.close?.();
       return result;
     },
     drainQueued(): T[] {

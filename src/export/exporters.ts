@@ -6,9 +6,13 @@ import { OTLPTraceExporter as OTLPTraceExporterProto } from '@opentelemetry/expo
 import { CompressionAlgorithm } from '@opentelemetry/otlp-exporter-base';
 import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { ConsoleSpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace';
+import type { Resource } from '@opentelemetry/resources';
 import type { OtlpSignalConfig } from '../config.js';
+import type { SpanRecord } from '../model/span-record.js';
 import { VERSION } from '../version.js';
 import type { SendResult } from './delivery.js';
+import { createThreadedTraceSender } from './export-thread.js';
+import { toReadableSpan } from './spans.js';
 
 interface Exporter<T> {
   export(items: T[], done: (result: ExportResult) => void): void;
@@ -53,9 +57,24 @@ function wrap<T>(exporter: Exporter<T>): Sender<T> {
   };
 }
 
-export function createTraceSender(signal: OtlpSignalConfig & { exporter: 'otlp' | 'console' | 'none' }): Sender<ReadableSpan> | undefined {
+/**
+ * The trace sender for the configured exporter. OTLP encodes and sends on its own thread; the
+ * console exporter (a debugging aid) prints from this one.
+ */
+export function createTraceSender(
+  signal: OtlpSignalConfig & { exporter: 'otlp' | 'console' | 'none' },
+  resource: Resource,
+): Sender<SpanRecord> | undefined {
   if (signal.exporter === 'none') return undefined;
-  if (signal.exporter === 'console') return wrap(new ConsoleSpanExporter());
+  if (signal.exporter === 'otlp') {
+    return createThreadedTraceSender({ signal: { ...signal, headers: { ...signal.headers } }, resourceAttributes: resource.attributes });
+  }
+  const console = wrap(new ConsoleSpanExporter());
+  return { send: (items) => console.send(items.map((r) => toReadableSpan(r, resource))), shutdown: () => console.shutdown() };
+}
+
+/** The SDK's OTLP trace exporter for the configured protocol (run on the export thread). */
+export function createOtlpTraceSender(signal: OtlpSignalConfig): Sender<ReadableSpan> {
   const options = exporterOptions(signal);
   return wrap(signal.protocol === 'http/json' ? new OTLPTraceExporterJson(options) : new OTLPTraceExporterProto(options));
 }

@@ -1,0 +1,99 @@
+/**
+ * A trace sender whose encoding and HTTP run on a worker thread (`span-export-worker.ts`). The
+ * pipeline's thread only turns a batch of span records into JSON text and posts it; the answer
+ * comes back as a SendResult, so the delivery queue, its retries and its bounds stay where they
+ * were. The thread is started on the first batch, holds the process open only while a batch is
+ * out, and is started again on the next batch if it ever dies (the batches it held come back as
+ * retryable failures).
+ */
+import { Worker } from 'node:worker_threads';
+import { diag, type Attributes } from '@opentelemetry/api';
+import type { OtlpSignalConfig } from '../config.js';
+import type { SpanRecord } from '../model/span-record.js';
+import type { SendResult } from './delivery.js';
+import type { Sender } from './exporters.js';
+
+export interface ExportThreadInit {
+  readonly signal: OtlpSignalConfig;
+  readonly resourceAttributes: Attributes;
+}
+
+export type ToExportThread = { readonly type: 'send'; readonly id: number; readonly spans: string } | { readonly type: 'shutdown' };
+
+export type FromExportThread =
+  | { readonly type: 'result'; readonly id: number; readonly result: SendResult }
+  | { readonly type: 'diag'; readonly level: 'error' | 'warn' | 'info' | 'debug' | 'verbose'; readonly message: string; readonly args: unknown[] }
+  | { readonly type: 'closed' };
+
+/** How long a shutdown waits for the thread's exporter to close before the thread is stopped. */
+const CLOSE_TIMEOUT_MS = 2_000;
+
+const WORKER_URL = new URL('./span-export-worker.js', import.meta.url);
+
+interface Thread {
+  readonly worker: Worker;
+  /** Batches posted and not answered yet, by id. */
+  readonly pending: Map<number, (result: SendResult) => void>;
+  closed?: () => void;
+}
+
+/** `workerUrl`: the thread's script (tests give one that dies on cue). */
+export function createThreadedTraceSender(init: ExportThreadInit, workerUrl: URL = WORKER_URL): Sender<SpanRecord> {
+  let thread: Thread | undefined;
+  let nextId = 0;
+  let shutDown = false;
+
+  const start = (): Thread => {
+    const t: Thread = { worker: new Worker(workerUrl, { workerData: init }), pending: new Map() };
+    const lost = (error: string): void => {
+      if (thread === t) thread = undefined;
+      const answers = [...t.pending.values()];
+      t.pending.clear();
+      for (const answer of answers) answer({ ok: false, retryable: true, error });
+      t.closed?.();
+    };
+    t.worker.unref();
+    t.worker.on('message', (message: FromExportThread) => {
+      if (message.type === 'result') {
+        const answer = t.pending.get(message.id);
+        t.pending.delete(message.id);
+        if (t.pending.size === 0) t.worker.unref();
+        answer?.(message.result);
+      } else if (message.type === 'diag') diag[message.level](message.message, ...message.args);
+      else t.closed?.();
+    });
+    t.worker.on('error', (err) => lost(`the export thread failed: ${err.message}`));
+    t.worker.on('exit', (code) => lost(`the export thread stopped (exit code ${code})`));
+    return t;
+  };
+
+  return {
+    send(items: SpanRecord[]): Promise<SendResult> {
+      if (shutDown) return Promise.resolve({ ok: false, retryable: false, error: 'the trace exporter is shut down' });
+      const t = (thread ??= start());
+      const id = nextId++;
+      const spans = JSON.stringify(items);
+      return new Promise<SendResult>((resolve) => {
+        t.pending.set(id, resolve);
+        t.worker.ref();
+        t.worker.postMessage({ type: 'send', id, spans } satisfies ToExportThread);
+      });
+    },
+
+    async shutdown(): Promise<void> {
+      shutDown = true;
+      const t = thread;
+      if (t === undefined) return;
+      thread = undefined;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, CLOSE_TIMEOUT_MS);
+        t.closed = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        t.worker.postMessage({ type: 'shutdown' } satisfies ToExportThread);
+      });
+      await t.worker.terminate();
+    },
+  };
+}

@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { test } from 'node:test';
+import { resolveConfig } from '../../src/config.js';
+import { createThreadedTraceSender } from '../../src/export/export-thread.js';
+import { createOtlpTraceSender, createTraceSender } from '../../src/export/exporters.js';
+import { createResource, toReadableSpan } from '../../src/export/spans.js';
+import type { SpanRecord } from '../../src/model/span-record.js';
+
+/** Spans with every kind of value the model writes: ints, doubles, booleans, string arrays, non-ASCII text, links, an error status. */
+function records(): SpanRecord[] {
+  const run = { id: 'r', type: 'flow', name: 'etl', attempt: 0, finalState: undefined, incomplete: false } as const;
+  return [
+    {
+      traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', parentSpanId: undefined, name: 'etl / ancient-fox', kind: 'server',
+      startUs: 1_700_000_000_123_456, endUs: 1_700_000_061_654_321, status: { code: 'error', message: 'Flow run encountered an exception: ValueError("é ✓ 𝄞")' },
+      attributes: { 'prefect.run.id': 'f0e1d2c3', 'prefect.tags': ['nightly', 'ünïcode'], 'prefect.run.wait_ms': 1_234, 'prefect.run.incomplete': false, ratio: 0.25, big: 2 ** 53 - 1 },
+      events: [
+        { name: 'Scheduled', timeUs: 1_700_000_000_000_001, attributes: { 'prefect.state.type': 'SCHEDULED', 'prefect.run.count': 0 } },
+        { name: 'Failed', timeUs: 1_700_000_061_654_321, attributes: { 'prefect.state.message': '', 'prefect.event.received_lag_ms': -3 } },
+      ],
+      links: [{ traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', attributes: { 'prefect.link.kind': 'parent_task' } }],
+      run,
+    },
+    {
+      traceId: '0af7651916cd43dd8448eb211c80319c', spanId: '53995c3f42cd8ad8', parentSpanId: 'b7ad6b7169203331', name: 'extract-0', kind: 'internal',
+      startUs: 1_700_000_001_000_000, endUs: 1_700_000_002_000_000, status: { code: 'unset' }, attributes: {}, events: [], links: [], run,
+    },
+  ];
+}
+
+/** An HTTP server that answers 200 to everything and keeps each request's body as sent. */
+async function capture() {
+  const bodies: Buffer[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      bodies.push(Buffer.concat(chunks));
+      res.writeHead(200, { 'content-type': req.headers['content-type'] ?? 'application/x-protobuf' }).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { url, bodies, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+for (const protocol of ['http/protobuf', 'http/json'] as const) {
+  test(`the export thread sends the very request the SDK's ${protocol} exporter makes of the same spans on the pipeline's thread`, async () => {
+    const server = await capture();
+    try {
+      const config = resolveConfig({ otlpEndpoint: server.url, otlpProtocol: protocol, serviceName: 'etl-prod' }, { OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment=prod' });
+      const resource = createResource(config);
+      const threaded = createTraceSender(config.traces, resource)!;
+      assert.deepEqual(await threaded.send(records()), { ok: true });
+      await threaded.shutdown();
+      const direct = createOtlpTraceSender(config.traces);
+      assert.deepEqual(await direct.send(records().map((r) => toReadableSpan(r, resource))), { ok: true });
+      await direct.shutdown();
+      assert.equal(server.bodies.length, 2);
+      assert.ok(server.bodies[0]!.length > 500, `a request of ${server.bodies[0]!.length} bytes`);
+      assert.ok(server.bodies[0]!.equals(server.bodies[1]!), 'the two requests differ');
+    } finally {
+      await server.close();
+    }
+  });
+}
+
+test('an export thread that dies answers the batches it held as retryable failures, and the next batch starts another', async () => {
+  const config = resolveConfig({ otlpEndpoint: 'http://127.0.0.1:9' }, {});
+  const sender = createThreadedTraceSender(
+    { signal: config.traces, resourceAttributes: {} },
+    new URL('../helpers/dying-export-worker.js', import.meta.url),
+  );
+  const [ok, die] = [records()[1]!, { ...records()[1]!, name: 'die' }];
+  assert.deepEqual(await sender.send([ok]), { ok: true });
+  const held = await Promise.all([sender.send([die]), sender.send([ok])]);
+  const lost = { ok: false, retryable: true, error: 'the export thread stopped (exit code 7)' };
+  assert.deepEqual(held, [lost, lost]);
+  assert.deepEqual(await sender.send([ok]), { ok: true });
+  await sender.shutdown();
+  assert.deepEqual(await sender.send([ok]), { ok: false, retryable: false, error: 'the trace exporter is shut down' });
+});
