@@ -271,6 +271,8 @@ interface StagesResult {
   readonly events: number;
   readonly rounds: number;
   readonly stages: { name: string; usPerEvent: number }[];
+  /** The export thread's work on the same spans, per input event. */
+  readonly exportThreadUs: number;
 }
 
 /** The pipeline taken apart, one stage further per pass over the same events in one process. */
@@ -490,7 +492,7 @@ async function main(): Promise<void> {
   // 6: where the time goes.
   status('stages');
   const split = await stages(liveFile, num('stages-events'));
-  say(`6. stages    ${fmt(split.events)} events in one process, µs per event: ${stagesLine(split)}`);
+  say(`6. stages    ${fmt(split.events)} events in one process, µs per event: ${stagesLine(split)}; the export thread beside them ${fmt(split.exportThreadUs, 1)}`);
 
   // 9: handing events to a worker thread.
   status('hand-off');
@@ -557,6 +559,8 @@ function writeResults(r: {
     '| stage | µs per event, cumulative | this stage |',
     '|---|---|---|',
     ...r.split.stages.map((x, i) => `| ${x.name} | ${fmt(x.usPerEvent, 1)} | ${fmt(x.usPerEvent - (i === 0 ? 0 : r.split.stages[i - 1]!.usPerEvent), 1)} |`),
+    '',
+    `Beside them, the export thread's work on the same spans (the hand-off's text parsed back and encoded by the SDK's protobuf serializer): ${fmt(r.split.exportThreadUs, 1)} µs per event.`,
     '',
     `CPU time per event (user + system, every thread of the process, over the timed part of the best round), and what a ratio of ${TARGET_RATIO} would leave the pipeline if it kept the machine's ${b.cores} cores busy:`,
     '',
