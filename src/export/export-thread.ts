@@ -4,7 +4,8 @@
  * comes back as a SendResult, so the delivery queue, its retries and its bounds stay where they
  * were. The thread is started on the first batch, holds the process open only while a batch is
  * out, and is started again on the next batch if it ever dies (the batches it held come back as
- * retryable failures).
+ * retryable failures). A thread that cannot start at all (its script missing from a bundle, no
+ * threads allowed) is not tried again: batches are sent from the pipeline's thread instead.
  */
 import { Worker } from 'node:worker_threads';
 import { diag, type Attributes } from '@opentelemetry/api';
@@ -23,6 +24,7 @@ export type ToExportThread = { readonly type: 'send'; readonly id: number; reado
 export type FromExportThread =
   | { readonly type: 'result'; readonly id: number; readonly result: SendResult }
   | { readonly type: 'diag'; readonly level: 'error' | 'warn' | 'info' | 'debug' | 'verbose'; readonly message: string; readonly args: unknown[] }
+  | { readonly type: 'ready' }
   | { readonly type: 'closed' };
 
 /** How long a shutdown waits for the thread's exporter to close before the thread is stopped. */
@@ -32,34 +34,56 @@ const WORKER_URL = new URL('./span-export-worker.js', import.meta.url);
 
 interface Thread {
   readonly worker: Worker;
+  /** Set once the thread has loaded and made its exporter. */
+  ready: boolean;
   /** Batches posted and not answered yet, by id. */
-  readonly pending: Map<number, (result: SendResult) => void>;
+  readonly pending: Map<number, { readonly items: SpanRecord[]; readonly answer: (result: SendResult) => void }>;
   closed?: () => void;
 }
 
-/** `workerUrl`: the thread's script (tests give one that dies on cue). */
-export function createThreadedTraceSender(init: ExportThreadInit, workerUrl: URL = WORKER_URL): Sender<SpanRecord> {
+export interface ThreadedSenderOptions {
+  /** The sender to use on this thread when the export thread cannot start. */
+  readonly fallback: () => Sender<SpanRecord>;
+  /** The thread's script (tests give one that dies on cue). */
+  readonly workerUrl?: URL;
+}
+
+export function createThreadedTraceSender(init: ExportThreadInit, options: ThreadedSenderOptions): Sender<SpanRecord> {
   let thread: Thread | undefined;
+  let fallback: Sender<SpanRecord> | undefined;
   let nextId = 0;
   let shutDown = false;
 
+  const useFallback = (reason: string): Sender<SpanRecord> => {
+    diag.warn(`${reason}; spans are encoded and sent on the pipeline's thread instead`);
+    return (fallback = options.fallback());
+  };
+
   const start = (): Thread => {
-    const t: Thread = { worker: new Worker(workerUrl, { workerData: init }), pending: new Map() };
+    const t: Thread = { worker: new Worker(options.workerUrl ?? WORKER_URL, { workerData: init }), ready: false, pending: new Map() };
     const lost = (error: string): void => {
       if (thread === t) thread = undefined;
-      const answers = [...t.pending.values()];
+      const held = [...t.pending.values()];
       t.pending.clear();
-      for (const answer of answers) answer({ ok: false, retryable: true, error });
       t.closed?.();
+      if (!t.ready && !shutDown && fallback === undefined) {
+        const instead = useFallback(error);
+        for (const { items, answer } of held) {
+          instead.send(items).then(answer, (err: unknown) => answer({ ok: false, retryable: true, error: err instanceof Error ? err.message : String(err) }));
+        }
+        return;
+      }
+      for (const { answer } of held) answer({ ok: false, retryable: true, error });
     };
     t.worker.unref();
     t.worker.on('message', (message: FromExportThread) => {
       if (message.type === 'result') {
-        const answer = t.pending.get(message.id);
+        const batch = t.pending.get(message.id);
         t.pending.delete(message.id);
         if (t.pending.size === 0) t.worker.unref();
-        answer?.(message.result);
+        batch?.answer(message.result);
       } else if (message.type === 'diag') diag[message.level](message.message, ...message.args);
+      else if (message.type === 'ready') t.ready = true;
       else t.closed?.();
     });
     t.worker.on('error', (err) => lost(`the export thread failed: ${err.message}`));
@@ -70,11 +94,19 @@ export function createThreadedTraceSender(init: ExportThreadInit, workerUrl: URL
   return {
     send(items: SpanRecord[]): Promise<SendResult> {
       if (shutDown) return Promise.resolve({ ok: false, retryable: false, error: 'the trace exporter is shut down' });
-      const t = (thread ??= start());
+      if (fallback !== undefined) return fallback.send(items);
+      let t = thread;
+      if (t === undefined) {
+        try {
+          t = thread = start();
+        } catch (err) {
+          return useFallback(`the export thread could not start: ${err instanceof Error ? err.message : String(err)}`).send(items);
+        }
+      }
       const id = nextId++;
       const spans = JSON.stringify(items);
-      return new Promise<SendResult>((resolve) => {
-        t.pending.set(id, resolve);
+      return new Promise<SendResult>((answer) => {
+        t.pending.set(id, { items, answer });
         t.worker.ref();
         t.worker.postMessage({ type: 'send', id, spans } satisfies ToExportThread);
       });
@@ -82,6 +114,7 @@ export function createThreadedTraceSender(init: ExportThreadInit, workerUrl: URL
 
     async shutdown(): Promise<void> {
       shutDown = true;
+      await fallback?.shutdown();
       const t = thread;
       if (t === undefined) return;
       thread = undefined;

@@ -66,11 +66,16 @@ export function createTraceSender(
   resource: Resource,
 ): Sender<SpanRecord> | undefined {
   if (signal.exporter === 'none') return undefined;
-  if (signal.exporter === 'otlp') {
-    return createThreadedTraceSender({ signal: { ...signal, headers: { ...signal.headers } }, resourceAttributes: resource.attributes });
-  }
-  const console = wrap(new ConsoleSpanExporter());
-  return { send: (items) => console.send(items.map((r) => toReadableSpan(r, resource))), shutdown: () => console.shutdown() };
+  if (signal.exporter === 'console') return onThisThread(wrap(new ConsoleSpanExporter()), resource);
+  return createThreadedTraceSender(
+    { signal: { ...signal, headers: { ...signal.headers } }, resourceAttributes: resource.attributes },
+    { fallback: () => onThisThread(createOtlpTraceSender(signal), resource) },
+  );
+}
+
+/** A sender of span records that converts and sends them on the calling thread. */
+function onThisThread(sender: Sender<ReadableSpan>, resource: Resource): Sender<SpanRecord> {
+  return { send: (items) => sender.send(items.map((r) => toReadableSpan(r, resource))), shutdown: () => sender.shutdown() };
 }
 
 /** The SDK's OTLP trace exporter for the configured protocol (run on the export thread). */

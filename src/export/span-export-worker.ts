@@ -6,7 +6,8 @@
  *
  * Messages in: `{ type: 'send', id, spans }` (a JSON array of SpanRecord), `{ type: 'shutdown' }`.
  * Messages out: `{ type: 'result', id, result }` (a SendResult), `{ type: 'diag', … }` (the SDK's
- * own diagnostics, logged by the main thread), `{ type: 'closed' }` after a shutdown.
+ * own diagnostics, logged by the main thread), `{ type: 'ready' }` once the exporter is made,
+ * `{ type: 'closed' }` after a shutdown.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { diag, type DiagLogger, DiagLogLevel } from '@opentelemetry/api';
@@ -34,6 +35,7 @@ diag.setLogger(logger, { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: t
 
 const resource = resourceFromAttributes(init.resourceAttributes);
 const sender = createOtlpTraceSender(init.signal);
+post({ type: 'ready' });
 
 port.on('message', (message: ToExportThread) => {
   if (message.type === 'shutdown') {
@@ -50,6 +52,6 @@ port.on('message', (message: ToExportThread) => {
   }
   void sender
     .send(spans)
-    .catch((err: unknown) => ({ ok: false as const, retryable: false, error: `cannot encode spans: ${err instanceof Error ? err.message : String(err)}` }))
+    .catch((err: unknown) => ({ ok: false as const, retryable: false, error: `export failed: ${err instanceof Error ? err.message : String(err)}` }))
     .then((result) => post({ type: 'result', id: message.id, result }));
 });

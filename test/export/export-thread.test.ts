@@ -2,11 +2,15 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
+import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
 import { resolveConfig } from '../../src/config.js';
 import { createThreadedTraceSender } from '../../src/export/export-thread.js';
 import { createOtlpTraceSender, createTraceSender } from '../../src/export/exporters.js';
 import { createResource, toReadableSpan } from '../../src/export/spans.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
+
+const silent: DiagLogger = { error: () => undefined, warn: () => undefined, info: () => undefined, debug: () => undefined, verbose: () => undefined };
 
 /** Spans with every kind of value the model writes: ints, doubles, booleans, string arrays, non-ASCII text, links, an error status. */
 function records(): SpanRecord[] {
@@ -71,7 +75,7 @@ test('an export thread that dies answers the batches it held as retryable failur
   const config = resolveConfig({ otlpEndpoint: 'http://127.0.0.1:9' }, {});
   const sender = createThreadedTraceSender(
     { signal: config.traces, resourceAttributes: {} },
-    new URL('../helpers/dying-export-worker.js', import.meta.url),
+    { workerUrl: new URL('../helpers/dying-export-worker.js', import.meta.url), fallback: () => assert.fail('a thread that started is not replaced by the fallback') },
   );
   const [ok, die] = [records()[1]!, { ...records()[1]!, name: 'die' }];
   assert.deepEqual(await sender.send([ok]), { ok: true });
@@ -81,4 +85,37 @@ test('an export thread that dies answers the batches it held as retryable failur
   assert.deepEqual(await sender.send([ok]), { ok: true });
   await sender.shutdown();
   assert.deepEqual(await sender.send([ok]), { ok: false, retryable: false, error: 'the trace exporter is shut down' });
+});
+
+test('when the export thread cannot start, the batches it was given and every later one are sent from the pipeline\'s thread, with one warning', async () => {
+  const receiver = await startOtlpReceiver();
+  const warnings: string[] = [];
+  diag.setLogger({ ...silent, warn: (message: string) => void warnings.push(message) }, { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
+  try {
+    const config = resolveConfig({ otlpEndpoint: receiver.url }, {});
+    const resource = createResource(config);
+    let fallbacks = 0;
+    const sender = createThreadedTraceSender(
+      { signal: config.traces, resourceAttributes: resource.attributes },
+      {
+        workerUrl: new URL('./no-such-export-worker.js', import.meta.url),
+        fallback: () => {
+          fallbacks += 1;
+          const direct = createOtlpTraceSender(config.traces);
+          return { send: (items) => direct.send(items.map((r) => toReadableSpan(r, resource))), shutdown: () => direct.shutdown() };
+        },
+      },
+    );
+    const [a, b] = records();
+    assert.deepEqual(await Promise.all([sender.send([a!]), sender.send([b!])]), [{ ok: true }, { ok: true }]);
+    assert.deepEqual(await sender.send([{ ...b!, spanId: '1111111111111111' }]), { ok: true });
+    await sender.shutdown();
+    assert.deepEqual(receiver.spans().map((s) => s.spanId).sort(), ['1111111111111111', '53995c3f42cd8ad8', 'b7ad6b7169203331']);
+    assert.equal(fallbacks, 1);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /^the export thread (failed|stopped).*; spans are encoded and sent on the pipeline's thread instead$/);
+  } finally {
+    diag.disable();
+    await receiver.close();
+  }
 });

@@ -6,6 +6,7 @@ import { parentPort } from 'node:worker_threads';
 import type { FromExportThread, ToExportThread } from '../../src/export/export-thread.js';
 
 // The test runner loads every file under dist/test/ as a test file; there it has nothing to do.
+parentPort?.postMessage({ type: 'ready' } satisfies FromExportThread);
 parentPort?.on('message', (message: ToExportThread) => {
   const port = parentPort!;
   if (message.type === 'shutdown') {
