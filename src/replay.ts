@@ -42,8 +42,8 @@ export interface ReplayOptions {
 const PROGRESS_INTERVAL_MS = 250;
 /**
  * Read ahead a megabyte at a time. With the stream's default 64 KB, the next read is only started
- * once about 30 lines have been taken, and waiting for it left the pipeline idle for a tenth of a
- * replay whenever the export thread or the garbage collector had the other core.
+ * once about 30 lines have been taken, and waiting for it left the pipeline idle for about 8 % of
+ * a replay, whenever the export thread or the garbage collector had the other core.
  */
 const READ_CHUNK_BYTES = 1 << 20;
 

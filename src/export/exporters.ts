@@ -68,7 +68,7 @@ export function createTraceSender(
   if (signal.exporter === 'none') return undefined;
   if (signal.exporter === 'console') return onThisThread(wrap(new ConsoleSpanExporter()), resource);
   return createThreadedTraceSender(
-    { signal: { ...signal, headers: { ...signal.headers } }, resourceAttributes: resource.attributes },
+    { signal, resourceAttributes: resource.attributes },
     { fallback: () => onThisThread(createOtlpTraceSender(signal), resource) },
   );
 }

@@ -1,7 +1,7 @@
 /**
  * The trace exporter's thread: it turns batches of span records, handed over as JSON text, into
- * the SDK's spans and sends them with the SDK's OTLP exporter. Encoding a batch as protobuf costs
- * the pipeline's thread more than twice what `JSON.stringify` of the same records does, and the
+ * the SDK's spans and sends them with the SDK's OTLP exporter. Encoding a batch as protobuf would
+ * cost the pipeline's thread about twice what `JSON.stringify` of the same records does, and the
  * HTTP request is made here too, so that work runs beside the pipeline instead of in it.
  *
  * Messages in: `{ type: 'send', id, spans }` (a JSON array of SpanRecord), `{ type: 'shutdown' }`.
