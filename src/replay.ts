@@ -7,7 +7,7 @@ import { startMetricsExport } from './export/metrics.js';
 import { startHealthServer } from './health.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
-import { lineBatches } from './source/lines.js';
+import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { collectStats, type TracingStats } from './stats.js';
 
@@ -40,12 +40,6 @@ export interface ReplayOptions {
 }
 
 const PROGRESS_INTERVAL_MS = 250;
-/**
- * Read ahead a megabyte at a time. With the stream's default 64 KB, the next read is only started
- * once about 30 lines have been taken, and waiting for it left the pipeline idle for about 8 % of
- * a replay, whenever the export thread or the garbage collector had the other core.
- */
-const READ_CHUNK_BYTES = 1 << 20;
 
 /** Replay a JSON-lines file of Prefect events through the pipeline and deliver every span. */
 export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> {

@@ -43,6 +43,28 @@ test('lines are the ones readline gives, however the bytes are cut into chunks',
   }
 });
 
+test('chunks far larger than a decoded piece: characters and CRLFs cut at piece edges are put back together', async () => {
+  const PIECE = 64 * 1024;
+  // A 4-byte character across the first piece edge, a CRLF across the second, a 3-byte character
+  // across the third, then lines of every length from 1 to 1,000 bytes with 2-, 3- and 4-byte
+  // characters and LF, CRLF and lone CR endings, and a last line without an end.
+  const a = `${'a'.repeat(PIECE - 2)}𝄞\n`;
+  const b = `${'b'.repeat(2 * PIECE - 1 - Buffer.byteLength(a))}\r\n`;
+  const c = `${'c'.repeat(3 * PIECE - 1 - Buffer.byteLength(a + b))}✓\r`;
+  const rest: string[] = [];
+  for (let i = 1; i <= 1000; i++) rest.push(`${'x'.repeat(i)}${['é', '✓', '𝄞', ''][i % 4]}${['\n', '\r\n', '\r'][i % 3]}`);
+  const bytes = Buffer.from(`${a}${b}${c}${rest.join('')}no end`, 'utf8');
+  assert.equal(bytes.subarray(PIECE - 2, PIECE + 2).toString(), '𝄞');
+  assert.equal(bytes.subarray(2 * PIECE - 1, 2 * PIECE + 1).toString(), '\r\n');
+  assert.equal(bytes.subarray(3 * PIECE - 1, 3 * PIECE + 2).toString(), '✓');
+  const expected = await readline([bytes]);
+  assert.equal(expected.length, 1004);
+  assert.deepEqual(await ours([bytes]), expected);
+  for (const edge of [PIECE - 1, PIECE, PIECE + 1, 2 * PIECE, 3 * PIECE + 1]) {
+    assert.deepEqual(await ours([bytes.subarray(0, edge), bytes.subarray(edge)]), expected, `cut at ${edge}`);
+  }
+});
+
 test('a batch holds the lines its chunk completed; a chunk that completes none gives no batch', async () => {
   const batches: string[][] = [];
   const chunks = ['{"a":1}\n{"b"', ':2}', '\n{"c":3}\n{"d":4}', ''].map((s) => Buffer.from(s));
