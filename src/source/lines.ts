@@ -25,15 +25,23 @@ const DECODE_PIECE_BYTES = 64 * 1024;
 export async function* lineBatches(input: AsyncIterable<Buffer | string>, onChunk?: (bytes: number) => void): AsyncGenerator<string[], void, undefined> {
   const decoder = new StringDecoder('utf8');
   let carry = '';
-  /** Add the lines that `text` completes after what is carried over; keep the rest. */
+  /**
+   * Add the lines that `text` completes after what is carried over; keep the rest. Only the new
+   * text is searched, so a line that spans many chunks costs its length once, not once per chunk.
+   */
   const split = (text: string, lines: string[]): void => {
-    const all = carry + text;
-    let start = 0;
-    for (let nl = all.indexOf('\n'); nl !== -1; nl = all.indexOf('\n', start)) {
-      push(lines, all.slice(start, nl));
+    let nl = text.indexOf('\n');
+    if (nl === -1) {
+      carry += text;
+      return;
+    }
+    push(lines, carry + text.slice(0, nl));
+    let start = nl + 1;
+    for (nl = text.indexOf('\n', start); nl !== -1; nl = text.indexOf('\n', start)) {
+      push(lines, text.slice(start, nl));
       start = nl + 1;
     }
-    carry = all.slice(start);
+    carry = text.slice(start);
   };
   for await (const chunk of input) {
     onChunk?.(chunk.length);
