@@ -7,6 +7,7 @@ import { startMetricsExport } from './export/metrics.js';
 import { startHealthServer } from './health.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
+import { MAX_EVENT_BYTES } from './model/event.js';
 import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { collectStats, type TracingStats } from './stats.js';
@@ -115,7 +116,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   };
 
   try {
-    for await (const lines of lineBatches(input, (bytes) => (bytesRead += bytes))) {
+    for await (const lines of lineBatches(input, { onChunk: (bytes) => (bytesRead += bytes), maxLineChars: MAX_EVENT_BYTES })) {
       for (const line of lines) {
         lineCount += 1;
         const trimmed = line.trimStart();

@@ -54,7 +54,7 @@ const fail = (reason: SkipReason, detail: string): ParseResult => ({ ok: false, 
 
 /** Parse one JSON text (a websocket frame or a replay line). Never throws. */
 export function parseEventText(text: string): ParseResult {
-  if (text.length > MAX_EVENT_BYTES) return fail('too_large', `${text.length} characters, limit ${MAX_EVENT_BYTES}`);
+  if (text.length > MAX_EVENT_BYTES) return fail('too_large', `more than ${MAX_EVENT_BYTES} characters`);
   let value: unknown;
   try {
     value = JSON.parse(text);

@@ -20,28 +20,59 @@ const DECODE_PIECE_BYTES = 64 * 1024;
  * end is given too. A multi-byte character or a CRLF cut between two chunks is put back together.
  *
  * `readline` makes a promise per line and splits with a regular expression; here a chunk's lines
- * are found with `indexOf` and taken by one loop, which is what replay needs to keep up with a file.
+ * are found with `indexOf` and taken by one loop, which is what replay needs to keep up with a file
+ * (text with CRs in it takes a regular expression, as readline does).
+ *
+ * A line longer than `maxLineChars` is given cut to one character more than that, and the rest of
+ * it is not kept: what a line costs in memory is bounded, however long the input goes without an
+ * end of line (a file that is not JSON lines at all).
  */
-export async function* lineBatches(input: AsyncIterable<Buffer | string>, onChunk?: (bytes: number) => void): AsyncGenerator<string[], void, undefined> {
+export async function* lineBatches(
+  input: AsyncIterable<Buffer | string>,
+  options: { readonly onChunk?: (bytes: number) => void; readonly maxLineChars?: number } = {},
+): AsyncGenerator<string[], void, undefined> {
+  const { onChunk, maxLineChars = Infinity } = options;
   const decoder = new StringDecoder('utf8');
+  /** The line begun and not ended yet, cut one character past the bound. */
   let carry = '';
+  /** The last text ended with a CR: a LF that starts the next one belongs to the same line end. */
+  let afterCR = false;
+  const extend = (text: string): void => {
+    if (carry.length > maxLineChars) return; // cut already: the rest of the line is not kept
+    carry += text;
+    if (carry.length > maxLineChars) carry = carry.slice(0, maxLineChars + 1);
+  };
   /**
    * Add the lines that `text` completes after what is carried over; keep the rest. Only the new
    * text is searched, so a line that spans many chunks costs its length once, not once per chunk.
    */
   const split = (text: string, lines: string[]): void => {
-    let nl = text.indexOf('\n');
-    if (nl === -1) {
-      carry += text;
-      return;
+    if (text === '') return;
+    let start = 0;
+    if (afterCR) {
+      afterCR = false;
+      if (text.charCodeAt(0) === 10) start = 1;
     }
-    push(lines, carry + text.slice(0, nl));
-    let start = nl + 1;
-    for (nl = text.indexOf('\n', start); nl !== -1; nl = text.indexOf('\n', start)) {
-      push(lines, text.slice(start, nl));
-      start = nl + 1;
+    const end = (at: number): void => {
+      extend(text.slice(start, at));
+      lines.push(carry);
+      carry = '';
+    };
+    if (text.indexOf('\r', start) === -1) {
+      for (let nl = text.indexOf('\n', start); nl !== -1; nl = text.indexOf('\n', start)) {
+        end(nl);
+        start = nl + 1;
+      }
+    } else {
+      const lineEnd = /\r\n?|\n/g;
+      lineEnd.lastIndex = start;
+      for (let m = lineEnd.exec(text); m !== null; m = lineEnd.exec(text)) {
+        end(m.index);
+        start = m.index + m[0].length;
+        if (m[0] === '\r' && start === text.length) afterCR = true;
+      }
     }
-    carry = text.slice(start);
+    extend(text.slice(start));
   };
   for await (const chunk of input) {
     onChunk?.(chunk.length);
@@ -50,17 +81,8 @@ export async function* lineBatches(input: AsyncIterable<Buffer | string>, onChun
     else for (let at = 0; at < chunk.length; at += DECODE_PIECE_BYTES) split(decoder.write(chunk.subarray(at, at + DECODE_PIECE_BYTES)), lines);
     if (lines.length > 0) yield lines;
   }
-  carry += decoder.end();
-  if (carry !== '') {
-    const lines: string[] = [];
-    push(lines, carry);
-    yield lines;
-  }
-}
-
-/** Add a line that ended at LF (or at the end of the input): without the CR of a CRLF, cut at any lone CR. */
-function push(lines: string[], line: string): void {
-  if (line.length > 0 && line.charCodeAt(line.length - 1) === 13) line = line.slice(0, -1);
-  if (line.indexOf('\r') === -1) lines.push(line);
-  else for (const part of line.split('\r')) lines.push(part);
+  const lines: string[] = [];
+  split(decoder.end(), lines);
+  if (carry !== '') lines.push(carry);
+  if (lines.length > 0) yield lines;
 }

@@ -4,9 +4,21 @@ import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { lineBatches } from '../../src/source/lines.js';
 
-async function ours(chunks: Buffer[]): Promise<string[]> {
+async function ours(chunks: Buffer[], maxLineChars?: number): Promise<string[]> {
   const out: string[] = [];
-  for await (const batch of lineBatches(Readable.from(chunks))) out.push(...batch);
+  for await (const batch of lineBatches(Readable.from(chunks), { maxLineChars })) out.push(...batch);
+  return out;
+}
+
+/** Every cut into two chunks and every cut into chunks of 1, 2 and 3 bytes. */
+function cuts(bytes: Buffer): [string, Buffer[]][] {
+  const out: [string, Buffer[]][] = [['whole', [bytes]]];
+  for (let i = 0; i <= bytes.length; i++) out.push([`cut at ${i}`, [bytes.subarray(0, i), bytes.subarray(i)]]);
+  for (const size of [1, 2, 3]) {
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < bytes.length; i += size) chunks.push(bytes.subarray(i, i + size));
+    out.push([`${size}-byte chunks`, chunks]);
+  }
   return out;
 }
 
@@ -28,19 +40,27 @@ const TEXTS = [
   '\r\n',
 ];
 
-test('lines are the ones readline gives, however the bytes are cut into chunks', async () => {
-  for (const text of TEXTS) {
+test('lines are the ones readline gives, however the bytes are cut into chunks, and with the bound at their longest', async () => {
+  for (const text of [...TEXTS, `${Array.from({ length: 40 }, (_, i) => `cr-only line ${i}`).join('\r')}\r`]) {
     const bytes = Buffer.from(text, 'utf8');
     const expected = await readline([bytes]);
-    assert.deepEqual(await ours([bytes]), expected, JSON.stringify(text));
-    // Every cut into two chunks and every cut into chunks of 1, 2 and 3 bytes: multi-byte characters and CRLFs split.
-    for (let i = 0; i <= bytes.length; i++) assert.deepEqual(await ours([bytes.subarray(0, i), bytes.subarray(i)]), expected, `${JSON.stringify(text)} cut at ${i}`);
-    for (const size of [1, 2, 3]) {
-      const chunks: Buffer[] = [];
-      for (let i = 0; i < bytes.length; i += size) chunks.push(bytes.subarray(i, i + size));
-      assert.deepEqual(await ours(chunks), expected, `${JSON.stringify(text)} in ${size}-byte chunks`);
+    const longest = Math.max(0, ...expected.map((l) => l.length));
+    for (const [how, chunks] of cuts(bytes)) {
+      assert.deepEqual(await ours(chunks), expected, `${JSON.stringify(text)}, ${how}`);
+      assert.deepEqual(await ours(chunks, longest), expected, `${JSON.stringify(text)}, ${how}, bound ${longest}`);
     }
   }
+});
+
+test('a line past the bound is given cut one character past it, and the lines around it whole', async () => {
+  const text = `first\r\n${'x'.repeat(500)}\n${'a'.repeat(50)}\r${'b'.repeat(300)}\r\nlast ${'é'.repeat(40)}\r${'z'.repeat(200)}`;
+  const expected = ['first', 'x'.repeat(101), 'a'.repeat(50), 'b'.repeat(101), `last ${'é'.repeat(40)}`, 'z'.repeat(101)];
+  assert.deepEqual(
+    (await readline([Buffer.from(text)])).map((l) => l.slice(0, 101)),
+    expected,
+    'readline gives the same lines, whole',
+  );
+  for (const [how, chunks] of cuts(Buffer.from(text, 'utf8'))) assert.deepEqual(await ours(chunks, 100), expected, how);
 });
 
 test('chunks far larger than a decoded piece: characters and CRLFs cut at piece edges are put back together', async () => {
@@ -69,7 +89,7 @@ test('a batch holds the lines its chunk completed; a chunk that completes none g
   const batches: string[][] = [];
   const chunks = ['{"a":1}\n{"b"', ':2}', '\n{"c":3}\n{"d":4}', ''].map((s) => Buffer.from(s));
   const counted: number[] = [];
-  for await (const batch of lineBatches(Readable.from(chunks), (n) => counted.push(n))) batches.push(batch);
+  for await (const batch of lineBatches(Readable.from(chunks), { onChunk: (n) => counted.push(n) })) batches.push(batch);
   assert.deepEqual(batches, [['{"a":1}'], ['{"b":2}', '{"c":3}'], ['{"d":4}']]);
   assert.deepEqual(counted, [12, 3, 16, 0]);
 });
