@@ -20,7 +20,7 @@
  */
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resolveConfig } from '../src/config.js';
-import { createResource, toReadableSpan } from '../src/export/spans.js';
+import { createResource, readableSpansFromJson } from '../src/export/spans.js';
 import { createLogger, lineDestination } from '../src/log/logger.js';
 import { classify } from '../src/model/classify.js';
 import { parseEventText } from '../src/model/event.js';
@@ -97,8 +97,7 @@ function exportThread(): number {
   gc!();
   const t0 = performance.now();
   for (const text of handedOver) {
-    const spans = (JSON.parse(text) as SpanRecord[]).map((r) => toReadableSpan(r, resource));
-    sink += ProtobufTraceSerializer.serializeRequest(spans)?.length ?? 0;
+    sink += ProtobufTraceSerializer.serializeRequest(readableSpansFromJson(text, resource))?.length ?? 0;
   }
   handedOver = [];
   return ((performance.now() - t0) * 1000) / lines.length;

@@ -74,7 +74,7 @@ export function createTraceSender(
 }
 
 /** A sender of span records that converts and sends them on the calling thread. */
-function onThisThread(sender: Sender<ReadableSpan>, resource: Resource): Sender<SpanRecord> {
+export function onThisThread(sender: Sender<ReadableSpan>, resource: Resource): Sender<SpanRecord> {
   return { send: (items) => sender.send(items.map((r) => toReadableSpan(r, resource))), shutdown: () => sender.shutdown() };
 }
 

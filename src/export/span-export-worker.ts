@@ -12,10 +12,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { diag, type DiagLogger, DiagLogLevel } from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import type { SpanRecord } from '../model/span-record.js';
 import type { ExportThreadInit, FromExportThread, ToExportThread } from './export-thread.js';
 import { createOtlpTraceSender } from './exporters.js';
-import { toReadableSpan } from './spans.js';
+import { readableSpansFromJson } from './spans.js';
 
 const port = parentPort;
 if (port === null) throw new Error('span-export-worker runs as a worker thread');
@@ -44,7 +43,7 @@ port.on('message', (message: ToExportThread) => {
   }
   let spans;
   try {
-    spans = (JSON.parse(message.spans) as SpanRecord[]).map((r) => toReadableSpan(r, resource));
+    spans = readableSpansFromJson(message.spans, resource);
   } catch (err) {
     // Not a collector's answer: the same batch would fail the same way again.
     post({ type: 'result', id: message.id, result: { ok: false, retryable: false, error: `cannot encode spans: ${(err as Error).message}` } });

@@ -59,6 +59,11 @@ export function toReadableSpan(record: SpanRecord, resource: Resource): Readable
   };
 }
 
+/** A batch handed to the export thread (the JSON text of its span records) as the SDK's spans. */
+export function readableSpansFromJson(text: string, resource: Resource): ReadableSpan[] {
+  return (JSON.parse(text) as SpanRecord[]).map((r) => toReadableSpan(r, resource));
+}
+
 /** A cheap estimate of a span's encoded size, for the delivery buffer's byte bound. */
 export function estimateSpanBytes(record: SpanRecord): number {
   let n = 200 + record.name.length;

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
 import { resolveConfig } from '../../src/config.js';
 import { createThreadedTraceSender } from '../../src/export/export-thread.js';
-import { createOtlpTraceSender, createTraceSender } from '../../src/export/exporters.js';
+import { createOtlpTraceSender, createTraceSender, onThisThread } from '../../src/export/exporters.js';
 import { createResource, toReadableSpan } from '../../src/export/spans.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
@@ -101,8 +101,7 @@ test('when the export thread cannot start, the batches it was given and every la
         workerUrl: new URL('./no-such-export-worker.js', import.meta.url),
         fallback: () => {
           fallbacks += 1;
-          const direct = createOtlpTraceSender(config.traces);
-          return { send: (items) => direct.send(items.map((r) => toReadableSpan(r, resource))), shutdown: () => direct.shutdown() };
+          return onThisThread(createOtlpTraceSender(config.traces), resource);
         },
       },
     );
