@@ -73,7 +73,7 @@ export class StateWriter {
   async save(drain: boolean): Promise<void> {
     const dedupe = this.pipeline.dedupe.takeAdded();
     const finished = this.pipeline.tracker.takeFinished();
-    const whole = drain || this.whole || dedupe === undefined || finished === undefined;
+    const whole = drain || this.whole || finished === undefined;
     try {
       if (!whole) {
         const line: JournalLine = {

@@ -28,3 +28,114 @@ test('dedupe: ids older than the window are forgotten as time moves on, and a re
   assert.deepEqual(r.toJSON(), [[id(48), 48_000], [id(49), 49_000], [id(999), 55_000]]);
   assert.deepEqual(r.takeAdded(), []);
 });
+
+/**
+ * The set as specified, written the obvious way: a Map in the order ids were seen. `taken` is the
+ * sequence number from which `takeAdded` lists.
+ */
+class ReferenceDedupe {
+  private seen = new Map<string, { at: number; seq: number }>();
+  private seq = 0;
+  private taken = 0;
+  constructor(
+    private readonly windowMs: number,
+    private readonly maxIds: number,
+  ) {}
+  get size(): number {
+    return this.seen.size;
+  }
+  has(id: string): boolean {
+    return this.seen.has(id);
+  }
+  add(id: string, nowMs: number): boolean {
+    if (this.seen.has(id)) return false;
+    this.seen.set(id, { at: nowMs, seq: this.seq++ });
+    this.evict(nowMs);
+    return true;
+  }
+  restore(entries: [string, number][], nowMs: number): void {
+    for (const [id, at] of entries) {
+      this.seen.delete(id);
+      this.seen.set(id, { at, seq: this.seq++ });
+    }
+    this.evict(nowMs);
+    this.taken = this.seq;
+  }
+  takeAdded(): [string, number][] {
+    const out = [...this.seen].filter(([, e]) => e.seq >= this.taken).map(([id, e]): [string, number] => [id, e.at]);
+    this.taken = this.seq;
+    return out;
+  }
+  toJSON(): [string, number][] {
+    return [...this.seen].map(([id, e]) => [id, e.at]);
+  }
+  private evict(nowMs: number): void {
+    for (const [id, e] of this.seen) {
+      if (this.seen.size <= this.maxIds && e.at >= nowMs - this.windowMs) break;
+      this.seen.delete(id);
+    }
+  }
+}
+
+/** A small deterministic generator, so a failure can be replayed. */
+function random(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
+    s ^= s + Math.imul(s ^ (s >>> 7), 61);
+    return ((s ^ (s >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+const uuidOf = (rand: () => number): string => {
+  const hex = Array.from({ length: 32 }, () => Math.floor(rand() * 16).toString(16)).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+};
+
+test('dedupe: random adds, repeats, clock jumps, restores and journal takes agree with a plain Map, through the ring growing', () => {
+  for (const seed of [1, 2, 3]) {
+    const rand = random(seed);
+    // Few distinct ids for the first seed (many repeats, many index collisions), many for the others.
+    const pool = Array.from({ length: seed === 1 ? 3_000 : 40_000 }, () => uuidOf(rand));
+    const [windowMs, maxIds] = seed === 3 ? [5_000, 30_000] : [60_000, 2_500];
+    let d = new DedupeSet(windowMs, maxIds);
+    let ref = new ReferenceDedupe(windowMs, maxIds);
+    let now = 1_000_000;
+    for (let step = 0; step < 60_000; step++) {
+      const r = rand();
+      if (r < 0.0005) {
+        // A restart: both load what the other side saved, with a stray repeat of an id inside.
+        const saved = ref.toJSON();
+        const extra: [string, number][] = saved.length > 0 ? [[saved[0]![0], now]] : [];
+        const entries = [...saved, ...extra];
+        assert.deepEqual(d.toJSON(), saved);
+        d = new DedupeSet(windowMs, maxIds);
+        ref = new ReferenceDedupe(windowMs, maxIds);
+        d.restore(entries, now);
+        ref.restore(entries, now);
+      } else if (r < 0.002) {
+        assert.deepEqual(d.takeAdded(), ref.takeAdded(), `take at step ${step}, seed ${seed}`);
+      } else {
+        // The clock mostly moves on, sometimes stands still and now and then steps back.
+        now += r < 0.01 ? -200 : Math.floor(rand() * 3);
+        const id = pool[Math.floor(rand() * pool.length)]!;
+        assert.equal(d.add(id, now), ref.add(id, now), `add at step ${step}, seed ${seed}`);
+      }
+      assert.equal(d.size, ref.size);
+    }
+    assert.deepEqual(d.toJSON(), ref.toJSON());
+    for (const id of pool) assert.equal(d.has(id), ref.has(id));
+  }
+});
+
+test('dedupe: a string that is not a UUID is never a duplicate and is not kept; a restored one is dropped', () => {
+  const d = new DedupeSet(60_000, 100);
+  assert.equal(d.add('not-a-uuid', 1), true);
+  assert.equal(d.add('not-a-uuid', 2), true);
+  assert.equal(d.add('0198c7d2-eeee-7000-8000-00000000000g', 3), true);
+  assert.equal(d.size, 0);
+  d.restore([['evt-1', 5], [id(1), 6], ['0198C7D2-EEEE-7000-8000-000000000002', 7]], 10);
+  // Upper-case digits name the same UUID; it is written back in the canonical form.
+  assert.deepEqual(d.toJSON(), [[id(1), 6], [id(2), 7]]);
+  assert.equal(d.add(id(2), 11), false);
+});
