@@ -1,3 +1,5 @@
+import { JSON_PIECES, type JsonWriter } from '../state/json-pieces.js';
+
 /**
  * Event ids seen recently, bounded by age and by count (oldest forgotten first). Prefect's stream
  * repeats events on backfill, reconnect and client resend; an id is remembered long enough to
@@ -57,13 +59,18 @@ export class DedupeSet {
     return readUuid(id, this.probe) && this.find(this.probe) >= 0;
   }
 
-  /** Oldest first. */
-  toJSON(): [string, number][] {
+  /** Every id remembered, oldest first: a copy, for the state file. */
+  snapshot(): DedupeEntries {
     return this.entriesFrom(this.headSeq);
   }
 
+  /** Oldest first. */
+  toJSON(): [string, number][] {
+    return this.snapshot().toJSON();
+  }
+
   /** The ids remembered since the last call (for the state journal), oldest first, those not yet forgotten. */
-  takeAdded(): [string, number][] {
+  takeAdded(): DedupeEntries {
     const entries = this.entriesFrom(Math.max(this.takenSeq, this.headSeq));
     this.takenSeq = this.nextSeq;
     return entries;
@@ -72,7 +79,7 @@ export class DedupeSet {
   /** Entries read from a state file, oldest first; a repeated id takes its later place and time. */
   restore(entries: readonly (readonly [string, number])[], nowMs: number): void {
     for (const [id, at] of entries) {
-      if (typeof at !== 'number' || isNaN(at) || !readUuid(id, this.probe)) continue;
+      if (typeof at !== 'number' || !Number.isFinite(at) || !readUuid(id, this.probe)) continue;
       const slot = this.find(this.probe);
       if (slot >= 0) this.supersede(slot);
       this.append(this.probe, at);
@@ -81,14 +88,20 @@ export class DedupeSet {
     this.takenSeq = this.nextSeq;
   }
 
-  private entriesFrom(fromSeq: number): [string, number][] {
-    const out: [string, number][] = [];
+  private entriesFrom(fromSeq: number): DedupeEntries {
+    let count = 0;
+    for (let seq = fromSeq; seq < this.nextSeq; seq++) if (!isNaN(this.times[seq & this.mask]!)) count += 1;
+    const ids = new Uint32Array(4 * count);
+    const times = new Float64Array(count);
+    let n = 0;
     for (let seq = fromSeq; seq < this.nextSeq; seq++) {
       const pos = seq & this.mask;
       const at = this.times[pos]!;
-      if (!isNaN(at)) out.push([formatUuid(this.ids, 4 * pos), at]);
+      if (isNaN(at)) continue;
+      for (let w = 0; w < 4; w++) ids[4 * n + w] = this.ids[4 * pos + w]!;
+      times[n++] = at;
     }
-    return out;
+    return new DedupeEntries(ids, times);
   }
 
   private evict(nowMs: number): void {
@@ -188,6 +201,95 @@ export class DedupeSet {
     }
   }
 }
+
+/**
+ * Entries of a dedupe set, oldest first, copied out of it: they stay as they were while the state
+ * is written a piece at a time. Their JSON is `[["<uuid>",<ms>],…]`, written straight from the
+ * words without a string or an array per entry.
+ */
+export class DedupeEntries implements JsonWriter {
+  constructor(
+    private readonly ids: Uint32Array,
+    private readonly times: Float64Array,
+  ) {}
+
+  get length(): number {
+    return this.times.length;
+  }
+
+  toJSON(): [string, number][] {
+    return Array.from(this.times, (at, i): [string, number] => [formatUuid(this.ids, 4 * i), at]);
+  }
+
+  *[JSON_PIECES](): Generator<string, void, undefined> {
+    const { ids, times } = this;
+    if (times.length === 0) {
+      yield '[]';
+      return;
+    }
+    // `,["` + 36 + `",` + a number's at most 24 characters + `]`.
+    const buf = Buffer.allocUnsafe(ENTRIES_PER_PIECE * 66 + 2);
+    for (let from = 0; from < times.length; from += ENTRIES_PER_PIECE) {
+      const to = Math.min(from + ENTRIES_PER_PIECE, times.length);
+      let n = writeEntries(buf, ids, times, from, to);
+      if (to === times.length) buf[n++] = 93; // ]
+      yield buf.toString('latin1', 0, n);
+    }
+  }
+
+}
+
+/** Entries `from` to `to` as JSON into `buf` (from its start, with the list's `[` or a `,` before each); returns the end. */
+function writeEntries(buf: Buffer, ids: Uint32Array, times: Float64Array, from: number, to: number): number {
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    buf[n++] = i === 0 ? 91 /* [ */ : 44; /* , */
+    buf[n++] = 91; // [
+    buf[n++] = 34; // "
+    for (let w = 0; w < 4; w++) {
+      const word = ids[4 * i + w]!;
+      for (let shift = 28; shift >= 0; shift -= 4) {
+        if (shift === 12 && (w === 1 || w === 2)) buf[n++] = 45; // -
+        buf[n++] = HEX_CODE[(word >>> shift) & 15]!;
+      }
+      if (w < 2) buf[n++] = 45; // -
+    }
+    buf[n++] = 34; // "
+    buf[n++] = 44; // ,
+    n = writeNumber(buf, n, times[i]!);
+    buf[n++] = 93; // ]
+  }
+  return n;
+}
+
+/** `JSON.stringify(value)` of a finite number into `buf` at `n`; returns the end. */
+function writeNumber(buf: Buffer, n: number, value: number): number {
+  if (Number.isSafeInteger(value) && value >= 0) {
+    // Whole milliseconds from the clock: the digits, eight at a time in 32-bit arithmetic.
+    if (value < 1e8) return writeDigits(buf, n, value, 0);
+    const high = Math.floor(value / 1e8);
+    return writeDigits(buf, writeNumber(buf, n, high), value - high * 1e8, 8);
+  }
+  const text = String(value);
+  for (let k = 0; k < text.length; k++) buf[n++] = text.charCodeAt(k);
+  return n;
+}
+
+/** The decimal digits of `x` (0 ≤ x < 1e8), at least `width` of them (zero-padded); returns the end. */
+function writeDigits(buf: Buffer, n: number, x: number, width: number): number {
+  let digits = 1;
+  for (let rest = (x / 10) | 0; rest > 0; rest = (rest / 10) | 0) digits += 1;
+  const end = n + Math.max(digits, width);
+  for (let at = end - 1; at >= n; at--) {
+    const q = (x / 10) | 0;
+    buf[at] = 48 + x - q * 10;
+    x = q;
+  }
+  return end;
+}
+
+/** Entries written per piece of the state file: about 250 KB. */
+const ENTRIES_PER_PIECE = 4096;
 
 const INITIAL_CAPACITY = 1024;
 

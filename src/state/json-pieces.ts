@@ -1,3 +1,14 @@
+/** The method of an object that writes its own JSON text, a piece at a time. */
+export const JSON_PIECES = Symbol('jsonPieces');
+
+export interface JsonWriter {
+  /** Pieces that joined are `JSON.stringify(this)`. */
+  [JSON_PIECES](): Iterable<string>;
+}
+
+const isWriter = (value: unknown): value is JsonWriter =>
+  typeof value === 'object' && value !== null && typeof (value as Partial<JsonWriter>)[JSON_PIECES] === 'function';
+
 /**
  * `JSON.stringify(value)` cut into pieces, so that a writer can give the event loop a turn between
  * them: a state file of tens of megabytes is serialised a slice at a time instead of in one call
@@ -5,9 +16,14 @@
  * longer than `slice` are serialised `slice` elements at a time; everything else (and anything with
  * a `toJSON`) goes to `JSON.stringify` whole. The pieces joined are exactly `JSON.stringify(value)`,
  * except that a top-level value with no JSON form (undefined, a function) gives `null`, and that an
- * element's `toJSON` is given its index within its slice.
+ * element's `toJSON` is given its index within its slice. An object with a `[JSON_PIECES]` method
+ * gives its own pieces instead (what its `toJSON` would give, written faster than `JSON.stringify`).
  */
 export function* jsonPieces(value: unknown, slice = 2000): Generator<string, void, undefined> {
+  if (isWriter(value)) {
+    yield* value[JSON_PIECES]();
+    return;
+  }
   if (Array.isArray(value)) {
     if (value.length <= slice) {
       yield JSON.stringify(value);

@@ -1,21 +1,23 @@
 import type { Logger } from 'pino';
+import type { DedupeEntries } from '../model/dedupe.js';
 import type { SpanRecord } from '../model/span-record.js';
 import type { TrackerSnapshot } from '../model/tracker.js';
 import type { Pipeline } from '../pipeline.js';
+import { jsonPieces } from './json-pieces.js';
 import type { StateStore } from './state-store.js';
 
 /**
  * What the state file holds: enough to resume as if the process had never stopped. Version 2
  * names a generation; the journal's lines of the same generation are applied on top of it.
  */
-export interface PersistedState {
+export interface PersistedState<Ids = [string, number][]> {
   readonly version: 1 | 2;
   readonly generation?: number;
   readonly savedAt: string;
   /** Latest `occurred` seen, µs since the epoch: the resume cursor. */
   readonly cursorUs: number | null;
-  /** Recently seen event ids with the time they were seen. */
-  readonly dedupe: [string, number][];
+  /** Recently seen event ids with the time they were seen (written as `DedupeEntries`). */
+  readonly dedupe: Ids;
   readonly tracker: TrackerSnapshot;
   /** Finished spans the collector had not accepted yet at shutdown. */
   readonly pendingSpans: SpanRecord[];
@@ -25,23 +27,23 @@ export interface PersistedState {
  * One journal line: the event ids and finished runs added since the previous save, and the parts
  * of the state that change in place (cursor, open runs), whole. The newest complete line wins.
  */
-interface JournalLine {
+interface JournalLine<Ids = [string, number][]> {
   readonly generation: number;
   readonly savedAt: string;
   readonly cursorUs: number | null;
-  readonly dedupe: [string, number][];
+  readonly dedupe: Ids;
   readonly finished: TrackerSnapshot['finished'];
   readonly tracker: Omit<TrackerSnapshot, 'finished'>;
 }
 
 /** The whole state to persist; `drain` (at shutdown) also moves undelivered spans into it. */
-function snapshotState(pipeline: Pipeline, drain: boolean, generation: number): PersistedState {
+function snapshotState(pipeline: Pipeline, drain: boolean, generation: number): PersistedState<DedupeEntries> {
   return {
     version: 2,
     generation,
     savedAt: new Date().toISOString(),
     cursorUs: pipeline.cursorUs ?? null,
-    dedupe: pipeline.dedupe.toJSON(),
+    dedupe: pipeline.dedupe.snapshot(),
     tracker: pipeline.tracker.snapshot(),
     pendingSpans: drain ? (pipeline.traces?.drainQueued() ?? []) : [],
   };
@@ -76,7 +78,7 @@ export class StateWriter {
     const whole = drain || this.whole || finished === undefined;
     try {
       if (!whole) {
-        const line: JournalLine = {
+        const line: JournalLine<DedupeEntries> = {
           generation: this.generation,
           savedAt: new Date().toISOString(),
           cursorUs: this.pipeline.cursorUs ?? null,
@@ -84,7 +86,7 @@ export class StateWriter {
           finished,
           tracker: this.pipeline.tracker.snapshotChanging(),
         };
-        const text = `${JSON.stringify(line)}\n`;
+        const text = `${[...jsonPieces(line)].join('')}\n`;
         if (this.journalBytes + text.length <= Math.max(this.fileBytes, this.journalMinBytes)) {
           this.journalBytes += text.length;
           await this.store.append(text);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { jsonPieces } from '../../src/state/json-pieces.js';
+import { JSON_PIECES, jsonPieces } from '../../src/state/json-pieces.js';
 
 const joined = (value: unknown, slice?: number): string => [...jsonPieces(value, slice)].join('');
 
@@ -34,6 +34,12 @@ describe('jsonPieces', () => {
       const listPieces = pieces.slice(pieces.indexOf(',"list":') + 1, pieces.indexOf(',"after":'));
       assert.equal(listPieces.length, length > 3 ? Math.ceil(length / 3) : 1, `length ${length}`);
     }
+  });
+
+  it('an object that writes its own JSON gives its pieces, as a value and as a member', () => {
+    const writer = { [JSON_PIECES]: () => ['[1,', '2]'], toJSON: () => 'not used by jsonPieces' };
+    assert.deepEqual([...jsonPieces(writer)], ['[1,', '2]']);
+    assert.deepEqual([...jsonPieces({ a: writer, b: 3 })], ['{"a":', '[1,', '2]', ',"b":', '3', '}']);
   });
 
   it('a top-level value with no JSON form is written as null', () => {
