@@ -45,10 +45,11 @@ export class DedupeSet {
 
   /**
    * True when `id` is new (and now remembered); false for a duplicate. A string that is not a
-   * UUID is never a duplicate and is not remembered: no event can carry it.
+   * UUID is never a duplicate and is not remembered: no event can carry it. Nor is an id seen at a
+   * time that is not a finite number, which the age bound would forget at once anyway.
    */
   add(id: string, nowMs: number): boolean {
-    if (!readUuid(id, this.probe)) return true;
+    if (!readUuid(id, this.probe) || !Number.isFinite(nowMs)) return true;
     if (this.find(this.probe) >= 0) return false;
     this.append(this.probe, nowMs);
     this.evict(nowMs);
@@ -76,10 +77,15 @@ export class DedupeSet {
     return entries;
   }
 
-  /** Entries read from a state file, oldest first; a repeated id takes its later place and time. */
+  /**
+   * Entries read from a state file, oldest first; a repeated id takes its later place and time.
+   * An entry that is not a [UUID, finite number] pair is left out.
+   */
   restore(entries: readonly (readonly [string, number])[], nowMs: number): void {
-    for (const [id, at] of entries) {
-      if (typeof at !== 'number' || !Number.isFinite(at) || !readUuid(id, this.probe)) continue;
+    for (const entry of entries as readonly unknown[]) {
+      if (!Array.isArray(entry)) continue;
+      const [id, at] = entry as unknown[];
+      if (typeof id !== 'string' || typeof at !== 'number' || !Number.isFinite(at) || !readUuid(id, this.probe)) continue;
       const slot = this.find(this.probe);
       if (slot >= 0) this.supersede(slot);
       this.append(this.probe, at);

@@ -131,13 +131,19 @@ test('dedupe: random adds, repeats, clock jumps, restores and journal takes agre
   }
 });
 
-test('dedupe: a string that is not a UUID is never a duplicate and is not kept; a restored one is dropped', () => {
+test('dedupe: a string that is not a UUID is never a duplicate and is not kept; a restored one, and any entry that is not a pair, is dropped', () => {
   const d = new DedupeSet(60_000, 100);
   assert.equal(d.add('not-a-uuid', 1), true);
   assert.equal(d.add('not-a-uuid', 2), true);
   assert.equal(d.add('0198c7d2-eeee-7000-8000-00000000000g', 3), true);
   assert.equal(d.size, 0);
-  d.restore([['evt-1', 5], [id(1), 6], ['0198C7D2-EEEE-7000-8000-000000000002', 7]], 10);
+  // So is an id seen at a time that is not a number.
+  assert.equal(d.add(id(9), NaN), true);
+  assert.equal(d.add(id(9), NaN), true);
+  assert.equal(d.size, 0);
+  // A hand-edited state file: entries that are not [UUID, number] pairs are left out.
+  const edited = [['evt-1', 5], null, 7, [42, 1], [id(3)], [id(4), '8'], [id(5), null], [id(1), 6], ['0198C7D2-EEEE-7000-8000-000000000002', 7]];
+  d.restore(edited as [string, number][], 10);
   // Upper-case digits name the same UUID; it is written back in the canonical form.
   assert.deepEqual(d.toJSON(), [[id(1), 6], [id(2), 7]]);
   assert.equal(d.add(id(2), 11), false);
