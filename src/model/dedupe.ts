@@ -190,7 +190,7 @@ export class DedupeSet {
     for (let seq = this.headSeq; seq < this.nextSeq; seq++) {
       const from = seq & this.mask;
       const to = seq & mask;
-      ids.set(this.ids.subarray(4 * from, 4 * from + 4), 4 * to);
+      for (let w = 0; w < 4; w++) ids[4 * to + w] = this.ids[4 * from + w]!;
       times[to] = this.times[from]!;
     }
     this.ids = ids;
@@ -242,7 +242,6 @@ export class DedupeEntries implements JsonWriter {
       yield buf.toString('latin1', 0, n);
     }
   }
-
 }
 
 /** Entries `from` to `to` as JSON into `buf` (from its start, with the list's `[` or a `,` before each); returns the end. */
@@ -252,14 +251,8 @@ function writeEntries(buf: Buffer, ids: Uint32Array, times: Float64Array, from: 
     buf[n++] = i === 0 ? 91 /* [ */ : 44; /* , */
     buf[n++] = 91; // [
     buf[n++] = 34; // "
-    for (let w = 0; w < 4; w++) {
-      const word = ids[4 * i + w]!;
-      for (let shift = 28; shift >= 0; shift -= 4) {
-        if (shift === 12 && (w === 1 || w === 2)) buf[n++] = 45; // -
-        buf[n++] = HEX_CODE[(word >>> shift) & 15]!;
-      }
-      if (w < 2) buf[n++] = 45; // -
-    }
+    writeUuid(buf, n, ids, 4 * i);
+    n += 36;
     buf[n++] = 34; // "
     buf[n++] = 44; // ,
     n = writeNumber(buf, n, times[i]!);
@@ -309,8 +302,8 @@ for (let v = 0; v < 16; v++) {
 const HEX_CODE = Array.from({ length: 16 }, (_, v) => v.toString(16).charCodeAt(0));
 /** Where the 32 digits of a dashed UUID go. */
 const DIGIT_AT = Array.from({ length: 36 }, (_, i) => i).filter((i) => i !== 8 && i !== 13 && i !== 18 && i !== 23);
-/** The character codes of one UUID being formatted; the dashes stay in place. */
-const uuidCodes: number[] = Array.from({ length: 36 }, () => 45 /* - */);
+/** One UUID being formatted. */
+const uuidText = Buffer.alloc(36);
 
 /** The 128 bits of a dashed UUID into `out`; false when `text` is not one. */
 function readUuid(text: string, out: Uint32Array): boolean {
@@ -335,17 +328,23 @@ function readUuid(text: string, out: Uint32Array): boolean {
   return true;
 }
 
-/**
- * The canonical lowercase dashed form of the UUID at `ids[at..at+3]`, made as one flat string: put
- * together from pieces, a string is a chain of a dozen short-lived objects until it is written.
- */
-function formatUuid(ids: Uint32Array, at: number): string {
+/** The canonical lowercase dashed form of the UUID at `ids[at..at+3]`, as 36 bytes into `buf` from `n`. */
+function writeUuid(buf: Buffer, n: number, ids: Uint32Array, at: number): void {
   let k = 0;
   for (let w = 0; w < 4; w++) {
     const word = ids[at + w]!;
-    for (let shift = 28; shift >= 0; shift -= 4) uuidCodes[DIGIT_AT[k++]!] = HEX_CODE[(word >>> shift) & 15]!;
+    for (let shift = 28; shift >= 0; shift -= 4) buf[n + DIGIT_AT[k++]!] = HEX_CODE[(word >>> shift) & 15]!;
   }
-  return String.fromCharCode.apply(null, uuidCodes);
+  buf[n + 8] = buf[n + 13] = buf[n + 18] = buf[n + 23] = 45; // -
+}
+
+/**
+ * The canonical form of the UUID at `ids[at..at+3]` as one flat string: put together from pieces,
+ * a string is a chain of a dozen short-lived objects until it is written.
+ */
+function formatUuid(ids: Uint32Array, at: number): string {
+  writeUuid(uuidText, 0, ids, at);
+  return uuidText.toString('latin1');
 }
 
 /** All four words mixed (time-ordered UUIDs share their leading bits). */

@@ -16,8 +16,9 @@ const isWriter = (value: unknown): value is JsonWriter =>
  * longer than `slice` are serialised `slice` elements at a time; everything else (and anything with
  * a `toJSON`) goes to `JSON.stringify` whole. The pieces joined are exactly `JSON.stringify(value)`,
  * except that a top-level value with no JSON form (undefined, a function) gives `null`, and that an
- * element's `toJSON` is given its index within its slice. An object with a `[JSON_PIECES]` method
- * gives its own pieces instead (what its `toJSON` would give, written faster than `JSON.stringify`).
+ * element's `toJSON` is given its index within its slice. An object with a `[JSON_PIECES]` method,
+ * as the value or as a member's value, gives its own pieces instead (its JSON, written faster than
+ * `JSON.stringify` would); inside an array, its `toJSON` is used.
  */
 export function* jsonPieces(value: unknown, slice = 2000): Generator<string, void, undefined> {
   if (isWriter(value)) {
