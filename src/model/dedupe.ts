@@ -131,9 +131,15 @@ export class DedupeSet {
     this.times[pos] = at;
     this.nextSeq += 1;
     this.live += 1;
-    let i = hashWords(words[0]!, words[1]!, words[2]!, words[3]!) & this.indexMask;
-    while (this.index[i] !== 0) i = (i + 1) & this.indexMask;
-    this.index[i] = pos + 1;
+    this.reindex(pos);
+  }
+
+  /** Put ring position `pos` into the index, at the first free slot from its id's hash. */
+  private reindex(pos: number): void {
+    const { index, indexMask } = this;
+    let i = this.hashAt(pos) & indexMask;
+    while (index[i] !== 0) i = (i + 1) & indexMask;
+    index[i] = pos + 1;
   }
 
   /** An earlier entry of an id seen again (only while restoring): it stays in the ring, dead. */
@@ -200,10 +206,7 @@ export class DedupeSet {
     this.indexMask = 2 * capacity - 1;
     for (let seq = this.headSeq; seq < this.nextSeq; seq++) {
       const pos = seq & mask;
-      if (isNaN(times[pos]!)) continue;
-      let i = this.hashAt(pos) & this.indexMask;
-      while (this.index[i] !== 0) i = (i + 1) & this.indexMask;
-      this.index[i] = pos + 1;
+      if (!isNaN(times[pos]!)) this.reindex(pos);
     }
   }
 }
