@@ -36,6 +36,13 @@ export interface PrefectRestClient {
   /** `GET /flow_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 throw AuthError. */
   getFlowRun(id: string): Promise<RestResult<FlowRunInfo>>;
   /**
+   * Many flow runs in one request: `POST /flow_runs/filter` with `flow_runs.id.any_` (Prefect's
+   * `FlowRunFilterId`) and `limit` = the number of ids, so nothing is cut off. The runs found, in
+   * the server's order; a run it does not have is simply absent. A server whose
+   * `PREFECT_API_DEFAULT_LIMIT` is below `ids.length` answers 422. 401/403 throw AuthError.
+   */
+  getFlowRuns(ids: readonly string[]): Promise<RestResult<FlowRunInfo[]>>;
+  /**
    * Pages of events, oldest first: `POST /events/filter`, then `GET /events/filter/next` on our own API
    * base with the `page-token` of each `next_page`. Throws AuthError on 401/403 (a 403 on a later page
    * means a rejected page token: ProtocolError), RestRequestError on other failures.
@@ -102,18 +109,20 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     }
   }
 
-  async function getRun<T>(kind: 'task_runs' | 'flow_runs', id: string, map: (body: Record<string, unknown>) => T | undefined): Promise<RestResult<T>> {
-    const path = `/${kind}/${encodeURIComponent(id)}`;
-    const what = `GET /${kind}/${id}`;
-    const r = await request('GET', path);
+  /** One REST call whose answer `map` reads; undefined from `map` means an unexpected body. */
+  async function call<T>(method: 'GET' | 'POST', path: string, what: string, body: unknown, map: (body: unknown) => T | undefined): Promise<RestResult<T>> {
+    const r = await request(method, path, body);
     if (r.status === undefined) return { ok: false, message: `${what} failed: ${r.error}` };
     if (r.status === 401 || r.status === 403) throw authError(what, r.status);
     if (r.status === 404) return { ok: false, status: 404, message: `${what}: not found` };
     if (r.status < 200 || r.status > 299) return { ok: false, status: r.status, message: `${what}: HTTP ${r.status}` };
-    const value = isRecord(r.body) ? map(r.body) : undefined;
+    const value = map(r.body);
     if (value === undefined) return { ok: false, status: r.status, message: `${what}: unexpected response body` };
     return { ok: true, value };
   }
+
+  const getRun = <T>(kind: 'task_runs' | 'flow_runs', id: string, map: (body: Record<string, unknown>) => T | undefined): Promise<RestResult<T>> =>
+    call('GET', `/${kind}/${encodeURIComponent(id)}`, `GET /${kind}/${id}`, undefined, (b) => (isRecord(b) ? map(b) : undefined));
 
   return {
     getTaskRun(id) {
@@ -130,14 +139,19 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     },
 
     getFlowRun(id) {
-      return getRun<FlowRunInfo>('flow_runs', id, (b) => {
-        if (typeof b.id !== 'string') return undefined;
-        return {
-          id: b.id,
-          ...(typeof b.name === 'string' ? { name: b.name } : {}),
-          parentTaskRunId: typeof b.parent_task_run_id === 'string' ? b.parent_task_run_id : null,
-          labels: labelsOf(b.labels),
-        };
+      return getRun<FlowRunInfo>('flow_runs', id, flowRunInfo);
+    },
+
+    getFlowRuns(ids) {
+      const body = { flow_runs: { id: { any_: [...ids] } }, limit: ids.length };
+      return call('POST', '/flow_runs/filter', 'POST /flow_runs/filter', body, (b) => {
+        if (!Array.isArray(b)) return undefined;
+        const runs: FlowRunInfo[] = [];
+        for (const x of b) {
+          const run = isRecord(x) ? flowRunInfo(x) : undefined;
+          if (run !== undefined) runs.push(run);
+        }
+        return runs;
       });
     },
 
@@ -184,6 +198,17 @@ export function pageToken(nextPage: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A `FlowRunResponse` as the few fields prefect-otel reads; undefined without an id. */
+function flowRunInfo(b: Record<string, unknown>): FlowRunInfo | undefined {
+  if (typeof b.id !== 'string') return undefined;
+  return {
+    id: b.id,
+    ...(typeof b.name === 'string' ? { name: b.name } : {}),
+    parentTaskRunId: typeof b.parent_task_run_id === 'string' ? b.parent_task_run_id : null,
+    labels: labelsOf(b.labels),
+  };
 }
 
 /** KeyValueLabels: string, number or boolean values; anything else is left out. */

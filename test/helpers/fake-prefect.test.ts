@@ -349,6 +349,38 @@ describe('fake Prefect: REST', () => {
     assert.equal((await slow).id, FR_ID);
   });
 
+  it('POST /flow_runs/filter: by id (any_, not_any_) and parent task run, newest id first, offset and limit up to PREFECT_API_DEFAULT_LIMIT', async () => {
+    const f = await fake({ defaultLimit: 3 });
+    const id = (i: number): string => `0198c7d2-5b1e-7a3c-9f10-00000000000${i}`;
+    const parent = '0198c7d2-7000-7000-8000-0000000000d1';
+    for (let i = 1; i <= 4; i++) f.addFlowRun({ id: id(i), name: `run-${i}`, parent_task_run_id: i === 2 ? parent : null });
+    const filter = async (body: unknown): Promise<[number, unknown]> => {
+      const r = await fetch(`${f.url}/flow_runs/filter`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const json: unknown = await r.json();
+      return [r.status, Array.isArray(json) ? json.map((x: { name: string }) => x.name) : json];
+    };
+    assert.deepEqual(
+      [
+        await filter({ flow_runs: { id: { any_: [id(1), id(3).toUpperCase(), '0198c7d2-0000-7000-8000-000000000000'] } }, limit: 2 }),
+        await filter({ flow_runs: { id: { not_any_: [id(4)] } } }),
+        await filter({ flow_runs: { id: { not_any_: [id(4)] } }, offset: 1 }),
+        await filter({ flow_runs: { parent_task_run_id: { any_: [parent] } } }),
+        await filter({}),
+        await filter({ flow_runs: { id: { any_: [id(1)] } }, limit: 4 }),
+        (await filter({ flow_runs: { id: { any_: ['not-a-uuid'] } } }))[0],
+      ],
+      [
+        [200, ['run-3', 'run-1']],
+        [200, ['run-3', 'run-2', 'run-1']],
+        [200, ['run-2', 'run-1']],
+        [200, ['run-2']],
+        [200, ['run-4', 'run-3', 'run-2']],
+        [422, { detail: 'Invalid limit: must be less than or equal to 3.' }],
+        422,
+      ],
+    );
+  });
+
   it('/events/filter pages (DESC by default) with an absolute next_page; a bad token is 403; limit > 50 is 422', async () => {
     const f = await fake();
     const stored = Array.from({ length: 5 }, (_, i) => ev(T - (5 - i) * MIN));

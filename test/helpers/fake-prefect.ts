@@ -45,6 +45,8 @@ export interface FakePrefectOptions {
   now?: () => number;
   /** Backfill page size (default 250): each page is queried when the previous one is sent, with OFFSET, as Prefect does. */
   pageSize?: number;
+  /** `PREFECT_API_DEFAULT_LIMIT` (default 200): the largest `limit` the `/…/filter` REST routes take. */
+  defaultLimit?: number;
   /** Answer every WS upgrade with this HTTP status. */
   rejectUpgrade?: number;
   /** Prefix of the absolute `next_page` URLs (default: `http://<Host header><basePath>`), e.g. a wrong one as behind a proxy. */
@@ -109,7 +111,7 @@ export interface FakePrefect {
   /** Store only: history for backfills and `/events/filter`. Sets `received` if absent. */
   store(events: WireEvent | WireEvent[]): void;
   addTaskRun(run: { id: string; flow_run_id: string | null; name?: string; task_key?: string; [k: string]: unknown }): void;
-  /** Served by `GET /flow_runs/{id}` as a whole `FlowRunResponse` (defaults filled in, server labels merged). */
+  /** Served by `GET /flow_runs/{id}` and `POST /flow_runs/filter` as a whole `FlowRunResponse` (defaults filled in, server labels merged). */
   addFlowRun(run: FlowRunInput): void;
   readonly connections: ConnectionRecord[];
   /** Every WS upgrade attempt, including rejected ones. */
@@ -353,7 +355,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     });
   }
 
-  const routes = createRestRoutes({ basePath, nextPageBase: options.nextPageBase, now, events: () => stored, ingest: (evs) => publish(evs), taskRuns, flowRuns });
+  const routes = createRestRoutes({ basePath, nextPageBase: options.nextPageBase, now, events: () => stored, ingest: (evs) => publish(evs), taskRuns, flowRuns, defaultLimit: options.defaultLimit ?? 200 });
   const server = createServer((req, res) => {
     void (async () => {
       const { body, invalid } = await readJsonBody(req);

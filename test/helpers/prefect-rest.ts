@@ -1,6 +1,7 @@
 /**
  * The REST half of the fake Prefect server (reference §2.1, §3, §5): event ingestion with the
- * server's `Event` validation, `POST /events/filter` + `GET /events/filter/next` paging, run lookups.
+ * server's `Event` validation, `POST /events/filter` + `GET /events/filter/next` paging, run lookups
+ * one at a time and `POST /flow_runs/filter` by id or parent task run.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { canonicalUuid, matches, microsToIso, parseFilter, toMicros, type ParsedFilter } from './event-filter.js';
@@ -84,6 +85,8 @@ export interface RestContext {
   ingest: (events: WireEvent[]) => void;
   taskRuns: Map<string, Record<string, unknown>>;
   flowRuns: Map<string, Record<string, unknown>>;
+  /** `PREFECT_API_DEFAULT_LIMIT`: `limit` of a `/flow_runs/filter` body when absent, and its maximum. */
+  defaultLimit: number;
 }
 
 interface Page {
@@ -150,6 +153,7 @@ export function createRestRoutes(ctx: RestContext) {
       if (p === undefined) return reply(403, { detail: 'Invalid page token' });
       return reply(200, page(req, p));
     }
+    if (method === 'POST' && route === '/flow_runs/filter') return reply(...filterFlowRuns(ctx, body));
     const labels = /^\/flow_runs\/([^/]+)\/labels$/.exec(route);
     if (method === 'PATCH' && labels !== null) {
       // What Prefect's flow engine sends when its own span starts (`update_flow_run_labels`): merged in.
@@ -170,6 +174,56 @@ export function createRestRoutes(ctx: RestContext) {
     }
     reply(404, { detail: 'Not Found' });
   };
+}
+
+/**
+ * `POST /flow_runs/filter` (src/prefect/server/api/flow_runs.py `read_flow_runs`): a body of
+ * `sort` (default `ID_DESC`), `limit` (`LimitBody`: at most PREFECT_API_DEFAULT_LIMIT, else 422),
+ * `offset` and a `flow_runs` FlowRunFilter, of which `id.any_` / `id.not_any_` and
+ * `parent_task_run_id.any_` are served (all given criteria must hold); the runs as a list.
+ */
+function filterFlowRuns(ctx: RestContext, body: unknown): [number, unknown] {
+  const invalid = (loc: string[], msg: string, type: string): [number, unknown] => [422, { exception_message: 'Invalid request received.', exception_detail: [{ loc, msg, type }], request_body: body }];
+  if (body !== undefined && !isObject(body)) return invalid(['body'], 'Input should be a valid dictionary', 'dict_type');
+  const b = body ?? {};
+  const limit = b.limit ?? ctx.defaultLimit;
+  if (typeof limit !== 'number' || !Number.isInteger(limit)) return invalid(['body', 'limit'], 'Input should be a valid integer', 'int_type');
+  if (limit < 0) return [422, { detail: 'Invalid limit: must be greater than or equal to 0.' }];
+  if (limit > ctx.defaultLimit) return [422, { detail: `Invalid limit: must be less than or equal to ${ctx.defaultLimit}.` }];
+  const offset = b.offset ?? 0;
+  if (typeof offset !== 'number' || !Number.isInteger(offset) || offset < 0) return invalid(['body', 'offset'], 'Input should be greater than or equal to 0', 'greater_than_equal');
+  const f = b.flow_runs ?? {};
+  if (!isObject(f)) return invalid(['body', 'flow_runs'], 'Input should be a valid dictionary', 'dict_type');
+  const uuids = (v: unknown): Set<string> | undefined | 'bad' => {
+    if (v === undefined || v === null) return undefined;
+    if (!Array.isArray(v)) return 'bad';
+    const out = new Set<string>();
+    for (const x of v) {
+      const id = canonicalUuid(x);
+      if (id === undefined) return 'bad';
+      out.add(id);
+    }
+    return out;
+  };
+  const id = isObject(f.id) ? f.id : {};
+  const parent = isObject(f.parent_task_run_id) ? f.parent_task_run_id : {};
+  const any = uuids(id.any_);
+  const notAny = uuids(id.not_any_);
+  const parents = uuids(parent.any_);
+  for (const [v, loc] of [[any, 'id'], [notAny, 'id'], [parents, 'parent_task_run_id']] as const) {
+    if (v === 'bad') return invalid(['body', 'flow_runs', loc], 'Input should be a valid UUID', 'uuid_parsing');
+  }
+  const runs = [...ctx.flowRuns.values()].filter((r) => {
+    const rid = String(r.id);
+    if (any instanceof Set && !any.has(rid)) return false;
+    if (notAny instanceof Set && notAny.has(rid)) return false;
+    if (parents instanceof Set && !(typeof r.parent_task_run_id === 'string' && parents.has(r.parent_task_run_id))) return false;
+    return true;
+  });
+  const sort = b.sort ?? 'ID_DESC';
+  if (sort !== 'ID_DESC') return invalid(['body', 'sort'], 'only ID_DESC is served by this fake', 'enum');
+  runs.sort((x, y) => (String(x.id) < String(y.id) ? 1 : -1));
+  return [200, runs.slice(offset, offset + limit)];
 }
 
 export interface FlowRunInput {

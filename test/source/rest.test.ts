@@ -94,6 +94,37 @@ describe('rest client: runs', () => {
     assert.deepEqual(await rest.getFlowRun(FLOW_RUN), { ok: true, value: { id: FLOW_RUN, parentTaskRunId: null, labels: {} } });
   });
 
+  it('getFlowRuns asks POST /flow_runs/filter by id with a limit of the ids, and maps every run with an id', async () => {
+    const tp = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    reset(() => ({
+      status: 200,
+      body: [
+        { id: FLOW_RUN, name: 'crimson-fox', parent_task_run_id: null, labels: { __OTEL_TRACEPARENT: tp } },
+        { name: 'no id' },
+        'not a run',
+        { id: TRACKING_TASK, parent_task_run_id: TASK_RUN, labels: null },
+      ],
+    }));
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, authString: AUTH_STRING });
+    assert.deepEqual(await rest.getFlowRuns([FLOW_RUN, TRACKING_TASK]), {
+      ok: true,
+      value: [
+        { id: FLOW_RUN, name: 'crimson-fox', parentTaskRunId: null, labels: { __OTEL_TRACEPARENT: tp } },
+        { id: TRACKING_TASK, parentTaskRunId: TASK_RUN, labels: {} },
+      ],
+    });
+    assert.deepEqual(
+      seen.map((s) => [s.method, s.path, s.headers.authorization, s.headers['content-type'], s.body]),
+      [['POST', '/api/flow_runs/filter', basic, 'application/json', { flow_runs: { id: { any_: [FLOW_RUN, TRACKING_TASK] } }, limit: 2 }]],
+    );
+    reset(() => ({ status: 422, body: { detail: 'Invalid limit: must be less than or equal to 1.' } }));
+    assert.deepEqual(await rest.getFlowRuns([FLOW_RUN, TRACKING_TASK]), { ok: false, status: 422, message: 'POST /flow_runs/filter: HTTP 422' });
+    reset(() => ({ status: 200, body: { id: FLOW_RUN } }));
+    assert.deepEqual(await rest.getFlowRuns([FLOW_RUN]), { ok: false, status: 200, message: 'POST /flow_runs/filter: unexpected response body' });
+    reset(() => ({ status: 403, body: { detail: 'Forbidden' } }));
+    await assert.rejects(rest.getFlowRuns([FLOW_RUN]), (err: unknown) => err instanceof AuthError && err.message === 'the Prefect API refused POST /flow_runs/filter with HTTP 403: check PREFECT_API_AUTH_STRING');
+  });
+
   it('404, 500 and an unexpected body are results, not exceptions', async () => {
     const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api` });
     reset(() => ({ status: 404, body: { detail: 'Task run not found' } }));
