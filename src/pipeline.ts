@@ -11,7 +11,7 @@ import { DedupeSet } from './model/dedupe.js';
 import { excerpt, parseEvent, parseEventText, SKIP_REASONS, type PrefectEvent, type SkipReason } from './model/event.js';
 import type { Attributes, SpanRecord } from './model/span-record.js';
 import { RunTracker, type RunLogRecord, type TrackerNotice } from './model/tracker.js';
-import { createNativeSpanLookup, NATIVE_SPAN_WAIT_MS, type FetchNativeSpan } from './source/native-spans.js';
+import { createNativeSpanLookup, NATIVE_SPAN_WAIT_MS, type FetchNativeSpans } from './source/native-spans.js';
 
 /** A view of a span that a user hook may change: its name and attributes. */
 export interface SpanHookView {
@@ -34,8 +34,8 @@ export interface PipelineOptions {
   readonly clock: 'event' | 'wall';
   /** The flow run owning a task run (REST `GET /api/task_runs/{id}`); null when it cannot be found. */
   readonly resolveOwner?: (taskRunId: string) => Promise<string | null>;
-  /** A flow run's `__OTEL_TRACEPARENT` label (REST), for links to Prefect's own spans; absent: no flow-run links. */
-  readonly nativeSpan?: FetchNativeSpan;
+  /** Flow runs' `__OTEL_TRACEPARENT` labels (REST, a batch of runs per call), for links to Prefect's own spans; absent: no flow-run links. */
+  readonly nativeSpans?: FetchNativeSpans;
   readonly hooks?: PipelineHooks;
   /** Every exported span, after hooks (the demo draws them; the library re-emits them). */
   readonly onSpan?: (span: SpanRecord) => void;
@@ -113,7 +113,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     {
       ...config.model,
       uiUrl: config.prefect.uiUrl,
-      nativeSpanWaitMs: options.nativeSpan === undefined ? undefined : options.clock === 'wall' ? NATIVE_SPAN_WAIT_MS : Infinity,
+      nativeSpanWaitMs: options.nativeSpans === undefined ? undefined : options.clock === 'wall' ? NATIVE_SPAN_WAIT_MS : Infinity,
     },
     {
       span(record: SpanRecord): void {
@@ -162,8 +162,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     },
   );
 
-  const nativeSpans = options.nativeSpan === undefined ? undefined : createNativeSpanLookup({
-    fetch: options.nativeSpan,
+  const nativeSpans = options.nativeSpans === undefined ? undefined : createNativeSpanLookup({
+    fetch: options.nativeSpans,
     wanted: (id, attempt) => tracker.wantsNativeSpan(id, attempt),
     answer: (id, attempt, answer) => tracker.resolveNativeSpan(id, attempt, answer, now()),
     logger: notices,

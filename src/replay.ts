@@ -56,7 +56,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     config,
     logger,
     clock: 'event',
-    nativeSpan: nativeSpanFromRest(rest),
+    nativeSpans: nativeSpanFromRest(rest),
     resolveOwner: async (taskRunId) => {
       if (restUnreachable) return null;
       const r = await rest.getTaskRun(taskRunId);

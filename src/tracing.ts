@@ -79,7 +79,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       logger: this.logger,
       clock: 'wall',
       hooks: options.hooks,
-      nativeSpan: nativeSpanFromRest(rest),
+      nativeSpans: nativeSpanFromRest(rest),
       resolveOwner: async (taskRunId) => {
         try {
           const r = await rest.getTaskRun(taskRunId);

@@ -358,11 +358,13 @@ test("Prefect's own span of a task run (its __OTEL_TRACEPARENT label) becomes ex
 
 test("flow runs: Prefect's own span is looked up once per attempt, when it is first Running (or terminal), and each attempt links to its own", async () => {
   const other = '0198c7d2-0000-7000-8000-0000000000ee';
-  const events: Ev[] = [
-    ...happyRun().filter((e) => String(e.event).startsWith('prefect.flow-run.')),
-    flowState(100, 'SCHEDULED', 'Scheduled', 'COMPLETED', 1), flowState(101, 'RUNNING', 'Running', 'PENDING', 2), flowState(102, 'RUNNING', 'Running', 'RUNNING', 2), flowState(110, 'FAILED', 'Failed', 'RUNNING', 2, { message: 'boom' }),
+  // Three steps, each fed once the lookups of the one before have gone out (in a live stream they are
+  // seconds apart; here a rerun right behind the first attempt would close it before its lookup left).
+  const steps: Ev[][] = [
+    happyRun().filter((e) => String(e.event).startsWith('prefect.flow-run.')),
+    [flowState(100, 'SCHEDULED', 'Scheduled', 'COMPLETED', 1), flowState(101, 'RUNNING', 'Running', 'PENDING', 2), flowState(102, 'RUNNING', 'Running', 'RUNNING', 2), flowState(110, 'FAILED', 'Failed', 'RUNNING', 2, { message: 'boom' })],
     // Joined late: its Running was never seen, so it is asked at its terminal state.
-    flowRunStateEvent({ flowRunId: other, flowRunName: 'r', ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: at(120) }),
+    [flowRunStateEvent({ flowRunId: other, flowRunName: 'r', ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: at(120) })],
   ];
   const config = resolveConfig({ tracesExporter: 'none' }, {});
   const spans: SpanRecord[] = [];
@@ -370,20 +372,23 @@ test("flow runs: Prefect's own span is looked up once per attempt, when it is fi
   const native = (n: number): string => `00-4bf92f3577b34da6a3ce929d0e0e4736-${String(n).padStart(16, 'a')}-01`;
   const pipeline = createPipeline({
     config, logger: createLogger({ level: 'silent', format: 'json' }), clock: 'event', delivery: null, onSpan: (s) => spans.push(s),
-    nativeSpan: (id) => {
-      asked.push(id);
-      const answer = { ok: true as const, traceparent: native(asked.length) };
-      return id === other ? new Promise((resolve) => (release = () => resolve(answer))) : Promise.resolve(answer);
+    nativeSpans: (ids) => {
+      const answers = ids.map((id) => (asked.push(id), { ok: true as const, traceparent: native(asked.length) }));
+      return ids.includes(other) ? new Promise((resolve) => (release = () => resolve(answers))) : Promise.resolve(answers);
     },
   });
   let release = (): void => undefined;
-  for (const e of events) {
-    pipeline.ingest(JSON.stringify(e));
-    await new Promise((r) => setImmediate(r));
+  for (const [i, step] of steps.entries()) {
+    while (asked.length < i) await new Promise((r) => setTimeout(r, 5));
+    for (const e of step) {
+      pipeline.ingest(JSON.stringify(e));
+      await new Promise((r) => setImmediate(r));
+    }
   }
   // In replay (event time) a finished span waits for its answer however far time goes on.
   pipeline.tick(at(10_000));
   assert.deepEqual(spans.map((s) => s.run.id), [FR, FR]);
+  while (asked.length < 3) await new Promise((r) => setTimeout(r, 5));
   release();
   await pipeline.finish('end_of_input');
   assert.deepEqual(asked, [FR, FR, other]);
