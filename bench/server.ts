@@ -7,14 +7,17 @@
  * - `rate`: a steady rate, each event's `occurred`/`received` stamped with the time it is sent,
  *   so that the client's lag from `occurred` is real.
  *
+ * Flow-run lookups over REST are answered as a Prefect server that has every run would answer them.
+ *
  * Started as `node server.js '<json options>'`; prints `{"port":…}` when listening and
  * `{"sent":…,"ms":…,"cpuMs":…}` when done (`cpuMs`: the process's CPU time while sending).
  */
 import { closeSync, openSync, readSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { flowRunResponse } from '../test/helpers/prefect-rest.js';
 import { cpuMsSince } from './cpu.js';
 import { readLines } from './workload.js';
 
@@ -34,9 +37,7 @@ async function main(): Promise<void> {
   // sent, so a soak of millions of events does not have to fit in memory.
   const frames = options.mode === 'burst' ? (await readLines(options.file, options.events)).map((l) => `{"type":"event","event":${l}}`) : [];
 
-  const http = createServer((_req, res) => {
-    res.writeHead(404).end();
-  });
+  const http = createServer(answerRest);
   const wss = new WebSocketServer({ server: http, path: '/api/events/out', perMessageDeflate: false, handleProtocols: (p) => (p.has('prefect') ? 'prefect' : false) });
   wss.on('connection', (ws) => {
     let phase: 'auth' | 'filter' | 'live' = 'auth';
@@ -64,6 +65,35 @@ async function main(): Promise<void> {
   process.on('message', () => undefined);
   process.stdin.on('end', () => process.exit(0));
   process.stdin.resume();
+}
+
+const FLOW_RUN_PATH = /^\/api\/flow_runs\/([0-9a-f-]{36})$/;
+
+/**
+ * The flow-run lookups of Prefect's REST API (reference §5), as a server that has every run asked
+ * for: `GET /api/flow_runs/{id}` and `POST /api/flow_runs/filter` by `id.any_`, each run a whole
+ * `FlowRunResponse` without an `__OTEL_TRACEPARENT` label. Everything else is a 404.
+ */
+function answerRest(req: IncomingMessage, res: ServerResponse): void {
+  const chunks: Buffer[] = [];
+  req.on('data', (c: Buffer) => chunks.push(c));
+  req.on('end', () => {
+    const json = (status: number, body: unknown): void => {
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    };
+    const now = Date.now();
+    const one = req.method === 'GET' ? FLOW_RUN_PATH.exec(req.url ?? '') : null;
+    if (one !== null) return json(200, flowRunResponse({ id: one[1]! }, now));
+    if (req.method === 'POST' && req.url === '/api/flow_runs/filter') {
+      try {
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { flow_runs?: { id?: { any_?: string[] } } };
+        return json(200, (body.flow_runs?.id?.any_ ?? []).map((id) => flowRunResponse({ id }, now)));
+      } catch {
+        return json(422, { detail: 'Invalid request received.' });
+      }
+    }
+    json(404, { detail: 'Not Found' });
+  });
 }
 
 /**
