@@ -33,6 +33,11 @@ export interface EventHistoryFilter {
 export interface PrefectRestClient {
   /** `GET /task_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 throw AuthError. */
   getTaskRun(id: string): Promise<RestResult<TaskRunInfo>>;
+  /**
+   * Many task runs in one request: `POST /task_runs/filter` with `task_runs.id.any_` (Prefect's
+   * `TaskRunFilterId`) and `limit` = the number of ids, as `getFlowRuns` does for flow runs.
+   */
+  getTaskRuns(ids: readonly string[]): Promise<RestResult<TaskRunInfo[]>>;
   /** `GET /flow_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 throw AuthError. */
   getFlowRun(id: string): Promise<RestResult<FlowRunInfo>>;
   /**
@@ -121,21 +126,28 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     return { ok: true, value };
   }
 
+  /** `POST /{kind}/filter` by id, `limit` = the number of ids: every run in the answer that maps. */
+  const filterRuns = <T>(kind: 'task_runs' | 'flow_runs', ids: readonly string[], map: (body: Record<string, unknown>) => T | undefined): Promise<RestResult<T[]>> =>
+    call('POST', `/${kind}/filter`, `POST /${kind}/filter`, { [kind]: { id: { any_: [...ids] } }, limit: ids.length }, (b) => {
+      if (!Array.isArray(b)) return undefined;
+      const runs: T[] = [];
+      for (const x of b) {
+        const run = isRecord(x) ? map(x) : undefined;
+        if (run !== undefined) runs.push(run);
+      }
+      return runs;
+    });
+
   const getRun = <T>(kind: 'task_runs' | 'flow_runs', id: string, map: (body: Record<string, unknown>) => T | undefined): Promise<RestResult<T>> =>
     call('GET', `/${kind}/${encodeURIComponent(id)}`, `GET /${kind}/${id}`, undefined, (b) => (isRecord(b) ? map(b) : undefined));
 
   return {
     getTaskRun(id) {
-      return getRun<TaskRunInfo>('task_runs', id, (b) => {
-        if (typeof b.id !== 'string') return undefined;
-        const flowRunId = typeof b.flow_run_id === 'string' ? b.flow_run_id : null;
-        return {
-          id: b.id,
-          flowRunId,
-          ...(typeof b.name === 'string' ? { name: b.name } : {}),
-          ...(typeof b.task_key === 'string' ? { taskKey: b.task_key } : {}),
-        };
-      });
+      return getRun<TaskRunInfo>('task_runs', id, taskRunInfo);
+    },
+
+    getTaskRuns(ids) {
+      return filterRuns('task_runs', ids, taskRunInfo);
     },
 
     getFlowRun(id) {
@@ -143,16 +155,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     },
 
     getFlowRuns(ids) {
-      const body = { flow_runs: { id: { any_: [...ids] } }, limit: ids.length };
-      return call('POST', '/flow_runs/filter', 'POST /flow_runs/filter', body, (b) => {
-        if (!Array.isArray(b)) return undefined;
-        const runs: FlowRunInfo[] = [];
-        for (const x of b) {
-          const run = isRecord(x) ? flowRunInfo(x) : undefined;
-          if (run !== undefined) runs.push(run);
-        }
-        return runs;
-      });
+      return filterRuns('flow_runs', ids, flowRunInfo);
     },
 
     async *readEvents(filter, opts = {}) {
@@ -198,6 +201,17 @@ export function pageToken(nextPage: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A `TaskRun` as the few fields prefect-otel reads; undefined without an id. */
+function taskRunInfo(b: Record<string, unknown>): TaskRunInfo | undefined {
+  if (typeof b.id !== 'string') return undefined;
+  return {
+    id: b.id,
+    flowRunId: typeof b.flow_run_id === 'string' ? b.flow_run_id : null,
+    ...(typeof b.name === 'string' ? { name: b.name } : {}),
+    ...(typeof b.task_key === 'string' ? { taskKey: b.task_key } : {}),
+  };
 }
 
 /** A `FlowRunResponse` as the few fields prefect-otel reads; undefined without an id. */

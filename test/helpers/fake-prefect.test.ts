@@ -379,6 +379,16 @@ describe('fake Prefect: REST', () => {
         422,
       ],
     );
+    // Task runs the same way, linked to their flow run.
+    for (let i = 1; i <= 3; i++) f.addTaskRun({ id: `0198c7d2-7000-7000-8000-00000000000${i}`, flow_run_id: i === 3 ? null : id(i), name: `task-${i}` });
+    const tasks = async (body: unknown): Promise<unknown> => {
+      const r = await fetch(`${f.url}/task_runs/filter`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return [r.status, ((await r.json()) as { name: string }[]).map((x) => x.name)];
+    };
+    assert.deepEqual(
+      [await tasks({ task_runs: { id: { any_: ['0198c7d2-7000-7000-8000-000000000001', '0198c7d2-7000-7000-8000-000000000003'] } } }), await tasks({ task_runs: { flow_run_id: { any_: [id(2)] } } })],
+      [[200, ['task-3', 'task-1']], [200, ['task-2']]],
+    );
   });
 
   it('/events/filter pages (DESC by default) with an absolute next_page; a bad token is 403; limit > 50 is 422', async () => {

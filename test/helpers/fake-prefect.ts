@@ -9,7 +9,7 @@
  *   overflow is dropped silently. `related` filters apply to the backfill only (as the server's SQL
  *   does); they match every live event, as on the server.
  * - `ws <base>/events/in`, `POST /events`, `POST /events/filter` + `GET /events/filter/next`,
- *   `GET /task_runs/{id}`, `GET /flow_runs/{id}`, `PATCH /flow_runs/{id}/labels`; REST auth is Basic (auth string) or Bearer (API key).
+ *   `GET /task_runs/{id}`, `GET /flow_runs/{id}`, `POST /task_runs/filter`, `POST /flow_runs/filter`, `PATCH /flow_runs/{id}/labels`; REST auth is Basic (auth string) or Bearer (API key).
  * - `switches` for misbehaviour (duplicates, reordering, a stuck stream, malformed frames, closes).
  */
 import { createServer, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';

@@ -1,7 +1,7 @@
 /**
  * The REST half of the fake Prefect server (reference §2.1, §3, §5): event ingestion with the
  * server's `Event` validation, `POST /events/filter` + `GET /events/filter/next` paging, run lookups
- * one at a time and `POST /flow_runs/filter` by id or parent task run.
+ * one at a time and `POST /flow_runs/filter` / `POST /task_runs/filter` by id or link.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { canonicalUuid, matches, microsToIso, parseFilter, toMicros, type ParsedFilter } from './event-filter.js';
@@ -153,7 +153,7 @@ export function createRestRoutes(ctx: RestContext) {
       if (p === undefined) return reply(403, { detail: 'Invalid page token' });
       return reply(200, page(req, p));
     }
-    if (method === 'POST' && route === '/flow_runs/filter') return reply(...filterFlowRuns(ctx, body));
+    if (method === 'POST' && (route === '/flow_runs/filter' || route === '/task_runs/filter')) return reply(...filterRuns(ctx, body, route === '/flow_runs/filter' ? 'flow_runs' : 'task_runs'));
     const labels = /^\/flow_runs\/([^/]+)\/labels$/.exec(route);
     if (method === 'PATCH' && labels !== null) {
       // What Prefect's flow engine sends when its own span starts (`update_flow_run_labels`): merged in.
@@ -176,13 +176,17 @@ export function createRestRoutes(ctx: RestContext) {
   };
 }
 
+/** The criterion besides the id that each filter serves: a flow run's parent task run, a task run's flow run. */
+const LINK_FIELD = { flow_runs: 'parent_task_run_id', task_runs: 'flow_run_id' } as const;
+
 /**
- * `POST /flow_runs/filter` (src/prefect/server/api/flow_runs.py `read_flow_runs`): a body of
- * `sort` (default `ID_DESC`), `limit` (`LimitBody`: at most PREFECT_API_DEFAULT_LIMIT, else 422),
- * `offset` and a `flow_runs` FlowRunFilter, of which `id.any_` / `id.not_any_` and
- * `parent_task_run_id.any_` are served (all given criteria must hold); the runs as a list.
+ * `POST /flow_runs/filter` and `POST /task_runs/filter` (src/prefect/server/api/flow_runs.py
+ * `read_flow_runs`, task_runs.py `read_task_runs`): a body of `sort` (default `ID_DESC`), `limit`
+ * (`LimitBody`: at most PREFECT_API_DEFAULT_LIMIT, else 422), `offset` and a `flow_runs` /
+ * `task_runs` filter, of which `id.any_` / `id.not_any_` and `parent_task_run_id.any_` /
+ * `flow_run_id.any_` are served (all given criteria must hold); the runs as a list.
  */
-function filterFlowRuns(ctx: RestContext, body: unknown): [number, unknown] {
+function filterRuns(ctx: RestContext, body: unknown, kind: 'flow_runs' | 'task_runs'): [number, unknown] {
   const invalid = (loc: string[], msg: string, type: string): [number, unknown] => [422, { exception_message: 'Invalid request received.', exception_detail: [{ loc, msg, type }], request_body: body }];
   if (body !== undefined && !isObject(body)) return invalid(['body'], 'Input should be a valid dictionary', 'dict_type');
   const b = body ?? {};
@@ -192,8 +196,8 @@ function filterFlowRuns(ctx: RestContext, body: unknown): [number, unknown] {
   if (limit > ctx.defaultLimit) return [422, { detail: `Invalid limit: must be less than or equal to ${ctx.defaultLimit}.` }];
   const offset = b.offset ?? 0;
   if (typeof offset !== 'number' || !Number.isInteger(offset) || offset < 0) return invalid(['body', 'offset'], 'Input should be greater than or equal to 0', 'greater_than_equal');
-  const f = b.flow_runs ?? {};
-  if (!isObject(f)) return invalid(['body', 'flow_runs'], 'Input should be a valid dictionary', 'dict_type');
+  const f = b[kind] ?? {};
+  if (!isObject(f)) return invalid(['body', kind], 'Input should be a valid dictionary', 'dict_type');
   const uuids = (v: unknown): Set<string> | undefined | 'bad' => {
     if (v === undefined || v === null) return undefined;
     if (!Array.isArray(v)) return 'bad';
@@ -206,24 +210,25 @@ function filterFlowRuns(ctx: RestContext, body: unknown): [number, unknown] {
     return out;
   };
   const id = isObject(f.id) ? f.id : {};
-  const parent = isObject(f.parent_task_run_id) ? f.parent_task_run_id : {};
+  const linkField = LINK_FIELD[kind];
+  const link = isObject(f[linkField]) ? f[linkField] : {};
   const any = uuids(id.any_);
   const notAny = uuids(id.not_any_);
-  const parents = uuids(parent.any_);
-  for (const [v, loc] of [[any, 'id'], [notAny, 'id'], [parents, 'parent_task_run_id']] as const) {
-    if (v === 'bad') return invalid(['body', 'flow_runs', loc], 'Input should be a valid UUID', 'uuid_parsing');
+  const links = uuids(link.any_);
+  for (const [v, loc] of [[any, 'id'], [notAny, 'id'], [links, linkField]] as const) {
+    if (v === 'bad') return invalid(['body', kind, loc], 'Input should be a valid UUID', 'uuid_parsing');
   }
-  const runs = [...ctx.flowRuns.values()].filter((r) => {
-    const rid = String(r.id);
+  const runs = [...(kind === 'flow_runs' ? ctx.flowRuns : ctx.taskRuns)].filter(([rid, r]) => {
     if (any instanceof Set && !any.has(rid)) return false;
     if (notAny instanceof Set && notAny.has(rid)) return false;
-    if (parents instanceof Set && !(typeof r.parent_task_run_id === 'string' && parents.has(r.parent_task_run_id))) return false;
+    const linked = canonicalUuid(r[linkField]);
+    if (links instanceof Set && !(linked !== undefined && links.has(linked))) return false;
     return true;
   });
   const sort = b.sort ?? 'ID_DESC';
   if (sort !== 'ID_DESC') return invalid(['body', 'sort'], 'only ID_DESC is served by this fake', 'enum');
-  runs.sort((x, y) => (String(x.id) < String(y.id) ? 1 : -1));
-  return [200, runs.slice(offset, offset + limit)];
+  runs.sort(([x], [y]) => (x < y ? 1 : -1));
+  return [200, runs.slice(offset, offset + limit).map(([, r]) => r)];
 }
 
 export interface FlowRunInput {
