@@ -7,7 +7,7 @@
  * - `rate`: a steady rate, each event's `occurred`/`received` stamped with the time it is sent,
  *   so that the client's lag from `occurred` is real.
  *
- * Flow-run lookups over REST are answered as a Prefect server that has every run would answer them.
+ * Run lookups over REST are answered as Prefect would (`answerRest`).
  *
  * Started as `node server.js '<json options>'`; prints `{"port":…}` when listening and
  * `{"sent":…,"ms":…,"cpuMs":…}` when done (`cpuMs`: the process's CPU time while sending).
@@ -70,9 +70,11 @@ async function main(): Promise<void> {
 const FLOW_RUN_PATH = /^\/api\/flow_runs\/([0-9a-f-]{36})$/;
 
 /**
- * The flow-run lookups of Prefect's REST API (reference §5), as a server that has every run asked
- * for: `GET /api/flow_runs/{id}` and `POST /api/flow_runs/filter` by `id.any_`, each run a whole
- * `FlowRunResponse` without an `__OTEL_TRACEPARENT` label. Everything else is a 404.
+ * The run lookups of Prefect's REST API (reference §5): flow runs as a server that has every run
+ * asked for (`GET /api/flow_runs/{id}` and `POST /api/flow_runs/filter` by `id.any_`, each run a
+ * whole `FlowRunResponse` without an `__OTEL_TRACEPARENT` label); task runs as a server that has
+ * none (`POST /api/task_runs/filter` answers `[]`, `GET /api/task_runs/{id}` 404). Everything else
+ * is a 404.
  */
 function answerRest(req: IncomingMessage, res: ServerResponse): void {
   const chunks: Buffer[] = [];
@@ -84,6 +86,8 @@ function answerRest(req: IncomingMessage, res: ServerResponse): void {
     const now = Date.now();
     const one = req.method === 'GET' ? FLOW_RUN_PATH.exec(req.url ?? '') : null;
     if (one !== null) return json(200, flowRunResponse({ id: one[1]! }, now));
+    // Subflows' tracking task runs are not in the workload's events: like a server that has none of them.
+    if (req.method === 'POST' && req.url === '/api/task_runs/filter') return json(200, []);
     if (req.method === 'POST' && req.url === '/api/flow_runs/filter') {
       try {
         const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { flow_runs?: { id?: { any_?: string[] } } };

@@ -7,6 +7,7 @@ import { startMetricsExport } from './export/metrics.js';
 import { startHealthServer } from './health.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
+import { createOwnerLookup } from './source/run-lookups.js';
 import { MAX_EVENT_BYTES } from './model/event.js';
 import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
 import { createPrefectRestClient } from './source/rest.js';
@@ -57,17 +58,15 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     logger,
     clock: 'event',
     nativeSpans: nativeSpanFromRest(rest),
-    resolveOwner: async (taskRunId) => {
-      if (restUnreachable) return null;
-      const r = await rest.getTaskRun(taskRunId);
-      if (r.ok) return r.value.flowRunId;
-      if (r.status === undefined && !restUnreachable) {
+    resolveOwner: createOwnerLookup(rest, {
+      skip: () => restUnreachable,
+      onFailure: (failure) => {
+        if (!failure.transport || restUnreachable) return;
         // Replaying a file needs no server: once it cannot be reached, stop asking for every subflow.
         restUnreachable = true;
-        logger.warn({ component: 'replay', apiUrl: config.prefect.apiUrl, err: r.message }, 'Prefect API unreachable: subflows whose parent is not in the file become roots of their own traces');
-      }
-      return null;
-    },
+        logger.warn({ component: 'replay', apiUrl: config.prefect.apiUrl, err: failure.reason }, 'Prefect API unreachable: subflows whose parent is not in the file become roots of their own traces');
+      },
+    }),
   });
 
   let input: Readable;

@@ -1,7 +1,6 @@
 import { EventEmitter, once } from 'node:events';
 import { pino, type Logger } from 'pino';
 import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
-import { AuthError } from './errors.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
 import { routeDiagToLogger } from './log/diag.js';
@@ -9,6 +8,7 @@ import { createLogger } from './log/logger.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
+import { createOwnerLookup } from './source/run-lookups.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from './source/websocket.js';
 import { loadState, StateWriter } from './state/persisted.js';
@@ -80,15 +80,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       clock: 'wall',
       hooks: options.hooks,
       nativeSpans: nativeSpanFromRest(rest),
-      resolveOwner: async (taskRunId) => {
-        try {
-          const r = await rest.getTaskRun(taskRunId);
-          return r.ok ? r.value.flowRunId : null;
-        } catch (err) {
-          if (err instanceof AuthError) this.fail(err);
-          return null;
-        }
-      },
+      resolveOwner: createOwnerLookup(rest, { onAuthError: (err) => this.fail(err) }),
       onSpan: (span) => {
         if (this.listenerCount('span') > 0) {
           try {

@@ -5,12 +5,9 @@
  * Design (the timing rules are in RunTracker.askNativeSpan and `due`):
  * - The tracker asks once per run attempt, when the attempt is first seen Running (or terminal);
  *   the request runs in the background and never blocks event reading.
- * - Lookups share requests: up to `MAX_BATCH` flow runs go in one `POST /api/flow_runs/filter`
- *   (by id). A lookup waits at most `GATHER_MS` for others to join it, so a busy server is asked
- *   once per batch instead of once per flow run, and a quiet one as soon as a run starts.
- *   A server that refuses the filter (HTTP 400, 404, 405 or 422: a proxy that lets only some routes
- *   through, a `PREFECT_API_DEFAULT_LIMIT` below the batch) is asked `GET /api/flow_runs/{id}`
- *   per run from then on, `PER_RUN_CONCURRENCY` at a time.
+ * - Lookups share requests (run-lookups.ts): up to `MAX_BATCH` flow runs go in one
+ *   `POST /api/flow_runs/filter` by id, a lookup waiting at most `GATHER_MS` for others to join it;
+ *   a server that refuses the filter is asked `GET /api/flow_runs/{id}` per run from then on.
  * - At most `MAX_IN_FLIGHT` requests at a time; the rest wait in a queue that holds at most one
  *   entry per open flow run attempt (bounded by the open-run bound). A queued lookup whose span
  *   has meanwhile been exported is dropped without a request.
@@ -26,8 +23,10 @@
  */
 import type { Logger } from 'pino';
 import { OTEL_TRACEPARENT_LABEL } from '../model/attributes.js';
-import { canonicalUuid } from '../model/ids.js';
 import type { FlowRunInfo, PrefectRestClient } from './rest.js';
+import { createBatchQueue, lookupMany } from './run-lookups.js';
+
+export { GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT } from './run-lookups.js';
 
 /** What a lookup found: the label (undefined when absent), or why there is no answer. */
 export type NativeSpanAnswer =
@@ -39,61 +38,21 @@ export type FetchNativeSpans = (flowRunIds: readonly string[]) => Promise<Native
 
 /** In live mode, how long past the settle window a finished flow span waits for its lookup. */
 export const NATIVE_SPAN_WAIT_MS = 2_000;
-/** Flow runs per request; Prefect's default `PREFECT_API_DEFAULT_LIMIT` is 200. */
-export const MAX_BATCH = 50;
-/** The longest a lookup waits for others to share its request. */
-export const GATHER_MS = 20;
-export const MAX_IN_FLIGHT = 2;
-/** Requests at a time for one batch on a server that refused the filter. */
-export const PER_RUN_CONCURRENCY = 4;
 export const BREAKER_FAILURES = 3;
 export const BREAKER_PAUSE_MS = 30_000;
-
-/** Statuses that say the server will not take the filter request, as opposed to failing it. */
-const FILTER_REFUSED = new Set([400, 404, 405, 422]);
-
-const labelOf = (run: FlowRunInfo): NativeSpanAnswer => {
-  const label = run.labels[OTEL_TRACEPARENT_LABEL];
-  return { ok: true, traceparent: typeof label === 'string' ? label : undefined };
-};
 
 const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /** Flow runs' `__OTEL_TRACEPARENT` labels over REST, a batch per request. Never throws. */
 export function nativeSpanFromRest(rest: Pick<PrefectRestClient, 'getFlowRun' | 'getFlowRuns'>): FetchNativeSpans {
-  let filter = true;
-
-  const perRun = async (id: string): Promise<NativeSpanAnswer> => {
-    const r = await rest.getFlowRun(id);
-    return r.ok ? labelOf(r.value) : { ok: false, reason: r.message, transport: r.status === undefined };
-  };
-
+  const lookup = lookupMany<FlowRunInfo>((ids) => rest.getFlowRuns(ids), (id) => rest.getFlowRun(id), 'POST /flow_runs/filter: flow run');
   return async (ids) => {
     try {
-      if (filter) {
-        const r = await rest.getFlowRuns([...new Set(ids)]);
-        if (r.ok) {
-          const found = new Map(r.value.map((run) => [canonicalUuid(run.id) ?? run.id, run]));
-          return ids.map((id) => {
-            const run = found.get(id);
-            return run === undefined ? { ok: false, reason: `POST /flow_runs/filter: flow run ${id} not found`, transport: false } : labelOf(run);
-          });
-        }
-        if (r.status === undefined || !FILTER_REFUSED.has(r.status)) {
-          return ids.map(() => ({ ok: false, reason: r.message, transport: r.status === undefined }));
-        }
-        filter = false;
-      }
-      const answers: NativeSpanAnswer[] = new Array<NativeSpanAnswer>(ids.length);
-      let next = 0;
-      const worker = async (): Promise<void> => {
-        while (next < ids.length) {
-          const i = next++;
-          answers[i] = await perRun(ids[i]!);
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(PER_RUN_CONCURRENCY, ids.length) }, worker));
-      return answers;
+      return (await lookup(ids)).map((a): NativeSpanAnswer => {
+        if (!a.ok) return a;
+        const label = a.value.labels[OTEL_TRACEPARENT_LABEL];
+        return { ok: true, traceparent: typeof label === 'string' ? label : undefined };
+      });
     } catch (err) {
       // An AuthError: the event stream reports refused credentials itself; here it only means no link.
       return ids.map(() => ({ ok: false, reason: errorText(err), transport: false }));
@@ -123,13 +82,8 @@ interface Job {
 export function createNativeSpanLookup(options: NativeSpanLookupOptions): NativeSpanLookup {
   const log = options.logger;
   const now = options.now ?? Date.now;
-  const queue: Job[] = [];
-  let inFlight = 0;
   let transportFailures = 0;
   let pausedUntil = 0;
-  /** Set while the queue's oldest lookup waits for others to join it; `ripe` once it has waited long enough. */
-  let gathering: NodeJS.Timeout | undefined;
-  let ripe = false;
 
   const deliver = (job: Job, a: NativeSpanAnswer): void => {
     const { flowRunId, attempt } = job;
@@ -146,62 +100,34 @@ export function createNativeSpanLookup(options: NativeSpanLookupOptions): Native
     }
   };
 
-  const send = (jobs: Job[]): void => {
-    inFlight += 1;
-    void (async () => {
-      let answers: NativeSpanAnswer[];
-      try {
-        answers = await options.fetch(jobs.map((j) => j.flowRunId));
-        if (answers.length !== jobs.length) throw new Error(`${answers.length} answers for ${jobs.length} flow runs`);
-      } catch (err) {
-        answers = jobs.map(() => ({ ok: false, reason: errorText(err), transport: false }));
-      }
-      inFlight -= 1;
-      if (answers.every((a) => !a.ok && a.transport)) {
-        transportFailures += 1;
-        if (transportFailures >= BREAKER_FAILURES) {
-          pausedUntil = now() + BREAKER_PAUSE_MS;
-          transportFailures = 0;
-          const first = answers[0];
-          log.debug({ pauseMs: BREAKER_PAUSE_MS, reason: first !== undefined && !first.ok ? first.reason : undefined }, 'flow run lookups paused after repeated connection failures');
-        }
-      } else {
+  const enqueue = createBatchQueue<Job>(async (jobs) => {
+    const asked: Job[] = [];
+    for (const job of jobs) {
+      if (!options.wanted(job.flowRunId, job.attempt)) job.done();
+      else if (now() < pausedUntil) deliver(job, { ok: false, reason: 'lookups paused after repeated connection failures', transport: false });
+      else asked.push(job);
+    }
+    if (asked.length === 0) return;
+    let answers: NativeSpanAnswer[];
+    try {
+      answers = await options.fetch(asked.map((j) => j.flowRunId));
+      if (answers.length !== asked.length) throw new Error(`${answers.length} answers for ${asked.length} flow runs`);
+    } catch (err) {
+      answers = asked.map(() => ({ ok: false, reason: errorText(err), transport: false }));
+    }
+    if (answers.every((a) => !a.ok && a.transport)) {
+      transportFailures += 1;
+      if (transportFailures >= BREAKER_FAILURES) {
+        pausedUntil = now() + BREAKER_PAUSE_MS;
         transportFailures = 0;
+        const first = answers[0];
+        log.debug({ pauseMs: BREAKER_PAUSE_MS, reason: first !== undefined && !first.ok ? first.reason : undefined }, 'flow run lookups paused after repeated connection failures');
       }
-      jobs.forEach((job, i) => deliver(job, answers[i]!));
-      pump();
-    })();
-  };
-
-  const pump = (): void => {
-    while (inFlight < MAX_IN_FLIGHT && queue.length > 0) {
-      if (queue.length < MAX_BATCH && !ripe) {
-        gathering ??= setTimeout(() => {
-          gathering = undefined;
-          ripe = true;
-          pump();
-        }, GATHER_MS);
-        return;
-      }
-      ripe = false;
-      const asked: Job[] = [];
-      for (const job of queue.splice(0, MAX_BATCH)) {
-        if (!options.wanted(job.flowRunId, job.attempt)) job.done();
-        else if (now() < pausedUntil) deliver(job, { ok: false, reason: 'lookups paused after repeated connection failures', transport: false });
-        else asked.push(job);
-      }
-      if (asked.length > 0) send(asked);
+    } else {
+      transportFailures = 0;
     }
-    if (queue.length === 0 && gathering !== undefined) {
-      clearTimeout(gathering);
-      gathering = undefined;
-      ripe = false;
-    }
-  };
+    asked.forEach((job, i) => deliver(job, answers[i]!));
+  });
 
-  return (flowRunId, attempt) =>
-    new Promise<void>((resolve) => {
-      queue.push({ flowRunId, attempt, done: resolve });
-      pump();
-    });
+  return (flowRunId, attempt) => new Promise<void>((done) => enqueue({ flowRunId, attempt, done }));
 }

@@ -1,0 +1,149 @@
+/**
+ * Run look-ups over REST, many runs per request. A busy server starts hundreds of runs a second;
+ * asking for each one alone costs the server a request per run and us a request's CPU per run.
+ *
+ * - `lookupMany` asks `POST /…_runs/filter` by id for a whole batch. A server that refuses the
+ *   filter (HTTP 400, 404, 405 or 422: a proxy that lets only some routes through, a
+ *   `PREFECT_API_DEFAULT_LIMIT` below the batch) is asked `GET /…_runs/{id}` per run from then on,
+ *   `PER_RUN_CONCURRENCY` at a time.
+ * - `createBatchQueue` gathers look-ups into batches: one waits at most `GATHER_MS` for others to
+ *   join it, a batch holds at most `MAX_BATCH` runs, and at most `MAX_IN_FLIGHT` batches are out at
+ *   a time; the rest wait in the queue.
+ */
+import { AuthError } from '../errors.js';
+import { canonicalUuid } from '../model/ids.js';
+import type { PrefectRestClient, RestResult, TaskRunInfo } from './rest.js';
+
+/** A run found by id, or why there is none (`transport`: no HTTP answer at all). */
+export type RunAnswer<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string; readonly transport: boolean };
+
+/** Runs per request; Prefect's default `PREFECT_API_DEFAULT_LIMIT` is 200. */
+export const MAX_BATCH = 50;
+/** The longest a look-up waits for others to share its request. */
+export const GATHER_MS = 20;
+export const MAX_IN_FLIGHT = 2;
+/** Requests at a time for one batch on a server that refused the filter. */
+export const PER_RUN_CONCURRENCY = 4;
+
+/** Statuses that say the server will not take the filter request, as opposed to failing it. */
+const FILTER_REFUSED = new Set([400, 404, 405, 422]);
+
+/**
+ * Look up runs by id, a batch per request: `many` is the filter request, `one` the single GET.
+ * The answers are in the order of `ids` (an id asked twice is answered twice); a run the server
+ * does not have is `not found`. An AuthError from either request is thrown.
+ */
+export function lookupMany<T extends { readonly id: string }>(
+  many: (ids: readonly string[]) => Promise<RestResult<T[]>>,
+  one: (id: string) => Promise<RestResult<T>>,
+  noun: string,
+): (ids: readonly string[]) => Promise<RunAnswer<T>[]> {
+  let filter = true;
+  return async (ids) => {
+    if (filter) {
+      const r = await many([...new Set(ids)]);
+      if (r.ok) {
+        const found = new Map(r.value.map((run) => [canonicalUuid(run.id) ?? run.id, run]));
+        return ids.map((id): RunAnswer<T> => {
+          const run = found.get(canonicalUuid(id) ?? id);
+          return run === undefined ? { ok: false, reason: `${noun} ${id} not found`, transport: false } : { ok: true, value: run };
+        });
+      }
+      if (r.status === undefined || !FILTER_REFUSED.has(r.status)) {
+        return ids.map(() => ({ ok: false, reason: r.message, transport: r.status === undefined }));
+      }
+      filter = false;
+    }
+    const answers = new Array<RunAnswer<T>>(ids.length);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < ids.length) {
+        const i = next++;
+        const r = await one(ids[i]!);
+        answers[i] = r.ok ? r : { ok: false, reason: r.message, transport: r.status === undefined };
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PER_RUN_CONCURRENCY, ids.length) }, worker));
+    return answers;
+  };
+}
+
+/**
+ * Queue jobs and hand them to `send` in batches (see the module's doc). `send` must settle; the
+ * batch's slot is free again when it has.
+ */
+export function createBatchQueue<J>(send: (jobs: J[]) => Promise<void>): (job: J) => void {
+  const queue: J[] = [];
+  let inFlight = 0;
+  /** Set while the queue's oldest job waits for others to join it; `ripe` once it has waited long enough. */
+  let gathering: NodeJS.Timeout | undefined;
+  let ripe = false;
+
+  const pump = (): void => {
+    while (inFlight < MAX_IN_FLIGHT && queue.length > 0) {
+      if (queue.length < MAX_BATCH && !ripe) {
+        gathering ??= setTimeout(() => {
+          gathering = undefined;
+          ripe = true;
+          pump();
+        }, GATHER_MS);
+        return;
+      }
+      ripe = false;
+      inFlight += 1;
+      void send(queue.splice(0, MAX_BATCH))
+        .catch(() => undefined)
+        .finally(() => {
+          inFlight -= 1;
+          pump();
+        });
+    }
+    if (queue.length === 0 && gathering !== undefined) {
+      clearTimeout(gathering);
+      gathering = undefined;
+      ripe = false;
+    }
+  };
+
+  return (job) => {
+    queue.push(job);
+    pump();
+  };
+}
+
+export interface OwnerLookupOptions {
+  /** Credentials refused (401/403): the lookup itself answers null. */
+  readonly onAuthError?: (err: AuthError) => void;
+  /** Every lookup that found no owner for a reason other than the task run having none. */
+  readonly onFailure?: (failure: { readonly reason: string; readonly transport: boolean }) => void;
+  /** While true, lookups answer null without a request. */
+  readonly skip?: () => boolean;
+}
+
+const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/**
+ * The flow run that owns a task run (a subflow's tracking task: reference §5, `flow_run_id`), over
+ * REST in batches (`POST /task_runs/filter` by id); null when it cannot be found.
+ */
+export function createOwnerLookup(rest: Pick<PrefectRestClient, 'getTaskRun' | 'getTaskRuns'>, options: OwnerLookupOptions = {}): (taskRunId: string) => Promise<string | null> {
+  const lookup = lookupMany<TaskRunInfo>((ids) => rest.getTaskRuns(ids), (id) => rest.getTaskRun(id), 'POST /task_runs/filter: task run');
+  const enqueue = createBatchQueue<{ readonly id: string; readonly resolve: (owner: string | null) => void }>(async (jobs) => {
+    const asked = options.skip?.() === true ? [] : jobs;
+    if (asked !== jobs) for (const job of jobs) job.resolve(null);
+    if (asked.length === 0) return;
+    let answers: RunAnswer<TaskRunInfo>[];
+    try {
+      answers = await lookup(asked.map((j) => j.id));
+    } catch (err) {
+      if (err instanceof AuthError) options.onAuthError?.(err);
+      answers = asked.map(() => ({ ok: false, reason: errorText(err), transport: false }));
+    }
+    asked.forEach((job, i) => {
+      const a = answers[i]!;
+      if (!a.ok) options.onFailure?.(a);
+      job.resolve(a.ok ? a.value.flowRunId : null);
+    });
+  });
+  return (taskRunId) => new Promise((resolve) => enqueue({ id: taskRunId, resolve }));
+}
