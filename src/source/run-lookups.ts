@@ -116,7 +116,7 @@ export interface OwnerLookupOptions {
   readonly onAuthError?: (err: AuthError) => void;
   /** Every lookup that found no owner for a reason other than the task run having none. */
   readonly onFailure?: (failure: { readonly reason: string; readonly transport: boolean }) => void;
-  /** While true, lookups answer null without a request. */
+  /** While true, lookups answer null at once, without a request. */
   readonly skip?: () => boolean;
 }
 
@@ -145,5 +145,5 @@ export function createOwnerLookup(rest: Pick<PrefectRestClient, 'getTaskRun' | '
       job.resolve(a.ok ? a.value.flowRunId : null);
     });
   });
-  return (taskRunId) => new Promise((resolve) => enqueue({ id: taskRunId, resolve }));
+  return (taskRunId) => (options.skip?.() === true ? Promise.resolve(null) : new Promise((resolve) => enqueue({ id: taskRunId, resolve })));
 }
