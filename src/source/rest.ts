@@ -33,11 +33,6 @@ export interface EventHistoryFilter {
 export interface PrefectRestClient {
   /** `GET /task_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 throw AuthError. */
   getTaskRun(id: string): Promise<RestResult<TaskRunInfo>>;
-  /**
-   * Many task runs in one request: `POST /task_runs/filter` with `task_runs.id.any_` (Prefect's
-   * `TaskRunFilterId`) and `limit` = the number of ids, as `getFlowRuns` does for flow runs.
-   */
-  getTaskRuns(ids: readonly string[]): Promise<RestResult<TaskRunInfo[]>>;
   /** `GET /flow_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 throw AuthError. */
   getFlowRun(id: string): Promise<RestResult<FlowRunInfo>>;
   /**
@@ -127,7 +122,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
   }
 
   /** `POST /{kind}/filter` by id, `limit` = the number of ids: every run in the answer that maps. */
-  const filterRuns = <T>(kind: 'task_runs' | 'flow_runs', ids: readonly string[], map: (body: Record<string, unknown>) => T | undefined): Promise<RestResult<T[]>> =>
+  const filterRuns = <T>(kind: 'flow_runs', ids: readonly string[], map: (body: Record<string, unknown>) => T | undefined): Promise<RestResult<T[]>> =>
     call('POST', `/${kind}/filter`, `POST /${kind}/filter`, { [kind]: { id: { any_: [...ids] } }, limit: ids.length }, (b) => {
       if (!Array.isArray(b)) return undefined;
       const runs: T[] = [];
@@ -144,10 +139,6 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
   return {
     getTaskRun(id) {
       return getRun<TaskRunInfo>('task_runs', id, taskRunInfo);
-    },
-
-    getTaskRuns(ids) {
-      return filterRuns('task_runs', ids, taskRunInfo);
     },
 
     getFlowRun(id) {

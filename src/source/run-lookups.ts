@@ -1,18 +1,20 @@
 /**
- * Run look-ups over REST, many runs per request. A busy server starts hundreds of runs a second;
+ * Run look-ups over REST, queued and bounded. A busy server starts hundreds of runs a second;
  * asking for each one alone costs the server a request per run and us a request's CPU per run.
  *
  * - `lookupMany` asks `POST /…_runs/filter` by id for a whole batch. A server that refuses the
  *   filter (HTTP 400, 404, 405 or 422: a proxy that lets only some routes through, a
  *   `PREFECT_API_DEFAULT_LIMIT` below the batch) is asked `GET /…_runs/{id}` per run from then on,
  *   `PER_RUN_CONCURRENCY` at a time.
- * - `createBatchQueue` gathers look-ups into batches: one waits at most `GATHER_MS` for others to
- *   join it, a batch holds at most `MAX_BATCH` runs, and at most `MAX_IN_FLIGHT` batches are out at
- *   a time; the rest wait in the queue.
+ * - `createBatchQueue` gathers look-ups into batches: by default one waits at most `GATHER_MS` for
+ *   others to join it, a batch holds at most `MAX_BATCH` runs, and at most `MAX_IN_FLIGHT` batches
+ *   are out at a time; the rest wait in the queue.
+ * - `createOwnerLookup` resolves subflow parents one `GET /task_runs/{id}` each, as SPEC §2 says,
+ *   through a queue of batches of one: at most `OWNER_LOOKUPS_IN_FLIGHT` at a time.
  */
 import { AuthError } from '../errors.js';
 import { canonicalUuid } from '../model/ids.js';
-import type { PrefectRestClient, RestResult, TaskRunInfo } from './rest.js';
+import type { PrefectRestClient, RestResult } from './rest.js';
 
 /** A run found by id, or why there is none (`transport`: no HTTP answer at all). */
 export type RunAnswer<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string; readonly transport: boolean };
@@ -24,6 +26,16 @@ export const GATHER_MS = 20;
 export const MAX_IN_FLIGHT = 2;
 /** Requests at a time for one batch on a server that refused the filter. */
 export const PER_RUN_CONCURRENCY = 4;
+/** Subflow parent look-ups (one request per task run) out at a time. */
+export const OWNER_LOOKUPS_IN_FLIGHT = 4;
+
+export interface BatchLimits {
+  readonly maxBatch: number;
+  readonly gatherMs: number;
+  readonly maxInFlight: number;
+}
+
+const BATCHES: BatchLimits = { maxBatch: MAX_BATCH, gatherMs: GATHER_MS, maxInFlight: MAX_IN_FLIGHT };
 
 /** Statuses that say the server will not take the filter request, as opposed to failing it. */
 const FILTER_REFUSED = new Set([400, 404, 405, 422]);
@@ -72,7 +84,8 @@ export function lookupMany<T extends { readonly id: string }>(
  * Queue jobs and hand them to `send` in batches (see the module's doc). `send` must settle; the
  * batch's slot is free again when it has.
  */
-export function createBatchQueue<J>(send: (jobs: J[]) => Promise<void>): (job: J) => void {
+export function createBatchQueue<J>(send: (jobs: J[]) => Promise<void>, limits: BatchLimits = BATCHES): (job: J) => void {
+  const { maxBatch, gatherMs, maxInFlight } = limits;
   const queue: J[] = [];
   let inFlight = 0;
   /** Set while the queue's oldest job waits for others to join it; `ripe` once it has waited long enough. */
@@ -80,18 +93,18 @@ export function createBatchQueue<J>(send: (jobs: J[]) => Promise<void>): (job: J
   let ripe = false;
 
   const pump = (): void => {
-    while (inFlight < MAX_IN_FLIGHT && queue.length > 0) {
-      if (queue.length < MAX_BATCH && !ripe) {
+    while (inFlight < maxInFlight && queue.length > 0) {
+      if (queue.length < maxBatch && !ripe) {
         gathering ??= setTimeout(() => {
           gathering = undefined;
           ripe = true;
           pump();
-        }, GATHER_MS);
+        }, gatherMs);
         return;
       }
       ripe = false;
       inFlight += 1;
-      void send(queue.splice(0, MAX_BATCH))
+      void send(queue.splice(0, maxBatch))
         .catch(() => undefined)
         .finally(() => {
           inFlight -= 1;
@@ -123,27 +136,27 @@ export interface OwnerLookupOptions {
 const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /**
- * The flow run that owns a task run (a subflow's tracking task: reference §5, `flow_run_id`), over
- * REST in batches (`POST /task_runs/filter` by id); null when it cannot be found.
+ * The flow run that owns a task run (a subflow's tracking task: reference §5, `flow_run_id`), one
+ * `GET /task_runs/{id}` per task run, at most `OWNER_LOOKUPS_IN_FLIGHT` at a time; null when it
+ * cannot be found.
  */
-export function createOwnerLookup(rest: Pick<PrefectRestClient, 'getTaskRun' | 'getTaskRuns'>, options: OwnerLookupOptions = {}): (taskRunId: string) => Promise<string | null> {
-  const lookup = lookupMany<TaskRunInfo>((ids) => rest.getTaskRuns(ids), (id) => rest.getTaskRun(id), 'POST /task_runs/filter: task run');
-  const enqueue = createBatchQueue<{ readonly id: string; readonly resolve: (owner: string | null) => void }>(async (jobs) => {
-    const asked = options.skip?.() === true ? [] : jobs;
-    if (asked !== jobs) for (const job of jobs) job.resolve(null);
-    if (asked.length === 0) return;
-    let answers: RunAnswer<TaskRunInfo>[];
-    try {
-      answers = await lookup(asked.map((j) => j.id));
-    } catch (err) {
-      if (err instanceof AuthError) options.onAuthError?.(err);
-      answers = asked.map(() => ({ ok: false, reason: errorText(err), transport: false }));
-    }
-    asked.forEach((job, i) => {
-      const a = answers[i]!;
-      if (!a.ok) options.onFailure?.(a);
-      job.resolve(a.ok ? a.value.flowRunId : null);
-    });
-  });
+export function createOwnerLookup(rest: Pick<PrefectRestClient, 'getTaskRun'>, options: OwnerLookupOptions = {}): (taskRunId: string) => Promise<string | null> {
+  const enqueue = createBatchQueue<{ readonly id: string; readonly resolve: (owner: string | null) => void }>(
+    async ([job]) => {
+      if (job === undefined) return;
+      if (options.skip?.() === true) return job.resolve(null);
+      let owner: string | null = null;
+      try {
+        const r = await rest.getTaskRun(job.id);
+        if (r.ok) owner = r.value.flowRunId;
+        else options.onFailure?.({ reason: r.message, transport: r.status === undefined });
+      } catch (err) {
+        if (err instanceof AuthError) options.onAuthError?.(err);
+        options.onFailure?.({ reason: errorText(err), transport: false });
+      }
+      job.resolve(owner);
+    },
+    { maxBatch: 1, gatherMs: 0, maxInFlight: OWNER_LOOKUPS_IN_FLIGHT },
+  );
   return (taskRunId) => (options.skip?.() === true ? Promise.resolve(null) : new Promise((resolve) => enqueue({ id: taskRunId, resolve })));
 }

@@ -125,22 +125,6 @@ describe('rest client: runs', () => {
     await assert.rejects(rest.getFlowRuns([FLOW_RUN]), (err: unknown) => err instanceof AuthError && err.message === 'the Prefect API refused POST /flow_runs/filter with HTTP 403: check PREFECT_API_AUTH_STRING');
   });
 
-  it('getTaskRuns asks POST /task_runs/filter by id and maps each run to its flow run', async () => {
-    reset(() => ({ status: 200, body: [{ id: TASK_RUN, flow_run_id: FLOW_RUN, name: 'child-0', task_key: 'child-9a8b' }, { id: TRACKING_TASK, flow_run_id: null }, { flow_run_id: FLOW_RUN }] }));
-    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, apiKey: API_KEY });
-    assert.deepEqual(await rest.getTaskRuns([TASK_RUN, TRACKING_TASK]), {
-      ok: true,
-      value: [
-        { id: TASK_RUN, flowRunId: FLOW_RUN, name: 'child-0', taskKey: 'child-9a8b' },
-        { id: TRACKING_TASK, flowRunId: null },
-      ],
-    });
-    assert.deepEqual(
-      seen.map((s) => [s.method, s.path, s.headers.authorization, s.body]),
-      [['POST', '/api/task_runs/filter', `Bearer ${API_KEY}`, { task_runs: { id: { any_: [TASK_RUN, TRACKING_TASK] } }, limit: 2 }]],
-    );
-  });
-
   it('404, 500 and an unexpected body are results, not exceptions', async () => {
     const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api` });
     reset(() => ({ status: 404, body: { detail: 'Task run not found' } }));

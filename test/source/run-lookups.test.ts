@@ -1,28 +1,34 @@
 /**
- * The flow run owning each task run (a subflow's parent), looked up in batches over loopback
- * against the fake Prefect server: shared requests, runs it does not have, refused credentials, and
- * a caller that stops asking.
+ * The flow run owning each task run (a subflow's parent) over loopback against the fake Prefect
+ * server: one GET per task run with a bound on requests out, runs it does not have, refused
+ * credentials, and a caller that stops asking.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createPrefectRestClient } from '../../src/source/rest.js';
-import { createOwnerLookup, MAX_BATCH } from '../../src/source/run-lookups.js';
+import { createOwnerLookup, OWNER_LOOKUPS_IN_FLIGHT } from '../../src/source/run-lookups.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 
 const taskId = (i: number): string => `0198c7d2-6000-7000-8000-${String(i).padStart(12, '0')}`;
 const flowId = (i: number): string => `0198c7d2-8000-7000-8000-${String(i).padStart(12, '0')}`;
-const asked = (r: { body?: unknown }): string[] => (r.body as { task_runs: { id: { any_: string[] } } }).task_runs.id.any_;
 
-test(`owners of task runs: up to ${MAX_BATCH} per POST /task_runs/filter; a task run outside a flow or unknown to the server has none`, async (t) => {
+test(`owners of task runs: GET /task_runs/{id} each, ${OWNER_LOOKUPS_IN_FLIGHT} at a time; a task run outside a flow or unknown to the server has none`, async (t) => {
   const prefect = await startFakePrefect();
   t.after(() => prefect.close());
-  const n = MAX_BATCH + 3;
+  const n = 3 * OWNER_LOOKUPS_IN_FLIGHT;
   for (let i = 0; i < n - 1; i++) prefect.addTaskRun({ id: taskId(i), flow_run_id: i === 1 ? null : flowId(i) });
   const owner = createOwnerLookup(createPrefectRestClient({ apiUrl: prefect.url }));
-  const owners = await Promise.all(Array.from({ length: n }, (_, i) => owner(taskId(i))));
-  assert.deepEqual(owners, Array.from({ length: n }, (_, i) => (i === 1 || i === n - 1 ? null : flowId(i))));
-  const ids = Array.from({ length: n }, (_, i) => taskId(i));
-  assert.deepEqual(prefect.restRequests.map(asked), [ids.slice(0, MAX_BATCH), ids.slice(MAX_BATCH)]);
+  prefect.switches.holdRest = true;
+  const all = Promise.all(Array.from({ length: n }, (_, i) => owner(taskId(i))));
+  while (prefect.restRequests.length < OWNER_LOOKUPS_IN_FLIGHT) await new Promise((r) => setTimeout(r, 5));
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(prefect.restRequests.length, OWNER_LOOKUPS_IN_FLIGHT, 'the rest wait in the queue');
+  prefect.switches.holdRest = false;
+  assert.deepEqual(await all, Array.from({ length: n }, (_, i) => (i === 1 || i === n - 1 ? null : flowId(i))));
+  assert.deepEqual(
+    prefect.restRequests.map((q) => `${q.method} ${q.path}`).sort(),
+    Array.from({ length: n }, (_, i) => `GET /api/task_runs/${taskId(i)}`).sort(),
+  );
 });
 
 test('owners: refused credentials reach onAuthError and answer null; while `skip` holds nothing is asked; failures are reported', async (t) => {
@@ -31,9 +37,8 @@ test('owners: refused credentials reach onAuthError and answer null; while `skip
   prefect.addTaskRun({ id: taskId(1), flow_run_id: flowId(1) });
   const authErrors: string[] = [];
   const wrong = createOwnerLookup(createPrefectRestClient({ apiUrl: prefect.url, authString: 'admin:wrong' }), { onAuthError: (err) => authErrors.push(err.message) });
-  assert.deepEqual(await Promise.all([wrong(taskId(1)), wrong(taskId(2))]), [null, null]);
-  assert.deepEqual(authErrors, ['the Prefect API refused POST /task_runs/filter with HTTP 401: check PREFECT_API_AUTH_STRING']);
-  assert.ok(authErrors.every((m) => !m.includes('admin:wrong')));
+  assert.equal(await wrong(taskId(1)), null);
+  assert.deepEqual(authErrors, [`the Prefect API refused GET /task_runs/${taskId(1)} with HTTP 401: check PREFECT_API_AUTH_STRING`]);
 
   let skipping = false;
   const failures: unknown[] = [];
@@ -48,7 +53,7 @@ test('owners: refused credentials reach onAuthError and answer null; while `skip
   assert.equal(await owner(taskId(1)), null);
   assert.equal(prefect.restRequests.length, before, 'nothing asked while skipping');
   assert.deepEqual(failures, [
-    { ok: false, reason: `POST /task_runs/filter: task run ${taskId(2)} not found`, transport: false },
-    { ok: false, reason: 'POST /task_runs/filter: HTTP 503', transport: false },
+    { reason: `GET /task_runs/${taskId(2)}: not found`, transport: false },
+    { reason: `GET /task_runs/${taskId(1)}: HTTP 503`, transport: false },
   ]);
 });
