@@ -73,8 +73,8 @@ const FLOW_RUN_PATH = /^\/api\/flow_runs\/([0-9a-f-]{36})$/;
  * The run lookups of Prefect's REST API (reference §5): flow runs as a server that has every run
  * asked for (`GET /api/flow_runs/{id}` and `POST /api/flow_runs/filter` by `id.any_`, each run a
  * whole `FlowRunResponse` without an `__OTEL_TRACEPARENT` label); task runs as a server that has
- * none (`POST /api/task_runs/filter` answers `[]`, `GET /api/task_runs/{id}` 404). Everything else
- * is a 404.
+ * none (`GET /api/task_runs/{id}` is a 404, as everything else is): the workload's subflows'
+ * tracking task runs have no events.
  */
 function answerRest(req: IncomingMessage, res: ServerResponse): void {
   const chunks: Buffer[] = [];
@@ -86,8 +86,6 @@ function answerRest(req: IncomingMessage, res: ServerResponse): void {
     const now = Date.now();
     const one = req.method === 'GET' ? FLOW_RUN_PATH.exec(req.url ?? '') : null;
     if (one !== null) return json(200, flowRunResponse({ id: one[1]! }, now));
-    // Subflows' tracking task runs are not in the workload's events: like a server that has none of them.
-    if (req.method === 'POST' && req.url === '/api/task_runs/filter') return json(200, []);
     if (req.method === 'POST' && req.url === '/api/flow_runs/filter') {
       try {
         const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { flow_runs?: { id?: { any_?: string[] } } };
