@@ -24,7 +24,7 @@
 import type { Logger } from 'pino';
 import { OTEL_TRACEPARENT_LABEL } from '../model/attributes.js';
 import type { FlowRunInfo, PrefectRestClient } from './rest.js';
-import { createBatchQueue, lookupMany } from './run-lookups.js';
+import { createBatchQueue, errorText, lookupMany } from './run-lookups.js';
 
 export { GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT } from './run-lookups.js';
 
@@ -40,8 +40,6 @@ export type FetchNativeSpans = (flowRunIds: readonly string[]) => Promise<Native
 export const NATIVE_SPAN_WAIT_MS = 2_000;
 export const BREAKER_FAILURES = 3;
 export const BREAKER_PAUSE_MS = 30_000;
-
-const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /** Flow runs' `__OTEL_TRACEPARENT` labels over REST, a batch per request. Never throws. */
 export function nativeSpanFromRest(rest: Pick<PrefectRestClient, 'getFlowRun' | 'getFlowRuns'>): FetchNativeSpans {

@@ -133,7 +133,8 @@ export interface OwnerLookupOptions {
   readonly skip?: () => boolean;
 }
 
-const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+/** An error's message, for a failed look-up's reason. */
+export const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /**
  * The flow run that owns a task run (a subflow's tracking task: reference §5, `flow_run_id`), one
