@@ -121,18 +121,6 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     return { ok: true, value };
   }
 
-  /** `POST /{kind}/filter` by id, `limit` = the number of ids: every run in the answer that maps. */
-  const filterRuns = <T>(kind: 'flow_runs', ids: readonly string[], map: (body: Record<string, unknown>) => T | undefined): Promise<RestResult<T[]>> =>
-    call('POST', `/${kind}/filter`, `POST /${kind}/filter`, { [kind]: { id: { any_: [...ids] } }, limit: ids.length }, (b) => {
-      if (!Array.isArray(b)) return undefined;
-      const runs: T[] = [];
-      for (const x of b) {
-        const run = isRecord(x) ? map(x) : undefined;
-        if (run !== undefined) runs.push(run);
-      }
-      return runs;
-    });
-
   const getRun = <T>(kind: 'task_runs' | 'flow_runs', id: string, map: (body: Record<string, unknown>) => T | undefined): Promise<RestResult<T>> =>
     call('GET', `/${kind}/${encodeURIComponent(id)}`, `GET /${kind}/${id}`, undefined, (b) => (isRecord(b) ? map(b) : undefined));
 
@@ -146,7 +134,16 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     },
 
     getFlowRuns(ids) {
-      return filterRuns('flow_runs', ids, flowRunInfo);
+      const body = { flow_runs: { id: { any_: [...ids] } }, limit: ids.length };
+      return call('POST', '/flow_runs/filter', 'POST /flow_runs/filter', body, (b) => {
+        if (!Array.isArray(b)) return undefined;
+        const runs: FlowRunInfo[] = [];
+        for (const x of b) {
+          const run = isRecord(x) ? flowRunInfo(x) : undefined;
+          if (run !== undefined) runs.push(run);
+        }
+        return runs;
+      });
     },
 
     async *readEvents(filter, opts = {}) {
