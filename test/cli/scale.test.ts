@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { spanIdForRun } from '../../src/model/ids.js';
-import { startCli } from '../helpers/cli.js';
+import { readMetric, startCli } from '../helpers/cli.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 
 const RUNS = 100_000;
@@ -100,12 +100,7 @@ test('100,000 short runs, 500 open at most: every span arrives exactly once, the
       if (l.includes('"msg":"stats"')) finalStats = JSON.parse(l) as { runs: Record<string, number> };
     });
   });
-  const metric = async (name: string): Promise<number> => {
-    const text = await (await fetch(`http://127.0.0.1:${await port}/metrics`)).text();
-    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
-    assert.ok(m, `${name} in /metrics`);
-    return Number(m[1]);
-  };
+  const metric = async (name: string): Promise<number> => readMetric(await port, name);
   /** Wait until the replay has read every line written so far (polling, not timing). */
   const caughtUp = async (written: number): Promise<void> => {
     while ((await metric('prefect_otel_events_received_total')) < written) await new Promise((r) => setTimeout(r, 25));

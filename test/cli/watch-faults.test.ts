@@ -4,8 +4,11 @@
  * replay` gives for the same events, each exactly once.
  */
 import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import WebSocket from 'ws';
+import { readMetric } from '../helpers/cli.js';
 import { startFakePrefect, type FakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type OtlpReceiver, type OtlpReceiverOptions } from '../helpers/otlp-receiver.js';
 import { assertOneSpanPerRun, liveConnections, logLines, replaySpans, shape, startWatch, until, workload, type Workload } from '../helpers/watch-e2e.js';
@@ -83,35 +86,60 @@ async function stuckSubscriber(prefect: FakePrefect): Promise<WebSocket> {
   return ws;
 }
 
-test('watch: a burst far past the 256-event backlog, with a slow collector: prefect-otel keeps reading, nothing dropped, every run exported', async (t) => {
+/** The port of the child's /healthz and /metrics, from its log. */
+function metricsPort(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      if (l.includes('"serving /healthz and /metrics"')) resolve((JSON.parse(l) as { port: number }).port);
+    });
+  });
+}
+
+test('watch: a burst far past the 256-event backlog while the collector answers nothing: prefect-otel reads every event, then exports every run once', async (t) => {
   // ~60 × 8 × 16 KB ≈ 8 MB: more than the loopback socket buffers hold for a subscriber that stops reading.
   const w = workload(60, Date.now() - 20_000, { largeEvents: 8, largeEventBytes: 16_000 });
   assert.ok(w.events.length > 4 * 256);
   const { prefect, receiver } = await setup(t, w, { delayMs: 500 });
-  // One STLOGGING line per event is written synchronously to a pipe this process drains while it
-  // publishes; at warn the test measures reading versus exporting, not versus the log pipe.
-  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_PAYLOAD_MAX_CHARS: '100', PREFECT_OTEL_LOG_LEVEL: 'warn' };
+  // The collector takes requests but answers none until every event has been read: a reader that
+  // waited on export would stop reading and never receive the rest.
+  const release = receiver.hold();
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_PAYLOAD_MAX_CHARS: '100', PREFECT_OTEL_HTTP_PORT: '0' };
   const { child, result } = startWatch(env, t);
+  const port = metricsPort(child);
   await until('subscription', () => liveConnections(prefect) === 1);
   const stuck = await stuckSubscriber(prefect);
   t.after(() => stuck.terminate());
   await until('both subscribed', () => liveConnections(prefect) === 2);
+  const [ours, theirs] = prefect.connections;
 
-  // Arriving from many sources at once: the server's sender gets a turn between arrivals.
-  for (let i = 0; i < w.events.length; i += 64) {
-    prefect.publish(w.events.slice(i, i + 64));
-    await new Promise((r) => setImmediate(r));
+  // Each arrival waits for room in prefect-otel's backlog, however slow this machine is, and never
+  // for the other subscriber's: the burst goes on only while prefect-otel keeps reading. Once the
+  // first flow run has ended, the burst waits for its span's export to be sent (and held), so that
+  // the rest of the events, about a quarter of them, have to be read while exports wait.
+  const firstEnd = w.events.findIndex((e) => /^prefect\.flow-run\.(Completed|Failed)$/.test(e.event));
+  assert.ok(firstEnd > 0 && w.events.length - firstEnd > 256);
+  const chunk = 64;
+  for (let i = 0; i < w.events.length; i += chunk) {
+    if (i > firstEnd && receiver.counts.requests === 0) await until('an export sent to the collector', () => receiver.counts.requests > 0);
+    await until('room in prefect-otel\'s backlog', () => ours!.queued <= 256 - chunk, 15_000, () => `${ours!.queued} events queued, ${i} of ${w.events.length} published`);
+    prefect.publish(w.events.slice(i, i + chunk));
   }
-  await receiver.waitForSpans(w.runs.size, 20_000).catch((err: Error) => {
-    throw new Error(`${err.message}; dropped per subscriber: ${JSON.stringify(prefect.connections.map((c) => c.dropped))}`);
-  });
+  const deadline = Date.now() + 20_000;
+  let received = 0;
+  while ((received = await readMetric(await port, 'prefect_otel_events_received_total')) < w.events.length) {
+    assert.ok(Date.now() < deadline, `prefect-otel received ${received} of ${w.events.length} events`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.equal(received, w.events.length);
+  assert.equal(receiver.counts.spans, 0, 'the collector has accepted nothing yet');
+  assert.equal(receiver.requests.length, 0, 'no export has been answered');
+  assert.ok(theirs!.dropped > 0, 'a subscriber that stops reading loses events in this burst (so the burst does test the backlog)');
+
+  release();
+  await receiver.waitForSpans(w.runs.size, 20_000);
   child.kill('SIGTERM');
   const r = await result;
   assert.equal(r.code, 0, r.stderr);
-
-  const [ours, theirs] = prefect.connections;
-  assert.equal(ours!.dropped, 0, 'prefect-otel read every event in time');
-  assert.ok(theirs!.dropped > 0, 'a subscriber that stops reading loses events in this burst (so the burst does test the backlog)');
   const live = receiver.spans();
   assertOneSpanPerRun(live, w);
   assert.deepEqual(shape(live), shape(await replaySpans(w.events, prefect.url, { PREFECT_OTEL_PAYLOAD_MAX_CHARS: '100' })));

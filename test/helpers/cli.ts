@@ -1,4 +1,5 @@
 /** Runs the built CLI as a child process with a clean environment, as a user's shell would. */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
@@ -28,4 +29,12 @@ export function startCli(args: string[], env: Record<string, string>, input?: st
   if (options.keepStdinOpen !== true && (input !== undefined || args[0] === 'replay')) child.stdin.end(input ?? '');
   else if (input !== undefined) child.stdin.write(input);
   return { child, result };
+}
+
+/** One sample's value from the child's `/metrics` (PREFECT_OTEL_HTTP_PORT), read as Prometheus text. */
+export async function readMetric(port: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  assert.ok(m, `${name} in /metrics`);
+  return Number(m[1]);
 }

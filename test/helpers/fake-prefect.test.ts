@@ -102,7 +102,7 @@ describe('fake Prefect: handshake', () => {
     await c.closed;
     await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(f.connections.map(withoutHeaders), [
-      { path: '/api/events/out', protocol: 'prefect', authToken: 'admin:pass', filters: [filter], live: false, dropped: 0, closeCode: 1000, closeReason: '' },
+      { path: '/api/events/out', protocol: 'prefect', authToken: 'admin:pass', filters: [filter], live: false, dropped: 0, queued: 0, closeCode: 1000, closeReason: '' },
     ]);
     assert.equal(f.connections[0]!.headers['sec-websocket-protocol'], 'prefect');
   });
@@ -238,9 +238,10 @@ describe('fake Prefect: backfill and live', () => {
     f.publish(live);
     await new Promise((r) => setTimeout(r, 30));
     assert.deepEqual({ frames: c.frames.length, stats: f.stats }, { frames: 0, stats: { droppedForBacklog: 6, sent: 0 } });
-    assert.equal(f.connections[0]!.dropped, 6, 'counted for the subscriber too');
+    assert.deepEqual({ dropped: f.connections[0]!.dropped, queued: f.connections[0]!.queued }, { dropped: 6, queued: 4 }, 'counted for the subscriber too');
     f.switches.stall = false;
     await c.waitFrames(4);
+    assert.equal(f.connections[0]!.queued, 0);
     assert.deepEqual({ ids: events(c.frames), stats: f.stats }, { ids: live.slice(0, 4).map((e) => e.id), stats: { droppedForBacklog: 6, sent: 4 } });
   });
 

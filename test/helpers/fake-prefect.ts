@@ -73,6 +73,8 @@ export interface ConnectionRecord {
   live: boolean;
   /** Live events dropped for this subscriber because its backlog was full (part of `stats.droppedForBacklog`). */
   dropped: number;
+  /** Live events waiting in this subscriber's queue now (at most the backlog). */
+  readonly queued: number;
   /** The code the server closed with, else the one the client's close carried (1006 when the TCP connection just died). */
   closeCode?: number;
   closeReason?: string;
@@ -290,8 +292,12 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   const offersPrefect = (req: IncomingMessage): boolean => String(req.headers['sec-websocket-protocol'] ?? '').split(',').includes('prefect');
 
   function onConnection(ws: WebSocket, req: IncomingMessage, kind: 'out' | 'in'): void {
-    const rec: ConnectionRecord = { path: req.url ?? '', protocol: ws.protocol, headers: req.headers, authToken: undefined, filters: [], live: false, dropped: 0 };
-    const sub: Sub = { rec, ws, queue: [], sentEvents: 0, badSeq: 0, scheduled: false };
+    const queue: WireEvent[] = [];
+    const rec: ConnectionRecord = {
+      path: req.url ?? '', protocol: ws.protocol, headers: req.headers, authToken: undefined, filters: [], live: false, dropped: 0,
+      get queued() { return queue.length; },
+    };
+    const sub: Sub = { rec, ws, queue, sentEvents: 0, badSeq: 0, scheduled: false };
     connections.push(rec);
     if (kind === 'out') subs.push(sub);
     let phase: 'auth' | 'filter' | 'open' = ws.protocol === 'prefect' ? 'auth' : kind === 'out' ? 'filter' : 'open';

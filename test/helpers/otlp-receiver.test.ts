@@ -165,6 +165,23 @@ describe('OTLP receiver', () => {
     await receiver.close();
   });
 
+  it('hold answers nothing until released, then answers what waited', async () => {
+    const receiver = await startOtlpReceiver({ discard: true });
+    const release = receiver.hold();
+    const body = JSON.stringify({ resourceSpans: [{ scopeSpans: [{ spans: [{}, {}] }] }] });
+    let answered = 0;
+    const post = () => fetch(`${receiver.url}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => ((answered += 1), r.status));
+    const waiting = [post(), post()];
+    while (receiver.counts.requests < 2) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual({ answered, counts: { ...receiver.counts, bytes: 0 }, requests: receiver.requests }, { answered: 0, counts: { spans: 0, logs: 0, metricExports: 0, requests: 2, bytes: 0 }, requests: [] });
+    release();
+    assert.deepEqual(await Promise.all(waiting), [200, 200]);
+    assert.deepEqual({ ...receiver.counts, bytes: 0 }, { spans: 4, logs: 0, metricExports: 0, requests: 2, bytes: 0 });
+    assert.deepEqual(receiver.requests.map((r) => r.status), [200, 200]);
+    await receiver.close();
+  });
+
   it('waitForSpans rejects with what it got when too few arrive in time', async () => {
     const receiver = await startOtlpReceiver();
     await assert.rejects(receiver.waitForSpans(1, 30), { message: 'expected 1 spans, received 0 in 30 ms' });

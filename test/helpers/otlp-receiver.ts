@@ -108,6 +108,8 @@ export interface OtlpReceiver {
   /** One entry per accepted metrics request: the metrics it carried. */
   metrics(): ReceivedMetric[][];
   waitForMetricExports(n: number, timeoutMs?: number): Promise<ReceivedMetric[][]>;
+  /** Answer nothing from now on (requests wait, unanswered) until the returned function is called. */
+  hold(): () => void;
   /** Discard mode: a digest of the span ids received. */
   readonly spanIdDigest: SpanIdDigest;
   /** spans/logs/metricExports: received (2xx) only; requests/bytes: every request. */
@@ -318,6 +320,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
   }
 
   let n = 0;
+  let held: (() => void)[] | undefined;
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -327,12 +330,18 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
       counts.requests++;
       counts.bytes += raw.length;
       const delay = typeof options.delayMs === 'function' ? options.delayMs(i) : (options.delayMs ?? 0);
-      if (delay <= 0) return answer(req, res, raw, i);
-      const t = setTimeout(() => {
-        timers.delete(t);
-        if (!res.destroyed) answer(req, res, raw, i);
-      }, delay);
-      timers.add(t);
+      // A request whose connection is already gone (its sender gave up) is not received.
+      const go = (): void => {
+        if (res.destroyed) return;
+        if (delay <= 0) return answer(req, res, raw, i);
+        const t = setTimeout(() => {
+          timers.delete(t);
+          if (!res.destroyed) answer(req, res, raw, i);
+        }, delay);
+        timers.add(t);
+      };
+      if (held !== undefined) held.push(go);
+      else go();
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -366,6 +375,14 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
     waitForLogs: (want, timeoutMs = 10_000) => waitFor('logs', () => [...logs], () => counts.logs, want, timeoutMs),
     metrics: () => [...metricExports],
     waitForMetricExports: (want, timeoutMs = 10_000) => waitFor('metric exports', () => [...metricExports], () => counts.metricExports, want, timeoutMs),
+    hold: () => {
+      held ??= [];
+      return () => {
+        const waiting = held ?? [];
+        held = undefined;
+        waiting.forEach((go) => go());
+      };
+    },
     spanIdDigest,
     counts,
     close: async () => {
