@@ -86,12 +86,14 @@ async function stuckSubscriber(prefect: FakePrefect): Promise<WebSocket> {
   return ws;
 }
 
-/** The port of the child's /healthz and /metrics, from its log. */
+/** The port of the child's /healthz and /metrics, from its log (rejects if the child ends first). */
 function metricsPort(child: ChildProcess): Promise<number> {
-  return new Promise((resolve) => {
-    createInterface({ input: child.stdout! }).on('line', (l) => {
-      if (l.includes('"serving /healthz and /metrics"')) resolve((JSON.parse(l) as { port: number }).port);
-    });
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout! })
+      .on('line', (l) => {
+        if (l.includes('"serving /healthz and /metrics"')) resolve((JSON.parse(l) as { port: number }).port);
+      })
+      .on('close', () => reject(new Error('prefect-otel ended before it served /metrics')));
   });
 }
 
