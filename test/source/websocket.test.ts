@@ -339,9 +339,10 @@ describe('event subscriber: reconnects', () => {
 
   it('keeps a quiet socket whose pings are answered', async () => {
     const server = await mini({ autoPong: true });
-    const { sub, logs } = subscribe(server, { pingIntervalMs: 30, idleTimeoutMs: 150 });
+    // Three idle windows long; a window of half a second leaves room for a busy machine's pauses.
+    const { sub, logs } = subscribe(server, { pingIntervalMs: 30, idleTimeoutMs: 500 });
     await waitFor('connected', () => sub.stats.connected);
-    await sleep(600);
+    await sleep(1_500);
     assert.equal(sub.stats.connected, true);
     await sub.stop();
     assert.equal(server.connections.length, 1);
