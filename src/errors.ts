@@ -7,6 +7,9 @@ export const ERROR_CODES = {
   INPUT: 'PREFECT_OTEL_INPUT',
 } as const;
 
+/** What a caught value says: an Error's message, anything else as a string. */
+export const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
 export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];
 
 export class PrefectOtelError extends Error {

@@ -2,7 +2,7 @@ import { createReadStream, statSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
-import { InputError } from './errors.js';
+import { InputError, errorText } from './errors.js';
 import { startMetricsExport } from './export/metrics.js';
 import { startHealthServer } from './health.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
@@ -131,7 +131,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
       }
     }
   } catch (err) {
-    throw new InputError(`reading ${options.file} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new InputError(`reading ${options.file} failed: ${errorText(err)}`, { cause: err });
   }
   await pipeline.finish('end_of_input');
   progress(true);

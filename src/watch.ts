@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
-import { EXIT_CODES, exitCodeFor } from './errors.js';
+import { EXIT_CODES, errorText, exitCodeFor } from './errors.js';
 import { startWithConfig } from './tracing.js';
 
 export interface WatchOptions {
@@ -31,7 +31,7 @@ export async function runWatch(options: WatchOptions): Promise<number> {
     await handle.done;
     return EXIT_CODES.OK;
   } catch (err) {
-    process.stderr.write(`prefect-otel: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`prefect-otel: ${errorText(err)}\n`);
     return exitCodeFor(err);
   } finally {
     process.off('SIGINT', onSignal);

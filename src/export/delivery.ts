@@ -5,6 +5,8 @@
  * the oldest items are dropped and counted. A batch the collector rejects for good (a 4xx other
  * than 408/429) is dropped and counted, not retried forever.
  */
+import { errorText } from '../errors.js';
+
 export type SendResult = { ok: true } | { ok: false; retryable: boolean; error: string };
 
 export interface DeliveryOptions<T> {
@@ -145,7 +147,7 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
     try {
       result = await options.send(entries.map((e) => e.item));
     } catch (err) {
-      result = { ok: false, retryable: true, error: err instanceof Error ? err.message : String(err) };
+      result = { ok: false, retryable: true, error: errorText(err) };
     }
     stats.inFlight = 0;
     sending = false;

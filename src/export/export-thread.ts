@@ -10,6 +10,7 @@
 import { Worker } from 'node:worker_threads';
 import { diag, type Attributes } from '@opentelemetry/api';
 import type { OtlpSignalConfig } from '../config.js';
+import { errorText } from '../errors.js';
 import type { SpanRecord } from '../model/span-record.js';
 import type { SendResult } from './delivery.js';
 import type { Sender } from './exporters.js';
@@ -69,7 +70,7 @@ export function createThreadedTraceSender(init: ExportThreadInit, options: Threa
       if (!t.ready && !shutDown && fallback === undefined) {
         const instead = useFallback(error);
         for (const { items, answer } of held) {
-          instead.send(items).then(answer, (err: unknown) => answer({ ok: false, retryable: true, error: err instanceof Error ? err.message : String(err) }));
+          instead.send(items).then(answer, (err: unknown) => answer({ ok: false, retryable: true, error: errorText(err) }));
         }
         return;
       }
@@ -100,7 +101,7 @@ export function createThreadedTraceSender(init: ExportThreadInit, options: Threa
         try {
           t = thread = start();
         } catch (err) {
-          return useFallback(`the export thread could not start: ${err instanceof Error ? err.message : String(err)}`).send(items);
+          return useFallback(`the export thread could not start: ${errorText(err)}`).send(items);
         }
       }
       const id = nextId++;

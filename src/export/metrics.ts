@@ -5,6 +5,7 @@ import { JsonMetricsSerializer, MetricsExporterMetricsHelper, ProtobufMetricsSer
 import { AggregationTemporality, MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { Logger } from 'pino';
 import type { Config, OtlpSignalConfig } from '../config.js';
+import { errorText } from '../errors.js';
 import { LAG_METRIC, METRIC_DEFS } from '../metric-defs.js';
 import type { TracingStats } from '../stats.js';
 import { VERSION } from '../version.js';
@@ -86,7 +87,7 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
       try {
         await provider.shutdown();
       } catch (err) {
-        logger.child({ component: 'export', signal: 'metrics' }).warn({ error: err instanceof Error ? err.message : String(err) }, 'final metrics export failed');
+        logger.child({ component: 'export', signal: 'metrics' }).warn({ error: errorText(err) }, 'final metrics export failed');
       }
     },
   };

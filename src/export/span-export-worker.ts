@@ -12,6 +12,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { diag, type DiagLogger, DiagLogLevel } from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
+import { errorText } from '../errors.js';
 import type { ExportThreadInit, FromExportThread, ToExportThread } from './export-thread.js';
 import { createOtlpTraceSender } from './exporters.js';
 import { readableSpansFromJson } from './spans.js';
@@ -51,6 +52,6 @@ port.on('message', (message: ToExportThread) => {
   }
   void sender
     .send(spans)
-    .catch((err: unknown) => ({ ok: false as const, retryable: false, error: `export failed: ${err instanceof Error ? err.message : String(err)}` }))
+    .catch((err: unknown) => ({ ok: false as const, retryable: false, error: `export failed: ${errorText(err)}` }))
     .then((result) => post({ type: 'result', id: message.id, result }));
 });

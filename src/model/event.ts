@@ -1,3 +1,4 @@
+import { errorText } from '../errors.js';
 import { canonicalUuid } from './ids.js';
 import { parseTimestampUs } from './time.js';
 
@@ -59,7 +60,7 @@ export function parseEventText(text: string): ParseResult {
   try {
     value = JSON.parse(text);
   } catch (err) {
-    return fail('invalid_json', err instanceof Error ? err.message : String(err));
+    return fail('invalid_json', errorText(err));
   }
   return parseEvent(value);
 }

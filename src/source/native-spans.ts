@@ -24,7 +24,8 @@
 import type { Logger } from 'pino';
 import { OTEL_TRACEPARENT_LABEL } from '../model/attributes.js';
 import type { FlowRunInfo, PrefectRestClient } from './rest.js';
-import { createBatchQueue, errorText, lookupMany } from './run-lookups.js';
+import { errorText } from '../errors.js';
+import { createBatchQueue, lookupMany } from './run-lookups.js';
 
 export { GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT } from './run-lookups.js';
 

@@ -2,7 +2,7 @@
  * The few Prefect REST calls prefect-otel makes: run look-ups (a subflow's parent, a flow run's labels) and the
  * event history (to fill a gap longer than the websocket's 15-minute backfill).
  */
-import { AuthError, ProtocolError } from '../errors.js';
+import { AuthError, ProtocolError, errorText } from '../errors.js';
 import { createHttpClient } from './http-client.js';
 import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
@@ -105,7 +105,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
       }
       return { status: res.status, body: parsed };
     } catch (err) {
-      return { status: undefined, error: redactSecrets(err instanceof Error ? err.message : String(err), auth) };
+      return { status: undefined, error: redactSecrets(errorText(err), auth) };
     }
   }
 

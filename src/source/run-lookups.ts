@@ -12,7 +12,7 @@
  * - `createOwnerLookup` resolves subflow parents one `GET /task_runs/{id}` each, as SPEC §2 says,
  *   through a queue of batches of one: at most `OWNER_LOOKUPS_IN_FLIGHT` at a time.
  */
-import { AuthError } from '../errors.js';
+import { AuthError, errorText } from '../errors.js';
 import { canonicalUuid } from '../model/ids.js';
 import type { PrefectRestClient, RestResult } from './rest.js';
 
@@ -134,7 +134,6 @@ export interface OwnerLookupOptions {
 }
 
 /** An error's message, for a failed look-up's reason. */
-export const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /**
  * The flow run that owns a task run (a subflow's tracking task: reference §5, `flow_run_id`), one

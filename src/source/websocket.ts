@@ -19,7 +19,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
-import { AuthError, ProtocolError } from '../errors.js';
+import { AuthError, ProtocolError, errorText } from '../errors.js';
 import {
   authAdvice,
   authSetting,
@@ -257,7 +257,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         }
       } catch (err) {
         if (stopped) return { kind: 'stopped' };
-        const message = redact(err instanceof Error ? err.message : String(err));
+        const message = redact(errorText(err));
         stats.lastError = message;
         if (err instanceof AuthError) return { kind: 'fatal', error: err };
         const httpFailure = (err instanceof RestRequestError && err.status !== undefined) || err instanceof ProtocolError;
