@@ -198,19 +198,21 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   /** `raw`: the frame or line the event came from, for the excerpt of a skip. */
   const ingestEvent = (event: PrefectEvent, raw?: unknown): void => {
-    const occurredMs = event.occurredUs / 1000;
-    if (occurredMs > eventClockMs) eventClockMs = occurredMs;
-    const nowMs = now();
-    if (!pipelineDedupe.add(event.id, nowMs)) {
+    if (!pipelineDedupe.add(event.id, now())) {
       counters.duplicates += 1;
       return;
     }
-    if (cursorUs === undefined || event.occurredUs > cursorUs) cursorUs = event.occurredUs;
     const c = classify(event);
     if (c.kind === 'invalid') {
       skip(c.reason, c.detail, raw ?? event);
       return;
     }
+    // Only a valid event moves time (replay's event clock) and the resume cursor: a skipped one
+    // with a wild `occurred` must not end other runs or make a reconnect skip events.
+    const occurredMs = event.occurredUs / 1000;
+    if (occurredMs > eventClockMs) eventClockMs = occurredMs;
+    if (cursorUs === undefined || event.occurredUs > cursorUs) cursorUs = event.occurredUs;
+    const nowMs = now();
     if (c.kind === 'unrelated') {
       counters.unrelated += 1;
       return;

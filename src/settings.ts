@@ -199,7 +199,7 @@ export const SETTINGS = {
   },
   openRunTimeoutMs: {
     env: ['PREFECT_OTEL_OPEN_RUN_TIMEOUT_MS'], flag: '--open-run-timeout-ms', default: DAY_MS, parse: integer(1_000, 30 * DAY_MS, ' ms'),
-    doc: 'a run with no event for this long is ended as incomplete',
+    doc: 'a run with no event for this long is ended as incomplete (a flow run\'s tasks and subflows count as its events)',
   },
   maxOpenRuns: {
     env: ['PREFECT_OTEL_MAX_OPEN_RUNS'], flag: '--max-open-runs', default: 100_000, parse: integer(1, 10_000_000),
@@ -207,7 +207,7 @@ export const SETTINGS = {
   },
   maxSpanEvents: {
     env: ['OTEL_SPAN_EVENT_COUNT_LIMIT'], flag: '--max-span-events', default: 1_000, parse: integer(2, 1_000_000),
-    doc: 'span events kept per span (OTel\'s default is 128); past it the oldest are summarised in one event',
+    doc: 'span events kept per span (OTel\'s default is 128); past it the oldest are summarised in one event, other events before state transitions',
   },
   payloadMaxChars: {
     env: ['PREFECT_OTEL_PAYLOAD_MAX_CHARS'], flag: '--payload-max-chars', default: 4_096, parse: integer(0, 1_000_000),

@@ -153,12 +153,17 @@ export class RunState {
     this.lastActivityMs = nowMs;
   }
 
-  /** Add a span event; past the limit the oldest are folded into one summary event. */
+  /**
+   * Add a span event; past the limit the oldest are folded into one summary event. State
+   * transitions are what a run's span is read for: other events are folded first, and
+   * transitions only when nothing else is left.
+   */
   addEvent(event: PrefectEvent, name: string, attributes: Attributes, maxEvents: number): void {
     this.events.push({ id: event.id, follows: event.follows, name, timeUs: event.occurredUs, attributes });
-    const room = this.summarised === undefined ? maxEvents : maxEvents - 1;
-    while (this.events.length > room) {
-      const dropped = this.events.shift();
+    // The summary takes one of the `maxEvents` places once it exists.
+    while (this.events.length > (this.summarised === undefined ? maxEvents : maxEvents - 1)) {
+      const other = this.events.findIndex((e) => e.attributes[ATTR.STATE_TYPE] === undefined);
+      const dropped = other > 0 ? this.events.splice(other, 1)[0] : this.events.shift();
       if (dropped === undefined) break;
       const s = (this.summarised ??= { count: 0, firstUs: dropped.timeUs, names: {} });
       s.count += 1;
@@ -334,9 +339,12 @@ export class RunState {
     }
     const out: SpanEventRecord[] = sorted.map(({ name, timeUs, attributes }) => ({ name, timeUs, attributes }));
     if (this.summarised !== undefined) {
-      out.unshift({
+      // In time order, at the time of the first event it stands for (kept transitions may be older).
+      const timeUs = this.summarised.firstUs;
+      const at = out.findIndex((e) => e.timeUs > timeUs);
+      out.splice(at < 0 ? out.length : at, 0, {
         name: SPAN_EVENT.SUMMARY,
-        timeUs: this.summarised.firstUs,
+        timeUs,
         attributes: {
           [ATTR.EVENTS_SUMMARISED]: this.summarised.count,
           [ATTR.EVENTS_SUMMARISED_NAMES]: JSON.stringify(this.summarised.names),

@@ -55,6 +55,8 @@ interface FinishedRun {
   readonly lastTerminalUs: number;
   readonly endedAtMs: number;
   readonly name: string | undefined;
+  /** Set when the run was ended without a terminal state (flow ended, idle, evicted): what comes later is late, not a rerun. */
+  readonly incomplete?: true;
 }
 
 interface Queued {
@@ -77,6 +79,8 @@ export interface TrackerCounts {
 }
 
 const OWNER_CACHE_MAX = 50_000;
+/** How far `keepOwnersAlive` climbs (nested subflows); a bound, as the links come from event data. */
+const MAX_OWNER_DEPTH = 32;
 
 /** Everything the tracker holds, as plain data for the state file. */
 export interface TrackerSnapshot {
@@ -143,7 +147,7 @@ export class RunTracker {
     if (run === undefined) {
       const done = this.finished.get(ref.id);
       if (done !== undefined) {
-        const rerun = classified.kind === 'state' && event.occurredUs > done.lastTerminalUs;
+        const rerun = done.incomplete !== true && classified.kind === 'state' && event.occurredUs > done.lastTerminalUs;
         if (!rerun) {
           if (classified.kind !== 'heartbeat') this.late(ref, done, event, classified);
           return;
@@ -329,10 +333,27 @@ export class RunTracker {
     return 'wait';
   }
 
+  /**
+   * A flow run gets no events of its own while its tasks (or its subflows) work: their activity is
+   * its activity, for the idle timeout and the open-run bound alike. Walks up task → flow run →
+   * subflow's tracking task → its flow run, as far as those runs are open.
+   */
+  private keepOwnersAlive(run: RunState, nowMs: number): void {
+    let up = run.ref.type === 'task' ? run.meta.flowRunId : run.meta.parentTaskRunId;
+    for (let depth = 0; up !== undefined && depth < MAX_OWNER_DEPTH; depth++) {
+      const owner = this.open.get(up);
+      if (owner === undefined) return;
+      owner.lastActivityMs = nowMs;
+      this.open.touch(up);
+      up = owner.ref.type === 'task' ? owner.meta.flowRunId : owner.meta.parentTaskRunId;
+    }
+  }
+
   private apply(run: RunState, event: PrefectEvent, classified: Classified, nowMs: number): void {
     const own = classified.kind !== 'run-event' || event.resource.id.endsWith(run.ref.id);
     run.learn(event, own);
     run.touch(event, nowMs);
+    this.keepOwnersAlive(run, nowMs);
     if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) this.adopt(run);
     if (classified.kind === 'heartbeat') return;
     const lag = event.receivedUs === undefined ? undefined : Math.round((event.receivedUs - event.occurredUs) / 1000);
@@ -459,6 +480,7 @@ export class RunTracker {
       lastTerminalUs: run.terminal ? run.latest!.occurredUs : run.lastEventUs,
       endedAtMs: nowMs,
       name: run.meta.name,
+      ...(run.terminal ? {} : { incomplete: true as const }),
     }, this.options.maxOpenRuns);
     this.counts.spans += 1;
     if (record.run.incomplete) this.counts.incomplete += 1;

@@ -230,13 +230,49 @@ test('a task still open after its flow ended and the grace period passed is ende
   const flowDone = events.pop()!;
   events.pop();
   const after = flowRunStateEvent({ flowRunId: '0198c7d2-0000-7000-8000-0000000000ff', flowRunName: 'other', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(200) });
-  const { spans } = await run([...events, flowDone, after], { taskGraceMs: 60_000 });
-  const load = spans.find((s) => s.run.id === LOAD)!;
+  const loadDone = taskState(LOAD, 'load-7c1', 'load-55aa66bb', 19, 'COMPLETED', 'Completed', 'RUNNING', 2);
+  const { spans, lines, pipeline } = await run([...events, flowDone, after, loadDone], { taskGraceMs: 60_000 });
+  const loads = spans.filter((s) => s.run.id === LOAD);
+  assert.equal(loads.length, 1, 'its own Completed, arriving after that, is late: no second span');
+  const load = loads[0]!;
   assert.equal(load.run.incomplete, true);
   assert.equal(load.attributes['prefect.run.incomplete'], true);
   assert.equal(load.attributes['prefect.run.incomplete_reason'], 'flow_ended');
   assert.equal(load.endUs, us(18));
   assert.equal(load.status.code, 'unset');
+  assert.deepEqual({ reruns: pipeline.tracker.counts.reruns, late: pipeline.tracker.counts.lateEvents }, { reruns: 0, late: 1 });
+  const late = lines.filter((l) => l.late === true);
+  assert.deepEqual(late.map((l) => [l['prefect.run.id'], l.span_id, l['prefect.state.name']]), [[LOAD, spanIdForRun(LOAD), 'Completed']]);
+});
+
+test('a flow run whose tasks keep working is not idle: a five-minute flow with a two-minute open-run timeout is one whole span', async () => {
+  const events: Ev[] = [flowState(0, 'RUNNING', 'Running', 'PENDING', 1)];
+  for (let i = 0; i < 30; i++) {
+    const id = `0198c7d2-6000-7abc-8def-1000000000${String(i).padStart(2, '0')}`;
+    events.push(taskState(id, `step-${i}`, 'step-abcd1234', i * 10 + 1, 'RUNNING', 'Running', 'PENDING', 1), taskState(id, `step-${i}`, 'step-abcd1234', i * 10 + 10, 'COMPLETED', 'Completed', 'RUNNING', 1));
+  }
+  events.push(flowState(301, 'COMPLETED', 'Completed', 'RUNNING', 1));
+  const { spans, pipeline } = await run(events, { openRunTimeoutMs: 120_000 });
+  const flows = spans.filter((s) => s.run.id === FR);
+  assert.deepEqual(
+    flows.map((s) => [s.run.attempt, s.status.code, s.run.incomplete, s.startUs, s.endUs, s.events.map((e) => e.name)]),
+    [[0, 'ok', false, us(0), us(301), ['Running', 'Completed']]],
+  );
+  assert.deepEqual({ spans: spans.length, incomplete: pipeline.tracker.counts.incomplete, reruns: pipeline.tracker.counts.reruns }, { spans: 31, incomplete: 0, reruns: 0 });
+});
+
+test('a skipped event with a wild `occurred` does not move time: other runs are not ended as idle', async () => {
+  const A = '0198c7d2-0000-7000-8000-0000000000a1';
+  const B = '0198c7d2-0000-7000-8000-0000000000b1';
+  const f = (id: string, s: number, type: string, name: string) => flowRunStateEvent({ flowRunId: id, flowRunName: 'r', ...FLOW, state: { type, name }, from: type === 'RUNNING' ? 'PENDING' : 'RUNNING', runCount: 1, occurred: at(s) }) as Ev;
+  const bad = f('0198c7d2-0000-7000-8000-0000000000ee', 2 * 86_400, 'RUNNING', 'Running');
+  bad.resource = { ...(bad.resource as Record<string, unknown>), 'prefect.state-type': 'BOGUS' };
+  const { spans, pipeline } = await run([f(A, 10, 'RUNNING', 'Running'), f(B, 11, 'RUNNING', 'Running'), bad, f(A, 20, 'COMPLETED', 'Completed'), f(B, 30, 'COMPLETED', 'Completed')]);
+  assert.equal(pipeline.counters.skipped.unknown_state, 1);
+  assert.deepEqual(
+    spans.map((s) => [s.run.id, s.run.attempt, s.status.code, s.run.incomplete, s.events.map((e) => e.name)]),
+    [[A, 0, 'ok', false, ['Running', 'Completed']], [B, 0, 'ok', false, ['Running', 'Completed']]],
+  );
 });
 
 test('failures: FAILED is ERROR with the state message, CRASHED is ERROR, CANCELLED is UNSET', async () => {
@@ -291,7 +327,7 @@ test('subflow: the tracking task is looked up and the child hangs under the pare
   assert.ok(lost.lines.some((l) => l.msg === 'parent of a subflow could not be looked up; it becomes the root of its own trace' && l.level === 40));
 });
 
-test('bounds: past the span event limit the oldest are summarised; past the open-run bound the oldest run is ended', async () => {
+test('bounds: past the span event limit the oldest other events are summarised, transitions kept; past the open-run bound the oldest run is ended', async () => {
   const events = [flowState(0, 'RUNNING', 'Running', 'PENDING', 1)];
   for (let i = 0; i < 30; i++) {
     events.push(customEvent({ event: `acme.step.${i % 3}`, resourceId: 'acme.x', occurred: at(1 + i), related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run' }] }));
@@ -299,13 +335,27 @@ test('bounds: past the span event limit the oldest are summarised; past the open
   events.push(flowState(40, 'COMPLETED', 'Completed', 'RUNNING', 1));
   const { spans } = await run(events, { maxSpanEvents: 10 });
   const flow = spans[0]!;
-  assert.equal(flow.events.length, 10);
-  assert.deepEqual(flow.events[0], {
-    name: 'prefect-otel.events_summarised',
-    timeUs: us(0),
-    attributes: { 'prefect.events.summarised_count': 23, 'prefect.events.summarised_names': '{"Running":1,"acme.step.0":8,"acme.step.1":7,"acme.step.2":7}' },
-  });
-  assert.equal(flow.events.at(-1)!.name, 'Completed');
+  // 32 events, 10 places: the two transitions, the summary, the 7 latest custom events.
+  assert.deepEqual(flow.events.map((e) => [e.name, (e.timeUs - us(0)) / 1e6]), [
+    ['Running', 0], ['prefect-otel.events_summarised', 1],
+    ...Array.from({ length: 7 }, (_, k) => [`acme.step.${(23 + k) % 3}`, 24 + k]),
+    ['Completed', 40],
+  ]);
+  assert.deepEqual(flow.events[1]!.attributes, { 'prefect.events.summarised_count': 23, 'prefect.events.summarised_names': '{"acme.step.0":8,"acme.step.1":8,"acme.step.2":7}' });
+  // At the first overflow too, the summary takes one of the places.
+  const justOver = await run([...events.slice(0, 10), events.at(-1)!], { maxSpanEvents: 10 });
+  assert.deepEqual(justOver.spans[0]!.events.map((e) => e.name), ['Running', 'prefect-otel.events_summarised', ...Array.from({ length: 7 }, (_, k) => `acme.step.${(2 + k) % 3}`), 'Completed']);
+  // Only transitions left to fold: the oldest go.
+  const retries = [flowState(0, 'RUNNING', 'Running', 'PENDING', 1)];
+  for (let i = 1; i <= 12; i++) retries.push(flowState(i, i % 2 === 1 ? 'SCHEDULED' : 'RUNNING', i % 2 === 1 ? 'AwaitingRetry' : 'Retrying', i % 2 === 1 ? 'RUNNING' : 'SCHEDULED', 1 + Math.floor(i / 2)));
+  retries.push(flowState(20, 'COMPLETED', 'Completed', 'RUNNING', 7));
+  const folded = (await run(retries, { maxSpanEvents: 10 })).spans[0]!.events;
+  assert.deepEqual(folded.map((e) => [e.name, (e.timeUs - us(0)) / 1e6]), [
+    ['prefect-otel.events_summarised', 0],
+    ...Array.from({ length: 8 }, (_, k) => [k % 2 === 0 ? 'AwaitingRetry' : 'Retrying', 5 + k]),
+    ['Completed', 20],
+  ]);
+  assert.deepEqual(folded[0]!.attributes, { 'prefect.events.summarised_count': 5, 'prefect.events.summarised_names': '{"Running":1,"AwaitingRetry":2,"Retrying":2}' });
 
   const many: Ev[] = [];
   for (let i = 0; i < 5; i++) {
