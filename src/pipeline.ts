@@ -211,8 +211,12 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     // with a wild `occurred` must not end other runs or make a reconnect skip events.
     const occurredMs = event.occurredUs / 1000;
     if (occurredMs > eventClockMs) eventClockMs = occurredMs;
-    if (cursorUs === undefined || event.occurredUs > cursorUs) cursorUs = event.occurredUs;
     const nowMs = now();
+    // `occurred` is the sender's clock: one running ahead must not put the cursor in the future (a
+    // reconnect from there would ask only for events not sent yet). The server's `received` and
+    // our own clock bound it.
+    const seenUs = Math.min(event.occurredUs, event.receivedUs ?? Infinity, nowMs * 1000);
+    if (cursorUs === undefined || seenUs > cursorUs) cursorUs = seenUs;
     if (c.kind === 'unrelated') {
       counters.unrelated += 1;
       return;

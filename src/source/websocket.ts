@@ -205,11 +205,21 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     }
   };
 
-  /** Where a resumed stream has to start: cursor − margin, but never before what we already followed. */
-  const gapStartMs = (): number | undefined => {
+  /**
+   * Where the websocket's backfill starts: cursor − margin (a cursor ahead of this clock, e.g. from
+   * a state file written with a skewed `occurred`, counts as now); with no event seen yet, what we
+   * followed live − margin; on a fresh start, a short look-back.
+   */
+  const resumeSinceMs = (nowMs: number): number => {
     const c = cursorMs();
-    if (c === undefined) return undefined;
-    const from = c - options.resumeMarginMs;
+    if (c !== undefined) return Math.min(c, nowMs) - options.resumeMarginMs;
+    return coveredUntilMs === undefined ? nowMs - FRESH_START_LOOKBACK_MS : coveredUntilMs - options.resumeMarginMs;
+  };
+
+  /** Where a resumed stream has to start for the history fill: as above, but never before what we already followed. */
+  const gapStartMs = (): number | undefined => {
+    if (cursorMs() === undefined && coveredUntilMs === undefined) return undefined;
+    const from = resumeSinceMs(now());
     return coveredUntilMs === undefined ? from : Math.max(from, coveredUntilMs - options.resumeMarginMs);
   };
 
@@ -422,8 +432,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
 
   function buildFilter(): { occurred: { since: string; until: string }; event?: { prefix: string[] }; order: 'ASC' } {
     const nowMs = now();
-    const c = cursorMs();
-    const sinceMs = c === undefined ? nowMs - FRESH_START_LOOKBACK_MS : c - options.resumeMarginMs;
+    const sinceMs = resumeSinceMs(nowMs);
     return {
       occurred: { since: new Date(sinceMs).toISOString(), until: new Date(nowMs + UNTIL_AHEAD_MS).toISOString() },
       ...(prefixes !== undefined ? { event: { prefix: prefixes } } : {}),

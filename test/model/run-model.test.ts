@@ -261,6 +261,18 @@ test('a flow run whose tasks keep working is not idle: a five-minute flow with a
   assert.deepEqual({ spans: spans.length, incomplete: pipeline.tracker.counts.incomplete, reruns: pipeline.tracker.counts.reruns }, { spans: 31, incomplete: 0, reruns: 0 });
 });
 
+test("the resume cursor: the latest event seen, but never past the server's `received` (a sender's clock running fast) nor moved by a skipped event", async () => {
+  const events = happyRun();
+  const skewed = flowRunStateEvent({ flowRunId: '0198c7d2-0000-7000-8000-0000000000c1', flowRunName: 'skew', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(3_600), received: at(21) }) as Ev;
+  const bad = flowRunStateEvent({ flowRunId: '0198c7d2-0000-7000-8000-0000000000c2', flowRunName: 'bad', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(7_200) }) as Ev;
+  bad.resource = { ...(bad.resource as Record<string, unknown>), 'prefect.state-type': 'BOGUS' };
+  const plain = await run(events);
+  assert.equal(plain.pipeline.cursorUs, us(20));
+  const { pipeline } = await run([...events, skewed, bad]);
+  assert.equal(pipeline.counters.skipped.unknown_state, 1);
+  assert.equal(pipeline.cursorUs, us(21));
+});
+
 test('a skipped event with a wild `occurred` does not move time: other runs are not ended as idle', async () => {
   const A = '0198c7d2-0000-7000-8000-0000000000a1';
   const B = '0198c7d2-0000-7000-8000-0000000000b1';

@@ -412,6 +412,53 @@ describe('event subscriber: gap fill from history', () => {
     assert.deepEqual(server.restRequests, []);
   });
 
+  it('with no event seen yet, a reconnect resumes from where the stream was followed, history included', async () => {
+    for (const outageMin of [10, 20]) {
+      const first = await startMiniPrefect();
+      const port = first.port;
+      let offsetMs = 0;
+      const clock = () => Date.now() + offsetMs;
+      const { sub, ids } = subscribe(first, { now: clock });
+      const dropMs = Date.now();
+      const second = await (async () => {
+        try {
+          await waitFor('connected', () => sub.stats.connected);
+          await first.close();
+          await waitFor('disconnected', () => !sub.stats.connected);
+          offsetMs = outageMin * 60_000; // the subscriber's clock says the outage lasted this long
+          const restarted = await mini({ port });
+          const during = event(dropMs + 1_000);
+          restarted.store([during]);
+          await waitFor(`the event of a ${outageMin}-minute outage`, () => ids().includes(during.id));
+          return restarted;
+        } finally {
+          await sub.stop();
+        }
+      })();
+      // The websocket backfill (or, past its 15 minutes, the history) starts at the drop − margin.
+      const sinceMs = outageMin < 15
+        ? Date.parse((second.connections[0]!.filters[0] as { filter: { occurred: { since: string } } }).filter.occurred.since)
+        : Date.parse((second.restRequests[0]!.body as { filter: { occurred: { since: string } } }).filter.occurred.since);
+      assert.ok(Math.abs(sinceMs - (dropMs - 2_000)) <= 200, `${outageMin} min: since ${new Date(sinceMs).toISOString()}, drop ${new Date(dropMs).toISOString()}`);
+      assert.deepEqual({ rest: second.restRequests.length, history: sub.stats.historyEvents }, outageMin < 15 ? { rest: 0, history: 0 } : { rest: 1, history: 1 });
+    }
+  });
+
+  it('a cursor ahead of the clock (from a sender whose clock runs fast) resumes from now − margin, not from the future', async () => {
+    const server = await mini();
+    const { sub, ids } = subscribe(server, { cursorUs: (Date.now() + 3_600_000) * 1000 });
+    try {
+      await waitFor('connected', () => sub.stats.connected);
+      const next = event(Date.now());
+      server.publish([next]);
+      await waitFor('an event of now', () => ids().includes(next.id));
+    } finally {
+      await sub.stop();
+    }
+    const since = Date.parse((server.connections[0]!.filters[0] as { filter: { occurred: { since: string } } }).filter.occurred.since);
+    assert.ok(since <= Date.now() - 2_000 && since >= Date.now() - 10_000, `since ${new Date(since).toISOString()}`);
+  });
+
   it('fills the gap again on a reconnect after an outage longer than the window', async () => {
     const first = await startMiniPrefect();
     const port = first.port;
