@@ -39,6 +39,10 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
       const flag = eq === -1 ? arg : arg.slice(0, eq);
       const key = FLAG_TO_KEY.get(flag);
       if (key === undefined) {
+        // Every option takes a value: the next argument is this one's (a mistyped --api-key's key,
+        // say), so it is neither echoed nor read as a command.
+        const next = argv[i + 1];
+        if (eq === -1 && next !== undefined && !next.startsWith('-')) i += 1;
         problems.push(`unknown option ${flag}`);
         continue;
       }
@@ -60,7 +64,8 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
       command = first as Command;
       positional.shift();
     } else if (first !== '-' ) {
-      problems.push(`unknown command ${JSON.stringify(first)} (commands: watch, replay FILE, demo)`);
+      problems.push(`unknown command ${shown(first)} (commands: watch, replay FILE, demo)`);
+      positional.shift();
     }
   }
   let file: string | undefined;
@@ -68,8 +73,13 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
     file = positional.shift();
     if (file === undefined) problems.push('replay needs a FILE argument (use - for standard input)');
   }
-  if (positional.length > 0 && command !== 'help') problems.push(`unexpected argument ${JSON.stringify(positional[0])}`);
+  if (positional.length > 0 && command !== 'help') problems.push(`unexpected argument ${shown(positional[0]!)}`);
   return { command, file, options, problems };
+}
+
+/** An argument as an error message may show it: a word (a mistyped command) quoted; anything else might be a secret. */
+function shown(arg: string): string {
+  return /^[a-z][a-z-]{0,19}$/.test(arg) ? JSON.stringify(arg) : '(not shown: it may be a secret)';
 }
 
 export const USAGE = `prefect-otel ${VERSION}: Prefect flow runs and task runs as OpenTelemetry traces

@@ -1,5 +1,6 @@
 import { ConfigError } from './errors.js';
 import type { TrackerOptions } from './model/tracker.js';
+import { safeUrl } from './source/prefect-api.js';
 import { SETTINGS, type SettingKey, type SettingValues } from './settings.js';
 
 export { SETTINGS } from './settings.js';
@@ -114,7 +115,8 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       apiUrl: v.apiUrl.replace(/\/+$/, ''),
       apiKey: v.apiKey,
       authString: v.apiKey === undefined ? v.authString : undefined,
-      uiUrl: v.uiUrl?.replace(/\/+$/, ''),
+      // Only used to build links (span attributes, log lines): never with `user:password@` in them.
+      uiUrl: v.uiUrl === undefined ? undefined : safeUrl(v.uiUrl).replace(/\/+$/, ''),
     },
     traces: {
       ...signal('v1/traces', v.otlpTracesEndpoint, v.otlpTracesHeaders),
@@ -125,7 +127,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     metrics: { ...signal('v1/metrics', v.otlpMetricsEndpoint, {}), exporter: v.metricsExporter, intervalMs: v.metricExportIntervalMs },
     resource: { serviceName: v.serviceName, attributes: Object.freeze({ ...v.resourceAttributes }) },
     stateFile: v.stateFile,
-    jaegerUrl: v.jaegerUrl?.replace(/\/+$/, ''),
+    jaegerUrl: v.jaegerUrl === undefined ? undefined : safeUrl(v.jaegerUrl).replace(/\/+$/, ''),
     log: { level: v.logLevel, format: v.logFormat },
     model: {
       settleMs: v.settleMs,
@@ -151,25 +153,26 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
   return deepFreeze(config);
 }
 
-/** The settings in force, secrets redacted, for the startup log line. */
+/** The settings in force, secrets redacted (header values, `user:password@` in URLs), for the startup log line. */
 export function describeConfig(config: Config): Record<string, unknown> {
+  const url = (u: string | undefined): string | undefined => (u === undefined ? undefined : safeUrl(u));
   return {
-    apiUrl: config.prefect.apiUrl,
+    apiUrl: url(config.prefect.apiUrl),
     auth: config.prefect.apiKey !== undefined ? 'api-key' : config.prefect.authString !== undefined ? 'auth-string' : 'none',
-    uiUrl: config.prefect.uiUrl,
+    uiUrl: url(config.prefect.uiUrl),
     tracesExporter: config.traces.exporter,
-    tracesUrl: config.traces.exporter === 'otlp' ? config.traces.url : undefined,
+    tracesUrl: config.traces.exporter === 'otlp' ? url(config.traces.url) : undefined,
     protocol: config.traces.protocol,
     compression: config.traces.compression,
     otlpHeaders: Object.keys(config.traces.headers).map((k) => `${k}=[redacted]`),
     logsExporter: config.logs.exporter,
-    logsUrl: config.logs.exporter === 'otlp' ? config.logs.url : undefined,
+    logsUrl: config.logs.exporter === 'otlp' ? url(config.logs.url) : undefined,
     metricsExporter: config.metrics.exporter,
-    metricsUrl: config.metrics.exporter === 'otlp' ? config.metrics.url : undefined,
+    metricsUrl: config.metrics.exporter === 'otlp' ? url(config.metrics.url) : undefined,
     metricExportIntervalMs: config.metrics.exporter === 'otlp' ? config.metrics.intervalMs : undefined,
     serviceName: config.resource.serviceName,
     stateFile: config.stateFile,
-    jaegerUrl: config.jaegerUrl,
+    jaegerUrl: url(config.jaegerUrl),
     model: config.model,
     delivery: config.delivery,
     httpPort: config.httpPort,

@@ -7,6 +7,7 @@ import { renderTraceTrees } from './log/tree.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline } from './pipeline.js';
 import { generateDemoWorkload } from './source/demo-workload.js';
+import { safeUrl } from './source/prefect-api.js';
 
 export interface DemoOptions {
   readonly config: Config;
@@ -65,7 +66,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   if (t === undefined) {
     out.write('Spans were not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send them to a collector.\n');
   } else {
-    out.write(`Exported ${t.delivered} spans to ${config.traces.exporter === 'otlp' ? config.traces.url : config.traces.exporter}${flushed.ok ? '' : ` (${flushed.pending} not delivered: ${t.lastError ?? 'collector unreachable'})`}.\n`);
+    out.write(`Exported ${t.delivered} spans to ${config.traces.exporter === 'otlp' ? safeUrl(config.traces.url) : config.traces.exporter}${flushed.ok ? '' : ` (${flushed.pending} not delivered: ${t.lastError ?? 'collector unreachable'})`}.\n`);
     if (config.jaegerUrl !== undefined && failed !== undefined) out.write(`Open ${config.jaegerUrl}/trace/${failed.traceId}\n`);
   }
   options.logger.flush();

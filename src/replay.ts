@@ -10,6 +10,7 @@ import { nativeSpanFromRest } from './source/native-spans.js';
 import { createOwnerLookup } from './source/run-lookups.js';
 import { MAX_EVENT_BYTES } from './model/event.js';
 import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
+import { safeUrl } from './source/prefect-api.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { collectStats, type TracingStats } from './stats.js';
 
@@ -64,7 +65,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
         if (!failure.transport || restUnreachable) return;
         // Replaying a file needs no server: once it cannot be reached, stop asking for every subflow.
         restUnreachable = true;
-        logger.warn({ component: 'replay', apiUrl: config.prefect.apiUrl, err: failure.reason }, 'Prefect API unreachable: subflows whose parent is not in the file become roots of their own traces');
+        logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: failure.reason }, 'Prefect API unreachable: subflows whose parent is not in the file become roots of their own traces');
       },
     }),
   });

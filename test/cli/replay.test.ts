@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { generateDemoWorkload } from '../../src/source/demo-workload.js';
 import { startCli, type CliResult } from '../helpers/cli.js';
+import { logLines } from '../helpers/watch-e2e.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { customEvent, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 
@@ -131,11 +132,40 @@ test('logs over OTLP: STLOGGING records reach the collector with the run trace a
   await receiver.close();
 });
 
-test('a collector that stays down: replay says so and exits non-zero; secrets in OTLP headers never reach the output', async () => {
-  const r = await cli(['replay', '-'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_EXPORTER_OTLP_TIMEOUT: '300', OTEL_EXPORTER_OTLP_HEADERS: 'x-api-key=sup3rs3cret' , PREFECT_OTEL_LOG_LEVEL: 'debug' }, smallRun().join('\n'));
+test('a collector that stays down: replay says so and exits non-zero; secrets in OTLP headers and credentials in URLs never reach the output', async () => {
+  const r = await cli(['replay', '-'], {
+    PREFECT_API_URL: 'http://prefect-user:apipass123@127.0.0.1:9/api',
+    PREFECT_UI_URL: 'http://ui-user:uipass123@127.0.0.1:9',
+    PREFECT_OTEL_JAEGER_URL: 'http://jaeger-user:jaegerpass123@127.0.0.1:9',
+    OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otlp-user:otlppass123@127.0.0.1:9',
+    OTEL_EXPORTER_OTLP_TIMEOUT: '300',
+    OTEL_EXPORTER_OTLP_HEADERS: 'x-api-key=sup3rs3cret',
+    OTEL_LOGS_EXPORTER: 'otlp',
+    OTEL_METRICS_EXPORTER: 'otlp',
+    PREFECT_OTEL_LOG_LEVEL: 'debug',
+  }, smallRun().join('\n'));
   assert.equal(r.code, 1);
   assert.match(r.stderr, /export: FAILED/);
-  assert.ok(!`${r.stdout}${r.stderr}`.includes('sup3rs3cret'));
+  const out = `${r.stdout}${r.stderr}`;
+  for (const secret of ['sup3rs3cret', 'apipass123', 'uipass123', 'jaegerpass123', 'otlppass123']) assert.ok(!out.includes(secret), `${secret} in the output`);
+  // The URLs themselves are logged, without their credentials.
+  const settings = logLines(r.stdout).find((l) => l.msg === 'replay starting')?.settings as Record<string, unknown> | undefined;
+  assert.deepEqual(
+    settings && [settings.apiUrl, settings.uiUrl, settings.jaegerUrl, settings.tracesUrl, settings.logsUrl, settings.metricsUrl, settings.otlpHeaders],
+    ['http://127.0.0.1:9/api', 'http://127.0.0.1:9', 'http://127.0.0.1:9', 'http://127.0.0.1:9/v1/traces', 'http://127.0.0.1:9/v1/logs', 'http://127.0.0.1:9/v1/metrics', ['x-api-key=[redacted]']],
+  );
+});
+
+test('mistyped options and stray arguments are listed and exit 2; a value that may be a secret is never echoed', async () => {
+  const problems = async (args: string[]) => {
+    const r = await cli(args, {});
+    assert.equal(r.code, 2);
+    assert.ok(!r.stderr.includes('SECRET'), r.stderr);
+    return r.stderr.split('\n\n')[0]!.split('\n');
+  };
+  assert.deepEqual(await problems(['--api-kye', 'pnu_TOPSECRET123', 'wacth']), ['prefect-otel: invalid configuration:', '  - unknown option --api-kye', '  - unknown command "wacth" (commands: watch, replay FILE, demo)']);
+  assert.deepEqual(await problems(['--otlp-header', 'authorization=Bearer%20SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header']);
+  assert.deepEqual(await problems(['replay', '-', 'pnu_SECRET42', '--otlp-header=authorization=SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header', '  - unexpected argument (not shown: it may be a secret)']);
 });
 
 test('configuration errors are listed together and exit 2', async () => {
