@@ -6,7 +6,8 @@
  * What `fetch` did for us is done here: redirects are followed (at most `MAX_REDIRECTS`; a 303,
  * or a 301/302 answering a POST, continues as a GET without the body; the Authorization header
  * is dropped when a redirect leaves the origin), gzip, deflate and brotli bodies are decoded, and
- * one deadline bounds the whole exchange, redirects and body included.
+ * one deadline bounds the whole exchange, redirects and body included. A body (and what it decodes
+ * to) is bounded too, at `MAX_BODY_BYTES` unless told otherwise.
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
@@ -20,9 +21,11 @@ export const MAX_REDIRECTS = 5;
  * just closing (which fails as a reset).
  */
 export const IDLE_SOCKET_MS = 4_000;
+/** The largest answer read: a page of events or a run is far smaller; beyond it, memory would follow the server. */
+export const MAX_BODY_BYTES = 64 * 1024 * 1024;
 const CUT_SHORT = 'the connection closed before the whole answer arrived';
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
-const DECODERS: Record<string, (b: Buffer) => Promise<Buffer>> = {
+const DECODERS: Record<string, (b: Buffer, o: { maxOutputLength: number }) => Promise<Buffer>> = {
   gzip: promisify(gunzip),
   'x-gzip': promisify(gunzip),
   deflate: promisify(inflate),
@@ -48,7 +51,7 @@ export interface HttpClient {
   send(method: 'GET' | 'POST', url: string, headers: Readonly<Record<string, string>>, body?: string, signal?: AbortSignal): Promise<HttpAnswer>;
 }
 
-export function createHttpClient(options: { readonly timeoutMs: number; readonly idleSocketMs?: number }): HttpClient {
+export function createHttpClient(options: { readonly timeoutMs: number; readonly idleSocketMs?: number; readonly maxBodyBytes?: number }): HttpClient {
   // Idle keep-alive sockets are unref'd by the agent, so they never hold the process open, and
   // closed after `idleSocketMs` (the agent's socket timeout only ends free sockets).
   const keep = { keepAlive: true, timeout: options.idleSocketMs ?? IDLE_SOCKET_MS };
@@ -56,7 +59,7 @@ export function createHttpClient(options: { readonly timeoutMs: number; readonly
 
   return {
     async send(method, url, headers, body, signal) {
-      const limits: Limits = { deadline: Date.now() + options.timeoutMs, timeoutMs: options.timeoutMs, signal };
+      const limits: Limits = { deadline: Date.now() + options.timeoutMs, timeoutMs: options.timeoutMs, signal, maxBodyBytes: options.maxBodyBytes ?? MAX_BODY_BYTES };
       let target = parseUrl(url);
       let m: 'GET' | 'POST' = method;
       let payload = body;
@@ -88,6 +91,7 @@ interface Limits {
   readonly deadline: number;
   readonly timeoutMs: number;
   readonly signal: AbortSignal | undefined;
+  readonly maxBodyBytes: number;
 }
 
 /** One request; resolves with the response head (its body still to read). */
@@ -113,8 +117,14 @@ function exchange(url: URL, method: 'GET' | 'POST', headers: Record<string, stri
 function readBody(res: IncomingMessage, limits: Limits): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
+    let bytes = 0;
     const stop = guard(limits, (err) => res.destroy(err));
-    res.on('data', (c: Buffer) => chunks.push(c));
+    const tooLarge = (): HttpTransportError => new HttpTransportError(`the answer is larger than ${limits.maxBodyBytes} bytes`);
+    res.on('data', (c: Buffer) => {
+      bytes += c.length;
+      if (bytes > limits.maxBodyBytes) res.destroy(tooLarge());
+      else chunks.push(c);
+    });
     const cut = (cause?: unknown): void => {
       stop();
       reject(new HttpTransportError(CUT_SHORT, { cause }));
@@ -135,9 +145,10 @@ function readBody(res: IncomingMessage, limits: Limits): Promise<string> {
       if (encoding === 'identity' || raw.length === 0) return resolve(raw.toString('utf8'));
       const decode = DECODERS[encoding];
       if (decode === undefined) return reject(new HttpTransportError(`unsupported Content-Encoding ${encoding}`));
-      decode(raw).then(
+      decode(raw, { maxOutputLength: limits.maxBodyBytes }).then(
         (b) => resolve(b.toString('utf8')),
-        (err: unknown) => reject(new HttpTransportError(`the ${encoding} body would not decode: ${describe(err)}`, { cause: err })),
+        (err: unknown) =>
+          reject((err as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE' ? tooLarge() : new HttpTransportError(`the ${encoding} body would not decode: ${describe(err)}`, { cause: err })),
       );
     });
   });

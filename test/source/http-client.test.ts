@@ -124,6 +124,22 @@ describe('http client', () => {
     await assert.rejects(http.send('GET', `${a}/api/events`, AUTH), (err: unknown) => err instanceof HttpTransportError && err.message.startsWith('the gzip body would not decode: '));
   });
 
+  it('an answer larger than the bound, as sent or once decoded, is an error, not a memory spike', async () => {
+    const small = createHttpClient({ timeoutMs: 2_000, maxBodyBytes: 64 * 1024 });
+    const tooLarge = (err: unknown) => err instanceof HttpTransportError && err.message === 'the answer is larger than 65536 bytes';
+    reset((req, res) => answer(res, 200, 'x'.repeat(64 * 1024)));
+    assert.equal((await small.send('GET', `${a}/api/events`, AUTH)).text.length, 64 * 1024, 'the bound itself is fine');
+    reset((req, res) => answer(res, 200, 'x'.repeat(200 * 1024)));
+    await assert.rejects(small.send('GET', `${a}/api/events`, AUTH), tooLarge);
+    reset((req, res) => {
+      res.writeHead(200, { 'content-encoding': 'gzip' });
+      res.end(gzipSync(Buffer.alloc(1024 * 1024, 0x20))); // about 1 KB on the wire
+    });
+    await assert.rejects(small.send('GET', `${a}/api/events`, AUTH), tooLarge);
+    reset((req, res) => answer(res, 200, 'fine'));
+    assert.deepEqual(await small.send('GET', `${a}/api/events`, AUTH), { status: 200, text: 'fine' }, 'the client goes on');
+  });
+
   it('one deadline covers the whole exchange: a server that never answers, or stops half-way through the body', async () => {
     const quick = createHttpClient({ timeoutMs: 150 });
     const hung: ServerResponse[] = [];
