@@ -81,6 +81,8 @@ export interface TrackerCounts {
 const OWNER_CACHE_MAX = 50_000;
 /** How far `keepOwnersAlive` climbs (nested subflows); a bound, as the links come from event data. */
 const MAX_OWNER_DEPTH = 32;
+/** How fresh an owner's activity has to be for `keepOwnersAlive` to leave it (the idle timeout is at least a second). */
+const OWNER_TOUCH_MS = 1_000;
 
 /** Everything the tracker holds, as plain data for the state file. */
 export interface TrackerSnapshot {
@@ -336,13 +338,15 @@ export class RunTracker {
   /**
    * A flow run gets no events of its own while its tasks (or its subflows) work: their activity is
    * its activity, for the idle timeout and the open-run bound alike. Walks up task → flow run →
-   * subflow's tracking task → its flow run, as far as those runs are open.
+   * subflow's tracking task → its flow run, as far as those runs are open. An owner touched less
+   * than `OWNER_TOUCH_MS` ago (and so its own owners) is left as it is: a busy flow's tasks would
+   * otherwise re-queue it in the open-run order on every event.
    */
   private keepOwnersAlive(run: RunState, nowMs: number): void {
     let up = run.ref.type === 'task' ? run.meta.flowRunId : run.meta.parentTaskRunId;
     for (let depth = 0; up !== undefined && depth < MAX_OWNER_DEPTH; depth++) {
       const owner = this.open.get(up);
-      if (owner === undefined) return;
+      if (owner === undefined || nowMs - owner.lastActivityMs < OWNER_TOUCH_MS) return;
       owner.lastActivityMs = nowMs;
       this.open.touch(up);
       up = owner.ref.type === 'task' ? owner.meta.flowRunId : owner.meta.parentTaskRunId;
