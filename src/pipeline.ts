@@ -198,7 +198,10 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   /** `raw`: the frame or line the event came from, for the excerpt of a skip. */
   const ingestEvent = (event: PrefectEvent, raw?: unknown): void => {
-    if (!pipelineDedupe.add(event.id, now())) {
+    // Remembered at the clock's time before this event (it moves below, once the event is known to
+    // be valid); on the event clock's first event, at its own time.
+    const seenAtMs = options.clock === 'event' && eventClockMs === 0 ? event.occurredUs / 1000 : now();
+    if (!pipelineDedupe.add(event.id, seenAtMs)) {
       counters.duplicates += 1;
       return;
     }
