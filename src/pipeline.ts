@@ -211,13 +211,14 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       return;
     }
     // Only a valid event moves time (replay's event clock) and the resume cursor: a skipped one
-    // with a wild `occurred` must not end other runs or make a reconnect skip events.
-    const occurredMs = event.occurredUs / 1000;
-    if (occurredMs > eventClockMs) eventClockMs = occurredMs;
+    // with a wild `occurred` must not end other runs or make a reconnect skip events. `occurred` is
+    // the sender's clock; the server's `received` bounds it, so that a sender whose clock runs ahead
+    // does not end every other run as idle.
+    const clockMs = Math.min(event.occurredUs, event.receivedUs ?? Infinity) / 1000;
+    if (clockMs > eventClockMs) eventClockMs = clockMs;
     const nowMs = now();
-    // `occurred` is the sender's clock: one running ahead must not put the cursor in the future (a
-    // reconnect from there would ask only for events not sent yet). The server's `received` and
-    // our own clock bound it.
+    // Nor may it put the cursor in the future (a reconnect from there would ask only for events not
+    // sent yet): `received` and our own clock bound it.
     const seenUs = Math.min(event.occurredUs, event.receivedUs ?? Infinity, nowMs * 1000);
     if (cursorUs === undefined || seenUs > cursorUs) cursorUs = seenUs;
     if (c.kind === 'unrelated') {

@@ -274,7 +274,7 @@ test("the resume cursor: the latest event seen, but never past the server's `rec
   assert.equal(pipeline.cursorUs, us(21));
 });
 
-test('a skipped event with a wild `occurred` does not move time: other runs are not ended as idle', async () => {
+test('a skipped event with a wild `occurred`, or one from a sender whose clock runs days ahead, does not move time: other runs are not ended as idle', async () => {
   const A = '0198c7d2-0000-7000-8000-0000000000a1';
   const B = '0198c7d2-0000-7000-8000-0000000000b1';
   const f = (id: string, s: number, type: string, name: string) => flowRunStateEvent({ flowRunId: id, flowRunName: 'r', ...FLOW, state: { type, name }, from: type === 'RUNNING' ? 'PENDING' : 'RUNNING', runCount: 1, occurred: at(s) }) as Ev;
@@ -285,6 +285,14 @@ test('a skipped event with a wild `occurred` does not move time: other runs are 
   assert.deepEqual(
     spans.map((s) => [s.run.id, s.run.attempt, s.status.code, s.run.incomplete, s.events.map((e) => e.name)]),
     [[A, 0, 'ok', false, ['Running', 'Completed']], [B, 0, 'ok', false, ['Running', 'Completed']]],
+  );
+  // Valid, but sent by a host whose clock is two days ahead: the server received it at 12 s.
+  const C = '0198c7d2-0000-7000-8000-0000000000c1';
+  const skewed = { ...f(C, 2 * 86_400, 'RUNNING', 'Running'), received: new Date(at(12)).toISOString() };
+  const second = await run([f(A, 10, 'RUNNING', 'Running'), f(B, 11, 'RUNNING', 'Running'), skewed, f(A, 20, 'COMPLETED', 'Completed'), f(B, 30, 'COMPLETED', 'Completed')]);
+  assert.deepEqual(
+    second.spans.map((s) => [s.run.id, s.status.code, s.run.incomplete, s.attributes['prefect.run.incomplete_reason'], s.events.map((e) => e.name)]).sort(),
+    [[A, 'ok', false, undefined, ['Running', 'Completed']], [B, 'ok', false, undefined, ['Running', 'Completed']], [C, 'unset', true, 'end_of_input', ['Running']]],
   );
 });
 
