@@ -121,6 +121,8 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     traces: {
       ...signal('v1/traces', v.otlpTracesEndpoint, v.otlpTracesHeaders),
       protocol: v.otlpTracesProtocol ?? v.otlpProtocol,
+      compression: v.otlpTracesCompression ?? v.otlpCompression,
+      timeoutMs: v.otlpTracesTimeoutMs ?? v.otlpTimeoutMs,
       exporter: v.tracesExporter,
     },
     logs: { ...signal('v1/logs', v.otlpLogsEndpoint, {}), exporter: v.logsExporter },

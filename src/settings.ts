@@ -136,13 +136,22 @@ export const SETTINGS = {
     doc: 'protocol for traces only',
   },
   otlpCompression: {
-    env: ['OTEL_EXPORTER_OTLP_TRACES_COMPRESSION', 'OTEL_EXPORTER_OTLP_COMPRESSION'], flag: '--otlp-compression', default: 'none',
+    env: ['OTEL_EXPORTER_OTLP_COMPRESSION'], flag: '--otlp-compression', default: 'none',
     parse: oneOf(['gzip', 'none'] as const),
     doc: '`gzip` or `none`',
   },
+  otlpTracesCompression: {
+    env: ['OTEL_EXPORTER_OTLP_TRACES_COMPRESSION'], flag: '--otlp-traces-compression', default: undefined as 'gzip' | 'none' | undefined,
+    parse: optional(oneOf(['gzip', 'none'] as const)),
+    doc: 'compression for traces only',
+  },
   otlpTimeoutMs: {
-    env: ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', 'OTEL_EXPORTER_OTLP_TIMEOUT'], flag: '--otlp-timeout', default: 10_000, parse: integer(1, 10 * MINUTE_MS, ' ms'),
+    env: ['OTEL_EXPORTER_OTLP_TIMEOUT'], flag: '--otlp-timeout', default: 10_000, parse: integer(1, 10 * MINUTE_MS, ' ms'),
     doc: 'time for one export including the exporter\'s own retries (ms)',
+  },
+  otlpTracesTimeoutMs: {
+    env: ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT'], flag: '--otlp-traces-timeout', default: undefined as number | undefined, parse: optional(integer(1, 10 * MINUTE_MS, ' ms')),
+    doc: 'timeout for traces only (ms)',
   },
   serviceName: {
     env: ['OTEL_SERVICE_NAME'], flag: '--service-name', default: 'prefect', parse: text,
