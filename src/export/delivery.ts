@@ -54,7 +54,7 @@ export interface Delivery<T> {
   flush(timeoutMs: number): Promise<FlushResult>;
   /** Flush, then refuse further items. */
   shutdown(timeoutMs: number): Promise<FlushResult>;
-  /** Items still queued (for the state file at shutdown). */
+  /** Items still queued and the batch still out, taken away (for the state file at shutdown). */
   drainQueued(): T[];
   readonly stats: Readonly<DeliveryStats>;
 }
@@ -67,6 +67,8 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
   const queue: { item: T; bytes: number }[] = [];
   let head = 0;
   let sending = false;
+  /** The batch being sent, until its answer. */
+  let inFlight: { item: T; bytes: number }[] = [];
   let closed = false;
   let timer: NodeJS.Timeout | undefined;
   let backoffMs = options.initialBackoffMs ?? INITIAL_BACKOFF_MS;
@@ -142,6 +144,7 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
     for (const e of entries) bytes += e.bytes;
     stats.queuedBytes -= bytes;
     stats.inFlight = n;
+    inFlight = entries;
     compact();
     let result: SendResult;
     try {
@@ -150,6 +153,7 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       result = { ok: false, retryable: true, error: errorText(err) };
     }
     stats.inFlight = 0;
+    inFlight = [];
     sending = false;
     if (result.ok) {
       stats.delivered += n;
@@ -237,7 +241,10 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       return result;
     },
     drainQueued(): T[] {
-      const items = queue.slice(head).map((e) => e.item);
+      // The batch still out goes too: its answer may never come (the process is stopping), and a
+      // span sent twice is better than a span lost.
+      const items = [...inFlight, ...queue.slice(head)].map((e) => e.item);
+      inFlight = [];
       queue.length = 0;
       head = 0;
       stats.queued = 0;
