@@ -37,6 +37,8 @@ export async function* lineBatches(
   let carry = '';
   /** The last text ended with a CR: a LF that starts the next one belongs to the same line end. */
   let afterCR = false;
+  /** No text yet: a byte order mark that starts it is not part of the first line. */
+  let atStart = true;
   const extend = (text: string): void => {
     if (carry.length > maxLineChars) return; // cut already: the rest of the line is not kept
     carry += text;
@@ -49,6 +51,10 @@ export async function* lineBatches(
   const split = (text: string, lines: string[]): void => {
     if (text === '') return;
     let start = 0;
+    if (atStart) {
+      atStart = false;
+      if (text.charCodeAt(0) === 0xfeff) start = 1;
+    }
     if (afterCR) {
       afterCR = false;
       if (text.charCodeAt(0) === 10) start = 1;

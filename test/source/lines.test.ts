@@ -93,3 +93,10 @@ test('a batch holds the lines its chunk completed; a chunk that completes none g
   assert.deepEqual(batches, [['{"a":1}'], ['{"b":2}', '{"c":3}'], ['{"d":4}']]);
   assert.deepEqual(counted, [12, 3, 16, 0]);
 });
+
+test('a byte order mark at the start of the input is not part of the first line, however the bytes are cut; one further in is kept', async () => {
+  const text = '{"id":"a"}\r\n{"id":"b"}\n';
+  const withBom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(text)]);
+  for (const [name, chunks] of cuts(withBom)) assert.deepEqual(await ours(chunks), ['{"id":"a"}', '{"id":"b"}'], name);
+  assert.deepEqual(await ours([Buffer.from(`${text}\ufeff{"id":"c"}\n`)]), ['{"id":"a"}', '{"id":"b"}', '\ufeff{"id":"c"}']);
+});
