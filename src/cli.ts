@@ -108,16 +108,18 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     process.stdout.write(`${VERSION}\n`);
     return EXIT_CODES.OK;
   }
-  let config: Config;
+  // Every problem at once: the arguments' and the settings' (with the options the arguments did give).
+  const problems = [...args.problems];
+  let config: Config | undefined;
   try {
-    if (args.problems.length > 0) throw new ConfigError(args.problems);
     config = resolveConfig(demoDefaults(args, env), env);
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`prefect-otel: ${err.message}\n\n${args.problems.length > 0 ? USAGE : ''}`);
-      return EXIT_CODES.CONFIG;
-    }
-    throw err;
+    if (!(err instanceof ConfigError)) throw err;
+    problems.push(...err.problems);
+  }
+  if (config === undefined || problems.length > 0) {
+    process.stderr.write(`prefect-otel: ${new ConfigError(problems).message}\n\n${args.problems.length > 0 ? USAGE : ''}`);
+    return EXIT_CODES.CONFIG;
   }
   const logger = createLogger({ level: config.log.level, format: config.log.format });
   routeDiagToLogger(logger);

@@ -157,8 +157,8 @@ test('a collector that stays down: replay says so and exits non-zero; secrets in
 });
 
 test('mistyped options and stray arguments are listed and exit 2; a value that may be a secret is never echoed', async () => {
-  const problems = async (args: string[]) => {
-    const r = await cli(args, {});
+  const problems = async (args: string[], env: Record<string, string> = {}) => {
+    const r = await cli(args, env);
     assert.equal(r.code, 2);
     assert.ok(!r.stderr.includes('SECRET'), r.stderr);
     return r.stderr.split('\n\n')[0]!.split('\n');
@@ -166,6 +166,13 @@ test('mistyped options and stray arguments are listed and exit 2; a value that m
   assert.deepEqual(await problems(['--api-kye', 'pnu_TOPSECRET123', 'wacth']), ['prefect-otel: invalid configuration:', '  - unknown option --api-kye', '  - unknown command "wacth" (commands: watch, replay FILE, demo)']);
   assert.deepEqual(await problems(['--otlp-header', 'authorization=Bearer%20SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header']);
   assert.deepEqual(await problems(['replay', '-', 'pnu_SECRET42', '--otlp-header=authorization=SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header', '  - unexpected argument (not shown: it may be a secret)']);
+  // The settings' problems are listed with the arguments'.
+  assert.deepEqual(await problems(['replay', '-', '--max-open-runs', 'many', '--bogus=1'], { PREFECT_OTEL_LOG_FORMAT: 'xml' }), [
+    'prefect-otel: invalid configuration:',
+    '  - unknown option --bogus',
+    '  - PREFECT_OTEL_LOG_FORMAT: must be one of json, pretty, got "xml"',
+    '  - option maxOpenRuns: expected a whole number, got "many"',
+  ]);
 });
 
 test('configuration errors are listed together and exit 2', async () => {
