@@ -1,4 +1,5 @@
 import { EventEmitter, once } from 'node:events';
+import { resolve as resolvePath } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
@@ -53,7 +54,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private health: HealthServer | undefined;
   private readonly metrics: MetricsExport | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
-  private stopping: Promise<void> | undefined;
+  private stopped: Promise<void> | undefined;
   private failure: Error | undefined;
   private connected = false;
   private resolveDone!: () => void;
@@ -161,7 +162,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   }
 
   private fail(err: Error): void {
-    if (this.stopping !== undefined) return;
+    if (this.stopping) return;
     this.logger.fatal({ component: 'watch', code: (err as { code?: string }).code }, err.message);
     this.failure = err;
     if (this.listenerCount('error') > 0) this.emit('error', err);
@@ -172,12 +173,17 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     return this.health?.port;
   }
 
+  /** True from the start of `shutdown()` on. */
+  get stopping(): boolean {
+    return this.stopped !== undefined;
+  }
+
   stats(): TracingStats {
     return collectStats(this.pipeline, { connected: this.connected, subscriber: this.subscriber?.stats, startedMs: this.startedMs });
   }
 
   shutdown(timeoutMs = SHUTDOWN_TIMEOUT_MS): Promise<void> {
-    this.stopping ??= (async () => {
+    this.stopped ??= (async () => {
       const log = this.logger.child({ component: 'watch' });
       log.info('shutting down: stop reading, persist state, flush exports');
       for (const t of this.timers) clearInterval(t);
@@ -201,7 +207,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       if (this.failure === undefined) this.resolveDone();
       else this.rejectDone(this.failure);
     })();
-    return this.stopping;
+    return this.stopped;
   }
 }
 
@@ -220,10 +226,35 @@ async function flushLogger(logger: Logger, timeoutMs = 1_000): Promise<void> {
 
 /** Follow a Prefect server's event stream and export its runs as traces until `shutdown()`. */
 export function startPrefectTracing(options: StartOptions = {}): PrefectTracingHandle {
-  return new Tracing(resolveConfig(options, options.env ?? process.env), options);
+  return startOnce(resolveConfig(options, options.env ?? process.env), options);
 }
 
 /** The same, with a configuration already resolved (the CLI). */
 export function startWithConfig(config: Config, options: Pick<StartOptions, 'logger' | 'hooks'> = {}): PrefectTracingHandle {
-  return new Tracing(config, options);
+  return startOnce(config, options);
+}
+
+/**
+ * The instances running in this process, by state file. Two on one file would export every span
+ * twice and overwrite each other's state (`--import prefect-otel/register` and an application's own
+ * `startPrefectTracing()`, say). Kept on `globalThis`, so that two copies of the package share it.
+ */
+const RUNNING = ((globalThis as Record<symbol, unknown>)[Symbol.for('prefect-otel.running')] ??= new Map()) as Map<string, Tracing>;
+
+function startOnce(config: Config, options: Pick<StartOptions, 'logger' | 'hooks'>): PrefectTracingHandle {
+  const key = resolvePath(config.stateFile);
+  const already = RUNNING.get(key);
+  if (already !== undefined && !already.stopping) {
+    (options.logger ?? createLogger({ level: config.log.level, format: config.log.format })).warn(
+      { component: 'watch', stateFile: key },
+      'prefect-otel already runs in this process with this state file; this start returns that instance',
+    );
+    return already;
+  }
+  const tracing = new Tracing(config, options);
+  RUNNING.set(key, tracing);
+  void tracing.done.catch(() => undefined).finally(() => {
+    if (RUNNING.get(key) === tracing) RUNNING.delete(key);
+  });
+  return tracing;
 }

@@ -95,6 +95,37 @@ test('library: a span hook renames and adds attributes; a throwing hook is logge
   );
 });
 
+test('library: a second start on the same state file in one process returns the running instance; every span goes out once', async (t) => {
+  const w = workload(2);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  const stateFile = join(tempDir(), 'state.json');
+  const start = () => {
+    const { logger, lines } = captureLogger();
+    return { tracing: startPrefectTracing({ env: {}, logger, apiUrl: prefect.url, otlpEndpoint: receiver.url, stateFile, settleMs: 100, statsIntervalMs: 0 }), lines };
+  };
+  const first = start();
+  const second = start();
+  t.after(async () => {
+    await first.tracing.shutdown();
+    await receiver.close();
+    await prefect.close();
+  });
+  assert.equal(second.tracing, first.tracing);
+  assert.deepEqual(second.lines().map((l) => [l.level, l.msg]), [[40, 'prefect-otel already runs in this process with this state file; this start returns that instance']]);
+  await first.tracing.ready;
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  await receiver.waitForSpans(w.runs.size);
+  await first.tracing.shutdown();
+  assert.deepEqual({ connections: prefect.connections.length, spans: receiver.spans().length, ids: new Set(receiver.spans().map((s) => s.spanId)).size }, { connections: 1, spans: w.runs.size, ids: w.runs.size });
+  // Once it has stopped, a start is a new instance.
+  const third = start();
+  assert.notEqual(third.tracing, first.tracing);
+  await third.tracing.shutdown();
+});
+
 test('node --import prefect-otel/register: an application exports spans from the environment alone', async (t) => {
   const w = workload(2);
   const prefect = await startFakePrefect();
