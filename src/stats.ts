@@ -74,7 +74,8 @@ export function collectStats(
       dropped: d?.dropped ?? 0,
       rejected: d?.rejected ?? 0,
       exportFailures: d?.failedAttempts ?? 0,
-      exporting: d === undefined ? false : !d.failing,
+      // No trace exporter (OTEL_TRACES_EXPORTER=none): nothing to fail.
+      exporting: d === undefined ? true : !d.failing,
       exportLag: pipeline.exportLag.summary(),
       hookErrors: c.hookErrors,
     },

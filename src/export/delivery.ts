@@ -166,6 +166,8 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
     } else if (!result.retryable) {
       stats.rejected += n;
       stats.lastError = result.error;
+      // Spans refused for good (a wrong credential, a 413) are failing exports too, for /healthz.
+      stats.failing = true;
       options.onLoss?.('rejected', n, result.error);
     } else {
       stats.failedAttempts += 1;

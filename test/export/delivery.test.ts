@@ -11,6 +11,7 @@ import { createResource } from '../../src/export/spans.js';
 import { startPrefectTracing } from '../../src/index.js';
 import { startMiniPrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
+import { until, workload } from '../helpers/watch-e2e.js';
 
 function span(i: number): SpanRecord {
   const hex = i.toString(16).padStart(16, '0');
@@ -88,4 +89,32 @@ test('/healthz is ready only while connected and exporting; /metrics tells what 
   assert.deepEqual([down.status, ((await down.json()) as { problems: string[] }).problems], [503, ['not connected to the Prefect event stream']]);
   await tracing.shutdown();
   await receiver.close();
+});
+
+test('/healthz: a collector that refuses spans for good (401) is not "exporting"; with no trace exporter there is nothing to fail', async (t) => {
+  const w = workload(1);
+  const prefect = await startMiniPrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver({ respond: () => 401 });
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-health-'));
+  const health = async (tracing: ReturnType<typeof startPrefectTracing>) => {
+    const r = await fetch(`http://127.0.0.1:${tracing.httpPort!}/healthz`);
+    return [r.status, await r.json()];
+  };
+  const refused = startPrefectTracing({ env: {}, apiUrl: prefect.url, otlpEndpoint: receiver.url, httpPort: 0, stateFile: join(dir, 'a.json'), logLevel: 'silent', settleMs: 100, scheduleDelayMs: 10 });
+  const none = startPrefectTracing({ env: {}, apiUrl: prefect.url, tracesExporter: 'none', httpPort: 0, stateFile: join(dir, 'b.json'), logLevel: 'silent' });
+  t.after(async () => {
+    await Promise.all([refused.shutdown(), none.shutdown()]);
+    await prefect.close();
+    await receiver.close();
+  });
+  await refused.ready;
+  await until('subscriptions', () => prefect.connections.filter((c) => c.live).length === 2);
+  assert.deepEqual(await health(refused), [200, { status: 'ok', problems: [], connected: true, exporting: true }]);
+  prefect.publish(w.events);
+  await until('spans refused', () => refused.stats().spans.rejected === w.runs.size);
+  assert.deepEqual(await health(refused), [503, { status: 'unavailable', problems: ['exports to the collector are failing'], connected: true, exporting: false }]);
+
+  await none.ready;
+  assert.deepEqual(await health(none), [200, { status: 'ok', problems: [], connected: true, exporting: true }]);
 });
