@@ -54,7 +54,7 @@ export function toReadableSpan(record: SpanRecord, resource: Resource): Readable
     resource,
     instrumentationScope: INSTRUMENTATION_SCOPE,
     droppedAttributesCount: 0,
-    droppedEventsCount: 0,
+    droppedEventsCount: record.droppedEvents ?? 0,
     droppedLinksCount: 0,
   };
 }

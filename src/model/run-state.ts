@@ -310,6 +310,7 @@ export class RunState {
       attributes: a,
       events: this.sortedEvents(),
       links,
+      ...(this.summarised === undefined ? {} : { droppedEvents: this.summarised.count }),
       run: {
         id: this.ref.id,
         type: this.ref.type,

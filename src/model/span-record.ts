@@ -34,6 +34,8 @@ export interface SpanRecord {
   /** Sorted by time (and `follows` for ties). */
   readonly events: readonly SpanEventRecord[];
   readonly links: readonly SpanLinkRecord[];
+  /** Events folded into the summary event past the limit (OTLP's `droppedEventsCount`); absent when none. */
+  readonly droppedEvents?: number;
   readonly run: {
     readonly id: string;
     readonly type: RunType;

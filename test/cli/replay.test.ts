@@ -132,6 +132,20 @@ test('logs over OTLP: STLOGGING records reach the collector with the run trace a
   await receiver.close();
 });
 
+test('past the span-event limit: the folded events are counted in the span\'s droppedEventsCount, the transitions kept', async () => {
+  const receiver = await startOtlpReceiver();
+  const flow = (s: number, type: string, name: string, from: string) => flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type, name }, from, runCount: 1, occurred: T0 + s * 1000 });
+  const steps = Array.from({ length: 10 }, (_, i) => customEvent({ event: 'acme.step', resourceId: `acme.step.${i}`, occurred: T0 + (1 + i) * 1000, related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run' }] }));
+  const lines = [flow(0, 'RUNNING', 'Running', 'PENDING'), ...steps, flow(20, 'COMPLETED', 'Completed', 'RUNNING')].map((e) => JSON.stringify(e));
+  const r = await cli(['replay', '-'], { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_SPAN_EVENT_COUNT_LIMIT: '4' }, `${lines.join('\n')}\n`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(
+    receiver.spans().map((s) => [s.events.map((e) => e.name), s.events[1]!.attributes['prefect.events.summarised_count'], s.droppedEventsCount]),
+    [[['Running', 'prefect-otel.events_summarised', 'acme.step', 'Completed'], 9, 9]],
+  );
+  await receiver.close();
+});
+
 test('a collector that stays down: replay says so and exits non-zero; secrets in OTLP headers and credentials in URLs never reach the output', async () => {
   const r = await cli(['replay', '-'], {
     PREFECT_API_URL: 'http://prefect-user:apipass123@127.0.0.1:9/api',

@@ -363,6 +363,7 @@ test('bounds: past the span event limit the oldest other events are summarised, 
     ['Completed', 40],
   ]);
   assert.deepEqual(flow.events[1]!.attributes, { 'prefect.events.summarised_count': 23, 'prefect.events.summarised_names': '{"acme.step.0":8,"acme.step.1":8,"acme.step.2":7}' });
+  assert.equal(flow.droppedEvents, 23, 'counted as dropped for OTLP too');
   // At the first overflow too, the summary takes one of the places.
   const justOver = await run([...events.slice(0, 10), events.at(-1)!], { maxSpanEvents: 10 });
   assert.deepEqual(justOver.spans[0]!.events.map((e) => e.name), ['Running', 'prefect-otel.events_summarised', ...Array.from({ length: 7 }, (_, k) => `acme.step.${(2 + k) % 3}`), 'Completed']);
