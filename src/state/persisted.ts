@@ -1,3 +1,4 @@
+import { rename } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { DedupeEntries } from '../model/dedupe.js';
 import type { SpanRecord } from '../model/span-record.js';
@@ -106,7 +107,12 @@ export class StateWriter {
   }
 }
 
-/** Load the state file and its journal into a fresh pipeline. A missing file is a fresh start; an unreadable one is logged and ignored. */
+/**
+ * Load the state file and its journal into a fresh pipeline. A missing file is a fresh start. An
+ * unreadable one is moved aside (`<file>.bad-<time>`, so that the next save does not destroy what a
+ * person may still recover from it) and the process starts without it; entries that are not what
+ * they should be (an open run, a waiting event, a pending span, the cursor) are left out and counted.
+ */
 export async function loadState(
   store: Pick<StateStore, 'load' | 'loadJournal' | 'path'>,
   pipeline: Pipeline,
@@ -119,15 +125,17 @@ export async function loadState(
     data = await store.load();
     journal = data === undefined ? undefined : await store.loadJournal();
   } catch (err) {
-    log.error({ path: store.path, err: { message: (err as Error).message } }, 'state file unreadable; starting without it');
+    log.error({ path: store.path, movedTo: await moveAside(store.path), err: { message: (err as Error).message } }, 'state file unreadable; starting without it');
     return undefined;
   }
   if (data === undefined) return undefined;
   if (!isPersistedState(data)) {
-    log.error({ path: store.path }, 'state file has an unknown format; starting without it');
+    log.error({ path: store.path, movedTo: await moveAside(store.path) }, 'state file has an unknown format; starting without it');
     return undefined;
   }
-  const { state, lines } = applyJournal(data, journal, log);
+  const { state: whole, lines } = applyJournal(data, journal, log);
+  const { state, left } = usableParts(whole);
+  if (left > 0) log.error({ path: store.path, left }, 'state file entries that are not what they should be were left out');
   pipeline.restoreCursor(state.cursorUs ?? undefined);
   pipeline.dedupe.restore(state.dedupe, nowMs);
   pipeline.tracker.restore(state.tracker, nowMs);
@@ -138,6 +146,47 @@ export async function loadState(
     cursor: state.cursorUs === null ? null : new Date(state.cursorUs / 1000).toISOString(),
     journalLines: lines,
   };
+}
+
+async function moveAside(path: string): Promise<string | undefined> {
+  const aside = `${path}.bad-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  try {
+    await rename(path, aside);
+    return aside;
+  } catch {
+    return undefined;
+  }
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isStr = (v: unknown): v is string => typeof v === 'string';
+const isCtx = (v: unknown): boolean => isObj(v) && isStr(v.traceId) && typeof v.root === 'boolean';
+
+/** The parts of a state that can be applied, and how many entries were left out. */
+function usableParts(state: PersistedState): { state: PersistedState; left: number } {
+  let left = 0;
+  const keep = <T>(list: readonly T[], ok: (v: T) => boolean): T[] => list.filter((v) => ok(v) || ((left += 1), false));
+  const t = state.tracker;
+  const cursorOk = state.cursorUs === null || isNum(state.cursorUs);
+  if (!cursorOk) left += 1;
+  const usable: PersistedState = {
+    ...state,
+    cursorUs: cursorOk ? state.cursorUs : null,
+    tracker: {
+      open: keep(t.open as unknown[], (r) =>
+        isObj(r) && isObj(r.ref) && isStr(r.ref.id) && (r.ref.type === 'flow' || r.ref.type === 'task') && isObj(r.meta) && Array.isArray(r.meta.tags) &&
+        isCtx(r.ctx) && isNum(r.attempt) && Array.isArray(r.events) && isNum(r.lastActivityMs)) as TrackerSnapshot['open'],
+      finished: keep(t.finished as unknown[], (e) => Array.isArray(e) && isStr(e[0]) && isObj(e[1]) && isCtx(e[1].ctx) && isNum(e[1].attempt) && isNum(e[1].lastTerminalUs)) as TrackerSnapshot['finished'],
+      owners: keep(t.owners as unknown[], (e) => Array.isArray(e) && isStr(e[0]) && (e[1] === null || isStr(e[1]))) as TrackerSnapshot['owners'],
+      waiting: keep(t.waiting as unknown[], (e) => isObj(e) && isStr(e.id) && isStr(e.name) && isNum(e.occurredUs) && isObj(e.resource) && isStr(e.resource.id) && Array.isArray(e.related)) as TrackerSnapshot['waiting'],
+    },
+    pendingSpans: keep(state.pendingSpans as unknown[], (s) =>
+      isObj(s) && isStr(s.traceId) && isStr(s.spanId) && isStr(s.name) && isNum(s.startUs) && isNum(s.endUs) && isObj(s.status) && isObj(s.attributes) &&
+      Array.isArray(s.events) && Array.isArray(s.links) && isObj(s.run) && isStr(s.run.id)) as SpanRecord[],
+  };
+  return { state: usable, left };
 }
 
 /** The state file with its journal's lines of the same generation applied, in order. */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFile, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -172,5 +172,38 @@ describe('state journal', () => {
     const restored = await loadState(store, b, clockOf(a), quiet);
     assert.equal(restored?.journalLines, 0);
     assert.deepEqual(whole(b), whole(a));
+  });
+  it('entries that are not what they should be are left out and counted, the rest restored; an unreadable file is moved aside, not overwritten', async () => {
+    const { path, store, a, writer } = setUp('damaged');
+    feed(a, events.slice(0, Math.floor(events.length / 2)));
+    await writer.save(true);
+    const good = JSON.parse(await readFile(path, 'utf8')) as { cursorUs: unknown; tracker: { open: unknown[]; finished: unknown[]; waiting: unknown[] }; pendingSpans: unknown[] };
+    const damaged = {
+      ...good,
+      tracker: { ...good.tracker, open: [...good.tracker.open, { bogus: true }], finished: [...good.tracker.finished, ['0198c7d2-0000-7000-8000-000000000001', null]], waiting: [...good.tracker.waiting, {}] },
+      pendingSpans: [...good.pendingSpans, {}],
+    };
+    await writeFile(path, JSON.stringify(damaged));
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', format: 'json', destination: { write: (l: string) => void lines.push(l) } });
+    const b = pipeline();
+    const restored = await loadState(store, b, clockOf(a), log);
+    assert.equal(restored?.openRuns, good.tracker.open.length);
+    assert.deepEqual(whole(b), whole(a));
+    assert.deepEqual(lines.map((l) => { const r = JSON.parse(l) as { msg: string; left: number }; return [r.msg, r.left]; }), [['state file entries that are not what they should be were left out', 4]]);
+
+    // A cursor that is not a number is left out too (the run goes on from a fresh start's look-back).
+    await writeFile(path, JSON.stringify({ ...good, cursorUs: 'abc' }));
+    const c = pipeline();
+    assert.equal((await loadState(store, c, clockOf(a), quiet))?.cursor, null);
+
+    await writeFile(path, '{"version":2,"tracker":');
+    const d = pipeline();
+    lines.length = 0;
+    assert.equal(await loadState(store, d, clockOf(a), log), undefined);
+    const record = JSON.parse(lines[0]!) as { msg: string; movedTo: string };
+    assert.equal(record.msg, 'state file unreadable; starting without it');
+    assert.deepEqual((await readdir(join(dir, 'damaged'))).sort(), [record.movedTo.split('/').at(-1)!]);
+    assert.equal(await readFile(record.movedTo, 'utf8'), '{"version":2,"tracker":');
   });
 });
