@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { constants as osConstants } from 'node:os';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describeConfig, resolveConfig, SETTINGS, type Config, type PrefectTracingOptions } from './config.js';
@@ -129,15 +130,32 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       case 'replay': {
         logger.debug({ component: 'config', settings: describeConfig(config) }, 'replay starting');
         const { runReplay, formatReplaySummary } = await import('./replay.js');
-        const summary = await runReplay({
-          config,
-          logger,
-          file: args.file!,
-          progress: { tty: process.stderr.isTTY === true, write: (t) => process.stderr.write(t) },
-        });
-        process.stderr.write(`${formatReplaySummary(summary)}\n`);
-        logger.flush();
-        return summary.exportOk ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
+        // The first SIGINT/SIGTERM stops reading and delivers what was read; a second one ends at once.
+        const stop = new AbortController();
+        let stoppedBy: NodeJS.Signals | undefined;
+        const onSignal = (sig: NodeJS.Signals): void => {
+          if (stoppedBy !== undefined) process.exit(128 + (osConstants.signals[sig] ?? 0));
+          stoppedBy = sig;
+          stop.abort();
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        try {
+          const summary = await runReplay({
+            config,
+            logger,
+            file: args.file!,
+            progress: { tty: process.stderr.isTTY === true, write: (t) => process.stderr.write(t) },
+            signal: stop.signal,
+          });
+          process.stderr.write(`${formatReplaySummary(summary)}\n`);
+          logger.flush();
+          if (stoppedBy !== undefined) return 128 + (osConstants.signals[stoppedBy] ?? 0);
+          return summary.exportOk ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
+        } finally {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+        }
       }
       case 'demo': {
         const { runDemo } = await import('./demo.js');

@@ -15,6 +15,8 @@ import { createPrefectRestClient } from './source/rest.js';
 import { collectStats, type TracingStats } from './stats.js';
 
 export interface ReplaySummary {
+  /** Stopped by `signal` before the end of the input. */
+  readonly interrupted: boolean;
   readonly lines: number;
   readonly events: number;
   readonly duplicates: number;
@@ -40,6 +42,8 @@ export interface ReplayOptions {
   /** Progress lines (a TTY on stderr gets one, rewritten in place). */
   readonly progress?: { readonly write: (text: string) => void; readonly tty: boolean };
   readonly flushTimeoutMs?: number;
+  /** Stop reading (SIGINT/SIGTERM): the runs read so far are ended and their spans delivered. */
+  readonly signal?: AbortSignal;
 }
 
 const PROGRESS_INTERVAL_MS = 250;
@@ -115,8 +119,13 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     p.write(`\r${text}\x1b[K${final ? '\n' : ''}`);
   };
 
+  const { signal } = options;
+  // Standard input may have nothing to give for a long time: stop waiting for it too.
+  const stopReading = (): void => void input.destroy();
+  signal?.addEventListener('abort', stopReading, { once: true });
   try {
     for await (const lines of lineBatches(input, { onChunk: (bytes) => (bytesRead += bytes), maxLineChars: MAX_EVENT_BYTES })) {
+      if (signal?.aborted === true) break;
       for (const line of lines) {
         lineCount += 1;
         const trimmed = line.trimStart();
@@ -132,15 +141,19 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
       }
     }
   } catch (err) {
-    throw new InputError(`reading ${options.file} failed: ${errorText(err)}`, { cause: err });
+    if (signal?.aborted !== true) throw new InputError(`reading ${options.file} failed: ${errorText(err)}`, { cause: err });
+  } finally {
+    signal?.removeEventListener('abort', stopReading);
   }
-  await pipeline.finish('end_of_input');
+  const interrupted = signal?.aborted === true;
+  await pipeline.finish(interrupted ? 'interrupted' : 'end_of_input');
   progress(true);
   const flushed = await pipeline.shutdown(options.flushTimeoutMs ?? Math.max(30_000, config.traces.timeoutMs * 3));
   done();
   const t = pipeline.traces?.stats;
   const c = pipeline.counters;
   return {
+    interrupted,
     lines: lineCount,
     events: c.accepted + c.unrelated + c.duplicates,
     duplicates: c.duplicates,
@@ -181,5 +194,6 @@ export function formatReplaySummary(s: ReplaySummary): string {
     `runs: ${s.runs}  spans: ${s.spans} (${s.incomplete} incomplete)`,
     `spans: ${exported}`,
     s.exportOk ? 'export: ok' : 'export: FAILED',
+    ...(s.interrupted ? ['interrupted: the rest of the input was not read; runs still open were ended as incomplete'] : []),
   ].join('\n');
 }

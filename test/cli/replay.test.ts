@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { generateDemoWorkload } from '../../src/source/demo-workload.js';
 import { startCli, type CliResult } from '../helpers/cli.js';
-import { logLines } from '../helpers/watch-e2e.js';
+import { logLines, until } from '../helpers/watch-e2e.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { customEvent, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 
@@ -144,6 +144,29 @@ test('past the span-event limit: the folded events are counted in the span\'s dr
     [[['Running', 'prefect-otel.events_summarised', 'acme.step', 'Completed'], 9, 9]],
   );
   await receiver.close();
+});
+
+test('replay interrupted (SIGINT) while standard input is still open: what was read is exported, open runs as incomplete, exit 130', async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const { child, result } = startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, undefined, { keepStdinOpen: true });
+  t.after(() => void child.kill('SIGKILL'));
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  // The flow and its failed task, then only the start of a second flow run: nothing ends it.
+  const OTHER = '0198c7d2-5b1e-7a3c-9f10-00000000000f';
+  const open = flowRunStateEvent({ flowRunId: OTHER, flowRunName: 'still-running', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: T0 + 4000 });
+  child.stdin!.write(`${[...smallRun(), JSON.stringify(open)].join('\n')}\n`);
+  await until('every line read', () => out.split('STLOGGING: ').length - 1 === 5);
+  child.kill('SIGINT');
+  const r = await result;
+  assert.equal(r.code, 130, r.stderr);
+  assert.match(r.stderr, /^interrupted: the rest of the input was not read; runs still open were ended as incomplete$/m);
+  assert.match(r.stderr, /^spans: 3 exported$/m);
+  assert.deepEqual(
+    receiver.spans().map((s) => [s.attributes['prefect.run.id'], s.attributes['prefect.run.incomplete'] ?? false, s.attributes['prefect.run.incomplete_reason'] ?? null]).sort(),
+    [[OTHER, true, 'interrupted'], [FR, false, null], [TR, false, null]].sort(),
+  );
 });
 
 test('a collector that stays down: replay says so and exits non-zero; secrets in OTLP headers and credentials in URLs never reach the output', async () => {
