@@ -80,6 +80,22 @@ function keyValues(raw: unknown): Parsed<Record<string, string>> {
   return ok(out);
 }
 
+/**
+ * OTLP headers: `key=value` pairs whose names are HTTP tokens and whose values an HTTP header can
+ * carry (no line break or other control character once %-decoded). Caught here, such a header is a
+ * configuration error instead of an export that fails, and is retried, forever. A value is never
+ * shown: it is usually a secret.
+ */
+function httpHeaders(raw: unknown): Parsed<Record<string, string>> {
+  const parsed = keyValues(raw);
+  if (!parsed.ok) return parsed;
+  for (const [name, value] of Object.entries(parsed.value)) {
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return bad(`${JSON.stringify(name)} is not a valid HTTP header name`);
+    if (/[^\t\x20-\x7e\x80-\xff]/.test(value)) return bad(`the value of header ${name} has characters an HTTP header cannot carry (a line break, say)`);
+  }
+  return parsed;
+}
+
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
 const DAY_MS = 24 * HOUR_MS;
@@ -118,11 +134,11 @@ export const SETTINGS = {
     doc: 'full OTLP/HTTP metrics URL, used as is',
   },
   otlpHeaders: {
-    env: ['OTEL_EXPORTER_OTLP_HEADERS'], flag: '--otlp-headers', default: {}, parse: keyValues, secret: true,
+    env: ['OTEL_EXPORTER_OTLP_HEADERS'], flag: '--otlp-headers', default: {}, parse: httpHeaders, secret: true,
     doc: '`key=value,…` headers sent with every OTLP request',
   },
   otlpTracesHeaders: {
-    env: ['OTEL_EXPORTER_OTLP_TRACES_HEADERS'], flag: '--otlp-traces-headers', default: {}, parse: keyValues, secret: true,
+    env: ['OTEL_EXPORTER_OTLP_TRACES_HEADERS'], flag: '--otlp-traces-headers', default: {}, parse: httpHeaders, secret: true,
     doc: 'headers for trace requests only (win over the generic ones)',
   },
   otlpProtocol: {

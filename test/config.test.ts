@@ -17,3 +17,13 @@ test('OTLP protocol, compression and timeout: the generic variable sets every si
     { traces: ['http/json', 'gzip', 7_000], logs: ['http/protobuf', 'none', 3_000], metrics: ['http/protobuf', 'none', 3_000] },
   );
 });
+
+test('OTLP headers an HTTP request cannot carry are a configuration warning (OTel variables fall back to their default), their value never shown', () => {
+  const c = resolveConfig({}, { OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%0Azzsecret', OTEL_EXPORTER_OTLP_TRACES_HEADERS: 'bad name=1' });
+  assert.deepEqual(c.traces.headers, {});
+  assert.deepEqual(c.warnings, [
+    'OTEL_EXPORTER_OTLP_HEADERS: the value of header authorization has characters an HTTP header cannot carry (a line break, say); using the default ({})',
+    'OTEL_EXPORTER_OTLP_TRACES_HEADERS: "bad name" is not a valid HTTP header name; using the default ({})',
+  ]);
+  assert.deepEqual(resolveConfig({}, { OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20abc,x-tenant=t1' }).traces.headers, { authorization: 'Bearer abc', 'x-tenant': 't1' });
+});
