@@ -116,7 +116,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     config = resolveConfig(demoDefaults(args, env), env);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    problems.push(...err.problems);
+    // On the command line an option is a flag: name it as the user wrote it.
+    problems.push(...err.problems.map((p) => p.replace(/^option (\w+):/, (m, key: string) => (key in SETTINGS ? `${SETTINGS[key as keyof typeof SETTINGS].flag}:` : m))));
   }
   if (config === undefined || problems.length > 0) {
     process.stderr.write(`prefect-otel: ${new ConfigError(problems).message}\n\n${args.problems.length > 0 ? USAGE : ''}`);

@@ -208,7 +208,7 @@ test('mistyped options and stray arguments are listed and exit 2; a value that m
     'prefect-otel: invalid configuration:',
     '  - unknown option --bogus',
     '  - PREFECT_OTEL_LOG_FORMAT: must be one of json, pretty, got "xml"',
-    '  - option maxOpenRuns: expected a whole number, got "many"',
+    '  - --max-open-runs: expected a whole number, got "many"',
   ]);
 });
 
