@@ -113,11 +113,11 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   const problems = [...args.problems];
   let config: Config | undefined;
   try {
-    config = resolveConfig(demoDefaults(args, env), env);
+    // On the command line an option is a flag: a problem names it as the user wrote it.
+    config = resolveConfig(demoDefaults(args, env), env, (key) => SETTINGS[key].flag);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    // On the command line an option is a flag: name it as the user wrote it.
-    problems.push(...err.problems.map((p) => p.replace(/^option (\w+):/, (m, key: string) => (key in SETTINGS ? `${SETTINGS[key as keyof typeof SETTINGS].flag}:` : m))));
+    problems.push(...err.problems);
   }
   if (config === undefined || problems.length > 0) {
     process.stderr.write(`prefect-otel: ${new ConfigError(problems).message}\n\n${args.problems.length > 0 ? USAGE : ''}`);

@@ -63,7 +63,8 @@ type Env = Readonly<Record<string, string | undefined>>;
  * Every problem is collected and thrown as one ConfigError. A bad OTEL_* value warns and falls
  * back, as every OpenTelemetry component does.
  */
-export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = process.env): Config {
+/** `optionName`: how a problem names an option's setting (the CLI names its flag). */
+export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = process.env, optionName: (key: SettingKey) => string = (key) => `option ${key}`): Config {
   const problems: string[] = [];
   const warnings: string[] = [];
   const values = {} as Record<SettingKey, unknown>;
@@ -73,7 +74,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     let raw: unknown;
     if (fromOption !== undefined) {
       raw = fromOption;
-      source = `option ${key}`;
+      source = optionName(key);
     } else {
       for (const name of def.env) {
         const v = env[name];
