@@ -134,8 +134,9 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
         // The first SIGINT/SIGTERM stops reading and delivers what was read; a second one ends at once.
         const stop = new AbortController();
         let stoppedBy: NodeJS.Signals | undefined;
+        const signalExit = (sig: NodeJS.Signals): number => 128 + (osConstants.signals[sig] ?? 0);
         const onSignal = (sig: NodeJS.Signals): void => {
-          if (stoppedBy !== undefined) process.exit(128 + (osConstants.signals[sig] ?? 0));
+          if (stoppedBy !== undefined) process.exit(signalExit(sig));
           stoppedBy = sig;
           stop.abort();
         };
@@ -151,7 +152,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
           });
           process.stderr.write(`${formatReplaySummary(summary)}\n`);
           logger.flush();
-          if (stoppedBy !== undefined) return 128 + (osConstants.signals[stoppedBy] ?? 0);
+          if (stoppedBy !== undefined) return signalExit(stoppedBy);
           return summary.exportOk ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
         } finally {
           process.off('SIGINT', onSignal);
