@@ -1,6 +1,6 @@
 import { ConfigError } from './errors.js';
 import type { TrackerOptions } from './model/tracker.js';
-import { safeUrl } from './source/prefect-api.js';
+import { safeUrl } from './log/redact.js';
 import { SETTINGS, type SettingKey, type SettingValues } from './settings.js';
 
 export { SETTINGS } from './settings.js';

@@ -7,7 +7,7 @@ import { renderTraceTrees } from './log/tree.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline } from './pipeline.js';
 import { generateDemoWorkload } from './source/demo-workload.js';
-import { safeUrl } from './source/prefect-api.js';
+import { safeUrl } from './log/redact.js';
 
 export interface DemoOptions {
   readonly config: Config;

@@ -10,7 +10,7 @@ import { nativeSpanFromRest } from './source/native-spans.js';
 import { createOwnerLookup } from './source/run-lookups.js';
 import { MAX_EVENT_BYTES } from './model/event.js';
 import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
-import { safeUrl } from './source/prefect-api.js';
+import { safeUrl } from './log/redact.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { collectStats, type TracingStats } from './stats.js';
 

@@ -6,7 +6,7 @@ import { AggregationTemporality, MeterProvider, PeriodicExportingMetricReader, t
 import type { Logger } from 'pino';
 import type { Config, OtlpSignalConfig } from '../config.js';
 import { errorText } from '../errors.js';
-import { safeUrl } from '../source/prefect-api.js';
+import { safeUrl } from '../log/redact.js';
 import { LAG_METRIC, METRIC_DEFS } from '../metric-defs.js';
 import type { TracingStats } from '../stats.js';
 import { VERSION } from '../version.js';

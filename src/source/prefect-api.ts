@@ -5,6 +5,7 @@
  * `https://api.prefect.cloud/api/accounts/<a>/workspaces/<w>`), so every path here is appended to it.
  */
 import { VERSION } from '../version.js';
+import { redactUserinfo } from '../log/redact.js';
 
 export interface PrefectAuth {
   /** Prefect Cloud API key (`PREFECT_API_KEY`). Wins when both are set, as in Prefect's own client. */
@@ -75,7 +76,7 @@ export function authAdvice(auth: PrefectAuth, apiUrl: string): string {
  * and any `user:password@` in URLs.
  */
 export function redactSecrets(text: string, auth: PrefectAuth): string {
-  let out = text.replace(/(\/\/)[^/@\s]+@/g, '$1[redacted]@');
+  let out = redactUserinfo(text);
   for (const s of [auth.apiKey, auth.authString]) {
     if (!nonEmpty(s)) continue;
     out = out.split(s).join('[redacted]');
@@ -83,11 +84,6 @@ export function redactSecrets(text: string, auth: PrefectAuth): string {
     out = out.split(b64).join('[redacted]');
   }
   return out;
-}
-
-/** A URL safe to log: no `user:password@`. */
-export function safeUrl(url: string): string {
-  return url.replace(/(\/\/)[^/@\s]+@/, '$1');
 }
 
 function nonEmpty(s: string | undefined): s is string {

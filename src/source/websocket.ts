@@ -20,13 +20,13 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { AuthError, ProtocolError, errorText } from '../errors.js';
+import { safeUrl } from '../log/redact.js';
 import {
   authAdvice,
   authSetting,
   eventsOutUrl,
   redactSecrets,
   restAuthHeaders,
-  safeUrl,
   USER_AGENT,
   wsAuthToken,
   type PrefectAuth,

@@ -170,11 +170,12 @@ test('replay interrupted (SIGINT) while standard input is still open: what was r
 });
 
 test('a collector that stays down: replay says so and exits non-zero; secrets in OTLP headers and credentials in URLs never reach the output', async () => {
+  // Two of the passwords hold a raw `@`: the user info runs to the last one.
   const r = await cli(['replay', '-'], {
-    PREFECT_API_URL: 'http://prefect-user:apipass123@127.0.0.1:9/api',
+    PREFECT_API_URL: 'http://prefect-user:api@pass123@127.0.0.1:9/api',
     PREFECT_UI_URL: 'http://ui-user:uipass123@127.0.0.1:9',
     PREFECT_OTEL_JAEGER_URL: 'http://jaeger-user:jaegerpass123@127.0.0.1:9',
-    OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otlp-user:otlppass123@127.0.0.1:9',
+    OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otlp-user:otlp@pass123@127.0.0.1:9',
     OTEL_EXPORTER_OTLP_TIMEOUT: '300',
     OTEL_EXPORTER_OTLP_HEADERS: 'x-api-key=sup3rs3cret',
     OTEL_LOGS_EXPORTER: 'otlp',
@@ -184,13 +185,35 @@ test('a collector that stays down: replay says so and exits non-zero; secrets in
   assert.equal(r.code, 1);
   assert.match(r.stderr, /export: FAILED/);
   const out = `${r.stdout}${r.stderr}`;
-  for (const secret of ['sup3rs3cret', 'apipass123', 'uipass123', 'jaegerpass123', 'otlppass123']) assert.ok(!out.includes(secret), `${secret} in the output`);
+  for (const secret of ['sup3rs3cret', 'pass123', 'uipass123', 'jaegerpass123']) assert.ok(!out.includes(secret), `${secret} in the output`);
   // The URLs themselves are logged, without their credentials.
   const settings = logLines(r.stdout).find((l) => l.msg === 'replay starting')?.settings as Record<string, unknown> | undefined;
   assert.deepEqual(
     settings && [settings.apiUrl, settings.uiUrl, settings.jaegerUrl, settings.tracesUrl, settings.logsUrl, settings.metricsUrl, settings.otlpHeaders],
     ['http://127.0.0.1:9/api', 'http://127.0.0.1:9', 'http://127.0.0.1:9', 'http://127.0.0.1:9/v1/traces', 'http://127.0.0.1:9/v1/logs', 'http://127.0.0.1:9/v1/metrics', ['x-api-key=[redacted]']],
   );
+});
+
+test('a URL setting that does not parse is quoted without its user info, by prefect-otel and by the OpenTelemetry SDK', async () => {
+  const bad = await cli(['replay', '-'], { PREFECT_API_URL: 'http://admin:s3cret@host:99999/api' });
+  assert.equal(bad.code, 2);
+  assert.equal(bad.stderr.split('\n')[1], '  - PREFECT_API_URL: not a URL: "http://[redacted]@host:99999/api"');
+  const receiver = await startOtlpReceiver();
+  try {
+    // An OTel variable that does not parse warns and falls back (here to the traces endpoint that does).
+    const r = await cli(['replay', '-'], {
+      PREFECT_API_URL: 'http://127.0.0.1:9/api',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otuser:OT@PASSWD@[::1',
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${receiver.url}/v1/traces`,
+    }, smallRun().join('\n'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!`${r.stdout}${r.stderr}`.includes('PASSWD'), r.stdout);
+    const warnings = logLines(r.stdout).filter((l) => l.level === 40).map((l) => l.msg as string);
+    assert.ok(warnings.some((m) => m.includes('http://[redacted]@[::1')), warnings.join('\n'));
+    assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']).sort(), [FR, TR].sort());
+  } finally {
+    await receiver.close();
+  }
 });
 
 test('mistyped options and stray arguments are listed and exit 2; a value that may be a secret is never echoed', async () => {

@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { redactUserinfo, safeUrl } from '../../src/log/redact.js';
+
+describe('redact: URL user info', () => {
+  it('safeUrl drops the user info, a password with a raw @ included, and leaves other URLs as given', () => {
+    assert.deepEqual(
+      [
+        'wss://admin:pass@host/api/events/out',
+        'http://admin:pa@ss@127.0.0.1:1/api',
+        'http://bob:hunter@2@127.0.0.1:9/',
+        'https://user@host:8443/x?q=a@b#c@d',
+        'http://127.0.0.1:4200/api',
+        'https://api.prefect.cloud/api/accounts/a/workspaces/w',
+        'http://otuser:OTPASSWD@[::1',
+      ].map(safeUrl),
+      [
+        'wss://host/api/events/out',
+        'http://127.0.0.1:1/api',
+        'http://127.0.0.1:9/',
+        'https://host:8443/x?q=a@b#c@d',
+        'http://127.0.0.1:4200/api',
+        'https://api.prefect.cloud/api/accounts/a/workspaces/w',
+        'http://[::1',
+      ],
+    );
+  });
+
+  it('redactUserinfo replaces the user info of every URL in a text, up to its last @ before the path', () => {
+    assert.equal(
+      redactUserinfo("Could not parse environment-provided export URL: 'http://otuser:OT@PASS@[::1', and ws://a:b@h/p?x=y@z"),
+      "Could not parse environment-provided export URL: 'http://[redacted]@[::1', and ws://[redacted]@h/p?x=y@z",
+    );
+  });
+});
