@@ -17,8 +17,12 @@ import {
 const ROOT = new URL('../../../', import.meta.url);
 const read = (path: string): string => readFileSync(new URL(path, ROOT), 'utf8');
 
-/** SPEC §2's environment names, copied here: CI's clean clone is not guaranteed to have ../shared/. */
+/**
+ * SPEC §2's environment names, copied here (CI's clean clone is not guaranteed to have ../shared/),
+ * and the standard OpenTelemetry names the README adds to them.
+ */
 const SPEC_ENV = new Set([
+  'OTEL_METRICS_EXPORTER',
   'PREFECT_API_URL', 'PREFECT_API_KEY', 'PREFECT_API_AUTH_STRING', 'PREFECT_UI_URL',
   'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_HEADERS',
   'OTEL_EXPORTER_OTLP_TRACES_HEADERS', 'OTEL_EXPORTER_OTLP_PROTOCOL', 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL',
@@ -29,7 +33,8 @@ const SPEC_ENV = new Set([
 /** Exporter types renamed or removed in collector >= 0.144 (otlp -> otlp_grpc, otlphttp -> otlp_http). */
 const DEPRECATED_EXPORTERS = new Set(['otlp', 'otlphttp', 'logging', 'jaeger']);
 const PIPELINE_KINDS = ['receivers', 'processors', 'exporters'] as const;
-const JAEGER_OTLP_GRPC_PORT = 4317;
+const JAEGER_OTLP_HTTP_PORT = 4318;
+const PROMETHEUS_PORT = 8889;
 const JAEGER_UI_PORT = 16686;
 
 function loadYaml(path: string): Obj {
@@ -64,8 +69,9 @@ function publishedFor(name: string, target: number): number | undefined {
   return ports(service(name), name).find((p) => p.target === target)?.published;
 }
 
-test('collector: the components the pipelines name are exactly the ones defined; extensions likewise', () => {
-  assert.deepEqual(Object.keys(pipelines).sort(), ['logs', 'traces']);
+test('collector: a pipeline for every signal prefect-otel sends (the OTLP receiver answers 404 for one without); the components they name are exactly the ones defined; extensions likewise', () => {
+  assert.deepEqual(Object.keys(pipelines).sort(), ['logs', 'metrics', 'traces']);
+  assert.deepEqual(Object.keys(pipelines).map((p) => asStrings(pipeline(p).receivers, `${p}.receivers`)), [['otlp'], ['otlp'], ['otlp']]);
   for (const kind of PIPELINE_KINDS) {
     const used = new Set(Object.keys(pipelines).flatMap((p) => asStrings(pipeline(p)[kind], `${p}.${kind}`)));
     assert.deepEqual([...used].sort(), Object.keys(asObj(collector[kind], kind)).sort(), `${kind}: used in a pipeline = defined`);
@@ -80,26 +86,28 @@ test('collector: memory_limiter first and batch in every pipeline; no deprecated
     return [p, { first: processors[0], batch: processors.includes('batch') }];
   }));
   const expected = { first: 'memory_limiter', batch: true };
-  assert.deepEqual(shape, { logs: expected, traces: expected });
+  assert.deepEqual(shape, { logs: expected, metrics: expected, traces: expected });
   const types = Object.keys(exporters).map(componentType);
   assert.deepEqual(types.filter((t) => DEPRECATED_EXPORTERS.has(t)), []);
 });
 
-test('collector: OTLP on 0.0.0.0:4317 (gRPC) and 0.0.0.0:4318 (HTTP); logs go to file and debug', () => {
+test('collector: OTLP on 0.0.0.0:4317 (gRPC) and 0.0.0.0:4318 (HTTP); logs go to file and debug, metrics to a Prometheus endpoint', () => {
   const endpoints = Object.fromEntries(Object.entries(otlpProtocols).map(([p, cfg]) => [p, asObj(cfg, p).endpoint]));
   assert.deepEqual(endpoints, { grpc: '0.0.0.0:4317', http: '0.0.0.0:4318' });
   assert.deepEqual(asStrings(pipeline('logs').exporters, 'logs.exporters').map(componentType).sort(), ['debug', 'file']);
+  assert.deepEqual(asStrings(pipeline('metrics').exporters, 'metrics.exporters'), ['prometheus']);
+  assert.equal(asObj(exporters.prometheus, 'prometheus').endpoint, `0.0.0.0:${PROMETHEUS_PORT}`);
 });
 
-test("collector -> Jaeger: the traces pipeline's OTLP exporter targets the compose jaeger service (v2) on 4317", () => {
+test("collector -> Jaeger: the traces pipeline's OTLP exporter targets the compose jaeger service (v2) over OTLP/HTTP, which takes larger requests than gRPC's 4 MiB", () => {
   const remote = asStrings(pipeline('traces').exporters, 'traces.exporters')
     .filter((id) => componentType(id).startsWith('otlp'))
     .map((id) => {
       const cfg = asObj(exporters[id], id);
       const { host, port } = hostPort(asString(cfg.endpoint, `${id}.endpoint`));
-      return { type: componentType(id), host, port, insecure: asObj(cfg.tls ?? {}, `${id}.tls`).insecure };
+      return { type: componentType(id), endpoint: asString(cfg.endpoint, `${id}.endpoint`), host, port, tls: cfg.tls };
     });
-  assert.deepEqual(remote, [{ type: 'otlp_grpc', host: 'jaeger', port: String(JAEGER_OTLP_GRPC_PORT), insecure: true }]);
+  assert.deepEqual(remote, [{ type: 'otlp_http', endpoint: `http://jaeger:${JAEGER_OTLP_HTTP_PORT}`, host: 'jaeger', port: String(JAEGER_OTLP_HTTP_PORT), tls: undefined }]);
   const jaegerImage = asString(service('jaeger').image, 'jaeger.image');
   assert.match(jaegerImage, /^jaegertracing\/jaeger:2\.\d+\.\d+$/, 'Jaeger v2 pinned, not the end-of-life v1 all-in-one');
 });
@@ -115,7 +123,7 @@ test('collector service: config mounted where --config points, receiver and heal
   const healthCheck = asObj(asObj(collector.extensions, 'extensions').health_check, 'health_check');
   const health = hostPort(asString(healthCheck.endpoint, 'health_check.endpoint'));
   const published = ports(col, 'otel-collector').map((p) => [p.published, p.target]).sort();
-  const wanted = [receiverPort('grpc'), receiverPort('http'), Number(health.port)].map((p) => [p, p]).sort();
+  const wanted = [receiverPort('grpc'), receiverPort('http'), Number(health.port), PROMETHEUS_PORT].map((p) => [p, p]).sort();
   assert.deepEqual(published, wanted);
   // The image is FROM scratch: no shell, curl or wget, so a healthcheck inside it could never pass.
   assert.equal(col.healthcheck, undefined);
@@ -142,7 +150,7 @@ test('compose: exactly the five services, their published ports, every image pin
     name, ports(service(name), name).map((p) => p.published ?? 0).sort((a, b) => a - b),
   ]));
   assert.deepEqual(published, {
-    jaeger: [JAEGER_UI_PORT], 'otel-collector': [4317, 4318, 13133], 'prefect-otel': [], 'prefect-server': [prefectServerPort], 'sample-flow': [],
+    jaeger: [JAEGER_UI_PORT], 'otel-collector': [4317, 4318, PROMETHEUS_PORT, 13133], 'prefect-otel': [], 'prefect-server': [prefectServerPort], 'sample-flow': [],
   });
   const pinned = (image: string): boolean => /:[^:/]*\d[^:/]*$/.test(image) && !/:(?:[^:/]*-)?latest\b/.test(image);
   const floating = Object.keys(services)
@@ -177,10 +185,10 @@ test("compose: prefect-otel's environment uses SPEC §2 names only and sets what
   assert.deepEqual(Object.keys(prefectOtelEnv).filter((k) => !SPEC_ENV.has(k)), []);
   const needed = [
     'PREFECT_API_URL', 'PREFECT_UI_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_SERVICE_NAME', 'OTEL_LOGS_EXPORTER',
-    'PREFECT_OTEL_JAEGER_URL', 'PREFECT_OTEL_STATE_FILE',
+    'PREFECT_OTEL_JAEGER_URL', 'PREFECT_OTEL_STATE_FILE', 'OTEL_METRICS_EXPORTER',
   ];
   assert.deepEqual(needed.filter((k) => !(k in prefectOtelEnv)), []);
-  assert.equal(prefectOtelEnv.OTEL_LOGS_EXPORTER, 'otlp');
+  assert.deepEqual([prefectOtelEnv.OTEL_LOGS_EXPORTER, prefectOtelEnv.OTEL_METRICS_EXPORTER], ['otlp', 'otlp']);
 });
 
 test('compose: prefect-otel reaches the collector and the server where they listen; browser links use published ports', () => {
