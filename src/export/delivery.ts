@@ -169,6 +169,14 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       // Spans refused for good (a wrong credential, a 413) are failing exports too, for /healthz.
       stats.failing = true;
       options.onLoss?.('rejected', n, result.error);
+    } else if (closed) {
+      // Cut off by shutdown: not an attempt that failed, and there is no retry. The batch goes back
+      // to the queue for drainQueued (the state file); the collector's last answer stays the error.
+      queue.splice(head, 0, ...entries);
+      stats.queued += n;
+      stats.queuedBytes += bytes;
+      notify();
+      return;
     } else {
       stats.failedAttempts += 1;
       stats.lastError = result.error;

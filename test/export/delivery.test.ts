@@ -65,6 +65,28 @@ test('a batch the collector rejects for good (400) is dropped and counted, not r
   await receiver.close();
 });
 
+test('a batch cut off by shutdown is not a failed attempt: the collector\'s last answer stays the error, and the batch goes back for the state file', async (t) => {
+  // The first attempt fails (503 to the SDK's own retries too); the second is never answered.
+  const receiver = await startOtlpReceiver({ respond: (n) => (n <= 6 ? { status: 503, headers: { 'retry-after': '0' } } : 200) });
+  t.after(() => receiver.close());
+  const { d, lines } = delivery(receiver.url, { otlpTimeoutMs: 10_000 });
+  for (let i = 1; i <= 10; i++) d.enqueue(span(i));
+  await until('the first attempt failed', () => d.stats.failedAttempts === 1);
+  const release = receiver.hold();
+  const first = d.stats.lastError;
+  await until('the second attempt is out', () => d.stats.inFlight === 10);
+  const r = await d.shutdown(100);
+  t.after(release);
+  assert.deepEqual(r, { ok: false, pending: 10 });
+  assert.equal(first, 'Export failed with retryable status');
+  assert.deepEqual(
+    { lastError: d.stats.lastError, failedAttempts: d.stats.failedAttempts, queued: d.stats.queued, inFlight: d.stats.inFlight },
+    { lastError: first, failedAttempts: 1, queued: 10, inFlight: 0 },
+  );
+  assert.deepEqual(lines.filter((l) => String(l.msg).startsWith('export of spans failed')).map((l) => l.error), [first]);
+  assert.deepEqual(d.drainQueued().map((s) => Number(s.run.id)), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+});
+
 test('/healthz is ready only while connected and exporting; /metrics tells what happened', async () => {
   const prefect = await startMiniPrefect();
   const receiver = await startOtlpReceiver();
