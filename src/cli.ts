@@ -161,7 +161,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       }
       case 'demo': {
         const { runDemo } = await import('./demo.js');
-        return await runDemo({ config, logger, out: process.stdout, color: process.stdout.isTTY === true && env.NO_COLOR === undefined });
+        const tty = process.stdout.isTTY === true;
+        return await runDemo({ config, logger, out: process.stdout, color: tty && env.NO_COLOR === undefined, ...(tty ? { width: process.stdout.columns } : {}) });
       }
       case 'watch': {
         const { runWatch } = await import('./watch.js');
@@ -187,9 +188,11 @@ function demoDefaults(args: ParsedArgs, env: NodeJS.ProcessEnv): PrefectTracingO
   if (args.command !== 'demo') return args.options;
   const o: Record<string, unknown> = { ...args.options };
   const endpointSet = [o.otlpEndpoint, o.otlpTracesEndpoint, env.OTEL_EXPORTER_OTLP_ENDPOINT, env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT].some((v) => v !== undefined && v !== '');
-  if (o.tracesExporter === undefined && env.OTEL_TRACES_EXPORTER === undefined && !endpointSet) o.tracesExporter = 'none';
-  if (o.logLevel === undefined && env.PREFECT_OTEL_LOG_LEVEL === undefined) o.logLevel = 'warn';
-  if (o.logFormat === undefined && env.PREFECT_OTEL_LOG_FORMAT === undefined) o.logFormat = 'pretty';
+  // An empty variable is unset, as resolveConfig reads it.
+  const unset = (v: string | undefined): boolean => v === undefined || v === '';
+  if (o.tracesExporter === undefined && unset(env.OTEL_TRACES_EXPORTER) && !endpointSet) o.tracesExporter = 'none';
+  if (o.logLevel === undefined && unset(env.PREFECT_OTEL_LOG_LEVEL)) o.logLevel = 'warn';
+  if (o.logFormat === undefined && unset(env.PREFECT_OTEL_LOG_FORMAT)) o.logFormat = 'pretty';
   return o;
 }
 
@@ -203,7 +206,22 @@ function isMain(): boolean {
   }
 }
 
+/**
+ * A reader that goes away (`prefect-otel demo | head`) is not a failure of the work: what is left to
+ * print is dropped, and the spans are still delivered. Any other error of standard output is said
+ * once on standard error.
+ */
+function tolerateClosedStdout(): void {
+  let said = false;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED' || said) return;
+    said = true;
+    process.stderr.write(`prefect-otel: cannot write to standard output: ${err.message}\n`);
+  });
+}
+
 if (isMain()) {
+  tolerateClosedStdout();
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

@@ -2,6 +2,7 @@ import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import type { Config } from './config.js';
 import { EXIT_CODES } from './errors.js';
+import { ownLineStream } from './log/logger.js';
 import { STLOGGING_PREFIX } from './log/stlogging.js';
 import { renderTraceTrees } from './log/tree.js';
 import type { SpanRecord } from './model/span-record.js';
@@ -14,10 +15,14 @@ export interface DemoOptions {
   readonly logger: Logger;
   readonly out: NodeJS.WritableStream;
   readonly color: boolean;
+  /** Columns the trees may use (the terminal's width on a TTY); default DEFAULT_WIDTH. */
+  readonly width?: number;
   readonly seed?: number;
 }
 
 const SAMPLE_LOG_LINES = 6;
+/** Columns for the trees when the output is not a terminal. */
+const DEFAULT_WIDTH = 100;
 
 /**
  * `prefect-otel demo`: a simulated Prefect workload, in the server's wire format, goes through the
@@ -29,15 +34,19 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const workload = generateDemoWorkload({ seed: options.seed ?? 7 });
   const spans: SpanRecord[] = [];
   const runLines: string[] = [];
-  // STLOGGING lines are captured (and still go to the configured log at its level) so the demo can
-  // show how a trace's log lines are found by its trace id.
+  // STLOGGING lines are captured so the demo can show how a trace's log lines are found by its trace
+  // id; every line also goes to the configured log at its level (warnings and errors by default).
   const capture = new Writable({
     write(chunk: Buffer, _enc, done) {
       for (const line of chunk.toString('utf8').split('\n')) if (line.includes(STLOGGING_PREFIX)) runLines.push(line);
       done();
     },
   });
-  const logger = pino({ level: 'info' }, pino.multistream([{ stream: capture, level: 'info' }]));
+  const streams: pino.StreamEntry[] = [{ stream: capture, level: 'info' }];
+  const configured = ownLineStream(options.logger);
+  if (configured !== undefined && config.log.level !== 'silent') streams.push({ stream: configured, level: config.log.level });
+  const level = pino.levels.values[config.log.level]! < pino.levels.values.info! ? config.log.level : 'info';
+  const logger = pino({ level, base: { service: 'prefect-otel' }, timestamp: pino.stdTimeFunctions.epochTime }, pino.multistream(streams));
   const pipeline = createPipeline({
     config,
     logger,
@@ -47,12 +56,12 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   });
   for (const event of workload.events) pipeline.ingest(JSON.stringify({ type: 'event', event }));
   await pipeline.finish('end_of_input');
-  const flushed = await pipeline.shutdown(Math.max(10_000, config.traces.timeoutMs * 2));
 
+  // The traces are drawn as soon as they are built; sending them to a collector may take a while.
   const traceCount = new Set(spans.map((s) => s.traceId)).size;
   out.write(`prefect-otel demo: ${workload.summary}\n`);
   out.write(`${workload.events.length} events → ${spans.length} spans in ${traceCount} traces\n\n`);
-  out.write(renderTraceTrees(spans, { color: options.color, width: 100 }));
+  out.write(renderTraceTrees(spans, { color: options.color, width: options.width ?? DEFAULT_WIDTH }));
   out.write('\n');
 
   const failed = spans.find((s) => s.status.code === 'error' && s.parentSpanId === undefined) ?? spans.find((s) => s.parentSpanId === undefined);
@@ -62,11 +71,14 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     for (const l of lines.slice(0, SAMPLE_LOG_LINES)) out.write(`  ${summariseLine(l)}\n`);
     out.write('\n');
   }
+  const destination = config.traces.exporter === 'otlp' ? safeUrl(config.traces.url) : config.traces.exporter;
+  if (pipeline.traces !== undefined) out.write(`Sending ${spans.length} spans to ${destination} …\n`);
+  const flushed = await pipeline.shutdown(Math.max(10_000, config.traces.timeoutMs * 2));
   const t = pipeline.traces?.stats;
   if (t === undefined) {
     out.write('Spans were not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send them to a collector.\n');
   } else {
-    out.write(`Exported ${t.delivered} spans to ${config.traces.exporter === 'otlp' ? safeUrl(config.traces.url) : config.traces.exporter}${flushed.ok ? '' : ` (${flushed.pending} not delivered: ${t.lastError ?? 'collector unreachable'})`}.\n`);
+    out.write(`Exported ${t.delivered} spans to ${destination}${flushed.ok ? '' : ` (${flushed.pending} not delivered: ${t.lastError ?? 'no answer from the collector'})`}.\n`);
     if (config.jaegerUrl !== undefined && failed !== undefined) out.write(`Open ${config.jaegerUrl}/trace/${failed.traceId}\n`);
   }
   options.logger.flush();

@@ -263,6 +263,26 @@ test('the demo runs with no Prefect and no collector and draws trees', async () 
   assert.match(r.stdout, /grep [0-9a-f]{32} finds all \d+ of this trace's/);
 });
 
+test('the demo against a collector that is not there: the trees first, then the real reason the spans were not delivered, and its warnings in the configured log', async () => {
+  const r = await cli(['demo'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_EXPORTER_OTLP_TIMEOUT: '300', OTEL_TRACES_EXPORTER: '', PREFECT_OTEL_LOG_LEVEL: '' });
+  assert.equal(r.code, 1, r.stderr);
+  const lines = r.stdout.split('\n');
+  const drawn = lines.findIndex((l) => /^etl \(.+\)\s+Failed/.test(l));
+  const sending = lines.indexOf('Sending 51 spans to http://127.0.0.1:9/v1/traces …');
+  assert.ok(drawn >= 0 && sending > drawn, r.stdout);
+  assert.equal(lines.filter((l) => l.startsWith('Exported ')).join('\n'), 'Exported 0 spans to http://127.0.0.1:9/v1/traces (51 not delivered: connect ECONNREFUSED 127.0.0.1:9).');
+  // The demo's log is pretty, at warn, unless configured: the export's warnings are shown, its info lines are not.
+  const logged = lines.filter((l) => /^\d\d:\d\d:\d\d\.\d{3} /.test(l));
+  assert.ok(logged.length > 0 && logged.every((l) => / WARN  export of spans failed; retrying .*error=connect ECONNREFUSED 127\.0\.0\.1:9/.test(l)), logged.join('\n'));
+});
+
+test('the demo piped into a reader that stops early (demo | head) ends normally', async () => {
+  const { child, result } = startCli(['demo'], {});
+  child.stdout!.once('data', () => child.stdout!.destroy());
+  const r = await result;
+  assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 0, stderr: '' });
+});
+
 test("replay: a task run's __OTEL_TRACEPARENT arrives as exactly one link to Prefect's own span, in both encodings; a malformed one gives no link", async (t) => {
   const NATIVE = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: 'b7ad6b7169203331' };
   const BAD = '0198c7d2-6000-7abc-8def-0000000000b1';
