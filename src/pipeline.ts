@@ -6,7 +6,7 @@ import { LagHistogram } from './export/lag.js';
 import { createLogSender, createTraceSender } from './export/exporters.js';
 import { createResource, estimateSpanBytes } from './export/spans.js';
 import { createRunLogWriter } from './log/stlogging.js';
-import { classify } from './model/classify.js';
+import { classify, type Classified } from './model/classify.js';
 import { DedupeSet } from './model/dedupe.js';
 import { excerpt, parseEvent, parseEventText, SKIP_REASONS, type PrefectEvent, type SkipReason } from './model/event.js';
 import type { Attributes, SpanRecord } from './model/span-record.js';
@@ -78,6 +78,12 @@ export interface Pipeline {
 const WARN_PER_REASON = 10;
 /** In replay, timers (settle, grace, idle) run on event time, checked whenever it advances this much. */
 const EVENT_CLOCK_TICK_MS = 100;
+/**
+ * On the event clock, an event without the server's `received` (hand-written files, test builders)
+ * that is further than this ahead of the clock has only its sender's word for the jump: it waits
+ * for the next event to confirm it (see `ingestEvent`). The shortest open-run timeout allowed.
+ */
+const UNCONFIRMED_JUMP_MS = 1_000;
 
 export function createPipeline(options: PipelineOptions): Pipeline {
   const { config, logger } = options;
@@ -196,6 +202,15 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     }
   };
 
+  /**
+   * Whether the event would move the event clock further than one event may on its own word: it
+   * has no `received` to bound its `occurred`, and that is more than UNCONFIRMED_JUMP_MS ahead.
+   */
+  const unconfirmedJump = (event: PrefectEvent): boolean =>
+    options.clock === 'event' && event.receivedUs === undefined && eventClockMs !== 0 && event.occurredUs / 1000 - eventClockMs > UNCONFIRMED_JUMP_MS;
+  /** The one event held by `unconfirmedJump` until the next valid event says whether the jump is real. */
+  let held: { readonly event: PrefectEvent; readonly c: Classified } | undefined;
+
   /** `raw`: the frame or line the event came from, for the excerpt of a skip. */
   const ingestEvent = (event: PrefectEvent, raw?: unknown): void => {
     // Remembered at the clock's time before this event (it moves below, once the event is known to
@@ -210,12 +225,29 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       skip(c.reason, c.detail, raw ?? event);
       return;
     }
+    if (held !== undefined) {
+      // A held event is applied before this one, so the order of events is kept. If this one is far
+      // ahead too, the gap is real (a file with a quiet stretch) and the clock moves to the earlier
+      // of the two; if not, the held one was a lone outlier and is applied at the clock as it is,
+      // so it ends no other run.
+      if (unconfirmedJump(event)) eventClockMs = Math.min(held.event.occurredUs, event.occurredUs) / 1000;
+      releaseHeld();
+    }
+    if (unconfirmedJump(event)) {
+      held = { event, c };
+      return;
+    }
+    accept(event, c, true);
+  };
+
+  /** A valid event, in order: moves time (when `moveClock`) and the cursor, then the run model. */
+  const accept = (event: PrefectEvent, c: Classified, moveClock: boolean): void => {
     // Only a valid event moves time (replay's event clock) and the resume cursor: a skipped one
     // with a wild `occurred` must not end other runs or make a reconnect skip events. `occurred` is
     // the sender's clock; the server's `received` bounds it, so that a sender whose clock runs ahead
     // does not end every other run as idle.
     const clockMs = Math.min(event.occurredUs, event.receivedUs ?? Infinity) / 1000;
-    if (clockMs > eventClockMs) eventClockMs = clockMs;
+    if (moveClock && clockMs > eventClockMs) eventClockMs = clockMs;
     const nowMs = now();
     // Nor may it put the cursor in the future (a reconnect from there would ask only for events not
     // sent yet): `received` and our own clock bound it.
@@ -231,6 +263,14 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       lastEventTickMs = nowMs;
       tracker.tick(nowMs);
     }
+  };
+
+  /** Applies the held event at the clock as it is (at the end of input nothing will confirm its jump). */
+  const releaseHeld = (): void => {
+    if (held === undefined) return;
+    const h = held;
+    held = undefined;
+    accept(h.event, h.c, false);
   };
 
   return {
@@ -254,6 +294,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       tracker.tick(nowMs ?? now());
     },
     async finish(reason: string, lookupTimeoutMs = 15_000): Promise<void> {
+      releaseHeld();
       const deadline = Date.now() + lookupTimeoutMs;
       while (lookups.size > 0 && Date.now() < deadline) {
         let timer: NodeJS.Timeout | undefined;

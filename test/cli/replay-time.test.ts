@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startCli, type CliResult } from '../helpers/cli.js';
+import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
+import { customEvent, flowRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
+
+const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+const DAY_MS = 86_400_000;
+const X = '0198c7d2-5b1e-7a3c-9f10-0000000000a1';
+const Y = '0198c7d2-5b1e-7a3c-9f10-0000000000b1';
+const Z = '0198c7d2-5b1e-7a3c-9f10-0000000000c1';
+
+function replay(lines: string[]): Promise<{ r: CliResult; spans: ReceivedSpan[] }> {
+  return (async () => {
+    const receiver = await startOtlpReceiver();
+    const r = await startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', PREFECT_OTEL_LOG_LEVEL: 'info', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, `${lines.join('\n')}\n`).result;
+    const spans = receiver.spans();
+    await receiver.close();
+    return { r, spans };
+  })();
+}
+
+/** As a hand-written file has it: no `received` (Prefect sets it on every event it stores). */
+function bare(event: WireEvent): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(event).filter(([key]) => key !== 'received')));
+}
+
+function flowState(id: string, name: string, type: string, stateName: string, from: string | null, atMs: number, eventId: string): WireEvent {
+  return flowRunStateEvent({ flowRunId: id, flowRunName: name, ...FLOW, state: { type, name: stateName }, from, runCount: 1, occurred: atMs, id: eventId });
+}
+
+/** Each span by run id: its reason for being incomplete (if any), its times and its span events' names and times. */
+function summary(spans: ReceivedSpan[]): Record<string, unknown> {
+  return Object.fromEntries(spans.map((s) => [s.attributes['prefect.run.id'], {
+    incomplete: s.attributes['prefect.run.incomplete_reason'] ?? null,
+    start: s.startTimeUnixNano,
+    end: s.endTimeUnixNano,
+    events: s.events.map((e) => [e.name, e.timeUnixNano]),
+  }]));
+}
+
+const ns = (ms: number): string => `${ms}000000`;
+
+/** The run counters of replay's last stats line. */
+function runCounts(r: CliResult): { opened: number; incomplete: number; lateEvents: number } {
+  const stats = r.stdout.split('\n').filter((l) => l.includes('"component":"stats"')).map((l) => JSON.parse(l) as { runs: { opened: number; incomplete: number; lateEvents: number } });
+  const { opened, incomplete, lateEvents } = stats.at(-1)!.runs;
+  return { opened, incomplete, lateEvents };
+}
+
+test('replay without `received`: one event days ahead of the rest does not move the clock on its own, so it ends no other run', async () => {
+  const { r, spans } = await replay([
+    bare(flowState(X, 'x', 'RUNNING', 'Running', 'PENDING', T0, '0198c7d2-eeee-7000-8000-000000000001')),
+    bare(customEvent({ event: 'acme.custom', resourceId: `prefect.flow-run.${Y}`, related: [], occurred: T0 + 2 * DAY_MS, id: '0198c7d2-eeee-7000-8000-000000000002' })),
+    bare(flowState(X, 'x', 'COMPLETED', 'Completed', 'RUNNING', T0 + 3_000, '0198c7d2-eeee-7000-8000-000000000003')),
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^spans: 2 exported$/m);
+  assert.deepEqual(runCounts(r), { opened: 2, incomplete: 1, lateEvents: 0 }, 'only Y, still open at the end, is incomplete; no event came late');
+  const x = spans.find((s) => s.attributes['prefect.run.id'] === X)!;
+  assert.deepEqual(x.attributes, {
+    'prefect.run.id': X,
+    'prefect.run.type': 'flow',
+    'prefect.run.name': 'x',
+    'prefect.run.count': 1,
+    'prefect.state.type': 'COMPLETED',
+    'prefect.state.name': 'Completed',
+    'prefect.tags': [],
+    'prefect.flow.name': 'etl',
+    'prefect.flow.id': FLOW.flowId,
+    'cicd.pipeline.name': 'etl',
+    'cicd.pipeline.run.id': X,
+    'cicd.pipeline.result': 'success',
+  });
+  assert.deepEqual(
+    x.events.map((e) => [e.name, e.timeUnixNano, e.attributes]),
+    [
+      ['Running', ns(T0), { 'prefect.state.type': 'RUNNING', 'prefect.state.name': 'Running', 'prefect.state.message': '', 'prefect.state.id': '0198c7d2-eeee-7000-8000-000000000001', 'prefect.state.from': 'PENDING', 'prefect.run.count': 1 }],
+      ['Completed', ns(T0 + 3_000), { 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'prefect.state.message': '', 'prefect.state.id': '0198c7d2-eeee-7000-8000-000000000003', 'prefect.state.from': 'RUNNING', 'prefect.run.count': 1 }],
+    ],
+  );
+  assert.deepEqual(summary(spans), {
+    [X]: { incomplete: null, start: ns(T0), end: ns(T0 + 3_000), events: [['Running', ns(T0)], ['Completed', ns(T0 + 3_000)]] },
+    [Y]: { incomplete: 'end_of_input', start: ns(T0 + 2 * DAY_MS), end: ns(T0 + 2 * DAY_MS), events: [['acme.custom', ns(T0 + 2 * DAY_MS)]] },
+  });
+});
+
+test('replay without `received`: a real gap of days still moves the clock, so a run idle across it ends by the open-run timeout', async () => {
+  const { r, spans } = await replay([
+    bare(flowState(X, 'x', 'RUNNING', 'Running', 'PENDING', T0, '0198c7d2-eeee-7000-8000-000000000011')),
+    // Two days later: the first event after the gap is confirmed by the next.
+    bare(flowState(Y, 'y', 'RUNNING', 'Running', 'PENDING', T0 + 2 * DAY_MS, '0198c7d2-eeee-7000-8000-000000000012')),
+    bare(flowState(Z, 'z', 'RUNNING', 'Running', 'PENDING', T0 + 2 * DAY_MS + 2_000, '0198c7d2-eeee-7000-8000-000000000013')),
+    bare(flowState(Y, 'y', 'COMPLETED', 'Completed', 'RUNNING', T0 + 2 * DAY_MS + 4_000, '0198c7d2-eeee-7000-8000-000000000014')),
+    bare(flowState(Z, 'z', 'COMPLETED', 'Completed', 'RUNNING', T0 + 2 * DAY_MS + 6_000, '0198c7d2-eeee-7000-8000-000000000015')),
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(runCounts(r), { opened: 3, incomplete: 1, lateEvents: 0 });
+  const gapEnd = T0 + 2 * DAY_MS;
+  assert.deepEqual(summary(spans), {
+    [X]: { incomplete: 'idle_timeout', start: ns(T0), end: ns(T0), events: [['Running', ns(T0)]] },
+    [Y]: { incomplete: null, start: ns(gapEnd), end: ns(gapEnd + 4_000), events: [['Running', ns(gapEnd)], ['Completed', ns(gapEnd + 4_000)]] },
+    [Z]: { incomplete: null, start: ns(gapEnd + 2_000), end: ns(gapEnd + 6_000), events: [['Running', ns(gapEnd + 2_000)], ['Completed', ns(gapEnd + 6_000)]] },
+  });
+  // X was ended while reading, when the clock passed its timeout, not by the end of input.
+  assert.deepEqual(spans.map((s) => s.attributes['prefect.run.id']), [X, Y, Z]);
+});
