@@ -3,9 +3,23 @@ import type { HrTime } from '@opentelemetry/api';
 const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?(Z|z|[+-]\d{2}(?::?\d{2})?)?$/;
 
 /**
+ * The instants accepted: 1970-01-01T00:00:00Z (inclusive) to 2200-01-01T00:00:00Z (exclusive).
+ * OTLP carries times as unsigned 64-bit nanoseconds since the epoch: a time before 1970 or after
+ * July 2554 would wrap around in protobuf, or be refused by a strict collector in JSON together
+ * with the whole batch of unrelated spans. Microseconds stay exact in a double only until 2255.
+ */
+const MIN_TIMESTAMP_US = 0;
+const MAX_TIMESTAMP_US = Date.UTC(2200, 0, 1) * 1000;
+/** Years checked before Date.UTC, which reads 0–99 as 1900–1999; an offset may cross a year end. */
+const MIN_YEAR = 1969;
+const MAX_YEAR = 2200;
+
+/**
  * Microseconds since the epoch for an ISO-8601 timestamp as Prefect writes them: pydantic JSON
  * (`…Z`) and Python isoformat (`…+00:00`), with 0–9 fraction digits. A missing zone is UTC, as in
  * Prefect's naive datetimes. Microseconds stay exact in a double (< 2^53) where nanoseconds would not.
+ * Undefined for text that is not such a timestamp, a zone offset past ±23:59, or an instant outside
+ * [MIN_TIMESTAMP_US, MAX_TIMESTAMP_US).
  */
 export function parseTimestampUs(text: string): number | undefined {
   // Events come in bursts within the same second: reuse the last whole-second prefix's value.
@@ -17,6 +31,7 @@ export function parseTimestampUs(text: string): number | undefined {
   if (!m) return undefined;
   const [, y, mo, d, h, mi, s, frac = '', zone = 'Z'] = m;
   const year = Number(y), month = Number(mo), day = Number(d), hour = Number(h), minute = Number(mi), second = Number(s);
+  if (year < MIN_YEAR || year > MAX_YEAR) return undefined;
   if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return undefined;
   const ms = Date.UTC(year, month - 1, day, hour, minute, second);
   const check = new Date(ms);
@@ -25,14 +40,18 @@ export function parseTimestampUs(text: string): number | undefined {
   if (zone !== 'Z' && zone !== 'z') {
     const sign = zone.startsWith('-') ? -1 : 1;
     const digits = zone.slice(1).replace(':', '');
-    offsetMin = sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4) || '0'));
+    const offsetHours = Number(digits.slice(0, 2)), offsetMinutes = Number(digits.slice(2, 4) || '0');
+    if (offsetHours > 23 || offsetMinutes > 59) return undefined;
+    offsetMin = sign * (offsetHours * 60 + offsetMinutes);
   }
-  const micros = fractionMicros(frac, 0, frac.length)!; // the pattern took digits only
+  const us = (ms - offsetMin * 60_000) * 1000 + fractionMicros(frac, 0, frac.length)!; // the pattern took digits only
+  if (us < MIN_TIMESTAMP_US || us >= MAX_TIMESTAMP_US) return undefined;
+  // Only an accepted whole second is reused by the fast path above, so its results stay in range.
   if ((zone === 'Z' || zone === 'z') && text.charCodeAt(10) === 84 /* T */) {
     lastPrefix = text.slice(0, 19);
     lastPrefixMs = ms;
   }
-  return (ms - offsetMin * 60_000) * 1000 + micros;
+  return us;
 }
 
 /**

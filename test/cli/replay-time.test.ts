@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { excerpt } from '../../src/model/event.js';
+import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli, type CliResult } from '../helpers/cli.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { customEvent, flowRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
@@ -105,4 +107,30 @@ test('replay without `received`: a real gap of days still moves the clock, so a 
   });
   // X was ended while reading, when the clock passed its timeout, not by the end of input.
   assert.deepEqual(spans.map((s) => s.attributes['prefect.run.id']), [X, Y, Z]);
+});
+
+test('replay: an event whose time is outside 1970–2200 or whose zone offset is not one is skipped as bad_timestamp; the other runs export whole', async () => {
+  const good = [
+    flowState(X, 'x', 'RUNNING', 'Running', 'PENDING', T0, '0198c7d2-eeee-7000-8000-000000000021'),
+    flowState(X, 'x', 'COMPLETED', 'Completed', 'RUNNING', T0 + 3_000, '0198c7d2-eeee-7000-8000-000000000022'),
+  ];
+  const bad = [
+    { ...flowState(Y, 'y', 'RUNNING', 'Running', 'PENDING', T0, '0198c7d2-eeee-7000-8000-000000000023'), occurred: '0001-01-01T00:00:00Z' },
+    { ...flowState(Y, 'y', 'COMPLETED', 'Completed', 'RUNNING', T0, '0198c7d2-eeee-7000-8000-000000000024'), occurred: '2600-01-01T00:00:00Z' },
+    { ...flowState(Z, 'z', 'RUNNING', 'Running', 'PENDING', T0, '0198c7d2-eeee-7000-8000-000000000025'), occurred: '2026-11-20T09:00:01+99:99' },
+  ].map((e) => JSON.stringify(e));
+  // A `received` outside the range is left out, as if absent: the event itself is good.
+  const oddReceived = JSON.stringify({ ...flowState(Z, 'z', 'COMPLETED', 'Completed', 'RUNNING', T0 + 1_000, '0198c7d2-eeee-7000-8000-000000000026'), received: '1901-01-01T00:00:00Z' });
+  const { r, spans } = await replay([JSON.stringify(good[0]), ...bad, oddReceived, JSON.stringify(good[1])]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /skipped: 3 \(bad_timestamp: 3\)/);
+  const warned = r.stdout.split('\n').filter((l) => l.includes('skipped malformed input')).map((l) => JSON.parse(l) as { reason: string; excerpt: string; count: number });
+  assert.deepEqual(warned.map((w) => [w.reason, w.count, w.excerpt]), bad.map((line, i) => ['bad_timestamp', i + 1, excerpt(line)]));
+  assert.deepEqual(
+    spans.map((s) => [s.traceId, s.spanId, s.name, s.startTimeUnixNano, s.endTimeUnixNano, s.status, s.events.map((e) => [e.name, e.timeUnixNano]), s.attributes['prefect.run.incomplete_reason'] ?? null]),
+    [
+      [traceIdForRun(Z), spanIdForRun(Z), 'etl', ns(T0 + 1_000), ns(T0 + 1_000), { code: 1 }, [['Completed', ns(T0 + 1_000)]], null],
+      [traceIdForRun(X), spanIdForRun(X), 'etl', ns(T0), ns(T0 + 3_000), { code: 1 }, [['Running', ns(T0)], ['Completed', ns(T0 + 3_000)]], null],
+    ],
+  );
 });
