@@ -8,9 +8,9 @@ import { createResource, estimateSpanBytes } from './export/spans.js';
 import { createRunLogWriter } from './log/stlogging.js';
 import { classify, type Classified } from './model/classify.js';
 import { DedupeSet } from './model/dedupe.js';
-import { excerpt, parseEvent, parseEventText, SKIP_REASONS, type PrefectEvent, type SkipReason } from './model/event.js';
+import { excerpt, isRecord, parseEvent, parseEventText, SKIP_REASONS, type PrefectEvent, type SkipReason } from './model/event.js';
 import type { Attributes, SpanRecord } from './model/span-record.js';
-import { RunTracker, type RunLogRecord, type TrackerNotice } from './model/tracker.js';
+import { RunTracker, type Rejected, type RunLogRecord, type TrackerNotice } from './model/tracker.js';
 import { createNativeSpanLookup, NATIVE_SPAN_WAIT_MS, type FetchNativeSpans } from './source/native-spans.js';
 
 /** A view of a span that a user hook may change: its name and attributes. */
@@ -165,6 +165,12 @@ export function createPipeline(options: PipelineOptions): Pipeline {
             break;
         }
       },
+      rejected(event: PrefectEvent, rejected: Rejected): void {
+        skip(rejected.reason, rejected.detail, event);
+      },
+      failed(event: PrefectEvent, err: unknown): void {
+        failed(err, event);
+      },
     },
   );
 
@@ -209,7 +215,13 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   const unconfirmedJump = (event: PrefectEvent): boolean =>
     options.clock === 'event' && event.receivedUs === undefined && eventClockMs !== 0 && event.occurredUs / 1000 - eventClockMs > UNCONFIRMED_JUMP_MS;
   /** The one event held by `unconfirmedJump` until the next valid event says whether the jump is real. */
-  let held: { readonly event: PrefectEvent; readonly c: Classified } | undefined;
+  let held: { readonly event: PrefectEvent; readonly c: Classified; readonly raw: unknown } | undefined;
+
+  /** An event the model threw on: a bug, but one event must never stop the stream. */
+  const failed = (err: unknown, raw: unknown): void => {
+    counters.skipped.wrong_type += 1;
+    log.error({ err, excerpt: excerpt(typeof raw === 'string' ? raw : safeStringify(raw)) }, 'event could not be processed; skipped');
+  };
 
   /** `raw`: the frame or line the event came from, for the excerpt of a skip. */
   const ingestEvent = (event: PrefectEvent, raw?: unknown): void => {
@@ -234,14 +246,14 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       releaseHeld();
     }
     if (unconfirmedJump(event)) {
-      held = { event, c };
+      held = { event, c, raw };
       return;
     }
-    accept(event, c, true);
+    accept(event, c, true, raw);
   };
 
   /** A valid event, in order: moves time (when `moveClock`) and the cursor, then the run model. */
-  const accept = (event: PrefectEvent, c: Classified, moveClock: boolean): void => {
+  const accept = (event: PrefectEvent, c: Classified, moveClock: boolean, raw: unknown): void => {
     // Only a valid event moves time (replay's event clock) and the resume cursor: a skipped one
     // with a wild `occurred` must not end other runs or make a reconnect skip events. `occurred` is
     // the sender's clock; the server's `received` bounds it, so that a sender whose clock runs ahead
@@ -257,8 +269,12 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       counters.unrelated += 1;
       return;
     }
+    const rejected = tracker.process(event, c, nowMs);
+    if (rejected !== undefined) {
+      skip(rejected.reason, rejected.detail, raw ?? event);
+      return;
+    }
     counters.accepted += 1;
-    tracker.process(event, c, nowMs);
     if (options.clock === 'event' && nowMs - lastEventTickMs >= EVENT_CLOCK_TICK_MS) {
       lastEventTickMs = nowMs;
       tracker.tick(nowMs);
@@ -270,7 +286,11 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     if (held === undefined) return;
     const h = held;
     held = undefined;
-    accept(h.event, h.c, false);
+    try {
+      accept(h.event, h.c, false, h.raw);
+    } catch (err) {
+      failed(err, h.raw ?? h.event);
+    }
   };
 
   return {
@@ -284,9 +304,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         }
         ingestEvent(r.event, raw);
       } catch (err) {
-        // The model is total; reaching here is a bug, but one event must never stop the stream.
-        counters.skipped.wrong_type += 1;
-        log.error({ err, excerpt: excerpt(typeof raw === 'string' ? raw : safeStringify(raw)) }, 'event could not be processed; skipped');
+        // The model is total; reaching here is a bug.
+        failed(err, raw);
       }
     },
     ingestEvent,
@@ -330,10 +349,15 @@ function combine(a: FlushResult | undefined, b: FlushResult | undefined): FlushR
   return { ok: (a?.ok ?? true) && (b?.ok ?? true), pending: (a?.pending ?? 0) + (b?.pending ?? 0) };
 }
 
-function safeStringify(value: unknown): string {
+function safeStringify(value: unknown, payloadLeftOut = false): string {
   try {
     return JSON.stringify(value) ?? String(value);
   } catch {
+    // A payload nested too deep to write: the rest still says which event it was.
+    if (!payloadLeftOut && isRecord(value)) {
+      if ('payload' in value) return safeStringify({ ...value, payload: '…' }, true);
+      if (isRecord(value.event)) return safeStringify({ ...value, event: { ...value.event, payload: '…' } }, true);
+    }
     return String(value);
   }
 }

@@ -40,6 +40,7 @@ export const SKIP_REASONS = [
   'bad_run_id',
   'unknown_state',
   'too_large',
+  'too_deep',
 ] as const;
 export type SkipReason = (typeof SKIP_REASONS)[number];
 

@@ -1,6 +1,6 @@
 import { ATTR } from './attributes.js';
 import { classify, runRefFromResourceId, TERMINAL_STATE_TYPES, type Classified, type RunRef, type RunType, type StateInfo } from './classify.js';
-import type { PrefectEvent } from './event.js';
+import type { PrefectEvent, SkipReason } from './event.js';
 import { spanIdForRun, traceIdForRun } from './ids.js';
 import { parentTaskIdsOf, parseTraceparent, RunState, type RunStateData, type TraceCtx } from './run-state.js';
 import type { Attributes, SpanRecord } from './span-record.js';
@@ -38,6 +38,12 @@ export type TrackerNotice =
   | { readonly kind: 'evicted'; readonly runId: string }
   | { readonly kind: 'rerun'; readonly runId: string; readonly attempt: number };
 
+/** An event the tracker turns down as it is (skipped input, counted and logged by reason). */
+export interface Rejected {
+  readonly reason: SkipReason;
+  readonly detail: string;
+}
+
 export interface TrackerSink {
   span(record: SpanRecord): void;
   log(record: RunLogRecord): void;
@@ -46,6 +52,10 @@ export interface TrackerSink {
   /** Ask for the traceparent of Prefect's own span of a flow run attempt; answer with `resolveNativeSpan`. */
   lookupNativeSpan(flowRunId: string, attempt: number): void;
   notice(notice: TrackerNotice): void;
+  /** An event that waited for a lookup (or came from the state file) and was turned down when processed. */
+  rejected(event: PrefectEvent, rejected: Rejected): void;
+  /** An event that waited for a lookup (or came from the state file) and could not be processed (a bug). */
+  failed(event: PrefectEvent, err: unknown): void;
 }
 
 interface FinishedRun {
@@ -127,7 +137,12 @@ export class RunTracker {
     return this.waiting.size;
   }
 
-  process(event: PrefectEvent, classified: Classified, nowMs: number): void {
+  /**
+   * Route one event to its run. Returns why it was turned down, if it was: an event whose payload
+   * cannot be written as JSON (nested deeper than the JavaScript stack allows) cannot become a span
+   * event's payload, nor wait in the state file for a lookup.
+   */
+  process(event: PrefectEvent, classified: Classified, nowMs: number): Rejected | undefined {
     let ref: RunRef;
     switch (classified.kind) {
       case 'state':
@@ -138,13 +153,16 @@ export class RunTracker {
         ref = classified.runs.find((r) => this.open.has(r.id) || this.finished.has(r.id)) ?? classified.runs[0]!;
         break;
       default:
-        return;
+        return undefined;
+    }
+    // The span event's payload, made here (before anything changes) so that an event that has none is turned down whole.
+    let payload: string | undefined;
+    if (classified.kind === 'run-event') {
+      payload = jsonText(event.payload);
+      if (payload === undefined) return TOO_DEEP;
     }
     const blockedOn = this.blocked.get(ref.id);
-    if (blockedOn !== undefined) {
-      this.waiting.get(blockedOn)?.push({ event, classified });
-      return;
-    }
+    if (blockedOn !== undefined) return this.enqueue(blockedOn, event, classified, payload);
     let run = this.open.get(ref.id);
     if (run === undefined) {
       const done = this.finished.get(ref.id);
@@ -152,17 +170,14 @@ export class RunTracker {
         const rerun = done.incomplete !== true && classified.kind === 'state' && event.occurredUs > done.lastTerminalUs;
         if (!rerun) {
           if (classified.kind !== 'heartbeat') this.late(ref, done, event, classified);
-          return;
+          return undefined;
         }
         run = this.openRun(ref, done.ctx, done.attempt + 1, nowMs);
         this.counts.reruns += 1;
         this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt });
       } else {
         const ctx = this.resolveCtx(ref, event, classified);
-        if (ctx === 'wait') {
-          this.waiting.get(this.blocked.get(ref.id)!)?.push({ event, classified });
-          return;
-        }
+        if (ctx === 'wait') return this.enqueue(this.blocked.get(ref.id)!, event, classified, payload);
         run = this.openRun(ref, ctx, 0, nowMs);
       }
     } else this.open.touch(ref.id);
@@ -174,7 +189,28 @@ export class RunTracker {
       this.counts.reruns += 1;
       this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt });
     }
-    this.apply(run, event, classified, nowMs);
+    this.apply(run, event, classified, payload, nowMs);
+    return undefined;
+  }
+
+  /**
+   * Keep an event until the lookup of `taskRunId` answers. It waits in the state file too, so it
+   * has to be writable as JSON; a run event's payload (`payloadText`) was already written.
+   */
+  private enqueue(taskRunId: string, event: PrefectEvent, classified: Classified, payloadText: string | undefined): Rejected | undefined {
+    if (payloadText === undefined && jsonText(event.payload) === undefined) return TOO_DEEP;
+    this.waiting.get(taskRunId)?.push({ event, classified });
+    return undefined;
+  }
+
+  /** One waiting or restored event, with the boundary `ingest` gives each incoming one: it never stops the others. */
+  private processQueued(event: PrefectEvent, classified: Classified | undefined, nowMs: number): void {
+    try {
+      const rejected = this.process(event, classified ?? classify(event), nowMs);
+      if (rejected !== undefined) this.sink.rejected(event, rejected);
+    } catch (err) {
+      this.sink.failed(event, err);
+    }
   }
 
   /** The answer to a `lookup`: the flow run owning `taskRunId`, or null when it could not be found. */
@@ -185,7 +221,7 @@ export class RunTracker {
     if (queued === undefined) return;
     this.waiting.delete(taskRunId);
     for (const [runId, key] of this.blocked) if (key === taskRunId) this.blocked.delete(runId);
-    for (const q of queued) this.process(q.event, q.classified, nowMs);
+    for (const q of queued) this.processQueued(q.event, q.classified, nowMs);
   }
 
   /** True while the span of this flow run attempt still waits for its native-span lookup. */
@@ -266,7 +302,7 @@ export class RunTracker {
       if (run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
     }
     for (const run of this.open.values()) if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) this.adopt(run);
-    for (const event of snapshot.waiting) this.process(event, classify(event), nowMs);
+    for (const event of snapshot.waiting) this.processQueued(event, undefined, nowMs);
   }
 
   private openRun(ref: RunRef, ctx: TraceCtx, attempt: number, nowMs: number): RunState {
@@ -353,7 +389,8 @@ export class RunTracker {
     }
   }
 
-  private apply(run: RunState, event: PrefectEvent, classified: Classified, nowMs: number): void {
+  /** `payload`: the event's payload as JSON, for a run event. */
+  private apply(run: RunState, event: PrefectEvent, classified: Classified, payload: string | undefined, nowMs: number): void {
     const own = classified.kind !== 'run-event' || event.resource.id.endsWith(run.ref.id);
     run.learn(event, own);
     run.touch(event, nowMs);
@@ -385,7 +422,7 @@ export class RunTracker {
         [ATTR.EVENT_RESOURCE_ID]: event.resource.id,
       };
       if (event.resource.name !== undefined) attrs[ATTR.EVENT_RESOURCE_NAME] = event.resource.name;
-      attrs[ATTR.EVENT_PAYLOAD] = truncate(JSON.stringify(event.payload), this.options.payloadMaxChars);
+      attrs[ATTR.EVENT_PAYLOAD] = truncate(payload ?? '{}', this.options.payloadMaxChars);
       if (lag !== undefined) attrs[ATTR.EVENT_RECEIVED_LAG_MS] = lag;
       run.addEvent(event, event.name, attrs, this.options.maxSpanEvents);
       this.emitLog('event', run, event, undefined);
@@ -524,6 +561,17 @@ export class RunTracker {
 
 function rootCtx(runId: string): TraceCtx {
   return { traceId: traceIdForRun(runId), parentSpanId: undefined, root: true };
+}
+
+const TOO_DEEP: Rejected = { reason: 'too_deep', detail: 'payload cannot be written as JSON (nested too deep)' };
+
+/** `JSON.stringify(value)`, or undefined when it cannot be written (nested deeper than the stack allows). */
+function jsonText(value: unknown): string | undefined {
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return undefined;
+  }
 }
 
 function truncate(text: string, max: number): string {

@@ -69,6 +69,13 @@ function hugeLine(n: number): { reason: SkipReason; line: string } {
   return { reason: 'too_large', line: `{"id":"0198c7d2-bad2-7000-8000-${hex12(n)}","event":"x","occurred":"2026-11-20T09:00:00Z","resource":{"prefect.resource.id":"x"},"payload":{"blob":"${blob}"}}` };
 }
 
+/** A custom event on a good run whose payload is nested deeper than JSON.stringify can write (JSON.parse reads it). */
+function deepLine(n: number, goodLine: string, occurredMs: number): { reason: SkipReason; line: string } {
+  const flowRun = /prefect\.flow-run\.[0-9a-f-]{36}/.exec(goodLine)![0];
+  const event = { id: `0198c7d2-bad3-7000-8000-${hex12(n)}`, event: 'acme.deep', occurred: new Date(occurredMs).toISOString(), resource: { 'prefect.resource.id': flowRun }, payload: { x: 0 } };
+  return { reason: 'too_deep', line: JSON.stringify(event).replace('{"x":0}', `{"x":${'['.repeat(5000)}${']'.repeat(5000)}}`) };
+}
+
 function byId(spans: ReceivedSpan[]): ReceivedSpan[] {
   return [...spans].sort((a, b) => a.spanId.localeCompare(b.spanId));
 }
@@ -89,6 +96,11 @@ test('a flood of malformed lines of every kind between good runs: the process st
       const h = hugeLine(i);
       bad.push(h);
       flood.push(h.line);
+    }
+    if (i % 20 === 10) {
+      const d = deepLine(i, g.line, g.occurred);
+      bad.push(d);
+      flood.push(d.line);
     }
   });
   const goodFile = join(dir, 'good.jsonl');
