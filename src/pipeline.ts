@@ -149,6 +149,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           case 'lookup_failed':
             notices.warn(notice, 'parent of a subflow could not be looked up; it becomes the root of its own trace');
             break;
+          case 'parent_cycle':
+            notices.warn(notice, 'parent of a subflow leads back to the subflow itself; it becomes the root of its own trace');
+            break;
           case 'late_event':
             notices.warn(notice, 'event arrived after its run was exported; logged but not on the span');
             break;

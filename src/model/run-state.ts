@@ -9,6 +9,8 @@ export interface TraceCtx {
   readonly traceId: string;
   readonly parentSpanId: string | undefined;
   readonly root: boolean;
+  /** The run whose span is the parent, to follow a chain of parents (absent on a root, and in state written before it was kept). */
+  readonly parentRunId?: string;
 }
 
 /** Facts about a run gathered from every event that names it. */
@@ -207,9 +209,12 @@ export class RunState {
           // Other events carry the tags of their whole run context; only a run's own events speak for it.
           if (own && r.id.startsWith('prefect.tag.')) addTag(r.id.slice('prefect.tag.'.length));
           break;
-        case 'flow-run':
-          if (this.ref.type === 'task') m.flowRunId = idAfter(r.id, 'prefect.flow-run.') ?? m.flowRunId;
+        case 'flow-run': {
+          // A task run is never its own flow run, whatever an event says.
+          const flowRunId = this.ref.type === 'task' ? idAfter(r.id, 'prefect.flow-run.') : undefined;
+          if (flowRunId !== undefined && flowRunId !== this.ref.id) m.flowRunId = flowRunId;
           break;
+        }
         case 'task-run':
           if (own && this.ref.type === 'flow') m.parentTaskRunId = idAfter(r.id, 'prefect.task-run.') ?? m.parentTaskRunId;
           break;

@@ -35,6 +35,7 @@ export interface RunLogRecord {
 export type TrackerNotice =
   | { readonly kind: 'late_event'; readonly runId: string; readonly eventId: string; readonly eventName: string }
   | { readonly kind: 'lookup_failed'; readonly runId: string; readonly taskRunId: string }
+  | { readonly kind: 'parent_cycle'; readonly runId: string; readonly taskRunId: string }
   | { readonly kind: 'evicted'; readonly runId: string }
   | { readonly kind: 'rerun'; readonly runId: string; readonly attempt: number };
 
@@ -67,6 +68,8 @@ interface FinishedRun {
   readonly name: string | undefined;
   /** Set when the run was ended without a terminal state (flow ended, idle, evicted): what comes later is late, not a rerun. */
   readonly incomplete?: true;
+  /** Task runs: their flow run (a task hangs only under a parent task of its own flow run). */
+  readonly flowRunId?: string;
 }
 
 interface Queued {
@@ -91,6 +94,12 @@ export interface TrackerCounts {
 const OWNER_CACHE_MAX = 50_000;
 /** How far `keepOwnersAlive` climbs (nested subflows); a bound, as the links come from event data. */
 const MAX_OWNER_DEPTH = 32;
+/**
+ * How far a chain of parents is followed to make sure a new parent does not lead back to the run
+ * (so that every trace keeps a root); a longer chain is taken as a cycle. Prefect never nests this
+ * deep; the links come from event data.
+ */
+const MAX_PARENT_DEPTH = 64;
 /** How fresh an owner's activity has to be for `keepOwnersAlive` to leave it (the idle timeout is at least a second). */
 const OWNER_TOUCH_MS = 1_000;
 
@@ -334,14 +343,47 @@ export class RunTracker {
       }
       const pending = this.blocked.get(owner);
       if (pending !== undefined) return this.block(ref.id, pending);
+      if (this.leadsBackTo(owner, ref.id)) {
+        // Its tracking task belongs to itself, or to a flow run that hangs (maybe through others) under it.
+        this.sink.notice({ kind: 'parent_cycle', runId: ref.id, taskRunId: trackingId });
+        return rootCtx(ref.id);
+      }
       return this.childCtx(owner, undefined);
     }
     const flowRel = event.related.find((r) => r.role === 'flow-run');
     const flowRunId = flowRel === undefined ? undefined : runRefFromResourceId(flowRel.id)?.id;
-    if (flowRunId === undefined) return rootCtx(ref.id);
+    if (flowRunId === undefined || flowRunId === ref.id) return rootCtx(ref.id);
     const pending = this.blocked.get(flowRunId);
     if (pending !== undefined) return this.block(ref.id, pending);
-    return this.childCtx(flowRunId, parentTaskIdsOf(event)[0]);
+    return this.childCtx(flowRunId, this.parentTaskOf(ref.id, flowRunId, event));
+  }
+
+  /**
+   * The task a task run hangs under: the first of its `__parents__` that is not itself, is not known
+   * as anything but a task of the same flow run, and whose known parents do not lead back to it.
+   * Prefect names a task that started before this one; bad data must not make a span its own
+   * ancestor (a trace without a root). A parent not seen yet is taken as named (events come in any
+   * order); undefined: the flow run is the parent.
+   */
+  private parentTaskOf(taskRunId: string, flowRunId: string, event: PrefectEvent): string | undefined {
+    for (const id of parentTaskIdsOf(event)) {
+      if (id === taskRunId) continue;
+      const open = this.open.get(id);
+      const known = open === undefined ? this.finished.get(id) : { type: open.ref.type, flowRunId: open.meta.flowRunId };
+      if (known !== undefined && (known.type !== 'task' || (known.flowRunId ?? flowRunId) !== flowRunId)) continue;
+      if (!this.leadsBackTo(id, taskRunId)) return id;
+    }
+    return undefined;
+  }
+
+  /** True when `runId` is `fromId` or one of its known parents (or the chain is longer than `MAX_PARENT_DEPTH`). */
+  private leadsBackTo(fromId: string, runId: string): boolean {
+    let id: string | undefined = fromId;
+    for (let depth = 0; id !== undefined; depth++) {
+      if (id === runId || depth >= MAX_PARENT_DEPTH) return true;
+      id = (this.open.get(id) ?? this.finished.get(id))?.ctx.parentRunId;
+    }
+    return false;
   }
 
   /** The context of a run hanging under `flowRunId` (or under `parentTaskId` inside it). */
@@ -350,9 +392,9 @@ export class RunTracker {
     const traceId = flow?.ctx.traceId ?? traceIdForRun(flowRunId);
     if (parentTaskId !== undefined) {
       const parent = this.open.get(parentTaskId) ?? this.finished.get(parentTaskId);
-      return { traceId, parentSpanId: spanIdForRun(parentTaskId, parent?.attempt ?? 0), root: false };
+      return { traceId, parentSpanId: spanIdForRun(parentTaskId, parent?.attempt ?? 0), root: false, parentRunId: parentTaskId };
     }
-    return { traceId, parentSpanId: spanIdForRun(flowRunId, flow?.attempt ?? 0), root: false };
+    return { traceId, parentSpanId: spanIdForRun(flowRunId, flow?.attempt ?? 0), root: false, parentRunId: flowRunId };
   }
 
   private ownerOf(taskRunId: string): string | null | undefined {
@@ -522,6 +564,7 @@ export class RunTracker {
       endedAtMs: nowMs,
       name: run.meta.name,
       ...(run.terminal ? {} : { incomplete: true as const }),
+      ...(run.meta.flowRunId === undefined ? {} : { flowRunId: run.meta.flowRunId }),
     }, this.options.maxOpenRuns);
     this.counts.spans += 1;
     if (record.run.incomplete) this.counts.incomplete += 1;

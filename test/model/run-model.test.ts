@@ -475,3 +475,89 @@ test("flow runs: Prefect's own span is looked up once per attempt, when it is fi
   );
   assert.deepEqual(pipeline.tracker.counts.native, { lookups: 3, linked: 3, noLabel: 0, failed: 0, late: 0 });
 });
+
+/** Every span as run id → its trace and its parent's run id (null: a root; `missing:<span id>`: no such span). */
+function parents(spans: readonly SpanRecord[]): Record<string, { trace: string; parent: string | null }> {
+  const runOf = new Map(spans.map((s) => [s.spanId, s.run.id]));
+  return Object.fromEntries(spans.map((s) => [s.run.id, { trace: s.traceId, parent: s.parentSpanId === undefined ? null : (runOf.get(s.parentSpanId) ?? `missing:${s.parentSpanId}`) }]));
+}
+
+test('a task never hangs under itself nor in a loop of tasks: a self-parent, a task naming itself as its flow run, two tasks naming each other, a parent task of another flow run', async () => {
+  const id = (n: number): string => `0198c7d2-6000-7abc-8def-0000000001${String(n).padStart(2, '0')}`;
+  const [SELF, OWN_FLOW, LOOP1, LOOP2, MULTI, OTHER_TASK, CROSS] = [1, 2, 3, 4, 5, 6, 7].map(id) as [string, string, string, string, string, string, string];
+  const OTHER_FLOW = '0198c7d2-5b1e-7a3c-9f10-00000000aaaa';
+  const task = (tid: string, s: number, type: string, name: string, parents: string[], flowRunId = FR) =>
+    taskRunStateEvent({ taskRunId: tid, taskRunName: `t-${tid.slice(-2)}`, taskKey: 'step-1a2b3c4d', flowRunId, ...FLOW, state: { type, name }, from: null, runCount: 1, occurred: at(s), parents }) as Ev;
+  const both = (tid: string, s: number, parents: string[], flowRunId?: string) => [task(tid, s, 'RUNNING', 'Running', parents, flowRunId), task(tid, s + 5, 'COMPLETED', 'Completed', parents, flowRunId)];
+  const other = (s: number, type: string, name: string) => flowRunStateEvent({ flowRunId: OTHER_FLOW, flowRunName: 'other', ...FLOW, state: { type, name }, from: null, runCount: 1, occurred: at(s) }) as Ev;
+  const events = [
+    flowState(0, 'RUNNING', 'Running', 'PENDING', 1),
+    other(0.5, 'RUNNING', 'Running'),
+    task(OTHER_TASK, 0.6, 'RUNNING', 'Running', [], OTHER_FLOW),
+    ...both(SELF, 1, [SELF]),
+    ...both(OWN_FLOW, 1.1, [], OWN_FLOW),
+    task(LOOP1, 1.2, 'RUNNING', 'Running', [LOOP2]),
+    task(LOOP2, 1.3, 'RUNNING', 'Running', [LOOP1]),
+    task(LOOP1, 6, 'COMPLETED', 'Completed', [LOOP2]),
+    task(LOOP2, 6.1, 'COMPLETED', 'Completed', [LOOP1]),
+    ...both(MULTI, 1.4, [MULTI, SELF]),
+    ...both(CROSS, 1.5, [OTHER_TASK]),
+    task(OTHER_TASK, 7, 'COMPLETED', 'Completed', [], OTHER_FLOW),
+    other(8, 'COMPLETED', 'Completed'),
+    flowState(20, 'COMPLETED', 'Completed', 'RUNNING', 1),
+  ];
+  const { spans } = await run(events);
+  const trace = traceIdForRun(FR);
+  assert.deepEqual(parents(spans), {
+    [FR]: { trace, parent: null },
+    [SELF]: { trace, parent: FR },
+    [OWN_FLOW]: { trace: traceIdForRun(OWN_FLOW), parent: null },
+    [LOOP1]: { trace, parent: LOOP2 },
+    [LOOP2]: { trace, parent: FR },
+    [MULTI]: { trace, parent: SELF },
+    [CROSS]: { trace, parent: FR },
+    [OTHER_FLOW]: { trace: traceIdForRun(OTHER_FLOW), parent: null },
+    [OTHER_TASK]: { trace: traceIdForRun(OTHER_FLOW), parent: OTHER_FLOW },
+  });
+});
+
+test('subflows whose parents lead back to themselves: a flow run whose tracking task is its own, two flow runs owning each other\'s tracking task; each loop is broken at one run, which becomes a root with prefect.parent_task_run.id and a warning', async () => {
+  const [A, B, C] = ['0198c7d2-7000-7000-8000-0000000000a1', '0198c7d2-7000-7000-8000-0000000000b1', '0198c7d2-7000-7000-8000-0000000000c1'];
+  const [TA, TB, TC] = ['0198c7d2-7000-7000-8000-0000000000a2', '0198c7d2-7000-7000-8000-0000000000b2', '0198c7d2-7000-7000-8000-0000000000c2'];
+  const owners: Record<string, string> = { [TA]: B, [TB]: A, [TC]: C };
+  const flow = (fid: string, tracking: string, s: number, type: string, name: string) =>
+    flowRunStateEvent({ flowRunId: fid, flowRunName: `f-${fid.slice(-2)}`, ...FLOW, parentTaskRunId: tracking, state: { type, name }, from: null, runCount: 1, occurred: at(s) }) as Ev;
+  const task = (tid: string, s: number, type: string, name: string) =>
+    taskRunStateEvent({ taskRunId: tid, taskRunName: `t-${tid.slice(-2)}`, taskKey: 'sub-1a2b3c4d', flowRunId: owners[tid]!, ...FLOW, state: { type, name }, from: null, runCount: 1, occurred: at(s) }) as Ev;
+  const events = [
+    flow(A, TA, 0, 'RUNNING', 'Running'),
+    flow(B, TB, 0.1, 'RUNNING', 'Running'),
+    flow(C, TC, 0.2, 'RUNNING', 'Running'),
+    task(TA, 1, 'RUNNING', 'Running'),
+    task(TB, 1.1, 'RUNNING', 'Running'),
+    task(TC, 1.2, 'RUNNING', 'Running'),
+    task(TA, 2, 'COMPLETED', 'Completed'),
+    task(TB, 2.1, 'COMPLETED', 'Completed'),
+    task(TC, 2.2, 'COMPLETED', 'Completed'),
+    flow(A, TA, 3, 'COMPLETED', 'Completed'),
+    flow(B, TB, 3.1, 'COMPLETED', 'Completed'),
+    flow(C, TC, 3.2, 'COMPLETED', 'Completed'),
+  ];
+  const { spans, lines } = await run(events, {}, (tid) => Promise.resolve(owners[tid] ?? null));
+  assert.deepEqual(parents(spans), {
+    [A]: { trace: traceIdForRun(A), parent: null },
+    [B]: { trace: traceIdForRun(A), parent: A },
+    [TA]: { trace: traceIdForRun(A), parent: B },
+    [TB]: { trace: traceIdForRun(A), parent: A },
+    [C]: { trace: traceIdForRun(C), parent: null },
+    [TC]: { trace: traceIdForRun(C), parent: C },
+  });
+  assert.deepEqual(
+    Object.fromEntries(spans.filter((s) => s.run.type === 'flow').map((s) => [s.run.id, [s.kind, s.attributes['prefect.parent_task_run.id']]])),
+    { [A]: ['server', TA], [B]: ['internal', TB], [C]: ['server', TC] },
+  );
+  assert.deepEqual(
+    lines.filter((l) => l.kind === 'parent_cycle').map((l) => [l.level, l.msg, l.runId, l.taskRunId]),
+    [A, C].map((fid) => [40, 'parent of a subflow leads back to the subflow itself; it becomes the root of its own trace', fid, fid === A ? TA : TC]),
+  );
+});
