@@ -53,7 +53,7 @@ export interface RunStateData {
   readonly ctx: TraceCtx;
   readonly attempt: number;
   readonly events: EventEntry[];
-  readonly summarised: RunState['summarised'];
+  readonly summarised: { count: number; firstUs: number; names: Record<string, number> } | undefined;
   readonly firstEventUs: number | null;
   readonly lastEventUs: number | null;
   readonly startUs: number | null;
@@ -75,7 +75,8 @@ export class RunState {
   ctx: TraceCtx;
   readonly attempt: number;
   events: EventEntry[] = [];
-  summarised: { count: number; firstUs: number; names: Record<string, number> } | undefined;
+  /** The events folded into the summary; names are any text a flow emits (`__proto__`, `constructor`): a Map, not an object's keys. */
+  summarised: { count: number; firstUs: number; names: Map<string, number> } | undefined;
   firstEventUs = Infinity;
   lastEventUs = -Infinity;
   startUs: number | undefined;
@@ -102,7 +103,7 @@ export class RunState {
     const s = this.summarised;
     return {
       ref: this.ref, meta: { ...this.meta }, ctx: this.ctx, attempt: this.attempt, events: [...this.events],
-      summarised: s === undefined ? undefined : { ...s, names: { ...s.names } },
+      summarised: s === undefined ? undefined : { ...s, names: Object.fromEntries(s.names) },
       firstEventUs: Number.isFinite(this.firstEventUs) ? this.firstEventUs : null,
       lastEventUs: Number.isFinite(this.lastEventUs) ? this.lastEventUs : null,
       startUs: this.startUs ?? null, firstScheduledUs: this.firstScheduledUs ?? null, latest: this.latest ?? null,
@@ -114,7 +115,9 @@ export class RunState {
     const run = new RunState({ ...d.ref, name: undefined }, d.ctx, d.attempt, d.lastActivityMs);
     run.meta = d.meta;
     run.events = d.events;
-    run.summarised = d.summarised;
+    const s = d.summarised;
+    // Own keys only (`Object.entries`): a name like `constructor` is not read from Object.prototype.
+    run.summarised = s === undefined || s === null ? undefined : { count: s.count, firstUs: s.firstUs, names: new Map(Object.entries(s.names ?? {}).filter((e) => typeof e[1] === 'number')) };
     run.firstEventUs = d.firstEventUs ?? Infinity;
     run.lastEventUs = d.lastEventUs ?? -Infinity;
     run.startUs = d.startUs ?? undefined;
@@ -167,10 +170,10 @@ export class RunState {
       const other = this.events.findIndex((e) => e.attributes[ATTR.STATE_TYPE] === undefined);
       const dropped = other > 0 ? this.events.splice(other, 1)[0] : this.events.shift();
       if (dropped === undefined) break;
-      const s = (this.summarised ??= { count: 0, firstUs: dropped.timeUs, names: {} });
+      const s = (this.summarised ??= { count: 0, firstUs: dropped.timeUs, names: new Map() });
       s.count += 1;
       if (dropped.timeUs < s.firstUs) s.firstUs = dropped.timeUs;
-      s.names[dropped.name] = (s.names[dropped.name] ?? 0) + 1;
+      s.names.set(dropped.name, (s.names.get(dropped.name) ?? 0) + 1);
     }
   }
 
@@ -353,7 +356,7 @@ export class RunState {
         timeUs,
         attributes: {
           [ATTR.EVENTS_SUMMARISED]: this.summarised.count,
-          [ATTR.EVENTS_SUMMARISED_NAMES]: JSON.stringify(this.summarised.names),
+          [ATTR.EVENTS_SUMMARISED_NAMES]: JSON.stringify(Object.fromEntries(this.summarised.names)),
         },
       });
     }

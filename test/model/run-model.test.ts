@@ -561,3 +561,28 @@ test('subflows whose parents lead back to themselves: a flow run whose tracking 
     [A, C].map((fid) => [40, 'parent of a subflow leads back to the subflow itself; it becomes the root of its own trace', fid, fid === A ? TA : TC]),
   );
 });
+
+test('span events named like Object.prototype keys (__proto__, constructor, toString) are summarised like any other, also after a restart from the state file', async () => {
+  const custom = (name: string, s: number) => customEvent({ event: name, resourceId: `prefect.flow-run.${FR}`, related: [], payload: {}, occurred: at(s) }) as Ev;
+  const before = [flowState(0, 'RUNNING', 'Running', 'PENDING', 1), ...['__proto__', 'constructor', 'a', 'b', 'c'].map((n, i) => custom(n, 1 + i))];
+  const after = [...['toString', '__proto__', 'constructor', 'valueOf', 'd', 'e'].map((n, i) => custom(n, 10 + i)), flowState(20, 'COMPLETED', 'Completed', 'RUNNING', 1)];
+  const summary = (spans: readonly SpanRecord[]) => spans[0]!.events.find((e) => e.name === 'prefect-otel.events_summarised')?.attributes;
+  const expected = {
+    'prefect.events.summarised_count': 10,
+    'prefect.events.summarised_names': '{"__proto__":2,"constructor":2,"a":1,"b":1,"c":1,"toString":1,"valueOf":1,"d":1}',
+  };
+  assert.deepEqual(summary((await run([...before, ...after], { maxSpanEvents: 4 })).spans), expected);
+
+  // The same events with a restart after the first six: the summary goes through the state file's JSON.
+  const config = resolveConfig({ tracesExporter: 'none', maxSpanEvents: 4 }, {});
+  const logger = createLogger({ level: 'silent', format: 'json' });
+  const first = createPipeline({ config, logger, clock: 'event', delivery: null });
+  for (const e of before) first.ingest(JSON.stringify(e));
+  const state = JSON.parse(JSON.stringify(first.tracker.snapshot())) as ReturnType<typeof first.tracker.snapshot>;
+  const spans: SpanRecord[] = [];
+  const second = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+  second.tracker.restore(state, at(6));
+  for (const e of after) second.ingest(JSON.stringify(e));
+  await second.finish('end_of_input');
+  assert.deepEqual(summary(spans), expected);
+});
