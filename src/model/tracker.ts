@@ -441,7 +441,7 @@ export class RunTracker {
     if (classified.kind === 'heartbeat') return;
     const lag = event.receivedUs === undefined ? undefined : Math.round((event.receivedUs - event.occurredUs) / 1000);
     if (classified.kind === 'state') {
-      const s = classified.state;
+      const s = boundMessage(classified.state, this.options.payloadMaxChars);
       const attrs: Attributes = {
         [ATTR.STATE_TYPE]: s.type,
         [ATTR.STATE_NAME]: s.name,
@@ -457,7 +457,8 @@ export class RunTracker {
       if (run.terminal && !wasTerminal) run.terminalAtMs = nowMs;
       if (run.ref.type === 'flow' && (s.type === 'RUNNING' || run.terminal)) this.askNativeSpan(run);
       if (run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
-      this.emitLog('transition', run, event, { ...s, terminal: TERMINAL_STATE_TYPES.has(s.type) });
+      // The log line keeps the whole message (a traceback); the span keeps it within the payload's bound.
+      this.emitLog('transition', run, event, { ...classified.state, terminal: TERMINAL_STATE_TYPES.has(s.type) });
     } else {
       const attrs: Attributes = {
         [ATTR.EVENT_ID]: event.id,
@@ -615,6 +616,11 @@ function jsonText(value: unknown): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A state whose message is cut to `max` characters like a payload: it is a span event attribute and the span's status message. */
+function boundMessage(state: StateInfo, max: number): StateInfo {
+  return state.message.length > max ? { ...state, message: truncate(state.message, max) } : state;
 }
 
 function truncate(text: string, max: number): string {

@@ -586,3 +586,16 @@ test('span events named like Object.prototype keys (__proto__, constructor, toSt
   await second.finish('end_of_input');
   assert.deepEqual(summary(spans), expected);
 });
+
+test('a state message is cut to the payload bound on the span event and the span status (with …, as a payload); the STLOGGING line keeps it whole', async () => {
+  const message = `Traceback (most recent call last): ${'x'.repeat(100)}`;
+  const failed = flowState(1, 'FAILED', 'Failed', 'RUNNING', 1, { message });
+  const { spans, lines } = await run([flowState(0, 'RUNNING', 'Running', 'PENDING', 1), failed], { payloadMaxChars: 20 });
+  const cut = `${message.slice(0, 20)}…`;
+  assert.deepEqual(spans[0]!.status, { code: 'error', message: cut });
+  assert.deepEqual(spans[0]!.events.find((e) => e.name === 'Failed')?.attributes, {
+    'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'prefect.state.message': cut, 'prefect.state.id': failed.id,
+    'prefect.state.from': 'RUNNING', 'prefect.run.count': 1, 'prefect.event.received_lag_ms': 15,
+  });
+  assert.ok(lines.some((l) => String(l.msg).startsWith('STLOGGING: ') && String(l.msg).includes(`message='${message}'`)), 'the log line has the whole message');
+});
