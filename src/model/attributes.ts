@@ -18,6 +18,7 @@ export const ATTR = {
   STATE_ID: 'prefect.state.id',
   STATE_FROM: 'prefect.state.from',
   TAGS: 'prefect.tags',
+  TAGS_DROPPED: 'prefect.tags.dropped_count',
   FLOW_NAME: 'prefect.flow.name',
   FLOW_ID: 'prefect.flow.id',
   DEPLOYMENT_NAME: 'prefect.deployment.name',

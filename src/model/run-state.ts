@@ -4,6 +4,11 @@ import { isRecord, type PrefectEvent } from './event.js';
 import { canonicalUuid, spanIdForRun } from './ids.js';
 import type { Attributes, SpanEventRecord, SpanLinkRecord, SpanRecord } from './span-record.js';
 
+/** Most tags kept per run: the first seen; how many more there were is `prefect.tags.dropped_count`. */
+export const MAX_TAGS = 128;
+/** Longest tag kept whole; a longer one is cut with `…`, as a payload is. */
+export const MAX_TAG_CHARS = 256;
+
 /** Where a run's span hangs: its trace, its parent span, and whether it is the trace's root. */
 export interface TraceCtx {
   readonly traceId: string;
@@ -25,6 +30,8 @@ export interface RunMeta {
   workQueueName?: string;
   taskKey?: string;
   tags: string[];
+  /** Tags beyond `MAX_TAGS` (the most any one event of the run brought): left out of `tags`. */
+  tagsDropped?: number;
   /** Subflows and run_deployment children: the parent's tracking task run. */
   parentTaskRunId?: string;
   /** Task runs: their flow run. */
@@ -182,14 +189,17 @@ export class RunState {
     const m = this.meta;
     if (own && event.resource.name !== undefined) m.name = event.resource.name;
     if (!own && m.name === undefined) m.name = event.related.find((r) => r.id.endsWith(this.ref.id))?.name;
-    // Most events bring no new tag: the set is built only when one does.
+    // Most events bring no new tag: the set is built only when one does (and one of the tags left out only when there are some).
     let tags: Set<string> | undefined;
-    const addTag = (tag: string): void => {
+    let dropped: Set<string> | undefined;
+    const addTag = (text: string): void => {
+      const tag = text.length > MAX_TAG_CHARS ? `${text.slice(0, MAX_TAG_CHARS)}…` : text;
       if (tags === undefined) {
         if (m.tags.includes(tag)) return;
-        tags = new Set(m.tags);
+        if (m.tags.length < MAX_TAGS) tags = new Set(m.tags);
       }
-      tags.add(tag);
+      if (tags !== undefined && (tags.size < MAX_TAGS || tags.has(tag))) tags.add(tag);
+      else (dropped ??= new Set()).add(tag);
     };
     for (const r of event.related) {
       switch (r.role) {
@@ -234,6 +244,8 @@ export class RunState {
       if (typeof tp === 'string') m.traceparent = tp;
     }
     if (tags !== undefined && tags.size !== m.tags.length) m.tags = [...tags].sort();
+    // Each of a run's events carries all its tags: the most left out by one event is how many there are.
+    if (dropped !== undefined && dropped.size > (m.tagsDropped ?? 0)) m.tagsDropped = dropped.size;
   }
 
   /** The span name: the flow's name, or the task's key without its hash; never a run id. */
@@ -264,6 +276,7 @@ export class RunState {
     set(ATTR.STATE_TYPE, final?.type);
     set(ATTR.STATE_NAME, final?.name);
     a[ATTR.TAGS] = m.tags;
+    set(ATTR.TAGS_DROPPED, m.tagsDropped);
     set(ATTR.FLOW_NAME, m.flowName);
     set(ATTR.FLOW_ID, m.flowId);
     set(ATTR.DEPLOYMENT_NAME, m.deploymentName);

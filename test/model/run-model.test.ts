@@ -599,3 +599,21 @@ test('a state message is cut to the payload bound on the span event and the span
   });
   assert.ok(lines.some((l) => String(l.msg).startsWith('STLOGGING: ') && String(l.msg).includes(`message='${message}'`)), 'the log line has the whole message');
 });
+
+test('a run keeps at most 128 tags of at most 256 characters; how many more its events carried is prefect.tags.dropped_count', async () => {
+  const long = 'a'.repeat(300);
+  const tags = [long, ...Array.from({ length: 300 }, (_, i) => `tag-${String(i).padStart(3, '0')}`)];
+  const events = [
+    flowState(0, 'RUNNING', 'Running', 'PENDING', 1),
+    ...[1, 2].map((s) => taskState(EXTRACT, 'extract-3f2', 'extract-9a8b7c6d', s, s === 1 ? 'RUNNING' : 'COMPLETED', s === 1 ? 'Running' : 'Completed', null, 1, { tags })),
+    flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, tags, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: at(3) }) as Ev,
+  ];
+  const { spans } = await run(events);
+  // Tags come sorted in each event; the first 128 are kept.
+  const kept = [`${'a'.repeat(256)}…`, ...tags.slice(1, 128)];
+  assert.deepEqual(
+    Object.fromEntries(spans.map((s) => [s.run.id, [s.attributes['prefect.tags'], s.attributes['prefect.tags.dropped_count']]])),
+    // The flow run's first event brought its two tags; its last one 301 more, of which 126 fit.
+    { [FR]: [[kept[0], 'etl', 'nightly', ...tags.slice(1, 126)], 175], [EXTRACT]: [kept, 173] },
+  );
+});
