@@ -378,14 +378,13 @@ export function createTraceDelivery(
   return createDelivery<SpanRecord>({
     name: 'traces',
     send: (batch) => sender.send(batch),
-    close: () => sender.shutdown(),
     sizeOf: estimateSpanBytes,
     maxItems: config.delivery.maxSpans,
     maxBytes: config.delivery.maxBytes,
     batchSize: config.delivery.batchSize,
     scheduleDelayMs: config.delivery.scheduleDelayMs,
     onDelivered,
-    ...lossLogging(log, 'spans'),
+    ...lossLogging(log, 'spans', () => sender.shutdown()),
   });
 }
 
@@ -396,21 +395,24 @@ function createLogDelivery(config: Config, logger: Logger): Delivery<ReadableLog
   return createDelivery<ReadableLogRecord>({
     name: 'logs',
     send: (batch) => sender.send(batch),
-    close: () => sender.shutdown(),
     sizeOf: (r) => 300 + (typeof r.body === 'string' ? r.body.length : 200),
     maxItems: config.delivery.maxSpans * 4,
     maxBytes: config.delivery.maxBytes,
     batchSize: config.delivery.batchSize,
     scheduleDelayMs: config.delivery.scheduleDelayMs,
-    ...lossLogging(log, 'log records'),
+    ...lossLogging(log, 'log records', () => sender.shutdown()),
   });
 }
 
-/** Loss is logged once per interval with a count, never once per item. */
-function lossLogging(log: Logger, what: string) {
+/**
+ * Loss is logged once per interval with a count, never once per item; what is still unreported when
+ * the delivery closes is logged then (the process may exit before the interval's timer fires).
+ */
+function lossLogging(log: Logger, what: string, closeSender: () => Promise<void>) {
   const pending = { dropped: 0, rejected: 0, error: undefined as string | undefined };
   let timer: NodeJS.Timeout | undefined;
   const report = (): void => {
+    clearTimeout(timer);
     timer = undefined;
     if (pending.dropped > 0) log.error({ count: pending.dropped }, `delivery buffer full: dropped the oldest ${what}`);
     if (pending.rejected > 0) log.error({ count: pending.rejected, error: pending.error }, `collector rejected ${what}; not retried`);
@@ -431,6 +433,10 @@ function lossLogging(log: Logger, what: string) {
     },
     onRecovered(afterFailures: number): void {
       log.info({ afterFailures }, `export of ${what} recovered`);
+    },
+    close(): Promise<void> {
+      report();
+      return closeSender();
     },
   };
 }

@@ -1,0 +1,57 @@
+/**
+ * Replay against the delivery buffer's byte bound (PREFECT_OTEL_BUFFER_MAX_BYTES): what the bound
+ * drops is logged before the process exits.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startCli } from '../helpers/cli.js';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
+import { customEvent, flowRunStateEvent } from '../helpers/prefect-events.js';
+import { logLines } from '../helpers/watch-e2e.js';
+
+const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+/** Custom events per flow run, each with a payload at PREFECT_OTEL_PAYLOAD_MAX_CHARS' default (4,096). */
+const EVENTS_PER_RUN = 8;
+const PAYLOAD = { blob: 'p'.repeat(4_100) };
+
+const hex12 = (n: number): string => n.toString(16).padStart(12, '0');
+const runId = (i: number): string => `0198c7d2-5b1e-7a3c-9f10-${hex12(i)}`;
+
+/** Flow run i: Running, EVENTS_PER_RUN custom events of ~4 KB, Completed; one span of ~35 KB (estimated). */
+function runLines(i: number): string[] {
+  const id = runId(i);
+  const t = T0 + i * 10;
+  return [
+    flowRunStateEvent({ flowRunId: id, flowRunName: `run-${i}`, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t, id: `0198c7d2-eeee-7000-8000-${hex12(i * 16)}` }),
+    ...Array.from({ length: EVENTS_PER_RUN }, (_, k) =>
+      customEvent({ event: 'acme.chunk', resourceId: `prefect.flow-run.${id}`, related: [], payload: PAYLOAD, occurred: t + 1 + k, id: `0198c7d2-eeee-7000-8000-${hex12(i * 16 + 1 + k)}` }),
+    ),
+    flowRunStateEvent({ flowRunId: id, flowRunName: `run-${i}`, ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: t + 9, id: `0198c7d2-eeee-7000-8000-${hex12(i * 16 + 15)}` }),
+  ].map((e) => JSON.stringify(e));
+}
+
+const input = (runs: number): string => `${Array.from({ length: runs }, (_, i) => runLines(i).join('\n')).join('\n')}\n`;
+
+test('spans the byte bound drops: the loss is logged with its count before replay exits', async (t) => {
+  const runs = 20;
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  // Each span (~35 KB) is larger than the whole bound (the 1 KiB minimum): every one is dropped as it is queued.
+  const r = await startCli(
+    ['replay', '-'],
+    { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_BUFFER_MAX_BYTES: '1024', PREFECT_OTEL_STATS_INTERVAL_MS: '0' },
+    input(runs),
+  ).result;
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`spans: 0 exported, ${runs} dropped\\nexport: FAILED`));
+  assert.deepEqual(receiver.spans(), []);
+  // Reported once a second while it lasts: the lines' counts add up to every span dropped.
+  const loss = logLines(r.stdout).filter((l) => l.msg === 'delivery buffer full: dropped the oldest spans');
+  assert.ok(loss.length >= 1, r.stdout);
+  assert.deepEqual(
+    loss.map((l) => ({ level: l.level, component: l.component, signal: l.signal })),
+    loss.map(() => ({ level: 50, component: 'export', signal: 'traces' })),
+  );
+  assert.equal(loss.reduce((n, l) => n + Number(l.count), 0), runs);
+});
