@@ -43,6 +43,12 @@ export interface PipelineOptions {
   readonly onDelivered?: (spans: readonly SpanRecord[]) => void;
   /** Override the trace delivery (tests, benchmarks); default from config. */
   readonly delivery?: Delivery<SpanRecord> | null;
+  /**
+   * The caller waits for the collector instead of letting the buffer drop (replay): a span that does
+   * not fit in the trace buffer is held, in order, until `backpressure` lets it in. One event (the
+   * end of input) can end every open run at once; that burst waits instead of overflowing the bound.
+   */
+  readonly holdSpans?: boolean;
 }
 
 export interface PipelineCounters {
@@ -61,6 +67,12 @@ export interface Pipeline {
   tick(nowMs?: number): void;
   /** End of input: wait for parent lookups, then end every open run (unfinished ones as incomplete). */
   finish(reason: string, lookupTimeoutMs?: number): Promise<void>;
+  /**
+   * With `holdSpans`: lets held spans into the trace buffer while they fit. True while the caller
+   * should wait for the collector: spans are still held, or the buffer is above half of a bound
+   * (the other half takes what the next event finishes).
+   */
+  backpressure(): boolean;
   flush(timeoutMs: number): Promise<FlushResult>;
   shutdown(timeoutMs: number): Promise<FlushResult>;
   readonly counters: Readonly<PipelineCounters>;
@@ -104,6 +116,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     options.onDelivered?.(spans);
   };
   const traces = options.delivery === null ? undefined : (options.delivery ?? createTraceDelivery(config, logger, resource, onDelivered));
+  const held = options.holdSpans === true && traces !== undefined ? createHeldSpans(traces, config) : undefined;
   const logs = createLogDelivery(config, logger);
   const writeRunLog = createRunLogWriter(logger, {
     jaegerUrl: config.jaegerUrl,
@@ -125,7 +138,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       span(record: SpanRecord): void {
         const final = applyHooks(record);
         options.onSpan?.(final);
-        traces?.enqueue(final);
+        if (held !== undefined) held.add(final);
+        else traces?.enqueue(final);
       },
       log(record: RunLogRecord): void {
         writeRunLog(record);
@@ -217,8 +231,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
    */
   const unconfirmedJump = (event: PrefectEvent): boolean =>
     options.clock === 'event' && event.receivedUs === undefined && eventClockMs !== 0 && event.occurredUs / 1000 - eventClockMs > UNCONFIRMED_JUMP_MS;
-  /** The one event held by `unconfirmedJump` until the next valid event says whether the jump is real. */
-  let held: { readonly event: PrefectEvent; readonly c: Classified; readonly raw: unknown } | undefined;
+  /** The one event held back by `unconfirmedJump` until the next valid event says whether the jump is real. */
+  let jumpHeld: { readonly event: PrefectEvent; readonly c: Classified; readonly raw: unknown } | undefined;
 
   /** An event the model threw on: a bug, but one event must never stop the stream. */
   const failed = (err: unknown, raw: unknown): void => {
@@ -240,16 +254,16 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       skip(c.reason, c.detail, raw ?? event);
       return;
     }
-    if (held !== undefined) {
-      // A held event is applied before this one, so the order of events is kept. If this one is far
+    if (jumpHeld !== undefined) {
+      // A held-back event is applied before this one, so the order of events is kept. If this one is far
       // ahead too, the gap is real (a file with a quiet stretch) and the clock moves to the earlier
-      // of the two; if not, the held one was a lone outlier and is applied at the clock as it is,
+      // of the two; if not, the held-back one was a lone outlier and is applied at the clock as it is,
       // so it ends no other run.
-      if (unconfirmedJump(event)) eventClockMs = Math.min(held.event.occurredUs, event.occurredUs) / 1000;
+      if (unconfirmedJump(event)) eventClockMs = Math.min(jumpHeld.event.occurredUs, event.occurredUs) / 1000;
       releaseHeld();
     }
     if (unconfirmedJump(event)) {
-      held = { event, c, raw };
+      jumpHeld = { event, c, raw };
       return;
     }
     accept(event, c, true, raw);
@@ -284,11 +298,11 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     }
   };
 
-  /** Applies the held event at the clock as it is (at the end of input nothing will confirm its jump). */
+  /** Applies the held-back event at the clock as it is (at the end of input nothing will confirm its jump). */
   const releaseHeld = (): void => {
-    if (held === undefined) return;
-    const h = held;
-    held = undefined;
+    if (jumpHeld === undefined) return;
+    const h = jumpHeld;
+    jumpHeld = undefined;
     try {
       accept(h.event, h.c, false, h.raw);
     } catch (err) {
@@ -329,7 +343,12 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       const [t, l] = await Promise.all([traces?.flush(timeoutMs), logs?.flush(timeoutMs)]);
       return combine(t, l);
     },
+    backpressure(): boolean {
+      return held?.admit() ?? false;
+    },
     async shutdown(timeoutMs: number): Promise<FlushResult> {
+      // Spans still held go to the buffer now: what its bound drops is counted and logged, not lost silently.
+      held?.release();
       const [t, l] = await Promise.all([traces?.shutdown(timeoutMs), logs?.shutdown(timeoutMs)]);
       return combine(t, l);
     },
@@ -344,6 +363,34 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     },
     restoreCursor(us: number | undefined): void {
       if (us !== undefined && (cursorUs === undefined || us > cursorUs)) cursorUs = us;
+    },
+  };
+}
+
+/** Spans waiting for room in the trace buffer (`holdSpans`), oldest first. */
+function createHeldSpans(traces: Delivery<SpanRecord>, config: Config) {
+  const highWaterSpans = Math.max(1, Math.floor(config.delivery.maxSpans / 2));
+  const highWaterBytes = Math.floor(config.delivery.maxBytes / 2);
+  let spans: (SpanRecord | undefined)[] = [];
+  let head = 0;
+  const aboveHighWater = (): boolean => traces.stats.queued > highWaterSpans || traces.stats.queuedBytes > highWaterBytes;
+  return {
+    add(span: SpanRecord): void {
+      if (head < spans.length || !traces.offer(span)) spans.push(span);
+    },
+    admit(): boolean {
+      while (head < spans.length && traces.offer(spans[head]!)) spans[head++] = undefined;
+      if (head < spans.length) return true;
+      if (head > 0) {
+        spans = [];
+        head = 0;
+      }
+      return aboveHighWater();
+    },
+    release(): void {
+      for (; head < spans.length; head++) traces.enqueue(spans[head]!);
+      spans = [];
+      head = 0;
     },
   };
 }

@@ -62,6 +62,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     config,
     logger,
     clock: 'event',
+    holdSpans: true,
     nativeSpans: nativeSpanFromRest(rest),
     resolveOwner: createOwnerLookup(rest, {
       skip: () => restUnreachable,
@@ -110,7 +111,6 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   let bytesRead = 0;
   let lineCount = 0;
   let lastProgress = 0;
-  const highWater = Math.max(1, Math.floor(config.delivery.maxSpans / 2));
   const progress = (final: boolean): void => {
     const p = options.progress;
     if (p === undefined || !p.tty) return;
@@ -130,13 +130,14 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
         lineCount += 1;
         const trimmed = line.trimStart();
         if (trimmed !== '' && !trimmed.startsWith('#')) pipeline.ingest(line);
+        // After every line: one line can finish spans of megabytes (their events' payloads), or many.
+        if (pipeline.backpressure()) await waitForCollector(pipeline, () => signal?.aborted === true);
         if ((lineCount & 1023) === 0) {
           const now = Date.now();
           if (now - lastProgress >= PROGRESS_INTERVAL_MS) {
             lastProgress = now;
             progress(false);
           }
-          await drainBelow(pipeline, highWater);
         }
       }
     }
@@ -148,7 +149,10 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   const interrupted = signal?.aborted === true;
   await pipeline.finish(interrupted ? 'interrupted' : 'end_of_input');
   progress(true);
-  const flushed = await pipeline.shutdown(options.flushTimeoutMs ?? Math.max(30_000, config.traces.timeoutMs * 3));
+  // Ending the open runs can finish more spans than the buffer holds: they wait their turn, within the flush timeout.
+  const deadline = Date.now() + (options.flushTimeoutMs ?? Math.max(30_000, config.traces.timeoutMs * 3));
+  await waitForCollector(pipeline, () => Date.now() >= deadline);
+  const flushed = await pipeline.shutdown(Math.max(0, deadline - Date.now()));
   done();
   const t = pipeline.traces?.stats;
   const c = pipeline.counters;
@@ -171,11 +175,15 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   };
 }
 
-/** Backpressure: a file can be read far faster than a collector accepts spans; never overflow the buffer. */
-async function drainBelow(pipeline: Pipeline, highWater: number): Promise<void> {
+/**
+ * Backpressure: a file can be read far faster than a collector accepts spans; never overflow the
+ * buffer (by spans or by bytes). Sends until the held spans are in the buffer and it is below half
+ * its bounds, or until `stop`.
+ */
+async function waitForCollector(pipeline: Pipeline, stop: () => boolean): Promise<void> {
   const traces = pipeline.traces;
   if (traces === undefined) return;
-  while (traces.stats.queued > highWater) {
+  while (pipeline.backpressure() && !stop()) {
     const r = await traces.flush(1_000);
     if (!r.ok && traces.stats.failing) await new Promise((res) => setTimeout(res, 200));
   }

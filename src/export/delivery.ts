@@ -50,6 +50,12 @@ export interface FlushResult {
 
 export interface Delivery<T> {
   enqueue(item: T): void;
+  /**
+   * Queue `item` only if it fits within both bounds (an empty queue takes any item); false: it was
+   * not queued and nothing was dropped, the caller keeps it and offers it again later. A shut-down
+   * queue takes it to drop and count it, as `enqueue` does.
+   */
+  offer(item: T): boolean;
   /** Send everything queued; resolves when the queue is empty, or with `ok: false` at the deadline. */
   flush(timeoutMs: number): Promise<FlushResult>;
   /** Flush, then refuse further items. */
@@ -225,22 +231,36 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
     }
   };
 
+  const push = (item: T, bytes: number): void => {
+    queue.push({ item, bytes });
+    stats.queued += 1;
+    stats.queuedBytes += bytes;
+    if (stats.queued > options.maxItems || stats.queuedBytes > options.maxBytes) enforceBound();
+    if (!sending) {
+      if (stats.queued >= options.batchSize && Date.now() >= retryAt) void pump(true);
+      else schedule(Math.max(options.scheduleDelayMs, retryAt - Date.now()));
+    }
+  };
+
+  const refuseClosed = (): void => {
+    stats.dropped += 1;
+    options.onLoss?.('dropped', 1, 'delivery is shut down');
+  };
+
   return {
     enqueue(item: T): void {
+      if (closed) refuseClosed();
+      else push(item, options.sizeOf(item));
+    },
+    offer(item: T): boolean {
       if (closed) {
-        stats.dropped += 1;
-        options.onLoss?.('dropped', 1, 'delivery is shut down');
-        return;
+        refuseClosed();
+        return true;
       }
       const bytes = options.sizeOf(item);
-      queue.push({ item, bytes });
-      stats.queued += 1;
-      stats.queuedBytes += bytes;
-      if (stats.queued > options.maxItems || stats.queuedBytes > options.maxBytes) enforceBound();
-      if (!sending) {
-        if (stats.queued >= options.batchSize && Date.now() >= retryAt) void pump(true);
-        else schedule(Math.max(options.scheduleDelayMs, retryAt - Date.now()));
-      }
+      if (stats.queued > 0 && (stats.queued + 1 > options.maxItems || stats.queuedBytes + bytes > options.maxBytes)) return false;
+      push(item, bytes);
+      return true;
     },
     flush,
     async shutdown(timeoutMs: number): Promise<FlushResult> {

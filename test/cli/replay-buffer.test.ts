@@ -1,9 +1,11 @@
 /**
- * Replay against the delivery buffer's byte bound (PREFECT_OTEL_BUFFER_MAX_BYTES): what the bound
- * drops is logged before the process exits.
+ * Replay against the delivery buffer's byte bound (PREFECT_OTEL_BUFFER_MAX_BYTES): spans with large
+ * events fill the bytes long before the span count, so replay must wait on the bytes too; and what
+ * the bound does drop is logged before the process exits.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli } from '../helpers/cli.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { customEvent, flowRunStateEvent } from '../helpers/prefect-events.js';
@@ -32,6 +34,29 @@ function runLines(i: number): string[] {
 }
 
 const input = (runs: number): string => `${Array.from({ length: runs }, (_, i) => runLines(i).join('\n')).join('\n')}\n`;
+
+test('spans of large events against a byte bound of ~8 spans and a healthy collector: replay waits on the bytes, every span arrives, exit 0', async (t) => {
+  const runs = 60;
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const r = await startCli(
+    ['replay', '-'],
+    { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_BUFFER_MAX_BYTES: String(300 * 1024), PREFECT_OTEL_STATS_INTERVAL_MS: '0' },
+    input(runs),
+  ).result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, new RegExp(`spans: ${runs} exported\\nexport: ok`));
+  const got = receiver.spans().map((s) => ({ traceId: s.traceId, spanId: s.spanId, name: s.name, events: s.events.map((e) => e.name) }));
+  const want = Array.from({ length: runs }, (_, i) => ({
+    traceId: traceIdForRun(runId(i)),
+    spanId: spanIdForRun(runId(i)),
+    name: 'etl',
+    events: ['Running', ...Array<string>(EVENTS_PER_RUN).fill('acme.chunk'), 'Completed'],
+  }));
+  const bySpanId = (a: { spanId: string }, b: { spanId: string }): number => a.spanId.localeCompare(b.spanId);
+  assert.deepEqual(got.sort(bySpanId), want.sort(bySpanId));
+  assert.deepEqual(logLines(r.stdout).filter((l) => (l.level ?? 0) >= 50), [], 'no error lines');
+});
 
 test('spans the byte bound drops: the loss is logged with its count before replay exits', async (t) => {
   const runs = 20;

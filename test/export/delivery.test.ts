@@ -55,6 +55,26 @@ test('the buffer bound: with the collector down, the oldest spans are dropped an
   assert.deepEqual(d.drainQueued().map((s) => Number(s.run.id)), [...range(1, 50), ...range(151, 250)]);
 });
 
+test('offer: a span that does not fit is refused and nothing is dropped; an empty queue takes any span', () => {
+  const { d } = delivery('http://127.0.0.1:9', { bufferMaxSpans: 100 });
+  const taken = Array.from({ length: 151 }, (_, k) => d.offer(span(k + 1)));
+  // The first batch (50) is on its way; 100 fit behind it; the 151st is refused, not queued.
+  assert.deepEqual(taken, [...Array<boolean>(150).fill(true), false]);
+  assert.deepEqual({ queued: d.stats.queued, inFlight: d.stats.inFlight, dropped: d.stats.dropped }, { queued: 100, inFlight: 50, dropped: 0 });
+  assert.deepEqual(d.drainQueued().map((s) => Number(s.run.id)), Array.from({ length: 150 }, (_, k) => k + 1));
+
+  const small = delivery('http://127.0.0.1:9', { bufferMaxBytes: 1024 }).d;
+  const big = { ...span(1), attributes: { 'prefect.run.id': '1', 'prefect.event.payload': 'p'.repeat(4_000) } };
+  // Larger than the whole bound: taken, then dropped and counted as `enqueue` would.
+  assert.equal(small.offer(big), true);
+  assert.deepEqual({ queued: small.stats.queued, dropped: small.stats.dropped }, { queued: 0, dropped: 1 });
+  assert.equal(small.offer(span(2)), true);
+  assert.deepEqual({ queued: small.stats.queued, queuedBytes: small.stats.queuedBytes > 0, dropped: small.stats.dropped }, { queued: 1, queuedBytes: true, dropped: 1 });
+  assert.equal(small.offer(big), false, 'a span that would push out the one queued is refused');
+  assert.deepEqual({ queued: small.stats.queued, dropped: small.stats.dropped }, { queued: 1, dropped: 1 });
+  small.drainQueued();
+});
+
 test('a batch the collector rejects for good (400) is dropped and counted, not retried forever', async () => {
   const receiver = await startOtlpReceiver({ respond: () => 400 });
   const { d } = delivery(receiver.url);
