@@ -44,11 +44,12 @@ export interface PipelineOptions {
   /** Override the trace delivery (tests, benchmarks); default from config. */
   readonly delivery?: Delivery<SpanRecord> | null;
   /**
-   * The caller waits for the collector instead of letting the buffer drop (replay): a span that does
-   * not fit in the trace buffer is held, in order, until `backpressure` lets it in. One event (the
-   * end of input) can end every open run at once; that burst waits instead of overflowing the bound.
+   * The caller waits for the collector instead of letting the buffers drop (replay), while
+   * `backpressure()` says so: a span that does not fit in the trace buffer is held, in order, until
+   * `backpressure` lets it in. One event (the end of input) can end every open run at once; that
+   * burst waits instead of overflowing the bound.
    */
-  readonly holdSpans?: boolean;
+  readonly backpressure?: boolean;
 }
 
 export interface PipelineCounters {
@@ -68,9 +69,9 @@ export interface Pipeline {
   /** End of input: wait for parent lookups, then end every open run (unfinished ones as incomplete). */
   finish(reason: string, lookupTimeoutMs?: number): Promise<void>;
   /**
-   * With `holdSpans`: lets held spans into the trace buffer while they fit. True while the caller
-   * should wait for the collector: spans are still held, or the buffer is above half of a bound
-   * (the other half takes what the next event finishes).
+   * With the `backpressure` option: lets held spans into the trace buffer while they fit. True while
+   * the caller should wait for the collector: spans are still held, or the trace or log buffer is
+   * above half of a bound (the other half takes what the next event adds).
    */
   backpressure(): boolean;
   flush(timeoutMs: number): Promise<FlushResult>;
@@ -88,6 +89,8 @@ export interface Pipeline {
 }
 
 const WARN_PER_REASON = 10;
+/** The log buffer holds this many records per span the trace buffer holds. */
+const LOG_RECORDS_PER_SPAN = 4;
 /** In replay, timers (settle, grace, idle) run on event time, checked whenever it advances this much. */
 const EVENT_CLOCK_TICK_MS = 100;
 /**
@@ -116,8 +119,10 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     options.onDelivered?.(spans);
   };
   const traces = options.delivery === null ? undefined : (options.delivery ?? createTraceDelivery(config, logger, resource, onDelivered));
-  const held = options.holdSpans === true && traces !== undefined ? createHeldSpans(traces, config) : undefined;
+  const held = options.backpressure === true && traces !== undefined ? createHeldSpans(traces, config) : undefined;
   const logs = createLogDelivery(config, logger);
+  // STLOGGING records come a few per event, never in bursts: waiting while the buffer is above half suffices.
+  const logsFull = options.backpressure === true && logs !== undefined ? aboveHalf(logs, config.delivery.maxSpans * LOG_RECORDS_PER_SPAN, config.delivery.maxBytes) : undefined;
   const writeRunLog = createRunLogWriter(logger, {
     jaegerUrl: config.jaegerUrl,
     uiUrl: config.prefect.uiUrl,
@@ -344,7 +349,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       return combine(t, l);
     },
     backpressure(): boolean {
-      return held?.admit() ?? false;
+      return (held?.admit() ?? false) || (logsFull?.() ?? false);
     },
     async shutdown(timeoutMs: number): Promise<FlushResult> {
       // Spans still held go to the buffer now: what its bound drops is counted and logged, not lost silently.
@@ -367,13 +372,18 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   };
 }
 
-/** Spans waiting for room in the trace buffer (`holdSpans`), oldest first. */
+/** Whether a delivery queue is above half of either of its bounds. */
+function aboveHalf<T>(delivery: Delivery<T>, maxItems: number, maxBytes: number): () => boolean {
+  const items = Math.max(1, Math.floor(maxItems / 2));
+  const bytes = Math.floor(maxBytes / 2);
+  return () => delivery.stats.queued > items || delivery.stats.queuedBytes > bytes;
+}
+
+/** Spans waiting for room in the trace buffer (the `backpressure` option), oldest first. */
 function createHeldSpans(traces: Delivery<SpanRecord>, config: Config) {
-  const highWaterSpans = Math.max(1, Math.floor(config.delivery.maxSpans / 2));
-  const highWaterBytes = Math.floor(config.delivery.maxBytes / 2);
+  const aboveHighWater = aboveHalf(traces, config.delivery.maxSpans, config.delivery.maxBytes);
   let spans: (SpanRecord | undefined)[] = [];
   let head = 0;
-  const aboveHighWater = (): boolean => traces.stats.queued > highWaterSpans || traces.stats.queuedBytes > highWaterBytes;
   return {
     add(span: SpanRecord): void {
       if (head < spans.length || !traces.offer(span)) spans.push(span);
@@ -443,7 +453,7 @@ function createLogDelivery(config: Config, logger: Logger): Delivery<ReadableLog
     name: 'logs',
     send: (batch) => sender.send(batch),
     sizeOf: (r) => 300 + (typeof r.body === 'string' ? r.body.length : 200),
-    maxItems: config.delivery.maxSpans * 4,
+    maxItems: config.delivery.maxSpans * LOG_RECORDS_PER_SPAN,
     maxBytes: config.delivery.maxBytes,
     batchSize: config.delivery.batchSize,
     scheduleDelayMs: config.delivery.scheduleDelayMs,

@@ -62,7 +62,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     config,
     logger,
     clock: 'event',
-    holdSpans: true,
+    backpressure: true,
     nativeSpans: nativeSpanFromRest(rest),
     resolveOwner: createOwnerLookup(rest, {
       skip: () => restUnreachable,
@@ -176,16 +176,14 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
 }
 
 /**
- * Backpressure: a file can be read far faster than a collector accepts spans; never overflow the
- * buffer (by spans or by bytes). Sends until the held spans are in the buffer and it is below half
- * its bounds, or until `stop`.
+ * Backpressure: a file can be read far faster than a collector accepts spans and log records; never
+ * overflow a buffer (by items or by bytes). Sends until the held spans are in the trace buffer and
+ * both buffers are below half their bounds, or until `stop`.
  */
 async function waitForCollector(pipeline: Pipeline, stop: () => boolean): Promise<void> {
-  const traces = pipeline.traces;
-  if (traces === undefined) return;
   while (pipeline.backpressure() && !stop()) {
-    const r = await traces.flush(1_000);
-    if (!r.ok && traces.stats.failing) await new Promise((res) => setTimeout(res, 200));
+    const r = await pipeline.flush(1_000);
+    if (!r.ok && (pipeline.traces?.stats.failing === true || pipeline.logs?.stats.failing === true)) await new Promise((res) => setTimeout(res, 200));
   }
 }
 

@@ -20,20 +20,22 @@ const PAYLOAD = { blob: 'p'.repeat(4_100) };
 const hex12 = (n: number): string => n.toString(16).padStart(12, '0');
 const runId = (i: number): string => `0198c7d2-5b1e-7a3c-9f10-${hex12(i)}`;
 
-/** Flow run i: Running, EVENTS_PER_RUN custom events of ~4 KB, Completed; one span of ~35 KB (estimated). */
-function runLines(i: number): string[] {
+const eventId = (i: number, k: number): string => `0198c7d2-eeee-7000-8000-${hex12(i * 16 + k)}`;
+
+/** Flow run i: Running, EVENTS_PER_RUN custom events (of ~4 KB by default), Completed; one span (of ~35 KB). */
+function runLines(i: number, payload: Record<string, unknown> = PAYLOAD): string[] {
   const id = runId(i);
   const t = T0 + i * 10;
   return [
-    flowRunStateEvent({ flowRunId: id, flowRunName: `run-${i}`, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t, id: `0198c7d2-eeee-7000-8000-${hex12(i * 16)}` }),
+    flowRunStateEvent({ flowRunId: id, flowRunName: `run-${i}`, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t, id: eventId(i, 0) }),
     ...Array.from({ length: EVENTS_PER_RUN }, (_, k) =>
-      customEvent({ event: 'acme.chunk', resourceId: `prefect.flow-run.${id}`, related: [], payload: PAYLOAD, occurred: t + 1 + k, id: `0198c7d2-eeee-7000-8000-${hex12(i * 16 + 1 + k)}` }),
+      customEvent({ event: 'acme.chunk', resourceId: `prefect.flow-run.${id}`, related: [], payload, occurred: t + 1 + k, id: eventId(i, 1 + k) }),
     ),
-    flowRunStateEvent({ flowRunId: id, flowRunName: `run-${i}`, ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: t + 9, id: `0198c7d2-eeee-7000-8000-${hex12(i * 16 + 15)}` }),
+    flowRunStateEvent({ flowRunId: id, flowRunName: `run-${i}`, ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: t + 9, id: eventId(i, 15) }),
   ].map((e) => JSON.stringify(e));
 }
 
-const input = (runs: number): string => `${Array.from({ length: runs }, (_, i) => runLines(i).join('\n')).join('\n')}\n`;
+const input = (runs: number, payload?: Record<string, unknown>): string => `${Array.from({ length: runs }, (_, i) => runLines(i, payload).join('\n')).join('\n')}\n`;
 
 test('spans of large events against a byte bound of ~8 spans and a healthy collector: replay waits on the bytes, every span arrives, exit 0', async (t) => {
   const runs = 60;
@@ -79,4 +81,30 @@ test('spans the byte bound drops: the loss is logged with its count before repla
     loss.map(() => ({ level: 50, component: 'export', signal: 'traces' })),
   );
   assert.equal(loss.reduce((n, l) => n + Number(l.count), 0), runs);
+});
+
+test('STLOGGING records over OTLP against a byte bound of ~100 records and a healthy collector: replay waits on the log buffer too, every record arrives', async (t) => {
+  const runs = 60;
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const r = await startCli(
+    ['replay', '-'],
+    { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_LOGS_EXPORTER: 'otlp', PREFECT_OTEL_BUFFER_MAX_BYTES: String(48 * 1024), PREFECT_OTEL_STATS_INTERVAL_MS: '0' },
+    input(runs, { n: 1 }),
+  ).result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, new RegExp(`spans: ${runs} exported\\nexport: ok`));
+  const got = receiver.logs().map((l) => ({ traceId: l.traceId, spanId: l.spanId, body: l.body }));
+  const want = Array.from({ length: runs }, (_, i) => {
+    const id = runId(i);
+    const ctx = { traceId: traceIdForRun(id), spanId: spanIdForRun(id) };
+    return [
+      { ...ctx, body: `STLOGGING: Flow run ${id} (run-${i}) state transition: PENDING -> RUNNING (state_name='Running', message='')` },
+      ...Array.from({ length: EVENTS_PER_RUN }, (_, k) => ({ ...ctx, body: `STLOGGING: Event acme.chunk (id=${eventId(i, 1 + k)}) on flow run ${id}` })),
+      { ...ctx, body: `STLOGGING: Flow run ${id} (run-${i}) state transition: RUNNING -> COMPLETED (state_name='Completed', message='')` },
+    ];
+  }).flat();
+  const byBody = (a: { body: unknown }, b: { body: unknown }): number => String(a.body).localeCompare(String(b.body));
+  assert.deepEqual(got.sort(byBody), want.sort(byBody));
+  assert.deepEqual(logLines(r.stdout).filter((l) => (l.level ?? 0) >= 50), [], 'no error lines');
 });
