@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LogFormat, LogLevel } from '../config.js';
+import { escapeControls } from './control-chars.js';
 
 export type { Logger } from 'pino';
 
@@ -13,28 +14,37 @@ const REDACT = [
 const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
 const OMIT_PRETTY = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'service']);
 
-/** One line per record, `HH:MM:SS.mmm LEVEL message key=value …`: for people, not for log pipelines. */
+/**
+ * One line per record, `HH:MM:SS.mmm LEVEL message key=value …`: for people, not for log pipelines.
+ * Messages and values are written unquoted, so control characters in them (from run and event names)
+ * are escaped: a record is always one line and never drives the terminal.
+ */
 export function createPrettyStream(out: NodeJS.WritableStream = process.stdout): DestinationStream {
   return new Writable({
     write(chunk: Buffer, _enc, done) {
       for (const line of chunk.toString('utf8').split('\n')) {
         if (line === '') continue;
-        try {
-          const o = JSON.parse(line) as Record<string, unknown>;
-          const time = typeof o.time === 'number' ? new Date(o.time).toISOString().slice(11, 23) : '';
-          const level = LEVEL_NAMES[Number(o.level)] ?? String(o.level);
-          const rest = Object.entries(o)
-            .filter(([k]) => !OMIT_PRETTY.has(k))
-            .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
-            .join(' ');
-          out.write(`${time} ${level.padEnd(5)} ${typeof o.msg === 'string' ? o.msg : ''}${rest === '' ? '' : `  ${rest}`}\n`);
-        } catch {
-          out.write(`${line}\n`);
-        }
+        out.write(`${escapeControls(prettyLine(line))}\n`);
       }
       done();
     },
   });
+}
+
+function prettyLine(json: string): string {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json;
+  }
+  const time = typeof o.time === 'number' ? new Date(o.time).toISOString().slice(11, 23) : '';
+  const level = LEVEL_NAMES[Number(o.level)] ?? String(o.level);
+  const rest = Object.entries(o)
+    .filter(([k]) => !OMIT_PRETTY.has(k))
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .join(' ');
+  return `${time} ${level.padEnd(5)} ${typeof o.msg === 'string' ? o.msg : ''}${rest === '' ? '' : `  ${rest}`}`;
 }
 
 export interface LoggerOptions {

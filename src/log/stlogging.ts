@@ -3,6 +3,7 @@ import { TraceFlags } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import type { Logger } from 'pino';
+import { CONTROL_CHARS, escapeControls } from './control-chars.js';
 import { ownLineStream } from './logger.js';
 import { INSTRUMENTATION_SCOPE } from '../export/spans.js';
 import { usToHrTime, usToIso } from '../model/time.js';
@@ -20,13 +21,13 @@ export interface RunLogWriterOptions {
 const RUN_WORD = { flow: 'Flow run', task: 'Task run' } as const;
 const RUN_WORD_LOWER = { flow: 'flow run', task: 'task run' } as const;
 
-/** Python-repr-like quoting, kept on one line. */
+/** Python-repr-like quoting, kept on one line: backslashes, quotes and control characters escaped. */
 function quote(text: string): string {
   if (!NEEDS_QUOTING.test(text)) return `'${text}'`;
-  return `'${text.replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(/\r?\n/g, '\\n')}'`;
+  return `'${escapeControls(text.replace(/\\/g, '\\\\').replace(/'/g, "\\'"))}'`;
 }
 
-const NEEDS_QUOTING = /[\\'\n]/;
+const NEEDS_QUOTING = new RegExp(`[\\\\'${CONTROL_CHARS}]`);
 
 /** The message of a STLOGGING line, without the prefix. */
 export function formatRunLogMessage(record: RunLogRecord): string {

@@ -109,3 +109,60 @@ test('STLOGGING lines follow the logger level: warn drops transitions and keeps 
     [`STLOGGING: Task run ${RUN_ID} (late one) state transition: None -> COMPLETED (state_name='Completed', message='All done') (late: its span was already exported)`],
   );
 });
+
+/** A run name as a `flow_run_name` template can make it: a forged second line, a colour change. */
+const FORGED_NAME = 'fox\n09:00:00.000 INFO  STLOGGING: Flow run 00000000-0000-0000-0000-000000000000 (forged) state transition: RUNNING -> COMPLETED\x1b[31mRED\x1b[0m';
+const FORGED: RunLogRecord[] = [
+  {
+    ...base,
+    kind: 'transition',
+    run: { type: 'flow', id: RUN_ID, name: FORGED_NAME, root: true },
+    event: event({}),
+    state: { type: 'RUNNING', name: 'Run\rning', message: 'a\rCR\r\nCRLF \u2028 \u2029 \u0085 \u009b2J \u007f \u0000 \\n', from: 'PENDING\nFORGED-FROM', runCount: 1, terminal: false },
+  },
+  {
+    ...base,
+    kind: 'event',
+    run: { type: 'flow', id: RUN_ID, name: FORGED_NAME, root: true },
+    event: event({ name: 'my.event\nFORGED\x1b[2J' }),
+    state: undefined,
+  },
+];
+
+/** The forged name as the pretty stream writes it: escaped, on the record's one line. */
+const FORGED_NAME_ESCAPED = String.raw`fox\n09:00:00.000 INFO  STLOGGING: Flow run 00000000-0000-0000-0000-000000000000 (forged) state transition: RUNNING -> COMPLETED\x1b[31mRED\x1b[0m`;
+/** The state message as quote() writes it, in both formats. */
+const MESSAGE_QUOTED = String.raw`'a\rCR\r\nCRLF \u2028 \u2029 \x85 \x9b2J \x7f \x00 \\n'`;
+
+test('control characters in run names, event names and states: each pretty record is exactly one line with them escaped; JSON keeps the text', () => {
+  for (const own of [true, false]) {
+    const pretty = sink();
+    const json = sink();
+    const loggers = own
+      ? [createLogger({ level: 'info', format: 'pretty', destination: pretty.stream }), createLogger({ level: 'info', format: 'json', destination: json.stream })]
+      : [pino({ level: 'info', base: { service: 'prefect-otel' } }, createPrettyStream(pretty.stream)), pino({ level: 'info', base: { service: 'prefect-otel' } }, json.stream)];
+    const writers = loggers.map((l) => createRunLogWriter(l, OPTION_SETS[0]!));
+    for (const record of FORGED) for (const write of writers) write(record);
+    const common = `component=runs trace_id=${base.traceId} span_id=${base.spanId} trace_flags=01 prefect.run.id=${RUN_ID} prefect.run.type=flow`;
+    assert.deepEqual(pretty.lines.map((l) => l.slice(12)), [
+      ` INFO  STLOGGING: Flow run ${RUN_ID} (${FORGED_NAME_ESCAPED}) state transition: PENDING\\nFORGED-FROM -> RUNNING (state_name='Run\\rning', message=${MESSAGE_QUOTED})  ` +
+        `${common} prefect.event.id=${FORGED[0]!.event.id} prefect.event.name=prefect.flow-run.Running occurred=2026-11-25T09:00:00.123456Z prefect.run.name=${FORGED_NAME_ESCAPED} prefect.state.type=RUNNING prefect.state.name=Run\\rning`,
+      ` INFO  STLOGGING: Event my.event\\nFORGED\\x1b[2J (id=${FORGED[1]!.event.id}) on flow run ${RUN_ID}  ` +
+        `${common} prefect.event.id=${FORGED[1]!.event.id} prefect.event.name=my.event\\nFORGED\\x1b[2J occurred=2026-11-25T09:00:00.123456Z prefect.run.name=${FORGED_NAME_ESCAPED}`,
+    ]);
+    // JSON escapes every control character itself; the message text is the one both formats show.
+    assert.deepEqual(json.lines.map((l) => (JSON.parse(l) as { msg: string }).msg), [
+      `STLOGGING: Flow run ${RUN_ID} (${FORGED_NAME}) state transition: PENDING\nFORGED-FROM -> RUNNING (state_name='Run\\rning', message=${MESSAGE_QUOTED})`,
+      `STLOGGING: Event my.event\nFORGED\x1b[2J (id=${FORGED[1]!.event.id}) on flow run ${RUN_ID}`,
+    ]);
+  }
+});
+
+test('the pretty stream escapes control characters in any record: message, string values, values inside objects, keys', () => {
+  const pretty = sink();
+  const log = createLogger({ level: 'info', format: 'pretty', destination: pretty.stream });
+  log.warn({ detail: 'resource.evil\nFORGED\x1b[2J is a number', nested: { 'k\u0085': 'a\u2028b\u009bc\u007f' }, n: 1 }, 'skipped\r malformed\tinput');
+  assert.deepEqual(pretty.lines.map((l) => l.slice(12)), [
+    String.raw` WARN  skipped\r malformed\tinput  detail=resource.evil\nFORGED\x1b[2J is a number nested={"k\x85":"a\u2028b\x9bc\x7f"} n=1`,
+  ]);
+});
