@@ -74,7 +74,7 @@ export function parseEvent(value: unknown): ParseResult {
   if (!isRecord(value)) return fail('not_an_object', `expected a JSON object, got ${describe(value)}`);
   let body: Record<string, unknown> = value;
   if ('type' in value && !('occurred' in value && 'resource' in value)) {
-    if (value.type !== 'event') return fail('not_an_event_message', `message type ${JSON.stringify(value.type)}`);
+    if (value.type !== 'event') return fail('not_an_event_message', `message type ${show(value.type)}`);
     if (!isRecord(value.event)) return fail('missing_field', 'envelope without an "event" object');
     body = value.event;
   }
@@ -82,7 +82,7 @@ export function parseEvent(value: unknown): ParseResult {
   if (id === undefined || id === null) return fail('missing_field', 'id');
   if (typeof id !== 'string') return fail('wrong_type', `id is ${describe(id)}`);
   const canonicalId = canonicalUuid(id);
-  if (canonicalId === undefined) return fail('bad_id', `id ${JSON.stringify(id.slice(0, 60))} is not a UUID`);
+  if (canonicalId === undefined) return fail('bad_id', `id ${quoted(id)} is not a UUID`);
 
   const name = body.event;
   if (name === undefined || name === null) return fail('missing_field', 'event');
@@ -93,7 +93,7 @@ export function parseEvent(value: unknown): ParseResult {
   if (occurred === undefined || occurred === null) return fail('missing_field', 'occurred');
   if (typeof occurred !== 'string') return fail('wrong_type', `occurred is ${describe(occurred)}`);
   const occurredUs = parseTimestampUs(occurred);
-  if (occurredUs === undefined) return fail('bad_timestamp', `occurred ${JSON.stringify(occurred.slice(0, 60))}`);
+  if (occurredUs === undefined) return fail('bad_timestamp', `occurred ${quoted(occurred)}`);
 
   let received: string | undefined;
   let receivedUs: number | undefined;
@@ -138,7 +138,7 @@ function parseResource(value: unknown, where: string): Resource | ParseResult {
   // Checked in place and kept as is: a parsed frame's objects belong to this event alone.
   for (const key in value) {
     const v = value[key];
-    if (typeof v !== 'string') return fail('wrong_type', `${where}.${key} is ${describe(v)}, labels must be strings`);
+    if (typeof v !== 'string') return fail('wrong_type', `${where}.${clip(key)} is ${describe(v)}, labels must be strings`);
   }
   const labels = value as Record<string, string>;
   const id = labels['prefect.resource.id'];
@@ -158,7 +158,27 @@ export function isRecord(value: unknown): value is Record<string, unknown> {
 function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
-  return `a ${typeof value}`;
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+/** Longest piece of the input a skip's detail repeats (the excerpt shows the input itself). */
+const DETAIL_TEXT_MAX = 60;
+
+/** At most DETAIL_TEXT_MAX characters of `text`, `…` when cut. */
+function clip(text: string): string {
+  return text.length > DETAIL_TEXT_MAX ? `${text.slice(0, DETAIL_TEXT_MAX)}…` : text;
+}
+
+/** `text` clipped, as a JSON string. */
+function quoted(text: string): string {
+  return text.length > DETAIL_TEXT_MAX ? `${JSON.stringify(text.slice(0, DETAIL_TEXT_MAX))}…` : JSON.stringify(text);
+}
+
+/** A value for a detail, short whatever it is, and never an exception (a deep or cyclic object is only described). */
+function show(value: unknown): string {
+  if (typeof value === 'string') return quoted(value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return describe(value);
 }
 
 /** A short, single-line excerpt of bad input for a log line. */

@@ -140,3 +140,30 @@ test('a flood of malformed lines of every kind between good runs: the process st
   assert.ok(warned.every((w) => w.level === 40 && w.excerpt.length <= 161));
   assert.ok(flooded.r.stdout.length < alone.r.stdout.length + 200_000, 'the log does not grow with the flood');
 });
+
+test('huge malformed lines give short warnings: the detail repeats at most a clipped piece of the input', async () => {
+  const longKey = `k${'e'.repeat(1_500_000)}`;
+  const good = JSON.parse(goodEvents()[0]!.line) as { event: Record<string, unknown> };
+  const lines = [
+    JSON.stringify({ ...good.event, resource: { 'prefect.resource.id': 'x', [longKey]: 5 } }),
+    `{"type":"event${'x'.repeat(1_500_000)}"}`,
+    `{"type":${'['.repeat(100_000)}${']'.repeat(100_000)}}`,
+  ];
+  const file = join(dir, 'huge-malformed.jsonl');
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  const r = await startCli(['replay', file], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_LOG_LEVEL: 'info', PREFECT_OTEL_STATS_INTERVAL_MS: '0' }).result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /skipped: 3 \(not_an_event_message: 2, wrong_type: 1\)/);
+  const warned = r.stdout.split('\n').filter((l) => l.includes('malformed') || l.includes('could not be processed'));
+  assert.deepEqual(
+    warned.map((l) => {
+      const o = JSON.parse(l) as { msg: string; reason: string; detail: string; excerpt: string };
+      return { msg: o.msg, reason: o.reason, detail: o.detail, excerpt: o.excerpt, short: l.length < 600 };
+    }),
+    [
+      { msg: 'skipped malformed input', reason: 'wrong_type', detail: `resource.k${'e'.repeat(59)}… is a number, labels must be strings`, excerpt: excerpt(lines[0]!), short: true },
+      { msg: 'skipped malformed input', reason: 'not_an_event_message', detail: `message type "event${'x'.repeat(55)}"…`, excerpt: excerpt(lines[1]!), short: true },
+      { msg: 'skipped malformed input', reason: 'not_an_event_message', detail: 'message type an array', excerpt: excerpt(lines[2]!), short: true },
+    ],
+  );
+});

@@ -219,3 +219,28 @@ test('parser: malformed input gives a reason, never an exception', () => {
     follows: undefined,
   });
 });
+
+test('parser: a skip\'s detail is short whatever the input: long keys and values are cut, a deep or cyclic value is only described', () => {
+  const good = JSON.parse(taskBare!) as Record<string, unknown>;
+  const longKey = `k${'e'.repeat(1_500_000)}`;
+  const deep = `${'['.repeat(200_000)}${']'.repeat(200_000)}`;
+  const cyclic: Record<string, unknown> = { a: 1 };
+  cyclic.self = cyclic;
+  const cases: [unknown, string, string][] = [
+    [JSON.stringify({ ...good, resource: { 'prefect.resource.id': 'x', [longKey]: 5 } }), 'wrong_type', `resource.k${'e'.repeat(59)}… is a number, labels must be strings`],
+    [JSON.stringify({ ...good, related: [{ 'prefect.resource.id': 'x', [longKey]: null }] }), 'wrong_type', `related[0].k${'e'.repeat(59)}… is null, labels must be strings`],
+    [`{"type":"event${'x'.repeat(1_500_000)}"}`, 'not_an_event_message', `message type "event${'x'.repeat(55)}"…`],
+    [`{"type":${deep}}`, 'not_an_event_message', 'message type an array'],
+    [{ type: cyclic }, 'not_an_event_message', 'message type an object'],
+    ['{"type":42}', 'not_an_event_message', 'message type 42'],
+    [{ ...good, id: { a: 1 } }, 'wrong_type', 'id is an object'],
+    ['{"type":"auth_success"}', 'not_an_event_message', 'message type "auth_success"'],
+    [JSON.stringify({ ...good, id: 'u'.repeat(100) }), 'bad_id', `id "${'u'.repeat(60)}"… is not a UUID`],
+    [JSON.stringify({ ...good, occurred: 'soon' }), 'bad_timestamp', 'occurred "soon"'],
+  ];
+  const got = cases.map(([input]) => {
+    const r = typeof input === 'string' ? parseEventText(input) : parseEvent(input);
+    return r.ok ? { ok: true } : { reason: r.reason, detail: r.detail };
+  });
+  assert.deepEqual(got, cases.map(([, reason, detail]) => ({ reason, detail })));
+});
