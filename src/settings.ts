@@ -238,7 +238,7 @@ export const SETTINGS = {
   },
   payloadMaxChars: {
     env: ['PREFECT_OTEL_PAYLOAD_MAX_CHARS'], flag: '--payload-max-chars', default: 4_096, parse: integer(0, 1_000_000),
-    doc: 'length of the `prefect.event.payload` JSON kept on a span event',
+    doc: 'length of the `prefect.event.payload` JSON kept on a span event, and of `prefect.state.message` (span event and status)',
   },
   dedupeWindowMs: {
     env: ['PREFECT_OTEL_DEDUPE_WINDOW_MS'], flag: '--dedupe-window-ms', default: 60 * MINUTE_MS, parse: integer(MINUTE_MS, 7 * DAY_MS, ' ms'),
