@@ -2,6 +2,7 @@ import { EventEmitter, once } from 'node:events';
 import { resolve as resolvePath } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
+import { errorText } from './errors.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
 import { routeDiagToLogger } from './log/diag.js';
@@ -43,6 +44,8 @@ export interface PrefectTracingHandle {
 
 const TICK_MS = 100;
 const SHUTDOWN_TIMEOUT_MS = 10_000;
+/** How often a state file that keeps failing to be written is logged again. */
+const STATE_ERROR_LOG_MS = 60_000;
 
 class Tracing extends EventEmitter implements PrefectTracingHandle {
   readonly config: Config;
@@ -62,6 +65,9 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private readonly store;
   private readonly state: StateWriter;
   private readonly startedMs = Date.now();
+  /** Periodic saves that failed in a row, and when the last of them was logged. */
+  private saveFailures = 0;
+  private saveFailureLoggedMs = 0;
 
   constructor(config: Config, options: Pick<StartOptions, 'logger' | 'hooks'>) {
     super();
@@ -153,11 +159,26 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     this.timers.push(t);
   }
 
+  /**
+   * The periodic save. A state file that cannot be written (a read-only directory) fails the same way
+   * every few seconds: the first failure is logged, then one line per STATE_ERROR_LOG_MS with the
+   * count, and one when a save works again.
+   */
   private async persist(): Promise<void> {
     try {
       await this.state.save(false);
     } catch (err) {
-      this.logger.error({ err: { message: (err as Error).message }, path: this.store.path }, 'could not write the state file');
+      this.saveFailures += 1;
+      const nowMs = Date.now();
+      if (this.saveFailures === 1 || nowMs - this.saveFailureLoggedMs >= STATE_ERROR_LOG_MS) {
+        this.saveFailureLoggedMs = nowMs;
+        this.logger.error({ error: errorText(err), path: this.store.path, failures: this.saveFailures }, 'could not write the state file');
+      }
+      return;
+    }
+    if (this.saveFailures > 0) {
+      this.logger.info({ path: this.store.path, failures: this.saveFailures }, 'the state file is written again');
+      this.saveFailures = 0;
     }
   }
 
@@ -194,7 +215,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       try {
         await this.state.save(true);
       } catch (err) {
-        log.error({ err: { message: (err as Error).message }, path: this.store.path }, 'could not write the state file');
+        log.error({ error: errorText(err), path: this.store.path }, 'could not write the state file');
       }
       await this.pipeline.shutdown(0);
       await this.metrics?.shutdown();

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
@@ -168,4 +168,32 @@ test('node --import prefect-otel/register: an application exports spans from the
   const msgs = logLines(stdout).map((l) => l.msg);
   assert.ok(msgs.includes('prefect-otel starting') && msgs.includes('stopped'), JSON.stringify(msgs.filter((m) => !String(m).startsWith('STLOGGING'))) + stderr);
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+});
+
+test('library: a state file that cannot be written is logged once, then again only when it is written again', async (t) => {
+  const prefect = await startFakePrefect();
+  const { logger, lines } = captureLogger();
+  // The state file's directory is a file: every save fails until it is removed.
+  const dir = tempDir();
+  const blocker = join(dir, 'not-a-dir');
+  writeFileSync(blocker, '');
+  const tracing = startPrefectTracing({ env: {}, logger, apiUrl: prefect.url, tracesExporter: 'none', stateFile: join(blocker, 'state.json'), stateFlushMs: 100, statsIntervalMs: 0 });
+  t.after(async () => {
+    await tracing.shutdown();
+    await prefect.close();
+  });
+  const saves = () => lines().filter((l) => l.msg === 'could not write the state file' || l.msg === 'the state file is written again');
+  await until('a save failed', () => saves().length === 1);
+  // Ten more saves fail meanwhile; none of them is logged.
+  await new Promise((r) => setTimeout(r, 1_000));
+  rmSync(blocker);
+  await until('a save works again', () => saves().length === 2);
+  assert.deepEqual(
+    saves().map((l) => ({ level: l.level, msg: l.msg, failures: l.failures, error: typeof l.error === 'string' && l.error.includes('not-a-dir') })),
+    [
+      { level: 50, msg: 'could not write the state file', failures: 1, error: true },
+      { level: 30, msg: 'the state file is written again', failures: saves()[1]!.failures, error: false },
+    ],
+  );
+  assert.ok(Number(saves()[1]!.failures) >= 5, String(saves()[1]!.failures));
 });
