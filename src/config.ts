@@ -104,12 +104,13 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
   if (v.apiKey !== undefined && v.authString !== undefined) {
     warnings.push('both PREFECT_API_KEY and PREFECT_API_AUTH_STRING are set; using PREFECT_API_KEY');
   }
-  const signal = (path: string, explicit: string | undefined, headers: Record<string, string>): OtlpSignalConfig => ({
-    url: explicit ?? `${v.otlpEndpoint.replace(/\/+$/, '')}/${path}`,
-    headers: Object.freeze({ ...v.otlpHeaders, ...headers }),
-    protocol: v.otlpProtocol,
-    compression: v.otlpCompression,
-    timeoutMs: v.otlpTimeoutMs,
+  /** Per signal, as the OpenTelemetry spec has it: each signal-specific value wins over the generic one (headers key by key). */
+  const signal = (path: string, specific: Partial<OtlpSignalConfig>): OtlpSignalConfig => ({
+    url: specific.url ?? `${v.otlpEndpoint.replace(/\/+$/, '')}/${path}`,
+    headers: Object.freeze({ ...v.otlpHeaders, ...specific.headers }),
+    protocol: specific.protocol ?? v.otlpProtocol,
+    compression: specific.compression ?? v.otlpCompression,
+    timeoutMs: specific.timeoutMs ?? v.otlpTimeoutMs,
   });
   const config: Config = {
     prefect: {
@@ -120,14 +121,18 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       uiUrl: v.uiUrl === undefined ? undefined : safeUrl(v.uiUrl).replace(/\/+$/, ''),
     },
     traces: {
-      ...signal('v1/traces', v.otlpTracesEndpoint, v.otlpTracesHeaders),
-      protocol: v.otlpTracesProtocol ?? v.otlpProtocol,
-      compression: v.otlpTracesCompression ?? v.otlpCompression,
-      timeoutMs: v.otlpTracesTimeoutMs ?? v.otlpTimeoutMs,
+      ...signal('v1/traces', { url: v.otlpTracesEndpoint, headers: v.otlpTracesHeaders, protocol: v.otlpTracesProtocol, compression: v.otlpTracesCompression, timeoutMs: v.otlpTracesTimeoutMs }),
       exporter: v.tracesExporter,
     },
-    logs: { ...signal('v1/logs', v.otlpLogsEndpoint, {}), exporter: v.logsExporter },
-    metrics: { ...signal('v1/metrics', v.otlpMetricsEndpoint, {}), exporter: v.metricsExporter, intervalMs: v.metricExportIntervalMs },
+    logs: {
+      ...signal('v1/logs', { url: v.otlpLogsEndpoint, headers: v.otlpLogsHeaders, protocol: v.otlpLogsProtocol, compression: v.otlpLogsCompression, timeoutMs: v.otlpLogsTimeoutMs }),
+      exporter: v.logsExporter,
+    },
+    metrics: {
+      ...signal('v1/metrics', { url: v.otlpMetricsEndpoint, headers: v.otlpMetricsHeaders, protocol: v.otlpMetricsProtocol, compression: v.otlpMetricsCompression, timeoutMs: v.otlpMetricsTimeoutMs }),
+      exporter: v.metricsExporter,
+      intervalMs: v.metricExportIntervalMs,
+    },
     resource: { serviceName: v.serviceName, attributes: Object.freeze({ ...v.resourceAttributes }) },
     stateFile: v.stateFile,
     jaegerUrl: v.jaegerUrl === undefined ? undefined : safeUrl(v.jaegerUrl).replace(/\/+$/, ''),
@@ -170,8 +175,10 @@ export function describeConfig(config: Config): Record<string, unknown> {
     otlpHeaders: Object.keys(config.traces.headers).map((k) => `${k}=[redacted]`),
     logsExporter: config.logs.exporter,
     logsUrl: config.logs.exporter === 'otlp' ? url(config.logs.url) : undefined,
+    ...(config.logs.exporter === 'otlp' ? transport('logs', config.logs) : {}),
     metricsExporter: config.metrics.exporter,
     metricsUrl: config.metrics.exporter === 'otlp' ? url(config.metrics.url) : undefined,
+    ...(config.metrics.exporter === 'otlp' ? transport('metrics', config.metrics) : {}),
     metricExportIntervalMs: config.metrics.exporter === 'otlp' ? config.metrics.intervalMs : undefined,
     serviceName: config.resource.serviceName,
     stateFile: config.stateFile,
@@ -179,6 +186,16 @@ export function describeConfig(config: Config): Record<string, unknown> {
     model: config.model,
     delivery: config.delivery,
     httpPort: config.httpPort,
+  };
+}
+
+/** A log or metric signal's protocol, compression, timeout and header names (values redacted: they are secrets). */
+function transport(prefix: 'logs' | 'metrics', signal: OtlpSignalConfig): Record<string, unknown> {
+  return {
+    [`${prefix}Protocol`]: signal.protocol,
+    [`${prefix}Compression`]: signal.compression,
+    [`${prefix}TimeoutMs`]: signal.timeoutMs,
+    [`${prefix}Headers`]: Object.keys(signal.headers).map((k) => `${k}=[redacted]`),
   };
 }
 

@@ -98,6 +98,15 @@ function httpHeaders(raw: unknown): Parsed<Record<string, string>> {
   return parsed;
 }
 
+/**
+ * The OTLP transports prefect-otel speaks. The OpenTelemetry spec also names `grpc` for every
+ * signal; that value warns and falls back like any other unsupported one.
+ */
+const OTLP_PROTOCOLS = ['http/protobuf', 'http/json'] as const;
+const OTLP_COMPRESSIONS = ['gzip', 'none'] as const;
+type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
+type OtlpCompression = (typeof OTLP_COMPRESSIONS)[number];
+
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
 const DAY_MS = 24 * HOUR_MS;
@@ -143,25 +152,45 @@ export const SETTINGS = {
     env: ['OTEL_EXPORTER_OTLP_TRACES_HEADERS'], flag: '--otlp-traces-headers', default: {}, parse: httpHeaders, secret: true,
     doc: 'headers for trace requests only (win over the generic ones)',
   },
+  otlpLogsHeaders: {
+    env: ['OTEL_EXPORTER_OTLP_LOGS_HEADERS'], flag: '--otlp-logs-headers', default: {}, parse: httpHeaders, secret: true,
+    doc: 'headers for log requests only (win over the generic ones)',
+  },
+  otlpMetricsHeaders: {
+    env: ['OTEL_EXPORTER_OTLP_METRICS_HEADERS'], flag: '--otlp-metrics-headers', default: {}, parse: httpHeaders, secret: true,
+    doc: 'headers for metric requests only (win over the generic ones)',
+  },
   otlpProtocol: {
-    env: ['OTEL_EXPORTER_OTLP_PROTOCOL'], flag: '--otlp-protocol', default: 'http/protobuf',
-    parse: oneOf(['http/protobuf', 'http/json'] as const),
+    env: ['OTEL_EXPORTER_OTLP_PROTOCOL'], flag: '--otlp-protocol', default: 'http/protobuf', parse: oneOf(OTLP_PROTOCOLS),
     doc: '`http/protobuf` or `http/json`',
   },
   otlpTracesProtocol: {
-    env: ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'], flag: '--otlp-traces-protocol', default: undefined as 'http/protobuf' | 'http/json' | undefined,
-    parse: optional(oneOf(['http/protobuf', 'http/json'] as const)),
+    env: ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'], flag: '--otlp-traces-protocol', default: undefined as OtlpProtocol | undefined, parse: optional(oneOf(OTLP_PROTOCOLS)),
     doc: 'protocol for traces only',
   },
+  otlpLogsProtocol: {
+    env: ['OTEL_EXPORTER_OTLP_LOGS_PROTOCOL'], flag: '--otlp-logs-protocol', default: undefined as OtlpProtocol | undefined, parse: optional(oneOf(OTLP_PROTOCOLS)),
+    doc: 'protocol for logs only',
+  },
+  otlpMetricsProtocol: {
+    env: ['OTEL_EXPORTER_OTLP_METRICS_PROTOCOL'], flag: '--otlp-metrics-protocol', default: undefined as OtlpProtocol | undefined, parse: optional(oneOf(OTLP_PROTOCOLS)),
+    doc: 'protocol for metrics only',
+  },
   otlpCompression: {
-    env: ['OTEL_EXPORTER_OTLP_COMPRESSION'], flag: '--otlp-compression', default: 'none',
-    parse: oneOf(['gzip', 'none'] as const),
+    env: ['OTEL_EXPORTER_OTLP_COMPRESSION'], flag: '--otlp-compression', default: 'none', parse: oneOf(OTLP_COMPRESSIONS),
     doc: '`gzip` or `none`',
   },
   otlpTracesCompression: {
-    env: ['OTEL_EXPORTER_OTLP_TRACES_COMPRESSION'], flag: '--otlp-traces-compression', default: undefined as 'gzip' | 'none' | undefined,
-    parse: optional(oneOf(['gzip', 'none'] as const)),
+    env: ['OTEL_EXPORTER_OTLP_TRACES_COMPRESSION'], flag: '--otlp-traces-compression', default: undefined as OtlpCompression | undefined, parse: optional(oneOf(OTLP_COMPRESSIONS)),
     doc: 'compression for traces only',
+  },
+  otlpLogsCompression: {
+    env: ['OTEL_EXPORTER_OTLP_LOGS_COMPRESSION'], flag: '--otlp-logs-compression', default: undefined as OtlpCompression | undefined, parse: optional(oneOf(OTLP_COMPRESSIONS)),
+    doc: 'compression for logs only',
+  },
+  otlpMetricsCompression: {
+    env: ['OTEL_EXPORTER_OTLP_METRICS_COMPRESSION'], flag: '--otlp-metrics-compression', default: undefined as OtlpCompression | undefined, parse: optional(oneOf(OTLP_COMPRESSIONS)),
+    doc: 'compression for metrics only',
   },
   otlpTimeoutMs: {
     env: ['OTEL_EXPORTER_OTLP_TIMEOUT'], flag: '--otlp-timeout', default: 10_000, parse: integer(1, 10 * MINUTE_MS, ' ms'),
@@ -170,6 +199,14 @@ export const SETTINGS = {
   otlpTracesTimeoutMs: {
     env: ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT'], flag: '--otlp-traces-timeout', default: undefined as number | undefined, parse: optional(integer(1, 10 * MINUTE_MS, ' ms')),
     doc: 'timeout for traces only (ms)',
+  },
+  otlpLogsTimeoutMs: {
+    env: ['OTEL_EXPORTER_OTLP_LOGS_TIMEOUT'], flag: '--otlp-logs-timeout', default: undefined as number | undefined, parse: optional(integer(1, 10 * MINUTE_MS, ' ms')),
+    doc: 'timeout for logs only (ms)',
+  },
+  otlpMetricsTimeoutMs: {
+    env: ['OTEL_EXPORTER_OTLP_METRICS_TIMEOUT'], flag: '--otlp-metrics-timeout', default: undefined as number | undefined, parse: optional(integer(1, 10 * MINUTE_MS, ' ms')),
+    doc: 'timeout for metrics only (ms)',
   },
   serviceName: {
     env: ['OTEL_SERVICE_NAME'], flag: '--service-name', default: 'prefect', parse: text,

@@ -27,3 +27,47 @@ test('OTLP headers an HTTP request cannot carry are a configuration warning (OTe
   ]);
   assert.deepEqual(resolveConfig({}, { OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20abc,x-tenant=t1' }).traces.headers, { authorization: 'Bearer abc', 'x-tenant': 't1' });
 });
+
+test('logs and metrics have their own OTLP headers, protocol, compression and timeout: option → signal variable → generic variable → default', () => {
+  const env = {
+    OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+    OTEL_EXPORTER_OTLP_HEADERS: 'x-all=generic,x-tenant=t1',
+    OTEL_EXPORTER_OTLP_TIMEOUT: '3000',
+    OTEL_EXPORTER_OTLP_LOGS_HEADERS: 'x-logs=from-env,x-tenant=t-logs',
+    OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: 'http/json',
+    OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: 'gzip',
+    OTEL_EXPORTER_OTLP_LOGS_TIMEOUT: '4000',
+    OTEL_EXPORTER_OTLP_METRICS_HEADERS: 'x-metrics=m',
+    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'http/json',
+    OTEL_EXPORTER_OTLP_METRICS_COMPRESSION: 'gzip',
+    OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: '5000',
+    OTEL_LOGS_EXPORTER: 'otlp',
+    OTEL_METRICS_EXPORTER: 'otlp',
+  };
+  const c = resolveConfig({ otlpMetricsHeaders: { 'x-metrics': 'from-option' }, otlpMetricsTimeoutMs: 6_000 }, env);
+  const signals = { traces: c.traces, logs: c.logs, metrics: c.metrics };
+  assert.deepEqual(signals, {
+    traces: { url: 'http://collector:4318/v1/traces', headers: { 'x-all': 'generic', 'x-tenant': 't1' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 3_000, exporter: 'otlp' },
+    logs: { url: 'http://collector:4318/v1/logs', headers: { 'x-all': 'generic', 'x-tenant': 't-logs', 'x-logs': 'from-env' }, protocol: 'http/json', compression: 'gzip', timeoutMs: 4_000, exporter: 'otlp' },
+    metrics: { url: 'http://collector:4318/v1/metrics', headers: { 'x-all': 'generic', 'x-tenant': 't1', 'x-metrics': 'from-option' }, protocol: 'http/json', compression: 'gzip', timeoutMs: 6_000, exporter: 'otlp', intervalMs: 60_000 },
+  });
+  assert.deepEqual(c.warnings, []);
+});
+
+test('a logs or metrics OTLP variable prefect-otel cannot use (gRPC, a bad header) warns and falls back to the generic one, secrets unshown', () => {
+  const c = resolveConfig({}, {
+    OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+    OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20generic',
+    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'grpc',
+    OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: 'soon',
+    OTEL_EXPORTER_OTLP_LOGS_HEADERS: 'authorization=Bearer%0Dlogs-secret',
+    OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: 'brotli',
+  });
+  assert.deepEqual([c.logs.protocol, c.logs.compression, c.logs.headers, c.metrics.protocol, c.metrics.timeoutMs], ['http/json', 'none', { authorization: 'Bearer generic' }, 'http/json', 10_000]);
+  assert.deepEqual(c.warnings, [
+    'OTEL_EXPORTER_OTLP_LOGS_HEADERS: the value of header authorization has characters an HTTP header cannot carry (a line break, say); using the default ({})',
+    'OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: must be one of http/protobuf, http/json, got "grpc"; using the default (unset)',
+    'OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: must be one of gzip, none, got "brotli"; using the default (unset)',
+    'OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: expected a whole number ms, got "soon"; using the default (unset)',
+  ]);
+});
