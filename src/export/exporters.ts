@@ -1,9 +1,16 @@
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
-import { OTLPLogExporter as OTLPLogExporterJson } from '@opentelemetry/exporter-logs-otlp-http';
-import { OTLPLogExporter as OTLPLogExporterProto } from '@opentelemetry/exporter-logs-otlp-proto';
-import { OTLPTraceExporter as OTLPTraceExporterJson } from '@opentelemetry/exporter-trace-otlp-http';
-import { OTLPTraceExporter as OTLPTraceExporterProto } from '@opentelemetry/exporter-trace-otlp-proto';
-import { CompressionAlgorithm } from '@opentelemetry/otlp-exporter-base';
+import { CompressionAlgorithm, OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
+import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
+import {
+  JsonLogsSerializer,
+  JsonTraceSerializer,
+  LogsExporterMetricsHelper,
+  ProtobufLogsSerializer,
+  ProtobufTraceSerializer,
+  TraceExporterMetricsHelper,
+  type IExporterMetricsHelper,
+  type ISerializer,
+} from '@opentelemetry/otlp-transformer';
 import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { ConsoleSpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import type { Resource } from '@opentelemetry/resources';
@@ -36,6 +43,37 @@ export function exporterOptions(signal: OtlpSignalConfig) {
     concurrencyLimit: 4,
     userAgent: `prefect-otel/${VERSION}`,
   };
+}
+
+/** What the SDK calls each signal in its OTEL_EXPORTER_OTLP_<SIGNAL>_* variables, and its URL path. */
+export type OtlpSignalKind = { readonly id: 'TRACES' | 'LOGS' | 'METRICS'; readonly path: string };
+
+/**
+ * The SDK's HTTP export delegate for one signal, configured exactly as prefect-otel resolved it.
+ * The SDK also reads OTEL_EXPORTER_OTLP_* itself and *adds* the env headers to those given in code,
+ * so a header a flag or option overrode, or one prefect-otel rejected (a line break in it), would
+ * reach the wire anyway: the headers are replaced with the resolved ones. URL, timeout and
+ * compression are always given in code, so the SDK's env values for them never apply (its TLS file
+ * variables, which prefect-otel does not read, still do).
+ */
+export function createHttpDelegate<Internal, Response>(
+  signal: OtlpSignalConfig,
+  kind: OtlpSignalKind,
+  encodings: { readonly json: ISerializer<Internal, Response>; readonly protobuf: ISerializer<Internal, Response> },
+  component: string,
+  metricsHelper: IExporterMetricsHelper<Internal>,
+) {
+  const json = signal.protocol === 'http/json';
+  const contentType = json ? 'application/json' : 'application/x-protobuf';
+  const options = convertLegacyHttpOptions(exporterOptions(signal), kind.id, kind.path, { 'Content-Type': contentType });
+  const headers = { ...signal.headers, 'Content-Type': contentType };
+  return createOtlpHttpExportDelegate(
+    { ...options, headers: () => Promise.resolve(headers) },
+    json ? encodings.json : encodings.protobuf,
+    component,
+    metricsHelper,
+    undefined,
+  );
 }
 
 function wrap<T>(exporter: Exporter<T>): Sender<T> {
@@ -80,12 +118,13 @@ export function onThisThread(sender: Sender<ReadableSpan>, resource: Resource): 
 
 /** The SDK's OTLP trace exporter for the configured protocol (run on the export thread). */
 export function createOtlpTraceSender(signal: OtlpSignalConfig): Sender<ReadableSpan> {
-  const options = exporterOptions(signal);
-  return wrap(signal.protocol === 'http/json' ? new OTLPTraceExporterJson(options) : new OTLPTraceExporterProto(options));
+  const encodings = { json: JsonTraceSerializer, protobuf: ProtobufTraceSerializer };
+  return wrap(new OTLPExporterBase(createHttpDelegate(signal, { id: 'TRACES', path: 'v1/traces' }, encodings, 'otlp_http_span_exporter', TraceExporterMetricsHelper)));
 }
 
+/** The SDK's OTLP log exporter for the logs' own protocol (OTEL_EXPORTER_OTLP_LOGS_PROTOCOL, else the generic one). */
 export function createLogSender(signal: OtlpSignalConfig & { exporter: 'otlp' | 'none' }): Sender<ReadableLogRecord> | undefined {
   if (signal.exporter === 'none') return undefined;
-  const options = exporterOptions(signal);
-  return wrap(signal.protocol === 'http/json' ? new OTLPLogExporterJson(options) : new OTLPLogExporterProto(options));
+  const encodings = { json: JsonLogsSerializer, protobuf: ProtobufLogsSerializer };
+  return wrap(new OTLPExporterBase(createHttpDelegate(signal, { id: 'LOGS', path: 'v1/logs' }, encodings, 'otlp_http_log_exporter', LogsExporterMetricsHelper)));
 }

@@ -1,6 +1,5 @@
 import type { Attributes, BatchObservableResult, Observable } from '@opentelemetry/api';
 import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
-import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
 import { JsonMetricsSerializer, MetricsExporterMetricsHelper, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import { AggregationTemporality, MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { Logger } from 'pino';
@@ -10,7 +9,7 @@ import { safeUrl } from '../log/redact.js';
 import { LAG_METRIC, METRIC_DEFS } from '../metric-defs.js';
 import type { TracingStats } from '../stats.js';
 import { VERSION } from '../version.js';
-import { exporterOptions } from './exporters.js';
+import { createHttpDelegate } from './exporters.js';
 import { LAG_BUCKETS_S, type LagHistogram } from './lag.js';
 import { createResource } from './spans.js';
 
@@ -26,16 +25,8 @@ export interface MetricsExport {
  */
 export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implements PushMetricExporter {
   constructor(signal: OtlpSignalConfig) {
-    const json = signal.protocol === 'http/json';
-    super(
-      createOtlpHttpExportDelegate(
-        convertLegacyHttpOptions(exporterOptions(signal), 'METRICS', 'v1/metrics', { 'Content-Type': json ? 'application/json' : 'application/x-protobuf' }),
-        json ? JsonMetricsSerializer : ProtobufMetricsSerializer,
-        'otlp_http_metric_exporter',
-        MetricsExporterMetricsHelper,
-        undefined,
-      ),
-    );
+    const encodings = { json: JsonMetricsSerializer, protobuf: ProtobufMetricsSerializer };
+    super(createHttpDelegate(signal, { id: 'METRICS', path: 'v1/metrics' }, encodings, 'otlp_http_metric_exporter', MetricsExporterMetricsHelper));
   }
 
   selectAggregationTemporality(): AggregationTemporality {

@@ -86,6 +86,8 @@ export interface ReceivedRequest {
   status: number;
   /** Body bytes as sent (compressed when gzip). */
   bytes: number;
+  /** The request's headers, names in lower case. */
+  headers: Record<string, string>;
 }
 
 export interface OtlpReceiverOptions {
@@ -139,6 +141,12 @@ function value(v: unknown): AttrValue {
   if ('kvlistValue' in a) return attrs(obj(a.kvlistValue).values);
   if ('bytesValue' in a) return String(a.bytesValue); // base64 in both encodings
   return '';
+}
+
+function requestHeaders(req: IncomingMessage): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, v] of Object.entries(req.headers)) if (v !== undefined) out[name] = Array.isArray(v) ? v.join(', ') : v;
+  return out;
 }
 
 function attrs(kvs: unknown): Record<string, AttrValue> {
@@ -313,7 +321,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
         status = 400;
       }
     }
-    requests.push({ path, contentType, ...(encoding === undefined ? {} : { contentEncoding: encoding }), status, bytes: raw.length });
+    requests.push({ path, contentType, ...(encoding === undefined ? {} : { contentEncoding: encoding }), status, bytes: raw.length, headers: requestHeaders(req) });
     res.writeHead(status, { 'content-type': json ? 'application/json' : contentType || 'application/x-protobuf', ...headers });
     res.end(json ? '{}' : Buffer.alloc(0));
     for (const w of waiters) w();

@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startCli } from '../helpers/cli.js';
+import { startOtlpReceiver, type ReceivedRequest } from '../helpers/otlp-receiver.js';
+import { logLines } from '../helpers/watch-e2e.js';
+import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
+
+const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+const FR = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+const TR = '0198c7d2-6000-7abc-8def-000000000001';
+const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+
+function smallRun(): string {
+  const state = (type: string, name: string) => ({ type, name });
+  const task = { taskRunId: TR, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: FR, ...FLOW, runCount: 1 };
+  return [
+    flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: state('RUNNING', 'Running'), from: 'PENDING', runCount: 1, occurred: T0 }),
+    taskRunStateEvent({ ...task, state: state('RUNNING', 'Running'), from: 'PENDING', occurred: T0 + 1000 }),
+    taskRunStateEvent({ ...task, state: state('COMPLETED', 'Completed'), from: 'RUNNING', occurred: T0 + 2000 }),
+    flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: state('COMPLETED', 'Completed'), from: 'RUNNING', runCount: 1, occurred: T0 + 3000 }),
+  ].map((e) => JSON.stringify(e)).join('\n');
+}
+
+/** Per request: path, encoding and the `x-` headers the collector saw. */
+const onTheWire = (r: ReceivedRequest) => ({
+  path: r.path,
+  contentType: r.contentType,
+  contentEncoding: r.contentEncoding ?? 'none',
+  headers: Object.fromEntries(Object.entries(r.headers).filter(([name]) => name.startsWith('x-'))),
+});
+
+test('logs and metrics use their own OTLP protocol, compression and headers; what reaches the collector is what prefect-otel resolved', async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const r = await startCli(['replay', '-', '--otlp-logs-headers', 'x-logs=from-flag,x-tenant=t-logs'], {
+    PREFECT_API_URL: 'http://127.0.0.1:9/api',
+    PREFECT_OTEL_LOG_LEVEL: 'debug',
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    OTEL_LOGS_EXPORTER: 'otlp',
+    OTEL_METRICS_EXPORTER: 'otlp',
+    OTEL_EXPORTER_OTLP_HEADERS: 'x-all=generic,x-tenant=t1',
+    OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: 'http/json',
+    // The flag replaces this variable: none of it may reach the collector (the SDK reads it too).
+    OTEL_EXPORTER_OTLP_LOGS_HEADERS: 'x-logs=from-env,x-stale=s3cret-env',
+    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'http/json',
+    OTEL_EXPORTER_OTLP_METRICS_COMPRESSION: 'gzip',
+    OTEL_EXPORTER_OTLP_METRICS_HEADERS: 'x-metrics=m',
+  }, smallRun()).result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual([receiver.spans().length, receiver.logs().length, receiver.metrics().length > 0], [2, 4, true]);
+  const seen = new Map(receiver.requests.map((q) => [JSON.stringify(onTheWire(q)), onTheWire(q)]));
+  assert.deepEqual([...seen.values()].sort((a, b) => a.path.localeCompare(b.path)), [
+    { path: '/v1/logs', contentType: 'application/json', contentEncoding: 'none', headers: { 'x-all': 'generic', 'x-tenant': 't-logs', 'x-logs': 'from-flag' } },
+    { path: '/v1/metrics', contentType: 'application/json', contentEncoding: 'gzip', headers: { 'x-all': 'generic', 'x-tenant': 't1', 'x-metrics': 'm' } },
+    { path: '/v1/traces', contentType: 'application/x-protobuf', contentEncoding: 'none', headers: { 'x-all': 'generic', 'x-tenant': 't1' } },
+  ]);
+  // The startup line shows each signal's transport; header values never.
+  const settings = logLines(r.stdout).find((l) => l.msg === 'replay starting')?.settings as Record<string, unknown> | undefined;
+  assert.deepEqual(settings && [settings.protocol, settings.logsProtocol, settings.logsCompression, settings.logsHeaders, settings.metricsProtocol, settings.metricsCompression, settings.metricsHeaders], [
+    'http/protobuf', 'http/json', 'none', ['x-all=[redacted]', 'x-tenant=[redacted]', 'x-logs=[redacted]'], 'http/json', 'gzip', ['x-all=[redacted]', 'x-tenant=[redacted]', 'x-metrics=[redacted]'],
+  ]);
+  for (const secret of ['from-flag', 's3cret-env', 't-logs']) assert.ok(!`${r.stdout}${r.stderr}`.includes(secret), `${secret} in the output`);
+});
