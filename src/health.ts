@@ -5,6 +5,8 @@ import type { TracingStats } from './stats.js';
 
 export interface HealthServer {
   readonly port: number;
+  /** Let the process end while the server listens (inside a host application). */
+  unref(): void;
   close(): Promise<void>;
 }
 
@@ -42,6 +44,7 @@ export async function startHealthServer(port: number, stats: () => TracingStats,
   });
   return {
     port: (server.address() as AddressInfo).port,
+    unref: () => void server.unref(),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

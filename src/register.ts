@@ -1,14 +1,16 @@
 /**
  * `node --import prefect-otel/register app.js`: start prefect-otel from the environment inside an
- * existing Node process. On SIGINT/SIGTERM it persists state and flushes, then lets the signal
- * take its usual course (unless the application handles that signal itself).
+ * existing Node process. It never keeps that process alive by itself: when the application's own
+ * work is done (`beforeExit`) it persists state and flushes, and the process exits as it would have.
+ * On SIGINT/SIGTERM it does the same, then lets the signal take its usual course (unless the
+ * application handles that signal itself).
  */
 import { ConfigError } from './errors.js';
 import { startPrefectTracing, type PrefectTracingHandle } from './tracing.js';
 
 let handle: PrefectTracingHandle | undefined;
 try {
-  handle = startPrefectTracing();
+  handle = startPrefectTracing({ keepAlive: false });
 } catch (err) {
   if (err instanceof ConfigError) process.stderr.write(`prefect-otel/register: ${err.message}\n`);
   else throw err;

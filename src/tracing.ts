@@ -24,6 +24,14 @@ export interface StartOptions extends PrefectTracingOptions {
   /** Log through this pino logger instead of creating one. */
   readonly logger?: Logger;
   readonly hooks?: PipelineHooks;
+  /**
+   * Whether prefect-otel holds the process open until `shutdown()` (default true, like a listening
+   * server: a program whose only job is to trace must not end on its own, with nothing flushed).
+   * False: it never keeps the process alive by itself, and the host calls `shutdown()` when its own
+   * work is done (`process.once('beforeExit', …)`, as `prefect-otel/register` does) to persist state
+   * and flush; a batch already being sent still holds the process until the collector answers.
+   */
+  readonly keepAlive?: boolean;
 }
 
 export interface PrefectTracingHandle {
@@ -69,9 +77,12 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private saveFailures = 0;
   private saveFailureLoggedMs = 0;
 
-  constructor(config: Config, options: Pick<StartOptions, 'logger' | 'hooks'>) {
+  private readonly keepAlive: boolean;
+
+  constructor(config: Config, options: Pick<StartOptions, 'logger' | 'hooks' | 'keepAlive'>) {
     super();
     this.config = config;
+    this.keepAlive = options.keepAlive ?? true;
     this.logger = options.logger ?? createLogger({ level: this.config.log.level, format: this.config.log.format });
     routeDiagToLogger(this.logger);
     for (const w of this.config.warnings) this.logger.warn({ component: 'config' }, w);
@@ -126,6 +137,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       idleTimeoutMs: this.config.live.idleTimeoutMs,
       // A healthy server answers a ping well within the idle timeout.
       pingIntervalMs: Math.min(SUBSCRIBER_DEFAULTS.pingIntervalMs, Math.floor(this.config.live.idleTimeoutMs / 3)),
+      keepAlive: this.keepAlive,
       onEvent: (frame) => this.pipeline.ingest(frame),
       onStatus: (status) => {
         this.connected = status === 'connected';
@@ -138,6 +150,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     );
     if (this.config.httpPort !== undefined) {
       this.health = await startHealthServer(this.config.httpPort, () => this.stats());
+      if (!this.keepAlive) this.health.unref();
       log.info({ port: this.health.port }, 'serving /healthz and /metrics');
     }
     this.every(TICK_MS, () => this.pipeline.tick());
@@ -251,7 +264,7 @@ export function startPrefectTracing(options: StartOptions = {}): PrefectTracingH
 }
 
 /** The same, with a configuration already resolved (the CLI). */
-export function startWithConfig(config: Config, options: Pick<StartOptions, 'logger' | 'hooks'> = {}): PrefectTracingHandle {
+export function startWithConfig(config: Config, options: Pick<StartOptions, 'logger' | 'hooks' | 'keepAlive'> = {}): PrefectTracingHandle {
   return startOnce(config, options);
 }
 
@@ -262,7 +275,7 @@ export function startWithConfig(config: Config, options: Pick<StartOptions, 'log
  */
 const RUNNING = ((globalThis as Record<symbol, unknown>)[Symbol.for('prefect-otel.running')] ??= new Map()) as Map<string, Tracing>;
 
-function startOnce(config: Config, options: Pick<StartOptions, 'logger' | 'hooks'>): PrefectTracingHandle {
+function startOnce(config: Config, options: Pick<StartOptions, 'logger' | 'hooks' | 'keepAlive'>): PrefectTracingHandle {
   const key = resolvePath(config.stateFile);
   const already = RUNNING.get(key);
   if (already !== undefined && !already.stopping) {

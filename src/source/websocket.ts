@@ -73,6 +73,12 @@ export interface EventSubscriberOptions {
   readonly handshakeTimeoutMs?: number | undefined;
   /** Wall clock for filter times (default `Date.now`). Liveness uses a monotonic clock. */
   readonly now?: (() => number) | undefined;
+  /**
+   * Whether the live socket and the wait before a reconnect hold the process open (default true, as
+   * `watch` needs). False inside a host application: the subscriber then never keeps it alive on its
+   * own; only a connection attempt still does, for at most `handshakeTimeoutMs`.
+   */
+  readonly keepAlive?: boolean | undefined;
 }
 
 export interface SubscriberStats {
@@ -143,6 +149,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const maxBackoffMs = options.maxBackoffMs ?? SUBSCRIBER_DEFAULTS.maxBackoffMs;
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? SUBSCRIBER_DEFAULTS.handshakeTimeoutMs;
   const prefixes = options.prefixes !== undefined ? [...options.prefixes] : undefined;
+  const keepAlive = options.keepAlive ?? true;
   const rest =
     options.rest ??
     createPrefectRestClient({ apiUrl: options.apiUrl, apiKey: options.apiKey, authString: options.authString, timeoutMs: handshakeTimeoutMs });
@@ -223,7 +230,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     return coveredUntilMs === undefined ? from : Math.max(from, coveredUntilMs - options.resumeMarginMs);
   };
 
-  // Not unref'd: during a backoff nothing else may keep a `watch` process alive.
+  // Ref'd by default: during a backoff nothing else may keep a `watch` process alive. Inside a host
+  // (keepAlive false) there is nothing to wait for once the host is done: the process may end here.
   const sleep = (ms: number): Promise<void> =>
     new Promise<void>((resolve) => {
       wake = resolve;
@@ -232,6 +240,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         wake = undefined;
         resolve();
       }, ms);
+      if (!keepAlive) sleepTimer.unref();
     });
 
   const backoffMs = (attempt: number): number => {
@@ -315,6 +324,9 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       const touch = (): void => {
         lastActivity = performance.now();
       };
+
+      // The socket is the upgrade response's: from here on it is the live connection.
+      if (!keepAlive) ws.on('upgrade', (res) => res.socket.unref());
 
       ws.on('unexpected-response', (_req, res) => {
         upgradeStatus = res.statusCode;

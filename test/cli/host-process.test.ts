@@ -1,0 +1,121 @@
+/**
+ * `node --import prefect-otel/register` never keeps its host alive: when the application's own work
+ * is done the process exits 0 by itself, with state saved and spans flushed, whether Prefect is up
+ * (a live socket) or down (a reconnect backoff), and with the health server listening.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { startFakePrefect } from '../helpers/fake-prefect.js';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
+import { FAST, liveConnections, logLines, replaySpans, shape, tempDir, until, workload } from '../helpers/watch-e2e.js';
+
+/** The package root (dist/test/cli → ../../..). */
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+/** Only a guard against a hang: a process that exits does so within a second or two. */
+const EXIT_GUARD_MS = 30_000;
+
+interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** Run `node --import prefect-otel/register <app>` and collect its output and how it ended. */
+function runHost(app: string, env: Record<string, string>, t: { after: (fn: () => void) => void }) {
+  const child = spawn(process.execPath, ['--import', 'prefect-otel/register', app], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', ...FAST, ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const closed = new Promise<Exit>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const exited = async (): Promise<Exit | 'still running'> => {
+    let timer: NodeJS.Timeout | undefined;
+    const guard = new Promise<'still running'>((resolve) => (timer = setTimeout(() => resolve('still running'), EXIT_GUARD_MS)));
+    const r = await Promise.race([closed, guard]);
+    clearTimeout(timer);
+    return r;
+  };
+  return { exited, stdout: () => stdout, stderr: () => stderr };
+}
+
+/** A loopback port with nothing listening on it. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+test('register: a host that finishes while Prefect streams runs exits 0 by itself; its spans reach the collector and the state is saved', async (t) => {
+  const w = workload(2);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  const dir = tempDir();
+  const stateFile = join(dir, 'state.json');
+  // The host's own work: wait until it has seen every run's span, then stop its own timer and finish.
+  const app = join(dir, 'app.mjs');
+  writeFileSync(
+    app,
+    [
+      // The module `--import prefect-otel/register` loaded (the app lives outside the package, so by its file).
+      `import { prefectTracing } from ${JSON.stringify(new URL('dist/src/register.js', `file://${ROOT}`).href)};`,
+      'const keep = setInterval(() => undefined, 1 << 30);',
+      'let seen = 0;',
+      "prefectTracing.on('span', () => {",
+      "  if (++seen === Number(process.env.WANT_SPANS)) { clearInterval(keep); process.stdout.write('app done\\n'); }",
+      '});',
+      '',
+    ].join('\n'),
+  );
+  const host = runHost(app, { WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile }, t);
+  await until('subscription', () => liveConnections(prefect) === 1, 10_000, host.stderr);
+  prefect.publish(w.events);
+
+  const exit = await host.exited();
+  assert.deepEqual(exit, { code: 0, signal: null }, `stdout: ${host.stdout().slice(-2000)}\nstderr: ${host.stderr()}`);
+  const msgs = logLines(host.stdout()).map((l) => l.msg);
+  assert.deepEqual(
+    { appDone: host.stdout().includes('app done\n'), stopped: msgs.includes('stopped'), stateSaved: existsSync(stateFile) },
+    { appDone: true, stopped: true, stateSaved: true },
+  );
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+});
+
+test('register: a host that finishes while Prefect is down (reconnect backoff) and the health server listens exits 0 by itself', async (t) => {
+  const dir = tempDir();
+  const stateFile = join(dir, 'state.json');
+  const app = join(dir, 'app.mjs');
+  writeFileSync(app, "process.stdout.write('app done\\n');\n");
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const host = runHost(
+    app,
+    {
+      PREFECT_API_URL: `http://127.0.0.1:${await closedPort()}/api`,
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      PREFECT_OTEL_STATE_FILE: stateFile,
+      PREFECT_OTEL_HTTP_PORT: '0',
+    },
+    t,
+  );
+  const exit = await host.exited();
+  assert.deepEqual(exit, { code: 0, signal: null }, `stdout: ${host.stdout().slice(-2000)}\nstderr: ${host.stderr()}`);
+  const msgs = logLines(host.stdout()).map((l) => l.msg);
+  assert.deepEqual(
+    { appDone: host.stdout().includes('app done\n'), health: msgs.includes('serving /healthz and /metrics'), stopped: msgs.includes('stopped'), stateSaved: existsSync(stateFile) },
+    { appDone: true, health: true, stopped: true, stateSaved: true },
+  );
+});
