@@ -5,6 +5,7 @@ import { createDelivery, type Delivery, type FlushResult } from './export/delive
 import { LagHistogram } from './export/lag.js';
 import { createLogSender, createTraceSender } from './export/exporters.js';
 import { createResource, estimateSpanBytes } from './export/spans.js';
+import { diagToLogger } from './log/diag.js';
 import { createRunLogWriter } from './log/stlogging.js';
 import { classify, type Classified } from './model/classify.js';
 import { DedupeSet } from './model/dedupe.js';
@@ -429,7 +430,7 @@ export function createTraceDelivery(
   resource: ReturnType<typeof createResource>,
   onDelivered?: (spans: readonly SpanRecord[]) => void,
 ): Delivery<SpanRecord> | undefined {
-  const sender = createTraceSender(config.traces, resource);
+  const sender = createTraceSender(config.traces, resource, diagToLogger(logger));
   if (sender === undefined) return undefined;
   const log = logger.child({ component: 'export', signal: 'traces' });
   return createDelivery<SpanRecord>({

@@ -5,7 +5,6 @@ import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions 
 import { errorText } from './errors.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
-import { routeDiagToLogger } from './log/diag.js';
 import { createLogger } from './log/logger.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js';
@@ -84,7 +83,6 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     this.config = config;
     this.keepAlive = options.keepAlive ?? true;
     this.logger = options.logger ?? createLogger({ level: this.config.log.level, format: this.config.log.format });
-    routeDiagToLogger(this.logger);
     for (const w of this.config.warnings) this.logger.warn({ component: 'config' }, w);
     const rest = createPrefectRestClient({
       apiUrl: this.config.prefect.apiUrl,

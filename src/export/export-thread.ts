@@ -8,7 +8,7 @@
  * threads allowed) is not tried again: batches are sent from the pipeline's thread instead.
  */
 import { Worker } from 'node:worker_threads';
-import { diag, type Attributes } from '@opentelemetry/api';
+import { diag as globalDiag, type Attributes, type DiagLogger } from '@opentelemetry/api';
 import type { OtlpSignalConfig } from '../config.js';
 import { errorText } from '../errors.js';
 import type { SpanRecord } from '../model/span-record.js';
@@ -50,6 +50,11 @@ export interface ThreadedSenderOptions {
   readonly fallback: () => Sender<SpanRecord>;
   /** The thread's script (tests give one that dies on cue). */
   readonly workerUrl?: URL;
+  /**
+   * Where the SDK's diagnostics from the thread, and the warning that it could not start, go: our
+   * logger, so that they reach prefect-otel's log inside a host whose `diag` is its own (default: `diag`).
+   */
+  readonly diag?: DiagLogger;
 }
 
 export function createThreadedTraceSender(init: ExportThreadInit, options: ThreadedSenderOptions): Sender<SpanRecord> {
@@ -57,6 +62,7 @@ export function createThreadedTraceSender(init: ExportThreadInit, options: Threa
   let fallback: Sender<SpanRecord> | undefined;
   let nextId = 0;
   let shutDown = false;
+  const diag = options.diag ?? globalDiag;
 
   const useFallback = (reason: string): Sender<SpanRecord> => {
     diag.warn(`${reason}; spans are encoded and sent on the pipeline's thread instead`);

@@ -1,3 +1,4 @@
+import type { DiagLogger } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { CompressionAlgorithm, OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
@@ -96,18 +97,19 @@ function wrap<T>(exporter: Exporter<T>): Sender<T> {
 }
 
 /**
- * The trace sender for the configured exporter. OTLP encodes and sends on its own thread; the
- * console exporter (a debugging aid) prints from this one.
+ * The trace sender for the configured exporter. OTLP encodes and sends on its own thread, whose SDK
+ * diagnostics go to `diag`; the console exporter (a debugging aid) prints from this one.
  */
 export function createTraceSender(
   signal: OtlpSignalConfig & { exporter: 'otlp' | 'console' | 'none' },
   resource: Resource,
+  diag?: DiagLogger,
 ): Sender<SpanRecord> | undefined {
   if (signal.exporter === 'none') return undefined;
   if (signal.exporter === 'console') return onThisThread(wrap(new ConsoleSpanExporter()), resource);
   return createThreadedTraceSender(
     { signal, resourceAttributes: resource.attributes },
-    { fallback: () => onThisThread(createOtlpTraceSender(signal), resource) },
+    { fallback: () => onThisThread(createOtlpTraceSender(signal), resource), diag },
   );
 }
 

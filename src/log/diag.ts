@@ -3,19 +3,26 @@ import type { Logger } from 'pino';
 import { redactUserinfo } from './redact.js';
 
 /**
- * Route the OpenTelemetry SDK's own diagnostics (exporter failures, retries) into our log stream.
+ * The OpenTelemetry SDK's own diagnostics (exporter failures, retries) as lines of our log stream.
  * The SDK quotes an endpoint it cannot parse as it was given, user info included: that is redacted.
  */
-export function routeDiagToLogger(logger: Logger, level: DiagLogLevel = DiagLogLevel.WARN): void {
+export function diagToLogger(logger: Logger): DiagLogger {
   const l = logger.child({ component: 'otel-sdk' });
-  const adapter: DiagLogger = {
+  return {
     error: (message, ...args) => l.error({ args: clean(args) }, redactUserinfo(message)),
     warn: (message, ...args) => l.warn({ args: clean(args) }, redactUserinfo(message)),
     info: (message, ...args) => l.info({ args: clean(args) }, redactUserinfo(message)),
     debug: (message, ...args) => l.debug({ args: clean(args) }, redactUserinfo(message)),
     verbose: (message, ...args) => l.trace({ args: clean(args) }, redactUserinfo(message)),
   };
-  diag.setLogger(adapter, { logLevel: level, suppressOverrideMessage: true });
+}
+
+/**
+ * Make our log stream the process-wide `diag` logger. Only the CLI does this, as it owns its
+ * process; inside a host application `diag` is the host's, and prefect-otel leaves it alone.
+ */
+export function routeDiagToLogger(logger: Logger, level: DiagLogLevel = DiagLogLevel.WARN): void {
+  diag.setLogger(diagToLogger(logger), { logLevel: level, suppressOverrideMessage: true });
 }
 
 function clean(args: unknown[]): unknown[] | undefined {

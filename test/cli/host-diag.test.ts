@@ -1,0 +1,87 @@
+/**
+ * Inside a host application the process-wide OpenTelemetry `diag` logger is the host's: starting and
+ * stopping prefect-otel leaves it as it was, and prefect-otel's own failures still reach its logger.
+ */
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { test } from 'node:test';
+import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
+import { pino } from 'pino';
+import { startPrefectTracing } from '../../src/index.js';
+import { startFakePrefect } from '../helpers/fake-prefect.js';
+import { liveConnections, logLines, tempDir, until, workload } from '../helpers/watch-e2e.js';
+
+/** A loopback port with nothing listening on it: a collector that is down. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+test("library: the host's diag logger keeps every message of its own after start and shutdown; an export failure is in prefect-otel's log", async (t) => {
+  const hostLines: [level: string, message: string][] = [];
+  const at =
+    (level: string) =>
+    (message: string): void =>
+      void hostLines.push([level, message]);
+  const hostLogger: DiagLogger = { error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug'), verbose: at('verbose') };
+  diag.setLogger(hostLogger, DiagLogLevel.DEBUG);
+  t.after(() => diag.disable());
+  hostLines.length = 0; // the API's own "Registered a global for diag"
+
+  const w = workload(1);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  t.after(() => prefect.close());
+  let text = '';
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        text += chunk.toString('utf8');
+        done();
+      },
+    }),
+  );
+  const tracing = startPrefectTracing({
+    env: {},
+    logger,
+    apiUrl: prefect.url,
+    otlpEndpoint: `http://127.0.0.1:${await closedPort()}`,
+    stateFile: join(tempDir(), 'state.json'),
+    settleMs: 100,
+    statsIntervalMs: 0,
+  });
+  t.after(() => tracing.shutdown(500));
+  await tracing.ready;
+  diag.debug('host: debug after start');
+  diag.warn('host: warning after start');
+
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  const failed = () => logLines(text).filter((l) => l.msg === 'export of spans failed; retrying');
+  await until('an export failure in the log', () => failed().length > 0, 20_000, () => text);
+  await tracing.shutdown(500);
+  diag.debug('host: debug after shutdown');
+
+  assert.deepEqual([...hostLines], [
+    ['debug', 'host: debug after start'],
+    ['warn', 'host: warning after start'],
+    ['debug', 'host: debug after shutdown'],
+  ]);
+  const first = failed()[0]!;
+  assert.deepEqual(
+    { level: first.level, component: first.component, signal: first.signal, error: typeof first.error === 'string' && /ECONNREFUSED/.test(first.error) },
+    { level: 40, component: 'export', signal: 'traces', error: true },
+    JSON.stringify(first),
+  );
+  assert.deepEqual(
+    logLines(text).filter((l) => String(l.msg).startsWith('host:')),
+    [],
+    "the host's diag messages are not in prefect-otel's log",
+  );
+});
