@@ -93,7 +93,9 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     if (parsed.ok) {
       values[key] = parsed.value;
     } else if (def.env[0]?.startsWith('OTEL_')) {
-      warnings.push(`${source}: ${parsed.problem}; using the default (${describeDefault(def.default)})`);
+      // A signal's own setting falls back to the generic one; any other to its default.
+      const generic = SIGNAL_SETTING_RE.exec(def.env[0]);
+      warnings.push(`${source}: ${parsed.problem}; ${generic === null ? `using the default (${describeDefault(def.default)})` : `OTEL_EXPORTER_OTLP_${generic[1]!} applies`}`);
       values[key] = def.default;
     } else {
       problems.push(`${source}: ${parsed.problem}`);
@@ -198,6 +200,9 @@ function transport(prefix: 'logs' | 'metrics', signal: OtlpSignalConfig): Record
     [`${prefix}Headers`]: Object.keys(signal.headers).map((k) => `${k}=[redacted]`),
   };
 }
+
+/** `OTEL_EXPORTER_OTLP_LOGS_PROTOCOL` → `PROTOCOL`: a signal's own setting, which overrides the generic one. */
+const SIGNAL_SETTING_RE = /^OTEL_EXPORTER_OTLP_(?:TRACES|LOGS|METRICS)_(.+)$/;
 
 function describeDefault(value: unknown): string {
   if (value === undefined) return 'unset';

@@ -23,7 +23,7 @@ test('OTLP headers an HTTP request cannot carry are a configuration warning (OTe
   assert.deepEqual(c.traces.headers, {});
   assert.deepEqual(c.warnings, [
     'OTEL_EXPORTER_OTLP_HEADERS: the value of header authorization has characters an HTTP header cannot carry (a line break, say); using the default ({})',
-    'OTEL_EXPORTER_OTLP_TRACES_HEADERS: "bad name" is not a valid HTTP header name; using the default ({})',
+    'OTEL_EXPORTER_OTLP_TRACES_HEADERS: "bad name" is not a valid HTTP header name; OTEL_EXPORTER_OTLP_HEADERS applies',
   ]);
   assert.deepEqual(resolveConfig({}, { OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20abc,x-tenant=t1' }).traces.headers, { authorization: 'Bearer abc', 'x-tenant': 't1' });
 });
@@ -65,9 +65,9 @@ test('a logs or metrics OTLP variable prefect-otel cannot use (gRPC, a bad heade
   });
   assert.deepEqual([c.logs.protocol, c.logs.compression, c.logs.headers, c.metrics.protocol, c.metrics.timeoutMs], ['http/json', 'none', { authorization: 'Bearer generic' }, 'http/json', 10_000]);
   assert.deepEqual(c.warnings, [
-    'OTEL_EXPORTER_OTLP_LOGS_HEADERS: the value of header authorization has characters an HTTP header cannot carry (a line break, say); using the default ({})',
-    'OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: must be one of http/protobuf, http/json, got "grpc"; using the default (unset)',
-    'OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: must be one of gzip, none, got "brotli"; using the default (unset)',
-    'OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: expected a whole number ms, got "soon"; using the default (unset)',
+    'OTEL_EXPORTER_OTLP_LOGS_HEADERS: the value of header authorization has characters an HTTP header cannot carry (a line break, say); OTEL_EXPORTER_OTLP_HEADERS applies',
+    'OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: must be one of http/protobuf, http/json, got "grpc"; OTEL_EXPORTER_OTLP_PROTOCOL applies',
+    'OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: must be one of gzip, none, got "brotli"; OTEL_EXPORTER_OTLP_COMPRESSION applies',
+    'OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: expected a whole number ms, got "soon"; OTEL_EXPORTER_OTLP_TIMEOUT applies',
   ]);
 });
