@@ -281,6 +281,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     // with a wild `occurred` must not end other runs or make a reconnect skip events. `occurred` is
     // the sender's clock; the server's `received` bounds it, so that a sender whose clock runs ahead
     // does not end every other run as idle.
+    const clockBeforeMs = eventClockMs;
+    const cursorBeforeUs = cursorUs;
     const clockMs = Math.min(event.occurredUs, event.receivedUs ?? Infinity) / 1000;
     if (moveClock && clockMs > eventClockMs) eventClockMs = clockMs;
     const nowMs = now();
@@ -294,6 +296,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     }
     const rejected = tracker.process(event, c, nowMs);
     if (rejected !== undefined) {
+      // Turned down by the model (a payload too deep to write): it moves no time either.
+      eventClockMs = clockBeforeMs;
+      cursorUs = cursorBeforeUs;
       skip(rejected.reason, rejected.detail, raw ?? event);
       return;
     }

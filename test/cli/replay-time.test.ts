@@ -134,3 +134,22 @@ test('replay: an event whose time is outside 1970–2200 or whose zone offset is
     ],
   );
 });
+
+test('replay: an event the model turns down (a payload too deep to write) moves no time either: days ahead, with `received`, it ends no other run', async () => {
+  const deep = customEvent({ event: 'acme.custom', resourceId: `prefect.flow-run.${Y}`, related: [], occurred: T0 + 2 * DAY_MS, id: '0198c7d2-eeee-7000-8000-000000000012' });
+  const deepLine = JSON.stringify({ ...deep, received: new Date(T0 + 2 * DAY_MS).toISOString(), payload: { x: 0 } }).replace('{"x":0}', `{"x":${'['.repeat(5000)}${']'.repeat(5000)}}`);
+  const { r, spans } = await replay([
+    JSON.stringify(flowState(X, 'x', 'RUNNING', 'Running', 'PENDING', T0, '0198c7d2-eeee-7000-8000-000000000011')),
+    deepLine,
+    // The next event's time passes judgement on the runs open: X has been quiet for 2 s, not 2 days.
+    JSON.stringify(flowState(Z, 'z', 'COMPLETED', 'Completed', 'RUNNING', T0 + 2_000, '0198c7d2-eeee-7000-8000-000000000014')),
+    JSON.stringify(flowState(X, 'x', 'COMPLETED', 'Completed', 'RUNNING', T0 + 3_000, '0198c7d2-eeee-7000-8000-000000000013')),
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stderr.split('\n').slice(1, 4), ['skipped: 1 (too_deep: 1)', 'runs: 2  spans: 2 (0 incomplete)', 'spans: 2 exported']);
+  assert.deepEqual(runCounts(r), { opened: 2, incomplete: 0, lateEvents: 0 });
+  assert.deepEqual(summary(spans), {
+    [X]: { incomplete: null, start: ns(T0), end: ns(T0 + 3_000), events: [['Running', ns(T0)], ['Completed', ns(T0 + 3_000)]] },
+    [Z]: { incomplete: null, start: ns(T0 + 2_000), end: ns(T0 + 2_000), events: [['Completed', ns(T0 + 2_000)]] },
+  });
+});
