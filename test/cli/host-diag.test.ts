@@ -3,7 +3,6 @@
  * stopping prefect-otel leaves it as it was, and prefect-otel's own failures still reach its logger.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
@@ -11,16 +10,7 @@ import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
 import { pino } from 'pino';
 import { startPrefectTracing } from '../../src/index.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
-import { liveConnections, logLines, tempDir, until, workload } from '../helpers/watch-e2e.js';
-
-/** A loopback port with nothing listening on it: a collector that is down. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+import { closedPort, liveConnections, logLines, tempDir, until, workload } from '../helpers/watch-e2e.js';
 
 test("library: the host's diag logger keeps every message of its own after start and shutdown; an export failure is in prefect-otel's log", async (t) => {
   const hostLines: [level: string, message: string][] = [];

@@ -6,13 +6,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
-import { FAST, liveConnections, logLines, replaySpans, shape, tempDir, until, workload } from '../helpers/watch-e2e.js';
+import { closedPort, FAST, liveConnections, logLines, replaySpans, shape, tempDir, until, workload } from '../helpers/watch-e2e.js';
 
 /** The package root (dist/test/cli → ../../..). */
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -43,15 +42,6 @@ function runHost(app: string, env: Record<string, string>, t: { after: (fn: () =
     return r;
   };
   return { exited, stdout: () => stdout, stderr: () => stderr };
-}
-
-/** A loopback port with nothing listening on it. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 test('register: a host that finishes while Prefect streams runs exits 0 by itself; its spans reach the collector and the state is saved', async (t) => {

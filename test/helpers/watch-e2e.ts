@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCli } from './cli.js';
@@ -158,4 +159,13 @@ export function assertOneSpanPerRun(spans: ReceivedSpan[], w: Workload): void {
     spans.map((s) => [s.attributes['prefect.run.id'], s.name]).sort(),
     [...w.runs].sort(),
   );
+}
+
+/** A loopback port with nothing listening on it (a collector or a Prefect server that is down). */
+export async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }
