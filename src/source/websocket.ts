@@ -127,6 +127,8 @@ const MAX_HISTORY_ROUNDS = 5;
 const MAX_HISTORY_HTTP_FAILURES = 3;
 const CLOSE_WAIT_MS = 2_000;
 const CALLBACK_ERROR_LOG_INTERVAL_MS = 10_000;
+/** How much of an unexpected handshake message's `type` an error shows. */
+const MAX_SHOWN_TYPE_CHARS = 40;
 
 type Outcome =
   | { kind: 'fatal'; error: AuthError | ProtocolError }
@@ -378,8 +380,10 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (phase !== 'auth') return;
         const type = messageType(text);
         if (type !== 'auth_success') {
+          // Redacted before it is cut short: the server may echo the token, and a cut one would no longer match.
+          const shown = type === undefined ? 'an unexpected message' : JSON.stringify(redact(type).slice(0, MAX_SHOWN_TYPE_CHARS));
           fatal = new AuthError(
-            `the Prefect event stream refused authentication (expected auth_success, got ${type === undefined ? 'an unexpected message' : JSON.stringify(type.slice(0, 40))}): ${authAdvice(auth, options.apiUrl)}`,
+            `the Prefect event stream refused authentication (expected auth_success, got ${shown}): ${authAdvice(auth, options.apiUrl)}`,
             authSetting(auth, options.apiUrl),
           );
           ws.close(1000);

@@ -4,8 +4,11 @@
  * filter, `until` defaulting to now, the `since` clamp) and `POST /events/filter` paging.
  */
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import pino, { type Logger } from 'pino';
+import { WebSocketServer, type WebSocket } from 'ws';
 import { AuthError, ProtocolError } from '../../src/errors.js';
 import { createEventSubscriber, type EventSubscriber, type EventSubscriberOptions } from '../../src/source/websocket.js';
 import { VERSION } from '../../src/version.js';
@@ -17,6 +20,30 @@ const API_KEY = 'pnu_0123456789abcdefSECRET';
 // ---- a small Prefect server ----------------------------------------------------------------------
 
 import { startMiniPrefect, type MiniOptions, type Mini, type TestEvent } from '../helpers/fake-prefect.js';
+
+/**
+ * A server of the test's own for what no Prefect does: `onSocket` gets each accepted `/events/out`
+ * socket. Its `url` is a PREFECT_API_URL.
+ */
+async function hostileServer(onSocket: (ws: WebSocket) => void): Promise<{ url: string; close: () => Promise<void> }> {
+  const http = createServer((_req, res) => res.writeHead(404).end());
+  const wss = new WebSocketServer({ server: http, handleProtocols: () => 'prefect' });
+  wss.on('connection', onSocket);
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const server = {
+    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/api`,
+    close: async () => {
+      for (const ws of wss.clients) ws.terminate();
+      await new Promise<void>((resolve) => wss.close(() => http.close(() => resolve())));
+    },
+  };
+  hostile.push(server);
+  return server;
+}
+const hostile: { close: () => Promise<void> }[] = [];
+after(async () => {
+  await Promise.all(hostile.map((s) => s.close()));
+});
 
 
 
@@ -58,7 +85,7 @@ interface Received {
 }
 
 /** A subscriber whose cursor follows the events it receives, as the pipeline's does. */
-function subscribe(mini: Mini, extra: Partial<EventSubscriberOptions> & { cursorUs?: number } = {}) {
+function subscribe(mini: Pick<Mini, 'url'>, extra: Partial<EventSubscriberOptions> & { cursorUs?: number } = {}) {
   const logs = captureLogs();
   const received: Received[] = [];
   const statuses: string[] = [];
@@ -228,6 +255,22 @@ describe('event subscriber: handshake', () => {
     assertNoSecrets(logs.lines, API_KEY);
   });
 
+  it('a handshake reply that echoes the credentials keeps them out of the error and the log, even past the shown length', async () => {
+    const longAuth = 'admin:a-password-far-longer-than-forty-characters-0123';
+    const server = await hostileServer((ws) => ws.once('message', (m: Buffer) => ws.send(JSON.stringify({ type: (JSON.parse(m.toString('utf8')) as { token: string }).token }))));
+    const { sub, logs } = subscribe(server, { authString: longAuth });
+    await assert.rejects(sub.done, (err: unknown) => {
+      assert.ok(err instanceof AuthError);
+      assert.deepEqual(
+        { setting: err.setting, message: err.message },
+        { setting: 'PREFECT_API_AUTH_STRING', message: 'the Prefect event stream refused authentication (expected auth_success, got "[redacted]"): check PREFECT_API_AUTH_STRING' },
+      );
+      return true;
+    });
+    await sub.stop();
+    assertNoSecrets(logs.lines, longAuth, longAuth.slice(0, 30));
+  });
+
   it('a close 1002 after the filter (bad filter) is a ProtocolError and stops', async () => {
     const server = await mini({ rejectFilters: true });
     const { sub, logs } = subscribe(server);
@@ -305,7 +348,7 @@ describe('event subscriber: reconnects', () => {
     const probe = await startMiniPrefect();
     const port = probe.port;
     await probe.close();
-    const { sub, logs } = subscribe({ url: `http://127.0.0.1:${port}/api` } as Mini, { initialBackoffMs: 40, maxBackoffMs: 160 });
+    const { sub, logs } = subscribe({ url: `http://127.0.0.1:${port}/api` }, { initialBackoffMs: 40, maxBackoffMs: 160 });
     const retries = () => logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable, retrying in'));
     await waitFor('four retries', () => retries().length >= 4);
     const server = await mini({ port });
@@ -352,7 +395,7 @@ describe('event subscriber: reconnects', () => {
   it('stop() during a backoff resolves done at once', async () => {
     const probe = await startMiniPrefect();
     await probe.close();
-    const { sub } = subscribe({ url: probe.url } as Mini, { initialBackoffMs: 10_000, maxBackoffMs: 10_000 });
+    const { sub } = subscribe({ url: probe.url }, { initialBackoffMs: 10_000, maxBackoffMs: 10_000 });
     await waitFor('first failure', () => sub.stats.lastError !== undefined);
     const t = Date.now();
     await sub.stop();
