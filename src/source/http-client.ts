@@ -40,11 +40,17 @@ export interface HttpAnswer {
 
 /** No HTTP answer: the connection failed, the deadline passed, the caller aborted, the body would not decode. */
 export class HttpTransportError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** No connection to the server could be made (refused, no such host, no route): it is not there, as opposed to not answering. */
+  readonly unreachable: boolean;
+  constructor(message: string, options?: { cause?: unknown; unreachable?: boolean }) {
     super(message, options);
     this.name = 'HttpTransportError';
+    this.unreachable = options?.unreachable ?? false;
   }
 }
+
+/** Socket errors that say no connection could be made at all. */
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
 
 export interface HttpClient {
   /** Resolves to the final answer, whatever its status; rejects only with an HttpTransportError. */
@@ -103,7 +109,7 @@ function exchange(url: URL, method: 'GET' | 'POST', headers: Record<string, stri
     const stop = guard(limits, (err) => req.destroy(err));
     req.on('error', (err) => {
       stop();
-      reject(err instanceof HttpTransportError ? err : new HttpTransportError(describe(err), { cause: err }));
+      reject(err instanceof HttpTransportError ? err : new HttpTransportError(describe(err), { cause: err, unreachable: UNREACHABLE_CODES.has((err as NodeJS.ErrnoException).code ?? '') }));
     });
     req.on('response', (res) => {
       stop();

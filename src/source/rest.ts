@@ -3,7 +3,7 @@
  * event history (to fill a gap longer than the websocket's 15-minute backfill).
  */
 import { AuthError, ProtocolError, errorText } from '../errors.js';
-import { createHttpClient } from './http-client.js';
+import { createHttpClient, HttpTransportError } from './http-client.js';
 import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
 export type RestResult<T> = { ok: true; value: T } | { ok: false; status?: number; message: string };
@@ -60,10 +60,13 @@ export interface RestClientOptions extends PrefectAuth {
 /** A history request that failed for a reason other than auth (network, timeout, HTTP 5xx, …). */
 export class RestRequestError extends Error {
   readonly status: number | undefined;
-  constructor(message: string, status?: number) {
+  /** No connection could be made (see HttpTransportError.unreachable). */
+  readonly unreachable: boolean;
+  constructor(message: string, status?: number, unreachable = false) {
     super(message);
     this.name = 'RestRequestError';
     this.status = status;
+    this.unreachable = unreachable;
   }
 }
 
@@ -73,7 +76,7 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 /** A server that keeps handing out pages forever is broken; stop well before that hurts. */
 const MAX_PAGES = 100_000;
 
-type Response_ = { status: number; body: unknown } | { status: undefined; error: string };
+type Response_ = { status: number; body: unknown } | { status: undefined; error: string; unreachable: boolean };
 
 export function createPrefectRestClient(options: RestClientOptions): PrefectRestClient {
   const base = apiBase(options.apiUrl);
@@ -105,7 +108,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
       }
       return { status: res.status, body: parsed };
     } catch (err) {
-      return { status: undefined, error: redactSecrets(errorText(err), auth) };
+      return { status: undefined, error: redactSecrets(errorText(err), auth), unreachable: err instanceof HttpTransportError && err.unreachable };
     }
   }
 
@@ -159,7 +162,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
       let what = 'POST /events/filter';
       const seenTokens = new Set<string>();
       for (let page = 0; page < MAX_PAGES; page++) {
-        if (r.status === undefined) throw new RestRequestError(`${what} failed: ${r.error}`);
+        if (r.status === undefined) throw new RestRequestError(`${what} failed: ${r.error}`, undefined, r.unreachable);
         if (r.status === 401 || (r.status === 403 && page === 0)) throw authError(what, r.status);
         if (r.status === 403) throw new ProtocolError(`${what}: the server rejected its own page token (HTTP 403)`);
         if (r.status < 200 || r.status > 299) throw new RestRequestError(`${what}: HTTP ${r.status}`, r.status);

@@ -123,8 +123,8 @@ const BACKOFF_MULTIPLIER = 2;
 const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 /** History rounds per attempt (a round that takes longer than the window leaves a new gap). */
 const MAX_HISTORY_ROUNDS = 5;
-/** An HTTP error from the history endpoint is retried this often before the gap is given up. */
-const MAX_HISTORY_HTTP_FAILURES = 3;
+/** A failed history request (HTTP error, timeout, bad body) is retried this often before the stream goes live without it. */
+const MAX_HISTORY_FAILURES = 3;
 const CLOSE_WAIT_MS = 2_000;
 const CALLBACK_ERROR_LOG_INTERVAL_MS = 10_000;
 /** How much of an unexpected handshake message's `type` an error shows. */
@@ -167,7 +167,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   let historyAbort: AbortController | undefined;
   /** Wall-clock ms up to which the stream is known to have been followed (live or from history). */
   let coveredUntilMs: number | undefined;
-  let historyHttpFailures = 0;
+  let historyFailures = 0;
 
   let resolveDone!: () => void;
   let rejectDone!: (err: Error) => void;
@@ -281,20 +281,24 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         const message = redact(errorText(err));
         stats.lastError = message;
         if (err instanceof AuthError) return { kind: 'fatal', error: err };
-        const httpFailure = (err instanceof RestRequestError && err.status !== undefined) || err instanceof ProtocolError;
-        if (httpFailure) historyHttpFailures += 1;
-        if (err instanceof ProtocolError || historyHttpFailures >= MAX_HISTORY_HTTP_FAILURES) {
-          // The endpoint itself is broken (not the network): go live and say what was lost.
+        const answered = (err instanceof RestRequestError && err.status !== undefined) || err instanceof ProtocolError;
+        // A server that is not there (refused, no such host) is waited for, window kept: it counts for nothing.
+        if (!(err instanceof RestRequestError && err.unreachable)) historyFailures += 1;
+        if (err instanceof ProtocolError || historyFailures >= MAX_HISTORY_FAILURES) {
+          // Go live and say what may be lost: a history that never answers (it times out, its body will
+          // not decode) must not keep the live stream away for good. A server that answered gave the
+          // window up; one that did not is left its window, read again should the websocket fail too
+          // (once it is live, the stream moves past it anyway).
           log.error({ ...window, events: count, err: message }, 'reading the event history failed; events in this window may be missing');
-          historyHttpFailures = 0;
-          coveredUntilMs = untilMs;
+          historyFailures = 0;
+          if (answered) coveredUntilMs = untilMs;
           return undefined;
         }
         return { kind: 'failed', message: `event history: ${message}` };
       } finally {
         historyAbort = undefined;
       }
-      historyHttpFailures = 0;
+      historyFailures = 0;
       coveredUntilMs = untilMs;
       log.info({ ...window, events: count, pages, ms: Math.round(performance.now() - started) }, 'event history read');
     }

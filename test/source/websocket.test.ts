@@ -502,6 +502,55 @@ describe('event subscriber: gap fill from history', () => {
     assert.ok(since <= Date.now() - 2_000 && since >= Date.now() - 10_000, `since ${new Date(since).toISOString()}`);
   });
 
+  it('a history that never answers is tried three times, then the stream goes live without it and says what may be missing', async () => {
+    const server = await mini();
+    server.switches.holdRest = true; // every POST /events/filter times out
+    const cursorMs = Date.now() - 20 * 60_000;
+    const { sub, logs, ids } = subscribe(server, { cursorUs: cursorMs * 1000, handshakeTimeoutMs: 300 });
+    try {
+      await waitFor('live', () => sub.stats.connected, 10_000);
+      const next = event(Date.now());
+      server.publish([next]);
+      await waitFor('a live event', () => ids('live').includes(next.id));
+    } finally {
+      await sub.stop();
+      server.switches.holdRest = false;
+    }
+    assert.deepEqual(
+      server.restRequests.map((r) => [r.method, r.path]),
+      Array.from({ length: 3 }, () => ['POST', '/api/events/filter']),
+    );
+    const failed = logs.records().filter((r) => r.msg === 'reading the event history failed; events in this window may be missing');
+    assert.deepEqual(
+      failed.map(({ level, events, err }) => ({ level, events, err })),
+      [{ level: 50, events: 0, err: 'POST /events/filter failed: timed out after 300 ms' }],
+    );
+  });
+
+  it('a server that refuses connections keeps its history window: it is read once the server is back, however long that takes', async () => {
+    const probe = await startMiniPrefect();
+    const port = probe.port;
+    await probe.close();
+    const cursorMs = Date.now() - 20 * 60_000;
+    const { sub, logs, ids } = subscribe({ url: probe.url }, { cursorUs: cursorMs * 1000, handshakeTimeoutMs: 300, initialBackoffMs: 5, maxBackoffMs: 20 });
+    try {
+      // Refused connections are waited out: more than three of them, and the history is not given up.
+      await waitFor('a later attempt', () => sub.stats.reconnects >= 5);
+      const server = await mini({ port });
+      const old = event(cursorMs + 60_000);
+      server.store([old]);
+      await waitFor('the old event from history', () => ids('history').includes(old.id));
+      const since = (server.restRequests[0]!.body as { filter: { occurred: { since: string } } }).filter.occurred.since;
+      assert.equal(since, new Date(cursorMs - 2_000).toISOString());
+    } finally {
+      await sub.stop();
+    }
+    assert.deepEqual(
+      logs.records().filter((r) => r.level === 50),
+      [],
+    );
+  });
+
   it('fills the gap again on a reconnect after an outage longer than the window', async () => {
     const first = await startMiniPrefect();
     const port = first.port;
