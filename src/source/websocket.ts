@@ -404,6 +404,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
 
       ws.on('error', (err) => {
         lastError = redact(err.message);
+        // ws closes the socket itself (1009) and the close carries no reason: say which frame did it.
+        if ((err as NodeJS.ErrnoException).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') failure ??= `a frame larger than ${MAX_PAYLOAD_BYTES} bytes`;
       });
 
       ws.on('close', (code, reasonBuf) => {

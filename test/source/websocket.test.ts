@@ -313,6 +313,31 @@ describe('event subscriber: frames', () => {
       [[50, 'live', 1, 'callback bug']],
     );
   });
+
+  it('a frame past the 16 MiB bound drops the connection with that reason logged, and the stream is followed again', async () => {
+    let sockets = 0;
+    const next = event(Date.now());
+    const server = await hostileServer((ws) => {
+      sockets += 1;
+      const first = sockets === 1;
+      ws.once('message', () => {
+        ws.send(JSON.stringify({ type: 'auth_success' }));
+        ws.once('message', () => ws.send(first ? 'x'.repeat(16 * 1024 * 1024 + 1) : JSON.stringify({ type: 'event', event: next })));
+      });
+    });
+    const { sub, logs, ids } = subscribe(server);
+    try {
+      await waitFor('the event after the reconnect', () => ids('live').includes(next.id));
+    } finally {
+      await sub.stop();
+    }
+    const closed = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('event stream closed, reconnecting'));
+    assert.deepEqual(
+      // (The close code is ws's: it ends the socket without waiting for the server's close frame.)
+      closed.map(({ level, reason, attempt }) => ({ level, reason, attempt })),
+      [{ level: 40, reason: 'a frame larger than 16777216 bytes', attempt: 1 }],
+    );
+  });
 });
 
 describe('event subscriber: reconnects', () => {
