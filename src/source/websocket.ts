@@ -129,6 +129,8 @@ const CLOSE_WAIT_MS = 2_000;
 const CALLBACK_ERROR_LOG_INTERVAL_MS = 10_000;
 /** How much of an unexpected handshake message's `type` an error shows. */
 const MAX_SHOWN_TYPE_CHARS = 40;
+/** How much of a redirect target an error shows. */
+const MAX_SHOWN_URL_CHARS = 200;
 
 type Outcome =
   | { kind: 'fatal'; error: AuthError | ProtocolError }
@@ -321,6 +323,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       current = ws;
       let phase: 'upgrade' | 'auth' | 'live' = 'upgrade';
       let upgradeStatus: number | undefined;
+      let upgradeRedirect: string | undefined;
       let fatal: AuthError | ProtocolError | undefined;
       let failure: string | undefined;
       let lastError: string | undefined;
@@ -336,6 +339,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
 
       ws.on('unexpected-response', (_req, res) => {
         upgradeStatus = res.statusCode;
+        upgradeRedirect = redirectTarget(res.headers.location, url);
         res.resume();
         ws.terminate();
       });
@@ -444,8 +448,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           status('disconnected', `${code}${reason ? ` ${reason}` : ''}`);
           return resolve({ kind: 'closed', code, reason: failure ?? reason, liveMs: performance.now() - liveSince });
         }
-        const message =
-          failure ?? (upgradeStatus !== undefined ? `HTTP ${upgradeStatus} on the upgrade` : (lastError ?? `closed with ${code}${reason ? ` ${reason}` : ''}`));
+        const message = failure ?? (upgradeStatus !== undefined ? upgradeRefused(upgradeStatus, upgradeRedirect) : (lastError ?? `closed with ${code}${reason ? ` ${reason}` : ''}`));
         status('disconnected', message);
         resolve({ kind: 'failed', message });
       });
@@ -535,6 +538,24 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       return stopping;
     },
   };
+}
+
+/**
+ * Where a redirect on the upgrade points, as scheme, host and path only (a query may carry a token).
+ * The redirect is not followed: the auth message would go to wherever it points.
+ */
+function redirectTarget(location: string | undefined, from: string): string | undefined {
+  if (location === undefined) return undefined;
+  try {
+    const u = new URL(location, from);
+    return `${u.protocol}//${u.host}${u.pathname}`.slice(0, MAX_SHOWN_URL_CHARS);
+  } catch {
+    return undefined;
+  }
+}
+
+function upgradeRefused(status: number, redirect: string | undefined): string {
+  return redirect === undefined ? `HTTP ${status} on the upgrade` : `HTTP ${status} on the upgrade, redirected to ${redirect} (not followed: PREFECT_API_URL may have to name that server)`;
 }
 
 function rawToText(data: WebSocket.RawData): string {

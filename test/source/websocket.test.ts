@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import pino, { type Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -269,6 +270,27 @@ describe('event subscriber: handshake', () => {
     });
     await sub.stop();
     assertNoSecrets(logs.lines, longAuth, longAuth.slice(0, 30));
+  });
+
+  it('a redirect on the upgrade is not followed; the retries say where it points, without its query', async () => {
+    const http = createServer((_req, res) => res.writeHead(404).end());
+    let upgrades = 0;
+    http.on('upgrade', (_req, socket: Duplex) => {
+      upgrades += 1;
+      socket.end('HTTP/1.1 301 Moved Permanently\r\nLocation: https://prefect.example.com/api/events/out?sso=abc\r\nContent-Length: 0\r\n\r\n');
+    });
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    hostile.push({ close: () => new Promise<void>((resolve) => http.close(() => resolve())) });
+    const { sub, logs } = subscribe({ url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/api` }, { apiKey: API_KEY });
+    try {
+      await waitFor('two attempts', () => upgrades >= 2);
+    } finally {
+      await sub.stop();
+    }
+    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable'));
+    assert.deepEqual(new Set(retries.map((r) => r.err)), new Set(['HTTP 301 on the upgrade, redirected to https://prefect.example.com/api/events/out (not followed: PREFECT_API_URL may have to name that server)']));
+    assert.equal(sub.stats.connects, 0);
+    assertNoSecrets(logs.lines, API_KEY, 'sso=abc');
   });
 
   it('a close 1002 after the filter (bad filter) is a ProtocolError and stops', async () => {
