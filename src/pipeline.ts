@@ -183,6 +183,14 @@ export function createPipeline(options: PipelineOptions): Pipeline {
             } else notices.debug({ ...notice, count }, 'open-run bound reached; least recently active run ended early');
             break;
           }
+          case 'lookup_abandoned': {
+            // A server that stopped answering makes this happen once per new subflow: warn a few times, then only count.
+            const count = tracker.counts.lookupsAbandoned;
+            const msg = 'events waiting for subflow parent lookups reached their bound (PREFECT_OTEL_MAX_OPEN_RUNS); the oldest lookup was given up and its runs become roots of their own traces';
+            if (count <= WARN_PER_REASON) notices.warn({ ...notice, count }, count === WARN_PER_REASON ? `${msg} (further ones are only counted)` : msg);
+            else notices.debug({ ...notice, count }, msg);
+            break;
+          }
           case 'rerun':
             notices.info(notice, 'run left its terminal state; new span for the rerun');
             break;

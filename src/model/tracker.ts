@@ -37,6 +37,7 @@ export type TrackerNotice =
   | { readonly kind: 'lookup_failed'; readonly runId: string; readonly taskRunId: string }
   | { readonly kind: 'parent_cycle'; readonly runId: string; readonly taskRunId: string }
   | { readonly kind: 'evicted'; readonly runId: string }
+  | { readonly kind: 'lookup_abandoned'; readonly taskRunId: string; readonly events: number }
   | { readonly kind: 'rerun'; readonly runId: string; readonly attempt: number };
 
 /** An event the tracker turns down as it is (skipped input, counted and logged by reason). */
@@ -77,6 +78,12 @@ interface Queued {
   readonly classified: Classified;
 }
 
+interface Waiting {
+  readonly events: Queued[];
+  /** The runs whose events wait here (`blocked` maps each to this lookup). */
+  readonly runs: string[];
+}
+
 export interface TrackerCounts {
   runsOpened: number;
   spans: number;
@@ -86,6 +93,8 @@ export interface TrackerCounts {
   evicted: number;
   lookups: number;
   lookupFailures: number;
+  /** Lookups given up on unanswered because the events waiting for lookups reached their bound. */
+  lookupsAbandoned: number;
   spanEvents: number;
   /** Flow-run lookups of Prefect's own span, and how they ended. */
   native: { lookups: number; linked: number; noLabel: number; failed: number; late: number };
@@ -122,12 +131,15 @@ export class RunTracker {
   private readonly finished = new FifoMap<FinishedRun>();
   private readonly finishedAdded: Additions;
   private readonly owners = new FifoMap<string | null>();
-  private readonly waiting = new Map<string, Queued[]>();
+  /** Per task run looked up, oldest lookup first: the events waiting for it and the runs blocked on it. */
+  private readonly waiting = new FifoMap<Waiting>();
+  /** Events in `waiting`, all lookups together; at most `maxOpenRuns`. */
+  private waitingEventCount = 0;
   private readonly blocked = new Map<string, string>();
   private readonly deadlines = new Map<string, number>();
   private readonly childrenOf = new Map<string, Set<string>>();
   readonly counts: TrackerCounts = {
-    runsOpened: 0, spans: 0, incomplete: 0, reruns: 0, lateEvents: 0, evicted: 0, lookups: 0, lookupFailures: 0, spanEvents: 0,
+    runsOpened: 0, spans: 0, incomplete: 0, reruns: 0, lateEvents: 0, evicted: 0, lookups: 0, lookupFailures: 0, lookupsAbandoned: 0, spanEvents: 0,
     native: { lookups: 0, linked: 0, noLabel: 0, failed: 0, late: 0 },
   };
 
@@ -144,6 +156,11 @@ export class RunTracker {
 
   get pendingLookups(): number {
     return this.waiting.size;
+  }
+
+  /** Events waiting for lookups, all together (at most `maxOpenRuns`). */
+  get waitingEvents(): number {
+    return this.waitingEventCount;
   }
 
   /**
@@ -171,7 +188,7 @@ export class RunTracker {
       if (payload === undefined) return TOO_DEEP;
     }
     const blockedOn = this.blocked.get(ref.id);
-    if (blockedOn !== undefined) return this.enqueue(blockedOn, event, classified, payload);
+    if (blockedOn !== undefined) return this.enqueue(blockedOn, event, classified, payload, nowMs);
     let run = this.open.get(ref.id);
     if (run === undefined) {
       const done = this.finished.get(ref.id);
@@ -186,7 +203,7 @@ export class RunTracker {
         this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt });
       } else {
         const ctx = this.resolveCtx(ref, event, classified);
-        if (ctx === 'wait') return this.enqueue(this.blocked.get(ref.id)!, event, classified, payload);
+        if (ctx === 'wait') return this.enqueue(this.blocked.get(ref.id)!, event, classified, payload, nowMs);
         run = this.openRun(ref, ctx, 0, nowMs);
       }
     } else this.open.touch(ref.id);
@@ -205,11 +222,30 @@ export class RunTracker {
   /**
    * Keep an event until the lookup of `taskRunId` answers. It waits in the state file too, so it
    * has to be writable as JSON; a run event's payload (`payloadText`) was already written.
+   * Past `maxOpenRuns` waiting events the oldest lookup is given up on (`abandonOldestLookup`).
    */
-  private enqueue(taskRunId: string, event: PrefectEvent, classified: Classified, payloadText: string | undefined): Rejected | undefined {
+  private enqueue(taskRunId: string, event: PrefectEvent, classified: Classified, payloadText: string | undefined, nowMs: number): Rejected | undefined {
     if (payloadText === undefined && jsonText(event.payload) === undefined) return TOO_DEEP;
-    this.waiting.get(taskRunId)?.push({ event, classified });
+    const waiting = this.waiting.get(taskRunId);
+    if (waiting === undefined) return undefined;
+    waiting.events.push({ event, classified });
+    this.waitingEventCount += 1;
+    if (this.waitingEventCount > this.options.maxOpenRuns) this.abandonOldestLookup(nowMs);
     return undefined;
+  }
+
+  /**
+   * A server that answers lookups slowly, or never, must not make the events waiting for them a
+   * queue without end: past the bound, the oldest lookup is answered "not found" here and now. Its
+   * runs become roots of their own traces (as after a failed lookup); nothing is dropped. The
+   * server's answer, when it comes, only fills the owner cache. Counted and logged (a notice).
+   */
+  private abandonOldestLookup(nowMs: number): void {
+    const oldest = this.waiting.peek();
+    if (oldest === undefined) return;
+    this.counts.lookupsAbandoned += 1;
+    this.sink.notice({ kind: 'lookup_abandoned', taskRunId: oldest[0], events: oldest[1].events.length });
+    this.resolveOwner(oldest[0], null, nowMs);
   }
 
   /** One waiting or restored event, with the boundary `ingest` gives each incoming one: it never stops the others. */
@@ -224,13 +260,16 @@ export class RunTracker {
 
   /** The answer to a `lookup`: the flow run owning `taskRunId`, or null when it could not be found. */
   resolveOwner(taskRunId: string, flowRunId: string | null, nowMs: number): void {
+    const waiting = this.waiting.get(taskRunId);
+    // An answer to a lookup given up on (`abandonOldestLookup`) only corrects the cache.
+    if (waiting === undefined && flowRunId === null && this.owners.has(taskRunId)) return;
     this.remember(this.owners, taskRunId, flowRunId, OWNER_CACHE_MAX);
     if (flowRunId === null) this.counts.lookupFailures += 1;
-    const queued = this.waiting.get(taskRunId);
-    if (queued === undefined) return;
+    if (waiting === undefined) return;
     this.waiting.delete(taskRunId);
-    for (const [runId, key] of this.blocked) if (key === taskRunId) this.blocked.delete(runId);
-    for (const q of queued) this.processQueued(q.event, q.classified, nowMs);
+    this.waitingEventCount -= waiting.events.length;
+    for (const runId of waiting.runs) if (this.blocked.get(runId) === taskRunId) this.blocked.delete(runId);
+    for (const q of waiting.events) this.processQueued(q.event, q.classified, nowMs);
   }
 
   /** True while the span of this flow run attempt still waits for its native-span lookup. */
@@ -278,7 +317,7 @@ export class RunTracker {
 
   /** End of input: every open run is exported, unfinished ones as incomplete. */
   finishAll(reason: string, nowMs: number): void {
-    for (const key of [...this.waiting.keys()]) this.resolveOwner(key, null, nowMs);
+    for (const [key] of [...this.waiting]) this.resolveOwner(key, null, nowMs);
     for (const run of [...this.open.values()]) if (run.ref.type === 'task') this.finalize(run, run.terminal ? undefined : reason, nowMs);
     for (const run of [...this.open.values()]) this.finalize(run, run.terminal ? undefined : reason, nowMs);
   }
@@ -292,7 +331,7 @@ export class RunTracker {
     return {
       open: [...this.open.values()].map((r) => r.toJSON()),
       owners: [...this.owners],
-      waiting: [...this.waiting.values()].flatMap((q) => q.map((x) => x.event)),
+      waiting: [...this.waiting.values()].flatMap((w) => w.events.map((x) => x.event)),
     };
   }
 
@@ -405,8 +444,10 @@ export class RunTracker {
 
   private block(runId: string, taskRunId: string): 'wait' {
     this.blocked.set(runId, taskRunId);
-    if (!this.waiting.has(taskRunId)) {
-      this.waiting.set(taskRunId, []);
+    const waiting = this.waiting.get(taskRunId);
+    if (waiting !== undefined) waiting.runs.push(runId);
+    else {
+      this.waiting.set(taskRunId, { events: [], runs: [runId] });
       this.counts.lookups += 1;
       this.sink.lookup(taskRunId);
     }

@@ -5,6 +5,9 @@ import { createLogger } from '../../src/log/logger.js';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
 import { createPipeline } from '../../src/pipeline.js';
+import { createPrefectRestClient } from '../../src/source/rest.js';
+import { createOwnerLookup } from '../../src/source/run-lookups.js';
+import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { customEvent, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
@@ -616,4 +619,38 @@ test('a run keeps at most 128 tags of at most 256 characters; how many more its 
     // The flow run's first event brought its two tags; its last one 301 more, of which 126 fit.
     { [FR]: [[kept[0], 'etl', 'nightly', ...tags.slice(1, 126)], 175], [EXTRACT]: [kept, 173] },
   );
+});
+
+test('bounds: while the server holds subflow parent lookups, at most PREFECT_OTEL_MAX_OPEN_RUNS events wait for them, however many subflows come; the oldest lookup is given up (counted, logged) and every run is still exported once', async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  const maxOpenRuns = 1_000;
+  const subflows = 10 * maxOpenRuns;
+  const config = resolveConfig({ tracesExporter: 'none', maxOpenRuns, dedupeMaxIds: 1_000 }, {});
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger({ level: 'debug', format: 'json', destination: { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) } });
+  const exported: string[] = [];
+  const resolveOwner = createOwnerLookup(createPrefectRestClient({ apiUrl: prefect.url }));
+  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => exported.push(s.run.id), resolveOwner });
+  prefect.switches.holdRest = true;
+  const id = (kind: number, i: number): string => `0198c7d2-${kind}000-7000-8000-${String(i).padStart(12, '0')}`;
+  let most = { lookups: 0, events: 0 };
+  for (let i = 0; i < subflows; i++) {
+    const sub = { flowRunId: id(1, i), flowRunName: `sub-${i}`, ...FLOW, parentTaskRunId: id(2, i), received: at(i) + 15 };
+    pipeline.ingest(JSON.stringify(flowRunStateEvent({ ...sub, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(i) })));
+    pipeline.ingest(JSON.stringify(taskRunStateEvent({ taskRunId: id(3, i), taskRunName: 'step', taskKey: 'step-1a2b', flowRunId: id(1, i), ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: at(i) + 100 })));
+    pipeline.ingest(JSON.stringify(flowRunStateEvent({ ...sub, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: at(i) + 200 })));
+    most = { lookups: Math.max(most.lookups, pipeline.tracker.pendingLookups), events: Math.max(most.events, pipeline.tracker.waitingEvents) };
+  }
+  const { lookups, lookupsAbandoned } = pipeline.tracker.counts;
+  // Three events per subflow wait for its lookup: the bound holds about a third as many lookups.
+  assert.deepEqual({ most, lookups }, { most: { lookups: Math.floor(maxOpenRuns / 3), events: 3 * Math.floor(maxOpenRuns / 3) }, lookups: subflows });
+  assert.ok(lookupsAbandoned >= subflows - maxOpenRuns, `${lookupsAbandoned} lookups given up`);
+  const abandoned = lines.filter((l) => l.kind === 'lookup_abandoned');
+  assert.deepEqual(abandoned.map((l) => [l.level, l.count, l.events]), [...Array.from({ length: 10 }, (_, k) => [40, k + 1, 3]), ...Array.from({ length: lookupsAbandoned - 10 }, (_, k) => [20, k + 11, 3])]);
+  prefect.switches.holdRest = false;
+  await pipeline.finish('end_of_input');
+  // Nothing dropped: every subflow and its task, exactly once.
+  const all = Array.from({ length: subflows }, (_, i) => [id(1, i), id(3, i)]).flat();
+  assert.deepEqual(exported.sort(), all.sort());
 });
