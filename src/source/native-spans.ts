@@ -8,9 +8,11 @@
  * - Lookups share requests (run-lookups.ts): up to `MAX_BATCH` flow runs go in one
  *   `POST /api/flow_runs/filter` by id, a lookup waiting at most `GATHER_MS` for others to join it;
  *   a server that refuses the filter is asked `GET /api/flow_runs/{id}` per run from then on.
- * - At most `MAX_IN_FLIGHT` requests at a time; the rest wait in a queue that holds at most one
- *   entry per open flow run attempt (bounded by the open-run bound). A queued lookup whose span
- *   has meanwhile been exported is dropped without a request.
+ * - At most `MAX_IN_FLIGHT` requests at a time; the rest wait in a queue of at most `MAX_QUEUED`
+ *   lookups (a slow server would otherwise make it grow with the stream: a lookup stays queued
+ *   after its span was exported). Past it the oldest is answered `failed` without a request
+ *   (counted, logged at debug). A queued lookup whose span has meanwhile been exported is dropped
+ *   without a request.
  * - Live (wall clock): a finished flow span waits for its answer at most `NATIVE_SPAN_WAIT_MS` past
  *   the settle window, then goes out without the link. Replay (event clock, where a bound in event
  *   time means nothing): it waits for the answer, which the REST timeout bounds.
@@ -25,9 +27,9 @@ import type { Logger } from 'pino';
 import { OTEL_TRACEPARENT_LABEL } from '../model/attributes.js';
 import type { FlowRunInfo, PrefectRestClient } from './rest.js';
 import { errorText } from '../errors.js';
-import { createBatchQueue, lookupMany } from './run-lookups.js';
+import { createBatchQueue, lookupMany, MAX_QUEUED } from './run-lookups.js';
 
-export { GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT } from './run-lookups.js';
+export { GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT, MAX_QUEUED } from './run-lookups.js';
 
 /** What a lookup found: the label (undefined when absent), or why there is no answer. */
 export type NativeSpanAnswer =
@@ -126,6 +128,9 @@ export function createNativeSpanLookup(options: NativeSpanLookupOptions): Native
       transportFailures = 0;
     }
     asked.forEach((job, i) => deliver(job, answers[i]!));
+  }, (job) => {
+    if (options.wanted(job.flowRunId, job.attempt)) deliver(job, { ok: false, reason: `more than ${MAX_QUEUED} lookups waiting for the server`, transport: false });
+    else job.done();
   });
 
   return (flowRunId, attempt) => new Promise<void>((done) => enqueue({ flowRunId, attempt, done }));

@@ -8,9 +8,11 @@
  *   `PER_RUN_CONCURRENCY` at a time.
  * - `createBatchQueue` gathers look-ups into batches: by default one waits at most `GATHER_MS` for
  *   others to join it, a batch holds at most `MAX_BATCH` runs, and at most `MAX_IN_FLIGHT` batches
- *   are out at a time; the rest wait in the queue.
+ *   are out at a time; the rest wait in the queue, at most `maxQueued` (a server that answers slowly
+ *   or never must not make it grow with the stream): past that the oldest is answered without a request.
  * - `createOwnerLookup` resolves subflow parents one `GET /task_runs/{id}` each, as SPEC §2 says,
- *   through a queue of batches of one: at most `OWNER_LOOKUPS_IN_FLIGHT` at a time.
+ *   through a queue of batches of one: at most `OWNER_LOOKUPS_IN_FLIGHT` at a time, at most
+ *   `OWNER_LOOKUPS_QUEUED_MAX` waiting.
  */
 import { AuthError, errorText } from '../errors.js';
 import { canonicalUuid } from '../model/ids.js';
@@ -28,14 +30,19 @@ export const MAX_IN_FLIGHT = 2;
 export const PER_RUN_CONCURRENCY = 4;
 /** Subflow parent look-ups (one request per task run) out at a time. */
 export const OWNER_LOOKUPS_IN_FLIGHT = 4;
+/** Subflow parent look-ups waiting for a request; past it the oldest is answered "not found" without one. */
+export const OWNER_LOOKUPS_QUEUED_MAX = 1_000;
+/** Look-ups waiting for a batch (the default limits); past it the oldest is answered without a request. */
+export const MAX_QUEUED = 10_000;
 
 export interface BatchLimits {
   readonly maxBatch: number;
   readonly gatherMs: number;
   readonly maxInFlight: number;
+  readonly maxQueued: number;
 }
 
-const BATCHES: BatchLimits = { maxBatch: MAX_BATCH, gatherMs: GATHER_MS, maxInFlight: MAX_IN_FLIGHT };
+const BATCHES: BatchLimits = { maxBatch: MAX_BATCH, gatherMs: GATHER_MS, maxInFlight: MAX_IN_FLIGHT, maxQueued: MAX_QUEUED };
 
 /** Statuses that say the server will not take the filter request, as opposed to failing it. */
 const FILTER_REFUSED = new Set([400, 404, 405, 422]);
@@ -82,10 +89,11 @@ export function lookupMany<T extends { readonly id: string }>(
 
 /**
  * Queue jobs and hand them to `send` in batches (see the module's doc). `send` must settle; the
- * batch's slot is free again when it has.
+ * batch's slot is free again when it has. A job pushed out of a full queue goes to `overflow`,
+ * which answers it without a request.
  */
-export function createBatchQueue<J>(send: (jobs: J[]) => Promise<void>, limits: BatchLimits = BATCHES): (job: J) => void {
-  const { maxBatch, gatherMs, maxInFlight } = limits;
+export function createBatchQueue<J>(send: (jobs: J[]) => Promise<void>, overflow: (job: J) => void, limits: BatchLimits = BATCHES): (job: J) => void {
+  const { maxBatch, gatherMs, maxInFlight, maxQueued } = limits;
   const queue: J[] = [];
   let inFlight = 0;
   /** Set while the queue's oldest job waits for others to join it; `ripe` once it has waited long enough. */
@@ -120,6 +128,7 @@ export function createBatchQueue<J>(send: (jobs: J[]) => Promise<void>, limits: 
 
   return (job) => {
     queue.push(job);
+    if (queue.length > maxQueued) overflow(queue.shift()!);
     pump();
   };
 }
@@ -156,7 +165,11 @@ export function createOwnerLookup(rest: Pick<PrefectRestClient, 'getTaskRun'>, o
       }
       job.resolve(owner);
     },
-    { maxBatch: 1, gatherMs: 0, maxInFlight: OWNER_LOOKUPS_IN_FLIGHT },
+    (job) => {
+      options.onFailure?.({ reason: `more than ${OWNER_LOOKUPS_QUEUED_MAX} lookups waiting for the server`, transport: false });
+      job.resolve(null);
+    },
+    { maxBatch: 1, gatherMs: 0, maxInFlight: OWNER_LOOKUPS_IN_FLIGHT, maxQueued: OWNER_LOOKUPS_QUEUED_MAX },
   );
   return (taskRunId) => (options.skip?.() === true ? Promise.resolve(null) : new Promise((resolve) => enqueue({ id: taskRunId, resolve })));
 }

@@ -8,7 +8,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { createLogger } from '../../src/log/logger.js';
-import { BREAKER_FAILURES, createNativeSpanLookup, GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT, nativeSpanFromRest } from '../../src/source/native-spans.js';
+import { BREAKER_FAILURES, createNativeSpanLookup, GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT, MAX_QUEUED, nativeSpanFromRest } from '../../src/source/native-spans.js';
 import { createPrefectRestClient } from '../../src/source/rest.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 
@@ -113,4 +113,30 @@ test(`after ${BREAKER_FAILURES} connection failures in a row, lookups fail at on
   });
   for (let i = 0; i < 6; i++) await lookup(runId(i), 0);
   assert.deepEqual([requests, outcomes], [BREAKER_FAILURES, Array<string>(6).fill('failed')]);
+});
+
+test(`a server that does not answer holds at most ${MAX_QUEUED} lookups in the queue; the oldest past it is answered failed at once, without a request`, async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  const over = 100;
+  const sent = MAX_IN_FLIGHT * MAX_BATCH;
+  const n = sent + MAX_QUEUED + over;
+  for (let i = 0; i < n; i++) prefect.addFlowRun({ id: runId(i), labels: { __OTEL_TRACEPARENT: TP } });
+  const answers = new Map<string, unknown>();
+  const lookup = createNativeSpanLookup({
+    fetch: nativeSpanFromRest(createPrefectRestClient({ apiUrl: prefect.url })),
+    wanted: () => true,
+    answer: (id, _attempt, a) => (answers.set(id, a), 'linked'),
+    logger: silent,
+  });
+  prefect.switches.holdRest = true;
+  const all = Array.from({ length: n }, (_, i) => lookup(runId(i), 0));
+  // The first batches went out; the next `over` lookups were pushed out of the full queue.
+  const pushedOut = Array.from({ length: over }, (_, k) => runId(sent + k));
+  assert.deepEqual(answers, new Map(pushedOut.map((id) => [id, 'failed'])));
+  prefect.switches.holdRest = false;
+  await Promise.all(all);
+  const ids = Array.from({ length: n }, (_, i) => runId(i));
+  assert.deepEqual(answers, new Map(ids.map((id) => [id, pushedOut.includes(id) ? 'failed' : { traceparent: TP }])));
+  assert.deepEqual(prefect.restRequests.flatMap(filterIds).sort(), ids.filter((id) => !pushedOut.includes(id)).sort());
 });

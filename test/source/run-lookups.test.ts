@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createPrefectRestClient } from '../../src/source/rest.js';
-import { createOwnerLookup, OWNER_LOOKUPS_IN_FLIGHT } from '../../src/source/run-lookups.js';
+import { createOwnerLookup, OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX } from '../../src/source/run-lookups.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 
 const taskId = (i: number): string => `0198c7d2-6000-7000-8000-${String(i).padStart(12, '0')}`;
@@ -56,4 +56,32 @@ test('owners: refused credentials reach onAuthError and answer null; while `skip
     { reason: `GET /task_runs/${taskId(2)}: not found`, transport: false },
     { reason: `GET /task_runs/${taskId(1)}: HTTP 503`, transport: false },
   ]);
+});
+
+test(`owners: a server that does not answer holds at most ${OWNER_LOOKUPS_QUEUED_MAX} lookups in the queue; the oldest past it is answered null at once, without a request, and reported`, async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  const over = 50;
+  const n = OWNER_LOOKUPS_IN_FLIGHT + OWNER_LOOKUPS_QUEUED_MAX + over;
+  for (let i = 0; i < n; i++) prefect.addTaskRun({ id: taskId(i), flow_run_id: flowId(i) });
+  const failures: unknown[] = [];
+  const owner = createOwnerLookup(createPrefectRestClient({ apiUrl: prefect.url }), { onFailure: (f) => failures.push(f) });
+  prefect.switches.holdRest = true;
+  const answered = new Map<number, string | null>();
+  const all = Promise.all(Array.from({ length: n }, (_, i) => owner(taskId(i)).then((o) => void answered.set(i, o))));
+  await new Promise((r) => setImmediate(r));
+  // The first ones went out as requests; the next `over` were pushed out of the full queue.
+  const pushedOut = Array.from({ length: over }, (_, k) => OWNER_LOOKUPS_IN_FLIGHT + k);
+  assert.deepEqual([...answered], pushedOut.map((i) => [i, null]));
+  assert.deepEqual(failures, pushedOut.map(() => ({ reason: `more than ${OWNER_LOOKUPS_QUEUED_MAX} lookups waiting for the server`, transport: false })));
+  prefect.switches.holdRest = false;
+  await all;
+  assert.deepEqual(
+    [...answered].sort((a, b) => a[0] - b[0]),
+    Array.from({ length: n }, (_, i) => [i, pushedOut.includes(i) ? null : flowId(i)]),
+  );
+  assert.deepEqual(
+    prefect.restRequests.map((q) => q.path).sort(),
+    Array.from({ length: n }, (_, i) => i).filter((i) => !pushedOut.includes(i)).map((i) => `/api/task_runs/${taskId(i)}`).sort(),
+  );
 });
