@@ -35,6 +35,8 @@ export const ATTR = {
   EVENT_RECEIVED_LAG_MS: 'prefect.event.received_lag_ms',
   EVENTS_SUMMARISED: 'prefect.events.summarised_count',
   EVENTS_SUMMARISED_NAMES: 'prefect.events.summarised_names',
+  /** Summarised events whose names are not in `summarised_names` (past `MAX_SUMMARISED_NAMES` distinct names). */
+  EVENTS_SUMMARISED_OTHER: 'prefect.events.summarised_other_count',
   CICD_PIPELINE_NAME: 'cicd.pipeline.name',
   CICD_PIPELINE_RUN_ID: 'cicd.pipeline.run.id',
   CICD_PIPELINE_RESULT: 'cicd.pipeline.result',

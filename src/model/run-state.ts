@@ -8,6 +8,12 @@ import type { Attributes, SpanEventRecord, SpanLinkRecord, SpanRecord } from './
 export const MAX_TAGS = 128;
 /** Longest tag kept whole; a longer one is cut with `…`, as a payload is. */
 export const MAX_TAG_CHARS = 256;
+/**
+ * Most distinct event names counted in a run's summary event (the first folded); events of other
+ * names are counted together (`prefect.events.summarised_other_count`). A run may emit events
+ * named after its data (`order.<id>`): the summary must not grow with them.
+ */
+export const MAX_SUMMARISED_NAMES = 128;
 
 /** Where a run's span hangs: its trace, its parent span, and whether it is the trace's root. */
 export interface TraceCtx {
@@ -60,7 +66,7 @@ export interface RunStateData {
   readonly ctx: TraceCtx;
   readonly attempt: number;
   readonly events: EventEntry[];
-  readonly summarised: { count: number; firstUs: number; names: Record<string, number> } | undefined;
+  readonly summarised: { count: number; firstUs: number; names: Record<string, number>; other?: number } | undefined;
   readonly firstEventUs: number | null;
   readonly lastEventUs: number | null;
   readonly startUs: number | null;
@@ -83,7 +89,7 @@ export class RunState {
   readonly attempt: number;
   events: EventEntry[] = [];
   /** The events folded into the summary; names are any text a flow emits (`__proto__`, `constructor`): a Map, not an object's keys. */
-  summarised: { count: number; firstUs: number; names: Map<string, number> } | undefined;
+  summarised: { count: number; firstUs: number; names: Map<string, number>; other?: number } | undefined;
   firstEventUs = Infinity;
   lastEventUs = -Infinity;
   startUs: number | undefined;
@@ -124,7 +130,7 @@ export class RunState {
     run.events = d.events;
     const s = d.summarised;
     // Own keys only (`Object.entries`): a name like `constructor` is not read from Object.prototype.
-    run.summarised = s === undefined || s === null ? undefined : { count: s.count, firstUs: s.firstUs, names: new Map(Object.entries(s.names ?? {}).filter((e) => typeof e[1] === 'number')) };
+    run.summarised = s === undefined || s === null ? undefined : { count: s.count, firstUs: s.firstUs, names: new Map(Object.entries(s.names ?? {}).filter((e) => typeof e[1] === 'number')), ...(typeof s.other === 'number' ? { other: s.other } : {}) };
     run.firstEventUs = d.firstEventUs ?? Infinity;
     run.lastEventUs = d.lastEventUs ?? -Infinity;
     run.startUs = d.startUs ?? undefined;
@@ -177,10 +183,12 @@ export class RunState {
       const other = this.events.findIndex((e) => e.attributes[ATTR.STATE_TYPE] === undefined);
       const dropped = other > 0 ? this.events.splice(other, 1)[0] : this.events.shift();
       if (dropped === undefined) break;
-      const s = (this.summarised ??= { count: 0, firstUs: dropped.timeUs, names: new Map() });
+      const s: NonNullable<RunState['summarised']> = (this.summarised ??= { count: 0, firstUs: dropped.timeUs, names: new Map() });
       s.count += 1;
       if (dropped.timeUs < s.firstUs) s.firstUs = dropped.timeUs;
-      s.names.set(dropped.name, (s.names.get(dropped.name) ?? 0) + 1);
+      const named = s.names.get(dropped.name);
+      if (named !== undefined || s.names.size < MAX_SUMMARISED_NAMES) s.names.set(dropped.name, (named ?? 0) + 1);
+      else s.other = (s.other ?? 0) + 1;
     }
   }
 
@@ -370,6 +378,7 @@ export class RunState {
         attributes: {
           [ATTR.EVENTS_SUMMARISED]: this.summarised.count,
           [ATTR.EVENTS_SUMMARISED_NAMES]: JSON.stringify(Object.fromEntries(this.summarised.names)),
+          ...(this.summarised.other === undefined ? {} : { [ATTR.EVENTS_SUMMARISED_OTHER]: this.summarised.other }),
         },
       });
     }

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { resolveConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log/logger.js';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
+import { MAX_SUMMARISED_NAMES } from '../../src/model/run-state.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
 import { createPipeline } from '../../src/pipeline.js';
 import { createPrefectRestClient } from '../../src/source/rest.js';
@@ -653,4 +654,32 @@ test('bounds: while the server holds subflow parent lookups, at most PREFECT_OTE
   // Nothing dropped: every subflow and its task, exactly once.
   const all = Array.from({ length: subflows }, (_, i) => [id(1, i), id(3, i)]).flat();
   assert.deepEqual(exported.sort(), all.sort());
+});
+
+test(`bounds: a run whose events are all named differently keeps at most ${MAX_SUMMARISED_NAMES} names in its summary, the others counted together, also after a restart from the state file`, async () => {
+  const custom = (i: number) => customEvent({ event: `acme.order.${i}`, resourceId: `prefect.flow-run.${FR}`, related: [], payload: {}, occurred: at(1 + i / 1000) }) as Ev;
+  const n = 20 * MAX_SUMMARISED_NAMES;
+  const events = [flowState(0, 'RUNNING', 'Running', 'PENDING', 1), ...Array.from({ length: n }, (_, i) => custom(i)), flowState(100, 'COMPLETED', 'Completed', 'RUNNING', 1)];
+  // Ten places: the two transitions, the summary and the 7 latest custom events.
+  const folded = n - 7;
+  const expected = {
+    'prefect.events.summarised_count': folded,
+    'prefect.events.summarised_names': JSON.stringify(Object.fromEntries(Array.from({ length: MAX_SUMMARISED_NAMES }, (_, i) => [`acme.order.${i}`, 1]))),
+    'prefect.events.summarised_other_count': folded - MAX_SUMMARISED_NAMES,
+  };
+  const summary = (spans: readonly SpanRecord[]) => spans[0]!.events.find((e) => e.name === 'prefect-otel.events_summarised')?.attributes;
+  assert.deepEqual(summary((await run(events, { maxSpanEvents: 10 })).spans), expected);
+
+  // A restart half-way: the summary goes through the state file's JSON.
+  const config = resolveConfig({ tracesExporter: 'none', maxSpanEvents: 10 }, {});
+  const logger = createLogger({ level: 'silent', format: 'json' });
+  const first = createPipeline({ config, logger, clock: 'event', delivery: null });
+  for (const e of events.slice(0, n / 2)) first.ingest(JSON.stringify(e));
+  const state = JSON.parse(JSON.stringify(first.tracker.snapshot())) as ReturnType<typeof first.tracker.snapshot>;
+  const spans: SpanRecord[] = [];
+  const second = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+  second.tracker.restore(state, at(50));
+  for (const e of events.slice(n / 2)) second.ingest(JSON.stringify(e));
+  await second.finish('end_of_input');
+  assert.deepEqual(summary(spans), expected);
 });
