@@ -163,6 +163,11 @@ export class RunTracker {
     return this.waitingEventCount;
   }
 
+  /** Runs whose events wait for a lookup (at most `maxOpenRuns`). */
+  get blockedRuns(): number {
+    return this.blocked.size;
+  }
+
   /**
    * Route one event to its run. Returns why it was turned down, if it was: an event whose payload
    * cannot be written as JSON (nested deeper than the JavaScript stack allows) cannot become a span
@@ -222,16 +227,19 @@ export class RunTracker {
   /**
    * Keep an event until the lookup of `taskRunId` answers. It waits in the state file too, so it
    * has to be writable as JSON; a run event's payload (`payloadText`) was already written.
-   * Past `maxOpenRuns` waiting events the oldest lookup is given up on (`abandonOldestLookup`).
+   * Past `maxOpenRuns` waiting events, or runs blocked (a run whose only event was turned down
+   * stays blocked without one), the oldest lookup is given up on (`abandonOldestLookup`).
    */
   private enqueue(taskRunId: string, event: PrefectEvent, classified: Classified, payloadText: string | undefined, nowMs: number): Rejected | undefined {
-    if (payloadText === undefined && jsonText(event.payload) === undefined) return TOO_DEEP;
+    const rejected = payloadText === undefined && jsonText(event.payload) === undefined ? TOO_DEEP : undefined;
     const waiting = this.waiting.get(taskRunId);
-    if (waiting === undefined) return undefined;
-    waiting.events.push({ event, classified });
-    this.waitingEventCount += 1;
-    if (this.waitingEventCount > this.options.maxOpenRuns) this.abandonOldestLookup(nowMs);
-    return undefined;
+    if (rejected === undefined && waiting !== undefined) {
+      waiting.events.push({ event, classified });
+      this.waitingEventCount += 1;
+    }
+    const max = this.options.maxOpenRuns;
+    if (this.waitingEventCount > max || this.blocked.size > max) this.abandonOldestLookup(nowMs);
+    return rejected;
   }
 
   /**

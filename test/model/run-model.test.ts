@@ -683,3 +683,30 @@ test(`bounds: a run whose events are all named differently keeps at most ${MAX_S
   await second.finish('end_of_input');
   assert.deepEqual(summary(spans), expected);
 });
+
+test('bounds: task runs whose only state event is turned down (too deep) while they wait for a held parent lookup are held at most PREFECT_OTEL_MAX_OPEN_RUNS at a time', async () => {
+  const maxOpenRuns = 5;
+  const config = resolveConfig({ tracesExporter: 'none', maxOpenRuns }, {});
+  const logger = createLogger({ level: 'silent', format: 'json' });
+  const answers: ((owner: string | null) => void)[] = [];
+  const exported: string[] = [];
+  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => exported.push(s.run.id), resolveOwner: () => new Promise((r) => answers.push(r)) });
+  const SUB = '0198c7d2-1000-7000-8000-000000000001';
+  pipeline.ingest(JSON.stringify(flowRunStateEvent({ flowRunId: SUB, flowRunName: 'sub', ...FLOW, parentTaskRunId: EXTRACT, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(0) })));
+  const tasks = 20 * maxOpenRuns;
+  let most = 0;
+  for (let i = 0; i < tasks; i++) {
+    const task = `0198c7d2-3000-7000-8000-${String(i).padStart(12, '0')}`;
+    const event = taskRunStateEvent({ taskRunId: task, taskRunName: 'step', taskKey: 'step-1a2b', flowRunId: SUB, ...FLOW, state: { type: 'PENDING', name: 'Pending' }, runCount: 0, occurred: at(1 + i) });
+    // A state event's payload is written only when it has to wait: a task input nested deeper than that can go.
+    pipeline.ingest(JSON.stringify(event).replace('"__parents__":[]', `"__parents__":[],"x":${'['.repeat(5000)}${']'.repeat(5000)}`));
+    most = Math.max(most, pipeline.tracker.blockedRuns);
+  }
+  // The subflow and four tasks wait; the fifth task's event gives the lookup up: the subflow becomes a
+  // root, and the later tasks' events, which no longer wait, need not be written.
+  const { lookups, lookupsAbandoned } = pipeline.tracker.counts;
+  assert.deepEqual({ most, lookups, lookupsAbandoned, tooDeep: pipeline.counters.skipped.too_deep }, { most: maxOpenRuns, lookups: 1, lookupsAbandoned: 1, tooDeep: maxOpenRuns });
+  for (const answer of answers) answer(null);
+  await pipeline.finish('end_of_input');
+  assert.deepEqual(exported.sort(), [SUB, ...Array.from({ length: tasks - maxOpenRuns }, (_, k) => `0198c7d2-3000-7000-8000-${String(maxOpenRuns + k).padStart(12, '0')}`)].sort());
+});
