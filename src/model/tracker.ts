@@ -483,10 +483,15 @@ export class RunTracker {
   /** `payload`: the event's payload as JSON, for a run event. */
   private apply(run: RunState, event: PrefectEvent, classified: Classified, payload: string | undefined, nowMs: number): void {
     const own = classified.kind !== 'run-event' || event.resource.id.endsWith(run.ref.id);
+    const flowRunBefore = run.meta.flowRunId;
     run.learn(event, own);
     run.touch(event, nowMs);
     this.keepOwnersAlive(run, nowMs);
-    if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) this.adopt(run);
+    if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) {
+      // An event naming another flow run moves the task: it leaves the children of the one it was under.
+      if (flowRunBefore !== undefined && flowRunBefore !== run.meta.flowRunId) this.disown(run.ref.id, flowRunBefore);
+      this.adopt(run);
+    }
     if (classified.kind === 'heartbeat') return;
     const lag = event.receivedUs === undefined ? undefined : Math.round((event.receivedUs - event.occurredUs) / 1000);
     if (classified.kind === 'state') {
@@ -555,6 +560,13 @@ export class RunTracker {
     }
   }
 
+  /** Take a task out of the children of `flowRunId`; the set goes with its last task once that flow run is no longer open. */
+  private disown(taskRunId: string, flowRunId: string): void {
+    const set = this.childrenOf.get(flowRunId);
+    set?.delete(taskRunId);
+    if (set !== undefined && set.size === 0 && !this.open.has(flowRunId)) this.childrenOf.delete(flowRunId);
+  }
+
   private due(run: RunState, nowMs: number): void {
     if (!run.terminal) {
       // A task past its grace period after its flow ended.
@@ -591,9 +603,7 @@ export class RunTracker {
       this.counts.native.late += 1;
     }
     if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) {
-      const set = this.childrenOf.get(run.meta.flowRunId);
-      set?.delete(run.ref.id);
-      if (set !== undefined && set.size === 0 && !this.open.has(run.meta.flowRunId)) this.childrenOf.delete(run.meta.flowRunId);
+      this.disown(run.ref.id, run.meta.flowRunId);
     } else if (run.ref.type === 'flow') {
       const set = this.childrenOf.get(run.ref.id);
       if (set !== undefined) {

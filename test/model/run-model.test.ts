@@ -710,3 +710,24 @@ test('bounds: task runs whose only state event is turned down (too deep) while t
   await pipeline.finish('end_of_input');
   assert.deepEqual(exported.sort(), [SUB, ...Array.from({ length: tasks - maxOpenRuns }, (_, k) => `0198c7d2-3000-7000-8000-${String(maxOpenRuns + k).padStart(12, '0')}`)].sort());
 });
+
+test('bounds: a task run whose events name another flow run each time leaves no trace of the flow runs it was under: flows with children stay within PREFECT_OTEL_MAX_OPEN_RUNS', async () => {
+  const maxOpenRuns = 100;
+  const config = resolveConfig({ tracesExporter: 'none', maxOpenRuns }, {});
+  const exported: string[] = [];
+  const pipeline = createPipeline({ config, logger: createLogger({ level: 'silent', format: 'json' }), clock: 'event', delivery: null, onSpan: (s) => exported.push(s.run.id) });
+  // The tracker's own children-of-flow map: what this test bounds.
+  const childrenOf = (pipeline.tracker as unknown as { childrenOf: Map<string, Set<string>> }).childrenOf;
+  const id = (kind: number, i: number): string => `0198c7d2-${kind}000-7000-8000-${String(i).padStart(12, '0')}`;
+  const tasks = 20 * maxOpenRuns;
+  let most = 0;
+  for (let i = 0; i < tasks; i++) {
+    const task = { taskRunId: id(3, i), taskRunName: 'step', taskKey: 'step-1a2b', ...FLOW, runCount: 1, received: at(i) + 15 };
+    pipeline.ingest(JSON.stringify(taskRunStateEvent({ ...task, flowRunId: id(1, i), state: { type: 'RUNNING', name: 'Running' }, occurred: at(i) })));
+    pipeline.ingest(JSON.stringify(taskRunStateEvent({ ...task, flowRunId: id(2, i), state: { type: 'RUNNING', name: 'Running' }, occurred: at(i) + 1 })));
+    most = Math.max(most, childrenOf.size);
+  }
+  await pipeline.finish('end_of_input');
+  assert.deepEqual({ most, after: childrenOf.size }, { most: maxOpenRuns, after: 0 });
+  assert.deepEqual(exported.sort(), Array.from({ length: tasks }, (_, i) => id(3, i)).sort());
+});
