@@ -267,11 +267,11 @@ export const SETTINGS = {
   },
   maxOpenRuns: {
     env: ['PREFECT_OTEL_MAX_OPEN_RUNS'], flag: '--max-open-runs', default: 100_000, parse: integer(1, 10_000_000),
-    doc: 'bound on runs held in memory; past it the least recently active run is ended as incomplete',
+    doc: 'bound on runs held in memory, and on events waiting for subflow parent lookups; past it the least recently active run is ended as incomplete (the oldest lookup is given up)',
   },
   maxSpanEvents: {
     env: ['OTEL_SPAN_EVENT_COUNT_LIMIT'], flag: '--max-span-events', default: 1_000, parse: integer(2, 1_000_000),
-    doc: 'span events kept per span (OTel\'s default is 128); past it the oldest are summarised in one event, other events before state transitions',
+    doc: 'span events kept per span (OTel\'s default is 128); past it the oldest are summarised in one event (naming at most 128 event names, the rest counted in `prefect.events.summarised_other_count`), other events before state transitions',
   },
   payloadMaxChars: {
     env: ['PREFECT_OTEL_PAYLOAD_MAX_CHARS'], flag: '--payload-max-chars', default: 4_096, parse: integer(0, 1_000_000),
