@@ -4,7 +4,7 @@ import { excerpt } from '../../src/model/event.js';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli, type CliResult } from '../helpers/cli.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
-import { customEvent, flowRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
+import { customEvent, DEEP_PAYLOAD_JSON, flowRunStateEvent, ONLY_WHERE_DEEP_JSON_FAILS, type WireEvent } from '../helpers/prefect-events.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
@@ -135,9 +135,9 @@ test('replay: an event whose time is outside 1970–2200 or whose zone offset is
   );
 });
 
-test('replay: an event the model turns down (a payload too deep to write) moves no time either: days ahead, with `received`, it ends no other run', async () => {
+test('replay: an event the model turns down (a payload too deep to write) moves no time either: days ahead, with `received`, it ends no other run', { skip: ONLY_WHERE_DEEP_JSON_FAILS }, async () => {
   const deep = customEvent({ event: 'acme.custom', resourceId: `prefect.flow-run.${Y}`, related: [], occurred: T0 + 2 * DAY_MS, id: '0198c7d2-eeee-7000-8000-000000000012' });
-  const deepLine = JSON.stringify({ ...deep, received: new Date(T0 + 2 * DAY_MS).toISOString(), payload: { x: 0 } }).replace('{"x":0}', `{"x":${'['.repeat(5000)}${']'.repeat(5000)}}`);
+  const deepLine = JSON.stringify({ ...deep, received: new Date(T0 + 2 * DAY_MS).toISOString(), payload: { x: 0 } }).replace('{"x":0}', DEEP_PAYLOAD_JSON);
   const { r, spans } = await replay([
     JSON.stringify(flowState(X, 'x', 'RUNNING', 'Running', 'PENDING', T0, '0198c7d2-eeee-7000-8000-000000000011')),
     deepLine,

@@ -12,7 +12,7 @@ import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli } from '../helpers/cli.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
-import { customEvent, flowRunStateEvent } from '../helpers/prefect-events.js';
+import { customEvent, DEEP_PAYLOAD_JSON, flowRunStateEvent, ONLY_WHERE_DEEP_JSON_FAILS } from '../helpers/prefect-events.js';
 import { liveConnections, logLines, startWatch, tempDir, until } from '../helpers/watch-e2e.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
@@ -34,7 +34,7 @@ const childEvent = (i: number, at: number) =>
 /** A custom event on the child whose payload is nested deeper than JSON.stringify can write (JSON.parse reads it). */
 function deepFrame(at: number): string {
   const event = customEvent({ event: 'acme.deep', resourceId: `prefect.flow-run.${CHILD}`, related: [], payload: { x: 0 }, occurred: at, id: DEEP_ID });
-  return JSON.stringify({ type: 'event', event }).replace('{"x":0}', `{"x":${'['.repeat(5000)}${']'.repeat(5000)}}`);
+  return JSON.stringify({ type: 'event', event }).replace('{"x":0}', DEEP_PAYLOAD_JSON);
 }
 
 /** Each span's parent (run id → parent span id, or null for a root) and trace, and its span events' names. */
@@ -47,7 +47,7 @@ function trees(spans: ReceivedSpan[]) {
 const skipWarnings = (stdout: string) => logLines(stdout).filter((l) => l.msg === 'skipped malformed input').map((l) => ({ level: l.level, reason: l.reason, detail: l.detail, excerpt: l.excerpt }));
 const TOO_DEEP = { level: 40, reason: 'too_deep', detail: 'payload cannot be written as JSON (nested too deep)' };
 
-test('replay: an event too deep to write on a subflow waiting for its parent lookup is skipped once with a reason; that run and every other run are exported', async () => {
+test('replay: an event too deep to write on a subflow waiting for its parent lookup is skipped once with a reason; that run and every other run are exported', { skip: ONLY_WHERE_DEEP_JSON_FAILS }, async () => {
   const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
   const lines = [
     JSON.stringify(flow(OTHER, 1, t0, 'RUNNING', 'Running')),
@@ -73,7 +73,7 @@ test('replay: an event too deep to write on a subflow waiting for its parent loo
   assert.deepEqual(logLines(r.stdout).filter((l) => (l.level ?? 0) >= 50), [], 'no error line');
 });
 
-test('watch: while the parent lookup is held, an event too deep to write is skipped and the state file is still written; when the lookup answers, the subflow hangs under its parent', async (t) => {
+test('watch: while the parent lookup is held, an event too deep to write is skipped and the state file is still written; when the lookup answers, the subflow hangs under its parent', { skip: ONLY_WHERE_DEEP_JSON_FAILS }, async (t) => {
   const prefect = await startFakePrefect();
   prefect.addTaskRun({ id: TRACK, flow_run_id: PARENT, name: 'quality-checks-0' });
   const receiver = await startOtlpReceiver();

@@ -190,3 +190,26 @@ export function customEvent(i: CustomEventInput): WireEvent {
     follows: i.follows ?? null,
   };
 }
+
+/** Nesting that JSON.parse reads and Node 20's JSON.stringify cannot write (its recursion runs out of stack). */
+export const UNWRITABLE_DEPTH = 5_000;
+
+/** `{"x":[[[…]]]}` nested UNWRITABLE_DEPTH deep, as JSON text. */
+export const DEEP_PAYLOAD_JSON = `{"x":${'['.repeat(UNWRITABLE_DEPTH)}${']'.repeat(UNWRITABLE_DEPTH)}}`;
+
+/**
+ * Whether this runtime's JSON.stringify writes a value nested UNWRITABLE_DEPTH deep (newer V8 writes
+ * any depth). Where it does, no payload is too deep to write and `too_deep` cannot happen: the tests
+ * of that skip say so and are skipped.
+ */
+export const DEEP_JSON_WRITABLE: boolean = (() => {
+  try {
+    JSON.stringify(JSON.parse(DEEP_PAYLOAD_JSON));
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/** The `skip` option of a test of the `too_deep` skip. */
+export const ONLY_WHERE_DEEP_JSON_FAILS = DEEP_JSON_WRITABLE ? 'this runtime writes JSON nested this deep: no payload is too deep to write' : false;

@@ -9,7 +9,7 @@ import { createPipeline } from '../../src/pipeline.js';
 import { createPrefectRestClient } from '../../src/source/rest.js';
 import { createOwnerLookup } from '../../src/source/run-lookups.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
-import { customEvent, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
+import { customEvent, DEEP_PAYLOAD_JSON, flowRunStateEvent, ONLY_WHERE_DEEP_JSON_FAILS, taskRunStateEvent } from '../helpers/prefect-events.js';
 
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
 const at = (s: number): number => T0 + s * 1000;
@@ -684,7 +684,7 @@ test(`bounds: a run whose events are all named differently keeps at most ${MAX_S
   assert.deepEqual(summary(spans), expected);
 });
 
-test('bounds: task runs whose only state event is turned down (too deep) while they wait for a held parent lookup are held at most PREFECT_OTEL_MAX_OPEN_RUNS at a time', async () => {
+test('bounds: task runs whose only state event is turned down (too deep) while they wait for a held parent lookup are held at most PREFECT_OTEL_MAX_OPEN_RUNS at a time', { skip: ONLY_WHERE_DEEP_JSON_FAILS }, async () => {
   const maxOpenRuns = 5;
   const config = resolveConfig({ tracesExporter: 'none', maxOpenRuns }, {});
   const logger = createLogger({ level: 'silent', format: 'json' });
@@ -699,7 +699,7 @@ test('bounds: task runs whose only state event is turned down (too deep) while t
     const task = `0198c7d2-3000-7000-8000-${String(i).padStart(12, '0')}`;
     const event = taskRunStateEvent({ taskRunId: task, taskRunName: 'step', taskKey: 'step-1a2b', flowRunId: SUB, ...FLOW, state: { type: 'PENDING', name: 'Pending' }, runCount: 0, occurred: at(1 + i) });
     // A state event's payload is written only when it has to wait: a task input nested deeper than that can go.
-    pipeline.ingest(JSON.stringify(event).replace('"__parents__":[]', `"__parents__":[],"x":${'['.repeat(5000)}${']'.repeat(5000)}`));
+    pipeline.ingest(JSON.stringify(event).replace('"__parents__":[]', `"__parents__":[],"x":${DEEP_PAYLOAD_JSON}`));
     most = Math.max(most, pipeline.tracker.blockedRuns);
   }
   // The subflow and four tasks wait; the fifth task's event gives the lookup up: the subflow becomes a
