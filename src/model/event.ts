@@ -166,7 +166,12 @@ const DETAIL_TEXT_MAX = 60;
 
 /** At most DETAIL_TEXT_MAX characters of `text`, `…` when cut. */
 function clip(text: string): string {
-  return text.length > DETAIL_TEXT_MAX ? `${text.slice(0, DETAIL_TEXT_MAX)}…` : text;
+  return truncate(text, DETAIL_TEXT_MAX);
+}
+
+/** `text` cut to `max` characters, `…` marking the cut. */
+export function truncate(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}…` : text;
 }
 
 /** `text` clipped, as a JSON string. */

@@ -1,6 +1,6 @@
 import { ATTR, CICD_RESULT, OTEL_TRACEPARENT_LABEL, SPAN_EVENT } from './attributes.js';
 import { TERMINAL_STATE_TYPES, type RunRef, type RunType, type StateInfo, type StateType } from './classify.js';
-import { isRecord, type PrefectEvent } from './event.js';
+import { isRecord, truncate, type PrefectEvent } from './event.js';
 import { canonicalUuid, spanIdForRun } from './ids.js';
 import type { Attributes, SpanEventRecord, SpanLinkRecord, SpanRecord } from './span-record.js';
 
@@ -201,13 +201,13 @@ export class RunState {
     let tags: Set<string> | undefined;
     let dropped: Set<string> | undefined;
     const addTag = (text: string): void => {
-      const tag = text.length > MAX_TAG_CHARS ? `${text.slice(0, MAX_TAG_CHARS)}…` : text;
+      const tag = truncate(text, MAX_TAG_CHARS);
       if (tags === undefined) {
         if (m.tags.includes(tag)) return;
-        if (m.tags.length < MAX_TAGS) tags = new Set(m.tags);
+        tags = new Set(m.tags);
       }
-      if (tags !== undefined && (tags.size < MAX_TAGS || tags.has(tag))) tags.add(tag);
-      else (dropped ??= new Set()).add(tag);
+      if (tags.size < MAX_TAGS) tags.add(tag);
+      else if (!tags.has(tag)) (dropped ??= new Set()).add(tag);
     };
     for (const r of event.related) {
       switch (r.role) {

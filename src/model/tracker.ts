@@ -1,6 +1,6 @@
 import { ATTR } from './attributes.js';
 import { classify, runRefFromResourceId, TERMINAL_STATE_TYPES, type Classified, type RunRef, type RunType, type StateInfo } from './classify.js';
-import type { PrefectEvent, SkipReason } from './event.js';
+import { truncate, type PrefectEvent, type SkipReason } from './event.js';
 import { spanIdForRun, traceIdForRun } from './ids.js';
 import { parentTaskIdsOf, parseTraceparent, RunState, type RunStateData, type TraceCtx } from './run-state.js';
 import type { Attributes, SpanRecord } from './span-record.js';
@@ -238,7 +238,8 @@ export class RunTracker {
       this.waitingEventCount += 1;
     }
     const max = this.options.maxOpenRuns;
-    if (this.waitingEventCount > max || this.blocked.size > max) this.abandonOldestLookup(nowMs);
+    // A lookup given up may have had no events left (they were turned down): give up on the next.
+    while ((this.waitingEventCount > max || this.blocked.size > max) && this.waiting.size > 0) this.abandonOldestLookup(nowMs);
     return rejected;
   }
 
@@ -682,6 +683,3 @@ function boundMessage(state: StateInfo, max: number): StateInfo {
   return state.message.length > max ? { ...state, message: truncate(state.message, max) } : state;
 }
 
-function truncate(text: string, max: number): string {
-  return text.length > max ? `${text.slice(0, max)}…` : text;
-}
