@@ -175,22 +175,20 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       // Spans refused for good (a wrong credential, a 413) are failing exports too, for /healthz.
       stats.failing = true;
       options.onLoss?.('rejected', n, result.error);
-    } else if (closed) {
-      // Cut off by shutdown: not an attempt that failed, and there is no retry. The batch goes back
-      // to the queue for drainQueued (the state file); the collector's last answer stays the error.
+    } else {
       queue.splice(head, 0, ...entries);
       stats.queued += n;
       stats.queuedBytes += bytes;
-      notify();
-      return;
-    } else {
+      if (closed) {
+        // Cut off by shutdown: not an attempt that failed, and there is no retry. The batch waits
+        // for drainQueued (the state file); the collector's last answer stays the error.
+        notify();
+        return;
+      }
       stats.failedAttempts += 1;
       stats.lastError = result.error;
       stats.failing = true;
       consecutiveFailures += 1;
-      queue.splice(head, 0, ...entries);
-      stats.queued += n;
-      stats.queuedBytes += bytes;
       const jittered = Math.round(backoffMs * (0.5 + Math.random() / 2));
       retryAt = Date.now() + jittered;
       options.onFailure?.(result.error, jittered);

@@ -31,9 +31,6 @@ export type FromExportThread =
 /** How long a shutdown waits for the thread's exporter to close before the thread is stopped. */
 const CLOSE_TIMEOUT_MS = 2_000;
 
-/** The answer to a batch still out when shutdown() stopped the thread. */
-export const STOPPED_UNANSWERED = 'the exporter was shut down before the collector answered';
-
 const WORKER_URL = new URL('./span-export-worker.js', import.meta.url);
 
 interface Thread {
@@ -83,9 +80,7 @@ export function createThreadedTraceSender(init: ExportThreadInit, options: Threa
         }
         return;
       }
-      // A thread stopped by shutdown() did not fail: its batches were only not answered in time.
-      const why = shutDown ? STOPPED_UNANSWERED : error;
-      for (const { answer } of held) answer({ ok: false, retryable: true, error: why });
+      for (const { answer } of held) answer({ ok: false, retryable: true, error });
     };
     t.worker.unref();
     t.worker.on('message', (message: FromExportThread) => {
