@@ -133,6 +133,13 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   const pipelineDedupe = new DedupeSet(config.model.dedupeWindowMs, config.model.dedupeMaxIds);
   const lookups = new Set<Promise<void>>();
   const notices = logger.child({ component: 'model' });
+  /** A notice that may come once per run: the first WARN_PER_REASON are warnings, the rest debug lines (`count`: this one's number). */
+  const warnThenCount = (count: number, fields: object, msg: string, further: string): void => {
+    if (count < WARN_PER_REASON) notices.warn(fields, msg);
+    else if (count === WARN_PER_REASON) notices.warn(fields, `${msg} (${further})`);
+    else notices.debug(fields, msg);
+  };
+  let lookupFailedNotices = 0;
 
   const tracker: RunTracker = new RunTracker(
     {
@@ -167,7 +174,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       notice(notice: TrackerNotice): void {
         switch (notice.kind) {
           case 'lookup_failed':
-            notices.warn(notice, 'parent of a subflow could not be looked up; it becomes the root of its own trace');
+            // A server that stopped answering makes this happen once per subflow.
+            warnThenCount(++lookupFailedNotices, notice, 'parent of a subflow could not be looked up; it becomes the root of its own trace', 'further ones are only counted');
             break;
           case 'parent_cycle':
             notices.warn(notice, 'parent of a subflow leads back to the subflow itself; it becomes the root of its own trace');
@@ -176,19 +184,15 @@ export function createPipeline(options: PipelineOptions): Pipeline {
             notices.warn(notice, 'event arrived after its run was exported; logged but not on the span');
             break;
           case 'evicted': {
-            // Under a low bound this happens once per new run: warn a few times, then only count.
+            // Under a low bound this happens once per new run.
             const count = tracker.counts.evicted;
-            if (count <= WARN_PER_REASON) {
-              notices.warn({ ...notice, count }, count === WARN_PER_REASON ? 'open-run bound reached; least recently active run ended early (further evictions are only counted)' : 'open-run bound reached; least recently active run ended early');
-            } else notices.debug({ ...notice, count }, 'open-run bound reached; least recently active run ended early');
+            warnThenCount(count, { ...notice, count }, 'open-run bound reached; least recently active run ended early', 'further evictions are only counted');
             break;
           }
           case 'lookup_abandoned': {
-            // A server that stopped answering makes this happen once per new subflow: warn a few times, then only count.
+            // A server that stopped answering makes this happen once per new subflow.
             const count = tracker.counts.lookupsAbandoned;
-            const msg = 'events waiting for subflow parent lookups reached their bound (PREFECT_OTEL_MAX_OPEN_RUNS); the oldest lookup was given up and its runs become roots of their own traces';
-            if (count <= WARN_PER_REASON) notices.warn({ ...notice, count }, count === WARN_PER_REASON ? `${msg} (further ones are only counted)` : msg);
-            else notices.debug({ ...notice, count }, msg);
+            warnThenCount(count, { ...notice, count }, 'events waiting for subflow parent lookups reached their bound (PREFECT_OTEL_MAX_OPEN_RUNS); the oldest lookup was given up and its runs become roots of their own traces', 'further ones are only counted');
             break;
           }
           case 'rerun':
@@ -289,25 +293,23 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     // with a wild `occurred` must not end other runs or make a reconnect skip events. `occurred` is
     // the sender's clock; the server's `received` bounds it, so that a sender whose clock runs ahead
     // does not end every other run as idle.
-    const clockBeforeMs = eventClockMs;
-    const cursorBeforeUs = cursorUs;
     const clockMs = Math.min(event.occurredUs, event.receivedUs ?? Infinity) / 1000;
-    if (moveClock && clockMs > eventClockMs) eventClockMs = clockMs;
-    const nowMs = now();
+    const nextClockMs = moveClock && clockMs > eventClockMs ? clockMs : eventClockMs;
+    const nowMs = options.clock === 'wall' ? Date.now() : nextClockMs;
     // Nor may it put the cursor in the future (a reconnect from there would ask only for events not
     // sent yet): `received` and our own clock bound it.
     const seenUs = Math.min(event.occurredUs, event.receivedUs ?? Infinity, nowMs * 1000);
+    // Time moves once the model has taken the event: one it turns down (a payload too deep to
+    // write) moves no time either.
+    const rejected = c.kind === 'unrelated' ? undefined : tracker.process(event, c, nowMs);
+    if (rejected !== undefined) {
+      skip(rejected.reason, rejected.detail, raw ?? event);
+      return;
+    }
+    eventClockMs = nextClockMs;
     if (cursorUs === undefined || seenUs > cursorUs) cursorUs = seenUs;
     if (c.kind === 'unrelated') {
       counters.unrelated += 1;
-      return;
-    }
-    const rejected = tracker.process(event, c, nowMs);
-    if (rejected !== undefined) {
-      // Turned down by the model (a payload too deep to write): it moves no time either.
-      eventClockMs = clockBeforeMs;
-      cursorUs = cursorBeforeUs;
-      skip(rejected.reason, rejected.detail, raw ?? event);
       return;
     }
     counters.accepted += 1;

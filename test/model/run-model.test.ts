@@ -352,6 +352,23 @@ test('subflow: the tracking task is looked up and the child hangs under the pare
   assert.ok(lost.lines.some((l) => l.msg === 'parent of a subflow could not be looked up; it becomes the root of its own trace' && l.level === 40));
 });
 
+test('subflows whose parent cannot be looked up: the first ten are warned, the rest counted at debug, so a server that stopped answering does not flood the log', async () => {
+  const subflow = (i: number): Ev[] => {
+    const id = `0198c7d2-7000-7000-8000-${(0xc00 + i).toString(16).padStart(12, '0')}`;
+    const track = `0198c7d2-7000-7000-8000-${(0xd00 + i).toString(16).padStart(12, '0')}`;
+    const ev = (s: number, type: string, name: string, from: string | null) =>
+      flowRunStateEvent({ flowRunId: id, flowRunName: `child-${i}`, flowId: '11111111-1111-4111-8111-111111111111', flowName: 'child-flow', parentTaskRunId: track, parentTaskRunName: 'child-flow-0', state: { type, name }, from, runCount: 1, occurred: at(s + i) }) as Ev;
+    return [ev(1, 'RUNNING', 'Running', 'PENDING'), ev(2, 'COMPLETED', 'Completed', 'RUNNING')];
+  };
+  const lost = await run(Array.from({ length: 15 }, (_, i) => subflow(i)).flat(), {}, () => Promise.resolve(null));
+  const MSG = 'parent of a subflow could not be looked up; it becomes the root of its own trace';
+  assert.deepEqual(
+    lost.lines.filter((l) => String(l.msg).startsWith(MSG)).map((l) => [l.level, l.msg]),
+    [...Array.from({ length: 9 }, () => [40, MSG]), [40, `${MSG} (further ones are only counted)`], ...Array.from({ length: 5 }, () => [20, MSG])],
+  );
+  assert.equal(lost.spans.filter((s) => s.parentSpanId === undefined).length, 15);
+});
+
 test('bounds: past the span event limit the oldest other events are summarised, transitions kept; past the open-run bound the oldest run is ended', async () => {
   const events = [flowState(0, 'RUNNING', 'Running', 'PENDING', 1)];
   for (let i = 0; i < 30; i++) {
