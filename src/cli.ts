@@ -187,9 +187,9 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
 function demoDefaults(args: ParsedArgs, env: NodeJS.ProcessEnv): PrefectTracingOptions {
   if (args.command !== 'demo') return args.options;
   const o: Record<string, unknown> = { ...args.options };
-  const endpointSet = [o.otlpEndpoint, o.otlpTracesEndpoint, env.OTEL_EXPORTER_OTLP_ENDPOINT, env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT].some((v) => v !== undefined && v !== '');
-  // An empty variable is unset, as resolveConfig reads it.
-  const unset = (v: string | undefined): boolean => v === undefined || v === '';
+  // A blank variable is unset, as resolveConfig reads it.
+  const unset = (v: unknown): boolean => v === undefined || (typeof v === 'string' && v.trim() === '');
+  const endpointSet = [o.otlpEndpoint, o.otlpTracesEndpoint, env.OTEL_EXPORTER_OTLP_ENDPOINT, env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT].some((v) => !unset(v));
   if (o.tracesExporter === undefined && unset(env.OTEL_TRACES_EXPORTER) && !endpointSet) o.tracesExporter = 'none';
   if (o.logLevel === undefined && unset(env.PREFECT_OTEL_LOG_LEVEL)) o.logLevel = 'warn';
   if (o.logFormat === undefined && unset(env.PREFECT_OTEL_LOG_FORMAT)) o.logFormat = 'pretty';

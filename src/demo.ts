@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import type { Config } from './config.js';
 import { EXIT_CODES } from './errors.js';
-import { ownLineStream } from './log/logger.js';
+import { LINE_SHAPE, ownLineStream } from './log/logger.js';
 import { STLOGGING_PREFIX } from './log/stlogging.js';
 import { renderTraceTrees } from './log/tree.js';
 import type { SpanRecord } from './model/span-record.js';
@@ -46,7 +46,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const configured = ownLineStream(options.logger);
   if (configured !== undefined && config.log.level !== 'silent') streams.push({ stream: configured, level: config.log.level });
   const level = pino.levels.values[config.log.level]! < pino.levels.values.info! ? config.log.level : 'info';
-  const logger = pino({ level, base: { service: 'prefect-otel' }, timestamp: pino.stdTimeFunctions.epochTime }, pino.multistream(streams));
+  const logger = pino({ level, ...LINE_SHAPE }, pino.multistream(streams));
   const pipeline = createPipeline({
     config,
     logger,

@@ -67,18 +67,17 @@ export function ownLineStream(logger: Logger): DestinationStream | undefined {
   return ownStreams.get(logger);
 }
 
+/** What every prefect-otel line carries (`service`, epoch-ms `time`) and what no line may show (secrets). */
+export const LINE_SHAPE = {
+  base: { service: 'prefect-otel' },
+  timestamp: pino.stdTimeFunctions.epochTime,
+  redact: { paths: REDACT, censor: '[redacted]' },
+} satisfies pino.LoggerOptions;
+
 export function createLogger(options: LoggerOptions): Logger {
   const stream =
     options.format === 'pretty' ? createPrettyStream(options.destination as NodeJS.WritableStream | undefined) : (options.destination ?? stdoutDestination());
-  const logger = pino(
-    {
-      level: options.level,
-      base: { service: 'prefect-otel' },
-      timestamp: pino.stdTimeFunctions.epochTime,
-      redact: { paths: REDACT, censor: '[redacted]' },
-    },
-    stream,
-  );
+  const logger = pino({ level: options.level, ...LINE_SHAPE }, stream);
   ownStreams.set(logger, stream);
   return logger;
 }
