@@ -1,4 +1,5 @@
 import type { Attributes, BatchObservableResult, Observable } from '@opentelemetry/api';
+import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
 import { JsonMetricsSerializer, MetricsExporterMetricsHelper, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import { AggregationTemporality, MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
@@ -24,9 +25,29 @@ export interface MetricsExport {
  * which would put a second copy of the SDK beside ours. Cumulative temporality, as the default.
  */
 export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implements PushMetricExporter {
-  constructor(signal: OtlpSignalConfig) {
+  private failing = false;
+
+  /**
+   * `log`: where a failing export is said, once when it starts failing and once when it works
+   * again. The SDK's reader reports it only through OpenTelemetry's global diag, which inside an
+   * application is the application's (the CLI routes it to its log too).
+   */
+  constructor(signal: OtlpSignalConfig, private readonly log?: Logger) {
     const encodings = { json: JsonMetricsSerializer, protobuf: ProtobufMetricsSerializer };
     super(createHttpDelegate(signal, { id: 'METRICS', path: 'v1/metrics' }, encodings, 'otlp_http_metric_exporter', MetricsExporterMetricsHelper));
+  }
+
+  override export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
+    super.export(metrics, (result) => {
+      if (result.code !== ExportResultCode.SUCCESS && !this.failing) {
+        this.failing = true;
+        this.log?.warn({ error: result.error === undefined ? 'export failed' : errorText(result.error) }, 'metrics export failing; tried again at the next interval');
+      } else if (result.code === ExportResultCode.SUCCESS && this.failing) {
+        this.failing = false;
+        this.log?.info('metrics export works again');
+      }
+      resultCallback(result);
+    });
   }
 
   selectAggregationTemporality(): AggregationTemporality {
@@ -46,7 +67,7 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
     resource: createResource(config),
     readers: [
       new PeriodicExportingMetricReader({
-        exporter: new OtlpMetricExporter(config.metrics),
+        exporter: new OtlpMetricExporter(config.metrics, logger.child({ component: 'export', signal: 'metrics' })),
         exportIntervalMillis: interval,
         exportTimeoutMillis: Math.min(interval, config.metrics.timeoutMs),
       }),

@@ -197,3 +197,26 @@ test('library: a state file that cannot be written is logged once, then again on
   );
   assert.ok(Number(saves()[1]!.failures) >= 5, String(saves()[1]!.failures));
 });
+
+test('library: a metrics export that fails is said in prefect-otel\'s own log, once when it starts failing and once when it works again', async (t) => {
+  const prefect = await startFakePrefect();
+  // The first export fails (a 503 to the SDK's own retries too); the later ones go through.
+  const receiver = await startOtlpReceiver({ respond: (n, path) => (path === '/v1/metrics' && n <= 6 ? { status: 503, headers: { 'retry-after': '0' } } : 200) });
+  const { logger, lines } = captureLogger();
+  const tracing = startPrefectTracing({
+    env: {}, logger, apiUrl: prefect.url, otlpEndpoint: receiver.url, tracesExporter: 'none',
+    metricsExporter: 'otlp', metricExportIntervalMs: 100, stateFile: join(tempDir(), 'state.json'), statsIntervalMs: 0,
+  });
+  t.after(async () => {
+    await tracing.shutdown();
+    await receiver.close();
+    await prefect.close();
+  });
+  await receiver.waitForMetricExports(2);
+  const said = () => lines().filter((l) => l.signal === 'metrics' && Number(l.level) >= 30).map((l) => [l.level, l.msg, l.error]);
+  await until('the recovery is said', () => said().length === 2);
+  assert.deepEqual(said(), [
+    [40, 'metrics export failing; tried again at the next interval', 'Export failed with retryable status'],
+    [30, 'metrics export works again', undefined],
+  ]);
+});
