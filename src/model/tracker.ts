@@ -69,7 +69,7 @@ interface FinishedRun {
   readonly name: string | undefined;
   /** Set when the run was ended without a terminal state (flow ended, idle, evicted): what comes later is late, not a rerun. */
   readonly incomplete?: true;
-  /** Task runs: their flow run (a task hangs only under a parent task of its own flow run). */
+  /** Task runs: their flow run when it is not their parent (`ctx.parentRunId`); see `finishedFlowRun`. */
   readonly flowRunId?: string;
 }
 
@@ -417,7 +417,7 @@ export class RunTracker {
     for (const id of parentTaskIdsOf(event)) {
       if (id === taskRunId) continue;
       const open = this.open.get(id);
-      const known = open === undefined ? this.finished.get(id) : { type: open.ref.type, flowRunId: open.meta.flowRunId };
+      const known = open === undefined ? finishedFlowRun(this.finished.get(id)) : { type: open.ref.type, flowRunId: open.meta.flowRunId };
       if (known !== undefined && (known.type !== 'task' || (known.flowRunId ?? flowRunId) !== flowRunId)) continue;
       if (!this.leadsBackTo(id, taskRunId)) return id;
     }
@@ -625,7 +625,8 @@ export class RunTracker {
       endedAtMs: nowMs,
       name: run.meta.name,
       ...(run.terminal ? {} : { incomplete: true as const }),
-      ...(run.meta.flowRunId === undefined ? {} : { flowRunId: run.meta.flowRunId }),
+      // Most tasks hang under their flow run: then it is their parent, and not written twice.
+      ...(run.meta.flowRunId === undefined || run.meta.flowRunId === run.ctx.parentRunId ? {} : { flowRunId: run.meta.flowRunId }),
     }, this.options.maxOpenRuns);
     this.counts.spans += 1;
     if (record.run.incomplete) this.counts.incomplete += 1;
@@ -683,3 +684,8 @@ function boundMessage(state: StateInfo, max: number): StateInfo {
   return state.message.length > max ? { ...state, message: truncate(state.message, max) } : state;
 }
 
+/** A finished run's type and, for a task, its flow run (a task hangs only under a parent task of its own flow run). */
+function finishedFlowRun(f: FinishedRun | undefined): { readonly type: RunType; readonly flowRunId: string | undefined } | undefined {
+  if (f === undefined) return undefined;
+  return { type: f.type, flowRunId: f.flowRunId ?? (f.type === 'task' ? f.ctx.parentRunId : undefined) };
+}
