@@ -20,9 +20,16 @@ export interface TraceCtx {
   readonly traceId: string;
   readonly parentSpanId: string | undefined;
   readonly root: boolean;
-  /** The run whose span is the parent, to follow a chain of parents (absent on a root, and in state written before it was kept). */
-  readonly parentRunId?: string;
+  /**
+   * The run whose span is the parent, to follow a chain of parents (absent on a root). Keyed by a
+   * symbol so that the state file, written with JSON.stringify, leaves it out: it is there for
+   * runs seen since the start, and a restored run's chain stops at it.
+   */
+  readonly [PARENT_RUN]?: string;
 }
+
+/** The key of `TraceCtx`'s parent run. */
+export const PARENT_RUN: unique symbol = Symbol('parentRun');
 
 /** Facts about a run gathered from every event that names it. */
 export interface RunMeta {

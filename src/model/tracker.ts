@@ -2,7 +2,7 @@ import { ATTR } from './attributes.js';
 import { classify, runRefFromResourceId, TERMINAL_STATE_TYPES, type Classified, type RunRef, type RunType, type StateInfo } from './classify.js';
 import { truncate, type PrefectEvent, type SkipReason } from './event.js';
 import { spanIdForRun, traceIdForRun } from './ids.js';
-import { parentTaskIdsOf, parseTraceparent, RunState, type RunStateData, type TraceCtx } from './run-state.js';
+import { PARENT_RUN, parentTaskIdsOf, parseTraceparent, RunState, type RunStateData, type TraceCtx } from './run-state.js';
 import type { Attributes, SpanRecord } from './span-record.js';
 import { Additions } from '../state/additions.js';
 import { FifoMap } from './fifo-map.js';
@@ -69,7 +69,7 @@ interface FinishedRun {
   readonly name: string | undefined;
   /** Set when the run was ended without a terminal state (flow ended, idle, evicted): what comes later is late, not a rerun. */
   readonly incomplete?: true;
-  /** Task runs: their flow run when it is not their parent (`ctx.parentRunId`); see `finishedFlowRun`. */
+  /** Task runs: their flow run when it is not their parent (`ctx[PARENT_RUN]`); see `finishedFlowRun`. */
   readonly flowRunId?: string;
 }
 
@@ -429,7 +429,7 @@ export class RunTracker {
     let id: string | undefined = fromId;
     for (let depth = 0; id !== undefined; depth++) {
       if (id === runId || depth >= MAX_PARENT_DEPTH) return true;
-      id = (this.open.get(id) ?? this.finished.get(id))?.ctx.parentRunId;
+      id = (this.open.get(id) ?? this.finished.get(id))?.ctx[PARENT_RUN];
     }
     return false;
   }
@@ -440,9 +440,9 @@ export class RunTracker {
     const traceId = flow?.ctx.traceId ?? traceIdForRun(flowRunId);
     if (parentTaskId !== undefined) {
       const parent = this.open.get(parentTaskId) ?? this.finished.get(parentTaskId);
-      return { traceId, parentSpanId: spanIdForRun(parentTaskId, parent?.attempt ?? 0), root: false, parentRunId: parentTaskId };
+      return { traceId, parentSpanId: spanIdForRun(parentTaskId, parent?.attempt ?? 0), root: false, [PARENT_RUN]: parentTaskId };
     }
-    return { traceId, parentSpanId: spanIdForRun(flowRunId, flow?.attempt ?? 0), root: false, parentRunId: flowRunId };
+    return { traceId, parentSpanId: spanIdForRun(flowRunId, flow?.attempt ?? 0), root: false, [PARENT_RUN]: flowRunId };
   }
 
   private ownerOf(taskRunId: string): string | null | undefined {
@@ -626,7 +626,7 @@ export class RunTracker {
       name: run.meta.name,
       ...(run.terminal ? {} : { incomplete: true as const }),
       // Most tasks hang under their flow run: then it is their parent, and not written twice.
-      ...(run.meta.flowRunId === undefined || run.meta.flowRunId === run.ctx.parentRunId ? {} : { flowRunId: run.meta.flowRunId }),
+      ...(run.meta.flowRunId === undefined || run.meta.flowRunId === run.ctx[PARENT_RUN] ? {} : { flowRunId: run.meta.flowRunId }),
     }, this.options.maxOpenRuns);
     this.counts.spans += 1;
     if (record.run.incomplete) this.counts.incomplete += 1;
@@ -687,5 +687,5 @@ function boundMessage(state: StateInfo, max: number): StateInfo {
 /** A finished run's type and, for a task, its flow run (a task hangs only under a parent task of its own flow run). */
 function finishedFlowRun(f: FinishedRun | undefined): { readonly type: RunType; readonly flowRunId: string | undefined } | undefined {
   if (f === undefined) return undefined;
-  return { type: f.type, flowRunId: f.flowRunId ?? (f.type === 'task' ? f.ctx.parentRunId : undefined) };
+  return { type: f.type, flowRunId: f.flowRunId ?? (f.type === 'task' ? f.ctx[PARENT_RUN] : undefined) };
 }
