@@ -35,7 +35,7 @@ export interface Sender<T> {
 /** HTTP statuses worth retrying; every other 4xx/5xx answer means the collector will never accept the batch. */
 const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 
-export function exporterOptions(signal: OtlpSignalConfig) {
+function exporterOptions(signal: OtlpSignalConfig) {
   return {
     url: signal.url,
     headers: { ...signal.headers },
@@ -47,7 +47,7 @@ export function exporterOptions(signal: OtlpSignalConfig) {
 }
 
 /** What the SDK calls each signal in its OTEL_EXPORTER_OTLP_<SIGNAL>_* variables, and its URL path. */
-export type OtlpSignalKind = { readonly id: 'TRACES' | 'LOGS' | 'METRICS'; readonly path: string };
+type OtlpSignalKind = { readonly id: 'TRACES' | 'LOGS' | 'METRICS'; readonly path: string };
 
 /**
  * The SDK's HTTP export delegate for one signal, configured exactly as prefect-otel resolved it.

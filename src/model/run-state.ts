@@ -5,9 +5,9 @@ import { canonicalUuid, spanIdForRun } from './ids.js';
 import type { Attributes, SpanEventRecord, SpanLinkRecord, SpanRecord } from './span-record.js';
 
 /** Most tags kept per run: the first seen; how many more there were is `prefect.tags.dropped_count`. */
-export const MAX_TAGS = 128;
+const MAX_TAGS = 128;
 /** Longest tag kept whole; a longer one is cut with `…`, as a payload is. */
-export const MAX_TAG_CHARS = 256;
+const MAX_TAG_CHARS = 256;
 /**
  * Most distinct event names counted in a run's summary event (the first folded); events of other
  * names are counted together (`prefect.events.summarised_other_count`). A run may emit events
