@@ -191,7 +191,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           }
           case 'lookup_abandoned': {
             // A server that stopped answering makes this happen once per new subflow.
-            const count = tracker.counts.lookupsAbandoned;
+            const count = tracker.counts.parentLookups.abandoned;
             warnThenCount(count, { ...notice, count }, 'events waiting for subflow parent lookups reached their bound (PREFECT_OTEL_MAX_OPEN_RUNS); the oldest lookup was given up and its runs become roots of their own traces', 'further ones are only counted');
             break;
           }

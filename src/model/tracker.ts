@@ -91,10 +91,12 @@ export interface TrackerCounts {
   reruns: number;
   lateEvents: number;
   evicted: number;
-  lookups: number;
-  lookupFailures: number;
-  /** Lookups given up on unanswered because the events waiting for lookups reached their bound. */
-  lookupsAbandoned: number;
+  /**
+   * Lookups of the flow run owning a subflow's tracking task, and how they ended: answered with
+   * a flow run, answered "not found" or failed, or given up unanswered (the bound on events
+   * waiting for lookups, or the end of input). The ones still pending are `pendingLookups`.
+   */
+  parentLookups: { lookups: number; found: number; failed: number; abandoned: number };
   spanEvents: number;
   /** Flow-run lookups of Prefect's own span, and how they ended. */
   native: { lookups: number; linked: number; noLabel: number; failed: number; late: number };
@@ -139,7 +141,8 @@ export class RunTracker {
   private readonly deadlines = new Map<string, number>();
   private readonly childrenOf = new Map<string, Set<string>>();
   readonly counts: TrackerCounts = {
-    runsOpened: 0, spans: 0, incomplete: 0, reruns: 0, lateEvents: 0, evicted: 0, lookups: 0, lookupFailures: 0, lookupsAbandoned: 0, spanEvents: 0,
+    runsOpened: 0, spans: 0, incomplete: 0, reruns: 0, lateEvents: 0, evicted: 0, spanEvents: 0,
+    parentLookups: { lookups: 0, found: 0, failed: 0, abandoned: 0 },
     native: { lookups: 0, linked: 0, noLabel: 0, failed: 0, late: 0 },
   };
 
@@ -252,9 +255,9 @@ export class RunTracker {
   private abandonOldestLookup(nowMs: number): void {
     const oldest = this.waiting.peek();
     if (oldest === undefined) return;
-    this.counts.lookupsAbandoned += 1;
+    this.counts.parentLookups.abandoned += 1;
     this.sink.notice({ kind: 'lookup_abandoned', taskRunId: oldest[0], events: oldest[1].events.length });
-    this.resolveOwner(oldest[0], null, nowMs);
+    this.settleOwner(oldest[0], null, nowMs);
   }
 
   /** One waiting or restored event, with the boundary `ingest` gives each incoming one: it never stops the others. */
@@ -269,11 +272,20 @@ export class RunTracker {
 
   /** The answer to a `lookup`: the flow run owning `taskRunId`, or null when it could not be found. */
   resolveOwner(taskRunId: string, flowRunId: string | null, nowMs: number): void {
+    // An answer to a lookup given up on (`abandonOldestLookup`) is not counted again.
+    if (this.waiting.has(taskRunId)) {
+      if (flowRunId === null) this.counts.parentLookups.failed += 1;
+      else this.counts.parentLookups.found += 1;
+    }
+    this.settleOwner(taskRunId, flowRunId, nowMs);
+  }
+
+  /** Caches the owner of `taskRunId` and releases the events that waited for it. */
+  private settleOwner(taskRunId: string, flowRunId: string | null, nowMs: number): void {
     const waiting = this.waiting.get(taskRunId);
-    // An answer to a lookup given up on (`abandonOldestLookup`) only corrects the cache.
+    // An answer to a lookup given up on only corrects the cache.
     if (waiting === undefined && flowRunId === null && this.owners.has(taskRunId)) return;
     this.remember(this.owners, taskRunId, flowRunId, OWNER_CACHE_MAX);
-    if (flowRunId === null) this.counts.lookupFailures += 1;
     if (waiting === undefined) return;
     this.waiting.delete(taskRunId);
     this.waitingEventCount -= waiting.events.length;
@@ -326,7 +338,10 @@ export class RunTracker {
 
   /** End of input: every open run is exported, unfinished ones as incomplete. */
   finishAll(reason: string, nowMs: number): void {
-    for (const [key] of [...this.waiting]) this.resolveOwner(key, null, nowMs);
+    for (const [key] of [...this.waiting]) {
+      this.counts.parentLookups.abandoned += 1;
+      this.settleOwner(key, null, nowMs);
+    }
     for (const run of [...this.open.values()]) if (run.ref.type === 'task') this.finalize(run, run.terminal ? undefined : reason, nowMs);
     for (const run of [...this.open.values()]) this.finalize(run, run.terminal ? undefined : reason, nowMs);
   }
@@ -457,7 +472,7 @@ export class RunTracker {
     if (waiting !== undefined) waiting.runs.push(runId);
     else {
       this.waiting.set(taskRunId, { events: [], runs: [runId] });
-      this.counts.lookups += 1;
+      this.counts.parentLookups.lookups += 1;
       this.sink.lookup(taskRunId);
     }
     return 'wait';

@@ -94,6 +94,8 @@ test('watch: handshake with a future until, a dropped socket mid-flow, and the s
   const r = await result;
   assert.equal(r.code, 0, r.stderr);
   assert.ok(!r.stdout.includes('admin:pass') && !r.stdout.includes(Buffer.from('admin:pass').toString('base64')), 'no secret in the log');
+  const stopped = r.stdout.split('\n').filter((l) => l.includes('"msg":"stopped"')).map((l) => JSON.parse(l) as { runs: { parentLookups: unknown; pendingLookups: number } });
+  assert.deepEqual(stopped.map((l) => [l.runs.parentLookups, l.runs.pendingLookups]), [[{ lookups: 1, found: 1, failed: 0, abandoned: 0 }, 0]], 'the subflow\'s parent looked up once');
   const live = receiver.spans();
   assert.equal(live.length, 3);
   assert.deepEqual(

@@ -342,6 +342,7 @@ test('subflow: the tracking task is looked up and the child hangs under the pare
   const found = await run(events, {}, (id) => (asked.push(id), Promise.resolve(FR)));
   assert.deepEqual(asked, [TRACK]);
   assert.deepEqual(tree(found.spans), ['etl [server] ok', '  child-flow [internal] ok']);
+  assert.deepEqual(found.pipeline.tracker.counts.parentLookups, { lookups: 1, found: 1, failed: 0, abandoned: 0 });
   const c = found.spans.find((s) => s.run.id === CHILD)!;
   assert.equal(c.traceId, traceIdForRun(FR));
   assert.equal(c.attributes['prefect.parent_task_run.id'], TRACK);
@@ -350,6 +351,13 @@ test('subflow: the tracking task is looked up and the child hangs under the pare
   const root = lost.spans.find((s) => s.run.id === CHILD)!;
   assert.deepEqual([root.traceId, root.parentSpanId, root.kind, root.attributes['prefect.parent_task_run.id']], [traceIdForRun(CHILD), undefined, 'server', TRACK]);
   assert.ok(lost.lines.some((l) => l.msg === 'parent of a subflow could not be looked up; it becomes the root of its own trace' && l.level === 40));
+  assert.deepEqual(lost.pipeline.tracker.counts.parentLookups, { lookups: 1, found: 0, failed: 1, abandoned: 0 });
+
+  // A lookup still unanswered when replay's wait for lookups ends is given up.
+  const unanswered = createPipeline({ config: resolveConfig({ tracesExporter: 'none' }, {}), logger: createLogger({ level: 'silent', format: 'json' }), clock: 'event', delivery: null, resolveOwner: () => new Promise(() => undefined) });
+  for (const e of events) unanswered.ingest(JSON.stringify(e));
+  await unanswered.finish('end_of_input', 1);
+  assert.deepEqual([unanswered.tracker.counts.parentLookups, unanswered.tracker.pendingLookups], [{ lookups: 1, found: 0, failed: 0, abandoned: 1 }, 0]);
 });
 
 test('subflows whose parent cannot be looked up: the first ten are warned, the rest counted at debug, so a server that stopped answering does not flood the log', async () => {
@@ -660,10 +668,11 @@ test('bounds: while the server holds subflow parent lookups, at most PREFECT_OTE
     pipeline.ingest(JSON.stringify(flowRunStateEvent({ ...sub, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: at(i) + 200 })));
     most = { lookups: Math.max(most.lookups, pipeline.tracker.pendingLookups), events: Math.max(most.events, pipeline.tracker.waitingEvents) };
   }
-  const { lookups, lookupsAbandoned } = pipeline.tracker.counts;
+  const { lookups, abandoned: lookupsAbandoned } = pipeline.tracker.counts.parentLookups;
   // Three events per subflow wait for its lookup: the bound holds about a third as many lookups.
   assert.deepEqual({ most, lookups }, { most: { lookups: Math.floor(maxOpenRuns / 3), events: 3 * Math.floor(maxOpenRuns / 3) }, lookups: subflows });
   assert.ok(lookupsAbandoned >= subflows - maxOpenRuns, `${lookupsAbandoned} lookups given up`);
+  assert.equal(pipeline.tracker.pendingLookups, subflows - lookupsAbandoned);
   const abandoned = lines.filter((l) => l.kind === 'lookup_abandoned');
   assert.deepEqual(abandoned.map((l) => [l.level, l.count, l.events]), [...Array.from({ length: 10 }, (_, k) => [40, k + 1, 3]), ...Array.from({ length: lookupsAbandoned - 10 }, (_, k) => [20, k + 11, 3])]);
   prefect.switches.holdRest = false;
@@ -671,6 +680,10 @@ test('bounds: while the server holds subflow parent lookups, at most PREFECT_OTE
   // Nothing dropped: every subflow and its task, exactly once.
   const all = Array.from({ length: subflows }, (_, i) => [id(1, i), id(3, i)]).flat();
   assert.deepEqual(exported.sort(), all.sort());
+  // The server knows none of the tracking tasks: the lookups still waiting are answered "not found";
+  // the answers to the ones given up are not counted twice.
+  assert.deepEqual(pipeline.tracker.counts.parentLookups, { lookups: subflows, found: 0, failed: subflows - lookupsAbandoned, abandoned: lookupsAbandoned });
+  assert.equal(pipeline.tracker.pendingLookups, 0);
 });
 
 test(`bounds: a run whose events are all named differently keeps at most ${MAX_SUMMARISED_NAMES} names in its summary, the others counted together, also after a restart from the state file`, async () => {
@@ -721,10 +734,10 @@ test('bounds: task runs whose only state event is turned down (too deep) while t
   }
   // The subflow and four tasks wait; the fifth task's event gives the lookup up: the subflow becomes a
   // root, and the later tasks' events, which no longer wait, need not be written.
-  const { lookups, lookupsAbandoned } = pipeline.tracker.counts;
-  assert.deepEqual({ most, lookups, lookupsAbandoned, tooDeep: pipeline.counters.skipped.too_deep }, { most: maxOpenRuns, lookups: 1, lookupsAbandoned: 1, tooDeep: maxOpenRuns });
+  assert.deepEqual({ most, parentLookups: pipeline.tracker.counts.parentLookups, tooDeep: pipeline.counters.skipped.too_deep }, { most: maxOpenRuns, parentLookups: { lookups: 1, found: 0, failed: 0, abandoned: 1 }, tooDeep: maxOpenRuns });
   for (const answer of answers) answer(null);
   await pipeline.finish('end_of_input');
+  assert.deepEqual(pipeline.tracker.counts.parentLookups, { lookups: 1, found: 0, failed: 0, abandoned: 1 }, 'the late answer is not counted again');
   assert.deepEqual(exported.sort(), [SUB, ...Array.from({ length: tasks - maxOpenRuns }, (_, k) => `0198c7d2-3000-7000-8000-${String(maxOpenRuns + k).padStart(12, '0')}`)].sort());
 });
 
