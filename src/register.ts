@@ -4,16 +4,23 @@
  * work is done (`beforeExit`) it persists state and flushes, and the process exits as it would have.
  * On SIGINT/SIGTERM it does the same, then lets the signal take its usual course (unless the
  * application handles that signal itself).
+ *
+ * Only the main thread starts it. Node runs `--import` modules again in every worker thread, the
+ * application's and prefect-otel's own export thread alike; an instance there would follow the
+ * stream a second time, export every span again and write the same state file.
  */
+import { isMainThread } from 'node:worker_threads';
 import { ConfigError } from './errors.js';
 import { startPrefectTracing, type PrefectTracingHandle } from './tracing.js';
 
 let handle: PrefectTracingHandle | undefined;
-try {
-  handle = startPrefectTracing({ keepAlive: false });
-} catch (err) {
-  if (err instanceof ConfigError) process.stderr.write(`prefect-otel/register: ${err.message}\n`);
-  else throw err;
+if (isMainThread) {
+  try {
+    handle = startPrefectTracing({ keepAlive: false });
+  } catch (err) {
+    if (err instanceof ConfigError) process.stderr.write(`prefect-otel/register: ${err.message}\n`);
+    else throw err;
+  }
 }
 
 if (handle !== undefined) {

@@ -84,6 +84,65 @@ test('register: a host that finishes while Prefect streams runs exits 0 by itsel
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
 });
 
+test('register: only the main thread runs prefect-otel; worker threads, the application\'s and its own export thread, start no second instance', async (t) => {
+  const w = workload(2);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  const dir = tempDir();
+  const register = JSON.stringify(new URL('dist/src/register.js', `file://${ROOT}`).href);
+  // The application's own worker thread, started from a file as a worker pool does: Node runs the
+  // `--import` there too. It reports whether prefect-otel started in it.
+  writeFileSync(
+    join(dir, 'worker.mjs'),
+    [
+      "import { parentPort } from 'node:worker_threads';",
+      `import { prefectTracing } from ${register};`,
+      "parentPort.postMessage(prefectTracing === undefined ? 'no instance' : 'an instance');",
+      '',
+    ].join('\n'),
+  );
+  // Once every span is out (prefect-otel's export thread has started by then), the app starts its worker, hears it and finishes.
+  const app = join(dir, 'app.mjs');
+  writeFileSync(
+    app,
+    [
+      "import { Worker } from 'node:worker_threads';",
+      `import { prefectTracing } from ${register};`,
+      'const keep = setInterval(() => undefined, 1 << 30);',
+      'let seen = 0;',
+      "prefectTracing.on('span', () => {",
+      '  if (++seen !== Number(process.env.WANT_SPANS)) return;',
+      "  const worker = new Worker(new URL('./worker.mjs', import.meta.url));",
+      "  worker.once('message', (m) => { process.stdout.write(`worker: ${m}\\n`); clearInterval(keep); });",
+      '});',
+      '',
+    ].join('\n'),
+  );
+  const host = runHost(app, { WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') }, t);
+  await until('subscription', () => liveConnections(prefect) === 1, 10_000, host.stderr);
+  prefect.publish(w.events);
+
+  const exit = await host.exited();
+  assert.deepEqual(exit, { code: 0, signal: null }, `stdout: ${host.stdout().slice(-2000)}\nstderr: ${host.stderr()}`);
+  const msgs = logLines(host.stdout()).map((l) => l.msg);
+  assert.deepEqual(
+    {
+      worker: /^worker: (.*)$/m.exec(host.stdout())?.[1],
+      starts: msgs.filter((m) => m === 'prefect-otel starting').length,
+      stops: msgs.filter((m) => m === 'stopped').length,
+      subscriptions: prefect.connections.length,
+      stateErrors: msgs.filter((m) => m === 'could not write the state file').length,
+    },
+    { worker: 'no instance', starts: 1, stops: 1, subscriptions: 1, stateErrors: 0 },
+  );
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+});
+
 test('register: a host that finishes while Prefect is down (reconnect backoff) and the health server listens exits 0 by itself', async (t) => {
   const dir = tempDir();
   const stateFile = join(dir, 'state.json');
