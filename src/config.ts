@@ -68,6 +68,8 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
   const problems: string[] = [];
   const warnings: string[] = [];
   const values = {} as Record<SettingKey, unknown>;
+  /** The settings given as an option or variable (not left at their default). */
+  const given = new Set<SettingKey>();
   for (const [key, def] of Object.entries(SETTINGS) as [SettingKey, (typeof SETTINGS)[SettingKey]][]) {
     const fromOption = (options as Record<string, unknown>)[key];
     let source: string | undefined;
@@ -92,6 +94,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     const parsed = def.parse(raw);
     if (parsed.ok) {
       values[key] = parsed.value;
+      given.add(key);
     } else if (def.env[0]?.startsWith('OTEL_')) {
       // A signal's own setting falls back to the generic one; any other to its default.
       const generic = SIGNAL_SETTING_RE.exec(def.env[0]);
@@ -135,7 +138,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       exporter: v.metricsExporter,
       intervalMs: v.metricExportIntervalMs,
     },
-    resource: { serviceName: v.serviceName, attributes: Object.freeze({ ...v.resourceAttributes }) },
+    resource: { serviceName: serviceName(v, given.has('serviceName')), attributes: Object.freeze({ ...v.resourceAttributes }) },
     stateFile: v.stateFile,
     jaegerUrl: v.jaegerUrl === undefined ? undefined : safeUrl(v.jaegerUrl).replace(/\/+$/, ''),
     log: { level: v.logLevel, format: v.logFormat },
@@ -161,6 +164,16 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     warnings: Object.freeze(warnings),
   };
   return deepFreeze(config);
+}
+
+/**
+ * `service.name` as the OpenTelemetry spec has it: OTEL_SERVICE_NAME (or the option) wins over a
+ * `service.name` in OTEL_RESOURCE_ATTRIBUTES, which wins over the default (an operator that injects
+ * the resource attributes names the service there).
+ */
+function serviceName(v: SettingValues, given: boolean): string {
+  const fromAttributes = v.resourceAttributes['service.name'];
+  return given || fromAttributes === undefined || fromAttributes === '' ? v.serviceName : fromAttributes;
 }
 
 /** The settings in force, secrets redacted (header values, `user:password@` in URLs), for the startup log line. */

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { resolveConfig } from '../src/config.js';
+import { createResource } from '../src/export/spans.js';
+import { VERSION } from '../src/version.js';
 
 const transport = (env: Record<string, string>) => {
   const c = resolveConfig({}, env);
@@ -70,4 +72,24 @@ test('a logs or metrics OTLP variable prefect-otel cannot use (gRPC, a bad heade
     'OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: must be one of gzip, none, got "brotli"; OTEL_EXPORTER_OTLP_COMPRESSION applies',
     'OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: expected a whole number ms, got "soon"; OTEL_EXPORTER_OTLP_TIMEOUT applies',
   ]);
+});
+
+test('service.name: OTEL_SERVICE_NAME (or the option) wins over a service.name in OTEL_RESOURCE_ATTRIBUTES, which wins over the default, as OpenTelemetry has it', () => {
+  const resource = (options: Parameters<typeof resolveConfig>[0], env: Record<string, string>) => createResource(resolveConfig(options, env)).attributes;
+  const sdk = { 'telemetry.sdk.name': 'opentelemetry', 'telemetry.sdk.language': 'nodejs', 'telemetry.distro.name': 'prefect-otel', 'telemetry.distro.version': VERSION };
+  const attrs = 'service.name=etl%20tracer,deployment.environment.name=prod';
+  assert.deepEqual(
+    {
+      fromAttributes: resource({}, { OTEL_RESOURCE_ATTRIBUTES: attrs }),
+      fromVariable: resource({}, { OTEL_RESOURCE_ATTRIBUTES: attrs, OTEL_SERVICE_NAME: 'from-variable' }),
+      fromOption: resource({ serviceName: 'from-option' }, { OTEL_RESOURCE_ATTRIBUTES: attrs, OTEL_SERVICE_NAME: 'from-variable' }),
+      byDefault: resource({}, { OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=prod' }),
+    },
+    {
+      fromAttributes: { 'service.name': 'etl tracer', 'deployment.environment.name': 'prod', ...sdk },
+      fromVariable: { 'service.name': 'from-variable', 'deployment.environment.name': 'prod', ...sdk },
+      fromOption: { 'service.name': 'from-option', 'deployment.environment.name': 'prod', ...sdk },
+      byDefault: { 'service.name': 'prefect', 'deployment.environment.name': 'prod', ...sdk },
+    },
+  );
 });
