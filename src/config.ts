@@ -60,8 +60,8 @@ type Env = Readonly<Record<string, string | undefined>>;
 
 /**
  * Resolve the configuration: per key, option → specific env → generic env → default.
- * Every problem is collected and thrown as one ConfigError. A bad OTEL_* value warns and falls
- * back, as every OpenTelemetry component does.
+ * Every problem is collected and thrown as one ConfigError. A bad OTEL_* variable warns and falls
+ * back, as every OpenTelemetry component does; the same value as a flag or option is a problem.
  */
 /** `optionName`: how a problem names an option's setting (the CLI names its flag). */
 export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = process.env, optionName: (key: SettingKey) => string = (key) => `option ${key}`): Config {
@@ -95,7 +95,9 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     if (parsed.ok) {
       values[key] = parsed.value;
       given.add(key);
-    } else if (def.env[0]?.startsWith('OTEL_')) {
+    } else if (fromOption === undefined && def.env[0]?.startsWith('OTEL_')) {
+      // An OTEL_* variable is shared with every OpenTelemetry component of the environment: a value
+      // prefect-otel cannot use warns. A flag or option is meant for prefect-otel alone: an error.
       // A signal's own setting falls back to the generic one; any other to its default.
       const generic = SIGNAL_SETTING_RE.exec(def.env[0]);
       warnings.push(`${source}: ${parsed.problem}; ${generic === null ? `using the default (${describeDefault(def.default)})` : `OTEL_EXPORTER_OTLP_${generic[1]!} applies`}`);

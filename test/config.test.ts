@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { resolveConfig } from '../src/config.js';
+import { ConfigError } from '../src/errors.js';
 import { createResource } from '../src/export/spans.js';
 import { VERSION } from '../src/version.js';
 
@@ -90,6 +91,21 @@ test('service.name: OTEL_SERVICE_NAME (or the option) wins over a service.name i
       fromVariable: { 'service.name': 'from-variable', 'deployment.environment.name': 'prod', ...sdk },
       fromOption: { 'service.name': 'from-option', 'deployment.environment.name': 'prod', ...sdk },
       byDefault: { 'service.name': 'prefect', 'deployment.environment.name': 'prod', ...sdk },
+    },
+  );
+});
+
+test('a bad option is an error for every setting, OpenTelemetry ones too: only an OTEL_* variable warns and falls back', () => {
+  assert.throws(
+    () => resolveConfig({ tracesExporter: 'consol' as 'otlp', otlpTimeoutMs: '5s' as unknown as number, settleMs: -1 }, {}),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, [
+        'option otlpTimeoutMs: expected a whole number ms, got "5s"',
+        'option tracesExporter: must be one of otlp, console, none, got "consol"',
+        'option settleMs: must be between 0 and 600000 ms, got -1',
+      ]);
+      return true;
     },
   );
 });

@@ -1,0 +1,35 @@
+/**
+ * Configuration problems on the command line: a flag is meant for prefect-otel alone, so a bad value
+ * is an error (exit 2) whatever the setting; the same value in an OTEL_* variable, which every
+ * OpenTelemetry component of the environment reads, warns and falls back.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startCli, type CliResult } from '../helpers/cli.js';
+import { logLines } from '../helpers/watch-e2e.js';
+
+function cli(args: string[], env: Record<string, string>): Promise<CliResult> {
+  return startCli(args, { PREFECT_API_URL: 'http://127.0.0.1:9/api', PREFECT_OTEL_LOG_LEVEL: 'info', ...env }, '').result;
+}
+
+test('a bad value given as a flag is a configuration error even for an OpenTelemetry setting (exit 2); only its OTEL_* variable warns and falls back', async () => {
+  const flags = await cli(['replay', '-', '--traces-exporter', 'consol', '--otlp-timeout=5s'], {});
+  assert.deepEqual({ code: flags.code, stderr: flags.stderr }, {
+    code: 2,
+    stderr: [
+      'prefect-otel: invalid configuration:',
+      '  - --otlp-timeout: expected a whole number ms, got "5s"',
+      '  - --traces-exporter: must be one of otlp, console, none, got "consol"',
+      '',
+      '',
+    ].join('\n'),
+  });
+  const variables = await cli(['replay', '-'], { OTEL_TRACES_EXPORTER: 'consol', OTEL_EXPORTER_OTLP_TIMEOUT: '5s', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' });
+  assert.deepEqual({ code: variables.code, warnings: logLines(variables.stdout).filter((l) => l.component === 'config').map((l) => l.msg) }, {
+    code: 0,
+    warnings: [
+      'OTEL_EXPORTER_OTLP_TIMEOUT: expected a whole number ms, got "5s"; using the default (10000)',
+      'OTEL_TRACES_EXPORTER: must be one of otlp, console, none, got "consol"; using the default (otlp)',
+    ],
+  });
+});
