@@ -8,13 +8,19 @@
  * Only the main thread starts it. Node runs `--import` modules again in every worker thread, the
  * application's and prefect-otel's own export thread alike; an instance there would follow the
  * stream a second time, export every span again and write the same state file.
+ *
+ * `OTEL_SDK_DISABLED=true` switches it off, as it does every OpenTelemetry SDK (and the SDK's own
+ * `--import …/register`): whoever disables telemetry for an application disables this too.
  */
 import { isMainThread } from 'node:worker_threads';
 import { ConfigError } from './errors.js';
 import { startPrefectTracing, type PrefectTracingHandle } from './tracing.js';
 
+/** The OpenTelemetry spec's boolean: `true` in any case is true, anything else false. */
+const SDK_DISABLED = process.env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true';
+
 let handle: PrefectTracingHandle | undefined;
-if (isMainThread) {
+if (isMainThread && !SDK_DISABLED) {
   try {
     handle = startPrefectTracing({ keepAlive: false });
   } catch (err) {

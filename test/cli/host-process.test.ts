@@ -143,6 +143,32 @@ test('register: only the main thread runs prefect-otel; worker threads, the appl
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
 });
 
+test('register: OTEL_SDK_DISABLED=true (any case) switches it off, as it does every OpenTelemetry SDK the application loads', async (t) => {
+  const prefect = await startFakePrefect();
+  const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  const dir = tempDir();
+  const stateFile = join(dir, 'state.json');
+  const app = join(dir, 'app.mjs');
+  writeFileSync(
+    app,
+    [
+      `import { prefectTracing } from ${JSON.stringify(new URL('dist/src/register.js', `file://${ROOT}`).href)};`,
+      "process.stdout.write(prefectTracing === undefined ? 'no instance\\n' : 'an instance\\n');",
+      '',
+    ].join('\n'),
+  );
+  const host = runHost(app, { OTEL_SDK_DISABLED: 'True', PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile }, t);
+  const exit = await host.exited();
+  assert.deepEqual(
+    { exit, stdout: host.stdout(), stderr: host.stderr(), upgrades: prefect.upgrades.length, requests: receiver.requests.length, stateSaved: existsSync(stateFile) },
+    { exit: { code: 0, signal: null }, stdout: 'no instance\n', stderr: '', upgrades: 0, requests: 0, stateSaved: false },
+  );
+});
+
 test('register: a host that finishes while Prefect is down (reconnect backoff) and the health server listens exits 0 by itself', async (t) => {
   const dir = tempDir();
   const stateFile = join(dir, 'state.json');
