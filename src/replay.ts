@@ -116,7 +116,9 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     if (p === undefined || !p.tty) return;
     const pct = totalBytes ? ` ${Math.min(100, Math.floor((bytesRead / totalBytes) * 100))}%` : '';
     const text = `replay${pct}  ${lineCount.toLocaleString('en-US')} lines  ${pipeline.tracker.counts.spans.toLocaleString('en-US')} spans  ${pipeline.tracker.openRuns.toLocaleString('en-US')} open runs`;
-    p.write(`\r${text}\x1b[K${final ? '\n' : ''}`);
+    // The cursor goes back to the start of the line: a log line written next to the same terminal
+    // (standard output) then replaces the progress line instead of being appended to it.
+    p.write(`\r${text}\x1b[K${final ? '\n' : '\r'}`);
   };
 
   const { signal } = options;
