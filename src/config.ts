@@ -58,8 +58,24 @@ export interface Config {
 
 type Env = Readonly<Record<string, string | undefined>>;
 
+type Signal = 'Traces' | 'Logs' | 'Metrics';
+
+/** A signal's own OTLP settings, by their SETTINGS keys. */
+interface SignalSettings<S extends Signal> {
+  readonly url: `otlp${S}Endpoint`;
+  readonly headers: `otlp${S}Headers`;
+  readonly protocol: `otlp${S}Protocol`;
+  readonly compression: `otlp${S}Compression`;
+  readonly timeoutMs: `otlp${S}TimeoutMs`;
+}
+
+const FROM_DEFAULT = 0;
+const FROM_ENV = 1;
+const FROM_OPTION = 2;
+
 /**
- * Resolve the configuration: per key, option → specific env → generic env → default.
+ * Resolve the configuration: per key, option → env → default; per OTLP signal, a flag or option
+ * of either kind → the signal's own variable → the generic one → default.
  * Every problem is collected and thrown as one ConfigError. A bad OTEL_* variable warns and falls
  * back, as every OpenTelemetry component does; the same value as a flag or option is a problem.
  */
@@ -68,8 +84,8 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
   const problems: string[] = [];
   const warnings: string[] = [];
   const values = {} as Record<SettingKey, unknown>;
-  /** The settings given as an option or variable (not left at their default). */
-  const given = new Set<SettingKey>();
+  /** Where each setting's value came from: an option (a flag) outranks a variable, which outranks the default. */
+  const rank = new Map<SettingKey, number>();
   for (const [key, def] of Object.entries(SETTINGS) as [SettingKey, (typeof SETTINGS)[SettingKey]][]) {
     const fromOption = (options as Record<string, unknown>)[key];
     let source: string | undefined;
@@ -94,7 +110,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     const parsed = def.parse(raw);
     if (parsed.ok) {
       values[key] = parsed.value;
-      given.add(key);
+      rank.set(key, fromOption !== undefined ? FROM_OPTION : FROM_ENV);
     } else if (fromOption === undefined && def.env[0]?.startsWith('OTEL_')) {
       // An OTEL_* variable is shared with every OpenTelemetry component of the environment: a value
       // prefect-otel cannot use warns. A flag or option is meant for prefect-otel alone: an error.
@@ -111,14 +127,25 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
   if (v.apiKey !== undefined && v.authString !== undefined) {
     warnings.push('both PREFECT_API_KEY and PREFECT_API_AUTH_STRING are set; using PREFECT_API_KEY');
   }
-  /** Per signal, as the OpenTelemetry spec has it: each signal-specific value wins over the generic one (headers key by key). */
-  const signal = (path: string, specific: Partial<OtlpSignalConfig>): OtlpSignalConfig => ({
-    url: specific.url ?? `${v.otlpEndpoint.replace(/\/+$/, '')}/${path}`,
-    headers: Object.freeze({ ...v.otlpHeaders, ...specific.headers }),
-    protocol: specific.protocol ?? v.otlpProtocol,
-    compression: specific.compression ?? v.otlpCompression,
-    timeoutMs: specific.timeoutMs ?? v.otlpTimeoutMs,
-  });
+  const rankOf = (key: SettingKey): number => rank.get(key) ?? FROM_DEFAULT;
+  /**
+   * Per signal: a signal's own value wins over the generic one given the same way, as the
+   * OpenTelemetry spec has it for variables; a flag or option wins over any variable, the signal's
+   * own too (headers key by key, in the same order).
+   */
+  const signal = <S extends Signal>(path: string, own: SignalSettings<S>): OtlpSignalConfig => {
+    /** The signal's own value, unless the generic one was given in a way that outranks it. */
+    const mine = <K extends SettingKey>(key: K, generic: SettingKey): SettingValues[K] | undefined => (rankOf(key) >= rankOf(generic) ? v[key] : undefined);
+    const ownHeaders: Readonly<Record<string, string>> = v[own.headers];
+    const ownHeadersWin = rankOf(own.headers) >= rankOf('otlpHeaders');
+    return {
+      url: mine(own.url, 'otlpEndpoint') ?? `${v.otlpEndpoint.replace(/\/+$/, '')}/${path}`,
+      headers: Object.freeze(ownHeadersWin ? { ...v.otlpHeaders, ...ownHeaders } : { ...ownHeaders, ...v.otlpHeaders }),
+      protocol: mine(own.protocol, 'otlpProtocol') ?? v.otlpProtocol,
+      compression: mine(own.compression, 'otlpCompression') ?? v.otlpCompression,
+      timeoutMs: mine(own.timeoutMs, 'otlpTimeoutMs') ?? v.otlpTimeoutMs,
+    };
+  };
   const config: Config = {
     prefect: {
       apiUrl: v.apiUrl.replace(/\/+$/, ''),
@@ -128,19 +155,19 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       uiUrl: v.uiUrl === undefined ? undefined : safeUrl(v.uiUrl).replace(/\/+$/, ''),
     },
     traces: {
-      ...signal('v1/traces', { url: v.otlpTracesEndpoint, headers: v.otlpTracesHeaders, protocol: v.otlpTracesProtocol, compression: v.otlpTracesCompression, timeoutMs: v.otlpTracesTimeoutMs }),
+      ...signal('v1/traces', { url: 'otlpTracesEndpoint', headers: 'otlpTracesHeaders', protocol: 'otlpTracesProtocol', compression: 'otlpTracesCompression', timeoutMs: 'otlpTracesTimeoutMs' }),
       exporter: v.tracesExporter,
     },
     logs: {
-      ...signal('v1/logs', { url: v.otlpLogsEndpoint, headers: v.otlpLogsHeaders, protocol: v.otlpLogsProtocol, compression: v.otlpLogsCompression, timeoutMs: v.otlpLogsTimeoutMs }),
+      ...signal('v1/logs', { url: 'otlpLogsEndpoint', headers: 'otlpLogsHeaders', protocol: 'otlpLogsProtocol', compression: 'otlpLogsCompression', timeoutMs: 'otlpLogsTimeoutMs' }),
       exporter: v.logsExporter,
     },
     metrics: {
-      ...signal('v1/metrics', { url: v.otlpMetricsEndpoint, headers: v.otlpMetricsHeaders, protocol: v.otlpMetricsProtocol, compression: v.otlpMetricsCompression, timeoutMs: v.otlpMetricsTimeoutMs }),
+      ...signal('v1/metrics', { url: 'otlpMetricsEndpoint', headers: 'otlpMetricsHeaders', protocol: 'otlpMetricsProtocol', compression: 'otlpMetricsCompression', timeoutMs: 'otlpMetricsTimeoutMs' }),
       exporter: v.metricsExporter,
       intervalMs: v.metricExportIntervalMs,
     },
-    resource: { serviceName: serviceName(v, given.has('serviceName')), attributes: Object.freeze({ ...v.resourceAttributes }) },
+    resource: { serviceName: serviceName(v, rankOf('serviceName') > FROM_DEFAULT), attributes: Object.freeze({ ...v.resourceAttributes }) },
     stateFile: v.stateFile,
     jaegerUrl: v.jaegerUrl === undefined ? undefined : safeUrl(v.jaegerUrl).replace(/\/+$/, ''),
     log: { level: v.logLevel, format: v.logFormat },

@@ -109,3 +109,29 @@ test('a bad option is an error for every setting, OpenTelemetry ones too: only a
     },
   );
 });
+
+test('a flag or option wins over the environment, a signal\'s own variable too; between two flags or two variables the signal\'s own wins', () => {
+  const env = {
+    OTEL_EXPORTER_OTLP_ENDPOINT: 'http://generic-env:4318',
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://traces-env:4318/v1/traces',
+    OTEL_EXPORTER_OTLP_TRACES_HEADERS: 'authorization=traces-env,x-traces=env',
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+    OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '7000',
+    OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: 'gzip',
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://metrics-env:4318/v1/metrics',
+  };
+  const c = resolveConfig(
+    { otlpEndpoint: 'http://generic-option:4318', otlpHeaders: { authorization: 'generic-option' }, otlpProtocol: 'http/protobuf', otlpCompression: 'none', otlpMetricsEndpoint: 'http://metrics-option:4318/m' },
+    env,
+  );
+  assert.deepEqual({ traces: c.traces, logs: c.logs, metrics: c.metrics }, {
+    traces: { url: 'http://generic-option:4318/v1/traces', headers: { authorization: 'generic-option', 'x-traces': 'env' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 7_000, exporter: 'otlp' },
+    logs: { url: 'http://generic-option:4318/v1/logs', headers: { authorization: 'generic-option' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 10_000, exporter: 'none' },
+    metrics: { url: 'http://metrics-option:4318/m', headers: { authorization: 'generic-option' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 10_000, exporter: 'none', intervalMs: 60_000 },
+  });
+  // With no option, the environment alone: the signal's own variable wins over the generic one.
+  const e = resolveConfig({}, env);
+  assert.deepEqual([e.traces.url, e.traces.headers, e.traces.protocol, e.logs.url, e.logs.compression, e.metrics.url], [
+    'http://traces-env:4318/v1/traces', { 'authorization': 'traces-env', 'x-traces': 'env' }, 'http/json', 'http://generic-env:4318/v1/logs', 'gzip', 'http://metrics-env:4318/v1/metrics',
+  ]);
+});
