@@ -156,11 +156,16 @@ export class RunState {
     return this.latest !== undefined && TERMINAL_STATE_TYPES.has(this.latest.state.type);
   }
 
-  /** Keep the state with the latest `occurred`; on a tie, the one that `follows` the other. */
+  /**
+   * Keep the state with the latest `occurred`; on a tie, whichever arrived last, unless a state of
+   * the same time follows it or it would take a terminal state's place: the run ends with the last
+   * of the `follows` chain however its events arrive.
+   */
   applyState(event: PrefectEvent, state: StateInfo): void {
     const t = event.occurredUs;
     const l = this.latest;
-    const newer = l === undefined || t > l.occurredUs || (t === l.occurredUs && l.follows !== event.id);
+    const newer = l === undefined || t > l.occurredUs ||
+      (t === l.occurredUs && !this.followedAt(event.id, t) && (TERMINAL_STATE_TYPES.has(state.type) || !TERMINAL_STATE_TYPES.has(l.state.type)));
     if (newer) this.latest = { id: event.id, follows: event.follows, occurredUs: t, state };
     if (state.type === 'PENDING' || state.type === 'RUNNING') {
       if (this.startUs === undefined || t < this.startUs) this.startUs = t;
@@ -170,6 +175,13 @@ export class RunState {
     if (state.runCount !== undefined && (this.maxRunCount === undefined || state.runCount > this.maxRunCount)) {
       this.maxRunCount = state.runCount;
     }
+  }
+
+  /** Whether a state event of this run at `timeUs` follows `id` (ties only, which Prefect makes rare: a scan is cheap enough). */
+  private followedAt(id: string, timeUs: number): boolean {
+    if (this.latest?.follows === id) return true;
+    for (const e of this.events) if (e.timeUs === timeUs && e.follows === id && e.attributes[ATTR.STATE_TYPE] !== undefined) return true;
+    return false;
   }
 
   touch(event: PrefectEvent, nowMs: number): void {
@@ -360,19 +372,12 @@ export class RunState {
 
   private sortedEvents(): SpanEventRecord[] {
     const sorted = [...this.events].sort((x, y) => x.timeUs - y.timeUs);
-    // Equal times: a follower goes after the event it follows (a few passes settle any small group).
-    for (let pass = 0; pass < 3; pass++) {
-      let moved = false;
-      for (let i = 1; i < sorted.length; i++) {
-        const prev = sorted[i - 1]!;
-        const cur = sorted[i]!;
-        if (prev.timeUs === cur.timeUs && prev.follows === cur.id) {
-          sorted[i - 1] = cur;
-          sorted[i] = prev;
-          moved = true;
-        }
-      }
-      if (!moved) break;
+    // Equal times: a follower goes after the event it follows, however they arrived.
+    for (let i = 0; i < sorted.length; ) {
+      let end = i + 1;
+      while (end < sorted.length && sorted[end]!.timeUs === sorted[i]!.timeUs) end++;
+      if (end - i > 1) sorted.splice(i, end - i, ...followsOrder(sorted.slice(i, end)));
+      i = end;
     }
     const out: SpanEventRecord[] = sorted.map(({ name, timeUs, attributes }) => ({ name, timeUs, attributes }));
     if (this.summarised !== undefined) {
@@ -391,6 +396,25 @@ export class RunState {
     }
     return out;
   }
+}
+
+/**
+ * Events of one time in `follows` order: each after the event it follows when that one is in the
+ * group, otherwise in arrival order. A cycle (bad data) keeps the rest in arrival order.
+ */
+function followsOrder(group: EventEntry[]): EventEntry[] {
+  const pending = new Set(group.map((e) => e.id));
+  const out: EventEntry[] = [];
+  let rest = group;
+  while (rest.length > 0) {
+    const ready = rest.findIndex((e) => e.follows === undefined || e.follows === e.id || !pending.has(e.follows));
+    if (ready < 0) return out.concat(rest);
+    const next = rest[ready]!;
+    out.push(next);
+    pending.delete(next.id);
+    rest = rest.filter((_, i) => i !== ready);
+  }
+  return out;
 }
 
 function statusOf(final: StateInfo | undefined): SpanRecord['status'] {

@@ -186,6 +186,46 @@ test('duplicates and reordering change nothing: same spans, same span events, ex
   assert.equal(noisy.pipeline.counters.duplicates, 4);
 });
 
+test('states of one run with the same `occurred`, arriving in any order: span events follow the `follows` chain and the span ends in its last state', async () => {
+  const ids = ['0198c7d2-aaaa-7000-8000-000000000001', '0198c7d2-aaaa-7000-8000-000000000002', '0198c7d2-aaaa-7000-8000-000000000003'];
+  const [pending, running, completed] = [
+    { ...taskState(LOAD, 'load-7c1', 'load-55aa66bb', 15, 'PENDING', 'Pending', null, 0), id: ids[0] },
+    { ...taskState(LOAD, 'load-7c1', 'load-55aa66bb', 15, 'RUNNING', 'Running', 'PENDING', 1), id: ids[1], follows: ids[0] },
+    { ...taskState(LOAD, 'load-7c1', 'load-55aa66bb', 15, 'COMPLETED', 'Completed', 'RUNNING', 1), id: ids[2], follows: ids[1] },
+  ];
+  const flow = [flowState(8, 'PENDING', 'Pending', 'SCHEDULED', 0), flowState(10, 'RUNNING', 'Running', 'PENDING', 1), flowState(20, 'COMPLETED', 'Completed', 'RUNNING', 1)];
+  for (const order of [[completed, pending, running], [running, completed, pending], [completed, running, pending], [pending, running, completed]]) {
+    const { spans } = await run([flow[0]!, flow[1]!, ...order, flow[2]!]);
+    const load = spans.find((s) => s.run.id === LOAD)!;
+    assert.deepEqual(
+      { events: load.events.map((e) => [e.name, e.attributes['prefect.state.id']]), status: load.status, start: load.startUs, end: load.endUs, attributes: load.attributes },
+      {
+        events: [['Pending', ids[0]], ['Running', ids[1]], ['Completed', ids[2]]],
+        status: { code: 'ok' },
+        start: us(15),
+        end: us(15),
+        attributes: {
+          'prefect.run.id': LOAD,
+          'prefect.run.type': 'task',
+          'prefect.run.name': 'load-7c1',
+          'prefect.run.count': 1,
+          'prefect.state.type': 'COMPLETED',
+          'prefect.state.name': 'Completed',
+          'prefect.tags': [],
+          'prefect.flow.name': 'etl',
+          'prefect.flow.id': FLOW.flowId,
+          'prefect.task.key': 'load-55aa66bb',
+          'cicd.pipeline.task.name': 'load',
+          'cicd.pipeline.task.run.id': LOAD,
+          'cicd.pipeline.task.run.result': 'success',
+          'cicd.pipeline.task.run.url.full': `http://prefect.local:4200/runs/task-run/${LOAD}`,
+        },
+      },
+      `arrival order ${order.map((e) => String((e as Ev).event)).join(', ')}`,
+    );
+  }
+});
+
 test('STLOGGING: one line per transition and attached event, with trace_id/span_id/trace_flags', async () => {
   const { lines } = await run(happyRun(), { jaegerUrl: 'http://jaeger.local:16686' });
   const st = lines.filter((l) => String(l.msg).startsWith('STLOGGING: '));
