@@ -13,6 +13,8 @@
  * - `createOwnerLookup` resolves subflow parents one `GET /task_runs/{id}` each, as SPEC §2 says,
  *   through a queue of batches of one: at most `OWNER_LOOKUPS_IN_FLIGHT` at a time, at most
  *   `OWNER_LOOKUPS_QUEUED_MAX` waiting.
+ * - `createFlowParentLookup` asks `GET /flow_runs/{id}` for the tracking task of a flow run not seen
+ *   yet that runs hang under (a subflow's events were missed or come later), the same way.
  */
 import { AuthError, errorText } from '../errors.js';
 import { canonicalUuid } from '../model/ids.js';
@@ -142,28 +144,46 @@ export interface OwnerLookupOptions {
   readonly skip?: () => boolean;
 }
 
-/** An error's message, for a failed look-up's reason. */
-
 /**
  * The flow run that owns a task run (a subflow's tracking task: reference §5, `flow_run_id`), one
  * `GET /task_runs/{id}` per task run, at most `OWNER_LOOKUPS_IN_FLIGHT` at a time; null when it
  * cannot be found.
  */
 export function createOwnerLookup(rest: Pick<PrefectRestClient, 'getTaskRun'>, options: OwnerLookupOptions = {}): (taskRunId: string) => Promise<string | null> {
-  const enqueue = createBatchQueue<{ readonly id: string; readonly resolve: (owner: string | null) => void }>(
+  return createParentLookup(async (id) => {
+    const r = await rest.getTaskRun(id);
+    return r.ok ? { ok: true, value: r.value.flowRunId } : r;
+  }, options);
+}
+
+/**
+ * The tracking task of a flow run (`parent_task_run_id`: a subflow's or run_deployment child's
+ * parent, reference §4c), one `GET /flow_runs/{id}` per flow run, through a queue of its own with the
+ * same bounds as `createOwnerLookup`; null when it has none or cannot be found.
+ */
+export function createFlowParentLookup(rest: Pick<PrefectRestClient, 'getFlowRun'>, options: OwnerLookupOptions = {}): (flowRunId: string) => Promise<string | null> {
+  return createParentLookup(async (id) => {
+    const r = await rest.getFlowRun(id);
+    return r.ok ? { ok: true, value: r.value.parentTaskRunId } : r;
+  }, options);
+}
+
+/** One request per run (`get`), at most `OWNER_LOOKUPS_IN_FLIGHT` at a time, at most `OWNER_LOOKUPS_QUEUED_MAX` waiting. */
+function createParentLookup(get: (id: string) => Promise<RestResult<string | null>>, options: OwnerLookupOptions): (id: string) => Promise<string | null> {
+  const enqueue = createBatchQueue<{ readonly id: string; readonly resolve: (parent: string | null) => void }>(
     async ([job]) => {
       if (job === undefined) return;
       if (options.skip?.() === true) return job.resolve(null);
-      let owner: string | null = null;
+      let parent: string | null = null;
       try {
-        const r = await rest.getTaskRun(job.id);
-        if (r.ok) owner = r.value.flowRunId;
+        const r = await get(job.id);
+        if (r.ok) parent = r.value;
         else options.onFailure?.({ reason: r.message, transport: r.status === undefined });
       } catch (err) {
         if (err instanceof AuthError) options.onAuthError?.(err);
         options.onFailure?.({ reason: errorText(err), transport: false });
       }
-      job.resolve(owner);
+      job.resolve(parent);
     },
     (job) => {
       options.onFailure?.({ reason: `more than ${OWNER_LOOKUPS_QUEUED_MAX} lookups waiting for the server`, transport: false });
@@ -171,5 +191,5 @@ export function createOwnerLookup(rest: Pick<PrefectRestClient, 'getTaskRun'>, o
     },
     { maxBatch: 1, gatherMs: 0, maxInFlight: OWNER_LOOKUPS_IN_FLIGHT, maxQueued: OWNER_LOOKUPS_QUEUED_MAX },
   );
-  return (taskRunId) => (options.skip?.() === true ? Promise.resolve(null) : new Promise((resolve) => enqueue({ id: taskRunId, resolve })));
+  return (id) => (options.skip?.() === true ? Promise.resolve(null) : new Promise((resolve) => enqueue({ id, resolve })));
 }
