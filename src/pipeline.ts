@@ -35,6 +35,12 @@ export interface PipelineOptions {
   readonly clock: 'event' | 'wall';
   /** The flow run owning a task run (REST `GET /api/task_runs/{id}`); null when it cannot be found. */
   readonly resolveOwner?: (taskRunId: string) => Promise<string | null>;
+  /**
+   * The tracking task of a flow run (REST `GET /api/flow_runs/{id}`, `parent_task_run_id`); null when
+   * it has none, undefined when it cannot be found. Asked for a flow run not seen yet that runs hang
+   * under, to find its trace; absent: such a flow run is taken as a root.
+   */
+  readonly resolveFlowParent?: (flowRunId: string) => Promise<string | null | undefined>;
   /** Flow runs' `__OTEL_TRACEPARENT` labels (REST, a batch of runs per call), for links to Prefect's own spans; absent: no flow-run links. */
   readonly nativeSpans?: FetchNativeSpans;
   readonly hooks?: PipelineHooks;
@@ -146,6 +152,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       ...config.model,
       uiUrl: config.prefect.uiUrl,
       nativeSpanWaitMs: options.nativeSpans === undefined ? undefined : options.clock === 'wall' ? NATIVE_SPAN_WAIT_MS : Infinity,
+      lookupFlowParents: options.resolveFlowParent !== undefined,
     },
     {
       span(record: SpanRecord): void {
@@ -161,6 +168,14 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         const resolve = options.resolveOwner;
         const p = (resolve === undefined ? Promise.resolve(null) : resolve(taskRunId).catch(() => null)).then((owner) => {
           tracker.resolveOwner(taskRunId, owner, now());
+        });
+        lookups.add(p);
+        void p.finally(() => lookups.delete(p));
+      },
+      lookupFlowParent(flowRunId: string): void {
+        const resolve = options.resolveFlowParent;
+        const p = (resolve === undefined ? Promise.resolve(undefined) : resolve(flowRunId).catch(() => undefined)).then((parent) => {
+          tracker.resolveFlowParent(flowRunId, parent, now());
         });
         lookups.add(p);
         void p.finally(() => lookups.delete(p));

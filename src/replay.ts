@@ -7,7 +7,7 @@ import { startMetricsExport } from './export/metrics.js';
 import { startHealthServer } from './health.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
-import { createOwnerLookup } from './source/run-lookups.js';
+import { createFlowParentLookup, createOwnerLookup, type OwnerLookupOptions } from './source/run-lookups.js';
 import { MAX_EVENT_BYTES } from './model/event.js';
 import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
 import { safeUrl } from './log/redact.js';
@@ -58,21 +58,23 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     timeoutMs: 5_000,
   });
   let restUnreachable = false;
+  const lookupOptions: OwnerLookupOptions = {
+    skip: () => restUnreachable,
+    onFailure: (failure) => {
+      if (!failure.transport || restUnreachable) return;
+      // Replaying a file needs no server: once it cannot be reached, stop asking for every subflow.
+      restUnreachable = true;
+      logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: failure.reason }, 'Prefect API unreachable: subflows whose parent is not in the file become roots of their own traces');
+    },
+  };
   const pipeline = createPipeline({
     config,
     logger,
     clock: 'event',
     backpressure: true,
     nativeSpans: nativeSpanFromRest(rest),
-    resolveOwner: createOwnerLookup(rest, {
-      skip: () => restUnreachable,
-      onFailure: (failure) => {
-        if (!failure.transport || restUnreachable) return;
-        // Replaying a file needs no server: once it cannot be reached, stop asking for every subflow.
-        restUnreachable = true;
-        logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: failure.reason }, 'Prefect API unreachable: subflows whose parent is not in the file become roots of their own traces');
-      },
-    }),
+    resolveOwner: createOwnerLookup(rest, lookupOptions),
+    resolveFlowParent: createFlowParentLookup(rest, lookupOptions),
   });
 
   let input: Readable;

@@ -9,7 +9,7 @@ import { createLogger } from './log/logger.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
-import { createOwnerLookup } from './source/run-lookups.js';
+import { createFlowParentLookup, createOwnerLookup } from './source/run-lookups.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from './source/websocket.js';
 import { loadState, StateWriter } from './state/persisted.js';
@@ -97,6 +97,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       hooks: options.hooks,
       nativeSpans: nativeSpanFromRest(rest),
       resolveOwner: createOwnerLookup(rest, { onAuthError: (err) => this.fail(err) }),
+      resolveFlowParent: createFlowParentLookup(rest, { onAuthError: (err) => this.fail(err) }),
       onSpan: (span) => {
         if (this.listenerCount('span') > 0) {
           try {

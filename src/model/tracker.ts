@@ -1,7 +1,7 @@
 import { ATTR } from './attributes.js';
 import { classify, runRefFromResourceId, TERMINAL_STATE_TYPES, type Classified, type RunRef, type RunType, type StateInfo } from './classify.js';
 import { truncate, type PrefectEvent, type SkipReason } from './event.js';
-import { spanIdForRun, traceIdForRun } from './ids.js';
+import { canonicalUuid, spanIdForRun, traceIdForRun } from './ids.js';
 import { PARENT_RUN, parentTaskIdsOf, parseTraceparent, RunState, type RunStateData, type TraceCtx } from './run-state.js';
 import type { Attributes, SpanRecord } from './span-record.js';
 import { Additions } from '../state/additions.js';
@@ -20,6 +20,11 @@ export interface TrackerOptions {
    * answer at most this long past the settle window (Infinity: until answered). Undefined: no lookups.
    */
   readonly nativeSpanWaitMs?: number | undefined;
+  /**
+   * Find the trace of a flow run not seen yet, that runs hang under, by asking for its tracking
+   * task (`lookupFlowParent`). Without it, such a flow run is taken as a root.
+   */
+  readonly lookupFlowParents?: boolean;
 }
 
 /** One STLOGGING record: a state transition, an event attached to a run, or a late event. */
@@ -51,6 +56,11 @@ export interface TrackerSink {
   log(record: RunLogRecord): void;
   /** Ask for the flow run that owns a task run; answer with `resolveOwner`. */
   lookup(taskRunId: string): void;
+  /**
+   * Ask for the tracking task of a flow run not seen yet (its `parent_task_run_id`), to find its
+   * trace; answer with `resolveFlowParent`. Only asked with the `lookupFlowParents` option.
+   */
+  lookupFlowParent(flowRunId: string): void;
   /** Ask for the traceparent of Prefect's own span of a flow run attempt; answer with `resolveNativeSpan`. */
   lookupNativeSpan(flowRunId: string, attempt: number): void;
   notice(notice: TrackerNotice): void;
@@ -82,6 +92,8 @@ interface Waiting {
   readonly events: Queued[];
   /** The runs whose events wait here (`blocked` maps each to this lookup). */
   readonly runs: string[];
+  /** `owner`: the flow run of a task run (`lookup`); `flow_parent`: the tracking task of a flow run (`lookupFlowParent`). */
+  readonly kind: 'owner' | 'flow_parent';
 }
 
 export interface TrackerCounts {
@@ -92,9 +104,10 @@ export interface TrackerCounts {
   lateEvents: number;
   evicted: number;
   /**
-   * Lookups of the flow run owning a subflow's tracking task, and how they ended: answered with
-   * a flow run, answered "not found" or failed, or given up unanswered (the bound on events
-   * waiting for lookups, or the end of input). The ones still pending are `pendingLookups`.
+   * Lookups of where a run hangs (a subflow's tracking task's flow run; the tracking task of a flow
+   * run not seen yet), and how they ended: answered, failed (not found, or no answer), or given up
+   * unanswered (the bound on events waiting for lookups, or the end of input). The ones still
+   * pending are `pendingLookups`.
    */
   parentLookups: { lookups: number; found: number; failed: number; abandoned: number };
   spanEvents: number;
@@ -133,6 +146,8 @@ export class RunTracker {
   private readonly finished = new FifoMap<FinishedRun>();
   private readonly finishedAdded: Additions;
   private readonly owners = new FifoMap<string | null>();
+  /** Flow runs not seen when runs hung under them: their tracking task, null for none (a root). Not persisted: asked again. */
+  private readonly flowParents = new FifoMap<string | null>();
   /** Per task run looked up, oldest lookup first: the events waiting for it and the runs blocked on it. */
   private readonly waiting = new FifoMap<Waiting>();
   /** Events in `waiting`, all lookups together; at most `maxOpenRuns`. */
@@ -257,7 +272,20 @@ export class RunTracker {
     if (oldest === undefined) return;
     this.counts.parentLookups.abandoned += 1;
     this.sink.notice({ kind: 'lookup_abandoned', taskRunId: oldest[0], events: oldest[1].events.length });
-    this.settleOwner(oldest[0], null, nowMs);
+    this.settle(oldest[0], oldest[1], nowMs);
+  }
+
+  /** Answer a waiting lookup "not found" without counting it as answered. */
+  private settle(key: string, waiting: Waiting, nowMs: number): void {
+    if (waiting.kind === 'flow_parent') this.settleFlowParent(key, null, nowMs);
+    else this.settleOwner(key, null, nowMs);
+  }
+
+  /** An answer to a lookup still waited for (one given up on is not counted again). */
+  private countAnswer(key: string, found: boolean): void {
+    if (!this.waiting.has(key)) return;
+    if (found) this.counts.parentLookups.found += 1;
+    else this.counts.parentLookups.failed += 1;
   }
 
   /** One waiting or restored event, with the boundary `ingest` gives each incoming one: it never stops the others. */
@@ -272,24 +300,39 @@ export class RunTracker {
 
   /** The answer to a `lookup`: the flow run owning `taskRunId`, or null when it could not be found. */
   resolveOwner(taskRunId: string, flowRunId: string | null, nowMs: number): void {
-    // An answer to a lookup given up on (`abandonOldestLookup`) is not counted again.
-    if (this.waiting.has(taskRunId)) {
-      if (flowRunId === null) this.counts.parentLookups.failed += 1;
-      else this.counts.parentLookups.found += 1;
-    }
+    this.countAnswer(taskRunId, flowRunId !== null);
     this.settleOwner(taskRunId, flowRunId, nowMs);
   }
 
-  /** Caches the owner of `taskRunId` and releases the events that waited for it. */
   private settleOwner(taskRunId: string, flowRunId: string | null, nowMs: number): void {
     const waiting = this.waiting.get(taskRunId);
-    // An answer to a lookup given up on only corrects the cache.
+    // An answer to a lookup given up on (`abandonOldestLookup`) only corrects the cache.
     if (waiting === undefined && flowRunId === null && this.owners.has(taskRunId)) return;
     this.remember(this.owners, taskRunId, flowRunId, OWNER_CACHE_MAX);
-    if (waiting === undefined) return;
-    this.waiting.delete(taskRunId);
+    if (waiting !== undefined) this.release(taskRunId, waiting, nowMs);
+  }
+
+  /**
+   * The answer to a `lookupFlowParent`: the tracking task of a flow run, null when it has none,
+   * undefined when it could not be found (both: it is taken as a root).
+   */
+  resolveFlowParent(flowRunId: string, taskRunId: string | null | undefined, nowMs: number): void {
+    this.countAnswer(flowRunId, taskRunId !== undefined);
+    this.settleFlowParent(flowRunId, taskRunId ?? null, nowMs);
+  }
+
+  private settleFlowParent(flowRunId: string, taskRunId: string | null, nowMs: number): void {
+    const waiting = this.waiting.get(flowRunId);
+    if (waiting === undefined && taskRunId === null && this.flowParents.has(flowRunId)) return;
+    this.remember(this.flowParents, flowRunId, taskRunId === null ? null : (canonicalUuid(taskRunId) ?? null), OWNER_CACHE_MAX);
+    if (waiting !== undefined) this.release(flowRunId, waiting, nowMs);
+  }
+
+  /** A lookup answered: the runs blocked on it are free, its events processed in order. */
+  private release(key: string, waiting: Waiting, nowMs: number): void {
+    this.waiting.delete(key);
     this.waitingEventCount -= waiting.events.length;
-    for (const runId of waiting.runs) if (this.blocked.get(runId) === taskRunId) this.blocked.delete(runId);
+    for (const runId of waiting.runs) if (this.blocked.get(runId) === key) this.blocked.delete(runId);
     for (const q of waiting.events) this.processQueued(q.event, q.classified, nowMs);
   }
 
@@ -338,9 +381,9 @@ export class RunTracker {
 
   /** End of input: every open run is exported, unfinished ones as incomplete. */
   finishAll(reason: string, nowMs: number): void {
-    for (const [key] of [...this.waiting]) {
+    for (const [key, waiting] of [...this.waiting]) {
       this.counts.parentLookups.abandoned += 1;
-      this.settleOwner(key, null, nowMs);
+      this.settle(key, waiting, nowMs);
     }
     for (const run of [...this.open.values()]) if (run.ref.type === 'task') this.finalize(run, run.terminal ? undefined : reason, nowMs);
     for (const run of [...this.open.values()]) this.finalize(run, run.terminal ? undefined : reason, nowMs);
@@ -411,14 +454,53 @@ export class RunTracker {
         this.sink.notice({ kind: 'parent_cycle', runId: ref.id, taskRunId: trackingId });
         return rootCtx(ref.id);
       }
-      return this.childCtx(owner, undefined);
+      const traceId = this.traceOfFlowRun(ref.id, owner);
+      return traceId === undefined ? 'wait' : this.childCtx(owner, undefined, traceId);
     }
     const flowRel = event.related.find((r) => r.role === 'flow-run');
     const flowRunId = flowRel === undefined ? undefined : runRefFromResourceId(flowRel.id)?.id;
     if (flowRunId === undefined || flowRunId === ref.id) return rootCtx(ref.id);
     const pending = this.blocked.get(flowRunId);
     if (pending !== undefined) return this.block(ref.id, pending);
-    return this.childCtx(flowRunId, this.parentTaskOf(ref.id, flowRunId, event));
+    const traceId = this.traceOfFlowRun(ref.id, flowRunId);
+    return traceId === undefined ? 'wait' : this.childCtx(flowRunId, this.parentTaskOf(ref.id, flowRunId, event), traceId);
+  }
+
+  /**
+   * The trace of the flow run `flowRunId` that `runId` hangs under. A flow run seen (open or
+   * finished) knows its own; one not seen yet (its events were missed or are still to come) may be
+   * a subflow: its trace is its root's, found up the chain of tracking tasks (`lookupFlowParent`,
+   * then `lookup` of the task's flow run, as for a subflow's own events), so that the run does not
+   * start a trace of its own under a parent span that is in another. Undefined: `runId` is blocked
+   * on a lookup.
+   */
+  private traceOfFlowRun(runId: string, flowRunId: string): string | undefined {
+    let id = flowRunId;
+    for (let depth = 0; depth < MAX_PARENT_DEPTH; depth++) {
+      const known = this.open.get(id) ?? this.finished.get(id);
+      if (known !== undefined) return known.ctx.traceId;
+      if (this.options.lookupFlowParents !== true) break;
+      const pending = this.blocked.get(id);
+      if (pending !== undefined) {
+        this.block(runId, pending);
+        return undefined;
+      }
+      const trackingId = this.flowParents.get(id);
+      if (trackingId === undefined) {
+        this.block(runId, id, 'flow_parent');
+        return undefined;
+      }
+      // No parent, a failed lookup, or a loop: the flow run is a root, as its own events will find.
+      if (trackingId === null) break;
+      const owner = this.ownerOf(trackingId);
+      if (owner === undefined) {
+        this.block(runId, trackingId);
+        return undefined;
+      }
+      if (owner === null || owner === flowRunId || owner === runId) break;
+      id = owner;
+    }
+    return traceIdForRun(id);
   }
 
   /**
@@ -449,10 +531,9 @@ export class RunTracker {
     return false;
   }
 
-  /** The context of a run hanging under `flowRunId` (or under `parentTaskId` inside it). */
-  private childCtx(flowRunId: string, parentTaskId: string | undefined): TraceCtx {
+  /** The context of a run hanging under `flowRunId` (or under `parentTaskId` inside it), in the trace `traceId`. */
+  private childCtx(flowRunId: string, parentTaskId: string | undefined, traceId: string): TraceCtx {
     const flow = this.open.get(flowRunId) ?? this.finished.get(flowRunId);
-    const traceId = flow?.ctx.traceId ?? traceIdForRun(flowRunId);
     if (parentTaskId !== undefined) {
       const parent = this.open.get(parentTaskId) ?? this.finished.get(parentTaskId);
       return { traceId, parentSpanId: spanIdForRun(parentTaskId, parent?.attempt ?? 0), root: false, [PARENT_RUN]: parentTaskId };
@@ -466,14 +547,16 @@ export class RunTracker {
     return this.owners.get(taskRunId);
   }
 
-  private block(runId: string, taskRunId: string): 'wait' {
-    this.blocked.set(runId, taskRunId);
-    const waiting = this.waiting.get(taskRunId);
+  /** Hold `runId`'s events until the lookup of `key` (a task run's flow run, or a flow run's tracking task) answers. */
+  private block(runId: string, key: string, kind: Waiting['kind'] = 'owner'): 'wait' {
+    this.blocked.set(runId, key);
+    const waiting = this.waiting.get(key);
     if (waiting !== undefined) waiting.runs.push(runId);
     else {
-      this.waiting.set(taskRunId, { events: [], runs: [runId] });
+      this.waiting.set(key, { events: [], runs: [runId], kind });
       this.counts.parentLookups.lookups += 1;
-      this.sink.lookup(taskRunId);
+      if (kind === 'flow_parent') this.sink.lookupFlowParent(key);
+      else this.sink.lookup(key);
     }
     return 'wait';
   }

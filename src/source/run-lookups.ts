@@ -153,28 +153,31 @@ export function createOwnerLookup(rest: Pick<PrefectRestClient, 'getTaskRun'>, o
   return createParentLookup(async (id) => {
     const r = await rest.getTaskRun(id);
     return r.ok ? { ok: true, value: r.value.flowRunId } : r;
-  }, options);
+  }, options, null);
 }
 
 /**
  * The tracking task of a flow run (`parent_task_run_id`: a subflow's or run_deployment child's
  * parent, reference §4c), one `GET /flow_runs/{id}` per flow run, through a queue of its own with the
- * same bounds as `createOwnerLookup`; null when it has none or cannot be found.
+ * same bounds as `createOwnerLookup`; null when it has none, undefined when it cannot be found.
  */
-export function createFlowParentLookup(rest: Pick<PrefectRestClient, 'getFlowRun'>, options: OwnerLookupOptions = {}): (flowRunId: string) => Promise<string | null> {
+export function createFlowParentLookup(rest: Pick<PrefectRestClient, 'getFlowRun'>, options: OwnerLookupOptions = {}): (flowRunId: string) => Promise<string | null | undefined> {
   return createParentLookup(async (id) => {
     const r = await rest.getFlowRun(id);
     return r.ok ? { ok: true, value: r.value.parentTaskRunId } : r;
-  }, options);
+  }, options, undefined);
 }
 
-/** One request per run (`get`), at most `OWNER_LOOKUPS_IN_FLIGHT` at a time, at most `OWNER_LOOKUPS_QUEUED_MAX` waiting. */
-function createParentLookup(get: (id: string) => Promise<RestResult<string | null>>, options: OwnerLookupOptions): (id: string) => Promise<string | null> {
-  const enqueue = createBatchQueue<{ readonly id: string; readonly resolve: (parent: string | null) => void }>(
+/**
+ * One request per run (`get`), at most `OWNER_LOOKUPS_IN_FLIGHT` at a time, at most
+ * `OWNER_LOOKUPS_QUEUED_MAX` waiting; `failed` when there is no answer.
+ */
+function createParentLookup<F extends null | undefined>(get: (id: string) => Promise<RestResult<string | null>>, options: OwnerLookupOptions, failed: F): (id: string) => Promise<string | null | F> {
+  const enqueue = createBatchQueue<{ readonly id: string; readonly resolve: (parent: string | null | F) => void }>(
     async ([job]) => {
       if (job === undefined) return;
-      if (options.skip?.() === true) return job.resolve(null);
-      let parent: string | null = null;
+      if (options.skip?.() === true) return job.resolve(failed);
+      let parent: string | null | F = failed;
       try {
         const r = await get(job.id);
         if (r.ok) parent = r.value;
@@ -187,9 +190,9 @@ function createParentLookup(get: (id: string) => Promise<RestResult<string | nul
     },
     (job) => {
       options.onFailure?.({ reason: `more than ${OWNER_LOOKUPS_QUEUED_MAX} lookups waiting for the server`, transport: false });
-      job.resolve(null);
+      job.resolve(failed);
     },
     { maxBatch: 1, gatherMs: 0, maxInFlight: OWNER_LOOKUPS_IN_FLIGHT, maxQueued: OWNER_LOOKUPS_QUEUED_MAX },
   );
-  return (id) => (options.skip?.() === true ? Promise.resolve(null) : new Promise((resolve) => enqueue({ id, resolve })));
+  return (id) => (options.skip?.() === true ? Promise.resolve(failed) : new Promise((resolve) => enqueue({ id, resolve })));
 }

@@ -7,7 +7,7 @@ import { MAX_SUMMARISED_NAMES } from '../../src/model/run-state.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
 import { createPipeline } from '../../src/pipeline.js';
 import { createPrefectRestClient } from '../../src/source/rest.js';
-import { createOwnerLookup } from '../../src/source/run-lookups.js';
+import { createFlowParentLookup, createOwnerLookup } from '../../src/source/run-lookups.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { customEvent, DEEP_PAYLOAD_JSON, flowRunStateEvent, ONLY_WHERE_DEEP_JSON_FAILS, taskRunStateEvent } from '../helpers/prefect-events.js';
 
@@ -398,6 +398,59 @@ test('subflow: the tracking task is looked up and the child hangs under the pare
   for (const e of events) unanswered.ingest(JSON.stringify(e));
   await unanswered.finish('end_of_input', 1);
   assert.deepEqual([unanswered.tracker.counts.parentLookups, unanswered.tracker.pendingLookups], [{ lookups: 1, found: 0, failed: 0, abandoned: 1 }, 0]);
+});
+
+test('subflows three deep whose middle flow run is not seen before the innermost (its events missed or late): every run is in the root\'s trace, under its parent; the middle one\'s tracking task is asked once', async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  const id = (kind: number, i: number): string => `0198c7d2-${kind}000-7000-8000-00000000000${i}`;
+  const [ROOT, MIDDLE, LEAF, TRACK_MIDDLE, TRACK_LEAF, TASK] = [id(1, 1), id(1, 2), id(1, 3), id(2, 2), id(2, 3), id(3, 1)];
+  prefect.addTaskRun({ id: TRACK_MIDDLE, flow_run_id: ROOT });
+  prefect.addTaskRun({ id: TRACK_LEAF, flow_run_id: MIDDLE });
+  prefect.addFlowRun({ id: ROOT, parent_task_run_id: null });
+  prefect.addFlowRun({ id: MIDDLE, parent_task_run_id: TRACK_MIDDLE });
+  prefect.addFlowRun({ id: LEAF, parent_task_run_id: TRACK_LEAF });
+  const flow = (runId: string, name: string, s: number, type: string, from: string, parent?: string): Ev =>
+    flowRunStateEvent({ flowRunId: runId, flowRunName: `${name}-run`, flowId: FLOW.flowId, flowName: name, state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: at(s), ...(parent === undefined ? {} : { parentTaskRunId: parent }) });
+  const task = (s: number, type: string, from: string): Ev =>
+    taskRunStateEvent({ taskRunId: TASK, taskRunName: 'load-1', taskKey: 'load-55aa66bb', flowRunId: LEAF, flowRunName: 'leaf-run', state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: at(s) });
+  const rest = createPrefectRestClient({ apiUrl: prefect.url });
+  const config = resolveConfig({ tracesExporter: 'none' }, {});
+  const logger = createLogger({ level: 'silent', format: 'json' });
+  const spans: SpanRecord[] = [];
+  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s), resolveOwner: createOwnerLookup(rest), resolveFlowParent: createFlowParentLookup(rest) });
+  const ingest = async (events: Ev[]): Promise<void> => {
+    for (const e of events) pipeline.ingest(JSON.stringify(e));
+    // The lookups answer before the next events come, as they do live.
+    while (pipeline.tracker.pendingLookups > 0) await new Promise((r) => setTimeout(r, 5));
+  };
+  await ingest([flow(ROOT, 'root', 0, 'RUNNING', 'PENDING')]);
+  // The innermost subflow's task, then the subflow itself; nothing yet of the middle one.
+  await ingest([task(3, 'RUNNING', 'PENDING'), task(4, 'COMPLETED', 'RUNNING'), flow(LEAF, 'leaf', 2, 'RUNNING', 'PENDING', TRACK_LEAF), flow(LEAF, 'leaf', 5, 'COMPLETED', 'RUNNING', TRACK_LEAF)]);
+  await ingest([flow(MIDDLE, 'middle', 1, 'RUNNING', 'PENDING', TRACK_MIDDLE), flow(MIDDLE, 'middle', 6, 'COMPLETED', 'RUNNING', TRACK_MIDDLE), flow(ROOT, 'root', 7, 'COMPLETED', 'RUNNING')]);
+  await pipeline.finish('end_of_input');
+  assert.deepEqual(
+    spans.map((s) => [s.name, s.traceId, s.parentSpanId]).sort(),
+    [
+      ['leaf', traceIdForRun(ROOT), spanIdForRun(MIDDLE)],
+      ['load', traceIdForRun(ROOT), spanIdForRun(LEAF)],
+      ['middle', traceIdForRun(ROOT), spanIdForRun(ROOT)],
+      ['root', traceIdForRun(ROOT), undefined],
+    ].sort(),
+  );
+  assert.deepEqual(tree(spans), ['root [server] ok', '  middle [internal] ok', '    leaf [internal] ok', '      load [internal] ok']);
+  assert.deepEqual(
+    prefect.restRequests.map((q) => `${q.method} ${q.path}`).sort(),
+    [`GET /api/flow_runs/${LEAF}`, `GET /api/flow_runs/${MIDDLE}`, `GET /api/task_runs/${TRACK_LEAF}`, `GET /api/task_runs/${TRACK_MIDDLE}`].sort(),
+  );
+  assert.deepEqual(pipeline.tracker.counts.parentLookups, { lookups: 4, found: 4, failed: 0, abandoned: 0 });
+
+  // A flow run the server does not know: the task is in that flow run's own trace, the lookup counted as failed.
+  const UNKNOWN = id(1, 9);
+  const lone = createPipeline({ config, logger, clock: 'event', delivery: null, resolveOwner: createOwnerLookup(rest), resolveFlowParent: createFlowParentLookup(rest) });
+  lone.ingest(JSON.stringify(taskRunStateEvent({ taskRunId: id(3, 9), taskRunName: 'load-9', taskKey: 'load-55aa66bb', flowRunId: UNKNOWN, flowRunName: 'gone-run', state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(1) })));
+  await lone.finish('end_of_input');
+  assert.deepEqual(lone.tracker.counts.parentLookups, { lookups: 1, found: 0, failed: 1, abandoned: 0 });
 });
 
 test('subflows whose parent cannot be looked up: the first ten are warned, the rest counted at debug, so a server that stopped answering does not flood the log', async () => {

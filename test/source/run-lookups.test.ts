@@ -86,19 +86,19 @@ test(`owners: a server that does not answer holds at most ${OWNER_LOOKUPS_QUEUED
   );
 });
 
-test('tracking tasks of flow runs: GET /flow_runs/{id} each, parent_task_run_id; a root flow run or one unknown to the server has none; refused credentials reach onAuthError', async (t) => {
+test('tracking tasks of flow runs: GET /flow_runs/{id} each, parent_task_run_id; a root flow run has none (null), one unknown to the server is not found (undefined); refused credentials reach onAuthError', async (t) => {
   const prefect = await startFakePrefect({ authString: 'admin:pass' });
   t.after(() => prefect.close());
   prefect.addFlowRun({ id: flowId(1), parent_task_run_id: taskId(1) });
   prefect.addFlowRun({ id: flowId(2), parent_task_run_id: null });
   const failures: unknown[] = [];
   const parent = createFlowParentLookup(createPrefectRestClient({ apiUrl: prefect.url, authString: 'admin:pass' }), { onFailure: (f) => failures.push(f) });
-  assert.deepEqual(await Promise.all([parent(flowId(1)), parent(flowId(2)), parent(flowId(3))]), [taskId(1), null, null]);
+  assert.deepEqual(await Promise.all([parent(flowId(1)), parent(flowId(2)), parent(flowId(3))]), [taskId(1), null, undefined]);
   assert.deepEqual(prefect.restRequests.map((q) => `${q.method} ${q.path}`).sort(), [1, 2, 3].map((i) => `GET /api/flow_runs/${flowId(i)}`).sort());
   assert.deepEqual(failures, [{ reason: `GET /flow_runs/${flowId(3)}: not found`, transport: false }]);
 
   const authErrors: string[] = [];
   const wrong = createFlowParentLookup(createPrefectRestClient({ apiUrl: prefect.url, authString: 'admin:wrong' }), { onAuthError: (err) => authErrors.push(err.message) });
-  assert.equal(await wrong(flowId(1)), null);
+  assert.equal(await wrong(flowId(1)), undefined);
   assert.deepEqual(authErrors, [`the Prefect API refused GET /flow_runs/${flowId(1)} with HTTP 401: check PREFECT_API_AUTH_STRING`]);
 });
