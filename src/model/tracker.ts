@@ -1,5 +1,5 @@
 import { ATTR } from './attributes.js';
-import { classify, runRefFromResourceId, TERMINAL_STATE_TYPES, type Classified, type RunRef, type RunType, type StateInfo } from './classify.js';
+import { classify, runRefFromResourceId, TERMINAL_STATE_TYPES, type Classified, type RunRef, type RunType, type StateInfo, type StateType } from './classify.js';
 import { truncate, type PrefectEvent, type SkipReason } from './event.js';
 import { canonicalUuid, spanIdForRun, traceIdForRun } from './ids.js';
 import { PARENT_RUN, parentTaskIdsOf, parseTraceparent, RunState, type RunStateData, type TraceCtx } from './run-state.js';
@@ -227,7 +227,15 @@ export class RunTracker {
       } else {
         const ctx = this.resolveCtx(ref, event, classified);
         if (ctx === 'wait') return this.enqueue(this.blocked.get(ref.id)!, event, classified, payload, nowMs);
-        run = this.openRun(ref, ctx, 0, nowMs);
+        // A run first seen leaving a terminal state is a rerun whose first attempt is no longer
+        // remembered (newer runs outlived its record, or the state file was lost): its span must not
+        // take the first attempt's id, which was likely exported already.
+        const rerun = classified.kind === 'state' && classified.state.from !== undefined && TERMINAL_STATE_TYPES.has(classified.state.from as StateType);
+        run = this.openRun(ref, ctx, rerun ? 1 : 0, nowMs);
+        if (rerun) {
+          this.counts.reruns += 1;
+          this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt });
+        }
       }
     } else this.open.touch(ref.id);
     if (classified.kind === 'state' && run.terminal && event.occurredUs > run.latest!.occurredUs) {

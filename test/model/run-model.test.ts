@@ -372,6 +372,28 @@ test('a rerun from the UI after Completed becomes a second span in the same trac
   assert.deepEqual(spans[1]!.events.map((e) => e.name), ['Scheduled', 'Running', 'Failed']);
 });
 
+test('a rerun of a run whose first attempt is no longer remembered (more runs finished since than PREFECT_OTEL_MAX_OPEN_RUNS) does not export the first attempt\'s span id again', async () => {
+  const other = (i: number, s: number): Ev[] => {
+    const id = `0198c7d2-9000-7000-8000-${String(i).padStart(12, '0')}`;
+    const ev = (t: number, type: string, name: string, from: string) => flowRunStateEvent({ flowRunId: id, flowRunName: `other-${i}`, ...FLOW, state: { type, name }, from, runCount: 1, occurred: at(t) }) as Ev;
+    return [ev(s, 'RUNNING', 'Running', 'PENDING'), ev(s + 0.5, 'COMPLETED', 'Completed', 'RUNNING')];
+  };
+  const events = [
+    flowState(0, 'RUNNING', 'Running', 'PENDING', 1), flowState(1, 'FAILED', 'Failed', 'RUNNING', 1, { message: 'boom' }),
+    ...[1, 2, 3, 4].flatMap((i) => other(i, 1 + i)),
+    flowState(100, 'SCHEDULED', 'AwaitingRetry', 'FAILED', 1), flowState(101, 'RUNNING', 'Running', 'SCHEDULED', 2), flowState(110, 'COMPLETED', 'Completed', 'RUNNING', 2),
+  ];
+  const { spans } = await run(events, { maxOpenRuns: 2 });
+  assert.deepEqual(
+    spans.filter((s) => s.run.id === FR).map((s) => [s.spanId, s.traceId, s.parentSpanId, s.kind, s.run.attempt, s.status.code, s.links, s.events.map((e) => e.name)]),
+    [
+      [spanIdForRun(FR), traceIdForRun(FR), undefined, 'server', 0, 'error', [], ['Running', 'Failed']],
+      [spanIdForRun(FR, 1), traceIdForRun(FR), undefined, 'server', 1, 'ok', [{ traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), attributes: { 'prefect.link.kind': 'previous_attempt' } }], ['AwaitingRetry', 'Running', 'Completed']],
+    ],
+  );
+  assert.equal(new Set(spans.map((s) => s.spanId)).size, spans.length, 'no span id exported twice');
+});
+
 test('subflow: the tracking task is looked up and the child hangs under the parent flow run in its trace', async () => {
   const CHILD = '0198c7d2-7000-7000-8000-0000000000c1';
   const TRACK = '0198c7d2-7000-7000-8000-0000000000d1';
