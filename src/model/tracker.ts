@@ -467,11 +467,24 @@ export class RunTracker {
     }
     const flowRel = event.related.find((r) => r.role === 'flow-run');
     const flowRunId = flowRel === undefined ? undefined : runRefFromResourceId(flowRel.id)?.id;
-    if (flowRunId === undefined || flowRunId === ref.id) return rootCtx(ref.id);
+    if (flowRunId === undefined) return this.flowlessTaskCtx(ref.id, event);
+    if (flowRunId === ref.id) return rootCtx(ref.id);
     const pending = this.blocked.get(flowRunId);
     if (pending !== undefined) return this.block(ref.id, pending);
     const traceId = this.traceOfFlowRun(ref.id, flowRunId);
     return traceId === undefined ? 'wait' : this.childCtx(flowRunId, this.parentTaskOf(ref.id, flowRunId, event), traceId);
+  }
+
+  /**
+   * A task run outside any flow run: under the task that called it (`__parents__`, which Prefect
+   * names for a task called inside another outside a flow), in that task's trace; with none, the
+   * root of its own trace.
+   */
+  private flowlessTaskCtx(taskRunId: string, event: PrefectEvent): TraceCtx {
+    const parentId = this.parentTaskOf(taskRunId, undefined, event);
+    if (parentId === undefined) return rootCtx(taskRunId);
+    const parent = this.open.get(parentId) ?? this.finished.get(parentId);
+    return { traceId: parent?.ctx.traceId ?? traceIdForRun(parentId), parentSpanId: spanIdForRun(parentId, parent?.attempt ?? 0), root: false, [PARENT_RUN]: parentId };
   }
 
   /**
@@ -513,12 +526,12 @@ export class RunTracker {
 
   /**
    * The task a task run hangs under: the first of its `__parents__` that is not itself, is not known
-   * as anything but a task of the same flow run, and whose known parents do not lead back to it.
-   * Prefect names a task that started before this one; bad data must not make a span its own
-   * ancestor (a trace without a root). A parent not seen yet is taken as named (events come in any
-   * order); undefined: the flow run is the parent.
+   * as anything but a task of the same flow run (of none: `flowRunId` undefined), and whose known
+   * parents do not lead back to it. Prefect names a task that started before this one; bad data must
+   * not make a span its own ancestor (a trace without a root). A parent not seen yet is taken as
+   * named (events come in any order); undefined: the flow run is the parent.
    */
-  private parentTaskOf(taskRunId: string, flowRunId: string, event: PrefectEvent): string | undefined {
+  private parentTaskOf(taskRunId: string, flowRunId: string | undefined, event: PrefectEvent): string | undefined {
     for (const id of parentTaskIdsOf(event)) {
       if (id === taskRunId) continue;
       const open = this.open.get(id);

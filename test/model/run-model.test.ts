@@ -394,6 +394,30 @@ test('a rerun of a run whose first attempt is no longer remembered (more runs fi
   assert.equal(new Set(spans.map((s) => s.spanId)).size, spans.length, 'no span id exported twice');
 });
 
+test('tasks outside any flow run: one called inside another (__parents__) hangs under it in its trace, its log lines too; a task with no parent is the root of its own trace', async () => {
+  const [OUTER, INNER, LONE] = ['0198c7d2-6000-7abc-8def-0000000000a1', '0198c7d2-6000-7abc-8def-0000000000a2', '0198c7d2-6000-7abc-8def-0000000000a3'];
+  const task = (id: string, name: string, s: number, type: string, from: string | null, parents?: string[]): Ev =>
+    taskRunStateEvent({ taskRunId: id, taskRunName: name, taskKey: `${name}-abcdef12`, dynamicKey: `${name}-ab12`, state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: type === 'PENDING' ? 0 : 1, occurred: at(s), parents });
+  const { spans, lines } = await run([
+    task(OUTER, 'outer', 0, 'PENDING', null), task(OUTER, 'outer', 1, 'RUNNING', 'PENDING'),
+    task(INNER, 'inner', 2, 'PENDING', null, [OUTER]), task(INNER, 'inner', 3, 'RUNNING', 'PENDING', [OUTER]), task(INNER, 'inner', 4, 'COMPLETED', 'RUNNING', [OUTER]),
+    task(OUTER, 'outer', 5, 'COMPLETED', 'RUNNING'),
+    task(LONE, 'lone', 6, 'PENDING', null), task(LONE, 'lone', 7, 'COMPLETED', 'PENDING'),
+  ]);
+  assert.deepEqual(
+    spans.map((s) => [s.name, s.traceId, s.parentSpanId, s.kind, s.status.code]).sort(),
+    [
+      ['inner', traceIdForRun(OUTER), spanIdForRun(OUTER), 'internal', 'ok'],
+      ['lone', traceIdForRun(LONE), undefined, 'internal', 'ok'],
+      ['outer', traceIdForRun(OUTER), undefined, 'internal', 'ok'],
+    ].sort(),
+  );
+  assert.deepEqual(
+    lines.filter((l) => l['prefect.run.id'] === INNER).map((l) => [l.trace_id, l.span_id, l['prefect.state.name']]),
+    ['Pending', 'Running', 'Completed'].map((name) => [traceIdForRun(OUTER), spanIdForRun(INNER), name]),
+  );
+});
+
 test('subflow: the tracking task is looked up and the child hangs under the parent flow run in its trace', async () => {
   const CHILD = '0198c7d2-7000-7000-8000-0000000000c1';
   const TRACK = '0198c7d2-7000-7000-8000-0000000000d1';
