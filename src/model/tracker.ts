@@ -81,6 +81,8 @@ interface FinishedRun {
   readonly incomplete?: true;
   /** Task runs: their flow run when it is not their parent (`ctx[PARENT_RUN]`); see `finishedFlowRun`. */
   readonly flowRunId?: string;
+  /** A rerun's first event (reruns only): a child that started before it hangs under the attempt before. */
+  readonly firstEventUs?: number;
 }
 
 interface Queued {
@@ -463,7 +465,7 @@ export class RunTracker {
         return rootCtx(ref.id);
       }
       const traceId = this.traceOfFlowRun(ref.id, owner);
-      return traceId === undefined ? 'wait' : this.childCtx(owner, undefined, traceId);
+      return traceId === undefined ? 'wait' : this.childCtx(owner, undefined, traceId, event.occurredUs);
     }
     const flowRel = event.related.find((r) => r.role === 'flow-run');
     const flowRunId = flowRel === undefined ? undefined : runRefFromResourceId(flowRel.id)?.id;
@@ -472,7 +474,7 @@ export class RunTracker {
     const pending = this.blocked.get(flowRunId);
     if (pending !== undefined) return this.block(ref.id, pending);
     const traceId = this.traceOfFlowRun(ref.id, flowRunId);
-    return traceId === undefined ? 'wait' : this.childCtx(flowRunId, this.parentTaskOf(ref.id, flowRunId, event), traceId);
+    return traceId === undefined ? 'wait' : this.childCtx(flowRunId, this.parentTaskOf(ref.id, flowRunId, event), traceId, event.occurredUs);
   }
 
   /**
@@ -484,7 +486,7 @@ export class RunTracker {
     const parentId = this.parentTaskOf(taskRunId, undefined, event);
     if (parentId === undefined) return rootCtx(taskRunId);
     const parent = this.open.get(parentId) ?? this.finished.get(parentId);
-    return { traceId: parent?.ctx.traceId ?? traceIdForRun(parentId), parentSpanId: spanIdForRun(parentId, parent?.attempt ?? 0), root: false, [PARENT_RUN]: parentId };
+    return this.childCtx(parentId, undefined, parent?.ctx.traceId ?? traceIdForRun(parentId), event.occurredUs);
   }
 
   /**
@@ -552,14 +554,24 @@ export class RunTracker {
     return false;
   }
 
-  /** The context of a run hanging under `flowRunId` (or under `parentTaskId` inside it), in the trace `traceId`. */
-  private childCtx(flowRunId: string, parentTaskId: string | undefined, traceId: string): TraceCtx {
-    const flow = this.open.get(flowRunId) ?? this.finished.get(flowRunId);
-    if (parentTaskId !== undefined) {
-      const parent = this.open.get(parentTaskId) ?? this.finished.get(parentTaskId);
-      return { traceId, parentSpanId: spanIdForRun(parentTaskId, parent?.attempt ?? 0), root: false, [PARENT_RUN]: parentTaskId };
-    }
-    return { traceId, parentSpanId: spanIdForRun(flowRunId, flow?.attempt ?? 0), root: false, [PARENT_RUN]: flowRunId };
+  /**
+   * The context of a run hanging under `flowRunId` (or under `parentTaskId` inside it), in the trace
+   * `traceId`, whose first event occurred at `occurredUs`.
+   */
+  private childCtx(flowRunId: string, parentTaskId: string | undefined, traceId: string, occurredUs: number): TraceCtx {
+    const parentId = parentTaskId ?? flowRunId;
+    return { traceId, parentSpanId: spanIdForRun(parentId, this.attemptAt(parentId, occurredUs)), root: false, [PARENT_RUN]: parentId };
+  }
+
+  /**
+   * The attempt of the run `runId` that a run starting at `occurredUs` hangs under: its latest,
+   * unless that began later (a rerun), as when a subflow's events waited for the lookup of its
+   * parent while the parent was rerun: then the one before.
+   */
+  private attemptAt(runId: string, occurredUs: number): number {
+    const run = this.open.get(runId) ?? this.finished.get(runId);
+    if (run === undefined) return 0;
+    return run.attempt > 0 && run.firstEventUs !== undefined && occurredUs < run.firstEventUs ? run.attempt - 1 : run.attempt;
   }
 
   private ownerOf(taskRunId: string): string | null | undefined {
@@ -746,6 +758,7 @@ export class RunTracker {
       ...(run.terminal ? {} : { incomplete: true as const }),
       // Most tasks hang under their flow run: then it is their parent, and not written twice.
       ...(run.meta.flowRunId === undefined || run.meta.flowRunId === run.ctx[PARENT_RUN] ? {} : { flowRunId: run.meta.flowRunId }),
+      ...(run.attempt > 0 && Number.isFinite(run.firstEventUs) ? { firstEventUs: run.firstEventUs } : {}),
     }, this.options.maxOpenRuns);
     this.counts.spans += 1;
     if (record.run.incomplete) this.counts.incomplete += 1;

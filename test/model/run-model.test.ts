@@ -499,6 +499,25 @@ test('subflows three deep whose middle flow run is not seen before the innermost
   assert.deepEqual(lone.tracker.counts.parentLookups, { lookups: 1, found: 0, failed: 1, abandoned: 0 });
 });
 
+test('a subflow whose parent lookup is answered only after its parent flow run was rerun hangs under the attempt it ran in, not the rerun', async () => {
+  const CHILD = '0198c7d2-7000-7000-8000-0000000000c1';
+  const TRACK = '0198c7d2-7000-7000-8000-0000000000d1';
+  const OTHER = '0198c7d2-7000-7000-8000-0000000000e1';
+  const child = (s: number, type: string, name: string, from: string | null) =>
+    flowRunStateEvent({ flowRunId: CHILD, flowRunName: 'child-run', flowId: '11111111-1111-4111-8111-111111111111', flowName: 'child-flow', parentTaskRunId: TRACK, parentTaskRunName: 'child-flow-0', state: { type, name }, from, runCount: 1, occurred: at(s) }) as Ev;
+  const events = [
+    flowState(10, 'RUNNING', 'Running', 'PENDING', 1), child(12, 'RUNNING', 'Running', 'PENDING'), child(13, 'FAILED', 'Failed', 'RUNNING'), flowState(14, 'FAILED', 'Failed', 'RUNNING', 1),
+    flowState(100, 'SCHEDULED', 'AwaitingRetry', 'FAILED', 1), flowState(101, 'RUNNING', 'Running', 'SCHEDULED', 2), flowState(110, 'COMPLETED', 'Completed', 'RUNNING', 2),
+    // Time goes on: the rerun's span is exported before the lookup is answered.
+    flowRunStateEvent({ flowRunId: OTHER, flowRunName: 'other', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(200) }) as Ev,
+  ];
+  const { spans } = await run(events, {}, () => Promise.resolve(FR));
+  assert.deepEqual(
+    spans.filter((s) => s.run.id !== OTHER).map((s) => [s.name, s.run.attempt, s.traceId, s.parentSpanId]),
+    [['etl', 0, traceIdForRun(FR), undefined], ['etl', 1, traceIdForRun(FR), undefined], ['child-flow', 0, traceIdForRun(FR), spanIdForRun(FR)]],
+  );
+});
+
 test('subflows whose parent cannot be looked up: the first ten are warned, the rest counted at debug, so a server that stopped answering does not flood the log', async () => {
   const subflow = (i: number): Ev[] => {
     const id = `0198c7d2-7000-7000-8000-${(0xc00 + i).toString(16).padStart(12, '0')}`;
