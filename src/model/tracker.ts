@@ -218,7 +218,8 @@ export class RunTracker {
     if (run === undefined) {
       const done = this.finished.get(ref.id);
       if (done !== undefined) {
-        const rerun = done.incomplete !== true && classified.kind === 'state' && event.occurredUs > done.lastTerminalUs;
+        // An attempt ended incomplete was not seen terminal: only a state that says it leaves one starts the next.
+        const rerun = classified.kind === 'state' && event.occurredUs > done.lastTerminalUs && (done.incomplete !== true || leavesTerminal(classified.state));
         if (!rerun) {
           if (classified.kind !== 'heartbeat') this.late(ref, done, event, classified);
           return undefined;
@@ -232,7 +233,7 @@ export class RunTracker {
         // A run first seen leaving a terminal state is a rerun whose first attempt is no longer
         // remembered (newer runs outlived its record, or the state file was lost): its span must not
         // take the first attempt's id, which was likely exported already.
-        const rerun = classified.kind === 'state' && classified.state.from !== undefined && TERMINAL_STATE_TYPES.has(classified.state.from as StateType);
+        const rerun = classified.kind === 'state' && leavesTerminal(classified.state);
         run = this.openRun(ref, ctx, rerun ? 1 : 0, nowMs);
         if (rerun) {
           this.counts.reruns += 1;
@@ -794,6 +795,11 @@ export class RunTracker {
     map.set(key, value);
     if (map.size > max) map.shift();
   }
+}
+
+/** Whether a state leaves a terminal state (its intended "from"): a rerun. */
+function leavesTerminal(state: StateInfo): boolean {
+  return state.from !== undefined && TERMINAL_STATE_TYPES.has(state.from as StateType);
 }
 
 function rootCtx(runId: string): TraceCtx {
