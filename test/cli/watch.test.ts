@@ -138,6 +138,46 @@ test('watch: SIGTERM mid-flow then restart: nothing lost, nothing exported twice
   await prefect.close();
 });
 
+test("watch: subflows three deep, the middle one's events missed until it ends: the innermost subflow and its task are in the root's trace, found over REST", async () => {
+  const prefect = await startFakePrefect();
+  const id = (kind: number, i: number): string => `0198c7d2-${kind}000-7000-8000-00000000000${i}`;
+  const [ROOT, MIDDLE, LEAF, TRACK_MIDDLE, TRACK_LEAF, LEAF_TASK] = [id(1, 1), id(1, 2), id(1, 3), id(2, 2), id(2, 3), id(3, 1)];
+  prefect.addTaskRun({ id: TRACK_MIDDLE, flow_run_id: ROOT });
+  prefect.addTaskRun({ id: TRACK_LEAF, flow_run_id: MIDDLE });
+  prefect.addFlowRun({ id: ROOT, parent_task_run_id: null });
+  prefect.addFlowRun({ id: MIDDLE, parent_task_run_id: TRACK_MIDDLE });
+  prefect.addFlowRun({ id: LEAF, parent_task_run_id: TRACK_LEAF });
+  const t0 = Date.now() - 30_000;
+  const flow = (runId: string, name: string, s: number, type: string, from: string, parent?: string) =>
+    flowRunStateEvent({ flowRunId: runId, flowRunName: `${name}-run`, ...FLOW, flowName: name, state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: t0 + s * 1000, ...(parent === undefined ? {} : { parentTaskRunId: parent }) });
+  const task = (s: number, type: string, from: string) =>
+    taskRunStateEvent({ taskRunId: LEAF_TASK, taskRunName: 'load-1', taskKey: 'load-55aa66bb', flowRunId: LEAF, flowRunName: 'leaf-run', state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: t0 + s * 1000 });
+  const receiver = await startOtlpReceiver();
+  const run = start([], { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(mkdtempSync(join(tmpdir(), 'prefect-otel-watch-')), 'state.json') });
+  await until('subscription', () => prefect.connections.some((c) => c.live));
+  prefect.publish([flow(ROOT, 'root', 0, 'RUNNING', 'PENDING'), flow(LEAF, 'leaf', 2, 'RUNNING', 'PENDING', TRACK_LEAF), task(3, 'RUNNING', 'PENDING'), task(4, 'COMPLETED', 'RUNNING'), flow(LEAF, 'leaf', 5, 'COMPLETED', 'RUNNING', TRACK_LEAF)]);
+  await receiver.waitForSpans(2);
+  prefect.publish([flow(MIDDLE, 'middle', 6, 'COMPLETED', 'RUNNING', TRACK_MIDDLE), flow(ROOT, 'root', 7, 'COMPLETED', 'RUNNING')]);
+  await receiver.waitForSpans(4);
+  run.child.kill('SIGTERM');
+  assert.equal((await run.result).code, 0);
+  assert.deepEqual(
+    receiver.spans().map((s) => [s.name, s.traceId, s.parentSpanId]).sort(),
+    [
+      ['leaf', traceIdForRun(ROOT), spanIdForRun(MIDDLE)],
+      ['load', traceIdForRun(ROOT), spanIdForRun(LEAF)],
+      ['middle', traceIdForRun(ROOT), spanIdForRun(ROOT)],
+      ['root', traceIdForRun(ROOT), undefined],
+    ].sort(),
+  );
+  assert.deepEqual(
+    prefect.restRequests.filter((q) => !q.path.includes('/filter')).map((q) => `${q.method} ${q.path}`).sort(),
+    [`GET /api/flow_runs/${MIDDLE}`, `GET /api/task_runs/${TRACK_LEAF}`, `GET /api/task_runs/${TRACK_MIDDLE}`].sort(),
+  );
+  await receiver.close();
+  await prefect.close();
+});
+
 test('watch: a wrong auth string is a clear error, exit 3, and no reconnect loop', async () => {
   const prefect = await startMiniPrefect({ authString: 'admin:pass' });
   const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
