@@ -79,16 +79,19 @@ export class DedupeSet {
 
   /**
    * Entries read from a state file, oldest first; a repeated id takes its later place and time.
-   * An entry that is not a [UUID, finite number] pair is left out.
+   * An entry that is not a [UUID, finite number] pair is left out. `downMs`: how long nothing
+   * watched since the file was saved; the entries' times move on by it, so an id is remembered for
+   * the window of time the stream was followed. A restart after an outage longer than the window
+   * reads the resume margin again, and must still know those ids.
    */
-  restore(entries: readonly (readonly [string, number])[], nowMs: number): void {
+  restore(entries: readonly (readonly [string, number])[], nowMs: number, downMs = 0): void {
     for (const entry of entries as readonly unknown[]) {
       if (!Array.isArray(entry)) continue;
       const [id, at] = entry as unknown[];
       if (typeof id !== 'string' || typeof at !== 'number' || !Number.isFinite(at) || !readUuid(id, this.probe)) continue;
       const slot = this.find(this.probe);
       if (slot >= 0) this.supersede(slot);
-      this.append(this.probe, at);
+      this.append(this.probe, at + downMs);
     }
     this.evict(nowMs);
     this.takenSeq = this.nextSeq;

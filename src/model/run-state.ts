@@ -131,8 +131,12 @@ export class RunState {
     };
   }
 
-  static fromJSON(d: RunStateData): RunState {
-    const run = new RunState({ ...d.ref, name: undefined }, d.ctx, d.attempt, d.lastActivityMs);
+  /**
+   * `downMs`: how long no process was watching since the data was saved. The clock times move on by
+   * it, so that a run's idle timeout and grace count only time the stream was followed.
+   */
+  static fromJSON(d: RunStateData, downMs = 0): RunState {
+    const run = new RunState({ ...d.ref, name: undefined }, d.ctx, d.attempt, d.lastActivityMs + downMs);
     run.meta = d.meta;
     run.events = d.events;
     const s = d.summarised;
@@ -144,7 +148,7 @@ export class RunState {
     run.firstScheduledUs = d.firstScheduledUs ?? undefined;
     run.latest = d.latest ?? undefined;
     run.maxRunCount = d.maxRunCount ?? undefined;
-    run.terminalAtMs = d.terminalAtMs ?? undefined;
+    run.terminalAtMs = typeof d.terminalAtMs === 'number' ? d.terminalAtMs + downMs : undefined;
     return run;
   }
 

@@ -418,12 +418,16 @@ export class RunTracker {
     return this.finishedAdded.take(this.finished);
   }
 
-  /** Take over the runs of a previous process; events that waited for a lookup are processed again. */
-  restore(snapshot: TrackerSnapshot, nowMs: number): void {
+  /**
+   * Take over the runs of a previous process; events that waited for a lookup are processed again.
+   * `downMs`: how long nothing watched since the snapshot was saved (see `RunState.fromJSON`); a
+   * run open when the process stopped is not idle for the outage, whose events are still to be read.
+   */
+  restore(snapshot: TrackerSnapshot, nowMs: number, downMs = 0): void {
     for (const [id, f] of snapshot.finished) this.remember(this.finished, id, f, this.options.maxOpenRuns);
     for (const [id, owner] of snapshot.owners) this.remember(this.owners, id, owner, OWNER_CACHE_MAX);
     for (const data of snapshot.open) {
-      const run = RunState.fromJSON(data);
+      const run = RunState.fromJSON(data, downMs);
       this.open.set(run.ref.id, run);
       if (run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
     }

@@ -137,8 +137,9 @@ export async function loadState(
   const { state, left } = usableParts(whole);
   if (left > 0) log.error({ path: store.path, left }, 'state file entries that are not what they should be were left out');
   pipeline.restoreCursor(state.cursorUs ?? undefined);
-  pipeline.dedupe.restore(state.dedupe, nowMs);
-  pipeline.tracker.restore(state.tracker, nowMs);
+  const downMs = downtimeMs(state.savedAt, nowMs);
+  pipeline.dedupe.restore(state.dedupe, nowMs, downMs);
+  pipeline.tracker.restore(state.tracker, nowMs, downMs);
   for (const span of state.pendingSpans) pipeline.traces?.enqueue(span);
   return {
     openRuns: state.tracker.open.length,
@@ -146,6 +147,16 @@ export async function loadState(
     cursor: state.cursorUs === null ? null : new Date(state.cursorUs / 1000).toISOString(),
     journalLines: lines,
   };
+}
+
+/**
+ * How long no process watched: from the last save to now. The state's clock times (when an event
+ * id was seen, a run's last activity) are moved on by it: the stream did not move while nothing
+ * read it, and what happened meanwhile is read from the cursor on. 0 for a time that is not one.
+ */
+function downtimeMs(savedAt: unknown, nowMs: number): number {
+  const savedMs = typeof savedAt === 'string' ? Date.parse(savedAt) : NaN;
+  return Number.isFinite(savedMs) && nowMs > savedMs ? nowMs - savedMs : 0;
 }
 
 async function moveAside(path: string): Promise<string | undefined> {

@@ -1,0 +1,93 @@
+/**
+ * Restarts of `prefect-otel watch` (SPEC §5: a restart loses nothing and duplicates nothing; §7: a
+ * standby takes over from the state file). Two processes in turn on one state file: across both,
+ * the receiver gets the spans `prefect-otel replay` gives for the whole stream, each once, and no
+ * STLOGGING line is written twice for one event.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { startFakePrefect, type FakePrefect } from '../helpers/fake-prefect.js';
+import { startOtlpReceiver, type OtlpReceiver } from '../helpers/otlp-receiver.js';
+import { liveConnections, logLines, replaySpans, shape, startWatch, tempDir, until, workload, type LogLine, type Workload } from '../helpers/watch-e2e.js';
+
+async function setup(t: { after: (fn: () => Promise<void>) => void }, w: Workload): Promise<{ prefect: FakePrefect; receiver: OtlpReceiver }> {
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  return { prefect, receiver };
+}
+
+/** The child's log lines as they arrive. */
+function follow(child: ReturnType<typeof startWatch>['child']): () => LogLine[] {
+  let text = '';
+  child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+  return () => logLines(text);
+}
+
+const stlogging = (lines: LogLine[]): LogLine[] => lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('STLOGGING: '));
+
+/** The event ids of the STLOGGING lines of both processes: each event once, all of them. */
+function assertEachEventLoggedOnce(first: LogLine[], second: LogLine[], w: Workload): void {
+  const ids = [...stlogging(first), ...stlogging(second)].map((l) => l['prefect.event.id'] as string);
+  assert.deepEqual(ids.slice().sort(), w.events.map((e) => e.id).sort());
+}
+
+/**
+ * The state file as a process that stopped `agoMs` ago would have left it: every clock time in it
+ * (when it was saved, when each event id was seen, each open run's last activity, the cursor) moved
+ * back by that much.
+ */
+function age(stateFile: string, agoMs: number): void {
+  type Run = { lastActivityMs: number; terminalAtMs: number | null };
+  const s = JSON.parse(readFileSync(stateFile, 'utf8')) as { savedAt: string; cursorUs: number; dedupe: [string, number][]; tracker: { open: Run[] } };
+  s.savedAt = new Date(Date.parse(s.savedAt) - agoMs).toISOString();
+  s.cursorUs -= agoMs * 1000;
+  s.dedupe = s.dedupe.map(([id, at]) => [id, at - agoMs]);
+  for (const r of s.tracker.open) {
+    r.lastActivityMs -= agoMs;
+    if (r.terminalAtMs !== null) r.terminalAtMs -= agoMs;
+  }
+  writeFileSync(stateFile, JSON.stringify(s));
+}
+
+test('watch: a restart 25 hours after the last save reads the outage from the history; no event is processed twice and no open run is ended as idle', async (t) => {
+  const w = workload(2);
+  const { prefect, receiver } = await setup(t, w);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
+  const cut = Math.floor(w.events.length * 0.4);
+
+  const first = startWatch(env, t);
+  const firstLines = follow(first.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events.slice(0, cut));
+  await until('every event taken', () => stlogging(firstLines()).length === cut);
+  first.child.kill('SIGTERM');
+  assert.equal((await first.result).code, 0);
+
+  // Longer than the dedupe window (1 h) and the open-run timeout (24 h). What happened meanwhile is
+  // read from the event history, answered only once the restored runs have seen a few ticks.
+  age(env.PREFECT_OTEL_STATE_FILE, 25 * 3600_000);
+  prefect.publish(w.events.slice(cut));
+  prefect.switches.holdRest = true;
+  const second = startWatch(env, t);
+  const secondLines = follow(second.child);
+  await until('history asked for', () => prefect.restRequests.some((r) => r.path.endsWith('/events/filter')));
+  await new Promise((r) => setTimeout(r, 500));
+  prefect.switches.holdRest = false;
+  await until('subscription after the history', () => liveConnections(prefect) === 1 && prefect.connections.length === 2, 20_000);
+  await receiver.waitForSpans(w.runs.size);
+  await until('every event taken', () => stlogging(secondLines()).length >= w.events.length - cut);
+  second.child.kill('SIGTERM');
+  const r = await second.result;
+  assert.equal(r.code, 0, r.stderr);
+
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+  assertEachEventLoggedOnce(firstLines(), secondLines(), w);
+  assert.deepEqual(secondLines().filter((l) => (l.level ?? 0) >= 40).map((l) => l.msg), []);
+});
