@@ -225,7 +225,8 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       this.pipeline.tick();
       const flushed = await this.pipeline.flush(timeoutMs);
       try {
-        await this.state.save(true);
+        const kept = await this.state.save(true);
+        if (kept > 0) log.warn({ spans: kept, path: this.store.path }, 'spans the collector has not taken yet are kept in the state file; the next start sends them');
       } catch (err) {
         log.error({ error: errorText(err), path: this.store.path }, 'could not write the state file');
       }

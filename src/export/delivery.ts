@@ -62,6 +62,8 @@ export interface Delivery<T> {
   shutdown(timeoutMs: number): Promise<FlushResult>;
   /** Items still queued and the batch still out, taken away (for the state file at shutdown). */
   drainQueued(): T[];
+  /** The same items, left where they are (for the periodic save of the state file). */
+  peekQueued(): T[];
   readonly stats: Readonly<DeliveryStats>;
 }
 
@@ -267,6 +269,9 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       if (timer !== undefined) clearTimeout(timer);
       await options.close?.();
       return result;
+    },
+    peekQueued(): T[] {
+      return [...inFlight, ...queue.slice(head)].map((e) => e.item);
     },
     drainQueued(): T[] {
       // The batch still out goes too: its answer may never come (the process is stopping), and a

@@ -27,6 +27,9 @@ export interface PersistedState<Ids = [string, number][]> {
 /**
  * One journal line: the event ids and finished runs added since the previous save, and the parts
  * of the state that change in place (cursor, open runs), whole. The newest complete line wins.
+ * The spans waiting for the collector: those queued since the previous save (`spans`) and the ids
+ * of those that left the queue since (`gone`: delivered, or dropped and counted); absent in lines
+ * written before they were journaled.
  */
 interface JournalLine<Ids = [string, number][]> {
   readonly generation: number;
@@ -35,10 +38,12 @@ interface JournalLine<Ids = [string, number][]> {
   readonly dedupe: Ids;
   readonly finished: TrackerSnapshot['finished'];
   readonly tracker: Omit<TrackerSnapshot, 'finished'>;
+  readonly spans?: SpanRecord[];
+  readonly gone?: string[];
 }
 
-/** The whole state to persist; `drain` (at shutdown) also moves undelivered spans into it. */
-function snapshotState(pipeline: Pipeline, drain: boolean, generation: number): PersistedState<DedupeEntries> {
+/** The whole state to persist, with the spans not delivered yet. */
+function snapshotState(pipeline: Pipeline, pendingSpans: SpanRecord[], generation: number): PersistedState<DedupeEntries> {
   return {
     version: 2,
     generation,
@@ -46,7 +51,7 @@ function snapshotState(pipeline: Pipeline, drain: boolean, generation: number): 
     cursorUs: pipeline.cursorUs ?? null,
     dedupe: pipeline.dedupe.snapshot(),
     tracker: pipeline.tracker.snapshot(),
-    pendingSpans: drain ? (pipeline.traces?.drainQueued() ?? []) : [],
+    pendingSpans,
   };
 }
 
@@ -58,12 +63,17 @@ const JOURNAL_MIN_BYTES = 1 << 20;
  * finished runs (up to hundreds of thousands, and most of the state's size) are appended to the
  * journal as they are added; the state file is rewritten whole only when the journal has grown
  * past it, at shutdown, or after a failed write. So a save costs what changed since the last one.
+ * Every save holds the spans still waiting for the collector too: a finished run is written as
+ * finished, so a crash must not take its span with it (a collector down for an hour holds an
+ * hour of spans); a span sent twice after a crash is better than a span lost.
  */
 export class StateWriter {
   private generation = 0;
   private fileBytes = 0;
   private journalBytes = 0;
   private whole = true;
+  /** Ids of the undelivered spans the state on disk holds. */
+  private savedSpans = new Set<string>();
 
   constructor(
     private readonly store: Pick<StateStore, 'save' | 'append'>,
@@ -72,10 +82,16 @@ export class StateWriter {
     private readonly journalMinBytes = JOURNAL_MIN_BYTES,
   ) {}
 
-  /** `drain`: the last save before exit, with the spans not yet delivered. */
-  async save(drain: boolean): Promise<void> {
+  /**
+   * `drain`: the last save before exit; the spans not yet delivered are taken out of the queue.
+   * Resolves to the number of undelivered spans the state now holds.
+   */
+  async save(drain: boolean): Promise<number> {
     const dedupe = this.pipeline.dedupe.takeAdded();
     const finished = this.pipeline.tracker.takeFinished();
+    const traces = this.pipeline.traces;
+    const pending = (drain ? traces?.drainQueued() : traces?.peekQueued()) ?? [];
+    const pendingIds = new Set(pending.map((span) => span.spanId));
     const whole = drain || this.whole || finished === undefined;
     try {
       if (!whole) {
@@ -86,19 +102,24 @@ export class StateWriter {
           dedupe,
           finished,
           tracker: this.pipeline.tracker.snapshotChanging(),
+          spans: pending.filter((span) => !this.savedSpans.has(span.spanId)),
+          gone: [...this.savedSpans].filter((id) => !pendingIds.has(id)),
         };
         const text = `${[...jsonPieces(line)].join('')}\n`;
         if (this.journalBytes + text.length <= Math.max(this.fileBytes, this.journalMinBytes)) {
           this.journalBytes += text.length;
           await this.store.append(text);
-          return;
+          this.savedSpans = pendingIds;
+          return pending.length;
         }
       }
       // A new generation: journal lines written before this file are ignored once it is in place.
       this.generation = Math.max(this.generation + 1, Date.now());
       this.whole = false;
       this.journalBytes = 0;
-      this.fileBytes = await this.store.save(snapshotState(this.pipeline, drain, this.generation));
+      this.fileBytes = await this.store.save(snapshotState(this.pipeline, pending, this.generation));
+      this.savedSpans = pendingIds;
+      return pending.length;
     } catch (err) {
       // What this save held is not on disk: the next one writes everything.
       this.whole = true;
@@ -205,6 +226,8 @@ function applyJournal(file: PersistedState, journal: string | undefined, log: Lo
   if (journal === undefined || file.version !== 2) return { state: file, lines: 0 };
   const dedupe = [...file.dedupe];
   const finished = [...file.tracker.finished];
+  const spans = [...file.pendingSpans];
+  const gone = new Set<unknown>();
   let latest: JournalLine | undefined;
   let lines = 0;
   for (const text of journal.split('\n')) {
@@ -220,12 +243,18 @@ function applyJournal(file: PersistedState, journal: string | undefined, log: Lo
     if (!isJournalLine(line) || line.generation !== file.generation) continue;
     for (const entry of line.dedupe) dedupe.push(entry);
     for (const entry of line.finished) finished.push(entry);
+    if (Array.isArray(line.spans)) for (const span of line.spans) spans.push(span);
+    if (Array.isArray(line.gone)) for (const id of line.gone) gone.add(id);
     latest = line;
     lines += 1;
   }
   if (latest === undefined) return { state: file, lines: 0 };
   return {
-    state: { ...file, savedAt: latest.savedAt, cursorUs: latest.cursorUs, dedupe, tracker: { ...latest.tracker, finished } },
+    state: {
+      ...file, savedAt: latest.savedAt, cursorUs: latest.cursorUs, dedupe, tracker: { ...latest.tracker, finished },
+      // A span id is never queued again once it left the queue: what left is gone whichever line said so.
+      pendingSpans: gone.size === 0 ? spans : spans.filter((s) => !gone.has((s as Partial<SpanRecord> | null)?.spanId)),
+    },
     lines,
   };
 }

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { startFakePrefect, type FakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type OtlpReceiver } from '../helpers/otlp-receiver.js';
-import { liveConnections, logLines, replaySpans, shape, startWatch, tempDir, until, workload, type LogLine, type Workload } from '../helpers/watch-e2e.js';
+import { closedPort, liveConnections, logLines, replaySpans, shape, startWatch, tempDir, until, workload, type LogLine, type Workload } from '../helpers/watch-e2e.js';
 
 async function setup(t: { after: (fn: () => Promise<void>) => void }, w: Workload): Promise<{ prefect: FakePrefect; receiver: OtlpReceiver }> {
   const prefect = await startFakePrefect();
@@ -90,4 +90,41 @@ test('watch: a restart 25 hours after the last save reads the outage from the hi
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
   assertEachEventLoggedOnce(firstLines(), secondLines(), w);
   assert.deepEqual(secondLines().filter((l) => (l.level ?? 0) >= 40).map((l) => l.msg), []);
+});
+
+/** The state file and its journal as text (either may not be there yet). */
+function stateText(stateFile: string): string {
+  const read = (path: string): string => {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  return read(stateFile) + read(`${stateFile}.journal`);
+}
+
+test('watch: killed (SIGKILL) while the collector is down, the spans it held are sent after the restart, each once', async (t) => {
+  const w = workload(2);
+  const { prefect, receiver } = await setup(t, w);
+  const env = { PREFECT_API_URL: prefect.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
+
+  const first = startWatch({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await closedPort()}` }, t);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  // Every run finished and saved as finished: its span waits for the collector.
+  await until('every run saved as finished', () => [...w.runs.keys()].every((id) => stateText(env.PREFECT_OTEL_STATE_FILE).includes(`["${id}",{`)));
+  first.child.kill('SIGKILL');
+  await first.result;
+
+  const second = startWatch({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, t);
+  const lines = follow(second.child);
+  await until('subscription after the restart', () => liveConnections(prefect) === 1 && prefect.connections.length === 2);
+  await receiver.waitForSpans(w.runs.size);
+  second.child.kill('SIGTERM');
+  const r = await second.result;
+  assert.equal(r.code, 0, r.stderr);
+
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+  assert.equal(lines().find((l) => l.msg === 'resumed from the state file')?.pendingSpans, w.runs.size);
 });

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { resolveConfig } from '../../src/config.js';
+import { createDelivery } from '../../src/export/delivery.js';
 import { createLogger } from '../../src/log/logger.js';
+import type { SpanRecord } from '../../src/model/span-record.js';
 import { createPipeline, type Pipeline } from '../../src/pipeline.js';
 import { generateDemoWorkload } from '../../src/source/demo-workload.js';
 import { loadState, StateWriter } from '../../src/state/persisted.js';
@@ -173,6 +175,48 @@ describe('state journal', () => {
     assert.equal(restored?.journalLines, 0);
     assert.deepEqual(whole(b), whole(a));
   });
+  it('every save holds the spans the collector has not taken: those queued since the last save are appended, those delivered since are named gone', async () => {
+    const path = join(dir, 'spans', 'state.json');
+    const store = createStateStore(path);
+    /** A collector that is up or down, behind a real delivery queue. */
+    const withCollector = () => {
+      const collector = { up: false };
+      const delivery = createDelivery<SpanRecord>({
+        name: 'traces', sizeOf: () => 100, maxItems: 100, maxBytes: 1 << 20, batchSize: 100, scheduleDelayMs: 1, initialBackoffMs: 1, maxBackoffMs: 1,
+        send: () => Promise.resolve(collector.up ? { ok: true } : { ok: false, retryable: true, error: 'down' }),
+      });
+      const p = createPipeline({ config: resolveConfig({}, {}), logger: quiet, clock: 'event', delivery });
+      return { collector, delivery, p };
+    };
+    const span = (n: number): SpanRecord => ({
+      traceId: '0198c7d25b1e7a3c9f102b3c4d5e6f70', spanId: `00000000000000${String(n).padStart(2, '0')}`, parentSpanId: undefined, name: 'etl', kind: 'server',
+      startUs: n, endUs: n + 1, status: { code: 'ok' }, attributes: { 'prefect.run.id': `run-${n}` }, events: [], links: [],
+      run: { id: `run-${n}`, type: 'flow', name: undefined, attempt: 0, finalState: { type: 'COMPLETED', name: 'Completed' }, incomplete: false },
+    });
+    const a = withCollector();
+    const writer = new StateWriter(store, a.p);
+    a.delivery.enqueue(span(1));
+    a.delivery.enqueue(span(2));
+    assert.equal((await a.delivery.flush(50)).pending, 2);
+    assert.equal(await writer.save(false), 2);
+    a.collector.up = true;
+    assert.equal((await a.delivery.flush(5_000)).ok, true);
+    a.collector.up = false;
+    a.delivery.enqueue(span(3));
+    await writer.save(false);
+    a.delivery.enqueue(span(4));
+    assert.equal(await writer.save(false), 2);
+    const lines = (await readFile(store.journalPath, 'utf8')).trimEnd().split('\n').map((l) => JSON.parse(l) as { spans: SpanRecord[]; gone: string[] });
+    assert.deepEqual(lines.map((l) => [l.spans.map((s) => s.spanId), l.gone]), [[[span(3).spanId], [span(1).spanId, span(2).spanId]], [[span(4).spanId], []]]);
+
+    // Killed here: a new process sends the two spans not delivered, and not the two that were.
+    const b = withCollector();
+    assert.equal((await loadState(store, b.p, 0, quiet))?.pendingSpans, 2);
+    assert.deepEqual(b.delivery.peekQueued(), JSON.parse(JSON.stringify([span(3), span(4)])));
+    await a.p.shutdown(0);
+    await b.p.shutdown(0);
+  });
+
   it('entries that are not what they should be are left out and counted, the rest restored; an unreadable file is moved aside, not overwritten', async () => {
     const { path, store, a, writer } = setUp('damaged');
     feed(a, events.slice(0, Math.floor(events.length / 2)));
