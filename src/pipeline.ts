@@ -82,6 +82,12 @@ export interface Pipeline {
    */
   backpressure(): boolean;
   flush(timeoutMs: number): Promise<FlushResult>;
+  /**
+   * Answers to lookups that come from now on are not applied: the state about to be saved keeps
+   * the events waiting for them, which the next process takes over and asks about again (the
+   * answer of a request the stop cuts short is a failure, not the run's parent).
+   */
+  seal(): void;
   shutdown(timeoutMs: number): Promise<FlushResult>;
   readonly counters: Readonly<PipelineCounters>;
   readonly tracker: RunTracker;
@@ -138,6 +144,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   const pipelineDedupe = new DedupeSet(config.model.dedupeWindowMs, config.model.dedupeMaxIds);
   const lookups = new Set<Promise<void>>();
+  let sealed = false;
   const notices = logger.child({ component: 'model' });
   /** A notice that may come once per run: the first WARN_PER_REASON are warnings, the rest debug lines (`count`: this one's number). */
   const warnThenCount = (count: number, fields: object, msg: string, further: string): void => {
@@ -167,7 +174,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       lookup(taskRunId: string): void {
         const resolve = options.resolveOwner;
         const p = (resolve === undefined ? Promise.resolve(null) : resolve(taskRunId).catch(() => null)).then((owner) => {
-          tracker.resolveOwner(taskRunId, owner, now());
+          if (!sealed) tracker.resolveOwner(taskRunId, owner, now());
         });
         lookups.add(p);
         void p.finally(() => lookups.delete(p));
@@ -175,7 +182,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       lookupFlowParent(flowRunId: string): void {
         const resolve = options.resolveFlowParent;
         const p = (resolve === undefined ? Promise.resolve(undefined) : resolve(flowRunId).catch(() => undefined)).then((parent) => {
-          tracker.resolveFlowParent(flowRunId, parent, now());
+          if (!sealed) tracker.resolveFlowParent(flowRunId, parent, now());
         });
         lookups.add(p);
         void p.finally(() => lookups.delete(p));
@@ -226,8 +233,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   const nativeSpans = options.nativeSpans === undefined ? undefined : createNativeSpanLookup({
     fetch: options.nativeSpans,
-    wanted: (id, attempt) => tracker.wantsNativeSpan(id, attempt),
-    answer: (id, attempt, answer) => tracker.resolveNativeSpan(id, attempt, answer, now()),
+    wanted: (id, attempt) => !sealed && tracker.wantsNativeSpan(id, attempt),
+    answer: (id, attempt, answer) => (sealed ? 'late' : tracker.resolveNativeSpan(id, attempt, answer, now())),
     logger: notices,
   });
 
@@ -378,6 +385,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     async flush(timeoutMs: number): Promise<FlushResult> {
       const [t, l] = await Promise.all([traces?.flush(timeoutMs), logs?.flush(timeoutMs)]);
       return combine(t, l);
+    },
+    seal(): void {
+      sealed = true;
     },
     backpressure(): boolean {
       return (held?.admit() ?? false) || (logsFull?.() ?? false);

@@ -10,7 +10,7 @@ import type { SpanRecord } from './model/span-record.js';
 import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
 import { createFlowParentLookup, createOwnerLookup } from './source/run-lookups.js';
-import { createPrefectRestClient } from './source/rest.js';
+import { createPrefectRestClient, type PrefectRestClient } from './source/rest.js';
 import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from './source/websocket.js';
 import { loadState, StateWriter } from './state/persisted.js';
 import { createStateStore } from './state/state-store.js';
@@ -60,6 +60,8 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   readonly done: Promise<void>;
   private readonly logger: Logger;
   private readonly pipeline: Pipeline;
+  /** Run lookups (subflow parents, Prefect's own spans). */
+  private readonly rest: PrefectRestClient;
   private subscriber: EventSubscriber | undefined;
   private health: HealthServer | undefined;
   private readonly metrics: MetricsExport | undefined;
@@ -84,12 +86,12 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     this.keepAlive = options.keepAlive ?? true;
     this.logger = options.logger ?? createLogger({ level: this.config.log.level, format: this.config.log.format });
     for (const w of this.config.warnings) this.logger.warn({ component: 'config' }, w);
-    const rest = createPrefectRestClient({
+    const rest = (this.rest = createPrefectRestClient({
       apiUrl: this.config.prefect.apiUrl,
       apiKey: this.config.prefect.apiKey,
       authString: this.config.prefect.authString,
       timeoutMs: 10_000,
-    });
+    }));
     this.pipeline = createPipeline({
       config: this.config,
       logger: this.logger,
@@ -224,6 +226,11 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       await this.subscriber?.stop().catch(() => undefined);
       this.pipeline.tick();
       const flushed = await this.pipeline.flush(timeoutMs);
+      // The state saved next is the last word: a lookup answered after it would log lines and build
+      // spans that the next process, taking over the events still waiting, makes again. Lookups
+      // still out are cut short, so that none holds the process open until its timeout.
+      this.pipeline.seal();
+      this.rest.close();
       try {
         const kept = await this.state.save(true);
         if (kept > 0) log.warn({ spans: kept, path: this.store.path }, 'spans the collector has not taken yet are kept in the state file; the next start sends them');

@@ -48,6 +48,8 @@ export interface PrefectRestClient {
    * means a rejected page token: ProtocolError), RestRequestError on other failures.
    */
   readEvents(filter: EventHistoryFilter, options?: { signal?: AbortSignal }): AsyncGenerator<unknown[]>;
+  /** Abort every request still out, and every later one at once: the process is stopping. */
+  close(): void;
 }
 
 export interface RestClientOptions extends PrefectAuth {
@@ -94,10 +96,13 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
       authSetting(auth, options.apiUrl),
     );
 
+  const closing = new AbortController();
+
   async function request(method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<Response_> {
     try {
       const json = body === undefined ? undefined : JSON.stringify(body);
-      const res = await http.send(method, `${base}${path}`, json === undefined ? headers : { ...headers, 'Content-Type': 'application/json' }, json, signal);
+      const abort = signal === undefined ? closing.signal : AbortSignal.any([signal, closing.signal]);
+      const res = await http.send(method, `${base}${path}`, json === undefined ? headers : { ...headers, 'Content-Type': 'application/json' }, json, abort);
       let parsed: unknown = undefined;
       if (res.text.length > 0) {
         try {
@@ -147,6 +152,10 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
         }
         return runs;
       });
+    },
+
+    close() {
+      closing.abort();
     },
 
     async *readEvents(filter, opts = {}) {

@@ -128,3 +128,35 @@ test('watch: killed (SIGKILL) while the collector is down, the spans it held are
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
   assert.equal(lines().find((l) => l.msg === 'resumed from the state file')?.pendingSpans, w.runs.size);
 });
+
+test('watch: SIGTERM while a subflow parent lookup is unanswered ends with the last save: no line after "stopped", and the next process hangs the subflow under its parent, each event logged once', async (t) => {
+  const w = workload(1);
+  const { prefect, receiver } = await setup(t, w);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
+  prefect.switches.holdRest = true;
+
+  const first = startWatch(env, t);
+  const firstLines = follow(first.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  const last = w.events.at(-1)!.id;
+  await until('every event taken', () => stlogging(firstLines()).some((l) => l['prefect.event.id'] === last));
+  await until('parent lookup asked', () => prefect.restRequests.some((r) => r.path.includes('/task_runs/')));
+  first.child.kill('SIGTERM');
+  assert.equal((await first.result).code, 0);
+  const after = firstLines().slice(firstLines().findIndex((l) => l.msg === 'stopped') + 1);
+  assert.deepEqual(after.map((l) => l.msg), []);
+
+  prefect.switches.holdRest = false;
+  const second = startWatch(env, t);
+  const secondLines = follow(second.child);
+  await receiver.waitForSpans(w.runs.size);
+  await until('every event taken', () => stlogging(firstLines()).length + stlogging(secondLines()).length >= w.events.length);
+  second.child.kill('SIGTERM');
+  const r = await second.result;
+  assert.equal(r.code, 0, r.stderr);
+
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+  assertEachEventLoggedOnce(firstLines(), secondLines(), w);
+  assert.deepEqual([...firstLines(), ...secondLines()].filter((l) => (l.level ?? 0) >= 40).map((l) => l.msg), []);
+});
