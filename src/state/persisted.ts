@@ -135,21 +135,27 @@ export class StateWriter {
  * they should be (an open run, a waiting event, a pending span, the cursor) are left out and counted.
  */
 export async function loadState(
-  store: Pick<StateStore, 'load' | 'loadJournal' | 'path'>,
+  store: Pick<StateStore, 'load' | 'loadJournal' | 'path' | 'journalPath'>,
   pipeline: Pipeline,
   nowMs: number,
   log: Logger,
 ): Promise<{ openRuns: number; pendingSpans: number; cursor: string | null; journalLines: number } | undefined> {
   let data: unknown;
-  let journal: string | undefined;
   try {
     data = await store.load();
-    journal = data === undefined ? undefined : await store.loadJournal();
   } catch (err) {
     log.error({ path: store.path, movedTo: await moveAside(store.path), err: { message: (err as Error).message } }, 'state file unreadable; starting without it');
     return undefined;
   }
   if (data === undefined) return undefined;
+  let journal: string | undefined;
+  try {
+    journal = await store.loadJournal();
+  } catch (err) {
+    // The state file alone is an older point to resume from (what came after is read again), far
+    // better than none: only the journal is moved aside.
+    log.error({ path: store.journalPath, movedTo: await moveAside(store.journalPath), err: { message: (err as Error).message } }, 'state journal unreadable; resuming from the state file without it');
+  }
   if (!isPersistedState(data)) {
     log.error({ path: store.path, movedTo: await moveAside(store.path) }, 'state file has an unknown format; starting without it');
     return undefined;

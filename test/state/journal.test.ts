@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFile, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -215,6 +215,31 @@ describe('state journal', () => {
     assert.deepEqual(b.delivery.peekQueued(), JSON.parse(JSON.stringify([span(3), span(4)])));
     await a.p.shutdown(0);
     await b.p.shutdown(0);
+  });
+
+  it('a journal that cannot be read is moved aside and the state file is resumed from without it', async () => {
+    const { path, store, a, writer } = setUp('journal-unreadable');
+    const half = Math.floor(events.length / 2);
+    feed(a, events.slice(0, half));
+    await writer.save(false);
+    const atFile = whole(a);
+    const fileClock = clockOf(a);
+    feed(a, events.slice(half));
+    await writer.save(false);
+    // The journal is there but cannot be read (here: a directory in its place).
+    await rm(store.journalPath);
+    await mkdir(store.journalPath);
+
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', format: 'json', destination: { write: (l: string) => void lines.push(l) } });
+    const b = pipeline();
+    const restored = await loadState(store, b, fileClock, log);
+    assert.equal(restored?.journalLines, 0);
+    assert.deepEqual(whole(b), atFile);
+    const record = JSON.parse(lines[0]!) as { msg: string; path: string; movedTo: string };
+    assert.deepEqual([lines.length, record.msg, record.path], [1, 'state journal unreadable; resuming from the state file without it', store.journalPath]);
+    assert.deepEqual((await readdir(join(dir, 'journal-unreadable'))).sort(), ['state.json', record.movedTo.split('/').at(-1)!].sort());
+    assert.ok(record.movedTo.startsWith(`${path}.journal.bad-`));
   });
 
   it('entries that are not what they should be are left out and counted, the rest restored; an unreadable file is moved aside, not overwritten', async () => {
