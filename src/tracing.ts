@@ -238,6 +238,11 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
         log.error({ error: errorText(err), path: this.store.path }, 'could not write the state file');
       }
       await this.pipeline.shutdown(0);
+      // Log records are not kept in the state file (their lines are in this process's own output):
+      // what the collector did not take is lost, and said so with a count.
+      const logs = this.pipeline.logs?.stats;
+      const lostLogs = logs === undefined ? 0 : logs.queued + logs.inFlight;
+      if (lostLogs > 0) log.error({ count: lostLogs }, 'log records the collector has not taken are lost at exit (their lines are in this output)');
       await this.metrics?.shutdown();
       await this.health?.close();
       log.info({ ...this.stats(), undelivered: flushed.pending }, 'stopped');

@@ -160,3 +160,31 @@ test('watch: SIGTERM while a subflow parent lookup is unanswered ends with the l
   assertEachEventLoggedOnce(firstLines(), secondLines(), w);
   assert.deepEqual([...firstLines(), ...secondLines()].filter((l) => (l.level ?? 0) >= 40).map((l) => l.msg), []);
 });
+
+test('watch: SIGTERM while the collector is down keeps the spans in the state file and says so, says how many log records are lost, and the next start sends the spans', async (t) => {
+  const w = workload(1);
+  const { prefect, receiver } = await setup(t, w);
+  const env = { PREFECT_API_URL: prefect.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), OTEL_LOGS_EXPORTER: 'otlp' };
+
+  const first = startWatch({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await closedPort()}`, PREFECT_OTEL_STATS_INTERVAL_MS: '50' }, t);
+  const firstLines = follow(first.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  const finished = () => firstLines().filter((l) => l.msg === 'stats').map((l) => (l.spans as { finished: number }).finished);
+  await until('every span built', () => finished().includes(w.runs.size));
+  first.child.kill('SIGTERM');
+  assert.equal((await first.result).code, 0);
+  const shutdown = firstLines().slice(firstLines().findIndex((l) => l.msg === 'signal received'));
+  const said = shutdown.filter((l) => (l.level ?? 0) >= 40 && !String(l.msg).startsWith('export of'));
+  assert.deepEqual(said.map((l) => [l.msg, l.spans ?? l.count]), [
+    ['spans the collector has not taken yet are kept in the state file; the next start sends them', w.runs.size],
+    ['log records the collector has not taken are lost at exit (their lines are in this output)', stlogging(firstLines()).length],
+  ]);
+
+  const second = startWatch({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, t);
+  await receiver.waitForSpans(w.runs.size);
+  second.child.kill('SIGTERM');
+  const r = await second.result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+});
