@@ -112,7 +112,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     });
     this.metrics = startMetricsExport(this.config, () => this.stats(), this.pipeline.exportLag, this.logger);
     this.store = createStateStore(this.config.stateFile);
-    this.state = new StateWriter(this.store, this.pipeline);
+    this.state = new StateWriter(this.store, this.pipeline, undefined, () => this.subscriber?.coveredUntilMs());
     this.done = new Promise<void>((resolve, reject) => {
       this.resolveDone = resolve;
       this.rejectDone = reject;
@@ -127,13 +127,17 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     const log = this.logger.child({ component: 'watch' });
     log.info({ version: VERSION, settings: describeConfig(this.config) }, 'prefect-otel starting');
     const restored = await loadState(this.store, this.pipeline, Date.now(), log);
-    if (restored !== undefined) log.info(restored, 'resumed from the state file');
+    if (restored !== undefined) {
+      const { coveredUntilMs: _ms, ...shown } = restored;
+      log.info(shown, 'resumed from the state file');
+    }
     this.subscriber = createEventSubscriber({
       apiUrl: this.config.prefect.apiUrl,
       apiKey: this.config.prefect.apiKey,
       authString: this.config.prefect.authString,
       logger: this.logger.child({ component: 'source' }),
       resumeFromUs: () => this.pipeline.cursorUs,
+      coveredUntilMs: restored?.coveredUntilMs,
       resumeMarginMs: this.config.live.resumeMarginMs,
       idleTimeoutMs: this.config.live.idleTimeoutMs,
       // A healthy server answers a ping well within the idle timeout.

@@ -71,6 +71,12 @@ export interface EventSubscriberOptions {
   readonly maxBackoffMs?: number | undefined;
   /** HTTP upgrade, and then the wait for `auth_success`. */
   readonly handshakeTimeoutMs?: number | undefined;
+  /**
+   * Wall-clock ms up to which a previous process followed the stream (from the state file): a
+   * restart reads the history only from there (minus the margin), not from a cursor left behind
+   * by a stream that was quiet for hours.
+   */
+  readonly coveredUntilMs?: number | undefined;
   /** Wall clock for filter times (default `Date.now`). Liveness uses a monotonic clock. */
   readonly now?: (() => number) | undefined;
   /**
@@ -100,6 +106,8 @@ export interface EventSubscriber {
   /** Close with 1000 and stop reconnecting. Idempotent. */
   stop(): Promise<void>;
   readonly stats: SubscriberStats;
+  /** Wall-clock ms up to which the stream is known to have been followed (live or from history), for the state file. */
+  coveredUntilMs(): number | undefined;
 }
 
 export const SUBSCRIBER_DEFAULTS = {
@@ -168,7 +176,9 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   let wake: (() => void) | undefined;
   let historyAbort: AbortController | undefined;
   /** Wall-clock ms up to which the stream is known to have been followed (live or from history). */
-  let coveredUntilMs: number | undefined;
+  let coveredUntilMs: number | undefined = options.coveredUntilMs;
+  /** While a connection is live: how long it has been silent (ms). */
+  let liveSilenceMs: (() => number) | undefined;
   let historyFailures = 0;
 
   let resolveDone!: () => void;
@@ -399,6 +409,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         }
         phase = 'live';
         liveSince = performance.now();
+        liveSilenceMs = () => Math.max(0, performance.now() - lastActivity);
         const filter = buildFilter();
         ws.send(JSON.stringify({ type: 'filter', filter, backfill: true }));
         stats.connects += 1;
@@ -417,7 +428,10 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (current === ws) current = undefined;
         const reason = redact(reasonBuf.toString('utf8'));
         const wasLive = phase === 'live';
-        if (wasLive) coveredUntilMs = now() - Math.max(0, performance.now() - lastActivity);
+        if (wasLive) {
+          coveredUntilMs = now() - Math.max(0, performance.now() - lastActivity);
+          liveSilenceMs = undefined;
+        }
         if (stopped) return resolve({ kind: 'stopped' });
         if (fatal !== undefined) return resolve({ kind: 'fatal', error: fatal });
         if (upgradeStatus === 401 || upgradeStatus === 403) {
@@ -508,6 +522,9 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
 
   return {
     done,
+    coveredUntilMs(): number | undefined {
+      return liveSilenceMs === undefined ? coveredUntilMs : now() - liveSilenceMs();
+    },
     get stats(): SubscriberStats {
       const { lastError, ...rest_ } = stats;
       return lastError === undefined ? { ...rest_ } : { ...rest_, lastError };

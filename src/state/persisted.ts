@@ -17,6 +17,12 @@ export interface PersistedState<Ids = [string, number][]> {
   readonly savedAt: string;
   /** Latest `occurred` seen, µs since the epoch: the resume cursor. */
   readonly cursorUs: number | null;
+  /**
+   * Wall-clock ms up to which the stream was followed (absent in files written before it was kept).
+   * A stream quiet for hours leaves the cursor hours behind: the restart reads the history from
+   * here, not from the cursor, whose margin's event ids may be forgotten by then.
+   */
+  readonly coveredUntilMs?: number | null;
   /** Recently seen event ids with the time they were seen (written as `DedupeEntries`). */
   readonly dedupe: Ids;
   readonly tracker: TrackerSnapshot;
@@ -35,6 +41,7 @@ interface JournalLine<Ids = [string, number][]> {
   readonly generation: number;
   readonly savedAt: string;
   readonly cursorUs: number | null;
+  readonly coveredUntilMs?: number | null;
   readonly dedupe: Ids;
   readonly finished: TrackerSnapshot['finished'];
   readonly tracker: Omit<TrackerSnapshot, 'finished'>;
@@ -43,12 +50,13 @@ interface JournalLine<Ids = [string, number][]> {
 }
 
 /** The whole state to persist, with the spans not delivered yet. */
-function snapshotState(pipeline: Pipeline, pendingSpans: SpanRecord[], generation: number): PersistedState<DedupeEntries> {
+function snapshotState(pipeline: Pipeline, pendingSpans: SpanRecord[], generation: number, coveredUntilMs: number | undefined): PersistedState<DedupeEntries> {
   return {
     version: 2,
     generation,
     savedAt: new Date().toISOString(),
     cursorUs: pipeline.cursorUs ?? null,
+    coveredUntilMs: coveredUntilMs ?? null,
     dedupe: pipeline.dedupe.snapshot(),
     tracker: pipeline.tracker.snapshot(),
     pendingSpans,
@@ -80,6 +88,8 @@ export class StateWriter {
     private readonly pipeline: Pipeline,
     /** The journal may always grow to this size, however small the state file. */
     private readonly journalMinBytes = JOURNAL_MIN_BYTES,
+    /** Up to when the stream was followed (the event subscriber's `coveredUntilMs`). */
+    private readonly coveredUntilMs: () => number | undefined = () => undefined,
   ) {}
 
   /**
@@ -93,12 +103,14 @@ export class StateWriter {
     const pending = (drain ? traces?.drainQueued() : traces?.peekQueued()) ?? [];
     const pendingIds = new Set(pending.map((span) => span.spanId));
     const whole = drain || this.whole || finished === undefined;
+    const covered = this.coveredUntilMs();
     try {
       if (!whole) {
         const line: JournalLine<DedupeEntries> = {
           generation: this.generation,
           savedAt: new Date().toISOString(),
           cursorUs: this.pipeline.cursorUs ?? null,
+          coveredUntilMs: covered ?? null,
           dedupe,
           finished,
           tracker: this.pipeline.tracker.snapshotChanging(),
@@ -117,7 +129,7 @@ export class StateWriter {
       this.generation = Math.max(this.generation + 1, Date.now());
       this.whole = false;
       this.journalBytes = 0;
-      this.fileBytes = await this.store.save(snapshotState(this.pipeline, pending, this.generation));
+      this.fileBytes = await this.store.save(snapshotState(this.pipeline, pending, this.generation, covered));
       this.savedSpans = pendingIds;
       return pending.length;
     } catch (err) {
@@ -139,7 +151,7 @@ export async function loadState(
   pipeline: Pipeline,
   nowMs: number,
   log: Logger,
-): Promise<{ openRuns: number; pendingSpans: number; cursor: string | null; journalLines: number } | undefined> {
+): Promise<{ openRuns: number; pendingSpans: number; cursor: string | null; coveredUntil: string | null; coveredUntilMs: number | undefined; journalLines: number } | undefined> {
   let data: unknown;
   try {
     data = await store.load();
@@ -172,6 +184,8 @@ export async function loadState(
     openRuns: state.tracker.open.length,
     pendingSpans: state.pendingSpans.length,
     cursor: state.cursorUs === null ? null : new Date(state.cursorUs / 1000).toISOString(),
+    coveredUntil: typeof state.coveredUntilMs === 'number' ? new Date(state.coveredUntilMs).toISOString() : null,
+    coveredUntilMs: state.coveredUntilMs ?? undefined,
     journalLines: lines,
   };
 }
@@ -209,9 +223,12 @@ function usableParts(state: PersistedState): { state: PersistedState; left: numb
   const t = state.tracker;
   const cursorOk = state.cursorUs === null || isNum(state.cursorUs);
   if (!cursorOk) left += 1;
+  const coveredOk = state.coveredUntilMs === undefined || state.coveredUntilMs === null || isNum(state.coveredUntilMs);
+  if (!coveredOk) left += 1;
   const usable: PersistedState = {
     ...state,
     cursorUs: cursorOk ? state.cursorUs : null,
+    coveredUntilMs: coveredOk ? state.coveredUntilMs : null,
     tracker: {
       open: keep(t.open as unknown[], (r) =>
         isObj(r) && isObj(r.ref) && isStr(r.ref.id) && (r.ref.type === 'flow' || r.ref.type === 'task') && isObj(r.meta) && Array.isArray(r.meta.tags) &&
@@ -257,7 +274,7 @@ function applyJournal(file: PersistedState, journal: string | undefined, log: Lo
   if (latest === undefined) return { state: file, lines: 0 };
   return {
     state: {
-      ...file, savedAt: latest.savedAt, cursorUs: latest.cursorUs, dedupe, tracker: { ...latest.tracker, finished },
+      ...file, savedAt: latest.savedAt, cursorUs: latest.cursorUs, coveredUntilMs: latest.coveredUntilMs, dedupe, tracker: { ...latest.tracker, finished },
       // A span id is never queued again once it left the queue: what left is gone whichever line said so.
       pendingSpans: gone.size === 0 ? spans : spans.filter((s) => !gone.has((s as Partial<SpanRecord> | null)?.spanId)),
     },

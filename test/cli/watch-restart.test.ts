@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { startFakePrefect, type FakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type OtlpReceiver } from '../helpers/otlp-receiver.js';
+import { customEvent } from '../helpers/prefect-events.js';
 import { closedPort, liveConnections, logLines, replaySpans, shape, startWatch, tempDir, until, workload, type LogLine, type Workload } from '../helpers/watch-e2e.js';
 
 async function setup(t: { after: (fn: () => Promise<void>) => void }, w: Workload): Promise<{ prefect: FakePrefect; receiver: OtlpReceiver }> {
@@ -40,13 +41,14 @@ function assertEachEventLoggedOnce(first: LogLine[], second: LogLine[], w: Workl
 
 /**
  * The state file as a process that stopped `agoMs` ago would have left it: every clock time in it
- * (when it was saved, when each event id was seen, each open run's last activity, the cursor) moved
- * back by that much.
+ * (when it was saved, up to when it followed the stream, when each event id was seen, each open
+ * run's last activity, the cursor) moved back by that much.
  */
 function age(stateFile: string, agoMs: number): void {
   type Run = { lastActivityMs: number; terminalAtMs: number | null };
-  const s = JSON.parse(readFileSync(stateFile, 'utf8')) as { savedAt: string; cursorUs: number; dedupe: [string, number][]; tracker: { open: Run[] } };
+  const s = JSON.parse(readFileSync(stateFile, 'utf8')) as { savedAt: string; coveredUntilMs?: number; cursorUs: number; dedupe: [string, number][]; tracker: { open: Run[] } };
   s.savedAt = new Date(Date.parse(s.savedAt) - agoMs).toISOString();
+  if (s.coveredUntilMs !== undefined) s.coveredUntilMs -= agoMs;
   s.cursorUs -= agoMs * 1000;
   s.dedupe = s.dedupe.map(([id, at]) => [id, at - agoMs]);
   for (const r of s.tracker.open) {
@@ -187,4 +189,43 @@ test('watch: SIGTERM while the collector is down keeps the spans in the state fi
   const r = await second.result;
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+});
+
+test('watch: a restart after a stream quiet for longer than the dedupe window does not read the events before the quiet again', async (t) => {
+  const hours2 = 2 * 3600_000;
+  // Runs that happened two hours ago, read from the history by a process resuming from before them.
+  const w = workload(2, Date.now() - hours2);
+  const { prefect, receiver } = await setup(t, w);
+  prefect.store(w.events);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
+  const before = Date.now() - hours2 - 60_000;
+  writeFileSync(env.PREFECT_OTEL_STATE_FILE, JSON.stringify({ version: 2, generation: 1, savedAt: new Date(before).toISOString(), cursorUs: before * 1000, dedupe: [], tracker: { open: [], finished: [], owners: [], waiting: [] }, pendingSpans: [] }));
+
+  const first = startWatch(env, t);
+  const firstLines = follow(first.child);
+  await until('subscription after the history', () => liveConnections(prefect) === 1, 20_000);
+  await receiver.waitForSpans(w.runs.size);
+  first.child.kill('SIGTERM');
+  assert.equal((await first.result).code, 0);
+  // As if the process had then followed a quiet stream for two hours before it was stopped: the
+  // event ids were seen two hours before the last save.
+  const s = JSON.parse(readFileSync(env.PREFECT_OTEL_STATE_FILE, 'utf8')) as { dedupe: [string, number][] };
+  s.dedupe = s.dedupe.map(([id, at]) => [id, at - hours2]);
+  writeFileSync(env.PREFECT_OTEL_STATE_FILE, JSON.stringify(s));
+
+  const second = startWatch(env, t);
+  const secondLines = follow(second.child);
+  await until('subscription', () => liveConnections(prefect) === 1 && prefect.connections.length === 2);
+  // Nothing new comes: a marker event after the restart shows that what came before it was read.
+  const marker = customEvent({ event: 'acme.marker', resourceId: 'acme.marker', related: [{ id: `prefect.flow-run.${[...w.runs.keys()][0]!}`, role: 'flow-run' }], payload: {}, occurred: Date.now() });
+  prefect.publish(marker);
+  await until('marker read', () => secondLines().some((l) => l['prefect.event.id'] === marker.id));
+  second.child.kill('SIGTERM');
+  const r = await second.result;
+  assert.equal(r.code, 0, r.stderr);
+
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+  assertEachEventLoggedOnce(firstLines(), [], w);
+  assert.deepEqual(secondLines().filter((l) => (l.level ?? 0) >= 30 && String(l.msg).includes('STLOGGING')).map((l) => l['prefect.event.id']), [marker.id]);
+  assert.equal(prefect.restRequests.filter((q) => q.path.endsWith('/events/filter')).length, 1, 'only the first process read the history');
 });
