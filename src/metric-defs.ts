@@ -37,10 +37,10 @@ export const METRIC_DEFS: readonly MetricDef[] = [
     read: (s) => ({ linked: s.runs.nativeSpans.linked, no_label: s.runs.nativeSpans.noLabel, failed: s.runs.nativeSpans.failed, late: s.runs.nativeSpans.late }), label: 'outcome',
   },
   {
-    prometheus: 'prefect_otel_parent_lookups_total', otel: 'prefect_otel.parent_lookups', type: 'counter', unit: '{lookup}', help: 'Lookups of the flow run owning a subflow\'s tracking task, by outcome (failed and abandoned: the subflow became a root).',
+    prometheus: 'prefect_otel_parent_lookups_total', otel: 'prefect_otel.parent_lookups', type: 'counter', unit: '{lookup}', help: 'Lookups of where a run hangs (the flow run owning a subflow\'s tracking task, the tracking task of a flow run not seen yet), by outcome; failed and abandoned ones leave a root of its own trace.',
     read: (s) => ({ found: s.runs.parentLookups.found, failed: s.runs.parentLookups.failed, abandoned: s.runs.parentLookups.abandoned }), label: 'outcome',
   },
-  { prometheus: 'prefect_otel_pending_parent_lookups', otel: 'prefect_otel.pending_parent_lookups', type: 'gauge', unit: '{lookup}', help: 'Subflow parent lookups not yet answered.', read: (s) => s.runs.pendingLookups },
+  { prometheus: 'prefect_otel_pending_parent_lookups', otel: 'prefect_otel.pending_parent_lookups', type: 'gauge', unit: '{lookup}', help: 'Parent lookups not yet answered.', read: (s) => s.runs.pendingLookups },
   { prometheus: 'prefect_otel_late_events_total', otel: 'prefect_otel.late_events', type: 'counter', unit: '{event}', help: 'Events that arrived after their run was exported.', read: (s) => s.runs.lateEvents },
   { prometheus: 'prefect_otel_spans_finished_total', otel: 'prefect_otel.spans.finished', type: 'counter', unit: '{span}', help: 'Spans built.', read: (s) => s.spans.finished },
   { prometheus: 'prefect_otel_spans_exported_total', otel: 'prefect_otel.spans.exported', type: 'counter', unit: '{span}', help: 'Spans accepted by the collector.', read: (s) => s.spans.exported },

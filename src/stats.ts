@@ -19,7 +19,7 @@ export interface TracingStats {
     readonly lateEvents: number;
     readonly evicted: number;
     readonly pendingLookups: number;
-    /** Lookups of the flow run that owns a subflow's tracking task (its parent), and their outcomes. */
+    /** Lookups of where a run hangs (a subflow's tracking task's flow run, an unseen flow run's tracking task), and their outcomes. */
     readonly parentLookups: { readonly lookups: number; readonly found: number; readonly failed: number; readonly abandoned: number };
     /** Lookups of Prefect's own span of flow runs (REST labels) and their outcomes. */
     readonly nativeSpans: { readonly lookups: number; readonly linked: number; readonly noLabel: number; readonly failed: number; readonly late: number };
