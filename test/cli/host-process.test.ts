@@ -9,9 +9,8 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
-import { closedPort, FAST, liveConnections, logLines, replaySpans, shape, tempDir, until, workload } from '../helpers/watch-e2e.js';
+import { closedPort, FAST, liveConnections, logLines, replaySpans, shape, startServers, tempDir, until, workload } from '../helpers/watch-e2e.js';
 
 /** The package root (dist/test/cli → ../../..). */
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -46,13 +45,7 @@ function runHost(app: string, env: Record<string, string>, t: { after: (fn: () =
 
 test('register: a host that finishes while Prefect streams runs exits 0 by itself; its spans reach the collector and the state is saved', async (t) => {
   const w = workload(2);
-  const prefect = await startFakePrefect();
-  for (const r of w.taskRuns) prefect.addTaskRun(r);
-  const receiver = await startOtlpReceiver();
-  t.after(async () => {
-    await receiver.close();
-    await prefect.close();
-  });
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
   const dir = tempDir();
   const stateFile = join(dir, 'state.json');
   // The host's own work: wait until it has seen every run's span, then stop its own timer and finish.
@@ -86,13 +79,7 @@ test('register: a host that finishes while Prefect streams runs exits 0 by itsel
 
 test('register: only the main thread runs prefect-otel; worker threads, the application\'s and its own export thread, start no second instance', async (t) => {
   const w = workload(2);
-  const prefect = await startFakePrefect();
-  for (const r of w.taskRuns) prefect.addTaskRun(r);
-  const receiver = await startOtlpReceiver();
-  t.after(async () => {
-    await receiver.close();
-    await prefect.close();
-  });
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
   const dir = tempDir();
   const register = JSON.stringify(new URL('dist/src/register.js', `file://${ROOT}`).href);
   // The application's own worker thread, started from a file as a worker pool does: Node runs the
@@ -144,12 +131,7 @@ test('register: only the main thread runs prefect-otel; worker threads, the appl
 });
 
 test('register: OTEL_SDK_DISABLED=true (any case) switches it off, as it does every OpenTelemetry SDK the application loads', async (t) => {
-  const prefect = await startFakePrefect();
-  const receiver = await startOtlpReceiver();
-  t.after(async () => {
-    await receiver.close();
-    await prefect.close();
-  });
+  const { prefect, receiver } = await startServers(t);
   const dir = tempDir();
   const stateFile = join(dir, 'state.json');
   const app = join(dir, 'app.mjs');

@@ -10,10 +10,9 @@ import { test } from 'node:test';
 import { excerpt, parseEvent } from '../../src/model/event.js';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli } from '../helpers/cli.js';
-import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { customEvent, DEEP_PAYLOAD_JSON, flowRunStateEvent, ONLY_WHERE_DEEP_JSON_FAILS } from '../helpers/prefect-events.js';
-import { liveConnections, logLines, startWatch, tempDir, until } from '../helpers/watch-e2e.js';
+import { liveConnections, logLines, startServers, startWatch, tempDir, until } from '../helpers/watch-e2e.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
 const SUB = { flowId: '11111111-1111-4111-8111-111111111111', flowName: 'quality-checks' };
@@ -74,13 +73,7 @@ test('replay: an event too deep to write on a subflow waiting for its parent loo
 });
 
 test('watch: while the parent lookup is held, an event too deep to write is skipped and the state file is still written; when the lookup answers, the subflow hangs under its parent', { skip: ONLY_WHERE_DEEP_JSON_FAILS }, async (t) => {
-  const prefect = await startFakePrefect();
-  prefect.addTaskRun({ id: TRACK, flow_run_id: PARENT, name: 'quality-checks-0' });
-  const receiver = await startOtlpReceiver();
-  t.after(async () => {
-    await receiver.close();
-    await prefect.close();
-  });
+  const { prefect, receiver } = await startServers(t, [{ id: TRACK, flow_run_id: PARENT, name: 'quality-checks-0' }]);
   const statePath = join(tempDir(), 'state.json');
   const { child: proc, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: statePath }, t);
   await until('subscription', () => liveConnections(prefect) === 1);
@@ -116,12 +109,7 @@ test('watch: while the parent lookup is held, an event too deep to write is skip
 });
 
 test('watch: an event taken over from the state file that cannot be processed is skipped alone with an error line; the other waiting events are processed', async (t) => {
-  const prefect = await startFakePrefect();
-  const receiver = await startOtlpReceiver();
-  t.after(async () => {
-    await receiver.close();
-    await prefect.close();
-  });
+  const { prefect, receiver } = await startServers(t);
   const t0 = Date.now() - 30_000;
   const parsed = (e: ReturnType<typeof flow>) => {
     const p = parseEvent(e);

@@ -8,21 +8,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { startFakePrefect, type FakePrefect } from '../helpers/fake-prefect.js';
-import { startOtlpReceiver, type OtlpReceiver } from '../helpers/otlp-receiver.js';
 import { customEvent } from '../helpers/prefect-events.js';
-import { closedPort, liveConnections, logLines, replaySpans, shape, startWatch, tempDir, until, workload, type LogLine, type Workload } from '../helpers/watch-e2e.js';
-
-async function setup(t: { after: (fn: () => Promise<void>) => void }, w: Workload): Promise<{ prefect: FakePrefect; receiver: OtlpReceiver }> {
-  const prefect = await startFakePrefect();
-  for (const r of w.taskRuns) prefect.addTaskRun(r);
-  const receiver = await startOtlpReceiver();
-  t.after(async () => {
-    await receiver.close();
-    await prefect.close();
-  });
-  return { prefect, receiver };
-}
+import { closedPort, liveConnections, logLines, replaySpans, shape, startServers, startWatch, tempDir, until, workload, type LogLine, type Workload } from '../helpers/watch-e2e.js';
 
 /** The child's log lines as they arrive. */
 function follow(child: ReturnType<typeof startWatch>['child']): () => LogLine[] {
@@ -60,7 +47,7 @@ function age(stateFile: string, agoMs: number): void {
 
 test('watch: a restart 25 hours after the last save reads the outage from the history; no event is processed twice and no open run is ended as idle', async (t) => {
   const w = workload(2);
-  const { prefect, receiver } = await setup(t, w);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
   const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
   const cut = Math.floor(w.events.length * 0.4);
 
@@ -108,7 +95,7 @@ function stateText(stateFile: string): string {
 
 test('watch: killed (SIGKILL) while the collector is down, the spans it held are sent after the restart, each once', async (t) => {
   const w = workload(2);
-  const { prefect, receiver } = await setup(t, w);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
   const env = { PREFECT_API_URL: prefect.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
 
   const first = startWatch({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await closedPort()}` }, t);
@@ -133,7 +120,7 @@ test('watch: killed (SIGKILL) while the collector is down, the spans it held are
 
 test('watch: SIGTERM while a subflow parent lookup is unanswered ends with the last save: no line after "stopped", and the next process hangs the subflow under its parent, each event logged once', async (t) => {
   const w = workload(1);
-  const { prefect, receiver } = await setup(t, w);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
   const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
   prefect.switches.holdRest = true;
 
@@ -165,7 +152,7 @@ test('watch: SIGTERM while a subflow parent lookup is unanswered ends with the l
 
 test('watch: SIGTERM while the collector is down keeps the spans in the state file and says so, says how many log records are lost, and the next start sends the spans', async (t) => {
   const w = workload(1);
-  const { prefect, receiver } = await setup(t, w);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
   const env = { PREFECT_API_URL: prefect.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), OTEL_LOGS_EXPORTER: 'otlp' };
 
   const first = startWatch({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await closedPort()}`, PREFECT_OTEL_STATS_INTERVAL_MS: '50' }, t);
@@ -195,7 +182,7 @@ test('watch: a restart after a stream quiet for longer than the dedupe window do
   const hours2 = 2 * 3600_000;
   // Runs that happened two hours ago, read from the history by a process resuming from before them.
   const w = workload(2, Date.now() - hours2);
-  const { prefect, receiver } = await setup(t, w);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
   prefect.store(w.events);
   const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
   const before = Date.now() - hours2 - 60_000;

@@ -10,14 +10,29 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCli } from './cli.js';
-import type { FakePrefect, WireEvent } from './fake-prefect.js';
-import { startOtlpReceiver, type ReceivedSpan } from './otlp-receiver.js';
+import { startFakePrefect, type FakePrefect, type WireEvent } from './fake-prefect.js';
+import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './otlp-receiver.js';
 import { customEvent, flowRunStateEvent, taskRunStateEvent } from './prefect-events.js';
 
 /** Settle quickly and persist often, so tests need not wait long; no periodic stats line unless asked. */
 export const FAST = { PREFECT_OTEL_SETTLE_MS: '100', PREFECT_OTEL_STATE_FLUSH_MS: '200', PREFECT_OTEL_STATS_INTERVAL_MS: '0' };
 
 export const tempDir = (): string => mkdtempSync(join(tmpdir(), 'prefect-otel-e2e-'));
+
+/** A fake Prefect server that knows `taskRuns` (for subflow parent lookups) and an OTLP receiver, both closed after the test. */
+export async function startServers(
+  t: { after: (fn: () => Promise<void>) => void },
+  taskRuns: readonly Parameters<FakePrefect['addTaskRun']>[0][] = [],
+): Promise<{ prefect: FakePrefect; receiver: OtlpReceiver }> {
+  const prefect = await startFakePrefect();
+  for (const r of taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  return { prefect, receiver };
+}
 
 /** `prefect-otel watch` as a child process, with a fresh state file unless one is given. */
 export function startWatch(env: Record<string, string>, t?: { after: (fn: () => void) => void }) {
