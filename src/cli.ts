@@ -96,7 +96,8 @@ ${Object.values(SETTINGS)
   .map((d) => `  ${d.flag.padEnd(26)} ${d.env.join(' | ')}`)
   .join('\n')}
 
-Exit codes: 0 ok, 1 failure (export failed, unreadable input), 2 configuration error, 3 authentication refused.
+Exit codes: 0 ok, 1 failure (export failed, unreadable input), 2 configuration error, 3 authentication refused,
+130 / 143 replay stopped by SIGINT / SIGTERM.
 `;
 
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {

@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { resolveConfig } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { createResource } from '../src/export/spans.js';
 import { VERSION } from '../src/version.js';
+
+/** The OpenTelemetry JS SDK version this package pins (its spans' `telemetry.sdk.version`). */
+const OTEL_CORE_VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { dependencies: Record<string, string> }).dependencies['@opentelemetry/core'];
 
 const transport = (env: Record<string, string>) => {
   const c = resolveConfig({}, env);
@@ -77,7 +81,7 @@ test('a logs or metrics OTLP variable prefect-otel cannot use (gRPC, a bad heade
 
 test('service.name: OTEL_SERVICE_NAME (or the option) wins over a service.name in OTEL_RESOURCE_ATTRIBUTES, which wins over the default, as OpenTelemetry has it', () => {
   const resource = (options: Parameters<typeof resolveConfig>[0], env: Record<string, string>) => createResource(resolveConfig(options, env)).attributes;
-  const sdk = { 'telemetry.sdk.name': 'opentelemetry', 'telemetry.sdk.language': 'nodejs', 'telemetry.distro.name': 'prefect-otel', 'telemetry.distro.version': VERSION };
+  const sdk = { 'telemetry.sdk.name': 'opentelemetry', 'telemetry.sdk.language': 'nodejs', 'telemetry.sdk.version': OTEL_CORE_VERSION, 'telemetry.distro.name': 'prefect-otel', 'telemetry.distro.version': VERSION };
   const attrs = 'service.name=etl%20tracer,deployment.environment.name=prod';
   assert.deepEqual(
     {

@@ -1,8 +1,8 @@
 import { SpanKind, SpanStatusCode, TraceFlags, type Link, type SpanContext } from '@opentelemetry/api';
-import type { InstrumentationScope } from '@opentelemetry/core';
+import { SDK_INFO, type InstrumentationScope } from '@opentelemetry/core';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace';
-import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import { ATTR_SERVICE_NAME, ATTR_TELEMETRY_SDK_VERSION } from '@opentelemetry/semantic-conventions';
 import type { Config } from '../config.js';
 import type { SpanRecord } from '../model/span-record.js';
 import { usToHrTime } from '../model/time.js';
@@ -17,6 +17,8 @@ export function createResource(config: Config): Resource {
     [ATTR_SERVICE_NAME]: config.resource.serviceName,
     'telemetry.sdk.name': 'opentelemetry',
     'telemetry.sdk.language': 'nodejs',
+    // The OpenTelemetry JS SDK that encodes and sends the spans.
+    'telemetry.sdk.version': SDK_INFO[ATTR_TELEMETRY_SDK_VERSION],
     'telemetry.distro.name': 'prefect-otel',
     'telemetry.distro.version': VERSION,
   });
