@@ -14,6 +14,8 @@ import { closedPort, FAST, liveConnections, logLines, replaySpans, shape, startS
 
 /** The package root (dist/test/cli → ../../..). */
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+/** The module `--import prefect-otel/register` loads, by its file URL (the apps live outside the package). */
+const REGISTER_URL = JSON.stringify(new URL('dist/src/register.js', `file://${ROOT}`).href);
 /** Only a guard against a hang: a process that exits does so within a second or two. */
 const EXIT_GUARD_MS = 30_000;
 
@@ -53,8 +55,7 @@ test('register: a host that finishes while Prefect streams runs exits 0 by itsel
   writeFileSync(
     app,
     [
-      // The module `--import prefect-otel/register` loaded (the app lives outside the package, so by its file).
-      `import { prefectTracing } from ${JSON.stringify(new URL('dist/src/register.js', `file://${ROOT}`).href)};`,
+      `import { prefectTracing } from ${REGISTER_URL};`,
       'const keep = setInterval(() => undefined, 1 << 30);',
       'let seen = 0;',
       "prefectTracing.on('span', () => {",
@@ -81,7 +82,7 @@ test('register: only the main thread runs prefect-otel; worker threads, the appl
   const w = workload(2);
   const { prefect, receiver } = await startServers(t, w.taskRuns);
   const dir = tempDir();
-  const register = JSON.stringify(new URL('dist/src/register.js', `file://${ROOT}`).href);
+  const register = REGISTER_URL;
   // The application's own worker thread, started from a file as a worker pool does: Node runs the
   // `--import` there too. It reports whether prefect-otel started in it.
   writeFileSync(
@@ -138,7 +139,7 @@ test('register: OTEL_SDK_DISABLED=true (any case) switches it off, as it does ev
   writeFileSync(
     app,
     [
-      `import { prefectTracing } from ${JSON.stringify(new URL('dist/src/register.js', `file://${ROOT}`).href)};`,
+      `import { prefectTracing } from ${REGISTER_URL};`,
       "process.stdout.write(prefectTracing === undefined ? 'no instance\\n' : 'an instance\\n');",
       '',
     ].join('\n'),

@@ -68,6 +68,26 @@ function happyRun(): Ev[] {
   return events.map((e, i) => ({ ...e, id: `0198c7d2-eeee-7000-8000-${String(i).padStart(12, '0')}` }));
 }
 
+/** The attributes of the happy run's completed `load` task span, after `runCount` runs. */
+function loadAttributes(runCount: number): Record<string, unknown> {
+  return {
+    'prefect.run.id': LOAD,
+    'prefect.run.type': 'task',
+    'prefect.run.name': 'load-7c1',
+    'prefect.run.count': runCount,
+    'prefect.state.type': 'COMPLETED',
+    'prefect.state.name': 'Completed',
+    'prefect.tags': [],
+    'prefect.flow.name': 'etl',
+    'prefect.flow.id': FLOW.flowId,
+    'prefect.task.key': 'load-55aa66bb',
+    'cicd.pipeline.task.name': 'load',
+    'cicd.pipeline.task.run.id': LOAD,
+    'cicd.pipeline.task.run.result': 'success',
+    'cicd.pipeline.task.run.url.full': `http://prefect.local:4200/runs/task-run/${LOAD}`,
+  };
+}
+
 async function run(events: Ev[], overrides: Record<string, unknown> = {}, resolveOwner?: (id: string) => Promise<string | null>) {
   const config = resolveConfig({ tracesExporter: 'none', uiUrl: 'http://prefect.local:4200', ...overrides }, {});
   const lines: Record<string, unknown>[] = [];
@@ -148,22 +168,7 @@ test('task spans: name from task_key without hash, retries are span events, cust
   const { spans } = await run(happyRun());
   const load = spans.find((s) => s.run.id === LOAD)!;
   assert.deepEqual(load.events.map((e) => e.name), ['Pending', 'Running', 'AwaitingRetry', 'Retrying', 'Completed']);
-  assert.deepEqual(load.attributes, {
-    'prefect.run.id': LOAD,
-    'prefect.run.type': 'task',
-    'prefect.run.name': 'load-7c1',
-    'prefect.run.count': 2,
-    'prefect.state.type': 'COMPLETED',
-    'prefect.state.name': 'Completed',
-    'prefect.tags': [],
-    'prefect.flow.name': 'etl',
-    'prefect.flow.id': FLOW.flowId,
-    'prefect.task.key': 'load-55aa66bb',
-    'cicd.pipeline.task.name': 'load',
-    'cicd.pipeline.task.run.id': LOAD,
-    'cicd.pipeline.task.run.result': 'success',
-    'cicd.pipeline.task.run.url.full': `http://prefect.local:4200/runs/task-run/${LOAD}`,
-  });
+  assert.deepEqual(load.attributes, loadAttributes(2));
   const nested = spans.find((s) => s.run.id === NESTED)!;
   assert.deepEqual(nested.events.map((e) => e.name), ['Pending', 'Running', 'acme.rows.parsed', 'Completed']);
   const custom = nested.events[2]!;
@@ -204,22 +209,7 @@ test('states of one run with the same `occurred`, arriving in any order: span ev
         status: { code: 'ok' },
         start: us(15),
         end: us(15),
-        attributes: {
-          'prefect.run.id': LOAD,
-          'prefect.run.type': 'task',
-          'prefect.run.name': 'load-7c1',
-          'prefect.run.count': 1,
-          'prefect.state.type': 'COMPLETED',
-          'prefect.state.name': 'Completed',
-          'prefect.tags': [],
-          'prefect.flow.name': 'etl',
-          'prefect.flow.id': FLOW.flowId,
-          'prefect.task.key': 'load-55aa66bb',
-          'cicd.pipeline.task.name': 'load',
-          'cicd.pipeline.task.run.id': LOAD,
-          'cicd.pipeline.task.run.result': 'success',
-          'cicd.pipeline.task.run.url.full': `http://prefect.local:4200/runs/task-run/${LOAD}`,
-        },
+        attributes: loadAttributes(1),
       },
       `arrival order ${order.map((e) => String((e as Ev).event)).join(', ')}`,
     );
