@@ -77,6 +77,13 @@ export interface EventSubscriberOptions {
    * by a stream that was quiet for hours.
    */
   readonly coveredUntilMs?: number | undefined;
+  /**
+   * Nothing marks where a connection's backfill ends. It is taken as sent once the socket has had
+   * no frame for this long (the server sends its pages back to back), or once an event that
+   * occurred after the filter was sent has arrived (the backfill is in `occurred` order). Until
+   * then the connection counts as followed only as far as its events got (default 5 s).
+   */
+  readonly backfillQuietMs?: number | undefined;
   /** Wall clock for filter times (default `Date.now`). Liveness uses a monotonic clock. */
   readonly now?: (() => number) | undefined;
   /**
@@ -117,6 +124,7 @@ export const SUBSCRIBER_DEFAULTS = {
   initialBackoffMs: 500,
   maxBackoffMs: 30_000,
   handshakeTimeoutMs: 10_000,
+  backfillQuietMs: 5_000,
 } as const;
 
 /** Prefect's Python subscriber asks for events up to now + 365 days; without a future `until` the live stream stays empty. */
@@ -160,6 +168,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const initialBackoffMs = options.initialBackoffMs ?? SUBSCRIBER_DEFAULTS.initialBackoffMs;
   const maxBackoffMs = options.maxBackoffMs ?? SUBSCRIBER_DEFAULTS.maxBackoffMs;
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? SUBSCRIBER_DEFAULTS.handshakeTimeoutMs;
+  const backfillQuietMs = options.backfillQuietMs ?? SUBSCRIBER_DEFAULTS.backfillQuietMs;
   const prefixes = options.prefixes !== undefined ? [...options.prefixes] : undefined;
   const keepAlive = options.keepAlive ?? true;
   const rest =
@@ -177,8 +186,11 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   let historyAbort: AbortController | undefined;
   /** Wall-clock ms up to which the stream is known to have been followed (live or from history). */
   let coveredUntilMs: number | undefined = options.coveredUntilMs;
-  /** While a connection is live: how long it has been silent (ms). */
-  let liveSilenceMs: (() => number) | undefined;
+  /**
+   * While a connection is live: up to when it has followed the stream, or undefined while its
+   * backfill may still be on its way (then only what came before it counts).
+   */
+  let liveCoveredUntilMs: (() => number | undefined) | undefined;
   let historyFailures = 0;
 
   let resolveDone!: () => void;
@@ -339,10 +351,24 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       let lastError: string | undefined;
       let liveSince = 0;
       let lastActivity = performance.now();
+      /** When the last frame came (pongs aside), and whether the backfill is known to be sent. */
+      let lastFrameAt = 0;
+      let backfillSent = false;
+      let filterSentAtMs = 0;
       const timers: NodeJS.Timeout[] = [];
       const touch = (): void => {
         lastActivity = performance.now();
       };
+      const backfillDone = (): boolean => {
+        if (!backfillSent && performance.now() - lastFrameAt >= backfillQuietMs) backfillSent = true;
+        if (!backfillSent) {
+          const c = cursorMs();
+          if (c !== undefined && c >= filterSentAtMs) backfillSent = true;
+        }
+        return backfillSent;
+      };
+      /** A connection dropped in its backfill has followed the stream only as far as the cursor got. */
+      const followedUntilMs = (): number | undefined => (backfillDone() ? now() - Math.max(0, performance.now() - lastActivity) : undefined);
 
       // The socket is the upgrade response's: from here on it is the live connection.
       if (!keepAlive) ws.on('upgrade', (res) => res.socket.unref());
@@ -388,9 +414,13 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       ws.on('pong', touch);
 
       ws.on('message', (data) => {
-        touch();
+        const t = performance.now();
+        lastActivity = t;
         const text = rawToText(data);
         if (phase === 'live') {
+          // A pause between frames: the backfill was sent before it.
+          if (!backfillSent && t - lastFrameAt >= backfillQuietMs) backfillSent = true;
+          lastFrameAt = t;
           stats.frames += 1;
           deliver(text, 'live');
           return;
@@ -409,8 +439,10 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         }
         phase = 'live';
         liveSince = performance.now();
-        liveSilenceMs = () => Math.max(0, performance.now() - lastActivity);
+        lastFrameAt = liveSince;
         const filter = buildFilter();
+        filterSentAtMs = now();
+        liveCoveredUntilMs = followedUntilMs;
         ws.send(JSON.stringify({ type: 'filter', filter, backfill: true }));
         stats.connects += 1;
         log.info({ url: logUrl, since: filter.occurred.since, until: filter.occurred.until, events: prefixes ?? 'all' }, 'connected to the Prefect event stream');
@@ -429,8 +461,12 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         const reason = redact(reasonBuf.toString('utf8'));
         const wasLive = phase === 'live';
         if (wasLive) {
-          coveredUntilMs = now() - Math.max(0, performance.now() - lastActivity);
-          liveSilenceMs = undefined;
+          coveredUntilMs = followedUntilMs() ?? coveredUntilMs;
+          liveCoveredUntilMs = undefined;
+          if (!backfillSent) {
+            const c = cursorMs();
+            log.info({ cursor: c === undefined ? null : new Date(c).toISOString() }, 'the event stream closed during its backfill; the next connection resumes from the last event received');
+          }
         }
         if (stopped) return resolve({ kind: 'stopped' });
         if (fatal !== undefined) return resolve({ kind: 'fatal', error: fatal });
@@ -523,7 +559,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   return {
     done,
     coveredUntilMs(): number | undefined {
-      return liveSilenceMs === undefined ? coveredUntilMs : now() - liveSilenceMs();
+      return liveCoveredUntilMs?.() ?? coveredUntilMs;
     },
     get stats(): SubscriberStats {
       const { lastError, ...rest_ } = stats;

@@ -508,11 +508,14 @@ describe('event subscriber: gap fill from history', () => {
       const port = first.port;
       let offsetMs = 0;
       const clock = () => Date.now() + offsetMs;
-      const { sub, ids } = subscribe(first, { now: clock });
-      const dropMs = Date.now();
+      let dropMs = 0;
+      const { sub, ids } = subscribe(first, { now: clock, backfillQuietMs: 50 });
       const second = await (async () => {
         try {
           await waitFor('connected', () => sub.stats.connected);
+          // The (empty) backfill is over once the socket has been quiet for backfillQuietMs.
+          await waitFor('the backfill sent', () => sub.coveredUntilMs() !== undefined);
+          dropMs = Date.now();
           await first.close();
           await waitFor('disconnected', () => !sub.stats.connected);
           offsetMs = outageMin * 60_000; // the subscriber's clock says the outage lasted this long
@@ -598,13 +601,55 @@ describe('event subscriber: gap fill from history', () => {
     );
   });
 
+  it('a socket dropped during its backfill resumes from the last event received: from history once that is past the window', async () => {
+    let offsetMs = 0;
+    const clock = () => Date.now() + offsetMs;
+    const server = await mini({ now: clock });
+    const startMs = Date.now() - 12 * 60_000;
+    const backlog = Array.from({ length: 20 }, (_, i) => event(startMs + i * 3_000));
+    server.store(backlog);
+    server.switches.closeAfter = 5; // the first socket drops after 5 of the 20 backfilled events…
+    const { sub, logs, ids } = subscribe(server, {
+      now: clock,
+      cursorUs: (startMs - 1_000) * 1000,
+      onStatus: (s) => {
+        if (s !== 'disconnected' || offsetMs !== 0) return;
+        offsetMs = 5 * 60_000; // …and the next connection comes 5 minutes later, 17 minutes after the cursor
+        server.switches.closeAfter = 0;
+      },
+    });
+    try {
+      await waitFor('every backlogged event', () => backlog.every((e) => ids().includes(e.id)));
+      // The second socket's backfill came and has not been followed by a pause or a newer event yet:
+      // the stream counts as followed only up to what the history read.
+      const historyUntil = Date.parse((server.restRequests[0]!.body as { filter: { occurred: { until: string } } }).filter.occurred.until);
+      assert.equal(sub.coveredUntilMs(), historyUntil);
+      const next = event(clock());
+      server.publish([next]);
+      await waitFor('a live event', () => ids('live').includes(next.id));
+      const covered = sub.coveredUntilMs()!;
+      assert.ok(covered > historyUntil && covered <= clock(), `covered ${covered}, history until ${historyUntil}`);
+    } finally {
+      await sub.stop();
+    }
+    assert.deepEqual(server.restRequests.map((r) => [r.method, r.path]), [['POST', '/api/events/filter']]);
+    const since = (server.restRequests[0]!.body as { filter: { occurred: { since: string } } }).filter.occurred.since;
+    assert.equal(since, new Date(Date.parse(backlog[4]!.occurred) - 2_000).toISOString());
+    assert.deepEqual(ids('history'), backlog.slice(4).map((e) => e.id));
+    assert.deepEqual(
+      logs.records().filter((r) => r.msg === 'the event stream closed during its backfill; the next connection resumes from the last event received').map((r) => r.cursor),
+      [backlog[4]!.occurred],
+    );
+  });
+
   it('fills the gap again on a reconnect after an outage longer than the window', async () => {
     const first = await startMiniPrefect();
     const port = first.port;
     let offsetMs = 0;
     const clock = () => Date.now() + offsetMs;
-    const { sub, logs } = subscribe(first, { now: clock, cursorUs: (Date.now() - 30_000) * 1000 });
+    const { sub, logs } = subscribe(first, { now: clock, cursorUs: (Date.now() - 30_000) * 1000, backfillQuietMs: 50 });
     await waitFor('connected', () => sub.stats.connected);
+    await waitFor('the backfill sent', () => sub.coveredUntilMs() !== undefined);
     assert.equal(first.restRequests.length, 0);
     const dropMs = Date.now();
     await first.close(); // the server goes away…
