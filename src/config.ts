@@ -49,7 +49,7 @@ export interface Config {
     readonly batchSize: number;
     readonly scheduleDelayMs: number;
   };
-  readonly live: { readonly resumeMarginMs: number; readonly idleTimeoutMs: number; readonly stateFlushMs: number };
+  readonly live: { readonly resumeMarginMs: number; readonly idleTimeoutMs: number; readonly stateFlushMs: number; readonly stateLeaseMs: number };
   readonly statsIntervalMs: number;
   readonly httpPort: number | undefined;
   /** Non-fatal problems (bad OTEL_* values that fell back to defaults, conflicting settings). */
@@ -187,7 +187,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       batchSize: Math.min(v.batchSize, v.bufferMaxSpans),
       scheduleDelayMs: v.scheduleDelayMs,
     },
-    live: { resumeMarginMs: v.resumeMarginMs, idleTimeoutMs: v.idleTimeoutMs, stateFlushMs: v.stateFlushMs },
+    live: { resumeMarginMs: v.resumeMarginMs, idleTimeoutMs: v.idleTimeoutMs, stateFlushMs: v.stateFlushMs, stateLeaseMs: v.stateLeaseMs },
     statsIntervalMs: v.statsIntervalMs,
     httpPort: v.httpPort,
     warnings: Object.freeze(warnings),

@@ -12,7 +12,8 @@ export interface HealthServer {
 
 /**
  * `/healthz`: 200 when connected to Prefect and exporting (the last export did not fail), 503 with
- * the reason otherwise. `/metrics`: the counters in Prometheus text format.
+ * the reason otherwise (status `standby` while another process holds the state file). `/metrics`:
+ * the counters in Prometheus text format.
  */
 export async function startHealthServer(port: number, stats: () => TracingStats, host = '0.0.0.0'): Promise<HealthServer> {
   const server: Server = createServer((req, res) => {
@@ -24,10 +25,11 @@ export async function startHealthServer(port: number, stats: () => TracingStats,
     const s = stats();
     if (path === '/healthz') {
       const problems: string[] = [];
-      if (!s.connected) problems.push('not connected to the Prefect event stream');
+      if (s.standby) problems.push('standby: another process holds the state file');
+      else if (!s.connected) problems.push('not connected to the Prefect event stream');
       if (!s.spans.exporting) problems.push('exports to the collector are failing');
       res.writeHead(problems.length === 0 ? 200 : 503, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ status: problems.length === 0 ? 'ok' : 'unavailable', problems, connected: s.connected, exporting: s.spans.exporting }));
+      res.end(JSON.stringify({ status: problems.length === 0 ? 'ok' : s.standby ? 'standby' : 'unavailable', problems, connected: s.connected, exporting: s.spans.exporting }));
       return;
     }
     if (path === '/metrics') {

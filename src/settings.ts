@@ -313,6 +313,10 @@ export const SETTINGS = {
     env: ['PREFECT_OTEL_STATE_FLUSH_MS'], flag: '--state-flush-ms', default: 5_000, parse: integer(100, HOUR_MS, ' ms'),
     doc: 'how often the state file is written while watching',
   },
+  stateLeaseMs: {
+    env: ['PREFECT_OTEL_STATE_LEASE_MS'], flag: '--state-lease-ms', default: 30_000, parse: integer(300, HOUR_MS, ' ms'),
+    doc: 'one process at a time uses a state file (`<state file>.lock`, renewed every third of this); another one started on it waits as a standby and takes over when the lock is released, or this long after its holder stopped renewing it',
+  },
   statsIntervalMs: {
     env: ['PREFECT_OTEL_STATS_INTERVAL_MS'], flag: '--stats-interval-ms', default: 60_000, parse: integer(0, DAY_MS, ' ms'),
     doc: 'how often a stats line is logged (0 = never)',

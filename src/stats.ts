@@ -4,6 +4,8 @@ import type { Pipeline } from './pipeline.js';
 export interface TracingStats {
   readonly uptimeS: number;
   readonly connected: boolean;
+  /** Waiting for another process to release the state file (see `PREFECT_OTEL_STATE_LEASE_MS`). */
+  readonly standby: boolean;
   readonly events: {
     readonly received: number;
     readonly accepted: number;
@@ -43,7 +45,7 @@ export interface TracingStats {
 
 export function collectStats(
   pipeline: Pipeline,
-  extra: { connected: boolean; startedMs: number; subscriber?: { connects: number; reconnects: number; frames: number; historyEvents: number } | undefined },
+  extra: { connected: boolean; standby?: boolean; startedMs: number; subscriber?: { connects: number; reconnects: number; frames: number; historyEvents: number } | undefined },
 ): TracingStats {
   const c = pipeline.counters;
   const t = pipeline.tracker.counts;
@@ -52,6 +54,7 @@ export function collectStats(
   return {
     uptimeS: Math.round((Date.now() - extra.startedMs) / 1000),
     connected: extra.connected,
+    standby: extra.standby ?? false,
     events: {
       received: c.received,
       accepted: c.accepted,

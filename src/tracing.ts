@@ -12,6 +12,7 @@ import { nativeSpanFromRest } from './source/native-spans.js';
 import { createFlowParentLookup, createOwnerLookup } from './source/run-lookups.js';
 import { createPrefectRestClient, type PrefectRestClient } from './source/rest.js';
 import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from './source/websocket.js';
+import { createStateLease, type LeaseHolder, type StateLease } from './state/lease.js';
 import { loadState, StateWriter } from './state/persisted.js';
 import { createStateStore } from './state/state-store.js';
 import { collectStats, type TracingStats } from './stats.js';
@@ -35,7 +36,7 @@ export interface StartOptions extends PrefectTracingOptions {
 
 export interface PrefectTracingHandle {
   readonly config: Config;
-  /** Resolves once the state file is loaded and the subscriber started. */
+  /** Resolves once the state file is loaded and the subscriber started (a standby: once it took over, or at shutdown). */
   readonly ready: Promise<void>;
   /** Resolves after `shutdown()`; rejects when the stream cannot go on (authentication refused, protocol error). */
   readonly done: Promise<void>;
@@ -50,6 +51,8 @@ export interface PrefectTracingHandle {
 }
 
 const TICK_MS = 100;
+/** How often a standby looks at the state file's lock at most. */
+const STANDBY_LOOK_MS = 1_000;
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 /** How often a state file that keeps failing to be written is logged again. */
 const STATE_ERROR_LOG_MS = 60_000;
@@ -73,6 +76,10 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private rejectDone!: (err: Error) => void;
   private readonly store;
   private readonly state: StateWriter;
+  private readonly lease: StateLease;
+  /** `standby` until the state file's lock is this process's; `lost` once another process took it. */
+  private leaseState: 'standby' | 'held' | 'unlocked' | 'lost' = 'standby';
+  private wakeStandby: (() => void) | undefined;
   private readonly startedMs = Date.now();
   /** Periodic saves that failed in a row, and when the last of them was logged. */
   private saveFailures = 0;
@@ -113,6 +120,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     this.metrics = startMetricsExport(this.config, () => this.stats(), this.pipeline.exportLag, this.logger);
     this.store = createStateStore(this.config.stateFile);
     this.state = new StateWriter(this.store, this.pipeline, undefined, () => this.subscriber?.coveredUntilMs());
+    this.lease = createStateLease(this.config.stateFile, this.config.live.stateLeaseMs);
     this.done = new Promise<void>((resolve, reject) => {
       this.resolveDone = resolve;
       this.rejectDone = reject;
@@ -126,6 +134,12 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private async start(): Promise<void> {
     const log = this.logger.child({ component: 'watch' });
     log.info({ version: VERSION, settings: describeConfig(this.config) }, 'prefect-otel starting');
+    if (this.config.httpPort !== undefined) {
+      this.health = await startHealthServer(this.config.httpPort, () => this.stats());
+      if (!this.keepAlive) this.health.unref();
+      log.info({ port: this.health.port }, 'serving /healthz and /metrics');
+    }
+    if (!(await this.takeLease(log))) return;
     const restored = await loadState(this.store, this.pipeline, Date.now(), log);
     if (restored !== undefined) {
       const { coveredUntilMs: _ms, ...shown } = restored;
@@ -153,16 +167,79 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       () => undefined,
       (err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err))),
     );
-    if (this.config.httpPort !== undefined) {
-      this.health = await startHealthServer(this.config.httpPort, () => this.stats());
-      if (!this.keepAlive) this.health.unref();
-      log.info({ port: this.health.port }, 'serving /healthz and /metrics');
-    }
     this.every(TICK_MS, () => this.pipeline.tick());
     this.every(this.config.live.stateFlushMs, () => void this.persist());
     if (this.config.statsIntervalMs > 0) {
       this.every(this.config.statsIntervalMs, () => this.logger.child({ component: 'stats' }).info(this.stats(), 'stats'));
     }
+  }
+
+  /**
+   * Wait as a standby while another process holds the state file's lock; then keep the lock renewed.
+   * False when shut down before taking over. A lock that cannot be written at all (a read-only
+   * directory) is said once, and the process goes on without it, as it does when saves fail.
+   */
+  private async takeLease(log: Logger): Promise<boolean> {
+    let waitingFor: string | undefined;
+    for (;;) {
+      if (this.stopping) return false;
+      let outcome;
+      try {
+        outcome = await this.lease.tryAcquire();
+      } catch (err) {
+        log.error({ error: errorText(err), path: this.lease.path }, 'could not take the state file lock; going on without it: another process on this state file would export every span too');
+        this.leaseState = 'unlocked';
+        return !this.stopping;
+      }
+      if (outcome.acquired) {
+        if (this.stopping) {
+          await this.lease.release();
+          return false;
+        }
+        this.leaseState = 'held';
+        if (outcome.tookOver !== undefined) log.warn({ holder: shownHolder(outcome.tookOver), path: this.lease.path }, 'took over the state file from a process that stopped renewing its lock');
+        else if (waitingFor !== undefined) log.info({ path: this.lease.path }, 'the state file is free: taking over');
+        this.every(Math.max(100, Math.floor(this.lease.leaseMs / 3)), () => void this.renewLease());
+        return true;
+      }
+      const holder = outcome.holder === undefined ? undefined : shownHolder(outcome.holder);
+      const key = JSON.stringify(holder ?? null);
+      if (key !== waitingFor) {
+        waitingFor = key;
+        log.info(
+          { holder, path: this.lease.path, leaseMs: this.lease.leaseMs, expiresInMs: Math.round(outcome.expiresInMs) },
+          'standby: another process follows the stream with this state file; taking over when it stops or stops renewing its lock',
+        );
+      }
+      // Look again when the lease would run out, and every second meanwhile: a lock released, or its
+      // holder gone from this host, is seen soon.
+      const waitMs = Math.max(50, Math.min(Math.ceil(outcome.expiresInMs) + 10, Math.floor(this.lease.leaseMs / 3), STANDBY_LOOK_MS));
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, waitMs);
+        if (!this.keepAlive) t.unref();
+        this.wakeStandby = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wakeStandby = undefined;
+    }
+  }
+
+  /** Renew the lock; a process that lost it (frozen past its lease, say) stops without saving over the new holder's state. */
+  private async renewLease(): Promise<void> {
+    if (this.leaseState !== 'held' || this.stopping) return;
+    let outcome;
+    try {
+      outcome = await this.lease.renew();
+    } catch (err) {
+      this.logger.warn({ component: 'watch', error: errorText(err), path: this.lease.path }, 'could not renew the state file lock');
+      return;
+    }
+    if (outcome.held || this.stopping) return;
+    this.leaseState = 'lost';
+    const holder = outcome.holder === undefined ? undefined : shownHolder(outcome.holder);
+    this.fail(new Error(`another process took over the state file ${this.config.stateFile} (${holder === undefined ? 'holder unknown' : `pid ${holder.pid} on ${holder.host}`}): this one stopped renewing its lock for longer than the lease; stopping without saving`));
   }
 
   private every(ms: number, fn: () => void): void {
@@ -183,6 +260,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
    * count, and one when a save works again.
    */
   private async persist(): Promise<void> {
+    if (this.leaseState === 'lost') return;
     try {
       await this.state.save(false);
     } catch (err) {
@@ -218,7 +296,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   }
 
   stats(): TracingStats {
-    return collectStats(this.pipeline, { connected: this.connected, subscriber: this.subscriber?.stats, startedMs: this.startedMs });
+    return collectStats(this.pipeline, { connected: this.connected, standby: this.leaseState === 'standby', subscriber: this.subscriber?.stats, startedMs: this.startedMs });
   }
 
   shutdown(timeoutMs = SHUTDOWN_TIMEOUT_MS): Promise<void> {
@@ -226,6 +304,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       const log = this.logger.child({ component: 'watch' });
       log.info('shutting down: stop reading, persist state, flush exports');
       for (const t of this.timers) clearInterval(t);
+      this.wakeStandby?.();
       await this.ready.catch(() => undefined);
       await this.subscriber?.stop().catch(() => undefined);
       this.pipeline.tick();
@@ -235,12 +314,16 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       // still out are cut short, so that none holds the process open until its timeout.
       this.pipeline.seal();
       this.rest.close();
-      try {
-        const kept = await this.state.save(true);
-        if (kept > 0) log.warn({ spans: kept, path: this.store.path }, 'spans the collector has not taken yet are kept in the state file; the next start sends them');
-      } catch (err) {
-        log.error({ error: errorText(err), path: this.store.path }, 'could not write the state file');
+      // Only the lock's holder writes the state: a standby's would overwrite the holder's.
+      if (this.leaseState === 'held' || this.leaseState === 'unlocked') {
+        try {
+          const kept = await this.state.save(true);
+          if (kept > 0) log.warn({ spans: kept, path: this.store.path }, 'spans the collector has not taken yet are kept in the state file; the next start sends them');
+        } catch (err) {
+          log.error({ error: errorText(err), path: this.store.path }, 'could not write the state file');
+        }
       }
+      if (this.leaseState === 'held') await this.lease.release();
       await this.pipeline.shutdown(0);
       // Log records are not kept in the state file (their lines are in this process's own output):
       // what the collector did not take is lost, and said so with a count.
@@ -259,6 +342,11 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     })();
     return this.stopped;
   }
+}
+
+/** A lock's holder as logs and errors show it. */
+function shownHolder(h: LeaseHolder): { pid: number; host: string; since: string } {
+  return { pid: h.pid, host: h.host, since: h.since };
 }
 
 /**

@@ -5,7 +5,8 @@
  * STLOGGING line is written twice for one event.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { customEvent } from '../helpers/prefect-events.js';
@@ -215,4 +216,107 @@ test('watch: a restart after a stream quiet for longer than the dedupe window do
   assertEachEventLoggedOnce(firstLines(), [], w);
   assert.deepEqual(secondLines().filter((l) => (l.level ?? 0) >= 30 && String(l.msg).includes('STLOGGING')).map((l) => l['prefect.event.id']), [marker.id]);
   assert.equal(prefect.restRequests.filter((q) => q.path.endsWith('/events/filter')).length, 1, 'only the first process read the history');
+});
+
+/** `/healthz` of a process, from the port its log line says it serves on. */
+async function healthz(lines: LogLine[]): Promise<{ code: number; body: unknown }> {
+  const port = lines.find((l) => l.msg === 'serving /healthz and /metrics')?.port as number;
+  const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+  return { code: res.status, body: await res.json() };
+}
+
+const levels = (lines: LogLine[], min: number) => lines.filter((l) => (l.level ?? 0) >= min);
+
+test('watch: a second process on the same state file waits as a standby, then takes over when the first stops; each span once, each event logged once', async (t) => {
+  const w = workload(2);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_HTTP_PORT: '0' };
+  const cut = Math.floor(w.events.length * 0.5);
+
+  const first = startWatch(env, t);
+  const firstLines = follow(first.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  const second = startWatch(env, t);
+  const secondLines = follow(second.child);
+  await until('standby', () => secondLines().some((l) => l.msg?.startsWith('standby:')));
+  const standby = secondLines().find((l) => l.msg?.startsWith('standby:'))!;
+  assert.deepEqual(
+    { msg: standby.msg, holder: { ...(standby.holder as object), since: '' }, path: standby.path, leaseMs: standby.leaseMs },
+    {
+      msg: 'standby: another process follows the stream with this state file; taking over when it stops or stops renewing its lock',
+      holder: { pid: first.child.pid, host: hostname(), since: '' },
+      path: `${env.PREFECT_OTEL_STATE_FILE}.lock`,
+      leaseMs: 30_000,
+    },
+  );
+  assert.deepEqual(await healthz(secondLines()), {
+    code: 503,
+    body: { status: 'standby', problems: ['standby: another process holds the state file'], connected: false, exporting: true },
+  });
+
+  prefect.publish(w.events.slice(0, cut));
+  await until('the first half taken', () => stlogging(firstLines()).length === cut);
+  // Only the holder subscribed, and only it logs the runs.
+  assert.deepEqual({ connections: prefect.connections.length, standbyLines: stlogging(secondLines()).length }, { connections: 1, standbyLines: 0 });
+
+  first.child.kill('SIGTERM');
+  assert.equal((await first.result).code, 0);
+  await until('taken over', () => liveConnections(prefect) === 1 && prefect.connections.length === 2);
+  prefect.publish(w.events.slice(cut));
+  await receiver.waitForSpans(w.runs.size);
+  await until('every event taken', () => stlogging(secondLines()).length >= w.events.length - cut);
+  assert.equal((await healthz(secondLines())).code, 200);
+  second.child.kill('SIGTERM');
+  const r = await second.result;
+  assert.equal(r.code, 0, r.stderr);
+
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+  assertEachEventLoggedOnce(firstLines(), secondLines(), w);
+  const tookOver = secondLines().slice(secondLines().findIndex((l) => l.msg === standby.msg) + 1).map((l) => l.msg);
+  assert.deepEqual(tookOver.slice(0, 2), ['the state file is free: taking over', 'resumed from the state file']);
+  assert.deepEqual(levels([...firstLines(), ...secondLines()], 40).map((l) => l.msg), []);
+  assert.equal(existsSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`), false, 'the lock is removed at exit');
+});
+
+test('watch: the holder killed (SIGKILL), the standby of the same host takes over at once, without waiting out the lease', async (t) => {
+  const w = workload(1);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_STATE_LEASE_MS: '3600000' };
+
+  const first = startWatch(env, t);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  const second = startWatch(env, t);
+  const secondLines = follow(second.child);
+  await until('standby', () => secondLines().some((l) => l.msg?.startsWith('standby:')));
+  first.child.kill('SIGKILL');
+  await first.result;
+  await until('taken over', () => liveConnections(prefect) === 1 && prefect.connections.length === 2);
+  prefect.publish(w.events);
+  await receiver.waitForSpans(w.runs.size);
+  second.child.kill('SIGTERM');
+  assert.equal((await second.result).code, 0);
+
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+  const warned = levels(secondLines(), 40);
+  assert.deepEqual(
+    warned.map((l) => ({ msg: l.msg, pid: (l.holder as { pid: number }).pid })),
+    [{ msg: 'took over the state file from a process that stopped renewing its lock', pid: first.child.pid }],
+  );
+});
+
+test('watch: a holder whose lock another process took over stops with an error, and leaves the new holder its lock', async (t) => {
+  const { prefect } = await startServers(t);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_STATE_LEASE_MS: '600' };
+  const first = startWatch(env, t);
+  const lines = follow(first.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  // What a standby writes when it takes over a lease that ran out (this one froze, say).
+  const other = { pid: 1, host: 'another-host', pidNamespace: null, token: 'the-new-holder', since: new Date().toISOString() };
+  writeFileSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`, JSON.stringify(other));
+  const r = await first.result;
+  assert.equal(r.code, 1, r.stderr);
+  assert.deepEqual(levels(lines(), 50).map((l) => l.msg), [
+    `another process took over the state file ${env.PREFECT_OTEL_STATE_FILE} (pid 1 on another-host): this one stopped renewing its lock for longer than the lease; stopping without saving`,
+  ]);
+  assert.deepEqual(JSON.parse(readFileSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`, 'utf8')), other);
 });

@@ -1,0 +1,147 @@
+/**
+ * One process at a time follows the stream for a state file. It holds `<state file>.lock`: created
+ * with O_EXCL, rewritten every third of the lease, removed at shutdown. A process started on the
+ * same state file meanwhile is a standby: it takes over once the lock is removed, once its lease
+ * has run out (the holder stopped renewing it: killed, frozen, its host gone; the lock's age is
+ * its modification time, which a shared file system stamps with one clock), or at once when the
+ * holder is a process of this host, in this process namespace, that no longer runs.
+ */
+import { readlinkSync } from 'node:fs';
+import { mkdir, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { dirname } from 'node:path';
+import { randomUUID } from 'node:crypto';
+
+/** What a lock says about the process that holds it. */
+export interface LeaseHolder {
+  readonly pid: number;
+  readonly host: string;
+  /** The holder's process namespace (Linux), so that a pid is only looked up where it means the same process. */
+  readonly pidNamespace: string | null;
+  readonly token: string;
+  readonly since: string;
+}
+
+export type AcquireResult =
+  | { readonly acquired: true; readonly tookOver?: LeaseHolder | undefined }
+  /** `holder` is undefined while the lock is being written (or is not one of ours); `expiresInMs` is when it runs out unless renewed. */
+  | { readonly acquired: false; readonly holder: LeaseHolder | undefined; readonly expiresInMs: number };
+
+export interface StateLease {
+  readonly path: string;
+  readonly leaseMs: number;
+  /** Try once. Throws only what is not about the lock being held (a directory that cannot be written). */
+  tryAcquire(): Promise<AcquireResult>;
+  /** Write the lock again. Resolves to the process that holds it instead when this one no longer does. */
+  renew(): Promise<{ readonly held: true } | { readonly held: false; readonly holder: LeaseHolder | undefined }>;
+  /** Remove the lock if it is still this process's. */
+  release(): Promise<void>;
+}
+
+/** When this process started (a little before this module was loaded). */
+const PROCESS_STARTED_MS = Date.now() - process.uptime() * 1000;
+
+function pidNamespace(): string | null {
+  try {
+    return readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return null;
+  }
+}
+
+function parseHolder(text: string): LeaseHolder | undefined {
+  try {
+    const v = JSON.parse(text) as Partial<LeaseHolder> | null;
+    if (v === null || typeof v !== 'object') return undefined;
+    if (typeof v.pid !== 'number' || typeof v.host !== 'string' || typeof v.token !== 'string' || typeof v.since !== 'string') return undefined;
+    return { pid: v.pid, host: v.host, pidNamespace: typeof v.pidNamespace === 'string' ? v.pidNamespace : null, token: v.token, since: v.since };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `holder` is known to be gone: a process of this host and namespace that no longer runs, or this process's own earlier self. */
+function holderGone(holder: LeaseHolder, self: LeaseHolder): boolean {
+  if (holder.host !== self.host || holder.pidNamespace === null || holder.pidNamespace !== self.pidNamespace) return false;
+  // This pid: this process, or an earlier one that had it (a restarted container is pid 1 again).
+  if (holder.pid === self.pid) return Date.parse(holder.since) < PROCESS_STARTED_MS;
+  try {
+    process.kill(holder.pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+export function createStateLease(stateFile: string, leaseMs: number): StateLease {
+  const path = `${stateFile}.lock`;
+  const self: LeaseHolder = { pid: process.pid, host: hostname(), pidNamespace: pidNamespace(), token: randomUUID(), since: new Date().toISOString() };
+  const text = (): string => `${JSON.stringify(self)}\n`;
+
+  async function create(): Promise<boolean> {
+    let handle;
+    try {
+      handle = await open(path, 'wx');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await mkdir(dirname(path), { recursive: true });
+      handle = await open(path, 'wx').catch((again: NodeJS.ErrnoException) => {
+        if (again.code === 'EEXIST') return undefined;
+        throw again;
+      });
+      if (handle === undefined) return false;
+    }
+    try {
+      await handle.writeFile(text());
+    } finally {
+      await handle.close();
+    }
+    return true;
+  }
+
+  /** The lock as it is now: its holder and its age; undefined when there is none. */
+  async function current(): Promise<{ holder: LeaseHolder | undefined; ageMs: number } | undefined> {
+    try {
+      const [content, info] = await Promise.all([readFile(path, 'utf8'), stat(path)]);
+      return { holder: parseHolder(content), ageMs: Date.now() - info.mtimeMs };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  return {
+    path,
+    leaseMs,
+
+    async tryAcquire(): Promise<AcquireResult> {
+      if (await create()) return { acquired: true };
+      const lock = await current();
+      if (lock === undefined) return (await create()) ? { acquired: true } : { acquired: false, holder: undefined, expiresInMs: leaseMs };
+      const stale = lock.ageMs > leaseMs || (lock.holder !== undefined && holderGone(lock.holder, self));
+      if (!stale) return { acquired: false, holder: lock.holder, expiresInMs: Math.max(0, leaseMs - lock.ageMs) };
+      await unlink(path).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+      });
+      // Another standby may have been quicker: then it holds the new lock, and this one waits.
+      if (await create()) return { acquired: true, tookOver: lock.holder };
+      const now = await current();
+      return { acquired: false, holder: now?.holder, expiresInMs: leaseMs };
+    },
+
+    async renew() {
+      const lock = await current();
+      // A lock removed by hand is made again, unless another process was quicker.
+      if (lock === undefined) return (await create()) ? { held: true } : { held: false, holder: (await current())?.holder };
+      if (lock.holder?.token !== self.token) return { held: false, holder: lock.holder };
+      await writeFile(path, text());
+      return { held: true };
+    },
+
+    async release(): Promise<void> {
+      const lock = await current().catch(() => undefined);
+      if (lock?.holder?.token === self.token) await unlink(path).catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,110 @@
+/**
+ * The state file's lock (`<state file>.lock`): one holder at a time, standbys told who holds it,
+ * and a take-over once it is released, once its lease has run out, or at once when its holder is a
+ * process of this host that no longer runs. Real files; a second holder is a second lease object.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { describe, it } from 'node:test';
+import { createStateLease, type LeaseHolder } from '../../src/state/lease.js';
+
+const stateFile = (): string => join(mkdtempSync(join(tmpdir(), 'prefect-otel-lease-')), 'nested', 'state.json');
+/** A state file whose directory exists, with `lock` written as its lock. */
+function withLock(lock: string): string {
+  const file = stateFile();
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(`${file}.lock`, lock);
+  return file;
+}
+const holderIn = (path: string): LeaseHolder => JSON.parse(readFileSync(path, 'utf8')) as LeaseHolder;
+const namespace = (): string | null => {
+  try {
+    return readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return null;
+  }
+};
+
+/** Make the lock look last renewed `ms` ago. */
+function ageLock(path: string, ms: number): void {
+  const at = new Date(Date.now() - ms);
+  utimesSync(path, at, at);
+}
+
+describe('state file lease', () => {
+  it('one holder at a time: the other is told who holds it until it is released, then takes it', async () => {
+    const file = stateFile();
+    const a = createStateLease(file, 30_000);
+    const b = createStateLease(file, 30_000);
+    assert.deepEqual(await a.tryAcquire(), { acquired: true });
+    const lock = holderIn(`${file}.lock`);
+    assert.deepEqual(Object.keys(lock).sort(), ['host', 'pid', 'pidNamespace', 'since', 'token']);
+    assert.deepEqual({ pid: lock.pid, host: lock.host, pidNamespace: lock.pidNamespace }, { pid: process.pid, host: hostname(), pidNamespace: namespace() });
+
+    const refused = await b.tryAcquire();
+    assert.equal(refused.acquired, false);
+    assert.ok(!refused.acquired && refused.expiresInMs > 29_000 && refused.expiresInMs <= 30_000, JSON.stringify(refused));
+    assert.deepEqual(!refused.acquired && refused.holder, lock);
+    assert.deepEqual(await a.renew(), { held: true });
+    assert.deepEqual(await b.renew(), { held: false, holder: lock });
+
+    await b.release(); // not b's: the lock stays
+    assert.deepEqual(holderIn(`${file}.lock`), lock);
+    await a.release();
+    assert.equal(existsSync(`${file}.lock`), false);
+    assert.deepEqual(await b.tryAcquire(), { acquired: true });
+    assert.notEqual(holderIn(`${file}.lock`).token, lock.token);
+  });
+
+  it('a lock not renewed for longer than the lease is taken over; its old holder learns it on its next renewal', async () => {
+    const file = stateFile();
+    const a = createStateLease(file, 1_000);
+    const b = createStateLease(file, 1_000);
+    await a.tryAcquire();
+    const old = holderIn(`${file}.lock`);
+    ageLock(`${file}.lock`, 900);
+    assert.equal((await b.tryAcquire()).acquired, false);
+    ageLock(`${file}.lock`, 1_100);
+    assert.deepEqual(await b.tryAcquire(), { acquired: true, tookOver: old });
+    const now = holderIn(`${file}.lock`);
+    assert.deepEqual(await a.renew(), { held: false, holder: now });
+    assert.deepEqual(await b.renew(), { held: true });
+  });
+
+  it('a holder of this host that no longer runs is taken over at once; one of another host only when its lease runs out', async () => {
+    assert.ok(namespace() !== null, 'a Linux process namespace');
+    const gone = spawnSync(process.execPath, ['-e', '']).pid;
+    const dead: LeaseHolder = { pid: gone, host: hostname(), pidNamespace: namespace(), token: 'a-process-that-exited', since: new Date().toISOString() };
+    const b = createStateLease(withLock(JSON.stringify(dead)), 60_000);
+    assert.deepEqual(await b.tryAcquire(), { acquired: true, tookOver: dead });
+    // This process's pid from before it started: a restarted container, whose process is pid 1 again.
+    const earlier: LeaseHolder = { ...dead, pid: process.pid, token: 'before-the-restart', since: new Date(Date.now() - 3_600_000).toISOString() };
+    assert.deepEqual(await createStateLease(withLock(JSON.stringify(earlier)), 60_000).tryAcquire(), { acquired: true, tookOver: earlier });
+
+    // The same pid elsewhere (another host, or another container's namespace) says nothing about this host.
+    for (const elsewhere of [{ ...dead, host: `${hostname()}-other` }, { ...dead, pidNamespace: 'pid:[1]' }]) {
+      const file2 = withLock(JSON.stringify(elsewhere));
+      const c = createStateLease(file2, 60_000);
+      const refused = await c.tryAcquire();
+      assert.deepEqual(refused.acquired ? refused : { ...refused, expiresInMs: 0 }, { acquired: false, holder: elsewhere, expiresInMs: 0 });
+      ageLock(`${file2}.lock`, 61_000);
+      assert.deepEqual(await c.tryAcquire(), { acquired: true, tookOver: elsewhere });
+    }
+  });
+
+  it('a lock that is not one (empty, cut short) is waited out like any other, and a lock removed by hand is made again', async () => {
+    const file = withLock('{"pid":');
+    const a = createStateLease(file, 1_000);
+    const refused = await a.tryAcquire();
+    assert.deepEqual(refused.acquired ? refused : { ...refused, expiresInMs: 0 }, { acquired: false, holder: undefined, expiresInMs: 0 });
+    ageLock(`${file}.lock`, 1_500);
+    assert.deepEqual(await a.tryAcquire(), { acquired: true, tookOver: undefined });
+    const mine = holderIn(`${file}.lock`);
+    await a.release();
+    assert.deepEqual(await a.renew(), { held: true });
+    assert.deepEqual(holderIn(`${file}.lock`), mine);
+  });
+});
