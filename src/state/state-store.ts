@@ -5,7 +5,7 @@
  */
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { InputError } from '../errors.js';
+import { errorText, InputError } from '../errors.js';
 import { jsonPieces } from './json-pieces.js';
 
 export interface StateStore {
@@ -38,7 +38,7 @@ export function createStateStore(path: string): StateStore {
 
   async function write(pieces: Iterable<string>): Promise<number> {
     const dir = dirname(path);
-    await mkdir(dir, { recursive: true });
+    await makeStateDirectory(dir, path);
     let length: number;
     try {
       length = await writeSynced(tmpPath, 'w', pieces);
@@ -84,7 +84,7 @@ export function createStateStore(path: string): StateStore {
 
     append(text: string): Promise<void> {
       return serially(async () => {
-        await mkdir(dirname(path), { recursive: true });
+        await makeStateDirectory(dirname(path), path);
         await writeSynced(journalPath, 'a', [text]);
       });
     },
@@ -99,6 +99,42 @@ export function createStateStore(path: string): StateStore {
       }
     },
   };
+}
+
+/**
+ * `mkdir -p` of the state file's directory, one level at a time. Node's own `recursive: true`
+ * never settles when mkdir says ENOENT for a directory whose parent exists (a path under /proc,
+ * say): it creates the parent (EEXIST), tries the directory again, and so on forever on a libuv
+ * thread, holding this save and every later one, the last save at shutdown too. Here a level
+ * still missing once its parent is in place is an error that names the path and the reason.
+ */
+async function makeStateDirectory(dir: string, file: string): Promise<void> {
+  try {
+    await makeDirectory(dir);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const reason = e.code === 'ENOENT'
+      ? `mkdir ${e.path ?? dir} says ENOENT although its parent exists (a file system that cannot hold it, such as /proc)`
+      : errorText(err);
+    throw new Error(`cannot create ${dir}, the directory of the state file ${file}: ${reason}`, { cause: err });
+  }
+}
+
+/** `dir` and its missing parents; each is tried once after its parent exists, so this always settles. */
+async function makeDirectory(dir: string): Promise<void> {
+  try {
+    await mkdir(dir);
+    return;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // An existing file there is said by the write that follows (ENOTDIR, naming the path).
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || dirname(dir) === dir) throw err;
+  }
+  await makeDirectory(dirname(dir));
+  await mkdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
 }
 
 /** The state file ends with a newline, like the journal's lines. */

@@ -69,3 +69,28 @@ test('watch: a second SIGTERM while the flush waits on a stalled collector exits
   );
   assert.equal(receiver.counts.spans, 0);
 });
+
+test('watch: a state file under /proc, whose directory cannot be made, is an error naming the path at every save, and SIGTERM still exits 0', { skip: process.platform !== 'linux', timeout: 60_000 }, async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  const dir = `/proc/prefect-otel-${process.pid}`;
+  const path = `${dir}/state.json`;
+  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: path }, t);
+  const lines = follow(child);
+  const stateErrors = () => lines().filter((l) => l.msg === 'could not write the state file');
+  // Before the fix the first save never ended: no error, and every later save waited behind it.
+  await until('a periodic save failed', () => stateErrors().length === 1, 10_000, () => JSON.stringify(lines().map((l) => l.msg)));
+  child.kill('SIGTERM');
+  const r = await result;
+  assert.equal(r.code, 0, r.stderr);
+  const error = `cannot create ${dir}, the directory of the state file ${path}: mkdir ${dir} says ENOENT although its parent exists (a file system that cannot hold it, such as /proc)`;
+  assert.deepEqual(
+    lines().filter((l) => l.msg === 'could not write the state file' || l.msg === 'stopped').map((l) => ({ level: l.level, msg: l.msg, path: l.path, failures: l.failures, error: l.error })),
+    [
+      { level: 50, msg: 'could not write the state file', path, failures: 1, error },
+      // The last save, at shutdown, fails the same way instead of holding the exit.
+      { level: 50, msg: 'could not write the state file', path, failures: undefined, error },
+      { level: 30, msg: 'stopped', path: undefined, failures: undefined, error: undefined },
+    ],
+  );
+});

@@ -86,6 +86,23 @@ describe('state store', () => {
     assert.deepEqual(await store.load(), { n: 3 });
   });
 
+  // mkdir under /proc says ENOENT although /proc exists: Node's `recursive: true` retried that forever.
+  it('a directory the file system cannot hold (under /proc) fails the save and the append, naming the path and the reason', { skip: process.platform !== 'linux', timeout: 10_000 }, async () => {
+    const path = `/proc/prefect-otel-${process.pid}/state/state.json`;
+    const store = createStateStore(path);
+    const reason = (op: string) => (err: unknown) => {
+      assert.deepEqual({ op, message: (err as Error).message }, {
+        op,
+        message: `cannot create /proc/prefect-otel-${process.pid}/state, the directory of the state file ${path}: mkdir /proc/prefect-otel-${process.pid} says ENOENT although its parent exists (a file system that cannot hold it, such as /proc)`,
+      });
+      return true;
+    };
+    await assert.rejects(store.save({ n: 1 }), reason('save'));
+    await assert.rejects(store.append('{"n":2}\n'), reason('append'));
+    // Nothing is left waiting on the failed writes: the next save runs and fails the same way.
+    await assert.rejects(store.save({ n: 3 }), reason('save again'));
+  });
+
   it('returns undefined when the file does not exist', async () => {
     assert.equal(await createStateStore(join(dir, 'missing', 'state.json')).load(), undefined);
   });
