@@ -19,9 +19,15 @@ export interface SettingDef<T> {
 const ok = <T>(value: T): Parsed<T> => ({ ok: true, value });
 const bad = <T>(problem: string): Parsed<T> => ({ ok: false, problem });
 
+/**
+ * Text that must say something. A blank variable is unset (resolveConfig skips it, as the
+ * OpenTelemetry spec has it), but a blank flag or option (`--service-name=`) is a mistake: it
+ * would name the service or the state file nothing. Settings where blank means "none" are `optional`.
+ */
 function text(raw: unknown): Parsed<string> {
   if (typeof raw !== 'string') return bad(`expected a string, got ${typeof raw}`);
-  return ok(raw.trim());
+  const value = raw.trim();
+  return value === '' ? bad('must not be empty') : ok(value);
 }
 
 function httpUrl(raw: unknown): Parsed<string> {
@@ -37,8 +43,9 @@ function httpUrl(raw: unknown): Parsed<string> {
   return ok(t.value);
 }
 
+/** Unset when absent or blank: a blank flag or option clears the setting (over its variable too). */
 function optional<T>(parse: (raw: unknown) => Parsed<T>): (raw: unknown) => Parsed<T | undefined> {
-  return (raw) => (raw === undefined || raw === '' ? ok(undefined) : parse(raw));
+  return (raw) => (raw === undefined || (typeof raw === 'string' && raw.trim() === '') ? ok(undefined) : parse(raw));
 }
 
 function integer(min: number, max: number, unit = ''): (raw: unknown) => Parsed<number> {

@@ -99,6 +99,50 @@ test('service.name: OTEL_SERVICE_NAME (or the option) wins over a service.name i
   );
 });
 
+test('a blank text setting: a variable is unset (the default, or OTEL_RESOURCE_ATTRIBUTES\' service.name, applies); a flag or option is an error, listed with the others', () => {
+  const inForce = (options: Parameters<typeof resolveConfig>[0], env: Record<string, string>) => {
+    const c = resolveConfig(options, env);
+    return { apiUrl: c.prefect.apiUrl, tracesUrl: c.traces.url, resource: c.resource, stateFile: c.stateFile, warnings: c.warnings };
+  };
+  const defaults = { apiUrl: 'http://127.0.0.1:4200/api', tracesUrl: 'http://localhost:4318/v1/traces', stateFile: '.prefect-otel/state.json', warnings: [] };
+  const blankVariables = { PREFECT_API_URL: '', OTEL_EXPORTER_OTLP_ENDPOINT: ' ', OTEL_SERVICE_NAME: '', PREFECT_OTEL_STATE_FILE: '  ' };
+  assert.deepEqual(
+    {
+      variables: inForce({}, blankVariables),
+      withAttributes: inForce({}, { ...blankVariables, OTEL_RESOURCE_ATTRIBUTES: 'service.name=etl' }),
+    },
+    {
+      variables: { ...defaults, resource: { serviceName: 'prefect', attributes: {} } },
+      withAttributes: { ...defaults, resource: { serviceName: 'etl', attributes: { 'service.name': 'etl' } } },
+    },
+  );
+  assert.throws(
+    () => resolveConfig({ apiUrl: '', otlpEndpoint: ' ', serviceName: '', stateFile: '  ', settleMs: -1 }, { OTEL_SERVICE_NAME: 'from-variable' }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, [
+        'option apiUrl: must not be empty',
+        'option otlpEndpoint: must not be empty',
+        'option serviceName: must not be empty',
+        'option stateFile: must not be empty',
+        'option settleMs: must be between 0 and 600000 ms, got -1',
+      ]);
+      return true;
+    },
+  );
+});
+
+test('a blank optional flag or option clears its setting, over its variable too', () => {
+  const c = resolveConfig(
+    { apiKey: ' ', uiUrl: '', otlpTracesEndpoint: '', jaegerUrl: '  ', httpPort: '' as unknown as number },
+    { PREFECT_API_KEY: 'key', PREFECT_UI_URL: 'http://ui:4200', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://traces:4318/t', PREFECT_OTEL_JAEGER_URL: 'http://jaeger:16686', PREFECT_OTEL_HTTP_PORT: '9464' },
+  );
+  assert.deepEqual(
+    { prefect: c.prefect, tracesUrl: c.traces.url, jaegerUrl: c.jaegerUrl, httpPort: c.httpPort, warnings: c.warnings },
+    { prefect: { apiUrl: 'http://127.0.0.1:4200/api', apiKey: undefined, authString: undefined, uiUrl: undefined }, tracesUrl: 'http://localhost:4318/v1/traces', jaegerUrl: undefined, httpPort: undefined, warnings: [] },
+  );
+});
+
 test('a bad option is an error for every setting, OpenTelemetry ones too: only an OTEL_* variable warns and falls back', () => {
   assert.throws(
     () => resolveConfig({ tracesExporter: 'consol' as 'otlp', otlpTimeoutMs: '5s' as unknown as number, settleMs: -1 }, {}),

@@ -33,3 +33,25 @@ test('a bad value given as a flag is a configuration error even for an OpenTelem
     ],
   });
 });
+
+test('a blank flag for a setting that must say something (a service name, a state file, a URL) is a configuration error listed with the others (exit 2); the blank variable is unset', async () => {
+  const flags = await cli(['replay', '-', '--service-name=', '--state-file', ' ', '--api-url=', '--otlp-timeout=5s'], {});
+  assert.deepEqual({ code: flags.code, stderr: flags.stderr }, {
+    code: 2,
+    stderr: [
+      'prefect-otel: invalid configuration:',
+      '  - --api-url: must not be empty',
+      '  - --otlp-timeout: expected a whole number ms, got "5s"',
+      '  - --service-name: must not be empty',
+      '  - --state-file: must not be empty',
+      '',
+      '',
+    ].join('\n'),
+  });
+  const variables = await cli(['replay', '-'], { OTEL_SERVICE_NAME: '', PREFECT_OTEL_STATE_FILE: '', OTEL_RESOURCE_ATTRIBUTES: 'service.name=etl', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_LOG_LEVEL: 'debug' });
+  const settings = logLines(variables.stdout).find((l) => l.msg === 'replay starting')?.settings as Record<string, unknown> | undefined;
+  assert.deepEqual(
+    { code: variables.code, serviceName: settings?.serviceName, stateFile: settings?.stateFile, warnings: logLines(variables.stdout).filter((l) => l.component === 'config' && l.level === 40) },
+    { code: 0, serviceName: 'etl', stateFile: '.prefect-otel/state.json', warnings: [] },
+  );
+});
