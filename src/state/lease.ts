@@ -7,10 +7,11 @@
  * holder is a process of this host, in this process namespace, that no longer runs.
  */
 import { readlinkSync } from 'node:fs';
-import { mkdir, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { makeStateDirectory } from './state-store.js';
 
 /** What a lock says about the process that holds it. */
 export interface LeaseHolder {
@@ -85,7 +86,7 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      await mkdir(dirname(path), { recursive: true });
+      await makeStateDirectory(dirname(path), stateFile);
       handle = await open(path, 'wx').catch((again: NodeJS.ErrnoException) => {
         if (again.code === 'EEXIST') return undefined;
         throw again;

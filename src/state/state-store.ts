@@ -108,7 +108,7 @@ export function createStateStore(path: string): StateStore {
  * thread, holding this save and every later one, the last save at shutdown too. Here a level
  * still missing once its parent is in place is an error that names the path and the reason.
  */
-async function makeStateDirectory(dir: string, file: string): Promise<void> {
+export async function makeStateDirectory(dir: string, file: string): Promise<void> {
   try {
     await makeDirectory(dir);
   } catch (err) {
