@@ -3,7 +3,7 @@
  * one. Beside it, a journal (`<file>.journal`) that lines are appended to: a crash leaves at most
  * its last line cut short. Writes are serialised, so two overlapping calls cannot interleave.
  */
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { errorText, InputError } from '../errors.js';
 import { jsonPieces } from './json-pieces.js';
@@ -58,11 +58,11 @@ export function createStateStore(path: string): StateStore {
     async load(): Promise<unknown> {
       let text: string;
       try {
-        text = await readFile(path, 'utf8');
+        text = await readRegularFile(path);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') return undefined;
-        throw new InputError(`cannot read the state file ${path}: ${code ?? String(err)}`, { cause: err });
+        throw new InputError(`cannot read the state file ${path}: ${code ?? (err as Error).message}`, { cause: err });
       }
       try {
         return JSON.parse(text) as unknown;
@@ -91,14 +91,24 @@ export function createStateStore(path: string): StateStore {
 
     async loadJournal(): Promise<string | undefined> {
       try {
-        return await readFile(journalPath, 'utf8');
+        return await readRegularFile(journalPath);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') return undefined;
-        throw new InputError(`cannot read the state journal ${journalPath}: ${code ?? String(err)}`, { cause: err });
+        throw new InputError(`cannot read the state journal ${journalPath}: ${code ?? (err as Error).message}`, { cause: err });
       }
     },
   };
+}
+
+/**
+ * The text of a regular file. Anything else there is refused before it is opened: reading a FIFO
+ * would wait for a writer for ever, and a device has no end.
+ */
+async function readRegularFile(file: string): Promise<string> {
+  const info = await stat(file);
+  if (!info.isFile()) throw new Error(`not a regular file (${info.isDirectory() ? 'a directory' : info.isFIFO() ? 'a FIFO' : info.isSocket() ? 'a socket' : 'a device'})`);
+  return readFile(file, 'utf8');
 }
 
 /**

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -118,5 +119,24 @@ describe('state store', () => {
     });
     await writeFile(path, '');
     await assert.rejects(createStateStore(path).load(), InputError);
+  });
+
+  it('refuses a state file or journal that is not a regular file (a FIFO would wait for a writer for ever), naming the path and what is there', { skip: process.platform === 'win32', timeout: 10_000 }, async () => {
+    const fifo = join(dir, 'fifo.json');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    const asDir = join(dir, 'dir.json');
+    await mkdir(asDir);
+    const journalFifo = join(dir, 'journal-fifo.json');
+    assert.equal(spawnSync('mkfifo', [`${journalFifo}.journal`]).status, 0);
+    const messages = await Promise.all([
+      createStateStore(fifo).load(),
+      createStateStore(asDir).load(),
+      createStateStore(journalFifo).loadJournal(),
+    ].map((p) => p.then(() => 'resolved', (err: unknown) => (err instanceof InputError ? err.message : `not an InputError: ${String(err)}`))));
+    assert.deepEqual(messages, [
+      `cannot read the state file ${fifo}: not a regular file (a FIFO)`,
+      `cannot read the state file ${asDir}: not a regular file (a directory)`,
+      `cannot read the state journal ${journalFifo}.journal: not a regular file (a FIFO)`,
+    ]);
   });
 });
