@@ -463,7 +463,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (wasLive) {
           coveredUntilMs = followedUntilMs() ?? coveredUntilMs;
           liveCoveredUntilMs = undefined;
-          if (!backfillSent) {
+          if (!backfillSent && !stopped) {
             const c = cursorMs();
             log.info({ cursor: c === undefined ? null : new Date(c).toISOString() }, 'the event stream closed during its backfill; the next connection resumes from the last event received');
           }
