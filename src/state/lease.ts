@@ -4,10 +4,11 @@
  * same state file meanwhile is a standby: it takes over once the lock is removed, once its lease
  * has run out (the holder stopped renewing it: killed, frozen, its host gone; the lock's age is
  * its modification time, which a shared file system stamps with one clock), or at once when the
- * holder is a process of this host, in this process namespace, that no longer runs.
+ * holder is a process of this host, in this process namespace, that no longer runs. Standbys that
+ * find the same stale lock take it over one at a time (see `removeStale`): one of them holds it.
  */
 import { readlinkSync } from 'node:fs';
-import { open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -74,8 +75,17 @@ function holderGone(holder: LeaseHolder, self: LeaseHolder): boolean {
   }
 }
 
+/** A lock as read: `content` and `mtimeMs` tell this lock from one made later at the same path. */
+interface SeenLock {
+  readonly holder: LeaseHolder | undefined;
+  readonly ageMs: number;
+  readonly content: string;
+  readonly mtimeMs: number;
+}
+
 export function createStateLease(stateFile: string, leaseMs: number): StateLease {
   const path = `${stateFile}.lock`;
+  const guard = `${path}.takeover`;
   const self: LeaseHolder = { pid: process.pid, host: hostname(), pidNamespace: pidNamespace(), token: randomUUID(), since: new Date().toISOString() };
   const text = (): string => `${JSON.stringify(self)}\n`;
 
@@ -101,15 +111,65 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
     return true;
   }
 
-  /** The lock as it is now: its holder and its age; undefined when there is none. */
-  async function current(): Promise<{ holder: LeaseHolder | undefined; ageMs: number } | undefined> {
+  /** The lock as it is now: its holder, its age, and what identifies this very lock (its text and modification time); undefined when there is none. */
+  async function current(): Promise<SeenLock | undefined> {
     try {
       const [content, info] = await Promise.all([readFile(path, 'utf8'), stat(path)]);
-      return { holder: parseHolder(content), ageMs: Date.now() - info.mtimeMs };
+      return { holder: parseHolder(content), ageMs: Date.now() - info.mtimeMs, content, mtimeMs: info.mtimeMs };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
+  }
+
+  /**
+   * Remove the stale lock `seen`, and only it. Standbys that read the same stale lock race to replace
+   * it; one that unlinked the path after another had made its fresh lock there would remove that
+   * one, and both would run. So a lock that is not one's own is only removed under `<lock>.takeover`
+   * (made with O_EXCL, removed right after), and only when it is still, by its text and modification
+   * time, the lock that was read: a standby that comes second finds the fresh lock and waits. The
+   * lock is renamed aside and compared again there, so that one replaced between that reading and
+   * the removal (its holder released it, and a new one was made) is linked back, not removed.
+   */
+  async function removeStale(seen: SeenLock): Promise<void> {
+    if (!(await takeGuard())) return;
+    const aside = `${path}.${self.token}.stale`;
+    try {
+      const now = await current();
+      if (now === undefined || now.content !== seen.content || now.mtimeMs !== seen.mtimeMs) return;
+      try {
+        await rename(path, aside);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw err;
+      }
+      const [content, info] = await Promise.all([readFile(aside, 'utf8'), stat(aside)]);
+      if (content !== seen.content || info.mtimeMs !== seen.mtimeMs) {
+        await link(aside, path).catch(async (err: NodeJS.ErrnoException) => {
+          // A file system without hard links: put it back by renaming.
+          if (err.code !== 'EEXIST') await rename(aside, path);
+        });
+      }
+    } finally {
+      await unlink(aside).catch(() => undefined);
+      await unlink(guard).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Take `<lock>.takeover`. False while another standby holds it; one older than the lease was left by
+   * a process that died while taking over, and is removed so that the next look can take it.
+   */
+  async function takeGuard(): Promise<boolean> {
+    try {
+      await (await open(guard, 'wx')).close();
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const info = await stat(guard).catch(() => undefined);
+    if (info !== undefined && Date.now() - info.mtimeMs > leaseMs) await unlink(guard).catch(() => undefined);
+    return false;
   }
 
   return {
@@ -122,9 +182,7 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
       if (lock === undefined) return (await create()) ? { acquired: true } : { acquired: false, holder: undefined, expiresInMs: leaseMs };
       const stale = lock.ageMs > leaseMs || (lock.holder !== undefined && holderGone(lock.holder, self));
       if (!stale) return { acquired: false, holder: lock.holder, expiresInMs: Math.max(0, leaseMs - lock.ageMs) };
-      await unlink(path).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err;
-      });
+      await removeStale(lock);
       // Another standby may have been quicker: then it holds the new lock, and this one waits.
       if (await create()) return { acquired: true, tookOver: lock.holder };
       const now = await current();

@@ -4,12 +4,47 @@
  * process of this host that no longer runs. Real files; a second holder is a second lease object.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { createStateLease, type LeaseHolder } from '../../src/state/lease.js';
+
+/** A standby in a process of its own: it tries to take the lock on `go`, renews it on `renew`, and says what happened in one JSON line each. */
+const STANDBY = `
+import { createInterface } from 'node:readline';
+const { createStateLease } = await import(process.argv[1]);
+const lease = createStateLease(process.argv[2], 1000);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+console.log('ready');
+await lines.next();
+const got = await lease.tryAcquire();
+console.log(JSON.stringify({ acquired: got.acquired }));
+await lines.next();
+const renewed = got.acquired ? await lease.renew() : undefined;
+console.log(JSON.stringify({ acquired: got.acquired, held: renewed?.held }));
+`;
+
+/** Start `n` standby processes on `file`, and let them go at one moment. */
+async function raceStandbys(file: string, n: number): Promise<{ acquired: boolean; held?: boolean; pid: number }[]> {
+  const lease = new URL('../../src/state/lease.js', import.meta.url).href;
+  const children = Array.from({ length: n }, () => spawn(process.execPath, ['--input-type=module', '-e', STANDBY, lease, file], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  const exits = children.map((c) => once(c, 'exit'));
+  const outputs = children.map((c) => createInterface({ input: c.stdout })[Symbol.asyncIterator]());
+  const next = async (i: number): Promise<string> => String((await outputs[i]!.next()).value);
+  const all = async (): Promise<string[]> => Promise.all(children.map((_, i) => next(i)));
+  assert.deepEqual(await all(), children.map(() => 'ready'));
+  for (const c of children) c.stdin.write('go\n');
+  await all();
+  for (const c of children) c.stdin.write('renew\n');
+  const outcomes = (await all()).map((line, i) => ({ ...(JSON.parse(line) as { acquired: boolean; held?: boolean }), pid: children[i]!.pid! }));
+  for (const c of children) c.stdin.end();
+  await Promise.all(exits);
+  return outcomes;
+}
 
 const stateFile = (): string => join(mkdtempSync(join(tmpdir(), 'prefect-otel-lease-')), 'nested', 'state.json');
 /** A state file whose directory exists, with `lock` written as its lock. */
@@ -106,5 +141,34 @@ describe('state file lease', () => {
     await a.release();
     assert.deepEqual(await a.renew(), { held: true });
     assert.deepEqual(holderIn(`${file}.lock`), mine);
+  });
+
+  it('standbys in several processes racing for one stale lock: exactly one takes it over, and keeps it', async () => {
+    for (let round = 0; round < 5; round++) {
+      const file = withLock(JSON.stringify({ pid: 1, host: 'another-host', pidNamespace: null, token: 'stopped-renewing', since: new Date().toISOString() }));
+      ageLock(`${file}.lock`, 5_000);
+      const outcomes = await raceStandbys(file, 4);
+      const winners = outcomes.filter((o) => o.acquired);
+      assert.deepEqual(
+        { winners: winners.map((o) => ({ acquired: o.acquired, held: o.held })), others: outcomes.length - winners.length, lockOf: holderIn(`${file}.lock`).pid },
+        { winners: [{ acquired: true, held: true }], others: 3, lockOf: winners[0]?.pid },
+        `round ${round}: ${JSON.stringify(outcomes)}`,
+      );
+      assert.deepEqual(readdirSync(dirname(file)), ['state.json.lock'], 'nothing set aside is left behind');
+    }
+  });
+
+  it('a take-over in progress (its guard) makes another standby wait; a guard left by a process that died taking over is cleared once older than the lease', async () => {
+    const stale: LeaseHolder = { pid: 1, host: 'another-host', pidNamespace: null, token: 'stopped-renewing', since: new Date().toISOString() };
+    const file = withLock(JSON.stringify(stale));
+    ageLock(`${file}.lock`, 5_000);
+    writeFileSync(`${file}.lock.takeover`, '');
+    const b = createStateLease(file, 1_000);
+    assert.deepEqual(await b.tryAcquire(), { acquired: false, holder: stale, expiresInMs: 1_000 });
+    assert.deepEqual(readdirSync(dirname(file)).sort(), ['state.json.lock', 'state.json.lock.takeover']);
+    ageLock(`${file}.lock.takeover`, 1_500);
+    assert.deepEqual(await b.tryAcquire(), { acquired: false, holder: stale, expiresInMs: 1_000 });
+    assert.deepEqual(await b.tryAcquire(), { acquired: true, tookOver: stale });
+    assert.deepEqual(readdirSync(dirname(file)), ['state.json.lock']);
   });
 });
