@@ -237,9 +237,40 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       return;
     }
     if (outcome.held || this.stopping) return;
+    this.loseLease(outcome.holder);
+  }
+
+  /**
+   * Whether this process may write the state file: asked before each save, because a process frozen
+   * past its lease (SIGSTOP, a suspended VM) runs its overdue save as soon as it resumes, before its
+   * overdue renewal has told it that another process took over. A lock that cannot be read does not
+   * stop saves, as it does not stop renewals. What is left: a freeze between this look and the write.
+   */
+  private async mayWriteState(): Promise<boolean> {
+    if (this.leaseState !== 'held') return this.leaseState === 'unlocked';
+    let outcome;
+    try {
+      outcome = await this.lease.check();
+    } catch {
+      return true;
+    }
+    if (!outcome.held) this.loseLease(outcome.holder);
+    return outcome.held;
+  }
+
+  /** Another process holds the lock now: stop, saving nothing more over its state (exit 1). */
+  private loseLease(holder: LeaseHolder | undefined): void {
+    if (this.leaseState === 'lost') return;
     this.leaseState = 'lost';
-    const holder = outcome.holder === undefined ? undefined : shownHolder(outcome.holder);
-    this.fail(new Error(`another process took over the state file ${this.config.stateFile} (${holder === undefined ? 'holder unknown' : `pid ${holder.pid} on ${holder.host}`}): this one stopped renewing its lock for longer than the lease; stopping without saving`));
+    const shown = holder === undefined ? undefined : shownHolder(holder);
+    const err = new Error(`another process took over the state file ${this.config.stateFile} (${shown === undefined ? 'holder unknown' : `pid ${shown.pid} on ${shown.host}`}): this one stopped renewing its lock for longer than the lease; stopping without saving`);
+    if (!this.stopping) {
+      this.fail(err);
+      return;
+    }
+    // Learnt while shutting down: said as a failure would be, and the exit says it too.
+    this.logger.fatal({ component: 'watch' }, err.message);
+    this.failure ??= err;
   }
 
   private every(ms: number, fn: () => void): void {
@@ -260,7 +291,8 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
    * count, and one when a save works again.
    */
   private async persist(): Promise<void> {
-    if (this.leaseState === 'lost') return;
+    // Once shutting down, the last save is shutdown's own.
+    if (!(await this.mayWriteState()) || this.stopping) return;
     try {
       await this.state.save(false);
     } catch (err) {
@@ -315,7 +347,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       this.pipeline.seal();
       this.rest.close();
       // Only the lock's holder writes the state: a standby's would overwrite the holder's.
-      if (this.leaseState === 'held' || this.leaseState === 'unlocked') {
+      if (await this.mayWriteState()) {
         try {
           const kept = await this.state.save(true);
           if (kept > 0) log.warn({ spans: kept, path: this.store.path }, 'spans the collector has not taken yet are kept in the state file; the next start sends them');

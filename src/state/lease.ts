@@ -29,13 +29,17 @@ export type AcquireResult =
   /** `holder` is undefined while the lock is being written (or is not one of ours); `expiresInMs` is when it runs out unless renewed. */
   | { readonly acquired: false; readonly holder: LeaseHolder | undefined; readonly expiresInMs: number };
 
+export type LeaseCheck = { readonly held: true } | { readonly held: false; readonly holder: LeaseHolder | undefined };
+
 export interface StateLease {
   readonly path: string;
   readonly leaseMs: number;
   /** Try once. Throws only what is not about the lock being held (a directory that cannot be written). */
   tryAcquire(): Promise<AcquireResult>;
   /** Write the lock again. Resolves to the process that holds it instead when this one no longer does. */
-  renew(): Promise<{ readonly held: true } | { readonly held: false; readonly holder: LeaseHolder | undefined }>;
+  renew(): Promise<LeaseCheck>;
+  /** Whether the lock is still this process's, as `renew` says, without writing it (one read): asked before each save. */
+  check(): Promise<LeaseCheck>;
   /** Remove the lock if it is still this process's. */
   release(): Promise<void>;
 }
@@ -172,6 +176,13 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
     return false;
   }
 
+  async function check(): Promise<LeaseCheck> {
+    const lock = await current();
+    // A lock removed by hand is made again, unless another process was quicker.
+    if (lock === undefined) return (await create()) ? { held: true } : { held: false, holder: (await current())?.holder };
+    return lock.holder?.token === self.token ? { held: true } : { held: false, holder: lock.holder };
+  }
+
   return {
     path,
     leaseMs,
@@ -189,13 +200,12 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
       return { acquired: false, holder: now?.holder, expiresInMs: leaseMs };
     },
 
+    check,
+
     async renew() {
-      const lock = await current();
-      // A lock removed by hand is made again, unless another process was quicker.
-      if (lock === undefined) return (await create()) ? { held: true } : { held: false, holder: (await current())?.holder };
-      if (lock.holder?.token !== self.token) return { held: false, holder: lock.holder };
-      await writeFile(path, text());
-      return { held: true };
+      const held = await check();
+      if (held.held) await writeFile(path, text());
+      return held;
     },
 
     async release(): Promise<void> {

@@ -5,9 +5,9 @@
  * STLOGGING line is written twice for one event.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { customEvent } from '../helpers/prefect-events.js';
 import { closedPort, liveConnections, logLines, replaySpans, shape, startServers, startWatch, tempDir, until, workload, type LogLine, type Workload } from '../helpers/watch-e2e.js';
@@ -320,3 +320,44 @@ test('watch: a holder whose lock another process took over stops with an error, 
   ]);
   assert.deepEqual(JSON.parse(readFileSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`, 'utf8')), other);
 });
+
+/** The state file and its journal, as they are on disk (the lock aside). */
+function stateFiles(stateFile: string): Record<string, string> {
+  const dir = dirname(stateFile);
+  return Object.fromEntries(readdirSync(dir).filter((f) => !f.includes('.lock')).sort().map((f) => [f, readFileSync(join(dir, f), 'utf8')]));
+}
+
+for (const stopped of [false, true]) {
+  test(`watch: a holder frozen (SIGSTOP) past its lease, then resumed${stopped ? ' with a SIGTERM waiting' : ''}, writes nothing over the state of the process that took over, and stops with an error`, async (t) => {
+    const w = workload(1);
+    const { prefect } = await startServers(t, w.taskRuns);
+    const env = { PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_STATE_LEASE_MS: '1500' };
+    const first = startWatch(env, t);
+    const firstLines = follow(first.child);
+    await until('subscription', () => liveConnections(prefect) === 1);
+    prefect.publish(w.events);
+    await until('every event taken', () => stlogging(firstLines()).length === w.events.length);
+    // The second saves nothing by itself while the test looks: what changes on disk is the first's.
+    const second = startWatch({ ...env, PREFECT_OTEL_STATE_FLUSH_MS: '3600000' }, t);
+    const secondLines = follow(second.child);
+    await until('standby', () => secondLines().some((l) => l.msg?.startsWith('standby:')));
+
+    first.child.kill('SIGSTOP');
+    await until('taken over', () => prefect.connections.length === 2);
+    const taken = stateFiles(env.PREFECT_OTEL_STATE_FILE);
+    // Resumed, its save and its renewal are both overdue (and its shutdown's last save, asked for while it was frozen).
+    if (stopped) first.child.kill('SIGTERM');
+    first.child.kill('SIGCONT');
+    const r = await first.result;
+    assert.deepEqual(
+      { code: r.code, fatal: levels(firstLines(), 50).map((l) => l.msg), files: stateFiles(env.PREFECT_OTEL_STATE_FILE) },
+      {
+        code: 1,
+        fatal: [`another process took over the state file ${env.PREFECT_OTEL_STATE_FILE} (pid ${second.child.pid} on ${hostname()}): this one stopped renewing its lock for longer than the lease; stopping without saving`],
+        files: taken,
+      },
+    );
+    second.child.kill('SIGTERM');
+    assert.equal((await second.result).code, 0);
+  });
+}
