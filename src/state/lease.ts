@@ -8,7 +8,7 @@
  * find the same stale lock take it over one at a time (see `removeStale`): one of them holds it.
  */
 import { readlinkSync } from 'node:fs';
-import { link, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -203,9 +203,24 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
     check,
 
     async renew() {
-      const held = await check();
-      if (held.held) await writeFile(path, text());
-      return held;
+      let handle;
+      try {
+        handle = await open(path, 'r+');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return check();
+        throw err;
+      }
+      try {
+        const holder = parseHolder(await handle.readFile('utf8'));
+        if (holder?.token !== self.token) return { held: false, holder };
+        // The same bytes written over themselves, not a truncated file written again: on a full file
+        // system that would leave the lock empty, and read back as another process's. And they go to
+        // the lock whose token was just read, never to one another process made meanwhile.
+        await handle.write(text(), 0);
+        return { held: true };
+      } finally {
+        await handle.close();
+      }
     },
 
     async release(): Promise<void> {

@@ -46,6 +46,17 @@ async function raceStandbys(file: string, n: number): Promise<{ acquired: boolea
   return outcomes;
 }
 
+/** Keeps a file system full: appends to the file it is given whenever a page is free; says `full` once it first is. */
+const FILLER = `
+const { appendFileSync } = require('node:fs');
+let told = false;
+setInterval(() => {
+  for (let i = 0; i < 64; i++) {
+    try { appendFileSync(process.argv[1], Buffer.alloc(4096)); } catch { if (!told) { told = true; console.log('full'); } }
+  }
+}, 0);
+`;
+
 const stateFile = (): string => join(mkdtempSync(join(tmpdir(), 'prefect-otel-lease-')), 'nested', 'state.json');
 /** A state file whose directory exists, with `lock` written as its lock. */
 function withLock(lock: string): string {
@@ -102,6 +113,10 @@ describe('state file lease', () => {
     const old = holderIn(`${file}.lock`);
     ageLock(`${file}.lock`, 900);
     assert.equal((await b.tryAcquire()).acquired, false);
+    ageLock(`${file}.lock`, 1_100);
+    assert.deepEqual(await a.renew(), { held: true });
+    assert.equal((await b.tryAcquire()).acquired, false, 'a renewal makes the lock fresh again');
+    assert.deepEqual(holderIn(`${file}.lock`), old);
     ageLock(`${file}.lock`, 1_100);
     assert.deepEqual(await b.tryAcquire(), { acquired: true, tookOver: old });
     const now = holderIn(`${file}.lock`);
@@ -170,5 +185,32 @@ describe('state file lease', () => {
     assert.deepEqual(await b.tryAcquire(), { acquired: false, holder: stale, expiresInMs: 1_000 });
     assert.deepEqual(await b.tryAcquire(), { acquired: true, tookOver: stale });
     assert.deepEqual(readdirSync(dirname(file)), ['state.json.lock']);
+  });
+
+  it('renewals on a full file system keep the lock whole and held: a renewal never gives back the space its lock takes', async (t) => {
+    // A small file system of its own, kept full by another process that takes every page freed.
+    const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-lease-full-'));
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir]).status !== 0) {
+      t.skip('mounting a small tmpfs needs root');
+      return;
+    }
+    const filler = spawn(process.execPath, ['-e', FILLER, join(dir, 'filler')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const fillerExit = once(filler, 'exit');
+    t.after(async () => {
+      filler.kill();
+      await fillerExit;
+      spawnSync('umount', [dir]);
+    });
+    const a = createStateLease(join(dir, 'state.json'), 30_000);
+    assert.deepEqual(await a.tryAcquire(), { acquired: true });
+    const mine = readFileSync(join(dir, 'state.json.lock'), 'utf8');
+    filler.stdout.resume();
+    await once(filler.stdout, 'data'); // full
+    const outcomes = new Map<string, number>();
+    for (let i = 0; i < 300; i++) {
+      const r = await a.renew().then((o) => JSON.stringify(o), (err: NodeJS.ErrnoException) => err.code ?? String(err));
+      outcomes.set(r, (outcomes.get(r) ?? 0) + 1);
+    }
+    assert.deepEqual({ outcomes: [...outcomes], lock: readFileSync(join(dir, 'state.json.lock'), 'utf8') }, { outcomes: [['{"held":true}', 300]], lock: mine });
   });
 });
