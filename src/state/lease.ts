@@ -3,7 +3,8 @@
  * with O_EXCL, rewritten every third of the lease, removed at shutdown. A process started on the
  * same state file meanwhile is a standby: it takes over once the lock is removed, once its lease
  * has run out (the holder stopped renewing it: killed, frozen, its host gone; the lock's age is
- * its modification time, which a shared file system stamps with one clock), or at once when the
+ * its modification time, which a shared file system stamps with one clock, and is measured on that
+ * clock before a take-over, not on this host's, which may run ahead of it), or at once when the
  * holder is a process of this host, in this process namespace, that no longer runs. Standbys that
  * find the same stale lock take it over one at a time (see `removeStale`): one of them holds it.
  */
@@ -90,6 +91,8 @@ interface SeenLock {
 export function createStateLease(stateFile: string, leaseMs: number): StateLease {
   const path = `${stateFile}.lock`;
   const guard = `${path}.takeover`;
+  /** The take-over guard another process holds, and since when this one sees it. */
+  let guardSeen: { readonly key: string; readonly sinceMs: number } | undefined;
   const self: LeaseHolder = { pid: process.pid, host: hostname(), pidNamespace: pidNamespace(), token: randomUUID(), since: new Date().toISOString() };
   const text = (): string => `${JSON.stringify(self)}\n`;
 
@@ -134,13 +137,19 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
    * time, the lock that was read: a standby that comes second finds the fresh lock and waits. The
    * lock is renamed aside and compared again there, so that one replaced between that reading and
    * the removal (its holder released it, and a new one was made) is linked back, not removed.
+   *
+   * Unless its holder is `gone`, the lock must also have run out by the file system's clock: the
+   * guard, just made, bears that clock's time. This host's clock ahead of the file server's by more
+   * than the lease would otherwise find every lock stale, and take it from a holder that renews it.
    */
-  async function removeStale(seen: SeenLock): Promise<void> {
+  async function removeStale(seen: SeenLock, gone: boolean): Promise<void> {
     if (!(await takeGuard())) return;
     const aside = `${path}.${self.token}.stale`;
     try {
       const now = await current();
       if (now === undefined || now.content !== seen.content || now.mtimeMs !== seen.mtimeMs) return;
+      const fileSystemNowMs = (await stat(guard).catch(() => undefined))?.mtimeMs ?? -Infinity;
+      if (!gone && fileSystemNowMs - now.mtimeMs <= leaseMs) return;
       try {
         await rename(path, aside);
       } catch (err) {
@@ -161,8 +170,9 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
   }
 
   /**
-   * Take `<lock>.takeover`. False while another standby holds it; one older than the lease was left by
-   * a process that died while taking over, and is removed so that the next look can take it.
+   * Take `<lock>.takeover`. False while another standby holds it (for milliseconds); one seen
+   * unchanged for a lease, by this process's monotonic clock (not compared with the file system's),
+   * was left by a process that died while taking over, and is removed so that the next look can take it.
    */
   async function takeGuard(): Promise<boolean> {
     try {
@@ -172,7 +182,10 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
     const info = await stat(guard).catch(() => undefined);
-    if (info !== undefined && Date.now() - info.mtimeMs > leaseMs) await unlink(guard).catch(() => undefined);
+    if (info === undefined) return false;
+    const key = `${info.ino}:${info.mtimeMs}`;
+    if (guardSeen?.key !== key) guardSeen = { key, sinceMs: performance.now() };
+    else if (performance.now() - guardSeen.sinceMs > leaseMs) await unlink(guard).catch(() => undefined);
     return false;
   }
 
@@ -191,9 +204,9 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
       if (await create()) return { acquired: true };
       const lock = await current();
       if (lock === undefined) return (await create()) ? { acquired: true } : { acquired: false, holder: undefined, expiresInMs: leaseMs };
-      const stale = lock.ageMs > leaseMs || (lock.holder !== undefined && holderGone(lock.holder, self));
-      if (!stale) return { acquired: false, holder: lock.holder, expiresInMs: Math.max(0, leaseMs - lock.ageMs) };
-      await removeStale(lock);
+      const gone = lock.holder !== undefined && holderGone(lock.holder, self);
+      if (!gone && lock.ageMs <= leaseMs) return { acquired: false, holder: lock.holder, expiresInMs: Math.max(0, leaseMs - lock.ageMs) };
+      await removeStale(lock, gone);
       // Another standby may have been quicker: then it holds the new lock, and this one waits.
       if (await create()) return { acquired: true, tookOver: lock.holder };
       const now = await current();

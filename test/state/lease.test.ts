@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
-import { createStateLease, type LeaseHolder } from '../../src/state/lease.js';
+import { createStateLease, type AcquireResult, type LeaseHolder } from '../../src/state/lease.js';
 
 /** A standby in a process of its own: it tries to take the lock on `go`, renews it on `renew`, and says what happened in one JSON line each. */
 const STANDBY = `
@@ -45,6 +45,13 @@ async function raceStandbys(file: string, n: number): Promise<{ acquired: boolea
   await Promise.all(exits);
   return outcomes;
 }
+
+/** A standby's one look at the lock: what it got, its time to wait left out. */
+const AHEAD = `
+const { createStateLease } = await import(process.argv[1]);
+const { expiresInMs: _, ...got } = await createStateLease(process.argv[2], 30000).tryAcquire();
+console.log(JSON.stringify(got));
+`;
 
 /** Keeps a file system full: appends to the file it is given whenever a page is free; says `full` once it first is. */
 const FILLER = `
@@ -173,17 +180,39 @@ describe('state file lease', () => {
     }
   });
 
-  it('a take-over in progress (its guard) makes another standby wait; a guard left by a process that died taking over is cleared once older than the lease', async () => {
+  it('a take-over in progress (its guard) makes another standby wait; a guard left by a process that died taking over is cleared once seen unchanged for a lease', async () => {
     const stale: LeaseHolder = { pid: 1, host: 'another-host', pidNamespace: null, token: 'stopped-renewing', since: new Date().toISOString() };
     const file = withLock(JSON.stringify(stale));
     ageLock(`${file}.lock`, 5_000);
     writeFileSync(`${file}.lock.takeover`, '');
-    const b = createStateLease(file, 1_000);
-    assert.deepEqual(await b.tryAcquire(), { acquired: false, holder: stale, expiresInMs: 1_000 });
-    assert.deepEqual(readdirSync(dirname(file)).sort(), ['state.json.lock', 'state.json.lock.takeover']);
-    ageLock(`${file}.lock.takeover`, 1_500);
-    assert.deepEqual(await b.tryAcquire(), { acquired: false, holder: stale, expiresInMs: 1_000 });
-    assert.deepEqual(await b.tryAcquire(), { acquired: true, tookOver: stale });
+    ageLock(`${file}.lock.takeover`, 5_000); // its age on the file system's clock says nothing: it is watched
+    const b = createStateLease(file, 300);
+    const looks: AcquireResult[] = [];
+    while (looks.at(-1)?.acquired !== true) {
+      looks.push(await b.tryAcquire());
+      assert.ok(looks.length < 1_000, 'taken over in the end');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.deepEqual(looks[0], { acquired: false, holder: stale, expiresInMs: 300 });
+    assert.deepEqual(looks.at(-1), { acquired: true, tookOver: stale });
+    assert.deepEqual(readdirSync(dirname(file)), ['state.json.lock']);
+  });
+
+  it('a standby whose clock runs ahead of the file system clock by more than the lease leaves a renewed lock alone, and takes one that ran out', { skip: spawnSync('faketime', ['-f', '+0', 'true']).status !== 0 && 'needs faketime' }, async () => {
+    const file = stateFile();
+    const a = createStateLease(file, 30_000);
+    await a.tryAcquire();
+    const mine = holderIn(`${file}.lock`);
+    const lease = new URL('../../src/state/lease.js', import.meta.url).href;
+    const ahead = (): unknown => {
+      const r = spawnSync('faketime', ['-f', '+60s', process.execPath, '--input-type=module', '-e', AHEAD, lease, file], { encoding: 'utf8' });
+      return JSON.parse(r.stdout) as unknown;
+    };
+    assert.deepEqual(ahead(), { acquired: false, holder: mine });
+    assert.deepEqual(await a.renew(), { held: true });
+    ageLock(`${file}.lock`, 31_000);
+    assert.deepEqual(ahead(), { acquired: true, tookOver: mine });
+    assert.deepEqual(await a.renew(), { held: false, holder: holderIn(`${file}.lock`) });
     assert.deepEqual(readdirSync(dirname(file)), ['state.json.lock']);
   });
 
