@@ -77,9 +77,15 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private readonly store;
   private readonly state: StateWriter;
   private readonly lease: StateLease;
-  /** `standby` until the state file's lock is this process's; `lost` once another process took it. */
-  private leaseState: 'standby' | 'held' | 'unlocked' | 'lost' = 'standby';
+  /** `standby` until the state file's lock is this process's; `lost` once another process took it; `released` at the end of shutdown. */
+  private leaseState: 'standby' | 'held' | 'unlocked' | 'lost' | 'released' = 'standby';
   private wakeStandby: (() => void) | undefined;
+  /**
+   * The lock's renewal, and the one in flight. It goes on through shutdown, which can take longer
+   * than the lease (exports cut short after SHUTDOWN_TIMEOUT_MS), until the last save is written.
+   */
+  private renewTimer: NodeJS.Timeout | undefined;
+  private renewing: Promise<void> | undefined;
   private readonly startedMs = Date.now();
   /** Periodic saves that failed in a row, and when the last of them was logged. */
   private saveFailures = 0;
@@ -199,7 +205,10 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
         this.leaseState = 'held';
         if (outcome.tookOver !== undefined) log.warn({ holder: shownHolder(outcome.tookOver), path: this.lease.path }, 'took over the state file from a process that stopped renewing its lock');
         else if (waitingFor !== undefined) log.info({ path: this.lease.path }, 'the state file is free: taking over');
-        this.every(Math.max(100, Math.floor(this.lease.leaseMs / 3)), () => void this.renewLease());
+        this.renewTimer = setInterval(() => {
+          this.renewing = this.renewLease();
+        }, Math.max(100, Math.floor(this.lease.leaseMs / 3)));
+        this.renewTimer.unref();
         return true;
       }
       const holder = outcome.holder === undefined ? undefined : shownHolder(outcome.holder);
@@ -228,7 +237,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
 
   /** Renew the lock; a process that lost it (frozen past its lease, say) stops without saving over the new holder's state. */
   private async renewLease(): Promise<void> {
-    if (this.leaseState !== 'held' || this.stopping) return;
+    if (this.leaseState !== 'held') return;
     let outcome;
     try {
       outcome = await this.lease.renew();
@@ -236,8 +245,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       this.logger.warn({ component: 'watch', error: errorText(err), path: this.lease.path }, 'could not renew the state file lock');
       return;
     }
-    if (outcome.held || this.stopping) return;
-    this.loseLease(outcome.holder);
+    if (!outcome.held) this.loseLease(outcome.holder);
   }
 
   /**
@@ -260,7 +268,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
 
   /** Another process holds the lock now: stop, saving nothing more over its state (exit 1). */
   private loseLease(holder: LeaseHolder | undefined): void {
-    if (this.leaseState === 'lost') return;
+    if (this.leaseState !== 'held') return;
     this.leaseState = 'lost';
     const shown = holder === undefined ? undefined : shownHolder(holder);
     const err = new Error(`another process took over the state file ${this.config.stateFile} (${shown === undefined ? 'holder unknown' : `pid ${shown.pid} on ${shown.host}`}): this one stopped renewing its lock for longer than the lease; stopping without saving`);
@@ -355,7 +363,12 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
           log.error({ error: errorText(err), path: this.store.path }, 'could not write the state file');
         }
       }
-      if (this.leaseState === 'held') await this.lease.release();
+      clearInterval(this.renewTimer);
+      await this.renewing;
+      if (this.leaseState === 'held') {
+        this.leaseState = 'released';
+        await this.lease.release();
+      }
       await this.pipeline.shutdown(0);
       // Log records are not kept in the state file (their lines are in this process's own output):
       // what the collector did not take is lost, and said so with a count.

@@ -93,6 +93,7 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
   const guard = `${path}.takeover`;
   /** The take-over guard another process holds, and since when this one sees it. */
   let guardSeen: { readonly key: string; readonly sinceMs: number } | undefined;
+  let released = false;
   const self: LeaseHolder = { pid: process.pid, host: hostname(), pidNamespace: pidNamespace(), token: randomUUID(), since: new Date().toISOString() };
   const text = (): string => `${JSON.stringify(self)}\n`;
 
@@ -115,6 +116,7 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
     } finally {
       await handle.close();
     }
+    released = false;
     return true;
   }
 
@@ -191,7 +193,9 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
 
   async function check(): Promise<LeaseCheck> {
     const lock = await current();
-    // A lock removed by hand is made again, unless another process was quicker.
+    // A lock removed by hand is made again, unless another process was quicker; not one this process
+    // released (a look still under way then must not leave a lock behind it).
+    if (lock === undefined && released) return { held: false, holder: undefined };
     if (lock === undefined) return (await create()) ? { held: true } : { held: false, holder: (await current())?.holder };
     return lock.holder?.token === self.token ? { held: true } : { held: false, holder: lock.holder };
   }
@@ -237,6 +241,7 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
     },
 
     async release(): Promise<void> {
+      released = true;
       const lock = await current().catch(() => undefined);
       if (lock?.holder?.token === self.token) await unlink(path).catch(() => undefined);
     },

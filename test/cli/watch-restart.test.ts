@@ -361,3 +361,32 @@ for (const stopped of [false, true]) {
     assert.equal((await second.result).code, 0);
   });
 }
+
+test('watch: a holder that takes longer to stop than its lease (the collector down) keeps its lock until it has saved: the standby takes over after it, from its state, and sends the spans it kept', async (t) => {
+  const w = workload(1);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const env = { PREFECT_API_URL: prefect.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_STATE_LEASE_MS: '600' };
+  const first = startWatch({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await closedPort()}`, PREFECT_OTEL_STATS_INTERVAL_MS: '50' }, t);
+  const firstLines = follow(first.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  const finished = () => firstLines().filter((l) => l.msg === 'stats').map((l) => (l.spans as { finished: number }).finished);
+  await until('every span built', () => finished().includes(w.runs.size));
+  const second = startWatch({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, t);
+  const secondLines = follow(second.child);
+  await until('standby', () => secondLines().some((l) => l.msg?.startsWith('standby:')));
+
+  first.child.kill('SIGTERM');
+  const r = await first.result;
+  const said = firstLines().filter((l) => (l.level ?? 0) >= 40 && !String(l.msg).startsWith('export of'));
+  assert.deepEqual(
+    { code: r.code, said: said.map((l) => [l.msg, l.spans ?? l.count]) },
+    { code: 0, said: [['spans the collector has not taken yet are kept in the state file; the next start sends them', w.runs.size]] },
+  );
+  await receiver.waitForSpans(w.runs.size);
+  second.child.kill('SIGTERM');
+  assert.equal((await second.result).code, 0);
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+  const tookOver = secondLines().map((l) => l.msg).filter((m) => m === 'the state file is free: taking over' || m === 'took over the state file from a process that stopped renewing its lock');
+  assert.deepEqual(tookOver, ['the state file is free: taking over']);
+});
