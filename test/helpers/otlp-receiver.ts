@@ -4,7 +4,8 @@
  * tests can deepEqual whole spans. It can answer any status (503 storms, 429 with Retry-After),
  * answer slowly, or just count (benchmarks).
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { countNested, decodeRequest, forEachSpanId } from './otlp-proto.js';
@@ -97,10 +98,12 @@ export interface OtlpReceiverOptions {
   delayMs?: number | ((n: number) => number);
   /** Count spans/logs (without decoding them), requests and bytes, but keep nothing. */
   discard?: boolean;
+  /** Serve HTTPS with this key and certificate (PEM); with `ca`, only clients with a certificate it signed are accepted. */
+  tls?: { key: string; cert: string; ca?: string };
 }
 
 export interface OtlpReceiver {
-  /** What OTEL_EXPORTER_OTLP_ENDPOINT is set to: `http://127.0.0.1:PORT`. */
+  /** What OTEL_EXPORTER_OTLP_ENDPOINT is set to: `http://127.0.0.1:PORT` (`https://` with `tls`). */
   url: string;
   readonly requests: ReceivedRequest[];
   spans(): ReceivedSpan[];
@@ -329,7 +332,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
 
   let n = 0;
   let held: (() => void)[] | undefined;
-  const server = createServer((req, res) => {
+  const listener: RequestListener = (req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -351,7 +354,11 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
       if (held !== undefined) held.push(go);
       else go();
     });
-  });
+  };
+  const tls = options.tls;
+  const server = tls === undefined
+    ? createServer(listener)
+    : createTlsServer({ key: tls.key, cert: tls.cert, ...(tls.ca === undefined ? {} : { ca: tls.ca, requestCert: true, rejectUnauthorized: true }) }, listener);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
 
@@ -375,7 +382,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
     });
 
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`,
     requests,
     spans: () => [...spans],
     logs: () => [...logs],
