@@ -126,7 +126,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   }
   const logger = createLogger({ level: config.log.level, format: config.log.format });
   routeDiagToLogger(logger);
-  for (const w of config.warnings) logger.warn({ component: 'config' }, w);
+  // `watch` logs them as it starts, as it does inside a host application.
+  if (args.command !== 'watch') for (const w of config.warnings) logger.warn({ component: 'config' }, w);
   try {
     switch (args.command) {
       case 'replay': {

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.js';
 import type { TrackerOptions } from './model/tracker.js';
 import { safeUrl } from './log/redact.js';
@@ -25,12 +26,22 @@ export interface OtlpSignalConfig {
   readonly timeoutMs: number;
 }
 
+/** How the Prefect server's certificate is checked (websocket and REST alike), as Prefect's own client does. */
+export interface PrefectTls {
+  /** The PEM text of PREFECT_API_SSL_CERT_FILE: these authorities instead of Node's own; undefined: Node's. */
+  readonly ca: string | undefined;
+  readonly caFile: string | undefined;
+  /** False with PREFECT_API_TLS_INSECURE_SKIP_VERIFY. */
+  readonly rejectUnauthorized: boolean;
+}
+
 export interface Config {
   readonly prefect: {
     readonly apiUrl: string;
     readonly apiKey: string | undefined;
     readonly authString: string | undefined;
     readonly uiUrl: string | undefined;
+    readonly tls: PrefectTls;
   };
   readonly traces: OtlpSignalConfig & { readonly exporter: TracesExporterKind };
   readonly logs: OtlpSignalConfig & { readonly exporter: LogsExporterKind };
@@ -86,6 +97,8 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
   const values = {} as Record<SettingKey, unknown>;
   /** Where each setting's value came from: an option (a flag) outranks a variable, which outranks the default. */
   const rank = new Map<SettingKey, number>();
+  /** The variable, flag or option each setting was read from. */
+  const sources = new Map<SettingKey, string>();
   for (const [key, def] of Object.entries(SETTINGS) as [SettingKey, (typeof SETTINGS)[SettingKey]][]) {
     const fromOption = (options as Record<string, unknown>)[key];
     let source: string | undefined;
@@ -110,6 +123,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     const parsed = def.parse(raw);
     if (parsed.ok) {
       values[key] = parsed.value;
+      if (source !== undefined) sources.set(key, source);
       rank.set(key, fromOption !== undefined ? FROM_OPTION : FROM_ENV);
     } else if (fromOption === undefined && def.env[0]?.startsWith('OTEL_')) {
       // An OTEL_* variable is shared with every OpenTelemetry component of the environment: a value
@@ -122,8 +136,10 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       problems.push(`${source}: ${parsed.problem}`);
     }
   }
-  if (problems.length > 0) throw new ConfigError(problems);
   const v = values as SettingValues;
+  const ca = readCertificates(v.apiSslCertFile, sources.get('apiSslCertFile'), problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+  if (v.apiTlsInsecureSkipVerify) warnings.push("PREFECT_API_TLS_INSECURE_SKIP_VERIFY is on: the Prefect server's certificate is not checked");
   if (v.apiKey !== undefined && v.authString !== undefined) {
     warnings.push('both PREFECT_API_KEY and PREFECT_API_AUTH_STRING are set; using PREFECT_API_KEY');
   }
@@ -153,6 +169,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       authString: v.apiKey === undefined ? v.authString : undefined,
       // Only used to build links (span attributes, log lines): never with `user:password@` in them.
       uiUrl: v.uiUrl === undefined ? undefined : safeUrl(v.uiUrl).replace(/\/+$/, ''),
+      tls: { ca, caFile: v.apiSslCertFile, rejectUnauthorized: !v.apiTlsInsecureSkipVerify },
     },
     traces: {
       ...signal('v1/traces', { url: 'otlpTracesEndpoint', headers: 'otlpTracesHeaders', protocol: 'otlpTracesProtocol', compression: 'otlpTracesCompression', timeoutMs: 'otlpTracesTimeoutMs' }),
@@ -195,6 +212,20 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
   return deepFreeze(config);
 }
 
+/** The PEM text of a certificate file; a problem when it cannot be read or holds no certificate. */
+function readCertificates(file: string | undefined, source: string | undefined, problems: string[]): string | undefined {
+  if (file === undefined) return undefined;
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch (err) {
+    problems.push(`${source ?? 'PREFECT_API_SSL_CERT_FILE'}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    return undefined;
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) problems.push(`${source ?? 'PREFECT_API_SSL_CERT_FILE'}: ${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  return pem;
+}
+
 /**
  * `service.name` as the OpenTelemetry spec has it: OTEL_SERVICE_NAME (or the option) wins over a
  * `service.name` in OTEL_RESOURCE_ATTRIBUTES, which wins over the default (an operator that injects
@@ -210,6 +241,8 @@ export function describeConfig(config: Config): Record<string, unknown> {
   const url = (u: string | undefined): string | undefined => (u === undefined ? undefined : safeUrl(u));
   return {
     apiUrl: url(config.prefect.apiUrl),
+    ...(config.prefect.tls.caFile === undefined ? {} : { apiSslCertFile: config.prefect.tls.caFile }),
+    ...(config.prefect.tls.rejectUnauthorized ? {} : { apiTlsInsecureSkipVerify: true }),
     auth: config.prefect.apiKey !== undefined ? 'api-key' : config.prefect.authString !== undefined ? 'auth-string' : 'none',
     uiUrl: url(config.prefect.uiUrl),
     tracesExporter: config.traces.exporter,

@@ -56,6 +56,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     apiKey: config.prefect.apiKey,
     authString: config.prefect.authString,
     timeoutMs: 5_000,
+    tls: config.prefect.tls,
   });
   let restUnreachable = false;
   const lookupOptions: OwnerLookupOptions = {

@@ -57,6 +57,15 @@ function integer(min: number, max: number, unit = ''): (raw: unknown) => Parsed<
   };
 }
 
+/** As Prefect reads its boolean settings: true/false, 1/0, yes/no, on/off, in any case. */
+function boolean(raw: unknown): Parsed<boolean> {
+  if (typeof raw === 'boolean') return ok(raw);
+  const t = typeof raw === 'string' ? raw.trim().toLowerCase() : '';
+  if (['true', '1', 'yes', 'on'].includes(t)) return ok(true);
+  if (['false', '0', 'no', 'off'].includes(t)) return ok(false);
+  return bad(`expected true or false, got ${JSON.stringify(typeof raw === 'string' ? raw.slice(0, 40) : raw)}`);
+}
+
 function oneOf<const T extends string>(values: readonly T[]): (raw: unknown) => Parsed<T> {
   return (raw) => {
     const t = typeof raw === 'string' ? raw.trim().toLowerCase() : raw;
@@ -130,6 +139,14 @@ export const SETTINGS = {
   authString: {
     env: ['PREFECT_API_AUTH_STRING'], flag: '--auth-string', default: undefined, parse: optional(text), secret: true,
     doc: 'self-hosted `user:pass` (websocket auth token; `Authorization: Basic` on REST)',
+  },
+  apiSslCertFile: {
+    env: ['PREFECT_API_SSL_CERT_FILE', 'SSL_CERT_FILE'], flag: '--api-ssl-cert-file', default: undefined, parse: optional(text),
+    doc: 'PEM file of the certificate authorities that the Prefect server\'s certificate is checked against, instead of the usual ones (Prefect\'s setting; `SSL_CERT_FILE` as in Prefect)',
+  },
+  apiTlsInsecureSkipVerify: {
+    env: ['PREFECT_API_TLS_INSECURE_SKIP_VERIFY'], flag: '--api-tls-insecure-skip-verify', default: false, parse: boolean,
+    doc: '`true`: the Prefect server\'s certificate is not checked at all (Prefect\'s setting; for development only)',
   },
   uiUrl: {
     env: ['PREFECT_UI_URL'], flag: '--ui-url', default: undefined, parse: optional(httpUrl),

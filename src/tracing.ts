@@ -104,6 +104,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       apiKey: this.config.prefect.apiKey,
       authString: this.config.prefect.authString,
       timeoutMs: 10_000,
+      tls: this.config.prefect.tls,
     }));
     this.pipeline = createPipeline({
       config: this.config,
@@ -156,6 +157,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       apiKey: this.config.prefect.apiKey,
       authString: this.config.prefect.authString,
       logger: this.logger.child({ component: 'source' }),
+      tls: this.config.prefect.tls,
       resumeFromUs: () => this.pipeline.cursorUs,
       coveredUntilMs: restored?.coveredUntilMs,
       resumeMarginMs: this.config.live.resumeMarginMs,

@@ -11,7 +11,7 @@ import { VERSION } from '../src/version.js';
 const ROOT = new URL('../../', import.meta.url);
 
 function renderTable(): string {
-  const fmt = (v: string | number | Record<string, string> | undefined): string =>
+  const fmt = (v: string | number | boolean | Record<string, string> | undefined): string =>
     v === undefined ? '—' : typeof v === 'object' ? (Object.keys(v).length > 0 ? JSON.stringify(v) : '—') : `\`${v}\``;
   const rows = Object.entries(SETTINGS).map(([key, d]) => `| \`${d.env.join('` / `')}\` | \`${d.flag}\` | \`${key}\` | ${fmt(d.default)} | ${d.doc} |`);
   return ['| env | flag | option | default | meaning |', '|---|---|---|---|---|', ...rows].join('\n');

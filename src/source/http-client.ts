@@ -57,11 +57,21 @@ export interface HttpClient {
   send(method: 'GET' | 'POST', url: string, headers: Readonly<Record<string, string>>, body?: string, signal?: AbortSignal): Promise<HttpAnswer>;
 }
 
-export function createHttpClient(options: { readonly timeoutMs: number; readonly idleSocketMs?: number; readonly maxBodyBytes?: number }): HttpClient {
+/** How an https server's certificate is checked: `ca` instead of Node's authorities; `rejectUnauthorized` false checks nothing. */
+export interface TlsOptions {
+  readonly ca?: string | undefined;
+  readonly rejectUnauthorized?: boolean | undefined;
+}
+
+export function createHttpClient(options: { readonly timeoutMs: number; readonly idleSocketMs?: number; readonly maxBodyBytes?: number; readonly tls?: TlsOptions | undefined }): HttpClient {
   // Idle keep-alive sockets are unref'd by the agent, so they never hold the process open, and
   // closed after `idleSocketMs` (the agent's socket timeout only ends free sockets).
   const keep = { keepAlive: true, timeout: options.idleSocketMs ?? IDLE_SOCKET_MS };
-  const agents = { http: new HttpAgent(keep), https: new HttpsAgent(keep) };
+  const tls = options.tls;
+  const agents = {
+    http: new HttpAgent(keep),
+    https: new HttpsAgent({ ...keep, ...(tls?.ca === undefined ? {} : { ca: tls.ca }), ...(tls?.rejectUnauthorized === false ? { rejectUnauthorized: false } : {}) }),
+  };
 
   return {
     async send(method, url, headers, body, signal) {

@@ -3,7 +3,7 @@
  * event history (to fill a gap longer than the websocket's 15-minute backfill).
  */
 import { AuthError, ProtocolError, errorText } from '../errors.js';
-import { createHttpClient, HttpTransportError } from './http-client.js';
+import { createHttpClient, HttpTransportError, type TlsOptions } from './http-client.js';
 import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
 export type RestResult<T> = { ok: true; value: T } | { ok: false; status?: number; message: string };
@@ -57,6 +57,8 @@ export interface RestClientOptions extends PrefectAuth {
   /** Per request (default 10 s). */
   readonly timeoutMs?: number;
   readonly userAgent?: string;
+  /** How the server's certificate is checked (PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY). */
+  readonly tls?: TlsOptions | undefined;
 }
 
 /** A history request that failed for a reason other than auth (network, timeout, HTTP 5xx, …). */
@@ -83,7 +85,7 @@ type Response_ = { status: number; body: unknown } | { status: undefined; error:
 export function createPrefectRestClient(options: RestClientOptions): PrefectRestClient {
   const base = apiBase(options.apiUrl);
   const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString };
-  const http = createHttpClient({ timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS });
+  const http = createHttpClient({ timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, tls: options.tls });
   const headers: Record<string, string> = {
     Accept: 'application/json',
     'User-Agent': options.userAgent ?? USER_AGENT,

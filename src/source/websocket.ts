@@ -31,6 +31,7 @@ import {
   wsAuthToken,
   type PrefectAuth,
 } from './prefect-api.js';
+import type { TlsOptions } from './http-client.js';
 import { createPrefectRestClient, RestRequestError, type PrefectRestClient } from './rest.js';
 
 export type EventOrigin = 'live' | 'history';
@@ -52,6 +53,8 @@ export interface EventSubscriberOptions {
    */
   readonly onEvent: (event: string | object, origin: EventOrigin) => void;
   readonly onStatus?: ((status: SubscriberStatus, detail?: string) => void) | undefined;
+  /** How the server's certificate is checked (PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY), on the socket and the gap fills. */
+  readonly tls?: TlsOptions | undefined;
   /** For gap fills; created from apiUrl and the credentials when absent. */
   readonly rest?: PrefectRestClient | undefined;
   /**
@@ -173,7 +176,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const keepAlive = options.keepAlive ?? true;
   const rest =
     options.rest ??
-    createPrefectRestClient({ apiUrl: options.apiUrl, apiKey: options.apiKey, authString: options.authString, timeoutMs: handshakeTimeoutMs });
+    createPrefectRestClient({ apiUrl: options.apiUrl, apiKey: options.apiKey, authString: options.authString, timeoutMs: handshakeTimeoutMs, tls: options.tls });
   const redact = (text: string): string => redactSecrets(text, auth);
 
   const stats = { connects: 0, reconnects: 0, frames: 0, historyEvents: 0, connected: false, lastError: undefined as string | undefined };
@@ -341,6 +344,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         // A frame with broken UTF-8 is one bad event for the pipeline to skip, not a reason to reconnect.
         skipUTF8Validation: true,
         headers: { 'User-Agent': USER_AGENT, ...restAuthHeaders(auth) },
+        ...(options.tls?.ca === undefined ? {} : { ca: options.tls.ca }),
+        ...(options.tls?.rejectUnauthorized === false ? { rejectUnauthorized: false } : {}),
       });
       current = ws;
       let phase: 'upgrade' | 'auth' | 'live' = 'upgrade';

@@ -12,7 +12,8 @@
  *   `GET /task_runs/{id}`, `GET /flow_runs/{id}`, `POST /task_runs/filter`, `POST /flow_runs/filter`, `PATCH /flow_runs/{id}/labels`; REST auth is Basic (auth string) or Bearer (API key).
  * - `switches` for misbehaviour (duplicates, reordering, a stuck stream, malformed frames, closes).
  */
-import { createServer, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type RequestListener } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { matches, microsToIso, parseFilter, toMicros, type ParsedFilter } from './event-filter.js';
@@ -57,6 +58,8 @@ export interface FakePrefectOptions {
   autoPong?: boolean;
   /** Only to re-listen on a port an earlier fake got from port 0 (server restart tests). */
   port?: number;
+  /** Serve HTTPS and WSS with this key and certificate (PEM): a server behind TLS. */
+  tls?: { key: string; cert: string };
 }
 
 export interface ConnectionRecord {
@@ -362,7 +365,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   }
 
   const routes = createRestRoutes({ basePath, nextPageBase: options.nextPageBase, now, events: () => stored, ingest: (evs) => publish(evs), taskRuns, flowRuns, defaultLimit: options.defaultLimit ?? 200 });
-  const server = createServer((req, res) => {
+  const handler: RequestListener = (req, res) => {
     void (async () => {
       const { body, invalid } = await readJsonBody(req);
       restRequests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, ...(body === undefined ? {} : { body }) });
@@ -375,7 +378,8 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
       if (invalid) return reply(422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }], request_body: body });
       routes(req, url.pathname.slice(basePath.length), url.searchParams, body, reply);
     })();
-  });
+  };
+  const server = options.tls === undefined ? createServer(handler) : createTlsServer({ key: options.tls.key, cert: options.tls.cert }, handler);
 
   server.on('upgrade', (req: IncomingMessage, socket, head) => {
     upgrades.push({ path: req.url ?? '', headers: req.headers });
@@ -396,7 +400,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   const port = (server.address() as AddressInfo).port;
 
   return {
-    url: `http://127.0.0.1:${port}${basePath}`,
+    url: `${options.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}${basePath}`,
     port,
     publish,
     store: (events) => asList(events).forEach(receive),
