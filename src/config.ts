@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.js';
 import type { TrackerOptions } from './model/tracker.js';
 import { safeUrl } from './log/redact.js';
+import { PROTECTED_HEADERS } from './source/prefect-api.js';
 import { SETTINGS, type SettingKey, type SettingValues } from './settings.js';
 
 export { SETTINGS } from './settings.js';
@@ -41,6 +42,8 @@ export interface Config {
     readonly apiKey: string | undefined;
     readonly authString: string | undefined;
     readonly uiUrl: string | undefined;
+    /** PREFECT_CLIENT_CUSTOM_HEADERS, less the headers prefect-otel sets itself. */
+    readonly customHeaders: Readonly<Record<string, string>>;
     readonly tls: PrefectTls;
   };
   readonly traces: OtlpSignalConfig & { readonly exporter: TracesExporterKind };
@@ -169,6 +172,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       authString: v.apiKey === undefined ? v.authString : undefined,
       // Only used to build links (span attributes, log lines): never with `user:password@` in them.
       uiUrl: v.uiUrl === undefined ? undefined : safeUrl(v.uiUrl).replace(/\/+$/, ''),
+      customHeaders: customHeaders(v.clientCustomHeaders, sources.get('clientCustomHeaders'), warnings),
       tls: { ca, caFile: v.apiSslCertFile, rejectUnauthorized: !v.apiTlsInsecureSkipVerify },
     },
     traces: {
@@ -212,6 +216,16 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
   return deepFreeze(config);
 }
 
+/** The custom headers less the protected ones, each of which is said (as Prefect's client warns of them). */
+function customHeaders(headers: Readonly<Record<string, string>>, source: string | undefined, warnings: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (PROTECTED_HEADERS.has(name.toLowerCase())) warnings.push(`${source ?? 'PREFECT_CLIENT_CUSTOM_HEADERS'}: header ${name} is ignored: prefect-otel sets it itself`);
+    else out[name] = value;
+  }
+  return out;
+}
+
 /** The PEM text of a certificate file; a problem when it cannot be read or holds no certificate. */
 function readCertificates(file: string | undefined, source: string | undefined, problems: string[]): string | undefined {
   if (file === undefined) return undefined;
@@ -241,6 +255,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
   const url = (u: string | undefined): string | undefined => (u === undefined ? undefined : safeUrl(u));
   return {
     apiUrl: url(config.prefect.apiUrl),
+    ...(Object.keys(config.prefect.customHeaders).length === 0 ? {} : { clientCustomHeaders: Object.keys(config.prefect.customHeaders).map((k) => `${k}=[redacted]`) }),
     ...(config.prefect.tls.caFile === undefined ? {} : { apiSslCertFile: config.prefect.tls.caFile }),
     ...(config.prefect.tls.rejectUnauthorized ? {} : { apiTlsInsecureSkipVerify: true }),
     auth: config.prefect.apiKey !== undefined ? 'api-key' : config.prefect.authString !== undefined ? 'auth-string' : 'none',

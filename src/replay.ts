@@ -55,6 +55,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     apiUrl: config.prefect.apiUrl,
     apiKey: config.prefect.apiKey,
     authString: config.prefect.authString,
+    customHeaders: config.prefect.customHeaders,
     timeoutMs: 5_000,
     tls: config.prefect.tls,
   });

@@ -115,6 +115,30 @@ function httpHeaders(raw: unknown): Parsed<Record<string, string>> {
 }
 
 /**
+ * `PREFECT_CLIENT_CUSTOM_HEADERS` as Prefect reads it: a JSON object of header names to string
+ * values (an object as an option), each a header HTTP can carry. Values are never shown.
+ */
+function jsonHeaders(raw: unknown): Parsed<Record<string, string>> {
+  let value: unknown = raw;
+  if (typeof raw === 'string') {
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      return bad('expected a JSON object of header names and values, e.g. {"CF-Access-Client-Id": "…"}');
+    }
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return bad('expected a JSON object of header names and values');
+  const out: Record<string, string> = {};
+  for (const [name, v] of Object.entries(value)) {
+    if (typeof v !== 'string') return bad(`the value of header ${JSON.stringify(name.slice(0, 60))} must be a string`);
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return bad(`${JSON.stringify(name.slice(0, 60))} is not a valid HTTP header name`);
+    if (/[^\t\x20-\x7e\x80-\xff]/.test(v)) return bad(`the value of header ${name} has characters an HTTP header cannot carry (a line break, say)`);
+    out[name] = v;
+  }
+  return ok(out);
+}
+
+/**
  * The OTLP transports prefect-otel speaks. The OpenTelemetry spec also names `grpc` for every
  * signal; that value warns and falls back like any other unsupported one.
  */
@@ -139,6 +163,10 @@ export const SETTINGS = {
   authString: {
     env: ['PREFECT_API_AUTH_STRING'], flag: '--auth-string', default: undefined, parse: optional(text), secret: true,
     doc: 'self-hosted `user:pass` (websocket auth token; `Authorization: Basic` on REST)',
+  },
+  clientCustomHeaders: {
+    env: ['PREFECT_CLIENT_CUSTOM_HEADERS'], flag: '--client-custom-headers', default: {}, parse: jsonHeaders, secret: true,
+    doc: 'JSON object of headers sent with every request to Prefect and the websocket upgrade, e.g. an access proxy\'s credentials (Prefect\'s setting)',
   },
   apiSslCertFile: {
     env: ['PREFECT_API_SSL_CERT_FILE', 'SSL_CERT_FILE'], flag: '--api-ssl-cert-file', default: undefined, parse: optional(text),

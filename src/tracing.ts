@@ -103,6 +103,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       apiUrl: this.config.prefect.apiUrl,
       apiKey: this.config.prefect.apiKey,
       authString: this.config.prefect.authString,
+      customHeaders: this.config.prefect.customHeaders,
       timeoutMs: 10_000,
       tls: this.config.prefect.tls,
     }));
@@ -158,6 +159,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       authString: this.config.prefect.authString,
       logger: this.logger.child({ component: 'source' }),
       tls: this.config.prefect.tls,
+      customHeaders: this.config.prefect.customHeaders,
       resumeFromUs: () => this.pipeline.cursorUs,
       coveredUntilMs: restored?.coveredUntilMs,
       resumeMarginMs: this.config.live.resumeMarginMs,

@@ -12,7 +12,22 @@ export interface PrefectAuth {
   readonly apiKey?: string | undefined;
   /** Self-hosted `PREFECT_API_AUTH_STRING`, e.g. `admin:pass`. */
   readonly authString?: string | undefined;
+  /**
+   * `PREFECT_CLIENT_CUSTOM_HEADERS`: sent with every request and the websocket upgrade (an access
+   * proxy's credentials, say); secrets like the others. An Authorization from the credentials above wins.
+   */
+  readonly customHeaders?: Readonly<Record<string, string>> | undefined;
 }
+
+/**
+ * Headers prefect-otel sets itself, which PREFECT_CLIENT_CUSTOM_HEADERS cannot replace: Prefect's
+ * own client protects these on the websocket and the REST API alike (lower case).
+ */
+export const PROTECTED_HEADERS: ReadonlySet<string> = new Set([
+  'user-agent', 'host', 'connection', 'upgrade', 'content-length', 'content-type', 'transfer-encoding',
+  'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol',
+  'prefect-csrf-token', 'prefect-csrf-client',
+]);
 
 /** The setting a user has to fix when the server refuses us. */
 export type AuthSetting = 'PREFECT_API_KEY' | 'PREFECT_API_AUTH_STRING';
@@ -43,11 +58,18 @@ export function isCloudUrl(apiUrl: string): boolean {
   }
 }
 
-/** HTTP headers for REST calls: `Bearer <key>` for an API key, `Basic base64(auth string)` for an auth string. */
+/**
+ * HTTP headers for REST calls and the websocket upgrade: the custom headers, then `Bearer <key>` for
+ * an API key or `Basic base64(auth string)` for an auth string.
+ */
 export function restAuthHeaders(auth: PrefectAuth): Record<string, string> {
-  if (nonEmpty(auth.apiKey)) return { Authorization: `Bearer ${auth.apiKey}` };
-  if (nonEmpty(auth.authString)) return { Authorization: `Basic ${Buffer.from(auth.authString, 'utf8').toString('base64')}` };
-  return {};
+  const custom = { ...auth.customHeaders };
+  if (nonEmpty(auth.apiKey) || nonEmpty(auth.authString)) {
+    for (const name of Object.keys(custom)) if (name.toLowerCase() === 'authorization') delete custom[name];
+  }
+  if (nonEmpty(auth.apiKey)) return { ...custom, Authorization: `Bearer ${auth.apiKey}` };
+  if (nonEmpty(auth.authString)) return { ...custom, Authorization: `Basic ${Buffer.from(auth.authString, 'utf8').toString('base64')}` };
+  return custom;
 }
 
 /** The token of the websocket `{"type":"auth"}` message: the API key, else the raw auth string, else null. */
@@ -77,7 +99,7 @@ export function authAdvice(auth: PrefectAuth, apiUrl: string): string {
  */
 export function redactSecrets(text: string, auth: PrefectAuth): string {
   let out = redactUserinfo(text);
-  for (const s of [auth.apiKey, auth.authString]) {
+  for (const s of [auth.apiKey, auth.authString, ...Object.values(auth.customHeaders ?? {})]) {
     if (!nonEmpty(s)) continue;
     out = out.split(s).join('[redacted]');
     const b64 = Buffer.from(s, 'utf8').toString('base64');

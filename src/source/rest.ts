@@ -84,12 +84,12 @@ type Response_ = { status: number; body: unknown } | { status: undefined; error:
 
 export function createPrefectRestClient(options: RestClientOptions): PrefectRestClient {
   const base = apiBase(options.apiUrl);
-  const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString };
+  const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders };
   const http = createHttpClient({ timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, tls: options.tls });
   const headers: Record<string, string> = {
     Accept: 'application/json',
-    'User-Agent': options.userAgent ?? USER_AGENT,
     ...restAuthHeaders(auth),
+    'User-Agent': options.userAgent ?? USER_AGENT,
   };
 
   const authError = (what: string, status: number): AuthError =>

@@ -41,6 +41,8 @@ export interface EventSubscriberOptions {
   readonly apiUrl: string;
   readonly apiKey?: string | undefined;
   readonly authString?: string | undefined;
+  /** PREFECT_CLIENT_CUSTOM_HEADERS (PrefectAuth.customHeaders), on the upgrade and the gap fills. */
+  readonly customHeaders?: Readonly<Record<string, string>> | undefined;
   /** Logs connects, reconnects (attempt, delay), closes (code, reason) and history fills. Never secrets. */
   readonly logger: Logger;
   /** The resume cursor: µs since the epoch of the latest event seen, or undefined on a fresh start. */
@@ -161,7 +163,7 @@ type Outcome =
 
 export function createEventSubscriber(options: EventSubscriberOptions): EventSubscriber {
   const log = options.logger;
-  const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString };
+  const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders };
   const url = eventsOutUrl(options.apiUrl);
   const logUrl = safeUrl(url);
   const now = options.now ?? Date.now;
@@ -176,7 +178,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const keepAlive = options.keepAlive ?? true;
   const rest =
     options.rest ??
-    createPrefectRestClient({ apiUrl: options.apiUrl, apiKey: options.apiKey, authString: options.authString, timeoutMs: handshakeTimeoutMs, tls: options.tls });
+    createPrefectRestClient({ ...auth, apiUrl: options.apiUrl, timeoutMs: handshakeTimeoutMs, tls: options.tls });
   const redact = (text: string): string => redactSecrets(text, auth);
 
   const stats = { connects: 0, reconnects: 0, frames: 0, historyEvents: 0, connected: false, lastError: undefined as string | undefined };
@@ -343,7 +345,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         maxPayload: MAX_PAYLOAD_BYTES,
         // A frame with broken UTF-8 is one bad event for the pipeline to skip, not a reason to reconnect.
         skipUTF8Validation: true,
-        headers: { 'User-Agent': USER_AGENT, ...restAuthHeaders(auth) },
+        headers: { ...restAuthHeaders(auth), 'User-Agent': USER_AGENT },
         ...(options.tls?.ca === undefined ? {} : { ca: options.tls.ca }),
         ...(options.tls?.rejectUnauthorized === false ? { rejectUnauthorized: false } : {}),
       });
