@@ -3,6 +3,7 @@ import { ConfigError } from './errors.js';
 import type { TrackerOptions } from './model/tracker.js';
 import { safeUrl } from './log/redact.js';
 import { PROTECTED_HEADERS } from './source/prefect-api.js';
+import { proxyEnv, proxyProblem, type ProxyEnv } from './source/proxy.js';
 import { SETTINGS, type SettingKey, type SettingValues } from './settings.js';
 
 export { SETTINGS } from './settings.js';
@@ -45,6 +46,8 @@ export interface Config {
     /** PREFECT_CLIENT_CUSTOM_HEADERS, less the headers prefect-otel sets itself. */
     readonly customHeaders: Readonly<Record<string, string>>;
     readonly tls: PrefectTls;
+    /** HTTPS_PROXY, HTTP_PROXY and NO_PROXY (either case), as Prefect's client reads them; undefined: none set. */
+    readonly proxy: ProxyEnv | undefined;
   };
   readonly traces: OtlpSignalConfig & { readonly exporter: TracesExporterKind };
   readonly logs: OtlpSignalConfig & { readonly exporter: LogsExporterKind };
@@ -141,6 +144,11 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
   }
   const v = values as SettingValues;
   const ca = readCertificates(v.apiSslCertFile, sources.get('apiSslCertFile'), problems);
+  const proxy = proxyEnv(env);
+  for (const [name, value] of [['HTTPS_PROXY', proxy?.httpsProxy], ['HTTP_PROXY', proxy?.httpProxy]] as const) {
+    const problem = proxyProblem(value);
+    if (problem !== undefined) problems.push(`${name}: ${problem}`);
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   if (v.apiTlsInsecureSkipVerify) warnings.push("PREFECT_API_TLS_INSECURE_SKIP_VERIFY is on: the Prefect server's certificate is not checked");
   if (v.apiKey !== undefined && v.authString !== undefined) {
@@ -174,6 +182,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       uiUrl: v.uiUrl === undefined ? undefined : safeUrl(v.uiUrl).replace(/\/+$/, ''),
       customHeaders: customHeaders(v.clientCustomHeaders, sources.get('clientCustomHeaders'), warnings),
       tls: { ca, caFile: v.apiSslCertFile, rejectUnauthorized: !v.apiTlsInsecureSkipVerify },
+      proxy,
     },
     traces: {
       ...signal('v1/traces', { url: 'otlpTracesEndpoint', headers: 'otlpTracesHeaders', protocol: 'otlpTracesProtocol', compression: 'otlpTracesCompression', timeoutMs: 'otlpTracesTimeoutMs' }),
@@ -258,6 +267,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
     ...(Object.keys(config.prefect.customHeaders).length === 0 ? {} : { clientCustomHeaders: Object.keys(config.prefect.customHeaders).map((k) => `${k}=[redacted]`) }),
     ...(config.prefect.tls.caFile === undefined ? {} : { apiSslCertFile: config.prefect.tls.caFile }),
     ...(config.prefect.tls.rejectUnauthorized ? {} : { apiTlsInsecureSkipVerify: true }),
+    ...(config.prefect.proxy === undefined ? {} : { proxy: { https: url(config.prefect.proxy.httpsProxy), http: url(config.prefect.proxy.httpProxy), noProxy: config.prefect.proxy.noProxy } }),
     auth: config.prefect.apiKey !== undefined ? 'api-key' : config.prefect.authString !== undefined ? 'auth-string' : 'none',
     uiUrl: url(config.prefect.uiUrl),
     tracesExporter: config.traces.exporter,

@@ -58,6 +58,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     customHeaders: config.prefect.customHeaders,
     timeoutMs: 5_000,
     tls: config.prefect.tls,
+    proxy: config.prefect.proxy,
   });
   let restUnreachable = false;
   const lookupOptions: OwnerLookupOptions = {

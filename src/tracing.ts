@@ -106,6 +106,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       customHeaders: this.config.prefect.customHeaders,
       timeoutMs: 10_000,
       tls: this.config.prefect.tls,
+      proxy: this.config.prefect.proxy,
     }));
     this.pipeline = createPipeline({
       config: this.config,
@@ -159,6 +160,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       authString: this.config.prefect.authString,
       logger: this.logger.child({ component: 'source' }),
       tls: this.config.prefect.tls,
+      proxy: this.config.prefect.proxy,
       customHeaders: this.config.prefect.customHeaders,
       resumeFromUs: () => this.pipeline.cursorUs,
       coveredUntilMs: restored?.coveredUntilMs,

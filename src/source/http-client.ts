@@ -13,6 +13,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type 
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { brotliDecompress, gunzip, inflate } from 'node:zlib';
 import { promisify } from 'node:util';
+import { createTunnelAgent, proxyFor, type ProxyEnv } from './proxy.js';
 
 export const MAX_REDIRECTS = 5;
 /**
@@ -63,14 +64,33 @@ export interface TlsOptions {
   readonly rejectUnauthorized?: boolean | undefined;
 }
 
-export function createHttpClient(options: { readonly timeoutMs: number; readonly idleSocketMs?: number; readonly maxBodyBytes?: number; readonly tls?: TlsOptions | undefined }): HttpClient {
+/** The https agents' certificate checks. */
+export function tlsAgentOptions(tls: TlsOptions | undefined): { ca?: string; rejectUnauthorized?: false } {
+  return { ...(tls?.ca === undefined ? {} : { ca: tls.ca }), ...(tls?.rejectUnauthorized === false ? { rejectUnauthorized: false as const } : {}) };
+}
+
+export function createHttpClient(options: {
+  readonly timeoutMs: number;
+  readonly idleSocketMs?: number;
+  readonly maxBodyBytes?: number;
+  readonly tls?: TlsOptions | undefined;
+  /** HTTP(S)_PROXY and NO_PROXY: requests go through the proxy's tunnel unless NO_PROXY names the host. */
+  readonly proxy?: ProxyEnv | undefined;
+}): HttpClient {
   // Idle keep-alive sockets are unref'd by the agent, so they never hold the process open, and
   // closed after `idleSocketMs` (the agent's socket timeout only ends free sockets).
   const keep = { keepAlive: true, timeout: options.idleSocketMs ?? IDLE_SOCKET_MS };
-  const tls = options.tls;
-  const agents = {
-    http: new HttpAgent(keep),
-    https: new HttpsAgent({ ...keep, ...(tls?.ca === undefined ? {} : { ca: tls.ca }), ...(tls?.rejectUnauthorized === false ? { rejectUnauthorized: false } : {}) }),
+  const agents = { http: new HttpAgent(keep), https: new HttpsAgent({ ...keep, ...tlsAgentOptions(options.tls) }) };
+  /** Tunnel agents by proxy and scheme, made on first use. */
+  const tunnels = new Map<string, HttpAgent>();
+  const agentFor = (target: URL): HttpAgent => {
+    const secure = target.protocol === 'https:';
+    const proxy = proxyFor(target, options.proxy);
+    if (proxy === undefined) return secure ? agents.https : agents.http;
+    const key = `${secure ? 's' : ''}|${proxy.href}`;
+    let agent = tunnels.get(key);
+    if (agent === undefined) tunnels.set(key, (agent = createTunnelAgent(proxy, secure, { ...keep, ...(secure ? tlsAgentOptions(options.tls) : {}) })));
+    return agent;
   };
 
   return {
@@ -81,7 +101,7 @@ export function createHttpClient(options: { readonly timeoutMs: number; readonly
       let payload = body;
       let h: Record<string, string> = { ...headers };
       for (let redirects = 0; ; redirects++) {
-        const res = await exchange(target, m, h, payload, limits, target.protocol === 'https:' ? agents.https : agents.http);
+        const res = await exchange(target, m, h, payload, limits, agentFor(target));
         const location = res.headers.location;
         if (!REDIRECTS.has(res.statusCode ?? 0) || location === undefined) {
           return { status: res.statusCode ?? 0, text: await readBody(res, limits) };

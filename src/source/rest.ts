@@ -4,6 +4,7 @@
  */
 import { AuthError, ProtocolError, errorText } from '../errors.js';
 import { createHttpClient, HttpTransportError, type TlsOptions } from './http-client.js';
+import type { ProxyEnv } from './proxy.js';
 import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
 export type RestResult<T> = { ok: true; value: T } | { ok: false; status?: number; message: string };
@@ -59,6 +60,8 @@ export interface RestClientOptions extends PrefectAuth {
   readonly userAgent?: string;
   /** How the server's certificate is checked (PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY). */
   readonly tls?: TlsOptions | undefined;
+  /** HTTP(S)_PROXY and NO_PROXY. */
+  readonly proxy?: ProxyEnv | undefined;
 }
 
 /** A history request that failed for a reason other than auth (network, timeout, HTTP 5xx, …). */
@@ -85,7 +88,7 @@ type Response_ = { status: number; body: unknown } | { status: undefined; error:
 export function createPrefectRestClient(options: RestClientOptions): PrefectRestClient {
   const base = apiBase(options.apiUrl);
   const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders };
-  const http = createHttpClient({ timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, tls: options.tls });
+  const http = createHttpClient({ timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, tls: options.tls, proxy: options.proxy });
   const headers: Record<string, string> = {
     Accept: 'application/json',
     ...restAuthHeaders(auth),

@@ -31,7 +31,8 @@ import {
   wsAuthToken,
   type PrefectAuth,
 } from './prefect-api.js';
-import type { TlsOptions } from './http-client.js';
+import { tlsAgentOptions, type TlsOptions } from './http-client.js';
+import { createTunnelAgent, proxyFor, type ProxyEnv } from './proxy.js';
 import { createPrefectRestClient, RestRequestError, type PrefectRestClient } from './rest.js';
 
 export type EventOrigin = 'live' | 'history';
@@ -57,6 +58,8 @@ export interface EventSubscriberOptions {
   readonly onStatus?: ((status: SubscriberStatus, detail?: string) => void) | undefined;
   /** How the server's certificate is checked (PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY), on the socket and the gap fills. */
   readonly tls?: TlsOptions | undefined;
+  /** HTTP(S)_PROXY and NO_PROXY: the socket and the gap fills go through the proxy's tunnel. */
+  readonly proxy?: ProxyEnv | undefined;
   /** For gap fills; created from apiUrl and the credentials when absent. */
   readonly rest?: PrefectRestClient | undefined;
   /**
@@ -165,6 +168,9 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const log = options.logger;
   const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders };
   const url = eventsOutUrl(options.apiUrl);
+  /** The agent whose connections tunnel through HTTP(S)_PROXY, unless NO_PROXY names the server. */
+  const tunnelProxy = proxyFor(new URL(url), options.proxy);
+  const tunnel = tunnelProxy === undefined ? undefined : createTunnelAgent(tunnelProxy, url.startsWith('wss:'), tlsAgentOptions(options.tls));
   const logUrl = safeUrl(url);
   const now = options.now ?? Date.now;
   const backfillWindowMs = options.backfillWindowMs ?? SUBSCRIBER_DEFAULTS.backfillWindowMs;
@@ -178,7 +184,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const keepAlive = options.keepAlive ?? true;
   const rest =
     options.rest ??
-    createPrefectRestClient({ ...auth, apiUrl: options.apiUrl, timeoutMs: handshakeTimeoutMs, tls: options.tls });
+    createPrefectRestClient({ ...auth, apiUrl: options.apiUrl, timeoutMs: handshakeTimeoutMs, tls: options.tls, proxy: options.proxy });
   const redact = (text: string): string => redactSecrets(text, auth);
 
   const stats = { connects: 0, reconnects: 0, frames: 0, historyEvents: 0, connected: false, lastError: undefined as string | undefined };
@@ -346,8 +352,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         // A frame with broken UTF-8 is one bad event for the pipeline to skip, not a reason to reconnect.
         skipUTF8Validation: true,
         headers: { ...restAuthHeaders(auth), 'User-Agent': USER_AGENT },
-        ...(options.tls?.ca === undefined ? {} : { ca: options.tls.ca }),
-        ...(options.tls?.rejectUnauthorized === false ? { rejectUnauthorized: false } : {}),
+        ...tlsAgentOptions(options.tls),
+        ...(tunnel === undefined ? {} : { agent: tunnel }),
       });
       current = ws;
       let phase: 'upgrade' | 'auth' | 'live' = 'upgrade';

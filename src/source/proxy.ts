@@ -1,0 +1,133 @@
+/**
+ * Reaching Prefect through an HTTP proxy, as Prefect's own client does: `HTTPS_PROXY` for https
+ * and wss URLs, `HTTP_PROXY` for http and ws, `NO_PROXY` for the hosts to reach directly (each in
+ * either case, the lower-case one first, as Python reads them). The connection is a tunnel made
+ * with `CONNECT host:port`, for the websocket and for REST alike, so the proxy sees neither the
+ * credentials nor the events; TLS to the server runs inside the tunnel and checks the server's
+ * certificate as a direct connection would.
+ */
+import { Agent as HttpAgent, request as httpRequest, type ClientRequestArgs } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions as HttpsAgentOptions } from 'node:https';
+import type { Duplex } from 'node:stream';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { safeUrl } from '../log/redact.js';
+
+/** The proxy variables, as read from the environment. */
+export interface ProxyEnv {
+  readonly httpProxy: string | undefined;
+  readonly httpsProxy: string | undefined;
+  readonly noProxy: string | undefined;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** HTTPS_PROXY, HTTP_PROXY and NO_PROXY from `env`; undefined when no proxy is set. */
+export function proxyEnv(env: Env): ProxyEnv | undefined {
+  const read = (name: string): string | undefined => {
+    const v = env[name.toLowerCase()] ?? env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  };
+  const httpProxy = read('HTTP_PROXY');
+  const httpsProxy = read('HTTPS_PROXY');
+  if (httpProxy === undefined && httpsProxy === undefined) return undefined;
+  return { httpProxy, httpsProxy, noProxy: read('NO_PROXY') };
+}
+
+/** A problem with a proxy URL, for the configuration errors; undefined when it is usable. */
+export function proxyProblem(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  let u: URL;
+  try {
+    u = new URL(value.includes('://') ? value : `http://${value}`);
+  } catch {
+    return `not a URL: ${JSON.stringify(safeUrl(value).slice(0, 120))}`;
+  }
+  return u.protocol === 'http:' || u.protocol === 'https:' ? undefined : `expected an http:// or https:// proxy, got ${u.protocol}`;
+}
+
+/** The proxy to reach `target` through, or undefined to connect directly. */
+export function proxyFor(target: URL, env: ProxyEnv | undefined): URL | undefined {
+  if (env === undefined) return undefined;
+  const secure = target.protocol === 'https:' || target.protocol === 'wss:';
+  const proxy = secure ? env.httpsProxy : env.httpProxy;
+  if (proxy === undefined || bypassed(target, env.noProxy)) return undefined;
+  return new URL(proxy.includes('://') ? proxy : `http://${proxy}`);
+}
+
+/**
+ * Whether NO_PROXY names the target: `*`; a host, which also covers its subdomains (`example.com`,
+ * `.example.com` and `*.example.com` alike); an IP address; each with an optional `:port`.
+ */
+function bypassed(target: URL, noProxy: string | undefined): boolean {
+  if (noProxy === undefined) return false;
+  const host = target.hostname.toLowerCase().replace(/^\[|\]$/g, '');
+  const port = target.port !== '' ? target.port : target.protocol === 'https:' || target.protocol === 'wss:' ? '443' : '80';
+  for (const raw of noProxy.split(/[\s,]+/)) {
+    const entry = raw.trim().toLowerCase();
+    if (entry === '') continue;
+    if (entry === '*') return true;
+    // `[v6]:port`, a bare IPv6 address (more than one colon), or `host:port`.
+    const m = /^\[(.*)\](?::(\d+))?$/.exec(entry) ?? (entry.split(':').length > 2 ? [entry, entry, undefined] : /^(.*?)(?::(\d+))?$/.exec(entry)!);
+    const name = m[1].replace(/^\*?\./, '');
+    if (m[2] !== undefined && m[2] !== port) continue;
+    if (host === name || host.endsWith(`.${name}`)) return true;
+  }
+  return false;
+}
+
+/** A proxy's answer other than 200 to CONNECT: the proxy is there, and says no. */
+export class ProxyError extends Error {}
+
+/**
+ * An agent whose connections are tunnels through `proxy`: `secure` ones carry TLS to the server,
+ * checked with `tls` (the certificate authorities and whether to check at all).
+ */
+export function createTunnelAgent(proxy: URL, secure: boolean, options: HttpsAgentOptions = {}): HttpAgent {
+  const request = proxy.protocol === 'https:' ? httpsRequest : httpRequest;
+  const auth = proxy.username !== '' ? `Basic ${Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString('base64')}` : undefined;
+  const shown = safeUrl(proxy.href).replace(/\/$/, '');
+
+  const tunnel = (opts: ClientRequestArgs, done: (err: Error | null, stream: Duplex) => void): void => {
+    const host = String(opts.host ?? opts.hostname ?? 'localhost').replace(/^\[|\]$/g, '');
+    const port = Number(opts.port ?? (secure ? 443 : 80));
+    const authority = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+    const connect = request({
+      host: proxy.hostname.replace(/^\[|\]$/g, ''),
+      port: proxy.port === '' ? (proxy.protocol === 'https:' ? 443 : 80) : Number(proxy.port),
+      method: 'CONNECT',
+      path: authority,
+      headers: { Host: authority, ...(auth === undefined ? {} : { 'Proxy-Authorization': auth }) },
+      agent: false,
+    });
+    connect.once('connect', (res, socket) => {
+      if (res.statusCode !== 200) {
+        socket.destroy();
+        done(new ProxyError(`the proxy ${shown} refused CONNECT ${authority} with HTTP ${res.statusCode ?? '?'}${res.statusCode === 407 ? ' (it wants credentials: add a user and password to the proxy URL)' : ''}`), undefined as unknown as Duplex);
+        return;
+      }
+      if (!secure) {
+        done(null, socket);
+        return;
+      }
+      const tlsOptions: ConnectionOptions = { ...(opts as ConnectionOptions), socket, servername: (opts as ConnectionOptions).servername ?? host };
+      done(null, tlsConnect(tlsOptions));
+    });
+    connect.once('error', (err) => done(new Error(`the proxy ${shown} could not be reached: ${err.message}`), undefined as unknown as Duplex));
+    connect.end();
+  };
+
+  if (secure) {
+    return new (class extends HttpsAgent {
+      override createConnection(opts: ClientRequestArgs, done?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
+        tunnel(opts, done ?? (() => undefined));
+        return undefined;
+      }
+    })(options);
+  }
+  return new (class extends HttpAgent {
+    override createConnection(opts: ClientRequestArgs, done?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
+      tunnel(opts, done ?? (() => undefined));
+      return undefined;
+    }
+  })(options);
+}

@@ -1,0 +1,87 @@
+/**
+ * Reaching Prefect through an HTTP proxy that only tunnels (`CONNECT`), as corporate egress proxies
+ * do: HTTP_PROXY / HTTPS_PROXY / NO_PROXY, as Prefect's own client reads them, for the websocket and
+ * the REST lookups, with the proxy's credentials from the proxy URL and never in a log line; TLS to
+ * the server inside the tunnel, its certificate checked as on a direct connection.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { HAS_OPENSSL, makeCertificates } from '../helpers/certificates.js';
+import { startConnectProxy } from '../helpers/connect-proxy.js';
+import { startFakePrefect } from '../helpers/fake-prefect.js';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
+import { liveConnections, logLines, replaySpans, shape, startServers, startWatch, tempDir, until, workload, type LogLine } from '../helpers/watch-e2e.js';
+
+const PASSWORD = 'proxy-pa55word';
+
+test('watch through HTTP_PROXY: the websocket and every REST lookup tunnel through it with its credentials, never logged; NO_PROXY goes direct; a proxy that refuses says so', async (t) => {
+  const w = workload(1);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const proxy = await startConnectProxy({ credentials: `otel:${PASSWORD}` });
+  t.after(() => proxy.close());
+  const prefectAuthority = new URL(prefect.url).host;
+  const base = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url };
+
+  const run = async (env: Record<string, string>, connections: number): Promise<LogLine[]> => {
+    const watch = startWatch({ ...base, ...env }, t);
+    await until('subscription', () => liveConnections(prefect) === 1 && prefect.connections.length === connections);
+    if (connections === 1) prefect.publish(w.events);
+    await receiver.waitForSpans(w.runs.size * connections);
+    watch.child.kill('SIGTERM');
+    const r = await watch.result;
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!r.stdout.includes(PASSWORD) && !r.stderr.includes(PASSWORD), 'the proxy password is never logged');
+    return logLines(r.stdout);
+  };
+
+  // http_proxy (lower case, as Python reads it first) with the proxy's credentials in its URL.
+  const lines = await run({ http_proxy: `http://otel:${PASSWORD}@127.0.0.1:${proxy.port}`, HTTP_PROXY: 'http://127.0.0.1:1' }, 1);
+  const auth = `Basic ${Buffer.from(`otel:${PASSWORD}`).toString('base64')}`;
+  assert.ok(proxy.tunnels.length >= 2, 'a tunnel for the websocket and one for REST');
+  assert.deepEqual(new Set(proxy.tunnels.map((x) => JSON.stringify(x))), new Set([JSON.stringify({ authority: prefectAuthority, proxyAuthorization: auth, status: 200 })]));
+  assert.ok(prefect.restRequests.some((q) => q.path.includes('/task_runs/')), 'the subflow parent was looked up through the proxy');
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+  const settings = lines.find((l) => l.msg === 'prefect-otel starting')?.settings as Record<string, unknown>;
+  assert.deepEqual(settings.proxy, { http: `http://127.0.0.1:${proxy.port}/` });
+  assert.deepEqual(lines.filter((l) => (l.level ?? 0) >= 40).map((l) => l.msg), []);
+
+  // NO_PROXY names the server: straight there.
+  const tunnelsBefore = proxy.tunnels.length;
+  await run({ HTTP_PROXY: `http://otel:${PASSWORD}@127.0.0.1:${proxy.port}`, NO_PROXY: 'localhost,127.0.0.1' }, 2);
+  assert.equal(proxy.tunnels.length, tunnelsBefore);
+
+  // Without the credentials the proxy answers 407, and the retries say so.
+  const refused = startWatch({ ...base, HTTP_PROXY: proxy.url }, t);
+  let out = '';
+  refused.child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  await until('a refused tunnel', () => logLines(out).some((l) => l.msg?.startsWith('Prefect server unreachable')));
+  refused.child.kill('SIGTERM');
+  assert.equal((await refused.result).code, 0);
+  assert.equal(
+    logLines(out).find((l) => l.msg?.startsWith('Prefect server unreachable'))?.err,
+    `the proxy http://127.0.0.1:${proxy.port} refused CONNECT ${prefectAuthority} with HTTP 407 (it wants credentials: add a user and password to the proxy URL)`,
+  );
+});
+
+test('watch through HTTPS_PROXY to a Prefect server behind TLS: TLS inside the tunnel, the certificate checked against PREFECT_API_SSL_CERT_FILE', { skip: !HAS_OPENSSL && 'openssl is not installed' }, async (t) => {
+  const pem = makeCertificates(tempDir());
+  const w = workload(1);
+  const prefect = await startFakePrefect({ tls: { key: readFileSync(pem.serverKey, 'utf8'), cert: readFileSync(pem.serverCert, 'utf8') } });
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  const proxy = await startConnectProxy();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+    await proxy.close();
+  });
+  const watch = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, HTTPS_PROXY: proxy.url, PREFECT_API_SSL_CERT_FILE: pem.ca }, t);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  await receiver.waitForSpans(w.runs.size);
+  watch.child.kill('SIGTERM');
+  assert.equal((await watch.result).code, 0);
+  assert.ok(proxy.tunnels.length >= 2 && proxy.tunnels.every((x) => x.authority === new URL(prefect.url).host && x.status === 200), JSON.stringify(proxy.tunnels));
+  assert.equal(receiver.spans().filter((s) => s.parentSpanId === undefined || s.parentSpanId === '').length, 1, 'the subflow found its parent over REST through the tunnel');
+});
