@@ -348,7 +348,8 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   shutdown(timeoutMs = SHUTDOWN_TIMEOUT_MS): Promise<void> {
     this.stopped ??= (async () => {
       const log = this.logger.child({ component: 'watch' });
-      log.info('shutting down: stop reading, persist state, flush exports');
+      if (this.leaseState === 'standby') log.info('shutting down a standby: nothing to save or send');
+      else log.info('shutting down: stop reading, persist state, flush exports');
       for (const t of this.timers) clearInterval(t);
       this.wakeStandby?.();
       await this.ready.catch(() => undefined);

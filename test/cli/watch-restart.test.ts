@@ -390,3 +390,22 @@ test('watch: a holder that takes longer to stop than its lease (the collector do
   const tookOver = secondLines().map((l) => l.msg).filter((m) => m === 'the state file is free: taking over' || m === 'took over the state file from a process that stopped renewing its lock');
   assert.deepEqual(tookOver, ['the state file is free: taking over']);
 });
+
+test('watch: SIGTERM to a standby ends it at once (exit 0) with nothing saved or sent, the holder and its lock untouched', async (t) => {
+  const { prefect } = await startServers(t);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
+  const first = startWatch(env, t);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  const lock = readFileSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`, 'utf8');
+  const second = startWatch(env, t);
+  const lines = follow(second.child);
+  await until('standby', () => lines().some((l) => l.msg?.startsWith('standby:')));
+  second.child.kill('SIGTERM');
+  assert.equal((await second.result).code, 0);
+  const after = lines().slice(lines().findIndex((l) => l.msg === 'signal received') + 1);
+  assert.deepEqual(after.map((l) => l.msg), ['shutting down a standby: nothing to save or send', 'stopped']);
+  assert.equal(readFileSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`, 'utf8'), lock);
+  assert.deepEqual({ connections: prefect.connections.length, live: liveConnections(prefect), holderRunning: first.child.exitCode === null }, { connections: 1, live: 1, holderRunning: true });
+  first.child.kill('SIGTERM');
+  assert.equal((await first.result).code, 0);
+});
