@@ -18,6 +18,8 @@ export interface ParsedArgs {
   readonly problems: readonly string[];
 }
 
+/** The --help column of flags: as wide as the longest. */
+const FLAG_COLUMN = Math.max(...Object.values(SETTINGS).map((d) => d.flag.length));
 const FLAG_TO_KEY = new Map(Object.entries(SETTINGS).map(([key, def]) => [def.flag, key]));
 
 /** `prefect-otel [watch|replay FILE|demo] [--flag value | --flag=value]…`; every setting has a flag. */
@@ -93,7 +95,7 @@ Usage:
 
 Every setting is an environment variable and a flag (flag wins):
 ${Object.values(SETTINGS)
-  .map((d) => `  ${d.flag.padEnd(26)} ${d.env.join(' | ')}`)
+  .map((d) => `  ${d.flag.padEnd(FLAG_COLUMN)} ${d.env.join(' | ')}`)
   .join('\n')}
 
 Exit codes: 0 ok, 1 failure (export failed, unreadable input), 2 configuration error, 3 authentication refused,
