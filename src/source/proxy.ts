@@ -36,11 +36,15 @@ export function proxyEnv(env: Env): ProxyEnv | undefined {
 /** A problem with a proxy URL, for the configuration errors; undefined when it is usable. */
 export function proxyProblem(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
+  const schemeless = !value.includes('://');
+  const full = schemeless ? `http://${value}` : value;
   let u: URL;
   try {
-    u = new URL(value.includes('://') ? value : `http://${value}`);
+    u = new URL(full);
   } catch {
-    return `not a URL: ${JSON.stringify(safeUrl(value).slice(0, 120))}`;
+    // Quoted as written, minus the credentials: a bare `user:password@host:port` has them too.
+    const shown = safeUrl(full).slice(schemeless ? 'http://'.length : 0);
+    return `not a URL: ${JSON.stringify(shown.slice(0, 120))}`;
   }
   return u.protocol === 'http:' || u.protocol === 'https:' ? undefined : `expected an http:// or https:// proxy, got ${u.protocol}`;
 }

@@ -42,3 +42,10 @@ test('proxyProblem: an http(s) proxy URL or host:port is usable; anything else i
     [undefined, undefined, undefined, 'expected an http:// or https:// proxy, got socks5:', 'not a URL: "http://[bad"'],
   );
 });
+
+test('proxyProblem: a proxy URL that does not parse is named without its credentials, with or without a scheme', () => {
+  assert.deepEqual(
+    ['otel:s3cret@proxy.corp:99999', 'otel:s3cret@prox y:3128', 'http://otel:s3cret@proxy.corp:99999', 'otel:s3cret@[::1:3128'].map(proxyProblem),
+    ['not a URL: "proxy.corp:99999"', 'not a URL: "prox y:3128"', 'not a URL: "http://proxy.corp:99999"', 'not a URL: "[::1:3128"'],
+  );
+});
