@@ -89,7 +89,7 @@ export function createHttpClient(options: {
     if (proxy === undefined) return secure ? agents.https : agents.http;
     const key = `${secure ? 's' : ''}|${proxy.href}`;
     let agent = tunnels.get(key);
-    if (agent === undefined) tunnels.set(key, (agent = createTunnelAgent(proxy, secure, { ...keep, ...(secure ? tlsAgentOptions(options.tls) : {}) })));
+    if (agent === undefined) tunnels.set(key, (agent = createTunnelAgent(proxy, secure, options.timeoutMs, { ...keep, ...(secure ? tlsAgentOptions(options.tls) : {}) })));
     return agent;
   };
 

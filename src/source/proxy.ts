@@ -84,14 +84,16 @@ export class ProxyError extends Error {}
 
 /**
  * An agent whose connections are tunnels through `proxy`: `secure` ones carry TLS to the server,
- * checked with `tls` (the certificate authorities and whether to check at all).
+ * checked with `tls` (the certificate authorities and whether to check at all). A proxy that takes
+ * the connection but does not answer CONNECT within `connectTimeoutMs` is given up: until a tunnel
+ * is there, the request has no socket, so neither its own timeout nor a destroy reaches the CONNECT.
  */
-export function createTunnelAgent(proxy: URL, secure: boolean, options: HttpsAgentOptions = {}): HttpAgent {
+export function createTunnelAgent(proxy: URL, secure: boolean, connectTimeoutMs: number, options: HttpsAgentOptions = {}): HttpAgent {
   const request = proxy.protocol === 'https:' ? httpsRequest : httpRequest;
   const auth = proxy.username !== '' ? `Basic ${Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString('base64')}` : undefined;
   const shown = safeUrl(proxy.href).replace(/\/$/, '');
 
-  const tunnel = (opts: ClientRequestArgs, done: (err: Error | null, stream: Duplex) => void): void => {
+  const tunnel = (opts: ClientRequestArgs, callback: (err: Error | null, stream: Duplex) => void): void => {
     const host = String(opts.host ?? opts.hostname ?? 'localhost').replace(/^\[|\]$/g, '');
     const port = Number(opts.port ?? (secure ? 443 : 80));
     const authority = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
@@ -103,6 +105,17 @@ export function createTunnelAgent(proxy: URL, secure: boolean, options: HttpsAge
       headers: { Host: authority, ...(auth === undefined ? {} : { 'Proxy-Authorization': auth }) },
       agent: false,
     });
+    let settled = false;
+    const done = (err: Error | null, stream: Duplex): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      callback(err, stream);
+    };
+    const timer = setTimeout(() => {
+      done(new ProxyError(`the proxy ${shown} did not answer CONNECT ${authority} within ${connectTimeoutMs} ms`), undefined as unknown as Duplex);
+      connect.destroy();
+    }, connectTimeoutMs);
     connect.once('connect', (res, socket) => {
       if (res.statusCode !== 200) {
         socket.destroy();

@@ -168,9 +168,6 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const log = options.logger;
   const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders };
   const url = eventsOutUrl(options.apiUrl);
-  /** The agent whose connections tunnel through HTTP(S)_PROXY, unless NO_PROXY names the server. */
-  const tunnelProxy = proxyFor(new URL(url), options.proxy);
-  const tunnel = tunnelProxy === undefined ? undefined : createTunnelAgent(tunnelProxy, url.startsWith('wss:'), tlsAgentOptions(options.tls));
   const logUrl = safeUrl(url);
   const now = options.now ?? Date.now;
   const backfillWindowMs = options.backfillWindowMs ?? SUBSCRIBER_DEFAULTS.backfillWindowMs;
@@ -179,6 +176,9 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const initialBackoffMs = options.initialBackoffMs ?? SUBSCRIBER_DEFAULTS.initialBackoffMs;
   const maxBackoffMs = options.maxBackoffMs ?? SUBSCRIBER_DEFAULTS.maxBackoffMs;
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? SUBSCRIBER_DEFAULTS.handshakeTimeoutMs;
+  /** The agent whose connections tunnel through HTTP(S)_PROXY, unless NO_PROXY names the server. */
+  const tunnelProxy = proxyFor(new URL(url), options.proxy);
+  const tunnel = tunnelProxy === undefined ? undefined : createTunnelAgent(tunnelProxy, url.startsWith('wss:'), handshakeTimeoutMs, tlsAgentOptions(options.tls));
   const backfillQuietMs = options.backfillQuietMs ?? SUBSCRIBER_DEFAULTS.backfillQuietMs;
   const prefixes = options.prefixes !== undefined ? [...options.prefixes] : undefined;
   const keepAlive = options.keepAlive ?? true;

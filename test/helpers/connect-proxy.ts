@@ -4,7 +4,7 @@
  * pipes the bytes both ways. Loopback, port 0.
  */
 import { createServer } from 'node:http';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 
 export interface ConnectProxy {
   /** `http://127.0.0.1:PORT` (no credentials). */
@@ -49,6 +49,36 @@ export async function startConnectProxy(options: { credentials?: string } = {}):
     url: `http://127.0.0.1:${port}`,
     port,
     tunnels,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** A proxy that takes connections and never answers: how many it took, how many are still open. */
+export interface SilentProxy {
+  readonly url: string;
+  readonly accepted: () => number;
+  readonly open: () => number;
+  close(): Promise<void>;
+}
+
+export async function startSilentProxy(): Promise<SilentProxy> {
+  const sockets = new Set<Socket>();
+  let accepted = 0;
+  const server = createNetServer((s) => {
+    accepted += 1;
+    sockets.add(s);
+    s.resume(); // read, so that the client's close is seen
+    s.on('error', () => undefined);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    accepted: () => accepted,
+    open: () => sockets.size,
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { createHttpClient, HttpTransportError, MAX_REDIRECTS } from '../../src/source/http-client.js';
+import { startSilentProxy } from '../helpers/connect-proxy.js';
 
 interface Seen {
   readonly server: 'a' | 'b';
@@ -66,6 +67,14 @@ const answer = (res: ServerResponse, status: number, body = '', headers: Record<
 };
 
 const AUTH = { Authorization: 'Bearer pnu_secret', Accept: 'application/json' };
+
+async function waitUntil(what: string, cond: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 describe('http client', () => {
   const http = createHttpClient({ timeoutMs: 2_000 });
@@ -152,6 +161,22 @@ describe('http client', () => {
     });
     await assert.rejects(quick.send('GET', `${a}/slow-body`, AUTH), (err: unknown) => err instanceof HttpTransportError && err.message === 'timed out after 150 ms');
     for (const res of hung) res.destroy();
+  });
+
+  it('a proxy that takes the connection but never answers CONNECT: the request times out at its deadline and the proxy connection is closed, each time', async () => {
+    const proxy = await startSilentProxy();
+    try {
+      const quick = createHttpClient({ timeoutMs: 150, proxy: { httpProxy: proxy.url, httpsProxy: undefined, noProxy: undefined } });
+      for (let i = 0; i < 2; i++) {
+        // Whichever comes first of the two 150 ms timers: the request's deadline or the tunnel's.
+        const said = [`the proxy ${proxy.url} did not answer CONNECT ${new URL(a).host} within 150 ms`, 'timed out after 150 ms'];
+        await assert.rejects(quick.send('GET', `${a}/api/flow_runs/x`, AUTH), (err: unknown) => err instanceof HttpTransportError && said.includes(err.message));
+      }
+      await waitUntil('the proxy connections closed', () => proxy.open() === 0);
+      assert.deepEqual({ accepted: proxy.accepted(), open: proxy.open() }, { accepted: 2, open: 0 });
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('an abort stops the request; a refused connection names its code', async () => {

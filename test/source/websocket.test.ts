@@ -13,6 +13,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { AuthError, ProtocolError } from '../../src/errors.js';
 import { createEventSubscriber, type EventSubscriber, type EventSubscriberOptions } from '../../src/source/websocket.js';
 import { VERSION } from '../../src/version.js';
+import { startSilentProxy } from '../helpers/connect-proxy.js';
 
 const DAY_MS = 24 * 3600_000;
 const AUTH_STRING = 'admin:s3cret-pass';
@@ -412,6 +413,23 @@ describe('event subscriber: reconnects', () => {
     });
     assert.equal(server.connections.length, 1);
     assert.ok(sub.stats.reconnects >= 4);
+  });
+
+  it('a proxy that takes the connection but never answers CONNECT is given up after the handshake timeout and retried, its connections closed', async () => {
+    const proxy = await startSilentProxy();
+    const { sub, logs } = subscribe({ url: 'http://127.0.0.1:9/api' }, { handshakeTimeoutMs: 200, initialBackoffMs: 5, maxBackoffMs: 20, proxy: { httpProxy: proxy.url, httpsProxy: undefined, noProxy: undefined } });
+    const retries = () => logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable, retrying in'));
+    try {
+      await waitFor('two retries', () => retries().length >= 2, 10_000);
+    } finally {
+      await sub.stop();
+    }
+    await waitFor('the proxy connections closed', () => proxy.open() === 0);
+    await proxy.close();
+    assert.deepEqual(
+      retries().slice(0, 2).map((r) => ({ level: r.level, err: r.err })),
+      Array.from({ length: 2 }, () => ({ level: 40, err: `the proxy ${proxy.url} did not answer CONNECT 127.0.0.1:9 within 200 ms` })),
+    );
   });
 
   it('terminates a socket that stays silent (no pong) for idleTimeoutMs, then reconnects', async () => {
