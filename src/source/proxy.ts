@@ -129,7 +129,10 @@ export function createTunnelAgent(proxy: URL, secure: boolean, connectTimeoutMs:
       const tlsOptions: ConnectionOptions = { ...(opts as ConnectionOptions), socket, servername: (opts as ConnectionOptions).servername ?? host };
       done(null, tlsConnect(tlsOptions));
     });
-    connect.once('error', (err) => done(new Error(`the proxy ${shown} could not be reached: ${err.message}`), undefined as unknown as Duplex));
+    // The socket error's code goes along: a proxy that is not there is waited for as a server that is not there.
+    connect.once('error', (err: NodeJS.ErrnoException) =>
+      done(Object.assign(new Error(`the proxy ${shown} could not be reached: ${err.message}`), { code: err.code }), undefined as unknown as Duplex),
+    );
     connect.end();
   };
 

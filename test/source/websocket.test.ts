@@ -619,6 +619,25 @@ describe('event subscriber: gap fill from history', () => {
     );
   });
 
+  it('a proxy that refuses connections is waited for as a server that does: the history window is kept, no history failure is reported', async () => {
+    const probe = await startMiniPrefect();
+    const proxyPort = probe.port;
+    await probe.close();
+    const cursorMs = Date.now() - 20 * 60_000;
+    const proxy = { httpProxy: `http://127.0.0.1:${proxyPort}`, httpsProxy: undefined, noProxy: undefined };
+    const { sub, logs } = subscribe({ url: 'http://127.0.0.1:9/api' }, { cursorUs: cursorMs * 1000, handshakeTimeoutMs: 300, initialBackoffMs: 5, maxBackoffMs: 20, proxy });
+    try {
+      await waitFor('a later attempt', () => sub.stats.reconnects >= 5);
+    } finally {
+      await sub.stop();
+    }
+    const unreachable = `the proxy http://127.0.0.1:${proxyPort} could not be reached: connect ECONNREFUSED 127.0.0.1:${proxyPort}`;
+    assert.deepEqual(
+      new Set(logs.records().filter((r) => (r.level as number) >= 40).map((r) => `${r.level as number} ${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${String(r.err)}`)),
+      new Set([`40 Prefect server unreachable, retrying in N ms: event history: POST /events/filter failed: ${unreachable}`]),
+    );
+  });
+
   it('a socket dropped during its backfill resumes from the last event received: from history once that is past the window', async () => {
     let offsetMs = 0;
     const clock = () => Date.now() + offsetMs;
