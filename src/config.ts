@@ -3,7 +3,7 @@ import { ConfigError } from './errors.js';
 import type { TrackerOptions } from './model/tracker.js';
 import { safeUrl } from './log/redact.js';
 import { PROTECTED_HEADERS } from './source/prefect-api.js';
-import { proxyEnv, proxyProblem, type ProxyEnv } from './source/proxy.js';
+import { proxyEnv, proxyProblem, proxyUrl, type ProxyEnv } from './source/proxy.js';
 import { SETTINGS, type SettingKey, type SettingValues } from './settings.js';
 
 export { SETTINGS } from './settings.js';
@@ -262,12 +262,14 @@ function serviceName(v: SettingValues, given: boolean): string {
 /** The settings in force, secrets redacted (header values, `user:password@` in URLs), for the startup log line. */
 export function describeConfig(config: Config): Record<string, unknown> {
   const url = (u: string | undefined): string | undefined => (u === undefined ? undefined : safeUrl(u));
+  // As used: `user:password@host:port` without a scheme would not parse as a URL with credentials to cut.
+  const proxyShown = (p: string | undefined): string | undefined => (p === undefined ? undefined : safeUrl(proxyUrl(p).href));
   return {
     apiUrl: url(config.prefect.apiUrl),
     ...(Object.keys(config.prefect.customHeaders).length === 0 ? {} : { clientCustomHeaders: Object.keys(config.prefect.customHeaders).map((k) => `${k}=[redacted]`) }),
     ...(config.prefect.tls.caFile === undefined ? {} : { apiSslCertFile: config.prefect.tls.caFile }),
     ...(config.prefect.tls.rejectUnauthorized ? {} : { apiTlsInsecureSkipVerify: true }),
-    ...(config.prefect.proxy === undefined ? {} : { proxy: { https: url(config.prefect.proxy.httpsProxy), http: url(config.prefect.proxy.httpProxy), noProxy: config.prefect.proxy.noProxy } }),
+    ...(config.prefect.proxy === undefined ? {} : { proxy: { https: proxyShown(config.prefect.proxy.httpsProxy), http: proxyShown(config.prefect.proxy.httpProxy), noProxy: config.prefect.proxy.noProxy } }),
     auth: config.prefect.apiKey !== undefined ? 'api-key' : config.prefect.authString !== undefined ? 'auth-string' : 'none',
     uiUrl: url(config.prefect.uiUrl),
     tracesExporter: config.traces.exporter,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { resolveConfig } from '../src/config.js';
+import { describeConfig, resolveConfig } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { createResource } from '../src/export/spans.js';
 import { VERSION } from '../src/version.js';
@@ -182,4 +182,11 @@ test('a flag or option wins over the environment, a signal\'s own variable too; 
   assert.deepEqual([e.traces.url, e.traces.headers, e.traces.protocol, e.logs.url, e.logs.compression, e.metrics.url], [
     'http://traces-env:4318/v1/traces', { 'authorization': 'traces-env', 'x-traces': 'env' }, 'http/json', 'http://generic-env:4318/v1/logs', 'gzip', 'http://metrics-env:4318/v1/metrics',
   ]);
+});
+
+test('describeConfig: the proxies as they are used, a scheme-less user:password@host:port too, without their credentials', () => {
+  const c = resolveConfig({}, { HTTPS_PROXY: 'otel:s3cret@proxy.corp:3128', HTTP_PROXY: 'http://otel:s3cret@proxy.corp:3129', NO_PROXY: 'localhost' });
+  const shown = describeConfig(c);
+  assert.deepEqual(shown.proxy, { https: 'http://proxy.corp:3128/', http: 'http://proxy.corp:3129/', noProxy: 'localhost' });
+  assert.ok(!JSON.stringify(shown).includes('s3cret'), JSON.stringify(shown));
 });

@@ -49,13 +49,18 @@ export function proxyProblem(value: string | undefined): string | undefined {
   return u.protocol === 'http:' || u.protocol === 'https:' ? undefined : `expected an http:// or https:// proxy, got ${u.protocol}`;
 }
 
+/** A proxy variable's value as a URL: a bare `host:port` (or `user:password@host:port`) is an http:// proxy. */
+export function proxyUrl(value: string): URL {
+  return new URL(value.includes('://') ? value : `http://${value}`);
+}
+
 /** The proxy to reach `target` through, or undefined to connect directly. */
 export function proxyFor(target: URL, env: ProxyEnv | undefined): URL | undefined {
   if (env === undefined) return undefined;
   const secure = target.protocol === 'https:' || target.protocol === 'wss:';
   const proxy = secure ? env.httpsProxy : env.httpProxy;
   if (proxy === undefined || bypassed(target, env.noProxy)) return undefined;
-  return new URL(proxy.includes('://') ? proxy : `http://${proxy}`);
+  return proxyUrl(proxy);
 }
 
 /**
