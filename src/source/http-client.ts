@@ -13,7 +13,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type 
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { brotliDecompress, gunzip, inflate } from 'node:zlib';
 import { promisify } from 'node:util';
-import { createTunnelAgent, proxyFor, type ProxyEnv } from './proxy.js';
+import { createTunnelAgent, ProxyError, proxyFor, type ProxyEnv } from './proxy.js';
 
 export const MAX_REDIRECTS = 5;
 /**
@@ -139,7 +139,8 @@ function exchange(url: URL, method: 'GET' | 'POST', headers: Record<string, stri
     const stop = guard(limits, (err) => req.destroy(err));
     req.on('error', (err) => {
       stop();
-      reject(err instanceof HttpTransportError ? err : new HttpTransportError(describe(err), { cause: err, unreachable: UNREACHABLE_CODES.has((err as NodeJS.ErrnoException).code ?? '') }));
+      const unreachable = err instanceof ProxyError ? err.unreachable : UNREACHABLE_CODES.has((err as NodeJS.ErrnoException).code ?? '');
+      reject(err instanceof HttpTransportError ? err : new HttpTransportError(describe(err), { cause: err, unreachable }));
     });
     req.on('response', (res) => {
       stop();

@@ -84,8 +84,22 @@ function bypassed(target: URL, noProxy: string | undefined): boolean {
   return false;
 }
 
-/** A proxy's answer other than 200 to CONNECT: the proxy is there, and says no. */
-export class ProxyError extends Error {}
+/**
+ * Statuses with which a proxy says it could not reach the server (Squid answers 503 to a refused
+ * connection, most others 502): the server is not there, as a refused direct connection says.
+ */
+const UNREACHABLE_STATUSES = new Set([502, 503]);
+
+/** A proxy's answer other than 200 to CONNECT (the proxy is there, and says no), or no answer in time. */
+export class ProxyError extends Error {
+  /** The proxy says the server cannot be reached: waited for, like a refused direct connection. */
+  readonly unreachable: boolean;
+  constructor(message: string, unreachable = false) {
+    super(message);
+    this.name = 'ProxyError';
+    this.unreachable = unreachable;
+  }
+}
 
 /**
  * An agent whose connections are tunnels through `proxy`: `secure` ones carry TLS to the server,
@@ -124,7 +138,7 @@ export function createTunnelAgent(proxy: URL, secure: boolean, connectTimeoutMs:
     connect.once('connect', (res, socket) => {
       if (res.statusCode !== 200) {
         socket.destroy();
-        done(new ProxyError(`the proxy ${shown} refused CONNECT ${authority} with HTTP ${res.statusCode ?? '?'}${res.statusCode === 407 ? ' (it wants credentials: add a user and password to the proxy URL)' : ''}`), undefined as unknown as Duplex);
+        done(new ProxyError(`the proxy ${shown} refused CONNECT ${authority} with HTTP ${res.statusCode ?? '?'}${res.statusCode === 407 ? ' (it wants credentials: add a user and password to the proxy URL)' : ''}`, UNREACHABLE_STATUSES.has(res.statusCode ?? 0)), undefined as unknown as Duplex);
         return;
       }
       if (!secure) {

@@ -638,6 +638,29 @@ describe('event subscriber: gap fill from history', () => {
     );
   });
 
+  it('a proxy that answers CONNECT with 502 or 503 (it cannot reach the server) is waited for as a server that is not there: the history window is kept', async () => {
+    for (const status of [502, 503]) {
+      const proxyServer = createServer();
+      proxyServer.on('connect', (_req, socket: Duplex) => socket.end(`HTTP/1.1 ${status} Bad Gateway\r\nContent-Length: 0\r\n\r\n`));
+      await new Promise<void>((resolve) => proxyServer.listen(0, '127.0.0.1', resolve));
+      const proxyUrl = `http://127.0.0.1:${(proxyServer.address() as AddressInfo).port}`;
+      const cursorMs = Date.now() - 20 * 60_000;
+      const proxy = { httpProxy: proxyUrl, httpsProxy: undefined, noProxy: undefined };
+      const { sub, logs } = subscribe({ url: 'http://127.0.0.1:9/api' }, { cursorUs: cursorMs * 1000, handshakeTimeoutMs: 300, initialBackoffMs: 5, maxBackoffMs: 20, proxy });
+      try {
+        await waitFor('a later attempt', () => sub.stats.reconnects >= 5);
+      } finally {
+        await sub.stop();
+        proxyServer.closeAllConnections();
+        await new Promise<void>((resolve) => proxyServer.close(() => resolve()));
+      }
+      assert.deepEqual(
+        new Set(logs.records().filter((r) => (r.level as number) >= 40).map((r) => `${r.level as number} ${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${String(r.err)}`)),
+        new Set([`40 Prefect server unreachable, retrying in N ms: event history: POST /events/filter failed: the proxy ${proxyUrl} refused CONNECT 127.0.0.1:9 with HTTP ${status}`]),
+      );
+    }
+  });
+
   it('a socket dropped during its backfill resumes from the last event received: from history once that is past the window', async () => {
     let offsetMs = 0;
     const clock = () => Date.now() + offsetMs;
