@@ -56,6 +56,8 @@ const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EH
 export interface HttpClient {
   /** Resolves to the final answer, whatever its status; rejects only with an HttpTransportError. */
   send(method: 'GET' | 'POST', url: string, headers: Readonly<Record<string, string>>, body?: string, signal?: AbortSignal): Promise<HttpAnswer>;
+  /** End what the proxy tunnels hold, CONNECTs not yet answered included: the process is stopping. */
+  close(): void;
 }
 
 /** How an https server's certificate is checked: `ca` instead of Node's authorities; `rejectUnauthorized` false checks nothing. */
@@ -94,6 +96,9 @@ export function createHttpClient(options: {
   };
 
   return {
+    close() {
+      for (const agent of tunnels.values()) agent.destroy();
+    },
     async send(method, url, headers, body, signal) {
       const limits: Limits = { deadline: Date.now() + options.timeoutMs, timeoutMs: options.timeoutMs, signal, maxBodyBytes: options.maxBodyBytes ?? MAX_BODY_BYTES };
       let target = parseUrl(url);

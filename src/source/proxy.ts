@@ -6,7 +6,7 @@
  * credentials nor the events; TLS to the server runs inside the tunnel and checks the server's
  * certificate as a direct connection would.
  */
-import { Agent as HttpAgent, request as httpRequest, type ClientRequestArgs } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type ClientRequestArgs } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions as HttpsAgentOptions } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
@@ -112,6 +112,8 @@ export function createTunnelAgent(proxy: URL, secure: boolean, connectTimeoutMs:
   const auth = proxy.username !== '' ? `Basic ${Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString('base64')}` : undefined;
   const shown = safeUrl(proxy.href).replace(/\/$/, '');
 
+  /** CONNECTs not answered yet: the agent's destroy() ends them too (the agent's own lists hold no socket until a tunnel is there). */
+  const pending = new Set<ClientRequest>();
   const tunnel = (opts: ClientRequestArgs, callback: (err: Error | null, stream: Duplex) => void): void => {
     const host = String(opts.host ?? opts.hostname ?? 'localhost').replace(/^\[|\]$/g, '');
     const port = Number(opts.port ?? (secure ? 443 : 80));
@@ -124,10 +126,12 @@ export function createTunnelAgent(proxy: URL, secure: boolean, connectTimeoutMs:
       headers: { Host: authority, ...(auth === undefined ? {} : { 'Proxy-Authorization': auth }) },
       agent: false,
     });
+    pending.add(connect);
     let settled = false;
     const done = (err: Error | null, stream: Duplex): void => {
       if (settled) return;
       settled = true;
+      pending.delete(connect);
       clearTimeout(timer);
       callback(err, stream);
     };
@@ -155,11 +159,18 @@ export function createTunnelAgent(proxy: URL, secure: boolean, connectTimeoutMs:
     connect.end();
   };
 
+  const abandon = (): void => {
+    for (const c of pending) c.destroy();
+  };
   if (secure) {
     return new (class extends HttpsAgent {
       override createConnection(opts: ClientRequestArgs, done?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
         tunnel(opts, done ?? (() => undefined));
         return undefined;
+      }
+      override destroy(): void {
+        abandon();
+        super.destroy();
       }
     })(options);
   }
@@ -167,6 +178,10 @@ export function createTunnelAgent(proxy: URL, secure: boolean, connectTimeoutMs:
     override createConnection(opts: ClientRequestArgs, done?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
       tunnel(opts, done ?? (() => undefined));
       return undefined;
+    }
+    override destroy(): void {
+      abandon();
+      super.destroy();
     }
   })(options);
 }

@@ -161,6 +161,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
 
     close() {
       closing.abort();
+      http.close();
     },
 
     async *readEvents(filter, opts = {}) {

@@ -596,6 +596,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
             ws.terminate();
           }
         }
+        // A CONNECT the proxy has not answered yet is not the websocket's to end: it would hold the process until its timeout.
+        tunnel?.destroy();
         await running;
         if (stats.connected) status('disconnected', 'stopped');
         log.info({ connects: stats.connects, reconnects: stats.reconnects, frames: stats.frames, historyEvents: stats.historyEvents }, 'event stream closed (stopped)');

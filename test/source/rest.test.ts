@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { AuthError, ProtocolError } from '../../src/errors.js';
 import { createPrefectRestClient, pageToken, RestRequestError } from '../../src/source/rest.js';
 import { VERSION } from '../../src/version.js';
+import { startSilentProxy } from '../helpers/connect-proxy.js';
 
 const AUTH_STRING = 'admin:s3cret-pass';
 const API_KEY = 'pnu_0123456789abcdefSECRET';
@@ -170,6 +171,21 @@ describe('rest client: runs', () => {
     const slow = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, timeoutMs: 100 });
     assert.deepEqual(await slow.getTaskRun(TASK_RUN), { ok: false, message: `GET /task_runs/${TASK_RUN} failed: timed out after 100 ms` });
     for (const res of hanging.splice(0)) res.destroy();
+  });
+});
+
+describe('rest client: through a proxy', () => {
+  it('close() while the proxy has not answered CONNECT ends the request and closes the proxy connection at once, not at the request timeout', async () => {
+    const proxy = await startSilentProxy();
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, timeoutMs: 60_000, proxy: { httpProxy: proxy.url, httpsProxy: undefined, noProxy: undefined } });
+    const pending = rest.getTaskRun(TASK_RUN);
+    const deadline = Date.now() + 3_000;
+    while (proxy.accepted() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    rest.close();
+    const result = await pending;
+    while (proxy.open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await proxy.close();
+    assert.deepEqual({ ok: result.ok, accepted: proxy.accepted(), open: proxy.open() }, { ok: false, accepted: 1, open: 0 });
   });
 });
 

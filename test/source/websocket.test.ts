@@ -432,6 +432,19 @@ describe('event subscriber: reconnects', () => {
     );
   });
 
+  it('stop() while the proxy has not answered CONNECT closes the proxy connection at once, not at the handshake timeout', async () => {
+    const proxy = await startSilentProxy();
+    const { sub } = subscribe({ url: 'http://127.0.0.1:9/api' }, { handshakeTimeoutMs: 60_000, proxy: { httpProxy: proxy.url, httpsProxy: undefined, noProxy: undefined } });
+    try {
+      await waitFor('the CONNECT', () => proxy.accepted() === 1);
+    } finally {
+      await sub.stop();
+    }
+    await waitFor('the proxy connection closed', () => proxy.open() === 0);
+    await proxy.close();
+    assert.deepEqual({ accepted: proxy.accepted(), open: proxy.open(), connects: sub.stats.connects }, { accepted: 1, open: 0, connects: 0 });
+  });
+
   it('terminates a socket that stays silent (no pong) for idleTimeoutMs, then reconnects', async () => {
     const server = await mini({ autoPong: false });
     server.switches.stall = true; // half-open: no events, no pongs
