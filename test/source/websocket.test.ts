@@ -693,6 +693,7 @@ describe('event subscriber: gap fill from history', () => {
     });
     try {
       await waitFor('every backlogged event', () => backlog.every((e) => ids().includes(e.id)));
+      await waitFor('the second connection live', () => server.connections.length === 2 && server.connections[1]!.live);
       // The second socket's backfill came and has not been followed by a pause or a newer event yet:
       // the stream counts as followed only up to what the history read.
       const historyUntil = Date.parse((server.restRequests[0]!.body as { filter: { occurred: { until: string } } }).filter.occurred.until);
