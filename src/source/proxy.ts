@@ -162,19 +162,9 @@ export function createTunnelAgent(proxy: URL, secure: boolean, connectTimeoutMs:
   const abandon = (): void => {
     for (const c of pending) c.destroy();
   };
-  if (secure) {
-    return new (class extends HttpsAgent {
-      override createConnection(opts: ClientRequestArgs, done?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
-        tunnel(opts, done ?? (() => undefined));
-        return undefined;
-      }
-      override destroy(): void {
-        abandon();
-        super.destroy();
-      }
-    })(options);
-  }
-  return new (class extends HttpAgent {
+  // The https agent's TLS options (the authorities, whether to check) reach `tunnel` in `opts`.
+  const Base: typeof HttpAgent = secure ? HttpsAgent : HttpAgent;
+  return new (class extends Base {
     override createConnection(opts: ClientRequestArgs, done?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
       tunnel(opts, done ?? (() => undefined));
       return undefined;
