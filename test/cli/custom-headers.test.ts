@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { startCli } from '../helpers/cli.js';
-import { liveConnections, logLines, startServers, startWatch, until, workload } from '../helpers/watch-e2e.js';
+import { logLines, startServers, watchUntilSpans, workload } from '../helpers/watch-e2e.js';
 
 const SECRET = 'cf-s3cret-0123456789';
 
@@ -14,13 +14,7 @@ test('PREFECT_CLIENT_CUSTOM_HEADERS: sent with the websocket upgrade and every R
   const w = workload(1);
   const { prefect, receiver } = await startServers(t, w.taskRuns);
   const headers = { 'CF-Access-Client-Id': 'client-id.access', 'CF-Access-Client-Secret': SECRET, 'User-Agent': 'curl/8', Authorization: 'Bearer not-this-one' };
-  const run = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_API_AUTH_STRING: 'admin:pass', PREFECT_CLIENT_CUSTOM_HEADERS: JSON.stringify(headers) }, t);
-  await until('subscription', () => liveConnections(prefect) === 1);
-  prefect.publish(w.events);
-  await receiver.waitForSpans(w.runs.size);
-  run.child.kill('SIGTERM');
-  const r = await run.result;
-  assert.equal(r.code, 0, r.stderr);
+  const r = await watchUntilSpans(t, { prefect, receiver }, w, { PREFECT_API_AUTH_STRING: 'admin:pass', PREFECT_CLIENT_CUSTOM_HEADERS: JSON.stringify(headers) }, 1);
 
   const basic = `Basic ${Buffer.from('admin:pass').toString('base64')}`;
   const sent = (h: Record<string, unknown>) => ({ id: h['cf-access-client-id'], secret: h['cf-access-client-secret'], userAgent: String(h['user-agent']).split('/')[0], authorization: h.authorization });

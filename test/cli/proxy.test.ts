@@ -11,7 +11,7 @@ import { HAS_OPENSSL, makeCertificates } from '../helpers/certificates.js';
 import { startConnectProxy } from '../helpers/connect-proxy.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
-import { liveConnections, logLines, replaySpans, shape, startServers, startWatch, tempDir, until, workload, type LogLine } from '../helpers/watch-e2e.js';
+import { firstUnreachableRetry, logLines, replaySpans, shape, startServers, tempDir, watchUntilSpans, workload, type LogLine } from '../helpers/watch-e2e.js';
 
 const PASSWORD = 'proxy-pa55word';
 
@@ -21,16 +21,9 @@ test('watch through HTTP_PROXY: the websocket and every REST lookup tunnel throu
   const proxy = await startConnectProxy({ credentials: `otel:${PASSWORD}` });
   t.after(() => proxy.close());
   const prefectAuthority = new URL(prefect.url).host;
-  const base = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url };
 
-  const run = async (env: Record<string, string>, connections: number): Promise<LogLine[]> => {
-    const watch = startWatch({ ...base, ...env }, t);
-    await until('subscription', () => liveConnections(prefect) === 1 && prefect.connections.length === connections);
-    if (connections === 1) prefect.publish(w.events);
-    await receiver.waitForSpans(w.runs.size * connections);
-    watch.child.kill('SIGTERM');
-    const r = await watch.result;
-    assert.equal(r.code, 0, r.stderr);
+  const run = async (env: Record<string, string>, connection: number): Promise<LogLine[]> => {
+    const r = await watchUntilSpans(t, { prefect, receiver }, w, env, connection);
     assert.ok(!r.stdout.includes(PASSWORD) && !r.stderr.includes(PASSWORD), 'the proxy password is never logged');
     return logLines(r.stdout);
   };
@@ -52,14 +45,9 @@ test('watch through HTTP_PROXY: the websocket and every REST lookup tunnel throu
   assert.equal(proxy.tunnels.length, tunnelsBefore);
 
   // Without the credentials the proxy answers 407, and the retries say so.
-  const refused = startWatch({ ...base, HTTP_PROXY: proxy.url }, t);
-  let out = '';
-  refused.child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  await until('a refused tunnel', () => logLines(out).some((l) => l.msg?.startsWith('Prefect server unreachable')));
-  refused.child.kill('SIGTERM');
-  assert.equal((await refused.result).code, 0);
+  const refused = await firstUnreachableRetry(t, { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, HTTP_PROXY: proxy.url });
   assert.equal(
-    logLines(out).find((l) => l.msg?.startsWith('Prefect server unreachable'))?.err,
+    refused.err,
     `the proxy http://127.0.0.1:${proxy.port} refused CONNECT ${prefectAuthority} with HTTP 407 (it wants credentials: add a user and password to the proxy URL)`,
   );
 });
@@ -76,12 +64,7 @@ test('watch through HTTPS_PROXY to a Prefect server behind TLS: TLS inside the t
     await prefect.close();
     await proxy.close();
   });
-  const watch = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, HTTPS_PROXY: proxy.url, PREFECT_API_SSL_CERT_FILE: pem.ca }, t);
-  await until('subscription', () => liveConnections(prefect) === 1);
-  prefect.publish(w.events);
-  await receiver.waitForSpans(w.runs.size);
-  watch.child.kill('SIGTERM');
-  assert.equal((await watch.result).code, 0);
+  await watchUntilSpans(t, { prefect, receiver }, w, { HTTPS_PROXY: proxy.url, PREFECT_API_SSL_CERT_FILE: pem.ca }, 1);
   assert.ok(proxy.tunnels.length >= 2 && proxy.tunnels.every((x) => x.authority === new URL(prefect.url).host && x.status === 200), JSON.stringify(proxy.tunnels));
   assert.equal(receiver.spans().filter((s) => s.parentSpanId === undefined || s.parentSpanId === '').length, 1, 'the subflow found its parent over REST through the tunnel');
 });

@@ -14,7 +14,7 @@ import { HAS_OPENSSL, makeCertificates } from '../helpers/certificates.js';
 import { startCli } from '../helpers/cli.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
-import { FAST, liveConnections, logLines, replaySpans, shape, startWatch, tempDir, until, workload, type LogLine } from '../helpers/watch-e2e.js';
+import { FAST, firstUnreachableRetry, logLines, replaySpans, shape, tempDir, watchUntilSpans, workload, type LogLine } from '../helpers/watch-e2e.js';
 
 /** `prefect-otel replay` of the events to `endpoint`, with `env`; exits 0. */
 async function replay(file: string, env: Record<string, string>): Promise<void> {
@@ -71,16 +71,7 @@ test('a Prefect server behind TLS: its certificate checked against PREFECT_API_S
   assert.match(prefect.url, /^https:/);
 
   /** A watch that follows the stream until the spans of the workload arrive; its log lines. */
-  const follow = async (env: Record<string, string>, connections: number): Promise<LogLine[]> => {
-    const run = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, ...env }, t);
-    await until('subscription', () => liveConnections(prefect) === 1 && prefect.connections.length === connections);
-    if (connections === 1) prefect.publish(w.events);
-    await receiver.waitForSpans(w.runs.size * connections);
-    run.child.kill('SIGTERM');
-    const r = await run.result;
-    assert.equal(r.code, 0, r.stderr);
-    return logLines(r.stdout);
-  };
+  const follow = async (env: Record<string, string>, connection: number): Promise<LogLine[]> => logLines((await watchUntilSpans(t, { prefect, receiver }, w, env, connection)).stdout);
   const warnings = (lines: LogLine[]) => lines.filter((l) => (l.level ?? 0) >= 40).map((l) => l.msg);
 
   // The subflow's parent is found over REST (one root), and the spans are what replay makes over TLS too.
@@ -95,13 +86,7 @@ test('a Prefect server behind TLS: its certificate checked against PREFECT_API_S
   assert.deepEqual(warnings(await follow({ PREFECT_API_TLS_INSECURE_SKIP_VERIFY: 'true' }, 3)), ["PREFECT_API_TLS_INSECURE_SKIP_VERIFY is on: the Prefect server's certificate is not checked"]);
 
   // Neither: the server is not trusted, and the retries say why.
-  const refused = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, t);
-  let out = '';
-  refused.child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  await until('a refused connection', () => logLines(out).some((l) => l.msg?.startsWith('Prefect server unreachable')));
-  refused.child.kill('SIGTERM');
-  assert.equal((await refused.result).code, 0);
-  const retry = logLines(out).find((l) => l.msg?.startsWith('Prefect server unreachable'))!;
+  const retry = await firstUnreachableRetry(t, { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url });
   // Node 22 and later add a hint after it (`--use-system-ca`).
   assert.match(String(retry.err), /^unable to verify the first certificate(;|$)/);
   assert.equal(prefect.connections.length, 3, 'no connection without a trusted certificate');

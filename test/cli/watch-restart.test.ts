@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
+import type { FakePrefect } from '../helpers/fake-prefect.js';
 import { customEvent } from '../helpers/prefect-events.js';
 import { closedPort, liveConnections, logLines, replaySpans, shape, startServers, startWatch, tempDir, until, workload, type LogLine, type Workload } from '../helpers/watch-e2e.js';
 
@@ -151,17 +152,26 @@ test('watch: SIGTERM while a subflow parent lookup is unanswered ends with the l
   assert.deepEqual([...firstLines(), ...secondLines()].filter((l) => (l.level ?? 0) >= 40).map((l) => l.msg), []);
 });
 
-test('watch: SIGTERM while the collector is down keeps the spans in the state file and says so, says how many log records are lost, and the next start sends the spans', async (t) => {
-  const w = workload(1);
-  const { prefect, receiver } = await startServers(t, w.taskRuns);
-  const env = { PREFECT_API_URL: prefect.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), OTEL_LOGS_EXPORTER: 'otlp' };
-
+/**
+ * A `watch` whose collector is down (a closed port), sent the whole workload, once every span is
+ * built and waits for the collector (as its stats lines say).
+ */
+async function spansBuiltWithCollectorDown(t: TestContext, prefect: FakePrefect, w: Workload, env: Record<string, string>) {
   const first = startWatch({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await closedPort()}`, PREFECT_OTEL_STATS_INTERVAL_MS: '50' }, t);
   const firstLines = follow(first.child);
   await until('subscription', () => liveConnections(prefect) === 1);
   prefect.publish(w.events);
   const finished = () => firstLines().filter((l) => l.msg === 'stats').map((l) => (l.spans as { finished: number }).finished);
   await until('every span built', () => finished().includes(w.runs.size));
+  return { first, firstLines };
+}
+
+test('watch: SIGTERM while the collector is down keeps the spans in the state file and says so, says how many log records are lost, and the next start sends the spans', async (t) => {
+  const w = workload(1);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const env = { PREFECT_API_URL: prefect.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), OTEL_LOGS_EXPORTER: 'otlp' };
+
+  const { first, firstLines } = await spansBuiltWithCollectorDown(t, prefect, w, env);
   first.child.kill('SIGTERM');
   assert.equal((await first.result).code, 0);
   const shutdown = firstLines().slice(firstLines().findIndex((l) => l.msg === 'signal received'));
@@ -366,12 +376,7 @@ test('watch: a holder that takes longer to stop than its lease (the collector do
   const w = workload(1);
   const { prefect, receiver } = await startServers(t, w.taskRuns);
   const env = { PREFECT_API_URL: prefect.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_STATE_LEASE_MS: '600' };
-  const first = startWatch({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await closedPort()}`, PREFECT_OTEL_STATS_INTERVAL_MS: '50' }, t);
-  const firstLines = follow(first.child);
-  await until('subscription', () => liveConnections(prefect) === 1);
-  prefect.publish(w.events);
-  const finished = () => firstLines().filter((l) => l.msg === 'stats').map((l) => (l.spans as { finished: number }).finished);
-  await until('every span built', () => finished().includes(w.runs.size));
+  const { first, firstLines } = await spansBuiltWithCollectorDown(t, prefect, w, env);
   const second = startWatch({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, t);
   const secondLines = follow(second.child);
   await until('standby', () => secondLines().some((l) => l.msg?.startsWith('standby:')));

@@ -9,7 +9,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startCli } from './cli.js';
+import { startCli, type CliResult } from './cli.js';
 import { startFakePrefect, type FakePrefect, type WireEvent } from './fake-prefect.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from './otlp-receiver.js';
 import { customEvent, flowRunStateEvent, taskRunStateEvent } from './prefect-events.js';
@@ -183,4 +183,39 @@ export async function closedPort(): Promise<number> {
   const { port } = server.address() as { port: number };
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
+}
+
+/**
+ * One `watch` with `env` that follows the stream once: its subscription is the `connection`-th the
+ * fake has had (the first is sent the workload), every connection's spans so far arrive, then
+ * SIGTERM, and it exits 0. Its output.
+ */
+export async function watchUntilSpans(
+  t: { after: (fn: () => void) => void },
+  servers: { prefect: FakePrefect; receiver: OtlpReceiver },
+  w: Workload,
+  env: Record<string, string>,
+  connection: number,
+): Promise<CliResult> {
+  const { prefect, receiver } = servers;
+  const run = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, ...env }, t);
+  await until('subscription', () => liveConnections(prefect) === 1 && prefect.connections.length === connection);
+  if (connection === 1) prefect.publish(w.events);
+  await receiver.waitForSpans(w.runs.size * connection);
+  run.child.kill('SIGTERM');
+  const r = await run.result;
+  assert.equal(r.code, 0, r.stderr);
+  return r;
+}
+
+/** A `watch` that cannot reach its server: its first "Prefect server unreachable" retry line, after which SIGTERM ends it (exit 0). */
+export async function firstUnreachableRetry(t: { after: (fn: () => void) => void }, env: Record<string, string>): Promise<LogLine> {
+  const run = startWatch(env, t);
+  let out = '';
+  run.child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const retry = (): LogLine | undefined => logLines(out).find((l) => l.msg?.startsWith('Prefect server unreachable'));
+  await until('a retry', () => retry() !== undefined);
+  run.child.kill('SIGTERM');
+  assert.equal((await run.result).code, 0);
+  return retry()!;
 }
