@@ -120,6 +120,8 @@ function httpHeaders(raw: unknown): Parsed<Record<string, string>> {
  */
 function jsonHeaders(raw: unknown): Parsed<Record<string, string>> {
   let value: unknown = raw;
+  // Blank is no headers, as a blank `--otlp-headers=` is: it clears the setting, its variable too.
+  if (typeof raw === 'string' && raw.trim() === '') return ok({});
   if (typeof raw === 'string') {
     try {
       value = JSON.parse(raw);
