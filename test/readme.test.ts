@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
+import { parseArgs, USAGE } from '../src/cli.js';
+import { resolveConfig, type Config } from '../src/config.js';
+import { EXIT_CODES } from '../src/errors.js';
+import { LAG_METRIC, METRIC_DEFS } from '../src/metric-defs.js';
 import { SETTINGS } from '../src/settings.js';
 import { VERSION } from '../src/version.js';
 
@@ -57,4 +61,218 @@ test("the README's library snippet type-checks in a TypeScript consumer, whateve
     }),
   );
   assert.deepEqual(diagnostics, { nodenext: [], bundler: [], node10: [] });
+});
+
+/** The README's configuration table as a reader sees it, read from the README alone. */
+interface ReadmeRow {
+  readonly env: readonly string[];
+  readonly flag: string;
+  readonly option: string;
+  /** The default column without its backticks; `—` for none. */
+  readonly default: string;
+}
+
+function readmeRows(): ReadmeRow[] {
+  const readme = readFileSync(new URL('README.md', ROOT), 'utf8');
+  const rows: ReadmeRow[] = [];
+  for (const line of readme.split('\n')) {
+    const m = /^\| (`[A-Z_]+`(?: \/ `[A-Z_]+`)*) \| `(--[a-z-]+)` \| `(\w+)` \| ([^|]+) \|/.exec(line);
+    if (m === null) continue;
+    rows.push({ env: [...m[1]!.matchAll(/`([A-Z_]+)`/g)].map((e) => e[1]!), flag: m[2]!, option: m[3]!, default: m[4]!.trim().replace(/^`|`$/g, '') });
+  }
+  return rows;
+}
+
+/** Where each option's value is in force in the resolved configuration. */
+const IN_FORCE: Record<string, (c: Config) => unknown> = {
+  apiUrl: (c) => c.prefect.apiUrl,
+  apiKey: (c) => c.prefect.apiKey,
+  authString: (c) => c.prefect.authString,
+  clientCustomHeaders: (c) => c.prefect.customHeaders,
+  apiSslCertFile: (c) => c.prefect.tls.caFile,
+  apiTlsInsecureSkipVerify: (c) => !c.prefect.tls.rejectUnauthorized,
+  uiUrl: (c) => c.prefect.uiUrl,
+  // The base URL, as each signal's URL shows it once `/v1/<signal>` is taken off again.
+  otlpEndpoint: (c) => [c.traces.url.replace(/\/v1\/traces$/, ''), c.logs.url.replace(/\/v1\/logs$/, ''), c.metrics.url.replace(/\/v1\/metrics$/, '')],
+  otlpTracesEndpoint: (c) => c.traces.url,
+  otlpLogsEndpoint: (c) => c.logs.url,
+  otlpMetricsEndpoint: (c) => c.metrics.url,
+  otlpHeaders: (c) => [c.traces.headers, c.logs.headers, c.metrics.headers],
+  otlpTracesHeaders: (c) => c.traces.headers,
+  otlpLogsHeaders: (c) => c.logs.headers,
+  otlpMetricsHeaders: (c) => c.metrics.headers,
+  otlpProtocol: (c) => [c.traces.protocol, c.logs.protocol, c.metrics.protocol],
+  otlpTracesProtocol: (c) => c.traces.protocol,
+  otlpLogsProtocol: (c) => c.logs.protocol,
+  otlpMetricsProtocol: (c) => c.metrics.protocol,
+  otlpCompression: (c) => [c.traces.compression, c.logs.compression, c.metrics.compression],
+  otlpTracesCompression: (c) => c.traces.compression,
+  otlpLogsCompression: (c) => c.logs.compression,
+  otlpMetricsCompression: (c) => c.metrics.compression,
+  otlpTimeoutMs: (c) => [c.traces.timeoutMs, c.logs.timeoutMs, c.metrics.timeoutMs],
+  otlpTracesTimeoutMs: (c) => c.traces.timeoutMs,
+  otlpLogsTimeoutMs: (c) => c.logs.timeoutMs,
+  otlpMetricsTimeoutMs: (c) => c.metrics.timeoutMs,
+  serviceName: (c) => c.resource.serviceName,
+  resourceAttributes: (c) => c.resource.attributes,
+  tracesExporter: (c) => c.traces.exporter,
+  logsExporter: (c) => c.logs.exporter,
+  metricsExporter: (c) => c.metrics.exporter,
+  metricExportIntervalMs: (c) => c.metrics.intervalMs,
+  stateFile: (c) => c.stateFile,
+  jaegerUrl: (c) => c.jaegerUrl,
+  logLevel: (c) => c.log.level,
+  logFormat: (c) => c.log.format,
+  settleMs: (c) => c.model.settleMs,
+  taskGraceMs: (c) => c.model.taskGraceMs,
+  openRunTimeoutMs: (c) => c.model.openRunTimeoutMs,
+  maxOpenRuns: (c) => c.model.maxOpenRuns,
+  maxSpanEvents: (c) => c.model.maxSpanEvents,
+  payloadMaxChars: (c) => c.model.payloadMaxChars,
+  dedupeWindowMs: (c) => c.model.dedupeWindowMs,
+  dedupeMaxIds: (c) => c.model.dedupeMaxIds,
+  bufferMaxSpans: (c) => c.delivery.maxSpans,
+  bufferMaxBytes: (c) => c.delivery.maxBytes,
+  batchSize: (c) => c.delivery.batchSize,
+  scheduleDelayMs: (c) => c.delivery.scheduleDelayMs,
+  resumeMarginMs: (c) => c.live.resumeMarginMs,
+  idleTimeoutMs: (c) => c.live.idleTimeoutMs,
+  stateFlushMs: (c) => c.live.stateFlushMs,
+  stateLeaseMs: (c) => c.live.stateLeaseMs,
+  statsIntervalMs: (c) => c.statsIntervalMs,
+  httpPort: (c) => c.httpPort,
+};
+
+/** A value for each setting other than its default, as a user would write it. */
+const SAMPLE: Record<string, string> = {
+  apiUrl: 'http://prefect.test:4200/api',
+  apiKey: 'pnu_sample',
+  authString: 'admin:pass',
+  clientCustomHeaders: '{"CF-Access-Client-Id": "id"}',
+  apiSslCertFile: fileURLToPath(new URL('test/fixtures/tls/localhost-cert.pem', ROOT)),
+  apiTlsInsecureSkipVerify: 'true',
+  uiUrl: 'http://ui.test:4200',
+  otlpEndpoint: 'http://collector.test:4318',
+  otlpTracesEndpoint: 'http://collector.test:4318/t',
+  otlpLogsEndpoint: 'http://collector.test:4318/l',
+  otlpMetricsEndpoint: 'http://collector.test:4318/m',
+  otlpHeaders: 'x-team=a',
+  otlpTracesHeaders: 'x-team=t',
+  otlpLogsHeaders: 'x-team=l',
+  otlpMetricsHeaders: 'x-team=m',
+  otlpProtocol: 'http/json',
+  otlpTracesProtocol: 'http/json',
+  otlpLogsProtocol: 'http/json',
+  otlpMetricsProtocol: 'http/json',
+  otlpCompression: 'gzip',
+  otlpTracesCompression: 'gzip',
+  otlpLogsCompression: 'gzip',
+  otlpMetricsCompression: 'gzip',
+  otlpTimeoutMs: '2500',
+  otlpTracesTimeoutMs: '2500',
+  otlpLogsTimeoutMs: '2500',
+  otlpMetricsTimeoutMs: '2500',
+  serviceName: 'etl-tracing',
+  resourceAttributes: 'deployment.environment.name=prod',
+  tracesExporter: 'console',
+  logsExporter: 'otlp',
+  metricsExporter: 'otlp',
+  stateFile: '/var/lib/prefect-otel/state.json',
+  jaegerUrl: 'http://jaeger.test:16686',
+  logLevel: 'debug',
+  logFormat: 'pretty',
+  httpPort: '9464',
+};
+
+/** The sample for a numeric setting: one more than its default, which every bound allows. */
+const sampleFor = (row: ReadmeRow): string => SAMPLE[row.option] ?? String(Number(row.default) + 1);
+
+test("every row of the README's configuration table: its flag is in --help beside its variables and the CLI reads it as the row's option", () => {
+  const rows = readmeRows();
+  assert.ok(rows.length >= 50, `the configuration table has its rows (found ${rows.length})`);
+  const wrong = rows.flatMap((row) => {
+    const problems: string[] = [];
+    const helpLine = new RegExp(`^  ${row.flag.replace(/-/g, '\\-')} +${row.env.join(' \\| ')}$`, 'm');
+    if (!helpLine.test(USAGE)) problems.push(`--help has no line "${row.flag}  ${row.env.join(' | ')}"`);
+    for (const argv of [[row.flag, 'x'], [`${row.flag}=x`]]) {
+      const parsed = parseArgs(argv);
+      if (parsed.problems.length > 0 || JSON.stringify(parsed.options) !== JSON.stringify({ [row.option]: 'x' })) {
+        problems.push(`${argv.join(' ')} parses as ${JSON.stringify({ options: parsed.options, problems: parsed.problems })}`);
+      }
+    }
+    return problems.map((p) => `${row.flag}: ${p}`);
+  });
+  assert.deepEqual(wrong, []);
+  // And --help lists nothing the table does not.
+  const helpFlags = [...USAGE.matchAll(/^ {2}(--[a-z-]+) +[A-Z_]+/gm)].map((m) => m[1]);
+  assert.deepEqual(helpFlags, rows.map((r) => r.flag));
+});
+
+/**
+ * What a row says, in force: the default column is what a run with nothing set uses; the row's
+ * flag and each of its variables set the same thing, and that thing is not the default; a blank
+ * flag is an error exactly where the row has a default, and clears the setting where it has none (`—`).
+ */
+test("every row of the README's configuration table is what the configuration in force does", () => {
+  const rows = readmeRows();
+  assert.deepEqual(rows.map((r) => r.option).sort(), Object.keys(IN_FORCE).sort(), 'every row has its place in the configuration');
+  const byDefault = resolveConfig({}, {});
+  const wrong = rows.flatMap((row) => {
+    const problems: string[] = [];
+    const inForce = IN_FORCE[row.option]!;
+    const shown = (v: unknown): string => JSON.stringify(v);
+    if (row.default !== '—') {
+      const actual = inForce(byDefault);
+      const values = Array.isArray(actual) ? actual : [actual];
+      const asText = values.map((v) => (typeof v === 'boolean' || typeof v === 'number' ? String(v) : v));
+      if (!asText.every((v) => v === row.default)) problems.push(`default is ${shown(actual)}, the row says ${row.default}`);
+    }
+    const sample = sampleFor(row);
+    let fromFlag: unknown;
+    try {
+      fromFlag = inForce(resolveConfig(parseArgs([row.flag, sample]).options, {}));
+    } catch (err) {
+      problems.push(`${row.flag} ${sample} is refused: ${(err as Error).message}`);
+    }
+    if (JSON.stringify(fromFlag) === JSON.stringify(inForce(byDefault))) problems.push(`${row.flag} ${sample} changes nothing`);
+    for (const name of row.env) {
+      let fromEnv: unknown;
+      try {
+        fromEnv = inForce(resolveConfig({}, { [name]: sample }));
+      } catch (err) {
+        problems.push(`${name}=${sample} is refused: ${(err as Error).message}`);
+      }
+      if (JSON.stringify(fromEnv) !== JSON.stringify(fromFlag)) problems.push(`${name}=${sample} gives ${shown(fromEnv)}, ${row.flag} gives ${shown(fromFlag)}`);
+    }
+    let blankRefused = false;
+    try {
+      resolveConfig(parseArgs([`${row.flag}=`]).options, {});
+    } catch {
+      blankRefused = true;
+    }
+    if (blankRefused !== (row.default !== '—')) problems.push(`a blank ${row.flag}= is ${blankRefused ? 'refused' : 'accepted'}, but the row's default is ${row.default}`);
+    return problems.map((p) => `${row.flag}: ${p}`);
+  });
+  assert.deepEqual(wrong, []);
+});
+
+test("the README's exit codes are the CLI's, and --help lists the same", () => {
+  const readme = readFileSync(new URL('README.md', ROOT), 'utf8');
+  const section = readme.slice(readme.indexOf('## Exit codes'), readme.indexOf('## Troubleshooting'));
+  const codes = [...section.matchAll(/^\| (\d+)(?: \/ (\d+))? \|/gm)].flatMap((m) => m.slice(1).filter((c) => c !== undefined).map(Number));
+  const signalled = ['SIGINT', 'SIGTERM'].map((s) => 128 + osConstants.signals[s as 'SIGINT' | 'SIGTERM']);
+  assert.deepEqual(codes, [...Object.values(EXIT_CODES), ...signalled]);
+  const helpCodes = [...(/Exit codes: ([^]*)$/.exec(USAGE)?.[1] ?? '').matchAll(/\b(\d+)\b/g)].map((m) => Number(m[1]));
+  assert.deepEqual(helpCodes, codes);
+});
+
+test('every metric the README names is one prefect-otel serves or exports, under that name', () => {
+  const readme = readFileSync(new URL('README.md', ROOT), 'utf8');
+  const prometheus = new Set([...METRIC_DEFS.map((d) => d.prometheus), LAG_METRIC.prometheus]);
+  const otel = new Set([...METRIC_DEFS.flatMap((d) => (d.otel === undefined ? [] : [d.otel])), LAG_METRIC.otel]);
+  const named = [...new Set([...readme.matchAll(/\b(?:prefect_otel[._][a-z_.]*[a-z]|process_[a-z_]+_bytes)\b/g)].map((m) => m[0]))];
+  assert.deepEqual(named.filter((n) => !(n.includes('.') ? otel : prometheus).has(n)), []);
+  // The labels the README shows (`{outcome=…}`) are the metric's label.
+  const labelled = [...readme.matchAll(/\b(prefect_otel_[a-z_]+)\{(\w+)=/g)].map((m) => [m[1], m[2]]);
+  assert.deepEqual(labelled.filter(([name, label]) => METRIC_DEFS.find((d) => d.prometheus === name)?.label !== label), []);
 });
