@@ -9,6 +9,7 @@ import { parseArgs, USAGE } from '../src/cli.js';
 import { resolveConfig, type Config } from '../src/config.js';
 import { EXIT_CODES } from '../src/errors.js';
 import { LAG_METRIC, METRIC_DEFS } from '../src/metric-defs.js';
+import { ATTR, CICD_RESULT } from '../src/model/attributes.js';
 import { SETTINGS } from '../src/settings.js';
 import { VERSION } from '../src/version.js';
 
@@ -275,4 +276,20 @@ test('every metric the README names is one prefect-otel serves or exports, under
   // The labels the README shows (`{outcome=…}`) are the metric's label.
   const labelled = [...readme.matchAll(/\b(prefect_otel_[a-z_]+)\{(\w+)=/g)].map((m) => [m[1], m[2]]);
   assert.deepEqual(labelled.filter(([name, label]) => METRIC_DEFS.find((d) => d.prometheus === name)?.label !== label), []);
+});
+
+test('every span attribute the README names is one prefect-otel writes, under that name', () => {
+  const readme = readFileSync(new URL('README.md', ROOT), 'utf8');
+  const written = new Set<string>(Object.values(ATTR));
+  // `prefect.state.type/name/message` names three attributes; `cicd.pipeline.*` a family.
+  const named = [...readme.matchAll(/`((?:prefect|cicd)\.[a-z_.*-]+(?:\/[a-z_-]+)*)(?: = [^`]+)?`/g)].flatMap((m) => {
+    const [first, ...rest] = m[1]!.split('/');
+    const prefix = first!.slice(0, first!.lastIndexOf('.') + 1);
+    return [first!, ...rest.map((leaf) => prefix + leaf)];
+  });
+  assert.ok(named.length >= 30, `the README names the attributes (found ${named.length})`);
+  const unknown = named.filter((n) => (n.endsWith('.*') ? ![...written].some((w) => w.startsWith(n.slice(0, -1))) : !written.has(n)));
+  assert.deepEqual([...new Set(unknown)], []);
+  // The result values of `cicd.pipeline.*` the README lists are the convention's, as written.
+  assert.deepEqual(/result ((?:`\w+`\/?)+)/.exec(readme)?.[1]?.split('/').map((v) => v.replace(/`/g, '')), Object.values(CICD_RESULT));
 });
