@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { EXIT_CODES } from '../src/errors.js';
 import { LAG_METRIC, METRIC_DEFS } from '../src/metric-defs.js';
 import { ATTR, CICD_RESULT } from '../src/model/attributes.js';
 import { SETTINGS } from '../src/settings.js';
+import { startCli } from './helpers/cli.js';
 import { VERSION } from '../src/version.js';
 
 const ROOT = new URL('../../', import.meta.url);
@@ -292,4 +294,28 @@ test('every span attribute the README names is one prefect-otel writes, under th
   assert.deepEqual([...new Set(unknown)], []);
   // The result values of `cicd.pipeline.*` the README lists are the convention's, as written.
   assert.deepEqual(/result ((?:`\w+`\/?)+)/.exec(readme)?.[1]?.split('/').map((v) => v.replace(/`/g, '')), Object.values(CICD_RESULT));
+});
+
+/**
+ * "From `npm run demo`": the README's trace is what the demo draws, line for line, and the ids the
+ * demo's log lines carry are the ones the README's formula computes (trace id: the root flow run
+ * id without dashes; span id: the first 16 hex digits of SHA-256 of the run id).
+ */
+test("the README's demo trace is the demo's, and the demo's ids follow the README's formula", async () => {
+  const readme = readFileSync(new URL('README.md', ROOT), 'utf8');
+  const block = /From `npm run demo`:\n\n```\n([\s\S]*?)```/.exec(readme)?.[1];
+  assert.ok(block !== undefined, 'the demo trace is in the README');
+  const r = await startCli(['demo'], {}).result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(r.stdout.includes(block), `the demo draws the README's trace:\n${block}`);
+  const traceId = /^trace ([0-9a-f]{32}) /.exec(block)?.[1];
+  const logged = [...r.stdout.matchAll(/STLOGGING: (Flow|Task) run ([0-9a-f-]{36}) .* trace_id=([0-9a-f]{32}) span_id=([0-9a-f]{16})$/gm)];
+  assert.ok(logged.length >= 3, 'the demo shows log lines with their ids');
+  const spanId = (uuid: string): string => createHash('sha256').update(uuid).digest('hex').slice(0, 16);
+  assert.deepEqual(
+    logged.map((m) => ({ traceId: m[3], spanId: m[4] })),
+    logged.map((m) => ({ traceId, spanId: spanId(m[2]!) })),
+  );
+  // The root flow run's own lines: its id without dashes is the trace id.
+  assert.ok(logged.some((m) => m[1] === 'Flow' && m[2]!.replace(/-/g, '') === traceId));
 });
