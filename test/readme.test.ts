@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -318,4 +320,38 @@ test("the README's demo trace is the demo's, and the demo's ids follow the READM
   );
   // The root flow run's own lines: its id without dashes is the trace id.
   assert.ok(logged.some((m) => m[1] === 'Flow' && m[2]!.replace(/-/g, '') === traceId));
+});
+
+/**
+ * "with `keepAlive: false` it does not [hold the process open], and `shutdown()` on `beforeExit`
+ * flushes": an application that does just that ends by itself once its own work is done, and its
+ * shutdown saved the state and released the state file.
+ */
+// A bound of its own, below the file's: an application held open is then ended by the test's after hook.
+test("the README's keepAlive: false with shutdown() on beforeExit: the application ends by itself, its state saved", { timeout: 30_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-keepalive-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // A port nothing listens on: Prefect is down, the stream keeps retrying in the background.
+  const closed = createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const { port } = closed.address() as AddressInfo;
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  const stateFile = join(dir, 'state.json');
+  const app = [
+    `import { startPrefectTracing } from ${JSON.stringify(new URL('dist/src/index.js', ROOT).href)};`,
+    `const tracing = startPrefectTracing({ apiUrl: 'http://127.0.0.1:${port}/api', tracesExporter: 'none', stateFile: ${JSON.stringify(stateFile)}, keepAlive: false });`,
+    "process.once('beforeExit', () => void tracing.shutdown());",
+    "setImmediate(() => console.log('application done'));",
+  ].join('\n');
+  const child = spawn(process.execPath, ['--input-type=module', '-e', app], { env: { PATH: process.env.PATH ?? '' } });
+  // An application held open (the sentence untrue) would outlive the test: the test's timeout ends it.
+  t.after(() => child.kill());
+  let stdout = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const lines = stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => (JSON.parse(l) as { msg: string }).msg);
+  assert.deepEqual(
+    { code, done: stdout.includes('application done'), last: lines.at(-1), saved: existsSync(stateFile), lockLeft: existsSync(`${stateFile}.lock`) },
+    { code: 0, done: true, last: 'stopped', saved: true, lockLeft: false },
+  );
 });
