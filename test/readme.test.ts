@@ -355,3 +355,39 @@ test("the README's keepAlive: false with shutdown() on beforeExit: the applicati
     { code: 0, done: true, last: 'stopped', saved: true, lockLeft: false },
   );
 });
+
+/**
+ * The README's log section against a real run (the demo, its log as JSON): its example lines are
+ * the shapes of real STLOGGING messages (`…` standing for the rest of an id, any run name), every
+ * STLOGGING record carries the fields it names, and with PREFECT_OTEL_JAEGER_URL exactly the
+ * terminal-state lines carry `jaeger_url=<url>/trace/<trace_id>`.
+ */
+test("the README's log lines are the demo's: message shapes, correlation fields, jaeger_url on terminal-state lines", async () => {
+  const readme = readFileSync(new URL('README.md', ROOT), 'utf8');
+  const section = readme.slice(readme.indexOf('## Logs'), readme.indexOf('## Configuration'));
+  const examples = /```\n([\s\S]*?)```/.exec(section)?.[1]?.trim().split('\n') ?? [];
+  const carried = /Each line carries ([\s\S]*?), so /.exec(section)?.[1]?.replace(/\([^)]*\)/g, '') ?? '';
+  const fields = [...carried.matchAll(/`([\w.]+)`/g)].map((m) => m[1]!);
+  assert.ok(examples.length >= 2 && fields.length >= 5, 'the log section has its examples and its field names');
+  const jaeger = 'http://jaeger.test:16686';
+  const r = await startCli(['demo'], { PREFECT_OTEL_LOG_LEVEL: 'info', PREFECT_OTEL_LOG_FORMAT: 'json', PREFECT_OTEL_JAEGER_URL: jaeger }).result;
+  assert.equal(r.code, 0, r.stderr);
+  const records = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown> & { msg: string });
+  const stlogging = records.filter((l) => l.msg.startsWith('STLOGGING: '));
+  assert.ok(stlogging.length > 100, 'the demo logs its transitions');
+  const shape = (example: string): RegExp =>
+    new RegExp(
+      `^${example
+        .replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+        .replace(/[0-9a-f]{8}-…/g, '[0-9a-f-]{36}')
+        .replace(/\\\([a-z]+-[a-z0-9]+\\\)/g, '\\([^)]+\\)')
+        .replace(/…/g, '[^ )]+')}$`,
+    );
+  assert.deepEqual(examples.filter((e) => !stlogging.some((l) => shape(e).test(l.msg))), [], 'every example is the shape of a real line');
+  assert.deepEqual(stlogging.filter((l) => !fields.every((f) => typeof l[f] === 'string')).map((l) => l.msg), [], `every line carries ${fields.join(', ')}`);
+  const terminal = /state transition: \S+ -> (?:COMPLETED|FAILED|CRASHED|CANCELLED) /;
+  assert.deepEqual(
+    stlogging.filter((l) => l.jaeger_url !== (terminal.test(l.msg) ? `${jaeger}/trace/${String(l.trace_id)}` : undefined)).map((l) => l.msg),
+    [],
+  );
+});
