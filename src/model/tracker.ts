@@ -201,7 +201,7 @@ export class RunTracker {
         ref = classified.run;
         break;
       case 'run-event':
-        ref = classified.runs.find((r) => this.open.has(r.id) || this.finished.has(r.id)) ?? classified.runs[0]!;
+        ref = this.runEventTarget(classified.runs, nowMs);
         break;
       default:
         return undefined;
@@ -240,7 +240,10 @@ export class RunTracker {
           this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt });
         }
       }
-    } else this.open.touch(ref.id);
+    } else {
+      this.open.touch(ref.id);
+      if (classified.kind === 'state' && run.latest === undefined) this.hangUnderParentTask(run, event);
+    }
     if (classified.kind === 'state' && run.terminal && event.occurredUs > run.latest!.occurredUs) {
       // The run left its terminal state (a re-run from the UI): close this attempt, open the next.
       const ctx = run.ctx;
@@ -251,6 +254,38 @@ export class RunTracker {
     }
     this.apply(run, event, classified, payload, nowMs);
     return undefined;
+  }
+
+  /**
+   * The run an event naming runs (innermost first) lands on: the innermost (SPEC §3), also when its
+   * own events are still to come: reordered behind this one, or late after its flow run ended. Only
+   * when the innermost is not known and the outer run it names ended longer than the task grace ago
+   * is the event the outer run's (a late event, logged): the innermost may then be a run finished
+   * and forgotten long ago, whose span must not be exported again.
+   */
+  private runEventTarget(runs: readonly RunRef[], nowMs: number): RunRef {
+    const inner = runs[0]!;
+    if (runs.length === 1 || this.open.has(inner.id) || this.finished.has(inner.id)) return inner;
+    for (let i = 1; i < runs.length; i++) {
+      const outer = runs[i]!;
+      if (this.open.has(outer.id)) return inner;
+      const done = this.finished.get(outer.id);
+      if (done !== undefined) return nowMs - done.endedAtMs <= this.options.taskGraceMs ? inner : outer;
+    }
+    return inner;
+  }
+
+  /**
+   * A task run opened by another event that named it (one that came before its own states) hangs
+   * under its flow run; its first state names the task it was called in (`__parents__`), under
+   * which it hangs as if that state had come first. Its span is not exported yet, and the runs
+   * hanging under it keep its span id.
+   */
+  private hangUnderParentTask(run: RunState, event: PrefectEvent): void {
+    const flowRunId = run.ctx[PARENT_RUN];
+    if (run.ref.type !== 'task' || run.ctx.root || flowRunId === undefined || flowRunId !== run.meta.flowRunId) return;
+    const parentTaskId = this.parentTaskOf(run.ref.id, flowRunId, event);
+    if (parentTaskId !== undefined) run.ctx = this.childCtx(flowRunId, parentTaskId, run.ctx.traceId, event.occurredUs);
   }
 
   /**

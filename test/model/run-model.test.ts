@@ -191,6 +191,17 @@ test('duplicates and reordering change nothing: same spans, same span events, ex
   assert.equal(noisy.pipeline.counters.duplicates, 4);
 });
 
+test("an event of a task run that arrives before the task run's own states lands on that task run, which hangs under the parent task its states name: the same spans as in order", async () => {
+  const base = await run(happyRun());
+  const events = happyRun();
+  // `acme.rows.parsed` (related: the nested task run and its flow run) before the nested task's Pending.
+  const reordered = [...events.slice(0, 6), events[8]!, events[6]!, events[7]!, ...events.slice(9)];
+  const noisy = await run(reordered);
+  const whole = (spans: SpanRecord[]) => [...spans].sort((a, b) => a.spanId.localeCompare(b.spanId));
+  assert.deepEqual(whole(noisy.spans), whole(base.spans));
+  assert.deepEqual(tree(noisy.spans), ['etl [server] ok', '  extract [internal] ok', '    parse [internal] ok', '  load [internal] ok']);
+});
+
 test('states of one run with the same `occurred`, arriving in any order: span events follow the `follows` chain and the span ends in its last state', async () => {
   const ids = ['0198c7d2-aaaa-7000-8000-000000000001', '0198c7d2-aaaa-7000-8000-000000000002', '0198c7d2-aaaa-7000-8000-000000000003'];
   const [pending, running, completed] = [
