@@ -8,7 +8,7 @@ import { startHealthServer } from './health.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
 import { createFlowParentLookup, createOwnerLookup, type OwnerLookupOptions } from './source/run-lookups.js';
-import { MAX_EVENT_BYTES } from './model/event.js';
+import { isRecord, MAX_EVENT_BYTES } from './model/event.js';
 import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
 import { safeUrl } from './log/redact.js';
 import { createPrefectRestClient } from './source/rest.js';
@@ -136,7 +136,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
       for (const line of lines) {
         lineCount += 1;
         const trimmed = line.trimStart();
-        if (trimmed !== '' && !trimmed.startsWith('#')) pipeline.ingest(line);
+        if (trimmed !== '' && !trimmed.startsWith('#')) ingestLine(pipeline, line, trimmed);
         // After every line: one line can finish spans of megabytes (their events' payloads), or many.
         if (pipeline.backpressure()) await waitForCollector(pipeline, () => signal?.aborted === true);
         if ((lineCount & 1023) === 0) {
@@ -180,6 +180,32 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     exportOk: flushed.ok && (t === undefined || (t.dropped === 0 && t.rejected === 0)),
     exporter: config.traces.exporter,
   };
+}
+
+/** `{"events"`: how a saved page of `POST /api/events/filter` starts; no event line does. */
+const EVENT_PAGE_START = '{"events"';
+
+/**
+ * One line: an event, or many events at once: a JSON array of them, or a page of
+ * `POST /api/events/filter` (`{"events":[…],"total":…,"next_page":…}`) as it is saved from the API.
+ * Only a line that starts like those is parsed here; an event line costs one character compare more.
+ */
+function ingestLine(pipeline: Pipeline, line: string, trimmed: string): void {
+  const first = trimmed.charCodeAt(0);
+  if ((first !== 0x5b && (first !== 0x7b || !trimmed.startsWith(EVENT_PAGE_START))) || line.length > MAX_EVENT_BYTES) {
+    pipeline.ingest(line);
+    return;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    pipeline.ingest(line); // skipped, counted and logged there
+    return;
+  }
+  const events = Array.isArray(value) ? (isRecord(value[0]) ? value : undefined) : isRecord(value) && Array.isArray(value.events) ? value.events : undefined;
+  if (events === undefined) pipeline.ingest(line);
+  else for (const event of events as unknown[]) pipeline.ingest(event);
 }
 
 /**

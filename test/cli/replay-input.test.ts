@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { spanIdForRun } from '../../src/model/ids.js';
+import { startCli, type CliResult } from '../helpers/cli.js';
+import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
+import { flowRunStateEvent, taskRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
+
+const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+const FR = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+const TR = '0198c7d2-6000-7abc-8def-000000000001';
+const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+
+function smallRun(): WireEvent[] {
+  return [
+    flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: T0, id: '0198c7d2-eeee-7000-8000-000000000001' }),
+    taskRunStateEvent({ taskRunId: TR, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: FR, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: T0 + 1000, id: '0198c7d2-eeee-7000-8000-000000000002' }),
+    taskRunStateEvent({ taskRunId: TR, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: FR, ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: T0 + 2000, id: '0198c7d2-eeee-7000-8000-000000000003' }),
+    flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: T0 + 3000, id: '0198c7d2-eeee-7000-8000-000000000004' }),
+  ];
+}
+
+async function replay(input: string): Promise<{ r: CliResult; spans: ReceivedSpan[] }> {
+  const receiver = await startOtlpReceiver();
+  try {
+    const r = await startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, input).result;
+    return { r, spans: receiver.spans().sort((a, b) => a.name.localeCompare(b.name)) };
+  } finally {
+    await receiver.close();
+  }
+}
+
+test('a saved page of /api/events/filter, and a JSON array of events, on a line: each event is read, the spans are those of the same events one a line', async () => {
+  const events = smallRun();
+  const plain = await replay(`${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
+  assert.equal(plain.r.code, 0, plain.r.stderr);
+  assert.deepEqual(plain.spans.map((s) => [s.name, s.spanId]), [['etl', spanIdForRun(FR)], ['extract', spanIdForRun(TR)]]);
+  const page = (evs: WireEvent[], next: string | null) => JSON.stringify({ events: evs, total: events.length, next_page: next });
+  const inputs = {
+    // As Python's json.dump writes it, and as the API sends it (newest first): two pages, then an empty one.
+    pages: `${JSON.stringify({ events: events.slice(2).reverse(), total: 4, next_page: 'http://127.0.0.1:4200/api/events/filter/next?page-token=abc' }, null, 0).replace(/":/g, '": ').replace(/,"/g, ', "')}\n${page(events.slice(0, 2).reverse(), null)}\n${page([], null)}\n`,
+    array: `${JSON.stringify(events)}\n`,
+  };
+  for (const [name, input] of Object.entries(inputs)) {
+    const got = await replay(input);
+    assert.equal(got.r.code, 0, got.r.stderr);
+    assert.deepEqual(got.r.stderr.split('\n').slice(0, 3), [`events read: 4 (${input.split('\n').length - 1} lines, 0 duplicates, 0 not about a run)`, 'skipped: 0', 'runs: 2  spans: 2 (0 incomplete)'], name);
+    assert.deepEqual(got.spans, plain.spans, name);
+  }
+});
+
+test('arrays that are not of events and a page with a bad event: skipped and counted, the good events of the page read', async () => {
+  const events = smallRun();
+  const input = ['[]', '[1,2]', JSON.stringify({ events: [...events, { id: 'x' }], total: 5, next_page: null })].join('\n');
+  const got = await replay(input);
+  assert.equal(got.r.code, 0, got.r.stderr);
+  assert.deepEqual(got.r.stderr.split('\n').slice(0, 3), ['events read: 4 (3 lines, 0 duplicates, 0 not about a run)', 'skipped: 3 (not_an_object: 2, bad_id: 1)', 'runs: 2  spans: 2 (0 incomplete)']);
+  assert.equal(got.spans.length, 2);
+});
