@@ -130,13 +130,20 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   // Standard input may have nothing to give for a long time: stop waiting for it too.
   const stopReading = (): void => void input.destroy();
   signal?.addEventListener('abort', stopReading, { once: true });
+  let firstContent = true;
   try {
-    for await (const lines of lineBatches(input, { onChunk: (bytes) => (bytesRead += bytes), maxLineChars: MAX_EVENT_BYTES })) {
+    for await (const lines of lineBatches(refuseCompressed(input, options.file), { onChunk: (bytes) => (bytesRead += bytes), maxLineChars: MAX_EVENT_BYTES })) {
       if (signal?.aborted === true) break;
       for (const line of lines) {
         lineCount += 1;
         const trimmed = line.trimStart();
-        if (trimmed !== '' && !trimmed.startsWith('#')) ingestLine(pipeline, line, trimmed);
+        if (trimmed !== '' && !trimmed.startsWith('#')) {
+          if (firstContent) {
+            firstContent = false;
+            refuseJsonDocument(trimmed, options.file);
+          }
+          ingestLine(pipeline, line, trimmed);
+        }
         // After every line: one line can finish spans of megabytes (their events' payloads), or many.
         if (pipeline.backpressure()) await waitForCollector(pipeline, () => signal?.aborted === true);
         if ((lineCount & 1023) === 0) {
@@ -149,6 +156,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
       }
     }
   } catch (err) {
+    if (err instanceof InputError) throw err;
     if (signal?.aborted !== true) throw new InputError(`reading ${options.file} failed: ${errorText(err)}`, { cause: err });
   } finally {
     signal?.removeEventListener('abort', stopReading);
@@ -180,6 +188,47 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     exportOk: flushed.ok && (t === undefined || (t.dropped === 0 && t.rejected === 0)),
     exporter: config.traces.exporter,
   };
+}
+
+/** What a compressed export starts with, and how to give it to replay decompressed. */
+const COMPRESSED_FORMATS: readonly { readonly name: string; readonly magic: readonly number[]; readonly decompress: string }[] = [
+  { name: 'gzip', magic: [0x1f, 0x8b], decompress: 'gunzip -c' },
+  { name: 'zstd', magic: [0x28, 0xb5, 0x2f, 0xfd], decompress: 'zstd -dc' },
+  { name: 'xz', magic: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], decompress: 'xz -dc' },
+  { name: 'bzip2', magic: [0x42, 0x5a, 0x68], decompress: 'bzip2 -dc' },
+  { name: 'zip', magic: [0x50, 0x4b, 0x03, 0x04], decompress: 'unzip -p' },
+];
+
+/**
+ * The input's chunks, refused at the first if it is a compressed file: its bytes are no text, and
+ * read as lines they would only be skipped one by one as invalid JSON while the summary says "ok".
+ */
+async function* refuseCompressed(input: AsyncIterable<Buffer | string>, file: string): AsyncGenerator<Buffer | string, void, undefined> {
+  let first = true;
+  for await (const chunk of input) {
+    if (first) {
+      first = false;
+      if (typeof chunk !== 'string') {
+        const format = COMPRESSED_FORMATS.find((f) => chunk.length >= f.magic.length && f.magic.every((b, i) => chunk[i] === b));
+        if (format !== undefined) {
+          const name = file === '-' ? 'standard input' : file;
+          throw new InputError(`${name} is ${format.name}-compressed, not JSON lines: decompress it first, e.g. ${format.decompress} ${file === '-' ? 'FILE' : file} | prefect-otel replay -`);
+        }
+      }
+    }
+    yield chunk;
+  }
+}
+
+/**
+ * A first line that is only `{` or `[` starts one JSON document written over many lines (an API
+ * answer saved pretty-printed, `jq` output): every line of it would be skipped as invalid JSON.
+ */
+function refuseJsonDocument(trimmed: string, file: string): void {
+  const text = trimmed.trimEnd();
+  if (text !== '{' && text !== '[') return;
+  const name = file === '-' ? 'standard input' : file;
+  throw new InputError(`${name} is one JSON document over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | .[]' ${file === '-' ? 'FILE' : file} | prefect-otel replay -`);
 }
 
 /** `{"events"`: how a saved page of `POST /api/events/filter` starts; no event line does. */

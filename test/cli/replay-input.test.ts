@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { spanIdForRun } from '../../src/model/ids.js';
 import { startCli, type CliResult } from '../helpers/cli.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
@@ -55,4 +59,24 @@ test('arrays that are not of events and a page with a bad event: skipped and cou
   assert.equal(got.r.code, 0, got.r.stderr);
   assert.deepEqual(got.r.stderr.split('\n').slice(0, 3), ['events read: 4 (3 lines, 0 duplicates, 0 not about a run)', 'skipped: 3 (not_an_object: 2, bad_id: 1)', 'runs: 2  spans: 2 (0 incomplete)']);
   assert.equal(got.spans.length, 2);
+});
+
+test('a compressed file, or one JSON document written over many lines: refused at once with what to run instead, exit 1, nothing skipped line by line', async () => {
+  const events = smallRun();
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-input-'));
+  const text = `${events.map((e) => JSON.stringify(e)).join('\n')}\n`;
+  const gz = join(dir, 'events.jsonl.gz');
+  writeFileSync(gz, gzipSync(text));
+  const pretty = join(dir, 'page.json');
+  writeFileSync(pretty, `${JSON.stringify({ events, total: 4, next_page: null }, null, 2)}\n`);
+  const run = (args: string[], input?: string) => startCli(args, { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }, input).result;
+  const cases: [CliResult, string][] = [
+    [await run(['replay', gz]), `prefect-otel: ${gz} is gzip-compressed, not JSON lines: decompress it first, e.g. gunzip -c ${gz} | prefect-otel replay -`],
+    [await run(['replay', pretty]), `prefect-otel: ${pretty} is one JSON document over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | .[]' ${pretty} | prefect-otel replay -`],
+    [await run(['replay', '-'], `\n# exported\n${JSON.stringify(events, null, 2)}\n`), `prefect-otel: standard input is one JSON document over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | .[]' FILE | prefect-otel replay -`],
+  ];
+  for (const [r, message] of cases) {
+    assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 1, stderr: `${message}\n` });
+    assert.ok(!r.stdout.includes('skipped malformed input'), r.stdout);
+  }
 });
