@@ -269,6 +269,14 @@ async function waitForCollector(pipeline: Pipeline, stop: () => boolean): Promis
   }
 }
 
+/**
+ * Lines were read and not one was an event: the input is not Prefect events (the wrong file, a
+ * log), and a script must not take the replay for a success. An empty input is not this.
+ */
+export function noEventsRead(s: ReplaySummary): boolean {
+  return s.events === 0 && Object.keys(s.skipped).length > 0;
+}
+
 export function formatReplaySummary(s: ReplaySummary): string {
   const skipped = Object.entries(s.skipped);
   const skippedText = skipped.length === 0 ? '0' : `${skipped.reduce((n, [, v]) => n + v, 0)} (${skipped.map(([k, v]) => `${k}: ${v}`).join(', ')})`;
@@ -282,6 +290,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
     `runs: ${s.runs}  spans: ${s.spans} (${s.incomplete} incomplete)`,
     `spans: ${exported}`,
     s.exportOk ? 'export: ok' : 'export: FAILED',
+    ...(noEventsRead(s) ? ['input: FAILED, no line was a Prefect event'] : []),
     ...(s.interrupted ? ['interrupted: the rest of the input was not read; runs still open were ended as incomplete'] : []),
   ].join('\n');
 }

@@ -80,3 +80,24 @@ test('a compressed file, or one JSON document written over many lines: refused a
     assert.ok(!r.stdout.includes('skipped malformed input'), r.stdout);
   }
 });
+
+test('lines read and not one of them an event: the summary says so and replay exits 1; an empty input is still a replay of nothing, exit 0', async () => {
+  const run = (input: string) => startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }, input).result;
+  const wrong = await run('2026-11-20 09:00:00 INFO started\n{"level":30,"msg":"hello"}\n');
+  assert.deepEqual({ code: wrong.code, stderr: wrong.stderr }, {
+    code: 1,
+    stderr: [
+      'events read: 0 (2 lines, 0 duplicates, 0 not about a run)',
+      'skipped: 2 (invalid_json: 1, missing_field: 1)',
+      'runs: 0  spans: 0 (0 incomplete)',
+      'spans: not exported (OTEL_TRACES_EXPORTER=none)',
+      'export: ok',
+      'input: FAILED, no line was a Prefect event',
+      '',
+    ].join('\n'),
+  });
+  for (const input of ['', '\n# nothing exported yet\n\n']) {
+    const empty = await run(input);
+    assert.deepEqual({ code: empty.code, last: empty.stderr.split('\n').slice(-3) }, { code: 0, last: ['spans: not exported (OTEL_TRACES_EXPORTER=none)', 'export: ok', ''] }, JSON.stringify(input));
+  }
+});
