@@ -18,6 +18,8 @@ export interface ReplaySummary {
   /** Stopped by `signal` before the end of the input. */
   readonly interrupted: boolean;
   readonly lines: number;
+  /** Lines with nothing to read: blank, or a `#` comment. */
+  readonly blank: number;
   readonly events: number;
   readonly duplicates: number;
   readonly unrelated: number;
@@ -115,6 +117,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   const { config } = options;
   let bytesRead = 0;
   let lineCount = 0;
+  let blankCount = 0;
   let lastProgress = 0;
   const progress = (final: boolean): void => {
     const p = options.progress;
@@ -143,6 +146,8 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
             refuseJsonDocument(trimmed, options.file);
           }
           ingestLine(pipeline, line, trimmed);
+        } else {
+          blankCount += 1;
         }
         // After every line: one line can finish spans of megabytes (their events' payloads), or many.
         if (pipeline.backpressure()) await waitForCollector(pipeline, () => signal?.aborted === true);
@@ -174,6 +179,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   return {
     interrupted,
     lines: lineCount,
+    blank: blankCount,
     events: c.accepted + c.unrelated + c.duplicates,
     duplicates: c.duplicates,
     unrelated: c.unrelated,
@@ -285,7 +291,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
       ? 'not exported (OTEL_TRACES_EXPORTER=none)'
       : `${s.spansExported} exported${s.spansDropped ? `, ${s.spansDropped} dropped` : ''}${s.spansRejected ? `, ${s.spansRejected} rejected` : ''}${s.spansPending ? `, ${s.spansPending} not delivered` : ''}`;
   return [
-    `events read: ${s.events} (${s.lines} lines, ${s.duplicates} duplicates, ${s.unrelated} not about a run)`,
+    `events read: ${s.events} (${s.lines} lines${s.blank ? `, ${s.blank} blank or comment` : ''}, ${s.duplicates} duplicates, ${s.unrelated} not about a run)`,
     `skipped: ${skippedText}`,
     `runs: ${s.runs}  spans: ${s.spans} (${s.incomplete} incomplete)`,
     `spans: ${exported}`,

@@ -101,3 +101,14 @@ test('lines read and not one of them an event: the summary says so and replay ex
     assert.deepEqual({ code: empty.code, last: empty.stderr.split('\n').slice(-3) }, { code: 0, last: ['spans: not exported (OTEL_TRACES_EXPORTER=none)', 'export: ok', ''] }, JSON.stringify(input));
   }
 });
+
+test('the summary adds up: blank, whitespace-only and comment lines are counted as such beside the events and the skipped lines (BOM, CRLF, no last newline)', async () => {
+  const events = smallRun().map((e) => JSON.stringify(e));
+  const input = `\uFEFF# exported from Prefect\r\n\r\n${events[0]}\r\n   \r\n\t\r\n${events[1]}\r\n{oops\r\n${events[2]}\r\n\r\n${events[3]}`;
+  const got = await replay(input);
+  assert.deepEqual({ code: got.r.code, summary: got.r.stderr.split('\n').slice(0, 3) }, {
+    code: 0,
+    summary: ['events read: 4 (10 lines, 5 blank or comment, 0 duplicates, 0 not about a run)', 'skipped: 1 (invalid_json: 1)', 'runs: 2  spans: 2 (0 incomplete)'],
+  });
+  assert.equal(got.spans.length, 2);
+});
