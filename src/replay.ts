@@ -1,4 +1,4 @@
-import { createReadStream, statSync } from 'node:fs';
+import { createReadStream, statSync, type Stats } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
@@ -50,6 +50,21 @@ export interface ReplayOptions {
 
 const PROGRESS_INTERVAL_MS = 250;
 
+/** What the usual reasons a file cannot be opened mean, in words rather than an errno code. */
+const FILE_ERRORS: Readonly<Record<string, string>> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  ENOTDIR: 'a part of the path is not a directory',
+  ENAMETOOLONG: 'the name is too long',
+  ELOOP: 'too many symbolic links',
+};
+
+function fileErrorText(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  return (code === undefined ? undefined : FILE_ERRORS[code]) ?? errorText(err);
+}
+
 /** Replay a JSON-lines file of Prefect events through the pipeline and deliver every span. */
 export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> {
   const { config, logger } = options;
@@ -87,11 +102,14 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
   if (options.file === '-') {
     input = options.stdin ?? process.stdin;
   } else {
+    let stat: Stats;
     try {
-      totalBytes = statSync(options.file).size;
+      stat = statSync(options.file);
     } catch (err) {
-      throw new InputError(`cannot read ${options.file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+      throw new InputError(`cannot read ${options.file}: ${fileErrorText(err)}`, { cause: err });
     }
+    if (stat.isDirectory()) throw new InputError(`cannot read ${options.file}: it is a directory (replay reads one file of JSON lines)`);
+    totalBytes = stat.size;
     input = createReadStream(options.file, { highWaterMark: READ_CHUNK_BYTES });
   }
   // While reading: the same stats, `/metrics` and OTel metrics as `watch` ("connected" = reading input).

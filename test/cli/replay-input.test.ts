@@ -112,3 +112,18 @@ test('the summary adds up: blank, whitespace-only and comment lines are counted 
   });
   assert.equal(got.spans.length, 2);
 });
+
+test('a missing file, a directory, a path through a file: one line that says why in words, exit 1, no stack trace', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-input-'));
+  const file = join(dir, 'events.jsonl');
+  writeFileSync(file, '');
+  const cases: [string, string][] = [
+    [join(dir, 'missing.jsonl'), 'no such file'],
+    [dir, 'it is a directory (replay reads one file of JSON lines)'],
+    [join(file, 'x'), 'a part of the path is not a directory'],
+  ];
+  for (const [path, why] of cases) {
+    const r = await startCli(['replay', path], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }).result;
+    assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 1, stderr: `prefect-otel: cannot read ${path}: ${why}\n` });
+  }
+});
