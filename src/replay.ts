@@ -153,7 +153,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   signal?.addEventListener('abort', stopReading, { once: true });
   let firstContent = true;
   try {
-    for await (const lines of lineBatches(refuseCompressed(input, options.file), { onChunk: (bytes) => (bytesRead += bytes), maxLineChars: MAX_EVENT_BYTES })) {
+    for await (const lines of lineBatches(refuseNotUtf8Text(input, options.file), { onChunk: (bytes) => (bytesRead += bytes), maxLineChars: MAX_EVENT_BYTES })) {
       if (signal?.aborted === true) break;
       for (const line of lines) {
         lineCount += 1;
@@ -214,29 +214,34 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   };
 }
 
-/** What a compressed export starts with, and how to give it to replay decompressed. */
-const COMPRESSED_FORMATS: readonly { readonly name: string; readonly magic: readonly number[]; readonly decompress: string }[] = [
-  { name: 'gzip', magic: [0x1f, 0x8b], decompress: 'gunzip -c' },
-  { name: 'zstd', magic: [0x28, 0xb5, 0x2f, 0xfd], decompress: 'zstd -dc' },
-  { name: 'xz', magic: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], decompress: 'xz -dc' },
-  { name: 'bzip2', magic: [0x42, 0x5a, 0x68], decompress: 'bzip2 -dc' },
-  { name: 'zip', magic: [0x50, 0x4b, 0x03, 0x04], decompress: 'unzip -p' },
+/**
+ * What an input that is not UTF-8 text starts with: a compressed export, or text saved as UTF-16
+ * (Windows PowerShell's `>`); and how to give it to replay as UTF-8 JSON lines.
+ */
+const NOT_UTF8_TEXT: readonly { readonly magic: readonly number[]; readonly what: string; readonly fix: string }[] = [
+  { magic: [0x1f, 0x8b], what: 'gzip-compressed, not JSON lines', fix: 'decompress it first, e.g. gunzip -c' },
+  { magic: [0x28, 0xb5, 0x2f, 0xfd], what: 'zstd-compressed, not JSON lines', fix: 'decompress it first, e.g. zstd -dc' },
+  { magic: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], what: 'xz-compressed, not JSON lines', fix: 'decompress it first, e.g. xz -dc' },
+  { magic: [0x42, 0x5a, 0x68], what: 'bzip2-compressed, not JSON lines', fix: 'decompress it first, e.g. bzip2 -dc' },
+  { magic: [0x50, 0x4b, 0x03, 0x04], what: 'zip-compressed, not JSON lines', fix: 'decompress it first, e.g. unzip -p' },
+  { magic: [0xff, 0xfe], what: 'UTF-16 text, not UTF-8', fix: 'convert it first, e.g. iconv -f UTF-16 -t UTF-8' },
+  { magic: [0xfe, 0xff], what: 'UTF-16 text, not UTF-8', fix: 'convert it first, e.g. iconv -f UTF-16 -t UTF-8' },
 ];
 
 /**
- * The input's chunks, refused at the first if it is a compressed file: its bytes are no text, and
- * read as lines they would only be skipped one by one as invalid JSON while the summary says "ok".
+ * The input's chunks, refused at the first if it is not UTF-8 text: read as lines, its bytes
+ * would only be skipped one by one as invalid JSON.
  */
-async function* refuseCompressed(input: AsyncIterable<Buffer | string>, file: string): AsyncGenerator<Buffer | string, void, undefined> {
+async function* refuseNotUtf8Text(input: AsyncIterable<Buffer | string>, file: string): AsyncGenerator<Buffer | string, void, undefined> {
   let first = true;
   for await (const chunk of input) {
     if (first) {
       first = false;
       if (typeof chunk !== 'string') {
-        const format = COMPRESSED_FORMATS.find((f) => chunk.length >= f.magic.length && f.magic.every((b, i) => chunk[i] === b));
+        const format = NOT_UTF8_TEXT.find((f) => chunk.length >= f.magic.length && f.magic.every((b, i) => chunk[i] === b));
         if (format !== undefined) {
           const name = file === '-' ? 'standard input' : file;
-          throw new InputError(`${name} is ${format.name}-compressed, not JSON lines: decompress it first, e.g. ${format.decompress} ${file === '-' ? 'FILE' : file} | prefect-otel replay -`);
+          throw new InputError(`${name} is ${format.what}: ${format.fix} ${file === '-' ? 'FILE' : file} | prefect-otel replay -`);
         }
       }
     }

@@ -61,17 +61,20 @@ test('arrays that are not of events and a page with a bad event: skipped and cou
   assert.equal(got.spans.length, 2);
 });
 
-test('a compressed file, or one JSON document written over many lines: refused at once with what to run instead, exit 1, nothing skipped line by line', async () => {
+test('a compressed file, UTF-16 text, or one JSON document written over many lines: refused at once with what to run instead, exit 1, nothing skipped line by line', async () => {
   const events = smallRun();
   const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-input-'));
   const text = `${events.map((e) => JSON.stringify(e)).join('\n')}\n`;
   const gz = join(dir, 'events.jsonl.gz');
   writeFileSync(gz, gzipSync(text));
+  const utf16 = join(dir, 'events-powershell.jsonl');
+  writeFileSync(utf16, Buffer.from(`\uFEFF${text}`, 'utf16le'));
   const pretty = join(dir, 'page.json');
   writeFileSync(pretty, `${JSON.stringify({ events, total: 4, next_page: null }, null, 2)}\n`);
   const run = (args: string[], input?: string) => startCli(args, { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }, input).result;
   const cases: [CliResult, string][] = [
     [await run(['replay', gz]), `prefect-otel: ${gz} is gzip-compressed, not JSON lines: decompress it first, e.g. gunzip -c ${gz} | prefect-otel replay -`],
+    [await run(['replay', utf16]), `prefect-otel: ${utf16} is UTF-16 text, not UTF-8: convert it first, e.g. iconv -f UTF-16 -t UTF-8 ${utf16} | prefect-otel replay -`],
     [await run(['replay', pretty]), `prefect-otel: ${pretty} is one JSON document over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | .[]' ${pretty} | prefect-otel replay -`],
     [await run(['replay', '-'], `\n# exported\n${JSON.stringify(events, null, 2)}\n`), `prefect-otel: standard input is one JSON document over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | .[]' FILE | prefect-otel replay -`],
   ];
