@@ -163,7 +163,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
             firstContent = false;
             refuseJsonDocument(trimmed, options.file);
           }
-          ingestLine(pipeline, line, trimmed);
+          ingestLine(pipeline, trimmed);
         } else {
           blankCount += 1;
         }
@@ -264,25 +264,27 @@ function refuseJsonDocument(trimmed: string, file: string): void {
 const EVENT_PAGE_START = '{"events"';
 
 /**
- * One line: an event, or many events at once: a JSON array of them, or a page of
+ * One line, from its first character that is not white space: a byte order mark inside the input
+ * (files with one each, put together with `cat`) is white space to `trimStart` but not to
+ * `JSON.parse`. The line is an event, or many events at once: a JSON array of them, or a page of
  * `POST /api/events/filter` (`{"events":[…],"total":…,"next_page":…}`) as it is saved from the API.
  * Only a line that starts like those is parsed here; an event line costs one character compare more.
  */
-function ingestLine(pipeline: Pipeline, line: string, trimmed: string): void {
+function ingestLine(pipeline: Pipeline, trimmed: string): void {
   const first = trimmed.charCodeAt(0);
-  if ((first !== 0x5b && (first !== 0x7b || !trimmed.startsWith(EVENT_PAGE_START))) || line.length > MAX_EVENT_BYTES) {
-    pipeline.ingest(line);
+  if ((first !== 0x5b && (first !== 0x7b || !trimmed.startsWith(EVENT_PAGE_START))) || trimmed.length > MAX_EVENT_BYTES) {
+    pipeline.ingest(trimmed);
     return;
   }
   let value: unknown;
   try {
-    value = JSON.parse(line);
+    value = JSON.parse(trimmed);
   } catch {
-    pipeline.ingest(line); // skipped, counted and logged there
+    pipeline.ingest(trimmed); // skipped, counted and logged there
     return;
   }
   const events = Array.isArray(value) ? (isRecord(value[0]) ? value : undefined) : isRecord(value) && Array.isArray(value.events) ? value.events : undefined;
-  if (events === undefined) pipeline.ingest(line);
+  if (events === undefined) pipeline.ingest(trimmed);
   else for (const event of events as unknown[]) pipeline.ingest(event);
 }
 

@@ -130,3 +130,15 @@ test('a missing file, a directory, a path through a file: one line that says why
     assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 1, stderr: `prefect-otel: cannot read ${path}: ${why}\n` });
   }
 });
+
+test('files put together with cat, each with its byte order mark: the event after each mark is read, not skipped as invalid JSON', async () => {
+  const events = smallRun().map((e) => JSON.stringify(e));
+  const file = (lines: string[]) => `\uFEFF${lines.join('\n')}\n`;
+  const got = await replay(file(events.slice(0, 2)) + file(events.slice(2)));
+  assert.deepEqual({ code: got.r.code, summary: got.r.stderr.split('\n').slice(0, 3) }, {
+    code: 0,
+    summary: ['events read: 4 (4 lines, 0 duplicates, 0 not about a run)', 'skipped: 0', 'runs: 2  spans: 2 (0 incomplete)'],
+  });
+  const plain = await replay(`${events.join('\n')}\n`);
+  assert.deepEqual(got.spans, plain.spans);
+});
