@@ -250,14 +250,15 @@ async function* refuseNotUtf8Text(input: AsyncIterable<Buffer | string>, file: s
 }
 
 /**
- * A first line that is only `{` or `[` starts one JSON document written over many lines (an API
- * answer saved pretty-printed, `jq` output): every line of it would be skipped as invalid JSON.
+ * A first line that is only `{` or `[` starts JSON written over many lines (an API answer saved
+ * pretty-printed, `jq` output without -c): every line of it would be skipped as invalid JSON.
  */
 function refuseJsonDocument(trimmed: string, file: string): void {
   const text = trimmed.trimEnd();
   if (text !== '{' && text !== '[') return;
   const name = file === '-' ? 'standard input' : file;
-  throw new InputError(`${name} is one JSON document over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | .[]' ${file === '-' ? 'FILE' : file} | prefect-otel replay -`);
+  // The command is right for a saved page, an array of events, and events one after another (`jq` without -c).
+  throw new InputError(`${name} is JSON written over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' ${file === '-' ? 'FILE' : file} | prefect-otel replay -`);
 }
 
 /** `{"events"`: how a saved page of `POST /api/events/filter` starts; no event line does. */

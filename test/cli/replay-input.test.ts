@@ -61,7 +61,7 @@ test('arrays that are not of events and a page with a bad event: skipped and cou
   assert.equal(got.spans.length, 2);
 });
 
-test('a compressed file, UTF-16 text, or one JSON document written over many lines: refused at once with what to run instead, exit 1, nothing skipped line by line', async () => {
+test('a compressed file, UTF-16 text, or JSON written over many lines: refused at once with what to run instead, exit 1, nothing skipped line by line', async () => {
   const events = smallRun();
   const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-input-'));
   const text = `${events.map((e) => JSON.stringify(e)).join('\n')}\n`;
@@ -75,8 +75,10 @@ test('a compressed file, UTF-16 text, or one JSON document written over many lin
   const cases: [CliResult, string][] = [
     [await run(['replay', gz]), `prefect-otel: ${gz} is gzip-compressed, not JSON lines: decompress it first, e.g. gunzip -c ${gz} | prefect-otel replay -`],
     [await run(['replay', utf16]), `prefect-otel: ${utf16} is UTF-16 text, not UTF-8: convert it first, e.g. iconv -f UTF-16 -t UTF-8 ${utf16} | prefect-otel replay -`],
-    [await run(['replay', pretty]), `prefect-otel: ${pretty} is one JSON document over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | .[]' ${pretty} | prefect-otel replay -`],
-    [await run(['replay', '-'], `\n# exported\n${JSON.stringify(events, null, 2)}\n`), `prefect-otel: standard input is one JSON document over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | .[]' FILE | prefect-otel replay -`],
+    [await run(['replay', pretty]), `prefect-otel: ${pretty} is JSON written over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' ${pretty} | prefect-otel replay -`],
+    // Events one after another, as `jq '.events[]'` (without -c) writes them.
+    [await run(['replay', '-'], events.map((e) => JSON.stringify(e, null, 2)).join('\n')), `prefect-otel: standard input is JSON written over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' FILE | prefect-otel replay -`],
+    [await run(['replay', '-'], `\n# exported\n${JSON.stringify(events, null, 2)}\n`), `prefect-otel: standard input is JSON written over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' FILE | prefect-otel replay -`],
   ];
   for (const [r, message] of cases) {
     assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 1, stderr: `${message}\n` });
