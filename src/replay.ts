@@ -241,12 +241,18 @@ async function* refuseNotUtf8Text(input: AsyncIterable<Buffer | string>, file: s
         const format = NOT_UTF8_TEXT.find((f) => chunk.length >= f.magic.length && f.magic.every((b, i) => chunk[i] === b));
         if (format !== undefined) {
           const name = file === '-' ? 'standard input' : file;
-          throw new InputError(`${name} is ${format.what}: ${format.fix} ${file === '-' ? 'FILE' : file} | prefect-otel replay -`);
+          throw new InputError(`${name} is ${format.what}: ${format.fix} ${commandArgument(file)} | prefect-otel replay -`);
         }
       }
     }
     yield chunk;
   }
+}
+
+/** The input as a suggested command names it: quoted for the shell when it must be, so that it can be pasted. */
+function commandArgument(file: string): string {
+  if (file === '-') return 'FILE';
+  return /^[\w./@%+=:,-]+$/.test(file) ? file : `'${file.replace(/'/g, "'\\''")}'`;
 }
 
 /**
@@ -258,7 +264,7 @@ function refuseJsonDocument(trimmed: string, file: string): void {
   if (text !== '{' && text !== '[') return;
   const name = file === '-' ? 'standard input' : file;
   // The command is right for a saved page, an array of events, and events one after another (`jq` without -c).
-  throw new InputError(`${name} is JSON written over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' ${file === '-' ? 'FILE' : file} | prefect-otel replay -`);
+  throw new InputError(`${name} is JSON written over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' ${commandArgument(file)} | prefect-otel replay -`);
 }
 
 /** `{"events"`: how a saved page of `POST /api/events/filter` starts; no event line does. */

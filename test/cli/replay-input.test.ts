@@ -144,3 +144,11 @@ test('files put together with cat, each with its byte order mark: the event afte
   const plain = await replay(`${events.join('\n')}\n`);
   assert.deepEqual(got.spans, plain.spans);
 });
+
+test("the command suggested for a compressed file quotes a name the shell would split", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-input-'));
+  const gz = join(dir, "Bob's events (1).jsonl.gz");
+  writeFileSync(gz, gzipSync(`${smallRun().map((e) => JSON.stringify(e)).join('\n')}\n`));
+  const r = await startCli(['replay', gz], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }).result;
+  assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 1, stderr: `prefect-otel: ${gz} is gzip-compressed, not JSON lines: decompress it first, e.g. gunzip -c '${dir}/Bob'\\''s events (1).jsonl.gz' | prefect-otel replay -\n` });
+});
