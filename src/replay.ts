@@ -33,6 +33,8 @@ export interface ReplaySummary {
   readonly spansPending: number;
   readonly exportOk: boolean;
   readonly exporter: string;
+  /** What to do when the input was not JSON lines (JSON written over many lines), for the summary. */
+  readonly hint?: string;
 }
 
 export interface ReplayOptions {
@@ -152,6 +154,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   const stopReading = (): void => void input.destroy();
   signal?.addEventListener('abort', stopReading, { once: true });
   let firstContent = true;
+  let multiLineJson = false;
   try {
     for await (const lines of lineBatches(refuseNotUtf8Text(input, options.file), { onChunk: (bytes) => (bytesRead += bytes), maxLineChars: MAX_EVENT_BYTES })) {
       if (signal?.aborted === true) break;
@@ -161,7 +164,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
         if (trimmed !== '' && !trimmed.startsWith('#')) {
           if (firstContent) {
             firstContent = false;
-            refuseJsonDocument(trimmed, options.file);
+            multiLineJson = startsJsonDocument(trimmed);
           }
           ingestLine(pipeline, trimmed);
         } else {
@@ -211,6 +214,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     spansPending: flushed.pending,
     exportOk: flushed.ok && (t === undefined || (t.dropped === 0 && t.rejected === 0)),
     exporter: config.traces.exporter,
+    ...(multiLineJson && (c.skipped.invalid_json ?? 0) > 0 ? { hint: jsonLinesHint(options.file) } : {}),
   };
 }
 
@@ -259,12 +263,17 @@ function commandArgument(file: string): string {
  * A first line that is only `{` or `[` starts JSON written over many lines (an API answer saved
  * pretty-printed, `jq` output without -c): every line of it would be skipped as invalid JSON.
  */
-function refuseJsonDocument(trimmed: string, file: string): void {
+function startsJsonDocument(trimmed: string): boolean {
   const text = trimmed.trimEnd();
-  if (text !== '{' && text !== '[') return;
-  const name = file === '-' ? 'standard input' : file;
-  // The command is right for a saved page, an array of events, and events one after another (`jq` without -c).
-  throw new InputError(`${name} is JSON written over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' ${commandArgument(file)} | prefect-otel replay -`);
+  return text === '{' || text === '[';
+}
+
+/**
+ * What to do with JSON written over many lines: the command is right for a saved page, an array of
+ * events, and events one after another (`jq` without -c).
+ */
+function jsonLinesHint(file: string): string {
+  return `input: JSON written over many lines? replay reads one event (or array of events, or /api/events/filter page) a line: rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' ${commandArgument(file)} | prefect-otel replay -`;
 }
 
 /** `{"events"`: how a saved page of `POST /api/events/filter` starts; no event line does. */
@@ -308,8 +317,8 @@ async function waitForCollector(pipeline: Pipeline, stop: () => boolean): Promis
 }
 
 /**
- * Lines were read and not one was an event: the input is not Prefect events (the wrong file, a
- * log), and a script must not take the replay for a success. An empty input is not this.
+ * Lines were read and not one was an event: the input is likely not Prefect events (the wrong file,
+ * a log). Said in the summary; the exit code stays that of the export. An empty input is not this.
  */
 export function noEventsRead(s: ReplaySummary): boolean {
   return s.events === 0 && Object.keys(s.skipped).length > 0;
@@ -328,7 +337,8 @@ export function formatReplaySummary(s: ReplaySummary): string {
     `runs: ${s.runs}  spans: ${s.spans} (${s.incomplete} incomplete)`,
     `spans: ${exported}`,
     s.exportOk ? 'export: ok' : 'export: FAILED',
-    ...(noEventsRead(s) ? ['input: FAILED, no line was a Prefect event'] : []),
+    ...(noEventsRead(s) ? ['input: no line was a Prefect event'] : []),
+    ...(s.hint !== undefined ? [s.hint] : []),
     ...(s.interrupted ? ['interrupted: the rest of the input was not read; runs still open were ended as incomplete'] : []),
   ].join('\n');
 }

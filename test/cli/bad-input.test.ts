@@ -154,8 +154,7 @@ test('huge malformed lines give short warnings: the detail repeats at most a cli
   const file = join(dir, 'huge-malformed.jsonl');
   writeFileSync(file, `${lines.join('\n')}\n`);
   const r = await startCli(['replay', file], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_LOG_LEVEL: 'info', PREFECT_OTEL_STATS_INTERVAL_MS: '0' }).result;
-  // Not one line is an event: a summary, and exit 1 (no crash).
-  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /skipped: 3 \(not_an_event_message: 2, wrong_type: 1\)/);
   const warned = r.stdout.split('\n').filter((l) => l.includes('malformed') || l.includes('could not be processed'));
   assert.deepEqual(

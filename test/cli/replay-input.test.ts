@@ -61,7 +61,7 @@ test('arrays that are not of events and a page with a bad event: skipped and cou
   assert.equal(got.spans.length, 2);
 });
 
-test('a compressed file, UTF-16 text, or JSON written over many lines: refused at once with what to run instead, exit 1, nothing skipped line by line', async () => {
+test('a compressed file or UTF-16 text: refused at once with what to run instead, exit 1, nothing skipped line by line', async () => {
   const events = smallRun();
   const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-input-'));
   const text = `${events.map((e) => JSON.stringify(e)).join('\n')}\n`;
@@ -69,16 +69,10 @@ test('a compressed file, UTF-16 text, or JSON written over many lines: refused a
   writeFileSync(gz, gzipSync(text));
   const utf16 = join(dir, 'events-powershell.jsonl');
   writeFileSync(utf16, Buffer.from(`\uFEFF${text}`, 'utf16le'));
-  const pretty = join(dir, 'page.json');
-  writeFileSync(pretty, `${JSON.stringify({ events, total: 4, next_page: null }, null, 2)}\n`);
-  const run = (args: string[], input?: string) => startCli(args, { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }, input).result;
+  const run = (args: string[]) => startCli(args, { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }).result;
   const cases: [CliResult, string][] = [
     [await run(['replay', gz]), `prefect-otel: ${gz} is gzip-compressed, not JSON lines: decompress it first, e.g. gunzip -c ${gz} | prefect-otel replay -`],
     [await run(['replay', utf16]), `prefect-otel: ${utf16} is UTF-16 text, not UTF-8: convert it first, e.g. iconv -f UTF-16 -t UTF-8 ${utf16} | prefect-otel replay -`],
-    [await run(['replay', pretty]), `prefect-otel: ${pretty} is JSON written over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' ${pretty} | prefect-otel replay -`],
-    // Events one after another, as `jq '.events[]'` (without -c) writes them.
-    [await run(['replay', '-'], events.map((e) => JSON.stringify(e, null, 2)).join('\n')), `prefect-otel: standard input is JSON written over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' FILE | prefect-otel replay -`],
-    [await run(['replay', '-'], `\n# exported\n${JSON.stringify(events, null, 2)}\n`), `prefect-otel: standard input is JSON written over many lines, not JSON lines (one event, array of events or /api/events/filter page a line): rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' FILE | prefect-otel replay -`],
   ];
   for (const [r, message] of cases) {
     assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 1, stderr: `${message}\n` });
@@ -86,18 +80,55 @@ test('a compressed file, UTF-16 text, or JSON written over many lines: refused a
   }
 });
 
-test('lines read and not one of them an event: the summary says so and replay exits 1; an empty input is still a replay of nothing, exit 0', async () => {
+test('JSON written over many lines: every line read, skipped and counted as any other, and the summary says how to rewrite it as JSON lines', async () => {
+  const events = smallRun();
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-input-'));
+  const pretty = join(dir, 'page.json');
+  writeFileSync(pretty, `${JSON.stringify({ events, total: 4, next_page: null }, null, 2)}\n`);
+  const hint = (file: string): string =>
+    `input: JSON written over many lines? replay reads one event (or array of events, or /api/events/filter page) a line: rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' ${file} | prefect-otel replay -`;
+  const run = (args: string[], input?: string) => startCli(args, { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }, input).result;
+  const cases: [CliResult, string][] = [
+    [await run(['replay', pretty]), hint(pretty)],
+    // Events one after another, as `jq '.events[]'` (without -c) writes them.
+    [await run(['replay', '-'], events.map((e) => JSON.stringify(e, null, 2)).join('\n')), hint('FILE')],
+    [await run(['replay', '-'], `\n# exported\n${JSON.stringify(events, null, 2)}\n`), hint('FILE')],
+  ];
+  for (const [r, message] of cases) {
+    const summary = r.stderr.split('\n');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(summary[0]!, /^events read: 0 \(\d+ lines/);
+    assert.match(summary[1]!, /^skipped: \d+ \(invalid_json: \d+/);
+    assert.deepEqual(summary.slice(-4), ['export: ok', 'input: no line was a Prefect event', message, '']);
+  }
+  // A file that starts with a bare `{` line and goes on with JSON lines keeps every event after it.
+  const mixed = await run(['replay', '-'], `{\n${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
+  assert.deepEqual({ code: mixed.code, summary: mixed.stderr.split('\n') }, {
+    code: 0,
+    summary: [
+      'events read: 4 (5 lines, 0 duplicates, 0 not about a run)',
+      'skipped: 1 (invalid_json: 1)',
+      'runs: 2  spans: 2 (0 incomplete)',
+      'spans: not exported (OTEL_TRACES_EXPORTER=none)',
+      'export: ok',
+      hint('FILE'),
+      '',
+    ],
+  });
+});
+
+test('lines read and not one of them an event: the summary says so, as a replay of nothing it exits 0; an empty input says nothing of it', async () => {
   const run = (input: string) => startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }, input).result;
   const wrong = await run('2026-11-20 09:00:00 INFO started\n{"level":30,"msg":"hello"}\n');
   assert.deepEqual({ code: wrong.code, stderr: wrong.stderr }, {
-    code: 1,
+    code: 0,
     stderr: [
       'events read: 0 (2 lines, 0 duplicates, 0 not about a run)',
       'skipped: 2 (invalid_json: 1, missing_field: 1)',
       'runs: 0  spans: 0 (0 incomplete)',
       'spans: not exported (OTEL_TRACES_EXPORTER=none)',
       'export: ok',
-      'input: FAILED, no line was a Prefect event',
+      'input: no line was a Prefect event',
       '',
     ].join('\n'),
   });
