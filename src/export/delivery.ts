@@ -7,7 +7,11 @@
  */
 import { errorText } from '../errors.js';
 
-export type SendResult = { ok: true } | { ok: false; retryable: boolean; error: string };
+/**
+ * A send's outcome. `rejected`: of a batch the collector took, how many items it refused (an OTLP
+ * partial success), with its message in `error`.
+ */
+export type SendResult = { ok: true; rejected?: number; error?: string } | { ok: false; retryable: boolean; error: string };
 
 export interface DeliveryOptions<T> {
   readonly name: string;
@@ -164,7 +168,13 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
     inFlight = [];
     sending = false;
     if (result.ok) {
-      stats.delivered += n;
+      const refused = result.rejected ?? 0;
+      stats.delivered += n - refused;
+      if (refused > 0) {
+        stats.rejected += refused;
+        stats.lastError = result.error;
+        options.onLoss?.('rejected', refused, result.error);
+      }
       stats.lastSuccessMs = Date.now();
       if (consecutiveFailures > 0) options.onRecovered?.(consecutiveFailures);
       consecutiveFailures = 0;

@@ -1,4 +1,4 @@
-import type { DiagLogger } from '@opentelemetry/api';
+import { diag, type DiagLogger } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { CompressionAlgorithm, OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http';
@@ -16,6 +16,7 @@ import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { ConsoleSpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import type { Resource } from '@opentelemetry/resources';
 import type { OtlpSignalConfig } from '../config.js';
+import { secretRedactor } from '../log/redact.js';
 import type { SpanRecord } from '../model/span-record.js';
 import { VERSION } from '../version.js';
 import type { SendResult } from './delivery.js';
@@ -34,6 +35,25 @@ export interface Sender<T> {
 
 /** HTTP statuses worth retrying; every other 4xx/5xx answer means the collector will never accept the batch. */
 const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
+
+/**
+ * How the SDK says it stopped reading an answer past its 4 MiB limit. The status of that answer is
+ * unknown, so the collector may well have taken the batch: sending it again could export the same
+ * spans twice (and would, for as long as the answer stays that large).
+ */
+const OVERSIZED_ANSWER = 'response body exceeded size limit';
+
+/**
+ * What a 2xx answer said beyond "accepted": the items the collector refused (OTLP partial success).
+ * Left here by `readingAnswers` and taken by the export's callback, which the SDK calls in the same
+ * tick, right after reading the answer.
+ */
+interface AnswerSlot {
+  last: { readonly rejected: number; readonly message: string } | undefined;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
+const UTF8 = new TextDecoder();
 
 function exporterOptions(signal: OtlpSignalConfig) {
   return {
@@ -63,37 +83,93 @@ export function createHttpDelegate<Internal, Response>(
   encodings: { readonly json: ISerializer<Internal, Response>; readonly protobuf: ISerializer<Internal, Response> },
   component: string,
   metricsHelper: IExporterMetricsHelper<Internal>,
+  answers?: AnswerSlot,
 ) {
   const json = signal.protocol === 'http/json';
   const contentType = json ? 'application/json' : 'application/x-protobuf';
   const options = convertLegacyHttpOptions(exporterOptions(signal), kind.id, kind.path, { 'Content-Type': contentType });
   const headers = { ...signal.headers, 'Content-Type': contentType };
-  return createOtlpHttpExportDelegate(
-    { ...options, headers: () => Promise.resolve(headers) },
-    json ? encodings.json : encodings.protobuf,
-    component,
-    metricsHelper,
-    undefined,
-  );
+  const serializer = readingAnswers(json ? encodings.json : encodings.protobuf, json, secretRedactor(Object.values(signal.headers)), answers);
+  return createOtlpHttpExportDelegate({ ...options, headers: () => Promise.resolve(headers) }, serializer, component, metricsHelper, undefined);
 }
 
-function wrap<T>(exporter: Exporter<T>): Sender<T> {
+/**
+ * The serializer with our reading of the collector's 2xx answers in place of the SDK's, which logs a
+ * partial success as it came (a collector that quotes the request's credential back included) and
+ * counts nothing, and logs an answer that is not OTLP (an HTML page from a proxy) byte by byte,
+ * up to 4 MiB per request. Here the items refused go to `answers` to be counted, a warning is
+ * logged with the credentials redacted, and an answer that is not OTLP is said once.
+ */
+function readingAnswers<Internal, Response>(
+  serializer: ISerializer<Internal, Response>,
+  json: boolean,
+  redact: (text: string) => string,
+  answers: AnswerSlot | undefined,
+): ISerializer<Internal, Response> {
+  let saidUnreadable = false;
+  return {
+    serializeRequest: (request) => serializer.serializeRequest(request),
+    deserializeResponse(data: Uint8Array): Response {
+      let response: unknown;
+      try {
+        response = !json ? serializer.deserializeResponse(data) : data.length === 0 ? {} : JSON.parse(UTF8.decode(data));
+      } catch {
+        if (!saidUnreadable) {
+          saidUnreadable = true;
+          diag.warn(`the collector took an export, but its answer (${data.length} bytes) is not an OTLP ${json ? 'JSON' : 'protobuf'} response: is the endpoint an OTLP/HTTP receiver?`);
+        }
+        return {} as Response;
+      }
+      const partial = isObject(response) && isObject(response.partialSuccess) ? response.partialSuccess : undefined;
+      if (partial !== undefined) {
+        const count = Number(partial.rejectedSpans ?? partial.rejectedLogRecords ?? partial.rejectedDataPoints ?? 0);
+        const message = typeof partial.errorMessage === 'string' ? redact(partial.errorMessage) : '';
+        if (Number.isFinite(count) && count > 0 && answers !== undefined) answers.last = { rejected: count, message };
+        else if (count > 0 || message !== '') diag.warn(`the collector took an export only in part (${count} refused): ${message}`);
+      }
+      // Nothing for the SDK to log.
+      return {} as Response;
+    },
+  };
+}
+
+function wrap<T>(exporter: Exporter<T>, redact: (text: string) => string = (t) => t, answers?: AnswerSlot): Sender<T> {
   return {
     send: (items) =>
       new Promise<SendResult>((resolve) => {
         exporter.export(items, (result) => {
+          const answer = answers?.last;
+          if (answers !== undefined) answers.last = undefined;
           if (result.code === ExportResultCode.SUCCESS) {
-            resolve({ ok: true });
+            resolve(answer === undefined ? { ok: true } : { ok: true, rejected: Math.min(answer.rejected, items.length), error: answer.message });
             return;
           }
           const err: (Error & { code?: unknown }) | undefined = result.error;
           const status = typeof err?.code === 'number' ? err.code : undefined;
-          const message = err === undefined ? 'export failed' : status !== undefined ? `HTTP ${status} ${err.message}` : err.message;
+          if (err?.message.includes(OVERSIZED_ANSWER) === true) {
+            resolve({ ok: false, retryable: false, error: "the collector's answer was larger than the exporter reads (4 MiB); not sent again, as the collector may have taken it" });
+            return;
+          }
+          // The reason phrase is the collector's text: it may quote the request's headers.
+          const message = err === undefined ? 'export failed' : redact(status !== undefined ? `HTTP ${status} ${err.message}` : err.message);
           resolve({ ok: false, retryable: status === undefined || RETRYABLE_STATUS.has(status), error: message });
         });
       }),
     shutdown: () => exporter.shutdown(),
   };
+}
+
+/** The SDK's OTLP exporter for one signal, with the collector's answers read by `readingAnswers`. */
+function otlpSender<Internal, Response>(
+  signal: OtlpSignalConfig,
+  kind: OtlpSignalKind,
+  encodings: { readonly json: ISerializer<Internal[], Response>; readonly protobuf: ISerializer<Internal[], Response> },
+  component: string,
+  metricsHelper: IExporterMetricsHelper<Internal[]>,
+): Sender<Internal> {
+  const answers: AnswerSlot = { last: undefined };
+  const delegate = createHttpDelegate(signal, kind, encodings, component, metricsHelper, answers);
+  return wrap(new OTLPExporterBase<Internal[]>(delegate), secretRedactor(Object.values(signal.headers)), answers);
 }
 
 /**
@@ -121,12 +197,12 @@ export function onThisThread(sender: Sender<ReadableSpan>, resource: Resource): 
 /** The SDK's OTLP trace exporter for the configured protocol (run on the export thread). */
 export function createOtlpTraceSender(signal: OtlpSignalConfig): Sender<ReadableSpan> {
   const encodings = { json: JsonTraceSerializer, protobuf: ProtobufTraceSerializer };
-  return wrap(new OTLPExporterBase(createHttpDelegate(signal, { id: 'TRACES', path: 'v1/traces' }, encodings, 'otlp_http_span_exporter', TraceExporterMetricsHelper)));
+  return otlpSender(signal, { id: 'TRACES', path: 'v1/traces' }, encodings, 'otlp_http_span_exporter', TraceExporterMetricsHelper);
 }
 
 /** The SDK's OTLP log exporter for the logs' own protocol (OTEL_EXPORTER_OTLP_LOGS_PROTOCOL, else the generic one). */
 export function createLogSender(signal: OtlpSignalConfig & { exporter: 'otlp' | 'none' }): Sender<ReadableLogRecord> | undefined {
   if (signal.exporter === 'none') return undefined;
   const encodings = { json: JsonLogsSerializer, protobuf: ProtobufLogsSerializer };
-  return wrap(new OTLPExporterBase(createHttpDelegate(signal, { id: 'LOGS', path: 'v1/logs' }, encodings, 'otlp_http_log_exporter', LogsExporterMetricsHelper)));
+  return otlpSender(signal, { id: 'LOGS', path: 'v1/logs' }, encodings, 'otlp_http_log_exporter', LogsExporterMetricsHelper);
 }

@@ -29,3 +29,30 @@ export function redactUserinfo(text: string): string {
 
 const USERINFO_RE = /(\/\/)[^/?#\s]*@/;
 const USERINFO_RE_GLOBAL = new RegExp(USERINFO_RE.source, 'g');
+
+/** Shorter values (`t1`, `true`) are too common to stand for a secret in a text. */
+const MIN_SECRET_CHARS = 6;
+/** A word of a value (`Bearer <token>`) is redacted on its own when at least this long. */
+const MIN_SECRET_WORD_CHARS = 8;
+
+/**
+ * A function that replaces each of `values` (the OTLP headers' values) in a text by `[redacted]`,
+ * and each long word of them too: a collector or proxy that quotes the request back in its error
+ * (`invalid token <token>`) must not put a credential in our log. Built once per exporter.
+ */
+export function secretRedactor(values: readonly string[]): (text: string) => string {
+  const secrets = new Set<string>();
+  for (const v of values) {
+    const value = v.trim();
+    if (value.length >= MIN_SECRET_CHARS) secrets.add(value);
+    for (const word of value.split(/\s+/)) if (word.length >= MIN_SECRET_WORD_CHARS) secrets.add(word);
+  }
+  // Longest first, so that a whole value goes before its words.
+  const ordered = [...secrets].sort((a, b) => b.length - a.length);
+  if (ordered.length === 0) return (text) => text;
+  return (text) => {
+    let out = text;
+    for (const s of ordered) if (out.includes(s)) out = out.split(s).join('[redacted]');
+    return out;
+  };
+}

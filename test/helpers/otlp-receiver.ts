@@ -92,8 +92,11 @@ export interface ReceivedRequest {
 }
 
 export interface OtlpReceiverOptions {
-  /** Status (and headers) for the n-th request (1-based, all requests counted); default 200. Only 2xx requests count as received. */
-  respond?: (n: number, path: string) => number | { status: number; headers?: Record<string, string> };
+  /**
+   * Status (and headers, reason phrase, body) for the n-th request (1-based, all requests counted); default 200 with an
+   * empty answer. Only 2xx requests count as received.
+   */
+  respond?: (n: number, path: string) => number | { status: number; headers?: Record<string, string>; reason?: string; body?: string | Buffer };
   /** Answer after this many ms. */
   delayMs?: number | ((n: number) => number);
   /** Count spans/logs (without decoding them), requests and bytes, but keep nothing. */
@@ -312,6 +315,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
     const signal = SIGNALS[path as keyof typeof SIGNALS] as Signal | undefined;
     const r = options.respond?.(n, path) ?? 200;
     const headers = typeof r === 'number' ? {} : (r.headers ?? {});
+    const custom: { reason?: string; body?: string | Buffer } = typeof r === 'number' ? {} : { reason: r.reason, body: r.body };
     let status = typeof r === 'number' ? r : r.status;
     if (req.method !== 'POST') status = 405;
     else if (signal === undefined) status = 404;
@@ -325,8 +329,10 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
       }
     }
     requests.push({ path, contentType, ...(encoding === undefined ? {} : { contentEncoding: encoding }), status, bytes: raw.length, headers: requestHeaders(req) });
-    res.writeHead(status, { 'content-type': json ? 'application/json' : contentType || 'application/x-protobuf', ...headers });
-    res.end(json ? '{}' : Buffer.alloc(0));
+    const answerHeaders = { 'content-type': json ? 'application/json' : contentType || 'application/x-protobuf', ...headers };
+    if (custom.reason === undefined) res.writeHead(status, answerHeaders);
+    else res.writeHead(status, custom.reason, answerHeaders);
+    res.end(custom.body ?? (json ? '{}' : Buffer.alloc(0)));
     for (const w of waiters) w();
   }
 

@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { resolveConfig } from '../../src/config.js';
+import { createResource } from '../../src/export/spans.js';
+import { createLogger } from '../../src/log/logger.js';
+import type { SpanRecord } from '../../src/model/span-record.js';
+import { createTraceDelivery } from '../../src/pipeline.js';
+import { startOtlpReceiver, type OtlpReceiverOptions } from '../helpers/otlp-receiver.js';
+
+const TOKEN = 'tok-3f9a8c27d1e04b6a';
+const AUTH = `Bearer ${TOKEN}`;
+
+function span(i: number): SpanRecord {
+  const hex = i.toString(16).padStart(16, '0');
+  return {
+    traceId: `${hex}${hex}`, spanId: hex, parentSpanId: undefined, name: 'etl', kind: 'server', startUs: 1_700_000_000_000_000, endUs: 1_700_000_001_000_000,
+    status: { code: 'ok' }, attributes: { 'prefect.run.id': String(i) }, events: [], links: [],
+    run: { id: String(i), type: 'flow', name: undefined, attempt: 0, finalState: undefined, incomplete: false },
+  };
+}
+
+/** Ten spans sent in one batch to a receiver answering as `respond` says; the delivery's stats and log lines once it is shut down. */
+async function exportTen(respond: OtlpReceiverOptions['respond'], protocol: 'http/protobuf' | 'http/json' = 'http/protobuf') {
+  const receiver = await startOtlpReceiver({ respond });
+  const lines: Record<string, unknown>[] = [];
+  const raw: string[] = [];
+  const logger = createLogger({ level: 'info', format: 'json', destination: { write: (l: string) => void (raw.push(l), lines.push(JSON.parse(l) as Record<string, unknown>)) } });
+  const config = resolveConfig({ otlpEndpoint: receiver.url, otlpProtocol: protocol, otlpHeaders: { Authorization: AUTH }, batchSize: 10, scheduleDelayMs: 10, otlpTimeoutMs: 2_000 }, {});
+  const d = createTraceDelivery(config, logger, createResource(config))!;
+  for (let i = 1; i <= 10; i++) d.enqueue(span(i));
+  await d.flush(10_000);
+  await d.shutdown(1_000);
+  await receiver.close();
+  const { delivered, rejected, dropped, queued } = d.stats;
+  const said = lines.filter((l) => l.component === 'export' || l.component === 'otel-sdk').map((l) => ({ level: l.level, msg: l.msg, count: l.count, error: l.error }));
+  return { stats: { delivered, rejected, dropped, queued }, said, requests: receiver.requests.map((r) => r.status), leaked: raw.filter((l) => l.includes(TOKEN)), sentAuth: receiver.requests[0]?.headers.authorization };
+}
+
+/** ExportTraceServiceResponse { partial_success { rejected_spans, error_message } } as protobuf. */
+function partialSuccessProto(rejected: number, message: string): Buffer {
+  const text = Buffer.from(message);
+  const inner = Buffer.concat([Buffer.from([0x08, rejected, 0x12, text.length]), text]);
+  return Buffer.concat([Buffer.from([0x0a, inner.length]), inner]);
+}
+
+const echoed = `3 spans have no name (request had authorization: ${AUTH})`;
+
+for (const protocol of ['http/protobuf', 'http/json'] as const) {
+  test(`an OTLP partial success (${protocol}): the refused spans are counted as rejected and logged once, the credential the collector quoted back redacted`, async () => {
+    const body = protocol === 'http/json' ? JSON.stringify({ partialSuccess: { rejectedSpans: '3', errorMessage: echoed } }) : partialSuccessProto(3, echoed);
+    const r = await exportTen(() => ({ status: 200, body }), protocol);
+    assert.equal(r.sentAuth, AUTH);
+    assert.deepEqual(r.stats, { delivered: 7, rejected: 3, dropped: 0, queued: 0 });
+    assert.deepEqual(r.said, [{ level: 50, msg: 'collector rejected spans; not retried', count: 3, error: '3 spans have no name (request had authorization: [redacted])' }]);
+    assert.deepEqual(r.leaked, []);
+  });
+}
+
+test('a collector whose reason phrase quotes the credential: the batch is rejected and the credential is not in the log', async () => {
+  const r = await exportTen(() => ({ status: 401, reason: `Unauthorized: ${AUTH} is not known` }));
+  assert.deepEqual(r.stats, { delivered: 0, rejected: 10, dropped: 0, queued: 0 });
+  assert.deepEqual(r.said, [{ level: 50, msg: 'collector rejected spans; not retried', count: 10, error: 'HTTP 401 Unauthorized: [redacted] is not known' }]);
+  assert.deepEqual(r.leaked, []);
+});
+
+test('a 2xx answer larger than the exporter reads is not sent again: the spans are never exported twice', async () => {
+  const r = await exportTen(() => ({ status: 200, body: Buffer.alloc(5 * 1024 * 1024, 0x41) }));
+  assert.deepEqual(r.requests, [200]);
+  assert.deepEqual(r.stats, { delivered: 0, rejected: 10, dropped: 0, queued: 0 });
+  assert.deepEqual(r.said, [{
+    level: 50, msg: 'collector rejected spans; not retried', count: 10,
+    error: "the collector's answer was larger than the exporter reads (4 MiB); not sent again, as the collector may have taken it",
+  }]);
+});
+
+test('a 2xx answer that is not OTLP (a proxy\'s HTML page) counts the spans delivered and is said once, not quoted', async () => {
+  const page = `<html><body>Welcome to nginx! ${AUTH} ${'x'.repeat(10_000)}</body></html>`;
+  const receiver = { status: 200, headers: { 'content-type': 'text/html' }, body: page };
+  const r = await exportTen(() => receiver);
+  assert.deepEqual(r.stats, { delivered: 10, rejected: 0, dropped: 0, queued: 0 });
+  assert.deepEqual(r.said, [{
+    level: 40, msg: `the collector took an export, but its answer (${Buffer.byteLength(page)} bytes) is not an OTLP protobuf response: is the endpoint an OTLP/HTTP receiver?`, count: undefined, error: undefined,
+  }]);
+  assert.deepEqual(r.leaked, []);
+});
