@@ -532,6 +532,9 @@ function lossLogging(log: Logger, what: string, closeSender: () => Promise<void>
     onRecovered(afterFailures: number): void {
       log.info({ afterFailures }, `export of ${what} recovered`);
     },
+    onTooLarge(error: string, items: number, maxBatchBytes: number): void {
+      log.warn({ error, items, maxBatchBytes }, `collector refused a batch of ${what} as too large; sending it again in smaller batches`);
+    },
     close(): Promise<void> {
       report();
       return closeSender();

@@ -3,7 +3,9 @@
  * sent in batches, one request at a time; a failed batch goes back to the front and is retried
  * with backoff while the queue keeps accepting work; when the bound (items or bytes) is reached,
  * the oldest items are dropped and counted. A batch the collector rejects for good (a 4xx other
- * than 408/429) is dropped and counted, not retried forever.
+ * than 408/429) is dropped and counted, not retried forever. A batch refused as too large (413: the
+ * collector's or a proxy's body size limit) is sent again in halves; only a single item too large is
+ * dropped, and later batches stay under the size that was refused.
  */
 import { errorText } from '../errors.js';
 
@@ -11,7 +13,10 @@ import { errorText } from '../errors.js';
  * A send's outcome. `rejected`: of a batch the collector took, how many items it refused (an OTLP
  * partial success), with its message in `error`.
  */
-export type SendResult = { ok: true; rejected?: number; error?: string } | { ok: false; retryable: boolean; error: string };
+export type SendResult =
+  | { ok: true; rejected?: number; error?: string }
+  /** `tooLarge`: the collector refused the request for its size (HTTP 413); a smaller one may pass. */
+  | { ok: false; retryable: boolean; error: string; tooLarge?: boolean };
 
 export interface DeliveryOptions<T> {
   readonly name: string;
@@ -31,6 +36,8 @@ export interface DeliveryOptions<T> {
   readonly onLoss?: (kind: 'dropped' | 'rejected', count: number, error: string | undefined) => void;
   readonly onFailure?: (error: string, willRetryInMs: number) => void;
   readonly onRecovered?: (afterFailures: number) => void;
+  /** Called when a batch was too large for the collector and batches are now cut at `maxBatchBytes` (estimated). */
+  readonly onTooLarge?: (error: string, items: number, maxBatchBytes: number) => void;
 }
 
 export interface DeliveryStats {
@@ -87,6 +94,8 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
   let consecutiveFailures = 0;
   let retryAt = 0;
   let flushing = 0;
+  /** Estimated bytes a batch may hold, learnt from the collector's 413 answers. */
+  let maxBatchBytes = Infinity;
   const waiters = new Set<() => void>();
   const stats: DeliveryStats = {
     queued: 0, queuedBytes: 0, inFlight: 0, delivered: 0, dropped: 0, rejected: 0, failedAttempts: 0,
@@ -148,12 +157,16 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       timer = undefined;
     }
     sending = true;
-    const n = Math.min(options.batchSize, stats.queued);
+    let n = Math.min(options.batchSize, stats.queued);
+    let bytes = 0;
+    for (let i = 0; i < n; i++) {
+      const b = queue[head + i]!.bytes;
+      if (i > 0 && bytes + b > maxBatchBytes) n = i;
+      else bytes += b;
+    }
     const entries = queue.slice(head, head + n);
     head += n;
     stats.queued -= n;
-    let bytes = 0;
-    for (const e of entries) bytes += e.bytes;
     stats.queuedBytes -= bytes;
     stats.inFlight = n;
     inFlight = entries;
@@ -181,6 +194,15 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       stats.failing = false;
       backoffMs = options.initialBackoffMs ?? INITIAL_BACKOFF_MS;
       options.onDelivered?.(entries.map((e) => e.item));
+    } else if (result.tooLarge === true && n > 1 && !closed) {
+      // Not a failure of the collector: the same items go again at once, in smaller requests.
+      queue.splice(head, 0, ...entries);
+      stats.queued += n;
+      stats.queuedBytes += bytes;
+      maxBatchBytes = Math.max(1, Math.floor(bytes / 2));
+      options.onTooLarge?.(result.error, n, maxBatchBytes);
+      void pump(true);
+      return;
     } else if (!result.retryable) {
       stats.rejected += n;
       stats.lastError = result.error;

@@ -36,6 +36,9 @@ export interface Sender<T> {
 /** HTTP statuses worth retrying; every other 4xx/5xx answer means the collector will never accept the batch. */
 const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 
+/** The collector's (or a proxy's) answer to a request over its body size limit. */
+const PAYLOAD_TOO_LARGE = 413;
+
 /**
  * How the SDK says it stopped reading an answer past its 4 MiB limit. The status of that answer is
  * unknown, so the collector may well have taken the batch: sending it again could export the same
@@ -152,7 +155,8 @@ function wrap<T>(exporter: Exporter<T>, redact: (text: string) => string = (t) =
           }
           // The reason phrase is the collector's text: it may quote the request's headers.
           const message = err === undefined ? 'export failed' : redact(status !== undefined ? `HTTP ${status} ${err.message}` : err.message);
-          resolve({ ok: false, retryable: status === undefined || RETRYABLE_STATUS.has(status), error: message });
+          const failure = { ok: false, retryable: status === undefined || RETRYABLE_STATUS.has(status), error: message } as const;
+          resolve(status === PAYLOAD_TOO_LARGE ? { ...failure, tooLarge: true } : failure);
         });
       }),
     shutdown: () => exporter.shutdown(),

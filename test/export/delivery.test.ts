@@ -160,3 +160,30 @@ test('/healthz: a collector that refuses spans for good (401) is not "exporting"
   await none.ready;
   assert.deepEqual(await health(none), [200, { status: 'ok', problems: [], connected: true, exporting: true }]);
 });
+
+test('a batch over the collector\'s body size limit (413) is sent again in halves: only the one span too large is rejected, and later batches stay under the limit', async (t) => {
+  const LIMIT = 20_000;
+  const receiver = await startOtlpReceiver({ respond: (_n, _path, bytes) => (bytes > LIMIT ? 413 : 200) });
+  t.after(() => receiver.close());
+  const { d, lines } = delivery(receiver.url, { batchSize: 40 });
+  const giant = { ...span(20), attributes: { 'prefect.run.id': '20', 'prefect.event.payload': 'p'.repeat(60_000) } };
+  for (let i = 1; i <= 40; i++) d.enqueue(i === 20 ? giant : span(i));
+  assert.deepEqual(await d.flush(10_000), { ok: true, pending: 0 });
+  const small = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, k) => (from + k).toString(16).padStart(16, '0'));
+  assert.deepEqual(receiver.spans().map((s) => s.spanId), [...small(1, 19), ...small(21, 40)]);
+  assert.deepEqual(receiver.requests.map((r) => r.status), [413, 200, 413, 200]);
+  assert.deepEqual({ delivered: d.stats.delivered, rejected: d.stats.rejected, failedAttempts: d.stats.failedAttempts }, { delivered: 39, rejected: 1, failedAttempts: 0 });
+
+  for (let i = 41; i <= 80; i++) d.enqueue(span(i));
+  assert.deepEqual(await d.flush(10_000), { ok: true, pending: 0 });
+  assert.deepEqual(receiver.requests.slice(4).map((r) => r.status), [200]);
+  await d.shutdown(1_000);
+  assert.equal(new Set(receiver.spans().map((s) => s.spanId)).size, 79);
+  assert.deepEqual(
+    lines.filter((l) => l.component === 'export').map((l) => [l.msg, l.count ?? l.items, l.error]),
+    [
+      ['collector refused a batch of spans as too large; sending it again in smaller batches', 40, 'HTTP 413 Payload Too Large'],
+      ['collector rejected spans; not retried', 1, 'HTTP 413 Payload Too Large'],
+    ],
+  );
+});

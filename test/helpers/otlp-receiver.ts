@@ -93,10 +93,10 @@ export interface ReceivedRequest {
 
 export interface OtlpReceiverOptions {
   /**
-   * Status (and headers, reason phrase, body) for the n-th request (1-based, all requests counted); default 200 with an
-   * empty answer. Only 2xx requests count as received.
+   * Status (and headers, reason phrase, body) for the n-th request (1-based, all requests counted) of `bytes` bytes as
+   * sent; default 200 with an empty answer. Only 2xx requests count as received.
    */
-  respond?: (n: number, path: string) => number | { status: number; headers?: Record<string, string>; reason?: string; body?: string | Buffer };
+  respond?: (n: number, path: string, bytes: number) => number | { status: number; headers?: Record<string, string>; reason?: string; body?: string | Buffer };
   /** Answer after this many ms. */
   delayMs?: number | ((n: number) => number);
   /** Count spans/logs (without decoding them), requests and bytes, but keep nothing. */
@@ -313,7 +313,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
     const contentType = String(req.headers['content-type'] ?? '');
     const encoding = req.headers['content-encoding'];
     const signal = SIGNALS[path as keyof typeof SIGNALS] as Signal | undefined;
-    const r = options.respond?.(n, path) ?? 200;
+    const r = options.respond?.(n, path, raw.length) ?? 200;
     const headers = typeof r === 'number' ? {} : (r.headers ?? {});
     const custom: { reason?: string; body?: string | Buffer } = typeof r === 'number' ? {} : { reason: r.reason, body: r.body };
     let status = typeof r === 'number' ? r : r.status;
