@@ -55,6 +55,33 @@ interface AnswerSlot {
   last: { readonly rejected: number; readonly message: string } | undefined;
 }
 
+/** How much of the collector's own words goes into a failure's message. */
+const COLLECTOR_TEXT_MAX_CHARS = 200;
+/** A run of printable text in a body read as UTF-8 (a protobuf body's strings survive that; its binary framing does not). */
+const PRINTABLE_RUN_RE = /[^\u0000-\u001f\u007f-\u009f\ufffd]{3,}/;
+
+/**
+ * What the collector said about a failed request: the `message` of the google.rpc.Status it answers
+ * with (OTLP/JSON, or the first printable run of a protobuf body, where the message is the first
+ * string), or a proxy's plain text; '' when there is nothing to quote.
+ */
+function collectorText(body: unknown, redact: (text: string) => string): string {
+  if (typeof body !== 'string' || body === '') return '';
+  let text: string | undefined;
+  try {
+    const parsed: unknown = JSON.parse(body);
+    if (isObject(parsed)) text = typeof parsed.message === 'string' ? parsed.message : '';
+  } catch {
+    // Not JSON: protobuf or plain text.
+  }
+  return cutShort(redact((text ?? PRINTABLE_RUN_RE.exec(body)?.[0] ?? '').trim()));
+}
+
+/** The collector's text, already redacted (a credential cut in two would no longer be recognised), cut short. */
+function cutShort(text: string): string {
+  return text.length > COLLECTOR_TEXT_MAX_CHARS ? `${text.slice(0, COLLECTOR_TEXT_MAX_CHARS)}…` : text;
+}
+
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
 const UTF8 = new TextDecoder();
 
@@ -126,7 +153,7 @@ function readingAnswers<Internal, Response>(
       const partial = isObject(response) && isObject(response.partialSuccess) ? response.partialSuccess : undefined;
       if (partial !== undefined) {
         const count = Number(partial.rejectedSpans ?? partial.rejectedLogRecords ?? partial.rejectedDataPoints ?? 0);
-        const message = typeof partial.errorMessage === 'string' ? redact(partial.errorMessage) : '';
+        const message = typeof partial.errorMessage === 'string' ? cutShort(redact(partial.errorMessage)) : '';
         if (Number.isFinite(count) && count > 0 && answers !== undefined) answers.last = { rejected: count, message };
         else if (count > 0 || message !== '') diag.warn(`the collector took an export only in part (${count} refused): ${message}`);
       }
@@ -147,14 +174,15 @@ function wrap<T>(exporter: Exporter<T>, redact: (text: string) => string = (t) =
             resolve(answer === undefined ? { ok: true } : { ok: true, rejected: Math.min(answer.rejected, items.length), error: answer.message });
             return;
           }
-          const err: (Error & { code?: unknown }) | undefined = result.error;
+          const err: (Error & { code?: unknown; data?: unknown }) | undefined = result.error;
           const status = typeof err?.code === 'number' ? err.code : undefined;
           if (err?.message.includes(OVERSIZED_ANSWER) === true) {
             resolve({ ok: false, retryable: false, error: "the collector's answer was larger than the exporter reads (4 MiB); not sent again, as the collector may have taken it" });
             return;
           }
           // The reason phrase is the collector's text: it may quote the request's headers.
-          const message = err === undefined ? 'export failed' : redact(status !== undefined ? `HTTP ${status} ${err.message}` : err.message);
+          const said = status === undefined ? '' : collectorText(err?.data, redact);
+          const message = err === undefined ? 'export failed' : redact(status !== undefined ? `HTTP ${status} ${err.message}${said === '' ? '' : `: ${said}`}` : err.message);
           const failure = { ok: false, retryable: status === undefined || RETRYABLE_STATUS.has(status), error: message } as const;
           resolve(status === PAYLOAD_TOO_LARGE ? { ...failure, tooLarge: true } : failure);
         });

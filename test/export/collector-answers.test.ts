@@ -33,7 +33,7 @@ async function exportTen(respond: OtlpReceiverOptions['respond'], protocol: 'htt
   await receiver.close();
   const { delivered, rejected, dropped, queued } = d.stats;
   const said = lines.filter((l) => l.component === 'export' || l.component === 'otel-sdk').map((l) => ({ level: l.level, msg: l.msg, count: l.count, error: l.error }));
-  return { stats: { delivered, rejected, dropped, queued }, said, requests: receiver.requests.map((r) => r.status), leaked: raw.filter((l) => l.includes(TOKEN)), sentAuth: receiver.requests[0]?.headers.authorization };
+  return { stats: { delivered, rejected, dropped, queued }, said, requests: receiver.requests.map((r) => r.status), leaked: raw.filter((l) => l.includes(TOKEN.slice(0, 8))), sentAuth: receiver.requests[0]?.headers.authorization };
 }
 
 /** ExportTraceServiceResponse { partial_success { rejected_spans, error_message } } as protobuf. */
@@ -82,4 +82,34 @@ test('a 2xx answer that is not OTLP (a proxy\'s HTML page) counts the spans deli
     level: 40, msg: `the collector took an export, but its answer (${Buffer.byteLength(page)} bytes) is not an OTLP protobuf response: is the endpoint an OTLP/HTTP receiver?`, count: undefined, error: undefined,
   }]);
   assert.deepEqual(r.leaked, []);
+});
+
+/** google.rpc.Status { code, message } as protobuf (message length as a varint: two bytes past 127). */
+function statusProto(code: number, message: string): Buffer {
+  const text = Buffer.from(message);
+  const len = text.length < 128 ? [text.length] : [(text.length & 0x7f) | 0x80, text.length >> 7];
+  return Buffer.concat([Buffer.from([0x08, code, 0x12, ...len]), text]);
+}
+
+// The credential straddles the 200th character, where the message is cut short.
+const invalid = `ResourceSpans[0].ScopeSpans[0].Spans[3]: invalid span id length (got 9 bytes, want 8); ${'see the collector log; '.repeat(4)}auth: ${AUTH} was refused`;
+
+for (const protocol of ['http/protobuf', 'http/json'] as const) {
+  test(`a 400 with an OTLP Status body (${protocol}): rejected, counted, and logged with the collector's message, credential redacted`, async () => {
+    const body = protocol === 'http/json' ? JSON.stringify({ code: 3, message: invalid }) : statusProto(3, invalid);
+    const r = await exportTen(() => ({ status: 400, body }), protocol);
+    assert.deepEqual(r.requests, [400]);
+    assert.deepEqual(r.stats, { delivered: 0, rejected: 10, dropped: 0, queued: 0 });
+    assert.deepEqual(r.said, [{
+      level: 50, msg: 'collector rejected spans; not retried', count: 10,
+      error: `HTTP 400 Bad Request: ${invalid.replace(AUTH, '[redacted]').slice(0, 200)}…`,
+    }]);
+    assert.ok(invalid.indexOf(TOKEN) < 200 && invalid.indexOf(TOKEN) + TOKEN.length > 200);
+    assert.deepEqual(r.leaked, []);
+  });
+}
+
+test('a proxy\'s plain-text refusal is quoted as it is', async () => {
+  const r = await exportTen(() => ({ status: 403, headers: { 'content-type': 'text/plain' }, body: 'RBAC: access denied\n' }));
+  assert.deepEqual(r.said, [{ level: 50, msg: 'collector rejected spans; not retried', count: 10, error: 'HTTP 403 Forbidden: RBAC: access denied' }]);
 });
