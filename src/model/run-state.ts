@@ -161,6 +161,15 @@ export class RunState {
   }
 
   /**
+   * Scheduled and not started yet (no Pending or Running state): the run waits for its scheduled
+   * time, which Prefect's scheduler sets up to days after the Scheduled event, and says nothing
+   * until then. Silence is not idleness here.
+   */
+  get awaitingStart(): boolean {
+    return this.startUs === undefined && this.latest?.state.type === 'SCHEDULED';
+  }
+
+  /**
    * Keep the state with the latest `occurred`; on a tie, whichever arrived last, unless a state of
    * the same time follows it or it would take a terminal state's place: the run ends with the last
    * of the `follows` chain however its events arrive.
