@@ -241,6 +241,10 @@ export class RunState {
       if (tags.size < MAX_TAGS) tags.add(tag);
       else if (!tags.has(tag)) (dropped ??= new Set()).add(tag);
     };
+    const taskRun = own && this.ref.type === 'task' && isRecord(event.payload.task_run) ? event.payload.task_run : undefined;
+    // A task run's own events carry its tags in `task_run.tags`; their related tags add those of its
+    // flow run, flow and deployment (the EventsWorker's run context), which are not the task run's.
+    const relatedTags = own && (taskRun === undefined || !Array.isArray(taskRun.tags));
     for (const r of event.related) {
       switch (r.role) {
         case 'flow':
@@ -260,7 +264,7 @@ export class RunState {
           break;
         case 'tag':
           // Other events carry the tags of their whole run context; only a run's own events speak for it.
-          if (own && r.id.startsWith('prefect.tag.')) addTag(r.id.slice('prefect.tag.'.length));
+          if (relatedTags && r.id.startsWith('prefect.tag.')) addTag(r.id.slice('prefect.tag.'.length));
           break;
         case 'flow-run': {
           // A task run is never its own flow run, whatever an event says.
@@ -273,7 +277,6 @@ export class RunState {
           break;
       }
     }
-    const taskRun = own && this.ref.type === 'task' && isRecord(event.payload.task_run) ? event.payload.task_run : undefined;
     if (taskRun !== undefined) {
       if (typeof taskRun.task_key === 'string') m.taskKey = taskRun.task_key;
       if (Array.isArray(taskRun.tags)) for (const t of taskRun.tags) if (typeof t === 'string') addTag(t);

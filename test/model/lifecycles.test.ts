@@ -117,3 +117,22 @@ test('a run that is not scheduled any more is still ended by the open-run timeou
   const f = spans.find((s) => s.run.id === FR)!;
   assert.deepEqual([f.startUs, f.endUs, f.status, f.attributes['prefect.run.incomplete_reason'], f.attributes['prefect.run.wait_ms']], [us(10), us(11), { code: 'unset' }, 'idle_timeout', 10_000]);
 });
+
+test("a task run's span carries the task run's own tags (payload.task_run.tags), not the flow run's and deployment's tags the EventsWorker adds to its related resources", async () => {
+  // The reference's own §4b example: task tags ["db"], related tags db, etl, nightly.
+  const { readFileSync } = await import('node:fs');
+  const lines = readFileSync(new URL('../../../test/fixtures/reference-examples.jsonl', import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('{'));
+  const [flowRunning, taskRunning] = lines.map((l) => JSON.parse(l) as WireEvent);
+  const { spans } = await run([flowRunning!, taskRunning!], { uiUrl: undefined });
+  const task = spans.find((s) => s.run.type === 'task')!;
+  assert.deepEqual(task.attributes, {
+    'prefect.run.id': '0198c7d2-6000-7abc-8def-0123456789ab', 'prefect.run.type': 'task', 'prefect.run.name': 'extract-3f2',
+    'prefect.run.count': 1, 'prefect.state.type': 'RUNNING', 'prefect.state.name': 'Running', 'prefect.tags': ['db'],
+    'prefect.flow.name': 'etl', 'prefect.flow.id': FLOW.flowId, 'prefect.deployment.name': 'prod', 'prefect.deployment.id': DEPLOY.deployment.id,
+    'prefect.work-pool.name': 'k8s-pool', 'prefect.work-queue.name': 'default', 'prefect.task.key': 'extract-9a8b7c6d',
+    'prefect.run.incomplete': true, 'prefect.run.incomplete_reason': 'end_of_input',
+    'cicd.pipeline.task.name': 'extract', 'cicd.pipeline.task.run.id': '0198c7d2-6000-7abc-8def-0123456789ab',
+  });
+  // The flow run's tags are the server's (flow run ∪ flow ∪ deployment ∪ parent task run).
+  assert.deepEqual(spans.find((s) => s.run.type === 'flow')!.attributes['prefect.tags'], ['etl', 'nightly']);
+});
