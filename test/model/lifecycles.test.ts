@@ -11,7 +11,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
 import { createPipeline } from '../../src/pipeline.js';
-import { flowRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
+import { customEvent, flowRunStateEvent, taskRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
 
 const T0 = Date.UTC(2026, 10, 21, 6, 0, 0);
 const at = (s: number): number => T0 + s * 1000;
@@ -25,6 +25,7 @@ const DEPLOY = {
   workPool: { id: '9d4031a1-4444-4d5e-8f60-3b4c5d6e7f80', name: 'k8s-pool', type: 'kubernetes' },
 };
 const FR = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+const TASK = '0198c7d2-6000-7abc-8def-000000000001';
 const UI = 'http://prefect.local:4200';
 
 /** Flow-run state events of FR, chained as the server chains them (`follows` = the previous state when within 5 min). */
@@ -39,6 +40,22 @@ function flowRun(states: [s: number, type: string, name: string, runCount: numbe
       id, follows: prev !== undefined && s - prev.s < 300 ? prev.id : null, ...more,
     }));
     prev = { type, id, s };
+  });
+  return out;
+}
+
+/** Task-run state events of one task run inside FR, chained as the task engine chains them. */
+function taskRun(id: string, name: string, key: string, states: [s: number, type: string, name: string, runCount: number][], more: Partial<Parameters<typeof taskRunStateEvent>[0]> = {}): WireEvent[] {
+  const out: WireEvent[] = [];
+  let prev: { type: string; id: string } | undefined;
+  states.forEach(([s, type, stateName, runCount], i) => {
+    const eventId = `0198c7d2-${id.slice(-4)}-7000-8000-${String(i).padStart(12, '0')}`;
+    out.push(taskRunStateEvent({
+      taskRunId: id, taskRunName: name, taskKey: key, flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW,
+      state: { type, name: stateName }, from: prev?.type ?? null, runCount, occurred: at(s), received: at(s) + 10,
+      id: eventId, follows: prev?.id ?? null, ...more,
+    }));
+    prev = { type, id: eventId };
   });
   return out;
 }
@@ -135,4 +152,175 @@ test("a task run's span carries the task run's own tags (payload.task_run.tags),
   });
   // The flow run's tags are the server's (flow run ∪ flow ∪ deployment ∪ parent task run).
   assert.deepEqual(spans.find((s) => s.run.type === 'flow')!.attributes['prefect.tags'], ['etl', 'nightly']);
+});
+
+/** The attributes of a task span of FR (no deployment on the task events this builder makes). */
+function taskAttrs(id: string, name: string, key: string, more: Record<string, unknown>): Record<string, unknown> {
+  return {
+    'prefect.run.id': id, 'prefect.run.type': 'task', 'prefect.run.name': name, 'prefect.tags': [],
+    'prefect.flow.name': 'etl', 'prefect.flow.id': FLOW.flowId, 'prefect.task.key': key,
+    'cicd.pipeline.task.name': key.replace(/-[0-9a-f]+$/, ''), 'cicd.pipeline.task.run.id': id, 'cicd.pipeline.task.run.url.full': `${UI}/runs/task-run/${id}`,
+    ...more,
+  };
+}
+
+test('flow-level retries: Running, AwaitingRetry (the server rejects Failed), Retrying with run count 2, Completed: one span, every transition an event, tasks of both tries under it', async () => {
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [5, 'SCHEDULED', 'AwaitingRetry', 1, 'Flow run encountered an exception: ValueError'], [15, 'RUNNING', 'Retrying', 2], [20, 'COMPLETED', 'Completed', 2]]);
+  const T2 = '0198c7d2-6000-7abc-8def-000000000002';
+  const first = taskRun(TASK, 'extract-3f2', 'extract-9a8b7c6d', [[2, 'PENDING', 'Pending', 0], [2.1, 'RUNNING', 'Running', 1], [4, 'FAILED', 'Failed', 1]]);
+  const second = taskRun(T2, 'extract-4a1', 'extract-9a8b7c6d', [[16, 'PENDING', 'Pending', 0], [16.1, 'RUNNING', 'Running', 1], [18, 'COMPLETED', 'Completed', 1]]);
+  const { spans, pipeline } = await run([...flow.slice(0, 2), ...first, ...flow.slice(2, 4), ...second, flow[4]!]);
+  const f = spans.find((s) => s.run.id === FR)!;
+  assert.deepEqual(whole(f), {
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(0), endUs: us(20), status: { code: 'ok' },
+    attributes: flowAttrs({ 'prefect.run.count': 2, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+    events: stateEvents(flow), links: [],
+  });
+  assert.deepEqual(spans.filter((s) => s.run.type === 'task').map((s) => [s.run.id, s.parentSpanId, s.status, s.startUs, s.endUs]).sort(), [
+    [TASK, spanIdForRun(FR), { code: 'error', message: 'Failed' }, us(2), us(4)],
+    [T2, spanIdForRun(FR), { code: 'ok' }, us(16), us(18)],
+  ].sort());
+  assert.equal(pipeline.tracker.counts.reruns, 0, 'AwaitingRetry leaves Running, not a terminal state: no rerun');
+});
+
+test('task retries (with a delay: AwaitingRetry then Retrying; without: Retrying straight from Running) and a Cached task: whole task spans', async () => {
+  const DELAYED = TASK;
+  const QUICK = '0198c7d2-6000-7abc-8def-000000000002';
+  const CACHED = '0198c7d2-6000-7abc-8def-000000000003';
+  const flow = flowRun([[0, 'RUNNING', 'Running', 1], [30, 'COMPLETED', 'Completed', 1]]);
+  const delayed = taskRun(DELAYED, 'load-7c1', 'load-55aa66bb', [[1, 'PENDING', 'Pending', 0], [1.5, 'RUNNING', 'Running', 1], [2, 'SCHEDULED', 'AwaitingRetry', 1], [12, 'RUNNING', 'Retrying', 2], [13, 'COMPLETED', 'Completed', 2]]);
+  const quick = taskRun(QUICK, 'ping-0a1', 'ping-0f0e0d0c', [[3, 'PENDING', 'Pending', 0], [3.5, 'RUNNING', 'Running', 1], [4, 'RUNNING', 'Retrying', 2], [5, 'RUNNING', 'Retrying', 3], [6, 'FAILED', 'Failed', 3]]);
+  const cached = taskRun(CACHED, 'fetch-b2c', 'fetch-11223344', [[7, 'PENDING', 'Pending', 0], [7.2, 'RUNNING', 'Running', 1], [7.3, 'COMPLETED', 'Cached', 1]]);
+  const { spans } = await run([flow[0]!, ...delayed, ...quick, ...cached, flow[1]!]);
+  const byId = new Map(spans.map((s) => [s.run.id, s]));
+  const expected = (id: string, events: WireEvent[], startS: number, endS: number, status: SpanRecord['status'], attrs: Record<string, unknown>) => ({
+    name: attrs['cicd.pipeline.task.name'], kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(id), parentSpanId: spanIdForRun(FR),
+    startUs: us(startS), endUs: us(endS), status, attributes: attrs, events: stateEvents(events), links: [],
+  });
+  assert.deepEqual(whole(byId.get(DELAYED)!), expected(DELAYED, delayed, 1, 13, { code: 'ok' },
+    taskAttrs(DELAYED, 'load-7c1', 'load-55aa66bb', { 'prefect.run.count': 2, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.task.run.result': 'success' })));
+  assert.deepEqual(whole(byId.get(QUICK)!), expected(QUICK, quick, 3, 6, { code: 'error', message: 'Failed' },
+    taskAttrs(QUICK, 'ping-0a1', 'ping-0f0e0d0c', { 'prefect.run.count': 3, 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'cicd.pipeline.task.run.result': 'failure' })));
+  assert.deepEqual(whole(byId.get(CACHED)!), expected(CACHED, cached, 7, 7.3, { code: 'ok' },
+    taskAttrs(CACHED, 'fetch-b2c', 'fetch-11223344', { 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Cached', 'cicd.pipeline.task.run.result': 'success' })));
+});
+
+test('a deployment concurrency limit: Scheduled, AwaitingConcurrencySlot (Pending rejected), Pending, Running, Completed; the wait is prefect.run.wait_ms', async () => {
+  const flow = flowRun([[0, 'SCHEDULED', 'Scheduled', 0], [2, 'SCHEDULED', 'AwaitingConcurrencySlot', 0, 'Deployment concurrency limit reached.'], [40, 'PENDING', 'Pending', 0], [41, 'RUNNING', 'Running', 1], [50, 'COMPLETED', 'Completed', 1]]);
+  const { spans } = await run(flow);
+  assert.deepEqual(spans.map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(40), endUs: us(50), status: { code: 'ok' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'prefect.run.wait_ms': 40_000, 'cicd.pipeline.result': 'success' }),
+    events: stateEvents(flow), links: [],
+  }]);
+});
+
+test('pause and resume in-process (Paused → Running, run count kept), and a pause that timed out (Paused → Failed): one span each, the pause in its events', async () => {
+  const resumed = flowRun([[0, 'RUNNING', 'Running', 1], [5, 'PAUSED', 'Paused', 1], [65, 'RUNNING', 'Running', 1], [70, 'COMPLETED', 'Completed', 1]]);
+  const a = await run(resumed);
+  assert.deepEqual(a.spans.map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(0), endUs: us(70), status: { code: 'ok' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+    events: stateEvents(resumed), links: [],
+  }]);
+  const timedOut = flowRun([[0, 'RUNNING', 'Running', 1], [5, 'PAUSED', 'Paused', 1], [3605, 'FAILED', 'Failed', 1, 'The flow was paused and never resumed.']]);
+  const b = await run(timedOut);
+  assert.deepEqual(b.spans.map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(0), endUs: us(3605), status: { code: 'error', message: 'The flow was paused and never resumed.' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'cicd.pipeline.result': 'failure' }),
+    events: stateEvents(timedOut), links: [],
+  }]);
+});
+
+test('suspend and resume: Suspended (the process exits), resumed as Resuming (Scheduled), Pending, Running of the same run: one span, no rerun', async () => {
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [5, 'PAUSED', 'Suspended', 1], [600, 'SCHEDULED', 'Resuming', 1], [602, 'PENDING', 'Pending', 1], [603, 'RUNNING', 'Running', 1], [610, 'COMPLETED', 'Completed', 1]]);
+  const { spans, pipeline } = await run(flow);
+  assert.deepEqual(spans.map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(0), endUs: us(610), status: { code: 'ok' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+    events: stateEvents(flow), links: [],
+  }]);
+  assert.equal(pipeline.tracker.counts.reruns, 0);
+});
+
+test('cancellation: Cancelling then Cancelled while a task still runs (the process was killed); the runner\'s event lands on the flow run; the task is ended incomplete after the grace period, the flow span UNSET', async () => {
+  const flow = flowRun([[0, 'RUNNING', 'Running', 1], [10, 'CANCELLING', 'Cancelling', 1, 'Cancelled by user'], [12, 'CANCELLED', 'Cancelled', 1, 'Cancelled by user']]);
+  const task = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[1, 'PENDING', 'Pending', 0], [2, 'RUNNING', 'Running', 1]]);
+  const killed = customEvent({
+    event: 'prefect.runner.cancelled-flow-run', resourceId: 'prefect.runner.my-runner', resourceName: 'my-runner', occurred: at(11), id: '0198c7d2-ffff-7000-8000-000000000001',
+    related: [{ id: `prefect.deployment.${DEPLOY.deployment.id}`, role: 'deployment', name: 'nightly' }, { id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'etl' }, { id: `prefect.flow-run.${FR}`, role: 'flow-run', name: 'crimson-fox' }],
+  });
+  const { spans, lines } = await run([flow[0]!, ...task, flow[1]!, killed, flow[2]!, ...otherRun(100)], { taskGraceMs: 60_000 });
+  const byId = new Map(spans.map((s) => [s.run.id, s]));
+  assert.deepEqual(whole(byId.get(FR)!), {
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(0), endUs: us(12), status: { code: 'unset' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'CANCELLED', 'prefect.state.name': 'Cancelled', 'cicd.pipeline.result': 'cancellation' }),
+    events: [...stateEvents(flow.slice(0, 2)), ['prefect.runner.cancelled-flow-run', us(11), {
+      'prefect.event.id': '0198c7d2-ffff-7000-8000-000000000001', 'prefect.event.resource.id': 'prefect.runner.my-runner', 'prefect.event.resource.name': 'my-runner', 'prefect.event.payload': '{}',
+    }], ...stateEvents(flow.slice(2))],
+    links: [],
+  });
+  assert.deepEqual(whole(byId.get(TASK)!), {
+    name: 'load', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK), parentSpanId: spanIdForRun(FR),
+    startUs: us(1), endUs: us(2), status: { code: 'unset' },
+    attributes: taskAttrs(TASK, 'load-7c1', 'load-55aa66bb', { 'prefect.run.count': 1, 'prefect.state.type': 'RUNNING', 'prefect.state.name': 'Running', 'prefect.run.incomplete': true, 'prefect.run.incomplete_reason': 'flow_ended' }),
+    events: stateEvents(task), links: [],
+  });
+  assert.deepEqual(lines.filter((l) => String(l.msg).startsWith('STLOGGING: ') && l['prefect.run.id'] === FR).map((l) => l.msg), [
+    `STLOGGING: Flow run ${FR} (crimson-fox) state transition: None -> RUNNING (state_name='Running', message='')`,
+    `STLOGGING: Flow run ${FR} (crimson-fox) state transition: RUNNING -> CANCELLING (state_name='Cancelling', message='Cancelled by user')`,
+    `STLOGGING: Event prefect.runner.cancelled-flow-run (id=0198c7d2-ffff-7000-8000-000000000001) on flow run ${FR}`,
+    `STLOGGING: Flow run ${FR} (crimson-fox) state transition: CANCELLING -> CANCELLED (state_name='Cancelled', message='Cancelled by user')`,
+  ]);
+});
+
+test('a run cancelled while still Scheduled (no infrastructure: Scheduled → Cancelled) spans its wait, from Scheduled to Cancelled, with no wait_ms', async () => {
+  const flow = flowRun([[0, 'SCHEDULED', 'Scheduled', 0], [20, 'SCHEDULED', 'Late', 0], [30, 'CANCELLED', 'Cancelled', 0, 'Cancelled by user']]);
+  const { spans } = await run(flow);
+  assert.deepEqual(spans.map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(0), endUs: us(30), status: { code: 'unset' },
+    attributes: flowAttrs({ 'prefect.run.count': 0, 'prefect.state.type': 'CANCELLED', 'prefect.state.name': 'Cancelled', 'cicd.pipeline.result': 'cancellation' }),
+    events: stateEvents(flow), links: [],
+  }]);
+});
+
+test('Crashed set by the server (infrastructure exited) with no client event after Running: the flow span is ERROR with the message, its running task incomplete', async () => {
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [50, 'CRASHED', 'Crashed', 1, 'Flow run infrastructure exited with non-zero status code 137.']]);
+  const task = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[2, 'PENDING', 'Pending', 0], [3, 'RUNNING', 'Running', 1]]);
+  const { spans } = await run([...flow.slice(0, 2), ...task, flow[2]!, ...otherRun(200)], { taskGraceMs: 60_000 });
+  assert.deepEqual(spans.filter((s) => s.run.id !== OTHER).map((s) => [s.run.id, s.parentSpanId, s.startUs, s.endUs, s.status, s.attributes['prefect.run.incomplete_reason'], s.attributes['cicd.pipeline.result']]), [
+    [TASK, spanIdForRun(FR), us(2), us(3), { code: 'unset' }, 'flow_ended', undefined],
+    [FR, undefined, us(0), us(50), { code: 'error', message: 'Flow run infrastructure exited with non-zero status code 137.' }, undefined, 'error'],
+  ]);
+  assert.deepEqual(whole(spans.find((s) => s.run.id === FR)!).events, stateEvents(flow));
+});
+
+test('a background task run (.delay() then a task worker): Scheduled by the caller, Pending/Running/Completed by the worker, no flow run: the root of its own trace, INTERNAL, with its wait', async () => {
+  const BG = '0198c7d2-6000-7abc-8def-0000000000b1';
+  const events = [[0, 'SCHEDULED', 'Scheduled', 0], [4, 'PENDING', 'Pending', 0], [4.1, 'RUNNING', 'Running', 1], [6, 'COMPLETED', 'Completed', 1]].map(([s, type, name, rc], i, all) => taskRunStateEvent({
+    taskRunId: BG, taskRunName: 'send_email', taskKey: 'send_email-5e6f7a8b', dynamicKey: 'send_email-1a2b', state: { type: type as string, name: name as string },
+    from: i === 0 ? null : (all[i - 1]![1] as string), runCount: rc as number, occurred: at(s as number), received: at(s as number) + 10, tags: ['email'],
+    id: `0198c7d2-bbbb-7000-8000-00000000000${i}`, follows: i === 0 ? null : `0198c7d2-bbbb-7000-8000-00000000000${i - 1}`,
+  }));
+  const { spans, lines } = await run(events);
+  assert.deepEqual(spans.map(whole), [{
+    name: 'send_email', kind: 'internal', traceId: traceIdForRun(BG), spanId: spanIdForRun(BG), parentSpanId: undefined,
+    startUs: us(4), endUs: us(6), status: { code: 'ok' },
+    attributes: {
+      'prefect.run.id': BG, 'prefect.run.type': 'task', 'prefect.run.name': 'send_email', 'prefect.run.count': 1,
+      'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'prefect.tags': ['email'], 'prefect.task.key': 'send_email-5e6f7a8b',
+      'prefect.run.wait_ms': 4000, 'cicd.pipeline.task.name': 'send_email', 'cicd.pipeline.task.run.id': BG,
+      'cicd.pipeline.task.run.result': 'success', 'cicd.pipeline.task.run.url.full': `${UI}/runs/task-run/${BG}`,
+    },
+    events: stateEvents(events), links: [],
+  }]);
+  assert.deepEqual(lines.filter((l) => String(l.msg).startsWith('STLOGGING: ')).map((l) => [l.trace_id, l.span_id, l['prefect.state.name']]),
+    ['Scheduled', 'Pending', 'Running', 'Completed'].map((n) => [traceIdForRun(BG), spanIdForRun(BG), n]));
 });
