@@ -60,12 +60,12 @@ function taskRun(id: string, name: string, key: string, states: [s: number, type
   return out;
 }
 
-async function run(events: WireEvent[], overrides: Record<string, unknown> = {}) {
+async function run(events: WireEvent[], overrides: Record<string, unknown> = {}, resolveOwner?: (taskRunId: string) => Promise<string | null>) {
   const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI, ...overrides }, {});
   const lines: Record<string, unknown>[] = [];
   const logger = createLogger({ level: 'debug', format: 'json', destination: { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) } });
   const spans: SpanRecord[] = [];
-  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s), resolveOwner });
   for (const e of events) pipeline.ingest(JSON.stringify(e));
   await pipeline.finish('end_of_input');
   return { spans, lines, pipeline };
@@ -323,4 +323,117 @@ test('a background task run (.delay() then a task worker): Scheduled by the call
   }]);
   assert.deepEqual(lines.filter((l) => String(l.msg).startsWith('STLOGGING: ')).map((l) => [l.trace_id, l.span_id, l['prefect.state.name']]),
     ['Scheduled', 'Pending', 'Running', 'Completed'].map((n) => [traceIdForRun(BG), spanIdForRun(BG), n]));
+});
+
+const CHILD = '0198c7d2-7000-7000-8000-0000000000c1';
+const CHILD_FLOW = { flowId: '11111111-1111-4111-8111-111111111111', flowName: 'load-warehouse' };
+
+/** State events of the flow run CHILD, whose events carry the parent's tracking task `trackingId`. */
+function childRun(trackingId: string, trackingName: string, states: [s: number, type: string, name: string, runCount: number][], more: Partial<Parameters<typeof flowRunStateEvent>[0]> = {}): WireEvent[] {
+  let from: string | null = null;
+  return states.map(([s, type, name, runCount], i) => {
+    const e = flowRunStateEvent({
+      flowRunId: CHILD, flowRunName: 'amber-heron', ...CHILD_FLOW, parentTaskRunId: trackingId, parentTaskRunName: trackingName,
+      state: { type, name }, from, runCount, occurred: at(s), received: at(s) + 10, id: `0198c7d2-c000-7000-8000-${String(i).padStart(12, '0')}`, ...more,
+    });
+    from = type;
+    return e;
+  });
+}
+
+test('a run_deployment child: a deployment run on its own pool whose events carry the dummy tracking task; it hangs under the calling flow run in its trace, with its own deployment, pool, queue and wait', async () => {
+  const DUMMY = '0198c7d1-ffff-7e00-8a00-aaaaaaaaaaaa';
+  const flow = flowRun([[0, 'RUNNING', 'Running', 1], [60, 'COMPLETED', 'Completed', 1]]);
+  const child = childRun(DUMMY, 'amber-owl', [[1, 'SCHEDULED', 'Scheduled', 0], [3, 'PENDING', 'Pending', 0], [4, 'RUNNING', 'Running', 1], [50, 'COMPLETED', 'Completed', 1]], {
+    deployment: { id: 'a0a0a0a0-0000-4000-8000-000000000001', name: 'warehouse' }, workQueue: { id: 'a0a0a0a0-0000-4000-8000-000000000002', name: 'low' },
+    workPool: { id: 'a0a0a0a0-0000-4000-8000-000000000003', name: 'docker-pool', type: 'docker' }, tags: ['etl', 'warehouse'],
+  });
+  const asked: string[] = [];
+  const { spans } = await run([flow[0]!, ...child, flow[1]!], {}, (id) => (asked.push(id), Promise.resolve(FR)));
+  assert.deepEqual(asked, [DUMMY]);
+  assert.deepEqual(whole(spans.find((s) => s.run.id === CHILD)!), {
+    name: 'load-warehouse', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(CHILD), parentSpanId: spanIdForRun(FR),
+    startUs: us(3), endUs: us(50), status: { code: 'ok' },
+    attributes: {
+      'prefect.run.id': CHILD, 'prefect.run.type': 'flow', 'prefect.run.name': 'amber-heron', 'prefect.run.count': 1,
+      'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'prefect.tags': ['etl', 'warehouse'],
+      'prefect.flow.name': 'load-warehouse', 'prefect.flow.id': CHILD_FLOW.flowId,
+      'prefect.deployment.name': 'warehouse', 'prefect.deployment.id': 'a0a0a0a0-0000-4000-8000-000000000001',
+      'prefect.work-pool.name': 'docker-pool', 'prefect.work-pool.type': 'docker', 'prefect.work-queue.name': 'low',
+      'prefect.parent_task_run.id': DUMMY, 'prefect.run.wait_ms': 2000,
+      'cicd.pipeline.name': 'load-warehouse', 'cicd.pipeline.run.id': CHILD, 'cicd.pipeline.result': 'success', 'cicd.pipeline.run.url.full': `${UI}/runs/flow-run/${CHILD}`,
+    },
+    events: stateEvents(child), links: [],
+  });
+  assert.deepEqual(spans.map((s) => [s.run.id, s.kind, s.parentSpanId]).sort(), [[CHILD, 'internal', spanIdForRun(FR)], [FR, 'server', undefined]].sort());
+});
+
+test('a subflow called inside a task: its tracking task (`<subflow>-<uuid>`, no events) belongs to the parent flow run, so the subflow hangs under that flow run (SPEC §3), its own tasks under it', async () => {
+  const TRACK = '0198c7d2-7000-7000-8000-0000000000d1';
+  const SUBTASK = '0198c7d2-6000-7abc-8def-0000000000c2';
+  const flow = flowRun([[0, 'RUNNING', 'Running', 1], [30, 'COMPLETED', 'Completed', 1]]);
+  const caller = taskRun(TASK, 'orchestrate-1a1', 'orchestrate-77665544', [[1, 'PENDING', 'Pending', 0], [1.5, 'RUNNING', 'Running', 1], [20, 'COMPLETED', 'Completed', 1]]);
+  const sub = childRun(TRACK, `load-warehouse-${TRACK}`, [[2, 'PENDING', 'Pending', 0], [2.5, 'RUNNING', 'Running', 1], [10, 'COMPLETED', 'Completed', 1]]);
+  const subTask = [[3, 'PENDING', 'Pending', 0], [3.5, 'RUNNING', 'Running', 1], [9, 'COMPLETED', 'Completed', 1]].map(([s, type, name, rc], i) => taskRunStateEvent({
+    taskRunId: SUBTASK, taskRunName: 'copy-9f9', taskKey: 'copy-0a0b0c0d', flowRunId: CHILD, flowRunName: 'amber-heron', ...CHILD_FLOW,
+    state: { type: type as string, name: name as string }, from: i === 0 ? null : (['PENDING', 'RUNNING'][i - 1] ?? null), runCount: rc as number, occurred: at(s as number),
+  }));
+  const { spans } = await run([flow[0]!, caller[0]!, caller[1]!, sub[0]!, sub[1]!, ...subTask, sub[2]!, caller[2]!, flow[1]!], {}, (id) => Promise.resolve(id === TRACK ? FR : null));
+  const by = new Map(spans.map((s) => [s.run.id, s]));
+  assert.deepEqual([...by.values()].map((s) => [s.name, s.traceId, s.parentSpanId, s.kind, s.status.code, s.startUs, s.endUs]).sort(), [
+    ['etl', traceIdForRun(FR), undefined, 'server', 'ok', us(0), us(30)],
+    ['orchestrate', traceIdForRun(FR), spanIdForRun(FR), 'internal', 'ok', us(1), us(20)],
+    ['load-warehouse', traceIdForRun(FR), spanIdForRun(FR), 'internal', 'ok', us(2), us(10)],
+    ['copy', traceIdForRun(FR), spanIdForRun(CHILD), 'internal', 'ok', us(3), us(9)],
+  ].sort());
+  assert.equal(by.get(CHILD)!.attributes['prefect.parent_task_run.id'], TRACK);
+});
+
+test('a rerun from the UI after Failed, with tasks in both attempts: a second flow span (id from `<uuid>:1`) linked to the first, each attempt\'s tasks under their own attempt', async () => {
+  const T2 = '0198c7d2-6000-7abc-8def-000000000002';
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [10, 'FAILED', 'Failed', 1, 'Flow run encountered an exception: KeyError'],
+    [1000, 'SCHEDULED', 'AwaitingRetry', 1, 'Retry from the UI'], [1002, 'PENDING', 'Pending', 1], [1003, 'RUNNING', 'Running', 2], [1010, 'COMPLETED', 'Completed', 2]]);
+  const first = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[2, 'PENDING', 'Pending', 0], [3, 'RUNNING', 'Running', 1], [9, 'FAILED', 'Failed', 1]]);
+  const second = taskRun(T2, 'load-8d2', 'load-55aa66bb', [[1004, 'PENDING', 'Pending', 0], [1005, 'RUNNING', 'Running', 1], [1009, 'COMPLETED', 'Completed', 1]]);
+  const { spans, pipeline } = await run([...flow.slice(0, 2), ...first, flow[2]!, ...flow.slice(3, 6), ...second, flow[6]!]);
+  const flows = spans.filter((s) => s.run.id === FR).map(whole);
+  assert.deepEqual(flows, [
+    {
+      name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+      startUs: us(0), endUs: us(10), status: { code: 'error', message: 'Flow run encountered an exception: KeyError' },
+      attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'cicd.pipeline.result': 'failure' }),
+      events: stateEvents(flow.slice(0, 3)), links: [],
+    },
+    {
+      name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR, 1), parentSpanId: undefined,
+      startUs: us(1002), endUs: us(1010), status: { code: 'ok' },
+      attributes: flowAttrs({ 'prefect.run.count': 2, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'prefect.run.wait_ms': 2000, 'prefect.run.attempt': 1, 'cicd.pipeline.result': 'success' }),
+      events: stateEvents(flow.slice(3)), links: [{ traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), attributes: { 'prefect.link.kind': 'previous_attempt' } }],
+    },
+  ]);
+  assert.deepEqual(spans.filter((s) => s.run.type === 'task').map((s) => [s.run.id, s.parentSpanId, s.status.code]).sort(), [[TASK, spanIdForRun(FR), 'error'], [T2, spanIdForRun(FR, 1), 'ok']].sort());
+  assert.equal(pipeline.tracker.counts.reruns, 1);
+});
+
+test('a flow run first seen through a worker event, its deployment, pool and queue only in some events (heartbeats name no pool or queue): the span has them all, the pool type from the server\'s events', async () => {
+  const worker = customEvent({
+    event: 'prefect.worker.submitted-flow-run', resourceId: 'prefect.worker.kubernetes.k8s-worker-1', resourceName: 'k8s-worker-1', occurred: at(0.5), id: '0198c7d2-ffff-7000-8000-000000000002',
+    related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run', name: 'crimson-fox' }, { id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'etl' },
+      { id: `prefect.deployment.${DEPLOY.deployment.id}`, role: 'deployment', name: 'nightly' }, { id: `prefect.work-pool.${DEPLOY.workPool.id}`, role: 'work-pool', name: 'k8s-pool' }],
+  });
+  const heartbeat = customEvent({
+    event: 'prefect.flow-run.heartbeat', resourceId: `prefect.flow-run.${FR}`, resourceName: 'crimson-fox', occurred: at(5),
+    related: [{ id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'etl' }, { id: `prefect.deployment.${DEPLOY.deployment.id}`, role: 'deployment', name: 'nightly' }],
+  });
+  const flow = flowRun([[1, 'PENDING', 'Pending', 0], [2, 'RUNNING', 'Running', 1], [9, 'COMPLETED', 'Completed', 1]]);
+  const { spans } = await run([worker, flow[0]!, flow[1]!, heartbeat, flow[2]!]);
+  assert.deepEqual(spans.map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(1), endUs: us(9), status: { code: 'ok' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+    events: [['prefect.worker.submitted-flow-run', us(0.5), {
+      'prefect.event.id': '0198c7d2-ffff-7000-8000-000000000002', 'prefect.event.resource.id': 'prefect.worker.kubernetes.k8s-worker-1', 'prefect.event.resource.name': 'k8s-worker-1', 'prefect.event.payload': '{}',
+    }], ...stateEvents(flow)],
+    links: [],
+  }]);
 });
