@@ -161,12 +161,13 @@ export class RunState {
   }
 
   /**
-   * Scheduled and not started yet (no Pending or Running state): the run waits for its scheduled
-   * time, which Prefect's scheduler sets up to days after the Scheduled event, and says nothing
-   * until then. Silence is not idleness here.
+   * Waiting on Prefect, not idle: Scheduled and not started yet (no Pending or Running state), for
+   * its scheduled time, which Prefect's scheduler sets up to days after the Scheduled event; or
+   * Paused/Suspended, for a person to resume it. Either says nothing until then.
    */
-  get awaitingStart(): boolean {
-    return this.startUs === undefined && this.latest?.state.type === 'SCHEDULED';
+  get awaiting(): boolean {
+    const type = this.latest?.state.type;
+    return type === 'PAUSED' || (type === 'SCHEDULED' && this.startUs === undefined);
   }
 
   /**

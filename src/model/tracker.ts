@@ -421,8 +421,8 @@ export class RunTracker {
     const idleBefore = nowMs - this.options.openRunTimeoutMs;
     for (let oldest = this.open.peek(); oldest !== undefined && oldest[1].lastActivityMs <= idleBefore; oldest = this.open.peek()) {
       const run = oldest[1];
-      if (run.awaitingStart) {
-        // Waiting for its scheduled time, not idle: ended here, its whole execution would be late lines.
+      if (run.awaiting) {
+        // Waiting for its scheduled time or a resume, not idle: ended here, the rest of the run would be late lines.
         run.lastActivityMs = nowMs;
         this.open.touch(run.ref.id);
         continue;

@@ -437,3 +437,15 @@ test('a flow run first seen through a worker event, its deployment, pool and que
     links: [],
   }]);
 });
+
+test('a run suspended for 30 h (over the 24 h open-run timeout) waiting for a person, then resumed: one whole span, nothing late; waiting for a resume is not idleness', async () => {
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [5, 'PAUSED', 'Suspended', 1], [30 * HOUR, 'SCHEDULED', 'Resuming', 1], [30 * HOUR + 2, 'PENDING', 'Pending', 1], [30 * HOUR + 3, 'RUNNING', 'Running', 1], [30 * HOUR + 10, 'COMPLETED', 'Completed', 1]]);
+  const { spans, lines } = await run([...flow.slice(0, 3), ...otherRun(25 * HOUR), ...flow.slice(3)]);
+  assert.deepEqual(spans.filter((s) => s.run.id === FR).map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(0), endUs: us(30 * HOUR + 10), status: { code: 'ok' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+    events: stateEvents(flow), links: [],
+  }]);
+  assert.deepEqual(lines.filter((l) => l.late === true), []);
+});

@@ -423,16 +423,16 @@ test('a run ended incomplete (idle past the open-run timeout) and rerun later: i
   const OTHER = '0198c7d2-9000-7000-8000-0000000000e1';
   const other = (s: number, type: string, name: string, from: string) => flowRunStateEvent({ flowRunId: OTHER, flowRunName: 'other', ...FLOW, state: { type, name }, from, runCount: 1, occurred: at(s) }) as Ev;
   const events = [
-    flowState(0, 'RUNNING', 'Running', 'PENDING', 1), flowState(1, 'PAUSED', 'Suspended', 'RUNNING', 1),
+    flowState(0, 'PENDING', 'Pending', 'SCHEDULED', 0), flowState(1, 'RUNNING', 'Running', 'PENDING', 1),
     other(5000, 'RUNNING', 'Running', 'PENDING'), other(5001, 'COMPLETED', 'Completed', 'RUNNING'),
-    flowState(6000, 'CANCELLED', 'Cancelled', 'PAUSED', 1),
+    flowState(6000, 'CANCELLED', 'Cancelled', 'RUNNING', 1),
     flowState(7000, 'SCHEDULED', 'AwaitingRetry', 'CANCELLED', 1), flowState(7001, 'RUNNING', 'Running', 'SCHEDULED', 2), flowState(7002, 'COMPLETED', 'Completed', 'RUNNING', 2),
   ];
   const { spans, lines } = await run(events, { openRunTimeoutMs: 3_600_000 });
   assert.deepEqual(
     spans.filter((s) => s.run.id === FR).map((s) => [s.spanId, s.run.attempt, s.run.incomplete, s.status.code, s.events.map((e) => e.name), s.links.map((l) => l.spanId)]),
     [
-      [spanIdForRun(FR), 0, true, 'unset', ['Running', 'Suspended'], []],
+      [spanIdForRun(FR), 0, true, 'unset', ['Pending', 'Running'], []],
       [spanIdForRun(FR, 1), 1, false, 'ok', ['AwaitingRetry', 'Running', 'Completed'], [spanIdForRun(FR)]],
     ],
   );
