@@ -65,7 +65,7 @@ type Outcome = readonly [StateType, string, string] | null;
 const COMPLETED: Outcome = ['COMPLETED', 'Completed', ''];
 
 /** mulberry32: a tiny seeded PRNG, plenty for simulated timings and ids. */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -3,21 +3,13 @@ import { test } from 'node:test';
 import { resolveConfig } from '../../src/config.js';
 import { createResource } from '../../src/export/spans.js';
 import { createLogger } from '../../src/log/logger.js';
-import type { SpanRecord } from '../../src/model/span-record.js';
 import { createTraceDelivery } from '../../src/pipeline.js';
 import { startOtlpReceiver, type OtlpReceiverOptions } from '../helpers/otlp-receiver.js';
+import { numberedSpan as span } from '../helpers/span-records.js';
 
 const TOKEN = 'tok-3f9a8c27d1e04b6a';
 const AUTH = `Bearer ${TOKEN}`;
 
-function span(i: number): SpanRecord {
-  const hex = i.toString(16).padStart(16, '0');
-  return {
-    traceId: `${hex}${hex}`, spanId: hex, parentSpanId: undefined, name: 'etl', kind: 'server', startUs: 1_700_000_000_000_000, endUs: 1_700_000_001_000_000,
-    status: { code: 'ok' }, attributes: { 'prefect.run.id': String(i) }, events: [], links: [],
-    run: { id: String(i), type: 'flow', name: undefined, attempt: 0, finalState: undefined, incomplete: false },
-  };
-}
 
 /** Ten spans sent in one batch to a receiver answering as `respond` says; the delivery's stats and log lines once it is shut down. */
 async function exportTen(respond: OtlpReceiverOptions['respond'], protocol: 'http/protobuf' | 'http/json' = 'http/protobuf') {

@@ -5,22 +5,14 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { resolveConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log/logger.js';
-import type { SpanRecord } from '../../src/model/span-record.js';
 import { createTraceDelivery } from '../../src/pipeline.js';
 import { createResource } from '../../src/export/spans.js';
 import { startPrefectTracing } from '../../src/index.js';
 import { startMiniPrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { until, workload } from '../helpers/watch-e2e.js';
+import { numberedSpan as span } from '../helpers/span-records.js';
 
-function span(i: number): SpanRecord {
-  const hex = i.toString(16).padStart(16, '0');
-  return {
-    traceId: `${hex}${hex}`, spanId: hex, parentSpanId: undefined, name: 'etl', kind: 'server', startUs: 1_700_000_000_000_000, endUs: 1_700_000_001_000_000,
-    status: { code: 'ok' }, attributes: { 'prefect.run.id': String(i) }, events: [], links: [],
-    run: { id: String(i), type: 'flow', name: undefined, attempt: 0, finalState: undefined, incomplete: false },
-  };
-}
 
 function delivery(url: string, overrides: Record<string, unknown> = {}) {
   const lines: Record<string, unknown>[] = [];

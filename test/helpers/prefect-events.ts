@@ -213,3 +213,11 @@ export const DEEP_JSON_WRITABLE: boolean = (() => {
 
 /** The `skip` option of a test of the `too_deep` skip. */
 export const ONLY_WHERE_DEEP_JSON_FAILS = DEEP_JSON_WRITABLE ? 'this runtime writes JSON nested this deep: no payload is too deep to write' : false;
+
+/** The flow, and the deployment with its work queue and pool, that the example runs of the model tests belong to. */
+export const EXAMPLE_FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+export const EXAMPLE_DEPLOYMENT = {
+  deployment: { id: '7b2e1d8f-2222-4b3c-8d4e-1f2a3b4c5d6e', name: 'nightly' },
+  workQueue: { id: '8c3f2e90-3333-4c4d-9e5f-2a3b4c5d6e7f', name: 'default' },
+  workPool: { id: '9d4031a1-4444-4d5e-8f60-3b4c5d6e7f80', name: 'k8s-pool', type: 'kubernetes' },
+};

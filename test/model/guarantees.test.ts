@@ -18,7 +18,7 @@ import { resolveConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log/logger.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
 import { createPipeline, type Pipeline } from '../../src/pipeline.js';
-import { generateDemoWorkload, type DemoWorkload } from '../../src/source/demo-workload.js';
+import { generateDemoWorkload, mulberry32 as prng, type DemoWorkload } from '../../src/source/demo-workload.js';
 import { loadState, StateWriter } from '../../src/state/persisted.js';
 import { createStateStore } from '../../src/state/state-store.js';
 
@@ -40,17 +40,6 @@ const quiet = createLogger({ level: 'silent', format: 'json' });
 /** The workloads lie in the past: on the wall clock (the restarts) no event is ahead of now. */
 const START_MS = Date.UTC(2025, 0, 6, 9, 0, 0);
 
-/** mulberry32. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 /** The time the pipeline's clock takes from an event (ms). */

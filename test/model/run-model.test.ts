@@ -9,18 +9,14 @@ import { createPipeline } from '../../src/pipeline.js';
 import { createPrefectRestClient } from '../../src/source/rest.js';
 import { createFlowParentLookup, createOwnerLookup } from '../../src/source/run-lookups.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
-import { customEvent, DEEP_PAYLOAD_JSON, flowRunStateEvent, ONLY_WHERE_DEEP_JSON_FAILS, taskRunStateEvent } from '../helpers/prefect-events.js';
+import { customEvent, DEEP_PAYLOAD_JSON, EXAMPLE_DEPLOYMENT, EXAMPLE_FLOW, flowRunStateEvent, ONLY_WHERE_DEEP_JSON_FAILS, taskRunStateEvent } from '../helpers/prefect-events.js';
 
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
 const at = (s: number): number => T0 + s * 1000;
 const us = (s: number): number => at(s) * 1000;
 
-const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
-const DEPLOY = {
-  deployment: { id: '7b2e1d8f-2222-4b3c-8d4e-1f2a3b4c5d6e', name: 'nightly' },
-  workQueue: { id: '8c3f2e90-3333-4c4d-9e5f-2a3b4c5d6e7f', name: 'default' },
-  workPool: { id: '9d4031a1-4444-4d5e-8f60-3b4c5d6e7f80', name: 'k8s-pool', type: 'kubernetes' },
-};
+const FLOW = EXAMPLE_FLOW;
+const DEPLOY = EXAMPLE_DEPLOYMENT;
 const FR = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
 const EXTRACT = '0198c7d2-6000-7abc-8def-000000000001';
 const NESTED = '0198c7d2-6000-7abc-8def-000000000002';
