@@ -43,6 +43,40 @@ function httpUrl(raw: unknown): Parsed<string> {
   return ok(t.value);
 }
 
+/** Prefect Cloud's UI host: its page addresses look like an API URL but serve no API. */
+const CLOUD_UI_HOST = 'app.prefect.cloud';
+const CLOUD_API_HOST = 'api.prefect.cloud';
+/** `/account/<a>/workspace/<w>/…` in a Cloud UI address. */
+const CLOUD_UI_PATH = /^\/account\/([0-9a-f-]{36})\/workspaces?\/([0-9a-f-]{36})(?:\/|$)/i;
+/** A Cloud workspace's API path, which the event stream and the look-ups are appended to. */
+const CLOUD_WORKSPACE_PATH = /^\/api\/accounts\/[0-9a-f-]{36}\/workspaces\/[0-9a-f-]{36}\/*$/i;
+const CLOUD_API_URL_FORM = 'https://api.prefect.cloud/api/accounts/<account id>/workspaces/<workspace id>';
+
+/**
+ * PREFECT_API_URL: an http(s) URL every API path is appended to. The mistakes that would otherwise
+ * only show as an endless retry of a 404 are refused here with the URL to use: the Cloud UI's address
+ * pasted from the browser, a Cloud URL without its workspace, and a query or fragment (the paths
+ * would land inside it).
+ */
+function prefectApiUrl(raw: unknown): Parsed<string> {
+  const t = httpUrl(raw);
+  if (!t.ok) return t;
+  const u = new URL(t.value);
+  const host = u.hostname.toLowerCase();
+  if (host === CLOUD_UI_HOST) {
+    const ids = CLOUD_UI_PATH.exec(u.pathname);
+    const use = ids === null ? CLOUD_API_URL_FORM : `https://${CLOUD_API_HOST}/api/accounts/${ids[1]}/workspaces/${ids[2]}`;
+    return bad(`${CLOUD_UI_HOST} is the Prefect Cloud web UI, not its API: use ${use}`);
+  }
+  if (host === CLOUD_API_HOST && !CLOUD_WORKSPACE_PATH.test(u.pathname)) {
+    return bad(`a Prefect Cloud API URL names a workspace: ${CLOUD_API_URL_FORM}`);
+  }
+  if (u.search !== '' || u.hash !== '') {
+    return bad(`must not have a query or fragment (API paths are appended to it): use ${u.origin}${u.pathname}`);
+  }
+  return t;
+}
+
 /** Unset when absent or blank: a blank flag or option clears the setting (over its variable too). */
 function optional<T>(parse: (raw: unknown) => Parsed<T>): (raw: unknown) => Parsed<T | undefined> {
   return (raw) => (raw === undefined || (typeof raw === 'string' && raw.trim() === '') ? ok(undefined) : parse(raw));
@@ -155,7 +189,7 @@ const DAY_MS = 24 * HOUR_MS;
 
 export const SETTINGS = {
   apiUrl: {
-    env: ['PREFECT_API_URL'], flag: '--api-url', default: 'http://127.0.0.1:4200/api', parse: httpUrl,
+    env: ['PREFECT_API_URL'], flag: '--api-url', default: 'http://127.0.0.1:4200/api', parse: prefectApiUrl,
     doc: 'Prefect server or Cloud workspace API URL (same meaning as in Prefect)',
   },
   apiKey: {

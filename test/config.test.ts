@@ -191,3 +191,36 @@ test('describeConfig: the proxies as they are used, a scheme-less user:password@
   assert.deepEqual(shown.proxy, { https: 'http://proxy.corp:3128/', http: 'http://proxy.corp:3129/', noProxy: 'localhost' });
   assert.ok(!JSON.stringify(shown).includes('s3cret'), JSON.stringify(shown));
 });
+
+test('PREFECT_API_URL: a Cloud workspace URL with or without its trailing slash and a self-hosted one behind a path prefix are taken; the Cloud UI address, a Cloud URL without its workspace and a query string are errors naming the URL to use', () => {
+  const a = '0b3c5d7e-1111-4a2b-8c9d-0e1f2a3b4c5d';
+  const w = '9a1e2f3b-2222-4c4d-9e5f-6a7b8c9d0e1f';
+  const taken = (url: string): string => resolveConfig({}, { PREFECT_API_URL: url }).prefect.apiUrl;
+  assert.deepEqual(
+    [taken(`https://api.prefect.cloud/api/accounts/${a}/workspaces/${w}`), taken(`https://api.prefect.cloud/api/accounts/${a}/workspaces/${w}/`), taken('https://host/prefect/api/')],
+    [`https://api.prefect.cloud/api/accounts/${a}/workspaces/${w}`, `https://api.prefect.cloud/api/accounts/${a}/workspaces/${w}`, 'https://host/prefect/api'],
+  );
+  const problems = (url: string): readonly string[] => {
+    try {
+      resolveConfig({}, { PREFECT_API_URL: url });
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      return err.problems;
+    }
+    return [];
+  };
+  assert.deepEqual(
+    {
+      ui: problems(`https://app.prefect.cloud/account/${a}/workspace/${w}/dashboard`),
+      uiHome: problems('https://app.prefect.cloud/'),
+      cloudNoWorkspace: problems('https://api.prefect.cloud/api'),
+      query: problems('https://user:pw@host:4200/api?token=abc#x'),
+    },
+    {
+      ui: [`PREFECT_API_URL: app.prefect.cloud is the Prefect Cloud web UI, not its API: use https://api.prefect.cloud/api/accounts/${a}/workspaces/${w}`],
+      uiHome: ['PREFECT_API_URL: app.prefect.cloud is the Prefect Cloud web UI, not its API: use https://api.prefect.cloud/api/accounts/<account id>/workspaces/<workspace id>'],
+      cloudNoWorkspace: ['PREFECT_API_URL: a Prefect Cloud API URL names a workspace: https://api.prefect.cloud/api/accounts/<account id>/workspaces/<workspace id>'],
+      query: ['PREFECT_API_URL: must not have a query or fragment (API paths are appended to it): use https://host:4200/api'],
+    },
+  );
+});
