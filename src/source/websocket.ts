@@ -153,6 +153,8 @@ const CLOSE_WAIT_MS = 2_000;
 const CALLBACK_ERROR_LOG_INTERVAL_MS = 10_000;
 /** How much of an unexpected handshake message's `type` an error shows. */
 const MAX_SHOWN_TYPE_CHARS = 40;
+/** What a 404 on the upgrade asks the user to check. */
+const NOT_FOUND_ADVICE = "PREFECT_API_URL must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api";
 /** How much of a redirect target an error shows. */
 const MAX_SHOWN_URL_CHARS = 200;
 
@@ -623,7 +625,10 @@ function redirectTarget(location: string | undefined, from: string): string | un
 }
 
 function upgradeRefused(status: number, redirect: string | undefined): string {
-  return redirect === undefined ? `HTTP ${status} on the upgrade` : `HTTP ${status} on the upgrade, redirected to ${redirect} (not followed: PREFECT_API_URL may have to name that server)`;
+  if (redirect !== undefined) return `HTTP ${status} on the upgrade, redirected to ${redirect} (not followed: PREFECT_API_URL may have to name that server)`;
+  // The server answered but has no event stream there: most often PREFECT_API_URL lacks its `/api`.
+  if (status === 404) return `HTTP 404 on the upgrade: no Prefect event stream there (${NOT_FOUND_ADVICE})`;
+  return `HTTP ${status} on the upgrade`;
 }
 
 function rawToText(data: WebSocket.RawData): string {

@@ -294,6 +294,20 @@ describe('event subscriber: handshake', () => {
     assertNoSecrets(logs.lines, API_KEY, 'sso=abc');
   });
 
+  it('an HTTP 404 on the upgrade (PREFECT_API_URL without its /api) is retried, each retry saying what PREFECT_API_URL must be', async () => {
+    const server = await mini({});
+    const { sub, logs } = subscribe({ url: server.url.replace(/\/api$/, '') }, { apiKey: API_KEY });
+    try {
+      await waitFor('two attempts', () => server.upgrades.length >= 2);
+    } finally {
+      await sub.stop();
+    }
+    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable'));
+    assert.deepEqual(new Set(retries.map((r) => r.err)), new Set(["HTTP 404 on the upgrade: no Prefect event stream there (PREFECT_API_URL must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api)"]));
+    assert.deepEqual({ connects: sub.stats.connects, paths: new Set(server.upgrades.map((u) => u.path)) }, { connects: 0, paths: new Set(['/events/out']) });
+    assertNoSecrets(logs.lines, API_KEY);
+  });
+
   it('a close 1002 after the filter (bad filter) is a ProtocolError and stops', async () => {
     const server = await mini({ rejectFilters: true });
     const { sub, logs } = subscribe(server);
