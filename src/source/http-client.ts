@@ -37,6 +37,8 @@ export interface HttpAnswer {
   readonly status: number;
   /** The body, decoded as UTF-8. */
   readonly text: string;
+  /** The `Retry-After` header of a 429 or 503, as sent (seconds or an HTTP date). */
+  readonly retryAfter?: string;
 }
 
 /** No HTTP answer: the connection failed, the deadline passed, the caller aborted, the body would not decode. */
@@ -109,7 +111,9 @@ export function createHttpClient(options: {
         const res = await exchange(target, m, h, payload, limits, agentFor(target));
         const location = res.headers.location;
         if (!REDIRECTS.has(res.statusCode ?? 0) || location === undefined) {
-          return { status: res.statusCode ?? 0, text: await readBody(res, limits) };
+          const retryAfter = res.headers['retry-after'];
+          const text = await readBody(res, limits);
+          return retryAfter === undefined ? { status: res.statusCode ?? 0, text } : { status: res.statusCode ?? 0, text, retryAfter };
         }
         res.resume(); // a redirect's own body is not needed
         if (redirects === MAX_REDIRECTS) throw new HttpTransportError(`more than ${MAX_REDIRECTS} redirects`);

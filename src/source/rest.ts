@@ -83,7 +83,41 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 /** A server that keeps handing out pages forever is broken; stop well before that hurts. */
 const MAX_PAGES = 100_000;
 
+/** A rate-limited (429) or briefly unavailable (503) answer is asked again this often, after the wait the server names. */
+const MAX_RATE_LIMIT_RETRIES = 4;
+/** The wait when the server names none. */
+const DEFAULT_RETRY_AFTER_MS = 1_000;
+/** A longer Retry-After is not waited out here: the answer goes to the caller, whose own backoff applies. */
+const MAX_RETRY_AFTER_MS = 60_000;
+
 type Response_ = { status: number; body: unknown } | { status: undefined; error: string; unreachable: boolean };
+
+/**
+ * How long a `Retry-After` (delay-seconds or an HTTP date) asks us to wait, in ms; the default when
+ * it is absent or unreadable, and undefined when it is longer than we wait.
+ */
+export function retryAfterMs(header: string | undefined, nowMs: number): number | undefined {
+  const t = header?.trim() ?? '';
+  let ms: number;
+  if (/^\d+$/.test(t)) ms = Number(t) * 1_000;
+  else if (t !== '' && Number.isFinite(Date.parse(t))) ms = Math.max(0, Date.parse(t) - nowMs);
+  else ms = DEFAULT_RETRY_AFTER_MS;
+  return ms > MAX_RETRY_AFTER_MS ? undefined : ms;
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
 
 export function createPrefectRestClient(options: RestClientOptions): PrefectRestClient {
   const base = apiBase(options.apiUrl);
@@ -103,10 +137,26 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
 
   const closing = new AbortController();
 
+  /**
+   * One request; a 429 or 503 (Prefect Cloud's rate limit, a server restarting) is sent again after
+   * the server's Retry-After, a bounded number of times, so that one busy moment does not cost a
+   * history page or a look-up.
+   */
   async function request(method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<Response_> {
+    const abort = signal === undefined ? closing.signal : AbortSignal.any([signal, closing.signal]);
+    for (let retries = 0; ; retries++) {
+      const r = await requestOnce(method, path, body, abort);
+      if (r.status !== 429 && r.status !== 503) return r;
+      const waitMs = retries < MAX_RATE_LIMIT_RETRIES ? retryAfterMs(r.retryAfter, Date.now()) : undefined;
+      if (waitMs === undefined || abort.aborted) return r;
+      await pause(waitMs, abort);
+      if (abort.aborted) return r;
+    }
+  }
+
+  async function requestOnce(method: 'GET' | 'POST', path: string, body: unknown, abort: AbortSignal): Promise<Response_ & { retryAfter?: string }> {
     try {
       const json = body === undefined ? undefined : JSON.stringify(body);
-      const abort = signal === undefined ? closing.signal : AbortSignal.any([signal, closing.signal]);
       const res = await http.send(method, `${base}${path}`, json === undefined ? headers : { ...headers, 'Content-Type': 'application/json' }, json, abort);
       let parsed: unknown = undefined;
       if (res.text.length > 0) {
@@ -116,7 +166,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
           parsed = undefined;
         }
       }
-      return { status: res.status, body: parsed };
+      return res.retryAfter === undefined ? { status: res.status, body: parsed } : { status: res.status, body: parsed, retryAfter: res.retryAfter };
     } catch (err) {
       return { status: undefined, error: redactSecrets(errorText(err), auth), unreachable: err instanceof HttpTransportError && err.unreachable };
     }

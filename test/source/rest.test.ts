@@ -23,7 +23,7 @@ interface Seen {
   body?: unknown;
 }
 
-type Handler = (req: Seen) => { status: number; body?: unknown } | 'hang';
+type Handler = (req: Seen) => { status: number; body?: unknown; headers?: Record<string, string> } | 'hang';
 
 let server: ReturnType<typeof createServer>;
 let port: number;
@@ -44,7 +44,7 @@ before(async () => {
         hanging.push(res);
         return;
       }
-      res.writeHead(r.status, { 'content-type': 'application/json' });
+      res.writeHead(r.status, { 'content-type': 'application/json', ...r.headers });
       res.end(r.body === undefined ? '' : typeof r.body === 'string' ? r.body : JSON.stringify(r.body));
     });
   });
@@ -267,6 +267,48 @@ describe('rest client: event history', () => {
 
     reset(() => ({ status: 200, body: { events: [{ id: 1 }], next_page: 'http://x/api/events/filter/next?page-token=same' } }));
     await assert.rejects(drain(`http://127.0.0.1:${port}/api`), /repeated a page token/);
+  });
+
+  it('a 429 or 503 with Retry-After is asked again after it, on every page and look-up; bounded, and not waited out when it is longer than a minute', async () => {
+    const limited = new Map<string, number>();
+    /** The first answer to each request is a rate limit (the second page's a 503 with a past HTTP date); then the pager answers. */
+    reset((req) => {
+      const key = `${req.method} ${req.path}`;
+      const n = limited.get(key) ?? 0;
+      limited.set(key, n + 1);
+      if (n > 0) return req.path.includes('/flow_runs/') ? { status: 200, body: { id: FLOW_RUN, parent_task_run_id: null } } : pager(req);
+      return key.includes(encodeURIComponent(tokens[0]!))
+        ? { status: 503, body: { detail: 'restarting' }, headers: { 'retry-after': 'Thu, 01 Jan 2026 00:00:00 GMT' } }
+        : { status: 429, body: { detail: 'rate limited' }, headers: { 'retry-after': '0' } };
+    });
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, apiKey: API_KEY });
+    const pages: unknown[][] = [];
+    for await (const page of rest.readEvents({ sinceIso: '2026-08-21T12:00:00.000Z', untilIso: '2026-08-21T13:00:00.000Z' })) pages.push(page);
+    const run = await rest.getFlowRun(FLOW_RUN);
+    assert.deepEqual(
+      { pages, run, requests: seen.map((s) => `${s.method} ${s.path}`) },
+      {
+        pages: [events.slice(0, 50), events.slice(50, 100), events.slice(100)],
+        run: { ok: true, value: { id: FLOW_RUN, parentTaskRunId: null, labels: {} } },
+        requests: [
+          'POST /api/events/filter', 'POST /api/events/filter',
+          `GET /api/events/filter/next?page-token=${encodeURIComponent(tokens[0]!)}`, `GET /api/events/filter/next?page-token=${encodeURIComponent(tokens[0]!)}`,
+          `GET /api/events/filter/next?page-token=${encodeURIComponent(tokens[1]!)}`, `GET /api/events/filter/next?page-token=${encodeURIComponent(tokens[1]!)}`,
+          `GET /api/flow_runs/${FLOW_RUN}`, `GET /api/flow_runs/${FLOW_RUN}`,
+        ],
+      },
+    );
+
+    reset(() => ({ status: 429, body: { detail: 'rate limited' }, headers: { 'retry-after': '0' } }));
+    await assert.rejects(async () => {
+      for await (const _ of rest.readEvents({ sinceIso: '2026-08-21T12:00:00.000Z', untilIso: '2026-08-21T13:00:00.000Z' })) void _;
+    }, (err: unknown) => err instanceof RestRequestError && err.status === 429 && err.message === 'POST /events/filter: HTTP 429');
+    assert.equal(seen.length, 5);
+
+    reset(() => ({ status: 429, body: { detail: 'rate limited' }, headers: { 'retry-after': '3600' } }));
+    assert.deepEqual(await rest.getTaskRun(TASK_RUN), { ok: false, status: 429, message: `GET /task_runs/${TASK_RUN}: HTTP 429` });
+    assert.equal(seen.length, 1);
+    rest.close();
   });
 
   it('pageToken reads the page-token of absolute and relative URLs', () => {
