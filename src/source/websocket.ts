@@ -143,6 +143,10 @@ const FRESH_START_LOOKBACK_MS = 60_000;
 const HISTORY_SAFETY_MS = 60_000;
 /** The backoff restarts from `initialBackoffMs` only after a connection stayed up this long. */
 const STABLE_CONNECTION_MS = 30_000;
+/** An HTTP `Date` is whole seconds. */
+const DATE_RESOLUTION_MS = 1_000;
+/** Less than this ahead (a round trip, say) is no skew worth correcting. */
+const CLOCK_SKEW_TOLERANCE_MS = 1_000;
 const BACKOFF_MULTIPLIER = 2;
 const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 /** History rounds per attempt (a round that takes longer than the window leaves a new gap). */
@@ -205,6 +209,12 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
    */
   let liveCoveredUntilMs: (() => number | undefined) | undefined;
   let historyFailures = 0;
+  /**
+   * How far our clock runs ahead of the server's at least, from the `Date` of the upgrade response
+   * (0 when it is behind, within the tolerance, or not known). The filter's `since` is the
+   * server's time: one in its future would hide every live event until the server's clock got there.
+   */
+  let serverAheadMs = 0;
 
   let resolveDone!: () => void;
   let rejectDone!: (err: Error) => void;
@@ -259,7 +269,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const resumeSinceMs = (nowMs: number): number => {
     const c = cursorMs();
     if (c !== undefined) return Math.min(c, nowMs) - options.resumeMarginMs;
-    return coveredUntilMs === undefined ? nowMs - FRESH_START_LOOKBACK_MS : coveredUntilMs - options.resumeMarginMs;
+    return coveredUntilMs === undefined ? nowMs - FRESH_START_LOOKBACK_MS : Math.min(coveredUntilMs, nowMs) - options.resumeMarginMs;
   };
 
   /** Where a resumed stream has to start for the history fill: as above, but never before what we already followed. */
@@ -387,6 +397,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
 
       // The socket is the upgrade response's: from here on it is the live connection.
       if (!keepAlive) ws.on('upgrade', (res) => res.socket.unref());
+      ws.on('upgrade', (res) => noteServerClock(res.headers.date));
 
       ws.on('unexpected-response', (_req, res) => {
         upgradeStatus = res.statusCode;
@@ -522,12 +533,25 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
 
   function buildFilter(): { occurred: { since: string; until: string }; event?: { prefix: string[] }; order: 'ASC' } {
     const nowMs = now();
-    const sinceMs = resumeSinceMs(nowMs);
+    const sinceMs = resumeSinceMs(nowMs - serverAheadMs);
     return {
       occurred: { since: new Date(sinceMs).toISOString(), until: new Date(nowMs + UNTIL_AHEAD_MS).toISOString() },
       ...(prefixes !== undefined ? { event: { prefix: prefixes } } : {}),
       order: 'ASC',
     };
+  }
+
+  /** Keep how far our clock runs ahead of the server's `Date` header, and say so once when it changes. */
+  function noteServerClock(date: string | undefined): void {
+    const serverMs = date === undefined ? NaN : Date.parse(date);
+    if (!Number.isFinite(serverMs)) return;
+    // The header is cut to the second: the server's clock may be up to that much later than it says.
+    const aheadMs = now() - (serverMs + DATE_RESOLUTION_MS);
+    const next = aheadMs > CLOCK_SKEW_TOLERANCE_MS ? aheadMs : 0;
+    if (next > 0 && Math.abs(next - serverAheadMs) > CLOCK_SKEW_TOLERANCE_MS) {
+      log.warn({ aheadMs: Math.round(next) }, "this machine's clock runs ahead of the Prefect server's; the event stream is asked for from the server's time");
+    }
+    serverAheadMs = next;
   }
 
   // ---- the loop -----------------------------------------------------------------------------------

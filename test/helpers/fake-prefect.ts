@@ -291,6 +291,8 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     autoPong: options.autoPong ?? true,
     handleProtocols: (_protocols, req) => (offersPrefect(req) ? 'prefect' : false),
   });
+  // As uvicorn's websockets server: the 101 response carries the server's Date.
+  wss.on('headers', (headers) => headers.push(`Date: ${new Date(now()).toUTCString()}`));
   // Prefect checks `"prefect" in header.split(",")`, without trimming.
   const offersPrefect = (req: IncomingMessage): boolean => String(req.headers['sec-websocket-protocol'] ?? '').split(',').includes('prefect');
 

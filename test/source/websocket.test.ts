@@ -308,6 +308,35 @@ describe('event subscriber: handshake', () => {
     assertNoSecrets(logs.lines, API_KEY);
   });
 
+  it("a machine clock 20 minutes ahead of the server's: a fresh start asks from the server's time (its upgrade Date), says so, and gets the live events", async () => {
+    const serverNowMs = Date.UTC(2026, 7, 21, 12, 0, 0);
+    const aheadMs = 20 * 60_000;
+    const server = await mini({ now: () => serverNowMs });
+    const { sub, logs, ids } = subscribe(server, { now: () => serverNowMs + aheadMs });
+    try {
+      await waitFor('subscription', () => server.connections.some((c) => c.live));
+      const live = event(serverNowMs);
+      server.publish([live]);
+      await waitFor('the live event', () => ids('live').length === 1);
+      assert.deepEqual(
+        {
+          occurred: (server.connections[0]!.filters[0] as { filter: { occurred: unknown } }).filter.occurred,
+          live: ids('live'),
+          warnings: logs.records().filter((r) => r.level === 40).map((r) => ({ aheadMs: r.aheadMs, msg: r.msg })),
+        },
+        {
+          // `until` stays a year past our own clock: it only has to be far ahead.
+          // The Date header is whole seconds: the skew is taken as at least 1 s less than it may be.
+          occurred: { since: new Date(serverNowMs + 1_000 - 60_000).toISOString(), until: new Date(serverNowMs + aheadMs + 365 * DAY_MS).toISOString() },
+          live: [live.id],
+          warnings: [{ aheadMs: aheadMs - 1_000, msg: "this machine's clock runs ahead of the Prefect server's; the event stream is asked for from the server's time" }],
+        },
+      );
+    } finally {
+      await sub.stop();
+    }
+  });
+
   it('a close 1002 after the filter (bad filter) is a ProtocolError and stops', async () => {
     const server = await mini({ rejectFilters: true });
     const { sub, logs } = subscribe(server);
