@@ -86,11 +86,19 @@ export function authSetting(auth: PrefectAuth, apiUrl: string): AuthSetting {
   return isCloudUrl(apiUrl) ? 'PREFECT_API_KEY' : 'PREFECT_API_AUTH_STRING';
 }
 
-/** A sentence for an AuthError: what happened and which setting to fix. Never contains the secret. */
+/**
+ * A sentence for an AuthError: what happened and which setting to fix. Never contains the secret.
+ * The credential of the other kind of server (a Cloud key sent to a self-hosted server, an auth
+ * string sent to Cloud) is named as the likely mistake.
+ */
 export function authAdvice(auth: PrefectAuth, apiUrl: string): string {
   const setting = authSetting(auth, apiUrl);
   const given = setting === 'PREFECT_API_KEY' ? nonEmpty(auth.apiKey) : nonEmpty(auth.authString);
-  return given ? `check ${setting}` : `set ${setting}`;
+  if (!given) return `set ${setting}`;
+  const cloud = isCloudUrl(apiUrl);
+  if (setting === 'PREFECT_API_KEY' && !cloud) return 'check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)';
+  if (setting === 'PREFECT_API_AUTH_STRING' && cloud) return 'check PREFECT_API_AUTH_STRING (Prefect Cloud takes PREFECT_API_KEY, not an auth string)';
+  return `check ${setting}`;
 }
 
 /**

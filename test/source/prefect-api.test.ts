@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
   apiBase,
+  authAdvice,
   authSetting,
   eventsOutUrl,
   isCloudUrl,
@@ -89,5 +90,27 @@ describe('prefect-api: auth', () => {
 
   it('the user agent carries the version', () => {
     assert.equal(USER_AGENT, `prefect-otel/${VERSION}`);
+  });
+
+  it('authAdvice names the setting to fix, and the other kind of credential when the server is of the other kind', () => {
+    const SELF = 'http://127.0.0.1:4200/api';
+    assert.deepEqual(
+      {
+        keyToCloud: authAdvice({ apiKey: 'pnu_x' }, CLOUD),
+        keyToSelfHosted: authAdvice({ apiKey: 'pnu_x' }, SELF),
+        authStringToSelfHosted: authAdvice({ authString: 'admin:pass' }, SELF),
+        authStringToCloud: authAdvice({ authString: 'admin:pass' }, CLOUD),
+        noneToCloud: authAdvice({}, CLOUD),
+        noneToSelfHosted: authAdvice({}, SELF),
+      },
+      {
+        keyToCloud: 'check PREFECT_API_KEY',
+        keyToSelfHosted: 'check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)',
+        authStringToSelfHosted: 'check PREFECT_API_AUTH_STRING',
+        authStringToCloud: 'check PREFECT_API_AUTH_STRING (Prefect Cloud takes PREFECT_API_KEY, not an auth string)',
+        noneToCloud: 'set PREFECT_API_KEY',
+        noneToSelfHosted: 'set PREFECT_API_AUTH_STRING',
+      },
+    );
   });
 });

@@ -152,7 +152,7 @@ describe('rest client: runs', () => {
     await assert.rejects(withKey.getFlowRun(FLOW_RUN), (err: unknown) => {
       assert.ok(err instanceof AuthError);
       assert.equal(err.setting, 'PREFECT_API_KEY');
-      assert.ok(!err.message.includes(API_KEY) && err.message.endsWith('check PREFECT_API_KEY'));
+      assert.ok(!err.message.includes(API_KEY) && err.message.endsWith('check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)'));
       return true;
     });
   });

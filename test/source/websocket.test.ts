@@ -248,7 +248,7 @@ describe('event subscriber: handshake', () => {
       assert.ok(err instanceof AuthError);
       assert.deepEqual(
         { setting: err.setting, message: err.message },
-        { setting: 'PREFECT_API_KEY', message: 'the Prefect server refused the event-stream upgrade with HTTP 401: check PREFECT_API_KEY' },
+        { setting: 'PREFECT_API_KEY', message: 'the Prefect server refused the event-stream upgrade with HTTP 401: check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)' },
       );
       return true;
     });
