@@ -92,16 +92,17 @@ const MAX_RETRY_AFTER_MS = 60_000;
 
 type Response_ = { status: number; body: unknown } | { status: undefined; error: string; unreachable: boolean };
 
-/**
- * How long a `Retry-After` (delay-seconds or an HTTP date) asks us to wait, in ms; the default when
- * it is absent or unreadable, and undefined when it is longer than we wait.
- */
+/** How long a `Retry-After` (delay-seconds or an HTTP date) asks us to wait, in ms; undefined when it is absent or unreadable. */
 export function retryAfterMs(header: string | undefined, nowMs: number): number | undefined {
   const t = header?.trim() ?? '';
-  let ms: number;
-  if (/^\d+$/.test(t)) ms = Number(t) * 1_000;
-  else if (t !== '' && Number.isFinite(Date.parse(t))) ms = Math.max(0, Date.parse(t) - nowMs);
-  else ms = DEFAULT_RETRY_AFTER_MS;
+  if (/^\d+$/.test(t)) return Number(t) * 1_000;
+  const at = t === '' ? NaN : Date.parse(t);
+  return Number.isFinite(at) ? Math.max(0, at - nowMs) : undefined;
+}
+
+/** The wait before asking again after a 429 or 503: undefined when it is longer than we wait here. */
+function rateLimitWaitMs(header: string | undefined): number | undefined {
+  const ms = retryAfterMs(header, Date.now()) ?? DEFAULT_RETRY_AFTER_MS;
   return ms > MAX_RETRY_AFTER_MS ? undefined : ms;
 }
 
@@ -147,7 +148,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     for (let retries = 0; ; retries++) {
       const r = await requestOnce(method, path, body, abort);
       if (r.status !== 429 && r.status !== 503) return r;
-      const waitMs = retries < MAX_RATE_LIMIT_RETRIES ? retryAfterMs(r.retryAfter, Date.now()) : undefined;
+      const waitMs = retries < MAX_RATE_LIMIT_RETRIES ? rateLimitWaitMs(r.retryAfter) : undefined;
       if (waitMs === undefined || abort.aborted) return r;
       await pause(waitMs, abort);
       if (abort.aborted) return r;

@@ -33,7 +33,7 @@ import {
 } from './prefect-api.js';
 import { tlsAgentOptions, type TlsOptions } from './http-client.js';
 import { createTunnelAgent, proxyFor, type ProxyEnv } from './proxy.js';
-import { createPrefectRestClient, RestRequestError, type PrefectRestClient } from './rest.js';
+import { createPrefectRestClient, RestRequestError, retryAfterMs, type PrefectRestClient } from './rest.js';
 
 export type EventOrigin = 'live' | 'history';
 export type SubscriberStatus = 'connecting' | 'connected' | 'disconnected';
@@ -148,6 +148,8 @@ const DATE_RESOLUTION_MS = 1_000;
 /** Less than this ahead (a round trip, say) is no skew worth correcting. */
 const CLOCK_SKEW_TOLERANCE_MS = 1_000;
 const BACKOFF_MULTIPLIER = 2;
+/** The longest Retry-After on the upgrade that is honoured: a wrong or hostile one must not park the stream for hours. */
+const MAX_UPGRADE_RETRY_AFTER_MS = 5 * 60_000;
 const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 /** History rounds per attempt (a round that takes longer than the window leaves a new gap). */
 const MAX_HISTORY_ROUNDS = 5;
@@ -165,7 +167,7 @@ const MAX_SHOWN_URL_CHARS = 200;
 type Outcome =
   | { kind: 'fatal'; error: AuthError | ProtocolError }
   /** Never got to the live phase: unreachable, upgrade refused, handshake timeout. */
-  | { kind: 'failed'; message: string }
+  | { kind: 'failed'; message: string; retryAfterMs?: number }
   /** Was live, then closed. */
   | { kind: 'closed'; code: number; reason: string; liveMs: number }
   | { kind: 'stopped' };
@@ -371,6 +373,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       let phase: 'upgrade' | 'auth' | 'live' = 'upgrade';
       let upgradeStatus: number | undefined;
       let upgradeRedirect: string | undefined;
+      let upgradeRetryAfterMs: number | undefined;
       let fatal: AuthError | ProtocolError | undefined;
       let failure: string | undefined;
       let lastError: string | undefined;
@@ -402,6 +405,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       ws.on('unexpected-response', (_req, res) => {
         upgradeStatus = res.statusCode;
         upgradeRedirect = redirectTarget(res.headers.location, url);
+        upgradeRetryAfterMs = retryAfterMs(res.headers['retry-after'], now());
         res.resume();
         ws.terminate();
       });
@@ -526,7 +530,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         }
         const message = failure ?? (upgradeStatus !== undefined ? upgradeRefused(upgradeStatus, upgradeRedirect) : (lastError ?? `closed with ${code}${reason ? ` ${reason}` : ''}`));
         status('disconnected', message);
-        resolve({ kind: 'failed', message });
+        resolve(upgradeRetryAfterMs === undefined ? { kind: 'failed', message } : { kind: 'failed', message, retryAfterMs: upgradeRetryAfterMs });
       });
     });
   }
@@ -580,7 +584,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         log.warn({ code: outcome.code, reason: outcome.reason, attempt: failures, delayMs }, `event stream closed, reconnecting in ${delayMs} ms`);
       } else {
         failures += 1;
-        delayMs = backoffMs(failures);
+        // A server that says when to come back (a 429 or 503 on the upgrade) is not asked sooner.
+        delayMs = Math.max(backoffMs(failures), Math.min(outcome.retryAfterMs ?? 0, MAX_UPGRADE_RETRY_AFTER_MS));
         stats.lastError = outcome.message;
         log.warn({ url: logUrl, err: outcome.message, attempt: failures, delayMs }, `Prefect server unreachable, retrying in ${delayMs} ms`);
       }

@@ -337,6 +337,39 @@ describe('event subscriber: handshake', () => {
     }
   });
 
+  it('an HTTP 429 or 503 on the upgrade with Retry-After is not asked again before it (at most 5 minutes); without one, the usual backoff', async () => {
+    const retryAfter = ['7', '86400', undefined];
+    const http = createServer((_req, res) => res.writeHead(404).end());
+    let upgrades = 0;
+    http.on('upgrade', (_req, socket: Duplex) => {
+      const header = retryAfter[upgrades];
+      upgrades += 1;
+      socket.end(`HTTP/1.1 ${header === '86400' ? '503 Service Unavailable' : '429 Too Many Requests'}\r\n${header === undefined ? '' : `Retry-After: ${header}\r\n`}Content-Length: 0\r\n\r\n`);
+    });
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    hostile.push({ close: () => new Promise<void>((resolve) => http.close(() => resolve())) });
+    const delays = async (header: string | undefined): Promise<unknown> => {
+      retryAfter[0] = header;
+      upgrades = 0;
+      const { sub, logs } = subscribe({ url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/api` }, { apiKey: API_KEY });
+      try {
+        await waitFor('a retry planned', () => logs.records().some((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable')));
+      } finally {
+        await sub.stop();
+      }
+      const r = logs.records().find((x) => typeof x.msg === 'string' && x.msg.startsWith('Prefect server unreachable'))!;
+      return { err: r.err, delay: (r.delayMs as number) <= 200 ? 'backoff' : r.delayMs };
+    };
+    assert.deepEqual(
+      { seconds: await delays('7'), long: await delays('86400'), none: await delays(undefined) },
+      {
+        seconds: { err: 'HTTP 429 on the upgrade', delay: 7_000 },
+        long: { err: 'HTTP 503 on the upgrade', delay: 300_000 },
+        none: { err: 'HTTP 429 on the upgrade', delay: 'backoff' },
+      },
+    );
+  });
+
   it('a close 1002 after the filter (bad filter) is a ProtocolError and stops', async () => {
     const server = await mini({ rejectFilters: true });
     const { sub, logs } = subscribe(server);
