@@ -32,13 +32,18 @@ if (isMainThread && !SDK_DISABLED) {
 if (handle !== undefined) {
   const h = handle;
   const onSignal = (signal: NodeJS.Signals): void => {
+    // Whether the application handles this signal is known now, not after the shutdown: a handler
+    // it added with `process.once` is gone by then, and re-raising the signal would kill the
+    // process in the middle of the application's own graceful stop. This listener comes first
+    // (prepended), so every other listener of this signal is still registered here.
+    const handledByApp = process.listenerCount(signal) > 1;
     process.off(signal, onSignal);
     void h.shutdown().finally(() => {
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+      if (!handledByApp && process.listenerCount(signal) === 0) process.kill(process.pid, signal);
     });
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  process.prependListener('SIGINT', onSignal);
+  process.prependListener('SIGTERM', onSignal);
   process.once('beforeExit', () => void h.shutdown());
 }
 

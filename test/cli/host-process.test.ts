@@ -42,7 +42,7 @@ function runHost(app: string, env: Record<string, string>, t: { after: (fn: () =
     clearTimeout(timer);
     return r;
   };
-  return { exited, stdout: () => stdout, stderr: () => stderr };
+  return { exited, kill: (signal: NodeJS.Signals) => child.kill(signal), stdout: () => stdout, stderr: () => stderr };
 }
 
 test('register: a host that finishes while Prefect streams runs exits 0 by itself; its spans reach the collector and the state is saved', async (t) => {
@@ -176,4 +176,51 @@ test('register: a host that finishes while Prefect is down (reconnect backoff) a
     { appDone: host.stdout().includes('app done\n'), health: msgs.includes('serving /healthz and /metrics'), stopped: msgs.includes('stopped'), stateSaved: existsSync(stateFile) },
     { appDone: true, health: true, stopped: true, stateSaved: true },
   );
+});
+
+test("register: SIGTERM to a host that stops gracefully from its own `process.once('SIGTERM')` handler: the application finishes its stop and exits 0; spans and state are saved", async (t) => {
+  const w = workload(1);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const dir = tempDir();
+  const stateFile = join(dir, 'state.json');
+  // The host's own graceful stop outlasts prefect-otel's: it waits for prefect-otel to be done, then
+  // for work of its own (draining connections, say), then lets the process end.
+  const app = join(dir, 'app.mjs');
+  writeFileSync(
+    app,
+    [
+      `import { prefectTracing } from ${REGISTER_URL};`,
+      'const keep = setInterval(() => undefined, 1 << 30);',
+      "process.once('SIGTERM', () => {",
+      "  process.stdout.write('app stopping\\n');",
+      '  void prefectTracing.done.then(() => new Promise((r) => setTimeout(r, 300))).then(() => {',
+      "    process.stdout.write('app stopped\\n');",
+      '    clearInterval(keep);',
+      '  });',
+      '});',
+      'let seen = 0;',
+      "prefectTracing.on('span', () => { if (++seen === Number(process.env.WANT_SPANS)) process.stdout.write('app saw every span\\n'); });",
+      '',
+    ].join('\n'),
+  );
+  const host = runHost(app, { WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile }, t);
+  await until('subscription', () => liveConnections(prefect) === 1, 10_000, host.stderr);
+  prefect.publish(w.events);
+  await until('every span seen', () => host.stdout().includes('app saw every span\n'), 10_000, host.stderr);
+  host.kill('SIGTERM');
+
+  const exit = await host.exited();
+  const msgs = logLines(host.stdout()).map((l) => l.msg);
+  assert.deepEqual(
+    {
+      exit,
+      app: host.stdout().split('\n').filter((l) => l.startsWith('app ')),
+      stops: msgs.filter((m) => m === 'stopped').length,
+      stateSaved: existsSync(stateFile),
+      lockLeft: existsSync(`${stateFile}.lock`),
+    },
+    { exit: { code: 0, signal: null }, app: ['app saw every span', 'app stopping', 'app stopped'], stops: 1, stateSaved: true, lockLeft: false },
+    `stdout: ${host.stdout().slice(-2000)}\nstderr: ${host.stderr()}`,
+  );
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
 });
