@@ -1,5 +1,7 @@
 import { EventEmitter, once } from 'node:events';
 import { resolve as resolvePath } from 'node:path';
+import { context, ROOT_CONTEXT } from '@opentelemetry/api';
+import { suppressTracing } from '@opentelemetry/core';
 import { pino, type Logger } from 'pino';
 import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
 import { errorText } from './errors.js';
@@ -119,7 +121,8 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       onSpan: (span) => {
         if (this.listenerCount('span') > 0) {
           try {
-            this.emit('span', span);
+            // The application's own code, in its own (root) context: not prefect-otel's untraced one.
+            context.with(ROOT_CONTEXT, () => this.emit('span', span));
           } catch (err) {
             this.logger.error({ err }, 'a span listener threw; ignored');
           }
@@ -172,7 +175,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       onEvent: (frame) => this.pipeline.ingest(frame),
       onStatus: (status) => {
         this.connected = status === 'connected';
-        this.emit('status', status);
+        context.with(ROOT_CONTEXT, () => this.emit('status', status));
       },
     });
     this.subscriber.done.then(
@@ -328,7 +331,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     if (this.stopping) return;
     this.logger.fatal({ component: 'watch', code: (err as { code?: string }).code }, err.message);
     this.failure = err;
-    if (this.listenerCount('error') > 0) this.emit('error', err);
+    if (this.listenerCount('error') > 0) context.with(ROOT_CONTEXT, () => this.emit('error', err));
     void this.shutdown();
   }
 
@@ -346,7 +349,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   }
 
   shutdown(timeoutMs = SHUTDOWN_TIMEOUT_MS): Promise<void> {
-    this.stopped ??= (async () => {
+    this.stopped ??= untraced(async () => {
       const log = this.logger.child({ component: 'watch' });
       if (this.leaseState === 'standby') log.info('shutting down a standby: nothing to save or send');
       else log.info('shutting down: stop reading, persist state, flush exports');
@@ -391,9 +394,21 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       await flushLogger(this.logger);
       if (this.failure === undefined) this.resolveDone();
       else this.rejectDone(this.failure);
-    })();
+    });
     return this.stopped;
   }
+}
+
+/**
+ * Run prefect-otel's own work with tracing suppressed, in no context of the application's: inside an
+ * application with its own OpenTelemetry instrumentation (an HTTP client instrumentation, say), the
+ * requests to Prefect's API and event stream and to the collector would otherwise be traced as the
+ * application's spans, as children of whatever span was active at start or shutdown. Everything
+ * started in here (timers, sockets, the metrics reader) keeps this context through the
+ * application's context manager; without one it is a plain call.
+ */
+function untraced<T>(fn: () => T): T {
+  return context.with(suppressTracing(ROOT_CONTEXT), fn);
 }
 
 /** A lock's holder as logs and errors show it. */
@@ -441,7 +456,7 @@ function startOnce(config: Config, options: Pick<StartOptions, 'logger' | 'hooks
     );
     return already;
   }
-  const tracing = new Tracing(config, options);
+  const tracing = untraced(() => new Tracing(config, options));
   RUNNING.set(key, tracing);
   void tracing.done.catch(() => undefined).finally(() => {
     if (RUNNING.get(key) === tracing) RUNNING.delete(key);
