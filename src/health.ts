@@ -41,7 +41,7 @@ export async function startHealthServer(port: number, stats: () => TracingStats,
   });
   server.on('clientError', (_err, socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err) => reject(listenError(err, host, port)));
     server.listen(port, host, () => resolve());
   });
   return {
@@ -49,6 +49,21 @@ export async function startHealthServer(port: number, stats: () => TracingStats,
     unref: () => void server.unref(),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
+}
+
+/** Why the port cannot be had, said in the words of the setting to change: Node's own message names neither prefect-otel nor it. */
+const LISTEN_REASONS: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'the port is in use; choose a free one, or 0 for any',
+  EACCES: 'not permitted to listen on this port; choose one above 1023, or 0 for any',
+};
+
+/**
+ * The health server's listen failure as the host application's log and the CLI show it. It keeps
+ * the system error's `code` (EADDRINUSE…) and the error itself as `cause`.
+ */
+function listenError(err: NodeJS.ErrnoException, host: string, port: number): Error {
+  const reason = (err.code === undefined ? undefined : LISTEN_REASONS[err.code]) ?? err.message;
+  return Object.assign(new Error(`the health endpoint cannot listen on ${host}:${port} (PREFECT_OTEL_HTTP_PORT, option httpPort): ${reason}`, { cause: err }), { code: err.code });
 }
 
 /** Prometheus text exposition of the stats. */

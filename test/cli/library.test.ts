@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
@@ -219,4 +220,40 @@ test('library: a metrics export that fails is said in prefect-otel\'s own log, o
     [40, 'metrics export failing; tried again at the next interval', 'Export failed with retryable status'],
     [30, 'metrics export works again', undefined],
   ]);
+});
+
+test('library: a health port already in use fails prefect-otel alone, with an error that names the port and the setting; the host goes on', async (t) => {
+  const prefect = await startFakePrefect();
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '0.0.0.0', resolve));
+  const port = (taken.address() as AddressInfo).port;
+  t.after(async () => {
+    await new Promise((resolve) => taken.close(resolve));
+    await prefect.close();
+  });
+  const { logger, lines } = captureLogger();
+  const stateFile = join(tempDir(), 'state.json');
+  const tracing = startPrefectTracing({ env: {}, logger, apiUrl: prefect.url, tracesExporter: 'none', stateFile, httpPort: port, statsIntervalMs: 0 });
+  const errors: string[] = [];
+  tracing.on('error', (err) => void errors.push(err.message));
+  const message = (p: Promise<void>) => p.then(() => 'resolved', (err: Error & { code?: string }) => `${err.code}: ${err.message}`);
+  const expected = `EADDRINUSE: the health endpoint cannot listen on 0.0.0.0:${port} (PREFECT_OTEL_HTTP_PORT, option httpPort): the port is in use; choose a free one, or 0 for any`;
+  assert.deepEqual(
+    {
+      ready: await message(tracing.ready),
+      done: await message(tracing.done),
+      errors,
+      fatal: lines().filter((l) => Number(l.level) >= 50).map((l) => [l.level, l.code, l.msg]),
+      upgrades: prefect.upgrades.length,
+      lock: existsSync(`${stateFile}.lock`),
+    },
+    {
+      ready: expected,
+      done: expected,
+      errors: [expected.slice('EADDRINUSE: '.length)],
+      fatal: [[60, 'EADDRINUSE', expected.slice('EADDRINUSE: '.length)]],
+      upgrades: 0,
+      lock: false,
+    },
+  );
 });
