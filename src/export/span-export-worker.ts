@@ -10,7 +10,8 @@
  * `{ type: 'closed' }` after a shutdown.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { diag, type DiagLogger, DiagLogLevel } from '@opentelemetry/api';
+import { context, diag, type DiagLogger, DiagLogLevel, ROOT_CONTEXT } from '@opentelemetry/api';
+import { suppressTracing } from '@opentelemetry/core';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { errorText } from '../errors.js';
 import { secretRedactor } from '../log/redact.js';
@@ -38,6 +39,8 @@ const logger: DiagLogger = { error: forward('error'), warn: forward('warn'), inf
 diag.setLogger(logger, { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
 
 const resource = resourceFromAttributes(init.resourceAttributes);
+/** The context each export runs in: tracing suppressed for any instrumentation in this thread. */
+const UNTRACED = suppressTracing(ROOT_CONTEXT);
 const sender = createOtlpTraceSender(init.signal);
 post({ type: 'ready' });
 
@@ -54,8 +57,10 @@ port.on('message', (message: ToExportThread) => {
     post({ type: 'result', id: message.id, result: { ok: false, retryable: false, error: `cannot encode spans: ${(err as Error).message}` } });
     return;
   }
-  void sender
-    .send(spans)
+  // An application's own instrumentation loaded with `--import` runs in this thread too: the
+  // request to the collector is prefect-otel's, not one of the application's spans.
+  void context
+    .with(UNTRACED, () => sender.send(spans))
     .catch((err: unknown) => ({ ok: false as const, retryable: false, error: `export failed: ${errorText(err)}` }))
     .then((result) => post({ type: 'result', id: message.id, result }));
 });

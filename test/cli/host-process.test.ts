@@ -224,3 +224,63 @@ test("register: SIGTERM to a host that stops gracefully from its own `process.on
   );
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
 });
+
+test("register: inside an application whose own instrumentation is loaded with --import (it runs in every thread), prefect-otel's requests are suppressed for it, in the main thread and in the export thread", async (t) => {
+  const w = workload(1);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const dir = tempDir();
+  // What an HTTP client instrumentation loaded with `--import` does in each thread: register a
+  // context manager and trace each request unless tracing is suppressed. It says so on stderr.
+  const instrument = join(dir, 'instrument.mjs');
+  writeFileSync(
+    instrument,
+    [
+      "import { AsyncLocalStorage } from 'node:async_hooks';",
+      "import { subscribe } from 'node:diagnostics_channel';",
+      "import { writeSync } from 'node:fs';",
+      "import { isMainThread } from 'node:worker_threads';",
+      `import { context, ROOT_CONTEXT } from ${JSON.stringify(new URL('node_modules/@opentelemetry/api/build/src/index.js', `file://${ROOT}`).href)};`,
+      `import { isTracingSuppressed } from ${JSON.stringify(new URL('node_modules/@opentelemetry/core/build/src/index.js', `file://${ROOT}`).href)};`,
+      'const als = new AsyncLocalStorage();',
+      'context.setGlobalContextManager({ active: () => als.getStore() ?? ROOT_CONTEXT, with: (ctx, fn, self, ...args) => als.run(ctx, () => fn.call(self, ...args)), bind: (_c, f) => f, enable() { return this; }, disable() { return this; } });',
+      "subscribe('http.client.request.start', ({ request }) => {",
+      "  writeSync(2, `request ${isMainThread ? 'main' : 'worker'} ${request.path.split('?')[0].replace(/[0-9a-f-]{36}/, 'ID')} ${isTracingSuppressed(context.active()) ? 'suppressed' : 'traced'}\\n`);",
+      '});',
+      '',
+    ].join('\n'),
+  );
+  const app = join(dir, 'app.mjs');
+  writeFileSync(
+    app,
+    [
+      `import { prefectTracing } from ${REGISTER_URL};`,
+      'const keep = setInterval(() => undefined, 1 << 30);',
+      'let seen = 0;',
+      "prefectTracing.on('span', () => { if (++seen === Number(process.env.WANT_SPANS)) clearInterval(keep); });",
+      '',
+    ].join('\n'),
+  );
+  const child = spawn(process.execPath, ['--import', instrument, '--import', 'prefect-otel/register', app], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', ...FAST, WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') },
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout.resume();
+  const closed = new Promise<Exit>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  t.after(() => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')));
+  await until('subscription', () => liveConnections(prefect) === 1, 10_000, () => stderr);
+  prefect.publish(w.events);
+  const exit = await closed;
+  const seen = [...new Set(stderr.split('\n').filter((l) => l.startsWith('request ')))].sort();
+  assert.deepEqual(
+    { exit, seen },
+    {
+      exit: { code: 0, signal: null },
+      seen: ['request main /api/events/out suppressed', ...seen.filter((l) => l.startsWith('request main /api/') && l !== 'request main /api/events/out suppressed' && l.endsWith(' suppressed')), 'request worker /v1/traces suppressed'].sort(),
+    },
+    stderr,
+  );
+  assert.ok(seen.some((l) => /^request main \/api\/(task|flow)_runs\//.test(l)), stderr);
+  assert.equal(receiver.spans().length, w.runs.size);
+});
