@@ -6,11 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { resolveConfig } from '../../src/config.js';
-import { createLogger } from '../../src/log/logger.js';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
-import { createPipeline } from '../../src/pipeline.js';
+import { runModel } from '../helpers/model-run.js';
 import { customEvent, EXAMPLE_DEPLOYMENT, EXAMPLE_FLOW, flowRunStateEvent, taskRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
 
 const T0 = Date.UTC(2026, 10, 21, 6, 0, 0);
@@ -56,16 +54,7 @@ function taskRun(id: string, name: string, key: string, states: [s: number, type
   return out;
 }
 
-async function run(events: WireEvent[], overrides: Record<string, unknown> = {}, resolveOwner?: (taskRunId: string) => Promise<string | null>) {
-  const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI, ...overrides }, {});
-  const lines: Record<string, unknown>[] = [];
-  const logger = createLogger({ level: 'debug', format: 'json', destination: { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) } });
-  const spans: SpanRecord[] = [];
-  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s), resolveOwner });
-  for (const e of events) pipeline.ingest(JSON.stringify(e));
-  await pipeline.finish('end_of_input');
-  return { spans, lines, pipeline };
-}
+const run = runModel;
 
 /** A span as a plain object: everything a reader of the trace sees. */
 function whole(s: SpanRecord) {

@@ -6,6 +6,7 @@ import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { MAX_SUMMARISED_NAMES } from '../../src/model/run-state.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
 import { createPipeline } from '../../src/pipeline.js';
+import { runModel } from '../helpers/model-run.js';
 import { createPrefectRestClient } from '../../src/source/rest.js';
 import { createFlowParentLookup, createOwnerLookup } from '../../src/source/run-lookups.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
@@ -84,16 +85,7 @@ function loadAttributes(runCount: number): Record<string, unknown> {
   };
 }
 
-async function run(events: Ev[], overrides: Record<string, unknown> = {}, resolveOwner?: (id: string) => Promise<string | null>) {
-  const config = resolveConfig({ tracesExporter: 'none', uiUrl: 'http://prefect.local:4200', ...overrides }, {});
-  const lines: Record<string, unknown>[] = [];
-  const logger = createLogger({ level: 'debug', format: 'json', destination: { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) } });
-  const spans: SpanRecord[] = [];
-  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s), resolveOwner });
-  for (const e of events) pipeline.ingest(JSON.stringify(e));
-  await pipeline.finish('end_of_input');
-  return { spans, lines, pipeline };
-}
+const run = runModel;
 
 /** The shape of a trace: one line per span, parent first, as `name [kind] status`. */
 function tree(spans: readonly SpanRecord[]): string[] {

@@ -1,0 +1,19 @@
+import { resolveConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log/logger.js';
+import type { SpanRecord } from '../../src/model/span-record.js';
+import { createPipeline } from '../../src/pipeline.js';
+
+/**
+ * Events (as Prefect sends them) through the pipeline on the event clock, to the end of input: every
+ * span it built and every log record it wrote (debug and up), with the pipeline for its counters.
+ */
+export async function runModel(events: readonly unknown[], overrides: Record<string, unknown> = {}, resolveOwner?: (taskRunId: string) => Promise<string | null>) {
+  const config = resolveConfig({ tracesExporter: 'none', uiUrl: 'http://prefect.local:4200', ...overrides }, {});
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger({ level: 'debug', format: 'json', destination: { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) } });
+  const spans: SpanRecord[] = [];
+  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s), resolveOwner });
+  for (const e of events) pipeline.ingest(JSON.stringify(e));
+  await pipeline.finish('end_of_input');
+  return { spans, lines, pipeline };
+}
