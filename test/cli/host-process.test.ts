@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { closedPort, FAST, liveConnections, logLines, replaySpans, shape, startServers, tempDir, until, workload } from '../helpers/watch-e2e.js';
@@ -45,28 +45,33 @@ function runHost(app: string, env: Record<string, string>, t: { after: (fn: () =
   return { exited, kill: (signal: NodeJS.Signals) => child.kill(signal), stdout: () => stdout, stderr: () => stderr };
 }
 
-test('register: a host that finishes while Prefect streams runs exits 0 by itself; its spans reach the collector and the state is saved', async (t) => {
-  const w = workload(2);
+/**
+ * A host application streaming `runs` runs: its `app.mjs` (and any other files it needs, in the
+ * same directory) run under `node --import prefect-otel/register`, told how many spans to expect in
+ * WANT_SPANS; once it has subscribed, the runs' events are published.
+ */
+async function streamToHost(t: TestContext, runs: number, app: readonly string[], files: Record<string, readonly string[]> = {}) {
+  const w = workload(runs);
   const { prefect, receiver } = await startServers(t, w.taskRuns);
   const dir = tempDir();
   const stateFile = join(dir, 'state.json');
-  // The host's own work: wait until it has seen every run's span, then stop its own timer and finish.
-  const app = join(dir, 'app.mjs');
-  writeFileSync(
-    app,
-    [
-      `import { prefectTracing } from ${REGISTER_URL};`,
-      'const keep = setInterval(() => undefined, 1 << 30);',
-      'let seen = 0;',
-      "prefectTracing.on('span', () => {",
-      "  if (++seen === Number(process.env.WANT_SPANS)) { clearInterval(keep); process.stdout.write('app done\\n'); }",
-      '});',
-      '',
-    ].join('\n'),
-  );
-  const host = runHost(app, { WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile }, t);
+  for (const [name, lines] of Object.entries({ ...files, 'app.mjs': app })) writeFileSync(join(dir, name), [...lines, ''].join('\n'));
+  const host = runHost(join(dir, 'app.mjs'), { WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile }, t);
   await until('subscription', () => liveConnections(prefect) === 1, 10_000, host.stderr);
   prefect.publish(w.events);
+  return { w, prefect, receiver, host, stateFile };
+}
+
+test('register: a host that finishes while Prefect streams runs exits 0 by itself; its spans reach the collector and the state is saved', async (t) => {
+  // The host's own work: wait until it has seen every run's span, then stop its own timer and finish.
+  const { w, prefect, receiver, host, stateFile } = await streamToHost(t, 2, [
+    `import { prefectTracing } from ${REGISTER_URL};`,
+    'const keep = setInterval(() => undefined, 1 << 30);',
+    'let seen = 0;',
+    "prefectTracing.on('span', () => {",
+    "  if (++seen === Number(process.env.WANT_SPANS)) { clearInterval(keep); process.stdout.write('app done\\n'); }",
+    '});',
+  ]);
 
   const exit = await host.exited();
   assert.deepEqual(exit, { code: 0, signal: null }, `stdout: ${host.stdout().slice(-2000)}\nstderr: ${host.stderr()}`);
@@ -79,41 +84,26 @@ test('register: a host that finishes while Prefect streams runs exits 0 by itsel
 });
 
 test('register: only the main thread runs prefect-otel; worker threads, the application\'s and its own export thread, start no second instance', async (t) => {
-  const w = workload(2);
-  const { prefect, receiver } = await startServers(t, w.taskRuns);
-  const dir = tempDir();
-  const register = REGISTER_URL;
+  // Once every span is out (prefect-otel's export thread has started by then), the app starts its worker, hears it and finishes.
+  const app = [
+    "import { Worker } from 'node:worker_threads';",
+    `import { prefectTracing } from ${REGISTER_URL};`,
+    'const keep = setInterval(() => undefined, 1 << 30);',
+    'let seen = 0;',
+    "prefectTracing.on('span', () => {",
+    '  if (++seen !== Number(process.env.WANT_SPANS)) return;',
+    "  const worker = new Worker(new URL('./worker.mjs', import.meta.url));",
+    "  worker.once('message', (m) => { process.stdout.write(`worker: ${m}\\n`); clearInterval(keep); });",
+    '});',
+  ];
   // The application's own worker thread, started from a file as a worker pool does: Node runs the
   // `--import` there too. It reports whether prefect-otel started in it.
-  writeFileSync(
-    join(dir, 'worker.mjs'),
-    [
-      "import { parentPort } from 'node:worker_threads';",
-      `import { prefectTracing } from ${register};`,
-      "parentPort.postMessage(prefectTracing === undefined ? 'no instance' : 'an instance');",
-      '',
-    ].join('\n'),
-  );
-  // Once every span is out (prefect-otel's export thread has started by then), the app starts its worker, hears it and finishes.
-  const app = join(dir, 'app.mjs');
-  writeFileSync(
-    app,
-    [
-      "import { Worker } from 'node:worker_threads';",
-      `import { prefectTracing } from ${register};`,
-      'const keep = setInterval(() => undefined, 1 << 30);',
-      'let seen = 0;',
-      "prefectTracing.on('span', () => {",
-      '  if (++seen !== Number(process.env.WANT_SPANS)) return;',
-      "  const worker = new Worker(new URL('./worker.mjs', import.meta.url));",
-      "  worker.once('message', (m) => { process.stdout.write(`worker: ${m}\\n`); clearInterval(keep); });",
-      '});',
-      '',
-    ].join('\n'),
-  );
-  const host = runHost(app, { WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') }, t);
-  await until('subscription', () => liveConnections(prefect) === 1, 10_000, host.stderr);
-  prefect.publish(w.events);
+  const worker = [
+    "import { parentPort } from 'node:worker_threads';",
+    `import { prefectTracing } from ${REGISTER_URL};`,
+    "parentPort.postMessage(prefectTracing === undefined ? 'no instance' : 'an instance');",
+  ];
+  const { w, prefect, receiver, host } = await streamToHost(t, 2, app, { 'worker.mjs': worker });
 
   const exit = await host.exited();
   assert.deepEqual(exit, { code: 0, signal: null }, `stdout: ${host.stdout().slice(-2000)}\nstderr: ${host.stderr()}`);
@@ -179,33 +169,21 @@ test('register: a host that finishes while Prefect is down (reconnect backoff) a
 });
 
 test("register: SIGTERM to a host that stops gracefully from its own `process.once('SIGTERM')` handler: the application finishes its stop and exits 0; spans and state are saved", async (t) => {
-  const w = workload(1);
-  const { prefect, receiver } = await startServers(t, w.taskRuns);
-  const dir = tempDir();
-  const stateFile = join(dir, 'state.json');
   // The host's own graceful stop outlasts prefect-otel's: it waits for prefect-otel to be done, then
   // for work of its own (draining connections, say), then lets the process end.
-  const app = join(dir, 'app.mjs');
-  writeFileSync(
-    app,
-    [
-      `import { prefectTracing } from ${REGISTER_URL};`,
-      'const keep = setInterval(() => undefined, 1 << 30);',
-      "process.once('SIGTERM', () => {",
-      "  process.stdout.write('app stopping\\n');",
-      '  void prefectTracing.done.then(() => new Promise((r) => setTimeout(r, 300))).then(() => {',
-      "    process.stdout.write('app stopped\\n');",
-      '    clearInterval(keep);',
-      '  });',
-      '});',
-      'let seen = 0;',
-      "prefectTracing.on('span', () => { if (++seen === Number(process.env.WANT_SPANS)) process.stdout.write('app saw every span\\n'); });",
-      '',
-    ].join('\n'),
-  );
-  const host = runHost(app, { WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile }, t);
-  await until('subscription', () => liveConnections(prefect) === 1, 10_000, host.stderr);
-  prefect.publish(w.events);
+  const { w, prefect, receiver, host, stateFile } = await streamToHost(t, 1, [
+    `import { prefectTracing } from ${REGISTER_URL};`,
+    'const keep = setInterval(() => undefined, 1 << 30);',
+    "process.once('SIGTERM', () => {",
+    "  process.stdout.write('app stopping\\n');",
+    '  void prefectTracing.done.then(() => new Promise((r) => setTimeout(r, 300))).then(() => {',
+    "    process.stdout.write('app stopped\\n');",
+    '    clearInterval(keep);',
+    '  });',
+    '});',
+    'let seen = 0;',
+    "prefectTracing.on('span', () => { if (++seen === Number(process.env.WANT_SPANS)) process.stdout.write('app saw every span\\n'); });",
+  ]);
   await until('every span seen', () => host.stdout().includes('app saw every span\n'), 10_000, host.stderr);
   host.kill('SIGTERM');
 
