@@ -1,10 +1,10 @@
 import { EventEmitter, once } from 'node:events';
 import { resolve as resolvePath } from 'node:path';
 import { context, ROOT_CONTEXT } from '@opentelemetry/api';
-import { suppressTracing } from '@opentelemetry/core';
 import { pino, type Logger } from 'pino';
 import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
 import { errorText } from './errors.js';
+import { untraced } from './export/untraced.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
 import { createLogger } from './log/logger.js';
@@ -397,18 +397,6 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     });
     return this.stopped;
   }
-}
-
-/**
- * Run prefect-otel's own work with tracing suppressed, in no context of the application's: inside an
- * application with its own OpenTelemetry instrumentation (an HTTP client instrumentation, say), the
- * requests to Prefect's API and event stream and to the collector would otherwise be traced as the
- * application's spans, as children of whatever span was active at start or shutdown. Everything
- * started in here (timers, sockets, the metrics reader) keeps this context through the
- * application's context manager; without one it is a plain call.
- */
-function untraced<T>(fn: () => T): T {
-  return context.with(suppressTracing(ROOT_CONTEXT), fn);
 }
 
 /** A lock's holder as logs and errors show it. */

@@ -114,12 +114,13 @@ export function createHttpDelegate<Internal, Response>(
   component: string,
   metricsHelper: IExporterMetricsHelper<Internal>,
   answers?: AnswerSlot,
+  redact: (text: string) => string = secretRedactor(Object.values(signal.headers)),
 ) {
   const json = signal.protocol === 'http/json';
   const contentType = json ? 'application/json' : 'application/x-protobuf';
   const options = convertLegacyHttpOptions(exporterOptions(signal), kind.id, kind.path, { 'Content-Type': contentType });
   const headers = { ...signal.headers, 'Content-Type': contentType };
-  const serializer = readingAnswers(json ? encodings.json : encodings.protobuf, json, secretRedactor(Object.values(signal.headers)), answers);
+  const serializer = readingAnswers(json ? encodings.json : encodings.protobuf, json, redact, answers);
   return createOtlpHttpExportDelegate({ ...options, headers: () => Promise.resolve(headers) }, serializer, component, metricsHelper, undefined);
 }
 
@@ -200,8 +201,9 @@ function otlpSender<Internal, Response>(
   metricsHelper: IExporterMetricsHelper<Internal[]>,
 ): Sender<Internal> {
   const answers: AnswerSlot = { last: undefined };
-  const delegate = createHttpDelegate(signal, kind, encodings, component, metricsHelper, answers);
-  return wrap(new OTLPExporterBase<Internal[]>(delegate), secretRedactor(Object.values(signal.headers)), answers);
+  const redact = secretRedactor(Object.values(signal.headers));
+  const delegate = createHttpDelegate(signal, kind, encodings, component, metricsHelper, answers, redact);
+  return wrap(new OTLPExporterBase<Internal[]>(delegate), redact, answers);
 }
 
 /**

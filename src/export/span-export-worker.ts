@@ -10,13 +10,13 @@
  * `{ type: 'closed' }` after a shutdown.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { context, diag, type DiagLogger, DiagLogLevel, ROOT_CONTEXT } from '@opentelemetry/api';
-import { suppressTracing } from '@opentelemetry/core';
+import { diag, type DiagLogger, DiagLogLevel } from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { errorText } from '../errors.js';
 import { secretRedactor } from '../log/redact.js';
 import type { ExportThreadInit, FromExportThread, ToExportThread } from './export-thread.js';
 import { createOtlpTraceSender } from './exporters.js';
+import { untraced } from './untraced.js';
 import { readableSpansFromJson } from './spans.js';
 
 const port = parentPort;
@@ -39,8 +39,6 @@ const logger: DiagLogger = { error: forward('error'), warn: forward('warn'), inf
 diag.setLogger(logger, { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
 
 const resource = resourceFromAttributes(init.resourceAttributes);
-/** The context each export runs in: tracing suppressed for any instrumentation in this thread. */
-const UNTRACED = suppressTracing(ROOT_CONTEXT);
 const sender = createOtlpTraceSender(init.signal);
 post({ type: 'ready' });
 
@@ -59,8 +57,7 @@ port.on('message', (message: ToExportThread) => {
   }
   // An application's own instrumentation loaded with `--import` runs in this thread too: the
   // request to the collector is prefect-otel's, not one of the application's spans.
-  void context
-    .with(UNTRACED, () => sender.send(spans))
+  void untraced(() => sender.send(spans))
     .catch((err: unknown) => ({ ok: false as const, retryable: false, error: `export failed: ${errorText(err)}` }))
     .then((result) => post({ type: 'result', id: message.id, result }));
 });
