@@ -399,8 +399,10 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       const followedUntilMs = (): number | undefined => (backfillDone() ? now() - Math.max(0, performance.now() - lastActivity) : undefined);
 
       // The socket is the upgrade response's: from here on it is the live connection.
-      if (!keepAlive) ws.on('upgrade', (res) => res.socket.unref());
-      ws.on('upgrade', (res) => noteServerClock(res.headers.date));
+      ws.on('upgrade', (res) => {
+        if (!keepAlive) res.socket.unref();
+        noteServerClock(res.headers.date);
+      });
 
       ws.on('unexpected-response', (_req, res) => {
         upgradeStatus = res.statusCode;
