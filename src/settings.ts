@@ -3,7 +3,7 @@
  * default and parser. resolveConfig(), the CLI's flag parser, the startup log's redaction and the
  * README's configuration table all come from this table.
  */
-import { redactUserinfo } from './log/redact.js';
+import { redactUrlValue } from './log/redact.js';
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string };
 
@@ -37,7 +37,7 @@ function httpUrl(raw: unknown): Parsed<string> {
   try {
     u = new URL(t.value);
   } catch {
-    return bad(`not a URL: ${JSON.stringify(redactUserinfo(t.value).slice(0, 120))}`);
+    return bad(`not a URL: ${JSON.stringify(redactUrlValue(t.value).slice(0, 120))}`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') return bad(`expected an http:// or https:// URL, got ${u.protocol}`);
   return ok(t.value);

@@ -224,3 +224,27 @@ test('PREFECT_API_URL: a Cloud workspace URL with or without its trailing slash 
     },
   );
 });
+
+test('a URL setting that does not parse because its password holds a /, ? or # (or a space and one of them) is quoted without any of its user info', () => {
+  const passwords = ['pa/ss', 'pa?ss', 'pa#ss', 'pa ss/x', 'p@ss:w/x'];
+  const urlSettings = ['PREFECT_API_URL', 'PREFECT_UI_URL', 'PREFECT_OTEL_JAEGER_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT', 'HTTPS_PROXY', 'HTTP_PROXY', 'https_proxy'];
+  const said = (env: Record<string, string>): string[] => {
+    try {
+      return [...resolveConfig({}, env).warnings];
+    } catch (err) {
+      return [...(err as ConfigError).problems];
+    }
+  };
+  // One setting in full: the error names it and quotes the URL, user info cut out.
+  assert.deepEqual(said({ PREFECT_API_URL: 'http://admin:pa/ss@prefect.corp:4200/api' }), ['PREFECT_API_URL: not a URL: "http://[redacted]@prefect.corp:4200/api"']);
+  assert.deepEqual(said({ OTEL_EXPORTER_OTLP_ENDPOINT: 'https://otel:pa?ss@collector:4318' }), ['OTEL_EXPORTER_OTLP_ENDPOINT: not a URL: "https://[redacted]@collector:4318"; using the default (http://localhost:4318)']);
+  assert.deepEqual(said({ HTTPS_PROXY: 'proxyuser:pa#ss@proxy.corp:3128' }), ['HTTPS_PROXY: not a URL: "proxy.corp:3128"']);
+  // Every URL setting, every such password: something is said, and no part of the password.
+  for (const name of urlSettings) {
+    for (const password of passwords) {
+      const lines = said({ [name]: `http://someone:${password}@host.corp:4200/api` });
+      assert.equal(lines.length, 1, `${name} ${password}: ${lines.join('\n')}`);
+      for (const piece of ['pa/ss', 'pa?ss', 'pa#ss', 'pa ss', 'ss/x', 'p@ss', 'ss:w', 'someone']) assert.ok(!lines[0]!.includes(piece), `${name} ${password}: ${lines[0]}`);
+    }
+  }
+});

@@ -10,7 +10,7 @@ export function safeUrl(url: string): string {
   try {
     u = new URL(url);
   } catch {
-    return url.replace(USERINFO_RE, '$1');
+    return url.replace(VALUE_USERINFO_RE, '$1');
   }
   if (u.username === '' && u.password === '') return url;
   u.username = '';
@@ -19,16 +19,33 @@ export function safeUrl(url: string): string {
 }
 
 /**
- * `text` with the user info of every URL in it (`//user:password@`, up to the last `@` before the
- * path, query or fragment) replaced by `[redacted]`: for texts that may quote a URL that did not
- * parse, such as a setting's value or the OpenTelemetry SDK's own messages.
+ * `text` with the user info of every URL in it replaced by `[redacted]`: for texts that may quote
+ * a URL, such as the OpenTelemetry SDK's own messages. A URL that parses has its user info where
+ * the parser finds it (`//user:password@`, up to the last `@` before the path, query or fragment).
+ * One that does not parse may not parse because its password holds a `/`, `?` or `#`: there the
+ * user info runs up to the last `@` before white space.
  */
 export function redactUserinfo(text: string): string {
-  return text.replace(USERINFO_RE_GLOBAL, '$1[redacted]@');
+  return text.replace(URL_TOKEN_RE, (token) => {
+    if (!token.includes('@')) return token;
+    return URL.canParse(`http:${token}`) ? token.replace(USERINFO_RE, '$1[redacted]@') : token.replace(TOKEN_USERINFO_RE, '$1[redacted]@');
+  });
 }
 
-const USERINFO_RE = /(\/\/)[^/?#\s]*@/;
-const USERINFO_RE_GLOBAL = new RegExp(USERINFO_RE.source, 'g');
+/**
+ * A text meant to be one URL, which did not parse (a setting's value, quoted in its error), with
+ * everything from `//` to its last `@` replaced by `[redacted]`: its password may hold a `/`, `?`,
+ * `#` or a space, any of which may be why it did not parse.
+ */
+export function redactUrlValue(value: string): string {
+  return value.replace(VALUE_USERINFO_RE, '$1[redacted]@');
+}
+
+/** From `//` to the next white space. */
+const URL_TOKEN_RE = /\/\/\S*/g;
+const USERINFO_RE = /^(\/\/)[^/?#\\\s]*@/;
+const TOKEN_USERINFO_RE = /^(\/\/)\S*@/;
+const VALUE_USERINFO_RE = /(\/\/)[\s\S]*@/;
 
 /** Shorter values (`t1`, `true`) are too common to stand for a secret in a text. */
 const MIN_SECRET_CHARS = 6;

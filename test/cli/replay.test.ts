@@ -339,3 +339,28 @@ test('a model notice is one JSON object with one component: an event that arrive
     { component: 'model', kind: 'late_event', runId: TR, eventId: '0198c7d2-eeee-7000-8000-000000000009', eventName: 'acme.report.sent' },
   );
 });
+
+test('a URL setting that does not parse because its password holds a / or ? is quoted without the password, by prefect-otel and by the OpenTelemetry SDK', async () => {
+  const bad = await cli(['replay', '-'], { PREFECT_API_URL: 'http://admin:s3/cret@host:4200/api', HTTPS_PROXY: 'proxyuser:pr?xysecret@proxy.corp:3128' });
+  assert.equal(bad.code, 2);
+  assert.deepEqual(bad.stderr.split('\n\n')[0]!.split('\n'), [
+    'prefect-otel: invalid configuration:',
+    '  - PREFECT_API_URL: not a URL: "http://[redacted]@host:4200/api"',
+    '  - HTTPS_PROXY: not a URL: "proxy.corp:3128"',
+  ]);
+  const receiver = await startOtlpReceiver();
+  try {
+    const r = await cli(['replay', '-'], {
+      PREFECT_API_URL: 'http://127.0.0.1:9/api',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otuser:OT/PASSWD@collector.corp:4318',
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${receiver.url}/v1/traces`,
+    }, smallRun().join('\n'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!`${r.stdout}${r.stderr}`.includes('PASSWD'), r.stdout);
+    const warnings = logLines(r.stdout).filter((l) => l.level === 40).map((l) => l.msg as string);
+    assert.ok(warnings.includes('OTEL_EXPORTER_OTLP_ENDPOINT: not a URL: "http://[redacted]@collector.corp:4318"; using the default (http://localhost:4318)'), warnings.join('\n'));
+    assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']).sort(), [FR, TR].sort());
+  } finally {
+    await receiver.close();
+  }
+});

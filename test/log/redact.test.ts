@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { redactUserinfo, safeUrl } from '../../src/log/redact.js';
+import { redactUrlValue, redactUserinfo, safeUrl } from '../../src/log/redact.js';
 
 describe('redact: URL user info', () => {
   it('safeUrl drops the user info, a password with a raw @ included, and leaves other URLs as given', () => {
@@ -31,5 +31,17 @@ describe('redact: URL user info', () => {
       redactUserinfo("Could not parse environment-provided export URL: 'http://otuser:OT@PASS@[::1', and ws://a:b@h/p?x=y@z"),
       "Could not parse environment-provided export URL: 'http://[redacted]@[::1', and ws://[redacted]@h/p?x=y@z",
     );
+  });
+
+  it('a URL that does not parse because its password holds a /, ? or # loses everything up to its last @: in a text, in a value, and in safeUrl', () => {
+    assert.equal(
+      redactUserinfo("Could not parse environment-provided export URL: 'http://user:pa/ss@host:4318', falling back; https://u:p?w#d@h/x failed; ws://a:b@h/p?x=y@z"),
+      "Could not parse environment-provided export URL: 'http://[redacted]@host:4318', falling back; https://[redacted]@h/x failed; ws://[redacted]@h/p?x=y@z",
+    );
+    assert.deepEqual(
+      ['http://user:pa ss/x@host:4200/api', 'http://user:pa/ss@host:4200/api', 'http://127.0.0.1:99999/api'].map(redactUrlValue),
+      ['http://[redacted]@host:4200/api', 'http://[redacted]@host:4200/api', 'http://127.0.0.1:99999/api'],
+    );
+    assert.deepEqual(['http://user:pa/ss@host:4200/api', 'http://user:p#ss@host'].map(safeUrl), ['http://host:4200/api', 'http://host']);
   });
 });
