@@ -50,7 +50,8 @@ export type ParseResult =
 
 /** Largest frame or line accepted; Prefect itself drops events over 1.5 MB. */
 export const MAX_EVENT_BYTES = 2 * 1024 * 1024;
-const MAX_EVENT_NAME = 1024;
+/** Longest event name accepted; also the longest of the other texts a span event keeps from an event (see RunTracker). */
+export const MAX_EVENT_NAME = 1024;
 
 const fail = (reason: SkipReason, detail: string): ParseResult => ({ ok: false, reason, detail });
 

@@ -1,6 +1,6 @@
 import { ATTR } from './attributes.js';
 import { classify, runRefFromResourceId, TERMINAL_STATE_TYPES, type Classified, type RunRef, type RunType, type StateInfo, type StateType } from './classify.js';
-import { truncate, type PrefectEvent, type SkipReason } from './event.js';
+import { MAX_EVENT_NAME, truncate, type PrefectEvent, type SkipReason } from './event.js';
 import { canonicalUuid, spanIdForRun, traceIdForRun } from './ids.js';
 import { PARENT_RUN, parentTaskIdsOf, parseTraceparent, RunState, type RunStateData, type TraceCtx } from './run-state.js';
 import type { Attributes, SpanRecord } from './span-record.js';
@@ -128,6 +128,14 @@ const MAX_OWNER_DEPTH = 32;
 const MAX_PARENT_DEPTH = 64;
 /** How fresh an owner's activity has to be for `keepOwnersAlive` to leave it (the idle timeout is at least a second). */
 const OWNER_TOUCH_MS = 1_000;
+/**
+ * Longest text a span event keeps from its event other than the payload and the state message
+ * (which `payloadMaxChars` bounds): a state's name and its "from", a run event's resource id and
+ * name, cut like a payload past the longest event name. They name things; a run keeps
+ * `maxSpanEvents` events, and one event may be megabytes: a flow emitting events whose resource name
+ * is its data must not hold that many megabytes per run.
+ */
+const MAX_EVENT_TEXT_CHARS = MAX_EVENT_NAME;
 
 /** Everything the tracker holds, as plain data for the state file. */
 export interface TrackerSnapshot {
@@ -673,7 +681,7 @@ export class RunTracker {
     if (classified.kind === 'heartbeat') return;
     const lag = event.receivedUs === undefined ? undefined : Math.round((event.receivedUs - event.occurredUs) / 1000);
     if (classified.kind === 'state') {
-      const s = boundMessage(classified.state, this.options.payloadMaxChars);
+      const s = boundState(classified.state, this.options.payloadMaxChars);
       const attrs: Attributes = {
         [ATTR.STATE_TYPE]: s.type,
         [ATTR.STATE_NAME]: s.name,
@@ -694,9 +702,9 @@ export class RunTracker {
     } else {
       const attrs: Attributes = {
         [ATTR.EVENT_ID]: event.id,
-        [ATTR.EVENT_RESOURCE_ID]: event.resource.id,
+        [ATTR.EVENT_RESOURCE_ID]: truncate(event.resource.id, MAX_EVENT_TEXT_CHARS),
       };
-      if (event.resource.name !== undefined) attrs[ATTR.EVENT_RESOURCE_NAME] = event.resource.name;
+      if (event.resource.name !== undefined) attrs[ATTR.EVENT_RESOURCE_NAME] = truncate(event.resource.name, MAX_EVENT_TEXT_CHARS);
       attrs[ATTR.EVENT_PAYLOAD] = truncate(payload ?? '{}', this.options.payloadMaxChars);
       if (lag !== undefined) attrs[ATTR.EVENT_RECEIVED_LAG_MS] = lag;
       run.addEvent(event, event.name, attrs, this.options.maxSpanEvents);
@@ -862,9 +870,19 @@ function jsonText(value: unknown): string | undefined {
   }
 }
 
-/** A state whose message is cut to `max` characters like a payload: it is a span event attribute and the span's status message. */
-function boundMessage(state: StateInfo, max: number): StateInfo {
-  return state.message.length > max ? { ...state, message: truncate(state.message, max) } : state;
+/**
+ * A state whose message is cut to `maxMessage` characters like a payload (it is a span event
+ * attribute and the span's status message), and its name and "from" to MAX_EVENT_TEXT_CHARS.
+ */
+function boundState(state: StateInfo, maxMessage: number): StateInfo {
+  const from = state.from;
+  if (state.message.length <= maxMessage && state.name.length <= MAX_EVENT_TEXT_CHARS && (from === undefined || from.length <= MAX_EVENT_TEXT_CHARS)) return state;
+  return {
+    ...state,
+    name: truncate(state.name, MAX_EVENT_TEXT_CHARS),
+    message: truncate(state.message, maxMessage),
+    from: from === undefined ? undefined : truncate(from, MAX_EVENT_TEXT_CHARS),
+  };
 }
 
 /** A finished run's type and, for a task, its flow run (a task hangs only under a parent task of its own flow run). */

@@ -928,3 +928,38 @@ test('bounds: a task run whose events name another flow run each time leaves no 
   assert.deepEqual({ most, after: childrenOf.size }, { most: maxOpenRuns, after: 0 });
   assert.deepEqual(exported.sort(), Array.from({ length: tasks }, (_, i) => id(3, i)).sort());
 });
+
+test('bounds: a span event keeps at most 1,024 characters of a state\'s name and "from" and of a run event\'s resource id and name (cut with …, as a payload), so that a run holds at most PREFECT_OTEL_MAX_SPAN_EVENTS such texts, however large its events', async () => {
+  const long = (c: string, n: number): string => c.repeat(n);
+  const cut = (text: string): string => `${text.slice(0, 1024)}…`;
+  const stateName = long('R', 5_000);
+  const from = long('F', 3_000);
+  const resourceId = `acme.order.${long('9', 5_000)}`;
+  const resourceName = long('n', 5_000);
+  // Prefect names the event after the state (`prefect.flow-run.<name>`, at most 1,024 characters): here only its label is long.
+  const running = flowState(0, 'RUNNING', 'Running', from, 1);
+  (running.resource as Record<string, string>)['prefect.state-name'] = stateName;
+  const order = customEvent({ event: 'acme.order.shipped', resourceId, resourceName, related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run' }], occurred: at(1) }) as Ev;
+  const completed = flowState(2, 'COMPLETED', 'Completed', 'RUNNING', 1);
+  const { spans } = await run([running, order, completed]);
+  assert.deepEqual(spans[0]!.events.map((e) => [e.name, e.attributes]), [
+    [cut(stateName), { 'prefect.state.type': 'RUNNING', 'prefect.state.name': cut(stateName), 'prefect.state.message': '', 'prefect.state.id': running.id, 'prefect.state.from': cut(from), 'prefect.run.count': 1, 'prefect.event.received_lag_ms': 15 }],
+    ['acme.order.shipped', { 'prefect.event.id': order.id, 'prefect.event.resource.id': cut(resourceId), 'prefect.event.resource.name': cut(resourceName), 'prefect.event.payload': '{}' }],
+    ['Completed', { 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'prefect.state.message': '', 'prefect.state.id': completed.id, 'prefect.state.from': 'RUNNING', 'prefect.run.count': 1, 'prefect.event.received_lag_ms': 15 }],
+  ]);
+
+  // Far past the span event bound, each event 200,000 characters: the run holds its bound of events, each small.
+  const maxSpanEvents = 50;
+  const events = 2_000;
+  const huge = long('h', 200_000);
+  const many = [
+    flowState(0, 'RUNNING', 'Running', 'PENDING', 1),
+    ...Array.from({ length: events }, (_, i) => customEvent({ event: 'acme.blob', resourceId: `acme.blob.${i}.${huge}`, resourceName: `${i}${huge}`, related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run' }], occurred: at(1) + i }) as Ev),
+    flowState(3_000, 'COMPLETED', 'Completed', 'RUNNING', 1),
+  ];
+  const bounded = await run(many, { maxSpanEvents });
+  const span = bounded.spans[0]!;
+  assert.deepEqual({ kept: span.events.length, summarised: span.droppedEvents }, { kept: maxSpanEvents, summarised: events + 2 - (maxSpanEvents - 1) });
+  const chars = JSON.stringify(span.events).length;
+  assert.ok(chars < maxSpanEvents * 4 * 1024, `${chars} characters of span events`);
+});
