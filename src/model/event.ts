@@ -170,9 +170,14 @@ function clip(text: string): string {
   return truncate(text, DETAIL_TEXT_MAX);
 }
 
-/** `text` cut to `max` characters, `…` marking the cut. */
+/**
+ * `text` cut to `max` characters, `…` marking the cut. The cut is a copy: V8 makes `slice` a view
+ * that holds the whole text in memory, so a run keeping the first 4 KiB of each of its events'
+ * megabyte payloads would hold the megabytes. Joining the pieces makes a new string of their
+ * characters alone; it costs a copy of `max` characters, only for a text that is cut.
+ */
 export function truncate(text: string, max: number): string {
-  return text.length > max ? `${text.slice(0, max)}…` : text;
+  return text.length > max ? [text.slice(0, max), '…'].join('') : text;
 }
 
 /** `text` clipped, as a JSON string. */

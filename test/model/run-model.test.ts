@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { resolveConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log/logger.js';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
@@ -962,4 +964,31 @@ test('bounds: a span event keeps at most 1,024 characters of a state\'s name and
   assert.deepEqual({ kept: span.events.length, summarised: span.droppedEvents }, { kept: maxSpanEvents, summarised: events + 2 - (maxSpanEvents - 1) });
   const chars = JSON.stringify(span.events).length;
   assert.ok(chars < maxSpanEvents * 4 * 1024, `${chars} characters of span events`);
+});
+
+test('bounds: what a run keeps of a large payload, state message or resource name is a copy of its first characters, not a view that holds the whole text in memory', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const config = resolveConfig({ tracesExporter: 'none' }, {});
+  const logger = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null });
+  const perKind = 100;
+  const huge = 300_000;
+  const related = [{ id: `prefect.flow-run.${FR}`, role: 'flow-run' }];
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  pipeline.ingest(JSON.stringify(flowState(0, 'RUNNING', 'Running', 'PENDING', 1)));
+  for (let i = 0; i < perKind; i++) {
+    // Each text is made anew, as each event's JSON is parsed anew.
+    const text = (c: string): string => `${i}${c.repeat(huge)}`;
+    pipeline.ingest(JSON.stringify(customEvent({ event: 'acme.payload', resourceId: `acme.p.${i}`, related, payload: { blob: text('p') }, occurred: at(1) + i })));
+    pipeline.ingest(JSON.stringify(customEvent({ event: 'acme.named', resourceId: `acme.n.${i}`, resourceName: text('n'), related, occurred: at(1) + i })));
+    pipeline.ingest(JSON.stringify(flowState(1 + i / 1000, 'RUNNING', 'Running', 'RUNNING', 1, { message: text('m') })));
+  }
+  gc();
+  const grownMiB = (process.memoryUsage().heapUsed - before) / 2 ** 20;
+  assert.deepEqual({ open: pipeline.tracker.openRuns, accepted: pipeline.counters.accepted }, { open: 1, accepted: 1 + 3 * perKind });
+  // 300 span events of at most ~4 KiB of text each: about 1.5 MiB. Views of the whole texts held 86 MiB.
+  assert.ok(grownMiB < 16, `the heap grew ${grownMiB.toFixed(1)} MiB`);
+  await pipeline.finish('end_of_input');
 });
