@@ -136,16 +136,27 @@ function keyValues(raw: unknown): Parsed<Record<string, string>> {
  * OTLP headers: `key=value` pairs whose names are HTTP tokens and whose values an HTTP header can
  * carry (no line break or other control character once %-decoded). Caught here, such a header is a
  * configuration error instead of an export that fails, and is retried, forever. A value is never
- * shown: it is usually a secret.
+ * shown: it is usually a secret. Nor is a name that is not a header name: it is most often a header
+ * written in another format, `Authorization: Basic dXNlcjpwYXNzd29yZA==` or JSON, whose text up to
+ * the `=` of its base64 padding is the credential.
  */
 function httpHeaders(raw: unknown): Parsed<Record<string, string>> {
   const parsed = keyValues(raw);
   if (!parsed.ok) return parsed;
+  let n = 0;
   for (const [name, value] of Object.entries(parsed.value)) {
-    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return bad(`${JSON.stringify(name)} is not a valid HTTP header name`);
+    n += 1;
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return bad(`the name of header ${n} is not a valid HTTP header name${headerNameHint(name)} (not shown: it may hold a secret)`);
     if (/[^\t\x20-\x7e\x80-\xff]/.test(value)) return bad(`the value of header ${name} has characters an HTTP header cannot carry (a line break, say)`);
   }
   return parsed;
+}
+
+/** What a name that is not an HTTP header name most likely is, said without quoting it. */
+function headerNameHint(name: string): string {
+  if (name.trimStart().startsWith('{')) return ': the headers look like JSON, where key=value pairs separated by commas are expected';
+  if (name.includes(':')) return ': write name=value, not name: value';
+  return '';
 }
 
 /**

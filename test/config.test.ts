@@ -30,7 +30,7 @@ test('OTLP headers an HTTP request cannot carry are a configuration warning (OTe
   assert.deepEqual(c.traces.headers, {});
   assert.deepEqual(c.warnings, [
     'OTEL_EXPORTER_OTLP_HEADERS: the value of header authorization has characters an HTTP header cannot carry (a line break, say); using the default ({})',
-    'OTEL_EXPORTER_OTLP_TRACES_HEADERS: "bad name" is not a valid HTTP header name; OTEL_EXPORTER_OTLP_HEADERS applies',
+    'OTEL_EXPORTER_OTLP_TRACES_HEADERS: the name of header 1 is not a valid HTTP header name (not shown: it may hold a secret); OTEL_EXPORTER_OTLP_HEADERS applies',
   ]);
   assert.deepEqual(resolveConfig({}, { OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20abc,x-tenant=t1' }).traces.headers, { authorization: 'Bearer abc', 'x-tenant': 't1' });
 });
@@ -246,5 +246,34 @@ test('a URL setting that does not parse because its password holds a /, ? or # (
       assert.equal(lines.length, 1, `${name} ${password}: ${lines.join('\n')}`);
       for (const piece of ['pa/ss', 'pa?ss', 'pa#ss', 'pa ss', 'ss/x', 'p@ss', 'ss:w', 'someone']) assert.ok(!lines[0]!.includes(piece), `${name} ${password}: ${lines[0]}`);
     }
+  }
+});
+
+test('OTLP headers written in another format (name: value, JSON) are a warning or an error that quotes no part of them: the text before a base64 credential\'s = padding is the credential', () => {
+  const credential = 'dXNlcjpwYXNzd29yZA==';
+  const said = (value: string): string[] => {
+    const lines = [...resolveConfig({}, { OTEL_EXPORTER_OTLP_HEADERS: value, OTEL_EXPORTER_OTLP_LOGS_HEADERS: value }).warnings];
+    try {
+      // As the CLI passes a flag: the text as given.
+      resolveConfig({ otlpMetricsHeaders: value as unknown as Record<string, string> }, {});
+    } catch (err) {
+      lines.push(...(err as ConfigError).problems);
+    }
+    return lines;
+  };
+  assert.deepEqual(said(`Authorization: Basic ${credential}`), [
+    'OTEL_EXPORTER_OTLP_HEADERS: the name of header 1 is not a valid HTTP header name: write name=value, not name: value (not shown: it may hold a secret); using the default ({})',
+    'OTEL_EXPORTER_OTLP_LOGS_HEADERS: the name of header 1 is not a valid HTTP header name: write name=value, not name: value (not shown: it may hold a secret); OTEL_EXPORTER_OTLP_HEADERS applies',
+    'option otlpMetricsHeaders: the name of header 1 is not a valid HTTP header name: write name=value, not name: value (not shown: it may hold a secret)',
+  ]);
+  assert.deepEqual(said(`{"Authorization":"Basic ${credential}"}`), [
+    'OTEL_EXPORTER_OTLP_HEADERS: the name of header 1 is not a valid HTTP header name: the headers look like JSON, where key=value pairs separated by commas are expected (not shown: it may hold a secret); using the default ({})',
+    'OTEL_EXPORTER_OTLP_LOGS_HEADERS: the name of header 1 is not a valid HTTP header name: the headers look like JSON, where key=value pairs separated by commas are expected (not shown: it may hold a secret); OTEL_EXPORTER_OTLP_HEADERS applies',
+    'option otlpMetricsHeaders: the name of header 1 is not a valid HTTP header name: the headers look like JSON, where key=value pairs separated by commas are expected (not shown: it may hold a secret)',
+  ]);
+  // A value holding a comma (not %-encoded): its second part is no header.
+  assert.deepEqual(said('x-api-key=abc,de/f0g=h')[0], 'OTEL_EXPORTER_OTLP_HEADERS: the name of header 2 is not a valid HTTP header name (not shown: it may hold a secret); using the default ({})');
+  for (const line of [...said(`Authorization: Basic ${credential}`), ...said(`{"Authorization":"Basic ${credential}"}`), ...said('x-api-key=abc,de/f0g=h')]) {
+    for (const piece of ['dXNlcjpwYXNzd29yZA', 'Basic', 'de/f0g']) assert.ok(!line.includes(piece), line);
   }
 });

@@ -364,3 +364,21 @@ test('a URL setting that does not parse because its password holds a / or ? is q
     await receiver.close();
   }
 });
+
+test('OTLP headers written as name: value are a warning that quotes none of the credential, and the spans still go out', async () => {
+  const receiver = await startOtlpReceiver();
+  try {
+    const r = await cli(['replay', '-'], {
+      PREFECT_API_URL: 'http://127.0.0.1:9/api',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_EXPORTER_OTLP_HEADERS: 'Authorization: Basic T1RVU0VSOk9UUEFTU1dE==',
+    }, smallRun().join('\n'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!`${r.stdout}${r.stderr}`.includes('T1RVU0VSOk9UUEFTU1dE'), r.stdout);
+    const warnings = logLines(r.stdout).filter((l) => l.level === 40).map((l) => l.msg as string);
+    assert.ok(warnings.includes('OTEL_EXPORTER_OTLP_HEADERS: the name of header 1 is not a valid HTTP header name: write name=value, not name: value (not shown: it may hold a secret); using the default ({})'), warnings.join('\n'));
+    assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']).sort(), [FR, TR].sort());
+  } finally {
+    await receiver.close();
+  }
+});
