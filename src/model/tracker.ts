@@ -117,7 +117,8 @@ export interface TrackerCounts {
   native: { lookups: number; linked: number; noLabel: number; failed: number; late: number };
 }
 
-const OWNER_CACHE_MAX = 50_000;
+/** Task runs' flow runs and flow runs' tracking tasks remembered from lookups (each map). */
+export const OWNER_CACHE_MAX = 50_000;
 /** How far `keepOwnersAlive` climbs (nested subflows); a bound, as the links come from event data. */
 const MAX_OWNER_DEPTH = 32;
 /**

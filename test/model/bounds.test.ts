@@ -1,0 +1,97 @@
+/**
+ * The run model's memory is bounded by its settings, not by the length of the stream: each of its
+ * maps is driven far past its bound by a stream of distinct runs, and must stay at the bound while
+ * what left it is counted and every run is still exported once.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { resolveConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log/logger.js';
+import { OWNER_CACHE_MAX } from '../../src/model/tracker.js';
+import { createPipeline, type Pipeline } from '../../src/pipeline.js';
+
+const MAX_OPEN_RUNS = 200;
+const DEDUPE_MAX_IDS = 1_000;
+/** Past the lookup caches' bound, which is the largest. */
+const RUNS = OWNER_CACHE_MAX + 10_000;
+const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+/** How often the event clock runs the tracker's timers (the pipeline's EVENT_CLOCK_TICK_MS). */
+const TICK_MS = 100;
+
+const hex12 = (n: number): string => n.toString(16).padStart(12, '0');
+const uuid = (kind: string, i: number): string => `0198c7d2-${kind}-7000-8000-${hex12(i)}`;
+const occurred = (i: number): string => new Date(T0 + i).toISOString();
+
+/** A subflow run, first seen Completed: its tracking task's flow run is looked up. A tick of the event clock apart, so that each settles before the next. */
+function subflowCompleted(i: number): string {
+  return `{"id":"${uuid('e001', i)}","event":"prefect.flow-run.Completed","occurred":"${occurred(i * TICK_MS)}",` +
+    `"resource":{"prefect.resource.id":"prefect.flow-run.${uuid('a001', i)}","prefect.state-type":"COMPLETED","prefect.state-name":"Completed"},` +
+    `"related":[{"prefect.resource.id":"prefect.task-run.${uuid('b001', i)}","prefect.resource.role":"task-run"}]}`;
+}
+
+/** A task run of a flow run never seen, left Running: that flow run's tracking task is looked up. */
+function orphanTaskRunning(i: number): string {
+  return `{"id":"${uuid('e002', i)}","event":"prefect.task-run.Running","occurred":"${occurred(RUNS * TICK_MS + i)}",` +
+    `"resource":{"prefect.resource.id":"prefect.task-run.${uuid('c002', i)}","prefect.state-type":"RUNNING","prefect.state-name":"Running"},` +
+    `"related":[{"prefect.resource.id":"prefect.flow-run.${uuid('d002', i)}","prefect.resource.role":"flow-run"}]}`;
+}
+
+/** The tracker's own maps, by size: what this test bounds. */
+function sizes(pipeline: Pipeline) {
+  const t = pipeline.tracker as unknown as Record<'open' | 'finished' | 'owners' | 'flowParents' | 'waiting' | 'blocked' | 'deadlines' | 'childrenOf', { size: number }>;
+  return {
+    open: t.open.size, finished: t.finished.size, owners: t.owners.size, flowParents: t.flowParents.size,
+    waiting: t.waiting.size, waitingEvents: pipeline.tracker.waitingEvents, blocked: t.blocked.size,
+    deadlines: t.deadlines.size, childrenOf: t.childrenOf.size, dedupe: pipeline.dedupe.size,
+  };
+}
+
+/** The most each map held at any point (sampled every `every` events). */
+function most(a: ReturnType<typeof sizes>, b: ReturnType<typeof sizes>): ReturnType<typeof sizes> {
+  return Object.fromEntries(Object.entries(a).map(([k, v]) => [k, Math.max(v, b[k as keyof typeof b])])) as ReturnType<typeof sizes>;
+}
+
+test(`bounds: ${RUNS} subflows and ${RUNS} task runs of unseen flow runs, every lookup answered "none": each of the run model's maps stays at its bound, what left it is counted, every run is exported once`, async () => {
+  const config = resolveConfig({ tracesExporter: 'none', maxOpenRuns: MAX_OPEN_RUNS, dedupeMaxIds: DEDUPE_MAX_IDS, settleMs: 0 }, {});
+  const logger = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  let spans = 0;
+  const pipeline = createPipeline({
+    config, logger, clock: 'event', delivery: null, onSpan: () => void (spans += 1),
+    resolveOwner: () => Promise.resolve(null),
+    resolveFlowParent: () => Promise.resolve(null),
+  });
+  let seen = sizes(pipeline);
+  const feed = async (count: number, line: (i: number) => string): Promise<void> => {
+    for (let i = 0; i < count; i++) {
+      pipeline.ingest(line(i));
+      if (i % 500 === 499) {
+        seen = most(seen, sizes(pipeline));
+        // Let the lookups answer, as a server would between frames.
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    }
+  };
+
+  await feed(RUNS, subflowCompleted);
+  await feed(RUNS, orphanTaskRunning);
+  seen = most(seen, sizes(pipeline));
+  // Before the end of input: a save of the state file would now have to write it whole (more runs finished than it lists).
+  assert.equal(pipeline.tracker.takeFinished(), undefined);
+  await pipeline.finish('end_of_input');
+
+  assert.deepEqual(seen, {
+    open: MAX_OPEN_RUNS, finished: MAX_OPEN_RUNS, owners: OWNER_CACHE_MAX, flowParents: OWNER_CACHE_MAX,
+    waiting: seen.waiting, waitingEvents: seen.waitingEvents, blocked: seen.blocked,
+    deadlines: seen.deadlines, childrenOf: MAX_OPEN_RUNS, dedupe: DEDUPE_MAX_IDS,
+  });
+  // Lookups still out are bounded with the events and runs waiting for them.
+  assert.ok(seen.waiting <= MAX_OPEN_RUNS && seen.waitingEvents <= MAX_OPEN_RUNS && seen.blocked <= MAX_OPEN_RUNS && seen.deadlines <= MAX_OPEN_RUNS, JSON.stringify(seen));
+  const c = pipeline.tracker.counts;
+  const lookups = c.parentLookups;
+  assert.deepEqual(
+    { spans, built: c.spans, opened: c.runsOpened, evicted: c.evicted, incomplete: c.incomplete, lookups: lookups.lookups, answered: lookups.found + lookups.failed + lookups.abandoned },
+    // The task runs beyond the bound evicted each other; the subflows settled at once.
+    { spans: 2 * RUNS, built: 2 * RUNS, opened: 2 * RUNS, evicted: RUNS - MAX_OPEN_RUNS, incomplete: RUNS, lookups: 2 * RUNS, answered: 2 * RUNS },
+  );
+  assert.deepEqual(sizes(pipeline), { open: 0, finished: MAX_OPEN_RUNS, owners: OWNER_CACHE_MAX, flowParents: OWNER_CACHE_MAX, waiting: 0, waitingEvents: 0, blocked: 0, deadlines: 0, childrenOf: 0, dedupe: DEDUPE_MAX_IDS });
+});
