@@ -482,6 +482,8 @@ export class RunTracker {
       if (run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
     }
     for (const run of this.open.values()) if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) this.adopt(run);
+    // A state saved under a higher bound (PREFECT_OTEL_MAX_OPEN_RUNS lowered since) is taken over within this one.
+    while (this.open.size > this.options.maxOpenRuns && this.evictOldest(undefined, nowMs));
     for (const event of snapshot.waiting) this.processQueued(event, undefined, nowMs);
   }
 
@@ -489,15 +491,18 @@ export class RunTracker {
     const run = new RunState(ref, ctx, attempt, nowMs);
     this.open.set(ref.id, run);
     this.counts.runsOpened += 1;
-    if (this.open.size > this.options.maxOpenRuns) {
-      const oldest = this.open.peek()?.[1];
-      if (oldest !== undefined && oldest !== run) {
-        this.counts.evicted += 1;
-        this.sink.notice({ kind: 'evicted', runId: oldest.ref.id });
-        this.finalize(oldest, oldest.terminal ? undefined : 'evicted', nowMs);
-      }
-    }
+    if (this.open.size > this.options.maxOpenRuns) this.evictOldest(run, nowMs);
     return run;
+  }
+
+  /** End the least recently active run (never `keep`, the run just opened) to make room; false when there is none. */
+  private evictOldest(keep: RunState | undefined, nowMs: number): boolean {
+    const oldest = this.open.peek()?.[1];
+    if (oldest === undefined || oldest === keep) return false;
+    this.counts.evicted += 1;
+    this.sink.notice({ kind: 'evicted', runId: oldest.ref.id });
+    this.finalize(oldest, oldest.terminal ? undefined : 'evicted', nowMs);
+    return true;
   }
 
   private resolveCtx(ref: RunRef, event: PrefectEvent, classified: Classified): TraceCtx | 'wait' {

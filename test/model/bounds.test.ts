@@ -4,11 +4,17 @@
  * what left it is counted and every run is still exported once.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { resolveConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log/logger.js';
 import { OWNER_CACHE_MAX } from '../../src/model/tracker.js';
+import type { SpanRecord } from '../../src/model/span-record.js';
 import { createPipeline, type Pipeline } from '../../src/pipeline.js';
+import { loadState, StateWriter } from '../../src/state/persisted.js';
+import { createStateStore } from '../../src/state/state-store.js';
 
 const MAX_OPEN_RUNS = 200;
 const DEDUPE_MAX_IDS = 1_000;
@@ -94,4 +100,31 @@ test(`bounds: ${RUNS} subflows and ${RUNS} task runs of unseen flow runs, every 
     { spans: 2 * RUNS, built: 2 * RUNS, opened: 2 * RUNS, evicted: RUNS - MAX_OPEN_RUNS, incomplete: RUNS, lookups: 2 * RUNS, answered: 2 * RUNS },
   );
   assert.deepEqual(sizes(pipeline), { open: 0, finished: MAX_OPEN_RUNS, owners: OWNER_CACHE_MAX, flowParents: OWNER_CACHE_MAX, waiting: 0, waitingEvents: 0, blocked: 0, deadlines: 0, childrenOf: 0, dedupe: DEDUPE_MAX_IDS });
+});
+
+test('bounds: a state file saved with more open runs than PREFECT_OTEL_MAX_OPEN_RUNS now allows is taken over within the bound: the least recently active runs are ended as evicted, counted and exported', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-bounds-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const store = createStateStore(join(dir, 'state.json'));
+  const quiet = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const before = 50;
+  const now = 10;
+  const a = createPipeline({ config: resolveConfig({ tracesExporter: 'none', maxOpenRuns: before }, {}), logger: quiet, clock: 'event', delivery: null });
+  for (let i = 0; i < before; i++) a.ingest(orphanTaskRunning(i));
+  assert.equal(a.tracker.openRuns, before);
+  await new StateWriter(store, a).save(true);
+
+  const spans: SpanRecord[] = [];
+  const b = createPipeline({ config: resolveConfig({ tracesExporter: 'none', maxOpenRuns: now }, {}), logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+  const restored = await loadState(store, b, T0 + RUNS * TICK_MS + before, quiet);
+  assert.equal(restored?.openRuns, before);
+  // The oldest runs (the first task runs) are the least recently active.
+  const evicted = Array.from({ length: before - now }, (_, i) => uuid('c002', i));
+  assert.deepEqual(
+    { open: b.tracker.openRuns, evicted: b.tracker.counts.evicted, spans: spans.map((s) => [s.run.id, s.attributes['prefect.run.incomplete_reason']]) },
+    { open: now, evicted: before - now, spans: evicted.map((id) => [id, 'evicted']) },
+  );
+  // A new run keeps it there.
+  b.ingest(orphanTaskRunning(before));
+  assert.deepEqual({ open: b.tracker.openRuns, evicted: b.tracker.counts.evicted }, { open: now, evicted: before - now + 1 });
 });
