@@ -1,8 +1,18 @@
 import { ATTR, CICD_RESULT, OTEL_TRACEPARENT_LABEL, SPAN_EVENT } from './attributes.js';
 import { TERMINAL_STATE_TYPES, type RunRef, type RunType, type StateInfo, type StateType } from './classify.js';
-import { isRecord, truncate, type PrefectEvent } from './event.js';
+import { isRecord, MAX_EVENT_NAME, truncate, type PrefectEvent } from './event.js';
 import { canonicalUuid, spanIdForRun } from './ids.js';
 import type { Attributes, SpanEventRecord, SpanLinkRecord, SpanRecord } from './span-record.js';
+
+/**
+ * Longest name a run keeps (its own, its flow's, deployment's, work pool's and queue's, its task key,
+ * a label), cut with `…` as a payload is: names come from event data, one event may be megabytes,
+ * and up to PREFECT_OTEL_MAX_OPEN_RUNS open and as many finished runs keep theirs. As long as the
+ * longest event name.
+ */
+const MAX_NAME_CHARS = MAX_EVENT_NAME;
+/** A name as a run keeps it: a copy of its first MAX_NAME_CHARS characters when longer. */
+const kept = (text: string | undefined): string | undefined => (text === undefined || text.length <= MAX_NAME_CHARS ? text : truncate(text, MAX_NAME_CHARS));
 
 /** Most tags kept per run: the first seen; how many more there were is `prefect.tags.dropped_count`. */
 const MAX_TAGS = 128;
@@ -115,7 +125,7 @@ export class RunState {
     this.ctx = ctx;
     this.attempt = attempt;
     this.lastActivityMs = nowMs;
-    if (ref.name !== undefined) this.meta.name = ref.name;
+    if (ref.name !== undefined) this.meta.name = kept(ref.name);
   }
 
   /** Plain data for the state file: a copy of what later events change in place (the file is written a slice at a time). */
@@ -228,8 +238,8 @@ export class RunState {
   /** Fold what an event says about the run (names, flow, deployment, pool, tags, parents). */
   learn(event: PrefectEvent, own: boolean): void {
     const m = this.meta;
-    if (own && event.resource.name !== undefined) m.name = event.resource.name;
-    if (!own && m.name === undefined) m.name = event.related.find((r) => r.id.endsWith(this.ref.id))?.name;
+    if (own && event.resource.name !== undefined) m.name = kept(event.resource.name);
+    if (!own && m.name === undefined) m.name = kept(event.related.find((r) => r.id.endsWith(this.ref.id))?.name);
     // Most events bring no new tag: the set is built only when one does (and one of the tags left out only when there are some).
     let tags: Set<string> | undefined;
     let dropped: Set<string> | undefined;
@@ -250,18 +260,18 @@ export class RunState {
       switch (r.role) {
         case 'flow':
           m.flowId = idAfter(r.id, 'prefect.flow.') ?? m.flowId;
-          m.flowName = r.name ?? m.flowName;
+          m.flowName = kept(r.name) ?? m.flowName;
           break;
         case 'deployment':
           m.deploymentId = idAfter(r.id, 'prefect.deployment.') ?? m.deploymentId;
-          m.deploymentName = r.name ?? m.deploymentName;
+          m.deploymentName = kept(r.name) ?? m.deploymentName;
           break;
         case 'work-queue':
-          m.workQueueName = r.name ?? m.workQueueName;
+          m.workQueueName = kept(r.name) ?? m.workQueueName;
           break;
         case 'work-pool':
-          m.workPoolName = r.name ?? m.workPoolName;
-          m.workPoolType = r.labels['prefect.work-pool.type'] ?? m.workPoolType;
+          m.workPoolName = kept(r.name) ?? m.workPoolName;
+          m.workPoolType = kept(r.labels['prefect.work-pool.type']) ?? m.workPoolType;
           break;
         case 'tag':
           // Other events carry the tags of their whole run context; only a run's own events speak for it.
@@ -279,13 +289,13 @@ export class RunState {
       }
     }
     if (taskRun !== undefined) {
-      if (typeof taskRun.task_key === 'string') m.taskKey = taskRun.task_key;
+      if (typeof taskRun.task_key === 'string') m.taskKey = kept(taskRun.task_key);
       if (Array.isArray(taskRun.tags)) for (const t of taskRun.tags) if (typeof t === 'string') addTag(t);
       const parents = parentTaskIdsOf(event);
       if (parents.length > 0) m.parentTaskIds = parents;
       const labels = isRecord(taskRun.labels) ? taskRun.labels : undefined;
       const tp = labels?.[OTEL_TRACEPARENT_LABEL];
-      if (typeof tp === 'string') m.traceparent = tp;
+      if (typeof tp === 'string') m.traceparent = kept(tp);
     }
     if (tags !== undefined && tags.size !== m.tags.length) m.tags = [...tags].sort();
     // Each of a run's events carries all its tags: the most left out by one event is how many there are.

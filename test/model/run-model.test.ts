@@ -992,3 +992,28 @@ test('bounds: what a run keeps of a large payload, state message or resource nam
   assert.ok(grownMiB < 16, `the heap grew ${grownMiB.toFixed(1)} MiB`);
   await pipeline.finish('end_of_input');
 });
+
+test('bounds: a run keeps at most 1,024 characters of its name, its flow\'s, deployment\'s, work pool\'s and queue\'s names and its task key (cut with …): finished runs keep their names too, and one event may be megabytes', async () => {
+  const long = (c: string): string => c.repeat(5_000);
+  const cut = (text: string): string => `${text.slice(0, 1024)}…`;
+  const names = { run: long('r'), flow: long('f'), deployment: long('d'), queue: long('q'), pool: long('p'), poolType: long('y'), task: long('t'), key: long('k') };
+  const flow = (s: number, type: string, name: string, from: string | null): Ev => flowRunStateEvent({
+    flowRunId: FR, flowRunName: names.run, flowId: FLOW.flowId, flowName: names.flow,
+    deployment: { id: DEPLOY.deployment.id, name: names.deployment }, workQueue: { id: DEPLOY.workQueue.id, name: names.queue }, workPool: { id: DEPLOY.workPool.id, name: names.pool, type: names.poolType },
+    state: { type, name }, from, runCount: 1, occurred: at(s), received: at(s) + 15,
+  });
+  const task = (s: number, type: string, name: string, from: string | null): Ev => taskRunStateEvent({
+    taskRunId: EXTRACT, taskRunName: names.task, taskKey: names.key, flowRunId: FR, flowRunName: names.run, flowId: FLOW.flowId, flowName: names.flow,
+    state: { type, name }, from, runCount: 1, occurred: at(s), labels: { __OTEL_TRACEPARENT: `00-${'1'.repeat(32)}-${'2'.repeat(16)}-01${' '.repeat(3_000)}` },
+  });
+  const { spans } = await run([flow(0, 'RUNNING', 'Running', 'PENDING'), task(1, 'RUNNING', 'Running', null), task(2, 'COMPLETED', 'Completed', 'RUNNING'), flow(3, 'COMPLETED', 'Completed', 'RUNNING')]);
+  const byId = Object.fromEntries(spans.map((s) => [s.run.id, s]));
+  const pick = (s: SpanRecord | undefined, keys: string[]): Record<string, unknown> => Object.fromEntries(keys.map((k) => [k, s?.attributes[k]]));
+  assert.deepEqual(
+    { flow: [byId[FR]?.name, pick(byId[FR], ['prefect.run.name', 'prefect.flow.name', 'prefect.deployment.name', 'prefect.work-queue.name', 'prefect.work-pool.name', 'prefect.work-pool.type', 'cicd.pipeline.name'])],
+      task: [byId[EXTRACT]?.name, pick(byId[EXTRACT], ['prefect.run.name', 'prefect.flow.name', 'prefect.task.key', 'cicd.pipeline.task.name']), byId[EXTRACT]?.links] },
+    { flow: [cut(names.flow), { 'prefect.run.name': cut(names.run), 'prefect.flow.name': cut(names.flow), 'prefect.deployment.name': cut(names.deployment), 'prefect.work-queue.name': cut(names.queue), 'prefect.work-pool.name': cut(names.pool), 'prefect.work-pool.type': cut(names.poolType), 'cicd.pipeline.name': cut(names.flow) }],
+      // A traceparent label cut is no traceparent.
+      task: [cut(names.key), { 'prefect.run.name': cut(names.task), 'prefect.flow.name': cut(names.flow), 'prefect.task.key': cut(names.key), 'cicd.pipeline.task.name': cut(names.key) }, []] },
+  );
+});
