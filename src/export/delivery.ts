@@ -83,7 +83,11 @@ const MAX_BACKOFF_MS = 30_000;
 const BACKOFF_MULTIPLIER = 2;
 
 export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
-  const queue: { item: T; bytes: number }[] = [];
+  /**
+   * The items from `head` on; the places before it are emptied as items leave (sent or dropped), so
+   * that what left is let go at once rather than when the array is next compacted.
+   */
+  const queue: ({ item: T; bytes: number } | undefined)[] = [];
   let head = 0;
   let sending = false;
   /** The batch being sent, until its answer. */
@@ -112,7 +116,8 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
   const enforceBound = (): void => {
     let dropped = 0;
     while (stats.queued > 0 && (stats.queued > options.maxItems || stats.queuedBytes > options.maxBytes)) {
-      const entry = queue[head++]!;
+      const entry = queue[head]!;
+      queue[head++] = undefined;
       stats.queued -= 1;
       stats.queuedBytes -= entry.bytes;
       dropped += 1;
@@ -164,7 +169,8 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       if (i > 0 && bytes + b > maxBatchBytes) n = i;
       else bytes += b;
     }
-    const entries = queue.slice(head, head + n);
+    const entries = queue.slice(head, head + n) as { item: T; bytes: number }[];
+    queue.fill(undefined, head, head + n);
     head += n;
     stats.queued -= n;
     stats.queuedBytes -= bytes;
@@ -303,12 +309,12 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       return result;
     },
     peekQueued(): T[] {
-      return [...inFlight, ...queue.slice(head)].map((e) => e.item);
+      return [...inFlight, ...queue.slice(head)].map((e) => e!.item);
     },
     drainQueued(): T[] {
       // The batch still out goes too: its answer may never come (the process is stopping), and a
       // span sent twice is better than a span lost.
-      const items = [...inFlight, ...queue.slice(head)].map((e) => e.item);
+      const items = [...inFlight, ...queue.slice(head)].map((e) => e!.item);
       inFlight = [];
       queue.length = 0;
       head = 0;

@@ -3,6 +3,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { resolveConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log/logger.js';
 import { createTraceDelivery } from '../../src/pipeline.js';
@@ -178,4 +180,43 @@ test('a batch over the collector\'s body size limit (413) is sent again in halve
       ['collector rejected spans; not retried', 1, 'HTTP 413 Payload Too Large'],
     ],
   );
+});
+
+test('the buffer bound holds in memory too: spans delivered or dropped are let go at once, not kept until a thousand more have passed', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const receiver = await startOtlpReceiver({ discard: true });
+  t.after(() => receiver.close());
+  const count = 100;
+  const payloadChars = 500_000;
+  // Each span made anew: what is let go can be collected.
+  const big = (i: number) => ({ ...span(i), attributes: { 'prefect.run.id': String(i), 'prefect.event.payload': `${i}`.padEnd(payloadChars, 'p').split('').join('') } });
+  const bounds = { bufferMaxSpans: 4, bufferMaxBytes: 8 * payloadChars, batchSize: 1, scheduleDelayMs: 0 };
+  const grownMiB = (before: number): number => {
+    gc();
+    return (process.memoryUsage().heapUsed - before) / 2 ** 20;
+  };
+
+  // The collector down (nothing listens): all but the newest four are dropped.
+  gc();
+  const down = delivery('http://127.0.0.1:9', bounds).d;
+  let before = process.memoryUsage().heapUsed;
+  for (let i = 1; i <= count; i++) down.enqueue(big(i));
+  const heldDown = grownMiB(before);
+  assert.deepEqual({ queued: down.stats.queued, dropped: down.stats.dropped + down.stats.inFlight }, { queued: 4, dropped: count - 4 });
+
+  // The collector up: every span delivered.
+  gc();
+  const up = delivery(receiver.url, bounds).d;
+  before = process.memoryUsage().heapUsed;
+  for (let i = 1; i <= count; i++) {
+    up.enqueue(big(i));
+    await up.flush(30_000);
+  }
+  const heldUp = grownMiB(before);
+  assert.deepEqual({ delivered: up.stats.delivered, received: receiver.counts.spans }, { delivered: count, received: count });
+
+  // At most the four queued spans and the one out, 0.5 MB each, where the 100 spans were 50 MB.
+  assert.ok(heldDown < 16 && heldUp < 16, `the heap held ${heldDown.toFixed(1)} MiB with the collector down, ${heldUp.toFixed(1)} MiB with it up`);
+  await Promise.all([down.shutdown(0), up.shutdown(5_000)]);
 });
