@@ -4,6 +4,7 @@ import type { DedupeEntries } from '../model/dedupe.js';
 import type { SpanRecord } from '../model/span-record.js';
 import type { TrackerSnapshot } from '../model/tracker.js';
 import type { Pipeline } from '../pipeline.js';
+import { isCtx, isNum, isObj, isOpenRun, isPendingSpan, isStr } from './entry-checks.js';
 import { jsonPieces } from './json-pieces.js';
 import type { StateStore } from './state-store.js';
 
@@ -210,12 +211,6 @@ async function moveAside(path: string): Promise<string | undefined> {
   }
 }
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
-const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
-const isStr = (v: unknown): v is string => typeof v === 'string';
-const isCtx = (v: unknown): boolean => isObj(v) && isStr(v.traceId) && typeof v.root === 'boolean';
-
 /** The parts of a state that can be applied, and how many entries were left out. */
 function usableParts(state: PersistedState): { state: PersistedState; left: number } {
   let left = 0;
@@ -230,16 +225,12 @@ function usableParts(state: PersistedState): { state: PersistedState; left: numb
     cursorUs: cursorOk ? state.cursorUs : null,
     coveredUntilMs: coveredOk ? state.coveredUntilMs : null,
     tracker: {
-      open: keep(t.open as unknown[], (r) =>
-        isObj(r) && isObj(r.ref) && isStr(r.ref.id) && (r.ref.type === 'flow' || r.ref.type === 'task') && isObj(r.meta) && Array.isArray(r.meta.tags) &&
-        isCtx(r.ctx) && isNum(r.attempt) && Array.isArray(r.events) && isNum(r.lastActivityMs)) as TrackerSnapshot['open'],
+      open: keep(t.open as unknown[], isOpenRun) as TrackerSnapshot['open'],
       finished: keep(t.finished as unknown[], (e) => Array.isArray(e) && isStr(e[0]) && isObj(e[1]) && isCtx(e[1].ctx) && isNum(e[1].attempt) && isNum(e[1].lastTerminalUs)) as TrackerSnapshot['finished'],
       owners: keep(t.owners as unknown[], (e) => Array.isArray(e) && isStr(e[0]) && (e[1] === null || isStr(e[1]))) as TrackerSnapshot['owners'],
       waiting: keep(t.waiting as unknown[], (e) => isObj(e) && isStr(e.id) && isStr(e.name) && isNum(e.occurredUs) && isObj(e.resource) && isStr(e.resource.id) && Array.isArray(e.related)) as TrackerSnapshot['waiting'],
     },
-    pendingSpans: keep(state.pendingSpans as unknown[], (s) =>
-      isObj(s) && isStr(s.traceId) && isStr(s.spanId) && isStr(s.name) && isNum(s.startUs) && isNum(s.endUs) && isObj(s.status) && isObj(s.attributes) &&
-      Array.isArray(s.events) && Array.isArray(s.links) && isObj(s.run) && isStr(s.run.id)) as SpanRecord[],
+    pendingSpans: keep(state.pendingSpans as unknown[], isPendingSpan) as SpanRecord[],
   };
   return { state: usable, left };
 }

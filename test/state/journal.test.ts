@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { resolveConfig } from '../../src/config.js';
 import { createDelivery } from '../../src/export/delivery.js';
+import { estimateSpanBytes } from '../../src/export/spans.js';
 import { createLogger } from '../../src/log/logger.js';
+import { spanIdForRun } from '../../src/model/ids.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
 import { createPipeline, type Pipeline } from '../../src/pipeline.js';
 import { generateDemoWorkload } from '../../src/source/demo-workload.js';
@@ -214,6 +216,63 @@ describe('state journal', () => {
     assert.equal((await loadState(store, b.p, 0, quiet))?.pendingSpans, 2);
     assert.deepEqual(b.delivery.peekQueued(), JSON.parse(JSON.stringify([span(3), span(4)])));
     await a.p.shutdown(0);
+    await b.p.shutdown(0);
+  });
+
+  it('an open run or a waiting span damaged inside (an event, a state, a link that is not one) is left out and counted; every other one is restored and sent', async () => {
+    const path = join(dir, 'damaged-inside', 'state.json');
+    const store = createStateStore(path);
+    /** A pipeline behind a real delivery queue with the exporter's own size estimate; `sent`: the spans the collector took (id and name). */
+    const withCollector = (up: boolean) => {
+      const sent: string[] = [];
+      const delivery = createDelivery<SpanRecord>({
+        name: 'traces', sizeOf: estimateSpanBytes, maxItems: 10_000, maxBytes: 1 << 26, batchSize: 10_000, scheduleDelayMs: 1, initialBackoffMs: 1, maxBackoffMs: 1,
+        send: (batch) => {
+          if (!up) return Promise.resolve({ ok: false, retryable: true, error: 'down' });
+          for (const span of batch) sent.push(`${span.spanId} ${span.name}`);
+          return Promise.resolve({ ok: true });
+        },
+      });
+      return { sent, p: createPipeline({ config: resolveConfig({}, {}), logger: quiet, clock: 'event', delivery }) };
+    };
+    // Half the workload with the collector down: finished runs wait in the queue, the others are open.
+    const a = withCollector(false);
+    feed(a.p, events.slice(0, Math.floor(events.length / 2)));
+    await new StateWriter(store, a.p).save(true);
+    await a.p.shutdown(0);
+    type Run = { ref: { id: string }; attempt: number; events: unknown[]; latest: unknown };
+    type Span = { spanId: string; name: string; events: unknown[]; links: unknown[] };
+    const good = await readFile(path, 'utf8');
+    const state = JSON.parse(good) as { tracker: { open: Run[] }; pendingSpans: Span[] };
+    const [open, pending] = [state.tracker.open, state.pendingSpans];
+    assert.ok(open.length >= 3 && pending.length >= 3, `${open.length} open runs, ${pending.length} waiting spans`);
+    open[0]!.events[0] = null;
+    open[1]!.latest = 5;
+    pending[0]!.events = [null];
+    pending[1]!.links = [{ traceId: 'not a trace id', spanId: '0123456789abcdef', attributes: {} }];
+    await writeFile(path, JSON.stringify(state));
+
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', format: 'json', destination: { write: (l: string) => void lines.push(l) } });
+    const b = withCollector(true);
+    const restored = await loadState(store, b.p, clockOf(a.p), log);
+    assert.deepEqual([restored?.openRuns, restored?.pendingSpans], [open.length - 2, pending.length - 2]);
+    assert.deepEqual(lines.map((l) => { const r = JSON.parse(l) as { msg: string; left: number }; return [r.msg, r.left]; }), [['state file entries that are not what they should be were left out', 4]]);
+    // The runs still open end as incomplete, each with its span, with the waiting spans.
+    b.p.tick(clockOf(a.p));
+    await b.p.finish('end of test', 0);
+    assert.equal((await b.p.flush(5_000)).ok, true);
+    // What the undamaged state gives, but for the four damaged entries' spans.
+    const c = withCollector(true);
+    await writeFile(path, good);
+    await loadState(store, c.p, clockOf(a.p), quiet);
+    c.p.tick(clockOf(a.p));
+    await c.p.finish('end of test', 0);
+    assert.equal((await c.p.flush(5_000)).ok, true);
+    const damaged = new Set([pending[0]!.spanId, pending[1]!.spanId, spanIdForRun(open[0]!.ref.id, open[0]!.attempt), spanIdForRun(open[1]!.ref.id, open[1]!.attempt)]);
+    assert.equal(c.sent.filter((s) => damaged.has(s.split(' ')[0]!)).length, 4);
+    assert.deepEqual(b.sent.sort(), c.sent.filter((s) => !damaged.has(s.split(' ')[0]!)).sort());
+    await c.p.shutdown(0);
     await b.p.shutdown(0);
   });
 
