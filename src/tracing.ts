@@ -3,7 +3,7 @@ import { resolve as resolvePath } from 'node:path';
 import { context, ROOT_CONTEXT } from '@opentelemetry/api';
 import { pino, type Logger } from 'pino';
 import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
-import { errorText } from './errors.js';
+import { errorText, ExportError } from './errors.js';
 import { untraced } from './export/untraced.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
@@ -15,7 +15,7 @@ import { createFlowParentLookup, createOwnerLookup } from './source/run-lookups.
 import { createPrefectRestClient, type PrefectRestClient } from './source/rest.js';
 import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from './source/websocket.js';
 import { createStateLease, type LeaseHolder, type StateLease } from './state/lease.js';
-import { loadState, StateWriter } from './state/persisted.js';
+import { loadState, SpansNotKeptError, StateWriter } from './state/persisted.js';
 import { createStateStore } from './state/state-store.js';
 import { collectStats, type TracingStats } from './stats.js';
 import { VERSION } from './version.js';
@@ -371,6 +371,12 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
           if (kept > 0) log.warn({ spans: kept, path: this.store.path }, 'spans the collector has not taken yet are kept in the state file; the next start sends them');
         } catch (err) {
           log.error({ error: errorText(err), path: this.store.path }, 'could not write the state file');
+          if (err instanceof SpansNotKeptError) {
+            // Neither delivered nor kept for the next start: a failure, as an export that failed is.
+            const lost = new ExportError(`${err.spans} spans the collector has not taken could not be kept in the state file ${this.store.path} either: they are lost`);
+            log.error({ spans: err.spans, path: this.store.path }, lost.message);
+            this.failure ??= lost;
+          }
         }
       }
       clearInterval(this.renewTimer);

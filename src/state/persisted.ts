@@ -1,5 +1,6 @@
 import { rename } from 'node:fs/promises';
 import type { Logger } from 'pino';
+import { errorText } from '../errors.js';
 import type { DedupeEntries } from '../model/dedupe.js';
 import type { SpanRecord } from '../model/span-record.js';
 import type { TrackerSnapshot } from '../model/tracker.js';
@@ -62,6 +63,20 @@ function snapshotState(pipeline: Pipeline, pendingSpans: SpanRecord[], generatio
     tracker: pipeline.tracker.snapshot(),
     pendingSpans,
   };
+}
+
+/**
+ * The last save before exit failed after it had taken the spans the collector had not accepted out
+ * of the queue: they are in no file and no queue, lost. Its message is the write's.
+ */
+export class SpansNotKeptError extends Error {
+  constructor(
+    readonly spans: number,
+    cause: unknown,
+  ) {
+    super(errorText(cause), { cause });
+    this.name = 'SpansNotKeptError';
+  }
 }
 
 /** Below this, the journal is never worth keeping instead of rewriting the state file. */
@@ -136,6 +151,8 @@ export class StateWriter {
     } catch (err) {
       // What this save held is not on disk: the next one writes everything.
       this.whole = true;
+      // The last save took the undelivered spans out of the queue: now they are nowhere.
+      if (drain && pending.length > 0) throw new SpansNotKeptError(pending.length, err);
       throw err;
     }
   }

@@ -4,10 +4,12 @@
  * once, non-zero, and says so.
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
-import { liveConnections, logLines, replaySpans, shape, startWatch, until, workload, type LogLine } from '../helpers/watch-e2e.js';
+import { closedPort, liveConnections, logLines, replaySpans, shape, startWatch, tempDir, until, workload, type LogLine } from '../helpers/watch-e2e.js';
 
 /** The child's log lines as they arrive. */
 function follow(child: ReturnType<typeof startWatch>['child']): () => LogLine[] {
@@ -92,5 +94,30 @@ test('watch: a state file under /proc, whose directory cannot be made, is an err
       { level: 50, msg: 'could not write the state file', path, failures: undefined, error },
       { level: 30, msg: 'stopped', path: undefined, failures: undefined, error: undefined },
     ],
+  );
+});
+
+test('watch: SIGTERM with the collector down and a state file that cannot be written says how many spans are lost and exits 1', async (t) => {
+  const w = workload(1);
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  // The state file's directory is a regular file: every write fails (ENOTDIR), on any platform.
+  const dir = tempDir();
+  writeFileSync(join(dir, 'file'), '');
+  const path = join(dir, 'file', 'state.json');
+  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await closedPort()}`, PREFECT_OTEL_STATE_FILE: path }, t);
+  const lines = follow(child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  await until('every run ended', () => lines().filter((l) => l.msg?.startsWith('STLOGGING: ') === true).length === w.events.length);
+  await until('a periodic save failed', () => lines().some((l) => l.msg === 'could not write the state file'));
+  child.kill('SIGTERM');
+  const r = await result;
+  const message = `${w.runs.size} spans the collector has not taken could not be kept in the state file ${path} either: they are lost`;
+  assert.deepEqual([r.code, r.stderr], [1, `prefect-otel: ${message}\n`]);
+  assert.deepEqual(
+    lines().filter((l) => l.msg === message).map((l) => ({ level: l.level, msg: l.msg, spans: l.spans, path: l.path })),
+    [{ level: 50, msg: message, spans: w.runs.size, path }],
   );
 });
