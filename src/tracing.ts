@@ -152,6 +152,10 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       log.info({ port: this.health.port }, 'serving /healthz and /metrics');
     }
     if (!(await this.takeLease(log))) return;
+    if (this.leaseState === 'held') {
+      const removed = await this.store.removeLeftovers();
+      if (removed.length > 0) log.info({ files: removed }, 'removed the temp files of state saves that a process stopped in the middle of');
+    }
     const restored = await loadState(this.store, this.pipeline, Date.now(), log);
     if (restored !== undefined) {
       const { coveredUntilMs: _ms, ...shown } = restored;

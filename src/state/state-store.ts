@@ -3,8 +3,8 @@
  * one. Beside it, a journal (`<file>.journal`) that lines are appended to: a crash leaves at most
  * its last line cut short. Writes are serialised, so two overlapping calls cannot interleave.
  */
-import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { errorText, InputError } from '../errors.js';
 import { jsonPieces } from './json-pieces.js';
 
@@ -22,12 +22,19 @@ export interface StateStore {
   append(text: string): Promise<void>;
   /** The journal's text; undefined when there is none. */
   loadJournal(): Promise<string | undefined>;
+  /**
+   * Remove the temp files of saves that other processes did not finish (killed while writing):
+   * each is as large as the state, and no process would ever remove it. Only for the process that
+   * holds the state file. Resolves to the paths removed.
+   */
+  removeLeftovers(): Promise<string[]>;
   readonly path: string;
   readonly journalPath: string;
 }
 
 export function createStateStore(path: string): StateStore {
   const tmpPath = `${path}.${process.pid}.tmp`;
+  const tmpName = new RegExp(`^${escapeRegExp(basename(path))}\\.\\d+\\.tmp$`);
   const journalPath = `${path}.journal`;
   let tail: Promise<void> = Promise.resolve();
   const serially = (op: () => Promise<void>): Promise<void> => {
@@ -89,6 +96,16 @@ export function createStateStore(path: string): StateStore {
       });
     },
 
+    async removeLeftovers(): Promise<string[]> {
+      const dir = dirname(path);
+      const names = await readdir(dir).catch(() => [] as string[]);
+      const own = basename(tmpPath);
+      const leftovers = names.filter((name) => name !== own && tmpName.test(name)).map((name) => join(dir, name));
+      const removed: string[] = [];
+      for (const file of leftovers) if (await unlink(file).then(() => true, () => false)) removed.push(file);
+      return removed;
+    },
+
     async loadJournal(): Promise<string | undefined> {
       try {
         return await readRegularFile(journalPath);
@@ -146,6 +163,8 @@ async function makeDirectory(dir: string): Promise<void> {
     if (err.code !== 'EEXIST') throw err;
   });
 }
+
+const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** The state file ends with a newline, like the journal's lines. */
 function* withNewline(pieces: Iterable<string>): Generator<string, void, undefined> {

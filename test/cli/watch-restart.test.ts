@@ -414,3 +414,23 @@ test('watch: SIGTERM to a standby ends it at once (exit 0) with nothing saved or
   first.child.kill('SIGTERM');
   assert.equal((await first.result).code, 0);
 });
+
+test('watch: the temp files of saves that killed processes did not finish are removed by the next holder of the state file, and nothing else', async (t) => {
+  const { prefect } = await startServers(t);
+  const dir = tempDir();
+  const env = { PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') };
+  // Two saves cut short by SIGKILL (each temp file is as large as the state), and files that are not theirs.
+  const leftovers = ['state.json.4194000.tmp', 'state.json.12.tmp'];
+  const others = ['other.json.12.tmp', 'state.json.bad-2026-11-28T04-42-49-453Z', 'state.json.tmp', 'state.json.12.tmp.keep'];
+  for (const name of [...leftovers, ...others]) writeFileSync(join(dir, name), '{"version":2,"savedAt":"');
+  const run = startWatch(env, t);
+  const lines = follow(run.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  run.child.kill('SIGTERM');
+  assert.equal((await run.result).code, 0);
+  assert.deepEqual(readdirSync(dir).sort(), [...others, 'state.json'].sort());
+  assert.deepEqual(
+    lines().filter((l) => l.msg?.startsWith('removed the temp files') === true).map((l) => [l.msg, (l.files as string[]).slice().sort()]),
+    [['removed the temp files of state saves that a process stopped in the middle of', leftovers.map((name) => join(dir, name)).sort()]],
+  );
+});
