@@ -54,7 +54,7 @@ interface JournalLine<Ids = [string, number][]> {
 /** The whole state to persist, with the spans not delivered yet. */
 function snapshotState(pipeline: Pipeline, pendingSpans: SpanRecord[], generation: number, coveredUntilMs: number | undefined): PersistedState<DedupeEntries> {
   return {
-    version: 2,
+    version: LATEST_VERSION,
     generation,
     savedAt: new Date().toISOString(),
     cursorUs: pipeline.cursorUs ?? null,
@@ -78,6 +78,9 @@ export class SpansNotKeptError extends Error {
     this.name = 'SpansNotKeptError';
   }
 }
+
+/** The format this version writes; it reads this one and the ones before. */
+const LATEST_VERSION = 2;
 
 /** Below this, the journal is never worth keeping instead of rewriting the state file. */
 const JOURNAL_MIN_BYTES = 1 << 20;
@@ -187,7 +190,12 @@ export async function loadState(
     log.error({ path: store.journalPath, movedTo: await moveAside(store.journalPath), err: { message: (err as Error).message } }, 'state journal unreadable; resuming from the state file without it');
   }
   if (!isPersistedState(data)) {
-    log.error({ path: store.path, movedTo: await moveAside(store.path) }, 'state file has an unknown format; starting without it');
+    // A file of a newer format says so: the version that wrote it still reads it (after a downgrade, say).
+    const version = isObj(data) ? data.version : undefined;
+    const message = isNum(version) && version > LATEST_VERSION
+      ? `state file written by a newer prefect-otel (format version ${version}; this one reads versions up to ${LATEST_VERSION}); starting without it`
+      : 'state file has an unknown format; starting without it';
+    log.error({ path: store.path, movedTo: await moveAside(store.path), version }, message);
     return undefined;
   }
   const { state: whole, lines } = applyJournal(data, journal, log);

@@ -276,6 +276,29 @@ describe('state journal', () => {
     await b.p.shutdown(0);
   });
 
+  it('a state file of a newer format is moved aside with a message naming its version; one of no known format says that', async () => {
+    const path = join(dir, 'versions', 'state.json');
+    const store = createStateStore(path);
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', format: 'json', destination: { write: (l: string) => void lines.push(l) } });
+    const body = { savedAt: new Date(0).toISOString(), cursorUs: null, dedupe: [], tracker: { open: [], finished: [], owners: [], waiting: [] }, pendingSpans: [] };
+    const said = [];
+    for (const version of [3, 0]) {
+      await mkdir(join(dir, 'versions'), { recursive: true });
+      await writeFile(path, JSON.stringify({ version, ...body }));
+      lines.length = 0;
+      assert.equal(await loadState(store, pipeline(), 0, log), undefined);
+      const r = JSON.parse(lines[0]!) as { msg: string; version: number; path: string; movedTo: string };
+      assert.ok(r.movedTo.startsWith(`${path}.bad-`));
+      said.push([lines.length, r.msg, r.version, r.path]);
+      await rm(r.movedTo);
+    }
+    assert.deepEqual(said, [
+      [1, 'state file written by a newer prefect-otel (format version 3; this one reads versions up to 2); starting without it', 3, path],
+      [1, 'state file has an unknown format; starting without it', 0, path],
+    ]);
+  });
+
   it('a journal that cannot be read is moved aside and the state file is resumed from without it', async () => {
     const { path, store, a, writer } = setUp('journal-unreadable');
     const half = Math.floor(events.length / 2);
