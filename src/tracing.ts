@@ -161,6 +161,9 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       const { coveredUntilMs: _ms, ...shown } = restored;
       log.info(shown, 'resumed from the state file');
     }
+    // Shut down while the state file was read (a large one takes seconds): its timers are cleared
+    // already, so none may start now, nor a subscription.
+    if (this.stopping) return;
     this.subscriber = createEventSubscriber({
       apiUrl: this.config.prefect.apiUrl,
       apiKey: this.config.prefect.apiKey,

@@ -257,3 +257,28 @@ test('library: a health port already in use fails prefect-otel alone, with an er
     },
   );
 });
+
+test('library: shutdown() while the state file is read leaves nothing running after it: no subscription, no periodic stats line', async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  const stateFile = join(tempDir(), 'state.json');
+  writeFileSync(stateFile, JSON.stringify({ version: 2, generation: 1, savedAt: new Date().toISOString(), cursorUs: null, dedupe: [], tracker: { open: [], finished: [], owners: [], waiting: [] }, pendingSpans: [] }));
+  let text = '';
+  let stopping: Promise<void> | undefined;
+  const logger = pino({ level: 'info' }, new Writable({
+    write(chunk: Buffer, _enc, done) {
+      text += chunk.toString('utf8');
+      // The last line of reading the state file: the host shuts prefect-otel down right then.
+      if (stopping === undefined && chunk.toString('utf8').includes('"msg":"resumed from the state file"')) stopping = tracing.shutdown();
+      done();
+    },
+  }));
+  const tracing = startPrefectTracing({ env: {}, logger, apiUrl: prefect.url, tracesExporter: 'none', stateFile, statsIntervalMs: 1 });
+  await tracing.done;
+  await stopping;
+  // A stats line every millisecond, were the timer running: a few turns of the event loop would show it.
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  const msgs = logLines(text).map((l) => l.msg);
+  assert.deepEqual(msgs.slice(msgs.indexOf('stopped') + 1), []);
+  assert.deepEqual({ subscriptions: prefect.connections.length, stats: msgs.filter((m) => m === 'stats').length }, { subscriptions: 0, stats: 0 });
+});
