@@ -299,6 +299,35 @@ describe('state journal', () => {
     ]);
   });
 
+  it('open runs saved under a higher bound than the one in force are ended at the restore, oldest first, down to the bound', async () => {
+    const path = join(dir, 'lower-bound', 'state.json');
+    const store = createStateStore(path);
+    const a = pipeline();
+    feed(a, events.slice(0, Math.floor(events.length / 2)));
+    await new StateWriter(store, a).save(true);
+    // Only the open runs: events waiting for a lookup would open runs of their own.
+    const state = JSON.parse(await readFile(path, 'utf8')) as { tracker: { open: { ref: { id: string }; latest: { state: { type: string } } | null }[]; waiting: unknown[] } };
+    state.tracker.waiting = [];
+    await writeFile(path, JSON.stringify(state));
+    const ids = state.tracker.open.map((r) => r.ref.id);
+    assert.ok(ids.length > 3, `${ids.length} open runs`);
+
+    const sent: SpanRecord[] = [];
+    const delivery = createDelivery<SpanRecord>({
+      name: 'traces', sizeOf: () => 100, maxItems: 10_000, maxBytes: 1 << 26, batchSize: 10_000, scheduleDelayMs: 1,
+      send: (batch) => (sent.push(...batch), Promise.resolve({ ok: true })),
+    });
+    const b = createPipeline({ config: resolveConfig({ maxOpenRuns: 3 }, {}), logger: quiet, clock: 'event', delivery });
+    await loadState(store, b, clockOf(a), quiet);
+    assert.equal((await b.flush(5_000)).ok, true);
+    assert.deepEqual(
+      { open: b.tracker.snapshot().open.map((r) => r.ref.id), ended: sent.map((s) => [s.run.id, s.run.incomplete]), evicted: b.tracker.counts.evicted },
+      // One that had not ended yet goes out as incomplete.
+      { open: ids.slice(-3), ended: state.tracker.open.slice(0, -3).map((r) => [r.ref.id, !['COMPLETED', 'FAILED', 'CRASHED', 'CANCELLED'].includes(r.latest?.state.type ?? '')]), evicted: ids.length - 3 },
+    );
+    await b.shutdown(0);
+  });
+
   it('a journal that cannot be read is moved aside and the state file is resumed from without it', async () => {
     const { path, store, a, writer } = setUp('journal-unreadable');
     const half = Math.floor(events.length / 2);
