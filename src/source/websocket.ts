@@ -80,7 +80,7 @@ export interface EventSubscriberOptions {
   /** HTTP upgrade, and then the wait for `auth_success`. */
   readonly handshakeTimeoutMs?: number | undefined;
   /**
-   * Wall-clock ms up to which a previous process followed the stream (from the state file): a
+   * Ms up to which a previous process followed the stream, on the server's clock (from the state file): a
    * restart reads the history only from there (minus the margin), not from a cursor left behind
    * by a stream that was quiet for hours.
    */
@@ -121,7 +121,7 @@ export interface EventSubscriber {
   /** Close with 1000 and stop reconnecting. Idempotent. */
   stop(): Promise<void>;
   readonly stats: SubscriberStats;
-  /** Wall-clock ms up to which the stream is known to have been followed (live or from history), for the state file. */
+  /** Ms up to which the stream is known to have been followed (live or from history), on the server's clock, for the state file. */
   coveredUntilMs(): number | undefined;
 }
 
@@ -203,7 +203,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   let sleepTimer: NodeJS.Timeout | undefined;
   let wake: (() => void) | undefined;
   let historyAbort: AbortController | undefined;
-  /** Wall-clock ms up to which the stream is known to have been followed (live or from history). */
+  /** Ms up to which the stream is known to have been followed (live or from history), on the server's clock. */
   let coveredUntilMs: number | undefined = options.coveredUntilMs;
   /**
    * While a connection is live: up to when it has followed the stream, or undefined while its
@@ -307,9 +307,10 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     for (let round = 0; round < MAX_HISTORY_ROUNDS && !stopped; round++) {
       const fromMs = gapStartMs();
       const untilMs = now();
-      if (fromMs === undefined || untilMs - fromMs <= threshold) return undefined;
+      const gapMs = fromMs === undefined ? 0 : untilMs - serverAheadMs - fromMs;
+      if (fromMs === undefined || gapMs <= threshold) return undefined;
       const window = { since: new Date(fromMs).toISOString(), until: new Date(untilMs).toISOString() };
-      log.info({ ...window, gapMs: untilMs - fromMs, backfillWindowMs }, 'the gap is longer than the websocket backfill; reading the event history');
+      log.info({ ...window, gapMs, backfillWindowMs }, 'the gap is longer than the websocket backfill; reading the event history');
       const started = performance.now();
       let count = 0;
       let pages = 0;
@@ -340,7 +341,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           // (once it is live, the stream moves past it anyway).
           log.error({ ...window, events: count, err: message }, 'reading the event history failed; events in this window may be missing');
           historyFailures = 0;
-          if (answered) coveredUntilMs = untilMs;
+          if (answered) coveredUntilMs = untilMs - serverAheadMs;
           return undefined;
         }
         return { kind: 'failed', message: `event history: ${message}` };
@@ -348,7 +349,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         historyAbort = undefined;
       }
       historyFailures = 0;
-      coveredUntilMs = untilMs;
+      // The server's now, as far as its clock is known (not before the first connection of a process).
+      coveredUntilMs = untilMs - serverAheadMs;
       log.info({ ...window, events: count, pages, ms: Math.round(performance.now() - started) }, 'event history read');
     }
     return undefined;
@@ -395,8 +397,12 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         }
         return backfillSent;
       };
-      /** A connection dropped in its backfill has followed the stream only as far as the cursor got. */
-      const followedUntilMs = (): number | undefined => (backfillDone() ? now() - Math.max(0, performance.now() - lastActivity) : undefined);
+      /**
+       * A connection dropped in its backfill has followed the stream only as far as the cursor got.
+       * On the server's clock, as the history is asked for: on this one, running ahead, the restart
+       * after an outage would read the history only from that much after the stop.
+       */
+      const followedUntilMs = (): number | undefined => (backfillDone() ? now() - serverAheadMs - Math.max(0, performance.now() - lastActivity) : undefined);
 
       // The socket is the upgrade response's: from here on it is the live connection.
       ws.on('upgrade', (res) => {
@@ -473,7 +479,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         liveSince = performance.now();
         lastFrameAt = liveSince;
         const filter = buildFilter();
-        filterSentAtMs = now();
+        filterSentAtMs = now() - serverAheadMs;
         liveCoveredUntilMs = followedUntilMs;
         ws.send(JSON.stringify({ type: 'filter', filter, backfill: true }));
         stats.connects += 1;

@@ -20,7 +20,7 @@ export interface PersistedState<Ids = [string, number][]> {
   /** Latest `occurred` seen, µs since the epoch: the resume cursor. */
   readonly cursorUs: number | null;
   /**
-   * Wall-clock ms up to which the stream was followed (absent in files written before it was kept).
+   * Ms up to which the stream was followed, on the Prefect server's clock (absent in files written before it was kept).
    * A stream quiet for hours leaves the cursor hours behind: the restart reads the history from
    * here, not from the cursor, whose margin's event ids may be forgotten by then.
    */

@@ -644,6 +644,37 @@ describe('event subscriber: gap fill from history', () => {
     }
   });
 
+  it("a machine clock ahead of the server's: how far the stream was followed is kept on the server's clock, so a restart after a long outage reads the history from there", async () => {
+    const aheadMs = 5 * 60_000;
+    let serverOffsetMs = 0;
+    const serverNow = () => Date.now() + serverOffsetMs;
+    const server = await mini({ now: serverNow });
+    const first = subscribe(server, { now: () => serverNow() + aheadMs, backfillQuietMs: 50 });
+    let covered: number | undefined;
+    let stoppedMs = 0;
+    try {
+      await waitFor('connected', () => first.sub.stats.connected);
+      await waitFor('the backfill sent', () => first.sub.coveredUntilMs() !== undefined);
+      covered = first.sub.coveredUntilMs();
+      stoppedMs = serverNow();
+    } finally {
+      await first.sub.stop();
+    }
+    // Nothing watched for 20 minutes; an event a second after the stop, by the server's clock, is in the history only.
+    const during = event(stoppedMs + 1_000);
+    server.store([during]);
+    serverOffsetMs = 20 * 60_000;
+    const second = subscribe(server, { now: () => serverNow() + aheadMs, coveredUntilMs: covered });
+    try {
+      await waitFor('connected', () => second.sub.stats.connected);
+    } finally {
+      await second.sub.stop();
+    }
+    assert.deepEqual({ history: second.ids('history'), live: second.ids('live') }, { history: [during.id], live: [] });
+    // Within the second that the server's `Date` header is cut to (the resume margin covers it), not minutes ahead.
+    assert.ok(covered !== undefined && Math.abs(covered - stoppedMs) <= 2_000, `covered ${covered}, stopped at ${stoppedMs} on the server's clock`);
+  });
+
   it('a cursor ahead of the clock (from a sender whose clock runs fast) resumes from now − margin, not from the future', async () => {
     const server = await mini();
     const { sub, ids } = subscribe(server, { cursorUs: (Date.now() + 3_600_000) * 1000 });
