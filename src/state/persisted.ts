@@ -82,6 +82,12 @@ export class SpansNotKeptError extends Error {
 /** The format this version writes; it reads this one and the ones before. */
 const LATEST_VERSION = 2;
 
+/** One journal line: the JSON, a slice at a time, then its newline. */
+function* jsonLine(value: unknown): Generator<string, void, undefined> {
+  yield* jsonPieces(value);
+  yield '\n';
+}
+
 /** Below this, the journal is never worth keeping instead of rewriting the state file. */
 const JOURNAL_MIN_BYTES = 1 << 20;
 
@@ -98,6 +104,8 @@ export class StateWriter {
   private generation = 0;
   private fileBytes = 0;
   private journalBytes = 0;
+  /** The length of the last journal line. */
+  private lineBytes = 0;
   private whole = true;
   /** Ids of the undelivered spans the state on disk holds. */
   private savedSpans = new Set<string>();
@@ -124,7 +132,10 @@ export class StateWriter {
     const whole = drain || this.whole || finished === undefined;
     const covered = this.coveredUntilMs();
     try {
-      if (!whole) {
+      // A line is about as long as the last one (the open runs are most of it): appended when that
+      // fits, and made a slice at a time while it is written, as a rewrite is, since with many open
+      // runs it is megabytes of JSON that would hold up the stream.
+      if (!whole && this.journalBytes + this.lineBytes <= Math.max(this.fileBytes, this.journalMinBytes)) {
         const line: JournalLine<DedupeEntries> = {
           generation: this.generation,
           savedAt: new Date().toISOString(),
@@ -136,18 +147,16 @@ export class StateWriter {
           spans: pending.filter((span) => !this.savedSpans.has(span.spanId)),
           gone: [...this.savedSpans].filter((id) => !pendingIds.has(id)),
         };
-        const text = `${[...jsonPieces(line)].join('')}\n`;
-        if (this.journalBytes + text.length <= Math.max(this.fileBytes, this.journalMinBytes)) {
-          this.journalBytes += text.length;
-          await this.store.append(text);
-          this.savedSpans = pendingIds;
-          return pending.length;
-        }
+        this.lineBytes = await this.store.append(jsonLine(line));
+        this.journalBytes += this.lineBytes;
+        this.savedSpans = pendingIds;
+        return pending.length;
       }
       // A new generation: journal lines written before this file are ignored once it is in place.
       this.generation = Math.max(this.generation + 1, Date.now());
       this.whole = false;
       this.journalBytes = 0;
+      this.lineBytes = 0;
       this.fileBytes = await this.store.save(snapshotState(this.pipeline, pending, this.generation, covered));
       this.savedSpans = pendingIds;
       return pending.length;

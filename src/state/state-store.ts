@@ -18,8 +18,11 @@ export interface StateStore {
    * `data` must be a snapshot that nothing changes until the save resolves.
    */
   save(data: unknown): Promise<number>;
-  /** Append `text` to the journal and fsync it. */
-  append(text: string): Promise<void>;
+  /**
+   * Append `text` (or its pieces, made a slice at a time while they are written, as `save` does) to
+   * the journal and fsync it. Resolves to the length of the text appended.
+   */
+  append(text: string | Iterable<string>): Promise<number>;
   /** The journal's text; undefined when there is none. */
   loadJournal(): Promise<string | undefined>;
   /**
@@ -89,11 +92,13 @@ export function createStateStore(path: string): StateStore {
       return length;
     },
 
-    append(text: string): Promise<void> {
-      return serially(async () => {
+    async append(text: string | Iterable<string>): Promise<number> {
+      let length = 0;
+      await serially(async () => {
         await makeStateDirectory(dirname(path), path);
-        await writeSynced(journalPath, 'a', [text]);
+        length = await writeSynced(journalPath, 'a', typeof text === 'string' ? [text] : text);
       });
+      return length;
     },
 
     async removeLeftovers(): Promise<string[]> {

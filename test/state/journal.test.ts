@@ -98,6 +98,45 @@ describe('state journal', () => {
     assert.deepEqual({ cursorUs: file.cursorUs, dedupe: file.dedupe, tracker: file.tracker }, expected);
   });
 
+  it('a journal line is made a slice at a time while it is written, letting other work run in between', async () => {
+    const path = join(dir, 'large-line', 'state.json');
+    const store = createStateStore(path);
+    // Spans waiting for a collector that is down; each counts its own serialisation, so other work can see how far the save has got.
+    let serialised = 0;
+    class Counted {
+      constructor(readonly spanId: string) {}
+      toJSON(): { spanId: string } {
+        serialised += 1;
+        return { spanId: this.spanId };
+      }
+    }
+    const delivery = createDelivery<SpanRecord>({
+      name: 'traces', sizeOf: () => 1, maxItems: 1_000_000, maxBytes: 1 << 30, batchSize: 1_000_000, scheduleDelayMs: 3_600_000,
+      send: () => Promise.resolve({ ok: false, retryable: true, error: 'down' }),
+    });
+    const a = createPipeline({ config: resolveConfig({}, {}), logger: quiet, clock: 'event', delivery });
+    const writer = new StateWriter(store, a, 1 << 30);
+    feed(a, events.slice(0, 10));
+    await writer.save(false); // the first save writes the file
+    const n = 200_000;
+    for (let i = 0; i < n; i++) delivery.enqueue(new Counted(i.toString(16).padStart(16, '0')) as unknown as SpanRecord);
+    serialised = 0;
+    const seenMeanwhile: number[] = [];
+    let saving = true;
+    const watch = (): void => {
+      seenMeanwhile.push(serialised);
+      if (saving) setImmediate(watch);
+    };
+    setImmediate(watch);
+    assert.equal(await writer.save(false), n);
+    saving = false;
+    assert.equal(serialised, n);
+    assert.ok(seenMeanwhile.some((c) => c > 0 && c < n), `no other work ran while the journal line was serialised (counts seen: ${[...new Set(seenMeanwhile)].join(', ')})`);
+    const lines = (await readFile(store.journalPath, 'utf8')).split('\n');
+    assert.deepEqual([lines.length, lines.at(-1), (JSON.parse(lines[0]!) as { spans: unknown[] }).spans.length], [2, '', n]);
+    await a.shutdown(0);
+  });
+
   it('a line cut short by a crash loses only that save; lines of an older file are ignored', async () => {
     const { store, a, writer } = setUp('crash');
     const half = Math.floor(events.length / 2);
