@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { resolveConfig } from '../../src/config.js';
+import { errorText } from '../../src/errors.js';
 import { createDelivery } from '../../src/export/delivery.js';
 import { estimateSpanBytes } from '../../src/export/spans.js';
 import { createLogger } from '../../src/log/logger.js';
@@ -18,6 +19,16 @@ const workload = generateDemoWorkload({ seed: 11, flows: 12 });
 const events = workload.events;
 
 const quiet = createLogger({ level: 'silent', format: 'json' });
+
+/** What `fn` throws. */
+function catchError(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('did not throw');
+}
 
 function pipeline(): Pipeline {
   return createPipeline({ config: resolveConfig({ tracesExporter: 'none' }, {}), logger: quiet, clock: 'event', delivery: null });
@@ -386,8 +397,11 @@ describe('state journal', () => {
     const restored = await loadState(store, b, fileClock, log);
     assert.equal(restored?.journalLines, 0);
     assert.deepEqual(whole(b), atFile);
-    const record = JSON.parse(lines[0]!) as { msg: string; path: string; movedTo: string };
-    assert.deepEqual([lines.length, record.msg, record.path], [1, 'state journal unreadable; resuming from the state file without it', store.journalPath]);
+    const record = JSON.parse(lines[0]!) as { msg: string; path: string; movedTo: string; error: string };
+    assert.deepEqual(
+      [lines.length, record.msg, record.path, record.error],
+      [1, 'state journal unreadable; resuming from the state file without it', store.journalPath, `cannot read the state journal ${store.journalPath}: not a regular file (a directory)`],
+    );
     assert.deepEqual((await readdir(join(dir, 'journal-unreadable'))).sort(), ['state.json', record.movedTo.split('/').at(-1)!].sort());
     assert.ok(record.movedTo.startsWith(`${path}.journal.bad-`));
   });
@@ -420,8 +434,12 @@ describe('state journal', () => {
     const d = pipeline();
     lines.length = 0;
     assert.equal(await loadState(store, d, clockOf(a), log), undefined);
-    const record = JSON.parse(lines[0]!) as { msg: string; movedTo: string };
-    assert.equal(record.msg, 'state file unreadable; starting without it');
+    const record = JSON.parse(lines[0]!) as { msg: string; movedTo: string; path: string; error: string; err?: unknown };
+    // The reason as one line of text, as the other state file errors give it (no empty stack, no type "Object").
+    assert.deepEqual(
+      { msg: record.msg, path: record.path, error: record.error, err: record.err },
+      { msg: 'state file unreadable; starting without it', path, error: `the state file ${path} is not valid JSON: ${errorText(catchError(() => JSON.parse('{"version":2,"tracker":')))}`, err: undefined },
+    );
     assert.deepEqual((await readdir(join(dir, 'damaged'))).sort(), [record.movedTo.split('/').at(-1)!]);
     assert.equal(await readFile(record.movedTo, 'utf8'), '{"version":2,"tracker":');
   });
