@@ -29,6 +29,7 @@ export interface TracingStats {
   readonly spans: {
     readonly finished: number;
     readonly exported: number;
+    /** Spans not yet accepted by the collector: queued, and in the request it has not answered yet. */
     readonly buffered: number;
     readonly dropped: number;
     readonly rejected: number;
@@ -76,7 +77,8 @@ export function collectStats(
     spans: {
       finished: t.spans,
       exported: d?.delivered ?? 0,
-      buffered: d?.queued ?? 0,
+      // A batch out at the collector is still waiting for it: it goes back to the queue if refused.
+      buffered: (d?.queued ?? 0) + (d?.inFlight ?? 0),
       dropped: d?.dropped ?? 0,
       rejected: d?.rejected ?? 0,
       exportFailures: d?.failedAttempts ?? 0,

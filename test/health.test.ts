@@ -1,0 +1,71 @@
+/**
+ * The health endpoint and the counters as a probe and a scraper read them, over HTTP, from a
+ * library instance against the fake Prefect server and the decoding OTLP receiver.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { pino } from 'pino';
+import { startPrefectTracing } from '../src/index.js';
+import { startFakePrefect } from './helpers/fake-prefect.js';
+import { startOtlpReceiver } from './helpers/otlp-receiver.js';
+import { flowRunStateEvent } from './helpers/prefect-events.js';
+import { liveConnections, tempDir, until } from './helpers/watch-e2e.js';
+
+const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+
+/** One finished flow run, just before now. */
+function oneRun(): ReturnType<typeof flowRunStateEvent>[] {
+  const id = randomUUID();
+  const t = Date.now() - 1_000;
+  const run = { flowRunId: id, flowRunName: 'crimson-fox', ...FLOW, runCount: 1 };
+  return [
+    flowRunStateEvent({ ...run, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', occurred: t }),
+    flowRunStateEvent({ ...run, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', occurred: t + 10 }),
+  ];
+}
+
+/** The `prefect_otel_spans_*` samples of a `/metrics` page. */
+async function spanSamples(port: number): Promise<Record<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const m = /^prefect_otel_spans_(\w+) (\S+)$/.exec(line);
+    if (m !== null) out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
+
+test('a span sent to a collector that has not answered yet counts as buffered (stats and /metrics) until the collector takes it', async (t) => {
+  const prefect = await startFakePrefect();
+  const receiver = await startOtlpReceiver();
+  const release = receiver.hold();
+  const tracing = startPrefectTracing({
+    env: {}, logger: pino({ level: 'silent' }), apiUrl: prefect.url, otlpEndpoint: receiver.url, stateFile: join(tempDir(), 'state.json'),
+    settleMs: 50, statsIntervalMs: 0, httpPort: 0, scheduleDelayMs: 10,
+  });
+  t.after(async () => {
+    release();
+    await tracing.shutdown();
+    await receiver.close();
+    await prefect.close();
+  });
+  await tracing.ready;
+  await until('subscribed', () => liveConnections(prefect) === 1);
+  prefect.publish(oneRun());
+  await until('the export request at the collector', () => receiver.counts.requests === 1);
+  const port = tracing.httpPort!;
+  const { exportLag: _lag, ...waiting } = tracing.stats().spans;
+  assert.deepEqual(
+    { stats: waiting, metrics: await spanSamples(port) },
+    {
+      stats: { finished: 1, exported: 0, buffered: 1, dropped: 0, rejected: 0, exportFailures: 0, exporting: true, hookErrors: 0 },
+      metrics: { finished_total: 1, exported_total: 0, buffered: 1, dropped_total: 0, rejected_total: 0 },
+    },
+  );
+  release();
+  await receiver.waitForSpans(1);
+  await until('the answer seen', () => tracing.stats().spans.exported === 1);
+  assert.deepEqual(await spanSamples(port), { finished_total: 1, exported_total: 1, buffered: 0, dropped_total: 0, rejected_total: 0 });
+});
