@@ -11,6 +11,8 @@ export interface TreeOptions {
 
 const DEFAULT_WIDTH = 100;
 const MIN_LABEL_WIDTH = 16;
+/** A name cut to fit keeps at least this many columns (its `…` included) before the end of the line is cut. */
+const MIN_NAME_WIDTH = 8;
 const DURATION_WIDTH = 9;
 const GAP = '  ';
 const ANSI = { bold: '\x1b[1m', dim: '\x1b[2m', red: '\x1b[31m', green: '\x1b[32m', yellow: '\x1b[33m' } as const;
@@ -18,8 +20,11 @@ const RESET = '\x1b[0m';
 const STATE_MESSAGE_ATTR = 'prefect.state.message';
 
 type Style = keyof typeof ANSI;
-/** `optional` segments (the run name) are left out before anything is cut. */
-interface Segment { readonly text: string; readonly style?: Style; readonly optional?: boolean }
+/**
+ * `optional` segments (the run name) are left out before anything is cut; then the `shrink` one (the
+ * span's name) is cut, so that what follows it (state, attempt, markers) stays on the line.
+ */
+interface Segment { readonly text: string; readonly style?: Style; readonly optional?: boolean; readonly shrink?: boolean }
 
 interface Row {
   readonly label: Segment[];
@@ -68,7 +73,9 @@ export function renderTraceTrees(spans: readonly SpanRecord[], options: TreeOpti
     const root = [...list].sort(byStart).find((s) => s.parentSpanId === undefined);
     const header: Segment[] = [
       { text: `trace ${traceId}`, style: 'bold' },
-      { text: `${GAP}${root?.name ?? '(root not exported)'}${GAP}${plural(list.length, 'span')}${GAP}${formatDuration(endUs - startUs)}` },
+      { text: GAP },
+      { text: root?.name ?? '(root not exported)', shrink: root !== undefined },
+      { text: `${GAP}${plural(list.length, 'span')}${GAP}${formatDuration(endUs - startUs)}` },
     ];
     return { header, rows };
   });
@@ -80,9 +87,10 @@ export function renderTraceTrees(spans: readonly SpanRecord[], options: TreeOpti
   const out: string[] = [];
   for (const [i, block] of blocks.entries()) {
     if (i > 0) out.push('');
-    out.push(paint(block.header, color));
+    // The header is not cut: its trace id is what the reader searches for; a line too long wraps.
+    out.push(paint(shrinkName(block.header, width), color));
     for (const row of block.rows) {
-      const label = clip(textLength(row.label) > labelWidth ? row.label.filter((s) => s.optional !== true) : row.label, labelWidth);
+      const label = fit(row.label, labelWidth);
       const line = [...label, { text: ' '.repeat(labelWidth - textLength(label)) + GAP + row.duration.padStart(DURATION_WIDTH) + GAP }, { text: row.bar, style: row.style }];
       const error = row.error === undefined ? undefined : `error: ${row.error}`;
       const fits = error !== undefined && textLength(line) + GAP.length + error.length <= width;
@@ -130,7 +138,7 @@ function traceRows(list: readonly SpanRecord[], g: TraceGeometry): Row[] {
 
 function row(span: SpanRecord, glyphs: Segment[], orphan: boolean, detailPrefix: string, g: TraceGeometry): Row {
   const style = stateStyle(span);
-  const label: Segment[] = [...glyphs, { text: span.name }];
+  const label: Segment[] = [...glyphs, { text: span.name, shrink: true }];
   if (span.run.name !== undefined && span.run.name !== '') label.push({ text: ` (${span.run.name})`, optional: true });
   label.push({ text: GAP }, { text: span.run.finalState?.name ?? 'no state', style });
   if (span.run.attempt > 0) label.push({ text: `${GAP}attempt ${span.run.attempt + 1}` });
@@ -214,6 +222,23 @@ function compare(a: string, b: string): number {
 
 function textLength(segments: readonly Segment[]): number {
   return segments.reduce((n, s) => n + [...s.text].length, 0);
+}
+
+/** Fit segments into `max` columns: optional ones left out first, then the name shortened, then the end cut. */
+function fit(segments: readonly Segment[], max: number): Segment[] {
+  if (textLength(segments) <= max) return [...segments];
+  return clip(shrinkName(segments.filter((s) => s.optional !== true), max), max);
+}
+
+/** Shorten the `shrink` segment (to no less than MIN_NAME_WIDTH) so that the whole fits in `max` columns, if it can. */
+function shrinkName(segments: readonly Segment[], max: number): Segment[] {
+  const over = textLength(segments) - max;
+  const i = segments.findIndex((s) => s.shrink === true);
+  if (over <= 0 || i < 0) return [...segments];
+  const chars = [...segments[i]!.text];
+  const keep = Math.max(MIN_NAME_WIDTH, chars.length - over) - 1;
+  if (keep >= chars.length - 1) return [...segments];
+  return segments.map((s, j) => (j === i ? { ...s, text: `${chars.slice(0, keep).join('')}…` } : s));
 }
 
 /** Cut segments to `max` columns, ending in `…` when something was cut. */

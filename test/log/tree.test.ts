@@ -153,3 +153,41 @@ test('formats durations for humans', () => {
   ];
   assert.deepEqual(cases.map(([us]) => formatDuration(us)), cases.map(([, text]) => text));
 });
+
+test('a name too long for the line is cut, not what follows it: the state, the attempt and the markers stay; so does the trace header\'s width', () => {
+  const long = `extract_customer_records_from_the_legacy_warehouse_${'x'.repeat(150)}`;
+  const spans = [
+    span({ id: 'f000000000000001', name: `nightly_${long}`, run: 'crimson-fox', start: 0, end: 10 }),
+    span({ id: 'f000000000000002', parent: 'f000000000000001', name: long, run: `${long}-abc`, start: 1, end: 2 }),
+    span({ id: 'f000000000000003', parent: 'f000000000000001', name: long, run: `${long}-abd`, start: 2, end: 3, state: ['FAILED', 'Failed'], error: 'boom', attempt: 1 }),
+    span({ id: 'f000000000000004', parent: 'f000000000000001', name: long, start: 3, end: 3, state: ['RUNNING', 'Running'], incomplete: true }),
+  ];
+  const expected = [
+    'trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  nightly_extract_customer_records_from_the_…  4 spans  10.0 s',
+    'nightly_extract_customer_records_from_the_legacy_ware…  Completed     10.0 s  ▕████████████████████▏',
+    '├─ extract_customer_records_from_the_legacy_warehouse…  Completed     1.00 s  ▕  ██                ▏',
+    '├─ extract_customer_records_from_the_legacy_w…  Failed  attempt 2     1.00 s  ▕    ██              ▏',
+    '│     error: boom',
+    '└─ extract_customer_records_from_the_lega…  Running  [incomplete]       0 ms  ▕      █             ▏',
+    '',
+  ].join('\n');
+  const drawn = renderTraceTrees(spans, { width: 100 });
+  assert.equal(drawn, expected);
+  assert.ok(drawn.split('\n').every((l) => [...l].length <= 100));
+});
+
+test('at 40 columns each span\'s line fits and keeps the start of its state, however short its name gets; the header is not cut', () => {
+  const spans = [
+    span({ id: 'f000000000000001', name: 'sync-crm', run: 'gentle-heron', start: 0, end: 10.2, state: ['CANCELLED', 'Cancelled'] }),
+    span({ id: 'f000000000000002', parent: 'f000000000000001', name: 'fetch_contacts', run: 'fetch_contacts-826', start: 1, end: 2.54 }),
+    span({ id: 'f000000000000003', parent: 'f000000000000001', name: 'upsert_contacts', run: 'upsert_contacts-abc', start: 5, end: 5.011, state: ['RUNNING', 'Running'], incomplete: true }),
+  ];
+  const expected = [
+    'trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  sync-crm  3 spans  10.2 s',
+    'sync-crm  Cancel…     10.2 s  ▕████████▏',
+    '├─ fetch_c…  Com…     1.54 s  ▕██      ▏',
+    '└─ upsert_…  Run…      11 ms  ▕   █    ▏',
+    '',
+  ].join('\n');
+  assert.equal(renderTraceTrees(spans, { width: 40 }), expected);
+});
