@@ -164,9 +164,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
         }
       }
       case 'demo': {
-        const { runDemo } = await import('./demo.js');
-        const tty = process.stdout.isTTY === true;
-        return await runDemo({ config, logger, out: process.stdout, color: tty && env.NO_COLOR === undefined, ...(tty ? { width: process.stdout.columns } : {}) });
+        const { runDemo, terminalOptions } = await import('./demo.js');
+        return await runDemo({ config, logger, out: process.stdout, ...terminalOptions(process.stdout, env) });
       }
       case 'watch': {
         const { runWatch } = await import('./watch.js');

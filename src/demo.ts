@@ -15,14 +15,41 @@ export interface DemoOptions {
   readonly logger: Logger;
   readonly out: NodeJS.WritableStream;
   readonly color: boolean;
-  /** Columns the trees may use (the terminal's width on a TTY); default DEFAULT_WIDTH. */
-  readonly width?: number;
+  /** Columns the trees may use (see `terminalOptions`); default DEFAULT_WIDTH. */
+  readonly width?: number | undefined;
   readonly seed?: number;
 }
 
 const SAMPLE_LOG_LINES = 6;
-/** Columns for the trees when the output is not a terminal. */
+/** Columns for the trees when neither COLUMNS nor a terminal says. */
 const DEFAULT_WIDTH = 100;
+/** FORCE_COLOR values that turn colour on, as Node's own output reads them (any other value turns it off). */
+const FORCE_COLOR_ON: ReadonlySet<string> = new Set(['', '1', '2', '3', 'true']);
+
+/** What `terminalOptions` needs of standard output (a `tty.WriteStream` on a terminal). */
+export interface OutputStream {
+  readonly isTTY?: boolean;
+  readonly columns?: number;
+  hasColors?(env?: object): boolean;
+}
+
+/**
+ * Colour and width for the trees, decided as Node's own output and the shell decide them: FORCE_COLOR
+ * wins, also into a pipe (CI logs); else colour only on a terminal that has it, without NO_COLOR,
+ * NODE_DISABLE_COLORS or TERM=dumb. COLUMNS (when a positive number) wins over the terminal's
+ * width, as in curses and Python; a terminal that reports 0 columns (`docker run -t` before it is
+ * sized) counts as none, and the default width applies.
+ */
+export function terminalOptions(out: OutputStream, env: Readonly<Record<string, string | undefined>>): { color: boolean; width: number | undefined } {
+  const tty = out.isTTY === true;
+  const force = env.FORCE_COLOR;
+  const color = force !== undefined
+    ? FORCE_COLOR_ON.has(force)
+    : tty && env.NO_COLOR === undefined && env.NODE_DISABLE_COLORS === undefined && env.TERM !== 'dumb' && (out.hasColors?.(env) ?? false);
+  const columns = Number(env.COLUMNS);
+  const width = Number.isInteger(columns) && columns > 0 ? columns : tty && out.columns !== undefined && out.columns > 0 ? out.columns : undefined;
+  return { color, width };
+}
 
 /**
  * `prefect-otel demo`: a simulated Prefect workload, in the server's wire format, goes through the
