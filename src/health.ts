@@ -13,9 +13,11 @@ export interface HealthServer {
 /**
  * `/healthz`: 200 when connected to Prefect and exporting (the last export did not fail), 503 with
  * the reason otherwise (status `standby` while another process holds the state file). `/metrics`:
- * the counters in Prometheus text format.
+ * the counters in Prometheus text format. Without a `host`, every address: IPv6 and IPv4 where the
+ * machine has IPv6 (a probe to a pod's address in an IPv6 cluster), IPv4 where it has not, as
+ * Node's own default.
  */
-export async function startHealthServer(port: number, stats: () => TracingStats, host = '0.0.0.0'): Promise<HealthServer> {
+export async function startHealthServer(port: number, stats: () => TracingStats, host?: string): Promise<HealthServer> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -42,7 +44,8 @@ export async function startHealthServer(port: number, stats: () => TracingStats,
   server.on('clientError', (_err, socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(listenError(err, host, port)));
-    server.listen(port, host, () => resolve());
+    if (host === undefined) server.listen(port, () => resolve());
+    else server.listen(port, host, () => resolve());
   });
   return {
     port: (server.address() as AddressInfo).port,
@@ -61,9 +64,10 @@ const LISTEN_REASONS: Readonly<Record<string, string>> = {
  * The health server's listen failure as the host application's log and the CLI show it. It keeps
  * the system error's `code` (EADDRINUSE…) and the error itself as `cause`.
  */
-function listenError(err: NodeJS.ErrnoException, host: string, port: number): Error {
+function listenError(err: NodeJS.ErrnoException, host: string | undefined, port: number): Error {
   const reason = (err.code === undefined ? undefined : LISTEN_REASONS[err.code]) ?? err.message;
-  return Object.assign(new Error(`the health endpoint cannot listen on ${host}:${port} (PREFECT_OTEL_HTTP_PORT, option httpPort): ${reason}`, { cause: err }), { code: err.code });
+  const where = host === undefined ? `port ${port}` : `${host}:${port}`;
+  return Object.assign(new Error(`the health endpoint cannot listen on ${where} (PREFECT_OTEL_HTTP_PORT, option httpPort): ${reason}`, { cause: err }), { code: err.code });
 }
 
 /** Prometheus text exposition of the stats. */

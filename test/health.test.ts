@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
@@ -12,6 +13,13 @@ import { startFakePrefect } from './helpers/fake-prefect.js';
 import { startOtlpReceiver } from './helpers/otlp-receiver.js';
 import { flowRunStateEvent } from './helpers/prefect-events.js';
 import { liveConnections, tempDir, until } from './helpers/watch-e2e.js';
+
+/** Whether this machine has an IPv6 loopback to listen on. */
+const IPV6 = await new Promise<boolean>((resolve) => {
+  const server = createServer();
+  server.once('error', () => resolve(false));
+  server.listen(0, '::1', () => server.close(() => resolve(true)));
+});
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
 
@@ -68,4 +76,19 @@ test('a span sent to a collector that has not answered yet counts as buffered (s
   await receiver.waitForSpans(1);
   await until('the answer seen', () => tracing.stats().spans.exported === 1);
   assert.deepEqual(await spanSamples(port), { finished_total: 1, exported_total: 1, buffered: 0, dropped_total: 0, rejected_total: 0 });
+});
+
+test('the health endpoint answers on IPv6 as on IPv4 (a probe to the pod address of an IPv6 cluster)', { skip: IPV6 ? false : 'no IPv6 loopback on this machine' }, async (t) => {
+  const tracing = startPrefectTracing({
+    env: {}, logger: pino({ level: 'silent' }), apiUrl: 'http://127.0.0.1:9/api', tracesExporter: 'none', stateFile: join(tempDir(), 'state.json'),
+    statsIntervalMs: 0, httpPort: 0,
+  });
+  t.after(() => tracing.shutdown());
+  await tracing.ready;
+  const probe = async (host: string) => {
+    const res = await fetch(`http://${host}:${tracing.httpPort!}/healthz`);
+    return { status: res.status, body: await res.json() };
+  };
+  const down = { status: 503, body: { status: 'unavailable', problems: ['not connected to the Prefect event stream'], connected: false, exporting: true } };
+  assert.deepEqual({ v4: await probe('127.0.0.1'), v6: await probe('[::1]') }, { v4: down, v6: down });
 });

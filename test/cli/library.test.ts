@@ -237,7 +237,7 @@ test('library: a health port already in use fails prefect-otel alone, with an er
   const errors: string[] = [];
   tracing.on('error', (err) => void errors.push(err.message));
   const message = (p: Promise<void>) => p.then(() => 'resolved', (err: Error & { code?: string }) => `${err.code}: ${err.message}`);
-  const expected = `EADDRINUSE: the health endpoint cannot listen on 0.0.0.0:${port} (PREFECT_OTEL_HTTP_PORT, option httpPort): the port is in use; choose a free one, or 0 for any`;
+  const expected = `EADDRINUSE: the health endpoint cannot listen on port ${port} (PREFECT_OTEL_HTTP_PORT, option httpPort): the port is in use; choose a free one, or 0 for any`;
   assert.deepEqual(
     {
       ready: await message(tracing.ready),
