@@ -4,6 +4,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describeConfig, resolveConfig, SETTINGS, type Config, type PrefectTracingOptions } from './config.js';
 import { ConfigError, EXIT_CODES, exitCodeFor, PrefectOtelError } from './errors.js';
+import { HealthListenError } from './health.js';
 import { routeDiagToLogger } from './log/diag.js';
 import { createLogger } from './log/logger.js';
 import { VERSION } from './version.js';
@@ -174,8 +175,10 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     }
   } catch (err) {
     const code = exitCodeFor(err);
-    const message = err instanceof PrefectOtelError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
-    logger.fatal({ code: err instanceof PrefectOtelError ? err.code : undefined }, message);
+    // Errors of the input or the setup are said; anything else is a defect, shown with its stack.
+    const expected = err instanceof PrefectOtelError || err instanceof HealthListenError;
+    const message = expected ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
+    logger.fatal({ code: expected ? err.code : undefined }, message);
     logger.flush();
     process.stderr.write(`prefect-otel: ${message}\n`);
     return code;

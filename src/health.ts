@@ -43,7 +43,7 @@ export async function startHealthServer(port: number, stats: () => TracingStats,
   });
   server.on('clientError', (_err, socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(listenError(err, host, port)));
+    server.once('error', (err) => reject(new HealthListenError(err, host, port)));
     if (host === undefined) server.listen(port, () => resolve());
     else server.listen(port, host, () => resolve());
   });
@@ -61,13 +61,19 @@ const LISTEN_REASONS: Readonly<Record<string, string>> = {
 };
 
 /**
- * The health server's listen failure as the host application's log and the CLI show it. It keeps
- * the system error's `code` (EADDRINUSE…) and the error itself as `cause`.
+ * The health server cannot listen: an error of the setup, not of prefect-otel, said in the words of
+ * the setting to change (the CLI shows its message, not a stack). It keeps the system error's `code`
+ * (EADDRINUSE…) and the error itself as `cause`.
  */
-function listenError(err: NodeJS.ErrnoException, host: string | undefined, port: number): Error {
-  const reason = (err.code === undefined ? undefined : LISTEN_REASONS[err.code]) ?? err.message;
-  const where = host === undefined ? `port ${port}` : `${host}:${port}`;
-  return Object.assign(new Error(`the health endpoint cannot listen on ${where} (PREFECT_OTEL_HTTP_PORT, option httpPort): ${reason}`, { cause: err }), { code: err.code });
+export class HealthListenError extends Error {
+  readonly code: string | undefined;
+  constructor(err: NodeJS.ErrnoException, host: string | undefined, port: number) {
+    const reason = (err.code === undefined ? undefined : LISTEN_REASONS[err.code]) ?? err.message;
+    const where = host === undefined ? `port ${port}` : `${host}:${port}`;
+    super(`the health endpoint cannot listen on ${where} (PREFECT_OTEL_HTTP_PORT, option httpPort): ${reason}`, { cause: err });
+    this.name = 'HealthListenError';
+    this.code = err.code;
+  }
 }
 
 /** Prometheus text exposition of the stats. */

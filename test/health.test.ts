@@ -4,11 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { startPrefectTracing } from '../src/index.js';
+import { startCli } from './helpers/cli.js';
 import { startFakePrefect } from './helpers/fake-prefect.js';
 import { startOtlpReceiver } from './helpers/otlp-receiver.js';
 import { flowRunStateEvent } from './helpers/prefect-events.js';
@@ -91,4 +92,16 @@ test('the health endpoint answers on IPv6 as on IPv4 (a probe to the pod address
   };
   const down = { status: 503, body: { status: 'unavailable', problems: ['not connected to the Prefect event stream'], connected: false, exporting: true } };
   assert.deepEqual({ v4: await probe('127.0.0.1'), v6: await probe('[::1]') }, { v4: down, v6: down });
+});
+
+test('replay with a health port already in use: the reason and the setting to change on one line, exit 1, as watch says it', async (t) => {
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, resolve));
+  t.after(() => new Promise((resolve) => taken.close(resolve)));
+  const port = (taken.address() as AddressInfo).port;
+  const r = await startCli(['replay', '-'], { PREFECT_OTEL_HTTP_PORT: String(port), OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_LOG_LEVEL: 'silent' }, '').result;
+  assert.deepEqual(
+    { code: r.code, stderr: r.stderr },
+    { code: 1, stderr: `prefect-otel: the health endpoint cannot listen on port ${port} (PREFECT_OTEL_HTTP_PORT, option httpPort): the port is in use; choose a free one, or 0 for any\n` },
+  );
 });
