@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { errorText } from './errors.js';
 import { LAG_METRIC, METRIC_DEFS } from './metric-defs.js';
 import type { TracingStats } from './stats.js';
 
@@ -24,7 +25,14 @@ export async function startHealthServer(port: number, stats: () => TracingStats,
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
     }
-    const s = stats();
+    let s: TracingStats;
+    try {
+      s = stats();
+    } catch (err) {
+      // A throw here would be uncaught and end the process (the host application's, under register).
+      res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`cannot read the stats: ${errorText(err)}\n`);
+      return;
+    }
     if (path === '/healthz') {
       const problems: string[] = [];
       if (s.standby) problems.push('standby: another process holds the state file');

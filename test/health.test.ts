@@ -8,6 +8,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
+import { startHealthServer } from '../src/health.js';
 import { startPrefectTracing } from '../src/index.js';
 import { startCli } from './helpers/cli.js';
 import { startFakePrefect } from './helpers/fake-prefect.js';
@@ -104,4 +105,24 @@ test('replay with a health port already in use: the reason and the setting to ch
     { code: r.code, stderr: r.stderr },
     { code: 1, stderr: `prefect-otel: the health endpoint cannot listen on port ${port} (PREFECT_OTEL_HTTP_PORT, option httpPort): the port is in use; choose a free one, or 0 for any\n` },
   );
+});
+
+test('a stats read that throws (process.memoryUsage() out of file descriptors, say) answers 500 with the reason; the server and its process go on', async (t) => {
+  let fail = true;
+  const tracing = startPrefectTracing({ env: {}, logger: pino({ level: 'silent' }), apiUrl: 'http://127.0.0.1:9/api', tracesExporter: 'none', stateFile: join(tempDir(), 'state.json'), statsIntervalMs: 0 });
+  t.after(() => tracing.shutdown());
+  const server = await startHealthServer(0, () => {
+    if (fail) throw Object.assign(new Error('EMFILE: too many open files, uv_resident_set_memory'), { code: 'EMFILE' });
+    return tracing.stats();
+  });
+  t.after(() => server.close());
+  const get = async (path: string) => {
+    const res = await fetch(`http://127.0.0.1:${server.port}${path}`);
+    return { status: res.status, type: res.headers.get('content-type'), body: await res.text() };
+  };
+  const failed = { status: 500, type: 'text/plain; charset=utf-8', body: 'cannot read the stats: EMFILE: too many open files, uv_resident_set_memory\n' };
+  assert.deepEqual({ metrics: await get('/metrics'), healthz: await get('/healthz') }, { metrics: failed, healthz: failed });
+  fail = false;
+  const metrics = await get('/metrics');
+  assert.deepEqual({ status: metrics.status, type: metrics.type }, { status: 200, type: 'text/plain; version=0.0.4; charset=utf-8' });
 });
