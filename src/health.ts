@@ -21,6 +21,10 @@ export interface HealthServer {
 export async function startHealthServer(port: number, stats: () => TracingStats, host?: string): Promise<HealthServer> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/healthz' && path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
@@ -42,12 +46,8 @@ export async function startHealthServer(port: number, stats: () => TracingStats,
       res.end(JSON.stringify({ status: problems.length === 0 ? 'ok' : s.standby ? 'standby' : 'unavailable', problems, connected: s.connected, exporting: s.spans.exporting }));
       return;
     }
-    if (path === '/metrics') {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-      res.end(renderMetrics(s));
-      return;
-    }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+    res.end(renderMetrics(s));
   });
   server.on('clientError', (_err, socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {

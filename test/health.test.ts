@@ -126,3 +126,28 @@ test('a stats read that throws (process.memoryUsage() out of file descriptors, s
   const metrics = await get('/metrics');
   assert.deepEqual({ status: metrics.status, type: metrics.type }, { status: 200, type: 'text/plain; version=0.0.4; charset=utf-8' });
 });
+
+test('HTTP as probes and scrapers use it: HEAD like GET without a body, a query string ignored, another method 405 with Allow, an unknown path 404 whatever the method', async (t) => {
+  const tracing = startPrefectTracing({ env: {}, logger: pino({ level: 'silent' }), apiUrl: 'http://127.0.0.1:9/api', tracesExporter: 'none', stateFile: join(tempDir(), 'state.json'), statsIntervalMs: 0, httpPort: 0 });
+  t.after(() => tracing.shutdown());
+  await tracing.ready;
+  const ask = async (method: string, path: string) => {
+    const res = await fetch(`http://127.0.0.1:${tracing.httpPort!}${path}`, { method });
+    const body = await res.text();
+    return `${method} ${path} ${res.status} ${res.headers.get('content-type') ?? '-'} ${res.headers.get('allow') ?? '-'} ${body === '' ? 'empty' : 'body'}`;
+  };
+  const answers = [];
+  for (const [method, path] of [['GET', '/metrics?name[]=x'], ['HEAD', '/metrics'], ['HEAD', '/healthz'], ['POST', '/metrics'], ['DELETE', '/healthz'], ['GET', '/nope'], ['POST', '/nope'], ['GET', '/metrics/']] as const) {
+    answers.push(await ask(method, path));
+  }
+  assert.deepEqual(answers, [
+    'GET /metrics?name[]=x 200 text/plain; version=0.0.4; charset=utf-8 - body',
+    'HEAD /metrics 200 text/plain; version=0.0.4; charset=utf-8 - empty',
+    'HEAD /healthz 503 application/json - empty',
+    'POST /metrics 405 - GET, HEAD empty',
+    'DELETE /healthz 405 - GET, HEAD empty',
+    'GET /nope 404 text/plain - body',
+    'POST /nope 404 text/plain - body',
+    'GET /metrics/ 404 text/plain - body',
+  ]);
+});
