@@ -88,12 +88,12 @@ export function renderTraceTrees(spans: readonly SpanRecord[], options: TreeOpti
   for (const [i, block] of blocks.entries()) {
     if (i > 0) out.push('');
     // The header is not cut: its trace id is what the reader searches for; a line too long wraps.
-    out.push(paint(shrinkName(block.header, width), color));
+    out.push(paint(shrinkName(block.header, width, true), color));
     for (const row of block.rows) {
       const label = fit(row.label, labelWidth);
       const line = [...label, { text: ' '.repeat(labelWidth - textLength(label)) + GAP + row.duration.padStart(DURATION_WIDTH) + GAP }, { text: row.bar, style: row.style }];
       const error = row.error === undefined ? undefined : `error: ${row.error}`;
-      const fits = error !== undefined && textLength(line) + GAP.length + error.length <= width;
+      const fits = error !== undefined && textLength(line) + GAP.length + columns(error) <= width;
       if (fits) line.push({ text: GAP }, { text: error, style: 'red' });
       out.push(paint(line, color));
       if (error !== undefined && !fits) out.push(paint(clip([{ text: row.detailPrefix, style: 'dim' }, { text: error, style: 'red' }], width), color));
@@ -220,8 +220,39 @@ function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/**
+ * Characters a terminal draws two columns wide: East Asian Wide and Fullwidth (Hangul, CJK, kana,
+ * fullwidth forms) and emoji; and ones it draws in none (combining marks, format characters).
+ */
+const WIDE_CHAR = /[\u1100-\u115F\u2E80-\u303E\u3041-\u33FF\u3400-\u4DBF\u4E00-\u9FFF\uA000-\uA4CF\uAC00-\uD7A3\uF900-\uFAFF\uFE30-\uFE4F\uFF00-\uFF60\uFFE0-\uFFE6\u{1F300}-\u{1F64F}\u{1F680}-\u{1F6FF}\u{1F900}-\u{1F9FF}\u{1FA70}-\u{1FAFF}\u{20000}-\u{3FFFD}]/u;
+const ZERO_WIDTH_CHAR = /[\p{Mn}\p{Me}\p{Cf}]/u;
+
+function charColumns(c: string): number {
+  if (c < '\u0300') return 1;
+  return ZERO_WIDTH_CHAR.test(c) ? 0 : WIDE_CHAR.test(c) ? 2 : 1;
+}
+
+/** Columns a text takes on a terminal. */
+function columns(text: string): number {
+  let n = 0;
+  for (const c of text) n += charColumns(c);
+  return n;
+}
+
+/** The longest start of `text` that takes at most `max` columns. */
+function cutToColumns(text: string, max: number): string {
+  let n = 0;
+  let out = '';
+  for (const c of text) {
+    n += charColumns(c);
+    if (n > max) break;
+    out += c;
+  }
+  return out;
+}
+
 function textLength(segments: readonly Segment[]): number {
-  return segments.reduce((n, s) => n + [...s.text].length, 0);
+  return segments.reduce((n, s) => n + columns(s.text), 0);
 }
 
 /** Fit segments into `max` columns: optional ones left out first, then the name shortened, then the end cut. */
@@ -230,15 +261,18 @@ function fit(segments: readonly Segment[], max: number): Segment[] {
   return clip(shrinkName(segments.filter((s) => s.optional !== true), max), max);
 }
 
-/** Shorten the `shrink` segment (to no less than MIN_NAME_WIDTH) so that the whole fits in `max` columns, if it can. */
-function shrinkName(segments: readonly Segment[], max: number): Segment[] {
+/**
+ * Shorten the `shrink` segment (to no less than MIN_NAME_WIDTH columns) so that the whole fits in
+ * `max` columns, or comes as close as it can; `onlyToFit`: leave it whole unless that makes it fit.
+ */
+function shrinkName(segments: readonly Segment[], max: number, onlyToFit = false): Segment[] {
   const over = textLength(segments) - max;
   const i = segments.findIndex((s) => s.shrink === true);
   if (over <= 0 || i < 0) return [...segments];
-  const chars = [...segments[i]!.text];
-  const keep = Math.max(MIN_NAME_WIDTH, chars.length - over) - 1;
-  if (keep >= chars.length - 1) return [...segments];
-  return segments.map((s, j) => (j === i ? { ...s, text: `${chars.slice(0, keep).join('')}…` } : s));
+  const text = segments[i]!.text;
+  const target = Math.max(MIN_NAME_WIDTH, columns(text) - over);
+  if (target >= columns(text) || (onlyToFit && target > columns(text) - over)) return [...segments];
+  return segments.map((s, j) => (j === i ? { ...s, text: `${cutToColumns(text, target - 1)}…` } : s));
 }
 
 /** Cut segments to `max` columns, ending in `…` when something was cut. */
@@ -247,13 +281,13 @@ function clip(segments: readonly Segment[], max: number): Segment[] {
   const out: Segment[] = [];
   let room = max - 1;
   for (const s of segments) {
-    const chars = [...s.text];
-    if (chars.length <= room) {
+    const n = columns(s.text);
+    if (n <= room) {
       out.push(s);
-      room -= chars.length;
+      room -= n;
       continue;
     }
-    if (room > 0) out.push({ ...s, text: chars.slice(0, room).join('') });
+    if (room > 0) out.push({ ...s, text: cutToColumns(s.text, room) });
     break;
   }
   out.push({ text: '…' });

@@ -191,3 +191,20 @@ test('at 40 columns each span\'s line fits and keeps the start of its state, how
   ].join('\n');
   assert.equal(renderTraceTrees(spans, { width: 40 }), expected);
 });
+
+test('names in wide characters (Japanese, Chinese, Korean, emoji) take two columns each: the columns stay aligned and lines within the width', () => {
+  const spans = [
+    span({ id: 'f000000000000001', name: '日次集計フロー', run: 'r', start: 0, end: 10 }),
+    span({ id: 'f000000000000002', parent: 'f000000000000001', name: 'データ抽出', run: 'データ抽出-1a2', start: 1, end: 2 }),
+    span({ id: 'f000000000000003', parent: 'f000000000000001', name: '📦 load', run: 'load-1', start: 2, end: 3 }),
+  ];
+  assert.equal(renderTraceTrees(spans, { width: 60 }), [
+    'trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  日次集計フロー  3 spans  10.0 s',
+    '日次集計フロー (r)  Completed         10.0 s  ▕████████████▏',
+    '├─ データ抽出  Completed              1.00 s  ▕ ██         ▏',
+    '└─ 📦 load (load-1)  Completed        1.00 s  ▕  ██        ▏',
+    '',
+  ].join('\n'));
+  // Cut to fit, a wide name loses whole characters; a header that cannot fit keeps its root's name whole.
+  assert.equal(renderTraceTrees([span({ id: 'f000000000000009', name: 'データ抽出とデータ変換とデータ読込', start: 0, end: 1 })], { width: 40 }).split('\n')[1], 'データ…  Complet…     1.00 s  ▕████████▏');
+});
