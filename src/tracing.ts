@@ -79,8 +79,11 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private readonly store;
   private readonly state: StateWriter;
   private readonly lease: StateLease;
-  /** `standby` until the state file's lock is this process's; `lost` once another process took it; `released` at the end of shutdown. */
-  private leaseState: 'standby' | 'held' | 'unlocked' | 'lost' | 'released' = 'standby';
+  /**
+   * `starting` until the state file's lock is first tried; `standby` while another process holds it;
+   * `held` once it is this process's; `lost` once another process took it; `released` at the end of shutdown.
+   */
+  private leaseState: 'starting' | 'standby' | 'held' | 'unlocked' | 'lost' | 'released' = 'starting';
   private wakeStandby: (() => void) | undefined;
   /**
    * The lock's renewal, and the one in flight. It goes on through shutdown, which can take longer
@@ -227,6 +230,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
         this.renewTimer.unref();
         return true;
       }
+      this.leaseState = 'standby';
       const holder = outcome.holder === undefined ? undefined : shownHolder(outcome.holder);
       const key = JSON.stringify(holder ?? null);
       if (key !== waitingFor) {
@@ -359,6 +363,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     this.stopped ??= untraced(async () => {
       const log = this.logger.child({ component: 'watch' });
       if (this.leaseState === 'standby') log.info('shutting down a standby: nothing to save or send');
+      else if (this.leaseState === 'starting') log.info('shutting down before the state file was taken: nothing to save or send');
       else log.info('shutting down: stop reading, persist state, flush exports');
       for (const t of this.timers) clearInterval(t);
       this.wakeStandby?.();

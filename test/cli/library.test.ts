@@ -234,6 +234,8 @@ test('library: a health port already in use fails prefect-otel alone, with an er
   const { logger, lines } = captureLogger();
   const stateFile = join(tempDir(), 'state.json');
   const tracing = startPrefectTracing({ env: {}, logger, apiUrl: prefect.url, tracesExporter: 'none', stateFile, httpPort: port, statsIntervalMs: 0 });
+  // Not a standby: the state file's lock has not been tried yet.
+  const standbyAtStart = tracing.stats().standby;
   const errors: string[] = [];
   tracing.on('error', (err) => void errors.push(err.message));
   const message = (p: Promise<void>) => p.then(() => 'resolved', (err: Error & { code?: string }) => `${err.code}: ${err.message}`);
@@ -246,6 +248,8 @@ test('library: a health port already in use fails prefect-otel alone, with an er
       fatal: lines().filter((l) => Number(l.level) >= 50).map((l) => [l.level, l.code, l.msg]),
       upgrades: prefect.upgrades.length,
       lock: existsSync(`${stateFile}.lock`),
+      standby: [standbyAtStart, tracing.stats().standby],
+      shutdown: lines().filter((l) => String(l.msg).startsWith('shutting down')).map((l) => l.msg),
     },
     {
       ready: expected,
@@ -254,6 +258,8 @@ test('library: a health port already in use fails prefect-otel alone, with an er
       fatal: [[60, 'EADDRINUSE', expected.slice('EADDRINUSE: '.length)]],
       upgrades: 0,
       lock: false,
+      standby: [false, false],
+      shutdown: ['shutting down before the state file was taken: nothing to save or send'],
     },
   );
 });
