@@ -44,7 +44,10 @@ export interface EventSubscriberOptions {
   readonly authString?: string | undefined;
   /** PREFECT_CLIENT_CUSTOM_HEADERS (PrefectAuth.customHeaders), on the upgrade and the gap fills. */
   readonly customHeaders?: Readonly<Record<string, string>> | undefined;
-  /** Logs connects, reconnects (attempt, delay), closes (code, reason) and history fills. Never secrets. */
+  /**
+   * Logs connects, reconnects (attempt, delay), closes (code, reason) and history fills, and at debug
+   * each live frame (its first MAX_LOGGED_FRAME_CHARS characters). Never secrets.
+   */
   readonly logger: Logger;
   /** The resume cursor: µs since the epoch of the latest event seen, or undefined on a fresh start. */
   readonly resumeFromUs: () => number | undefined;
@@ -159,6 +162,8 @@ const CLOSE_WAIT_MS = 2_000;
 const CALLBACK_ERROR_LOG_INTERVAL_MS = 10_000;
 /** How much of an unexpected handshake message's `type` an error shows. */
 const MAX_SHOWN_TYPE_CHARS = 40;
+/** Longest piece of a live frame (up to MAX_PAYLOAD_BYTES) that its debug line shows. */
+const MAX_LOGGED_FRAME_CHARS = 4_096;
 /** What a 404 on the upgrade asks the user to check. */
 const NOT_FOUND_ADVICE = "PREFECT_API_URL must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api";
 /** How much of a redirect target an error shows. */
@@ -235,6 +240,13 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     } catch (err) {
       log.error({ err: errInfo(err, redact) }, 'onStatus callback threw; ignored');
     }
+  };
+
+  /** A live frame as received, for a user debugging what the server sends (only at debug: a line per event). */
+  const logFrame = (text: string): void => {
+    // Redacted before it is cut short, as the handshake's replies are: a cut secret would no longer match.
+    const shown = redact(text);
+    log.debug({ frame: shown.length > MAX_LOGGED_FRAME_CHARS ? `${shown.slice(0, MAX_LOGGED_FRAME_CHARS)}…` : shown }, 'event stream frame');
   };
 
   let callbackErrors = 0;
@@ -460,6 +472,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           if (!backfillSent && t - lastFrameAt >= backfillQuietMs) backfillSent = true;
           lastFrameAt = t;
           stats.frames += 1;
+          if (log.isLevelEnabled('debug')) logFrame(text);
           deliver(text, 'live');
           return;
         }

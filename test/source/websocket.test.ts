@@ -413,6 +413,32 @@ describe('event subscriber: frames', () => {
     );
   });
 
+  it('at debug, each live frame is logged raw: cut to its first 4096 characters, credentials redacted; at info, none', async () => {
+    const server = await mini({ authString: AUTH_STRING });
+    const frames = [
+      '{"type":"event","event":{"id":"short"}}',
+      `{"type":"event","event":{"id":"long","payload":{"x":"${'y'.repeat(5_000)}"}}}`,
+      `{"type":"event","event":{"id":"echo","payload":{"said":"${AUTH_STRING}"}}}`,
+    ];
+    const debug = subscribe(server, { authString: AUTH_STRING });
+    const infoLines: string[] = [];
+    const info = subscribe(server, { authString: AUTH_STRING, logger: pino({ level: 'info' }, { write: (line: string) => void infoLines.push(line) }) });
+    await server.waitForConnections(2);
+    for (const f of frames) server.sendRaw(f);
+    await waitFor('the frames on both', () => debug.received.length === 3 && info.received.length === 3);
+    await debug.sub.stop();
+    await info.sub.stop();
+    assert.deepEqual(
+      debug.logs.records().filter((r) => r.msg === 'event stream frame').map(({ level, frame }) => ({ level, frame })),
+      [
+        { level: 20, frame: frames[0] },
+        { level: 20, frame: `${frames[1]!.slice(0, 4096)}…` },
+        { level: 20, frame: '{"type":"event","event":{"id":"echo","payload":{"said":"[redacted]"}}}' },
+      ],
+    );
+    assert.deepEqual(infoLines.filter((l) => l.includes('event stream frame')), []);
+  });
+
   it('a frame past the 16 MiB bound drops the connection with that reason logged, and the stream is followed again', async () => {
     let sockets = 0;
     const next = event(Date.now());
