@@ -94,7 +94,8 @@ function stdoutDestination(): DestinationStream {
 
 /** A synchronous, buffered destination for log lines (stdout's, or a file's), flushed at exit. */
 export function lineDestination(dest: number | string): DestinationStream {
-  const stream = new LineBatcher(pino.destination({ ...(typeof dest === 'number' ? { fd: dest } : { dest }), sync: true, minLength: 0 }));
+  const where = typeof dest === 'number' ? (dest === 1 ? 'standard output' : `file descriptor ${dest}`) : dest;
+  const stream = new LineBatcher(pino.destination({ ...(typeof dest === 'number' ? { fd: dest } : { dest }), sync: true, minLength: 0 }), where);
   if (openStreams.size === 0) process.once('exit', flushAtExit);
   openStreams.add(stream);
   return stream;
@@ -113,13 +114,22 @@ class LineBatcher implements DestinationStream {
   private lines: string[] = [];
   private chars = 0;
   private readonly timer: NodeJS.Timeout;
+  /** A write failed: the lines have nowhere to go, and the work (spans) goes on without them. */
+  private failed = false;
 
-  constructor(private readonly out: ReturnType<typeof pino.destination>) {
+  constructor(
+    private readonly out: ReturnType<typeof pino.destination>,
+    private readonly where: string,
+  ) {
     this.timer = setInterval(() => this.drain(), LOG_FLUSH_MS);
     this.timer.unref();
+    // pino's own listener turns a reader that went away (EPIPE) into silence; any other failure (a
+    // full disk, a terminal that is gone) would be thrown out of the write and end the process.
+    out.on('error', (err: NodeJS.ErrnoException) => this.fail(err));
   }
 
   write(line: string): void {
+    if (this.failed) return;
     this.lines.push(line);
     this.chars += line.length;
     if (this.chars >= LOG_WRITE_CHARS) this.drain();
@@ -136,9 +146,26 @@ class LineBatcher implements DestinationStream {
     cb?.();
   }
 
+  /**
+   * The file writer is synchronous: a write has reached the file when it returns, so draining is all
+   * there is to do. (Its own flushSync retries a failing write for ever, holding the process at exit.)
+   */
   flushSync(): void {
     this.drain();
-    this.out.flushSync();
+  }
+
+  private fail(err: NodeJS.ErrnoException): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.lines = [];
+    this.chars = 0;
+    clearInterval(this.timer);
+    if (err.code === 'EPIPE') return;
+    try {
+      process.stderr.write(`prefect-otel: cannot write log lines to ${this.where} (${err.message}); they are dropped from now on\n`);
+    } catch {
+      // Standard error is gone too: nothing left to say it on.
+    }
   }
 
   private drain(): void {

@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { generateDemoWorkload } from '../../src/source/demo-workload.js';
-import { startCli, type CliResult } from '../helpers/cli.js';
+import { CLI, startCli, type CliResult } from '../helpers/cli.js';
 import { logLines, until } from '../helpers/watch-e2e.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { customEvent, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
@@ -281,6 +282,39 @@ test('the demo piped into a reader that stops early (demo | head) ends normally'
   child.stdout!.once('data', () => child.stdout!.destroy());
   const r = await result;
   assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 0, stderr: '' });
+});
+
+test('replay with its standard output on a full disk (/dev/full): says so once, drops the log lines, delivers every span and exits 0', { skip: existsSync('/dev/full') ? false : 'no /dev/full here' }, async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  // Enough lines that they fail while reading (past the 16 KiB of a write), and more left at exit.
+  const runs = Array.from({ length: 60 }, (_, i) => `0198c7d2-5b1e-7a3c-9f10-${String(i).padStart(12, '0')}`);
+  const events = runs.flatMap((id, i) => [
+    flowRunStateEvent({ flowRunId: id, flowRunName: `run-${i}`, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: T0 + i * 10 }),
+    flowRunStateEvent({ flowRunId: id, flowRunName: `run-${i}`, ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: T0 + i * 10 + 5 }),
+  ]);
+  const child = spawn(process.execPath, [CLI, 'replay', '-'], {
+    env: { PATH: process.env.PATH ?? '', PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(dir, 'full-disk.json') },
+    stdio: ['pipe', openSync('/dev/full', 'w'), 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdin!.end(events.map((e) => JSON.stringify(e)).join('\n'));
+  // A process that retries its failing write at exit for ever (the failure this is about) is ended
+  // here rather than left behind when the test runner gives up on the file.
+  const code = await new Promise<number | string | null>((resolve) => {
+    const hung = setTimeout(() => {
+      child.kill('SIGKILL');
+      resolve('still running after 30 s');
+    }, 30_000);
+    child.on('close', (c) => {
+      clearTimeout(hung);
+      resolve(c);
+    });
+  });
+  const said = stderr.split('\n').filter((l) => l.startsWith('prefect-otel: cannot write'));
+  assert.deepEqual({ code, said }, { code: 0, said: ['prefect-otel: cannot write log lines to standard output (ENOSPC: no space left on device, write); they are dropped from now on'] }, stderr);
+  assert.deepEqual(receiver.spans().map((s) => s.spanId).sort(), runs.map((id) => spanIdForRun(id)).sort());
 });
 
 test("replay: a task run's __OTEL_TRACEPARENT arrives as exactly one link to Prefect's own span, in both encodings; a malformed one gives no link", async (t) => {
