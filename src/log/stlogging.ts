@@ -69,6 +69,7 @@ const str = JSON.stringify;
  * The line pino writes for `log.info(runLogFields(record), message)` on a `createLogger` logger's
  * `runs` child, built as text: the same keys in the same order, the same JSON. One of these is
  * written for every transition, and pino's generic serializer was a fifth of the pipeline's time.
+ * `message`: without the prefix, with the late suffix for a late record.
  */
 export function formatRunLogLine(record: RunLogRecord, message: string, options: Pick<RunLogWriterOptions, 'jaegerUrl' | 'uiUrl'>, timeMs: number): string {
   const { run, event, state } = record;
@@ -81,7 +82,7 @@ export function formatRunLogLine(record: RunLogRecord, message: string, options:
   if (late) line += ',"late":true';
   if (options.uiUrl !== undefined) line += `,"prefect.run.url":${str(`${options.uiUrl}/runs/${run.type}-run/${run.id}`)}`;
   if (options.jaegerUrl !== undefined && state?.terminal === true) line += `,"jaeger_url":${str(`${options.jaegerUrl}/trace/${record.traceId}`)}`;
-  return `${line},"msg":${str(`${STLOGGING_PREFIX}${message}${late ? LATE_SUFFIX : ''}`)}}\n`;
+  return `${line},"msg":${str(`${STLOGGING_PREFIX}${message}`)}}\n`;
 }
 
 const LATE_SUFFIX = ' (late: its span was already exported)';
@@ -96,10 +97,11 @@ export function createRunLogWriter(logger: Logger, options: RunLogWriterOptions)
     const late = record.kind === 'late';
     const toLog = logger.isLevelEnabled(late ? 'warn' : 'info');
     if (!toLog && options.otelLogs === undefined) return;
-    const message = formatRunLogMessage(record);
+    // The late suffix is part of the message, in the line and in the OTel log record alike.
+    const message = late ? `${formatRunLogMessage(record)}${LATE_SUFFIX}` : formatRunLogMessage(record);
     if (toLog) {
       if (stream !== undefined) stream.write(formatRunLogLine(record, message, options, Date.now()));
-      else if (late) log.warn(runLogFields(record, options), `${message}${LATE_SUFFIX}`);
+      else if (late) log.warn(runLogFields(record, options), message);
       else log.info(runLogFields(record, options), message);
     }
     if (options.otelLogs !== undefined) {

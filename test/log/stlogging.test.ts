@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { pino } from 'pino';
 import { createLogger, createPrettyStream } from '../../src/log/logger.js';
 import { createRunLogWriter } from '../../src/log/stlogging.js';
@@ -165,4 +167,24 @@ test('the pretty stream escapes control characters in any record: message, strin
   assert.deepEqual(pretty.lines.map((l) => l.slice(12)), [
     String.raw` WARN  skipped\r malformed\tinput  detail=resource.evil\nFORGED\x1b[2J is a number nested={"k\x85":"a\u2028b\x9bc\x7f"} n=1`,
   ]);
+});
+
+test('with OTEL_LOGS_EXPORTER=otlp each record goes out as an OTel log record with the line\'s message, level, trace context and fields', () => {
+  const own = sink();
+  const emitted: ReadableLogRecord[] = [];
+  const resource = resourceFromAttributes({ 'service.name': 'prefect' });
+  const writer = createRunLogWriter(createLogger({ level: 'info', format: 'json', destination: own.stream }), { ...OPTION_SETS[1]!, otelLogs: { resource, emit: (r) => void emitted.push(r) } });
+  for (const record of RECORDS) writer(record);
+  const lines = own.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  const CORRELATION = new Set(['level', 'time', 'service', 'component', 'trace_id', 'span_id', 'trace_flags', 'msg']);
+  assert.deepEqual(
+    emitted.map((r) => ({ body: r.body, severity: r.severityText, traceId: r.spanContext?.traceId, spanId: r.spanContext?.spanId, attributes: r.attributes })),
+    lines.map((l) => ({
+      body: l.msg,
+      severity: l.level === 40 ? 'WARN' : 'INFO',
+      traceId: l.trace_id,
+      spanId: l.span_id,
+      attributes: Object.fromEntries(Object.entries(l).filter(([k]) => !CORRELATION.has(k))),
+    })),
+  );
 });
