@@ -25,12 +25,17 @@ export interface MetricsExport {
  * which would put a second copy of the SDK beside ours. Cumulative temporality, as the default.
  */
 export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implements PushMetricExporter {
-  private failing = false;
+  /** Why the latest export failed; undefined once one went through. */
+  failedWith: string | undefined;
+  /** Set before the last export (at shutdown), whose failure the shutdown says: there is no next interval. */
+  final = false;
 
   /**
-   * `log`: where a failing export is said, once when it starts failing and once when it works
-   * again. The SDK's reader reports it only through OpenTelemetry's global diag, which inside an
-   * application is the application's (the CLI routes it to its log too).
+   * `log`: where a failing export is said, once when it starts failing, once when it works again,
+   * and for the last export. The SDK's reader would report every failed interval again, as an error
+   * with its stack through OpenTelemetry's global diag (which the CLI routes to its log): with a
+   * `log`, the reader is told the export went through. Nothing is lost by it: the values are
+   * cumulative, and the next export carries them.
    */
   constructor(signal: OtlpSignalConfig, private readonly log?: Logger) {
     const encodings = { json: JsonMetricsSerializer, protobuf: ProtobufMetricsSerializer };
@@ -39,14 +44,16 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
 
   override export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
     super.export(metrics, (result) => {
-      if (result.code !== ExportResultCode.SUCCESS && !this.failing) {
-        this.failing = true;
-        this.log?.warn({ error: result.error === undefined ? 'export failed' : errorText(result.error) }, 'metrics export failing; tried again at the next interval');
-      } else if (result.code === ExportResultCode.SUCCESS && this.failing) {
-        this.failing = false;
-        this.log?.info('metrics export works again');
+      if (result.code === ExportResultCode.SUCCESS) {
+        if (this.failedWith !== undefined) this.log?.info('metrics export works again');
+        this.failedWith = undefined;
+        resultCallback(result);
+        return;
       }
-      resultCallback(result);
+      const error = result.error === undefined ? 'export failed' : errorText(result.error);
+      if (this.failedWith === undefined && !this.final) this.log?.warn({ error }, 'metrics export failing; tried again at the next interval');
+      this.failedWith = error;
+      resultCallback(this.log === undefined ? result : { code: ExportResultCode.SUCCESS });
     });
   }
 
@@ -63,11 +70,12 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
 export function startMetricsExport(config: Config, read: () => TracingStats, lag: LagHistogram, logger: Logger): MetricsExport | undefined {
   if (config.metrics.exporter === 'none') return undefined;
   const interval = config.metrics.intervalMs;
+  const exporter = new OtlpMetricExporter(config.metrics, logger.child({ component: 'export', signal: 'metrics' }));
   const provider = new MeterProvider({
     resource: createResource(config),
     readers: [
       new PeriodicExportingMetricReader({
-        exporter: new OtlpMetricExporter(config.metrics, logger.child({ component: 'export', signal: 'metrics' })),
+        exporter,
         exportIntervalMillis: interval,
         exportTimeoutMillis: Math.min(interval, config.metrics.timeoutMs),
       }),
@@ -97,11 +105,15 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
   return {
     async shutdown(): Promise<void> {
       lag.listener = undefined;
+      exporter.final = true;
+      let error: string | undefined;
       try {
         await provider.shutdown();
+        error = exporter.failedWith;
       } catch (err) {
-        logger.child({ component: 'export', signal: 'metrics' }).warn({ error: errorText(err) }, 'final metrics export failed');
+        error = errorText(err);
       }
+      if (error !== undefined) logger.child({ component: 'export', signal: 'metrics' }).warn({ error }, 'final metrics export failed');
     },
   };
 }

@@ -5,8 +5,10 @@ import { METRIC_DEFS } from '../../src/metric-defs.js';
 import type { TracingStats } from '../../src/stats.js';
 import { VERSION } from '../../src/version.js';
 import { startCli } from '../helpers/cli.js';
+import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedMetric } from '../helpers/otlp-receiver.js';
 import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
+import { logLines, startWatch, until } from '../helpers/watch-e2e.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
@@ -151,4 +153,26 @@ test('a bad OTEL_METRIC_EXPORT_INTERVAL or OTEL_METRICS_EXPORTER warns and falls
   ]);
   assert.equal(receiver.requests.filter((q) => q.path === '/v1/metrics').length, 0);
   await receiver.close();
+});
+
+test('watch: a collector that refuses every metrics export is said once, when it starts failing, and once for the last export at shutdown; not at every interval', async (t) => {
+  const prefect = await startFakePrefect();
+  const receiver = await startOtlpReceiver({ respond: (_n, path) => (path === '/v1/metrics' ? { status: 400, body: 'metrics refused' } : 200) });
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'otlp', OTEL_METRIC_EXPORT_INTERVAL: '100' }, t);
+  await until('five refused metrics exports', () => receiver.requests.filter((q) => q.path === '/v1/metrics').length >= 5);
+  child.kill('SIGTERM');
+  const r = await result;
+  assert.equal(r.code, 0, r.stderr);
+  const said = logLines(r.stdout)
+    .filter((l) => l.signal === 'metrics' || l.component === 'otel-sdk')
+    .filter((l) => Number(l.level) >= 40)
+    .map((l) => ({ level: l.level, msg: l.msg, error: l.error }));
+  assert.deepEqual(said, [
+    { level: 40, msg: 'metrics export failing; tried again at the next interval', error: 'Bad Request' },
+    { level: 40, msg: 'final metrics export failed', error: 'Bad Request' },
+  ]);
 });
