@@ -105,7 +105,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   if (t === undefined) {
     out.write('Spans were not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send them to a collector.\n');
   } else {
-    out.write(`Exported ${t.delivered} spans to ${destination}${flushed.ok ? '' : ` (${flushed.pending} not delivered: ${t.lastError ?? 'no answer from the collector'})`}.\n`);
+    out.write(`Exported ${t.delivered} spans to ${destination}${flushed.ok ? '' : ` (${t.queued + t.inFlight} not delivered: ${t.lastError ?? 'no answer from the collector'})`}.\n`);
     if (config.jaegerUrl !== undefined && failed !== undefined) out.write(`Open ${config.jaegerUrl}/trace/${failed.traceId}\n`);
   }
   options.logger.flush();

@@ -211,7 +211,8 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     spansExported: t?.delivered ?? 0,
     spansDropped: t?.dropped ?? 0,
     spansRejected: t?.rejected ?? 0,
-    spansPending: flushed.pending,
+    // The trace buffer's own: `flushed` counts the OTel log records still waiting too.
+    spansPending: t === undefined ? 0 : t.queued + t.inFlight,
     exportOk: flushed.ok && (t === undefined || (t.dropped === 0 && t.rejected === 0)),
     exporter: config.traces.exporter,
     ...(multiLineJson && (c.skipped.invalid_json ?? 0) > 0 ? { hint: jsonLinesHint(options.file) } : {}),

@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { resolveConfig } from '../src/config.js';
 import { createLogger } from '../src/log/logger.js';
-import { runReplay } from '../src/replay.js';
+import { formatReplaySummary, runReplay } from '../src/replay.js';
+import { startOtlpReceiver } from './helpers/otlp-receiver.js';
+import { flowRunStateEvent, taskRunStateEvent } from './helpers/prefect-events.js';
 
 test('replay on a terminal: each progress line returns the cursor to the start of its line, the last one ends the line', async () => {
   const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-progress-')), 'events.jsonl');
@@ -28,4 +30,36 @@ test('replay on a terminal: each progress line returns the cursor to the start o
     '\rreplay 100%  1,024 lines  0 spans  0 open runs\x1b[K\r',
     '\rreplay 100%  1,500 lines  0 spans  0 open runs\x1b[K\n',
   ]);
+});
+
+test('replay with OTel logs on: the summary counts spans not delivered, not the log records waiting beside them', async (t) => {
+  const receiver = await startOtlpReceiver();
+  const release = receiver.hold();
+  t.after(async () => {
+    release();
+    await receiver.close();
+  });
+  const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-pending-')), 'events.jsonl');
+  const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+  const fr = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+  const tr = '0198c7d2-6000-7abc-8def-000000000001';
+  const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+  const task = (type: string, from: string, s: number) =>
+    taskRunStateEvent({ taskRunId: tr, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: fr, ...FLOW, state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: t0 + s * 1000 });
+  const flow = (type: string, from: string, s: number) =>
+    flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox', ...FLOW, state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: t0 + s * 1000 });
+  // Two spans, four transitions: four STLOGGING records for the collector.
+  writeFileSync(file, [flow('RUNNING', 'PENDING', 0), task('RUNNING', 'PENDING', 1), task('COMPLETED', 'RUNNING', 2), flow('COMPLETED', 'RUNNING', 3)].map((e) => JSON.stringify(e)).join('\n'));
+  const summary = await runReplay({
+    config: resolveConfig({ apiUrl: 'http://127.0.0.1:9/api', otlpEndpoint: receiver.url, logsExporter: 'otlp', otlpTimeoutMs: 2_000 }, {}),
+    logger: createLogger({ level: 'silent', format: 'json' }),
+    file,
+    progress: { tty: false, write: () => undefined },
+    flushTimeoutMs: 500,
+  });
+  assert.deepEqual(
+    { spans: summary.spans, exported: summary.spansExported, pending: summary.spansPending, ok: summary.exportOk },
+    { spans: 2, exported: 0, pending: 2, ok: false },
+  );
+  assert.match(formatReplaySummary(summary), /^spans: 0 exported, 2 not delivered$/m);
 });

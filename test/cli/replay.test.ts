@@ -277,6 +277,12 @@ test('the demo against a collector that is not there: the trees first, then the 
   assert.ok(logged.length > 0 && logged.every((l) => / WARN  export of spans failed; retrying .*error=connect ECONNREFUSED 127\.0\.0\.1:9/.test(l)), logged.join('\n'));
 });
 
+test('the demo with OTel logs on and no collector: the spans not delivered are counted alone, not with the log records', async () => {
+  const r = await cli(['demo'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_EXPORTER_OTLP_TIMEOUT: '300', OTEL_LOGS_EXPORTER: 'otlp', PREFECT_OTEL_LOG_LEVEL: 'silent' });
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.stdout.split('\n').filter((l) => l.startsWith('Exported ')).join('\n'), 'Exported 0 spans to http://127.0.0.1:9/v1/traces (51 not delivered: connect ECONNREFUSED 127.0.0.1:9).');
+});
+
 test('the demo piped into a reader that stops early (demo | head) ends normally', async () => {
   const { child, result } = startCli(['demo'], {});
   child.stdout!.once('data', () => child.stdout!.destroy());
