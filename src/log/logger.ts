@@ -20,8 +20,13 @@ const OMIT_PRETTY = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'service
  * are escaped: a record is always one line and never drives the terminal.
  */
 export function createPrettyStream(out: NodeJS.WritableStream = process.stdout): DestinationStream {
+  const state = outputState(out);
   return new Writable({
     write(chunk: Buffer, _enc, done) {
+      if (state.failed) {
+        done();
+        return;
+      }
       for (const line of chunk.toString('utf8').split('\n')) {
         if (line === '') continue;
         out.write(`${escapeControls(prettyLine(line))}\n`);
@@ -29,6 +34,27 @@ export function createPrettyStream(out: NodeJS.WritableStream = process.stdout):
       done();
     },
   });
+}
+
+/** Per output stream the pretty lines go to: whether it failed. One listener per stream, however many loggers write to it. */
+const outputs = new WeakMap<NodeJS.WritableStream, { failed: boolean }>();
+
+/**
+ * A reader that went away (EPIPE) or any other failure of an output is an 'error' event on it,
+ * which with no listener ends the process: inside a host application, the host. The lines are
+ * dropped from then on (the CLI says once on standard error why standard output failed).
+ */
+function outputState(out: NodeJS.WritableStream): { failed: boolean } {
+  let state = outputs.get(out);
+  if (state === undefined) {
+    const s = { failed: false };
+    out.on('error', () => {
+      s.failed = true;
+    });
+    outputs.set(out, s);
+    state = s;
+  }
+  return state;
 }
 
 function prettyLine(json: string): string {

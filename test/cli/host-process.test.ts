@@ -25,11 +25,13 @@ interface Exit {
 }
 
 /** Run `node --import prefect-otel/register <app>` and collect its output and how it ended. */
-function runHost(app: string, env: Record<string, string>, t: { after: (fn: () => void) => void }) {
+function runHost(app: string, env: Record<string, string>, t: { after: (fn: () => void) => void }, options: { readonly closeStdout?: boolean } = {}) {
   const child = spawn(process.execPath, ['--import', 'prefect-otel/register', app], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', ...FAST, ...env } });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  // A reader that goes away after the first output (`app | head -1`).
+  if (options.closeStdout === true) child.stdout.once('data', () => child.stdout.destroy());
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const closed = new Promise<Exit>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
   t.after(() => {
@@ -50,13 +52,13 @@ function runHost(app: string, env: Record<string, string>, t: { after: (fn: () =
  * same directory) run under `node --import prefect-otel/register`, told how many spans to expect in
  * WANT_SPANS; once it has subscribed, the runs' events are published.
  */
-async function streamToHost(t: TestContext, runs: number, app: readonly string[], files: Record<string, readonly string[]> = {}) {
+async function streamToHost(t: TestContext, runs: number, app: readonly string[], files: Record<string, readonly string[]> = {}, env: Record<string, string> = {}, options: { readonly closeStdout?: boolean } = {}) {
   const w = workload(runs);
   const { prefect, receiver } = await startServers(t, w.taskRuns);
   const dir = tempDir();
   const stateFile = join(dir, 'state.json');
   for (const [name, lines] of Object.entries({ ...files, 'app.mjs': app })) writeFileSync(join(dir, name), [...lines, ''].join('\n'));
-  const host = runHost(join(dir, 'app.mjs'), { WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile }, t);
+  const host = runHost(join(dir, 'app.mjs'), { WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile, ...env }, t, options);
   await until('subscription', () => liveConnections(prefect) === 1, 10_000, host.stderr);
   prefect.publish(w.events);
   return { w, prefect, receiver, host, stateFile };
@@ -81,6 +83,27 @@ test('register: a host that finishes while Prefect streams runs exits 0 by itsel
     { appDone: true, stopped: true, stateSaved: true },
   );
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+});
+
+test('register with pretty log lines: a reader of standard output that goes away (app | head -1) does not end the host; it finishes its work and exits 0, spans delivered', async (t) => {
+  const { receiver, host, w } = await streamToHost(
+    t,
+    2,
+    [
+      `import { prefectTracing } from ${REGISTER_URL};`,
+      'const keep = setInterval(() => undefined, 1 << 30);',
+      'let seen = 0;',
+      "prefectTracing.on('span', () => {",
+      "  if (++seen === Number(process.env.WANT_SPANS)) { clearInterval(keep); process.stderr.write('app done\\n'); }",
+      '});',
+    ],
+    {},
+    { PREFECT_OTEL_LOG_FORMAT: 'pretty' },
+    { closeStdout: true },
+  );
+  const exit = await host.exited();
+  assert.deepEqual({ exit, appDone: host.stderr().includes('app done\n') }, { exit: { code: 0, signal: null }, appDone: true }, host.stderr());
+  assert.equal(receiver.spans().length, w.runs.size);
 });
 
 test('register: only the main thread runs prefect-otel; worker threads, the application\'s and its own export thread, start no second instance', async (t) => {
