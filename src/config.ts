@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.js';
 import type { TrackerOptions } from './model/tracker.js';
-import { safeUrl } from './log/redact.js';
+import { safeUrl, shownUrl } from './log/redact.js';
 import { PROTECTED_HEADERS } from './source/prefect-api.js';
 import { proxyEnv, proxyProblem, proxyUrl, type ProxyEnv } from './source/proxy.js';
 import { SETTINGS, type SettingKey, type SettingValues } from './settings.js';
@@ -166,7 +166,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     const ownHeaders: Readonly<Record<string, string>> = v[own.headers];
     const ownHeadersWin = rankOf(own.headers) >= rankOf('otlpHeaders');
     return {
-      url: mine(own.url, 'otlpEndpoint') ?? `${v.otlpEndpoint.replace(/\/+$/, '')}/${path}`,
+      url: mine(own.url, 'otlpEndpoint') ?? signalUrl(v.otlpEndpoint, path),
       headers: Object.freeze(ownHeadersWin ? { ...v.otlpHeaders, ...ownHeaders } : { ...ownHeaders, ...v.otlpHeaders }),
       protocol: mine(own.protocol, 'otlpProtocol') ?? v.otlpProtocol,
       compression: mine(own.compression, 'otlpCompression') ?? v.otlpCompression,
@@ -259,9 +259,19 @@ function serviceName(v: SettingValues, given: boolean): string {
   return given || fromAttributes === undefined || fromAttributes === '' ? v.serviceName : fromAttributes;
 }
 
-/** The settings in force, secrets redacted (header values, `user:password@` in URLs), for the startup log line. */
+/**
+ * A signal's URL from the base endpoint: its path (`v1/traces`…) appended to the base's path, before
+ * any query or fragment (a vendor's `?api-key=…`), which plain concatenation would put it after.
+ */
+function signalUrl(base: string, path: string): string {
+  const end = base.search(/[?#]/);
+  const [before, after] = end < 0 ? [base, ''] : [base.slice(0, end), base.slice(end)];
+  return `${before.replace(/\/+$/, '')}/${path}${after}`;
+}
+
+/** The settings in force, secrets redacted (header values, `user:password@` and query values in URLs), for the startup log line. */
 export function describeConfig(config: Config): Record<string, unknown> {
-  const url = (u: string | undefined): string | undefined => (u === undefined ? undefined : safeUrl(u));
+  const url = (u: string | undefined): string | undefined => (u === undefined ? undefined : shownUrl(u));
   // As used: `user:password@host:port` without a scheme would not parse as a URL with credentials to cut.
   const proxyShown = (p: string | undefined): string | undefined => (p === undefined ? undefined : safeUrl(proxyUrl(p).href));
   return {

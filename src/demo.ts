@@ -8,7 +8,7 @@ import { renderTraceTrees } from './log/tree.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline } from './pipeline.js';
 import { generateDemoWorkload } from './source/demo-workload.js';
-import { safeUrl } from './log/redact.js';
+import { shownUrl } from './log/redact.js';
 
 export interface DemoOptions {
   readonly config: Config;
@@ -98,7 +98,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     for (const l of lines.slice(0, SAMPLE_LOG_LINES)) out.write(`  ${summariseLine(l)}\n`);
     out.write('\n');
   }
-  const destination = config.traces.exporter === 'otlp' ? safeUrl(config.traces.url) : config.traces.exporter;
+  const destination = config.traces.exporter === 'otlp' ? shownUrl(config.traces.url) : config.traces.exporter;
   if (pipeline.traces !== undefined) out.write(`Sending ${spans.length} spans to ${destination} …\n`);
   const flushed = await pipeline.shutdown(Math.max(10_000, config.traces.timeoutMs * 2));
   const t = pipeline.traces?.stats;

@@ -229,7 +229,7 @@ export const SETTINGS = {
   },
   otlpEndpoint: {
     env: ['OTEL_EXPORTER_OTLP_ENDPOINT'], flag: '--otlp-endpoint', default: 'http://localhost:4318', parse: httpUrl,
-    doc: 'OTLP/HTTP base URL; `/v1/traces`, `/v1/logs` and `/v1/metrics` are appended',
+    doc: 'OTLP/HTTP base URL; `/v1/traces`, `/v1/logs` and `/v1/metrics` are appended to its path (before a query, whose values logs do not show)',
   },
   otlpTracesEndpoint: {
     env: ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'], flag: '--otlp-traces-endpoint', default: undefined, parse: optional(httpUrl),

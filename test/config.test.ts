@@ -192,6 +192,22 @@ test('describeConfig: the proxies as they are used, a scheme-less user:password@
   assert.ok(!JSON.stringify(shown).includes('s3cret'), JSON.stringify(shown));
 });
 
+test('OTLP base endpoint with a query string (a vendor key): the signal paths go into the path, before the query, and the startup line shows no query value', () => {
+  const c = resolveConfig({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'https://otlp.vendor.example/otlp/?api-key=k3yv4lue&region=eu#frag', OTEL_LOGS_EXPORTER: 'otlp', OTEL_METRICS_EXPORTER: 'otlp' });
+  assert.deepEqual([c.traces.url, c.logs.url, c.metrics.url], [
+    'https://otlp.vendor.example/otlp/v1/traces?api-key=k3yv4lue&region=eu#frag',
+    'https://otlp.vendor.example/otlp/v1/logs?api-key=k3yv4lue&region=eu#frag',
+    'https://otlp.vendor.example/otlp/v1/metrics?api-key=k3yv4lue&region=eu#frag',
+  ]);
+  const shown = describeConfig(c);
+  assert.deepEqual([shown.tracesUrl, shown.logsUrl, shown.metricsUrl], [
+    'https://otlp.vendor.example/otlp/v1/traces?api-key=[redacted]&region=[redacted]#frag',
+    'https://otlp.vendor.example/otlp/v1/logs?api-key=[redacted]&region=[redacted]#frag',
+    'https://otlp.vendor.example/otlp/v1/metrics?api-key=[redacted]&region=[redacted]#frag',
+  ]);
+  assert.ok(!JSON.stringify(shown).includes('k3yv4lue'), JSON.stringify(shown));
+});
+
 test('PREFECT_API_URL: a Cloud workspace URL with or without its trailing slash and a self-hosted one behind a path prefix are taken; the Cloud UI address, a Cloud URL without its workspace and a query string are errors naming the URL to use', () => {
   const a = '0b3c5d7e-1111-4a2b-8c9d-0e1f2a3b4c5d';
   const w = '9a1e2f3b-2222-4c4d-9e5f-6a7b8c9d0e1f';

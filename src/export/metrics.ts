@@ -6,7 +6,7 @@ import { AggregationTemporality, MeterProvider, PeriodicExportingMetricReader, t
 import type { Logger } from 'pino';
 import type { Config, OtlpSignalConfig } from '../config.js';
 import { errorText } from '../errors.js';
-import { safeUrl } from '../log/redact.js';
+import { shownUrl } from '../log/redact.js';
 import { LAG_METRIC, METRIC_DEFS } from '../metric-defs.js';
 import type { TracingStats } from '../stats.js';
 import { VERSION } from '../version.js';
@@ -101,7 +101,7 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
   );
   const histogram = meter.createHistogram(LAG_METRIC.otel, { unit: LAG_METRIC.unit, description: LAG_METRIC.help, advice: { explicitBucketBoundaries: [...LAG_BUCKETS_S] } });
   lag.listener = (seconds) => histogram.record(seconds);
-  logger.child({ component: 'export', signal: 'metrics' }).debug({ url: safeUrl(config.metrics.url), intervalMs: interval }, 'exporting metrics');
+  logger.child({ component: 'export', signal: 'metrics' }).debug({ url: shownUrl(config.metrics.url), intervalMs: interval }, 'exporting metrics');
   return {
     async shutdown(): Promise<void> {
       lag.listener = undefined;

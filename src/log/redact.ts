@@ -19,6 +19,17 @@ export function safeUrl(url: string): string {
 }
 
 /**
+ * A URL as a log line shows it: no `user:password@`, and no query value (a vendor's endpoint may
+ * take its key as `?api-key=…`); the parameter names stay, to show what was given.
+ */
+export function shownUrl(url: string): string {
+  return safeUrl(url).replace(QUERY_VALUE_RE, '$1[redacted]');
+}
+
+/** A query parameter's value: after `?name=` or `&name=`, up to the next `&` or the fragment. */
+const QUERY_VALUE_RE = /([?&][^=&#]*=)[^&#]+/g;
+
+/**
  * `text` with the user info of every URL in it replaced by `[redacted]`: for texts that may quote
  * a URL, such as the OpenTelemetry SDK's own messages. A URL that parses has its user info where
  * the parser finds it (`//user:password@`, up to the last `@` before the path, query or fragment).
