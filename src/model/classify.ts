@@ -34,6 +34,12 @@ export type Classified =
   | { readonly kind: 'invalid'; readonly reason: SkipReason; readonly detail: string };
 
 const RUN_PREFIX = { flow: 'prefect.flow-run.', task: 'prefect.task-run.' } as const;
+/**
+ * Longest `prefect.run-count` read; a longer one is not a count Prefect writes (an int column), and
+ * is ignored like any other that is not one. Fifteen digits stay an exact integer in a double and
+ * in OTLP's int64; more became 1e+23, or Infinity, which OTLP/JSON writes as null.
+ */
+const MAX_RUN_COUNT_DIGITS = 15;
 const HEARTBEAT = 'prefect.flow-run.heartbeat';
 
 /** `prefect.flow-run.<uuid>` → a flow run, `prefect.task-run.<uuid>` → a task run. */
@@ -77,7 +83,7 @@ export function classify(event: PrefectEvent): Classified {
     const intended = isRecord(event.payload.intended) ? event.payload.intended : undefined;
     const from = typeof intended?.from === 'string' && intended.from !== '' ? intended.from : undefined;
     const countText = event.resource.labels['prefect.run-count'];
-    const runCount = countText !== undefined && /^\d+$/.test(countText) ? Number(countText) : undefined;
+    const runCount = countText !== undefined && countText.length <= MAX_RUN_COUNT_DIGITS && /^\d+$/.test(countText) ? Number(countText) : undefined;
     return { kind: 'state', run: own, state: { type: type as StateType, name, message, from, runCount } };
   }
 

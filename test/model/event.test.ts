@@ -244,3 +244,19 @@ test('parser: a skip\'s detail is short whatever the input: long keys and values
   });
   assert.deepEqual(got, cases.map(([, reason, detail]) => ({ reason, detail })));
 });
+
+test('classifier: a run count is read when it is an integer OTLP holds exactly; longer digit strings are not counts Prefect writes and are left out', () => {
+  const base = JSON.parse(taskBare!) as { resource: Record<string, string> };
+  const runCountOf = (text: string): unknown => {
+    const r = parseEvent({ ...base, resource: { ...base.resource, 'prefect.run-count': text } });
+    assert.ok(r.ok, JSON.stringify(r));
+    const c = classify(r.event);
+    assert.equal(c.kind, 'state');
+    return c.kind === 'state' ? c.state.runCount : 'not a state';
+  };
+  assert.deepEqual(
+    ['0', '1', '12', '007', '999999999999999', '1000000000000000', '99999999999999999999999', '9'.repeat(400), '-1', '1.5', '1e3', 'Infinity', ''].map((t) => [t.slice(0, 30), runCountOf(t)]),
+    [['0', 0], ['1', 1], ['12', 12], ['007', 7], ['999999999999999', 999_999_999_999_999], ['1000000000000000', undefined], ['99999999999999999999999', undefined],
+      ['9'.repeat(30), undefined], ['-1', undefined], ['1.5', undefined], ['1e3', undefined], ['Infinity', undefined], ['', undefined]],
+  );
+});
