@@ -291,6 +291,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     }
     const c = classify(event);
     if (c.kind === 'invalid') {
+      // Skipped input is not an event seen: a good copy of it that comes later is taken.
+      pipelineDedupe.forget(event.id);
       skip(c.reason, c.detail, raw ?? event);
       return;
     }
@@ -325,6 +327,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     // write) moves no time either.
     const rejected = c.kind === 'unrelated' ? undefined : tracker.process(event, c, nowMs);
     if (rejected !== undefined) {
+      pipelineDedupe.forget(event.id);
       skip(rejected.reason, rejected.detail, raw ?? event);
       return;
     }

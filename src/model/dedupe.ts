@@ -56,6 +56,16 @@ export class DedupeSet {
     return true;
   }
 
+  /**
+   * Forget `id`: an event remembered and then turned down (a state type Prefect does not have, a
+   * payload too deep to write) was not taken, and a later copy of it with its id is not a duplicate.
+   */
+  forget(id: string): void {
+    if (!readUuid(id, this.probe)) return;
+    const slot = this.find(this.probe);
+    if (slot >= 0) this.supersede(slot);
+  }
+
   has(id: string): boolean {
     return readUuid(id, this.probe) && this.find(this.probe) >= 0;
   }
@@ -145,7 +155,7 @@ export class DedupeSet {
     index[i] = pos + 1;
   }
 
-  /** An earlier entry of an id seen again (only while restoring): it stays in the ring, dead. */
+  /** An earlier entry of an id seen again while restoring, or one forgotten: it stays in the ring, dead. */
   private supersede(pos: number): void {
     this.unindex(pos);
     this.times[pos] = NaN;

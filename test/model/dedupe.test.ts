@@ -48,6 +48,9 @@ class ReferenceDedupe {
   has(id: string): boolean {
     return this.seen.has(id);
   }
+  forget(id: string): void {
+    this.seen.delete(id);
+  }
   add(id: string, nowMs: number): boolean {
     if (this.seen.has(id)) return false;
     this.seen.set(id, { at: nowMs, seq: this.seq++ });
@@ -95,7 +98,7 @@ const uuidOf = (rand: () => number): string => {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 };
 
-test('dedupe: random adds, repeats, clock jumps, restores and journal takes agree with a plain Map, through the ring growing', () => {
+test('dedupe: random adds, repeats, ids forgotten, clock jumps, restores and journal takes agree with a plain Map, through the ring growing', () => {
   for (const seed of [1, 2, 3]) {
     const rand = random(seed);
     // Few distinct ids for the first seed (many repeats, many index collisions), many for the others.
@@ -118,6 +121,11 @@ test('dedupe: random adds, repeats, clock jumps, restores and journal takes agre
         ref.restore(entries, now);
       } else if (r < 0.002) {
         assert.deepEqual(d.takeAdded().toJSON(), ref.takeAdded(), `take at step ${step}, seed ${seed}`);
+      } else if (r < 0.03) {
+        // An event turned down after it was remembered.
+        const id = pool[Math.floor(rand() * pool.length)]!;
+        d.forget(id);
+        ref.forget(id);
       } else {
         // The clock mostly moves on, sometimes stands still and now and then steps back.
         now += r < 0.01 ? -200 : Math.floor(rand() * 3);

@@ -12,7 +12,7 @@ import { runModel } from '../helpers/model-run.js';
 import { createPrefectRestClient } from '../../src/source/rest.js';
 import { createFlowParentLookup, createOwnerLookup } from '../../src/source/run-lookups.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
-import { customEvent, DEEP_PAYLOAD_JSON, EXAMPLE_DEPLOYMENT, EXAMPLE_FLOW, flowRunStateEvent, ONLY_WHERE_DEEP_JSON_FAILS, taskRunStateEvent } from '../helpers/prefect-events.js';
+import { customEvent, DEEP_JSON_WRITABLE, DEEP_PAYLOAD_JSON, EXAMPLE_DEPLOYMENT, EXAMPLE_FLOW, flowRunStateEvent, ONLY_WHERE_DEEP_JSON_FAILS, taskRunStateEvent } from '../helpers/prefect-events.js';
 
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
 const at = (s: number): number => T0 + s * 1000;
@@ -179,6 +179,23 @@ test('duplicates and reordering change nothing: same spans, same span events, ex
     spans.map((s) => ({ id: s.spanId, parent: s.parentSpanId, name: s.name, start: s.startUs, end: s.endUs, status: s.status, events: s.events.map((e) => `${e.name}@${e.timeUs}`) })).sort((a, b) => a.id.localeCompare(b.id));
   assert.deepEqual(key(noisy.spans), key(base.spans));
   assert.equal(noisy.pipeline.counters.duplicates, 4);
+});
+
+test('a malformed copy of an event sent before it with its id (a state type Prefect does not have, a run id that is not a UUID, a payload too deep to write) is skipped, and the event itself is still taken: the same spans, nothing counted as a duplicate', async () => {
+  const base = await run(happyRun());
+  const events = happyRun();
+  const withResource = (e: Ev, labels: Record<string, string>): Ev => ({ ...e, resource: { ...(e.resource as Ev), ...labels } });
+  const custom = events.findIndex((e) => e.event === 'acme.rows.parsed');
+  const lines: (Ev | string)[] = events.flatMap((e, i): (Ev | string)[] => {
+    if (i === 3) return [withResource(e, { 'prefect.state-type': 'EXPLODED' }), e];
+    if (i === 9) return [withResource(e, { 'prefect.resource.id': `prefect.task-run.{${NESTED}}` }), e];
+    if (i === custom && !DEEP_JSON_WRITABLE) return [JSON.stringify({ ...e, payload: { x: 0 } }).replace('{"x":0}', DEEP_PAYLOAD_JSON), e];
+    return [e];
+  });
+  const r = await run(lines);
+  assert.deepEqual(r.spans, base.spans);
+  const { unknown_state, bad_run_id, too_deep } = r.pipeline.counters.skipped;
+  assert.deepEqual({ unknown_state, bad_run_id, too_deep, duplicates: r.pipeline.counters.duplicates }, { unknown_state: 1, bad_run_id: 1, too_deep: !DEEP_JSON_WRITABLE ? 1 : 0, duplicates: 0 });
 });
 
 test("an event of a task run that arrives before the task run's own states lands on that task run, which hangs under the parent task its states name: the same spans as in order", async () => {
