@@ -6,8 +6,10 @@ import { test } from 'node:test';
 import { excerpt, MAX_EVENT_BYTES, SKIP_REASONS, type SkipReason } from '../../src/model/event.js';
 import type { TracingStats } from '../../src/stats.js';
 import { startCli } from '../helpers/cli.js';
-import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
+import { startOtlpReceiver, type AttrValue, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { DEEP_JSON_WRITABLE, DEEP_PAYLOAD_JSON, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
+import { CORRUPTIONS, MALFORMED_FIRST, sentBeside, stateEventsByRun } from '../helpers/corrupt-events.js';
+import { generateDemoWorkload, mulberry32 } from '../../src/source/demo-workload.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-bad-input-'));
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
@@ -168,4 +170,70 @@ test('huge malformed lines give short warnings: the detail repeats at most a cli
       { msg: 'skipped malformed input', reason: 'not_an_event_message', detail: 'message type an array', excerpt: excerpt(lines[2]!), short: true },
     ],
   );
+});
+
+/** Every attribute as OTLP carried it: a string, a boolean, a finite number, or an array of strings. */
+function assertWellTyped(spans: ReceivedSpan[]): void {
+  const check = (attrs: Record<string, AttrValue>, where: string): void => {
+    for (const [k, v] of Object.entries(attrs)) {
+      const ok = typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v)) || (Array.isArray(v) && v.every((x) => typeof x === 'string'));
+      assert.ok(ok, `${where}: ${k} = ${JSON.stringify(v)}`);
+    }
+  };
+  for (const s of spans) {
+    check(s.attributes, `span ${s.spanId}`);
+    for (const e of s.events) check(e.attributes, `span ${s.spanId} event ${e.name}`);
+    for (const l of s.links) check(l.attributes, `span ${s.spanId} link`);
+  }
+}
+
+test('replay of a workload with malformed frames of every structural kind beside two runs\' events: the spans the collector gets are those of the workload alone, each frame is counted under its reason and the counts add up, each warning carries a bounded excerpt of its line', async () => {
+  const { events } = generateDemoWorkload({ seed: 11, startMs: Date.UTC(2025, 0, 6, 9, 0, 0) });
+  const runs = [...stateEventsByRun(events).values()];
+  const kindOf = (states: number[]): string => String(((events[states[0]!]!.resource as Record<string, unknown>)['prefect.resource.id'])).slice(0, 17);
+  const task = runs.find((states) => kindOf(states) === 'prefect.task-run.')!;
+  const flow = runs.find((states) => kindOf(states) === 'prefect.flow-run.')!;
+  const malformed = [...CORRUPTIONS.filter((c) => c.outcome !== 'kept'), ...MALFORMED_FIRST];
+  const fuzzed = sentBeside(events, [...task, ...flow], [...malformed, ...malformed], mulberry32(11)).map((l) => (typeof l === 'string' ? l : JSON.stringify(l)));
+  const goodFile = join(dir, 'workload.jsonl');
+  const fuzzFile = join(dir, 'workload-fuzzed.jsonl');
+  writeFileSync(goodFile, `${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
+  writeFileSync(fuzzFile, `${fuzzed.join('\n')}\n`);
+
+  const run = async (file: string) => {
+    const receiver = await startOtlpReceiver();
+    const r = await startCli(['replay', file], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_LOG_LEVEL: 'info' }).result;
+    await receiver.close();
+    return { r, spans: byId(receiver.spans()) };
+  };
+  const alone = await run(goodFile);
+  const fuzz = await run(fuzzFile);
+  assert.equal(alone.r.code, 0, alone.r.stderr);
+  assert.equal(fuzz.r.code, 0, fuzz.r.stderr);
+  assert.ok(alone.spans.length > 40, `${alone.spans.length} spans`);
+  assert.deepEqual(fuzz.spans, alone.spans, 'the malformed frames change no span');
+  assertWellTyped(fuzz.spans);
+
+  const outcomes = [...malformed, ...malformed].map((c) => c.outcome);
+  const skipped = SKIP_REASONS.map((reason) => [reason, outcomes.filter((o) => o === reason).length] as const).filter(([, n]) => n > 0);
+  const skippedTotal = skipped.reduce((n, [, k]) => n + k, 0);
+  const duplicates = outcomes.filter((o) => o === 'duplicate').length;
+  // Every line is one frame: each is an event read (taken, a duplicate, or about no run) or a skip.
+  assert.match(fuzz.r.stderr, new RegExp(`events read: ${fuzzed.length - skippedTotal} \\(${fuzzed.length} lines, ${duplicates} duplicates, 0 not about a run\\)`));
+  assert.match(fuzz.r.stderr, new RegExp(`skipped: ${skippedTotal} \\(${skipped.map(([r, n]) => `${r}: ${n}`).join(', ')}\\)`));
+  const stats = fuzz.r.stdout.split('\n').filter((l) => l.includes('"msg":"stats"')).map((l) => JSON.parse(l) as TracingStats);
+  assert.deepEqual(stats.at(-1)!.events, { received: fuzzed.length, accepted: events.length, duplicates, unrelated: 0, skipped: Object.fromEntries(skipped) });
+
+  const warned = fuzz.r.stdout.split('\n').filter((l) => l.includes('skipped malformed input')).map((l) => JSON.parse(l) as { reason: SkipReason; excerpt: string; detail: string });
+  const excerpts = new Set(fuzzed.map((l) => excerpt(l)));
+  assert.deepEqual(
+    Object.fromEntries(SKIP_REASONS.map((reason) => [reason, warned.filter((w) => w.reason === reason).length]).filter(([, n]) => n !== 0)),
+    Object.fromEntries(skipped.map(([reason, n]) => [reason, Math.min(n, WARN_PER_REASON)])),
+    'at most 10 warnings per reason',
+  );
+  for (const w of warned) {
+    assert.ok(excerpts.has(w.excerpt) && w.excerpt.length <= 161, `an excerpt of a line of the input, at most 161 characters: ${w.excerpt}`);
+    assert.ok(w.detail.length <= 200, `a short detail: ${w.detail}`);
+  }
+  assert.doesNotMatch(fuzz.r.stdout, /could not be processed/);
 });
