@@ -279,12 +279,12 @@ export class RunState {
           break;
         case 'flow-run': {
           // A task run is never its own flow run, whatever an event says.
-          const flowRunId = this.ref.type === 'task' ? idAfter(r.id, 'prefect.flow-run.') : undefined;
+          const flowRunId = this.ref.type === 'task' ? runIdAfter(r.id, 'prefect.flow-run.') : undefined;
           if (flowRunId !== undefined && flowRunId !== this.ref.id) m.flowRunId = flowRunId;
           break;
         }
         case 'task-run':
-          if (own && this.ref.type === 'flow') m.parentTaskRunId = idAfter(r.id, 'prefect.task-run.') ?? m.parentTaskRunId;
+          if (own && this.ref.type === 'flow') m.parentTaskRunId = runIdAfter(r.id, 'prefect.task-run.') ?? m.parentTaskRunId;
           break;
       }
     }
@@ -453,6 +453,15 @@ function statusOf(final: StateInfo | undefined): SpanRecord['status'] {
 
 function idAfter(resourceId: string, prefix: string): string | undefined {
   return resourceId.startsWith(prefix) ? (canonicalUuid(resourceId.slice(prefix.length)) ?? resourceId.slice(prefix.length)) : undefined;
+}
+
+/**
+ * A run's UUID after `prefix`, or undefined when it is not one: such an id names no run (as the
+ * classifier and the trace resolution read it), so it moves no task to another flow run, nor out
+ * from under the task runs hang under, and is no subflow's parent task.
+ */
+function runIdAfter(resourceId: string, prefix: string): string | undefined {
+  return resourceId.startsWith(prefix) ? canonicalUuid(resourceId.slice(prefix.length)) : undefined;
 }
 
 /** Task run ids named in `payload.task_run.task_inputs.__parents__`, in order. */

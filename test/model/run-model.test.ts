@@ -198,6 +198,20 @@ test('a malformed copy of an event sent before it with its id (a state type Pref
   assert.deepEqual({ unknown_state, bad_run_id, too_deep, duplicates: r.pipeline.counters.duplicates }, { unknown_state: 1, bad_run_id: 1, too_deep: !DEEP_JSON_WRITABLE ? 1 : 0, duplicates: 0 });
 });
 
+test('an event naming its run\'s flow run or tracking task by an id that is not a UUID (in braces) moves nothing: the task keeps its flow run and the task under it stays under it, the flow run gets no parent task id', async () => {
+  const base = await run(happyRun());
+  const events = happyRun();
+  const renamed = (e: Ev, role: string, to: (id: string) => string): Ev => ({
+    ...e,
+    related: [...(e.related as Ev[]).filter((r) => r['prefect.resource.role'] !== role), { 'prefect.resource.id': to(FR), 'prefect.resource.role': role }],
+  });
+  // EXTRACT Running (before the task nested under it starts); the flow run's Running.
+  events[5] = renamed(events[5]!, 'flow-run', (id) => `prefect.flow-run.{${id}}`);
+  events[3] = renamed(events[3]!, 'task-run', () => `prefect.task-run.{${LOAD}}`);
+  const r = await run(events);
+  assert.deepEqual(r.spans, base.spans);
+});
+
 test("an event of a task run that arrives before the task run's own states lands on that task run, which hangs under the parent task its states name: the same spans as in order", async () => {
   const base = await run(happyRun());
   const events = happyRun();
