@@ -30,7 +30,7 @@ const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 const resourceOf = (e: Ev): string => str((e.resource as Ev)['prefect.resource.id']);
 
 interface Target {
-  readonly kind: 'leaf task run' | 'root flow run';
+  readonly kind: 'leaf task run' | 'parent task run' | 'root flow run';
   readonly runId: string;
   readonly traceId: string;
   /** Indexes of its state events in the workload. */
@@ -53,13 +53,17 @@ function world(seed: number): World {
   const parentsText = events.map((e) => JSON.stringify(((e.payload as Ev).task_run as Ev | undefined)?.task_inputs ?? null)).join('\n');
   const leaves = [...byRun].filter(([id, states]) => states.length >= 2 && resourceOf(events[states[0]!]!).startsWith('prefect.task-run.') && !parentsText.includes(id) && !taskRunOwners.has(id));
   const roots = [...byRun].filter(([, states]) => resourceOf(events[states[0]!]!).startsWith('prefect.flow-run.') && states.every((i) => !(events[i]!.related as Ev[]).some((r) => r['prefect.resource.role'] === 'task-run')));
-  assert.ok(leaves.length > 0 && roots.length > 0, `seed ${seed}: a leaf task run and a root flow run to corrupt`);
+  // A task run that nested task runs hang under (`__parents__`): they keep their place whatever is done to its events.
+  const parents = [...byRun].filter(([id, states]) => states.length >= 2 && resourceOf(events[states[0]!]!).startsWith('prefect.task-run.') && parentsText.includes(id));
+  assert.ok(leaves.length > 0 && parents.length > 0 && roots.length > 0, `seed ${seed}: a leaf task run, a parent task run and a root flow run to corrupt`);
   const [leafId, leafStates] = pick(leaves);
   const [rootId, rootStates] = pick(roots);
+  const [parentId, parentStates] = pick(parents);
   return {
     seed, events, owners: taskRunOwners,
     targets: [
       { kind: 'leaf task run', runId: leafId, traceId: traceOf(events, leafStates[0]!), states: leafStates },
+      { kind: 'parent task run', runId: parentId, traceId: traceOf(events, parentStates[0]!), states: parentStates },
       { kind: 'root flow run', runId: rootId, traceId: rootId.replace(/-/g, ''), states: rootStates },
     ],
   };
@@ -214,8 +218,9 @@ describe('SPEC §5 malformed input: one run corrupted in every way JSON allows a
       for (const t of w.targets) {
         const random = prng(w.seed * 31 + t.states.length);
         const fresh = freshIds(random);
-        // A task run's span is its own; a flow run's tasks and subflows hang under it: the rest of its trace goes with it.
-        const other = t.kind === 'leaf task run' ? (s: SpanRecord) => s.run.id !== t.runId : (s: SpanRecord) => s.traceId !== t.traceId;
+        // A task run's span is its own (the task runs under it keep theirs); a flow run's tasks and subflows take their times and
+        // ends from it: the rest of its trace goes with it.
+        const other = t.kind === 'root flow run' ? (s: SpanRecord) => s.traceId !== t.traceId : (s: SpanRecord) => s.run.id !== t.runId;
         for (const round of rounds(CORRUPTIONS, t.states.length, random)) {
           const label = `seed ${w.seed}, ${t.kind} ${t.runId}: ${round.map((c) => c.name).join(' | ')}`;
           const replaced = new Map(round.map((c, k) => [t.states[k]!, c]));
