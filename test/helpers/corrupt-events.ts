@@ -158,6 +158,13 @@ export const CORRUPTIONS: readonly Corruption[] = [
   set('nested 3000 deep', 'kept', ['payload', 'deep'], nested(3000)),
   set('nested 3000 deep', 'kept', ['payload', 'task_run', 'task_inputs'], `{"__parents__":${nested(3000)}}`),
   set('huge numbers', 'kept', ['payload', 'numbers'], '[1e400,-1e400,1e308,-0,5e-324,123456789012345678901234567890]'),
+  // nested far deeper than any stack: only described in a skip's detail
+  set('nested 100000 deep', 'wrong_type', ['id'], nested(100_000)),
+  set('nested 100000 deep', 'wrong_type', ['occurred'], `{"a":${nested(100_000)}}`),
+  set('nested 100000 deep', 'wrong_type', ['resource'], nested(100_000)),
+  set('nested 100000 deep', 'wrong_type', ['resource', 'prefect.resource.name'], nested(100_000)),
+  set('nested 100000 deep', 'wrong_type', ['related', 0], nested(100_000)),
+  set('nested 100000 deep', 'wrong_type', ['payload'], nested(100_000)),
   // top level keys Prefect does not send
   set('', 'kept', ['__proto__'], '{"id":"0198c7d2-0000-7000-8000-000000000001","occurred":"2026-01-01T00:00:00Z"}'),
   set('', 'kept', ['constructor'], '{"prototype":{"resource":{"prefect.resource.id":"x"}}}'),
