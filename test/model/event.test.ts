@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { classify } from '../../src/model/classify.js';
-import { parseEvent, parseEventText } from '../../src/model/event.js';
+import { excerpt, parseEvent, parseEventText } from '../../src/model/event.js';
 import { canonicalUuid, spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { parseTimestampUs, usToHrTime, usToIso } from '../../src/model/time.js';
 
@@ -259,4 +259,19 @@ test('classifier: a run count is read when it is an integer OTLP holds exactly; 
     [['0', 0], ['1', 1], ['12', 12], ['007', 7], ['999999999999999', 999_999_999_999_999], ['1000000000000000', undefined], ['99999999999999999999999', undefined],
       ['9'.repeat(30), undefined], ['-1', undefined], ['1.5', undefined], ['1e3', undefined], ['Infinity', undefined], ['', undefined]],
   );
+});
+
+test('excerpt: the excerpt of a skipped line is its whitespace flattened and cut, also where whitespace runs cross what is read of a long line', () => {
+  const plain = (text: string, max: number): string => {
+    const flat = text.replace(/\s+/g, ' ');
+    return flat.length > max ? `${flat.slice(0, max)}…` : flat;
+  };
+  const texts: string[] = ['', ' ', 'a', '{"id": 1}', 'x'.repeat(160), 'x'.repeat(161), `${' \n\t'.repeat(100_000)}{"event": "late"}`];
+  // Whitespace runs of every length around 4×, 32× and 256× the excerpt's length, at every offset near them.
+  for (const at of [640, 5120, 40_960]) {
+    for (const run of [1, 2, 159, 160, 161, 700, 6000, 50_000]) {
+      for (const shift of [-2, -1, 0, 1]) texts.push(`${'y'.repeat(Math.max(0, at - run + shift))}${' '.repeat(run)}z${'w'.repeat(200)}`);
+    }
+  }
+  for (const max of [10, 160]) for (const text of texts) assert.equal(excerpt(text, max), plain(text, max), `${text.length} chars, max ${max}`);
 });
