@@ -2,7 +2,7 @@
 import { constants as osConstants } from 'node:os';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { describeConfig, resolveConfig, SETTINGS, type Config, type PrefectTracingOptions } from './config.js';
+import { describeConfig, resolveConfig, SETTINGS, type Config, type PrefectTracingOptions, type SettingKey } from './config.js';
 import { ConfigError, EXIT_CODES, exitCodeFor, PrefectOtelError } from './errors.js';
 import { HealthListenError } from './health.js';
 import { routeDiagToLogger } from './log/diag.js';
@@ -23,13 +23,18 @@ export interface ParsedArgs {
 const FLAG_COLUMN = Math.max(...Object.values(SETTINGS).map((d) => d.flag.length));
 const FLAG_TO_KEY = new Map(Object.entries(SETTINGS).map(([key, def]) => [def.flag, key]));
 
-/** `prefect-otel [watch|replay FILE|demo] [--flag value | --flag=value]…`; every setting has a flag. */
+/** `prefect-otel [watch|replay FILE|demo] [--flag value | --flag=value]… [-- FILE]`; every setting has a flag. */
 export function parseArgs(argv: readonly string[]): ParsedArgs {
   const problems: string[] = [];
   const options: Record<string, unknown> = {};
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
+    if (arg === '--') {
+      // The end of the options, as for every command line tool: what follows is a file (`replay -- --odd-name`).
+      positional.push(...argv.slice(i + 1));
+      break;
+    }
     if (arg === '-h' || arg === '--help') {
       positional.unshift('help');
       continue;
@@ -44,19 +49,28 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
       const key = FLAG_TO_KEY.get(flag);
       if (key === undefined) {
         // Every option takes a value: the next argument is this one's (a mistyped --api-key's key,
-        // say), so it is neither echoed nor read as a command.
+        // say), so it is neither echoed nor read as a command; unless it is a command's name
+        // (`--bogus replay events.jsonl`).
         const next = argv[i + 1];
-        if (eq === -1 && next !== undefined && !next.startsWith('-')) i += 1;
-        problems.push(`unknown option ${flag}`);
+        if (eq === -1 && next !== undefined && !next.startsWith('-') && !(COMMANDS as readonly string[]).includes(next)) i += 1;
+        problems.push(unknownOption(flag));
         continue;
       }
-      const value: string | undefined = eq === -1 ? argv[i + 1] : arg.slice(eq + 1);
-      if (eq === -1) i += 1;
+      const next = argv[i + 1];
+      // `--settle-ms --batch-size 5`: the next flag is not this one's value (a value that starts
+      // with `--` is given as `--flag=value`).
+      const value: string | undefined = eq !== -1 ? arg.slice(eq + 1) : next === undefined || next.startsWith('--') ? undefined : next;
+      if (eq === -1 && value !== undefined) i += 1;
       if (value === undefined) {
         problems.push(`${flag} needs a value`);
         continue;
       }
       options[key] = value;
+      continue;
+    }
+    if (arg.length > 1 && arg.startsWith('-') && !/^-\d/.test(arg)) {
+      // A short option (`-V`, `-x`): only -h and -v exist.
+      problems.push(unknownOption(arg));
       continue;
     }
     positional.push(arg);
@@ -79,6 +93,48 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
   }
   if (positional.length > 0 && command !== 'help') problems.push(`unexpected argument ${shown(positional[0]!)}`);
   return { command, file, options, problems };
+}
+
+/**
+ * An unknown option, named when it looks like one (a mistyped flag, with the flag it is closest to);
+ * anything else might be a secret. `--no-<flag>`: true/false settings take a value.
+ */
+function unknownOption(flag: string): string {
+  if (!/^--?[A-Za-z][A-Za-z0-9-]{0,60}$/.test(flag)) return 'unknown option (not shown: it may be a secret)';
+  const negatedKey = flag.startsWith('--no-') ? FLAG_TO_KEY.get(`--${flag.slice(5)}`) : undefined;
+  const negated = negatedKey === undefined ? undefined : SETTINGS[negatedKey as SettingKey];
+  if (negated !== undefined && typeof negated.default === 'boolean') return `unknown option ${flag} (use ${negated.flag}=false)`;
+  const close = closestFlag(flag);
+  return close === undefined ? `unknown option ${flag}` : `unknown option ${flag} (did you mean ${close}?)`;
+}
+
+/** Flags at most this many edits away from a mistyped one are suggested. */
+const MAX_SUGGESTION_EDITS = 2;
+
+/** The known flag nearest a mistyped one (`--setle-ms` → `--settle-ms`), if one is near enough. */
+function closestFlag(flag: string): string | undefined {
+  const typed = flag.replace(/^-+/, '--').toLowerCase();
+  let best: string | undefined;
+  let bestEdits = MAX_SUGGESTION_EDITS + 1;
+  for (const known of FLAG_TO_KEY.keys()) {
+    const edits = editDistance(typed, known);
+    if (edits < bestEdits) {
+      best = known;
+      bestEdits = edits;
+    }
+  }
+  return best;
+}
+
+/** Levenshtein distance, one row at a time. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
 }
 
 /** An argument as an error message may show it: a word (a mistyped command) quoted; anything else might be a secret. */

@@ -4,6 +4,9 @@
  * OpenTelemetry component of the environment reads, warns and falls back.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { startCli, type CliResult } from '../helpers/cli.js';
 import { logLines } from '../helpers/watch-e2e.js';
@@ -54,4 +57,49 @@ test('a blank flag for a setting that must say something (a service name, a stat
     { code: variables.code, serviceName: settings?.serviceName, stateFile: settings?.stateFile, warnings: logLines(variables.stdout).filter((l) => l.component === 'config' && l.level === 40) },
     { code: 0, serviceName: 'etl', stateFile: '.prefect-otel/state.json', warnings: [] },
   );
+});
+
+test('a flag with no value before the next flag says it needs one instead of taking that flag as its value (exit 2)', async () => {
+  const r = await cli(['--settle-ms', '--batch-size', '5', 'replay', '-'], {});
+  assert.deepEqual({ code: r.code, problems: r.stderr.split('\n\n')[0] }, {
+    code: 2,
+    problems: ['prefect-otel: invalid configuration:', '  - --settle-ms needs a value'].join('\n'),
+  });
+});
+
+test('`--` ends the options: replay reads a file whose name starts with dashes', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-dashdash-'));
+  try {
+    writeFileSync(join(dir, '--events.jsonl'), '# nothing yet\n');
+    const r = await startCli(['replay', '--traces-exporter=none', '--', '--events.jsonl'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', PREFECT_OTEL_LOG_LEVEL: 'warn' }, '', { cwd: dir }).result;
+    assert.deepEqual({ code: r.code, stderr: r.stderr }, {
+      code: 0,
+      stderr: [
+        'events read: 0 (1 lines, 1 blank or comment, 0 duplicates, 0 not about a run)',
+        'skipped: 0',
+        'runs: 0  spans: 0 (0 incomplete)',
+        'spans: not exported (OTEL_TRACES_EXPORTER=none)',
+        'export: ok',
+        '',
+      ].join('\n'),
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('unknown options are named as options, with the flag they are closest to; short ones too; `--no-<flag>` says how to turn a setting off', async () => {
+  const r = await cli(['--setle-ms=4', '-V', '--no-api-tls-insecure-skip-verify', '--otlp-header', 'x=SECRET', '--frobnicate', 'replay', '-'], {});
+  assert.deepEqual({ code: r.code, problems: r.stderr.split('\n\n')[0], secret: r.stderr.includes('SECRET') }, {
+    code: 2,
+    problems: [
+      'prefect-otel: invalid configuration:',
+      '  - unknown option --setle-ms (did you mean --settle-ms?)',
+      '  - unknown option -V',
+      '  - unknown option --no-api-tls-insecure-skip-verify (use --api-tls-insecure-skip-verify=false)',
+      '  - unknown option --otlp-header (did you mean --otlp-headers?)',
+      '  - unknown option --frobnicate',
+    ].join('\n'),
+    secret: false,
+  });
 });

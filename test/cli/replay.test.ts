@@ -224,9 +224,9 @@ test('mistyped options and stray arguments are listed and exit 2; a value that m
     assert.ok(!r.stderr.includes('SECRET'), r.stderr);
     return r.stderr.split('\n\n')[0]!.split('\n');
   };
-  assert.deepEqual(await problems(['--api-kye', 'pnu_TOPSECRET123', 'wacth']), ['prefect-otel: invalid configuration:', '  - unknown option --api-kye', '  - unknown command "wacth" (commands: watch, replay FILE, demo)']);
-  assert.deepEqual(await problems(['--otlp-header', 'authorization=Bearer%20SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header']);
-  assert.deepEqual(await problems(['replay', '-', 'pnu_SECRET42', '--otlp-header=authorization=SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header', '  - unexpected argument (not shown: it may be a secret)']);
+  assert.deepEqual(await problems(['--api-kye', 'pnu_TOPSECRET123', 'wacth']), ['prefect-otel: invalid configuration:', '  - unknown option --api-kye (did you mean --api-key?)', '  - unknown command "wacth" (commands: watch, replay FILE, demo)']);
+  assert.deepEqual(await problems(['--otlp-header', 'authorization=Bearer%20SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header (did you mean --otlp-headers?)']);
+  assert.deepEqual(await problems(['replay', '-', 'pnu_SECRET42', '--otlp-header=authorization=SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header (did you mean --otlp-headers?)', '  - unexpected argument (not shown: it may be a secret)']);
   // The settings' problems are listed with the arguments'.
   assert.deepEqual(await problems(['replay', '-', '--max-open-runs', 'many', '--bogus=1'], { PREFECT_OTEL_LOG_FORMAT: 'xml' }), [
     'prefect-otel: invalid configuration:',

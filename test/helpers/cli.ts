@@ -16,10 +16,12 @@ export interface CliOptions {
   readonly keepStdinOpen?: boolean;
   /** Do not keep standard output (it is still read, e.g. by the test's own listener). */
   readonly discardStdout?: boolean;
+  /** The directory the CLI runs in (a relative FILE is read from there). */
+  readonly cwd?: string;
 }
 
 export function startCli(args: string[], env: Record<string, string>, input?: string, options: CliOptions = {}): { child: ChildProcess; result: Promise<CliResult> } {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
+  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, cwd: options.cwd });
   let stdout = '';
   let stderr = '';
   if (options.discardStdout !== true) child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
