@@ -126,8 +126,11 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       values[key] = def.default;
       continue;
     }
-    const parsed = def.parse(raw);
+    const result = def.parse(raw);
+    const parsed = result.ok || !isQuoted(raw) ? result : { ok: false as const, problem: `${result.problem} ${QUOTES_HINT}` };
     if (parsed.ok) {
+      // A key in quotes is refused by the server with no word of why: the quotes are said (never the value).
+      if (isQuoted(raw)) warnings.push(`${source}: the value is in quotes, which are kept as part of it (remove them)`);
       values[key] = parsed.value;
       if (source !== undefined) sources.set(key, source);
       rank.set(key, fromOption !== undefined ? FROM_OPTION : FROM_ENV);
@@ -223,6 +226,16 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     warnings: Object.freeze(warnings),
   };
   return deepFreeze(config);
+}
+
+/** Said of a refused value in quotes: a `.env` file's quoting, kept by `docker --env-file` and Compose's `environment:` lists. */
+const QUOTES_HINT = '(the quotes are part of the value: remove them)';
+
+/** `"value"` or `'value'`: quotes that a shell would have removed. */
+function isQuoted(raw: unknown): boolean {
+  if (typeof raw !== 'string') return false;
+  const t = raw.trim();
+  return t.length >= 2 && (t[0] === '"' || t[0] === "'") && t.at(-1) === t[0];
 }
 
 /** The custom headers less the protected ones, each of which is said (as Prefect's client warns of them). */

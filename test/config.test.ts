@@ -293,3 +293,24 @@ test('OTLP headers written in another format (name: value, JSON) are a warning o
     for (const piece of ['dXNlcjpwYXNzd29yZA', 'Basic', 'de/f0g']) assert.ok(!line.includes(piece), line);
   }
 });
+
+test('a value wrapped in quotes (copied from a .env file) is refused with the quotes named as the cause, or warned of where it is accepted (a key, a name), its value never shown', () => {
+  let problems: readonly string[] = [];
+  try {
+    resolveConfig({}, { PREFECT_API_URL: '"http://prefect:4200/api"', PREFECT_OTEL_SETTLE_MS: "'5'", PREFECT_API_KEY: '"pnu_SECRET"' });
+  } catch (err) {
+    problems = (err as ConfigError).problems;
+  }
+  assert.deepEqual(problems, [
+    'PREFECT_API_URL: not a URL: "\\"http://prefect:4200/api\\"" (the quotes are part of the value: remove them)',
+    'PREFECT_OTEL_SETTLE_MS: expected a whole number ms, got "\'5\'" (the quotes are part of the value: remove them)',
+  ]);
+  assert.deepEqual(resolveConfig({}, { OTEL_TRACES_EXPORTER: '"none"' }).warnings, [
+    'OTEL_TRACES_EXPORTER: must be one of otlp, console, none, got "\\"none\\"" (the quotes are part of the value: remove them); using the default (otlp)',
+  ]);
+  const accepted = resolveConfig({ serviceName: "'etl'" }, { PREFECT_API_KEY: ' "pnu_SECRET" ' }, (key) => `--${key}`);
+  assert.deepEqual(accepted.warnings, [
+    'PREFECT_API_KEY: the value is in quotes, which are kept as part of it (remove them)',
+    "--serviceName: the value is in quotes, which are kept as part of it (remove them)",
+  ]);
+});
