@@ -157,6 +157,10 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
   if (v.apiKey !== undefined && v.authString !== undefined) {
     warnings.push('both PREFECT_API_KEY and PREFECT_API_AUTH_STRING are set; using PREFECT_API_KEY');
   }
+  if (v.batchSize > v.bufferMaxSpans) {
+    const name = (key: SettingKey): string => sources.get(key) ?? SETTINGS[key].env[0]!;
+    warnings.push(`${name('batchSize')} (${v.batchSize}) is larger than ${name('bufferMaxSpans')} (${v.bufferMaxSpans}): batches of at most ${v.bufferMaxSpans} spans are sent`);
+  }
   const rankOf = (key: SettingKey): number => rank.get(key) ?? FROM_DEFAULT;
   /**
    * Per signal: a signal's own value wins over the generic one given the same way, as the

@@ -294,6 +294,17 @@ test('OTLP headers written in another format (name: value, JSON) are a warning o
   }
 });
 
+test('a batch size larger than the span buffer is said, with what is sent instead (as the OpenTelemetry batch processor warns), whether from variables or options', () => {
+  const fromEnv = resolveConfig({}, { OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '1000', OTEL_BSP_MAX_QUEUE_SIZE: '10' });
+  assert.deepEqual({ delivery: fromEnv.delivery, warnings: fromEnv.warnings }, {
+    delivery: { maxSpans: 10, maxBytes: 64 * 1024 * 1024, batchSize: 10, scheduleDelayMs: 200 },
+    warnings: ['OTEL_BSP_MAX_EXPORT_BATCH_SIZE (1000) is larger than OTEL_BSP_MAX_QUEUE_SIZE (10): batches of at most 10 spans are sent'],
+  });
+  const fromOptions = resolveConfig({ batchSize: 1000 }, { OTEL_BSP_MAX_QUEUE_SIZE: '10' }, (key) => (key === 'batchSize' ? '--batch-size' : key));
+  assert.deepEqual(fromOptions.warnings, ['--batch-size (1000) is larger than OTEL_BSP_MAX_QUEUE_SIZE (10): batches of at most 10 spans are sent']);
+  assert.deepEqual(resolveConfig({}, { OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '10', OTEL_BSP_MAX_QUEUE_SIZE: '10' }).warnings, []);
+});
+
 test('a value wrapped in quotes (copied from a .env file) is refused with the quotes named as the cause, or warned of where it is accepted (a key, a name), its value never shown', () => {
   let problems: readonly string[] = [];
   try {
