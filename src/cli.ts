@@ -2,7 +2,7 @@
 import { constants as osConstants } from 'node:os';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { describeConfig, resolveConfig, SETTINGS, type Config, type PrefectTracingOptions, type SettingKey } from './config.js';
+import { closestName, describeConfig, resolveConfig, SETTINGS, type Config, type PrefectTracingOptions, type SettingKey } from './config.js';
 import { ConfigError, EXIT_CODES, exitCodeFor, PrefectOtelError } from './errors.js';
 import { HealthListenError } from './health.js';
 import { routeDiagToLogger } from './log/diag.js';
@@ -104,37 +104,8 @@ function unknownOption(flag: string): string {
   const negatedKey = flag.startsWith('--no-') ? FLAG_TO_KEY.get(`--${flag.slice(5)}`) : undefined;
   const negated = negatedKey === undefined ? undefined : SETTINGS[negatedKey as SettingKey];
   if (negated !== undefined && typeof negated.default === 'boolean') return `unknown option ${flag} (use ${negated.flag}=false)`;
-  const close = closestFlag(flag);
+  const close = closestName(flag.replace(/^-+/, '--').toLowerCase(), FLAG_TO_KEY.keys());
   return close === undefined ? `unknown option ${flag}` : `unknown option ${flag} (did you mean ${close}?)`;
-}
-
-/** Flags at most this many edits away from a mistyped one are suggested. */
-const MAX_SUGGESTION_EDITS = 2;
-
-/** The known flag nearest a mistyped one (`--setle-ms` → `--settle-ms`), if one is near enough. */
-function closestFlag(flag: string): string | undefined {
-  const typed = flag.replace(/^-+/, '--').toLowerCase();
-  let best: string | undefined;
-  let bestEdits = MAX_SUGGESTION_EDITS + 1;
-  for (const known of FLAG_TO_KEY.keys()) {
-    const edits = editDistance(typed, known);
-    if (edits < bestEdits) {
-      best = known;
-      bestEdits = edits;
-    }
-  }
-  return best;
-}
-
-/** Levenshtein distance, one row at a time. */
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = row;
-  }
-  return prev[b.length]!;
 }
 
 /** An argument as an error message may show it: a word (a mistyped command) quoted; anything else might be a secret. */

@@ -145,6 +145,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       problems.push(`${source}: ${parsed.problem}`);
     }
   }
+  unknownVariables(env, warnings);
   const v = values as SettingValues;
   const ca = readCertificates(v.apiSslCertFile, sources.get('apiSslCertFile'), problems);
   const proxy = proxyEnv(env);
@@ -230,6 +231,47 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     warnings: Object.freeze(warnings),
   };
   return deepFreeze(config);
+}
+
+/** prefect-otel's own variables: one it does not know is a misspelt setting, which would silently do nothing. */
+const OWN_PREFIX = 'PREFECT_OTEL_';
+const OWN_VARIABLES: ReadonlySet<string> = new Set(Object.values(SETTINGS).flatMap((d) => d.env.filter((e) => e.startsWith(OWN_PREFIX))));
+
+/** A warning per PREFECT_OTEL_* variable that is no setting, with the setting it is closest to. */
+function unknownVariables(env: Env, warnings: string[]): void {
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith(OWN_PREFIX) || OWN_VARIABLES.has(name)) continue;
+    const close = closestName(name.toUpperCase(), OWN_VARIABLES);
+    warnings.push(`${name} is not a prefect-otel setting, so it does nothing${close === undefined ? '' : ` (did you mean ${close}?)`}`);
+  }
+}
+
+/** Names at most this many edits away from a mistyped one are suggested. */
+const MAX_SUGGESTION_EDITS = 2;
+
+/** The known name nearest a mistyped one (`--setle-ms` → `--settle-ms`), if one is near enough. */
+export function closestName(typed: string, known: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestEdits = MAX_SUGGESTION_EDITS + 1;
+  for (const name of known) {
+    const edits = editDistance(typed, name);
+    if (edits < bestEdits) {
+      best = name;
+      bestEdits = edits;
+    }
+  }
+  return best;
+}
+
+/** Levenshtein distance, one row at a time. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
 }
 
 /** Said of a refused value in quotes: a `.env` file's quoting, kept by `docker --env-file` and Compose's `environment:` lists. */

@@ -325,3 +325,14 @@ test('a value wrapped in quotes (copied from a .env file) is refused with the qu
     "--serviceName: the value is in quotes, which are kept as part of it (remove them)",
   ]);
 });
+
+test('a PREFECT_OTEL_* variable that is no setting is warned of, with the setting it is closest to; other variables are not prefect-otel\'s to judge', () => {
+  const c = resolveConfig({}, { PREFECT_OTEL_SETLE_MS: '5', PREFECT_OTEL_MAX_SPAN_EVENTS: '10', PREFECT_OTEL_SETTLE_MS: '7', PREFECT_OTHER: '1', OTEL_BSP_MAX_QUEU_SIZE: '3' });
+  assert.deepEqual({ settleMs: c.model.settleMs, warnings: c.warnings }, {
+    settleMs: 7,
+    warnings: [
+      'PREFECT_OTEL_SETLE_MS is not a prefect-otel setting, so it does nothing (did you mean PREFECT_OTEL_SETTLE_MS?)',
+      'PREFECT_OTEL_MAX_SPAN_EVENTS is not a prefect-otel setting, so it does nothing',
+    ],
+  });
+});
