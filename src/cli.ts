@@ -142,16 +142,20 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   }
   // Every problem at once: the arguments' and the settings' (with the options the arguments did give).
   const problems = [...args.problems];
+  let warnings: readonly string[] = [];
   let config: Config | undefined;
   try {
     // On the command line an option is a flag: a problem names it as the user wrote it.
     config = resolveConfig(demoDefaults(args, env), env, (key) => SETTINGS[key].flag);
+    warnings = config.warnings;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     problems.push(...err.problems);
+    warnings = err.warnings;
   }
   if (config === undefined || problems.length > 0) {
-    process.stderr.write(`prefect-otel: ${new ConfigError(problems).message}\n\n${args.problems.length > 0 ? USAGE : ''}`);
+    const warned = warnings.length === 0 ? '' : `also (warnings):\n  - ${warnings.join('\n  - ')}\n`;
+    process.stderr.write(`prefect-otel: ${new ConfigError(problems).message}\n${warned}\n${args.problems.length > 0 ? USAGE : ''}`);
     return EXIT_CODES.CONFIG;
   }
   const logger = createLogger({ level: config.log.level, format: config.log.format });

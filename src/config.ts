@@ -153,7 +153,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     const problem = proxyProblem(value);
     if (problem !== undefined) problems.push(`${name}: ${problem}`);
   }
-  if (problems.length > 0) throw new ConfigError(problems);
+  if (problems.length > 0) throw new ConfigError(problems, warnings);
   if (v.apiTlsInsecureSkipVerify) warnings.push("PREFECT_API_TLS_INSECURE_SKIP_VERIFY is on: the Prefect server's certificate is not checked");
   if (v.apiKey !== undefined && v.authString !== undefined) {
     warnings.push('both PREFECT_API_KEY and PREFECT_API_AUTH_STRING are set; using PREFECT_API_KEY');

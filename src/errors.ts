@@ -24,9 +24,12 @@ export class PrefectOtelError extends Error {
 /** Every configuration problem found at once; the CLI prints them all and exits 2. */
 export class ConfigError extends PrefectOtelError {
   readonly problems: readonly string[];
-  constructor(problems: readonly string[]) {
+  /** What was only warned of (an OTEL_* variable that fell back, say): said with the problems, so one run shows everything to fix. */
+  readonly warnings: readonly string[];
+  constructor(problems: readonly string[], warnings: readonly string[] = []) {
     super(ERROR_CODES.CONFIG, `invalid configuration:\n  - ${problems.join('\n  - ')}`);
     this.problems = [...problems];
+    this.warnings = [...warnings];
   }
 }
 

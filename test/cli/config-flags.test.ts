@@ -103,3 +103,20 @@ test('unknown options are named as options, with the flag they are closest to; s
     secret: false,
   });
 });
+
+test('a configuration error (exit 2) also lists what was only warned of, so that one run shows everything to fix', async () => {
+  const r = await cli(['replay', '-', '--batch-size=0'], { OTEL_BSP_MAX_QUEUE_SIZE: '-1', PREFECT_OTEL_SETLE_MS: '5', PREFECT_OTEL_LOG_FORMAT: 'xml' });
+  assert.deepEqual({ code: r.code, stderr: r.stderr }, {
+    code: 2,
+    stderr: [
+      'prefect-otel: invalid configuration:',
+      '  - PREFECT_OTEL_LOG_FORMAT: must be one of json, pretty, got "xml"',
+      '  - --batch-size: must be between 1 and 100000, got 0',
+      'also (warnings):',
+      '  - OTEL_BSP_MAX_QUEUE_SIZE: must be between 1 and 10000000, got -1; using the default (20000)',
+      '  - PREFECT_OTEL_SETLE_MS is not a prefect-otel setting, so it does nothing (did you mean PREFECT_OTEL_SETTLE_MS?)',
+      '',
+      '',
+    ].join('\n'),
+  });
+});
