@@ -154,13 +154,14 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     if (problem !== undefined) problems.push(`${name}: ${problem}`);
   }
   if (problems.length > 0) throw new ConfigError(problems, warnings);
-  if (v.apiTlsInsecureSkipVerify) warnings.push("PREFECT_API_TLS_INSECURE_SKIP_VERIFY is on: the Prefect server's certificate is not checked");
+  // Named as the user gave them: a flag is not its variable.
+  const given = (key: SettingKey): string => sources.get(key) ?? SETTINGS[key].env[0]!;
+  if (v.apiTlsInsecureSkipVerify) warnings.push(`${given('apiTlsInsecureSkipVerify')} is on: the Prefect server's certificate is not checked`);
   if (v.apiKey !== undefined && v.authString !== undefined) {
-    warnings.push('both PREFECT_API_KEY and PREFECT_API_AUTH_STRING are set; using PREFECT_API_KEY');
+    warnings.push(`both ${given('apiKey')} and ${given('authString')} are set; using ${given('apiKey')}`);
   }
   if (v.batchSize > v.bufferMaxSpans) {
-    const name = (key: SettingKey): string => sources.get(key) ?? SETTINGS[key].env[0]!;
-    warnings.push(`${name('batchSize')} (${v.batchSize}) is larger than ${name('bufferMaxSpans')} (${v.bufferMaxSpans}): batches of at most ${v.bufferMaxSpans} spans are sent`);
+    warnings.push(`${given('batchSize')} (${v.batchSize}) is larger than ${given('bufferMaxSpans')} (${v.bufferMaxSpans}): batches of at most ${v.bufferMaxSpans} spans are sent`);
   }
   const rankOf = (key: SettingKey): number => rank.get(key) ?? FROM_DEFAULT;
   /**

@@ -336,3 +336,15 @@ test('a PREFECT_OTEL_* variable that is no setting is warned of, with the settin
     ],
   });
 });
+
+test('the warnings of a setting name it as it was given: the flag or option, else its variable', () => {
+  const flag = (key: string): string => `--${key}`;
+  assert.deepEqual(resolveConfig({ apiTlsInsecureSkipVerify: true, authString: 'u:p' }, { PREFECT_API_KEY: 'pnu_x' }, flag).warnings, [
+    "--apiTlsInsecureSkipVerify is on: the Prefect server's certificate is not checked",
+    'both PREFECT_API_KEY and --authString are set; using PREFECT_API_KEY',
+  ]);
+  assert.deepEqual(resolveConfig({}, { PREFECT_API_TLS_INSECURE_SKIP_VERIFY: 'yes', PREFECT_API_KEY: 'pnu_x', PREFECT_API_AUTH_STRING: 'u:p' }).warnings, [
+    "PREFECT_API_TLS_INSECURE_SKIP_VERIFY is on: the Prefect server's certificate is not checked",
+    'both PREFECT_API_KEY and PREFECT_API_AUTH_STRING are set; using PREFECT_API_KEY',
+  ]);
+});
