@@ -142,7 +142,8 @@ function keyValues(raw: unknown): Parsed<Record<string, string>> {
  */
 function httpHeaders(raw: unknown): Parsed<Record<string, string>> {
   const parsed = keyValues(raw);
-  if (!parsed.ok) return parsed;
+  // `{"Authorization": "…"}` or `Authorization: Bearer …` has no `=` to fail on later: said here the same way.
+  if (!parsed.ok) return typeof raw === 'string' ? bad(`${parsed.problem}${headerNameHint(raw)}`) : parsed;
   let n = 0;
   for (const [name, value] of Object.entries(parsed.value)) {
     n += 1;

@@ -348,3 +348,16 @@ test('the warnings of a setting name it as it was given: the flag or option, els
     'both PREFECT_API_KEY and PREFECT_API_AUTH_STRING are set; using PREFECT_API_KEY',
   ]);
 });
+
+test('OTLP headers written as JSON or as `name: value` with no `=` in them are refused with the format to use, their text never shown', () => {
+  let problems: readonly string[] = [];
+  try {
+    resolveConfig({ otlpHeaders: '{"Authorization":"SECRET"}' as never, otlpTracesHeaders: 'Authorization: Bearer SECRET' as never }, {}, (key) => `--${key}`);
+  } catch (err) {
+    problems = (err as ConfigError).problems;
+  }
+  assert.deepEqual(problems, [
+    '--otlpHeaders: expected key=value pairs separated by commas (entry 1 is not key=value): the headers look like JSON, where key=value pairs separated by commas are expected',
+    '--otlpTracesHeaders: expected key=value pairs separated by commas (entry 1 is not key=value): write name=value, not name: value',
+  ]);
+});
