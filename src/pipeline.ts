@@ -113,6 +113,12 @@ const EVENT_CLOCK_TICK_MS = 100;
  */
 const UNCONFIRMED_JUMP_MS = 1_000;
 
+/** A notice's fields as a log line has them: its run's trace id as `trace_id`, the key STLOGGING lines use, so that a search by trace id finds it. */
+function withTraceId<N extends { readonly traceId: string }>(notice: N): Omit<N, 'traceId'> & { trace_id: string } {
+  const { traceId, ...fields } = notice;
+  return { ...fields, trace_id: traceId };
+}
+
 export function createPipeline(options: PipelineOptions): Pipeline {
   const { config, logger } = options;
   const log = logger.child({ component: 'pipeline' });
@@ -208,7 +214,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           case 'evicted': {
             // Under a low bound this happens once per new run.
             const count = tracker.counts.evicted;
-            warnThenCount(count, { ...notice, count }, 'open-run bound reached; least recently active run ended early', 'further evictions are only counted');
+            warnThenCount(count, { ...withTraceId(notice), count }, 'open-run bound reached; least recently active run ended early', 'further evictions are only counted');
             break;
           }
           case 'lookup_abandoned': {
@@ -218,7 +224,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
             break;
           }
           case 'rerun':
-            notices.info(notice, 'run left its terminal state; new span for the rerun');
+            notices.info(withTraceId(notice), 'run left its terminal state; new span for the rerun');
             break;
         }
       },

@@ -41,9 +41,9 @@ export type TrackerNotice =
   | { readonly kind: 'late_event'; readonly runId: string; readonly eventId: string; readonly eventName: string }
   | { readonly kind: 'lookup_failed'; readonly runId: string; readonly taskRunId: string }
   | { readonly kind: 'parent_cycle'; readonly runId: string; readonly taskRunId: string }
-  | { readonly kind: 'evicted'; readonly runId: string }
+  | { readonly kind: 'evicted'; readonly runId: string; readonly traceId: string }
   | { readonly kind: 'lookup_abandoned'; readonly taskRunId: string; readonly events: number }
-  | { readonly kind: 'rerun'; readonly runId: string; readonly attempt: number };
+  | { readonly kind: 'rerun'; readonly runId: string; readonly attempt: number; readonly traceId: string };
 
 /** An event the tracker turns down as it is (skipped input, counted and logged by reason). */
 export interface Rejected {
@@ -235,7 +235,7 @@ export class RunTracker {
         }
         run = this.openRun(ref, done.ctx, done.attempt + 1, nowMs);
         this.counts.reruns += 1;
-        this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt });
+        this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt, traceId: run.ctx.traceId });
       } else {
         const ctx = this.resolveCtx(ref, event, classified);
         if (ctx === 'wait') return this.enqueue(this.blocked.get(ref.id)!, event, classified, payload, nowMs);
@@ -246,7 +246,7 @@ export class RunTracker {
         run = this.openRun(ref, ctx, rerun ? 1 : 0, nowMs);
         if (rerun) {
           this.counts.reruns += 1;
-          this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt });
+          this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt, traceId: run.ctx.traceId });
         }
       }
     } else {
@@ -259,7 +259,7 @@ export class RunTracker {
       this.finalize(run, undefined, nowMs);
       run = this.openRun(ref, ctx, run.attempt + 1, nowMs);
       this.counts.reruns += 1;
-      this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt });
+      this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt, traceId: run.ctx.traceId });
     }
     this.apply(run, event, classified, payload, nowMs);
     return undefined;
@@ -500,7 +500,7 @@ export class RunTracker {
     const oldest = this.open.peek()?.[1];
     if (oldest === undefined || oldest === keep) return false;
     this.counts.evicted += 1;
-    this.sink.notice({ kind: 'evicted', runId: oldest.ref.id });
+    this.sink.notice({ kind: 'evicted', runId: oldest.ref.id, traceId: oldest.ctx.traceId });
     this.finalize(oldest, oldest.terminal ? undefined : 'evicted', nowMs);
     return true;
   }

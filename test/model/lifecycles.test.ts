@@ -456,3 +456,16 @@ test('a rerun whose first states arrive before the previous attempt\'s terminal 
     assert.deepEqual(spans.map(whole).sort((x, y) => x.spanId.localeCompare(y.spanId)), expected, label);
   }
 });
+
+test('the notice lines of a rerun and of a run the open-run bound ended carry the trace id of the run, as its STLOGGING lines do', async () => {
+  const OTHER = '0198c7d2-7777-7abc-8def-0123456789ab';
+  const rerun = flowRun([[0, 'RUNNING', 'Running', 1], [2, 'FAILED', 'Failed', 1], [60, 'SCHEDULED', 'Scheduled', 1], [61, 'RUNNING', 'Running', 2]]);
+  // A second flow run opened while FR's rerun is open: under a bound of one open run, FR is ended early.
+  const other = flowRunStateEvent({ flowRunId: OTHER, flowRunName: 'amber-owl', ...EXAMPLE_FLOW, state: { type: 'RUNNING', name: 'Running' }, from: null, runCount: 1, occurred: Date.parse('2026-08-21T12:01:10Z') });
+  const { lines } = await run([...rerun, other], { maxOpenRuns: 1 });
+  const notices = lines.filter((l) => l.component === 'model').map((l) => ({ kind: l.kind, runId: l.runId, ...(l.attempt === undefined ? {} : { attempt: l.attempt }), trace_id: l.trace_id, ...(l.count === undefined ? {} : { count: l.count }), msg: l.msg }));
+  assert.deepEqual(notices, [
+    { kind: 'rerun', runId: FR, attempt: 1, trace_id: traceIdForRun(FR), msg: 'run left its terminal state; new span for the rerun' },
+    { kind: 'evicted', runId: FR, trace_id: traceIdForRun(FR), count: 1, msg: 'open-run bound reached; least recently active run ended early' },
+  ]);
+});
