@@ -82,6 +82,14 @@ function byId(spans: ReceivedSpan[]): ReceivedSpan[] {
   return [...spans].sort((a, b) => a.spanId.localeCompare(b.spanId));
 }
 
+
+/** `prefect-otel replay <file>` (no Prefect server to look parents up) to a receiver: its result and the spans the receiver decoded, by id. */
+async function replayToReceiver(file: string) {
+  const receiver = await startOtlpReceiver();
+  const r = await startCli(['replay', file], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_LOG_LEVEL: 'info' }).result;
+  await receiver.close();
+  return { r, spans: byId(receiver.spans()) };
+}
 test('a flood of malformed lines of every kind between good runs: the process stays up, the good spans are exactly those of the good events alone, every skip is counted by reason and logged a bounded number of times with an excerpt', async () => {
   const good = goodEvents();
   const bad: { reason: SkipReason; line: string }[] = [];
@@ -110,14 +118,8 @@ test('a flood of malformed lines of every kind between good runs: the process st
   writeFileSync(goodFile, `# ${RUNS} runs\n${good.map((g) => g.line).join('\n')}\n`);
   writeFileSync(floodFile, `# the same runs with ${bad.length} malformed lines between their events\n${flood.join('\n')}\n`);
 
-  const run = async (file: string) => {
-    const receiver = await startOtlpReceiver();
-    const r = await startCli(['replay', file], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_LOG_LEVEL: 'info' }).result;
-    await receiver.close();
-    return { r, spans: byId(receiver.spans()) };
-  };
-  const alone = await run(goodFile);
-  const flooded = await run(floodFile);
+  const alone = await replayToReceiver(goodFile);
+  const flooded = await replayToReceiver(floodFile);
   assert.equal(alone.r.code, 0, alone.r.stderr);
   assert.equal(flooded.r.code, 0, flooded.r.stderr);
   assert.equal(alone.spans.length, RUNS * 3);
@@ -200,14 +202,8 @@ test('replay of a workload with malformed frames of every structural kind beside
   writeFileSync(goodFile, `${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
   writeFileSync(fuzzFile, `${fuzzed.join('\n')}\n`);
 
-  const run = async (file: string) => {
-    const receiver = await startOtlpReceiver();
-    const r = await startCli(['replay', file], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_LOG_LEVEL: 'info' }).result;
-    await receiver.close();
-    return { r, spans: byId(receiver.spans()) };
-  };
-  const alone = await run(goodFile);
-  const fuzz = await run(fuzzFile);
+  const alone = await replayToReceiver(goodFile);
+  const fuzz = await replayToReceiver(fuzzFile);
   assert.equal(alone.r.code, 0, alone.r.stderr);
   assert.equal(fuzz.r.code, 0, fuzz.r.stderr);
   assert.ok(alone.spans.length > 40, `${alone.spans.length} spans`);
