@@ -14,6 +14,7 @@ import { createPipeline, type Pipeline } from '../../src/pipeline.js';
 import { generateDemoWorkload } from '../../src/source/demo-workload.js';
 import { loadState, StateWriter } from '../../src/state/persisted.js';
 import { createStateStore } from '../../src/state/state-store.js';
+import { progressSeenMeanwhile } from '../helpers/meanwhile.js';
 
 const workload = generateDemoWorkload({ seed: 11, flows: 12 });
 const events = workload.events;
@@ -132,15 +133,8 @@ describe('state journal', () => {
     const n = 200_000;
     for (let i = 0; i < n; i++) delivery.enqueue(new Counted(i.toString(16).padStart(16, '0')) as unknown as SpanRecord);
     serialised = 0;
-    const seenMeanwhile: number[] = [];
-    let saving = true;
-    const watch = (): void => {
-      seenMeanwhile.push(serialised);
-      if (saving) setImmediate(watch);
-    };
-    setImmediate(watch);
-    assert.equal(await writer.save(false), n);
-    saving = false;
+    const { result: kept, seen: seenMeanwhile } = await progressSeenMeanwhile(() => writer.save(false), () => serialised);
+    assert.equal(kept, n);
     assert.equal(serialised, n);
     assert.ok(seenMeanwhile.some((c) => c > 0 && c < n), `no other work ran while the journal line was serialised (counts seen: ${[...new Set(seenMeanwhile)].join(', ')})`);
     const lines = (await readFile(store.journalPath, 'utf8')).split('\n');

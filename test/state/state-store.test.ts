@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InputError } from '../../src/errors.js';
 import { createStateStore } from '../../src/state/state-store.js';
+import { progressSeenMeanwhile } from '../helpers/meanwhile.js';
 
 describe('state store', () => {
   let dir: string;
@@ -59,15 +60,7 @@ describe('state store', () => {
     }
     const n = 200_000;
     const dedupe = Array.from({ length: n }, (_, i) => new Counted(`0198c7d2-${String(i).padStart(4, '0')}-7000-8000-000000000000`, 1_787_313_605_123_456 + i));
-    const seenMeanwhile: number[] = [];
-    let saving = true;
-    const watch = (): void => {
-      seenMeanwhile.push(serialised);
-      if (saving) setImmediate(watch);
-    };
-    setImmediate(watch);
-    const length = await store.save({ version: 2, dedupe, tracker: { open: [], finished: [] } });
-    saving = false;
+    const { result: length, seen: seenMeanwhile } = await progressSeenMeanwhile(() => store.save({ version: 2, dedupe, tracker: { open: [], finished: [] } }), () => serialised);
     assert.equal(serialised, n);
     assert.ok(seenMeanwhile.some((c) => c > 0 && c < n), `no other work ran while the state was serialised (counts seen: ${[...new Set(seenMeanwhile)].join(', ')})`);
     const text = await readFile(path, 'utf8');
