@@ -4,6 +4,8 @@ import type { TracingStats } from './stats.js';
  * Every metric once: its Prometheus name (`/metrics`), its OpenTelemetry name (OTLP metrics, when
  * exported), and how to read it from the stats. The OTel names map to the Prometheus names by the
  * Collector's usual translation (dots → `_`, unit `s` → `_seconds`, monotonic sums → `_total`).
+ * That translation appends `_ratio` to a gauge of unit `1`, so a 0/1 gauge counts something
+ * (`{connection}`, `{process}`) instead: its name then stays the same on both sides.
  */
 export interface MetricDef {
   readonly prometheus: string;
@@ -22,7 +24,7 @@ export const METRIC_DEFS: readonly MetricDef[] = [
   { prometheus: 'process_resident_memory_bytes', otel: undefined, type: 'gauge', unit: 'By', help: 'Resident memory size in bytes.', read: (s) => s.memory.rssBytes },
   { prometheus: 'nodejs_heap_size_used_bytes', otel: undefined, type: 'gauge', unit: 'By', help: 'V8 heap in use, in bytes.', read: (s) => s.memory.heapUsedBytes },
   { prometheus: 'prefect_otel_connected', otel: 'prefect_otel.connected', type: 'gauge', unit: '{connection}', help: '1 while subscribed to the Prefect event stream (replay: while reading input).', read: (s) => (s.connected ? 1 : 0) },
-  { prometheus: 'prefect_otel_standby', otel: 'prefect_otel.standby', type: 'gauge', unit: '1', help: '1 while waiting for another process to release the state file.', read: (s) => (s.standby ? 1 : 0) },
+  { prometheus: 'prefect_otel_standby', otel: 'prefect_otel.standby', type: 'gauge', unit: '{process}', help: '1 while waiting for another process to release the state file.', read: (s) => (s.standby ? 1 : 0) },
   { prometheus: 'prefect_otel_events_received_total', otel: 'prefect_otel.events.received', type: 'counter', unit: '{event}', help: 'Frames and lines received.', read: (s) => s.events.received },
   { prometheus: 'prefect_otel_events_accepted_total', otel: 'prefect_otel.events.accepted', type: 'counter', unit: '{event}', help: 'Events applied to a run.', read: (s) => s.events.accepted },
   { prometheus: 'prefect_otel_events_duplicate_total', otel: 'prefect_otel.events.duplicate', type: 'counter', unit: '{event}', help: 'Events dropped as duplicates (same event id).', read: (s) => s.events.duplicates },

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { renderMetrics } from '../../src/health.js';
-import { METRIC_DEFS } from '../../src/metric-defs.js';
+import { LAG_METRIC, METRIC_DEFS } from '../../src/metric-defs.js';
 import type { TracingStats } from '../../src/stats.js';
 import { VERSION } from '../../src/version.js';
 import { startCli } from '../helpers/cli.js';
@@ -26,6 +26,25 @@ function runLines(i: number): string[] {
   ].map((e) => JSON.stringify(e));
 }
 
+/**
+ * The unit suffixes of the Collector's Prometheus exporter (its default translation strategy,
+ * UnderscoreEscapingWithSuffixes), for the units prefect-otel uses: `{…}` annotations add nothing,
+ * and unit `1` adds `_ratio`, to gauges only.
+ */
+const UNIT_SUFFIXES: Record<string, string> = { s: 'seconds', ms: 'milliseconds', By: 'bytes' };
+
+/** An OTel metric's name as the Collector's Prometheus exporter exposes it. */
+function prometheusName(name: string, unit: string, kind: 'counter' | 'gauge' | 'histogram'): string {
+  const suffixes: string[] = [];
+  if (unit === '1') {
+    if (kind === 'gauge') suffixes.push('ratio');
+  } else if (unit !== '' && !/^\{[^}]*\}$/.test(unit)) {
+    suffixes.push(UNIT_SUFFIXES[unit] ?? unit);
+  }
+  if (kind === 'counter') suffixes.push('total');
+  return [name.replace(/[^A-Za-z0-9_]/g, '_'), ...suffixes].join('_');
+}
+
 /** The Collector's usual OTLP → Prometheus translation, applied to one metrics export. */
 function asPrometheus(metrics: ReceivedMetric[]): Record<string, number | string> {
   const out: Record<string, number | string> = {};
@@ -34,8 +53,8 @@ function asPrometheus(metrics: ReceivedMetric[]): Record<string, number | string
     return entries.length === 0 ? '' : `{${entries.map(([k, v]) => `${k}="${String(v)}"`).join(',')}}`;
   };
   for (const m of metrics) {
-    const base = `${m.name.replace(/\./g, '_')}${m.unit === 's' ? '_seconds' : ''}`;
     if (m.type === 'histogram') {
+      const base = prometheusName(m.name, m.unit, 'histogram');
       out[`# TYPE ${base}`] = 'histogram';
       for (const p of m.points) {
         let cumulative = 0;
@@ -49,7 +68,7 @@ function asPrometheus(metrics: ReceivedMetric[]): Record<string, number | string
       continue;
     }
     const counter = m.type === 'sum' && m.monotonic === true && m.temporality === 2;
-    const name = counter ? `${base}_total` : base;
+    const name = prometheusName(m.name, m.unit, counter ? 'counter' : 'gauge');
     out[`# TYPE ${name}`] = counter ? 'counter' : 'gauge';
     for (const p of m.points) out[`${name}${labels(p.attributes)}`] = p.value!;
   }
@@ -72,6 +91,17 @@ function parsePrometheus(text: string, skip: readonly string[]): Record<string, 
   }
   return out;
 }
+
+test("every metric exported over OTLP has, at the Collector's Prometheus endpoint, the name prefect-otel's own /metrics gives it", () => {
+  const exported = [
+    ...METRIC_DEFS.flatMap((d) => (d.otel === undefined ? [] : [{ otel: d.otel, unit: d.unit, kind: d.type, prometheus: d.prometheus }])),
+    { otel: LAG_METRIC.otel, unit: LAG_METRIC.unit, kind: 'histogram' as const, prometheus: LAG_METRIC.prometheus },
+  ];
+  assert.deepEqual(
+    exported.map((m) => prometheusName(m.otel, m.unit, m.kind)),
+    exported.map((m) => m.prometheus),
+  );
+});
 
 test('OTEL_METRICS_EXPORTER=otlp: replay exports the /metrics counters and the lag histogram as OTel metrics, periodically and once more at the end', async () => {
   const receiver = await startOtlpReceiver();
