@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import { test } from 'node:test';
 import { parseDocument } from 'yaml';
+import { SETTINGS } from '../../src/settings.js';
 import {
   type Obj, asObj, asString, asStrings, commandArgs, dependsOn, environment, flagValue, mounts, ports,
 } from './compose-syntax.js';
@@ -189,6 +190,23 @@ test("compose: prefect-otel's environment uses SPEC §2 names only and sets what
   ];
   assert.deepEqual(needed.filter((k) => !(k in prefectOtelEnv)), []);
   assert.deepEqual([prefectOtelEnv.OTEL_LOGS_EXPORTER, prefectOtelEnv.OTEL_METRICS_EXPORTER], ['otlp', 'otlp']);
+});
+
+/**
+ * The variables the image and the compose service set are ones prefect-otel reads (src/settings.ts):
+ * a misspelt OTEL_* name is silently nothing. NODE_ENV is for npm and Node, not prefect-otel.
+ */
+test("compose and Dockerfile set only variables prefect-otel's settings read", () => {
+  const known = new Set(Object.values(SETTINGS).flatMap((d) => d.env));
+  const dockerEnv = dockerStages(read('Dockerfile')).at(-1)!.lines
+    .filter((l) => /^ENV\s/.test(l))
+    .flatMap((l) => [...l.slice(4).matchAll(/([A-Za-z_][A-Za-z0-9_]*)=/g)].map((m) => m[1]!));
+  assert.ok(dockerEnv.includes('PREFECT_OTEL_STATE_FILE'), `the image sets its state file: ${dockerEnv.join(', ')}`);
+  const set = { compose: Object.keys(prefectOtelEnv), Dockerfile: dockerEnv.filter((k) => k !== 'NODE_ENV') };
+  assert.deepEqual(
+    Object.fromEntries(Object.entries(set).map(([file, names]) => [file, names.filter((k) => !known.has(k))])),
+    { compose: [], Dockerfile: [] },
+  );
 });
 
 test('compose: prefect-otel reaches the collector and the server where they listen; browser links use published ports', () => {
