@@ -1,7 +1,8 @@
 # prefect-otel as a container image:
 #   docker build -t prefect-otel .
 #   docker run --rm -e PREFECT_API_URL=http://host:4200/api -e OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 prefect-otel
-# Arguments after the image name replace `watch` (e.g. `replay -`, `demo`, `--help`).
+# Arguments after the image name replace `watch` (e.g. `demo`, `--help`, or `replay -` given a file on
+# standard input: `docker run -i --rm prefect-otel replay - < events.jsonl`).
 
 # Build stage: every dependency, then compile. Only src/ is copied in, so only dist/src is built.
 FROM node:20-slim AS build
