@@ -3,7 +3,7 @@ import { resolve as resolvePath } from 'node:path';
 import { context, ROOT_CONTEXT } from '@opentelemetry/api';
 import { pino, type Logger } from 'pino';
 import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
-import { errorText, ExportError } from './errors.js';
+import { AuthError, errorText, ExportError } from './errors.js';
 import { untraced } from './export/untraced.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
@@ -340,7 +340,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
 
   private fail(err: Error): void {
     if (this.stopping) return;
-    this.logger.fatal({ component: 'watch', code: (err as { code?: string }).code }, err.message);
+    this.logger.fatal({ component: 'watch', code: (err as { code?: string }).code, ...(err instanceof AuthError ? { setting: err.setting } : {}) }, err.message);
     this.failure = err;
     if (this.listenerCount('error') > 0) context.with(ROOT_CONTEXT, () => this.emit('error', err));
     void this.shutdown();

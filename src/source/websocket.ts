@@ -119,7 +119,7 @@ export interface SubscriberStats {
 }
 
 export interface EventSubscriber {
-  /** Resolves after `stop()`; rejects with AuthError or ProtocolError when retrying cannot help. */
+  /** Resolves after `stop()`; rejects with AuthError or ProtocolError when retrying cannot help (not logged here: the caller reports it). */
   readonly done: Promise<void>;
   /** Close with 1000 and stop reconnecting. Idempotent. */
   stop(): Promise<void>;
@@ -592,7 +592,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       if (outcome.kind === 'fatal') {
         stats.lastError = outcome.error.message;
         status('disconnected', outcome.error.message);
-        log.error({ code: outcome.error.code, setting: outcome.error instanceof AuthError ? outcome.error.setting : undefined }, outcome.error.message);
+        // Whoever awaits `done` reports it (watch: one fatal line): an error line here too would say it twice.
+        log.debug({ code: outcome.error.code }, 'event stream stopped on an error that retrying cannot fix');
         rejectDone(outcome.error);
         return;
       }

@@ -187,6 +187,12 @@ test('watch: a wrong auth string is a clear error, exit 3, and no reconnect loop
   assert.match(r.stderr, /PREFECT_API_AUTH_STRING/);
   assert.ok(!`${r.stdout}${r.stderr}`.includes('admin:wrong'));
   assert.equal(prefect.connections.length, 1);
+  // One cause, one line at error or above: the subscriber leaves the report to whoever stops on it.
+  const severe = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => (l.level as number) >= 50);
+  assert.deepEqual(
+    severe.map(({ level, component, code, setting, msg }) => ({ level, component, code, setting, msg })),
+    [{ level: 60, component: 'watch', code: 'PREFECT_OTEL_AUTH', setting: 'PREFECT_API_AUTH_STRING', msg: 'the Prefect event stream refused authentication (Invalid token): check PREFECT_API_AUTH_STRING' }],
+  );
   await prefect.close();
 });
 
