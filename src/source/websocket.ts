@@ -158,6 +158,11 @@ const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 const MAX_HISTORY_ROUNDS = 5;
 /** A failed history request (HTTP error, timeout, bad body) is retried this often before the stream goes live without it. */
 const MAX_HISTORY_FAILURES = 3;
+/**
+ * Statuses with which a history request was not answered by Prefect: a reverse proxy or ingress whose
+ * server is down or restarting (502, 504), or a server that is not ready (503). The window is kept.
+ */
+const GATEWAY_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
 const CLOSE_WAIT_MS = 2_000;
 const CALLBACK_ERROR_LOG_INTERVAL_MS = 10_000;
 /** How much of an unexpected handshake message's `type` an error shows. */
@@ -343,7 +348,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         const message = redact(errorText(err));
         stats.lastError = message;
         if (err instanceof AuthError) return { kind: 'fatal', error: err };
-        const answered = (err instanceof RestRequestError && err.status !== undefined) || err instanceof ProtocolError;
+        // A gateway's 502/503/504 (an ingress whose Prefect server is restarting) is no answer from the server.
+        const answered = (err instanceof RestRequestError && err.status !== undefined && !GATEWAY_STATUSES.has(err.status)) || err instanceof ProtocolError;
         // A server that is not there (refused, no such host) is waited for, window kept: it counts for nothing.
         if (!(err instanceof RestRequestError && err.unreachable)) historyFailures += 1;
         if (err instanceof ProtocolError || historyFailures >= MAX_HISTORY_FAILURES) {

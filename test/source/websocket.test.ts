@@ -766,6 +766,47 @@ describe('event subscriber: gap fill from history', () => {
     );
   });
 
+  it('a gateway that answers 502, 503 or 504 while the Prefect server behind it is down: the history window is kept and read once the server is back', async () => {
+    for (const status of [502, 503, 504]) {
+      // An ingress whose upstream is gone: the same status for REST and for the upgrade.
+      const gateway = createServer((req, res) => {
+        req.resume();
+        res.writeHead(status, { 'Retry-After': '0' }).end();
+      });
+      let upgrades = 0;
+      gateway.on('upgrade', (_req, socket: Duplex) => {
+        upgrades += 1;
+        socket.end(`HTTP/1.1 ${status} Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+      });
+      await new Promise<void>((resolve) => gateway.listen(0, '127.0.0.1', resolve));
+      const port = (gateway.address() as AddressInfo).port;
+      const closeGateway = async (): Promise<void> => {
+        gateway.closeAllConnections();
+        await new Promise<void>((resolve) => gateway.close(() => resolve()));
+      };
+      const cursorMs = Date.now() - 20 * 60_000;
+      const { sub, ids } = subscribe({ url: `http://127.0.0.1:${port}/api` }, { cursorUs: cursorMs * 1000, handshakeTimeoutMs: 300, initialBackoffMs: 5, maxBackoffMs: 20 });
+      let server: Mini | undefined;
+      const old = event(cursorMs + 60_000);
+      try {
+        // The stream goes live without the history after three failed reads: past that, the upgrades fail too.
+        await waitFor('upgrades after the history failed', () => upgrades >= 3, 20_000);
+        await closeGateway();
+        server = await mini({ port });
+        server.store([old]);
+        await waitFor('connected', () => sub.stats.connected, 10_000);
+      } finally {
+        await sub.stop();
+        if (gateway.listening) await closeGateway();
+      }
+      assert.deepEqual(
+        { history: ids('history'), since: (server.restRequests[0]?.body as { filter: { occurred: { since: string } } } | undefined)?.filter.occurred.since },
+        { history: [old.id], since: new Date(cursorMs - 2_000).toISOString() },
+        `HTTP ${status}`,
+      );
+    }
+  });
+
   it('a proxy that refuses connections is waited for as a server that does: the history window is kept, no history failure is reported', async () => {
     const probe = await startMiniPrefect();
     const proxyPort = probe.port;
