@@ -176,6 +176,8 @@ const MAX_SHOWN_URL_CHARS = 200;
 
 type Outcome =
   | { kind: 'fatal'; error: AuthError | ProtocolError }
+  /** The upgrade showed the server's clock ahead of ours by enough to put the gap past its clamp: read the history first. */
+  | { kind: 'refill' }
   /** Never got to the live phase: unreachable, upgrade refused, handshake timeout. */
   | { kind: 'failed'; message: string; retryAfterMs?: number }
   /** Was live, then closed. */
@@ -222,9 +224,11 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   let liveCoveredUntilMs: (() => number | undefined) | undefined;
   let historyFailures = 0;
   /**
-   * How far our clock runs ahead of the server's at least, from the `Date` of the upgrade response
-   * (0 when it is behind, within the tolerance, or not known). The filter's `since` is the
-   * server's time: one in its future would hide every live event until the server's clock got there.
+   * How far our clock runs ahead of the server's, from the `Date` of the upgrade response: at least
+   * this much when positive; negative when the server's clock runs ahead of ours, by at least its
+   * magnitude; 0 within the tolerance, or not known yet. The filter's `since` is the server's time: one
+   * in its future would hide every live event until the server's clock got there. And the server
+   * clamps `since` on its own clock: a gap measured on ours would look that much shorter.
    */
   let serverAheadMs = 0;
 
@@ -294,7 +298,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   /** Where a resumed stream has to start for the history fill: as above, but never before what we already followed. */
   const gapStartMs = (): number | undefined => {
     if (cursorMs() === undefined && coveredUntilMs === undefined) return undefined;
-    const from = resumeSinceMs(now());
+    const from = resumeSinceMs(now() - serverAheadMs);
     return coveredUntilMs === undefined ? from : Math.max(from, coveredUntilMs - options.resumeMarginMs);
   };
 
@@ -318,14 +322,27 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
 
   // ---- history ------------------------------------------------------------------------------------
 
+  /**
+   * The gap that the websocket's backfill would not cover, on the server's clock (as its clamp is):
+   * from where the stream has to resume to the server's now, when that comes within
+   * HISTORY_SAFETY_MS of the clamp.
+   */
+  function historyGap(): { fromMs: number; serverNowMs: number; gapMs: number } | undefined {
+    const fromMs = gapStartMs();
+    if (fromMs === undefined) return undefined;
+    const serverNowMs = now() - serverAheadMs;
+    const gapMs = serverNowMs - fromMs;
+    return gapMs > Math.max(0, backfillWindowMs - HISTORY_SAFETY_MS) ? { fromMs, serverNowMs, gapMs } : undefined;
+  }
+
   /** Fill a gap wider than the server's backfill from REST. Returns an outcome only when the attempt must not go on. */
   async function fillHistory(): Promise<Outcome | undefined> {
-    const threshold = Math.max(0, backfillWindowMs - HISTORY_SAFETY_MS);
     for (let round = 0; round < MAX_HISTORY_ROUNDS && !stopped; round++) {
-      const fromMs = gapStartMs();
-      const untilMs = now();
-      const gapMs = fromMs === undefined ? 0 : untilMs - serverAheadMs - fromMs;
-      if (fromMs === undefined || gapMs <= threshold) return undefined;
+      const gap = historyGap();
+      if (gap === undefined) return undefined;
+      const { fromMs, gapMs } = gap;
+      // Up to the later of the two clocks' now: an event a client stamped by either is not left out.
+      const untilMs = Math.max(now(), gap.serverNowMs);
       const window = { since: new Date(fromMs).toISOString(), until: new Date(untilMs).toISOString() };
       log.info({ ...window, gapMs, backfillWindowMs }, 'the gap is longer than the websocket backfill; reading the event history');
       const started = performance.now();
@@ -359,7 +376,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           // (once it is live, the stream moves past it anyway).
           log.error({ ...window, events: count, err: message }, 'reading the event history failed; events in this window may be missing');
           historyFailures = 0;
-          if (answered) coveredUntilMs = untilMs - serverAheadMs;
+          if (answered) coveredUntilMs = gap.serverNowMs;
           return undefined;
         }
         return { kind: 'failed', message: `event history: ${message}` };
@@ -368,7 +385,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       }
       historyFailures = 0;
       // The server's now, as far as its clock is known (not before the first connection of a process).
-      coveredUntilMs = untilMs - serverAheadMs;
+      coveredUntilMs = gap.serverNowMs;
       log.info({ ...window, events: count, pages, ms: Math.round(performance.now() - started) }, 'event history read');
     }
     return undefined;
@@ -396,6 +413,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       let upgradeRetryAfterMs: number | undefined;
       let fatal: AuthError | ProtocolError | undefined;
       let failure: string | undefined;
+      let refill = false;
       let lastError: string | undefined;
       let liveSince = 0;
       let lastActivity = performance.now();
@@ -425,7 +443,11 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       // The socket is the upgrade response's: from here on it is the live connection.
       ws.on('upgrade', (res) => {
         if (!keepAlive) res.socket.unref();
+        const before = serverAheadMs;
         noteServerClock(res.headers.date);
+        // Only when the server's clock turned out further ahead than taken: a history that failed and
+        // was gone past keeps its gap, and must not hold the stream back on every connection.
+        refill = serverAheadMs < before - CLOCK_SKEW_TOLERANCE_MS && historyGap() !== undefined;
       });
 
       ws.on('unexpected-response', (_req, res) => {
@@ -437,6 +459,10 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       });
 
       ws.on('open', () => {
+        if (refill) {
+          ws.terminate();
+          return;
+        }
         phase = 'auth';
         touch();
         ws.send(JSON.stringify({ type: 'auth', token }));
@@ -526,6 +552,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           }
         }
         if (stopped) return resolve({ kind: 'stopped' });
+        if (refill) return resolve({ kind: 'refill' });
         if (fatal !== undefined) return resolve({ kind: 'fatal', error: fatal });
         if (upgradeStatus === 401 || upgradeStatus === 403) {
           return resolve({
@@ -572,15 +599,19 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     };
   }
 
-  /** Keep how far our clock runs ahead of the server's `Date` header, and say so once when it changes. */
+  /** Keep how far our clock runs ahead of (or behind) the server's `Date` header, and say so once when it changes. */
   function noteServerClock(date: string | undefined): void {
     const serverMs = date === undefined ? NaN : Date.parse(date);
     if (!Number.isFinite(serverMs)) return;
+    const t = now();
     // The header is cut to the second: the server's clock may be up to that much later than it says.
-    const aheadMs = now() - (serverMs + DATE_RESOLUTION_MS);
-    const next = aheadMs > CLOCK_SKEW_TOLERANCE_MS ? aheadMs : 0;
-    if (next > 0 && Math.abs(next - serverAheadMs) > CLOCK_SKEW_TOLERANCE_MS) {
-      log.warn({ aheadMs: Math.round(next) }, "this machine's clock runs ahead of the Prefect server's; the event stream is asked for from the server's time");
+    // Either way the skew is taken as the least it can be.
+    const aheadMs = t - (serverMs + DATE_RESOLUTION_MS);
+    const behindMs = serverMs - t;
+    const next = aheadMs > CLOCK_SKEW_TOLERANCE_MS ? aheadMs : behindMs > CLOCK_SKEW_TOLERANCE_MS ? -behindMs : 0;
+    if (next !== 0 && Math.abs(next - serverAheadMs) > CLOCK_SKEW_TOLERANCE_MS) {
+      if (next > 0) log.warn({ aheadMs: Math.round(next) }, "this machine's clock runs ahead of the Prefect server's; the event stream is asked for from the server's time");
+      else log.warn({ behindMs: Math.round(-next) }, "the Prefect server's clock runs ahead of this machine's; gaps in the event stream are measured on the server's time");
     }
     serverAheadMs = next;
   }
@@ -595,6 +626,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       log.debug({ url: logUrl, attempt: attempt + 1 }, 'connecting to the Prefect event stream');
       const outcome = (await fillHistory()) ?? (stopped ? { kind: 'stopped' as const } : await connect());
       if (outcome.kind === 'stopped' || stopped) return;
+      if (outcome.kind === 'refill') continue;
       if (outcome.kind === 'fatal') {
         stats.lastError = outcome.error.message;
         status('disconnected', outcome.error.message);

@@ -702,6 +702,65 @@ describe('event subscriber: gap fill from history', () => {
     assert.ok(covered !== undefined && Math.abs(covered - stoppedMs) <= 2_000, `covered ${covered}, stopped at ${stoppedMs} on the server's clock`);
   });
 
+  it("the Prefect server's clock 5 minutes ahead of this machine's: a reconnect after an outage that its clamp cuts into reads the history, and a warning says so", async () => {
+    const serverAheadMs = 5 * 60_000;
+    let offsetMs = 0;
+    const serverNow = () => Date.now() + serverAheadMs + offsetMs;
+    const first = await startMiniPrefect({ now: serverNow });
+    const port = first.port;
+    const { sub, ids, logs } = subscribe(first, { now: () => Date.now() + offsetMs, backfillQuietMs: 50 });
+    let during: TestEvent | undefined;
+    try {
+      await waitFor('connected', () => sub.stats.connected);
+      // The cursor is on the server's clock: the event's occurred (and received) are its.
+      const seen = event(serverNow());
+      first.publish([seen]);
+      await waitFor('the live event', () => ids('live').includes(seen.id));
+      await first.close();
+      await waitFor('disconnected', () => !sub.stats.connected);
+      // A 17-minute outage: past the server's 15-minute clamp, but only 12 minutes on this machine's clock.
+      offsetMs = 17 * 60_000;
+      const second = await mini({ port, now: serverNow });
+      during = event(Date.parse(seen.occurred) + 60_000);
+      second.store([during]);
+      await waitFor('connected again', () => sub.stats.connects === 2, 10_000);
+    } finally {
+      await sub.stop();
+    }
+    assert.deepEqual(
+      {
+        history: ids('history'),
+        // The Date header is whole seconds: the skew is taken as up to a second less than it is.
+        warnings: logs.records().filter((r) => r.level === 40 && typeof r.msg === 'string' && r.msg.includes('clock')).map((r) => ({ behindMs: (r.behindMs as number) > serverAheadMs - 1_500 && (r.behindMs as number) <= serverAheadMs, msg: r.msg })),
+      },
+      {
+        history: [during.id],
+        warnings: [{ behindMs: true, msg: "the Prefect server's clock runs ahead of this machine's; gaps in the event stream are measured on the server's time" }],
+      },
+    );
+  });
+
+  it("the Prefect server's clock 5 minutes ahead of this machine's: a start whose gap only the server's clock shows past the clamp reads the history once the upgrade has told the server's time", async () => {
+    const serverAheadMs = 5 * 60_000;
+    const serverNow = () => Date.now() + serverAheadMs;
+    const server = await mini({ now: serverNow });
+    // Left by an earlier process 17 minutes ago on the server's clock: 12 on this one's.
+    const cursorMs = serverNow() - 17 * 60_000;
+    const during = event(cursorMs + 60_000);
+    server.store([during]);
+    const { sub, ids } = subscribe(server, { cursorUs: cursorMs * 1000 });
+    try {
+      await waitFor('connected', () => sub.stats.connected, 10_000);
+    } finally {
+      await sub.stop();
+    }
+    assert.deepEqual(
+      { history: ids('history'), upgrades: server.upgrades.length, subscriptions: server.connections.filter((c) => c.filters.length > 0).length },
+      // The first upgrade, which told the server's clock, is closed before its filter: the history comes first.
+      { history: [during.id], upgrades: 2, subscriptions: 1 },
+    );
+  });
+
   it('a cursor ahead of the clock (from a sender whose clock runs fast) resumes from now − margin, not from the future', async () => {
     const server = await mini();
     const { sub, ids } = subscribe(server, { cursorUs: (Date.now() + 3_600_000) * 1000 });
