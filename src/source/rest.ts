@@ -69,11 +69,14 @@ export class RestRequestError extends Error {
   readonly status: number | undefined;
   /** No connection could be made (see HttpTransportError.unreachable). */
   readonly unreachable: boolean;
-  constructor(message: string, status?: number, unreachable = false) {
+  /** How long the answer's `Retry-After` asked to wait (a 429 or 503 whose wait was too long to take here). */
+  readonly retryAfterMs: number | undefined;
+  constructor(message: string, status?: number, unreachable = false, retryAfterMs?: number) {
     super(message);
     this.name = 'RestRequestError';
     this.status = status;
     this.unreachable = unreachable;
+    this.retryAfterMs = retryAfterMs;
   }
 }
 
@@ -90,7 +93,7 @@ const DEFAULT_RETRY_AFTER_MS = 1_000;
 /** A longer Retry-After is not waited out here: the answer goes to the caller, whose own backoff applies. */
 const MAX_RETRY_AFTER_MS = 60_000;
 
-type Response_ = { status: number; body: unknown } | { status: undefined; error: string; unreachable: boolean };
+type Response_ = { status: number; body: unknown; retryAfter?: string } | { status: undefined; error: string; unreachable: boolean };
 
 /** How long a `Retry-After` (delay-seconds or an HTTP date) asks us to wait, in ms; undefined when it is absent or unreadable. */
 export function retryAfterMs(header: string | undefined, nowMs: number): number | undefined {
@@ -155,7 +158,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     }
   }
 
-  async function requestOnce(method: 'GET' | 'POST', path: string, body: unknown, abort: AbortSignal): Promise<Response_ & { retryAfter?: string }> {
+  async function requestOnce(method: 'GET' | 'POST', path: string, body: unknown, abort: AbortSignal): Promise<Response_> {
     try {
       const json = body === undefined ? undefined : JSON.stringify(body);
       const res = await http.send(method, `${base}${path}`, json === undefined ? headers : { ...headers, 'Content-Type': 'application/json' }, json, abort);
@@ -231,7 +234,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
         if (r.status === undefined) throw new RestRequestError(`${what} failed: ${r.error}`, undefined, r.unreachable);
         if (r.status === 401 || (r.status === 403 && page === 0)) throw authError(what, r.status);
         if (r.status === 403) throw new ProtocolError(`${what}: the server rejected its own page token (HTTP 403)`);
-        if (r.status < 200 || r.status > 299) throw new RestRequestError(`${what}: HTTP ${r.status}`, r.status);
+        if (r.status < 200 || r.status > 299) throw new RestRequestError(`${what}: HTTP ${r.status}`, r.status, false, retryAfterMs(r.retryAfter, Date.now()));
         if (!isRecord(r.body) || !Array.isArray(r.body.events)) throw new ProtocolError(`${what}: the response is not an event page`);
         const events = r.body.events as unknown[];
         if (events.length > 0) yield events;

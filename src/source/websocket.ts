@@ -151,7 +151,7 @@ const DATE_RESOLUTION_MS = 1_000;
 /** Less than this ahead (a round trip, say) is no skew worth correcting. */
 const CLOCK_SKEW_TOLERANCE_MS = 1_000;
 const BACKOFF_MULTIPLIER = 2;
-/** The longest Retry-After on the upgrade that is honoured: a wrong or hostile one must not park the stream for hours. */
+/** The longest Retry-After on the upgrade (or the history) that is honoured: a wrong or hostile one must not park the stream for hours. */
 const MAX_UPGRADE_RETRY_AFTER_MS = 5 * 60_000;
 const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 /** History rounds per attempt (a round that takes longer than the window leaves a new gap). */
@@ -163,6 +163,7 @@ const MAX_HISTORY_FAILURES = 3;
  * server is down or restarting (502, 504), or a server that is not ready (503). The window is kept.
  */
 const GATEWAY_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
+const HTTP_TOO_MANY_REQUESTS = 429;
 const CLOSE_WAIT_MS = 2_000;
 const CALLBACK_ERROR_LOG_INTERVAL_MS = 10_000;
 /** How much of an unexpected handshake message's `type` an error shows. */
@@ -365,6 +366,11 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         const message = redact(errorText(err));
         stats.lastError = message;
         if (err instanceof AuthError) return { kind: 'fatal', error: err };
+        // Rate limited (Prefect Cloud): the server says when to come back. Waited for, window kept, however
+        // often: a limit lifts, and the live stream would move past the window for good.
+        if (err instanceof RestRequestError && err.status === HTTP_TOO_MANY_REQUESTS) {
+          return err.retryAfterMs === undefined ? { kind: 'failed', message: `event history: ${message}` } : { kind: 'failed', message: `event history: ${message}`, retryAfterMs: err.retryAfterMs };
+        }
         // A gateway's 502/503/504 (an ingress whose Prefect server is restarting) is no answer from the server.
         const answered = (err instanceof RestRequestError && err.status !== undefined && !GATEWAY_STATUSES.has(err.status)) || err instanceof ProtocolError;
         // A server that is not there (refused, no such host) is waited for, window kept: it counts for nothing.
@@ -644,7 +650,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         log.warn({ code: outcome.code, reason: outcome.reason, attempt: failures, delayMs }, `event stream closed, reconnecting in ${delayMs} ms`);
       } else {
         failures += 1;
-        // A server that says when to come back (a 429 or 503 on the upgrade) is not asked sooner.
+        // A server that says when to come back (a 429 or 503 on the upgrade, a 429 on the history) is not asked sooner.
         delayMs = Math.max(backoffMs(failures), Math.min(outcome.retryAfterMs ?? 0, MAX_UPGRADE_RETRY_AFTER_MS));
         stats.lastError = outcome.message;
         log.warn({ url: logUrl, err: outcome.message, attempt: failures, delayMs }, `Prefect server unreachable, retrying in ${delayMs} ms`);

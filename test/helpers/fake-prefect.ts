@@ -103,6 +103,8 @@ export interface FakePrefectSwitches {
   closeAfter: number;
   /** Nonzero: every REST request is answered with this status. */
   restStatus: number;
+  /** The `Retry-After` of those answers (Prefect Cloud's rate limit sends one with its 429s); none when undefined. */
+  restRetryAfter: string | undefined;
   /** Hold every REST answer (a slow server) until set false again; requests are recorded as they arrive. */
   holdRest: boolean;
 }
@@ -183,7 +185,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   let holdRest = false;
   const heldRest: (() => void)[] = [];
   const switches: FakePrefectSwitches = {
-    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0,
+    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0, restRetryAfter: undefined,
     get stall() { return stall; },
     set stall(v: boolean) { stall = v; if (!v) subs.forEach(schedule); },
     get holdRest() { return holdRest; },
@@ -373,7 +375,10 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
       restRequests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, ...(body === undefined ? {} : { body }) });
       if (holdRest) await new Promise<void>((release) => heldRest.push(release));
       const reply = (status: number, json?: unknown) => sendJson(res, status, json);
-      if (switches.restStatus !== 0) return reply(switches.restStatus, { detail: STATUS_CODES[switches.restStatus] ?? 'Error' });
+      if (switches.restStatus !== 0) {
+        if (switches.restRetryAfter !== undefined) res.setHeader('Retry-After', switches.restRetryAfter);
+        return reply(switches.restStatus, { detail: STATUS_CODES[switches.restStatus] ?? 'Error' });
+      }
       if (restAuth.length > 0 && !restAuth.includes(String(req.headers.authorization ?? ''))) return reply(401, { exception_message: 'Unauthorized' });
       const url = new URL(req.url ?? '/', 'http://x');
       if (!url.pathname.startsWith(`${basePath}/`)) return reply(404, { detail: 'Not Found' });

@@ -866,6 +866,36 @@ describe('event subscriber: gap fill from history', () => {
     }
   });
 
+  it("a rate-limited history (HTTP 429, Prefect Cloud's limit) is waited for, however many times, and read once the limit lifts; its window is not given up", async () => {
+    const server = await mini();
+    server.switches.restStatus = 429;
+    server.switches.restRetryAfter = '0';
+    const cursorMs = Date.now() - 20 * 60_000;
+    const old = event(cursorMs + 60_000);
+    server.store([old]);
+    const { sub, ids, logs } = subscribe(server, { cursorUs: cursorMs * 1000, initialBackoffMs: 5, maxBackoffMs: 20 });
+    try {
+      // Past three failed reads (each a request and its four retries), after which a failing history is given up.
+      await waitFor('a sixteenth request, or live without the history', () => server.restRequests.length >= 16 || sub.stats.connected, 10_000);
+      server.switches.restStatus = 0;
+      await waitFor('connected', () => sub.stats.connected, 10_000);
+    } finally {
+      await sub.stop();
+    }
+    assert.deepEqual(
+      {
+        history: ids('history'),
+        errors: logs.records().filter((r) => (r.level as number) >= 50),
+        retries: new Set(logs.records().filter((r) => r.level === 40).map((r) => `${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${String(r.err)}`)),
+      },
+      {
+        history: [old.id],
+        errors: [],
+        retries: new Set(['Prefect server unreachable, retrying in N ms: event history: POST /events/filter: HTTP 429']),
+      },
+    );
+  });
+
   it('a proxy that refuses connections is waited for as a server that does: the history window is kept, no history failure is reported', async () => {
     const probe = await startMiniPrefect();
     const proxyPort = probe.port;
