@@ -4,7 +4,8 @@
  * Protocol (Prefect `src/prefect/server/api/events.py`, `utilities/subscriptions.py`):
  *   1. upgrade to `ws(s)://<PREFECT_API_URL>/events/out` offering the sub-protocol `prefect`;
  *   2. send `{"type":"auth","token":<API key | auth string | null>}`, expect `{"type":"auth_success"}`
- *      (a close 1008 or anything else means the credentials were refused);
+ *      (a close 1008 or 4000-4999, or any other message, means the credentials were refused; a
+ *      dropped connection or a server error there is retried);
  *   3. send `{"type":"filter","filter":{…},"backfill":true}`; every later message is
  *      `{"type":"event","event":{…}}`, backfilled ones first, with nothing marking where backfill ends.
  *
@@ -164,6 +165,8 @@ const MAX_HISTORY_FAILURES = 3;
  */
 const GATEWAY_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
 const HTTP_TOO_MANY_REQUESTS = 429;
+/** Close codes that RFC 6455 leaves to applications (Prefect Cloud's own, say), as opposed to the protocol's and the network's. */
+const APPLICATION_CLOSE_CODES = { min: 4000, max: 4999 } as const;
 const CLOSE_WAIT_MS = 2_000;
 const CALLBACK_ERROR_LOG_INTERVAL_MS = 10_000;
 /** How much of an unexpected handshake message's `type` an error shows. */
@@ -574,6 +577,17 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
             kind: 'fatal',
             error: new AuthError(
               `the Prefect event stream refused authentication${reason ? ` (${reason})` : ''}: ${authAdvice(auth, options.apiUrl)}`,
+              authSetting(auth, options.apiUrl),
+            ),
+          });
+        }
+        // An application's own code in answer to the auth message is a decision, not a dropped
+        // connection: Prefect's client takes any such close there as refused credentials.
+        if (phase === 'auth' && code >= APPLICATION_CLOSE_CODES.min && code <= APPLICATION_CLOSE_CODES.max) {
+          return resolve({
+            kind: 'fatal',
+            error: new AuthError(
+              `the Prefect event stream refused authentication (close ${code}${reason ? `: ${reason}` : ''}): ${authAdvice(auth, options.apiUrl)}`,
               authSetting(auth, options.apiUrl),
             ),
           });

@@ -273,6 +273,43 @@ describe('event subscriber: handshake', () => {
     assertNoSecrets(logs.lines, longAuth, longAuth.slice(0, 30));
   });
 
+  it("a close with an application code (4000-4999) in answer to the auth message is a refusal, as Prefect's own client takes it: an AuthError with its reason, not a retry loop", async () => {
+    let sockets = 0;
+    const server = await hostileServer((ws) => {
+      sockets += 1;
+      ws.once('message', () => ws.close(4003, 'workspace access denied'));
+    });
+    const { sub, logs } = subscribe(server, { apiKey: API_KEY });
+    const outcome = await Promise.race([
+      sub.done.then(() => 'resolved', (err: unknown) => err),
+      waitFor('three attempts', () => sockets >= 3).then(() => 'retried'),
+    ]);
+    await sub.stop();
+    assert.ok(outcome instanceof AuthError, `expected an AuthError, got ${String(outcome)}`);
+    assert.deepEqual(
+      { setting: outcome.setting, message: outcome.message, sockets },
+      { setting: 'PREFECT_API_KEY', message: 'the Prefect event stream refused authentication (close 4003: workspace access denied): check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)', sockets: 1 },
+    );
+    assertNoSecrets(logs.lines, API_KEY);
+  });
+
+  it('a connection dropped (1006) or closed with a server error (1011) in answer to the auth message is retried', async () => {
+    for (const close of [(ws: WebSocket) => ws.terminate(), (ws: WebSocket) => ws.close(1011)]) {
+      let sockets = 0;
+      const server = await hostileServer((ws) => {
+        sockets += 1;
+        ws.once('message', () => close(ws));
+      });
+      const { sub } = subscribe(server, { apiKey: API_KEY });
+      try {
+        await waitFor('three attempts', () => sockets >= 3);
+      } finally {
+        await sub.stop();
+      }
+      assert.deepEqual({ connects: sub.stats.connects, lastError: sub.stats.lastError?.replace(/\d{4}/, 'CODE') }, { connects: 0, lastError: 'closed with CODE' });
+    }
+  });
+
   it('a redirect on the upgrade is not followed; the retries say where it points, without its query', async () => {
     const http = createServer((_req, res) => res.writeHead(404).end());
     let upgrades = 0;
