@@ -397,6 +397,15 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       coveredUntilMs = gap.serverNowMs;
       log.info({ ...window, events: count, pages, ms: Math.round(performance.now() - started) }, 'event history read');
     }
+    // Still behind after the last round (the history reads slower than events come): go live, and
+    // say what neither the history nor the websocket's backfill will cover.
+    const left = stopped ? undefined : historyGap();
+    if (left !== undefined) {
+      log.error(
+        { since: new Date(left.fromMs).toISOString(), until: new Date(left.serverNowMs - backfillWindowMs).toISOString(), gapMs: left.gapMs },
+        `the event history could not be read up to now in ${MAX_HISTORY_ROUNDS} rounds (it reads slower than events come); events in this window may be missing`,
+      );
+    }
     return undefined;
   }
 

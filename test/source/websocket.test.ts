@@ -798,6 +798,50 @@ describe('event subscriber: gap fill from history', () => {
     );
   });
 
+  it('a history that reads slower than events come (every round takes longer than the backfill window) goes live after five rounds and says which window may be missing', async () => {
+    const roundMs = 20 * 60_000;
+    let offsetMs = 0;
+    const clock = () => Date.now() + offsetMs;
+    const server = await mini({ now: clock });
+    const cursorMs = Date.now() - 20 * 60_000;
+    // One event in each round's window; each one read makes that round take 20 minutes.
+    server.store(Array.from({ length: 7 }, (_, k) => event(cursorMs + 60_000 + k * roundMs)));
+    const received = new Set<string>();
+    const { sub, logs } = subscribe(server, {
+      cursorUs: cursorMs * 1000,
+      now: clock,
+      onEvent: (value, origin) => {
+        const ev = (typeof value === 'string' ? (JSON.parse(value) as { event: TestEvent }).event : value) as TestEvent;
+        if (origin === 'history' && !received.has(ev.id)) offsetMs += roundMs;
+        received.add(ev.id);
+      },
+    });
+    try {
+      await waitFor('connected', () => sub.stats.connected, 10_000);
+    } finally {
+      await sub.stop();
+    }
+    const records = logs.records();
+    const rounds = records.filter((r) => r.msg === 'event history read');
+    const lastUntilMs = Date.parse(rounds[4]?.until as string);
+    assert.deepEqual(
+      {
+        rounds: rounds.length,
+        errors: records.filter((r) => (r.level as number) >= 50).map((r) => ({
+          msg: r.msg,
+          since: r.since,
+          // The server's now when the sixth round was due (the fifth's end, 20 minutes on) less the backfill window.
+          untilAtBackfillStart: Math.abs(Date.parse(r.until as string) - (lastUntilMs + roundMs - 15 * 60_000)) < 5_000,
+        })),
+      },
+      {
+        rounds: 5,
+        // From the fifth round's end (minus the margin) to where the websocket's backfill starts.
+        errors: [{ msg: 'the event history could not be read up to now in 5 rounds (it reads slower than events come); events in this window may be missing', since: new Date(lastUntilMs - 2_000).toISOString(), untilAtBackfillStart: true }],
+      },
+    );
+  });
+
   it('a cursor ahead of the clock (from a sender whose clock runs fast) resumes from now − margin, not from the future', async () => {
     const server = await mini();
     const { sub, ids } = subscribe(server, { cursorUs: (Date.now() + 3_600_000) * 1000 });
