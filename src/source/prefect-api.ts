@@ -48,6 +48,21 @@ export function eventsOutUrl(apiUrl: string): string {
   return `${base}/events/out`;
 }
 
+/** A Cloud workspace's API path, or a self-hosted server's (`…/api`). */
+const API_PATH = /(?:\/api|\/api\/accounts\/[^/]+\/workspaces\/[^/]+)$/i;
+
+/**
+ * Whether a `PREFECT_API_URL` has a path Prefect serves its API at: ending in `/api` (self-hosted;
+ * also behind a proxy that keeps the path) or a Cloud workspace's `/api/accounts/<a>/workspaces/<w>`.
+ */
+export function isApiPath(apiUrl: string): boolean {
+  try {
+    return API_PATH.test(new URL(apiBase(apiUrl)).pathname.replace(/\/+$/, ''));
+  } catch {
+    return false;
+  }
+}
+
 /** True for Prefect Cloud (`*.prefect.cloud`), where the credential is an API key. */
 export function isCloudUrl(apiUrl: string): boolean {
   try {

@@ -26,6 +26,7 @@ import {
   authAdvice,
   authSetting,
   eventsOutUrl,
+  isApiPath,
   redactSecrets,
   restAuthHeaders,
   USER_AGENT,
@@ -193,6 +194,11 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders };
   const url = eventsOutUrl(options.apiUrl);
   const logUrl = safeUrl(url);
+  /**
+   * A Prefect server answers a websocket at a path it does not serve with HTTP 403 (Starlette closes
+   * it before accepting): at a URL that is no API path, a 403 says that, not refused credentials.
+   */
+  const apiPath = isApiPath(options.apiUrl);
   const now = options.now ?? Date.now;
   const backfillWindowMs = options.backfillWindowMs ?? SUBSCRIBER_DEFAULTS.backfillWindowMs;
   const pingIntervalMs = options.pingIntervalMs ?? SUBSCRIBER_DEFAULTS.pingIntervalMs;
@@ -572,7 +578,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (stopped) return resolve({ kind: 'stopped' });
         if (refill) return resolve({ kind: 'refill' });
         if (fatal !== undefined) return resolve({ kind: 'fatal', error: fatal });
-        if (upgradeStatus === 401 || upgradeStatus === 403) {
+        if (upgradeStatus === 401 || (upgradeStatus === 403 && apiPath)) {
           return resolve({
             kind: 'fatal',
             error: new AuthError(
@@ -611,7 +617,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           status('disconnected', `${code}${reason ? ` ${reason}` : ''}`);
           return resolve({ kind: 'closed', code, reason: failure ?? reason, liveMs: performance.now() - liveSince });
         }
-        const message = failure ?? (upgradeStatus !== undefined ? upgradeRefused(upgradeStatus, upgradeRedirect) : (lastError ?? `closed with ${code}${reason ? ` ${reason}` : ''}`));
+        const message = failure ?? (upgradeStatus !== undefined ? upgradeRefused(upgradeStatus, upgradeRedirect, apiPath) : (lastError ?? `closed with ${code}${reason ? ` ${reason}` : ''}`));
         status('disconnected', message);
         resolve(upgradeRetryAfterMs === undefined ? { kind: 'failed', message } : { kind: 'failed', message, retryAfterMs: upgradeRetryAfterMs });
       });
@@ -742,10 +748,11 @@ function redirectTarget(location: string | undefined, from: string): string | un
   }
 }
 
-function upgradeRefused(status: number, redirect: string | undefined): string {
+function upgradeRefused(status: number, redirect: string | undefined, apiPath: boolean): string {
   if (redirect !== undefined) return `HTTP ${status} on the upgrade, redirected to ${redirect} (not followed: PREFECT_API_URL may have to name that server)`;
-  // The server answered but has no event stream there: most often PREFECT_API_URL lacks its `/api`.
-  if (status === 404) return `HTTP 404 on the upgrade: no Prefect event stream there (${NOT_FOUND_ADVICE})`;
+  // The server answered but has no event stream there: most often PREFECT_API_URL lacks its `/api`
+  // (Prefect itself answers 403 there; a proxy, 404).
+  if (status === 404 || (status === 403 && !apiPath)) return `HTTP ${status} on the upgrade: no Prefect event stream there (${NOT_FOUND_ADVICE})`;
   return `HTTP ${status} on the upgrade`;
 }
 

@@ -3,7 +3,7 @@
  * (/work/shared/reference/prefect-event-stream.md §1–§4), for testing a real client:
  *
  * - `ws <base>/events/out`: sub-protocol `prefect` + auth message (1008 on failures), legacy mode
- *   without a sub-protocol when no auth is configured (HTTP 403 when it is), the filter message
+ *   without a sub-protocol when no auth is configured (HTTP 403 when it is, and at any other path), the filter message
  *   (1002 on errors, unknown keys rejected), `until` defaulting to *now* at parse time, `since`
  *   clamped to the backfill window, backfill then live through a bounded per-subscriber queue whose
  *   overflow is dropped silently. `related` filters apply to the backfill only (as the server's SQL
@@ -394,7 +394,9 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     if (options.rejectUpgrade !== undefined) return refuse(options.rejectUpgrade);
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     const kind = path === `${basePath}/events/out` ? 'out' : path === `${basePath}/events/in` ? 'in' : undefined;
-    if (kind === undefined) return refuse(404);
+    // Starlette closes a websocket at a route it does not have before accepting it (the router's
+    // not_found, the UI's StaticFiles alike), which uvicorn answers with HTTP 403.
+    if (kind === undefined) return refuse(403);
     // Without the sub-protocol the server closes before accepting when auth is configured: HTTP 403.
     if (!offersPrefect(req) && tokens.length > 0) return refuse(403);
     wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, req, kind));

@@ -5,6 +5,7 @@ import {
   authAdvice,
   authSetting,
   eventsOutUrl,
+  isApiPath,
   isCloudUrl,
   redactSecrets,
   restAuthHeaders,
@@ -16,6 +17,14 @@ import { VERSION } from '../../src/version.js';
 const CLOUD = 'https://api.prefect.cloud/api/accounts/0a1b2c3d-0000-4000-8000-000000000001/workspaces/0a1b2c3d-0000-4000-8000-000000000002';
 
 describe('prefect-api: URLs', () => {
+  it('isApiPath: a self-hosted URL ending in /api (behind a path prefix too) and a Cloud workspace URL are API paths; the server root or the UI is not', () => {
+    const urls = ['http://127.0.0.1:4200/api', 'http://127.0.0.1:4200/api/', 'https://prefect.example.com/prefix/API', CLOUD, `${CLOUD}/`, 'http://127.0.0.1:4200', 'http://127.0.0.1:4200/', 'https://prefect.example.com/dashboard', 'not a url'];
+    assert.deepEqual(
+      Object.fromEntries(urls.map((u) => [u, isApiPath(u)])),
+      { 'http://127.0.0.1:4200/api': true, 'http://127.0.0.1:4200/api/': true, 'https://prefect.example.com/prefix/API': true, [CLOUD]: true, [`${CLOUD}/`]: true, 'http://127.0.0.1:4200': false, 'http://127.0.0.1:4200/': false, 'https://prefect.example.com/dashboard': false, 'not a url': false },
+    );
+  });
+
   it('eventsOutUrl maps http→ws and https→wss, strips trailing slashes, appends /events/out', () => {
     assert.deepEqual(
       [

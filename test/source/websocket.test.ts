@@ -331,18 +331,34 @@ describe('event subscriber: handshake', () => {
     assertNoSecrets(logs.lines, API_KEY, 'sso=abc');
   });
 
-  it('an HTTP 404 on the upgrade (PREFECT_API_URL without its /api) is retried, each retry saying what PREFECT_API_URL must be', async () => {
+  it('PREFECT_API_URL without its /api: the HTTP 403 a Prefect server answers to a websocket at another path (or a 404 from a proxy) is retried, each retry saying what PREFECT_API_URL must be, not taken as refused credentials', async () => {
     const server = await mini({});
-    const { sub, logs } = subscribe({ url: server.url.replace(/\/api$/, '') }, { apiKey: API_KEY });
-    try {
-      await waitFor('two attempts', () => server.upgrades.length >= 2);
-    } finally {
-      await sub.stop();
+    const http = createServer((_req, res) => res.writeHead(404).end());
+    http.on('upgrade', (_req, socket: Duplex) => socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'));
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    hostile.push({ close: () => new Promise<void>((resolve) => http.close(() => resolve())) });
+    for (const [status, url] of [[403, server.url.replace(/\/api$/, '')], [404, `http://127.0.0.1:${(http.address() as AddressInfo).port}`]] as const) {
+      const { sub, logs } = subscribe({ url }, { apiKey: API_KEY });
+      const before = server.upgrades.length;
+      let outcome: unknown = 'retried';
+      sub.done.catch((err: unknown) => void (outcome = err));
+      try {
+        await waitFor('two attempts', () => (status === 403 ? server.upgrades.length - before : sub.stats.reconnects) >= 2 || outcome !== 'retried');
+      } finally {
+        await sub.stop();
+      }
+      const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable'));
+      assert.deepEqual(
+        { outcome: outcome instanceof Error ? outcome.message : outcome, connects: sub.stats.connects, errs: new Set(retries.map((r) => r.err)) },
+        {
+          outcome: 'retried',
+          connects: 0,
+          errs: new Set([`HTTP ${status} on the upgrade: no Prefect event stream there (PREFECT_API_URL must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api)`]),
+        },
+        `HTTP ${status}`,
+      );
+      assertNoSecrets(logs.lines, API_KEY);
     }
-    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable'));
-    assert.deepEqual(new Set(retries.map((r) => r.err)), new Set(["HTTP 404 on the upgrade: no Prefect event stream there (PREFECT_API_URL must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api)"]));
-    assert.deepEqual({ connects: sub.stats.connects, paths: new Set(server.upgrades.map((u) => u.path)) }, { connects: 0, paths: new Set(['/events/out']) });
-    assertNoSecrets(logs.lines, API_KEY);
   });
 
   it("a machine clock 20 minutes ahead of the server's: a fresh start asks from the server's time (its upgrade Date), says so, and gets the live events", async () => {
