@@ -65,10 +65,13 @@ export interface RunMeta {
   traceparent?: string;
 }
 
-interface EventEntry extends SpanEventRecord {
+export interface EventEntry extends SpanEventRecord {
   readonly id: string;
   readonly follows: string | undefined;
 }
+
+/** What ordering a run's events needs of one: its id, the id it follows, its time. */
+type EventTime = Pick<PrefectEvent, 'id' | 'follows' | 'occurredUs'>;
 
 interface LatestState {
   readonly id: string;
@@ -185,7 +188,7 @@ export class RunState {
    * the same time follows it or it would take a terminal state's place: the run ends with the last
    * of the `follows` chain however its events arrive.
    */
-  applyState(event: PrefectEvent, state: StateInfo): void {
+  applyState(event: EventTime, state: StateInfo): void {
     const t = event.occurredUs;
     const l = this.latest;
     const newer = l === undefined || t > l.occurredUs ||
@@ -208,7 +211,7 @@ export class RunState {
     return false;
   }
 
-  touch(event: PrefectEvent, nowMs: number): void {
+  touch(event: EventTime, nowMs: number): void {
     if (event.occurredUs < this.firstEventUs) this.firstEventUs = event.occurredUs;
     if (event.occurredUs > this.lastEventUs) this.lastEventUs = event.occurredUs;
     this.lastActivityMs = nowMs;
@@ -219,7 +222,7 @@ export class RunState {
    * transitions are what a run's span is read for: other events are folded first, and
    * transitions only when nothing else is left.
    */
-  addEvent(event: PrefectEvent, name: string, attributes: Attributes, maxEvents: number): void {
+  addEvent(event: EventTime, name: string, attributes: Attributes, maxEvents: number): void {
     this.events.push({ id: event.id, follows: event.follows, name, timeUs: event.occurredUs, attributes });
     // The summary takes one of the `maxEvents` places once it exists.
     while (this.events.length > (this.summarised === undefined ? maxEvents : maxEvents - 1)) {
@@ -232,6 +235,38 @@ export class RunState {
       const named = s.names.get(dropped.name);
       if (named !== undefined || s.names.size < MAX_SUMMARISED_NAMES) s.names.set(dropped.name, (named ?? 0) + 1);
       else s.other = (s.other ?? 0) + 1;
+    }
+  }
+
+  /**
+   * Take out the span events at or after `fromUs`: a later attempt's, which arrived before this
+   * attempt's terminal state. What the rest says (latest state, start, first Scheduled, run count,
+   * last event) is worked out again from them; events folded into the summary stay here.
+   */
+  detachFrom(fromUs: number): EventEntry[] {
+    const moved = this.events.filter((e) => e.timeUs >= fromUs);
+    this.events = this.events.filter((e) => e.timeUs < fromUs);
+    this.latest = undefined;
+    this.startUs = undefined;
+    this.firstScheduledUs = undefined;
+    this.maxRunCount = undefined;
+    this.lastEventUs = -Infinity;
+    for (const e of this.events) {
+      const state = stateOfEntry(e);
+      if (state !== undefined) this.applyState({ id: e.id, follows: e.follows, occurredUs: e.timeUs }, state);
+      if (e.timeUs > this.lastEventUs) this.lastEventUs = e.timeUs;
+    }
+    return moved;
+  }
+
+  /** The span events `detachFrom` took out of the attempt before, applied to this one as they came. */
+  takeEvents(entries: readonly EventEntry[], maxEvents: number, nowMs: number): void {
+    for (const e of entries) {
+      const at = { id: e.id, follows: e.follows, occurredUs: e.timeUs };
+      const state = stateOfEntry(e);
+      if (state !== undefined) this.applyState(at, state);
+      this.touch(at, nowMs);
+      this.addEvent(at, e.name, e.attributes, maxEvents);
     }
   }
 
@@ -442,6 +477,24 @@ function followsOrder(group: EventEntry[]): EventEntry[] {
     rest = rest.filter((_, i) => i !== ready);
   }
   return out;
+}
+
+/** The state a span event records, read back from its attributes; undefined for an event that is no state. */
+function stateOfEntry(e: EventEntry): StateInfo | undefined {
+  const a = e.attributes;
+  const type = a[ATTR.STATE_TYPE];
+  if (typeof type !== 'string') return undefined;
+  const name = a[ATTR.STATE_NAME];
+  const message = a[ATTR.STATE_MESSAGE];
+  const from = a[ATTR.STATE_FROM];
+  const runCount = a[ATTR.RUN_COUNT];
+  return {
+    type: type as StateType,
+    name: typeof name === 'string' ? name : type,
+    message: typeof message === 'string' ? message : '',
+    from: typeof from === 'string' ? from : undefined,
+    runCount: typeof runCount === 'number' ? runCount : undefined,
+  };
 }
 
 function statusOf(final: StateInfo | undefined): SpanRecord['status'] {

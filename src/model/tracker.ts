@@ -253,6 +253,14 @@ export class RunTracker {
       this.open.touch(ref.id);
       if (classified.kind === 'state' && run.latest === undefined) this.hangUnderParentTask(run, event);
     }
+    if (classified.kind === 'state' && run.latest !== undefined && event.occurredUs < run.latest.occurredUs && TERMINAL_STATE_TYPES.has(classified.state.type)) {
+      // An attempt's terminal state behind states that came after it: a rerun's, reordered ahead of it.
+      const fromUs = laterAttemptFromUs(run, event.occurredUs);
+      if (fromUs !== undefined) {
+        this.splitAttempt(run, ref, fromUs, event, classified, nowMs);
+        return undefined;
+      }
+    }
     if (classified.kind === 'state' && run.terminal && event.occurredUs > run.latest!.occurredUs) {
       // The run left its terminal state (a re-run from the UI): close this attempt, open the next.
       const ctx = run.ctx;
@@ -263,6 +271,43 @@ export class RunTracker {
     }
     this.apply(run, event, classified, payload, nowMs);
     return undefined;
+  }
+
+  /**
+   * The terminal state of `run`'s attempt came after the first states of the next attempt (from
+   * `fromUs` on; a rerun within the settle window, reordered on the way): the attempt takes back its
+   * own events and ends with this state, as if it had come in order; the next attempt opens with
+   * the events taken out, and the runs that started under it (tasks hanging under the flow run) move
+   * to its span. STLOGGING lines already written for the events moved keep the span id of the
+   * attempt before.
+   */
+  private splitAttempt(run: RunState, ref: RunRef, fromUs: number, event: PrefectEvent, classified: Classified, nowMs: number): void {
+    const moved = run.detachFrom(fromUs);
+    this.apply(run, event, classified, undefined, nowMs);
+    const meta = { ...run.meta };
+    // A flow run's own Prefect span is asked per attempt.
+    if (run.ref.type === 'flow') delete meta.traceparent;
+    this.finalize(run, undefined, nowMs);
+    const next = this.openRun(ref, run.ctx, run.attempt + 1, nowMs);
+    next.meta = meta;
+    this.counts.reruns += 1;
+    this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: next.attempt, traceId: next.ctx.traceId });
+    next.takeEvents(moved, this.options.maxSpanEvents, nowMs);
+    if (next.terminal) {
+      next.terminalAtMs = nowMs;
+      this.deadlines.set(ref.id, nowMs + this.options.settleMs);
+    }
+    if (ref.type === 'flow' && (next.terminal || next.startUs !== undefined)) this.askNativeSpan(next);
+    const children = this.childrenOf.get(ref.id);
+    if (children === undefined) return;
+    const before = spanIdForRun(ref.id, run.attempt);
+    for (const id of children) {
+      const child = this.open.get(id);
+      if (child === undefined || child.ctx[PARENT_RUN] !== ref.id || child.ctx.parentSpanId !== before || child.firstEventUs < fromUs) continue;
+      child.ctx = { ...child.ctx, parentSpanId: next.spanId };
+      // Its flow run did not end: the grace `finalize` gave it does not apply.
+      if (!child.terminal) this.deadlines.delete(id);
+    }
   }
 
   /**
@@ -854,6 +899,19 @@ export class RunTracker {
     map.set(key, value);
     if (map.size > max) map.shift();
   }
+}
+
+/**
+ * Where the next attempt of `run` begins when its terminal state, at `terminalUs`, comes after
+ * states that occurred later: the first of them. In order, any state after a terminal one opens the
+ * next attempt; undefined when there is none.
+ */
+function laterAttemptFromUs(run: RunState, terminalUs: number): number | undefined {
+  let fromUs: number | undefined;
+  for (const e of run.events) {
+    if (e.timeUs > terminalUs && e.attributes[ATTR.STATE_TYPE] !== undefined && (fromUs === undefined || e.timeUs < fromUs)) fromUs = e.timeUs;
+  }
+  return fromUs;
 }
 
 /** Whether a state leaves a terminal state (its intended "from"): a rerun. */

@@ -59,21 +59,35 @@ interface World {
 const isoUs = (us: number): string => `${new Date(Math.floor(us / 1000)).toISOString().slice(0, 19)}.${String(us % 1_000_000).padStart(6, '0')}Z`;
 const usOf = (text: string): number => Date.parse(text.slice(0, 19) + 'Z') * 1000 + Number((/\.(\d{1,6})/.exec(text)?.[1] ?? '0').padEnd(6, '0'));
 
+/** When a rerun's states occur: its Scheduled this long after the Failed, each next state `stepMs` after it. */
+interface RerunTiming {
+  readonly afterMs: number;
+  readonly stepMs: number;
+}
+/** From the UI, a minute and a half later. */
+const RERUN_LATER: RerunTiming = { afterMs: 90_000, stepMs: 2_000 };
 /**
- * Every flow run that failed is re-run from the UI a minute and a half later (Scheduled from
- * Failed, Pending, Running, Completed): a second span of the run, in arrival order by `received`.
+ * By an automation, at once: all the rerun's states up to its Running lie within REORDER_BOUND_MS of
+ * the Failed, so a shuffle can put them before it.
  */
-function withReruns(events: readonly Ev[], random: () => number): Ev[] {
+const RERUN_AT_ONCE: RerunTiming = { afterMs: REORDER_BOUND_MS / 8, stepMs: REORDER_BOUND_MS / 8 };
+
+/**
+ * Every flow run that failed is re-run (Scheduled from Failed, Pending, Running, Completed): a second
+ * span of the run, in arrival order by `received`.
+ */
+function withReruns(events: readonly Ev[], random: () => number, timing: RerunTiming): Ev[] {
   const hex = (n: number): string => Array.from({ length: n }, () => Math.floor(random() * 16).toString(16)).join('');
   const added: Ev[] = [];
   for (const failed of events.filter((e) => str(e.event) === 'prefect.flow-run.Failed' && resourceOf(e).startsWith('prefect.flow-run.'))) {
     const steps: [string, string, string][] = [['SCHEDULED', 'Scheduled', 'FAILED'], ['PENDING', 'Pending', 'SCHEDULED'], ['RUNNING', 'Running', 'PENDING'], ['COMPLETED', 'Completed', 'RUNNING']];
     steps.forEach(([type, name, from], i) => {
-      const occurredUs = usOf(str(failed.occurred)) + 90_000_000 + i * 2_000_000 + Math.floor(random() * 1000);
+      const occurredUs = usOf(str(failed.occurred)) + (timing.afterMs + i * timing.stepMs) * 1000 + Math.floor(random() * 1000);
       const resource = { ...(failed.resource as Ev), 'prefect.state-type': type, 'prefect.state-name': name, 'prefect.state-message': '', 'prefect.run-count': String(i >= 2 ? 2 : 1) };
       added.push({
         ...failed, id: `${hex(8)}-${hex(4)}-7${hex(3)}-8${hex(3)}-${hex(12)}`, event: `prefect.flow-run.${name}`, resource, follows: null,
-        occurred: isoUs(occurredUs), received: isoUs(occurredUs + 15_000),
+        // Received after the Failed: in arrival order, the rerun comes after it.
+        occurred: isoUs(occurredUs), received: isoUs(Math.max(occurredUs + 15_000, usOf(str(failed.received ?? failed.occurred)) + (i + 1) * 1000)),
         payload: { intended: { from, to: type }, initial_state: { type: from, name: from.charAt(0) + from.slice(1).toLowerCase() }, validated_state: { type, name } },
       });
     });
@@ -81,9 +95,9 @@ function withReruns(events: readonly Ev[], random: () => number): Ev[] {
   return [...events, ...added].map((e, i) => ({ e, i })).sort((x, y) => usOf(str(x.e.received)) - usOf(str(y.e.received)) || x.i - y.i).map((x) => x.e);
 }
 
-function world(seed: number): World {
+function world(seed: number, rerun: RerunTiming = RERUN_LATER): World {
   const demo = generateDemoWorkload({ seed, startMs: START_MS });
-  const workload = { ...demo, events: withReruns(demo.events, prng(seed + 1000)) };
+  const workload = { ...demo, events: withReruns(demo.events, prng(seed + 1000), rerun) };
   const flowParents = new Map<string, string>();
   for (const e of workload.events) {
     const r = resourceOf(e);
@@ -293,6 +307,25 @@ describe('SPEC §5 guarantees under an adversarial stream', () => {
       const random = prng(seed);
       for (let k = 2; k <= 8; k++) assertSameSpans(await run(w, shuffledWithin(w.events, k, random)), spans, `shuffled within ${k}, seed ${seed}`);
     }
+  });
+
+  it(`reruns started at once: their first states shuffled with the Failed before them, within windows of k = 2..8 events less than ${REORDER_BOUND_MS} ms apart`, async () => {
+    let ahead = 0;
+    for (const seed of SEEDS) {
+      const w = world(seed, RERUN_AT_ONCE);
+      const spans = await run(w, w.events);
+      const reruns = w.events.filter((e) => str(e.event) === 'prefect.flow-run.Scheduled' && str((e.payload as { intended: Ev }).intended.from) === 'FAILED').map((e) => resourceOf(e));
+      assert.deepEqual(spans.filter((s) => reruns.includes(`prefect.flow-run.${s.run.id}`)).map((s) => `${s.run.id}#${s.run.attempt}`).sort(), reruns.flatMap((r) => [0, 1].map((a) => `${r.slice('prefect.flow-run.'.length)}#${a}`)).sort(), `seed ${seed}`);
+      const random = prng(seed);
+      for (let k = 2; k <= 8; k++) {
+        const events = shuffledWithin(w.events, k, random);
+        // How many of the reruns' states came before the Failed they leave: what this test is about.
+        const failedAt = new Map(events.flatMap((e, i) => (str(e.event) === 'prefect.flow-run.Failed' && reruns.includes(resourceOf(e)) ? [[resourceOf(e), i] as const] : [])));
+        ahead += events.filter((e, i) => reruns.includes(resourceOf(e)) && str(e.event) !== 'prefect.flow-run.Failed' && str(e.event) !== 'prefect.flow-run.Completed' && Date.parse(str(e.occurred)) > Date.parse(str(events[failedAt.get(resourceOf(e))!]!.occurred)) && i < failedAt.get(resourceOf(e))!).length;
+        assertSameSpans(await run(w, events), spans, `reruns at once, shuffled within ${k}, seed ${seed}`);
+      }
+    }
+    assert.ok(ahead >= 10, `only ${ahead} rerun states came before their Failed`);
   });
 
   it(`task events delivered after their flow run ended, within ${LATE_BOUND_MS} ms`, async () => {

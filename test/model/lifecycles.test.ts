@@ -435,7 +435,7 @@ test('a run suspended for 30 h (over the 24 h open-run timeout) waiting for a pe
   assert.deepEqual(lines.filter((l) => l.late === true), []);
 });
 
-test('a rerun whose first states arrive before the previous attempt\'s terminal state (reordered within the settle window), a task of the rerun among them: the same spans as in order, one per attempt', { todo: 'the model merges the attempts: a leavesTerminal state on an open, non-terminal attempt is applied to it' }, async () => {
+test('a rerun whose first states arrive before the previous attempt\'s terminal state (reordered within the settle window), a task of the rerun among them: the same spans as in order, one per attempt', async () => {
   const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [3, 'COMPLETED', 'Completed', 1],
     [4, 'SCHEDULED', 'Scheduled', 1], [5, 'RUNNING', 'Running', 2], [6, 'FAILED', 'Failed', 2],
     [7, 'SCHEDULED', 'Scheduled', 2], [8, 'RUNNING', 'Running', 3], [9, 'COMPLETED', 'Completed', 3]]);
