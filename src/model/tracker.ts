@@ -300,10 +300,11 @@ export class RunTracker {
     if (ref.type === 'flow' && (next.terminal || next.startUs !== undefined)) this.askNativeSpan(next);
     const children = this.childrenOf.get(ref.id);
     if (children === undefined) return;
+    // The span a child hangs under says it is this attempt's own: a restored child has no `PARENT_RUN`.
     const before = spanIdForRun(ref.id, run.attempt);
     for (const id of children) {
       const child = this.open.get(id);
-      if (child === undefined || child.ctx[PARENT_RUN] !== ref.id || child.ctx.parentSpanId !== before || child.firstEventUs < fromUs) continue;
+      if (child === undefined || child.ctx.parentSpanId !== before || child.firstEventUs < fromUs) continue;
       child.ctx = { ...child.ctx, parentSpanId: next.spanId };
       // Its flow run did not end: the grace `finalize` gave it does not apply.
       if (!child.terminal) this.deadlines.delete(id);

@@ -5,9 +5,17 @@
  * asserts the whole trace: tree, attribute maps, span events, status, times, incomplete marks.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { resolveConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log/logger.js';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
+import { createPipeline } from '../../src/pipeline.js';
+import { loadState, StateWriter } from '../../src/state/persisted.js';
+import { createStateStore } from '../../src/state/state-store.js';
 import { runModel } from '../helpers/model-run.js';
 import { customEvent, EXAMPLE_DEPLOYMENT, EXAMPLE_FLOW, flowRunStateEvent, taskRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
 
@@ -435,25 +443,64 @@ test('a run suspended for 30 h (over the 24 h open-run timeout) waiting for a pe
   assert.deepEqual(lines.filter((l) => l.late === true), []);
 });
 
-test('a rerun whose first states arrive before the previous attempt\'s terminal state (reordered within the settle window), a task of the rerun among them: the same spans as in order, one per attempt', async () => {
+/**
+ * FR completed, rerun at once (Scheduled a second after the Completed), failed with a task inside,
+ * rerun again and completed: in order, and delivered in three orders where the rerun's first states
+ * (or its task's) come before the terminal state they leave.
+ */
+function rerunAtOnce() {
   const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [3, 'COMPLETED', 'Completed', 1],
     [4, 'SCHEDULED', 'Scheduled', 1], [5, 'RUNNING', 'Running', 2], [6, 'FAILED', 'Failed', 2],
     [7, 'SCHEDULED', 'Scheduled', 2], [8, 'RUNNING', 'Running', 3], [9, 'COMPLETED', 'Completed', 3]]);
   const task = taskRun(TASK, 'extract-1a', 'extract-abc', [[5.1, 'PENDING', 'Pending', 0], [5.2, 'RUNNING', 'Running', 1], [5.3, 'COMPLETED', 'Completed', 1]]);
   const [P, R, C, S2, R2, F2, S3, R3, C3] = flow;
-  const inOrder = await run([...flow.slice(0, 5), ...task, ...flow.slice(5)]);
-  const expected = inOrder.spans.map(whole).sort((x, y) => x.spanId.localeCompare(y.spanId));
+  return {
+    inOrder: [...flow.slice(0, 5), ...task, ...flow.slice(5)],
+    orders: {
+      'Scheduled before Completed': [P, R, S2, C, R2, ...task, F2, S3, R3, C3],
+      'Running before Scheduled, both before Completed': [P, R, R2, S2, C, ...task, F2, S3, R3, C3],
+      'a task of the rerun before Completed': [P, R, S2, ...task, C, R2, F2, R3, S3, C3],
+    },
+  };
+}
+
+/** The spans as wholes, in span id order. */
+const wholes = (spans: readonly SpanRecord[]) => spans.map(whole).sort((x, y) => x.spanId.localeCompare(y.spanId));
+
+test('a rerun whose first states arrive before the previous attempt\'s terminal state (reordered within the settle window), a task of the rerun among them: the same spans as in order, one per attempt', async () => {
+  const { inOrder: events, orders } = rerunAtOnce();
+  const inOrder = await run(events);
+  const expected = wholes(inOrder.spans);
   assert.deepEqual(inOrder.spans.map((s) => [s.run.id, s.run.attempt, s.parentSpanId]).sort(), [
     [FR, 0, undefined], [FR, 1, undefined], [FR, 2, undefined], [TASK, 0, spanIdForRun(FR, 1)],
   ].sort());
-  const orders = {
-    'Scheduled before Completed': [P, R, S2, C, R2, ...task, F2, S3, R3, C3],
-    'Running before Scheduled, both before Completed': [P, R, R2, S2, C, ...task, F2, S3, R3, C3],
-    'a task of the rerun before Completed': [P, R, S2, ...task, C, R2, F2, R3, S3, C3],
-  };
+  for (const [label, reordered] of Object.entries(orders)) {
+    const { spans } = await run(reordered);
+    assert.deepEqual(wholes(spans), expected, label);
+  }
+});
+
+test('the same reordered reruns with a restart from the state file after any of their events: the same spans as in order, the rerun\'s task under the rerun', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-lifecycles-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI }, {});
+  const quiet = createLogger({ level: 'silent', format: 'json' });
+  const { inOrder, orders } = rerunAtOnce();
+  const expected = wholes((await run(inOrder)).spans);
   for (const [label, events] of Object.entries(orders)) {
-    const { spans } = await run(events.map((e) => e!));
-    assert.deepEqual(spans.map(whole).sort((x, y) => x.spanId.localeCompare(y.spanId)), expected, label);
+    for (let cut = 1; cut < events.length; cut++) {
+      const store = createStateStore(join(dir, `${cut}-${label.replaceAll(' ', '-')}`, 'state.json'));
+      const spans: SpanRecord[] = [];
+      const before = createPipeline({ config, logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+      for (const e of events.slice(0, cut)) before.ingest(JSON.stringify(e));
+      before.seal();
+      await new StateWriter(store, before).save(true);
+      const after = createPipeline({ config, logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+      await loadState(store, after, Date.parse(events[cut - 1]!.occurred), quiet);
+      for (const e of events.slice(cut)) after.ingest(JSON.stringify(e));
+      await after.finish('end_of_input');
+      assert.deepEqual(wholes(spans), expected, `${label}, restart after ${cut} events`);
+    }
   }
 });
 
