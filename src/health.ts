@@ -13,7 +13,8 @@ export interface HealthServer {
 
 /**
  * `/healthz`: 200 when connected to Prefect and exporting (the last export did not fail), 503 with
- * the reason otherwise (status `standby` while another process holds the state file). `/metrics`:
+ * the reason otherwise (status `standby` while another process holds the state file, `stopping` once
+ * `shutdown()` has begun). `/metrics`:
  * the counters in Prometheus text format. Without a `host`, every address: IPv6 and IPv4 where the
  * machine has IPv6 (a probe to a pod's address in an IPv6 cluster), IPv4 where it has not, as
  * Node's own default.
@@ -39,11 +40,13 @@ export async function startHealthServer(port: number, stats: () => TracingStats,
     }
     if (path === '/healthz') {
       const problems: string[] = [];
-      if (s.standby) problems.push('standby: another process holds the state file');
+      if (s.stopping) problems.push('shutting down: delivering what is buffered');
+      else if (s.standby) problems.push('standby: another process holds the state file');
       else if (!s.connected) problems.push('not connected to the Prefect event stream');
       if (!s.spans.exporting) problems.push('exports to the collector are failing');
+      const status = problems.length === 0 ? 'ok' : s.stopping ? 'stopping' : s.standby ? 'standby' : 'unavailable';
       res.writeHead(problems.length === 0 ? 200 : 503, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ status: problems.length === 0 ? 'ok' : s.standby ? 'standby' : 'unavailable', problems, connected: s.connected, exporting: s.spans.exporting }));
+      res.end(JSON.stringify({ status, problems, connected: s.connected, exporting: s.spans.exporting }));
       return;
     }
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });

@@ -6,6 +6,8 @@ export interface TracingStats {
   readonly connected: boolean;
   /** Waiting for another process to release the state file (see `PREFECT_OTEL_STATE_LEASE_MS`). */
   readonly standby: boolean;
+  /** `shutdown()` has begun: the stream is left, what is buffered is being delivered. */
+  readonly stopping: boolean;
   readonly events: {
     readonly received: number;
     readonly accepted: number;
@@ -46,7 +48,7 @@ export interface TracingStats {
 
 export function collectStats(
   pipeline: Pipeline,
-  extra: { connected: boolean; standby?: boolean; startedMs: number; subscriber?: { connects: number; reconnects: number; frames: number; historyEvents: number } | undefined },
+  extra: { connected: boolean; standby?: boolean; stopping?: boolean; startedMs: number; subscriber?: { connects: number; reconnects: number; frames: number; historyEvents: number } | undefined },
 ): TracingStats {
   const c = pipeline.counters;
   const t = pipeline.tracker.counts;
@@ -56,6 +58,7 @@ export function collectStats(
     uptimeS: Math.round((Date.now() - extra.startedMs) / 1000),
     connected: extra.connected,
     standby: extra.standby ?? false,
+    stopping: extra.stopping ?? false,
     events: {
       received: c.received,
       accepted: c.accepted,

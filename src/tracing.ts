@@ -356,7 +356,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   }
 
   stats(): TracingStats {
-    return collectStats(this.pipeline, { connected: this.connected, standby: this.leaseState === 'standby', subscriber: this.subscriber?.stats, startedMs: this.startedMs });
+    return collectStats(this.pipeline, { connected: this.connected, standby: this.leaseState === 'standby', stopping: this.stopping, subscriber: this.subscriber?.stats, startedMs: this.startedMs });
   }
 
   shutdown(timeoutMs = SHUTDOWN_TIMEOUT_MS): Promise<void> {

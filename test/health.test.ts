@@ -151,3 +151,33 @@ test('HTTP as probes and scrapers use it: HEAD like GET without a body, a query 
     'GET /metrics/ 404 text/plain - body',
   ]);
 });
+
+test('/healthz while shutting down (delivering to a collector that has not answered yet) says so, not "not connected": a probe or an operator reads why the process is going away', async (t) => {
+  const prefect = await startFakePrefect();
+  const receiver = await startOtlpReceiver();
+  const release = receiver.hold();
+  const tracing = startPrefectTracing({
+    env: {}, logger: pino({ level: 'silent' }), apiUrl: prefect.url, otlpEndpoint: receiver.url, stateFile: join(tempDir(), 'state.json'),
+    settleMs: 50, statsIntervalMs: 0, httpPort: 0, scheduleDelayMs: 10,
+  });
+  t.after(async () => {
+    release();
+    await tracing.shutdown();
+    await receiver.close();
+    await prefect.close();
+  });
+  await tracing.ready;
+  await until('subscribed', () => liveConnections(prefect) === 1);
+  prefect.publish(oneRun());
+  await until('the export request at the collector', () => receiver.counts.requests === 1);
+  const port = tracing.httpPort!;
+  const stopped = tracing.shutdown();
+  await until('unsubscribed', () => liveConnections(prefect) === 0);
+  const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+  assert.deepEqual(
+    { status: res.status, body: await res.json() },
+    { status: 503, body: { status: 'stopping', problems: ['shutting down: delivering what is buffered'], connected: false, exporting: true } },
+  );
+  release();
+  await stopped;
+});
