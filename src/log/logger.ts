@@ -118,18 +118,25 @@ function stdoutDestination(): DestinationStream {
   return lineDestination(1);
 }
 
-/** A synchronous, buffered destination for log lines (stdout's, or a file's), flushed at exit. */
+/**
+ * A synchronous, buffered destination for log lines (stdout's, or a file's), flushed at exit. One per
+ * destination for the whole process, whatever the number of loggers: a host that starts and shuts
+ * prefect-otel down again and again would otherwise gather a flush timer and a writer per start.
+ */
 export function lineDestination(dest: number | string): DestinationStream {
+  const existing = openStreams.get(dest);
+  if (existing !== undefined) return existing;
   const where = typeof dest === 'number' ? (dest === 1 ? 'standard output' : `file descriptor ${dest}`) : dest;
   const stream = new LineBatcher(pino.destination({ ...(typeof dest === 'number' ? { fd: dest } : { dest }), sync: true, minLength: 0 }), where);
   if (openStreams.size === 0) process.once('exit', flushAtExit);
-  openStreams.add(stream);
+  openStreams.set(dest, stream);
   return stream;
 }
 
 const LOG_WRITE_CHARS = 16 * 1024;
 const LOG_FLUSH_MS = 100;
-const openStreams = new Set<LineBatcher>();
+/** The destinations made so far, by file descriptor or path. */
+const openStreams = new Map<number | string, LineBatcher>();
 
 /**
  * Gathers whole lines and hands them to the file writer as one string per batch. The file writer
@@ -204,7 +211,7 @@ class LineBatcher implements DestinationStream {
 }
 
 function flushAtExit(): void {
-  for (const stream of openStreams) {
+  for (const stream of openStreams.values()) {
     try {
       stream.flushSync();
     } catch {

@@ -288,3 +288,40 @@ test('library: shutdown() while the state file is read leaves nothing running af
   assert.deepEqual(msgs.slice(msgs.indexOf('stopped') + 1), []);
   assert.deepEqual({ subscriptions: prefect.connections.length, stats: msgs.filter((m) => m === 'stats').length }, { subscriptions: 0, stats: 0 });
 });
+
+test('library: a host that starts and shuts prefect-otel down again and again keeps no timer of an earlier start; its log lines all reach standard output', async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  const dir = tempDir();
+  const index = JSON.stringify(new URL('dist/src/index.js', `file://${ROOT}`).href);
+  // The host counts the repeating timers alive after each start and shutdown (an interval lives
+  // until it is cleared): the same number after every round, whatever the number of rounds.
+  const app = join(dir, 'app.mjs');
+  writeFileSync(app, [
+    "import { createHook } from 'node:async_hooks';",
+    `const { startPrefectTracing } = await import(${index});`,
+    'const live = new Map();',
+    "createHook({ init(id, type, _t, res) { if (type === 'Timeout') live.set(id, res); }, destroy(id) { live.delete(id); } }).enable();",
+    'const intervals = () => [...live.values()].filter((r) => r._repeat !== null && !r._destroyed).length;',
+    'const counts = [];',
+    'for (let i = 0; i < 4; i++) {',
+    `  const tracing = startPrefectTracing({ env: {}, apiUrl: ${JSON.stringify(prefect.url)}, tracesExporter: 'none', stateFile: ${JSON.stringify(join(dir, 'state'))} + i + '.json', statsIntervalMs: 0 });`,
+    '  await tracing.ready;',
+    '  await tracing.shutdown();',
+    '  counts.push(intervals());',
+    '}',
+    'process.stderr.write(JSON.stringify(counts));',
+    '',
+  ].join('\n'));
+  const child = spawn(process.execPath, [app], { cwd: dir, env: { PATH: process.env.PATH ?? '' } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  const counts = JSON.parse(stderr) as number[];
+  assert.deepEqual(
+    { code, counts, starting: logLines(stdout).filter((l) => l.msg === 'prefect-otel starting').length, stopped: logLines(stdout).filter((l) => l.msg === 'stopped').length },
+    { code: 0, counts: counts.map(() => counts[0]), starting: 4, stopped: 4 },
+  );
+});
