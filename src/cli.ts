@@ -57,6 +57,12 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
         continue;
       }
       const next = argv[i + 1];
+      // A true/false flag alone is true (`--api-tls-insecure-skip-verify replay -`), as on every
+      // command line: the next argument is its value only when it is one (`--flag false`).
+      if (eq === -1 && typeof SETTINGS[key as SettingKey].default === 'boolean' && !isBooleanWord(next)) {
+        options[key] = true;
+        continue;
+      }
       // `--settle-ms --batch-size 5`: the next flag is not this one's value (a value that starts
       // with `--` is given as `--flag=value`).
       const value: string | undefined = eq !== -1 ? arg.slice(eq + 1) : next === undefined || next.startsWith('--') ? undefined : next;
@@ -93,6 +99,13 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
   }
   if (positional.length > 0 && command !== 'help') problems.push(`unexpected argument ${shown(positional[0]!)}`);
   return { command, file, options, problems };
+}
+
+/** The words a true/false setting reads (as Prefect reads its own): what may follow such a flag as its value. */
+const BOOLEAN_WORDS = new Set(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off']);
+
+function isBooleanWord(arg: string | undefined): boolean {
+  return arg !== undefined && BOOLEAN_WORDS.has(arg.trim().toLowerCase());
 }
 
 /**

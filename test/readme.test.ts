@@ -199,9 +199,11 @@ test("every row of the README's configuration table: its flag is in --help besid
     const problems: string[] = [];
     const helpLine = new RegExp(`^  ${row.flag.replace(/-/g, '\\-')} +${row.env.join(' \\| ')}$`, 'm');
     if (!helpLine.test(USAGE)) problems.push(`--help has no line "${row.flag}  ${row.env.join(' | ')}"`);
-    for (const argv of [[row.flag, 'x'], [`${row.flag}=x`]]) {
+    // A true/false flag takes the next argument as its value only when it is one (alone, it is true).
+    const value = typeof SETTINGS[row.option as keyof typeof SETTINGS]?.default === 'boolean' ? 'false' : 'x';
+    for (const argv of [[row.flag, value], [`${row.flag}=${value}`]]) {
       const parsed = parseArgs(argv);
-      if (parsed.problems.length > 0 || JSON.stringify(parsed.options) !== JSON.stringify({ [row.option]: 'x' })) {
+      if (parsed.problems.length > 0 || JSON.stringify(parsed.options) !== JSON.stringify({ [row.option]: value })) {
         problems.push(`${argv.join(' ')} parses as ${JSON.stringify({ options: parsed.options, problems: parsed.problems })}`);
       }
     }

@@ -120,3 +120,31 @@ test('a configuration error (exit 2) also lists what was only warned of, so that
     ].join('\n'),
   });
 });
+
+test('a true/false flag given alone is true, before or after the command; `--flag false`, `--flag=false` and `--flag yes` still say what they say', async () => {
+  const WARNING = "--api-tls-insecure-skip-verify is on: the Prefect server's certificate is not checked";
+  const SUMMARY = 'events read: 0 (0 lines, 0 duplicates, 0 not about a run)\nskipped: 0\nruns: 0  spans: 0 (0 incomplete)\nspans: 0 exported\nexport: ok\n';
+  const runs = await Promise.all(
+    [
+      ['replay', '-', '--api-tls-insecure-skip-verify'],
+      ['--api-tls-insecure-skip-verify', 'replay', '-'],
+      ['replay', '--api-tls-insecure-skip-verify', '-'],
+      ['replay', '-', '--api-tls-insecure-skip-verify', '--batch-size', '5'],
+      ['replay', '-', '--api-tls-insecure-skip-verify', 'yes'],
+      ['replay', '-', '--api-tls-insecure-skip-verify', 'FALSE'],
+      ['replay', '-', '--api-tls-insecure-skip-verify=false'],
+    ].map((args) => cli(args, {})),
+  );
+  assert.deepEqual(
+    runs.map((r) => ({ code: r.code, stderr: r.stderr, warnings: logLines(r.stdout).filter((l) => l.level === 40).map((l) => l.msg) })),
+    [
+      { code: 0, stderr: SUMMARY, warnings: [WARNING] },
+      { code: 0, stderr: SUMMARY, warnings: [WARNING] },
+      { code: 0, stderr: SUMMARY, warnings: [WARNING] },
+      { code: 0, stderr: SUMMARY, warnings: [WARNING] },
+      { code: 0, stderr: SUMMARY, warnings: [WARNING] },
+      { code: 0, stderr: SUMMARY, warnings: [] },
+      { code: 0, stderr: SUMMARY, warnings: [] },
+    ],
+  );
+});

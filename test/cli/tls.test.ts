@@ -99,7 +99,7 @@ test('PREFECT_API_SSL_CERT_FILE that cannot be read, or holds no certificate, is
   const missing = join(dir, 'missing.pem');
   const runs = await Promise.all([
     startCli(['replay', '-'], { PREFECT_API_SSL_CERT_FILE: missing }, '').result,
-    startCli(['replay', '-', '--api-ssl-cert-file', notPem, '--api-tls-insecure-skip-verify', 'maybe'], {}, '').result,
+    startCli(['replay', '-', '--api-ssl-cert-file', notPem, '--api-tls-insecure-skip-verify=maybe'], {}, '').result,
   ]);
   assert.deepEqual(runs.map((r) => ({ code: r.code, stderr: r.stderr })), [
     { code: 2, stderr: `prefect-otel: invalid configuration:\n  - PREFECT_API_SSL_CERT_FILE: cannot read ${missing}: ENOENT\n\n` },
