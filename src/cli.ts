@@ -17,6 +17,8 @@ export interface ParsedArgs {
   readonly file: string | undefined;
   readonly options: PrefectTracingOptions;
   readonly problems: readonly string[];
+  /** `help`: the command whose usage is asked for (`replay --help`, `help replay`), if any. */
+  readonly helpFor?: 'watch' | 'replay' | 'demo';
 }
 
 /** The --help column of flags: as wide as the longest. */
@@ -98,7 +100,9 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
     if (file === undefined) problems.push('replay needs a FILE argument (use - for standard input)');
   }
   if (positional.length > 0 && command !== 'help') problems.push(`unexpected argument ${shown(positional[0]!)}`);
-  return { command, file, options, problems };
+  const asked = command === 'help' ? positional[0] : undefined;
+  const helpFor = asked === 'watch' || asked === 'replay' || asked === 'demo' ? asked : undefined;
+  return { command, file, options, problems, helpFor };
 }
 
 /** The words a true/false setting reads (as Prefect reads its own): what may follow such a flag as its value. */
@@ -126,27 +130,64 @@ function shown(arg: string): string {
   return /^[a-z][a-z-]{0,19}$/.test(arg) ? JSON.stringify(arg) : '(not shown: it may be a secret)';
 }
 
+/** Every flag beside its variables, as --help lists them. */
+const FLAGS_TEXT = `Every setting is an environment variable and a flag (flag wins):
+${Object.values(SETTINGS)
+  .map((d) => `  ${d.flag.padEnd(FLAG_COLUMN)} ${d.env.join(' | ')}`)
+  .join('\n')}
+`;
+
 export const USAGE = `prefect-otel ${VERSION}: Prefect flow runs and task runs as OpenTelemetry traces
 
 Usage:
   prefect-otel [watch]        follow PREFECT_API_URL's event stream and export spans until SIGINT/SIGTERM
   prefect-otel replay FILE    build and export spans from a JSON-lines file of Prefect events (- = stdin)
   prefect-otel demo           run a simulated Prefect workload through the pipeline and draw its traces
-  prefect-otel --help | --version
+  prefect-otel [COMMAND] --help | --version
 
-Every setting is an environment variable and a flag (flag wins):
-${Object.values(SETTINGS)
-  .map((d) => `  ${d.flag.padEnd(FLAG_COLUMN)} ${d.env.join(' | ')}`)
-  .join('\n')}
-
+${FLAGS_TEXT}
 Exit codes: 0 ok, 1 failure (export failed, unreadable or compressed input), 2 configuration error,
 3 authentication refused, 130 / 143 replay stopped by SIGINT / SIGTERM.
 `;
 
+/** `prefect-otel <command> --help`: what the command does, its command line, the flags, and its own exit codes. */
+const COMMAND_USAGE: Readonly<Record<'watch' | 'replay' | 'demo', string>> = {
+  watch: `prefect-otel watch: follow the event stream of PREFECT_API_URL and export spans and logs until SIGINT/SIGTERM
+(then save the state, flush and exit; a second signal exits at once)
+
+Usage:
+  prefect-otel [watch] [--flag value | --flag=value]…
+
+${FLAGS_TEXT}
+Exit codes: 0 stopped by a signal, 1 failure (spans neither delivered nor kept in the state file, protocol error),
+2 configuration error, 3 the Prefect server refused the credentials.
+`,
+  replay: `prefect-otel replay: build and export spans from a JSON-lines file of Prefect events
+(one per line: bare events or {"type":"event","event":…} envelopes; or on one line a JSON array of events or a saved
+/api/events/filter page; # lines are comments; FILE - reads standard input)
+
+Usage:
+  prefect-otel replay FILE [--flag value | --flag=value]… [-- FILE]
+
+${FLAGS_TEXT}
+Exit codes: 0 done, 1 failure (export failed, unreadable or compressed input), 2 configuration error,
+130 / 143 stopped by SIGINT / SIGTERM (what was read is delivered first).
+`,
+  demo: `prefect-otel demo: run a simulated Prefect workload through the pipeline and draw its traces
+(no Prefect server or collector needed; exported too when an OTLP endpoint is set)
+
+Usage:
+  prefect-otel demo [--flag value | --flag=value]…
+
+${FLAGS_TEXT}
+Exit codes: 0 done, 1 the export to the collector failed, 2 configuration error.
+`,
+};
+
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const args = parseArgs(argv);
   if (args.command === 'help') {
-    process.stdout.write(USAGE);
+    process.stdout.write(args.helpFor === undefined ? USAGE : COMMAND_USAGE[args.helpFor]);
     return EXIT_CODES.OK;
   }
   if (args.command === 'version') {

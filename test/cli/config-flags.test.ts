@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { startCli, type CliResult } from '../helpers/cli.js';
 import { logLines } from '../helpers/watch-e2e.js';
+import { VERSION } from '../../src/version.js';
 
 function cli(args: string[], env: Record<string, string>): Promise<CliResult> {
   return startCli(args, { PREFECT_API_URL: 'http://127.0.0.1:9/api', PREFECT_OTEL_LOG_LEVEL: 'info', ...env }, '').result;
@@ -145,6 +146,24 @@ test('a true/false flag given alone is true, before or after the command; `--fla
       { code: 0, stderr: SUMMARY, warnings: [WARNING] },
       { code: 0, stderr: SUMMARY, warnings: [] },
       { code: 0, stderr: SUMMARY, warnings: [] },
+    ],
+  );
+});
+
+test('`<command> --help` (or `help <command>`) prints that command\'s usage and exits 0, whatever else is on the line; `--help` alone the general one', async () => {
+  const runs = await Promise.all(
+    [['watch', '--help'], ['replay', '--help'], ['replay', 'events.jsonl', '-h'], ['help', 'replay'], ['demo', '--help'], ['--help']].map((args) => cli(args, {})),
+  );
+  const usage = (r: CliResult): string => r.stdout.split('\n').find((l) => l.startsWith('  prefect-otel')) ?? '';
+  assert.deepEqual(
+    runs.map((r) => ({ code: r.code, stderr: r.stderr, first: r.stdout.split('\n')[0], usage: usage(r), flags: r.stdout.includes('  --api-url '), exit: r.stdout.split('\n').find((l) => l.startsWith('Exit codes:')) })),
+    [
+      { code: 0, stderr: '', first: 'prefect-otel watch: follow the event stream of PREFECT_API_URL and export spans and logs until SIGINT/SIGTERM', usage: '  prefect-otel [watch] [--flag value | --flag=value]…', flags: true, exit: 'Exit codes: 0 stopped by a signal, 1 failure (spans neither delivered nor kept in the state file, protocol error),' },
+      { code: 0, stderr: '', first: 'prefect-otel replay: build and export spans from a JSON-lines file of Prefect events', usage: '  prefect-otel replay FILE [--flag value | --flag=value]… [-- FILE]', flags: true, exit: 'Exit codes: 0 done, 1 failure (export failed, unreadable or compressed input), 2 configuration error,' },
+      { code: 0, stderr: '', first: 'prefect-otel replay: build and export spans from a JSON-lines file of Prefect events', usage: '  prefect-otel replay FILE [--flag value | --flag=value]… [-- FILE]', flags: true, exit: 'Exit codes: 0 done, 1 failure (export failed, unreadable or compressed input), 2 configuration error,' },
+      { code: 0, stderr: '', first: 'prefect-otel replay: build and export spans from a JSON-lines file of Prefect events', usage: '  prefect-otel replay FILE [--flag value | --flag=value]… [-- FILE]', flags: true, exit: 'Exit codes: 0 done, 1 failure (export failed, unreadable or compressed input), 2 configuration error,' },
+      { code: 0, stderr: '', first: 'prefect-otel demo: run a simulated Prefect workload through the pipeline and draw its traces', usage: '  prefect-otel demo [--flag value | --flag=value]…', flags: true, exit: 'Exit codes: 0 done, 1 the export to the collector failed, 2 configuration error.' },
+      { code: 0, stderr: '', first: `prefect-otel ${VERSION}: Prefect flow runs and task runs as OpenTelemetry traces`, usage: "  prefect-otel [watch]        follow PREFECT_API_URL's event stream and export spans until SIGINT/SIGTERM", flags: true, exit: 'Exit codes: 0 ok, 1 failure (export failed, unreadable or compressed input), 2 configuration error,' },
     ],
   );
 });
