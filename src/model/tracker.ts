@@ -298,16 +298,22 @@ export class RunTracker {
       this.deadlines.set(ref.id, nowMs + this.options.settleMs);
     }
     if (ref.type === 'flow' && (next.terminal || next.startUs !== undefined)) this.askNativeSpan(next);
-    const children = this.childrenOf.get(ref.id);
-    if (children === undefined) return;
-    // The span a child hangs under says it is this attempt's own: a restored child has no `PARENT_RUN`.
-    const before = spanIdForRun(ref.id, run.attempt);
-    for (const id of children) {
-      const child = this.open.get(id);
-      if (child === undefined || child.ctx.parentSpanId !== before || child.firstEventUs < fromUs) continue;
-      child.ctx = { ...child.ctx, parentSpanId: next.spanId };
-      // Its flow run did not end: the grace `finalize` gave it does not apply.
-      if (!child.terminal) this.deadlines.delete(id);
+    this.moveChildren(ref.id, spanIdForRun(ref.id, run.attempt), next.spanId, fromUs);
+  }
+
+  /**
+   * The open runs that hang right under `parentId`'s span `before` and began at or after `fromUs`
+   * (the next attempt's tasks, subflows and run_deployment children) move under its span `after`.
+   * Found by the span they hang under, which names the run and its attempt: `PARENT_RUN` is not in
+   * the state file, and subflows are not among `childrenOf` (tasks only). A walk of the open runs,
+   * on a split only: a terminal state reordered behind its rerun's first states.
+   */
+  private moveChildren(parentId: string, before: string, after: string, fromUs: number): void {
+    for (const child of this.open.values()) {
+      if (child.ctx.parentSpanId !== before || child.firstEventUs < fromUs) continue;
+      child.ctx = { ...child.ctx, parentSpanId: after, [PARENT_RUN]: parentId };
+      // Its flow run did not end: the grace `finalize` gave its tasks does not apply.
+      if (child.ref.type === 'task' && !child.terminal) this.deadlines.delete(child.ref.id);
     }
   }
 

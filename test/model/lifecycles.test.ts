@@ -531,3 +531,57 @@ test('the notice lines of a rerun and of a run the open-run bound ended carry th
     { kind: 'evicted', runId: FR, trace_id: traceIdForRun(FR), count: 1, msg: 'open-run bound reached; least recently active run ended early' },
   ]);
 });
+
+test('a task and a subflow of a rerun, started before the previous attempt\'s terminal state arrived (reordered within the settle window), with or without a restart from the state file in between: they hang under the rerun\'s span, as in order', async (t) => {
+  const TRACK = '0198c7d2-7000-7000-8000-0000000000d2';
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [3, 'COMPLETED', 'Completed', 1],
+    [4, 'SCHEDULED', 'Scheduled', 1], [5, 'RUNNING', 'Running', 2], [6, 'FAILED', 'Failed', 2]]);
+  const child = childRun(TRACK, 'load-warehouse-d2', [[5.1, 'PENDING', 'Pending', 0], [5.2, 'RUNNING', 'Running', 1], [5.5, 'COMPLETED', 'Completed', 1]]);
+  const task = taskRun(TASK, 'extract-1a', 'extract-abc', [[5.05, 'PENDING', 'Pending', 0], [5.3, 'RUNNING', 'Running', 1], [5.4, 'COMPLETED', 'Completed', 1]]);
+  const [P, R, C, S2, R2, F2] = flow;
+  const [CP, CR, CC] = child;
+  const [TP, TR, TC] = task;
+  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-lifecycles-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI }, {});
+  const quiet = createLogger({ level: 'silent', format: 'json' });
+  /**
+   * Each lookup of the tracking task answered before the next event, as a server on the same
+   * network does; with `restart`, the state is saved to a state file after that many events and a
+   * new process takes it over from the file.
+   */
+  const fed = async (events: readonly (WireEvent | undefined)[], restart?: { after: number; file: string }): Promise<SpanRecord[]> => {
+    const spans: SpanRecord[] = [];
+    const start = () => createPipeline({ config, logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s), resolveOwner: () => Promise.resolve(FR) });
+    let p = start();
+    for (const [i, e] of events.entries()) {
+      if (i === restart?.after) {
+        const store = createStateStore(join(dir, restart.file, 'state.json'));
+        p.seal();
+        await new StateWriter(store, p).save(true);
+        p = start();
+        await loadState(store, p, Date.parse(events[i - 1]!.occurred), quiet);
+      }
+      p.ingest(JSON.stringify(e!));
+      await new Promise((r) => setImmediate(r));
+    }
+    await p.finish('end_of_input');
+    return spans;
+  };
+  const inOrder = await fed([P, R, C, S2, R2, TP, CP, CR, TR, TC, CC, F2]);
+  assert.deepEqual(inOrder.map((s) => [s.run.id, s.run.attempt, s.parentSpanId]).sort(), [
+    [FR, 0, undefined], [FR, 1, undefined], [CHILD, 0, spanIdForRun(FR, 1)], [TASK, 0, spanIdForRun(FR, 1)],
+  ].sort());
+  const expected = wholes(inOrder);
+  const orders = {
+    'the task and the subflow running before Completed': [P, R, S2, R2, TP, CP, CR, TR, C, TC, CC, F2],
+    'their first states right after the Scheduled, before Completed': [P, R, S2, CP, TP, C, R2, CR, TR, TC, CC, F2],
+  };
+  for (const [label, events] of Object.entries(orders)) {
+    assert.deepEqual(wholes(await fed(events)), expected, label);
+    for (let cut = 1; cut < events.length; cut++) {
+      const restarted = await fed(events, { after: cut, file: `subflow-${cut}-${label.replaceAll(' ', '-')}` });
+      assert.deepEqual(wholes(restarted), expected, `${label}, restart after ${cut} events`);
+    }
+  }
+});
