@@ -310,10 +310,10 @@ export class RunTracker {
    */
   private moveChildren(parentId: string, before: string, after: string, fromUs: number): void {
     for (const child of this.open.values()) {
-      if (child.ctx.parentSpanId !== before || child.firstEventUs < fromUs) continue;
-      child.ctx = { ...child.ctx, parentSpanId: after, [PARENT_RUN]: parentId };
-      // Its flow run did not end: the grace `finalize` gave its tasks does not apply.
-      if (child.ref.type === 'task' && !child.terminal) this.deadlines.delete(child.ref.id);
+      if (child.firstEventUs < fromUs) continue;
+      // A task of the next attempt, also one called inside another: its flow run did not end, the grace `finalize` gave it does not apply.
+      if (child.ref.type === 'task' && child.meta.flowRunId === parentId && !child.terminal) this.deadlines.delete(child.ref.id);
+      if (child.ctx.parentSpanId === before) child.ctx = { ...child.ctx, parentSpanId: after, [PARENT_RUN]: parentId };
     }
   }
 

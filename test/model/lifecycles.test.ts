@@ -585,3 +585,23 @@ test('a task and a subflow of a rerun, started before the previous attempt\'s te
     }
   }
 });
+
+test('a rerun reordered before the earlier attempt\'s terminal state, with a task called inside another running longer than the task grace: no task of the rerun is ended as its flow run\'s straggler, as in order', async () => {
+  const INNER = '0198c7d2-6000-7abc-8def-0000000000c3';
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [3, 'COMPLETED', 'Completed', 1],
+    [4, 'SCHEDULED', 'Scheduled', 1], [5, 'RUNNING', 'Running', 2], [300, 'COMPLETED', 'Completed', 2]]);
+  const outer = taskRun(TASK, 'orchestrate-1a1', 'orchestrate-77665544', [[5.05, 'PENDING', 'Pending', 0], [5.1, 'RUNNING', 'Running', 1], [250, 'COMPLETED', 'Completed', 1]]);
+  const inner = taskRun(INNER, 'extract-c3', 'extract-abc', [[5.15, 'PENDING', 'Pending', 0], [5.2, 'RUNNING', 'Running', 1], [200, 'COMPLETED', 'Completed', 1]], { parents: [TASK] });
+  const [P, R, C, S2, R2, C2] = flow;
+  const [OP, OR, OC] = outer;
+  const [IP, IR, IC] = inner;
+  // Another flow run's events move the event clock past the task grace while the tasks run.
+  const other = otherRun(100);
+  const inOrder = await run([P, R, C, S2, R2, OP, OR, IP, IR, ...other, IC, OC, C2]);
+  assert.deepEqual(inOrder.spans.filter((s) => s.run.id !== OTHER).map((s) => [s.run.id, s.run.attempt, s.parentSpanId, s.run.incomplete]).sort(), [
+    [FR, 0, undefined, false], [FR, 1, undefined, false], [TASK, 0, spanIdForRun(FR, 1), false], [INNER, 0, spanIdForRun(TASK), false],
+  ].sort());
+  const reordered = await run([P, R, S2, R2, OP, OR, IP, IR, C, ...other, IC, OC, C2]);
+  assert.deepEqual(wholes(reordered.spans), wholes(inOrder.spans));
+  assert.deepEqual(reordered.lines.filter((l) => l.late === true), []);
+});
