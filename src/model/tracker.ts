@@ -154,6 +154,12 @@ export interface TrackerSnapshot {
 export class RunTracker {
   /** Least recently active first. */
   private readonly open = new FifoMap<RunState>();
+  /**
+   * Per run id, the attempt before the open one while it settles: ended by its terminal state and
+   * rerun within the settle window, it still takes its own states that arrive late (reordered
+   * behind the rerun's first ones), told apart by `occurred`. Exported when its window ends.
+   */
+  private readonly settling = new FifoMap<RunState>();
   private readonly finished = new FifoMap<FinishedRun>();
   private readonly finishedAdded: Additions;
   private readonly owners = new FifoMap<string | null>();
@@ -224,6 +230,11 @@ export class RunTracker {
     const blockedOn = this.blocked.get(ref.id);
     if (blockedOn !== undefined) return this.enqueue(blockedOn, event, classified, payload, nowMs);
     let run = this.open.get(ref.id);
+    const before = this.settling.get(ref.id);
+    if (before !== undefined && run !== undefined && settlingTakes(before, run, event, classified)) {
+      this.apply(before, event, classified, payload, nowMs);
+      return undefined;
+    }
     if (run === undefined) {
       const done = this.finished.get(ref.id);
       if (done !== undefined) {
@@ -264,7 +275,7 @@ export class RunTracker {
     if (classified.kind === 'state' && run.terminal && event.occurredUs > run.latest!.occurredUs) {
       // The run left its terminal state (a re-run from the UI): close this attempt, open the next.
       const ctx = run.ctx;
-      this.finalize(run, undefined, nowMs);
+      this.retire(run, nowMs);
       run = this.openRun(ref, ctx, run.attempt + 1, nowMs);
       this.counts.reruns += 1;
       this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt, traceId: run.ctx.traceId });
@@ -287,7 +298,7 @@ export class RunTracker {
     const meta = { ...run.meta };
     // A flow run's own Prefect span is asked per attempt.
     if (run.ref.type === 'flow') delete meta.traceparent;
-    this.finalize(run, undefined, nowMs);
+    this.retire(run, nowMs);
     const next = this.openRun(ref, run.ctx, run.attempt + 1, nowMs);
     next.meta = meta;
     this.counts.reruns += 1;
@@ -299,6 +310,27 @@ export class RunTracker {
     }
     if (ref.type === 'flow' && (next.terminal || next.startUs !== undefined)) this.askNativeSpan(next);
     this.moveChildren(ref.id, spanIdForRun(ref.id, run.attempt), next.spanId, fromUs);
+  }
+
+  /**
+   * Close an attempt, ended by its terminal state, for its rerun: it settles beside the next one
+   * (`settling`) until its settle window ends, unless that has passed already (then it is exported).
+   */
+  private retire(run: RunState, nowMs: number): void {
+    const endsAtMs = (run.terminalAtMs ?? nowMs) + this.options.settleMs;
+    if (nowMs >= endsAtMs || !run.terminal) {
+      this.finalize(run, undefined, nowMs);
+      return;
+    }
+    this.finalize(run, undefined, nowMs, true);
+    this.settling.set(run.ref.id, run);
+  }
+
+  /** Export an attempt that settled beside its rerun. */
+  private endSettling(run: RunState, nowMs: number): void {
+    if (this.settling.get(run.ref.id) !== run) return;
+    this.settling.delete(run.ref.id);
+    this.export(run, undefined, nowMs);
   }
 
   /**
@@ -470,6 +502,7 @@ export class RunTracker {
 
   /** Export what is due: settled runs, runs past their grace or idle timeout. */
   tick(nowMs: number): void {
+    for (const run of [...this.settling.values()]) if ((run.terminalAtMs ?? nowMs) + this.options.settleMs <= nowMs) this.endSettling(run, nowMs);
     for (const [runId, at] of this.deadlines) {
       if (at > nowMs) continue;
       const run = this.open.get(runId);
@@ -498,6 +531,7 @@ export class RunTracker {
       this.counts.parentLookups.abandoned += 1;
       this.settle(key, waiting, nowMs);
     }
+    for (const run of [...this.settling.values()]) this.endSettling(run, nowMs);
     for (const run of [...this.open.values()]) if (run.ref.type === 'task') this.finalize(run, run.terminal ? undefined : reason, nowMs);
     for (const run of [...this.open.values()]) this.finalize(run, run.terminal ? undefined : reason, nowMs);
   }
@@ -509,7 +543,7 @@ export class RunTracker {
   /** Everything but the finished runs: what changes in place between two saves of the state. */
   snapshotChanging(): Omit<TrackerSnapshot, 'finished'> {
     return {
-      open: [...this.open.values()].map((r) => r.toJSON()),
+      open: [...this.open.values(), ...this.settling.values()].map((r) => r.toJSON()),
       owners: [...this.owners],
       waiting: [...this.waiting.values()].flatMap((w) => w.events.map((x) => x.event)),
     };
@@ -530,9 +564,13 @@ export class RunTracker {
     for (const [id, owner] of snapshot.owners) this.remember(this.owners, id, owner, OWNER_CACHE_MAX);
     for (const data of snapshot.open) {
       const run = RunState.fromJSON(data, downMs);
-      this.open.set(run.ref.id, run);
-      if (run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
+      // Two attempts of one run: the earlier one was settling beside its rerun.
+      const other = this.open.get(run.ref.id);
+      const [open, settling] = other !== undefined && other.attempt > run.attempt ? [other, run] : [run, other];
+      this.open.set(run.ref.id, open);
+      if (settling !== undefined) this.settling.set(run.ref.id, settling);
     }
+    for (const run of this.open.values()) if (run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
     for (const run of this.open.values()) if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) this.adopt(run);
     // A state saved under a higher bound (PREFECT_OTEL_MAX_OPEN_RUNS lowered since) is taken over within this one.
     while (this.open.size > this.options.maxOpenRuns && this.evictOldest(undefined, nowMs));
@@ -543,6 +581,8 @@ export class RunTracker {
     const run = new RunState(ref, ctx, attempt, nowMs);
     this.open.set(ref.id, run);
     this.counts.runsOpened += 1;
+    // Attempts settling beside their reruns count against the bound too: the oldest is exported first.
+    if (this.settling.size > 0 && this.open.size + this.settling.size > this.options.maxOpenRuns) this.endSettling(this.settling.peek()![1], nowMs);
     if (this.open.size > this.options.maxOpenRuns) this.evictOldest(run, nowMs);
     return run;
   }
@@ -753,8 +793,10 @@ export class RunTracker {
       run.applyState(event, s);
       run.addEvent(event, s.name, attrs, this.options.maxSpanEvents);
       if (run.terminal && !wasTerminal) run.terminalAtMs = nowMs;
-      if (run.ref.type === 'flow' && (s.type === 'RUNNING' || run.terminal)) this.askNativeSpan(run);
-      if (run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
+      // An attempt settling beside its rerun is exported as it is, without asking or waiting.
+      const open = this.open.get(run.ref.id) === run;
+      if (open && run.ref.type === 'flow' && (s.type === 'RUNNING' || run.terminal)) this.askNativeSpan(run);
+      if (open && run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
       // The log line keeps the whole message (a traceback); the span keeps it within the payload's bound.
       this.emitLog('transition', run, event, { ...classified.state, terminal: TERMINAL_STATE_TYPES.has(s.type) });
     } else {
@@ -837,28 +879,49 @@ export class RunTracker {
     this.finalize(run, undefined, nowMs);
   }
 
-  private finalize(run: RunState, incompleteReason: string | undefined, nowMs: number): void {
+  /** End an open attempt: exported, or with `settle`, only taken out of the open runs (see `retire`). */
+  private finalize(run: RunState, incompleteReason: string | undefined, nowMs: number, settle = false): void {
     if (this.open.get(run.ref.id) !== run) return;
     this.open.delete(run.ref.id);
     this.deadlines.delete(run.ref.id);
+    // The attempt before, settling beside this one, ends first.
+    const earlier = this.settling.get(run.ref.id);
+    if (earlier !== undefined) this.endSettling(earlier, nowMs);
+    if (!settle) this.export(run, incompleteReason, nowMs);
+  }
+
+  private export(run: RunState, incompleteReason: string | undefined, nowMs: number): void {
     if (run.nativePending) {
       // Exported without the link; the answer, when it comes, is ignored.
       run.nativePending = false;
       this.counts.native.late += 1;
     }
     if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) {
-      this.disown(run.ref.id, run.meta.flowRunId);
+      // An attempt that settled beside its rerun: the rerun stays among its flow run's tasks.
+      if (!this.open.has(run.ref.id)) this.disown(run.ref.id, run.meta.flowRunId);
     } else if (run.ref.type === 'flow') {
       const set = this.childrenOf.get(run.ref.id);
+      // An attempt that settled beside its rerun: the rerun's tasks go on under the rerun.
+      const next = this.open.get(run.ref.id);
+      const nextFromUs = next !== undefined && next.attempt > run.attempt ? next.firstEventUs : Infinity;
       if (set !== undefined) {
         for (const id of set) {
           const t = this.open.get(id);
-          if (t !== undefined && !t.terminal) this.deadlines.set(id, Math.max(this.deadlines.get(id) ?? 0, (run.terminalAtMs ?? nowMs) + this.options.taskGraceMs));
+          if (t !== undefined && !t.terminal && t.firstEventUs < nextFromUs) this.deadlines.set(id, Math.max(this.deadlines.get(id) ?? 0, (run.terminalAtMs ?? nowMs) + this.options.taskGraceMs));
         }
         if (set.size === 0) this.childrenOf.delete(run.ref.id);
       }
     }
     const record = run.toSpanRecord({ uiUrl: this.options.uiUrl }, incompleteReason);
+    const known = this.finished.get(run.ref.id);
+    // An attempt that settled beside its rerun ends after it when the rerun was short: the later stays remembered.
+    if (known === undefined || known.attempt <= run.attempt) this.rememberFinished(run, nowMs);
+    this.counts.spans += 1;
+    if (record.run.incomplete) this.counts.incomplete += 1;
+    this.sink.span(record);
+  }
+
+  private rememberFinished(run: RunState, nowMs: number): void {
     this.finishedAdded.note(run.ref.id);
     this.remember(this.finished, run.ref.id, {
       type: run.ref.type,
@@ -872,9 +935,6 @@ export class RunTracker {
       ...(run.meta.flowRunId === undefined || run.meta.flowRunId === run.ctx[PARENT_RUN] ? {} : { flowRunId: run.meta.flowRunId }),
       ...(run.attempt > 0 && Number.isFinite(run.firstEventUs) ? { firstEventUs: run.firstEventUs } : {}),
     }, this.options.maxOpenRuns);
-    this.counts.spans += 1;
-    if (record.run.incomplete) this.counts.incomplete += 1;
-    this.sink.span(record);
   }
 
   private late(ref: RunRef, done: FinishedRun, event: PrefectEvent, classified: Classified): void {
@@ -919,6 +979,16 @@ function laterAttemptFromUs(run: RunState, terminalUs: number): number | undefin
     if (e.timeUs > terminalUs && e.attributes[ATTR.STATE_TYPE] !== undefined && (fromUs === undefined || e.timeUs < fromUs)) fromUs = e.timeUs;
   }
   return fromUs;
+}
+
+/**
+ * Whether an event of a run whose attempt `before` settles beside its rerun `next` is the earlier
+ * attempt's, reordered behind the rerun's first events: as in order, what occurred up to its
+ * terminal state is, and so is any other event before the rerun's first; a state after that
+ * terminal state is the rerun's.
+ */
+function settlingTakes(before: RunState, next: RunState, event: PrefectEvent, classified: Classified): boolean {
+  return event.occurredUs <= before.latest!.occurredUs || (classified.kind !== 'state' && event.occurredUs < next.firstEventUs);
 }
 
 /** Whether a state leaves a terminal state (its intended "from"): a rerun. */

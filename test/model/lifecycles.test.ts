@@ -504,18 +504,55 @@ test('the same reordered reruns with a restart from the state file after any of 
   }
 });
 
-test('a rerun at once of a run that ran for 100 ms, a state of the earlier attempt arriving after the rerun\'s first state (within the settle window): the same spans as in order', { todo: 'an attempt ends for good when a state of the next one is taken: its own state that comes after that lands on the next attempt' }, async () => {
+/**
+ * FR ran for 100 ms, completed and was rerun at once: in order, and delivered in two orders where
+ * its Running comes after the rerun's Scheduled.
+ */
+function rerunAfter100Ms() {
   const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [1.1, 'COMPLETED', 'Completed', 1],
     [1.15, 'SCHEDULED', 'Scheduled', 1], [1.2, 'PENDING', 'Pending', 1], [1.25, 'RUNNING', 'Running', 2], [1.3, 'FAILED', 'Failed', 2]]);
   const [P, R, C, S2, P2, R2, F2] = flow;
-  const expected = wholes((await run(flow)).spans);
-  const orders = {
-    'the Running after the Completed and the rerun\'s Scheduled': [P, C, S2, R, P2, R2, F2],
-    'the Running after the rerun\'s Scheduled and the Completed': [P, S2, C, R, P2, R2, F2],
+  return {
+    flow,
+    orders: {
+      'the Running after the Completed and the rerun\'s Scheduled': [P, C, S2, R, P2, R2, F2],
+      'the Running after the rerun\'s Scheduled and the Completed': [P, S2, C, R, P2, R2, F2],
+    },
   };
+}
+
+test('a rerun at once of a run that ran for 100 ms, a state of the earlier attempt arriving after the rerun\'s first state (within the settle window): the same spans as in order, the late state\'s line with the earlier attempt\'s span id', async () => {
+  const { flow, orders } = rerunAfter100Ms();
+  const expected = wholes((await run(flow)).spans);
+  const R = flow[1]!;
   for (const [label, events] of Object.entries(orders)) {
-    const { spans } = await run(events);
+    const { spans, lines } = await run(events);
     assert.deepEqual(wholes(spans), expected, label);
+    assert.deepEqual(lines.filter((l) => l['prefect.event.id'] === R.id).map((l) => [l.span_id, l.late]), [[spanIdForRun(FR, 0), undefined]], label);
+  }
+});
+
+test('the same, with a restart from the state file after any of the events: the earlier attempt, settling beside the rerun, is saved and taken over', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-lifecycles-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI }, {});
+  const quiet = createLogger({ level: 'silent', format: 'json' });
+  const { flow, orders } = rerunAfter100Ms();
+  const expected = wholes((await run(flow)).spans);
+  for (const [label, events] of Object.entries(orders)) {
+    for (let cut = 1; cut < events.length; cut++) {
+      const store = createStateStore(join(dir, `settling-${cut}-${label.replaceAll(' ', '-')}`, 'state.json'));
+      const spans: SpanRecord[] = [];
+      const before = createPipeline({ config, logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+      for (const e of events.slice(0, cut)) before.ingest(JSON.stringify(e));
+      before.seal();
+      await new StateWriter(store, before).save(true);
+      const after = createPipeline({ config, logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+      await loadState(store, after, Date.parse(events[cut - 1]!.occurred), quiet);
+      for (const e of events.slice(cut)) after.ingest(JSON.stringify(e));
+      await after.finish('end_of_input');
+      assert.deepEqual(wholes(spans), expected, `${label}, restart after ${cut} events`);
+    }
   }
 });
 
@@ -604,4 +641,13 @@ test('a rerun reordered before the earlier attempt\'s terminal state, with a tas
   const reordered = await run([P, R, S2, R2, OP, OR, IP, IR, C, ...other, IC, OC, C2]);
   assert.deepEqual(wholes(reordered.spans), wholes(inOrder.spans));
   assert.deepEqual(reordered.lines.filter((l) => l.late === true), []);
+});
+
+test('a task run that leaves its terminal state at once (a second attempt) and is still running when its flow run ends: that attempt is ended as its flow run\'s straggler after the grace period, the first attempt settled beside it', async () => {
+  const flow = flowRun([[0, 'RUNNING', 'Running', 1], [1.25, 'COMPLETED', 'Completed', 1]]);
+  const task = taskRun(TASK, 'extract-1a', 'extract-abc', [[1, 'RUNNING', 'Running', 1], [1.1, 'COMPLETED', 'Completed', 1], [1.2, 'RUNNING', 'Running', 2]]);
+  const { spans } = await run([flow[0]!, ...task, flow[1]!, ...otherRun(100)]);
+  assert.deepEqual(spans.filter((s) => s.run.id !== OTHER).map((s) => [s.run.id, s.run.attempt, s.parentSpanId, s.attributes['prefect.run.incomplete_reason']]).sort(), [
+    [FR, 0, undefined, undefined], [TASK, 0, spanIdForRun(FR), undefined], [TASK, 1, spanIdForRun(FR), 'flow_ended'],
+  ].sort());
 });
