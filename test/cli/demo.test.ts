@@ -1,0 +1,46 @@
+/**
+ * The demo as a user runs it: with no Prefect and no collector, against a collector that is not
+ * there, and into a pipe whose reader stops early.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startCli, type CliResult } from '../helpers/cli.js';
+
+function cli(args: string[], env: Record<string, string>, input?: string): Promise<CliResult> {
+  return startCli(args, { PREFECT_API_URL: 'http://127.0.0.1:9/api', PREFECT_OTEL_LOG_LEVEL: 'info', ...env }, input ?? '').result;
+}
+
+test('the demo runs with no Prefect and no collector and draws trees', async () => {
+  const r = await cli(['demo'], {});
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /167 events → 51 spans in 4 traces/);
+  assert.match(r.stdout, /^etl \(.+\)\s+Failed/m);
+  assert.match(r.stdout, /├─ transform \(transform-.+\)\s+Failed/);
+  assert.match(r.stdout, /grep [0-9a-f]{32} finds all \d+ of this trace's/);
+});
+
+test('the demo against a collector that is not there: the trees first, then the real reason the spans were not delivered, and its warnings in the configured log', async () => {
+  const r = await cli(['demo'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_EXPORTER_OTLP_TIMEOUT: '300', OTEL_TRACES_EXPORTER: '', PREFECT_OTEL_LOG_LEVEL: '' });
+  assert.equal(r.code, 1, r.stderr);
+  const lines = r.stdout.split('\n');
+  const drawn = lines.findIndex((l) => /^etl \(.+\)\s+Failed/.test(l));
+  const sending = lines.indexOf('Sending 51 spans to http://127.0.0.1:9/v1/traces …');
+  assert.ok(drawn >= 0 && sending > drawn, r.stdout);
+  assert.equal(lines.filter((l) => l.startsWith('Exported ')).join('\n'), 'Exported 0 spans to http://127.0.0.1:9/v1/traces (51 not delivered: connect ECONNREFUSED 127.0.0.1:9).');
+  // The demo's log is pretty, at warn, unless configured: the export's warnings are shown, its info lines are not.
+  const logged = lines.filter((l) => /^\d\d:\d\d:\d\d\.\d{3} /.test(l));
+  assert.ok(logged.length > 0 && logged.every((l) => / WARN  export of spans failed; retrying .*error=connect ECONNREFUSED 127\.0\.0\.1:9/.test(l)), logged.join('\n'));
+});
+
+test('the demo with OTel logs on and no collector: the spans not delivered are counted alone, not with the log records', async () => {
+  const r = await cli(['demo'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_EXPORTER_OTLP_TIMEOUT: '300', OTEL_LOGS_EXPORTER: 'otlp', PREFECT_OTEL_LOG_LEVEL: 'silent' });
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.stdout.split('\n').filter((l) => l.startsWith('Exported ')).join('\n'), 'Exported 0 spans to http://127.0.0.1:9/v1/traces (51 not delivered: connect ECONNREFUSED 127.0.0.1:9).');
+});
+
+test('the demo piped into a reader that stops early (demo | head) ends normally', async () => {
+  const { child, result } = startCli(['demo'], {});
+  child.stdout!.once('data', () => child.stdout!.destroy());
+  const r = await result;
+  assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 0, stderr: '' });
+});
