@@ -24,7 +24,8 @@ if (isMainThread && !SDK_DISABLED) {
   try {
     handle = startPrefectTracing({ keepAlive: false });
   } catch (err) {
-    if (err instanceof ConfigError) process.stderr.write(`prefect-otel/register: ${err.message}\n`);
+    // Said as the CLI says it: the problems, and what was only warned of, so one start shows everything to fix.
+    if (err instanceof ConfigError) process.stderr.write(`prefect-otel/register: ${err.message}\n${warningsText(err.warnings)}`);
     else throw err;
   }
 }
@@ -45,6 +46,11 @@ if (handle !== undefined) {
   process.prependListener('SIGINT', onSignal);
   process.prependListener('SIGTERM', onSignal);
   process.once('beforeExit', () => void h.shutdown());
+}
+
+/** The warnings of a configuration that also has problems, as the CLI lists them after the problems. */
+function warningsText(warnings: readonly string[]): string {
+  return warnings.length === 0 ? '' : `also (warnings):\n  - ${warnings.join('\n  - ')}\n`;
 }
 
 export const prefectTracing: PrefectTracingHandle | undefined = handle;

@@ -165,6 +165,35 @@ test('register: OTEL_SDK_DISABLED=true (any case) switches it off, as it does ev
   );
 });
 
+test('register: a configuration with problems and warnings lists them all on standard error and starts nothing; the host runs on and exits 0', async (t) => {
+  const dir = tempDir();
+  const app = join(dir, 'app.mjs');
+  writeFileSync(
+    app,
+    [
+      `import { prefectTracing } from ${REGISTER_URL};`,
+      "process.stdout.write(prefectTracing === undefined ? 'no instance\\n' : 'an instance\\n');",
+      '',
+    ].join('\n'),
+  );
+  const host = runHost(app, { PREFECT_OTEL_SETTLE_MS: 'abc', OTEL_EXPORTER_OTLP_TIMEOUT: 'soon', PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') }, t);
+  const exit = await host.exited();
+  assert.deepEqual(
+    { exit, stdout: host.stdout(), stderr: host.stderr() },
+    {
+      exit: { code: 0, signal: null },
+      stdout: 'no instance\n',
+      stderr: [
+        'prefect-otel/register: invalid configuration:',
+        '  - PREFECT_OTEL_SETTLE_MS: expected a whole number ms, got "abc"',
+        'also (warnings):',
+        '  - OTEL_EXPORTER_OTLP_TIMEOUT: expected a whole number ms, got "soon"; using the default (10000)',
+        '',
+      ].join('\n'),
+    },
+  );
+});
+
 test('register: a host that finishes while Prefect is down (reconnect backoff) and the health server listens exits 0 by itself', async (t) => {
   const dir = tempDir();
   const stateFile = join(dir, 'state.json');
