@@ -7,6 +7,7 @@ import { createLogSender, createTraceSender } from './export/exporters.js';
 import { createResource, estimateSpanBytes } from './export/spans.js';
 import { diagToLogger } from './log/diag.js';
 import { createRunLogWriter } from './log/stlogging.js';
+import { ATTR } from './model/attributes.js';
 import { classify, type Classified } from './model/classify.js';
 import { DedupeSet } from './model/dedupe.js';
 import { excerpt, isRecord, parseEvent, parseEventText, SKIP_REASONS, type PrefectEvent, type SkipReason } from './model/event.js';
@@ -113,10 +114,30 @@ const EVENT_CLOCK_TICK_MS = 100;
  */
 const UNCONFIRMED_JUMP_MS = 1_000;
 
-/** A notice's fields as a log line has them: its run's trace id as `trace_id`, the key STLOGGING lines use, so that a search by trace id finds it. */
-function withTraceId<N extends { readonly traceId: string }>(notice: N): Omit<N, 'traceId'> & { trace_id: string } {
-  const { traceId, ...fields } = notice;
-  return { ...fields, trace_id: traceId };
+/** The key of a late event's name on its notice line, beside `prefect.event.id`. */
+const EVENT_NAME_KEY = 'prefect.event.name';
+
+/**
+ * A notice's fields as a log line has them, under the keys STLOGGING lines use (SPEC §4), so that a
+ * search by run id, event id or trace id finds the notice beside the run's own lines: `prefect.run.id`,
+ * `prefect.event.id`, `trace_id`, and the subflow's tracking task as `prefect.parent_task_run.id`,
+ * the attribute its span carries.
+ */
+function noticeFields(notice: TrackerNotice): Record<string, unknown> {
+  switch (notice.kind) {
+    case 'late_event':
+      return { kind: notice.kind, [ATTR.RUN_ID]: notice.runId, [ATTR.EVENT_ID]: notice.eventId, [EVENT_NAME_KEY]: notice.eventName };
+    case 'lookup_failed':
+    case 'parent_cycle':
+      return { kind: notice.kind, [ATTR.RUN_ID]: notice.runId, [ATTR.PARENT_TASK_RUN_ID]: notice.taskRunId };
+    case 'evicted':
+      return { kind: notice.kind, [ATTR.RUN_ID]: notice.runId, trace_id: notice.traceId };
+    case 'rerun':
+      return { kind: notice.kind, [ATTR.RUN_ID]: notice.runId, attempt: notice.attempt, trace_id: notice.traceId };
+    case 'lookup_abandoned':
+      // Its id is a subflow's tracking task or a flow run (whose parent was looked up): kept as it is.
+      return { ...notice };
+  }
 }
 
 export function createPipeline(options: PipelineOptions): Pipeline {
@@ -203,28 +224,28 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         switch (notice.kind) {
           case 'lookup_failed':
             // A server that stopped answering makes this happen once per subflow.
-            warnThenCount(++lookupFailedNotices, notice, 'parent of a subflow could not be looked up; it becomes the root of its own trace', 'further ones are only counted');
+            warnThenCount(++lookupFailedNotices, noticeFields(notice), 'parent of a subflow could not be looked up; it becomes the root of its own trace', 'further ones are only counted');
             break;
           case 'parent_cycle':
-            notices.warn(notice, 'parent of a subflow leads back to the subflow itself; it becomes the root of its own trace');
+            notices.warn(noticeFields(notice), 'parent of a subflow leads back to the subflow itself; it becomes the root of its own trace');
             break;
           case 'late_event':
-            notices.warn(notice, 'event arrived after its run was exported; logged but not on the span');
+            notices.warn(noticeFields(notice), 'event arrived after its run was exported; logged but not on the span');
             break;
           case 'evicted': {
             // Under a low bound this happens once per new run.
             const count = tracker.counts.evicted;
-            warnThenCount(count, { ...withTraceId(notice), count }, 'open-run bound reached; least recently active run ended early', 'further evictions are only counted');
+            warnThenCount(count, { ...noticeFields(notice), count }, 'open-run bound reached; least recently active run ended early', 'further evictions are only counted');
             break;
           }
           case 'lookup_abandoned': {
             // A server that stopped answering makes this happen once per new subflow.
             const count = tracker.counts.parentLookups.abandoned;
-            warnThenCount(count, { ...notice, count }, 'events waiting for subflow parent lookups reached their bound (PREFECT_OTEL_MAX_OPEN_RUNS); the oldest lookup was given up and its runs become roots of their own traces', 'further ones are only counted');
+            warnThenCount(count, { ...noticeFields(notice), count }, 'events waiting for subflow parent lookups reached their bound (PREFECT_OTEL_MAX_OPEN_RUNS); the oldest lookup was given up and its runs become roots of their own traces', 'further ones are only counted');
             break;
           }
           case 'rerun':
-            notices.info(withTraceId(notice), 'run left its terminal state; new span for the rerun');
+            notices.info(noticeFields(notice), 'run left its terminal state; new span for the rerun');
             break;
         }
       },

@@ -556,16 +556,16 @@ test('the same, with a restart from the state file after any of the events: the 
   }
 });
 
-test('the notice lines of a rerun and of a run the open-run bound ended carry the trace id of the run, as its STLOGGING lines do', async () => {
+test('the notice lines of a rerun and of a run the open-run bound ended carry the run id and trace id of the run under the keys of its STLOGGING lines', async () => {
   const OTHER = '0198c7d2-7777-7abc-8def-0123456789ab';
   const rerun = flowRun([[0, 'RUNNING', 'Running', 1], [2, 'FAILED', 'Failed', 1], [60, 'SCHEDULED', 'Scheduled', 1], [61, 'RUNNING', 'Running', 2]]);
   // A second flow run opened while FR's rerun is open: under a bound of one open run, FR is ended early.
   const other = flowRunStateEvent({ flowRunId: OTHER, flowRunName: 'amber-owl', ...EXAMPLE_FLOW, state: { type: 'RUNNING', name: 'Running' }, from: null, runCount: 1, occurred: Date.parse('2026-08-21T12:01:10Z') });
   const { lines } = await run([...rerun, other], { maxOpenRuns: 1 });
-  const notices = lines.filter((l) => l.component === 'model').map((l) => ({ kind: l.kind, runId: l.runId, ...(l.attempt === undefined ? {} : { attempt: l.attempt }), trace_id: l.trace_id, ...(l.count === undefined ? {} : { count: l.count }), msg: l.msg }));
+  const notices = lines.filter((l) => l.component === 'model').map(({ time: _time, pid: _pid, hostname: _hostname, ...l }) => l);
   assert.deepEqual(notices, [
-    { kind: 'rerun', runId: FR, attempt: 1, trace_id: traceIdForRun(FR), msg: 'run left its terminal state; new span for the rerun' },
-    { kind: 'evicted', runId: FR, trace_id: traceIdForRun(FR), count: 1, msg: 'open-run bound reached; least recently active run ended early' },
+    { level: 30, service: 'prefect-otel', component: 'model', kind: 'rerun', 'prefect.run.id': FR, attempt: 1, trace_id: traceIdForRun(FR), msg: 'run left its terminal state; new span for the rerun' },
+    { level: 40, service: 'prefect-otel', component: 'model', kind: 'evicted', 'prefect.run.id': FR, trace_id: traceIdForRun(FR), count: 1, msg: 'open-run bound reached; least recently active run ended early' },
   ]);
 });
 

@@ -570,9 +570,11 @@ test('subflows whose parent cannot be looked up: the first ten are warned, the r
   };
   const lost = await run(Array.from({ length: 15 }, (_, i) => subflow(i)).flat(), {}, () => Promise.resolve(null));
   const MSG = 'parent of a subflow could not be looked up; it becomes the root of its own trace';
+  const ids = (i: number) => ({ 'prefect.run.id': `0198c7d2-7000-7000-8000-${(0xc00 + i).toString(16).padStart(12, '0')}`, 'prefect.parent_task_run.id': `0198c7d2-7000-7000-8000-${(0xd00 + i).toString(16).padStart(12, '0')}` });
+  const notice = (level: number, msg: string, i: number) => ({ level, service: 'prefect-otel', component: 'model', kind: 'lookup_failed', ...ids(i), msg });
   assert.deepEqual(
-    lost.lines.filter((l) => String(l.msg).startsWith(MSG)).map((l) => [l.level, l.msg]),
-    [...Array.from({ length: 9 }, () => [40, MSG]), [40, `${MSG} (further ones are only counted)`], ...Array.from({ length: 5 }, () => [20, MSG])],
+    lost.lines.filter((l) => String(l.msg).startsWith(MSG)).map(({ time: _time, pid: _pid, hostname: _hostname, ...l }) => l),
+    [...Array.from({ length: 9 }, (_, i) => notice(40, MSG, i)), notice(40, `${MSG} (further ones are only counted)`, 9), ...Array.from({ length: 5 }, (_, k) => notice(20, MSG, 10 + k))],
   );
   assert.equal(lost.spans.filter((s) => s.parentSpanId === undefined).length, 15);
 });
@@ -786,8 +788,8 @@ test('subflows whose parents lead back to themselves: a flow run whose tracking 
     { [A]: ['server', TA], [B]: ['internal', TB], [C]: ['server', TC] },
   );
   assert.deepEqual(
-    lines.filter((l) => l.kind === 'parent_cycle').map((l) => [l.level, l.msg, l.runId, l.taskRunId]),
-    [A, C].map((fid) => [40, 'parent of a subflow leads back to the subflow itself; it becomes the root of its own trace', fid, fid === A ? TA : TC]),
+    lines.filter((l) => l.kind === 'parent_cycle').map(({ time: _time, pid: _pid, hostname: _hostname, ...l }) => l),
+    [A, C].map((fid) => ({ level: 40, service: 'prefect-otel', component: 'model', kind: 'parent_cycle', 'prefect.run.id': fid, 'prefect.parent_task_run.id': fid === A ? TA : TC, msg: 'parent of a subflow leads back to the subflow itself; it becomes the root of its own trace' })),
   );
 });
 
