@@ -5,7 +5,7 @@
  * environment uses SPEC §2's names only.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { posix } from 'node:path';
 import { test } from 'node:test';
 import { parseDocument } from 'yaml';
@@ -241,6 +241,52 @@ function dockerStages(text: string): { from: string; lines: string[] }[] {
   return stages;
 }
 
+/**
+ * Which paths of the repository `docker build` sends as its context, by `.dockerignore` as Docker
+ * reads it: each line a pattern on the path from the root (`*` and `?` within one path segment,
+ * `**` across segments), `!` re-includes, the last pattern that matches the path or one of its
+ * parent directories decides.
+ */
+function dockerContextFilter(dockerignore: string): (path: string) => boolean {
+  const rules = dockerignore.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#')).map((line) => {
+    const include = line.startsWith('!');
+    const pattern = posix.normalize((include ? line.slice(1) : line).trim()).replace(/^\/+|\/+$/g, '');
+    const source = pattern.split('**').map((part) =>
+      part.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')).join('.*');
+    return { include, re: new RegExp(`^${source}$`) };
+  });
+  return (path) => {
+    const segments = path.split('/');
+    const prefixes = segments.map((_, i) => segments.slice(0, i + 1).join('/'));
+    let sent = true;
+    for (const rule of rules) if (prefixes.some((p) => rule.re.test(p))) sent = rule.include;
+    return sent;
+  };
+}
+
+/**
+ * The build context is what the Dockerfile copies from it and nothing else: `docker compose up
+ * --build` sends the whole context before building, and a working copy holds far more than the
+ * repository (node_modules, dist, the benchmark's generated data in bench/.data, `npm pack`
+ * tarballs). Every top-level entry of this working copy, and what .gitignore keeps out of git, is
+ * checked against .dockerignore.
+ */
+test('Dockerfile: the build context is exactly what the Dockerfile copies from it', () => {
+  const inContext = dockerContextFilter(read('.dockerignore'));
+  const copied = dockerStages(read('Dockerfile')).flatMap((s) => s.lines)
+    .filter((l) => /^COPY\s/.test(l) && !l.includes('--from='))
+    .flatMap((l) => l.split(/\s+/).slice(1, -1).map((src) => src.replace(/^\.\/|\/$/g, '')));
+  const gitignored = read('.gitignore').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'))
+    .map((p) => p.replace(/^\/|\/$/g, '').replace(/\*/g, 'any'));
+  const candidates = [
+    ...readdirSync(ROOT), ...gitignored, ...gitignored.map((p) => `${p}/file`),
+    'bench/.data/events.jsonl', 'prefect-otel-0.1.0.tgz', 'src/cli.ts',
+  ];
+  const sent = [...new Set(candidates)].filter(inContext).filter((p) => !p.startsWith('src/')).sort();
+  assert.deepEqual(sent, [...new Set(copied)].sort());
+  assert.ok(inContext('src/cli.ts') && inContext('src/model/event.ts'), 'the sources under src/ are sent');
+});
+
 test('Dockerfile: build then runtime stage; the runtime runs the package bin as a non-root user', () => {
   const pkg = JSON.parse(read('package.json')) as { bin: Record<string, string>; engines: { node: string } };
   const bin = pkg.bin['prefect-otel']!;
@@ -264,11 +310,10 @@ test('Dockerfile: build then runtime stage; the runtime runs the package bin as 
   const entrypoint = runtime.lines.filter((l) => l.startsWith('ENTRYPOINT ')).map((l) => JSON.parse(l.slice(11)) as unknown);
   assert.deepEqual(entrypoint, [['node', bin]]);
 
-  const ignored = new Set(read('.dockerignore').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')));
-  assert.deepEqual(['node_modules', 'dist', '.git', '.prefect-otel'].filter((p) => !ignored.has(p)), []);
+  const inContext = dockerContextFilter(read('.dockerignore'));
   const copiedFromContext = stages.flatMap((s) => s.lines).filter((l) => /^COPY\s/.test(l) && !l.includes('--from='))
     .flatMap((l) => l.split(/\s+/).slice(1, -1));
-  assert.deepEqual(copiedFromContext.filter((src) => ignored.has(src.replace(/\/$/, '')) || !existsSync(new URL(src, ROOT))), []);
+  assert.deepEqual(copiedFromContext.filter((src) => !inContext(src.replace(/\/$/, '')) || !existsSync(new URL(src, ROOT))), []);
 
   const built = asObj(service('prefect-otel').build, 'prefect-otel.build');
   assert.deepEqual([built.context, built.dockerfile ?? 'Dockerfile'], ['.', 'Dockerfile']);
