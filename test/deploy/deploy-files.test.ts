@@ -113,6 +113,29 @@ test("collector -> Jaeger: the traces pipeline's OTLP exporter targets the compo
   assert.match(jaegerImage, /^jaegertracing\/jaeger:2\.\d+\.\d+$/, 'Jaeger v2 pinned, not the end-of-life v1 all-in-one');
 });
 
+/**
+ * Jaeger's OTLP/HTTP receiver refuses a request body over 20 MiB (its `max_request_body_size`
+ * default, counted after decompression), and the collector's OTLP/HTTP exporter retries only 429,
+ * 502, 503 and 504 and never splits a refused request: the whole batch is lost. A count of spans cannot bound the bytes (one
+ * span at the default settings holds up to `maxSpanEvents` events of up to `payloadMaxChars`
+ * characters each), so the exporter splits what it sends by serialized size.
+ */
+test('collector -> Jaeger: requests split by serialized size below the 20 MiB Jaeger accepts, whatever the span count', () => {
+  const JAEGER_MAX_REQUEST_BYTES = 20 * 1024 * 1024;
+  const perSpanBytes = Number(SETTINGS.maxSpanEvents.default) * Number(SETTINGS.payloadMaxChars.default);
+  const batchMaxSpans = Number(asObj(asObj(collector.processors, 'processors').batch, 'batch').send_batch_max_size);
+  assert.ok(batchMaxSpans * perSpanBytes > JAEGER_MAX_REQUEST_BYTES, 'a full batch of the largest spans is over the limit');
+  const bounds = asStrings(pipeline('traces').exporters, 'traces.exporters')
+    .filter((id) => componentType(id).startsWith('otlp'))
+    .map((id) => {
+      const queue = asObj(asObj(exporters[id], id).sending_queue ?? {}, `${id}.sending_queue`);
+      const batch = asObj(queue.batch ?? {}, `${id}.sending_queue.batch`);
+      const maxSize = Number(batch.max_size);
+      return { id, sizer: batch.sizer, bounded: maxSize > 0 && maxSize <= JAEGER_MAX_REQUEST_BYTES };
+    });
+  assert.deepEqual(bounds, [{ id: 'otlp_http/jaeger', sizer: 'bytes', bounded: true }]);
+});
+
 test('collector service: config mounted where --config points, receiver and health ports published as-is', () => {
   const col = service('otel-collector');
   const image = asString(col.image, 'otel-collector.image');
