@@ -3,8 +3,8 @@
  * sent in batches, one request at a time; a failed batch goes back to the front and is retried
  * with backoff while the queue keeps accepting work; when the bound (items or bytes) is reached,
  * the oldest items are dropped and counted. A batch the collector rejects for good (a 4xx other
- * than 408/429) is dropped and counted, not retried forever. A batch refused as too large (413: the
- * collector's or a proxy's body size limit) is sent again in halves; only a single item too large is
+ * than 408/429) is dropped and counted, not retried forever. A batch refused as too large (413 from a
+ * proxy, or the OpenTelemetry Collector's 400 "request body too large": a body size limit) is sent again in halves; only a single item too large is
  * dropped, and later batches stay under the size that was refused.
  */
 import { errorText } from '../errors.js';
@@ -15,7 +15,7 @@ import { errorText } from '../errors.js';
  */
 export type SendResult =
   | { ok: true; rejected?: number; error?: string }
-  /** `tooLarge`: the collector refused the request for its size (HTTP 413); a smaller one may pass. */
+  /** `tooLarge`: the collector refused the request for its size (HTTP 413, or the Collector's 400 "request body too large"); a smaller one may pass. */
   | { ok: false; retryable: boolean; error: string; tooLarge?: boolean };
 
 export interface DeliveryOptions<T> {

@@ -40,6 +40,19 @@ const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 const PAYLOAD_TOO_LARGE = 413;
 
 /**
+ * The OpenTelemetry Collector's OTLP/HTTP receiver (and Jaeger v2's, built on it) answers a body over
+ * its `max_request_body_size` (20 MiB by default) with 400 and this message (Go's
+ * `http.MaxBytesError`) in its google.rpc.Status, not with 413: a size refusal all the same.
+ */
+const BAD_REQUEST = 400;
+const COLLECTOR_TOO_LARGE = 'request body too large';
+
+/** Whether an answer refused the request for its size, so a smaller one may pass. */
+function refusedForSize(status: number | undefined, collectorSaid: string): boolean {
+  return status === PAYLOAD_TOO_LARGE || (status === BAD_REQUEST && collectorSaid.includes(COLLECTOR_TOO_LARGE));
+}
+
+/**
  * How the SDK says it stopped reading an answer past its 4 MiB limit. The status of that answer is
  * unknown, so the collector may well have taken the batch: sending it again could export the same
  * spans twice (and would, for as long as the answer stays that large).
@@ -185,7 +198,7 @@ function wrap<T>(exporter: Exporter<T>, redact: (text: string) => string = (t) =
           const said = status === undefined ? '' : collectorText(err?.data, redact);
           const message = err === undefined ? 'export failed' : redact(status !== undefined ? `HTTP ${status} ${err.message}${said === '' ? '' : `: ${said}`}` : err.message);
           const failure = { ok: false, retryable: status === undefined || RETRYABLE_STATUS.has(status), error: message } as const;
-          resolve(status === PAYLOAD_TOO_LARGE ? { ...failure, tooLarge: true } : failure);
+          resolve(refusedForSize(status, said) ? { ...failure, tooLarge: true } : failure);
         });
       }),
     shutdown: () => exporter.shutdown(),

@@ -182,6 +182,53 @@ test('a batch over the collector\'s body size limit (413) is sent again in halve
   );
 });
 
+/**
+ * The OpenTelemetry Collector's OTLP/HTTP receiver (and Jaeger v2's, the same code) reads the body
+ * through Go's `http.MaxBytesReader` and answers a body over `max_request_body_size` (20 MiB by
+ * default) with 400 and the google.rpc.Status `{ code: 3 (INVALID_ARGUMENT), message: "http:
+ * request body too large" }`, in the request's encoding: not 413. That is a size refusal too.
+ */
+const COLLECTOR_TOO_LARGE = 'http: request body too large';
+function collectorTooLargeBody(json: boolean): string | Buffer {
+  if (json) return JSON.stringify({ code: 3, message: COLLECTOR_TOO_LARGE });
+  const message = Buffer.from(COLLECTOR_TOO_LARGE);
+  // google.rpc.Status: field 1 (code, varint) = 3, field 2 (message, length-delimited).
+  return Buffer.concat([Buffer.from([0x08, 3, 0x12, message.length]), message]);
+}
+
+test("a batch over the OpenTelemetry Collector's body size limit (its 400 \"request body too large\") is sent again in halves, in either encoding", async (t) => {
+  const LIMIT = 20_000;
+  const outcome: Record<string, unknown> = {};
+  for (const protocol of ['http/protobuf', 'http/json']) {
+    const json = protocol === 'http/json';
+    const receiver = await startOtlpReceiver({
+      respond: (_n, _path, bytes) => (bytes > LIMIT ? { status: 400, body: collectorTooLargeBody(json) } : 200),
+    });
+    t.after(() => receiver.close());
+    const { d, lines } = delivery(receiver.url, { batchSize: 40, otlpProtocol: protocol });
+    const giant = { ...span(20), attributes: { 'prefect.run.id': '20', 'prefect.event.payload': 'p'.repeat(60_000) } };
+    for (let i = 1; i <= 40; i++) d.enqueue(i === 20 ? giant : span(i));
+    const flushed = await d.flush(10_000);
+    await d.shutdown(1_000);
+    outcome[protocol] = {
+      flushed,
+      delivered: receiver.spans().length,
+      stats: { delivered: d.stats.delivered, rejected: d.stats.rejected },
+      logged: lines.filter((l) => l.component === 'export').map((l) => [l.msg, l.count ?? l.items, l.error]),
+    };
+  }
+  const expected = {
+    flushed: { ok: true, pending: 0 },
+    delivered: 39,
+    stats: { delivered: 39, rejected: 1 },
+    logged: [
+      ['collector refused a batch of spans as too large; sending it again in smaller batches', 40, `HTTP 400 Bad Request: ${COLLECTOR_TOO_LARGE}`],
+      ['collector rejected spans; not retried', 1, `HTTP 400 Bad Request: ${COLLECTOR_TOO_LARGE}`],
+    ],
+  };
+  assert.deepEqual(outcome, { 'http/protobuf': expected, 'http/json': expected });
+});
+
 test('the buffer bound holds in memory too: spans delivered or dropped are let go at once, not kept until a thousand more have passed', async (t) => {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
