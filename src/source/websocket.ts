@@ -158,7 +158,7 @@ const MAX_UPGRADE_RETRY_AFTER_MS = 5 * 60_000;
 const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 /** History rounds per attempt (a round that takes longer than the window leaves a new gap). */
 const MAX_HISTORY_ROUNDS = 5;
-/** A failed history request (HTTP error, timeout, bad body) is retried this often before the stream goes live without it. */
+/** A failed history request (HTTP error, timeout, bad body) is retried this often in a row, without a read getting further, before the stream goes live without it. */
 const MAX_HISTORY_FAILURES = 3;
 /**
  * Statuses with which a history request was not answered by Prefect: a reverse proxy or ingress whose
@@ -184,7 +184,7 @@ type Outcome =
   /** The upgrade showed the server's clock ahead of ours by enough to put the gap past its clamp: read the history first. */
   | { kind: 'refill' }
   /** Never got to the live phase: unreachable, upgrade refused, handshake timeout. */
-  | { kind: 'failed'; message: string; retryAfterMs?: number }
+  | { kind: 'failed'; message: string; retryAfterMs?: number; /** A history read that failed after getting further: the backoff starts over. */ progressed?: boolean }
   /** Was live, then closed. */
   | { kind: 'closed'; code: number; reason: string; liveMs: number }
   | { kind: 'stopped' };
@@ -382,6 +382,12 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         }
         // A gateway's 502/503/504 (an ingress whose Prefect server is restarting) is no answer from the server.
         const answered = (err instanceof RestRequestError && err.status !== undefined && !GATEWAY_STATUSES.has(err.status)) || err instanceof ProtocolError;
+        // A read that got further than time went on (its events left a shorter gap) is a server that
+        // fails now and then (a busy or locked database), not one that cannot answer: only failures in
+        // a row without that give the window up. One that reads slower than time goes is given up as before.
+        const left = historyGap();
+        const progressed = left === undefined || left.gapMs < gapMs;
+        if (progressed) historyFailures = 0;
         // A server that is not there (refused, no such host) is waited for, window kept: it counts for nothing.
         if (!(err instanceof RestRequestError && err.unreachable)) historyFailures += 1;
         if (err instanceof ProtocolError || historyFailures >= MAX_HISTORY_FAILURES) {
@@ -394,7 +400,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           if (answered) coveredUntilMs = gap.serverNowMs;
           return undefined;
         }
-        return { kind: 'failed', message: `event history: ${message}` };
+        return { kind: 'failed', message: `event history: ${message}`, progressed };
       } finally {
         historyAbort = undefined;
       }
@@ -678,6 +684,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         stats.lastError = `closed ${outcome.code}${outcome.reason ? ` ${outcome.reason}` : ''}`;
         log.warn({ code: outcome.code, reason: outcome.reason, attempt: failures, delayMs }, `event stream closed, reconnecting in ${delayMs} ms`);
       } else {
+        if (outcome.progressed === true) failures = 0;
         failures += 1;
         // A server that says when to come back (a 429 or 503 on the upgrade, a 429 on the history) is not asked sooner.
         delayMs = Math.max(backoffMs(failures), Math.min(outcome.retryAfterMs ?? 0, MAX_UPGRADE_RETRY_AFTER_MS));

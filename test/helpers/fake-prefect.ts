@@ -105,6 +105,11 @@ export interface FakePrefectSwitches {
   restStatus: number;
   /** The `Retry-After` of those answers (Prefect Cloud's rate limit sends one with its 429s); none when undefined. */
   restRetryAfter: string | undefined;
+  /**
+   * Nonzero: every n-th REST request (counted from the server's start) is answered with HTTP 500, as
+   * by a Prefect server whose database is now and then locked or busy.
+   */
+  restFailEvery: number;
   /** Hold every REST answer (a slow server) until set false again; requests are recorded as they arrive. */
   holdRest: boolean;
 }
@@ -185,7 +190,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   let holdRest = false;
   const heldRest: (() => void)[] = [];
   const switches: FakePrefectSwitches = {
-    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0, restRetryAfter: undefined,
+    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0, restRetryAfter: undefined, restFailEvery: 0,
     get stall() { return stall; },
     set stall(v: boolean) { stall = v; if (!v) subs.forEach(schedule); },
     get holdRest() { return holdRest; },
@@ -379,6 +384,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
         if (switches.restRetryAfter !== undefined) res.setHeader('Retry-After', switches.restRetryAfter);
         return reply(switches.restStatus, { detail: STATUS_CODES[switches.restStatus] ?? 'Error' });
       }
+      if (switches.restFailEvery > 0 && restRequests.length % switches.restFailEvery === 0) return reply(500, { exception_message: 'Internal Server Error' });
       if (restAuth.length > 0 && !restAuth.includes(String(req.headers.authorization ?? ''))) return reply(401, { exception_message: 'Unauthorized' });
       const url = new URL(req.url ?? '/', 'http://x');
       if (!url.pathname.startsWith(`${basePath}/`)) return reply(404, { detail: 'Not Found' });

@@ -898,6 +898,61 @@ describe('event subscriber: gap fill from history', () => {
     );
   });
 
+  it('a history whose server fails now and then (HTTP 500 on every other request) while each read gets further is read to its end, not given up after three failures in all', async () => {
+    const server = await mini();
+    const cursorMs = Date.now() - 60 * 60_000;
+    // Six pages, all of them older than the websocket's backfill reaches.
+    const old = Array.from({ length: 300 }, (_, i) => event(cursorMs + 60_000 + i * 8_000));
+    server.store(old);
+    server.switches.restFailEvery = 2;
+    const { sub, logs, ids } = subscribe(server, { cursorUs: cursorMs * 1000, initialBackoffMs: 5, maxBackoffMs: 20 });
+    try {
+      await waitFor('live', () => sub.stats.connected, 20_000);
+    } finally {
+      await sub.stop();
+    }
+    assert.deepEqual(
+      {
+        // Each read resumes from the last event received (minus the margin), so that event comes again.
+        history: [...new Set(ids('history'))],
+        errors: logs.records().filter((r) => (r.level as number) >= 50),
+        retries: new Set(logs.records().filter((r) => r.level === 40).map((r) => `${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${String(r.err)}`)),
+      },
+      {
+        history: old.map((e) => e.id),
+        errors: [],
+        retries: new Set(['Prefect server unreachable, retrying in N ms: event history: GET /events/filter/next: HTTP 500']),
+      },
+    );
+  });
+
+  it('a history that fails now and then and reads slower than time goes (the gap grows between failures) is still given up after three failures, and the stream goes live', async () => {
+    const server = await mini();
+    const cursorMs = Date.now() - 60 * 60_000;
+    const old = Array.from({ length: 300 }, (_, i) => event(cursorMs + 60_000 + i * 8_000));
+    server.store(old);
+    server.switches.restFailEvery = 2;
+    // Every event read takes a minute on this clock: each page moves the cursor less than time goes on.
+    let read: Received[] = [];
+    const { sub, logs, received } = subscribe(server, { cursorUs: cursorMs * 1000, initialBackoffMs: 5, maxBackoffMs: 20, now: () => Date.now() + 60_000 * read.length });
+    read = received;
+    try {
+      await waitFor('live', () => sub.stats.connected, 20_000);
+    } finally {
+      await sub.stop();
+    }
+    assert.deepEqual(
+      {
+        requests: server.restRequests.map((r) => `${r.method} ${r.path.split('?')[0]}`),
+        errors: logs.records().filter((r) => (r.level as number) >= 50).map((r) => ({ msg: r.msg, err: r.err })),
+      },
+      {
+        requests: Array.from({ length: 3 }, () => ['POST /api/events/filter', 'GET /api/events/filter/next']).flat(),
+        errors: [{ msg: 'reading the event history failed; events in this window may be missing', err: 'GET /events/filter/next: HTTP 500' }],
+      },
+    );
+  });
+
   it('a server that refuses connections keeps its history window: it is read once the server is back, however long that takes', async () => {
     const probe = await startMiniPrefect();
     const port = probe.port;
