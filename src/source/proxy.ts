@@ -54,11 +54,15 @@ export function proxyUrl(value: string): URL {
   return new URL(value.includes('://') ? value : `http://${value}`);
 }
 
+/** The variable that names the proxy for `target`: HTTPS_PROXY for https and wss, HTTP_PROXY for http and ws. */
+export function proxyVariable(target: URL): 'HTTPS_PROXY' | 'HTTP_PROXY' {
+  return target.protocol === 'https:' || target.protocol === 'wss:' ? 'HTTPS_PROXY' : 'HTTP_PROXY';
+}
+
 /** The proxy to reach `target` through, or undefined to connect directly. */
 export function proxyFor(target: URL, env: ProxyEnv | undefined): URL | undefined {
   if (env === undefined) return undefined;
-  const secure = target.protocol === 'https:' || target.protocol === 'wss:';
-  const proxy = secure ? env.httpsProxy : env.httpProxy;
+  const proxy = proxyVariable(target) === 'HTTPS_PROXY' ? env.httpsProxy : env.httpProxy;
   if (proxy === undefined || bypassed(target, env.noProxy)) return undefined;
   return proxyUrl(proxy);
 }
@@ -90,14 +94,20 @@ function bypassed(target: URL, noProxy: string | undefined): boolean {
  */
 const UNREACHABLE_STATUSES = new Set([502, 503]);
 
+/** A proxy's answer to CONNECT when it wants credentials it was not given (or not these). */
+export const PROXY_AUTH_REQUIRED = 407;
+
 /** A proxy's answer other than 200 to CONNECT (the proxy is there, and says no), or no answer in time. */
 export class ProxyError extends Error {
   /** The proxy says the server cannot be reached: waited for, like a refused direct connection. */
   readonly unreachable: boolean;
-  constructor(message: string, unreachable = false) {
+  /** The proxy's answer to CONNECT; undefined when it gave none. */
+  readonly status: number | undefined;
+  constructor(message: string, unreachable = false, status?: number) {
     super(message);
     this.name = 'ProxyError';
     this.unreachable = unreachable;
+    this.status = status;
   }
 }
 
@@ -142,7 +152,7 @@ export function createTunnelAgent(proxy: URL, secure: boolean, connectTimeoutMs:
     connect.once('connect', (res, socket) => {
       if (res.statusCode !== 200) {
         socket.destroy();
-        done(new ProxyError(`the proxy ${shown} refused CONNECT ${authority} with HTTP ${res.statusCode ?? '?'}${res.statusCode === 407 ? ' (it wants credentials: add a user and password to the proxy URL)' : ''}`, UNREACHABLE_STATUSES.has(res.statusCode ?? 0)), undefined as unknown as Duplex);
+        done(new ProxyError(`the proxy ${shown} refused CONNECT ${authority} with HTTP ${res.statusCode ?? '?'}${res.statusCode === PROXY_AUTH_REQUIRED ? ' (it wants credentials: add a user and password to the proxy URL)' : ''}`, UNREACHABLE_STATUSES.has(res.statusCode ?? 0), res.statusCode), undefined as unknown as Duplex);
         return;
       }
       if (!secure) {

@@ -4,7 +4,7 @@
  */
 import { AuthError, ProtocolError, errorText } from '../errors.js';
 import { createHttpClient, HttpTransportError, type TlsOptions } from './http-client.js';
-import type { ProxyEnv } from './proxy.js';
+import { PROXY_AUTH_REQUIRED, ProxyError, proxyVariable, type ProxyEnv } from './proxy.js';
 import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
 export type RestResult<T> = { ok: true; value: T } | { ok: false; status?: number; message: string };
@@ -32,20 +32,20 @@ export interface EventHistoryFilter {
 }
 
 export interface PrefectRestClient {
-  /** `GET /task_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 throw AuthError. */
+  /** `GET /task_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 (and a proxy's 407) throw AuthError. */
   getTaskRun(id: string): Promise<RestResult<TaskRunInfo>>;
-  /** `GET /flow_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 throw AuthError. */
+  /** `GET /flow_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 (and a proxy's 407) throw AuthError. */
   getFlowRun(id: string): Promise<RestResult<FlowRunInfo>>;
   /**
    * Many flow runs in one request: `POST /flow_runs/filter` with `flow_runs.id.any_` (Prefect's
    * `FlowRunFilterId`) and `limit` = the number of ids, so nothing is cut off. The runs found, in
    * the server's order; a run it does not have is simply absent. A server whose
-   * `PREFECT_API_DEFAULT_LIMIT` is below `ids.length` answers 422. 401/403 throw AuthError.
+   * `PREFECT_API_DEFAULT_LIMIT` is below `ids.length` answers 422. 401/403 (and a proxy's 407) throw AuthError.
    */
   getFlowRuns(ids: readonly string[]): Promise<RestResult<FlowRunInfo[]>>;
   /**
    * Pages of events, oldest first: `POST /events/filter`, then `GET /events/filter/next` on our own API
-   * base with the `page-token` of each `next_page`. Throws AuthError on 401/403 (a 403 on a later page
+   * base with the `page-token` of each `next_page`. Throws AuthError on 401/403 and a proxy's 407 (a 403 on a later page
    * means a rejected page token: ProtocolError), RestRequestError on other failures.
    */
   readEvents(filter: EventHistoryFilter, options?: { signal?: AbortSignal }): AsyncGenerator<unknown[]>;
@@ -172,6 +172,9 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
       }
       return res.retryAfter === undefined ? { status: res.status, body: parsed } : { status: res.status, body: parsed, retryAfter: res.retryAfter };
     } catch (err) {
+      // The proxy's credentials are missing or wrong: no retry brings them, as refused Prefect credentials.
+      const cause = err instanceof HttpTransportError ? err.cause : undefined;
+      if (cause instanceof ProxyError && cause.status === PROXY_AUTH_REQUIRED) throw new AuthError(redactSecrets(cause.message, auth), proxyVariable(new URL(base)));
       return { status: undefined, error: redactSecrets(errorText(err), auth), unreachable: err instanceof HttpTransportError && err.unreachable };
     }
   }

@@ -34,7 +34,7 @@ import {
   type PrefectAuth,
 } from './prefect-api.js';
 import { tlsAgentOptions, type TlsOptions } from './http-client.js';
-import { createTunnelAgent, proxyFor, type ProxyEnv } from './proxy.js';
+import { createTunnelAgent, PROXY_AUTH_REQUIRED, ProxyError, proxyFor, proxyVariable, type ProxyEnv } from './proxy.js';
 import { createPrefectRestClient, RestRequestError, retryAfterMs, type PrefectRestClient } from './rest.js';
 
 export type EventOrigin = 'live' | 'history';
@@ -564,6 +564,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
 
       ws.on('error', (err) => {
         lastError = redact(err.message);
+        // The proxy's credentials are missing or wrong: no retry brings them, as refused Prefect credentials.
+        if (err instanceof ProxyError && err.status === PROXY_AUTH_REQUIRED) fatal ??= new AuthError(lastError, proxyVariable(new URL(url)));
         // ws closes the socket itself (1009) and the close carries no reason: say which frame did it.
         if ((err as NodeJS.ErrnoException).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') failure ??= `a frame larger than ${MAX_PAYLOAD_BYTES} bytes`;
       });

@@ -11,7 +11,7 @@ import { HAS_OPENSSL, makeCertificates } from '../helpers/certificates.js';
 import { startConnectProxy } from '../helpers/connect-proxy.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
-import { firstUnreachableRetry, logLines, replaySpans, shape, startServers, tempDir, watchUntilSpans, workload, type LogLine } from '../helpers/watch-e2e.js';
+import { logLines, replaySpans, shape, startServers, startWatch, tempDir, watchUntilSpans, workload, type LogLine } from '../helpers/watch-e2e.js';
 
 const PASSWORD = 'proxy-pa55word';
 
@@ -44,11 +44,18 @@ test('watch through HTTP_PROXY: the websocket and every REST lookup tunnel throu
   await run({ HTTP_PROXY: `http://otel:${PASSWORD}@127.0.0.1:${proxy.port}`, NO_PROXY: 'localhost,127.0.0.1' }, 2);
   assert.equal(proxy.tunnels.length, tunnelsBefore);
 
-  // Without the credentials the proxy answers 407, and the retries say so.
-  const refused = await firstUnreachableRetry(t, { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, HTTP_PROXY: proxy.url });
-  assert.equal(
-    refused.err,
-    `the proxy http://127.0.0.1:${proxy.port} refused CONNECT ${prefectAuthority} with HTTP 407 (it wants credentials: add a user and password to the proxy URL)`,
+  // Without the credentials the proxy answers 407: refused credentials, said once, exit 3, no retry loop.
+  const tunnelsBeforeRefusal = proxy.tunnels.length;
+  const refused = await startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, HTTP_PROXY: proxy.url }, t).result;
+  const message = `the proxy http://127.0.0.1:${proxy.port} refused CONNECT ${prefectAuthority} with HTTP 407 (it wants credentials: add a user and password to the proxy URL)`;
+  assert.deepEqual(
+    {
+      code: refused.code,
+      stderr: refused.stderr,
+      severe: logLines(refused.stdout).filter((l) => (l.level ?? 0) >= 40).map(({ level, code, setting, msg }) => ({ level, code, setting, msg })),
+      tunnels: proxy.tunnels.slice(tunnelsBeforeRefusal).map((x) => x.status),
+    },
+    { code: 3, stderr: `prefect-otel: ${message}\n`, severe: [{ level: 60, code: 'PREFECT_OTEL_AUTH', setting: 'HTTP_PROXY', msg: message }], tunnels: [407] },
   );
 });
 

@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { AuthError, ProtocolError } from '../../src/errors.js';
 import { createPrefectRestClient, pageToken, RestRequestError } from '../../src/source/rest.js';
 import { VERSION } from '../../src/version.js';
-import { startSilentProxy } from '../helpers/connect-proxy.js';
+import { startConnectProxy, startSilentProxy } from '../helpers/connect-proxy.js';
 
 const AUTH_STRING = 'admin:s3cret-pass';
 const API_KEY = 'pnu_0123456789abcdefSECRET';
@@ -186,6 +186,23 @@ describe('rest client: through a proxy', () => {
     while (proxy.open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     await proxy.close();
     assert.deepEqual({ ok: result.ok, accepted: proxy.accepted(), open: proxy.open() }, { ok: false, accepted: 1, open: 0 });
+  });
+});
+
+describe('rest client: through a proxy that wants credentials', () => {
+  it('a 407 to CONNECT (the proxy credentials missing or wrong) throws an AuthError naming the proxy variable, from a look-up and the history alike, never with the password', async () => {
+    const proxy = await startConnectProxy({ credentials: 'otel:proxy-pass' });
+    after(() => proxy.close());
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, proxy: { httpProxy: `http://otel:wrong-pass@127.0.0.1:${proxy.port}`, httpsProxy: undefined, noProxy: undefined } });
+    const caught = async (p: Promise<unknown>): Promise<unknown> => p.then(() => 'no error', (err: unknown) => err);
+    const errors = [await caught(rest.getFlowRun(FLOW_RUN)), await caught(rest.readEvents({ sinceIso: '2026-01-01T00:00:00Z', untilIso: '2026-01-02T00:00:00Z' }).next())];
+    rest.close();
+    const message = `the proxy ${proxy.url} refused CONNECT 127.0.0.1:${port} with HTTP 407 (it wants credentials: add a user and password to the proxy URL)`;
+    assert.deepEqual(
+      errors.map((e) => (e instanceof AuthError ? { auth: true, message: e.message, setting: e.setting } : { auth: false, value: String(e) })),
+      Array.from({ length: 2 }, () => ({ auth: true, message, setting: 'HTTP_PROXY' })),
+    );
+    assert.deepEqual(proxy.tunnels.map((x) => x.status), [407, 407]);
   });
 });
 

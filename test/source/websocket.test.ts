@@ -13,7 +13,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { AuthError, ProtocolError } from '../../src/errors.js';
 import { createEventSubscriber, type EventSubscriber, type EventSubscriberOptions } from '../../src/source/websocket.js';
 import { VERSION } from '../../src/version.js';
-import { startSilentProxy } from '../helpers/connect-proxy.js';
+import { startConnectProxy, startSilentProxy } from '../helpers/connect-proxy.js';
 
 const DAY_MS = 24 * 3600_000;
 const AUTH_STRING = 'admin:s3cret-pass';
@@ -586,6 +586,29 @@ describe('event subscriber: reconnects', () => {
       retries().slice(0, 2).map((r) => ({ level: r.level, err: r.err })),
       Array.from({ length: 2 }, () => ({ level: 40, err: `the proxy ${proxy.url} did not answer CONNECT 127.0.0.1:9 within 200 ms` })),
     );
+  });
+
+  it('a proxy that answers CONNECT with 407 (its credentials missing or wrong) is refused credentials: an AuthError naming the proxy variable, said once, not a retry loop', async () => {
+    const server = await mini();
+    const proxy = await startConnectProxy({ credentials: 'otel:proxy-pass' });
+    after(() => proxy.close());
+    for (const proxyUrl of [proxy.url, `http://otel:wrong-pass@127.0.0.1:${proxy.port}`]) {
+      const { sub, logs } = subscribe(server, { initialBackoffMs: 5, maxBackoffMs: 20, proxy: { httpProxy: proxyUrl, httpsProxy: undefined, noProxy: undefined } });
+      const outcome = await Promise.race([sub.done.then(() => 'resolved', (err: unknown) => err), sleep(5_000).then(() => 'still retrying')]);
+      await sub.stop();
+      assert.ok(outcome instanceof AuthError, String(outcome));
+      assert.deepEqual(
+        { message: outcome.message, setting: outcome.setting, attempts: sub.stats.reconnects, severe: logs.records().filter((r) => (r.level as number) >= 40) },
+        {
+          message: `the proxy ${proxy.url} refused CONNECT 127.0.0.1:${server.port} with HTTP 407 (it wants credentials: add a user and password to the proxy URL)`,
+          setting: 'HTTP_PROXY',
+          attempts: 0,
+          severe: [],
+        },
+      );
+      assertNoSecrets(logs.lines, 'wrong-pass');
+    }
+    assert.deepEqual(server.connections, []);
   });
 
   it('stop() while the proxy has not answered CONNECT closes the proxy connection at once, not at the handshake timeout', async () => {
