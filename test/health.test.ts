@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import { startHealthServer } from '../src/health.js';
 import { startPrefectTracing } from '../src/index.js';
@@ -47,7 +47,11 @@ async function spanSamples(port: number): Promise<Record<string, number>> {
   return out;
 }
 
-test('a span sent to a collector that has not answered yet counts as buffered (stats and /metrics) until the collector takes it', async (t) => {
+/**
+ * A library instance with its health port, subscribed to a fake Prefect server, that has sent one
+ * run's span to a collector holding its answer until `release()`.
+ */
+async function oneSpanHeldAtTheCollector(t: TestContext) {
   const prefect = await startFakePrefect();
   const receiver = await startOtlpReceiver();
   const release = receiver.hold();
@@ -65,6 +69,11 @@ test('a span sent to a collector that has not answered yet counts as buffered (s
   await until('subscribed', () => liveConnections(prefect) === 1);
   prefect.publish(oneRun());
   await until('the export request at the collector', () => receiver.counts.requests === 1);
+  return { prefect, receiver, release, tracing };
+}
+
+test('a span sent to a collector that has not answered yet counts as buffered (stats and /metrics) until the collector takes it', async (t) => {
+  const { receiver, release, tracing } = await oneSpanHeldAtTheCollector(t);
   const port = tracing.httpPort!;
   const { exportLag: _lag, ...waiting } = tracing.stats().spans;
   assert.deepEqual(
@@ -153,23 +162,7 @@ test('HTTP as probes and scrapers use it: HEAD like GET without a body, a query 
 });
 
 test('/healthz while shutting down (delivering to a collector that has not answered yet) says so, not "not connected": a probe or an operator reads why the process is going away', async (t) => {
-  const prefect = await startFakePrefect();
-  const receiver = await startOtlpReceiver();
-  const release = receiver.hold();
-  const tracing = startPrefectTracing({
-    env: {}, logger: pino({ level: 'silent' }), apiUrl: prefect.url, otlpEndpoint: receiver.url, stateFile: join(tempDir(), 'state.json'),
-    settleMs: 50, statsIntervalMs: 0, httpPort: 0, scheduleDelayMs: 10,
-  });
-  t.after(async () => {
-    release();
-    await tracing.shutdown();
-    await receiver.close();
-    await prefect.close();
-  });
-  await tracing.ready;
-  await until('subscribed', () => liveConnections(prefect) === 1);
-  prefect.publish(oneRun());
-  await until('the export request at the collector', () => receiver.counts.requests === 1);
+  const { prefect, release, tracing } = await oneSpanHeldAtTheCollector(t);
   const port = tracing.httpPort!;
   const stopped = tracing.shutdown();
   await until('unsubscribed', () => liveConnections(prefect) === 0);

@@ -483,11 +483,19 @@ test('a rerun whose first states arrive before the previous attempt\'s terminal 
 test('the same reordered reruns with a restart from the state file after any of their events: the same spans as in order, the rerun\'s task under the rerun', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-lifecycles-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
+  const { inOrder, orders } = rerunAtOnce();
+  await assertSameAcrossRestarts(dir, orders, wholes((await run(inOrder)).spans));
+});
+
+/**
+ * Each order of events, with a restart from the state file after each of its events in turn (a
+ * save, a new pipeline that loads it, the rest of the events): the spans `expected`, every time.
+ */
+async function assertSameAcrossRestarts(dir: string, orders: Record<string, readonly (WireEvent | undefined)[]>, expected: unknown): Promise<void> {
   const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI }, {});
   const quiet = createLogger({ level: 'silent', format: 'json' });
-  const { inOrder, orders } = rerunAtOnce();
-  const expected = wholes((await run(inOrder)).spans);
-  for (const [label, events] of Object.entries(orders)) {
+  for (const [label, maybe] of Object.entries(orders)) {
+    const events = maybe.map((e) => e!);
     for (let cut = 1; cut < events.length; cut++) {
       const store = createStateStore(join(dir, `${cut}-${label.replaceAll(' ', '-')}`, 'state.json'));
       const spans: SpanRecord[] = [];
@@ -502,7 +510,7 @@ test('the same reordered reruns with a restart from the state file after any of 
       assert.deepEqual(wholes(spans), expected, `${label}, restart after ${cut} events`);
     }
   }
-});
+}
 
 /**
  * FR ran for 100 ms, completed and was rerun at once: in order, and delivered in two orders where
@@ -535,25 +543,8 @@ test('a rerun at once of a run that ran for 100 ms, a state of the earlier attem
 test('the same, with a restart from the state file after any of the events: the earlier attempt, settling beside the rerun, is saved and taken over', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-lifecycles-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI }, {});
-  const quiet = createLogger({ level: 'silent', format: 'json' });
   const { flow, orders } = rerunAfter100Ms();
-  const expected = wholes((await run(flow)).spans);
-  for (const [label, events] of Object.entries(orders)) {
-    for (let cut = 1; cut < events.length; cut++) {
-      const store = createStateStore(join(dir, `settling-${cut}-${label.replaceAll(' ', '-')}`, 'state.json'));
-      const spans: SpanRecord[] = [];
-      const before = createPipeline({ config, logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
-      for (const e of events.slice(0, cut)) before.ingest(JSON.stringify(e));
-      before.seal();
-      await new StateWriter(store, before).save(true);
-      const after = createPipeline({ config, logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
-      await loadState(store, after, Date.parse(events[cut - 1]!.occurred), quiet);
-      for (const e of events.slice(cut)) after.ingest(JSON.stringify(e));
-      await after.finish('end_of_input');
-      assert.deepEqual(wholes(spans), expected, `${label}, restart after ${cut} events`);
-    }
-  }
+  await assertSameAcrossRestarts(dir, orders, wholes((await run(flow)).spans));
 });
 
 test('the notice lines of a rerun and of a run the open-run bound ended carry the run id and trace id of the run under the keys of its STLOGGING lines', async () => {
