@@ -396,6 +396,8 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
 
   server.on('upgrade', (req: IncomingMessage, socket, head) => {
     upgrades.push({ path: req.url ?? '', headers: req.headers });
+    // A client that gives up on a refused upgrade may reset the connection: not this server's error.
+    socket.on('error', () => undefined);
     const refuse = (status: number) => socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
     if (options.rejectUpgrade !== undefined) return refuse(options.rejectUpgrade);
     const path = new URL(req.url ?? '/', 'http://x').pathname;

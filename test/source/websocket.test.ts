@@ -315,7 +315,7 @@ describe('event subscriber: handshake', () => {
     let upgrades = 0;
     http.on('upgrade', (_req, socket: Duplex) => {
       upgrades += 1;
-      socket.end('HTTP/1.1 301 Moved Permanently\r\nLocation: https://prefect.example.com/api/events/out?sso=abc\r\nContent-Length: 0\r\n\r\n');
+      socket.on('error', () => undefined).end('HTTP/1.1 301 Moved Permanently\r\nLocation: https://prefect.example.com/api/events/out?sso=abc\r\nContent-Length: 0\r\n\r\n');
     });
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
     hostile.push({ close: () => new Promise<void>((resolve) => http.close(() => resolve())) });
@@ -334,7 +334,7 @@ describe('event subscriber: handshake', () => {
   it('PREFECT_API_URL without its /api: the HTTP 403 a Prefect server answers to a websocket at another path (or a 404 from a proxy) is retried, each retry saying what PREFECT_API_URL must be, not taken as refused credentials', async () => {
     const server = await mini({});
     const http = createServer((_req, res) => res.writeHead(404).end());
-    http.on('upgrade', (_req, socket: Duplex) => socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'));
+    http.on('upgrade', (_req, socket: Duplex) => socket.on('error', () => undefined).end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'));
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
     hostile.push({ close: () => new Promise<void>((resolve) => http.close(() => resolve())) });
     for (const [status, url] of [[403, server.url.replace(/\/api$/, '')], [404, `http://127.0.0.1:${(http.address() as AddressInfo).port}`]] as const) {
@@ -397,7 +397,7 @@ describe('event subscriber: handshake', () => {
     http.on('upgrade', (_req, socket: Duplex) => {
       const header = retryAfter[upgrades];
       upgrades += 1;
-      socket.end(`HTTP/1.1 ${header === '86400' ? '503 Service Unavailable' : '429 Too Many Requests'}\r\n${header === undefined ? '' : `Retry-After: ${header}\r\n`}Content-Length: 0\r\n\r\n`);
+      socket.on('error', () => undefined).end(`HTTP/1.1 ${header === '86400' ? '503 Service Unavailable' : '429 Too Many Requests'}\r\n${header === undefined ? '' : `Retry-After: ${header}\r\n`}Content-Length: 0\r\n\r\n`);
     });
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
     hostile.push({ close: () => new Promise<void>((resolve) => http.close(() => resolve())) });
@@ -1010,7 +1010,7 @@ describe('event subscriber: gap fill from history', () => {
       let upgrades = 0;
       gateway.on('upgrade', (_req, socket: Duplex) => {
         upgrades += 1;
-        socket.end(`HTTP/1.1 ${status} Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+        socket.on('error', () => undefined).end(`HTTP/1.1 ${status} Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
       });
       await new Promise<void>((resolve) => gateway.listen(0, '127.0.0.1', resolve));
       const port = (gateway.address() as AddressInfo).port;
@@ -1093,7 +1093,7 @@ describe('event subscriber: gap fill from history', () => {
   it('a proxy that answers CONNECT with 502 or 503 (it cannot reach the server) is waited for as a server that is not there: the history window is kept', async () => {
     for (const status of [502, 503]) {
       const proxyServer = createServer();
-      proxyServer.on('connect', (_req, socket: Duplex) => socket.end(`HTTP/1.1 ${status} Bad Gateway\r\nContent-Length: 0\r\n\r\n`));
+      proxyServer.on('connect', (_req, socket: Duplex) => socket.on('error', () => undefined).end(`HTTP/1.1 ${status} Bad Gateway\r\nContent-Length: 0\r\n\r\n`));
       await new Promise<void>((resolve) => proxyServer.listen(0, '127.0.0.1', resolve));
       const proxyUrl = `http://127.0.0.1:${(proxyServer.address() as AddressInfo).port}`;
       const cursorMs = Date.now() - 20 * 60_000;
