@@ -144,10 +144,8 @@ test('register: only the main thread runs prefect-otel; worker threads, the appl
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
 });
 
-test('register: OTEL_SDK_DISABLED=true (any case) switches it off, as it does every OpenTelemetry SDK the application loads', async (t) => {
-  const { prefect, receiver } = await startServers(t);
-  const dir = tempDir();
-  const stateFile = join(dir, 'state.json');
+/** An application that only imports `prefect-otel/register` and prints whether it started an instance. */
+function instanceProbeApp(dir: string): string {
   const app = join(dir, 'app.mjs');
   writeFileSync(
     app,
@@ -157,6 +155,14 @@ test('register: OTEL_SDK_DISABLED=true (any case) switches it off, as it does ev
       '',
     ].join('\n'),
   );
+  return app;
+}
+
+test('register: OTEL_SDK_DISABLED=true (any case) switches it off, as it does every OpenTelemetry SDK the application loads', async (t) => {
+  const { prefect, receiver } = await startServers(t);
+  const dir = tempDir();
+  const stateFile = join(dir, 'state.json');
+  const app = instanceProbeApp(dir);
   const host = runHost(app, { OTEL_SDK_DISABLED: 'True', PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile }, t);
   const exit = await host.exited();
   assert.deepEqual(
@@ -167,15 +173,7 @@ test('register: OTEL_SDK_DISABLED=true (any case) switches it off, as it does ev
 
 test('register: a configuration with problems and warnings lists them all on standard error and starts nothing; the host runs on and exits 0', async (t) => {
   const dir = tempDir();
-  const app = join(dir, 'app.mjs');
-  writeFileSync(
-    app,
-    [
-      `import { prefectTracing } from ${REGISTER_URL};`,
-      "process.stdout.write(prefectTracing === undefined ? 'no instance\\n' : 'an instance\\n');",
-      '',
-    ].join('\n'),
-  );
+  const app = instanceProbeApp(dir);
   const host = runHost(app, { PREFECT_OTEL_SETTLE_MS: 'abc', OTEL_EXPORTER_OTLP_TIMEOUT: 'soon', PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') }, t);
   const exit = await host.exited();
   assert.deepEqual(
