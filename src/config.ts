@@ -48,6 +48,8 @@ export interface Config {
     readonly tls: PrefectTls;
     /** HTTPS_PROXY, HTTP_PROXY and NO_PROXY (either case), as Prefect's client reads them; undefined: none set. */
     readonly proxy: ProxyEnv | undefined;
+    /** PREFECT_API_REQUEST_TIMEOUT: the longest one REST request (history page, look-up) may take. */
+    readonly requestTimeoutMs: number;
   };
   readonly traces: OtlpSignalConfig & { readonly exporter: TracesExporterKind };
   readonly logs: OtlpSignalConfig & { readonly exporter: LogsExporterKind };
@@ -192,6 +194,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       customHeaders: customHeaders(v.clientCustomHeaders, sources.get('clientCustomHeaders'), warnings),
       tls: { ca, caFile: v.apiSslCertFile, rejectUnauthorized: !v.apiTlsInsecureSkipVerify },
       proxy,
+      requestTimeoutMs: Math.round(v.apiRequestTimeout * 1_000),
     },
     traces: {
       ...signal('v1/traces', { url: 'otlpTracesEndpoint', headers: 'otlpTracesHeaders', protocol: 'otlpTracesProtocol', compression: 'otlpTracesCompression', timeoutMs: 'otlpTracesTimeoutMs' }),

@@ -67,6 +67,9 @@ function fileErrorText(err: unknown): string {
   return (code === undefined ? undefined : FILE_ERRORS[code]) ?? errorText(err);
 }
 
+/** The longest a replay waits for one run look-up. */
+const REPLAY_LOOKUP_TIMEOUT_MS = 5_000;
+
 /** Replay a JSON-lines file of Prefect events through the pipeline and deliver every span. */
 export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> {
   const { config, logger } = options;
@@ -75,7 +78,8 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     apiKey: config.prefect.apiKey,
     authString: config.prefect.authString,
     customHeaders: config.prefect.customHeaders,
-    timeoutMs: 5_000,
+    // A file needs no server: a look-up is not waited for longer than this, whatever Prefect's own timeout.
+    timeoutMs: Math.min(REPLAY_LOOKUP_TIMEOUT_MS, config.prefect.requestTimeoutMs),
     tls: config.prefect.tls,
     proxy: config.prefect.proxy,
   });

@@ -91,6 +91,16 @@ function integer(min: number, max: number, unit = ''): (raw: unknown) => Parsed<
   };
 }
 
+/** A number of seconds, fractions allowed, as Prefect's float settings are written (`60`, `2.5`). */
+function seconds(min: number, max: number): (raw: unknown) => Parsed<number> {
+  return (raw) => {
+    const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : NaN;
+    if (!Number.isFinite(n)) return bad(`expected a number of seconds, got ${JSON.stringify(String(raw).slice(0, 40))}`);
+    if (n < min || n > max) return bad(`must be between ${min} and ${max} s, got ${n}`);
+    return ok(n);
+  };
+}
+
 /** As Prefect reads its boolean settings: true/false, 1/0, yes/no, on/off, in any case. */
 function boolean(raw: unknown): Parsed<boolean> {
   if (typeof raw === 'boolean') return ok(raw);
@@ -223,6 +233,10 @@ export const SETTINGS = {
   apiTlsInsecureSkipVerify: {
     env: ['PREFECT_API_TLS_INSECURE_SKIP_VERIFY'], flag: '--api-tls-insecure-skip-verify', default: false, parse: boolean,
     doc: '`true`: the Prefect server\'s certificate is not checked at all (Prefect\'s setting; for development only)',
+  },
+  apiRequestTimeout: {
+    env: ['PREFECT_API_REQUEST_TIMEOUT'], flag: '--api-request-timeout', default: 60, parse: seconds(0.1, 3_600),
+    doc: 'seconds one request to the Prefect REST API may take: the event history after a long gap, run look-ups (Prefect\'s setting)',
   },
   uiUrl: {
     env: ['PREFECT_UI_URL'], flag: '--ui-url', default: undefined, parse: optional(httpUrl),

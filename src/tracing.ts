@@ -109,7 +109,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       apiKey: this.config.prefect.apiKey,
       authString: this.config.prefect.authString,
       customHeaders: this.config.prefect.customHeaders,
-      timeoutMs: 10_000,
+      timeoutMs: this.config.prefect.requestTimeoutMs,
       tls: this.config.prefect.tls,
       proxy: this.config.prefect.proxy,
     }));
@@ -175,6 +175,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       tls: this.config.prefect.tls,
       proxy: this.config.prefect.proxy,
       customHeaders: this.config.prefect.customHeaders,
+      requestTimeoutMs: this.config.prefect.requestTimeoutMs,
       resumeFromUs: () => this.pipeline.cursorUs,
       coveredUntilMs: restored?.coveredUntilMs,
       resumeMarginMs: this.config.live.resumeMarginMs,

@@ -140,7 +140,7 @@ test('a blank optional flag or option clears its setting, over its variable too'
   );
   assert.deepEqual(
     { prefect: c.prefect, tracesUrl: c.traces.url, tracesHeaders: c.traces.headers, jaegerUrl: c.jaegerUrl, httpPort: c.httpPort, warnings: c.warnings },
-    { prefect: { apiUrl: 'http://127.0.0.1:4200/api', apiKey: undefined, authString: undefined, uiUrl: undefined, customHeaders: {}, tls: { ca: undefined, caFile: undefined, rejectUnauthorized: true }, proxy: undefined }, tracesUrl: 'http://localhost:4318/v1/traces', tracesHeaders: {}, jaegerUrl: undefined, httpPort: undefined, warnings: [] },
+    { prefect: { apiUrl: 'http://127.0.0.1:4200/api', apiKey: undefined, authString: undefined, uiUrl: undefined, customHeaders: {}, tls: { ca: undefined, caFile: undefined, rejectUnauthorized: true }, proxy: undefined, requestTimeoutMs: 60_000 }, tracesUrl: 'http://localhost:4318/v1/traces', tracesHeaders: {}, jaegerUrl: undefined, httpPort: undefined, warnings: [] },
   );
 });
 
@@ -360,4 +360,22 @@ test('OTLP headers written as JSON or as `name: value` with no `=` in them are r
     '--otlpHeaders: expected key=value pairs separated by commas (entry 1 is not key=value): the headers look like JSON, where key=value pairs separated by commas are expected',
     '--otlpTracesHeaders: expected key=value pairs separated by commas (entry 1 is not key=value): write name=value, not name: value',
   ]);
+});
+
+test("PREFECT_API_REQUEST_TIMEOUT is seconds as Prefect writes them (60 by default, fractions allowed); anything else is an error listed with the others", () => {
+  assert.equal(resolveConfig({}, {}).prefect.requestTimeoutMs, 60_000);
+  assert.equal(resolveConfig({}, { PREFECT_API_REQUEST_TIMEOUT: '2.5' }).prefect.requestTimeoutMs, 2_500);
+  assert.equal(resolveConfig({ apiRequestTimeout: 120 }, { PREFECT_API_REQUEST_TIMEOUT: '2.5' }).prefect.requestTimeoutMs, 120_000);
+  assert.throws(
+    () => resolveConfig({}, { PREFECT_API_REQUEST_TIMEOUT: '60s', PREFECT_OTEL_SETTLE_MS: '-1' }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, [
+        'PREFECT_API_REQUEST_TIMEOUT: expected a number of seconds, got "60s"',
+        'PREFECT_OTEL_SETTLE_MS: must be between 0 and 600000 ms, got -1',
+      ]);
+      return true;
+    },
+  );
+  assert.throws(() => resolveConfig({}, { PREFECT_API_REQUEST_TIMEOUT: '0' }), (err: unknown) => err instanceof ConfigError && err.problems[0] === 'PREFECT_API_REQUEST_TIMEOUT: must be between 0.1 and 3600 s, got 0');
 });

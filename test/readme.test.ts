@@ -96,6 +96,7 @@ const IN_FORCE: Record<string, (c: Config) => unknown> = {
   clientCustomHeaders: (c) => c.prefect.customHeaders,
   apiSslCertFile: (c) => c.prefect.tls.caFile,
   apiTlsInsecureSkipVerify: (c) => !c.prefect.tls.rejectUnauthorized,
+  apiRequestTimeout: (c) => c.prefect.requestTimeoutMs / 1_000,
   uiUrl: (c) => c.prefect.uiUrl,
   // The base URL, as each signal's URL shows it once `/v1/<signal>` is taken off again.
   otlpEndpoint: (c) => [c.traces.url.replace(/\/v1\/traces$/, ''), c.logs.url.replace(/\/v1\/logs$/, ''), c.metrics.url.replace(/\/v1\/metrics$/, '')],
@@ -156,6 +157,7 @@ const SAMPLE: Record<string, string> = {
   clientCustomHeaders: '{"CF-Access-Client-Id": "id"}',
   apiSslCertFile: fileURLToPath(new URL('test/fixtures/tls/localhost-cert.pem', ROOT)),
   apiTlsInsecureSkipVerify: 'true',
+  apiRequestTimeout: '2.5',
   uiUrl: 'http://ui.test:4200',
   otlpEndpoint: 'http://collector.test:4318',
   otlpTracesEndpoint: 'http://collector.test:4318/t',

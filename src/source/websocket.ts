@@ -84,6 +84,8 @@ export interface EventSubscriberOptions {
   readonly maxBackoffMs?: number | undefined;
   /** HTTP upgrade, and then the wait for `auth_success`. */
   readonly handshakeTimeoutMs?: number | undefined;
+  /** One event-history request (PREFECT_API_REQUEST_TIMEOUT; default 60 s, as Prefect's client). */
+  readonly requestTimeoutMs?: number | undefined;
   /**
    * Ms up to which a previous process followed the stream, on the server's clock (from the state file): a
    * restart reads the history only from there (minus the margin), not from a cursor left behind
@@ -137,6 +139,7 @@ export const SUBSCRIBER_DEFAULTS = {
   initialBackoffMs: 500,
   maxBackoffMs: 30_000,
   handshakeTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
   backfillQuietMs: 5_000,
 } as const;
 
@@ -214,7 +217,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const keepAlive = options.keepAlive ?? true;
   const rest =
     options.rest ??
-    createPrefectRestClient({ ...auth, apiUrl: options.apiUrl, timeoutMs: handshakeTimeoutMs, tls: options.tls, proxy: options.proxy });
+    createPrefectRestClient({ ...auth, apiUrl: options.apiUrl, timeoutMs: options.requestTimeoutMs ?? SUBSCRIBER_DEFAULTS.requestTimeoutMs, tls: options.tls, proxy: options.proxy });
   const redact = (text: string): string => redactSecrets(text, auth);
 
   const stats = { connects: 0, reconnects: 0, frames: 0, historyEvents: 0, connected: false, lastError: undefined as string | undefined };

@@ -196,6 +196,41 @@ test('watch: a wrong auth string is a clear error, exit 3, and no reconnect loop
   await prefect.close();
 });
 
+test('watch: PREFECT_API_REQUEST_TIMEOUT bounds a run look-up: one the server holds fails after it, the span goes out without the link, and the debug line names the timeout', async (t) => {
+  const prefect = await startFakePrefect();
+  const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    prefect.switches.holdRest = false;
+    await receiver.close();
+    await prefect.close();
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
+  const t0 = Date.now() - 30_000;
+  const events = [
+    flowRunStateEvent({ flowRunId: FR, flowRunName: 'run-1', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0, id: '0198c7d2-ffff-7000-8000-000000000001' }),
+    flowRunStateEvent({ flowRunId: FR, flowRunName: 'run-1', ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: t0 + 1_000, id: '0198c7d2-ffff-7000-8000-000000000002' }),
+  ];
+  const { child, result } = start([], {
+    PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_API_REQUEST_TIMEOUT: '0.3',
+    PREFECT_OTEL_STATE_FILE: join(dir, 'state.json'), PREFECT_OTEL_LOG_LEVEL: 'debug',
+  });
+  await until('subscription', () => prefect.connections.some((c) => c.live));
+  prefect.switches.holdRest = true;
+  prefect.publish(events);
+  await receiver.waitForSpans(1);
+  prefect.switches.holdRest = false;
+  child.kill('SIGTERM');
+  const r = await result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(receiver.spans().map((s) => [s.attributes['prefect.run.id'], s.links]), [[FR, []]]);
+  const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(
+    lines.filter((l) => String(l.msg).includes("Prefect's own span")).map((l) => ({ run: l['prefect.run.id'], outcome: l.outcome, reason: l.reason })),
+    [{ run: FR, outcome: 'failed', reason: 'POST /flow_runs/filter failed: timed out after 300 ms' }],
+  );
+  assert.deepEqual(lines.filter((l) => l.msg === 'stopped').map((l) => (l.runs as { nativeSpans: unknown }).nativeSpans), [{ lookups: 1, linked: 0, noLabel: 0, failed: 1, late: 0 }]);
+});
+
 test("watch: a flow run's REST __OTEL_TRACEPARENT label becomes exactly one link; no label, a 404 or a held lookup give none, and the traces are otherwise those of a replay without REST", async (t) => {
   const prefect = await startFakePrefect({ authString: 'admin:pass' });
   const receiver = await startOtlpReceiver();

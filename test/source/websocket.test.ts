@@ -900,7 +900,7 @@ describe('event subscriber: gap fill from history', () => {
     const server = await mini();
     server.switches.holdRest = true; // every POST /events/filter times out
     const cursorMs = Date.now() - 20 * 60_000;
-    const { sub, logs, ids } = subscribe(server, { cursorUs: cursorMs * 1000, handshakeTimeoutMs: 300 });
+    const { sub, logs, ids } = subscribe(server, { cursorUs: cursorMs * 1000, requestTimeoutMs: 300 });
     try {
       await waitFor('live', () => sub.stats.connected, 10_000);
       const next = event(Date.now());
@@ -918,6 +918,32 @@ describe('event subscriber: gap fill from history', () => {
     assert.deepEqual(
       failed.map(({ level, events, err }) => ({ level, events, err })),
       [{ level: 50, events: 0, err: 'POST /events/filter failed: timed out after 300 ms' }],
+    );
+  });
+
+  it('a history request is given PREFECT_API_REQUEST_TIMEOUT, not the handshake timeout: a server slower to answer it than to accept a websocket is read', async () => {
+    const server = await mini();
+    const cursorMs = Date.now() - 60 * 60_000;
+    const old = Array.from({ length: 3 }, (_, i) => event(cursorMs + 60_000 + i * 60_000));
+    server.store(old);
+    server.switches.holdRest = true; // a busy database: the history takes a second
+    const { sub, logs, ids } = subscribe(server, { cursorUs: cursorMs * 1000, handshakeTimeoutMs: 300, requestTimeoutMs: 5_000 });
+    try {
+      await waitFor('the history request', () => server.restRequests.length === 1);
+      await sleep(1_000);
+      server.switches.holdRest = false;
+      await waitFor('live', () => sub.stats.connected, 10_000);
+    } finally {
+      await sub.stop();
+      server.switches.holdRest = false;
+    }
+    assert.deepEqual(
+      {
+        requests: server.restRequests.map((r) => [r.method, r.path]),
+        history: ids('history'),
+        failures: logs.records().filter((r) => typeof r.msg === 'string' && r.msg.includes('history failed')).length,
+      },
+      { requests: [['POST', '/api/events/filter']], history: old.map((e) => e.id), failures: 0 },
     );
   });
 
