@@ -140,7 +140,7 @@ ${Object.values(SETTINGS)
 export const USAGE = `prefect-otel ${VERSION}: Prefect flow runs and task runs as OpenTelemetry traces
 
 Usage:
-  prefect-otel [watch]        follow PREFECT_API_URL's event stream and export spans until SIGINT/SIGTERM
+  prefect-otel [watch]        follow PREFECT_API_URL's event stream and export spans until SIGINT/SIGTERM/SIGHUP
   prefect-otel replay FILE    build and export spans from a JSON-lines file of Prefect events (- = stdin)
   prefect-otel demo           run a simulated Prefect workload through the pipeline and draw its traces
   prefect-otel [COMMAND] --help | --version
@@ -152,7 +152,7 @@ Exit codes: 0 ok, 1 failure (export failed, unreadable or compressed input), 2 c
 
 /** `prefect-otel <command> --help`: what the command does, its command line, the flags, and its own exit codes. */
 const COMMAND_USAGE: Readonly<Record<'watch' | 'replay' | 'demo', string>> = {
-  watch: `prefect-otel watch: follow the event stream of PREFECT_API_URL and export spans and logs until SIGINT/SIGTERM
+  watch: `prefect-otel watch: follow the event stream of PREFECT_API_URL and export spans and logs until SIGINT/SIGTERM/SIGHUP
 (then save the state, flush and exit; a second signal exits at once)
 
 Usage:
@@ -300,19 +300,21 @@ function isMain(): boolean {
 /**
  * A reader that goes away (`prefect-otel demo | head`) is not a failure of the work: what is left to
  * print is dropped, and the spans are still delivered. Any other error of standard output is said
- * once on standard error.
+ * once on standard error. An error of standard error itself has nowhere to be said: a terminal that
+ * closed (EIO after SIGHUP) must not end the process before it has saved its state and flushed.
  */
-function tolerateClosedStdout(): void {
+function tolerateClosedOutput(): void {
   let said = false;
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED' || said) return;
     said = true;
     process.stderr.write(`prefect-otel: cannot write to standard output: ${err.message}\n`);
   });
+  process.stderr.on('error', () => undefined);
 }
 
 if (isMain()) {
-  tolerateClosedStdout();
+  tolerateClosedOutput();
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

@@ -2,7 +2,7 @@
  * `node --import prefect-otel/register app.js`: start prefect-otel from the environment inside an
  * existing Node process. It never keeps that process alive by itself: when the application's own
  * work is done (`beforeExit`) it persists state and flushes, and the process exits as it would have.
- * On SIGINT/SIGTERM it does the same, then lets the signal take its usual course (unless the
+ * On SIGINT/SIGTERM/SIGHUP it does the same, then lets the signal take its usual course (unless the
  * application handles that signal itself).
  *
  * Only the main thread starts it. Node runs `--import` modules again in every worker thread, the
@@ -15,6 +15,7 @@
 import { isMainThread } from 'node:worker_threads';
 import { ConfigError } from './errors.js';
 import { startPrefectTracing, type PrefectTracingHandle } from './tracing.js';
+import { STOP_SIGNALS } from './watch.js';
 
 /** The OpenTelemetry spec's boolean: `true` in any case is true, anything else false. */
 const SDK_DISABLED = process.env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true';
@@ -43,8 +44,7 @@ if (handle !== undefined) {
       if (!handledByApp && process.listenerCount(signal) === 0) process.kill(process.pid, signal);
     });
   };
-  process.prependListener('SIGINT', onSignal);
-  process.prependListener('SIGTERM', onSignal);
+  for (const signal of STOP_SIGNALS) process.prependListener(signal, onSignal);
   process.once('beforeExit', () => void h.shutdown());
 }
 

@@ -9,7 +9,14 @@ export interface WatchOptions {
 }
 
 /**
- * `prefect-otel watch`: follow the event stream until SIGINT/SIGTERM, then stop reading, persist
+ * The signals that stop `watch` gracefully. SIGHUP among them: a terminal or ssh session that closes
+ * sends it, and Node's default (it resets an inherited `nohup` ignore) would end the process without
+ * saving the state or flushing what is on its way to the collector.
+ */
+export const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * `prefect-otel watch`: follow the event stream until SIGINT/SIGTERM/SIGHUP, then stop reading, persist
  * state, flush exports and exit 0. A second signal exits at once.
  */
 export async function runWatch(options: WatchOptions): Promise<number> {
@@ -25,8 +32,7 @@ export async function runWatch(options: WatchOptions): Promise<number> {
     options.logger.info({ signal }, 'signal received');
     void handle.shutdown();
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
   try {
     await handle.done;
     return EXIT_CODES.OK;
@@ -34,7 +40,6 @@ export async function runWatch(options: WatchOptions): Promise<number> {
     process.stderr.write(`prefect-otel: ${errorText(err)}\n`);
     return exitCodeFor(err);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
   }
 }

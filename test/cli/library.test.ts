@@ -127,7 +127,8 @@ test('library: a second start on the same state file in one process returns the 
   await third.tracing.shutdown();
 });
 
-test('node --import prefect-otel/register: an application exports spans from the environment alone', async (t) => {
+// SIGHUP as SIGTERM: a closing terminal sends it, and the host ends with it as it would have, after the flush.
+for (const signal of ['SIGTERM', 'SIGHUP'] as const) test(`node --import prefect-otel/register: an application exports spans from the environment alone, and ${signal} saves and flushes before it ends the host`, async (t) => {
   const w = workload(2);
   const prefect = await startFakePrefect();
   for (const r of w.taskRuns) prefect.addTaskRun(r);
@@ -162,9 +163,9 @@ test('node --import prefect-otel/register: an application exports spans from the
   await until('subscription', () => liveConnections(prefect) === 1, 10_000, () => stderr);
   prefect.publish(w.events);
   await receiver.waitForSpans(w.runs.size);
-  child.kill('SIGTERM');
-  // register persists and flushes, then lets SIGTERM take its usual course.
-  assert.deepEqual(await exited, { code: null, signal: 'SIGTERM' }, stderr);
+  child.kill(signal);
+  // register persists and flushes, then lets the signal take its usual course.
+  assert.deepEqual(await exited, { code: null, signal }, stderr);
   assert.ok(stdout.startsWith('app started\n') || stdout.includes('app started\n'), stdout);
   const msgs = logLines(stdout).map((l) => l.msg);
   assert.ok(msgs.includes('prefect-otel starting') && msgs.includes('stopped'), JSON.stringify(msgs.filter((m) => !String(m).startsWith('STLOGGING'))) + stderr);

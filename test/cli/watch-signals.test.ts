@@ -1,15 +1,17 @@
 /**
- * Signals in watch mode: one SIGTERM persists state and flushes what is still on its way to the
+ * Signals in watch mode: one SIGTERM (or SIGINT, or SIGHUP) persists state and flushes what is still on its way to the
  * collector, then exits 0; a second SIGTERM while that flush waits on a stalled collector exits at
  * once, non-zero, and says so.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { CLI } from '../helpers/cli.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
-import { closedPort, liveConnections, logLines, replaySpans, shape, startWatch, tempDir, until, workload, type LogLine } from '../helpers/watch-e2e.js';
+import { closedPort, FAST, liveConnections, logLines, replaySpans, shape, startWatch, tempDir, until, workload, type LogLine } from '../helpers/watch-e2e.js';
 
 /** The child's log lines as they arrive. */
 function follow(child: ReturnType<typeof startWatch>['child']): () => LogLine[] {
@@ -18,7 +20,8 @@ function follow(child: ReturnType<typeof startWatch>['child']): () => LogLine[] 
   return () => logLines(text);
 }
 
-test('watch: SIGTERM with a healthy but slow collector delivers every span still in flight, then exits 0', async (t) => {
+// SIGHUP too: a terminal that closes (an ssh session that drops) sends it, and Node's default would end the process at once.
+for (const signal of ['SIGTERM', 'SIGHUP'] as const) test(`watch: ${signal} with a healthy but slow collector delivers every span still in flight, then exits 0`, async (t) => {
   const w = workload(2);
   const prefect = await startFakePrefect();
   for (const r of w.taskRuns) prefect.addTaskRun(r);
@@ -34,14 +37,64 @@ test('watch: SIGTERM with a healthy but slow collector delivers every span still
   const finished = () => lines().filter((l) => l.msg === 'stats').map((l) => (l.spans as { finished: number }).finished);
   await until('every span built', () => finished().includes(w.runs.size), 10_000, () => JSON.stringify(finished()));
   const deliveredBeforeSignal = receiver.counts.spans;
-  child.kill('SIGTERM');
+  child.kill(signal);
   const r = await result;
   assert.equal(r.code, 0, r.stderr);
   assert.equal(deliveredBeforeSignal, 0, 'the spans were still on their way when the signal came');
+  assert.deepEqual(lines().filter((l) => l.msg === 'signal received').map((l) => l.signal), [signal]);
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
   const stopped = lines().find((l) => l.msg === 'stopped');
   assert.deepEqual({ undelivered: stopped?.undelivered, exported: (stopped?.spans as { exported: number } | undefined)?.exported }, { undelivered: 0, exported: w.runs.size });
 });
+
+/** util-linux `script`: a pseudo-terminal to run watch in, as a user's terminal session does. */
+const SCRIPT = '/usr/bin/script';
+
+test('watch in a terminal that closes (SIGHUP, then EIO on standard output and standard error alike): the state is saved, the lock removed and every span still in flight delivered', { skip: !existsSync(SCRIPT) && `${SCRIPT} is not installed` }, async (t) => {
+  const w = workload(2);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver({ delayMs: 2_000 });
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  const stateFile = join(tempDir(), 'state.json');
+  // watch's standard output and error are the terminal; `script` copies what it shows to its own standard output.
+  const terminal = spawn(SCRIPT, ['-qfc', `exec '${process.execPath}' '${CLI}' watch`, '/dev/null'], {
+    env: { PATH: process.env.PATH ?? '', ...FAST, PREFECT_OTEL_STATS_INTERVAL_MS: '50', PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile },
+  });
+  let shown = '';
+  terminal.stdout.on('data', (d: Buffer) => (shown += d.toString()));
+  const lines = (): LogLine[] => logLines(shown.replaceAll('\r\n', '\n'));
+  const lock = `${stateFile}.lock`;
+  t.after(() => void terminal.kill('SIGKILL'));
+  await until('subscription', () => liveConnections(prefect) === 1);
+  const pid = (JSON.parse(readFileSync(lock, 'utf8')) as { pid: number }).pid;
+  t.after(() => {
+    if (alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+  prefect.publish(w.events);
+  const finished = () => lines().filter((l) => l.msg === 'stats').map((l) => (l.spans as { finished: number }).finished);
+  await until('every span built', () => finished().includes(w.runs.size), 10_000, () => shown.slice(-2000));
+  const deliveredBeforeHangUp = receiver.counts.spans;
+  // The terminal goes away: its controlling process (watch, exec'd by the shell) gets SIGHUP.
+  terminal.kill('SIGKILL');
+  await until('watch to end', () => !alive(pid), 20_000);
+  assert.equal(deliveredBeforeHangUp, 0, 'the spans were still on their way when the terminal closed');
+  assert.deepEqual({ stateSaved: existsSync(stateFile), lockLeft: existsSync(lock) }, { stateSaved: true, lockLeft: false });
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+});
+
+/** Whether a process of this pid still runs. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 test('watch: a second SIGTERM while the flush waits on a stalled collector exits at once with code 1 and says so', async (t) => {
   const w = workload(1);
