@@ -237,6 +237,12 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   let liveCoveredUntilMs: (() => number | undefined) | undefined;
   let historyFailures = 0;
   /**
+   * A history window that a server which did not answer (timeouts, a gateway's 502/503/504) left
+   * unread while the stream went on without it. It is kept and read again should the websocket fail
+   * too, so nothing is lost yet: only a connection that goes live moves past it, and says so then.
+   */
+  let unreadWindow: { readonly sinceMs: number; readonly events: number; readonly err: string } | undefined;
+  /**
    * How far our clock runs ahead of the server's, from the `Date` of the upgrade response: at least
    * this much when positive; negative when the server's clock runs ahead of ours, by at least its
    * magnitude; 0 within the tolerance, or not known yet. The filter's `since` is the server's time: one
@@ -398,9 +404,16 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           // not decode) must not keep the live stream away for good. A server that answered gave the
           // window up; one that did not is left its window, read again should the websocket fail too
           // (once it is live, the stream moves past it anyway).
-          log.error({ ...window, events: count, err: message }, 'reading the event history failed; events in this window may be missing');
           historyFailures = 0;
-          if (answered) coveredUntilMs = gap.serverNowMs;
+          if (answered) {
+            log.error({ ...window, events: count, err: message }, 'reading the event history failed; events in this window may be missing');
+            coveredUntilMs = gap.serverNowMs;
+            unreadWindow = undefined;
+          } else {
+            // Said once per window: a gateway outage fails every round the same way until it ends.
+            if (unreadWindow === undefined) log.warn({ ...window, events: count, err: message }, 'reading the event history failed; trying the live stream without it (the window is read again if that fails too)');
+            unreadWindow = { sinceMs: unreadWindow?.sinceMs ?? fromMs, events: count, err: message };
+          }
           return undefined;
         }
         return { kind: 'failed', message: `event history: ${message}`, progressed };
@@ -408,6 +421,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         historyAbort = undefined;
       }
       historyFailures = 0;
+      unreadWindow = undefined;
       // The server's now, as far as its clock is known (not before the first connection of a process).
       coveredUntilMs = gap.serverNowMs;
       log.info({ ...window, events: count, pages, ms: Math.round(performance.now() - started) }, 'event history read');
@@ -562,6 +576,13 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         ws.send(JSON.stringify({ type: 'filter', filter, backfill: true }));
         stats.connects += 1;
         log.info({ url: logUrl, since: filter.occurred.since, until: filter.occurred.until, events: prefixes ?? 'all' }, 'connected to the Prefect event stream');
+        // The stream moves past a window the history left unread: what the server's backfill clamp cuts off is lost now.
+        if (unreadWindow !== undefined) {
+          const untilMs = filterSentAtMs - backfillWindowMs;
+          const { sinceMs, events, err } = unreadWindow;
+          unreadWindow = undefined;
+          if (untilMs > sinceMs) log.error({ since: new Date(sinceMs).toISOString(), until: new Date(untilMs).toISOString(), events, err }, 'reading the event history failed; events in this window may be missing');
+        }
         status('connected');
       });
 
