@@ -17,13 +17,17 @@ export const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 /**
  * `prefect-otel watch`: follow the event stream until SIGINT/SIGTERM/SIGHUP, then stop reading, persist
- * state, flush exports and exit 0. A second signal exits at once.
+ * state, flush exports and exit 0. A second signal exits at once. After SIGHUP the process then ends
+ * by that signal, as a hung-up process does: its terminal may be gone, and Node's own teardown
+ * aborts when it cannot restore a terminal that hung up.
  */
 export async function runWatch(options: WatchOptions): Promise<number> {
   const handle = startWithConfig(options.config, { logger: options.logger });
   let signals = 0;
+  let hungUp = false;
   const onSignal = (signal: NodeJS.Signals): void => {
     signals += 1;
+    if (signals === 1 && signal === 'SIGHUP') hungUp = true;
     if (signals > 1) {
       options.logger.warn({ signal }, 'second signal: exiting without waiting');
       options.logger.flush();
@@ -41,5 +45,9 @@ export async function runWatch(options: WatchOptions): Promise<number> {
     return exitCodeFor(err);
   } finally {
     for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
+    if (hungUp) {
+      options.logger.flush();
+      process.kill(process.pid, 'SIGHUP');
+    }
   }
 }
