@@ -159,8 +159,8 @@ Usage:
   prefect-otel [watch] [--flag value | --flag=value]…
 
 ${FLAGS_TEXT}
-Exit codes: 0 stopped by a signal, 1 failure (spans neither delivered nor kept in the state file, protocol error),
-2 configuration error, 3 the Prefect server refused the credentials.
+Exit codes: 0 stopped by SIGINT/SIGTERM, 1 failure (spans neither delivered nor kept in the state file, protocol error),
+2 configuration error, 3 the Prefect server refused the credentials; after SIGHUP the same stop, then it ends by that signal.
 `,
   replay: `prefect-otel replay: build and export spans from a JSON-lines file of Prefect events
 (one per line: bare events or {"type":"event","event":…} envelopes; or on one line a JSON array of events or a saved
