@@ -11,14 +11,9 @@ import { test } from 'node:test';
 import { CLI } from '../helpers/cli.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
+import { follow } from '../helpers/watch-processes.js';
 import { closedPort, FAST, liveConnections, logLines, replaySpans, shape, startWatch, tempDir, until, workload, type LogLine } from '../helpers/watch-e2e.js';
 
-/** The child's log lines as they arrive. */
-function follow(child: ReturnType<typeof startWatch>['child']): () => LogLine[] {
-  let text = '';
-  child.stdout!.on('data', (d: Buffer) => (text += d.toString()));
-  return () => logLines(text);
-}
 
 // SIGHUP too: a terminal that closes (an ssh session that drops) sends it, and Node's default would end the process at once,
 // before the state is saved and the spans flushed.
