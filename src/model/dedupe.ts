@@ -46,12 +46,14 @@ export class DedupeSet {
   /**
    * True when `id` is new (and now remembered); false for a duplicate. A string that is not a
    * UUID is never a duplicate and is not remembered: no event can carry it. Nor is an id seen at a
-   * time that is not a finite number, which the age bound would forget at once anyway.
+   * time that is not a finite number, which the age bound would forget at once anyway. `atMs`: the
+   * time it is remembered at; `nowMs`: the time ids older than the window are forgotten by (an
+   * event's own time may be ahead of the clock).
    */
-  add(id: string, nowMs: number): boolean {
-    if (!readUuid(id, this.probe) || !Number.isFinite(nowMs)) return true;
+  add(id: string, atMs: number, nowMs = atMs): boolean {
+    if (!readUuid(id, this.probe) || !Number.isFinite(atMs)) return true;
     if (this.find(this.probe) >= 0) return false;
-    this.append(this.probe, nowMs);
+    this.append(this.probe, atMs);
     this.evict(nowMs);
     return true;
   }

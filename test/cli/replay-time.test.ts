@@ -153,3 +153,42 @@ test('replay: an event the model turns down (a payload too deep to write) moves 
     [Z]: { incomplete: null, start: ns(T0 + 2_000), end: ns(T0 + 2_000), events: [['Completed', ns(T0 + 2_000)]] },
   });
 });
+
+test('replay: the first event after a quiet stretch longer than the dedupe window, sent again a minute later (a reconnect\'s backfill, overlapping exports put together), is a duplicate: its run has each state once', async () => {
+  const HOUR_MS = 3_600_000;
+  const after = T0 + 3 * HOUR_MS;
+  const events = [
+    flowState(X, 'x', 'RUNNING', 'Running', 'PENDING', T0, '0198c7d2-eeee-7000-8000-000000000031'),
+    flowState(X, 'x', 'COMPLETED', 'Completed', 'RUNNING', T0 + 3_000, '0198c7d2-eeee-7000-8000-000000000032'),
+    // Three hours later (the dedupe window is one): Y starts, and Z beside it.
+    flowState(Y, 'y', 'RUNNING', 'Running', 'PENDING', after, '0198c7d2-eeee-7000-8000-000000000033'),
+    flowState(Z, 'z', 'RUNNING', 'Running', 'PENDING', after + 30_000, '0198c7d2-eeee-7000-8000-000000000034'),
+    flowState(Y, 'y', 'RUNNING', 'Running', 'PENDING', after, '0198c7d2-eeee-7000-8000-000000000033'),
+    flowState(Y, 'y', 'COMPLETED', 'Completed', 'RUNNING', after + 60_000, '0198c7d2-eeee-7000-8000-000000000035'),
+    flowState(Z, 'z', 'COMPLETED', 'Completed', 'RUNNING', after + 90_000, '0198c7d2-eeee-7000-8000-000000000036'),
+  ];
+  // With `received` (an API or websocket export) and without it (`prefect events stream`).
+  for (const [how, lines] of [['received', events.map((e) => JSON.stringify(e))], ['no received', events.map(bare)]] as const) {
+    const { r, spans } = await replay(lines);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stderr.split('\n').slice(0, 3), ['events read: 7 (7 lines, 1 duplicates, 0 not about a run)', 'skipped: 0', 'runs: 3  spans: 3 (0 incomplete)'], how);
+    assert.deepEqual(summary(spans), {
+      [X]: { incomplete: null, start: ns(T0), end: ns(T0 + 3_000), events: [['Running', ns(T0)], ['Completed', ns(T0 + 3_000)]] },
+      [Y]: { incomplete: null, start: ns(after), end: ns(after + 60_000), events: [['Running', ns(after)], ['Completed', ns(after + 60_000)]] },
+      [Z]: { incomplete: null, start: ns(after + 30_000), end: ns(after + 90_000), events: [['Running', ns(after + 30_000)], ['Completed', ns(after + 90_000)]] },
+    }, how);
+  }
+});
+
+test('replay without `received`: one event days ahead of the rest makes no id seen before it forgotten: a copy of an earlier event after it is still a duplicate', async () => {
+  const running = flowState(X, 'x', 'RUNNING', 'Running', 'PENDING', T0, '0198c7d2-eeee-7000-8000-000000000041');
+  const { r, spans } = await replay([
+    bare(running),
+    bare(customEvent({ event: 'acme.custom', resourceId: `prefect.flow-run.${Y}`, related: [], occurred: T0 + 2 * DAY_MS, id: '0198c7d2-eeee-7000-8000-000000000042' })),
+    bare(flowState(X, 'x', 'RUNNING', 'Running', 'PENDING', T0, '0198c7d2-eeee-7000-8000-000000000041')),
+    bare(flowState(X, 'x', 'COMPLETED', 'Completed', 'RUNNING', T0 + 3_000, '0198c7d2-eeee-7000-8000-000000000043')),
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stderr.split('\n').slice(0, 3), ['events read: 4 (4 lines, 1 duplicates, 0 not about a run)', 'skipped: 0', 'runs: 2  spans: 2 (1 incomplete)']);
+  assert.deepEqual(summary(spans)[X], { incomplete: null, start: ns(T0), end: ns(T0 + 3_000), events: [['Running', ns(T0)], ['Completed', ns(T0 + 3_000)]] });
+});
