@@ -159,6 +159,8 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   signal?.addEventListener('abort', stopReading, { once: true });
   let firstContent = true;
   let multiLineJson = false;
+  /** A line that starts as an array of events or a page and is longer than a line may be. */
+  let tooLargeBatch = false;
   try {
     for await (const lines of lineBatches(refuseNotUtf8Text(input, options.file), { onChunk: (bytes) => (bytesRead += bytes), maxLineChars: MAX_EVENT_BYTES })) {
       if (signal?.aborted === true) break;
@@ -170,7 +172,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
             firstContent = false;
             multiLineJson = startsJsonDocument(trimmed);
           }
-          ingestLine(pipeline, trimmed);
+          if (ingestLine(pipeline, trimmed)) tooLargeBatch = true;
         } else {
           blankCount += 1;
         }
@@ -219,7 +221,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     spansPending: t === undefined ? 0 : t.queued + t.inFlight,
     exportOk: flushed.ok && (t === undefined || (t.dropped === 0 && t.rejected === 0)),
     exporter: config.traces.exporter,
-    ...(multiLineJson && (c.skipped.invalid_json ?? 0) > 0 ? { hint: jsonLinesHint(options.file) } : {}),
+    ...(multiLineJson && (c.skipped.invalid_json ?? 0) > 0 ? { hint: jsonLinesHint(options.file) } : tooLargeBatch ? { hint: tooLargeBatchHint(options.file) } : {}),
   };
 }
 
@@ -278,7 +280,18 @@ function startsJsonDocument(trimmed: string): boolean {
  * events, and events one after another (`jq` without -c).
  */
 function jsonLinesHint(file: string): string {
-  return `input: JSON written over many lines? replay reads one event (or array of events, or /api/events/filter page) a line: rewrite it first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' ${commandArgument(file)} | prefect-otel replay -`;
+  return `input: JSON written over many lines? replay reads one event (or array of events, or /api/events/filter page) a line: rewrite it first, e.g. ${JQ_ONE_EVENT_A_LINE} ${commandArgument(file)} | prefect-otel replay -`;
+}
+
+/** The command that writes events, arrays of them and saved pages, however written, one event a line. */
+const JQ_ONE_EVENT_A_LINE = `jq -c '.events? // . | if type == "array" then .[] else . end'`;
+
+/**
+ * What to do with an array of events (Python's `json.dump` of a list, `jq -s -c`) or a page longer
+ * than a line may be: the same command writes it one event a line, each within the bound.
+ */
+function tooLargeBatchHint(file: string): string {
+  return `input: an array of events (or /api/events/filter page) on one line longer than ${MAX_EVENT_BYTES} characters is skipped whole: write it one event a line first, e.g. ${JQ_ONE_EVENT_A_LINE} ${commandArgument(file)} | prefect-otel replay -`;
 }
 
 /** `{"events"`: how a saved page of `POST /api/events/filter` starts; no event line does. */
@@ -290,23 +303,29 @@ const EVENT_PAGE_START = '{"events"';
  * `JSON.parse`. The line is an event, or many events at once: a JSON array of them, or a page of
  * `POST /api/events/filter` (`{"events":[…],"total":…,"next_page":…}`) as it is saved from the API.
  * Only a line that starts like those is parsed here; an event line costs one character compare more.
+ * True for such a line longer than the bound (cut by `lineBatches`): skipped whole as too large.
  */
-function ingestLine(pipeline: Pipeline, trimmed: string): void {
+function ingestLine(pipeline: Pipeline, trimmed: string): boolean {
   const first = trimmed.charCodeAt(0);
-  if ((first !== 0x5b && (first !== 0x7b || !trimmed.startsWith(EVENT_PAGE_START))) || trimmed.length > MAX_EVENT_BYTES) {
+  if (first !== 0x5b && (first !== 0x7b || !trimmed.startsWith(EVENT_PAGE_START))) {
     pipeline.ingest(trimmed);
-    return;
+    return false;
+  }
+  if (trimmed.length > MAX_EVENT_BYTES) {
+    pipeline.ingest(trimmed); // skipped, counted and logged there
+    return true;
   }
   let value: unknown;
   try {
     value = JSON.parse(trimmed);
   } catch {
     pipeline.ingest(trimmed); // skipped, counted and logged there
-    return;
+    return false;
   }
   const events = Array.isArray(value) ? (isRecord(value[0]) ? value : undefined) : isRecord(value) && Array.isArray(value.events) ? value.events : undefined;
   if (events === undefined) pipeline.ingest(trimmed);
   else for (const event of events as unknown[]) pipeline.ingest(event);
+  return false;
 }
 
 /**

@@ -183,3 +183,38 @@ test("the command suggested for a compressed file quotes a name the shell would 
   const r = await startCli(['replay', gz], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }).result;
   assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 1, stderr: `prefect-otel: ${gz} is gzip-compressed, not JSON lines: decompress it first, e.g. gunzip -c '${dir}/Bob'\\''s events (1).jsonl.gz' | prefect-otel replay -\n` });
 });
+
+test('a JSON array of events, or a saved page, longer than a line may be: skipped and counted as too large, and the summary says how to write it one event a line', async () => {
+  // Four events of 600 KB each: one a line they are read, together on one line they pass the 2 MB bound.
+  const events = smallRun().map((e) => ({ ...e, payload: { ...e.payload, note: 'x'.repeat(600_000) } }));
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-input-'));
+  const run = (args: string[], input?: string) => startCli(args, { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }, input).result;
+  const one = await run(['replay', '-'], `${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
+  assert.deepEqual(one.stderr.split('\n').slice(0, 2), ['events read: 4 (4 lines, 0 duplicates, 0 not about a run)', 'skipped: 0']);
+  const array = join(dir, 'events.json');
+  writeFileSync(array, JSON.stringify(events));
+  const hint = (file: string): string =>
+    `input: an array of events (or /api/events/filter page) on one line longer than 2097152 characters is skipped whole: write it one event a line first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' ${file} | prefect-otel replay -`;
+  const cases: [CliResult, string][] = [
+    [await run(['replay', array]), hint(array)],
+    [await run(['replay', '-'], `${JSON.stringify({ events, total: 4, next_page: null })}\n`), hint('FILE')],
+  ];
+  for (const [r, message] of cases) {
+    assert.deepEqual({ code: r.code, stderr: r.stderr }, {
+      code: 0,
+      stderr: [
+        'events read: 0 (1 lines, 0 duplicates, 0 not about a run)',
+        'skipped: 1 (too_large: 1)',
+        'runs: 0  spans: 0 (0 incomplete)',
+        'spans: not exported (OTEL_TRACES_EXPORTER=none)',
+        'export: ok',
+        'input: no line was a Prefect event',
+        message,
+        '',
+      ].join('\n'),
+    });
+  }
+  // A single event that large is only skipped: rewriting the file would not help it.
+  const big = await run(['replay', '-'], `${JSON.stringify({ ...events[0]!, payload: { note: 'x'.repeat(2_200_000) } })}\n`);
+  assert.deepEqual(big.stderr.split('\n').slice(-3), ['export: ok', 'input: no line was a Prefect event', '']);
+});
