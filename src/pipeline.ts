@@ -7,6 +7,7 @@ import { createLogSender, createTraceSender } from './export/exporters.js';
 import { createResource, estimateSpanBytes } from './export/spans.js';
 import { diagToLogger } from './log/diag.js';
 import { createRunLogWriter } from './log/stlogging.js';
+import { redactTokenFields } from './log/redact.js';
 import { ATTR } from './model/attributes.js';
 import { classify, type Classified } from './model/classify.js';
 import { DedupeSet } from './model/dedupe.js';
@@ -284,7 +285,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     counters.skipped[reason] += 1;
     const n = (warned[reason] = (warned[reason] ?? 0) + 1);
     const text = typeof raw === 'string' ? raw : safeStringify(raw);
-    const fields = { reason, detail, excerpt: excerpt(text), count: counters.skipped[reason] };
+    const fields = { reason, detail: redactTokenFields(detail), excerpt: redactTokenFields(excerpt(text)), count: counters.skipped[reason] };
     if (n <= WARN_PER_REASON) {
       log.warn(fields, n === WARN_PER_REASON ? 'skipped malformed input (further skips for this reason are only counted)' : 'skipped malformed input');
     } else {
@@ -304,7 +305,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   /** An event the model threw on: a bug, but one event must never stop the stream. */
   const failed = (err: unknown, raw: unknown): void => {
     counters.skipped.wrong_type += 1;
-    log.error({ err, excerpt: excerpt(typeof raw === 'string' ? raw : safeStringify(raw)) }, 'event could not be processed; skipped');
+    log.error({ err, excerpt: redactTokenFields(excerpt(typeof raw === 'string' ? raw : safeStringify(raw))) }, 'event could not be processed; skipped');
   };
 
   /** `raw`: the frame or line the event came from, for the excerpt of a skip. */

@@ -58,6 +58,19 @@ const USERINFO_RE = /^(\/\/)[^/?#\\\s]*@/;
 const TOKEN_USERINFO_RE = /^(\/\/)\S*@/;
 const VALUE_USERINFO_RE = /(\/\/)[\s\S]*@/;
 
+/**
+ * `text` with the value of each `"token"` field replaced by `[redacted]`: a recording of Prefect's
+ * websocket given to replay may hold the client's own `{"type":"auth","token":…}` message, whose
+ * token is the API key or auth string. For excerpts of skipped input; a value cut short by the
+ * excerpt is redacted up to its end.
+ */
+export function redactTokenFields(text: string): string {
+  return text.includes('"token"') ? text.replace(TOKEN_FIELD_RE, '$1[redacted]"') : text;
+}
+
+/** `"token":` and the string after it, escapes and all, to its closing quote or the end of the text. */
+const TOKEN_FIELD_RE = /("token"\s*:\s*")(?:[^"\\]|\\.?)*"?/g;
+
 /** Shorter values (`t1`, `true`) are too common to stand for a secret in a text. */
 const MIN_SECRET_CHARS = 6;
 /** A word of a value (`Bearer <token>`) is redacted on its own when at least this long. */

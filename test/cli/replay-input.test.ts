@@ -218,3 +218,32 @@ test('a JSON array of events, or a saved page, longer than a line may be: skippe
   const big = await run(['replay', '-'], `${JSON.stringify({ ...events[0]!, payload: { note: 'x'.repeat(2_200_000) } })}\n`);
   assert.deepEqual(big.stderr.split('\n').slice(-3), ['export: ok', 'input: no line was a Prefect event', '']);
 });
+
+test('a recording of the websocket with the client\'s own messages: the auth message is skipped and counted like the others, and its token (an API key or auth string) is never logged', async () => {
+  const events = smallRun().map((e) => JSON.stringify({ type: 'event', event: e }));
+  const lines = [
+    '{"type":"auth","token":"pnu_0123456789abcdefSECRET"}',
+    '{"type":"auth_success"}',
+    '{"type":"filter","filter":{"event":{"prefix":["prefect.flow-run."]}},"backfill":true}',
+    ...events,
+    // The same message written over many lines, token and all.
+    '{',
+    '  "type": "auth",',
+    '  "token": "admin:pa\\"ss-SECRET"',
+    '}',
+  ];
+  const r = await startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_LOG_LEVEL: 'debug' }, `${lines.join('\n')}\n`).result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stderr.split('\n').slice(0, 2), ['events read: 4 (11 lines, 0 duplicates, 0 not about a run)', 'skipped: 7 (invalid_json: 4, not_an_event_message: 3)']);
+  assert.ok(!`${r.stdout}${r.stderr}`.includes('SECRET'), r.stdout);
+  const skips = r.stdout.split('\n').filter((l) => l.includes('skipped malformed input')).map((l) => (JSON.parse(l) as { excerpt: string }).excerpt);
+  assert.deepEqual(skips, [
+    '{"type":"auth","token":"[redacted]"}',
+    '{"type":"auth_success"}',
+    lines[2],
+    '{',
+    '"type": "auth",',
+    '"token": "[redacted]"',
+    '}',
+  ]);
+});

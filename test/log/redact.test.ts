@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { redactUrlValue, redactUserinfo, safeUrl } from '../../src/log/redact.js';
+import { redactTokenFields, redactUrlValue, redactUserinfo, safeUrl } from '../../src/log/redact.js';
 
 describe('redact: URL user info', () => {
   it('safeUrl drops the user info, a password with a raw @ included, and leaves other URLs as given', () => {
@@ -43,5 +43,24 @@ describe('redact: URL user info', () => {
       ['http://[redacted]@host:4200/api', 'http://[redacted]@host:4200/api', 'http://127.0.0.1:99999/api'],
     );
     assert.deepEqual(['http://user:pa/ss@host:4200/api', 'http://user:p#ss@host'].map(safeUrl), ['http://host:4200/api', 'http://host']);
+  });
+
+  it('redactTokenFields replaces every "token" string, escaped quotes and all, also one an excerpt cut short; other fields stay', () => {
+    assert.deepEqual(
+      [
+        '{"type":"auth","token":"pnu_abc"}',
+        '{"token" : "a\\"b\\\\", "type":"auth"} {"token":"x"}',
+        '{"type":"auth","token":"pnu_abcdef…',
+        '{"type":"auth","token":null}',
+        '{"type":"event","event":{"id":"token"}}',
+      ].map(redactTokenFields),
+      [
+        '{"type":"auth","token":"[redacted]"}',
+        '{"token" : "[redacted]", "type":"auth"} {"token":"[redacted]"}',
+        '{"type":"auth","token":"[redacted]"',
+        '{"type":"auth","token":null}',
+        '{"type":"event","event":{"id":"token"}}',
+      ],
+    );
   });
 });
