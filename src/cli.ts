@@ -98,6 +98,11 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
   if (command === 'replay') {
     file = positional.shift();
     if (file === undefined) problems.push('replay needs a FILE argument (use - for standard input)');
+    // `replay events-*.jsonl`: said once, however many files the shell gave.
+    else if (positional.length > 0) {
+      problems.push('unexpected argument after FILE (not shown: it may be a secret): replay reads one file; to replay many, put them together: cat FILE… | prefect-otel replay -');
+      positional.length = 0;
+    }
   }
   if (positional.length > 0 && command !== 'help') problems.push(`unexpected argument ${shown(positional[0]!)}`);
   const asked = command === 'help' ? positional[0] : undefined;

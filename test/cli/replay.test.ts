@@ -226,7 +226,10 @@ test('mistyped options and stray arguments are listed and exit 2; a value that m
   };
   assert.deepEqual(await problems(['--api-kye', 'pnu_TOPSECRET123', 'wacth']), ['prefect-otel: invalid configuration:', '  - unknown option --api-kye (did you mean --api-key?)', '  - unknown command "wacth" (commands: watch, replay FILE, demo)']);
   assert.deepEqual(await problems(['--otlp-header', 'authorization=Bearer%20SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header (did you mean --otlp-headers?)']);
-  assert.deepEqual(await problems(['replay', '-', 'pnu_SECRET42', '--otlp-header=authorization=SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header (did you mean --otlp-headers?)', '  - unexpected argument (not shown: it may be a secret)']);
+  const oneFile = '  - unexpected argument after FILE (not shown: it may be a secret): replay reads one file; to replay many, put them together: cat FILE… | prefect-otel replay -';
+  assert.deepEqual(await problems(['replay', '-', 'pnu_SECRET42', '--otlp-header=authorization=SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header (did you mean --otlp-headers?)', oneFile]);
+  // Files named as a shell expands `events-*.jsonl`: said once, whatever their number.
+  assert.deepEqual(await problems(['replay', 'events-SECRET-1.jsonl', 'events-SECRET-2.jsonl', 'events-SECRET-3.jsonl']), ['prefect-otel: invalid configuration:', oneFile]);
   // The settings' problems are listed with the arguments'.
   assert.deepEqual(await problems(['replay', '-', '--max-open-runs', 'many', '--bogus=1'], { PREFECT_OTEL_LOG_FORMAT: 'xml' }), [
     'prefect-otel: invalid configuration:',
