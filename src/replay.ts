@@ -298,6 +298,13 @@ function tooLargeBatchHint(file: string): string {
 const EVENT_PAGE_START = '{"events"';
 
 /**
+ * Where one saved page ends and the next begins when they were saved with nothing between them
+ * (`curl … >> pages.json`: the API's answers end without a newline). Nowhere else in JSON: inside a
+ * string a quote is escaped, and no value follows a `}` without a comma.
+ */
+const PAGES_JOINED = `}${EVENT_PAGE_START}`;
+
+/**
  * One line, from its first character that is not white space: a byte order mark inside the input
  * (files with one each, put together with `cat`) is white space to `trimStart` but not to
  * `JSON.parse`. The line is an event, or many events at once: a JSON array of them, or a page of
@@ -319,7 +326,13 @@ function ingestLine(pipeline: Pipeline, trimmed: string): boolean {
   try {
     value = JSON.parse(trimmed);
   } catch {
-    pipeline.ingest(trimmed); // skipped, counted and logged there
+    if (first === 0x7b && trimmed.includes(PAGES_JOINED)) {
+      // Pages saved one after another with nothing between them: each is read (or skipped) on its own.
+      const pages = trimmed.split(PAGES_JOINED);
+      for (let i = 0; i < pages.length; i++) ingestLine(pipeline, `${i === 0 ? '' : EVENT_PAGE_START}${pages[i]}${i === pages.length - 1 ? '' : '}'}`);
+    } else {
+      pipeline.ingest(trimmed); // skipped, counted and logged there
+    }
     return false;
   }
   const events = Array.isArray(value) ? (isRecord(value[0]) ? value : undefined) : isRecord(value) && Array.isArray(value.events) ? value.events : undefined;

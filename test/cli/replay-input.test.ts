@@ -247,3 +247,19 @@ test('a recording of the websocket with the client\'s own messages: the auth mes
     '}',
   ]);
 });
+
+test('saved pages of /api/events/filter appended one after another with nothing between them (curl … >> pages.json): each page\'s events are read, a cut page is skipped', async () => {
+  const events = smallRun();
+  const plain = await replay(`${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
+  const page = (evs: WireEvent[], next: string | null) => JSON.stringify({ events: evs, total: events.length, next_page: next });
+  // As the API answers them (newest first, no newline at the end), and a last one cut short.
+  const cut = page(events.slice(0, 1), null).slice(0, 40);
+  const got = await replay(`${page(events.slice(2).reverse(), 'http://127.0.0.1:4200/api/events/filter/next?page-token=abc')}${page(events.slice(0, 2).reverse(), null)}${cut}`);
+  assert.deepEqual({ code: got.r.code, summary: got.r.stderr.split('\n').slice(0, 3) }, {
+    code: 0,
+    summary: ['events read: 4 (1 lines, 0 duplicates, 0 not about a run)', 'skipped: 1 (invalid_json: 1)', 'runs: 2  spans: 2 (0 incomplete)'],
+  });
+  assert.deepEqual(got.spans, plain.spans);
+  const warned = got.r.stdout.split('\n').filter((l) => l.includes('skipped malformed input')).map((l) => (JSON.parse(l) as { excerpt: string }).excerpt);
+  assert.deepEqual(warned, [cut]);
+});
