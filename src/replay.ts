@@ -18,7 +18,7 @@ export interface ReplaySummary {
   /** Stopped by `signal` before the end of the input. */
   readonly interrupted: boolean;
   readonly lines: number;
-  /** Lines with nothing to read: blank, or a `#` comment. */
+  /** Lines with nothing to read: blank, a `#` comment, or a status line of `prefect events stream`. */
   readonly blank: number;
   readonly events: number;
   readonly duplicates: number;
@@ -65,6 +65,18 @@ const FILE_ERRORS: Readonly<Record<string, string>> = {
 function fileErrorText(err: unknown): string {
   const code = (err as NodeJS.ErrnoException).code;
   return (code === undefined ? undefined : FILE_ERRORS[code]) ?? errorText(err);
+}
+
+/**
+ * What `prefect events stream` prints on standard output besides the events: before the first, and
+ * after Ctrl-C. A file written as `prefect events stream > events.jsonl` holds them; they say nothing
+ * about a run and are counted with the comments, not skipped and warned of.
+ */
+const PREFECT_CLI_STATUS = new Set(['Subscribing to event stream...', 'Exiting...']);
+const OPENING_BRACE = 0x7b;
+
+function isPrefectCliStatus(line: string): boolean {
+  return line.charCodeAt(0) !== OPENING_BRACE && PREFECT_CLI_STATUS.has(line.trimEnd());
 }
 
 /** The longest a replay waits for one run look-up. */
@@ -167,7 +179,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
       for (const line of lines) {
         lineCount += 1;
         const trimmed = line.trimStart();
-        if (trimmed !== '' && !trimmed.startsWith('#')) {
+        if (trimmed !== '' && !trimmed.startsWith('#') && !isPrefectCliStatus(trimmed)) {
           if (firstContent) {
             firstContent = false;
             multiLineJson = startsJsonDocument(trimmed);

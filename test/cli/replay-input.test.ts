@@ -263,3 +263,14 @@ test('saved pages of /api/events/filter appended one after another with nothing 
   const warned = got.r.stdout.split('\n').filter((l) => l.includes('skipped malformed input')).map((l) => (JSON.parse(l) as { excerpt: string }).excerpt);
   assert.deepEqual(warned, [cut]);
 });
+
+test("the output of `prefect events stream > events.jsonl`: its own status lines (Subscribing to event stream..., and Exiting... after Ctrl-C) are counted with the comments, not skipped and warned of; the spans are those of the events alone", async () => {
+  const events = smallRun().map((e) => JSON.stringify(e));
+  const plain = await replay(`${events.join('\n')}\n`);
+  const streamed = await replay(`Subscribing to event stream...\n${events.join('\n')}\nExiting...\n`);
+  const warnings = streamed.r.stdout.split('\n').filter((l) => l.includes('"level":40'));
+  assert.deepEqual(
+    { code: streamed.r.code, summary: streamed.r.stderr.split('\n').slice(0, 3), warnings, spans: streamed.spans },
+    { code: 0, summary: ['events read: 4 (6 lines, 2 blank or comment, 0 duplicates, 0 not about a run)', 'skipped: 0', 'runs: 2  spans: 2 (0 incomplete)'], warnings: [], spans: plain.spans },
+  );
+});
