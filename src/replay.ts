@@ -208,6 +208,11 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   const interrupted = signal?.aborted === true;
   await pipeline.finish(interrupted ? 'interrupted' : 'end_of_input');
   progress(true);
+  // Stopped by a signal, the delivery may still take up to the flush timeout: say what it waits for, and how not to.
+  const waiting = pipeline.traces === undefined ? 0 : pipeline.traces.stats.queued + pipeline.traces.stats.inFlight;
+  if (interrupted && waiting > 0 && options.progress?.tty === true) {
+    options.progress.write(`interrupted: delivering the ${waiting.toLocaleString('en-US')} spans read (a second Ctrl-C stops at once)\n`);
+  }
   // Ending the open runs can finish more spans than the buffer holds: they wait their turn, within the flush timeout.
   const deadline = Date.now() + (options.flushTimeoutMs ?? Math.max(30_000, config.traces.timeoutMs * 3));
   await waitForCollector(pipeline, () => Date.now() >= deadline);

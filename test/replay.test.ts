@@ -32,6 +32,50 @@ test('replay on a terminal: each progress line returns the cursor to the start o
   ]);
 });
 
+test('replay on a terminal stopped by a signal: once the progress line ends, a line says how many spans it still delivers and that a second Ctrl-C stops at once', async (t) => {
+  const receiver = await startOtlpReceiver();
+  const release = receiver.hold();
+  t.after(async () => {
+    release();
+    await receiver.close();
+  });
+  const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+  const fr = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+  const tr = '0198c7d2-6000-7abc-8def-000000000001';
+  const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+  const events = [
+    flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 }),
+    taskRunStateEvent({ taskRunId: tr, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: fr, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 + 1_000 }),
+  ];
+  const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-interrupted-')), 'events.jsonl');
+  // The signal comes with the first progress line (at line 1,024): the two runs read so far are ended as incomplete.
+  writeFileSync(file, [...events.map((e) => JSON.stringify(e)), ...Array<string>(1_500).fill('# a comment')].join('\n'));
+  const stop = new AbortController();
+  const writes: string[] = [];
+  const summary = await runReplay({
+    config: resolveConfig({ apiUrl: 'http://127.0.0.1:9/api', otlpEndpoint: receiver.url, otlpTimeoutMs: 2_000 }, {}),
+    logger: createLogger({ level: 'silent', format: 'json' }),
+    file,
+    progress: { tty: true, write: (text) => void (writes.push(text), stop.abort()) },
+    signal: stop.signal,
+    flushTimeoutMs: 500,
+  });
+  assert.deepEqual(
+    { interrupted: summary.interrupted, spans: summary.spans, incomplete: summary.incomplete, writes },
+    {
+      interrupted: true,
+      spans: 2,
+      incomplete: 2,
+      writes: [
+        '\rreplay 100%  1,024 lines  0 spans  2 open runs\x1b[K\r',
+        // The lines of the batch already read are taken in (the file is one batch here).
+        '\rreplay 100%  1,501 lines  2 spans  0 open runs\x1b[K\n',
+        'interrupted: delivering the 2 spans read (a second Ctrl-C stops at once)\n',
+      ],
+    },
+  );
+});
+
 test('replay with OTel logs on: the summary counts spans not delivered, not the log records waiting beside them', async (t) => {
   const receiver = await startOtlpReceiver();
   const release = receiver.hold();
