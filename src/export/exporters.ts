@@ -177,6 +177,21 @@ function readingAnswers<Internal, Response>(
   };
 }
 
+/** A failed export as the SDK reports it: an HTTP answer's status in `code`, its body in `data`. */
+type ExportFailure = Error & { code?: unknown; data?: unknown };
+
+/**
+ * What a failed export says: `HTTP <status> <reason phrase>: <the collector's message>` for an
+ * answer, the transport's error otherwise. The reason phrase and the message are the collector's
+ * text, which may quote the request's headers: OTLP header values are redacted.
+ */
+export function describeFailure(err: ExportFailure | undefined, redact: (text: string) => string): { status: number | undefined; said: string; message: string } {
+  const status = typeof err?.code === 'number' ? err.code : undefined;
+  const said = status === undefined ? '' : collectorText(err?.data, redact);
+  const message = err === undefined ? 'export failed' : redact(status !== undefined ? `HTTP ${status} ${err.message}${said === '' ? '' : `: ${said}`}` : err.message);
+  return { status, said, message };
+}
+
 function wrap<T>(exporter: Exporter<T>, redact: (text: string) => string = (t) => t, answers?: AnswerSlot): Sender<T> {
   return {
     send: (items) =>
@@ -188,15 +203,12 @@ function wrap<T>(exporter: Exporter<T>, redact: (text: string) => string = (t) =
             resolve(answer === undefined ? { ok: true } : { ok: true, rejected: Math.min(answer.rejected, items.length), error: answer.message });
             return;
           }
-          const err: (Error & { code?: unknown; data?: unknown }) | undefined = result.error;
-          const status = typeof err?.code === 'number' ? err.code : undefined;
+          const err: ExportFailure | undefined = result.error;
           if (err?.message.includes(OVERSIZED_ANSWER) === true) {
             resolve({ ok: false, retryable: false, error: "the collector's answer was larger than the exporter reads (4 MiB); not sent again, as the collector may have taken it" });
             return;
           }
-          // The reason phrase is the collector's text: it may quote the request's headers.
-          const said = status === undefined ? '' : collectorText(err?.data, redact);
-          const message = err === undefined ? 'export failed' : redact(status !== undefined ? `HTTP ${status} ${err.message}${said === '' ? '' : `: ${said}`}` : err.message);
+          const { status, said, message } = describeFailure(err, redact);
           const failure = { ok: false, retryable: status === undefined || RETRYABLE_STATUS.has(status), error: message } as const;
           resolve(refusedForSize(status, said) ? { ...failure, tooLarge: true } : failure);
         });

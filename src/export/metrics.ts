@@ -6,11 +6,11 @@ import { AggregationTemporality, MeterProvider, PeriodicExportingMetricReader, t
 import type { Logger } from 'pino';
 import type { Config, OtlpSignalConfig } from '../config.js';
 import { errorText } from '../errors.js';
-import { shownUrl } from '../log/redact.js';
+import { secretRedactor, shownUrl } from '../log/redact.js';
 import { LAG_METRIC, METRIC_DEFS } from '../metric-defs.js';
 import type { TracingStats } from '../stats.js';
 import { VERSION } from '../version.js';
-import { createHttpDelegate } from './exporters.js';
+import { createHttpDelegate, describeFailure } from './exporters.js';
 import { LAG_BUCKETS_S, type LagHistogram } from './lag.js';
 import { createResource } from './spans.js';
 
@@ -29,6 +29,8 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
   failedWith: string | undefined;
   /** Set before the last export (at shutdown), whose failure the shutdown says: there is no next interval. */
   final = false;
+  /** Takes the OTLP header values out of what the collector said. */
+  readonly redact: (text: string) => string;
 
   /**
    * `log`: where a failing export is said, once when it starts failing, once when it works again,
@@ -39,7 +41,9 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
    */
   constructor(signal: OtlpSignalConfig, private readonly log?: Logger) {
     const encodings = { json: JsonMetricsSerializer, protobuf: ProtobufMetricsSerializer };
-    super(createHttpDelegate(signal, { id: 'METRICS', path: 'v1/metrics' }, encodings, 'otlp_http_metric_exporter', MetricsExporterMetricsHelper));
+    const redact = secretRedactor(Object.values(signal.headers));
+    super(createHttpDelegate(signal, { id: 'METRICS', path: 'v1/metrics' }, encodings, 'otlp_http_metric_exporter', MetricsExporterMetricsHelper, undefined, redact));
+    this.redact = redact;
   }
 
   override export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
@@ -50,7 +54,8 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
         resultCallback(result);
         return;
       }
-      const error = result.error === undefined ? 'export failed' : errorText(result.error);
+      // Worded as a failed span or log export is, the collector's status and message in it.
+      const error = describeFailure(result.error, this.redact).message;
       if (this.failedWith === undefined && !this.final) this.log?.warn({ error }, 'metrics export failing; tried again at the next interval');
       this.failedWith = error;
       resultCallback(this.log === undefined ? result : { code: ExportResultCode.SUCCESS });
@@ -111,7 +116,7 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
         await provider.shutdown();
         error = exporter.failedWith;
       } catch (err) {
-        error = errorText(err);
+        error = exporter.redact(errorText(err));
       }
       if (error !== undefined) logger.child({ component: 'export', signal: 'metrics' }).warn({ error }, 'final metrics export failed');
     },

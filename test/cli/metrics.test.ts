@@ -202,7 +202,43 @@ test('watch: a collector that refuses every metrics export is said once, when it
     .filter((l) => Number(l.level) >= 40)
     .map((l) => ({ level: l.level, msg: l.msg, error: l.error }));
   assert.deepEqual(said, [
-    { level: 40, msg: 'metrics export failing; tried again at the next interval', error: 'Bad Request' },
-    { level: 40, msg: 'final metrics export failed', error: 'Bad Request' },
+    { level: 40, msg: 'metrics export failing; tried again at the next interval', error: 'HTTP 400 Bad Request: metrics refused' },
+    { level: 40, msg: 'final metrics export failed', error: 'HTTP 400 Bad Request: metrics refused' },
   ]);
+});
+
+test('a collector that refuses the metrics quoting their credential: the warnings give its status and message, the credential redacted, as for spans', async (t) => {
+  const credential = 'Bearer m3trics-t0ken-0123456789';
+  const receiver = await startOtlpReceiver({
+    respond: (_n, path) => (path === '/v1/metrics' ? { status: 401, reason: `no access for ${credential}`, body: JSON.stringify({ code: 16, message: `token ${credential} unknown` }) } : 200),
+  });
+  t.after(() => receiver.close());
+  const cli = startCli(
+    ['replay', '-'],
+    {
+      PREFECT_API_URL: 'http://127.0.0.1:9/api',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_METRICS_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'http/json',
+      OTEL_EXPORTER_OTLP_METRICS_HEADERS: `authorization=${encodeURIComponent(credential)}`,
+      OTEL_METRIC_EXPORT_INTERVAL: '100',
+    },
+    `${runLines(1).join('\n')}\n`,
+    { keepStdinOpen: true },
+  );
+  t.after(() => cli.child.kill('SIGKILL'));
+  // A periodic export is refused while the replay still reads; the last one at its end.
+  await until('a refused metrics export', () => receiver.requests.some((q) => q.path === '/v1/metrics'));
+  cli.child.stdin!.end();
+  const r = await cli.result;
+  assert.equal(r.code, 0, r.stderr);
+  const said = logLines(r.stdout)
+    .filter((l) => Number(l.level) >= 40)
+    .map((l) => ({ msg: l.msg, error: l.error }));
+  const error = 'HTTP 401 no access for [redacted]: token [redacted] unknown';
+  assert.deepEqual(said, [
+    { msg: 'metrics export failing; tried again at the next interval', error },
+    { msg: 'final metrics export failed', error },
+  ]);
+  assert.ok(!`${r.stdout}${r.stderr}`.includes('m3trics-t0ken'), 'the credential in the output');
 });
