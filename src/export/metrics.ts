@@ -68,6 +68,16 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
 }
 
 /**
+ * How long one metrics export may take: the OTLP timeout, but within the interval (the SDK's reader
+ * gives an export no longer), and short of it, so that a collector that does not answer fails the
+ * request (said once by the exporter) before the reader gives up on it, which the SDK would log as
+ * an error at every interval.
+ */
+function requestTimeoutMs(timeoutMs: number, intervalMs: number): number {
+  return Math.max(1, Math.min(timeoutMs, Math.floor((intervalMs * 3) / 4)));
+}
+
+/**
  * With OTEL_METRICS_EXPORTER=otlp: the `/metrics` counters as observable instruments (read from the
  * stats once per collection) and the export-lag histogram with the same buckets, every
  * OTEL_METRIC_EXPORT_INTERVAL ms and once more at shutdown.
@@ -75,14 +85,15 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
 export function startMetricsExport(config: Config, read: () => TracingStats, lag: LagHistogram, logger: Logger): MetricsExport | undefined {
   if (config.metrics.exporter === 'none') return undefined;
   const interval = config.metrics.intervalMs;
-  const exporter = new OtlpMetricExporter(config.metrics, logger.child({ component: 'export', signal: 'metrics' }));
+  const exporter = new OtlpMetricExporter({ ...config.metrics, timeoutMs: requestTimeoutMs(config.metrics.timeoutMs, interval) }, logger.child({ component: 'export', signal: 'metrics' }));
   const provider = new MeterProvider({
     resource: createResource(config),
     readers: [
       new PeriodicExportingMetricReader({
         exporter,
         exportIntervalMillis: interval,
-        exportTimeoutMillis: Math.min(interval, config.metrics.timeoutMs),
+        // Never reached first: the request's own timeout ends a hung export, and is said once.
+        exportTimeoutMillis: interval,
       }),
     ],
   });

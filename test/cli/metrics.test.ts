@@ -242,3 +242,32 @@ test('a collector that refuses the metrics quoting their credential: the warning
   ]);
   assert.ok(!`${r.stdout}${r.stderr}`.includes('m3trics-t0ken'), 'the credential in the output');
 });
+
+test('watch: a metrics collector that never answers is said once, when exports start failing, and once at shutdown; not as an error at every interval', async (t) => {
+  const prefect = await startFakePrefect();
+  const receiver = await startOtlpReceiver();
+  const metricsCollector = await startOtlpReceiver();
+  const release = metricsCollector.hold();
+  t.after(async () => {
+    release();
+    await Promise.all([receiver.close(), metricsCollector.close(), prefect.close()]);
+  });
+  const { child, result } = startWatch({
+    PREFECT_API_URL: prefect.url,
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    OTEL_METRICS_EXPORTER: 'otlp',
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${metricsCollector.url}/v1/metrics`,
+    OTEL_METRIC_EXPORT_INTERVAL: '400',
+  }, t);
+  await until('four metrics exports left unanswered', () => metricsCollector.counts.requests >= 4);
+  child.kill('SIGTERM');
+  const r = await result;
+  assert.equal(r.code, 0, r.stderr);
+  const said = logLines(r.stdout)
+    .filter((l) => Number(l.level) >= 40)
+    .map((l) => ({ level: l.level, component: l.component, msg: l.msg, error: l.error }));
+  assert.deepEqual(said, [
+    { level: 40, component: 'export', msg: 'metrics export failing; tried again at the next interval', error: 'Request timed out' },
+    { level: 40, component: 'export', msg: 'final metrics export failed', error: 'Request timed out' },
+  ]);
+});
