@@ -51,7 +51,12 @@ export const METRIC_DEFS: readonly MetricDef[] = [
   { prometheus: 'prefect_otel_spans_dropped_total', otel: 'prefect_otel.spans.dropped', type: 'counter', unit: '{span}', help: 'Spans dropped because the buffer was full.', read: (s) => s.spans.dropped },
   { prometheus: 'prefect_otel_spans_rejected_total', otel: 'prefect_otel.spans.rejected', type: 'counter', unit: '{span}', help: 'Spans the collector rejected for good.', read: (s) => s.spans.rejected },
   { prometheus: 'prefect_otel_span_hook_errors_total', otel: 'prefect_otel.span_hook_errors', type: 'counter', unit: '{span}', help: 'Spans exported unchanged because a span hook threw.', read: (s) => s.spans.hookErrors },
-  { prometheus: 'prefect_otel_export_failures_total', otel: 'prefect_otel.export.failures', type: 'counter', unit: '{attempt}', help: 'Failed export attempts (retried).', read: (s) => s.spans.exportFailures },
+  { prometheus: 'prefect_otel_export_failures_total', otel: 'prefect_otel.export.failures', type: 'counter', unit: '{attempt}', help: 'Failed export attempts of spans (retried).', read: (s) => s.spans.exportFailures },
+  { prometheus: 'prefect_otel_log_records_exported_total', otel: 'prefect_otel.log_records.exported', type: 'counter', unit: '{log_record}', help: 'OTLP log records (OTEL_LOGS_EXPORTER=otlp) accepted by the collector.', read: (s) => s.logRecords.exported },
+  { prometheus: 'prefect_otel_log_records_buffered', otel: 'prefect_otel.log_records.buffered', type: 'gauge', unit: '{log_record}', help: 'OTLP log records waiting for the collector.', read: (s) => s.logRecords.buffered },
+  { prometheus: 'prefect_otel_log_records_dropped_total', otel: 'prefect_otel.log_records.dropped', type: 'counter', unit: '{log_record}', help: 'OTLP log records dropped because the buffer was full.', read: (s) => s.logRecords.dropped },
+  { prometheus: 'prefect_otel_log_records_rejected_total', otel: 'prefect_otel.log_records.rejected', type: 'counter', unit: '{log_record}', help: 'OTLP log records the collector rejected for good.', read: (s) => s.logRecords.rejected },
+  { prometheus: 'prefect_otel_log_export_failures_total', otel: 'prefect_otel.log_export.failures', type: 'counter', unit: '{attempt}', help: 'Failed export attempts of OTLP log records (retried).', read: (s) => s.logRecords.exportFailures },
   { prometheus: 'prefect_otel_reconnects_total', otel: 'prefect_otel.reconnects', type: 'counter', unit: '{reconnect}', help: 'Reconnects to the Prefect event stream.', read: (s) => s.source.reconnects },
 ];
 

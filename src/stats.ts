@@ -42,6 +42,15 @@ export interface TracingStats {
     /** Spans exported unchanged because a span hook threw. */
     readonly hookErrors: number;
   };
+  /** OTLP log records (OTEL_LOGS_EXPORTER=otlp; all 0 without it), counted as the spans are. */
+  readonly logRecords: {
+    readonly exported: number;
+    /** Waiting for the collector: queued, and in the request it has not answered yet. */
+    readonly buffered: number;
+    readonly dropped: number;
+    readonly rejected: number;
+    readonly exportFailures: number;
+  };
   readonly memory: { readonly rssBytes: number; readonly heapUsedBytes: number };
   readonly source: { readonly connects: number; readonly reconnects: number; readonly frames: number; readonly historyEvents: number };
 }
@@ -53,6 +62,7 @@ export function collectStats(
   const c = pipeline.counters;
   const t = pipeline.tracker.counts;
   const d = pipeline.traces?.stats;
+  const l = pipeline.logs?.stats;
   const mem = process.memoryUsage();
   return {
     uptimeS: Math.round((Date.now() - extra.startedMs) / 1000),
@@ -89,6 +99,13 @@ export function collectStats(
       exporting: d === undefined ? true : !d.failing,
       exportLag: pipeline.exportLag.summary(),
       hookErrors: c.hookErrors,
+    },
+    logRecords: {
+      exported: l?.delivered ?? 0,
+      buffered: (l?.queued ?? 0) + (l?.inFlight ?? 0),
+      dropped: l?.dropped ?? 0,
+      rejected: l?.rejected ?? 0,
+      exportFailures: l?.failedAttempts ?? 0,
     },
     memory: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed },
     source: {

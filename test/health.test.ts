@@ -174,3 +174,60 @@ test('/healthz while shutting down (delivering to a collector that has not answe
   release();
   await stopped;
 });
+
+/** The `prefect_otel_log_*` samples of a `/metrics` page. */
+async function logSamples(port: number): Promise<Record<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const m = /^prefect_otel_log_(\w+) (\S+)$/.exec(line);
+    if (m !== null) out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
+
+test('OTLP log records (OTEL_LOGS_EXPORTER=otlp) are counted as spans are, in the stats and on /metrics: a failed export, records the collector refuses, records it takes; the spans and /healthz are not disturbed', async (t) => {
+  const prefect = await startFakePrefect();
+  let logRequests = 0;
+  let logsRefused = true;
+  // The first logs request fails (503, retried), the next ones are refused (400) until `logsRefused` is false.
+  const receiver = await startOtlpReceiver({ respond: (_n, path) => (path !== '/v1/logs' ? 200 : ++logRequests === 1 ? 503 : logsRefused ? 400 : 200) });
+  const tracing = startPrefectTracing({
+    env: {}, logger: pino({ level: 'silent' }), apiUrl: prefect.url, otlpEndpoint: receiver.url, stateFile: join(tempDir(), 'state.json'),
+    settleMs: 50, statsIntervalMs: 0, httpPort: 0, scheduleDelayMs: 10, logsExporter: 'otlp', otlpLogsTimeoutMs: 500,
+  });
+  t.after(async () => {
+    await tracing.shutdown();
+    await receiver.close();
+    await prefect.close();
+  });
+  await tracing.ready;
+  await until('subscribed', () => liveConnections(prefect) === 1);
+  const port = tracing.httpPort!;
+  const seen = async () => ({
+    stats: tracing.stats().logRecords,
+    metrics: await logSamples(port),
+    spansExported: tracing.stats().spans.exported,
+    healthz: (await fetch(`http://127.0.0.1:${port}/healthz`)).status,
+  });
+
+  prefect.publish(oneRun());
+  await until('the two log records refused, the span taken', () => tracing.stats().logRecords.rejected === 2 && tracing.stats().spans.exported === 1);
+  assert.deepEqual(await seen(), {
+    stats: { exported: 0, buffered: 0, dropped: 0, rejected: 2, exportFailures: 1 },
+    metrics: { records_exported_total: 0, records_buffered: 0, records_dropped_total: 0, records_rejected_total: 2, export_failures_total: 1 },
+    spansExported: 1,
+    healthz: 200,
+  });
+
+  logsRefused = false;
+  prefect.publish(oneRun());
+  await receiver.waitForLogs(2);
+  await until('the answers seen', () => tracing.stats().logRecords.exported === 2 && tracing.stats().spans.exported === 2);
+  assert.deepEqual(await seen(), {
+    stats: { exported: 2, buffered: 0, dropped: 0, rejected: 2, exportFailures: 1 },
+    metrics: { records_exported_total: 2, records_buffered: 0, records_dropped_total: 0, records_rejected_total: 2, export_failures_total: 1 },
+    spansExported: 2,
+    healthz: 200,
+  });
+});
