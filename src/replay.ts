@@ -31,6 +31,8 @@ export interface ReplaySummary {
   readonly spansDropped: number;
   readonly spansRejected: number;
   readonly spansPending: number;
+  /** With OTEL_LOGS_EXPORTER=otlp: what became of the OTLP log records. */
+  readonly logRecords?: { readonly exported: number; readonly dropped: number; readonly rejected: number; readonly pending: number };
   readonly exportOk: boolean;
   readonly exporter: string;
   /** What to do when the input was not JSON lines (JSON written over many lines), for the summary. */
@@ -219,6 +221,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   const flushed = await pipeline.shutdown(Math.max(0, deadline - Date.now()));
   done();
   const t = pipeline.traces?.stats;
+  const l = pipeline.logs?.stats;
   const c = pipeline.counters;
   return {
     interrupted,
@@ -236,7 +239,9 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     spansRejected: t?.rejected ?? 0,
     // The trace buffer's own: `flushed` counts the OTel log records still waiting too.
     spansPending: t === undefined ? 0 : t.queued + t.inFlight,
-    exportOk: flushed.ok && (t === undefined || (t.dropped === 0 && t.rejected === 0)),
+    ...(l === undefined ? {} : { logRecords: { exported: l.delivered, dropped: l.dropped, rejected: l.rejected, pending: l.queued + l.inFlight } }),
+    // Log records lost count as spans lost do (those not delivered are in `flushed`).
+    exportOk: flushed.ok && [t, l].every((d) => d === undefined || (d.dropped === 0 && d.rejected === 0)),
     exporter: config.traces.exporter,
     ...(multiLineJson && (c.skipped.invalid_json ?? 0) > 0 ? { hint: jsonLinesHint(options.file) } : tooLargeBatch ? { hint: tooLargeBatchHint(options.file) } : {}),
   };
@@ -381,15 +386,16 @@ export function noEventsRead(s: ReplaySummary): boolean {
 export function formatReplaySummary(s: ReplaySummary): string {
   const skipped = Object.entries(s.skipped);
   const skippedText = skipped.length === 0 ? '0' : `${skipped.reduce((n, [, v]) => n + v, 0)} (${skipped.map(([k, v]) => `${k}: ${v}`).join(', ')})`;
-  const exported =
-    s.exporter === 'none'
-      ? 'not exported (OTEL_TRACES_EXPORTER=none)'
-      : `${s.spansExported} exported${s.spansDropped ? `, ${s.spansDropped} dropped` : ''}${s.spansRejected ? `, ${s.spansRejected} rejected` : ''}${s.spansPending ? `, ${s.spansPending} not delivered` : ''}`;
+  const fate = (exported: number, dropped: number, rejected: number, pending: number): string =>
+    `${exported} exported${dropped ? `, ${dropped} dropped` : ''}${rejected ? `, ${rejected} rejected` : ''}${pending ? `, ${pending} not delivered` : ''}`;
+  const exported = s.exporter === 'none' ? 'not exported (OTEL_TRACES_EXPORTER=none)' : fate(s.spansExported, s.spansDropped, s.spansRejected, s.spansPending);
+  const logs = s.logRecords;
   return [
     `events read: ${s.events} (${s.lines} lines${s.blank ? `, ${s.blank} blank or comment` : ''}, ${s.duplicates} duplicates, ${s.unrelated} not about a run)`,
     `skipped: ${skippedText}`,
     `runs: ${s.runs}  spans: ${s.spans} (${s.incomplete} incomplete)`,
     `spans: ${exported}`,
+    ...(logs === undefined ? [] : [`log records: ${fate(logs.exported, logs.dropped, logs.rejected, logs.pending)}`]),
     s.exportOk ? 'export: ok' : 'export: FAILED',
     ...(noEventsRead(s) ? ['input: no line was a Prefect event'] : []),
     ...(s.hint !== undefined ? [s.hint] : []),

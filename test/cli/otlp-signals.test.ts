@@ -61,3 +61,17 @@ test('logs and metrics use their own OTLP protocol, compression and headers; wha
   ]);
   for (const secret of ['from-flag', 's3cret-env', 't-logs']) assert.ok(!`${r.stdout}${r.stderr}`.includes(secret), `${secret} in the output`);
 });
+
+test('replay: the summary counts the OTLP log records as it counts the spans, and log records the collector refuses fail the export (exit 1), as undelivered ones do', async (t) => {
+  const receiver = await startOtlpReceiver();
+  const refusing = await startOtlpReceiver({ respond: () => ({ status: 401, body: JSON.stringify({ code: 16, message: 'unknown tenant' }) }) });
+  t.after(() => Promise.all([receiver.close(), refusing.close()]));
+  const env = { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_LOGS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: 'http/json' };
+  const summary = (stderr: string): string[] => stderr.split('\n').filter((l) => /^(spans|log records|export):/.test(l));
+
+  const taken = await startCli(['replay', '-'], env, smallRun()).result;
+  assert.deepEqual({ code: taken.code, summary: summary(taken.stderr) }, { code: 0, summary: ['spans: 2 exported', 'log records: 4 exported', 'export: ok'] });
+
+  const refused = await startCli(['replay', '-'], { ...env, OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: `${refusing.url}/v1/logs` }, smallRun()).result;
+  assert.deepEqual({ code: refused.code, summary: summary(refused.stderr) }, { code: 1, summary: ['spans: 2 exported', 'log records: 0 exported, 4 rejected', 'export: FAILED'] });
+});

@@ -93,7 +93,7 @@ test('STLOGGING records over OTLP against a byte bound of ~100 records and a hea
     input(runs, { n: 1 }),
   ).result;
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stderr, new RegExp(`spans: ${runs} exported\\nexport: ok`));
+  assert.match(r.stderr, new RegExp(`spans: ${runs} exported\\nlog records: ${runs * (EVENTS_PER_RUN + 2)} exported\\nexport: ok`));
   const got = receiver.logs().map((l) => ({ traceId: l.traceId, spanId: l.spanId, body: l.body }));
   const want = Array.from({ length: runs }, (_, i) => {
     const id = runId(i);
