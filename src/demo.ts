@@ -9,6 +9,7 @@ import type { SpanRecord } from './model/span-record.js';
 import { createPipeline } from './pipeline.js';
 import { generateDemoWorkload } from './source/demo-workload.js';
 import { shownUrl } from './log/redact.js';
+import { escapeControls } from './log/control-chars.js';
 
 export interface DemoOptions {
   readonly config: Config;
@@ -105,11 +106,20 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   if (t === undefined) {
     out.write('Spans were not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send them to a collector.\n');
   } else {
-    out.write(`Exported ${t.delivered} spans to ${destination}${flushed.ok ? '' : ` (${t.queued + t.inFlight} not delivered: ${t.lastError ?? 'no answer from the collector'})`}.\n`);
+    // Spans the collector refused (a wrong path or port answering 404, a 401) or that did not fit the
+    // queue are not delivered either: said with the collector's answer, on one line, and the exit is 1.
+    const pending = t.queued + t.inFlight;
+    const lost = [
+      ...(t.rejected > 0 ? [`${t.rejected} rejected`] : []),
+      ...(t.dropped > 0 ? [`${t.dropped} dropped`] : []),
+      ...(!flushed.ok ? [`${pending} not delivered`] : []),
+    ];
+    const reason = escapeControls((t.lastError ?? 'no answer from the collector').trim());
+    out.write(`Exported ${t.delivered} spans to ${destination}${lost.length === 0 ? '' : ` (${lost.join(', ')}: ${reason})`}.\n`);
     if (config.jaegerUrl !== undefined && failed !== undefined) out.write(`Open ${config.jaegerUrl}/trace/${failed.traceId}\n`);
   }
   options.logger.flush();
-  return flushed.ok ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
+  return flushed.ok && (t === undefined || (t.rejected === 0 && t.dropped === 0)) ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
 }
 
 /** `{"level":30,…,"msg":"STLOGGING: …","trace_id":"…"}` → `STLOGGING: …  trace_id=…`. */

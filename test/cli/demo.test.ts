@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { startCli, type CliResult } from '../helpers/cli.js';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 
 function cli(args: string[], env: Record<string, string>, input?: string): Promise<CliResult> {
   return startCli(args, { PREFECT_API_URL: 'http://127.0.0.1:9/api', PREFECT_OTEL_LOG_LEVEL: 'info', ...env }, input ?? '').result;
@@ -30,6 +31,24 @@ test('the demo against a collector that is not there: the trees first, then the 
   // The demo's log is pretty, at warn, unless configured: the export's warnings are shown, its info lines are not.
   const logged = lines.filter((l) => /^\d\d:\d\d:\d\d\.\d{3} /.test(l));
   assert.ok(logged.length > 0 && logged.every((l) => / WARN  export of spans failed; retrying .*error=connect ECONNREFUSED 127\.0\.0\.1:9/.test(l)), logged.join('\n'));
+});
+
+test('the demo against a collector that refuses the spans (a 400, or a wrong port answering 404): exit 1, and how many with its answer on one line', async () => {
+  const refusing = await startOtlpReceiver({ respond: () => ({ status: 400, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: 3, message: 'invalid span:\n  trace_id \u001b[31mbad\u001b[0m\r' }) }) });
+  const notCollector = await startOtlpReceiver({ respond: () => ({ status: 404, headers: { 'content-type': 'text/html' }, body: '<html><body>Not Found</body></html>\n' }) });
+  try {
+    const [refused, wrongPort] = await Promise.all([refusing, notCollector].map((c) => cli(['demo'], { OTEL_EXPORTER_OTLP_ENDPOINT: c.url, PREFECT_OTEL_LOG_LEVEL: 'silent' })));
+    const exported = (r: CliResult): string[] => r.stdout.split('\n').filter((l) => l.startsWith('Exported ') || l.startsWith(')'));
+    assert.deepEqual(
+      { refused: { code: refused!.code, exported: exported(refused!) }, wrongPort: { code: wrongPort!.code, exported: exported(wrongPort!) } },
+      {
+        refused: { code: 1, exported: [`Exported 0 spans to ${refusing.url}/v1/traces (51 rejected: HTTP 400 Bad Request: invalid span:\\n  trace_id \\x1b[31mbad\\x1b[0m).`] },
+        wrongPort: { code: 1, exported: [`Exported 0 spans to ${notCollector.url}/v1/traces (51 rejected: HTTP 404 Not Found: <html><body>Not Found</body></html>).`] },
+      },
+    );
+  } finally {
+    await Promise.all([refusing.close(), notCollector.close()]);
+  }
 });
 
 test('the demo with OTel logs on and no collector: the spans not delivered are counted alone, not with the log records', async () => {
