@@ -1,4 +1,5 @@
 import type { SpanEventRecord, SpanRecord } from '../model/span-record.js';
+import { escapeControls } from './control-chars.js';
 
 export interface TreeOptions {
   /** ANSI colours (state names, errors, bars); off by default. */
@@ -74,7 +75,7 @@ export function renderTraceTrees(spans: readonly SpanRecord[], options: TreeOpti
     const header: Segment[] = [
       { text: `trace ${traceId}`, style: 'bold' },
       { text: GAP },
-      { text: root?.name ?? '(root not exported)', shrink: root !== undefined },
+      { text: root === undefined ? '(root not exported)' : escapeControls(root.name), shrink: root !== undefined },
       { text: `${GAP}${plural(list.length, 'span')}${GAP}${formatDuration(endUs - startUs)}` },
     ];
     return { header, rows };
@@ -138,19 +139,19 @@ function traceRows(list: readonly SpanRecord[], g: TraceGeometry): Row[] {
 
 function row(span: SpanRecord, glyphs: Segment[], orphan: boolean, detailPrefix: string, g: TraceGeometry): Row {
   const style = stateStyle(span);
-  const label: Segment[] = [...glyphs, { text: span.name, shrink: true }];
-  if (span.run.name !== undefined && span.run.name !== '') label.push({ text: ` (${span.run.name})`, optional: true });
-  label.push({ text: GAP }, { text: span.run.finalState?.name ?? 'no state', style });
+  const label: Segment[] = [...glyphs, { text: escapeControls(span.name), shrink: true }];
+  if (span.run.name !== undefined && span.run.name !== '') label.push({ text: ` (${escapeControls(span.run.name)})`, optional: true });
+  label.push({ text: GAP }, { text: span.run.finalState === undefined ? 'no state' : escapeControls(span.run.finalState.name), style });
   if (span.run.attempt > 0) label.push({ text: `${GAP}attempt ${span.run.attempt + 1}` });
   if (span.run.incomplete) label.push({ text: `${GAP}[incomplete]`, style: 'yellow' });
   if (orphan) label.push({ text: `${GAP}(parent not exported)`, style: 'dim' });
   const events = g.maxEvents > 0 ? eventLines(span, g.maxEvents) : [];
-  const error = span.status.code === 'error' ? span.status.message.replace(/\s*\n\s*/g, ' ') : undefined;
+  const error = span.status.code === 'error' ? oneLine(span.status.message) : undefined;
   return { label, duration: formatDuration(span.endUs - span.startUs), bar: bar(span, g), style, error, detailPrefix, events };
 }
 
 function eventLines(span: SpanRecord, max: number): string[] {
-  const lines = span.events.slice(0, max).map((e) => `· ${offset(e.timeUs - span.startUs)} ${e.name}${messageOf(e)}`);
+  const lines = span.events.slice(0, max).map((e) => `· ${offset(e.timeUs - span.startUs)} ${escapeControls(e.name)}${messageOf(e)}`);
   const more = span.events.length - max;
   if (more > 0) lines.push(`· … ${plural(more, 'more event')}`);
   return lines;
@@ -158,7 +159,16 @@ function eventLines(span: SpanRecord, max: number): string[] {
 
 function messageOf(e: SpanEventRecord): string {
   const m = e.attributes[STATE_MESSAGE_ATTR];
-  return typeof m === 'string' && m !== '' ? `: ${m.replace(/\s*\n\s*/g, ' ')}` : '';
+  return typeof m === 'string' && m !== '' ? `: ${oneLine(m)}` : '';
+}
+
+/**
+ * A message (a traceback, a collector's answer) on one line, its line breaks as spaces; any other
+ * control character (an ANSI colour or screen-clearing sequence, a carriage return, a tab) written as
+ * an escape, so that it can neither move the cursor nor throw the columns out.
+ */
+function oneLine(text: string): string {
+  return escapeControls(text.replace(/\s*\n\s*/g, ' '));
 }
 
 /** `▕  ████      ▏`: where the span sits between its trace's start and end. */

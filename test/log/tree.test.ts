@@ -208,3 +208,20 @@ test('names in wide characters (Japanese, Chinese, Korean, emoji) take two colum
   // Cut to fit, a wide name loses whole characters; a header that cannot fit keeps its root's name whole.
   assert.equal(renderTraceTrees([span({ id: 'f000000000000009', name: 'データ抽出とデータ変換とデータ読込', start: 0, end: 1 })], { width: 40 }).split('\n')[1], 'データ…  Complet…     1.00 s  ▕████████▏');
 });
+
+test('control characters in names, states, errors and span events (ANSI colours, a screen clear, a title, carriage returns, tabs) are drawn as escapes on one line and keep the columns', () => {
+  const traceback = 'Traceback (most recent call last):\r\n  File "flow.py", line 3\r\n\x1b[31mValueError\x1b[0m: bad\trow\r17\x1b]0;pwned\x07\x1b[2J';
+  const spans = [
+    span({ id: 'f000000000000001', name: 'etl\x1b[1m', run: 'red\x1b[31m-fox', start: 0, end: 10, state: ['FAILED', 'Failed\x1b[5m'], error: traceback,
+      events: [ev('Failed\x1b[0m', 10, 'boom\x1b[2K\rdone')] }),
+    span({ id: 'f000000000000002', parent: 'f000000000000001', name: 'load\tall', run: 'load\u009b31m', start: 1, end: 2 }),
+  ];
+  assert.equal(renderTraceTrees(spans, { width: 120, maxEventsPerSpan: 1 }), [
+    'trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  etl\\x1b[1m  2 spans  10.0 s',
+    'etl\\x1b[1m (red\\x1b[31m-fox)  Failed\\x1b[5m     10.0 s  ▕████████████████████▏',
+    '│  error: Traceback (most recent call last): File "flow.py", line 3 \\x1b[31mValueError\\x1b[0m: bad\\trow\\r17\\x1b]0;pwned…',
+    '│  · +10.0 s Failed\\x1b[0m: boom\\x1b[2K\\rdone',
+    '└─ load\\tall (load\\x9b31m)  Completed           1.00 s  ▕  ██                ▏',
+    '',
+  ].join('\n'));
+});
