@@ -121,23 +121,24 @@ function traceRows(list: readonly SpanRecord[], g: TraceGeometry): Row[] {
   }
   const rows: Row[] = [];
   const drawn = new Set<SpanRecord>();
-  const walk = (span: SpanRecord, prefix: string, glyph: string, childPrefix: string): void => {
+  const walk = (span: SpanRecord, prefix: string, glyph: string, childPrefix: string, parentCells: Cells | undefined): void => {
     drawn.add(span);
     const kids = (children.get(span.spanId) ?? []).filter((k) => !drawn.has(k)).sort(byStart);
     const orphan = span.parentSpanId !== undefined && glyph === '';
-    rows.push(row(span, [{ text: prefix + glyph, style: 'dim' }], orphan, childPrefix + (kids.length > 0 ? '│  ' : '   '), g));
+    const spanCells = cells(span, g, parentCells);
+    rows.push(row(span, [{ text: prefix + glyph, style: 'dim' }], orphan, childPrefix + (kids.length > 0 ? '│  ' : '   '), spanCells, g));
     kids.forEach((k, i) => {
       const last = i === kids.length - 1;
-      walk(k, childPrefix, last ? '└─ ' : '├─ ', childPrefix + (last ? '   ' : '│  '));
+      walk(k, childPrefix, last ? '└─ ' : '├─ ', childPrefix + (last ? '   ' : '│  '), spanCells);
     });
   };
-  for (const s of top.sort(byStart)) walk(s, '', '', '');
+  for (const s of top.sort(byStart)) walk(s, '', '', '', undefined);
   // Spans caught in a parent cycle (malformed input) are still drawn, at the top level.
-  for (const s of [...list].sort(byStart)) if (!drawn.has(s)) walk(s, '', '', '');
+  for (const s of [...list].sort(byStart)) if (!drawn.has(s)) walk(s, '', '', '', undefined);
   return rows;
 }
 
-function row(span: SpanRecord, glyphs: Segment[], orphan: boolean, detailPrefix: string, g: TraceGeometry): Row {
+function row(span: SpanRecord, glyphs: Segment[], orphan: boolean, detailPrefix: string, spanCells: Cells, g: TraceGeometry): Row {
   const style = stateStyle(span);
   const label: Segment[] = [...glyphs, { text: escapeControls(span.name), shrink: true }];
   if (span.run.name !== undefined && span.run.name !== '') label.push({ text: ` (${escapeControls(span.run.name)})`, optional: true });
@@ -147,7 +148,7 @@ function row(span: SpanRecord, glyphs: Segment[], orphan: boolean, detailPrefix:
   if (orphan) label.push({ text: `${GAP}(parent not exported)`, style: 'dim' });
   const events = g.maxEvents > 0 ? eventLines(span, g.maxEvents) : [];
   const error = span.status.code === 'error' ? oneLine(span.status.message) : undefined;
-  return { label, duration: formatDuration(span.endUs - span.startUs), bar: bar(span, g), style, error, detailPrefix, events };
+  return { label, duration: formatDuration(span.endUs - span.startUs), bar: bar(spanCells, g.barWidth), style, error, detailPrefix, events };
 }
 
 function eventLines(span: SpanRecord, max: number): string[] {
@@ -171,16 +172,32 @@ function oneLine(text: string): string {
   return escapeControls(text.replace(/\s*\n\s*/g, ' '));
 }
 
-/** `▕  ████      ▏`: where the span sits between its trace's start and end. */
-function bar(span: SpanRecord, g: TraceGeometry): string {
+/** The cells of a span's bar: from (inclusive) to (exclusive), out of the trace's `barWidth`. */
+type Cells = readonly [number, number];
+
+/**
+ * Where the span sits between its trace's start and end. Its start and end are rounded to the nearest
+ * cell boundary, so that a bar is as long as its span within a cell (a span twice as long draws
+ * about twice as long), spans that follow one another draw end to end, and a span starts no earlier
+ * than one that started before it. A span shorter than a cell takes one cell, within its parent's bar.
+ */
+function cells(span: SpanRecord, g: TraceGeometry, parent: Cells | undefined): Cells {
   const n = g.barWidth;
   const total = g.endUs - g.startUs;
-  let from = 0;
-  let to = 1;
-  if (total > 0) {
-    from = Math.min(n - 1, Math.max(0, Math.floor(((span.startUs - g.startUs) / total) * n)));
-    to = Math.min(n, Math.max(from + 1, Math.ceil(((span.endUs - g.startUs) / total) * n)));
-  }
+  if (!(total > 0)) return [0, 1];
+  const start = ((span.startUs - g.startUs) / total) * n;
+  const end = ((span.endUs - g.startUs) / total) * n;
+  const from = Math.min(n - 1, Math.max(0, Math.round(start)));
+  const to = Math.min(n, Math.round(end));
+  if (to > from) return [from, to];
+  // Shorter than a cell: the cell after the boundary its start rounds to, as for a longer span that
+  // starts with it; the one before when only that one is within its parent's bar.
+  const cell = parent !== undefined && from >= parent[1] && from - 1 >= parent[0] ? from - 1 : from;
+  return [cell, cell + 1];
+}
+
+/** `▕  ████      ▏` */
+function bar([from, to]: Cells, n: number): string {
   return `▕${' '.repeat(from)}${'█'.repeat(to - from)}${' '.repeat(n - to)}▏`;
 }
 

@@ -76,16 +76,16 @@ test('renders each trace as a tree: glyphs, run names, states, durations, bars, 
   const expected = [
     'trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  etl  6 spans  12.4 s',
     'etl (crimson-fox)  Completed                            12.4 s  ▕████████████████████▏',
-    '├─ extract (extract-3f2)  Completed                     850 ms  ▕███                 ▏',
-    '│  └─ parse (parse-1a2)  Completed                      300 ms  ▕██                  ▏',
+    '├─ extract (extract-3f2)  Completed                     850 ms  ▕ █                  ▏',
+    '│  └─ parse (parse-1a2)  Completed                      300 ms  ▕ █                  ▏',
     '├─ load (load-7c1)  Failed  attempt 2                   2.10 s  ▕   ████             ▏  error: ValueError: bad row 17',
     '└─ quality-checks (amber-owl)  Completed                3.00 s  ▕        █████       ▏',
-    '   └─ check (check-001)  Running  [incomplete]            0 ms  ▕         █          ▏',
+    '   └─ check (check-001)  Running  [incomplete]            0 ms  ▕          █         ▏',
     '',
     'trace 0198c7d3aaaa7bbb8ccc0123456789ab  publish-report  3 spans  3 m 05 s',
     'publish-report (quiet-ibis)  Cancelled                3 m 05 s  ▕████████████████████▏',
-    '├─ publish (publish-4d4)  Completed                     19.0 s  ▕███                 ▏',
-    '└─ render (render-9c0)  Completed                       59.0 s  ▕███████             ▏',
+    '├─ publish (publish-4d4)  Completed                     19.0 s  ▕██                  ▏',
+    '└─ render (render-9c0)  Completed                       59.0 s  ▕██████              ▏',
     '',
     'trace 0198c7d4eeee7fff8aaa0123456789ab  (root not exported)  1 span  250 ms',
     'notify (notify-818)  Crashed  (parent not exported)     250 ms  ▕████████████████████▏  error: Crash detected',
@@ -98,17 +98,17 @@ test('at a narrow width: run names go first, then labels are cut; errors that do
   const expected = [
     'trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  etl  6 spans  12.4 s',
     'etl (crimson-fox)  Completed          12.4 s  ▕████████████▏',
-    '├─ extract  Completed                 850 ms  ▕██          ▏',
+    '├─ extract  Completed                 850 ms  ▕█           ▏',
     '│  │  · +0 ms Pending',
     '│  │  · +10 ms Running',
     '│  │  · … 1 more event',
     '│  └─ parse  Completed                300 ms  ▕█           ▏',
-    '├─ load  Failed  attempt 2            2.10 s  ▕ ███        ▏',
+    '├─ load  Failed  attempt 2            2.10 s  ▕  ██        ▏',
     '│     error: ValueError: bad row 17',
     '│     · +0 ms Running',
     '│     · +2.10 s Failed: ValueError: bad row 17',
-    '└─ quality-checks  Completed          3.00 s  ▕    ████    ▏',
-    '   └─ check  Running  [incomplet…       0 ms  ▕     █      ▏',
+    '└─ quality-checks  Completed          3.00 s  ▕     ███    ▏',
+    '   └─ check  Running  [incomplet…       0 ms  ▕      █     ▏',
     '',
   ].join('\n');
   assert.equal(renderTraceTrees(TRACE_A_SPANS, { width: 60, maxEventsPerSpan: 2 }), expected);
@@ -185,8 +185,8 @@ test('at 40 columns each span\'s line fits and keeps the start of its state, how
   const expected = [
     'trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  sync-crm  3 spans  10.2 s',
     'sync-crm  Cancel…     10.2 s  ▕████████▏',
-    '├─ fetch_c…  Com…     1.54 s  ▕██      ▏',
-    '└─ upsert_…  Run…      11 ms  ▕   █    ▏',
+    '├─ fetch_c…  Com…     1.54 s  ▕ █      ▏',
+    '└─ upsert_…  Run…      11 ms  ▕    █   ▏',
     '',
   ].join('\n');
   assert.equal(renderTraceTrees(spans, { width: 40 }), expected);
@@ -201,7 +201,7 @@ test('names in wide characters (Japanese, Chinese, Korean, emoji) take two colum
   assert.equal(renderTraceTrees(spans, { width: 60 }), [
     'trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  日次集計フロー  3 spans  10.0 s',
     '日次集計フロー (r)  Completed         10.0 s  ▕████████████▏',
-    '├─ データ抽出  Completed              1.00 s  ▕ ██         ▏',
+    '├─ データ抽出  Completed              1.00 s  ▕ █          ▏',
     '└─ 📦 load (load-1)  Completed        1.00 s  ▕  ██        ▏',
     '',
   ].join('\n'));
@@ -222,6 +222,30 @@ test('control characters in names, states, errors and span events (ANSI colours,
     '│  error: Traceback (most recent call last): File "flow.py", line 3 \\x1b[31mValueError\\x1b[0m: bad\\trow\\r17\\x1b]0;pwned…',
     '│  · +10.0 s Failed\\x1b[0m: boom\\x1b[2K\\rdone',
     '└─ load\\tall (load\\x9b31m)  Completed           1.00 s  ▕  ██                ▏',
+    '',
+  ].join('\n'));
+});
+
+test('bars are as long as their spans within a cell, steps that follow one another draw end to end, and a span shorter than a cell is drawn within its parent', () => {
+  // 10 s in 20 cells: half a second a cell. Each step starts when the one before it ends.
+  const spans = [
+    span({ id: 'f000000000000001', name: 'etl', start: 0, end: 10 }),
+    span({ id: 'f000000000000002', parent: 'f000000000000001', name: 'extract', start: 0.9, end: 1.64 }),
+    span({ id: 'f000000000000007', parent: 'f000000000000002', name: 'connect', start: 0.92, end: 0.95 }),
+    span({ id: 'f000000000000003', parent: 'f000000000000001', name: 'transform', start: 1.64, end: 3.15 }),
+    span({ id: 'f000000000000004', parent: 'f000000000000001', name: 'load', start: 3.15, end: 6.15 }),
+    span({ id: 'f000000000000005', parent: 'f000000000000004', name: 'validate', start: 3.2, end: 4.1 }),
+    span({ id: 'f000000000000006', parent: 'f000000000000001', name: 'notify', start: 6.15, end: 6.17 }),
+  ];
+  assert.equal(renderTraceTrees(spans, { width: 100 }), [
+    'trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  etl  7 spans  10.0 s',
+    'etl  Completed                10.0 s  ▕████████████████████▏',
+    '├─ extract  Completed         740 ms  ▕  █                 ▏',
+    '│  └─ connect  Completed       30 ms  ▕  █                 ▏',
+    '├─ transform  Completed       1.51 s  ▕   ███              ▏',
+    '├─ load  Completed            3.00 s  ▕      ██████        ▏',
+    '│  └─ validate  Completed     900 ms  ▕      ██            ▏',
+    '└─ notify  Completed           20 ms  ▕            █       ▏',
     '',
   ].join('\n'));
 });
