@@ -249,9 +249,11 @@ function compare(a: string, b: string): number {
 
 /**
  * Characters a terminal draws two columns wide: East Asian Wide and Fullwidth (Hangul, CJK, kana,
- * fullwidth forms) and emoji; and ones it draws in none (combining marks, format characters).
+ * fullwidth forms) and emoji drawn as emoji by default (Emoji_Presentation: 📦, also ✅ ❌ ⏳ ⚡ 🟢
+ * outside the pictograph blocks, but not text-style symbols such as © ™ ☀); and ones it draws in
+ * none (combining marks, format characters).
  */
-const WIDE_CHAR = /[\u1100-\u115F\u2E80-\u303E\u3041-\u33FF\u3400-\u4DBF\u4E00-\u9FFF\uA000-\uA4CF\uAC00-\uD7A3\uF900-\uFAFF\uFE30-\uFE4F\uFF00-\uFF60\uFFE0-\uFFE6\u{1F300}-\u{1F64F}\u{1F680}-\u{1F6FF}\u{1F900}-\u{1F9FF}\u{1FA70}-\u{1FAFF}\u{20000}-\u{3FFFD}]/u;
+const WIDE_CHAR = /[\u1100-\u115F\u2E80-\u303E\u3041-\u33FF\u3400-\u4DBF\u4E00-\u9FFF\uA000-\uA4CF\uAC00-\uD7A3\uF900-\uFAFF\uFE30-\uFE4F\uFF00-\uFF60\uFFE0-\uFFE6\u{20000}-\u{3FFFD}\p{Emoji_Presentation}]/u;
 const ZERO_WIDTH_CHAR = /[\p{Mn}\p{Me}\p{Cf}]/u;
 
 function charColumns(c: string): number {

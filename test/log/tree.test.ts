@@ -249,3 +249,22 @@ test('bars are as long as their spans within a cell, steps that follow one anoth
     '',
   ].join('\n'));
 });
+
+test('emoji drawn two columns wide outside the pictograph blocks (✅ ❌ ⏳ ⚡ 🟢) take two columns; text-style symbols (© ™ ☀) one', () => {
+  const spans = [
+    span({ id: 'f000000000000001', name: '⚡ nightly', run: 'r', start: 0, end: 10 }),
+    span({ id: 'f000000000000002', parent: 'f000000000000001', name: '✅ validate', start: 1, end: 2 }),
+    span({ id: 'f000000000000003', parent: 'f000000000000001', name: '❌ reject ⏳', start: 2, end: 3 }),
+    span({ id: 'f000000000000004', parent: 'f000000000000001', name: '🟢 publish', start: 3, end: 4 }),
+    span({ id: 'f000000000000005', parent: 'f000000000000001', name: '© ☀ ™ notes', start: 4, end: 5 }),
+  ];
+  assert.equal(renderTraceTrees(spans, { width: 60 }), [
+    'trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  ⚡ nightly  5 spans  10.0 s',
+    '⚡ nightly (r)  Completed      10.0 s  ▕████████████▏',
+    '├─ ✅ validate  Completed      1.00 s  ▕ █          ▏',
+    '├─ ❌ reject ⏳  Completed     1.00 s  ▕  ██        ▏',
+    '├─ 🟢 publish  Completed       1.00 s  ▕    █       ▏',
+    '└─ © ☀ ™ notes  Completed      1.00 s  ▕     █      ▏',
+    '',
+  ].join('\n'));
+});
