@@ -116,7 +116,8 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     ];
     const reason = escapeControls((t.lastError ?? 'no answer from the collector').trim());
     out.write(`Exported ${t.delivered} spans to ${destination}${lost.length === 0 ? '' : ` (${lost.join(', ')}: ${reason})`}.\n`);
-    if (config.jaegerUrl !== undefined && failed !== undefined) out.write(`Open ${config.jaegerUrl}/trace/${failed.traceId}\n`);
+    // A link to a trace the collector did not take would open on "trace not found".
+    if (config.jaegerUrl !== undefined && failed !== undefined && t.delivered > 0) out.write(`Open ${config.jaegerUrl}/trace/${failed.traceId}\n`);
   }
   options.logger.flush();
   return flushed.ok && (t === undefined || (t.rejected === 0 && t.dropped === 0)) ? EXIT_CODES.OK : EXIT_CODES.FAILURE;

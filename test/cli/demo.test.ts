@@ -51,6 +51,35 @@ test('the demo against a collector that refuses the spans (a 400, or a wrong por
   }
 });
 
+test('the demo with PREFECT_OTEL_JAEGER_URL: the failed trace\'s link when its spans were delivered, none when the collector refused them all', async () => {
+  const taking = await startOtlpReceiver();
+  const refusing = await startOtlpReceiver({ respond: () => 401 });
+  try {
+    const env = (c: { url: string }): Record<string, string> => ({ OTEL_EXPORTER_OTLP_ENDPOINT: c.url, PREFECT_OTEL_JAEGER_URL: 'http://jaeger.test:16686', PREFECT_OTEL_LOG_LEVEL: 'silent' });
+    const [delivered, refused] = await Promise.all([cli(['demo'], env(taking)), cli(['demo'], env(refusing))]);
+    const ending = (r: CliResult): string[] => r.stdout.split('\n').filter((l) => /^(Sending|Exported|Open) /.test(l));
+    assert.deepEqual(
+      { delivered: { code: delivered.code, ending: ending(delivered) }, refused: { code: refused.code, ending: ending(refused) } },
+      {
+        delivered: {
+          code: 0,
+          ending: [
+            `Sending 51 spans to ${taking.url}/v1/traces …`,
+            `Exported 51 spans to ${taking.url}/v1/traces.`,
+            'Open http://jaeger.test:16686/trace/01a211bc8c9c7986985619147fd1e034',
+          ],
+        },
+        refused: {
+          code: 1,
+          ending: [`Sending 51 spans to ${refusing.url}/v1/traces …`, `Exported 0 spans to ${refusing.url}/v1/traces (51 rejected: HTTP 401 Unauthorized).`],
+        },
+      },
+    );
+  } finally {
+    await Promise.all([taking.close(), refusing.close()]);
+  }
+});
+
 test('the demo with OTel logs on and no collector: the spans not delivered are counted alone, not with the log records', async () => {
   const r = await cli(['demo'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_EXPORTER_OTLP_TIMEOUT: '300', OTEL_LOGS_EXPORTER: 'otlp', PREFECT_OTEL_LOG_LEVEL: 'silent' });
   assert.equal(r.code, 1, r.stderr);
