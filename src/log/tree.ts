@@ -43,8 +43,8 @@ interface Row {
  *
  *     trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  etl  4 spans  12.4 s
  *     etl (crimson-fox)  Completed                 12.4 s  ▕████████████████████▏
- *     ├─ extract (extract-3f2)  Completed          850 ms  ▕███                 ▏
- *     │  └─ parse (parse-1a2)  Completed           300 ms  ▕██                  ▏
+ *     ├─ extract (extract-3f2)  Completed          850 ms  ▕ █                  ▏
+ *     │  └─ parse (parse-1a2)  Completed           300 ms  ▕ █                  ▏
  *     └─ load (load-7c1)  Failed  attempt 2        2.10 s  ▕   ████             ▏  error: ValueError: bad row 17
  *
  * Traces are ordered by start time, children by start time. A span whose parent is not among the
