@@ -14,6 +14,8 @@ export type Compression = 'gzip' | 'none';
 export type TracesExporterKind = 'otlp' | 'console' | 'none';
 export type LogsExporterKind = 'otlp' | 'none';
 export type MetricsExporterKind = 'otlp' | 'none';
+/** OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, as the OpenTelemetry spec defines it. */
+export type MetricsTemporalityPreference = 'cumulative' | 'delta' | 'lowmemory';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 export type LogFormat = 'json' | 'pretty';
 
@@ -53,7 +55,7 @@ export interface Config {
   };
   readonly traces: OtlpSignalConfig & { readonly exporter: TracesExporterKind };
   readonly logs: OtlpSignalConfig & { readonly exporter: LogsExporterKind };
-  readonly metrics: OtlpSignalConfig & { readonly exporter: MetricsExporterKind; readonly intervalMs: number };
+  readonly metrics: OtlpSignalConfig & { readonly exporter: MetricsExporterKind; readonly intervalMs: number; readonly temporalityPreference: MetricsTemporalityPreference };
   readonly resource: { readonly serviceName: string; readonly attributes: Readonly<Record<string, string>> };
   readonly stateFile: string;
   readonly jaegerUrl: string | undefined;
@@ -208,6 +210,7 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
       ...signal('v1/metrics', { url: 'otlpMetricsEndpoint', headers: 'otlpMetricsHeaders', protocol: 'otlpMetricsProtocol', compression: 'otlpMetricsCompression', timeoutMs: 'otlpMetricsTimeoutMs' }),
       exporter: v.metricsExporter,
       intervalMs: v.metricExportIntervalMs,
+      temporalityPreference: v.otlpMetricsTemporalityPreference,
     },
     resource: { serviceName: serviceName(v, rankOf('serviceName') > FROM_DEFAULT), attributes: Object.freeze({ ...v.resourceAttributes }) },
     stateFile: v.stateFile,
@@ -377,7 +380,8 @@ function transport(prefix: 'logs' | 'metrics', signal: OtlpSignalConfig): Record
 }
 
 /** `OTEL_EXPORTER_OTLP_LOGS_PROTOCOL` → `PROTOCOL`: a signal's own setting, which overrides the generic one. */
-const SIGNAL_SETTING_RE = /^OTEL_EXPORTER_OTLP_(?:TRACES|LOGS|METRICS)_(.+)$/;
+/** A signal's own form of a generic OTLP variable (the temporality preference has none). */
+const SIGNAL_SETTING_RE = /^OTEL_EXPORTER_OTLP_(?:TRACES|LOGS|METRICS)_(ENDPOINT|HEADERS|PROTOCOL|COMPRESSION|TIMEOUT)$/;
 
 function describeDefault(value: unknown): string {
   if (value === undefined) return 'unset';

@@ -349,6 +349,11 @@ export const SETTINGS = {
     env: ['OTEL_METRIC_EXPORT_INTERVAL'], flag: '--metric-export-interval-ms', default: 60_000, parse: integer(100, DAY_MS, ' ms'),
     doc: 'how often the metrics are exported (ms); a last export happens at shutdown',
   },
+  otlpMetricsTemporalityPreference: {
+    env: ['OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE'], flag: '--otlp-metrics-temporality-preference', default: 'cumulative',
+    parse: oneOf(['cumulative', 'delta', 'lowmemory'] as const),
+    doc: '`cumulative`, `delta` (counters and the histogram as deltas, for a backend that takes only those) or `lowmemory` (the histogram as deltas), as the OpenTelemetry spec defines them',
+  },
   stateFile: {
     env: ['PREFECT_OTEL_STATE_FILE'], flag: '--state-file', default: '.prefect-otel/state.json', parse: text,
     doc: 'where the resume cursor and open runs are persisted',

@@ -56,7 +56,7 @@ test('logs and metrics have their own OTLP headers, protocol, compression and ti
   assert.deepEqual(signals, {
     traces: { url: 'http://collector:4318/v1/traces', headers: { 'x-all': 'generic', 'x-tenant': 't1' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 3_000, exporter: 'otlp' },
     logs: { url: 'http://collector:4318/v1/logs', headers: { 'x-all': 'generic', 'x-tenant': 't-logs', 'x-logs': 'from-env' }, protocol: 'http/json', compression: 'gzip', timeoutMs: 4_000, exporter: 'otlp' },
-    metrics: { url: 'http://collector:4318/v1/metrics', headers: { 'x-all': 'generic', 'x-tenant': 't1', 'x-metrics': 'from-option' }, protocol: 'http/json', compression: 'gzip', timeoutMs: 6_000, exporter: 'otlp', intervalMs: 60_000 },
+    metrics: { url: 'http://collector:4318/v1/metrics', headers: { 'x-all': 'generic', 'x-tenant': 't1', 'x-metrics': 'from-option' }, protocol: 'http/json', compression: 'gzip', timeoutMs: 6_000, exporter: 'otlp', intervalMs: 60_000, temporalityPreference: 'cumulative' },
   });
   assert.deepEqual(c.warnings, []);
 });
@@ -176,7 +176,7 @@ test('a flag or option wins over the environment, a signal\'s own variable too; 
   assert.deepEqual({ traces: c.traces, logs: c.logs, metrics: c.metrics }, {
     traces: { url: 'http://generic-option:4318/v1/traces', headers: { authorization: 'generic-option', 'x-traces': 'env' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 7_000, exporter: 'otlp' },
     logs: { url: 'http://generic-option:4318/v1/logs', headers: { authorization: 'generic-option' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 10_000, exporter: 'none' },
-    metrics: { url: 'http://metrics-option:4318/m', headers: { authorization: 'generic-option' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 10_000, exporter: 'none', intervalMs: 60_000 },
+    metrics: { url: 'http://metrics-option:4318/m', headers: { authorization: 'generic-option' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 10_000, exporter: 'none', intervalMs: 60_000, temporalityPreference: 'cumulative' },
   });
   // With no option, the environment alone: the signal's own variable wins over the generic one.
   const e = resolveConfig({}, env);
@@ -378,4 +378,14 @@ test("PREFECT_API_REQUEST_TIMEOUT is seconds as Prefect writes them (60 by defau
     },
   );
   assert.throws(() => resolveConfig({}, { PREFECT_API_REQUEST_TIMEOUT: '0' }), (err: unknown) => err instanceof ConfigError && err.problems[0] === 'PREFECT_API_REQUEST_TIMEOUT: must be between 0.1 and 3600 s, got 0');
+});
+
+test('OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: cumulative by default, delta or lowmemory in any case; another value warns and keeps cumulative, as OTel components do (it has no generic form to fall back to)', () => {
+  assert.equal(resolveConfig({}, {}).metrics.temporalityPreference, 'cumulative');
+  assert.equal(resolveConfig({}, { OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'Delta' }).metrics.temporalityPreference, 'delta');
+  const c = resolveConfig({}, { OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'deltas' });
+  assert.deepEqual({ preference: c.metrics.temporalityPreference, warnings: c.warnings }, {
+    preference: 'cumulative',
+    warnings: ['OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: must be one of cumulative, delta, lowmemory, got "deltas"; using the default (cumulative)'],
+  });
 });

@@ -2,9 +2,9 @@ import type { Attributes, BatchObservableResult, Observable } from '@opentelemet
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
 import { JsonMetricsSerializer, MetricsExporterMetricsHelper, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
-import { AggregationTemporality, MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { AggregationTemporality, InstrumentType, MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { Logger } from 'pino';
-import type { Config, OtlpSignalConfig } from '../config.js';
+import type { Config, MetricsTemporalityPreference, OtlpSignalConfig } from '../config.js';
 import { errorText } from '../errors.js';
 import { secretRedactor, shownUrl } from '../log/redact.js';
 import { LAG_METRIC, METRIC_DEFS } from '../metric-defs.js';
@@ -22,7 +22,8 @@ export interface MetricsExport {
 /**
  * OTLP/HTTP metrics exporter on the same release train as the trace and log exporters: the
  * published `exporter-metrics-otlp-*` packages stop at 0.223.0 and pin `sdk-metrics`/`core` 2.12.0,
- * which would put a second copy of the SDK beside ours. Cumulative temporality, as the default.
+ * which would put a second copy of the SDK beside ours. Cumulative temporality unless
+ * OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE asks for deltas.
  */
 export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implements PushMetricExporter {
   /** Why the latest export failed; undefined once one went through. */
@@ -36,10 +37,14 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
    * `log`: where a failing export is said, once when it starts failing, once when it works again,
    * and for the last export. The SDK's reader would report every failed interval again, as an error
    * with its stack through OpenTelemetry's global diag (which the CLI routes to its log): with a
-   * `log`, the reader is told the export went through. Nothing is lost by it: the values are
-   * cumulative, and the next export carries them.
+   * `log`, the reader is told the export went through. Nothing is lost by it: cumulative values
+   * are carried by the next export, and deltas are taken at collection, whatever the export's outcome.
    */
-  constructor(signal: OtlpSignalConfig, private readonly log?: Logger) {
+  constructor(
+    signal: OtlpSignalConfig,
+    private readonly log?: Logger,
+    private readonly preference: MetricsTemporalityPreference = 'cumulative',
+  ) {
     const encodings = { json: JsonMetricsSerializer, protobuf: ProtobufMetricsSerializer };
     const redact = secretRedactor(Object.values(signal.headers));
     super(createHttpDelegate(signal, { id: 'METRICS', path: 'v1/metrics' }, encodings, 'otlp_http_metric_exporter', MetricsExporterMetricsHelper, undefined, redact));
@@ -62,8 +67,18 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
     });
   }
 
-  selectAggregationTemporality(): AggregationTemporality {
-    return AggregationTemporality.CUMULATIVE;
+  /**
+   * OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, as the spec's table has it: `delta` makes the
+   * counters (observable ones too) and histograms deltas, `lowmemory` only the synchronous counters
+   * and histograms; up-down counters and gauges stay cumulative. With deltas, the values of an export
+   * that failed are lost, as in every OpenTelemetry SDK: the reader does not send them again.
+   */
+  selectAggregationTemporality(instrumentType: InstrumentType): AggregationTemporality {
+    const delta =
+      instrumentType === InstrumentType.HISTOGRAM ||
+      instrumentType === InstrumentType.COUNTER ||
+      (instrumentType === InstrumentType.OBSERVABLE_COUNTER && this.preference === 'delta');
+    return this.preference !== 'cumulative' && delta ? AggregationTemporality.DELTA : AggregationTemporality.CUMULATIVE;
   }
 }
 
@@ -85,7 +100,11 @@ function requestTimeoutMs(timeoutMs: number, intervalMs: number): number {
 export function startMetricsExport(config: Config, read: () => TracingStats, lag: LagHistogram, logger: Logger): MetricsExport | undefined {
   if (config.metrics.exporter === 'none') return undefined;
   const interval = config.metrics.intervalMs;
-  const exporter = new OtlpMetricExporter({ ...config.metrics, timeoutMs: requestTimeoutMs(config.metrics.timeoutMs, interval) }, logger.child({ component: 'export', signal: 'metrics' }));
+  const exporter = new OtlpMetricExporter(
+    { ...config.metrics, timeoutMs: requestTimeoutMs(config.metrics.timeoutMs, interval) },
+    logger.child({ component: 'export', signal: 'metrics' }),
+    config.metrics.temporalityPreference,
+  );
   const provider = new MeterProvider({
     resource: createResource(config),
     readers: [

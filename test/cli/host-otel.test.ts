@@ -57,7 +57,7 @@ test("library: an application's HTTP instrumentation sees prefect-otel's own req
     apiUrl: prefect.url,
     otlpEndpoint: receiver.url,
     metricsExporter: 'otlp',
-    metricExportIntervalMs: 100,
+    metricExportIntervalMs: 400,
     stateFile: join(tempDir(), 'state.json'),
     settleMs: 100,
     statsIntervalMs: 0,

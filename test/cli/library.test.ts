@@ -207,7 +207,7 @@ test('library: a metrics export that fails is said in prefect-otel\'s own log, o
   const { logger, lines } = captureLogger();
   const tracing = startPrefectTracing({
     env: {}, logger, apiUrl: prefect.url, otlpEndpoint: receiver.url, tracesExporter: 'none',
-    metricsExporter: 'otlp', metricExportIntervalMs: 100, stateFile: join(tempDir(), 'state.json'), statsIntervalMs: 0,
+    metricsExporter: 'otlp', metricExportIntervalMs: 400, stateFile: join(tempDir(), 'state.json'), statsIntervalMs: 0,
   });
   t.after(async () => {
     await tracing.shutdown();

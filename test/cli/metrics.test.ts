@@ -114,7 +114,7 @@ test('OTEL_METRICS_EXPORTER=otlp: replay exports the /metrics counters and the l
       PREFECT_API_URL: 'http://127.0.0.1:9/api',
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
       OTEL_METRICS_EXPORTER: 'otlp',
-      OTEL_METRIC_EXPORT_INTERVAL: '100',
+      OTEL_METRIC_EXPORT_INTERVAL: '400',
       OTEL_SERVICE_NAME: 'prefect-test',
       PREFECT_OTEL_LOG_LEVEL: 'info',
     },
@@ -192,8 +192,8 @@ test('watch: a collector that refuses every metrics export is said once, when it
     await receiver.close();
     await prefect.close();
   });
-  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'otlp', OTEL_METRIC_EXPORT_INTERVAL: '100' }, t);
-  await until('five refused metrics exports', () => receiver.requests.filter((q) => q.path === '/v1/metrics').length >= 5);
+  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'otlp', OTEL_METRIC_EXPORT_INTERVAL: '400' }, t);
+  await until('four refused metrics exports', () => receiver.requests.filter((q) => q.path === '/v1/metrics').length >= 4);
   child.kill('SIGTERM');
   const r = await result;
   assert.equal(r.code, 0, r.stderr);
@@ -221,7 +221,7 @@ test('a collector that refuses the metrics quoting their credential: the warning
       OTEL_METRICS_EXPORTER: 'otlp',
       OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'http/json',
       OTEL_EXPORTER_OTLP_METRICS_HEADERS: `authorization=${encodeURIComponent(credential)}`,
-      OTEL_METRIC_EXPORT_INTERVAL: '100',
+      OTEL_METRIC_EXPORT_INTERVAL: '400',
     },
     `${runLines(1).join('\n')}\n`,
     { keepStdinOpen: true },
@@ -271,3 +271,39 @@ test('watch: a metrics collector that never answers is said once, when exports s
     { level: 40, component: 'export', msg: 'final metrics export failed', error: 'Request timed out' },
   ]);
 });
+
+for (const preference of ['delta', 'lowmemory'] as const) {
+  test(`OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=${preference}: the temporality of each metric is the spec's for it, and the deltas of the exports add up to the totals`, async () => {
+    const receiver = await startOtlpReceiver();
+    const first = [...runLines(1), '{not json'];
+    const second = [...runLines(2), ...runLines(3)];
+    const cli = startCli(
+      ['replay', '-'],
+      { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRICS_EXPORTER: 'otlp', OTEL_METRIC_EXPORT_INTERVAL: '400', OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: preference },
+      `${first.join('\n')}\n`,
+      { keepStdinOpen: true },
+    );
+    // An export while the replay still reads, then the rest of the input.
+    await receiver.waitForMetricExports(1);
+    cli.child.stdin!.end(`${second.join('\n')}\n`);
+    const r = await cli.result;
+    await receiver.close();
+    assert.equal(r.code, 0, r.stderr);
+    const exports = receiver.metrics();
+    // Sums and the histogram: 1 delta, 2 cumulative. `delta` makes the observable counters deltas too; `lowmemory` only the histogram.
+    const counterTemporality = preference === 'delta' ? 1 : 2;
+    const temporalities = new Set(exports.flat().filter((m) => m.type !== 'gauge').map((m) => `${m.type}${m.type === 'sum' ? (m.monotonic === true ? ' monotonic' : '') : ''} ${m.temporality}`));
+    assert.deepEqual(temporalities, new Set([`sum monotonic ${counterTemporality}`, 'histogram 1']));
+    const values = (name: string): number[] => exports.map((e) => e.find((m) => m.name === name)?.points.reduce((n, p) => n + (p.value ?? 0), 0) ?? 0);
+    const received = values('prefect_otel.events.received');
+    const lagCounts = exports.map((e) => e.find((m) => m.name === LAG_METRIC.otel)?.points[0]?.count ?? 0);
+    assert.deepEqual(
+      {
+        received: preference === 'delta' ? received.reduce((a, b) => a + b, 0) : received.at(-1),
+        // A histogram of deltas: each span's lag in exactly one export.
+        lagCount: lagCounts.reduce((a, b) => a + b, 0),
+      },
+      { received: first.length + second.length, lagCount: 6 },
+    );
+  });
+}
