@@ -7,6 +7,7 @@ import { ConfigError, EXIT_CODES, exitCodeFor, PrefectOtelError } from './errors
 import { HealthListenError } from './health.js';
 import { routeDiagToLogger } from './log/diag.js';
 import { createLogger } from './log/logger.js';
+import { STOP_SIGNALS } from './signals.js';
 import { VERSION } from './version.js';
 
 const COMMANDS = ['watch', 'replay', 'demo', 'help', 'version'] as const;
@@ -176,7 +177,7 @@ Usage:
 
 ${FLAGS_TEXT}
 Exit codes: 0 done, 1 failure (export failed, unreadable or compressed input), 2 configuration error,
-130 / 143 stopped by SIGINT / SIGTERM (what was read is delivered first).
+130 / 143 stopped by SIGINT / SIGTERM (what was read is delivered first; after SIGHUP the same, then it ends by that signal).
 `,
   demo: `prefect-otel demo: run a simulated Prefect workload through the pipeline and draw its traces
 (no Prefect server or collector needed; exported too when an OTLP endpoint is set)
@@ -226,7 +227,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       case 'replay': {
         logger.debug({ component: 'config', settings: describeConfig(config) }, 'replay starting');
         const { runReplay, formatReplaySummary } = await import('./replay.js');
-        // The first SIGINT/SIGTERM stops reading and delivers what was read; a second one ends at once.
+        // The first SIGINT/SIGTERM/SIGHUP stops reading and delivers what was read; a second one ends at once.
         const stop = new AbortController();
         let stoppedBy: NodeJS.Signals | undefined;
         const signalExit = (sig: NodeJS.Signals): number => 128 + (osConstants.signals[sig] ?? 0);
@@ -235,8 +236,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
           stoppedBy = sig;
           stop.abort();
         };
-        process.on('SIGINT', onSignal);
-        process.on('SIGTERM', onSignal);
+        for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
         try {
           const summary = await runReplay({
             config,
@@ -250,8 +250,9 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
           if (stoppedBy !== undefined) return signalExit(stoppedBy);
           return summary.exportOk ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
         } finally {
-          process.off('SIGINT', onSignal);
-          process.off('SIGTERM', onSignal);
+          for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
+          // As watch: a hung-up process ends by the signal, not through Node's exit, which aborts on a terminal that hung up.
+          if (stoppedBy === 'SIGHUP') process.kill(process.pid, 'SIGHUP');
         }
       }
       case 'demo': {

@@ -15,7 +15,7 @@
 import { isMainThread } from 'node:worker_threads';
 import { ConfigError } from './errors.js';
 import { startPrefectTracing, type PrefectTracingHandle } from './tracing.js';
-import { STOP_SIGNALS } from './watch.js';
+import { STOP_SIGNALS } from './signals.js';
 
 /** The OpenTelemetry spec's boolean: `true` in any case is true, anything else false. */
 const SDK_DISABLED = process.env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true';

@@ -1,19 +1,13 @@
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { EXIT_CODES, errorText, exitCodeFor } from './errors.js';
+import { STOP_SIGNALS } from './signals.js';
 import { startWithConfig } from './tracing.js';
 
 export interface WatchOptions {
   readonly config: Config;
   readonly logger: Logger;
 }
-
-/**
- * The signals that stop `watch` gracefully. SIGHUP among them: a terminal or ssh session that closes
- * sends it, and Node's default (it resets an inherited `nohup` ignore) would end the process without
- * saving the state or flushing what is on its way to the collector.
- */
-export const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 /**
  * `prefect-otel watch`: follow the event stream until SIGINT/SIGTERM/SIGHUP, then stop reading, persist

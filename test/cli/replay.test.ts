@@ -147,7 +147,8 @@ test('past the span-event limit: the folded events are counted in the span\'s dr
   await receiver.close();
 });
 
-test('replay interrupted (SIGINT) while standard input is still open: what was read is exported, open runs as incomplete, exit 130', async (t) => {
+// SIGHUP (its terminal closed) as SIGINT, then the process ends by that signal, as a hung-up process does.
+for (const signal of ['SIGINT', 'SIGHUP'] as const) test(`replay interrupted (${signal}) while standard input is still open: what was read is exported, open runs as incomplete, ${signal === 'SIGINT' ? 'exit 130' : 'then ended by SIGHUP'}`, async (t) => {
   const receiver = await startOtlpReceiver();
   t.after(() => receiver.close());
   const { child, result } = startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, undefined, { keepStdinOpen: true });
@@ -159,9 +160,9 @@ test('replay interrupted (SIGINT) while standard input is still open: what was r
   const open = flowRunStateEvent({ flowRunId: OTHER, flowRunName: 'still-running', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: T0 + 4000 });
   child.stdin!.write(`${[...smallRun(), JSON.stringify(open)].join('\n')}\n`);
   await until('every line read', () => out.split('STLOGGING: ').length - 1 === 5);
-  child.kill('SIGINT');
+  child.kill(signal);
   const r = await result;
-  assert.equal(r.code, 130, r.stderr);
+  assert.deepEqual({ code: r.code, signal: child.signalCode }, signal === 'SIGINT' ? { code: 130, signal: null } : { code: null, signal }, r.stderr);
   assert.match(r.stderr, /^interrupted: the rest of the input was not read; runs still open were ended as incomplete$/m);
   assert.match(r.stderr, /^spans: 3 exported$/m);
   assert.deepEqual(
