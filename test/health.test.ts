@@ -36,16 +36,19 @@ function oneRun(): ReturnType<typeof flowRunStateEvent>[] {
   ];
 }
 
-/** The `prefect_otel_spans_*` samples of a `/metrics` page. */
-async function spanSamples(port: number): Promise<Record<string, number>> {
+/** The unlabelled samples of a `/metrics` page whose names start with `prefix`, by the rest of their name. */
+async function samples(port: number, prefix: string): Promise<Record<string, number>> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   const out: Record<string, number> = {};
   for (const line of text.split('\n')) {
-    const m = /^prefect_otel_spans_(\w+) (\S+)$/.exec(line);
-    if (m !== null) out[m[1]!] = Number(m[2]);
+    const m = /^(\w+) (\S+)$/.exec(line);
+    if (m !== null && m[1]!.startsWith(prefix)) out[m[1]!.slice(prefix.length)] = Number(m[2]);
   }
   return out;
 }
+
+/** The `prefect_otel_spans_*` samples of a `/metrics` page. */
+const spanSamples = (port: number): Promise<Record<string, number>> => samples(port, 'prefect_otel_spans_');
 
 /**
  * A library instance with its health port, subscribed to a fake Prefect server, that has sent one
@@ -176,15 +179,7 @@ test('/healthz while shutting down (delivering to a collector that has not answe
 });
 
 /** The `prefect_otel_log_*` samples of a `/metrics` page. */
-async function logSamples(port: number): Promise<Record<string, number>> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const out: Record<string, number> = {};
-  for (const line of text.split('\n')) {
-    const m = /^prefect_otel_log_(\w+) (\S+)$/.exec(line);
-    if (m !== null) out[m[1]!] = Number(m[2]);
-  }
-  return out;
-}
+const logSamples = (port: number): Promise<Record<string, number>> => samples(port, 'prefect_otel_log_');
 
 test('OTLP log records (OTEL_LOGS_EXPORTER=otlp) are counted as spans are, in the stats and on /metrics: a failed export, records the collector refuses, records it takes; the spans and /healthz are not disturbed', async (t) => {
   const prefect = await startFakePrefect();

@@ -7,12 +7,28 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { resolveConfig } from '../src/config.js';
 import { createLogger } from '../src/log/logger.js';
 import { formatReplaySummary, runReplay } from '../src/replay.js';
-import { startOtlpReceiver } from './helpers/otlp-receiver.js';
+import { startOtlpReceiver, type OtlpReceiver } from './helpers/otlp-receiver.js';
 import { flowRunStateEvent, taskRunStateEvent } from './helpers/prefect-events.js';
+
+const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+const fr = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+const tr = '0198c7d2-6000-7abc-8def-000000000001';
+const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+
+/** A collector that holds every export until the test ends. */
+async function heldCollector(t: TestContext): Promise<OtlpReceiver> {
+  const receiver = await startOtlpReceiver();
+  const release = receiver.hold();
+  t.after(async () => {
+    release();
+    await receiver.close();
+  });
+  return receiver;
+}
 
 test('replay on a terminal: each progress line returns the cursor to the start of its line, the last one ends the line', async () => {
   const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-progress-')), 'events.jsonl');
@@ -33,16 +49,7 @@ test('replay on a terminal: each progress line returns the cursor to the start o
 });
 
 test('replay on a terminal stopped by a signal: once the progress line ends, a line says how many spans it still delivers and that a second Ctrl-C stops at once', async (t) => {
-  const receiver = await startOtlpReceiver();
-  const release = receiver.hold();
-  t.after(async () => {
-    release();
-    await receiver.close();
-  });
-  const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
-  const fr = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
-  const tr = '0198c7d2-6000-7abc-8def-000000000001';
-  const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+  const receiver = await heldCollector(t);
   const events = [
     flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 }),
     taskRunStateEvent({ taskRunId: tr, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: fr, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 + 1_000 }),
@@ -77,17 +84,8 @@ test('replay on a terminal stopped by a signal: once the progress line ends, a l
 });
 
 test('replay with OTel logs on: the summary counts spans not delivered, not the log records waiting beside them', async (t) => {
-  const receiver = await startOtlpReceiver();
-  const release = receiver.hold();
-  t.after(async () => {
-    release();
-    await receiver.close();
-  });
+  const receiver = await heldCollector(t);
   const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-pending-')), 'events.jsonl');
-  const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
-  const fr = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
-  const tr = '0198c7d2-6000-7abc-8def-000000000001';
-  const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
   const task = (type: string, from: string, s: number) =>
     taskRunStateEvent({ taskRunId: tr, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: fr, ...FLOW, state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: t0 + s * 1000 });
   const flow = (type: string, from: string, s: number) =>

@@ -7,17 +7,15 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { CLI } from '../helpers/cli.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { follow } from '../helpers/watch-processes.js';
 import { closedPort, FAST, liveConnections, logLines, replaySpans, shape, startWatch, tempDir, until, workload, type LogLine } from '../helpers/watch-e2e.js';
 
-
-// SIGHUP too: a terminal that closes (an ssh session that drops) sends it, and Node's default would end the process at once,
-// before the state is saved and the spans flushed.
-for (const signal of ['SIGTERM', 'SIGHUP'] as const) test(`watch: ${signal} with a healthy but slow collector delivers every span still in flight, then ends (exit 0; SIGHUP: by that signal)`, async (t) => {
+/** Two flow runs' events to publish, a fake Prefect server and a collector that takes 2 s to answer each export. */
+async function slowCollector(t: TestContext) {
   const w = workload(2);
   const prefect = await startFakePrefect();
   for (const r of w.taskRuns) prefect.addTaskRun(r);
@@ -26,6 +24,13 @@ for (const signal of ['SIGTERM', 'SIGHUP'] as const) test(`watch: ${signal} with
     await receiver.close();
     await prefect.close();
   });
+  return { w, prefect, receiver };
+}
+
+// SIGHUP too: a terminal that closes (an ssh session that drops) sends it, and Node's default would end the process at once,
+// before the state is saved and the spans flushed.
+for (const signal of ['SIGTERM', 'SIGHUP'] as const) test(`watch: ${signal} with a healthy but slow collector delivers every span still in flight, then ends (exit 0; SIGHUP: by that signal)`, async (t) => {
+  const { w, prefect, receiver } = await slowCollector(t);
   const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATS_INTERVAL_MS: '50' }, t);
   const lines = follow(child);
   await until('subscription', () => liveConnections(prefect) === 1);
@@ -48,14 +53,7 @@ for (const signal of ['SIGTERM', 'SIGHUP'] as const) test(`watch: ${signal} with
 const SCRIPT = '/usr/bin/script';
 
 test('watch in a terminal that closes (SIGHUP, then EIO on standard output and standard error alike): the state is saved, the lock removed and every span still in flight delivered', { skip: !existsSync(SCRIPT) && `${SCRIPT} is not installed` }, async (t) => {
-  const w = workload(2);
-  const prefect = await startFakePrefect();
-  for (const r of w.taskRuns) prefect.addTaskRun(r);
-  const receiver = await startOtlpReceiver({ delayMs: 2_000 });
-  t.after(async () => {
-    await receiver.close();
-    await prefect.close();
-  });
+  const { w, prefect, receiver } = await slowCollector(t);
   const stateFile = join(tempDir(), 'state.json');
   // watch's standard output and error are the terminal; `script` copies what it shows to its own standard output.
   const terminal = spawn(SCRIPT, ['-qfc', `exec '${process.execPath}' '${CLI}' watch`, '/dev/null'], {
