@@ -99,18 +99,27 @@ const FROM_OPTION = 2;
  * of either kind → the signal's own variable → the generic one → default.
  * Every problem is collected and thrown as one ConfigError. A bad OTEL_* variable warns and falls
  * back, as every OpenTelemetry component does; the same value as a flag or option is a problem.
+ * `optionName`: how a problem names an option's setting (the CLI names its flag). `otherOptions`:
+ * keys of the options that are no setting but that the caller reads (`startPrefectTracing`'s `env`,
+ * `logger`…); any other key that is no setting is a problem, as it would silently do nothing.
  */
-/** `optionName`: how a problem names an option's setting (the CLI names its flag). */
-export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = process.env, optionName: (key: SettingKey) => string = (key) => `option ${key}`): Config {
+export function resolveConfig(
+  givenOptions: PrefectTracingOptions = {},
+  givenEnv: Env = process.env,
+  optionName: (key: SettingKey) => string = (key) => `option ${key}`,
+  otherOptions: readonly string[] = [],
+): Config {
   const problems: string[] = [];
   const warnings: string[] = [];
+  const options = settingOptions(givenOptions, otherOptions, problems);
+  const env = variables(givenEnv, problems);
   const values = {} as Record<SettingKey, unknown>;
   /** Where each setting's value came from: an option (a flag) outranks a variable, which outranks the default. */
   const rank = new Map<SettingKey, number>();
   /** The variable, flag or option each setting was read from. */
   const sources = new Map<SettingKey, string>();
   for (const [key, def] of Object.entries(SETTINGS) as [SettingKey, (typeof SETTINGS)[SettingKey]][]) {
-    const fromOption = (options as Record<string, unknown>)[key];
+    const fromOption = options[key];
     let source: string | undefined;
     let raw: unknown;
     if (fromOption !== undefined) {
@@ -238,6 +247,49 @@ export function resolveConfig(options: PrefectTracingOptions = {}, env: Env = pr
     warnings: Object.freeze(warnings),
   };
   return deepFreeze(config);
+}
+
+/** What a value is, as a problem says it (never the value itself: it may be a secret). */
+export function kindOf(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+
+const SETTING_KEYS: readonly string[] = Object.keys(SETTINGS);
+
+/**
+ * The options as a record of settings. Options that are no object are a problem, and so is each key
+ * that is no setting: a misspelt option (`apiURL`) would otherwise silently leave its setting at the
+ * default. Said with the nearest name, whatever its case.
+ */
+function settingOptions(options: unknown, others: readonly string[], problems: string[]): Readonly<Record<string, unknown>> {
+  if (options === undefined) return {};
+  if (!isRecord(options)) {
+    problems.push(`options: expected an object of settings, got ${kindOf(options)}`);
+    return {};
+  }
+  const byLower = new Map([...SETTING_KEYS, ...others].map((k) => [k.toLowerCase(), k]));
+  for (const key of Object.keys(options)) {
+    if (Object.hasOwn(SETTINGS, key) || others.includes(key)) continue;
+    const close = closestName(key.toLowerCase(), byLower.keys());
+    problems.push(`option ${key}: not a prefect-otel option, so it would do nothing${close === undefined ? '' : ` (did you mean ${byLower.get(close)!}?)`}`);
+  }
+  return options;
+}
+
+/** The environment, less any variable that is no string, each of which is a problem (variables are text: `'9464'`, not `9464`). */
+function variables(env: unknown, problems: string[]): Env {
+  if (!isRecord(env)) {
+    problems.push(`option env: expected an object of environment variables, got ${kindOf(env)}`);
+    return {};
+  }
+  const notText = Object.entries(env).filter(([, value]) => value !== undefined && typeof value !== 'string');
+  if (notText.length === 0) return env as Env;
+  for (const [name, value] of notText) problems.push(`option env: ${name}: expected a string, got ${kindOf(value)}`);
+  return Object.fromEntries(Object.entries(env).filter(([, value]) => typeof value === 'string')) as Env;
 }
 
 /** prefect-otel's own variables: one it does not know is a misspelt setting, which would silently do nothing. */

@@ -19,6 +19,20 @@ export interface SettingDef<T> {
 const ok = <T>(value: T): Parsed<T> => ({ ok: true, value });
 const bad = <T>(problem: string): Parsed<T> => ({ ok: false, problem });
 
+/** A refused value in a problem, quoted; never throws (a BigInt, an object without a prototype). */
+function quoted(raw: unknown, max = 40): string {
+  if (typeof raw === 'string') return JSON.stringify(raw.slice(0, max));
+  try {
+    return JSON.stringify(raw) ?? `a ${typeof raw}`;
+  } catch {
+    return typeof raw === 'bigint' ? `${raw}n` : `an ${typeof raw}`;
+  }
+}
+
+/** A refused value as text (an option's number, `5s`), quoted; never throws. */
+const quotedText = (raw: unknown): string =>
+  raw !== null && (typeof raw === 'object' || typeof raw === 'function') ? quoted(raw) : JSON.stringify(String(raw).slice(0, 40));
+
 /**
  * Text that must say something. A blank variable is unset (resolveConfig skips it, as the
  * OpenTelemetry spec has it), but a blank flag or option (`--service-name=`) is a mistake: it
@@ -85,7 +99,7 @@ function optional<T>(parse: (raw: unknown) => Parsed<T>): (raw: unknown) => Pars
 function integer(min: number, max: number, unit = ''): (raw: unknown) => Parsed<number> {
   return (raw) => {
     const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN;
-    if (!Number.isSafeInteger(n)) return bad(`expected a whole number${unit}, got ${JSON.stringify(String(raw).slice(0, 40))}`);
+    if (!Number.isSafeInteger(n)) return bad(`expected a whole number${unit}, got ${quotedText(raw)}`);
     if (n < min || n > max) return bad(`must be between ${min} and ${max}${unit}, got ${n}`);
     return ok(n);
   };
@@ -95,7 +109,7 @@ function integer(min: number, max: number, unit = ''): (raw: unknown) => Parsed<
 function seconds(min: number, max: number): (raw: unknown) => Parsed<number> {
   return (raw) => {
     const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : NaN;
-    if (!Number.isFinite(n)) return bad(`expected a number of seconds, got ${JSON.stringify(String(raw).slice(0, 40))}`);
+    if (!Number.isFinite(n)) return bad(`expected a number of seconds, got ${quotedText(raw)}`);
     if (n < min || n > max) return bad(`must be between ${min} and ${max} s, got ${n}`);
     return ok(n);
   };
@@ -107,13 +121,13 @@ function boolean(raw: unknown): Parsed<boolean> {
   const t = typeof raw === 'string' ? raw.trim().toLowerCase() : '';
   if (['true', '1', 'yes', 'on'].includes(t)) return ok(true);
   if (['false', '0', 'no', 'off'].includes(t)) return ok(false);
-  return bad(`expected true or false, got ${JSON.stringify(typeof raw === 'string' ? raw.slice(0, 40) : raw)}`);
+  return bad(`expected true or false, got ${quoted(raw)}`);
 }
 
 function oneOf<const T extends string>(values: readonly T[]): (raw: unknown) => Parsed<T> {
   return (raw) => {
     const t = typeof raw === 'string' ? raw.trim().toLowerCase() : raw;
-    return values.includes(t as T) ? ok(t as T) : bad(`must be one of ${values.join(', ')}, got ${JSON.stringify(raw)}`);
+    return values.includes(t as T) ? ok(t as T) : bad(`must be one of ${values.join(', ')}, got ${quoted(raw, Infinity)}`);
   };
 }
 

@@ -2,8 +2,8 @@ import { EventEmitter, once } from 'node:events';
 import { resolve as resolvePath } from 'node:path';
 import { context, ROOT_CONTEXT } from '@opentelemetry/api';
 import { pino, type Logger } from 'pino';
-import { describeConfig, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
-import { AuthError, errorText, ExportError } from './errors.js';
+import { describeConfig, kindOf, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
+import { AuthError, ConfigError, errorText, ExportError } from './errors.js';
 import { untraced } from './export/untraced.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
@@ -436,9 +436,54 @@ async function flushLogger(logger: Logger, timeoutMs = 1_000): Promise<void> {
   clearTimeout(timer);
 }
 
-/** Follow a Prefect server's event stream and export its runs as traces until `shutdown()`. */
+/** The options of `startPrefectTracing()` that are no setting: how it runs inside the host. */
+const START_OPTIONS: readonly (keyof StartOptions)[] = ['env', 'logger', 'hooks', 'keepAlive'];
+/** What prefect-otel calls on a logger it is given. */
+const LOGGER_METHODS = ['child', 'fatal', 'error', 'warn', 'info', 'debug', 'trace', 'flush'] as const;
+
+/**
+ * The problems of the options that are no setting, found at the start rather than as a TypeError
+ * when a span comes (a hook that is no function) or at shutdown (a logger without `flush`).
+ */
+function startOptionProblems(options: StartOptions): string[] {
+  const problems: string[] = [];
+  if (options === null || typeof options !== 'object') return problems;
+  const { logger, hooks, keepAlive } = options as Record<keyof StartOptions, unknown>;
+  if (keepAlive !== undefined && typeof keepAlive !== 'boolean') problems.push(`option keepAlive: expected true or false, got ${kindOf(keepAlive)}`);
+  if (logger !== undefined) {
+    const missing = logger !== null && typeof logger === 'object' ? LOGGER_METHODS.filter((m) => typeof (logger as Record<string, unknown>)[m] !== 'function') : undefined;
+    if (missing === undefined) problems.push(`option logger: expected a pino logger, got ${kindOf(logger)}`);
+    else if (missing.length > 0) problems.push(`option logger: expected a pino logger; this one has no method ${missing.join(', ')}`);
+  }
+  if (hooks !== undefined) {
+    if (hooks === null || typeof hooks !== 'object' || Array.isArray(hooks)) {
+      problems.push(`option hooks: expected an object such as { span: (span) => { … } }, got ${kindOf(hooks)}`);
+    } else {
+      for (const name of Object.keys(hooks)) if (name !== 'span') problems.push(`option hooks.${name}: not a hook, so it would never be called (the hook is span)`);
+      const span = (hooks as Record<string, unknown>).span;
+      if (span !== undefined && typeof span !== 'function') problems.push(`option hooks.span: expected a function, got ${kindOf(span)}`);
+    }
+  }
+  return problems;
+}
+
+/**
+ * Follow a Prefect server's event stream and export its runs as traces until `shutdown()`. Throws a
+ * ConfigError listing every problem of the options and the environment: a value of the wrong type,
+ * an option that is no setting.
+ */
 export function startPrefectTracing(options: StartOptions = {}): PrefectTracingHandle {
-  return startOnce(resolveConfig(options, options.env ?? process.env), options);
+  const problems = startOptionProblems(options);
+  const env = options !== null && typeof options === 'object' && options.env !== undefined ? options.env : process.env;
+  let config: Config;
+  try {
+    config = resolveConfig(options, env, undefined, START_OPTIONS);
+  } catch (err) {
+    if (err instanceof ConfigError && problems.length > 0) throw new ConfigError([...err.problems, ...problems], err.warnings);
+    throw err;
+  }
+  if (problems.length > 0) throw new ConfigError(problems, config.warnings);
+  return startOnce(config, options);
 }
 
 /** The same, with a configuration already resolved (the CLI). */

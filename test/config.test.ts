@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { describeConfig, resolveConfig } from '../src/config.js';
+import { describeConfig, resolveConfig, SETTINGS } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { createResource } from '../src/export/spans.js';
 import { VERSION } from '../src/version.js';
@@ -156,6 +156,65 @@ test('a bad option is an error for every setting, OpenTelemetry ones too: only a
       ]);
       return true;
     },
+  );
+});
+
+test('an option that is no setting is an error, with the nearest name whatever its case; so are options and variables that are no text', () => {
+  const problems = (options: unknown, env: unknown = {}): readonly string[] => {
+    try {
+      resolveConfig(options as Parameters<typeof resolveConfig>[0], env as Record<string, string>);
+    } catch (err) {
+      assert.ok(err instanceof ConfigError, String(err));
+      return err.problems;
+    }
+    return [];
+  };
+  assert.deepEqual(problems({ apiURL: 'http://prefect:4200/api', otlpEndpont: 'http://collector:4318', settleMs: 100, colour: true, env: {} }), [
+    'option apiURL: not a prefect-otel option, so it would do nothing (did you mean apiUrl?)',
+    'option otlpEndpont: not a prefect-otel option, so it would do nothing (did you mean otlpEndpoint?)',
+    'option colour: not a prefect-otel option, so it would do nothing',
+    'option env: not a prefect-otel option, so it would do nothing',
+  ]);
+  assert.deepEqual(
+    ([null, 'http://prefect:4200/api', 5, []] as const).map((options) => problems(options)),
+    [
+      ['options: expected an object of settings, got null'],
+      ['options: expected an object of settings, got a string'],
+      ['options: expected an object of settings, got a number'],
+      ['options: expected an object of settings, got an array'],
+    ],
+  );
+  // Variables are text: a number is said, with every other problem, instead of a TypeError.
+  assert.deepEqual(problems({ settleMs: -1 }, { PREFECT_OTEL_HTTP_PORT: 9464, PREFECT_OTEL_LOG_LEVEL: 'debug', OTEL_SDK_DISABLED: false }), [
+    'option env: PREFECT_OTEL_HTTP_PORT: expected a string, got a number',
+    'option env: OTEL_SDK_DISABLED: expected a string, got a boolean',
+    'option settleMs: must be between 0 and 600000 ms, got -1',
+  ]);
+  assert.deepEqual(problems({}, null), ['option env: expected an object of environment variables, got null']);
+});
+
+test('every setting given a value of any JavaScript type resolves or is a ConfigError, never a TypeError', () => {
+  const values: unknown[] = [null, 5, -1, 1.5, NaN, Infinity, true, 'abc', '', [], ['a'], {}, { a: 1 }, { a: 'b' }, () => 1, Symbol('s'), 10n, new Date(0), Object.create(null)];
+  const thrown: string[] = [];
+  for (const key of Object.keys(SETTINGS)) {
+    for (const value of values) {
+      try {
+        resolveConfig({ [key]: value }, {});
+      } catch (err) {
+        if (!(err instanceof ConfigError)) thrown.push(`${key}: ${String(err)}`);
+      }
+    }
+  }
+  assert.deepEqual(thrown, []);
+  assert.deepEqual(
+    [{ httpPort: 10n }, { tracesExporter: 10n }, { settleMs: Object.create(null) as unknown }].map((o) => {
+      try {
+        return resolveConfig(o as Parameters<typeof resolveConfig>[0], {}) && 'resolved';
+      } catch (err) {
+        return (err as ConfigError).problems;
+      }
+    }),
+    [['option httpPort: expected a whole number, got "10"'], ['option tracesExporter: must be one of otlp, console, none, got 10n'], ['option settleMs: expected a whole number ms, got {}']],
   );
 });
 

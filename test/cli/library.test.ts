@@ -5,14 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { startPrefectTracing, type SpanRecord } from '../../src/index.js';
+import { ConfigError, startPrefectTracing, type SpanRecord } from '../../src/index.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { FAST, liveConnections, logLines, replaySpans, shape, tempDir, until, workload } from '../helpers/watch-e2e.js';
@@ -94,6 +94,44 @@ test('library: a span hook renames and adds attributes; a throwing hook is logge
     { hookErrors: tracing.stats().spans.hookErrors, exported: tracing.stats().spans.exported, emitted: emitted.length },
     { hookErrors: 1, exported: w.runs.size + more.runs.size, emitted: w.runs.size + more.runs.size },
   );
+});
+
+test('library: every problem of the options at once, those that are no setting too (env, logger, hooks, keepAlive): a ConfigError, and nothing starts', async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  const dir = tempDir();
+  const options = {
+    env: { PREFECT_OTEL_SETTLE_MS: 100 },
+    apiUrl: prefect.url,
+    apiURL: prefect.url,
+    stateFile: join(dir, 'state.json'),
+    keepAlive: 'no',
+    // A console is no pino logger: prefect-otel would call its `child` at once and its `flush` at shutdown.
+    logger: console,
+    hooks: { span: 'rename', spans: () => undefined },
+  };
+  assert.throws(
+    () => startPrefectTracing(options as unknown as Parameters<typeof startPrefectTracing>[0]),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.deepEqual(err.problems, [
+        'option apiURL: not a prefect-otel option, so it would do nothing (did you mean apiUrl?)',
+        'option env: PREFECT_OTEL_SETTLE_MS: expected a string, got a number',
+        'option keepAlive: expected true or false, got a string',
+        'option logger: expected a pino logger; this one has no method child, fatal, flush',
+        'option hooks.spans: not a hook, so it would never be called (the hook is span)',
+        'option hooks.span: expected a function, got a string',
+      ]);
+      return true;
+    },
+  );
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.deepEqual({ upgrades: prefect.upgrades.length, files: readdirSync(dir) }, { upgrades: 0, files: [] });
+  // The same options, right: it starts.
+  const tracing = startPrefectTracing({ env: { PREFECT_OTEL_SETTLE_MS: '100' }, apiUrl: prefect.url, stateFile: join(dir, 'state.json'), keepAlive: false, logger: pino({ level: 'silent' }), hooks: { span: () => undefined }, tracesExporter: 'none' });
+  await tracing.ready;
+  await tracing.shutdown();
+  await tracing.done;
 });
 
 test('library: a second start on the same state file in one process returns the running instance; every span goes out once', async (t) => {
