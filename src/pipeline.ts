@@ -26,7 +26,11 @@ export interface SpanHookView {
 }
 
 export interface PipelineHooks {
-  /** Called for every finished span before export; may rename it or add attributes. Errors are logged, never fatal. */
+  /**
+   * Called for every finished span before export; may rename it or add attributes. Errors are logged,
+   * never fatal. It runs synchronously: a promise it returns is not awaited (what an `async` hook
+   * changes after its first `await` is not exported), and its rejection is logged as a throw is.
+   */
   readonly span?: (span: SpanHookView) => void;
 }
 
@@ -270,15 +274,28 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     const hook = options.hooks?.span;
     if (hook === undefined) return record;
     const view: SpanHookView = { name: record.name, attributes: { ...record.attributes }, run: record.run, traceId: record.traceId, spanId: record.spanId };
+    let returned: unknown;
     try {
-      hook(view);
+      returned = hook(view);
     } catch (err) {
       counters.hookErrors += 1;
       log.error({ err, 'prefect.run.id': record.run.id }, 'span hook threw; span exported unchanged');
       return record;
     }
-    return { ...record, name: String(view.name), attributes: view.attributes };
+    if (!isThenable(returned)) return { ...record, name: String(view.name), attributes: view.attributes };
+    // An `async` hook: the span goes out as it is now. Its rejection is the application's error, never
+    // an unhandled one (which ends a Node process); its later changes touch a copy, not the export.
+    Promise.resolve(returned).then(undefined, (err: unknown) => {
+      counters.hookErrors += 1;
+      log.error({ err, 'prefect.run.id': record.run.id }, 'span hook rejected; span exported with what it changed before it awaited');
+    });
+    if (!asyncHookWarned) {
+      asyncHookWarned = true;
+      log.warn('span hook returned a promise: hooks run synchronously, what it changes after it awaits is not exported');
+    }
+    return { ...record, name: String(view.name), attributes: { ...view.attributes } };
   };
+  let asyncHookWarned = false;
 
   const warned: Partial<Record<SkipReason, number>> = {};
   const skip = (reason: SkipReason, detail: string, raw: unknown): void => {
@@ -579,4 +596,9 @@ function lossLogging(log: Logger, what: string, closeSender: () => Promise<void>
       return closeSender();
     },
   };
+}
+
+/** A promise, or anything with a `then` method, as `await` takes it. */
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value !== null && (typeof value === 'object' || typeof value === 'function') && typeof (value as { then?: unknown }).then === 'function';
 }

@@ -96,6 +96,54 @@ test('library: a span hook renames and adds attributes; a throwing hook is logge
   );
 });
 
+test('library: an async span hook is not awaited and its rejection never reaches the host as an unhandled one: logged and counted, the span goes out with what the hook set before it awaited', async (t) => {
+  const w = workload(2);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  const dir = tempDir();
+  const index = JSON.stringify(new URL('dist/src/index.js', `file://${ROOT}`).href);
+  // A host with Node's default for an unhandled rejection: the process ends with it.
+  const app = join(dir, 'app.mjs');
+  writeFileSync(app, [
+    `const { startPrefectTracing } = await import(${index});`,
+    `const tracing = startPrefectTracing({ env: {}, apiUrl: ${JSON.stringify(prefect.url)}, otlpEndpoint: ${JSON.stringify(receiver.url)}, stateFile: ${JSON.stringify(join(dir, 'state.json'))}, settleMs: 100, statsIntervalMs: 0,`,
+    "  hooks: { span: async (s) => { s.attributes['before'] = 'set'; await new Promise((r) => setTimeout(r, 5)); s.attributes['after'] = 'set'; s.name = 'renamed late'; throw new Error('hook failed after its await'); } } });",
+    "process.stdin.once('data', async () => { await tracing.shutdown(); process.stderr.write(JSON.stringify({ hookErrors: tracing.stats().spans.hookErrors })); process.stdin.destroy(); });",
+    '',
+  ].join('\n'));
+  const child = spawn(process.execPath, [app], { cwd: dir, env: { PATH: process.env.PATH ?? '' } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await receiver.close();
+    await prefect.close();
+  });
+  await until('subscription', () => liveConnections(prefect) === 1, 10_000, () => stderr);
+  prefect.publish(w.events);
+  await receiver.waitForSpans(w.runs.size);
+  // Every hook has rejected by now (5 ms after each span), or the host is gone.
+  await until('every hook rejected', () => logLines(stdout).filter((l) => String(l.msg).startsWith('span hook rejected')).length === w.runs.size || child.exitCode !== null, 10_000, () => stderr);
+  child.stdin.write('stop\n');
+  assert.deepEqual({ code: await exited, stderr }, { code: 0, stderr: JSON.stringify({ hookErrors: w.runs.size }) });
+  assert.deepEqual(
+    receiver.spans().map((s) => [s.attributes['prefect.run.id'], s.name, s.attributes['before'], s.attributes['after']]).sort(),
+    [...w.runs].map(([id, name]) => [id, name, 'set', undefined]).sort(),
+  );
+  const said = logLines(stdout).filter((l) => String(l.msg).startsWith('span hook'));
+  assert.deepEqual(
+    said.map((l) => [l.level, l.msg, (l.err as { message?: string } | undefined)?.message, l['prefect.run.id']]).sort(),
+    [
+      [40, 'span hook returned a promise: hooks run synchronously, what it changes after it awaits is not exported', undefined, undefined],
+      ...[...w.runs.keys()].map((id) => [50, 'span hook rejected; span exported with what it changed before it awaited', 'hook failed after its await', id]),
+    ].sort(),
+  );
+});
+
 test('library: every problem of the options at once, those that are no setting too (env, logger, hooks, keepAlive): a ConfigError, and nothing starts', async (t) => {
   const prefect = await startFakePrefect();
   t.after(() => prefect.close());
