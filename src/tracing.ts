@@ -343,7 +343,14 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     if (this.stopping) return;
     this.logger.fatal({ component: 'watch', code: (err as { code?: string }).code, ...(err instanceof AuthError ? { setting: err.setting } : {}) }, err.message);
     this.failure = err;
-    if (this.listenerCount('error') > 0) context.with(ROOT_CONTEXT, () => this.emit('error', err));
+    if (this.listenerCount('error') > 0) {
+      try {
+        context.with(ROOT_CONTEXT, () => this.emit('error', err));
+      } catch (listenerErr) {
+        // As a span listener's: with nothing of the host's to catch it, it would end the process unsaved.
+        this.logger.error({ err: listenerErr }, 'an error listener threw; ignored');
+      }
+    }
     void this.shutdown();
   }
 

@@ -12,7 +12,7 @@ import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { ConfigError, startPrefectTracing, type SpanRecord } from '../../src/index.js';
+import { AuthError, ConfigError, startPrefectTracing, type SpanRecord } from '../../src/index.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { FAST, liveConnections, logLines, replaySpans, shape, tempDir, until, workload } from '../helpers/watch-e2e.js';
@@ -141,6 +141,43 @@ test('library: an async span hook is not awaited and its rejection never reaches
       [40, 'span hook returned a promise: hooks run synchronously, what it changes after it awaits is not exported', undefined, undefined],
       ...[...w.runs.keys()].map((id) => [50, 'span hook rejected; span exported with what it changed before it awaited', 'hook failed after its await', id]),
     ].sort(),
+  );
+});
+
+test('library: authentication refused: done rejects with an AuthError, the error event carries it, and an error listener that throws is logged while prefect-otel still stops and saves its state', async (t) => {
+  const prefect = await startFakePrefect({ apiKey: 'the-right-key' });
+  t.after(() => prefect.close());
+  const { logger, lines } = captureLogger();
+  const stateFile = join(tempDir(), 'state.json');
+  const tracing = startPrefectTracing({ env: {}, logger, apiUrl: prefect.url, apiKey: 'a-wrong-key', tracesExporter: 'none', stateFile, statsIntervalMs: 0 });
+  const events: unknown[] = [];
+  tracing.on('status', (status) => void events.push(['status', status]));
+  tracing.on('error', (err) => {
+    events.push(['error', err instanceof AuthError, (err as AuthError).code, err.message]);
+    throw new Error('the error listener failed too');
+  });
+  const settled = await Promise.race([
+    tracing.done.then(() => 'resolved', (err: Error) => `rejected: ${err.name} ${err.message}`),
+    new Promise((resolve) => setTimeout(() => resolve('done never settled'), 10_000)),
+  ]);
+  const message = 'the Prefect event stream refused authentication (Invalid token): check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)';
+  assert.deepEqual(
+    {
+      settled,
+      events,
+      listenerError: lines().filter((l) => l.msg === 'an error listener threw; ignored').map((l) => (l.err as { message: string }).message),
+      stopped: lines().filter((l) => l.msg === 'stopped').length,
+      saved: existsSync(stateFile),
+      leaked: JSON.stringify(lines()).includes('a-wrong-key'),
+    },
+    {
+      settled: `rejected: AuthError ${message}`,
+      events: [['status', 'connecting'], ['status', 'disconnected'], ['error', true, 'PREFECT_OTEL_AUTH', message]],
+      listenerError: ['the error listener failed too'],
+      stopped: 1,
+      saved: true,
+      leaked: false,
+    },
   );
 });
 
