@@ -47,9 +47,18 @@ export interface PrefectTracingHandle {
   stats(): TracingStats;
   /** The port of the health endpoint, once `ready` (when PREFECT_OTEL_HTTP_PORT is set). */
   readonly httpPort: number | undefined;
+  /** Every exported span, after hooks. */
   on(event: 'span', listener: (span: SpanRecord) => void): this;
+  /** The stream cannot go on (authentication refused, protocol error): `done` rejects with the same error. */
   on(event: 'error', listener: (err: Error) => void): this;
+  /** The event stream's connection. */
   on(event: 'status', listener: (status: 'connecting' | 'connected' | 'disconnected') => void): this;
+  once(event: 'span', listener: (span: SpanRecord) => void): this;
+  once(event: 'error', listener: (err: Error) => void): this;
+  once(event: 'status', listener: (status: 'connecting' | 'connected' | 'disconnected') => void): this;
+  off(event: 'span', listener: (span: SpanRecord) => void): this;
+  off(event: 'error', listener: (err: Error) => void): this;
+  off(event: 'status', listener: (status: 'connecting' | 'connected' | 'disconnected') => void): this;
 }
 
 const TICK_MS = 100;
