@@ -1,3 +1,4 @@
+import { isAttributeValue } from '@opentelemetry/core';
 import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
@@ -282,20 +283,53 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       log.error({ err, 'prefect.run.id': record.run.id }, 'span hook threw; span exported unchanged');
       return record;
     }
-    if (!isThenable(returned)) return { ...record, name: String(view.name), attributes: view.attributes };
-    // An `async` hook: the span goes out as it is now. Its rejection is the application's error, never
-    // an unhandled one (which ends a Node process); its later changes touch a copy, not the export.
-    Promise.resolve(returned).then(undefined, (err: unknown) => {
-      counters.hookErrors += 1;
-      log.error({ err, 'prefect.run.id': record.run.id }, 'span hook rejected; span exported with what it changed before it awaited');
-    });
-    if (!asyncHookWarned) {
-      asyncHookWarned = true;
-      log.warn('span hook returned a promise: hooks run synchronously, what it changes after it awaits is not exported');
+    const async = isThenable(returned);
+    if (async) {
+      // An `async` hook: the span goes out as it is now. Its rejection is the application's error, never
+      // an unhandled one (which ends a Node process); its later changes touch a copy, not the export.
+      Promise.resolve(returned).then(undefined, (err: unknown) => {
+        counters.hookErrors += 1;
+        log.error({ err, 'prefect.run.id': record.run.id }, 'span hook rejected; span exported with what it changed before it awaited');
+      });
+      if (!asyncHookWarned) {
+        asyncHookWarned = true;
+        log.warn('span hook returned a promise: hooks run synchronously, what it changes after it awaits is not exported');
+      }
     }
-    return { ...record, name: String(view.name), attributes: { ...view.attributes } };
+    const attributes = hookAttributes(view.attributes, record.run.id);
+    if (attributes === undefined) {
+      counters.hookErrors += 1;
+      log.error({ 'prefect.run.id': record.run.id }, 'span hook replaced the attributes with something that is no object; span exported unchanged');
+      return record;
+    }
+    return { ...record, name: String(view.name), attributes: async && attributes === view.attributes ? { ...attributes } : attributes };
   };
   let asyncHookWarned = false;
+  /** Attribute names already said to have had a value OpenTelemetry does not take, a bounded few. */
+  const invalidAttributesSaid = new Set<string>();
+  /**
+   * The attributes a hook left, by OpenTelemetry's rules (a string, number, boolean, or an array of
+   * one of them), as the SDK takes them: null or undefined removes the attribute; a value of any other
+   * kind is dropped, and said once per name. Kept, a BigInt would fail every export of its batch and
+   * every save of the state file, and the spans would be lost.
+   */
+  const hookAttributes = (attributes: unknown, runId: string): Attributes | undefined => {
+    if (attributes === null || typeof attributes !== 'object' || Array.isArray(attributes)) return undefined;
+    let out = attributes as Attributes;
+    for (const name in attributes) {
+      const value: unknown = (attributes as Record<string, unknown>)[name];
+      if (value !== null && value !== undefined && isAttributeValue(value)) continue;
+      if (out === attributes) out = { ...out };
+      delete out[name];
+      // No value, no attribute, as the SDK's `setAttribute` has it: a hook's way to remove one.
+      if (value === null || value === undefined) continue;
+      if (invalidAttributesSaid.size < MAX_INVALID_ATTRIBUTES_SAID && !invalidAttributesSaid.has(name)) {
+        invalidAttributesSaid.add(name);
+        log.warn({ 'prefect.run.id': runId, attribute: name, type: Array.isArray(value) ? 'array of mixed or nested values' : typeof value }, 'span hook set an attribute to a value OpenTelemetry does not take (a string, number, boolean, or an array of one of them); the attribute is dropped');
+      }
+    }
+    return out;
+  };
 
   const warned: Partial<Record<SkipReason, number>> = {};
   const skip = (reason: SkipReason, detail: string, raw: unknown): void => {
@@ -597,6 +631,9 @@ function lossLogging(log: Logger, what: string, closeSender: () => Promise<void>
     },
   };
 }
+
+/** Attribute names said to have had a value OpenTelemetry does not take, at most (each once). */
+const MAX_INVALID_ATTRIBUTES_SAID = 100;
 
 /** A promise, or anything with a `then` method, as `await` takes it. */
 function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -144,6 +144,55 @@ test('library: an async span hook is not awaited and its rejection never reaches
   );
 });
 
+test('library: attribute values a span hook sets follow OpenTelemetry\'s rules: a BigInt, an object or a mixed array is dropped and said once per name, null removes an attribute; every span is delivered and the state is saved', async (t) => {
+  const w = workload(2);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  const { logger, lines } = captureLogger();
+  const tracing = startPrefectTracing({
+    env: {}, logger, apiUrl: prefect.url, otlpEndpoint: receiver.url, stateFile: join(tempDir(), 'state.json'), settleMs: 100, stateFlushMs: 100, statsIntervalMs: 0,
+    hooks: {
+      span: (s) => {
+        const attributes = s.attributes as Record<string, unknown>;
+        attributes['team'] = 'data';
+        attributes['rows'] = 17;
+        // A row count from a database driver, a whole record, a list of mixed values: none is an OpenTelemetry attribute value.
+        attributes['rows.exact'] = 17n;
+        attributes['owner'] = { name: 'data-team' };
+        attributes['sizes'] = [1, 'large'];
+        attributes['prefect.run.name'] = null;
+      },
+    },
+  });
+  t.after(async () => {
+    await tracing.shutdown();
+    await receiver.close();
+    await prefect.close();
+  });
+  await tracing.ready;
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  await receiver.waitForSpans(w.runs.size);
+  const expected = shape(await replaySpans(w.events, prefect.url)).map((s) => {
+    const { 'prefect.run.name': _name, ...kept } = s.attributes;
+    return { ...s, attributes: { ...kept, team: 'data', rows: 17 } };
+  });
+  assert.deepEqual(shape(receiver.spans()), expected);
+  await tracing.shutdown();
+  await tracing.done;
+  const said = lines().filter((l) => Number(l.level) >= 40 && l.component !== 'config');
+  assert.deepEqual(
+    said.map((l) => [l.level, l.msg, l.attribute, l.type]),
+    [
+      ['rows.exact', 'bigint'],
+      ['owner', 'object'],
+      ['sizes', 'array of mixed or nested values'],
+    ].map(([attribute, type]) => [40, 'span hook set an attribute to a value OpenTelemetry does not take (a string, number, boolean, or an array of one of them); the attribute is dropped', attribute, type]),
+  );
+  assert.deepEqual({ exported: tracing.stats().spans.exported, hookErrors: tracing.stats().spans.hookErrors }, { exported: w.runs.size, hookErrors: 0 });
+});
+
 test('library: authentication refused: done rejects with an AuthError, the error event carries it, and an error listener that throws is logged while prefect-otel still stops and saves its state', async (t) => {
   const prefect = await startFakePrefect({ apiKey: 'the-right-key' });
   t.after(() => prefect.close());
