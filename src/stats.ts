@@ -39,7 +39,7 @@ export interface TracingStats {
     readonly exporting: boolean;
     /** Seconds from a span's end to its acceptance by the collector, per delivered span. */
     readonly exportLag: LagSummary;
-    /** Spans exported unchanged because a span hook threw. */
+    /** Span hooks that threw or replaced the attributes with no object (the span exported unchanged), or whose promise rejected (exported with what the hook set before it awaited). */
     readonly hookErrors: number;
   };
   /** OTLP log records (OTEL_LOGS_EXPORTER=otlp; all 0 without it), counted as the spans are. */
