@@ -36,7 +36,8 @@ function consumerProject(t: { after: (fn: () => void) => void }, type: 'module' 
   execFileSync('tar', ['xzf', tarball(), '-C', installed, '--strip-components=1']);
   // The production dependency tree as npm would install it; each hoisted package is linked (nested
   // ones come with their parent), and the service's own @types/node.
-  const tree = execFileSync('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  // (`npm ls` also lists the tree when it exits 1 for an extraneous package elsewhere in node_modules.)
+  const tree = spawnSync('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: ROOT, encoding: 'utf8' }).stdout;
   const hoisted = tree.split('\n').map((p) => p.slice(p.indexOf('/node_modules/') + 1)).filter((p) => p.startsWith('node_modules/') && p.split('node_modules/').length === 2);
   for (const rel of [...new Set(hoisted), 'node_modules/@types/node']) {
     mkdirSync(dirname(join(dir, rel)), { recursive: true });
