@@ -108,7 +108,8 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private readonly keepAlive: boolean;
 
   constructor(config: Config, options: Pick<StartOptions, 'logger' | 'hooks' | 'keepAlive'>) {
-    super();
+    // An `async` listener's rejection comes to the method below, as a listener's throw is caught.
+    super({ captureRejections: true });
     this.config = config;
     this.keepAlive = options.keepAlive ?? true;
     this.logger = options.logger ?? createLogger({ level: this.config.log.level, format: this.config.log.format });
@@ -153,6 +154,14 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     this.done.catch(() => undefined);
     this.ready = this.start();
     this.ready.catch((err: unknown) => this.fail(err instanceof Error ? err : new Error(String(err))));
+  }
+
+  /**
+   * An `async` listener (of `span`, `status` or `error`) whose promise rejected: logged and ignored, as
+   * a listener that throws is, instead of an unhandled rejection that ends the host process.
+   */
+  override [EventEmitter.captureRejectionSymbol](err: Error, event: string | symbol): void {
+    this.logger.error({ err }, `a ${String(event)} listener rejected; ignored`);
   }
 
   private async start(): Promise<void> {

@@ -144,6 +144,45 @@ test('library: an async span hook is not awaited and its rejection never reaches
   );
 });
 
+test('library: async span and status listeners that reject are logged and ignored, as listeners that throw are; every span is delivered and the host goes on', async (t) => {
+  const w = workload(1);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  const { logger, lines } = captureLogger();
+  const tracing = startPrefectTracing({ env: {}, logger, apiUrl: prefect.url, otlpEndpoint: receiver.url, stateFile: join(tempDir(), 'state.json'), settleMs: 100, statsIntervalMs: 0 });
+  t.after(async () => {
+    await tracing.shutdown();
+    await receiver.close();
+    await prefect.close();
+  });
+  // An application that stores each span (or status) somewhere of its own, which fails.
+  const store = async (what: string): Promise<void> => {
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    throw new Error(`could not store the ${what}`);
+  };
+  // Listeners that return a promise, as an application written in JavaScript passes them.
+  /* eslint-disable @typescript-eslint/no-misused-promises */
+  tracing.on('span', () => store('span'));
+  tracing.once('status', () => store('status'));
+  /* eslint-enable @typescript-eslint/no-misused-promises */
+  await tracing.ready;
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  await receiver.waitForSpans(w.runs.size);
+  await until('every listener rejected', () => lines().filter((l) => String(l.msg).endsWith('listener rejected; ignored')).length === w.runs.size + 1);
+  await tracing.shutdown();
+  await tracing.done;
+  assert.deepEqual(
+    lines().filter((l) => Number(l.level) >= 40).map((l) => [l.level, l.msg, (l.err as { message?: string } | undefined)?.message]).sort(),
+    [
+      [50, 'a status listener rejected; ignored', 'could not store the status'],
+      ...[...w.runs.keys()].map(() => [50, 'a span listener rejected; ignored', 'could not store the span']),
+    ].sort(),
+  );
+  assert.equal(receiver.spans().length, w.runs.size);
+});
+
 test('library: attribute values a span hook sets follow OpenTelemetry\'s rules: a BigInt, an object or a mixed array is dropped and said once per name, null removes an attribute; every span is delivered and the state is saved', async (t) => {
   const w = workload(2);
   const prefect = await startFakePrefect();
