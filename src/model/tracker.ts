@@ -831,7 +831,12 @@ export class RunTracker {
     this.sink.lookupNativeSpan(run.ref.id, run.attempt);
   }
 
-  /** Register a task under its flow run; a task whose flow already ended gets the grace period from now. */
+  /**
+   * Register a task under its flow run; a task whose flow run attempt already ended gets the grace
+   * period from its last activity: the flow run finished, or the task began before the attempt now
+   * open (a rerun), and is a task of the attempt before, which ended (one settling beside its rerun
+   * gives its tasks the grace when it is exported).
+   */
   private adopt(task: RunState): void {
     const flowRunId = task.meta.flowRunId!;
     let set = this.childrenOf.get(flowRunId);
@@ -841,9 +846,12 @@ export class RunTracker {
     }
     if (set.has(task.ref.id)) return;
     set.add(task.ref.id);
-    if (!task.terminal && !this.open.has(flowRunId) && this.finished.has(flowRunId)) {
-      this.deadlines.set(task.ref.id, task.lastActivityMs + this.options.taskGraceMs);
-    }
+    if (task.terminal) return;
+    const flow = this.open.get(flowRunId);
+    const attemptEnded = flow === undefined
+      ? this.finished.has(flowRunId)
+      : flow.attempt > 0 && task.firstEventUs < flow.firstEventUs && !this.settling.has(flowRunId);
+    if (attemptEnded) this.deadlines.set(task.ref.id, task.lastActivityMs + this.options.taskGraceMs);
   }
 
   /** Take a task out of the children of `flowRunId`; the set goes with its last task once that flow run is no longer open. */

@@ -642,3 +642,25 @@ test('a task run that leaves its terminal state at once (a second attempt) and i
     [FR, 0, undefined, undefined], [TASK, 0, spanIdForRun(FR), undefined], [TASK, 1, spanIdForRun(FR), 'flow_ended'],
   ].sort());
 });
+
+test('a task of a flow run that crashed while it ran, the flow run rerun from the UI: with or without a restart from the state file while the rerun runs, and also when the task\'s states arrive after the rerun began, the task is ended as its attempt\'s straggler after the task grace, not held until the rerun ends', async (t) => {
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [10, 'CRASHED', 'Crashed', 1, 'Flow run infrastructure exited with non-zero status code 137.'],
+    [20, 'SCHEDULED', 'AwaitingRetry', 1, 'Retry from the UI'], [21, 'PENDING', 'Pending', 1], [22, 'RUNNING', 'Running', 2], [2 * HOUR, 'COMPLETED', 'Completed', 2]]);
+  // The task's process was killed with the flow's: it never reports a terminal state.
+  const task = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[2, 'PENDING', 'Pending', 0], [3, 'RUNNING', 'Running', 1]]);
+  const [P, R, C, S2, P2, R2, C2] = flow;
+  const [TP, TR] = task;
+  // Another flow run's events move the event clock past the task grace while the rerun runs.
+  const others = [...otherRun(100), ...otherRun(HOUR)];
+  const inOrder = [P, R, TP, TR, C, S2, P2, R2, ...others, C2];
+  const { spans } = await run(inOrder);
+  const expected = wholes(spans);
+  assert.deepEqual(spans.filter((s) => s.run.id !== OTHER).map((s) => [s.run.id, s.run.attempt, s.parentSpanId, s.endUs, s.attributes['prefect.run.incomplete_reason']]).sort(), [
+    [FR, 0, undefined, us(10), undefined], [FR, 1, undefined, us(2 * HOUR), undefined], [TASK, 0, spanIdForRun(FR), us(3), 'flow_ended'],
+  ].sort());
+  const late = [P, R, C, S2, P2, R2, TP, TR, ...others, C2];
+  assert.deepEqual(wholes((await run(late)).spans), expected, 'the task\'s states after the rerun began');
+  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-lifecycles-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  await assertSameAcrossRestarts(dir, { 'in order': inOrder, 'the task\'s states after the rerun began': late }, expected);
+});
