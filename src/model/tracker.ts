@@ -127,6 +127,12 @@ const MAX_OWNER_DEPTH = 32;
  * deep; the links come from event data.
  */
 const MAX_PARENT_DEPTH = 64;
+/**
+ * How many attempts before a run's latest one a restored run may hang under (`restoreParentRun`):
+ * one started before its parent was rerun hangs under the attempt before, and a parent rerun at
+ * once, again and again, may be a few further on; a bound, as attempt numbers come from the file.
+ */
+const MAX_PARENT_ATTEMPTS = 8;
 /** How fresh an owner's activity has to be for `keepOwnersAlive` to leave it (the idle timeout is at least a second). */
 const OWNER_TOUCH_MS = 1_000;
 /**
@@ -570,11 +576,39 @@ export class RunTracker {
       this.open.set(run.ref.id, open);
       if (settling !== undefined) this.settling.set(run.ref.id, settling);
     }
+    for (const run of this.open.values()) this.restoreParentRun(run);
+    for (const run of this.settling.values()) this.restoreParentRun(run);
     for (const run of this.open.values()) if (run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
     for (const run of this.open.values()) if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) this.adopt(run);
     // A state saved under a higher bound (PREFECT_OTEL_MAX_OPEN_RUNS lowered since) is taken over within this one.
     while (this.open.size > this.options.maxOpenRuns && this.evictOldest(undefined, nowMs));
     for (const event of snapshot.waiting) this.processQueued(event, undefined, nowMs);
+  }
+
+  /**
+   * The run a restored run's span hangs under (`PARENT_RUN`, which the state file leaves out), found
+   * again: among the runs it can hang under (a task: its flow run and the tasks it was called in; a
+   * subflow: the flow run of its tracking task), the one with an attempt whose span is its parent
+   * span. So a task first seen through another event, whose first state is still to come, moves
+   * under the task that state names, and chains of parents are followed, as without a restart.
+   */
+  private restoreParentRun(run: RunState): void {
+    const { parentSpanId, root } = run.ctx;
+    if (root || typeof parentSpanId !== 'string') return;
+    const m = run.meta;
+    const candidates: unknown[] = run.ref.type === 'task'
+      ? [m.flowRunId, ...(Array.isArray(m.parentTaskIds) ? m.parentTaskIds : [])]
+      : [typeof m.parentTaskRunId === 'string' ? this.ownerOf(m.parentTaskRunId) : undefined];
+    for (const id of candidates) {
+      if (typeof id !== 'string' || id === run.ref.id) continue;
+      const latest = (this.open.get(id) ?? this.finished.get(id))?.attempt ?? 0;
+      for (let attempt = latest; attempt >= 0 && attempt >= latest - MAX_PARENT_ATTEMPTS; attempt--) {
+        if (spanIdForRun(id, attempt) === parentSpanId) {
+          run.ctx = { ...run.ctx, [PARENT_RUN]: id };
+          return;
+        }
+      }
+    }
   }
 
   private openRun(ref: RunRef, ctx: TraceCtx, attempt: number, nowMs: number): RunState {

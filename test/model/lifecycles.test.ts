@@ -643,6 +643,28 @@ test('a task run that leaves its terminal state at once (a second attempt) and i
   ].sort());
 });
 
+test('a task run first seen through an event emitted inside it (before its own states), with a restart from the state file after any of the events: it hangs under the task it was called in, as without the restart', async (t) => {
+  const INNER = '0198c7d2-6000-7abc-8def-0000000000c4';
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [9, 'COMPLETED', 'Completed', 1]]);
+  const outer = taskRun(TASK, 'orchestrate-1a1', 'orchestrate-77665544', [[2, 'PENDING', 'Pending', 0], [2.5, 'RUNNING', 'Running', 1], [8, 'COMPLETED', 'Completed', 1]]);
+  const inner = taskRun(INNER, 'extract-c4', 'extract-abc', [[3.2, 'PENDING', 'Pending', 0], [3.4, 'RUNNING', 'Running', 1], [6, 'COMPLETED', 'Completed', 1]], { parents: [TASK] });
+  // emit_event inside the inner task: the EventsWorker relates the task run and its flow run; it arrives before the task's own Pending.
+  const emitted = customEvent({
+    event: 'orders.loaded', resourceId: 'warehouse.orders', occurred: at(3), id: '0198c7d2-ffff-7000-8000-0000000000c4',
+    related: [{ id: `prefect.task-run.${INNER}`, role: 'task-run', name: 'extract-c4' }, { id: `prefect.flow-run.${FR}`, role: 'flow-run', name: 'crimson-fox' }],
+  });
+  const events = [flow[0]!, flow[1]!, outer[0]!, outer[1]!, emitted, ...inner, outer[2]!, flow[2]!];
+  const { spans } = await run(events);
+  assert.deepEqual(spans.map((s) => [s.run.id, s.parentSpanId, s.events.map((e) => e.name)]).sort(), [
+    [FR, undefined, ['Pending', 'Running', 'Completed']],
+    [TASK, spanIdForRun(FR), ['Pending', 'Running', 'Completed']],
+    [INNER, spanIdForRun(TASK), ['orders.loaded', 'Pending', 'Running', 'Completed']],
+  ].sort());
+  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-lifecycles-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  await assertSameAcrossRestarts(dir, { 'emitted before its Pending': events }, wholes(spans));
+});
+
 test('a task of a flow run that crashed while it ran, the flow run rerun from the UI: with or without a restart from the state file while the rerun runs, and also when the task\'s states arrive after the rerun began, the task is ended as its attempt\'s straggler after the task grace, not held until the rerun ends', async (t) => {
   const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [10, 'CRASHED', 'Crashed', 1, 'Flow run infrastructure exited with non-zero status code 137.'],
     [20, 'SCHEDULED', 'AwaitingRetry', 1, 'Retry from the UI'], [21, 'PENDING', 'Pending', 1], [22, 'RUNNING', 'Running', 2], [2 * HOUR, 'COMPLETED', 'Completed', 2]]);
