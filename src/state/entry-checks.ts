@@ -43,11 +43,19 @@ const isLatest = (v: unknown): boolean =>
 const isSummary = (v: unknown): boolean =>
   v === null || v === undefined || (isObj(v) && isNum(v.count) && isNum(v.firstUs) && (v.names === undefined || isObj(v.names)) && isNumOrNone(v.other));
 
+/** The names and ids a run keeps (`RunMeta`): text, or absent (the state file never writes them as null). */
+const META_TEXT = ['name', 'flowName', 'flowId', 'deploymentName', 'deploymentId', 'workPoolName', 'workPoolType', 'workQueueName', 'taskKey', 'parentTaskRunId', 'flowRunId', 'traceparent'] as const;
+
+/** What a run knows of itself (`RunMeta`): its span's name, attributes and link are made of it. */
+const isMeta = (v: unknown): boolean =>
+  isObj(v) && every(v.tags, isStr) && META_TEXT.every((key) => v[key] === undefined || isStr(v[key])) &&
+  (v.tagsDropped === undefined || isNum(v.tagsDropped)) && (v.parentTaskIds === undefined || every(v.parentTaskIds, isStr));
+
 /** An open run (`RunStateData`), with everything its span is built from. */
 export function isOpenRun(r: unknown): boolean {
   return (
     isObj(r) && isObj(r.ref) && isStr(r.ref.id) && (r.ref.type === 'flow' || r.ref.type === 'task') &&
-    isObj(r.meta) && every(r.meta.tags, isStr) && isCtx(r.ctx) && isNum(r.attempt) && isNum(r.lastActivityMs) &&
+    isMeta(r.meta) && isCtx(r.ctx) && isNum(r.attempt) && isNum(r.lastActivityMs) &&
     every(r.events, isRunEvent) && isLatest(r.latest) && isSummary(r.summarised) &&
     isNumOrNone(r.firstEventUs) && isNumOrNone(r.lastEventUs) && isNumOrNone(r.startUs) && isNumOrNone(r.firstScheduledUs) &&
     isNumOrNone(r.maxRunCount) && isNumOrNone(r.terminalAtMs)

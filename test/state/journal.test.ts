@@ -320,6 +320,46 @@ describe('state journal', () => {
     await b.p.shutdown(0);
   });
 
+  it('an open run whose names are not text (a task key, a run name, a traceparent that is a number or an object) is left out and counted, not restored to fail when its span is built; every other one is restored and ends as it would', async () => {
+    const path = join(dir, 'damaged-meta', 'state.json');
+    const store = createStateStore(path);
+    const withSpans = () => {
+      const spans: SpanRecord[] = [];
+      return { spans, p: createPipeline({ config: resolveConfig({ tracesExporter: 'none' }, {}), logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) }) };
+    };
+    const a = withSpans();
+    feed(a.p, events.slice(0, Math.floor(events.length / 2)));
+    await new StateWriter(store, a.p).save(true);
+    type Run = { ref: { id: string; type: string }; attempt: number; meta: Record<string, unknown> };
+    const good = await readFile(path, 'utf8');
+    const state = JSON.parse(good) as { tracker: { open: Run[] } };
+    const tasks = state.tracker.open.filter((r) => typeof r.meta.taskKey === 'string');
+    const flow = state.tracker.open.find((r) => r.ref.type === 'flow');
+    assert.ok(tasks.length >= 2 && flow !== undefined, `${tasks.length} open task runs`);
+    tasks[0]!.meta.taskKey = 42;
+    tasks[1]!.meta.traceparent = 7;
+    flow.meta.name = { text: 'not a name' };
+    await writeFile(path, JSON.stringify(state));
+
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', format: 'json', destination: { write: (l: string) => void lines.push(l) } });
+    const b = withSpans();
+    const restored = await loadState(store, b.p, clockOf(a.p), log);
+    assert.equal(restored?.openRuns, state.tracker.open.length - 3);
+    assert.deepEqual(lines.map((l) => { const r = JSON.parse(l) as { msg: string; left: number }; return [r.msg, r.left]; }), [['state file entries that are not what they should be were left out', 3]]);
+    b.p.tick(clockOf(a.p));
+    await b.p.finish('end of test');
+    // What the undamaged state gives, but for the three damaged runs' spans.
+    const c = withSpans();
+    await writeFile(path, good);
+    await loadState(store, c.p, clockOf(a.p), quiet);
+    c.p.tick(clockOf(a.p));
+    await c.p.finish('end of test');
+    const damaged = new Set([...tasks.slice(0, 2), flow].map((r) => spanIdForRun(r.ref.id, r.attempt)));
+    assert.equal(c.spans.filter((s) => damaged.has(s.spanId)).length, 3);
+    assert.deepEqual(b.spans.map((s) => s.spanId).sort(), c.spans.map((s) => s.spanId).filter((id) => !damaged.has(id)).sort());
+  });
+
   it('a state file of a newer format is moved aside with a message naming its version; one of no known format says that', async () => {
     const path = join(dir, 'versions', 'state.json');
     const store = createStateStore(path);
