@@ -4,10 +4,12 @@
  * replay` gives for the whole stream, each once, and no STLOGGING line is written twice for one event.
  */
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { customEvent } from '../helpers/prefect-events.js';
+import { spanIdForRun } from '../../src/model/ids.js';
+import { customEvent, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 import { closedPort, liveConnections, replaySpans, shape, startServers, startWatch, tempDir, until, workload } from '../helpers/watch-e2e.js';
 import { follow, stlogging, assertEachEventLoggedOnce, stateText, spansBuiltWithCollectorDown } from '../helpers/watch-processes.js';
 
@@ -65,6 +67,59 @@ test('watch: a restart 25 hours after the last save reads the outage from the hi
   assertEachEventLoggedOnce(firstLines(), secondLines(), w);
   assert.deepEqual(secondLines().filter((l) => (l.level ?? 0) >= 40).map((l) => l.msg), []);
 });
+
+for (const downMin of [0, 10]) {
+  test(`watch: SIGTERM while an attempt rerun at once settles beside its rerun (the rerun's Scheduled came before its Completed), then a restart${downMin === 0 ? '' : ` ${downMin} minutes later (longer than the settle window, which counts only time watched)`}: the next process takes both attempts over; the earlier one takes its Running that arrives only then, and each attempt's span, its task's under it, is sent once, as replay gives them in order`, async (t) => {
+    const t0 = Date.now() - 20_000;
+    const at = (s: number): number => t0 + s * 1000;
+    const [fr, first, second] = [randomUUID(), randomUUID(), randomUUID()];
+    const flow = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+    const flowEv = (s: number, type: string, name: string, from: string | null, runCount: number) =>
+      flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox', ...flow, state: { type, name }, from, runCount, occurred: at(s) });
+    const taskEv = (id: string, s: number, type: string, name: string, from: string | null) =>
+      taskRunStateEvent({ taskRunId: id, taskRunName: `extract-${id.slice(0, 3)}`, taskKey: 'extract-9a8b', flowRunId: fr, flowRunName: 'crimson-fox', ...flow, state: { type, name }, from, runCount: 1, occurred: at(s) });
+    const [P, R, C, S2, P2, R2, F2] = [flowEv(0, 'PENDING', 'Pending', null, 0), flowEv(1, 'RUNNING', 'Running', 'PENDING', 1), flowEv(1.3, 'COMPLETED', 'Completed', 'RUNNING', 1),
+      flowEv(1.4, 'SCHEDULED', 'Scheduled', 'COMPLETED', 1), flowEv(1.5, 'PENDING', 'Pending', 'SCHEDULED', 1), flowEv(1.6, 'RUNNING', 'Running', 'PENDING', 2), flowEv(3, 'FAILED', 'Failed', 'RUNNING', 2)];
+    const [T1, T1c, T2, T2c] = [taskEv(first, 1.1, 'RUNNING', 'Running', null), taskEv(first, 1.2, 'COMPLETED', 'Completed', 'RUNNING'), taskEv(second, 1.7, 'RUNNING', 'Running', null), taskEv(second, 2, 'COMPLETED', 'Completed', 'RUNNING')];
+    const inOrder = [P, R, T1, T1c, C, S2, P2, R2, T2, T2c, F2];
+    const { prefect, receiver } = await startServers(t);
+    // A settle window that outlasts the stop: the earlier attempt is still settling when the state is saved.
+    const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_SETTLE_MS: '3000' };
+
+    const one = startWatch(env, t);
+    const oneLines = follow(one.child);
+    await until('subscription', () => liveConnections(prefect) === 1);
+    // The rerun's Scheduled before the Completed it leaves; the earlier attempt's Running not yet.
+    const before = [P, T1, T1c, S2, C];
+    prefect.publish(before);
+    await until('every event taken', () => stlogging(oneLines()).length === before.length);
+    one.child.kill('SIGTERM');
+    assert.equal((await one.result).code, 0);
+    // Within its settle window every run is saved open, the earlier attempt beside its rerun: nothing sent yet.
+    assert.deepEqual(receiver.spans(), []);
+
+    if (downMin > 0) age(env.PREFECT_OTEL_STATE_FILE, downMin * 60_000);
+    prefect.publish([R, P2, R2, T2, T2c, F2]);
+    const two = startWatch(env, t);
+    const twoLines = follow(two.child);
+    await receiver.waitForSpans(4);
+    two.child.kill('SIGTERM');
+    const r = await two.result;
+    assert.equal(r.code, 0, r.stderr);
+
+    assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(inOrder, prefect.url)));
+    assert.deepEqual(shape(receiver.spans()).map((s) => [s.spanId, s.parentSpanId]).sort(), [
+      [spanIdForRun(fr, 0), undefined], [spanIdForRun(fr, 1), undefined], [spanIdForRun(first), spanIdForRun(fr, 0)], [spanIdForRun(second), spanIdForRun(fr, 1)],
+    ].sort());
+    // Both attempts, and the earlier attempt's task in its own settle window.
+    assert.equal(twoLines().find((l) => l.msg === 'resumed from the state file')?.openRuns, 3);
+    // Each event logged once across both processes; the earlier attempt's Running with its span id.
+    const logged = [...stlogging(oneLines()), ...stlogging(twoLines())];
+    assert.deepEqual(logged.map((l) => l['prefect.event.id']).sort(), inOrder.map((e) => e.id).sort());
+    assert.equal(logged.find((l) => l['prefect.event.id'] === R.id)?.span_id, spanIdForRun(fr, 0));
+    assert.deepEqual(twoLines().filter((l) => (l.level ?? 0) >= 40).map((l) => l.msg), []);
+  });
+}
 
 test('watch: killed (SIGKILL) while the collector is down, the spans it held are sent after the restart, each once', async (t) => {
   const w = workload(2);
