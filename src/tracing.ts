@@ -178,6 +178,8 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       if (removed.length > 0) log.info({ files: removed }, 'removed the temp files of state saves that a process stopped in the middle of');
     }
     const restored = await loadState(this.store, this.pipeline, Date.now(), log);
+    // What is there now is this process's: a state file another process writes later is not.
+    if (this.leaseState === 'held') await this.store.markOwn().catch(() => undefined);
     if (restored !== undefined) {
       const { coveredUntilMs: _ms, ...shown } = restored;
       log.info(shown, 'resumed from the state file');
@@ -285,6 +287,27 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       return;
     }
     if (!outcome.held) this.loseLease(outcome.holder);
+    else if (outcome.remade === true) await this.keepRemadeLock();
+  }
+
+  /**
+   * A lock this process had to make again (it was gone) is its own only while the state file is
+   * still the one it loaded or last saved. One another process wrote means that process took the
+   * state file over while this one was frozen past its lease, and has stopped since (its lock
+   * removed): its last save is the state to resume from. Then the lock just made is removed and this
+   * process stops without saving, as when it finds its lock taken. True when the lock is kept.
+   */
+  private async keepRemadeLock(): Promise<boolean> {
+    let changed: boolean;
+    try {
+      changed = await this.store.changedSinceOwn();
+    } catch {
+      return true;
+    }
+    if (!changed) return true;
+    await this.lease.release();
+    this.loseLease(undefined, true);
+    return false;
   }
 
   /**
@@ -301,16 +324,23 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     } catch {
       return true;
     }
-    if (!outcome.held) this.loseLease(outcome.holder);
-    return outcome.held;
+    if (!outcome.held) {
+      this.loseLease(outcome.holder);
+      return false;
+    }
+    return outcome.remade === true ? this.keepRemadeLock() : true;
   }
 
-  /** Another process holds the lock now: stop, saving nothing more over its state (exit 1). */
-  private loseLease(holder: LeaseHolder | undefined): void {
+  /**
+   * Another process holds the lock now (or held it, and has `stoppedSince`): stop, saving nothing
+   * more over its state (exit 1).
+   */
+  private loseLease(holder: LeaseHolder | undefined, stoppedSince = false): void {
     if (this.leaseState !== 'held') return;
     this.leaseState = 'lost';
     const shown = holder === undefined ? undefined : shownHolder(holder);
-    const err = new Error(`another process took over the state file ${this.config.stateFile} (${shown === undefined ? 'holder unknown' : `pid ${shown.pid} on ${shown.host}`}): this one stopped renewing its lock for longer than the lease; stopping without saving`);
+    const who = stoppedSince ? 'and has stopped since: the state file is its last save' : shown === undefined ? 'holder unknown' : `pid ${shown.pid} on ${shown.host}`;
+    const err = new Error(`another process took over the state file ${this.config.stateFile} (${who}): this one stopped renewing its lock for longer than the lease; stopping without saving`);
     if (!this.stopping) {
       this.fail(err);
       return;

@@ -30,7 +30,12 @@ export type AcquireResult =
   /** `holder` is undefined while the lock is being written (or is not one of ours); `expiresInMs` is when it runs out unless renewed. */
   | { readonly acquired: false; readonly holder: LeaseHolder | undefined; readonly expiresInMs: number };
 
-export type LeaseCheck = { readonly held: true } | { readonly held: false; readonly holder: LeaseHolder | undefined };
+/**
+ * `remade`: the lock was gone and this process made it again. Removed by hand, or released by a
+ * process that took it over while this one was frozen and has stopped since: then the state file
+ * is that process's, which the holder must not write over (see `StateStore.changedSinceOwn`).
+ */
+export type LeaseCheck = { readonly held: true; readonly remade?: true } | { readonly held: false; readonly holder: LeaseHolder | undefined };
 
 export interface StateLease {
   readonly path: string;
@@ -196,7 +201,7 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
     // A lock removed by hand is made again, unless another process was quicker; not one this process
     // released (a look still under way then must not leave a lock behind it).
     if (lock === undefined && released) return { held: false, holder: undefined };
-    if (lock === undefined) return (await create()) ? { held: true } : { held: false, holder: (await current())?.holder };
+    if (lock === undefined) return (await create()) ? { held: true, remade: true } : { held: false, holder: (await current())?.holder };
     return lock.holder?.token === self.token ? { held: true } : { held: false, holder: lock.holder };
   }
 

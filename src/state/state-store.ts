@@ -31,6 +31,13 @@ export interface StateStore {
    * holds the state file. Resolves to the paths removed.
    */
   removeLeftovers(): Promise<string[]>;
+  /** Take the state file as it is now as this process's own (after loading it); each save does so too. */
+  markOwn(): Promise<void>;
+  /**
+   * Whether the state file is no longer the one this process loaded or last saved: another process
+   * wrote it meanwhile. False before `markOwn`. Waits for a save under way.
+   */
+  changedSinceOwn(): Promise<boolean>;
   readonly path: string;
   readonly journalPath: string;
 }
@@ -40,6 +47,8 @@ export function createStateStore(path: string): StateStore {
   const tmpName = new RegExp(`^${escapeRegExp(basename(path))}\\.\\d+\\.tmp$`);
   const journalPath = `${path}.journal`;
   let tail: Promise<void> = Promise.resolve();
+  /** The state file as this process last loaded or saved it (`null`: there was none); undefined before `markOwn`. */
+  let own: FileIdentity | null | undefined;
   const serially = (op: () => Promise<void>): Promise<void> => {
     const done = tail.then(op);
     tail = done.catch(() => undefined);
@@ -52,7 +61,9 @@ export function createStateStore(path: string): StateStore {
     let length: number;
     try {
       length = await writeSynced(tmpPath, 'w', pieces);
+      const written = await identityOf(tmpPath);
       await rename(tmpPath, path);
+      if (own !== undefined) own = written;
     } catch (err) {
       await unlink(tmpPath).catch(() => undefined);
       throw err;
@@ -111,6 +122,22 @@ export function createStateStore(path: string): StateStore {
       return removed;
     },
 
+    async markOwn(): Promise<void> {
+      await serially(async () => {
+        own = await identityOf(path);
+      });
+    },
+
+    async changedSinceOwn(): Promise<boolean> {
+      let changed = false;
+      await serially(async () => {
+        if (own === undefined) return;
+        const now = await identityOf(path);
+        changed = now?.ino !== own?.ino || now?.size !== own?.size || now?.mtimeMs !== own?.mtimeMs;
+      });
+      return changed;
+    },
+
     async loadJournal(): Promise<string | undefined> {
       try {
         return await readRegularFile(journalPath);
@@ -121,6 +148,24 @@ export function createStateStore(path: string): StateStore {
       }
     },
   };
+}
+
+/** What tells one state file from another written at its path: its inode, size and modification time. */
+interface FileIdentity {
+  readonly ino: number;
+  readonly size: number;
+  readonly mtimeMs: number;
+}
+
+/** The identity of the file at `file`; null when there is none. */
+async function identityOf(file: string): Promise<FileIdentity | null> {
+  try {
+    const { ino, size, mtimeMs } = await stat(file);
+    return { ino, size, mtimeMs };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
 }
 
 /**

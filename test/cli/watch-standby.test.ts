@@ -4,12 +4,12 @@
  * logged once across both processes.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { liveConnections, replaySpans, shape, startServers, startWatch, tempDir, until, workload } from '../helpers/watch-e2e.js';
-import { follow, stlogging, assertEachEventLoggedOnce, spansBuiltWithCollectorDown, healthz, levels, stateFiles } from '../helpers/watch-processes.js';
+import { follow, stlogging, assertEachEventLoggedOnce, spansBuiltWithCollectorDown, healthz, levels, stateFiles, stateText } from '../helpers/watch-processes.js';
 
 test('watch: a second process on the same state file waits as a standby, then takes over when the first stops; each span once, each event logged once', async (t) => {
   const w = workload(2);
@@ -139,6 +139,65 @@ for (const stopped of [false, true]) {
     assert.equal((await second.result).code, 0);
   });
 }
+
+test('watch: a holder frozen (SIGSTOP) past its lease, resumed only after the process that took over has stopped (its lock removed): it writes nothing over the state that process left, takes no lock, and stops with an error', async (t) => {
+  const w = workload(1);
+  const { prefect } = await startServers(t, w.taskRuns);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_STATE_LEASE_MS: '1500' };
+  const first = startWatch(env, t);
+  const firstLines = follow(first.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  await until('every event taken', () => stlogging(firstLines()).length === w.events.length);
+  const second = startWatch(env, t);
+  const secondLines = follow(second.child);
+  await until('standby', () => secondLines().some((l) => l.msg?.startsWith('standby:')));
+
+  first.child.kill('SIGSTOP');
+  await until('taken over', () => prefect.connections.length === 2);
+  second.child.kill('SIGTERM');
+  assert.equal((await second.result).code, 0);
+  // What the second left: its last save, and no lock.
+  const left = stateFiles(env.PREFECT_OTEL_STATE_FILE);
+  assert.equal(existsSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`), false);
+
+  first.child.kill('SIGCONT');
+  await until('the first stops, or writes over the state', () => first.child.exitCode !== null || JSON.stringify(stateFiles(env.PREFECT_OTEL_STATE_FILE)) !== JSON.stringify(left));
+  const files = stateFiles(env.PREFECT_OTEL_STATE_FILE);
+  const lock = existsSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`);
+  first.child.kill('SIGTERM');
+  const r = await first.result;
+  assert.deepEqual(
+    { code: r.code, fatal: levels(firstLines(), 50).map((l) => l.msg), files, lock },
+    {
+      code: 1,
+      fatal: [`another process took over the state file ${env.PREFECT_OTEL_STATE_FILE} (and has stopped since: the state file is its last save): this one stopped renewing its lock for longer than the lease; stopping without saving`],
+      files: left,
+      lock: false,
+    },
+  );
+  assert.equal(existsSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`), false);
+});
+
+test('watch: a holder whose lock is removed by hand (the state file still its own) makes it again and goes on saving, and stops normally', async (t) => {
+  const w = workload(1);
+  const { prefect } = await startServers(t, w.taskRuns);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_STATE_LEASE_MS: '600' };
+  const run = startWatch(env, t);
+  const lines = follow(run.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  const half = Math.floor(w.events.length / 2);
+  prefect.publish(w.events.slice(0, half));
+  await until('saved', () => stateText(env.PREFECT_OTEL_STATE_FILE).includes(w.events[half - 1]!.id));
+  unlinkSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`);
+  await until('the lock made again', () => existsSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`));
+  prefect.publish(w.events.slice(half));
+  await until('saved again', () => stateText(env.PREFECT_OTEL_STATE_FILE).includes(w.events.at(-1)!.id));
+  run.child.kill('SIGTERM');
+  const r = await run.result;
+  assert.deepEqual({ code: r.code, said: levels(lines(), 40).map((l) => l.msg) }, { code: 0, said: [] });
+  assert.equal(existsSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`), false);
+});
 
 test('watch: a holder that takes longer to stop than its lease (the collector down) keeps its lock until it has saved: the standby takes over after it, from its state, and sends the spans it kept', async (t) => {
   const w = workload(1);

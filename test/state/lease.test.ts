@@ -154,7 +154,7 @@ describe('state file lease', () => {
     }
   });
 
-  it('a lock that is not one (empty, cut short) is waited out like any other, and a lock removed by hand is made again', async () => {
+  it('a lock that is not one (empty, cut short) is waited out like any other, and a lock removed by hand is made again, said to be remade', async () => {
     const file = withLock('{"pid":');
     const a = createStateLease(file, 1_000);
     const refused = await a.tryAcquire();
@@ -163,7 +163,11 @@ describe('state file lease', () => {
     assert.deepEqual(await a.tryAcquire(), { acquired: true, tookOver: undefined });
     const mine = holderIn(`${file}.lock`);
     unlinkSync(`${file}.lock`);
-    assert.deepEqual(await a.renew(), { held: true });
+    assert.deepEqual(await a.renew(), { held: true, remade: true });
+    assert.deepEqual(holderIn(`${file}.lock`), mine);
+    assert.deepEqual([await a.renew(), await a.check()], [{ held: true }, { held: true }]);
+    unlinkSync(`${file}.lock`);
+    assert.deepEqual(await a.check(), { held: true, remade: true });
     assert.deepEqual(holderIn(`${file}.lock`), mine);
   });
 

@@ -36,6 +36,24 @@ describe('state store', () => {
     assert.deepEqual(await readdir(join(dir, 'replace')), ['state.json']);
   });
 
+  it('tells a state file another writer saved from the one this store loaded or last saved, its own journal lines and saves under way not counted', async () => {
+    const path = join(dir, 'own', 'state.json');
+    const mine = createStateStore(path);
+    const other = createStateStore(path);
+    assert.equal(await mine.changedSinceOwn(), false, 'nothing to compare with before markOwn');
+    await mine.markOwn();
+    assert.equal(await mine.changedSinceOwn(), false, 'no file yet, and still none');
+    const saving = mine.save({ n: 1 });
+    assert.equal(await mine.changedSinceOwn(), false, 'its own save, under way');
+    await saving;
+    await mine.append('{"n":2}\n');
+    assert.equal(await mine.changedSinceOwn(), false, 'its own save and journal line');
+    await other.save({ n: 3 });
+    assert.equal(await mine.changedSinceOwn(), true, 'another writer saved the file');
+    await mine.markOwn();
+    assert.equal(await mine.changedSinceOwn(), false, 'taken as its own again');
+  });
+
   it('serialises concurrent saves: the last call wins and no write interleaves', async () => {
     const path = join(dir, 'concurrent', 'state.json');
     const store = createStateStore(path);
