@@ -196,12 +196,25 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
     return false;
   }
 
+  /**
+   * The lock made again, once for the looks that find it gone at the same time (a renewal and the
+   * look before a save): one of them making it must not make the other see it, unwritten or
+   * written, as another process's.
+   */
+  let remaking: Promise<boolean> | undefined;
+  const remake = (): Promise<boolean> => (remaking ??= create().finally(() => (remaking = undefined)));
+
   async function check(): Promise<LeaseCheck> {
     const lock = await current();
     // A lock removed by hand is made again, unless another process was quicker; not one this process
     // released (a look still under way then must not leave a lock behind it).
     if (lock === undefined && released) return { held: false, holder: undefined };
-    if (lock === undefined) return (await create()) ? { held: true, remade: true } : { held: false, holder: (await current())?.holder };
+    if (lock === undefined) {
+      if (await remake()) return { held: true, remade: true };
+      // Another process was quicker, or this one's other look, which found the lock gone just before this one did.
+      const now = await current();
+      return now?.holder?.token === self.token ? { held: true, remade: true } : { held: false, holder: now?.holder };
+    }
     return lock.holder?.token === self.token ? { held: true } : { held: false, holder: lock.holder };
   }
 

@@ -169,6 +169,10 @@ describe('state file lease', () => {
     unlinkSync(`${file}.lock`);
     assert.deepEqual(await a.check(), { held: true, remade: true });
     assert.deepEqual(holderIn(`${file}.lock`), mine);
+    // Its renewal and the look before a save, at once: one makes the lock, the other finds it made by this process, not another's.
+    unlinkSync(`${file}.lock`);
+    assert.deepEqual(await Promise.all([a.renew(), a.check(), a.check()]), [{ held: true, remade: true }, { held: true, remade: true }, { held: true, remade: true }]);
+    assert.deepEqual(holderIn(`${file}.lock`), mine);
   });
 
   it('standbys in several processes racing for one stale lock: exactly one takes it over, and keeps it', async () => {
