@@ -171,14 +171,22 @@ function clip(text: string): string {
 }
 
 /**
- * `text` cut to `max` characters, `…` marking the cut. The cut is a copy: V8 makes `slice` a view
+ * `text` cut to `max` characters (UTF-16 code units, one less where the cut would split a surrogate
+ * pair), `…` marking the cut. The cut is a copy: V8 makes `slice` a view
  * that holds the whole text in memory, so a run keeping the first 4 KiB of each of its events'
  * megabyte payloads would hold the megabytes. Joining the pieces makes a new string of their
  * characters alone; it costs a copy of `max` characters, only for a text that is cut.
  */
 export function truncate(text: string, max: number): string {
-  return text.length > max ? [text.slice(0, max), '…'].join('') : text;
+  if (text.length <= max) return text;
+  // Never between the two halves of a surrogate pair (an emoji): the lone half is no character, and
+  // OTLP's UTF-8 carries it as U+FFFD. The cut falls before the pair.
+  const end = max > 0 && isHighSurrogate(text.charCodeAt(max - 1)) && isLowSurrogate(text.charCodeAt(max)) ? max - 1 : max;
+  return [text.slice(0, end), '…'].join('');
 }
+
+const isHighSurrogate = (c: number): boolean => c >= 0xd800 && c <= 0xdbff;
+const isLowSurrogate = (c: number): boolean => c >= 0xdc00 && c <= 0xdfff;
 
 /** `text` clipped, as a JSON string. */
 function quoted(text: string): string {

@@ -831,6 +831,28 @@ test('a state message is cut to the payload bound on the span event and the span
   assert.ok(lines.some((l) => String(l.msg).startsWith('STLOGGING: ') && String(l.msg).includes(`message='${message}'`)), 'the log line has the whole message');
 });
 
+test('a payload or state message cut at PREFECT_OTEL_PAYLOAD_MAX_CHARS never splits a character outside the Basic Multilingual Plane (an emoji is two UTF-16 code units): the cut falls before it, so no lone surrogate reaches the span (OTLP encodes one as U+FFFD)', async () => {
+  // `{"note":"` is 9 characters; each 🚀 is 2 code units, so a cut at 10 falls between the two halves of the first.
+  const order = customEvent({ event: 'acme.order.shipped', resourceId: 'acme.order.7', related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run' }], payload: { note: '🚀🚀 shipped' }, occurred: at(1) }) as Ev;
+  const failed = flowState(2, 'FAILED', 'Failed', 'RUNNING', 1, { message: 'boom 💥💥💥' });
+  const { spans } = await run([flowState(0, 'RUNNING', 'Running', 'PENDING', 1), order, failed], { payloadMaxChars: 10 });
+  const span = spans[0]!;
+  // `boom 💥💥` is 9 code units, the cut at 10 falls inside the third 💥: it is left out whole.
+  assert.deepEqual(span.status, { code: 'error', message: 'boom 💥💥…' });
+  assert.deepEqual(span.events.map((e) => [e.name, e.attributes]), [
+    ['Running', { 'prefect.state.type': 'RUNNING', 'prefect.state.name': 'Running', 'prefect.state.message': '', 'prefect.state.id': span.events[0]!.attributes['prefect.state.id'], 'prefect.state.from': 'PENDING', 'prefect.run.count': 1, 'prefect.event.received_lag_ms': 15 }],
+    ['acme.order.shipped', { 'prefect.event.id': order.id, 'prefect.event.resource.id': 'acme.order.7', 'prefect.event.payload': '{"note":"…' }],
+    ['Failed', { 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'prefect.state.message': 'boom 💥💥…', 'prefect.state.id': failed.id, 'prefect.state.from': 'RUNNING', 'prefect.run.count': 1, 'prefect.event.received_lag_ms': 15 }],
+  ]);
+  // A cut that falls between two characters keeps both (`boom! 💥💥` is 10 code units).
+  const even = await run([flowState(0, 'RUNNING', 'Running', 'PENDING', 1), flowState(2, 'FAILED', 'Failed', 'RUNNING', 1, { message: 'boom! 💥💥💥' })], { payloadMaxChars: 10 });
+  assert.deepEqual(even.spans[0]!.status, { code: 'error', message: 'boom! 💥💥…' });
+  // Names and tags are cut the same way.
+  const tag = `${'t'.repeat(255)}🏷️`;
+  const tagged = await run([flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, tags: [tag], state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: at(1) })]);
+  assert.deepEqual(tagged.spans[0]!.attributes['prefect.tags'], [`${'t'.repeat(255)}…`]);
+});
+
 test('a run keeps at most 128 tags of at most 256 characters; how many more its events carried is prefect.tags.dropped_count', async () => {
   const long = 'a'.repeat(300);
   const tags = [long, ...Array.from({ length: 300 }, (_, i) => `tag-${String(i).padStart(3, '0')}`)];
