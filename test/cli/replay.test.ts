@@ -147,6 +147,36 @@ test('past the span-event limit: the folded events are counted in the span\'s dr
   await receiver.close();
 });
 
+test('a long task run with 150 retries keeps every transition on its exported span (far past OpenTelemetry\'s default of 128 events per span), and a payload cut at PREFECT_OTEL_PAYLOAD_MAX_CHARS before an emoji arrives as the text it was, not U+FFFD', async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const retries = 150;
+  const task = (ms: number, type: string, name: string, from: string | null, runCount: number) =>
+    taskRunStateEvent({ taskRunId: TR, taskRunName: 'poll-3f2', taskKey: 'poll-9a8b7c6d', flowRunId: FR, ...FLOW, state: { type, name }, from, runCount, occurred: T0 + ms });
+  const states = [task(1000, 'PENDING', 'Pending', null, 0), task(1001, 'RUNNING', 'Running', 'PENDING', 1)];
+  for (let i = 1; i <= retries; i++) {
+    states.push(task(1000 + i * 100, 'SCHEDULED', 'AwaitingRetry', 'RUNNING', i), task(1000 + i * 100 + 50, 'RUNNING', 'Retrying', 'SCHEDULED', i + 1));
+  }
+  states.push(task(1000 + (retries + 1) * 100, 'COMPLETED', 'Completed', 'RUNNING', retries + 1));
+  const note = customEvent({
+    event: 'acme.poll.note', resourceId: 'acme.poll', payload: { note: '🚀 still waiting' }, occurred: T0 + 1002,
+    related: [{ id: `prefect.task-run.${TR}`, role: 'task-run' }, { id: `prefect.flow-run.${FR}`, role: 'flow-run' }],
+  });
+  const flow = (ms: number, type: string, name: string) => flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type, name }, from: type === 'RUNNING' ? 'PENDING' : 'RUNNING', runCount: 1, occurred: T0 + ms });
+  const lines = [flow(0, 'RUNNING', 'Running'), ...states.slice(0, 2), note, ...states.slice(2), flow(60_000, 'COMPLETED', 'Completed')].map((e) => JSON.stringify(e));
+  // `{"note":"` is 9 characters, 🚀 the next two: a cut at 10 falls inside it.
+  const r = await cli(['replay', '-'], { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_PAYLOAD_MAX_CHARS: '10' }, `${lines.join('\n')}\n`);
+  assert.equal(r.code, 0, r.stderr);
+  const span = receiver.spans().find((s) => s.spanId === spanIdForRun(TR))!;
+  const expected = ['Pending', 'Running', 'acme.poll.note', ...Array.from({ length: retries }, () => ['AwaitingRetry', 'Retrying']).flat(), 'Completed'];
+  assert.deepEqual(
+    { events: span.events.map((e) => e.name), dropped: span.droppedEventsCount, runCount: span.attributes['prefect.run.count'], lastRunCount: span.events.at(-1)!.attributes['prefect.run.count'] },
+    { events: expected, dropped: undefined, runCount: retries + 1, lastRunCount: retries + 1 },
+  );
+  assert.equal(span.events.length, 2 * retries + 4);
+  assert.equal(span.events[2]!.attributes['prefect.event.payload'], '{"note":"…');
+});
+
 // SIGHUP (its terminal closed) as SIGINT, then the process ends by that signal, as a hung-up process does.
 for (const signal of ['SIGINT', 'SIGHUP'] as const) test(`replay interrupted (${signal}) while standard input is still open: what was read is exported, open runs as incomplete, ${signal === 'SIGINT' ? 'exit 130' : 'then ended by SIGHUP'}`, async (t) => {
   const receiver = await startOtlpReceiver();

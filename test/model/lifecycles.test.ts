@@ -408,6 +408,65 @@ test('a rerun from the UI after Failed, with tasks in both attempts: a second fl
   assert.equal(pipeline.tracker.counts.reruns, 1);
 });
 
+test('the events around a run as Prefect sends them: a tag concurrency limit acquired and released inside a task (on the task), an artifact made by the flow and an automation action naming the flow run as its target (on the flow run), a deployment update naming no run (nowhere): whole spans', async () => {
+  const flow = flowRun([[0, 'RUNNING', 'Running', 1], [10, 'COMPLETED', 'Completed', 1]]);
+  const task = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[1, 'PENDING', 'Pending', 0], [1.5, 'RUNNING', 'Running', 1], [3.1, 'COMPLETED', 'Completed', 1]]);
+  const LIMIT = '0198c7d2-c000-7000-8000-000000000001';
+  // Emitted by the client inside the task: the EventsWorker adds the task run, its flow run, flow and the run's tags.
+  const inTask = [
+    { id: `prefect.task-run.${TASK}`, role: 'task-run', name: 'load-7c1' }, { id: `prefect.flow-run.${FR}`, role: 'flow-run', name: 'crimson-fox' },
+    { id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'etl' }, { id: 'prefect.tag.etl', role: 'tag' },
+  ];
+  const limit = (s: number, what: string, id: string, follows?: string): WireEvent => {
+    const e = customEvent({ event: `prefect.concurrency-limit.${what}`, resourceId: `prefect.concurrency-limit.${LIMIT}`, resourceName: 'tag:db', related: inTask, payload: {}, occurred: at(s), id, follows });
+    Object.assign(e.resource, { 'slots-acquired': '1', limit: '2' });
+    return e;
+  };
+  const acquired = limit(1.2, 'acquired', '0198c7d2-c000-7000-8000-0000000000a1');
+  const released = limit(3, 'released', '0198c7d2-c000-7000-8000-0000000000a2', acquired.id);
+  const artifact = customEvent({
+    event: 'prefect.artifact.created', resourceId: 'prefect.artifact.0198c7d2-c000-7000-8000-0000000000f1', occurred: at(4), id: '0198c7d2-c000-7000-8000-0000000000a3',
+    payload: { key: 'rows', type: 'table', description: 'rows loaded' },
+    related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run', name: 'crimson-fox' }, { id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'etl' }, { id: 'prefect.tag.etl', role: 'tag' }],
+  });
+  // Server-side: no run context, the run is only the action's target.
+  const automation = customEvent({
+    event: 'prefect.automation.action.executed', resourceId: 'prefect.automation.0198c7d2-c000-7000-8000-0000000000e1', resourceName: 'notify-on-slow', occurred: at(5), id: '0198c7d2-c000-7000-8000-0000000000a4',
+    payload: { action_index: 0, action_type: 'send-notification', invocation: '0198c7d2-c000-7000-8000-0000000000e2' },
+    related: [{ id: 'prefect.event.0198c7d2-c000-7000-8000-0000000000e3', role: 'triggering-event' }, { id: `prefect.flow-run.${FR}`, role: 'target', name: 'crimson-fox' }],
+  });
+  Object.assign(automation.resource, { 'prefect.trigger-type': 'event', 'prefect.posture': 'Reactive' });
+  const deployment = customEvent({
+    event: 'prefect.deployment.updated', resourceId: `prefect.deployment.${DEPLOY.deployment.id}`, resourceName: 'nightly', occurred: at(6), id: '0198c7d2-c000-7000-8000-0000000000a5',
+    payload: { updated_fields: ['paused'], updates: { paused: { from: false, to: true } } },
+    related: [{ id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'etl' }],
+  });
+  const { spans, pipeline } = await run([flow[0]!, task[0]!, acquired, task[1]!, released, task[2]!, artifact, automation, deployment, flow[1]!]);
+  const runEvent = (e: WireEvent, payload: string) => [e.event, Math.round(Date.parse(String(e.occurred)) * 1000), {
+    'prefect.event.id': e.id, 'prefect.event.resource.id': e.resource['prefect.resource.id'],
+    ...(e.resource['prefect.resource.name'] === undefined ? {} : { 'prefect.event.resource.name': e.resource['prefect.resource.name'] }),
+    'prefect.event.payload': payload,
+  }];
+  assert.deepEqual(spans.map(whole), [
+    {
+      name: 'load', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK), parentSpanId: spanIdForRun(FR),
+      startUs: us(1), endUs: us(3.1), status: { code: 'ok' },
+      attributes: taskAttrs(TASK, 'load-7c1', 'load-55aa66bb', { 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.task.run.result': 'success' }),
+      events: [stateEvents(task)[0], runEvent(acquired, '{}'), stateEvents(task)[1], runEvent(released, '{}'), stateEvents(task)[2]],
+      links: [],
+    },
+    {
+      name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+      startUs: us(0), endUs: us(10), status: { code: 'ok' },
+      attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+      events: [stateEvents(flow)[0], runEvent(artifact, '{"key":"rows","type":"table","description":"rows loaded"}'),
+        runEvent(automation, '{"action_index":0,"action_type":"send-notification","invocation":"0198c7d2-c000-7000-8000-0000000000e2"}'), stateEvents(flow)[1]],
+      links: [],
+    },
+  ]);
+  assert.equal(pipeline.tracker.counts.spanEvents, 9, 'five transitions and four run events; the deployment update is on no span');
+});
+
 test('a flow run first seen through a worker event, its deployment, pool and queue only in some events (heartbeats name no pool or queue): the span has them all, the pool type from the server\'s events', async () => {
   const worker = customEvent({
     event: 'prefect.worker.submitted-flow-run', resourceId: 'prefect.worker.kubernetes.k8s-worker-1', resourceName: 'k8s-worker-1', occurred: at(0.5), id: '0198c7d2-ffff-7000-8000-000000000002',

@@ -847,6 +847,10 @@ test('a payload or state message cut at PREFECT_OTEL_PAYLOAD_MAX_CHARS never spl
   // A cut that falls between two characters keeps both (`boom! 💥💥` is 10 code units).
   const even = await run([flowState(0, 'RUNNING', 'Running', 'PENDING', 1), flowState(2, 'FAILED', 'Failed', 'RUNNING', 1, { message: 'boom! 💥💥💥' })], { payloadMaxChars: 10 });
   assert.deepEqual(even.spans[0]!.status, { code: 'error', message: 'boom! 💥💥…' });
+  // A payload of exactly the bound is kept whole; one character more is cut at the bound.
+  const exact = (n: string) => customEvent({ event: 'acme.n', resourceId: 'acme.n', related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run' }], payload: { n }, occurred: at(1) }) as Ev;
+  const edge = await run([flowState(0, 'RUNNING', 'Running', 'PENDING', 1), exact('12'), exact('123'), flowState(2, 'COMPLETED', 'Completed', 'RUNNING', 1)], { payloadMaxChars: 10 });
+  assert.deepEqual(edge.spans[0]!.events.filter((e) => e.name === 'acme.n').map((e) => e.attributes['prefect.event.payload']), ['{"n":"12"}', '{"n":"123"…']);
   // Names and tags are cut the same way.
   const tag = `${'t'.repeat(255)}🏷️`;
   const tagged = await run([flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, tags: [tag], state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: at(1) })]);
