@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -392,6 +393,31 @@ test('a rerun from the UI after Completed becomes a second span in the same trac
   );
   assert.equal(spans[1]!.startUs, us(101));
   assert.deepEqual(spans[1]!.events.map((e) => e.name), ['Scheduled', 'Running', 'Failed']);
+});
+
+test('ids by the published formula, computed here without the product\'s code: trace id = the root flow run\'s UUID as 32 lowercase hex digits, span id = the first 16 hex digits of SHA-256 of the lowercase dashed UUID (`<uuid>:1` for the first rerun), also when the wire writes the UUIDs in capitals; a task with no flow run is the root of its own trace', async () => {
+  const sha = (text: string): string => createHash('sha256').update(text).digest('hex').slice(0, 16);
+  const upper = (e: Ev): Ev => JSON.parse(JSON.stringify(e).replaceAll(FR, FR.toUpperCase()).replaceAll(LOAD, LOAD.toUpperCase())) as Ev;
+  const LONE = '0198c7d2-6000-7abc-8def-0000000000b1';
+  const events = [
+    flowState(0, 'RUNNING', 'Running', 'PENDING', 1),
+    taskState(LOAD, 'load-7c1', 'load-55aa66bb', 1, 'RUNNING', 'Running', 'PENDING', 1),
+    taskState(LOAD, 'load-7c1', 'load-55aa66bb', 2, 'COMPLETED', 'Completed', 'RUNNING', 1),
+    flowState(3, 'COMPLETED', 'Completed', 'RUNNING', 1),
+    flowState(10, 'SCHEDULED', 'Scheduled', 'COMPLETED', 1),
+    flowState(11, 'RUNNING', 'Running', 'SCHEDULED', 2),
+    flowState(12, 'COMPLETED', 'Completed', 'RUNNING', 2),
+  ].map(upper);
+  const lone = [1, 2].map((s) => taskRunStateEvent({ taskRunId: LONE.toUpperCase(), taskRunName: 'ping-0a1', taskKey: 'ping-0f0e0d0c', state: s === 1 ? { type: 'RUNNING', name: 'Running' } : { type: 'COMPLETED', name: 'Completed' }, from: s === 1 ? 'PENDING' : 'RUNNING', runCount: 1, occurred: at(s) }) as Ev);
+  const { spans } = await run([...events, ...lone]);
+  const root = FR.replace(/-/g, '');
+  assert.deepEqual(spans.map((s) => [s.name, s.run.attempt, s.traceId, s.spanId, s.parentSpanId, s.kind, s.links.map((l) => [l.traceId, l.spanId])]).sort(), [
+    ['etl', 0, root, sha(FR), undefined, 'server', []],
+    ['etl', 1, root, sha(`${FR}:1`), undefined, 'server', [[root, sha(FR)]]],
+    ['load', 0, root, sha(LOAD), sha(FR), 'internal', []],
+    ['ping', 0, LONE.replace(/-/g, ''), sha(LONE), undefined, 'internal', []],
+  ].sort());
+  assert.deepEqual(spans.map((s) => s.attributes['prefect.run.id']).sort(), [FR, FR, LOAD, LONE].sort(), 'run ids in their canonical lowercase form');
 });
 
 test('a rerun of a run whose first attempt is no longer remembered (more runs finished since than PREFECT_OTEL_MAX_OPEN_RUNS) does not export the first attempt\'s span id again', async () => {
