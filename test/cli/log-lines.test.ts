@@ -3,9 +3,12 @@
  * log formats, each with the trace and span ids of the span it belongs to.
  */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli, type CliResult } from '../helpers/cli.js';
+import { liveConnections, startServers, startWatch, tempDir, until, workload as watchWorkload, type LogLine } from '../helpers/watch-e2e.js';
+import { follow, stlogging } from '../helpers/watch-processes.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { customEvent, flowRunStateEvent, taskRunStateEvent, type State } from '../helpers/prefect-events.js';
 
@@ -197,3 +200,57 @@ test('replay in --log-format pretty: each STLOGGING record is one whole line, co
 function escapeForTerminal(text: string): string {
   return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => ({ '\n': '\\n', '\r': '\\r', '\t': '\\t' })[c] ?? (c.charCodeAt(0) <= 0xff ? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}` : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
 }
+
+test('watch across a restart: the lines of runs restored from the state file, of a late event after their span was exported and of a rerun carry the ids of the spans exported for them; each event is logged once', async (t) => {
+  const w = watchWorkload(2);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
+  const cut = Math.floor(w.events.length * 0.5);
+  const first = startWatch(env, t);
+  const firstLines = follow(first.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events.slice(0, cut));
+  await until('every event taken', () => stlogging(firstLines()).length === cut);
+  first.child.kill('SIGTERM');
+  assert.equal((await first.result).code, 0);
+
+  const second = startWatch(env, t);
+  const secondLines = follow(second.child);
+  await until('subscription', () => liveConnections(prefect) === 1 && prefect.connections.length === 2);
+  prefect.publish(w.events.slice(cut));
+  await receiver.waitForSpans(w.runs.size);
+  // The first flow run's first task, after its span went out; then the flow run rerun from the UI.
+  const fr = w.events[0]!.resource['prefect.resource.id']!.slice('prefect.flow-run.'.length);
+  const extract = w.events.find((e) => e.resource['prefect.resource.name'] === 'extract-3f2')!.resource['prefect.resource.id']!.slice('prefect.task-run.'.length);
+  const last = Date.parse(w.events.at(-1)!.occurred);
+  const late = customEvent({ event: 'acme.rows.audited', resourceId: 'acme.table.rows-0', related: [{ id: `prefect.task-run.${extract}`, role: 'task-run' }, { id: `prefect.flow-run.${fr}`, role: 'flow-run' }], occurred: last + 100 });
+  const flowAgain = (s: number, type: string, name: string, from: string, runCount: number) =>
+    flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox-0', flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl', state: { type, name }, from, runCount, occurred: last + s * 1000 });
+  const rerun = [flowAgain(1, 'SCHEDULED', 'Scheduled', 'COMPLETED', 1), flowAgain(2, 'RUNNING', 'Running', 'SCHEDULED', 2), flowAgain(3, 'COMPLETED', 'Completed', 'RUNNING', 2)];
+  prefect.publish([late, ...rerun]);
+  await receiver.waitForSpans(w.runs.size + 1);
+  await until('every event taken', () => stlogging(secondLines()).length === w.events.length - cut + 4);
+  second.child.kill('SIGTERM');
+  assert.equal((await second.result).code, 0);
+
+  const lines: LogLine[] = [...stlogging(firstLines()), ...stlogging(secondLines())];
+  assert.deepEqual(lines.map((l) => l['prefect.event.id']).sort(), [...w.events, late, ...rerun].map((e) => e.id).sort(), 'each event logged once');
+  const spans = new Map(receiver.spans().map((s) => [s.spanId, s]));
+  assert.equal(spans.size, w.runs.size + 1);
+  assert.deepEqual(
+    lines.map((l) => { const s = spans.get(l.span_id as string); return [s?.traceId, s?.attributes['prefect.run.id'], s?.attributes['prefect.run.name']]; }),
+    lines.map((l) => [l.trace_id, l['prefect.run.id'], l['prefect.run.name']]),
+  );
+  const { time: _time, ...lateLine } = stlogging(secondLines()).find((l) => l['prefect.event.id'] === late.id)!;
+  assert.deepEqual(lateLine, {
+    level: 40, service: 'prefect-otel', component: 'runs', trace_id: traceIdForRun(fr), span_id: spanIdForRun(extract), trace_flags: '01',
+    'prefect.run.id': extract, 'prefect.run.type': 'task', 'prefect.event.id': late.id, 'prefect.event.name': 'acme.rows.audited',
+    occurred: new Date(last + 100).toISOString().replace('Z', '000Z'), 'prefect.run.name': 'extract-3f2', late: true,
+    msg: `STLOGGING: Event acme.rows.audited (id=${late.id}) on task run ${extract} (late: its span was already exported)`,
+  });
+  assert.deepEqual(stlogging(secondLines()).filter((l) => rerun.some((e) => e.id === l['prefect.event.id'])).map((l) => [l.span_id, l.msg]), [
+    [spanIdForRun(fr, 1), `STLOGGING: Flow run ${fr} (crimson-fox-0) state transition: COMPLETED -> SCHEDULED (state_name='Scheduled', message='')`],
+    [spanIdForRun(fr, 1), `STLOGGING: Flow run ${fr} (crimson-fox-0) state transition: SCHEDULED -> RUNNING (state_name='Running', message='')`],
+    [spanIdForRun(fr, 1), `STLOGGING: Flow run ${fr} (crimson-fox-0) state transition: RUNNING -> COMPLETED (state_name='Completed', message='')`],
+  ]);
+});
