@@ -205,7 +205,11 @@ test('watch across a restart: the lines of runs restored from the state file, of
   const w = watchWorkload(2);
   const { prefect, receiver } = await startServers(t, w.taskRuns);
   const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
-  const cut = Math.floor(w.events.length * 0.5);
+  // The first flow run's first task, which a late event names below: finished before the restart,
+  // so that its name and span come from the state file; its flow run and the rest are still open.
+  const fr = w.events[0]!.resource['prefect.resource.id']!.slice('prefect.flow-run.'.length);
+  const extract = w.events.find((e) => e.resource['prefect.resource.name'] === 'extract-3f2')!.resource['prefect.resource.id']!.slice('prefect.task-run.'.length);
+  const cut = w.events.findIndex((e) => e.resource['prefect.resource.id'] === `prefect.task-run.${extract}` && e.resource['prefect.state-type'] === 'COMPLETED') + 1;
   const first = startWatch(env, t);
   const firstLines = follow(first.child);
   await until('subscription', () => liveConnections(prefect) === 1);
@@ -219,9 +223,7 @@ test('watch across a restart: the lines of runs restored from the state file, of
   await until('subscription', () => liveConnections(prefect) === 1 && prefect.connections.length === 2);
   prefect.publish(w.events.slice(cut));
   await receiver.waitForSpans(w.runs.size);
-  // The first flow run's first task, after its span went out; then the flow run rerun from the UI.
-  const fr = w.events[0]!.resource['prefect.resource.id']!.slice('prefect.flow-run.'.length);
-  const extract = w.events.find((e) => e.resource['prefect.resource.name'] === 'extract-3f2')!.resource['prefect.resource.id']!.slice('prefect.task-run.'.length);
+  // An event on that task after its span went out; then the flow run rerun from the UI.
   const last = Date.parse(w.events.at(-1)!.occurred);
   const late = customEvent({ event: 'acme.rows.audited', resourceId: 'acme.table.rows-0', related: [{ id: `prefect.task-run.${extract}`, role: 'task-run' }, { id: `prefect.flow-run.${fr}`, role: 'flow-run' }], occurred: last + 100 });
   const flowAgain = (s: number, type: string, name: string, from: string, runCount: number) =>
