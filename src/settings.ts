@@ -408,7 +408,7 @@ export const SETTINGS = {
   },
   payloadMaxChars: {
     env: ['PREFECT_OTEL_PAYLOAD_MAX_CHARS'], flag: '--payload-max-chars', default: 4_096, parse: integer(0, 1_000_000),
-    doc: 'length of the `prefect.event.payload` JSON kept on a span event, and of `prefect.state.message` (span event and status)',
+    doc: 'length of the `prefect.event.payload` JSON kept on a span event, and of `prefect.state.message` (span event and status); a cut text ends in `…` (a cut payload is no longer valid JSON) and never splits a character',
   },
   dedupeWindowMs: {
     env: ['PREFECT_OTEL_DEDUPE_WINDOW_MS'], flag: '--dedupe-window-ms', default: 60 * MINUTE_MS, parse: integer(MINUTE_MS, 7 * DAY_MS, ' ms'),

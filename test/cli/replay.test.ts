@@ -8,30 +8,16 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { generateDemoWorkload } from '../../src/source/demo-workload.js';
-import { CLI, startCli, type CliResult } from '../helpers/cli.js';
-import { logLines, until } from '../helpers/watch-e2e.js';
+import { CLI, startCli } from '../helpers/cli.js';
+import { until } from '../helpers/watch-e2e.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { customEvent, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
+import { cli, FLOW, FR, smallRun, T0, TR } from '../helpers/replay-cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-'));
 
-function cli(args: string[], env: Record<string, string>, input?: string): Promise<CliResult> {
-  return startCli(args, { PREFECT_API_URL: 'http://127.0.0.1:9/api', PREFECT_OTEL_LOG_LEVEL: 'info', ...env }, input ?? '').result;
-}
 
-const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
-const FR = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
-const TR = '0198c7d2-6000-7abc-8def-000000000001';
-const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
 
-function smallRun(): string[] {
-  return [
-    flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: T0, id: '0198c7d2-eeee-7000-8000-000000000001' }),
-    taskRunStateEvent({ taskRunId: TR, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: FR, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: T0 + 1000, id: '0198c7d2-eeee-7000-8000-000000000002' }),
-    taskRunStateEvent({ taskRunId: TR, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: FR, ...FLOW, state: { type: 'FAILED', name: 'Failed', message: 'ValueError: bad row 17' }, from: 'RUNNING', runCount: 1, occurred: T0 + 2000, id: '0198c7d2-eeee-7000-8000-000000000003' }),
-    flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'FAILED', name: 'Failed', message: 'Flow run encountered an exception' }, from: 'RUNNING', runCount: 1, occurred: T0 + 3000, id: '0198c7d2-eeee-7000-8000-000000000004' }),
-  ].map((e) => JSON.stringify({ type: 'event', event: e }));
-}
 
 function byTrace(spans: ReceivedSpan[]): Map<string, ReceivedSpan[]> {
   const m = new Map<string, ReceivedSpan[]>();
@@ -201,53 +187,6 @@ for (const signal of ['SIGINT', 'SIGHUP'] as const) test(`replay interrupted (${
   );
 });
 
-test('a collector that stays down: replay says so and exits non-zero; secrets in OTLP headers and credentials in URLs never reach the output', async () => {
-  // Two of the passwords hold a raw `@`: the user info runs to the last one.
-  const r = await cli(['replay', '-'], {
-    PREFECT_API_URL: 'http://prefect-user:api@pass123@127.0.0.1:9/api',
-    PREFECT_UI_URL: 'http://ui-user:uipass123@127.0.0.1:9',
-    PREFECT_OTEL_JAEGER_URL: 'http://jaeger-user:jaegerpass123@127.0.0.1:9',
-    OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otlp-user:otlp@pass123@127.0.0.1:9',
-    OTEL_EXPORTER_OTLP_TIMEOUT: '300',
-    OTEL_EXPORTER_OTLP_HEADERS: 'x-api-key=sup3rs3cret',
-    OTEL_LOGS_EXPORTER: 'otlp',
-    OTEL_METRICS_EXPORTER: 'otlp',
-    PREFECT_OTEL_LOG_LEVEL: 'debug',
-  }, smallRun().join('\n'));
-  assert.equal(r.code, 1);
-  assert.match(r.stderr, /export: FAILED/);
-  const out = `${r.stdout}${r.stderr}`;
-  for (const secret of ['sup3rs3cret', 'pass123', 'uipass123', 'jaegerpass123']) assert.ok(!out.includes(secret), `${secret} in the output`);
-  // The URLs themselves are logged, without their credentials.
-  const settings = logLines(r.stdout).find((l) => l.msg === 'replay starting')?.settings as Record<string, unknown> | undefined;
-  assert.deepEqual(
-    settings && [settings.apiUrl, settings.uiUrl, settings.jaegerUrl, settings.tracesUrl, settings.logsUrl, settings.metricsUrl, settings.otlpHeaders],
-    ['http://127.0.0.1:9/api', 'http://127.0.0.1:9', 'http://127.0.0.1:9', 'http://127.0.0.1:9/v1/traces', 'http://127.0.0.1:9/v1/logs', 'http://127.0.0.1:9/v1/metrics', ['x-api-key=[redacted]']],
-  );
-});
-
-test('a URL setting that does not parse is quoted without its user info, by prefect-otel and by the OpenTelemetry SDK', async () => {
-  const bad = await cli(['replay', '-'], { PREFECT_API_URL: 'http://admin:s3cret@host:99999/api' });
-  assert.equal(bad.code, 2);
-  assert.equal(bad.stderr.split('\n')[1], '  - PREFECT_API_URL: not a URL: "http://[redacted]@host:99999/api"');
-  const receiver = await startOtlpReceiver();
-  try {
-    // An OTel variable that does not parse warns and falls back (here to the traces endpoint that does).
-    const r = await cli(['replay', '-'], {
-      PREFECT_API_URL: 'http://127.0.0.1:9/api',
-      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otuser:OT@PASSWD@[::1',
-      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${receiver.url}/v1/traces`,
-    }, smallRun().join('\n'));
-    assert.equal(r.code, 0, r.stderr);
-    assert.ok(!`${r.stdout}${r.stderr}`.includes('PASSWD'), r.stdout);
-    const warnings = logLines(r.stdout).filter((l) => l.level === 40).map((l) => l.msg as string);
-    assert.ok(warnings.some((m) => m.includes('http://[redacted]@[::1')), warnings.join('\n'));
-    assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']).sort(), [FR, TR].sort());
-  } finally {
-    await receiver.close();
-  }
-});
-
 test('mistyped options and stray arguments are listed and exit 2; a value that may be a secret is never echoed', async () => {
   const problems = async (args: string[], env: Record<string, string> = {}) => {
     const r = await cli(args, env);
@@ -386,45 +325,3 @@ test('a model notice is one JSON object with one component: an event that arrive
   });
 });
 
-test('a URL setting that does not parse because its password holds a / or ? is quoted without the password, by prefect-otel and by the OpenTelemetry SDK', async () => {
-  const bad = await cli(['replay', '-'], { PREFECT_API_URL: 'http://admin:s3/cret@host:4200/api', HTTPS_PROXY: 'proxyuser:pr?xysecret@proxy.corp:3128' });
-  assert.equal(bad.code, 2);
-  assert.deepEqual(bad.stderr.split('\n\n')[0]!.split('\n'), [
-    'prefect-otel: invalid configuration:',
-    '  - PREFECT_API_URL: not a URL: "http://[redacted]@host:4200/api"',
-    '  - HTTPS_PROXY: not a URL: "proxy.corp:3128"',
-  ]);
-  const receiver = await startOtlpReceiver();
-  try {
-    const r = await cli(['replay', '-'], {
-      PREFECT_API_URL: 'http://127.0.0.1:9/api',
-      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otuser:OT/PASSWD@collector.corp:4318',
-      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${receiver.url}/v1/traces`,
-    }, smallRun().join('\n'));
-    assert.equal(r.code, 0, r.stderr);
-    assert.ok(!`${r.stdout}${r.stderr}`.includes('PASSWD'), r.stdout);
-    const warnings = logLines(r.stdout).filter((l) => l.level === 40).map((l) => l.msg as string);
-    assert.ok(warnings.includes('OTEL_EXPORTER_OTLP_ENDPOINT: not a URL: "http://[redacted]@collector.corp:4318"; using the default (http://localhost:4318)'), warnings.join('\n'));
-    assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']).sort(), [FR, TR].sort());
-  } finally {
-    await receiver.close();
-  }
-});
-
-test('OTLP headers written as name: value are a warning that quotes none of the credential, and the spans still go out', async () => {
-  const receiver = await startOtlpReceiver();
-  try {
-    const r = await cli(['replay', '-'], {
-      PREFECT_API_URL: 'http://127.0.0.1:9/api',
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-      OTEL_EXPORTER_OTLP_HEADERS: 'Authorization: Basic T1RVU0VSOk9UUEFTU1dE==',
-    }, smallRun().join('\n'));
-    assert.equal(r.code, 0, r.stderr);
-    assert.ok(!`${r.stdout}${r.stderr}`.includes('T1RVU0VSOk9UUEFTU1dE'), r.stdout);
-    const warnings = logLines(r.stdout).filter((l) => l.level === 40).map((l) => l.msg as string);
-    assert.ok(warnings.includes('OTEL_EXPORTER_OTLP_HEADERS: the name of header 1 is not a valid HTTP header name: write name=value, not name: value (not shown: it may hold a secret); using the default ({})'), warnings.join('\n'));
-    assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']).sort(), [FR, TR].sort());
-  } finally {
-    await receiver.close();
-  }
-});

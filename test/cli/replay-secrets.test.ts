@@ -1,0 +1,99 @@
+/**
+ * `prefect-otel replay` never shows a secret: credentials in URLs (also ones that do not parse),
+ * OTLP header values (also written in the wrong format), with the collector down or up.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { logLines } from '../helpers/watch-e2e.js';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
+import { cli, FR, smallRun, TR } from '../helpers/replay-cli.js';
+
+test('a collector that stays down: replay says so and exits non-zero; secrets in OTLP headers and credentials in URLs never reach the output', async () => {
+  // Two of the passwords hold a raw `@`: the user info runs to the last one.
+  const r = await cli(['replay', '-'], {
+    PREFECT_API_URL: 'http://prefect-user:api@pass123@127.0.0.1:9/api',
+    PREFECT_UI_URL: 'http://ui-user:uipass123@127.0.0.1:9',
+    PREFECT_OTEL_JAEGER_URL: 'http://jaeger-user:jaegerpass123@127.0.0.1:9',
+    OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otlp-user:otlp@pass123@127.0.0.1:9',
+    OTEL_EXPORTER_OTLP_TIMEOUT: '300',
+    OTEL_EXPORTER_OTLP_HEADERS: 'x-api-key=sup3rs3cret',
+    OTEL_LOGS_EXPORTER: 'otlp',
+    OTEL_METRICS_EXPORTER: 'otlp',
+    PREFECT_OTEL_LOG_LEVEL: 'debug',
+  }, smallRun().join('\n'));
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /export: FAILED/);
+  const out = `${r.stdout}${r.stderr}`;
+  for (const secret of ['sup3rs3cret', 'pass123', 'uipass123', 'jaegerpass123']) assert.ok(!out.includes(secret), `${secret} in the output`);
+  // The URLs themselves are logged, without their credentials.
+  const settings = logLines(r.stdout).find((l) => l.msg === 'replay starting')?.settings as Record<string, unknown> | undefined;
+  assert.deepEqual(
+    settings && [settings.apiUrl, settings.uiUrl, settings.jaegerUrl, settings.tracesUrl, settings.logsUrl, settings.metricsUrl, settings.otlpHeaders],
+    ['http://127.0.0.1:9/api', 'http://127.0.0.1:9', 'http://127.0.0.1:9', 'http://127.0.0.1:9/v1/traces', 'http://127.0.0.1:9/v1/logs', 'http://127.0.0.1:9/v1/metrics', ['x-api-key=[redacted]']],
+  );
+});
+
+test('a URL setting that does not parse is quoted without its user info, by prefect-otel and by the OpenTelemetry SDK', async () => {
+  const bad = await cli(['replay', '-'], { PREFECT_API_URL: 'http://admin:s3cret@host:99999/api' });
+  assert.equal(bad.code, 2);
+  assert.equal(bad.stderr.split('\n')[1], '  - PREFECT_API_URL: not a URL: "http://[redacted]@host:99999/api"');
+  const receiver = await startOtlpReceiver();
+  try {
+    // An OTel variable that does not parse warns and falls back (here to the traces endpoint that does).
+    const r = await cli(['replay', '-'], {
+      PREFECT_API_URL: 'http://127.0.0.1:9/api',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otuser:OT@PASSWD@[::1',
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${receiver.url}/v1/traces`,
+    }, smallRun().join('\n'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!`${r.stdout}${r.stderr}`.includes('PASSWD'), r.stdout);
+    const warnings = logLines(r.stdout).filter((l) => l.level === 40).map((l) => l.msg as string);
+    assert.ok(warnings.some((m) => m.includes('http://[redacted]@[::1')), warnings.join('\n'));
+    assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']).sort(), [FR, TR].sort());
+  } finally {
+    await receiver.close();
+  }
+});
+
+test('a URL setting that does not parse because its password holds a / or ? is quoted without the password, by prefect-otel and by the OpenTelemetry SDK', async () => {
+  const bad = await cli(['replay', '-'], { PREFECT_API_URL: 'http://admin:s3/cret@host:4200/api', HTTPS_PROXY: 'proxyuser:pr?xysecret@proxy.corp:3128' });
+  assert.equal(bad.code, 2);
+  assert.deepEqual(bad.stderr.split('\n\n')[0]!.split('\n'), [
+    'prefect-otel: invalid configuration:',
+    '  - PREFECT_API_URL: not a URL: "http://[redacted]@host:4200/api"',
+    '  - HTTPS_PROXY: not a URL: "proxy.corp:3128"',
+  ]);
+  const receiver = await startOtlpReceiver();
+  try {
+    const r = await cli(['replay', '-'], {
+      PREFECT_API_URL: 'http://127.0.0.1:9/api',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otuser:OT/PASSWD@collector.corp:4318',
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${receiver.url}/v1/traces`,
+    }, smallRun().join('\n'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!`${r.stdout}${r.stderr}`.includes('PASSWD'), r.stdout);
+    const warnings = logLines(r.stdout).filter((l) => l.level === 40).map((l) => l.msg as string);
+    assert.ok(warnings.includes('OTEL_EXPORTER_OTLP_ENDPOINT: not a URL: "http://[redacted]@collector.corp:4318"; using the default (http://localhost:4318)'), warnings.join('\n'));
+    assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']).sort(), [FR, TR].sort());
+  } finally {
+    await receiver.close();
+  }
+});
+
+test('OTLP headers written as name: value are a warning that quotes none of the credential, and the spans still go out', async () => {
+  const receiver = await startOtlpReceiver();
+  try {
+    const r = await cli(['replay', '-'], {
+      PREFECT_API_URL: 'http://127.0.0.1:9/api',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_EXPORTER_OTLP_HEADERS: 'Authorization: Basic T1RVU0VSOk9UUEFTU1dE==',
+    }, smallRun().join('\n'));
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!`${r.stdout}${r.stderr}`.includes('T1RVU0VSOk9UUEFTU1dE'), r.stdout);
+    const warnings = logLines(r.stdout).filter((l) => l.level === 40).map((l) => l.msg as string);
+    assert.ok(warnings.includes('OTEL_EXPORTER_OTLP_HEADERS: the name of header 1 is not a valid HTTP header name: write name=value, not name: value (not shown: it may hold a secret); using the default ({})'), warnings.join('\n'));
+    assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']).sort(), [FR, TR].sort());
+  } finally {
+    await receiver.close();
+  }
+});
