@@ -193,6 +193,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       uiUrl: config.prefect.uiUrl,
       nativeSpanWaitMs: options.nativeSpans === undefined ? undefined : options.clock === 'wall' ? NATIVE_SPAN_WAIT_MS : Infinity,
       lookupFlowParents: options.resolveFlowParent !== undefined,
+      // Events waiting for lookups are held within the trace buffer's bound in bytes too.
+      maxWaitingChars: config.delivery.maxBytes,
     },
     {
       span(record: SpanRecord): void {

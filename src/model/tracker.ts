@@ -25,6 +25,11 @@ export interface TrackerOptions {
    * task (`lookupFlowParent`). Without it, such a flow run is taken as a root.
    */
   readonly lookupFlowParents?: boolean;
+  /**
+   * Most characters of events (as JSON) waiting for lookups, all together; past it the oldest lookup
+   * is given up on, as past `maxOpenRuns` events. Undefined: bounded by count alone.
+   */
+  readonly maxWaitingChars?: number;
 }
 
 /** One STLOGGING record: a state transition, an event attached to a run, or a late event. */
@@ -96,6 +101,8 @@ interface Waiting {
   readonly runs: string[];
   /** `owner`: the flow run of a task run (`lookup`); `flow_parent`: the tracking task of a flow run (`lookupFlowParent`). */
   readonly kind: 'owner' | 'flow_parent';
+  /** Characters of `events` as JSON (see `waitingChars`). */
+  chars: number;
 }
 
 export interface TrackerCounts {
@@ -175,6 +182,8 @@ export class RunTracker {
   private readonly waiting = new FifoMap<Waiting>();
   /** Events in `waiting`, all lookups together; at most `maxOpenRuns`. */
   private waitingEventCount = 0;
+  /** Characters of the events in `waiting` as JSON, all together; at most `maxWaitingChars` (but for one lookup's). */
+  private waitingCharCount = 0;
   private readonly blocked = new Map<string, string>();
   private readonly deadlines = new Map<string, number>();
   private readonly childrenOf = new Map<string, Set<string>>();
@@ -202,6 +211,11 @@ export class RunTracker {
   /** Events waiting for lookups, all together (at most `maxOpenRuns`). */
   get waitingEvents(): number {
     return this.waitingEventCount;
+  }
+
+  /** Characters of the events waiting for lookups, as JSON, all together (at most `maxWaitingChars`). */
+  get waitingChars(): number {
+    return this.waitingCharCount;
   }
 
   /** Runs whose events wait for a lookup (at most `maxOpenRuns`). */
@@ -391,18 +405,23 @@ export class RunTracker {
    * Keep an event until the lookup of `taskRunId` answers. It waits in the state file too, so it
    * has to be writable as JSON; a run event's payload (`payloadText`) was already written.
    * Past `maxOpenRuns` waiting events, or runs blocked (a run whose only event was turned down
-   * stays blocked without one), the oldest lookup is given up on (`abandonOldestLookup`).
+   * stays blocked without one), or past `maxWaitingChars` of waiting events (one event may be
+   * megabytes), the oldest lookup is given up on (`abandonOldestLookup`).
    */
   private enqueue(taskRunId: string, event: PrefectEvent, classified: Classified, payloadText: string | undefined, nowMs: number): Rejected | undefined {
-    const rejected = payloadText === undefined && jsonText(event.payload) === undefined ? TOO_DEEP : undefined;
+    const chars = jsonChars(event, payloadText);
+    const rejected = chars === undefined ? TOO_DEEP : undefined;
     const waiting = this.waiting.get(taskRunId);
-    if (rejected === undefined && waiting !== undefined) {
+    if (chars !== undefined && waiting !== undefined) {
       waiting.events.push({ event, classified });
+      waiting.chars += chars;
       this.waitingEventCount += 1;
+      this.waitingCharCount += chars;
     }
     const max = this.options.maxOpenRuns;
+    const maxChars = this.options.maxWaitingChars ?? Infinity;
     // A lookup given up may have had no events left (they were turned down): give up on the next.
-    while ((this.waitingEventCount > max || this.blocked.size > max) && this.waiting.size > 0) this.abandonOldestLookup(nowMs);
+    while ((this.waitingEventCount > max || this.blocked.size > max || this.waitingCharCount > maxChars) && this.waiting.size > 0) this.abandonOldestLookup(nowMs);
     return rejected;
   }
 
@@ -477,6 +496,7 @@ export class RunTracker {
   private release(key: string, waiting: Waiting, nowMs: number): void {
     this.waiting.delete(key);
     this.waitingEventCount -= waiting.events.length;
+    this.waitingCharCount -= waiting.chars;
     for (const runId of waiting.runs) if (this.blocked.get(runId) === key) this.blocked.delete(runId);
     for (const q of waiting.events) this.processQueued(q.event, q.classified, nowMs);
   }
@@ -772,7 +792,7 @@ export class RunTracker {
     const waiting = this.waiting.get(key);
     if (waiting !== undefined) waiting.runs.push(runId);
     else {
-      this.waiting.set(key, { events: [], runs: [runId], kind });
+      this.waiting.set(key, { events: [], runs: [runId], kind, chars: 0 });
       this.counts.parentLookups.lookups += 1;
       if (kind === 'flow_parent') this.sink.lookupFlowParent(key);
       else this.sink.lookup(key);
@@ -1051,6 +1071,16 @@ function jsonText(value: unknown): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Characters of `event` as JSON (as it waits in the state file), or undefined when it cannot be
+ * written (nested deeper than the stack allows). `payloadText`: its payload as JSON, when made already.
+ */
+function jsonChars(event: PrefectEvent, payloadText: string | undefined): number | undefined {
+  if (payloadText === undefined) return jsonText(event)?.length;
+  const rest = jsonText({ ...event, payload: null });
+  return rest === undefined ? undefined : rest.length + payloadText.length;
 }
 
 /**

@@ -128,3 +128,47 @@ test('bounds: a state file saved with more open runs than PREFECT_OTEL_MAX_OPEN_
   b.ingest(orphanTaskRunning(before));
   assert.deepEqual({ open: b.tracker.openRuns, evicted: b.tracker.counts.evicted }, { open: now, evicted: before - now + 1 });
 });
+
+test('bounds: events waiting for subflow parent lookups that never answer are held within PREFECT_OTEL_BUFFER_MAX_BYTES, not only by count: a flow emitting events of 100 KiB gives up the oldest lookup past the bound, and every event still reaches its span', async () => {
+  const maxBytes = 1024 * 1024;
+  const config = resolveConfig({ tracesExporter: 'none', bufferMaxBytes: maxBytes }, {});
+  const logger = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const spans: SpanRecord[] = [];
+  const pipeline = createPipeline({
+    config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s),
+    resolveOwner: () => new Promise(() => undefined),
+  });
+  const subflows = 3;
+  const perSubflow = 10;
+  const payload = 'x'.repeat(100 * 1024);
+  // Each subflow's first state names its tracking task: its flow run is looked up, and never found.
+  for (let s = 0; s < subflows; s++) {
+    pipeline.ingest(`{"id":"${uuid('e003', s)}","event":"prefect.flow-run.Running","occurred":"${occurred(s)}",` +
+      `"resource":{"prefect.resource.id":"prefect.flow-run.${uuid('a003', s)}","prefect.state-type":"RUNNING","prefect.state-name":"Running"},` +
+      `"related":[{"prefect.resource.id":"prefect.task-run.${uuid('b003', s)}","prefect.resource.role":"task-run"}]}`);
+  }
+  const tracker = pipeline.tracker as unknown as { waitingEvents: number; waitingChars: number | undefined };
+  let most = { waitingEvents: 0, waitingChars: 0 };
+  for (let i = 0; i < subflows * perSubflow; i++) {
+    const s = i % subflows;
+    pipeline.ingest(`{"id":"${uuid('e004', i)}","event":"order.placed","occurred":"${occurred(subflows + i)}","resource":{"prefect.resource.id":"order.${i}"},` +
+      `"related":[{"prefect.resource.id":"prefect.flow-run.${uuid('a003', s)}","prefect.resource.role":"flow-run"}],"payload":{"data":"${payload}"}}`);
+    most = { waitingEvents: Math.max(most.waitingEvents, tracker.waitingEvents), waitingChars: Math.max(most.waitingChars, tracker.waitingChars ?? 0) };
+  }
+  const lookups = pipeline.tracker.counts.parentLookups;
+  // An event of 100 KiB waits as about 102,600 characters of JSON: the three states and ten of them
+  // fit in the bound, the next gives up the oldest lookup (twice); the last subflow's eleven fit.
+  assert.deepEqual(
+    { most, lookups: { ...lookups }, waitingEvents: tracker.waitingEvents, pendingLookups: pipeline.tracker.pendingLookups },
+    { most: { waitingEvents: 13, waitingChars: most.waitingChars }, lookups: { lookups: 3, found: 0, failed: 0, abandoned: 2 }, waitingEvents: 11, pendingLookups: 1 },
+  );
+  assert.ok(most.waitingChars > 10 * payload.length && most.waitingChars <= maxBytes, String(most.waitingChars));
+
+  await pipeline.finish('end_of_input', 10);
+  // Nothing is dropped: each subflow, a root of its own trace now, has its state and its ten events.
+  assert.deepEqual(
+    spans.map((s) => ({ id: s.run.id, root: s.parentSpanId === undefined, events: s.events.map((e) => e.name) })).sort((a, b) => a.id.localeCompare(b.id)),
+    Array.from({ length: subflows }, (_, s) => ({ id: uuid('a003', s), root: true, events: ['Running', ...Array<string>(perSubflow).fill('order.placed')] })),
+  );
+  assert.deepEqual({ waitingEvents: tracker.waitingEvents, waitingChars: tracker.waitingChars }, { waitingEvents: 0, waitingChars: 0 });
+});
