@@ -24,6 +24,11 @@ const MAX_TAG_CHARS = 256;
  * named after its data (`order.<id>`): the summary must not grow with them.
  */
 export const MAX_SUMMARISED_NAMES = 128;
+/**
+ * Most task runs read from a task's `__parents__` (the first named). Prefect names one, the task it
+ * was called in; the list comes from event data, and each open run keeps it (`RunMeta.parentTaskIds`).
+ */
+export const MAX_PARENT_TASKS = 16;
 
 /** Where a run's span hangs: its trace, its parent span, and whether it is the trace's root. */
 export interface TraceCtx {
@@ -59,7 +64,7 @@ export interface RunMeta {
   parentTaskRunId?: string;
   /** Task runs: their flow run. */
   flowRunId?: string;
-  /** Task runs: `task_inputs.__parents__`. */
+  /** Task runs: `task_inputs.__parents__` (at most `MAX_PARENT_TASKS`). */
   parentTaskIds: string[];
   /** Prefect's own span for this run (`__OTEL_TRACEPARENT`). */
   traceparent?: string;
@@ -517,7 +522,7 @@ function runIdAfter(resourceId: string, prefix: string): string | undefined {
   return resourceId.startsWith(prefix) ? canonicalUuid(resourceId.slice(prefix.length)) : undefined;
 }
 
-/** Task run ids named in `payload.task_run.task_inputs.__parents__`, in order. */
+/** Task run ids named in `payload.task_run.task_inputs.__parents__`, in order: the first `MAX_PARENT_TASKS`. */
 export function parentTaskIdsOf(event: PrefectEvent): string[] {
   const taskRun = isRecord(event.payload.task_run) ? event.payload.task_run : undefined;
   const inputs = taskRun !== undefined && isRecord(taskRun.task_inputs) ? taskRun.task_inputs : undefined;
@@ -526,7 +531,7 @@ export function parentTaskIdsOf(event: PrefectEvent): string[] {
   for (const p of inputs.__parents__) {
     if (isRecord(p) && p.input_type === 'task_run' && typeof p.id === 'string') {
       const id = canonicalUuid(p.id);
-      if (id !== undefined) parents.push(id);
+      if (id !== undefined && parents.push(id) === MAX_PARENT_TASKS) break;
     }
   }
   return parents;

@@ -172,3 +172,27 @@ test('bounds: events waiting for subflow parent lookups that never answer are he
   );
   assert.deepEqual({ waitingEvents: tracker.waitingEvents, waitingChars: tracker.waitingChars }, { waitingEvents: 0, waitingChars: 0 });
 });
+
+test('bounds: a task run whose events name thousands of parent tasks keeps the first MAX_PARENT_TASKS of them (what it keeps for the state file) and hangs under the first', async () => {
+  const config = resolveConfig({ tracesExporter: 'none' }, {});
+  const logger = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const spans: SpanRecord[] = [];
+  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+  const flowRun = uuid('a005', 0);
+  const taskRunning = (id: string, i: number, parents: string[]): string =>
+    `{"id":"${uuid('e005', i)}","event":"prefect.task-run.Running","occurred":"${occurred(i)}",` +
+    `"resource":{"prefect.resource.id":"prefect.task-run.${id}","prefect.state-type":"RUNNING","prefect.state-name":"Running"},` +
+    `"related":[{"prefect.resource.id":"prefect.flow-run.${flowRun}","prefect.resource.role":"flow-run"}],` +
+    `"payload":{"task_run":{"task_inputs":{"__parents__":[${parents.map((p) => `{"input_type":"task_run","id":"${p}"}`).join(',')}]}}}}`;
+  const parent = uuid('b005', 0);
+  const named = [parent, ...Array.from({ length: 5_000 }, (_, i) => uuid('c005', i))];
+  pipeline.ingest(taskRunning(parent, 0, []));
+  pipeline.ingest(taskRunning(uuid('d005', 0), 1, named));
+  // MAX_PARENT_TASKS.
+  const maxParentTasks = 16;
+  const kept = pipeline.tracker.snapshotChanging().open.map((r) => [r.ref.id, r.meta.parentTaskIds]);
+  assert.deepEqual(kept, [[parent, []], [uuid('d005', 0), named.slice(0, maxParentTasks)]]);
+  await pipeline.finish('end_of_input', 10);
+  const byId = new Map(spans.map((s) => [s.run.id, s]));
+  assert.equal(byId.get(uuid('d005', 0))?.parentSpanId, byId.get(parent)?.spanId);
+});
