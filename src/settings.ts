@@ -424,7 +424,7 @@ export const SETTINGS = {
   },
   bufferMaxBytes: {
     env: ['PREFECT_OTEL_BUFFER_MAX_BYTES'], flag: '--buffer-max-bytes', default: 64 * 1024 * 1024, parse: integer(1024, 16 * 1024 * 1024 * 1024),
-    doc: 'the same bound in (estimated) bytes',
+    doc: 'the same bound in (estimated) bytes; separately, the bound of the events waiting for subflow parent look-ups (past it the oldest look-up is given up and its runs become roots)',
   },
   batchSize: {
     env: ['OTEL_BSP_MAX_EXPORT_BATCH_SIZE'], flag: '--batch-size', default: 512, parse: integer(1, 100_000),
