@@ -305,8 +305,9 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       return true;
     }
     if (!changed) return true;
-    await this.lease.release();
+    // Lost first: a look under way that finds the lock released then says nothing of its own.
     this.loseLease(undefined, true);
+    await this.lease.release();
     return false;
   }
 
