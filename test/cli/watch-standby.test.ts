@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { liveConnections, replaySpans, shape, startServers, startWatch, tempDir, until, workload } from '../helpers/watch-e2e.js';
 import { follow, stlogging, assertEachEventLoggedOnce, spansBuiltWithCollectorDown, healthz, levels, stateFiles, stateText } from '../helpers/watch-processes.js';
 
@@ -105,16 +105,22 @@ test('watch: a holder whose lock another process took over stops with an error, 
   assert.deepEqual(JSON.parse(readFileSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`, 'utf8')), other);
 });
 
+/** A holder with a 1.5 s lease (traces not exported) that has taken every event of one flow run. */
+async function holderWithEveryEvent(t: TestContext) {
+  const w = workload(1);
+  const { prefect } = await startServers(t, w.taskRuns);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_STATE_LEASE_MS: '1500' };
+  const first = startWatch(env, t);
+  const firstLines = follow(first.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  await until('every event taken', () => stlogging(firstLines()).length === w.events.length);
+  return { prefect, env, first, firstLines };
+}
+
 for (const stopped of [false, true]) {
   test(`watch: a holder frozen (SIGSTOP) past its lease, then resumed${stopped ? ' with a SIGTERM waiting' : ''}, writes nothing over the state of the process that took over, and stops with an error`, async (t) => {
-    const w = workload(1);
-    const { prefect } = await startServers(t, w.taskRuns);
-    const env = { PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_STATE_LEASE_MS: '1500' };
-    const first = startWatch(env, t);
-    const firstLines = follow(first.child);
-    await until('subscription', () => liveConnections(prefect) === 1);
-    prefect.publish(w.events);
-    await until('every event taken', () => stlogging(firstLines()).length === w.events.length);
+    const { prefect, env, first, firstLines } = await holderWithEveryEvent(t);
     // The second saves nothing by itself while the test looks: what changes on disk is the first's.
     const second = startWatch({ ...env, PREFECT_OTEL_STATE_FLUSH_MS: '3600000' }, t);
     const secondLines = follow(second.child);
@@ -141,14 +147,7 @@ for (const stopped of [false, true]) {
 }
 
 test('watch: a holder frozen (SIGSTOP) past its lease, resumed only after the process that took over has stopped (its lock removed): it writes nothing over the state that process left, takes no lock, and stops with an error', async (t) => {
-  const w = workload(1);
-  const { prefect } = await startServers(t, w.taskRuns);
-  const env = { PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_STATE_LEASE_MS: '1500' };
-  const first = startWatch(env, t);
-  const firstLines = follow(first.child);
-  await until('subscription', () => liveConnections(prefect) === 1);
-  prefect.publish(w.events);
-  await until('every event taken', () => stlogging(firstLines()).length === w.events.length);
+  const { prefect, env, first, firstLines } = await holderWithEveryEvent(t);
   // Frozen before the second starts: it cannot see the second's lock before it resumes, however slow it runs.
   first.child.kill('SIGSTOP');
   const second = startWatch(env, t);
