@@ -20,6 +20,24 @@ import { FAST, liveConnections, logLines, replaySpans, shape, tempDir, until, wo
 /** The package root (dist/test/cli → ../../..). */
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
+/** The package's entry point as a JSON string, for a host app's `await import(…)`. */
+const INDEX = JSON.stringify(new URL('dist/src/index.js', `file://${ROOT}`).href);
+
+/**
+ * A host app, its lines written to `dir` as an ES module and started with Node's defaults and
+ * nothing of this environment but PATH; its output gathered as it comes.
+ */
+function startHostApp(dir: string, lines: string[]) {
+  const app = join(dir, 'app.mjs');
+  writeFileSync(app, [...lines, ''].join('\n'));
+  const child = spawn(process.execPath, [app], { cwd: dir, env: { PATH: process.env.PATH ?? '' } });
+  const out = { stdout: '', stderr: '' };
+  child.stdout.on('data', (d: Buffer) => (out.stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  return { child, out, exited };
+}
+
 function captureLogger() {
   let text = '';
   const stream = new Writable({
@@ -102,39 +120,30 @@ test('library: an async span hook is not awaited and its rejection never reaches
   for (const r of w.taskRuns) prefect.addTaskRun(r);
   const receiver = await startOtlpReceiver();
   const dir = tempDir();
-  const index = JSON.stringify(new URL('dist/src/index.js', `file://${ROOT}`).href);
   // A host with Node's default for an unhandled rejection: the process ends with it.
-  const app = join(dir, 'app.mjs');
-  writeFileSync(app, [
-    `const { startPrefectTracing } = await import(${index});`,
+  const { child, out, exited } = startHostApp(dir, [
+    `const { startPrefectTracing } = await import(${INDEX});`,
     `const tracing = startPrefectTracing({ env: {}, apiUrl: ${JSON.stringify(prefect.url)}, otlpEndpoint: ${JSON.stringify(receiver.url)}, stateFile: ${JSON.stringify(join(dir, 'state.json'))}, settleMs: 100, statsIntervalMs: 0,`,
     "  hooks: { span: async (s) => { s.attributes['before'] = 'set'; await new Promise((r) => setTimeout(r, 5)); s.attributes['after'] = 'set'; s.name = 'renamed late'; throw new Error('hook failed after its await'); } } });",
     "process.stdin.once('data', async () => { await tracing.shutdown(); process.stderr.write(JSON.stringify({ hookErrors: tracing.stats().spans.hookErrors })); process.stdin.destroy(); });",
-    '',
-  ].join('\n'));
-  const child = spawn(process.execPath, [app], { cwd: dir, env: { PATH: process.env.PATH ?? '' } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  ]);
   t.after(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await receiver.close();
     await prefect.close();
   });
-  await until('subscription', () => liveConnections(prefect) === 1, 10_000, () => stderr);
+  await until('subscription', () => liveConnections(prefect) === 1, 10_000, () => out.stderr);
   prefect.publish(w.events);
   await receiver.waitForSpans(w.runs.size);
   // Every hook has rejected by now (5 ms after each span), or the host is gone.
-  await until('every hook rejected', () => logLines(stdout).filter((l) => String(l.msg).startsWith('span hook rejected')).length === w.runs.size || child.exitCode !== null, 10_000, () => stderr);
+  await until('every hook rejected', () => logLines(out.stdout).filter((l) => String(l.msg).startsWith('span hook rejected')).length === w.runs.size || child.exitCode !== null, 10_000, () => out.stderr);
   child.stdin.write('stop\n');
-  assert.deepEqual({ code: await exited, stderr }, { code: 0, stderr: JSON.stringify({ hookErrors: w.runs.size }) });
+  assert.deepEqual({ code: await exited, stderr: out.stderr }, { code: 0, stderr: JSON.stringify({ hookErrors: w.runs.size }) });
   assert.deepEqual(
     receiver.spans().map((s) => [s.attributes['prefect.run.id'], s.name, s.attributes['before'], s.attributes['after']]).sort(),
     [...w.runs].map(([id, name]) => [id, name, 'set', undefined]).sort(),
   );
-  const said = logLines(stdout).filter((l) => String(l.msg).startsWith('span hook'));
+  const said = logLines(out.stdout).filter((l) => String(l.msg).startsWith('span hook'));
   assert.deepEqual(
     said.map((l) => [l.level, l.msg, (l.err as { message?: string } | undefined)?.message, l['prefect.run.id']]).sort(),
     [
@@ -505,13 +514,11 @@ test('library: a host that starts and shuts prefect-otel down again and again ke
   const prefect = await startFakePrefect();
   t.after(() => prefect.close());
   const dir = tempDir();
-  const index = JSON.stringify(new URL('dist/src/index.js', `file://${ROOT}`).href);
   // The host counts the repeating timers alive after each start and shutdown (an interval lives
   // until it is cleared): the same number after every round, whatever the number of rounds.
-  const app = join(dir, 'app.mjs');
-  writeFileSync(app, [
+  const { out, exited } = startHostApp(dir, [
     "import { createHook } from 'node:async_hooks';",
-    `const { startPrefectTracing } = await import(${index});`,
+    `const { startPrefectTracing } = await import(${INDEX});`,
     'const live = new Map();',
     "createHook({ init(id, type, _t, res) { if (type === 'Timeout') live.set(id, res); }, destroy(id) { live.delete(id); } }).enable();",
     'const intervals = () => [...live.values()].filter((r) => r._repeat !== null && !r._destroyed).length;',
@@ -523,17 +530,11 @@ test('library: a host that starts and shuts prefect-otel down again and again ke
     '  counts.push(intervals());',
     '}',
     'process.stderr.write(JSON.stringify(counts));',
-    '',
-  ].join('\n'));
-  const child = spawn(process.execPath, [app], { cwd: dir, env: { PATH: process.env.PATH ?? '' } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
-  const counts = JSON.parse(stderr) as number[];
+  ]);
+  const code = await exited;
+  const counts = JSON.parse(out.stderr) as number[];
   assert.deepEqual(
-    { code, counts, starting: logLines(stdout).filter((l) => l.msg === 'prefect-otel starting').length, stopped: logLines(stdout).filter((l) => l.msg === 'stopped').length },
+    { code, counts, starting: logLines(out.stdout).filter((l) => l.msg === 'prefect-otel starting').length, stopped: logLines(out.stdout).filter((l) => l.msg === 'stopped').length },
     { code: 0, counts: counts.map(() => counts[0]), starting: 4, stopped: 4 },
   );
 });

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli, type CliResult } from '../helpers/cli.js';
 import { liveConnections, startServers, startWatch, tempDir, until, workload as watchWorkload, type LogLine } from '../helpers/watch-e2e.js';
-import { follow, stlogging } from '../helpers/watch-processes.js';
+import { follow, stlogging, watchUntilEachLogged } from '../helpers/watch-processes.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { customEvent, flowRunStateEvent, taskRunStateEvent, type State } from '../helpers/prefect-events.js';
 
@@ -210,13 +210,7 @@ test('watch across a restart: the lines of runs restored from the state file, of
   const fr = w.events[0]!.resource['prefect.resource.id']!.slice('prefect.flow-run.'.length);
   const extract = w.events.find((e) => e.resource['prefect.resource.name'] === 'extract-3f2')!.resource['prefect.resource.id']!.slice('prefect.task-run.'.length);
   const cut = w.events.findIndex((e) => e.resource['prefect.resource.id'] === `prefect.task-run.${extract}` && e.resource['prefect.state-type'] === 'COMPLETED') + 1;
-  const first = startWatch(env, t);
-  const firstLines = follow(first.child);
-  await until('subscription', () => liveConnections(prefect) === 1);
-  prefect.publish(w.events.slice(0, cut));
-  await until('every event taken', () => stlogging(firstLines()).length === cut);
-  first.child.kill('SIGTERM');
-  assert.equal((await first.result).code, 0);
+  const firstLines = await watchUntilEachLogged(t, prefect, env, w.events.slice(0, cut));
 
   const second = startWatch(env, t);
   const secondLines = follow(second.child);

@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { spanIdForRun } from '../../src/model/ids.js';
 import { customEvent, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 import { liveConnections, replaySpans, shape, startServers, startWatch, tempDir, until, workload } from '../helpers/watch-e2e.js';
-import { follow, stlogging, assertEachEventLoggedOnce } from '../helpers/watch-processes.js';
+import { follow, stlogging, assertEachEventLoggedOnce, watchUntilEachLogged } from '../helpers/watch-processes.js';
 
 /**
  * The state file as a process that stopped `agoMs` ago would have left it: every clock time in it
@@ -38,13 +38,7 @@ test('watch: a restart 25 hours after the last save reads the outage from the hi
   const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
   const cut = Math.floor(w.events.length * 0.4);
 
-  const first = startWatch(env, t);
-  const firstLines = follow(first.child);
-  await until('subscription', () => liveConnections(prefect) === 1);
-  prefect.publish(w.events.slice(0, cut));
-  await until('every event taken', () => stlogging(firstLines()).length === cut);
-  first.child.kill('SIGTERM');
-  assert.equal((await first.result).code, 0);
+  const firstLines = await watchUntilEachLogged(t, prefect, env, w.events.slice(0, cut));
 
   // Longer than the dedupe window (1 h) and the open-run timeout (24 h). What happened meanwhile is
   // read from the event history, answered only once the restored runs have seen a few ticks.

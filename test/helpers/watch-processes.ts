@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { TestContext } from 'node:test';
-import type { FakePrefect } from './fake-prefect.js';
+import type { FakePrefect, WireEvent } from './fake-prefect.js';
 import { closedPort, liveConnections, logLines, startWatch, until, type LogLine, type Workload } from './watch-e2e.js';
 
 /** The child's log lines as they arrive. */
@@ -22,6 +22,21 @@ export const stlogging = (lines: LogLine[]): LogLine[] => lines.filter((l) => ty
 export function assertEachEventLoggedOnce(first: LogLine[], second: LogLine[], w: Workload): void {
   const ids = [...stlogging(first), ...stlogging(second)].map((l) => l['prefect.event.id'] as string);
   assert.deepEqual(ids.slice().sort(), w.events.map((e) => e.id).sort());
+}
+
+/**
+ * The first of two processes in turn: a `watch` sent `events`, stopped with SIGTERM once it has
+ * logged each of them, and seen to exit 0. Its log lines.
+ */
+export async function watchUntilEachLogged(t: TestContext, prefect: FakePrefect, env: Record<string, string>, events: WireEvent[]): Promise<() => LogLine[]> {
+  const first = startWatch(env, t);
+  const lines = follow(first.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(events);
+  await until('every event taken', () => stlogging(lines()).length === events.length);
+  first.child.kill('SIGTERM');
+  assert.equal((await first.result).code, 0);
+  return lines;
 }
 
 /** The state file and its journal as text (either may not be there yet). */
