@@ -414,6 +414,34 @@ describe('fake Prefect: REST', () => {
     assert.deepEqual(f.restRequests.map((r) => [r.method, r.path]).slice(0, 3), [['POST', '/api/events/filter'], ['GET', `/api/events/filter/next?page-token=${encodeURIComponent('tok+/1==')}`], ['GET', `/api/events/filter/next?page-token=${encodeURIComponent('tok+/2==')}`]]);
   });
 
+  it("CSRF protection as Prefect's middleware: a POST needs a token from GET /csrf-token and its client id (403 with the server's detail otherwise); off, GET /csrf-token is 422", async () => {
+    const off = await fake();
+    const offToken = await fetch(`${off.url}/csrf-token?client=c1`);
+    assert.deepEqual([offToken.status, await offToken.json()], [422, { detail: 'CSRF protection is disabled.' }]);
+
+    const f = await fake({ csrfProtection: true });
+    const post = async (headers: Record<string, string>) => {
+      const r = await fetch(`${f.url}/events/filter`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ limit: 1 }) });
+      return [r.status, ((await r.json()) as { detail?: string }).detail ?? 'page'];
+    };
+    const issued = (await (await fetch(`${f.url}/csrf-token?client=c1`)).json()) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(issued).sort(), ['client', 'created', 'expiration', 'id', 'token', 'updated']);
+    assert.deepEqual([issued.client, issued.expiration], ['c1', '2026-11-25T13:00:00Z']);
+    const token = String(issued.token);
+    assert.deepEqual(
+      [
+        await post({}),
+        await post({ 'prefect-csrf-token': token }),
+        await post({ 'prefect-csrf-token': token, 'prefect-csrf-client': 'c2' }),
+        await post({ 'prefect-csrf-token': token, 'prefect-csrf-client': 'c1' }),
+      ],
+      [[403, 'Missing CSRF token.'], [403, 'Missing client identifier.'], [403, 'Invalid CSRF token or client identifier.'], [200, 'page']],
+    );
+    assert.equal((await fetch(`${f.url}/events/filter/next?page-token=x`)).status, 403); // a GET passes the middleware: the bad page token answers
+    f.expireCsrfTokens();
+    assert.deepEqual(await post({ 'prefect-csrf-token': token, 'prefect-csrf-client': 'c1' }), [403, 'Invalid CSRF token or client identifier.']);
+  });
+
   it('POST /events validates like the server (422) and otherwise stores and publishes with received = now', async () => {
     const f = await fake();
     const c = await subscribe(f, FUTURE);

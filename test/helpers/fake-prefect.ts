@@ -9,11 +9,13 @@
  *   overflow is dropped silently. `related` filters apply to the backfill only (as the server's SQL
  *   does); they match every live event, as on the server.
  * - `ws <base>/events/in`, `POST /events`, `POST /events/filter` + `GET /events/filter/next`,
- *   `GET /task_runs/{id}`, `GET /flow_runs/{id}`, `POST /task_runs/filter`, `POST /flow_runs/filter`, `PATCH /flow_runs/{id}/labels`; REST auth is Basic (auth string) or Bearer (API key).
+ *   `GET /task_runs/{id}`, `GET /flow_runs/{id}`, `POST /task_runs/filter`, `POST /flow_runs/filter`, `PATCH /flow_runs/{id}/labels`,
+ *   `GET /csrf-token`; REST auth is Basic (auth string) or Bearer (API key); CSRF protection on request.
  * - `switches` for misbehaviour (duplicates, reordering, a stuck stream, malformed frames, closes).
  */
 import { createServer, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type RequestListener } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { matches, microsToIso, parseFilter, toMicros, type ParsedFilter } from './event-filter.js';
@@ -60,6 +62,13 @@ export interface FakePrefectOptions {
   port?: number;
   /** Serve HTTPS and WSS with this key and certificate (PEM): a server behind TLS. */
   tls?: { key: string; cert: string };
+  /**
+   * `PREFECT_SERVER_CSRF_PROTECTION_ENABLED`: every POST, PUT, PATCH and DELETE needs the
+   * `Prefect-Csrf-Token` and `Prefect-Csrf-Client` headers of a token from `GET /csrf-token?client=…`
+   * (403 otherwise, as Prefect's CsrfMiddleware answers). Off (Prefect's default), `GET /csrf-token`
+   * answers 422 "CSRF protection is disabled.".
+   */
+  csrfProtection?: boolean;
 }
 
 export interface ConnectionRecord {
@@ -132,6 +141,8 @@ export interface FakePrefect {
   readonly stats: { droppedForBacklog: number; sent: number };
   /** Set its fields at any time (the object itself stays). */
   readonly switches: FakePrefectSwitches;
+  /** Forget every CSRF token handed out, as the server does once they expire (`PREFECT_SERVER_CSRF_TOKEN_EXPIRATION`). */
+  expireCsrfTokens(): void;
   /** Send a raw frame to every live `/events/out` connection. */
   sendRaw(data: string | Buffer, binary?: boolean): void;
   /** Terminate (no code) or close with `code` every open WS connection. */
@@ -155,6 +166,8 @@ interface Sub {
 }
 
 const HIGH_WATER = 64 * 1024;
+/** `PREFECT_SERVER_CSRF_TOKEN_EXPIRATION`'s default. */
+const CSRF_TOKEN_TTL_MS = 3600_000;
 const BAD_FRAMES: (string | Buffer)[] = ['this is not JSON {', '[1,2,3]', '{"type":"event"}', '{"type":"event","event":{"id":1}}', Buffer.from([0xde, 0xad, 0xbe, 0xef])];
 const frame = (ev: WireEvent): string => JSON.stringify({ type: 'event', event: ev });
 const asList = (e: WireEvent | WireEvent[]): WireEvent[] => (Array.isArray(e) ? e : [e]);
@@ -189,6 +202,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   let stall = false;
   let holdRest = false;
   const heldRest: (() => void)[] = [];
+  const csrfTokens = new Map<string, { token: string; expiresMs: number }>();
   const switches: FakePrefectSwitches = {
     duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0, restRetryAfter: undefined, restFailEvery: 0,
     get stall() { return stall; },
@@ -387,11 +401,34 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
       if (switches.restFailEvery > 0 && restRequests.length % switches.restFailEvery === 0) return reply(500, { exception_message: 'Internal Server Error' });
       if (restAuth.length > 0 && !restAuth.includes(String(req.headers.authorization ?? ''))) return reply(401, { exception_message: 'Unauthorized' });
       const url = new URL(req.url ?? '/', 'http://x');
+      const refusal = csrfRefusal(req);
+      if (refusal !== undefined) return reply(403, { detail: refusal });
+      if (req.method === 'GET' && url.pathname === `${basePath}/csrf-token`) return csrfToken(url.searchParams.get('client'), reply);
       if (!url.pathname.startsWith(`${basePath}/`)) return reply(404, { detail: 'Not Found' });
       if (invalid) return reply(422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['body'], msg: 'JSON decode error', type: 'json_invalid' }], request_body: body });
       routes(req, url.pathname.slice(basePath.length), url.searchParams, body, reply);
     })();
   };
+  /** Prefect's CsrfMiddleware (src/prefect/server/api/middleware.py): the detail of its 403, or undefined when the request may pass. */
+  function csrfRefusal(req: IncomingMessage): string | undefined {
+    if (options.csrfProtection !== true || !['POST', 'PUT', 'PATCH', 'DELETE'].includes(req.method ?? '')) return undefined;
+    const token = req.headers['prefect-csrf-token'];
+    const client = req.headers['prefect-csrf-client'];
+    if (token === undefined) return 'Missing CSRF token.';
+    if (client === undefined) return 'Missing client identifier.';
+    const held = csrfTokens.get(String(client));
+    return held === undefined || held.token !== token || held.expiresMs <= now() ? 'Invalid CSRF token or client identifier.' : undefined;
+  }
+  /** `GET /csrf-token?client=…` (src/prefect/server/api/csrf_token.py): a new token for the client, replacing its old one. */
+  function csrfToken(client: string | null, reply: (status: number, json?: unknown) => void): void {
+    if (options.csrfProtection !== true) return reply(422, { detail: 'CSRF protection is disabled.' });
+    if (client === null) return reply(422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['query', 'client'], msg: 'Field required', type: 'missing' }], request_body: null });
+    const token = randomBytes(32).toString('base64url');
+    const expiresMs = now() + CSRF_TOKEN_TTL_MS;
+    csrfTokens.set(client, { token, expiresMs });
+    const at = microsToIso(now() * 1000);
+    reply(200, { id: randomUUID(), created: at, updated: at, token, client, expiration: microsToIso(expiresMs * 1000) });
+  }
   const server = options.tls === undefined ? createServer(handler) : createTlsServer({ key: options.tls.key, cert: options.tls.cert }, handler);
 
   server.on('upgrade', (req: IncomingMessage, socket, head) => {
@@ -428,6 +465,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     restRequests,
     stats,
     switches,
+    expireCsrfTokens: () => csrfTokens.clear(),
     sendRaw(data, binary = false) {
       for (const s of subs) if (s.rec.live) s.ws.send(data, { binary });
     },
