@@ -2,6 +2,7 @@
  * The few Prefect REST calls prefect-otel makes: run look-ups (a subflow's parent, a flow run's labels) and the
  * event history (to fill a gap longer than the websocket's 15-minute backfill).
  */
+import { randomUUID } from 'node:crypto';
 import { AuthError, ProtocolError, errorText } from '../errors.js';
 import { createHttpClient, HttpTransportError, type TlsOptions } from './http-client.js';
 import { PROXY_AUTH_REQUIRED, ProxyError, proxyVariable, type ProxyEnv } from './proxy.js';
@@ -93,6 +94,13 @@ const DEFAULT_RETRY_AFTER_MS = 1_000;
 /** A longer Retry-After is not waited out here: the answer goes to the caller, whose own backoff applies. */
 const MAX_RETRY_AFTER_MS = 60_000;
 
+/**
+ * The details of the 403 with which Prefect's CSRF protection (`PREFECT_SERVER_CSRF_PROTECTION_ENABLED`,
+ * src/prefect/server/api/middleware.py) refuses a POST without a valid token: no token, no client
+ * id, or one it does not hold (expired, or replaced).
+ */
+const CSRF_REFUSALS: ReadonlySet<string> = new Set(['Missing CSRF token.', 'Missing client identifier.', 'Invalid CSRF token or client identifier.']);
+
 type Response_ = { status: number; body: unknown; retryAfter?: string } | { status: undefined; error: string; unreachable: boolean };
 
 /** How long a `Retry-After` (delay-seconds or an HTTP date) asks us to wait, in ms; undefined when it is absent or unreadable. */
@@ -142,14 +150,42 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
   const closing = new AbortController();
 
   /**
+   * Prefect's CSRF protection, as its own client meets it: a server that has it on refuses a POST
+   * without a token, which `GET /csrf-token?client=<id>` hands out for this client. Asked for only
+   * once a server refuses a POST for the want of one, and again when it no longer takes the one held.
+   */
+  const csrf = { client: randomUUID(), token: undefined as string | undefined, fetching: undefined as Promise<void> | undefined };
+
+  /** A new CSRF token, unless another request got one since `used` was refused. */
+  async function renewCsrfToken(used: string | undefined, abort: AbortSignal): Promise<void> {
+    if (csrf.token !== used) return;
+    csrf.fetching ??= (async () => {
+      const r = await requestOnce('GET', `/csrf-token?client=${csrf.client}`, undefined, abort);
+      const token = r.status === 200 && isRecord(r.body) && typeof r.body.token === 'string' ? r.body.token : undefined;
+      if (token !== undefined) csrf.token = token;
+    })().finally(() => {
+      csrf.fetching = undefined;
+    });
+    await csrf.fetching;
+  }
+
+  /**
    * One request; a 429 or 503 (Prefect Cloud's rate limit, a server restarting) is sent again after
    * the server's Retry-After, a bounded number of times, so that one busy moment does not cost a
-   * history page or a look-up.
+   * history page or a look-up. A POST that CSRF protection refused is sent once more with a new token.
    */
   async function request(method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<Response_> {
     const abort = signal === undefined ? closing.signal : AbortSignal.any([signal, closing.signal]);
+    let csrfRenewed = false;
     for (let retries = 0; ; retries++) {
+      const token = csrf.token;
       const r = await requestOnce(method, path, body, abort);
+      if (method === 'POST' && !csrfRenewed && r.status === 403 && isRecord(r.body) && typeof r.body.detail === 'string' && CSRF_REFUSALS.has(r.body.detail)) {
+        csrfRenewed = true;
+        await renewCsrfToken(token, abort);
+        if (csrf.token === undefined || abort.aborted) return r;
+        continue;
+      }
       if (r.status !== 429 && r.status !== 503) return r;
       const waitMs = retries < MAX_RATE_LIMIT_RETRIES ? rateLimitWaitMs(r.retryAfter) : undefined;
       if (waitMs === undefined || abort.aborted) return r;
@@ -161,7 +197,9 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
   async function requestOnce(method: 'GET' | 'POST', path: string, body: unknown, abort: AbortSignal): Promise<Response_> {
     try {
       const json = body === undefined ? undefined : JSON.stringify(body);
-      const res = await http.send(method, `${base}${path}`, json === undefined ? headers : { ...headers, 'Content-Type': 'application/json' }, json, abort);
+      const withBody = json === undefined ? headers : { ...headers, 'Content-Type': 'application/json' };
+      const sent = method === 'POST' && csrf.token !== undefined ? { ...withBody, 'Prefect-Csrf-Token': csrf.token, 'Prefect-Csrf-Client': csrf.client } : withBody;
+      const res = await http.send(method, `${base}${path}`, sent, json, abort);
       let parsed: unknown = undefined;
       if (res.text.length > 0) {
         try {

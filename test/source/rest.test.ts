@@ -9,6 +9,7 @@ import { AuthError, ProtocolError } from '../../src/errors.js';
 import { createPrefectRestClient, pageToken, RestRequestError } from '../../src/source/rest.js';
 import { VERSION } from '../../src/version.js';
 import { startConnectProxy, startSilentProxy } from '../helpers/connect-proxy.js';
+import { startFakePrefect, type WireEvent } from '../helpers/fake-prefect.js';
 
 const AUTH_STRING = 'admin:s3cret-pass';
 const API_KEY = 'pnu_0123456789abcdefSECRET';
@@ -337,5 +338,74 @@ describe('rest client: event history', () => {
       ],
       ['YWJj+/=', 'abc', undefined],
     );
+  });
+});
+
+describe('rest client: a Prefect server with CSRF protection (PREFECT_SERVER_CSRF_PROTECTION_ENABLED)', () => {
+  const event = (i: number): WireEvent => ({
+    id: `0198c7d2-0000-7000-8000-${String(i).padStart(12, '0')}`,
+    occurred: new Date(Date.UTC(2026, 7, 21, 12, 0, i)).toISOString(),
+    event: 'prefect.flow-run.Running',
+    resource: { 'prefect.resource.id': `prefect.flow-run.${FLOW_RUN}` },
+    related: [],
+    payload: {},
+  });
+  const window = { sinceIso: '2026-08-21T12:00:00.000Z', untilIso: '2026-08-21T13:00:00.000Z' };
+  const readAll = async (rest: ReturnType<typeof createPrefectRestClient>): Promise<string[]> => {
+    const ids: string[] = [];
+    for await (const page of rest.readEvents(window)) for (const ev of page) ids.push((ev as WireEvent).id);
+    return ids;
+  };
+
+  it('the history and the run look-ups by filter are asked with a CSRF token from GET /csrf-token, fetched once the server asks for one and again when it no longer takes it', async () => {
+    const server = await startFakePrefect({ csrfProtection: true, authString: AUTH_STRING });
+    after(() => server.close());
+    const events = Array.from({ length: 60 }, (_, i) => event(i));
+    server.store(events);
+    server.addFlowRun({ id: FLOW_RUN, name: 'crimson-fox' });
+    const rest = createPrefectRestClient({ apiUrl: server.url, authString: AUTH_STRING });
+
+    assert.deepEqual(await readAll(rest), events.map((e) => e.id));
+    const lookup = await rest.getFlowRuns([FLOW_RUN]);
+    assert.deepEqual(lookup.ok && lookup.value.map((r) => r.id), [FLOW_RUN]);
+    server.expireCsrfTokens();
+    assert.deepEqual(await readAll(rest), events.map((e) => e.id));
+
+    const client = new URL(server.restRequests.find((r) => r.path.includes('/csrf-token'))!.path, 'http://x').searchParams.get('client');
+    assert.match(client ?? '', /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    const tokens: string[] = [];
+    const shown = server.restRequests.map((r) => {
+      const csrf = r.headers['prefect-csrf-token'];
+      if (typeof csrf === 'string' && !tokens.includes(csrf)) tokens.push(csrf);
+      return [
+        r.method,
+        r.path.replace(/page-token=[^&]+/, 'page-token=…'),
+        r.headers.authorization,
+        csrf === undefined ? null : `token ${tokens.indexOf(String(csrf)) + 1}`,
+        r.headers['prefect-csrf-client'] ?? null,
+      ];
+    });
+    assert.deepEqual(shown, [
+      ['POST', '/api/events/filter', basic, null, null],
+      ['GET', `/api/csrf-token?client=${client}`, basic, null, null],
+      ['POST', '/api/events/filter', basic, 'token 1', client],
+      ['GET', '/api/events/filter/next?page-token=…', basic, null, null],
+      ['POST', '/api/flow_runs/filter', basic, 'token 1', client],
+      ['POST', '/api/events/filter', basic, 'token 1', client],
+      ['GET', `/api/csrf-token?client=${client}`, basic, null, null],
+      ['POST', '/api/events/filter', basic, 'token 2', client],
+      ['GET', '/api/events/filter/next?page-token=…', basic, null, null],
+    ]);
+    rest.close();
+  });
+
+  it('a server without it (the default) is asked no CSRF token: its GET /csrf-token would only say it is disabled', async () => {
+    const server = await startFakePrefect();
+    after(() => server.close());
+    server.store([event(1)]);
+    const rest = createPrefectRestClient({ apiUrl: server.url });
+    assert.deepEqual(await readAll(rest), [event(1).id]);
+    assert.deepEqual(server.restRequests.map((r) => [r.method, r.path, r.headers['prefect-csrf-token'] ?? null]), [['POST', '/api/events/filter', null]]);
+    rest.close();
   });
 });

@@ -704,6 +704,30 @@ describe('event subscriber: gap fill from history', () => {
     assertNoSecrets(logs.lines, AUTH_STRING);
   });
 
+  it('a Prefect server with CSRF protection (PREFECT_SERVER_CSRF_PROTECTION_ENABLED) has its history read with a CSRF token, not refused as bad credentials', async () => {
+    const server = await mini({ authString: AUTH_STRING, csrfProtection: true });
+    const now = Date.now();
+    const old = Array.from({ length: 3 }, (_, i) => event(now - 50 * 60_000 + i * 60_000));
+    server.store(old);
+    const { sub, logs, ids } = subscribe(server, { authString: AUTH_STRING, cursorUs: (now - 60 * 60_000) * 1000 });
+    let outcome = 'running';
+    sub.done.then(() => (outcome = 'stopped'), (err: Error) => (outcome = `${err.name}: ${err.message}`));
+    await waitFor('connected or failed', () => sub.stats.connected || outcome !== 'running');
+    await sub.stop();
+    await sub.done.catch(() => undefined);
+    assert.equal(outcome, 'stopped');
+    assert.deepEqual(ids('history'), old.map((e) => e.id));
+    assert.deepEqual(
+      server.restRequests.map((r) => [r.method, r.path.replace(/client=[0-9a-f-]+/, 'client=…'), r.headers['prefect-csrf-token'] === undefined ? 'no token' : 'token']),
+      [
+        ['POST', '/api/events/filter', 'no token'],
+        ['GET', '/api/csrf-token?client=…', 'no token'],
+        ['POST', '/api/events/filter', 'token'],
+      ],
+    );
+    assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 40).map((r) => r.msg), []);
+  });
+
   it('reads no history when the cursor is within the backfill window', async () => {
     const server = await mini();
     const { sub } = subscribe(server, { cursorUs: (Date.now() - 5 * 60_000) * 1000 });
