@@ -5,7 +5,7 @@
  * - `ws <base>/events/out`: sub-protocol `prefect` + auth message (1008 on failures), legacy mode
  *   without a sub-protocol when no auth is configured (HTTP 403 when it is, and at any other path), the filter message
  *   (1002 on errors, unknown keys rejected), `until` defaulting to *now* at parse time, `since`
- *   clamped to the backfill window, backfill then live through a bounded per-subscriber queue whose
+ *   clamped to the backfill window, backfill (of what is written: `holdPersist`) then live through a bounded per-subscriber queue whose
  *   overflow is dropped silently. `related` filters apply to the backfill only (as the server's SQL
  *   does); they match every live event, as on the server.
  * - `ws <base>/events/in`, `POST /events`, `POST /events/filter` + `GET /events/filter/next`,
@@ -121,6 +121,13 @@ export interface FakePrefectSwitches {
   restFailEvery: number;
   /** Hold every REST answer (a slow server) until set false again; requests are recorded as they arrive. */
   holdRest: boolean;
+  /**
+   * Published events are delivered live but not written where the backfill and `/events/filter`
+   * read them until set false again, as by Prefect's EventPersister, which writes every 5 s or 20
+   * events (reference §1.6): an event published shortly before a subscription is in neither its
+   * backfill nor its live stream. `store()` is never held.
+   */
+  holdPersist: boolean;
 }
 
 export interface FakePrefect {
@@ -201,6 +208,8 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   const waiters: { n: number; resolve: () => void }[] = [];
   let stall = false;
   let holdRest = false;
+  let holdPersist = false;
+  const unpersisted: WireEvent[] = [];
   const heldRest: (() => void)[] = [];
   const csrfTokens = new Map<string, { token: string; expiresMs: number }>();
   const switches: FakePrefectSwitches = {
@@ -209,16 +218,22 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     set stall(v: boolean) { stall = v; if (!v) subs.forEach(schedule); },
     get holdRest() { return holdRest; },
     set holdRest(v: boolean) { holdRest = v; if (!v) heldRest.splice(0).forEach((release) => release()); },
+    get holdPersist() { return holdPersist; },
+    set holdPersist(v: boolean) { holdPersist = v; if (!v) unpersisted.splice(0).forEach(persist); },
   };
 
+  const persist = (ev: WireEvent): void => void stored.push({ ev, us: toMicros(ev.occurred), seq: seq++ });
   const receive = (ev: WireEvent): void => {
     ev.received ??= microsToIso(now() * 1000);
-    stored.push({ ev, us: toMicros(ev.occurred), seq: seq++ });
+    persist(ev);
   };
 
   function publish(events: WireEvent | WireEvent[]): void {
     const list = asList(events);
-    list.forEach(receive);
+    if (holdPersist) {
+      for (const ev of list) ev.received ??= microsToIso(now() * 1000);
+      unpersisted.push(...list);
+    } else list.forEach(receive);
     for (const sub of subs) {
       if (sub.filter === undefined || sub.ws.readyState !== WebSocket.OPEN) continue;
       for (const ev of list) {
@@ -377,7 +392,9 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
       const filter = { ...parsed.filter, order: 'ASC' as const };
       sub.filter = filter;
       if (!('backfill' in m) || pyTruthy(m.backfill)) {
-        sub.backfill = { filter, count: query(stored, filter).length, offset: 0, page: [], ids: new Set() };
+        // The count and the first page at once, as `query_events` reads them; later pages as they are sent.
+        const matching = query(stored, filter);
+        sub.backfill = { filter, count: matching.length, offset: pageSize, page: matching.slice(0, pageSize).map((x) => x.ev), ids: new Set() };
       }
       phase = 'open';
       rec.live = true;
