@@ -99,6 +99,13 @@ export interface EventSubscriberOptions {
    * then the connection counts as followed only as far as its events got (default 5 s).
    */
   readonly backfillQuietMs?: number | undefined;
+  /**
+   * The server's backfill reads only what its EventPersister has written (every 5 s or 20 events): an
+   * event published shortly before a subscription is in neither its backfill nor its live stream. So
+   * this long after a subscription that resumes (a reconnect, a restart), the end of its backfill
+   * window is read again from `POST /events/filter` (default 10 s).
+   */
+  readonly persistLagMs?: number | undefined;
   /** Wall clock for filter times (default `Date.now`). Liveness uses a monotonic clock. */
   readonly now?: (() => number) | undefined;
   /**
@@ -141,6 +148,7 @@ export const SUBSCRIBER_DEFAULTS = {
   handshakeTimeoutMs: 10_000,
   requestTimeoutMs: 60_000,
   backfillQuietMs: 5_000,
+  persistLagMs: 10_000,
 } as const;
 
 /** Prefect's Python subscriber asks for events up to now + 365 days; without a future `until` the live stream stays empty. */
@@ -213,6 +221,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const tunnelProxy = proxyFor(new URL(url), options.proxy);
   const tunnel = tunnelProxy === undefined ? undefined : createTunnelAgent(tunnelProxy, url.startsWith('wss:'), handshakeTimeoutMs, tlsAgentOptions(options.tls));
   const backfillQuietMs = options.backfillQuietMs ?? SUBSCRIBER_DEFAULTS.backfillQuietMs;
+  const persistLagMs = options.persistLagMs ?? SUBSCRIBER_DEFAULTS.persistLagMs;
   const prefixes = options.prefixes !== undefined ? [...options.prefixes] : undefined;
   const keepAlive = options.keepAlive ?? true;
   const rest =
@@ -228,6 +237,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   let sleepTimer: NodeJS.Timeout | undefined;
   let wake: (() => void) | undefined;
   let historyAbort: AbortController | undefined;
+  let rereadAbort: AbortController | undefined;
   /** Ms up to which the stream is known to have been followed (live or from history), on the server's clock. */
   let coveredUntilMs: number | undefined = options.coveredUntilMs;
   /**
@@ -438,6 +448,37 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     return undefined;
   }
 
+  /**
+   * Read the end of a subscription's backfill window again from the history, once the server has
+   * written what was published just before the subscription (see `persistLagMs`): from the
+   * filter's `since`, or the resume margin (at least the lag) before the subscription, to now.
+   * Duplicates of what the backfill and the live stream gave are the caller's to drop, as ever.
+   */
+  async function rereadBackfillEnd(filterSinceMs: number, subscribedAtMs: number): Promise<void> {
+    if (stopped) return;
+    const fromMs = Math.max(filterSinceMs, subscribedAtMs - Math.max(options.resumeMarginMs, persistLagMs));
+    const window = { since: new Date(fromMs).toISOString(), until: new Date(Math.max(now(), now() - serverAheadMs)).toISOString() };
+    const abort = new AbortController();
+    rereadAbort = abort;
+    let count = 0;
+    try {
+      for await (const page of rest.readEvents({ sinceIso: window.since, untilIso: window.until, prefixes }, { signal: abort.signal })) {
+        for (const ev of page) {
+          if (stopped) return;
+          count += 1;
+          stats.historyEvents += 1;
+          deliver(ev !== null && typeof ev === 'object' ? ev : String(ev), 'history');
+        }
+      }
+      log.debug({ ...window, events: count }, 'the end of the backfill window read again from the event history');
+    } catch (err) {
+      if (stopped) return;
+      log.warn({ ...window, events: count, err: redact(errorText(err)) }, 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing');
+    } finally {
+      if (rereadAbort === abort) rereadAbort = undefined;
+    }
+  }
+
   // ---- one websocket connection -------------------------------------------------------------------
 
   function connect(): Promise<Outcome> {
@@ -570,10 +611,17 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         phase = 'live';
         liveSince = performance.now();
         lastFrameAt = liveSince;
+        // A fresh start has no events before it to miss.
+        const resumed = cursorMs() !== undefined || coveredUntilMs !== undefined;
         const filter = buildFilter();
         filterSentAtMs = now() - serverAheadMs;
         liveCoveredUntilMs = followedUntilMs;
         ws.send(JSON.stringify({ type: 'filter', filter, backfill: true }));
+        if (resumed) {
+          const reread = setTimeout(() => void rereadBackfillEnd(Date.parse(filter.occurred.since), filterSentAtMs), persistLagMs);
+          reread.unref();
+          timers.push(reread);
+        }
         stats.connects += 1;
         log.info({ url: logUrl, since: filter.occurred.since, until: filter.occurred.until, events: prefixes ?? 'all' }, 'connected to the Prefect event stream');
         // The stream moves past a window the history left unread: what the server's backfill clamp cuts off is lost now.
@@ -743,6 +791,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (sleepTimer !== undefined) clearTimeout(sleepTimer);
         wake?.();
         historyAbort?.abort();
+        rereadAbort?.abort();
         const ws = current;
         if (ws !== undefined) {
           if (ws.readyState === WebSocket.OPEN) {

@@ -548,6 +548,58 @@ describe('event subscriber: reconnects', () => {
     assert.deepEqual(warn && { level: warn.level, code: warn.code, reason: warn.reason, attempt: warn.attempt }, { level: 40, code: 1011, reason: 'dropped by the test', attempt: 1 });
   });
 
+  it("events published just before a restart's or a reconnect's subscription, not yet written by the server's EventPersister (so in neither the backfill nor the live stream), are read from the history once it has written them", async (t) => {
+    const server = await mini();
+    const t0 = Date.now();
+    const beforeStart = event(t0 - 1_000);
+    server.switches.holdPersist = true;
+    server.publish(beforeStart); // while no prefect-otel process runs
+    const { sub, ids, logs } = subscribe(server, { cursorUs: (t0 - 30_000) * 1000, persistLagMs: 500 });
+    t.after(() => sub.stop());
+    await server.waitForConnections(1);
+    const connectedAt = Date.now();
+    server.switches.holdPersist = false;
+    await waitFor('the event published before the start', () => ids().includes(beforeStart.id), 3_000);
+
+    server.switches.holdPersist = true;
+    server.dropConnections();
+    const duringDrop = event(Date.now());
+    server.publish(duringDrop); // no socket to deliver it to
+    await server.waitForConnections(2);
+    const reconnectedAt = Date.now();
+    server.switches.holdPersist = false;
+    await waitFor('the event published during the drop', () => ids().includes(duringDrop.id), 3_000);
+    await sub.stop();
+
+    // Read again by the second subscription too (its window reaches back over the first): the caller dedupes.
+    assert.deepEqual([...new Set(ids('history'))], [beforeStart.id, duringDrop.id]);
+    // Neither came live: the second subscription's backfill has only the one written before it.
+    assert.deepEqual(ids('live'), [beforeStart.id]);
+    // One read per subscription, of the end of its backfill window: from the resume margin (2 s,
+    // here longer than the lag) before the subscription (later than the filter's `since`), to when it is read.
+    const windows = server.restRequests.map((r) => {
+      assert.equal(`${r.method} ${r.path}`, 'POST /api/events/filter');
+      return (r.body as { filter: { occurred: { since: string; until: string } } }).filter.occurred;
+    });
+    assert.equal(windows.length, 2);
+    [connectedAt, reconnectedAt].forEach((at, i) => {
+      const { since, until } = windows[i]!;
+      assert.ok(Date.parse(since) >= at - 2_000 - 1_000 && Date.parse(since) <= at - 2_000, `read ${i + 1} since ${since}`);
+      assert.ok(Date.parse(until) > at, `read ${i + 1} until ${until}`);
+    });
+    assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 50).map((r) => r.msg), []);
+  });
+
+  it('a fresh start (no cursor, nothing followed before) reads no history after connecting', async (t) => {
+    const server = await mini();
+    const { sub } = subscribe(server, { persistLagMs: 200 });
+    t.after(() => sub.stop());
+    await waitFor('connected', () => sub.stats.connected);
+    await sleep(600);
+    await sub.stop();
+    assert.deepEqual(server.restRequests, []);
+  });
+
   it('retries an unreachable server with growing, jittered delays and connects once it is up', async () => {
     const probe = await startMiniPrefect();
     const port = probe.port;
