@@ -259,7 +259,8 @@ export class RunTracker {
       const done = this.finished.get(ref.id);
       if (done !== undefined) {
         // An attempt ended incomplete was not seen terminal: only a state that says it leaves one starts the next.
-        const rerun = classified.kind === 'state' && event.occurredUs > done.lastTerminalUs && (done.incomplete !== true || leavesTerminal(classified.state));
+        // One terminal state to another (RolledBack, a state set by hand) starts none: nothing runs again.
+        const rerun = classified.kind === 'state' && event.occurredUs > done.lastTerminalUs && (done.incomplete !== true || leavesTerminal(classified.state)) && !betweenTerminals(classified.state);
         if (!rerun) {
           if (classified.kind !== 'heartbeat') this.late(ref, done, event, classified);
           return undefined;
@@ -292,8 +293,9 @@ export class RunTracker {
         return undefined;
       }
     }
-    if (classified.kind === 'state' && run.terminal && event.occurredUs > run.latest!.occurredUs) {
+    if (classified.kind === 'state' && run.terminal && event.occurredUs > run.latest!.occurredUs && !betweenTerminals(classified.state)) {
       // The run left its terminal state (a re-run from the UI): close this attempt, open the next.
+      // A state from one terminal state to another (RolledBack, a state set by hand) ends this attempt instead.
       const ctx = run.ctx;
       this.retire(run, nowMs);
       run = this.openRun(ref, ctx, run.attempt + 1, nowMs);
@@ -1038,7 +1040,11 @@ export class RunTracker {
 function laterAttemptFromUs(run: RunState, terminalUs: number): number | undefined {
   let fromUs: number | undefined;
   for (const e of run.events) {
-    if (e.timeUs > terminalUs && e.attributes[ATTR.STATE_TYPE] !== undefined && (fromUs === undefined || e.timeUs < fromUs)) fromUs = e.timeUs;
+    const type = e.attributes[ATTR.STATE_TYPE];
+    if (e.timeUs <= terminalUs || type === undefined || (fromUs !== undefined && e.timeUs >= fromUs)) continue;
+    // One terminal state to another (RolledBack) opens no attempt: it ends the same one.
+    if (TERMINAL_STATE_TYPES.has(type as StateType) && TERMINAL_STATE_TYPES.has(e.attributes[ATTR.STATE_FROM] as StateType)) continue;
+    fromUs = e.timeUs;
   }
   return fromUs;
 }
@@ -1056,6 +1062,16 @@ function settlingTakes(before: RunState, next: RunState, event: PrefectEvent, cl
 /** Whether a state leaves a terminal state (its intended "from"): a rerun. */
 function leavesTerminal(state: StateInfo): boolean {
   return state.from !== undefined && TERMINAL_STATE_TYPES.has(state.from as StateType);
+}
+
+/**
+ * Whether a state goes from one terminal state to another: a task rolled back with its transaction
+ * (Completed → RolledBack), a state set by hand (Failed → Completed), a run's own Completed after the
+ * server marked it Crashed. Nothing runs again: no rerun, the same attempt ends in it (late when its
+ * span was exported). A rerun leaves its terminal state for a Scheduled, Pending or Running one.
+ */
+function betweenTerminals(state: StateInfo): boolean {
+  return TERMINAL_STATE_TYPES.has(state.type) && leavesTerminal(state);
 }
 
 function rootCtx(runId: string): TraceCtx {

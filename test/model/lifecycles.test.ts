@@ -745,3 +745,67 @@ test('a task of a flow run that crashed while it ran, the flow run rerun from th
   t.after(() => rm(dir, { recursive: true, force: true }));
   await assertSameAcrossRestarts(dir, { 'in order': inOrder, 'the task\'s states after the rerun began': late }, expected);
 });
+
+/** Task-run RolledBack, as the task engine emits it when the transaction the task committed in rolls back (`handle_rollback`): COMPLETED → COMPLETED. */
+function rolledBack(s: number, follows: string): WireEvent {
+  return taskRunStateEvent({
+    taskRunId: TASK, taskRunName: 'load-7c1', taskKey: 'load-55aa66bb', flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW,
+    state: { type: 'COMPLETED', name: 'RolledBack', message: 'Task rolled back as part of transaction' }, from: 'COMPLETED', runCount: 1,
+    occurred: at(s), received: at(s) + 10, id: '0198c7d2-0001-7000-8000-0000000000ff', follows,
+  });
+}
+
+test('a task rolled back with its transaction seconds after it completed (RolledBack: COMPLETED → COMPLETED), and a flow run marked Completed by hand after it failed: no second span, no rerun; the later state is a late line with the span id of the one attempt', async () => {
+  const flow = flowRun([[0, 'RUNNING', 'Running', 1], [30, 'COMPLETED', 'Completed', 1]]);
+  const task = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[1, 'PENDING', 'Pending', 0], [2, 'RUNNING', 'Running', 1], [3, 'COMPLETED', 'Completed', 1]]);
+  const rollback = rolledBack(10, task[2]!.id);
+  // Another flow run's events move the event clock past the task's settle window, as time moves live.
+  const a = await run([flow[0]!, ...task, ...otherRun(5), rollback, flow[1]!]);
+  assert.deepEqual(a.spans.filter((s) => s.run.id === TASK).map(whole), [{
+    name: 'load', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK), parentSpanId: spanIdForRun(FR),
+    startUs: us(1), endUs: us(3), status: { code: 'ok' },
+    attributes: taskAttrs(TASK, 'load-7c1', 'load-55aa66bb', { 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.task.run.result': 'success' }),
+    events: stateEvents(task), links: [],
+  }]);
+  assert.equal(a.pipeline.tracker.counts.reruns, 0);
+  assert.deepEqual(a.lines.filter((l) => l.late === true).map((l) => [l.trace_id, l.span_id, l.msg]), [[traceIdForRun(FR), spanIdForRun(TASK),
+    `STLOGGING: Task run ${TASK} (load-7c1) state transition: COMPLETED -> COMPLETED (state_name='RolledBack', message='Task rolled back as part of transaction') (late: its span was already exported)`]]);
+
+  const marked = flowRun([[0, 'RUNNING', 'Running', 1], [30, 'FAILED', 'Failed', 1, 'Flow run encountered an exception: KeyError'], [90, 'COMPLETED', 'Completed', 1, 'Marked by hand']]);
+  const b = await run([...marked.slice(0, 2), ...otherRun(60), marked[2]!]);
+  assert.deepEqual(b.spans.filter((s) => s.run.id === FR).map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(0), endUs: us(30), status: { code: 'error', message: 'Flow run encountered an exception: KeyError' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'cicd.pipeline.result': 'failure' }),
+    events: stateEvents(marked.slice(0, 2)), links: [],
+  }]);
+  assert.equal(b.pipeline.tracker.counts.reruns, 0);
+  assert.deepEqual(b.lines.filter((l) => l.late === true).map((l) => [l.span_id, l['prefect.state.name']]), [[spanIdForRun(FR), 'Completed']]);
+});
+
+test('a terminal state replaced by another within the settle window (a flow run marked Crashed, then Completed by its own process; a task rolled back at once, its RolledBack arriving before or after its Completed): one span that ends in the last, no rerun', async () => {
+  const flow = flowRun([[0, 'RUNNING', 'Running', 1], [50, 'CRASHED', 'Crashed', 1, 'Flow run was marked crashed: no heartbeat'], [51, 'COMPLETED', 'Completed', 1]]);
+  const a = await run([...flow, ...otherRun(100)], { settleMs: 5_000 });
+  assert.deepEqual(a.spans.filter((s) => s.run.id === FR).map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(0), endUs: us(51), status: { code: 'ok' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+    events: stateEvents(flow), links: [],
+  }]);
+  assert.equal(a.pipeline.tracker.counts.reruns, 0);
+
+  const task = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[1, 'PENDING', 'Pending', 0], [2, 'RUNNING', 'Running', 1], [3, 'COMPLETED', 'Completed', 1]]);
+  const rollback = rolledBack(3.2, task[2]!.id);
+  const f = flowRun([[0, 'RUNNING', 'Running', 1], [30, 'COMPLETED', 'Completed', 1]]);
+  const expected = [{
+    name: 'load', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK), parentSpanId: spanIdForRun(FR),
+    startUs: us(1), endUs: us(3.2), status: { code: 'ok' },
+    attributes: taskAttrs(TASK, 'load-7c1', 'load-55aa66bb', { 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'RolledBack', 'cicd.pipeline.task.run.result': 'success' }),
+    events: stateEvents([...task, rollback]), links: [],
+  }];
+  for (const [label, events] of [['in order', [f[0]!, ...task, rollback, f[1]!]], ['RolledBack first', [f[0]!, task[0]!, task[1]!, rollback, task[2]!, f[1]!]]] as const) {
+    const b = await run(events);
+    assert.deepEqual(b.spans.filter((s) => s.run.id === TASK).map(whole), expected, label);
+    assert.equal(b.pipeline.tracker.counts.reruns, 0, label);
+  }
+});
