@@ -12,9 +12,12 @@ export interface HealthServer {
 }
 
 /**
- * `/healthz`: 200 when connected to Prefect and exporting (the last export did not fail), 503 with
- * the reason otherwise (status `standby` while another process holds the state file, `stopping` once
- * `shutdown()` has begun). `/metrics`:
+ * `/healthz` (readiness): 200 when connected to Prefect and exporting (the last export did not fail),
+ * 503 with the reason otherwise (status `standby` while another process holds the state file,
+ * `stopping` once `shutdown()` has begun). `/livez` (liveness): 200 whenever the process answers, also
+ * while it only waits (a standby, the Prefect server or the collector down): a liveness probe on
+ * `/healthz` would restart a standby at every probe period, and a process that is waiting out an
+ * outage with its spans buffered. `/metrics`:
  * the counters in Prometheus text format. Without a `host`, every address: IPv6 and IPv4 where the
  * machine has IPv6 (a probe to a pod's address in an IPv6 cluster), IPv4 where it has not, as
  * Node's own default.
@@ -22,12 +25,17 @@ export interface HealthServer {
 export async function startHealthServer(port: number, stats: () => TracingStats, host?: string): Promise<HealthServer> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
-    if (path !== '/healthz' && path !== '/metrics') {
+    if (path !== '/healthz' && path !== '/metrics' && path !== '/livez') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (path === '/livez') {
+      // Nothing read: that the process answers is the answer.
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
       return;
     }
     let s: TracingStats;

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -225,4 +226,47 @@ test('OTLP log records (OTEL_LOGS_EXPORTER=otlp) are counted as spans are, in th
     spansExported: 2,
     healthz: 200,
   });
+});
+
+test('/livez answers 200 while the process only waits (a standby, the Prefect server down, the collector failing), where /healthz says 503: a liveness probe does not restart it', async (t) => {
+  const prefect = await startFakePrefect();
+  const failing = await startOtlpReceiver({ respond: () => 503 });
+  t.after(async () => {
+    await failing.close();
+    await prefect.close();
+  });
+  const start = (name: string, options: Parameters<typeof startPrefectTracing>[0]) => {
+    const tracing = startPrefectTracing({ env: {}, logger: pino({ level: 'silent' }), tracesExporter: 'none', stateFile: join(tempDir(), `${name}.json`), statsIntervalMs: 0, httpPort: 0, ...options });
+    t.after(() => tracing.shutdown());
+    return tracing;
+  };
+  // Another host's process holds the state file's lock, and renews it.
+  const standbyState = join(tempDir(), 'state.json');
+  writeFileSync(`${standbyState}.lock`, `${JSON.stringify({ pid: 4242, host: 'other-host', pidNamespace: null, token: randomUUID(), since: new Date().toISOString() })}\n`);
+  const standby = start('standby', { apiUrl: prefect.url, stateFile: standbyState });
+  const prefectDown = start('down', { apiUrl: 'http://127.0.0.1:9/api' });
+  const collectorDown = start('collector', { apiUrl: prefect.url, tracesExporter: 'otlp', otlpEndpoint: failing.url, settleMs: 50, scheduleDelayMs: 10 });
+  await Promise.all([prefectDown.ready, collectorDown.ready]);
+  await until('standby', () => standby.stats().standby);
+  await until('subscribed', () => liveConnections(prefect) === 1);
+  prefect.publish(oneRun());
+  await until('an export failed', () => collectorDown.stats().spans.exportFailures > 0);
+
+  const probe = async (port: number) => {
+    const get = async (path: string) => {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`);
+      return { code: res.status, type: res.headers.get('content-type'), body: (await res.json()) };
+    };
+    const healthz = await get('/healthz');
+    return { healthz: { code: healthz.code, status: (healthz.body as { status: string }).status }, livez: await get('/livez') };
+  };
+  const alive = { code: 200, type: 'application/json', body: { status: 'ok' } };
+  assert.deepEqual(
+    { standby: await probe(standby.httpPort!), prefectDown: await probe(prefectDown.httpPort!), collectorDown: await probe(collectorDown.httpPort!) },
+    {
+      standby: { healthz: { code: 503, status: 'standby' }, livez: alive },
+      prefectDown: { healthz: { code: 503, status: 'unavailable' }, livez: alive },
+      collectorDown: { healthz: { code: 503, status: 'unavailable' }, livez: alive },
+    },
+  );
 });
