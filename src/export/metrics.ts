@@ -1,7 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import type { Attributes, BatchObservableResult, Observable } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
 import { JsonMetricsSerializer, MetricsExporterMetricsHelper, ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
+import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { AggregationTemporality, InstrumentType, MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { Logger } from 'pino';
 import type { Config, MetricsTemporalityPreference, OtlpSignalConfig } from '../config.js';
@@ -93,6 +95,18 @@ function requestTimeoutMs(timeoutMs: number, intervalMs: number): number {
 }
 
 /**
+ * The spans' resource, plus a `service.instance.id` of this process (a random UUID, as the semantic
+ * conventions recommend; one set in OTEL_RESOURCE_ATTRIBUTES is kept). These metrics describe the
+ * process, and two of them at once (a holder and its standby, a replica per workspace under one
+ * service name) would otherwise be one series at the backend, each export overwriting the other's
+ * cumulative values. The spans stay without it: they are the same whichever process builds them.
+ */
+function metricsResource(config: Config): Resource {
+  const resource = createResource(config);
+  return resource.attributes['service.instance.id'] !== undefined ? resource : resource.merge(resourceFromAttributes({ 'service.instance.id': randomUUID() }));
+}
+
+/**
  * With OTEL_METRICS_EXPORTER=otlp: the `/metrics` counters as observable instruments (read from the
  * stats once per collection) and the export-lag histogram with the same buckets, every
  * OTEL_METRIC_EXPORT_INTERVAL ms and once more at shutdown.
@@ -106,7 +120,7 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
     config.metrics.temporalityPreference,
   );
   const provider = new MeterProvider({
-    resource: createResource(config),
+    resource: metricsResource(config),
     readers: [
       new PeriodicExportingMetricReader({
         exporter,

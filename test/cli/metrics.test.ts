@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { pino } from 'pino';
 import { renderMetrics } from '../../src/health.js';
+import { startPrefectTracing } from '../../src/index.js';
 import { LAG_METRIC, METRIC_DEFS } from '../../src/metric-defs.js';
 import type { TracingStats } from '../../src/stats.js';
 import { VERSION } from '../../src/version.js';
@@ -8,7 +11,7 @@ import { startCli } from '../helpers/cli.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedMetric } from '../helpers/otlp-receiver.js';
 import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
-import { logLines, startWatch, until } from '../helpers/watch-e2e.js';
+import { logLines, startWatch, tempDir, until } from '../helpers/watch-e2e.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
@@ -307,3 +310,26 @@ for (const preference of ['delta', 'lowmemory'] as const) {
     );
   });
 }
+
+test('OTLP metrics of two prefect-otel processes (a holder and its standby) are two series: each carries its own service.instance.id, kept across its exports, unless OTEL_RESOURCE_ATTRIBUTES sets one', async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const start = (resourceAttributes: string) => {
+    const tracing = startPrefectTracing({
+      env: { OTEL_RESOURCE_ATTRIBUTES: resourceAttributes }, logger: pino({ level: 'silent' }), apiUrl: 'http://127.0.0.1:9/api', tracesExporter: 'none',
+      stateFile: join(tempDir(), 'state.json'), statsIntervalMs: 0, otlpEndpoint: receiver.url, metricsExporter: 'otlp', metricExportIntervalMs: 100,
+    });
+    t.after(() => tracing.shutdown());
+    return tracing;
+  };
+  start('deployment.environment.name=prod');
+  start('deployment.environment.name=prod');
+  start('deployment.environment.name=staging,service.instance.id=pod-7');
+  await until('three exports of each process', () => receiver.metrics().length >= 9);
+  const ids = (env: string) => new Set(receiver.metrics().filter((m) => m[0]!.resource['deployment.environment.name'] === env).map((m) => m[0]!.resource['service.instance.id']));
+  const prod = [...ids('prod')];
+  assert.deepEqual(
+    { prod: prod.length, uuids: prod.every((id) => typeof id === 'string' && /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(id)), staging: [...ids('staging')] },
+    { prod: 2, uuids: true, staging: ['pod-7'] },
+  );
+});
