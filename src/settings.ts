@@ -456,7 +456,7 @@ export const SETTINGS = {
   },
   httpPort: {
     env: ['PREFECT_OTEL_HTTP_PORT'], flag: '--http-port', default: undefined as number | undefined, parse: optional(integer(0, 65_535)),
-    doc: 'serve `/healthz` and `/metrics` on this port (0 = any free port)',
+    doc: 'serve `/healthz`, `/livez` and `/metrics` on this port (0 = any free port)',
   },
 } satisfies Record<string, SettingDef<unknown>>;
 
