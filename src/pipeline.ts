@@ -50,6 +50,11 @@ export interface PipelineOptions {
   readonly resolveFlowParent?: (flowRunId: string) => Promise<string | null | undefined>;
   /** Flow runs' `__OTEL_TRACEPARENT` labels (REST, a batch of runs per call), for links to Prefect's own spans; absent: no flow-run links. */
   readonly nativeSpans?: FetchNativeSpans;
+  /**
+   * The flow runs among these that Prefect no longer has (REST, never throws), asked for Scheduled
+   * runs that waited an open-run timeout without starting; absent (replay): they keep waiting.
+   */
+  readonly deletedFlowRuns?: (flowRunIds: readonly string[]) => Promise<readonly string[]>;
   readonly hooks?: PipelineHooks;
   /** Every exported span, after hooks (the demo draws them; the library re-emits them). */
   readonly onSpan?: (span: SpanRecord) => void;
@@ -186,6 +191,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     else notices.debug(fields, msg);
   };
   let lookupFailedNotices = 0;
+  let checkingScheduled = false;
 
   const tracker: RunTracker = new RunTracker(
     {
@@ -227,6 +233,20 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         if (p === undefined) return;
         lookups.add(p);
         void p.finally(() => lookups.delete(p));
+      },
+      checkScheduledRuns: options.deletedFlowRuns === undefined ? undefined : (flowRunIds: readonly string[]): void => {
+        // One check at a time: runs left out now are asked after their next timeout.
+        if (checkingScheduled || sealed) return;
+        checkingScheduled = true;
+        void options.deletedFlowRuns!(flowRunIds).then((gone) => {
+          if (sealed || gone.length === 0) return;
+          const count = tracker.forgetDeletedRuns(gone, now());
+          if (count > 0) notices.info({ count }, 'scheduled flow runs that never started are no longer in Prefect (deleted with their deployment\'s schedule: redeployed, paused or deleted); forgotten without a span');
+        }).catch((err: unknown) => {
+          log.error({ err }, 'deleted scheduled flow runs could not be forgotten');
+        }).finally(() => {
+          checkingScheduled = false;
+        });
       },
       notice(notice: TrackerNotice): void {
         switch (notice.kind) {

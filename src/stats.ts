@@ -22,6 +22,8 @@ export interface TracingStats {
     readonly reruns: number;
     readonly lateEvents: number;
     readonly evicted: number;
+    /** Scheduled flow runs, never started, that Prefect deleted (a deployment redeployed, paused or deleted): forgotten without a span. */
+    readonly deletedScheduled: number;
     readonly pendingLookups: number;
     /** Lookups of where a run hangs (a subflow's tracking task's flow run, an unseen flow run's tracking task), and their outcomes. */
     readonly parentLookups: { readonly lookups: number; readonly found: number; readonly failed: number; readonly abandoned: number };
@@ -83,6 +85,7 @@ export function collectStats(
       reruns: t.reruns,
       lateEvents: t.lateEvents,
       evicted: t.evicted,
+      deletedScheduled: t.deletedScheduled,
       pendingLookups: pipeline.tracker.pendingLookups,
       parentLookups: { ...t.parentLookups },
       nativeSpans: { ...t.native },

@@ -11,7 +11,7 @@ import { createLogger } from './log/logger.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
-import { createFlowParentLookup, createOwnerLookup } from './source/run-lookups.js';
+import { createFlowParentLookup, createOwnerLookup, deletedFlowRunsFromRest } from './source/run-lookups.js';
 import { createPrefectRestClient, type PrefectRestClient } from './source/rest.js';
 import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from './source/websocket.js';
 import { createStateLease, type LeaseHolder, type StateLease } from './state/lease.js';
@@ -131,6 +131,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       nativeSpans: nativeSpanFromRest(rest),
       resolveOwner: createOwnerLookup(rest, { onAuthError: (err) => this.fail(err) }),
       resolveFlowParent: createFlowParentLookup(rest, { onAuthError: (err) => this.fail(err) }),
+      deletedFlowRuns: deletedFlowRunsFromRest(rest),
       onSpan: (span) => {
         if (this.listenerCount('span') > 0) {
           try {

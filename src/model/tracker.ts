@@ -68,6 +68,12 @@ export interface TrackerSink {
   lookupFlowParent(flowRunId: string): void;
   /** Ask for the traceparent of Prefect's own span of a flow run attempt; answer with `resolveNativeSpan`. */
   lookupNativeSpan(flowRunId: string, attempt: number): void;
+  /**
+   * Ask whether Prefect still has these flow runs: Scheduled, not started, and quiet for the open-run
+   * timeout (Prefect deletes a deployment's scheduled runs without an event when it is redeployed,
+   * paused or deleted); answer with `forgetDeletedRuns`. Absent (replay): they keep waiting.
+   */
+  checkScheduledRuns?(flowRunIds: readonly string[]): void;
   notice(notice: TrackerNotice): void;
   /** An event that waited for a lookup (or came from the state file) and was turned down when processed. */
   rejected(event: PrefectEvent, rejected: Rejected): void;
@@ -112,6 +118,8 @@ export interface TrackerCounts {
   reruns: number;
   lateEvents: number;
   evicted: number;
+  /** Scheduled flow runs, never started, that Prefect no longer has: forgotten without a span. */
+  deletedScheduled: number;
   /**
    * Lookups of where a run hangs (a subflow's tracking task's flow run; the tracking task of a flow
    * run not seen yet), and how they ended: answered, failed (not found, or no answer), or given up
@@ -188,7 +196,7 @@ export class RunTracker {
   private readonly deadlines = new Map<string, number>();
   private readonly childrenOf = new Map<string, Set<string>>();
   readonly counts: TrackerCounts = {
-    runsOpened: 0, spans: 0, incomplete: 0, reruns: 0, lateEvents: 0, evicted: 0, spanEvents: 0,
+    runsOpened: 0, spans: 0, incomplete: 0, reruns: 0, lateEvents: 0, evicted: 0, deletedScheduled: 0, spanEvents: 0,
     parentLookups: { lookups: 0, found: 0, failed: 0, abandoned: 0 },
     native: { lookups: 0, linked: 0, noLabel: 0, failed: 0, late: 0 },
   };
@@ -541,16 +549,41 @@ export class RunTracker {
       this.due(run, nowMs);
     }
     const idleBefore = nowMs - this.options.openRunTimeoutMs;
+    let scheduled: string[] | undefined;
     for (let oldest = this.open.peek(); oldest !== undefined && oldest[1].lastActivityMs <= idleBefore; oldest = this.open.peek()) {
       const run = oldest[1];
       if (run.awaiting) {
         // Waiting for its scheduled time or a resume, not idle: ended here, the rest of the run would be late lines.
         run.lastActivityMs = nowMs;
         this.open.touch(run.ref.id);
+        // A scheduled flow run may have been deleted meanwhile, which Prefect announces with no event: asked again after each timeout.
+        if (run.ref.type === 'flow' && run.latest?.state.type === 'SCHEDULED') (scheduled ??= []).push(run.ref.id);
         continue;
       }
       this.finalize(run, run.terminal ? undefined : 'idle_timeout', nowMs);
     }
+    if (scheduled !== undefined) this.sink.checkScheduledRuns?.(scheduled);
+  }
+
+  /**
+   * The answer to `checkScheduledRuns`: the flow runs Prefect no longer has. Those still Scheduled and
+   * not started are forgotten without a span (they never ran); a run whose events have moved on
+   * meanwhile is left to them. Returns how many were forgotten.
+   */
+  forgetDeletedRuns(flowRunIds: readonly string[], nowMs: number): number {
+    let forgotten = 0;
+    for (const id of flowRunIds) {
+      const run = this.open.get(id);
+      if (run === undefined || run.ref.type !== 'flow' || !run.awaiting || run.latest?.state.type !== 'SCHEDULED') continue;
+      // Task events seen under it say it ran after all: it is left to them.
+      const children = this.childrenOf.get(id);
+      if (children !== undefined && children.size > 0) continue;
+      this.childrenOf.delete(id);
+      this.finalize(run, undefined, nowMs, true);
+      forgotten += 1;
+    }
+    this.counts.deletedScheduled += forgotten;
+    return forgotten;
   }
 
   /** End of input: every open run is exported, unfinished ones as incomplete. */

@@ -50,7 +50,7 @@ export function nativeSpanFromRest(rest: Pick<PrefectRestClient, 'getFlowRun' | 
   return async (ids) => {
     try {
       return (await lookup(ids)).map((a): NativeSpanAnswer => {
-        if (!a.ok) return a;
+        if (!a.ok) return { ok: false, reason: a.reason, transport: a.transport };
         const label = a.value.labels[OTEL_TRACEPARENT_LABEL];
         return { ok: true, traceparent: typeof label === 'string' ? label : undefined };
       });

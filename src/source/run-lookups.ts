@@ -20,8 +20,11 @@ import { AuthError, errorText } from '../errors.js';
 import { canonicalUuid } from '../model/ids.js';
 import type { PrefectRestClient, RestResult } from './rest.js';
 
-/** A run found by id, or why there is none (`transport`: no HTTP answer at all). */
-export type RunAnswer<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string; readonly transport: boolean };
+/**
+ * A run found by id, or why there is none (`transport`: no HTTP answer at all; `absent`: the filter
+ * request was answered without it, so the server does not have it).
+ */
+export type RunAnswer<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string; readonly transport: boolean; readonly absent?: true };
 
 /** Runs per request; Prefect's default `PREFECT_API_DEFAULT_LIMIT` is 200. */
 export const MAX_BATCH = 50;
@@ -67,7 +70,7 @@ export function lookupMany<T extends { readonly id: string }>(
         const found = new Map(r.value.map((run) => [canonicalUuid(run.id) ?? run.id, run]));
         return ids.map((id): RunAnswer<T> => {
           const run = found.get(canonicalUuid(id) ?? id);
-          return run === undefined ? { ok: false, reason: `${noun} ${id} not found`, transport: false } : { ok: true, value: run };
+          return run === undefined ? { ok: false, reason: `${noun} ${id} not found`, transport: false, absent: true } : { ok: true, value: run };
         });
       }
       if (r.status === undefined || !FILTER_REFUSED.has(r.status)) {
@@ -195,4 +198,29 @@ function createParentLookup<F extends null | undefined>(get: (id: string) => Pro
     { maxBatch: 1, gatherMs: 0, maxInFlight: OWNER_LOOKUPS_IN_FLIGHT, maxQueued: OWNER_LOOKUPS_QUEUED_MAX },
   );
   return (id) => (options.skip?.() === true ? Promise.resolve(failed) : new Promise((resolve) => enqueue({ id, resolve })));
+}
+
+/**
+ * The flow runs among `ids` that the server no longer has, asked `MAX_BATCH` at a time with
+ * `POST /flow_runs/filter`, one request after the other. Only a filter answer that leaves a run out
+ * counts: a server that refused the filter is asked `GET /flow_runs/{id}`, whose 404 may as well be a
+ * proxy's, so those runs count as still there; so do the runs of a request that failed. Never throws.
+ */
+export function deletedFlowRunsFromRest(rest: Pick<PrefectRestClient, 'getFlowRun' | 'getFlowRuns'>): (ids: readonly string[]) => Promise<string[]> {
+  const lookup = lookupMany((ids) => rest.getFlowRuns(ids), (id) => rest.getFlowRun(id), 'POST /flow_runs/filter: flow run');
+  return async (ids) => {
+    const gone: string[] = [];
+    for (let i = 0; i < ids.length; i += MAX_BATCH) {
+      const batch = ids.slice(i, i + MAX_BATCH);
+      try {
+        (await lookup(batch)).forEach((a, j) => {
+          if (!a.ok && a.absent === true) gone.push(batch[j]!);
+        });
+      } catch {
+        // Refused credentials: the event stream reports them; here the runs keep waiting.
+        break;
+      }
+    }
+    return gone;
+  };
 }

@@ -156,7 +156,7 @@ test('100,000 short runs, 500 open at most: every span arrives exactly once, the
   // hundred, where a lookup per run without the breaker would leave most of them late.
   const native = (finalStats?.runs as { nativeSpans?: { late: number } } | undefined)?.nativeSpans;
   assert.ok(native !== undefined && native.late < RUNS / 20, JSON.stringify(native));
-  assert.deepEqual(finalStats?.runs, { open: 0, opened: RUNS, incomplete: RUNS / ABANDONED_EVERY, reruns: 0, lateEvents: 0, evicted: RUNS - MAX_OPEN_RUNS, pendingLookups: 0,
+  assert.deepEqual(finalStats?.runs, { open: 0, opened: RUNS, incomplete: RUNS / ABANDONED_EVERY, reruns: 0, lateEvents: 0, evicted: RUNS - MAX_OPEN_RUNS, deletedScheduled: 0, pendingLookups: 0,
     parentLookups: { lookups: 0, found: 0, failed: 0, abandoned: 0 },
     nativeSpans: { lookups: RUNS, linked: 0, noLabel: 0, failed: RUNS - native.late, late: native.late },
   });

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createPrefectRestClient } from '../../src/source/rest.js';
-import { createFlowParentLookup, createOwnerLookup, OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX } from '../../src/source/run-lookups.js';
+import { createFlowParentLookup, createOwnerLookup, deletedFlowRunsFromRest, MAX_BATCH, OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX } from '../../src/source/run-lookups.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 
 const taskId = (i: number): string => `0198c7d2-6000-7000-8000-${String(i).padStart(12, '0')}`;
@@ -101,4 +101,26 @@ test('tracking tasks of flow runs: GET /flow_runs/{id} each, parent_task_run_id;
   const wrong = createFlowParentLookup(createPrefectRestClient({ apiUrl: prefect.url, authString: 'admin:wrong' }), { onAuthError: (err) => authErrors.push(err.message) });
   assert.equal(await wrong(flowId(1)), undefined);
   assert.deepEqual(authErrors, [`the Prefect API refused GET /flow_runs/${flowId(1)} with HTTP 401: check PREFECT_API_AUTH_STRING`]);
+});
+
+test(`deleted flow runs: POST /flow_runs/filter ${MAX_BATCH} at a time, one request after the other; only runs a filter answer leaves out are deleted, never those of a failed request or of a server that refused the filter (a 404 per run may be a proxy's)`, async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  const ids = Array.from({ length: 2 * MAX_BATCH + 20 }, (_, i) => flowId(i));
+  ids.forEach((id, i) => {
+    if (i % 2 === 0) prefect.addFlowRun({ id });
+  });
+  const deleted = deletedFlowRunsFromRest(createPrefectRestClient({ apiUrl: prefect.url }));
+  assert.deepEqual(await deleted(ids), ids.filter((_, i) => i % 2 === 1));
+  assert.deepEqual(
+    prefect.restRequests.map((q) => [`${q.method} ${q.path}`, (q.body as { flow_runs: { id: { any_: string[] } } }).flow_runs.id.any_]),
+    [ids.slice(0, MAX_BATCH), ids.slice(MAX_BATCH, 2 * MAX_BATCH), ids.slice(2 * MAX_BATCH)].map((batch) => ['POST /api/flow_runs/filter', batch]),
+  );
+  prefect.switches.restStatus = 500;
+  assert.deepEqual(await deleted(ids.slice(0, 3)), []);
+
+  const limited = await startFakePrefect({ defaultLimit: 2 });
+  t.after(() => limited.close());
+  assert.deepEqual(await deletedFlowRunsFromRest(createPrefectRestClient({ apiUrl: limited.url }))(ids.slice(0, 3)), []);
+  assert.deepEqual(limited.restRequests.map((q) => `${q.method} ${q.path}`), ['POST /api/flow_runs/filter', ...ids.slice(0, 3).map((id) => `GET /api/flow_runs/${id}`)]);
 });

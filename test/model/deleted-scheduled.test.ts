@@ -1,0 +1,52 @@
+/**
+ * Scheduled flow runs that wait an open-run timeout without starting are looked up (Prefect deletes
+ * a deployment's scheduled runs without an event); the answer forgets only runs still waiting.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { resolveConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log/logger.js';
+import type { SpanRecord } from '../../src/model/span-record.js';
+import { createPipeline } from '../../src/pipeline.js';
+import { EXAMPLE_FLOW, flowRunStateEvent } from '../helpers/prefect-events.js';
+
+const A = '0198c7d2-5b1e-7a3c-9f10-0000000000b1';
+const B = '0198c7d2-5b1e-7a3c-9f10-0000000000b2';
+const C = '0198c7d2-5b1e-7a3c-9f10-0000000000b3';
+const TIMEOUT_MS = 60_000;
+
+const state = (run: string, at: number, type: string, name: string, runCount = 0) =>
+  JSON.stringify(flowRunStateEvent({ flowRunId: run, flowRunName: `run-${run.slice(-2)}`, ...EXAMPLE_FLOW, state: { type, name }, from: null, runCount, occurred: at }));
+
+test('a scheduled flow run quiet for the open-run timeout is asked about, a paused one is not; of the runs the server no longer has, one that has started meanwhile is left to its events, the others are forgotten without a span', async () => {
+  const config = resolveConfig({ tracesExporter: 'none', openRunTimeoutMs: TIMEOUT_MS }, {});
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger({ level: 'debug', format: 'json', destination: { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) } });
+  const spans: SpanRecord[] = [];
+  const asked: string[][] = [];
+  let answer: (gone: string[]) => void = () => undefined;
+  const pipeline = createPipeline({
+    config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s),
+    deletedFlowRuns: (ids) => {
+      asked.push([...ids]);
+      return new Promise((resolve) => (answer = resolve));
+    },
+  });
+  const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+  for (const line of [state(A, t0, 'SCHEDULED', 'Scheduled'), state(B, t0, 'SCHEDULED', 'Late'), state(C, t0, 'RUNNING', 'Running', 1), state(C, t0 + 1, 'PAUSED', 'Paused', 1)]) pipeline.ingest(line);
+  pipeline.tick(t0 + TIMEOUT_MS - 1_000);
+  assert.deepEqual(asked, [], 'not before the timeout');
+  pipeline.tick(t0 + TIMEOUT_MS + 1_000);
+  assert.deepEqual(asked, [[A, B]]);
+  // B starts before the answer comes, which says the server has neither.
+  pipeline.ingest(state(B, t0 + TIMEOUT_MS + 2_000, 'PENDING', 'Pending'));
+  answer([A, B]);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(
+    { deleted: pipeline.tracker.counts.deletedScheduled, open: pipeline.tracker.snapshot().open.map((r) => r.ref.id).sort(), spans: spans.length },
+    { deleted: 1, open: [B, C], spans: 0 },
+  );
+  assert.deepEqual(lines.filter((l) => l.count !== undefined && String(l.msg).includes('no longer in Prefect')).map((l) => ({ level: l.level, count: l.count })), [{ level: 30, count: 1 }]);
+  await pipeline.finish('end_of_input');
+  assert.deepEqual(spans.map((s) => [s.run.id, s.run.incomplete]).sort(), [[B, true], [C, true]]);
+});
