@@ -34,7 +34,7 @@ export const METRIC_DEFS: readonly MetricDef[] = [
   { prometheus: 'prefect_otel_runs_opened_total', otel: 'prefect_otel.runs.opened', type: 'counter', unit: '{run}', help: 'Run attempts seen.', read: (s) => s.runs.opened },
   { prometheus: 'prefect_otel_runs_incomplete_total', otel: 'prefect_otel.runs.incomplete', type: 'counter', unit: '{run}', help: 'Runs ended without a terminal state.', read: (s) => s.runs.incomplete },
   { prometheus: 'prefect_otel_runs_evicted_total', otel: 'prefect_otel.runs.evicted', type: 'counter', unit: '{run}', help: 'Runs ended early by the open-run bound.', read: (s) => s.runs.evicted },
-  { prometheus: 'prefect_otel_scheduled_runs_deleted_total', otel: 'prefect_otel.scheduled_runs.deleted', type: 'counter', unit: '{run}', help: 'Scheduled flow runs, never started, that Prefect no longer has (deleted when their deployment was redeployed, paused or deleted): forgotten without a span.', read: (s) => s.runs.deletedScheduled },
+  { prometheus: 'prefect_otel_scheduled_runs_deleted_total', otel: 'prefect_otel.scheduled_runs.deleted', type: 'counter', unit: '{run}', help: 'Scheduled flow runs, never started, that Prefect no longer has (deleted with their deployment\'s schedule, or one by one): forgotten without a span.', read: (s) => s.runs.deletedScheduled },
   { prometheus: 'prefect_otel_reruns_total', otel: 'prefect_otel.reruns', type: 'counter', unit: '{run}', help: 'Runs that left a terminal state again.', read: (s) => s.runs.reruns },
   {
     prometheus: 'prefect_otel_native_span_lookups_total', otel: 'prefect_otel.native_span_lookups', type: 'counter', unit: '{lookup}', help: "Flow-run lookups of Prefect's own span, by outcome.",

@@ -241,7 +241,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         void options.deletedFlowRuns!(flowRunIds).then((gone) => {
           if (sealed || gone.length === 0) return;
           const count = tracker.forgetDeletedRuns(gone, now());
-          if (count > 0) notices.info({ count }, 'scheduled flow runs that never started are no longer in Prefect (deleted with their deployment\'s schedule: redeployed, paused or deleted); forgotten without a span');
+          if (count > 0) notices.info({ count }, 'scheduled flow runs that never started are no longer in Prefect (deleted: their deployment paused, redeployed or deleted, or the run itself); forgotten without a span');
         }).catch((err: unknown) => {
           log.error({ err }, 'deleted scheduled flow runs could not be forgotten');
         }).finally(() => {

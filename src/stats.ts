@@ -22,7 +22,7 @@ export interface TracingStats {
     readonly reruns: number;
     readonly lateEvents: number;
     readonly evicted: number;
-    /** Scheduled flow runs, never started, that Prefect deleted (a deployment redeployed, paused or deleted): forgotten without a span. */
+    /** Scheduled flow runs, never started, that Prefect deleted (a deployment paused, redeployed or deleted, or the run itself): forgotten without a span. */
     readonly deletedScheduled: number;
     readonly pendingLookups: number;
     /** Lookups of where a run hangs (a subflow's tracking task's flow run, an unseen flow run's tracking task), and their outcomes. */
