@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -396,4 +396,53 @@ test("the README's log lines are the demo's: message shapes, correlation fields,
     stlogging.filter((l) => l.jaeger_url !== (terminal.test(l.msg) ? `${jaeger}/trace/${String(l.trace_id)}` : undefined)).map((l) => l.msg),
     [],
   );
+});
+
+/** Every string prefect-otel's source writes, a template's `${…}` parts as `\0` (nested templates on their own). */
+function sourceStrings(): string[] {
+  const strings: string[] = [];
+  const walk = (dir: URL): void => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      if (entry.isDirectory()) walk(new URL(`${entry.name}/`, dir));
+      else if (entry.name.endsWith('.ts')) {
+        const file = ts.createSourceFile(entry.name, readFileSync(new URL(entry.name, dir), 'utf8'), ts.ScriptTarget.Latest);
+        const visit = (node: ts.Node): void => {
+          if (ts.isStringLiteral(node) || ts.isNoSubstitutionTemplateLiteral(node)) strings.push(node.text);
+          else if (ts.isTemplateExpression(node)) strings.push(node.head.text + node.templateSpans.map((s) => `\0${s.literal.text}`).join(''));
+          ts.forEachChild(node, visit);
+        };
+        visit(file);
+      }
+    }
+  };
+  walk(new URL('src/', ROOT));
+  return strings;
+}
+
+/**
+ * The log lines and errors the README quotes, each beside a line the code writes: the quote is in
+ * the README as given, each of its parts (around `…`) is in that line, and the line is one the
+ * source writes (a template's `${…}` standing for any text), so a message reworded in the code
+ * shows here as a README to update.
+ */
+test('every log line and error the README quotes is one prefect-otel writes', () => {
+  const readme = readFileSync(new URL('README.md', ROOT), 'utf8').replace(/\s+/g, ' ');
+  const quoted: readonly { readonly quote: string; readonly written: string }[] = [
+    { quote: '`export of spans failed; retrying`', written: 'export of spans failed; retrying' },
+    { quote: '`standby: …`', written: 'standby: another process follows the stream with this state file; taking over when it stops or stops renewing its lock' },
+    { quote: '`stopped`', written: 'stopped' },
+    { quote: '`log records:`', written: 'log records: 3 exported' },
+    { quote: '"refused authentication"', written: 'the Prefect event stream refused authentication (expected auth_success, got "error"): check PREFECT_API_KEY' },
+    { quote: '"refused … with HTTP 401/403"', written: 'the Prefect server refused the event-stream upgrade with HTTP 401/403: check PREFECT_API_KEY' },
+    { quote: '"Prefect server unreachable"', written: 'Prefect server unreachable, retrying in 500 ms' },
+    { quote: '`app.prefect.cloud` address in the browser, which is refused with the API URL to use', written: 'app.prefect.cloud is the Prefect Cloud web UI, not its API: use https://api.prefect.cloud/api/accounts/<account id>/workspaces/<workspace id>' },
+  ];
+  // A template made mostly of `${…}` (`${a}: ${b}`) would match any line: the source's own text must be 12 characters or the whole line.
+  const templates = sourceStrings().map((s) => ({ pattern: new RegExp(`^${s.split('\0').map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[^]*')}$`), own: s.replace(/\0/g, '').length }));
+  const problems = quoted.flatMap(({ quote, written }) => [
+    ...(readme.includes(quote) ? [] : [`the README no longer quotes ${quote}`]),
+    ...quote.replace(/^[`"]|[`"]$/g, '').split(/ ?… ?/).filter((part) => !written.includes(part.replace(/^`|`.*$/g, ''))).map((part) => `"${part}" is not in "${written}"`),
+    ...(templates.some((t) => t.own >= Math.min(12, written.length) && t.pattern.test(written)) ? [] : [`the source writes no line "${written}"`]),
+  ]);
+  assert.deepEqual(problems, []);
 });
