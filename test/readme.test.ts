@@ -14,6 +14,9 @@ import { EXIT_CODES } from '../src/errors.js';
 import { LAG_METRIC, METRIC_DEFS } from '../src/metric-defs.js';
 import { ATTR, CICD_RESULT } from '../src/model/attributes.js';
 import { SETTINGS } from '../src/settings.js';
+import { BREAKER_FAILURES, BREAKER_PAUSE_MS, NATIVE_SPAN_WAIT_MS } from '../src/source/native-spans.js';
+import { GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT, OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX } from '../src/source/run-lookups.js';
+import { MAX_EVENT_BYTES, MAX_EVENT_NAME } from '../src/model/event.js';
 import { startCli } from './helpers/cli.js';
 import { VERSION } from '../src/version.js';
 
@@ -445,4 +448,33 @@ test('every log line and error the README quotes is one prefect-otel writes', ()
     ...(templates.some((t) => t.own >= Math.min(12, written.length) && t.pattern.test(written)) ? [] : [`the source writes no line "${written}"`]),
   ]);
   assert.deepEqual(problems, []);
+});
+
+/**
+ * The bounds the README states in numbers are the code's: the subflow parent lookups, the batched
+ * flow-run lookups of Prefect's own spans, the length kept of names and the length of a replayed line.
+ */
+test("the README's lookup and length bounds are the code's", () => {
+  const readme = readFileSync(new URL('README.md', ROOT), 'utf8').replace(/\s+/g, ' ');
+  const words: Readonly<Record<string, number>> = { two: 2, three: 3, four: 4, five: 5 };
+  const number = (text: string | undefined): number | undefined => (text === undefined ? undefined : (words[text] ?? Number(text.replace(/,/g, ''))));
+  const stated = (pattern: RegExp): (number | undefined)[] => pattern.exec(readme)?.slice(1).map(number) ?? [undefined];
+  assert.deepEqual(
+    {
+      parentLookups: stated(/`GET \/api\/task_runs\/\{id\}`, cached, at most (\w+) requests at a time and ([\d,]+) waiting/),
+      nativeBatch: stated(/Runs asked within (\d+) ms of each other share one `POST \/api\/flow_runs\/filter` \(by id, up to (\d+) runs per request, at most (\w+) requests at a time\)/),
+      nativeWaitS: stated(/a finished flow span waits for it at most (\d+) s past/),
+      breaker: stated(/after (\w+) connection failures in a row, lookups pause for (\d+) s/),
+      nameChars: stated(/`prefect\.event\.resource\.id\/name` \(each at most ([\d,]+) characters/),
+      lineMB: stated(/a line holds at most (\d+) MB/),
+    },
+    {
+      parentLookups: [OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX],
+      nativeBatch: [GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT],
+      nativeWaitS: [NATIVE_SPAN_WAIT_MS / 1000],
+      breaker: [BREAKER_FAILURES, BREAKER_PAUSE_MS / 1000],
+      nameChars: [MAX_EVENT_NAME],
+      lineMB: [MAX_EVENT_BYTES / (1024 * 1024)],
+    },
+  );
 });
