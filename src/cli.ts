@@ -180,7 +180,7 @@ Exit codes: 0 done, 1 failure (export failed, unreadable or compressed input), 2
 130 / 143 stopped by SIGINT / SIGTERM (what was read is delivered first; after SIGHUP the same, then it ends by that signal).
 `,
   demo: `prefect-otel demo: run a simulated Prefect workload through the pipeline and draw its traces
-(no Prefect server or collector needed; exported too when an OTLP endpoint is set)
+(no Prefect server or collector needed; exported too when an OTLP endpoint or OTEL_TRACES_EXPORTER is set)
 
 Usage:
   prefect-otel demo [--flag value | --flag=value]…

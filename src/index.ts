@@ -3,7 +3,7 @@ export type { PrefectTracingHandle, StartOptions } from './tracing.js';
 export { resolveConfig, describeConfig, SETTINGS } from './config.js';
 export type { Config, PrefectTracingOptions } from './config.js';
 export { PrefectOtelError, ConfigError, AuthError, ProtocolError, ExportError, InputError, ERROR_CODES, EXIT_CODES } from './errors.js';
-export { traceIdForRun, spanIdForRun } from './model/ids.js';
+export { traceIdForRunId as traceIdForRun, spanIdForRunId as spanIdForRun } from './model/ids.js';
 export { parseEvent, parseEventText } from './model/event.js';
 export type { PrefectEvent, ParseResult, SkipReason } from './model/event.js';
 export type { SpanRecord, SpanEventRecord, SpanLinkRecord } from './model/span-record.js';

@@ -47,5 +47,22 @@ export function spanIdForRun(runId: string, attempt = 0): string {
   return id;
 }
 
+/**
+ * The library's `spanIdForRun`: the run's id in any form Prefect or OpenTelemetry shows it (the
+ * dashed UUID in either case, or its 32 hex digits, as a trace id shows a root run) names the same
+ * span. Text that is no UUID is hashed as given, lowercased, as the formula says.
+ */
+export function spanIdForRunId(runId: string, rerun = 0): string {
+  const trimmed = runId.trim();
+  return spanIdForRun(canonicalUuid(trimmed) ?? trimmed, rerun);
+}
+
+/** The library's `traceIdForRun`: the root run's UUID, in any of those forms, as 32 lowercase hex digits. */
+export function traceIdForRunId(runId: string): string {
+  const trimmed = runId.trim();
+  const uuid = canonicalUuid(trimmed);
+  return uuid === undefined ? traceIdForRun(trimmed) : traceIdForRun(uuid);
+}
+
 const SPAN_ID_CACHE_SIZE = 20_000;
 const recentSpanIds = new Map<string, string>();

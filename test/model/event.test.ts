@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { classify } from '../../src/model/classify.js';
 import { excerpt, parseEvent, parseEventText } from '../../src/model/event.js';
 import { canonicalUuid, spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
+import { spanIdForRun as libSpanIdForRun, traceIdForRun as libTraceIdForRun } from '../../src/index.js';
 import { parseTimestampUs, usToHrTime, usToIso } from '../../src/model/time.js';
 
 const FIXTURES = new URL('../../../test/fixtures/', import.meta.url);
@@ -56,6 +57,18 @@ test('ids: trace id is the root run UUID in hex; span id is SHA-256 of the dashe
   // Independently computed: printf %s 0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70 | sha256sum | cut -c1-16
   assert.equal(spanIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70'), 'b2ad0c72402549ef');
   assert.notEqual(spanIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', 1), spanIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70'));
+});
+
+test('ids: the library\'s spanIdForRun and traceIdForRun take a run id as Prefect shows it (dashed, either case) or as a trace id shows a root run (32 hex digits), and give the ids of the spans exported for it', () => {
+  const id = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+  const forms = [id, id.toUpperCase(), id.replace(/-/g, ''), id.replace(/-/g, '').toUpperCase(), ` ${id}\n`];
+  assert.deepEqual(
+    forms.map((f) => [libSpanIdForRun(f), libSpanIdForRun(f, 2), libTraceIdForRun(f)]),
+    forms.map(() => [spanIdForRun(id), spanIdForRun(id, 2), '0198c7d25b1e7a3c9f102b3c4d5e6f70']),
+  );
+  assert.equal(spanIdForRun(id), 'b2ad0c72402549ef');
+  // Not a UUID: hashed as given, lowercased (what the README's formula does with any text).
+  assert.equal(libSpanIdForRun('Not-A-UUID'), spanIdForRun('not-a-uuid'));
 });
 
 test('ids: canonicalUuid accepts exactly the 8-4-4-4-12 hex form (any case) and the 32-digit form', () => {
