@@ -181,7 +181,7 @@ test('replay: one whole STLOGGING line per transition and attached event, once e
   await receiver.close();
 });
 
-/** A pretty line as the README shows it: `HH:MM:SS.mmm LEVEL message  key=value …`, controls escaped. */
+/** A line as `PREFECT_OTEL_LOG_FORMAT=pretty` writes it: `HH:MM:SS.mmm LEVEL message  key=value …`, controls escaped. */
 function pretty(line: Line): string {
   const { level, msg, time: _time, service: _service, ...rest } = line;
   const fields = Object.entries(rest).map(([k, v]) => `${k}=${String(v)}`).join(' ');
