@@ -245,6 +245,19 @@ describe('fake Prefect: backfill and live', () => {
     assert.deepEqual({ ids: events(c.frames), stats: f.stats }, { ids: live.slice(0, 4).map((e) => e.id), stats: { droppedForBacklog: 6, sent: 4 } });
   });
 
+  it('backfill pages slow to query: live events published meanwhile wait behind the backfill, up to the backlog; the rest are dropped silently', async () => {
+    const f = await fake({ backlog: 4, pageSize: 2, backfillPageDelayMs: 40 });
+    const stored = [ev(T - 6), ev(T - 5), ev(T - 4), ev(T - 3), ev(T - 2), ev(T - 1)];
+    f.store(stored);
+    const c = await subscribe(f, FUTURE);
+    const live = Array.from({ length: 10 }, (_, i) => ev(T + i));
+    f.publish(live);
+    await c.waitFrames(10);
+    await new Promise((r) => setTimeout(r, 30));
+    assert.deepEqual(events(c.frames), [...stored, ...live.slice(0, 4)].map((e) => e.id));
+    assert.deepEqual({ dropped: f.connections[0]!.dropped, queued: f.connections[0]!.queued, stats: f.stats }, { dropped: 6, queued: 0, stats: { droppedForBacklog: 6, sent: 10 } });
+  });
+
   it('switches: duplicates, swapped pairs, malformed frames, close after N events', async () => {
     const f = await fake();
     const c = await subscribe(f, FUTURE);

@@ -48,6 +48,12 @@ export interface FakePrefectOptions {
   now?: () => number;
   /** Backfill page size (default 250): each page is queried when the previous one is sent, with OFFSET, as Prefect does. */
   pageSize?: number;
+  /**
+   * How long each backfill page after the first takes to query (default 0), as Prefect's COUNT/OFFSET
+   * queries on a busy database do: live events published meanwhile wait in the subscriber's queue,
+   * and those past its backlog are dropped (`src/prefect/server/events/stream.py`).
+   */
+  backfillPageDelayMs?: number;
   /** `PREFECT_API_DEFAULT_LIMIT` (default 200): the largest `limit` the `/…/filter` REST routes take. */
   defaultLimit?: number;
   /** Answer every WS upgrade with this HTTP status. */
@@ -163,7 +169,7 @@ interface Sub {
   rec: ConnectionRecord;
   ws: WebSocket;
   filter?: ParsedFilter;
-  backfill?: { filter: ParsedFilter; count: number; offset: number; page: WireEvent[]; ids: Set<string> };
+  backfill?: { filter: ParsedFilter; count: number; offset: number; page: WireEvent[]; ids: Set<string>; queried?: boolean };
   queue: WireEvent[];
   held?: WireEvent;
   heldTimer?: NodeJS.Timeout;
@@ -193,6 +199,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   const windowMs = options.backfillWindowMs ?? 15 * 60_000;
   const backlog = options.backlog ?? 256;
   const pageSize = options.pageSize ?? 250;
+  const pageDelayMs = options.backfillPageDelayMs ?? 0;
   const tokens = [options.authString, options.apiKey].filter((t): t is string => t !== undefined);
   const restAuth = [...(options.authString === undefined ? [] : [`Basic ${Buffer.from(options.authString).toString('base64')}`]), ...(options.apiKey === undefined ? [] : [`Bearer ${options.apiKey}`])];
   const stored: StoredEvent[] = [];
@@ -261,6 +268,12 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     while (!stall && ws.readyState === WebSocket.OPEN && ws.bufferedAmount < HIGH_WATER) {
       const bf = sub.backfill;
       if (bf !== undefined && bf.page.length === 0 && bf.offset < bf.count) {
+        if (pageDelayMs > 0 && bf.queried !== true) {
+          bf.queried = true; // the query runs meanwhile; the live queue waits behind it
+          setTimeout(() => schedule(sub), pageDelayMs);
+          return;
+        }
+        bf.queried = false;
         bf.page = query(stored, bf.filter).slice(bf.offset, bf.offset + pageSize).map((s) => s.ev);
         bf.offset += pageSize;
         if (bf.page.length === 0) bf.offset = bf.count;
