@@ -101,9 +101,11 @@ export interface EventSubscriberOptions {
   readonly backfillQuietMs?: number | undefined;
   /**
    * The server's backfill reads only what its EventPersister has written (every 5 s or 20 events): an
-   * event published shortly before a subscription is in neither its backfill nor its live stream. So
-   * this long after a subscription that resumes (a reconnect, a restart), the end of its backfill
-   * window is read again from `POST /events/filter` (default 10 s).
+   * event published shortly before a subscription is in neither its backfill nor its live stream. And
+   * while it sends a long backfill, it queues at most 256 live events for the subscriber and drops the
+   * rest. So this long after the backfill of a subscription that resumes (a reconnect, a restart) is
+   * sent, or of a fresh start's after which 256 frames or more came, the end of its backfill window,
+   * up to then, is read again from `POST /events/filter` (default 10 s).
    */
   readonly persistLagMs?: number | undefined;
   /** Wall clock for filter times (default `Date.now`). Liveness uses a monotonic clock. */
@@ -167,6 +169,11 @@ const BACKOFF_MULTIPLIER = 2;
 /** The longest Retry-After on the upgrade (or the history) that is honoured: a wrong or hostile one must not park the stream for hours. */
 const MAX_UPGRADE_RETRY_AFTER_MS = 5 * 60_000;
 const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
+/**
+ * Live events the server queues for a subscriber while it sends the backfill (Prefect's
+ * SUBSCRIPTION_BACKLOG, `src/prefect/server/events/stream.py`); past it they are dropped silently.
+ */
+const SUBSCRIPTION_BACKLOG = 256;
 /** History rounds per attempt (a round that takes longer than the window leaves a new gap). */
 const MAX_HISTORY_ROUNDS = 5;
 /** A failed history request (HTTP error, timeout, bad body) is retried this often in a row, without a read getting further, before the stream goes live without it. */
@@ -450,7 +457,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
 
   /**
    * Read the end of a subscription's backfill window again from the history, once the server has
-   * written what was published just before the subscription (see `persistLagMs`): from the
+   * written what was published just before the subscription, and what it dropped from its live queue
+   * while the backfill was sent (see `persistLagMs`): from the
    * filter's `since`, or the resume margin (at least the lag) before the subscription, to now.
    * Duplicates of what the backfill and the live stream gave are the caller's to drop, as ever.
    */
@@ -461,8 +469,11 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     const abort = new AbortController();
     rereadAbort = abort;
     let count = 0;
+    let pages = 0;
+    const started = performance.now();
     try {
       for await (const page of rest.readEvents({ sinceIso: window.since, untilIso: window.until, prefixes }, { signal: abort.signal })) {
+        pages += 1;
         for (const ev of page) {
           if (stopped) return;
           count += 1;
@@ -470,7 +481,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           deliver(ev !== null && typeof ev === 'object' ? ev : String(ev), 'history');
         }
       }
-      log.debug({ ...window, events: count }, 'the end of the backfill window read again from the event history');
+      log.debug({ ...window, events: count, pages, ms: Math.round(performance.now() - started) }, 'the end of the backfill window read again from the event history');
     } catch (err) {
       if (stopped) return;
       log.warn({ ...window, events: count, err: redact(errorText(err)) }, 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing');
@@ -617,11 +628,27 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         filterSentAtMs = now() - serverAheadMs;
         liveCoveredUntilMs = followedUntilMs;
         ws.send(JSON.stringify({ type: 'filter', filter, backfill: true }));
-        if (resumed) {
-          const reread = setTimeout(() => void rereadBackfillEnd(Date.parse(filter.occurred.since), filterSentAtMs), persistLagMs);
-          reread.unref();
-          timers.push(reread);
-        }
+        // The end of the backfill window is read again `persistLagMs` after the backfill is sent (not
+        // after the subscription): live events published while it was sent wait in a queue of 256 on
+        // the server, and those past it are dropped. Checked on a timer, not per frame.
+        const framesAtFilter = stats.frames;
+        const filterSinceMs = Date.parse(filter.occurred.since);
+        const subscribedAtMs = filterSentAtMs;
+        const sentCheck = setInterval(
+          () => {
+            if (!backfillDone()) return;
+            clearInterval(sentCheck);
+            const reread = setTimeout(() => {
+              // A fresh start has no events before it to miss: only a queue that may have overflowed (256 frames came) is read again.
+              if (resumed || stats.frames - framesAtFilter >= SUBSCRIPTION_BACKLOG) void rereadBackfillEnd(filterSinceMs, subscribedAtMs);
+            }, persistLagMs);
+            reread.unref();
+            timers.push(reread);
+          },
+          Math.max(5, Math.min(1_000, Math.floor(backfillQuietMs / 4))),
+        );
+        sentCheck.unref();
+        timers.push(sentCheck);
         stats.connects += 1;
         log.info({ url: logUrl, since: filter.occurred.since, until: filter.occurred.until, events: prefixes ?? 'all' }, 'connected to the Prefect event stream');
         // The stream moves past a window the history left unread: what the server's backfill clamp cuts off is lost now.

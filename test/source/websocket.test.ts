@@ -554,7 +554,7 @@ describe('event subscriber: reconnects', () => {
     const beforeStart = event(t0 - 1_000);
     server.switches.holdPersist = true;
     server.publish(beforeStart); // while no prefect-otel process runs
-    const { sub, ids, logs } = subscribe(server, { cursorUs: (t0 - 30_000) * 1000, persistLagMs: 500 });
+    const { sub, ids, logs } = subscribe(server, { cursorUs: (t0 - 30_000) * 1000, persistLagMs: 500, backfillQuietMs: 200 });
     t.after(() => sub.stop());
     await server.waitForConnections(1);
     const connectedAt = Date.now();
@@ -598,6 +598,52 @@ describe('event subscriber: reconnects', () => {
     await sleep(600);
     await sub.stop();
     assert.deepEqual(server.restRequests, []);
+  });
+
+  /**
+   * A long backfill (its pages slow to query) while live events keep coming: the server queues at most
+   * 256 of them for the subscriber and silently drops the rest (Prefect's SUBSCRIPTION_BACKLOG). Each
+   * of those must come from the history once the backfill is sent. Returns what came and what was asked.
+   */
+  async function liveDuringLongBackfill(t: { after: (fn: () => unknown) => void }, cursor: boolean) {
+    const server = await mini({ backfillPageDelayMs: 150 });
+    const t0 = Date.now();
+    const older = Array.from({ length: 2_000 }, (_, i) => event(t0 - 50_000 + i));
+    server.store(older);
+    const { sub, ids, logs } = subscribe(server, { persistLagMs: 300, backfillQuietMs: 200, ...(cursor ? { cursorUs: (t0 - 55_000) * 1000 } : {}) });
+    t.after(() => sub.stop());
+    await server.waitForConnections(1);
+    // Live events for longer than the backfill takes (and than the lag after the subscription).
+    const live: TestEvent[] = [];
+    for (let i = 0; i < 12; i++) {
+      const batch = Array.from({ length: 100 }, () => event(Date.now()));
+      live.push(...batch);
+      server.publish(batch);
+      await sleep(100);
+    }
+    const all = [...older, ...live].map((e) => e.id);
+    await waitFor('every event', () => new Set(ids()).size === all.length, 3_000).catch(() => undefined);
+    await sub.stop();
+    return { server, ids, logs, all, live };
+  }
+
+  it('live events that the server dropped while it sent a long backfill after a reconnect or a restart (its 256-event queue full) are read from the history once the backfill is sent, also when it took longer than the lag', async (t) => {
+    const { server, ids, logs, all, live } = await liveDuringLongBackfill(t, true);
+    assert.ok(server.connections[0]!.dropped > 0 && server.connections[0]!.dropped < live.length, `dropped ${server.connections[0]!.dropped}`);
+    assert.deepEqual([...new Set(ids())].sort(), [...all].sort());
+    // The dropped ones came from the history; what the server sent came live.
+    assert.equal(new Set(ids('live')).size, all.length - server.connections[0]!.dropped);
+    // One read of the end of the backfill window, paged (200 a page), none before the backfill was sent.
+    assert.deepEqual(server.restRequests.map((r) => r.method), ['POST', ...Array<string>(server.restRequests.length - 1).fill('GET')]);
+    assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 40).map((r) => r.msg), []);
+  });
+
+  it('a fresh start whose backfill was long enough for the server to drop live events (256 queued) reads them from the history too', async (t) => {
+    const { server, ids, logs, all, live } = await liveDuringLongBackfill(t, false);
+    assert.ok(server.connections[0]!.dropped > 0 && server.connections[0]!.dropped < live.length, `dropped ${server.connections[0]!.dropped}`);
+    assert.deepEqual([...new Set(ids())].sort(), [...all].sort());
+    assert.deepEqual(server.restRequests.map((r) => r.method), ['POST', ...Array<string>(server.restRequests.length - 1).fill('GET')]);
+    assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 40).map((r) => r.msg), []);
   });
 
   it('retries an unreachable server with growing, jittered delays and connects once it is up', async () => {
