@@ -108,6 +108,16 @@ export interface EventSubscriberOptions {
    * up to then, is read again from `POST /events/filter` (default 10 s).
    */
   readonly persistLagMs?: number | undefined;
+  /**
+   * The longest a backfill is waited for before the end of its window is read again anyway (default
+   * 15 min). A busy server's live frames may never pause for `backfillQuietMs`, and may all have
+   * occurred before the subscription (a lagging server or sender clock): the backfill is then never
+   * seen as sent, and without this the events it dropped would stay lost. The backfill holds at most
+   * the 15 minutes of events before the subscription (the server's clamp), sent in pages as fast as
+   * its database reads them: a server that could not send 15 minutes of its events in 15 minutes
+   * could not keep its live stream up either.
+   */
+  readonly backfillMaxWaitMs?: number | undefined;
   /** Wall clock for filter times (default `Date.now`). Liveness uses a monotonic clock. */
   readonly now?: (() => number) | undefined;
   /**
@@ -151,6 +161,7 @@ export const SUBSCRIBER_DEFAULTS = {
   requestTimeoutMs: 60_000,
   backfillQuietMs: 5_000,
   persistLagMs: 10_000,
+  backfillMaxWaitMs: 15 * 60_000,
 } as const;
 
 /** Prefect's Python subscriber asks for events up to now + 365 days; without a future `until` the live stream stays empty. */
@@ -229,6 +240,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const tunnel = tunnelProxy === undefined ? undefined : createTunnelAgent(tunnelProxy, url.startsWith('wss:'), handshakeTimeoutMs, tlsAgentOptions(options.tls));
   const backfillQuietMs = options.backfillQuietMs ?? SUBSCRIBER_DEFAULTS.backfillQuietMs;
   const persistLagMs = options.persistLagMs ?? SUBSCRIBER_DEFAULTS.persistLagMs;
+  const backfillMaxWaitMs = options.backfillMaxWaitMs ?? SUBSCRIBER_DEFAULTS.backfillMaxWaitMs;
   const prefixes = options.prefixes !== undefined ? [...options.prefixes] : undefined;
   const keepAlive = options.keepAlive ?? true;
   const rest =
@@ -630,13 +642,18 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         ws.send(JSON.stringify({ type: 'filter', filter, backfill: true }));
         // The end of the backfill window is read again `persistLagMs` after the backfill is sent (not
         // after the subscription): live events published while it was sent wait in a queue of 256 on
-        // the server, and those past it are dropped. Checked on a timer, not per frame.
+        // the server, and those past it are dropped. Checked on a timer, not per frame; a backfill
+        // never seen as sent counts as sent `backfillMaxWaitMs` after the subscription.
         const framesAtFilter = stats.frames;
         const filterSinceMs = Date.parse(filter.occurred.since);
         const subscribedAtMs = filterSentAtMs;
+        const subscribedAt = liveSince;
         const sentCheck = setInterval(
           () => {
-            if (!backfillDone()) return;
+            if (!backfillDone()) {
+              if (performance.now() - subscribedAt < backfillMaxWaitMs) return;
+              log.debug({ backfillMaxWaitMs }, 'the backfill was not seen to end (no pause in frames, none newer than the connection); the end of its window is read again anyway');
+            }
             clearInterval(sentCheck);
             const reread = setTimeout(() => {
               // A fresh start has no events before it to miss: only a queue that may have overflowed (256 frames came) is read again.

@@ -646,6 +646,49 @@ describe('event subscriber: reconnects', () => {
     assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 40).map((r) => r.msg), []);
   });
 
+  it('on a busy server whose live frames never pause and all occurred before the connection (the backfill never seen as sent), the events it dropped during a long backfill are still read from the history, once the longest wait for a backfill is over', async (t) => {
+    const server = await mini({ backfillPageDelayMs: 150 });
+    const t0 = Date.now();
+    const older = Array.from({ length: 2_000 }, (_, i) => event(t0 - 50_000 + i));
+    server.store(older);
+    const { sub, ids, logs } = subscribe(server, { cursorUs: (t0 - 55_000) * 1000, persistLagMs: 300, backfillQuietMs: 500, backfillMaxWaitMs: 2_500 });
+    t.after(() => sub.stop());
+    await server.waitForConnections(1);
+    // Stamped before the connection (a server or sender clock lagging a little), within the resume margin.
+    const stamped = () => event(t0 - 500);
+    const burst: TestEvent[] = [];
+    for (let i = 0; i < 12; i++) {
+      const batch = Array.from({ length: 100 }, stamped);
+      burst.push(...batch);
+      server.publish(batch);
+      await sleep(100);
+    }
+    // Then a frame every 30 ms, never the pause that would show the backfill as sent.
+    const trickle: TestEvent[] = [];
+    const publisher = setInterval(() => {
+      const ev = stamped();
+      trickle.push(ev);
+      server.publish(ev);
+    }, 30);
+    const has = (events: TestEvent[]) => () => {
+      const got = new Set(ids());
+      return events.every((e) => got.has(e.id));
+    };
+    try {
+      await waitFor('every event of the backfill and the burst', has([...older, ...burst]), 6_000).catch(() => undefined);
+    } finally {
+      clearInterval(publisher);
+    }
+    await waitFor('the last live events', has(trickle), 2_000).catch(() => undefined);
+    await sub.stop();
+    const all = [...older, ...burst, ...trickle].map((e) => e.id);
+    assert.ok(server.connections[0]!.dropped > 0 && server.connections[0]!.dropped < burst.length, `dropped ${server.connections[0]!.dropped}`);
+    assert.deepEqual([...new Set(ids())].sort(), [...all].sort());
+    // One read of the end of the backfill window, paged, after the wait.
+    assert.deepEqual(server.restRequests.map((r) => r.method), ['POST', ...Array<string>(server.restRequests.length - 1).fill('GET')]);
+    assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 40).map((r) => r.msg), []);
+  });
+
   it('retries an unreachable server with growing, jittered delays and connects once it is up', async () => {
     const probe = await startMiniPrefect();
     const port = probe.port;
