@@ -6,6 +6,8 @@ import { randomUUID } from 'node:crypto';
 import { AuthError, ProtocolError, errorText } from '../errors.js';
 import { createHttpClient, HttpTransportError, type TlsOptions } from './http-client.js';
 import { PROXY_AUTH_REQUIRED, ProxyError, proxyVariable, type ProxyEnv } from './proxy.js';
+import { escapeControls } from '../log/control-chars.js';
+import { excerpt } from '../model/event.js';
 import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
 export type RestResult<T> = { ok: true; value: T } | { ok: false; status?: number; message: string };
@@ -47,7 +49,8 @@ export interface PrefectRestClient {
   /**
    * Pages of events, oldest first: `POST /events/filter`, then `GET /events/filter/next` on our own API
    * base with the `page-token` of each `next_page`. Throws AuthError on 401/403 and a proxy's 407 (a 403 on a later page
-   * means a rejected page token: ProtocolError), RestRequestError on other failures.
+   * means a rejected page token: ProtocolError), RestRequestError on other failures (also a 2xx whose
+   * body is not an event page: its start is in `body`).
    */
   readEvents(filter: EventHistoryFilter, options?: { signal?: AbortSignal }): AsyncGenerator<unknown[]>;
   /** Abort every request still out, and every later one at once: the process is stopping. */
@@ -72,12 +75,15 @@ export class RestRequestError extends Error {
   readonly unreachable: boolean;
   /** How long the answer's `Retry-After` asked to wait (a 429 or 503 whose wait was too long to take here). */
   readonly retryAfterMs: number | undefined;
-  constructor(message: string, status?: number, unreachable = false, retryAfterMs?: number) {
+  /** A successful answer whose body is not what was asked for (a proxy's sign-in page, say): its start, on one line, secrets redacted. */
+  readonly body: string | undefined;
+  constructor(message: string, status?: number, unreachable = false, retryAfterMs?: number, body?: string) {
     super(message);
     this.name = 'RestRequestError';
     this.status = status;
     this.unreachable = unreachable;
     this.retryAfterMs = retryAfterMs;
+    this.body = body;
   }
 }
 
@@ -101,7 +107,10 @@ const MAX_RETRY_AFTER_MS = 60_000;
  */
 const CSRF_REFUSALS: ReadonlySet<string> = new Set(['Missing CSRF token.', 'Missing client identifier.', 'Invalid CSRF token or client identifier.']);
 
-type Response_ = { status: number; body: unknown; retryAfter?: string } | { status: undefined; error: string; unreachable: boolean };
+type Response_ = { status: number; body: unknown; text: string; retryAfter?: string } | { status: undefined; error: string; unreachable: boolean };
+
+/** How much of an unexpected answer's body an error shows. */
+const MAX_SHOWN_BODY_CHARS = 160;
 
 /** How long a `Retry-After` (delay-seconds or an HTTP date) asks us to wait, in ms; undefined when it is absent or unreadable. */
 export function retryAfterMs(header: string | undefined, nowMs: number): number | undefined {
@@ -208,7 +217,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
           parsed = undefined;
         }
       }
-      return res.retryAfter === undefined ? { status: res.status, body: parsed } : { status: res.status, body: parsed, retryAfter: res.retryAfter };
+      return res.retryAfter === undefined ? { status: res.status, body: parsed, text: res.text } : { status: res.status, body: parsed, text: res.text, retryAfter: res.retryAfter };
     } catch (err) {
       // The proxy's credentials are missing or wrong: no retry brings them, as refused Prefect credentials.
       const cause = err instanceof HttpTransportError ? err.cause : undefined;
@@ -276,7 +285,13 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
         if (r.status === 401 || (r.status === 403 && page === 0)) throw authError(what, r.status);
         if (r.status === 403) throw new ProtocolError(`${what}: the server rejected its own page token (HTTP 403)`);
         if (r.status < 200 || r.status > 299) throw new RestRequestError(`${what}: HTTP ${r.status}`, r.status, false, retryAfterMs(r.retryAfter, Date.now()));
-        if (!isRecord(r.body) || !Array.isArray(r.body.events)) throw new ProtocolError(`${what}: the response is not an event page`);
+        // Not Prefect's answer (a proxy's or an ingress's sign-in or error page, served with 200), or one
+        // cut short: a failed request like any other, whose caller retries it under its own limits.
+        if (!isRecord(r.body) || !Array.isArray(r.body.events)) {
+          // Redacted before it is cut short: a cut secret would no longer match.
+          const shown = escapeControls(excerpt(redactSecrets(r.text, auth), MAX_SHOWN_BODY_CHARS));
+          throw new RestRequestError(`${what}: HTTP ${r.status} with a body that is not an event page`, r.status, false, undefined, shown);
+        }
         const events = r.body.events as unknown[];
         if (events.length > 0) yield events;
         const next = r.body.next_page;

@@ -265,6 +265,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
    */
   let liveCoveredUntilMs: (() => number | undefined) | undefined;
   let historyFailures = 0;
+  /** Whether the body of an answer that was not an event page was logged since the history was last read (or given up). */
+  let unexpectedBodyShown = false;
   /**
    * A history window that a server which did not answer (timeouts, a gateway's 502/503/504) left
    * unread while the stream went on without it. It is kept and read again should the websocket fail
@@ -428,12 +430,18 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (progressed) historyFailures = 0;
         // A server that is not there (refused, no such host) is waited for, window kept: it counts for nothing.
         if (!(err instanceof RestRequestError && err.unreachable)) historyFailures += 1;
+        // What came instead of an event page (a proxy's sign-in page, say) is shown once, not on every try.
+        if (err instanceof RestRequestError && err.body !== undefined && !unexpectedBodyShown) {
+          unexpectedBodyShown = true;
+          log.warn({ ...window, err: message, status: err.status, body: err.body }, 'the event history answered with something that is not an event page (a proxy in the way?); it is asked again');
+        }
         if (err instanceof ProtocolError || historyFailures >= MAX_HISTORY_FAILURES) {
           // Go live and say what may be lost: a history that never answers (it times out, its body will
           // not decode) must not keep the live stream away for good. A server that answered gave the
           // window up; one that did not is left its window, read again should the websocket fail too
           // (once it is live, the stream moves past it anyway).
           historyFailures = 0;
+          unexpectedBodyShown = false;
           if (answered) {
             log.error({ ...window, events: count, err: message }, 'reading the event history failed; events in this window may be missing');
             coveredUntilMs = gap.serverNowMs;
@@ -450,6 +458,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         historyAbort = undefined;
       }
       historyFailures = 0;
+      unexpectedBodyShown = false;
       unreadWindow = undefined;
       // The server's now, as far as its clock is known (not before the first connection of a process).
       coveredUntilMs = gap.serverNowMs;
@@ -496,7 +505,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       log.debug({ ...window, events: count, pages, ms: Math.round(performance.now() - started) }, 'the end of the backfill window read again from the event history');
     } catch (err) {
       if (stopped) return;
-      log.warn({ ...window, events: count, err: redact(errorText(err)) }, 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing');
+      const body = err instanceof RestRequestError ? err.body : undefined;
+      log.warn({ ...window, events: count, err: redact(errorText(err)), ...(body === undefined ? {} : { body }) }, 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing');
     } finally {
       if (rereadAbort === abort) rereadAbort = undefined;
     }

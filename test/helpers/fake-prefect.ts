@@ -134,6 +134,11 @@ export interface FakePrefectSwitches {
    * backfill nor its live stream. `store()` is never held.
    */
   holdPersist: boolean;
+  /**
+   * Answers given, in turn, to the next REST requests instead of the server's, as by a proxy or an
+   * ingress in front of it (its HTML sign-in page with HTTP 200, say). Each is taken once.
+   */
+  restReplies: { status: number; contentType: string; body: string }[];
 }
 
 export interface FakePrefect {
@@ -220,7 +225,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   const heldRest: (() => void)[] = [];
   const csrfTokens = new Map<string, { token: string; expiresMs: number }>();
   const switches: FakePrefectSwitches = {
-    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0, restRetryAfter: undefined, restFailEvery: 0,
+    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0, restRetryAfter: undefined, restFailEvery: 0, restReplies: [],
     get stall() { return stall; },
     set stall(v: boolean) { stall = v; if (!v) subs.forEach(schedule); },
     get holdRest() { return holdRest; },
@@ -424,6 +429,8 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
       restRequests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, ...(body === undefined ? {} : { body }) });
       if (holdRest) await new Promise<void>((release) => heldRest.push(release));
       const reply = (status: number, json?: unknown) => sendJson(res, status, json);
+      const proxied = switches.restReplies.shift();
+      if (proxied !== undefined) return void res.writeHead(proxied.status, { 'Content-Type': proxied.contentType }).end(proxied.body);
       if (switches.restStatus !== 0) {
         if (switches.restRetryAfter !== undefined) res.setHeader('Retry-After', switches.restRetryAfter);
         return reply(switches.restStatus, { detail: STATUS_CODES[switches.restStatus] ?? 'Error' });

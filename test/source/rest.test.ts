@@ -280,8 +280,13 @@ describe('rest client: event history', () => {
     reset(() => ({ status: 503 }));
     await assert.rejects(drain(`http://127.0.0.1:${port}/api`), (err: unknown) => err instanceof RestRequestError && err.status === 503);
 
-    reset(() => ({ status: 200, body: { detail: 'not a page' } }));
-    await assert.rejects(drain(`http://127.0.0.1:${port}/api`), ProtocolError);
+    // Not Prefect's answer (a proxy's page, say): a failed request, whose body is shown short and redacted.
+    reset(() => ({ status: 200, body: { detail: 'not a page', key: API_KEY } }));
+    await assert.rejects(drain(`http://127.0.0.1:${port}/api`), (err: unknown) => {
+      assert.ok(err instanceof RestRequestError);
+      assert.deepEqual({ message: err.message, status: err.status, body: err.body }, { message: 'POST /events/filter: HTTP 200 with a body that is not an event page', status: 200, body: '{"detail":"not a page","key":"[redacted]"}' });
+      return true;
+    });
 
     reset(() => ({ status: 200, body: { events: [{ id: 1 }], next_page: 'http://x/api/events/filter/next?page-token=same' } }));
     await assert.rejects(drain(`http://127.0.0.1:${port}/api`), /repeated a page token/);

@@ -1140,6 +1140,79 @@ describe('event subscriber: gap fill from history', () => {
     );
   });
 
+  it("one answer that is not an event page (a proxy's HTML sign-in page, or JSON of another shape, with HTTP 200) is asked again like any failed history request, its body shown once, short and redacted; the window is read", async () => {
+    const basic = Buffer.from(AUTH_STRING).toString('base64');
+    // A sign-in page that repeats the request's Authorization header (as some debug pages do).
+    const signIn = `<!DOCTYPE html>\n<html>\n  <head><title>Sign in</title><meta name="seen" content="Basic ${basic}"></head>\n  <body>\n    <form method="post" action="/oauth2/start?rd=%2Fapi%2Fevents%2Ffilter"><button>Sign in with SSO</button></form>\n  </body>\n</html>\n`;
+    const cases = [
+      {
+        reply: { status: 200, contentType: 'text/html; charset=utf-8', body: signIn },
+        shown: '<!DOCTYPE html> <html> <head><title>Sign in</title><meta name="seen" content="Basic [redacted]"></head> <body> <form method="post" action="/oauth2/start?rd=%2Fa…',
+      },
+      { reply: { status: 200, contentType: 'application/json', body: '{"data":[],"token":"x"}' }, shown: '{"data":[],"token":"x"}' },
+    ];
+    for (const { reply, shown } of cases) {
+      const server = await mini({ authString: AUTH_STRING });
+      const cursorMs = Date.now() - 60 * 60_000;
+      const old = Array.from({ length: 3 }, (_, i) => event(cursorMs + 60_000 + i * 60_000));
+      server.store(old);
+      server.switches.restReplies.push(reply);
+      const { sub, logs, ids } = subscribe(server, { authString: AUTH_STRING, cursorUs: cursorMs * 1000, initialBackoffMs: 5, maxBackoffMs: 20 });
+      try {
+        await waitFor('live', () => sub.stats.connected, 10_000);
+      } finally {
+        await sub.stop();
+      }
+      const records = logs.records();
+      assert.deepEqual(
+        {
+          requests: server.restRequests.map((r) => `${r.method} ${r.path}`),
+          history: ids('history'),
+          errors: records.filter((r) => (r.level as number) >= 50),
+          warnings: records.filter((r) => r.level === 40).map(({ msg, err, status, body }) => ({ msg: String(msg).replace(/\d+ ms$/, 'N ms'), err, status, body })),
+        },
+        {
+          requests: ['POST /api/events/filter', 'POST /api/events/filter'],
+          history: old.map((e) => e.id),
+          errors: [],
+          warnings: [
+            { msg: 'the event history answered with something that is not an event page (a proxy in the way?); it is asked again', err: 'POST /events/filter: HTTP 200 with a body that is not an event page', status: 200, body: shown },
+            { msg: 'Prefect server unreachable, retrying in N ms', err: 'event history: POST /events/filter: HTTP 200 with a body that is not an event page', status: undefined, body: undefined },
+          ],
+        },
+      );
+      assertNoSecrets(logs.lines, AUTH_STRING);
+    }
+  });
+
+  it('answers that are not an event page three times in a row give the window up, as other failed history requests do', async () => {
+    const server = await mini();
+    const cursorMs = Date.now() - 60 * 60_000;
+    server.store(Array.from({ length: 3 }, (_, i) => event(cursorMs + 60_000 + i * 60_000)));
+    for (let i = 0; i < 3; i++) server.switches.restReplies.push({ status: 200, contentType: 'text/html', body: '<html>Sign in</html>' });
+    const { sub, logs, ids } = subscribe(server, { cursorUs: cursorMs * 1000, initialBackoffMs: 5, maxBackoffMs: 20 });
+    try {
+      await waitFor('live', () => sub.stats.connected, 10_000);
+    } finally {
+      await sub.stop();
+    }
+    const records = logs.records();
+    assert.deepEqual(
+      {
+        requests: server.restRequests.map((r) => `${r.method} ${r.path}`),
+        history: ids('history'),
+        errors: records.filter((r) => (r.level as number) >= 50).map(({ msg, err }) => ({ msg, err })),
+        shown: records.filter((r) => r.body !== undefined).map((r) => r.body),
+      },
+      {
+        requests: Array<string>(3).fill('POST /api/events/filter'),
+        history: [],
+        errors: [{ msg: 'reading the event history failed; events in this window may be missing', err: 'POST /events/filter: HTTP 200 with a body that is not an event page' }],
+        shown: ['<html>Sign in</html>'],
+      },
+    );
+  });
+
   it('a history that fails now and then and reads slower than time goes (the gap grows between failures) is still given up after three failures, and the stream goes live', async () => {
     const server = await mini();
     const cursorMs = Date.now() - 60 * 60_000;
