@@ -256,7 +256,10 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   let sleepTimer: NodeJS.Timeout | undefined;
   let wake: (() => void) | undefined;
   let historyAbort: AbortController | undefined;
-  let rereadAbort: AbortController | undefined;
+  /** Re-reads under way (one may outlive its connection, and overlap the next one's). */
+  const rereadAborts = new Set<AbortController>();
+  /** Re-reads of the end of a backfill window waiting for the server to write it (they outlive their connection). */
+  const rereadTimers = new Set<NodeJS.Timeout>();
   /** Ms up to which the stream is known to have been followed (live or from history), on the server's clock. */
   let coveredUntilMs: number | undefined = options.coveredUntilMs;
   /**
@@ -488,7 +491,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     const fromMs = Math.max(filterSinceMs, subscribedAtMs - Math.max(options.resumeMarginMs, persistLagMs));
     const window = { since: new Date(fromMs).toISOString(), until: new Date(Math.max(now(), now() - serverAheadMs)).toISOString() };
     const abort = new AbortController();
-    rereadAbort = abort;
+    rereadAborts.add(abort);
     let count = 0;
     let pages = 0;
     const started = performance.now();
@@ -508,7 +511,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       const body = err instanceof RestRequestError ? err.body : undefined;
       log.warn({ ...window, events: count, err: redact(errorText(err)), ...(body === undefined ? {} : { body }) }, 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing');
     } finally {
-      if (rereadAbort === abort) rereadAbort = undefined;
+      rereadAborts.delete(abort);
     }
   }
 
@@ -542,6 +545,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       let lastFrameAt = 0;
       let backfillSent = false;
       let filterSentAtMs = 0;
+      /** Schedules the re-read of the end of the backfill window; undefined before the subscription and once done. */
+      let scheduleReread: (() => void) | undefined;
       const timers: NodeJS.Timeout[] = [];
       const touch = (): void => {
         lastActivity = performance.now();
@@ -658,19 +663,27 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         const filterSinceMs = Date.parse(filter.occurred.since);
         const subscribedAtMs = filterSentAtMs;
         const subscribedAt = liveSince;
+        scheduleReread = (): void => {
+          scheduleReread = undefined;
+          clearInterval(sentCheck);
+          // Not one of the connection's timers: a connection that drops before it fires still has its
+          // window read, as the next one resumes from its last event − the margin, which may be past
+          // what the server dropped while it sent this backfill.
+          const reread = setTimeout(() => {
+            rereadTimers.delete(reread);
+            // A fresh start has no events before it to miss: only a queue that may have overflowed (256 frames came) is read again.
+            if (resumed || stats.frames - framesAtFilter >= SUBSCRIPTION_BACKLOG) void rereadBackfillEnd(filterSinceMs, subscribedAtMs);
+          }, persistLagMs);
+          reread.unref();
+          rereadTimers.add(reread);
+        };
         const sentCheck = setInterval(
           () => {
             if (!backfillDone()) {
               if (performance.now() - subscribedAt < backfillMaxWaitMs) return;
               log.debug({ backfillMaxWaitMs }, 'the backfill was not seen to end (no pause in frames, none newer than the connection); the end of its window is read again anyway');
             }
-            clearInterval(sentCheck);
-            const reread = setTimeout(() => {
-              // A fresh start has no events before it to miss: only a queue that may have overflowed (256 frames came) is read again.
-              if (resumed || stats.frames - framesAtFilter >= SUBSCRIPTION_BACKLOG) void rereadBackfillEnd(filterSinceMs, subscribedAtMs);
-            }, persistLagMs);
-            reread.unref();
-            timers.push(reread);
+            scheduleReread?.();
           },
           Math.max(5, Math.min(1_000, Math.floor(backfillQuietMs / 4))),
         );
@@ -704,6 +717,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (wasLive) {
           coveredUntilMs = followedUntilMs() ?? coveredUntilMs;
           liveCoveredUntilMs = undefined;
+          // Sent (as far as the close shows) but not yet scheduled: its window is read all the same.
+          if (backfillSent && !stopped) scheduleReread?.();
           if (!backfillSent && !stopped) {
             const c = cursorMs();
             log.info({ cursor: c === undefined ? null : new Date(c).toISOString() }, 'the event stream closed during its backfill; the next connection resumes from the last event received');
@@ -845,7 +860,9 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (sleepTimer !== undefined) clearTimeout(sleepTimer);
         wake?.();
         historyAbort?.abort();
-        rereadAbort?.abort();
+        for (const abort of rereadAborts) abort.abort();
+        for (const t of rereadTimers) clearTimeout(t);
+        rereadTimers.clear();
         const ws = current;
         if (ws !== undefined) {
           if (ws.readyState === WebSocket.OPEN) {

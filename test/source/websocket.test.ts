@@ -646,6 +646,41 @@ describe('event subscriber: reconnects', () => {
     assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 40).map((r) => r.msg), []);
   });
 
+  it('a connection that drops after its long backfill was sent, before the end of its window was read again, still has it read: the next one resumes only from its last event minus the margin, past what the server dropped', async (t) => {
+    const server = await mini({ backfillPageDelayMs: 150 });
+    const t0 = Date.now();
+    const older = Array.from({ length: 2_000 }, (_, i) => event(t0 - 50_000 + i));
+    server.store(older);
+    const { sub, ids, logs } = subscribe(server, { cursorUs: (t0 - 55_000) * 1000, persistLagMs: 5_000, backfillQuietMs: 200 });
+    t.after(() => sub.stop());
+    await server.waitForConnections(1);
+    const burst: TestEvent[] = [];
+    for (let i = 0; i < 12; i++) {
+      const batch = Array.from({ length: 100 }, () => event(Date.now()));
+      burst.push(...batch);
+      server.publish(batch);
+      await sleep(100);
+    }
+    const has = (events: TestEvent[]) => () => {
+      const got = new Set(ids());
+      return events.every((e) => got.has(e.id));
+    };
+    await waitFor('the backfill', has(older), 5_000);
+    // An event more than the margin (2 s) after those the server dropped, and the connection drops.
+    await sleep(Math.max(0, t0 + 3_500 - Date.now()));
+    const late = event(Date.now());
+    server.publish(late);
+    await waitFor('the late event', has([late]));
+    assert.ok(server.connections[0]!.dropped > 0, `dropped ${server.connections[0]!.dropped}`);
+    server.dropConnections();
+    await server.waitForConnections(2);
+    const all = [...older, ...burst, late];
+    await waitFor('every event', has(all), 8_000).catch(() => undefined);
+    await sub.stop();
+    assert.deepEqual([...new Set(ids())].sort(), all.map((e) => e.id).sort());
+    assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 50).map((r) => r.msg), []);
+  });
+
   it('on a busy server whose live frames never pause and all occurred before the connection (the backfill never seen as sent), the events it dropped during a long backfill are still read from the history, once the longest wait for a backfill is over', async (t) => {
     const server = await mini({ backfillPageDelayMs: 150 });
     const t0 = Date.now();
