@@ -485,31 +485,56 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
    * while the backfill was sent (see `persistLagMs`): from the
    * filter's `since`, or the resume margin (at least the lag) before the subscription, to now.
    * Duplicates of what the backfill and the live stream gave are the caller's to drop, as ever.
+   * A failed request (the busy server that dropped events may well fail one) is asked again with the
+   * reconnect's backoff, from the last event read, until MAX_HISTORY_FAILURES fail in a row without
+   * one getting further; refused credentials or broken page tokens give it up at once.
    */
   async function rereadBackfillEnd(filterSinceMs: number, subscribedAtMs: number): Promise<void> {
     if (stopped) return;
-    const fromMs = Math.max(filterSinceMs, subscribedAtMs - Math.max(options.resumeMarginMs, persistLagMs));
-    const window = { since: new Date(fromMs).toISOString(), until: new Date(Math.max(now(), now() - serverAheadMs)).toISOString() };
+    const startMs = Math.max(filterSinceMs, subscribedAtMs - Math.max(options.resumeMarginMs, persistLagMs));
+    const window = { since: new Date(startMs).toISOString(), until: new Date(Math.max(now(), now() - serverAheadMs)).toISOString() };
     const abort = new AbortController();
     rereadAborts.add(abort);
     let count = 0;
     let pages = 0;
+    let failures = 0;
+    /** Where the next try starts: the last event read (events come oldest first; its equals come again, as duplicates). */
+    let fromIso = window.since;
     const started = performance.now();
     try {
-      for await (const page of rest.readEvents({ sinceIso: window.since, untilIso: window.until, prefixes }, { signal: abort.signal })) {
-        pages += 1;
-        for (const ev of page) {
+      for (;;) {
+        try {
+          for await (const page of rest.readEvents({ sinceIso: fromIso, untilIso: window.until, prefixes }, { signal: abort.signal })) {
+            pages += 1;
+            for (const ev of page) {
+              if (stopped) return;
+              count += 1;
+              stats.historyEvents += 1;
+              deliver(ev !== null && typeof ev === 'object' ? ev : String(ev), 'history');
+            }
+            const last = lastOccurred(page);
+            if (last !== undefined && Date.parse(last) > Date.parse(fromIso)) {
+              fromIso = last;
+              failures = 0;
+            }
+          }
+          log.debug({ ...window, events: count, pages, ms: Math.round(performance.now() - started) }, 'the end of the backfill window read again from the event history');
+          return;
+        } catch (err) {
           if (stopped) return;
-          count += 1;
-          stats.historyEvents += 1;
-          deliver(ev !== null && typeof ev === 'object' ? ev : String(ev), 'history');
+          failures += 1;
+          const message = redact(errorText(err));
+          if (err instanceof AuthError || err instanceof ProtocolError || failures >= MAX_HISTORY_FAILURES) {
+            const body = err instanceof RestRequestError ? err.body : undefined;
+            log.warn({ ...window, events: count, err: message, ...(body === undefined ? {} : { body }) }, 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing');
+            return;
+          }
+          const waitMs = Math.max(backoffMs(failures), Math.min(err instanceof RestRequestError ? (err.retryAfterMs ?? 0) : 0, MAX_UPGRADE_RETRY_AFTER_MS));
+          log.debug({ ...window, from: fromIso, err: message, attempt: failures, delayMs: waitMs }, 'reading the end of the backfill window again failed; asking again');
+          await pause(waitMs, abort.signal);
+          if (stopped) return;
         }
       }
-      log.debug({ ...window, events: count, pages, ms: Math.round(performance.now() - started) }, 'the end of the backfill window read again from the event history');
-    } catch (err) {
-      if (stopped) return;
-      const body = err instanceof RestRequestError ? err.body : undefined;
-      log.warn({ ...window, events: count, err: redact(errorText(err)), ...(body === undefined ? {} : { body }) }, 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing');
     } finally {
       rereadAborts.delete(abort);
     }
@@ -907,6 +932,30 @@ function upgradeRefused(status: number, redirect: string | undefined, apiPath: b
   // (Prefect itself answers 403 there; a proxy, 404).
   if (status === 404 || (status === 403 && !apiPath)) return `HTTP ${status} on the upgrade: no Prefect event stream there (${NOT_FOUND_ADVICE})`;
   return `HTTP ${status} on the upgrade`;
+}
+
+/** The `occurred` of the last event of a history page that has one (a page is oldest first). */
+function lastOccurred(page: readonly unknown[]): string | undefined {
+  for (let i = page.length - 1; i >= 0; i--) {
+    const occurred = (page[i] as { occurred?: unknown } | null)?.occurred;
+    if (typeof occurred === 'string' && Number.isFinite(Date.parse(occurred))) return occurred;
+  }
+  return undefined;
+}
+
+/** Resolves after `ms` (without holding the process open), or at once when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    timer.unref();
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 function rawToText(data: WebSocket.RawData): string {

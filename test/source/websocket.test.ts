@@ -605,8 +605,10 @@ describe('event subscriber: reconnects', () => {
    * 256 of them for the subscriber and silently drops the rest (Prefect's SUBSCRIPTION_BACKLOG). Each
    * of those must come from the history once the backfill is sent. Returns what came and what was asked.
    */
-  async function liveDuringLongBackfill(t: { after: (fn: () => unknown) => void }, cursor: boolean) {
+  async function liveDuringLongBackfill(t: { after: (fn: () => unknown) => void }, cursor: boolean, historyFailures = 0) {
     const server = await mini({ backfillPageDelayMs: 150 });
+    // The first requests of the history fail, as on a server whose database is busy.
+    for (let i = 0; i < historyFailures; i++) server.switches.restReplies.push({ status: 500, contentType: 'application/json', body: '{"exception_message":"Internal Server Error"}' });
     const t0 = Date.now();
     const older = Array.from({ length: 2_000 }, (_, i) => event(t0 - 50_000 + i));
     server.store(older);
@@ -644,6 +646,23 @@ describe('event subscriber: reconnects', () => {
     assert.deepEqual([...new Set(ids())].sort(), [...all].sort());
     assert.deepEqual(server.restRequests.map((r) => r.method), ['POST', ...Array<string>(server.restRequests.length - 1).fill('GET')]);
     assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 40).map((r) => r.msg), []);
+  });
+
+  it('a re-read of the end of the backfill window whose request fails (a busy database) is asked again, and the events the server dropped come', async (t) => {
+    const { server, ids, logs, all, live } = await liveDuringLongBackfill(t, true, 2);
+    assert.ok(server.connections[0]!.dropped > 0 && server.connections[0]!.dropped < live.length, `dropped ${server.connections[0]!.dropped}`);
+    assert.deepEqual([...new Set(ids())].sort(), [...all].sort());
+    assert.deepEqual(server.restRequests.map((r) => r.method).slice(0, 3), ['POST', 'POST', 'POST']);
+    assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 40).map((r) => r.msg), []);
+  });
+
+  it('a re-read of the end of the backfill window is given up after three failed requests in a row, with a warning', async (t) => {
+    const { server, logs } = await liveDuringLongBackfill(t, true, 3);
+    assert.deepEqual(server.restRequests.map((r) => `${r.method} ${r.path}`), Array<string>(3).fill('POST /api/events/filter'));
+    assert.deepEqual(
+      logs.records().filter((r) => (r.level as number) >= 40).map(({ msg, err, events }) => ({ msg, err, events })),
+      [{ msg: 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing', err: 'POST /events/filter: HTTP 500', events: 0 }],
+    );
   });
 
   it('a connection that drops after its long backfill was sent, before the end of its window was read again, still has it read: the next one resumes only from its last event minus the margin, past what the server dropped', async (t) => {
