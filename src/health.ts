@@ -12,8 +12,9 @@ export interface HealthServer {
 }
 
 /**
- * `/healthz` (readiness): 200 when connected to Prefect and exporting (the last export did not fail),
- * 503 with the reason otherwise (status `standby` while another process holds the state file,
+ * `/healthz` (readiness): 200 when connected to Prefect and exporting (the last export did not fail;
+ * after spans refused for good, the collector took a request again: with nothing else to send, an
+ * empty one is sent with backoff to find out), 503 with the reason otherwise (status `standby` while another process holds the state file,
  * `stopping` once `shutdown()` has begun). `/livez` (liveness): 200 whenever the process answers, also
  * while it only waits (a standby, the Prefect server or the collector down): a liveness probe on
  * `/healthz` would restart a standby at every probe period, and a process that is waiting out an

@@ -594,6 +594,8 @@ export function createTraceDelivery(
     batchSize: config.delivery.batchSize,
     scheduleDelayMs: config.delivery.scheduleDelayMs,
     onDelivered,
+    // Readiness (/healthz) follows whether the collector takes spans, also on a quiet stream.
+    recheckAfterRefusal: true,
     ...lossLogging(log, 'spans', () => sender.shutdown()),
   });
 }

@@ -11,11 +11,13 @@ import { test, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import { startHealthServer } from '../src/health.js';
 import { startPrefectTracing } from '../src/index.js';
+import { createInterface } from 'node:readline';
+import type { ChildProcess } from 'node:child_process';
 import { startCli } from './helpers/cli.js';
 import { startFakePrefect } from './helpers/fake-prefect.js';
 import { startOtlpReceiver } from './helpers/otlp-receiver.js';
 import { flowRunStateEvent } from './helpers/prefect-events.js';
-import { liveConnections, tempDir, until } from './helpers/watch-e2e.js';
+import { liveConnections, startWatch, tempDir, until } from './helpers/watch-e2e.js';
 
 /** Whether this machine has an IPv6 loopback to listen on. */
 const IPV6 = await new Promise<boolean>((resolve) => {
@@ -269,4 +271,57 @@ test('/livez answers 200 while the process only waits (a standby, the Prefect se
       collectorDown: { healthz: { code: 503, status: 'unavailable' }, livez: alive },
     },
   );
+});
+
+/** The port of a CLI child's /healthz, from its log (rejects if the child ends first). */
+function healthPort(child: ChildProcess): Promise<number> {
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout! })
+      .on('line', (l) => {
+        if (l.includes('"serving /healthz and /metrics"')) resolve((JSON.parse(l) as { port: number }).port);
+      })
+      .on('close', () => reject(new Error('prefect-otel ended before it served /healthz')));
+  });
+}
+
+test('watch: after the collector refused spans for good, /healthz stays 503 while the collector refuses, and is 200 again as soon as it takes exports again, with no further span on a quiet stream', async (t) => {
+  const prefect = await startFakePrefect();
+  let refusing = true;
+  const receiver = await startOtlpReceiver({ respond: () => (refusing ? { status: 401, body: '{"message":"unauthorized"}' } : 200) });
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  const watch = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_HTTP_PORT: '0' }, t);
+  const port = await healthPort(watch.child);
+  const healthz = async () => {
+    const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+    return { status: res.status, body: await res.json() };
+  };
+  await until('subscribed', () => liveConnections(prefect) === 1);
+  prefect.publish(oneRun());
+  await until('the span refused', () => receiver.requests.length === 1);
+  const failing = { status: 503, body: { status: 'unavailable', problems: ['exports to the collector are failing'], connected: true, exporting: false } };
+  const afterRefusal = await healthz();
+  // The collector asked again (an empty request, after a second or so) and refusing still.
+  for (const deadline = Date.now() + 5_000; receiver.requests.length < 2 && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 20));
+  const whileRefusing = { healthz: await healthz(), requests: receiver.requests.map((r) => `${r.path} ${r.status}`).slice(0, 2) };
+
+  refusing = false;
+  // Rechecked with backoff from 1 s, doubling: a few seconds at most here.
+  let seen = await healthz();
+  for (const deadline = Date.now() + 10_000; seen.status !== 200 && Date.now() < deadline; seen = await healthz()) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(
+    { afterRefusal, whileRefusing, healthz: seen, spansAccepted: receiver.counts.spans, paths: [...new Set(receiver.requests.map((r) => r.path))] },
+    {
+      afterRefusal: failing,
+      whileRefusing: { healthz: failing, requests: ['/v1/traces 401', '/v1/traces 401'] },
+      healthz: { status: 200, body: { status: 'ok', problems: [], connected: true, exporting: true } },
+      // The refused span is not sent again.
+      spansAccepted: 0,
+      paths: ['/v1/traces'],
+    },
+  );
+  watch.child.kill('SIGTERM');
+  assert.equal((await watch.result).code, 0);
 });

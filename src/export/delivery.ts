@@ -38,6 +38,12 @@ export interface DeliveryOptions<T> {
   readonly onRecovered?: (afterFailures: number) => void;
   /** Called when a batch was too large for the collector and batches are now cut at `maxBatchBytes` (estimated). */
   readonly onTooLarge?: (error: string, items: number, maxBatchBytes: number) => void;
+  /**
+   * After a batch refused for good, with nothing left to send: ask the collector again with an empty
+   * request, with backoff, until it takes one, so that `failing` ends when the collector accepts
+   * exports again rather than at the next batch, which a quiet stream may not have for hours.
+   */
+  readonly recheckAfterRefusal?: boolean;
 }
 
 export interface DeliveryStats {
@@ -50,7 +56,10 @@ export interface DeliveryStats {
   failedAttempts: number;
   lastSuccessMs: number | undefined;
   lastError: string | undefined;
-  /** True while the last attempt failed and a retry is pending. */
+  /**
+   * True while the last attempt failed and a retry is pending, or since a batch was refused for good
+   * until the collector takes a request again (`recheckAfterRefusal`: an empty one, when nothing is queued).
+   */
   failing: boolean;
 }
 
@@ -98,6 +107,10 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
   let consecutiveFailures = 0;
   let retryAt = 0;
   let flushing = 0;
+  /** The empty request of `recheckAfterRefusal`: its timer, whether it is out, and its backoff. */
+  let recheckTimer: NodeJS.Timeout | undefined;
+  let rechecking = false;
+  let recheckBackoffMs = options.initialBackoffMs ?? INITIAL_BACKOFF_MS;
   /** Estimated bytes a batch may hold, learnt from the collector's 413 answers. */
   let maxBatchBytes = Infinity;
   const waiters = new Set<() => void>();
@@ -142,8 +155,42 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
     timer.unref();
   };
 
+  const scheduleRecheck = (): void => {
+    if (options.recheckAfterRefusal !== true || recheckTimer !== undefined || rechecking || closed || !stats.failing) return;
+    const delay = Math.round(recheckBackoffMs * (0.5 + Math.random() / 2));
+    recheckBackoffMs = Math.min(options.maxBackoffMs ?? MAX_BACKOFF_MS, recheckBackoffMs * BACKOFF_MULTIPLIER);
+    recheckTimer = setTimeout(() => {
+      recheckTimer = undefined;
+      void recheck();
+    }, delay);
+    recheckTimer.unref();
+  };
+
+  /** Whether the collector takes a request again, asked with an empty one while nothing else is to be sent. */
+  const recheck = async (): Promise<void> => {
+    // A batch to send answers the question itself.
+    if (sending || closed || !stats.failing || stats.queued > 0) return;
+    rechecking = true;
+    let result: SendResult;
+    try {
+      result = await options.send([]);
+    } catch (err) {
+      result = { ok: false, retryable: true, error: errorText(err) };
+    }
+    rechecking = false;
+    if (closed) return;
+    // A batch sent meanwhile decided it already.
+    if (stats.failing) {
+      if (result.ok) {
+        stats.failing = false;
+        recheckBackoffMs = options.initialBackoffMs ?? INITIAL_BACKOFF_MS;
+      } else scheduleRecheck();
+    }
+    if (stats.queued > 0) void pump(flushing > 0 || stats.queued >= options.batchSize);
+  };
+
   const pump = async (force: boolean): Promise<void> => {
-    if (sending) return;
+    if (sending || rechecking) return;
     const now = Date.now();
     if (now < retryAt) {
       schedule(retryAt - now);
@@ -199,6 +246,7 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       consecutiveFailures = 0;
       stats.failing = false;
       backoffMs = options.initialBackoffMs ?? INITIAL_BACKOFF_MS;
+      recheckBackoffMs = backoffMs;
       options.onDelivered?.(entries.map((e) => e.item));
     } else if (result.tooLarge === true && n > 1 && !closed) {
       // Not a failure of the collector: the same items go again at once, in smaller requests.
@@ -212,7 +260,8 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
     } else if (!result.retryable) {
       stats.rejected += n;
       stats.lastError = result.error;
-      // Spans refused for good (a wrong credential, a 413) are failing exports too, for /healthz.
+      // Spans refused for good (a wrong credential, a 413) are failing exports too, for /healthz,
+      // until the collector takes a request again (see `recheckAfterRefusal`).
       stats.failing = true;
       options.onLoss?.('rejected', n, result.error);
     } else {
@@ -236,6 +285,7 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       enforceBound();
     }
     if (stats.queued === 0) {
+      scheduleRecheck();
       notify();
       return;
     }
@@ -305,6 +355,7 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       const result = await flush(timeoutMs);
       closed = true;
       if (timer !== undefined) clearTimeout(timer);
+      if (recheckTimer !== undefined) clearTimeout(recheckTimer);
       await options.close?.();
       return result;
     },
