@@ -73,6 +73,8 @@ export interface Config {
   readonly live: { readonly resumeMarginMs: number; readonly idleTimeoutMs: number; readonly stateFlushMs: number; readonly stateLeaseMs: number };
   readonly statsIntervalMs: number;
   readonly httpPort: number | undefined;
+  /** PREFECT_OTEL_HTTP_HOST: the address the health endpoint listens on; undefined: every address. */
+  readonly httpHost: string | undefined;
   /** Non-fatal problems (bad OTEL_* values that fell back to defaults, conflicting settings). */
   readonly warnings: readonly string[];
 }
@@ -244,6 +246,7 @@ export function resolveConfig(
     live: { resumeMarginMs: v.resumeMarginMs, idleTimeoutMs: v.idleTimeoutMs, stateFlushMs: v.stateFlushMs, stateLeaseMs: v.stateLeaseMs },
     statsIntervalMs: v.statsIntervalMs,
     httpPort: v.httpPort,
+    httpHost: v.httpHost,
     warnings: Object.freeze(warnings),
   };
   return deepFreeze(config);
@@ -418,6 +421,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
     model: config.model,
     delivery: config.delivery,
     httpPort: config.httpPort,
+    ...(config.httpHost === undefined ? {} : { httpHost: config.httpHost }),
   };
 }
 

@@ -6,6 +6,8 @@ import type { TracingStats } from './stats.js';
 
 export interface HealthServer {
   readonly port: number;
+  /** The address listened on (`::` or `0.0.0.0`: every address). */
+  readonly address: string;
   /** Let the process end while the server listens (inside a host application). */
   unref(): void;
   close(): Promise<void>;
@@ -67,8 +69,10 @@ export async function startHealthServer(port: number, stats: () => TracingStats,
     if (host === undefined) server.listen(port, () => resolve());
     else server.listen(port, host, () => resolve());
   });
+  const bound = server.address() as AddressInfo;
   return {
-    port: (server.address() as AddressInfo).port,
+    port: bound.port,
+    address: bound.address,
     unref: () => void server.unref(),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
@@ -80,6 +84,13 @@ const LISTEN_REASONS: Readonly<Record<string, string>> = {
   EACCES: 'not permitted to listen on this port; choose one above 1023, or 0 for any',
 };
 
+/** Why the address cannot be had: the host setting is the one to change. */
+const HOST_REASONS: Readonly<Record<string, string>> = {
+  EADDRNOTAVAIL: 'no network interface of this machine has this address; choose one it has, or leave it unset for every address',
+  ENOTFOUND: 'no such host name; give an address of this machine, or leave it unset for every address',
+  EAI_AGAIN: 'the host name could not be resolved now; give an address of this machine, or leave it unset for every address',
+};
+
 /**
  * The health server cannot listen: an error of the setup, not of prefect-otel, said in the words of
  * the setting to change (the CLI shows its message, not a stack). It keeps the system error's `code`
@@ -88,9 +99,11 @@ const LISTEN_REASONS: Readonly<Record<string, string>> = {
 export class HealthListenError extends Error {
   readonly code: string | undefined;
   constructor(err: NodeJS.ErrnoException, host: string | undefined, port: number) {
-    const reason = (err.code === undefined ? undefined : LISTEN_REASONS[err.code]) ?? err.message;
-    const where = host === undefined ? `port ${port}` : `${host}:${port}`;
-    super(`the health endpoint cannot listen on ${where} (PREFECT_OTEL_HTTP_PORT, option httpPort): ${reason}`, { cause: err });
+    const ofHost = host !== undefined && err.code !== undefined ? HOST_REASONS[err.code] : undefined;
+    const reason = ofHost ?? (err.code === undefined ? undefined : LISTEN_REASONS[err.code]) ?? err.message;
+    const where = host === undefined ? `port ${port}` : `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const setting = ofHost !== undefined ? 'PREFECT_OTEL_HTTP_HOST, option httpHost' : 'PREFECT_OTEL_HTTP_PORT, option httpPort';
+    super(`the health endpoint cannot listen on ${where} (${setting}): ${reason}`, { cause: err });
     this.name = 'HealthListenError';
     this.code = err.code;
   }

@@ -138,8 +138,8 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
   const stats = (): TracingStats => collectStats(pipeline, { connected: reading, startedMs });
   const statsLog = logger.child({ component: 'stats' });
   const metrics = startMetricsExport(config, stats, pipeline.exportLag, logger);
-  const health = config.httpPort === undefined ? undefined : await startHealthServer(config.httpPort, stats);
-  if (health !== undefined) logger.info({ component: 'replay', port: health.port }, 'serving /healthz and /metrics');
+  const health = config.httpPort === undefined ? undefined : await startHealthServer(config.httpPort, stats, config.httpHost);
+  if (health !== undefined) logger.info({ component: 'replay', port: health.port, address: health.address }, 'serving /healthz and /metrics');
   const statsTimer = config.statsIntervalMs > 0 ? setInterval(() => statsLog.info(stats(), 'stats'), config.statsIntervalMs).unref() : undefined;
   try {
     return await replayLines(options, pipeline, input, totalBytes, () => (reading = false));

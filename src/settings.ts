@@ -3,6 +3,7 @@
  * default and parser. resolveConfig(), the CLI's flag parser, the startup log's redaction and the
  * README's configuration table all come from this table.
  */
+import { isIP } from 'node:net';
 import { redactUrlValue } from './log/redact.js';
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string };
@@ -89,6 +90,24 @@ function prefectApiUrl(raw: unknown): Parsed<string> {
     return bad(`must not have a query or fragment (API paths are appended to it): use ${u.origin}${u.pathname}`);
   }
   return t;
+}
+
+/** A host name as DNS has it: dot-separated labels of letters, digits and inner hyphens. */
+const HOST_NAME_RE = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
+
+/**
+ * An address to listen on: an IPv4 or IPv6 address (`127.0.0.1`, `::1`, `0.0.0.0`, `::`) or a host
+ * name of this machine (`localhost`). A URL, a port or brackets around an IPv6 address are refused
+ * here, where Node would only fail at listen time with an error that names no setting.
+ */
+function listenHost(raw: unknown): Parsed<string> {
+  const t = text(raw);
+  if (!t.ok) return t;
+  const host = t.value;
+  if (isIP(host) !== 0 || HOST_NAME_RE.test(host)) return ok(host);
+  const bracketed = /^\[(.*)\]$/.exec(host);
+  if (bracketed !== null && isIP(bracketed[1]!) === 6) return bad(`write an IPv6 address without brackets: ${bracketed[1]!}`);
+  return bad(`expected an IP address or a host name of this machine (127.0.0.1, ::, localhost), without a scheme or port, got ${quoted(host, 60)}`);
 }
 
 /** Unset when absent or blank: a blank flag or option clears the setting (over its variable too). */
@@ -457,6 +476,10 @@ export const SETTINGS = {
   httpPort: {
     env: ['PREFECT_OTEL_HTTP_PORT'], flag: '--http-port', default: undefined as number | undefined, parse: optional(integer(0, 65_535)),
     doc: 'serve `/healthz`, `/livez` and `/metrics` on this port (0 = any free port)',
+  },
+  httpHost: {
+    env: ['PREFECT_OTEL_HTTP_HOST'], flag: '--http-host', default: undefined as string | undefined, parse: optional(listenHost),
+    doc: 'the address `/healthz`, `/livez` and `/metrics` are served on (`127.0.0.1`: this host only); unset: every address, IPv6 and IPv4',
   },
 } satisfies Record<string, SettingDef<unknown>>;
 

@@ -169,9 +169,9 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     const log = this.logger.child({ component: 'watch' });
     log.info({ version: VERSION, settings: describeConfig(this.config) }, 'prefect-otel starting');
     if (this.config.httpPort !== undefined) {
-      this.health = await startHealthServer(this.config.httpPort, () => this.stats());
+      this.health = await startHealthServer(this.config.httpPort, () => this.stats(), this.config.httpHost);
       if (!this.keepAlive) this.health.unref();
-      log.info({ port: this.health.port }, 'serving /healthz and /metrics');
+      log.info({ port: this.health.port, address: this.health.address }, 'serving /healthz and /metrics');
     }
     if (!(await this.takeLease(log))) return;
     if (this.leaseState === 'held') {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { pino } from 'pino';
@@ -273,12 +273,12 @@ test('/livez answers 200 while the process only waits (a standby, the Prefect se
   );
 });
 
-/** The port of a CLI child's /healthz, from its log (rejects if the child ends first). */
-function healthPort(child: ChildProcess): Promise<number> {
+/** Where a CLI child serves /healthz, from its log (rejects if the child ends first). */
+function healthLine(child: ChildProcess): Promise<{ port: number; address: string }> {
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout! })
       .on('line', (l) => {
-        if (l.includes('"serving /healthz and /metrics"')) resolve((JSON.parse(l) as { port: number }).port);
+        if (l.includes('"serving /healthz and /metrics"')) resolve(JSON.parse(l) as { port: number; address: string });
       })
       .on('close', () => reject(new Error('prefect-otel ended before it served /healthz')));
   });
@@ -293,7 +293,7 @@ test('watch: after the collector refused spans for good, /healthz stays 503 whil
     await prefect.close();
   });
   const watch = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_HTTP_PORT: '0' }, t);
-  const port = await healthPort(watch.child);
+  const { port } = await healthLine(watch.child);
   const healthz = async () => {
     const res = await fetch(`http://127.0.0.1:${port}/healthz`);
     return { status: res.status, body: await res.json() };
@@ -324,4 +324,76 @@ test('watch: after the collector refused spans for good, /healthz stays 503 whil
   );
   watch.child.kill('SIGTERM');
   assert.equal((await watch.result).code, 0);
+});
+
+/** A connection to `host:port` opened (true) or refused. */
+function connects(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+test('watch: PREFECT_OTEL_HTTP_HOST=127.0.0.1 serves /healthz, /livez and /metrics on that address only; unset, on every address as before', async (t) => {
+  const env = { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_HTTP_PORT: '0' };
+  const local = startWatch({ ...env, PREFECT_OTEL_HTTP_HOST: '127.0.0.1' }, t);
+  const every = startWatch(env, t);
+  // Both logs followed from the start: a line said before its reader is attached would be missed.
+  const lines = [healthLine(local.child), healthLine(every.child)];
+  const served = async (at: Promise<{ port: number; address: string }>) => {
+    const line = await at;
+    const livez = await fetch(`http://127.0.0.1:${line.port}/livez`);
+    return { address: line.address, livez: livez.status, ipv6Loopback: IPV6 ? await connects('::1', line.port) : 'no IPv6' };
+  };
+  assert.deepEqual(
+    { local: await served(lines[0]!), every: await served(lines[1]!) },
+    {
+      local: { address: '127.0.0.1', livez: 200, ipv6Loopback: IPV6 ? false : 'no IPv6' },
+      every: { address: IPV6 ? '::' : '0.0.0.0', livez: 200, ipv6Loopback: IPV6 ? true : 'no IPv6' },
+    },
+  );
+  for (const w of [local, every]) {
+    w.child.kill('SIGTERM');
+    assert.equal((await w.result).code, 0);
+  }
+});
+
+test('a bad PREFECT_OTEL_HTTP_HOST or --http-host is a configuration error listed with the others (exit 2); an address this machine does not have is said with the setting to change (exit 1)', async () => {
+  const bad = await startCli(['replay', '-', '--http-host', 'http://0.0.0.0:9464', '--settle-ms=-1'], { OTEL_TRACES_EXPORTER: 'none' }, '').result;
+  const badEnv = await startCli(['replay', '-'], { PREFECT_OTEL_HTTP_HOST: '[::1]', PREFECT_OTEL_HTTP_PORT: 'x', OTEL_TRACES_EXPORTER: 'none' }, '').result;
+  // 192.0.2.1 is TEST-NET-1: documentation only, on no machine's interface.
+  const absent = await startCli(['replay', '-'], { PREFECT_OTEL_HTTP_HOST: '192.0.2.1', PREFECT_OTEL_HTTP_PORT: '0', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_LOG_LEVEL: 'silent' }, '').result;
+  assert.deepEqual(
+    [bad, badEnv, absent].map((r) => ({ code: r.code, stderr: r.stderr })),
+    [
+      {
+        code: 2,
+        stderr: [
+          'prefect-otel: invalid configuration:',
+          '  - --settle-ms: must be between 0 and 600000 ms, got -1',
+          '  - --http-host: expected an IP address or a host name of this machine (127.0.0.1, ::, localhost), without a scheme or port, got "http://0.0.0.0:9464"',
+          '',
+          '',
+        ].join('\n'),
+      },
+      {
+        code: 2,
+        stderr: [
+          'prefect-otel: invalid configuration:',
+          '  - PREFECT_OTEL_HTTP_PORT: expected a whole number, got "x"',
+          '  - PREFECT_OTEL_HTTP_HOST: write an IPv6 address without brackets: ::1',
+          '',
+          '',
+        ].join('\n'),
+      },
+      {
+        code: 1,
+        stderr: 'prefect-otel: the health endpoint cannot listen on 192.0.2.1:0 (PREFECT_OTEL_HTTP_HOST, option httpHost): no network interface of this machine has this address; choose one it has, or leave it unset for every address\n',
+      },
+    ],
+  );
 });

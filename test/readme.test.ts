@@ -151,6 +151,7 @@ const IN_FORCE: Record<string, (c: Config) => unknown> = {
   stateLeaseMs: (c) => c.live.stateLeaseMs,
   statsIntervalMs: (c) => c.statsIntervalMs,
   httpPort: (c) => c.httpPort,
+  httpHost: (c) => c.httpHost,
 };
 
 /** A value for each setting other than its default, as a user would write it. */
@@ -194,6 +195,7 @@ const SAMPLE: Record<string, string> = {
   logLevel: 'debug',
   logFormat: 'pretty',
   httpPort: '9464',
+  httpHost: '127.0.0.1',
 };
 
 /** The sample for a numeric setting: one more than its default, which every bound allows. */
