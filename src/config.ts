@@ -55,7 +55,8 @@ export interface Config {
   };
   readonly traces: OtlpSignalConfig & { readonly exporter: TracesExporterKind };
   readonly logs: OtlpSignalConfig & { readonly exporter: LogsExporterKind };
-  readonly metrics: OtlpSignalConfig & { readonly exporter: MetricsExporterKind; readonly intervalMs: number; readonly temporalityPreference: MetricsTemporalityPreference };
+  /** `exportTimeoutMs`: OTEL_METRIC_EXPORT_TIMEOUT, the longest one export may take (the request's `timeoutMs` bounds it too). */
+  readonly metrics: OtlpSignalConfig & { readonly exporter: MetricsExporterKind; readonly intervalMs: number; readonly exportTimeoutMs: number; readonly temporalityPreference: MetricsTemporalityPreference };
   readonly resource: { readonly serviceName: string; readonly attributes: Readonly<Record<string, string>> };
   readonly stateFile: string;
   readonly jaegerUrl: string | undefined;
@@ -221,6 +222,7 @@ export function resolveConfig(
       ...signal('v1/metrics', { url: 'otlpMetricsEndpoint', headers: 'otlpMetricsHeaders', protocol: 'otlpMetricsProtocol', compression: 'otlpMetricsCompression', timeoutMs: 'otlpMetricsTimeoutMs' }),
       exporter: v.metricsExporter,
       intervalMs: v.metricExportIntervalMs,
+      exportTimeoutMs: v.metricExportTimeoutMs,
       temporalityPreference: v.otlpMetricsTemporalityPreference,
     },
     resource: { serviceName: serviceName(v, rankOf('serviceName') > FROM_DEFAULT), attributes: Object.freeze({ ...v.resourceAttributes }) },
@@ -415,6 +417,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
     metricsUrl: config.metrics.exporter === 'otlp' ? url(config.metrics.url) : undefined,
     ...(config.metrics.exporter === 'otlp' ? transport('metrics', config.metrics) : {}),
     metricExportIntervalMs: config.metrics.exporter === 'otlp' ? config.metrics.intervalMs : undefined,
+    metricExportTimeoutMs: config.metrics.exporter === 'otlp' ? config.metrics.exportTimeoutMs : undefined,
     serviceName: config.resource.serviceName,
     stateFile: config.stateFile,
     jaegerUrl: url(config.jaegerUrl),

@@ -382,6 +382,10 @@ export const SETTINGS = {
     env: ['OTEL_METRIC_EXPORT_INTERVAL'], flag: '--metric-export-interval-ms', default: 60_000, parse: integer(100, DAY_MS, ' ms'),
     doc: 'how often the metrics are exported (ms); a last export happens at shutdown',
   },
+  metricExportTimeoutMs: {
+    env: ['OTEL_METRIC_EXPORT_TIMEOUT'], flag: '--metric-export-timeout-ms', default: 30_000, parse: integer(1, DAY_MS, ' ms'),
+    doc: 'the longest one metrics export may take (ms); it also takes at most `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT` and three quarters of the interval',
+  },
   otlpMetricsTemporalityPreference: {
     env: ['OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE'], flag: '--otlp-metrics-temporality-preference', default: 'cumulative',
     parse: oneOf(['cumulative', 'delta', 'lowmemory'] as const),

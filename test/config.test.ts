@@ -56,7 +56,7 @@ test('logs and metrics have their own OTLP headers, protocol, compression and ti
   assert.deepEqual(signals, {
     traces: { url: 'http://collector:4318/v1/traces', headers: { 'x-all': 'generic', 'x-tenant': 't1' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 3_000, exporter: 'otlp' },
     logs: { url: 'http://collector:4318/v1/logs', headers: { 'x-all': 'generic', 'x-tenant': 't-logs', 'x-logs': 'from-env' }, protocol: 'http/json', compression: 'gzip', timeoutMs: 4_000, exporter: 'otlp' },
-    metrics: { url: 'http://collector:4318/v1/metrics', headers: { 'x-all': 'generic', 'x-tenant': 't1', 'x-metrics': 'from-option' }, protocol: 'http/json', compression: 'gzip', timeoutMs: 6_000, exporter: 'otlp', intervalMs: 60_000, temporalityPreference: 'cumulative' },
+    metrics: { url: 'http://collector:4318/v1/metrics', headers: { 'x-all': 'generic', 'x-tenant': 't1', 'x-metrics': 'from-option' }, protocol: 'http/json', compression: 'gzip', timeoutMs: 6_000, exporter: 'otlp', intervalMs: 60_000, exportTimeoutMs: 30_000, temporalityPreference: 'cumulative' },
   });
   assert.deepEqual(c.warnings, []);
 });
@@ -235,7 +235,7 @@ test('a flag or option wins over the environment, a signal\'s own variable too; 
   assert.deepEqual({ traces: c.traces, logs: c.logs, metrics: c.metrics }, {
     traces: { url: 'http://generic-option:4318/v1/traces', headers: { authorization: 'generic-option', 'x-traces': 'env' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 7_000, exporter: 'otlp' },
     logs: { url: 'http://generic-option:4318/v1/logs', headers: { authorization: 'generic-option' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 10_000, exporter: 'none' },
-    metrics: { url: 'http://metrics-option:4318/m', headers: { authorization: 'generic-option' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 10_000, exporter: 'none', intervalMs: 60_000, temporalityPreference: 'cumulative' },
+    metrics: { url: 'http://metrics-option:4318/m', headers: { authorization: 'generic-option' }, protocol: 'http/protobuf', compression: 'none', timeoutMs: 10_000, exporter: 'none', intervalMs: 60_000, exportTimeoutMs: 30_000, temporalityPreference: 'cumulative' },
   });
   // With no option, the environment alone: the signal's own variable wins over the generic one.
   const e = resolveConfig({}, env);

@@ -128,6 +128,7 @@ const IN_FORCE: Record<string, (c: Config) => unknown> = {
   logsExporter: (c) => c.logs.exporter,
   metricsExporter: (c) => c.metrics.exporter,
   metricExportIntervalMs: (c) => c.metrics.intervalMs,
+  metricExportTimeoutMs: (c) => c.metrics.exportTimeoutMs,
   otlpMetricsTemporalityPreference: (c) => c.metrics.temporalityPreference,
   stateFile: (c) => c.stateFile,
   jaegerUrl: (c) => c.jaegerUrl,

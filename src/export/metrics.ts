@@ -85,13 +85,13 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
 }
 
 /**
- * How long one metrics export may take: the OTLP timeout, but within the interval (the SDK's reader
- * gives an export no longer), and short of it, so that a collector that does not answer fails the
- * request (said once by the exporter) before the reader gives up on it, which the SDK would log as
- * an error at every interval.
+ * How long one metrics export may take: the OTLP timeout and OTEL_METRIC_EXPORT_TIMEOUT, but within
+ * the interval (the SDK's reader gives an export no longer), and short of it, so that a collector
+ * that does not answer fails the request (said once by the exporter) before the reader gives up on
+ * it, which the SDK would log as an error at every interval.
  */
-function requestTimeoutMs(timeoutMs: number, intervalMs: number): number {
-  return Math.max(1, Math.min(timeoutMs, Math.floor((intervalMs * 3) / 4)));
+function requestTimeoutMs(timeoutMs: number, exportTimeoutMs: number, intervalMs: number): number {
+  return Math.max(1, Math.min(timeoutMs, exportTimeoutMs, Math.floor((intervalMs * 3) / 4)));
 }
 
 /**
@@ -115,7 +115,7 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
   if (config.metrics.exporter === 'none') return undefined;
   const interval = config.metrics.intervalMs;
   const exporter = new OtlpMetricExporter(
-    { ...config.metrics, timeoutMs: requestTimeoutMs(config.metrics.timeoutMs, interval) },
+    { ...config.metrics, timeoutMs: requestTimeoutMs(config.metrics.timeoutMs, config.metrics.exportTimeoutMs, interval) },
     logger.child({ component: 'export', signal: 'metrics' }),
     config.metrics.temporalityPreference,
   );

@@ -175,15 +175,16 @@ test('OTEL_METRICS_EXPORTER=otlp: replay exports the /metrics counters and the l
   await receiver.close();
 });
 
-test('a bad OTEL_METRIC_EXPORT_INTERVAL or OTEL_METRICS_EXPORTER warns and falls back, as OTel components do', async (t) => {
+test('a bad OTEL_METRIC_EXPORT_INTERVAL, OTEL_METRIC_EXPORT_TIMEOUT or OTEL_METRICS_EXPORTER warns and falls back, as OTel components do', async (t) => {
   const receiver = await startOtlpReceiver();
   t.after(() => receiver.close());
-  const r = await startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRICS_EXPORTER: 'prometheus', OTEL_METRIC_EXPORT_INTERVAL: 'soon' }, runLines(1).join('\n')).result;
+  const r = await startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRICS_EXPORTER: 'prometheus', OTEL_METRIC_EXPORT_INTERVAL: 'soon', OTEL_METRIC_EXPORT_TIMEOUT: '-5' }, runLines(1).join('\n')).result;
   assert.equal(r.code, 0, r.stderr);
   const warnings = r.stdout.split('\n').filter((l) => l.includes('"component":"config"')).map((l) => (JSON.parse(l) as { msg: string }).msg);
   assert.deepEqual(warnings, [
     'OTEL_METRICS_EXPORTER: must be one of otlp, none, got "prometheus"; using the default (none)',
     'OTEL_METRIC_EXPORT_INTERVAL: expected a whole number ms, got "soon"; using the default (60000)',
+    'OTEL_METRIC_EXPORT_TIMEOUT: must be between 1 and 86400000 ms, got -5; using the default (30000)',
   ]);
   // The collector was reached (the run's spans arrived), and no metrics came with them.
   assert.deepEqual([...new Set(receiver.requests.map((q) => `${q.path} ${q.status}`))], ['/v1/traces 200']);
@@ -275,6 +276,23 @@ test('watch: a metrics collector that never answers is said once, when exports s
     { level: 40, component: 'export', msg: 'metrics export failing; tried again at the next interval', error: 'Request timed out' },
     { level: 40, component: 'export', msg: 'final metrics export failed', error: 'Request timed out' },
   ]);
+});
+
+test('OTEL_METRIC_EXPORT_TIMEOUT bounds a metrics export: a collector slower than it fails the export, which is said, with the collector\'s spans unaffected', async (t) => {
+  const receiver = await startOtlpReceiver();
+  // Answers after 3 s: within the OTLP timeout (10 s) and three quarters of the interval (45 s).
+  const slowMetrics = await startOtlpReceiver({ delayMs: 3_000 });
+  t.after(() => Promise.all([receiver.close(), slowMetrics.close()]));
+  const env = { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${slowMetrics.url}/v1/metrics` };
+  const r = await startCli(['replay', '-'], { ...env, OTEL_METRIC_EXPORT_TIMEOUT: '300' }, runLines(1).join('\n')).result;
+  assert.equal(r.code, 0, r.stderr);
+  const said = logLines(r.stdout)
+    .filter((l) => Number(l.level) >= 40)
+    .map((l) => ({ msg: l.msg, error: l.error }));
+  assert.deepEqual(
+    { said, metricsTaken: slowMetrics.counts.metricExports, spans: receiver.spans().map((s) => s.name).sort() },
+    { said: [{ msg: 'final metrics export failed', error: 'Request timed out' }], metricsTaken: 0, spans: ['etl', 'extract'] },
+  );
 });
 
 for (const preference of ['delta', 'lowmemory'] as const) {
