@@ -179,6 +179,9 @@ export function resolveConfig(
   if (v.batchSize > v.bufferMaxSpans) {
     warnings.push(`${given('batchSize')} (${v.batchSize}) is larger than ${given('bufferMaxSpans')} (${v.bufferMaxSpans}): batches of at most ${v.bufferMaxSpans} spans are sent`);
   }
+  if (v.httpHost !== undefined && v.httpPort === undefined) {
+    warnings.push(`${given('httpHost')} is set without ${given('httpPort')}: no health endpoint is served`);
+  }
   const rankOf = (key: SettingKey): number => rank.get(key) ?? FROM_DEFAULT;
   /**
    * Per signal: a signal's own value wins over the generic one given the same way, as the

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { describeConfig, resolveConfig, SETTINGS } from '../src/config.js';
+import { describeConfig, resolveConfig, SETTINGS, type SettingKey } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { createResource } from '../src/export/spans.js';
 import { VERSION } from '../src/version.js';
@@ -447,4 +447,20 @@ test('OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: cumulative by default, 
     preference: 'cumulative',
     warnings: ['OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: must be one of cumulative, delta, lowmemory, got "deltas"; using the default (cumulative)'],
   });
+});
+
+test('the health endpoint\'s address without its port warns that nothing is served; with it, no warning', () => {
+  const flag = (key: SettingKey): string => SETTINGS[key].flag;
+  assert.deepEqual(
+    {
+      variable: resolveConfig({}, { PREFECT_OTEL_HTTP_HOST: '127.0.0.1' }).warnings,
+      flag: resolveConfig({ httpHost: '::1' }, {}, flag).warnings,
+      both: resolveConfig({}, { PREFECT_OTEL_HTTP_HOST: '127.0.0.1', PREFECT_OTEL_HTTP_PORT: '9464' }).warnings,
+    },
+    {
+      variable: ['PREFECT_OTEL_HTTP_HOST is set without PREFECT_OTEL_HTTP_PORT: no health endpoint is served'],
+      flag: ['--http-host is set without PREFECT_OTEL_HTTP_PORT: no health endpoint is served'],
+      both: [],
+    },
+  );
 });
