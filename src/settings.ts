@@ -451,7 +451,7 @@ export const SETTINGS = {
   },
   batchSize: {
     env: ['OTEL_BSP_MAX_EXPORT_BATCH_SIZE'], flag: '--batch-size', default: 512, parse: integer(1, 100_000),
-    doc: 'spans per OTLP request',
+    doc: 'spans per OTLP request (and OTLP log records per request with `OTEL_LOGS_EXPORTER=otlp`; `OTEL_BLRP_*` are not read)',
   },
   scheduleDelayMs: {
     env: ['OTEL_BSP_SCHEDULE_DELAY'], flag: '--schedule-delay-ms', default: 200, parse: integer(0, MINUTE_MS, ' ms'),
