@@ -25,6 +25,8 @@ export interface ParsedArgs {
 /** The --help column of flags: as wide as the longest. */
 const FLAG_COLUMN = Math.max(...Object.values(SETTINGS).map((d) => d.flag.length));
 const FLAG_TO_KEY = new Map(Object.entries(SETTINGS).map(([key, def]) => [def.flag, key]));
+/** A setting's flag by each of its variables' names (`PREFECT_API_URL` → `--api-url`). */
+const VARIABLE_TO_FLAG = new Map(Object.values(SETTINGS).flatMap((def) => def.env.map((name) => [name, def.flag] as const)));
 
 /** `prefect-otel [watch|replay FILE|demo] [--flag value | --flag=value]… [-- FILE]`; every setting has a flag. */
 export function parseArgs(argv: readonly string[]): ParsedArgs {
@@ -123,12 +125,25 @@ function isBooleanWord(arg: string | undefined): boolean {
  * anything else might be a secret. `--no-<flag>`: true/false settings take a value.
  */
 function unknownOption(flag: string): string {
+  const meant = flagSpelledOtherwise(flag);
+  if (meant !== undefined) return `unknown option ${flag} (did you mean ${meant}?)`;
   if (!/^--?[A-Za-z][A-Za-z0-9-]{0,60}$/.test(flag)) return 'unknown option (not shown: it may be a secret)';
   const negatedKey = flag.startsWith('--no-') ? FLAG_TO_KEY.get(`--${flag.slice(5)}`) : undefined;
   const negated = negatedKey === undefined ? undefined : SETTINGS[negatedKey as SettingKey];
   if (negated !== undefined && typeof negated.default === 'boolean') return `unknown option ${flag} (use ${negated.flag}=false)`;
   const close = closestName(flag.replace(/^-+/, '--').toLowerCase(), FLAG_TO_KEY.keys());
   return close === undefined ? `unknown option ${flag}` : `unknown option ${flag} (did you mean ${close}?)`;
+}
+
+/**
+ * The flag an option names in another spelling: snake case or capitals (`--log_level`, as Python and
+ * Prefect write names), or one of the setting's variables (`--PREFECT_API_URL`). Such an option is a
+ * known name, so it is shown: it cannot be a secret.
+ */
+function flagSpelledOtherwise(flag: string): string | undefined {
+  const name = flag.replace(/^-+/, '');
+  const asFlag = `--${name.toLowerCase().replace(/_/g, '-')}`;
+  return FLAG_TO_KEY.has(asFlag) ? asFlag : VARIABLE_TO_FLAG.get(name.toUpperCase().replace(/-/g, '_'));
 }
 
 /** An argument as an error message may show it: a word (a mistyped command) quoted; anything else might be a secret. */

@@ -105,6 +105,22 @@ test('unknown options are named as options, with the flag they are closest to; s
   });
 });
 
+test('a flag written as Python and Prefect write names (snake case, a variable\'s name) is named with the flag it means, its value never shown', async () => {
+  const r = await cli(['--log_level=debug', '--PREFECT_API_KEY', 'pnu_SECRET', '--OTEL_EXPORTER_OTLP_HEADERS=authorization=SECRET', '--Settle_MS', '5', '--ssl_cert_file', 'x.pem', 'replay', '-'], {});
+  assert.deepEqual({ code: r.code, problems: r.stderr.split('\n\n')[0], secret: r.stderr.includes('SECRET') }, {
+    code: 2,
+    problems: [
+      'prefect-otel: invalid configuration:',
+      '  - unknown option --log_level (did you mean --log-level?)',
+      '  - unknown option --PREFECT_API_KEY (did you mean --api-key?)',
+      '  - unknown option --OTEL_EXPORTER_OTLP_HEADERS (did you mean --otlp-headers?)',
+      '  - unknown option --Settle_MS (did you mean --settle-ms?)',
+      '  - unknown option --ssl_cert_file (did you mean --api-ssl-cert-file?)',
+    ].join('\n'),
+    secret: false,
+  });
+});
+
 test('a configuration error (exit 2) also lists what was only warned of, so that one run shows everything to fix', async () => {
   const r = await cli(['replay', '-', '--batch-size=0'], { OTEL_BSP_MAX_QUEUE_SIZE: '-1', PREFECT_OTEL_SETLE_MS: '5', PREFECT_OTEL_LOG_FORMAT: 'xml' });
   assert.deepEqual({ code: r.code, stderr: r.stderr }, {
