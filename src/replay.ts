@@ -10,7 +10,8 @@ import { nativeSpanFromRest } from './source/native-spans.js';
 import { createFlowParentLookup, createOwnerLookup, type OwnerLookupOptions } from './source/run-lookups.js';
 import { isRecord, MAX_EVENT_BYTES } from './model/event.js';
 import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
-import { safeUrl } from './log/redact.js';
+import { safeUrl, shownUrl } from './log/redact.js';
+import { escapeControls } from './log/control-chars.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { collectStats, type TracingStats } from './stats.js';
 
@@ -31,8 +32,17 @@ export interface ReplaySummary {
   readonly spansDropped: number;
   readonly spansRejected: number;
   readonly spansPending: number;
-  /** With OTEL_LOGS_EXPORTER=otlp: what became of the OTLP log records. */
-  readonly logRecords?: { readonly exported: number; readonly dropped: number; readonly rejected: number; readonly pending: number };
+  /** Where the spans went (OTLP: the URL without secrets) and the collector's last error, for a summary that counts spans lost. */
+  readonly spansTo?: { readonly destination: string; readonly lastError: string | undefined };
+  /** With OTEL_LOGS_EXPORTER=otlp: what became of the OTLP log records, where they went and the collector's last error. */
+  readonly logRecords?: {
+    readonly exported: number;
+    readonly dropped: number;
+    readonly rejected: number;
+    readonly pending: number;
+    readonly destination?: string;
+    readonly lastError?: string | undefined;
+  };
   readonly exportOk: boolean;
   readonly exporter: string;
   /** What to do when the input was not JSON lines (JSON written over many lines), for the summary. */
@@ -239,12 +249,18 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     spansRejected: t?.rejected ?? 0,
     // The trace buffer's own: `flushed` counts the OTel log records still waiting too.
     spansPending: t === undefined ? 0 : t.queued + t.inFlight,
-    ...(l === undefined ? {} : { logRecords: { exported: l.delivered, dropped: l.dropped, rejected: l.rejected, pending: l.queued + l.inFlight } }),
+    ...(t === undefined ? {} : { spansTo: { destination: destinationOf(config.traces), lastError: t.lastError } }),
+    ...(l === undefined ? {} : { logRecords: { exported: l.delivered, dropped: l.dropped, rejected: l.rejected, pending: l.queued + l.inFlight, destination: destinationOf(config.logs), lastError: l.lastError } }),
     // Log records lost count as spans lost do (those not delivered are in `flushed`).
     exportOk: flushed.ok && [t, l].every((d) => d === undefined || (d.dropped === 0 && d.rejected === 0)),
     exporter: config.traces.exporter,
     ...(multiLineJson && (c.skipped.invalid_json ?? 0) > 0 ? { hint: jsonLinesHint(options.file) } : tooLargeBatch ? { hint: tooLargeBatchHint(options.file) } : {}),
   };
+}
+
+/** Where a signal is exported: its OTLP URL as logs show it (no user info, no query values), or the exporter's name. */
+function destinationOf(signal: { readonly exporter: string; readonly url: string }): string {
+  return signal.exporter === 'otlp' ? shownUrl(signal.url) : signal.exporter;
 }
 
 /**
@@ -386,16 +402,21 @@ export function noEventsRead(s: ReplaySummary): boolean {
 export function formatReplaySummary(s: ReplaySummary): string {
   const skipped = Object.entries(s.skipped);
   const skippedText = skipped.length === 0 ? '0' : `${skipped.reduce((n, [, v]) => n + v, 0)} (${skipped.map(([k, v]) => `${k}: ${v}`).join(', ')})`;
-  const fate = (exported: number, dropped: number, rejected: number, pending: number): string =>
-    `${exported} exported${dropped ? `, ${dropped} dropped` : ''}${rejected ? `, ${rejected} rejected` : ''}${pending ? `, ${pending} not delivered` : ''}`;
-  const exported = s.exporter === 'none' ? 'not exported (OTEL_TRACES_EXPORTER=none)' : fate(s.spansExported, s.spansDropped, s.spansRejected, s.spansPending);
+  // What the collector refused or did not take is said with where it was sent and its last answer, as
+  // the demo says it; so are items dropped while it failed (not those a small buffer bound dropped).
+  const fate = (exported: number, dropped: number, rejected: number, pending: number, to?: { readonly destination?: string; readonly lastError?: string | undefined }): string => {
+    const lost = to?.destination !== undefined && (rejected + pending > 0 || (dropped > 0 && to.lastError !== undefined));
+    const why = to?.lastError === undefined ? '' : `: ${escapeControls(to.lastError.trim())}`;
+    return `${exported} exported${dropped ? `, ${dropped} dropped` : ''}${rejected ? `, ${rejected} rejected` : ''}${pending ? `, ${pending} not delivered` : ''}${lost ? ` (to ${to.destination}${why})` : ''}`;
+  };
+  const exported = s.exporter === 'none' ? 'not exported (OTEL_TRACES_EXPORTER=none)' : fate(s.spansExported, s.spansDropped, s.spansRejected, s.spansPending, s.spansTo);
   const logs = s.logRecords;
   return [
     `events read: ${s.events} (${s.lines} lines${s.blank ? `, ${s.blank} blank or comment` : ''}, ${s.duplicates} duplicates, ${s.unrelated} not about a run)`,
     `skipped: ${skippedText}`,
     `runs: ${s.runs}  spans: ${s.spans} (${s.incomplete} incomplete)`,
     `spans: ${exported}`,
-    ...(logs === undefined ? [] : [`log records: ${fate(logs.exported, logs.dropped, logs.rejected, logs.pending)}`]),
+    ...(logs === undefined ? [] : [`log records: ${fate(logs.exported, logs.dropped, logs.rejected, logs.pending, logs)}`]),
     s.exportOk ? 'export: ok' : 'export: FAILED',
     ...(noEventsRead(s) ? ['input: no line was a Prefect event'] : []),
     ...(s.hint !== undefined ? [s.hint] : []),

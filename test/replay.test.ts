@@ -103,5 +103,5 @@ test('replay with OTel logs on: the summary counts spans not delivered, not the 
     { spans: summary.spans, exported: summary.spansExported, pending: summary.spansPending, ok: summary.exportOk },
     { spans: 2, exported: 0, pending: 2, ok: false },
   );
-  assert.match(formatReplaySummary(summary), /^spans: 0 exported, 2 not delivered$/m);
+  assert.match(formatReplaySummary(summary), new RegExp(`^spans: 0 exported, 2 not delivered \\(to ${receiver.url.replace(/\./g, '\\.')}/v1/traces\\)$`, 'm'));
 });

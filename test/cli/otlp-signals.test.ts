@@ -73,5 +73,30 @@ test('replay: the summary counts the OTLP log records as it counts the spans, an
   assert.deepEqual({ code: taken.code, summary: summary(taken.stderr) }, { code: 0, summary: ['spans: 2 exported', 'log records: 4 exported', 'export: ok'] });
 
   const refused = await startCli(['replay', '-'], { ...env, OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: `${refusing.url}/v1/logs` }, smallRun()).result;
-  assert.deepEqual({ code: refused.code, summary: summary(refused.stderr) }, { code: 1, summary: ['spans: 2 exported', 'log records: 0 exported, 4 rejected', 'export: FAILED'] });
+  assert.deepEqual({ code: refused.code, summary: summary(refused.stderr) }, { code: 1, summary: ['spans: 2 exported', `log records: 0 exported, 4 rejected (to ${refusing.url}/v1/logs: HTTP 401 Unauthorized: unknown tenant)`, 'export: FAILED'] });
+});
+
+test('replay: a summary that counts spans or log records not delivered says where they were sent and what the collector answered (its URL without secrets)', async (t) => {
+  const wrongPath = await startOtlpReceiver({ respond: () => ({ status: 404, reason: 'Not Found' }) });
+  const refusing = await startOtlpReceiver({ respond: () => ({ status: 401, body: JSON.stringify({ code: 16, message: 'unknown tenant' }) }) });
+  t.after(() => Promise.all([wrongPath.close(), refusing.close()]));
+  const tracesUrl = `${wrongPath.url.replace('//', '//user:s3cret@')}/otlp?api_key=s3cret`;
+  const env = {
+    PREFECT_API_URL: 'http://127.0.0.1:9/api',
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: tracesUrl,
+    OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: `${refusing.url}/v1/logs`,
+    OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: 'http/json',
+    OTEL_LOGS_EXPORTER: 'otlp',
+  };
+  const r = await startCli(['replay', '-'], env, smallRun()).result;
+  const summary = r.stderr.split('\n').filter((l) => /^(spans|log records|export):/.test(l));
+  assert.deepEqual({ code: r.code, summary }, {
+    code: 1,
+    summary: [
+      `spans: 0 exported, 2 rejected (to ${wrongPath.url}/otlp?api_key=[redacted]: HTTP 404 Not Found)`,
+      `log records: 0 exported, 4 rejected (to ${refusing.url}/v1/logs: HTTP 401 Unauthorized: unknown tenant)`,
+      'export: FAILED',
+    ],
+  });
+  assert.ok(!r.stderr.includes('s3cret'), r.stderr);
 });
