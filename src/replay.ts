@@ -5,6 +5,7 @@ import type { Config } from './config.js';
 import { InputError, errorText } from './errors.js';
 import { startMetricsExport } from './export/metrics.js';
 import { startHealthServer } from './health.js';
+import type { FlushResult } from './export/delivery.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
 import { createFlowParentLookup, createOwnerLookup, type OwnerLookupOptions } from './source/run-lookups.js';
@@ -220,15 +221,25 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   const interrupted = signal?.aborted === true;
   await pipeline.finish(interrupted ? 'interrupted' : 'end_of_input');
   progress(true);
-  // Stopped by a signal, the delivery may still take up to the flush timeout: say what it waits for, and how not to.
-  const waiting = pipeline.traces === undefined ? 0 : pipeline.traces.stats.queued + pipeline.traces.stats.inFlight;
-  if (interrupted && waiting > 0 && options.progress?.tty === true) {
-    options.progress.write(`interrupted: delivering the ${waiting.toLocaleString('en-US')} spans read (a second Ctrl-C stops at once)\n`);
+  // Stopped by a signal (while reading, or since, while the spans read wait for the collector), the
+  // delivery may still take up to the flush timeout: say what it waits for, and how not to.
+  const sayDelivering = (): void => {
+    const waiting = pipeline.traces === undefined ? 0 : pipeline.traces.stats.queued + pipeline.traces.stats.inFlight;
+    if (waiting > 0 && options.progress?.tty === true) {
+      options.progress.write(`interrupted: delivering the ${waiting.toLocaleString('en-US')} spans read (a second Ctrl-C stops at once)\n`);
+    }
+  };
+  if (signal?.aborted === true) sayDelivering();
+  else signal?.addEventListener('abort', sayDelivering, { once: true });
+  let flushed: FlushResult;
+  try {
+    // Ending the open runs can finish more spans than the buffer holds: they wait their turn, within the flush timeout.
+    const deadline = Date.now() + (options.flushTimeoutMs ?? Math.max(30_000, config.traces.timeoutMs * 3));
+    await waitForCollector(pipeline, () => Date.now() >= deadline);
+    flushed = await pipeline.shutdown(Math.max(0, deadline - Date.now()));
+  } finally {
+    signal?.removeEventListener('abort', sayDelivering);
   }
-  // Ending the open runs can finish more spans than the buffer holds: they wait their turn, within the flush timeout.
-  const deadline = Date.now() + (options.flushTimeoutMs ?? Math.max(30_000, config.traces.timeoutMs * 3));
-  await waitForCollector(pipeline, () => Date.now() >= deadline);
-  const flushed = await pipeline.shutdown(Math.max(0, deadline - Date.now()));
   done();
   const t = pipeline.traces?.stats;
   const l = pipeline.logs?.stats;

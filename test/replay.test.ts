@@ -83,6 +83,41 @@ test('replay on a terminal stopped by a signal: once the progress line ends, a l
   );
 });
 
+test('replay on a terminal stopped by a signal after the whole file was read, while its spans wait for the collector: the same line says so at once', async (t) => {
+  const receiver = await heldCollector(t);
+  const events = [
+    flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 }),
+    taskRunStateEvent({ taskRunId: tr, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: fr, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 + 1_000 }),
+    taskRunStateEvent({ taskRunId: tr, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: fr, ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: t0 + 2_000 }),
+    flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: t0 + 3_000 }),
+  ];
+  const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-interrupted-delivery-')), 'events.jsonl');
+  writeFileSync(file, events.map((e) => JSON.stringify(e)).join('\n'));
+  const stop = new AbortController();
+  const writes: string[] = [];
+  const summary = await runReplay({
+    config: resolveConfig({ apiUrl: 'http://127.0.0.1:9/api', otlpEndpoint: receiver.url, otlpTimeoutMs: 2_000 }, {}),
+    logger: createLogger({ level: 'silent', format: 'json' }),
+    file,
+    // The signal comes once the last progress line is written: the file was read to its end.
+    progress: { tty: true, write: (text) => void (writes.push(text), text.endsWith('\n') && stop.abort()) },
+    signal: stop.signal,
+    flushTimeoutMs: 500,
+  });
+  assert.deepEqual(
+    { interrupted: summary.interrupted, spans: summary.spans, incomplete: summary.incomplete, writes },
+    {
+      interrupted: false,
+      spans: 2,
+      incomplete: 0,
+      writes: [
+        '\rreplay 100%  4 lines  2 spans  0 open runs\x1b[K\n',
+        'interrupted: delivering the 2 spans read (a second Ctrl-C stops at once)\n',
+      ],
+    },
+  );
+});
+
 test('replay with OTel logs on: the summary counts spans not delivered, not the log records waiting beside them', async (t) => {
   const receiver = await heldCollector(t);
   const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-pending-')), 'events.jsonl');
