@@ -108,14 +108,20 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     tls: config.prefect.tls,
     proxy: config.prefect.proxy,
   });
-  let restUnreachable = false;
+  let stopAsking = false;
   const lookupOptions: OwnerLookupOptions = {
-    skip: () => restUnreachable,
+    skip: () => stopAsking,
     onFailure: (failure) => {
-      if (!failure.transport || restUnreachable) return;
+      if (!failure.transport || stopAsking) return;
       // Replaying a file needs no server: once it cannot be reached, stop asking for every subflow.
-      restUnreachable = true;
+      stopAsking = true;
       logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: failure.reason }, 'Prefect API unreachable: subflows whose parent is not in the file become roots of their own traces');
+    },
+    onAuthError: (err) => {
+      if (stopAsking) return;
+      // As unreachable: said once, with the setting to fix, and not asked again for every subflow.
+      stopAsking = true;
+      logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: err.message }, 'Prefect API refused the credentials: subflows whose parent is not in the file become roots of their own traces');
     },
   };
   const pipeline = createPipeline({
