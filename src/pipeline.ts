@@ -8,7 +8,7 @@ import { createLogSender, createTraceSender } from './export/exporters.js';
 import { createResource, estimateSpanBytes } from './export/spans.js';
 import { diagToLogger } from './log/diag.js';
 import { createRunLogWriter } from './log/stlogging.js';
-import { redactTokenFields } from './log/redact.js';
+import { redactTokenFields, shownUrl } from './log/redact.js';
 import { ATTR } from './model/attributes.js';
 import { classify, type Classified } from './model/classify.js';
 import { DedupeSet } from './model/dedupe.js';
@@ -584,7 +584,8 @@ export function createTraceDelivery(
 ): Delivery<SpanRecord> | undefined {
   const sender = createTraceSender(config.traces, resource, diagToLogger(logger));
   if (sender === undefined) return undefined;
-  const log = logger.child({ component: 'export', signal: 'traces' });
+  // Its lines name where the spans go: a failure is about that URL (shown without secrets).
+  const log = logger.child({ component: 'export', signal: 'traces', ...exportUrl(config.traces) });
   return createDelivery<SpanRecord>({
     name: 'traces',
     send: (batch) => sender.send(batch),
@@ -603,7 +604,7 @@ export function createTraceDelivery(
 function createLogDelivery(config: Config, logger: Logger): Delivery<ReadableLogRecord> | undefined {
   const sender = createLogSender(config.logs);
   if (sender === undefined) return undefined;
-  const log = logger.child({ component: 'export', signal: 'logs' });
+  const log = logger.child({ component: 'export', signal: 'logs', ...exportUrl(config.logs) });
   return createDelivery<ReadableLogRecord>({
     name: 'logs',
     send: (batch) => sender.send(batch),
@@ -614,6 +615,11 @@ function createLogDelivery(config: Config, logger: Logger): Delivery<ReadableLog
     scheduleDelayMs: config.delivery.scheduleDelayMs,
     ...lossLogging(log, 'log records', () => sender.shutdown()),
   });
+}
+
+/** A signal's OTLP URL as log lines show it (no user info, no query values); nothing for another exporter. */
+function exportUrl(signal: { readonly exporter: string; readonly url: string }): { url?: string } {
+  return signal.exporter === 'otlp' ? { url: shownUrl(signal.url) } : {};
 }
 
 /**

@@ -114,9 +114,11 @@ function metricsResource(config: Config): Resource {
 export function startMetricsExport(config: Config, read: () => TracingStats, lag: LagHistogram, logger: Logger): MetricsExport | undefined {
   if (config.metrics.exporter === 'none') return undefined;
   const interval = config.metrics.intervalMs;
+  // Its lines name where the metrics go, as the spans' and log records' do.
+  const log = logger.child({ component: 'export', signal: 'metrics', url: shownUrl(config.metrics.url) });
   const exporter = new OtlpMetricExporter(
     { ...config.metrics, timeoutMs: requestTimeoutMs(config.metrics.timeoutMs, config.metrics.exportTimeoutMs, interval) },
-    logger.child({ component: 'export', signal: 'metrics' }),
+    log,
     config.metrics.temporalityPreference,
   );
   const provider = new MeterProvider({
@@ -150,7 +152,7 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
   );
   const histogram = meter.createHistogram(LAG_METRIC.otel, { unit: LAG_METRIC.unit, description: LAG_METRIC.help, advice: { explicitBucketBoundaries: [...LAG_BUCKETS_S] } });
   lag.listener = (seconds) => histogram.record(seconds);
-  logger.child({ component: 'export', signal: 'metrics' }).debug({ url: shownUrl(config.metrics.url), intervalMs: interval }, 'exporting metrics');
+  log.debug({ intervalMs: interval }, 'exporting metrics');
   return {
     async shutdown(): Promise<void> {
       lag.listener = undefined;
@@ -162,7 +164,7 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
       } catch (err) {
         error = exporter.redact(errorText(err));
       }
-      if (error !== undefined) logger.child({ component: 'export', signal: 'metrics' }).warn({ error }, 'final metrics export failed');
+      if (error !== undefined) log.warn({ error }, 'final metrics export failed');
     },
   };
 }

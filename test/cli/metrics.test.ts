@@ -271,10 +271,10 @@ test('watch: a metrics collector that never answers is said once, when exports s
   assert.equal(r.code, 0, r.stderr);
   const said = logLines(r.stdout)
     .filter((l) => Number(l.level) >= 40)
-    .map((l) => ({ level: l.level, component: l.component, msg: l.msg, error: l.error }));
+    .map((l) => ({ level: l.level, component: l.component, msg: l.msg, url: l.url, error: l.error }));
   assert.deepEqual(said, [
-    { level: 40, component: 'export', msg: 'metrics export failing; tried again at the next interval', error: 'Request timed out' },
-    { level: 40, component: 'export', msg: 'final metrics export failed', error: 'Request timed out' },
+    { level: 40, component: 'export', msg: 'metrics export failing; tried again at the next interval', url: `${metricsCollector.url}/v1/metrics`, error: 'Request timed out' },
+    { level: 40, component: 'export', msg: 'final metrics export failed', url: `${metricsCollector.url}/v1/metrics`, error: 'Request timed out' },
   ]);
 });
 

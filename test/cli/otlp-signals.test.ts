@@ -100,3 +100,25 @@ test('replay: a summary that counts spans or log records not delivered says wher
   });
   assert.ok(!r.stderr.includes('s3cret'), r.stderr);
 });
+
+test('replay: the log lines of an export the collector refuses name the URL it went to (without secrets), for each signal', async (t) => {
+  const wrongPath = await startOtlpReceiver({ respond: () => ({ status: 404, reason: 'Not Found' }) });
+  const refusing = await startOtlpReceiver({ respond: () => ({ status: 401, body: JSON.stringify({ code: 16, message: 'unknown tenant' }) }) });
+  t.after(() => Promise.all([wrongPath.close(), refusing.close()]));
+  const r = await startCli(['replay', '-'], {
+    PREFECT_API_URL: 'http://127.0.0.1:9/api',
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${wrongPath.url.replace('//', '//user:s3cret@')}/otlp?api_key=s3cret`,
+    OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: `${refusing.url}/v1/logs`,
+    OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: 'http/json',
+    OTEL_LOGS_EXPORTER: 'otlp',
+  }, smallRun()).result;
+  assert.equal(r.code, 1, r.stderr);
+  assert.deepEqual(
+    logLines(r.stdout).filter((l) => l.component === 'export').map((l) => ({ msg: l.msg, signal: l.signal, url: l.url, error: l.error })).sort((a, b) => String(a.signal).localeCompare(String(b.signal))),
+    [
+      { msg: 'collector rejected spans; not retried', signal: 'traces', url: `${wrongPath.url}/otlp?api_key=[redacted]`, error: 'HTTP 404 Not Found' },
+      { msg: 'collector rejected log records; not retried', signal: 'logs', url: `${refusing.url}/v1/logs`, error: 'HTTP 401 Unauthorized: unknown tenant' },
+    ].sort((a, b) => a.signal.localeCompare(b.signal)),
+  );
+  assert.ok(!r.stdout.includes('s3cret'), r.stdout);
+});
