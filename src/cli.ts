@@ -257,7 +257,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
             config,
             logger,
             file: args.file!,
-            progress: { tty: process.stderr.isTTY === true, write: (t) => process.stderr.write(t) },
+            progress: { tty: process.stderr.isTTY === true, columns: () => process.stderr.columns, write: (t) => process.stderr.write(t) },
             signal: stop.signal,
           });
           process.stderr.write(`${formatReplaySummary(summary)}\n`);

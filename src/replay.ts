@@ -56,8 +56,11 @@ export interface ReplayOptions {
   /** A path, or `-` for standard input. */
   readonly file: string;
   readonly stdin?: Readable;
-  /** Progress lines (a TTY on stderr gets one, rewritten in place). */
-  readonly progress?: { readonly write: (text: string) => void; readonly tty: boolean };
+  /**
+   * Progress lines (a TTY on stderr gets one, rewritten in place); `columns`: the terminal's width
+   * now, which the line keeps within (a wrapped line could not be rewritten in place).
+   */
+  readonly progress?: { readonly write: (text: string) => void; readonly tty: boolean; readonly columns?: () => number | undefined };
   readonly flushTimeoutMs?: number;
   /** Stop reading (SIGINT/SIGTERM): the runs read so far are ended and their spans delivered. */
   readonly signal?: AbortSignal;
@@ -178,7 +181,8 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     const p = options.progress;
     if (p === undefined || !p.tty) return;
     const pct = totalBytes ? ` ${Math.min(100, Math.floor((bytesRead / totalBytes) * 100))}%` : '';
-    const text = `replay${pct}  ${lineCount.toLocaleString('en-US')} lines  ${pipeline.tracker.counts.spans.toLocaleString('en-US')} spans  ${pipeline.tracker.openRuns.toLocaleString('en-US')} open runs`;
+    const parts = [`replay${pct}`, `${lineCount.toLocaleString('en-US')} lines`, `${pipeline.tracker.counts.spans.toLocaleString('en-US')} spans`, `${pipeline.tracker.openRuns.toLocaleString('en-US')} open runs`];
+    const text = fitProgress(parts, p.columns?.());
     // The cursor goes back to the start of the line: a log line written next to the same terminal
     // (standard output) then replaces the progress line instead of being appended to it.
     p.write(`\r${text}\x1b[K${final ? '\n' : '\r'}`);
@@ -278,6 +282,20 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
 /** Where a signal is exported: its OTLP URL as logs show it (no user info, no query values), or the exporter's name. */
 function destinationOf(signal: { readonly exporter: string; readonly url: string }): string {
   return signal.exporter === 'otlp' ? shownUrl(signal.url) : signal.exporter;
+}
+
+/**
+ * The progress line's parts within a terminal `columns` wide: the last counts left out first, the
+ * rest cut as a last resort; short of the last column, where a terminal may wrap.
+ */
+function fitProgress(parts: string[], columns: number | undefined): string {
+  const room = columns !== undefined && Number.isInteger(columns) && columns > 1 ? columns - 1 : Infinity;
+  let text = parts.join('  ');
+  while (text.length > room && parts.length > 1) {
+    parts.pop();
+    text = parts.join('  ');
+  }
+  return text.slice(0, room);
 }
 
 /**

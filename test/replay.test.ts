@@ -48,6 +48,35 @@ test('replay on a terminal: each progress line returns the cursor to the start o
   ]);
 });
 
+test('replay on a narrow terminal: the progress line keeps within its width (the counts that do not fit are left out), so that it is rewritten in place, not wrapped onto new lines', async () => {
+  const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-progress-narrow-')), 'events.jsonl');
+  writeFileSync(file, '# a comment\n'.repeat(1_500));
+  const run = async (columns: number | undefined): Promise<string[]> => {
+    const writes: string[] = [];
+    await runReplay({
+      config: resolveConfig({ tracesExporter: 'none', apiUrl: 'http://127.0.0.1:9/api' }, {}),
+      logger: createLogger({ level: 'silent', format: 'json' }),
+      file,
+      progress: { tty: true, columns: () => columns, write: (text) => void writes.push(text) },
+    });
+    return writes;
+  };
+  assert.deepEqual(await run(30), [
+    '\rreplay 100%  1,024 lines\x1b[K\r',
+    '\rreplay 100%  1,500 lines\x1b[K\n',
+  ]);
+  // Narrower than the first count: cut, and still one line.
+  assert.deepEqual(await run(8), [
+    '\rreplay \x1b[K\r',
+    '\rreplay \x1b[K\n',
+  ]);
+  // A terminal that reports no width: the whole line.
+  assert.deepEqual(await run(undefined), [
+    '\rreplay 100%  1,024 lines  0 spans  0 open runs\x1b[K\r',
+    '\rreplay 100%  1,500 lines  0 spans  0 open runs\x1b[K\n',
+  ]);
+});
+
 test('replay on a terminal stopped by a signal: once the progress line ends, a line says how many spans it still delivers and that a second Ctrl-C stops at once', async (t) => {
   const receiver = await heldCollector(t);
   const events = [
