@@ -11,7 +11,7 @@ import { createLogger } from './log/logger.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
-import { createFlowParentLookup, createOwnerLookup, deletedFlowRunsFromRest } from './source/run-lookups.js';
+import { createFlowParentLookup, createOwnerLookup, deletedFlowRunsFromRest, type OwnerLookupOptions } from './source/run-lookups.js';
 import { createPrefectRestClient, type PrefectRestClient } from './source/rest.js';
 import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from './source/websocket.js';
 import { createStateLease, type LeaseHolder, type StateLease } from './state/lease.js';
@@ -67,6 +67,8 @@ const STANDBY_LOOK_MS = 1_000;
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 /** How often a state file that keeps failing to be written is logged again. */
 const STATE_ERROR_LOG_MS = 60_000;
+/** Failed parent look-ups logged as warnings (with the Prefect API's answer); the rest at debug, as the notices of the runs they leave as roots are. */
+const LOOKUP_FAILURES_WARNED = 10;
 
 class Tracing extends EventEmitter implements PrefectTracingHandle {
   readonly config: Config;
@@ -123,14 +125,30 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       tls: this.config.prefect.tls,
       proxy: this.config.prefect.proxy,
     }));
+    // A parent look-up that failed says why (the notice of the run that became a root cannot): the
+    // first few as warnings, as those notices are, the rest at debug.
+    let lookupFailures = 0;
+    const lookupLog = this.logger.child({ component: 'source' });
+    const lookups: OwnerLookupOptions = {
+      onAuthError: (err) => this.fail(err),
+      onFailure: (failure) => {
+        // A look-up that the shutdown cut short has nothing to say.
+        if (this.stopping) return;
+        lookupFailures += 1;
+        const line = lookupFailures < LOOKUP_FAILURES_WARNED ? 'run look-up in the Prefect API failed'
+          : lookupFailures === LOOKUP_FAILURES_WARNED ? 'run look-up in the Prefect API failed (further ones are logged at debug)' : undefined;
+        if (line === undefined) lookupLog.debug({ err: failure.reason }, 'run look-up in the Prefect API failed');
+        else lookupLog.warn({ err: failure.reason }, line);
+      },
+    };
     this.pipeline = createPipeline({
       config: this.config,
       logger: this.logger,
       clock: 'wall',
       hooks: options.hooks,
       nativeSpans: nativeSpanFromRest(rest),
-      resolveOwner: createOwnerLookup(rest, { onAuthError: (err) => this.fail(err) }),
-      resolveFlowParent: createFlowParentLookup(rest, { onAuthError: (err) => this.fail(err) }),
+      resolveOwner: createOwnerLookup(rest, lookups),
+      resolveFlowParent: createFlowParentLookup(rest, lookups),
       deletedFlowRuns: deletedFlowRunsFromRest(rest),
       onSpan: (span) => {
         if (this.listenerCount('span') > 0) {

@@ -1,0 +1,34 @@
+/**
+ * A subflow whose parent cannot be looked up becomes the root of its own trace; the log says why:
+ * the Prefect API's answer to the look-up, beside the line that names the subflow.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { flowRunStateEvent } from '../helpers/prefect-events.js';
+import { liveConnections, logLines, startServers, startWatch, until } from '../helpers/watch-e2e.js';
+
+const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'quality-checks' };
+const SUB = '0198c7d2-5b1e-7a3c-9f10-0000000000b1';
+const TRACKING = '0198c7d2-6000-7abc-8def-0000000000b2';
+
+test('watch: a subflow parent look-up the Prefect API answers with an error is logged with that answer, beside the subflow that became a root', async (t) => {
+  // The server does not know the tracking task run: GET /task_runs/{id} answers 404.
+  const { prefect, receiver } = await startServers(t);
+  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_LOG_LEVEL: 'info' }, t);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  const t0 = Date.now();
+  const sub = (type: string, name: string, from: string | null, s: number) =>
+    flowRunStateEvent({ flowRunId: SUB, flowRunName: 'calm-owl', ...FLOW, parentTaskRunId: TRACKING, state: { type, name }, from, runCount: 1, occurred: t0 + s * 1000 });
+  prefect.publish([sub('RUNNING', 'Running', 'PENDING', 0), sub('COMPLETED', 'Completed', 'RUNNING', 1)]);
+  await receiver.waitForSpans(1);
+  child.kill('SIGTERM');
+  const r = await result;
+  assert.equal(r.code, 0, r.stderr);
+  const said = logLines(r.stdout)
+    .filter((l) => l.level === 40 && (l.component === 'source' || l.component === 'model'))
+    .map((l) => ({ component: l.component, msg: l.msg, err: l.err, run: l['prefect.run.id'], parent: l['prefect.parent_task_run.id'] }));
+  assert.deepEqual(said, [
+    { component: 'source', msg: 'run look-up in the Prefect API failed', err: `GET /task_runs/${TRACKING}: not found`, run: undefined, parent: undefined },
+    { component: 'model', msg: 'parent of a subflow could not be looked up; it becomes the root of its own trace', err: undefined, run: SUB, parent: TRACKING },
+  ]);
+});
