@@ -56,7 +56,11 @@ test('ids: trace id is the root run UUID in hex; span id is SHA-256 of the dashe
   assert.equal(traceIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70'), '0198c7d25b1e7a3c9f102b3c4d5e6f70');
   // Independently computed: printf %s 0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70 | sha256sum | cut -c1-16
   assert.equal(spanIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70'), 'b2ad0c72402549ef');
-  assert.notEqual(spanIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', 1), spanIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70'));
+  // Its reruns: printf %s 0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70:1 | sha256sum | cut -c1-16 (and :2).
+  assert.deepEqual(
+    [1, 2].map((n) => spanIdForRun('0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', n)),
+    ['be36c34382a062ba', 'bbe656205c831354'],
+  );
 });
 
 test('ids: the library\'s spanIdForRun and traceIdForRun take a run id as Prefect shows it (dashed, either case) or as a trace id shows a root run (32 hex digits), and give the ids of the spans exported for it', () => {
@@ -106,6 +110,15 @@ test('parser: the reference §4a envelope becomes a whole typed event', () => {
   const r = parseEventText(flowEnvelope!);
   assert.equal(r.ok, true);
   if (!r.ok) return;
+  // Labels and payload are kept as sent: the resource's and each related resource's whole label map.
+  const sent = (JSON.parse(flowEnvelope!) as { event: { resource: Record<string, string>; related: Record<string, string>[]; payload: unknown } }).event;
+  assert.deepEqual(r.event.resource.labels, sent.resource);
+  assert.deepEqual(r.event.related.map((x) => x.labels), sent.related);
+  assert.deepEqual(r.event.payload, {
+    intended: { from: 'PENDING', to: 'RUNNING' },
+    initial_state: { type: 'PENDING', name: 'Pending' },
+    validated_state: { type: 'RUNNING', name: 'Running' },
+  });
   assert.deepEqual(
     { ...r.event, related: r.event.related.map((x) => [x.role, x.id, x.name]), payload: undefined, resource: { ...r.event.resource, labels: undefined } },
     {
