@@ -125,6 +125,19 @@ test('colours state names, errors and bars only when asked', () => {
   assert.match(coloured, /\x1b\[33m  \[incomplete\]\x1b\[0m/);
   // Colour changes nothing but the escape codes.
   assert.equal(coloured.replace(/\x1b\[\d+m/g, ''), plain);
+  // The whole drawing: the header in bold, the tree glyphs dim, each state name and its bar in the state's colour.
+  const sgr = (code: number) => (text: string): string => `\x1b[${code}m${text}\x1b[0m`;
+  const [bold, dim, red, green, yellow] = [sgr(1), sgr(2), sgr(31), sgr(32), sgr(33)];
+  assert.equal(renderTraceTrees(TRACE_A_SPANS, { color: true, width: 120 }), [
+    `${bold('trace 0198c7d25b1e7a3c9f102b3c4d5e6f70')}  etl  6 spans  12.4 s`,
+    `etl (crimson-fox)  ${green('Completed')}                       12.4 s  ${green('▕████████████████████▏')}`,
+    `${dim('├─ ')}extract (extract-3f2)  ${green('Completed')}                850 ms  ${green('▕ █                  ▏')}`,
+    `${dim('│  └─ ')}parse (parse-1a2)  ${green('Completed')}                 300 ms  ${green('▕ █                  ▏')}`,
+    `${dim('├─ ')}load (load-7c1)  ${red('Failed')}  attempt 2              2.10 s  ${red('▕   ████             ▏')}  ${red('error: ValueError: bad row 17')}`,
+    `${dim('└─ ')}quality-checks (amber-owl)  ${green('Completed')}           3.00 s  ${green('▕        █████       ▏')}`,
+    `${dim('   └─ ')}check (check-001)  ${yellow('Running')}${yellow('  [incomplete]')}       0 ms  ${yellow('▕          █         ▏')}`,
+    '',
+  ].join('\n'));
 });
 
 test('handles empty input, a lone zero-length span and a parent cycle', () => {
