@@ -124,8 +124,15 @@ test('a deployment run the scheduler created 30 h ahead (over the 24 h open-run 
 test('a run that is not scheduled any more is still ended by the open-run timeout once it started: Running, then silence for 25 h', async () => {
   const flow = flowRun([[0, 'SCHEDULED', 'Scheduled', 0], [10, 'PENDING', 'Pending', 0], [11, 'RUNNING', 'Running', 1]]);
   const { spans } = await run([...flow, ...otherRun(25 * HOUR)]);
-  const f = spans.find((s) => s.run.id === FR)!;
-  assert.deepEqual([f.startUs, f.endUs, f.status, f.attributes['prefect.run.incomplete_reason'], f.attributes['prefect.run.wait_ms']], [us(10), us(11), { code: 'unset' }, 'idle_timeout', 10_000]);
+  assert.deepEqual(spans.filter((s) => s.run.id === FR).map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(10), endUs: us(11), status: { code: 'unset' },
+    attributes: flowAttrs({
+      'prefect.run.count': 1, 'prefect.state.type': 'RUNNING', 'prefect.state.name': 'Running', 'prefect.run.wait_ms': 10_000,
+      'prefect.run.incomplete': true, 'prefect.run.incomplete_reason': 'idle_timeout',
+    }),
+    events: stateEvents(flow), links: [],
+  }]);
 });
 
 test("a task run's span carries the task run's own tags (payload.task_run.tags), not the flow run's and deployment's tags the EventsWorker adds to its related resources", async () => {
@@ -288,11 +295,20 @@ test('Crashed set by the server (infrastructure exited) with no client event aft
   const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [50, 'CRASHED', 'Crashed', 1, 'Flow run infrastructure exited with non-zero status code 137.']]);
   const task = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[2, 'PENDING', 'Pending', 0], [3, 'RUNNING', 'Running', 1]]);
   const { spans } = await run([...flow.slice(0, 2), ...task, flow[2]!, ...otherRun(200)], { taskGraceMs: 60_000 });
-  assert.deepEqual(spans.filter((s) => s.run.id !== OTHER).map((s) => [s.run.id, s.parentSpanId, s.startUs, s.endUs, s.status, s.attributes['prefect.run.incomplete_reason'], s.attributes['cicd.pipeline.result']]), [
-    [TASK, spanIdForRun(FR), us(2), us(3), { code: 'unset' }, 'flow_ended', undefined],
-    [FR, undefined, us(0), us(50), { code: 'error', message: 'Flow run infrastructure exited with non-zero status code 137.' }, undefined, 'error'],
+  assert.deepEqual(spans.filter((s) => s.run.id !== OTHER).map(whole), [
+    {
+      name: 'load', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK), parentSpanId: spanIdForRun(FR),
+      startUs: us(2), endUs: us(3), status: { code: 'unset' },
+      attributes: taskAttrs(TASK, 'load-7c1', 'load-55aa66bb', { 'prefect.run.count': 1, 'prefect.state.type': 'RUNNING', 'prefect.state.name': 'Running', 'prefect.run.incomplete': true, 'prefect.run.incomplete_reason': 'flow_ended' }),
+      events: stateEvents(task), links: [],
+    },
+    {
+      name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+      startUs: us(0), endUs: us(50), status: { code: 'error', message: 'Flow run infrastructure exited with non-zero status code 137.' },
+      attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'CRASHED', 'prefect.state.name': 'Crashed', 'cicd.pipeline.result': 'error' }),
+      events: stateEvents(flow), links: [],
+    },
   ]);
-  assert.deepEqual(whole(spans.find((s) => s.run.id === FR)!).events, stateEvents(flow));
 });
 
 test('a background task run (.delay() then a task worker): Scheduled by the caller, Pending/Running/Completed by the worker, no flow run: the root of its own trace, INTERNAL, with its wait', async () => {
