@@ -1,12 +1,16 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
+import { TraceFlags } from '@opentelemetry/api';
+import { SeverityNumber } from '@opentelemetry/api-logs';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { pino } from 'pino';
 import { createLogger, createPrettyStream } from '../../src/log/logger.js';
+import { INSTRUMENTATION_SCOPE } from '../../src/export/spans.js';
 import { createRunLogWriter } from '../../src/log/stlogging.js';
 import type { PrefectEvent } from '../../src/model/event.js';
+import { usToHrTime } from '../../src/model/time.js';
 import type { RunLogRecord } from '../../src/model/tracker.js';
 
 /** A stream that keeps every write (each one line) made to it. */
@@ -174,17 +178,28 @@ test('with OTEL_LOGS_EXPORTER=otlp each record goes out as an OTel log record wi
   const emitted: ReadableLogRecord[] = [];
   const resource = resourceFromAttributes({ 'service.name': 'prefect' });
   const writer = createRunLogWriter(createLogger({ level: 'info', format: 'json', destination: own.stream }), { ...OPTION_SETS[1]!, otelLogs: { resource, emit: (r) => void emitted.push(r) } });
+  const beforeMs = Date.now();
   for (const record of RECORDS) writer(record);
+  const afterMs = Date.now();
   const lines = own.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
   const CORRELATION = new Set(['level', 'time', 'service', 'component', 'trace_id', 'span_id', 'trace_flags', 'msg']);
+  // The whole record: timed at the event's `occurred`, observed when written, the severity as a number too, sampled.
   assert.deepEqual(
-    emitted.map((r) => ({ body: r.body, severity: r.severityText, traceId: r.spanContext?.traceId, spanId: r.spanContext?.spanId, attributes: r.attributes })),
+    emitted.map(({ hrTimeObserved: _observed, ...r }) => r),
     lines.map((l) => ({
+      hrTime: usToHrTime(RECORDS[0]!.event.occurredUs),
+      spanContext: { traceId: l.trace_id, spanId: l.span_id, traceFlags: TraceFlags.SAMPLED },
+      severityNumber: l.level === 40 ? SeverityNumber.WARN : SeverityNumber.INFO,
+      severityText: l.level === 40 ? 'WARN' : 'INFO',
       body: l.msg,
-      severity: l.level === 40 ? 'WARN' : 'INFO',
-      traceId: l.trace_id,
-      spanId: l.span_id,
+      resource,
+      instrumentationScope: INSTRUMENTATION_SCOPE,
       attributes: Object.fromEntries(Object.entries(l).filter(([k]) => !CORRELATION.has(k))),
+      droppedAttributesCount: 0,
     })),
   );
+  for (const { hrTimeObserved: [s, ns] } of emitted) {
+    const ms = s * 1000 + ns / 1e6;
+    assert.ok(ms >= beforeMs && ms <= afterMs + 1, `observed at ${ms}, written between ${beforeMs} and ${afterMs}`);
+  }
 });
