@@ -140,6 +140,25 @@ describe('fake Prefect: handshake', () => {
     assert.equal(refused.upgrades.length, 1);
   });
 
+  it('switches: the sub-protocol header dropped from the next n upgrade answers (as by a proxy); raw replies to the auth message in place of auth_success, one per connection', async () => {
+    const f = await fake({ authString: 'admin:pass' });
+    f.switches.stripSubprotocol = 1;
+    await assert.rejects(connect(f), { message: 'Server sent no subprotocol' });
+    f.switches.authReplies = ['<html>502</html>'];
+    const replies: unknown[] = [];
+    for (let i = 0; i < 2; i++) {
+      const c = await connect(f);
+      c.ws.send(JSON.stringify({ type: 'auth', token: 'admin:pass' }));
+      replies.push(...(await c.waitFrames(1)));
+      c.ws.close(1000);
+      await c.closed;
+    }
+    assert.deepEqual(
+      { replies, protocols: f.connections.map((c) => c.protocol), stripSubprotocol: f.switches.stripSubprotocol, authReplies: f.switches.authReplies },
+      { replies: [{ text: '<html>502</html>' }, { type: 'auth_success' }], protocols: ['prefect', 'prefect', 'prefect'], stripSubprotocol: 0, authReplies: [] },
+    );
+  });
+
   it('filter errors close with 1002: wrong type, unknown keys at any level, bad values', async () => {
     const f = await fake();
     const attempt = async (msg: unknown) => {

@@ -11,7 +11,8 @@
  * - `ws <base>/events/in`, `POST /events`, `POST /events/filter` + `GET /events/filter/next`,
  *   `GET /task_runs/{id}`, `GET /flow_runs/{id}`, `POST /task_runs/filter`, `POST /flow_runs/filter`, `PATCH /flow_runs/{id}/labels`,
  *   `GET /csrf-token`; REST auth is Basic (auth string) or Bearer (API key); CSRF protection on request.
- * - `switches` for misbehaviour (duplicates, reordering, a stuck stream, malformed frames, closes).
+ * - `switches` for misbehaviour (duplicates, reordering, a stuck stream, malformed frames, closes, a
+ *   proxy that drops the sub-protocol header, a reply to the auth message that is not Prefect's).
  */
 import { createServer, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type RequestListener } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
@@ -139,6 +140,18 @@ export interface FakePrefectSwitches {
    * ingress in front of it (its HTML sign-in page with HTTP 200, say). Each is taken once.
    */
   restReplies: { status: number; contentType: string; body: string }[];
+  /**
+   * Nonzero: this many more websocket upgrades (`Infinity`: all) are answered without their
+   * `Sec-WebSocket-Protocol: prefect` header, the sub-protocol still taken, as through a proxy or
+   * ingress that drops that header from the HTTP 101 answer.
+   */
+  stripSubprotocol: number;
+  /**
+   * Raw text frames, one per connection in turn, each sent in answer to an auth message the server
+   * would accept, in place of `{"type":"auth_success"}` (a proxy's page, a garbled frame); that
+   * connection then waits for the client. Taken from the front; empty: the server's own answer.
+   */
+  authReplies: string[];
 }
 
 export interface FakePrefect {
@@ -225,7 +238,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   const heldRest: (() => void)[] = [];
   const csrfTokens = new Map<string, { token: string; expiresMs: number }>();
   const switches: FakePrefectSwitches = {
-    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0, restRetryAfter: undefined, restFailEvery: 0, restReplies: [],
+    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0, restRetryAfter: undefined, restFailEvery: 0, restReplies: [], stripSubprotocol: 0, authReplies: [],
     get stall() { return stall; },
     set stall(v: boolean) { stall = v; if (!v) subs.forEach(schedule); },
     get holdRest() { return holdRest; },
@@ -346,7 +359,13 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     handleProtocols: (_protocols, req) => (offersPrefect(req) ? 'prefect' : false),
   });
   // As uvicorn's websockets server: the 101 response carries the server's Date.
-  wss.on('headers', (headers) => headers.push(`Date: ${new Date(now()).toUTCString()}`));
+  wss.on('headers', (headers) => {
+    headers.push(`Date: ${new Date(now()).toUTCString()}`);
+    if (switches.stripSubprotocol <= 0) return;
+    switches.stripSubprotocol -= 1;
+    const i = headers.findIndex((h) => h.toLowerCase().startsWith('sec-websocket-protocol:'));
+    if (i >= 0) headers.splice(i, 1);
+  });
   // Prefect checks `"prefect" in header.split(",")`, without trimming.
   const offersPrefect = (req: IncomingMessage): boolean => String(req.headers['sec-websocket-protocol'] ?? '').split(',').includes('prefect');
 
@@ -390,6 +409,12 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
         if (tokens.length > 0) {
           if (m.token === undefined || m.token === null || m.token === '') return closeWith(sub, 1008, 'Auth required but no token provided');
           if (!tokens.includes(m.token as string)) return closeWith(sub, 1008, 'Invalid token');
+        }
+        const reply = switches.authReplies.shift();
+        if (reply !== undefined) {
+          phase = 'open';
+          ws.send(reply);
+          return;
         }
         phase = kind === 'out' ? 'filter' : 'open';
         ws.send(JSON.stringify({ type: 'auth_success' }));
