@@ -21,6 +21,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { AuthError, ProtocolError, errorText } from '../errors.js';
+import { escapeControls } from '../log/control-chars.js';
 import { safeUrl } from '../log/redact.js';
 import {
   authAdvice,
@@ -201,6 +202,14 @@ const CLOSE_WAIT_MS = 2_000;
 const CALLBACK_ERROR_LOG_INTERVAL_MS = 10_000;
 /** How much of an unexpected handshake message's `type` an error shows. */
 const MAX_SHOWN_TYPE_CHARS = 40;
+/** How much of the server's own text (a close reason, a refusal's reason) an error shows. */
+const MAX_SHOWN_SERVER_TEXT_CHARS = 120;
+/** How much of the server's text is looked at for that (redacted, escaped). */
+const MAX_SCANNED_SERVER_TEXT_CHARS = 4_096;
+/** A credential's start this long, at the end of a server's text that was cut short, is taken for the credential. */
+const MIN_CUT_SECRET_CHARS = 6;
+/** Close codes that say nothing of the server's own: a normal close (ours echoed), none given, a dropped connection. */
+const UNREMARKABLE_CLOSE_CODES: ReadonlySet<number> = new Set([1000, 1005, 1006]);
 /** Longest piece of a live frame (up to MAX_PAYLOAD_BYTES) that its debug line shows. */
 const MAX_LOGGED_FRAME_CHARS = 4_096;
 /** What a 404 on the upgrade asks the user to check. */
@@ -247,6 +256,26 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     options.rest ??
     createPrefectRestClient({ ...auth, apiUrl: options.apiUrl, timeoutMs: options.requestTimeoutMs ?? SUBSCRIBER_DEFAULTS.requestTimeoutMs, tls: options.tls, proxy: options.proxy });
   const redact = (text: string): string => redactSecrets(text, auth);
+  const secrets = [auth.apiKey, auth.authString, ...Object.values(auth.customHeaders ?? {})].filter((v): v is string => v !== undefined && v.length >= MIN_CUT_SECRET_CHARS);
+  /**
+   * The server's own text for an error or a log line, on one line: credentials redacted, also one
+   * the text ends in the start of (a close reason is cut at 123 bytes), control characters escaped,
+   * and cut short.
+   */
+  const serverText = (text: string): string => {
+    // Only its start is shown: a frame may be megabytes long. A credential cut here is redacted as one the server cut.
+    let out = redact(text.length > MAX_SCANNED_SERVER_TEXT_CHARS ? text.slice(0, MAX_SCANNED_SERVER_TEXT_CHARS) : text);
+    for (const s of secrets) {
+      for (let n = Math.min(s.length - 1, out.length); n >= MIN_CUT_SECRET_CHARS; n--) {
+        if (out.endsWith(s.slice(0, n))) {
+          out = `${out.slice(0, out.length - n)}[redacted]`;
+          break;
+        }
+      }
+    }
+    out = escapeControls(out);
+    return out.length > MAX_SHOWN_SERVER_TEXT_CHARS ? `${out.slice(0, MAX_SHOWN_SERVER_TEXT_CHARS)}…` : out;
+  };
 
   const stats = { connects: 0, reconnects: 0, frames: 0, historyEvents: 0, connected: false, lastError: undefined as string | undefined };
 
@@ -561,6 +590,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       let upgradeRedirect: string | undefined;
       let upgradeRetryAfterMs: number | undefined;
       let fatal: AuthError | ProtocolError | undefined;
+      /** Set when the credentials were refused by a message (not a close): the close that follows may say more. */
+      let refusedBy: { shown: string; reason: string | undefined } | undefined;
       let failure: string | undefined;
       let refill = false;
       let lastError: string | undefined;
@@ -659,15 +690,14 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           deliver(text, 'live');
           return;
         }
-        if (phase !== 'auth') return;
-        const type = messageType(text);
-        if (type !== 'auth_success') {
+        if (phase !== 'auth' || refusedBy !== undefined) return;
+        const reply = handshakeReply(text);
+        if (reply?.type !== 'auth_success') {
           // Redacted before it is cut short: the server may echo the token, and a cut one would no longer match.
-          const shown = type === undefined ? 'an unexpected message' : JSON.stringify(redact(type).slice(0, MAX_SHOWN_TYPE_CHARS));
-          fatal = new AuthError(
-            `the Prefect event stream refused authentication (expected auth_success, got ${shown}): ${authAdvice(auth, options.apiUrl)}`,
-            authSetting(auth, options.apiUrl),
-          );
+          refusedBy = {
+            shown: reply === undefined ? 'an unexpected message' : JSON.stringify(redact(reply.type).slice(0, MAX_SHOWN_TYPE_CHARS)),
+            reason: reply?.reason === undefined ? undefined : serverText(reply.reason),
+          };
           ws.close(1000);
           return;
         }
@@ -738,6 +768,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         for (const t of timers) clearTimeout(t);
         if (current === ws) current = undefined;
         const reason = redact(reasonBuf.toString('utf8'));
+        /** For an error: the server's text, on one line and short. */
+        const shownReason = serverText(reasonBuf.toString('utf8'));
         const wasLive = phase === 'live';
         if (wasLive) {
           coveredUntilMs = followedUntilMs() ?? coveredUntilMs;
@@ -752,6 +784,17 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (stopped) return resolve({ kind: 'stopped' });
         if (refill) return resolve({ kind: 'refill' });
         if (fatal !== undefined) return resolve({ kind: 'fatal', error: fatal });
+        if (refusedBy !== undefined) {
+          // The close that follows a refusal may carry the server's reason too (not when it only answers ours).
+          const closed = UNREMARKABLE_CLOSE_CODES.has(code) && shownReason === '' ? '' : `; close ${code}${shownReason ? `: ${shownReason}` : ''}`;
+          return resolve({
+            kind: 'fatal',
+            error: new AuthError(
+              `the Prefect event stream refused authentication (expected auth_success, got ${refusedBy.shown}${refusedBy.reason ? `: ${refusedBy.reason}` : ''}${closed}): ${authAdvice(auth, options.apiUrl)}`,
+              authSetting(auth, options.apiUrl),
+            ),
+          });
+        }
         if (upgradeStatus === 401 || (upgradeStatus === 403 && apiPath)) {
           return resolve({
             kind: 'fatal',
@@ -761,22 +804,14 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
             ),
           });
         }
-        if (phase === 'auth' && code === 1008) {
+        // Prefect refuses with 1008 and its reason ("Invalid token"). An application's own code in
+        // answer to the auth message is a decision too, not a dropped connection: Prefect's client
+        // takes any such close there as refused credentials.
+        if (phase === 'auth' && (code === 1008 || (code >= APPLICATION_CLOSE_CODES.min && code <= APPLICATION_CLOSE_CODES.max))) {
           return resolve({
             kind: 'fatal',
             error: new AuthError(
-              `the Prefect event stream refused authentication${reason ? ` (${reason})` : ''}: ${authAdvice(auth, options.apiUrl)}`,
-              authSetting(auth, options.apiUrl),
-            ),
-          });
-        }
-        // An application's own code in answer to the auth message is a decision, not a dropped
-        // connection: Prefect's client takes any such close there as refused credentials.
-        if (phase === 'auth' && code >= APPLICATION_CLOSE_CODES.min && code <= APPLICATION_CLOSE_CODES.max) {
-          return resolve({
-            kind: 'fatal',
-            error: new AuthError(
-              `the Prefect event stream refused authentication (close ${code}${reason ? `: ${reason}` : ''}): ${authAdvice(auth, options.apiUrl)}`,
+              `the Prefect event stream refused authentication (close ${code}${shownReason ? `: ${shownReason}` : ''}): ${authAdvice(auth, options.apiUrl)}`,
               authSetting(auth, options.apiUrl),
             ),
           });
@@ -784,7 +819,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (code === 1002 && phase !== 'upgrade') {
           return resolve({
             kind: 'fatal',
-            error: new ProtocolError(`the Prefect server rejected the subscription (close 1002${reason ? `: ${reason}` : ''})`),
+            error: new ProtocolError(`the Prefect server rejected the subscription (close 1002${shownReason ? `: ${shownReason}` : ''})`),
           });
         }
         if (wasLive) {
@@ -964,11 +999,18 @@ function rawToText(data: WebSocket.RawData): string {
   return Buffer.from(data).toString('utf8');
 }
 
-/** The `type` of a handshake message, without keeping anything else of it. */
-function messageType(text: string): string | undefined {
+/**
+ * A handshake message of the protocol's form (a JSON object with a string `type`): its `type`, and
+ * the `reason` a refusal may give (Prefect's own client shows it), without keeping anything else.
+ * Undefined for anything else.
+ */
+function handshakeReply(text: string): { type: string; reason: string | undefined } | undefined {
   try {
     const v = JSON.parse(text) as unknown;
-    if (v !== null && typeof v === 'object' && typeof (v as { type?: unknown }).type === 'string') return (v as { type: string }).type;
+    if (v !== null && typeof v === 'object' && typeof (v as { type?: unknown }).type === 'string') {
+      const { type, reason } = v as { type: string; reason?: unknown };
+      return { type, reason: typeof reason === 'string' ? reason : undefined };
+    }
   } catch {
     // not JSON
   }

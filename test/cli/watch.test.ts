@@ -191,7 +191,7 @@ test('watch: a wrong auth string is a clear error, exit 3, and no reconnect loop
   const severe = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => (l.level as number) >= 50);
   assert.deepEqual(
     severe.map(({ level, component, code, setting, msg }) => ({ level, component, code, setting, msg })),
-    [{ level: 60, component: 'watch', code: 'PREFECT_OTEL_AUTH', setting: 'PREFECT_API_AUTH_STRING', msg: 'the Prefect event stream refused authentication (Invalid token): check PREFECT_API_AUTH_STRING' }],
+    [{ level: 60, component: 'watch', code: 'PREFECT_OTEL_AUTH', setting: 'PREFECT_API_AUTH_STRING', msg: 'the Prefect event stream refused authentication (close 1008: Invalid token): check PREFECT_API_AUTH_STRING' }],
   );
   await prefect.close();
 });

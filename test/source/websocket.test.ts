@@ -221,7 +221,7 @@ describe('event subscriber: handshake', () => {
           name: 'AuthError',
           code: 'PREFECT_OTEL_AUTH',
           setting: 'PREFECT_API_AUTH_STRING',
-          message: 'the Prefect event stream refused authentication (Invalid token): check PREFECT_API_AUTH_STRING',
+          message: 'the Prefect event stream refused authentication (close 1008: Invalid token): check PREFECT_API_AUTH_STRING',
         },
       );
       return true;
@@ -290,6 +290,50 @@ describe('event subscriber: handshake', () => {
       { setting: outcome.setting, message: outcome.message, sockets },
       { setting: 'PREFECT_API_KEY', message: 'the Prefect event stream refused authentication (close 4003: workspace access denied): check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)', sockets: 1 },
     );
+    assertNoSecrets(logs.lines, API_KEY);
+  });
+
+  it("the close reason of a refusal is shown as server text: control characters escaped, a credential it quotes redacted, also one the reason's 123-byte limit cut short", async () => {
+    const longAuth = `admin:${'p'.repeat(150)}`;
+    const reasons = [`Invalid token\r\n\u001b[2J for ${longAuth}`, `Invalid token\u2028for ${longAuth}`];
+    const server = await hostileServer((ws) => {
+      let reason = reasons.shift()!;
+      while (Buffer.byteLength(reason) > 123) reason = reason.slice(0, -1);
+      ws.once('message', () => ws.close(1008, reason));
+    });
+    const messages: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const { sub, logs } = subscribe(server, { authString: longAuth });
+      await assert.rejects(sub.done, (err: unknown) => err instanceof AuthError && messages.push(err.message) > 0);
+      await sub.stop();
+      assertNoSecrets([...logs.lines, ...messages], longAuth, longAuth.slice(0, 20));
+    }
+    assert.deepEqual(messages, [
+      'the Prefect event stream refused authentication (close 1008: Invalid token\\r\\n\\x1b[2J for [redacted]): check PREFECT_API_AUTH_STRING',
+      'the Prefect event stream refused authentication (close 1008: Invalid token\\u2028for [redacted]): check PREFECT_API_AUTH_STRING',
+    ]);
+  });
+
+  it("a refusal sent as a message says its reason, as Prefect's own client does, and the code and reason of the close that follows it", async () => {
+    const server = await hostileServer((ws) =>
+      ws.once('message', () => {
+        ws.send(JSON.stringify({ type: 'auth_failure', reason: 'API key expired\n' }));
+        ws.close(1008, 'Invalid token');
+      }),
+    );
+    const { sub, logs } = subscribe(server, { apiKey: API_KEY });
+    await assert.rejects(sub.done, (err: unknown) => {
+      assert.ok(err instanceof AuthError);
+      assert.deepEqual(
+        { setting: err.setting, message: err.message },
+        {
+          setting: 'PREFECT_API_KEY',
+          message: 'the Prefect event stream refused authentication (expected auth_success, got "auth_failure": API key expired\\n; close 1008: Invalid token): check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)',
+        },
+      );
+      return true;
+    });
+    await sub.stop();
     assertNoSecrets(logs.lines, API_KEY);
   });
 
