@@ -4,8 +4,9 @@
  * Protocol (Prefect `src/prefect/server/api/events.py`, `utilities/subscriptions.py`):
  *   1. upgrade to `ws(s)://<PREFECT_API_URL>/events/out` offering the sub-protocol `prefect`;
  *   2. send `{"type":"auth","token":<API key | auth string | null>}`, expect `{"type":"auth_success"}`
- *      (a close 1008 or 4000-4999, or any other message, means the credentials were refused; a
- *      dropped connection or a server error there is retried);
+ *      (a close 1008 or 4000-4999, or any other message of the protocol's form, means the credentials
+ *      were refused; a dropped connection or a server error there is retried, and so is an answer in
+ *      no Prefect form, or an upgrade answered without the sub-protocol, but only a few times in a row);
  *   3. send `{"type":"filter","filter":{…},"backfill":true}`; every later message is
  *      `{"type":"event","event":{…}}`, backfilled ones first, with nothing marking where backfill ends.
  *
@@ -202,12 +203,18 @@ const CLOSE_WAIT_MS = 2_000;
 const CALLBACK_ERROR_LOG_INTERVAL_MS = 10_000;
 /** How much of an unexpected handshake message's `type` an error shows. */
 const MAX_SHOWN_TYPE_CHARS = 40;
-/** How much of the server's own text (a close reason, a refusal's reason) an error shows. */
+/** How much of the server's own text (a close reason, a refusal's reason, a reply in no Prefect form) an error shows. */
 const MAX_SHOWN_SERVER_TEXT_CHARS = 120;
 /** How much of the server's text is looked at for that (redacted, escaped). */
 const MAX_SCANNED_SERVER_TEXT_CHARS = 4_096;
 /** A credential's start this long, at the end of a server's text that was cut short, is taken for the credential. */
 const MIN_CUT_SECRET_CHARS = 6;
+/**
+ * Handshakes in a row that spoke something other than Prefect's protocol (an upgrade answered without
+ * the sub-protocol, a reply to the auth message in no Prefect form) before the stream gives up:
+ * a proxy or ingress set up so fails every time; a backend that is being replaced may do it once.
+ */
+const MAX_PROTOCOL_FAILURES = 3;
 /** Close codes that say nothing of the server's own: a normal close (ours echoed), none given, a dropped connection. */
 const UNREMARKABLE_CLOSE_CODES: ReadonlySet<number> = new Set([1000, 1005, 1006]);
 /** Longest piece of a live frame (up to MAX_PAYLOAD_BYTES) that its debug line shows. */
@@ -222,7 +229,15 @@ type Outcome =
   /** The upgrade showed the server's clock ahead of ours by enough to put the gap past its clamp: read the history first. */
   | { kind: 'refill' }
   /** Never got to the live phase: unreachable, upgrade refused, handshake timeout. */
-  | { kind: 'failed'; message: string; retryAfterMs?: number; /** A history read that failed after getting further: the backoff starts over. */ progressed?: boolean }
+  | {
+      kind: 'failed';
+      message: string;
+      retryAfterMs?: number;
+      /** A history read that failed after getting further: the backoff starts over. */
+      progressed?: boolean;
+      /** The server spoke something other than Prefect's protocol: fatal once it does so MAX_PROTOCOL_FAILURES times in a row. */
+      protocolError?: ProtocolError;
+    }
   /** Was live, then closed. */
   | { kind: 'closed'; code: number; reason: string; liveMs: number }
   | { kind: 'stopped' };
@@ -592,6 +607,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       let fatal: AuthError | ProtocolError | undefined;
       /** Set when the credentials were refused by a message (not a close): the close that follows may say more. */
       let refusedBy: { shown: string; reason: string | undefined } | undefined;
+      /** The server spoke something other than Prefect's protocol in the handshake. */
+      let protocolError: ProtocolError | undefined;
       let failure: string | undefined;
       let refill = false;
       let lastError: string | undefined;
@@ -625,6 +642,9 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       // The socket is the upgrade response's: from here on it is the live connection.
       ws.on('upgrade', (res) => {
         if (!keepAlive) res.socket.unref();
+        // Prefect accepts with the sub-protocol it was offered, always; without it `ws` aborts the handshake.
+        const answered = res.headers['sec-websocket-protocol'];
+        if (answered !== 'prefect') protocolError = subprotocolMissing(answered === undefined ? undefined : serverText(answered));
         const before = serverAheadMs;
         noteServerClock(res.headers.date);
         // Only when the server's clock turned out further ahead than taken: a history that failed and
@@ -690,14 +710,19 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           deliver(text, 'live');
           return;
         }
-        if (phase !== 'auth' || refusedBy !== undefined) return;
+        if (phase !== 'auth' || refusedBy !== undefined || protocolError !== undefined) return;
         const reply = handshakeReply(text);
-        if (reply?.type !== 'auth_success') {
+        if (reply === undefined) {
+          // Not the protocol's form at all (a proxy's page, a garbled frame): no answer about the credentials.
+          protocolError = new ProtocolError(
+            `the Prefect event stream answered the auth message with something other than Prefect's protocol (expected {"type":"auth_success"}, got "${serverText(text)}")`,
+          );
+          ws.close(1002);
+          return;
+        }
+        if (reply.type !== 'auth_success') {
           // Redacted before it is cut short: the server may echo the token, and a cut one would no longer match.
-          refusedBy = {
-            shown: reply === undefined ? 'an unexpected message' : JSON.stringify(redact(reply.type).slice(0, MAX_SHOWN_TYPE_CHARS)),
-            reason: reply?.reason === undefined ? undefined : serverText(reply.reason),
-          };
+          refusedBy = { shown: JSON.stringify(redact(reply.type).slice(0, MAX_SHOWN_TYPE_CHARS)), reason: reply.reason === undefined ? undefined : serverText(reply.reason) };
           ws.close(1000);
           return;
         }
@@ -784,6 +809,10 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (stopped) return resolve({ kind: 'stopped' });
         if (refill) return resolve({ kind: 'refill' });
         if (fatal !== undefined) return resolve({ kind: 'fatal', error: fatal });
+        if (protocolError !== undefined) {
+          status('disconnected', protocolError.message);
+          return resolve({ kind: 'failed', message: protocolError.message, protocolError });
+        }
         if (refusedBy !== undefined) {
           // The close that follows a refusal may carry the server's reason too (not when it only answers ours).
           const closed = UNREMARKABLE_CLOSE_CODES.has(code) && shownReason === '' ? '' : `; close ${code}${shownReason ? `: ${shownReason}` : ''}`;
@@ -862,8 +891,18 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
 
   // ---- the loop -----------------------------------------------------------------------------------
 
+  /** `disconnected`: whether to say so (a failed connection has said it already). */
+  function giveUp(error: AuthError | ProtocolError, disconnected: boolean): void {
+    stats.lastError = error.message;
+    if (disconnected) status('disconnected', error.message);
+    // Whoever awaits `done` reports it (watch: one fatal line): an error line here too would say it twice.
+    log.debug({ code: error.code }, 'event stream stopped on an error that retrying cannot fix');
+    rejectDone(error);
+  }
+
   async function run(): Promise<void> {
     let failures = 0;
+    let protocolFailures = 0;
     for (let attempt = 0; !stopped; attempt++) {
       if (attempt > 0) stats.reconnects += 1;
       status('connecting');
@@ -872,11 +911,12 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       if (outcome.kind === 'stopped' || stopped) return;
       if (outcome.kind === 'refill') continue;
       if (outcome.kind === 'fatal') {
-        stats.lastError = outcome.error.message;
-        status('disconnected', outcome.error.message);
-        // Whoever awaits `done` reports it (watch: one fatal line): an error line here too would say it twice.
-        log.debug({ code: outcome.error.code }, 'event stream stopped on an error that retrying cannot fix');
-        rejectDone(outcome.error);
+        giveUp(outcome.error, true);
+        return;
+      }
+      protocolFailures = outcome.kind === 'failed' && outcome.protocolError !== undefined ? protocolFailures + 1 : 0;
+      if (outcome.kind === 'failed' && outcome.protocolError !== undefined && protocolFailures >= MAX_PROTOCOL_FAILURES) {
+        giveUp(outcome.protocolError, false);
         return;
       }
       let delayMs: number;
@@ -1015,6 +1055,19 @@ function handshakeReply(text: string): { type: string; reason: string | undefine
     // not JSON
   }
   return undefined;
+}
+
+/**
+ * The upgrade was answered without the sub-protocol `prefect` (`answered`: the header's value as
+ * shown, or undefined when there was none). Prefect's server always accepts with the sub-protocol it
+ * was offered, so something between drops or changes the header: on the answer, or on the request
+ * (a server without auth then accepts the socket in its legacy mode, without the sub-protocol).
+ */
+function subprotocolMissing(answered: string | undefined): ProtocolError {
+  const got = answered === undefined ? 'no Sec-WebSocket-Protocol header' : `Sec-WebSocket-Protocol "${answered}"`;
+  return new ProtocolError(
+    `the event stream's websocket upgrade was answered without the sub-protocol "prefect" (${got} in the HTTP 101 answer): a proxy or ingress in front of the Prefect server ${answered === undefined ? 'drops' : 'changes'} that header; it must pass Sec-WebSocket-Protocol through, on the request and on the answer`,
+  );
 }
 
 function errInfo(err: unknown, redact: (s: string) => string): { message: string; name?: string } {

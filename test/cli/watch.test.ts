@@ -43,6 +43,18 @@ function start(args: string[], env: Record<string, string>) {
   return startCli(args, { PREFECT_OTEL_SETTLE_MS: '100', PREFECT_OTEL_STATE_FLUSH_MS: '200', ...env });
 }
 
+/** The CLI's result; should it try the Prefect server more than `attempts` times (a retry loop that would not end), once stopped by SIGTERM. */
+async function resultWithin(run: ReturnType<typeof start>, upgrades: () => number, attempts: number) {
+  const watchdog = setInterval(() => {
+    if (upgrades() > attempts) run.child.kill('SIGTERM');
+  }, 25);
+  try {
+    return await run.result;
+  } finally {
+    clearInterval(watchdog);
+  }
+}
+
 async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
@@ -194,6 +206,40 @@ test('watch: a wrong auth string is a clear error, exit 3, and no reconnect loop
     [{ level: 60, component: 'watch', code: 'PREFECT_OTEL_AUTH', setting: 'PREFECT_API_AUTH_STRING', msg: 'the Prefect event stream refused authentication (close 1008: Invalid token): check PREFECT_API_AUTH_STRING' }],
   );
   await prefect.close();
+});
+
+test('watch: a proxy or ingress that drops the websocket sub-protocol header from the upgrade answer: three tries, then exit 1 with the cause on standard error', async (t) => {
+  const prefect = await startFakePrefect({ authString: 'admin:pass' });
+  t.after(() => prefect.close());
+  prefect.switches.stripSubprotocol = Infinity;
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
+  const r = await resultWithin(start([], { PREFECT_API_URL: prefect.url, PREFECT_API_AUTH_STRING: 'admin:pass', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') }), () => prefect.upgrades.length, 3);
+  assert.deepEqual(
+    { code: r.code, stderr: r.stderr, upgrades: prefect.upgrades.length },
+    {
+      code: 1,
+      stderr:
+        'prefect-otel: the event stream\'s websocket upgrade was answered without the sub-protocol "prefect" (no Sec-WebSocket-Protocol header in the HTTP 101 answer): a proxy or ingress in front of the Prefect server drops that header; it must pass Sec-WebSocket-Protocol through, on the request and on the answer\n',
+      upgrades: 3,
+    },
+  );
+});
+
+test("watch: a reply to the auth message that is not Prefect's (a proxy's error page) is no refused credentials: three tries, then exit 1 quoting it", async (t) => {
+  const prefect = await startFakePrefect({ authString: 'admin:pass' });
+  t.after(() => prefect.close());
+  prefect.switches.authReplies = Array.from({ length: 3 }, () => '<html><body>502 Bad Gateway</body></html>');
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
+  const r = await resultWithin(start([], { PREFECT_API_URL: prefect.url, PREFECT_API_AUTH_STRING: 'admin:pass', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') }), () => prefect.upgrades.length, 3);
+  assert.deepEqual(
+    { code: r.code, stderr: r.stderr, upgrades: prefect.upgrades.length },
+    {
+      code: 1,
+      stderr:
+        'prefect-otel: the Prefect event stream answered the auth message with something other than Prefect\'s protocol (expected {"type":"auth_success"}, got "<html><body>502 Bad Gateway</body></html>")\n',
+      upgrades: 3,
+    },
+  );
 });
 
 test('watch: PREFECT_API_REQUEST_TIMEOUT bounds a run look-up: one the server holds fails after it, the span goes out without the link, and the debug line names the timeout', async (t) => {

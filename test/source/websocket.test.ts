@@ -81,6 +81,11 @@ async function waitFor(what: string, cond: () => boolean, timeoutMs = 3_000): Pr
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** How `done` settles: 'resolved', its rejection, or 'retried' should `retried()` hold first (a retry loop that would not end). */
+function outcomeOf(sub: EventSubscriber, retried: () => boolean): Promise<unknown> {
+  return Promise.race([sub.done.then(() => 'resolved', (err: unknown) => err), waitFor('more attempts', retried, 5_000).then(() => 'retried')]);
+}
+
 interface Received {
   origin: 'live' | 'history';
   value: string | object;
@@ -335,6 +340,88 @@ describe('event subscriber: handshake', () => {
     });
     await sub.stop();
     assertNoSecrets(logs.lines, API_KEY);
+  });
+
+  it("a reply to the auth message that is not Prefect's (a proxy's page, a garbled frame, JSON without a type) is no refused credentials: it is retried, and three in a row stop with a ProtocolError quoting the last", async () => {
+    const page = `<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>${'x'.repeat(300)} ${API_KEY}</body></html>`;
+    const server = await mini({ apiKey: API_KEY });
+    server.switches.authReplies = ['not JSON {', '{"detail":"Not authenticated"}', page];
+    const { sub, logs } = subscribe(server, { apiKey: API_KEY });
+    const outcome = await outcomeOf(sub, () => server.upgrades.length > 3);
+    assert.ok(outcome instanceof ProtocolError, String(outcome));
+    {
+      const err = outcome;
+      assert.equal(
+        err.message,
+        `the Prefect event stream answered the auth message with something other than Prefect's protocol (expected {"type":"auth_success"}, got "<html>\\r\\n<head><title>502 Bad Gateway</title></head>\\r\\n<body>${'x'.repeat(57)}…")`,
+      );
+    }
+    await sleep(200);
+    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable'));
+    assert.deepEqual(
+      { upgrades: server.upgrades.length, connects: sub.stats.connects, retries: retries.map((r) => r.err) },
+      {
+        upgrades: 3,
+        connects: 0,
+        retries: [
+          `the Prefect event stream answered the auth message with something other than Prefect's protocol (expected {"type":"auth_success"}, got "not JSON {")`,
+          `the Prefect event stream answered the auth message with something other than Prefect's protocol (expected {"type":"auth_success"}, got "{"detail":"Not authenticated"}")`,
+        ],
+      },
+    );
+    await sub.stop();
+    assertNoSecrets(logs.lines, API_KEY);
+  });
+
+  it("one reply to the auth message that is not Prefect's, then Prefect's own: the stream is followed", async () => {
+    const server = await mini({ apiKey: API_KEY });
+    server.switches.authReplies = ['<html>502 Bad Gateway</html>'];
+    const { sub } = subscribe(server, { apiKey: API_KEY });
+    await waitFor('connected', () => sub.stats.connected);
+    await sub.stop();
+    await sub.done;
+    assert.deepEqual({ upgrades: server.upgrades.length, connects: sub.stats.connects, reconnects: sub.stats.reconnects }, { upgrades: 2, connects: 1, reconnects: 1 });
+  });
+
+  it("an upgrade answered without the sub-protocol `prefect` (a proxy or ingress that drops Sec-WebSocket-Protocol) is retried, and three in a row stop with a ProtocolError naming the cause", async () => {
+    const server = await mini({ apiKey: API_KEY });
+    server.switches.stripSubprotocol = Infinity;
+    const { sub, logs } = subscribe(server, { apiKey: API_KEY });
+    const expected =
+      'the event stream\'s websocket upgrade was answered without the sub-protocol "prefect" (no Sec-WebSocket-Protocol header in the HTTP 101 answer): a proxy or ingress in front of the Prefect server drops that header; it must pass Sec-WebSocket-Protocol through, on the request and on the answer';
+    const outcome = await outcomeOf(sub, () => server.upgrades.length > 3);
+    assert.ok(outcome instanceof ProtocolError, String(outcome));
+    assert.equal(outcome.message, expected);
+    await sleep(200);
+    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable'));
+    assert.deepEqual({ upgrades: server.upgrades.length, connects: sub.stats.connects, retries: retries.map((r) => r.err) }, { upgrades: 3, connects: 0, retries: [expected, expected] });
+    await sub.stop();
+  });
+
+  it('two upgrades answered without the sub-protocol, then one with it: the stream is followed', async () => {
+    const server = await mini({ apiKey: API_KEY });
+    server.switches.stripSubprotocol = 2;
+    const { sub } = subscribe(server, { apiKey: API_KEY });
+    await waitFor('connected', () => sub.stats.connected);
+    await sub.stop();
+    await sub.done;
+    assert.deepEqual({ upgrades: server.upgrades.length, connects: sub.stats.connects, reconnects: sub.stats.reconnects }, { upgrades: 3, connects: 1, reconnects: 2 });
+  });
+
+  it('an upgrade answered with another sub-protocol says which', async () => {
+    const http = createServer((_req, res) => res.writeHead(404).end());
+    const wss = new WebSocketServer({ server: http, handleProtocols: () => 'prefect' });
+    wss.on('headers', (headers) => headers.splice(headers.findIndex((h) => h.startsWith('Sec-WebSocket-Protocol:')), 1, 'Sec-WebSocket-Protocol: graphql-ws'));
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    hostile.push({ close: () => new Promise<void>((resolve) => wss.close(() => http.close(() => resolve()))) });
+    const { sub } = subscribe({ url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/api` }, { apiKey: API_KEY });
+    const outcome = await outcomeOf(sub, () => sub.stats.reconnects > 3);
+    assert.ok(outcome instanceof ProtocolError, String(outcome));
+    assert.equal(
+      outcome.message,
+      'the event stream\'s websocket upgrade was answered without the sub-protocol "prefect" (Sec-WebSocket-Protocol "graphql-ws" in the HTTP 101 answer): a proxy or ingress in front of the Prefect server changes that header; it must pass Sec-WebSocket-Protocol through, on the request and on the answer',
+    );
+    await sub.stop();
   });
 
   it('a connection dropped (1006) or closed with a server error (1011) in answer to the auth message is retried', async () => {
