@@ -126,8 +126,11 @@ function rateLimitWaitMs(header: string | undefined): number | undefined {
   return ms > MAX_RETRY_AFTER_MS ? undefined : ms;
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
+/**
+ * Resolves after `ms`, or at once when `signal` aborts. `unref`: the wait does not hold the process
+ * open (a background re-read); a request someone awaits keeps it, or a replay could end mid-wait.
+ */
+export function pause(ms: number, signal: AbortSignal, unref = false): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve();
     const done = (): void => {
@@ -136,6 +139,7 @@ function pause(ms: number, signal: AbortSignal): Promise<void> {
       resolve();
     };
     const timer = setTimeout(done, ms);
+    if (unref) timer.unref();
     signal.addEventListener('abort', done, { once: true });
   });
 }

@@ -37,7 +37,7 @@ import {
 } from './prefect-api.js';
 import { tlsAgentOptions, type TlsOptions } from './http-client.js';
 import { createTunnelAgent, PROXY_AUTH_REQUIRED, ProxyError, proxyFor, proxyVariable, type ProxyEnv } from './proxy.js';
-import { createPrefectRestClient, RestRequestError, retryAfterMs, type PrefectRestClient } from './rest.js';
+import { createPrefectRestClient, pause, RestRequestError, retryAfterMs, type PrefectRestClient } from './rest.js';
 
 export type EventOrigin = 'live' | 'history';
 export type SubscriberStatus = 'connecting' | 'connected' | 'disconnected';
@@ -575,7 +575,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           }
           const waitMs = Math.max(backoffMs(failures), Math.min(err instanceof RestRequestError ? (err.retryAfterMs ?? 0) : 0, MAX_UPGRADE_RETRY_AFTER_MS));
           log.debug({ ...window, from: fromIso, err: message, attempt: failures, delayMs: waitMs }, 'reading the end of the backfill window again failed; asking again');
-          await pause(waitMs, abort.signal);
+          await pause(waitMs, abort.signal, true);
           if (stopped) return;
         }
       }
@@ -1016,21 +1016,6 @@ function lastOccurred(page: readonly unknown[]): string | undefined {
     if (typeof occurred === 'string' && Number.isFinite(Date.parse(occurred))) return occurred;
   }
   return undefined;
-}
-
-/** Resolves after `ms` (without holding the process open), or at once when `signal` aborts. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 function rawToText(data: WebSocket.RawData): string {

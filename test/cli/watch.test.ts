@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli } from '../helpers/cli.js';
-import { startFakePrefect, startMiniPrefect, type TestEvent } from '../helpers/fake-prefect.js';
+import { startFakePrefect, startMiniPrefect, type FakePrefect, type TestEvent } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 
@@ -208,39 +208,32 @@ test('watch: a wrong auth string is a clear error, exit 3, and no reconnect loop
   await prefect.close();
 });
 
-test('watch: a proxy or ingress that drops the websocket sub-protocol header from the upgrade answer: three tries, then exit 1 with the cause on standard error', async (t) => {
-  const prefect = await startFakePrefect({ authString: 'admin:pass' });
-  t.after(() => prefect.close());
-  prefect.switches.stripSubprotocol = Infinity;
-  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
-  const r = await resultWithin(start([], { PREFECT_API_URL: prefect.url, PREFECT_API_AUTH_STRING: 'admin:pass', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') }), () => prefect.upgrades.length, 3);
-  assert.deepEqual(
-    { code: r.code, stderr: r.stderr, upgrades: prefect.upgrades.length },
-    {
-      code: 1,
-      stderr:
-        'prefect-otel: the event stream\'s websocket upgrade was answered without the sub-protocol "prefect" (no Sec-WebSocket-Protocol header in the HTTP 101 answer): a proxy or ingress in front of the Prefect server drops that header; it must pass Sec-WebSocket-Protocol through, on the request and on the answer\n',
-      upgrades: 3,
-    },
-  );
-});
+// Two ways the handshake is answered in no Prefect form, each given up after three tries in a row.
+const handshakeFaults: { name: string; fault: (prefect: FakePrefect) => void; stderr: string }[] = [
+  {
+    name: 'a proxy or ingress that drops the websocket sub-protocol header from the upgrade answer: three tries, then exit 1 with the cause on standard error',
+    fault: (prefect) => void (prefect.switches.stripSubprotocol = Infinity),
+    stderr:
+      'prefect-otel: the event stream\'s websocket upgrade was answered without the sub-protocol "prefect" (no Sec-WebSocket-Protocol header in the HTTP 101 answer): a proxy or ingress in front of the Prefect server drops that header; it must pass Sec-WebSocket-Protocol through, on the request and on the answer\n',
+  },
+  {
+    name: "a reply to the auth message that is not Prefect's (a proxy's error page) is no refused credentials: three tries, then exit 1 quoting it",
+    fault: (prefect) => void (prefect.switches.authReplies = Array.from({ length: 3 }, () => '<html><body>502 Bad Gateway</body></html>')),
+    stderr:
+      'prefect-otel: the Prefect event stream answered the auth message with something other than Prefect\'s protocol (expected {"type":"auth_success"}, got "<html><body>502 Bad Gateway</body></html>")\n',
+  },
+];
 
-test("watch: a reply to the auth message that is not Prefect's (a proxy's error page) is no refused credentials: three tries, then exit 1 quoting it", async (t) => {
-  const prefect = await startFakePrefect({ authString: 'admin:pass' });
-  t.after(() => prefect.close());
-  prefect.switches.authReplies = Array.from({ length: 3 }, () => '<html><body>502 Bad Gateway</body></html>');
-  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
-  const r = await resultWithin(start([], { PREFECT_API_URL: prefect.url, PREFECT_API_AUTH_STRING: 'admin:pass', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') }), () => prefect.upgrades.length, 3);
-  assert.deepEqual(
-    { code: r.code, stderr: r.stderr, upgrades: prefect.upgrades.length },
-    {
-      code: 1,
-      stderr:
-        'prefect-otel: the Prefect event stream answered the auth message with something other than Prefect\'s protocol (expected {"type":"auth_success"}, got "<html><body>502 Bad Gateway</body></html>")\n',
-      upgrades: 3,
-    },
-  );
-});
+for (const { name, fault, stderr } of handshakeFaults) {
+  test(`watch: ${name}`, async (t) => {
+    const prefect = await startFakePrefect({ authString: 'admin:pass' });
+    t.after(() => prefect.close());
+    fault(prefect);
+    const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
+    const r = await resultWithin(start([], { PREFECT_API_URL: prefect.url, PREFECT_API_AUTH_STRING: 'admin:pass', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') }), () => prefect.upgrades.length, 3);
+    assert.deepEqual({ code: r.code, stderr: r.stderr, upgrades: prefect.upgrades.length }, { code: 1, stderr, upgrades: 3 });
+  });
+}
 
 test('watch: PREFECT_API_REQUEST_TIMEOUT bounds a run look-up: one the server holds fails after it, the span goes out without the link, and the debug line names the timeout', async (t) => {
   const prefect = await startFakePrefect();
