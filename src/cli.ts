@@ -20,6 +20,8 @@ export interface ParsedArgs {
   readonly problems: readonly string[];
   /** `help`: the command whose usage is asked for (`replay --help`, `help replay`), if any. */
   readonly helpFor?: 'watch' | 'replay' | 'demo';
+  /** The command as the command line named it (`watch`, `replay`, `demo`); undefined when none was (watch by default) or it was no command. */
+  readonly named?: 'watch' | 'replay' | 'demo';
 }
 
 /** The --help column of flags: as wide as the longest. */
@@ -87,10 +89,12 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
     positional.push(arg);
   }
   let command: Command = 'watch';
+  let named: ParsedArgs['named'];
   const first = positional[0];
   if (first !== undefined) {
     if ((COMMANDS as readonly string[]).includes(first)) {
       command = first as Command;
+      if (command === 'watch' || command === 'replay' || command === 'demo') named = command;
       positional.shift();
     } else if (first !== '-' ) {
       problems.push(`unknown command ${shown(first)} (commands: watch, replay FILE, demo)`);
@@ -110,7 +114,7 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
   if (positional.length > 0 && command !== 'help') problems.push(`unexpected argument ${shown(positional[0]!)}`);
   const asked = command === 'help' ? positional[0] : undefined;
   const helpFor = asked === 'watch' || asked === 'replay' || asked === 'demo' ? asked : undefined;
-  return { command, file, options, problems, helpFor };
+  return { command, file, options, problems, helpFor, named };
 }
 
 /** The words a true/false setting reads (as Prefect reads its own): what may follow such a flag as its value. */
@@ -230,7 +234,10 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   }
   if (config === undefined || problems.length > 0) {
     const warned = warnings.length === 0 ? '' : `also (warnings):\n  - ${warnings.join('\n  - ')}\n`;
-    process.stderr.write(`prefect-otel: ${new ConfigError(problems).message}\n${warned}\n${args.problems.length > 0 ? USAGE : ''}`);
+    // A mistake on the command line points at the usage of the command it was for; the usage itself
+    // (dozens of lines) would push the problems off the top of the terminal.
+    const pointer = args.problems.length > 0 ? `Run 'prefect-otel ${args.named === undefined ? '' : `${args.named} `}--help' for the usage.\n` : '';
+    process.stderr.write(`prefect-otel: ${new ConfigError(problems).message}\n${warned}\n${pointer}`);
     return EXIT_CODES.CONFIG;
   }
   const logger = createLogger({ level: config.log.level, format: config.log.format });

@@ -105,6 +105,21 @@ test('unknown options are named as options, with the flag they are closest to; s
   });
 });
 
+test('a mistake on the command line is followed by one line pointing at the usage of the command it was for, not by the whole usage (exit 2)', async () => {
+  const runs = await Promise.all([
+    cli(['replay', '-', '--bogus'], {}),
+    cli(['demo', '--traces-exporter'], {}),
+    cli(['--frobnicate=1'], {}),
+    cli(['wacth'], {}),
+  ]);
+  assert.deepEqual(runs.map((r) => ({ code: r.code, stderr: r.stderr })), [
+    { code: 2, stderr: "prefect-otel: invalid configuration:\n  - unknown option --bogus\n\nRun 'prefect-otel replay --help' for the usage.\n" },
+    { code: 2, stderr: "prefect-otel: invalid configuration:\n  - --traces-exporter needs a value\n\nRun 'prefect-otel demo --help' for the usage.\n" },
+    { code: 2, stderr: "prefect-otel: invalid configuration:\n  - unknown option --frobnicate\n\nRun 'prefect-otel --help' for the usage.\n" },
+    { code: 2, stderr: "prefect-otel: invalid configuration:\n  - unknown command \"wacth\" (commands: watch, replay FILE, demo)\n\nRun 'prefect-otel --help' for the usage.\n" },
+  ]);
+});
+
 test('a flag written as Python and Prefect write names (snake case, a variable\'s name) is named with the flag it means, its value never shown', async () => {
   const r = await cli(['--log_level=debug', '--PREFECT_API_KEY', 'pnu_SECRET', '--OTEL_EXPORTER_OTLP_HEADERS=authorization=SECRET', '--Settle_MS', '5', '--ssl_cert_file', 'x.pem', 'replay', '-'], {});
   assert.deepEqual({ code: r.code, problems: r.stderr.split('\n\n')[0], secret: r.stderr.includes('SECRET') }, {
