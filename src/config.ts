@@ -4,7 +4,7 @@ import type { TrackerOptions } from './model/tracker.js';
 import { safeUrl, shownUrl } from './log/redact.js';
 import { PROTECTED_HEADERS } from './source/prefect-api.js';
 import { proxyEnv, proxyProblem, proxyUrl, type ProxyEnv } from './source/proxy.js';
-import { SETTINGS, type SettingKey, type SettingValues } from './settings.js';
+import { GRPC_NOT_SUPPORTED, SETTINGS, type SettingKey, type SettingValues } from './settings.js';
 
 export { SETTINGS } from './settings.js';
 export type { SettingKey, SettingDef } from './settings.js';
@@ -121,6 +121,8 @@ export function resolveConfig(
   const rank = new Map<SettingKey, number>();
   /** The variable, flag or option each setting was read from. */
   const sources = new Map<SettingKey, string>();
+  /** OTLP protocol variables that asked for gRPC, and where their warning is. */
+  const grpcAsked: { key: SettingKey; at: number }[] = [];
   for (const [key, def] of Object.entries(SETTINGS) as [SettingKey, (typeof SETTINGS)[SettingKey]][]) {
     const fromOption = options[key];
     let source: string | undefined;
@@ -155,6 +157,8 @@ export function resolveConfig(
       // prefect-otel cannot use warns. A flag or option is meant for prefect-otel alone: an error.
       // A signal's own setting falls back to the generic one; any other to its default.
       const generic = SIGNAL_SETTING_RE.exec(def.env[0]);
+      // gRPC asked for: what is used instead is said once every setting is known.
+      if (parsed.problem === GRPC_NOT_SUPPORTED) grpcAsked.push({ key, at: warnings.length });
       warnings.push(`${source}: ${parsed.problem}; ${generic === null ? `using the default (${describeDefault(def.default)})` : `OTEL_EXPORTER_OTLP_${generic[1]!} applies`}`);
       values[key] = def.default;
     } else {
@@ -252,9 +256,34 @@ export function resolveConfig(
     statsIntervalMs: v.statsIntervalMs,
     httpPort: v.httpPort,
     httpHost: v.httpHost,
-    warnings: Object.freeze(warnings),
+    // Frozen with the rest below, once the gRPC warnings are written.
+    warnings,
   };
+  for (const { key, at } of grpcAsked) warnings[at] = grpcWarning(key, config);
   return deepFreeze(config);
+}
+
+/**
+ * OTEL_EXPORTER_OTLP_[SIGNAL_]PROTOCOL=grpc: gRPC is not spoken, what is used instead, and, when an
+ * endpoint it applies to is on the collector's gRPC port (4317), the collector's OTLP/HTTP port:
+ * exports to the gRPC port would fail with no word of why.
+ */
+function grpcWarning(key: SettingKey, config: Config): string {
+  const name = SETTINGS[key].env[0]!;
+  const own = /^OTEL_EXPORTER_OTLP_(TRACES|LOGS|METRICS)_PROTOCOL$/.exec(name)?.[1]?.toLowerCase() as 'traces' | 'logs' | 'metrics' | undefined;
+  const signals = own === undefined ? (['traces', 'logs', 'metrics'] as const).filter((s) => config[s].exporter === 'otlp') : [own];
+  const used = own === undefined ? `${config.traces.protocol} is used` : `${own}: ${config[own].protocol} is used (OTEL_EXPORTER_OTLP_PROTOCOL)`;
+  const onGrpcPort = signals.filter((s) => portOf(config[s].url) === '4317').map((s) => shownUrl(config[s].url));
+  const port = onGrpcPort.length === 0 ? '' : `; ${onGrpcPort.join(', ')}: 4317 is the collector's OTLP/gRPC port, its OTLP/HTTP port is 4318 by default`;
+  return `${name}: ${GRPC_NOT_SUPPORTED}; ${used}${port}`;
+}
+
+function portOf(url: string): string | undefined {
+  try {
+    return new URL(url).port;
+  } catch {
+    return undefined;
+  }
 }
 
 /** What a value is, as a problem says it (never the value itself: it may be a secret). */

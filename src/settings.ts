@@ -231,9 +231,16 @@ function jsonHeaders(raw: unknown): Parsed<Record<string, string>> {
 
 /**
  * The OTLP transports prefect-otel speaks. The OpenTelemetry spec also names `grpc` for every
- * signal; that value warns and falls back like any other unsupported one.
+ * signal; that value warns and falls back like any other unsupported one, saying that gRPC is not
+ * spoken at all (resolveConfig adds the collector's OTLP/HTTP port when the endpoint is its gRPC one).
  */
 const OTLP_PROTOCOLS = ['http/protobuf', 'http/json'] as const;
+export const GRPC_NOT_SUPPORTED = 'gRPC is not supported: prefect-otel speaks OTLP over HTTP only (http/protobuf or http/json)';
+
+function otlpProtocol(raw: unknown): Parsed<OtlpProtocol> {
+  if (typeof raw === 'string' && raw.trim().toLowerCase() === 'grpc') return bad(GRPC_NOT_SUPPORTED);
+  return oneOf(OTLP_PROTOCOLS)(raw);
+}
 const OTLP_COMPRESSIONS = ['gzip', 'none'] as const;
 type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
 type OtlpCompression = (typeof OTLP_COMPRESSIONS)[number];
@@ -308,19 +315,19 @@ export const SETTINGS = {
     doc: 'headers for metric requests only (win over the generic ones)',
   },
   otlpProtocol: {
-    env: ['OTEL_EXPORTER_OTLP_PROTOCOL'], flag: '--otlp-protocol', default: 'http/protobuf', parse: oneOf(OTLP_PROTOCOLS),
+    env: ['OTEL_EXPORTER_OTLP_PROTOCOL'], flag: '--otlp-protocol', default: 'http/protobuf', parse: otlpProtocol,
     doc: '`http/protobuf` or `http/json`',
   },
   otlpTracesProtocol: {
-    env: ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'], flag: '--otlp-traces-protocol', default: undefined as OtlpProtocol | undefined, parse: optional(oneOf(OTLP_PROTOCOLS)),
+    env: ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'], flag: '--otlp-traces-protocol', default: undefined as OtlpProtocol | undefined, parse: optional(otlpProtocol),
     doc: 'protocol for traces only',
   },
   otlpLogsProtocol: {
-    env: ['OTEL_EXPORTER_OTLP_LOGS_PROTOCOL'], flag: '--otlp-logs-protocol', default: undefined as OtlpProtocol | undefined, parse: optional(oneOf(OTLP_PROTOCOLS)),
+    env: ['OTEL_EXPORTER_OTLP_LOGS_PROTOCOL'], flag: '--otlp-logs-protocol', default: undefined as OtlpProtocol | undefined, parse: optional(otlpProtocol),
     doc: 'protocol for logs only',
   },
   otlpMetricsProtocol: {
-    env: ['OTEL_EXPORTER_OTLP_METRICS_PROTOCOL'], flag: '--otlp-metrics-protocol', default: undefined as OtlpProtocol | undefined, parse: optional(oneOf(OTLP_PROTOCOLS)),
+    env: ['OTEL_EXPORTER_OTLP_METRICS_PROTOCOL'], flag: '--otlp-metrics-protocol', default: undefined as OtlpProtocol | undefined, parse: optional(otlpProtocol),
     doc: 'protocol for metrics only',
   },
   otlpCompression: {

@@ -73,10 +73,30 @@ test('a logs or metrics OTLP variable prefect-otel cannot use (gRPC, a bad heade
   assert.deepEqual([c.logs.protocol, c.logs.compression, c.logs.headers, c.metrics.protocol, c.metrics.timeoutMs], ['http/json', 'none', { authorization: 'Bearer generic' }, 'http/json', 10_000]);
   assert.deepEqual(c.warnings, [
     'OTEL_EXPORTER_OTLP_LOGS_HEADERS: the value of header authorization has characters an HTTP header cannot carry (a line break, say); OTEL_EXPORTER_OTLP_HEADERS applies',
-    'OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: must be one of http/protobuf, http/json, got "grpc"; OTEL_EXPORTER_OTLP_PROTOCOL applies',
+    'OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: gRPC is not supported: prefect-otel speaks OTLP over HTTP only (http/protobuf or http/json); metrics: http/json is used (OTEL_EXPORTER_OTLP_PROTOCOL)',
     'OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: must be one of gzip, none, got "brotli"; OTEL_EXPORTER_OTLP_COMPRESSION applies',
     'OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: expected a whole number ms, got "soon"; OTEL_EXPORTER_OTLP_TIMEOUT applies',
   ]);
+});
+
+test('OTLP protocol grpc warns that gRPC is not supported and what is used instead, with the collector\'s OTLP/HTTP port when the endpoint is on its gRPC port 4317; as a flag it is an error', () => {
+  const grpc = 'gRPC is not supported: prefect-otel speaks OTLP over HTTP only (http/protobuf or http/json)';
+  const port = "4317 is the collector's OTLP/gRPC port, its OTLP/HTTP port is 4318 by default";
+  const generic = resolveConfig({}, { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4317', OTEL_LOGS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: 'http://collector:4318/v1/logs' });
+  const traces = resolveConfig({}, { OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'GRPC' });
+  const metrics = resolveConfig({}, { OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'https://user:pw@collector:4317/v1/metrics?key=SECRET' });
+  assert.deepEqual(
+    { generic: [generic.warnings, generic.traces.protocol, generic.logs.protocol], traces: [traces.warnings, traces.traces.protocol], metrics: [metrics.warnings, metrics.metrics.protocol] },
+    {
+      generic: [[`OTEL_EXPORTER_OTLP_PROTOCOL: ${grpc}; http/protobuf is used; http://collector:4317/v1/traces: ${port}`], 'http/protobuf', 'http/protobuf'],
+      traces: [[`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: ${grpc}; traces: http/protobuf is used (OTEL_EXPORTER_OTLP_PROTOCOL)`], 'http/protobuf'],
+      metrics: [[`OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: ${grpc}; metrics: http/protobuf is used (OTEL_EXPORTER_OTLP_PROTOCOL); https://collector:4317/v1/metrics?key=[redacted]: ${port}`], 'http/protobuf'],
+    },
+  );
+  assert.throws(() => resolveConfig({ otlpTracesProtocol: 'grpc' as never }, {}, (key) => SETTINGS[key].flag), (err: ConfigError) => {
+    assert.deepEqual(err.problems, [`--otlp-traces-protocol: ${grpc}`]);
+    return true;
+  });
 });
 
 test('service.name: OTEL_SERVICE_NAME (or the option) wins over a service.name in OTEL_RESOURCE_ATTRIBUTES, which wins over the default, as OpenTelemetry has it', () => {
