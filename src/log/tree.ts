@@ -12,7 +12,7 @@ export interface TreeOptions {
 
 const DEFAULT_WIDTH = 100;
 const MIN_LABEL_WIDTH = 16;
-/** A name cut to fit keeps at least this many columns (its `…` included) before the end of the line is cut. */
+/** A name cut to fit keeps at least this many columns (its `…` included), unless fewer keep its markers on the line. */
 const MIN_NAME_WIDTH = 8;
 const DURATION_WIDTH = 9;
 const GAP = '  ';
@@ -25,7 +25,7 @@ type Style = keyof typeof ANSI;
  * `optional` segments (the run name) are left out before anything is cut; then the `shrink` one (the
  * span's name) is cut, so that what follows it (state, attempt, markers) stays on the line.
  */
-interface Segment { readonly text: string; readonly style?: Style; readonly optional?: boolean; readonly shrink?: boolean }
+interface Segment { readonly text: string; readonly style?: Style; readonly optional?: boolean; readonly shrink?: boolean; readonly marker?: boolean }
 
 interface Row {
   readonly label: Segment[];
@@ -143,9 +143,9 @@ function row(span: SpanRecord, glyphs: Segment[], orphan: boolean, detailPrefix:
   const label: Segment[] = [...glyphs, { text: escapeControls(span.name), shrink: true }];
   if (span.run.name !== undefined && span.run.name !== '') label.push({ text: ` (${escapeControls(span.run.name)})`, optional: true });
   label.push({ text: GAP }, { text: span.run.finalState === undefined ? 'no state' : escapeControls(span.run.finalState.name), style });
-  if (span.run.attempt > 0) label.push({ text: `${GAP}attempt ${span.run.attempt + 1}` });
-  if (span.run.incomplete) label.push({ text: `${GAP}[incomplete]`, style: 'yellow' });
-  if (orphan) label.push({ text: `${GAP}(parent not exported)`, style: 'dim' });
+  if (span.run.attempt > 0) label.push({ text: `${GAP}attempt ${span.run.attempt + 1}`, marker: true });
+  if (span.run.incomplete) label.push({ text: `${GAP}[incomplete]`, style: 'yellow', marker: true });
+  if (orphan) label.push({ text: `${GAP}(parent not exported)`, style: 'dim', marker: true });
   const events = g.maxEvents > 0 ? eventLines(span, g.maxEvents) : [];
   const error = span.status.code === 'error' ? oneLine(span.status.message) : undefined;
   return { label, duration: formatDuration(span.endUs - span.startUs), bar: bar(spanCells, g.barWidth), style, error, detailPrefix, events };
@@ -284,22 +284,28 @@ function textLength(segments: readonly Segment[]): number {
   return segments.reduce((n, s) => n + columns(s.text), 0);
 }
 
-/** Fit segments into `max` columns: optional ones left out first, then the name shortened, then the end cut. */
+/**
+ * Fit segments into `max` columns: optional ones left out first, then the name shortened (to
+ * MIN_NAME_WIDTH; further, down to its first character and `…`, when that keeps the markers
+ * (attempt, `[incomplete]`, `(parent not exported)`) whole), then the end cut.
+ */
 function fit(segments: readonly Segment[], max: number): Segment[] {
   if (textLength(segments) <= max) return [...segments];
-  return clip(shrinkName(segments.filter((s) => s.optional !== true), max), max);
+  const shortened = shrinkName(segments.filter((s) => s.optional !== true), max);
+  const markers = shortened.some((s) => s.marker === true);
+  return clip(textLength(shortened) <= max || !markers ? shortened : shrinkName(shortened, max, true, 2), max);
 }
 
 /**
- * Shorten the `shrink` segment (to no less than MIN_NAME_WIDTH columns) so that the whole fits in
+ * Shorten the `shrink` segment (to no less than `minWidth` columns) so that the whole fits in
  * `max` columns, or comes as close as it can; `onlyToFit`: leave it whole unless that makes it fit.
  */
-function shrinkName(segments: readonly Segment[], max: number, onlyToFit = false): Segment[] {
+function shrinkName(segments: readonly Segment[], max: number, onlyToFit = false, minWidth = MIN_NAME_WIDTH): Segment[] {
   const over = textLength(segments) - max;
   const i = segments.findIndex((s) => s.shrink === true);
   if (over <= 0 || i < 0) return [...segments];
   const text = segments[i]!.text;
-  const target = Math.max(MIN_NAME_WIDTH, columns(text) - over);
+  const target = Math.max(minWidth, columns(text) - over);
   if (target >= columns(text) || (onlyToFit && target > columns(text) - over)) return [...segments];
   return segments.map((s, j) => (j === i ? { ...s, text: `${cutToColumns(text, target - 1)}…` } : s));
 }

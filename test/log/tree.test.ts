@@ -94,7 +94,7 @@ test('renders each trace as a tree: glyphs, run names, states, durations, bars, 
   assert.equal(renderTraceTrees(spans, { color: false, width: 120 }), expected);
 });
 
-test('at a narrow width: run names go first, then labels are cut; errors that do not fit get their own line; span events listed', () => {
+test('at a narrow width: run names go first, then names are cut so that the markers stay whole; errors that do not fit get their own line; span events listed', () => {
   const expected = [
     'trace 0198c7d25b1e7a3c9f102b3c4d5e6f70  etl  6 spans  12.4 s',
     'etl (crimson-fox)  Completed          12.4 s  ▕████████████▏',
@@ -108,7 +108,7 @@ test('at a narrow width: run names go first, then labels are cut; errors that do
     '│     · +0 ms Running',
     '│     · +2.10 s Failed: ValueError: bad row 17',
     '└─ quality-checks  Completed          3.00 s  ▕     ███    ▏',
-    '   └─ check  Running  [incomplet…       0 ms  ▕      █     ▏',
+    '   └─ che…  Running  [incomplete]       0 ms  ▕      █     ▏',
     '',
   ].join('\n');
   assert.equal(renderTraceTrees(TRACE_A_SPANS, { width: 60, maxEventsPerSpan: 2 }), expected);
