@@ -4,7 +4,7 @@ import type { Config } from './config.js';
 import { EXIT_CODES } from './errors.js';
 import { LINE_SHAPE, ownLineStream } from './log/logger.js';
 import { STLOGGING_PREFIX } from './log/stlogging.js';
-import { renderTraceTrees } from './log/tree.js';
+import { columns, cutToColumns, renderTraceTrees } from './log/tree.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline } from './pipeline.js';
 import { generateDemoWorkload } from './source/demo-workload.js';
@@ -87,7 +87,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
 
   // The traces are drawn as soon as they are built; sending them to a collector may take a while.
   const traceCount = new Set(spans.map((s) => s.traceId)).size;
-  out.write(`prefect-otel demo: ${workload.summary}\n`);
+  out.write(wrapWords(`prefect-otel demo: ${workload.summary}`, options.width ?? DEFAULT_WIDTH));
   out.write(`${workload.events.length} events → ${spans.length} spans in ${traceCount} traces\n\n`);
   out.write(renderTraceTrees(spans, { color: options.color, width: options.width ?? DEFAULT_WIDTH }));
   out.write('\n');
@@ -95,8 +95,8 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const failed = spans.find((s) => s.status.code === 'error' && s.parentSpanId === undefined) ?? spans.find((s) => s.parentSpanId === undefined);
   if (failed !== undefined) {
     const lines = runLines.filter((l) => l.includes(failed.traceId));
-    out.write(`Log lines carry the trace id: grep ${failed.traceId} finds all ${lines.length} of this trace's, e.g.\n`);
-    for (const l of lines.slice(0, SAMPLE_LOG_LINES)) out.write(`  ${summariseLine(l)}\n`);
+    out.write(wrapWords(`Log lines carry the trace id: grep ${failed.traceId} finds all ${lines.length} of this trace's, e.g.`, options.width ?? DEFAULT_WIDTH));
+    for (const l of lines.slice(0, SAMPLE_LOG_LINES)) out.write(`${sampleLine(l, options.width)}\n`);
     out.write('\n');
   }
   const destination = config.traces.exporter === 'otlp' ? shownUrl(config.traces.url) : config.traces.exporter;
@@ -104,7 +104,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const flushed = await pipeline.shutdown(Math.max(10_000, config.traces.timeoutMs * 2));
   const t = pipeline.traces?.stats;
   if (t === undefined) {
-    out.write('Spans were not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send them to a collector.\n');
+    out.write(wrapWords('Spans were not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send them to a collector.', options.width ?? DEFAULT_WIDTH));
   } else {
     // Spans the collector refused (a wrong path or port answering 404, a 401) or that did not fit the
     // queue are not delivered either: said with the collector's answer, on one line, and the exit is 1.
@@ -123,12 +123,44 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   return flushed.ok && (t === undefined || (t.rejected === 0 && t.dropped === 0)) ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
 }
 
-/** `{"level":30,…,"msg":"STLOGGING: …","trace_id":"…"}` → `STLOGGING: …  trace_id=…`. */
-function summariseLine(line: string): string {
+/** Columns of a sample log line's message kept before its ids, when the line is cut to the width. */
+const MIN_MESSAGE_COLUMNS = 24;
+
+/**
+ * `{"level":30,…,"msg":"STLOGGING: …","trace_id":"…"}` → `  STLOGGING: …  trace_id=… span_id=…`.
+ * With a width (a terminal's, or COLUMNS), a line too long for it is cut with `…` rather than
+ * wrapped: the message is cut, and the ids it shows stay; when too little of the message would be
+ * left, the end of the line is cut.
+ */
+function sampleLine(line: string, width: number | undefined): string {
+  let message: string;
+  let ids: string;
   try {
     const o = JSON.parse(line) as Record<string, unknown>;
-    return `${String(o.msg)}  trace_id=${String(o.trace_id)} span_id=${String(o.span_id)}`;
+    message = escapeControls(String(o.msg));
+    ids = `  trace_id=${String(o.trace_id)} span_id=${String(o.span_id)}`;
   } catch {
-    return line;
+    message = escapeControls(line);
+    ids = '';
   }
+  const whole = `  ${message}${ids}`;
+  if (width === undefined || columns(whole) <= width) return whole;
+  const room = width - 2 - columns(ids);
+  if (room >= MIN_MESSAGE_COLUMNS) return `  ${cutToColumns(message, room - 1)}…${ids}`;
+  return `${cutToColumns(whole, width - 1)}…`;
+}
+
+/** A text as lines of at most `width` columns, broken between words; the lines after the first indented. */
+function wrapWords(text: string, width: number): string {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    const next = line === '' ? word : `${line} ${word}`;
+    if (line !== '' && columns(next) > width) {
+      lines.push(line);
+      line = `  ${word}`;
+    } else line = next;
+  }
+  lines.push(line);
+  return `${lines.join('\n')}\n`;
 }

@@ -262,14 +262,14 @@ function charColumns(c: string): number {
 }
 
 /** Columns a text takes on a terminal. */
-function columns(text: string): number {
+export function columns(text: string): number {
   let n = 0;
   for (const c of text) n += charColumns(c);
   return n;
 }
 
 /** The longest start of `text` that takes at most `max` columns. */
-function cutToColumns(text: string, max: number): string {
+export function cutToColumns(text: string, max: number): string {
   let n = 0;
   let out = '';
   for (const c of text) {

@@ -86,7 +86,7 @@ function iso(us: number, zone: 'Z' | '+00:00' = 'Z'): string {
 class Sim {
   readonly arrivals: { recvUs: number; seq: number; event: Json }[] = [];
   readonly owners = new Map<string, string>();
-  readonly counts = { roots: 0, deploymentRuns: 0, children: 0, subflows: 0, tasks: 0 };
+  readonly counts = { roots: 0, children: 0, subflows: 0, tasks: 0 };
   /** Names of the terminal flow-run states reached, in order of first appearance. */
   readonly endings = new Set<string>();
   /** When each flow run's terminal event arrives, and each task run's: [flow run id, received]. */
@@ -265,7 +265,6 @@ function makeWorld(sim: Sim): World {
 function newFlowRun(w: World, createdUs: number, deployment: Deployment | undefined, more: { flow?: Ref; parentTask?: Ref; creator?: Ref } = {}): FlowRun {
   const c = w.sim.counts;
   c[more.parentTask === undefined ? 'roots' : deployment === undefined ? 'subflows' : 'children'] += 1;
-  if (deployment !== undefined) c.deploymentRuns += 1;
   const flow = more.flow ?? deployment?.flow ?? w.checks;
   return { id: w.sim.uuid(createdUs), name: w.sim.slug(), flow, deployment, parentTask: more.parentTask, creator: more.creator, tags: deployment?.tags ?? [], runCount: 0 };
 }
@@ -459,8 +458,9 @@ export function generateDemoWorkload(options: DemoWorkloadOptions = {}): DemoWor
   const events = sim.arrivals.sort((a, b) => a.recvUs - b.recvUs || a.seq - b.seq).map((a) => a.event);
   const c = sim.counts;
   const late = sim.taskEnds.filter(([flowRunId, recvUs]) => recvUs > (sim.flowEnds.get(flowRunId) ?? Infinity)).length;
-  const summary = `${plural(c.roots, 'root flow run')}: ${plural(c.deploymentRuns, 'deployment run')} (${c.children} via run_deployment), `
-    + `${plural(c.subflows, 'in-process subflow')}, ${plural(c.tasks, 'task run')}, ${plural(events.length, 'event')} `
+  // Every flow run once, broken down so that the parts add up to it.
+  const kinds = [plural(c.roots, 'root'), ...(c.children > 0 ? [`${c.children} by run_deployment`] : []), ...(c.subflows > 0 ? [plural(c.subflows, 'in-process subflow')] : [])];
+  const summary = `${plural(c.roots + c.children + c.subflows, 'flow run')} (${kinds.join(', ')}), ${plural(c.tasks, 'task run')}, ${plural(events.length, 'event')} `
     + `(${late} late task ${late === 1 ? 'event' : 'events'})${sim.endings.size === 0 ? '' : `; flow runs ended ${[...sim.endings].join(', ')}`}`;
   return { events, taskRunOwners: sim.owners, summary };
 }

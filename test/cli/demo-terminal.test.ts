@@ -41,6 +41,25 @@ test('demo into a pipe: FORCE_COLOR colours it (as Node and CI logs read it), CO
   assert.equal(firstTrace(plain.stdout)[1], 'sync-crm (gentle-heron)  Cancelled                                  10.2 s  ▕████████████████████▏');
 });
 
+test('demo at 60 columns: its summary is wrapped between words and its sample log lines cut with …, keeping their ids when there is room; only trace headers, never cut, may be longer', async () => {
+  const [narrow, medium] = await Promise.all([startCli(['demo'], { COLUMNS: '60' }).result, startCli(['demo'], { COLUMNS: '100' }).result]);
+  assert.equal(narrow.code, 0, narrow.stderr);
+  const lines = narrow.stdout.split('\n');
+  assert.deepEqual(lines.slice(0, 5), [
+    'prefect-otel demo: 6 flow runs (4 roots, 1 by',
+    '  run_deployment, 1 in-process subflow), 45 task runs, 167',
+    '  events (2 late task events); flow runs ended Completed,',
+    '  Skipped, Failed, Crashed, Cancelled',
+    '167 events → 51 spans in 4 traces',
+  ]);
+  assert.deepEqual(lines.filter((l) => [...l].length > 60 && !l.startsWith('trace ')), []);
+  assert.equal(lines.find((l) => l.startsWith('  STLOGGING: ')), '  STLOGGING: Flow run 01a211bc-8c9c-7986-9856-19147fd1e034 …');
+  assert.equal(
+    medium.stdout.split('\n').find((l) => l.startsWith('  STLOGGING: ')),
+    '  STLOGGING: Flow run 01a211bc-…  trace_id=01a211bc8c9c7986985619147fd1e034 span_id=fd394e51d94b10cf',
+  );
+});
+
 test('demo on a terminal: its width unless COLUMNS says otherwise, the default when it reports none; colour as the terminal and NO_COLOR say', () => {
   const tty = (columns: number, colors = true) => ({ isTTY: true, columns, hasColors: () => colors });
   assert.deepEqual(

@@ -194,6 +194,11 @@ test('state sequences per run are what the workload promises', () => {
     'Pending → Running': 4, // killed with their process: the crash and the cancellation
   });
   assert.match(WORKLOAD.summary, /45 task runs/);
+  // The summary's flow runs are every flow run of the events, and its breakdown adds up to them.
+  const flowRuns = [...RUNS.values()].filter((r) => r.type === 'flow').length;
+  const breakdown = /^(\d+) flow runs \((\d+) roots, (\d+) by run_deployment, (\d+) in-process subflows?\), /.exec(WORKLOAD.summary)?.slice(1).map(Number);
+  assert.deepEqual(breakdown, [flowRuns, 4, 1, 1]);
+  assert.equal(breakdown[1]! + breakdown[2]! + breakdown[3]!, breakdown[0]);
 
   const retried = [...RUNS.values()].find((r) => names(r).includes('AwaitingRetry'))!;
   assert.deepEqual(retried.states.map((s) => [s.resource['prefect.state-type'], s.resource['prefect.run-count']]),
@@ -326,9 +331,9 @@ test('heartbeat, custom, concurrency and artifact events exist and relate to run
 test('the flows option scales the workload', () => {
   assert.equal(generateDemoWorkload({ flows: 0 }).events.length, 0);
   const one = generateDemoWorkload({ seed: 3, startMs: START_MS, flows: 1 });
-  assert.match(one.summary, /^1 root flow run:/);
+  assert.match(one.summary, /^3 flow runs \(1 root, 1 by run_deployment, 1 in-process subflow\), /);
   const eight = generateDemoWorkload({ seed: 3, startMs: START_MS, flows: 8 });
-  assert.match(eight.summary, /^8 root flow runs:/);
+  assert.match(eight.summary, /^12 flow runs \(8 roots, 2 by run_deployment, 2 in-process subflows\), /);
   const runs = runsOf(eight.events as unknown as Ev[]);
   const roots = [...runs.values()].filter((r) => r.type === 'flow' && r.states.every((s) => relatedId(s, 'task-run') === undefined));
   assert.equal(roots.length, 8);
