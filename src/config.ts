@@ -59,6 +59,11 @@ export interface Config {
   readonly metrics: OtlpSignalConfig & { readonly exporter: MetricsExporterKind; readonly intervalMs: number; readonly exportTimeoutMs: number; readonly temporalityPreference: MetricsTemporalityPreference };
   readonly resource: { readonly serviceName: string; readonly attributes: Readonly<Record<string, string>> };
   readonly stateFile: string;
+  /**
+   * The variable, flag or option the state file was given by; undefined when it is the default. A
+   * state file given that cannot be used at start is a configuration error; the default one is not.
+   */
+  readonly stateFileGiven?: string | undefined;
   readonly jaegerUrl: string | undefined;
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
   readonly model: Omit<TrackerOptions, 'uiUrl'> & {
@@ -234,6 +239,7 @@ export function resolveConfig(
     },
     resource: { serviceName: serviceName(v, rankOf('serviceName') > FROM_DEFAULT), attributes: Object.freeze({ ...v.resourceAttributes }) },
     stateFile: v.stateFile,
+    stateFileGiven: sources.get('stateFile'),
     jaegerUrl: v.jaegerUrl === undefined ? undefined : safeUrl(v.jaegerUrl).replace(/\/+$/, ''),
     log: { level: v.logLevel, format: v.logFormat },
     model: {

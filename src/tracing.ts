@@ -252,6 +252,10 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       try {
         outcome = await this.lease.tryAcquire();
       } catch (err) {
+        // A state file the user named that cannot be made is a mistake to fix now, not a process
+        // that runs for days without resuming; the default one (in a read-only working directory) is not.
+        const given = this.config.stateFileGiven;
+        if (given !== undefined) throw new ConfigError([`${given}: cannot use the state file ${this.config.stateFile}: ${unusablePath(err, this.config.stateFile)}`]);
         log.error({ error: errorText(err), path: this.lease.path }, 'could not take the state file lock; going on without it: another process on this state file would export every span too');
         this.leaseState = 'unlocked';
         return !this.stopping;
@@ -494,6 +498,32 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
 }
 
 /** A lock's holder as logs and errors show it. */
+/** What a file system error means, in words, for a path that cannot be used. */
+const PATH_ERRORS: Readonly<Record<string, string>> = {
+  ENOTDIR: 'a part of its path is a file, not a directory',
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  EROFS: 'the file system is read-only',
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'the disk quota is used up',
+  EISDIR: 'a directory is in the way',
+  ENAMETOOLONG: 'the path is too long',
+  ELOOP: 'too many symbolic links on its path',
+};
+
+/**
+ * Why a state file cannot be used, in words; the message itself for an error not known here. A
+ * directory on its path that cannot be made is named (the cause of makeStateDirectory's error).
+ */
+function unusablePath(err: unknown, stateFile: string): string {
+  const own = err as NodeJS.ErrnoException;
+  const e = (own.code === undefined && own.cause !== undefined ? own.cause : own) as NodeJS.ErrnoException;
+  const where = e.path === undefined || e.path.startsWith(stateFile) ? '' : ` (${e.path})`;
+  if (e.code === 'ENOENT' && where !== '') return `the directory ${e.path} cannot be made (a file system that cannot hold it, such as /proc)`;
+  const words = e.code === undefined ? undefined : PATH_ERRORS[e.code];
+  return words === undefined ? errorText(err) : `${words}${where}`;
+}
+
 function shownHolder(h: LeaseHolder): { pid: number; host: string; since: string } {
   return { pid: h.pid, host: h.host, since: h.since };
 }

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -395,15 +395,17 @@ for (const signal of ['SIGTERM', 'SIGHUP'] as const) test(`node --import prefect
 test('library: a state file that cannot be written is logged once, then again only when it is written again', async (t) => {
   const prefect = await startFakePrefect();
   const { logger, lines } = captureLogger();
-  // The state file's directory is a file: every save fails until it is removed.
+  // Once started, the state file's directory is made a file: every save fails until it is removed.
   const dir = tempDir();
   const blocker = join(dir, 'not-a-dir');
-  writeFileSync(blocker, '');
   const tracing = startPrefectTracing({ env: {}, logger, apiUrl: prefect.url, tracesExporter: 'none', stateFile: join(blocker, 'state.json'), stateFlushMs: 100, statsIntervalMs: 0 });
   t.after(async () => {
     await tracing.shutdown();
     await prefect.close();
   });
+  await until('subscription', () => liveConnections(prefect) === 1);
+  renameSync(blocker, join(dir, 'moved'));
+  writeFileSync(blocker, '');
   const saves = () => lines().filter((l) => l.msg === 'could not write the state file' || l.msg === 'the state file is written again');
   await until('a save failed', () => saves().length === 1);
   // Ten more saves fail meanwhile; none of them is logged.

@@ -5,10 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { CLI } from '../helpers/cli.js';
+import { CLI, startCli } from '../helpers/cli.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { follow } from '../helpers/watch-processes.js';
@@ -120,13 +120,52 @@ test('watch: a second SIGTERM while the flush waits on a stalled collector exits
   assert.equal(receiver.counts.spans, 0);
 });
 
-test('watch: a state file under /proc, whose directory cannot be made, is an error naming the path at every save, and SIGTERM still exits 0', { skip: process.platform !== 'linux', timeout: 60_000 }, async (t) => {
+test('watch: a state file given that cannot be made at start (its directory a regular file, or under /proc) is a configuration error naming the setting and the reason (exit 2); the default one that cannot be made is not', { timeout: 60_000 }, async (t) => {
   const prefect = await startFakePrefect();
   t.after(() => prefect.close());
-  const dir = `/proc/prefect-otel-${process.pid}`;
+  const dir = tempDir();
+  writeFileSync(join(dir, 'file'), '');
+  const underFile = join(dir, 'file', 'state.json');
+  const underProc = `/proc/prefect-otel-${process.pid}/state.json`;
+  const runs = await Promise.all([
+    startWatch({ PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: underFile }, t).result,
+    ...(process.platform === 'linux' ? [startCli(['--state-file', underProc], { ...FAST, PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none' }).result] : []),
+  ]);
+  assert.deepEqual(runs.map((r) => ({ code: r.code, stderr: r.stderr })), [
+    { code: 2, stderr: `prefect-otel: invalid configuration:\n  - PREFECT_OTEL_STATE_FILE: cannot use the state file ${underFile}: a part of its path is a file, not a directory\n` },
+    ...(process.platform === 'linux'
+      ? [{ code: 2, stderr: `prefect-otel: invalid configuration:\n  - --state-file: cannot use the state file ${underProc}: the directory /proc/prefect-otel-${process.pid} cannot be made (a file system that cannot hold it, such as /proc)\n` }]
+      : []),
+  ]);
+  // The default state file, in a working directory where it cannot be made: said, and watch goes on without it.
+  const cwd = tempDir();
+  writeFileSync(join(cwd, '.prefect-otel'), '');
+  const { child, result } = startCli([], { ...FAST, PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_LOG_LEVEL: 'info' }, undefined, { cwd });
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  const lines = follow(child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  child.kill('SIGTERM');
+  const r = await result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(lines().some((l) => l.level === 50 && l.msg === 'could not take the state file lock; going on without it: another process on this state file would export every span too'));
+});
+
+test('watch: a state file whose directory comes to be under /proc after start, where it cannot be made, is an error naming the path at every save, and SIGTERM still exits 0', { skip: process.platform !== 'linux', timeout: 60_000 }, async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  // The state file's directory is under a link to a directory at start; then the link leads into /proc.
+  const base = tempDir();
+  mkdirSync(join(base, 'real'));
+  symlinkSync(join(base, 'real'), join(base, 'link'));
+  const dir = join(base, 'link', `prefect-otel-${process.pid}`);
   const path = `${dir}/state.json`;
   const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: path }, t);
   const lines = follow(child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  unlinkSync(join(base, 'link'));
+  symlinkSync('/proc', join(base, 'link'));
   const stateErrors = () => lines().filter((l) => l.msg === 'could not write the state file');
   // Before the fix the first save never ended: no error, and every later save waited behind it.
   await until('a periodic save failed', () => stateErrors().length === 1, 10_000, () => JSON.stringify(lines().map((l) => l.msg)));
@@ -150,13 +189,14 @@ test('watch: SIGTERM with the collector down and a state file that cannot be wri
   const prefect = await startFakePrefect();
   t.after(() => prefect.close());
   for (const r of w.taskRuns) prefect.addTaskRun(r);
-  // The state file's directory is a regular file: every write fails (ENOTDIR), on any platform.
+  // Once started, the state file's directory is made a regular file: every write fails (ENOTDIR), on any platform.
   const dir = tempDir();
-  writeFileSync(join(dir, 'file'), '');
   const path = join(dir, 'file', 'state.json');
   const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await closedPort()}`, PREFECT_OTEL_STATE_FILE: path }, t);
   const lines = follow(child);
   await until('subscription', () => liveConnections(prefect) === 1);
+  renameSync(join(dir, 'file'), join(dir, 'moved'));
+  writeFileSync(join(dir, 'file'), '');
   prefect.publish(w.events);
   await until('every run ended', () => lines().filter((l) => l.msg?.startsWith('STLOGGING: ') === true).length === w.events.length);
   await until('a periodic save failed', () => lines().some((l) => l.msg === 'could not write the state file'));
