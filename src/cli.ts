@@ -2,7 +2,7 @@
 import { constants as osConstants } from 'node:os';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { closestName, describeConfig, resolveConfig, SETTINGS, type Config, type PrefectTracingOptions, type SettingKey } from './config.js';
+import { closestName, describeConfig, resolveConfig, SETTINGS, type Config, type PrefectTracingOptions, type SettingDef, type SettingKey } from './config.js';
 import { ConfigError, EXIT_CODES, exitCodeFor, PrefectOtelError } from './errors.js';
 import { HealthListenError } from './health.js';
 import { routeDiagToLogger } from './log/diag.js';
@@ -155,12 +155,23 @@ function shown(arg: string): string {
   return /^[a-z][a-z-]{0,19}$/.test(arg) ? JSON.stringify(arg) : '(not shown: it may be a secret)';
 }
 
-/** Every flag beside its variables, as --help lists them. */
+/** A flag beside its variables, as --help lists them. */
+const flagLine = (d: SettingDef<unknown>): string => `  ${d.flag.padEnd(FLAG_COLUMN)} ${d.env.join(' | ')}`;
+
+/** Every flag beside its variables, as the general --help lists them. */
 const FLAGS_TEXT = `Every setting is an environment variable and a flag (flag wins):
-${Object.values(SETTINGS)
-  .map((d) => `  ${d.flag.padEnd(FLAG_COLUMN)} ${d.env.join(' | ')}`)
-  .join('\n')}
+${Object.values(SETTINGS).map(flagLine).join('\n')}
 `;
+
+/** The flags a command reads, as its --help lists them; the others it accepts, and they do nothing there. */
+function commandFlagsText(command: 'watch' | 'replay' | 'demo'): string {
+  const defs: SettingDef<unknown>[] = Object.values(SETTINGS);
+  const read = defs.filter((d) => d.commands === undefined || d.commands.includes(command));
+  const others = defs.length - read.length;
+  return `The settings ${command} reads; each is an environment variable and a flag (flag wins):
+${read.map(flagLine).join('\n')}
+${others === 0 ? '' : `(prefect-otel --help lists ${others} more: ${command} accepts them and does not read them)\n`}`;
+}
 
 export const USAGE = `prefect-otel ${VERSION}: Prefect flow runs and task runs as OpenTelemetry traces
 
@@ -183,7 +194,7 @@ const COMMAND_USAGE: Readonly<Record<'watch' | 'replay' | 'demo', string>> = {
 Usage:
   prefect-otel [watch] [--flag value | --flag=value]…
 
-${FLAGS_TEXT}
+${commandFlagsText('watch')}
 Exit codes: 0 stopped by SIGINT/SIGTERM, 1 failure (spans neither delivered nor kept in the state file, protocol error),
 2 configuration error, 3 the Prefect server refused the credentials; after SIGHUP the same stop, then it ends by that signal.
 `,
@@ -194,7 +205,7 @@ Exit codes: 0 stopped by SIGINT/SIGTERM, 1 failure (spans neither delivered nor 
 Usage:
   prefect-otel replay FILE [--flag value | --flag=value]… [-- FILE]
 
-${FLAGS_TEXT}
+${commandFlagsText('replay')}
 Exit codes: 0 done, 1 failure (export failed, unreadable or compressed input), 2 configuration error,
 130 / 143 stopped by SIGINT / SIGTERM (what was read is delivered first; after SIGHUP the same, then it ends by that signal).
 `,
@@ -204,7 +215,7 @@ Exit codes: 0 done, 1 failure (export failed, unreadable or compressed input), 2
 Usage:
   prefect-otel demo [--flag value | --flag=value]…
 
-${FLAGS_TEXT}
+${commandFlagsText('demo')}
 Exit codes: 0 done, 1 the export to the collector failed, 2 configuration error.
 `,
 };

@@ -15,7 +15,15 @@ export interface SettingDef<T> {
   readonly parse: (raw: unknown) => Parsed<T>;
   readonly secret?: boolean;
   readonly doc: string;
+  /** The commands that read it (each command's --help lists only those); absent: every command. */
+  readonly commands?: readonly Command[];
 }
+
+export type Command = 'watch' | 'replay' | 'demo';
+/** The Prefect API (look-ups), metrics, the health endpoints and stats lines: not the demo, which has no server and runs for a moment. */
+const NOT_DEMO: readonly Command[] = ['watch', 'replay'];
+/** The state file and the live stream. */
+const WATCH_ONLY: readonly Command[] = ['watch'];
 
 const ok = <T>(value: T): Parsed<T> => ({ ok: true, value });
 const bad = <T>(problem: string): Parsed<T> => ({ ok: false, problem });
@@ -251,31 +259,31 @@ const DAY_MS = 24 * HOUR_MS;
 
 export const SETTINGS = {
   apiUrl: {
-    env: ['PREFECT_API_URL'], flag: '--api-url', default: 'http://127.0.0.1:4200/api', parse: prefectApiUrl,
+    env: ['PREFECT_API_URL'], flag: '--api-url', commands: NOT_DEMO, default: 'http://127.0.0.1:4200/api', parse: prefectApiUrl,
     doc: 'Prefect server or Cloud workspace API URL (same meaning as in Prefect)',
   },
   apiKey: {
-    env: ['PREFECT_API_KEY'], flag: '--api-key', default: undefined, parse: optional(text), secret: true,
+    env: ['PREFECT_API_KEY'], flag: '--api-key', commands: NOT_DEMO, default: undefined, parse: optional(text), secret: true,
     doc: 'Prefect Cloud API key (websocket auth token; `Authorization: Bearer` on REST)',
   },
   authString: {
-    env: ['PREFECT_API_AUTH_STRING'], flag: '--auth-string', default: undefined, parse: optional(text), secret: true,
+    env: ['PREFECT_API_AUTH_STRING'], flag: '--auth-string', commands: NOT_DEMO, default: undefined, parse: optional(text), secret: true,
     doc: 'self-hosted `user:pass` (websocket auth token; `Authorization: Basic` on REST)',
   },
   clientCustomHeaders: {
-    env: ['PREFECT_CLIENT_CUSTOM_HEADERS'], flag: '--client-custom-headers', default: {}, parse: jsonHeaders, secret: true,
+    env: ['PREFECT_CLIENT_CUSTOM_HEADERS'], flag: '--client-custom-headers', commands: NOT_DEMO, default: {}, parse: jsonHeaders, secret: true,
     doc: 'JSON object of headers sent with every request to Prefect and the websocket upgrade, e.g. an access proxy\'s credentials (Prefect\'s setting)',
   },
   apiSslCertFile: {
-    env: ['PREFECT_API_SSL_CERT_FILE', 'SSL_CERT_FILE'], flag: '--api-ssl-cert-file', default: undefined, parse: optional(text),
+    env: ['PREFECT_API_SSL_CERT_FILE', 'SSL_CERT_FILE'], flag: '--api-ssl-cert-file', commands: NOT_DEMO, default: undefined, parse: optional(text),
     doc: 'PEM file of the certificate authorities that the Prefect server\'s certificate is checked against, instead of the usual ones (Prefect\'s setting; `SSL_CERT_FILE` as in Prefect)',
   },
   apiTlsInsecureSkipVerify: {
-    env: ['PREFECT_API_TLS_INSECURE_SKIP_VERIFY'], flag: '--api-tls-insecure-skip-verify', default: false, parse: boolean,
+    env: ['PREFECT_API_TLS_INSECURE_SKIP_VERIFY'], flag: '--api-tls-insecure-skip-verify', commands: NOT_DEMO, default: false, parse: boolean,
     doc: '`true`: the Prefect server\'s certificate is not checked at all (Prefect\'s setting; for development only)',
   },
   apiRequestTimeout: {
-    env: ['PREFECT_API_REQUEST_TIMEOUT'], flag: '--api-request-timeout', default: 60, parse: seconds(0.1, 3_600),
+    env: ['PREFECT_API_REQUEST_TIMEOUT'], flag: '--api-request-timeout', commands: NOT_DEMO, default: 60, parse: seconds(0.1, 3_600),
     doc: 'seconds one request to the Prefect REST API may take: the event history after a long gap, run look-ups (Prefect\'s setting)',
   },
   uiUrl: {
@@ -295,7 +303,7 @@ export const SETTINGS = {
     doc: 'full OTLP/HTTP logs URL, used as is',
   },
   otlpMetricsEndpoint: {
-    env: ['OTEL_EXPORTER_OTLP_METRICS_ENDPOINT'], flag: '--otlp-metrics-endpoint', default: undefined, parse: optional(httpUrl),
+    env: ['OTEL_EXPORTER_OTLP_METRICS_ENDPOINT'], flag: '--otlp-metrics-endpoint', commands: NOT_DEMO, default: undefined, parse: optional(httpUrl),
     doc: 'full OTLP/HTTP metrics URL, used as is',
   },
   otlpHeaders: {
@@ -311,7 +319,7 @@ export const SETTINGS = {
     doc: 'headers for log requests only (win over the generic ones)',
   },
   otlpMetricsHeaders: {
-    env: ['OTEL_EXPORTER_OTLP_METRICS_HEADERS'], flag: '--otlp-metrics-headers', default: {}, parse: httpHeaders, secret: true,
+    env: ['OTEL_EXPORTER_OTLP_METRICS_HEADERS'], flag: '--otlp-metrics-headers', commands: NOT_DEMO, default: {}, parse: httpHeaders, secret: true,
     doc: 'headers for metric requests only (win over the generic ones)',
   },
   otlpProtocol: {
@@ -327,7 +335,7 @@ export const SETTINGS = {
     doc: 'protocol for logs only',
   },
   otlpMetricsProtocol: {
-    env: ['OTEL_EXPORTER_OTLP_METRICS_PROTOCOL'], flag: '--otlp-metrics-protocol', default: undefined as OtlpProtocol | undefined, parse: optional(otlpProtocol),
+    env: ['OTEL_EXPORTER_OTLP_METRICS_PROTOCOL'], flag: '--otlp-metrics-protocol', commands: NOT_DEMO, default: undefined as OtlpProtocol | undefined, parse: optional(otlpProtocol),
     doc: 'protocol for metrics only',
   },
   otlpCompression: {
@@ -343,7 +351,7 @@ export const SETTINGS = {
     doc: 'compression for logs only',
   },
   otlpMetricsCompression: {
-    env: ['OTEL_EXPORTER_OTLP_METRICS_COMPRESSION'], flag: '--otlp-metrics-compression', default: undefined as OtlpCompression | undefined, parse: optional(oneOf(OTLP_COMPRESSIONS)),
+    env: ['OTEL_EXPORTER_OTLP_METRICS_COMPRESSION'], flag: '--otlp-metrics-compression', commands: NOT_DEMO, default: undefined as OtlpCompression | undefined, parse: optional(oneOf(OTLP_COMPRESSIONS)),
     doc: 'compression for metrics only',
   },
   otlpTimeoutMs: {
@@ -359,7 +367,7 @@ export const SETTINGS = {
     doc: 'timeout for logs only (ms)',
   },
   otlpMetricsTimeoutMs: {
-    env: ['OTEL_EXPORTER_OTLP_METRICS_TIMEOUT'], flag: '--otlp-metrics-timeout', default: undefined as number | undefined, parse: optional(integer(1, 10 * MINUTE_MS, ' ms')),
+    env: ['OTEL_EXPORTER_OTLP_METRICS_TIMEOUT'], flag: '--otlp-metrics-timeout', commands: NOT_DEMO, default: undefined as number | undefined, parse: optional(integer(1, 10 * MINUTE_MS, ' ms')),
     doc: 'timeout for metrics only (ms)',
   },
   serviceName: {
@@ -381,25 +389,25 @@ export const SETTINGS = {
     doc: '`otlp` also ships the STLOGGING records to the collector as OTel logs',
   },
   metricsExporter: {
-    env: ['OTEL_METRICS_EXPORTER'], flag: '--metrics-exporter', default: 'none',
+    env: ['OTEL_METRICS_EXPORTER'], flag: '--metrics-exporter', commands: NOT_DEMO, default: 'none',
     parse: oneOf(['otlp', 'none'] as const),
     doc: '`otlp` also exports the counters and the export-lag histogram of `/metrics` as OTel metrics',
   },
   metricExportIntervalMs: {
-    env: ['OTEL_METRIC_EXPORT_INTERVAL'], flag: '--metric-export-interval-ms', default: 60_000, parse: integer(100, DAY_MS, ' ms'),
+    env: ['OTEL_METRIC_EXPORT_INTERVAL'], flag: '--metric-export-interval-ms', commands: NOT_DEMO, default: 60_000, parse: integer(100, DAY_MS, ' ms'),
     doc: 'how often the metrics are exported (ms); a last export happens at shutdown',
   },
   metricExportTimeoutMs: {
-    env: ['OTEL_METRIC_EXPORT_TIMEOUT'], flag: '--metric-export-timeout-ms', default: 30_000, parse: integer(1, DAY_MS, ' ms'),
+    env: ['OTEL_METRIC_EXPORT_TIMEOUT'], flag: '--metric-export-timeout-ms', commands: NOT_DEMO, default: 30_000, parse: integer(1, DAY_MS, ' ms'),
     doc: 'the longest one metrics export may take (ms); it also takes at most `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT` and three quarters of the interval',
   },
   otlpMetricsTemporalityPreference: {
-    env: ['OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE'], flag: '--otlp-metrics-temporality-preference', default: 'cumulative',
+    env: ['OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE'], flag: '--otlp-metrics-temporality-preference', commands: NOT_DEMO, default: 'cumulative',
     parse: oneOf(['cumulative', 'delta', 'lowmemory'] as const),
     doc: '`cumulative`, `delta` (counters and the histogram as deltas, for a backend that takes only those) or `lowmemory` (the histogram as deltas), as the OpenTelemetry spec defines them',
   },
   stateFile: {
-    env: ['PREFECT_OTEL_STATE_FILE'], flag: '--state-file', default: '.prefect-otel/state.json', parse: text,
+    env: ['PREFECT_OTEL_STATE_FILE'], flag: '--state-file', commands: WATCH_ONLY, default: '.prefect-otel/state.json', parse: text,
     doc: 'where the resume cursor and open runs are persisted',
   },
   jaegerUrl: {
@@ -465,31 +473,31 @@ export const SETTINGS = {
     doc: 'longest wait before a partly filled batch is sent',
   },
   resumeMarginMs: {
-    env: ['PREFECT_OTEL_RESUME_MARGIN_MS'], flag: '--resume-margin-ms', default: 2 * MINUTE_MS, parse: integer(0, DAY_MS, ' ms'),
+    env: ['PREFECT_OTEL_RESUME_MARGIN_MS'], flag: '--resume-margin-ms', commands: WATCH_ONLY, default: 2 * MINUTE_MS, parse: integer(0, DAY_MS, ' ms'),
     doc: 'on reconnect, resume this far before the last seen event',
   },
   idleTimeoutMs: {
-    env: ['PREFECT_OTEL_IDLE_TIMEOUT_MS'], flag: '--idle-timeout-ms', default: 45_000, parse: integer(1_000, HOUR_MS, ' ms'),
+    env: ['PREFECT_OTEL_IDLE_TIMEOUT_MS'], flag: '--idle-timeout-ms', commands: WATCH_ONLY, default: 45_000, parse: integer(1_000, HOUR_MS, ' ms'),
     doc: 'a connection with no event, ping or pong for this long is dropped and resumed (pings go out every third of it, at most 15 s apart)',
   },
   stateFlushMs: {
-    env: ['PREFECT_OTEL_STATE_FLUSH_MS'], flag: '--state-flush-ms', default: 5_000, parse: integer(100, HOUR_MS, ' ms'),
+    env: ['PREFECT_OTEL_STATE_FLUSH_MS'], flag: '--state-flush-ms', commands: WATCH_ONLY, default: 5_000, parse: integer(100, HOUR_MS, ' ms'),
     doc: 'how often the state file is written while watching',
   },
   stateLeaseMs: {
-    env: ['PREFECT_OTEL_STATE_LEASE_MS'], flag: '--state-lease-ms', default: 30_000, parse: integer(300, HOUR_MS, ' ms'),
+    env: ['PREFECT_OTEL_STATE_LEASE_MS'], flag: '--state-lease-ms', commands: WATCH_ONLY, default: 30_000, parse: integer(300, HOUR_MS, ' ms'),
     doc: 'one process at a time uses a state file (`<state file>.lock`, renewed every third of this); another one started on it waits as a standby and takes over when the lock is released, or this long after its holder stopped renewing it',
   },
   statsIntervalMs: {
-    env: ['PREFECT_OTEL_STATS_INTERVAL_MS'], flag: '--stats-interval-ms', default: 60_000, parse: integer(0, DAY_MS, ' ms'),
+    env: ['PREFECT_OTEL_STATS_INTERVAL_MS'], flag: '--stats-interval-ms', commands: NOT_DEMO, default: 60_000, parse: integer(0, DAY_MS, ' ms'),
     doc: 'how often a stats line is logged (0 = never)',
   },
   httpPort: {
-    env: ['PREFECT_OTEL_HTTP_PORT'], flag: '--http-port', default: undefined as number | undefined, parse: optional(integer(0, 65_535)),
+    env: ['PREFECT_OTEL_HTTP_PORT'], flag: '--http-port', commands: NOT_DEMO, default: undefined as number | undefined, parse: optional(integer(0, 65_535)),
     doc: 'serve `/healthz`, `/livez` and `/metrics` on this port (0 = any free port)',
   },
   httpHost: {
-    env: ['PREFECT_OTEL_HTTP_HOST'], flag: '--http-host', default: undefined as string | undefined, parse: optional(listenHost),
+    env: ['PREFECT_OTEL_HTTP_HOST'], flag: '--http-host', commands: NOT_DEMO, default: undefined as string | undefined, parse: optional(listenHost),
     doc: 'the address `/healthz`, `/livez` and `/metrics` are served on (`127.0.0.1`: this host only); unset: every address, IPv6 and IPv4',
   },
 } satisfies Record<string, SettingDef<unknown>>;

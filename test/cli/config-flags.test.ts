@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { startCli, type CliResult } from '../helpers/cli.js';
 import { logLines } from '../helpers/watch-e2e.js';
+import { SETTINGS } from '../../src/settings.js';
 import { VERSION } from '../../src/version.js';
 
 function cli(args: string[], env: Record<string, string>): Promise<CliResult> {
@@ -181,13 +182,39 @@ test('a true/false flag given alone is true, before or after the command; `--fla
   );
 });
 
+test('each command\'s --help lists the flags that command reads and says how many others it accepts without reading; the general --help lists every one', async () => {
+  const [watch, replay, demo, general] = await Promise.all([cli(['watch', '--help'], {}), cli(['replay', '--help'], {}), cli(['demo', '--help'], {}), cli(['--help'], {})]);
+  const every = Object.values(SETTINGS).map((d) => d.flag);
+  const listed = (r: CliResult): string[] => [...r.stdout.matchAll(/^ {2}(--[a-z-]+) +[A-Z_]+/gm)].map((m) => m[1]!);
+  const left = (r: CliResult): string[] => every.filter((f) => !listed(r).includes(f));
+  const stateAndStream = ['--state-file', '--resume-margin-ms', '--idle-timeout-ms', '--state-flush-ms', '--state-lease-ms'];
+  assert.deepEqual(
+    {
+      watch: left(watch), replay: left(replay), demo: left(demo), general: left(general),
+      notes: [watch, replay, demo, general].map((r) => r.stdout.split('\n').find((l) => l.startsWith('(prefect-otel --help lists'))),
+    },
+    {
+      watch: [],
+      replay: stateAndStream,
+      demo: [
+        '--api-url', '--api-key', '--auth-string', '--client-custom-headers', '--api-ssl-cert-file', '--api-tls-insecure-skip-verify', '--api-request-timeout',
+        '--otlp-metrics-endpoint', '--otlp-metrics-headers', '--otlp-metrics-protocol', '--otlp-metrics-compression', '--otlp-metrics-timeout',
+        '--metrics-exporter', '--metric-export-interval-ms', '--metric-export-timeout-ms', '--otlp-metrics-temporality-preference',
+        '--state-file', '--resume-margin-ms', '--idle-timeout-ms', '--state-flush-ms', '--state-lease-ms', '--stats-interval-ms', '--http-port', '--http-host',
+      ],
+      general: [],
+      notes: [undefined, '(prefect-otel --help lists 5 more: replay accepts them and does not read them)', '(prefect-otel --help lists 24 more: demo accepts them and does not read them)', undefined],
+    },
+  );
+});
+
 test('`<command> --help` (or `help <command>`) prints that command\'s usage and exits 0, whatever else is on the line; `--help` alone the general one', async () => {
   const runs = await Promise.all(
     [['watch', '--help'], ['replay', '--help'], ['replay', 'events.jsonl', '-h'], ['help', 'replay'], ['demo', '--help'], ['--help']].map((args) => cli(args, {})),
   );
   const usage = (r: CliResult): string => r.stdout.split('\n').find((l) => l.startsWith('  prefect-otel')) ?? '';
   assert.deepEqual(
-    runs.map((r) => ({ code: r.code, stderr: r.stderr, first: r.stdout.split('\n')[0], usage: usage(r), flags: r.stdout.includes('  --api-url '), exit: r.stdout.split('\n').find((l) => l.startsWith('Exit codes:')) })),
+    runs.map((r) => ({ code: r.code, stderr: r.stderr, first: r.stdout.split('\n')[0], usage: usage(r), flags: r.stdout.includes('  --settle-ms '), exit: r.stdout.split('\n').find((l) => l.startsWith('Exit codes:')) })),
     [
       { code: 0, stderr: '', first: 'prefect-otel watch: follow the event stream of PREFECT_API_URL and export spans and logs until SIGINT/SIGTERM/SIGHUP', usage: '  prefect-otel [watch] [--flag value | --flag=value]…', flags: true, exit: 'Exit codes: 0 stopped by SIGINT/SIGTERM, 1 failure (spans neither delivered nor kept in the state file, protocol error),' },
       { code: 0, stderr: '', first: 'prefect-otel replay: build and export spans from a JSON-lines file of Prefect events', usage: '  prefect-otel replay FILE [--flag value | --flag=value]… [-- FILE]', flags: true, exit: 'Exit codes: 0 done, 1 failure (export failed, unreadable or compressed input), 2 configuration error,' },
