@@ -60,10 +60,12 @@ export interface Config {
   readonly resource: { readonly serviceName: string; readonly attributes: Readonly<Record<string, string>> };
   readonly stateFile: string;
   /**
-   * The variable, flag or option the state file was given by; undefined when it is the default. A
-   * state file given that cannot be used at start is a configuration error; the default one is not.
+   * The variable, flag or option each setting given was read from (`PREFECT_OTEL_STATE_FILE`,
+   * `--traces-exporter`, `option stateFile`); a setting at its default is absent. Messages name a
+   * setting as the user gave it, and a state file given that cannot be used at start is a
+   * configuration error (the default one is not).
    */
-  readonly stateFileGiven?: string | undefined;
+  readonly sources?: Readonly<Partial<Record<SettingKey, string>>>;
   readonly jaegerUrl: string | undefined;
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
   readonly model: Omit<TrackerOptions, 'uiUrl'> & {
@@ -239,7 +241,7 @@ export function resolveConfig(
     },
     resource: { serviceName: serviceName(v, rankOf('serviceName') > FROM_DEFAULT), attributes: Object.freeze({ ...v.resourceAttributes }) },
     stateFile: v.stateFile,
-    stateFileGiven: sources.get('stateFile'),
+    sources: Object.fromEntries(sources),
     jaegerUrl: v.jaegerUrl === undefined ? undefined : safeUrl(v.jaegerUrl).replace(/\/+$/, ''),
     log: { level: v.logLevel, format: v.logFormat },
     model: {

@@ -46,6 +46,8 @@ export interface ReplaySummary {
   };
   readonly exportOk: boolean;
   readonly exporter: string;
+  /** How the trace exporter was chosen, as the summary names it (`--traces-exporter`); the variable when it was not given. */
+  readonly exporterSetting?: string;
   /** What to do when the input was not JSON lines (JSON written over many lines), for the summary. */
   readonly hint?: string;
 }
@@ -275,6 +277,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     // Log records lost count as spans lost do (those not delivered are in `flushed`).
     exportOk: flushed.ok && [t, l].every((d) => d === undefined || (d.dropped === 0 && d.rejected === 0)),
     exporter: config.traces.exporter,
+    exporterSetting: config.sources?.tracesExporter ?? 'OTEL_TRACES_EXPORTER',
     ...(multiLineJson && (c.skipped.invalid_json ?? 0) > 0 ? { hint: jsonLinesHint(options.file) } : tooLargeBatch ? { hint: tooLargeBatchHint(options.file) } : {}),
   };
 }
@@ -444,7 +447,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
     const why = to?.lastError === undefined ? '' : `: ${escapeControls(to.lastError.trim())}`;
     return `${exported} exported${dropped ? `, ${dropped} dropped` : ''}${rejected ? `, ${rejected} rejected` : ''}${pending ? `, ${pending} not delivered` : ''}${lost ? ` (to ${to.destination}${why})` : ''}`;
   };
-  const exported = s.exporter === 'none' ? 'not exported (OTEL_TRACES_EXPORTER=none)' : fate(s.spansExported, s.spansDropped, s.spansRejected, s.spansPending, s.spansTo);
+  const exported = s.exporter === 'none' ? `not exported (${s.exporterSetting ?? 'OTEL_TRACES_EXPORTER'}=none)` : fate(s.spansExported, s.spansDropped, s.spansRejected, s.spansPending, s.spansTo);
   const logs = s.logRecords;
   return [
     `events read: ${s.events} (${s.lines} lines${s.blank ? `, ${s.blank} blank or comment` : ''}, ${s.duplicates} duplicates, ${s.unrelated} not about a run)`,

@@ -254,7 +254,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       } catch (err) {
         // A state file the user named that cannot be made is a mistake to fix now, not a process
         // that runs for days without resuming; the default one (in a read-only working directory) is not.
-        const given = this.config.stateFileGiven;
+        const given = this.config.sources?.stateFile;
         if (given !== undefined) throw new ConfigError([`${given}: cannot use the state file ${this.config.stateFile}: ${unusablePath(err, this.config.stateFile)}`]);
         log.error({ error: errorText(err), path: this.lease.path }, 'could not take the state file lock; going on without it: another process on this state file would export every span too');
         this.leaseState = 'unlocked';

@@ -69,7 +69,7 @@ test('a flag with no value before the next flag says it needs one instead of tak
   });
 });
 
-test('`--` ends the options: replay reads a file whose name starts with dashes', async () => {
+test('`--` ends the options: replay reads a file whose name starts with dashes; its summary names the exporter as the flag that chose it', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-dashdash-'));
   try {
     writeFileSync(join(dir, '--events.jsonl'), '# nothing yet\n');
@@ -80,7 +80,7 @@ test('`--` ends the options: replay reads a file whose name starts with dashes',
         'events read: 0 (1 lines, 1 blank or comment, 0 duplicates, 0 not about a run)',
         'skipped: 0',
         'runs: 0  spans: 0 (0 incomplete)',
-        'spans: not exported (OTEL_TRACES_EXPORTER=none)',
+        'spans: not exported (--traces-exporter=none)',
         'export: ok',
         '',
       ].join('\n'),
