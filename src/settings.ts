@@ -324,7 +324,7 @@ export const SETTINGS = {
   },
   otlpProtocol: {
     env: ['OTEL_EXPORTER_OTLP_PROTOCOL'], flag: '--otlp-protocol', default: 'http/protobuf', parse: otlpProtocol,
-    doc: '`http/protobuf` or `http/json`',
+    doc: '`http/protobuf` or `http/json` (`grpc` is not supported: it warns and `http/protobuf` is used; the collector takes OTLP/HTTP on 4318)',
   },
   otlpTracesProtocol: {
     env: ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'], flag: '--otlp-traces-protocol', default: undefined as OtlpProtocol | undefined, parse: optional(otlpProtocol),
