@@ -441,6 +441,7 @@ test('every log line and error the README quotes is one prefect-otel writes', ()
     { quote: '"refused authentication"', written: 'the Prefect event stream refused authentication (expected auth_success, got "error"): check PREFECT_API_KEY' },
     { quote: '"refused … with HTTP 401/403"', written: 'the Prefect server refused the event-stream upgrade with HTTP 401/403: check PREFECT_API_KEY' },
     { quote: '"Prefect server unreachable"', written: 'Prefect server unreachable, retrying in 500 ms' },
+    { quote: '"connecting to the Prefect event stream failed, retrying"', written: 'connecting to the Prefect event stream failed, retrying in 500 ms' },
     { quote: '`app.prefect.cloud` address in the browser, which is refused with the API URL to use', written: 'app.prefect.cloud is the Prefect Cloud web UI, not its API: use https://api.prefect.cloud/api/accounts/<account id>/workspaces/<workspace id>' },
   ];
   // A template made mostly of `${…}` (`${a}: ${b}`) would match any line: the source's own text must be 12 characters or the whole line.

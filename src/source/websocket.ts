@@ -237,6 +237,11 @@ type Outcome =
       progressed?: boolean;
       /** The server spoke something other than Prefect's protocol: fatal once it does so MAX_PROTOCOL_FAILURES times in a row. */
       protocolError?: ProtocolError;
+      /**
+       * Something answered (an HTTP status other than a gateway's 502/503/504, a websocket that took
+       * the upgrade): the retry line does not call the server unreachable.
+       */
+      answered?: boolean;
     }
   /** Was live, then closed. */
   | { kind: 'closed'; code: number; reason: string; liveMs: number }
@@ -465,7 +470,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         // Rate limited (Prefect Cloud): the server says when to come back. Waited for, window kept, however
         // often: a limit lifts, and the live stream would move past the window for good.
         if (err instanceof RestRequestError && err.status === HTTP_TOO_MANY_REQUESTS) {
-          return err.retryAfterMs === undefined ? { kind: 'failed', message: `event history: ${message}` } : { kind: 'failed', message: `event history: ${message}`, retryAfterMs: err.retryAfterMs };
+          return err.retryAfterMs === undefined ? { kind: 'failed', message: `event history: ${message}`, answered: true } : { kind: 'failed', message: `event history: ${message}`, retryAfterMs: err.retryAfterMs, answered: true };
         }
         // A gateway's 502/503/504 (an ingress whose Prefect server is restarting) is no answer from the server.
         const answered = (err instanceof RestRequestError && err.status !== undefined && !GATEWAY_STATUSES.has(err.status)) || err instanceof ProtocolError;
@@ -500,7 +505,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           }
           return undefined;
         }
-        return { kind: 'failed', message: `event history: ${message}`, progressed };
+        return { kind: 'failed', message: `event history: ${message}`, progressed, answered };
       } finally {
         historyAbort = undefined;
       }
@@ -811,7 +816,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (fatal !== undefined) return resolve({ kind: 'fatal', error: fatal });
         if (protocolError !== undefined) {
           status('disconnected', protocolError.message);
-          return resolve({ kind: 'failed', message: protocolError.message, protocolError });
+          return resolve({ kind: 'failed', message: protocolError.message, protocolError, answered: true });
         }
         if (refusedBy !== undefined) {
           // The close that follows a refusal may carry the server's reason too (not when it only answers ours).
@@ -857,7 +862,9 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         }
         const message = failure ?? (upgradeStatus !== undefined ? upgradeRefused(upgradeStatus, upgradeRedirect, apiPath) : (lastError ?? `closed with ${code}${reason ? ` ${reason}` : ''}`));
         status('disconnected', message);
-        resolve(upgradeRetryAfterMs === undefined ? { kind: 'failed', message } : { kind: 'failed', message, retryAfterMs: upgradeRetryAfterMs });
+        // Past the upgrade, or an HTTP answer from more than a gateway: the server is there.
+        const answered = phase !== 'upgrade' || (upgradeStatus !== undefined && !GATEWAY_STATUSES.has(upgradeStatus));
+        resolve(upgradeRetryAfterMs === undefined ? { kind: 'failed', message, answered } : { kind: 'failed', message, retryAfterMs: upgradeRetryAfterMs, answered });
       });
     });
   }
@@ -932,7 +939,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         // A server that says when to come back (a 429 or 503 on the upgrade, a 429 on the history) is not asked sooner.
         delayMs = Math.max(backoffMs(failures), Math.min(outcome.retryAfterMs ?? 0, MAX_UPGRADE_RETRY_AFTER_MS));
         stats.lastError = outcome.message;
-        log.warn({ url: logUrl, err: outcome.message, attempt: failures, delayMs }, `Prefect server unreachable, retrying in ${delayMs} ms`);
+        const line = outcome.answered === true ? `connecting to the Prefect event stream failed, retrying in ${delayMs} ms` : `Prefect server unreachable, retrying in ${delayMs} ms`;
+        log.warn({ url: logUrl, err: outcome.message, attempt: failures, delayMs }, line);
       }
       await sleep(delayMs);
     }

@@ -18,6 +18,10 @@ import { startConnectProxy, startSilentProxy } from '../helpers/connect-proxy.js
 const DAY_MS = 24 * 3600_000;
 const AUTH_STRING = 'admin:s3cret-pass';
 const API_KEY = 'pnu_0123456789abcdefSECRET';
+/** The retry line of a failed connection attempt before live: nothing answered, or the server (or the history) answered. */
+const UNREACHABLE = 'Prefect server unreachable, retrying in';
+const ANSWERED = 'connecting to the Prefect event stream failed, retrying in';
+const isRetry = (msg: unknown): boolean => typeof msg === 'string' && (msg.startsWith(UNREACHABLE) || msg.startsWith(ANSWERED));
 
 // ---- a small Prefect server ----------------------------------------------------------------------
 
@@ -357,7 +361,7 @@ describe('event subscriber: handshake', () => {
       );
     }
     await sleep(200);
-    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable'));
+    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith(ANSWERED));
     assert.deepEqual(
       { upgrades: server.upgrades.length, connects: sub.stats.connects, retries: retries.map((r) => r.err) },
       {
@@ -393,7 +397,7 @@ describe('event subscriber: handshake', () => {
     assert.ok(outcome instanceof ProtocolError, String(outcome));
     assert.equal(outcome.message, expected);
     await sleep(200);
-    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable'));
+    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith(ANSWERED));
     assert.deepEqual({ upgrades: server.upgrades.length, connects: sub.stats.connects, retries: retries.map((r) => r.err) }, { upgrades: 3, connects: 0, retries: [expected, expected] });
     await sub.stop();
   });
@@ -456,7 +460,7 @@ describe('event subscriber: handshake', () => {
     } finally {
       await sub.stop();
     }
-    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable'));
+    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith(ANSWERED));
     assert.deepEqual(new Set(retries.map((r) => r.err)), new Set(['HTTP 301 on the upgrade, redirected to https://prefect.example.com/api/events/out (not followed: PREFECT_API_URL may have to name that server)']));
     assert.equal(sub.stats.connects, 0);
     assertNoSecrets(logs.lines, API_KEY, 'sso=abc');
@@ -478,7 +482,7 @@ describe('event subscriber: handshake', () => {
       } finally {
         await sub.stop();
       }
-      const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable'));
+      const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith(ANSWERED));
       assert.deepEqual(
         { outcome: outcome instanceof Error ? outcome.message : outcome, connects: sub.stats.connects, errs: new Set(retries.map((r) => r.err)) },
         {
@@ -537,19 +541,19 @@ describe('event subscriber: handshake', () => {
       upgrades = 0;
       const { sub, logs } = subscribe({ url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/api` }, { apiKey: API_KEY });
       try {
-        await waitFor('a retry planned', () => logs.records().some((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable')));
+        await waitFor('a retry planned', () => logs.records().some((r) => typeof r.msg === 'string' && isRetry(r.msg)));
       } finally {
         await sub.stop();
       }
-      const r = logs.records().find((x) => typeof x.msg === 'string' && x.msg.startsWith('Prefect server unreachable'))!;
-      return { err: r.err, delay: (r.delayMs as number) <= 200 ? 'backoff' : r.delayMs };
+      const r = logs.records().find((x) => isRetry(x.msg))!;
+      return { line: String(r.msg).replace(/\d+ ms$/, 'N ms'), err: r.err, delay: (r.delayMs as number) <= 200 ? 'backoff' : r.delayMs };
     };
     assert.deepEqual(
       { seconds: await delays('7'), long: await delays('86400'), none: await delays(undefined) },
       {
-        seconds: { err: 'HTTP 429 on the upgrade', delay: 7_000 },
-        long: { err: 'HTTP 503 on the upgrade', delay: 300_000 },
-        none: { err: 'HTTP 429 on the upgrade', delay: 'backoff' },
+        seconds: { line: `${ANSWERED} N ms`, err: 'HTTP 429 on the upgrade', delay: 7_000 },
+        long: { line: `${UNREACHABLE} N ms`, err: 'HTTP 503 on the upgrade', delay: 300_000 },
+        none: { line: `${ANSWERED} N ms`, err: 'HTTP 429 on the upgrade', delay: 'backoff' },
       },
     );
   });
@@ -1320,7 +1324,7 @@ describe('event subscriber: gap fill from history', () => {
       {
         history: old.map((e) => e.id),
         errors: [],
-        retries: new Set(['Prefect server unreachable, retrying in N ms: event history: GET /events/filter/next: HTTP 500']),
+        retries: new Set([`${ANSWERED} N ms: event history: GET /events/filter/next: HTTP 500`]),
       },
     );
   });
@@ -1362,7 +1366,7 @@ describe('event subscriber: gap fill from history', () => {
           errors: [],
           warnings: [
             { msg: 'the event history answered with something that is not an event page (a proxy in the way?); it is asked again', err: 'POST /events/filter: HTTP 200 with a body that is not an event page', status: 200, body: shown },
-            { msg: 'Prefect server unreachable, retrying in N ms', err: 'event history: POST /events/filter: HTTP 200 with a body that is not an event page', status: undefined, body: undefined },
+            { msg: `${ANSWERED} N ms`, err: 'event history: POST /events/filter: HTTP 200 with a body that is not an event page', status: undefined, body: undefined },
           ],
         },
       );
@@ -1526,7 +1530,7 @@ describe('event subscriber: gap fill from history', () => {
       {
         history: [old.id],
         errors: [],
-        retries: new Set(['Prefect server unreachable, retrying in N ms: event history: POST /events/filter: HTTP 429']),
+        retries: new Set([`${ANSWERED} N ms: event history: POST /events/filter: HTTP 429`]),
       },
     );
   });
