@@ -170,7 +170,7 @@ function commandFlagsText(command: 'watch' | 'replay' | 'demo'): string {
   const others = defs.length - read.length;
   return `The settings ${command} reads; each is an environment variable and a flag (flag wins):
 ${read.map(flagLine).join('\n')}
-${others === 0 ? '' : `(prefect-otel --help lists ${others} more: ${command} accepts them and does not read them)\n`}`;
+${others === 0 ? '' : `(prefect-otel --help lists ${others} more: ${command} does not read them, and warns of one given as a flag)\n`}`;
 }
 
 export const USAGE = `prefect-otel ${VERSION}: Prefect flow runs and task runs as OpenTelemetry traces
@@ -220,6 +220,16 @@ Exit codes: 0 done, 1 the export to the collector failed, 2 configuration error.
 `,
 };
 
+/** The flags given that the command does not read (`prefect-otel <command> --help` leaves them out). */
+export function unreadFlags(args: ParsedArgs): string[] {
+  const command = args.command;
+  if (command !== 'watch' && command !== 'replay' && command !== 'demo') return [];
+  return Object.keys(args.options)
+    .map((key): SettingDef<unknown> => SETTINGS[key as SettingKey])
+    .filter((def) => def.commands !== undefined && !def.commands.includes(command))
+    .map((def) => def.flag);
+}
+
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const args = parseArgs(argv);
   if (args.command === 'help') {
@@ -255,6 +265,10 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   routeDiagToLogger(logger);
   // `watch` logs them as it starts, as it does inside a host application.
   if (args.command !== 'watch') for (const w of config.warnings) logger.warn({ component: 'config' }, w);
+  // A flag the command does not read would be ignored without a word (`demo --api-url …`); the
+  // variables stay silent, shared by every command (a `.env` file).
+  const unread = unreadFlags(args);
+  if (unread.length > 0) logger.warn({ component: 'config' }, `${unread.join(', ')} ${unread.length === 1 ? 'is' : 'are'} not read by ${args.command}: ${unread.length === 1 ? 'it does' : 'they do'} nothing there`);
   try {
     switch (args.command) {
       case 'replay': {

@@ -182,7 +182,7 @@ test('a true/false flag given alone is true, before or after the command; `--fla
   );
 });
 
-test('each command\'s --help lists the flags that command reads and says how many others it accepts without reading; the general --help lists every one', async () => {
+test('each command\'s --help lists the flags that command reads and says how many others it does not read (warned of as flags); the general --help lists every one', async () => {
   const [watch, replay, demo, general] = await Promise.all([cli(['watch', '--help'], {}), cli(['replay', '--help'], {}), cli(['demo', '--help'], {}), cli(['--help'], {})]);
   const every = Object.values(SETTINGS).map((d) => d.flag);
   const listed = (r: CliResult): string[] => [...r.stdout.matchAll(/^ {2}(--[a-z-]+) +[A-Z_]+/gm)].map((m) => m[1]!);
@@ -203,7 +203,26 @@ test('each command\'s --help lists the flags that command reads and says how man
         '--state-file', '--resume-margin-ms', '--idle-timeout-ms', '--state-flush-ms', '--state-lease-ms', '--stats-interval-ms', '--http-port', '--http-host',
       ],
       general: [],
-      notes: [undefined, '(prefect-otel --help lists 5 more: replay accepts them and does not read them)', '(prefect-otel --help lists 24 more: demo accepts them and does not read them)', undefined],
+      notes: [undefined, '(prefect-otel --help lists 5 more: replay does not read them, and warns of one given as a flag)', '(prefect-otel --help lists 24 more: demo does not read them, and warns of one given as a flag)', undefined],
+    },
+  );
+});
+
+test('a flag the command does not read is warned of, all of them in one line; the same settings as variables, shared by every command, are not', async () => {
+  const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-unread-')), 'empty.jsonl');
+  writeFileSync(file, '');
+  const configLines = (r: CliResult): unknown[] => logLines(r.stdout).filter((l) => l.component === 'config').map((l) => [l.level, l.msg]);
+  const [replay, replayVariables, demo] = await Promise.all([
+    cli(['replay', file, '--resume-margin-ms', '5', '--batch-size', '10', '--state-file', join(tmpdir(), 'never.json')], {}),
+    cli(['replay', file], { PREFECT_OTEL_RESUME_MARGIN_MS: '5', PREFECT_OTEL_STATE_FILE: join(tmpdir(), 'never.json') }),
+    cli(['demo', '--api-url', 'http://127.0.0.1:9/api', '--log-format', 'json'], { OTEL_TRACES_EXPORTER: 'none' }),
+  ]);
+  assert.deepEqual(
+    { replay: [replay.code, configLines(replay)], replayVariables: [replayVariables.code, configLines(replayVariables)], demo: [demo.code, configLines(demo)] },
+    {
+      replay: [0, [[40, '--resume-margin-ms, --state-file are not read by replay: they do nothing there']]],
+      replayVariables: [0, []],
+      demo: [0, [[40, '--api-url is not read by demo: it does nothing there']]],
     },
   );
 });
