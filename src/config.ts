@@ -268,7 +268,27 @@ export function resolveConfig(
     warnings,
   };
   for (const { key, at } of grpcAsked) warnings[at] = grpcWarning(key, config);
+  const port = grpcPortWarning(config, grpcAsked.map(({ key }) => key));
+  if (port !== undefined) warnings.push(port);
   return deepFreeze(config);
+}
+
+/**
+ * An export endpoint on the collector's gRPC port (4317) with an OTLP/HTTP protocol, the only ones
+ * spoken: its exports would fail with no word of why. Not said again for a signal whose gRPC
+ * protocol warning says it already.
+ */
+function grpcPortWarning(config: Config, grpcKeys: readonly SettingKey[]): string | undefined {
+  const covered = new Set<string>();
+  for (const key of grpcKeys) {
+    const own = /^OTEL_EXPORTER_OTLP_(TRACES|LOGS|METRICS)_PROTOCOL$/.exec(SETTINGS[key].env[0]!)?.[1]?.toLowerCase();
+    for (const s of own === undefined ? ['traces', 'logs', 'metrics'] : [own]) covered.add(s);
+  }
+  const onGrpcPort = (['traces', 'logs', 'metrics'] as const)
+    .filter((s) => config[s].exporter === 'otlp' && !covered.has(s) && portOf(config[s].url) === '4317')
+    .map((s) => `${s} to ${shownUrl(config[s].url)}`);
+  if (onGrpcPort.length === 0) return undefined;
+  return `${onGrpcPort.join(', ')}: 4317 is the collector's OTLP/gRPC port; prefect-otel speaks OTLP over HTTP, whose port is 4318 by default`;
 }
 
 /**

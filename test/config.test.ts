@@ -79,6 +79,26 @@ test('a logs or metrics OTLP variable prefect-otel cannot use (gRPC, a bad heade
   ]);
 });
 
+test('an OTLP endpoint on the collector\'s gRPC port 4317 with an HTTP protocol warns once, naming the signals and the OTLP/HTTP port; not again where the grpc warning says it, nor for a signal not exported', () => {
+  const port = "4317 is the collector's OTLP/gRPC port; prefect-otel speaks OTLP over HTTP, whose port is 4318 by default";
+  const generic = resolveConfig({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://user:pw@collector:4317', OTEL_LOGS_EXPORTER: 'otlp' });
+  const one = resolveConfig({}, { OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://collector:4317/v1/metrics' });
+  const notExported = resolveConfig({}, { OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: 'http://collector:4317/v1/logs' });
+  const withGrpc = resolveConfig({}, { OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4317', OTEL_LOGS_EXPORTER: 'otlp' });
+  assert.deepEqual(
+    { generic: generic.warnings, one: one.warnings, notExported: notExported.warnings, withGrpc: withGrpc.warnings },
+    {
+      generic: [`traces to http://collector:4317/v1/traces, logs to http://collector:4317/v1/logs: ${port}`],
+      one: [`metrics to http://collector:4317/v1/metrics: ${port}`],
+      notExported: [],
+      withGrpc: [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: gRPC is not supported: prefect-otel speaks OTLP over HTTP only (http/protobuf or http/json); traces: http/protobuf is used (OTEL_EXPORTER_OTLP_PROTOCOL); http://collector:4317/v1/traces: 4317 is the collector's OTLP/gRPC port, its OTLP/HTTP port is 4318 by default",
+        `logs to http://collector:4317/v1/logs: ${port}`,
+      ],
+    },
+  );
+});
+
 test('OTLP protocol grpc warns that gRPC is not supported and what is used instead, with the collector\'s OTLP/HTTP port when the endpoint is on its gRPC port 4317; as a flag it is an error', () => {
   const grpc = 'gRPC is not supported: prefect-otel speaks OTLP over HTTP only (http/protobuf or http/json)';
   const port = "4317 is the collector's OTLP/gRPC port, its OTLP/HTTP port is 4318 by default";
