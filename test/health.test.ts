@@ -302,7 +302,9 @@ test('watch: after the collector refused spans for good, /healthz stays 503 whil
   prefect.publish(oneRun());
   await until('the span refused', () => receiver.requests.length === 1);
   const failing = { status: 503, body: { status: 'unavailable', problems: ['exports to the collector are failing'], connected: true, exporting: false } };
-  const afterRefusal = await healthz();
+  // The refusal reaches /healthz once the export thread has the collector's answer: a moment after the receiver sent it.
+  let afterRefusal = await healthz();
+  for (const deadline = Date.now() + 5_000; afterRefusal.status === 200 && Date.now() < deadline; afterRefusal = await healthz()) await new Promise((r) => setTimeout(r, 20));
   // The collector asked again (an empty request, after a second or so) and refusing still.
   for (const deadline = Date.now() + 5_000; receiver.requests.length < 2 && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 20));
   const whileRefusing = { healthz: await healthz(), requests: receiver.requests.map((r) => `${r.path} ${r.status}`).slice(0, 2) };
