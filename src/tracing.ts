@@ -497,7 +497,6 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   }
 }
 
-/** A lock's holder as logs and errors show it. */
 /** What a file system error means, in words, for a path that cannot be used. */
 const PATH_ERRORS: Readonly<Record<string, string>> = {
   ENOTDIR: 'a part of its path is a file, not a directory',
@@ -524,6 +523,7 @@ function unusablePath(err: unknown, stateFile: string): string {
   return words === undefined ? errorText(err) : `${words}${where}`;
 }
 
+/** A lock's holder as logs and errors show it. */
 function shownHolder(h: LeaseHolder): { pid: number; host: string; since: string } {
   return { pid: h.pid, host: h.host, since: h.since };
 }
