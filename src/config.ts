@@ -281,7 +281,7 @@ export function resolveConfig(
 function grpcPortWarning(config: Config, grpcKeys: readonly SettingKey[]): string | undefined {
   const covered = new Set<string>();
   for (const key of grpcKeys) {
-    const own = /^OTEL_EXPORTER_OTLP_(TRACES|LOGS|METRICS)_PROTOCOL$/.exec(SETTINGS[key].env[0]!)?.[1]?.toLowerCase();
+    const own = protocolSignal(key);
     for (const s of own === undefined ? ['traces', 'logs', 'metrics'] : [own]) covered.add(s);
   }
   const onGrpcPort = (['traces', 'logs', 'metrics'] as const)
@@ -298,12 +298,17 @@ function grpcPortWarning(config: Config, grpcKeys: readonly SettingKey[]): strin
  */
 function grpcWarning(key: SettingKey, config: Config): string {
   const name = SETTINGS[key].env[0]!;
-  const own = /^OTEL_EXPORTER_OTLP_(TRACES|LOGS|METRICS)_PROTOCOL$/.exec(name)?.[1]?.toLowerCase() as 'traces' | 'logs' | 'metrics' | undefined;
+  const own = protocolSignal(key);
   const signals = own === undefined ? (['traces', 'logs', 'metrics'] as const).filter((s) => config[s].exporter === 'otlp') : [own];
   const used = own === undefined ? `${config.traces.protocol} is used` : `${own}: ${config[own].protocol} is used (OTEL_EXPORTER_OTLP_PROTOCOL)`;
   const onGrpcPort = signals.filter((s) => portOf(config[s].url) === '4317').map((s) => shownUrl(config[s].url));
   const port = onGrpcPort.length === 0 ? '' : `; ${onGrpcPort.join(', ')}: 4317 is the collector's OTLP/gRPC port, its OTLP/HTTP port is 4318 by default`;
   return `${name}: ${GRPC_NOT_SUPPORTED}; ${used}${port}`;
+}
+
+/** The signal an OTLP protocol setting is its own (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: traces); undefined for the generic one. */
+function protocolSignal(key: SettingKey): 'traces' | 'logs' | 'metrics' | undefined {
+  return /^OTEL_EXPORTER_OTLP_(TRACES|LOGS|METRICS)_PROTOCOL$/.exec(SETTINGS[key].env[0]!)?.[1]?.toLowerCase() as 'traces' | 'logs' | 'metrics' | undefined;
 }
 
 function portOf(url: string): string | undefined {
