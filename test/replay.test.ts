@@ -77,25 +77,34 @@ test('replay on a narrow terminal: the progress line keeps within its width (the
   ]);
 });
 
+/**
+ * A replay of `lines` on a terminal, to a collector that holds its answers, whose Ctrl-C comes with
+ * the progress write `signalAt` picks: its summary, and everything it wrote to the terminal.
+ */
+async function replayStopped(collectorUrl: string, lines: readonly string[], signalAt: (text: string) => boolean) {
+  const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-interrupted-')), 'events.jsonl');
+  writeFileSync(file, lines.join('\n'));
+  const stop = new AbortController();
+  const writes: string[] = [];
+  const summary = await runReplay({
+    config: resolveConfig({ apiUrl: 'http://127.0.0.1:9/api', otlpEndpoint: collectorUrl, otlpTimeoutMs: 2_000 }, {}),
+    logger: createLogger({ level: 'silent', format: 'json' }),
+    file,
+    progress: { tty: true, write: (text) => void (writes.push(text), signalAt(text) && stop.abort()) },
+    signal: stop.signal,
+    flushTimeoutMs: 500,
+  });
+  return { summary, writes };
+}
+
 test('replay on a terminal stopped by a signal: once the progress line ends, a line says how many spans it still delivers and that a second Ctrl-C stops at once', async (t) => {
   const receiver = await heldCollector(t);
   const events = [
     flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 }),
     taskRunStateEvent({ taskRunId: tr, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: fr, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 + 1_000 }),
   ];
-  const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-interrupted-')), 'events.jsonl');
   // The signal comes with the first progress line (at line 1,024): the two runs read so far are ended as incomplete.
-  writeFileSync(file, [...events.map((e) => JSON.stringify(e)), ...Array<string>(1_500).fill('# a comment')].join('\n'));
-  const stop = new AbortController();
-  const writes: string[] = [];
-  const summary = await runReplay({
-    config: resolveConfig({ apiUrl: 'http://127.0.0.1:9/api', otlpEndpoint: receiver.url, otlpTimeoutMs: 2_000 }, {}),
-    logger: createLogger({ level: 'silent', format: 'json' }),
-    file,
-    progress: { tty: true, write: (text) => void (writes.push(text), stop.abort()) },
-    signal: stop.signal,
-    flushTimeoutMs: 500,
-  });
+  const { summary, writes } = await replayStopped(receiver.url, [...events.map((e) => JSON.stringify(e)), ...Array<string>(1_500).fill('# a comment')], () => true);
   assert.deepEqual(
     { interrupted: summary.interrupted, spans: summary.spans, incomplete: summary.incomplete, writes },
     {
@@ -120,19 +129,8 @@ test('replay on a terminal stopped by a signal after the whole file was read, wh
     taskRunStateEvent({ taskRunId: tr, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: fr, ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: t0 + 2_000 }),
     flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: t0 + 3_000 }),
   ];
-  const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-interrupted-delivery-')), 'events.jsonl');
-  writeFileSync(file, events.map((e) => JSON.stringify(e)).join('\n'));
-  const stop = new AbortController();
-  const writes: string[] = [];
-  const summary = await runReplay({
-    config: resolveConfig({ apiUrl: 'http://127.0.0.1:9/api', otlpEndpoint: receiver.url, otlpTimeoutMs: 2_000 }, {}),
-    logger: createLogger({ level: 'silent', format: 'json' }),
-    file,
-    // The signal comes once the last progress line is written: the file was read to its end.
-    progress: { tty: true, write: (text) => void (writes.push(text), text.endsWith('\n') && stop.abort()) },
-    signal: stop.signal,
-    flushTimeoutMs: 500,
-  });
+  // The signal comes once the last progress line is written: the file was read to its end.
+  const { summary, writes } = await replayStopped(receiver.url, events.map((e) => JSON.stringify(e)), (text) => text.endsWith('\n'));
   assert.deepEqual(
     { interrupted: summary.interrupted, spans: summary.spans, incomplete: summary.incomplete, writes },
     {
