@@ -991,6 +991,26 @@ describe('event subscriber: reconnects', () => {
   });
 });
 
+/**
+ * A subscriber resuming an hour back from a server that holds three events since, its event history
+ * answered first with `replies` (as by a proxy in front of it), followed until it is live: the events
+ * stored, the requests, and the subscriber's logs and events.
+ */
+async function resumeThroughReplies(replies: readonly { status: number; contentType: string; body: string }[], authString?: string) {
+  const server = await mini(authString === undefined ? {} : { authString });
+  const cursorMs = Date.now() - 60 * 60_000;
+  const old = Array.from({ length: 3 }, (_, i) => event(cursorMs + 60_000 + i * 60_000));
+  server.store(old);
+  server.switches.restReplies.push(...replies);
+  const { sub, logs, ids } = subscribe(server, { ...(authString === undefined ? {} : { authString }), cursorUs: cursorMs * 1000, initialBackoffMs: 5, maxBackoffMs: 20 });
+  try {
+    await waitFor('live', () => sub.stats.connected, 10_000);
+  } finally {
+    await sub.stop();
+  }
+  return { server, old, logs, ids };
+}
+
 describe('event subscriber: gap fill from history', () => {
   it('reads history pages over REST before connecting when the cursor is older than the backfill window', async () => {
     const server = await mini({ authString: AUTH_STRING });
@@ -1341,17 +1361,7 @@ describe('event subscriber: gap fill from history', () => {
       { reply: { status: 200, contentType: 'application/json', body: '{"data":[],"token":"x"}' }, shown: '{"data":[],"token":"x"}' },
     ];
     for (const { reply, shown } of cases) {
-      const server = await mini({ authString: AUTH_STRING });
-      const cursorMs = Date.now() - 60 * 60_000;
-      const old = Array.from({ length: 3 }, (_, i) => event(cursorMs + 60_000 + i * 60_000));
-      server.store(old);
-      server.switches.restReplies.push(reply);
-      const { sub, logs, ids } = subscribe(server, { authString: AUTH_STRING, cursorUs: cursorMs * 1000, initialBackoffMs: 5, maxBackoffMs: 20 });
-      try {
-        await waitFor('live', () => sub.stats.connected, 10_000);
-      } finally {
-        await sub.stop();
-      }
+      const { server, old, logs, ids } = await resumeThroughReplies([reply], AUTH_STRING);
       const records = logs.records();
       assert.deepEqual(
         {
@@ -1375,16 +1385,7 @@ describe('event subscriber: gap fill from history', () => {
   });
 
   it('answers that are not an event page three times in a row give the window up, as other failed history requests do', async () => {
-    const server = await mini();
-    const cursorMs = Date.now() - 60 * 60_000;
-    server.store(Array.from({ length: 3 }, (_, i) => event(cursorMs + 60_000 + i * 60_000)));
-    for (let i = 0; i < 3; i++) server.switches.restReplies.push({ status: 200, contentType: 'text/html', body: '<html>Sign in</html>' });
-    const { sub, logs, ids } = subscribe(server, { cursorUs: cursorMs * 1000, initialBackoffMs: 5, maxBackoffMs: 20 });
-    try {
-      await waitFor('live', () => sub.stats.connected, 10_000);
-    } finally {
-      await sub.stop();
-    }
+    const { server, logs, ids } = await resumeThroughReplies(Array.from({ length: 3 }, () => ({ status: 200, contentType: 'text/html', body: '<html>Sign in</html>' })));
     const records = logs.records();
     assert.deepEqual(
       {
