@@ -1,5 +1,4 @@
 import { EventEmitter, once } from 'node:events';
-import { resolve as resolvePath } from 'node:path';
 import { context, ROOT_CONTEXT } from '@opentelemetry/api';
 import { pino, type Logger } from 'pino';
 import { describeConfig, kindOf, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
@@ -16,7 +15,7 @@ import { createPrefectRestClient, type PrefectRestClient } from './source/rest.j
 import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from './source/websocket.js';
 import { createStateLease, type LeaseHolder, type StateLease } from './state/lease.js';
 import { loadState, SpansNotKeptError, StateWriter } from './state/persisted.js';
-import { createStateStore } from './state/state-store.js';
+import { createStateStore, stateFileTarget } from './state/state-store.js';
 import { collectStats, type TracingStats } from './stats.js';
 import { VERSION } from './version.js';
 
@@ -162,9 +161,10 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       },
     });
     this.metrics = startMetricsExport(this.config, () => this.stats(), this.pipeline.exportLag, this.logger);
-    this.store = createStateStore(this.config.stateFile);
+    const stateFile = stateFileTarget(this.config.stateFile);
+    this.store = createStateStore(stateFile);
     this.state = new StateWriter(this.store, this.pipeline, undefined, () => this.subscriber?.coveredUntilMs());
-    this.lease = createStateLease(this.config.stateFile, this.config.live.stateLeaseMs);
+    this.lease = createStateLease(stateFile, this.config.live.stateLeaseMs);
     this.done = new Promise<void>((resolve, reject) => {
       this.resolveDone = resolve;
       this.rejectDone = reject;
@@ -604,7 +604,7 @@ export function startWithConfig(config: Config, options: Pick<StartOptions, 'log
 const RUNNING = ((globalThis as Record<symbol, unknown>)[Symbol.for('prefect-otel.running')] ??= new Map()) as Map<string, Tracing>;
 
 function startOnce(config: Config, options: Pick<StartOptions, 'logger' | 'hooks' | 'keepAlive'>): PrefectTracingHandle {
-  const key = resolvePath(config.stateFile);
+  const key = stateFileTarget(config.stateFile);
   const already = RUNNING.get(key);
   if (already !== undefined && !already.stopping) {
     (options.logger ?? createLogger({ level: config.log.level, format: config.log.format })).warn(

@@ -3,8 +3,9 @@
  * one. Beside it, a journal (`<file>.journal`) that lines are appended to: a crash leaves at most
  * its last line cut short. Writes are serialised, so two overlapping calls cannot interleave.
  */
+import { readlinkSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { errorText, InputError } from '../errors.js';
 import { jsonPieces } from './json-pieces.js';
 
@@ -176,6 +177,31 @@ async function readRegularFile(file: string): Promise<string> {
   const info = await stat(file);
   if (!info.isFile()) throw new Error(`not a regular file (${info.isDirectory() ? 'a directory' : info.isFIFO() ? 'a FIFO' : info.isSocket() ? 'a socket' : 'a device'})`);
   return readFile(file, 'utf8');
+}
+
+/** Links followed before giving up: the kernel's own limit for a path (ELOOP). */
+const MAX_LINKS = 40;
+
+/**
+ * The file a state-file path names, as an absolute path: a symbolic link (or a chain of them)
+ * followed to its target, which need not exist yet. Saves replace the file by renaming a temp file
+ * over it, which would replace a link with a plain file, and the state would stop reaching the
+ * volume the link points to; the journal and the lock belong beside the target for the same
+ * reason, and two links to one file then share one lock. A path that is no link is returned as it is.
+ */
+export function stateFileTarget(path: string): string {
+  let current = resolve(path);
+  for (let i = 0; i < MAX_LINKS; i++) {
+    let target: string;
+    try {
+      target = readlinkSync(current);
+    } catch {
+      // EINVAL: not a link; ENOENT: nothing there yet. Anything else is said by the first open.
+      return current;
+    }
+    current = resolve(dirname(current), target);
+  }
+  return current;
 }
 
 /**

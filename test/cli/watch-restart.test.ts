@@ -5,8 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { test } from 'node:test';
 import { spanIdForRun } from '../../src/model/ids.js';
 import { customEvent, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
@@ -190,3 +190,42 @@ test('watch: a restart after a stream quiet for longer than the dedupe window do
   assert.equal(prefect.restRequests.filter((q) => q.path.endsWith('/events/filter')).length, 1, 'only the first process read the history');
 });
 
+
+test('watch: a state file given as a symbolic link stays one: the state, its journal and its lock go beside the target, and a restart through another link to it resumes, each event once', async (t) => {
+  const w = workload(2);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const volume = join(tempDir(), 'volume');
+  const links = join(tempDir(), 'links');
+  mkdirSync(volume);
+  mkdirSync(links);
+  const target = join(volume, 'state.json');
+  // Made before the target exists (a fresh volume), one absolute and one relative.
+  symlinkSync(target, join(links, 'state.json'));
+  symlinkSync(relative(links, target), join(links, 'again.json'));
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(links, 'state.json') };
+  const cut = Math.floor(w.events.length * 0.5);
+
+  const firstLines = await watchUntilEachLogged(t, prefect, env, w.events.slice(0, cut));
+  assert.equal(readlinkSync(join(links, 'state.json')), target);
+  assert.deepEqual(readdirSync(links).sort(), ['again.json', 'state.json']);
+  assert.deepEqual(readdirSync(volume), ['state.json']);
+  assert.ok(lstatSync(target).isFile());
+  assert.ok(readFileSync(target, 'utf8').includes(w.events[0]!.id));
+
+  prefect.publish(w.events.slice(cut));
+  const second = startWatch({ ...env, PREFECT_OTEL_STATE_FILE: join(links, 'again.json') }, t);
+  const secondLines = follow(second.child);
+  await until('the lock taken beside the target', () => readdirSync(volume).includes('state.json.lock'));
+  assert.deepEqual(readdirSync(links).sort(), ['again.json', 'state.json']);
+  await until('every event taken', () => stlogging(secondLines()).length >= w.events.length - cut);
+  await receiver.waitForSpans(w.runs.size);
+  second.child.kill('SIGTERM');
+  const r = await second.result;
+  assert.equal(r.code, 0, r.stderr);
+
+  assert.equal(secondLines().filter((l) => l.msg === 'resumed from the state file').length, 1);
+  assertEachEventLoggedOnce(firstLines(), secondLines(), w);
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+  assert.equal(readlinkSync(join(links, 'again.json')), relative(links, target));
+  assert.deepEqual(readdirSync(volume), ['state.json']);
+});
