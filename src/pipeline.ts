@@ -114,6 +114,8 @@ export interface Pipeline {
 }
 
 const WARN_PER_REASON = 10;
+/** Deleted scheduled runs forgotten at once: the first this many are named in the log line, all are counted. */
+const SHOWN_FORGOTTEN_IDS = 10;
 /** The log buffer holds this many records per span the trace buffer holds. */
 const LOG_RECORDS_PER_SPAN = 4;
 /** In replay, timers (settle, grace, idle) run on event time, checked whenever it advances this much. */
@@ -240,8 +242,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         checkingScheduled = true;
         void options.deletedFlowRuns!(flowRunIds).then((gone) => {
           if (sealed || gone.length === 0) return;
-          const count = tracker.forgetDeletedRuns(gone, now());
-          if (count > 0) notices.info({ count }, 'scheduled flow runs that never started are no longer in Prefect (deleted: their deployment paused, redeployed or deleted, or the run itself); forgotten without a span');
+          const forgotten = tracker.forgetDeletedRuns(gone, now());
+          if (forgotten.length > 0) notices.info({ count: forgotten.length, flowRunIds: forgotten.slice(0, SHOWN_FORGOTTEN_IDS) }, 'scheduled flow runs that never started are no longer in Prefect (deleted: their deployment paused, redeployed or deleted, or the run itself); forgotten without a span');
         }).catch((err: unknown) => {
           log.error({ err }, 'deleted scheduled flow runs could not be forgotten');
         }).finally(() => {

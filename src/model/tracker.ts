@@ -568,10 +568,10 @@ export class RunTracker {
   /**
    * The answer to `checkScheduledRuns`: the flow runs Prefect no longer has. Those still Scheduled and
    * not started are forgotten without a span (they never ran); a run whose events have moved on
-   * meanwhile is left to them. Returns how many were forgotten.
+   * meanwhile is left to them. Returns the ids of those forgotten.
    */
-  forgetDeletedRuns(flowRunIds: readonly string[], nowMs: number): number {
-    let forgotten = 0;
+  forgetDeletedRuns(flowRunIds: readonly string[], nowMs: number): string[] {
+    const forgotten: string[] = [];
     for (const id of flowRunIds) {
       const run = this.open.get(id);
       if (run === undefined || run.ref.type !== 'flow' || !run.awaiting || run.latest?.state.type !== 'SCHEDULED') continue;
@@ -580,9 +580,9 @@ export class RunTracker {
       if (children !== undefined && children.size > 0) continue;
       this.childrenOf.delete(id);
       this.finalize(run, undefined, nowMs, true);
-      forgotten += 1;
+      forgotten.push(id);
     }
-    this.counts.deletedScheduled += forgotten;
+    this.counts.deletedScheduled += forgotten.length;
     return forgotten;
   }
 

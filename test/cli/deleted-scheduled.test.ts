@@ -54,7 +54,7 @@ test('watch: scheduled flow runs that waited an open-run timeout are looked up i
   assert.deepEqual(filters().slice(0, 2).map((q) => filterIds(q.body)), [[GONE, LATE, KEPT, MOVED].sort(), [KEPT, MOVED].sort()]);
   assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']), [RAN]);
   const lines = logLines(r.stdout);
-  assert.deepEqual(lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('no longer in Prefect')).map((l) => ({ level: l.level, count: l.count })), [{ level: 30, count: 2 }]);
+  assert.deepEqual(lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('no longer in Prefect')).map((l) => ({ level: l.level, count: l.count, flowRunIds: (l.flowRunIds as string[] | undefined)?.slice().sort() })), [{ level: 30, count: 2, flowRunIds: [GONE, LATE].sort() }]);
   const stopped = lines.find((l) => l.msg === 'stopped') as { runs: { open: number; deletedScheduled: number; incomplete: number } } | undefined;
   assert.deepEqual({ open: stopped?.runs.open, deletedScheduled: stopped?.runs.deletedScheduled, incomplete: stopped?.runs.incomplete }, { open: 2, deletedScheduled: 2, incomplete: 0 });
   const saved = JSON.parse(readFileSync(statePath, 'utf8')) as { tracker: { open: { ref: { id: string } }[] } };

@@ -46,7 +46,7 @@ test('a scheduled flow run quiet for the open-run timeout is asked about, a paus
     { deleted: pipeline.tracker.counts.deletedScheduled, open: pipeline.tracker.snapshot().open.map((r) => r.ref.id).sort(), spans: spans.length },
     { deleted: 1, open: [B, C], spans: 0 },
   );
-  assert.deepEqual(lines.filter((l) => l.count !== undefined && String(l.msg).includes('no longer in Prefect')).map((l) => ({ level: l.level, count: l.count })), [{ level: 30, count: 1 }]);
+  assert.deepEqual(lines.filter((l) => l.count !== undefined && String(l.msg).includes('no longer in Prefect')).map((l) => ({ level: l.level, count: l.count, flowRunIds: l.flowRunIds })), [{ level: 30, count: 1, flowRunIds: [A] }]);
   await pipeline.finish('end_of_input');
   assert.deepEqual(spans.map((s) => [s.run.id, s.run.incomplete]).sort(), [[B, true], [C, true]]);
 });
