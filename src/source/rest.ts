@@ -8,6 +8,7 @@ import { createHttpClient, HttpTransportError, type TlsOptions } from './http-cl
 import { PROXY_AUTH_REQUIRED, ProxyError, proxyVariable, type ProxyEnv } from './proxy.js';
 import { escapeControls } from '../log/control-chars.js';
 import { excerpt } from '../model/event.js';
+import { parseTimestampUs } from '../model/time.js';
 import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
 export type RestResult<T> = { ok: true; value: T } | { ok: false; status?: number; message: string };
@@ -273,45 +274,106 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     },
 
     async *readEvents(filter, opts = {}) {
-      const body = {
+      const body = (sinceIso: string, untilIso: string) => ({
         filter: {
-          occurred: { since: filter.sinceIso, until: filter.untilIso },
+          occurred: { since: sinceIso, until: untilIso },
           ...(filter.prefixes !== undefined ? { event: { prefix: [...filter.prefixes] } } : {}),
           order: 'ASC',
         },
         limit: EVENTS_PAGE_LIMIT,
-      };
-      let r = await request('POST', '/events/filter', body, opts.signal);
-      let what = 'POST /events/filter';
-      const seenTokens = new Set<string>();
-      for (let page = 0; page < MAX_PAGES; page++) {
-        if (r.status === undefined) throw new RestRequestError(`${what} failed: ${r.error}`, undefined, r.unreachable);
-        if (r.status === 401 || (r.status === 403 && page === 0)) throw authError(what, r.status);
-        if (r.status === 403) throw new ProtocolError(`${what}: the server rejected its own page token (HTTP 403)`);
-        if (r.status < 200 || r.status > 299) throw new RestRequestError(`${what}: HTTP ${r.status}`, r.status, false, retryAfterMs(r.retryAfter, Date.now()));
-        // Not Prefect's answer (a proxy's or an ingress's sign-in or error page, served with 200), or one
-        // cut short: a failed request like any other, whose caller retries it under its own limits.
-        if (!isRecord(r.body) || !Array.isArray(r.body.events)) {
-          // Redacted before it is cut short: a cut secret would no longer match.
-          const shown = escapeControls(excerpt(redactSecrets(r.text, auth), MAX_SHOWN_BODY_CHARS));
-          throw new RestRequestError(`${what}: HTTP ${r.status} with a body that is not an event page`, r.status, false, undefined, shown);
+      });
+      /**
+       * Every page of one query: `POST /events/filter`, then `GET /events/filter/next` with the
+       * `page-token` of each `next_page`, each page's events and the number of pages read so far.
+       */
+      async function* pages(sinceIso: string, untilIso: string, pagesBefore: number): AsyncGenerator<{ events: unknown[]; read: number }> {
+        let r = await request('POST', '/events/filter', body(sinceIso, untilIso), opts.signal);
+        let what = 'POST /events/filter';
+        const seenTokens = new Set<string>();
+        for (let page = 0; pagesBefore + page < MAX_PAGES; page++) {
+          if (r.status === undefined) throw new RestRequestError(`${what} failed: ${r.error}`, undefined, r.unreachable);
+          if (r.status === 401 || (r.status === 403 && page === 0)) throw authError(what, r.status);
+          if (r.status === 403) throw new ProtocolError(`${what}: the server rejected its own page token (HTTP 403)`);
+          if (r.status < 200 || r.status > 299) throw new RestRequestError(`${what}: HTTP ${r.status}`, r.status, false, retryAfterMs(r.retryAfter, Date.now()));
+          // Not Prefect's answer (a proxy's or an ingress's sign-in or error page, served with 200), or one
+          // cut short: a failed request like any other, whose caller retries it under its own limits.
+          if (!isRecord(r.body) || !Array.isArray(r.body.events)) {
+            // Redacted before it is cut short: a cut secret would no longer match.
+            const shown = escapeControls(excerpt(redactSecrets(r.text, auth), MAX_SHOWN_BODY_CHARS));
+            throw new RestRequestError(`${what}: HTTP ${r.status} with a body that is not an event page`, r.status, false, undefined, shown);
+          }
+          const next = r.body.next_page;
+          yield { events: r.body.events as unknown[], read: pagesBefore + page + 1 };
+          if (typeof next !== 'string' || next === '') return;
+          const token = pageToken(next);
+          if (token === undefined) throw new ProtocolError(`${what}: next_page has no page-token`);
+          if (seenTokens.has(token)) throw new ProtocolError(`${what}: the server repeated a page token`);
+          seenTokens.add(token);
+          // Never follow the absolute URL: it is built from the server's idea of its base URL, which is
+          // wrong behind a path-rewriting proxy. Only the token matters.
+          what = 'GET /events/filter/next';
+          r = await request('GET', `/events/filter/next?page-token=${encodeURIComponent(token)}`, undefined, opts.signal);
         }
-        const events = r.body.events as unknown[];
-        if (events.length > 0) yield events;
-        const next = r.body.next_page;
-        if (typeof next !== 'string' || next === '') return;
-        const token = pageToken(next);
-        if (token === undefined) throw new ProtocolError(`${what}: next_page has no page-token`);
-        if (seenTokens.has(token)) throw new ProtocolError(`${what}: the server repeated a page token`);
-        seenTokens.add(token);
-        // Never follow the absolute URL: it is built from the server's idea of its base URL, which is
-        // wrong behind a path-rewriting proxy. Only the token matters.
-        what = 'GET /events/filter/next';
-        r = await request('GET', `/events/filter/next?page-token=${encodeURIComponent(token)}`, undefined, opts.signal);
+        throw new ProtocolError(`POST /events/filter: more than ${MAX_PAGES} pages`);
       }
-      throw new ProtocolError(`POST /events/filter: more than ${MAX_PAGES} pages`);
+
+      // Prefect pages by OFFSET over the events ordered by `occurred` alone, and a database may order
+      // events with equal `occurred` differently from one query to the next: of those that straddle
+      // a page boundary, some would come twice and others never. When a page begins at the instant
+      // the page before it ended at, every event of that instant is asked for in a query of its own
+      // and given once, in place of the two pages' share of them.
+      /** The instant the last page given ended at, and the ids given at it. */
+      let tail: { us: number; iso: string; ids: Set<string> } | undefined;
+      let read = 0;
+      for await (const page of pages(filter.sinceIso, filter.untilIso, 0)) {
+        read = page.read;
+        let events = page.events;
+        const first = events.length > 0 ? occurredUs(events[0]) : undefined;
+        if (tail !== undefined && first !== undefined && first.us === tail.us) {
+          const given = tail.ids;
+          const out: unknown[] = [];
+          const take = (event: unknown): void => {
+            const id = idOf(event);
+            if (id !== undefined && given.has(id)) return;
+            if (id !== undefined) given.add(id);
+            out.push(event);
+          };
+          for await (const same of pages(tail.iso, tail.iso, read)) {
+            read = same.read;
+            for (const event of same.events) if (occurredUs(event)?.us === tail.us) take(event);
+          }
+          // Those of the instant the query did not have (stored meanwhile) are kept from the page itself.
+          for (const event of events) {
+            if (occurredUs(event)?.us === tail.us) take(event);
+            else out.push(event);
+          }
+          events = out;
+        }
+        const last = events.length > 0 ? occurredUs(events[events.length - 1]) : undefined;
+        if (last !== undefined) {
+          const ids = tail !== undefined && tail.us === last.us ? tail.ids : new Set<string>();
+          for (let i = events.length - 1; i >= 0 && occurredUs(events[i])?.us === last.us; i--) {
+            const id = idOf(events[i]);
+            if (id !== undefined) ids.add(id);
+          }
+          tail = { us: last.us, iso: last.iso, ids };
+        }
+        if (events.length > 0) yield events;
+      }
     },
   };
+}
+
+/** An event's `occurred`, as sent and in microseconds; undefined when it has none that reads. */
+function occurredUs(event: unknown): { us: number; iso: string } | undefined {
+  const occurred = isRecord(event) ? event.occurred : undefined;
+  const us = typeof occurred === 'string' ? parseTimestampUs(occurred) : undefined;
+  return us === undefined ? undefined : { us, iso: occurred as string };
+}
+
+function idOf(event: unknown): string | undefined {
+  const id = isRecord(event) ? event.id : undefined;
+  return typeof id === 'string' ? id : undefined;
 }
 
 /** The `page-token` query parameter of a `next_page` URL (absolute or relative). */

@@ -152,6 +152,12 @@ export interface FakePrefectSwitches {
    * connection then waits for the client. Taken from the front; empty: the server's own answer.
    */
   authReplies: string[];
+  /**
+   * Order events of equal `occurred` differently in each `/events/filter` query or page (the order
+   * they were stored in, then its reverse, in turn), as a database may: Prefect orders by `occurred`
+   * alone, so OFFSET pages then repeat some of those that straddle a boundary and skip others.
+   */
+  tiesVary: boolean;
 }
 
 export interface FakePrefect {
@@ -238,7 +244,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   const heldRest: (() => void)[] = [];
   const csrfTokens = new Map<string, { token: string; expiresMs: number }>();
   const switches: FakePrefectSwitches = {
-    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0, restRetryAfter: undefined, restFailEvery: 0, restReplies: [], stripSubprotocol: 0, authReplies: [],
+    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0, restRetryAfter: undefined, restFailEvery: 0, restReplies: [], stripSubprotocol: 0, authReplies: [], tiesVary: false,
     get stall() { return stall; },
     set stall(v: boolean) { stall = v; if (!v) subs.forEach(schedule); },
     get holdRest() { return holdRest; },
@@ -447,7 +453,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     });
   }
 
-  const routes = createRestRoutes({ basePath, nextPageBase: options.nextPageBase, now, events: () => stored, ingest: (evs) => publish(evs), taskRuns, flowRuns, defaultLimit: options.defaultLimit ?? 200 });
+  const routes = createRestRoutes({ basePath, nextPageBase: options.nextPageBase, now, events: () => stored, tiesVary: () => switches.tiesVary, ingest: (evs) => publish(evs), taskRuns, flowRuns, defaultLimit: options.defaultLimit ?? 200 });
   const handler: RequestListener = (req, res) => {
     void (async () => {
       const { body, invalid } = await readJsonBody(req);

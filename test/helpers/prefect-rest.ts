@@ -82,6 +82,8 @@ export interface RestContext {
   nextPageBase: string | undefined;
   now: () => number;
   events: () => StoredEvent[];
+  /** Events of equal `occurred` in a different order in each query (`switches.tiesVary`). */
+  tiesVary: () => boolean;
   ingest: (events: WireEvent[]) => void;
   taskRuns: Map<string, Record<string, unknown>>;
   flowRuns: Map<string, Record<string, unknown>>;
@@ -98,11 +100,14 @@ interface Page {
 
 const INTERACTIVE_PAGE_SIZE = 50;
 
-/** Stored events matching `filter` (related filters included, as the SQL applies them), in its order; ties in insertion order. */
-export function query(stored: StoredEvent[], filter: ParsedFilter): StoredEvent[] {
+/**
+ * Stored events matching `filter` (related filters included, as the SQL applies them), in its order;
+ * ties in insertion order, or in its reverse with `ties` -1.
+ */
+export function query(stored: StoredEvent[], filter: ParsedFilter, ties: 1 | -1 = 1): StoredEvent[] {
   const out = stored.filter((s) => matches(filter, s.ev, s.us, { related: true }));
   const dir = filter.order === 'ASC' ? 1 : -1;
-  return out.sort((a, b) => (a.us! - b.us!) * dir || a.seq - b.seq);
+  return out.sort((a, b) => (a.us! - b.us!) * dir || (a.seq - b.seq) * ties);
 }
 
 type Reply = (status: number, json?: unknown) => void;
@@ -111,9 +116,10 @@ type Reply = (status: number, json?: unknown) => void;
 export function createRestRoutes(ctx: RestContext) {
   const pages = new Map<string, Page>();
   let tokenSeq = 0;
+  let queries = 0;
 
   const page = (req: IncomingMessage, p: Page) => {
-    const all = query(ctx.events(), p.filter);
+    const all = query(ctx.events(), p.filter, ctx.tiesVary() && ++queries % 2 === 0 ? -1 : 1);
     const events = all.slice(p.offset, p.offset + p.pageSize).map((s) => s.ev);
     let next_page: string | null = null;
     if (p.pageSize > 0 && p.offset + p.pageSize < p.count) {

@@ -414,3 +414,49 @@ describe('rest client: a Prefect server with CSRF protection (PREFECT_SERVER_CSR
     rest.close();
   });
 });
+
+describe('rest client: events of equal `occurred` across a page boundary', () => {
+  const event = (i: number, second: number): WireEvent => ({
+    id: `0198c7d2-0000-7000-8000-${String(i).padStart(12, '0')}`,
+    occurred: new Date(Date.UTC(2026, 7, 21, 12, 0, second)).toISOString(),
+    event: 'prefect.flow-run.Running',
+    resource: { 'prefect.resource.id': `prefect.flow-run.${FLOW_RUN}` },
+    related: [],
+    payload: {},
+  });
+  const window = { sinceIso: '2026-08-21T12:00:00.000Z', untilIso: '2026-08-21T13:00:00.000Z' };
+  const read = async (events: WireEvent[]) => {
+    const server = await startFakePrefect();
+    after(() => server.close());
+    // Prefect orders by `occurred` alone; this server orders the ties differently in each query.
+    server.switches.tiesVary = true;
+    server.store(events);
+    const rest = createPrefectRestClient({ apiUrl: server.url });
+    const pages: string[][] = [];
+    for await (const page of rest.readEvents(window)) pages.push(page.map((ev) => (ev as WireEvent).id));
+    rest.close();
+    const requests = server.restRequests.map((r) => (r.method === 'GET' ? 'GET next' : `POST ${JSON.stringify((r.body as { filter: { occurred: unknown } }).filter.occurred)}`));
+    return { ids: pages.flat(), pages: pages.map((p) => p.length), requests };
+  };
+
+  it('are each read once, in order: the instant they share is asked for on its own', async () => {
+    // 130 events; the 12 from the 46th on share one second, across the first page's end (50).
+    const events = Array.from({ length: 130 }, (_, i) => event(i, i < 45 ? i : i < 57 ? 45 : i - 11));
+    const { ids, pages, requests } = await read(events);
+    assert.deepEqual(ids.slice().sort(), events.map((e) => e.id).sort());
+    assert.equal(ids.length, 130);
+    assert.deepEqual(ids.slice(0, 45), events.slice(0, 45).map((e) => e.id));
+    assert.deepEqual(ids.slice(57), events.slice(57).map((e) => e.id));
+    assert.deepEqual(pages, [50, 50, 30]);
+    const instant = JSON.stringify({ since: '2026-08-21T12:00:45.000Z', until: '2026-08-21T12:00:45.000Z' });
+    assert.deepEqual(requests, [`POST ${JSON.stringify({ since: window.sinceIso, until: window.untilIso })}`, 'GET next', `POST ${instant}`, 'GET next']);
+  });
+
+  it('events of distinct `occurred` are paged as the server pages them, with no other request', async () => {
+    const events = Array.from({ length: 130 }, (_, i) => event(i, i));
+    const { ids, pages, requests } = await read(events);
+    assert.deepEqual(ids, events.map((e) => e.id));
+    assert.deepEqual(pages, [50, 50, 30]);
+    assert.deepEqual(requests, [`POST ${JSON.stringify({ since: window.sinceIso, until: window.untilIso })}`, 'GET next', 'GET next']);
+  });
+});
