@@ -5,6 +5,7 @@
  * `https://api.prefect.cloud/api/accounts/<a>/workspaces/<w>`), so every path here is appended to it.
  */
 import { VERSION } from '../version.js';
+import { escapeControls } from '../log/control-chars.js';
 import { redactUserinfo } from '../log/redact.js';
 
 export interface PrefectAuth {
@@ -129,6 +130,32 @@ export function redactSecrets(text: string, auth: PrefectAuth): string {
     out = out.split(b64).join('[redacted]');
   }
   return out;
+}
+
+/** How much of the server's text `shownServerText` looks at (redacted, escaped): a frame or a body may be megabytes long. */
+const MAX_SCANNED_SERVER_TEXT_CHARS = 4_096;
+/** A credential's start this long, at the end of a server's text that was cut short, is taken for the credential. */
+const MIN_CUT_SECRET_CHARS = 6;
+
+/**
+ * The server's own text (a close reason, a refusal's reason, a reply or a body in no Prefect form)
+ * as an error or a log line shows it: on one line (whitespace runs as one space, control characters
+ * escaped), at most `maxChars` long with `…` when cut, and every credential redacted, also one the
+ * text ends in the start of (a close reason is cut at 123 bytes, and only the text's start is read).
+ */
+export function shownServerText(text: string, auth: PrefectAuth, maxChars: number): string {
+  let out = redactSecrets(text.length > MAX_SCANNED_SERVER_TEXT_CHARS ? text.slice(0, MAX_SCANNED_SERVER_TEXT_CHARS) : text, auth);
+  for (const s of [auth.apiKey, auth.authString, ...Object.values(auth.customHeaders ?? {})]) {
+    if (!nonEmpty(s) || s.length < MIN_CUT_SECRET_CHARS) continue;
+    for (let n = Math.min(s.length - 1, out.length); n >= MIN_CUT_SECRET_CHARS; n--) {
+      if (out.endsWith(s.slice(0, n))) {
+        out = `${out.slice(0, out.length - n)}[redacted]`;
+        break;
+      }
+    }
+  }
+  out = escapeControls(out.replace(/\s+/g, ' ').trim());
+  return out.length > maxChars ? `${out.slice(0, maxChars)}…` : out;
 }
 
 function nonEmpty(s: string | undefined): s is string {

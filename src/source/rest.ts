@@ -6,10 +6,8 @@ import { randomUUID } from 'node:crypto';
 import { AuthError, ProtocolError, errorText } from '../errors.js';
 import { createHttpClient, HttpTransportError, type TlsOptions } from './http-client.js';
 import { PROXY_AUTH_REQUIRED, ProxyError, proxyVariable, type ProxyEnv } from './proxy.js';
-import { escapeControls } from '../log/control-chars.js';
-import { excerpt } from '../model/event.js';
 import { parseTimestampUs } from '../model/time.js';
-import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, USER_AGENT, type PrefectAuth } from './prefect-api.js';
+import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, shownServerText, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
 export type RestResult<T> = { ok: true; value: T } | { ok: false; status?: number; message: string };
 
@@ -298,8 +296,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
           // Not Prefect's answer (a proxy's or an ingress's sign-in or error page, served with 200), or one
           // cut short: a failed request like any other, whose caller retries it under its own limits.
           if (!isRecord(r.body) || !Array.isArray(r.body.events)) {
-            // Redacted before it is cut short: a cut secret would no longer match.
-            const shown = escapeControls(excerpt(redactSecrets(r.text, auth), MAX_SHOWN_BODY_CHARS));
+            const shown = shownServerText(r.text, auth, MAX_SHOWN_BODY_CHARS);
             throw new RestRequestError(`${what}: HTTP ${r.status} with a body that is not an event page`, r.status, false, undefined, shown);
           }
           const next = r.body.next_page;

@@ -22,7 +22,6 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { AuthError, ProtocolError, errorText } from '../errors.js';
-import { escapeControls } from '../log/control-chars.js';
 import { safeUrl } from '../log/redact.js';
 import {
   authAdvice,
@@ -30,6 +29,7 @@ import {
   eventsOutUrl,
   isApiPath,
   redactSecrets,
+  shownServerText,
   restAuthHeaders,
   USER_AGENT,
   wsAuthToken,
@@ -205,10 +205,6 @@ const CALLBACK_ERROR_LOG_INTERVAL_MS = 10_000;
 const MAX_SHOWN_TYPE_CHARS = 40;
 /** How much of the server's own text (a close reason, a refusal's reason, a reply in no Prefect form) an error shows. */
 const MAX_SHOWN_SERVER_TEXT_CHARS = 120;
-/** How much of the server's text is looked at for that (redacted, escaped). */
-const MAX_SCANNED_SERVER_TEXT_CHARS = 4_096;
-/** A credential's start this long, at the end of a server's text that was cut short, is taken for the credential. */
-const MIN_CUT_SECRET_CHARS = 6;
 /**
  * Handshakes in a row that spoke something other than Prefect's protocol (an upgrade answered without
  * the sub-protocol, a reply to the auth message in no Prefect form) before the stream gives up:
@@ -276,26 +272,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     options.rest ??
     createPrefectRestClient({ ...auth, apiUrl: options.apiUrl, timeoutMs: options.requestTimeoutMs ?? SUBSCRIBER_DEFAULTS.requestTimeoutMs, tls: options.tls, proxy: options.proxy });
   const redact = (text: string): string => redactSecrets(text, auth);
-  const secrets = [auth.apiKey, auth.authString, ...Object.values(auth.customHeaders ?? {})].filter((v): v is string => v !== undefined && v.length >= MIN_CUT_SECRET_CHARS);
-  /**
-   * The server's own text for an error or a log line, on one line: credentials redacted, also one
-   * the text ends in the start of (a close reason is cut at 123 bytes), control characters escaped,
-   * and cut short.
-   */
-  const serverText = (text: string): string => {
-    // Only its start is shown: a frame may be megabytes long. A credential cut here is redacted as one the server cut.
-    let out = redact(text.length > MAX_SCANNED_SERVER_TEXT_CHARS ? text.slice(0, MAX_SCANNED_SERVER_TEXT_CHARS) : text);
-    for (const s of secrets) {
-      for (let n = Math.min(s.length - 1, out.length); n >= MIN_CUT_SECRET_CHARS; n--) {
-        if (out.endsWith(s.slice(0, n))) {
-          out = `${out.slice(0, out.length - n)}[redacted]`;
-          break;
-        }
-      }
-    }
-    out = escapeControls(out);
-    return out.length > MAX_SHOWN_SERVER_TEXT_CHARS ? `${out.slice(0, MAX_SHOWN_SERVER_TEXT_CHARS)}…` : out;
-  };
+  /** The server's own text for an error or a log line: on one line, credentials redacted, cut short. */
+  const serverText = (text: string): string => shownServerText(text, auth, MAX_SHOWN_SERVER_TEXT_CHARS);
 
   const stats = { connects: 0, reconnects: 0, frames: 0, historyEvents: 0, connected: false, lastError: undefined as string | undefined };
 

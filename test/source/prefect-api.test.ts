@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
+  shownServerText,
   apiBase,
   authAdvice,
   authSetting,
@@ -121,5 +122,33 @@ describe('prefect-api: auth', () => {
         noneToSelfHosted: 'set PREFECT_API_AUTH_STRING',
       },
     );
+  });
+});
+
+describe('prefect-api: the server\'s text as shown', () => {
+  const auth = { apiKey: 'pnu_0123456789abcdefghij', customHeaders: { 'X-Gateway-Key': 'gw-secret-value' } };
+
+  it('on one line: whitespace runs as one space, trimmed, other control characters escaped', () => {
+    assert.equal(shownServerText('  <html>\r\n  <body>\tBad\u001b[2J Gateway\u2028</body>\n', auth, 200), '<html> <body> Bad\\x1b[2J Gateway </body>');
+  });
+
+  it('every credential redacted, also base64-encoded and in a URL\'s user part', () => {
+    const basic = Buffer.from('pnu_0123456789abcdefghij').toString('base64');
+    assert.equal(
+      shownServerText(`key pnu_0123456789abcdefghij, basic ${basic}, header gw-secret-value, url http://user:pw@proxy.example:3128/`, auth, 500),
+      'key [redacted], basic [redacted], header [redacted], url http://[redacted]@proxy.example:3128/',
+    );
+  });
+
+  it('a credential the text ends in the start of (a close reason cut at 123 bytes) is redacted; a shorter start than 6 characters is left', () => {
+    assert.equal(shownServerText('Invalid token pnu_0123456', auth, 200), 'Invalid token [redacted]');
+    assert.equal(shownServerText('Invalid token pnu_0', auth, 200), 'Invalid token pnu_0');
+  });
+
+  it('cut at the length given, with an ellipsis; of a long text only the start is read, and a credential cut there is redacted', () => {
+    assert.equal(shownServerText('x'.repeat(50), auth, 10), `${'x'.repeat(10)}…`);
+    assert.equal(shownServerText('x'.repeat(10), auth, 10), 'x'.repeat(10));
+    const long = `${'a '.repeat(2_045)}pnu_0123456789abcdefghij${'z'.repeat(1_000_000)}`;
+    assert.equal(shownServerText(long, auth, 5_000), `${'a '.repeat(2_045)}[redacted]`);
   });
 });
