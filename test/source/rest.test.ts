@@ -452,6 +452,28 @@ describe('rest client: events of equal `occurred` across a page boundary', () =>
     assert.deepEqual(requests, [`POST ${JSON.stringify({ since: window.sinceIso, until: window.untilIso })}`, 'GET next', `POST ${instant}`, 'GET next']);
   });
 
+  it('at two page boundaries, one after the other: each instant is asked for on its own and each event read once, in order', async () => {
+    // 130 events; 12 share second 45 across the first page's end (positions 45–56), and 8 share
+    // second 85 across the second page's end (positions 96–103), after a page that asked for its instant.
+    const second = (i: number): number => (i < 45 ? i : i < 57 ? 45 : i < 96 ? i - 11 : i < 104 ? 85 : i - 18);
+    const events = Array.from({ length: 130 }, (_, i) => event(i, second(i)));
+    const { ids, pages, requests } = await read(events);
+    assert.deepEqual(ids.slice().sort(), events.map((e) => e.id).sort());
+    assert.equal(ids.length, 130);
+    // Ascending: each position holds an event of the instant the history has there (ties in any order).
+    const secondOf = new Map(events.map((e, i) => [e.id, second(i)]));
+    assert.deepEqual(ids.map((id) => secondOf.get(id)), events.map((_, i) => second(i)));
+    assert.deepEqual(pages, [50, 50, 30]);
+    const instant = (s: string) => `POST ${JSON.stringify({ since: s, until: s })}`;
+    assert.deepEqual(requests, [
+      `POST ${JSON.stringify({ since: window.sinceIso, until: window.untilIso })}`,
+      'GET next',
+      instant('2026-08-21T12:00:45.000Z'),
+      'GET next',
+      instant('2026-08-21T12:01:25.000Z'),
+    ]);
+  });
+
   it('events of distinct `occurred` are paged as the server pages them, with no other request', async () => {
     const events = Array.from({ length: 130 }, (_, i) => event(i, i));
     const { ids, pages, requests } = await read(events);
