@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.js';
 import type { TrackerOptions } from './model/tracker.js';
 import { safeUrl, shownUrl } from './log/redact.js';
-import { PROTECTED_HEADERS } from './source/prefect-api.js';
+import { PROTECTED_HEADERS, type CredentialNames } from './source/prefect-api.js';
 import { proxyEnv, proxyProblem, proxyUrl, type ProxyEnv } from './source/proxy.js';
 import { GRPC_NOT_SUPPORTED, SETTINGS, type SettingKey, type SettingValues } from './settings.js';
 
@@ -52,6 +52,8 @@ export interface Config {
     readonly proxy: ProxyEnv | undefined;
     /** PREFECT_API_REQUEST_TIMEOUT: the longest one REST request (history page, look-up) may take. */
     readonly requestTimeoutMs: number;
+    /** The flag, option or variable each credential was given with, for advice when it is refused. */
+    readonly credentialNames: CredentialNames;
   };
   readonly traces: OtlpSignalConfig & { readonly exporter: TracesExporterKind };
   readonly logs: OtlpSignalConfig & { readonly exporter: LogsExporterKind };
@@ -223,6 +225,7 @@ export function resolveConfig(
       tls: { ca, caFile: v.apiSslCertFile, rejectUnauthorized: !v.apiTlsInsecureSkipVerify },
       proxy,
       requestTimeoutMs: Math.round(v.apiRequestTimeout * 1_000),
+      credentialNames: { apiKey: v.apiKey === undefined ? undefined : sources.get('apiKey'), authString: v.authString === undefined ? undefined : sources.get('authString') },
     },
     traces: {
       ...signal('v1/traces', { url: 'otlpTracesEndpoint', headers: 'otlpTracesHeaders', protocol: 'otlpTracesProtocol', compression: 'otlpTracesCompression', timeoutMs: 'otlpTracesTimeoutMs' }),

@@ -107,6 +107,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     apiUrl: config.prefect.apiUrl,
     apiKey: config.prefect.apiKey,
     authString: config.prefect.authString,
+    credentialNames: config.prefect.credentialNames,
     customHeaders: config.prefect.customHeaders,
     // A file needs no server: a look-up is not waited for longer than this, whatever Prefect's own timeout.
     timeoutMs: Math.min(REPLAY_LOOKUP_TIMEOUT_MS, config.prefect.requestTimeoutMs),

@@ -180,7 +180,7 @@ test('a blank optional flag or option clears its setting, over its variable too'
   );
   assert.deepEqual(
     { prefect: c.prefect, tracesUrl: c.traces.url, tracesHeaders: c.traces.headers, jaegerUrl: c.jaegerUrl, httpPort: c.httpPort, warnings: c.warnings },
-    { prefect: { apiUrl: 'http://127.0.0.1:4200/api', apiKey: undefined, authString: undefined, uiUrl: undefined, customHeaders: {}, tls: { ca: undefined, caFile: undefined, rejectUnauthorized: true }, proxy: undefined, requestTimeoutMs: 60_000 }, tracesUrl: 'http://localhost:4318/v1/traces', tracesHeaders: {}, jaegerUrl: undefined, httpPort: undefined, warnings: [] },
+    { prefect: { apiUrl: 'http://127.0.0.1:4200/api', apiKey: undefined, authString: undefined, uiUrl: undefined, customHeaders: {}, tls: { ca: undefined, caFile: undefined, rejectUnauthorized: true }, proxy: undefined, requestTimeoutMs: 60_000, credentialNames: { apiKey: undefined, authString: undefined } }, tracesUrl: 'http://localhost:4318/v1/traces', tracesHeaders: {}, jaegerUrl: undefined, httpPort: undefined, warnings: [] },
   );
 });
 

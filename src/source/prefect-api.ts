@@ -18,6 +18,16 @@ export interface PrefectAuth {
    * proxy's credentials, say); secrets like the others. An Authorization from the credentials above wins.
    */
   readonly customHeaders?: Readonly<Record<string, string>> | undefined;
+  /**
+   * How the user gave each credential, for advice (`--api-key`, `option authString`, a variable);
+   * absent: its environment variable's name.
+   */
+  readonly credentialNames?: CredentialNames | undefined;
+}
+
+export interface CredentialNames {
+  readonly apiKey?: string | undefined;
+  readonly authString?: string | undefined;
 }
 
 /**
@@ -111,10 +121,12 @@ export function authAdvice(auth: PrefectAuth, apiUrl: string): string {
   const setting = authSetting(auth, apiUrl);
   const given = setting === 'PREFECT_API_KEY' ? nonEmpty(auth.apiKey) : nonEmpty(auth.authString);
   if (!given) return `set ${setting}`;
+  // The credential sent, named as the user gave it (a flag, an option or a variable).
+  const name = (setting === 'PREFECT_API_KEY' ? auth.credentialNames?.apiKey : auth.credentialNames?.authString) ?? setting;
   const cloud = isCloudUrl(apiUrl);
-  if (setting === 'PREFECT_API_KEY' && !cloud) return 'check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)';
-  if (setting === 'PREFECT_API_AUTH_STRING' && cloud) return 'check PREFECT_API_AUTH_STRING (Prefect Cloud takes PREFECT_API_KEY, not an auth string)';
-  return `check ${setting}`;
+  if (setting === 'PREFECT_API_KEY' && !cloud) return `check ${name} (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)`;
+  if (setting === 'PREFECT_API_AUTH_STRING' && cloud) return `check ${name} (Prefect Cloud takes PREFECT_API_KEY, not an auth string)`;
+  return `check ${name}`;
 }
 
 /**

@@ -33,6 +33,7 @@ import {
   restAuthHeaders,
   USER_AGENT,
   wsAuthToken,
+  type CredentialNames,
   type PrefectAuth,
 } from './prefect-api.js';
 import { tlsAgentOptions, type TlsOptions } from './http-client.js';
@@ -46,6 +47,8 @@ export interface EventSubscriberOptions {
   readonly apiUrl: string;
   readonly apiKey?: string | undefined;
   readonly authString?: string | undefined;
+  /** How the user gave each credential, for advice when it is refused (see PrefectAuth). */
+  readonly credentialNames?: CredentialNames | undefined;
   /** PREFECT_CLIENT_CUSTOM_HEADERS (PrefectAuth.customHeaders), on the upgrade and the gap fills. */
   readonly customHeaders?: Readonly<Record<string, string>> | undefined;
   /**
@@ -245,7 +248,7 @@ type Outcome =
 
 export function createEventSubscriber(options: EventSubscriberOptions): EventSubscriber {
   const log = options.logger;
-  const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders };
+  const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders, credentialNames: options.credentialNames };
   const url = eventsOutUrl(options.apiUrl);
   const logUrl = safeUrl(url);
   /**

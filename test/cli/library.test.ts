@@ -257,7 +257,7 @@ test('library: authentication refused: done rejects with an AuthError, the error
     tracing.done.then(() => 'resolved', (err: Error) => `rejected: ${err.name} ${err.message}`),
     new Promise((resolve) => setTimeout(() => resolve('done never settled'), 10_000)),
   ]);
-  const message = 'the Prefect event stream refused authentication (close 1008: Invalid token): check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)';
+  const message = 'the Prefect event stream refused authentication (close 1008: Invalid token): check option apiKey (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)';
   assert.deepEqual(
     {
       settled,

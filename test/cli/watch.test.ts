@@ -190,23 +190,26 @@ test("watch: subflows three deep, the middle one's events missed until it ends: 
   await prefect.close();
 });
 
-test('watch: a wrong auth string is a clear error, exit 3, and no reconnect loop', async () => {
-  const prefect = await startMiniPrefect({ authString: 'admin:pass' });
-  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
-  const { result } = start([], { PREFECT_API_URL: prefect.url, PREFECT_API_AUTH_STRING: 'admin:wrong', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') });
-  const r = await result;
-  assert.equal(r.code, 3, r.stderr);
-  assert.match(r.stderr, /PREFECT_API_AUTH_STRING/);
-  assert.ok(!`${r.stdout}${r.stderr}`.includes('admin:wrong'));
-  assert.equal(prefect.connections.length, 1);
-  // One cause, one line at error or above: the subscriber leaves the report to whoever stops on it.
-  const severe = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => (l.level as number) >= 50);
-  assert.deepEqual(
-    severe.map(({ level, component, code, setting, msg }) => ({ level, component, code, setting, msg })),
-    [{ level: 60, component: 'watch', code: 'PREFECT_OTEL_AUTH', setting: 'PREFECT_API_AUTH_STRING', msg: 'the Prefect event stream refused authentication (close 1008: Invalid token): check PREFECT_API_AUTH_STRING' }],
-  );
-  await prefect.close();
-});
+for (const given of ['PREFECT_API_AUTH_STRING', '--auth-string'] as const) {
+  test(`watch: a wrong auth string (${given}) is a clear error naming it as it was given, exit 3, and no reconnect loop`, async () => {
+    const prefect = await startMiniPrefect({ authString: 'admin:pass' });
+    const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
+    const env = { PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') };
+    const { result } = given === '--auth-string' ? start(['--auth-string', 'admin:wrong'], env) : start([], { ...env, PREFECT_API_AUTH_STRING: 'admin:wrong' });
+    const r = await result;
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, new RegExp(`check ${given}`));
+    assert.ok(!`${r.stdout}${r.stderr}`.includes('admin:wrong'));
+    assert.equal(prefect.connections.length, 1);
+    // One cause, one line at error or above: the subscriber leaves the report to whoever stops on it.
+    const severe = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => (l.level as number) >= 50);
+    assert.deepEqual(
+      severe.map(({ level, component, code, setting, msg }) => ({ level, component, code, setting, msg })),
+      [{ level: 60, component: 'watch', code: 'PREFECT_OTEL_AUTH', setting: 'PREFECT_API_AUTH_STRING', msg: `the Prefect event stream refused authentication (close 1008: Invalid token): check ${given}` }],
+    );
+    await prefect.close();
+  });
+}
 
 // Two ways the handshake is answered in no Prefect form, each given up after three tries in a row.
 const handshakeFaults: { name: string; fault: (prefect: FakePrefect) => void; stderr: string }[] = [
