@@ -13,7 +13,7 @@
  * `--import …/register`): whoever disables telemetry for an application disables this too.
  */
 import { isMainThread } from 'node:worker_threads';
-import { ConfigError } from './errors.js';
+import { ConfigError, errorText } from './errors.js';
 import { startPrefectTracing, type PrefectTracingHandle } from './tracing.js';
 import { STOP_SIGNALS } from './signals.js';
 
@@ -27,7 +27,9 @@ if (isMainThread && !SDK_DISABLED) {
   } catch (err) {
     // Said as the CLI says it: the problems, and what was only warned of, so one start shows everything to fix.
     if (err instanceof ConfigError) process.stderr.write(`prefect-otel/register: ${err.message}\n${warningsText(err.warnings)}`);
-    else throw err;
+    // Anything else is prefect-otel's own failure: said, and the application runs on without it
+    // rather than dying while its modules load.
+    else process.stderr.write(`prefect-otel/register: could not start, the application runs without it: ${errorText(err)}\n`);
   }
 }
 
