@@ -212,6 +212,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       apiKey: this.config.prefect.apiKey,
       authString: this.config.prefect.authString,
       credentialNames: this.config.prefect.credentialNames,
+      apiUrlName: this.config.sources?.apiUrl,
       logger: this.logger.child({ component: 'source' }),
       tls: this.config.prefect.tls,
       proxy: this.config.prefect.proxy,

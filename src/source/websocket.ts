@@ -49,6 +49,8 @@ export interface EventSubscriberOptions {
   readonly authString?: string | undefined;
   /** How the user gave each credential, for advice when it is refused (see PrefectAuth). */
   readonly credentialNames?: CredentialNames | undefined;
+  /** How the user gave the API URL (`--api-url`, `option apiUrl`), for advice on a wrong one; absent: PREFECT_API_URL. */
+  readonly apiUrlName?: string | undefined;
   /** PREFECT_CLIENT_CUSTOM_HEADERS (PrefectAuth.customHeaders), on the upgrade and the gap fills. */
   readonly customHeaders?: Readonly<Record<string, string>> | undefined;
   /**
@@ -219,7 +221,6 @@ const UNREMARKABLE_CLOSE_CODES: ReadonlySet<number> = new Set([1000, 1005, 1006]
 /** Longest piece of a live frame (up to MAX_PAYLOAD_BYTES) that its debug line shows. */
 const MAX_LOGGED_FRAME_CHARS = 4_096;
 /** What a 404 on the upgrade asks the user to check. */
-const NOT_FOUND_ADVICE = "PREFECT_API_URL must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api";
 /** How much of a redirect target an error shows. */
 const MAX_SHOWN_URL_CHARS = 200;
 
@@ -841,7 +842,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           status('disconnected', `${code}${reason ? ` ${reason}` : ''}`);
           return resolve({ kind: 'closed', code, reason: failure ?? reason, liveMs: performance.now() - liveSince });
         }
-        const message = failure ?? (upgradeStatus !== undefined ? upgradeRefused(upgradeStatus, upgradeRedirect, apiPath) : (lastError ?? `closed with ${code}${reason ? ` ${reason}` : ''}`));
+        const message = failure ?? (upgradeStatus !== undefined ? upgradeRefused(upgradeStatus, upgradeRedirect, apiPath, options.apiUrlName ?? 'PREFECT_API_URL') : (lastError ?? `closed with ${code}${reason ? ` ${reason}` : ''}`));
         status('disconnected', message);
         // Past the upgrade, or an HTTP answer from more than a gateway: the server is there.
         const answered = phase !== 'upgrade' || (upgradeStatus !== undefined && !GATEWAY_STATUSES.has(upgradeStatus));
@@ -990,11 +991,12 @@ function redirectTarget(location: string | undefined, from: string): string | un
   }
 }
 
-function upgradeRefused(status: number, redirect: string | undefined, apiPath: boolean): string {
-  if (redirect !== undefined) return `HTTP ${status} on the upgrade, redirected to ${redirect} (not followed: PREFECT_API_URL may have to name that server)`;
-  // The server answered but has no event stream there: most often PREFECT_API_URL lacks its `/api`
+/** Why an upgrade was refused, with what to change; `apiUrlName` is the API URL's setting as the user gave it. */
+function upgradeRefused(status: number, redirect: string | undefined, apiPath: boolean, apiUrlName: string): string {
+  if (redirect !== undefined) return `HTTP ${status} on the upgrade, redirected to ${redirect} (not followed: ${apiUrlName} may have to name that server)`;
+  // The server answered but has no event stream there: most often the API URL lacks its `/api`
   // (Prefect itself answers 403 there; a proxy, 404).
-  if (status === 404 || (status === 403 && !apiPath)) return `HTTP ${status} on the upgrade: no Prefect event stream there (${NOT_FOUND_ADVICE})`;
+  if (status === 404 || (status === 403 && !apiPath)) return `HTTP ${status} on the upgrade: no Prefect event stream there (${apiUrlName} must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api)`;
   return `HTTP ${status} on the upgrade`;
 }
 

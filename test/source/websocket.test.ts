@@ -463,7 +463,7 @@ describe('event subscriber: handshake', () => {
     }
   });
 
-  it('a redirect on the upgrade is not followed; the retries say where it points, without its query', async () => {
+  it('a redirect on the upgrade is not followed; the retries say where it points, without its query, and the API URL setting as it was given', async () => {
     const http = createServer((_req, res) => res.writeHead(404).end());
     let upgrades = 0;
     http.on('upgrade', (_req, socket: Duplex) => {
@@ -472,26 +472,26 @@ describe('event subscriber: handshake', () => {
     });
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
     hostile.push({ close: () => new Promise<void>((resolve) => http.close(() => resolve())) });
-    const { sub, logs } = subscribe({ url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/api` }, { apiKey: API_KEY });
+    const { sub, logs } = subscribe({ url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/api` }, { apiKey: API_KEY, apiUrlName: 'option apiUrl' });
     try {
       await waitFor('two attempts', () => upgrades >= 2);
     } finally {
       await sub.stop();
     }
     const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith(ANSWERED));
-    assert.deepEqual(new Set(retries.map((r) => r.err)), new Set(['HTTP 301 on the upgrade, redirected to https://prefect.example.com/api/events/out (not followed: PREFECT_API_URL may have to name that server)']));
+    assert.deepEqual(new Set(retries.map((r) => r.err)), new Set(['HTTP 301 on the upgrade, redirected to https://prefect.example.com/api/events/out (not followed: option apiUrl may have to name that server)']));
     assert.equal(sub.stats.connects, 0);
     assertNoSecrets(logs.lines, API_KEY, 'sso=abc');
   });
 
-  it('PREFECT_API_URL without its /api: the HTTP 403 a Prefect server answers to a websocket at another path (or a 404 from a proxy) is retried, each retry saying what PREFECT_API_URL must be, not taken as refused credentials', async () => {
+  it('PREFECT_API_URL without its /api: the HTTP 403 a Prefect server answers to a websocket at another path (or a 404 from a proxy) is retried, each retry saying what the API URL must be, named as it was given, not taken as refused credentials', async () => {
     const server = await mini({});
     const http = createServer((_req, res) => res.writeHead(404).end());
     http.on('upgrade', (_req, socket: Duplex) => socket.on('error', () => undefined).end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'));
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
     hostile.push({ close: () => new Promise<void>((resolve) => http.close(() => resolve())) });
-    for (const [status, url] of [[403, server.url.replace(/\/api$/, '')], [404, `http://127.0.0.1:${(http.address() as AddressInfo).port}`]] as const) {
-      const { sub, logs } = subscribe({ url }, { apiKey: API_KEY });
+    for (const [status, url, apiUrlName] of [[403, server.url.replace(/\/api$/, ''), undefined], [404, `http://127.0.0.1:${(http.address() as AddressInfo).port}`, '--api-url']] as const) {
+      const { sub, logs } = subscribe({ url }, { apiKey: API_KEY, apiUrlName });
       const before = server.upgrades.length;
       let outcome: unknown = 'retried';
       sub.done.catch((err: unknown) => void (outcome = err));
@@ -506,7 +506,7 @@ describe('event subscriber: handshake', () => {
         {
           outcome: 'retried',
           connects: 0,
-          errs: new Set([`HTTP ${status} on the upgrade: no Prefect event stream there (PREFECT_API_URL must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api)`]),
+          errs: new Set([`HTTP ${status} on the upgrade: no Prefect event stream there (${apiUrlName ?? 'PREFECT_API_URL'} must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api)`]),
         },
         `HTTP ${status}`,
       );
