@@ -1,9 +1,8 @@
 import { EventEmitter, once } from 'node:events';
-import { context, ROOT_CONTEXT } from '@opentelemetry/api';
 import { pino, type Logger } from 'pino';
 import { describeConfig, kindOf, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
 import { AuthError, ConfigError, errorText, ExportError } from './errors.js';
-import { untraced } from './export/untraced.js';
+import { inApplicationRoot, untraced } from './export/untraced.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
 import { createLogger } from './log/logger.js';
@@ -154,7 +153,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
         if (this.listenerCount('span') > 0) {
           try {
             // The application's own code, in its own (root) context: not prefect-otel's untraced one.
-            context.with(ROOT_CONTEXT, () => this.emit('span', span));
+            inApplicationRoot(() => this.emit('span', span));
           } catch (err) {
             this.logger.error({ err }, 'a span listener threw; ignored');
           }
@@ -228,7 +227,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       onEvent: (frame) => this.pipeline.ingest(frame),
       onStatus: (status) => {
         this.connected = status === 'connected';
-        context.with(ROOT_CONTEXT, () => this.emit('status', status));
+        inApplicationRoot(() => this.emit('status', status));
       },
     });
     this.subscriber.done.then(
@@ -420,7 +419,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     this.failure = err;
     if (this.listenerCount('error') > 0) {
       try {
-        context.with(ROOT_CONTEXT, () => this.emit('error', err));
+        inApplicationRoot(() => this.emit('error', err));
       } catch (listenerErr) {
         // As a span listener's: with nothing of the host's to catch it, it would end the process unsaved.
         this.logger.error({ err: listenerErr }, 'an error listener threw; ignored');

@@ -4,93 +4,20 @@
  * spans, and the application's code keeps its own context.
  */
 import assert from 'node:assert/strict';
-import { AsyncLocalStorage } from 'node:async_hooks';
-import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import type { ClientRequest } from 'node:http';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { context, metrics, propagation, ROOT_CONTEXT, trace, type Context, type ContextManager } from '@opentelemetry/api';
-import { isTracingSuppressed, W3CTraceContextPropagator } from '@opentelemetry/core';
+import { context, metrics, propagation, ROOT_CONTEXT, trace } from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import { pino } from 'pino';
 import { startPrefectTracing } from '../../src/index.js';
+import { assertAppInstrumentationSeesOwnRequestsOnly } from '../helpers/app-instrumentation.js';
 import { startOtlpReceiver, type OtlpReceiver } from '../helpers/otlp-receiver.js';
 import { liveConnections, startServers, tempDir, until, workload } from '../helpers/watch-e2e.js';
 
-/** The context manager an instrumented application registers (what `@opentelemetry/context-async-hooks` does, in short). */
-class AlsContextManager implements ContextManager {
-  private readonly als = new AsyncLocalStorage<Context>();
-  active(): Context {
-    return this.als.getStore() ?? ROOT_CONTEXT;
-  }
-  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(ctx: Context, fn: F, thisArg?: ThisParameterType<F>, ...args: A): ReturnType<F> {
-    return this.als.run(ctx, () => fn.call(thisArg, ...args));
-  }
-  bind<T>(_ctx: Context, target: T): T {
-    return target;
-  }
-  enable(): this {
-    return this;
-  }
-  disable(): this {
-    this.als.disable();
-    return this;
-  }
-}
-
 test("library: an application's HTTP instrumentation sees prefect-otel's own requests as suppressed; the application's own requests and span listeners are not", async (t) => {
-  assert.ok(context.setGlobalContextManager(new AlsContextManager()));
-  t.after(() => context.disable());
-  // What an HTTP client instrumentation does on each request: trace it unless tracing is suppressed.
-  const requests: { path: string; suppressed: boolean }[] = [];
-  const onRequest = (message: unknown): void => {
-    const { request } = message as { request: ClientRequest };
-    requests.push({ path: request.path.split('?')[0]!, suppressed: isTracingSuppressed(context.active()) });
-  };
-  subscribe('http.client.request.start', onRequest);
-  t.after(() => unsubscribe('http.client.request.start', onRequest));
-
-  const w = workload(1);
-  const { prefect, receiver } = await startServers(t, w.taskRuns);
-  const listenerSuppressed: boolean[] = [];
-  const tracing = startPrefectTracing({
-    env: {},
-    logger: pino({ level: 'silent' }),
-    apiUrl: prefect.url,
-    otlpEndpoint: receiver.url,
-    metricsExporter: 'otlp',
-    metricExportIntervalMs: 400,
-    stateFile: join(tempDir(), 'state.json'),
-    settleMs: 100,
-    statsIntervalMs: 0,
-  });
-  t.after(() => tracing.shutdown());
-  tracing.on('span', () => void listenerSuppressed.push(isTracingSuppressed(context.active())));
-  await tracing.ready;
-  await until('subscription', () => liveConnections(prefect) === 1);
-  prefect.publish(w.events);
-  await receiver.waitForSpans(w.runs.size);
-  await receiver.waitForMetricExports(1);
-  await tracing.shutdown();
-  // The application's own request, after prefect-otel started and stopped, is traced as before.
-  await fetchWithHttp(`${prefect.url}/app-own-request`);
-
-  const byPath = new Map<string, Set<boolean>>();
-  for (const r of requests) byPath.set(r.path, (byPath.get(r.path) ?? new Set()).add(r.suppressed));
-  assert.deepEqual(
-    { paths: [...byPath].map(([path, s]) => [path, [...s]]).sort(), listener: [...new Set(listenerSuppressed)] },
-    {
-      paths: [
-        ['/api/app-own-request', [false]],
-        ['/api/events/out', [true]],
-        ...[...byPath.keys()].filter((p) => p.startsWith('/api/') && p !== '/api/events/out' && p !== '/api/app-own-request').map((p) => [p, [true]]),
-        ['/v1/metrics', [true]],
-      ].sort(),
-      listener: [false],
-    },
-  );
-  assert.ok([...byPath.keys()].some((p) => p.startsWith('/api/task_runs/') || p.startsWith('/api/flow_runs/')), JSON.stringify([...byPath.keys()]));
+  await assertAppInstrumentationSeesOwnRequestsOnly(t, { context, ROOT_CONTEXT });
 });
 
 test("library: two instances on different state files beside the application's own OpenTelemetry SDK: each exports every span to its own collector as its own service; the application's global tracer provider, propagator and meter provider stay its own, and its spans go to its own exporter only", async (t) => {
@@ -153,9 +80,3 @@ test("library: two instances on different state files beside the application's o
     },
   );
 });
-
-/** A plain `http.get` by the application (fetch goes through undici, which this channel does not see). */
-async function fetchWithHttp(url: string): Promise<void> {
-  const { get } = await import('node:http');
-  await new Promise<void>((resolve) => get(url, (res) => res.resume().on('end', resolve)).on('error', () => resolve()));
-}
