@@ -145,7 +145,7 @@ export function pause(ms: number, signal: AbortSignal, unref = false): Promise<v
 
 export function createPrefectRestClient(options: RestClientOptions): PrefectRestClient {
   const base = apiBase(options.apiUrl);
-  const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders };
+  const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders, credentialNames: options.credentialNames };
   const http = createHttpClient({ timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, tls: options.tls, proxy: options.proxy });
   const headers: Record<string, string> = {
     Accept: 'application/json',
