@@ -333,7 +333,7 @@ describe('fake Prefect: REST', () => {
       [
         [401, { exception_message: 'Unauthorized' }],
         [200, { id: '0198c7d2-7000-7000-8000-0000000000d1', flow_run_id: '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', name: 'child-0' }],
-        [404, { detail: 'Task run not found' }],
+        [404, { detail: 'Task not found' }],
         [404, { detail: 'Flow run not found' }],
       ],
     );

@@ -176,7 +176,7 @@ export function createRestRoutes(ctx: RestContext) {
       const id = canonicalUuid(decodeURIComponent(run[2]!));
       if (id === undefined) return reply(422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['path', 'id'], msg: 'Input should be a valid UUID', type: 'uuid_parsing' }], request_body: null });
       const found = (run[1] === 'task_runs' ? ctx.taskRuns : ctx.flowRuns).get(id);
-      return found === undefined ? reply(404, { detail: run[1] === 'task_runs' ? 'Task run not found' : 'Flow run not found' }) : reply(200, found);
+      return found === undefined ? reply(404, { detail: run[1] === 'task_runs' ? 'Task not found' : 'Flow run not found' }) : reply(200, found);
     }
     reply(404, { detail: 'Not Found' });
   };
