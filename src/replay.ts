@@ -14,6 +14,7 @@ import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
 import { safeUrl, shownUrl } from './log/redact.js';
 import { escapeControls } from './log/control-chars.js';
 import { createPrefectRestClient } from './source/rest.js';
+import { apiUrlAdvice } from './source/prefect-api.js';
 import { collectStats, type TracingStats } from './stats.js';
 
 export interface ReplaySummary {
@@ -118,7 +119,15 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
   const lookupOptions: OwnerLookupOptions = {
     skip: () => stopAsking,
     onFailure: (failure) => {
-      if (!failure.transport || stopAsking) return;
+      if (stopAsking) return;
+      if (failure.noApi === true) {
+        // The URL answers, but with no Prefect API (most often the `/api` left out): every look-up would.
+        stopAsking = true;
+        const advice = apiUrlAdvice(config.sources?.apiUrl ?? 'PREFECT_API_URL');
+        logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: failure.reason }, `no Prefect API there (${advice}): subflows whose parent is not in the file become roots of their own traces`);
+        return;
+      }
+      if (!failure.transport) return;
       // Replaying a file needs no server: once it cannot be reached, stop asking for every subflow.
       stopAsking = true;
       logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: failure.reason }, 'Prefect API unreachable: subflows whose parent is not in the file become roots of their own traces');

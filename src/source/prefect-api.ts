@@ -59,6 +59,11 @@ export function eventsOutUrl(apiUrl: string): string {
   return `${base}/events/out`;
 }
 
+/** What to change when a URL serves no Prefect API; `apiUrlName` is the setting as the user gave it. */
+export function apiUrlAdvice(apiUrlName: string): string {
+  return `${apiUrlName} must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api`;
+}
+
 /** A Cloud workspace's API path, or a self-hosted server's (`…/api`). */
 const API_PATH = /(?:\/api|\/api\/accounts\/[^/]+\/workspaces\/[^/]+)$/i;
 

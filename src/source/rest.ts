@@ -9,7 +9,12 @@ import { PROXY_AUTH_REQUIRED, ProxyError, proxyVariable, type ProxyEnv } from '.
 import { parseTimestampUs } from '../model/time.js';
 import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, shownServerText, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
-export type RestResult<T> = { ok: true; value: T } | { ok: false; status?: number; message: string };
+/**
+ * A call's value, or why there is none. `noApi`: the server answered, but not as a Prefect API does:
+ * a 404 for a route it does not have (Starlette's `{"detail":"Not Found"}`, a proxy's page), or a
+ * success that is no JSON at all (a web UI's or a sign-in page), as when the API URL lacks its `/api`.
+ */
+export type RestResult<T> = { ok: true; value: T } | { ok: false; status?: number; message: string; noApi?: true };
 
 export interface TaskRunInfo {
   readonly id: string;
@@ -110,6 +115,8 @@ type Response_ = { status: number; body: unknown; text: string; retryAfter?: str
 
 /** How much of an unexpected answer's body an error shows. */
 const MAX_SHOWN_BODY_CHARS = 160;
+/** The detail of Starlette's answer for a path no route serves (Prefect's own 404s name the object). */
+const ROUTE_NOT_FOUND = 'Not Found';
 
 /** How long a `Retry-After` (delay-seconds or an HTTP date) asks us to wait, in ms; undefined when it is absent or unreadable. */
 export function retryAfterMs(header: string | undefined, nowMs: number): number | undefined {
@@ -234,8 +241,16 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     const r = await request(method, path, body);
     if (r.status === undefined) return { ok: false, message: `${what} failed: ${r.error}` };
     if (r.status === 401 || r.status === 403) throw authError(what, r.status);
-    if (r.status === 404) return { ok: false, status: 404, message: `${what}: not found` };
+    if (r.status === 404) {
+      // Prefect's own 404 names what it did not find ("Task not found", or an `exception_message`).
+      if (isRecord(r.body) && r.body.detail !== ROUTE_NOT_FOUND) return { ok: false, status: 404, message: `${what}: not found` };
+      const shown = shownServerText(r.text, auth, MAX_SHOWN_BODY_CHARS);
+      return { ok: false, status: 404, message: `${what}: HTTP 404, no such route${shown === '' ? '' : ` (${shown})`}`, noApi: true };
+    }
     if (r.status < 200 || r.status > 299) return { ok: false, status: r.status, message: `${what}: HTTP ${r.status}` };
+    if (r.body === undefined && r.text.trim() !== '') {
+      return { ok: false, status: r.status, message: `${what}: HTTP ${r.status} with a body that is not JSON (${shownServerText(r.text, auth, MAX_SHOWN_BODY_CHARS)})`, noApi: true };
+    }
     const value = map(r.body);
     if (value === undefined) return { ok: false, status: r.status, message: `${what}: unexpected response body` };
     return { ok: true, value };

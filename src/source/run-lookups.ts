@@ -142,7 +142,7 @@ export interface OwnerLookupOptions {
   /** Credentials refused (401/403): the lookup itself answers null. */
   readonly onAuthError?: (err: AuthError) => void;
   /** Every lookup that found no owner for a reason other than the task run having none. */
-  readonly onFailure?: (failure: { readonly reason: string; readonly transport: boolean }) => void;
+  readonly onFailure?: (failure: { readonly reason: string; readonly transport: boolean; readonly noApi?: true }) => void;
   /** While true, lookups answer null at once, without a request. */
   readonly skip?: () => boolean;
 }
@@ -184,7 +184,7 @@ function createParentLookup<F extends null | undefined>(get: (id: string) => Pro
       try {
         const r = await get(job.id);
         if (r.ok) parent = r.value;
-        else options.onFailure?.({ reason: r.message, transport: r.status === undefined });
+        else options.onFailure?.({ reason: r.message, transport: r.status === undefined, ...(r.noApi === true ? { noApi: true as const } : {}) });
       } catch (err) {
         if (err instanceof AuthError) options.onAuthError?.(err);
         options.onFailure?.({ reason: errorText(err), transport: false });

@@ -27,6 +27,7 @@ import {
   authAdvice,
   authSetting,
   eventsOutUrl,
+  apiUrlAdvice,
   isApiPath,
   redactSecrets,
   shownServerText,
@@ -996,7 +997,7 @@ function upgradeRefused(status: number, redirect: string | undefined, apiPath: b
   if (redirect !== undefined) return `HTTP ${status} on the upgrade, redirected to ${redirect} (not followed: ${apiUrlName} may have to name that server)`;
   // The server answered but has no event stream there: most often the API URL lacks its `/api`
   // (Prefect itself answers 403 there; a proxy, 404).
-  if (status === 404 || (status === 403 && !apiPath)) return `HTTP ${status} on the upgrade: no Prefect event stream there (${apiUrlName} must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api)`;
+  if (status === 404 || (status === 403 && !apiPath)) return `HTTP ${status} on the upgrade: no Prefect event stream there (${apiUrlAdvice(apiUrlName)})`;
   return `HTTP ${status} on the upgrade`;
 }
 

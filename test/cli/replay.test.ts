@@ -34,7 +34,7 @@ test('replay a file over OTLP/protobuf+gzip and OTLP/JSON: the receiver decodes 
     const id = /^\/api\/task_runs\/([0-9a-f-]+)$/.exec(req.url ?? '')?.[1];
     const owner = id === undefined ? undefined : workload.taskRunOwners.get(id);
     res.writeHead(owner === undefined ? 404 : 200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(owner === undefined ? { detail: 'Task run not found' } : { id, flow_run_id: owner, name: 'tracking' }));
+    res.end(JSON.stringify(owner === undefined ? { detail: 'Task not found' } : { id, flow_run_id: owner, name: 'tracking' }));
   });
   await new Promise<void>((r) => prefect.listen(0, '127.0.0.1', r));
   const apiUrl = `http://127.0.0.1:${(prefect.address() as AddressInfo).port}/api`;
@@ -325,6 +325,31 @@ test('a model notice is one JSON object with one component: an event that arrive
   });
 });
 
+
+for (const [given, url, name] of [
+  ['the variable', (u: string) => ({ env: { PREFECT_API_URL: u }, args: [] }), 'PREFECT_API_URL'],
+  ['the flag', (u: string) => ({ env: {}, args: ['--api-url', u] }), '--api-url'],
+] as const) {
+  test(`replay with an API URL given by ${given} without its /api: said once, naming the setting as it was given and what it costs (subflows become roots); the look-ups stop`, async (t) => {
+    const { startFakePrefect } = await import('../helpers/fake-prefect.js');
+    const prefect = await startFakePrefect();
+    t.after(() => prefect.close());
+    const wrong = prefect.url.replace(/\/api$/, '');
+    const SUB = '0198c7d2-7000-7abc-8def-0000000000a1';
+    const subflow = (n: number) => flowRunStateEvent({ flowRunId: SUB.replace(/a1$/, `a${n}`), flowRunName: `sub-${n}`, ...FLOW, parentTaskRunId: TR.replace(/01$/, `0${n}`), state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: T0 + n * 1000 });
+    const { env, args } = url(wrong);
+    const r = await cli(['replay', '-', ...args], { ...env, OTEL_TRACES_EXPORTER: 'none' }, [1, 2, 3, 4, 5, 6, 7, 8].map((n) => JSON.stringify(subflow(n))).join('\n'));
+    assert.equal(r.code, 0, r.stderr);
+    const said = logLines(r.stdout).filter((l) => l.component === 'replay' && l.level === 40).map((l) => ({ msg: l.msg, apiUrl: l.apiUrl, err: l.err }));
+    assert.deepEqual(said, [{
+      msg: `no Prefect API there (${name} must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api): subflows whose parent is not in the file become roots of their own traces`,
+      apiUrl: wrong,
+      err: `GET /task_runs/${TR}: HTTP 404, no such route ({"detail":"Not Found"})`,
+    }]);
+    // At most the four asked at once before the first answer, not one per subflow.
+    assert.ok(prefect.restRequests.filter((q) => q.path.includes('/task_runs/')).length <= 4, JSON.stringify(prefect.restRequests.map((q) => q.path)));
+  });
+}
 
 for (const [given, env, args, name] of [
   ['the variable', { PREFECT_API_KEY: 'pnu_WRONGSECRET' }, [], 'PREFECT_API_KEY'],

@@ -129,12 +129,38 @@ describe('rest client: runs', () => {
 
   it('404, 500 and an unexpected body are results, not exceptions', async () => {
     const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api` });
-    reset(() => ({ status: 404, body: { detail: 'Task run not found' } }));
+    reset(() => ({ status: 404, body: { detail: 'Task not found' } }));
     assert.deepEqual(await rest.getTaskRun(TASK_RUN), { ok: false, status: 404, message: `GET /task_runs/${TASK_RUN}: not found` });
     reset(() => ({ status: 500, body: 'Internal Server Error' }));
     assert.deepEqual(await rest.getFlowRun(FLOW_RUN), { ok: false, status: 500, message: `GET /flow_runs/${FLOW_RUN}: HTTP 500` });
     reset(() => ({ status: 200, body: [] }));
     assert.deepEqual(await rest.getFlowRun(FLOW_RUN), { ok: false, status: 200, message: `GET /flow_runs/${FLOW_RUN}: unexpected response body` });
+  });
+
+  it("answers that are no Prefect API's (a route it does not have, a web page) are results marked noApi; Prefect's own 404s are not found", async () => {
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}`, authString: AUTH_STRING });
+    const answers: [number, unknown, Record<string, string>?][] = [
+      [404, { detail: 'Task not found' }],
+      [404, { exception_message: 'Task run not found' }],
+      [404, { detail: 'Not Found' }],
+      [404, `<html>\r\n<body>404 page for ${AUTH_STRING}</body></html>`, { 'content-type': 'text/html' }],
+      [404, ''],
+      [200, '<!doctype html><title>Prefect</title>', { 'content-type': 'text/html' }],
+    ];
+    const got = [];
+    for (const [status, body, headers] of answers) {
+      reset(() => ({ status, body, ...(headers === undefined ? {} : { headers }) }));
+      got.push(await rest.getTaskRun(TASK_RUN));
+    }
+    const what = `GET /task_runs/${TASK_RUN}`;
+    assert.deepEqual(got, [
+      { ok: false, status: 404, message: `${what}: not found` },
+      { ok: false, status: 404, message: `${what}: not found` },
+      { ok: false, status: 404, message: `${what}: HTTP 404, no such route ({"detail":"Not Found"})`, noApi: true },
+      { ok: false, status: 404, message: `${what}: HTTP 404, no such route (<html> <body>404 page for [redacted]</body></html>)`, noApi: true },
+      { ok: false, status: 404, message: `${what}: HTTP 404, no such route`, noApi: true },
+      { ok: false, status: 200, message: `${what}: HTTP 200 with a body that is not JSON (<!doctype html><title>Prefect</title>)`, noApi: true },
+    ]);
   });
 
   it('401/403 throw an AuthError naming the setting and never the secret', async () => {
