@@ -253,13 +253,14 @@ test("register: SIGTERM to a host that stops gracefully from its own `process.on
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
 });
 
-test("register: inside an application whose own instrumentation is loaded with --import (it runs in every thread), prefect-otel's requests are suppressed for it, in the main thread and in the export thread", async (t) => {
+for (const [api, dir] of [['the same OpenTelemetry API as prefect-otel', '@opentelemetry/api'], ['an older OpenTelemetry API (1.8) than prefect-otel\'s', 'otel-api-1.8']] as const) {
+test(`register: inside an application whose own instrumentation, on ${api}, is loaded with --import (it runs in every thread), prefect-otel's requests are suppressed for it, in the main thread and in the export thread`, async (t) => {
   const w = workload(1);
   const { prefect, receiver } = await startServers(t, w.taskRuns);
-  const dir = tempDir();
+  const tmp = tempDir();
   // What an HTTP client instrumentation loaded with `--import` does in each thread: register a
   // context manager and trace each request unless tracing is suppressed. It says so on stderr.
-  const instrument = join(dir, 'instrument.mjs');
+  const instrument = join(tmp, 'instrument.mjs');
   writeFileSync(
     instrument,
     [
@@ -267,7 +268,7 @@ test("register: inside an application whose own instrumentation is loaded with -
       "import { subscribe } from 'node:diagnostics_channel';",
       "import { writeSync } from 'node:fs';",
       "import { isMainThread } from 'node:worker_threads';",
-      `import { context, ROOT_CONTEXT } from ${JSON.stringify(new URL('node_modules/@opentelemetry/api/build/src/index.js', `file://${ROOT}`).href)};`,
+      `import { context, ROOT_CONTEXT } from ${JSON.stringify(new URL(`node_modules/${dir}/build/src/index.js`, `file://${ROOT}`).href)};`,
       `import { isTracingSuppressed } from ${JSON.stringify(new URL('node_modules/@opentelemetry/core/build/src/index.js', `file://${ROOT}`).href)};`,
       'const als = new AsyncLocalStorage();',
       'context.setGlobalContextManager({ active: () => als.getStore() ?? ROOT_CONTEXT, with: (ctx, fn, self, ...args) => als.run(ctx, () => fn.call(self, ...args)), bind: (_c, f) => f, enable() { return this; }, disable() { return this; } });',
@@ -277,7 +278,7 @@ test("register: inside an application whose own instrumentation is loaded with -
       '',
     ].join('\n'),
   );
-  const app = join(dir, 'app.mjs');
+  const app = join(tmp, 'app.mjs');
   writeFileSync(
     app,
     [
@@ -290,7 +291,7 @@ test("register: inside an application whose own instrumentation is loaded with -
   );
   const child = spawn(process.execPath, ['--import', instrument, '--import', 'prefect-otel/register', app], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', ...FAST, WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') },
+    env: { PATH: process.env.PATH ?? '', ...FAST, WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tmp, 'state.json') },
   });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -312,3 +313,4 @@ test("register: inside an application whose own instrumentation is loaded with -
   assert.ok(seen.some((l) => /^request main \/api\/(task|flow)_runs\//.test(l)), stderr);
   assert.equal(receiver.spans().length, w.runs.size);
 });
+}
