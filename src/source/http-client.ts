@@ -5,7 +5,7 @@
  *
  * What `fetch` did for us is done here: redirects are followed (at most `MAX_REDIRECTS`; a 303,
  * or a 301/302 answering a POST, continues as a GET without the body; the Authorization header
- * is dropped when a redirect leaves the origin), gzip, deflate and brotli bodies are decoded, and
+ * is dropped when a redirect leaves the origin, see `keepsAuthorization`), gzip, deflate and brotli bodies are decoded, and
  * one deadline bounds the whole exchange, redirects and body included. A body (and what it decodes
  * to) is bounded too, at `MAX_BODY_BYTES` unless told otherwise.
  */
@@ -32,6 +32,17 @@ const DECODERS: Record<string, (b: Buffer, o: { maxOutputLength: number }) => Pr
   deflate: promisify(inflate),
   br: promisify(brotliDecompress),
 };
+
+/**
+ * Whether a redirect carries the credentials on: within the origin, and, as Prefect's own client
+ * (httpx) has it, from http to https on the same host, both on their default ports (a proxy that
+ * sends `http://prefect.example.com/api` to `https://prefect.example.com/api`). Anywhere else they
+ * are dropped, so that a redirect never hands them to another server.
+ */
+export function keepsAuthorization(from: URL, to: URL): boolean {
+  if (from.origin === to.origin) return true;
+  return from.protocol === 'http:' && to.protocol === 'https:' && from.hostname === to.hostname && from.port === '' && to.port === '';
+}
 
 export interface HttpAnswer {
   readonly status: number;
@@ -124,7 +135,7 @@ export function createHttpClient(options: {
           payload = undefined;
           h = withoutHeader(h, 'content-type');
         }
-        if (next.origin !== target.origin) h = withoutHeader(h, 'authorization');
+        if (!keepsAuthorization(target, next)) h = withoutHeader(h, 'authorization');
         target = next;
       }
     },

@@ -3,14 +3,17 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
-import { createHttpClient, HttpTransportError, MAX_REDIRECTS } from '../../src/source/http-client.js';
+import { createHttpClient, HttpTransportError, keepsAuthorization, MAX_REDIRECTS } from '../../src/source/http-client.js';
+import { HAS_OPENSSL, makeCertificates } from '../helpers/certificates.js';
 import { startSilentProxy } from '../helpers/connect-proxy.js';
 
 interface Seen {
@@ -107,6 +110,67 @@ describe('http client', () => {
         ['b', '/elsewhere', undefined, 'application/json'],
       ],
     );
+  });
+
+  it("keeps the credentials on a redirect within the origin and on the same host's upgrade from http to https on the default ports, as Prefect's client does; drops them anywhere else", () => {
+    const pairs: [string, string][] = [
+      ['http://prefect.example.com/api', 'http://prefect.example.com/other'],
+      ['http://prefect.example.com/api', 'https://prefect.example.com/api'],
+      ['http://prefect.example.com:80/api', 'https://prefect.example.com:443/api'],
+      ['http://prefect.example.com:4200/api', 'https://prefect.example.com/api'],
+      ['http://prefect.example.com/api', 'https://prefect.example.com:8443/api'],
+      ['http://prefect.example.com/api', 'https://login.example.com/api'],
+      ['https://prefect.example.com/api', 'http://prefect.example.com/api'],
+      ['http://prefect.example.com/api', 'http://prefect.example.com:8080/api'],
+      ['http://127.0.0.1/api', 'https://localhost/api'],
+    ];
+    assert.deepEqual(
+      pairs.map(([from, to]) => [from, to, keepsAuthorization(new URL(from), new URL(to))]),
+      [
+        ['http://prefect.example.com/api', 'http://prefect.example.com/other', true],
+        ['http://prefect.example.com/api', 'https://prefect.example.com/api', true],
+        ['http://prefect.example.com:80/api', 'https://prefect.example.com:443/api', true],
+        ['http://prefect.example.com:4200/api', 'https://prefect.example.com/api', false],
+        ['http://prefect.example.com/api', 'https://prefect.example.com:8443/api', false],
+        ['http://prefect.example.com/api', 'https://login.example.com/api', false],
+        ['https://prefect.example.com/api', 'http://prefect.example.com/api', false],
+        ['http://prefect.example.com/api', 'http://prefect.example.com:8080/api', false],
+        ['http://127.0.0.1/api', 'https://localhost/api', false],
+      ],
+    );
+  });
+
+  it('an http URL on port 80 that its server sends to https on port 443 of the same host: the credentials go along, as with Prefect\'s client', async (t) => {
+    if (!HAS_OPENSSL) return t.skip('needs openssl');
+    const certs = makeCertificates(mkdtempSync(join(tmpdir(), 'prefect-otel-upgrade-')));
+    const seenHere: [string, string, string | undefined][] = [];
+    const plain = createServer((req, res) => {
+      seenHere.push(['http', req.url ?? '', req.headers.authorization]);
+      answer(res, 301, '', { location: `https://127.0.0.1${req.url ?? '/'}` });
+    });
+    const secure = createTlsServer({ key: readFileSync(certs.serverKey), cert: readFileSync(certs.serverCert) }, (req, res) => {
+      seenHere.push(['https', req.url ?? '', req.headers.authorization]);
+      answer(res, 200, 'upgraded');
+    });
+    const listen = (server: Server, port: number) =>
+      new Promise<boolean>((resolve) => {
+        server.once('error', () => resolve(false));
+        server.listen(port, '127.0.0.1', () => resolve(true));
+      });
+    // The default ports: only where this user may listen on them and nothing else does.
+    const listening = [await listen(plain, 80), await listen(secure, 443)];
+    t.after(() => {
+      plain.close();
+      secure.close();
+    });
+    if (listening.includes(false)) return t.skip('ports 80 and 443 of 127.0.0.1 are not free to listen on');
+    const client = createHttpClient({ timeoutMs: 5000, tls: { ca: readFileSync(certs.ca, 'utf8') } });
+    assert.deepEqual(await client.send('GET', 'http://127.0.0.1/api/task_runs/x', AUTH), { status: 200, text: 'upgraded' });
+    client.close();
+    assert.deepEqual(seenHere, [
+      ['http', '/api/task_runs/x', 'Bearer pnu_secret'],
+      ['https', '/api/task_runs/x', 'Bearer pnu_secret'],
+    ]);
   });
 
   it(`stops after ${MAX_REDIRECTS} redirects or at a Location that is not a URL; a redirect without a Location is the answer`, async () => {
