@@ -5,9 +5,10 @@
  *
  * What `fetch` did for us is done here: redirects are followed (at most `MAX_REDIRECTS`; a 303,
  * or a 301/302 answering a POST, continues as a GET without the body; the Authorization header
- * is dropped when a redirect leaves the origin, see `keepsAuthorization`), gzip, deflate and brotli bodies are decoded, and
- * one deadline bounds the whole exchange, redirects and body included. A body (and what it decodes
- * to) is bounded too, at `MAX_BODY_BYTES` unless told otherwise.
+ * is dropped when a redirect leaves the origin, see `keepsAuthorization`), gzip, deflate and
+ * brotli bodies are decoded, and one deadline bounds the whole exchange, redirects and body
+ * included. A body (and what it decodes to) is bounded too, at `MAX_BODY_BYTES` unless told
+ * otherwise.
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';

@@ -7,7 +7,7 @@ import { AuthError, ProtocolError, errorText } from '../errors.js';
 import { createHttpClient, HttpTransportError, type TlsOptions } from './http-client.js';
 import { PROXY_AUTH_REQUIRED, ProxyError, proxyVariable, type ProxyEnv } from './proxy.js';
 import { parseTimestampUs } from '../model/time.js';
-import { apiBase, authAdvice, authSetting, redactSecrets, restAuthHeaders, shownServerText, USER_AGENT, type PrefectAuth } from './prefect-api.js';
+import { apiBase, authAdvice, authSetting, isApiPath, redactSecrets, restAuthHeaders, shownServerText, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
 /**
  * A call's value, or why there is none. `noApi`: the server answered, but not as a Prefect API does:
@@ -152,6 +152,7 @@ export function pause(ms: number, signal: AbortSignal, unref = false): Promise<v
 
 export function createPrefectRestClient(options: RestClientOptions): PrefectRestClient {
   const base = apiBase(options.apiUrl);
+  const apiPath = isApiPath(options.apiUrl);
   const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders, credentialNames: options.credentialNames };
   const http = createHttpClient({ timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, tls: options.tls, proxy: options.proxy });
   const headers: Record<string, string> = {
@@ -242,8 +243,10 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     if (r.status === undefined) return { ok: false, message: `${what} failed: ${r.error}` };
     if (r.status === 401 || r.status === 403) throw authError(what, r.status);
     if (r.status === 404) {
-      // Prefect's own 404 names what it did not find ("Task not found", or an `exception_message`).
-      if (isRecord(r.body) && r.body.detail !== ROUTE_NOT_FOUND) return { ok: false, status: 404, message: `${what}: not found` };
+      // Prefect's own 404 names what it did not find ("Task not found", or an `exception_message`);
+      // Starlette's "Not Found" for a route it does not have counts as such only at a URL that
+      // is not an API's path (a server that words its not-found so is still believed).
+      if (isRecord(r.body) && (r.body.detail !== ROUTE_NOT_FOUND || apiPath)) return { ok: false, status: 404, message: `${what}: not found` };
       const shown = shownServerText(r.text, auth, MAX_SHOWN_BODY_CHARS);
       return { ok: false, status: 404, message: `${what}: HTTP 404, no such route${shown === '' ? '' : ` (${shown})`}`, noApi: true };
     }

@@ -161,6 +161,10 @@ describe('rest client: runs', () => {
       { ok: false, status: 404, message: `${what}: HTTP 404, no such route`, noApi: true },
       { ok: false, status: 200, message: `${what}: HTTP 200 with a body that is not JSON (<!doctype html><title>Prefect</title>)`, noApi: true },
     ]);
+    // At an API's path, a "Not Found" is taken as Prefect's word that the run is not there.
+    reset(() => ({ status: 404, body: { detail: 'Not Found' } }));
+    const atApi = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api` });
+    assert.deepEqual(await atApi.getTaskRun(TASK_RUN), { ok: false, status: 404, message: `${what}: not found` });
   });
 
   it('401/403 throw an AuthError naming the setting and never the secret', async () => {
