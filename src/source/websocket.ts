@@ -246,13 +246,13 @@ type Outcome =
     }
   /** Was live, then closed. */
   | { kind: 'closed'; code: number; reason: string; liveMs: number }
+  /** The server sent the upgrade from http to https on the same host (see `httpsUpgradeOf`): connect there. */
+  | { kind: 'upgraded'; url: string }
   | { kind: 'stopped' };
 
 export function createEventSubscriber(options: EventSubscriberOptions): EventSubscriber {
   const log = options.logger;
   const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders, credentialNames: options.credentialNames };
-  const url = eventsOutUrl(options.apiUrl);
-  const logUrl = safeUrl(url);
   /**
    * A Prefect server answers a websocket at a path it does not serve with HTTP 403 (Starlette closes
    * it before accepting): at a URL that is no API path, a 403 says that, not refused credentials.
@@ -265,9 +265,15 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const initialBackoffMs = options.initialBackoffMs ?? SUBSCRIBER_DEFAULTS.initialBackoffMs;
   const maxBackoffMs = options.maxBackoffMs ?? SUBSCRIBER_DEFAULTS.maxBackoffMs;
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? SUBSCRIBER_DEFAULTS.handshakeTimeoutMs;
-  /** The agent whose connections tunnel through HTTP(S)_PROXY, unless NO_PROXY names the server. */
-  const tunnelProxy = proxyFor(new URL(url), options.proxy);
-  const tunnel = tunnelProxy === undefined ? undefined : createTunnelAgent(tunnelProxy, url.startsWith('wss:'), handshakeTimeoutMs, tlsAgentOptions(options.tls));
+  function streamEndpoint(url: string): { url: string; logUrl: string; tunnel: ReturnType<typeof createTunnelAgent> | undefined } {
+    const tunnelProxy = proxyFor(new URL(url), options.proxy);
+    return { url, logUrl: safeUrl(url), tunnel: tunnelProxy === undefined ? undefined : createTunnelAgent(tunnelProxy, url.startsWith('wss:'), handshakeTimeoutMs, tlsAgentOptions(options.tls)) };
+  }
+  /**
+   * The event stream's URL (as logged) and the agent whose connections tunnel through HTTP(S)_PROXY,
+   * unless NO_PROXY names the server: the API URL's, or the https one its server sends it to.
+   */
+  let endpoint = streamEndpoint(eventsOutUrl(options.apiUrl));
   const backfillQuietMs = options.backfillQuietMs ?? SUBSCRIBER_DEFAULTS.backfillQuietMs;
   const persistLagMs = options.persistLagMs ?? SUBSCRIBER_DEFAULTS.persistLagMs;
   const backfillMaxWaitMs = options.backfillMaxWaitMs ?? SUBSCRIBER_DEFAULTS.backfillMaxWaitMs;
@@ -577,6 +583,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   function connect(): Promise<Outcome> {
     return new Promise<Outcome>((resolve) => {
       const token = wsAuthToken(auth);
+      const { url, tunnel } = endpoint;
       const ws = new WebSocket(url, ['prefect'], {
         perMessageDeflate: false,
         handshakeTimeout: handshakeTimeoutMs,
@@ -591,6 +598,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       let phase: 'upgrade' | 'auth' | 'live' = 'upgrade';
       let upgradeStatus: number | undefined;
       let upgradeRedirect: string | undefined;
+      let upgradeTo: string | undefined;
       let upgradeRetryAfterMs: number | undefined;
       let fatal: AuthError | ProtocolError | undefined;
       /** Set when the credentials were refused by a message (not a close): the close that follows may say more. */
@@ -643,6 +651,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       ws.on('unexpected-response', (_req, res) => {
         upgradeStatus = res.statusCode;
         upgradeRedirect = redirectTarget(res.headers.location, url);
+        upgradeTo = httpsUpgradeOf(res.statusCode, res.headers.location, url);
         upgradeRetryAfterMs = retryAfterMs(res.headers['retry-after'], now());
         res.resume();
         ws.terminate();
@@ -758,7 +767,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         sentCheck.unref();
         timers.push(sentCheck);
         stats.connects += 1;
-        log.info({ url: logUrl, since: filter.occurred.since, until: filter.occurred.until, events: prefixes ?? 'all' }, 'connected to the Prefect event stream');
+        log.info({ url: endpoint.logUrl, since: filter.occurred.since, until: filter.occurred.until, events: prefixes ?? 'all' }, 'connected to the Prefect event stream');
         // The stream moves past a window the history left unread: what the server's backfill clamp cuts off is lost now.
         if (unreadWindow !== undefined) {
           const untilMs = filterSentAtMs - backfillWindowMs;
@@ -812,6 +821,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
             ),
           });
         }
+        if (upgradeTo !== undefined) return resolve({ kind: 'upgraded', url: upgradeTo });
         if (upgradeStatus === 401 || (upgradeStatus === 403 && apiPath)) {
           return resolve({
             kind: 'fatal',
@@ -896,10 +906,17 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     for (let attempt = 0; !stopped; attempt++) {
       if (attempt > 0) stats.reconnects += 1;
       status('connecting');
-      log.debug({ url: logUrl, attempt: attempt + 1 }, 'connecting to the Prefect event stream');
+      log.debug({ url: endpoint.logUrl, attempt: attempt + 1 }, 'connecting to the Prefect event stream');
       const outcome = (await fillHistory()) ?? (stopped ? { kind: 'stopped' as const } : await connect());
       if (outcome.kind === 'stopped' || stopped) return;
       if (outcome.kind === 'refill') continue;
+      if (outcome.kind === 'upgraded') {
+        const from = endpoint;
+        endpoint = streamEndpoint(outcome.url);
+        from.tunnel?.destroy();
+        log.info({ from: from.logUrl, url: endpoint.logUrl }, `the Prefect server redirects the event stream from http to https; following it (${options.apiUrlName ?? 'PREFECT_API_URL'} could name the https URL)`);
+        continue;
+      }
       if (outcome.kind === 'fatal') {
         giveUp(outcome.error, true);
         return;
@@ -923,7 +940,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         delayMs = Math.max(backoffMs(failures), Math.min(outcome.retryAfterMs ?? 0, MAX_UPGRADE_RETRY_AFTER_MS));
         stats.lastError = outcome.message;
         const line = outcome.answered === true ? `connecting to the Prefect event stream failed, retrying in ${delayMs} ms` : `Prefect server unreachable, retrying in ${delayMs} ms`;
-        log.warn({ url: logUrl, err: outcome.message, attempt: failures, delayMs }, line);
+        log.warn({ url: endpoint.logUrl, err: outcome.message, attempt: failures, delayMs }, line);
       }
       await sleep(delayMs);
     }
@@ -967,7 +984,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           }
         }
         // A CONNECT the proxy has not answered yet is not the websocket's to end: it would hold the process until its timeout.
-        tunnel?.destroy();
+        endpoint.tunnel?.destroy();
         await running;
         if (stats.connected) status('disconnected', 'stopped');
         log.info({ connects: stats.connects, reconnects: stats.reconnects, frames: stats.frames, historyEvents: stats.historyEvents }, 'event stream closed (stopped)');
@@ -982,11 +999,33 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
  * Where a redirect on the upgrade points, as scheme, host and path only (a query may carry a token).
  * The redirect is not followed: the auth message would go to wherever it points.
  */
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+
 function redirectTarget(location: string | undefined, from: string): string | undefined {
   if (location === undefined) return undefined;
   try {
     const u = new URL(location, from);
     return `${u.protocol}//${u.host}${u.pathname}`.slice(0, MAX_SHOWN_URL_CHARS);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The event stream's URL on https when a redirect on the upgrade only moves it there, as a proxy
+ * that serves the host on https alone does: the same host and path, from http (or ws) on the
+ * default port to https (or wss) on its own. Prefect's client follows it, and so do the
+ * credentials (as with `keepsAuthorization` for the REST requests). Any other redirect is not
+ * followed: undefined.
+ */
+function httpsUpgradeOf(status: number | undefined, location: string | undefined, from: string): string | undefined {
+  if (status === undefined || !REDIRECT_STATUSES.has(status) || location === undefined) return undefined;
+  try {
+    const source = new URL(from);
+    const target = new URL(location, from);
+    if (source.protocol !== 'ws:' || (target.protocol !== 'https:' && target.protocol !== 'wss:')) return undefined;
+    if (source.hostname !== target.hostname || source.port !== '' || target.port !== '' || source.pathname !== target.pathname) return undefined;
+    return `wss://${target.host}${target.pathname}`;
   } catch {
     return undefined;
   }

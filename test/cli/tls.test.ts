@@ -8,11 +8,13 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { test } from 'node:test';
 import { HAS_OPENSSL, makeCertificates } from '../helpers/certificates.js';
 import { startCli } from '../helpers/cli.js';
-import { startFakePrefect } from '../helpers/fake-prefect.js';
+import { startFakePrefect, type FakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { FAST, firstUnreachableRetry, logLines, replaySpans, shape, tempDir, watchUntilSpans, workload, type LogLine } from '../helpers/watch-e2e.js';
 
@@ -105,4 +107,53 @@ test('PREFECT_API_SSL_CERT_FILE that cannot be read, or holds no certificate, is
     { code: 2, stderr: `prefect-otel: invalid configuration:\n  - PREFECT_API_SSL_CERT_FILE: cannot read ${missing}: ENOENT\n\n` },
     { code: 2, stderr: `prefect-otel: invalid configuration:\n  - --api-tls-insecure-skip-verify: expected true or false, got "maybe"\n  - --api-ssl-cert-file: ${notPem} holds no PEM certificate (-----BEGIN CERTIFICATE-----)\n\n` },
   ]);
+});
+
+test("a Prefect server that its proxy serves on https alone: PREFECT_API_URL given as http:// on port 80 is redirected to https on 443; the event stream and the REST look-ups follow it with the credentials, as Prefect's client does, and say so once", { skip: !HAS_OPENSSL && 'openssl is not installed' }, async (t) => {
+  const pem = makeCertificates(tempDir());
+  const w = workload(1);
+  const listen = (server: Server, port: number) =>
+    new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+  // What such a proxy answers on port 80: every request and every upgrade sent to https, path kept.
+  const plain = createServer((req, res) => res.writeHead(308, { location: `https://127.0.0.1${req.url ?? '/'}`, 'content-length': '0' }).end());
+  const redirected: string[] = [];
+  plain.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+    redirected.push(req.url ?? '');
+    socket.on('error', () => undefined).end(`HTTP/1.1 301 Moved Permanently\r\nLocation: https://127.0.0.1${req.url ?? '/'}\r\nContent-Length: 0\r\n\r\n`);
+  });
+  t.after(() => plain.close());
+  if (!(await listen(plain, 80))) return t.skip('port 80 of 127.0.0.1 is not free to listen on');
+  let prefect: FakePrefect;
+  try {
+    prefect = await startFakePrefect({ port: 443, authString: 'admin:s3cret', tls: { key: readFileSync(pem.serverKey, 'utf8'), cert: readFileSync(pem.serverCert, 'utf8') } });
+  } catch {
+    return t.skip('port 443 of 127.0.0.1 is not free to listen on');
+  }
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  assert.equal(prefect.port, 443);
+
+  const r = await watchUntilSpans(t, { prefect, receiver }, w, { PREFECT_API_URL: 'http://127.0.0.1/api', PREFECT_API_AUTH_STRING: 'admin:s3cret', PREFECT_API_SSL_CERT_FILE: pem.ca }, 1);
+  const lines = logLines(r.stdout);
+  assert.deepEqual(
+    {
+      redirected,
+      said: lines.filter((l) => (l.level ?? 0) >= 40 || String(l.msg).includes('from http to https')).map(({ level, component, from, url, msg }) => ({ level, component, from, url, msg })),
+    },
+    {
+      redirected: ['/api/events/out'],
+      said: [{ level: 30, component: 'source', from: 'ws://127.0.0.1/api/events/out', url: 'wss://127.0.0.1/api/events/out', msg: 'the Prefect server redirects the event stream from http to https; following it (PREFECT_API_URL could name the https URL)' }],
+    },
+  );
+  assert.ok(prefect.restRequests.some((q) => q.path.includes('/task_runs/')), 'a subflow parent asked for over REST, through the redirect');
+  assert.equal(receiver.spans().filter((s) => s.parentSpanId === undefined || s.parentSpanId === '').length, 1, 'one root: the subflow hangs under its parent');
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url, { PREFECT_API_AUTH_STRING: 'admin:s3cret', PREFECT_API_SSL_CERT_FILE: pem.ca })));
+  assert.ok(!r.stdout.includes('s3cret') && !r.stderr.includes('s3cret'));
 });
