@@ -37,7 +37,7 @@ import {
   type CredentialNames,
   type PrefectAuth,
 } from './prefect-api.js';
-import { tlsAgentOptions, type TlsOptions } from './http-client.js';
+import { keepsAuthorization, tlsAgentOptions, type TlsOptions } from './http-client.js';
 import { createTunnelAgent, PROXY_AUTH_REQUIRED, ProxyError, proxyFor, proxyVariable, type ProxyEnv } from './proxy.js';
 import { createPrefectRestClient, pause, RestRequestError, retryAfterMs, type PrefectRestClient } from './rest.js';
 
@@ -995,12 +995,13 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   };
 }
 
-/**
- * Where a redirect on the upgrade points, as scheme, host and path only (a query may carry a token).
- * The redirect is not followed: the auth message would go to wherever it points.
- */
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
+/**
+ * Where a redirect on the upgrade points, as scheme, host and path only (a query may carry a token).
+ * Other than the same host's https (`httpsUpgradeOf`), it is not followed: the auth message would
+ * go to wherever it points.
+ */
 function redirectTarget(location: string | undefined, from: string): string | undefined {
   if (location === undefined) return undefined;
   try {
@@ -1021,10 +1022,10 @@ function redirectTarget(location: string | undefined, from: string): string | un
 function httpsUpgradeOf(status: number | undefined, location: string | undefined, from: string): string | undefined {
   if (status === undefined || !REDIRECT_STATUSES.has(status) || location === undefined) return undefined;
   try {
-    const source = new URL(from);
-    const target = new URL(location, from);
-    if (source.protocol !== 'ws:' || (target.protocol !== 'https:' && target.protocol !== 'wss:')) return undefined;
-    if (source.hostname !== target.hostname || source.port !== '' || target.port !== '' || source.pathname !== target.pathname) return undefined;
+    // As the http(s) URLs they are: ws: → http:, wss: → https:.
+    const source = new URL(from.replace(/^ws/i, 'http'));
+    const target = new URL(new URL(location, source).href.replace(/^ws/i, 'http'));
+    if (source.protocol !== 'http:' || target.protocol !== 'https:' || target.pathname !== source.pathname || !keepsAuthorization(source, target)) return undefined;
     return `wss://${target.host}${target.pathname}`;
   } catch {
     return undefined;
