@@ -14,7 +14,7 @@ import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
 import { safeUrl, shownUrl } from './log/redact.js';
 import { escapeControls } from './log/control-chars.js';
 import { createPrefectRestClient } from './source/rest.js';
-import { apiUrlAdvice } from './source/prefect-api.js';
+import { apiUrlAdvice, prefectAuth } from './source/prefect-api.js';
 import { collectStats, type TracingStats } from './stats.js';
 
 export interface ReplaySummary {
@@ -106,10 +106,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
   const { config, logger } = options;
   const rest = createPrefectRestClient({
     apiUrl: config.prefect.apiUrl,
-    apiKey: config.prefect.apiKey,
-    authString: config.prefect.authString,
-    credentialNames: config.prefect.credentialNames,
-    customHeaders: config.prefect.customHeaders,
+    ...prefectAuth(config.prefect),
     // A file needs no server: a look-up is not waited for longer than this, whatever Prefect's own timeout.
     timeoutMs: Math.min(REPLAY_LOOKUP_TIMEOUT_MS, config.prefect.requestTimeoutMs),
     tls: config.prefect.tls,

@@ -3,6 +3,7 @@ import { pino, type Logger } from 'pino';
 import { describeConfig, kindOf, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
 import { AuthError, ConfigError, errorText, ExportError } from './errors.js';
 import { inApplicationRoot, untraced } from './export/untraced.js';
+import { prefectAuth } from './source/prefect-api.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
 import { createLogger } from './log/logger.js';
@@ -116,10 +117,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     for (const w of this.config.warnings) this.logger.warn({ component: 'config' }, w);
     const rest = (this.rest = createPrefectRestClient({
       apiUrl: this.config.prefect.apiUrl,
-      apiKey: this.config.prefect.apiKey,
-      authString: this.config.prefect.authString,
-      credentialNames: this.config.prefect.credentialNames,
-      customHeaders: this.config.prefect.customHeaders,
+      ...prefectAuth(this.config.prefect),
       timeoutMs: this.config.prefect.requestTimeoutMs,
       tls: this.config.prefect.tls,
       proxy: this.config.prefect.proxy,
@@ -208,14 +206,11 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     if (this.stopping) return;
     this.subscriber = createEventSubscriber({
       apiUrl: this.config.prefect.apiUrl,
-      apiKey: this.config.prefect.apiKey,
-      authString: this.config.prefect.authString,
-      credentialNames: this.config.prefect.credentialNames,
+      ...prefectAuth(this.config.prefect),
       apiUrlName: this.config.sources?.apiUrl,
       logger: this.logger.child({ component: 'source' }),
       tls: this.config.prefect.tls,
       proxy: this.config.prefect.proxy,
-      customHeaders: this.config.prefect.customHeaders,
       requestTimeoutMs: this.config.prefect.requestTimeoutMs,
       resumeFromUs: () => this.pipeline.cursorUs,
       coveredUntilMs: restored?.coveredUntilMs,

@@ -25,6 +25,14 @@ export interface PrefectAuth {
   readonly credentialNames?: CredentialNames | undefined;
 }
 
+/**
+ * The credentials and their names, and nothing else, from options or a configuration that carries
+ * them: every client is given all of them from one place, so none is left behind.
+ */
+export function prefectAuth(from: PrefectAuth): PrefectAuth {
+  return { apiKey: from.apiKey, authString: from.authString, customHeaders: from.customHeaders, credentialNames: from.credentialNames };
+}
+
 export interface CredentialNames {
   readonly apiKey?: string | undefined;
   readonly authString?: string | undefined;

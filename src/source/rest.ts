@@ -7,7 +7,7 @@ import { AuthError, ProtocolError, errorText } from '../errors.js';
 import { createHttpClient, HttpTransportError, type TlsOptions } from './http-client.js';
 import { PROXY_AUTH_REQUIRED, ProxyError, proxyVariable, type ProxyEnv } from './proxy.js';
 import { parseTimestampUs } from '../model/time.js';
-import { apiBase, authAdvice, authSetting, isApiPath, redactSecrets, restAuthHeaders, shownServerText, USER_AGENT, type PrefectAuth } from './prefect-api.js';
+import { apiBase, authAdvice, authSetting, isApiPath, prefectAuth, redactSecrets, restAuthHeaders, shownServerText, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
 /**
  * A call's value, or why there is none. `noApi`: the server answered, but not as a Prefect API does:
@@ -153,7 +153,7 @@ export function pause(ms: number, signal: AbortSignal, unref = false): Promise<v
 export function createPrefectRestClient(options: RestClientOptions): PrefectRestClient {
   const base = apiBase(options.apiUrl);
   const apiPath = isApiPath(options.apiUrl);
-  const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders, credentialNames: options.credentialNames };
+  const auth = prefectAuth(options);
   const http = createHttpClient({ timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, tls: options.tls, proxy: options.proxy });
   const headers: Record<string, string> = {
     Accept: 'application/json',

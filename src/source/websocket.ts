@@ -29,13 +29,13 @@ import {
   eventsOutUrl,
   apiUrlAdvice,
   isApiPath,
+  prefectAuth,
   redactSecrets,
   shownServerText,
   restAuthHeaders,
   USER_AGENT,
   wsAuthToken,
   type CredentialNames,
-  type PrefectAuth,
 } from './prefect-api.js';
 import { keepsAuthorization, tlsAgentOptions, type TlsOptions } from './http-client.js';
 import { createTunnelAgent, PROXY_AUTH_REQUIRED, ProxyError, proxyFor, proxyVariable, type ProxyEnv } from './proxy.js';
@@ -221,7 +221,6 @@ const MAX_PROTOCOL_FAILURES = 3;
 const UNREMARKABLE_CLOSE_CODES: ReadonlySet<number> = new Set([1000, 1005, 1006]);
 /** Longest piece of a live frame (up to MAX_PAYLOAD_BYTES) that its debug line shows. */
 const MAX_LOGGED_FRAME_CHARS = 4_096;
-/** What a 404 on the upgrade asks the user to check. */
 /** How much of a redirect target an error shows. */
 const MAX_SHOWN_URL_CHARS = 200;
 
@@ -252,7 +251,7 @@ type Outcome =
 
 export function createEventSubscriber(options: EventSubscriberOptions): EventSubscriber {
   const log = options.logger;
-  const auth: PrefectAuth = { apiKey: options.apiKey, authString: options.authString, customHeaders: options.customHeaders, credentialNames: options.credentialNames };
+  const auth = prefectAuth(options);
   /**
    * A Prefect server answers a websocket at a path it does not serve with HTTP 403 (Starlette closes
    * it before accepting): at a URL that is no API path, a 403 says that, not refused credentials.
