@@ -417,12 +417,13 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
    * from where the stream has to resume to the server's now, when that comes within
    * HISTORY_SAFETY_MS of the clamp.
    */
-  function historyGap(): { fromMs: number; serverNowMs: number; gapMs: number } | undefined {
+  function historyGap(): { fromMs: number; machineNowMs: number; serverNowMs: number; gapMs: number } | undefined {
     const fromMs = gapStartMs();
     if (fromMs === undefined) return undefined;
-    const serverNowMs = now() - serverAheadMs;
+    const machineNowMs = now();
+    const serverNowMs = machineNowMs - serverAheadMs;
     const gapMs = serverNowMs - fromMs;
-    return gapMs > Math.max(0, backfillWindowMs - HISTORY_SAFETY_MS) ? { fromMs, serverNowMs, gapMs } : undefined;
+    return gapMs > Math.max(0, backfillWindowMs - HISTORY_SAFETY_MS) ? { fromMs, machineNowMs, serverNowMs, gapMs } : undefined;
   }
 
   /** Fill a gap wider than the server's backfill from REST. Returns an outcome only when the attempt must not go on. */
@@ -431,8 +432,9 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       const gap = historyGap();
       if (gap === undefined) return undefined;
       const { fromMs, gapMs } = gap;
-      // Up to the later of the two clocks' now: an event a client stamped by either is not left out.
-      const untilMs = Math.max(now(), gap.serverNowMs);
+      // Up to the later of the two clocks' now (one reading of this machine's clock, so the window
+      // ends where the round's coverage does): an event a client stamped by either is not left out.
+      const untilMs = Math.max(gap.machineNowMs, gap.serverNowMs);
       const window = { since: new Date(fromMs).toISOString(), until: new Date(untilMs).toISOString() };
       log.info({ ...window, gapMs, backfillWindowMs }, 'the gap is longer than the websocket backfill; reading the event history');
       const started = performance.now();
@@ -529,7 +531,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   async function rereadBackfillEnd(filterSinceMs: number, subscribedAtMs: number): Promise<void> {
     if (stopped) return;
     const startMs = Math.max(filterSinceMs, subscribedAtMs - Math.max(options.resumeMarginMs, persistLagMs));
-    const window = { since: new Date(startMs).toISOString(), until: new Date(Math.max(now(), now() - serverAheadMs)).toISOString() };
+    const machineNowMs = now();
+    const window = { since: new Date(startMs).toISOString(), until: new Date(Math.max(machineNowMs, machineNowMs - serverAheadMs)).toISOString() };
     const abort = new AbortController();
     rereadAborts.add(abort);
     let count = 0;

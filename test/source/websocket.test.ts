@@ -1232,7 +1232,9 @@ describe('event subscriber: gap fill from history', () => {
   it('a history that reads slower than events come (every round takes longer than the backfill window) goes live after five rounds and says which window may be missing', async () => {
     const roundMs = 20 * 60_000;
     let offsetMs = 0;
-    const clock = () => Date.now() + offsetMs;
+    // A clock that moves a millisecond on every reading: a window's end and the coverage it gives come from one.
+    let ticks = 0;
+    const clock = () => Date.now() + offsetMs + ++ticks;
     const server = await mini({ now: clock });
     const cursorMs = Date.now() - 20 * 60_000;
     // One event in each round's window; each one read makes that round take 20 minutes.
