@@ -9,9 +9,9 @@ import type { FlushResult } from './export/delivery.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
 import { createFlowParentLookup, createOwnerLookup, type OwnerLookupOptions } from './source/run-lookups.js';
-import { isRecord, MAX_EVENT_BYTES } from './model/event.js';
+import { excerpt, isRecord, MAX_EVENT_BYTES } from './model/event.js';
 import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
-import { safeUrl, shownUrl } from './log/redact.js';
+import { redactUserinfo, safeUrl, shownUrl } from './log/redact.js';
 import { escapeControls } from './log/control-chars.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { apiUrlAdvice, prefectAuth } from './source/prefect-api.js';
@@ -21,7 +21,7 @@ export interface ReplaySummary {
   /** Stopped by `signal` before the end of the input. */
   readonly interrupted: boolean;
   readonly lines: number;
-  /** Lines with nothing to read: blank, a `#` comment, or a status line of `prefect events stream`. */
+  /** Lines with nothing to read: blank, a `#` comment, or a status or stop message of `prefect events stream`. */
   readonly blank: number;
   readonly events: number;
   readonly duplicates: number;
@@ -51,6 +51,8 @@ export interface ReplaySummary {
   readonly exporterSetting?: string;
   /** What to do when the input was not JSON lines (JSON written over many lines), for the summary. */
   readonly hint?: string;
+  /** Where `prefect events stream` said it stopped on an error (the first few), and how often. */
+  readonly streamStops?: { readonly count: number; readonly first: readonly StreamStop[] };
 }
 
 export interface ReplayOptions {
@@ -93,9 +95,39 @@ function fileErrorText(err: unknown): string {
  */
 const PREFECT_CLI_STATUS = new Set(['Subscribing to event stream...', 'Exiting...']);
 const OPENING_BRACE = 0x7b;
+const OPENING_BRACKET = 0x5b;
+const HASH = 0x23;
 
 function isPrefectCliStatus(line: string): boolean {
   return line.charCodeAt(0) !== OPENING_BRACE && PREFECT_CLI_STATUS.has(line.trimEnd());
+}
+
+/**
+ * How the messages begin that `prefect events stream` prints on standard output when it stops on an
+ * error (`exit_with_error` in Prefect's `cli/events.py`): a dropped connection, anything else. The
+ * stream ended there; events after it, until the command was started again, are not in the file.
+ */
+const PREFECT_CLI_STOPS = ['Connection closed, retrying... (', 'An unexpected error occurred: ', 'An exception occurred.'];
+
+function isPrefectCliStop(line: string): boolean {
+  return line.charCodeAt(0) !== OPENING_BRACE && PREFECT_CLI_STOPS.some((p) => line.startsWith(p));
+}
+
+/** Whether a line is the wrapped rest of a stop message that has `parts` lines so far: text, not an event, a comment or another message. */
+function continuesStop(line: string, parts: number): boolean {
+  const first = line.charCodeAt(0);
+  return parts < CLI_STOP_MAX_LINES && line !== '' && first !== OPENING_BRACE && first !== OPENING_BRACKET && first !== HASH && !isPrefectCliStatus(line) && !isPrefectCliStop(line);
+}
+
+/** At most this many lines after a stop message are taken as its wrapped rest (Prefect's console wraps at 80 columns). */
+const CLI_STOP_MAX_LINES = 8;
+/** How many stops the summary names by line. */
+const CLI_STOPS_SHOWN = 3;
+
+/** Where `prefect events stream` stopped, as the summary says it. */
+export interface StreamStop {
+  readonly line: number;
+  readonly message: string;
 }
 
 /** The longest a replay waits for one run look-up. */
@@ -203,6 +235,18 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   signal?.addEventListener('abort', stopReading, { once: true });
   let firstContent = true;
   let multiLineJson = false;
+  // A stop message of `prefect events stream`, and the lines it was wrapped onto, until an event's line.
+  let stop: { line: number; parts: string[] } | undefined;
+  let stopCount = 0;
+  const stops: StreamStop[] = [];
+  const endStop = (): void => {
+    if (stop === undefined) return;
+    const message = redactUserinfo(excerpt(stop.parts.join(' '), 300));
+    stopCount += 1;
+    if (stops.length < CLI_STOPS_SHOWN) stops.push({ line: stop.line, message });
+    options.logger.warn({ component: 'replay', line: stop.line, message }, '`prefect events stream` stopped here on an error: events from then until it was started again are not in the input');
+    stop = undefined;
+  };
   /** A line that starts as an array of events or a page and is longer than a line may be. */
   let tooLargeBatch = false;
   try {
@@ -211,14 +255,23 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
       for (const line of lines) {
         lineCount += 1;
         const trimmed = line.trimStart();
-        if (trimmed !== '' && !trimmed.startsWith('#') && !isPrefectCliStatus(trimmed)) {
-          if (firstContent) {
-            firstContent = false;
-            multiLineJson = startsJsonDocument(trimmed);
-          }
-          if (ingestLine(pipeline, trimmed)) tooLargeBatch = true;
-        } else {
+        if (stop !== undefined && continuesStop(trimmed, stop.parts.length)) {
+          stop.parts.push(trimmed.trimEnd());
           blankCount += 1;
+        } else {
+          endStop();
+          if (isPrefectCliStop(trimmed)) {
+            stop = { line: lineCount, parts: [trimmed.trimEnd()] };
+            blankCount += 1;
+          } else if (trimmed !== '' && !trimmed.startsWith('#') && !isPrefectCliStatus(trimmed)) {
+            if (firstContent) {
+              firstContent = false;
+              multiLineJson = startsJsonDocument(trimmed);
+            }
+            if (ingestLine(pipeline, trimmed)) tooLargeBatch = true;
+          } else {
+            blankCount += 1;
+          }
         }
         // After every line: one line can finish spans of megabytes (their events' payloads), or many.
         if (pipeline.backpressure()) await waitForCollector(pipeline, () => signal?.aborted === true);
@@ -237,6 +290,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   } finally {
     signal?.removeEventListener('abort', stopReading);
   }
+  endStop();
   const interrupted = signal?.aborted === true;
   await pipeline.finish(interrupted ? 'interrupted' : 'end_of_input');
   progress(true);
@@ -286,6 +340,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     exporter: config.traces.exporter,
     exporterSetting: config.sources?.tracesExporter ?? 'OTEL_TRACES_EXPORTER',
     ...(multiLineJson && (c.skipped.invalid_json ?? 0) > 0 ? { hint: jsonLinesHint(options.file) } : tooLargeBatch ? { hint: tooLargeBatchHint(options.file) } : {}),
+    ...(stopCount > 0 ? { streamStops: { count: stopCount, first: stops } } : {}),
   };
 }
 
@@ -444,6 +499,14 @@ export function noEventsRead(s: ReplaySummary): boolean {
   return s.events === 0 && Object.keys(s.skipped).length > 0;
 }
 
+/** The summary's line for the stops of `prefect events stream` in the input. */
+function streamStopsText(stops: NonNullable<ReplaySummary['streamStops']>): string {
+  const where = stops.first.map((x) => `line ${x.line}: ${escapeControls(x.message)}`).join('; ');
+  const more = stops.count > stops.first.length ? `; ${stops.count - stops.first.length} more` : '';
+  const times = stops.count === 1 ? 'once' : `${stops.count} times`;
+  return `gaps: \`prefect events stream\` stopped on an error ${times} (${where}${more}); events from then until it was started again are not in the input`;
+}
+
 export function formatReplaySummary(s: ReplaySummary): string {
   const skipped = Object.entries(s.skipped);
   const skippedText = skipped.length === 0 ? '0' : `${skipped.reduce((n, [, v]) => n + v, 0)} (${skipped.map(([k, v]) => `${k}: ${v}`).join(', ')})`;
@@ -465,6 +528,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
     s.exportOk ? 'export: ok' : 'export: FAILED',
     ...(noEventsRead(s) ? ['input: no line was a Prefect event'] : []),
     ...(s.hint !== undefined ? [s.hint] : []),
+    ...(s.streamStops === undefined ? [] : [streamStopsText(s.streamStops)]),
     ...(s.interrupted ? ['interrupted: the rest of the input was not read; runs still open were ended as incomplete'] : []),
   ].join('\n');
 }

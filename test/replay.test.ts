@@ -175,3 +175,52 @@ test('replay with OTel logs on: the summary counts spans not delivered, not the 
     'export: FAILED',
   ]);
 });
+
+test('`prefect events stream` stopped on errors five times: the summary names the first three by line and counts the rest; a user:password in a message is not shown', async () => {
+  const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-stops-')), 'events.jsonl');
+  const flow = (type: string, from: string, s: number) =>
+    JSON.stringify(flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox', ...FLOW, state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: t0 + s * 1000 }));
+  const stop = 'Connection closed, retrying... (no close frame received or sent)';
+  const lines = [flow('PENDING', 'SCHEDULED', 0), stop, flow('RUNNING', 'PENDING', 1), stop, stop, `An unexpected error occurred: cannot connect to https://ops:hunter22@prefect.example/api`, '# a comment', stop, flow('COMPLETED', 'RUNNING', 2)];
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  const summary = await runReplay({
+    config: resolveConfig({ tracesExporter: 'none', apiUrl: 'http://127.0.0.1:9/api' }, {}),
+    logger: createLogger({ level: 'silent', format: 'json' }),
+    file,
+    progress: { tty: false, write: () => undefined },
+  });
+  assert.deepEqual(summary.streamStops, {
+    count: 5,
+    first: [
+      { line: 2, message: stop },
+      { line: 4, message: stop },
+      { line: 5, message: stop },
+    ],
+  });
+  assert.deepEqual(formatReplaySummary(summary).split('\n'), [
+    'events read: 3 (9 lines, 6 blank or comment, 0 duplicates, 0 not about a run)',
+    'skipped: 0',
+    'runs: 1  spans: 1 (0 incomplete)',
+    'spans: not exported (option tracesExporter=none)',
+    'export: ok',
+    `gaps: \`prefect events stream\` stopped on an error 5 times (line 2: ${stop}; line 4: ${stop}; line 5: ${stop}; 2 more); events from then until it was started again are not in the input`,
+  ]);
+  // The fourth stop, past those the summary names: its user info is redacted where it is logged.
+  const logged: Record<string, unknown>[] = [];
+  await runReplay({
+    config: resolveConfig({ tracesExporter: 'none', apiUrl: 'http://127.0.0.1:9/api' }, {}),
+    logger: createLogger({ level: 'warn', format: 'json', destination: { write: (l: string) => void logged.push(JSON.parse(l) as Record<string, unknown>) } }),
+    file,
+    progress: { tty: false, write: () => undefined },
+  });
+  assert.deepEqual(
+    logged.map((r) => [r.line, r.message]),
+    [
+      [2, stop],
+      [4, stop],
+      [5, stop],
+      [6, 'An unexpected error occurred: cannot connect to https://[redacted]@prefect.example/api'],
+      [8, stop],
+    ],
+  );
+});

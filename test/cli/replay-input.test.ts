@@ -274,3 +274,42 @@ test("the output of `prefect events stream > events.jsonl`: its own status lines
     { code: 0, summary: ['events read: 4 (6 lines, 2 blank or comment, 0 duplicates, 0 not about a run)', 'skipped: 0', 'runs: 2  spans: 2 (0 incomplete)'], warnings: [], spans: plain.spans },
   );
 });
+
+test('the output of `prefect events stream` that stopped on an error (its message wrapped at 80 columns by its console) and was started again with `>>`: the message is said as a gap, once, with its line, not skipped as bad input; the spans are those of the events alone', async () => {
+  const events = smallRun().map((e) => JSON.stringify(e));
+  const plain = await replay(`${events.join('\n')}\n`);
+  const dropped = ['Connection closed, retrying... (received 1011 (internal error) keepalive ping timeout; then', 'sent 1011 (internal error) keepalive ping timeout)'];
+  const inputs = {
+    'started again': [`Subscribing to event stream...`, events[0], events[1], ...dropped, 'Subscribing to event stream...', events[2], events[3]],
+    'at the end': [events[0], events[1], events[2], events[3], 'An unexpected error occurred: server rejected WebSocket connection: HTTP 502'],
+  };
+  const expected = {
+    'started again': { line: 4, message: `${dropped.join(' ')}`, lines: 8, blank: 4 },
+    'at the end': { line: 5, message: 'An unexpected error occurred: server rejected WebSocket connection: HTTP 502', lines: 5, blank: 1 },
+  };
+  for (const [name, lines] of Object.entries(inputs)) {
+    const got = await replay(`${lines.join('\n')}\n`);
+    const { line, message, lines: n, blank } = expected[name as keyof typeof expected];
+    const warnings = got.r.stdout.split('\n').filter((l) => l.includes('"level":40')).map((l) => {
+      const r = JSON.parse(l) as Record<string, unknown>;
+      return { msg: r.msg, line: r.line, message: r.message };
+    });
+    assert.deepEqual(
+      { code: got.r.code, summary: got.r.stderr.split('\n').filter((l) => l !== ''), warnings, spans: got.spans },
+      {
+        code: 0,
+        summary: [
+          `events read: 4 (${n} lines, ${blank} blank or comment, 0 duplicates, 0 not about a run)`,
+          'skipped: 0',
+          'runs: 2  spans: 2 (0 incomplete)',
+          'spans: 2 exported',
+          'export: ok',
+          `gaps: \`prefect events stream\` stopped on an error once (line ${line}: ${message}); events from then until it was started again are not in the input`,
+        ],
+        warnings: [{ msg: '`prefect events stream` stopped here on an error: events from then until it was started again are not in the input', line, message }],
+        spans: plain.spans,
+      },
+      name,
+    );
+  }
+});
