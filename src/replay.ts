@@ -235,6 +235,8 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   signal?.addEventListener('abort', stopReading, { once: true });
   let firstContent = true;
   let multiLineJson = false;
+  /** The first line is one of `prefect events stream --format text`. */
+  let textFormat = false;
   // A stop message of `prefect events stream`, and the lines it was wrapped onto, until an event's line.
   let stop: { line: number; parts: string[] } | undefined;
   let stopCount = 0;
@@ -267,6 +269,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
             if (firstContent) {
               firstContent = false;
               multiLineJson = startsJsonDocument(trimmed);
+              textFormat = PREFECT_TEXT_FORMAT_LINE.test(trimmed.trimEnd());
             }
             if (ingestLine(pipeline, trimmed)) tooLargeBatch = true;
           } else {
@@ -339,7 +342,11 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     exportOk: flushed.ok && [t, l].every((d) => d === undefined || (d.dropped === 0 && d.rejected === 0)),
     exporter: config.traces.exporter,
     exporterSetting: config.sources?.tracesExporter ?? 'OTEL_TRACES_EXPORTER',
-    ...(multiLineJson && (c.skipped.invalid_json ?? 0) > 0 ? { hint: jsonLinesHint(options.file) } : tooLargeBatch ? { hint: tooLargeBatchHint(options.file) } : {}),
+    ...((c.skipped.invalid_json ?? 0) > 0 && (multiLineJson || textFormat)
+      ? { hint: multiLineJson ? jsonLinesHint(options.file) : TEXT_FORMAT_HINT }
+      : tooLargeBatch
+        ? { hint: tooLargeBatchHint(options.file) }
+        : {}),
     ...(stopCount > 0 ? { streamStops: { count: stopCount, first: stops } } : {}),
   };
 }
@@ -420,6 +427,16 @@ function startsJsonDocument(trimmed: string): boolean {
 function jsonLinesHint(file: string): string {
   return `input: JSON written over many lines? replay reads one event (or array of events, or /api/events/filter page) a line: rewrite it first, e.g. ${JQ_ONE_EVENT_A_LINE} ${commandArgument(file)} | prefect-otel replay -`;
 }
+
+/**
+ * A line of `prefect events stream --format text`: the event's `occurred` (Python's `isoformat()`),
+ * its name and its resource's id, nothing more (`cli/events.py`).
+ */
+const PREFECT_TEXT_FORMAT_LINE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)? \S+ \S+$/;
+
+/** What to do with the text output of `prefect events stream`: it has no payload, so no state, to replay. */
+const TEXT_FORMAT_HINT =
+  'input: the output of `prefect events stream --format text`? its lines hold no event payload (no states, no related runs) and cannot be replayed: save the stream in its default JSON format, e.g. prefect events stream > events.jsonl';
 
 /** The command that writes events, arrays of them and saved pages, however written, one event a line. */
 const JQ_ONE_EVENT_A_LINE = `jq -c '.events? // . | if type == "array" then .[] else . end'`;

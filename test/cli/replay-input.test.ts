@@ -313,3 +313,24 @@ test('the output of `prefect events stream` that stopped on an error (its messag
     );
   }
 });
+
+test('the output of `prefect events stream --format text`: every line skipped as not JSON, and the summary says to save the stream as JSON instead', async () => {
+  const text = smallRun().map((e) => `${e.occurred.replace('Z', '+00:00')} ${e.event} ${e.resource['prefect.resource.id']}`);
+  const got = await replay(`Subscribing to event stream...\n${text.join('\n')}\n`);
+  assert.deepEqual(
+    { code: got.r.code, summary: got.r.stderr.split('\n').filter((l) => l !== ''), spans: got.spans },
+    {
+      code: 0,
+      summary: [
+        'events read: 0 (5 lines, 1 blank or comment, 0 duplicates, 0 not about a run)',
+        'skipped: 4 (invalid_json: 4)',
+        'runs: 0  spans: 0 (0 incomplete)',
+        'spans: 0 exported',
+        'export: ok',
+        'input: no line was a Prefect event',
+        'input: the output of `prefect events stream --format text`? its lines hold no event payload (no states, no related runs) and cannot be replayed: save the stream in its default JSON format, e.g. prefect events stream > events.jsonl',
+      ],
+      spans: [],
+    },
+  );
+});
