@@ -1,14 +1,16 @@
 /**
  * What `npm install prefect-otel` (and so `npx prefect-otel`) gets: the tarball `npm pack` makes
  * from this working copy, and the production dependencies. Tests and benchmarks stay out; every
- * compiled file has its source (no output left over from a deleted module); the bin and every
+ * compiled file has its source (no output left over from a deleted module), shipped too, so that
+ * the source maps and declaration maps point at files the package has; the bin and every
  * export are in it; and the compiled code imports only packages of `dependencies`, since
  * `devDependencies` are not installed for a user.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
+import { posix } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
@@ -31,15 +33,26 @@ function packedFiles(): string[] {
 /** `@scope/name/sub` -> `@scope/name`; `name/sub` -> `name`. */
 const packageOf = (specifier: string): string => specifier.split('/').slice(0, specifier.startsWith('@') ? 2 : 1).join('/');
 
-test('npm pack: the docs, package.json and the compiled dist/src with its sources present; bin and exports inside; no tests', () => {
+test('npm pack: the docs, package.json, src/ and the compiled dist/src; bin and exports inside; no tests', () => {
   const files = packedFiles();
-  assert.deepEqual(files.filter((f) => !f.startsWith('dist/')), ['CHANGELOG.md', 'LICENSE', 'README.md', 'package.json']);
+  const sources = files.filter((f) => f.startsWith('src/'));
+  assert.deepEqual(files.filter((f) => !f.startsWith('dist/') && !f.startsWith('src/')), ['CHANGELOG.md', 'LICENSE', 'README.md', 'package.json']);
+  assert.ok(sources.length > 0 && sources.every((f) => f.endsWith('.ts')), 'src/ holds the TypeScript sources');
   const compiled = files.filter((f) => f.startsWith('dist/'));
   const misplaced = compiled.filter((f) => {
-    const m = /^dist\/(src\/.+?)(?:\.js|\.d\.ts|\.js\.map)$/.exec(f);
-    return m === null || !existsSync(new URL(`${m[1]}.ts`, ROOT));
+    const m = /^dist\/(src\/.+?)(?:\.js|\.d\.ts|\.js\.map|\.d\.ts\.map)$/.exec(f);
+    return m === null || !sources.includes(`${m[1]}.ts`);
   });
   assert.deepEqual(misplaced, [], 'only compiled sources of src/, each with its .ts');
+  // A stack trace under --enable-source-maps, and an editor's "go to definition", land on a file the package has.
+  const unresolved = compiled
+    .filter((f) => f.endsWith('.map'))
+    .flatMap((f) => {
+      const map = JSON.parse(readFileSync(new URL(f, ROOT), 'utf8')) as { sources: string[] };
+      return map.sources.map((s) => posix.join(posix.dirname(f), s)).filter((s) => !files.includes(s));
+    });
+  assert.deepEqual(unresolved, [], 'every source map points at a packed source');
+  assert.ok(compiled.some((f) => f.endsWith('.d.ts.map')), 'declaration maps are packed');
   const targets = [
     ...Object.values(pkg.bin),
     ...Object.values(pkg.exports).flatMap((e) => (typeof e === 'string' ? [e] : Object.values(e))),
