@@ -79,6 +79,8 @@ export interface Config {
     readonly maxBytes: number;
     readonly batchSize: number;
     readonly scheduleDelayMs: number;
+    /** The OTLP log records' buffer and batches (OTEL_BLRP_*); the bytes bound is `maxBytes`, as for spans. */
+    readonly logs: { readonly maxRecords: number; readonly batchSize: number; readonly scheduleDelayMs: number };
   };
   readonly live: { readonly resumeMarginMs: number; readonly idleTimeoutMs: number; readonly stateFlushMs: number; readonly stateLeaseMs: number };
   readonly statsIntervalMs: number;
@@ -192,6 +194,9 @@ export function resolveConfig(
   if (v.batchSize > v.bufferMaxSpans) {
     warnings.push(`${given('batchSize')} (${v.batchSize}) is larger than ${given('bufferMaxSpans')} (${v.bufferMaxSpans}): batches of at most ${v.bufferMaxSpans} spans are sent`);
   }
+  if (v.logsBatchSize > v.logsBufferMaxRecords) {
+    warnings.push(`${given('logsBatchSize')} (${v.logsBatchSize}) is larger than ${given('logsBufferMaxRecords')} (${v.logsBufferMaxRecords}): batches of at most ${v.logsBufferMaxRecords} log records are sent`);
+  }
   if (v.httpHost !== undefined && v.httpPort === undefined) {
     warnings.push(`${given('httpHost')} is set without ${given('httpPort')}: no health endpoint is served`);
   }
@@ -262,6 +267,7 @@ export function resolveConfig(
       maxBytes: v.bufferMaxBytes,
       batchSize: Math.min(v.batchSize, v.bufferMaxSpans),
       scheduleDelayMs: v.scheduleDelayMs,
+      logs: { maxRecords: v.logsBufferMaxRecords, batchSize: Math.min(v.logsBatchSize, v.logsBufferMaxRecords), scheduleDelayMs: v.logsScheduleDelayMs },
     },
     live: { resumeMarginMs: v.resumeMarginMs, idleTimeoutMs: v.idleTimeoutMs, stateFlushMs: v.stateFlushMs, stateLeaseMs: v.stateLeaseMs },
     statsIntervalMs: v.statsIntervalMs,

@@ -116,8 +116,6 @@ export interface Pipeline {
 const WARN_PER_REASON = 10;
 /** Deleted scheduled runs forgotten at once: the first this many are named in the log line, all are counted. */
 const SHOWN_FORGOTTEN_IDS = 10;
-/** The log buffer holds this many records per span the trace buffer holds. */
-const LOG_RECORDS_PER_SPAN = 4;
 /** In replay, timers (settle, grace, idle) run on event time, checked whenever it advances this much. */
 const EVENT_CLOCK_TICK_MS = 100;
 /**
@@ -175,7 +173,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   const held = options.backpressure === true && traces !== undefined ? createHeldSpans(traces, config) : undefined;
   const logs = createLogDelivery(config, logger);
   // STLOGGING records come a few per event, never in bursts: waiting while the buffer is above half suffices.
-  const logsFull = options.backpressure === true && logs !== undefined ? aboveHalf(logs, config.delivery.maxSpans * LOG_RECORDS_PER_SPAN, config.delivery.maxBytes) : undefined;
+  const logsFull = options.backpressure === true && logs !== undefined ? aboveHalf(logs, config.delivery.logs.maxRecords, config.delivery.maxBytes) : undefined;
   const writeRunLog = createRunLogWriter(logger, {
     jaegerUrl: config.jaegerUrl,
     uiUrl: config.prefect.uiUrl,
@@ -611,10 +609,10 @@ function createLogDelivery(config: Config, logger: Logger): Delivery<ReadableLog
     name: 'logs',
     send: (batch) => sender.send(batch),
     sizeOf: (r) => 300 + (typeof r.body === 'string' ? r.body.length : 200),
-    maxItems: config.delivery.maxSpans * LOG_RECORDS_PER_SPAN,
+    maxItems: config.delivery.logs.maxRecords,
     maxBytes: config.delivery.maxBytes,
-    batchSize: config.delivery.batchSize,
-    scheduleDelayMs: config.delivery.scheduleDelayMs,
+    batchSize: config.delivery.logs.batchSize,
+    scheduleDelayMs: config.delivery.logs.scheduleDelayMs,
     ...lossLogging(log, 'log records', () => sender.shutdown()),
   });
 }

@@ -466,11 +466,23 @@ export const SETTINGS = {
   },
   batchSize: {
     env: ['OTEL_BSP_MAX_EXPORT_BATCH_SIZE'], flag: '--batch-size', default: 512, parse: integer(1, 100_000),
-    doc: 'spans per OTLP request (and OTLP log records per request with `OTEL_LOGS_EXPORTER=otlp`; `OTEL_BLRP_*` are not read)',
+    doc: 'spans per OTLP request',
   },
   scheduleDelayMs: {
     env: ['OTEL_BSP_SCHEDULE_DELAY'], flag: '--schedule-delay-ms', default: 200, parse: integer(0, MINUTE_MS, ' ms'),
-    doc: 'longest wait before a partly filled batch is sent',
+    doc: 'longest wait before a partly filled batch of spans is sent',
+  },
+  logsBufferMaxRecords: {
+    env: ['OTEL_BLRP_MAX_QUEUE_SIZE'], flag: '--logs-buffer-max-records', default: 80_000, parse: integer(1, 40_000_000),
+    doc: 'with `OTEL_LOGS_EXPORTER=otlp`: log records held while the collector is slow or down (within `PREFECT_OTEL_BUFFER_MAX_BYTES` too); past it the oldest are dropped and counted',
+  },
+  logsBatchSize: {
+    env: ['OTEL_BLRP_MAX_EXPORT_BATCH_SIZE'], flag: '--logs-batch-size', default: 512, parse: integer(1, 100_000),
+    doc: 'with `OTEL_LOGS_EXPORTER=otlp`: log records per OTLP request',
+  },
+  logsScheduleDelayMs: {
+    env: ['OTEL_BLRP_SCHEDULE_DELAY'], flag: '--logs-schedule-delay-ms', default: 200, parse: integer(0, MINUTE_MS, ' ms'),
+    doc: 'with `OTEL_LOGS_EXPORTER=otlp`: longest wait before a partly filled batch of log records is sent',
   },
   resumeMarginMs: {
     env: ['PREFECT_OTEL_RESUME_MARGIN_MS'], flag: '--resume-margin-ms', commands: WATCH_ONLY, default: 2 * MINUTE_MS, parse: integer(0, DAY_MS, ' ms'),

@@ -122,3 +122,23 @@ test('replay: the log lines of an export the collector refuses name the URL it w
   );
   assert.ok(!r.stdout.includes('s3cret'), r.stdout);
 });
+
+test('replay: the log records are batched by OTEL_BLRP_*, the spans by OTEL_BSP_*, each on its own (one span a request; the four log records of the run in one)', async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const r = await startCli(['replay', '-'], {
+    PREFECT_API_URL: 'http://127.0.0.1:9/api',
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    OTEL_LOGS_EXPORTER: 'otlp',
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '1',
+    OTEL_BLRP_MAX_EXPORT_BATCH_SIZE: '4',
+    // A partly filled batch of log records waits longer than the replay takes: only a full one, or the end, sends it.
+    OTEL_BLRP_SCHEDULE_DELAY: '60000',
+  }, smallRun()).result;
+  assert.equal(r.code, 0, r.stderr);
+  const requestsTo = (path: string) => receiver.requests.filter((q) => q.path === path).length;
+  assert.deepEqual(
+    { spans: receiver.spans().length, logs: receiver.logs().length, traceRequests: requestsTo('/v1/traces'), logRequests: requestsTo('/v1/logs') },
+    { spans: 2, logs: 4, traceRequests: 2, logRequests: 1 },
+  );
+});
