@@ -95,7 +95,6 @@ function fileErrorText(err: unknown): string {
  */
 const PREFECT_CLI_STATUS = new Set(['Subscribing to event stream...', 'Exiting...']);
 const OPENING_BRACE = 0x7b;
-const OPENING_BRACKET = 0x5b;
 const HASH = 0x23;
 
 function isPrefectCliStatus(line: string): boolean {
@@ -113,11 +112,18 @@ function isPrefectCliStop(line: string): boolean {
   return line.charCodeAt(0) !== OPENING_BRACE && PREFECT_CLI_STOPS.some((p) => line.startsWith(p));
 }
 
-/** Whether a line is the wrapped rest of a stop message that has `parts` lines so far: text, not an event, a comment or another message. */
+/**
+ * Whether a line is the wrapped rest of a stop message that has `parts` lines so far: text, not an
+ * event, an array of events, a comment or another message. A `[` that opens no array of objects
+ * (`[Errno 111] Connect call failed`, as Python words an OS error) is the message's.
+ */
 function continuesStop(line: string, parts: number): boolean {
   const first = line.charCodeAt(0);
-  return parts < CLI_STOP_MAX_LINES && line !== '' && first !== OPENING_BRACE && first !== OPENING_BRACKET && first !== HASH && !isPrefectCliStatus(line) && !isPrefectCliStop(line);
+  return parts < CLI_STOP_MAX_LINES && line !== '' && first !== OPENING_BRACE && first !== HASH && !EVENT_ARRAY_START.test(line) && !isPrefectCliStatus(line) && !isPrefectCliStop(line);
 }
+
+/** How a line holding an array of events (or an empty one) begins. */
+const EVENT_ARRAY_START = /^\[\s*[{\]]/;
 
 /** At most this many lines after a stop message are taken as its wrapped rest (Prefect's console wraps at 80 columns). */
 const CLI_STOP_MAX_LINES = 8;

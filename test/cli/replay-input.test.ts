@@ -279,13 +279,17 @@ test('the output of `prefect events stream` that stopped on an error (its messag
   const events = smallRun().map((e) => JSON.stringify(e));
   const plain = await replay(`${events.join('\n')}\n`);
   const dropped = ['Connection closed, retrying... (received 1011 (internal error) keepalive ping timeout; then', 'sent 1011 (internal error) keepalive ping timeout)'];
+  const refused = ['An unexpected error occurred: Cannot connect to host prefect.example:4200 ssl:default', "[Errno 111] Connect call failed ('10.0.0.7', 4200)"];
   const inputs = {
     'started again': [`Subscribing to event stream...`, events[0], events[1], ...dropped, 'Subscribing to event stream...', events[2], events[3]],
     'at the end': [events[0], events[1], events[2], events[3], 'An unexpected error occurred: server rejected WebSocket connection: HTTP 502'],
+    // Python's words for an OS error, wrapped where its `[Errno …]` begins: a `[` that opens no array of events.
+    'wrapped before a bracket': [events[0], events[1], ...refused, events[2], events[3]],
   };
   const expected = {
     'started again': { line: 4, message: `${dropped.join(' ')}`, lines: 8, blank: 4 },
     'at the end': { line: 5, message: 'An unexpected error occurred: server rejected WebSocket connection: HTTP 502', lines: 5, blank: 1 },
+    'wrapped before a bracket': { line: 3, message: refused.join(' '), lines: 6, blank: 2 },
   };
   for (const [name, lines] of Object.entries(inputs)) {
     const got = await replay(`${lines.join('\n')}\n`);
