@@ -191,11 +191,9 @@ export function resolveConfig(
   if (v.apiKey !== undefined && v.authString !== undefined) {
     warnings.push(`both ${given('apiKey')} and ${given('authString')} are set; using ${given('apiKey')}`);
   }
-  if (v.batchSize > v.bufferMaxSpans) {
-    warnings.push(`${given('batchSize')} (${v.batchSize}) is larger than ${given('bufferMaxSpans')} (${v.bufferMaxSpans}): batches of at most ${v.bufferMaxSpans} spans are sent`);
-  }
-  if (v.logsBatchSize > v.logsBufferMaxRecords) {
-    warnings.push(`${given('logsBatchSize')} (${v.logsBatchSize}) is larger than ${given('logsBufferMaxRecords')} (${v.logsBufferMaxRecords}): batches of at most ${v.logsBufferMaxRecords} log records are sent`);
+  // A batch cannot be larger than the buffer it is taken from (as the OpenTelemetry batch processors warn).
+  for (const [batch, buffer, items] of [['batchSize', 'bufferMaxSpans', 'spans'], ['logsBatchSize', 'logsBufferMaxRecords', 'log records']] as const) {
+    if (v[batch] > v[buffer]) warnings.push(`${given(batch)} (${v[batch]}) is larger than ${given(buffer)} (${v[buffer]}): batches of at most ${v[buffer]} ${items} are sent`);
   }
   if (v.httpHost !== undefined && v.httpPort === undefined) {
     warnings.push(`${given('httpHost')} is set without ${given('httpPort')}: no health endpoint is served`);
