@@ -79,8 +79,10 @@ export interface Config {
     readonly maxBytes: number;
     readonly batchSize: number;
     readonly scheduleDelayMs: number;
-    /** The OTLP log records' buffer and batches (OTEL_BLRP_*); the bytes bound is `maxBytes`, as for spans. */
-    readonly logs: { readonly maxRecords: number; readonly batchSize: number; readonly scheduleDelayMs: number };
+    /** OTEL_BSP_EXPORT_TIMEOUT: the longest one export of spans may take (the request's `timeoutMs` bounds it too). */
+    readonly exportTimeoutMs: number;
+    /** The OTLP log records' buffer, batches and export timeout (OTEL_BLRP_*); the bytes bound is `maxBytes`, as for spans. */
+    readonly logs: { readonly maxRecords: number; readonly batchSize: number; readonly scheduleDelayMs: number; readonly exportTimeoutMs: number };
   };
   readonly live: { readonly resumeMarginMs: number; readonly idleTimeoutMs: number; readonly stateFlushMs: number; readonly stateLeaseMs: number };
   readonly statsIntervalMs: number;
@@ -265,7 +267,8 @@ export function resolveConfig(
       maxBytes: v.bufferMaxBytes,
       batchSize: Math.min(v.batchSize, v.bufferMaxSpans),
       scheduleDelayMs: v.scheduleDelayMs,
-      logs: { maxRecords: v.logsBufferMaxRecords, batchSize: Math.min(v.logsBatchSize, v.logsBufferMaxRecords), scheduleDelayMs: v.logsScheduleDelayMs },
+      exportTimeoutMs: v.exportTimeoutMs,
+      logs: { maxRecords: v.logsBufferMaxRecords, batchSize: Math.min(v.logsBatchSize, v.logsBufferMaxRecords), scheduleDelayMs: v.logsScheduleDelayMs, exportTimeoutMs: v.logsExportTimeoutMs },
     },
     live: { resumeMarginMs: v.resumeMarginMs, idleTimeoutMs: v.idleTimeoutMs, stateFlushMs: v.stateFlushMs, stateLeaseMs: v.stateLeaseMs },
     statsIntervalMs: v.statsIntervalMs,

@@ -582,7 +582,8 @@ export function createTraceDelivery(
   resource: ReturnType<typeof createResource>,
   onDelivered?: (spans: readonly SpanRecord[]) => void,
 ): Delivery<SpanRecord> | undefined {
-  const sender = createTraceSender(config.traces, resource, diagToLogger(logger));
+  // One export, its retries included, takes at most the request timeout and OTEL_BSP_EXPORT_TIMEOUT.
+  const sender = createTraceSender({ ...config.traces, timeoutMs: Math.min(config.traces.timeoutMs, config.delivery.exportTimeoutMs) }, resource, diagToLogger(logger));
   if (sender === undefined) return undefined;
   // Its lines name where the spans go: a failure is about that URL (shown without secrets).
   const log = logger.child({ component: 'export', signal: 'traces', ...exportUrl(config.traces) });
@@ -602,7 +603,7 @@ export function createTraceDelivery(
 }
 
 function createLogDelivery(config: Config, logger: Logger): Delivery<ReadableLogRecord> | undefined {
-  const sender = createLogSender(config.logs);
+  const sender = createLogSender({ ...config.logs, timeoutMs: Math.min(config.logs.timeoutMs, config.delivery.logs.exportTimeoutMs) });
   if (sender === undefined) return undefined;
   const log = logger.child({ component: 'export', signal: 'logs', ...exportUrl(config.logs) });
   return createDelivery<ReadableLogRecord>({

@@ -472,6 +472,10 @@ export const SETTINGS = {
     env: ['OTEL_BSP_SCHEDULE_DELAY'], flag: '--schedule-delay-ms', default: 200, parse: integer(0, MINUTE_MS, ' ms'),
     doc: 'longest wait before a partly filled batch of spans is sent',
   },
+  exportTimeoutMs: {
+    env: ['OTEL_BSP_EXPORT_TIMEOUT'], flag: '--export-timeout-ms', default: 30_000, parse: integer(1, DAY_MS, ' ms'),
+    doc: 'the longest one OTLP export of spans may take, its retries included (ms); it also takes at most `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`',
+  },
   logsBufferMaxRecords: {
     env: ['OTEL_BLRP_MAX_QUEUE_SIZE'], flag: '--logs-buffer-max-records', default: 80_000, parse: integer(1, 40_000_000),
     doc: 'with `OTEL_LOGS_EXPORTER=otlp`: log records held while the collector is slow or down (within `PREFECT_OTEL_BUFFER_MAX_BYTES` too); past it the oldest are dropped and counted',
@@ -483,6 +487,10 @@ export const SETTINGS = {
   logsScheduleDelayMs: {
     env: ['OTEL_BLRP_SCHEDULE_DELAY'], flag: '--logs-schedule-delay-ms', default: 200, parse: integer(0, MINUTE_MS, ' ms'),
     doc: 'with `OTEL_LOGS_EXPORTER=otlp`: longest wait before a partly filled batch of log records is sent',
+  },
+  logsExportTimeoutMs: {
+    env: ['OTEL_BLRP_EXPORT_TIMEOUT'], flag: '--logs-export-timeout-ms', default: 30_000, parse: integer(1, DAY_MS, ' ms'),
+    doc: 'with `OTEL_LOGS_EXPORTER=otlp`: the longest one OTLP export of log records may take, its retries included (ms); it also takes at most `OTEL_EXPORTER_OTLP_LOGS_TIMEOUT`',
   },
   resumeMarginMs: {
     env: ['PREFECT_OTEL_RESUME_MARGIN_MS'], flag: '--resume-margin-ms', commands: WATCH_ONLY, default: 2 * MINUTE_MS, parse: integer(0, DAY_MS, ' ms'),

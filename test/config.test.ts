@@ -396,7 +396,7 @@ test('OTLP headers written in another format (name: value, JSON) are a warning o
 test('a batch size larger than the span buffer is said, with what is sent instead (as the OpenTelemetry batch processor warns), whether from variables or options', () => {
   const fromEnv = resolveConfig({}, { OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '1000', OTEL_BSP_MAX_QUEUE_SIZE: '10' });
   assert.deepEqual({ delivery: fromEnv.delivery, warnings: fromEnv.warnings }, {
-    delivery: { maxSpans: 10, maxBytes: 64 * 1024 * 1024, batchSize: 10, scheduleDelayMs: 200, logs: { maxRecords: 80_000, batchSize: 512, scheduleDelayMs: 200 } },
+    delivery: { maxSpans: 10, maxBytes: 64 * 1024 * 1024, batchSize: 10, scheduleDelayMs: 200, exportTimeoutMs: 30_000, logs: { maxRecords: 80_000, batchSize: 512, scheduleDelayMs: 200, exportTimeoutMs: 30_000 } },
     warnings: ['OTEL_BSP_MAX_EXPORT_BATCH_SIZE (1000) is larger than OTEL_BSP_MAX_QUEUE_SIZE (10): batches of at most 10 spans are sent'],
   });
   const fromOptions = resolveConfig({ batchSize: 1000 }, { OTEL_BSP_MAX_QUEUE_SIZE: '10' }, (key) => (key === 'batchSize' ? '--batch-size' : key));
@@ -411,19 +411,19 @@ test('the OTLP log records have their own buffer and batches, from OTEL_BLRP_* a
     return { logs: c.delivery.logs, spans: { maxSpans: c.delivery.maxSpans, batchSize: c.delivery.batchSize, scheduleDelayMs: c.delivery.scheduleDelayMs }, warnings: c.warnings };
   };
   const spanDelivery = { maxSpans: 100, batchSize: 50, scheduleDelayMs: 5000 };
-  assert.deepEqual(logs({}), { logs: { maxRecords: 80_000, batchSize: 512, scheduleDelayMs: 200 }, spans: spanDelivery, warnings: [] });
+  assert.deepEqual(logs({}), { logs: { maxRecords: 80_000, batchSize: 512, scheduleDelayMs: 200, exportTimeoutMs: 30_000 }, spans: spanDelivery, warnings: [] });
   assert.deepEqual(logs({ OTEL_BLRP_MAX_QUEUE_SIZE: '2048', OTEL_BLRP_MAX_EXPORT_BATCH_SIZE: '256', OTEL_BLRP_SCHEDULE_DELAY: '1000' }), {
-    logs: { maxRecords: 2048, batchSize: 256, scheduleDelayMs: 1000 },
+    logs: { maxRecords: 2048, batchSize: 256, scheduleDelayMs: 1000, exportTimeoutMs: 30_000 },
     spans: spanDelivery,
     warnings: [],
   });
   assert.deepEqual(logs({ OTEL_BLRP_MAX_QUEUE_SIZE: '10', OTEL_BLRP_MAX_EXPORT_BATCH_SIZE: '512' }), {
-    logs: { maxRecords: 10, batchSize: 10, scheduleDelayMs: 200 },
+    logs: { maxRecords: 10, batchSize: 10, scheduleDelayMs: 200, exportTimeoutMs: 30_000 },
     spans: spanDelivery,
     warnings: ['OTEL_BLRP_MAX_EXPORT_BATCH_SIZE (512) is larger than OTEL_BLRP_MAX_QUEUE_SIZE (10): batches of at most 10 log records are sent'],
   });
   assert.deepEqual(logs({ OTEL_BLRP_SCHEDULE_DELAY: 'soon' }), {
-    logs: { maxRecords: 80_000, batchSize: 512, scheduleDelayMs: 200 },
+    logs: { maxRecords: 80_000, batchSize: 512, scheduleDelayMs: 200, exportTimeoutMs: 30_000 },
     spans: spanDelivery,
     warnings: ['OTEL_BLRP_SCHEDULE_DELAY: expected a whole number ms, got "soon"; using the default (200)'],
   });

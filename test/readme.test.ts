@@ -149,6 +149,8 @@ const IN_FORCE: Record<string, (c: Config) => unknown> = {
   logsBufferMaxRecords: (c) => c.delivery.logs.maxRecords,
   logsBatchSize: (c) => c.delivery.logs.batchSize,
   logsScheduleDelayMs: (c) => c.delivery.logs.scheduleDelayMs,
+  exportTimeoutMs: (c) => c.delivery.exportTimeoutMs,
+  logsExportTimeoutMs: (c) => c.delivery.logs.exportTimeoutMs,
   resumeMarginMs: (c) => c.live.resumeMarginMs,
   idleTimeoutMs: (c) => c.live.idleTimeoutMs,
   stateFlushMs: (c) => c.live.stateFlushMs,

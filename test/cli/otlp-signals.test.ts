@@ -142,3 +142,31 @@ test('replay: the log records are batched by OTEL_BLRP_*, the spans by OTEL_BSP_
     { spans: 2, logs: 4, traceRequests: 2, logRequests: 1 },
   );
 });
+
+test('replay: one export takes at most OTEL_BSP_EXPORT_TIMEOUT (spans) and OTEL_BLRP_EXPORT_TIMEOUT (log records), below the OTLP timeout: a collector slow to answer its first request of each has it given up and sent again', async (t) => {
+  // The first request to each path waits 5 s for its answer; the others are answered at once.
+  const seen = new Set<string>();
+  const receiver = await startOtlpReceiver({
+    delayMs: (_n, path) => {
+      if (seen.has(path)) return 0;
+      seen.add(path);
+      return 5_000;
+    },
+  });
+  t.after(() => receiver.close());
+  const env = { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_LOGS_EXPORTER: 'otlp', PREFECT_OTEL_LOG_LEVEL: 'warn' };
+  const r = await startCli(['replay', '-'], { ...env, OTEL_BSP_EXPORT_TIMEOUT: '1000', OTEL_BLRP_EXPORT_TIMEOUT: '1000' }, smallRun()).result;
+  // Each signal's first export given up (a busy machine may give up a retry too: said the same way).
+  const warned = [...new Set(logLines(r.stdout).map((l) => JSON.stringify([l.component, l.signal, l.msg])))].map((l) => JSON.parse(l) as unknown).sort();
+  assert.deepEqual(
+    { code: r.code, summary: r.stderr.split('\n').filter((l) => /^(spans|log records|export):/.test(l)), warned },
+    {
+      code: 0,
+      summary: ['spans: 2 exported', 'log records: 4 exported', 'export: ok'],
+      warned: [
+        ['export', 'logs', 'export of log records failed; retrying'],
+        ['export', 'traces', 'export of spans failed; retrying'],
+      ],
+    },
+  );
+});

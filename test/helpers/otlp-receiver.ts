@@ -97,8 +97,8 @@ export interface OtlpReceiverOptions {
    * sent; default 200 with an empty answer. Only 2xx requests count as received.
    */
   respond?: (n: number, path: string, bytes: number) => number | { status: number; headers?: Record<string, string>; reason?: string; body?: string | Buffer };
-  /** Answer after this many ms. */
-  delayMs?: number | ((n: number) => number);
+  /** Answer after this many ms (for the n-th request, 1-based, to `path`). */
+  delayMs?: number | ((n: number, path: string) => number);
   /** Count spans/logs (without decoding them), requests and bytes, but keep nothing. */
   discard?: boolean;
   /** Serve HTTPS with this key and certificate (PEM); with `ca`, only clients with a certificate it signed are accepted. */
@@ -346,7 +346,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
       const i = ++n;
       counts.requests++;
       counts.bytes += raw.length;
-      const delay = typeof options.delayMs === 'function' ? options.delayMs(i) : (options.delayMs ?? 0);
+      const delay = typeof options.delayMs === 'function' ? options.delayMs(i, (req.url ?? '').split('?')[0]!) : (options.delayMs ?? 0);
       // A request whose connection is already gone (its sender gave up) is not received.
       const go = (): void => {
         if (res.destroyed) return;
