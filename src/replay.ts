@@ -239,10 +239,8 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   // Standard input may have nothing to give for a long time: stop waiting for it too.
   const stopReading = (): void => void input.destroy();
   signal?.addEventListener('abort', stopReading, { once: true });
-  let firstContent = true;
-  let multiLineJson = false;
-  /** The first line is one of `prefect events stream --format text`. */
-  let textFormat = false;
+  /** What the first line with content looks like, once read. */
+  let firstShape: LineShape | undefined;
   // A stop message of `prefect events stream`, and the lines it was wrapped onto, until an event's line.
   let stop: { line: number; parts: string[] } | undefined;
   let stopCount = 0;
@@ -272,11 +270,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
             stop = { line: lineCount, parts: [trimmed.trimEnd()] };
             blankCount += 1;
           } else if (trimmed !== '' && !trimmed.startsWith('#') && !isPrefectCliStatus(trimmed)) {
-            if (firstContent) {
-              firstContent = false;
-              multiLineJson = startsJsonDocument(trimmed);
-              textFormat = PREFECT_TEXT_FORMAT_LINE.test(trimmed.trimEnd());
-            }
+            firstShape ??= shapeOf(trimmed);
             if (ingestLine(pipeline, trimmed)) tooLargeBatch = true;
           } else {
             blankCount += 1;
@@ -348,11 +342,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     exportOk: flushed.ok && [t, l].every((d) => d === undefined || (d.dropped === 0 && d.rejected === 0)),
     exporter: config.traces.exporter,
     exporterSetting: config.sources?.tracesExporter ?? 'OTEL_TRACES_EXPORTER',
-    ...((c.skipped.invalid_json ?? 0) > 0 && (multiLineJson || textFormat)
-      ? { hint: multiLineJson ? jsonLinesHint(options.file) : TEXT_FORMAT_HINT }
-      : tooLargeBatch
-        ? { hint: tooLargeBatchHint(options.file) }
-        : {}),
+    ...inputHint(options.file, (c.skipped.invalid_json ?? 0) > 0, firstShape, tooLargeBatch),
     ...(stopCount > 0 ? { streamStops: { count: stopCount, first: stops } } : {}),
   };
 }
@@ -418,12 +408,24 @@ function commandArgument(file: string): string {
 }
 
 /**
- * A first line that is only `{` or `[` starts JSON written over many lines (an API answer saved
- * pretty-printed, `jq` output without -c): every line of it would be skipped as invalid JSON.
+ * What a first line says of the whole input: only `{` or `[` starts JSON written over many lines
+ * (an API answer saved pretty-printed, `jq` output without -c), and a line of
+ * `prefect events stream --format text` starts that output; either is skipped line by line as
+ * invalid JSON.
  */
-function startsJsonDocument(trimmed: string): boolean {
+type LineShape = 'jsonDocument' | 'prefectText' | 'other';
+
+function shapeOf(trimmed: string): LineShape {
   const text = trimmed.trimEnd();
-  return text === '{' || text === '[';
+  if (text === '{' || text === '[') return 'jsonDocument';
+  return PREFECT_TEXT_FORMAT_LINE.test(text) ? 'prefectText' : 'other';
+}
+
+/** The summary's hint on how to give replay an input it skipped as invalid JSON, or one with too long a line. */
+function inputHint(file: string, invalidJson: boolean, firstShape: LineShape | undefined, tooLargeBatch: boolean): { hint?: string } {
+  if (invalidJson && firstShape === 'jsonDocument') return { hint: jsonLinesHint(file) };
+  if (invalidJson && firstShape === 'prefectText') return { hint: TEXT_FORMAT_HINT };
+  return tooLargeBatch ? { hint: tooLargeBatchHint(file) } : {};
 }
 
 /**

@@ -26,7 +26,8 @@ export const IDLE_SOCKET_MS = 4_000;
 /** The largest answer read: a page of events or a run is far smaller; beyond it, memory would follow the server. */
 export const MAX_BODY_BYTES = 64 * 1024 * 1024;
 const CUT_SHORT = 'the connection closed before the whole answer arrived';
-const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/** The statuses that send a request elsewhere (`Location`). */
+export const REDIRECTS: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
 const DECODERS: Record<string, (b: Buffer, o: { maxOutputLength: number }) => Promise<Buffer>> = {
   gzip: promisify(gunzip),
   'x-gzip': promisify(gunzip),

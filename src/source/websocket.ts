@@ -37,7 +37,7 @@ import {
   wsAuthToken,
   type CredentialNames,
 } from './prefect-api.js';
-import { keepsAuthorization, tlsAgentOptions, type TlsOptions } from './http-client.js';
+import { keepsAuthorization, REDIRECTS, tlsAgentOptions, type TlsOptions } from './http-client.js';
 import { createTunnelAgent, PROXY_AUTH_REQUIRED, ProxyError, proxyFor, proxyVariable, type ProxyEnv } from './proxy.js';
 import { createPrefectRestClient, pause, RestRequestError, retryAfterMs, type PrefectRestClient } from './rest.js';
 
@@ -997,8 +997,6 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   };
 }
 
-const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
-
 /**
  * Where a redirect on the upgrade points, as scheme, host and path only (a query may carry a token).
  * Other than the same host's https (`httpsUpgradeOf`), it is not followed: the auth message would
@@ -1022,7 +1020,7 @@ function redirectTarget(location: string | undefined, from: string): string | un
  * followed: undefined.
  */
 function httpsUpgradeOf(status: number | undefined, location: string | undefined, from: string): string | undefined {
-  if (status === undefined || !REDIRECT_STATUSES.has(status) || location === undefined) return undefined;
+  if (status === undefined || !REDIRECTS.has(status) || location === undefined) return undefined;
   try {
     // As the http(s) URLs they are: ws: → http:, wss: → https:.
     const source = new URL(from.replace(/^ws/i, 'http'));
