@@ -503,6 +503,20 @@ export function describeConfig(config: Config): Record<string, unknown> {
   };
 }
 
+/**
+ * Every secret the configuration holds, as a text may quote it: the API key and the auth string
+ * (each also in the base64 of a Basic header), the custom headers' values and every signal's OTLP
+ * header values. For redacting texts that came from outside (a skipped frame's excerpt).
+ */
+export function secretsOf(config: Config): string[] {
+  const out = [config.traces, config.logs, config.metrics].flatMap((signal) => Object.values(signal.headers));
+  out.push(...Object.values(config.prefect.customHeaders));
+  for (const s of [config.prefect.apiKey, config.prefect.authString]) {
+    if (s !== undefined && s !== '') out.push(s, Buffer.from(s, 'utf8').toString('base64'));
+  }
+  return out;
+}
+
 /** A log or metric signal's protocol, compression, timeout and header names (values redacted: they are secrets). */
 function transport(prefix: 'logs' | 'metrics', signal: OtlpSignalConfig): Record<string, unknown> {
   return {

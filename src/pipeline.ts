@@ -1,14 +1,14 @@
 import { isAttributeValue } from '@opentelemetry/core';
 import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import type { Logger } from 'pino';
-import type { Config } from './config.js';
+import { secretsOf, type Config } from './config.js';
 import { createDelivery, type Delivery, type FlushResult } from './export/delivery.js';
 import { LagHistogram } from './export/lag.js';
 import { createLogSender, createTraceSender } from './export/exporters.js';
 import { createResource, estimateSpanBytes } from './export/spans.js';
 import { diagToLogger } from './log/diag.js';
 import { createRunLogWriter } from './log/stlogging.js';
-import { redactTokenFields, shownUrl } from './log/redact.js';
+import { redactTokenFields, secretRedactor, shownUrl } from './log/redact.js';
 import { ATTR } from './model/attributes.js';
 import { classify, type Classified } from './model/classify.js';
 import { DedupeSet } from './model/dedupe.js';
@@ -114,6 +114,11 @@ export interface Pipeline {
 }
 
 const WARN_PER_REASON = 10;
+/**
+ * How much of a skipped frame or line is redacted for its excerpt: far more than the excerpt shows
+ * (a frame may be megabytes long), so that a secret the excerpt reaches is never cut by the scan.
+ */
+const MAX_SCANNED_INPUT_CHARS = 65_536;
 /** Deleted scheduled runs forgotten at once: the first this many are named in the log line, all are counted. */
 const SHOWN_FORGOTTEN_IDS = 10;
 /** In replay, timers (settle, grace, idle) run on event time, checked whenever it advances this much. */
@@ -353,12 +358,22 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     return out;
   };
 
+  /**
+   * A skipped frame or line as its log line shows it: every secret of the configuration and every
+   * `"token"` field redacted before it is cut short, so that no credential shows, not even its start.
+   */
+  const redactSecrets = secretRedactor(secretsOf(config));
+  const redactInput = (text: string): string => redactSecrets(redactTokenFields(text));
+  const inputExcerpt = (raw: unknown): string => {
+    const text = typeof raw === 'string' ? raw : safeStringify(raw);
+    return excerpt(redactInput(text.length > MAX_SCANNED_INPUT_CHARS ? text.slice(0, MAX_SCANNED_INPUT_CHARS) : text));
+  };
+
   const warned: Partial<Record<SkipReason, number>> = {};
   const skip = (reason: SkipReason, detail: string, raw: unknown): void => {
     counters.skipped[reason] += 1;
     const n = (warned[reason] = (warned[reason] ?? 0) + 1);
-    const text = typeof raw === 'string' ? raw : safeStringify(raw);
-    const fields = { reason, detail: redactTokenFields(detail), excerpt: redactTokenFields(excerpt(text)), count: counters.skipped[reason] };
+    const fields = { reason, detail: redactInput(detail), excerpt: inputExcerpt(raw), count: counters.skipped[reason] };
     if (n <= WARN_PER_REASON) {
       log.warn(fields, n === WARN_PER_REASON ? 'skipped malformed input (further skips for this reason are only counted)' : 'skipped malformed input');
     } else {
@@ -378,7 +393,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   /** An event the model threw on: a bug, but one event must never stop the stream. */
   const failed = (err: unknown, raw: unknown): void => {
     counters.skipped.wrong_type += 1;
-    log.error({ err, excerpt: redactTokenFields(excerpt(typeof raw === 'string' ? raw : safeStringify(raw))) }, 'event could not be processed; skipped');
+    log.error({ err, excerpt: inputExcerpt(raw) }, 'event could not be processed; skipped');
   };
 
   /** `raw`: the frame or line the event came from, for the excerpt of a skip. */

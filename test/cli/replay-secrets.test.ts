@@ -97,3 +97,49 @@ test('OTLP headers written as name: value are a warning that quotes none of the 
     await receiver.close();
   }
 });
+
+test('skipped input that quotes a credential of the configuration is logged with the credential redacted, even where the excerpt cuts it', async () => {
+  const apiKey = 'pnu_S3cretKeyValue0123456789';
+  const authString = 'admin:Hunter2Password';
+  const secrets = {
+    customHeader: 'CfAccessSecret5551234',
+    otlpHeader: 'OtlpHeaderSecret987654',
+    logsHeader: 'LogsHeaderSecret424242',
+  };
+  const env = {
+    PREFECT_CLIENT_CUSTOM_HEADERS: JSON.stringify({ 'CF-Access-Client-Secret': secrets.customHeader }),
+    OTEL_EXPORTER_OTLP_HEADERS: `x-api-key=${secrets.otlpHeader}`,
+    OTEL_EXPORTER_OTLP_LOGS_HEADERS: `x-logs-key=${secrets.logsHeader}`,
+    OTEL_TRACES_EXPORTER: 'none',
+  };
+  const event = JSON.parse(smallRun()[0]!) as { event: Record<string, unknown> };
+  const quoting = (credential: string, basic: string): string[] => [
+    // The event's id is the credential: the reason's detail quotes it.
+    JSON.stringify({ type: 'event', event: { ...event.event, id: credential } }),
+    // Not JSON, the credential inside the excerpt, and again where the excerpt's 160 characters end.
+    `{"event": "x", "note": "${credential} ${Object.values(secrets).join(' ')} ${basic}`,
+    `${'.'.repeat(150)} ${credential} ${Object.values(secrets).join(' ')}`,
+  ];
+  const runs = [
+    { env: { ...env, PREFECT_API_KEY: apiKey }, credential: apiKey },
+    { env: { ...env, PREFECT_API_AUTH_STRING: authString }, credential: authString },
+  ];
+  for (const { env: runEnv, credential } of runs) {
+    // As a Basic header has it, for the auth string.
+    const basic = Buffer.from(credential).toString('base64');
+    const r = await cli(['replay', '-'], runEnv, [...smallRun(), ...quoting(credential, basic)].join('\n'));
+    assert.equal(r.code, 0, r.stderr);
+    const out = `${r.stdout}${r.stderr}`;
+    // No eight characters in a row of any credential, so not even the start of one the excerpt cut.
+    for (const secret of [credential, basic, ...Object.values(secrets)]) {
+      for (let i = 0; i + 8 <= secret.length; i++) assert.ok(!out.includes(secret.slice(i, i + 8)), `${secret.slice(i, i + 8)} of ${secret} in the output:\n${out}`);
+    }
+    const skipped = logLines(r.stdout).filter((l) => l.msg === 'skipped malformed input');
+    assert.deepEqual(skipped.map((l) => [l.reason, l.detail, l.excerpt]), [
+      ['bad_id', 'id "[redacted]" is not a UUID', skipped[0]?.excerpt],
+      ['invalid_json', skipped[1]?.detail, `{"event": "x", "note": "${Array(5).fill('[redacted]').join(' ')}`],
+      // Redacted before it is cut: what is left of the credential is the start of `[redacted]`.
+      ['invalid_json', skipped[2]?.detail, `${'.'.repeat(150)} [redacted…`],
+    ]);
+  }
+});
