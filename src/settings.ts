@@ -73,6 +73,8 @@ const CLOUD_API_HOST = 'api.prefect.cloud';
 const CLOUD_UI_PATH = /^\/account\/([0-9a-f-]{36})\/workspaces?\/([0-9a-f-]{36})(?:\/|$)/i;
 /** A Cloud workspace's API path, which the event stream and the look-ups are appended to. */
 const CLOUD_WORKSPACE_PATH = /^\/api\/accounts\/[0-9a-f-]{36}\/workspaces\/[0-9a-f-]{36}\/*$/i;
+/** A Cloud workspace's API path at the start of a longer one (`…/workspaces/<w>/events/out`). */
+const CLOUD_WORKSPACE_PREFIX = /^\/api\/accounts\/[0-9a-f-]{36}\/workspaces\/[0-9a-f-]{36}\//i;
 const CLOUD_API_URL_FORM = 'https://api.prefect.cloud/api/accounts/<account id>/workspaces/<workspace id>';
 
 /**
@@ -92,10 +94,27 @@ function prefectApiUrl(raw: unknown): Parsed<string> {
     return bad(`${CLOUD_UI_HOST} is the Prefect Cloud web UI, not its API: use ${use}`);
   }
   if (host === CLOUD_API_HOST && !CLOUD_WORKSPACE_PATH.test(u.pathname)) {
+    const within = CLOUD_WORKSPACE_PREFIX.exec(u.pathname);
+    if (within !== null) return bad(`a Prefect Cloud API URL ends at its workspace (API paths are appended to it): use ${u.origin}${within[0].replace(/\/+$/, '')}`);
     return bad(`a Prefect Cloud API URL names a workspace: ${CLOUD_API_URL_FORM}`);
   }
   if (u.search !== '' || u.hash !== '') {
     return bad(`must not have a query or fragment (API paths are appended to it): use ${u.origin}${u.pathname}`);
+  }
+  return t;
+}
+
+/**
+ * PREFECT_UI_URL, PREFECT_OTEL_JAEGER_URL: an http(s) URL that links are made from by appending a
+ * path (`/runs/flow-run/<id>`, `/trace/<trace id>`). With a query or fragment every link would be
+ * broken (the path would land inside it) and would carry the query into every span and log line.
+ */
+function linkBaseUrl(raw: unknown): Parsed<string> {
+  const t = httpUrl(raw);
+  if (!t.ok) return t;
+  const u = new URL(t.value);
+  if (u.search !== '' || u.hash !== '') {
+    return bad(`must not have a query or fragment (link paths are appended to it): use ${u.origin}${u.pathname}`);
   }
   return t;
 }
@@ -287,7 +306,7 @@ export const SETTINGS = {
     doc: 'seconds one request to the Prefect REST API may take: the event history after a long gap, run look-ups (Prefect\'s setting)',
   },
   uiUrl: {
-    env: ['PREFECT_UI_URL'], flag: '--ui-url', default: undefined, parse: optional(httpUrl),
+    env: ['PREFECT_UI_URL'], flag: '--ui-url', default: undefined, parse: optional(linkBaseUrl),
     doc: 'Prefect UI base URL; run links in span attributes and log lines',
   },
   otlpEndpoint: {
@@ -411,7 +430,7 @@ export const SETTINGS = {
     doc: 'where the resume cursor and open runs are persisted',
   },
   jaegerUrl: {
-    env: ['PREFECT_OTEL_JAEGER_URL'], flag: '--jaeger-url', default: undefined, parse: optional(httpUrl),
+    env: ['PREFECT_OTEL_JAEGER_URL'], flag: '--jaeger-url', default: undefined, parse: optional(linkBaseUrl),
     doc: 'Jaeger UI base URL; terminal-state log lines carry `jaeger_url=<url>/trace/<trace_id>`',
   },
   logLevel: {

@@ -329,15 +329,33 @@ test('PREFECT_API_URL: a Cloud workspace URL with or without its trailing slash 
       ui: problems(`https://app.prefect.cloud/account/${a}/workspace/${w}/dashboard`),
       uiHome: problems('https://app.prefect.cloud/'),
       cloudNoWorkspace: problems('https://api.prefect.cloud/api'),
+      cloudPastWorkspace: problems(`https://api.prefect.cloud/api/accounts/${a}/workspaces/${w}/events/out`),
       query: problems('https://user:pw@host:4200/api?token=abc#x'),
     },
     {
       ui: [`PREFECT_API_URL: app.prefect.cloud is the Prefect Cloud web UI, not its API: use https://api.prefect.cloud/api/accounts/${a}/workspaces/${w}`],
       uiHome: ['PREFECT_API_URL: app.prefect.cloud is the Prefect Cloud web UI, not its API: use https://api.prefect.cloud/api/accounts/<account id>/workspaces/<workspace id>'],
       cloudNoWorkspace: ['PREFECT_API_URL: a Prefect Cloud API URL names a workspace: https://api.prefect.cloud/api/accounts/<account id>/workspaces/<workspace id>'],
+      cloudPastWorkspace: [`PREFECT_API_URL: a Prefect Cloud API URL ends at its workspace (API paths are appended to it): use https://api.prefect.cloud/api/accounts/${a}/workspaces/${w}`],
       query: ['PREFECT_API_URL: must not have a query or fragment (API paths are appended to it): use https://host:4200/api'],
     },
   );
+});
+
+test('PREFECT_UI_URL and PREFECT_OTEL_JAEGER_URL with a query or fragment are errors naming the URL to use (every link would land inside it); with a path and a trailing slash they are taken', () => {
+  const config = resolveConfig({}, { PREFECT_UI_URL: 'https://host/prefect/', PREFECT_OTEL_JAEGER_URL: 'https://user:pw@jaeger.example/jaeger/' });
+  assert.deepEqual([config.prefect.uiUrl, config.jaegerUrl], ['https://host/prefect', 'https://jaeger.example/jaeger']);
+  let problems: readonly string[] = [];
+  try {
+    resolveConfig({}, { PREFECT_UI_URL: 'https://ui.example/?token=UITOKEN', PREFECT_OTEL_JAEGER_URL: 'https://user:pw@jaeger.example/jaeger#search' });
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    problems = err.problems;
+  }
+  assert.deepEqual(problems, [
+    'PREFECT_UI_URL: must not have a query or fragment (link paths are appended to it): use https://ui.example/',
+    'PREFECT_OTEL_JAEGER_URL: must not have a query or fragment (link paths are appended to it): use https://jaeger.example/jaeger',
+  ]);
 });
 
 test('a URL setting that does not parse because its password holds a /, ? or # (or a space and one of them) is quoted without any of its user info', () => {
