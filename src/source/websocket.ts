@@ -598,6 +598,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       });
       current = ws;
       let phase: 'upgrade' | 'auth' | 'live' = 'upgrade';
+      /** A frame came after the filter: the server took it (Prefect refuses a filter with 1002 before it sends any). */
+      let streamed = false;
       let upgradeStatus: number | undefined;
       let upgradeRedirect: string | undefined;
       let upgradeTo: string | undefined;
@@ -701,6 +703,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         lastActivity = t;
         const text = rawToText(data);
         if (phase === 'live') {
+          streamed = true;
           // A pause between frames: the backfill was sent before it.
           if (!backfillSent && t - lastFrameAt >= backfillQuietMs) backfillSent = true;
           lastFrameAt = t;
@@ -845,7 +848,9 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
             ),
           });
         }
-        if (code === 1002 && phase !== 'upgrade') {
+        // Once frames came the filter was taken: a 1002 then is a protocol error on the way (a proxy,
+        // a garbled frame), and the stream is resumed as after any dropped connection.
+        if (code === 1002 && phase !== 'upgrade' && !streamed) {
           return resolve({
             kind: 'fatal',
             error: new ProtocolError(`the Prefect server rejected the subscription (close 1002${shownReason ? `: ${shownReason}` : ''})`),

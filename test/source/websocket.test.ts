@@ -589,6 +589,23 @@ describe('event subscriber: handshake', () => {
     // The rejection carries it; the caller reports it once.
     assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 50), []);
   });
+
+  it('a close 1002 after the stream sent events (a proxy or a garbled frame, not a filter refused) is a dropped connection: it reconnects and resumes', async () => {
+    const server = await mini();
+    const { sub, ids } = subscribe(server);
+    const first = [event(Date.now()), event(Date.now())];
+    server.publish(first);
+    await waitFor('live events', () => ids().length === 2);
+    server.dropConnections(1002);
+    await waitFor('a second connection', () => server.connections.length === 2 && server.connections[1]!.live);
+    const second = [event(Date.now() + 2)];
+    server.publish(second);
+    await waitFor('the event after the reconnect', () => ids().includes(second[0]!.id));
+    await sub.stop();
+    await sub.done;
+    // The second backfill overlaps the first connection's events (the caller dedupes by id).
+    assert.deepEqual([...new Set(ids())], [...first, ...second].map((e) => e.id));
+  });
 });
 
 describe('event subscriber: frames', () => {
