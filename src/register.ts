@@ -3,7 +3,8 @@
  * existing Node process. It never keeps that process alive by itself: when the application's own
  * work is done (`beforeExit`) it persists state and flushes, and the process exits as it would have.
  * On SIGINT/SIGTERM/SIGHUP it does the same, then lets the signal take its usual course (unless the
- * application handles that signal itself).
+ * application handles that signal itself). A SIGHUP the application handles itself (a reload) does
+ * not stop it.
  *
  * Only the main thread starts it. Node runs `--import` modules again in every worker thread, the
  * application's and prefect-otel's own export thread alike; an instance there would follow the
@@ -41,6 +42,9 @@ if (handle !== undefined) {
     // process in the middle of the application's own graceful stop. This listener comes first
     // (prepended), so every other listener of this signal is still registered here.
     const handledByApp = process.listenerCount(signal) > 1;
+    // An application that handles SIGHUP itself uses it to reload (its configuration, its log
+    // files) and runs on: so does prefect-otel. Without a handler of its own, SIGHUP ends the process.
+    if (signal === 'SIGHUP' && handledByApp) return;
     process.off(signal, onSignal);
     void h.shutdown().finally(() => {
       if (!handledByApp && process.listenerCount(signal) === 0) process.kill(process.pid, signal);

@@ -253,6 +253,43 @@ test("register: SIGTERM to a host that stops gracefully from its own `process.on
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
 });
 
+test('register: a SIGHUP the application handles itself (a reload) leaves prefect-otel running: runs that come after it are traced; SIGTERM then stops both', async (t) => {
+  const w = workload(1);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const dir = tempDir();
+  const stateFile = join(dir, 'state.json');
+  writeFileSync(join(dir, 'app.mjs'), [
+    `import { prefectTracing } from ${REGISTER_URL};`,
+    'const keep = setInterval(() => undefined, 1 << 30);',
+    "process.on('SIGHUP', () => process.stdout.write('app reloaded\\n'));",
+    "process.once('SIGTERM', () => void prefectTracing.done.then(() => clearInterval(keep)));",
+    'let seen = 0;',
+    "prefectTracing.on('span', () => { if (++seen === Number(process.env.WANT_SPANS)) process.stdout.write('app saw every span\\n'); });",
+    '',
+  ].join('\n'));
+  const host = runHost(join(dir, 'app.mjs'), { WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile }, t);
+  await until('subscription', () => liveConnections(prefect) === 1, 10_000, host.stderr);
+  host.kill('SIGHUP');
+  await until('the reload', () => host.stdout().includes('app reloaded\n'), 10_000, host.stderr);
+  prefect.publish(w.events);
+  await until('every span seen', () => host.stdout().includes('app saw every span\n'), 10_000, host.stderr);
+  host.kill('SIGTERM');
+
+  const exit = await host.exited();
+  const msgs = logLines(host.stdout()).map((l) => l.msg);
+  assert.deepEqual(
+    {
+      exit,
+      app: host.stdout().split('\n').filter((l) => l.startsWith('app ')),
+      shutdowns: msgs.filter((m) => typeof m === 'string' && m.startsWith('shutting down')).length,
+      connections: prefect.connections.length,
+    },
+    { exit: { code: 0, signal: null }, app: ['app reloaded', 'app saw every span'], shutdowns: 1, connections: 1 },
+    `stdout: ${host.stdout().slice(-2000)}\nstderr: ${host.stderr()}`,
+  );
+  assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
+});
+
 for (const [api, dir] of [['the same OpenTelemetry API as prefect-otel', '@opentelemetry/api'], ['an older OpenTelemetry API (1.8) than prefect-otel\'s', 'otel-api-1.8']] as const) {
 test(`register: inside an application whose own instrumentation, on ${api}, is loaded with --import (it runs in every thread), prefect-otel's requests are suppressed for it, in the main thread and in the export thread`, async (t) => {
   const w = workload(1);
