@@ -45,11 +45,12 @@ export function redactUserinfo(text: string): string {
 
 /**
  * A text meant to be one URL, which did not parse (a setting's value, quoted in its error), with
- * everything from `//` to its last `@` replaced by `[redacted]`: its password may hold a `/`, `?`,
- * `#` or a space, any of which may be why it did not parse.
+ * everything from `//` to its last `@` replaced by `[redacted]` (its password may hold a `/`, `?`,
+ * `#` or a space, any of which may be why it did not parse), and each query value too, as
+ * `shownUrl` has them (a vendor's endpoint may take its key as `?api-key=…`).
  */
 export function redactUrlValue(value: string): string {
-  return value.replace(VALUE_USERINFO_RE, '$1[redacted]@');
+  return value.replace(VALUE_USERINFO_RE, '$1[redacted]@').replace(QUERY_VALUE_RE, '$1[redacted]');
 }
 
 /** From `//` to the next white space. */

@@ -39,8 +39,8 @@ describe('redact: URL user info', () => {
       "Could not parse environment-provided export URL: 'http://[redacted]@host:4318', falling back; https://[redacted]@h/x failed; ws://[redacted]@h/p?x=y@z",
     );
     assert.deepEqual(
-      ['http://user:pa ss/x@host:4200/api', 'http://user:pa/ss@host:4200/api', 'http://127.0.0.1:99999/api'].map(redactUrlValue),
-      ['http://[redacted]@host:4200/api', 'http://[redacted]@host:4200/api', 'http://127.0.0.1:99999/api'],
+      ['http://user:pa ss/x@host:4200/api', 'http://user:pa/ss@host:4200/api', 'http://127.0.0.1:99999/api', 'https//api.vendor.io/otlp?api-key=SECRETQ&region=eu#x'].map(redactUrlValue),
+      ['http://[redacted]@host:4200/api', 'http://[redacted]@host:4200/api', 'http://127.0.0.1:99999/api', 'https//api.vendor.io/otlp?api-key=[redacted]&region=[redacted]#x'],
     );
     assert.deepEqual(['http://user:pa/ss@host:4200/api', 'http://user:p#ss@host'].map(safeUrl), ['http://host:4200/api', 'http://host']);
   });
