@@ -127,7 +127,12 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     let lookupFailures = 0;
     const lookupLog = this.logger.child({ component: 'source' });
     const lookups: OwnerLookupOptions = {
-      onAuthError: (err) => this.fail(err),
+      onAuthError: (err) => {
+        // The look-ups' answers from now on are no answers: the runs waiting for them stay waiting,
+        // are saved with the state and asked again on the next start, with credentials that work.
+        this.pipeline.seal();
+        this.fail(err);
+      },
       onFailure: (failure) => {
         // A look-up that the shutdown cut short has nothing to say.
         if (this.stopping) return;

@@ -3,9 +3,11 @@
  * the Prefect API's answer to the look-up, beside the line that names the subflow.
  */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { spanIdForRunId as spanIdForRun } from '../../src/model/ids.js';
 import { flowRunStateEvent } from '../helpers/prefect-events.js';
-import { liveConnections, logLines, startServers, startWatch, until } from '../helpers/watch-e2e.js';
+import { liveConnections, logLines, startServers, startWatch, tempDir, until } from '../helpers/watch-e2e.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'quality-checks' };
 const SUB = '0198c7d2-5b1e-7a3c-9f10-0000000000b1';
@@ -31,4 +33,41 @@ test('watch: a subflow parent look-up the Prefect API answers with an error is l
     { component: 'source', msg: 'run look-up in the Prefect API failed', err: `GET /task_runs/${TRACKING}: not found`, run: undefined, parent: undefined },
     { component: 'model', msg: 'parent of a subflow could not be looked up; it becomes the root of its own trace', err: undefined, run: SUB, parent: TRACKING },
   ]);
+});
+
+test('watch: credentials refused to a subflow parent look-up stop it (exit 3) and the look-up is asked again on the next start, which puts the subflow in its root\'s trace', async (t) => {
+  const ROOT = '0198c7d2-5b1e-7a3c-9f10-0000000000a1';
+  const ROOT_FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5e', flowName: 'nightly' };
+  const { prefect, receiver } = await startServers(t, [{ id: TRACKING, flow_run_id: ROOT, name: 'quality-checks-0', task_key: 'quality-checks-1a2b' }]);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json') };
+  const t0 = Date.now() - 3_000;
+  const root = (type: string, name: string, from: string | null, s: number) =>
+    flowRunStateEvent({ flowRunId: ROOT, flowRunName: 'brave-lynx', ...ROOT_FLOW, state: { type, name }, from, runCount: 1, occurred: t0 + s * 100 });
+  const sub = (type: string, name: string, from: string | null, s: number) =>
+    flowRunStateEvent({ flowRunId: SUB, flowRunName: 'calm-owl', ...FLOW, parentTaskRunId: TRACKING, state: { type, name }, from, runCount: 1, occurred: t0 + s * 100 });
+
+  const first = startWatch(env, t);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  // Credentials the REST API no longer takes (a key rotated), while the open socket streams on.
+  prefect.switches.restStatus = 401;
+  prefect.publish([root('RUNNING', 'Running', 'PENDING', 0), sub('RUNNING', 'Running', 'PENDING', 1)]);
+  const stopped = await first.result;
+  assert.equal(stopped.code, 3, stopped.stderr);
+  assert.deepEqual(logLines(stopped.stdout).filter((l) => l.msg === 'parent of a subflow could not be looked up; it becomes the root of its own trace'), []);
+
+  prefect.switches.restStatus = 0;
+  const second = startWatch(env, t);
+  await until('the second subscription', () => liveConnections(prefect) === 1 && prefect.connections.length === 2);
+  prefect.publish([sub('COMPLETED', 'Completed', 'RUNNING', 2), root('COMPLETED', 'Completed', 'RUNNING', 3)]);
+  await receiver.waitForSpans(2);
+  second.child.kill('SIGTERM');
+  assert.equal((await second.result).code, 0);
+  const traceId = ROOT.replace(/-/g, '');
+  assert.deepEqual(
+    receiver.spans().map((s) => ({ name: s.name, traceId: s.traceId, parent: s.parentSpanId ?? null, incomplete: s.attributes['prefect.run.incomplete'] ?? false })).sort((a, b) => a.name.localeCompare(b.name)),
+    [
+      { name: 'nightly', traceId, parent: null, incomplete: false },
+      { name: 'quality-checks', traceId, parent: spanIdForRun(ROOT), incomplete: false },
+    ],
+  );
 });
