@@ -36,6 +36,12 @@ if (isMainThread && !SDK_DISABLED) {
 
 if (handle !== undefined) {
   const h = handle;
+  // What stops prefect-otel while the application runs on (a state file set that cannot be used,
+  // credentials refused) is said where a start's problems are, not only in prefect-otel's own log.
+  h.done.catch((err: unknown) => {
+    if (err instanceof ConfigError) process.stderr.write(`prefect-otel/register: ${err.message}\n`);
+    else process.stderr.write(`prefect-otel/register: stopped, the application runs on without it: ${errorText(err)}\n`);
+  });
   const onSignal = (signal: NodeJS.Signals): void => {
     // Whether the application handles this signal is known now, not after the shutdown: a handler
     // it added with `process.once` is gone by then, and re-raising the signal would kill the

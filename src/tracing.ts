@@ -37,7 +37,10 @@ export interface StartOptions extends PrefectTracingOptions {
 
 export interface PrefectTracingHandle {
   readonly config: Config;
-  /** Resolves once the state file is loaded and the subscriber started (a standby: once it took over, or at shutdown). */
+  /**
+   * Resolves once the state file is loaded and the subscriber started (a standby: once it took over,
+   * or at shutdown); rejects with a ConfigError when a state file set explicitly cannot be used.
+   */
   readonly ready: Promise<void>;
   /** Resolves after `shutdown()`; rejects when the stream cannot go on (authentication refused, protocol error). */
   readonly done: Promise<void>;

@@ -192,6 +192,25 @@ test('register: a configuration with problems and warnings lists them all on sta
   );
 });
 
+test('register: a state file set that cannot be used, found only once it starts, is said on standard error too; the host runs on and exits 0', async (t) => {
+  const dir = tempDir();
+  writeFileSync(join(dir, 'app.mjs'), "setTimeout(() => process.stdout.write('app done\\n'), 300);\n");
+  const host = runHost(join(dir, 'app.mjs'), { PREFECT_API_URL: `http://127.0.0.1:${await closedPort()}/api`, PREFECT_OTEL_STATE_FILE: '/proc/prefect-otel/state.json' }, t);
+  const exit = await host.exited();
+  assert.deepEqual(
+    { exit, app: host.stdout().split('\n').filter((l) => l.startsWith('app ')), stderr: host.stderr() },
+    {
+      exit: { code: 0, signal: null },
+      app: ['app done'],
+      stderr: [
+        'prefect-otel/register: invalid configuration:',
+        '  - PREFECT_OTEL_STATE_FILE: cannot use the state file /proc/prefect-otel/state.json: the directory /proc/prefect-otel cannot be made (a file system that cannot hold it, such as /proc)',
+        '',
+      ].join('\n'),
+    },
+  );
+});
+
 test('register: a host that finishes while Prefect is down (reconnect backoff) and the health server listens exits 0 by itself', async (t) => {
   const dir = tempDir();
   const stateFile = join(dir, 'state.json');
