@@ -44,7 +44,11 @@ export interface PrefectTracingHandle {
   readonly ready: Promise<void>;
   /** Resolves after `shutdown()`; rejects when the stream cannot go on (authentication refused, protocol error). */
   readonly done: Promise<void>;
-  /** Stop reading, persist state, flush exports. Idempotent. */
+  /**
+   * Stop reading, persist state, flush exports. Idempotent. `timeoutMs` (default 10 s) bounds the
+   * wait for the collector to take what is buffered; saving the state and writing the last lines
+   * come after it. Rejects with a TypeError, stopping nothing, when it is not a number >= 0.
+   */
   shutdown(timeoutMs?: number): Promise<void>;
   stats(): TracingStats;
   /** The port of the health endpoint, once `ready` (when PREFECT_OTEL_HTTP_PORT is set). */
@@ -445,6 +449,11 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   }
 
   shutdown(timeoutMs = SHUTDOWN_TIMEOUT_MS): Promise<void> {
+    // A wait that never ends (NaN, a string from untyped code) would hold a shutdown open for as
+    // long as the collector is down: said, before anything stops.
+    if (this.stopped === undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) {
+      return Promise.reject(new TypeError(`shutdown(timeoutMs): expected a number of ms >= 0, got ${typeof timeoutMs === 'number' ? String(timeoutMs) : typeof timeoutMs}`));
+    }
     this.stopped ??= untraced(async () => {
       const log = this.logger.child({ component: 'watch' });
       if (this.leaseState === 'standby') log.info('shutting down a standby: nothing to save or send');

@@ -106,6 +106,11 @@ test('library: a span hook renames and adds attributes; a throwing hook is logge
   await receiver.waitForSpans(w.runs.size + more.runs.size);
   const later = receiver.spans().filter((s) => more.runs.has(s.attributes['prefect.run.id'] as string));
   assert.deepEqual(later.map((s) => [s.name, s.attributes['team']]).sort(), [...more.runs.values()].map((n) => [`etl/${n}`, 'data']).sort());
+  // A timeout that is no number of ms (from untyped code) would wait forever for a collector that
+  // is down: refused, and nothing stops; a good one then stops it.
+  await assert.rejects(tracing.shutdown(Number.NaN), { name: 'TypeError', message: 'shutdown(timeoutMs): expected a number of ms >= 0, got NaN' });
+  await assert.rejects(tracing.shutdown('5000' as unknown as number), { name: 'TypeError', message: 'shutdown(timeoutMs): expected a number of ms >= 0, got string' });
+  assert.equal(tracing.stats().stopping, false);
   await tracing.shutdown();
   await tracing.done;
   assert.deepEqual(
