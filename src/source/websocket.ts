@@ -1043,6 +1043,8 @@ function upgradeRefused(status: number, redirect: string | undefined, apiPath: b
   // The server answered but has no event stream there: most often the API URL lacks its `/api`
   // (Prefect itself answers 403 there; a proxy, 404).
   if (status === 404 || (status === 403 && !apiPath)) return `HTTP ${status} on the upgrade: no Prefect event stream there (${apiUrlAdvice(apiUrlName)})`;
+  // A page served in answer (a UI's catch-all route, a proxy that does not pass websocket upgrades).
+  if (status >= 200 && status < 300) return `HTTP ${status} on the upgrade: a page, not an event stream (${apiUrlAdvice(apiUrlName)}; a proxy on the way must pass websocket upgrades)`;
   return `HTTP ${status} on the upgrade`;
 }
 

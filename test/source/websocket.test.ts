@@ -514,6 +514,26 @@ describe('event subscriber: handshake', () => {
     }
   });
 
+  it('a URL whose server answers the upgrade with a page (HTTP 200: a UI\'s catch-all route, a proxy that drops the upgrade) is retried, each retry saying what the API URL must be', async () => {
+    const http = createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>Prefect</title>'));
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    hostile.push({ close: () => new Promise<void>((resolve) => http.close(() => resolve())) });
+    const { sub, logs } = subscribe({ url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/api` }, { apiKey: API_KEY });
+    try {
+      await waitFor('two attempts', () => sub.stats.reconnects >= 2);
+    } finally {
+      await sub.stop();
+    }
+    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith(ANSWERED));
+    assert.deepEqual(
+      { connects: sub.stats.connects, errs: new Set(retries.map((r) => r.err)) },
+      {
+        connects: 0,
+        errs: new Set(["HTTP 200 on the upgrade: a page, not an event stream (PREFECT_API_URL must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api; a proxy on the way must pass websocket upgrades)"]),
+      },
+    );
+  });
+
   it("a machine clock 20 minutes ahead of the server's: a fresh start asks from the server's time (its upgrade Date), says so, and gets the live events", async () => {
     const serverNowMs = Date.UTC(2026, 7, 21, 12, 0, 0);
     const aheadMs = 20 * 60_000;
