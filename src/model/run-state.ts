@@ -94,6 +94,8 @@ export interface RunStateData {
   readonly summarised: { count: number; firstUs: number; names: Record<string, number>; other?: number } | undefined;
   readonly firstEventUs: number | null;
   readonly lastEventUs: number | null;
+  /** Absent in state files written before it was kept: then the runs inside are not known. */
+  readonly innerLastUs?: number | null;
   readonly startUs: number | null;
   readonly firstScheduledUs: number | null;
   readonly latest: LatestState | null;
@@ -117,6 +119,12 @@ export class RunState {
   summarised: { count: number; firstUs: number; names: Map<string, number>; other?: number } | undefined;
   firstEventUs = Infinity;
   lastEventUs = -Infinity;
+  /**
+   * The latest `occurred` among the events of the runs inside this attempt's span (its tasks, tasks
+   * nested in them, subflows, however deep) seen while it was open: with `lastEventUs`, its last
+   * known time, where its span ends when it ends without a terminal state (`lastKnownUs`).
+   */
+  innerLastUs = -Infinity;
   startUs: number | undefined;
   firstScheduledUs: number | undefined;
   latest: LatestState | undefined;
@@ -127,6 +135,8 @@ export class RunState {
   /** Flow runs: the lookup of Prefect's own span was asked for this attempt / is still unanswered (not persisted). */
   nativeAsked = false;
   nativePending = false;
+  /** `spanId`, made once (a SHA-256): the runs inside compare it on each of their events. */
+  private spanIdMade: string | undefined;
 
   constructor(ref: RunRef, ctx: TraceCtx, attempt: number, nowMs: number) {
     this.ref = { type: ref.type, id: ref.id };
@@ -144,6 +154,7 @@ export class RunState {
       summarised: s === undefined ? undefined : { ...s, names: Object.fromEntries(s.names) },
       firstEventUs: Number.isFinite(this.firstEventUs) ? this.firstEventUs : null,
       lastEventUs: Number.isFinite(this.lastEventUs) ? this.lastEventUs : null,
+      innerLastUs: Number.isFinite(this.innerLastUs) ? this.innerLastUs : null,
       startUs: this.startUs ?? null, firstScheduledUs: this.firstScheduledUs ?? null, latest: this.latest ?? null,
       maxRunCount: this.maxRunCount ?? null, terminalAtMs: this.terminalAtMs ?? null, lastActivityMs: this.lastActivityMs,
     };
@@ -162,6 +173,7 @@ export class RunState {
     run.summarised = s === undefined || s === null ? undefined : { count: s.count, firstUs: s.firstUs, names: new Map(Object.entries(s.names ?? {}).filter((e) => typeof e[1] === 'number')), ...(typeof s.other === 'number' ? { other: s.other } : {}) };
     run.firstEventUs = d.firstEventUs ?? Infinity;
     run.lastEventUs = d.lastEventUs ?? -Infinity;
+    run.innerLastUs = typeof d.innerLastUs === 'number' ? d.innerLastUs : -Infinity;
     run.startUs = d.startUs ?? undefined;
     run.firstScheduledUs = d.firstScheduledUs ?? undefined;
     run.latest = d.latest ?? undefined;
@@ -171,7 +183,19 @@ export class RunState {
   }
 
   get spanId(): string {
-    return spanIdForRun(this.ref.id, this.attempt);
+    return (this.spanIdMade ??= spanIdForRun(this.ref.id, this.attempt));
+  }
+
+  /** The latest `occurred` of its own events and of those of the runs inside it seen while it was open (-Infinity: none). */
+  get lastKnownUs(): number {
+    return Math.max(this.lastEventUs, this.innerLastUs);
+  }
+
+  /** A run inside this one was known at `timeUs`: true when that is later than any known before (only then is it passed on up). */
+  noteInner(timeUs: number): boolean {
+    if (!(timeUs > this.innerLastUs)) return false;
+    this.innerLastUs = timeUs;
+    return true;
   }
 
   get terminal(): boolean {
@@ -356,7 +380,8 @@ export class RunState {
     const final = this.latest?.state;
     const incomplete = incompleteReason !== undefined || !this.terminal;
     const startUs = this.startUs ?? (Number.isFinite(this.firstEventUs) ? this.firstEventUs : 0);
-    let endUs = incomplete ? this.lastEventUs : (this.latest?.occurredUs ?? this.lastEventUs);
+    // Ended without a terminal state: at its last known time, so that it encloses the runs inside it.
+    let endUs = incomplete ? this.lastKnownUs : (this.latest?.occurredUs ?? this.lastEventUs);
     if (!Number.isFinite(endUs) || endUs < startUs) endUs = startUs;
     const a: Attributes = {
       [ATTR.RUN_ID]: this.ref.id,

@@ -375,7 +375,10 @@ export class RunTracker {
       if (child.firstEventUs < fromUs) continue;
       // A task of the next attempt, also one called inside another: its flow run did not end, the grace `finalize` gave it does not apply.
       if (child.ref.type === 'task' && child.meta.flowRunId === parentId && !child.terminal) this.deadlines.delete(child.ref.id);
-      if (child.ctx.parentSpanId === before) child.ctx = { ...child.ctx, parentSpanId: after, [PARENT_RUN]: parentId };
+      if (child.ctx.parentSpanId === before) {
+        child.ctx = { ...child.ctx, parentSpanId: after, [PARENT_RUN]: parentId };
+        this.passUpLastKnown(child);
+      }
     }
   }
 
@@ -836,6 +839,32 @@ export class RunTracker {
   }
 
   /**
+   * A run ended without a terminal state ends at its last known time (SPEC §3): the latest `occurred`
+   * of its own events and of the runs inside it, so that its span encloses theirs. So `run`'s last
+   * known time goes up the spans it hangs under (task → the task it was called in → its flow run →
+   * a subflow's parent flow run), to each open attempt whose span that is (`noteInner`: one number
+   * per run). A parent that already knew as late a time passed it on then: the walk stops there. A
+   * parent attempt no longer open (exported, or one before a rerun) takes nothing, and the walk goes
+   * on above it; what arrives after a span was made does not change it.
+   */
+  private passUpLastKnown(run: RunState): void {
+    const timeUs = run.lastKnownUs;
+    let ctx: TraceCtx | undefined = run.ctx;
+    for (let depth = 0; depth < MAX_PARENT_DEPTH; depth++) {
+      const parentId: string | undefined = ctx[PARENT_RUN];
+      const spanId: string | undefined = ctx.parentSpanId;
+      if (parentId === undefined || spanId === undefined) return;
+      const open = this.open.get(parentId);
+      const settling = this.settling.get(parentId);
+      const parent = open?.spanId === spanId ? open : settling?.spanId === spanId ? settling : undefined;
+      if (parent !== undefined && !parent.noteInner(timeUs)) return;
+      // Every attempt of a run hangs where its first did: any of them leads on up.
+      ctx = (open ?? settling ?? this.finished.get(parentId))?.ctx;
+      if (ctx === undefined) return;
+    }
+  }
+
+  /**
    * A flow run gets no events of its own while its tasks (or its subflows) work: their activity is
    * its activity, for the idle timeout and the open-run bound alike. Walks up task → flow run →
    * subflow's tracking task → its flow run, as far as those runs are open. An owner touched less
@@ -860,6 +889,7 @@ export class RunTracker {
     run.learn(event, own);
     run.touch(event, nowMs);
     this.keepOwnersAlive(run, nowMs);
+    this.passUpLastKnown(run);
     if (run.ref.type === 'task' && run.meta.flowRunId !== undefined) {
       // An event naming another flow run moves the task: it leaves the children of the one it was under.
       if (flowRunBefore !== undefined && flowRunBefore !== run.meta.flowRunId) this.disown(run.ref.id, flowRunBefore);

@@ -57,7 +57,7 @@ export function isOpenRun(r: unknown): boolean {
     isObj(r) && isObj(r.ref) && isStr(r.ref.id) && (r.ref.type === 'flow' || r.ref.type === 'task') &&
     isMeta(r.meta) && isCtx(r.ctx) && isNum(r.attempt) && isNum(r.lastActivityMs) &&
     every(r.events, isRunEvent) && isLatest(r.latest) && isSummary(r.summarised) &&
-    isNumOrNone(r.firstEventUs) && isNumOrNone(r.lastEventUs) && isNumOrNone(r.startUs) && isNumOrNone(r.firstScheduledUs) &&
+    isNumOrNone(r.firstEventUs) && isNumOrNone(r.lastEventUs) && isNumOrNone(r.innerLastUs) && isNumOrNone(r.startUs) && isNumOrNone(r.firstScheduledUs) &&
     isNumOrNone(r.maxRunCount) && isNumOrNone(r.terminalAtMs)
   );
 }

@@ -4,7 +4,7 @@ import { excerpt } from '../../src/model/event.js';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli, type CliResult } from '../helpers/cli.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
-import { customEvent, DEEP_PAYLOAD_JSON, flowRunStateEvent, ONLY_WHERE_DEEP_JSON_FAILS, type WireEvent } from '../helpers/prefect-events.js';
+import { customEvent, DEEP_PAYLOAD_JSON, flowRunStateEvent, ONLY_WHERE_DEEP_JSON_FAILS, taskRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
@@ -13,10 +13,10 @@ const X = '0198c7d2-5b1e-7a3c-9f10-0000000000a1';
 const Y = '0198c7d2-5b1e-7a3c-9f10-0000000000b1';
 const Z = '0198c7d2-5b1e-7a3c-9f10-0000000000c1';
 
-function replay(lines: string[]): Promise<{ r: CliResult; spans: ReceivedSpan[] }> {
+function replay(lines: string[], env: Record<string, string> = {}): Promise<{ r: CliResult; spans: ReceivedSpan[] }> {
   return (async () => {
     const receiver = await startOtlpReceiver();
-    const r = await startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', PREFECT_OTEL_LOG_LEVEL: 'info', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, `${lines.join('\n')}\n`).result;
+    const r = await startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', PREFECT_OTEL_LOG_LEVEL: 'info', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, ...env }, `${lines.join('\n')}\n`).result;
     const spans = receiver.spans();
     await receiver.close();
     return { r, spans };
@@ -107,6 +107,34 @@ test('replay without `received`: a real gap of days still moves the clock, so a 
   });
   // X was ended while reading, when the clock passed its timeout, not by the end of input.
   assert.deepEqual(spans.map((s) => s.attributes['prefect.run.id']), [X, Y, Z]);
+});
+
+test('replay: a flow run never terminal, ended idle or at the end of input, ends at the last event of its tasks: its span encloses theirs', async () => {
+  const K1 = '0198c7d2-6000-7abc-8def-0000000000a1';
+  const K2 = '0198c7d2-6000-7abc-8def-0000000000a2';
+  const s = (sec: number): number => T0 + sec * 1_000;
+  const task = (id: string, key: string, sec: number, type: string, name: string, from: string | null, n: number): string =>
+    JSON.stringify(taskRunStateEvent({ taskRunId: id, taskRunName: `${key}-0`, taskKey: `${key}-abcd1234`, flowRunId: X, flowRunName: 'x', ...FLOW, state: { type, name }, from, runCount: 1, occurred: s(sec), id: `0198c7d2-eeee-7000-8000-0000000003${n}` }));
+  const lines = [
+    JSON.stringify(flowState(X, 'x', 'RUNNING', 'Running', 'PENDING', s(1), '0198c7d2-eeee-7000-8000-000000000300')),
+    task(K1, 'extract', 10, 'PENDING', 'Pending', null, 11), task(K1, 'extract', 11, 'RUNNING', 'Running', 'PENDING', 12), task(K1, 'extract', 300, 'COMPLETED', 'Completed', 'RUNNING', 13),
+    task(K2, 'load', 310, 'PENDING', 'Pending', null, 21), task(K2, 'load', 311, 'RUNNING', 'Running', 'PENDING', 22), task(K2, 'load', 600, 'COMPLETED', 'Completed', 'RUNNING', 23),
+  ];
+  const times = (spans: ReceivedSpan[]) => Object.fromEntries(spans.map((x) => [x.attributes['prefect.run.id'], [x.parentSpanId ?? null, x.startTimeUnixNano, x.endTimeUnixNano, x.attributes['prefect.run.incomplete_reason'] ?? null]]));
+  const tasks = { [K1]: [spanIdForRun(X), ns(s(10)), ns(s(300)), null], [K2]: [spanIdForRun(X), ns(s(310)), ns(s(600)), null] };
+
+  const atEnd = await replay(lines);
+  assert.equal(atEnd.r.code, 0, atEnd.r.stderr);
+  assert.deepEqual(times(atEnd.spans), { [X]: [null, ns(s(1)), ns(s(600)), 'end_of_input'], ...tasks });
+
+  // An unrelated run's events an hour later: X is idle past the ten-minute timeout.
+  const idle = await replay([
+    ...lines,
+    JSON.stringify(flowState(Y, 'y', 'RUNNING', 'Running', 'PENDING', s(4000), '0198c7d2-eeee-7000-8000-000000000301')),
+    JSON.stringify(flowState(Y, 'y', 'COMPLETED', 'Completed', 'RUNNING', s(4001), '0198c7d2-eeee-7000-8000-000000000302')),
+  ], { PREFECT_OTEL_OPEN_RUN_TIMEOUT_MS: '600000' });
+  assert.equal(idle.r.code, 0, idle.r.stderr);
+  assert.deepEqual(times(idle.spans), { [X]: [null, ns(s(1)), ns(s(600)), 'idle_timeout'], ...tasks, [Y]: [null, ns(s(4000)), ns(s(4001)), null] });
 });
 
 test('replay: an event whose time is outside 1970–2200 or whose zone offset is not one is skipped as bad_timestamp; the other runs export whole', async () => {
