@@ -449,7 +449,7 @@ export const SETTINGS = {
   },
   taskGraceMs: {
     env: ['PREFECT_OTEL_TASK_GRACE_MS'], flag: '--task-grace-ms', default: 60_000, parse: integer(0, DAY_MS, ' ms'),
-    doc: 'how long task runs may stay open after their flow run ended before they are ended as incomplete',
+    doc: 'how long task runs may stay open after their flow run ended before they are ended as incomplete, and a flow run a worker submitted waits after its end for the worker\'s `executed-flow-run` event',
   },
   openRunTimeoutMs: {
     env: ['PREFECT_OTEL_OPEN_RUN_TIMEOUT_MS'], flag: '--open-run-timeout-ms', default: DAY_MS, parse: integer(1_000, 30 * DAY_MS, ' ms'),

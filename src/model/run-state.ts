@@ -102,6 +102,8 @@ export interface RunStateData {
   readonly maxRunCount: number | null;
   readonly terminalAtMs: number | null;
   readonly lastActivityMs: number;
+  /** Absent in state files written before it was kept, and when false. */
+  readonly awaitingWorker?: boolean;
 }
 
 export interface SpanBuildOptions {
@@ -135,6 +137,11 @@ export class RunState {
   /** Flow runs: the lookup of Prefect's own span was asked for this attempt / is still unanswered (not persisted). */
   nativeAsked = false;
   nativePending = false;
+  /**
+   * Flow runs: a worker said it submitted this attempt (`prefect.worker.submitted-flow-run`) and has
+   * not yet said it executed it: that comes once the run's process has exited, after its terminal state.
+   */
+  awaitingWorker = false;
   /** `spanId`, made once (a SHA-256): the runs inside compare it on each of their events. */
   private spanIdMade: string | undefined;
 
@@ -157,6 +164,7 @@ export class RunState {
       innerLastUs: Number.isFinite(this.innerLastUs) ? this.innerLastUs : null,
       startUs: this.startUs ?? null, firstScheduledUs: this.firstScheduledUs ?? null, latest: this.latest ?? null,
       maxRunCount: this.maxRunCount ?? null, terminalAtMs: this.terminalAtMs ?? null, lastActivityMs: this.lastActivityMs,
+      ...(this.awaitingWorker ? { awaitingWorker: true } : {}),
     };
   }
 
@@ -179,6 +187,7 @@ export class RunState {
     run.latest = d.latest ?? undefined;
     run.maxRunCount = d.maxRunCount ?? undefined;
     run.terminalAtMs = typeof d.terminalAtMs === 'number' ? d.terminalAtMs + downMs : undefined;
+    run.awaitingWorker = d.awaitingWorker === true;
     return run;
   }
 

@@ -158,6 +158,9 @@ const OWNER_TOUCH_MS = 1_000;
  * is its data must not hold that many megabytes per run.
  */
 const MAX_EVENT_TEXT_CHARS = MAX_EVENT_NAME;
+/** A worker's word on a flow run it runs: it submitted it, and (once its process exited) executed it (reference §4e). */
+const WORKER_SUBMITTED = 'prefect.worker.submitted-flow-run';
+const WORKER_EXECUTED = 'prefect.worker.executed-flow-run';
 
 /** Everything the tracker holds, as plain data for the state file. */
 export interface TrackerSnapshot {
@@ -928,6 +931,8 @@ export class RunTracker {
       if (lag !== undefined) attrs[ATTR.EVENT_RECEIVED_LAG_MS] = lag;
       run.addEvent(event, event.name, attrs, this.options.maxSpanEvents);
       this.emitLog('event', run, event, undefined);
+      if (run.ref.type === 'flow' && event.name === WORKER_SUBMITTED) run.awaitingWorker = true;
+      else if (run.ref.type === 'flow' && event.name === WORKER_EXECUTED) run.awaitingWorker = false;
     }
     this.counts.spanEvents += 1;
   }
@@ -996,6 +1001,12 @@ export class RunTracker {
     if (run.ref.type === 'flow') {
       const children = this.childrenOf.get(run.ref.id);
       const graceEnd = (run.terminalAtMs ?? nowMs) + this.options.taskGraceMs;
+      // The worker that submitted it says it executed it once its process has exited, seconds after
+      // its terminal state (longer for a container to stop): waited for as its tasks are.
+      if (run.awaitingWorker && nowMs < graceEnd) {
+        this.deadlines.set(run.ref.id, Math.min(graceEnd, nowMs + Math.max(this.options.settleMs, 50)));
+        return;
+      }
       const waitingFor = children === undefined ? [] : [...children].map((id) => this.open.get(id)).filter((t) => t !== undefined && !t.terminal);
       if (waitingFor.length > 0 && nowMs < graceEnd) {
         this.deadlines.set(run.ref.id, Math.min(graceEnd, nowMs + Math.max(this.options.settleMs, 50)));

@@ -58,7 +58,7 @@ export function isOpenRun(r: unknown): boolean {
     isMeta(r.meta) && isCtx(r.ctx) && isNum(r.attempt) && isNum(r.lastActivityMs) &&
     every(r.events, isRunEvent) && isLatest(r.latest) && isSummary(r.summarised) &&
     isNumOrNone(r.firstEventUs) && isNumOrNone(r.lastEventUs) && isNumOrNone(r.innerLastUs) && isNumOrNone(r.startUs) && isNumOrNone(r.firstScheduledUs) &&
-    isNumOrNone(r.maxRunCount) && isNumOrNone(r.terminalAtMs)
+    isNumOrNone(r.maxRunCount) && isNumOrNone(r.terminalAtMs) && (r.awaitingWorker === undefined || typeof r.awaitingWorker === 'boolean')
   );
 }
 

@@ -506,6 +506,82 @@ test('a flow run first seen through a worker event, its deployment, pool and que
   }]);
 });
 
+/**
+ * A worker says `prefect.worker.executed-flow-run` (with the infrastructure's exit code) once the
+ * flow run's process has exited, so after its terminal state: seconds after it, past the settle window.
+ */
+function workerRun(executedAt: number | undefined) {
+  const worker = (event: string, t: number, id: string, exit?: string) => customEvent({
+    event, resourceId: 'prefect.worker.process.laptop-worker', resourceName: 'laptop-worker', occurred: at(t), id,
+    related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run', name: 'crimson-fox' }, { id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'etl' },
+      { id: `prefect.deployment.${DEPLOY.deployment.id}`, role: 'deployment', name: 'nightly' }, { id: `prefect.work-pool.${DEPLOY.workPool.id}`, role: 'work-pool', name: 'k8s-pool' }],
+    ...(exit === undefined ? {} : { payload: {} }),
+  });
+  const submitted = worker('prefect.worker.submitted-flow-run', 0.5, '0198c7d2-ffff-7000-8000-000000000011');
+  const executed = executedAt === undefined ? undefined : worker('prefect.worker.executed-flow-run', executedAt, '0198c7d2-ffff-7000-8000-000000000012', '0');
+  const flow = flowRun([[1, 'PENDING', 'Pending', 0], [2, 'RUNNING', 'Running', 1], [9, 'COMPLETED', 'Completed', 1]]);
+  const workerEvent = (e: WireEvent) => [e.event, Math.round(Date.parse(String(e.occurred)) * 1000), {
+    'prefect.event.id': e.id, 'prefect.event.resource.id': 'prefect.worker.process.laptop-worker', 'prefect.event.resource.name': 'laptop-worker', 'prefect.event.payload': '{}',
+  }];
+  return { events: [submitted, ...flow, ...(executed === undefined ? [] : [executed])], flow, spanEvents: [workerEvent(submitted), ...stateEvents(flow), ...(executed === undefined ? [] : [workerEvent(executed)])] };
+}
+
+/**
+ * The pipeline as `watch` runs it, on the machine's clock, with time moved on by `tick(at)` rather
+ * than waited for: events arrive as they are ingested; `later(ms)` is a tick that far ahead.
+ */
+function wallClockModel() {
+  const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI }, {});
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger({ level: 'debug', format: 'json', destination: { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) } });
+  const spans: SpanRecord[] = [];
+  const pipeline = createPipeline({ config, logger, clock: 'wall', delivery: null, onSpan: (s) => spans.push(s) });
+  const t0 = Date.now();
+  return {
+    spans, lines,
+    ingest: (events: readonly WireEvent[]) => events.forEach((e) => pipeline.ingest(JSON.stringify(e))),
+    later: (ms: number) => pipeline.tick(t0 + ms),
+  };
+}
+
+test('on the machine\'s clock, a flow run a worker submitted waits past its settle window for the worker\'s executed-flow-run, which comes after the process exited: one whole span with both worker events, nothing late', () => {
+  const w = workerRun(12);
+  const m = wallClockModel();
+  m.ingest(w.events.slice(0, -1));
+  m.later(3_000);
+  m.ingest(w.events.slice(-1));
+  m.later(6_000);
+  assert.deepEqual(m.spans.map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(1), endUs: us(9), status: { code: 'ok' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+    events: w.spanEvents, links: [],
+  }]);
+  assert.deepEqual(m.lines.filter((l) => l.late === true), []);
+});
+
+test('on the machine\'s clock, a flow run a worker submitted whose executed-flow-run never comes (a worker that died) goes out complete once the task grace after its end has passed, not before', () => {
+  const w = workerRun(undefined);
+  const m = wallClockModel();
+  m.ingest(w.events);
+  m.later(59_000);
+  assert.deepEqual(m.spans, []);
+  m.later(61_000);
+  assert.deepEqual(m.spans.map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(1), endUs: us(9), status: { code: 'ok' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+    events: w.spanEvents, links: [],
+  }]);
+});
+
+test('a flow run no worker submitted goes out once its settle window has passed, as before', () => {
+  const m = wallClockModel();
+  m.ingest(workerRun(undefined).flow);
+  m.later(1_000);
+  assert.deepEqual(m.spans.map((s) => [s.run.id, s.attributes['prefect.state.type']]), [[FR, 'COMPLETED']]);
+});
+
 test('a run suspended for 30 h (over the 24 h open-run timeout) waiting for a person, then resumed: one whole span, nothing late; waiting for a resume is not idleness', async () => {
   const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [5, 'PAUSED', 'Suspended', 1], [30 * HOUR, 'SCHEDULED', 'Resuming', 1], [30 * HOUR + 2, 'PENDING', 'Pending', 1], [30 * HOUR + 3, 'RUNNING', 'Running', 1], [30 * HOUR + 10, 'COMPLETED', 'Completed', 1]]);
   const { spans, lines } = await run([...flow.slice(0, 3), ...otherRun(25 * HOUR), ...flow.slice(3)]);
