@@ -145,6 +145,7 @@ function noticeFields(notice: TrackerNotice): Record<string, unknown> {
       return { kind: notice.kind, [ATTR.RUN_ID]: notice.runId, [ATTR.EVENT_ID]: notice.eventId, [EVENT_NAME_KEY]: notice.eventName };
     case 'lookup_failed':
     case 'parent_cycle':
+    case 'parent_late':
       return { kind: notice.kind, [ATTR.RUN_ID]: notice.runId, [ATTR.PARENT_TASK_RUN_ID]: notice.taskRunId };
     case 'evicted':
       return { kind: notice.kind, [ATTR.RUN_ID]: notice.runId, trace_id: notice.traceId };
@@ -196,6 +197,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     else notices.debug(fields, msg);
   };
   let lookupFailedNotices = 0;
+  let parentLateNotices = 0;
   let checkingScheduled = false;
 
   const tracker: RunTracker = new RunTracker(
@@ -261,6 +263,10 @@ export function createPipeline(options: PipelineOptions): Pipeline {
             break;
           case 'parent_cycle':
             notices.warn(noticeFields(notice), 'parent of a subflow leads back to the subflow itself; it becomes the root of its own trace');
+            break;
+          case 'parent_late':
+            // As a failed lookup: in a replay with no Prefect API there, once per subflow first seen through another event.
+            warnThenCount(++parentLateNotices, noticeFields(notice), 'subflow named its tracking task only after it had become the root of its own trace (its first event did not name it and no lookup found its parent); it stays a root', 'further ones are only counted');
             break;
           case 'late_event':
             notices.warn(noticeFields(notice), 'event arrived after its run was exported; logged but not on the span');

@@ -22,7 +22,8 @@ export interface TrackerOptions {
   readonly nativeSpanWaitMs?: number | undefined;
   /**
    * Find the trace of a flow run not seen yet, that runs hang under, by asking for its tracking
-   * task (`lookupFlowParent`). Without it, such a flow run is taken as a root.
+   * task (`lookupFlowParent`); so too for a flow run first seen through an event that names none
+   * (a heartbeat, a worker or custom event). Without it, such a flow run is taken as a root.
    */
   readonly lookupFlowParents?: boolean;
   /**
@@ -46,6 +47,8 @@ export type TrackerNotice =
   | { readonly kind: 'late_event'; readonly runId: string; readonly eventId: string; readonly eventName: string }
   | { readonly kind: 'lookup_failed'; readonly runId: string; readonly taskRunId: string }
   | { readonly kind: 'parent_cycle'; readonly runId: string; readonly taskRunId: string }
+  /** A root flow run whose states name a tracking task only after its trace was decided (its first event named none). */
+  | { readonly kind: 'parent_late'; readonly runId: string; readonly taskRunId: string }
   | { readonly kind: 'evicted'; readonly runId: string; readonly traceId: string }
   | { readonly kind: 'lookup_abandoned'; readonly taskRunId: string; readonly events: number }
   | { readonly kind: 'rerun'; readonly runId: string; readonly attempt: number; readonly traceId: string };
@@ -287,6 +290,9 @@ export class RunTracker {
         // take the first attempt's id, which was likely exported already.
         const rerun = classified.kind === 'state' && leavesTerminal(classified.state);
         run = this.openRun(ref, ctx, rerun ? 1 : 0, nowMs);
+        // A flow run whose tracking task was asked (its first event named none): its span names it too.
+        const asked = ref.type === 'flow' ? this.flowParents.get(ref.id) : undefined;
+        if (typeof asked === 'string') run.meta.parentTaskRunId = asked;
         if (rerun) {
           this.counts.reruns += 1;
           this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt, traceId: run.ctx.traceId });
@@ -295,6 +301,7 @@ export class RunTracker {
     } else {
       this.open.touch(ref.id);
       if (classified.kind === 'state' && run.latest === undefined) this.hangUnderParentTask(run, event);
+      if (classified.kind === 'state') this.noteLateTrackingTask(run, event);
     }
     if (classified.kind === 'state' && run.latest !== undefined && event.occurredUs < run.latest.occurredUs && TERMINAL_STATE_TYPES.has(classified.state.type)) {
       // An attempt's terminal state behind states that came after it: a rerun's, reordered ahead of it.
@@ -415,6 +422,20 @@ export class RunTracker {
     if (run.ref.type !== 'task' || run.ctx.root || flowRunId === undefined || flowRunId !== run.meta.flowRunId) return;
     const parentTaskId = this.parentTaskOf(run.ref.id, flowRunId, event);
     if (parentTaskId !== undefined) run.ctx = this.childCtx(flowRunId, parentTaskId, run.ctx.traceId, event.occurredUs);
+  }
+
+  /**
+   * A flow run opened as a root by an event that names no tracking task (a heartbeat, a worker or
+   * custom event), whose tracking task no lookup found (none asked, none answered, given up, or
+   * answered "none"; one found but not followed to its flow run was warned of then): its states,
+   * when they name one, say it is a subflow after all. Its trace was decided (spans of its tasks may
+   * be out already), so it stays a root, with `prefect.parent_task_run.id` and a warning, said once:
+   * by the first state that names its tracking task.
+   */
+  private noteLateTrackingTask(run: RunState, event: PrefectEvent): void {
+    if (run.ref.type !== 'flow' || !run.ctx.root || run.meta.parentTaskRunId !== undefined) return;
+    const trackingId = trackingTaskOf(event);
+    if (trackingId !== undefined) this.sink.notice({ kind: 'parent_late', runId: run.ref.id, taskRunId: trackingId });
   }
 
   /**
@@ -694,9 +715,15 @@ export class RunTracker {
 
   private resolveCtx(ref: RunRef, event: PrefectEvent, classified: Classified): TraceCtx | 'wait' {
     if (ref.type === 'flow') {
-      const own = classified.kind === 'state' || classified.kind === 'heartbeat';
-      const tracking = own ? event.related.find((r) => r.role === 'task-run') : undefined;
-      const trackingId = tracking === undefined ? undefined : runRefFromResourceId(tracking.id)?.id;
+      let trackingId = classified.kind === 'state' || classified.kind === 'heartbeat' ? trackingTaskOf(event) : undefined;
+      if (trackingId === undefined && classified.kind !== 'state' && this.options.lookupFlowParents === true) {
+        // A heartbeat, worker or custom event names no tracking task: only the run's own states
+        // say whether it is a subflow. Its tracking task is asked (GET /api/flow_runs/{id}), as for a
+        // flow run that runs hang under before it is seen, not taken to be none.
+        const asked = this.flowParents.get(ref.id);
+        if (asked === undefined) return this.block(ref.id, ref.id, 'flow_parent');
+        if (asked !== null) trackingId = asked;
+      }
       if (trackingId === undefined) return rootCtx(ref.id);
       const owner = this.ownerOf(trackingId);
       if (owner === undefined) return this.block(ref.id, trackingId);
@@ -1146,6 +1173,12 @@ function leavesTerminal(state: StateInfo): boolean {
  */
 function betweenTerminals(state: StateInfo): boolean {
   return TERMINAL_STATE_TYPES.has(state.type) && leavesTerminal(state);
+}
+
+/** The tracking task a flow run's state event names (a subflow's or run_deployment child's), if any. */
+function trackingTaskOf(event: PrefectEvent): string | undefined {
+  const tracking = event.related.find((r) => r.role === 'task-run');
+  return tracking === undefined ? undefined : runRefFromResourceId(tracking.id)?.id;
 }
 
 function rootCtx(runId: string): TraceCtx {

@@ -1,12 +1,13 @@
 /**
- * A subflow whose parent cannot be looked up becomes the root of its own trace; the log says why:
- * the Prefect API's answer to the look-up, beside the line that names the subflow.
+ * Subflow parent look-ups in the Prefect API, end to end: a subflow whose parent cannot be looked up
+ * becomes the root of its own trace and the log says why (the API's answer, beside the line that
+ * names the subflow); one first seen through an event that names no tracking task is asked for it.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { spanIdForRunId as spanIdForRun } from '../../src/model/ids.js';
-import { flowRunStateEvent } from '../helpers/prefect-events.js';
+import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
+import { customEvent, flowRunStateEvent } from '../helpers/prefect-events.js';
 import { liveConnections, logLines, startServers, startWatch, tempDir, until } from '../helpers/watch-e2e.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'quality-checks' };
@@ -70,4 +71,40 @@ test('watch: credentials refused to a subflow parent look-up stop it (exit 3) an
       { name: 'quality-checks', traceId, parent: spanIdForRun(ROOT), incomplete: false },
     ],
   );
+});
+
+test('watch started in the middle of a subflow: a child flow run first seen through its heartbeat (which names no tracking task) is asked for its parent and hangs under it in the parent\'s trace, not a root of its own', async (t) => {
+  const PARENT = '0198c7d2-5b1e-7a3c-9f10-0000000000c1';
+  const CHILD = '0198c7d2-5b1e-7a3c-9f10-0000000000c2';
+  const TRACK = '0198c7d2-6000-7abc-8def-0000000000c3';
+  const { prefect, receiver } = await startServers(t, [{ id: TRACK, flow_run_id: PARENT }]);
+  prefect.addFlowRun({ id: PARENT, parent_task_run_id: null });
+  prefect.addFlowRun({ id: CHILD, parent_task_run_id: TRACK });
+  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_LOG_LEVEL: 'info' }, t);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  const t0 = Date.now();
+  const flow = (runId: string, name: string, s: number, type: string, from: string, tracking?: string) =>
+    flowRunStateEvent({ flowRunId: runId, flowRunName: `${name}-run`, flowId: FLOW.flowId, flowName: name, state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: t0 + s * 1000, ...(tracking === undefined ? {} : { parentTaskRunId: tracking }) });
+  const heartbeat = customEvent({
+    event: 'prefect.flow-run.heartbeat', resourceId: `prefect.flow-run.${CHILD}`, resourceName: 'child-run', occurred: t0 + 30_000,
+    related: [{ id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'child' }],
+  });
+  prefect.publish([
+    flow(PARENT, 'parent', 1, 'RUNNING', 'PENDING'),
+    heartbeat,
+    flow(CHILD, 'child', 40, 'COMPLETED', 'RUNNING', TRACK),
+    flow(PARENT, 'parent', 50, 'COMPLETED', 'RUNNING'),
+  ]);
+  await receiver.waitForSpans(2);
+  child.kill('SIGTERM');
+  const r = await result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(
+    receiver.spans().map((s) => ({ name: s.name, kind: s.kind, traceId: s.traceId, spanId: s.spanId, parentSpanId: s.parentSpanId, parentTask: s.attributes['prefect.parent_task_run.id'] })).sort((a, b) => a.name.localeCompare(b.name)),
+    [
+      { name: 'child', kind: 1, traceId: traceIdForRun(PARENT), spanId: spanIdForRun(CHILD), parentSpanId: spanIdForRun(PARENT), parentTask: TRACK },
+      { name: 'parent', kind: 2, traceId: traceIdForRun(PARENT), spanId: spanIdForRun(PARENT), parentSpanId: undefined, parentTask: undefined },
+    ],
+  );
+  assert.deepEqual(logLines(r.stdout).filter((l) => (l.level ?? 0) >= 40), []);
 });

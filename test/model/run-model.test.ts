@@ -587,6 +587,78 @@ test('subflows three deep whose middle flow run is not seen before the innermost
   assert.deepEqual(lone.tracker.counts.parentLookups, { lookups: 1, found: 0, failed: 1, abandoned: 0 });
 });
 
+test('a subflow first seen through an event that cannot say it is one (a heartbeat, a worker event, a custom event: watch started in the middle of it) hangs under its parent in the parent\'s trace, as when its states come first: its tracking task is asked with GET /api/flow_runs/{id}; a root flow run first seen so stays a root, with no warning', async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  const [PARENT, CHILD, TRACK] = ['0198c7d2-7000-7000-8000-0000000000f1', '0198c7d2-7000-7000-8000-0000000000f2', '0198c7d2-7000-7000-8000-0000000000f3'];
+  prefect.addTaskRun({ id: TRACK, flow_run_id: PARENT });
+  prefect.addFlowRun({ id: PARENT, parent_task_run_id: null });
+  prefect.addFlowRun({ id: CHILD, parent_task_run_id: TRACK });
+  const rest = createPrefectRestClient({ apiUrl: prefect.url });
+  const flow = (runId: string, name: string, s: number, type: string, from: string, tracking?: string): Ev =>
+    flowRunStateEvent({ flowRunId: runId, flowRunName: `${name}-run`, flowId: FLOW.flowId, flowName: name, state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: at(s), ...(tracking === undefined ? {} : { parentTaskRunId: tracking }) });
+  const heartbeat = (runId: string, name: string, s: number): Ev => customEvent({
+    event: 'prefect.flow-run.heartbeat', resourceId: `prefect.flow-run.${runId}`, resourceName: `${name}-run`, occurred: at(s),
+    related: [{ id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name }, { id: `prefect.deployment.${DEPLOY.deployment.id}`, role: 'deployment', name: 'nightly' }],
+  });
+  const firstOfChild: [string, Ev][] = [
+    ['heartbeat', heartbeat(CHILD, 'child', 30)],
+    ['worker event', customEvent({
+      event: 'prefect.worker.executed-flow-run', resourceId: 'prefect.worker.process.worker-1', resourceName: 'worker-1', occurred: at(30),
+      related: [{ id: `prefect.flow-run.${CHILD}`, role: 'flow-run', name: 'child-run' }, { id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'child' }],
+    })],
+    ['custom event', customEvent({
+      event: 'acme.rows.loaded', resourceId: 'acme.table.orders', resourceName: 'orders', payload: { rows: 17 }, occurred: at(30),
+      related: [{ id: `prefect.flow-run.${CHILD}`, role: 'flow-run', name: 'child-run' }, { id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'child' }],
+    })],
+  ];
+  for (const [what, first] of firstOfChild) {
+    const asked = prefect.restRequests.length;
+    const { spans, lines, pipeline } = await run(
+      // The parent too is first seen through its heartbeat.
+      [heartbeat(PARENT, 'parent', 0.5), flow(PARENT, 'parent', 1, 'RUNNING', 'PENDING'), first, flow(CHILD, 'child', 40, 'COMPLETED', 'RUNNING', TRACK), flow(PARENT, 'parent', 50, 'COMPLETED', 'RUNNING')],
+      {}, createOwnerLookup(rest), createFlowParentLookup(rest),
+    );
+    assert.deepEqual(tree(spans), ['parent [server] ok', '  child [internal] ok'], what);
+    assert.deepEqual(parents(spans), { [PARENT]: { trace: traceIdForRun(PARENT), parent: null }, [CHILD]: { trace: traceIdForRun(PARENT), parent: PARENT } }, what);
+    assert.equal(spans.find((s) => s.run.id === CHILD)!.attributes['prefect.parent_task_run.id'], TRACK, what);
+    assert.deepEqual(lines.filter((l) => (l.level as number) >= 40), [], what);
+    assert.deepEqual(
+      prefect.restRequests.slice(asked).map((q) => `${q.method} ${q.path}`).sort(),
+      [`GET /api/flow_runs/${CHILD}`, `GET /api/flow_runs/${PARENT}`, `GET /api/task_runs/${TRACK}`].sort(),
+      what,
+    );
+    assert.deepEqual(pipeline.tracker.counts.parentLookups, { lookups: 3, found: 3, failed: 0, abandoned: 0 }, what);
+  }
+});
+
+test('a subflow first seen through its heartbeat whose parent cannot be found (replay with no Prefect API there, no lookups, or its tracking task\'s flow run unknown) becomes a root, as before, with prefect.parent_task_run.id and one warning: never a silent root', async () => {
+  const [PARENT, CHILD, TRACK] = ['0198c7d2-7000-7000-8000-0000000000f1', '0198c7d2-7000-7000-8000-0000000000f2', '0198c7d2-7000-7000-8000-0000000000f3'];
+  const flow = (runId: string, name: string, s: number, type: string, from: string, tracking?: string): Ev =>
+    flowRunStateEvent({ flowRunId: runId, flowRunName: `${name}-run`, flowId: FLOW.flowId, flowName: name, state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: at(s), ...(tracking === undefined ? {} : { parentTaskRunId: tracking }) });
+  const heartbeat = customEvent({
+    event: 'prefect.flow-run.heartbeat', resourceId: `prefect.flow-run.${CHILD}`, resourceName: 'child-run', occurred: at(30),
+    related: [{ id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'child' }],
+  });
+  const events = [flow(PARENT, 'parent', 1, 'RUNNING', 'PENDING'), heartbeat, flow(CHILD, 'child', 35, 'RUNNING', 'PENDING', TRACK), flow(CHILD, 'child', 40, 'COMPLETED', 'RUNNING', TRACK), flow(PARENT, 'parent', 50, 'COMPLETED', 'RUNNING')];
+  const warning = (kind: string, msg: string) => [{ level: 40, service: 'prefect-otel', component: 'model', kind, 'prefect.run.id': CHILD, 'prefect.parent_task_run.id': TRACK, msg }];
+  const configurations: [string, ((id: string) => Promise<string | null | undefined>) | undefined, ReturnType<typeof warning>][] = [
+    // What replay's lookups answer when the API cannot be reached.
+    ['no answer', () => Promise.resolve(undefined), warning('parent_late', 'subflow named its tracking task only after it had become the root of its own trace (its first event did not name it and no lookup found its parent); it stays a root')],
+    // A pipeline that asks none.
+    ['no lookups', undefined, warning('parent_late', 'subflow named its tracking task only after it had become the root of its own trace (its first event did not name it and no lookup found its parent); it stays a root')],
+    // Its tracking task found, that task's flow run not: warned of then, once.
+    ['tracking task found, its flow run not', () => Promise.resolve(TRACK), warning('lookup_failed', 'parent of a subflow could not be looked up; it becomes the root of its own trace')],
+  ];
+  for (const [what, resolveFlowParent, warned] of configurations) {
+    const { spans, lines } = await run(events, {}, () => Promise.resolve(null), resolveFlowParent);
+    assert.deepEqual(tree(spans), ['parent [server] ok', 'child [server] ok'], what);
+    assert.deepEqual(parents(spans), { [PARENT]: { trace: traceIdForRun(PARENT), parent: null }, [CHILD]: { trace: traceIdForRun(CHILD), parent: null } }, what);
+    assert.equal(spans.find((s) => s.run.id === CHILD)!.attributes['prefect.parent_task_run.id'], TRACK, what);
+    assert.deepEqual(lines.filter((l) => (l.level as number) >= 40).map(({ time: _time, pid: _pid, hostname: _hostname, ...l }) => l), warned, what);
+  }
+});
+
 test('a subflow whose parent lookup is answered only after its parent flow run was rerun hangs under the attempt it ran in, not the rerun', async () => {
   const CHILD = '0198c7d2-7000-7000-8000-0000000000c1';
   const TRACK = '0198c7d2-7000-7000-8000-0000000000d1';
