@@ -103,7 +103,10 @@ test('a TypeScript service type-checks against the installed package in strict m
   // A CommonJS service: nodenext compiles its imports to require(), which Node >= 20.19 allows for an ES module.
   const cjs = consumerProject(t, 'commonjs');
   check(cjs, 'service.cts', 'nodenext (CommonJS)', { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext });
-  assert.deepEqual(diagnostics, { node16: [], nodenext: [], bundler: [], 'nodenext (CommonJS)': [] });
+  // A classic tsconfig as `tsc --init` writes it (`"module": "commonjs"`, whose resolution, node10,
+  // reads no `exports`; `esModuleInterop`): the subpath's types are found through `typesVersions`.
+  check(cjs, 'classic.ts', 'node10 (CommonJS)', { module: ts.ModuleKind.CommonJS, moduleResolution: ts.ModuleResolutionKind.Node10, esModuleInterop: true });
+  assert.deepEqual(diagnostics, { node16: [], nodenext: [], bundler: [], 'nodenext (CommonJS)': [], 'node10 (CommonJS)': [] });
 });
 
 test("a CommonJS service require()s the installed package: its exports, and a ConfigError that lists each problem of the options", { skip: process.features.require_module !== true && 'this Node cannot require() an ES module' }, (t) => {
