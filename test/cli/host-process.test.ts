@@ -52,7 +52,10 @@ function runHost(app: string, env: Record<string, string>, t: { after: (fn: () =
  * same directory) run under `node --import prefect-otel/register`, told how many spans to expect in
  * WANT_SPANS; once it has subscribed, the runs' events are published.
  */
-async function streamToHost(t: TestContext, runs: number, app: readonly string[], files: Record<string, readonly string[]> = {}, env: Record<string, string> = {}, options: { readonly closeStdout?: boolean } = {}) {
+async function streamToHost(
+  t: TestContext, runs: number, app: readonly string[], files: Record<string, readonly string[]> = {}, env: Record<string, string> = {},
+  options: { readonly closeStdout?: boolean; readonly beforePublish?: (host: ReturnType<typeof runHost>) => Promise<void> } = {},
+) {
   const w = workload(runs);
   const { prefect, receiver } = await startServers(t, w.taskRuns);
   const dir = tempDir();
@@ -60,6 +63,7 @@ async function streamToHost(t: TestContext, runs: number, app: readonly string[]
   for (const [name, lines] of Object.entries({ ...files, 'app.mjs': app })) writeFileSync(join(dir, name), [...lines, ''].join('\n'));
   const host = runHost(join(dir, 'app.mjs'), { WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile, ...env }, t, options);
   await until('subscription', () => liveConnections(prefect) === 1, 10_000, host.stderr);
+  await options.beforePublish?.(host);
   prefect.publish(w.events);
   return { w, prefect, receiver, host, stateFile };
 }
@@ -273,24 +277,20 @@ test("register: SIGTERM to a host that stops gracefully from its own `process.on
 });
 
 test('register: a SIGHUP the application handles itself (a reload) leaves prefect-otel running: runs that come after it are traced; SIGTERM then stops both', async (t) => {
-  const w = workload(1);
-  const { prefect, receiver } = await startServers(t, w.taskRuns);
-  const dir = tempDir();
-  const stateFile = join(dir, 'state.json');
-  writeFileSync(join(dir, 'app.mjs'), [
+  const { w, prefect, receiver, host } = await streamToHost(t, 1, [
     `import { prefectTracing } from ${REGISTER_URL};`,
     'const keep = setInterval(() => undefined, 1 << 30);',
     "process.on('SIGHUP', () => process.stdout.write('app reloaded\\n'));",
     "process.once('SIGTERM', () => void prefectTracing.done.then(() => clearInterval(keep)));",
     'let seen = 0;',
     "prefectTracing.on('span', () => { if (++seen === Number(process.env.WANT_SPANS)) process.stdout.write('app saw every span\\n'); });",
-    '',
-  ].join('\n'));
-  const host = runHost(join(dir, 'app.mjs'), { WANT_SPANS: String(w.runs.size), PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile }, t);
-  await until('subscription', () => liveConnections(prefect) === 1, 10_000, host.stderr);
-  host.kill('SIGHUP');
-  await until('the reload', () => host.stdout().includes('app reloaded\n'), 10_000, host.stderr);
-  prefect.publish(w.events);
+  ], {}, {}, {
+    // The runs come after the reload.
+    beforePublish: async (h) => {
+      h.kill('SIGHUP');
+      await until('the reload', () => h.stdout().includes('app reloaded\n'), 10_000, h.stderr);
+    },
+  });
   await until('every span seen', () => host.stdout().includes('app saw every span\n'), 10_000, host.stderr);
   host.kill('SIGTERM');
 
