@@ -575,6 +575,28 @@ test('on the machine\'s clock, a flow run a worker submitted whose executed-flow
   }]);
 });
 
+test('a flow run waiting for its worker\'s executed-flow-run still waits for it after a restart: the wait is kept in the state file', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-worker-wait-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const w = workerRun(12);
+  const quiet = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI }, {});
+  const before = createPipeline({ config, logger: quiet, clock: 'wall', delivery: null });
+  for (const e of w.events.slice(0, -1)) before.ingest(JSON.stringify(e));
+  const store = createStateStore(join(dir, 'state.json'));
+  await new StateWriter(store, before).save(true);
+
+  const spans: SpanRecord[] = [];
+  const after = createPipeline({ config, logger: quiet, clock: 'wall', delivery: null, onSpan: (s) => spans.push(s) });
+  const t0 = Date.now();
+  await loadState(createStateStore(join(dir, 'state.json')), after, t0, quiet);
+  after.tick(t0 + 3_000);
+  assert.equal(spans.length, 0, 'still waiting for the worker after the restart');
+  after.ingest(JSON.stringify(w.events.at(-1)));
+  after.tick(t0 + 6_000);
+  assert.deepEqual(spans.map((s) => [s.run.id, s.events.map((e) => e.name)]), [[FR, w.spanEvents.map((e) => e[0])]]);
+});
+
 test('a flow run no worker submitted goes out once its settle window has passed, as before', () => {
   const m = wallClockModel();
   m.ingest(workerRun(undefined).flow);
