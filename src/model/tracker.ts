@@ -1018,30 +1018,28 @@ export class RunTracker {
       this.finalize(run, 'flow_ended', nowMs);
       return;
     }
-    if (run.nativePending) {
-      const waitUntil = (run.terminalAtMs ?? nowMs) + this.options.settleMs + (this.options.nativeSpanWaitMs ?? 0);
-      if (nowMs < waitUntil) {
-        this.deadlines.set(run.ref.id, Math.min(waitUntil, nowMs + Math.max(this.options.settleMs, 50)));
-        return;
-      }
-    }
+    if (run.nativePending && this.stillWaiting(run, (run.terminalAtMs ?? nowMs) + this.options.settleMs + (this.options.nativeSpanWaitMs ?? 0), nowMs)) return;
     if (run.ref.type === 'flow') {
       const children = this.childrenOf.get(run.ref.id);
       const graceEnd = (run.terminalAtMs ?? nowMs) + this.options.taskGraceMs;
       // The worker that submitted it says it executed it once its process has exited, seconds after
       // its terminal state (longer for a container to stop): waited for as its tasks are.
-      if (run.awaitingWorker && nowMs < graceEnd) {
-        this.deadlines.set(run.ref.id, Math.min(graceEnd, nowMs + Math.max(this.options.settleMs, 50)));
-        return;
-      }
+      if (run.awaitingWorker && this.stillWaiting(run, graceEnd, nowMs)) return;
       const waitingFor = children === undefined ? [] : [...children].map((id) => this.open.get(id)).filter((t) => t !== undefined && !t.terminal);
-      if (waitingFor.length > 0 && nowMs < graceEnd) {
-        this.deadlines.set(run.ref.id, Math.min(graceEnd, nowMs + Math.max(this.options.settleMs, 50)));
-        return;
-      }
+      if (waitingFor.length > 0 && this.stillWaiting(run, graceEnd, nowMs)) return;
       for (const t of waitingFor) this.finalize(t!, 'flow_ended', nowMs);
     }
     this.finalize(run, undefined, nowMs);
+  }
+
+  /**
+   * Whether a finished run still waits (for an answer, its worker, its tasks) until `untilMs`: then
+   * it is due again at the next settle period, or at `untilMs` if that comes first.
+   */
+  private stillWaiting(run: RunState, untilMs: number, nowMs: number): boolean {
+    if (nowMs >= untilMs) return false;
+    this.deadlines.set(run.ref.id, Math.min(untilMs, nowMs + Math.max(this.options.settleMs, 50)));
+    return true;
   }
 
   /** End an open attempt: exported, or with `settle`, only taken out of the open runs (see `retire`). */
