@@ -98,10 +98,7 @@ function prefectApiUrl(raw: unknown): Parsed<string> {
     if (within !== null) return bad(`a Prefect Cloud API URL ends at its workspace (API paths are appended to it): use ${u.origin}${within[0].replace(/\/+$/, '')}`);
     return bad(`a Prefect Cloud API URL names a workspace: ${CLOUD_API_URL_FORM}`);
   }
-  if (u.search !== '' || u.hash !== '') {
-    return bad(`must not have a query or fragment (API paths are appended to it): use ${u.origin}${u.pathname}`);
-  }
-  return t;
+  return noQuery(u, 'API paths') ?? t;
 }
 
 /**
@@ -113,10 +110,13 @@ function linkBaseUrl(raw: unknown): Parsed<string> {
   const t = httpUrl(raw);
   if (!t.ok) return t;
   const u = new URL(t.value);
-  if (u.search !== '' || u.hash !== '') {
-    return bad(`must not have a query or fragment (link paths are appended to it): use ${u.origin}${u.pathname}`);
-  }
-  return t;
+  return noQuery(u, 'link paths') ?? t;
+}
+
+/** The refusal of a base URL with a query or fragment, which `appended` would land inside; undefined when it has neither. */
+function noQuery(u: URL, appended: string): Parsed<string> | undefined {
+  if (u.search === '' && u.hash === '') return undefined;
+  return bad(`must not have a query or fragment (${appended} are appended to it): use ${u.origin}${u.pathname}`);
 }
 
 /** A host name as DNS has it: dot-separated labels of letters, digits and inner hyphens. */
