@@ -400,7 +400,7 @@ export const SETTINGS = {
   tracesExporter: {
     env: ['OTEL_TRACES_EXPORTER'], flag: '--traces-exporter', default: 'otlp',
     parse: oneOf(['otlp', 'console', 'none'] as const),
-    doc: '`otlp`, `console` or `none`',
+    doc: '`otlp`, `console` (a debugging aid: the SDK prints each span as a multi-line object on standard output, among the log lines) or `none`',
   },
   logsExporter: {
     env: ['OTEL_LOGS_EXPORTER'], flag: '--logs-exporter', default: 'none',
