@@ -21,12 +21,13 @@
  *   an unreachable server costs no time per run.
  * - A failed, empty or late lookup means no link; so does a run the server does not have. Each
  *   outcome is counted (RunTracker.counts.native) and logged at debug; REST errors are already free
- *   of secrets.
+ *   of secrets. The first lookup the API refuses (HTTP 401/403: credentials whose role cannot read
+ *   flow runs) is a warning, once, saying which setting to fix.
  */
 import type { Logger } from 'pino';
 import { OTEL_TRACEPARENT_LABEL } from '../model/attributes.js';
 import type { FlowRunInfo, PrefectRestClient } from './rest.js';
-import { errorText } from '../errors.js';
+import { AuthError, errorText } from '../errors.js';
 import { createBatchQueue, lookupMany, MAX_QUEUED } from './run-lookups.js';
 
 export { GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT, MAX_QUEUED } from './run-lookups.js';
@@ -34,7 +35,7 @@ export { GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT, MAX_QUEUED } from './run-lookups.j
 /** What a lookup found: the label (undefined when absent), or why there is no answer. */
 export type NativeSpanAnswer =
   | { readonly ok: true; readonly traceparent: string | undefined }
-  | { readonly ok: false; readonly reason: string; readonly transport: boolean };
+  | { readonly ok: false; readonly reason: string; readonly transport: boolean; readonly refused?: true };
 
 /** The answers for a batch of flow runs, one per id, in the order asked. */
 export type FetchNativeSpans = (flowRunIds: readonly string[]) => Promise<NativeSpanAnswer[]>;
@@ -55,8 +56,10 @@ export function nativeSpanFromRest(rest: Pick<PrefectRestClient, 'getFlowRun' | 
         return { ok: true, traceparent: typeof label === 'string' ? label : undefined };
       });
     } catch (err) {
-      // An AuthError: the event stream reports refused credentials itself; here it only means no link.
-      return ids.map(() => ({ ok: false, reason: errorText(err), transport: false }));
+      // An AuthError: the credentials (or their role) do not reach flow runs. Here it only means no
+      // link; the lookup warns once (the event stream reports credentials it refuses itself).
+      const refused = err instanceof AuthError ? { refused: true as const } : {};
+      return ids.map(() => ({ ok: false, reason: errorText(err), transport: false, ...refused }));
     }
   };
 }
@@ -85,13 +88,17 @@ export function createNativeSpanLookup(options: NativeSpanLookupOptions): Native
   const now = options.now ?? Date.now;
   let transportFailures = 0;
   let pausedUntil = 0;
+  let refusalWarned = false;
 
   const deliver = (job: Job, a: NativeSpanAnswer): void => {
     const { flowRunId, attempt } = job;
     try {
       const outcome = options.answer(flowRunId, attempt, a.ok ? { traceparent: a.traceparent } : 'failed');
       const fields = { 'prefect.run.id': flowRunId, attempt, outcome };
-      if (!a.ok) log.debug({ ...fields, reason: a.reason }, "flow run lookup failed: no link to Prefect's own span");
+      if (!a.ok && a.refused === true && !refusalWarned) {
+        refusalWarned = true;
+        log.warn({ ...fields, reason: a.reason }, "flow run lookups refused: flow run spans carry no link to Prefect's own span (logged once; each refusal after this at debug)");
+      } else if (!a.ok) log.debug({ ...fields, reason: a.reason }, "flow run lookup failed: no link to Prefect's own span");
       else if (outcome === 'late') log.debug(fields, "flow run lookup answered after the span was exported: no link to Prefect's own span");
       else if (outcome === 'no_label') log.debug({ ...fields, label: a.traceparent }, "flow run has no valid __OTEL_TRACEPARENT label: no link to Prefect's own span");
     } catch (err) {

@@ -140,3 +140,29 @@ test(`a server that does not answer holds at most ${MAX_QUEUED} lookups in the q
   assert.deepEqual(answers, new Map(ids.map((id) => [id, pushedOut.includes(id) ? 'failed' : { traceparent: TP }])));
   assert.deepEqual(prefect.restRequests.flatMap(filterIds).sort(), ids.filter((id) => !pushedOut.includes(id)).sort());
 });
+
+test('lookups the API refuses (HTTP 403) mean no link, with one warning that names the setting to fix', async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  for (let i = 0; i < 3; i++) prefect.addFlowRun({ id: runId(i), labels: { __OTEL_TRACEPARENT: TP } });
+  prefect.switches.restStatus = 403;
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger({ level: 'debug', format: 'json', destination: { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) } });
+  const outcomes: unknown[] = [];
+  const lookup = createNativeSpanLookup({
+    fetch: nativeSpanFromRest(createPrefectRestClient({ apiUrl: prefect.url, apiKey: 'pnu_secret-key' })),
+    wanted: () => true,
+    answer: (_id, _attempt, a) => (outcomes.push(a), 'failed'),
+    logger,
+  });
+  for (let i = 0; i < 3; i++) await lookup(runId(i), 0);
+  assert.deepEqual(outcomes, ['failed', 'failed', 'failed']);
+  const reason = 'the Prefect API refused POST /flow_runs/filter with HTTP 403: ';
+  assert.deepEqual(lines.map((l) => [l.level, l.msg, l['prefect.run.id'], String(l.reason).startsWith(reason)]), [
+    [40, "flow run lookups refused: flow run spans carry no link to Prefect's own span (logged once; each refusal after this at debug)", runId(0), true],
+    [20, "flow run lookup failed: no link to Prefect's own span", runId(1), true],
+    [20, "flow run lookup failed: no link to Prefect's own span", runId(2), true],
+  ]);
+  assert.ok(!JSON.stringify(lines).includes('pnu_secret-key'));
+  assert.match(String(lines[0]!.reason), /PREFECT_API_KEY/);
+});
