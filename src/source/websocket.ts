@@ -805,7 +805,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           if (backfillSent && !stopped) scheduleReread?.();
           if (!backfillSent && !stopped) {
             const c = cursorMs();
-            log.info({ cursor: c === undefined ? null : new Date(c).toISOString() }, 'the event stream closed during its backfill; the next connection resumes from the last event received');
+            if (c !== undefined) log.info({ cursor: new Date(c).toISOString() }, 'the event stream closed during its backfill; the next connection resumes from the last event received');
+            else log.info('the event stream closed during its backfill, before any event arrived; the next connection asks for its window again');
           }
         }
         if (stopped) return resolve({ kind: 'stopped' });

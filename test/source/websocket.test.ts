@@ -1677,6 +1677,24 @@ describe('event subscriber: gap fill from history', () => {
     );
   });
 
+  it('a connection that closes during its backfill before any event says so without a cursor, and the next asks for its window again', async () => {
+    const server = await mini();
+    const { sub, logs } = subscribe(server);
+    try {
+      await server.waitForConnections(1);
+      server.dropConnections();
+      await server.waitForConnections(2);
+    } finally {
+      await sub.stop();
+    }
+    const sinces = server.connections.map((c) => Date.parse((c.filters[0] as { filter: { occurred: { since: string } } }).filter.occurred.since));
+    assert.ok(sinces[1]! >= sinces[0]! && sinces[1]! - sinces[0]! < 5_000, `since ${sinces.join(', ')}`);
+    assert.deepEqual(
+      logs.records().filter((r) => String(r.msg).startsWith('the event stream closed during its backfill')).map((r) => [r.msg, 'cursor' in r]),
+      [['the event stream closed during its backfill, before any event arrived; the next connection asks for its window again', false]],
+    );
+  });
+
   it('fills the gap again on a reconnect after an outage longer than the window', async () => {
     const first = await startMiniPrefect();
     const port = first.port;
