@@ -399,7 +399,8 @@ export class RunTracker {
    * is the event the outer run's (a late event, logged): the innermost may then be a run finished
    * and forgotten long ago, whose span must not be exported again.
    */
-  private runEventTarget(runs: readonly RunRef[], nowMs: number): RunRef {
+  private runEventTarget(named: readonly RunRef[], nowMs: number): RunRef {
+    const runs = this.withoutCallingTasks(named);
     const inner = runs[0]!;
     if (runs.length === 1 || this.open.has(inner.id) || this.finished.has(inner.id)) return inner;
     for (let i = 1; i < runs.length; i++) {
@@ -409,6 +410,25 @@ export class RunTracker {
       if (done !== undefined) return nowMs - done.endedAtMs <= this.options.taskGraceMs ? inner : outer;
     }
     return inner;
+  }
+
+  /**
+   * The runs an event names, less the task runs known to belong to a flow run other than the one it
+   * names: Prefect relates an event to the innermost flow run's context and to the task run's
+   * context still set, which in a subflow called inside a task is the calling task, a task of the
+   * parent flow run (`_infer_parent_task_runs` in prefect/tasks.py says as much). Such an event is
+   * the subflow's. A task run not known yet, or of no known flow run, stays.
+   */
+  private withoutCallingTasks(runs: readonly RunRef[]): readonly RunRef[] {
+    const flow = runs.find((r) => r.type === 'flow');
+    if (flow === undefined || runs[0]!.type !== 'task') return runs;
+    const kept = runs.filter((r) => {
+      if (r.type !== 'task') return true;
+      const open = this.open.get(r.id);
+      const flowRunId = open !== undefined ? open.meta.flowRunId : finishedFlowRun(this.finished.get(r.id))?.flowRunId;
+      return flowRunId === undefined || flowRunId === flow.id;
+    });
+    return kept.length > 0 ? kept : runs;
   }
 
   /**

@@ -534,6 +534,30 @@ test('subflow: the tracking task is looked up and the child hangs under the pare
   assert.deepEqual([unanswered.tracker.counts.parentLookups, unanswered.tracker.pendingLookups], [{ lookups: 1, found: 0, failed: 0, abandoned: 1 }, 0]);
 });
 
+test("an event emitted in a subflow called inside a task lands on the subflow: Prefect keeps the calling task's context there, so the event names that task (a task of the parent flow run) beside the subflow", async () => {
+  const CHILD = '0198c7d2-7000-7000-8000-0000000000c2';
+  const TRACK = '0198c7d2-7000-7000-8000-0000000000d2';
+  const child = (s: number, type: string, name: string, from: string | null) =>
+    flowRunStateEvent({ flowRunId: CHILD, flowRunName: 'child-run', flowId: '11111111-1111-4111-8111-111111111111', flowName: 'child-flow', parentTaskRunId: TRACK, parentTaskRunName: 'child-flow-0', state: { type, name }, from, runCount: 1, occurred: at(s) }) as Ev;
+  // An artifact created in the subflow's body: the EventsWorker relates the innermost FlowRunContext
+  // (the subflow) and the TaskRunContext still set (extract, the task that called the subflow).
+  const artifact = customEvent({
+    event: 'prefect.artifact.created', resourceId: 'prefect.artifact.0198c7d2-7000-7000-8000-0000000000a1', occurred: at(12.7),
+    related: [
+      { id: `prefect.flow-run.${CHILD}`, role: 'flow-run', name: 'child-run' },
+      { id: `prefect.task-run.${EXTRACT}`, role: 'task-run', name: 'extract-3f2' },
+      { id: 'prefect.flow.11111111-1111-4111-8111-111111111111', role: 'flow', name: 'child-flow' },
+    ],
+  }) as Ev;
+  const h = happyRun();
+  // The parent flow run's states, extract Pending and Running; the subflow inside extract; extract and the parent end.
+  const events = [...h.slice(0, 6), child(12, 'PENDING', 'Pending', null), child(12.5, 'RUNNING', 'Running', 'PENDING'), artifact, child(13, 'COMPLETED', 'Completed', 'RUNNING'), h[10]!, h[16]!];
+  const found = await run(events, {}, () => Promise.resolve(FR));
+  const names = (id: string): string[] => found.spans.find((s) => s.run.id === id)!.events.map((e) => e.name);
+  assert.deepEqual(names(CHILD), ['Pending', 'Running', 'prefect.artifact.created', 'Completed']);
+  assert.deepEqual(names(EXTRACT), ['Pending', 'Running', 'Completed']);
+});
+
 test('subflows three deep whose middle flow run is not seen before the innermost (its events missed or late): every run is in the root\'s trace, under its parent; the middle one\'s tracking task is asked once', async (t) => {
   const prefect = await startFakePrefect();
   t.after(() => prefect.close());
