@@ -966,6 +966,9 @@ export class RunTracker {
       const open = this.open.get(run.ref.id) === run;
       if (open && run.ref.type === 'flow' && (s.type === 'RUNNING' || run.terminal)) this.askNativeSpan(run);
       if (open && run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
+      // A task given the grace (its flow run ended) that stops at NotReady has nothing more to come.
+      const graceUntil = open && notReady(run) ? this.deadlines.get(run.ref.id) : undefined;
+      if (graceUntil !== undefined) this.deadlines.set(run.ref.id, Math.min(graceUntil, nowMs + this.options.settleMs));
       // The log line keeps the whole message (a traceback); the span keeps it within the payload's bound.
       this.emitLog('transition', run, event, { ...classified.state, terminal: TERMINAL_STATE_TYPES.has(s.type) });
     } else {
@@ -1034,8 +1037,8 @@ export class RunTracker {
 
   private due(run: RunState, nowMs: number): void {
     if (!run.terminal) {
-      // A task past its grace period after its flow ended.
-      this.finalize(run, 'flow_ended', nowMs);
+      // A task past its grace period after its flow ended, or stopped at NotReady after it.
+      this.finalize(run, notReady(run) ? 'not_ready' : 'flow_ended', nowMs);
       return;
     }
     if (run.nativePending && this.stillWaiting(run, (run.terminalAtMs ?? nowMs) + this.options.settleMs + (this.options.nativeSpanWaitMs ?? 0), nowMs)) return;
@@ -1045,9 +1048,11 @@ export class RunTracker {
       // The worker that submitted it says it executed it once its process has exited, seconds after
       // its terminal state (longer for a container to stop): waited for as its tasks are.
       if (run.awaitingWorker && this.stillWaiting(run, graceEnd, nowMs)) return;
-      const waitingFor = children === undefined ? [] : [...children].map((id) => this.open.get(id)).filter((t) => t !== undefined && !t.terminal);
+      const open = children === undefined ? [] : [...children].map((id) => this.open.get(id)).filter((t) => t !== undefined && !t.terminal);
+      // A task stopped at Pending "NotReady" (an upstream task failed) has nothing more to come.
+      const waitingFor = open.filter((t) => !notReady(t!));
       if (waitingFor.length > 0 && this.stillWaiting(run, graceEnd, nowMs)) return;
-      for (const t of waitingFor) this.finalize(t!, 'flow_ended', nowMs);
+      for (const t of open) this.finalize(t!, notReady(t!) ? 'not_ready' : 'flow_ended', nowMs);
     }
     this.finalize(run, undefined, nowMs);
   }
@@ -1179,6 +1184,15 @@ function settlingTakes(before: RunState, next: RunState, event: PrefectEvent, cl
 }
 
 /** Whether a state leaves a terminal state (its intended "from"): a rerun. */
+/**
+ * A task run stopped at Pending "NotReady": an upstream task did not complete, and the task engine
+ * returned without running it. No state follows it in this flow run attempt.
+ */
+function notReady(run: RunState): boolean {
+  const state = run.latest?.state;
+  return run.ref.type === 'task' && state !== undefined && state.type === 'PENDING' && state.name === 'NotReady';
+}
+
 function leavesTerminal(state: StateInfo): boolean {
   return state.from !== undefined && TERMINAL_STATE_TYPES.has(state.from as StateType);
 }

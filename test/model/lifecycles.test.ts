@@ -291,6 +291,33 @@ test('a run cancelled while still Scheduled (no infrastructure: Scheduled → Ca
   }]);
 });
 
+test('a task stopped at Pending "NotReady" (its upstream task failed) does not hold its failed flow run for the task grace: both go out once the flow has settled, the task incomplete with reason not_ready, ending at NotReady', async () => {
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [10, 'FAILED', 'Failed', 1, "Flow run encountered an exception: ValueError: bad row"]]);
+  const T2 = '0198c7d2-6000-7abc-8def-000000000002';
+  const extract = taskRun(TASK, 'extract-3f2', 'extract-9a8b7c6d', [[2, 'PENDING', 'Pending', 0], [2.1, 'RUNNING', 'Running', 1], [4, 'FAILED', 'Failed', 1]]);
+  const load = taskRun(T2, 'load-7c1', 'load-55aa66bb', [[2, 'PENDING', 'Pending', 0], [5, 'PENDING', 'NotReady', 0]]);
+  const { spans } = await run([...flow.slice(0, 2), ...extract, ...load, flow[2]!, ...otherRun(30)], { taskGraceMs: 60_000 });
+  // Out at 30 s on the event clock, before the other run's spans (end of input), not at 70 s.
+  assert.deepEqual(spans.map((s) => [s.run.id, s.attributes['prefect.run.incomplete_reason']]), [[TASK, undefined], [T2, 'not_ready'], [FR, undefined], [OTHER, undefined]]);
+  assert.deepEqual(whole(spans[1]!), {
+    name: 'load', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(T2), parentSpanId: spanIdForRun(FR),
+    startUs: us(2), endUs: us(5), status: { code: 'unset' },
+    attributes: taskAttrs(T2, 'load-7c1', 'load-55aa66bb', { 'prefect.run.count': 0, 'prefect.state.type': 'PENDING', 'prefect.state.name': 'NotReady', 'prefect.run.incomplete': true, 'prefect.run.incomplete_reason': 'not_ready' }),
+    events: stateEvents(load), links: [],
+  });
+});
+
+test('a task whose Pending and NotReady arrive after its flow run went out (client events come late) goes out once settled, not after the task grace', async () => {
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [10, 'FAILED', 'Failed', 1]]);
+  const load = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[2, 'PENDING', 'Pending', 0], [5, 'PENDING', 'NotReady', 0]]);
+  const later = flowRunStateEvent({ flowRunId: OTHER, flowRunName: 'other', ...FLOW, state: { type: 'PENDING', name: 'Pending' }, from: null, runCount: 0, occurred: at(15), received: at(15) });
+  const { spans } = await run([...flow, later, ...load, ...otherRun(20)], { taskGraceMs: 60_000 });
+  // The task went out at 20 s on the event clock, with the other run still open, not at the end of input.
+  assert.deepEqual(spans.map((s) => [s.run.id, s.attributes['prefect.run.incomplete_reason'], s.endUs]), [
+    [FR, undefined, us(10)], [TASK, 'not_ready', us(5)], [OTHER, undefined, us(21)],
+  ]);
+});
+
 test('Crashed set by the server (infrastructure exited) with no client event after Running: the flow span is ERROR with the message, its running task incomplete', async () => {
   const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [50, 'CRASHED', 'Crashed', 1, 'Flow run infrastructure exited with non-zero status code 137.']]);
   const task = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[2, 'PENDING', 'Pending', 0], [3, 'RUNNING', 'Running', 1]]);
