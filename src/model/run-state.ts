@@ -375,11 +375,14 @@ export class RunState {
     if (dropped !== undefined && dropped.size > (m.tagsDropped ?? 0)) m.tagsDropped = dropped.size;
   }
 
-  /** The span name: the flow's name, or the task's key without its hash; never a run id. */
+  /**
+   * The span name: the flow's name, or the task's key without its hash (`<function>-<hash>`, or
+   * `<function>-unknown` when Prefect could not hash the function's code); never a run id.
+   */
   spanName(): string {
     const m = this.meta;
     if (this.ref.type === 'flow') return m.flowName ?? m.name ?? 'flow-run';
-    if (m.taskKey !== undefined) return m.taskKey.replace(/-[0-9a-f]{4,}$/i, '');
+    if (m.taskKey !== undefined) return m.taskKey.replace(/-(?:[0-9a-f]{4,}|unknown)$/i, '');
     return m.name ?? 'task-run';
   }
 
