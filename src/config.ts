@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.js';
 import type { TrackerOptions } from './model/tracker.js';
-import { safeUrl, shownUrl } from './log/redact.js';
+import { otlpSecrets, safeUrl, shownUrl } from './log/redact.js';
 import { PROTECTED_HEADERS, type CredentialNames } from './source/prefect-api.js';
 import { proxyEnv, proxyProblem, proxyUrl, type ProxyEnv } from './source/proxy.js';
 import { GRPC_NOT_SUPPORTED, SETTINGS, type SettingKey, type SettingValues } from './settings.js';
@@ -506,10 +506,11 @@ export function describeConfig(config: Config): Record<string, unknown> {
 /**
  * Every secret the configuration holds, as a text may quote it: the API key and the auth string
  * (each also in the base64 of a Basic header), the custom headers' values and every signal's OTLP
- * header values. For redacting texts that came from outside (a skipped frame's excerpt).
+ * header values, with the user info and query values of their URLs. For redacting texts that came
+ * from outside (a skipped frame's excerpt).
  */
 export function secretsOf(config: Config): string[] {
-  const out = [config.traces, config.logs, config.metrics].flatMap((signal) => Object.values(signal.headers));
+  const out = [config.traces, config.logs, config.metrics].flatMap((signal) => otlpSecrets(signal));
   out.push(...Object.values(config.prefect.customHeaders));
   for (const s of [config.prefect.apiKey, config.prefect.authString]) {
     if (s !== undefined && s !== '') out.push(s, Buffer.from(s, 'utf8').toString('base64'));

@@ -16,7 +16,7 @@ import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { ConsoleSpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import type { Resource } from '@opentelemetry/resources';
 import type { OtlpSignalConfig } from '../config.js';
-import { secretRedactor } from '../log/redact.js';
+import { otlpSecrets, secretRedactor } from '../log/redact.js';
 import type { SpanRecord } from '../model/span-record.js';
 import { VERSION } from '../version.js';
 import type { SendResult } from './delivery.js';
@@ -127,7 +127,7 @@ export function createHttpDelegate<Internal, Response>(
   component: string,
   metricsHelper: IExporterMetricsHelper<Internal>,
   answers?: AnswerSlot,
-  redact: (text: string) => string = secretRedactor(Object.values(signal.headers)),
+  redact: (text: string) => string = secretRedactor(otlpSecrets(signal)),
 ) {
   const json = signal.protocol === 'http/json';
   const contentType = json ? 'application/json' : 'application/x-protobuf';
@@ -226,7 +226,7 @@ function otlpSender<Internal, Response>(
   metricsHelper: IExporterMetricsHelper<Internal[]>,
 ): Sender<Internal> {
   const answers: AnswerSlot = { last: undefined };
-  const redact = secretRedactor(Object.values(signal.headers));
+  const redact = secretRedactor(otlpSecrets(signal));
   const delegate = createHttpDelegate(signal, kind, encodings, component, metricsHelper, answers, redact);
   return wrap(new OTLPExporterBase<Internal[]>(delegate), redact, answers);
 }

@@ -8,7 +8,7 @@ import { AggregationTemporality, InstrumentType, MeterProvider, PeriodicExportin
 import type { Logger } from 'pino';
 import type { Config, MetricsTemporalityPreference, OtlpSignalConfig } from '../config.js';
 import { errorText } from '../errors.js';
-import { secretRedactor, shownUrl } from '../log/redact.js';
+import { otlpSecrets, secretRedactor, shownUrl } from '../log/redact.js';
 import { LAG_METRIC, METRIC_DEFS } from '../metric-defs.js';
 import type { TracingStats } from '../stats.js';
 import { VERSION } from '../version.js';
@@ -48,7 +48,7 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
     private readonly preference: MetricsTemporalityPreference = 'cumulative',
   ) {
     const encodings = { json: JsonMetricsSerializer, protobuf: ProtobufMetricsSerializer };
-    const redact = secretRedactor(Object.values(signal.headers));
+    const redact = secretRedactor(otlpSecrets(signal));
     super(createHttpDelegate(signal, { id: 'METRICS', path: 'v1/metrics' }, encodings, 'otlp_http_metric_exporter', MetricsExporterMetricsHelper, undefined, redact));
     this.redact = redact;
   }

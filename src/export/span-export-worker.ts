@@ -13,7 +13,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { diag, type DiagLogger, DiagLogLevel } from '@opentelemetry/api';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { errorText } from '../errors.js';
-import { secretRedactor } from '../log/redact.js';
+import { otlpSecrets, secretRedactor } from '../log/redact.js';
 import type { ExportThreadInit, FromExportThread, ToExportThread } from './export-thread.js';
 import { createOtlpTraceSender } from './exporters.js';
 import { untraced } from './untraced.js';
@@ -25,7 +25,7 @@ const init = workerData as ExportThreadInit;
 const post = (message: FromExportThread): void => port.postMessage(message);
 
 /** The SDK's messages quote the collector's answers, which may quote our request's headers. */
-const redact = secretRedactor(Object.values(init.signal.headers));
+const redact = secretRedactor(otlpSecrets(init.signal));
 const forward = (level: 'error' | 'warn' | 'info' | 'debug' | 'verbose') => (text: string, ...args: unknown[]): void => {
   const message = redact(text);
   const plain = args.map((a) => (a instanceof Error ? { message: redact(a.message), name: a.name } : typeof a === 'string' ? redact(a) : a));

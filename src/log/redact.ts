@@ -72,6 +72,40 @@ export function redactTokenFields(text: string): string {
 /** `"token":` and the string after it, escapes and all, to its closing quote or the end of the text. */
 const TOKEN_FIELD_RE = /("token"\s*:\s*")(?:[^"\\]|\\.?)*"?/g;
 
+/**
+ * The secrets a URL carries, as a server that quotes the request back may show them: the password
+ * of its user info (as written and decoded), the `Authorization: Basic` value that Node's HTTP
+ * client makes of the user info, and each query value (a vendor's endpoint may take its key as
+ * `?api-key=…`), as written and decoded. For `secretRedactor`, beside the headers' values.
+ */
+export function urlSecrets(url: string): string[] {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return [];
+  }
+  const decode = (text: string): string => {
+    try {
+      return decodeURIComponent(text);
+    } catch {
+      return text;
+    }
+  };
+  const out: string[] = [];
+  if (u.username !== '' || u.password !== '') {
+    out.push(u.password, decode(u.password), Buffer.from(`${decode(u.username)}:${decode(u.password)}`, 'utf8').toString('base64'));
+  }
+  for (const m of u.search.matchAll(/[?&][^=&#]*=([^&#]+)/g)) out.push(m[1]!, decode(m[1]!));
+  for (const value of u.searchParams.values()) out.push(value);
+  return out.filter((v) => v !== '');
+}
+
+/** The secrets of one OTLP signal: its headers' values and those its URL carries. */
+export function otlpSecrets(signal: { readonly url: string; readonly headers: Readonly<Record<string, string>> }): string[] {
+  return [...Object.values(signal.headers), ...urlSecrets(signal.url)];
+}
+
 /** Shorter values (`t1`, `true`) are too common to stand for a secret in a text. */
 const MIN_SECRET_CHARS = 6;
 /** A word of a value (`Bearer <token>`) is redacted on its own when at least this long. */

@@ -3,6 +3,8 @@
  * OTLP header values (also written in the wrong format), with the collector down or up.
  */
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { logLines } from '../helpers/watch-e2e.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
@@ -141,5 +143,38 @@ test('skipped input that quotes a credential of the configuration is logged with
       // Redacted before it is cut: what is left of the credential is the start of `[redacted]`.
       ['invalid_json', skipped[2]?.detail, `${'.'.repeat(150)} [redacted…`],
     ]);
+  }
+});
+
+test('a collector that quotes the request back in its refusal (its URL, its Authorization header) shows neither the user info of the OTLP endpoint nor its query values', async () => {
+  // Some collectors and proxies answer with what they were sent: here the request's URL and its
+  // Authorization header, which the exporter makes of the endpoint's user info (Basic).
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(401, `Refused ${req.headers.authorization ?? ''}`, { 'content-type': 'text/plain' });
+      res.end(`no access for ${req.headers.authorization ?? 'nobody'} to ${req.url ?? ''}`);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  try {
+    const user = 'otlp-user';
+    const password = 'Passw0rdInTheUrl';
+    const token = 'QueryT0kenValue42';
+    const r = await cli(['replay', '-'], {
+      PREFECT_API_URL: 'http://127.0.0.1:9/api',
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://${user}:${password}@127.0.0.1:${port}/otlp?api-key=${token}`,
+      OTEL_LOGS_EXPORTER: 'otlp',
+      OTEL_METRICS_EXPORTER: 'otlp',
+      PREFECT_OTEL_LOG_LEVEL: 'debug',
+    }, smallRun().join('\n'));
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /spans: 0 exported, 2 rejected \(to http:\/\/127\.0\.0\.1:\d+\/otlp\/v1\/traces\?api-key=\[redacted\]: HTTP 401 /);
+    const out = `${r.stdout}${r.stderr}`;
+    const basic = Buffer.from(`${user}:${password}`).toString('base64');
+    for (const secret of [password, token, basic]) assert.ok(!out.includes(secret), `${secret} in the output:\n${out}`);
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
   }
 });
