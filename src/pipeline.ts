@@ -404,14 +404,10 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   /** `raw`: the frame or line the event came from, for the excerpt of a skip. */
   const ingestEvent = (event: PrefectEvent, raw?: unknown): void => {
-    // On the event clock, remembered at the time the clock takes from it (its own, bounded by
-    // `received`), or the clock's if that is later: the clock itself moves below, once the event is
-    // known to be valid. Remembered at the clock's time before it, the first event after a quiet
-    // stretch longer than the window was forgotten at once, and a copy of it a minute later (a
-    // reconnect's backfill, overlapping exports put together) became a second span event.
-    const nowMs = now();
-    const seenAtMs = options.clock === 'event' ? Math.max(nowMs, Math.min(event.occurredUs, event.receivedUs ?? Infinity) / 1000) : nowMs;
-    if (!pipelineDedupe.add(event.id, seenAtMs, nowMs)) {
+    // Ids are remembered for the window on the machine's clock, on either clock of the model: a copy
+    // in a file comes after its first by the lines between them, not by the events' times (the files
+    // of two overlapping exports put together hold copies a day of event time apart).
+    if (!pipelineDedupe.add(event.id, Date.now())) {
       counters.duplicates += 1;
       return;
     }
@@ -475,10 +471,6 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     if (jumpHeld === undefined) return;
     const h = jumpHeld;
     jumpHeld = undefined;
-    // Remembered at its own time, which the clock does not take when it is a lone outlier: from
-    // the clock's, its id is forgotten after the window, as any other.
-    pipelineDedupe.forget(h.event.id);
-    pipelineDedupe.add(h.event.id, eventClockMs);
     try {
       accept(h.event, h.c, false, h.raw);
     } catch (err) {

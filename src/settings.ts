@@ -469,7 +469,7 @@ export const SETTINGS = {
   },
   dedupeWindowMs: {
     env: ['PREFECT_OTEL_DEDUPE_WINDOW_MS'], flag: '--dedupe-window-ms', default: 60 * MINUTE_MS, parse: integer(MINUTE_MS, 7 * DAY_MS, ' ms'),
-    doc: 'how long event ids are remembered to drop duplicates',
+    doc: "how long event ids are remembered to drop duplicates, on the machine's clock (in `replay` too: copies in a file are duplicates however far apart their events' times)",
   },
   dedupeMaxIds: {
     env: ['PREFECT_OTEL_DEDUPE_MAX_IDS'], flag: '--dedupe-max-ids', default: 500_000, parse: integer(1_000, 50_000_000),

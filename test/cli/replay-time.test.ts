@@ -208,6 +208,24 @@ test('replay: the first event after a quiet stretch longer than the dedupe windo
   }
 });
 
+test('replay of two overlapping exports put together (cat day1 day2): each copy is a duplicate, however much event time lies between the copies; nothing late', async () => {
+  const later = T0 + 30 * 3_600_000;
+  const day1 = [
+    flowState(X, 'x', 'RUNNING', 'Running', 'PENDING', T0, '0198c7d2-eeee-7000-8000-000000000051'),
+    flowState(X, 'x', 'COMPLETED', 'Completed', 'RUNNING', T0 + 3_000, '0198c7d2-eeee-7000-8000-000000000052'),
+    flowState(Y, 'y', 'RUNNING', 'Running', 'PENDING', later, '0198c7d2-eeee-7000-8000-000000000053'),
+    flowState(Y, 'y', 'COMPLETED', 'Completed', 'RUNNING', later + 60_000, '0198c7d2-eeee-7000-8000-000000000054'),
+  ];
+  const { r, spans } = await replay([...day1, ...day1].map((e) => JSON.stringify(e)));
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stderr.split('\n').slice(0, 3), ['events read: 8 (8 lines, 4 duplicates, 0 not about a run)', 'skipped: 0', 'runs: 2  spans: 2 (0 incomplete)']);
+  assert.deepEqual(runCounts(r), { opened: 2, incomplete: 0, lateEvents: 0 });
+  assert.deepEqual(summary(spans), {
+    [X]: { incomplete: null, start: ns(T0), end: ns(T0 + 3_000), events: [['Running', ns(T0)], ['Completed', ns(T0 + 3_000)]] },
+    [Y]: { incomplete: null, start: ns(later), end: ns(later + 60_000), events: [['Running', ns(later)], ['Completed', ns(later + 60_000)]] },
+  });
+});
+
 test('replay without `received`: one event days ahead of the rest makes no id seen before it forgotten: a copy of an earlier event after it is still a duplicate', async () => {
   const running = flowState(X, 'x', 'RUNNING', 'Running', 'PENDING', T0, '0198c7d2-eeee-7000-8000-000000000041');
   const { r, spans } = await replay([
