@@ -13,6 +13,12 @@ import type { Attributes, SpanEventRecord, SpanLinkRecord, SpanRecord } from './
 const MAX_NAME_CHARS = MAX_EVENT_NAME;
 /** A name as a run keeps it: a copy of its first MAX_NAME_CHARS characters when longer. */
 const kept = (text: string | undefined): string | undefined => (text === undefined || text.length <= MAX_NAME_CHARS ? text : truncate(text, MAX_NAME_CHARS));
+/**
+ * The end of a task key that is not the task's name: Prefect writes `<function name>-<hash>`, the
+ * first 8 hex digits of a hash of the function's code, or `-unknown` when it cannot hash the code.
+ */
+const TASK_KEY_HASH_RE = /-(?:[0-9a-f]{4,}|unknown)$/i;
+const nonEmpty = (text: string | undefined): string | undefined => (text === undefined || text === '' ? undefined : text);
 
 /** Most tags kept per run: the first seen; how many more there were is `prefect.tags.dropped_count`. */
 const MAX_TAGS = 128;
@@ -375,15 +381,11 @@ export class RunState {
     if (dropped !== undefined && dropped.size > (m.tagsDropped ?? 0)) m.tagsDropped = dropped.size;
   }
 
-  /**
-   * The span name: the flow's name, or the task's key without its hash (`<function>-<hash>`, or
-   * `<function>-unknown` when Prefect could not hash the function's code); never a run id.
-   */
+  /** The span name: the flow's name, or the task's key without its hash; never a run id, never empty. */
   spanName(): string {
     const m = this.meta;
-    if (this.ref.type === 'flow') return m.flowName ?? m.name ?? 'flow-run';
-    if (m.taskKey !== undefined) return m.taskKey.replace(/-(?:[0-9a-f]{4,}|unknown)$/i, '');
-    return m.name ?? 'task-run';
+    if (this.ref.type === 'flow') return nonEmpty(m.flowName) ?? nonEmpty(m.name) ?? 'flow-run';
+    return nonEmpty(m.taskKey?.replace(TASK_KEY_HASH_RE, '')) ?? nonEmpty(m.name) ?? 'task-run';
   }
 
   toSpanRecord(options: SpanBuildOptions, incompleteReason: string | undefined): SpanRecord {

@@ -177,19 +177,6 @@ test('task spans: name from task_key without hash, retries are span events, cust
   assert.deepEqual(flow.events.map((e) => e.name), ['Scheduled', 'Late', 'Pending', 'Running', 'Completed'], 'not also on the flow run');
 });
 
-test('task span names: the task key without its code hash, or without "-unknown" when Prefect could not hash the code', async () => {
-  const id = (i: number): string => `0198c7d2-6000-7abc-8def-0000000001${String(i).padStart(2, '0')}`;
-  const keys = ['load-55aa66bb', 'load_rows-unknown', 'LoadRows-ABCDEF12', 'fetch-api'];
-  const events = [flowState(1, 'RUNNING', 'Running', 'PENDING', 1), ...keys.flatMap((key, i) => [
-    taskRunStateEvent({ taskRunId: id(i), taskRunName: `run-${i}`, taskKey: key, flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(2) }),
-    taskRunStateEvent({ taskRunId: id(i), taskRunName: `run-${i}`, taskKey: key, flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: at(3) }),
-  ]), flowState(4, 'COMPLETED', 'Completed', 'RUNNING', 1)];
-  const { spans } = await run(events);
-  assert.deepEqual(keys.map((_, i) => spans.find((s) => s.run.id === id(i))).map((s) => [s!.name, s!.attributes['cicd.pipeline.task.name']]), [
-    ['load', 'load'], ['load_rows', 'load_rows'], ['LoadRows', 'LoadRows'], ['fetch-api', 'fetch-api'],
-  ]);
-});
-
 test('duplicates and reordering change nothing: same spans, same span events, exactly once', async () => {
   const base = await run(happyRun());
   const events = happyRun();

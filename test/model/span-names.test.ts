@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { runModel } from '../helpers/model-run.js';
+import { EXAMPLE_FLOW, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
+
+const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+const at = (s: number): number => T0 + s * 1000;
+const FR = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
+
+const flowState = (type: string, name: string, from: string | null, s: number): Record<string, unknown> =>
+  flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...EXAMPLE_FLOW, state: { type, name }, from, runCount: 1, occurred: at(s) });
+
+function taskRun(id: string, name: string, key: string, s: number): Record<string, unknown>[] {
+  const common = { taskRunId: id, taskRunName: name, taskKey: key, flowRunId: FR, flowRunName: 'crimson-fox', ...EXAMPLE_FLOW, runCount: 1 };
+  return [
+    taskRunStateEvent({ ...common, state: { type: 'RUNNING', name: 'Running' }, from: null, occurred: at(s) }),
+    taskRunStateEvent({ ...common, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', occurred: at(s + 1) }),
+  ];
+}
+
+test("task span names: the task_key without Prefect's code hash, also when Prefect could not hash the code (`-unknown`); a key that names nothing falls back to the run name, never an empty span name", async () => {
+  const runs = [
+    { id: '0198c7d2-6000-7abc-8def-000000000001', name: 'extract-3f2', key: 'extract-9a8b7c6d', want: 'extract' },
+    { id: '0198c7d2-6000-7abc-8def-000000000002', name: 'load-7c1', key: 'load-unknown', want: 'load' },
+    { id: '0198c7d2-6000-7abc-8def-000000000003', name: 'notify-0a9', key: '', want: 'notify-0a9' },
+    { id: '0198c7d2-6000-7abc-8def-000000000004', name: 'clean-5d2', key: '-9a8b7c6d', want: 'clean-5d2' },
+  ];
+  const events = [flowState('RUNNING', 'Running', null, 0), ...runs.flatMap((r, i) => taskRun(r.id, r.name, r.key, 1 + i)), flowState('COMPLETED', 'Completed', 'RUNNING', 9)];
+  const { spans } = await runModel(events);
+  const named = (id: string): [string, unknown] => {
+    const span = spans.find((s) => s.run.id === id)!;
+    return [span.name, span.attributes['cicd.pipeline.task.name']];
+  };
+  assert.deepEqual(runs.map((r) => named(r.id)), runs.map((r) => [r.want, r.want]));
+});
