@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import type { Config } from './config.js';
+import type { DeliveryStats } from './export/delivery.js';
 import { EXIT_CODES } from './errors.js';
 import { LINE_SHAPE, ownLineStream } from './log/logger.js';
 import { STLOGGING_PREFIX } from './log/stlogging.js';
@@ -106,21 +107,32 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   if (t === undefined) {
     out.write(wrapWords('Spans were not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send them to a collector.', options.width ?? DEFAULT_WIDTH));
   } else {
-    // Spans the collector refused (a wrong path or port answering 404, a 401) or that did not fit the
-    // queue are not delivered either: said with the collector's answer, on one line, and the exit is 1.
-    const pending = t.queued + t.inFlight;
-    const lost = [
-      ...(t.rejected > 0 ? [`${t.rejected} rejected`] : []),
-      ...(t.dropped > 0 ? [`${t.dropped} dropped`] : []),
-      ...(!flushed.ok ? [`${pending} not delivered`] : []),
-    ];
-    const reason = escapeControls((t.lastError ?? 'no answer from the collector').trim());
-    out.write(`Exported ${t.delivered} spans to ${destination}${lost.length === 0 ? '' : ` (${lost.join(', ')}: ${reason})`}.\n`);
+    out.write(`Exported ${deliveryReport(t, 'spans', destination)}.\n`);
     // A link to a trace the collector did not take would open on "trace not found".
     if (config.jaegerUrl !== undefined && failed !== undefined && t.delivered > 0) out.write(`Open ${config.jaegerUrl}/trace/${failed.traceId}\n`);
   }
+  // With OTEL_LOGS_EXPORTER=otlp the STLOGGING records go to the collector too, and are said the same way.
+  const l = pipeline.logs?.stats;
+  if (l !== undefined) out.write(`Exported ${deliveryReport(l, 'log records', shownUrl(config.logs.url))}.\n`);
   options.logger.flush();
-  return flushed.ok && (t === undefined || (t.rejected === 0 && t.dropped === 0)) ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
+  const whole = (s: DeliveryStats | undefined): boolean => s === undefined || (s.rejected === 0 && s.dropped === 0 && s.queued + s.inFlight === 0);
+  return flushed.ok && whole(t) && whole(l) ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
+}
+
+/**
+ * `12 spans to <url>`, and what was not delivered: refused by the collector (a wrong path or port
+ * answering 404, a 401), dropped from a full queue, or still waiting at the end, with the
+ * collector's last answer, on one line.
+ */
+function deliveryReport(s: DeliveryStats, noun: string, destination: string): string {
+  const pending = s.queued + s.inFlight;
+  const lost = [
+    ...(s.rejected > 0 ? [`${s.rejected} rejected`] : []),
+    ...(s.dropped > 0 ? [`${s.dropped} dropped`] : []),
+    ...(pending > 0 ? [`${pending} not delivered`] : []),
+  ];
+  const reason = escapeControls((s.lastError ?? 'no answer from the collector').trim());
+  return `${s.delivered} ${noun} to ${destination}${lost.length === 0 ? '' : ` (${lost.join(', ')}: ${reason})`}`;
 }
 
 /** Columns of a sample log line's message kept before its ids, when the line is cut to the width. */

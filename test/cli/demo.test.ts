@@ -80,10 +80,27 @@ test('the demo with PREFECT_OTEL_JAEGER_URL: the failed trace\'s link when its s
   }
 });
 
-test('the demo with OTel logs on and no collector: the spans not delivered are counted alone, not with the log records', async () => {
+test('the demo with OTel logs on and no collector: the spans and the log records not delivered are each counted alone', async () => {
   const r = await cli(['demo'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_EXPORTER_OTLP_TIMEOUT: '300', OTEL_LOGS_EXPORTER: 'otlp', PREFECT_OTEL_LOG_LEVEL: 'silent' });
   assert.equal(r.code, 1, r.stderr);
-  assert.equal(r.stdout.split('\n').filter((l) => l.startsWith('Exported ')).join('\n'), 'Exported 0 spans to http://127.0.0.1:9/v1/traces (51 not delivered: connect ECONNREFUSED 127.0.0.1:9).');
+  const exported = r.stdout.split('\n').filter((l) => l.startsWith('Exported '));
+  assert.equal(exported.length, 2, r.stdout);
+  assert.equal(exported[0], 'Exported 0 spans to http://127.0.0.1:9/v1/traces (51 not delivered: connect ECONNREFUSED 127.0.0.1:9).');
+  assert.match(exported[1]!, /^Exported 0 log records to http:\/\/127\.0\.0\.1:9\/v1\/logs \(\d+ not delivered: connect ECONNREFUSED 127\.0\.0\.1:9\)\.$/);
+});
+
+test('the demo with OTel logs on and only a logs endpoint, which refuses them: spans are not exported, and the log records refused are said with the answer, exit 1', async () => {
+  const refusing = await startOtlpReceiver({ respond: () => 401 });
+  try {
+    const r = await cli(['demo'], { OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: `${refusing.url}/v1/logs`, OTEL_LOGS_EXPORTER: 'otlp', PREFECT_OTEL_LOG_LEVEL: 'silent' });
+    assert.equal(r.code, 1, r.stderr);
+    const ending = r.stdout.split('\n').filter((l) => /^(Spans were not|Exported) /.test(l));
+    assert.equal(ending.length, 2, r.stdout);
+    assert.match(ending[0]!, /^Spans were not exported: set OTEL_EXPORTER_OTLP_ENDPOINT/);
+    assert.match(ending[1]!, new RegExp(`^Exported 0 log records to ${refusing.url.replace(/[.]/g, '\\.')}/v1/logs \\((\\d+) rejected: HTTP 401 Unauthorized\\)\\.$`));
+  } finally {
+    await refusing.close();
+  }
 });
 
 test('the demo piped into a reader that stops early (demo | head) ends normally', async () => {
