@@ -378,6 +378,11 @@ const NOT_UTF8_TEXT: readonly { readonly magic: readonly number[]; readonly what
   { magic: [0x50, 0x4b, 0x03, 0x04], what: 'zip-compressed, not JSON lines', fix: 'decompress it first, e.g. unzip -p' },
   { magic: [0xff, 0xfe], what: 'UTF-16 text, not UTF-8', fix: 'convert it first, e.g. iconv -f UTF-16 -t UTF-8' },
   { magic: [0xfe, 0xff], what: 'UTF-16 text, not UTF-8', fix: 'convert it first, e.g. iconv -f UTF-16 -t UTF-8' },
+  // Without a byte-order mark: JSON's first character (`{`, `[`) with a NUL beside it, which UTF-8 text never has there.
+  ...[0x7b, 0x5b].flatMap((c) => [
+    { magic: [c, 0x00], what: 'UTF-16 text (little-endian), not UTF-8', fix: 'convert it first, e.g. iconv -f UTF-16LE -t UTF-8' },
+    { magic: [0x00, c], what: 'UTF-16 text (big-endian), not UTF-8', fix: 'convert it first, e.g. iconv -f UTF-16BE -t UTF-8' },
+  ]),
 ];
 
 /**

@@ -69,10 +69,17 @@ test('a compressed file or UTF-16 text: refused at once with what to run instead
   writeFileSync(gz, gzipSync(text));
   const utf16 = join(dir, 'events-powershell.jsonl');
   writeFileSync(utf16, Buffer.from(`\uFEFF${text}`, 'utf16le'));
+  // Without a byte-order mark, as `iconv -t UTF-16LE` writes it, and big-endian.
+  const utf16le = join(dir, 'events-le.jsonl');
+  writeFileSync(utf16le, Buffer.from(text, 'utf16le'));
+  const utf16be = join(dir, 'events-be.jsonl');
+  writeFileSync(utf16be, Buffer.from(text, 'utf16le').swap16());
   const run = (args: string[]) => startCli(args, { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }).result;
   const cases: [CliResult, string][] = [
     [await run(['replay', gz]), `prefect-otel: ${gz} is gzip-compressed, not JSON lines: decompress it first, e.g. gunzip -c ${gz} | prefect-otel replay -`],
     [await run(['replay', utf16]), `prefect-otel: ${utf16} is UTF-16 text, not UTF-8: convert it first, e.g. iconv -f UTF-16 -t UTF-8 ${utf16} | prefect-otel replay -`],
+    [await run(['replay', utf16le]), `prefect-otel: ${utf16le} is UTF-16 text (little-endian), not UTF-8: convert it first, e.g. iconv -f UTF-16LE -t UTF-8 ${utf16le} | prefect-otel replay -`],
+    [await run(['replay', utf16be]), `prefect-otel: ${utf16be} is UTF-16 text (big-endian), not UTF-8: convert it first, e.g. iconv -f UTF-16BE -t UTF-8 ${utf16be} | prefect-otel replay -`],
   ];
   for (const [r, message] of cases) {
     assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 1, stderr: `${message}\n` });
