@@ -308,12 +308,22 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   if (signal?.aborted === true) sayDelivering();
   else signal?.addEventListener('abort', sayDelivering, { once: true });
   let flushed: FlushResult;
+  // Ending the open runs can finish more spans than the buffer holds: they wait their turn, within the flush timeout.
+  const deadline = Date.now() + (options.flushTimeoutMs ?? Math.max(30_000, config.traces.timeoutMs * 3));
+  // On a terminal, a collector slow to take the spans read (or not there) is said while it is waited for.
+  const slowNote = options.progress?.tty !== true ? undefined : setTimeout(() => {
+    const waiting = pipeline.traces === undefined ? 0 : pipeline.traces.stats.queued + pipeline.traces.stats.inFlight;
+    if (waiting > 0 && signal?.aborted !== true) {
+      const leftS = Math.max(1, Math.round((deadline - Date.now()) / 1000));
+      options.progress!.write(`waiting for the collector to take the ${waiting.toLocaleString('en-US')} spans read (at most ${leftS} s more; Ctrl-C stops)\n`);
+    }
+  }, SLOW_DELIVERY_NOTE_MS);
+  slowNote?.unref();
   try {
-    // Ending the open runs can finish more spans than the buffer holds: they wait their turn, within the flush timeout.
-    const deadline = Date.now() + (options.flushTimeoutMs ?? Math.max(30_000, config.traces.timeoutMs * 3));
     await waitForCollector(pipeline, () => Date.now() >= deadline);
     flushed = await pipeline.shutdown(Math.max(0, deadline - Date.now()));
   } finally {
+    clearTimeout(slowNote);
     signal?.removeEventListener('abort', sayDelivering);
   }
   done();
@@ -365,6 +375,9 @@ function fitProgress(parts: string[], columns: number | undefined): string {
   }
   return text.slice(0, room);
 }
+
+/** How long the spans read may wait for the collector, on a terminal, before a line says so. */
+const SLOW_DELIVERY_NOTE_MS = 2_000;
 
 /**
  * What an input that is not UTF-8 text starts with: a compressed export, or text saved as UTF-16

@@ -79,9 +79,10 @@ test('replay on a narrow terminal: the progress line keeps within its width (the
 
 /**
  * A replay of `lines` on a terminal, to a collector that holds its answers, whose Ctrl-C comes with
- * the progress write `signalAt` picks: its summary, and everything it wrote to the terminal.
+ * the progress write `signalAt` picks: its summary, and everything it wrote to the terminal. The
+ * spans read wait `flushTimeoutMs` for the collector.
  */
-async function replayStopped(collectorUrl: string, lines: readonly string[], signalAt: (text: string) => boolean) {
+async function replayStopped(collectorUrl: string, lines: readonly string[], signalAt: (text: string) => boolean, flushTimeoutMs = 500) {
   const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-interrupted-')), 'events.jsonl');
   writeFileSync(file, lines.join('\n'));
   const stop = new AbortController();
@@ -92,7 +93,7 @@ async function replayStopped(collectorUrl: string, lines: readonly string[], sig
     file,
     progress: { tty: true, write: (text) => void (writes.push(text), signalAt(text) && stop.abort()) },
     signal: stop.signal,
-    flushTimeoutMs: 500,
+    flushTimeoutMs,
   });
   return { summary, writes };
 }
@@ -143,6 +144,25 @@ test('replay on a terminal stopped by a signal after the whole file was read, wh
       ],
     },
   );
+});
+
+test('replay on a terminal whose collector does not take the spans read: after two seconds a line says how many wait, for at most how long, and that Ctrl-C stops', async (t) => {
+  const receiver = await heldCollector(t);
+  const events = [
+    flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 }),
+    flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: t0 + 3_000 }),
+  ];
+  const { summary, writes } = await replayStopped(receiver.url, events.map((e) => JSON.stringify(e)), () => false, 4_000);
+  // Two seconds of the four are left when the line is written (one, on a machine slow to run the timer).
+  const shown = writes.map((w) => w.replace(/at most [12] s more/, 'at most 2 s more'));
+  assert.deepEqual({ interrupted: summary.interrupted, spans: summary.spans, writes: shown }, {
+    interrupted: false,
+    spans: 1,
+    writes: [
+      '\rreplay 100%  2 lines  1 spans  0 open runs\x1b[K\n',
+      'waiting for the collector to take the 1 spans read (at most 2 s more; Ctrl-C stops)\n',
+    ],
+  });
 });
 
 test('replay with OTel logs on: the summary counts spans not delivered, not the log records waiting beside them', async (t) => {
