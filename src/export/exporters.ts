@@ -21,6 +21,7 @@ import type { SpanRecord } from '../model/span-record.js';
 import { VERSION } from '../version.js';
 import type { SendResult } from './delivery.js';
 import { createThreadedTraceSender } from './export-thread.js';
+import { watchRetriedAnswers, type RetriedAnswers } from './retried-answers.js';
 import { toReadableSpan } from './spans.js';
 
 interface Exporter<T> {
@@ -180,22 +181,29 @@ function readingAnswers<Internal, Response>(
 /** A failed export as the SDK reports it: an HTTP answer's status in `code`, its body in `data`. */
 type ExportFailure = Error & { code?: unknown; data?: unknown };
 
+/** What the SDK says after retrying an answer it retries by itself (429, 502, 503, 504), with no status. */
+const SDK_RETRIED_MESSAGE = 'Export failed with retryable status';
+
 /**
  * What a failed export says: `HTTP <status> <reason phrase>: <the collector's message>` for an
- * answer, the transport's error otherwise. The reason phrase and the message are the collector's
- * text, which may quote the request's headers: OTLP header values are redacted.
+ * answer, the transport's error otherwise; for an answer the SDK retried by itself, whose status it
+ * does not report, the last such answer `retried` saw (`HTTP 503 Service Unavailable`). The reason
+ * phrase and the message are the collector's text, which may quote the request's headers: OTLP
+ * header values are redacted.
  */
-export function describeFailure(err: ExportFailure | undefined, redact: (text: string) => string): { status: number | undefined; said: string; message: string } {
+export function describeFailure(err: ExportFailure | undefined, redact: (text: string) => string, retried?: RetriedAnswers): { status: number | undefined; said: string; message: string } {
   const status = typeof err?.code === 'number' ? err.code : undefined;
   const said = status === undefined ? '' : collectorText(err?.data, redact);
-  const message = err === undefined ? 'export failed' : redact(status !== undefined ? `HTTP ${status} ${err.message}${said === '' ? '' : `: ${said}`}` : err.message);
-  return { status, said, message };
+  const answered = status === undefined && err?.message === SDK_RETRIED_MESSAGE ? retried?.last() : undefined;
+  const text = err === undefined ? 'export failed' : status !== undefined ? `HTTP ${status} ${err.message}${said === '' ? '' : `: ${said}`}` : (answered ?? err.message);
+  return { status, said, message: redact(text) };
 }
 
-function wrap<T>(exporter: Exporter<T>, redact: (text: string) => string = (t) => t, answers?: AnswerSlot): Sender<T> {
+function wrap<T>(exporter: Exporter<T>, redact: (text: string) => string = (t) => t, answers?: AnswerSlot, retried?: RetriedAnswers): Sender<T> {
   return {
     send: (items) =>
       new Promise<SendResult>((resolve) => {
+        retried?.clear();
         exporter.export(items, (result) => {
           const answer = answers?.last;
           if (answers !== undefined) answers.last = undefined;
@@ -208,7 +216,7 @@ function wrap<T>(exporter: Exporter<T>, redact: (text: string) => string = (t) =
             resolve({ ok: false, retryable: false, error: "the collector's answer was larger than the exporter reads (4 MiB); not sent again, as the collector may have taken it" });
             return;
           }
-          const { status, said, message } = describeFailure(err, redact);
+          const { status, said, message } = describeFailure(err, redact, retried);
           const failure = { ok: false, retryable: status === undefined || RETRYABLE_STATUS.has(status), error: message } as const;
           resolve(refusedForSize(status, said) ? { ...failure, tooLarge: true } : failure);
         });
@@ -228,7 +236,7 @@ function otlpSender<Internal, Response>(
   const answers: AnswerSlot = { last: undefined };
   const redact = secretRedactor(otlpSecrets(signal));
   const delegate = createHttpDelegate(signal, kind, encodings, component, metricsHelper, answers, redact);
-  return wrap(new OTLPExporterBase<Internal[]>(delegate), redact, answers);
+  return wrap(new OTLPExporterBase<Internal[]>(delegate), redact, answers, watchRetriedAnswers(signal.url));
 }
 
 /**

@@ -13,6 +13,7 @@ import { LAG_METRIC, METRIC_DEFS } from '../metric-defs.js';
 import type { TracingStats } from '../stats.js';
 import { VERSION } from '../version.js';
 import { createHttpDelegate, describeFailure } from './exporters.js';
+import { watchRetriedAnswers, type RetriedAnswers } from './retried-answers.js';
 import { LAG_BUCKETS_S, type LagHistogram } from './lag.js';
 import { createResource } from './spans.js';
 
@@ -34,6 +35,7 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
   final = false;
   /** Takes the OTLP header values out of what the collector said. */
   readonly redact: (text: string) => string;
+  private readonly retried: RetriedAnswers;
 
   /**
    * `log`: where a failing export is said, once when it starts failing, once when it works again,
@@ -51,9 +53,11 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
     const redact = secretRedactor(otlpSecrets(signal));
     super(createHttpDelegate(signal, { id: 'METRICS', path: 'v1/metrics' }, encodings, 'otlp_http_metric_exporter', MetricsExporterMetricsHelper, undefined, redact));
     this.redact = redact;
+    this.retried = watchRetriedAnswers(signal.url);
   }
 
   override export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
+    this.retried.clear();
     super.export(metrics, (result) => {
       if (result.code === ExportResultCode.SUCCESS) {
         if (this.failedWith !== undefined) this.log?.info('metrics export works again');
@@ -62,7 +66,7 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
         return;
       }
       // Worded as a failed span or log export is, the collector's status and message in it.
-      const error = describeFailure(result.error, this.redact).message;
+      const error = describeFailure(result.error, this.redact, this.retried).message;
       if (this.failedWith === undefined && !this.final) this.log?.warn({ error }, 'metrics export failing; tried again at the next interval');
       this.failedWith = error;
       resultCallback(this.log === undefined ? result : { code: ExportResultCode.SUCCESS });

@@ -445,7 +445,7 @@ test('library: a metrics export that fails is said in prefect-otel\'s own log, o
   const said = () => lines().filter((l) => l.signal === 'metrics' && Number(l.level) >= 30).map((l) => [l.level, l.msg, l.error]);
   await until('the recovery is said', () => said().length === 2);
   assert.deepEqual(said(), [
-    [40, 'metrics export failing; tried again at the next interval', 'Export failed with retryable status'],
+    [40, 'metrics export failing; tried again at the next interval', 'HTTP 503 Service Unavailable'],
     [30, 'metrics export works again', undefined],
   ]);
 });

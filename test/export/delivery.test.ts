@@ -39,7 +39,7 @@ test('a 503 storm, then recovery: every span arrives exactly once and the failur
   assert.ok(failures >= 1, 'no attempt failed');
   assert.deepEqual(
     lines.filter((l) => l.component === 'export').map((l) => [l.msg, l.error ?? l.afterFailures]),
-    [...Array.from({ length: failures }, () => ['export of spans failed; retrying', 'Export failed with retryable status']), ['export of spans recovered', failures]],
+    [...Array.from({ length: failures }, () => ['export of spans failed; retrying', 'HTTP 503 Service Unavailable']), ['export of spans recovered', failures]],
   );
 });
 
@@ -96,7 +96,7 @@ test('a batch cut off by shutdown is not a failed attempt: the collector\'s last
   const r = await d.shutdown(100);
   t.after(release);
   assert.deepEqual(r, { ok: false, pending: 10 });
-  assert.equal(first, 'Export failed with retryable status');
+  assert.equal(first, 'HTTP 503 Service Unavailable');
   assert.deepEqual(
     { lastError: d.stats.lastError, failedAttempts: d.stats.failedAttempts, queued: d.stats.queued, inFlight: d.stats.inFlight },
     { lastError: first, failedAttempts: 1, queued: 10, inFlight: 0 },
