@@ -96,7 +96,9 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const failed = spans.find((s) => s.status.code === 'error' && s.parentSpanId === undefined) ?? spans.find((s) => s.parentSpanId === undefined);
   if (failed !== undefined) {
     const lines = runLines.filter((l) => l.includes(failed.traceId));
-    out.write(wrapWords(`Log lines carry the trace id: grep ${failed.traceId} finds all ${lines.length} of this trace's, e.g.`, options.width ?? DEFAULT_WIDTH));
+    // The demo's own log starts at warnings unless configured: the lines are not in its output then.
+    const shown = pino.levels.values[config.log.level]! <= pino.levels.values.info! ? '' : ' (printed here with PREFECT_OTEL_LOG_LEVEL=info)';
+    out.write(wrapWords(`Log lines carry the trace id: grep ${failed.traceId} finds all ${lines.length} of this trace's${shown}, e.g.`, options.width ?? DEFAULT_WIDTH));
     for (const l of lines.slice(0, SAMPLE_LOG_LINES)) out.write(`${sampleLine(l, options.width)}\n`);
     out.write('\n');
   }

@@ -17,7 +17,12 @@ test('the demo runs with no Prefect and no collector and draws trees', async () 
   assert.match(r.stdout, /167 events → 51 spans in 4 traces/);
   assert.match(r.stdout, /^etl \(.+\)\s+Failed/m);
   assert.match(r.stdout, /├─ transform \(transform-.+\)\s+Failed/);
-  assert.match(r.stdout, /grep [0-9a-f]{32} finds all \d+ of this trace's/);
+  // At info the log lines are in the output; at the demo's own default (warn) they are not, and it says how to print them.
+  assert.match(r.stdout, /grep [0-9a-f]{32} finds all \d+ of this trace's,\s+e\.g\./);
+  const quiet = await cli(['demo'], { PREFECT_OTEL_LOG_LEVEL: '', COLUMNS: '200' });
+  assert.equal(quiet.code, 0, quiet.stderr);
+  assert.match(quiet.stdout, /grep [0-9a-f]{32} finds all \d+ of this trace's \(printed here with PREFECT_OTEL_LOG_LEVEL=info\), e\.g\./);
+  assert.ok(!quiet.stdout.includes(' INFO '), 'no info line at the default level');
 });
 
 test('the demo against a collector that is not there: the trees first, then the real reason the spans were not delivered, and its warnings in the configured log', async () => {
