@@ -50,18 +50,23 @@ export function spanIdForRun(runId: string, attempt = 0): string {
 /**
  * The library's `spanIdForRun`: the run's id in any form Prefect or OpenTelemetry shows it (the
  * dashed UUID in either case, or its 32 hex digits, as a trace id shows a root run) names the same
- * span. Text that is no UUID is hashed as given, lowercased, as the formula says.
+ * span. Anything else (a run's name, a rerun count that is no whole number ≥ 0) is a TypeError:
+ * no span has such an id.
  */
 export function spanIdForRunId(runId: string, rerun = 0): string {
-  const trimmed = runId.trim();
-  return spanIdForRun(canonicalUuid(trimmed) ?? trimmed, rerun);
+  if (!Number.isSafeInteger(rerun) || rerun < 0) throw new TypeError(`spanIdForRun: rerun must be a whole number ≥ 0, got ${String(rerun)}`);
+  return spanIdForRun(runUuid('spanIdForRun', runId), rerun);
 }
 
 /** The library's `traceIdForRun`: the root run's UUID, in any of those forms, as 32 lowercase hex digits. */
 export function traceIdForRunId(runId: string): string {
-  const trimmed = runId.trim();
-  const uuid = canonicalUuid(trimmed);
-  return uuid === undefined ? traceIdForRun(trimmed) : traceIdForRun(uuid);
+  return traceIdForRun(runUuid('traceIdForRun', runId));
+}
+
+function runUuid(fn: string, runId: unknown): string {
+  const uuid = typeof runId === 'string' ? canonicalUuid(runId.trim()) : undefined;
+  if (uuid === undefined) throw new TypeError(`${fn}: expected a run id (a UUID, dashed or as 32 hex digits), got ${JSON.stringify(runId)?.slice(0, 80) ?? String(runId)}`);
+  return uuid;
 }
 
 const SPAN_ID_CACHE_SIZE = 20_000;

@@ -71,8 +71,10 @@ test('ids: the library\'s spanIdForRun and traceIdForRun take a run id as Prefec
     forms.map(() => [spanIdForRun(id), spanIdForRun(id, 2), '0198c7d25b1e7a3c9f102b3c4d5e6f70']),
   );
   assert.equal(spanIdForRun(id), 'b2ad0c72402549ef');
-  // Not a UUID: hashed as given, lowercased (what the README's formula does with any text).
-  assert.equal(libSpanIdForRun('Not-A-UUID'), spanIdForRun('not-a-uuid'));
+  // No run has such an id: a run's name, a rerun count that is no whole number.
+  assert.throws(() => libSpanIdForRun('crimson-fox'), { name: 'TypeError', message: 'spanIdForRun: expected a run id (a UUID, dashed or as 32 hex digits), got "crimson-fox"' });
+  assert.throws(() => libTraceIdForRun(undefined as unknown as string), { name: 'TypeError', message: 'traceIdForRun: expected a run id (a UUID, dashed or as 32 hex digits), got undefined' });
+  for (const rerun of [-1, 1.5, Number.NaN]) assert.throws(() => libSpanIdForRun(id, rerun), { name: 'TypeError', message: `spanIdForRun: rerun must be a whole number ≥ 0, got ${rerun}` });
 });
 
 test('ids: canonicalUuid accepts exactly the 8-4-4-4-12 hex form (any case) and the 32-digit form', () => {
