@@ -192,6 +192,12 @@ export class RunTracker {
   private readonly owners = new FifoMap<string | null>();
   /** Flow runs not seen when runs hung under them: their tracking task, null for none (a root). Not persisted: asked again. */
   private readonly flowParents = new FifoMap<string | null>();
+  /**
+   * Runs not seen yet whose inner runs were (input newest first, a stream joined mid-run): the
+   * latest time known of those, taken by the run's span when it opens, so that its end as an
+   * incomplete run encloses them. At most `maxOpenRuns`; not persisted.
+   */
+  private readonly innerBeforeOpen = new FifoMap<number>();
   /** Per task run looked up, oldest lookup first: the events waiting for it and the runs blocked on it. */
   private readonly waiting = new FifoMap<Waiting>();
   /** Events in `waiting`, all lookups together; at most `maxOpenRuns`. */
@@ -290,6 +296,11 @@ export class RunTracker {
         // take the first attempt's id, which was likely exported already.
         const rerun = classified.kind === 'state' && leavesTerminal(classified.state);
         run = this.openRun(ref, ctx, rerun ? 1 : 0, nowMs);
+        const innerUs = this.innerBeforeOpen.get(ref.id);
+        if (innerUs !== undefined) {
+          this.innerBeforeOpen.delete(ref.id);
+          run.noteInner(innerUs);
+        }
         // A flow run whose tracking task was asked (its first event named none): its span names it too.
         const asked = ref.type === 'flow' ? this.flowParents.get(ref.id) : undefined;
         if (typeof asked === 'string') run.meta.parentTaskRunId = asked;
@@ -910,7 +921,12 @@ export class RunTracker {
       if (parent !== undefined && !parent.noteInner(timeUs)) return;
       // Every attempt of a run hangs where its first did: any of them leads on up.
       ctx = (open ?? settling ?? this.finished.get(parentId))?.ctx;
-      if (ctx === undefined) return;
+      if (ctx === undefined) {
+        // A parent not seen yet: its span takes this time when it opens.
+        const known = this.innerBeforeOpen.get(parentId);
+        if (known === undefined || timeUs > known) this.remember(this.innerBeforeOpen, parentId, timeUs, this.options.maxOpenRuns);
+        return;
+      }
     }
   }
 

@@ -77,6 +77,15 @@ test('a flow run still open at the end of input ends at the last event of its ta
   ]);
 });
 
+test('input newest first (pages of /api/events/filter as the API orders them by default): a flow run still open at the end ends at the last event of its tasks, which came before its own', async () => {
+  const { spans } = await runModel([...reproduction()].reverse());
+  assert.deepEqual(timeline(spans), [
+    { run: F, attempt: 0, parentSpanId: null, startUs: us(1), endUs: us(600), incomplete: 'end_of_input' },
+    { run: T1, attempt: 0, parentSpanId: spanIdForRun(F), startUs: us(10), endUs: us(300), incomplete: null },
+    { run: T2, attempt: 0, parentSpanId: spanIdForRun(F), startUs: us(310), endUs: us(600), incomplete: null },
+  ]);
+});
+
 test('a flow run evicted by the open-run bound ends at the last event of its tasks', async () => {
   // Three open runs at most: F, its task T2 and OTHER's three runs push F (the least recently active) out.
   const others = [0, 1, 2].map((i) => flowRunStateEvent({ flowRunId: `0198c7d2-9000-7000-8000-0000000000b${i}`, flowRunName: `other-${i}`, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(700 + i) }));
