@@ -516,7 +516,8 @@ function ingestLine(pipeline: Pipeline, trimmed: string): boolean {
     }
     return false;
   }
-  const events = Array.isArray(value) ? (isRecord(value[0]) ? value : undefined) : isRecord(value) && Array.isArray(value.events) ? value.events : undefined;
+  // An array of events (`[]`, as `jq -c .events` writes an empty page, holds none), or a page of them.
+  const events = Array.isArray(value) ? (value.length === 0 || isRecord(value[0]) ? value : undefined) : isRecord(value) && Array.isArray(value.events) ? value.events : undefined;
   if (events === undefined) pipeline.ingest(trimmed);
   else for (const event of events as unknown[]) pipeline.ingest(event);
   return false;
