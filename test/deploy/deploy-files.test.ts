@@ -81,6 +81,58 @@ test('collector: a pipeline for every signal prefect-otel sends (the OTLP receiv
   assert.deepEqual(extensions.sort(), Object.keys(asObj(collector.extensions, 'extensions')).sort());
 });
 
+/** A component's keys: `true` is a value (or a map of free keys) that is not checked further. */
+type KeyTree = { [key: string]: KeyTree | true };
+const COLLECTOR_KEYS = JSON.parse(read('test/deploy/collector-config-keys.json')) as {
+  collectorVersion: string;
+  components: Record<'receivers' | 'processors' | 'exporters' | 'extensions', Record<string, KeyTree>>;
+};
+
+/** The paths in `value` that `known` does not have, as `a.b.c`. */
+function unknownKeys(value: unknown, known: KeyTree | true, path: string): string[] {
+  if (known === true || value === null || typeof value !== 'object' || Array.isArray(value)) return [];
+  return Object.entries(value).flatMap(([key, inner]) => {
+    const sub = known[key];
+    return sub === undefined ? [`${path}.${key}`] : unknownKeys(inner, sub, `${path}.${key}`);
+  });
+}
+
+/**
+ * The commented alternatives under "Common changes": each block starts at a commented component
+ * id (`# otlp_grpc/tempo:`) and runs over the commented lines indented below it. Uncommented, they
+ * are what a user pastes into `exporters:`.
+ */
+function commentedComponents(text: string): Obj {
+  const blocks: string[][] = [];
+  let current: string[] | undefined;
+  for (const line of text.split('\n')) {
+    const head = /^ {2}# ([a-z_]+(?:\/[a-z0-9_]+)?):\s*$/.exec(line);
+    if (head) blocks.push((current = [`${head[1]}:`]));
+    else if (current && /^ {2}# {3}/.test(line)) current.push(line.replace(/^ {2}# /, ''));
+    else current = undefined;
+  }
+  return Object.assign({}, ...blocks.map((b) => asObj(parseDocument(b.join('\n')).toJS(), b[0]!)));
+}
+
+test(`collector: every key in otel-collector.yaml, and in its commented alternatives, is one collector ${COLLECTOR_KEYS.collectorVersion} reads (an unknown key stops it at start)`, () => {
+  const image = asString(service('otel-collector').image, 'otel-collector.image');
+  assert.equal(image.split(':')[1], COLLECTOR_KEYS.collectorVersion, 'test/deploy/collector-config-keys.json is read from the collector the compose file runs');
+  assert.deepEqual(Object.keys(collector).filter((k) => !['receivers', 'processors', 'exporters', 'extensions', 'connectors', 'service'].includes(k)), []);
+  const alternatives = commentedComponents(read('otel-collector.yaml'));
+  assert.deepEqual(Object.keys(alternatives).sort(), ['otlp_grpc/tempo', 'otlp_http/honeycomb', 'otlp_http/loki']);
+  const unknown = (['receivers', 'processors', 'exporters', 'extensions'] as const).flatMap((kind) => {
+    const defined = { ...asObj(collector[kind] ?? {}, kind), ...(kind === 'exporters' ? alternatives : {}) };
+    return Object.entries(defined).flatMap(([id, cfg]) => {
+      const known = COLLECTOR_KEYS.components[kind][componentType(id)];
+      return known === undefined ? [`${kind}.${id}: no such ${kind.slice(0, -1)} type`] : unknownKeys(cfg ?? {}, known, `${kind}.${id}`);
+    });
+  });
+  assert.deepEqual(unknown, []);
+  const svc = asObj(collector.service, 'service');
+  assert.deepEqual(Object.keys(svc).filter((k) => !['extensions', 'pipelines', 'telemetry'].includes(k)), []);
+  assert.deepEqual(Object.keys(pipelines).flatMap((p) => Object.keys(pipeline(p)).filter((k) => !PIPELINE_KINDS.includes(k as never)).map((k) => `${p}.${k}`)), []);
+});
+
 test('collector: memory_limiter first and batch in every pipeline; no deprecated exporter types', () => {
   const shape = Object.fromEntries(Object.keys(pipelines).map((p) => {
     const processors = asStrings(pipeline(p).processors, `${p}.processors`).map(componentType);
