@@ -4,8 +4,10 @@
 # Arguments after the image name replace `watch` (e.g. `demo`, `--help`, or `replay -` given a file on
 # standard input: `docker run -i --rm prefect-otel replay - < events.jsonl`).
 
+# Node 26, the LTS line CI runs the test suite on (.ci/run); package.json accepts >= 20.12, but
+# Node 20 is past its end of life (2026-04-30) and gets no security fixes.
 # Build stage: every dependency, then compile. Only src/ is copied in, so only dist/src is built.
-FROM node:20-slim AS build
+FROM node:26-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 # --ignore-scripts: the `prepare` script would compile before the sources are here.
@@ -15,7 +17,7 @@ COPY src ./src
 RUN npm run build
 
 # Runtime stage: production dependencies and the compiled dist/src, run as the non-root `node` user.
-FROM node:20-slim AS runtime
+FROM node:26-slim AS runtime
 ENV NODE_ENV=production \
     PREFECT_OTEL_STATE_FILE=/var/lib/prefect-otel/state.json
 WORKDIR /app

@@ -394,6 +394,18 @@ test('Dockerfile: build then runtime stage; the runtime runs the package bin as 
   assert.deepEqual([built.context, built.dockerfile ?? 'Dockerfile'], ['.', 'Dockerfile']);
 });
 
+/**
+ * The image runs a Node that is supported and tested: the LTS line CI runs the whole suite on
+ * (.ci/run), not the oldest line package.json accepts. Node 20 reached its end of life on
+ * 2026-04-30 (nodejs/Release schedule): no security fixes for an image built on it.
+ */
+test('Dockerfile: every stage on the Node LTS major that CI runs the suite on', () => {
+  const lts = /^LTS_VERSION=(\d+)\./m.exec(read('.ci/run'))?.[1];
+  assert.ok(lts !== undefined, '.ci/run names LTS_VERSION');
+  const majors = dockerStages(read('Dockerfile')).map((s) => /^FROM\s+node:(\d+)/i.exec(s.from)?.[1]);
+  assert.deepEqual(majors, majors.map(() => lts));
+});
+
 /** Top-level Python functions under a decorator: name and body (the indented lines that follow). */
 function decorated(py: string, decorator: 'flow' | 'task'): { name: string; header: string; body: string }[] {
   const re = new RegExp(`^(@${decorator}\\b[^\\n]*)\\n(?:@[^\\n]*\\n)*def (\\w+)\\([^\\n]*\\n((?:[ \\t]+[^\\n]*\\n|\\n)*)`, 'gm');
