@@ -1,8 +1,15 @@
 # prefect-otel as a container image:
 #   docker build -t prefect-otel .
-#   docker run --rm -e PREFECT_API_URL=http://host:4200/api -e OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 prefect-otel
+#   docker run -d --stop-timeout 30 -v prefect-otel-state:/var/lib/prefect-otel \
+#     -e PREFECT_API_URL=http://host:4200/api -e OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 prefect-otel
+# The volume keeps the state file (resume cursor, open runs, spans the collector has not taken) across
+# containers; without it `docker rm` loses them. A SIGTERM flushes for up to 10 s before the state is
+# saved: `docker stop`'s default 10 s would cut that short. A Prefect server on the Docker host is
+# reached as `host.docker.internal` (on Linux add `--add-host=host.docker.internal:host-gateway`) and
+# must listen beyond 127.0.0.1 (`prefect server start --host 0.0.0.0`).
 # Arguments after the image name replace `watch` (e.g. `demo`, `--help`, or `replay -` given a file on
-# standard input: `docker run -i --rm prefect-otel replay - < events.jsonl`).
+# standard input: `docker run -i --rm -e OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 prefect-otel
+# replay - < events.jsonl`; without the endpoint it sends to localhost:4318, the container itself).
 
 # Node 26, the LTS line CI runs the test suite on (.ci/run); package.json accepts >= 20.12, but
 # Node 20 is past its end of life (2026-04-30) and gets no security fixes.

@@ -395,6 +395,20 @@ test('Dockerfile: build then runtime stage; the runtime runs the package bin as 
 });
 
 /**
+ * The `docker run` the Dockerfile's header shows for `watch` keeps the state file on a volume (with
+ * `--rm` or `docker rm` it went with the container) and gives the shutdown its time: a SIGTERM
+ * flushes for up to 10 s before the state is saved, and `docker stop` kills after 10 s by default.
+ */
+test("Dockerfile: the header's docker run keeps the state directory on a volume and waits out the shutdown", () => {
+  const text = read('Dockerfile');
+  const stateDir = posix.dirname(/PREFECT_OTEL_STATE_FILE=(\S+)/.exec(text)?.[1] ?? '');
+  const header = text.split('\n').filter((l) => l.startsWith('#')).map((l) => l.slice(1)).join('\n').replace(/\\\n/g, ' ');
+  const watchRun = /docker run (?:(?!\n)[^`])*?prefect-otel(?=\s*$)/m.exec(header)?.[0] ?? '';
+  assert.match(watchRun, new RegExp(`-v \\S+:${stateDir.replace(/[/.]/g, '\\$&')}(\\s|$)`), `the state directory ${stateDir} mounted: ${watchRun}`);
+  assert.ok(Number(/--stop-timeout (\d+)/.exec(watchRun)?.[1]) >= 15, `--stop-timeout past the 10 s flush: ${watchRun}`);
+});
+
+/**
  * The image runs a Node that is supported and tested: the LTS line CI runs the whole suite on
  * (.ci/run), not the oldest line package.json accepts. Node 20 reached its end of life on
  * 2026-04-30 (nodejs/Release schedule): no security fixes for an image built on it.
