@@ -235,6 +235,10 @@ test('compose: exactly the five services, their published ports, every image pin
     .filter((image) => !pinned(image));
   assert.deepEqual(floating, []);
   assert.equal(service('sample-flow').image, service('prefect-server').image, 'Prefect client and server of one version');
+  // Published on this host only: the Prefect API and the OTLP receivers have no authentication.
+  const everywhere = Object.keys(services).flatMap((name) =>
+    ((service(name).ports as unknown[] | undefined) ?? []).map(String).filter((p) => !p.startsWith('127.0.0.1:')).map((p) => `${name} ${p}`));
+  assert.deepEqual(everywhere, []);
 });
 
 test('compose: depends_on names existing services, what is awaited healthy has a healthcheck, the server probe hits /api/health', () => {
@@ -257,8 +261,11 @@ test('compose: depends_on names existing services, what is awaited healthy has a
   assert.deepEqual(url?.slice(1), [String(prefectServerPort), '/api/health']);
 });
 
-test("compose: prefect-otel's environment uses SPEC §2 names only and sets what the stack relies on", () => {
-  assert.deepEqual(Object.keys(prefectOtelEnv).filter((k) => !SPEC_ENV.has(k)), []);
+test("compose: prefect-otel's environment uses SPEC §2 names (and the health port its healthcheck asks) only and sets what the stack relies on", () => {
+  assert.deepEqual(Object.keys(prefectOtelEnv).filter((k) => !SPEC_ENV.has(k) && k !== 'PREFECT_OTEL_HTTP_PORT'), []);
+  // The compose healthcheck asks /livez on the port the service serves it on.
+  const check = (asObj(service('prefect-otel').healthcheck, 'prefect-otel.healthcheck').test as unknown[]).join(' ');
+  assert.match(check, new RegExp(`http://127\\.0\\.0\\.1:${String(prefectOtelEnv.PREFECT_OTEL_HTTP_PORT)}/livez`));
   const needed = [
     'PREFECT_API_URL', 'PREFECT_UI_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_SERVICE_NAME', 'OTEL_LOGS_EXPORTER',
     'PREFECT_OTEL_JAEGER_URL', 'PREFECT_OTEL_STATE_FILE', 'OTEL_METRICS_EXPORTER',
