@@ -275,7 +275,12 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
           return false;
         }
         this.leaseState = 'held';
-        if (outcome.tookOver !== undefined) log.warn({ holder: shownHolder(outcome.tookOver), path: this.lease.path }, 'took over the state file from a process that stopped renewing its lock');
+        // A holder of this host that is gone (SIGKILL, a crash, OOM) is taken over at once, its lease
+        // unexpired: said as such, not as one that stopped renewing (frozen, cut off, on another host).
+        if (outcome.tookOver !== undefined) {
+          const how = outcome.holderGone === true ? 'took over the state file from a process of this host that no longer runs' : 'took over the state file from a process that stopped renewing its lock';
+          log.warn({ holder: shownHolder(outcome.tookOver), path: this.lease.path }, how);
+        }
         else if (waitingFor !== undefined) log.info({ path: this.lease.path }, 'the state file is free: taking over');
         this.renewTimer = setInterval(() => {
           this.renewing = this.renewLease();

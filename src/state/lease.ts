@@ -26,7 +26,8 @@ export interface LeaseHolder {
 }
 
 export type AcquireResult =
-  | { readonly acquired: true; readonly tookOver?: LeaseHolder | undefined }
+  /** `holderGone`: the holder taken over from was a process of this host that no longer runs (killed, crashed), not one whose lease ran out. */
+  | { readonly acquired: true; readonly tookOver?: LeaseHolder | undefined; readonly holderGone?: true }
   /** `holder` is undefined while the lock is being written (or is not one of ours); `expiresInMs` is when it runs out unless renewed. */
   | { readonly acquired: false; readonly holder: LeaseHolder | undefined; readonly expiresInMs: number };
 
@@ -230,7 +231,7 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
       if (!gone && lock.ageMs <= leaseMs) return { acquired: false, holder: lock.holder, expiresInMs: Math.max(0, leaseMs - lock.ageMs) };
       await removeStale(lock, gone);
       // Another standby may have been quicker: then it holds the new lock, and this one waits.
-      if (await create()) return { acquired: true, tookOver: lock.holder };
+      if (await create()) return { acquired: true, tookOver: lock.holder, ...(gone ? { holderGone: true as const } : {}) };
       const now = await current();
       return { acquired: false, holder: now?.holder, expiresInMs: leaseMs };
     },

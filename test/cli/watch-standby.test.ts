@@ -84,7 +84,7 @@ test('watch: the holder killed (SIGKILL), the standby of the same host takes ove
   const warned = levels(secondLines(), 40);
   assert.deepEqual(
     warned.map((l) => ({ msg: l.msg, pid: (l.holder as { pid: number }).pid })),
-    [{ msg: 'took over the state file from a process that stopped renewing its lock', pid: first.child.pid }],
+    [{ msg: 'took over the state file from a process of this host that no longer runs', pid: first.child.pid }],
   );
 });
 

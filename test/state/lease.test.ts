@@ -138,10 +138,10 @@ describe('state file lease', () => {
     const gone = spawnSync(process.execPath, ['-e', '']).pid;
     const dead: LeaseHolder = { pid: gone, host: hostname(), pidNamespace: namespace(), token: 'a-process-that-exited', since: new Date().toISOString() };
     const b = createStateLease(withLock(JSON.stringify(dead)), 60_000);
-    assert.deepEqual(await b.tryAcquire(), { acquired: true, tookOver: dead });
+    assert.deepEqual(await b.tryAcquire(), { acquired: true, tookOver: dead, holderGone: true });
     // This process's pid from before it started: a restarted container, whose process is pid 1 again.
     const earlier: LeaseHolder = { ...dead, pid: process.pid, token: 'before-the-restart', since: new Date(Date.now() - 3_600_000).toISOString() };
-    assert.deepEqual(await createStateLease(withLock(JSON.stringify(earlier)), 60_000).tryAcquire(), { acquired: true, tookOver: earlier });
+    assert.deepEqual(await createStateLease(withLock(JSON.stringify(earlier)), 60_000).tryAcquire(), { acquired: true, tookOver: earlier, holderGone: true });
 
     // The same pid elsewhere (another host, or another container's namespace) says nothing about this host.
     for (const elsewhere of [{ ...dead, host: `${hostname()}-other` }, { ...dead, pidNamespace: 'pid:[1]' }]) {
