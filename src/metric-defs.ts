@@ -57,6 +57,7 @@ export const METRIC_DEFS: readonly MetricDef[] = [
   { prometheus: 'prefect_otel_log_records_buffered', otel: 'prefect_otel.log_records.buffered', type: 'gauge', unit: '{log_record}', help: 'OTLP log records waiting for the collector.', read: (s) => s.logRecords.buffered },
   { prometheus: 'prefect_otel_log_records_dropped_total', otel: 'prefect_otel.log_records.dropped', type: 'counter', unit: '{log_record}', help: 'OTLP log records dropped because the buffer was full.', read: (s) => s.logRecords.dropped },
   { prometheus: 'prefect_otel_log_records_rejected_total', otel: 'prefect_otel.log_records.rejected', type: 'counter', unit: '{log_record}', help: 'OTLP log records the collector rejected for good.', read: (s) => s.logRecords.rejected },
+  { prometheus: 'prefect_otel_state_save_failures_total', otel: 'prefect_otel.state.save_failures', type: 'counter', unit: '{attempt}', help: 'Writes of the state file that failed (a full or read-only disk): while they fail, a restart resumes from the last write that worked.', read: (s) => s.state.saveFailures },
   { prometheus: 'prefect_otel_log_export_failures_total', otel: 'prefect_otel.log_export.failures', type: 'counter', unit: '{attempt}', help: 'Failed export attempts of OTLP log records (retried).', read: (s) => s.logRecords.exportFailures },
   { prometheus: 'prefect_otel_reconnects_total', otel: 'prefect_otel.reconnects', type: 'counter', unit: '{reconnect}', help: 'Reconnects to the Prefect event stream.', read: (s) => s.source.reconnects },
 ];

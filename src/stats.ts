@@ -53,13 +53,15 @@ export interface TracingStats {
     readonly rejected: number;
     readonly exportFailures: number;
   };
+  /** The state file (`watch` with one): writes that failed, all together; while they fail, a restart resumes from the last that worked. */
+  readonly state: { readonly saveFailures: number };
   readonly memory: { readonly rssBytes: number; readonly heapUsedBytes: number };
   readonly source: { readonly connects: number; readonly reconnects: number; readonly frames: number; readonly historyEvents: number };
 }
 
 export function collectStats(
   pipeline: Pipeline,
-  extra: { connected: boolean; standby?: boolean; stopping?: boolean; startedMs: number; subscriber?: { connects: number; reconnects: number; frames: number; historyEvents: number } | undefined },
+  extra: { connected: boolean; standby?: boolean; stopping?: boolean; startedMs: number; subscriber?: { connects: number; reconnects: number; frames: number; historyEvents: number } | undefined; stateSaveFailures?: number },
 ): TracingStats {
   const c = pipeline.counters;
   const t = pipeline.tracker.counts;
@@ -110,6 +112,7 @@ export function collectStats(
       rejected: l?.rejected ?? 0,
       exportFailures: l?.failedAttempts ?? 0,
     },
+    state: { saveFailures: extra.stateSaveFailures ?? 0 },
     memory: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed },
     source: {
       connects: extra.subscriber?.connects ?? 0,

@@ -112,6 +112,8 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   /** Periodic saves that failed in a row, and when the last of them was logged. */
   private saveFailures = 0;
   private saveFailureLoggedMs = 0;
+  /** Every save that failed, periodic and final (`prefect_otel_state_save_failures_total`). */
+  private saveFailuresTotal = 0;
 
   private readonly keepAlive: boolean;
 
@@ -412,6 +414,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       await this.state.save(false);
     } catch (err) {
       this.saveFailures += 1;
+      this.saveFailuresTotal += 1;
       const nowMs = Date.now();
       if (this.saveFailures === 1 || nowMs - this.saveFailureLoggedMs >= STATE_ERROR_LOG_MS) {
         this.saveFailureLoggedMs = nowMs;
@@ -450,7 +453,10 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   }
 
   stats(): TracingStats {
-    return collectStats(this.pipeline, { connected: this.connected, standby: this.leaseState === 'standby', stopping: this.stopping, subscriber: this.subscriber?.stats, startedMs: this.startedMs });
+    return collectStats(this.pipeline, {
+      connected: this.connected, standby: this.leaseState === 'standby', stopping: this.stopping, subscriber: this.subscriber?.stats, startedMs: this.startedMs,
+      stateSaveFailures: this.saveFailuresTotal,
+    });
   }
 
   shutdown(timeoutMs = SHUTDOWN_TIMEOUT_MS): Promise<void> {
@@ -481,6 +487,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
           const kept = await this.state.save(true);
           if (kept > 0) log.warn({ spans: kept, path: this.store.path }, 'spans the collector has not taken yet are kept in the state file; the next start sends them');
         } catch (err) {
+          this.saveFailuresTotal += 1;
           log.error({ error: errorText(err), path: this.store.path }, 'could not write the state file');
           if (err instanceof SpansNotKeptError) {
             // Neither delivered nor kept for the next start: a failure, as an export that failed is.

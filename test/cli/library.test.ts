@@ -425,6 +425,8 @@ test('library: a state file that cannot be written is logged once, then again on
     ],
   );
   assert.ok(Number(saves()[1]!.failures) >= 5, String(saves()[1]!.failures));
+  // Every failed save is counted (prefect_otel_state_save_failures_total), also once it works again.
+  assert.equal(tracing.stats().state.saveFailures, Number(saves()[1]!.failures));
 });
 
 test('library: a metrics export that fails is said in prefect-otel\'s own log, once when it starts failing and once when it works again', async (t) => {
