@@ -216,7 +216,8 @@ export async function loadState(
   pipeline.tracker.restore(state.tracker, nowMs, downMs);
   for (const span of state.pendingSpans) pipeline.traces?.enqueue(span);
   return {
-    openRuns: state.tracker.open.length,
+    // What the tracker kept: past PREFECT_OTEL_MAX_OPEN_RUNS the oldest were ended (evicted) as they were restored.
+    openRuns: pipeline.tracker.openRuns,
     pendingSpans: state.pendingSpans.length,
     cursor: state.cursorUs === null ? null : new Date(state.cursorUs / 1000).toISOString(),
     coveredUntil: typeof state.coveredUntilMs === 'number' ? new Date(state.coveredUntilMs).toISOString() : null,

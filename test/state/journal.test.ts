@@ -412,7 +412,9 @@ describe('state journal', () => {
       send: (batch) => (sent.push(...batch), Promise.resolve({ ok: true })),
     });
     const b = createPipeline({ config: resolveConfig({ maxOpenRuns: 3 }, {}), logger: quiet, clock: 'event', delivery });
-    await loadState(store, b, clockOf(a), quiet);
+    const resumed = await loadState(store, b, clockOf(a), quiet);
+    // What the resume line says is open: the runs kept, not those in the file.
+    assert.equal(resumed?.openRuns, 3);
     assert.equal((await b.flush(5_000)).ok, true);
     assert.deepEqual(
       { open: b.tracker.snapshot().open.map((r) => r.ref.id), ended: sent.map((s) => [s.run.id, s.run.incomplete]), evicted: b.tracker.counts.evicted },
