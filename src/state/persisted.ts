@@ -2,6 +2,7 @@ import { rename } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { errorText } from '../errors.js';
 import type { DedupeEntries } from '../model/dedupe.js';
+import { canonicalUuid } from '../model/ids.js';
 import type { SpanRecord } from '../model/span-record.js';
 import type { TrackerSnapshot } from '../model/tracker.js';
 import type { Pipeline } from '../pipeline.js';
@@ -257,6 +258,7 @@ function usableParts(state: PersistedState): { state: PersistedState; left: numb
   if (!coveredOk) left += 1;
   const usable: PersistedState = {
     ...state,
+    dedupe: keep(state.dedupe as unknown[], (e) => Array.isArray(e) && isStr(e[0]) && canonicalUuid(e[0]) !== undefined && isNum(e[1])) as [string, number][],
     cursorUs: cursorOk ? state.cursorUs : null,
     coveredUntilMs: coveredOk ? state.coveredUntilMs : null,
     tracker: {

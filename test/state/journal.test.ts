@@ -456,9 +456,11 @@ describe('state journal', () => {
     const { path, store, a, writer } = setUp('damaged');
     feed(a, events.slice(0, Math.floor(events.length / 2)));
     await writer.save(true);
-    const good = JSON.parse(await readFile(path, 'utf8')) as { cursorUs: unknown; tracker: { open: unknown[]; finished: unknown[]; waiting: unknown[] }; pendingSpans: unknown[] };
+    const good = JSON.parse(await readFile(path, 'utf8')) as { cursorUs: unknown; dedupe: unknown[]; tracker: { open: unknown[]; finished: unknown[]; waiting: unknown[] }; pendingSpans: unknown[] };
     const damaged = {
       ...good,
+      // Seen event ids: a number, an id that is no UUID, a time that is no number.
+      dedupe: [...good.dedupe, 42, ['not-an-event-id', 1], ['0198c7d2-0000-7000-8000-000000000002', 'soon']],
       tracker: { ...good.tracker, open: [...good.tracker.open, { bogus: true }], finished: [...good.tracker.finished, ['0198c7d2-0000-7000-8000-000000000001', null]], waiting: [...good.tracker.waiting, {}] },
       pendingSpans: [...good.pendingSpans, {}],
     };
@@ -469,7 +471,7 @@ describe('state journal', () => {
     const restored = await loadState(store, b, clockOf(a), log);
     assert.equal(restored?.openRuns, good.tracker.open.length);
     assert.deepEqual(whole(b), whole(a));
-    assert.deepEqual(lines.map((l) => { const r = JSON.parse(l) as { msg: string; left: number }; return [r.msg, r.left]; }), [['state file entries that are not what they should be were left out', 4]]);
+    assert.deepEqual(lines.map((l) => { const r = JSON.parse(l) as { msg: string; left: number }; return [r.msg, r.left]; }), [['state file entries that are not what they should be were left out', 7]]);
 
     // A cursor that is not a number is left out too (the run goes on from a fresh start's look-back).
     await writeFile(path, JSON.stringify({ ...good, cursorUs: 'abc' }));
