@@ -288,6 +288,8 @@ export class RunTracker {
         run = this.openRun(ref, done.ctx, done.attempt + 1, nowMs);
         this.counts.reruns += 1;
         this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt, traceId: run.ctx.traceId });
+        // Its tasks whose first events came before this state (reordered ahead of it) hang under it.
+        this.moveChildren(ref.id, spanIdForRun(ref.id, done.attempt), run.spanId, event.occurredUs);
       } else {
         const ctx = this.resolveCtx(ref, event, classified);
         if (ctx === 'wait') return this.enqueue(this.blocked.get(ref.id)!, event, classified, payload, nowMs);
@@ -307,6 +309,8 @@ export class RunTracker {
         if (rerun) {
           this.counts.reruns += 1;
           this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt, traceId: run.ctx.traceId });
+          // Tasks seen before it hung under the first attempt's span, which is not this one.
+          this.moveChildren(ref.id, spanIdForRun(ref.id, 0), run.spanId, event.occurredUs);
         }
       }
     } else {
@@ -326,10 +330,13 @@ export class RunTracker {
       // The run left its terminal state (a re-run from the UI): close this attempt, open the next.
       // A state from one terminal state to another (RolledBack, a state set by hand) ends this attempt instead.
       const ctx = run.ctx;
+      const before = run.spanId;
       this.retire(run, nowMs);
       run = this.openRun(ref, ctx, run.attempt + 1, nowMs);
       this.counts.reruns += 1;
       this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt, traceId: run.ctx.traceId });
+      // Its tasks whose first events came before this state (reordered ahead of it) hang under it.
+      this.moveChildren(ref.id, before, run.spanId, event.occurredUs);
     }
     this.apply(run, event, classified, payload, nowMs);
     return undefined;

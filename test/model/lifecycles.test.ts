@@ -318,6 +318,24 @@ test('a task whose Pending and NotReady arrive after its flow run went out (clie
   ]);
 });
 
+test('a rerun whose first task event arrives just before the rerun\'s own states (reordered within the settle window): the task hangs under the rerun, complete; also when the first attempt was never seen', async () => {
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [4, 'COMPLETED', 'Completed', 1], [99, 'SCHEDULED', 'Scheduled', 1], [99.1, 'PENDING', 'Pending', 1], [99.2, 'RUNNING', 'Running', 2], [103, 'COMPLETED', 'Completed', 2]]);
+  const T2 = '0198c7d2-6000-7abc-8def-000000000002';
+  const first = taskRun(TASK, 'extract-3f2', 'extract-9a8b7c6d', [[2, 'PENDING', 'Pending', 0], [2.1, 'RUNNING', 'Running', 1], [3, 'COMPLETED', 'Completed', 1]]);
+  const second = taskRun(T2, 'extract-7d1', 'extract-9a8b7c6d', [[99.3, 'PENDING', 'Pending', 0], [99.35, 'RUNNING', 'Running', 1], [102, 'COMPLETED', 'Completed', 1]]);
+  const shape = (spans: SpanRecord[]) => spans.map((s) => [s.run.id, s.run.attempt, s.parentSpanId ?? null, s.run.finalState?.name, s.attributes['prefect.run.incomplete_reason'] ?? null]).sort((a, b) => String(a[0]).localeCompare(String(b[0])) || Number(a[1]) - Number(b[1]));
+  // The first attempt has long gone out (another run's events move the clock on) when the rerun's task comes.
+  const seen = await run([...flow.slice(0, 2), ...first, flow[2]!, ...otherRun(50), second[0]!, ...flow.slice(3, 6), ...second.slice(1), flow[6]!]);
+  assert.deepEqual(shape(seen.spans.filter((s) => s.run.id !== OTHER)), [
+    [FR, 0, null, 'Completed', null], [FR, 1, null, 'Completed', null],
+    [TASK, 0, spanIdForRun(FR, 0), 'Completed', null], [T2, 0, spanIdForRun(FR, 1), 'Completed', null],
+  ]);
+  assert.equal(seen.lines.filter((l) => l.late === true).length, 0);
+  // `watch` started after the first attempt: the rerun is first seen leaving Completed.
+  const unseen = await run([second[0]!, ...flow.slice(3, 6), ...second.slice(1), flow[6]!]);
+  assert.deepEqual(shape(unseen.spans.filter((s) => s.run.id !== OTHER)), [[FR, 1, null, 'Completed', null], [T2, 0, spanIdForRun(FR, 1), 'Completed', null]]);
+});
+
 test('Crashed set by the server (infrastructure exited) with no client event after Running: the flow span is ERROR with the message, its running task incomplete', async () => {
   const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [50, 'CRASHED', 'Crashed', 1, 'Flow run infrastructure exited with non-zero status code 137.']]);
   const task = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[2, 'PENDING', 'Pending', 0], [3, 'RUNNING', 'Running', 1]]);
