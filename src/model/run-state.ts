@@ -477,8 +477,9 @@ export class RunState {
   }
 
   private sortedEvents(): SpanEventRecord[] {
-    const sorted = [...this.events].sort((x, y) => x.timeUs - y.timeUs);
-    // Equal times: a follower goes after the event it follows, however they arrived.
+    // Equal times: by event id (Prefect's are UUIDv7, in the order they were made), so that the order
+    // does not depend on how they arrived; then a follower goes after the event it follows.
+    const sorted = [...this.events].sort((x, y) => x.timeUs - y.timeUs || (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
     for (let i = 0; i < sorted.length; ) {
       let end = i + 1;
       while (end < sorted.length && sorted[end]!.timeUs === sorted[i]!.timeUs) end++;
@@ -506,7 +507,7 @@ export class RunState {
 
 /**
  * Events of one time in `follows` order: each after the event it follows when that one is in the
- * group, otherwise in arrival order. A cycle (bad data) keeps the rest in arrival order.
+ * group, otherwise in the order given (by event id). A cycle (bad data) keeps the rest in that order.
  */
 function followsOrder(group: EventEntry[]): EventEntry[] {
   const pending = new Set(group.map((e) => e.id));
