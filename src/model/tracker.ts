@@ -224,6 +224,11 @@ export class RunTracker {
     return this.open.size;
   }
 
+  /** Open attempts, those settling beside their reruns included (what a state file holds as open). */
+  get openAttempts(): number {
+    return this.open.size + this.settling.size;
+  }
+
   get pendingLookups(): number {
     return this.waiting.size;
   }

@@ -218,7 +218,7 @@ export async function loadState(
   for (const span of state.pendingSpans) pipeline.traces?.enqueue(span);
   return {
     // What the tracker kept: past PREFECT_OTEL_MAX_OPEN_RUNS the oldest were ended (evicted) as they were restored.
-    openRuns: pipeline.tracker.openRuns,
+    openRuns: pipeline.tracker.openAttempts,
     pendingSpans: state.pendingSpans.length,
     cursor: state.cursorUs === null ? null : new Date(state.cursorUs / 1000).toISOString(),
     coveredUntil: typeof state.coveredUntilMs === 'number' ? new Date(state.coveredUntilMs).toISOString() : null,
