@@ -56,6 +56,13 @@ function text(raw: unknown): Parsed<string> {
 function httpUrl(raw: unknown): Parsed<string> {
   const t = text(raw);
   if (!t.ok) return t;
+  // `localhost:4200/api` parses as a URL of scheme `localhost:`, and `prefect` not at all: say what
+  // is missing and the URL meant (https for Prefect Cloud), user info redacted as in any URL.
+  if (!t.value.includes('://') && URL.canParse(`http://${t.value}`)) {
+    const scheme = /(^|\.)prefect\.cloud$/i.test(new URL(`http://${t.value}`).hostname) ? 'https://' : 'http://';
+    const meant = redactUrlValue(`${scheme}${t.value}`);
+    return bad(`${JSON.stringify(meant.slice(scheme.length, scheme.length + 120))} has no scheme: use ${meant.slice(0, scheme.length + 120)}`);
+  }
   let u: URL;
   try {
     u = new URL(t.value);

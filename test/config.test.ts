@@ -448,6 +448,26 @@ test('the OTLP log records have their own buffer and batches, from OTEL_BLRP_* a
   assert.deepEqual(logs({}, { logsBatchSize: 20, logsBufferMaxRecords: 10 }).warnings, ['--logsBatchSize (20) is larger than --logsBufferMaxRecords (10): batches of at most 10 log records are sent']);
 });
 
+test('a URL setting written without its scheme (host:port/path) is named as such, with the URL meant, not as the scheme "localhost:"', () => {
+  const said = (env: Record<string, string>): string[] => {
+    try {
+      return [...resolveConfig({}, env).warnings];
+    } catch (err) {
+      return [...(err as ConfigError).problems];
+    }
+  };
+  assert.deepEqual(said({ PREFECT_API_URL: 'localhost:4200/api' }), ['PREFECT_API_URL: "localhost:4200/api" has no scheme: use http://localhost:4200/api']);
+  assert.deepEqual(said({ PREFECT_API_URL: 'prefect' }), ['PREFECT_API_URL: "prefect" has no scheme: use http://prefect']);
+  assert.deepEqual(said({ PREFECT_API_URL: 'api.prefect.cloud/api/accounts/0f0f0f0f-1111-2222-3333-444444444444/workspaces/5a5a5a5a-1111-2222-3333-444444444444' }), [
+    'PREFECT_API_URL: "api.prefect.cloud/api/accounts/0f0f0f0f-1111-2222-3333-444444444444/workspaces/5a5a5a5a-1111-2222-3333-444444444444" has no scheme: use https://api.prefect.cloud/api/accounts/0f0f0f0f-1111-2222-3333-444444444444/workspaces/5a5a5a5a-1111-2222-3333-444444444444',
+  ]);
+  assert.deepEqual(said({ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' }), ['OTEL_EXPORTER_OTLP_ENDPOINT: "collector:4318" has no scheme: use http://collector:4318; using the default (http://localhost:4318)']);
+  // Its user info is no more shown than in a URL with a scheme.
+  assert.deepEqual(said({ PREFECT_UI_URL: 'admin:SECRET@ui.corp:4200' }), ['PREFECT_UI_URL: "[redacted]@ui.corp:4200" has no scheme: use http://[redacted]@ui.corp:4200']);
+  // A scheme that is there but not http(s) is still said as one.
+  assert.deepEqual(said({ PREFECT_API_URL: 'ftp://x' }), ['PREFECT_API_URL: expected an http:// or https:// URL, got ftp:']);
+});
+
 test('a value wrapped in quotes (copied from a .env file) is refused with the quotes named as the cause, or warned of where it is accepted (a key, a name), its value never shown', () => {
   let problems: readonly string[] = [];
   try {
