@@ -7,6 +7,7 @@ import { prefectAuth } from './source/prefect-api.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
 import { createLogger } from './log/logger.js';
+import { safeUrl } from './log/redact.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
@@ -175,7 +176,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     this.metrics = startMetricsExport(this.config, () => this.stats(), this.pipeline.exportLag, this.logger);
     const stateFile = stateFileTarget(this.config.stateFile);
     this.store = createStateStore(stateFile);
-    this.state = new StateWriter(this.store, this.pipeline, undefined, () => this.subscriber?.coveredUntilMs());
+    this.state = new StateWriter(this.store, this.pipeline, undefined, () => this.subscriber?.coveredUntilMs(), safeUrl(this.config.prefect.apiUrl));
     this.lease = createStateLease(stateFile, this.config.live.stateLeaseMs);
     this.done = new Promise<void>((resolve, reject) => {
       this.resolveDone = resolve;
@@ -212,8 +213,14 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     // What is there now is this process's: a state file another process writes later is not.
     if (this.leaseState === 'held') await this.store.markOwn().catch(() => undefined);
     if (restored !== undefined) {
-      const { coveredUntilMs: _ms, ...shown } = restored;
+      const { coveredUntilMs: _ms, apiUrl: savedFor, ...shown } = restored;
       log.info(shown, 'resumed from the state file');
+      // The same file used for another server (a local one, then a Cloud workspace, from one directory):
+      // its cursor and open runs are not this server's. Said, not guessed at: one server has many URLs.
+      const following = safeUrl(this.config.prefect.apiUrl);
+      if (savedFor !== undefined && savedFor.replace(/\/+$/, '') !== following.replace(/\/+$/, '')) {
+        log.warn({ path: this.store.path, savedFor, following }, 'the state file was written following another Prefect API URL: its cursor and open runs are taken over as they are; if this is another server, give it its own PREFECT_OTEL_STATE_FILE');
+      }
     }
     // Shut down while the state file was read (a large one takes seconds): its timers are cleared
     // already, so none may start now, nor a subscription.

@@ -31,6 +31,8 @@ export interface PersistedState<Ids = [string, number][]> {
   readonly tracker: TrackerSnapshot;
   /** Finished spans the collector had not accepted yet at shutdown. */
   readonly pendingSpans: SpanRecord[];
+  /** The Prefect API followed, without credentials (absent in files written before it was kept): a file of another server is said at start. */
+  readonly apiUrl?: string;
 }
 
 /**
@@ -53,8 +55,9 @@ interface JournalLine<Ids = [string, number][]> {
 }
 
 /** The whole state to persist, with the spans not delivered yet. */
-function snapshotState(pipeline: Pipeline, pendingSpans: SpanRecord[], generation: number, coveredUntilMs: number | undefined): PersistedState<DedupeEntries> {
+function snapshotState(pipeline: Pipeline, pendingSpans: SpanRecord[], generation: number, coveredUntilMs: number | undefined, apiUrl: string | undefined): PersistedState<DedupeEntries> {
   return {
+    ...(apiUrl === undefined ? {} : { apiUrl }),
     version: LATEST_VERSION,
     generation,
     savedAt: new Date().toISOString(),
@@ -118,6 +121,8 @@ export class StateWriter {
     private readonly journalMinBytes = JOURNAL_MIN_BYTES,
     /** Up to when the stream was followed (the event subscriber's `coveredUntilMs`). */
     private readonly coveredUntilMs: () => number | undefined = () => undefined,
+    /** The Prefect API followed, without credentials, written into the state file. */
+    private readonly apiUrl?: string,
   ) {}
 
   /**
@@ -158,7 +163,7 @@ export class StateWriter {
       this.whole = false;
       this.journalBytes = 0;
       this.lineBytes = 0;
-      this.fileBytes = await this.store.save(snapshotState(this.pipeline, pending, this.generation, covered));
+      this.fileBytes = await this.store.save(snapshotState(this.pipeline, pending, this.generation, covered, this.apiUrl));
       this.savedSpans = pendingIds;
       return pending.length;
     } catch (err) {
@@ -182,7 +187,7 @@ export async function loadState(
   pipeline: Pipeline,
   nowMs: number,
   log: Logger,
-): Promise<{ openRuns: number; pendingSpans: number; cursor: string | null; coveredUntil: string | null; coveredUntilMs: number | undefined; journalLines: number } | undefined> {
+): Promise<{ openRuns: number; pendingSpans: number; cursor: string | null; coveredUntil: string | null; coveredUntilMs: number | undefined; journalLines: number; apiUrl: string | undefined } | undefined> {
   let data: unknown;
   try {
     data = await store.load();
@@ -224,6 +229,7 @@ export async function loadState(
     coveredUntil: typeof state.coveredUntilMs === 'number' ? new Date(state.coveredUntilMs).toISOString() : null,
     coveredUntilMs: state.coveredUntilMs ?? undefined,
     journalLines: lines,
+    apiUrl: typeof state.apiUrl === 'string' ? state.apiUrl : undefined,
   };
 }
 

@@ -397,6 +397,25 @@ for (const signal of ['SIGTERM', 'SIGHUP'] as const) test(`node --import prefect
   assert.deepEqual(shape(receiver.spans()), shape(await replaySpans(w.events, prefect.url)));
 });
 
+test('library: a state file written following another Prefect API URL is said at start, with both URLs and no credentials; the same URL is not', async (t) => {
+  const [a, b] = await Promise.all([startFakePrefect({ authString: 'admin:SECRETPW' }), startFakePrefect({ authString: 'admin:SECRETPW' })]);
+  t.after(() => Promise.all([a.close(), b.close()]));
+  const stateFile = join(tempDir(), 'state.json');
+  const withCredentials = (url: string): string => url.replace('http://', 'http://admin:SECRETPW@');
+  const start = async (prefect: typeof a) => {
+    const { logger, lines } = captureLogger();
+    const tracing = startPrefectTracing({ env: {}, logger, apiUrl: withCredentials(prefect.url), authString: 'admin:SECRETPW', tracesExporter: 'none', stateFile, statsIntervalMs: 0 });
+    await until('subscription', () => liveConnections(prefect) === 1);
+    await tracing.shutdown();
+    return lines().filter((l) => String(l.msg).startsWith('the state file was written following another'));
+  };
+  assert.deepEqual(await start(a), [], 'a fresh state file');
+  assert.deepEqual(await start(a), [], 'the same server');
+  const said = await start(b);
+  assert.deepEqual(said.map((l) => [l.level, l.savedFor, l.following]), [[40, a.url, b.url]]);
+  assert.ok(!JSON.stringify(said).includes('SECRETPW'));
+});
+
 test('library: a state file that cannot be written is logged once, then again only when it is written again', async (t) => {
   const prefect = await startFakePrefect();
   const { logger, lines } = captureLogger();
