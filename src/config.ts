@@ -200,6 +200,13 @@ export function resolveConfig(
   if (v.httpHost !== undefined && v.httpPort === undefined) {
     warnings.push(`${given('httpHost')} is set without ${given('httpPort')}: no health endpoint is served`);
   }
+  // A signal's full URL given as the base URL, which the signal paths are appended to (…/v1/traces/v1/traces: a 404).
+  const endpoint = new URL(v.otlpEndpoint);
+  const signalPath = /\/v1\/(traces|logs|metrics)\/*$/.exec(endpoint.pathname);
+  if (signalPath !== null) {
+    const base = `${endpoint.origin}${endpoint.pathname.slice(0, signalPath.index)}`;
+    warnings.push(`${given('otlpEndpoint')} ends in /v1/${signalPath[1]!}, and /v1/traces, /v1/logs and /v1/metrics are appended to it: give the collector's base URL (${base}), or the full URL as OTEL_EXPORTER_OTLP_${signalPath[1]!.toUpperCase()}_ENDPOINT`);
+  }
   const rankOf = (key: SettingKey): number => rank.get(key) ?? FROM_DEFAULT;
   /**
    * Per signal: a signal's own value wins over the generic one given the same way, as the

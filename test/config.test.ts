@@ -568,3 +568,16 @@ test('the health endpoint\'s address without its port warns that nothing is serv
     },
   );
 });
+
+test('an OTLP base URL that ends in a signal path (…/v1/traces, to which /v1/traces is appended) warns with the base URL and the signal\'s own variable; the base URL does not', () => {
+  const warned = (endpoint: string): readonly string[] => resolveConfig({}, { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint }).warnings;
+  assert.deepEqual(
+    { traces: warned('http://collector:4318/v1/traces'), logs: warned('https://user:pw@otlp.example.com/otlp/v1/logs/'), base: warned('http://collector:4318'), prefix: warned('http://collector:4318/otlp') },
+    {
+      traces: ['OTEL_EXPORTER_OTLP_ENDPOINT ends in /v1/traces, and /v1/traces, /v1/logs and /v1/metrics are appended to it: give the collector\'s base URL (http://collector:4318), or the full URL as OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'],
+      logs: ['OTEL_EXPORTER_OTLP_ENDPOINT ends in /v1/logs, and /v1/traces, /v1/logs and /v1/metrics are appended to it: give the collector\'s base URL (https://otlp.example.com/otlp), or the full URL as OTEL_EXPORTER_OTLP_LOGS_ENDPOINT'],
+      base: [],
+      prefix: [],
+    },
+  );
+});
