@@ -632,7 +632,23 @@ export class RunTracker {
       }
       this.finalize(run, run.terminal ? undefined : 'idle_timeout', nowMs);
     }
-    if (scheduled !== undefined) this.sink.checkScheduledRuns?.(scheduled);
+    if (scheduled !== undefined) {
+      // Scheduled runs whose timeout comes within a tenth of it join the same request: runs seen
+      // together (a deployment's schedule) would otherwise be asked one tick apart, and while one
+      // check is out the next is not made.
+      const gatherBefore = idleBefore + Math.min(SCHEDULED_GATHER_MAX_MS, this.options.openRunTimeoutMs / 10);
+      const soon: RunState[] = [];
+      for (const run of this.open.values()) {
+        if (run.lastActivityMs > gatherBefore) break;
+        if (run.awaiting && run.ref.type === 'flow' && run.latest?.state.type === 'SCHEDULED') soon.push(run);
+      }
+      for (const run of soon) {
+        run.lastActivityMs = nowMs;
+        this.open.touch(run.ref.id);
+        scheduled.push(run.ref.id);
+      }
+      this.sink.checkScheduledRuns?.(scheduled);
+    }
   }
 
   /**
@@ -1220,6 +1236,9 @@ function notReady(run: RunState): boolean {
   const state = run.latest?.state;
   return run.ref.type === 'task' && state !== undefined && state.type === 'PENDING' && state.name === 'NotReady';
 }
+
+/** At most how much before its timeout a scheduled run is asked about with others that timed out. */
+const SCHEDULED_GATHER_MAX_MS = 60_000;
 
 function leavesTerminal(state: StateInfo): boolean {
   return state.from !== undefined && TERMINAL_STATE_TYPES.has(state.from as StateType);

@@ -642,6 +642,26 @@ test('a flow run waiting for its worker\'s executed-flow-run still waits for it 
   assert.deepEqual(spans.map((s) => [s.run.id, s.events.map((e) => e.name)]), [[FR, w.spanEvents.map((e) => e[0])]]);
 });
 
+test('on the machine\'s clock, scheduled flow runs seen moments apart whose open-run timeouts fall a tick apart are asked about in one request', async () => {
+  const calls: string[][] = [];
+  const quiet = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI, openRunTimeoutMs: 1_000 }, {});
+  const pipeline = createPipeline({ config, logger: quiet, clock: 'wall', delivery: null, deletedFlowRuns: (ids) => (calls.push([...ids]), Promise.resolve([])) });
+  const [A, B, C] = ['0198c7d2-5b1e-7a3c-9f10-0000000000b1', '0198c7d2-5b1e-7a3c-9f10-0000000000b2', '0198c7d2-5b1e-7a3c-9f10-0000000000b3'];
+  const scheduled = (id: string) => JSON.stringify(flowRunStateEvent({ flowRunId: id, flowRunName: 'x', ...FLOW, state: { type: 'SCHEDULED', name: 'Scheduled' }, from: null, runCount: 0, occurred: Date.now() + 3_600_000 }));
+  const t0 = Date.now();
+  pipeline.ingest(scheduled(A));
+  while (Date.now() < t0 + 30) await new Promise((r) => setTimeout(r, 5));
+  pipeline.ingest(scheduled(B));
+  // C comes long after: its timeout is not near.
+  while (Date.now() < t0 + 400) await new Promise((r) => setTimeout(r, 5));
+  pipeline.ingest(scheduled(C));
+  // A has waited its timeout; B's comes 30 ms later, within a tenth of it.
+  pipeline.tick(t0 + 1_010);
+  assert.deepEqual(calls, [[A, B]]);
+  await pipeline.shutdown(0);
+});
+
 test('a flow run no worker submitted goes out once its settle window has passed, as before', () => {
   const m = wallClockModel();
   m.ingest(workerRun(undefined).flow);
