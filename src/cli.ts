@@ -182,8 +182,8 @@ Usage:
   prefect-otel [COMMAND] --help | --version
 
 ${FLAGS_TEXT}
-Exit codes: 0 ok, 1 failure (export failed, unreadable or compressed input), 2 configuration error,
-3 authentication refused, 130 / 143 replay stopped by SIGINT / SIGTERM.
+Exit codes: 0 ok, 1 failure (export failed, input unreadable, compressed or in another text encoding, protocol error),
+2 configuration error, 3 authentication refused, 130 / 143 replay stopped by SIGINT / SIGTERM.
 `;
 
 /** `prefect-otel <command> --help`: what the command does, its command line, the flags, and its own exit codes. */
@@ -206,7 +206,7 @@ Usage:
   prefect-otel replay FILE [--flag value | --flag=value]… [-- FILE]
 
 ${commandFlagsText('replay')}
-Exit codes: 0 done, 1 failure (export failed, unreadable or compressed input), 2 configuration error,
+Exit codes: 0 done, 1 failure (export failed, input unreadable, compressed or in another text encoding), 2 configuration error,
 130 / 143 stopped by SIGINT / SIGTERM (what was read is delivered first; after SIGHUP the same, then it ends by that signal).
 `,
   demo: `prefect-otel demo: run a simulated Prefect workload through the pipeline and draw its traces
