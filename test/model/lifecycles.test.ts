@@ -589,6 +589,14 @@ function wallClockModel() {
   };
 }
 
+/** The worker run's flow span, whole: completed, with the span events it was given. */
+const completedWorkerSpan = (events: unknown) => ({
+  name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+  startUs: us(1), endUs: us(9), status: { code: 'ok' },
+  attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+  events, links: [],
+});
+
 test('on the machine\'s clock, a flow run a worker submitted waits past its settle window for the worker\'s executed-flow-run, which comes after the process exited: one whole span with both worker events, nothing late', () => {
   const w = workerRun(12);
   const m = wallClockModel();
@@ -596,12 +604,7 @@ test('on the machine\'s clock, a flow run a worker submitted waits past its sett
   m.later(3_000);
   m.ingest(w.events.slice(-1));
   m.later(6_000);
-  assert.deepEqual(m.spans.map(whole), [{
-    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
-    startUs: us(1), endUs: us(9), status: { code: 'ok' },
-    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
-    events: w.spanEvents, links: [],
-  }]);
+  assert.deepEqual(m.spans.map(whole), [completedWorkerSpan(w.spanEvents)]);
   assert.deepEqual(m.lines.filter((l) => l.late === true), []);
 });
 
@@ -612,12 +615,7 @@ test('on the machine\'s clock, a flow run a worker submitted whose executed-flow
   m.later(59_000);
   assert.deepEqual(m.spans, []);
   m.later(61_000);
-  assert.deepEqual(m.spans.map(whole), [{
-    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
-    startUs: us(1), endUs: us(9), status: { code: 'ok' },
-    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
-    events: w.spanEvents, links: [],
-  }]);
+  assert.deepEqual(m.spans.map(whole), [completedWorkerSpan(w.spanEvents)]);
 });
 
 test('a flow run waiting for its worker\'s executed-flow-run still waits for it after a restart: the wait is kept in the state file', async (t) => {
