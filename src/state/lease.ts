@@ -9,7 +9,7 @@
  * find the same stale lock take it over one at a time (see `removeStale`): one of them holds it.
  */
 import { readlinkSync } from 'node:fs';
-import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { link, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -50,6 +50,9 @@ export interface StateLease {
   /** Remove the lock if it is still this process's. */
   release(): Promise<void>;
 }
+
+/** What `link` fails with on a file system that has no hard links. */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
 
 /** When this process started (a little before this module was loaded). */
 const PROCESS_STARTED_MS = Date.now() - process.uptime() * 1000;
@@ -103,19 +106,46 @@ export function createStateLease(stateFile: string, leaseMs: number): StateLease
   const self: LeaseHolder = { pid: process.pid, host: hostname(), pidNamespace: pidNamespace(), token: randomUUID(), since: new Date().toISOString() };
   const text = (): string => `${JSON.stringify(self)}\n`;
 
+  /**
+   * Make the lock, written whole before it appears: its text goes to a file of this process's own,
+   * which is then linked at the lock's path (refused when a lock is there). A lock opened with O_EXCL
+   * and written after would be there empty for a moment, and read then (by this process's other look
+   * as well) as another process's. A file system without hard links gets that, for want of better.
+   */
   async function create(): Promise<boolean> {
+    const made = `${path}.${self.token}.new`;
+    try {
+      try {
+        await writeFile(made, text());
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        await makeStateDirectory(dirname(path), stateFile);
+        await writeFile(made, text());
+      }
+      const linked = await link(made, path).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code === 'EEXIST') return false;
+          if (NO_HARD_LINKS.has(err.code ?? '')) return undefined;
+          throw err;
+        },
+      );
+      if (linked === undefined) return await createInPlace();
+      if (!linked) return false;
+    } finally {
+      await unlink(made).catch(() => undefined);
+    }
+    released = false;
+    return true;
+  }
+
+  async function createInPlace(): Promise<boolean> {
     let handle;
     try {
       handle = await open(path, 'wx');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      await makeStateDirectory(dirname(path), stateFile);
-      handle = await open(path, 'wx').catch((again: NodeJS.ErrnoException) => {
-        if (again.code === 'EEXIST') return undefined;
-        throw again;
-      });
-      if (handle === undefined) return false;
+      throw err;
     }
     try {
       await handle.writeFile(text());

@@ -53,6 +53,21 @@ const { expiresInMs: _, ...got } = await createStateLease(process.argv[2], 30000
 console.log(JSON.stringify(got));
 `;
 
+/** Reads the lock it is given over and over until its stdin ends, then says how often it found it there but empty. */
+const WATCHER = `
+const { readFileSync } = require('node:fs');
+let reads = 0, unwritten = 0, open = true;
+process.stdin.on('end', () => { open = false; }).resume();
+console.log('ready');
+const look = () => {
+  for (let i = 0; i < 200; i++) {
+    try { reads++; if (readFileSync(process.argv[1], 'utf8') === '') unwritten++; } catch {}
+  }
+  if (open) setImmediate(look); else console.log(JSON.stringify({ reads, unwritten }));
+};
+look();
+`;
+
 /** Keeps a file system full: appends to the file it is given whenever a page is free; says `full` once it first is. */
 const FILLER = `
 const { appendFileSync } = require('node:fs');
@@ -173,6 +188,28 @@ describe('state file lease', () => {
     unlinkSync(`${file}.lock`);
     assert.deepEqual(await Promise.all([a.renew(), a.check(), a.check()]), [{ held: true, remade: true }, { held: true, remade: true }, { held: true, remade: true }]);
     assert.deepEqual(holderIn(`${file}.lock`), mine);
+  });
+
+  it('a lock made again is never seen unwritten, by this process\'s other look or by another process reading it all the while', async () => {
+    const file = stateFile();
+    const a = createStateLease(file, 60_000);
+    assert.deepEqual(await a.tryAcquire(), { acquired: true });
+    const mine = holderIn(`${file}.lock`);
+    const reader = spawn(process.execPath, ['-e', WATCHER, `${file}.lock`], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const said = createInterface({ input: reader.stdout })[Symbol.asyncIterator]();
+    assert.equal((await said.next()).value, 'ready');
+    const lost: string[] = [];
+    for (let round = 0; round < 300; round++) {
+      unlinkSync(`${file}.lock`);
+      const looks = await Promise.all(round % 2 === 0 ? [a.renew(), a.check()] : [a.check(), a.renew()]);
+      if (looks.some((look) => !look.held)) lost.push(`round ${round}: ${JSON.stringify(looks)}`);
+    }
+    reader.stdin.end();
+    const seen = JSON.parse(String((await said.next()).value)) as { reads: number; unwritten: number };
+    assert.deepEqual({ lost, unwritten: seen.unwritten }, { lost: [], unwritten: 0 });
+    assert.ok(seen.reads > 300, `the reader read the lock ${seen.reads} times`);
+    assert.deepEqual(holderIn(`${file}.lock`), mine);
+    assert.deepEqual(readdirSync(dirname(file)).sort(), ['state.json.lock']);
   });
 
   it('standbys in several processes racing for one stale lock: exactly one takes it over, and keeps it', async () => {
