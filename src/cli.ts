@@ -97,7 +97,9 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
       if (command === 'watch' || command === 'replay' || command === 'demo') named = command;
       positional.shift();
     } else if (first !== '-' ) {
-      problems.push(`unknown command ${shown(first)} (commands: watch, replay FILE, demo)`);
+      // A mistyped command is named with the one it is closest to (`wacth`: watch).
+      const meant = shown(first).startsWith('"') ? closestName(first, COMMANDS) : undefined;
+      problems.push(`unknown command ${shown(first)} (${meant === undefined ? 'commands: watch, replay FILE, demo' : `did you mean ${meant}?`})`);
       positional.shift();
     }
   }

@@ -112,12 +112,14 @@ test('a mistake on the command line is followed by one line pointing at the usag
     cli(['demo', '--traces-exporter'], {}),
     cli(['--frobnicate=1'], {}),
     cli(['wacth'], {}),
+    cli(['start'], {}),
   ]);
   assert.deepEqual(runs.map((r) => ({ code: r.code, stderr: r.stderr })), [
     { code: 2, stderr: "prefect-otel: invalid configuration:\n  - unknown option --bogus\n\nRun 'prefect-otel replay --help' for the usage.\n" },
     { code: 2, stderr: "prefect-otel: invalid configuration:\n  - --traces-exporter needs a value\n\nRun 'prefect-otel demo --help' for the usage.\n" },
     { code: 2, stderr: "prefect-otel: invalid configuration:\n  - unknown option --frobnicate\n\nRun 'prefect-otel --help' for the usage.\n" },
-    { code: 2, stderr: "prefect-otel: invalid configuration:\n  - unknown command \"wacth\" (commands: watch, replay FILE, demo)\n\nRun 'prefect-otel --help' for the usage.\n" },
+    { code: 2, stderr: "prefect-otel: invalid configuration:\n  - unknown command \"wacth\" (did you mean watch?)\n\nRun 'prefect-otel --help' for the usage.\n" },
+    { code: 2, stderr: "prefect-otel: invalid configuration:\n  - unknown command \"start\" (commands: watch, replay FILE, demo)\n\nRun 'prefect-otel --help' for the usage.\n" },
   ]);
 });
 

@@ -194,7 +194,7 @@ test('mistyped options and stray arguments are listed and exit 2; a value that m
     assert.ok(!r.stderr.includes('SECRET'), r.stderr);
     return r.stderr.split('\n\n')[0]!.split('\n');
   };
-  assert.deepEqual(await problems(['--api-kye', 'pnu_TOPSECRET123', 'wacth']), ['prefect-otel: invalid configuration:', '  - unknown option --api-kye (did you mean --api-key?)', '  - unknown command "wacth" (commands: watch, replay FILE, demo)']);
+  assert.deepEqual(await problems(['--api-kye', 'pnu_TOPSECRET123', 'wacth']), ['prefect-otel: invalid configuration:', '  - unknown option --api-kye (did you mean --api-key?)', '  - unknown command "wacth" (did you mean watch?)']);
   assert.deepEqual(await problems(['--otlp-header', 'authorization=Bearer%20SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header (did you mean --otlp-headers?)']);
   const oneFile = '  - unexpected argument after FILE (not shown: it may be a secret): replay reads one file; to replay many, put them together: cat FILE… | prefect-otel replay -';
   assert.deepEqual(await problems(['replay', '-', 'pnu_SECRET42', '--otlp-header=authorization=SECRET']), ['prefect-otel: invalid configuration:', '  - unknown option --otlp-header (did you mean --otlp-headers?)', oneFile]);
