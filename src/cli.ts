@@ -209,6 +209,7 @@ Usage:
 
 ${commandFlagsText('replay')}
 Exit codes: 0 done, 1 failure (export failed, input unreadable, compressed or in another text encoding), 2 configuration error,
+3 the Prefect API refused the credentials on a parent look-up (the spans delivered, such subflows made roots),
 130 / 143 stopped by SIGINT / SIGTERM (what was read is delivered first; after SIGHUP the same, then it ends by that signal).
 `,
   demo: `prefect-otel demo: run a simulated Prefect workload through the pipeline and draw its traces
@@ -297,7 +298,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
           process.stderr.write(`${formatReplaySummary(summary)}\n`);
           logger.flush();
           if (stoppedBy !== undefined) return signalExit(stoppedBy);
-          return summary.exportOk ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
+          if (!summary.exportOk) return EXIT_CODES.FAILURE;
+          return summary.apiRefused === undefined ? EXIT_CODES.OK : EXIT_CODES.AUTH;
         } finally {
           for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
           // As watch: a hung-up process ends by the signal, not through Node's exit, which aborts on a terminal that hung up.

@@ -51,6 +51,11 @@ export interface ReplaySummary {
   readonly exporterSetting?: string;
   /** What to do when the input was not JSON lines (JSON written over many lines), for the summary. */
   readonly hint?: string;
+  /**
+   * The Prefect API refused the credentials on a run look-up (its answer, naming the setting to fix,
+   * no secret): subflows whose parent is not in the file became roots. The exit code says so (3).
+   */
+  readonly apiRefused?: string;
   /** Where `prefect events stream` said it stopped on an error (the first few), and how often. */
   readonly streamStops?: { readonly count: number; readonly first: readonly StreamStop[] };
 }
@@ -151,6 +156,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     proxy: config.prefect.proxy,
   });
   let stopAsking = false;
+  let apiRefused: string | undefined;
   const lookupOptions: OwnerLookupOptions = {
     skip: () => stopAsking,
     onFailure: (failure) => {
@@ -169,8 +175,10 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     },
     onAuthError: (err) => {
       if (stopAsking) return;
-      // As unreachable: said once, with the setting to fix, and not asked again for every subflow.
+      // As unreachable: said once, with the setting to fix, and not asked again for every subflow;
+      // unlike it, a mistake to fix, which the summary and the exit code say too.
       stopAsking = true;
+      apiRefused = err.message;
       logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: err.message }, 'Prefect API refused the credentials: subflows whose parent is not in the file become roots of their own traces');
     },
   };
@@ -209,7 +217,8 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
   if (health !== undefined) logger.info({ component: 'replay', port: health.port, address: health.address }, 'serving /healthz and /metrics');
   const statsTimer = config.statsIntervalMs > 0 ? setInterval(() => statsLog.info(stats(), 'stats'), config.statsIntervalMs).unref() : undefined;
   try {
-    return await replayLines(options, pipeline, input, totalBytes, () => (reading = false));
+    const summary = await replayLines(options, pipeline, input, totalBytes, () => (reading = false));
+    return apiRefused === undefined ? summary : { ...summary, apiRefused };
   } finally {
     clearInterval(statsTimer);
     await metrics?.shutdown();
@@ -573,6 +582,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
     ...(noEventsRead(s) ? ['input: no line was a Prefect event'] : []),
     ...(s.hint !== undefined ? [s.hint] : []),
     ...(s.streamStops === undefined ? [] : [streamStopsText(s.streamStops)]),
+    ...(s.apiRefused === undefined ? [] : [`parent look-ups: ${escapeControls(s.apiRefused)}; subflows whose parent is not in the file became roots of their own traces`]),
     ...(s.interrupted ? ['interrupted: the rest of the input was not read; runs still open were ended as incomplete'] : []),
   ].join('\n');
 }

@@ -355,14 +355,19 @@ for (const [given, env, args, name] of [
   ['the variable', { PREFECT_API_KEY: 'pnu_WRONGSECRET' }, [], 'PREFECT_API_KEY'],
   ['the flag', {}, ['--api-key', 'pnu_WRONGSECRET'], '--api-key'],
 ] as const) {
-  test(`replay with credentials the Prefect API refuses, given by ${given}: said once, naming the credential as it was given and what it costs (subflows become roots), the key never shown; the look-ups stop`, async (t) => {
+  test(`replay with credentials the Prefect API refuses, given by ${given}: said once, naming the credential as it was given and what it costs (subflows become roots), the key never shown; the look-ups stop, and the summary and exit code 3 say it`, async (t) => {
     const { startFakePrefect } = await import('../helpers/fake-prefect.js');
     const prefect = await startFakePrefect({ apiKey: 'pnu_right' });
     t.after(() => prefect.close());
     const SUB = '0198c7d2-7000-7abc-8def-0000000000a1';
     const subflow = (n: number) => flowRunStateEvent({ flowRunId: SUB.replace(/a1$/, `a${n}`), flowRunName: `sub-${n}`, ...FLOW, parentTaskRunId: TR.replace(/01$/, `0${n}`), state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: T0 + n * 1000 });
     const r = await cli(['replay', '-', ...args], { PREFECT_API_URL: prefect.url, ...env, OTEL_TRACES_EXPORTER: 'none' }, [1, 2, 3, 4, 5, 6, 7, 8].map((n) => JSON.stringify(subflow(n))).join('\n'));
-    assert.equal(r.code, 0, r.stderr);
+    // Every span delivered, and the mistake said by the summary and the exit code (3: authentication refused).
+    assert.equal(r.code, 3, r.stderr);
+    assert.deepEqual(r.stderr.split('\n').filter((l) => /^(export|parent look-ups):/.test(l)), [
+      'export: ok',
+      `parent look-ups: the Prefect API refused GET /task_runs/${TR} with HTTP 401: check ${name} (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key); subflows whose parent is not in the file became roots of their own traces`,
+    ]);
     assert.ok(!`${r.stdout}${r.stderr}`.includes('WRONGSECRET'));
     const said = logLines(r.stdout).filter((l) => l.component === 'replay' && l.level === 40).map((l) => ({ msg: l.msg, apiUrl: l.apiUrl, err: l.err }));
     assert.deepEqual(said, [{
