@@ -7,6 +7,6 @@ export { traceIdForRunId as traceIdForRun, spanIdForRunId as spanIdForRun } from
 export { parseEvent, parseEventText } from './model/event.js';
 export type { PrefectEvent, ParseResult, SkipReason } from './model/event.js';
 export type { SpanRecord, SpanEventRecord, SpanLinkRecord } from './model/span-record.js';
-export type { PipelineHooks, SpanHookView } from './pipeline.js';
+export type { PipelineHooks, SpanHookAttributes, SpanHookView } from './pipeline.js';
 export type { TracingStats } from './stats.js';
 export { ATTR } from './model/attributes.js';

@@ -1,4 +1,5 @@
 import { isAttributeValue } from '@opentelemetry/core';
+import type { AttributeValue } from '@opentelemetry/api';
 import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import type { Logger } from 'pino';
 import { secretsOf, type Config } from './config.js';
@@ -17,10 +18,16 @@ import type { Attributes, SpanRecord } from './model/span-record.js';
 import { RunTracker, type Rejected, type RunLogRecord, type TrackerNotice } from './model/tracker.js';
 import { createNativeSpanLookup, NATIVE_SPAN_WAIT_MS, type FetchNativeSpans } from './source/native-spans.js';
 
+/**
+ * A span's attributes as a hook sees them: an OpenTelemetry attribute value per name; a hook may set
+ * one to `null` (or `undefined`, or `delete` it) to remove it.
+ */
+export type SpanHookAttributes = Record<string, AttributeValue | null | undefined>;
+
 /** A view of a span that a user hook may change: its name and attributes. */
 export interface SpanHookView {
   name: string;
-  readonly attributes: Attributes;
+  readonly attributes: SpanHookAttributes;
   readonly run: SpanRecord['run'];
   readonly traceId: string;
   readonly spanId: string;

@@ -207,14 +207,15 @@ test('library: attribute values a span hook sets follow OpenTelemetry\'s rules: 
     env: {}, logger, apiUrl: prefect.url, otlpEndpoint: receiver.url, stateFile: join(tempDir(), 'state.json'), settleMs: 100, stateFlushMs: 100, statsIntervalMs: 0,
     hooks: {
       span: (s) => {
+        s.attributes['team'] = 'data';
+        s.attributes['rows'] = 17;
+        // Typed as a hook may write it: null removes an attribute.
+        s.attributes['prefect.run.name'] = null;
+        // A row count from a database driver, a whole record, a list of mixed values (from untyped code): none is an OpenTelemetry attribute value.
         const attributes = s.attributes as Record<string, unknown>;
-        attributes['team'] = 'data';
-        attributes['rows'] = 17;
-        // A row count from a database driver, a whole record, a list of mixed values: none is an OpenTelemetry attribute value.
         attributes['rows.exact'] = 17n;
         attributes['owner'] = { name: 'data-team' };
         attributes['sizes'] = [1, 'large'];
-        attributes['prefect.run.name'] = null;
       },
     },
   });

@@ -56,6 +56,8 @@ const hooks: PipelineHooks = {
     s.name = \`etl/\${s.name}\`;
     s.attributes['team'] = 'data';
     if (s.run.type === 'flow' && s.run.attempt > 0) s.attributes['retried'] = true;
+    // The README's way to remove an attribute.
+    s.attributes['prefect.run.name'] = null;
   },
 };
 const options: StartOptions = { apiUrl: 'http://prefect:4200/api', otlpEndpoint: 'http://collector:4318', settleMs: 500, keepAlive: false, hooks };
