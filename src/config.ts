@@ -19,8 +19,17 @@ export type MetricsTemporalityPreference = 'cumulative' | 'delta' | 'lowmemory';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 export type LogFormat = 'json' | 'pretty';
 
-/** Options accepted by `startPrefectTracing()` and the CLI flags; every field has an env equivalent. */
-export type PrefectTracingOptions = Partial<SettingValues>;
+/** The settings whose value is a map of names to values: headers, resource attributes. */
+type MapSettingKey = { [K in SettingKey]: SettingValues[K] extends Readonly<Record<string, string>> ? K : never }[SettingKey];
+
+/**
+ * Options accepted by `startPrefectTracing()` and the CLI flags; every field has an env equivalent.
+ * A map (`otlpHeaders`, `resourceAttributes`, `clientCustomHeaders`…) is an object of names to values,
+ * or the text its variable holds (`'k1=v1,k2=v2'`; JSON for `clientCustomHeaders`).
+ */
+export type PrefectTracingOptions = {
+  [K in SettingKey]?: K extends MapSettingKey ? string | Readonly<Record<string, string>> : SettingValues[K];
+};
 
 export interface OtlpSignalConfig {
   readonly url: string;

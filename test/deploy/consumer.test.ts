@@ -61,6 +61,12 @@ const hooks: PipelineHooks = {
   },
 };
 const options: StartOptions = { apiUrl: 'http://prefect:4200/api', otlpEndpoint: 'http://collector:4318', settleMs: 500, keepAlive: false, hooks };
+// Maps as the README's table writes them (the variable's text), or as objects.
+const maps: StartOptions = {
+  otlpHeaders: 'authorization=Bearer%20abc,x-scope=data', otlpTracesHeaders: { 'x-tenant': 'data' },
+  resourceAttributes: 'deployment.environment=prod', clientCustomHeaders: '{"CF-Access-Client-Id": "id"}',
+};
+void maps;
 let tracing: PrefectTracingHandle;
 try {
   tracing = startPrefectTracing(options);
