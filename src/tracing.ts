@@ -23,7 +23,11 @@ import { VERSION } from './version.js';
 export interface StartOptions extends PrefectTracingOptions {
   /** Environment to read settings from (default `process.env`). */
   readonly env?: Readonly<Record<string, string | undefined>>;
-  /** Log through this pino logger instead of creating one. */
+  /**
+   * Log through this pino logger (the application's) instead of writing JSON lines to standard
+   * output: at its own level, or at `logLevel` (`PREFECT_OTEL_LOG_LEVEL`) when that is set;
+   * `logFormat` does not apply.
+   */
   readonly logger?: Logger;
   readonly hooks?: PipelineHooks;
   /**
@@ -621,7 +625,16 @@ export function startPrefectTracing(options: StartOptions = {}): PrefectTracingH
     throw err;
   }
   if (problems.length > 0) throw new ConfigError(problems, config.warnings);
-  return startOnce(config, options);
+  return startOnce(config, { logger: hostLogger(options.logger, config), hooks: options.hooks, keepAlive: options.keepAlive });
+}
+
+/**
+ * The application's logger as prefect-otel logs through it: at the level `logLevel` (or
+ * `PREFECT_OTEL_LOG_LEVEL`) sets, when one is set, and at the logger's own level otherwise.
+ */
+function hostLogger(logger: Logger | undefined, config: Config): Logger | undefined {
+  if (logger === undefined || config.sources?.logLevel === undefined) return logger;
+  return logger.child({}, { level: config.log.level });
 }
 
 /** The same, with a configuration already resolved (the CLI). */

@@ -322,6 +322,38 @@ test('library: every problem of the options at once, those that are no setting t
   await tracing.done;
 });
 
+test("library: with the application's own pino logger, prefect-otel logs at the level logLevel or PREFECT_OTEL_LOG_LEVEL sets, and at the logger's own level when neither is set", async (t) => {
+  const w = workload(1);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  t.after(() => prefect.close());
+  /** The levels of the lines one start writes through an application logger at `info`, its workload traced. */
+  const levelsSeen = async (settings: { logLevel?: 'debug' | 'warn'; env?: Record<string, string> }): Promise<number[]> => {
+    const { logger, lines } = captureLogger();
+    const tracing = startPrefectTracing({ env: {}, ...settings, logger, apiUrl: prefect.url, tracesExporter: 'none', stateFile: join(tempDir(), 'state.json'), settleMs: 100, statsIntervalMs: 0 });
+    let spans = 0;
+    tracing.on('span', () => void (spans += 1));
+    await tracing.ready;
+    await until('subscription', () => liveConnections(prefect) === 1);
+    prefect.publish(w.events);
+    await until('every span', () => spans === w.runs.size);
+    await tracing.shutdown();
+    await tracing.done;
+    await until('disconnected', () => liveConnections(prefect) === 0);
+    return [...new Set(lines().map((l) => Number(l.level)))].sort();
+  };
+  assert.deepEqual(
+    {
+      own: await levelsSeen({}),
+      debugOption: await levelsSeen({ logLevel: 'debug' }),
+      debugVariable: await levelsSeen({ env: { PREFECT_OTEL_LOG_LEVEL: 'debug' } }),
+      warnOption: await levelsSeen({ logLevel: 'warn' }),
+    },
+    // The frames of the stream are at debug, the STLOGGING lines at info; nothing of this workload warns.
+    { own: [30], debugOption: [20, 30], debugVariable: [20, 30], warnOption: [] },
+  );
+});
+
 test('library: a second start on the same state file in one process returns the running instance; every span goes out once', async (t) => {
   const w = workload(2);
   const prefect = await startFakePrefect();
