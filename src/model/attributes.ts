@@ -45,6 +45,8 @@ export const ATTR = {
   CICD_TASK_RUN_ID: 'cicd.pipeline.task.run.id',
   CICD_TASK_RUN_RESULT: 'cicd.pipeline.task.run.result',
   CICD_TASK_RUN_URL: 'cicd.pipeline.task.run.url.full',
+  /** The semantic conventions' class of the error a failed or crashed run ended with. */
+  ERROR_TYPE: 'error.type',
   LINK_KIND: 'prefect.link.kind',
 } as const;
 

@@ -441,6 +441,9 @@ export class RunState {
       set(ATTR.CICD_TASK_RUN_URL, url);
     }
 
+    const status = statusOf(incomplete ? undefined : final);
+    if (status.code === 'error') a[ATTR.ERROR_TYPE] = errorTypeOf(final);
+
     const links: SpanLinkRecord[] = [];
     if (this.attempt > 0) {
       links.push({
@@ -460,7 +463,7 @@ export class RunState {
       kind: flow && this.ctx.root ? 'server' : 'internal',
       startUs,
       endUs,
-      status: statusOf(incomplete ? undefined : final),
+      status,
       attributes: a,
       events: this.sortedEvents(),
       links,
@@ -540,6 +543,24 @@ function stateOfEntry(e: EventEntry): StateInfo | undefined {
     from: typeof from === 'string' ? from : undefined,
     runCount: typeof runCount === 'number' ? runCount : undefined,
   };
+}
+
+/**
+ * Prefect's message for a run its code failed: `Flow run encountered an exception: ValueError: bad
+ * row 17`, `Task run encountered an exception ValueError: …` (Prefect 3), `… an exception. ValueError: …`
+ * (Prefect 2), the class qualified by its module outside the builtins (`requests.exceptions.HTTPError`).
+ */
+const EXCEPTION_MESSAGE_RE = /^(?:Flow|Task) run encountered an exception[:.]? ([A-Za-z_](?:[\w.]*\w)?)(?::|\s*$)/;
+
+/**
+ * `error.type` of a span whose status is ERROR, which the semantic conventions ask for beside
+ * `cicd.pipeline.result` / `cicd.pipeline.task.run.result` `failure` and `error`: the exception class
+ * Prefect's state message names, else the state's name (`Failed`, `Crashed`, `TimedOut`), Prefect's
+ * own word for how the run ended. Either is of low cardinality, unlike the message.
+ */
+function errorTypeOf(final: StateInfo | undefined): string {
+  const exception = final === undefined ? undefined : EXCEPTION_MESSAGE_RE.exec(final.message)?.[1];
+  return exception ?? nonEmpty(final?.name) ?? final?.type ?? '_OTHER';
 }
 
 function statusOf(final: StateInfo | undefined): SpanRecord['status'] {

@@ -201,7 +201,7 @@ test('task retries (with a delay: AwaitingRetry then Retrying; without: Retrying
   assert.deepEqual(whole(byId.get(DELAYED)!), expected(DELAYED, delayed, 1, 13, { code: 'ok' },
     taskAttrs(DELAYED, 'load-7c1', 'load-55aa66bb', { 'prefect.run.count': 2, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.task.run.result': 'success' })));
   assert.deepEqual(whole(byId.get(QUICK)!), expected(QUICK, quick, 3, 6, { code: 'error', message: 'Failed' },
-    taskAttrs(QUICK, 'ping-0a1', 'ping-0f0e0d0c', { 'prefect.run.count': 3, 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'cicd.pipeline.task.run.result': 'failure' })));
+    taskAttrs(QUICK, 'ping-0a1', 'ping-0f0e0d0c', { 'prefect.run.count': 3, 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'cicd.pipeline.task.run.result': 'failure', 'error.type': 'Failed' })));
   assert.deepEqual(whole(byId.get(CACHED)!), expected(CACHED, cached, 7, 7.3, { code: 'ok' },
     taskAttrs(CACHED, 'fetch-b2c', 'fetch-11223344', { 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Cached', 'cicd.pipeline.task.run.result': 'success' })));
 });
@@ -231,7 +231,7 @@ test('pause and resume in-process (Paused → Running, run count kept), and a pa
   assert.deepEqual(b.spans.map(whole), [{
     name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
     startUs: us(0), endUs: us(3605), status: { code: 'error', message: 'The flow was paused and never resumed.' },
-    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'cicd.pipeline.result': 'failure' }),
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'cicd.pipeline.result': 'failure', 'error.type': 'Failed' }),
     events: stateEvents(timedOut), links: [],
   }]);
 });
@@ -350,7 +350,7 @@ test('Crashed set by the server (infrastructure exited) with no client event aft
     {
       name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
       startUs: us(0), endUs: us(50), status: { code: 'error', message: 'Flow run infrastructure exited with non-zero status code 137.' },
-      attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'CRASHED', 'prefect.state.name': 'Crashed', 'cicd.pipeline.result': 'error' }),
+      attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'CRASHED', 'prefect.state.name': 'Crashed', 'cicd.pipeline.result': 'error', 'error.type': 'Crashed' }),
       events: stateEvents(flow), links: [],
     },
   ]);
@@ -455,7 +455,7 @@ test('a rerun from the UI after Failed, with tasks in both attempts: a second fl
     {
       name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
       startUs: us(0), endUs: us(10), status: { code: 'error', message: 'Flow run encountered an exception: KeyError' },
-      attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'cicd.pipeline.result': 'failure' }),
+      attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'cicd.pipeline.result': 'failure', 'error.type': 'KeyError' }),
       events: stateEvents(flow.slice(0, 3)), links: [],
     },
     {
@@ -953,7 +953,7 @@ test('a task rolled back with its transaction seconds after it completed (Rolled
   assert.deepEqual(b.spans.filter((s) => s.run.id === FR).map(whole), [{
     name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
     startUs: us(0), endUs: us(30), status: { code: 'error', message: 'Flow run encountered an exception: KeyError' },
-    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'cicd.pipeline.result': 'failure' }),
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'cicd.pipeline.result': 'failure', 'error.type': 'KeyError' }),
     events: stateEvents(marked.slice(0, 2)), links: [],
   }]);
   assert.equal(b.pipeline.tracker.counts.reruns, 0);

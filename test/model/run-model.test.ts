@@ -394,6 +394,39 @@ test('failures: FAILED is ERROR with the state message, CRASHED is ERROR, CANCEL
   });
 });
 
+test('a failed or crashed run carries error.type: the exception class its state message names, else the state name', async () => {
+  const flowEnd = (id: string, type: string, name: string, message: string) => [
+    flowRunStateEvent({ flowRunId: id, flowRunName: 'r', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(1) }) as Ev,
+    flowRunStateEvent({ flowRunId: id, flowRunName: 'r', ...FLOW, state: { type, name, message }, from: 'RUNNING', runCount: 1, occurred: at(2) }) as Ev,
+  ];
+  const taskEnd = (id: string, message: string) => [
+    taskRunStateEvent({ taskRunId: id, taskRunName: 't-1a2', taskKey: 'load-55aa66bb', state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(1) }) as Ev,
+    taskRunStateEvent({ taskRunId: id, taskRunName: 't-1a2', taskKey: 'load-55aa66bb', state: { type: 'FAILED', name: 'Failed', message }, from: 'RUNNING', runCount: 1, occurred: at(2) }) as Ev,
+  ];
+  const ids = Array.from({ length: 8 }, (_, i) => `0198c7d2-0000-7000-8000-0000000001${String(i).padStart(2, '0')}`);
+  const { spans } = await run([
+    ...flowEnd(ids[0]!, 'FAILED', 'Failed', 'Flow run encountered an exception: ValueError: bad row 17'),
+    ...taskEnd(ids[1]!, 'Task run encountered an exception requests.exceptions.HTTPError: HTTP 500 for POST'),
+    ...taskEnd(ids[2]!, 'Task run encountered an exception.'),
+    ...flowEnd(ids[3]!, 'FAILED', 'TimedOut', 'Flow run exceeded timeout of 60 second(s)'),
+    ...flowEnd(ids[4]!, 'CRASHED', 'Crashed', 'Flow run infrastructure exited with non-zero status code 137.'),
+    ...flowEnd(ids[5]!, 'FAILED', 'Failed', 'Flow run encountered an exception: KeyError\n'),
+    ...flowEnd(ids[6]!, 'COMPLETED', 'Completed', ''),
+    ...flowEnd(ids[7]!, 'CANCELLED', 'Cancelled', 'by user'),
+  ]);
+  const errorTypes = Object.fromEntries(spans.map((s) => [s.run.id, [s.status.code, s.attributes['error.type']]]));
+  assert.deepEqual(errorTypes, {
+    [ids[0]!]: ['error', 'ValueError'],
+    [ids[1]!]: ['error', 'requests.exceptions.HTTPError'],
+    [ids[2]!]: ['error', 'Failed'],
+    [ids[3]!]: ['error', 'TimedOut'],
+    [ids[4]!]: ['error', 'Crashed'],
+    [ids[5]!]: ['error', 'KeyError'],
+    [ids[6]!]: ['ok', undefined],
+    [ids[7]!]: ['unset', undefined],
+  });
+});
+
 test('a rerun from the UI after Completed becomes a second span in the same trace, linked to the first', async () => {
   const events = happyRun().filter((e) => String(e.event).startsWith('prefect.flow-run.'));
   events.push(flowState(100, 'SCHEDULED', 'Scheduled', 'COMPLETED', 1), flowState(101, 'RUNNING', 'Running', 'PENDING', 2), flowState(110, 'FAILED', 'Failed', 'RUNNING', 2, { message: 'boom' }));
