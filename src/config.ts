@@ -82,6 +82,8 @@ export interface Config {
   readonly model: Omit<TrackerOptions, 'uiUrl'> & {
     readonly dedupeWindowMs: number;
     readonly dedupeMaxIds: number;
+    /** OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT / OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT; undefined: no limit. */
+    readonly attributeValueLengthLimit: number | undefined;
   };
   readonly delivery: {
     readonly maxSpans: number;
@@ -277,6 +279,7 @@ export function resolveConfig(
       payloadMaxChars: v.payloadMaxChars,
       dedupeWindowMs: v.dedupeWindowMs,
       dedupeMaxIds: v.dedupeMaxIds,
+      attributeValueLengthLimit: v.attributeValueLengthLimit,
     },
     delivery: {
       maxSpans: v.bufferMaxSpans,

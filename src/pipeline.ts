@@ -11,6 +11,7 @@ import { diagToLogger } from './log/diag.js';
 import { createRunLogWriter } from './log/stlogging.js';
 import { redactTokenFields, secretRedactor, shownUrl } from './log/redact.js';
 import { ATTR } from './model/attributes.js';
+import { limitAttributeValueLengths } from './model/attribute-limits.js';
 import { classify, type Classified } from './model/classify.js';
 import { DedupeSet } from './model/dedupe.js';
 import { excerpt, isRecord, parseEvent, parseEventText, SKIP_REASONS, type PrefectEvent, type SkipReason } from './model/event.js';
@@ -218,7 +219,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     },
     {
       span(record: SpanRecord): void {
-        const final = applyHooks(record);
+        const final = limitAttributeValueLengths(applyHooks(record), config.model.attributeValueLengthLimit);
         options.onSpan?.(final);
         if (held !== undefined) held.add(final);
         else traces?.enqueue(final);

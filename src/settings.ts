@@ -470,6 +470,10 @@ export const SETTINGS = {
     env: ['OTEL_SPAN_EVENT_COUNT_LIMIT'], flag: '--max-span-events', default: 1_000, parse: integer(2, 1_000_000),
     doc: 'span events kept per span (OTel\'s default is 128); past it the oldest are summarised in one event (naming at most 128 event names, the rest counted in `prefect.events.summarised_other_count`), other events before state transitions',
   },
+  attributeValueLengthLimit: {
+    env: ['OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT', 'OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT'], flag: '--attribute-value-length-limit', default: undefined as number | undefined, parse: optional(integer(0, 1_000_000_000)),
+    doc: 'longest string attribute value of a span, its span events and links (characters; each string of an array too), as OpenTelemetry limits them: a longer one is cut to it, also one a span hook sets; unset: no limit beyond prefect-otel\'s own',
+  },
   payloadMaxChars: {
     env: ['PREFECT_OTEL_PAYLOAD_MAX_CHARS'], flag: '--payload-max-chars', default: 4_096, parse: integer(0, 1_000_000),
     doc: 'length of the `prefect.event.payload` JSON kept on a span event, and of `prefect.state.message` (span event and status); a cut text ends in `…` (a cut payload is no longer valid JSON) and never splits a character',

@@ -139,6 +139,7 @@ const IN_FORCE: Record<string, (c: Config) => unknown> = {
   openRunTimeoutMs: (c) => c.model.openRunTimeoutMs,
   maxOpenRuns: (c) => c.model.maxOpenRuns,
   maxSpanEvents: (c) => c.model.maxSpanEvents,
+  attributeValueLengthLimit: (c) => c.model.attributeValueLengthLimit,
   payloadMaxChars: (c) => c.model.payloadMaxChars,
   dedupeWindowMs: (c) => c.model.dedupeWindowMs,
   dedupeMaxIds: (c) => c.model.dedupeMaxIds,
@@ -202,6 +203,7 @@ const SAMPLE: Record<string, string> = {
   logFormat: 'pretty',
   httpPort: '9464',
   httpHost: '127.0.0.1',
+  attributeValueLengthLimit: '256',
 };
 
 /** The sample for a numeric setting: one more than its default, which every bound allows. */

@@ -163,6 +163,43 @@ test('a long task run with 150 retries keeps every transition on its exported sp
   assert.equal(span.events[2]!.attributes['prefect.event.payload'], '{"note":"…');
 });
 
+test('OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT (before OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT) cuts every string attribute of a span, its events and links, and each string of an array', async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const task = (ms: number, type: string, name: string, from: string | null, runCount: number, message = '') =>
+    taskRunStateEvent({
+      taskRunId: TR, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: FR, ...FLOW, tags: ['db', 'nightly-\u{1F680}x'], state: { type, name, message }, from, runCount, occurred: T0 + ms,
+      labels: { __OTEL_TRACEPARENT: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' }, id: `0198c7d2-eeee-7000-8000-00000000001${ms / 1000}`,
+    });
+  const note = customEvent({
+    event: 'acme.rows.parsed', resourceId: 'acme.table.orders', resourceName: 'orders', payload: { rows: 17 }, occurred: T0 + 2500, id: '0198c7d2-eeee-7000-8000-000000000099',
+    related: [{ id: `prefect.task-run.${TR}`, role: 'task-run' }],
+  });
+  const lines = [task(1000, 'RUNNING', 'Running', 'PENDING', 1), note, task(3000, 'FAILED', 'Failed', 'RUNNING', 1, 'Task run encountered an exception ValueError: bad row 17')].map((e) => JSON.stringify(e));
+  const r = await cli(['replay', '-'], { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: '9', OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: '4' }, `${lines.join('\n')}\n`);
+  assert.equal(r.code, 0, r.stderr);
+  const span = receiver.spans().find((s) => s.spanId === spanIdForRun(TR))!;
+  assert.deepEqual(
+    { attributes: span.attributes, events: span.events.map((e) => [e.name, e.attributes]), links: span.links.map((l) => l.attributes), status: span.status },
+    {
+      attributes: {
+        'prefect.run.id': '0198c7d2-', 'prefect.run.type': 'task', 'prefect.run.name': 'extract-3', 'prefect.run.count': 1,
+        'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'prefect.tags': ['db', 'nightly-\u{1F680}'],
+        'prefect.flow.name': 'etl', 'prefect.flow.id': '6a1f0c7e-', 'prefect.task.key': 'extract-9',
+        'cicd.pipeline.task.name': 'extract', 'cicd.pipeline.task.run.id': '0198c7d2-', 'cicd.pipeline.task.run.result': 'failure', 'error.type': 'ValueErro',
+      },
+      events: [
+        ['Running', { 'prefect.state.type': 'RUNNING', 'prefect.state.name': 'Running', 'prefect.state.message': '', 'prefect.state.id': '0198c7d2-', 'prefect.state.from': 'PENDING', 'prefect.run.count': 1, 'prefect.event.received_lag_ms': 20 }],
+        ['acme.rows.parsed', { 'prefect.event.id': '0198c7d2-', 'prefect.event.resource.id': 'acme.tabl', 'prefect.event.resource.name': 'orders', 'prefect.event.payload': '{"rows":1' }],
+        ['Failed', { 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'prefect.state.message': 'Task run ', 'prefect.state.id': '0198c7d2-', 'prefect.state.from': 'RUNNING', 'prefect.run.count': 1, 'prefect.event.received_lag_ms': 20 }],
+      ],
+      links: [{ 'prefect.link.kind': 'prefect_n' }],
+      // The status message is no attribute: whole.
+      status: { code: 2, message: 'Task run encountered an exception ValueError: bad row 17' },
+    },
+  );
+});
+
 // SIGHUP (its terminal closed) as SIGINT, then the process ends by that signal, as a hung-up process does.
 for (const signal of ['SIGINT', 'SIGHUP'] as const) test(`replay interrupted (${signal}) while standard input is still open: what was read is exported, open runs as incomplete, ${signal === 'SIGINT' ? 'exit 130' : 'then ended by SIGHUP'}`, async (t) => {
   const receiver = await startOtlpReceiver();
