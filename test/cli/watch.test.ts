@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli } from '../helpers/cli.js';
 import { startFakePrefect, startMiniPrefect, type FakePrefect, type TestEvent } from '../helpers/fake-prefect.js';
@@ -15,9 +15,12 @@ const CHILD = '0198c7d2-7000-7000-8000-0000000000c1';
 const TRACK = '0198c7d2-7000-7000-8000-0000000000d1';
 const TASK = '0198c7d2-6000-7abc-8def-000000000001';
 
-/** A flow run with a task and an in-process subflow, timed just before now (inside Prefect's backfill window). */
+/**
+ * A flow run with a task and an in-process subflow, timed just before now: inside the minute a fresh
+ * `watch` subscribes from (its `since`), when made once it has subscribed, however long it took to start.
+ */
 function scenario(): TestEvent[] {
-  const t0 = Date.now() - 60_000;
+  const t0 = Date.now() - 30_000;
   const at = (s: number): number => t0 + s * 1000;
   const id = (i: number): string => `0198c7d2-eeee-7000-8000-${String(i).padStart(12, '0')}`;
   const flow = (i: number, s: number, type: string, name: string, from: string | null) =>
@@ -39,8 +42,16 @@ function scenario(): TestEvent[] {
   ];
 }
 
+/** Processes started here: any still running once the tests are done (one failed) is killed, so that the file ends. */
+const started = new Set<ReturnType<typeof startCli>['child']>();
+after(() => {
+  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
 function start(args: string[], env: Record<string, string>) {
-  return startCli(args, { PREFECT_OTEL_SETTLE_MS: '100', PREFECT_OTEL_STATE_FLUSH_MS: '200', ...env });
+  const run = startCli(args, { PREFECT_OTEL_SETTLE_MS: '100', PREFECT_OTEL_STATE_FLUSH_MS: '200', ...env });
+  started.add(run.child);
+  return run;
 }
 
 /** The CLI's result; should it try the Prefect server more than `attempts` times (a retry loop that would not end), once stopped by SIGTERM. */
@@ -81,16 +92,20 @@ async function replaySpans(events: TestEvent[], apiUrl: string, extra: Record<st
   return receiver.spans();
 }
 
-test('watch: handshake with a future until, a dropped socket mid-flow, and the same spans replay gives, each exactly once', async () => {
+test('watch: handshake with a future until, a dropped socket mid-flow, and the same spans replay gives, each exactly once', async (t) => {
   const prefect = await startMiniPrefect({ authString: 'admin:pass' });
   prefect.addTaskRun({ id: TRACK, flow_run_id: FR, name: 'quality-checks-0' });
   const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
   const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
-  const events = scenario();
   const { child, result } = start([], {
     PREFECT_API_URL: prefect.url, PREFECT_API_AUTH_STRING: 'admin:pass', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(dir, 'state.json'),
   });
   await until('first subscription', () => prefect.connections.some((c) => c.live));
+  const events = scenario();
   const filter = prefect.connections[0]!.filters[0] as { filter: { occurred: { until: string } }; backfill: boolean };
   assert.ok(Date.parse(filter.filter.occurred.until) > Date.now() + 300 * 24 * 3600_000, 'until is far in the future');
   assert.equal(prefect.connections[0]!.authToken, 'admin:pass');
@@ -115,19 +130,21 @@ test('watch: handshake with a future until, a dropped socket mid-flow, and the s
     [['etl', traceIdForRun(FR), undefined], ['extract', traceIdForRun(FR), spanIdForRun(FR)], ['quality-checks', traceIdForRun(FR), spanIdForRun(FR)]].sort(),
   );
   assert.deepEqual(shape(live), shape(await replaySpans(events, prefect.url, { PREFECT_API_AUTH_STRING: 'admin:pass' })));
-  await receiver.close();
-  await prefect.close();
 });
 
-test('watch: SIGTERM mid-flow then restart: nothing lost, nothing exported twice', async () => {
+test('watch: SIGTERM mid-flow then restart: nothing lost, nothing exported twice', async (t) => {
   const prefect = await startMiniPrefect();
   prefect.addTaskRun({ id: TRACK, flow_run_id: FR });
   const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
   const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
   const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') };
-  const events = scenario();
   const first = start([], env);
   await until('subscription', () => prefect.connections.some((c) => c.live));
+  const events = scenario();
   prefect.publish(events.slice(0, 7));
   await receiver.waitForSpans(1);
   first.child.kill('SIGTERM');
@@ -146,11 +163,9 @@ test('watch: SIGTERM mid-flow then restart: nothing lost, nothing exported twice
   const spans = receiver.spans();
   assert.equal(spans.length, 3, 'each run exported once across the restart');
   assert.deepEqual(shape(spans), shape(await replaySpans(events, prefect.url)));
-  await receiver.close();
-  await prefect.close();
 });
 
-test("watch: subflows three deep, the middle one's events missed until it ends: the innermost subflow and its task are in the root's trace, found over REST", async () => {
+test("watch: subflows three deep, the middle one's events missed until it ends: the innermost subflow and its task are in the root's trace, found over REST", async (t) => {
   const prefect = await startFakePrefect();
   const id = (kind: number, i: number): string => `0198c7d2-${kind}000-7000-8000-00000000000${i}`;
   const [ROOT, MIDDLE, LEAF, TRACK_MIDDLE, TRACK_LEAF, LEAF_TASK] = [id(1, 1), id(1, 2), id(1, 3), id(2, 2), id(2, 3), id(3, 1)];
@@ -165,6 +180,10 @@ test("watch: subflows three deep, the middle one's events missed until it ends: 
   const task = (s: number, type: string, from: string) =>
     taskRunStateEvent({ taskRunId: LEAF_TASK, taskRunName: 'load-1', taskKey: 'load-55aa66bb', flowRunId: LEAF, flowRunName: 'leaf-run', state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: t0 + s * 1000 });
   const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
   const run = start([], { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(mkdtempSync(join(tmpdir(), 'prefect-otel-watch-')), 'state.json') });
   await until('subscription', () => prefect.connections.some((c) => c.live));
   prefect.publish([flow(ROOT, 'root', 0, 'RUNNING', 'PENDING'), flow(LEAF, 'leaf', 2, 'RUNNING', 'PENDING', TRACK_LEAF), task(3, 'RUNNING', 'PENDING'), task(4, 'COMPLETED', 'RUNNING'), flow(LEAF, 'leaf', 5, 'COMPLETED', 'RUNNING', TRACK_LEAF)]);
@@ -186,8 +205,6 @@ test("watch: subflows three deep, the middle one's events missed until it ends: 
     prefect.restRequests.filter((q) => !q.path.includes('/filter')).map((q) => `${q.method} ${q.path}`).sort(),
     [`GET /api/flow_runs/${MIDDLE}`, `GET /api/task_runs/${TRACK_LEAF}`, `GET /api/task_runs/${TRACK_MIDDLE}`].sort(),
   );
-  await receiver.close();
-  await prefect.close();
 });
 
 for (const given of ['PREFECT_API_AUTH_STRING', '--auth-string'] as const) {
