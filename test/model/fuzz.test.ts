@@ -227,28 +227,27 @@ describe('SPEC §5 malformed input: one run corrupted in every way JSON allows a
     }
   });
 
-  it('each state event of the run replaced by a corrupted frame: the other runs keep their spans exactly, every frame is accounted for', async () => {
-    for (const w of worlds) {
-      const b = await baseline(w);
-      for (const t of w.targets) {
-        const random = prng(w.seed * 31 + t.states.length);
-        const fresh = freshIds(random);
-        // A task run's span is its own (the task runs under it keep theirs); a flow run's tasks take their trace and ends from
-        // it (a task still open when its flow run ends is ended with it): a subflow's tasks go with it, a root's whole trace.
-        const other = t.kind === 'root flow run' ? (s: SpanRecord) => s.traceId !== t.traceId
-          : t.kind === 'subflow run' ? (s: SpanRecord) => s.run.id !== t.runId && !tasksOf(w.events, t.runId).has(s.run.id)
-            : (s: SpanRecord) => s.run.id !== t.runId;
-        for (const round of rounds(CORRUPTIONS, t.states.length, random)) {
-          const label = `seed ${w.seed}, ${t.kind} ${t.runId}: ${round.map((c) => c.name).join(' | ')}`;
-          const replaced = new Map(round.map((c, k) => [t.states[k]!, c]));
-          // Half the frames in the `{"type":"event","event":…}` envelope the server sends.
-          const envelope = (l: string): string => (l.startsWith('{"type"') || random() < 0.5 ? l : `{"type":"event","event":${l}}`);
-          const lines = w.events.flatMap((e, i): (Ev | string)[] => replaced.get(i)?.lines(e, fresh()).map(envelope) ?? [e]);
-          const r = await run(w, lines);
-          assertSameSpans(r.spans, b.spans, other, label);
-          checkTypes(r.spans, r.lines, label);
-          checkAccounting(r, b, round.map((c) => c.outcome), label);
-        }
+  // One test a seed: each is seconds of work.
+  for (const w of worlds) it(`seed ${w.seed}: each state event of the run replaced by a corrupted frame: the other runs keep their spans exactly, every frame is accounted for`, async () => {
+    const b = await baseline(w);
+    for (const t of w.targets) {
+      const random = prng(w.seed * 31 + t.states.length);
+      const fresh = freshIds(random);
+      // A task run's span is its own (the task runs under it keep theirs); a flow run's tasks take their trace and ends from
+      // it (a task still open when its flow run ends is ended with it): a subflow's tasks go with it, a root's whole trace.
+      const other = t.kind === 'root flow run' ? (s: SpanRecord) => s.traceId !== t.traceId
+        : t.kind === 'subflow run' ? (s: SpanRecord) => s.run.id !== t.runId && !tasksOf(w.events, t.runId).has(s.run.id)
+          : (s: SpanRecord) => s.run.id !== t.runId;
+      for (const round of rounds(CORRUPTIONS, t.states.length, random)) {
+        const label = `seed ${w.seed}, ${t.kind} ${t.runId}: ${round.map((c) => c.name).join(' | ')}`;
+        const replaced = new Map(round.map((c, k) => [t.states[k]!, c]));
+        // Half the frames in the `{"type":"event","event":…}` envelope the server sends.
+        const envelope = (l: string): string => (l.startsWith('{"type"') || random() < 0.5 ? l : `{"type":"event","event":${l}}`);
+        const lines = w.events.flatMap((e, i): (Ev | string)[] => replaced.get(i)?.lines(e, fresh()).map(envelope) ?? [e]);
+        const r = await run(w, lines);
+        assertSameSpans(r.spans, b.spans, other, label);
+        checkTypes(r.spans, r.lines, label);
+        checkAccounting(r, b, round.map((c) => c.outcome), label);
       }
     }
   });
