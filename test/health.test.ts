@@ -247,7 +247,9 @@ test('/livez answers 200 while the process only waits (a standby, the Prefect se
   writeFileSync(`${standbyState}.lock`, `${JSON.stringify({ pid: 4242, host: 'other-host', pidNamespace: null, token: randomUUID(), since: new Date().toISOString() })}\n`);
   const standby = start('standby', { apiUrl: prefect.url, stateFile: standbyState });
   const prefectDown = start('down', { apiUrl: 'http://127.0.0.1:9/api' });
-  const collectorDown = start('collector', { apiUrl: prefect.url, tracesExporter: 'otlp', otlpEndpoint: failing.url, settleMs: 50, scheduleDelayMs: 10 });
+  // An export given up after a second: by default its retries of the 503s take up to the 10 s of
+  // the OTLP timeout, as long as the test would wait for it.
+  const collectorDown = start('collector', { apiUrl: prefect.url, tracesExporter: 'otlp', otlpEndpoint: failing.url, settleMs: 50, scheduleDelayMs: 10, exportTimeoutMs: 1_000 });
   await Promise.all([prefectDown.ready, collectorDown.ready]);
   await until('standby', () => standby.stats().standby);
   await until('subscribed', () => liveConnections(prefect) === 1);
