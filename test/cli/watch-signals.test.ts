@@ -192,13 +192,16 @@ test('watch: SIGTERM with the collector down and a state file that cannot be wri
   // Once started, the state file's directory is made a regular file: every write fails (ENOTDIR), on any platform.
   const dir = tempDir();
   const path = join(dir, 'file', 'state.json');
-  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await closedPort()}`, PREFECT_OTEL_STATE_FILE: path }, t);
+  const { child, result } = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await closedPort()}`, PREFECT_OTEL_STATE_FILE: path, PREFECT_OTEL_STATS_INTERVAL_MS: '50' }, t);
   const lines = follow(child);
   await until('subscription', () => liveConnections(prefect) === 1);
   renameSync(join(dir, 'file'), join(dir, 'moved'));
   writeFileSync(join(dir, 'file'), '');
   prefect.publish(w.events);
-  await until('every run ended', () => lines().filter((l) => l.msg?.startsWith('STLOGGING: ') === true).length === w.events.length);
+  // Every run's span built (its settle window over), as the stats lines say: each event taken is not
+  // yet each run ended, and a run still settling at the signal is an open run, not a span.
+  const finished = () => lines().filter((l) => l.msg === 'stats').map((l) => (l.spans as { finished: number }).finished);
+  await until('every span built', () => finished().includes(w.runs.size), 10_000, () => JSON.stringify(finished()));
   await until('a periodic save failed', () => lines().some((l) => l.msg === 'could not write the state file'));
   child.kill('SIGTERM');
   const r = await result;
