@@ -16,7 +16,7 @@ import { createPrefectRestClient, type PrefectRestClient } from './source/rest.j
 import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from './source/websocket.js';
 import { createStateLease, type LeaseHolder, type StateLease } from './state/lease.js';
 import { loadState, SpansNotKeptError, StateWriter } from './state/persisted.js';
-import { createStateStore, stateFileTarget } from './state/state-store.js';
+import { createStateStore, stateFileTarget, StateTakenError } from './state/state-store.js';
 import { collectStats, type TracingStats } from './stats.js';
 import { VERSION } from './version.js';
 
@@ -355,10 +355,19 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       return true;
     }
     if (!changed) return true;
+    await this.stateTaken();
+    return false;
+  }
+
+  /**
+   * The state file is another process's now (`changedSinceOwn`, or a save that found it so): that
+   * process took it over while this one was frozen. This one stops without saving, as when it finds
+   * its lock taken, and removes a lock of its own it may have made again meanwhile.
+   */
+  private async stateTaken(): Promise<void> {
     // Lost first: a look under way that finds the lock released then says nothing of its own.
     this.loseLease(undefined, true);
     await this.lease.release();
-    return false;
   }
 
   /**
@@ -424,6 +433,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     try {
       await this.state.save(false);
     } catch (err) {
+      if (err instanceof StateTakenError) return this.stateTaken();
       this.saveFailures += 1;
       this.saveFailuresTotal += 1;
       const nowMs = Date.now();
@@ -498,8 +508,11 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
           const kept = await this.state.save(true);
           if (kept > 0) log.warn({ spans: kept, path: this.store.path }, 'spans the collector has not taken yet are kept in the state file; the next start sends them');
         } catch (err) {
-          this.saveFailuresTotal += 1;
-          log.error({ error: errorText(err), path: this.store.path }, 'could not write the state file');
+          if (err instanceof StateTakenError) await this.stateTaken();
+          else {
+            this.saveFailuresTotal += 1;
+            log.error({ error: errorText(err), path: this.store.path }, 'could not write the state file');
+          }
           if (err instanceof SpansNotKeptError) {
             // Neither delivered nor kept for the next start: a failure, as an export that failed is.
             const lost = new ExportError(`${err.spans} spans the collector has not taken could not be kept in the state file ${this.store.path} either: they are lost`);

@@ -8,7 +8,7 @@ import type { TrackerSnapshot } from '../model/tracker.js';
 import type { Pipeline } from '../pipeline.js';
 import { isCtx, isNum, isObj, isOpenRun, isPendingSpan, isStr } from './entry-checks.js';
 import { jsonPieces } from './json-pieces.js';
-import type { StateStore } from './state-store.js';
+import { StateTakenError, type StateStore } from './state-store.js';
 
 /**
  * What the state file holds: enough to resume as if the process had never stopped. Version 2
@@ -169,7 +169,9 @@ export class StateWriter {
     } catch (err) {
       // What this save held is not on disk: the next one writes everything.
       this.whole = true;
-      // The last save took the undelivered spans out of the queue: now they are nowhere.
+      // The last save took the undelivered spans out of the queue: now they are nowhere. Unless the
+      // state file is another process's now: that process's state has them, from this one's last save.
+      if (err instanceof StateTakenError) throw err;
       if (drain && pending.length > 0) throw new SpansNotKeptError(pending.length, err);
       throw err;
     }

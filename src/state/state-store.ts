@@ -9,6 +9,18 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { errorText, InputError } from '../errors.js';
 import { jsonPieces } from './json-pieces.js';
 
+/**
+ * The state file is no longer the one this process loaded or last saved (`StateStore.changedSinceOwn`):
+ * another process took it over while this one was frozen past its lease, saved, and perhaps stopped
+ * since. Nothing was written over its state.
+ */
+export class StateTakenError extends Error {
+  constructor(path: string) {
+    super(`the state file ${path} was written by another process since this one last saved it: not written over`);
+    this.name = 'StateTakenError';
+  }
+}
+
 export interface StateStore {
   /** The parsed file; `undefined` when it does not exist. Throws InputError when it is not JSON. */
   load(): Promise<unknown>;
@@ -63,6 +75,10 @@ export function createStateStore(path: string): StateStore {
     try {
       length = await writeSynced(tmpPath, 'w', pieces);
       const written = await identityOf(tmpPath);
+      // Looked at last, just before the rename: a process frozen in the middle of a save (after the
+      // lease was looked at) may resume after another has taken the state file over and saved it,
+      // or has even removed this save's temp file as a leftover of a process gone.
+      if (own !== undefined && (written === null || !sameFile(await identityOf(path), own))) throw new StateTakenError(path);
       await rename(tmpPath, path);
       if (own !== undefined) own = written;
     } catch (err) {
@@ -156,6 +172,16 @@ interface FileIdentity {
   readonly ino: number;
   readonly size: number;
   readonly mtimeMs: number;
+}
+
+/**
+ * Whether a save may replace the file at the state file's path: it is still `own`, the one this
+ * process loaded or saved last, or there is none (removed by hand: written again; a process that
+ * took the state file over always leaves one).
+ */
+function sameFile(now: FileIdentity | null, own: FileIdentity | null | undefined): boolean {
+  if (now === null) return true;
+  return now.ino === own?.ino && now.size === own.size && now.mtimeMs === own.mtimeMs;
 }
 
 /** The identity of the file at `file`; null when there is none. */

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { InputError } from '../../src/errors.js';
-import { createStateStore } from '../../src/state/state-store.js';
+import { createStateStore, StateTakenError } from '../../src/state/state-store.js';
 import { progressSeenMeanwhile } from '../helpers/meanwhile.js';
 
 describe('state store', () => {
@@ -52,6 +52,30 @@ describe('state store', () => {
     assert.equal(await mine.changedSinceOwn(), true, 'another writer saved the file');
     await mine.markOwn();
     assert.equal(await mine.changedSinceOwn(), false, 'taken as its own again');
+  });
+
+  it('a save finds the state file another writer saved since its own last one, and writes nothing over it; one removed by hand it writes again', async () => {
+    const path = join(dir, 'taken', 'state.json');
+    const mine = createStateStore(path);
+    const other = createStateStore(path);
+    await mine.markOwn();
+    await mine.save({ n: 1 });
+    await mine.save({ n: 2 });
+    // The other writer saves between this one's look at the lease and its write (it was frozen there).
+    await other.save({ n: 3 });
+    const refused = await mine.save({ n: 4 }).then(() => undefined, (err: unknown) => err);
+    assert.ok(refused instanceof StateTakenError, String(refused));
+    assert.equal(refused.message, `the state file ${path} was written by another process since this one last saved it: not written over`);
+    assert.deepEqual([JSON.parse(await readFile(path, 'utf8')), (await readdir(join(dir, 'taken'))).sort()], [{ n: 3 }, ['state.json']]);
+    // Taken as its own again (loaded afresh), or removed by hand: saved.
+    await mine.markOwn();
+    await mine.save({ n: 5 });
+    await rm(path);
+    await mine.save({ n: 6 });
+    assert.deepEqual(JSON.parse(await readFile(path, 'utf8')), { n: 6 });
+    // A store not told what is its own (no lock held) writes as it always did.
+    await createStateStore(path).save({ n: 7 });
+    assert.deepEqual(JSON.parse(await readFile(path, 'utf8')), { n: 7 });
   });
 
   it('serialises concurrent saves: the last call wins and no write interleaves', async () => {
