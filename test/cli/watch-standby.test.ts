@@ -4,7 +4,7 @@
  * logged once across both processes.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -94,9 +94,11 @@ test('watch: a holder whose lock another process took over stops with an error, 
   const first = startWatch(env, t);
   const lines = follow(first.child);
   await until('subscription', () => liveConnections(prefect) === 1);
-  // What a standby writes when it takes over a lease that ran out (this one froze, say).
+  // What a standby writes when it takes over a lease that ran out (this one froze, say), put in place
+  // whole as a standby does, never there empty for a moment.
   const other = { pid: 1, host: 'another-host', pidNamespace: null, token: 'the-new-holder', since: new Date().toISOString() };
-  writeFileSync(`${env.PREFECT_OTEL_STATE_FILE}.lock`, JSON.stringify(other));
+  writeFileSync(`${env.PREFECT_OTEL_STATE_FILE}.lock.new`, JSON.stringify(other));
+  renameSync(`${env.PREFECT_OTEL_STATE_FILE}.lock.new`, `${env.PREFECT_OTEL_STATE_FILE}.lock`);
   const r = await first.result;
   assert.equal(r.code, 1, r.stderr);
   assert.deepEqual(levels(lines(), 50).map((l) => l.msg), [
