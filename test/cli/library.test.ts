@@ -465,8 +465,8 @@ test('library: a state file that cannot be written is logged once, then again on
   writeFileSync(blocker, '');
   const saves = () => lines().filter((l) => l.msg === 'could not write the state file' || l.msg === 'the state file is written again');
   await until('a save failed', () => saves().length === 1);
-  // Ten more saves fail meanwhile; none of them is logged.
-  await new Promise((r) => setTimeout(r, 1_000));
+  // More saves fail meanwhile; none of them is logged.
+  await until('four more saves failed', () => tracing.stats().state.saveFailures >= 5);
   rmSync(blocker);
   await until('a save works again', () => saves().length === 2);
   assert.deepEqual(
@@ -476,7 +476,6 @@ test('library: a state file that cannot be written is logged once, then again on
       { level: 30, msg: 'the state file is written again', failures: saves()[1]!.failures, error: false },
     ],
   );
-  assert.ok(Number(saves()[1]!.failures) >= 5, String(saves()[1]!.failures));
   // Every failed save is counted (prefect_otel_state_save_failures_total), also once it works again.
   assert.equal(tracing.stats().state.saveFailures, Number(saves()[1]!.failures));
 });
