@@ -105,30 +105,31 @@ test('a batch cut off by shutdown is not a failed attempt: the collector\'s last
   assert.deepEqual(d.drainQueued().map((s) => Number(s.run.id)), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 });
 
-test('/healthz is ready only while connected and exporting; /metrics tells what happened', async () => {
+test('/healthz is ready only while connected and exporting; /metrics tells what happened', async (t) => {
   const prefect = await startMiniPrefect();
   const receiver = await startOtlpReceiver();
   const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-health-'));
   const tracing = startPrefectTracing({ env: {}, apiUrl: prefect.url, otlpEndpoint: receiver.url, httpPort: 0, stateFile: join(dir, 'state.json'), logLevel: 'silent' });
+  t.after(async () => {
+    await tracing.shutdown();
+    await prefect.close();
+    await receiver.close();
+  });
   await tracing.ready;
   const base = `http://127.0.0.1:${tracing.httpPort!}`;
-  const deadline = Date.now() + 5_000;
-  while (!prefect.connections.some((c) => c.live) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  await new Promise((r) => setTimeout(r, 50));
+  await until('connected', () => tracing.stats().connected);
   const ok = await fetch(`${base}/healthz`);
   assert.deepEqual([ok.status, await ok.json()], [200, { status: 'ok', problems: [], connected: true, exporting: true }]);
   prefect.sendRaw('{not json');
-  await new Promise((r) => setTimeout(r, 100));
+  await until('the frame skipped', () => tracing.stats().events.skipped.invalid_json === 1);
   const metrics = await (await fetch(`${base}/metrics`)).text();
   assert.match(metrics, /^prefect_otel_connected 1$/m);
   assert.match(metrics, /^prefect_otel_events_skipped_total\{reason="invalid_json"\} 1$/m);
   assert.match(metrics, /^# TYPE prefect_otel_spans_dropped_total counter$/m);
   await prefect.close();
-  await new Promise((r) => setTimeout(r, 200));
+  await until('disconnected', () => !tracing.stats().connected);
   const down = await fetch(`${base}/healthz`);
   assert.deepEqual([down.status, ((await down.json()) as { problems: string[] }).problems], [503, ['not connected to the Prefect event stream']]);
-  await tracing.shutdown();
-  await receiver.close();
 });
 
 test('/healthz: a collector that refuses spans for good (401) is not "exporting"; with no trace exporter there is nothing to fail', async (t) => {
