@@ -358,16 +358,18 @@ test('PREFECT_UI_URL and PREFECT_OTEL_JAEGER_URL with a query or fragment are er
   ]);
 });
 
+/** What resolving `env` says: its warnings, or the problems of the ConfigError it throws. */
+function said(env: Record<string, string>): string[] {
+  try {
+    return [...resolveConfig({}, env).warnings];
+  } catch (err) {
+    return [...(err as ConfigError).problems];
+  }
+}
+
 test('a URL setting that does not parse because its password holds a /, ? or # (or a space and one of them) is quoted without any of its user info', () => {
   const passwords = ['pa/ss', 'pa?ss', 'pa#ss', 'pa ss/x', 'p@ss:w/x'];
   const urlSettings = ['PREFECT_API_URL', 'PREFECT_UI_URL', 'PREFECT_OTEL_JAEGER_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT', 'HTTPS_PROXY', 'HTTP_PROXY', 'https_proxy'];
-  const said = (env: Record<string, string>): string[] => {
-    try {
-      return [...resolveConfig({}, env).warnings];
-    } catch (err) {
-      return [...(err as ConfigError).problems];
-    }
-  };
   // One setting in full: the error names it and quotes the URL, user info cut out.
   assert.deepEqual(said({ PREFECT_API_URL: 'http://admin:pa/ss@prefect.corp:4200/api' }), ['PREFECT_API_URL: not a URL: "http://[redacted]@prefect.corp:4200/api"']);
   assert.deepEqual(said({ OTEL_EXPORTER_OTLP_ENDPOINT: 'https://otel:pa?ss@collector:4318' }), ['OTEL_EXPORTER_OTLP_ENDPOINT: not a URL: "https://[redacted]@collector:4318"; using the default (http://localhost:4318)']);
@@ -449,13 +451,6 @@ test('the OTLP log records have their own buffer and batches, from OTEL_BLRP_* a
 });
 
 test('a URL setting written without its scheme (host:port/path) is named as such, with the URL meant, not as the scheme "localhost:"', () => {
-  const said = (env: Record<string, string>): string[] => {
-    try {
-      return [...resolveConfig({}, env).warnings];
-    } catch (err) {
-      return [...(err as ConfigError).problems];
-    }
-  };
   assert.deepEqual(said({ PREFECT_API_URL: 'localhost:4200/api' }), ['PREFECT_API_URL: "localhost:4200/api" has no scheme: use http://localhost:4200/api']);
   assert.deepEqual(said({ PREFECT_API_URL: 'prefect' }), ['PREFECT_API_URL: "prefect" has no scheme: use http://prefect']);
   assert.deepEqual(said({ PREFECT_API_URL: 'api.prefect.cloud/api/accounts/0f0f0f0f-1111-2222-3333-444444444444/workspaces/5a5a5a5a-1111-2222-3333-444444444444' }), [
