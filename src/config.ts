@@ -1,13 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.js';
+import { describeSampler, traceSampler } from './export/sampling.js';
 import type { TrackerOptions } from './model/tracker.js';
 import { otlpSecrets, safeUrl, shownUrl } from './log/redact.js';
 import { PROTECTED_HEADERS, type CredentialNames } from './source/prefect-api.js';
 import { proxyEnv, proxyProblem, proxyUrl, type ProxyEnv } from './source/proxy.js';
-import { GRPC_NOT_SUPPORTED, SETTINGS, type SettingKey, type SettingValues } from './settings.js';
+import { GRPC_NOT_SUPPORTED, SETTINGS, type SettingKey, type SettingValues, type TracesSamplerName } from './settings.js';
 
 export { SETTINGS } from './settings.js';
-export type { SettingKey, SettingDef } from './settings.js';
+export type { SettingKey, SettingDef, TracesSamplerName } from './settings.js';
 
 export type Protocol = 'http/protobuf' | 'http/json';
 export type Compression = 'gzip' | 'none';
@@ -65,6 +66,8 @@ export interface Config {
     readonly credentialNames: CredentialNames;
   };
   readonly traces: OtlpSignalConfig & { readonly exporter: TracesExporterKind };
+  /** OTEL_TRACES_SAMPLER and, for the ratio samplers, OTEL_TRACES_SAMPLER_ARG (1 when unset): which traces are exported. */
+  readonly sampler: { readonly name: TracesSamplerName; readonly ratio: number };
   readonly logs: OtlpSignalConfig & { readonly exporter: LogsExporterKind };
   /** `exportTimeoutMs`: OTEL_METRIC_EXPORT_TIMEOUT, the longest one export may take (the request's `timeoutMs` bounds it too). */
   readonly metrics: OtlpSignalConfig & { readonly exporter: MetricsExporterKind; readonly intervalMs: number; readonly exportTimeoutMs: number; readonly temporalityPreference: MetricsTemporalityPreference };
@@ -208,6 +211,10 @@ export function resolveConfig(
   for (const [batch, buffer, items] of [['batchSize', 'bufferMaxSpans', 'spans'], ['logsBatchSize', 'logsBufferMaxRecords', 'log records']] as const) {
     if (v[batch] > v[buffer]) warnings.push(`${given(batch)} (${v[batch]}) is larger than ${given(buffer)} (${v[buffer]}): batches of at most ${v[buffer]} ${items} are sent`);
   }
+  // The argument of a sampler that takes none would sample nothing: said, as it looks like it does.
+  if (v.tracesSamplerArg !== undefined && !v.tracesSampler.endsWith('traceidratio')) {
+    warnings.push(`${given('tracesSamplerArg')} (${v.tracesSamplerArg}) applies to the traceidratio samplers only; ${given('tracesSampler')} is ${v.tracesSampler}: ignored`);
+  }
   if (v.httpHost !== undefined && v.httpPort === undefined) {
     warnings.push(`${given('httpHost')} is set without ${given('httpPort')}: no health endpoint is served`);
   }
@@ -254,6 +261,7 @@ export function resolveConfig(
       ...signal('v1/traces', { url: 'otlpTracesEndpoint', headers: 'otlpTracesHeaders', protocol: 'otlpTracesProtocol', compression: 'otlpTracesCompression', timeoutMs: 'otlpTracesTimeoutMs' }),
       exporter: v.tracesExporter,
     },
+    sampler: { name: v.tracesSampler, ratio: v.tracesSamplerArg ?? 1 },
     logs: {
       ...signal('v1/logs', { url: 'otlpLogsEndpoint', headers: 'otlpLogsHeaders', protocol: 'otlpLogsProtocol', compression: 'otlpLogsCompression', timeoutMs: 'otlpLogsTimeoutMs' }),
       exporter: v.logsExporter,
@@ -501,6 +509,8 @@ export function describeConfig(config: Config): Record<string, unknown> {
     uiUrl: url(config.prefect.uiUrl),
     tracesExporter: config.traces.exporter,
     tracesUrl: config.traces.exporter === 'otlp' ? url(config.traces.url) : undefined,
+    // Said when it leaves traces out: a deployment missing spans shows why at its start.
+    ...(traceSampler(config.sampler) === undefined ? {} : { tracesSampler: describeSampler(config.sampler) }),
     protocol: config.traces.protocol,
     compression: config.traces.compression,
     otlpHeaders: Object.keys(config.traces.headers).map((k) => `${k}=[redacted]`),

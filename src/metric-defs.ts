@@ -47,6 +47,7 @@ export const METRIC_DEFS: readonly MetricDef[] = [
   { prometheus: 'prefect_otel_pending_parent_lookups', otel: 'prefect_otel.pending_parent_lookups', type: 'gauge', unit: '{lookup}', help: 'Parent lookups not yet answered.', read: (s) => s.runs.pendingLookups },
   { prometheus: 'prefect_otel_late_events_total', otel: 'prefect_otel.late_events', type: 'counter', unit: '{event}', help: 'Events that arrived after their run was exported.', read: (s) => s.runs.lateEvents },
   { prometheus: 'prefect_otel_spans_finished_total', otel: 'prefect_otel.spans.finished', type: 'counter', unit: '{span}', help: 'Spans built.', read: (s) => s.spans.finished },
+  { prometheus: 'prefect_otel_spans_unsampled_total', otel: 'prefect_otel.spans.unsampled', type: 'counter', unit: '{span}', help: 'Spans not exported because the sampler (OTEL_TRACES_SAMPLER) left their trace out.', read: (s) => s.spans.unsampled },
   { prometheus: 'prefect_otel_spans_exported_total', otel: 'prefect_otel.spans.exported', type: 'counter', unit: '{span}', help: 'Spans accepted by the collector.', read: (s) => s.spans.exported },
   { prometheus: 'prefect_otel_spans_buffered', otel: 'prefect_otel.spans.buffered', type: 'gauge', unit: '{span}', help: 'Spans waiting for the collector.', read: (s) => s.spans.buffered },
   { prometheus: 'prefect_otel_spans_dropped_total', otel: 'prefect_otel.spans.dropped', type: 'counter', unit: '{span}', help: 'Spans dropped because the buffer was full.', read: (s) => s.spans.dropped },

@@ -6,6 +6,7 @@ import { secretsOf, type Config } from './config.js';
 import { createDelivery, type Delivery, type FlushResult } from './export/delivery.js';
 import { LagHistogram } from './export/lag.js';
 import { createLogSender, createTraceSender } from './export/exporters.js';
+import { traceSampler } from './export/sampling.js';
 import { createResource, estimateSpanBytes } from './export/spans.js';
 import { diagToLogger } from './log/diag.js';
 import { createRunLogWriter } from './log/stlogging.js';
@@ -86,6 +87,8 @@ export interface PipelineCounters {
   unrelated: number;
   skipped: Record<SkipReason, number>;
   hookErrors: number;
+  /** Spans of traces the sampler (OTEL_TRACES_SAMPLER) left out: neither hooked nor exported. */
+  unsampled: number;
 }
 
 export interface Pipeline {
@@ -170,7 +173,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   const log = logger.child({ component: 'pipeline' });
   const resource = createResource(config);
   const counters: PipelineCounters = {
-    received: 0, accepted: 0, duplicates: 0, unrelated: 0, hookErrors: 0,
+    received: 0, accepted: 0, duplicates: 0, unrelated: 0, hookErrors: 0, unsampled: 0,
     skipped: Object.fromEntries(SKIP_REASONS.map((r) => [r, 0])) as Record<SkipReason, number>,
   };
   let cursorUs: number | undefined;
@@ -188,7 +191,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   const logs = createLogDelivery(config, logger);
   // STLOGGING records come a few per event, never in bursts: waiting while the buffer is above half suffices.
   const logsFull = options.backpressure === true && logs !== undefined ? aboveHalf(logs, config.delivery.logs.maxRecords, config.delivery.maxBytes) : undefined;
+  const sampled = traceSampler(config.sampler);
   const writeRunLog = createRunLogWriter(logger, {
+    traceSampled: sampled,
     jaegerUrl: config.jaegerUrl,
     uiUrl: config.prefect.uiUrl,
     otelLogs: logs === undefined ? undefined : { resource, emit: (r) => logs.enqueue(r) },
@@ -219,6 +224,11 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     },
     {
       span(record: SpanRecord): void {
+        // As an OpenTelemetry SDK does with a span its sampler drops: no processor (hook, listener, export) sees it.
+        if (sampled !== undefined && !sampled(record.traceId)) {
+          counters.unsampled += 1;
+          return;
+        }
         const final = limitAttributeValueLengths(applyHooks(record), config.model.attributeValueLengthLimit);
         options.onSpan?.(final);
         if (held !== undefined) held.add(final);

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { InputError, errorText } from './errors.js';
 import { startMetricsExport } from './export/metrics.js';
+import { describeSampler } from './export/sampling.js';
 import { startHealthServer } from './health.js';
 import type { FlushResult } from './export/delivery.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
@@ -31,6 +32,8 @@ export interface ReplaySummary {
   readonly spans: number;
   readonly incomplete: number;
   readonly spansExported: number;
+  /** Spans of traces the sampler left out, and the sampler as the summary names it (`traceidratio 0.25`). */
+  readonly spansUnsampled?: { readonly count: number; readonly sampler: string };
   readonly spansDropped: number;
   readonly spansRejected: number;
   readonly spansPending: number;
@@ -351,6 +354,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     spans: pipeline.tracker.counts.spans,
     incomplete: pipeline.tracker.counts.incomplete,
     spansExported: t?.delivered ?? 0,
+    ...(c.unsampled === 0 ? {} : { spansUnsampled: { count: c.unsampled, sampler: `${config.sources?.tracesSampler ?? 'OTEL_TRACES_SAMPLER'}=${describeSampler(config.sampler)}` } }),
     spansDropped: t?.dropped ?? 0,
     spansRejected: t?.rejected ?? 0,
     // The trace buffer's own: `flushed` counts the OTel log records still waiting too.
@@ -576,7 +580,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
     `events read: ${s.events} (${s.lines} lines${s.blank ? `, ${s.blank} blank or comment` : ''}, ${s.duplicates} duplicates, ${s.unrelated} not about a run)`,
     `skipped: ${skippedText}`,
     `runs: ${s.runs}  spans: ${s.spans} (${s.incomplete} incomplete)`,
-    `spans: ${exported}`,
+    `spans: ${exported}${s.spansUnsampled === undefined ? '' : `; ${s.spansUnsampled.count} not sampled (${s.spansUnsampled.sampler})`}`,
     ...(logs === undefined ? [] : [`log records: ${fate(logs.exported, logs.dropped, logs.rejected, logs.pending, logs)}`]),
     s.exportOk ? 'export: ok' : 'export: FAILED',
     ...(noEventsRead(s) ? ['input: no line was a Prefect event'] : []),

@@ -184,6 +184,26 @@ function oneOf<const T extends string>(values: readonly T[]): (raw: unknown) => 
   };
 }
 
+/** OTEL_TRACES_SAMPLER's values that prefect-otel applies: the ones that need no other service. */
+export const TRACES_SAMPLERS = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
+export type TracesSamplerName = (typeof TRACES_SAMPLERS)[number];
+
+function samplerName(raw: unknown): Parsed<TracesSamplerName> {
+  const t = typeof raw === 'string' ? raw.trim().toLowerCase() : raw;
+  if (TRACES_SAMPLERS.includes(t as TracesSamplerName)) return ok(t as TracesSamplerName);
+  // Samplers that ask another service (Jaeger's sampling endpoint, AWS X-Ray) for their rules.
+  if (t === 'jaeger_remote' || t === 'parentbased_jaeger_remote' || t === 'xray') return bad(`${t} is not supported (it needs a remote sampling service); use one of ${TRACES_SAMPLERS.join(', ')}`);
+  return bad(`must be one of ${TRACES_SAMPLERS.join(', ')}, got ${quoted(raw, Infinity)}`);
+}
+
+/** A probability: a number from 0 to 1, as OTEL_TRACES_SAMPLER_ARG is written (`0.25`, `1`, `.5`). */
+function probability(raw: unknown): Parsed<number> {
+  const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isFinite(n)) return bad(`expected a number from 0 to 1, got ${quotedText(raw)}`);
+  if (n < 0 || n > 1) return bad(`must be between 0 and 1, got ${n}`);
+  return ok(n);
+}
+
 /** `k1=v1,k2=v2` with URL-encoded parts, as OTEL_EXPORTER_OTLP_HEADERS and OTEL_RESOURCE_ATTRIBUTES define it. */
 function keyValues(raw: unknown): Parsed<Record<string, string>> {
   if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) {
@@ -408,6 +428,16 @@ export const SETTINGS = {
     env: ['OTEL_TRACES_EXPORTER'], flag: '--traces-exporter', default: 'otlp',
     parse: oneOf(['otlp', 'console', 'none'] as const),
     doc: '`otlp`, `console` (a debugging aid: the SDK prints each span as a multi-line object on standard output, among the log lines) or `none`',
+  },
+  tracesSampler: {
+    env: ['OTEL_TRACES_SAMPLER'], flag: '--traces-sampler', default: 'parentbased_always_on',
+    parse: samplerName,
+    doc: 'which traces are exported, as OpenTelemetry\'s samplers decide: `parentbased_always_on` (every trace), `always_on`, `always_off`, `traceidratio` or `parentbased_traceidratio` (the share `OTEL_TRACES_SAMPLER_ARG` of traces, chosen by trace id), `parentbased_always_off`; a trace is kept or dropped whole (its root flow run decides for its subflows and task runs), and a dropped trace\'s STLOGGING lines are still written, with `trace_flags` `00`',
+  },
+  tracesSamplerArg: {
+    env: ['OTEL_TRACES_SAMPLER_ARG'], flag: '--traces-sampler-arg', default: undefined as number | undefined,
+    parse: optional(probability),
+    doc: 'with `traceidratio` and `parentbased_traceidratio`: the share of traces exported, from 0 to 1; unset: 1',
   },
   logsExporter: {
     env: ['OTEL_LOGS_EXPORTER'], flag: '--logs-exporter', default: 'none',

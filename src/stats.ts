@@ -32,6 +32,8 @@ export interface TracingStats {
   };
   readonly spans: {
     readonly finished: number;
+    /** Finished spans of traces the sampler (OTEL_TRACES_SAMPLER) left out: not exported. */
+    readonly unsampled: number;
     readonly exported: number;
     /** Spans not yet accepted by the collector: queued, and in the request it has not answered yet. */
     readonly buffered: number;
@@ -94,6 +96,7 @@ export function collectStats(
     },
     spans: {
       finished: t.spans,
+      unsampled: c.unsampled,
       exported: d?.delivered ?? 0,
       // A batch out at the collector is still waiting for it: it goes back to the queue if refused.
       buffered: (d?.queued ?? 0) + (d?.inFlight ?? 0),

@@ -576,3 +576,41 @@ test('an OTLP base URL that ends in a signal path (…/v1/traces, to which /v1/t
     },
   );
 });
+
+test('OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG: the samplers that need no other service; a value that cannot be used warns and falls back as a variable, is an error as a flag; an argument no sampler reads is said', () => {
+  const sampler = (env: Record<string, string>, options = {}) => {
+    try {
+      const c = resolveConfig(options, env, (key) => `--${key}`);
+      return { sampler: c.sampler, warnings: c.warnings };
+    } catch (err) {
+      return { problems: (err as ConfigError).problems };
+    }
+  };
+  assert.deepEqual(sampler({}), { sampler: { name: 'parentbased_always_on', ratio: 1 }, warnings: [] });
+  assert.deepEqual(sampler({ OTEL_TRACES_SAMPLER: ' TraceIdRatio ', OTEL_TRACES_SAMPLER_ARG: '.25' }), { sampler: { name: 'traceidratio', ratio: 0.25 }, warnings: [] });
+  assert.deepEqual(sampler({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio' }), { sampler: { name: 'parentbased_traceidratio', ratio: 1 }, warnings: [] });
+  assert.deepEqual(sampler({ OTEL_TRACES_SAMPLER: 'always_off' }, { tracesSampler: 'traceidratio', tracesSamplerArg: 0 }), { sampler: { name: 'traceidratio', ratio: 0 }, warnings: [] });
+  assert.deepEqual(sampler({ OTEL_TRACES_SAMPLER: 'parentbased_jaeger_remote', OTEL_TRACES_SAMPLER_ARG: 'endpoint=http://jaeger:14250' }), {
+    sampler: { name: 'parentbased_always_on', ratio: 1 },
+    warnings: [
+      'OTEL_TRACES_SAMPLER: parentbased_jaeger_remote is not supported (it needs a remote sampling service); use one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio; using the default (parentbased_always_on)',
+      'OTEL_TRACES_SAMPLER_ARG: expected a number from 0 to 1, got "endpoint=http://jaeger:14250"; using the default (unset)',
+    ],
+  });
+  assert.deepEqual(sampler({ OTEL_TRACES_SAMPLER: 'always_off', OTEL_TRACES_SAMPLER_ARG: '0.1' }), {
+    sampler: { name: 'always_off', ratio: 0.1 },
+    warnings: ['OTEL_TRACES_SAMPLER_ARG (0.1) applies to the traceidratio samplers only; OTEL_TRACES_SAMPLER is always_off: ignored'],
+  });
+  assert.deepEqual(sampler({}, { tracesSampler: 'xray', tracesSamplerArg: 1.5 }), {
+    problems: [
+      '--tracesSampler: xray is not supported (it needs a remote sampling service); use one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio',
+      '--tracesSamplerArg: must be between 0 and 1, got 1.5',
+    ],
+  });
+  // The startup line names a sampler that leaves traces out, and only such a one.
+  const shown = (env: Record<string, string>) => describeConfig(resolveConfig({}, env)).tracesSampler;
+  assert.deepEqual(
+    [shown({}), shown({ OTEL_TRACES_SAMPLER: 'always_on' }), shown({ OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '1' }), shown({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' }), shown({ OTEL_TRACES_SAMPLER: 'parentbased_always_off' })],
+    [undefined, undefined, undefined, 'parentbased_traceidratio 0.1', 'parentbased_always_off'],
+  );
+});

@@ -85,14 +85,14 @@ test('a span sent to a collector that has not answered yet counts as buffered (s
   assert.deepEqual(
     { stats: waiting, metrics: await spanSamples(port) },
     {
-      stats: { finished: 1, exported: 0, buffered: 1, dropped: 0, rejected: 0, exportFailures: 0, exporting: true, hookErrors: 0 },
-      metrics: { finished_total: 1, exported_total: 0, buffered: 1, dropped_total: 0, rejected_total: 0 },
+      stats: { finished: 1, exported: 0, buffered: 1, dropped: 0, rejected: 0, exportFailures: 0, exporting: true, hookErrors: 0, unsampled: 0 },
+      metrics: { finished_total: 1, exported_total: 0, buffered: 1, dropped_total: 0, rejected_total: 0, unsampled_total: 0 },
     },
   );
   release();
   await receiver.waitForSpans(1);
   await until('the answer seen', () => tracing.stats().spans.exported === 1);
-  assert.deepEqual(await spanSamples(port), { finished_total: 1, exported_total: 1, buffered: 0, dropped_total: 0, rejected_total: 0 });
+  assert.deepEqual(await spanSamples(port), { finished_total: 1, exported_total: 1, buffered: 0, dropped_total: 0, rejected_total: 0, unsampled_total: 0 });
 });
 
 test('the health endpoint answers on IPv6 as on IPv4 (a probe to the pod address of an IPv6 cluster)', { skip: IPV6 ? false : 'no IPv6 loopback on this machine' }, async (t) => {

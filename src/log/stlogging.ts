@@ -12,6 +12,8 @@ import type { RunLogRecord } from '../model/tracker.js';
 export const STLOGGING_PREFIX = 'STLOGGING: ';
 
 export interface RunLogWriterOptions {
+  /** Whether a trace is exported (OTEL_TRACES_SAMPLER); absent: every trace. A line of a trace left out says `trace_flags` `00`. */
+  readonly traceSampled?: ((traceId: string) => boolean) | undefined;
   readonly jaegerUrl: string | undefined;
   readonly uiUrl: string | undefined;
   /** When set, every record is also handed over as an OTel log record (OTEL_LOGS_EXPORTER=otlp). */
@@ -39,13 +41,19 @@ export function formatRunLogMessage(record: RunLogRecord): string {
   return `Event ${event.name} (id=${event.id}) on ${RUN_WORD_LOWER[run.type]} ${run.id}`;
 }
 
+type LineOptions = Pick<RunLogWriterOptions, 'jaegerUrl' | 'uiUrl' | 'traceSampled'>;
+
+/** Whether the record's trace is exported: the line's `trace_flags`, and a Jaeger link only to a trace that is there. */
+const isSampled = (record: RunLogRecord, options: LineOptions): boolean => options.traceSampled === undefined || options.traceSampled(record.traceId);
+
 /** The structured fields of a STLOGGING line: the OTel log-correlation keys and Prefect's ids. */
-export function runLogFields(record: RunLogRecord, options: Pick<RunLogWriterOptions, 'jaegerUrl' | 'uiUrl'>): Record<string, unknown> {
+export function runLogFields(record: RunLogRecord, options: LineOptions): Record<string, unknown> {
   const { run, event, state } = record;
+  const sampled = isSampled(record, options);
   const fields: Record<string, unknown> = {
     trace_id: record.traceId,
     span_id: record.spanId,
-    trace_flags: '01',
+    trace_flags: sampled ? '01' : '00',
     'prefect.run.id': run.id,
     'prefect.run.type': run.type,
     'prefect.event.id': event.id,
@@ -59,7 +67,7 @@ export function runLogFields(record: RunLogRecord, options: Pick<RunLogWriterOpt
   }
   if (record.kind === 'late') fields.late = true;
   if (options.uiUrl !== undefined) fields['prefect.run.url'] = `${options.uiUrl}/runs/${run.type}-run/${run.id}`;
-  if (options.jaegerUrl !== undefined && state?.terminal === true) fields.jaeger_url = `${options.jaegerUrl}/trace/${record.traceId}`;
+  if (options.jaegerUrl !== undefined && sampled && state?.terminal === true) fields.jaeger_url = `${options.jaegerUrl}/trace/${record.traceId}`;
   return fields;
 }
 
@@ -71,17 +79,18 @@ const str = JSON.stringify;
  * written for every transition, and pino's generic serializer was a fifth of the pipeline's time.
  * `message`: without the prefix, with the late suffix for a late record.
  */
-export function formatRunLogLine(record: RunLogRecord, message: string, options: Pick<RunLogWriterOptions, 'jaegerUrl' | 'uiUrl'>, timeMs: number): string {
+export function formatRunLogLine(record: RunLogRecord, message: string, options: LineOptions, timeMs: number): string {
   const { run, event, state } = record;
   const late = record.kind === 'late';
+  const sampled = isSampled(record, options);
   // Run and event ids are canonical UUIDs and state types come from a fixed set (the parser and the
   // classifier reject anything else): written without escaping. Names and messages are escaped.
-  let line = `{"level":${late ? 40 : 30},"time":${timeMs},"service":"prefect-otel","component":"runs","trace_id":"${record.traceId}","span_id":"${record.spanId}","trace_flags":"01","prefect.run.id":"${run.id}","prefect.run.type":"${run.type}","prefect.event.id":"${event.id}","prefect.event.name":${str(event.name)},"occurred":"${usToIso(event.occurredUs)}"`;
+  let line = `{"level":${late ? 40 : 30},"time":${timeMs},"service":"prefect-otel","component":"runs","trace_id":"${record.traceId}","span_id":"${record.spanId}","trace_flags":"${sampled ? '01' : '00'}","prefect.run.id":"${run.id}","prefect.run.type":"${run.type}","prefect.event.id":"${event.id}","prefect.event.name":${str(event.name)},"occurred":"${usToIso(event.occurredUs)}"`;
   if (run.name !== undefined) line += `,"prefect.run.name":${str(run.name)}`;
   if (state !== undefined) line += `,"prefect.state.type":"${state.type}","prefect.state.name":${str(state.name)}`;
   if (late) line += ',"late":true';
   if (options.uiUrl !== undefined) line += `,"prefect.run.url":${str(`${options.uiUrl}/runs/${run.type}-run/${run.id}`)}`;
-  if (options.jaegerUrl !== undefined && state?.terminal === true) line += `,"jaeger_url":${str(`${options.jaegerUrl}/trace/${record.traceId}`)}`;
+  if (options.jaegerUrl !== undefined && sampled && state?.terminal === true) line += `,"jaeger_url":${str(`${options.jaegerUrl}/trace/${record.traceId}`)}`;
   return `${line},"msg":${str(`${STLOGGING_PREFIX}${message}`)}}\n`;
 }
 
@@ -113,7 +122,7 @@ export function createRunLogWriter(logger: Logger, options: RunLogWriterOptions)
       options.otelLogs.emit({
         hrTime: usToHrTime(record.event.occurredUs),
         hrTimeObserved: usToHrTime(Date.now() * 1000),
-        spanContext: { traceId: record.traceId, spanId: record.spanId, traceFlags: TraceFlags.SAMPLED },
+        spanContext: { traceId: record.traceId, spanId: record.spanId, traceFlags: isSampled(record, options) ? TraceFlags.SAMPLED : TraceFlags.NONE },
         severityNumber: late ? SeverityNumber.WARN : SeverityNumber.INFO,
         severityText: late ? 'WARN' : 'INFO',
         body: `${STLOGGING_PREFIX}${message}`,

@@ -1,0 +1,39 @@
+import { ROOT_CONTEXT, SpanKind } from '@opentelemetry/api';
+import { AlwaysOffSampler, ParentBasedSampler, SamplingDecision, TraceIdRatioBasedSampler, type Sampler } from '@opentelemetry/sdk-trace';
+import type { Config } from '../config.js';
+
+/**
+ * Whether a trace is exported, as OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG ask, decided by
+ * OpenTelemetry's own samplers; undefined when every trace is. A trace's root is a flow run with no
+ * parent outside prefect-otel, so the parent-based samplers decide as their root sampler does, and
+ * the decision of the root holds for every span of its trace: each is asked with no parent, by its
+ * trace id, which the ratio sampler decides on alone. A trace is thus kept or dropped whole, the same
+ * way in every process and on every restart, and a collector sampling by trace id with the same
+ * ratio keeps the same traces.
+ */
+export function traceSampler(sampler: Config['sampler']): ((traceId: string) => boolean) | undefined {
+  const root = rootSampler(sampler);
+  if (root === undefined) return undefined;
+  const decider: Sampler = sampler.name.startsWith('parentbased_') ? new ParentBasedSampler({ root }) : root;
+  return (traceId) => decider.shouldSample(ROOT_CONTEXT, traceId, '', SpanKind.INTERNAL, {}, []).decision === SamplingDecision.RECORD_AND_SAMPLED;
+}
+
+/** The sampler for traces without a parent; undefined: every trace. */
+function rootSampler({ name, ratio }: Config['sampler']): Sampler | undefined {
+  switch (name) {
+    case 'always_on':
+    case 'parentbased_always_on':
+      return undefined;
+    case 'always_off':
+    case 'parentbased_always_off':
+      return new AlwaysOffSampler();
+    case 'traceidratio':
+    case 'parentbased_traceidratio':
+      return ratio >= 1 ? undefined : new TraceIdRatioBasedSampler(ratio);
+  }
+}
+
+/** The sampler as a summary names it: `always_off`, `traceidratio 0.25`. */
+export function describeSampler({ name, ratio }: Config['sampler']): string {
+  return name.endsWith('traceidratio') ? `${name} ${ratio}` : name;
+}
