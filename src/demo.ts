@@ -91,7 +91,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const traceCount = new Set(spans.map((s) => s.traceId)).size;
   out.write(wrapWords(`prefect-otel demo: ${workload.summary}`, options.width ?? DEFAULT_WIDTH));
   const unsampled = pipeline.counters.unsampled;
-  const left = unsampled === 0 ? '' : `; ${unsampled} spans more in traces the sampler left out (${config.sources?.tracesSampler ?? 'OTEL_TRACES_SAMPLER'}=${describeSampler(config.sampler)})`;
+  const left = unsampled === 0 ? '' : `; ${unsampled} more spans left out by the sampler (${config.sources?.tracesSampler ?? 'OTEL_TRACES_SAMPLER'}=${describeSampler(config.sampler)})`;
   out.write(wrapWords(`${workload.events.length} events → ${spans.length} spans in ${traceCount} traces${left}`, options.width ?? DEFAULT_WIDTH));
   out.write('\n');
   out.write(renderTraceTrees(spans, { color: options.color, width: options.width ?? DEFAULT_WIDTH }));

@@ -85,6 +85,24 @@ test('the demo with PREFECT_OTEL_JAEGER_URL: the failed trace\'s link when its s
   }
 });
 
+test('the demo with a ratio sampler: the trees and the spans sent are the traces kept, and the spans left out are said with the sampler', async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const r = await cli(['demo'], { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.5', PREFECT_OTEL_LOG_LEVEL: 'silent', COLUMNS: '200' });
+  assert.equal(r.code, 0, r.stderr);
+  const spans = receiver.spans();
+  const traces = new Set(spans.map((s) => s.traceId));
+  assert.deepEqual(
+    r.stdout.split('\n').filter((l) => /^(\d+ events|Exported )/.test(l)),
+    [
+      `167 events → ${spans.length} spans in ${traces.size} traces; ${51 - spans.length} more spans left out by the sampler (OTEL_TRACES_SAMPLER=traceidratio 0.5)`,
+      `Exported ${spans.length} spans to ${receiver.url}/v1/traces.`,
+    ],
+  );
+  assert.deepEqual(new Set([...r.stdout.matchAll(/^trace ([0-9a-f]{32})/gm)].map((m) => m[1])), traces, 'a tree for each trace sent, and only those');
+  assert.ok(traces.size > 0 && traces.size < 4, `some of the 4 traces kept, got ${traces.size}`);
+});
+
 test('the demo with OTel logs on and no collector: the spans and the log records not delivered are each counted alone', async () => {
   const r = await cli(['demo'], { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_EXPORTER_OTLP_TIMEOUT: '300', OTEL_LOGS_EXPORTER: 'otlp', PREFECT_OTEL_LOG_LEVEL: 'silent' });
   assert.equal(r.code, 1, r.stderr);
