@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.js';
 import { describeSampler, traceSampler } from './export/sampling.js';
+import type { SpanLimits } from './model/attribute-limits.js';
 import type { TrackerOptions } from './model/tracker.js';
 import { otlpSecrets, safeUrl, shownUrl } from './log/redact.js';
 import { PROTECTED_HEADERS, type CredentialNames } from './source/prefect-api.js';
@@ -85,8 +86,8 @@ export interface Config {
   readonly model: Omit<TrackerOptions, 'uiUrl'> & {
     readonly dedupeWindowMs: number;
     readonly dedupeMaxIds: number;
-    /** OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT / OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT; undefined: no limit. */
-    readonly attributeValueLengthLimit: number | undefined;
+    /** OpenTelemetry's span limits: attribute value length (undefined: none), attribute and link counts. */
+    readonly spanLimits: SpanLimits;
   };
   readonly delivery: {
     readonly maxSpans: number;
@@ -287,7 +288,13 @@ export function resolveConfig(
       payloadMaxChars: v.payloadMaxChars,
       dedupeWindowMs: v.dedupeWindowMs,
       dedupeMaxIds: v.dedupeMaxIds,
-      attributeValueLengthLimit: v.attributeValueLengthLimit,
+      spanLimits: {
+        attributeValueLengthLimit: v.attributeValueLengthLimit,
+        attributeCountLimit: v.attributeCountLimit,
+        eventAttributeCountLimit: v.eventAttributeCountLimit,
+        linkCountLimit: v.linkCountLimit,
+        linkAttributeCountLimit: v.linkAttributeCountLimit,
+      },
     },
     delivery: {
       maxSpans: v.bufferMaxSpans,

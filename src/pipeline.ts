@@ -12,7 +12,7 @@ import { diagToLogger } from './log/diag.js';
 import { createRunLogWriter } from './log/stlogging.js';
 import { redactTokenFields, secretRedactor, shownUrl } from './log/redact.js';
 import { ATTR } from './model/attributes.js';
-import { limitAttributeValueLengths } from './model/attribute-limits.js';
+import { applySpanLimits } from './model/attribute-limits.js';
 import { classify, type Classified } from './model/classify.js';
 import { DedupeSet } from './model/dedupe.js';
 import { excerpt, isRecord, parseEvent, parseEventText, SKIP_REASONS, type PrefectEvent, type SkipReason } from './model/event.js';
@@ -229,7 +229,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           counters.unsampled += 1;
           return;
         }
-        const final = limitAttributeValueLengths(applyHooks(record), config.model.attributeValueLengthLimit);
+        const final = applySpanLimits(applyHooks(record), config.model.spanLimits);
         options.onSpan?.(final);
         if (held !== undefined) held.add(final);
         else traces?.enqueue(final);

@@ -504,6 +504,22 @@ export const SETTINGS = {
     env: ['OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT', 'OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT'], flag: '--attribute-value-length-limit', default: undefined as number | undefined, parse: optional(integer(0, 1_000_000_000)),
     doc: 'longest string attribute value of a span, its span events and links (characters; each string of an array too), as OpenTelemetry limits them: a longer one is cut to it, also one a span hook sets; unset: no limit beyond prefect-otel\'s own',
   },
+  attributeCountLimit: {
+    env: ['OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT', 'OTEL_ATTRIBUTE_COUNT_LIMIT'], flag: '--attribute-count-limit', default: 128, parse: integer(0, 1_000_000),
+    doc: 'attributes kept per span, as OpenTelemetry limits them: past it the last set (those a span hook adds first) are dropped and counted in the span\'s `droppedAttributesCount`',
+  },
+  eventAttributeCountLimit: {
+    env: ['OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT', 'OTEL_SPAN_ATTRIBUTE_PER_EVENT_COUNT_LIMIT'], flag: '--event-attribute-count-limit', default: 128, parse: integer(0, 1_000_000),
+    doc: 'attributes kept per span event, as OpenTelemetry limits them: past it the last are dropped and counted in the event\'s `droppedAttributesCount`',
+  },
+  linkCountLimit: {
+    env: ['OTEL_SPAN_LINK_COUNT_LIMIT'], flag: '--link-count-limit', default: 128, parse: integer(0, 1_000_000),
+    doc: 'links kept per span, as OpenTelemetry limits them: past it the first are dropped and counted in the span\'s `droppedLinksCount`',
+  },
+  linkAttributeCountLimit: {
+    env: ['OTEL_LINK_ATTRIBUTE_COUNT_LIMIT', 'OTEL_SPAN_ATTRIBUTE_PER_LINK_COUNT_LIMIT'], flag: '--link-attribute-count-limit', default: 128, parse: integer(0, 1_000_000),
+    doc: 'attributes kept per link, as OpenTelemetry limits them: past it the last are dropped and counted in the link\'s `droppedAttributesCount`',
+  },
   payloadMaxChars: {
     env: ['PREFECT_OTEL_PAYLOAD_MAX_CHARS'], flag: '--payload-max-chars', default: 4_096, parse: integer(0, 1_000_000),
     doc: 'length of the `prefect.event.payload` JSON kept on a span event, and of `prefect.state.message` (span event and status); a cut text ends in `…` (a cut payload is no longer valid JSON) and never splits a character',

@@ -141,7 +141,11 @@ const IN_FORCE: Record<string, (c: Config) => unknown> = {
   openRunTimeoutMs: (c) => c.model.openRunTimeoutMs,
   maxOpenRuns: (c) => c.model.maxOpenRuns,
   maxSpanEvents: (c) => c.model.maxSpanEvents,
-  attributeValueLengthLimit: (c) => c.model.attributeValueLengthLimit,
+  attributeValueLengthLimit: (c) => c.model.spanLimits.attributeValueLengthLimit,
+  attributeCountLimit: (c) => c.model.spanLimits.attributeCountLimit,
+  eventAttributeCountLimit: (c) => c.model.spanLimits.eventAttributeCountLimit,
+  linkCountLimit: (c) => c.model.spanLimits.linkCountLimit,
+  linkAttributeCountLimit: (c) => c.model.spanLimits.linkAttributeCountLimit,
   payloadMaxChars: (c) => c.model.payloadMaxChars,
   dedupeWindowMs: (c) => c.model.dedupeWindowMs,
   dedupeMaxIds: (c) => c.model.dedupeMaxIds,
@@ -208,6 +212,10 @@ const SAMPLE: Record<string, string> = {
   httpPort: '9464',
   httpHost: '127.0.0.1',
   attributeValueLengthLimit: '256',
+  attributeCountLimit: '32',
+  eventAttributeCountLimit: '16',
+  linkCountLimit: '4',
+  linkAttributeCountLimit: '8',
 };
 
 /** The sample for a numeric setting: one more than its default, which every bound allows. */

@@ -36,6 +36,7 @@ export function toReadableSpan(record: SpanRecord, resource: Resource): Readable
   const links: Link[] = record.links.map((l) => ({
     context: { traceId: l.traceId, spanId: l.spanId, traceFlags: TraceFlags.SAMPLED },
     attributes: l.attributes,
+    droppedAttributesCount: l.droppedAttributes ?? 0,
   }));
   return {
     name: record.name,
@@ -52,12 +53,12 @@ export function toReadableSpan(record: SpanRecord, resource: Resource): Readable
         : { code: record.status.code === 'ok' ? SpanStatusCode.OK : SpanStatusCode.UNSET },
     attributes: record.attributes,
     links,
-    events: record.events.map((e) => ({ name: e.name, time: usToHrTime(e.timeUs), attributes: e.attributes, droppedAttributesCount: 0 })),
+    events: record.events.map((e) => ({ name: e.name, time: usToHrTime(e.timeUs), attributes: e.attributes, droppedAttributesCount: e.droppedAttributes ?? 0 })),
     resource,
     instrumentationScope: INSTRUMENTATION_SCOPE,
-    droppedAttributesCount: 0,
+    droppedAttributesCount: record.droppedAttributes ?? 0,
     droppedEventsCount: record.droppedEvents ?? 0,
-    droppedLinksCount: 0,
+    droppedLinksCount: record.droppedLinks ?? 0,
   };
 }
 

@@ -1,40 +1,88 @@
 import type { AttributeValue } from '@opentelemetry/api';
-import type { Attributes, SpanRecord } from './span-record.js';
+import type { Attributes, SpanEventRecord, SpanLinkRecord, SpanRecord } from './span-record.js';
 
 /**
- * OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT / OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT as the OpenTelemetry
- * SDKs apply them: a string value longer than the limit is cut to it, and so is each string of an
- * array; other values are kept as they are. Applied to a span's attributes, its events' and its
- * links', after the span hook, so that what a hook sets is bounded too.
+ * OpenTelemetry's span limits (SpanLimits), from the variables the SDKs read:
+ * OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT / OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT (undefined: none),
+ * OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT / OTEL_ATTRIBUTE_COUNT_LIMIT, OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT,
+ * OTEL_SPAN_LINK_COUNT_LIMIT and OTEL_LINK_ATTRIBUTE_COUNT_LIMIT. The span event count limit is
+ * the run model's own (`maxSpanEvents`): past it events are summarised, not dropped.
  */
-export function limitAttributeValueLengths(record: SpanRecord, limit: number | undefined): SpanRecord {
-  if (limit === undefined) return record;
-  const attributes = limitAttributes(record.attributes, limit);
-  let changed = attributes !== record.attributes;
-  const events = record.events.map((e) => {
-    const a = limitAttributes(e.attributes, limit);
-    if (a === e.attributes) return e;
-    changed = true;
-    return { ...e, attributes: a };
-  });
-  const links = record.links.map((l) => {
-    const a = limitAttributes(l.attributes, limit);
-    if (a === l.attributes) return l;
-    changed = true;
-    return { ...l, attributes: a };
-  });
-  return changed ? { ...record, attributes, events, links } : record;
+export interface SpanLimits {
+  readonly attributeValueLengthLimit: number | undefined;
+  readonly attributeCountLimit: number;
+  readonly eventAttributeCountLimit: number;
+  readonly linkCountLimit: number;
+  readonly linkAttributeCountLimit: number;
 }
 
-/** The attributes with each value within the limit: the same object when none was over it. */
-function limitAttributes(attributes: Attributes, limit: number): Attributes {
+/**
+ * The span within the limits, as the OpenTelemetry SDKs apply them: a string value longer than the
+ * length limit is cut to it, and so is each string of an array; attributes past a count limit are
+ * dropped, the first ones set kept (a span's own before what a span hook adds), and counted in
+ * the span's, event's or link's dropped attributes; links past their limit are dropped, the last
+ * ones kept, and counted. Applied after the span hook, so that what a hook sets is bounded too.
+ * The same record when it is within every limit.
+ */
+export function applySpanLimits(record: SpanRecord, limits: SpanLimits): SpanRecord {
+  const attributes = limitAttributes(record.attributes, limits.attributeCountLimit, limits.attributeValueLengthLimit);
+  let changed = attributes.value !== record.attributes;
+  const events = record.events.map((e): SpanEventRecord => {
+    const a = limitAttributes(e.attributes, limits.eventAttributeCountLimit, limits.attributeValueLengthLimit);
+    if (a.value === e.attributes) return e;
+    changed = true;
+    return { ...e, attributes: a.value, ...(a.dropped === 0 ? {} : { droppedAttributes: (e.droppedAttributes ?? 0) + a.dropped }) };
+  });
+  const droppedLinks = Math.max(0, record.links.length - limits.linkCountLimit);
+  const links = (droppedLinks === 0 ? record.links : record.links.slice(droppedLinks)).map((l): SpanLinkRecord => {
+    const a = limitAttributes(l.attributes, limits.linkAttributeCountLimit, limits.attributeValueLengthLimit);
+    if (a.value === l.attributes) return l;
+    changed = true;
+    return { ...l, attributes: a.value, ...(a.dropped === 0 ? {} : { droppedAttributes: (l.droppedAttributes ?? 0) + a.dropped }) };
+  });
+  if (!changed && droppedLinks === 0) return record;
+  return {
+    ...record,
+    attributes: attributes.value,
+    events,
+    links,
+    ...(attributes.dropped === 0 ? {} : { droppedAttributes: (record.droppedAttributes ?? 0) + attributes.dropped }),
+    ...(droppedLinks === 0 ? {} : { droppedLinks: (record.droppedLinks ?? 0) + droppedLinks }),
+  };
+}
+
+/** The first `countLimit` attributes, each value within the length limit: the same object when nothing was over a limit. */
+function limitAttributes(attributes: Attributes, countLimit: number, lengthLimit: number | undefined): { value: Attributes; dropped: number } {
   let out: Attributes | undefined;
+  let kept = 0;
+  let dropped = 0;
   for (const key in attributes) {
+    if (kept === countLimit) {
+      out ??= keysBefore(attributes, key);
+      dropped += 1;
+      continue;
+    }
+    kept += 1;
     const value = attributes[key]!;
-    const limited = limitValue(value, limit);
+    const limited = lengthLimit === undefined ? value : limitValue(value, lengthLimit);
     if (limited !== value) (out ??= { ...attributes })[key] = limited;
   }
-  return out ?? attributes;
+  if (out !== undefined && dropped > 0) {
+    // A copy made for a cut value before the count limit was reached holds every key: keep the first ones.
+    const keys = Object.keys(out);
+    for (let i = countLimit; i < keys.length; i++) delete out[keys[i]!];
+  }
+  return { value: out ?? attributes, dropped };
+}
+
+/** A copy of the attributes set before `stop`. */
+function keysBefore(attributes: Attributes, stop: string): Attributes {
+  const out: Attributes = {};
+  for (const key in attributes) {
+    if (key === stop) break;
+    out[key] = attributes[key]!;
+  }
+  return out;
 }
 
 function limitValue(value: AttributeValue, limit: number): AttributeValue {

@@ -7,12 +7,16 @@ export interface SpanEventRecord {
   readonly name: string;
   readonly timeUs: number;
   readonly attributes: Attributes;
+  /** Attributes past OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT; absent when none. */
+  readonly droppedAttributes?: number;
 }
 
 export interface SpanLinkRecord {
   readonly traceId: string;
   readonly spanId: string;
   readonly attributes: Attributes;
+  /** Attributes past OTEL_LINK_ATTRIBUTE_COUNT_LIMIT; absent when none. */
+  readonly droppedAttributes?: number;
 }
 
 export type SpanStatusRecord =
@@ -36,6 +40,10 @@ export interface SpanRecord {
   readonly links: readonly SpanLinkRecord[];
   /** Events folded into the summary event past the limit (OTLP's `droppedEventsCount`); absent when none. */
   readonly droppedEvents?: number;
+  /** Attributes past OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT; absent when none. */
+  readonly droppedAttributes?: number;
+  /** Links past OTEL_SPAN_LINK_COUNT_LIMIT; absent when none. */
+  readonly droppedLinks?: number;
   readonly run: {
     readonly id: string;
     readonly type: RunType;

@@ -62,8 +62,8 @@ export function isOpenRun(r: unknown): boolean {
   );
 }
 
-const isSpanEvent = (v: unknown): boolean => isObj(v) && isStr(v.name) && isNum(v.timeUs) && isAttributes(v.attributes);
-const isSpanLink = (v: unknown): boolean => isObj(v) && isTraceId(v.traceId) && isSpanId(v.spanId) && isAttributes(v.attributes);
+const isSpanEvent = (v: unknown): boolean => isObj(v) && isStr(v.name) && isNum(v.timeUs) && isAttributes(v.attributes) && isNumOrNone(v.droppedAttributes);
+const isSpanLink = (v: unknown): boolean => isObj(v) && isTraceId(v.traceId) && isSpanId(v.spanId) && isAttributes(v.attributes) && isNumOrNone(v.droppedAttributes);
 const isStatus = (v: unknown): boolean => isObj(v) && (v.code === 'unset' || v.code === 'ok' || (v.code === 'error' && isStr(v.message)));
 
 /** A finished span waiting for the collector (`SpanRecord`), as the exporter encodes it. */
@@ -71,7 +71,7 @@ export function isPendingSpan(s: unknown): boolean {
   return (
     isObj(s) && isTraceId(s.traceId) && isSpanId(s.spanId) && (s.parentSpanId === undefined || s.parentSpanId === null || isSpanId(s.parentSpanId)) &&
     isStr(s.name) && (s.kind === 'server' || s.kind === 'internal') && isNum(s.startUs) && isNum(s.endUs) && isStatus(s.status) &&
-    isAttributes(s.attributes) && every(s.events, isSpanEvent) && every(s.links, isSpanLink) && isNumOrNone(s.droppedEvents) &&
+    isAttributes(s.attributes) && every(s.events, isSpanEvent) && every(s.links, isSpanLink) && isNumOrNone(s.droppedEvents) && isNumOrNone(s.droppedAttributes) && isNumOrNone(s.droppedLinks) &&
     isObj(s.run) && isStr(s.run.id)
   );
 }

@@ -211,9 +211,8 @@ test('a long task run with 150 retries keeps every transition on its exported sp
   assert.equal(span.events[2]!.attributes['prefect.event.payload'], '{"note":"…');
 });
 
-test('OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT (before OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT) cuts every string attribute of a span, its events and links, and each string of an array', async (t) => {
-  const receiver = await startOtlpReceiver();
-  t.after(() => receiver.close());
+/** A failed task run with tags, a link to Prefect's own span (its label) and a custom event: JSON lines. */
+function taskWithLinkAndEvent(): string[] {
   const task = (ms: number, type: string, name: string, from: string | null, runCount: number, message = '') =>
     taskRunStateEvent({
       taskRunId: TR, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: FR, ...FLOW, tags: ['db', 'nightly-\u{1F680}x'], state: { type, name, message }, from, runCount, occurred: T0 + ms,
@@ -223,7 +222,13 @@ test('OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT (before OTEL_ATTRIBUTE_VALUE_LENGTH
     event: 'acme.rows.parsed', resourceId: 'acme.table.orders', resourceName: 'orders', payload: { rows: 17 }, occurred: T0 + 2500, id: '0198c7d2-eeee-7000-8000-000000000099',
     related: [{ id: `prefect.task-run.${TR}`, role: 'task-run' }],
   });
-  const lines = [task(1000, 'RUNNING', 'Running', 'PENDING', 1), note, task(3000, 'FAILED', 'Failed', 'RUNNING', 1, 'Task run encountered an exception ValueError: bad row 17')].map((e) => JSON.stringify(e));
+  return [task(1000, 'RUNNING', 'Running', 'PENDING', 1), note, task(3000, 'FAILED', 'Failed', 'RUNNING', 1, 'Task run encountered an exception ValueError: bad row 17')].map((e) => JSON.stringify(e));
+}
+
+test('OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT (before OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT) cuts every string attribute of a span, its events and links, and each string of an array', async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const lines = taskWithLinkAndEvent();
   const r = await cli(['replay', '-'], { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: '9', OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: '4' }, `${lines.join('\n')}\n`);
   assert.equal(r.code, 0, r.stderr);
   const span = receiver.spans().find((s) => s.spanId === spanIdForRun(TR))!;
@@ -245,6 +250,39 @@ test('OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT (before OTEL_ATTRIBUTE_VALUE_LENGTH
       // The status message is no attribute: whole.
       status: { code: 2, message: 'Task run encountered an exception ValueError: bad row 17' },
     },
+  );
+});
+
+test('the OpenTelemetry attribute and link count limits: the first attributes of a span, event and link are kept and the rest counted as dropped; links past their limit are dropped and counted; the span-specific variables win over OTEL_ATTRIBUTE_COUNT_LIMIT', async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const limited = async (env: Record<string, string>) => {
+    const before = receiver.spans().length;
+    const r = await cli(['replay', '-'], { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, ...env }, `${taskWithLinkAndEvent().join('\n')}\n`);
+    assert.equal(r.code, 0, r.stderr);
+    const span = receiver.spans().slice(before).find((s) => s.spanId === spanIdForRun(TR))!;
+    const { attributes, events, links, droppedAttributesCount, droppedLinksCount } = span;
+    return { attributes, events: events.map(({ name, attributes: a, droppedAttributesCount: d }) => ({ name, attributes: a, d })), links, droppedAttributesCount, droppedLinksCount };
+  };
+  const link = { traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331' };
+  const running = { 'prefect.state.type': 'RUNNING', 'prefect.state.name': 'Running' };
+  const failed = { 'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed' };
+  // Each state event has 7 attributes; the custom event 4.
+  assert.deepEqual(await limited({ OTEL_ATTRIBUTE_COUNT_LIMIT: '4', OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT: '2', OTEL_LINK_ATTRIBUTE_COUNT_LIMIT: '0' }), {
+    attributes: { 'prefect.run.id': TR, 'prefect.run.type': 'task', 'prefect.run.name': 'extract-3f2', 'prefect.run.count': 1 },
+    droppedAttributesCount: 10,
+    events: [
+      { name: 'Running', attributes: running, d: 5 },
+      { name: 'acme.rows.parsed', attributes: { 'prefect.event.id': '0198c7d2-eeee-7000-8000-000000000099', 'prefect.event.resource.id': 'acme.table.orders' }, d: 2 },
+      { name: 'Failed', attributes: failed, d: 5 },
+    ],
+    links: [{ ...link, attributes: {}, droppedAttributesCount: 1 }],
+    droppedLinksCount: undefined,
+  });
+  const within = await limited({ OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '14', OTEL_ATTRIBUTE_COUNT_LIMIT: '1', OTEL_SPAN_ATTRIBUTE_PER_EVENT_COUNT_LIMIT: '7', OTEL_SPAN_LINK_COUNT_LIMIT: '0' });
+  assert.deepEqual(
+    { attributes: Object.keys(within.attributes).length, dropped: within.droppedAttributesCount, events: within.events.map((e) => e.d), links: within.links, droppedLinks: within.droppedLinksCount },
+    { attributes: 14, dropped: undefined, events: [undefined, undefined, undefined], links: [], droppedLinks: 1 },
   );
 });
 

@@ -36,13 +36,13 @@ function span(): ReadableSpan {
     startTime: START, endTime: END, duration: hrTimeDuration(START, END), ended: true,
     status: { code: SpanStatusCode.ERROR, message: 'Flow run encountered an exception' },
     attributes: { 'prefect.run.id': 'r-1', 'prefect.run.count': 2, 'prefect.ratio': 0.25, 'prefect.ok': false, 'prefect.tags': ['etl', 'nightly'], 'prefect.empty': '' },
-    links: [{ context: { ...LINKED, traceFlags: TraceFlags.SAMPLED }, attributes: { 'prefect.input.name': 'rows' } }],
+    links: [{ context: { ...LINKED, traceFlags: TraceFlags.SAMPLED }, attributes: { 'prefect.input.name': 'rows' }, droppedAttributesCount: 2 }],
     events: [
-      { name: 'Running', time: [1767323045, 200000000], attributes: { 'prefect.state.type': 'RUNNING' } },
+      { name: 'Running', time: [1767323045, 200000000], attributes: { 'prefect.state.type': 'RUNNING' }, droppedAttributesCount: 1 },
       { name: 'Failed', time: [1767323047, 5], attributes: { 'prefect.state.type': 'FAILED', 'prefect.run-count': 1 } },
     ],
     resource, instrumentationScope: scope,
-    droppedAttributesCount: 0, droppedEventsCount: 2, droppedLinksCount: 0,
+    droppedAttributesCount: 3, droppedEventsCount: 2, droppedLinksCount: 1,
   };
 }
 
@@ -56,15 +56,17 @@ const EXPECTED_SPAN: ReceivedSpan = {
   endTimeUnixNano: '1767323047000000005',
   attributes: { 'prefect.run.id': 'r-1', 'prefect.run.count': 2, 'prefect.ratio': 0.25, 'prefect.ok': false, 'prefect.tags': ['etl', 'nightly'], 'prefect.empty': '' },
   events: [
-    { name: 'Running', timeUnixNano: '1767323045200000000', attributes: { 'prefect.state.type': 'RUNNING' } },
+    { name: 'Running', timeUnixNano: '1767323045200000000', attributes: { 'prefect.state.type': 'RUNNING' }, droppedAttributesCount: 1 },
     { name: 'Failed', timeUnixNano: '1767323047000000005', attributes: { 'prefect.state.type': 'FAILED', 'prefect.run-count': 1 } },
   ],
-  links: [{ ...LINKED, attributes: { 'prefect.input.name': 'rows' } }],
+  links: [{ ...LINKED, attributes: { 'prefect.input.name': 'rows' }, droppedAttributesCount: 2 }],
   status: { code: 2, message: 'Flow run encountered an exception' },
   resource: { 'service.name': 'prefect', 'deployment.environment.name': 'test', 'x.workers': 3 },
   scope,
   flags: 0x101, // sampled | "has is_remote" (parent not remote)
   droppedEventsCount: 2,
+  droppedAttributesCount: 3,
+  droppedLinksCount: 1,
 };
 
 function logRecord(): ReadableLogRecord {

@@ -22,8 +22,9 @@ export interface ReceivedSpan {
   startTimeUnixNano: string;
   endTimeUnixNano: string;
   attributes: Record<string, AttrValue>;
-  events: { name: string; timeUnixNano: string; attributes: Record<string, AttrValue> }[];
-  links: { traceId: string; spanId: string; attributes: Record<string, AttrValue> }[];
+  /** `droppedAttributesCount` of an event or link only when non-zero. */
+  events: { name: string; timeUnixNano: string; attributes: Record<string, AttrValue>; droppedAttributesCount?: number }[];
+  links: { traceId: string; spanId: string; attributes: Record<string, AttrValue>; droppedAttributesCount?: number }[];
   /** Code 0 unset, 1 ok, 2 error; `message` only when non-empty. */
   status: { code: number; message?: string };
   resource: Record<string, AttrValue>;
@@ -32,6 +33,10 @@ export interface ReceivedSpan {
   flags?: number;
   /** Only when non-zero. */
   droppedEventsCount?: number;
+  /** Only when non-zero. */
+  droppedAttributesCount?: number;
+  /** Only when non-zero. */
+  droppedLinksCount?: number;
 }
 
 export interface ReceivedLog {
@@ -188,8 +193,8 @@ export function normaliseSpans(body: Obj, proto: boolean): ReceivedSpan[] {
           startTimeUnixNano: str(s.startTimeUnixNano, '0'),
           endTimeUnixNano: str(s.endTimeUnixNano, '0'),
           attributes: attrs(s.attributes),
-          events: list(s.events).map((e) => ({ name: str(e.name, ''), timeUnixNano: str(e.timeUnixNano, '0'), attributes: attrs(e.attributes) })),
-          links: list(s.links).map((l) => ({ traceId: hexId(l.traceId, proto) ?? '', spanId: hexId(l.spanId, proto) ?? '', attributes: attrs(l.attributes) })),
+          events: list(s.events).map((e) => optional({ name: str(e.name, ''), timeUnixNano: str(e.timeUnixNano, '0'), attributes: attrs(e.attributes) }, 'droppedAttributesCount', nonZero(e.droppedAttributesCount))),
+          links: list(s.links).map((l) => optional({ traceId: hexId(l.traceId, proto) ?? '', spanId: hexId(l.spanId, proto) ?? '', attributes: attrs(l.attributes) }, 'droppedAttributesCount', nonZero(l.droppedAttributesCount))),
           status: optional({ code: Number(st.code ?? 0) }, 'message', typeof st.message === 'string' && st.message !== '' ? st.message : undefined),
           resource,
           scope: scope(ss.scope),
@@ -197,6 +202,8 @@ export function normaliseSpans(body: Obj, proto: boolean): ReceivedSpan[] {
         optional(span, 'parentSpanId', hexId(s.parentSpanId, proto));
         optional(span, 'flags', nonZero(s.flags));
         optional(span, 'droppedEventsCount', nonZero(s.droppedEventsCount));
+        optional(span, 'droppedAttributesCount', nonZero(s.droppedAttributesCount));
+        optional(span, 'droppedLinksCount', nonZero(s.droppedLinksCount));
         out.push(span);
       }
     }
