@@ -1,4 +1,5 @@
-import { createReadStream, statSync, type Stats } from 'node:fs';
+import { createReadStream, open, statSync, type Stats } from 'node:fs';
+import { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
@@ -90,6 +91,17 @@ const FILE_ERRORS: Readonly<Record<string, string>> = {
   ENAMETOOLONG: 'the name is too long',
   ELOOP: 'too many symbolic links',
 };
+
+/** A named pipe as a stream that `destroy()` ends at once, also while its writer sends nothing (opening it waits for a writer, as reading the file would). */
+async function openPipe(file: string): Promise<Readable> {
+  let fd: number;
+  try {
+    fd = await new Promise<number>((resolve, reject) => open(file, 'r', (err, f) => (err === null ? resolve(f) : reject(err))));
+  } catch (err) {
+    throw new InputError(`cannot read ${file}: ${fileErrorText(err)}`, { cause: err });
+  }
+  return new Socket({ fd, readable: true, writable: false });
+}
 
 function fileErrorText(err: unknown): string {
   const code = (err as NodeJS.ErrnoException).code;
@@ -207,8 +219,14 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
       throw new InputError(`cannot read ${options.file}: ${fileErrorText(err)}`, { cause: err });
     }
     if (stat.isDirectory()) throw new InputError(`cannot read ${options.file}: it is a directory (replay reads one file of JSON lines)`);
-    totalBytes = stat.size;
-    input = createReadStream(options.file, { highWaterMark: READ_CHUNK_BYTES });
+    if (stat.isFIFO()) {
+      // A named pipe (`mkfifo`, or `<(prefect events stream)`) is read as standard input is: a read
+      // of the file system's waits for its writer however long, and a stop could not end it.
+      input = await openPipe(options.file);
+    } else {
+      totalBytes = stat.size;
+      input = createReadStream(options.file, { highWaterMark: READ_CHUNK_BYTES });
+    }
   }
   // While reading: the same stats, `/metrics` and OTel metrics as `watch` ("connected" = reading input).
   const startedMs = Date.now();

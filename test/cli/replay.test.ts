@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
+import { open as openFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -308,6 +309,37 @@ for (const signal of ['SIGINT', 'SIGHUP'] as const) test(`replay interrupted (${
     receiver.spans().map((s) => [s.attributes['prefect.run.id'], s.attributes['prefect.run.incomplete'] ?? false, s.attributes['prefect.run.incomplete_reason'] ?? null]).sort(),
     [[OTHER, true, 'interrupted'], [FR, false, null], [TR, false, null]].sort(),
   );
+});
+
+/**
+ * A FILE that is a named pipe (`replay <(prefect events stream)`, or a `mkfifo`) whose writer goes
+ * on without sending anything: SIGINT or SIGTERM stops the replay at once, as with standard input,
+ * and what was read is delivered. Read as a file, the pending read held the process until the
+ * writer sent more or closed the pipe.
+ */
+for (const signal of ['SIGINT', 'SIGTERM'] as const) test(`replay of a named pipe whose writer stays open, stopped by ${signal}: ends at once with what was read`, { skip: process.platform === 'win32' ? 'no named pipes as files' : false, timeout: 30_000 }, async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const fifo = join(mkdtempSync(join(dir, 'fifo-')), 'events');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo made the named pipe');
+  const { child, result } = startCli(['replay', fifo], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url });
+  t.after(() => void child.kill('SIGKILL'));
+  // The writer: opened once the replay opens the pipe to read, and kept open until the test ends.
+  const writer = await openFile(fifo, 'w');
+  t.after(() => writer.close());
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  await writer.write(`${smallRun().join('\n')}\n`);
+  await until('every line read', () => out.split('STLOGGING: ').length - 1 === 4);
+  // The writer still open: the replay ends all the same (a pending read of the file held it until the test timed out).
+  child.kill(signal);
+  const r = await result;
+  assert.deepEqual(
+    { code: r.code, interrupted: /^interrupted: the rest of the input was not read/m.test(r.stderr), exported: /^spans: (\d+) exported$/m.exec(r.stderr)?.[1] },
+    { code: signal === 'SIGINT' ? 130 : 143, interrupted: true, exported: '2' },
+    r.stderr,
+  );
+  assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']).sort(), [FR, TR].sort());
 });
 
 test('mistyped options and stray arguments are listed and exit 2; a value that may be a secret is never echoed', async () => {
