@@ -235,7 +235,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
   const statsLog = logger.child({ component: 'stats' });
   const metrics = startMetricsExport(config, stats, pipeline.exportLag, logger);
   const health = config.httpPort === undefined ? undefined : await startHealthServer(config.httpPort, stats, config.httpHost);
-  if (health !== undefined) logger.info({ component: 'replay', port: health.port, address: health.address }, 'serving /healthz and /metrics');
+  if (health !== undefined) logger.info({ component: 'replay', port: health.port, address: health.address }, 'serving /healthz, /livez and /metrics');
   const statsTimer = config.statsIntervalMs > 0 ? setInterval(() => statsLog.info(stats(), 'stats'), config.statsIntervalMs).unref() : undefined;
   try {
     const summary = await replayLines(options, pipeline, input, totalBytes, () => (reading = false));

@@ -206,7 +206,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     if (this.config.httpPort !== undefined) {
       this.health = await startHealthServer(this.config.httpPort, () => this.stats(), this.config.httpHost);
       if (!this.keepAlive) this.health.unref();
-      log.info({ port: this.health.port, address: this.health.address }, 'serving /healthz and /metrics');
+      log.info({ port: this.health.port, address: this.health.address }, 'serving /healthz, /livez and /metrics');
     }
     if (!(await this.takeLease(log))) return;
     if (this.leaseState === 'held') {

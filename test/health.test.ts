@@ -280,7 +280,7 @@ function healthLine(child: ChildProcess): Promise<{ port: number; address: strin
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout! })
       .on('line', (l) => {
-        if (l.includes('"serving /healthz and /metrics"')) resolve(JSON.parse(l) as { port: number; address: string });
+        if (l.includes('"serving /healthz, /livez and /metrics"')) resolve(JSON.parse(l) as { port: number; address: string });
       })
       .on('close', () => reject(new Error('prefect-otel ended before it served /healthz')));
   });

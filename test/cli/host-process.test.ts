@@ -236,7 +236,7 @@ test('register: a host that finishes while Prefect is down (reconnect backoff) a
   assert.deepEqual(exit, { code: 0, signal: null }, `stdout: ${host.stdout().slice(-2000)}\nstderr: ${host.stderr()}`);
   const msgs = logLines(host.stdout()).map((l) => l.msg);
   assert.deepEqual(
-    { appDone: host.stdout().includes('app done\n'), health: msgs.includes('serving /healthz and /metrics'), stopped: msgs.includes('stopped'), stateSaved: existsSync(stateFile) },
+    { appDone: host.stdout().includes('app done\n'), health: msgs.includes('serving /healthz, /livez and /metrics'), stopped: msgs.includes('stopped'), stateSaved: existsSync(stateFile) },
     { appDone: true, health: true, stopped: true, stateSaved: true },
   );
 });

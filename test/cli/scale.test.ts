@@ -95,7 +95,7 @@ test('100,000 short runs, 500 open at most: every span arrives exactly once, the
   let finalStats: { runs: Record<string, number> } | undefined;
   const port = new Promise<number>((resolve) => {
     createInterface({ input: child.stdout! }).on('line', (l) => {
-      if (l.includes('"serving /healthz and /metrics"')) resolve((JSON.parse(l) as { port: number }).port);
+      if (l.includes('"serving /healthz, /livez and /metrics"')) resolve((JSON.parse(l) as { port: number }).port);
       if (l.startsWith('{"level":40')) warnings += 1;
       if (l.includes('"msg":"stats"')) finalStats = JSON.parse(l) as { runs: Record<string, number> };
     });

@@ -91,7 +91,7 @@ function metricsPort(child: ChildProcess): Promise<number> {
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout! })
       .on('line', (l) => {
-        if (l.includes('"serving /healthz and /metrics"')) resolve((JSON.parse(l) as { port: number }).port);
+        if (l.includes('"serving /healthz, /livez and /metrics"')) resolve((JSON.parse(l) as { port: number }).port);
       })
       .on('close', () => reject(new Error('prefect-otel ended before it served /metrics')));
   });

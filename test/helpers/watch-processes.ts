@@ -67,7 +67,7 @@ export async function spansBuiltWithCollectorDown(t: TestContext, prefect: FakeP
 
 /** `/healthz` of a process, from the port its log line says it serves on. */
 export async function healthz(lines: LogLine[]): Promise<{ code: number; body: unknown }> {
-  const port = lines.find((l) => l.msg === 'serving /healthz and /metrics')?.port as number;
+  const port = lines.find((l) => l.msg === 'serving /healthz, /livez and /metrics')?.port as number;
   const res = await fetch(`http://127.0.0.1:${port}/healthz`);
   return { code: res.status, body: await res.json() };
 }
