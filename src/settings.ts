@@ -196,9 +196,13 @@ function samplerName(raw: unknown): Parsed<TracesSamplerName> {
   return bad(`must be one of ${TRACES_SAMPLERS.join(', ')}, got ${quoted(raw, Infinity)}`);
 }
 
-/** A probability: a number from 0 to 1, as OTEL_TRACES_SAMPLER_ARG is written (`0.25`, `1`, `.5`). */
+/**
+ * A probability: a number from 0 to 1, as OTEL_TRACES_SAMPLER_ARG is written (`0.25`, `1`, `.5`),
+ * also in exponent form (`1e-3`, `5E-1`), which the SDKs read as a number too: shared with services
+ * that sample one trace in a thousand, it must not export every trace here.
+ */
 function probability(raw: unknown): Parsed<number> {
-  const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(raw) ? Number(raw) : NaN;
+  const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*\+?(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?\s*$/i.test(raw) ? Number(raw) : NaN;
   if (!Number.isFinite(n)) return bad(`expected a number from 0 to 1, got ${quotedText(raw)}`);
   if (n < 0 || n > 1) return bad(`must be between 0 and 1, got ${n}`);
   return ok(n);

@@ -614,3 +614,26 @@ test('OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG: the samplers that need no
     [undefined, undefined, undefined, 'parentbased_traceidratio 0.1', 'parentbased_always_off'],
   );
 });
+
+test('OTEL_TRACES_SAMPLER_ARG in exponent form, as the SDKs read it (1e-3 is one trace in a thousand), as a variable and as a flag; what is no number still warns', () => {
+  const ratio = (env: Record<string, string>, options = {}) => {
+    try {
+      const c = resolveConfig(options, env, (key) => `--${key}`);
+      return { ratio: c.sampler.ratio, warnings: c.warnings };
+    } catch (err) {
+      return { problems: (err as ConfigError).problems };
+    }
+  };
+  const env = (arg: string) => ({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: arg });
+  assert.deepEqual(
+    ['1e-3', ' 5E-1 ', '+0.25', '2.5e-1', '1E0', '0e5'].map((arg) => ratio(env(arg))),
+    [0.001, 0.5, 0.25, 0.25, 1, 0].map((r) => ({ ratio: r, warnings: [] })),
+  );
+  assert.deepEqual(ratio({}, { tracesSampler: 'traceidratio', tracesSamplerArg: '1e-4' }), { ratio: 0.0001, warnings: [] });
+  assert.deepEqual([ratio(env('1e1')), ratio(env('0x1')), ratio(env('1e')), ratio(env('Infinity'))], [
+    { ratio: 1, warnings: ['OTEL_TRACES_SAMPLER_ARG: must be between 0 and 1, got 10; using the default (unset)'] },
+    { ratio: 1, warnings: ['OTEL_TRACES_SAMPLER_ARG: expected a number from 0 to 1, got "0x1"; using the default (unset)'] },
+    { ratio: 1, warnings: ['OTEL_TRACES_SAMPLER_ARG: expected a number from 0 to 1, got "1e"; using the default (unset)'] },
+    { ratio: 1, warnings: ['OTEL_TRACES_SAMPLER_ARG: expected a number from 0 to 1, got "Infinity"; using the default (unset)'] },
+  ]);
+});
