@@ -129,7 +129,8 @@ const FROM_OPTION = 2;
  * Resolve the configuration: per key, option → env → default; per OTLP signal, a flag or option
  * of either kind → the signal's own variable → the generic one → default.
  * Every problem is collected and thrown as one ConfigError. A bad OTEL_* variable warns and falls
- * back, as every OpenTelemetry component does; the same value as a flag or option is a problem.
+ * back (to the setting's next variable, else its default), as every OpenTelemetry component does;
+ * the same value as a flag or option is a problem.
  * `optionName`: how a problem names an option's setting (the CLI names its flag). `otherOptions`:
  * keys of the options that are no setting but that the caller reads (`startPrefectTracing`'s `env`,
  * `logger`…); any other key that is no setting is a problem, as it would silently do nothing.
@@ -155,25 +156,36 @@ export function resolveConfig(
     const fromOption = options[key];
     let source: string | undefined;
     let raw: unknown;
+    /** The setting's variables that are set, most specific first (OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT before OTEL_ATTRIBUTE_COUNT_LIMIT). */
+    const givenVariables = fromOption !== undefined ? [] : def.env.filter((name) => env[name] !== undefined && env[name].trim() !== '');
     if (fromOption !== undefined) {
       raw = fromOption;
       source = optionName(key);
-    } else {
-      for (const name of def.env) {
-        const v = env[name];
-        if (v !== undefined && v.trim() !== '') {
-          raw = v;
-          source = name;
-          break;
-        }
-      }
+    } else if (givenVariables.length > 0) {
+      source = givenVariables[0]!;
+      raw = env[source];
     }
     if (raw === undefined) {
       values[key] = def.default;
       continue;
     }
-    const result = def.parse(raw);
-    const parsed = result.ok || !isQuoted(raw) ? result : { ok: false as const, problem: `${result.problem} ${QUOTES_HINT}` };
+    const parse = (value: unknown) => {
+      const result = def.parse(value);
+      return result.ok || !isQuoted(value) ? result : { ok: false as const, problem: `${result.problem} ${QUOTES_HINT}` };
+    };
+    let parsed = parse(raw);
+    // An unusable OTEL_* variable gives way to the setting's next one, as the SDKs read them
+    // (OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT=abc: OTEL_ATTRIBUTE_COUNT_LIMIT applies); the last, to the default.
+    if (fromOption === undefined && def.env[0]?.startsWith('OTEL_')) {
+      for (const name of givenVariables.slice(1)) {
+        if (parsed.ok) break;
+        const next = parse(env[name]);
+        warnings.push(next.ok ? `${source}: ${parsed.problem}; ${name} applies` : `${source}: ${parsed.problem}`);
+        source = name;
+        raw = env[name];
+        parsed = next;
+      }
+    }
     if (parsed.ok) {
       // A key in quotes is refused by the server with no word of why: the quotes are said (never the value).
       if (isQuoted(raw)) warnings.push(`${source}: the value is in quotes, which are kept as part of it (remove them)`);

@@ -637,3 +637,32 @@ test('OTEL_TRACES_SAMPLER_ARG in exponent form, as the SDKs read it (1e-3 is one
     { ratio: 1, warnings: ['OTEL_TRACES_SAMPLER_ARG: expected a number from 0 to 1, got "Infinity"; using the default (unset)'] },
   ]);
 });
+
+test('a limit variable that cannot be used gives way to the next one of its setting, as the SDKs read them: OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT=abc with OTEL_ATTRIBUTE_COUNT_LIMIT=32 keeps 32 attributes; with none usable, the default', () => {
+  const limits = (env: Record<string, string>) => {
+    const c = resolveConfig({}, env);
+    const { attributeCountLimit, attributeValueLengthLimit, eventAttributeCountLimit, linkAttributeCountLimit } = c.model.spanLimits;
+    return { limits: { attributeCountLimit, attributeValueLengthLimit, eventAttributeCountLimit, linkAttributeCountLimit }, warnings: c.warnings };
+  };
+  assert.deepEqual(
+    limits({
+      OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: 'abc', OTEL_ATTRIBUTE_COUNT_LIMIT: '32',
+      OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: '-1', OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: '256',
+      OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT: '"8"', OTEL_SPAN_ATTRIBUTE_PER_EVENT_COUNT_LIMIT: '16',
+      OTEL_LINK_ATTRIBUTE_COUNT_LIMIT: 'x', OTEL_SPAN_ATTRIBUTE_PER_LINK_COUNT_LIMIT: 'y',
+    }),
+    {
+      limits: { attributeCountLimit: 32, attributeValueLengthLimit: 256, eventAttributeCountLimit: 16, linkAttributeCountLimit: 128 },
+      warnings: [
+        'OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: must be between 0 and 1000000000, got -1; OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT applies',
+        'OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: expected a whole number, got "abc"; OTEL_ATTRIBUTE_COUNT_LIMIT applies',
+        'OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT: expected a whole number, got "\\"8\\"" (the quotes are part of the value: remove them); OTEL_SPAN_ATTRIBUTE_PER_EVENT_COUNT_LIMIT applies',
+        'OTEL_LINK_ATTRIBUTE_COUNT_LIMIT: expected a whole number, got "x"',
+        'OTEL_SPAN_ATTRIBUTE_PER_LINK_COUNT_LIMIT: expected a whole number, got "y"; using the default (128)',
+      ],
+    },
+  );
+  // A usable first variable wins, as before; the second is not looked at.
+  assert.deepEqual(limits({ OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '64', OTEL_ATTRIBUTE_COUNT_LIMIT: 'abc' }).limits.attributeCountLimit, 64);
+  assert.deepEqual(limits({ OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '64', OTEL_ATTRIBUTE_COUNT_LIMIT: 'abc' }).warnings, []);
+});
