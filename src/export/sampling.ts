@@ -8,8 +8,9 @@ import type { Config } from '../config.js';
  * parent outside prefect-otel, so the parent-based samplers decide as their root sampler does, and
  * the decision of the root holds for every span of its trace: each is asked with no parent, by its
  * trace id, which the ratio sampler decides on alone. A trace is thus kept or dropped whole, the same
- * way in every process and on every restart, and a collector sampling by trace id with the same
- * ratio keeps the same traces.
+ * way in every process and on every restart. (Only the JS SDK's ratio sampler decides the same: the
+ * collector's probabilistic sampler and other languages' SDKs read other bits of the trace id, so
+ * with the same ratio they keep other traces.)
  */
 export function traceSampler(sampler: Config['sampler']): ((traceId: string) => boolean) | undefined {
   const root = rootSampler(sampler);
