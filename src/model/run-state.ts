@@ -314,8 +314,14 @@ export class RunState {
     }
   }
 
-  /** Fold what an event says about the run (names, flow, deployment, pool, tags, parents). */
-  learn(event: PrefectEvent, own: boolean): void {
+  /**
+   * Fold what an event says about the run (names, flow, deployment, pool, tags, parents). `own`: the
+   * event's resource is this run. `stateOrHeartbeat`: it is one of the run's state or heartbeat events,
+   * whose related resources Prefect builds from the run itself; any other event naming the run as its
+   * resource (`emit_event` inside one of its tasks) has the EventsWorker's context appended, where
+   * `task-run` is the task it was emitted in, not a subflow's tracking task.
+   */
+  learn(event: PrefectEvent, own: boolean, stateOrHeartbeat: boolean): void {
     const m = this.meta;
     if (own && event.resource.name !== undefined) m.name = kept(event.resource.name);
     if (!own && m.name === undefined) m.name = kept(event.related.find((r) => r.id.endsWith(this.ref.id))?.name);
@@ -363,7 +369,11 @@ export class RunState {
           break;
         }
         case 'task-run':
-          if (own && this.ref.type === 'flow') m.parentTaskRunId = runIdAfter(r.id, 'prefect.task-run.') ?? m.parentTaskRunId;
+          // A flow run's tracking task: the server's `_flow_run_related_resources_from_orm`
+          // (src/prefect/server/models/events.py) names `parent_task_run_id` on its state events; the
+          // EventsWorker's `related_resources_from_run_context` (src/prefect/events/related.py) names
+          // the current TaskRunContext on anything emitted inside a task.
+          if (stateOrHeartbeat && this.ref.type === 'flow') m.parentTaskRunId = runIdAfter(r.id, 'prefect.task-run.') ?? m.parentTaskRunId;
           break;
       }
     }

@@ -980,7 +980,7 @@ export class RunTracker {
   private apply(run: RunState, event: PrefectEvent, classified: Classified, payload: string | undefined, nowMs: number): void {
     const own = classified.kind !== 'run-event' || event.resource.id.endsWith(run.ref.id);
     const flowRunBefore = run.meta.flowRunId;
-    run.learn(event, own);
+    run.learn(event, own, classified.kind !== 'run-event');
     run.touch(event, nowMs);
     this.keepOwnersAlive(run, nowMs);
     this.passUpLastKnown(run);

@@ -551,6 +551,31 @@ test('a flow run first seen through a worker event, its deployment, pool and que
   }]);
 });
 
+test('an event emitted inside a task with its flow run as the resource (the EventsWorker relates the task it was emitted in): a span event of the flow run, which stays a root with no prefect.parent_task_run.id', async () => {
+  const flow = flowRun([[0, 'RUNNING', 'Running', 1], [9, 'COMPLETED', 'Completed', 1]]);
+  const task = taskRun(TASK, 'extract-3f2', 'extract-9a8b7c6d', [[1, 'PENDING', 'Pending', 0], [1.5, 'RUNNING', 'Running', 1], [3, 'COMPLETED', 'Completed', 1]]);
+  // emit_event(resource={"prefect.resource.id": f"prefect.flow-run.{flow_run.id}"}) in the task: the
+  // EventsWorker appends its run context (src/prefect/events/related.py), the flow run left out as the
+  // resource already, the task run in role `task-run`, which on the flow run's own state events would
+  // name a subflow's tracking task.
+  const checkpoint = customEvent({
+    event: 'acme.checkpoint', resourceId: `prefect.flow-run.${FR}`, occurred: at(2), id: '0198c7d2-ffff-7000-8000-0000000000a1', payload: { rows: 17 },
+    related: [{ id: `prefect.task-run.${TASK}`, role: 'task-run', name: 'extract-3f2' }, { id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'etl' },
+      { id: `prefect.deployment.${DEPLOY.deployment.id}`, role: 'deployment', name: 'nightly' }],
+  });
+  const { spans } = await run([flow[0]!, task[0]!, task[1]!, checkpoint, task[2]!, flow[1]!]);
+  assert.deepEqual(spans.filter((s) => s.run.id === FR).map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(0), endUs: us(9), status: { code: 'ok' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+    events: [stateEvents(flow)[0], ['acme.checkpoint', us(2), {
+      'prefect.event.id': '0198c7d2-ffff-7000-8000-0000000000a1', 'prefect.event.resource.id': `prefect.flow-run.${FR}`, 'prefect.event.payload': '{"rows":17}',
+    }], stateEvents(flow)[1]],
+    links: [],
+  }]);
+  assert.deepEqual(spans.filter((s) => s.run.id === TASK).map((s) => [s.parentSpanId, s.events.map((e) => e.name)]), [[spanIdForRun(FR), ['Pending', 'Running', 'Completed']]]);
+});
+
 /**
  * A worker says `prefect.worker.executed-flow-run` (with the infrastructure's exit code) once the
  * flow run's process has exited, so after its terminal state: seconds after it, past the settle window.
