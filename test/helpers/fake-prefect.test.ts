@@ -140,6 +140,31 @@ describe('fake Prefect: handshake', () => {
     assert.equal(refused.upgrades.length, 1);
   });
 
+  it('the sub-protocol offered among others, separated by ", " or in headers of their own, as Python\'s websockets client and browsers write them: accepted as prefect, as Prefect trims each', async () => {
+    const f = await fake({ authString: 'admin:pass' });
+    const { request } = await import('node:http');
+    const upgrade = (headers: [string, string][]) => new Promise<{ status: number; protocol: unknown }>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: f.port, path: '/api/events/out', headers: [
+        ['Connection', 'Upgrade'], ['Upgrade', 'websocket'], ['Sec-WebSocket-Version', '13'], ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ=='], ...headers,
+      ].flat() });
+      req.on('upgrade', (res, socket) => {
+        socket.destroy();
+        resolve({ status: res.statusCode ?? 0, protocol: res.headers['sec-websocket-protocol'] });
+      });
+      req.on('response', (res) => {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0, protocol: res.headers['sec-websocket-protocol'] });
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.deepEqual([
+      await upgrade([['Sec-WebSocket-Protocol', 'chat, prefect']]),
+      await upgrade([['Sec-WebSocket-Protocol', 'chat'], ['Sec-WebSocket-Protocol', 'prefect']]),
+      await upgrade([['Sec-WebSocket-Protocol', 'chat, prefectx']]),
+    ], [{ status: 101, protocol: 'prefect' }, { status: 101, protocol: 'prefect' }, { status: 403, protocol: undefined }]);
+  });
+
   it('switches: the sub-protocol header dropped from the next n upgrade answers (as by a proxy); raw replies to the auth message in place of auth_success, one per connection', async () => {
     const f = await fake({ authString: 'admin:pass' });
     f.switches.stripSubprotocol = 1;

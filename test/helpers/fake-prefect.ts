@@ -372,8 +372,9 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     const i = headers.findIndex((h) => h.toLowerCase().startsWith('sec-websocket-protocol:'));
     if (i >= 0) headers.splice(i, 1);
   });
-  // Prefect checks `"prefect" in header.split(",")`, without trimming.
-  const offersPrefect = (req: IncomingMessage): boolean => String(req.headers['sec-websocket-protocol'] ?? '').split(',').includes('prefect');
+  // As `accept_prefect_socket` (src/prefect/server/utilities/subscriptions.py): every
+  // Sec-WebSocket-Protocol header (Node joins repeated ones with ", "), split on commas, each trimmed.
+  const offersPrefect = (req: IncomingMessage): boolean => String(req.headers['sec-websocket-protocol'] ?? '').split(',').some((p) => p.trim() === 'prefect');
 
   function onConnection(ws: WebSocket, req: IncomingMessage, kind: 'out' | 'in'): void {
     const queue: WireEvent[] = [];
