@@ -42,6 +42,9 @@ test("library: the host's diag logger keeps every message of its own after start
     logger,
     apiUrl: prefect.url,
     otlpEndpoint: `http://127.0.0.1:${await closedPort()}`,
+    // The SDK retries a refused connection for as long as the export's timeout allows (10 s by
+    // default): with 2 s it gives up after a second or so, far inside the wait for the failure below.
+    otlpTimeoutMs: 2_000,
     stateFile: join(tempDir(), 'state.json'),
     settleMs: 100,
     statsIntervalMs: 0,
