@@ -75,7 +75,11 @@ function captureLogs(): { logger: Logger; lines: string[]; records: () => Record
   return { logger, lines, records: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>) };
 }
 
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 3_000): Promise<void> {
+/**
+ * Polls `cond` until it holds. The default deadline is far longer than anything here should take,
+ * so that a busy machine only makes a test slower; a condition that never holds still fails it.
+ */
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -749,7 +753,7 @@ describe('event subscriber: reconnects', () => {
     await server.waitForConnections(1);
     const connectedAt = Date.now();
     server.switches.holdPersist = false;
-    await waitFor('the event published before the start', () => ids().includes(beforeStart.id), 3_000);
+    await waitFor('the event published before the start', () => ids().includes(beforeStart.id));
 
     server.switches.holdPersist = true;
     server.dropConnections();
@@ -758,7 +762,7 @@ describe('event subscriber: reconnects', () => {
     await server.waitForConnections(2);
     const reconnectedAt = Date.now();
     server.switches.holdPersist = false;
-    await waitFor('the event published during the drop', () => ids().includes(duringDrop.id), 3_000);
+    await waitFor('the event published during the drop', () => ids().includes(duringDrop.id));
     await sub.stop();
 
     // Read again by the second subscription too (its window reaches back over the first): the caller dedupes.
@@ -814,7 +818,9 @@ describe('event subscriber: reconnects', () => {
       await sleep(100);
     }
     const all = [...older, ...live].map((e) => e.id);
-    await waitFor('every event', () => new Set(ids()).size === all.length, 3_000).catch(() => undefined);
+    // Every event, or a warning (the re-read given up): the callers' assertions then say what is missing.
+    const warned = () => logs.lines.some((l) => /^\{"level":[456]0,/.test(l));
+    await waitFor('every event, or a warning', () => new Set(ids()).size === all.length || warned(), 30_000).catch(() => undefined);
     await sub.stop();
     return { server, ids, logs, all, live };
   }
@@ -874,7 +880,7 @@ describe('event subscriber: reconnects', () => {
       const got = new Set(ids());
       return events.every((e) => got.has(e.id));
     };
-    await waitFor('the backfill', has(older), 5_000);
+    await waitFor('the backfill', has(older));
     // An event more than the margin (2 s) after those the server dropped, and the connection drops.
     await sleep(Math.max(0, t0 + 3_500 - Date.now()));
     const late = event(Date.now());
@@ -884,7 +890,7 @@ describe('event subscriber: reconnects', () => {
     server.dropConnections();
     await server.waitForConnections(2);
     const all = [...older, ...burst, late];
-    await waitFor('every event', has(all), 8_000).catch(() => undefined);
+    await waitFor('every event', has(all), 30_000).catch(() => undefined);
     await sub.stop();
     assert.deepEqual([...new Set(ids())].sort(), all.map((e) => e.id).sort());
     assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 50).map((r) => r.msg), []);
@@ -919,11 +925,11 @@ describe('event subscriber: reconnects', () => {
       return events.every((e) => got.has(e.id));
     };
     try {
-      await waitFor('every event of the backfill and the burst', has([...older, ...burst]), 6_000).catch(() => undefined);
+      await waitFor('every event of the backfill and the burst', has([...older, ...burst]), 30_000).catch(() => undefined);
     } finally {
       clearInterval(publisher);
     }
-    await waitFor('the last live events', has(trickle), 2_000).catch(() => undefined);
+    await waitFor('the last live events', has(trickle)).catch(() => undefined);
     await sub.stop();
     const all = [...older, ...burst, ...trickle].map((e) => e.id);
     assert.ok(server.connections[0]!.dropped > 0 && server.connections[0]!.dropped < burst.length, `dropped ${server.connections[0]!.dropped}`);
@@ -941,7 +947,7 @@ describe('event subscriber: reconnects', () => {
     const retries = () => logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('Prefect server unreachable, retrying in'));
     await waitFor('four retries', () => retries().length >= 4);
     const server = await mini({ port });
-    await waitFor('connected', () => sub.stats.connected, 3_000);
+    await waitFor('connected', () => sub.stats.connected);
     await sub.stop();
     const first4 = retries().slice(0, 4);
     assert.deepEqual(first4.map((r) => [r.level, r.attempt]), [[40, 1], [40, 2], [40, 3], [40, 4]]);
@@ -1013,7 +1019,7 @@ describe('event subscriber: reconnects', () => {
     const server = await mini({ autoPong: false });
     server.switches.stall = true; // half-open: no events, no pongs
     const { sub, logs } = subscribe(server, { pingIntervalMs: 30, idleTimeoutMs: 150, initialBackoffMs: 10, maxBackoffMs: 20 });
-    await waitFor('a second connection', () => server.connections.length >= 2, 3_000);
+    await waitFor('a second connection', () => server.connections.length >= 2);
     await sub.stop();
     const silent = logs.records().find((r) => r.msg === 'the event stream went silent; dropping the connection');
     assert.ok(silent !== undefined, `no idle-timeout log line; got ${JSON.stringify(logs.records().map((r) => r.msg))}`);
