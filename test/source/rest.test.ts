@@ -210,7 +210,8 @@ describe('rest client: through a proxy', () => {
     const proxy = await startSilentProxy();
     const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, timeoutMs: 60_000, proxy: { httpProxy: proxy.url, httpsProxy: undefined, noProxy: undefined } });
     const pending = rest.getTaskRun(TASK_RUN);
-    const deadline = Date.now() + 3_000;
+    // Far longer than either wait takes, far shorter than the request's timeout (60 s) that a close() which left the connection open would wait for.
+    const deadline = Date.now() + 20_000;
     while (proxy.accepted() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     rest.close();
     const result = await pending;
