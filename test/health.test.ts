@@ -306,15 +306,15 @@ test('watch: after the collector refused spans for good, /healthz stays 503 whil
   const failing = { status: 503, body: { status: 'unavailable', problems: ['exports to the collector are failing'], connected: true, exporting: false } };
   // The refusal reaches /healthz once the export thread has the collector's answer: a moment after the receiver sent it.
   let afterRefusal = await healthz();
-  for (const deadline = Date.now() + 5_000; afterRefusal.status === 200 && Date.now() < deadline; afterRefusal = await healthz()) await new Promise((r) => setTimeout(r, 20));
+  for (const deadline = Date.now() + 20_000; afterRefusal.status === 200 && Date.now() < deadline; afterRefusal = await healthz()) await new Promise((r) => setTimeout(r, 20));
   // The collector asked again (an empty request, after a second or so) and refusing still.
-  for (const deadline = Date.now() + 5_000; receiver.requests.length < 2 && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 20));
+  for (const deadline = Date.now() + 20_000; receiver.requests.length < 2 && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 20));
   const whileRefusing = { healthz: await healthz(), requests: receiver.requests.map((r) => `${r.path} ${r.status}`).slice(0, 2) };
 
   refusing = false;
   // Rechecked with backoff from 1 s, doubling: a few seconds at most here.
   let seen = await healthz();
-  for (const deadline = Date.now() + 10_000; seen.status !== 200 && Date.now() < deadline; seen = await healthz()) await new Promise((r) => setTimeout(r, 50));
+  for (const deadline = Date.now() + 30_000; seen.status !== 200 && Date.now() < deadline; seen = await healthz()) await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(
     { afterRefusal, whileRefusing, healthz: seen, spansAccepted: receiver.counts.spans, paths: [...new Set(receiver.requests.map((r) => r.path))] },
     {
