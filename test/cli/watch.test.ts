@@ -109,9 +109,12 @@ test('watch: handshake with a future until, a dropped socket mid-flow, and the s
   const filter = prefect.connections[0]!.filters[0] as { filter: { occurred: { until: string } }; backfill: boolean };
   assert.ok(Date.parse(filter.filter.occurred.until) > Date.now() + 300 * 24 * 3600_000, 'until is far in the future');
   assert.equal(prefect.connections[0]!.authToken, 'admin:pass');
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   prefect.publish(events.slice(0, 5));
-  await until('events delivered', () => child.stdout!.readableLength >= 0 && prefect.connections.length >= 1);
-  await new Promise((r) => setTimeout(r, 300));
+  // Dropped mid-flow: once the first events are applied (their STLOGGING lines written); the subflow's waits for its parent look-up.
+  const applied = events.slice(0, 4).map((e) => `"prefect.event.id":"${e.id}"`);
+  await until('the first events applied', () => applied.every((id) => out.includes(id)));
   prefect.dropConnections();
   await until('reconnect', () => prefect.connections.filter((c) => c.live).length === 1 && prefect.connections.length >= 2);
   prefect.publish(events.slice(5));
