@@ -25,6 +25,8 @@ export interface SpanLimits {
  * The same record when it is within every limit.
  */
 export function applySpanLimits(record: SpanRecord, limits: SpanLimits): SpanRecord {
+  // Every span passes here: one that is within the limits costs counting its keys, no copy.
+  if (limits.attributeValueLengthLimit === undefined && withinCounts(record, limits)) return record;
   const attributes = limitAttributes(record.attributes, limits.attributeCountLimit, limits.attributeValueLengthLimit);
   let changed = attributes.value !== record.attributes;
   const events = record.events.map((e): SpanEventRecord => {
@@ -49,6 +51,20 @@ export function applySpanLimits(record: SpanRecord, limits: SpanLimits): SpanRec
     ...(attributes.dropped === 0 ? {} : { droppedAttributes: (record.droppedAttributes ?? 0) + attributes.dropped }),
     ...(droppedLinks === 0 ? {} : { droppedLinks: (record.droppedLinks ?? 0) + droppedLinks }),
   };
+}
+
+/** Whether the span, its events and links are within the count limits. */
+function withinCounts(record: SpanRecord, limits: SpanLimits): boolean {
+  if (!countWithin(record.attributes, limits.attributeCountLimit) || record.links.length > limits.linkCountLimit) return false;
+  for (const e of record.events) if (!countWithin(e.attributes, limits.eventAttributeCountLimit)) return false;
+  for (const l of record.links) if (!countWithin(l.attributes, limits.linkAttributeCountLimit)) return false;
+  return true;
+}
+
+function countWithin(attributes: Attributes, limit: number): boolean {
+  let n = 0;
+  for (const _ in attributes) if (++n > limit) return false;
+  return true;
 }
 
 /** The first `countLimit` attributes, each value within the length limit: the same object when nothing was over a limit. */
