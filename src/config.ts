@@ -224,7 +224,7 @@ export function resolveConfig(
   for (const [batch, buffer, items] of [['batchSize', 'bufferMaxSpans', 'spans'], ['logsBatchSize', 'logsBufferMaxRecords', 'log records']] as const) {
     if (v[batch] > v[buffer]) warnings.push(`${given(batch)} (${v[batch]}) is larger than ${given(buffer)} (${v[buffer]}): batches of at most ${v[buffer]} ${items} are sent`);
   }
-  // The argument of a sampler that takes none would sample nothing: said, as it looks like it does.
+  // An argument to a sampler that takes none does nothing, though it looks as if it samples: said.
   if (v.tracesSamplerArg !== undefined && !v.tracesSampler.endsWith('traceidratio')) {
     warnings.push(`${given('tracesSamplerArg')} (${v.tracesSamplerArg}) applies to the traceidratio samplers only; ${given('tracesSampler')} is ${v.tracesSampler}: ignored`);
   }
