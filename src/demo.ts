@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import type { Config } from './config.js';
 import type { DeliveryStats } from './export/delivery.js';
-import { describeSampler } from './export/sampling.js';
+import { samplerAsGiven } from './export/sampling.js';
 import { EXIT_CODES } from './errors.js';
 import { LINE_SHAPE, ownLineStream } from './log/logger.js';
 import { STLOGGING_PREFIX } from './log/stlogging.js';
@@ -91,7 +91,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const traceCount = new Set(spans.map((s) => s.traceId)).size;
   out.write(wrapWords(`prefect-otel demo: ${workload.summary}`, options.width ?? DEFAULT_WIDTH));
   const unsampled = pipeline.counters.unsampled;
-  const left = unsampled === 0 ? '' : `; ${unsampled} more spans left out by the sampler (${config.sources?.tracesSampler ?? 'OTEL_TRACES_SAMPLER'}=${describeSampler(config.sampler)})`;
+  const left = unsampled === 0 ? '' : `; ${unsampled} more spans left out by the sampler (${samplerAsGiven(config)})`;
   out.write(wrapWords(`${workload.events.length} events → ${spans.length} spans in ${traceCount} traces${left}`, options.width ?? DEFAULT_WIDTH));
   out.write('\n');
   out.write(renderTraceTrees(spans, { color: options.color, width: options.width ?? DEFAULT_WIDTH }));

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { InputError, errorText } from './errors.js';
 import { startMetricsExport } from './export/metrics.js';
-import { describeSampler } from './export/sampling.js';
+import { samplerAsGiven } from './export/sampling.js';
 import { startHealthServer } from './health.js';
 import type { FlushResult } from './export/delivery.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
@@ -372,7 +372,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     spans: pipeline.tracker.counts.spans,
     incomplete: pipeline.tracker.counts.incomplete,
     spansExported: t?.delivered ?? 0,
-    ...(c.unsampled === 0 ? {} : { spansUnsampled: { count: c.unsampled, sampler: `${config.sources?.tracesSampler ?? 'OTEL_TRACES_SAMPLER'}=${describeSampler(config.sampler)}` } }),
+    ...(c.unsampled === 0 ? {} : { spansUnsampled: { count: c.unsampled, sampler: samplerAsGiven(config) } }),
     spansDropped: t?.dropped ?? 0,
     spansRejected: t?.rejected ?? 0,
     // The trace buffer's own: `flushed` counts the OTel log records still waiting too.

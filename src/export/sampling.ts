@@ -38,3 +38,8 @@ function rootSampler({ name, ratio }: Config['sampler']): Sampler | undefined {
 export function describeSampler({ name, ratio }: Config['sampler']): string {
   return name.endsWith('traceidratio') ? `${name} ${ratio}` : name;
 }
+
+/** The sampler with the setting it was given as, for a summary: `OTEL_TRACES_SAMPLER=traceidratio 0.25`, `--traces-sampler=always_off`. */
+export function samplerAsGiven(config: Pick<Config, 'sampler' | 'sources'>): string {
+  return `${config.sources?.tracesSampler ?? 'OTEL_TRACES_SAMPLER'}=${describeSampler(config.sampler)}`;
+}
