@@ -34,7 +34,8 @@ export function toReadableSpan(record: SpanRecord, resource: Resource): Readable
   const start = usToHrTime(record.startUs);
   const end = usToHrTime(record.endUs);
   const links: Link[] = record.links.map((l) => ({
-    context: { traceId: l.traceId, spanId: l.spanId, traceFlags: TraceFlags.SAMPLED },
+    // OTLP Link.flags: these W3C flags, with the link's IS_REMOTE bit from `isRemote`.
+    context: { traceId: l.traceId, spanId: l.spanId, traceFlags: l.traceFlags ?? TraceFlags.SAMPLED, isRemote: l.remote === true },
     attributes: l.attributes,
     droppedAttributesCount: l.droppedAttributes ?? 0,
   }));

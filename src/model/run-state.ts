@@ -463,7 +463,8 @@ export class RunState {
       });
     }
     const native = parseTraceparent(m.traceparent);
-    if (native !== undefined) links.push({ ...native, attributes: { [ATTR.LINK_KIND]: 'prefect_native_span' } });
+    // Prefect's span context came from another process: a remote one, with the sampled flag Prefect gave it.
+    if (native !== undefined) links.push({ ...native, remote: true, attributes: { [ATTR.LINK_KIND]: 'prefect_native_span' } });
 
     return {
       traceId: this.ctx.traceId,
@@ -608,10 +609,17 @@ export function parentTaskIdsOf(event: PrefectEvent): string[] {
   return parents;
 }
 
-const TRACEPARENT_RE = /^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$/;
+/**
+ * A W3C traceparent (Trace Context, "traceparent Header"): version, trace-id, parent-id, trace-flags,
+ * lowercase hex. Version `ff` is forbidden; a version above `00` may carry more fields after the
+ * flags ("Versioning of traceparent"), which are ignored, while `00` has exactly four; an all-zero id is invalid. As the OpenTelemetry
+ * propagator parses it (one whitespace character either side allowed).
+ */
+const TRACEPARENT_RE = /^\s?((?!ff)[0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\s?$/;
 
-export function parseTraceparent(text: string | undefined): { traceId: string; spanId: string } | undefined {
-  const m = text === undefined ? null : TRACEPARENT_RE.exec(text.trim().toLowerCase());
-  if (!m || /^0+$/.test(m[1]!) || /^0+$/.test(m[2]!)) return undefined;
-  return { traceId: m[1]!, spanId: m[2]! };
+/** A traceparent's span context (its flags the W3C trace flags byte), or undefined when W3C says to ignore it. */
+export function parseTraceparent(text: string | undefined): { traceId: string; spanId: string; traceFlags: number } | undefined {
+  const m = text === undefined ? null : TRACEPARENT_RE.exec(text);
+  if (!m || (m[1] === '00' && m[5] !== undefined) || /^0+$/.test(m[2]!) || /^0+$/.test(m[3]!)) return undefined;
+  return { traceId: m[2]!, spanId: m[3]!, traceFlags: parseInt(m[4]!, 16) };
 }

@@ -14,6 +14,10 @@ export interface SpanEventRecord {
 export interface SpanLinkRecord {
   readonly traceId: string;
   readonly spanId: string;
+  /** The linked context's W3C trace flags (its traceparent's); absent: sampled (`01`), as every span of ours is. */
+  readonly traceFlags?: number;
+  /** The linked context came from another process (a propagated traceparent); absent: one of our own spans. */
+  readonly remote?: boolean;
   readonly attributes: Attributes;
   /** Attributes past OTEL_LINK_ATTRIBUTE_COUNT_LIMIT; absent when none. */
   readonly droppedAttributes?: number;

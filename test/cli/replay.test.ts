@@ -277,7 +277,7 @@ test('the OpenTelemetry attribute and link count limits: the first attributes of
       { name: 'acme.rows.parsed', attributes: { 'prefect.event.id': '0198c7d2-eeee-7000-8000-000000000099', 'prefect.event.resource.id': 'acme.table.orders' }, d: 2 },
       { name: 'Failed', attributes: failed, d: 5 },
     ],
-    links: [{ ...link, attributes: {}, droppedAttributesCount: 1 }],
+    links: [{ ...link, attributes: {}, droppedAttributesCount: 1, flags: 0x301 }],
     droppedLinksCount: undefined,
   });
   const within = await limited({ OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '14', OTEL_ATTRIBUTE_COUNT_LIMIT: '1', OTEL_SPAN_ATTRIBUTE_PER_EVENT_COUNT_LIMIT: '7', OTEL_SPAN_LINK_COUNT_LIMIT: '0' });
@@ -416,10 +416,29 @@ test('replay with its standard output on a full disk (/dev/full): says so once, 
   assert.deepEqual(receiver.spans().map((s) => s.spanId).sort(), runs.map((id) => spanIdForRun(id)).sort());
 });
 
-test("replay: a task run's __OTEL_TRACEPARENT arrives as exactly one link to Prefect's own span, in both encodings; a malformed one gives no link", async (t) => {
+test("replay: a task run's __OTEL_TRACEPARENT arrives as exactly one link to Prefect's own span, remote and with the traceparent's sampled flag, in both encodings; one W3C says to ignore gives no link", async (t) => {
   const NATIVE = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: 'b7ad6b7169203331' };
-  const BAD = '0198c7d2-6000-7abc-8def-0000000000b1';
-  const task = (id: string, s: number, type: string, name: string, from: string | null, label: string | undefined) =>
+  const tp = (version: string, flags: string, rest = '') => `${version}-${NATIVE.traceId}-${NATIVE.spanId}-${flags}${rest}`;
+  // OTLP Link.flags: the W3C trace flags, SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK (0x100) and, as the
+  // context came from Prefect's process, SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK (0x200).
+  const REMOTE = 0x300;
+  const task = (n: number) => `0198c7d2-6000-7abc-8def-0000000000${String(n).padStart(2, '0')}`;
+  const labels: { id: string; label: string; flags?: number }[] = [
+    { id: TR, label: tp('00', '01'), flags: REMOTE | 0x01 },
+    { id: task(11), label: tp('00', '00'), flags: REMOTE },
+    // A later version may carry more fields after the flags (W3C Trace Context, "Versioning of traceparent").
+    { id: task(12), label: tp('cc', '01', '-what-comes-next'), flags: REMOTE | 0x01 },
+    { id: task(13), label: tp('cc', '01'), flags: REMOTE | 0x01 },
+    { id: task(21), label: '00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b71' },
+    { id: task(22), label: tp('ff', '01') },
+    { id: task(23), label: tp('00', '01').toUpperCase() },
+    { id: task(24), label: `00-${NATIVE.traceId.toUpperCase()}-${NATIVE.spanId}-01` },
+    { id: task(25), label: tp('00', '01', '-extra') },
+    { id: task(26), label: tp('cc', '01', 'x') },
+    { id: task(27), label: `00-${'0'.repeat(32)}-${NATIVE.spanId}-01` },
+    { id: task(28), label: `00-${NATIVE.traceId}-${'0'.repeat(16)}-01` },
+  ];
+  const taskEvent = (id: string, s: number, type: string, name: string, from: string | null, label: string | undefined) =>
     taskRunStateEvent({
       taskRunId: id, taskRunName: `extract-${id.slice(-3)}`, taskKey: 'extract-9a8b7c6d', flowRunId: FR, ...FLOW, state: { type, name }, from, runCount: 1, occurred: T0 + s * 1000,
       ...(label === undefined ? {} : { labels: { __OTEL_TRACEPARENT: label } }),
@@ -428,29 +447,22 @@ test("replay: a task run's __OTEL_TRACEPARENT arrives as exactly one link to Pre
     flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type, name }, from, runCount: 1, occurred: T0 + s * 1000 });
   const lines = [
     flow(0, 'RUNNING', 'Running', 'PENDING'),
-    task(TR, 1, 'PENDING', 'Pending', null, undefined),
-    task(TR, 2, 'RUNNING', 'Running', 'PENDING', `00-${NATIVE.traceId}-${NATIVE.spanId}-01`),
-    task(TR, 3, 'COMPLETED', 'Completed', 'RUNNING', `00-${NATIVE.traceId}-${NATIVE.spanId}-01`),
-    task(BAD, 1, 'RUNNING', 'Running', 'PENDING', '00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b71'),
-    task(BAD, 2, 'COMPLETED', 'Completed', 'RUNNING', '00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b71'),
+    ...labels.flatMap(({ id, label }) => [taskEvent(id, 1, 'PENDING', 'Pending', null, undefined), taskEvent(id, 2, 'RUNNING', 'Running', 'PENDING', label), taskEvent(id, 3, 'COMPLETED', 'Completed', 'RUNNING', label)]),
     flow(4, 'COMPLETED', 'Completed', 'RUNNING'),
   ].map((e) => JSON.stringify(e));
+  const expected = [
+    { runId: FR, links: [] },
+    ...labels.map(({ id, flags }) => ({ runId: id, links: flags === undefined ? [] : [{ ...NATIVE, attributes: { 'prefect.link.kind': 'prefect_native_span' }, flags }] })),
+  ].sort((a, b) => a.runId.localeCompare(b.runId));
   for (const protocol of ['http/protobuf', 'http/json']) {
     const receiver = await startOtlpReceiver();
     t.after(() => receiver.close());
     const r = await cli(['replay', '-'], { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL: protocol }, lines.join('\n'));
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /skipped: 0\n/);
-    const spans = receiver.spans().sort((a, b) => a.spanId.localeCompare(b.spanId));
-    assert.deepEqual(
-      spans.map((s) => ({ spanId: s.spanId, traceId: s.traceId, parentSpanId: s.parentSpanId, links: s.links })),
-      [
-        { spanId: spanIdForRun(FR), traceId: traceIdForRun(FR), parentSpanId: undefined, links: [] },
-        { spanId: spanIdForRun(TR), traceId: traceIdForRun(FR), parentSpanId: spanIdForRun(FR), links: [{ ...NATIVE, attributes: { 'prefect.link.kind': 'prefect_native_span' } }] },
-        { spanId: spanIdForRun(BAD), traceId: traceIdForRun(FR), parentSpanId: spanIdForRun(FR), links: [] },
-      ].sort((a, b) => a.spanId.localeCompare(b.spanId)),
-      protocol,
-    );
+    const spans = receiver.spans();
+    assert.ok(spans.every((s) => s.traceId === traceIdForRun(FR) && s.parentSpanId === (s.spanId === spanIdForRun(FR) ? undefined : spanIdForRun(FR))), 'one trace, tasks under the flow');
+    assert.deepEqual(spans.map((s) => ({ runId: s.attributes['prefect.run.id'] as string, links: s.links })).sort((a, b) => a.runId.localeCompare(b.runId)), expected, protocol);
   }
 });
 

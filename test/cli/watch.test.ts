@@ -361,7 +361,8 @@ test("watch: a flow run's REST __OTEL_TRACEPARENT label becomes exactly one link
   assert.deepEqual(
     Object.fromEntries(spans.map((s) => [s.attributes['prefect.run.id'] as string, s.links])),
     {
-      [LINKED]: [{ ...NATIVE, attributes: { 'prefect.link.kind': 'prefect_native_span' } }],
+      // Sampled (the label's flags 01), a remote context: OTLP Link.flags 0x01 | 0x100 | 0x200.
+      [LINKED]: [{ ...NATIVE, attributes: { 'prefect.link.kind': 'prefect_native_span' }, flags: 0x301 }],
       ...Object.fromEntries([NO_LABEL, MISSING, HELD].map((fr) => [fr, []])),
       ...Object.fromEntries([LINKED, NO_LABEL, MISSING, HELD].map((fr) => [fr.replace('8000-7000', '6000-7000'), []])),
     },

@@ -59,7 +59,7 @@ const EXPECTED_SPAN: ReceivedSpan = {
     { name: 'Running', timeUnixNano: '1767323045200000000', attributes: { 'prefect.state.type': 'RUNNING' }, droppedAttributesCount: 1 },
     { name: 'Failed', timeUnixNano: '1767323047000000005', attributes: { 'prefect.state.type': 'FAILED', 'prefect.run-count': 1 } },
   ],
-  links: [{ ...LINKED, attributes: { 'prefect.input.name': 'rows' }, droppedAttributesCount: 2 }],
+  links: [{ ...LINKED, attributes: { 'prefect.input.name': 'rows' }, droppedAttributesCount: 2, flags: 0x101 }],
   status: { code: 2, message: 'Flow run encountered an exception' },
   resource: { 'service.name': 'prefect', 'deployment.environment.name': 'test', 'x.workers': 3 },
   scope,

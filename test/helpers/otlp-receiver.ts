@@ -24,7 +24,8 @@ export interface ReceivedSpan {
   attributes: Record<string, AttrValue>;
   /** `droppedAttributesCount` of an event or link only when non-zero. */
   events: { name: string; timeUnixNano: string; attributes: Record<string, AttrValue>; droppedAttributesCount?: number }[];
-  links: { traceId: string; spanId: string; attributes: Record<string, AttrValue>; droppedAttributesCount?: number }[];
+  /** `flags` as the span's (W3C flags | 0x100 | 0x200 when remote) and `traceState`, each only when set. */
+  links: { traceId: string; spanId: string; traceState?: string; attributes: Record<string, AttrValue>; droppedAttributesCount?: number; flags?: number }[];
   /** Code 0 unset, 1 ok, 2 error; `message` only when non-empty. */
   status: { code: number; message?: string };
   resource: Record<string, AttrValue>;
@@ -178,6 +179,13 @@ function optional<T extends object, K extends string, V>(o: T, key: K, v: V | un
 }
 const nonZero = (v: unknown): number | undefined => (v === undefined || v === null || Number(v) === 0 ? undefined : Number(v));
 
+function link(l: Obj, proto: boolean): ReceivedSpan['links'][number] {
+  const out: ReceivedSpan['links'][number] = { traceId: hexId(l.traceId, proto) ?? '', spanId: hexId(l.spanId, proto) ?? '', attributes: attrs(l.attributes) };
+  optional(out, 'traceState', typeof l.traceState === 'string' && l.traceState !== '' ? l.traceState : undefined);
+  optional(out, 'droppedAttributesCount', nonZero(l.droppedAttributesCount));
+  return optional(out, 'flags', nonZero(l.flags));
+}
+
 export function normaliseSpans(body: Obj, proto: boolean): ReceivedSpan[] {
   const out: ReceivedSpan[] = [];
   for (const rs of list(body.resourceSpans)) {
@@ -194,7 +202,7 @@ export function normaliseSpans(body: Obj, proto: boolean): ReceivedSpan[] {
           endTimeUnixNano: str(s.endTimeUnixNano, '0'),
           attributes: attrs(s.attributes),
           events: list(s.events).map((e) => optional({ name: str(e.name, ''), timeUnixNano: str(e.timeUnixNano, '0'), attributes: attrs(e.attributes) }, 'droppedAttributesCount', nonZero(e.droppedAttributesCount))),
-          links: list(s.links).map((l) => optional({ traceId: hexId(l.traceId, proto) ?? '', spanId: hexId(l.spanId, proto) ?? '', attributes: attrs(l.attributes) }, 'droppedAttributesCount', nonZero(l.droppedAttributesCount))),
+          links: list(s.links).map((l) => link(l, proto)),
           status: optional({ code: Number(st.code ?? 0) }, 'message', typeof st.message === 'string' && st.message !== '' ? st.message : undefined),
           resource,
           scope: scope(ss.scope),

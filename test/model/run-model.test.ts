@@ -825,7 +825,7 @@ test("Prefect's own span of a task run (its __OTEL_TRACEPARENT label) becomes ex
   const links = Object.fromEntries(spans.map((s) => [s.run.id, s.links]));
   assert.deepEqual(links, {
     [FR]: [],
-    [EXTRACT]: [{ traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: 'b7ad6b7169203331', attributes: { 'prefect.link.kind': 'prefect_native_span' } }],
+    [EXTRACT]: [{ traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: 'b7ad6b7169203331', traceFlags: 1, remote: true, attributes: { 'prefect.link.kind': 'prefect_native_span' } }],
     ...Object.fromEntries(Object.keys(malformed).map((id) => [id, []])),
   });
   // The link is all the label adds: the span's attributes are those of a task without it.
@@ -870,7 +870,7 @@ test("flow runs: Prefect's own span is looked up once per attempt, when it is fi
   release();
   await pipeline.finish('end_of_input');
   assert.deepEqual(asked, [FR, FR, other]);
-  const link = (n: number) => ({ traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: String(n).padStart(16, 'a'), attributes: { 'prefect.link.kind': 'prefect_native_span' } });
+  const link = (n: number) => ({ traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: String(n).padStart(16, 'a'), traceFlags: 1, remote: true, attributes: { 'prefect.link.kind': 'prefect_native_span' } });
   assert.deepEqual(
     spans.map((s) => [s.run.id, s.run.attempt, s.links]),
     [
