@@ -63,7 +63,10 @@ export function isOpenRun(r: unknown): boolean {
 }
 
 const isSpanEvent = (v: unknown): boolean => isObj(v) && isStr(v.name) && isNum(v.timeUs) && isAttributes(v.attributes) && isNumOrNone(v.droppedAttributes);
-const isSpanLink = (v: unknown): boolean => isObj(v) && isTraceId(v.traceId) && isSpanId(v.spanId) && isAttributes(v.attributes) && isNumOrNone(v.droppedAttributes);
+const isTraceFlags = (v: unknown): boolean => v === undefined || (Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xff);
+const isSpanLink = (v: unknown): boolean =>
+  isObj(v) && isTraceId(v.traceId) && isSpanId(v.spanId) && isTraceFlags(v.traceFlags) && (v.remote === undefined || typeof v.remote === 'boolean') &&
+  isAttributes(v.attributes) && isNumOrNone(v.droppedAttributes);
 const isStatus = (v: unknown): boolean => isObj(v) && (v.code === 'unset' || v.code === 'ok' || (v.code === 'error' && isStr(v.message)));
 
 /** A finished span waiting for the collector (`SpanRecord`), as the exporter encodes it. */

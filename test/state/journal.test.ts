@@ -251,7 +251,7 @@ describe('state journal', () => {
       // One past OpenTelemetry's count limits: what was dropped is counted after a restart too.
       ...(n === 4 ? {
         events: [{ name: 'Completed', timeUs: n + 1, attributes: { 'prefect.state.type': 'COMPLETED' }, droppedAttributes: 5 }],
-        links: [{ traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', attributes: {}, droppedAttributes: 1 }],
+        links: [{ traceId: '0af7651916cd43dd8448eb211c80319c', spanId: 'b7ad6b7169203331', traceFlags: 0, remote: true, attributes: {}, droppedAttributes: 1 }],
         droppedAttributes: 12, droppedLinks: 2,
       } : {}),
     });
@@ -279,7 +279,7 @@ describe('state journal', () => {
     await b.p.shutdown(0);
   });
 
-  it('an open run or a waiting span damaged inside (an event, a state, a link that is not one) is left out and counted; every other one is restored and sent', async () => {
+  it('an open run or a waiting span damaged inside (an event, a state, a link that is not one, a link\'s flags that are not a byte) is left out and counted; every other one is restored and sent', async () => {
     const path = join(dir, 'damaged-inside', 'state.json');
     const store = createStateStore(path);
     /** A pipeline behind a real delivery queue with the exporter's own size estimate; `sent`: the spans the collector took (id and name). */
@@ -305,32 +305,33 @@ describe('state journal', () => {
     const good = await readFile(path, 'utf8');
     const state = JSON.parse(good) as { tracker: { open: Run[] }; pendingSpans: Span[] };
     const [open, pending] = [state.tracker.open, state.pendingSpans];
-    assert.ok(open.length >= 3 && pending.length >= 3, `${open.length} open runs, ${pending.length} waiting spans`);
+    assert.ok(open.length >= 3 && pending.length >= 4, `${open.length} open runs, ${pending.length} waiting spans`);
     open[0]!.events[0] = null;
     open[1]!.latest = 5;
     pending[0]!.events = [null];
     pending[1]!.links = [{ traceId: 'not a trace id', spanId: '0123456789abcdef', attributes: {} }];
+    pending[2]!.links = [{ traceId: '0af7651916cd43dd8448eb211c80319c', spanId: '0123456789abcdef', traceFlags: 'sampled', remote: true, attributes: {} }];
     await writeFile(path, JSON.stringify(state));
 
     const lines: string[] = [];
     const log = createLogger({ level: 'warn', format: 'json', destination: { write: (l: string) => void lines.push(l) } });
     const b = withCollector(true);
     const restored = await loadState(store, b.p, clockOf(a.p), log);
-    assert.deepEqual([restored?.openRuns, restored?.pendingSpans], [open.length - 2, pending.length - 2]);
-    assert.deepEqual(lines.map((l) => { const r = JSON.parse(l) as { msg: string; left: number }; return [r.msg, r.left]; }), [['state file entries that are not what they should be were left out', 4]]);
+    assert.deepEqual([restored?.openRuns, restored?.pendingSpans], [open.length - 2, pending.length - 3]);
+    assert.deepEqual(lines.map((l) => { const r = JSON.parse(l) as { msg: string; left: number }; return [r.msg, r.left]; }), [['state file entries that are not what they should be were left out', 5]]);
     // The runs still open end as incomplete, each with its span, with the waiting spans.
     b.p.tick(clockOf(a.p));
     await b.p.finish('end of test', 0);
     assert.equal((await b.p.flush(5_000)).ok, true);
-    // What the undamaged state gives, but for the four damaged entries' spans.
+    // What the undamaged state gives, but for the five damaged entries' spans.
     const c = withCollector(true);
     await writeFile(path, good);
     await loadState(store, c.p, clockOf(a.p), quiet);
     c.p.tick(clockOf(a.p));
     await c.p.finish('end of test', 0);
     assert.equal((await c.p.flush(5_000)).ok, true);
-    const damaged = new Set([pending[0]!.spanId, pending[1]!.spanId, spanIdForRun(open[0]!.ref.id, open[0]!.attempt), spanIdForRun(open[1]!.ref.id, open[1]!.attempt)]);
-    assert.equal(c.sent.filter((s) => damaged.has(s.split(' ')[0]!)).length, 4);
+    const damaged = new Set([pending[0]!.spanId, pending[1]!.spanId, pending[2]!.spanId, spanIdForRun(open[0]!.ref.id, open[0]!.attempt), spanIdForRun(open[1]!.ref.id, open[1]!.attempt)]);
+    assert.equal(c.sent.filter((s) => damaged.has(s.split(' ')[0]!)).length, 5);
     assert.deepEqual(b.sent.sort(), c.sent.filter((s) => !damaged.has(s.split(' ')[0]!)).sort());
     await c.p.shutdown(0);
     await b.p.shutdown(0);
