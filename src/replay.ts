@@ -1,4 +1,4 @@
-import { createReadStream, open, statSync, type Stats } from 'node:fs';
+import { createReadStream, open, openSync, statSync, type Stats } from 'node:fs';
 import { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -225,7 +225,15 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
       input = await openPipe(options.file);
     } else {
       totalBytes = stat.size;
-      input = createReadStream(options.file, { highWaterMark: READ_CHUNK_BYTES });
+      // Opened here, not on the stream's first read: a file that may not be read (its mode, an ACL)
+      // is said in words, as a missing one is, not as a read failure with an errno code.
+      let fd: number;
+      try {
+        fd = openSync(options.file, 'r');
+      } catch (err) {
+        throw new InputError(`cannot read ${options.file}: ${fileErrorText(err)}`, { cause: err });
+      }
+      input = createReadStream(options.file, { fd, highWaterMark: READ_CHUNK_BYTES });
     }
   }
   // While reading: the same stats, `/metrics` and OTel metrics as `watch` ("connected" = reading input).

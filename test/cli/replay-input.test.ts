@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -169,6 +169,18 @@ test('a missing file, a directory, a path through a file: one line that says why
     const r = await startCli(['replay', path], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' }).result;
     assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 1, stderr: `prefect-otel: cannot read ${path}: ${why}\n` });
   }
+});
+
+test('a file without read permission: one line that says so in words, exit 1, no errno code or stack trace', { skip: process.platform === 'win32' ? 'no POSIX file modes' : false }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-input-'));
+  chmodSync(dir, 0o755);
+  const file = join(dir, 'events.jsonl');
+  writeFileSync(file, `${smallRun().map((e) => JSON.stringify(e)).join('\n')}\n`);
+  chmodSync(file, 0o000);
+  // Root reads any file: the CLI runs as nobody then.
+  const user = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : undefined;
+  const r = await startCli(['replay', file], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_LOG_LEVEL: 'warn' }, undefined, { user }).result;
+  assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 1, stderr: `prefect-otel: cannot read ${file}: permission denied\n` });
 });
 
 test('files put together with cat, each with its byte order mark: the event after each mark is read, not skipped as invalid JSON', async () => {

@@ -18,10 +18,12 @@ export interface CliOptions {
   readonly discardStdout?: boolean;
   /** The directory the CLI runs in (a relative FILE is read from there). */
   readonly cwd?: string;
+  /** Run as this user and group (a test run by root that needs a file it may not read). */
+  readonly user?: { readonly uid: number; readonly gid: number };
 }
 
 export function startCli(args: string[], env: Record<string, string>, input?: string, options: CliOptions = {}): { child: ChildProcess; result: Promise<CliResult> } {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, cwd: options.cwd });
+  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, cwd: options.cwd, ...options.user });
   let stdout = '';
   let stderr = '';
   if (options.discardStdout !== true) child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
