@@ -18,6 +18,12 @@ const kept = (text: string | undefined): string | undefined => (text === undefin
  * first 8 hex digits of a hash of the function's code, or `-unknown` when it cannot hash the code.
  */
 const TASK_KEY_HASH_RE = /-(?:[0-9a-f]{4,}|unknown)$/i;
+/**
+ * The end of a task run's name that counts the task's calls: Prefect 2 names a task run
+ * `<task name>-<n>` (`create_task_run_future`, src/prefect/engine.py in 2.x), and its events carry
+ * no task key (no `payload.task_run`).
+ */
+const RUN_NAME_COUNT_RE = /-\d+$/;
 const nonEmpty = (text: string | undefined): string | undefined => (text === undefined || text === '' ? undefined : text);
 
 /** Most tags kept per run: the first seen; how many more there were is `prefect.tags.dropped_count`. */
@@ -391,11 +397,14 @@ export class RunState {
     if (dropped !== undefined && dropped.size > (m.tagsDropped ?? 0)) m.tagsDropped = dropped.size;
   }
 
-  /** The span name: the flow's name, or the task's key without its hash; never a run id, never empty. */
+  /**
+   * The span name: the flow's name, or the task's key without its hash (without a key, as Prefect 2
+   * writes task run events: the run name without its count); never a run id, never empty.
+   */
   spanName(): string {
     const m = this.meta;
     if (this.ref.type === 'flow') return nonEmpty(m.flowName) ?? nonEmpty(m.name) ?? 'flow-run';
-    return nonEmpty(m.taskKey?.replace(TASK_KEY_HASH_RE, '')) ?? nonEmpty(m.name) ?? 'task-run';
+    return nonEmpty(m.taskKey?.replace(TASK_KEY_HASH_RE, '')) ?? nonEmpty(m.name?.replace(RUN_NAME_COUNT_RE, '')) ?? nonEmpty(m.name) ?? 'task-run';
   }
 
   toSpanRecord(options: SpanBuildOptions, incompleteReason: string | undefined): SpanRecord {

@@ -337,6 +337,45 @@ test('the output of `prefect events stream` that stopped on an error (its messag
   }
 });
 
+/**
+ * A task run's state event as Prefect 2 emits it (`emit_task_run_state_change_event` in 2.x's
+ * `src/prefect/utilities/engine.py`): no `payload.task_run`, so no task key, and no run count or
+ * orchestration label; the run is named `<task name>-<n>`, n counting the task's calls in its flow
+ * run (`create_task_run_future` in 2.x's `src/prefect/engine.py`).
+ */
+function prefect2TaskEvent(e: WireEvent): WireEvent {
+  const { task_run: _, ...payload } = e.payload;
+  const { 'prefect.run-count': _count, 'prefect.orchestration': _orchestration, ...resource } = e.resource;
+  return { ...e, resource, payload };
+}
+
+test('events written by Prefect 2 (task runs named `<task>-<n>`, with no task key): each task span is named by its task, the run name kept as an attribute', async () => {
+  const task = (id: string, name: string, s: number, state: { type: string; name: string }, from: string | null): WireEvent =>
+    prefect2TaskEvent(taskRunStateEvent({ taskRunId: id, taskRunName: name, taskKey: 'unused', flowRunId: FR, ...FLOW, state, from, runCount: 1, occurred: T0 + s * 1000 }));
+  const running = { type: 'RUNNING', name: 'Running' };
+  const completed = { type: 'COMPLETED', name: 'Completed' };
+  const runs = [
+    ['0198c7d2-6000-7abc-8def-000000000011', 'extract-0'],
+    ['0198c7d2-6000-7abc-8def-000000000012', 'extract-1'],
+    ['0198c7d2-6000-7abc-8def-000000000013', 'load-a1b2c3'],
+  ] as const;
+  const events = [
+    flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: running, from: 'PENDING', runCount: 1, occurred: T0 }),
+    ...runs.flatMap(([id, name], i) => [task(id, name, 1 + 2 * i, running, 'PENDING'), task(id, name, 2 + 2 * i, completed, 'RUNNING')]),
+    flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: completed, from: 'RUNNING', runCount: 1, occurred: T0 + 9000 }),
+  ];
+  const got = await replay(`${events.map((e) => JSON.stringify(e)).join('\n')}\n`);
+  assert.equal(got.r.code, 0, got.r.stderr);
+  const named = got.spans.map((s) => [s.name, s.attributes['prefect.run.name'], s.attributes['cicd.pipeline.task.name'] ?? null]).sort((a, b) => JSON.stringify(a[1]).localeCompare(JSON.stringify(b[1])));
+  assert.deepEqual(named, [
+    ['etl', 'crimson-fox', null],
+    ['extract', 'extract-0', 'extract'],
+    ['extract', 'extract-1', 'extract'],
+    // Not a count after the dash: a name Prefect did not number (a task run name of the user's) stays whole.
+    ['load-a1b2c3', 'load-a1b2c3', 'load-a1b2c3'],
+  ]);
+});
+
 test('the output of `prefect events stream --format text`: every line skipped as not JSON, and the summary says to save the stream as JSON instead', async () => {
   const text = smallRun().map((e) => `${e.occurred.replace('Z', '+00:00')} ${e.event} ${e.resource['prefect.resource.id']}`);
   const got = await replay(`Subscribing to event stream...\n${text.join('\n')}\n`);
