@@ -211,6 +211,10 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
   let totalBytes: number | undefined;
   if (options.file === '-') {
     input = options.stdin ?? process.stdin;
+    // Typed or pasted at a terminal: without a word, a replay waiting for its input looks hung.
+    if ((input as Readable & { isTTY?: boolean }).isTTY === true) {
+      options.progress?.write('reading Prefect events typed or pasted here, one JSON event a line: Ctrl-D ends the input, Ctrl-C stops\n');
+    }
   } else {
     let stat: Stats;
     try {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -8,6 +8,7 @@ import { gzipSync } from 'node:zlib';
 import { spanIdForRun } from '../../src/model/ids.js';
 import { CLI, startCli, type CliResult } from '../helpers/cli.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
+import { until } from '../helpers/watch-e2e.js';
 import { flowRunStateEvent, taskRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
@@ -144,6 +145,36 @@ test('lines read and not one of them an event: the summary says so, as a replay 
     const empty = await run(input);
     assert.deepEqual({ code: empty.code, last: empty.stderr.split('\n').slice(-3) }, { code: 0, last: ['spans: not exported (OTEL_TRACES_EXPORTER=none)', 'export: ok', ''] }, JSON.stringify(input));
   }
+});
+
+/** util-linux `script`: a pseudo-terminal for replay's standard input, as a user's terminal session gives it. */
+const SCRIPT = '/usr/bin/script';
+
+test('replay - at a terminal: it says that it reads what is typed or pasted and how to end it; the events pasted and Ctrl-D give their spans and summary', { skip: !existsSync(SCRIPT) && `${SCRIPT} is not installed` }, async (t) => {
+  const note = 'reading Prefect events typed or pasted here, one JSON event a line: Ctrl-D ends the input, Ctrl-C stops';
+  const terminal = spawn(SCRIPT, ['-qfc', `exec '${process.execPath}' '${CLI}' replay -`, '/dev/null'], {
+    env: { PATH: process.env.PATH ?? '', PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_LOG_LEVEL: 'warn' },
+  });
+  t.after(() => void terminal.kill('SIGKILL'));
+  let shown = '';
+  terminal.stdout.on('data', (d: Buffer) => (shown += d.toString()));
+  const exited = new Promise<number | null>((resolve) => terminal.on('exit', resolve));
+  await until('the note', () => shown.includes(note), 20_000, () => shown);
+  // Pasted, then Ctrl-D at the start of a line: the terminal ends the input.
+  terminal.stdin.write(`${smallRun().map((e) => JSON.stringify(e)).join('\n')}\n`);
+  await until('the pasted lines echoed', () => shown.split('\n').length > 4, 20_000, () => shown);
+  terminal.stdin.write('\x04');
+  assert.equal(await exited, 0, shown);
+  const lines = shown.replaceAll('\r\n', '\n').split('\n');
+  assert.equal(lines[0], note);
+  assert.deepEqual(lines.slice(-6), [
+    'events read: 4 (4 lines, 0 duplicates, 0 not about a run)',
+    'skipped: 0',
+    'runs: 2  spans: 2 (0 incomplete)',
+    'spans: not exported (OTEL_TRACES_EXPORTER=none)',
+    'export: ok',
+    '',
+  ]);
 });
 
 test('the summary adds up: blank, whitespace-only and comment lines are counted as such beside the events and the skipped lines (BOM, CRLF, no last newline)', async () => {
