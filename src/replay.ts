@@ -62,6 +62,8 @@ export interface ReplaySummary {
   readonly apiRefused?: string;
   /** Where `prefect events stream` said it stopped on an error (the first few), and how often. */
   readonly streamStops?: { readonly count: number; readonly first: readonly StreamStop[] };
+  /** The input's last line, when it ended partway through an event (no line end after it) and was skipped. */
+  readonly cutLastLine?: number;
 }
 
 export interface ReplayOptions {
@@ -297,8 +299,13 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   };
   /** A line that starts as an array of events or a page and is longer than a line may be. */
   let tooLargeBatch = false;
+  /** The input ended inside its last line (copied while it was written, cut by a full disk). */
+  let unterminated = false;
+  /** That last line, when it was skipped as JSON cut short. */
+  let cutLastLine: number | undefined;
   try {
-    for await (const lines of lineBatches(refuseNotUtf8Text(input, options.file), { onChunk: (bytes) => (bytesRead += bytes), maxLineChars: MAX_EVENT_BYTES })) {
+    const reading = lineBatches(refuseNotUtf8Text(input, options.file), { onChunk: (bytes) => (bytesRead += bytes), maxLineChars: MAX_EVENT_BYTES, onUnterminated: () => (unterminated = true) });
+    for await (const lines of reading) {
       if (signal?.aborted === true) break;
       for (const line of lines) {
         lineCount += 1;
@@ -313,7 +320,10 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
             blankCount += 1;
           } else if (trimmed !== '' && !trimmed.startsWith('#') && !isPrefectCliStatus(trimmed)) {
             firstShape ??= shapeOf(trimmed);
+            const invalidBefore = pipeline.counters.skipped.invalid_json;
             if (ingestLine(pipeline, trimmed)) tooLargeBatch = true;
+            // Begun as JSON and not ended: the event was cut short, not something else than an event.
+            if (unterminated && pipeline.counters.skipped.invalid_json > invalidBefore && (trimmed.startsWith('{') || trimmed.startsWith('['))) cutLastLine = lineCount;
           } else {
             blankCount += 1;
           }
@@ -397,6 +407,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     exporterSetting: config.sources?.tracesExporter ?? 'OTEL_TRACES_EXPORTER',
     ...inputHint(options.file, (c.skipped.invalid_json ?? 0) > 0, firstShape, tooLargeBatch),
     ...(stopCount > 0 ? { streamStops: { count: stopCount, first: stops } } : {}),
+    ...(cutLastLine === undefined ? {} : { cutLastLine }),
   };
 }
 
@@ -615,6 +626,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
     s.exportOk ? 'export: ok' : 'export: FAILED',
     ...(noEventsRead(s) ? ['input: no line was a Prefect event'] : []),
     ...(s.hint !== undefined ? [s.hint] : []),
+    ...(s.cutLastLine === undefined ? [] : [`input: the last line (${s.cutLastLine}) ends partway through an event: skipped (was the file copied while it was still written?)`]),
     ...(s.streamStops === undefined ? [] : [streamStopsText(s.streamStops)]),
     ...(s.apiRefused === undefined ? [] : [`parent look-ups: ${escapeControls(s.apiRefused)}; subflows whose parent is not in the file became roots of their own traces`]),
     ...(s.interrupted ? ['interrupted: the rest of the input was not read; runs still open were ended as incomplete'] : []),

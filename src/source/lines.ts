@@ -29,9 +29,14 @@ const DECODE_PIECE_BYTES = 64 * 1024;
  */
 export async function* lineBatches(
   input: AsyncIterable<Buffer | string>,
-  options: { readonly onChunk?: (bytes: number) => void; readonly maxLineChars?: number } = {},
+  options: {
+    readonly onChunk?: (bytes: number) => void;
+    readonly maxLineChars?: number;
+    /** The input ended inside a line (no line end after its last text): called before that line is yielded. */
+    readonly onUnterminated?: () => void;
+  } = {},
 ): AsyncGenerator<string[], void, undefined> {
-  const { onChunk, maxLineChars = Infinity } = options;
+  const { onChunk, maxLineChars = Infinity, onUnterminated } = options;
   const decoder = new StringDecoder('utf8');
   /** The line begun and not ended yet, cut one character past the bound. */
   let carry = '';
@@ -89,6 +94,9 @@ export async function* lineBatches(
   }
   const lines: string[] = [];
   split(decoder.end(), lines);
-  if (carry !== '') lines.push(carry);
+  if (carry !== '') {
+    onUnterminated?.();
+    lines.push(carry);
+  }
   if (lines.length > 0) yield lines;
 }

@@ -188,6 +188,32 @@ test('the summary adds up: blank, whitespace-only and comment lines are counted 
   assert.equal(got.spans.length, 2);
 });
 
+test('a file that ends partway through its last event (copied while it was written): the summary says so and which line; a whole last line without a line end, a cut line with one, or a last line of text say nothing of it', async () => {
+  const events = smallRun().map((e) => JSON.stringify(e));
+  const run = (input: string) => startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none', PREFECT_OTEL_LOG_LEVEL: 'error' }, input).result;
+  const summary = (skipped: string, incomplete: number, ...input: string[]) => [
+    'events read: 3 (4 lines, 0 duplicates, 0 not about a run)',
+    `skipped: ${skipped}`,
+    `runs: 2  spans: 2 (${incomplete} incomplete)`,
+    'spans: not exported (OTEL_TRACES_EXPORTER=none)',
+    'export: ok',
+    ...input,
+    '',
+  ].join('\n');
+  const head = `${events.slice(0, 3).join('\n')}\n`;
+  const cases: [string, string][] = [
+    // The flow run's Completed event cut short: skipped, and the run ends incomplete at the end of the input.
+    [head + events[3]!.slice(0, 120), summary('1 (invalid_json: 1)', 1, 'input: the last line (4) ends partway through an event: skipped (was the file copied while it was still written?)')],
+    [`${head}${events[3]}`, summary('0', 0).replace('events read: 3', 'events read: 4')],
+    [`${events[0]}\n${events[1]}\n${events[2]!.slice(0, 120)}\n${events[3]}\n`, summary('1 (invalid_json: 1)', 1)],
+    [`${head}Exported by hand`, summary('1 (invalid_json: 1)', 1)],
+  ];
+  for (const [input, stderr] of cases) {
+    const r = await run(input);
+    assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 0, stderr }, input.slice(-150));
+  }
+});
+
 test('a missing file, a directory, a path through a file: one line that says why in words, exit 1, no stack trace', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-input-'));
   const file = join(dir, 'events.jsonl');
