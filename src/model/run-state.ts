@@ -6,9 +6,9 @@ import type { Attributes, SpanEventRecord, SpanLinkRecord, SpanRecord } from './
 
 /**
  * Longest name a run keeps (its own, its flow's, deployment's, work pool's and queue's, its task key,
- * a label), cut with `…` as a payload is: names come from event data, one event may be megabytes,
- * and up to PREFECT_OTEL_MAX_OPEN_RUNS open and as many finished runs keep theirs. As long as the
- * longest event name.
+ * a label, a flow's or deployment's id that is no UUID), cut with `…` as a payload is: names come
+ * from event data, one event may be megabytes, and up to PREFECT_OTEL_MAX_OPEN_RUNS open and as
+ * many finished runs keep theirs. As long as the longest event name.
  */
 const MAX_NAME_CHARS = MAX_EVENT_NAME;
 /** A name as a run keeps it: a copy of its first MAX_NAME_CHARS characters when longer. */
@@ -590,8 +590,14 @@ function statusOf(final: StateInfo | undefined): SpanRecord['status'] {
   return { code: 'unset' };
 }
 
+/**
+ * The id after `prefix` (a flow's, a deployment's): its canonical UUID, or as written when it is no
+ * UUID, then kept as a name is (`kept`): it comes from event data, and each run keeps it.
+ */
 function idAfter(resourceId: string, prefix: string): string | undefined {
-  return resourceId.startsWith(prefix) ? (canonicalUuid(resourceId.slice(prefix.length)) ?? resourceId.slice(prefix.length)) : undefined;
+  if (!resourceId.startsWith(prefix)) return undefined;
+  const id = resourceId.slice(prefix.length);
+  return canonicalUuid(id) ?? kept(id);
 }
 
 /**

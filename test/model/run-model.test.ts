@@ -1263,3 +1263,29 @@ test('bounds: a run keeps at most 1,024 characters of its name, its flow\'s, dep
       task: [cut(names.key), { 'prefect.run.name': cut(names.task), 'prefect.flow.name': cut(names.flow), 'prefect.task.key': cut(names.key), 'cicd.pipeline.task.name': cut(names.key) }, []] },
   );
 });
+
+test('bounds: a flow\'s or deployment\'s id that is no UUID, half a megabyte long, is kept as a name is (1,024 characters, cut with …), by the open run and on its span: one event may be megabytes', async () => {
+  const huge = (c: string): string => c.repeat(512 * 1024);
+  const ids = { flow: huge('f'), deployment: huge('d') };
+  const cut = (text: string): string => `${text.slice(0, 1024)}…`;
+  const flow = (s: number, type: string, name: string, from: string | null): Ev => flowRunStateEvent({
+    flowRunId: FR, flowRunName: 'crimson-fox', flowId: ids.flow, flowName: 'etl', deployment: { id: ids.deployment, name: 'nightly' },
+    state: { type, name }, from, runCount: 1, occurred: at(s), received: at(s) + 15,
+  });
+  const config = resolveConfig({ tracesExporter: 'none' }, {});
+  const logger = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const spans: SpanRecord[] = [];
+  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+  pipeline.ingest(JSON.stringify(flow(0, 'RUNNING', 'Running', 'PENDING')));
+  // What the open run keeps (and the state file writes).
+  const meta = pipeline.tracker.snapshotChanging().open.map((r) => [r.meta.flowId, r.meta.deploymentId]);
+  assert.deepEqual(meta, [[cut(ids.flow), cut(ids.deployment)]]);
+  pipeline.ingest(JSON.stringify(flow(1, 'COMPLETED', 'Completed', 'RUNNING')));
+  await pipeline.finish('end_of_input');
+  assert.deepEqual(spans.map((s) => s.attributes), [{
+    'prefect.run.id': FR, 'prefect.run.type': 'flow', 'prefect.run.name': 'crimson-fox', 'prefect.run.count': 1,
+    'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'prefect.tags': [],
+    'prefect.flow.name': 'etl', 'prefect.flow.id': cut(ids.flow), 'prefect.deployment.name': 'nightly', 'prefect.deployment.id': cut(ids.deployment),
+    'cicd.pipeline.name': 'etl', 'cicd.pipeline.run.id': FR, 'cicd.pipeline.result': 'success',
+  }]);
+});
