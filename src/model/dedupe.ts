@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { JSON_PIECES, type JsonWriter } from '../state/json-pieces.js';
 
 /**
@@ -10,6 +11,11 @@ import { JSON_PIECES, type JsonWriter } from '../state/json-pieces.js';
  * That is 32–64 bytes per id (34 measured at 500,000 ids) and no object per id: the hundreds of
  * thousands of ids held give the garbage collector nothing to trace or move. A `Map` of the id
  * strings took 170 bytes and three heap objects per id.
+ *
+ * The index hashes with a secret of its own (`seed`, random per set): ids come from whoever sends
+ * events to Prefect, and ids made to share a hash that anyone can work out would pile up in one
+ * run of the index, where each id seen costs a walk past all of them (forty thousand took seconds,
+ * the default half million would take a quarter of an hour, and the stream with them).
  */
 export class DedupeSet {
   /** Ring of ids, four 32-bit words each; the entry with sequence number `s` sits at `s & mask`. */
@@ -27,6 +33,8 @@ export class DedupeSet {
   private takenSeq = 0;
   private live = 0;
   private readonly probe = new Uint32Array(4);
+  /** The index's hash secret. */
+  private readonly seed: Uint32Array = new Uint32Array(randomBytes(8).buffer, 0, 2);
 
   constructor(
     private readonly windowMs: number,
@@ -170,8 +178,8 @@ export class DedupeSet {
     const b = words[1]!;
     const c = words[2]!;
     const d = words[3]!;
-    const { ids, index, indexMask } = this;
-    for (let i = hashWords(a, b, c, d) & indexMask; ; i = (i + 1) & indexMask) {
+    const { ids, index, indexMask, seed } = this;
+    for (let i = hashWords(seed, a, b, c, d) & indexMask; ; i = (i + 1) & indexMask) {
       const slot = index[i]!;
       if (slot === 0) return -1;
       const at = 4 * (slot - 1);
@@ -199,7 +207,7 @@ export class DedupeSet {
   private hashAt(pos: number): number {
     const at = 4 * pos;
     const ids = this.ids;
-    return hashWords(ids[at]!, ids[at + 1]!, ids[at + 2]!, ids[at + 3]!);
+    return hashWords(this.seed, ids[at]!, ids[at + 1]!, ids[at + 2]!, ids[at + 3]!);
   }
 
   /** Double the ring (keeping each entry's sequence number) and rebuild the index. */
@@ -365,11 +373,18 @@ function formatUuid(ids: Uint32Array, at: number): string {
   return uuidText.toString('latin1');
 }
 
-/** All four words mixed (time-ordered UUIDs share their leading bits). */
-function hashWords(a: number, b: number, c: number, d: number): number {
-  let h = Math.imul(a ^ (a >>> 16), 0x85ebca6b) ^ b;
+/**
+ * All four words mixed (time-ordered UUIDs share their leading bits), with the set's two secret
+ * words: one before the first word, one after the last, so that neither a hash nor the order of
+ * hashes of ids that differ in their last word can be worked out without them.
+ */
+function hashWords(seed: Uint32Array, a: number, b: number, c: number, d: number): number {
+  let h = a ^ seed[0]!;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b) ^ b;
   h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) ^ c;
   h = Math.imul(h ^ (h >>> 16), 0x85ebca6b) ^ d;
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) ^ seed[1]!;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
   h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
   return (h ^ (h >>> 16)) >>> 0;
 }

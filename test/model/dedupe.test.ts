@@ -176,3 +176,56 @@ test('dedupe: the state file text written from the words is JSON.stringify of th
     assert.equal([...jsonPieces(snapshot)].join(''), text);
   }
 });
+
+/**
+ * Ids that a hash anyone can work out (the index's mixing of the four words without a secret) puts
+ * into the first 128 slots of an index of up to 2^20 slots: the last word is chosen, for each target
+ * hash, by running that mixing's last steps backwards.
+ */
+function idsPiledUpUnderAPublicHash(count: number): string[] {
+  const K1 = 0x85ebca6b;
+  const K2 = 0xc2b2ae35;
+  const inverse = (k: number): number => {
+    let x = k;
+    for (let i = 0; i < 5; i++) x = Math.imul(x, 2 - Math.imul(k, x));
+    return x;
+  };
+  const unshift = (y: number, s: number): number => {
+    let x = y;
+    for (let i = 0; i < 32 / s + 1; i++) x = (y ^ (x >>> s)) >>> 0;
+    return x;
+  };
+  // The steps after the last word, backwards.
+  const beforeLastSteps = (hash: number): number => unshift(Math.imul(unshift(hash, 16), inverse(K2)) >>> 0, 13);
+  const [a, b, c] = [0x0198c7d2, 0x70008000, 0x80000000];
+  let h = Math.imul(a ^ (a >>> 16), K1) ^ b;
+  h = Math.imul(h ^ (h >>> 13), K2) ^ c;
+  const mixedBeforeLastWord = Math.imul(h ^ (h >>> 16), K1);
+  const hex = (n: number): string => (n >>> 0).toString(16).padStart(8, '0');
+  return Array.from({ length: count }, (_, i) => {
+    const hash = (((i >> 7) << 20) | (i & 127)) >>> 0;
+    const d = (beforeLastSteps(hash) ^ mixedBeforeLastWord) >>> 0;
+    const w = `${hex(a)}${hex(b)}${hex(c)}${hex(d)}`;
+    return `${w.slice(0, 8)}-${w.slice(8, 12)}-${w.slice(12, 16)}-${w.slice(16, 20)}-${w.slice(20)}`;
+  });
+}
+
+test('dedupe: ids made to share a hash that anyone can work out from the source do not pile up in the index (each id seen would walk past all of them): it hashes with a secret of its own', () => {
+  const ids = idsPiledUpUnderAPublicHash(20_000);
+  assert.equal(new Set(ids).size, ids.length);
+  const d = new DedupeSet(3_600_000, 500_000);
+  for (const x of ids) assert.equal(d.add(x, 1_000), true);
+  for (const x of ids) assert.equal(d.add(x, 2_000), false);
+  assert.equal(d.size, ids.length);
+  // The longest run of taken slots in the index: what finding an id not there walks, at most.
+  const index = (d as unknown as { index: Int32Array }).index;
+  let longest = 0;
+  let run = 0;
+  for (let i = 0; i < 2 * index.length; i++) {
+    run = index[i % index.length] !== 0 ? run + 1 : 0;
+    longest = Math.max(longest, Math.min(run, index.length));
+  }
+  // 20,000 ids in 65,536 slots: spread out, the longest run is a few dozen slots.
+  assert.equal(index.length, 65_536);
+  assert.ok(longest < 500, `the longest run of taken slots is ${longest}`);
+});
