@@ -207,6 +207,12 @@ export class RunTracker {
   private readonly blocked = new Map<string, string>();
   private readonly deadlines = new Map<string, number>();
   private readonly childrenOf = new Map<string, Set<string>>();
+  /**
+   * The open runs that hang under each span (by its id): those a rerun of the run whose span it is
+   * may move (`moveChildren`). Kept with `open` (`setOpen`, `finalize`) and each open run's `ctx`
+   * (`setCtx`), so that a rerun looks at its own children, not at every open run.
+   */
+  private readonly openUnder = new Map<string, Set<string>>();
   readonly counts: TrackerCounts = {
     runsOpened: 0, spans: 0, incomplete: 0, reruns: 0, lateEvents: 0, evicted: 0, deletedScheduled: 0, spanEvents: 0,
     parentLookups: { lookups: 0, found: 0, failed: 0, abandoned: 0 },
@@ -399,19 +405,57 @@ export class RunTracker {
   /**
    * The open runs that hang right under `parentId`'s span `before` and began at or after `fromUs`
    * (the next attempt's tasks, subflows and run_deployment children) move under its span `after`.
-   * Found by the span they hang under, which names the run and its attempt: `PARENT_RUN` is not in
-   * the state file, and subflows are not among `childrenOf` (tasks only). A walk of the open runs,
-   * on a split only: a terminal state reordered behind its rerun's first states.
+   * Found by the span they hang under (`openUnder`), which names the run and its attempt:
+   * `PARENT_RUN` is not in the state file, and subflows are not among `childrenOf` (tasks only).
+   * Each rerun does this (a flow run retried makes its failed tasks reruns): it looks only at the
+   * runs under the span and at the flow run's tasks, however many other runs are open.
    */
   private moveChildren(parentId: string, before: string, after: string, fromUs: number): void {
-    for (const child of this.open.values()) {
-      if (child.firstEventUs < fromUs) continue;
-      // A task of the next attempt, also one called inside another: its flow run did not end, the grace `finalize` gave it does not apply.
-      if (child.ref.type === 'task' && child.meta.flowRunId === parentId && !child.terminal) this.deadlines.delete(child.ref.id);
-      if (child.ctx.parentSpanId === before) {
-        child.ctx = { ...child.ctx, parentSpanId: after, [PARENT_RUN]: parentId };
-        this.passUpLastKnown(child);
+    const tasks = this.childrenOf.get(parentId);
+    if (tasks !== undefined) {
+      for (const id of tasks) {
+        const child = this.open.get(id);
+        // A task of the next attempt, also one called inside another: its flow run did not end, the grace `finalize` gave it does not apply.
+        if (child !== undefined && child.firstEventUs >= fromUs && child.ref.type === 'task' && child.meta.flowRunId === parentId && !child.terminal) this.deadlines.delete(id);
       }
+    }
+    const under = this.openUnder.get(before);
+    if (under === undefined) return;
+    for (const id of [...under]) {
+      const child = this.open.get(id);
+      if (child === undefined || child.firstEventUs < fromUs || child.ctx.parentSpanId !== before) continue;
+      this.setCtx(child, { ...child.ctx, parentSpanId: after, [PARENT_RUN]: parentId });
+      this.passUpLastKnown(child);
+    }
+  }
+
+  /** Make `run` the open attempt of its run, in place of any other. */
+  private setOpen(run: RunState): void {
+    const other = this.open.get(run.ref.id);
+    if (other !== undefined) this.listUnder(other, false);
+    this.open.set(run.ref.id, run);
+    this.listUnder(run, true);
+  }
+
+  /** Where a run hangs, changed: an open run is listed under its new parent span. */
+  private setCtx(run: RunState, ctx: TraceCtx): void {
+    const open = this.open.get(run.ref.id) === run;
+    if (open) this.listUnder(run, false);
+    run.ctx = ctx;
+    if (open) this.listUnder(run, true);
+  }
+
+  /** Add an open run to (or take it out of) the runs under its parent span. */
+  private listUnder(run: RunState, listed: boolean): void {
+    const spanId = run.ctx.parentSpanId;
+    if (spanId === undefined) return;
+    let ids = this.openUnder.get(spanId);
+    if (listed) {
+      if (ids === undefined) this.openUnder.set(spanId, (ids = new Set()));
+      ids.add(run.ref.id);
+    } else if (ids !== undefined) {
+      ids.delete(run.ref.id);
+      if (ids.size === 0) this.openUnder.delete(spanId);
     }
   }
 
@@ -464,7 +508,7 @@ export class RunTracker {
     const flowRunId = run.ctx[PARENT_RUN];
     if (run.ref.type !== 'task' || run.ctx.root || flowRunId === undefined || flowRunId !== run.meta.flowRunId) return;
     const parentTaskId = this.parentTaskOf(run.ref.id, flowRunId, event);
-    if (parentTaskId !== undefined) run.ctx = this.childCtx(flowRunId, parentTaskId, run.ctx.traceId, event.occurredUs);
+    if (parentTaskId !== undefined) this.setCtx(run, this.childCtx(flowRunId, parentTaskId, run.ctx.traceId, event.occurredUs));
   }
 
   /**
@@ -714,7 +758,7 @@ export class RunTracker {
       // Two attempts of one run: the earlier one was settling beside its rerun.
       const other = this.open.get(run.ref.id);
       const [open, settling] = other !== undefined && other.attempt > run.attempt ? [other, run] : [run, other];
-      this.open.set(run.ref.id, open);
+      this.setOpen(open);
       if (settling !== undefined) this.settling.set(run.ref.id, settling);
     }
     for (const run of this.open.values()) this.restoreParentRun(run);
@@ -754,7 +798,7 @@ export class RunTracker {
 
   private openRun(ref: RunRef, ctx: TraceCtx, attempt: number, nowMs: number): RunState {
     const run = new RunState(ref, ctx, attempt, nowMs);
-    this.open.set(ref.id, run);
+    this.setOpen(run);
     this.counts.runsOpened += 1;
     // Attempts settling beside their reruns count against the bound too: the oldest is exported first.
     if (this.settling.size > 0 && this.open.size + this.settling.size > this.options.maxOpenRuns) this.endSettling(this.settling.peek()![1], nowMs);
@@ -1115,6 +1159,7 @@ export class RunTracker {
   private finalize(run: RunState, incompleteReason: string | undefined, nowMs: number, settle = false): void {
     if (this.open.get(run.ref.id) !== run) return;
     this.open.delete(run.ref.id);
+    this.listUnder(run, false);
     this.deadlines.delete(run.ref.id);
     // The attempt before, settling beside this one, ends first.
     const earlier = this.settling.get(run.ref.id);

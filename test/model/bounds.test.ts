@@ -45,11 +45,11 @@ function orphanTaskRunning(i: number): string {
 
 /** The tracker's own maps, by size: what this test bounds. */
 function sizes(pipeline: Pipeline) {
-  const t = pipeline.tracker as unknown as Record<'open' | 'finished' | 'owners' | 'flowParents' | 'waiting' | 'blocked' | 'deadlines' | 'childrenOf', { size: number }>;
+  const t = pipeline.tracker as unknown as Record<'open' | 'finished' | 'owners' | 'flowParents' | 'waiting' | 'blocked' | 'deadlines' | 'childrenOf' | 'openUnder', { size: number }>;
   return {
     open: t.open.size, finished: t.finished.size, owners: t.owners.size, flowParents: t.flowParents.size,
     waiting: t.waiting.size, waitingEvents: pipeline.tracker.waitingEvents, blocked: t.blocked.size,
-    deadlines: t.deadlines.size, childrenOf: t.childrenOf.size, dedupe: pipeline.dedupe.size,
+    deadlines: t.deadlines.size, childrenOf: t.childrenOf.size, openUnder: t.openUnder.size, dedupe: pipeline.dedupe.size,
   };
 }
 
@@ -89,7 +89,7 @@ test(`bounds: ${RUNS} subflows and ${RUNS} task runs of unseen flow runs, every 
   assert.deepEqual(seen, {
     open: MAX_OPEN_RUNS, finished: MAX_OPEN_RUNS, owners: OWNER_CACHE_MAX, flowParents: OWNER_CACHE_MAX,
     waiting: seen.waiting, waitingEvents: seen.waitingEvents, blocked: seen.blocked,
-    deadlines: seen.deadlines, childrenOf: MAX_OPEN_RUNS, dedupe: DEDUPE_MAX_IDS,
+    deadlines: seen.deadlines, childrenOf: MAX_OPEN_RUNS, openUnder: MAX_OPEN_RUNS, dedupe: DEDUPE_MAX_IDS,
   });
   // Lookups still out are bounded with the events and runs waiting for them.
   assert.ok(seen.waiting <= MAX_OPEN_RUNS && seen.waitingEvents <= MAX_OPEN_RUNS && seen.blocked <= MAX_OPEN_RUNS && seen.deadlines <= MAX_OPEN_RUNS, JSON.stringify(seen));
@@ -100,7 +100,7 @@ test(`bounds: ${RUNS} subflows and ${RUNS} task runs of unseen flow runs, every 
     // The task runs beyond the bound evicted each other; the subflows settled at once.
     { spans: 2 * RUNS, built: 2 * RUNS, opened: 2 * RUNS, evicted: RUNS - MAX_OPEN_RUNS, incomplete: RUNS, lookups: 2 * RUNS, answered: 2 * RUNS },
   );
-  assert.deepEqual(sizes(pipeline), { open: 0, finished: MAX_OPEN_RUNS, owners: OWNER_CACHE_MAX, flowParents: OWNER_CACHE_MAX, waiting: 0, waitingEvents: 0, blocked: 0, deadlines: 0, childrenOf: 0, dedupe: DEDUPE_MAX_IDS });
+  assert.deepEqual(sizes(pipeline), { open: 0, finished: MAX_OPEN_RUNS, owners: OWNER_CACHE_MAX, flowParents: OWNER_CACHE_MAX, waiting: 0, waitingEvents: 0, blocked: 0, deadlines: 0, childrenOf: 0, openUnder: 0, dedupe: DEDUPE_MAX_IDS });
 });
 
 test('bounds: a state file saved with more open runs than PREFECT_OTEL_MAX_OPEN_RUNS now allows is taken over within the bound: the least recently active runs are ended as evicted, counted and exported', async (t) => {
@@ -203,4 +203,52 @@ test('bounds: a task run whose events name thousands of parent tasks keeps the f
       [uuid('d005', 0), traceIdForRun(flowRun), spanIdForRun(uuid('d005', 0)), spanIdForRun(parent), true],
     ].sort(),
   );
+});
+
+test('bounds: a run rerun again and again beside thousands of open runs moves its own tasks to each new attempt without walking the open runs: what a rerun costs does not grow with the runs open', async () => {
+  const config = resolveConfig({ tracesExporter: 'none' }, {});
+  const logger = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const spans: SpanRecord[] = [];
+  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+  const others = 5_000;
+  const reruns = 50;
+  const flowRun = uuid('a006', 0);
+  const state = (i: number, resource: string, type: string, name: string, at: number, extra = ''): string =>
+    `{"id":"${uuid('e006', i)}","event":"prefect.${resource.startsWith('prefect.task-run.') ? 'task' : 'flow'}-run.${name}","occurred":"${occurred(at)}","received":"${occurred(at + 20)}",` +
+    `"resource":{"prefect.resource.id":"${resource}","prefect.state-type":"${type}","prefect.state-name":"${name}"}${extra}}`;
+  const flowState = (i: number, type: string, name: string, from: string | null, at: number): string =>
+    state(i, `prefect.flow-run.${flowRun}`, type, name, at, `,"payload":{"intended":{"from":${from === null ? 'null' : `"${from}"`},"to":"${type}"}}`);
+  const taskState = (i: number, k: number, type: string, name: string, at: number): string =>
+    state(i, `prefect.task-run.${uuid('b006', k)}`, type, name, at, `,"related":[{"prefect.resource.id":"prefect.flow-run.${flowRun}","prefect.resource.role":"flow-run"}]`);
+  let n = 0;
+  for (let i = 0; i < others; i++) pipeline.ingest(state(n++, `prefect.flow-run.${uuid('c006', i)}`, 'RUNNING', 'Running', 0));
+  pipeline.ingest(flowState(n++, 'RUNNING', 'Running', 'PENDING', 0));
+  // Every open run the tracker walks from here on is counted.
+  const open = (pipeline.tracker as unknown as { open: { entries: () => IterableIterator<unknown> } }).open;
+  const entries = open.entries.bind(open);
+  let walked = 0;
+  open.entries = function* () {
+    for (const entry of entries()) {
+      walked += 1;
+      yield entry;
+    }
+  };
+  // Each attempt completes; a task of the next one starts (its state arrives before the flow run's
+  // rerun state, which occurred a second before it) and hangs under the attempt that completed
+  // until the rerun moves it under its own span.
+  for (let k = 0; k < reruns; k++) {
+    const base = 10_000 * k;
+    pipeline.ingest(flowState(n++, 'COMPLETED', 'Completed', 'RUNNING', base + 1_000));
+    pipeline.ingest(taskState(n++, k, 'RUNNING', 'Running', base + 3_000));
+    pipeline.ingest(flowState(n++, 'RUNNING', 'Running', 'COMPLETED', base + 2_000));
+    pipeline.ingest(taskState(n++, k, 'COMPLETED', 'Completed', base + 4_000));
+  }
+  pipeline.ingest(flowState(n++, 'COMPLETED', 'Completed', 'RUNNING', 10_000 * reruns + 1_000));
+  assert.deepEqual({ walked, reruns: pipeline.tracker.counts.reruns, open: pipeline.tracker.openRuns }, { walked: 0, reruns, open: others + 1 });
+  await pipeline.finish('end_of_input');
+  const ofFlow = spans.filter((s) => s.run.id === flowRun).map((s) => [s.run.attempt, s.spanId, s.run.finalState?.name, s.run.incomplete]);
+  assert.deepEqual(ofFlow, Array.from({ length: reruns + 1 }, (_, k) => [k, spanIdForRun(flowRun, k), 'Completed', false]));
+  const tasks = spans.filter((s) => s.run.type === 'task').map((s) => [s.run.id, s.parentSpanId, s.run.finalState?.name, s.run.incomplete]);
+  assert.deepEqual(tasks, Array.from({ length: reruns }, (_, k) => [uuid('b006', k), spanIdForRun(flowRun, k + 1), 'Completed', false]));
+  assert.equal(spans.filter((s) => s.run.incomplete).length, others);
 });
