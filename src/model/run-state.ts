@@ -274,18 +274,45 @@ export class RunState {
    */
   addEvent(event: EventTime, name: string, attributes: Attributes, maxEvents: number): void {
     this.events.push({ id: event.id, follows: event.follows, name, timeUs: event.occurredUs, attributes });
-    // The summary takes one of the `maxEvents` places once it exists.
-    while (this.events.length > (this.summarised === undefined ? maxEvents : maxEvents - 1)) {
+    this.limitEvents(maxEvents);
+  }
+
+  /**
+   * Past `maxEvents`, fold the oldest into the summary: other events first (in the order kept), then
+   * transitions from the start. The summary takes one of the `maxEvents` places once it exists. One
+   * over, as each new event makes it, costs a search and a splice; many over (a run saved under a
+   * higher OTEL_SPAN_EVENT_COUNT_LIMIT) cost one pass, not one per event folded.
+   */
+  limitEvents(maxEvents: number): void {
+    if (this.events.length <= (this.summarised === undefined ? maxEvents : maxEvents - 1)) return;
+    // Once one is folded, the summary holds a place.
+    const over = this.events.length - (maxEvents - 1);
+    if (over === 1) {
       const other = this.events.findIndex((e) => e.attributes[ATTR.STATE_TYPE] === undefined);
-      const dropped = other > 0 ? this.events.splice(other, 1)[0] : this.events.shift();
-      if (dropped === undefined) break;
-      const s: NonNullable<RunState['summarised']> = (this.summarised ??= { count: 0, firstUs: dropped.timeUs, names: new Map() });
-      s.count += 1;
-      if (dropped.timeUs < s.firstUs) s.firstUs = dropped.timeUs;
-      const named = s.names.get(dropped.name);
-      if (named !== undefined || s.names.size < MAX_SUMMARISED_NAMES) s.names.set(dropped.name, (named ?? 0) + 1);
-      else s.other = (s.other ?? 0) + 1;
+      this.fold(other >= 0 ? this.events.splice(other, 1)[0]! : this.events.shift()!);
+      return;
     }
+    const others: EventEntry[] = [];
+    let kept: EventEntry[] = [];
+    for (const e of this.events) {
+      if (others.length < over && e.attributes[ATTR.STATE_TYPE] === undefined) others.push(e);
+      else kept.push(e);
+    }
+    const transitions = kept.slice(0, over - others.length);
+    if (transitions.length > 0) kept = kept.slice(transitions.length);
+    for (const e of others) this.fold(e);
+    for (const e of transitions) this.fold(e);
+    this.events = kept;
+  }
+
+  /** Count a span event taken out into the summary. */
+  private fold(dropped: EventEntry): void {
+    const s: NonNullable<RunState['summarised']> = (this.summarised ??= { count: 0, firstUs: dropped.timeUs, names: new Map() });
+    s.count += 1;
+    if (dropped.timeUs < s.firstUs) s.firstUs = dropped.timeUs;
+    const named = s.names.get(dropped.name);
+    if (named !== undefined || s.names.size < MAX_SUMMARISED_NAMES) s.names.set(dropped.name, (named ?? 0) + 1);
+    else s.other = (s.other ?? 0) + 1;
   }
 
   /**

@@ -755,6 +755,8 @@ export class RunTracker {
     for (const [id, owner] of snapshot.owners) this.remember(this.owners, id, owner, OWNER_CACHE_MAX);
     for (const data of snapshot.open) {
       const run = RunState.fromJSON(data, downMs);
+      // Saved under a higher OTEL_SPAN_EVENT_COUNT_LIMIT: within this one from now on, as the open runs are.
+      run.limitEvents(this.options.maxSpanEvents);
       // Two attempts of one run: the earlier one was settling beside its rerun.
       const other = this.open.get(run.ref.id);
       const [open, settling] = other !== undefined && other.attempt > run.attempt ? [other, run] : [run, other];

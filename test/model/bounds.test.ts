@@ -252,3 +252,42 @@ test('bounds: a run rerun again and again beside thousands of open runs moves it
   assert.deepEqual(tasks, Array.from({ length: reruns }, (_, k) => [uuid('b006', k), spanIdForRun(flowRun, k + 1), 'Completed', false]));
   assert.equal(spans.filter((s) => s.run.incomplete).length, others);
 });
+
+test('bounds: a state file saved under a higher OTEL_SPAN_EVENT_COUNT_LIMIT is taken over within the one now set: a run\'s span events beyond it are summarised at once, oldest other events first, as they would have been', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-bounds-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const store = createStateStore(join(dir, 'state.json'));
+  const quiet = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const before = 50_000;
+  const now = 1_000;
+  const flowRun = uuid('a007', 0);
+  const running = (i: number): string =>
+    `{"id":"${uuid('e007', i)}","event":"prefect.flow-run.Running","occurred":"${occurred(i)}",` +
+    `"resource":{"prefect.resource.id":"prefect.flow-run.${flowRun}","prefect.state-type":"RUNNING","prefect.state-name":"Running"}}`;
+  const custom = (i: number): string =>
+    `{"id":"${uuid('e007', i)}","event":"order.placed","occurred":"${occurred(i)}","resource":{"prefect.resource.id":"order.${i}"},` +
+    `"related":[{"prefect.resource.id":"prefect.flow-run.${flowRun}","prefect.resource.role":"flow-run"}]}`;
+  // A run of transitions with a custom event every tenth event, all kept under the higher limit.
+  const line = (i: number): string => (i % 10 === 9 ? custom(i) : running(i));
+  const a = createPipeline({ config: resolveConfig({ tracesExporter: 'none', maxSpanEvents: 100_000 }, {}), logger: quiet, clock: 'event', delivery: null });
+  for (let i = 0; i < before; i++) a.ingest(line(i));
+  assert.deepEqual(a.tracker.snapshotChanging().open.map((r) => [r.events.length, r.summarised]), [[before, undefined]]);
+  await new StateWriter(store, a).save(true);
+
+  const spans: SpanRecord[] = [];
+  const b = createPipeline({ config: resolveConfig({ tracesExporter: 'none', maxSpanEvents: now }, {}), logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+  await loadState(store, b, T0 + before, quiet);
+  // The summary takes one place; the 5,000 custom events go first, then the oldest transitions.
+  const folded = before - (now - 1);
+  const transitionsFolded = folded - before / 10;
+  // The first transition kept: the k-th transition (from 0) is line k + ⌊k / 9⌋, nine of each ten lines being transitions.
+  const firstKept = transitionsFolded + Math.floor(transitionsFolded / 9);
+  assert.deepEqual(
+    b.tracker.snapshotChanging().open.map((r) => [r.events.length, r.events[0]?.timeUs, r.summarised]),
+    [[now - 1, Date.parse(occurred(firstKept)) * 1000, { count: folded, firstUs: T0 * 1000, names: { 'order.placed': before / 10, Running: transitionsFolded } }]],
+  );
+  await b.finish('end_of_input');
+  assert.deepEqual(spans.map((s) => [s.events.length, s.events[0]?.name, s.events[0]?.attributes, s.events.slice(1).every((e) => e.name === 'Running'), s.droppedEvents]), [
+    [now, 'prefect-otel.events_summarised', { 'prefect.events.summarised_count': folded, 'prefect.events.summarised_names': JSON.stringify({ 'order.placed': before / 10, Running: transitionsFolded }) }, true, folded],
+  ]);
+});
