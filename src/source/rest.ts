@@ -118,11 +118,18 @@ const MAX_SHOWN_BODY_CHARS = 160;
 /** The detail of Starlette's answer for a path no route serves (Prefect's own 404s name the object). */
 const ROUTE_NOT_FOUND = 'Not Found';
 
-/** How long a `Retry-After` (delay-seconds or an HTTP date) asks us to wait, in ms; undefined when it is absent or unreadable. */
+/**
+ * How long a `Retry-After` asks us to wait, in ms; undefined when it is absent or unreadable. Seconds,
+ * also with a fraction (Prefect's client reads the header with `float()`, src/prefect/client/base.py,
+ * and Prefect's own server sends fractions, src/prefect/server/api/concurrency_limits_v2.py), or an
+ * HTTP date, which names its day and month in letters: `Date.parse` would take `120.5` for a date in
+ * the year 120, and `1.5` for the 5th of January 2001, both long past.
+ */
 export function retryAfterMs(header: string | undefined, nowMs: number): number | undefined {
   const t = header?.trim() ?? '';
-  if (/^\d+$/.test(t)) return Number(t) * 1_000;
-  const at = t === '' ? NaN : Date.parse(t);
+  if (/^\d+(?:\.\d*)?$/.test(t)) return Math.ceil(Number(t) * 1_000);
+  if (!/[a-z]/i.test(t)) return undefined;
+  const at = Date.parse(t);
   return Number.isFinite(at) ? Math.max(0, at - nowMs) : undefined;
 }
 

@@ -6,7 +6,7 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Serv
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { AuthError, ProtocolError } from '../../src/errors.js';
-import { createPrefectRestClient, pageToken, RestRequestError } from '../../src/source/rest.js';
+import { createPrefectRestClient, pageToken, RestRequestError, retryAfterMs } from '../../src/source/rest.js';
 import { VERSION } from '../../src/version.js';
 import { startConnectProxy, startSilentProxy } from '../helpers/connect-proxy.js';
 import { startFakePrefect, type WireEvent } from '../helpers/fake-prefect.js';
@@ -363,6 +363,41 @@ describe('rest client: event history', () => {
     assert.deepEqual(await rest.getTaskRun(TASK_RUN), { ok: false, status: 429, message: `GET /task_runs/${TASK_RUN}: HTTP 429` });
     assert.equal(seen.length, 1);
     rest.close();
+  });
+
+  it('a Retry-After in seconds with a fraction (as Prefect\'s client reads it, with float()) is that long, not a date long past', async () => {
+    // 120.5 s is longer than a request waits here: the answer goes to the caller at once, with the wait it asked for.
+    reset(() => ({ status: 429, body: { detail: 'rate limited' }, headers: { 'retry-after': '120.5' } }));
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, apiKey: API_KEY });
+    let thrown: unknown;
+    try {
+      for await (const _ of rest.readEvents({ sinceIso: '2026-08-21T12:00:00.000Z', untilIso: '2026-08-21T13:00:00.000Z' })) void _;
+    } catch (err) {
+      thrown = err;
+    }
+    assert.ok(thrown instanceof RestRequestError);
+    assert.deepEqual(
+      { message: thrown.message, status: thrown.status, retryAfterMs: thrown.retryAfterMs, requests: seen.map((s) => `${s.method} ${s.path}`) },
+      { message: 'POST /events/filter: HTTP 429', status: 429, retryAfterMs: 120_500, requests: ['POST /api/events/filter'] },
+    );
+
+    reset(() => ({ status: 429, body: { detail: 'rate limited' }, headers: { 'retry-after': '61.5' } }));
+    assert.deepEqual(await rest.getFlowRun(FLOW_RUN), { ok: false, status: 429, message: `GET /flow_runs/${FLOW_RUN}: HTTP 429` });
+    assert.equal(seen.length, 1);
+    rest.close();
+  });
+
+  it('retryAfterMs reads seconds (with or without a fraction) and HTTP dates, and nothing else', () => {
+    const now = Date.parse('2026-08-21T12:00:00.000Z');
+    assert.deepEqual(
+      ['0', '5', ' 3 ', '1.5', '0.25', '2.', '120.5', 'Fri, 21 Aug 2026 12:00:30 GMT', 'Friday, 21-Aug-26 12:00:30 GMT', 'Fri Aug 21 12:00:30 2026', 'Thu, 01 Jan 2026 00:00:00 GMT', '-1', '+5', '1e3', '.5', 'soon', '', undefined].map((h) => [h, retryAfterMs(h, now)]),
+      [
+        ['0', 0], ['5', 5_000], [' 3 ', 3_000], ['1.5', 1_500], ['0.25', 250], ['2.', 2_000], ['120.5', 120_500],
+        ['Fri, 21 Aug 2026 12:00:30 GMT', 30_000], ['Friday, 21-Aug-26 12:00:30 GMT', 30_000], ['Fri Aug 21 12:00:30 2026', Date.parse('Fri Aug 21 12:00:30 2026') - now],
+        ['Thu, 01 Jan 2026 00:00:00 GMT', 0],
+        ['-1', undefined], ['+5', undefined], ['1e3', undefined], ['.5', undefined], ['soon', undefined], ['', undefined], [undefined, undefined],
+      ],
+    );
   });
 
   it('pageToken reads the page-token of absolute and relative URLs', () => {
