@@ -308,7 +308,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       }
       case 'demo': {
         const { runDemo, terminalOptions } = await import('./demo.js');
-        return await runDemo({ config, logger, out: process.stdout, ...terminalOptions(process.stdout, env) });
+        return await runDemo({ config: demoConfig(config, args, env), logger, out: process.stdout, ...terminalOptions(process.stdout, env) });
       }
       case 'watch': {
         const { runWatch } = await import('./watch.js');
@@ -342,6 +342,15 @@ function demoDefaults(args: ParsedArgs, env: NodeJS.ProcessEnv): PrefectTracingO
   if (o.logLevel === undefined && unset(env.PREFECT_OTEL_LOG_LEVEL)) o.logLevel = 'warn';
   if (o.logFormat === undefined && unset(env.PREFECT_OTEL_LOG_FORMAT)) o.logFormat = 'pretty';
   return o;
+}
+
+/**
+ * The demo's runs are simulated: run links only from a UI URL given as such, not the one a Cloud
+ * workspace's PREFECT_API_URL (which the demo does not read) would give, whose UI has none of them.
+ */
+function demoConfig(config: Config, args: ParsedArgs, env: NodeJS.ProcessEnv): Config {
+  const given = args.options.uiUrl !== undefined || (env.PREFECT_UI_URL ?? '').trim() !== '';
+  return given || config.prefect.uiUrl === undefined ? config : Object.freeze({ ...config, prefect: Object.freeze({ ...config.prefect, uiUrl: undefined }) });
 }
 
 function isMain(): boolean {

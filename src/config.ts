@@ -4,7 +4,7 @@ import { describeSampler, traceSampler } from './export/sampling.js';
 import type { SpanLimits } from './model/attribute-limits.js';
 import type { TrackerOptions } from './model/tracker.js';
 import { otlpSecrets, safeUrl, shownUrl } from './log/redact.js';
-import { PROTECTED_HEADERS, type CredentialNames } from './source/prefect-api.js';
+import { cloudUiUrl, PROTECTED_HEADERS, type CredentialNames } from './source/prefect-api.js';
 import { proxyEnv, proxyProblem, proxyUrl, type ProxyEnv } from './source/proxy.js';
 import { GRPC_NOT_SUPPORTED, SETTINGS, type SettingKey, type SettingValues, type TracesSamplerName } from './settings.js';
 
@@ -263,7 +263,8 @@ export function resolveConfig(
       apiKey: v.apiKey,
       authString: v.apiKey === undefined ? v.authString : undefined,
       // Only used to build links (span attributes, log lines): never with `user:password@` in them.
-      uiUrl: v.uiUrl === undefined ? undefined : safeUrl(v.uiUrl).replace(/\/+$/, ''),
+      // Unset for a Cloud workspace: its UI address, as Prefect's client derives it.
+      uiUrl: v.uiUrl === undefined ? cloudUiUrl(v.apiUrl) : safeUrl(v.uiUrl).replace(/\/+$/, ''),
       customHeaders: customHeaders(v.clientCustomHeaders, sources.get('clientCustomHeaders'), warnings),
       tls: { ca, caFile: v.apiSslCertFile, rejectUnauthorized: !v.apiTlsInsecureSkipVerify },
       proxy,

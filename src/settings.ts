@@ -338,7 +338,7 @@ export const SETTINGS = {
   },
   uiUrl: {
     env: ['PREFECT_UI_URL'], flag: '--ui-url', default: undefined, parse: optional(linkBaseUrl),
-    doc: 'Prefect UI base URL; run links in span attributes and log lines',
+    doc: "Prefect UI base URL; run links in span attributes and log lines (unset with a Prefect Cloud workspace's `PREFECT_API_URL`: its `https://app.prefect.cloud/account/<a>/workspace/<w>`, as Prefect derives it)",
   },
   otlpEndpoint: {
     env: ['OTEL_EXPORTER_OTLP_ENDPOINT'], flag: '--otlp-endpoint', default: 'http://localhost:4318', parse: httpUrl,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { describeConfig, resolveConfig, SETTINGS, type SettingKey } from '../src/config.js';
+import { describeConfig, resolveConfig, SETTINGS, type Config, type SettingKey } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { createResource } from '../src/export/spans.js';
 import { VERSION } from '../src/version.js';
@@ -340,6 +340,37 @@ test('PREFECT_API_URL: a Cloud workspace URL with or without its trailing slash 
       query: ['PREFECT_API_URL: must not have a query or fragment (API paths are appended to it): use https://host:4200/api'],
     },
   );
+});
+
+test('PREFECT_UI_URL unset for a Prefect Cloud workspace is its UI address, as Prefect\'s client derives it (settings/models/_defaults.py default_ui_url); set, or for a self-hosted server, it is as given', () => {
+  const A = '9b5e6a10-1c2d-4e3f-8a9b-0c1d2e3f4a5b';
+  const W = '3f2e1d0c-b9a8-4765-9432-10fedcba9876';
+  const cloud = `https://api.prefect.cloud/api/accounts/${A}/workspaces/${W}`;
+  const ui = (env: Record<string, string>, options: { uiUrl?: string } = {}): Pick<Config['prefect'], 'apiUrl' | 'uiUrl'> => {
+    const c = resolveConfig(options, env);
+    return { apiUrl: c.prefect.apiUrl, uiUrl: c.prefect.uiUrl };
+  };
+  assert.deepEqual(
+    [
+      ui({ PREFECT_API_URL: cloud, PREFECT_API_KEY: 'pnu_key' }),
+      ui({ PREFECT_API_URL: `${cloud}/`, PREFECT_API_KEY: 'pnu_key', PREFECT_UI_URL: ' ' }),
+      ui({ PREFECT_API_URL: `HTTPS://API.PREFECT.CLOUD/api/accounts/${A}/workspaces/${W}`, PREFECT_API_KEY: 'pnu_key' }),
+      ui({ PREFECT_API_URL: cloud, PREFECT_API_KEY: 'pnu_key', PREFECT_UI_URL: 'https://prefect-ui.corp.example/ws/' }),
+      ui({ PREFECT_API_URL: cloud, PREFECT_API_KEY: 'pnu_key' }, { uiUrl: 'https://links.example' }),
+      ui({ PREFECT_API_URL: 'http://prefect-server:4200/api' }),
+      ui({ PREFECT_API_URL: 'https://prefect.example.com/api' }),
+    ],
+    [
+      { apiUrl: cloud, uiUrl: `https://app.prefect.cloud/account/${A}/workspace/${W}` },
+      { apiUrl: cloud, uiUrl: `https://app.prefect.cloud/account/${A}/workspace/${W}` },
+      { apiUrl: `HTTPS://API.PREFECT.CLOUD/api/accounts/${A}/workspaces/${W}`, uiUrl: `https://app.prefect.cloud/account/${A}/workspace/${W}` },
+      { apiUrl: cloud, uiUrl: 'https://prefect-ui.corp.example/ws' },
+      { apiUrl: cloud, uiUrl: 'https://links.example' },
+      { apiUrl: 'http://prefect-server:4200/api', uiUrl: undefined },
+      { apiUrl: 'https://prefect.example.com/api', uiUrl: undefined },
+    ],
+  );
+  assert.equal(describeConfig(resolveConfig({}, { PREFECT_API_URL: cloud, PREFECT_API_KEY: 'pnu_key' })).uiUrl, `https://app.prefect.cloud/account/${A}/workspace/${W}`);
 });
 
 test('PREFECT_UI_URL and PREFECT_OTEL_JAEGER_URL with a query or fragment are errors naming the URL to use (every link would land inside it); with a path and a trailing slash they are taken', () => {

@@ -97,6 +97,23 @@ export function isCloudUrl(apiUrl: string): boolean {
   }
 }
 
+/** A Prefect Cloud workspace's API URL on Cloud's own API host, with its account and workspace ids. */
+const CLOUD_WORKSPACE_API_URL = /^https:\/\/api\.prefect\.cloud(?::443)?\/api\/accounts\/([^/?#]+)\/workspaces\/([^/?#]+)\/*$/i;
+
+/**
+ * The Prefect Cloud UI address of a workspace whose API URL is `apiUrl`, as Prefect's client takes
+ * for PREFECT_UI_URL when it is not set (`default_ui_url` in src/prefect/settings/models/_defaults.py,
+ * with PREFECT_CLOUD_API_URL `https://api.prefect.cloud/api` and the `https://api` → `https://app`
+ * of `default_cloud_ui_url` in src/prefect/settings/models/cloud.py):
+ * `https://api.prefect.cloud/api/accounts/<a>/workspaces/<w>` → `https://app.prefect.cloud/account/<a>/workspace/<w>`.
+ * Undefined for any other URL: a self-hosted server's API URL is often one a browser cannot reach
+ * (a service name inside a cluster), so its UI address is left to PREFECT_UI_URL.
+ */
+export function cloudUiUrl(apiUrl: string): string | undefined {
+  const ids = CLOUD_WORKSPACE_API_URL.exec(apiUrl.trim());
+  return ids === null ? undefined : `https://app.prefect.cloud/account/${ids[1]}/workspace/${ids[2]}`;
+}
+
 /**
  * HTTP headers for REST calls and the websocket upgrade: the custom headers, then `Bearer <key>` for
  * an API key or `Basic base64(auth string)` for an auth string.

@@ -132,3 +132,13 @@ test('the demo piped into a reader that stops early (demo | head) ends normally'
   const r = await result;
   assert.deepEqual({ code: r.code, stderr: r.stderr }, { code: 0, stderr: '' });
 });
+
+test('the demo links its simulated runs only to a UI given as PREFECT_UI_URL, not to the Cloud workspace of a PREFECT_API_URL it does not read', async () => {
+  const cloud = 'https://api.prefect.cloud/api/accounts/9b5e6a10-1c2d-4e3f-8a9b-0c1d2e3f4a5b/workspaces/3f2e1d0c-b9a8-4765-9432-10fedcba9876';
+  const [unset, given] = await Promise.all([
+    cli(['demo'], { PREFECT_API_URL: cloud, PREFECT_OTEL_LOG_FORMAT: 'json' }),
+    cli(['demo'], { PREFECT_API_URL: cloud, PREFECT_UI_URL: 'http://ui.test:4200', PREFECT_OTEL_LOG_FORMAT: 'json' }),
+  ]);
+  const runUrls = (r: CliResult): string[] => [...new Set(r.stdout.split('\n').filter((l) => l.startsWith('{') && l.includes('STLOGGING: ')).map((l) => /"prefect\.run\.url":"(https?:\/\/[^/"]+)/.exec(l)?.[1] ?? 'none'))];
+  assert.deepEqual([unset.code, runUrls(unset), given.code, runUrls(given)], [0, ['none'], 0, ['http://ui.test:4200']]);
+});
