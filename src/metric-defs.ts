@@ -1,3 +1,4 @@
+import { SKIP_REASONS } from './model/event.js';
 import type { TracingStats } from './stats.js';
 
 /**
@@ -19,6 +20,13 @@ export interface MetricDef {
   readonly label?: string;
 }
 
+/**
+ * Every skip reason, 0 until it counts: a series that appears only at its first increment is missed
+ * by `rate()` and `increase()` (its first sample is already 1), so an alert on skipped input would not
+ * fire on the first one (Prometheus, "Avoid missing metrics"). The stats keep only the reasons seen.
+ */
+const NO_SKIPS: Readonly<Record<string, number>> = Object.fromEntries(SKIP_REASONS.map((r) => [r, 0]));
+
 export const METRIC_DEFS: readonly MetricDef[] = [
   { prometheus: 'prefect_otel_up_seconds', otel: undefined, type: 'gauge', unit: 's', help: 'Seconds since start.', read: (s) => s.uptimeS },
   { prometheus: 'process_resident_memory_bytes', otel: undefined, type: 'gauge', unit: 'By', help: 'Resident memory size in bytes.', read: (s) => s.memory.rssBytes },
@@ -29,7 +37,7 @@ export const METRIC_DEFS: readonly MetricDef[] = [
   { prometheus: 'prefect_otel_events_accepted_total', otel: 'prefect_otel.events.accepted', type: 'counter', unit: '{event}', help: 'Events applied to a run.', read: (s) => s.events.accepted },
   { prometheus: 'prefect_otel_events_duplicate_total', otel: 'prefect_otel.events.duplicate', type: 'counter', unit: '{event}', help: 'Events dropped as duplicates (same event id).', read: (s) => s.events.duplicates },
   { prometheus: 'prefect_otel_events_unrelated_total', otel: 'prefect_otel.events.unrelated', type: 'counter', unit: '{event}', help: 'Valid events that name no flow or task run.', read: (s) => s.events.unrelated },
-  { prometheus: 'prefect_otel_events_skipped_total', otel: 'prefect_otel.events.skipped', type: 'counter', unit: '{event}', help: 'Malformed input skipped, by reason.', read: (s) => s.events.skipped, label: 'reason' },
+  { prometheus: 'prefect_otel_events_skipped_total', otel: 'prefect_otel.events.skipped', type: 'counter', unit: '{event}', help: 'Malformed input skipped, by reason.', read: (s) => ({ ...NO_SKIPS, ...s.events.skipped }), label: 'reason' },
   { prometheus: 'prefect_otel_runs_open', otel: 'prefect_otel.runs.open', type: 'gauge', unit: '{run}', help: 'Runs held in memory.', read: (s) => s.runs.open },
   { prometheus: 'prefect_otel_runs_opened_total', otel: 'prefect_otel.runs.opened', type: 'counter', unit: '{run}', help: 'Run attempts seen.', read: (s) => s.runs.opened },
   { prometheus: 'prefect_otel_runs_incomplete_total', otel: 'prefect_otel.runs.incomplete', type: 'counter', unit: '{run}', help: 'Runs ended without a terminal state.', read: (s) => s.runs.incomplete },

@@ -17,6 +17,7 @@ import { startCli } from './helpers/cli.js';
 import { startFakePrefect } from './helpers/fake-prefect.js';
 import { startOtlpReceiver } from './helpers/otlp-receiver.js';
 import { flowRunStateEvent } from './helpers/prefect-events.js';
+import { parsePrometheusText, type Family } from './helpers/prometheus-text.js';
 import { liveConnections, startWatch, tempDir, until } from './helpers/watch-e2e.js';
 
 /** Whether this machine has an IPv6 loopback to listen on. */
@@ -93,6 +94,55 @@ test('a span sent to a collector that has not answered yet counts as buffered (s
   await receiver.waitForSpans(1);
   await until('the answer seen', () => tracing.stats().spans.exported === 1);
   assert.deepEqual(await spanSamples(port), { finished_total: 1, exported_total: 1, buffered: 0, dropped_total: 0, rejected_total: 0, unsampled_total: 0 });
+});
+
+/** `/metrics` read by the strict reader (it throws on any line Prometheus would refuse or misread), by family. */
+async function scrape(port: number): Promise<Map<string, Family>> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  assert.equal(res.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
+  return new Map(parsePrometheusText(await res.text()).map((f) => [f.name, f]));
+}
+
+/** A labelled family's samples as `label=value` → value. */
+const byLabel = (f: Family | undefined): Record<string, number> => Object.fromEntries((f?.samples ?? []).map((s) => [Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(','), s.value]));
+
+test('/metrics reads strictly as Prometheus text, and a labelled counter has every label value from the first scrape on, at 0 until it counts: increase() sees its first skip', async (t) => {
+  const prefect = await startFakePrefect();
+  const receiver = await startOtlpReceiver();
+  const tracing = startPrefectTracing({
+    env: {}, logger: pino({ level: 'silent' }), apiUrl: prefect.url, otlpEndpoint: receiver.url, stateFile: join(tempDir(), 'state.json'),
+    settleMs: 50, statsIntervalMs: 0, httpPort: 0, scheduleDelayMs: 10,
+  });
+  t.after(async () => {
+    await tracing.shutdown();
+    await receiver.close();
+    await prefect.close();
+  });
+  await tracing.ready;
+  await until('subscribed', () => liveConnections(prefect) === 1);
+  const before = await scrape(tracing.httpPort!);
+  prefect.publish(oneRun());
+  prefect.sendRaw('{"id": "cut short');
+  await until('the span taken and the frame skipped', () => tracing.stats().spans.exported === 1 && tracing.stats().events.skipped.invalid_json === 1);
+  const after = await scrape(tracing.httpPort!);
+  const skipped = (n: number) => ({
+    'reason=invalid_json': n, 'reason=not_an_object': 0, 'reason=not_an_event_message': 0, 'reason=missing_field': 0, 'reason=wrong_type': 0,
+    'reason=bad_timestamp': 0, 'reason=bad_id': 0, 'reason=bad_run_id': 0, 'reason=unknown_state': 0, 'reason=too_large': 0, 'reason=too_deep': 0,
+  });
+  const labelled = (m: Map<string, Family>) => ({
+    skipped: byLabel(m.get('prefect_otel_events_skipped_total')),
+    parents: byLabel(m.get('prefect_otel_parent_lookups_total')),
+    families: m.size,
+  });
+  assert.deepEqual(
+    { before: labelled(before), after: labelled(after) },
+    {
+      before: { skipped: skipped(0), parents: { 'outcome=found': 0, 'outcome=failed': 0, 'outcome=abandoned': 0 }, families: 36 },
+      after: { skipped: skipped(1), parents: { 'outcome=found': 0, 'outcome=failed': 0, 'outcome=abandoned': 0 }, families: 36 },
+    },
+  );
+  // The handle's stats and the stats line keep to the reasons that counted.
+  assert.deepEqual(tracing.stats().events.skipped, { invalid_json: 1 });
 });
 
 test('the health endpoint answers on IPv6 as on IPv4 (a probe to the pod address of an IPv6 cluster)', { skip: IPV6 ? false : 'no IPv6 loopback on this machine' }, async (t) => {

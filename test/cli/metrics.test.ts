@@ -169,10 +169,19 @@ test('OTEL_METRICS_EXPORTER=otlp: replay exports the /metrics counters and the l
       exported: 6,
       lagCount: 6,
       beyondADay: 6, // the replayed runs ended in November 2026's past, far more than a day before their export
+      // Every reason, those never seen at 0.
       skipped: {
         'prefect_otel_events_skipped_total{reason="invalid_json"}': 2,
         'prefect_otel_events_skipped_total{reason="not_an_object"}': 1,
+        'prefect_otel_events_skipped_total{reason="not_an_event_message"}': 0,
+        'prefect_otel_events_skipped_total{reason="missing_field"}': 0,
+        'prefect_otel_events_skipped_total{reason="wrong_type"}': 0,
+        'prefect_otel_events_skipped_total{reason="bad_timestamp"}': 0,
         'prefect_otel_events_skipped_total{reason="bad_id"}': 1,
+        'prefect_otel_events_skipped_total{reason="bad_run_id"}': 0,
+        'prefect_otel_events_skipped_total{reason="unknown_state"}': 0,
+        'prefect_otel_events_skipped_total{reason="too_large"}': 0,
+        'prefect_otel_events_skipped_total{reason="too_deep"}': 0,
       },
     },
   );
