@@ -104,6 +104,8 @@ export interface Pipeline {
    * above half of a bound (the other half takes what the next event adds).
    */
   backpressure(): boolean;
+  /** With the `backpressure` option: finished spans held until the trace buffer has room for them. */
+  readonly heldSpans: number;
   flush(timeoutMs: number): Promise<FlushResult>;
   /**
    * Answers to lookups that come from now on are not applied: the state about to be saved keeps
@@ -550,6 +552,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     get cursorUs() {
       return cursorUs;
     },
+    get heldSpans() {
+      return held?.count ?? 0;
+    },
     restoreCursor(us: number | undefined): void {
       if (us !== undefined && (cursorUs === undefined || us > cursorUs)) cursorUs = us;
     },
@@ -585,6 +590,9 @@ function createHeldSpans(traces: Delivery<SpanRecord>, config: Config) {
       for (; head < spans.length; head++) traces.enqueue(spans[head]!);
       spans = [];
       head = 0;
+    },
+    get count(): number {
+      return spans.length - head;
     },
   };
 }

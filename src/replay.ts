@@ -352,7 +352,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   // Stopped by a signal (while reading, or since, while the spans read wait for the collector), the
   // delivery may still take up to the flush timeout: say what it waits for, and how not to.
   const sayDelivering = (): void => {
-    const waiting = pipeline.traces === undefined ? 0 : pipeline.traces.stats.queued + pipeline.traces.stats.inFlight;
+    const waiting = pipeline.traces === undefined ? 0 : pipeline.traces.stats.queued + pipeline.traces.stats.inFlight + pipeline.heldSpans;
     if (waiting > 0 && options.progress?.tty === true) {
       options.progress.write(`interrupted: delivering the ${waiting.toLocaleString('en-US')} spans read (a second Ctrl-C stops at once)\n`);
     }
@@ -364,7 +364,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   const deadline = Date.now() + (options.flushTimeoutMs ?? Math.max(30_000, config.traces.timeoutMs * 3));
   // On a terminal, a collector slow to take the spans read (or not there) is said while it is waited for.
   const slowNote = options.progress?.tty !== true ? undefined : setTimeout(() => {
-    const waiting = pipeline.traces === undefined ? 0 : pipeline.traces.stats.queued + pipeline.traces.stats.inFlight;
+    const waiting = pipeline.traces === undefined ? 0 : pipeline.traces.stats.queued + pipeline.traces.stats.inFlight + pipeline.heldSpans;
     if (waiting > 0 && signal?.aborted !== true) {
       const leftS = Math.max(1, Math.round((deadline - Date.now()) / 1000));
       options.progress!.write(`waiting for the collector to take the ${waiting.toLocaleString('en-US')} spans read (at most ${leftS} s more; Ctrl-C stops)\n`);

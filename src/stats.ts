@@ -35,7 +35,10 @@ export interface TracingStats {
     /** Finished spans of traces the sampler (OTEL_TRACES_SAMPLER) left out: not exported. */
     readonly unsampled: number;
     readonly exported: number;
-    /** Spans not yet accepted by the collector: queued, and in the request it has not answered yet. */
+    /**
+     * Spans not yet accepted by the collector: queued, in the request it has not answered yet, and
+     * (replay) held until the queue has room for them.
+     */
     readonly buffered: number;
     readonly dropped: number;
     readonly rejected: number;
@@ -98,8 +101,9 @@ export function collectStats(
       finished: t.spans,
       unsampled: c.unsampled,
       exported: d?.delivered ?? 0,
-      // A batch out at the collector is still waiting for it: it goes back to the queue if refused.
-      buffered: (d?.queued ?? 0) + (d?.inFlight ?? 0),
+      // A batch out at the collector is still waiting for it: it goes back to the queue if refused. So
+      // are the spans replay holds back until the queue has room (the runs the end of input ended at once).
+      buffered: (d?.queued ?? 0) + (d?.inFlight ?? 0) + pipeline.heldSpans,
       dropped: d?.dropped ?? 0,
       rejected: d?.rejected ?? 0,
       exportFailures: d?.failedAttempts ?? 0,

@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { resolveConfig } from '../src/config.js';
+import { resolveConfig, type PrefectTracingOptions } from '../src/config.js';
 import { createLogger } from '../src/log/logger.js';
 import { formatReplaySummary, runReplay } from '../src/replay.js';
 import { startOtlpReceiver, type OtlpReceiver } from './helpers/otlp-receiver.js';
@@ -82,13 +82,13 @@ test('replay on a narrow terminal: the progress line keeps within its width (the
  * the progress write `signalAt` picks: its summary, and everything it wrote to the terminal. The
  * spans read wait `flushTimeoutMs` for the collector.
  */
-async function replayStopped(collectorUrl: string, lines: readonly string[], signalAt: (text: string) => boolean, flushTimeoutMs = 500) {
+async function replayStopped(collectorUrl: string, lines: readonly string[], signalAt: (text: string) => boolean, flushTimeoutMs = 500, options: PrefectTracingOptions = {}) {
   const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-interrupted-')), 'events.jsonl');
   writeFileSync(file, lines.join('\n'));
   const stop = new AbortController();
   const writes: string[] = [];
   const summary = await runReplay({
-    config: resolveConfig({ apiUrl: 'http://127.0.0.1:9/api', otlpEndpoint: collectorUrl, otlpTimeoutMs: 2_000 }, {}),
+    config: resolveConfig({ apiUrl: 'http://127.0.0.1:9/api', otlpEndpoint: collectorUrl, otlpTimeoutMs: 2_000, ...options }, {}),
     logger: createLogger({ level: 'silent', format: 'json' }),
     file,
     progress: { tty: true, write: (text) => void (writes.push(text), signalAt(text) && stop.abort()) },
@@ -161,6 +161,23 @@ test('replay on a terminal whose collector does not take the spans read: after t
     writes: [
       '\rreplay 100%  2 lines  1 spans  0 open runs\x1b[K\n',
       'waiting for the collector to take the 1 spans read (at most 2 s more; Ctrl-C stops)\n',
+    ],
+  });
+});
+
+test('replay on a terminal whose collector does not take the spans read, more of them than the span buffer holds: the line counts those waiting for room too', async (t) => {
+  const receiver = await heldCollector(t);
+  // Three flow runs still open at the end of input, ended at once; the buffer holds one span and one is out at the collector.
+  const events = ['0198c7d2-5b1e-7a3c-9f10-000000000001', '0198c7d2-5b1e-7a3c-9f10-000000000002', '0198c7d2-5b1e-7a3c-9f10-000000000003'].map((id, i) =>
+    flowRunStateEvent({ flowRunId: id, flowRunName: `run-${i}`, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 + i }),
+  );
+  const { summary, writes } = await replayStopped(receiver.url, events.map((e) => JSON.stringify(e)), () => false, 4_000, { bufferMaxSpans: 1, batchSize: 1, scheduleDelayMs: 0 });
+  const shown = writes.map((w) => w.replace(/at most [12] s more/, 'at most 2 s more'));
+  assert.deepEqual({ spans: summary.spans, writes: shown }, {
+    spans: 3,
+    writes: [
+      '\rreplay 100%  3 lines  3 spans  0 open runs\x1b[K\n',
+      'waiting for the collector to take the 3 spans read (at most 2 s more; Ctrl-C stops)\n',
     ],
   });
 });

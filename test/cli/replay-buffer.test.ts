@@ -4,11 +4,13 @@
  * the bound does drop is logged before the process exits.
  */
 import assert from 'node:assert/strict';
+import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli } from '../helpers/cli.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { customEvent, flowRunStateEvent } from '../helpers/prefect-events.js';
+import { parsePrometheusText } from '../helpers/prometheus-text.js';
 import { logLines } from '../helpers/watch-e2e.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
@@ -108,3 +110,57 @@ test('STLOGGING records over OTLP against a byte bound of ~100 records and a hea
   assert.deepEqual(got.sort(byBody), want.sort(byBody));
   assert.deepEqual(logLines(r.stdout).filter((l) => (l.level ?? 0) >= 50), [], 'no error lines');
 });
+
+test('the runs still open at the end of input, more than the span buffer holds: /metrics counts the spans that wait for room as buffered, so finished = exported + buffered while the collector has not answered', async (t) => {
+  const receiver = await startOtlpReceiver();
+  const release = receiver.hold();
+  t.after(async () => {
+    release();
+    await receiver.close();
+  });
+  // Ten flow runs that never end: the end of input ends them all at once, as incomplete.
+  const lines = Array.from({ length: 10 }, (_, i) =>
+    JSON.stringify(flowRunStateEvent({ flowRunId: runId(i), flowRunName: `run-${i}`, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: T0 + i * 10 })),
+  );
+  const cli = startCli(
+    ['replay', '-'],
+    { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_HTTP_PORT: '0', OTEL_BSP_MAX_QUEUE_SIZE: '4', OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '2', OTEL_BSP_SCHEDULE_DELAY: '0' },
+    `${lines.join('\n')}\n`,
+  );
+  t.after(() => cli.child.kill('SIGKILL'));
+  const port = await new Promise<number>((resolve) => {
+    createInterface({ input: cli.child.stdout! }).on('line', (l) => {
+      if (l.includes('"serving /healthz, /livez and /metrics"')) resolve((JSON.parse(l) as { port: number }).port);
+    });
+  });
+  await until('the first batch at the collector', () => receiver.counts.requests === 1);
+  await until('every run ended', async () => (await spanFamilies(port)).prefect_otel_spans_finished_total === 10);
+  const waiting = await spanFamilies(port);
+  release();
+  const r = await cli.result;
+  assert.deepEqual(
+    { waiting, code: r.code, spansTaken: receiver.counts.spans },
+    {
+      waiting: {
+        prefect_otel_spans_finished_total: 10, prefect_otel_spans_unsampled_total: 0, prefect_otel_spans_exported_total: 0,
+        prefect_otel_spans_buffered: 10, prefect_otel_spans_dropped_total: 0, prefect_otel_spans_rejected_total: 0,
+      },
+      code: 0,
+      spansTaken: 10,
+    },
+  );
+});
+
+/** The `prefect_otel_spans_*` families of a `/metrics` page, read strictly. */
+async function spanFamilies(port: number): Promise<Record<string, number>> {
+  const families = parsePrometheusText(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+  return Object.fromEntries(families.filter((f) => f.name.startsWith('prefect_otel_spans_')).map((f) => [f.name, f.samples[0]!.value]));
+}
+
+/** Polls an asynchronous condition. */
+async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  for (const deadline = Date.now() + timeoutMs; !(await cond());) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
