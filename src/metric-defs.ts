@@ -31,7 +31,7 @@ export const METRIC_DEFS: readonly MetricDef[] = [
   { prometheus: 'prefect_otel_up_seconds', otel: undefined, type: 'gauge', unit: 's', help: 'Seconds since start.', read: (s) => s.uptimeS },
   { prometheus: 'process_resident_memory_bytes', otel: undefined, type: 'gauge', unit: 'By', help: 'Resident memory size in bytes.', read: (s) => s.memory.rssBytes },
   { prometheus: 'nodejs_heap_size_used_bytes', otel: undefined, type: 'gauge', unit: 'By', help: 'V8 heap in use, in bytes.', read: (s) => s.memory.heapUsedBytes },
-  { prometheus: 'prefect_otel_connected', otel: 'prefect_otel.connected', type: 'gauge', unit: '{connection}', help: '1 while subscribed to the Prefect event stream (replay: while reading input).', read: (s) => (s.connected ? 1 : 0) },
+  { prometheus: 'prefect_otel_connected', otel: 'prefect_otel.connected', type: 'gauge', unit: '{connection}', help: '1 while subscribed to the Prefect event stream (replay: until what it read is delivered).', read: (s) => (s.connected ? 1 : 0) },
   { prometheus: 'prefect_otel_standby', otel: 'prefect_otel.standby', type: 'gauge', unit: '{process}', help: '1 while waiting for another process to release the state file.', read: (s) => (s.standby ? 1 : 0) },
   { prometheus: 'prefect_otel_events_received_total', otel: 'prefect_otel.events.received', type: 'counter', unit: '{event}', help: 'Frames and lines received.', read: (s) => s.events.received },
   { prometheus: 'prefect_otel_events_accepted_total', otel: 'prefect_otel.events.accepted', type: 'counter', unit: '{event}', help: 'Events applied to a run.', read: (s) => s.events.accepted },
@@ -68,7 +68,7 @@ export const METRIC_DEFS: readonly MetricDef[] = [
   { prometheus: 'prefect_otel_log_records_rejected_total', otel: 'prefect_otel.log_records.rejected', type: 'counter', unit: '{log_record}', help: 'OTLP log records the collector rejected for good.', read: (s) => s.logRecords.rejected },
   { prometheus: 'prefect_otel_state_save_failures_total', otel: 'prefect_otel.state.save_failures', type: 'counter', unit: '{attempt}', help: 'Writes of the state file that failed (a full or read-only disk): while they fail, a restart resumes from the last write that worked.', read: (s) => s.state.saveFailures },
   { prometheus: 'prefect_otel_log_export_failures_total', otel: 'prefect_otel.log_export.failures', type: 'counter', unit: '{attempt}', help: 'Failed export attempts of OTLP log records (retried).', read: (s) => s.logRecords.exportFailures },
-  { prometheus: 'prefect_otel_reconnects_total', otel: 'prefect_otel.reconnects', type: 'counter', unit: '{reconnect}', help: 'Reconnects to the Prefect event stream.', read: (s) => s.source.reconnects },
+  { prometheus: 'prefect_otel_reconnects_total', otel: 'prefect_otel.reconnects', type: 'counter', unit: '{reconnect}', help: 'Connection attempts to the Prefect event stream after the first: each retry while it cannot be reached, and each resume after a drop.', read: (s) => s.source.reconnects },
 ];
 
 /** The export-lag histogram (buckets in `export/lag.ts`). */
