@@ -78,6 +78,11 @@ export interface RunMeta {
   flowRunId?: string;
   /** Task runs: `task_inputs.__parents__` (at most `MAX_PARENT_TASKS`). */
   parentTaskIds: string[];
+  /**
+   * Task runs: a background task, deferred to a task worker (`Task.apply_async()`/`.delay()`): one of
+   * its states says `state_details.deferred` (the Scheduled its caller emits, the task worker's Pending).
+   */
+  deferred?: true;
   /** Prefect's own span for this run (`__OTEL_TRACEPARENT`). */
   traceparent?: string;
 }
@@ -419,6 +424,7 @@ export class RunState {
       const tp = labels?.[OTEL_TRACEPARENT_LABEL];
       if (typeof tp === 'string') m.traceparent = kept(tp);
     }
+    if (own && stateOrHeartbeat && this.ref.type === 'task' && deferredState(event)) m.deferred = true;
     if (tags !== undefined && tags.size !== m.tags.length) m.tags = [...tags].sort();
     // Each of a run's events carries all its tags: the most left out by one event is how many there are.
     if (dropped !== undefined && dropped.size > (m.tagsDropped ?? 0)) m.tagsDropped = dropped.size;
@@ -634,6 +640,17 @@ function idAfter(resourceId: string, prefix: string): string | undefined {
  */
 function runIdAfter(resourceId: string, prefix: string): string | undefined {
   return resourceId.startsWith(prefix) ? canonicalUuid(resourceId.slice(prefix.length)) : undefined;
+}
+
+/**
+ * Whether a task run's state event is of a background task: `validated_state.state_details.deferred`
+ * (`Task.create_run(deferred=True)` in src/prefect/tasks.py, the task worker's Pending in
+ * src/prefect/task_worker.py; the client's `emit_task_run_state_change_event` dumps the details).
+ */
+function deferredState(event: PrefectEvent): boolean {
+  const validated = event.payload.validated_state;
+  const details = isRecord(validated) ? validated.state_details : undefined;
+  return isRecord(details) && details.deferred === true;
 }
 
 /** Task run ids named in `payload.task_run.task_inputs.__parents__`, in order: the first `MAX_PARENT_TASKS`. */

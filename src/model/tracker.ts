@@ -1056,8 +1056,9 @@ export class RunTracker {
       const open = this.open.get(run.ref.id) === run;
       if (open && run.ref.type === 'flow' && (s.type === 'RUNNING' || run.terminal)) this.askNativeSpan(run);
       if (open && run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
-      // A task given the grace (its flow run ended) that stops at NotReady has nothing more to come.
-      const graceUntil = open && notReady(run) ? this.deadlines.get(run.ref.id) : undefined;
+      // A task given the grace (its flow run ended) that stops at NotReady has nothing more to come;
+      // nor has a background task (its flow run's end gives it no grace).
+      const graceUntil = open && notReady(run) ? (this.deadlines.get(run.ref.id) ?? (run.meta.deferred === true ? Infinity : undefined)) : undefined;
       if (graceUntil !== undefined) this.deadlines.set(run.ref.id, Math.min(graceUntil, nowMs + this.options.settleMs));
       // The log line keeps the whole message (a traceback); the span keeps it within the payload's bound.
       this.emitLog('transition', run, event, { ...classified.state, terminal: TERMINAL_STATE_TYPES.has(s.type) });
@@ -1110,7 +1111,7 @@ export class RunTracker {
     }
     if (set.has(task.ref.id)) return;
     set.add(task.ref.id);
-    if (task.terminal) return;
+    if (task.terminal || outlivesFlowRun(task)) return;
     const flow = this.open.get(flowRunId);
     const attemptEnded = flow === undefined
       ? this.finished.has(flowRunId)
@@ -1127,6 +1128,11 @@ export class RunTracker {
 
   private due(run: RunState, nowMs: number): void {
     if (!run.terminal) {
+      // A background task given the grace before its first state said what it is: its flow run's end is not its end.
+      if (outlivesFlowRun(run)) {
+        this.deadlines.delete(run.ref.id);
+        return;
+      }
       // A task past its grace period after its flow ended, or stopped at NotReady after it.
       this.finalize(run, notReady(run) ? 'not_ready' : 'flow_ended', nowMs);
       return;
@@ -1138,7 +1144,7 @@ export class RunTracker {
       // The worker that submitted it says it executed it once its process has exited, seconds after
       // its terminal state (longer for a container to stop): waited for as its tasks are.
       if (run.awaitingWorker && this.stillWaiting(run, graceEnd, nowMs)) return;
-      const open = children === undefined ? [] : [...children].map((id) => this.open.get(id)).filter((t) => t !== undefined && !t.terminal);
+      const open = children === undefined ? [] : [...children].map((id) => this.open.get(id)).filter((t) => t !== undefined && !t.terminal && !outlivesFlowRun(t));
       // A task stopped at Pending "NotReady" (an upstream task failed) has nothing more to come.
       const waitingFor = open.filter((t) => !notReady(t!));
       if (waitingFor.length > 0 && this.stillWaiting(run, graceEnd, nowMs)) return;
@@ -1186,7 +1192,7 @@ export class RunTracker {
       if (set !== undefined) {
         for (const id of set) {
           const t = this.open.get(id);
-          if (t !== undefined && !t.terminal && t.firstEventUs < nextFromUs) this.deadlines.set(id, Math.max(this.deadlines.get(id) ?? 0, (run.terminalAtMs ?? nowMs) + this.options.taskGraceMs));
+          if (t !== undefined && !t.terminal && !outlivesFlowRun(t) && t.firstEventUs < nextFromUs) this.deadlines.set(id, Math.max(this.deadlines.get(id) ?? 0, (run.terminalAtMs ?? nowMs) + this.options.taskGraceMs));
         }
         if (set.size === 0) this.childrenOf.delete(run.ref.id);
       }
@@ -1282,6 +1288,16 @@ function settlingTakes(before: RunState, next: RunState, event: PrefectEvent, cl
 function notReady(run: RunState): boolean {
   const state = run.latest?.state;
   return run.ref.type === 'task' && state !== undefined && state.type === 'PENDING' && state.name === 'NotReady';
+}
+
+/**
+ * A background task run (`Task.delay()` / `apply_async()`, `state_details.deferred`) that a flow run
+ * submitted: a task worker runs it when it takes it, independently of that flow run, often after it
+ * ended. Its flow run's end neither ends it nor is held for it; it ends with its own terminal state
+ * (or, never started, waits as a Scheduled run does). Stopped at NotReady, it has nothing more to come.
+ */
+function outlivesFlowRun(run: RunState): boolean {
+  return run.ref.type === 'task' && run.meta.deferred === true && !notReady(run);
 }
 
 /** At most how much before its timeout a scheduled run is asked about with others that timed out. */

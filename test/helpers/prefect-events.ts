@@ -120,6 +120,11 @@ export interface TaskRunStateInput {
   startTime?: Time;
   /** `task_run.end_time`; default `occurred` for a terminal state, else absent. */
   endTime?: Time;
+  /**
+   * `validated_state.state_details` (without `flow_run_id`/`task_run_id`, None and unset fields, as
+   * the client dumps it); default `{}`. A background task's (`.delay()`) carry `deferred: true`.
+   */
+  stateDetails?: Record<string, unknown>;
 }
 
 /** `prefect.task-run.<State>` as the client's task engine emits it, with the EventsWorker's related resources (§4b). */
@@ -144,7 +149,7 @@ export function taskRunStateEvent(i: TaskRunStateInput): WireEvent {
     payload: {
       intended: { from, to: i.state.type },
       initial_state: from === null ? null : { type: from, name: defaultName(from), message: '', state_details: {} },
-      validated_state: { type: i.state.type, name: i.state.name, message: i.state.message ?? '', state_details: {}, data: null },
+      validated_state: { type: i.state.type, name: i.state.name, message: i.state.message ?? '', state_details: i.stateDetails ?? {}, data: null },
       task_run: {
         name: i.taskRunName,
         task_key: i.taskKey,

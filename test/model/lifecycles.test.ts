@@ -1014,3 +1014,68 @@ test('a terminal state replaced by another within the settle window (a flow run 
     assert.equal(b.pipeline.tracker.counts.reruns, 0, label);
   }
 });
+
+test('a background task a flow submitted with .delay() waits for a task worker past the end of its flow run: one whole span under the flow run when the worker runs it, not ended incomplete at the grace nor its run late lines', async () => {
+  // Task.apply_async (src/prefect/tasks.py) creates the run Scheduled with state_details.deferred and
+  // emits its Scheduled event in the flow's context; the task worker (src/prefect/task_worker.py)
+  // emits Pending, deferred too, outside any run context (no related flow run), then runs it in the
+  // flow run's context it was given (related flow run again). PrefectHQ/prefect ce79dd3d6c.
+  const BG = '0198c7d2-6000-7abc-8def-0000000000b1';
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [10, 'COMPLETED', 'Completed', 1]]);
+  const state = (i: number, s: number, type: string, name: string, runCount: number, from: string | null, more: Partial<Parameters<typeof taskRunStateEvent>[0]>): WireEvent => taskRunStateEvent({
+    taskRunId: BG, taskRunName: 'report-0', taskKey: 'report-1a2b3c4d', flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW,
+    state: { type, name }, from, runCount, occurred: at(s), received: at(s) + 10, expectedStartTime: at(2),
+    // The worker's engine starts a chain of its own: its Running follows nothing, its Completed the Running.
+    id: `0198c7d2-00b1-7000-8000-${String(i).padStart(12, '0')}`, follows: i === 3 ? '0198c7d2-00b1-7000-8000-000000000002' : null, ...more,
+  });
+  const task = [
+    state(0, 2, 'SCHEDULED', 'Scheduled', 0, null, { stateDetails: { pause_reschedule: false, untrackable_result: false, deferred: true, scheduled_time: new Date(at(2)).toISOString() } }),
+    state(1, 200, 'PENDING', 'Pending', 0, 'SCHEDULED', { flowRunId: undefined, flowRunName: undefined, flowId: undefined, flowName: undefined, stateDetails: { deferred: true } }),
+    state(2, 200.5, 'RUNNING', 'Running', 1, 'PENDING', {}),
+    state(3, 205, 'COMPLETED', 'Completed', 1, 'RUNNING', {}),
+  ];
+  const { spans, lines } = await run([...flow.slice(0, 2), task[0]!, flow[2]!, ...otherRun(100), ...task.slice(1), ...otherRun(300)], { taskGraceMs: 60_000 });
+  const mine = spans.filter((s) => s.run.id === FR || s.run.id === BG);
+  assert.deepEqual(mine.map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(0), endUs: us(10), status: { code: 'ok' },
+    attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+    events: stateEvents(flow), links: [],
+  }, {
+    name: 'report', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(BG), parentSpanId: spanIdForRun(FR),
+    startUs: us(200), endUs: us(205), status: { code: 'ok' },
+    attributes: taskAttrs(BG, 'report-0', 'report-1a2b3c4d', {
+      'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'prefect.run.wait_ms': 198_000, 'cicd.pipeline.task.run.result': 'success',
+    }),
+    events: stateEvents(task), links: [],
+  }]);
+  assert.deepEqual(lines.filter((l) => l.late === true), []);
+});
+
+test('a background task a flow submitted with .delay() that a task worker took at once and still runs when its flow run ends (past the task grace): one whole span, ended by its own Completed', async () => {
+  // Shapes as in the test above (Task.apply_async, src/prefect/task_worker.py; PrefectHQ/prefect ce79dd3d6c).
+  const BG = '0198c7d2-6000-7abc-8def-0000000000b2';
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [10, 'COMPLETED', 'Completed', 1]]);
+  const state = (i: number, s: number, type: string, name: string, runCount: number, from: string | null, more: Partial<Parameters<typeof taskRunStateEvent>[0]>): WireEvent => taskRunStateEvent({
+    taskRunId: BG, taskRunName: 'report-0', taskKey: 'report-1a2b3c4d', flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW,
+    state: { type, name }, from, runCount, occurred: at(s), received: at(s) + 10, expectedStartTime: at(2),
+    id: `0198c7d2-00b2-7000-8000-${String(i).padStart(12, '0')}`, follows: i === 3 ? '0198c7d2-00b2-7000-8000-000000000002' : null, ...more,
+  });
+  const task = [
+    state(0, 2, 'SCHEDULED', 'Scheduled', 0, null, { stateDetails: { pause_reschedule: false, untrackable_result: false, deferred: true, scheduled_time: new Date(at(2)).toISOString() } }),
+    state(1, 3, 'PENDING', 'Pending', 0, 'SCHEDULED', { flowRunId: undefined, flowRunName: undefined, flowId: undefined, flowName: undefined, stateDetails: { deferred: true } }),
+    state(2, 3.5, 'RUNNING', 'Running', 1, 'PENDING', {}),
+    state(3, 150, 'COMPLETED', 'Completed', 1, 'RUNNING', {}),
+  ];
+  const { spans, lines } = await run([...flow.slice(0, 2), ...task.slice(0, 3), flow[2]!, ...otherRun(100), task[3]!, ...otherRun(300)], { taskGraceMs: 60_000 });
+  assert.deepEqual(spans.filter((s) => s.run.id === BG).map(whole), [{
+    name: 'report', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(BG), parentSpanId: spanIdForRun(FR),
+    startUs: us(3), endUs: us(150), status: { code: 'ok' },
+    attributes: taskAttrs(BG, 'report-0', 'report-1a2b3c4d', {
+      'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'prefect.run.wait_ms': 1_000, 'cicd.pipeline.task.run.result': 'success',
+    }),
+    events: stateEvents(task), links: [],
+  }]);
+  assert.deepEqual(spans.filter((s) => s.run.id === FR).map((s) => [s.endUs, s.run.incomplete]), [[us(10), false]]);
+  assert.deepEqual(lines.filter((l) => l.late === true), []);
+});
