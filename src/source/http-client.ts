@@ -4,8 +4,8 @@
  * (measured on loopback, four at a time), and a busy server asks for one per flow run.
  *
  * What `fetch` did for us is done here: redirects are followed (at most `MAX_REDIRECTS`; a 303,
- * or a 301/302 answering a POST, continues as a GET without the body; the Authorization header
- * is dropped when a redirect leaves the origin, see `keepsAuthorization`), gzip, deflate and
+ * or a 301/302 answering a POST, continues as a GET without the body; a redirect that leaves the
+ * origin carries only the headers that hold no secret, see `keepsAuthorization`), gzip, deflate and
  * brotli bodies are decoded, and one deadline bounds the whole exchange, redirects and body
  * included. A body (and what it decodes to) is bounded too, at `MAX_BODY_BYTES` unless told
  * otherwise.
@@ -34,6 +34,15 @@ const DECODERS: Record<string, (b: Buffer, o: { maxOutputLength: number }) => Pr
   deflate: promisify(inflate),
   br: promisify(brotliDecompress),
 };
+
+/**
+ * The headers a redirect that leaves the origin carries on (lower case): those prefect-otel sets
+ * that say nothing about who asks. Authorization, the custom headers of
+ * `PREFECT_CLIENT_CUSTOM_HEADERS` (an access proxy's client secret) and the CSRF token are the
+ * server's own to see: an access proxy that sends a request on to its sign-in page on another host
+ * must not hand them to that host.
+ */
+const CROSS_ORIGIN_HEADERS: ReadonlySet<string> = new Set(['accept', 'content-type', 'user-agent']);
 
 /**
  * Whether a redirect carries the credentials on: within the origin, and, as Prefect's own client
@@ -137,7 +146,7 @@ export function createHttpClient(options: {
           payload = undefined;
           h = withoutHeader(h, 'content-type');
         }
-        if (!keepsAuthorization(target, next)) h = withoutHeader(h, 'authorization');
+        if (!keepsAuthorization(target, next)) h = Object.fromEntries(Object.entries(h).filter(([k]) => CROSS_ORIGIN_HEADERS.has(k.toLowerCase())));
         target = next;
       }
     },

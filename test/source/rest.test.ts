@@ -205,6 +205,44 @@ describe('rest client: runs', () => {
   });
 });
 
+describe('rest client: a redirect to another host', () => {
+  it('carries neither the credentials nor the custom headers (an access proxy\'s client secret) there; a redirect within the server carries both', async () => {
+    // Another origin: the sign-in page an access proxy sends a request it does not take on to.
+    const elsewhere: IncomingHttpHeaders[] = [];
+    const signIn = createServer((req, res) => {
+      elsewhere.push(req.headers);
+      res.writeHead(200, { 'content-type': 'text/html' }).end('<html>sign in</html>');
+    });
+    await new Promise<void>((resolve) => signIn.listen(0, '127.0.0.1', resolve));
+    after(() => new Promise<void>((resolve) => signIn.close(() => resolve())));
+    const signInUrl = `http://localhost:${(signIn.address() as AddressInfo).port}/login`;
+    reset((req) =>
+      req.path === `/api/task_runs/${TASK_RUN}` ? { status: 307, headers: { location: `/api/moved/${TASK_RUN}` } } : { status: 302, headers: { location: signInUrl } },
+    );
+    const custom = { 'CF-Access-Client-Id': 'client-id.access', 'CF-Access-Client-Secret': 'CfAccessSecret5551234' };
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, apiKey: API_KEY, customHeaders: custom });
+    const r = await rest.getTaskRun(TASK_RUN);
+    rest.close();
+    assert.equal(r.ok, false);
+    const sent = (h: IncomingHttpHeaders): Record<string, unknown> => {
+      const { host: _host, connection: _connection, ...rest } = h;
+      return rest;
+    };
+    const own = { accept: 'application/json', 'user-agent': `prefect-otel/${VERSION}`, 'accept-encoding': 'gzip, deflate, br' };
+    const credentials = { authorization: `Bearer ${API_KEY}`, 'cf-access-client-id': 'client-id.access', 'cf-access-client-secret': 'CfAccessSecret5551234' };
+    assert.deepEqual(
+      { prefect: seen.map((s) => [s.path, sent(s.headers)]), elsewhere: elsewhere.map(sent) },
+      {
+        prefect: [
+          [`/api/task_runs/${TASK_RUN}`, { ...own, ...credentials }],
+          [`/api/moved/${TASK_RUN}`, { ...own, ...credentials }],
+        ],
+        elsewhere: [own],
+      },
+    );
+  });
+});
+
 describe('rest client: through a proxy', () => {
   it('close() while the proxy has not answered CONNECT ends the request and closes the proxy connection at once, not at the request timeout', async () => {
     const proxy = await startSilentProxy();
