@@ -3,7 +3,7 @@
  * one. Beside it, a journal (`<file>.journal`) that lines are appended to: a crash leaves at most
  * its last line cut short. Writes are serialised, so two overlapping calls cannot interleave.
  */
-import { readlinkSync } from 'node:fs';
+import { constants, readlinkSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { errorText, InputError } from '../errors.js';
@@ -73,7 +73,10 @@ export function createStateStore(path: string): StateStore {
     await makeStateDirectory(dir, path);
     let length: number;
     try {
-      length = await writeSynced(tmpPath, 'w', pieces);
+      // A file already at the temp path (one a kill left, with this pid; a link someone put there)
+      // is removed, not written through: the temp file is always a new one of this process's own.
+      await unlink(tmpPath).catch(() => undefined);
+      length = await writeSynced(tmpPath, NEW_FILE, pieces);
       const written = await identityOf(tmpPath);
       // Looked at last, just before the rename: a process frozen in the middle of a save (after the
       // lease was looked at) may resume after another has taken the state file over and saved it,
@@ -124,7 +127,7 @@ export function createStateStore(path: string): StateStore {
       let length = 0;
       await serially(async () => {
         await makeStateDirectory(dirname(path), path);
-        length = await writeSynced(journalPath, 'a', typeof text === 'string' ? [text] : text);
+        length = await writeSynced(journalPath, APPEND_NO_LINK, typeof text === 'string' ? [text] : text);
       });
       return length;
     },
@@ -278,10 +281,19 @@ function* withNewline(pieces: Iterable<string>): Generator<string, void, undefin
 const WRITE_CHUNK_CHARS = 1 << 20;
 
 /**
- * Write (`w`) or append (`a`) the pieces, about a megabyte per write, then fsync the file; resolves
- * to the number of characters written. Owner-only permissions: it holds run names and ids.
+ * The temp file of a save: created here, never one that is there already (O_EXCL), so never a
+ * symbolic link followed to another file, which the save would write over.
  */
-async function writeSynced(file: string, flags: 'w' | 'a', pieces: Iterable<string>): Promise<number> {
+const NEW_FILE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
+/** The journal: appended to, never through a symbolic link (its path is beside the state file's target, which is no link). */
+const APPEND_NO_LINK = constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND | (constants.O_NOFOLLOW ?? 0);
+
+/**
+ * Write the pieces to a new file or append them (`flags`), about a megabyte per write, then fsync
+ * the file; resolves to the number of characters written. Owner-only permissions: it holds run
+ * names and ids, and the payloads of the runs' events.
+ */
+async function writeSynced(file: string, flags: number, pieces: Iterable<string>): Promise<number> {
   const fh = await open(file, flags, 0o600);
   let length = 0;
   try {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -76,6 +76,41 @@ describe('state store', () => {
     // A store not told what is its own (no lock held) writes as it always did.
     await createStateStore(path).save({ n: 7 });
     assert.deepEqual(JSON.parse(await readFile(path, 'utf8')), { n: 7 });
+  });
+
+  it('never writes through a file or a symbolic link already at its temp path or its journal: another file they point to stays as it was, and the state is owner-only under a umask of 022', { skip: process.platform === 'win32' }, async () => {
+    const umask = process.umask(0o022);
+    after(() => process.umask(umask));
+    const at = join(dir, 'links');
+    await mkdir(at);
+    const victim = join(at, 'other-file');
+    await writeFile(victim, 'not the state\n', { mode: 0o644 });
+    const path = join(at, 'state.json');
+    // The temp path of this process's saves (its pid), as a kill would have left it, here a link.
+    const tmp = `${path}.${process.pid}.tmp`;
+    await symlink(victim, tmp);
+    const store = createStateStore(path);
+    await store.save({ n: 1 });
+    assert.deepEqual(
+      { victim: await readFile(victim, 'utf8'), victimMode: (await stat(victim)).mode & 0o777, state: await store.load(), stateMode: (await lstat(path)).mode & 0o777, files: (await readdir(at)).sort() },
+      { victim: 'not the state\n', victimMode: 0o644, state: { n: 1 }, stateMode: 0o600, files: ['other-file', 'state.json'] },
+    );
+    // A leftover temp file of a wider mode is not reused either.
+    await writeFile(tmp, 'left by a kill', { mode: 0o644 });
+    await chmod(tmp, 0o644);
+    await store.save({ n: 2 });
+    assert.deepEqual({ state: await store.load(), stateMode: (await stat(path)).mode & 0o777 }, { state: { n: 2 }, stateMode: 0o600 });
+
+    await symlink(victim, store.journalPath);
+    await assert.rejects(store.append('{"line":1}\n'), (err: NodeJS.ErrnoException) => err.code === 'ELOOP');
+    assert.deepEqual({ victim: await readFile(victim, 'utf8'), link: await readlink(store.journalPath) }, { victim: 'not the state\n', link: victim });
+    // The next save supersedes the journal: the link is removed, not followed, and appends go to a journal of the store's own.
+    await store.save({ n: 3 });
+    await store.append('{"line":2}\n');
+    assert.deepEqual(
+      { victim: await readFile(victim, 'utf8'), journal: await store.loadJournal(), journalIsFile: (await lstat(store.journalPath)).isFile(), journalMode: (await stat(store.journalPath)).mode & 0o777 },
+      { victim: 'not the state\n', journal: '{"line":2}\n', journalIsFile: true, journalMode: 0o600 },
+    );
   });
 
   it('serialises concurrent saves: the last call wins and no write interleaves', async () => {
