@@ -10,7 +10,7 @@ import { traceSampler } from './export/sampling.js';
 import { createResource, estimateSpanBytes } from './export/spans.js';
 import { diagToLogger } from './log/diag.js';
 import { createRunLogWriter } from './log/stlogging.js';
-import { redactTokenFields, secretRedactor, shownUrl } from './log/redact.js';
+import { redactCredentials, secretRedactor, shownUrl } from './log/redact.js';
 import { ATTR } from './model/attributes.js';
 import { applySpanLimits } from './model/attribute-limits.js';
 import { classify, type Classified } from './model/classify.js';
@@ -386,10 +386,11 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   /**
    * A skipped frame or line as its log line shows it: every secret of the configuration and every
-   * `"token"` field redacted before it is cut short, so that no credential shows, not even its start.
+   * credential in a form known from recordings and dumps (`redactCredentials`) redacted before it is
+   * cut short, so that no credential shows, not even its start.
    */
   const redactSecrets = secretRedactor(secretsOf(config));
-  const redactInput = (text: string): string => redactSecrets(redactTokenFields(text));
+  const redactInput = (text: string): string => redactCredentials(redactSecrets(text));
   const inputExcerpt = (raw: unknown): string => {
     const text = typeof raw === 'string' ? raw : safeStringify(raw);
     return excerpt(redactInput(text.length > MAX_SCANNED_INPUT_CHARS ? text.slice(0, MAX_SCANNED_INPUT_CHARS) : text));

@@ -13,7 +13,7 @@ import { nativeSpanFromRest } from './source/native-spans.js';
 import { createFlowParentLookup, createOwnerLookup, type OwnerLookupOptions } from './source/run-lookups.js';
 import { excerpt, isRecord, MAX_EVENT_BYTES } from './model/event.js';
 import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
-import { redactUserinfo, safeUrl, shownUrl } from './log/redact.js';
+import { redactCredentials, safeUrl, shownUrl } from './log/redact.js';
 import { escapeControls } from './log/control-chars.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { apiUrlAdvice, prefectAuth } from './source/prefect-api.js';
@@ -151,6 +151,8 @@ const EVENT_ARRAY_START = /^\[\s*[{\]]/;
 const CLI_STOP_MAX_LINES = 8;
 /** How many stops the summary names by line. */
 const CLI_STOPS_SHOWN = 3;
+/** How much of a stop message is looked at for credentials before its excerpt is taken (its lines may be long). */
+const MAX_STOP_SCANNED_CHARS = 4_096;
 
 /** Where `prefect events stream` stopped, as the summary says it. */
 export interface StreamStop {
@@ -291,7 +293,8 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   const stops: StreamStop[] = [];
   const endStop = (): void => {
     if (stop === undefined) return;
-    const message = redactUserinfo(excerpt(stop.parts.join(' '), 300));
+    const said = stop.parts.join(' ');
+    const message = excerpt(redactCredentials(said.length > MAX_STOP_SCANNED_CHARS ? said.slice(0, MAX_STOP_SCANNED_CHARS) : said), 300);
     stopCount += 1;
     if (stops.length < CLI_STOPS_SHOWN) stops.push({ line: stop.line, message });
     options.logger.warn({ component: 'replay', line: stop.line, message }, '`prefect events stream` stopped here on an error: events from then until it was started again are not in the input');

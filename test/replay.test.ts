@@ -213,12 +213,12 @@ test('replay with OTel logs on: the summary counts spans not delivered, not the 
   ]);
 });
 
-test('`prefect events stream` stopped on errors five times: the summary names the first three by line and counts the rest; a user:password in a message is not shown', async () => {
+test('`prefect events stream` stopped on errors five times: the summary names the first three by line and counts the rest; a user:password or an API key in a message is not shown', async () => {
   const file = join(mkdtempSync(join(tmpdir(), 'prefect-otel-stops-')), 'events.jsonl');
   const flow = (type: string, from: string, s: number) =>
     JSON.stringify(flowRunStateEvent({ flowRunId: fr, flowRunName: 'crimson-fox', ...FLOW, state: { type, name: type.charAt(0) + type.slice(1).toLowerCase() }, from, runCount: 1, occurred: t0 + s * 1000 }));
   const stop = 'Connection closed, retrying... (no close frame received or sent)';
-  const lines = [flow('PENDING', 'SCHEDULED', 0), stop, flow('RUNNING', 'PENDING', 1), stop, stop, `An unexpected error occurred: cannot connect to https://ops:hunter22@prefect.example/api`, '# a comment', stop, flow('COMPLETED', 'RUNNING', 2)];
+  const lines = [flow('PENDING', 'SCHEDULED', 0), stop, flow('RUNNING', 'PENDING', 1), stop, stop, `An unexpected error occurred: cannot connect to https://ops:hunter22@prefect.example/api with Authorization: Bearer pnu_AbCdEf0123456789XyZ`, '# a comment', stop, flow('COMPLETED', 'RUNNING', 2)];
   writeFileSync(file, `${lines.join('\n')}\n`);
   const summary = await runReplay({
     config: resolveConfig({ tracesExporter: 'none', apiUrl: 'http://127.0.0.1:9/api' }, {}),
@@ -256,7 +256,7 @@ test('`prefect events stream` stopped on errors five times: the summary names th
       [2, stop],
       [4, stop],
       [5, stop],
-      [6, 'An unexpected error occurred: cannot connect to https://[redacted]@prefect.example/api'],
+      [6, 'An unexpected error occurred: cannot connect to https://[redacted]@prefect.example/api with Authorization: [redacted]'],
       [8, stop],
     ],
   );

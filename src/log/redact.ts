@@ -73,6 +73,42 @@ export function redactTokenFields(text: string): string {
 const TOKEN_FIELD_RE = /("token"\s*:\s*")(?:[^"\\]|\\.?)*"?/g;
 
 /**
+ * `text` with every credential redacted that it carries in a form known from recordings, logs and
+ * dumps, whether or not it is one of this configuration's: `"token"` fields (see
+ * `redactTokenFields`) and other JSON fields named for a secret (`"password"`, `"api_key"`,
+ * `"authorization"`…); the value of an `Authorization` or `Proxy-Authorization` header, in a header
+ * dump (`> Authorization: Bearer …`) or JSON; a `Bearer` or `Basic` credential anywhere; Prefect API
+ * keys (`pnu_…`, `pnb_…`); a Prefect or OTLP credential variable's value (`PREFECT_API_KEY=…`,
+ * `OTEL_EXPORTER_OTLP_HEADERS='…'`); the user info of URLs and their credential-like query values
+ * (`?token=…`). For excerpts of skipped input: a file given to replay may be a recording of a
+ * session, or hold a `curl -v` dump or an environment listing, on a host with none of these set.
+ */
+export function redactCredentials(text: string): string {
+  return redactUserinfo(redactTokenFields(text))
+    .replace(SECRET_FIELD_RE, '$1[redacted]"')
+    .replace(AUTHORIZATION_RE, '$1[redacted]')
+    .replace(AUTH_SCHEME_RE, '$1 [redacted]')
+    .replace(PREFECT_KEY_RE, '[redacted]')
+    .replace(CREDENTIAL_VARIABLE_RE, '$1[redacted]')
+    .replace(CREDENTIAL_QUERY_RE, '$1[redacted]');
+}
+
+/** A JSON string field named for a secret, to its closing quote or the end of the text. */
+const SECRET_FIELD_RE =
+  /("(?:password|passwd|secret|client[_-]?secret|api[_-]?key|apikey|auth[_-]?string|authorization|proxy[_-]?authorization|access[_-]?token|refresh[_-]?token|id[_-]?token|x-api-key|cf-access-client-secret)"\s*:\s*")(?:[^"\\]|\\.?)*"?/gi;
+/** An Authorization header's value, as a header dump or `key=value` writes it, to the end of its line. */
+const AUTHORIZATION_RE = /(\b(?:proxy-)?authorization\s*[:=]\s*)(?!\[redacted\])[^\s"',;}][^\r\n"',;}]*/gi;
+/** A credential of the HTTP schemes that carry one in the clear (the scheme's name stays). */
+const AUTH_SCHEME_RE = /\b(Bearer|Basic)\s+(?!\[redacted\])[A-Za-z0-9._~+/-]{4,}=*/gi;
+/** A Prefect Cloud API key (`pnu_`: a user's, `pnb_`: a service account's). */
+const PREFECT_KEY_RE = /\bpn[ub]_[A-Za-z0-9]+/g;
+/** A credential variable assigned (`NAME=value`, `NAME: value`, `"NAME": "value"`): its value quoted, or to the end of its line. */
+const CREDENTIAL_VARIABLE_RE =
+  /(\b(?:PREFECT_API_KEY|PREFECT_API_AUTH_STRING|PREFECT_CLIENT_CUSTOM_HEADERS|OTEL_EXPORTER_OTLP_(?:TRACES_|LOGS_|METRICS_)?HEADERS)["']?\s*[=:]\s*)(?!\[redacted\])(?:"(?:[^"\\]|\\.?)*"?|'[^']*'?|[^\r\n]+)/g;
+/** A query value whose name says it is a credential (`?token=…`, `&api-key=…`). */
+const CREDENTIAL_QUERY_RE = /([?&](?:token|access_token|api[-_]?key|apikey|key|auth|password|secret|sig|signature)=)[^&#\s"']+/gi;
+
+/**
  * The secrets a URL carries, as a server that quotes the request back may show them: the password
  * of its user info (as written and decoded), the `Authorization: Basic` value that Node's HTTP
  * client makes of the user info, and each query value (a vendor's endpoint may take its key as

@@ -183,3 +183,25 @@ test('a collector that quotes the request back in its refusal (its URL, its Auth
     await new Promise((resolve) => server.close(resolve));
   }
 });
+
+test('skipped input that holds credentials of no setting here (a header dump, an environment listing, a URL with a password) is logged with them redacted', async () => {
+  const lines = [
+    '> Authorization: Bearer pnu_AbCdEf0123456789XyZ',
+    'export PREFECT_API_KEY=pnu_ZZZZ0123456789yyyy',
+    'curl http://admin:Hunter2Pass@prefect:4200/api/events/filter',
+    '{"headers": {"Authorization": "Basic YWRtaW46SHVudGVyMlBhc3M="}}',
+  ];
+  const r = await cli(['replay', '-'], { OTEL_TRACES_EXPORTER: 'none' }, [...smallRun(), ...lines].join('\n'));
+  assert.equal(r.code, 0, r.stderr);
+  const out = `${r.stdout}${r.stderr}`;
+  for (const secret of ['AbCdEf0123456789XyZ', 'ZZZZ0123456789yyyy', 'Hunter2Pass', 'YWRtaW46SHVudGVyMlBhc3M=']) assert.ok(!out.includes(secret), `${secret} in the output:\n${out}`);
+  assert.deepEqual(
+    logLines(r.stdout).filter((l) => l.msg === 'skipped malformed input').map((l) => [l.reason, l.excerpt]),
+    [
+      ['invalid_json', '> Authorization: [redacted]'],
+      ['invalid_json', 'export PREFECT_API_KEY=[redacted]'],
+      ['invalid_json', 'curl http://[redacted]@prefect:4200/api/events/filter'],
+      ['missing_field', '{"headers": {"Authorization": "[redacted]"}}'],
+    ],
+  );
+});

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { redactTokenFields, redactUrlValue, redactUserinfo, safeUrl } from '../../src/log/redact.js';
+import { redactCredentials, redactTokenFields, redactUrlValue, redactUserinfo, safeUrl } from '../../src/log/redact.js';
 
 describe('redact: URL user info', () => {
   it('safeUrl drops the user info, a password with a raw @ included, and leaves other URLs as given', () => {
@@ -60,6 +60,41 @@ describe('redact: URL user info', () => {
         '{"type":"auth","token":"[redacted]"',
         '{"type":"auth","token":null}',
         '{"type":"event","event":{"id":"token"}}',
+      ],
+    );
+  });
+
+  it('redactCredentials replaces credentials in the forms recordings, header dumps and environment listings write them; the rest stays', () => {
+    assert.deepEqual(
+      [
+        '> Authorization: Bearer pnu_AbCdEf0123456789XyZ',
+        '< proxy-authorization: Basic YWRtaW46SHVudGVyMlBhc3M=',
+        '{"headers": {"Authorization": "Basic YWRtaW46SHVudGVyMlBhc3M=", "Accept": "application/json"}}',
+        'sent Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig with basic YWRtaW46cGFzcw==',
+        'key pnu_ZZZZ0123456789yyyy and pnb_Service0123 in a note',
+        'export PREFECT_API_KEY=pnu_ZZZZ0123456789yyyy && prefect deploy',
+        "PREFECT_API_AUTH_STRING='admin:Hunter2 Pass' prefect-otel",
+        'PREFECT_CLIENT_CUSTOM_HEADERS={"CF-Access-Client-Secret": "CfSecret5551234"}',
+        '{"OTEL_EXPORTER_OTLP_HEADERS": "x-honeycomb-team=HcKey0123", "OTEL_SERVICE_NAME": "etl"}',
+        'curl http://admin:Hunter2Pass@prefect:4200/api/events/filter?token=T0kenValue&limit=50',
+        '{"password": "Hunter2Pass", "api_key": "k3y\\"x", "name": "crimson-fox"}',
+        '{"type":"auth","token":"pnu_abc"}',
+        '{"type":"event","event":{"id":"x","resource":{"prefect.resource.name":"Basic ETL"}}}',
+      ].map(redactCredentials),
+      [
+        '> Authorization: [redacted]',
+        '< proxy-authorization: [redacted]',
+        '{"headers": {"Authorization": "[redacted]", "Accept": "application/json"}}',
+        'sent Bearer [redacted] with basic [redacted]',
+        'key [redacted] and [redacted] in a note',
+        'export PREFECT_API_KEY=[redacted] && prefect deploy',
+        'PREFECT_API_AUTH_STRING=[redacted] prefect-otel',
+        'PREFECT_CLIENT_CUSTOM_HEADERS=[redacted]',
+        '{"OTEL_EXPORTER_OTLP_HEADERS": [redacted], "OTEL_SERVICE_NAME": "etl"}',
+        'curl http://[redacted]@prefect:4200/api/events/filter?token=[redacted]&limit=50',
+        '{"password": "[redacted]", "api_key": "[redacted]", "name": "crimson-fox"}',
+        '{"type":"auth","token":"[redacted]"}',
+        '{"type":"event","event":{"id":"x","resource":{"prefect.resource.name":"Basic ETL"}}}',
       ],
     );
   });
