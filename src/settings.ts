@@ -87,8 +87,8 @@ const CLOUD_API_URL_FORM = 'https://api.prefect.cloud/api/accounts/<account id>/
 /**
  * PREFECT_API_URL: an http(s) URL every API path is appended to. The mistakes that would otherwise
  * only show as an endless retry of a 404 are refused here with the URL to use: the Cloud UI's address
- * pasted from the browser, a Cloud URL without its workspace, and a query or fragment (the paths
- * would land inside it).
+ * pasted from the browser, a Cloud URL without its workspace or on http://, and a query or fragment
+ * (the paths would land inside it).
  */
 function prefectApiUrl(raw: unknown): Parsed<string> {
   const t = httpUrl(raw);
@@ -99,6 +99,11 @@ function prefectApiUrl(raw: unknown): Parsed<string> {
     const ids = CLOUD_UI_PATH.exec(u.pathname);
     const use = ids === null ? CLOUD_API_URL_FORM : `https://${CLOUD_API_HOST}/api/accounts/${ids[1]}/workspaces/${ids[2]}`;
     return bad(`${CLOUD_UI_HOST} is the Prefect Cloud web UI, not its API: use ${use}`);
+  }
+  // Prefect Cloud is served over https: on http:// each REST request would send the API key
+  // unencrypted before any redirect to https:// could be followed.
+  if (u.protocol === 'http:' && (host === 'prefect.cloud' || host.endsWith('.prefect.cloud'))) {
+    return bad(`Prefect Cloud is reached over https only (over http:// the API key would be sent unencrypted): use https://${u.host}${u.pathname.replace(/\/+$/, '')}`);
   }
   if (host === CLOUD_API_HOST && !CLOUD_WORKSPACE_PATH.test(u.pathname)) {
     const within = CLOUD_WORKSPACE_PREFIX.exec(u.pathname);

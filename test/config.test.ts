@@ -307,7 +307,7 @@ test('OTLP base endpoint with a query string (a vendor key): the signal paths go
   assert.ok(!JSON.stringify(shown).includes('k3yv4lue'), JSON.stringify(shown));
 });
 
-test('PREFECT_API_URL: a Cloud workspace URL with or without its trailing slash and a self-hosted one behind a path prefix are taken; the Cloud UI address, a Cloud URL without its workspace and a query string are errors naming the URL to use', () => {
+test('PREFECT_API_URL: a Cloud workspace URL with or without its trailing slash and a self-hosted one behind a path prefix are taken; the Cloud UI address, a Cloud URL without its workspace or on http:// and a query string are errors naming the URL to use', () => {
   const a = '0b3c5d7e-1111-4a2b-8c9d-0e1f2a3b4c5d';
   const w = '9a1e2f3b-2222-4c4d-9e5f-6a7b8c9d0e1f';
   const taken = (url: string): string => resolveConfig({}, { PREFECT_API_URL: url }).prefect.apiUrl;
@@ -331,6 +331,7 @@ test('PREFECT_API_URL: a Cloud workspace URL with or without its trailing slash 
       cloudNoWorkspace: problems('https://api.prefect.cloud/api'),
       cloudPastWorkspace: problems(`https://api.prefect.cloud/api/accounts/${a}/workspaces/${w}/events/out`),
       query: problems('https://user:pw@host:4200/api?token=abc#x'),
+      cloudHttp: problems(`http://API.prefect.cloud/api/accounts/${a}/workspaces/${w}/`),
     },
     {
       ui: [`PREFECT_API_URL: app.prefect.cloud is the Prefect Cloud web UI, not its API: use https://api.prefect.cloud/api/accounts/${a}/workspaces/${w}`],
@@ -338,6 +339,7 @@ test('PREFECT_API_URL: a Cloud workspace URL with or without its trailing slash 
       cloudNoWorkspace: ['PREFECT_API_URL: a Prefect Cloud API URL names a workspace: https://api.prefect.cloud/api/accounts/<account id>/workspaces/<workspace id>'],
       cloudPastWorkspace: [`PREFECT_API_URL: a Prefect Cloud API URL ends at its workspace (API paths are appended to it): use https://api.prefect.cloud/api/accounts/${a}/workspaces/${w}`],
       query: ['PREFECT_API_URL: must not have a query or fragment (API paths are appended to it): use https://host:4200/api'],
+      cloudHttp: [`PREFECT_API_URL: Prefect Cloud is reached over https only (over http:// the API key would be sent unencrypted): use https://api.prefect.cloud/api/accounts/${a}/workspaces/${w}`],
     },
   );
 });
