@@ -98,7 +98,42 @@ export function classify(event: PrefectEvent): Classified {
   add(own);
   for (const r of event.related) if (r.id.startsWith(RUN_PREFIX.task)) add(runRefFromResourceId(r.id, r.name));
   for (const r of event.related) if (r.id.startsWith(RUN_PREFIX.flow)) add(runRefFromResourceId(r.id, r.name));
+  if (runs.length === 0 && AUTOMATION_STATE_EVENTS.has(event.name)) for (const ref of automationRuns(event.payload)) add(ref);
   return runs.length > 0 ? { kind: 'run-event', runs } : { kind: 'unrelated' };
+}
+
+/**
+ * An automation's trigger firing or resolving (`create_automation_state_change_event` in
+ * src/prefect/server/events/schemas/automations.py) relates only the event that set it off
+ * (`prefect.event.<id>`, role `triggering-event`): the run it is about is named in its payload, in
+ * `triggering_event` (that event, dumped whole) or, for a proactive trigger that fired on no event
+ * (a run left Running too long), in `triggering_labels` (the labels it counted by, such as
+ * `prefect.resource.id`).
+ */
+const AUTOMATION_STATE_EVENTS: ReadonlySet<string> = new Set(['prefect.automation.triggered', 'prefect.automation.resolved']);
+/** How many of the triggering event's related resources are looked at. */
+const MAX_TRIGGERING_RELATED = 64;
+
+/** The runs an automation's state event is about: the triggering event's (innermost first), or its trigger's labels'. */
+function automationRuns(payload: Record<string, unknown>): RunRef[] {
+  const refs: RunRef[] = [];
+  const resourceRef = (resource: unknown): RunRef | undefined => {
+    if (!isRecord(resource)) return undefined;
+    const id = resource['prefect.resource.id'];
+    const name = resource['prefect.resource.name'];
+    return typeof id === 'string' ? runRefFromResourceId(id, typeof name === 'string' ? name : undefined) : undefined;
+  };
+  const triggering = payload.triggering_event;
+  if (isRecord(triggering)) {
+    const related = Array.isArray(triggering.related) ? triggering.related.slice(0, MAX_TRIGGERING_RELATED).map(resourceRef) : [];
+    const own = resourceRef(triggering.resource);
+    for (const ref of [own, ...related.filter((r) => r?.type === 'task'), ...related.filter((r) => r?.type === 'flow')]) if (ref !== undefined) refs.push(ref);
+  } else {
+    const label = isRecord(payload.triggering_labels) ? payload.triggering_labels['prefect.resource.id'] : undefined;
+    const ref = typeof label === 'string' ? runRefFromResourceId(label) : undefined;
+    if (ref !== undefined) refs.push(ref);
+  }
+  return refs;
 }
 
 function nonEmpty(text: string | undefined): string | undefined {

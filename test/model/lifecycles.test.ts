@@ -528,6 +528,34 @@ test('the events around a run as Prefect sends them: a tag concurrency limit acq
   assert.equal(pipeline.tracker.counts.spanEvents, 9, 'five transitions and four run events; the deployment update is on no span');
 });
 
+test('an automation that fires or resolves on a run (a trigger on a task\'s Running, a proactive trigger on a flow run left Running): a span event on the run its payload names; one about no run is on no span', async () => {
+  const flow = flowRun([[0, 'RUNNING', 'Running', 1], [10, 'COMPLETED', 'Completed', 1]]);
+  const task = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[1, 'PENDING', 'Pending', 0], [2, 'RUNNING', 'Running', 1], [5, 'COMPLETED', 'Completed', 1]]);
+  // As the server writes them (create_automation_state_change_event, src/prefect/server/events/schemas/automations.py):
+  // the automation is the resource, the event that set it off the only related resource, and that event dumped whole in the payload.
+  const automation = (event: string, s: number, id: string, name: string, triggering: WireEvent | null, labels: Record<string, string>): WireEvent =>
+    customEvent({
+      event, resourceId: `prefect.automation.0198c7d2-c000-7000-8000-0000000000e${id.slice(-1)}`, resourceName: name, occurred: at(s), id,
+      related: triggering === null ? [] : [{ id: `prefect.event.${triggering.id}`, role: 'triggering-event' }],
+      payload: { triggering_labels: labels, triggering_event: triggering },
+    });
+  const onTask = automation('prefect.automation.triggered', 2.5, '0198c7d2-c000-7000-8000-0000000000b1', 'page-on-load', task[1]!, {});
+  // Proactive (no event set it off): the run is named only by the label it counts by.
+  const stuck = automation('prefect.automation.triggered', 7, '0198c7d2-c000-7000-8000-0000000000b2', 'flow-stuck', null, { 'prefect.resource.id': `prefect.flow-run.${FR}` });
+  const resolved = automation('prefect.automation.resolved', 9, '0198c7d2-c000-7000-8000-0000000000b3', 'flow-stuck', null, { 'prefect.resource.id': `prefect.flow-run.${FR}` });
+  const aboutNoRun = automation('prefect.automation.triggered', 8, '0198c7d2-c000-7000-8000-0000000000b4', 'pool-down', null, { 'prefect.resource.id': 'prefect.work-pool.0198c7d2-c000-7000-8000-0000000000d1' });
+  const { spans, pipeline } = await run([flow[0]!, task[0]!, task[1]!, onTask, task[2]!, stuck, aboutNoRun, resolved, flow[1]!]);
+  const runEvent = (e: WireEvent) => [e.event, Math.round(Date.parse(String(e.occurred)) * 1000), {
+    'prefect.event.id': e.id, 'prefect.event.resource.id': e.resource['prefect.resource.id'], 'prefect.event.resource.name': e.resource['prefect.resource.name'],
+    'prefect.event.payload': JSON.stringify(e.payload),
+  }];
+  assert.deepEqual(spans.map((s) => [s.run.id, s.events.map((e) => [e.name, e.timeUs, e.attributes])]), [
+    [TASK, [stateEvents(task)[0], stateEvents(task)[1], runEvent(onTask), stateEvents(task)[2]]],
+    [FR, [stateEvents(flow)[0], runEvent(stuck), runEvent(resolved), stateEvents(flow)[1]]],
+  ]);
+  assert.deepEqual([pipeline.counters.accepted, pipeline.counters.unrelated], [8, 1]);
+});
+
 test('a flow run first seen through a worker event, its deployment, pool and queue only in some events (heartbeats name no pool or queue): the span has them all, the pool type from the server\'s events', async () => {
   const worker = customEvent({
     event: 'prefect.worker.submitted-flow-run', resourceId: 'prefect.worker.kubernetes.k8s-worker-1', resourceName: 'k8s-worker-1', occurred: at(0.5), id: '0198c7d2-ffff-7000-8000-000000000002',
