@@ -119,9 +119,9 @@ function automationRuns(payload: Record<string, unknown>): RunRef[] {
   const refs: RunRef[] = [];
   const resourceRef = (resource: unknown): RunRef | undefined => {
     if (!isRecord(resource)) return undefined;
+    // Its id only: a name in a payload was never checked as an event's own resources are.
     const id = resource['prefect.resource.id'];
-    const name = resource['prefect.resource.name'];
-    return typeof id === 'string' ? runRefFromResourceId(id, typeof name === 'string' ? name : undefined) : undefined;
+    return typeof id === 'string' ? runRefFromResourceId(id) : undefined;
   };
   const triggering = payload.triggering_event;
   if (isRecord(triggering)) {
