@@ -341,6 +341,21 @@ export class RunState {
     return moved;
   }
 
+  /**
+   * Take out the span events other than states at or after `fromUs`: a later attempt's, which came
+   * before the states that opened it. Its states stay; the last event is worked out again.
+   */
+  detachOthersFrom(fromUs: number): EventEntry[] {
+    if (!(this.lastEventUs >= fromUs)) return [];
+    const moved = this.events.filter((e) => e.timeUs >= fromUs && e.attributes[ATTR.STATE_TYPE] === undefined);
+    if (moved.length === 0) return moved;
+    this.events = this.events.filter((e) => e.timeUs < fromUs || e.attributes[ATTR.STATE_TYPE] !== undefined);
+    this.lastEventUs = -Infinity;
+    for (const e of this.events) if (e.timeUs > this.lastEventUs) this.lastEventUs = e.timeUs;
+    if (this.latest !== undefined && this.latest.occurredUs > this.lastEventUs) this.lastEventUs = this.latest.occurredUs;
+    return moved;
+  }
+
   /** The span events `detachFrom` took out of the attempt before, applied to this one as they came. */
   takeEvents(entries: readonly EventEntry[], maxEvents: number, nowMs: number): void {
     for (const e of entries) {

@@ -350,7 +350,20 @@ export class RunTracker {
       this.moveChildren(ref.id, before, run.spanId, event.occurredUs);
     }
     this.apply(run, event, classified, payload, nowMs);
+    const settling = this.settling.get(ref.id);
+    if (settling !== undefined) this.takeOverEvents(settling, run, nowMs);
     return undefined;
+  }
+
+  /**
+   * The events other than states of an attempt settling beside its rerun `next` that occurred from
+   * the rerun's first event on (after its own terminal state) are the rerun's, as in order: they
+   * came ahead of the states that opened it (reordered), and the attempt open then took them.
+   */
+  private takeOverEvents(before: RunState, next: RunState, nowMs: number): void {
+    if (next.attempt <= before.attempt || before.latest === undefined) return;
+    const moved = before.detachOthersFrom(Math.max(next.firstEventUs, before.latest.occurredUs + 1));
+    if (moved.length > 0) next.takeEvents(moved, this.options.maxSpanEvents, nowMs);
   }
 
   /**
