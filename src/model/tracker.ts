@@ -349,7 +349,11 @@ export class RunTracker {
       // Its tasks whose first events came before this state (reordered ahead of it) hang under it.
       this.moveChildren(ref.id, before, run.spanId, event.occurredUs);
     }
+    const firstBefore = run.firstEventUs;
     this.apply(run, event, classified, payload, nowMs);
+    // A rerun's state that occurred before the one that opened it (reordered behind it): the runs that
+    // began from then on under the attempt before are the rerun's too.
+    if (run.attempt > 0 && Number.isFinite(firstBefore) && run.firstEventUs < firstBefore) this.moveChildren(ref.id, spanIdForRun(ref.id, run.attempt - 1), run.spanId, run.firstEventUs);
     const settling = this.settling.get(ref.id);
     if (settling !== undefined) this.takeOverEvents(settling, run, nowMs);
     return undefined;
