@@ -5,6 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { redactUrlValue } from './log/redact.js';
+import { isCloudHost } from './source/prefect-api.js';
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string };
 
@@ -102,7 +103,7 @@ function prefectApiUrl(raw: unknown): Parsed<string> {
   }
   // Prefect Cloud is served over https: on http:// each REST request would send the API key
   // unencrypted before any redirect to https:// could be followed.
-  if (u.protocol === 'http:' && (host === 'prefect.cloud' || host.endsWith('.prefect.cloud'))) {
+  if (u.protocol === 'http:' && isCloudHost(host)) {
     return bad(`Prefect Cloud is reached over https only (over http:// the API key would be sent unencrypted): use https://${u.host}${u.pathname.replace(/\/+$/, '')}`);
   }
   if (host === CLOUD_API_HOST && !CLOUD_WORKSPACE_PATH.test(u.pathname)) {

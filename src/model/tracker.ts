@@ -432,8 +432,9 @@ export class RunTracker {
     if (tasks !== undefined) {
       for (const id of tasks) {
         const child = this.open.get(id);
-        // A task of the next attempt, also one called inside another: its flow run did not end, the grace `finalize` gave it does not apply.
-        if (child !== undefined && child.firstEventUs >= fromUs && child.ref.type === 'task' && child.meta.flowRunId === parentId && !child.terminal) this.deadlines.delete(id);
+        // A task of the next attempt (`childrenOf` holds the flow run's tasks), also one called inside
+        // another: its flow run did not end, the grace `finalize` gave it does not apply.
+        if (child !== undefined && child.firstEventUs >= fromUs && !child.terminal) this.deadlines.delete(id);
       }
     }
     const under = this.openUnder.get(before);

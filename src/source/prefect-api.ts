@@ -87,11 +87,15 @@ export function isApiPath(apiUrl: string): boolean {
   }
 }
 
+/** True for a Prefect Cloud host name (`prefect.cloud`, `*.prefect.cloud`; lowercase). */
+export function isCloudHost(host: string): boolean {
+  return host === 'prefect.cloud' || host.endsWith('.prefect.cloud');
+}
+
 /** True for Prefect Cloud (`*.prefect.cloud`), where the credential is an API key. */
 export function isCloudUrl(apiUrl: string): boolean {
   try {
-    const host = new URL(apiBase(apiUrl)).hostname.toLowerCase();
-    return host === 'prefect.cloud' || host.endsWith('.prefect.cloud');
+    return isCloudHost(new URL(apiBase(apiUrl)).hostname.toLowerCase());
   } catch {
     return false;
   }
