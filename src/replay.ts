@@ -355,7 +355,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   // Stopped by a signal (while reading, or since, while the spans read wait for the collector), the
   // delivery may still take up to the flush timeout: say what it waits for, and how not to.
   const sayDelivering = (): void => {
-    const waiting = pipeline.traces === undefined ? 0 : pipeline.traces.stats.queued + pipeline.traces.stats.inFlight + pipeline.heldSpans;
+    const waiting = spansWaiting(pipeline);
     if (waiting > 0 && options.progress?.tty === true) {
       options.progress.write(`interrupted: delivering the ${waiting.toLocaleString('en-US')} spans read (a second Ctrl-C stops at once)\n`);
     }
@@ -367,7 +367,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   const deadline = Date.now() + (options.flushTimeoutMs ?? Math.max(30_000, config.traces.timeoutMs * 3));
   // On a terminal, a collector slow to take the spans read (or not there) is said while it is waited for.
   const slowNote = options.progress?.tty !== true ? undefined : setTimeout(() => {
-    const waiting = pipeline.traces === undefined ? 0 : pipeline.traces.stats.queued + pipeline.traces.stats.inFlight + pipeline.heldSpans;
+    const waiting = spansWaiting(pipeline);
     if (waiting > 0 && signal?.aborted !== true) {
       const leftS = Math.max(1, Math.round((deadline - Date.now()) / 1000));
       options.progress!.write(`waiting for the collector to take the ${waiting.toLocaleString('en-US')} spans read (at most ${leftS} s more; Ctrl-C stops)\n`);
@@ -412,6 +412,11 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     ...(stopCount > 0 ? { streamStops: { count: stopCount, first: stops } } : {}),
     ...(cutLastLine === undefined ? {} : { cutLastLine }),
   };
+}
+
+/** Spans read and not yet taken by the collector: queued, out in a request, or held until the queue has room. */
+function spansWaiting(pipeline: Pipeline): number {
+  return pipeline.traces === undefined ? 0 : pipeline.traces.stats.queued + pipeline.traces.stats.inFlight + pipeline.heldSpans;
 }
 
 /** Where a signal is exported: its OTLP URL as logs show it (no user info, no query values), or the exporter's name. */
