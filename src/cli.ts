@@ -249,7 +249,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   let config: Config | undefined;
   try {
     // On the command line an option is a flag: a problem names it as the user wrote it.
-    config = resolveConfig(demoDefaults(args, env), env, (key) => SETTINGS[key].flag);
+    // The demo's runs are simulated: the Prefect profile (a server, a key) is not read.
+    config = resolveConfig(demoDefaults(args, env), env, (key) => SETTINGS[key].flag, [], args.command !== 'demo');
     warnings = config.warnings;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;

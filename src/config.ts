@@ -5,6 +5,7 @@ import type { SpanLimits } from './model/attribute-limits.js';
 import type { TrackerOptions } from './model/tracker.js';
 import { otlpSecrets, safeUrl, shownUrl } from './log/redact.js';
 import { cloudUiUrl, PROTECTED_HEADERS, type CredentialNames } from './source/prefect-api.js';
+import { readPrefectProfile, type PrefectProfile } from './source/prefect-profile.js';
 import { proxyEnv, proxyProblem, proxyUrl, type ProxyEnv } from './source/proxy.js';
 import { GRPC_NOT_SUPPORTED, SETTINGS, type SettingKey, type SettingValues, type TracesSamplerName } from './settings.js';
 
@@ -65,6 +66,10 @@ export interface Config {
     readonly requestTimeoutMs: number;
     /** The flag, option or variable each credential was given with, for advice when it is refused. */
     readonly credentialNames: CredentialNames;
+    /** PREFECT_PROFILE: the Prefect profile asked for by name; undefined: the profiles file's active one. */
+    readonly profileName: string | undefined;
+    /** The Prefect profile read (its name and file), whose settings apply where nothing else gives them; undefined: none. */
+    readonly profile: { readonly name: string; readonly path: string } | undefined;
   };
   readonly traces: OtlpSignalConfig & { readonly exporter: TracesExporterKind };
   /** OTEL_TRACES_SAMPLER and, for the ratio samplers, OTEL_TRACES_SAMPLER_ARG (1 when unset): which traces are exported. */
@@ -110,6 +115,9 @@ export interface Config {
 
 type Env = Readonly<Record<string, string | undefined>>;
 
+/** One of Prefect's own settings (PREFECT_API_URL), which a Prefect profile may hold; not prefect-otel's (PREFECT_OTEL_*). */
+const isPrefectSetting = (name: string): boolean => name.startsWith('PREFECT_') && !name.startsWith('PREFECT_OTEL_') && name !== 'PREFECT_PROFILE';
+
 type Signal = 'Traces' | 'Logs' | 'Metrics';
 
 /** A signal's own OTLP settings, by their SETTINGS keys. */
@@ -131,6 +139,8 @@ const FROM_OPTION = 2;
  * Every problem is collected and thrown as one ConfigError. A bad OTEL_* variable warns and falls
  * back (to the setting's next variable, else its default), as every OpenTelemetry component does;
  * the same value as a flag or option is a problem.
+ * Prefect's own settings (PREFECT_API_URL, PREFECT_API_KEY…) not given by an option or their own
+ * variable come from the active Prefect profile, as in Prefect (unless `readProfile` is false).
  * `optionName`: how a problem names an option's setting (the CLI names its flag). `otherOptions`:
  * keys of the options that are no setting but that the caller reads (`startPrefectTracing`'s `env`,
  * `logger`…); any other key that is no setting is a problem, as it would silently do nothing.
@@ -140,6 +150,7 @@ export function resolveConfig(
   givenEnv: Env = process.env,
   optionName: (key: SettingKey) => string = (key) => `option ${key}`,
   otherOptions: readonly string[] = [],
+  readProfile = true,
 ): Config {
   const problems: string[] = [];
   const warnings: string[] = [];
@@ -152,15 +163,38 @@ export function resolveConfig(
   const sources = new Map<SettingKey, string>();
   /** OTLP protocol variables that asked for gRPC, and where their warning is. */
   const grpcAsked: { key: SettingKey; at: number }[] = [];
-  for (const [key, def] of Object.entries(SETTINGS) as [SettingKey, (typeof SETTINGS)[SettingKey]][]) {
+  /** The Prefect profile, read once the setting that names it is known (it is resolved first), when a setting may come from it. */
+  const prefectProfile: { read: boolean; profile: PrefectProfile | undefined } = { read: !readProfile, profile: undefined };
+  const fromProfile = (names: readonly string[]): { name: string; value: unknown; profile: PrefectProfile } | undefined => {
+    if (!prefectProfile.read) {
+      prefectProfile.read = true;
+      prefectProfile.profile = readPrefectProfile(env, values.prefectProfile as SettingValues['prefectProfile'], sources.get('prefectProfile') ?? 'PREFECT_PROFILE', warnings);
+    }
+    const profile = prefectProfile.profile;
+    if (profile === undefined) return undefined;
+    for (const name of names) {
+      const value = profile.values[name];
+      if (value !== undefined && !(typeof value === 'string' && value.trim() === '')) return { name, value, profile };
+    }
+    return undefined;
+  };
+  // The profile's name first: every other setting of Prefect's may come from that profile.
+  const ordered = (Object.entries(SETTINGS) as [SettingKey, (typeof SETTINGS)[SettingKey]][]).sort(([a], [b]) => Number(b === 'prefectProfile') - Number(a === 'prefectProfile'));
+  for (const [key, def] of ordered) {
     const fromOption = options[key];
     let source: string | undefined;
     let raw: unknown;
     /** The setting's variables that are set, most specific first (OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT before OTEL_ATTRIBUTE_COUNT_LIMIT). */
     const givenVariables = fromOption !== undefined ? [] : def.env.filter((name) => env[name] !== undefined && env[name].trim() !== '');
+    // Prefect's own variables outrank its profile, which outranks any other (SSL_CERT_FILE), as in Prefect.
+    const prefectNames = def.env.filter(isPrefectSetting);
+    const profiled = fromOption === undefined && key !== 'prefectProfile' && prefectNames.length > 0 && !givenVariables.some(isPrefectSetting) ? fromProfile(prefectNames) : undefined;
     if (fromOption !== undefined) {
       raw = fromOption;
       source = optionName(key);
+    } else if (profiled !== undefined) {
+      raw = profiled.value;
+      source = `${profiled.name} in Prefect profile ${JSON.stringify(profiled.profile.name)} (${profiled.profile.path})`;
     } else if (givenVariables.length > 0) {
       source = givenVariables[0]!;
       raw = env[source];
@@ -270,6 +304,8 @@ export function resolveConfig(
       proxy,
       requestTimeoutMs: Math.round(v.apiRequestTimeout * 1_000),
       credentialNames: { apiKey: v.apiKey === undefined ? undefined : sources.get('apiKey'), authString: v.authString === undefined ? undefined : sources.get('authString') },
+      profileName: v.prefectProfile,
+      profile: prefectProfile.profile === undefined ? undefined : { name: prefectProfile.profile.name, path: prefectProfile.profile.path },
     },
     traces: {
       ...signal('v1/traces', { url: 'otlpTracesEndpoint', headers: 'otlpTracesHeaders', protocol: 'otlpTracesProtocol', compression: 'otlpTracesCompression', timeoutMs: 'otlpTracesTimeoutMs' }),
@@ -521,6 +557,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
   const proxyShown = (p: string | undefined): string | undefined => (p === undefined ? undefined : safeUrl(proxyUrl(p).href));
   return {
     apiUrl: url(config.prefect.apiUrl),
+    ...(config.prefect.profile === undefined ? {} : { prefectProfile: config.prefect.profile }),
     ...(Object.keys(config.prefect.customHeaders).length === 0 ? {} : { clientCustomHeaders: Object.keys(config.prefect.customHeaders).map((k) => `${k}=[redacted]`) }),
     ...(config.prefect.tls.caFile === undefined ? {} : { apiSslCertFile: config.prefect.tls.caFile }),
     ...(config.prefect.tls.rejectUnauthorized ? {} : { apiTlsInsecureSkipVerify: true }),

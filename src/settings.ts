@@ -346,6 +346,10 @@ export const SETTINGS = {
     env: ['PREFECT_UI_URL'], flag: '--ui-url', default: undefined, parse: optional(linkBaseUrl),
     doc: "Prefect UI base URL; run links in span attributes and log lines (unset with a Prefect Cloud workspace's `PREFECT_API_URL`: its `https://app.prefect.cloud/account/<a>/workspace/<w>`, as Prefect derives it)",
   },
+  prefectProfile: {
+    env: ['PREFECT_PROFILE'], flag: '--profile', commands: NOT_DEMO, default: undefined, parse: optional(text),
+    doc: "the Prefect profile whose settings (`PREFECT_API_URL`, `PREFECT_API_KEY`…) apply where no variable, flag or option gives them: from `profiles.toml` in `PREFECT_HOME` (`~/.prefect`), or the file `PREFECT_PROFILES_PATH` names, as in Prefect (unset: the file's `active` profile)",
+  },
   otlpEndpoint: {
     env: ['OTEL_EXPORTER_OTLP_ENDPOINT'], flag: '--otlp-endpoint', default: 'http://localhost:4318', parse: httpUrl,
     doc: 'OTLP/HTTP base URL; `/v1/traces`, `/v1/logs` and `/v1/metrics` are appended to its path (before a query, whose values logs do not show)',

@@ -175,12 +175,12 @@ test('a blank text setting: a variable is unset (the default, or OTEL_RESOURCE_A
 test('a blank optional flag or option clears its setting, over its variable too', () => {
   const c = resolveConfig(
     // As the CLI passes them: `--client-custom-headers=` and `--otlp-headers=` are blank strings.
-    { apiKey: ' ', apiSslCertFile: '', uiUrl: '', otlpTracesEndpoint: '', jaegerUrl: '  ', httpPort: '' as unknown as number, clientCustomHeaders: ' ' as unknown as Record<string, string>, otlpHeaders: '' as unknown as Record<string, string> },
-    { PREFECT_API_KEY: 'key', SSL_CERT_FILE: '/nowhere/ca.pem', PREFECT_UI_URL: 'http://ui:4200', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://traces:4318/t', PREFECT_OTEL_JAEGER_URL: 'http://jaeger:16686', PREFECT_OTEL_HTTP_PORT: '9464', PREFECT_CLIENT_CUSTOM_HEADERS: '{"CF-Access-Client-Id": "id"}', OTEL_EXPORTER_OTLP_HEADERS: 'x-team=secret' },
+    { apiKey: ' ', apiSslCertFile: '', uiUrl: '', prefectProfile: '', otlpTracesEndpoint: '', jaegerUrl: '  ', httpPort: '' as unknown as number, clientCustomHeaders: ' ' as unknown as Record<string, string>, otlpHeaders: '' as unknown as Record<string, string> },
+    { PREFECT_API_KEY: 'key', PREFECT_PROFILE: 'cloud', SSL_CERT_FILE: '/nowhere/ca.pem', PREFECT_UI_URL: 'http://ui:4200', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://traces:4318/t', PREFECT_OTEL_JAEGER_URL: 'http://jaeger:16686', PREFECT_OTEL_HTTP_PORT: '9464', PREFECT_CLIENT_CUSTOM_HEADERS: '{"CF-Access-Client-Id": "id"}', OTEL_EXPORTER_OTLP_HEADERS: 'x-team=secret' },
   );
   assert.deepEqual(
     { prefect: c.prefect, tracesUrl: c.traces.url, tracesHeaders: c.traces.headers, jaegerUrl: c.jaegerUrl, httpPort: c.httpPort, warnings: c.warnings },
-    { prefect: { apiUrl: 'http://127.0.0.1:4200/api', apiKey: undefined, authString: undefined, uiUrl: undefined, customHeaders: {}, tls: { ca: undefined, caFile: undefined, rejectUnauthorized: true }, proxy: undefined, requestTimeoutMs: 60_000, credentialNames: { apiKey: undefined, authString: undefined } }, tracesUrl: 'http://localhost:4318/v1/traces', tracesHeaders: {}, jaegerUrl: undefined, httpPort: undefined, warnings: [] },
+    { prefect: { apiUrl: 'http://127.0.0.1:4200/api', apiKey: undefined, authString: undefined, uiUrl: undefined, customHeaders: {}, tls: { ca: undefined, caFile: undefined, rejectUnauthorized: true }, proxy: undefined, requestTimeoutMs: 60_000, credentialNames: { apiKey: undefined, authString: undefined }, profileName: undefined, profile: undefined }, tracesUrl: 'http://localhost:4318/v1/traces', tracesHeaders: {}, jaegerUrl: undefined, httpPort: undefined, warnings: [] },
   );
 });
 

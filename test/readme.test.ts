@@ -101,6 +101,7 @@ const IN_FORCE: Record<string, (c: Config) => unknown> = {
   apiTlsInsecureSkipVerify: (c) => !c.prefect.tls.rejectUnauthorized,
   apiRequestTimeout: (c) => c.prefect.requestTimeoutMs / 1_000,
   uiUrl: (c) => c.prefect.uiUrl,
+  prefectProfile: (c) => c.prefect.profileName,
   // The base URL, as each signal's URL shows it once `/v1/<signal>` is taken off again.
   otlpEndpoint: (c) => [c.traces.url.replace(/\/v1\/traces$/, ''), c.logs.url.replace(/\/v1\/logs$/, ''), c.metrics.url.replace(/\/v1\/metrics$/, '')],
   otlpTracesEndpoint: (c) => c.traces.url,

@@ -199,13 +199,13 @@ test('each command\'s --help lists the flags that command reads and says how man
       watch: [],
       replay: stateAndStream,
       demo: [
-        '--api-url', '--api-key', '--auth-string', '--client-custom-headers', '--api-ssl-cert-file', '--api-tls-insecure-skip-verify', '--api-request-timeout',
+        '--api-url', '--api-key', '--auth-string', '--client-custom-headers', '--api-ssl-cert-file', '--api-tls-insecure-skip-verify', '--api-request-timeout', '--profile',
         '--otlp-metrics-endpoint', '--otlp-metrics-headers', '--otlp-metrics-protocol', '--otlp-metrics-compression', '--otlp-metrics-timeout',
         '--metrics-exporter', '--metric-export-interval-ms', '--metric-export-timeout-ms', '--otlp-metrics-temporality-preference',
         '--state-file', '--resume-margin-ms', '--idle-timeout-ms', '--state-flush-ms', '--state-lease-ms', '--stats-interval-ms', '--http-port', '--http-host',
       ],
       general: [],
-      notes: [undefined, '(prefect-otel --help lists 5 more: replay does not read them, and warns of one given as a flag)', '(prefect-otel --help lists 24 more: demo does not read them, and warns of one given as a flag)', undefined],
+      notes: [undefined, '(prefect-otel --help lists 5 more: replay does not read them, and warns of one given as a flag)', '(prefect-otel --help lists 25 more: demo does not read them, and warns of one given as a flag)', undefined],
     },
   );
 });
