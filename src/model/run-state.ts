@@ -41,6 +41,8 @@ export const MAX_SUMMARISED_NAMES = 128;
  * was called in; the list comes from event data, and each open run keeps it (`RunMeta.parentTaskIds`).
  */
 export const MAX_PARENT_TASKS = 16;
+/** Most events a `follows` chain is followed back through (`RunState.followsChain`); the links come from event data. */
+const MAX_FOLLOWS_HOPS = 64;
 
 /** Where a run's span hangs: its trace, its parent span, and whether it is the trace's root. */
 export interface TraceCtx {
@@ -241,13 +243,18 @@ export class RunState {
   /**
    * Keep the state with the latest `occurred`; on a tie, whichever arrived last, unless a state of
    * the same time follows it or it would take a terminal state's place: the run ends with the last
-   * of the `follows` chain however its events arrive.
+   * of the `follows` chain however its events arrive. Where `follows` says otherwise than the times
+   * (the clocks that stamped them disagree: Prefect servers behind a load balancer, a clock set
+   * back), `follows` wins: a state that follows the latest is the latest even if it occurred
+   * earlier, and the state the latest follows is not, even if it occurred later.
    */
   applyState(event: EventTime, state: StateInfo): void {
     const t = event.occurredUs;
     const l = this.latest;
-    const newer = l === undefined || t > l.occurredUs ||
-      (t === l.occurredUs && !this.followedAt(event.id, t) && (TERMINAL_STATE_TYPES.has(state.type) || !TERMINAL_STATE_TYPES.has(l.state.type)));
+    const newer = l === undefined ||
+      (t > l.occurredUs ? l.follows !== event.id
+        : t < l.occurredUs ? this.followsAfter(event.follows, l.id)
+          : !this.followedAt(event.id, t) && (TERMINAL_STATE_TYPES.has(state.type) || !TERMINAL_STATE_TYPES.has(l.state.type)));
     if (newer) this.latest = { id: event.id, follows: event.follows, occurredUs: t, state };
     if (state.type === 'PENDING' || state.type === 'RUNNING') {
       if (this.startUs === undefined || t < this.startUs) this.startUs = t;
@@ -257,6 +264,29 @@ export class RunState {
     if (state.runCount !== undefined && (this.maxRunCount === undefined || state.runCount > this.maxRunCount)) {
       this.maxRunCount = state.runCount;
     }
+  }
+
+  /**
+   * The ids of the events of this run that an event following `follows` comes after, by `follows`
+   * links through the events kept (`follows` first): Prefect's own order of a run's states, which
+   * it links whenever they are less than 5 minutes apart, in either direction of their clocks
+   * (`_timing_is_tight` in src/prefect/server/models/events.py, `emit_event` in
+   * src/prefect/events/utilities.py). At most MAX_FOLLOWS_HOPS of them; a cycle (bad data) ends it.
+   * Asked only when the times disagree with the order they must have (rare): a scan is cheap enough.
+   */
+  followsChain(follows: string | undefined): Set<string> {
+    const chain = new Set<string>();
+    if (follows === undefined) return chain;
+    const before = new Map<string, string | undefined>();
+    for (const e of this.events) before.set(e.id, e.follows);
+    if (this.latest !== undefined && !before.has(this.latest.id)) before.set(this.latest.id, this.latest.follows);
+    for (let id: string | undefined = follows; id !== undefined && !chain.has(id) && chain.size < MAX_FOLLOWS_HOPS; id = before.get(id)) chain.add(id);
+    return chain;
+  }
+
+  /** Whether an event following `follows` comes after the event `id` of this run, by `follows` links (`followsChain`). */
+  followsAfter(follows: string | undefined, id: string): boolean {
+    return follows === id || (follows !== undefined && this.followsChain(follows).has(id));
   }
 
   /** Whether a state event of this run at `timeUs` follows `id` (ties only, which Prefect makes rare: a scan is cheap enough). */

@@ -97,6 +97,11 @@ interface FinishedRun {
   readonly flowRunId?: string;
   /** A rerun's first event (reruns only): a child that started before it hangs under the attempt before. */
   readonly firstEventUs?: number;
+  /**
+   * The state its terminal state follows, when that was not seen (only then): should it come late,
+   * stamped after the terminal state by a clock ahead, it is a late state of this attempt, not a rerun.
+   */
+  readonly terminalFollows?: string;
 }
 
 interface Queued {
@@ -291,7 +296,8 @@ export class RunTracker {
       if (done !== undefined) {
         // An attempt ended incomplete was not seen terminal: only a state that says it leaves one starts the next.
         // One terminal state to another (RolledBack, a state set by hand) starts none: nothing runs again.
-        const rerun = classified.kind === 'state' && event.occurredUs > done.lastTerminalUs && (done.incomplete !== true || leavesTerminal(classified.state)) && !betweenTerminals(classified.state);
+        // Nor does the state its terminal state follows, stamped later by a clock ahead: it is late.
+        const rerun = classified.kind === 'state' && event.occurredUs > done.lastTerminalUs && (done.incomplete !== true || leavesTerminal(classified.state)) && !betweenTerminals(classified.state) && done.terminalFollows !== event.id;
         if (!rerun) {
           if (classified.kind !== 'heartbeat') this.late(ref, done, event, classified);
           return undefined;
@@ -331,15 +337,16 @@ export class RunTracker {
     }
     if (classified.kind === 'state' && run.latest !== undefined && event.occurredUs < run.latest.occurredUs && TERMINAL_STATE_TYPES.has(classified.state.type)) {
       // An attempt's terminal state behind states that came after it: a rerun's, reordered ahead of it.
-      const fromUs = laterAttemptFromUs(run, event.occurredUs);
+      const fromUs = laterAttemptFromUs(run, event);
       if (fromUs !== undefined) {
         this.splitAttempt(run, ref, fromUs, event, classified, nowMs);
         return undefined;
       }
     }
-    if (classified.kind === 'state' && run.terminal && event.occurredUs > run.latest!.occurredUs && !betweenTerminals(classified.state)) {
+    if (classified.kind === 'state' && run.terminal && event.occurredUs > run.latest!.occurredUs && !betweenTerminals(classified.state) && run.latest!.follows !== event.id) {
       // The run left its terminal state (a re-run from the UI): close this attempt, open the next.
-      // A state from one terminal state to another (RolledBack, a state set by hand) ends this attempt instead.
+      // A state from one terminal state to another (RolledBack, a state set by hand) ends this attempt instead;
+      // so does the state the terminal one follows, stamped later by a clock ahead (reordered behind it).
       const ctx = run.ctx;
       const before = run.spanId;
       this.retire(run, nowMs);
@@ -1225,6 +1232,7 @@ export class RunTracker {
   }
 
   private rememberFinished(run: RunState, nowMs: number): void {
+    const terminalFollows = run.terminal ? run.latest!.follows : undefined;
     this.finishedAdded.note(run.ref.id);
     this.remember(this.finished, run.ref.id, {
       type: run.ref.type,
@@ -1237,6 +1245,7 @@ export class RunTracker {
       // Most tasks hang under their flow run: then it is their parent, and not written twice.
       ...(run.meta.flowRunId === undefined || run.meta.flowRunId === run.ctx[PARENT_RUN] ? {} : { flowRunId: run.meta.flowRunId }),
       ...(run.attempt > 0 && Number.isFinite(run.firstEventUs) ? { firstEventUs: run.firstEventUs } : {}),
+      ...(terminalFollows === undefined || run.events.some((e) => e.id === terminalFollows) ? {} : { terminalFollows }),
     }, this.options.maxOpenRuns);
   }
 
@@ -1272,15 +1281,20 @@ export class RunTracker {
 }
 
 /**
- * Where the next attempt of `run` begins when its terminal state, at `terminalUs`, comes after
- * states that occurred later: the first of them. In order, any state after a terminal one opens the
- * next attempt; undefined when there is none.
+ * Where the next attempt of `run` begins when its terminal state `terminal` comes after states that
+ * occurred later: the first of them. In order, any state after a terminal one opens the next
+ * attempt; undefined when there is none. A state the terminal one follows (`follows`, directly or
+ * through others) came before it, whatever its time says (stamped by a clock ahead): it is of the
+ * same attempt.
  */
-function laterAttemptFromUs(run: RunState, terminalUs: number): number | undefined {
+function laterAttemptFromUs(run: RunState, terminal: PrefectEvent): number | undefined {
+  const terminalUs = terminal.occurredUs;
+  let before: Set<string> | undefined;
   let fromUs: number | undefined;
   for (const e of run.events) {
     const type = e.attributes[ATTR.STATE_TYPE];
     if (e.timeUs <= terminalUs || type === undefined || (fromUs !== undefined && e.timeUs >= fromUs)) continue;
+    if ((before ??= run.followsChain(terminal.follows)).has(e.id)) continue;
     // One terminal state to another (RolledBack) opens no attempt: it ends the same one.
     if (TERMINAL_STATE_TYPES.has(type as StateType) && TERMINAL_STATE_TYPES.has(e.attributes[ATTR.STATE_FROM] as StateType)) continue;
     fromUs = e.timeUs;
