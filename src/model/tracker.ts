@@ -98,8 +98,9 @@ interface FinishedRun {
   /** A rerun's first event (reruns only): a child that started before it hangs under the attempt before. */
   readonly firstEventUs?: number;
   /**
-   * The state its terminal state follows, when that was not seen (only then): should it come late,
-   * stamped after the terminal state by a clock ahead, it is a late state of this attempt, not a rerun.
+   * The state its terminal state follows, when that was not seen or was stamped after it (only
+   * then): should it come (again) late, stamped after the terminal state by a clock ahead, it is a
+   * late state of this attempt, not a rerun.
    */
   readonly terminalFollows?: string;
 }
@@ -1245,7 +1246,7 @@ export class RunTracker {
       // Most tasks hang under their flow run: then it is their parent, and not written twice.
       ...(run.meta.flowRunId === undefined || run.meta.flowRunId === run.ctx[PARENT_RUN] ? {} : { flowRunId: run.meta.flowRunId }),
       ...(run.attempt > 0 && Number.isFinite(run.firstEventUs) ? { firstEventUs: run.firstEventUs } : {}),
-      ...(terminalFollows === undefined || run.events.some((e) => e.id === terminalFollows) ? {} : { terminalFollows }),
+      ...(terminalFollows === undefined || run.events.some((e) => e.id === terminalFollows && e.timeUs <= run.latest!.occurredUs) ? {} : { terminalFollows }),
     }, this.options.maxOpenRuns);
   }
 

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { startCli, type CliResult } from '../helpers/cli.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
-import { flowRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
+import { customEvent, flowRunStateEvent, taskRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
 import { startServers, startWatch, tempDir, until } from '../helpers/watch-e2e.js';
 
 /*
@@ -36,10 +36,10 @@ function skewedRun(t0: number): { pending: WireEvent; running: WireEvent; comple
   };
 }
 
-async function replay(events: WireEvent[]): Promise<{ r: CliResult; spans: ReceivedSpan[] }> {
+async function replay(events: WireEvent[], env: Record<string, string> = {}): Promise<{ r: CliResult; spans: ReceivedSpan[] }> {
   const receiver = await startOtlpReceiver();
   const input = `${events.map((e) => JSON.stringify(e)).join('\n')}\n`;
-  const r = await startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', PREFECT_OTEL_LOG_LEVEL: 'info', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, input).result;
+  const r = await startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', PREFECT_OTEL_LOG_LEVEL: 'info', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, ...env }, input).result;
   const spans = receiver.spans();
   await receiver.close();
   return { r, spans };
@@ -142,4 +142,28 @@ test('watch: the Running a terminal state follows, stamped after it and arriving
   ]);
   const line = JSON.parse(r.stdout.split('\n').find((l) => l.includes('STLOGGING') && l.includes(RUNNING_ID))!) as Record<string, unknown>;
   assert.deepEqual([line.late, line.span_id, line.trace_id], [true, spanIdForRun(X), traceIdForRun(X)]);
+});
+
+test('replay: the Running a task run\'s terminal state follows, stamped after it, sent again once its id was forgotten and its span is out: a late line, not a rerun', async () => {
+  const T = '0198c7d2-5b1e-7a3c-9f10-0000000000b1';
+  const task = (type: string, name: string, from: string | null, atMs: number, id: string, follows: string | null): WireEvent =>
+    taskRunStateEvent({ taskRunId: T, taskRunName: 'extract-0', taskKey: 'extract-9a8b7c6d', state: { type, name }, from, runCount: 1, occurred: atMs, id, follows, received: atMs + 20 });
+  const running = task('RUNNING', 'Running', 'PENDING', T0 + 5_000, RUNNING_ID, PENDING_ID);
+  // More ids than PREFECT_OTEL_DEDUPE_MAX_IDS since: the copy of the Running is not a duplicate any more.
+  const others = Array.from({ length: 1_000 }, (_, i) => customEvent({ event: 'acme.tick', resourceId: `acme.tick.${i}`, related: [], occurred: T0 + 6_000 + i, id: `0198c7d2-bbbb-7000-8000-${String(i).padStart(12, '0')}` }));
+  // A state of another run 10 s on: time moves past the task's settle window, and its span goes out.
+  const later = flowRunStateEvent({ flowRunId: '0198c7d2-5b1e-7a3c-9f10-0000000000c1', flowRunName: 'y', ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: T0 + 20_000, id: '0198c7d2-cccc-7000-8000-000000000001' });
+  const { r, spans } = await replay([
+    task('PENDING', 'Pending', null, T0, PENDING_ID, null),
+    running,
+    task('COMPLETED', 'Completed', 'RUNNING', T0 + 2_000, END_ID, RUNNING_ID),
+    ...others,
+    later,
+    running,
+  ], { PREFECT_OTEL_DEDUPE_MAX_IDS: '1000' });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(runCounts(r.stdout), { opened: 2, incomplete: 0, reruns: 0, lateEvents: 1 });
+  assert.deepEqual(spans.filter((s) => s.attributes['prefect.run.id'] === T).map((s) => [s.spanId, s.startTimeUnixNano, s.endTimeUnixNano, s.attributes['prefect.state.type'], s.events.map((e) => e.name)]), [
+    [spanIdForRun(T), ns(T0), ns(T0 + 2_000), 'COMPLETED', ['Pending', 'Completed', 'Running']],
+  ]);
 });
