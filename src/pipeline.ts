@@ -19,6 +19,7 @@ import { excerpt, isRecord, parseEvent, parseEventText, SKIP_REASONS, type Prefe
 import type { Attributes, SpanRecord } from './model/span-record.js';
 import { RunTracker, type Rejected, type RunLogRecord, type TrackerNotice } from './model/tracker.js';
 import { createNativeSpanLookup, NATIVE_SPAN_WAIT_MS, type FetchNativeSpans } from './source/native-spans.js';
+import { formatDuration } from './log/tree.js';
 
 /**
  * A span's attributes as a hook sees them: an OpenTelemetry attribute value per name; a hook may set
@@ -213,6 +214,28 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   };
   let lookupFailedNotices = 0;
   let parentLateNotices = 0;
+  /** The longest delay from `occurred` to the server's `received` warned of (live only), in µs. */
+  let behindWarnedUs = 0;
+  const marginUs = config.live.resumeMarginMs * 1_000;
+  /**
+   * Live, an event that reached the server longer after its `occurred` than the resume margin (its
+   * sender's clock runs behind the server's, or it sent it late): Prefect's live stream drops the
+   * events that occurred before the filter's `since`, the margin before the last event seen, so
+   * after each reconnect such a sender's events are lost until its clock catches up with that. Said
+   * once, and again only for a delay twice as long: a few lines in a run, however many events.
+   */
+  const noteBehind = (event: PrefectEvent): void => {
+    const behindUs = event.receivedUs! - event.occurredUs;
+    if (behindUs <= marginUs || behindUs < 2 * behindWarnedUs) return;
+    behindWarnedUs = behindUs;
+    const margin = config.sources?.resumeMarginMs ?? 'PREFECT_OTEL_RESUME_MARGIN_MS';
+    log.warn(
+      { event: event.name, eventId: event.id, resource: event.resource.id, behindMs: Math.round(behindUs / 1_000), resumeMarginMs: config.live.resumeMarginMs },
+      `an event reached the Prefect server ${formatDuration(behindUs)} after its \`occurred\` (its sender's clock runs behind the server's, or it sent the event late): ` +
+        `after a reconnect or a restart, Prefect's live stream drops the events that occurred more than ${margin} (${formatDuration(marginUs)}) before the last one seen, ` +
+        `so such events would be lost for a while; set ${margin} above this delay`,
+    );
+  };
   let checkingScheduled = false;
 
   const tracker: RunTracker = new RunTracker(
@@ -466,6 +489,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     // Nor may it put the cursor in the future (a reconnect from there would ask only for events not
     // sent yet): `received` and our own clock bound it.
     const seenUs = Math.min(event.occurredUs, event.receivedUs ?? Infinity, nowMs * 1000);
+    if (options.clock === 'wall' && event.receivedUs !== undefined && event.receivedUs - event.occurredUs > marginUs) noteBehind(event);
     // Time moves once the model has taken the event: one it turns down (a payload too deep to
     // write) moves no time either.
     const rejected = c.kind === 'unrelated' ? undefined : tracker.process(event, c, nowMs);

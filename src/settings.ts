@@ -584,7 +584,7 @@ export const SETTINGS = {
   },
   resumeMarginMs: {
     env: ['PREFECT_OTEL_RESUME_MARGIN_MS'], flag: '--resume-margin-ms', commands: WATCH_ONLY, default: 2 * MINUTE_MS, parse: integer(0, DAY_MS, ' ms'),
-    doc: 'on reconnect, resume this far before the last seen event',
+    doc: 'on reconnect, resume this far before the last seen event (a first start reads the last minute, or this far back when longer); Prefect\'s live stream drops the events that occurred before that point, so it must exceed how far a sender\'s clock runs behind the Prefect server\'s (a warning says when an event shows more)',
   },
   idleTimeoutMs: {
     env: ['PREFECT_OTEL_IDLE_TIMEOUT_MS'], flag: '--idle-timeout-ms', commands: WATCH_ONLY, default: 45_000, parse: integer(1_000, HOUR_MS, ' ms'),

@@ -174,7 +174,11 @@ export const SUBSCRIBER_DEFAULTS = {
 
 /** Prefect's Python subscriber asks for events up to now + 365 days; without a future `until` the live stream stays empty. */
 const UNTIL_AHEAD_MS = 365 * 24 * 3600_000;
-/** A fresh start reads the last minute, like Prefect's own subscriber. */
+/**
+ * A fresh start reads the last minute, like Prefect's own subscriber, or the resume margin when that
+ * is longer: the filter's `since` holds for the live events too, and a margin raised for senders whose
+ * clocks run behind the server's must cover them from the first connection on.
+ */
 const FRESH_START_LOOKBACK_MS = 60_000;
 /** Fill from history when the gap comes within this much of the server's backfill clamp. */
 const HISTORY_SAFETY_MS = 60_000;
@@ -382,7 +386,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const resumeSinceMs = (nowMs: number): number => {
     const c = cursorMs();
     if (c !== undefined) return Math.min(c, nowMs) - options.resumeMarginMs;
-    return coveredUntilMs === undefined ? nowMs - FRESH_START_LOOKBACK_MS : Math.min(coveredUntilMs, nowMs) - options.resumeMarginMs;
+    return coveredUntilMs === undefined ? nowMs - Math.max(FRESH_START_LOOKBACK_MS, options.resumeMarginMs) : Math.min(coveredUntilMs, nowMs) - options.resumeMarginMs;
   };
 
   /** Where a resumed stream has to start for the history fill: as above, but never before what we already followed. */

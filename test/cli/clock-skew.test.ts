@@ -167,3 +167,54 @@ test('replay: the Running a task run\'s terminal state follows, stamped after it
     [spanIdForRun(T), ns(T0), ns(T0 + 2_000), 'COMPLETED', ['Pending', 'Completed', 'Running']],
   ]);
 });
+
+/*
+ * Prefect's live stream applies the filter's `since` to every live event of the connection
+ * (`EventFilter.excludes`, src/prefect/server/events/filters.py): a sender whose clock runs behind
+ * the server's by more than the look-back has its events dropped after each connect.
+ */
+test('watch: a resume margin raised for a sender whose clock runs 5 minutes behind covers its events from the first connection on', async (t) => {
+  const { prefect, receiver } = await startServers(t);
+  const before = Date.now();
+  const run = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_RESUME_MARGIN_MS: '600000' }, t);
+  await until('subscription', () => prefect.connections.some((c) => c.live));
+  const since = Date.parse((prefect.connections[0]!.filters[0] as { filter: { occurred: { since: string } } }).filter.occurred.since);
+  assert.ok(since >= before - 600_000 - 50 && since <= Date.now() - 600_000, `since ${new Date(since).toISOString()}`);
+  // Stamped by a host 5 minutes behind, received by the server now.
+  const t0 = Date.now() - 300_000;
+  prefect.publish([
+    flowState('RUNNING', 'Running', 'PENDING', t0, RUNNING_ID, null, t0 + 300_020),
+    flowState('COMPLETED', 'Completed', 'RUNNING', t0 + 2_000, END_ID, RUNNING_ID, t0 + 302_020),
+  ]);
+  await receiver.waitForSpans(1);
+  run.child.kill('SIGTERM');
+  const r = await run.result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(receiver.spans().map((s) => [s.spanId, s.startTimeUnixNano, s.endTimeUnixNano, s.attributes['prefect.state.type']]), [[spanIdForRun(X), ns(t0), ns(t0 + 2_000), 'COMPLETED']]);
+  // Within the margin: no warning.
+  assert.deepEqual(r.stdout.split('\n').filter((l) => l.includes('"component":"pipeline"') && l.includes('"level":40')), []);
+});
+
+test('watch: events that reached the server longer after their occurred than the resume margin are warned of, naming the setting to raise: once, and again only for a delay twice as long', async (t) => {
+  const { prefect, receiver } = await startServers(t);
+  const run = startWatch({ PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_RESUME_MARGIN_MS: '1000' }, t);
+  await until('subscription', () => prefect.connections.some((c) => c.live));
+  const now = Date.now();
+  const runId = (i: number): string => `0198c7d2-5b1e-7a3c-9f10-00000000010${i}`;
+  const behind = (ms: number, i: number): WireEvent =>
+    flowRunStateEvent({ flowRunId: runId(i), flowRunName: `run-${i}`, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: now - ms, received: now, id: `0198c7d2-dddd-7000-8000-00000000000${i}` });
+  // Behind by half a second (within the margin), 10 s, 15 s (less than twice 10 s), 25 s, 30 s; then a run that ends, whose span says all were taken.
+  prefect.publish([behind(500, 1), behind(10_000, 2), behind(15_000, 3), behind(25_000, 4), behind(30_000, 5)]);
+  prefect.publish([flowState('RUNNING', 'Running', 'PENDING', now, RUNNING_ID, null, now + 20), flowState('COMPLETED', 'Completed', 'RUNNING', now + 100, END_ID, RUNNING_ID, now + 120)]);
+  await receiver.waitForSpans(1);
+  run.child.kill('SIGTERM');
+  const r = await run.result;
+  assert.equal(r.code, 0, r.stderr);
+  const warned = r.stdout.split('\n').filter((l) => l.includes('"component":"pipeline"') && l.includes('"level":40')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const message = (delay: string): string =>
+    `an event reached the Prefect server ${delay} after its \`occurred\` (its sender's clock runs behind the server's, or it sent the event late): after a reconnect or a restart, Prefect's live stream drops the events that occurred more than PREFECT_OTEL_RESUME_MARGIN_MS (1.00 s) before the last one seen, so such events would be lost for a while; set PREFECT_OTEL_RESUME_MARGIN_MS above this delay`;
+  assert.deepEqual(warned.map(({ msg, event, eventId, resource, behindMs, resumeMarginMs }) => ({ msg, event, eventId, resource, behindMs, resumeMarginMs })), [
+    { msg: message('10.0 s'), event: 'prefect.flow-run.Running', eventId: '0198c7d2-dddd-7000-8000-000000000002', resource: `prefect.flow-run.${runId(2)}`, behindMs: 10_000, resumeMarginMs: 1_000 },
+    { msg: message('25.0 s'), event: 'prefect.flow-run.Running', eventId: '0198c7d2-dddd-7000-8000-000000000004', resource: `prefect.flow-run.${runId(4)}`, behindMs: 25_000, resumeMarginMs: 1_000 },
+  ]);
+});
