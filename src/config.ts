@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { inspect, type InspectOptionsStylized } from 'node:util';
 import { ConfigError } from './errors.js';
 import { describeSampler, traceSampler } from './export/sampling.js';
 import type { SpanLimits } from './model/attribute-limits.js';
@@ -363,7 +364,7 @@ export function resolveConfig(
   for (const { key, at } of grpcAsked) warnings[at] = grpcWarning(key, config);
   const port = grpcPortWarning(config, grpcAsked.map(({ key }) => key));
   if (port !== undefined) warnings.push(port);
-  return deepFreeze(config);
+  return deepFreeze(withSettingsView(config));
 }
 
 /**
@@ -587,6 +588,19 @@ export function describeConfig(config: Config): Record<string, unknown> {
     httpPort: config.httpPort,
     ...(config.httpHost === undefined ? {} : { httpHost: config.httpHost }),
   };
+}
+
+/**
+ * A configuration logged by an application (`logger.info({ config })`, `console.log(config)`)
+ * shows the settings as the startup line does, without the secrets it holds: its `toJSON` (what
+ * JSON.stringify and pino write) and its `util.inspect` form are `describeConfig`'s. Neither is
+ * enumerable, so a copy of the configuration, or a part of it handed to a worker thread, is the plain data.
+ */
+function withSettingsView(config: Config): Config {
+  return Object.defineProperties(config, {
+    toJSON: { value: () => describeConfig(config) },
+    [inspect.custom]: { value: (_depth: number, options: InspectOptionsStylized, show: typeof inspect) => show(describeConfig(config), options) },
+  });
 }
 
 /**

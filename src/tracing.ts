@@ -1,4 +1,5 @@
 import { EventEmitter, once } from 'node:events';
+import { inspect, type InspectOptionsStylized } from 'node:util';
 import { pino, type Logger } from 'pino';
 import { describeConfig, kindOf, resolveConfig, type Config, type PrefectTracingOptions } from './config.js';
 import { AuthError, ConfigError, errorText, ExportError } from './errors.js';
@@ -466,6 +467,19 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
 
   get httpPort(): number | undefined {
     return this.health?.port;
+  }
+
+  /**
+   * The handle as an application that logs it (`logger.info({ tracing })`) or prints it sees it: the
+   * settings as the startup line shows them, and where it stands. Its other fields hold the
+   * credentials, the REST client and the application's own logger.
+   */
+  toJSON(): Record<string, unknown> {
+    return { settings: describeConfig(this.config), connected: this.connected, standby: this.leaseState === 'standby', stopping: this.stopping, httpPort: this.httpPort };
+  }
+
+  [inspect.custom](_depth: number, options: InspectOptionsStylized, show: typeof inspect): string {
+    return `PrefectTracing ${show(this.toJSON(), options)}`;
   }
 
   /** True from the start of `shutdown()` on. */

@@ -11,8 +11,9 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { inspect } from 'node:util';
 import { pino } from 'pino';
-import { AuthError, ConfigError, startPrefectTracing, type SpanRecord } from '../../src/index.js';
+import { AuthError, ConfigError, describeConfig, startPrefectTracing, type SpanRecord } from '../../src/index.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { FAST, liveConnections, logLines, replaySpans, shape, tempDir, until, workload } from '../helpers/watch-e2e.js';
@@ -318,6 +319,54 @@ test('library: every problem of the options at once, those that are no setting t
   // The same options, right: it starts.
   const tracing = startPrefectTracing({ env: { PREFECT_OTEL_SETTLE_MS: '100' }, apiUrl: prefect.url, stateFile: join(dir, 'state.json'), keepAlive: false, logger: pino({ level: 'silent' }), hooks: { span: () => undefined }, tracesExporter: 'none' });
   await tracing.ready;
+  await tracing.shutdown();
+  await tracing.done;
+});
+
+test('library: the handle and its config, logged by the application through pino or printed with util.inspect, show the settings as the startup line does and where it stands, never the credentials', async (t) => {
+  const prefect = await startFakePrefect({ apiKey: 'pnu_KEYKEYKEY' });
+  t.after(() => prefect.close());
+  const secrets = ['pnu_KEYKEYKEY', 'otlp-header-value', 'cf-client-secret'];
+  const { logger, lines } = captureLogger();
+  const tracing = startPrefectTracing({
+    env: {},
+    logger: pino({ level: 'silent' }),
+    apiUrl: prefect.url,
+    apiKey: 'pnu_KEYKEYKEY',
+    otlpHeaders: { 'x-api-key': 'otlp-header-value' },
+    clientCustomHeaders: { 'CF-Access-Client-Secret': 'cf-client-secret' },
+    tracesExporter: 'none',
+    stateFile: join(tempDir(), 'state.json'),
+    httpPort: 0,
+    statsIntervalMs: 0,
+  });
+  t.after(() => tracing.shutdown());
+  await tracing.ready;
+  await until('connected', () => tracing.stats().connected);
+  logger.info({ tracing }, 'prefect-otel started');
+  logger.info({ config: tracing.config }, 'its configuration');
+  const printed = [inspect(tracing, { depth: Infinity }), inspect(tracing.config, { depth: Infinity })];
+  const settings = describeConfig(tracing.config);
+  const shown = JSON.parse(JSON.stringify(settings)) as Record<string, unknown>;
+  assert.deepEqual(
+    {
+      logged: lines().map(({ tracing: h, config, msg }) => ({ msg, tracing: h, config })),
+      printed: printed.map((text) => text.startsWith('PrefectTracing {') || text.startsWith('{')),
+      secrets: secrets.filter((secret) => [...printed, JSON.stringify(lines())].some((text) => text.includes(secret))),
+      // The handle's own fields are still there for the application to read.
+      apiKey: tracing.config.prefect.apiKey,
+    },
+    {
+      logged: [
+        { msg: 'prefect-otel started', tracing: { settings: shown, connected: true, standby: false, stopping: false, httpPort: tracing.httpPort }, config: undefined },
+        { msg: 'its configuration', tracing: undefined, config: shown },
+      ],
+      printed: [true, true],
+      secrets: [],
+      apiKey: 'pnu_KEYKEYKEY',
+    },
+  );
+  assert.deepEqual({ auth: settings.auth, otlpHeaders: settings.otlpHeaders, clientCustomHeaders: settings.clientCustomHeaders }, { auth: 'api-key', otlpHeaders: ['x-api-key=[redacted]'], clientCustomHeaders: ['CF-Access-Client-Secret=[redacted]'] });
   await tracing.shutdown();
   await tracing.done;
 });
