@@ -114,7 +114,8 @@ export interface Pipeline {
    * answer of a request the stop cuts short is a failure, not the run's parent).
    */
   seal(): void;
-  shutdown(timeoutMs: number): Promise<FlushResult>;
+  /** Flush for at most `timeoutMs`, then release the exporters, waiting at most `closeTimeoutMs` for a batch still out (undefined: until it is answered). */
+  shutdown(timeoutMs: number, closeTimeoutMs?: number): Promise<FlushResult>;
   readonly counters: Readonly<PipelineCounters>;
   readonly tracker: RunTracker;
   readonly dedupe: DedupeSet;
@@ -562,10 +563,10 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     backpressure(): boolean {
       return (held?.admit() ?? false) || (logsFull?.() ?? false);
     },
-    async shutdown(timeoutMs: number): Promise<FlushResult> {
+    async shutdown(timeoutMs: number, closeTimeoutMs?: number): Promise<FlushResult> {
       // Spans still held go to the buffer now: what its bound drops is counted and logged, not lost silently.
       held?.release();
-      const [t, l] = await Promise.all([traces?.shutdown(timeoutMs), logs?.shutdown(timeoutMs)]);
+      const [t, l] = await Promise.all([traces?.shutdown(timeoutMs, closeTimeoutMs), logs?.shutdown(timeoutMs, closeTimeoutMs)]);
       return combine(t, l);
     },
     counters,
@@ -662,7 +663,7 @@ export function createTraceDelivery(
     onDelivered,
     // Readiness (/healthz) follows whether the collector takes spans, also on a quiet stream.
     recheckAfterRefusal: true,
-    ...lossLogging(log, 'spans', () => sender.shutdown()),
+    ...lossLogging(log, 'spans', (timeoutMs) => sender.shutdown(timeoutMs)),
   });
 }
 
@@ -678,7 +679,7 @@ function createLogDelivery(config: Config, logger: Logger): Delivery<ReadableLog
     maxBytes: config.delivery.maxBytes,
     batchSize: config.delivery.logs.batchSize,
     scheduleDelayMs: config.delivery.logs.scheduleDelayMs,
-    ...lossLogging(log, 'log records', () => sender.shutdown()),
+    ...lossLogging(log, 'log records', (timeoutMs) => sender.shutdown(timeoutMs)),
   });
 }
 
@@ -691,7 +692,7 @@ function exportUrl(signal: { readonly exporter: string; readonly url: string }):
  * Loss is logged once per interval with a count, never once per item; what is still unreported when
  * the delivery closes is logged then (the process may exit before the interval's timer fires).
  */
-function lossLogging(log: Logger, what: string, closeSender: () => Promise<void>) {
+function lossLogging(log: Logger, what: string, closeSender: (timeoutMs?: number) => Promise<void>) {
   const pending = { dropped: 0, rejected: 0, error: undefined as string | undefined };
   let timer: NodeJS.Timeout | undefined;
   const report = (): void => {
@@ -720,9 +721,9 @@ function lossLogging(log: Logger, what: string, closeSender: () => Promise<void>
     onTooLarge(error: string, items: number, maxBatchBytes: number): void {
       log.warn({ error, items, maxBatchBytes }, `collector refused a batch of ${what} as too large; sending it again in smaller batches`);
     },
-    close(): Promise<void> {
+    close(timeoutMs?: number): Promise<void> {
       report();
-      return closeSender();
+      return closeSender(timeoutMs);
     },
   };
 }

@@ -52,8 +52,10 @@ export interface PrefectTracingHandle {
   readonly done: Promise<void>;
   /**
    * Stop reading, persist state, flush exports. Idempotent. `timeoutMs` (default 10 s) bounds the
-   * wait for the collector to take what is buffered; saving the state and writing the last lines
-   * come after it. Rejects with a TypeError, stopping nothing, when it is not a number >= 0.
+   * wait for the collector, all of it: to take what is buffered, to answer a batch still out, and the
+   * last metrics export; what it has not taken by then is kept in the state file. Saving the state
+   * and writing the last lines come after it. Rejects with a TypeError, stopping nothing, when it is
+   * not a number >= 0.
    */
   shutdown(timeoutMs?: number): Promise<void>;
   stats(): TracingStats;
@@ -510,6 +512,10 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       await this.ready.catch(() => undefined);
       await this.subscriber?.stop().catch(() => undefined);
       this.pipeline.tick();
+      // One bound for every wait on the collector: the flush, a batch still out when the exporters
+      // close, and the last metrics export.
+      const deadline = Date.now() + timeoutMs;
+      const left = (): number => Math.max(0, deadline - Date.now());
       const flushed = await this.pipeline.flush(timeoutMs);
       // The state saved next is the last word: a lookup answered after it would log lines and build
       // spans that the next process, taking over the events still waiting, makes again. Lookups
@@ -541,13 +547,13 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
         this.leaseState = 'released';
         await this.lease.release();
       }
-      await this.pipeline.shutdown(0);
+      await this.pipeline.shutdown(0, left());
       // Log records are not kept in the state file (their lines are in this process's own output):
       // what the collector did not take is lost, and said so with a count.
       const logs = this.pipeline.logs?.stats;
       const lostLogs = logs === undefined ? 0 : logs.queued + logs.inFlight;
       if (lostLogs > 0) log.error({ count: lostLogs }, 'log records the collector has not taken are lost at exit (their lines are in this output)');
-      await this.metrics?.shutdown();
+      await this.metrics?.shutdown(left());
       await this.health?.close();
       log.info({ ...this.stats(), undelivered: flushed.pending }, 'stopped');
       // When shutdown() resolves the lines must be out (register re-raises the signal next): write

@@ -21,8 +21,8 @@ export type SendResult =
 export interface DeliveryOptions<T> {
   readonly name: string;
   readonly send: (batch: T[]) => Promise<SendResult>;
-  /** Release the sender once the queue is shut down. */
-  readonly close?: () => Promise<void>;
+  /** Release the sender once the queue is shut down, waiting at most `timeoutMs` for its last batch (undefined: as long as it takes). */
+  readonly close?: (timeoutMs?: number) => Promise<void>;
   readonly sizeOf: (item: T) => number;
   readonly maxItems: number;
   readonly maxBytes: number;
@@ -78,8 +78,11 @@ export interface Delivery<T> {
   offer(item: T): boolean;
   /** Send everything queued; resolves when the queue is empty, or with `ok: false` at the deadline. */
   flush(timeoutMs: number): Promise<FlushResult>;
-  /** Flush, then refuse further items. */
-  shutdown(timeoutMs: number): Promise<FlushResult>;
+  /**
+   * Flush, then refuse further items and release the sender, waiting at most `closeTimeoutMs` for a
+   * batch still out (undefined: until it is answered).
+   */
+  shutdown(timeoutMs: number, closeTimeoutMs?: number): Promise<FlushResult>;
   /** Items still queued and the batch still out, taken away (for the state file at shutdown). */
   drainQueued(): T[];
   /** The same items, left where they are (for the periodic save of the state file). */
@@ -351,12 +354,12 @@ export function createDelivery<T>(options: DeliveryOptions<T>): Delivery<T> {
       return true;
     },
     flush,
-    async shutdown(timeoutMs: number): Promise<FlushResult> {
+    async shutdown(timeoutMs: number, closeTimeoutMs?: number): Promise<FlushResult> {
       const result = await flush(timeoutMs);
       closed = true;
       if (timer !== undefined) clearTimeout(timer);
       if (recheckTimer !== undefined) clearTimeout(recheckTimer);
-      await options.close?.();
+      await options.close?.(closeTimeoutMs);
       return result;
     },
     peekQueued(): T[] {

@@ -119,14 +119,14 @@ export function createThreadedTraceSender(init: ExportThreadInit, options: Threa
       });
     },
 
-    async shutdown(): Promise<void> {
+    async shutdown(timeoutMs?: number): Promise<void> {
       shutDown = true;
-      await fallback?.shutdown();
+      await fallback?.shutdown(timeoutMs);
       const t = thread;
       if (t === undefined) return;
       thread = undefined;
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, CLOSE_TIMEOUT_MS);
+        const timer = setTimeout(resolve, Math.min(CLOSE_TIMEOUT_MS, timeoutMs ?? CLOSE_TIMEOUT_MS));
         t.closed = () => {
           clearTimeout(timer);
           resolve();

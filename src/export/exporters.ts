@@ -31,7 +31,30 @@ interface Exporter<T> {
 
 export interface Sender<T> {
   send(items: T[]): Promise<SendResult>;
-  shutdown(): Promise<void>;
+  /**
+   * Release the exporter once its last batch is answered; with `timeoutMs`, wait at most that long
+   * for it (the process is stopping, and what that batch held is accounted for by the caller).
+   */
+  shutdown(timeoutMs?: number): Promise<void>;
+}
+
+/**
+ * Whether `work` ended within `timeoutMs` (undefined: wait as long as it takes); its failure is
+ * thrown as it comes. Once the time is up it goes on unobserved.
+ */
+export async function waitAtMost(work: Promise<unknown>, timeoutMs: number | undefined): Promise<boolean> {
+  if (timeoutMs === undefined) {
+    await work;
+    return true;
+  }
+  work.catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(resolve, timeoutMs, false)));
+  try {
+    return await Promise.race([work.then(() => true as const), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** HTTP statuses worth retrying; every other 4xx/5xx answer means the collector will never accept the batch. */
@@ -221,7 +244,7 @@ function wrap<T>(exporter: Exporter<T>, redact: (text: string) => string = (t) =
           resolve(refusedForSize(status, said) ? { ...failure, tooLarge: true } : failure);
         });
       }),
-    shutdown: () => exporter.shutdown(),
+    shutdown: async (timeoutMs) => void (await waitAtMost(exporter.shutdown(), timeoutMs)),
   };
 }
 
@@ -258,7 +281,7 @@ export function createTraceSender(
 
 /** A sender of span records that converts and sends them on the calling thread. */
 export function onThisThread(sender: Sender<ReadableSpan>, resource: Resource): Sender<SpanRecord> {
-  return { send: (items) => sender.send(items.map((r) => toReadableSpan(r, resource))), shutdown: () => sender.shutdown() };
+  return { send: (items) => sender.send(items.map((r) => toReadableSpan(r, resource))), shutdown: (timeoutMs) => sender.shutdown(timeoutMs) };
 }
 
 /** The SDK's OTLP trace exporter for the configured protocol (run on the export thread). */

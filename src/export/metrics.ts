@@ -12,14 +12,14 @@ import { otlpSecrets, secretRedactor, shownUrl } from '../log/redact.js';
 import { LAG_METRIC, METRIC_DEFS } from '../metric-defs.js';
 import type { TracingStats } from '../stats.js';
 import { VERSION } from '../version.js';
-import { createHttpDelegate, describeFailure } from './exporters.js';
+import { createHttpDelegate, describeFailure, waitAtMost } from './exporters.js';
 import { watchRetriedAnswers, type RetriedAnswers } from './retried-answers.js';
 import { LAG_BUCKETS_S, type LagHistogram } from './lag.js';
 import { createResource } from './spans.js';
 
 export interface MetricsExport {
-  /** Export once more (the final values), then stop. */
-  shutdown(): Promise<void>;
+  /** Export once more (the final values), then stop; wait at most `timeoutMs` for the collector (undefined: as long as the export takes). */
+  shutdown(timeoutMs?: number): Promise<void>;
 }
 
 /**
@@ -158,13 +158,13 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
   lag.listener = (seconds) => histogram.record(seconds);
   log.debug({ intervalMs: interval }, 'exporting metrics');
   return {
-    async shutdown(): Promise<void> {
+    async shutdown(timeoutMs?: number): Promise<void> {
       lag.listener = undefined;
       exporter.final = true;
       let error: string | undefined;
       try {
-        await provider.shutdown();
-        error = exporter.failedWith;
+        if (await waitAtMost(provider.shutdown(), timeoutMs)) error = exporter.failedWith;
+        else error = `not answered within the shutdown's timeout (${timeoutMs} ms)`;
       } catch (err) {
         error = exporter.redact(errorText(err));
       }

@@ -371,6 +371,59 @@ test('library: the handle and its config, logged by the application through pino
   await tracing.done;
 });
 
+test('library: shutdown(timeoutMs) with a collector that takes every request and answers none, spans, log records and metrics exported to it: it resolves within timeoutMs, the spans kept in the state file, and the next start sends them', async (t) => {
+  const w = workload(1);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const hung = await startOtlpReceiver();
+  const release = hung.hold();
+  const next = await startOtlpReceiver();
+  t.after(async () => {
+    release();
+    await Promise.all([hung.close(), next.close(), prefect.close()]);
+  });
+  const { logger, lines } = captureLogger();
+  const stateFile = join(tempDir(), 'state.json');
+  const tracing = startPrefectTracing({ env: {}, logger, apiUrl: prefect.url, otlpEndpoint: hung.url, logsExporter: 'otlp', metricsExporter: 'otlp', stateFile, settleMs: 100, statsIntervalMs: 0 });
+  let built = 0;
+  tracing.on('span', () => void (built += 1));
+  await tracing.ready;
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  await until('every span built and an export out', () => built === w.runs.size && hung.counts.requests > 0);
+  const timeoutMs = 1_000;
+  const started = Date.now();
+  await tracing.shutdown(timeoutMs);
+  const tookMs = Date.now() - started;
+  await tracing.done;
+
+  const restarted = startPrefectTracing({ env: {}, logger: pino({ level: 'silent' }), apiUrl: prefect.url, otlpEndpoint: next.url, stateFile, settleMs: 100, statsIntervalMs: 0 });
+  await next.waitForSpans(w.runs.size);
+  await restarted.shutdown();
+  await restarted.done;
+  const stlogging = lines().filter((l) => String(l.msg).startsWith('STLOGGING: ')).length;
+  assert.deepEqual(
+    {
+      // The flush takes the whole timeout here; before, closing the exporters and the last metrics
+      // export waited seconds more each (a batch still out, retried until its own timeout).
+      withinTimeout: tookMs < timeoutMs + 1_500 ? 'yes' : `${tookMs} ms`,
+      said: lines()
+        .filter((l) => (l.level ?? 0) >= 40 && !String(l.msg).startsWith('export of'))
+        .map((l) => [l.msg, l.spans ?? l.count ?? String(l.error).replace(/\(\d+ ms\)/, '(… ms)')]),
+      sentOnRestart: next.spans().map((s) => s.attributes['prefect.run.id']).sort(),
+    },
+    {
+      withinTimeout: 'yes',
+      said: [
+        ['spans the collector has not taken yet are kept in the state file; the next start sends them', w.runs.size],
+        ['log records the collector has not taken are lost at exit (their lines are in this output)', stlogging],
+        ['final metrics export failed', "not answered within the shutdown's timeout (… ms)"],
+      ],
+      sentOnRestart: [...w.runs.keys()].sort(),
+    },
+  );
+});
+
 test("library: with the application's own pino logger, prefect-otel logs at the level logLevel or PREFECT_OTEL_LOG_LEVEL sets, and at the logger's own level when neither is set", async (t) => {
   const w = workload(1);
   const prefect = await startFakePrefect();
