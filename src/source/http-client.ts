@@ -14,6 +14,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type 
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { brotliDecompress, gunzip, inflate } from 'node:zlib';
 import { promisify } from 'node:util';
+import { untraced } from '../export/untraced.js';
 import { createTunnelAgent, ProxyError, proxyFor, type ProxyEnv } from './proxy.js';
 
 export const MAX_REDIRECTS = 5;
@@ -166,7 +167,9 @@ function exchange(url: URL, method: 'GET' | 'POST', headers: Record<string, stri
   return new Promise((resolve, reject) => {
     const head: OutgoingHttpHeaders = { ...headers, 'Accept-Encoding': 'gzip, deflate, br' };
     if (body !== undefined) head['Content-Length'] = Buffer.byteLength(body);
-    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method, headers: head, agent });
+    // Made untraced whenever it is made: an application whose OpenTelemetry SDK started after
+    // prefect-otel has a context manager that the timers and sockets made before it do not carry.
+    const req = untraced(() => (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method, headers: head, agent }));
     const stop = guard(limits, (err) => req.destroy(err));
     req.on('error', (err) => {
       stop();

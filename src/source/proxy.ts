@@ -10,6 +10,7 @@ import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type Cl
 import { Agent as HttpsAgent, request as httpsRequest, type AgentOptions as HttpsAgentOptions } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { untraced } from '../export/untraced.js';
 import { safeUrl } from '../log/redact.js';
 
 /** The proxy variables, as read from the environment. */
@@ -128,14 +129,15 @@ export function createTunnelAgent(proxy: URL, secure: boolean, connectTimeoutMs:
     const host = String(opts.host ?? opts.hostname ?? 'localhost').replace(/^\[|\]$/g, '');
     const port = Number(opts.port ?? (secure ? 443 : 80));
     const authority = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-    const connect = request({
+    // Untraced whenever it is made, as every request of prefect-otel's (see http-client's exchange).
+    const connect = untraced(() => request({
       host: proxy.hostname.replace(/^\[|\]$/g, ''),
       port: proxy.port === '' ? (proxy.protocol === 'https:' ? 443 : 80) : Number(proxy.port),
       method: 'CONNECT',
       path: authority,
       headers: { Host: authority, ...(auth === undefined ? {} : { 'Proxy-Authorization': auth }) },
       agent: false,
-    });
+    }));
     pending.add(connect);
     let settled = false;
     const done = (err: Error | null, stream: Duplex): void => {

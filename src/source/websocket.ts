@@ -22,6 +22,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { AuthError, ProtocolError, errorText } from '../errors.js';
+import { untraced } from '../export/untraced.js';
 import { safeUrl } from '../log/redact.js';
 import {
   authAdvice,
@@ -590,7 +591,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     return new Promise<Outcome>((resolve) => {
       const token = wsAuthToken(auth);
       const { url, tunnel } = endpoint;
-      const ws = new WebSocket(url, ['prefect'], {
+      // Untraced whenever it is made, as every request of prefect-otel's (see http-client's exchange).
+      const ws = untraced(() => new WebSocket(url, ['prefect'], {
         perMessageDeflate: false,
         handshakeTimeout: handshakeTimeoutMs,
         maxPayload: MAX_PAYLOAD_BYTES,
@@ -599,7 +601,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         headers: { ...restAuthHeaders(auth), 'User-Agent': USER_AGENT },
         ...tlsAgentOptions(options.tls),
         ...(tunnel === undefined ? {} : { agent: tunnel }),
-      });
+      }));
       current = ws;
       let phase: 'upgrade' | 'auth' | 'live' = 'upgrade';
       /** A frame came after the filter: the server took it (Prefect refuses a filter with 1002 before it sends any). */

@@ -20,6 +20,10 @@ test("library: an application's HTTP instrumentation sees prefect-otel's own req
   await assertAppInstrumentationSeesOwnRequestsOnly(t, { context, ROOT_CONTEXT });
 });
 
+test("library: an application whose own OpenTelemetry SDK starts just after prefect-otel (its code, under --import prefect-otel/register): its HTTP instrumentation still sees prefect-otel's requests as suppressed, the event stream and REST look-ups included", async (t) => {
+  await assertAppInstrumentationSeesOwnRequestsOnly(t, { context, ROOT_CONTEXT }, 'after');
+});
+
 test("library: two instances on different state files beside the application's own OpenTelemetry SDK: each exports every span to its own collector as its own service; the application's global tracer provider, propagator and meter provider stay its own, and its spans go to its own exporter only", async (t) => {
   // The application's SDK, registered globally as NodeSDK does.
   const appExporter = new InMemorySpanExporter();

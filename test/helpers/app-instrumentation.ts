@@ -50,21 +50,26 @@ class AlsContextManager implements ContextManager {
 /**
  * The application registers its context manager through `api`, and its HTTP client instrumentation
  * records each request's path and whether tracing was suppressed for it. prefect-otel streams one
- * flow with its task runs (REST lookups, the event stream, OTLP traces and metrics), then the
- * application makes a request of its own: only that one, and prefect-otel's span listeners, are
- * the application's to trace.
+ * flow with its task runs (REST lookups, the event stream, OTLP traces, log records and metrics),
+ * then the application makes a request of its own: only that one, and prefect-otel's span
+ * listeners, are the application's to trace. `sdkStarts`: whether the application's SDK (its
+ * context manager and instrumentation) starts before prefect-otel or just after it, as under
+ * `--import prefect-otel/register` with an SDK the application's own code starts.
  */
-export async function assertAppInstrumentationSeesOwnRequestsOnly(t: TestContext, api: AppContextApi): Promise<void> {
-  assert.ok(api.context.setGlobalContextManager(new AlsContextManager(api.ROOT_CONTEXT)));
-  t.after(() => api.context.disable());
+export async function assertAppInstrumentationSeesOwnRequestsOnly(t: TestContext, api: AppContextApi, sdkStarts: 'before' | 'after' = 'before'): Promise<void> {
   // What an HTTP client instrumentation does on each request: trace it unless tracing is suppressed.
   const requests: { path: string; suppressed: boolean }[] = [];
   const onRequest = (message: unknown): void => {
     const { request } = message as { request: ClientRequest };
     requests.push({ path: request.path.split('?')[0]!, suppressed: isTracingSuppressed(api.context.active()) });
   };
-  subscribe('http.client.request.start', onRequest);
-  t.after(() => unsubscribe('http.client.request.start', onRequest));
+  const startAppSdk = (): void => {
+    assert.ok(api.context.setGlobalContextManager(new AlsContextManager(api.ROOT_CONTEXT)));
+    t.after(() => api.context.disable());
+    subscribe('http.client.request.start', onRequest);
+    t.after(() => unsubscribe('http.client.request.start', onRequest));
+  };
+  if (sdkStarts === 'before') startAppSdk();
 
   const w = workload(1);
   const { prefect, receiver } = await startServers(t, w.taskRuns);
@@ -76,10 +81,12 @@ export async function assertAppInstrumentationSeesOwnRequestsOnly(t: TestContext
     otlpEndpoint: receiver.url,
     metricsExporter: 'otlp',
     metricExportIntervalMs: 400,
+    logsExporter: 'otlp',
     stateFile: join(tempDir(), 'state.json'),
     settleMs: 100,
     statsIntervalMs: 0,
   });
+  if (sdkStarts === 'after') startAppSdk();
   t.after(() => tracing.shutdown());
   tracing.on('span', () => void listenerSuppressed.push(isTracingSuppressed(api.context.active())));
   await tracing.ready;
@@ -87,6 +94,7 @@ export async function assertAppInstrumentationSeesOwnRequestsOnly(t: TestContext
   prefect.publish(w.events);
   await receiver.waitForSpans(w.runs.size);
   await receiver.waitForMetricExports(1);
+  await receiver.waitForLogs(1);
   await tracing.shutdown();
   // The application's own request, after prefect-otel started and stopped, is traced as before.
   await fetchWithHttp(`${prefect.url}/app-own-request`);
@@ -101,6 +109,7 @@ export async function assertAppInstrumentationSeesOwnRequestsOnly(t: TestContext
         ['/api/events/out', [true]],
         ...[...byPath.keys()].filter((p) => p.startsWith('/api/') && p !== '/api/events/out' && p !== '/api/app-own-request').map((p) => [p, [true]]),
         ['/v1/metrics', [true]],
+        ['/v1/logs', [true]],
       ].sort(),
       listener: [false],
     },
