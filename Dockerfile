@@ -4,7 +4,7 @@
 #     -e PREFECT_API_URL=http://host:4200/api -e OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 prefect-otel
 # The volume keeps the state file (resume cursor, open runs, spans the collector has not taken) across
 # containers; without it `docker rm` loses them. A SIGTERM flushes for up to 10 s before the state is
-# saved: `docker stop`'s default 10 s would cut that short. A Prefect server on the Docker host is
+# saved, and ends the process within 12 s: `docker stop`'s default 10 s would cut that short. A Prefect server on the Docker host is
 # reached as `host.docker.internal` (on Linux add `--add-host=host.docker.internal:host-gateway`) and
 # must listen beyond 127.0.0.1 (`prefect server start --host 0.0.0.0`).
 # Arguments after the image name replace `watch` (e.g. `demo`, `--help`, or `replay -` given a file on

@@ -313,7 +313,12 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       }
       case 'watch': {
         const { runWatch } = await import('./watch.js');
-        return await runWatch({ config, logger });
+        const code = await runWatch({ config, logger });
+        // Its shutdown is done: the state saved, the last lines written. A request that a collector
+        // holds unanswered (the last metrics export or log records, given up on) must not keep the
+        // process for its own timeout: a stop is bounded for the supervisor's grace period.
+        logger.flush();
+        process.exit(code);
       }
     }
   } catch (err) {

@@ -164,7 +164,7 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
       let error: string | undefined;
       try {
         if (await waitAtMost(provider.shutdown(), timeoutMs)) error = exporter.failedWith;
-        else error = `not answered within the shutdown's timeout (${timeoutMs} ms)`;
+        else error = "no answer before the shutdown's timeout ran out; given up";
       } catch (err) {
         error = exporter.redact(errorText(err));
       }
