@@ -15,7 +15,7 @@ import { nativeSpanFromRest } from './source/native-spans.js';
 import { createFlowParentLookup, createOwnerLookup, deletedFlowRunsFromRest, type OwnerLookupOptions } from './source/run-lookups.js';
 import { createPrefectRestClient, type PrefectRestClient } from './source/rest.js';
 import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from './source/websocket.js';
-import { createStateLease, type LeaseHolder, type StateLease } from './state/lease.js';
+import { createStateLease, isThisProcess, type LeaseHolder, type StateLease } from './state/lease.js';
 import { loadState, SpansNotKeptError, StateWriter } from './state/persisted.js';
 import { createStateStore, stateFileTarget, StateTakenError } from './state/state-store.js';
 import { collectStats, type TracingStats } from './stats.js';
@@ -311,7 +311,10 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
         waitingFor = key;
         log.info(
           { holder, path: this.lease.path, leaseMs: this.lease.leaseMs, expiresInMs: Math.round(outcome.expiresInMs) },
-          'standby: another process follows the stream with this state file; taking over when it stops or stops renewing its lock',
+          // A start right after a shutdown() of the same process finds the lock of the one stopping.
+          outcome.holder !== undefined && isThisProcess(outcome.holder)
+            ? 'standby: an earlier start in this process still holds this state file (it is stopping); taking over when it releases its lock'
+            : 'standby: another process follows the stream with this state file; taking over when it stops or stops renewing its lock',
         );
       }
       // Look again when the lease would run out, and every second meanwhile: a lock released, or its

@@ -76,6 +76,11 @@ function parseHolder(text: string): LeaseHolder | undefined {
   }
 }
 
+/** Whether `holder` is this very process (an earlier start of it, still stopping). */
+export function isThisProcess(holder: LeaseHolder): boolean {
+  return holder.pid === process.pid && holder.host === hostname() && holder.pidNamespace === pidNamespace() && Date.parse(holder.since) >= PROCESS_STARTED_MS;
+}
+
 /** Whether `holder` is known to be gone: a process of this host and namespace that no longer runs, or this process's own earlier self. */
 function holderGone(holder: LeaseHolder, self: LeaseHolder): boolean {
   if (holder.host !== self.host || holder.pidNamespace === null || holder.pidNamespace !== self.pidNamespace) return false;

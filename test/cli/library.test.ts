@@ -700,3 +700,39 @@ test('library: a host that starts and shuts prefect-otel down again and again ke
     { code: 0, counts: counts.map(() => counts[0]), starting: 4, stopped: 4 },
   );
 });
+
+test('library: a start right after shutdown() of an instance on the same state file, in the same process, waits for that one to release its lock, says so as such, and takes over; every span goes out once', async (t) => {
+  const w = workload(2);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  const stateFile = join(tempDir(), 'state.json');
+  const start = () => {
+    const { logger, lines } = captureLogger();
+    return { tracing: startPrefectTracing({ env: {}, logger, apiUrl: prefect.url, otlpEndpoint: receiver.url, stateFile, settleMs: 100, statsIntervalMs: 0 }), lines };
+  };
+  const first = start();
+  await first.tracing.ready;
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events.slice(0, Math.floor(w.events.length / 2)));
+  const stopping = first.tracing.shutdown();
+  const second = start();
+  await stopping;
+  await second.tracing.ready;
+  await until('second subscription', () => liveConnections(prefect) === 1 && prefect.connections.length === 2);
+  prefect.publish(w.events.slice(Math.floor(w.events.length / 2)));
+  await receiver.waitForSpans(w.runs.size);
+  await second.tracing.shutdown();
+  assert.deepEqual(
+    second.lines().filter((l) => String(l.msg).startsWith('standby') || String(l.msg).includes('taking over')).map((l) => [l.msg, (l.holder as { pid?: number } | undefined)?.pid]),
+    [
+      ['standby: an earlier start in this process still holds this state file (it is stopping); taking over when it releases its lock', process.pid],
+      ['the state file is free: taking over', undefined],
+    ],
+  );
+  assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']).sort(), [...w.runs.keys()].sort());
+});
