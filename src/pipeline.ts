@@ -168,7 +168,8 @@ function noticeFields(notice: TrackerNotice): Record<string, unknown> {
       return { kind: notice.kind, [ATTR.RUN_ID]: notice.runId, attempt: notice.attempt, trace_id: notice.traceId };
     case 'lookup_abandoned':
       // Its id is a subflow's tracking task or a flow run (whose parent was looked up): kept as it is.
-      return { ...notice };
+      // `events` is the stats line's object of counts: a number under that key too would split the field.
+      return { kind: notice.kind, taskRunId: notice.taskRunId, waitingEvents: notice.events };
   }
 }
 

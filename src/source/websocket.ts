@@ -490,12 +490,12 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           historyFailures = 0;
           unexpectedBodyShown = false;
           if (answered) {
-            log.error({ ...window, events: count, err: message }, 'reading the event history failed; events in this window may be missing');
+            log.error({ ...window, eventsRead: count, err: message }, 'reading the event history failed; events in this window may be missing');
             coveredUntilMs = gap.serverNowMs;
             unreadWindow = undefined;
           } else {
             // Said once per window: a gateway outage fails every round the same way until it ends.
-            if (unreadWindow === undefined) log.warn({ ...window, events: count, err: message }, 'reading the event history failed; trying the live stream without it (the window is read again if that fails too)');
+            if (unreadWindow === undefined) log.warn({ ...window, eventsRead: count, err: message }, 'reading the event history failed; trying the live stream without it (the window is read again if that fails too)');
             unreadWindow = { sinceMs: unreadWindow?.sinceMs ?? fromMs, events: count, err: message };
           }
           return undefined;
@@ -509,7 +509,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       unreadWindow = undefined;
       // The server's now, as far as its clock is known (not before the first connection of a process).
       coveredUntilMs = gap.serverNowMs;
-      log.info({ ...window, events: count, pages, ms: Math.round(performance.now() - started) }, 'event history read');
+      log.info({ ...window, eventsRead: count, pages, ms: Math.round(performance.now() - started) }, 'event history read');
     }
     // Still behind after the last round (the history reads slower than events come): go live, and
     // say what neither the history nor the websocket's backfill will cover.
@@ -563,7 +563,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
               failures = 0;
             }
           }
-          log.debug({ ...window, events: count, pages, ms: Math.round(performance.now() - started) }, 'the end of the backfill window read again from the event history');
+          log.debug({ ...window, eventsRead: count, pages, ms: Math.round(performance.now() - started) }, 'the end of the backfill window read again from the event history');
           return;
         } catch (err) {
           if (stopped) return;
@@ -571,7 +571,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           const message = redact(errorText(err));
           if (err instanceof AuthError || err instanceof ProtocolError || failures >= MAX_HISTORY_FAILURES) {
             const body = err instanceof RestRequestError ? err.body : undefined;
-            log.warn({ ...window, events: count, err: message, ...(body === undefined ? {} : { body }) }, 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing');
+            log.warn({ ...window, eventsRead: count, err: message, ...(body === undefined ? {} : { body }) }, 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing');
             return;
           }
           const waitMs = Math.max(backoffMs(failures), Math.min(err instanceof RestRequestError ? (err.retryAfterMs ?? 0) : 0, MAX_UPGRADE_RETRY_AFTER_MS));
@@ -778,13 +778,13 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         sentCheck.unref();
         timers.push(sentCheck);
         stats.connects += 1;
-        log.info({ url: endpoint.logUrl, since: filter.occurred.since, until: filter.occurred.until, events: prefixes ?? 'all' }, 'connected to the Prefect event stream');
+        log.info({ url: endpoint.logUrl, since: filter.occurred.since, until: filter.occurred.until, eventNames: prefixes ?? 'all' }, 'connected to the Prefect event stream');
         // The stream moves past a window the history left unread: what the server's backfill clamp cuts off is lost now.
         if (unreadWindow !== undefined) {
           const untilMs = filterSentAtMs - backfillWindowMs;
           const { sinceMs, events, err } = unreadWindow;
           unreadWindow = undefined;
-          if (untilMs > sinceMs) log.error({ since: new Date(sinceMs).toISOString(), until: new Date(untilMs).toISOString(), events, err }, 'reading the event history failed; events in this window may be missing');
+          if (untilMs > sinceMs) log.error({ since: new Date(sinceMs).toISOString(), until: new Date(untilMs).toISOString(), eventsRead: events, err }, 'reading the event history failed; events in this window may be missing');
         }
         status('connected');
       });

@@ -250,3 +250,48 @@ test('watch across a restart: the lines of runs restored from the state file, of
     [spanIdForRun(fr, 1), `STLOGGING: Flow run ${fr} (crimson-fox-0) state transition: RUNNING -> COMPLETED (state_name='Completed', message='')`],
   ]);
 });
+
+/**
+ * A value's type as a log store maps it (Elasticsearch/OpenSearch dynamic mapping): an array is the
+ * type of its items, every number one type, null nothing; an object's keys are fields of their own.
+ */
+function fieldTypes(line: LogLine, out: Map<string, Map<string, string>>, prefix = ''): void {
+  for (const [k, v] of Object.entries(line)) {
+    const key = `${prefix}${k}`;
+    const item: unknown = Array.isArray(v) ? v[0] : v;
+    if (item === null || item === undefined) continue;
+    const type = typeof item === 'object' ? 'object' : typeof item;
+    const seen = out.get(key) ?? new Map<string, string>();
+    if (!seen.has(type)) seen.set(type, String(line.msg));
+    out.set(key, seen);
+    if (type === 'object' && !Array.isArray(v)) fieldTypes(v as LogLine, out, `${key}.`);
+  }
+}
+
+test('every key of the lines watch writes keeps one JSON type across lines (a log store maps a field once and turns away lines that disagree): connect, event history read after a restart, STLOGGING, stats and the last line', async (t) => {
+  // Runs of 14 minutes ago, in the websocket's 15-minute backfill; the restart resumes 20 minutes
+  // before the last event it saw, past that backfill: it reads the event history.
+  const w = watchWorkload(2, Date.now() - 14 * 60_000);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(tempDir(), 'state.json'), PREFECT_OTEL_RESUME_MARGIN_MS: String(20 * 60_000), PREFECT_OTEL_STATS_INTERVAL_MS: '200' };
+  const half = Math.floor(w.events.length / 2);
+  const lines: LogLine[] = [];
+  for (const part of [w.events.slice(0, half), w.events.slice(half)]) {
+    prefect.store(part);
+    const run = startWatch(env, t);
+    const out = follow(run.child);
+    await until('every event taken', () => stlogging(out()).length === part.length);
+    await until('a stats line', () => out().some((l) => l.msg === 'stats'));
+    run.child.kill('SIGTERM');
+    assert.equal((await run.result).code, 0);
+    lines.push(...out());
+  }
+  await receiver.waitForSpans(w.runs.size);
+
+  const said = new Set(lines.map((l) => l.msg));
+  for (const msg of ['connected to the Prefect event stream', 'event history read', 'stats', 'stopped']) assert.ok(said.has(msg), `a line "${msg}"`);
+  const types = new Map<string, Map<string, string>>();
+  for (const line of lines) fieldTypes(line, types);
+  const mixed = [...types].filter(([, seen]) => seen.size > 1).map(([key, seen]) => `${key}: ${[...seen].map(([type, msg]) => `${type} in "${msg}"`).join(', ')}`);
+  assert.deepEqual(mixed, []);
+});

@@ -1089,7 +1089,7 @@ test('bounds: while the server holds subflow parent lookups, at most PREFECT_OTE
   assert.ok(lookupsAbandoned >= subflows - maxOpenRuns, `${lookupsAbandoned} lookups given up`);
   assert.equal(pipeline.tracker.pendingLookups, subflows - lookupsAbandoned);
   const abandoned = lines.filter((l) => l.kind === 'lookup_abandoned');
-  assert.deepEqual(abandoned.map((l) => [l.level, l.count, l.events]), [...Array.from({ length: 10 }, (_, k) => [40, k + 1, 3]), ...Array.from({ length: lookupsAbandoned - 10 }, (_, k) => [20, k + 11, 3])]);
+  assert.deepEqual(abandoned.map((l) => [l.level, l.count, l.waitingEvents]), [...Array.from({ length: 10 }, (_, k) => [40, k + 1, 3]), ...Array.from({ length: lookupsAbandoned - 10 }, (_, k) => [20, k + 11, 3])]);
   prefect.switches.holdRest = false;
   await pipeline.finish('end_of_input');
   // Nothing dropped: every subflow and its task, exactly once.

@@ -856,8 +856,8 @@ describe('event subscriber: reconnects', () => {
     const { server, logs } = await liveDuringLongBackfill(t, true, 3);
     assert.deepEqual(server.restRequests.map((r) => `${r.method} ${r.path}`), Array<string>(3).fill('POST /api/events/filter'));
     assert.deepEqual(
-      logs.records().filter((r) => (r.level as number) >= 40).map(({ msg, err, events }) => ({ msg, err, events })),
-      [{ msg: 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing', err: 'POST /events/filter: HTTP 500', events: 0 }],
+      logs.records().filter((r) => (r.level as number) >= 40).map(({ msg, err, eventsRead }) => ({ msg, err, eventsRead })),
+      [{ msg: 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing', err: 'POST /events/filter: HTTP 500', eventsRead: 0 }],
     );
   });
 
@@ -1111,7 +1111,7 @@ describe('event subscriber: gap fill from history', () => {
     assert.ok(state.cursorUs! >= Date.parse(live[0]!.occurred) * 1000);
     assert.equal(sub.stats.historyEvents, 60);
     const read = logs.records().find((r) => r.msg === 'event history read');
-    assert.deepEqual(read && { events: read.events, pages: read.pages }, { events: 60, pages: 2 });
+    assert.deepEqual(read && { eventsRead: read.eventsRead, pages: read.pages }, { eventsRead: 60, pages: 2 });
     assertNoSecrets(logs.lines, AUTH_STRING);
   });
 
@@ -1353,8 +1353,8 @@ describe('event subscriber: gap fill from history', () => {
     );
     const failed = logs.records().filter((r) => r.msg === 'reading the event history failed; events in this window may be missing');
     assert.deepEqual(
-      failed.map(({ level, events, err }) => ({ level, events, err })),
-      [{ level: 50, events: 0, err: 'POST /events/filter failed: timed out after 300 ms' }],
+      failed.map(({ level, eventsRead, err }) => ({ level, eventsRead, err })),
+      [{ level: 50, eventsRead: 0, err: 'POST /events/filter failed: timed out after 300 ms' }],
     );
   });
 
