@@ -232,7 +232,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     behindWarnedUs = behindUs;
     const margin = config.sources?.resumeMarginMs ?? 'PREFECT_OTEL_RESUME_MARGIN_MS';
     log.warn(
-      { event: event.name, eventId: event.id, resource: event.resource.id, behindMs: Math.round(behindUs / 1_000), resumeMarginMs: config.live.resumeMarginMs },
+      { [EVENT_NAME_KEY]: event.name, [ATTR.EVENT_ID]: event.id, [ATTR.EVENT_RESOURCE_ID]: event.resource.id, behindMs: Math.round(behindUs / 1_000), resumeMarginMs: config.live.resumeMarginMs },
       `an event reached the Prefect server ${formatDuration(behindUs)} after its \`occurred\` (its sender's clock runs behind the server's, or it sent the event late): ` +
         `after a reconnect or a restart, Prefect's live stream drops the events that occurred more than ${margin} (${formatDuration(marginUs)}) before the last one seen, ` +
         `so such events would be lost for a while; set ${margin} above this delay`,

@@ -213,7 +213,7 @@ test('watch: events that reached the server longer after their occurred than the
   const warned = r.stdout.split('\n').filter((l) => l.includes('"component":"pipeline"') && l.includes('"level":40')).map((l) => JSON.parse(l) as Record<string, unknown>);
   const message = (delay: string): string =>
     `an event reached the Prefect server ${delay} after its \`occurred\` (its sender's clock runs behind the server's, or it sent the event late): after a reconnect or a restart, Prefect's live stream drops the events that occurred more than PREFECT_OTEL_RESUME_MARGIN_MS (1.00 s) before the last one seen, so such events would be lost for a while; set PREFECT_OTEL_RESUME_MARGIN_MS above this delay`;
-  assert.deepEqual(warned.map(({ msg, event, eventId, resource, behindMs, resumeMarginMs }) => ({ msg, event, eventId, resource, behindMs, resumeMarginMs })), [
+  assert.deepEqual(warned.map((l) => ({ msg: l.msg, event: l['prefect.event.name'], eventId: l['prefect.event.id'], resource: l['prefect.event.resource.id'], behindMs: l.behindMs, resumeMarginMs: l.resumeMarginMs })), [
     { msg: message('10.0 s'), event: 'prefect.flow-run.Running', eventId: '0198c7d2-dddd-7000-8000-000000000002', resource: `prefect.flow-run.${runId(2)}`, behindMs: 10_000, resumeMarginMs: 1_000 },
     { msg: message('25.0 s'), event: 'prefect.flow-run.Running', eventId: '0198c7d2-dddd-7000-8000-000000000004', resource: `prefect.flow-run.${runId(4)}`, behindMs: 25_000, resumeMarginMs: 1_000 },
   ]);
