@@ -175,7 +175,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
             // The application's own code, in its own (root) context: not prefect-otel's untraced one.
             inApplicationRoot(() => this.emit('span', span));
           } catch (err) {
-            this.logger.error({ err }, 'a span listener threw; ignored');
+            this.logger.error({ component: 'watch', err }, 'a span listener threw; ignored');
           }
         }
       },
@@ -200,7 +200,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
    * a listener that throws is, instead of an unhandled rejection that ends the host process.
    */
   override [EventEmitter.captureRejectionSymbol](err: Error, event: string | symbol): void {
-    this.logger.error({ err }, `a ${String(event)} listener rejected; ignored`);
+    this.logger.error({ component: 'watch', err }, `a ${String(event)} listener rejected; ignored`);
   }
 
   private async start(): Promise<void> {
@@ -421,7 +421,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       try {
         fn();
       } catch (err) {
-        this.logger.error({ err }, 'periodic task failed');
+        this.logger.error({ component: 'watch', err }, 'periodic task failed');
       }
     }, ms);
     t.unref();
@@ -445,12 +445,12 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       const nowMs = Date.now();
       if (this.saveFailures === 1 || nowMs - this.saveFailureLoggedMs >= STATE_ERROR_LOG_MS) {
         this.saveFailureLoggedMs = nowMs;
-        this.logger.error({ error: errorText(err), path: this.store.path, failures: this.saveFailures }, 'could not write the state file');
+        this.logger.error({ component: 'watch', error: errorText(err), path: this.store.path, failures: this.saveFailures }, 'could not write the state file');
       }
       return;
     }
     if (this.saveFailures > 0) {
-      this.logger.info({ path: this.store.path, failures: this.saveFailures }, 'the state file is written again');
+      this.logger.info({ component: 'watch', path: this.store.path, failures: this.saveFailures }, 'the state file is written again');
       this.saveFailures = 0;
     }
   }
@@ -464,7 +464,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
         inApplicationRoot(() => this.emit('error', err));
       } catch (listenerErr) {
         // As a span listener's: with nothing of the host's to catch it, it would end the process unsaved.
-        this.logger.error({ err: listenerErr }, 'an error listener threw; ignored');
+        this.logger.error({ component: 'watch', err: listenerErr }, 'an error listener threw; ignored');
       }
     }
     void this.shutdown();

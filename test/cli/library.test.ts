@@ -181,6 +181,10 @@ test('library: async span and status listeners that reject are logged and ignore
   tracing.on('span', () => store('span'));
   tracing.once('status', () => store('status'));
   /* eslint-enable @typescript-eslint/no-misused-promises */
+  // And one that throws at once.
+  tracing.on('span', () => {
+    throw new Error('could not count the span');
+  });
   await tracing.ready;
   await until('subscription', () => liveConnections(prefect) === 1);
   prefect.publish(w.events);
@@ -189,10 +193,11 @@ test('library: async span and status listeners that reject are logged and ignore
   await tracing.shutdown();
   await tracing.done;
   assert.deepEqual(
-    lines().filter((l) => Number(l.level) >= 40).map((l) => [l.level, l.msg, (l.err as { message?: string } | undefined)?.message]).sort(),
+    lines().filter((l) => Number(l.level) >= 40).map((l) => [l.level, l.component, l.msg, (l.err as { message?: string } | undefined)?.message]).sort(),
     [
-      [50, 'a status listener rejected; ignored', 'could not store the status'],
-      ...[...w.runs.keys()].map(() => [50, 'a span listener rejected; ignored', 'could not store the span']),
+      [50, 'watch', 'a status listener rejected; ignored', 'could not store the status'],
+      ...[...w.runs.keys()].map(() => [50, 'watch', 'a span listener rejected; ignored', 'could not store the span']),
+      ...[...w.runs.keys()].map(() => [50, 'watch', 'a span listener threw; ignored', 'could not count the span']),
     ].sort(),
   );
   assert.equal(receiver.spans().length, w.runs.size);
@@ -269,7 +274,7 @@ test('library: authentication refused: done rejects with an AuthError, the error
     {
       settled,
       events,
-      listenerError: lines().filter((l) => l.msg === 'an error listener threw; ignored').map((l) => (l.err as { message: string }).message),
+      listenerError: lines().filter((l) => l.msg === 'an error listener threw; ignored').map((l) => [l.component, (l.err as { message: string }).message]),
       stopped: lines().filter((l) => l.msg === 'stopped').length,
       saved: existsSync(stateFile),
       leaked: JSON.stringify(lines()).includes('a-wrong-key'),
@@ -277,7 +282,7 @@ test('library: authentication refused: done rejects with an AuthError, the error
     {
       settled: `rejected: AuthError ${message}`,
       events: [['status', 'connecting'], ['status', 'disconnected'], ['error', true, 'PREFECT_OTEL_AUTH', message]],
-      listenerError: ['the error listener failed too'],
+      listenerError: [['watch', 'the error listener failed too']],
       stopped: 1,
       saved: true,
       leaked: false,
@@ -572,10 +577,10 @@ test('library: a state file that cannot be written is logged once, then again on
   rmSync(blocker);
   await until('a save works again', () => saves().length === 2);
   assert.deepEqual(
-    saves().map((l) => ({ level: l.level, msg: l.msg, failures: l.failures, error: typeof l.error === 'string' && l.error.includes('not-a-dir') })),
+    saves().map((l) => ({ level: l.level, component: l.component, msg: l.msg, failures: l.failures, error: typeof l.error === 'string' && l.error.includes('not-a-dir') })),
     [
-      { level: 50, msg: 'could not write the state file', failures: 1, error: true },
-      { level: 30, msg: 'the state file is written again', failures: saves()[1]!.failures, error: false },
+      { level: 50, component: 'watch', msg: 'could not write the state file', failures: 1, error: true },
+      { level: 30, component: 'watch', msg: 'the state file is written again', failures: saves()[1]!.failures, error: false },
     ],
   );
   // Every failed save is counted (prefect_otel_state_save_failures_total), also once it works again.
