@@ -216,6 +216,22 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   };
   let lookupFailedNotices = 0;
   let parentLateNotices = 0;
+  /**
+   * A run ended incomplete has no line of its own among its STLOGGING lines (no state says so): one
+   * line beside them, with the same correlation fields, says that its span ended and why, so that a
+   * search by trace id does not leave the run at its last state. An evicted run's warning says it already.
+   */
+  const noteIncomplete = (record: SpanRecord, inTrace: boolean): void => {
+    const reason = record.attributes[ATTR.RUN_INCOMPLETE_REASON];
+    if (reason === 'evicted') return;
+    notices.info(
+      {
+        kind: 'incomplete', [ATTR.RUN_ID]: record.run.id, [ATTR.RUN_INCOMPLETE_REASON]: reason, 'prefect.state.name': record.run.finalState?.name,
+        trace_id: record.traceId, span_id: record.spanId, trace_flags: inTrace ? '01' : '00',
+      },
+      `${record.run.type === 'flow' ? 'Flow' : 'Task'} run ${record.run.id} ended incomplete (${String(reason)}) at its last known time, in state ${record.run.finalState?.name ?? 'none'}`,
+    );
+  };
   /** The longest delay from `occurred` to the server's `received` warned of (live only), in µs. */
   let behindWarnedUs = 0;
   const marginUs = config.live.resumeMarginMs * 1_000;
@@ -251,8 +267,10 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     },
     {
       span(record: SpanRecord): void {
+        const inTrace = sampled === undefined || sampled(record.traceId);
+        if (record.run.incomplete) noteIncomplete(record, inTrace);
         // As an OpenTelemetry SDK does with a span its sampler drops: no processor (hook, listener, export) sees it.
-        if (sampled !== undefined && !sampled(record.traceId)) {
+        if (!inTrace) {
           counters.unsampled += 1;
           return;
         }

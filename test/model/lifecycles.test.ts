@@ -839,7 +839,7 @@ test('the same, with a restart from the state file after any of the events: the 
   await assertSameAcrossRestarts(dir, orders, wholes((await run(flow)).spans));
 });
 
-test('the notice lines of a rerun and of a run the open-run bound ended carry the run id and trace id of the run under the keys of its STLOGGING lines', async () => {
+test('the notice lines of a rerun, of a run the open-run bound ended and of one the end of input left open carry the run id and trace id of the run under the keys of its STLOGGING lines', async () => {
   const OTHER = '0198c7d2-7777-7abc-8def-0123456789ab';
   const rerun = flowRun([[0, 'RUNNING', 'Running', 1], [2, 'FAILED', 'Failed', 1], [60, 'SCHEDULED', 'Scheduled', 1], [61, 'RUNNING', 'Running', 2]]);
   // A second flow run opened while FR's rerun is open: under a bound of one open run, FR is ended early.
@@ -849,6 +849,12 @@ test('the notice lines of a rerun and of a run the open-run bound ended carry th
   assert.deepEqual(notices, [
     { level: 30, service: 'prefect-otel', component: 'model', kind: 'rerun', 'prefect.run.id': FR, attempt: 1, trace_id: traceIdForRun(FR), msg: 'run left its terminal state; new span for the rerun' },
     { level: 40, service: 'prefect-otel', component: 'model', kind: 'evicted', 'prefect.run.id': FR, trace_id: traceIdForRun(FR), count: 1, msg: 'open-run bound reached; least recently active run ended early' },
+    // The evicted run's warning says it ended early; the one still open at the end of the input gets a line that it did.
+    {
+      level: 30, service: 'prefect-otel', component: 'model', kind: 'incomplete', 'prefect.run.id': OTHER, 'prefect.run.incomplete_reason': 'end_of_input', 'prefect.state.name': 'Running',
+      trace_id: traceIdForRun(OTHER), span_id: spanIdForRun(OTHER), trace_flags: '01',
+      msg: `Flow run ${OTHER} ended incomplete (end_of_input) at its last known time, in state Running`,
+    },
   ]);
 });
 
