@@ -1084,7 +1084,7 @@ export class RunTracker {
       if (open && run.terminal) this.deadlines.set(run.ref.id, nowMs + this.options.settleMs);
       // A task given the grace (its flow run ended) that stops at NotReady has nothing more to come;
       // nor has a background task (its flow run's end gives it no grace).
-      const graceUntil = open && notReady(run) ? (this.deadlines.get(run.ref.id) ?? (run.meta.deferred === true ? Infinity : undefined)) : undefined;
+      const graceUntil = open && notReady(run) ? (this.deadlines.get(run.ref.id) ?? (run.meta.deferred === true || this.parentEnded(run) ? Infinity : undefined)) : undefined;
       if (graceUntil !== undefined) this.deadlines.set(run.ref.id, Math.min(graceUntil, nowMs + this.options.settleMs));
       // The log line keeps the whole message (a traceback); the span keeps it within the payload's bound.
       this.emitLog('transition', run, event, { ...classified.state, terminal: TERMINAL_STATE_TYPES.has(s.type) });
@@ -1155,11 +1155,12 @@ export class RunTracker {
   private due(run: RunState, nowMs: number): void {
     if (!run.terminal) {
       // A background task given the grace before its first state said what it is: its flow run's end is not its end.
-      if (outlivesFlowRun(run)) {
+      // A subflow has a deadline only once stopped at NotReady: one that went on from there is not done.
+      if (outlivesFlowRun(run) || (run.ref.type === 'flow' && !notReady(run))) {
         this.deadlines.delete(run.ref.id);
         return;
       }
-      // A task past its grace period after its flow ended, or stopped at NotReady after it.
+      // A task past its grace period after its flow ended, or a task or subflow stopped at NotReady after it.
       this.finalize(run, notReady(run) ? 'not_ready' : 'flow_ended', nowMs);
       return;
     }
@@ -1175,8 +1176,23 @@ export class RunTracker {
       const waitingFor = open.filter((t) => !notReady(t!));
       if (waitingFor.length > 0 && this.stillWaiting(run, graceEnd, nowMs)) return;
       for (const t of open) this.finalize(t!, notReady(t!) ? 'not_ready' : 'flow_ended', nowMs);
+      // A subflow stopped at NotReady (what it waited for did not complete) never runs: it goes out with its parent.
+      for (const id of [...(this.openUnder.get(run.spanId) ?? [])]) {
+        const sub = this.open.get(id);
+        if (sub !== undefined && sub.ref.type === 'flow' && notReady(sub)) this.finalize(sub, 'not_ready', nowMs);
+      }
     }
     this.finalize(run, undefined, nowMs);
+  }
+
+  /**
+   * Whether the flow run a subflow hangs under has ended (is no longer open): a subflow stopped at
+   * NotReady then goes out once settled. False for a root, and for a subflow restored from the
+   * state file (its parent run is not kept there): its parent's end takes it along.
+   */
+  private parentEnded(run: RunState): boolean {
+    const parentId = run.ref.type === 'flow' && !run.ctx.root ? run.ctx[PARENT_RUN] : undefined;
+    return parentId !== undefined && this.open.get(parentId)?.spanId !== run.ctx.parentSpanId;
   }
 
   /**
@@ -1315,12 +1331,14 @@ function settlingTakes(before: RunState, next: RunState, event: PrefectEvent, cl
 
 /** Whether a state leaves a terminal state (its intended "from"): a rerun. */
 /**
- * A task run stopped at Pending "NotReady": an upstream task did not complete, and the task engine
- * returned without running it. No state follows it in this flow run attempt.
+ * A task run or subflow stopped at Pending "NotReady": an upstream task (of `wait_for`) did not
+ * complete, and the task or flow engine returned without running it (`begin_run` in
+ * src/prefect/task_engine.py and src/prefect/flow_engine.py). No state follows it in this attempt of
+ * the flow run it was called in.
  */
 function notReady(run: RunState): boolean {
   const state = run.latest?.state;
-  return run.ref.type === 'task' && state !== undefined && state.type === 'PENDING' && state.name === 'NotReady';
+  return state !== undefined && state.type === 'PENDING' && state.name === 'NotReady';
 }
 
 /**
