@@ -232,12 +232,20 @@ export class RunState {
 
   /**
    * Waiting on Prefect, not idle: Scheduled and not started yet (no Pending or Running state), for
-   * its scheduled time, which Prefect's scheduler sets up to days after the Scheduled event; or
-   * Paused/Suspended, for a person to resume it. Either says nothing until then.
+   * its scheduled time, which Prefect's scheduler sets up to days after the Scheduled event; a flow
+   * run Scheduled again after it started, for a worker or its time (`Resuming` after a suspension,
+   * which a worker has to pick up; `AwaitingRetry` before a flow retry's delay ends;
+   * `AwaitingConcurrencySlot`); or Paused/Suspended, for a person to resume it. Each says nothing
+   * until then.
    */
   get awaiting(): boolean {
     const type = this.latest?.state.type;
-    return type === 'PAUSED' || (type === 'SCHEDULED' && this.startUs === undefined);
+    return type === 'PAUSED' || (type === 'SCHEDULED' && (this.startUs === undefined || this.ref.type === 'flow'));
+  }
+
+  /** Scheduled and never started (no Pending or Running state): a run Prefect may delete without an event. */
+  get awaitingStart(): boolean {
+    return this.startUs === undefined && this.latest?.state.type === 'SCHEDULED';
   }
 
   /**

@@ -697,7 +697,7 @@ export class RunTracker {
         run.lastActivityMs = nowMs;
         this.open.touch(run.ref.id);
         // A scheduled flow run may have been deleted meanwhile, which Prefect announces with no event: asked again after each timeout.
-        if (run.ref.type === 'flow' && run.latest?.state.type === 'SCHEDULED') (scheduled ??= []).push(run.ref.id);
+        if (run.ref.type === 'flow' && run.awaitingStart) (scheduled ??= []).push(run.ref.id);
         continue;
       }
       this.finalize(run, run.terminal ? undefined : 'idle_timeout', nowMs);
@@ -710,7 +710,7 @@ export class RunTracker {
       const soon: RunState[] = [];
       for (const run of this.open.values()) {
         if (run.lastActivityMs > gatherBefore) break;
-        if (run.awaiting && run.ref.type === 'flow' && run.latest?.state.type === 'SCHEDULED') soon.push(run);
+        if (run.ref.type === 'flow' && run.awaitingStart) soon.push(run);
       }
       for (const run of soon) {
         run.lastActivityMs = nowMs;
@@ -730,7 +730,7 @@ export class RunTracker {
     const forgotten: string[] = [];
     for (const id of flowRunIds) {
       const run = this.open.get(id);
-      if (run === undefined || run.ref.type !== 'flow' || !run.awaiting || run.latest?.state.type !== 'SCHEDULED') continue;
+      if (run === undefined || run.ref.type !== 'flow' || !run.awaitingStart) continue;
       // Task events seen under it say it ran after all: it is left to them.
       const children = this.childrenOf.get(id);
       if (children !== undefined && children.size > 0) continue;

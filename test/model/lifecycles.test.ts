@@ -735,6 +735,36 @@ test('a run suspended for 30 h (over the 24 h open-run timeout) waiting for a pe
   assert.deepEqual(lines.filter((l) => l.late === true), []);
 });
 
+test('a flow run Scheduled again after it started and silent past the 24 h open-run timeout (a resumed suspension waiting 30 h for a worker, its tasks after; a flow retry delayed 26 h): one whole span each, nothing late, no task ended early', async () => {
+  const resumed = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [5, 'PAUSED', 'Suspended', 1], [HOUR, 'SCHEDULED', 'Resuming', 1], [31 * HOUR, 'PENDING', 'Pending', 1], [31 * HOUR + 1, 'RUNNING', 'Running', 1], [31 * HOUR + 600, 'COMPLETED', 'Completed', 1]]);
+  const task = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[31 * HOUR + 2, 'PENDING', 'Pending', 0], [31 * HOUR + 3, 'RUNNING', 'Running', 1], [31 * HOUR + 500, 'COMPLETED', 'Completed', 1]]);
+  const a = await run([...resumed.slice(0, 4), ...otherRun(26 * HOUR), ...resumed.slice(4, 6), task[0]!, task[1]!, ...otherRun(31 * HOUR + 200), task[2]!, resumed[6]!]);
+  assert.deepEqual(a.spans.filter((s) => s.run.id !== OTHER).map(whole), [
+    {
+      name: 'load', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK), parentSpanId: spanIdForRun(FR),
+      startUs: us(31 * HOUR + 2), endUs: us(31 * HOUR + 500), status: { code: 'ok' },
+      attributes: taskAttrs(TASK, 'load-7c1', 'load-55aa66bb', { 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.task.run.result': 'success' }),
+      events: stateEvents(task), links: [],
+    },
+    {
+      name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+      startUs: us(0), endUs: us(31 * HOUR + 600), status: { code: 'ok' },
+      attributes: flowAttrs({ 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+      events: stateEvents(resumed), links: [],
+    },
+  ]);
+  assert.deepEqual(a.lines.filter((l) => l.late === true), []);
+  const retried = flowRun([[0, 'RUNNING', 'Running', 1], [10, 'SCHEDULED', 'AwaitingRetry', 1, 'Flow run encountered an exception: ConnectionError: warehouse down'], [26 * HOUR + 10, 'RUNNING', 'Retrying', 2], [26 * HOUR + 70, 'COMPLETED', 'Completed', 2]]);
+  const b = await run([...retried.slice(0, 2), ...otherRun(25 * HOUR), ...retried.slice(2)]);
+  assert.deepEqual(b.spans.filter((s) => s.run.id === FR).map(whole), [{
+    name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), parentSpanId: undefined,
+    startUs: us(0), endUs: us(26 * HOUR + 70), status: { code: 'ok' },
+    attributes: flowAttrs({ 'prefect.run.count': 2, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'cicd.pipeline.result': 'success' }),
+    events: stateEvents(retried), links: [],
+  }]);
+  assert.deepEqual(b.lines.filter((l) => l.late === true), []);
+});
+
 /**
  * FR completed, rerun at once (Scheduled a second after the Completed), failed with a task inside,
  * rerun again and completed: in order, and delivered in three orders where the rerun's first states
