@@ -58,6 +58,13 @@ export const CICD_RESULT = {
   CANCELLED: 'cancellation',
 } as const;
 
+/**
+ * The result of a task run stopped at Pending `NotReady`: an upstream task did not complete, so
+ * Prefect never ran it, which is the conventions' `skip` ("skipped, e.g. due to a precondition not
+ * being met").
+ */
+export const CICD_RESULT_SKIP = 'skip';
+
 /** Names of the span events prefect-otel adds itself (state events are named after the state). */
 export const SPAN_EVENT = {
   SUMMARY: 'prefect-otel.events_summarised',

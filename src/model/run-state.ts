@@ -1,4 +1,4 @@
-import { ATTR, CICD_RESULT, OTEL_TRACEPARENT_LABEL, SPAN_EVENT } from './attributes.js';
+import { ATTR, CICD_RESULT, CICD_RESULT_SKIP, OTEL_TRACEPARENT_LABEL, SPAN_EVENT } from './attributes.js';
 import { TERMINAL_STATE_TYPES, type RunRef, type RunType, type StateInfo, type StateType } from './classify.js';
 import { isRecord, MAX_EVENT_NAME, truncate, type PrefectEvent } from './event.js';
 import { canonicalUuid, spanIdForRun } from './ids.js';
@@ -532,7 +532,11 @@ export class RunState {
       a[ATTR.RUN_INCOMPLETE] = true;
       a[ATTR.RUN_INCOMPLETE_REASON] = incompleteReason ?? 'not_terminal';
     }
-    const result = !incomplete && final !== undefined ? CICD_RESULT[final.type as keyof typeof CICD_RESULT] : undefined;
+    // The conventions require a result: a task Prefect never ran, as its upstream did not complete
+    // (stopped at Pending "NotReady"), was skipped; any other run ended without a terminal state has
+    // none that could be told.
+    const skipped = !flow && final?.type === 'PENDING' && final.name === 'NotReady';
+    const result = skipped ? CICD_RESULT_SKIP : !incomplete && final !== undefined ? CICD_RESULT[final.type as keyof typeof CICD_RESULT] : undefined;
     const url = options.uiUrl === undefined ? undefined : `${options.uiUrl}/runs/${flow ? 'flow' : 'task'}-run/${this.ref.id}`;
     if (flow) {
       a[ATTR.CICD_PIPELINE_NAME] = this.spanName();

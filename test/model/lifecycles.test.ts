@@ -302,7 +302,7 @@ test('a task stopped at Pending "NotReady" (its upstream task failed) does not h
   assert.deepEqual(whole(spans[1]!), {
     name: 'load', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(T2), parentSpanId: spanIdForRun(FR),
     startUs: us(2), endUs: us(5), status: { code: 'unset' },
-    attributes: taskAttrs(T2, 'load-7c1', 'load-55aa66bb', { 'prefect.run.count': 0, 'prefect.state.type': 'PENDING', 'prefect.state.name': 'NotReady', 'prefect.run.incomplete': true, 'prefect.run.incomplete_reason': 'not_ready' }),
+    attributes: taskAttrs(T2, 'load-7c1', 'load-55aa66bb', { 'prefect.run.count': 0, 'prefect.state.type': 'PENDING', 'prefect.state.name': 'NotReady', 'prefect.run.incomplete': true, 'prefect.run.incomplete_reason': 'not_ready', 'cicd.pipeline.task.run.result': 'skip' }),
     events: stateEvents(load), links: [],
   });
 });
