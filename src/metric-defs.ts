@@ -7,11 +7,17 @@ import type { TracingStats } from './stats.js';
  * Collector's usual translation (dots → `_`, unit `s` → `_seconds`, monotonic sums → `_total`).
  * That translation appends `_ratio` to a gauge of unit `1`, so a 0/1 gauge counts something
  * (`{connection}`, `{process}`) instead: its name then stays the same on both sides.
+ *
+ * Every gauge here counts what there is at the moment (runs open, spans buffered, connections):
+ * values that add up across processes and attributes, which OpenTelemetry records with an
+ * (asynchronous) UpDownCounter, not a Gauge, whose values are non-additive. Over OTLP they are
+ * non-monotonic sums; the Collector's Prometheus exporter shows those as gauges, under the same name.
  */
 export interface MetricDef {
   readonly prometheus: string;
   /** Undefined: only on `/metrics` (process facts that OTel has its own conventions for). */
   readonly otel: string | undefined;
+  /** The Prometheus type; over OTLP a counter is an asynchronous Counter, a gauge an asynchronous UpDownCounter. */
   readonly type: 'counter' | 'gauge';
   readonly unit: string;
   readonly help: string;

@@ -111,8 +111,8 @@ function metricsResource(config: Config): Resource {
 }
 
 /**
- * With OTEL_METRICS_EXPORTER=otlp: the `/metrics` counters as observable instruments (read from the
- * stats once per collection) and the export-lag histogram with the same buckets, every
+ * With OTEL_METRICS_EXPORTER=otlp: the `/metrics` counters and gauges as observable Counters and
+ * UpDownCounters (read from the stats once per collection) and the export-lag histogram with the same buckets, every
  * OTEL_METRIC_EXPORT_INTERVAL ms and once more at shutdown.
  */
 export function startMetricsExport(config: Config, read: () => TracingStats, lag: LagHistogram, logger: Logger): MetricsExport | undefined {
@@ -141,7 +141,8 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
   for (const def of METRIC_DEFS) {
     if (def.otel === undefined) continue;
     const options = { unit: def.unit, description: def.help };
-    observed.push([def, def.type === 'counter' ? meter.createObservableCounter(def.otel, options) : meter.createObservableGauge(def.otel, options)]);
+    // The gauges count what there is at the moment (additive): asynchronous UpDownCounters, not Gauges.
+    observed.push([def, def.type === 'counter' ? meter.createObservableCounter(def.otel, options) : meter.createObservableUpDownCounter(def.otel, options)]);
   }
   meter.addBatchObservableCallback(
     (result: BatchObservableResult) => {

@@ -331,9 +331,10 @@ for (const preference of ['delta', 'lowmemory'] as const) {
     assert.equal(r.code, 0, r.stderr);
     const exports = receiver.metrics();
     // Sums and the histogram: 1 delta, 2 cumulative. `delta` makes the observable counters deltas too; `lowmemory` only the histogram.
+    // The UpDownCounters (non-monotonic sums) stay cumulative under both.
     const counterTemporality = preference === 'delta' ? 1 : 2;
     const temporalities = new Set(exports.flat().filter((m) => m.type !== 'gauge').map((m) => `${m.type}${m.type === 'sum' ? (m.monotonic === true ? ' monotonic' : '') : ''} ${m.temporality}`));
-    assert.deepEqual(temporalities, new Set([`sum monotonic ${counterTemporality}`, 'histogram 1']));
+    assert.deepEqual(temporalities, new Set([`sum monotonic ${counterTemporality}`, 'sum 2', 'histogram 1']));
     const values = (name: string): number[] => exports.map((e) => e.find((m) => m.name === name)?.points.reduce((n, p) => n + (p.value ?? 0), 0) ?? 0);
     const received = values('prefect_otel.events.received');
     const lagCounts = exports.map((e) => e.find((m) => m.name === LAG_METRIC.otel)?.points[0]?.count ?? 0);

@@ -1,7 +1,8 @@
 /**
  * What `replay` exports, decoded by the OTLP receiver, checked against the OpenTelemetry semantic
- * conventions (the version `@opentelemetry/semantic-conventions` is pinned at): the CI/CD span
- * conventions' attributes and their well-known values, and the instrument types of the metrics.
+ * conventions (the version `@opentelemetry/semantic-conventions` is pinned at) and specification:
+ * the CI/CD span conventions' attributes and their well-known values, the instrument types of the
+ * metrics.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -10,6 +11,7 @@ import {
   CICD_PIPELINE_TASK_RUN_RESULT_VALUE_FAILURE,
   CICD_PIPELINE_TASK_RUN_RESULT_VALUE_SKIP,
 } from '@opentelemetry/semantic-conventions/incubating';
+import { METRIC_DEFS } from '../../src/metric-defs.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 import { cli, FLOW, FR, T0, TR } from '../helpers/replay-cli.js';
@@ -63,4 +65,25 @@ test('a task Prefect never ran because its upstream task failed (Pending "NotRea
   assert.equal(spans.get(TR)!.attributes[ATTR_CICD_PIPELINE_TASK_RUN_RESULT], CICD_PIPELINE_TASK_RUN_RESULT_VALUE_FAILURE);
   const open = spans.get(OPEN)!.attributes;
   assert.deepEqual([open['prefect.run.incomplete_reason'], ATTR_CICD_PIPELINE_TASK_RUN_RESULT in open], ['end_of_input', false]);
+});
+
+test('OTLP metrics: what counts things there are at the moment (runs open, spans and log records buffered, pending look-ups, connections) is an UpDownCounter, a non-monotonic cumulative sum, as OpenTelemetry records additive values; totals are monotonic sums, the export lag a histogram', async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const events = [
+    flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: T0 }),
+    flowRunStateEvent({ flowRunId: FR, flowRunName: 'crimson-fox', ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: T0 + 1000 }),
+  ];
+  // `delta`: the counters and the histogram go out as deltas; an UpDownCounter stays cumulative.
+  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'delta' };
+  const r = await cli(['replay', '-'], env, events.map((e) => JSON.stringify(e)).join('\n'));
+  assert.equal(r.code, 0, r.stderr);
+  const last = receiver.metrics().at(-1)!;
+  const kinds = Object.fromEntries(last.map((m) => [m.name, `${m.type}${m.type === 'sum' ? (m.monotonic === true ? ' monotonic' : ' non-monotonic') : ''}${m.temporality === undefined ? '' : m.temporality === 1 ? ' delta' : ' cumulative'}`]));
+  const upDown = ['prefect_otel.connected', 'prefect_otel.standby', 'prefect_otel.runs.open', 'prefect_otel.pending_parent_lookups', 'prefect_otel.spans.buffered', 'prefect_otel.log_records.buffered'];
+  const expected: Record<string, string> = {};
+  for (const name of Object.keys(kinds)) expected[name] = upDown.includes(name) ? 'sum non-monotonic cumulative' : name === 'prefect_otel.export.lag' ? 'histogram delta' : 'sum monotonic delta';
+  assert.deepEqual(kinds, expected);
+  assert.deepEqual(upDown.filter((n) => !(n in kinds)), [], 'each of them is exported');
+  assert.equal(Object.keys(kinds).length, METRIC_DEFS.filter((d) => d.otel !== undefined).length + 1, 'every metric of /metrics but the process facts, and the histogram');
 });
