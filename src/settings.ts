@@ -512,7 +512,7 @@ export const SETTINGS = {
   },
   maxSpanEvents: {
     env: ['OTEL_SPAN_EVENT_COUNT_LIMIT'], flag: '--max-span-events', default: 1_000, parse: integer(2, 1_000_000),
-    doc: 'span events kept per span (OTel\'s default is 128); past it the oldest are summarised in one event (naming at most 128 event names, the rest counted in `prefect.events.summarised_other_count`), other events before state transitions',
+    doc: 'span events kept per span (OTel\'s default is 128); past it the oldest are summarised in one event (`prefect_otel.events_summarised`, naming at most 128 event names, the rest counted in `prefect.events.summarised_other_count`), other events before state transitions',
   },
   attributeValueLengthLimit: {
     env: ['OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT', 'OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT'], flag: '--attribute-value-length-limit', default: undefined as number | undefined, parse: optional(integer(0, 1_000_000_000)),

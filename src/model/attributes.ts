@@ -67,7 +67,7 @@ export const CICD_RESULT_SKIP = 'skip';
 
 /** Names of the span events prefect-otel adds itself (state events are named after the state). */
 export const SPAN_EVENT = {
-  SUMMARY: 'prefect-otel.events_summarised',
+  SUMMARY: 'prefect_otel.events_summarised',
 } as const;
 
 /** The label that carries Prefect's own W3C traceparent on runs. */

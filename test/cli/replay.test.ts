@@ -177,7 +177,7 @@ test('past the span-event limit: the folded events are counted in the span\'s dr
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(
     receiver.spans().map((s) => [s.events.map((e) => e.name), s.events[1]!.attributes['prefect.events.summarised_count'], s.droppedEventsCount]),
-    [[['Running', 'prefect-otel.events_summarised', 'acme.step', 'Completed'], 9, 9]],
+    [[['Running', 'prefect_otel.events_summarised', 'acme.step', 'Completed'], 9, 9]],
   );
   await receiver.close();
 });

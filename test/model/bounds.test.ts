@@ -288,6 +288,6 @@ test('bounds: a state file saved under a higher OTEL_SPAN_EVENT_COUNT_LIMIT is t
   );
   await b.finish('end_of_input');
   assert.deepEqual(spans.map((s) => [s.events.length, s.events[0]?.name, s.events[0]?.attributes, s.events.slice(1).every((e) => e.name === 'Running'), s.droppedEvents]), [
-    [now, 'prefect-otel.events_summarised', { 'prefect.events.summarised_count': folded, 'prefect.events.summarised_names': JSON.stringify({ 'order.placed': before / 10, Running: transitionsFolded }) }, true, folded],
+    [now, 'prefect_otel.events_summarised', { 'prefect.events.summarised_count': folded, 'prefect.events.summarised_names': JSON.stringify({ 'order.placed': before / 10, Running: transitionsFolded }) }, true, folded],
   ]);
 });

@@ -764,7 +764,7 @@ test('bounds: past the span event limit the oldest other events are summarised, 
   const flow = spans[0]!;
   // 32 events, 10 places: the two transitions, the summary, the 7 latest custom events.
   assert.deepEqual(flow.events.map((e) => [e.name, (e.timeUs - us(0)) / 1e6]), [
-    ['Running', 0], ['prefect-otel.events_summarised', 1],
+    ['Running', 0], ['prefect_otel.events_summarised', 1],
     ...Array.from({ length: 7 }, (_, k) => [`acme.step.${(23 + k) % 3}`, 24 + k]),
     ['Completed', 40],
   ]);
@@ -772,14 +772,14 @@ test('bounds: past the span event limit the oldest other events are summarised, 
   assert.equal(flow.droppedEvents, 23, 'counted as dropped for OTLP too');
   // At the first overflow too, the summary takes one of the places.
   const justOver = await run([...events.slice(0, 10), events.at(-1)!], { maxSpanEvents: 10 });
-  assert.deepEqual(justOver.spans[0]!.events.map((e) => e.name), ['Running', 'prefect-otel.events_summarised', ...Array.from({ length: 7 }, (_, k) => `acme.step.${(2 + k) % 3}`), 'Completed']);
+  assert.deepEqual(justOver.spans[0]!.events.map((e) => e.name), ['Running', 'prefect_otel.events_summarised', ...Array.from({ length: 7 }, (_, k) => `acme.step.${(2 + k) % 3}`), 'Completed']);
   // Only transitions left to fold: the oldest go.
   const retries = [flowState(0, 'RUNNING', 'Running', 'PENDING', 1)];
   for (let i = 1; i <= 12; i++) retries.push(flowState(i, i % 2 === 1 ? 'SCHEDULED' : 'RUNNING', i % 2 === 1 ? 'AwaitingRetry' : 'Retrying', i % 2 === 1 ? 'RUNNING' : 'SCHEDULED', 1 + Math.floor(i / 2)));
   retries.push(flowState(20, 'COMPLETED', 'Completed', 'RUNNING', 7));
   const folded = (await run(retries, { maxSpanEvents: 10 })).spans[0]!.events;
   assert.deepEqual(folded.map((e) => [e.name, (e.timeUs - us(0)) / 1e6]), [
-    ['prefect-otel.events_summarised', 0],
+    ['prefect_otel.events_summarised', 0],
     ...Array.from({ length: 8 }, (_, k) => [k % 2 === 0 ? 'AwaitingRetry' : 'Retrying', 5 + k]),
     ['Completed', 20],
   ]);
@@ -972,7 +972,7 @@ test('span events named like Object.prototype keys (__proto__, constructor, toSt
   const custom = (name: string, s: number) => customEvent({ event: name, resourceId: `prefect.flow-run.${FR}`, related: [], payload: {}, occurred: at(s) }) as Ev;
   const before = [flowState(0, 'RUNNING', 'Running', 'PENDING', 1), ...['__proto__', 'constructor', 'a', 'b', 'c'].map((n, i) => custom(n, 1 + i))];
   const after = [...['toString', '__proto__', 'constructor', 'valueOf', 'd', 'e'].map((n, i) => custom(n, 10 + i)), flowState(20, 'COMPLETED', 'Completed', 'RUNNING', 1)];
-  const summary = (spans: readonly SpanRecord[]) => spans[0]!.events.find((e) => e.name === 'prefect-otel.events_summarised')?.attributes;
+  const summary = (spans: readonly SpanRecord[]) => spans[0]!.events.find((e) => e.name === 'prefect_otel.events_summarised')?.attributes;
   const expected = {
     'prefect.events.summarised_count': 10,
     'prefect.events.summarised_names': '{"__proto__":2,"constructor":2,"a":1,"b":1,"c":1,"toString":1,"valueOf":1,"d":1}',
@@ -1112,7 +1112,7 @@ test(`bounds: a run whose events are all named differently keeps at most ${MAX_S
     'prefect.events.summarised_names': JSON.stringify(Object.fromEntries(Array.from({ length: MAX_SUMMARISED_NAMES }, (_, i) => [`acme.order.${i}`, 1]))),
     'prefect.events.summarised_other_count': folded - MAX_SUMMARISED_NAMES,
   };
-  const summary = (spans: readonly SpanRecord[]) => spans[0]!.events.find((e) => e.name === 'prefect-otel.events_summarised')?.attributes;
+  const summary = (spans: readonly SpanRecord[]) => spans[0]!.events.find((e) => e.name === 'prefect_otel.events_summarised')?.attributes;
   assert.deepEqual(summary((await run(events, { maxSpanEvents: 10 })).spans), expected);
 
   // A restart half-way: the summary goes through the state file's JSON.
