@@ -59,9 +59,9 @@ export const CICD_RESULT = {
 } as const;
 
 /**
- * The result of a task run stopped at Pending `NotReady`: an upstream task did not complete, so
- * Prefect never ran it, which is the conventions' `skip` ("skipped, e.g. due to a precondition not
- * being met").
+ * The result of a task run or subflow stopped at Pending `NotReady`: what it waited for did not
+ * complete, so Prefect never ran it, which is the conventions' `skip` ("skipped, e.g. due to a
+ * precondition not being met"), for `cicd.pipeline.result` and `cicd.pipeline.task.run.result` alike.
  */
 export const CICD_RESULT_SKIP = 'skip';
 

@@ -532,10 +532,10 @@ export class RunState {
       a[ATTR.RUN_INCOMPLETE] = true;
       a[ATTR.RUN_INCOMPLETE_REASON] = incompleteReason ?? 'not_terminal';
     }
-    // The conventions require a result: a task Prefect never ran, as its upstream did not complete
-    // (stopped at Pending "NotReady"), was skipped; any other run ended without a terminal state has
-    // none that could be told.
-    const skipped = !flow && final?.type === 'PENDING' && final.name === 'NotReady';
+    // The conventions require a result: a task or subflow Prefect never ran, as what it waited for
+    // did not complete (stopped at Pending "NotReady"), was skipped; any other run ended without a
+    // terminal state has none that could be told.
+    const skipped = final?.type === 'PENDING' && final.name === 'NotReady';
     const result = skipped ? CICD_RESULT_SKIP : !incomplete && final !== undefined ? CICD_RESULT[final.type as keyof typeof CICD_RESULT] : undefined;
     const url = options.uiUrl === undefined ? undefined : `${options.uiUrl}/runs/${flow ? 'flow' : 'task'}-run/${this.ref.id}`;
     if (flow) {

@@ -91,7 +91,7 @@ function expectedSubflow(events: WireEvent[]) {
       'prefect.state.type': 'PENDING', 'prefect.state.name': 'NotReady', 'prefect.tags': [],
       'prefect.flow.name': 'load-warehouse', 'prefect.flow.id': CHILD_FLOW.flowId, 'prefect.parent_task_run.id': TRACK,
       'prefect.run.incomplete': true, 'prefect.run.incomplete_reason': 'not_ready',
-      'cicd.pipeline.name': 'load-warehouse', 'cicd.pipeline.run.id': CHILD, 'cicd.pipeline.run.url.full': `${UI}/runs/flow-run/${CHILD}`,
+      'cicd.pipeline.name': 'load-warehouse', 'cicd.pipeline.run.id': CHILD, 'cicd.pipeline.result': 'skip', 'cicd.pipeline.run.url.full': `${UI}/runs/flow-run/${CHILD}`,
     },
     events: events.map((e, i) => [e.resource['prefect.state-name'], us(i === 0 ? 3 : 3.1), {
       'prefect.state.type': 'PENDING', 'prefect.state.name': i === 0 ? 'Pending' : 'NotReady', 'prefect.state.message': i === 0 ? '' : NOT_READY_MESSAGE,
