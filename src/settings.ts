@@ -504,7 +504,7 @@ export const SETTINGS = {
   },
   openRunTimeoutMs: {
     env: ['PREFECT_OTEL_OPEN_RUN_TIMEOUT_MS'], flag: '--open-run-timeout-ms', default: DAY_MS, parse: integer(1_000, 30 * DAY_MS, ' ms'),
-    doc: 'a run with no event for this long is ended as incomplete (a flow run\'s tasks and subflows count as its events; a run Scheduled and not started yet, a flow run Scheduled again after it started (`Resuming`, `AwaitingRetry`), or Paused, is waiting, not idle; a flow run Scheduled and not started that long is looked up in Prefect, and forgotten if Prefect deleted it)',
+    doc: 'a run with no event for this long is ended as incomplete (a flow run\'s tasks and subflows count as its events; a run Scheduled and not started yet, a flow run Scheduled again after it started (`Resuming`, `AwaitingRetry`), or Paused, is waiting, not idle; a flow run Scheduled that long is looked up in Prefect: if Prefect deleted it, forgotten when it never started, else ended as incomplete)',
   },
   maxOpenRuns: {
     env: ['PREFECT_OTEL_MAX_OPEN_RUNS'], flag: '--max-open-runs', default: 100_000, parse: integer(1, 10_000_000),

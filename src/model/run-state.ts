@@ -243,7 +243,7 @@ export class RunState {
     return type === 'PAUSED' || (type === 'SCHEDULED' && (this.startUs === undefined || this.ref.type === 'flow'));
   }
 
-  /** Scheduled and never started (no Pending or Running state): a run Prefect may delete without an event. */
+  /** Scheduled and never started (no Pending or Running state): deleted by Prefect, it is forgotten without a span. */
   get awaitingStart(): boolean {
     return this.startUs === undefined && this.latest?.state.type === 'SCHEDULED';
   }

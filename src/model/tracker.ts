@@ -72,9 +72,10 @@ export interface TrackerSink {
   /** Ask for the traceparent of Prefect's own span of a flow run attempt; answer with `resolveNativeSpan`. */
   lookupNativeSpan(flowRunId: string, attempt: number): void;
   /**
-   * Ask whether Prefect still has these flow runs: Scheduled, not started, and quiet for the open-run
-   * timeout (Prefect deletes a deployment's scheduled runs without an event when it is redeployed,
-   * paused or deleted); answer with `forgetDeletedRuns`. Absent (replay): they keep waiting.
+   * Ask whether Prefect still has these flow runs: Scheduled (not started yet, or again after it
+   * started) and quiet for the open-run timeout (Prefect deletes a deployment's scheduled runs without
+   * an event when it is redeployed, paused or deleted); answer with `forgetDeletedRuns`. Absent
+   * (replay): they keep waiting.
    */
   checkScheduledRuns?(flowRunIds: readonly string[]): void;
   notice(notice: TrackerNotice): void;
@@ -697,7 +698,7 @@ export class RunTracker {
         run.lastActivityMs = nowMs;
         this.open.touch(run.ref.id);
         // A scheduled flow run may have been deleted meanwhile, which Prefect announces with no event: asked again after each timeout.
-        if (run.ref.type === 'flow' && run.awaitingStart) (scheduled ??= []).push(run.ref.id);
+        if (scheduledFlowRun(run)) (scheduled ??= []).push(run.ref.id);
         continue;
       }
       this.finalize(run, run.terminal ? undefined : 'idle_timeout', nowMs);
@@ -710,7 +711,7 @@ export class RunTracker {
       const soon: RunState[] = [];
       for (const run of this.open.values()) {
         if (run.lastActivityMs > gatherBefore) break;
-        if (run.ref.type === 'flow' && run.awaitingStart) soon.push(run);
+        if (scheduledFlowRun(run)) soon.push(run);
       }
       for (const run of soon) {
         run.lastActivityMs = nowMs;
@@ -723,14 +724,20 @@ export class RunTracker {
 
   /**
    * The answer to `checkScheduledRuns`: the flow runs Prefect no longer has. Those still Scheduled and
-   * not started are forgotten without a span (they never ran); a run whose events have moved on
-   * meanwhile is left to them. Returns the ids of those forgotten.
+   * not started are forgotten without a span (they never ran); one Scheduled again after it started
+   * (`AwaitingRetry`, `Resuming`: a deployment's run goes with its schedule as one not started does)
+   * ran, and its span ends incomplete, `deleted`; a run whose events have moved on meanwhile is left
+   * to them. Returns the ids of those forgotten.
    */
   forgetDeletedRuns(flowRunIds: readonly string[], nowMs: number): string[] {
     const forgotten: string[] = [];
     for (const id of flowRunIds) {
       const run = this.open.get(id);
-      if (run === undefined || run.ref.type !== 'flow' || !run.awaitingStart) continue;
+      if (run === undefined || !scheduledFlowRun(run)) continue;
+      if (!run.awaitingStart) {
+        this.finalize(run, 'deleted', nowMs);
+        continue;
+      }
       // Task events seen under it say it ran after all: it is left to them.
       const children = this.childrenOf.get(id);
       if (children !== undefined && children.size > 0) continue;
@@ -1295,6 +1302,14 @@ export class RunTracker {
     map.set(key, value);
     if (map.size > max) map.shift();
   }
+}
+
+/**
+ * A flow run Scheduled (or Late, AwaitingRetry, Resuming…), waiting for its time or a worker: one
+ * Prefect may delete without an event (with its deployment's schedule, or by hand).
+ */
+function scheduledFlowRun(run: RunState): boolean {
+  return run.ref.type === 'flow' && run.latest?.state.type === 'SCHEDULED';
 }
 
 /**

@@ -50,3 +50,40 @@ test('a scheduled flow run quiet for the open-run timeout is asked about, a paus
   await pipeline.finish('end_of_input');
   assert.deepEqual(spans.map((s) => [s.run.id, s.run.incomplete]).sort(), [[B, true], [C, true]]);
 });
+
+test('a flow run Scheduled again after it started (AwaitingRetry) and quiet for the open-run timeout is asked about too: one Prefect no longer has (its deployment redeployed during the retry delay) ends incomplete, deleted, at its last event; one it still has keeps waiting', async () => {
+  const config = resolveConfig({ tracesExporter: 'none', openRunTimeoutMs: TIMEOUT_MS }, {});
+  const logger = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const spans: SpanRecord[] = [];
+  const asked: string[][] = [];
+  const pipeline = createPipeline({
+    config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s),
+    deletedFlowRuns: (ids) => {
+      asked.push([...ids]);
+      return Promise.resolve([A]);
+    },
+  });
+  const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+  for (const run of [A, B]) {
+    pipeline.ingest(state(run, t0, 'RUNNING', 'Running', 1));
+    pipeline.ingest(state(run, t0 + 5_000, 'SCHEDULED', 'AwaitingRetry', 1));
+  }
+  pipeline.tick(t0 + 5_000 + TIMEOUT_MS + 1_000);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(
+    {
+      asked,
+      deleted: pipeline.tracker.counts.deletedScheduled,
+      open: pipeline.tracker.snapshot().open.map((r) => r.ref.id),
+      spans: spans.map((s) => ({ id: s.run.id, startUs: s.startUs, endUs: s.endUs, state: s.attributes['prefect.state.name'], incomplete: s.attributes['prefect.run.incomplete'], reason: s.attributes['prefect.run.incomplete_reason'] })),
+    },
+    {
+      asked: [[A, B]],
+      // Counted as a scheduled run deleted before it started it is not: it ran.
+      deleted: 0,
+      open: [B],
+      spans: [{ id: A, startUs: t0 * 1_000, endUs: (t0 + 5_000) * 1_000, state: 'AwaitingRetry', incomplete: true, reason: 'deleted' }],
+    },
+  );
+  await pipeline.shutdown(0);
+});
