@@ -189,7 +189,7 @@ export function resolveConfig(
     const givenVariables = fromOption !== undefined ? [] : def.env.filter((name) => env[name] !== undefined && env[name].trim() !== '');
     // Prefect's own variables outrank its profile, which outranks any other (SSL_CERT_FILE), as in Prefect.
     const prefectNames = def.env.filter(isPrefectSetting);
-    const profiled = fromOption === undefined && key !== 'prefectProfile' && prefectNames.length > 0 && !givenVariables.some(isPrefectSetting) ? fromProfile(prefectNames) : undefined;
+    const profiled = fromOption === undefined && prefectNames.length > 0 && !givenVariables.some(isPrefectSetting) ? fromProfile(prefectNames) : undefined;
     if (fromOption !== undefined) {
       raw = fromOption;
       source = optionName(key);
