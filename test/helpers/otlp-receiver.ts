@@ -109,6 +109,12 @@ export interface OtlpReceiverOptions {
   discard?: boolean;
   /** Serve HTTPS with this key and certificate (PEM); with `ca`, only clients with a certificate it signed are accepted. */
   tls?: { key: string; cert: string; ca?: string };
+  /**
+   * The paths the receiver takes each signal on, as a vendor's endpoint serves them
+   * (`/otlp/v1/traces`, `/api/v2/otlp/v1/metrics`); default `/v1/traces`, `/v1/logs`, `/v1/metrics`.
+   * Any other path is answered 404.
+   */
+  paths?: Readonly<Record<string, 'traces' | 'logs' | 'metrics'>>;
 }
 
 export interface OtlpReceiver {
@@ -327,7 +333,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
     const path = (req.url ?? '').split('?')[0]!;
     const contentType = String(req.headers['content-type'] ?? '');
     const encoding = req.headers['content-encoding'];
-    const signal = SIGNALS[path as keyof typeof SIGNALS] as Signal | undefined;
+    const signal: Signal | undefined = options.paths !== undefined ? options.paths[path] : SIGNALS[path as keyof typeof SIGNALS];
     const r = options.respond?.(n, path, raw.length) ?? 200;
     const headers = typeof r === 'number' ? {} : (r.headers ?? {});
     const custom: { reason?: string; body?: string | Buffer } = typeof r === 'number' ? {} : { reason: r.reason, body: r.body };
