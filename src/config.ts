@@ -274,6 +274,8 @@ export function resolveConfig(
     warnings.push(`${given('otlpEndpoint')} ends in /v1/${signalPath[1]!}, and /v1/traces, /v1/logs and /v1/metrics are appended to it: give the collector's base URL (${base}), or the full URL as OTEL_EXPORTER_OTLP_${signalPath[1]!.toUpperCase()}_ENDPOINT`);
   }
   const rankOf = (key: SettingKey): number => rank.get(key) ?? FROM_DEFAULT;
+  /** The signals whose own endpoint is in force, for `baseUrlWarnings`. */
+  const ownUrls: { signal: 'traces' | 'logs' | 'metrics'; key: SettingKey; url: string }[] = [];
   /**
    * Per signal: a signal's own value wins over the generic one given the same way, as the
    * OpenTelemetry spec has it for variables; a flag or option wins over any variable, the signal's
@@ -284,8 +286,10 @@ export function resolveConfig(
     const mine = <K extends SettingKey>(key: K, generic: SettingKey): SettingValues[K] | undefined => (rankOf(key) >= rankOf(generic) ? v[key] : undefined);
     const ownHeaders: Readonly<Record<string, string>> = v[own.headers];
     const ownHeadersWin = rankOf(own.headers) >= rankOf('otlpHeaders');
+    const ownUrl = mine(own.url, 'otlpEndpoint');
+    if (ownUrl !== undefined) ownUrls.push({ signal: path.slice('v1/'.length) as 'traces' | 'logs' | 'metrics', key: own.url, url: ownUrl });
     return {
-      url: mine(own.url, 'otlpEndpoint') ?? signalUrl(v.otlpEndpoint, path),
+      url: ownUrl ?? signalUrl(v.otlpEndpoint, path),
       headers: Object.freeze(ownHeadersWin ? { ...v.otlpHeaders, ...ownHeaders } : { ...ownHeaders, ...v.otlpHeaders }),
       protocol: mine(own.protocol, 'otlpProtocol') ?? v.otlpProtocol,
       compression: mine(own.compression, 'otlpCompression') ?? v.otlpCompression,
@@ -361,10 +365,29 @@ export function resolveConfig(
     // Frozen with the rest below, once the gRPC warnings are written.
     warnings,
   };
+  for (const { signal, key, url } of ownUrls) {
+    if (config[signal].exporter === 'otlp') warnings.push(...baseUrlWarning(signal, given(key), url));
+  }
   for (const { key, at } of grpcAsked) warnings[at] = grpcWarning(key, config);
   const port = grpcPortWarning(config, grpcAsked.map(({ key }) => key));
   if (port !== undefined) warnings.push(port);
   return deepFreeze(withSettingsView(config));
+}
+
+/** What each signal sends, as its warnings name it. */
+const ITEMS = { traces: 'spans', logs: 'log records', metrics: 'metrics' } as const;
+
+/**
+ * A signal's own endpoint that is a vendor's base URL (no path, or one ending in `/otlp`, as Grafana
+ * Cloud's and Dynatrace's are): used as is, as the OpenTelemetry spec has it, its requests miss the
+ * signal path, and the vendor refuses them for good (404). The mirror of the base URL that ends in a
+ * signal path.
+ */
+function baseUrlWarning(signal: 'traces' | 'logs' | 'metrics', name: string, url: string): string[] {
+  const u = new URL(url);
+  if (u.pathname !== '/' && !/\/otlp\/*$/i.test(u.pathname)) return [];
+  const full = signalUrl(u.href, `v1/${signal}`);
+  return [`${name} (${shownUrl(u.href)}) is used as is, and has no OTLP signal path: ${ITEMS[signal]} are sent to it, not to ${shownUrl(full)}; give that full URL, or the base URL as OTEL_EXPORTER_OTLP_ENDPOINT`];
 }
 
 /**

@@ -610,6 +610,28 @@ test('an OTLP base URL that ends in a signal path (…/v1/traces, to which /v1/t
   );
 });
 
+test("a signal's own OTLP endpoint given as a vendor's base URL (no path, or one ending in /otlp), which is used as is, warns with the full URL and the generic variable; a full URL, or a signal not exported, does not", () => {
+  const warned = (env: Record<string, string>, options = {}): readonly string[] => resolveConfig(options, { OTEL_LOGS_EXPORTER: 'otlp', ...env }, (key) => `--${key}`).warnings;
+  assert.deepEqual(
+    {
+      root: warned({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://api.honeycomb.io' }),
+      grafana: warned({ OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: 'https://otlp-gateway-prod-eu-west-2.grafana.net/otlp/' }),
+      dynatrace: warned({ OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'https://abc12345.live.dynatrace.com/api/v2/otlp?x=s3cret', OTEL_METRICS_EXPORTER: 'otlp' }),
+      flag: warned({}, { otlpTracesEndpoint: 'https://user:pw@otlp.nr-data.net:443/' }),
+      full: warned({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://otlp-gateway-prod-eu-west-2.grafana.net/otlp/v1/traces', OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: 'https://http-intake.logs.datadoghq.com/v1/logs' }),
+      notExported: warned({ OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'https://abc12345.live.dynatrace.com/api/v2/otlp' }),
+    },
+    {
+      root: ['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (https://api.honeycomb.io/) is used as is, and has no OTLP signal path: spans are sent to it, not to https://api.honeycomb.io/v1/traces; give that full URL, or the base URL as OTEL_EXPORTER_OTLP_ENDPOINT'],
+      grafana: ['OTEL_EXPORTER_OTLP_LOGS_ENDPOINT (https://otlp-gateway-prod-eu-west-2.grafana.net/otlp/) is used as is, and has no OTLP signal path: log records are sent to it, not to https://otlp-gateway-prod-eu-west-2.grafana.net/otlp/v1/logs; give that full URL, or the base URL as OTEL_EXPORTER_OTLP_ENDPOINT'],
+      dynatrace: ['OTEL_EXPORTER_OTLP_METRICS_ENDPOINT (https://abc12345.live.dynatrace.com/api/v2/otlp?x=[redacted]) is used as is, and has no OTLP signal path: metrics are sent to it, not to https://abc12345.live.dynatrace.com/api/v2/otlp/v1/metrics?x=[redacted]; give that full URL, or the base URL as OTEL_EXPORTER_OTLP_ENDPOINT'],
+      flag: ['--otlpTracesEndpoint (https://otlp.nr-data.net/) is used as is, and has no OTLP signal path: spans are sent to it, not to https://otlp.nr-data.net/v1/traces; give that full URL, or the base URL as OTEL_EXPORTER_OTLP_ENDPOINT'],
+      full: [],
+      notExported: [],
+    },
+  );
+});
+
 test('OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG: the samplers that need no other service; a value that cannot be used warns and falls back as a variable, is an error as a flag; an argument no sampler reads is said', () => {
   const sampler = (env: Record<string, string>, options = {}) => {
     try {
