@@ -198,3 +198,17 @@ test("Google Cloud's Telemetry API takes at most 256 events a span: with OTEL_SP
     { events: 256, summaries: 1, transitions: ['Running', 'Failed'] },
   );
 });
+
+test('Elastic: an APM Server secret token (Authorization=Bearer …) or an API key (Authorization=ApiKey …, base64 with its = padding) reaches every signal, in no log line', async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const apiKey = Buffer.from('VuaCfGcBCdbkQm-e5aOx:ui2lp2axTNmsyakw9tvNnw').toString('base64');
+  for (const authorization of ['Bearer%20Zk3xQv9secretTokenValue', `ApiKey ${apiKey}`]) {
+    receiver.requests.length = 0;
+    const r = await startCli(['replay', '-'], { ...BASE_ENV, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_HEADERS: `Authorization=${authorization}` }, run()).result;
+    assert.equal(r.code, 0, r.stderr);
+    const sent = decodeURIComponent(authorization);
+    assert.deepEqual(wire(receiver, ['authorization']), ['/v1/logs', '/v1/metrics', '/v1/traces'].map((path) => ({ path, contentType: 'application/x-protobuf', contentEncoding: 'none', status: 200, authorization: sent })));
+    assert.deepEqual(leaked(r, [sent.split(' ')[1]!]), []);
+  }
+});
