@@ -212,3 +212,15 @@ test('Elastic: an APM Server secret token (Authorization=Bearer …) or an API k
     assert.deepEqual(leaked(r, [sent.split(' ')[1]!]), []);
   }
 });
+
+test("a vendor's base URL given as a signal's own endpoint is said at start, with the URL it should have been, and the vendor's 404 after it", async (t) => {
+  const receiver = await startOtlpReceiver({ paths: { '/otlp/v1/traces': 'traces' } });
+  t.after(() => receiver.close());
+  const r = await startCli(['replay', '-'], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${receiver.url}/otlp` }, run()).result;
+  const warned = r.stdout.split('\n').filter((l) => l.includes('"level":40')).map((l) => (JSON.parse(l) as { msg: string }).msg);
+  assert.deepEqual({ code: r.code, paths: receiver.requests.map((q) => `${q.path} ${q.status}`), warned: warned.filter((m) => m.includes('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT')) }, {
+    code: 1,
+    paths: ['/otlp 404'],
+    warned: [`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (${receiver.url}/otlp) is used as is, and has no OTLP signal path: spans are sent to it, not to ${receiver.url}/otlp/v1/traces; give that full URL, or the base URL as OTEL_EXPORTER_OTLP_ENDPOINT`],
+  });
+});
