@@ -525,6 +525,11 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       // still out are cut short, so that none holds the process open until its timeout.
       this.pipeline.seal();
       this.rest.close();
+      // The exporters close before the state is saved and the lock released: while a batch may still
+      // reach the collector, no standby may take over and send it again from the state file. A batch
+      // the collector answers meanwhile is delivered; one still out when the bound runs out is given
+      // up here and kept in the state file (a span sent twice is better than a span lost).
+      await this.pipeline.shutdown(0, left());
       // Only the lock's holder writes the state: a standby's would overwrite the holder's.
       if (await this.mayWriteState()) {
         try {
@@ -550,7 +555,6 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
         this.leaseState = 'released';
         await this.lease.release();
       }
-      await this.pipeline.shutdown(0, left());
       // Log records are not kept in the state file (their lines are in this process's own output):
       // what the collector did not take is lost, and said so with a count.
       const logs = this.pipeline.logs?.stats;

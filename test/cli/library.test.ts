@@ -429,6 +429,37 @@ test('library: shutdown(timeoutMs) with a collector that takes every request and
   );
 });
 
+test('library: shutdown() keeps the state file locked until the exporters are closed: no request to the collector is still open once a standby could take over and send its batch again', async (t) => {
+  const w = workload(1);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const hung = await startOtlpReceiver();
+  const release = hung.hold();
+  t.after(async () => {
+    release();
+    await Promise.all([hung.close(), prefect.close()]);
+  });
+  const stateFile = join(tempDir(), 'state.json');
+  const lock = `${stateFile}.lock`;
+  const tracing = startPrefectTracing({ env: {}, logger: pino({ level: 'silent' }), apiUrl: prefect.url, otlpEndpoint: hung.url, stateFile, settleMs: 100, statsIntervalMs: 0 });
+  let built = 0;
+  tracing.on('span', () => void (built += 1));
+  await tracing.ready;
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events);
+  await until('every span built and an export out', () => built === w.runs.size && hung.unanswered('/v1/traces') > 0);
+  // Whether a batch was still out (its connection open) at the moment the lock went.
+  let outWhenUnlocked: number | undefined;
+  const watch = setInterval(() => {
+    if (outWhenUnlocked === undefined && !existsSync(lock)) outWhenUnlocked = hung.unanswered('/v1/traces');
+  }, 1);
+  await tracing.shutdown(500);
+  await tracing.done;
+  clearInterval(watch);
+  outWhenUnlocked ??= hung.unanswered('/v1/traces');
+  assert.deepEqual({ outWhenUnlocked, lock: existsSync(lock) }, { outWhenUnlocked: 0, lock: false });
+});
+
 test("library: with the application's own pino logger, prefect-otel logs at the level logLevel or PREFECT_OTEL_LOG_LEVEL sets, and at the logger's own level when neither is set", async (t) => {
   const w = workload(1);
   const prefect = await startFakePrefect();

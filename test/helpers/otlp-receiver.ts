@@ -130,6 +130,8 @@ export interface OtlpReceiver {
   waitForMetricExports(n: number, timeoutMs?: number): Promise<ReceivedMetric[][]>;
   /** Answer nothing from now on (requests wait, unanswered) until the returned function is called. */
   hold(): () => void;
+  /** Requests of `path` (`/v1/traces`…) received, not answered yet, whose connection is still open: the sender may still get the answer. */
+  unanswered(path: string): number;
   /** Discard mode: a digest of the span ids received. */
   readonly spanIdDigest: SpanIdDigest;
   /** spans/logs/metricExports: received (2xx) only; requests/bytes: every request. */
@@ -359,9 +361,13 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
 
   let n = 0;
   let held: (() => void)[] | undefined;
+  const open = new Map<ServerResponse, string>();
   const listener: RequestListener = (req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
+    open.set(res, (req.url ?? '').split('?')[0]!);
+    res.on('close', () => open.delete(res));
+    res.on('finish', () => open.delete(res));
     req.on('end', () => {
       const raw = Buffer.concat(chunks);
       const i = ++n;
@@ -425,6 +431,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
         waiting.forEach((go) => go());
       };
     },
+    unanswered: (path) => [...open.values()].filter((p) => p === path).length,
     spanIdDigest,
     counts,
     close: async () => {
