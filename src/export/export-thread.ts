@@ -30,6 +30,22 @@ export type FromExportThread =
 
 /** How long a shutdown waits for the thread's exporter to close before the thread is stopped. */
 const CLOSE_TIMEOUT_MS = 2_000;
+/**
+ * The least time given beyond an export's own bound (the signal's `timeoutMs`, retries included)
+ * before a batch the thread has not answered counts as hung: the thread is busy with something else
+ * (a loop, a blocking call) or its exporter's promise never settles.
+ */
+const MIN_ANSWER_GRACE_MS = 5_000;
+
+/**
+ * How long the thread may take to answer a batch: the export's own bound, and as much again (at
+ * least `MIN_ANSWER_GRACE_MS`) for a loaded machine. Past it the thread is stopped and its batches are
+ * answered as retryable failures, so that a wedged thread costs one failed attempt, seen on
+ * `/healthz`, instead of every span from then on while nothing says so.
+ */
+export function answerWithinMs(exportTimeoutMs: number): number {
+  return exportTimeoutMs + Math.max(exportTimeoutMs, MIN_ANSWER_GRACE_MS);
+}
 
 const WORKER_URL = new URL('./span-export-worker.js', import.meta.url);
 
@@ -37,9 +53,11 @@ interface Thread {
   readonly worker: Worker;
   /** Set once the thread has loaded and made its exporter. */
   ready: boolean;
-  /** Batches posted and not answered yet, by id. */
-  readonly pending: Map<number, { readonly items: SpanRecord[]; readonly answer: (result: SendResult) => void }>;
+  /** Batches posted and not answered yet, by id, with the timer that gives up on the thread if it never answers. */
+  readonly pending: Map<number, { readonly items: SpanRecord[]; readonly answer: (result: SendResult) => void; readonly hung: NodeJS.Timeout }>;
   closed?: () => void;
+  /** Stop a thread that left a batch unanswered for too long. */
+  giveUp?: () => void;
 }
 
 export interface ThreadedSenderOptions {
@@ -47,6 +65,8 @@ export interface ThreadedSenderOptions {
   readonly fallback: () => Sender<SpanRecord>;
   /** The thread's script (tests give one that dies on cue). */
   readonly workerUrl?: URL;
+  /** How long the thread may take to answer a batch before it counts as hung (default: `answerWithinMs` of the signal's timeout). */
+  readonly answerWithinMs?: number;
   /**
    * Where the SDK's diagnostics from the thread, and the warning that it could not start, go: our
    * logger, so that they reach prefect-otel's log inside a host whose `diag` is its own (default: `diag`).
@@ -60,6 +80,7 @@ export function createThreadedTraceSender(init: ExportThreadInit, options: Threa
   let nextId = 0;
   let shutDown = false;
   const diag = options.diag ?? globalDiag;
+  const answerMs = options.answerWithinMs ?? answerWithinMs(init.signal.timeoutMs);
 
   const useFallback = (reason: string): Sender<SpanRecord> => {
     diag.warn(`${reason}; spans are encoded and sent on the pipeline's thread instead`);
@@ -71,6 +92,7 @@ export function createThreadedTraceSender(init: ExportThreadInit, options: Threa
     const lost = (error: string): void => {
       if (thread === t) thread = undefined;
       const held = [...t.pending.values()];
+      for (const { hung } of held) clearTimeout(hung);
       t.pending.clear();
       t.closed?.();
       if (!t.ready && !shutDown && fallback === undefined) {
@@ -87,6 +109,7 @@ export function createThreadedTraceSender(init: ExportThreadInit, options: Threa
       if (message.type === 'result') {
         const batch = t.pending.get(message.id);
         t.pending.delete(message.id);
+        if (batch !== undefined) clearTimeout(batch.hung);
         if (t.pending.size === 0) t.worker.unref();
         batch?.answer(message.result);
       } else if (message.type === 'diag') diag[message.level](message.message, ...message.args);
@@ -95,6 +118,13 @@ export function createThreadedTraceSender(init: ExportThreadInit, options: Threa
     });
     t.worker.on('error', (err) => lost(`the export thread failed: ${err.message}`));
     t.worker.on('exit', (code) => lost(`the export thread stopped (exit code ${code})`));
+    t.giveUp = () => {
+      const error = `the export thread gave no answer within ${answerMs} ms (an export's own bound is ${init.signal.timeoutMs} ms); it is stopped, and the next batch starts another`;
+      diag.error(error);
+      // Answered now: a thread that does not stop at once must not hold its batches any longer.
+      lost(error);
+      void t.worker.terminate().catch(() => undefined);
+    };
     return t;
   };
 
@@ -113,7 +143,9 @@ export function createThreadedTraceSender(init: ExportThreadInit, options: Threa
       const id = nextId++;
       const spans = JSON.stringify(items);
       return new Promise<SendResult>((answer) => {
-        t.pending.set(id, { items, answer });
+        const hung = setTimeout(() => t.giveUp?.(), answerMs);
+        hung.unref();
+        t.pending.set(id, { items, answer, hung });
         t.worker.ref();
         t.worker.postMessage({ type: 'send', id, spans } satisfies ToExportThread);
       });

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
 import { resolveConfig } from '../../src/config.js';
-import { createThreadedTraceSender } from '../../src/export/export-thread.js';
+import { answerWithinMs, createThreadedTraceSender } from '../../src/export/export-thread.js';
 import { createOtlpTraceSender, createTraceSender, onThisThread } from '../../src/export/exporters.js';
 import { createResource, toReadableSpan } from '../../src/export/spans.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
@@ -85,6 +85,31 @@ test('an export thread that dies answers the batches it held as retryable failur
   assert.deepEqual(await sender.send([ok]), { ok: true });
   await sender.shutdown();
   assert.deepEqual(await sender.send([ok]), { ok: false, retryable: false, error: 'the trace exporter is shut down' });
+});
+
+test('an export thread that leaves a batch unanswered past the export\'s bound is stopped: the batch is answered as a retryable failure (so /healthz says exports are failing), said once, and the next batch starts another thread', async () => {
+  const config = resolveConfig({ otlpEndpoint: 'http://127.0.0.1:9' }, {});
+  const errors: string[] = [];
+  const sender = createThreadedTraceSender(
+    { signal: { ...config.traces, timeoutMs: 100 }, resourceAttributes: {} },
+    {
+      workerUrl: new URL('../helpers/dying-export-worker.js', import.meta.url),
+      fallback: () => assert.fail('a thread that started is not replaced by the fallback'),
+      answerWithinMs: 300,
+      diag: { ...silent, error: (message: string) => void errors.push(message) },
+    },
+  );
+  const [ok, hang] = [records()[1]!, { ...records()[1]!, name: 'hang' }];
+  assert.deepEqual(await sender.send([ok]), { ok: true });
+  const given = 'the export thread gave no answer within 300 ms (an export\'s own bound is 100 ms); it is stopped, and the next batch starts another';
+  assert.deepEqual(await sender.send([hang]), { ok: false, retryable: true, error: given });
+  assert.deepEqual(await sender.send([ok]), { ok: true });
+  await sender.shutdown();
+  assert.deepEqual(errors, [given]);
+});
+
+test('a batch to the export thread may take an export\'s bound and as much again, at least 5 s more, before the thread counts as hung', () => {
+  assert.deepEqual([100, 10_000, 30_000].map(answerWithinMs), [5_100, 20_000, 60_000]);
 });
 
 test('when the export thread cannot start, the batches it was given and every later one are sent from the pipeline\'s thread, with one warning', async () => {
