@@ -62,6 +62,16 @@ export interface HttpAnswer {
   readonly text: string;
   /** The `Retry-After` header of a 429 or 503, as sent (seconds or an HTTP date). */
   readonly retryAfter?: string;
+  /** The answer carries `Prefect-Maintenance: true`: Prefect Cloud is down for maintenance (src/prefect/client/base.py). */
+  readonly maintenance?: true;
+}
+
+/** The header with which Prefect Cloud marks an answer given while it is down for maintenance (lower case, as Node gives headers). */
+export const MAINTENANCE_HEADER = 'prefect-maintenance';
+
+/** Whether a `Prefect-Maintenance` header says maintenance: Prefect's client compares it with `"true"`. */
+export function isMaintenance(header: string | string[] | undefined): boolean {
+  return header === 'true';
 }
 
 /** No HTTP answer: the connection failed, the deadline passed, the caller aborted, the body would not decode. */
@@ -135,8 +145,9 @@ export function createHttpClient(options: {
         const location = res.headers.location;
         if (!REDIRECTS.has(res.statusCode ?? 0) || location === undefined) {
           const retryAfter = res.headers['retry-after'];
+          const maintenance = isMaintenance(res.headers[MAINTENANCE_HEADER]);
           const text = await readBody(res, limits);
-          return retryAfter === undefined ? { status: res.statusCode ?? 0, text } : { status: res.statusCode ?? 0, text, retryAfter };
+          return { status: res.statusCode ?? 0, text, ...(retryAfter === undefined ? {} : { retryAfter }), ...(maintenance ? { maintenance: true as const } : {}) };
         }
         res.resume(); // a redirect's own body is not needed
         if (redirects === MAX_REDIRECTS) throw new HttpTransportError(`more than ${MAX_REDIRECTS} redirects`);

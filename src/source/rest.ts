@@ -39,7 +39,10 @@ export interface EventHistoryFilter {
 }
 
 export interface PrefectRestClient {
-  /** `GET /task_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 (and a proxy's 407) throw AuthError. */
+  /**
+   * `GET /task_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 (and a proxy's 407) throw AuthError.
+   * This and the other look-ups are asked again as Prefect's client asks (see `LOOKUP_RETRIES`).
+   */
   getTaskRun(id: string): Promise<RestResult<TaskRunInfo>>;
   /** `GET /flow_runs/{id}`. 404 → `{ok:false,status:404}`; 401/403 (and a proxy's 407) throw AuthError. */
   getFlowRun(id: string): Promise<RestResult<FlowRunInfo>>;
@@ -70,6 +73,8 @@ export interface RestClientOptions extends PrefectAuth {
   readonly tls?: TlsOptions | undefined;
   /** HTTP(S)_PROXY and NO_PROXY. */
   readonly proxy?: ProxyEnv | undefined;
+  /** The longest one wait of a run look-up that the server asked to come back later (default 5 minutes). */
+  readonly lookupMaxWaitMs?: number;
 }
 
 /** A history request that failed for a reason other than auth (network, timeout, HTTP 5xx, …). */
@@ -81,8 +86,11 @@ export class RestRequestError extends Error {
   readonly retryAfterMs: number | undefined;
   /** A successful answer whose body is not what was asked for (a proxy's sign-in page, say): its start, on one line, secrets redacted. */
   readonly body: string | undefined;
-  constructor(message: string, status?: number, unreachable = false, retryAfterMs?: number, body?: string) {
+  /** The answer was marked `Prefect-Maintenance: true`: Prefect Cloud is down for maintenance. */
+  readonly maintenance: boolean;
+  constructor(message: string, status?: number, unreachable = false, retryAfterMs?: number, body?: string, maintenance = false) {
     super(message);
+    this.maintenance = maintenance;
     this.name = 'RestRequestError';
     this.status = status;
     this.unreachable = unreachable;
@@ -97,12 +105,47 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 /** A server that keeps handing out pages forever is broken; stop well before that hurts. */
 const MAX_PAGES = 100_000;
 
-/** A rate-limited (429) or briefly unavailable (503) answer is asked again this often, after the wait the server names. */
-const MAX_RATE_LIMIT_RETRIES = 4;
-/** The wait when the server names none. */
-const DEFAULT_RETRY_AFTER_MS = 1_000;
-/** A longer Retry-After is not waited out here: the answer goes to the caller, whose own backoff applies. */
-const MAX_RETRY_AFTER_MS = 60_000;
+/**
+ * When a request answered as not now is sent again. `statuses`: the answers that say not now.
+ * `maxRetries`: how often, in a row. `waitMs`: the wait when the server names none, by retry (0 first).
+ * `maxRetryAfterMs`: the longest wait taken; a longer Retry-After is either given to the caller
+ * (`longer: 'answer'`, whose own backoff applies) or waited for this long (`'cut'`).
+ * `maintenance`: an answer marked `Prefect-Maintenance: true` is not counted against `maxRetries`.
+ */
+interface RetryPolicy {
+  readonly statuses: ReadonlySet<number>;
+  readonly maxRetries: number;
+  readonly waitMs: (retry: number) => number;
+  readonly maxRetryAfterMs: number;
+  readonly longer: 'answer' | 'cut';
+  readonly maintenance: boolean;
+}
+
+/**
+ * The event history: a rate-limited (429) or briefly unavailable (503) answer is asked again up to 4
+ * times, after the wait the server names (1 s when none) if it is a minute at most; anything longer
+ * goes to the websocket's loop, which waits up to 5 minutes and keeps the window, so that the stream
+ * is never held back here.
+ */
+const HISTORY_RETRIES: RetryPolicy = { statuses: new Set([429, 503]), maxRetries: 4, waitMs: () => 1_000, maxRetryAfterMs: 60_000, longer: 'answer', maintenance: false };
+
+/**
+ * Run look-ups, as Prefect's own client sends its requests (src/prefect/client/base.py,
+ * `_send_with_retry`): 408, 429, 502 and 503 are asked again up to 5 times
+ * (`PREFECT_CLIENT_MAX_RETRIES`' default), after the server's Retry-After or else 2, 4, 8… s, and an
+ * answer marked `Prefect-Maintenance: true` as often as it comes, uncounted. Only the runs waiting for
+ * the answer wait (within the open-run bounds, and in the state file at a restart); the stream goes
+ * on. Unlike Prefect's, one wait is at most 5 minutes, as on the websocket's upgrade: a wrong or
+ * hostile Retry-After must not park a look-up for hours.
+ */
+const LOOKUP_RETRIES: RetryPolicy = {
+  statuses: new Set([408, 429, 502, 503]),
+  maxRetries: 5,
+  waitMs: (retry) => 2 ** (retry + 1) * 1_000,
+  maxRetryAfterMs: 5 * 60_000,
+  longer: 'cut',
+  maintenance: true,
+};
 
 /**
  * The details of the 403 with which Prefect's CSRF protection (`PREFECT_SERVER_CSRF_PROTECTION_ENABLED`,
@@ -111,7 +154,7 @@ const MAX_RETRY_AFTER_MS = 60_000;
  */
 const CSRF_REFUSALS: ReadonlySet<string> = new Set(['Missing CSRF token.', 'Missing client identifier.', 'Invalid CSRF token or client identifier.']);
 
-type Response_ = { status: number; body: unknown; text: string; retryAfter?: string } | { status: undefined; error: string; unreachable: boolean };
+type Response_ = { status: number; body: unknown; text: string; retryAfter?: string; maintenance?: true } | { status: undefined; error: string; unreachable: boolean };
 
 /** How much of an unexpected answer's body an error shows. */
 const MAX_SHOWN_BODY_CHARS = 160;
@@ -133,10 +176,11 @@ export function retryAfterMs(header: string | undefined, nowMs: number): number 
   return Number.isFinite(at) ? Math.max(0, at - nowMs) : undefined;
 }
 
-/** The wait before asking again after a 429 or 503: undefined when it is longer than we wait here. */
-function rateLimitWaitMs(header: string | undefined): number | undefined {
-  const ms = retryAfterMs(header, Date.now()) ?? DEFAULT_RETRY_AFTER_MS;
-  return ms > MAX_RETRY_AFTER_MS ? undefined : ms;
+/** The wait before asking again after an answer that says not now: undefined when it is longer than the policy waits. */
+function notNowWaitMs(policy: RetryPolicy, retry: number, header: string | undefined): number | undefined {
+  const ms = retryAfterMs(header, Date.now()) ?? policy.waitMs(retry);
+  if (ms <= policy.maxRetryAfterMs) return ms;
+  return policy.longer === 'cut' ? policy.maxRetryAfterMs : undefined;
 }
 
 /**
@@ -175,6 +219,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
     );
 
   const closing = new AbortController();
+  const lookupRetries: RetryPolicy = options.lookupMaxWaitMs === undefined ? LOOKUP_RETRIES : { ...LOOKUP_RETRIES, maxRetryAfterMs: options.lookupMaxWaitMs };
 
   /**
    * Prefect's CSRF protection, as its own client meets it: a server that has it on refuses a POST
@@ -197,14 +242,14 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
   }
 
   /**
-   * One request; a 429 or 503 (Prefect Cloud's rate limit, a server restarting) is sent again after
-   * the server's Retry-After, a bounded number of times, so that one busy moment does not cost a
+   * One request; an answer that says not now (Prefect Cloud's rate limit, a server restarting, Prefect
+   * Cloud's maintenance) is sent again as `policy` says, so that one busy moment does not cost a
    * history page or a look-up. A POST that CSRF protection refused is sent once more with a new token.
    */
-  async function request(method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<Response_> {
+  async function request(method: 'GET' | 'POST', path: string, policy: RetryPolicy, body?: unknown, signal?: AbortSignal): Promise<Response_> {
     const abort = signal === undefined ? closing.signal : AbortSignal.any([signal, closing.signal]);
     let csrfRenewed = false;
-    for (let retries = 0; ; retries++) {
+    for (let retries = 0; ; ) {
       const token = csrf.token;
       const r = await requestOnce(method, path, body, abort);
       if (method === 'POST' && !csrfRenewed && r.status === 403 && isRecord(r.body) && typeof r.body.detail === 'string' && CSRF_REFUSALS.has(r.body.detail)) {
@@ -213,9 +258,11 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
         if (csrf.token === undefined || abort.aborted) return r;
         continue;
       }
-      if (r.status !== 429 && r.status !== 503) return r;
-      const waitMs = retries < MAX_RATE_LIMIT_RETRIES ? rateLimitWaitMs(r.retryAfter) : undefined;
+      if (r.status === undefined || !policy.statuses.has(r.status)) return r;
+      const uncounted = policy.maintenance && r.maintenance === true;
+      const waitMs = uncounted || retries < policy.maxRetries ? notNowWaitMs(policy, uncounted ? 0 : retries, r.retryAfter) : undefined;
       if (waitMs === undefined || abort.aborted) return r;
+      if (!uncounted) retries += 1;
       await pause(waitMs, abort);
       if (abort.aborted) return r;
     }
@@ -235,7 +282,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
           parsed = undefined;
         }
       }
-      return res.retryAfter === undefined ? { status: res.status, body: parsed, text: res.text } : { status: res.status, body: parsed, text: res.text, retryAfter: res.retryAfter };
+      return { status: res.status, body: parsed, text: res.text, ...(res.retryAfter === undefined ? {} : { retryAfter: res.retryAfter }), ...(res.maintenance === true ? { maintenance: true as const } : {}) };
     } catch (err) {
       // The proxy's credentials are missing or wrong: no retry brings them, as refused Prefect credentials.
       const cause = err instanceof HttpTransportError ? err.cause : undefined;
@@ -246,7 +293,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
 
   /** One REST call whose answer `map` reads; undefined from `map` means an unexpected body. */
   async function call<T>(method: 'GET' | 'POST', path: string, what: string, body: unknown, map: (body: unknown) => T | undefined): Promise<RestResult<T>> {
-    const r = await request(method, path, body);
+    const r = await request(method, path, lookupRetries, body);
     if (r.status === undefined) return { ok: false, message: `${what} failed: ${r.error}` };
     if (r.status === 401 || r.status === 403) throw authError(what, r.status);
     if (r.status === 404) {
@@ -310,14 +357,17 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
        * `page-token` of each `next_page`, each page's events and the number of pages read so far.
        */
       async function* pages(sinceIso: string, untilIso: string, pagesBefore: number): AsyncGenerator<{ events: unknown[]; read: number }> {
-        let r = await request('POST', '/events/filter', body(sinceIso, untilIso), opts.signal);
+        let r = await request('POST', '/events/filter', HISTORY_RETRIES, body(sinceIso, untilIso), opts.signal);
         let what = 'POST /events/filter';
         const seenTokens = new Set<string>();
         for (let page = 0; pagesBefore + page < MAX_PAGES; page++) {
           if (r.status === undefined) throw new RestRequestError(`${what} failed: ${r.error}`, undefined, r.unreachable);
           if (r.status === 401 || (r.status === 403 && page === 0)) throw authError(what, r.status);
           if (r.status === 403) throw new ProtocolError(`${what}: the server rejected its own page token (HTTP 403)`);
-          if (r.status < 200 || r.status > 299) throw new RestRequestError(`${what}: HTTP ${r.status}`, r.status, false, retryAfterMs(r.retryAfter, Date.now()));
+          if (r.status < 200 || r.status > 299) {
+            const maintenance = r.maintenance === true;
+            throw new RestRequestError(`${what}: HTTP ${r.status}${maintenance ? ', marked Prefect-Maintenance: true' : ''}`, r.status, false, retryAfterMs(r.retryAfter, Date.now()), undefined, maintenance);
+          }
           // Not Prefect's answer (a proxy's or an ingress's sign-in or error page, served with 200), or one
           // cut short: a failed request like any other, whose caller retries it under its own limits.
           if (!isRecord(r.body) || !Array.isArray(r.body.events)) {
@@ -334,7 +384,7 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
           // Never follow the absolute URL: it is built from the server's idea of its base URL, which is
           // wrong behind a path-rewriting proxy. Only the token matters.
           what = 'GET /events/filter/next';
-          r = await request('GET', `/events/filter/next?page-token=${encodeURIComponent(token)}`, undefined, opts.signal);
+          r = await request('GET', `/events/filter/next?page-token=${encodeURIComponent(token)}`, HISTORY_RETRIES, undefined, opts.signal);
         }
         throw new ProtocolError(`POST /events/filter: more than ${MAX_PAGES} pages`);
       }

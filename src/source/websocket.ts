@@ -38,7 +38,7 @@ import {
   wsAuthToken,
   type CredentialNames,
 } from './prefect-api.js';
-import { keepsAuthorization, REDIRECTS, tlsAgentOptions, type TlsOptions } from './http-client.js';
+import { isMaintenance, keepsAuthorization, MAINTENANCE_HEADER, REDIRECTS, tlsAgentOptions, type TlsOptions } from './http-client.js';
 import { createTunnelAgent, PROXY_AUTH_REQUIRED, ProxyError, proxyFor, proxyVariable, type ProxyEnv } from './proxy.js';
 import { createPrefectRestClient, pause, RestRequestError, retryAfterMs, type PrefectRestClient } from './rest.js';
 
@@ -242,6 +242,8 @@ type Outcome =
       progressed?: boolean;
       /** The server spoke something other than Prefect's protocol: fatal once it does so MAX_PROTOCOL_FAILURES times in a row. */
       protocolError?: ProtocolError;
+      /** The upgrade was answered `Prefect-Maintenance: true`: Prefect Cloud is down for maintenance, waited for as long as it lasts. */
+      maintenance?: true;
       /**
        * Something answered (an HTTP status other than a gateway's 502/503/504, a websocket that took
        * the upgrade): the retry line does not call the server unreachable.
@@ -464,8 +466,13 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         if (err instanceof AuthError) return { kind: 'fatal', error: err };
         // Rate limited (Prefect Cloud): the server says when to come back. Waited for, window kept, however
         // often: a limit lifts, and the live stream would move past the window for good.
-        if (err instanceof RestRequestError && err.status === HTTP_TOO_MANY_REQUESTS) {
-          return err.retryAfterMs === undefined ? { kind: 'failed', message: `event history: ${message}`, answered: true } : { kind: 'failed', message: `event history: ${message}`, retryAfterMs: err.retryAfterMs, answered: true };
+        // So is Prefect Cloud's maintenance (Prefect-Maintenance: true): it ends, and Prefect's own client waits it out.
+        if (err instanceof RestRequestError && (err.status === HTTP_TOO_MANY_REQUESTS || err.maintenance)) {
+          return {
+            kind: 'failed', message: `event history: ${message}`, answered: true,
+            ...(err.retryAfterMs === undefined ? {} : { retryAfterMs: err.retryAfterMs }),
+            ...(err.maintenance ? { maintenance: true as const } : {}),
+          };
         }
         // A gateway's 502/503/504 (an ingress whose Prefect server is restarting) is no answer from the server.
         const answered = (err instanceof RestRequestError && err.status !== undefined && !GATEWAY_STATUSES.has(err.status)) || err instanceof ProtocolError;
@@ -610,6 +617,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       let upgradeRedirect: string | undefined;
       let upgradeTo: string | undefined;
       let upgradeRetryAfterMs: number | undefined;
+      let upgradeMaintenance = false;
       let fatal: AuthError | ProtocolError | undefined;
       /** Set when the credentials were refused by a message (not a close): the close that follows may say more. */
       let refusedBy: { shown: string; reason: string | undefined } | undefined;
@@ -663,6 +671,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         upgradeRedirect = redirectTarget(res.headers.location, url);
         upgradeTo = httpsUpgradeOf(res.statusCode, res.headers.location, url);
         upgradeRetryAfterMs = retryAfterMs(res.headers['retry-after'], now());
+        upgradeMaintenance = isMaintenance(res.headers[MAINTENANCE_HEADER]);
         res.resume();
         ws.terminate();
       });
@@ -867,11 +876,20 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           status('disconnected', `${code}${reason ? ` ${reason}` : ''}`);
           return resolve({ kind: 'closed', code, reason: failure ?? reason, liveMs: performance.now() - liveSince });
         }
-        const message = failure ?? (upgradeStatus !== undefined ? upgradeRefused(upgradeStatus, upgradeRedirect, apiPath, options.apiUrlName ?? 'PREFECT_API_URL') : (lastError ?? `closed with ${code}${reason ? ` ${reason}` : ''}`));
+        const maintenance = upgradeStatus !== undefined && upgradeMaintenance;
+        const message =
+          failure ??
+          (maintenance ? `HTTP ${upgradeStatus} on the upgrade, marked Prefect-Maintenance: true`
+          : upgradeStatus !== undefined ? upgradeRefused(upgradeStatus, upgradeRedirect, apiPath, options.apiUrlName ?? 'PREFECT_API_URL')
+          : (lastError ?? `closed with ${code}${reason ? ` ${reason}` : ''}`));
         status('disconnected', message);
         // Past the upgrade, or an HTTP answer from more than a gateway: the server is there.
         const answered = phase !== 'upgrade' || (upgradeStatus !== undefined && !GATEWAY_STATUSES.has(upgradeStatus));
-        resolve(upgradeRetryAfterMs === undefined ? { kind: 'failed', message, answered } : { kind: 'failed', message, retryAfterMs: upgradeRetryAfterMs, answered });
+        resolve({
+          kind: 'failed', message, answered,
+          ...(upgradeRetryAfterMs === undefined ? {} : { retryAfterMs: upgradeRetryAfterMs }),
+          ...(maintenance ? { maintenance: true as const } : {}),
+        });
       });
     });
   }
@@ -953,7 +971,8 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         // A server that says when to come back (a 429 or 503 on the upgrade, a 429 on the history) is not asked sooner.
         delayMs = Math.max(backoffMs(failures), Math.min(outcome.retryAfterMs ?? 0, MAX_UPGRADE_RETRY_AFTER_MS));
         stats.lastError = outcome.message;
-        const line = outcome.answered === true ? `connecting to the Prefect event stream failed, retrying in ${delayMs} ms` : `Prefect server unreachable, retrying in ${delayMs} ms`;
+        const line = outcome.maintenance === true ? `the Prefect API is down for maintenance, retrying in ${delayMs} ms`
+          : outcome.answered === true ? `connecting to the Prefect event stream failed, retrying in ${delayMs} ms` : `Prefect server unreachable, retrying in ${delayMs} ms`;
         log.warn({ url: endpoint.logUrl, err: outcome.message, attempt: failures, delayMs }, line);
       }
       await sleep(delayMs);

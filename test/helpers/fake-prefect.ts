@@ -122,6 +122,14 @@ export interface FakePrefectSwitches {
   /** The `Retry-After` of those answers (Prefect Cloud's rate limit sends one with its 429s); none when undefined. */
   restRetryAfter: string | undefined;
   /**
+   * Down for maintenance, as Prefect Cloud marks it: the `restStatus` answers carry
+   * `Prefect-Maintenance: true` (the header Prefect's client retries on without counting,
+   * src/prefect/client/base.py), and every websocket upgrade is answered HTTP 503 with it (and
+   * `restRetryAfter` as its `Retry-After`); the latter is an inference, as Prefect's repository shows
+   * only the client's side.
+   */
+  maintenance: boolean;
+  /**
    * Nonzero: every n-th REST request (counted from the server's start) is answered with HTTP 500, as
    * by a Prefect server whose database is now and then locked or busy.
    */
@@ -244,7 +252,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
   const heldRest: (() => void)[] = [];
   const csrfTokens = new Map<string, { token: string; expiresMs: number }>();
   const switches: FakePrefectSwitches = {
-    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0, restRetryAfter: undefined, restFailEvery: 0, restReplies: [], stripSubprotocol: 0, authReplies: [], tiesVary: false,
+    duplicate: false, reorder: false, badFrames: 0, closeAfter: 0, restStatus: 0, restRetryAfter: undefined, maintenance: false, restFailEvery: 0, restReplies: [], stripSubprotocol: 0, authReplies: [], tiesVary: false,
     get stall() { return stall; },
     set stall(v: boolean) { stall = v; if (!v) subs.forEach(schedule); },
     get holdRest() { return holdRest; },
@@ -465,6 +473,7 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
       if (proxied !== undefined) return void res.writeHead(proxied.status, { 'Content-Type': proxied.contentType }).end(proxied.body);
       if (switches.restStatus !== 0) {
         if (switches.restRetryAfter !== undefined) res.setHeader('Retry-After', switches.restRetryAfter);
+        if (switches.maintenance) res.setHeader('Prefect-Maintenance', 'true');
         return reply(switches.restStatus, { detail: STATUS_CODES[switches.restStatus] ?? 'Error' });
       }
       if (switches.restFailEvery > 0 && restRequests.length % switches.restFailEvery === 0) return reply(500, { exception_message: 'Internal Server Error' });
@@ -506,6 +515,10 @@ export async function startFakePrefect(options: FakePrefectOptions = {}): Promis
     socket.on('error', () => undefined);
     const refuse = (status: number) => socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
     if (options.rejectUpgrade !== undefined) return refuse(options.rejectUpgrade);
+    if (switches.maintenance) {
+      const retryAfter = switches.restRetryAfter === undefined ? '' : `Retry-After: ${switches.restRetryAfter}\r\n`;
+      return socket.end(`HTTP/1.1 503 Service Unavailable\r\nPrefect-Maintenance: true\r\n${retryAfter}Content-Length: 0\r\nConnection: close\r\n\r\n`);
+    }
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     const kind = path === `${basePath}/events/out` ? 'out' : path === `${basePath}/events/in` ? 'in' : undefined;
     // Starlette closes a websocket at a route it does not have before accepting it (the router's

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import { createPrefectRestClient } from '../../src/source/rest.js';
 import { createFlowParentLookup, createOwnerLookup, deletedFlowRunsFromRest, MAX_BATCH, OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX } from '../../src/source/run-lookups.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
+import { until } from '../helpers/watch-e2e.js';
 
 const taskId = (i: number): string => `0198c7d2-6000-7000-8000-${String(i).padStart(12, '0')}`;
 const flowId = (i: number): string => `0198c7d2-8000-7000-8000-${String(i).padStart(12, '0')}`;
@@ -45,7 +46,7 @@ test('owners: refused credentials reach onAuthError and answer null; while `skip
   const rest = createPrefectRestClient({ apiUrl: prefect.url, authString: 'admin:pass' });
   const owner = createOwnerLookup(rest, { skip: () => skipping, onFailure: (f) => failures.push(f) });
   assert.deepEqual(await Promise.all([owner(taskId(1)), owner(taskId(2))]), [flowId(1), null]);
-  prefect.switches.restStatus = 503;
+  prefect.switches.restStatus = 500;
   assert.equal(await owner(taskId(1)), null);
   prefect.switches.restStatus = 0;
   const before = prefect.restRequests.length;
@@ -54,8 +55,27 @@ test('owners: refused credentials reach onAuthError and answer null; while `skip
   assert.equal(prefect.restRequests.length, before, 'nothing asked while skipping');
   assert.deepEqual(failures, [
     { reason: `GET /task_runs/${taskId(2)}: not found`, transport: false },
-    { reason: `GET /task_runs/${taskId(1)}: HTTP 503`, transport: false },
+    { reason: `GET /task_runs/${taskId(1)}: HTTP 500`, transport: false },
   ]);
+});
+
+test('a subflow parent look-up that Prefect Cloud rate-limits with a Retry-After longer than a minute, or answers down for maintenance, waits (at most the longest wait) and asks again: the parent is found, nothing is reported as failed', async (t) => {
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  prefect.addTaskRun({ id: taskId(1), flow_run_id: flowId(1) });
+  const failures: unknown[] = [];
+  const owner = createOwnerLookup(createPrefectRestClient({ apiUrl: prefect.url, lookupMaxWaitMs: 100 }), { onFailure: (f) => failures.push(f) });
+  for (const [status, retryAfter] of [[429, '120'], [503, undefined]] as const) {
+    prefect.switches.restStatus = status;
+    prefect.switches.restRetryAfter = retryAfter;
+    prefect.switches.maintenance = status === 503;
+    const before = prefect.restRequests.length;
+    const found = owner(taskId(1));
+    await until('the first answer', () => prefect.restRequests.length > before);
+    prefect.switches.restStatus = 0;
+    assert.deepEqual({ owner: await found, requests: prefect.restRequests.length - before }, { owner: flowId(1), requests: 2 });
+  }
+  assert.deepEqual(failures, []);
 });
 
 test(`owners: a server that does not answer holds at most ${OWNER_LOOKUPS_QUEUED_MAX} lookups in the queue; the oldest past it is answered null at once, without a request, and reported`, async (t) => {

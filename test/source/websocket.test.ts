@@ -600,6 +600,40 @@ describe('event subscriber: handshake', () => {
     );
   });
 
+  it('Prefect Cloud down for maintenance (HTTP 503 with Prefect-Maintenance: true, on the upgrade or on the history read first after a long gap) is said as such and waited for, however long it lasts; then the stream resumes, nothing given up', async () => {
+    const follow = async (cursorUs: number | undefined): Promise<unknown> => {
+      const server = await mini();
+      server.switches.maintenance = true;
+      server.switches.restStatus = 503;
+      server.switches.restRetryAfter = '0';
+      const { sub, logs, ids } = subscribe(server, { cursorUs });
+      try {
+        const retries = () => logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('the Prefect API is down for maintenance, retrying in'));
+        // More rounds than the history's failures in a row that give a window up.
+        await waitFor('maintenance waited for', () => retries().length >= 5);
+        server.switches.maintenance = false;
+        server.switches.restStatus = 0;
+        await waitFor('live', () => server.connections.some((c) => c.live));
+        const ev = event(Date.now());
+        server.publish([ev]);
+        await waitFor('the live event', () => ids('live').includes(ev.id));
+        return {
+          said: [...new Set(retries().map((r) => r.err))],
+          warnings: logs.records().filter((r) => (r.level as number) >= 40 && !String(r.msg).startsWith('the Prefect API is down for maintenance')).map((r) => r.msg),
+        };
+      } finally {
+        await sub.stop();
+      }
+    };
+    assert.deepEqual(
+      { fresh: await follow(undefined), gap: await follow((Date.now() - 30 * 60_000) * 1000) },
+      {
+        fresh: { said: ['HTTP 503 on the upgrade, marked Prefect-Maintenance: true'], warnings: [] },
+        gap: { said: ['event history: POST /events/filter: HTTP 503, marked Prefect-Maintenance: true'], warnings: [] },
+      },
+    );
+  });
+
   it('a close 1002 after the filter (bad filter) is a ProtocolError and stops', async () => {
     const server = await mini({ rejectFilters: true });
     const { sub, logs } = subscribe(server);
