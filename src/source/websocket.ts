@@ -222,6 +222,15 @@ const MAX_SHOWN_SERVER_TEXT_CHARS = 120;
  * a proxy or ingress set up so fails every time; a backend that is being replaced may do it once.
  */
 const MAX_PROTOCOL_FAILURES = 3;
+/**
+ * Connections in a row that the server took (HTTP 101), then closed without a word in answer to the
+ * auth message (dropped: 1006; a server error: 1011; any other close but Prefect's own refusal) before
+ * the stream gives up with an AuthError. Prefect's own subscriber takes the first such close as
+ * refused credentials (`_reconnect`, src/prefect/events/clients.py), and a proxy or gateway that
+ * checks the token may end the connection so; a network blip in that one round trip, ten times in a
+ * row, about two minutes at the default backoff, is not one.
+ */
+const MAX_AUTH_DROPS = 10;
 /** Close codes that say nothing of the server's own: a normal close (ours echoed), none given, a dropped connection. */
 const UNREMARKABLE_CLOSE_CODES: ReadonlySet<number> = new Set([1000, 1005, 1006]);
 /** Longest piece of a live frame (up to MAX_PAYLOAD_BYTES) that its debug line shows. */
@@ -244,6 +253,8 @@ type Outcome =
       protocolError?: ProtocolError;
       /** The upgrade was answered `Prefect-Maintenance: true`: Prefect Cloud is down for maintenance, waited for as long as it lasts. */
       maintenance?: true;
+      /** Closed in answer to the auth message without a reply: refused credentials after MAX_AUTH_DROPS in a row. */
+      authDropped?: { readonly code: number; readonly reason: string };
       /**
        * Something answered (an HTTP status other than a gateway's 502/503/504, a websocket that took
        * the upgrade): the retry line does not call the server unreachable.
@@ -877,9 +888,12 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           return resolve({ kind: 'closed', code, reason: failure ?? reason, liveMs: performance.now() - liveSince });
         }
         const maintenance = upgradeStatus !== undefined && upgradeMaintenance;
+        // The server took the connection and closed it in answer to the auth message, without a word.
+        const authDropped = phase === 'auth' && failure === undefined ? { code, reason: shownReason } : undefined;
         const message =
           failure ??
-          (maintenance ? `HTTP ${upgradeStatus} on the upgrade, marked Prefect-Maintenance: true`
+          (authDropped !== undefined ? `closed with ${code}${shownReason ? ` ${shownReason}` : ''} in answer to the auth message, before any reply`
+          : maintenance ? `HTTP ${upgradeStatus} on the upgrade, marked Prefect-Maintenance: true`
           : upgradeStatus !== undefined ? upgradeRefused(upgradeStatus, upgradeRedirect, apiPath, options.apiUrlName ?? 'PREFECT_API_URL')
           : (lastError ?? `closed with ${code}${reason ? ` ${reason}` : ''}`));
         status('disconnected', message);
@@ -889,6 +903,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
           kind: 'failed', message, answered,
           ...(upgradeRetryAfterMs === undefined ? {} : { retryAfterMs: upgradeRetryAfterMs }),
           ...(maintenance ? { maintenance: true as const } : {}),
+          ...(authDropped !== undefined ? { authDropped } : {}),
         });
       });
     });
@@ -935,6 +950,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   async function run(): Promise<void> {
     let failures = 0;
     let protocolFailures = 0;
+    let authDrops = 0;
     for (let attempt = 0; !stopped; attempt++) {
       if (attempt > 0) stats.reconnects += 1;
       status('connecting');
@@ -956,6 +972,18 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       protocolFailures = outcome.kind === 'failed' && outcome.protocolError !== undefined ? protocolFailures + 1 : 0;
       if (outcome.kind === 'failed' && outcome.protocolError !== undefined && protocolFailures >= MAX_PROTOCOL_FAILURES) {
         giveUp(outcome.protocolError, false);
+        return;
+      }
+      authDrops = outcome.kind === 'failed' && outcome.authDropped !== undefined ? authDrops + 1 : 0;
+      if (outcome.kind === 'failed' && outcome.authDropped !== undefined && authDrops >= MAX_AUTH_DROPS) {
+        const { code, reason } = outcome.authDropped;
+        giveUp(
+          new AuthError(
+            `the Prefect event stream closed the connection in answer to the auth message ${authDrops} times in a row, without a reply (last: close ${code}${reason ? `: ${reason}` : ''}); Prefect's own client takes that as refused credentials, as a proxy or gateway that checks them may end the connection so: ${authAdvice(auth, options.apiUrl)}`,
+            authSetting(auth, options.apiUrl),
+          ),
+          false,
+        );
         return;
       }
       let delayMs: number;

@@ -463,8 +463,59 @@ describe('event subscriber: handshake', () => {
       } finally {
         await sub.stop();
       }
-      assert.deepEqual({ connects: sub.stats.connects, lastError: sub.stats.lastError?.replace(/\d{4}/, 'CODE') }, { connects: 0, lastError: 'closed with CODE' });
+      assert.deepEqual({ connects: sub.stats.connects, lastError: sub.stats.lastError?.replace(/\d{4}/, 'CODE') }, { connects: 0, lastError: 'closed with CODE in answer to the auth message, before any reply' });
     }
+  });
+
+  it('a connection closed in answer to the auth message without a reply ten times in a row (a proxy that ends it on refused credentials) stops with an AuthError naming the setting; fewer, then a reply, are followed', async () => {
+    for (const [close, shown] of [[(ws: WebSocket) => ws.terminate(), 'close 1006'], [(ws: WebSocket) => ws.close(1011, 'auth backend'), 'close 1011: auth backend']] as const) {
+      let sockets = 0;
+      const server = await hostileServer((ws) => {
+        sockets += 1;
+        ws.once('message', () => close(ws));
+      });
+      const { sub, logs } = subscribe(server, { apiKey: API_KEY });
+      try {
+        await assert.rejects(sub.done, (err: unknown) => {
+          assert.ok(err instanceof AuthError);
+          assert.deepEqual(
+            { message: err.message, setting: err.setting, sockets, connects: sub.stats.connects },
+            {
+              message: `the Prefect event stream closed the connection in answer to the auth message 10 times in a row, without a reply (last: ${shown}); Prefect's own client takes that as refused credentials, as a proxy or gateway that checks them may end the connection so: check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)`,
+              setting: 'PREFECT_API_KEY',
+              sockets: 10,
+              connects: 0,
+            },
+          );
+          return true;
+        });
+      } finally {
+        await sub.stop();
+      }
+      assertNoSecrets(logs.lines, API_KEY);
+    }
+
+    // Nine drops, then Prefect's answer: the subscription is made; nothing given up.
+    let sockets = 0;
+    let filters = 0;
+    const server = await hostileServer((ws) => {
+      sockets += 1;
+      const n = sockets;
+      ws.once('message', () => {
+        if (n < 10) return void ws.terminate();
+        ws.send(JSON.stringify({ type: 'auth_success' }));
+        ws.once('message', () => void (filters += 1));
+      });
+    });
+    const { sub } = subscribe(server, { apiKey: API_KEY });
+    let rejected: unknown;
+    sub.done.catch((err: unknown) => void (rejected = err));
+    try {
+      await waitFor('the filter', () => filters === 1);
+    } finally {
+      await sub.stop();
+    }
+    assert.deepEqual({ sockets, connects: sub.stats.connects, rejected }, { sockets: 10, connects: 1, rejected: undefined });
   });
 
   it('a redirect on the upgrade is not followed; the retries say where it points, without its query, and the API URL setting as it was given', async () => {
