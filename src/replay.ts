@@ -171,6 +171,8 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     ...prefectAuth(config.prefect),
     // A file needs no server: a look-up is not waited for longer than this, whatever Prefect's own timeout.
     timeoutMs: Math.min(REPLAY_LOOKUP_TIMEOUT_MS, config.prefect.requestTimeoutMs),
+    // Nor is a server that asks to come back later (a rate limit, maintenance) waited for longer at a time.
+    lookupMaxWaitMs: REPLAY_LOOKUP_TIMEOUT_MS,
     tls: config.prefect.tls,
     proxy: config.prefect.proxy,
   });
@@ -257,6 +259,9 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     const summary = await replayLines(options, pipeline, input, totalBytes, () => (reading = false));
     return apiRefused === undefined ? summary : { ...summary, apiRefused };
   } finally {
+    // Every run is ended: a look-up still out (or waiting to ask again) has nothing left to answer, and
+    // must not hold the process open until the server's Retry-After.
+    rest.close();
     clearInterval(statsTimer);
     await metrics?.shutdown();
     statsLog.info(stats(), 'stats');

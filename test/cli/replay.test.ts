@@ -518,6 +518,19 @@ for (const [given, url, name] of [
   });
 }
 
+test('replay against a Prefect API that rate-limits every look-up for an hour: each is asked again after at most a look-up\'s timeout, the replay ends once its runs are (the subflow a root), not when the Retry-After runs out', async (t) => {
+  const { startFakePrefect } = await import('../helpers/fake-prefect.js');
+  const prefect = await startFakePrefect();
+  t.after(() => prefect.close());
+  prefect.switches.restStatus = 429;
+  prefect.switches.restRetryAfter = '3600';
+  const SUB = '0198c7d2-7000-7abc-8def-0000000000a1';
+  const subflow = flowRunStateEvent({ flowRunId: SUB, flowRunName: 'sub-1', ...FLOW, parentTaskRunId: TR, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: T0 + 1000 });
+  const r = await cli(['replay', '-'], { PREFECT_API_URL: prefect.url, OTEL_TRACES_EXPORTER: 'none' }, JSON.stringify(subflow));
+  const asked = prefect.restRequests.filter((q) => q.path.includes('/task_runs/')).length;
+  assert.deepEqual({ code: r.code, askedAgain: asked > 1 }, { code: 0, askedAgain: true }, r.stderr);
+});
+
 for (const [given, env, args, name] of [
   ['the variable', { PREFECT_API_KEY: 'pnu_WRONGSECRET' }, [], 'PREFECT_API_KEY'],
   ['the flag', {}, ['--api-key', 'pnu_WRONGSECRET'], '--api-key'],
