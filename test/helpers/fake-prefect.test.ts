@@ -375,6 +375,37 @@ describe('fake Prefect: REST', () => {
     assert.deepEqual(await get(cloud, '/flow_runs/0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70', 'Bearer pnu_key'), [500, { detail: 'Internal Server Error' }]);
   });
 
+  it('maintenance: the restStatus answers carry Prefect-Maintenance: true and its Retry-After, and every websocket upgrade is answered 503 with them; off again, both are served', async () => {
+    const f = await fake();
+    f.switches.maintenance = true;
+    f.switches.restStatus = 503;
+    f.switches.restRetryAfter = '30';
+    const rest = await fetch(`${f.url}/flow_runs/0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70`);
+    const upgrade = await new Promise<Record<string, unknown>>((resolve) => {
+      const ws = new WebSocket(`${f.url.replace('http', 'ws')}/events/out`, ['prefect']);
+      ws.on('unexpected-response', (_req, res) => {
+        resolve({ status: res.statusCode, maintenance: res.headers['prefect-maintenance'], retryAfter: res.headers['retry-after'] });
+        res.resume();
+        ws.terminate();
+      });
+      ws.on('error', () => undefined);
+    });
+    f.switches.maintenance = false;
+    f.switches.restStatus = 0;
+    const opened = await new Promise<boolean>((resolve) => {
+      const ws = new WebSocket(`${f.url.replace('http', 'ws')}/events/out`, ['prefect']);
+      ws.on('open', () => {
+        ws.terminate();
+        resolve(true);
+      });
+      ws.on('error', () => resolve(false));
+    });
+    assert.deepEqual(
+      { rest: { status: rest.status, maintenance: rest.headers.get('prefect-maintenance'), retryAfter: rest.headers.get('retry-after') }, upgrade, opened },
+      { rest: { status: 503, maintenance: 'true', retryAfter: '30' }, upgrade: { status: 503, maintenance: 'true', retryAfter: '30' }, opened: true },
+    );
+  });
+
   it('flow runs: the whole FlowRunResponse with the server default labels; PATCH …/labels merges as the flow engine sends its traceparent', async () => {
     const f = await fake();
     const FR_ID = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
