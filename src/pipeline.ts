@@ -718,7 +718,7 @@ function lossLogging(log: Logger, what: string, closeSender: (timeoutMs?: number
     clearTimeout(timer);
     timer = undefined;
     if (pending.dropped > 0) log.error({ count: pending.dropped }, `delivery buffer full: dropped the oldest ${what}`);
-    if (pending.rejected > 0) log.error({ count: pending.rejected, error: pending.error }, `collector rejected ${what}; not retried`);
+    if (pending.rejected > 0) log.error({ count: pending.rejected, err: pending.error }, `collector rejected ${what}; not retried`);
     pending.dropped = 0;
     pending.rejected = 0;
   };
@@ -732,13 +732,13 @@ function lossLogging(log: Logger, what: string, closeSender: (timeoutMs?: number
       }
     },
     onFailure(error: string, retryInMs: number): void {
-      log.warn({ error, retryInMs }, `export of ${what} failed; retrying`);
+      log.warn({ err: error, retryInMs }, `export of ${what} failed; retrying`);
     },
     onRecovered(afterFailures: number): void {
       log.info({ afterFailures }, `export of ${what} recovered`);
     },
     onTooLarge(error: string, items: number, maxBatchBytes: number): void {
-      log.warn({ error, items, maxBatchBytes }, `collector refused a batch of ${what} as too large; sending it again in smaller batches`);
+      log.warn({ err: error, items, maxBatchBytes }, `collector refused a batch of ${what} as too large; sending it again in smaller batches`);
     },
     close(timeoutMs?: number): Promise<void> {
       report();

@@ -7,6 +7,7 @@ import { inApplicationRoot, untraced } from './export/untraced.js';
 import { prefectAuth } from './source/prefect-api.js';
 import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
+import { ERR_SERIALIZERS, errorCode, failureFields } from './log/err.js';
 import { createLogger } from './log/logger.js';
 import { safeUrl } from './log/redact.js';
 import type { SpanRecord } from './model/span-record.js';
@@ -281,7 +282,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
         // that runs for days without resuming; the default one (in a read-only working directory) is not.
         const given = this.config.sources?.stateFile;
         if (given !== undefined) throw new ConfigError([`${given}: cannot use the state file ${this.config.stateFile}: ${unusablePath(err, this.config.stateFile)}`]);
-        log.error({ error: errorText(err), path: this.lease.path }, 'could not take the state file lock; going on without it: another process on this state file would export every span too');
+        log.error({ err: failureFields(err), path: this.lease.path }, 'could not take the state file lock; going on without it: another process on this state file would export every span too');
         this.leaseState = 'unlocked';
         return !this.stopping;
       }
@@ -339,7 +340,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     try {
       outcome = await this.lease.renew();
     } catch (err) {
-      this.logger.warn({ component: 'watch', error: errorText(err), path: this.lease.path }, 'could not renew the state file lock');
+      this.logger.warn({ component: 'watch', err: failureFields(err), path: this.lease.path }, 'could not renew the state file lock');
       return;
     }
     if (!outcome.held) this.loseLease(outcome.holder);
@@ -445,7 +446,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       const nowMs = Date.now();
       if (this.saveFailures === 1 || nowMs - this.saveFailureLoggedMs >= STATE_ERROR_LOG_MS) {
         this.saveFailureLoggedMs = nowMs;
-        this.logger.error({ component: 'watch', error: errorText(err), path: this.store.path, failures: this.saveFailures }, 'could not write the state file');
+        this.logger.error({ component: 'watch', err: failureFields(err), path: this.store.path, failures: this.saveFailures }, 'could not write the state file');
       }
       return;
     }
@@ -457,7 +458,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
 
   private fail(err: Error): void {
     if (this.stopping) return;
-    this.logger.fatal({ component: 'watch', code: (err as { code?: string }).code, ...(err instanceof AuthError ? { setting: err.setting } : {}) }, err.message);
+    this.logger.fatal({ component: 'watch', code: errorCode(err), ...(err instanceof AuthError ? { setting: err.setting } : {}) }, err.message);
     this.failure = err;
     if (this.listenerCount('error') > 0) {
       try {
@@ -539,7 +540,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
           if (err instanceof StateTakenError) await this.stateTaken();
           else {
             this.saveFailuresTotal += 1;
-            log.error({ error: errorText(err), path: this.store.path }, 'could not write the state file');
+            log.error({ err: failureFields(err), path: this.store.path }, 'could not write the state file');
           }
           if (err instanceof SpansNotKeptError) {
             // Neither delivered nor kept for the next start: a failure, as an export that failed is.
@@ -673,8 +674,9 @@ export function startPrefectTracing(options: StartOptions = {}): PrefectTracingH
  * `PREFECT_OTEL_LOG_LEVEL`) sets, when one is set, and at the logger's own level otherwise.
  */
 function hostLogger(logger: Logger | undefined, config: Config): Logger | undefined {
-  if (logger === undefined || config.sources?.logLevel === undefined) return logger;
-  return logger.child({}, { level: config.log.level });
+  if (logger === undefined) return undefined;
+  // Its lines carry `err` in prefect-otel's one shape, whatever serializers the application set.
+  return logger.child({}, { serializers: ERR_SERIALIZERS, ...(config.sources?.logLevel === undefined ? {} : { level: config.log.level }) });
 }
 
 /** The same, with a configuration already resolved (the CLI). */

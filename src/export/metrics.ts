@@ -67,7 +67,7 @@ export class OtlpMetricExporter extends OTLPExporterBase<ResourceMetrics> implem
       }
       // Worded as a failed span or log export is, the collector's status and message in it.
       const error = describeFailure(result.error, this.redact, this.retried).message;
-      if (this.failedWith === undefined && !this.final) this.log?.warn({ error }, 'metrics export failing; tried again at the next interval');
+      if (this.failedWith === undefined && !this.final) this.log?.warn({ err: error }, 'metrics export failing; tried again at the next interval');
       this.failedWith = error;
       resultCallback(this.log === undefined ? result : { code: ExportResultCode.SUCCESS });
     });
@@ -169,7 +169,7 @@ export function startMetricsExport(config: Config, read: () => TracingStats, lag
       } catch (err) {
         error = exporter.redact(errorText(err));
       }
-      if (error !== undefined) log.warn({ error }, 'final metrics export failed');
+      if (error !== undefined) log.warn({ err: error }, 'final metrics export failed');
     },
   };
 }

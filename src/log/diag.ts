@@ -1,5 +1,6 @@
 import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
 import type { Logger } from 'pino';
+import { failureFields, type ErrFields } from './err.js';
 import { redactUserinfo } from './redact.js';
 
 /**
@@ -9,14 +10,14 @@ import { redactUserinfo } from './redact.js';
 export function diagToLogger(logger: Logger): DiagLogger {
   const l = logger.child({ component: 'otel-sdk' });
   return {
-    error: (message, ...args) => l.error({ args: clean(args) }, redactUserinfo(message)),
+    error: (message, ...args) => l.error(clean(args), redactUserinfo(message)),
     warn: (message, ...args) => {
-      if (readsConfiguration(message)) l.debug({ args: clean(args) }, redactUserinfo(message));
-      else l.warn({ args: clean(args) }, redactUserinfo(message));
+      if (readsConfiguration(message)) l.debug(clean(args), redactUserinfo(message));
+      else l.warn(clean(args), redactUserinfo(message));
     },
-    info: (message, ...args) => l.info({ args: clean(args) }, redactUserinfo(message)),
-    debug: (message, ...args) => l.debug({ args: clean(args) }, redactUserinfo(message)),
-    verbose: (message, ...args) => l.trace({ args: clean(args) }, redactUserinfo(message)),
+    info: (message, ...args) => l.info(clean(args), redactUserinfo(message)),
+    debug: (message, ...args) => l.debug(clean(args), redactUserinfo(message)),
+    verbose: (message, ...args) => l.trace(clean(args), redactUserinfo(message)),
   };
 }
 
@@ -40,7 +41,25 @@ export function routeDiagToLogger(logger: Logger, level: DiagLogLevel = DiagLogL
   diag.setLogger(diagToLogger(logger), { logLevel: level, suppressOverrideMessage: true });
 }
 
-function clean(args: unknown[]): unknown[] | undefined {
-  if (args.length === 0) return undefined;
-  return args.map((a) => (a instanceof Error ? { message: redactUserinfo(a.message), name: a.name } : typeof a === 'string' ? redactUserinfo(a) : a));
+/**
+ * The SDK's extra arguments as a line's fields: the first Error under `err`, as every line has a
+ * failure; the rest under `args` as text (an object as its JSON), so that `args` is an array of
+ * strings on every line (a log store cannot map an array whose items are of different types).
+ */
+function clean(args: unknown[]): { err?: ErrFields; args?: string[] } {
+  let err: ErrFields | undefined;
+  const rest: string[] = [];
+  for (const a of args) {
+    if (a instanceof Error && err === undefined) err = failureFields(a, redactUserinfo);
+    else rest.push(redactUserinfo(typeof a === 'string' ? a : a instanceof Error ? `${a.name}: ${a.message}` : argText(a)));
+  }
+  return { ...(err === undefined ? {} : { err }), ...(rest.length === 0 ? {} : { args: rest }) };
+}
+
+function argText(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
 }

@@ -2,6 +2,7 @@ import { Writable } from 'node:stream';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LogFormat, LogLevel } from '../config.js';
 import { escapeControls } from './control-chars.js';
+import { ERR_SERIALIZERS } from './err.js';
 
 export type { Logger } from 'pino';
 
@@ -93,10 +94,11 @@ export function ownLineStream(logger: Logger): DestinationStream | undefined {
   return ownStreams.get(logger);
 }
 
-/** What every prefect-otel line carries (`service`, epoch-ms `time`) and what no line may show (secrets). */
+/** What every prefect-otel line carries (`service`, epoch-ms `time`, a failure as one `err` object) and what no line may show (secrets). */
 export const LINE_SHAPE = {
   base: { service: 'prefect-otel' },
   timestamp: pino.stdTimeFunctions.epochTime,
+  serializers: ERR_SERIALIZERS,
   redact: { paths: REDACT, censor: '[redacted]' },
 } satisfies pino.LoggerOptions;
 

@@ -23,6 +23,7 @@ import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import { AuthError, ProtocolError, errorText } from '../errors.js';
 import { untraced } from '../export/untraced.js';
+import { errFields } from '../log/err.js';
 import { safeUrl } from '../log/redact.js';
 import {
   authAdvice,
@@ -355,7 +356,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
     try {
       options.onStatus(s, detail);
     } catch (err) {
-      log.error({ err: errInfo(err, redact) }, 'onStatus callback threw; ignored');
+      log.error({ err: errFields(err, redact) }, 'onStatus callback threw; ignored');
     }
   };
 
@@ -377,7 +378,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       const t = performance.now();
       if (t - callbackErrorLoggedAt >= CALLBACK_ERROR_LOG_INTERVAL_MS) {
         callbackErrorLoggedAt = t;
-        log.error({ err: errInfo(err, redact), origin, count: callbackErrors }, 'onEvent callback threw; event skipped');
+        log.error({ err: errFields(err, redact), origin, count: callbackErrors }, 'onEvent callback threw; event skipped');
       }
     }
   };
@@ -387,7 +388,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
       const us = options.resumeFromUs();
       return typeof us === 'number' && Number.isFinite(us) ? Math.floor(us / 1000) : undefined;
     } catch (err) {
-      log.error({ err: errInfo(err, redact) }, 'resumeFromUs threw; treating as a fresh start');
+      log.error({ err: errFields(err, redact) }, 'resumeFromUs threw; treating as a fresh start');
       return undefined;
     }
   };
@@ -992,7 +993,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         failures += 1;
         delayMs = backoffMs(failures);
         stats.lastError = `closed ${outcome.code}${outcome.reason ? ` ${outcome.reason}` : ''}`;
-        log.warn({ code: outcome.code, reason: outcome.reason, attempt: failures, delayMs }, `event stream closed, reconnecting in ${delayMs} ms`);
+        log.warn({ closeCode: outcome.code, reason: outcome.reason, attempt: failures, delayMs }, `event stream closed, reconnecting in ${delayMs} ms`);
       } else {
         if (outcome.progressed === true) failures = 0;
         failures += 1;
@@ -1010,7 +1011,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
   const running = run().catch((err: unknown) => {
     // A bug here must not leave `done` pending forever.
     const error = err instanceof Error ? err : new Error(String(err));
-    log.error({ err: errInfo(err, redact) }, 'event subscriber failed');
+    log.error({ err: errFields(err, redact) }, 'event subscriber failed');
     rejectDone(error);
   });
 
@@ -1146,9 +1147,4 @@ function subprotocolMissing(answered: string | undefined): ProtocolError {
   return new ProtocolError(
     `the event stream's websocket upgrade was answered without the sub-protocol "prefect" (${got} in the HTTP 101 answer): a proxy or ingress in front of the Prefect server ${answered === undefined ? 'drops' : 'changes'} that header; it must pass Sec-WebSocket-Protocol through, on the request and on the answer`,
   );
-}
-
-function errInfo(err: unknown, redact: (s: string) => string): { message: string; name?: string } {
-  if (err instanceof Error) return { name: err.name, message: redact(err.message) };
-  return { message: redact(String(err)) };
 }

@@ -1,5 +1,6 @@
 import { rename } from 'node:fs/promises';
 import type { Logger } from 'pino';
+import { failureFields } from '../log/err.js';
 import { errorText } from '../errors.js';
 import type { DedupeEntries } from '../model/dedupe.js';
 import { canonicalUuid } from '../model/ids.js';
@@ -194,7 +195,7 @@ export async function loadState(
   try {
     data = await store.load();
   } catch (err) {
-    log.error({ path: store.path, movedTo: await moveAside(store.path), error: errorText(err) }, 'state file unreadable; starting without it');
+    log.error({ path: store.path, movedTo: await moveAside(store.path), err: failureFields(err) }, 'state file unreadable; starting without it');
     return undefined;
   }
   if (data === undefined) return undefined;
@@ -204,7 +205,7 @@ export async function loadState(
   } catch (err) {
     // The state file alone is an older point to resume from (what came after is read again), far
     // better than none: only the journal is moved aside.
-    log.error({ path: store.journalPath, movedTo: await moveAside(store.journalPath), error: errorText(err) }, 'state journal unreadable; resuming from the state file without it');
+    log.error({ path: store.journalPath, movedTo: await moveAside(store.journalPath), err: failureFields(err) }, 'state journal unreadable; resuming from the state file without it');
   }
   if (!isPersistedState(data)) {
     // A file of a newer format says so: the version that wrote it still reads it (after a downgrade, say).

@@ -11,6 +11,7 @@ import { pino } from 'pino';
 import { startPrefectTracing } from '../../src/index.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { closedPort, liveConnections, logLines, tempDir, until, workload } from '../helpers/watch-e2e.js';
+import { errMessage } from '../helpers/log-err.js';
 
 test("library: the host's diag logger keeps every message of its own after start and shutdown; an export failure is in prefect-otel's log", async (t) => {
   const hostLines: [level: string, message: string][] = [];
@@ -68,7 +69,7 @@ test("library: the host's diag logger keeps every message of its own after start
   ]);
   const first = failed()[0]!;
   assert.deepEqual(
-    { level: first.level, component: first.component, signal: first.signal, error: typeof first.error === 'string' && /ECONNREFUSED/.test(first.error) },
+    { level: first.level, component: first.component, signal: first.signal, error: /ECONNREFUSED/.test(errMessage(first.err) ?? '') },
     { level: 40, component: 'export', signal: 'traces', error: true },
     JSON.stringify(first),
   );

@@ -17,6 +17,7 @@ import { AuthError, ConfigError, describeConfig, startPrefectTracing, type SpanR
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { FAST, liveConnections, logLines, replaySpans, shape, tempDir, until, workload } from '../helpers/watch-e2e.js';
+import { errMessage } from '../helpers/log-err.js';
 
 /** The package root (dist/test/cli → ../../..). */
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -414,7 +415,7 @@ test('library: shutdown(timeoutMs) with a collector that takes every request and
       withinTimeout: tookMs < timeoutMs + 4_000 ? 'yes' : `${tookMs} ms`,
       said: lines()
         .filter((l) => (l.level ?? 0) >= 40 && !String(l.msg).startsWith('export of'))
-        .map((l) => [l.msg, l.spans ?? l.count ?? l.error]),
+        .map((l) => [l.msg, l.spans ?? l.count ?? errMessage(l.err)]),
       sentOnRestart: next.spans().map((s) => s.attributes['prefect.run.id']).sort(),
     },
     {
@@ -608,7 +609,7 @@ test('library: a state file that cannot be written is logged once, then again on
   rmSync(blocker);
   await until('a save works again', () => saves().length === 2);
   assert.deepEqual(
-    saves().map((l) => ({ level: l.level, component: l.component, msg: l.msg, failures: l.failures, error: typeof l.error === 'string' && l.error.includes('not-a-dir') })),
+    saves().map((l) => ({ level: l.level, component: l.component, msg: l.msg, failures: l.failures, error: (l.err as { message?: string } | undefined)?.message?.includes('not-a-dir') === true })),
     [
       { level: 50, component: 'watch', msg: 'could not write the state file', failures: 1, error: true },
       { level: 30, component: 'watch', msg: 'the state file is written again', failures: saves()[1]!.failures, error: false },
@@ -633,7 +634,7 @@ test('library: a metrics export that fails is said in prefect-otel\'s own log, o
     await prefect.close();
   });
   await receiver.waitForMetricExports(2);
-  const said = () => lines().filter((l) => l.signal === 'metrics' && Number(l.level) >= 30).map((l) => [l.level, l.msg, l.error]);
+  const said = () => lines().filter((l) => l.signal === 'metrics' && Number(l.level) >= 30).map((l) => [l.level, l.msg, errMessage(l.err)]);
   await until('the recovery is said', () => said().length === 2);
   assert.deepEqual(said(), [
     [40, 'metrics export failing; tried again at the next interval', 'HTTP 503 Service Unavailable'],

@@ -12,6 +12,7 @@ import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedMetric } from '../helpers/otlp-receiver.js';
 import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 import { logLines, startWatch, tempDir, until } from '../helpers/watch-e2e.js';
+import { errMessage } from '../helpers/log-err.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
 const T0 = Date.UTC(2026, 10, 20, 9, 0, 0);
@@ -223,7 +224,7 @@ test('watch: a collector that refuses every metrics export is said once, when it
   const said = logLines(r.stdout)
     .filter((l) => l.signal === 'metrics' || l.component === 'otel-sdk')
     .filter((l) => Number(l.level) >= 40)
-    .map((l) => ({ level: l.level, msg: l.msg, error: l.error }));
+    .map((l) => ({ level: l.level, msg: l.msg, error: errMessage(l.err) }));
   assert.deepEqual(said, [
     { level: 40, msg: 'metrics export failing; tried again at the next interval', error: 'HTTP 400 Bad Request: metrics refused' },
     { level: 40, msg: 'final metrics export failed', error: 'HTTP 400 Bad Request: metrics refused' },
@@ -257,7 +258,7 @@ test('a collector that refuses the metrics quoting their credential: the warning
   assert.equal(r.code, 0, r.stderr);
   const said = logLines(r.stdout)
     .filter((l) => Number(l.level) >= 40)
-    .map((l) => ({ msg: l.msg, error: l.error }));
+    .map((l) => ({ msg: l.msg, error: errMessage(l.err) }));
   const error = 'HTTP 401 no access for [redacted]: token [redacted] unknown';
   assert.deepEqual(said, [
     { msg: 'metrics export failing; tried again at the next interval', error },
@@ -288,7 +289,7 @@ test('watch: a metrics collector that never answers is said once, when exports s
   assert.equal(r.code, 0, r.stderr);
   const said = logLines(r.stdout)
     .filter((l) => Number(l.level) >= 40)
-    .map((l) => ({ level: l.level, component: l.component, msg: l.msg, url: l.url, error: l.error }));
+    .map((l) => ({ level: l.level, component: l.component, msg: l.msg, url: l.url, error: errMessage(l.err) }));
   assert.deepEqual(said, [
     { level: 40, component: 'export', msg: 'metrics export failing; tried again at the next interval', url: `${metricsCollector.url}/v1/metrics`, error: 'Request timed out' },
     { level: 40, component: 'export', msg: 'final metrics export failed', url: `${metricsCollector.url}/v1/metrics`, error: 'Request timed out' },
@@ -305,7 +306,7 @@ test('OTEL_METRIC_EXPORT_TIMEOUT bounds a metrics export: a collector slower tha
   assert.equal(r.code, 0, r.stderr);
   const said = logLines(r.stdout)
     .filter((l) => Number(l.level) >= 40)
-    .map((l) => ({ msg: l.msg, error: l.error }));
+    .map((l) => ({ msg: l.msg, error: errMessage(l.err) }));
   assert.deepEqual(
     { said, metricsTaken: slowMetrics.counts.metricExports, spans: receiver.spans().map((s) => s.name).sort() },
     { said: [{ msg: 'final metrics export failed', error: 'Request timed out' }], metricsTaken: 0, spans: ['etl', 'extract'] },

@@ -4,6 +4,7 @@ import { startCli } from '../helpers/cli.js';
 import { startOtlpReceiver, type ReceivedRequest } from '../helpers/otlp-receiver.js';
 import { logLines } from '../helpers/watch-e2e.js';
 import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
+import { errMessage } from '../helpers/log-err.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
 const FR = '0198c7d2-5b1e-7a3c-9f10-2b3c4d5e6f70';
@@ -114,7 +115,7 @@ test('replay: the log lines of an export the collector refuses name the URL it w
   }, smallRun()).result;
   assert.equal(r.code, 1, r.stderr);
   assert.deepEqual(
-    logLines(r.stdout).filter((l) => l.component === 'export').map((l) => ({ msg: l.msg, signal: l.signal, url: l.url, error: l.error })).sort((a, b) => String(a.signal).localeCompare(String(b.signal))),
+    logLines(r.stdout).filter((l) => l.component === 'export').map((l) => ({ msg: l.msg, signal: l.signal, url: l.url, error: errMessage(l.err) })).sort((a, b) => String(a.signal).localeCompare(String(b.signal))),
     [
       { msg: 'collector rejected spans; not retried', signal: 'traces', url: `${wrongPath.url}/otlp?api_key=[redacted]`, error: 'HTTP 404 Not Found' },
       { msg: 'collector rejected log records; not retried', signal: 'logs', url: `${refusing.url}/v1/logs`, error: 'HTTP 401 Unauthorized: unknown tenant' },

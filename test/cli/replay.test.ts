@@ -16,6 +16,7 @@ import { logLines, until, type LogLine } from '../helpers/watch-e2e.js';
 import { startOtlpReceiver, type ReceivedLog, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { customEvent, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 import { cli, FLOW, FR, smallRun, T0, TR } from '../helpers/replay-cli.js';
+import { errMessage } from '../helpers/log-err.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-replay-'));
 
@@ -507,7 +508,7 @@ for (const [given, url, name] of [
     const { env, args } = url(wrong);
     const r = await cli(['replay', '-', ...args], { ...env, OTEL_TRACES_EXPORTER: 'none' }, [1, 2, 3, 4, 5, 6, 7, 8].map((n) => JSON.stringify(subflow(n))).join('\n'));
     assert.equal(r.code, 0, r.stderr);
-    const said = logLines(r.stdout).filter((l) => l.component === 'replay' && l.level === 40).map((l) => ({ msg: l.msg, apiUrl: l.apiUrl, err: l.err }));
+    const said = logLines(r.stdout).filter((l) => l.component === 'replay' && l.level === 40).map((l) => ({ msg: l.msg, apiUrl: l.apiUrl, err: errMessage(l.err) }));
     assert.deepEqual(said, [{
       msg: `no Prefect API there (${name} must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api): subflows whose parent is not in the file become roots of their own traces`,
       apiUrl: wrong,
@@ -549,7 +550,7 @@ for (const [given, env, args, name] of [
       `parent look-ups: the Prefect API refused GET /task_runs/${TR} with HTTP 401: check ${name} (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key); subflows whose parent is not in the file became roots of their own traces`,
     ]);
     assert.ok(!`${r.stdout}${r.stderr}`.includes('WRONGSECRET'));
-    const said = logLines(r.stdout).filter((l) => l.component === 'replay' && l.level === 40).map((l) => ({ msg: l.msg, apiUrl: l.apiUrl, err: l.err }));
+    const said = logLines(r.stdout).filter((l) => l.component === 'replay' && l.level === 40).map((l) => ({ msg: l.msg, apiUrl: l.apiUrl, err: errMessage(l.err) }));
     assert.deepEqual(said, [{
       msg: 'Prefect API refused the credentials: subflows whose parent is not in the file become roots of their own traces',
       apiUrl: prefect.url,

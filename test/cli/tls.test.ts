@@ -17,6 +17,7 @@ import { startCli } from '../helpers/cli.js';
 import { startFakePrefect, type FakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { FAST, firstUnreachableRetry, logLines, replaySpans, shape, tempDir, watchUntilSpans, workload, type LogLine } from '../helpers/watch-e2e.js';
+import { errMessage } from '../helpers/log-err.js';
 
 /** `prefect-otel replay` of the events to `endpoint`, with `env`; exits 0. */
 async function replay(file: string, env: Record<string, string>): Promise<void> {
@@ -90,7 +91,7 @@ test('a Prefect server behind TLS: its certificate checked against PREFECT_API_S
   // Neither: the server is not trusted, and the retries say why.
   const retry = await firstUnreachableRetry(t, { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url });
   // Node 22 and later add a hint after it (`--use-system-ca`).
-  assert.match(String(retry.err), /^unable to verify the first certificate(;|$)/);
+  assert.match(errMessage(retry.err) ?? '', /^unable to verify the first certificate(;|$)/);
   assert.equal(prefect.connections.length, 3, 'no connection without a trusted certificate');
 });
 

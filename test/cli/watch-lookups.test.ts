@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
 import { customEvent, flowRunStateEvent } from '../helpers/prefect-events.js';
 import { liveConnections, logLines, startServers, startWatch, tempDir, until } from '../helpers/watch-e2e.js';
+import { errMessage } from '../helpers/log-err.js';
 
 const FLOW = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'quality-checks' };
 const SUB = '0198c7d2-5b1e-7a3c-9f10-0000000000b1';
@@ -29,7 +30,7 @@ test('watch: a subflow parent look-up the Prefect API answers with an error is l
   assert.equal(r.code, 0, r.stderr);
   const said = logLines(r.stdout)
     .filter((l) => l.level === 40 && (l.component === 'source' || l.component === 'model'))
-    .map((l) => ({ component: l.component, msg: l.msg, err: l.err, run: l['prefect.run.id'], parent: l['prefect.parent_task_run.id'] }));
+    .map((l) => ({ component: l.component, msg: l.msg, err: errMessage(l.err), run: l['prefect.run.id'], parent: l['prefect.parent_task_run.id'] }));
   assert.deepEqual(said, [
     { component: 'source', msg: 'run look-up in the Prefect API failed', err: `GET /task_runs/${TRACKING}: not found`, run: undefined, parent: undefined },
     { component: 'model', msg: 'parent of a subflow could not be looked up; it becomes the root of its own trace', err: undefined, run: SUB, parent: TRACKING },

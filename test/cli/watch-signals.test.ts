@@ -13,6 +13,7 @@ import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { follow } from '../helpers/watch-processes.js';
 import { closedPort, FAST, liveConnections, logLines, replaySpans, shape, startWatch, tempDir, until, workload, type LogLine } from '../helpers/watch-e2e.js';
+import { errMessage } from '../helpers/log-err.js';
 
 /** Two flow runs' events to publish, a fake Prefect server and a collector that takes 2 s to answer each export. */
 async function slowCollector(t: TestContext) {
@@ -174,7 +175,7 @@ test('watch: a state file whose directory comes to be under /proc after start, w
   assert.equal(r.code, 0, r.stderr);
   const error = `cannot create ${dir}, the directory of the state file ${path}: mkdir ${dir} says ENOENT although its parent exists (a file system that cannot hold it, such as /proc)`;
   assert.deepEqual(
-    lines().filter((l) => l.msg === 'could not write the state file' || l.msg === 'stopped').map((l) => ({ level: l.level, msg: l.msg, path: l.path, failures: l.failures, error: l.error })),
+    lines().filter((l) => l.msg === 'could not write the state file' || l.msg === 'stopped').map((l) => ({ level: l.level, msg: l.msg, path: l.path, failures: l.failures, error: errMessage(l.err) })),
     [
       { level: 50, msg: 'could not write the state file', path, failures: 1, error },
       // The last save, at shutdown, fails the same way instead of holding the exit.
@@ -243,7 +244,7 @@ test('watch: SIGTERM with a collector that answers no request (spans, log record
   assert.ok(tookMs < 12_000, `SIGTERM took ${tookMs} ms`);
   const said = lines().slice(lines().findIndex((l) => l.msg === 'signal received')).filter((l) => (l.level ?? 0) >= 40 && !String(l.msg).startsWith('export of'));
   // The last two are given up together, in either order.
-  assert.deepEqual(said.map((l) => ({ level: l.level, msg: l.msg, spans: l.spans, error: l.error })).sort((a, b) => String(a.msg).localeCompare(String(b.msg))), [
+  assert.deepEqual(said.map((l) => ({ level: l.level, msg: l.msg, spans: l.spans, error: errMessage(l.err) })).sort((a, b) => String(a.msg).localeCompare(String(b.msg))), [
     { level: 40, msg: 'final metrics export failed', spans: undefined, error: "no answer before the shutdown's timeout ran out; given up" },
     { level: 50, msg: 'log records the collector has not taken are lost at exit (their lines are in this output)', spans: undefined, error: undefined },
     { level: 40, msg: 'spans the collector has not taken yet are kept in the state file; the next start sends them', spans: w.runs.size, error: undefined },

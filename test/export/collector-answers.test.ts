@@ -6,6 +6,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { createTraceDelivery } from '../../src/pipeline.js';
 import { startOtlpReceiver, type OtlpReceiverOptions } from '../helpers/otlp-receiver.js';
 import { numberedSpan as span } from '../helpers/span-records.js';
+import { errMessage } from '../helpers/log-err.js';
 
 const TOKEN = 'tok-3f9a8c27d1e04b6a';
 const AUTH = `Bearer ${TOKEN}`;
@@ -24,7 +25,7 @@ async function exportTen(respond: OtlpReceiverOptions['respond'], protocol: 'htt
   await d.shutdown(1_000);
   await receiver.close();
   const { delivered, rejected, dropped, queued } = d.stats;
-  const said = lines.filter((l) => l.component === 'export' || l.component === 'otel-sdk').map((l) => ({ level: l.level, msg: l.msg, count: l.count, error: l.error }));
+  const said = lines.filter((l) => l.component === 'export' || l.component === 'otel-sdk').map((l) => ({ level: l.level, msg: l.msg, count: l.count, error: errMessage(l.err) }));
   return { stats: { delivered, rejected, dropped, queued }, said, requests: receiver.requests.map((r) => r.status), leaked: raw.filter((l) => l.includes(TOKEN.slice(0, 8))), sentAuth: receiver.requests[0]?.headers.authorization };
 }
 

@@ -14,6 +14,7 @@ import { startMiniPrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { until, workload } from '../helpers/watch-e2e.js';
 import { numberedSpan as span } from '../helpers/span-records.js';
+import { errMessage } from '../helpers/log-err.js';
 
 
 function delivery(url: string, overrides: Record<string, unknown> = {}) {
@@ -40,7 +41,7 @@ test('a 503 storm, then recovery: every span arrives exactly once and the failur
   const failures = d.stats.failedAttempts;
   assert.ok(failures >= 1, 'no attempt failed');
   assert.deepEqual(
-    lines.filter((l) => l.component === 'export').map((l) => [l.msg, l.error ?? l.afterFailures]),
+    lines.filter((l) => l.component === 'export').map((l) => [l.msg, errMessage(l.err) ?? l.afterFailures]),
     [...Array.from({ length: failures }, () => ['export of spans failed; retrying', 'HTTP 503 Service Unavailable']), ['export of spans recovered', failures]],
   );
 });
@@ -103,7 +104,7 @@ test('a batch cut off by shutdown is not a failed attempt: the collector\'s last
     { lastError: d.stats.lastError, failedAttempts: d.stats.failedAttempts, queued: d.stats.queued, inFlight: d.stats.inFlight },
     { lastError: first, failedAttempts: 1, queued: 10, inFlight: 0 },
   );
-  assert.deepEqual(lines.filter((l) => String(l.msg).startsWith('export of spans failed')).map((l) => l.error), [first]);
+  assert.deepEqual(lines.filter((l) => String(l.msg).startsWith('export of spans failed')).map((l) => errMessage(l.err)), [first]);
   assert.deepEqual(d.drainQueued().map((s) => Number(s.run.id)), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 });
 
@@ -181,7 +182,7 @@ test('a batch over the collector\'s body size limit (413) is sent again in halve
   await d.shutdown(1_000);
   assert.equal(new Set(receiver.spans().map((s) => s.spanId)).size, 79);
   assert.deepEqual(
-    lines.filter((l) => l.component === 'export').map((l) => [l.msg, l.count ?? l.items, l.error]),
+    lines.filter((l) => l.component === 'export').map((l) => [l.msg, l.count ?? l.items, errMessage(l.err)]),
     [
       ['collector refused a batch of spans as too large; sending it again in smaller batches', 40, 'HTTP 413 Payload Too Large'],
       ['collector rejected spans; not retried', 1, 'HTTP 413 Payload Too Large'],
@@ -221,7 +222,7 @@ test("a batch over the OpenTelemetry Collector's body size limit (its 400 \"requ
       flushed,
       delivered: receiver.spans().length,
       stats: { delivered: d.stats.delivered, rejected: d.stats.rejected },
-      logged: lines.filter((l) => l.component === 'export').map((l) => [l.msg, l.count ?? l.items, l.error]),
+      logged: lines.filter((l) => l.component === 'export').map((l) => [l.msg, l.count ?? l.items, errMessage(l.err)]),
     };
   }
   const expected = {

@@ -11,6 +11,8 @@ import { after, describe, it } from 'node:test';
 import pino, { type Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { AuthError, ProtocolError } from '../../src/errors.js';
+import { ERR_SERIALIZERS } from '../../src/log/err.js';
+import { errMessage } from '../helpers/log-err.js';
 import { createEventSubscriber, type EventSubscriber, type EventSubscriberOptions } from '../../src/source/websocket.js';
 import { VERSION } from '../../src/version.js';
 import { startConnectProxy, startSilentProxy } from '../helpers/connect-proxy.js';
@@ -71,7 +73,7 @@ function event(occurredMs: number, name = 'prefect.flow-run.Running'): TestEvent
 
 function captureLogs(): { logger: Logger; lines: string[]; records: () => Record<string, unknown>[] } {
   const lines: string[] = [];
-  const logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) });
+  const logger = pino({ level: 'debug', serializers: ERR_SERIALIZERS }, { write: (line: string) => void lines.push(line) });
   return { logger, lines, records: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>) };
 }
 
@@ -385,7 +387,7 @@ describe('event subscriber: handshake', () => {
     await sleep(200);
     const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith(ANSWERED));
     assert.deepEqual(
-      { upgrades: server.upgrades.length, connects: sub.stats.connects, retries: retries.map((r) => r.err) },
+      { upgrades: server.upgrades.length, connects: sub.stats.connects, retries: retries.map((r) => errMessage(r.err)) },
       {
         upgrades: 3,
         connects: 0,
@@ -420,7 +422,7 @@ describe('event subscriber: handshake', () => {
     assert.equal(outcome.message, expected);
     await sleep(200);
     const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith(ANSWERED));
-    assert.deepEqual({ upgrades: server.upgrades.length, connects: sub.stats.connects, retries: retries.map((r) => r.err) }, { upgrades: 3, connects: 0, retries: [expected, expected] });
+    assert.deepEqual({ upgrades: server.upgrades.length, connects: sub.stats.connects, retries: retries.map((r) => errMessage(r.err)) }, { upgrades: 3, connects: 0, retries: [expected, expected] });
     await sub.stop();
   });
 
@@ -534,7 +536,7 @@ describe('event subscriber: handshake', () => {
       await sub.stop();
     }
     const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith(ANSWERED));
-    assert.deepEqual(new Set(retries.map((r) => r.err)), new Set(['HTTP 301 on the upgrade, redirected to https://prefect.example.com/api/events/out (not followed: option apiUrl may have to name that server)']));
+    assert.deepEqual(new Set(retries.map((r) => errMessage(r.err))), new Set(['HTTP 301 on the upgrade, redirected to https://prefect.example.com/api/events/out (not followed: option apiUrl may have to name that server)']));
     assert.equal(sub.stats.connects, 0);
     assertNoSecrets(logs.lines, API_KEY, 'sso=abc');
   });
@@ -557,7 +559,7 @@ describe('event subscriber: handshake', () => {
       }
       const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith(ANSWERED));
       assert.deepEqual(
-        { outcome: outcome instanceof Error ? outcome.message : outcome, connects: sub.stats.connects, errs: new Set(retries.map((r) => r.err)) },
+        { outcome: outcome instanceof Error ? outcome.message : outcome, connects: sub.stats.connects, errs: new Set(retries.map((r) => errMessage(r.err))) },
         {
           outcome: 'retried',
           connects: 0,
@@ -581,7 +583,7 @@ describe('event subscriber: handshake', () => {
     }
     const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith(ANSWERED));
     assert.deepEqual(
-      { connects: sub.stats.connects, errs: new Set(retries.map((r) => r.err)) },
+      { connects: sub.stats.connects, errs: new Set(retries.map((r) => errMessage(r.err))) },
       {
         connects: 0,
         errs: new Set(["HTTP 200 on the upgrade: a page, not an event stream (PREFECT_API_URL must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api; a proxy on the way must pass websocket upgrades)"]),
@@ -639,7 +641,7 @@ describe('event subscriber: handshake', () => {
         await sub.stop();
       }
       const r = logs.records().find((x) => isRetry(x.msg))!;
-      return { line: String(r.msg).replace(/\d+ ms$/, 'N ms'), err: r.err, delay: (r.delayMs as number) <= 200 ? 'backoff' : r.delayMs };
+      return { line: String(r.msg).replace(/\d+ ms$/, 'N ms'), err: errMessage(r.err), delay: (r.delayMs as number) <= 200 ? 'backoff' : r.delayMs };
     };
     assert.deepEqual(
       { seconds: await delays('7'), long: await delays('86400'), none: await delays(undefined) },
@@ -824,7 +826,7 @@ describe('event subscriber: reconnects', () => {
     assert.deepEqual([...new Set(ids())], [first[0]!.id, first[1]!.id, second[0]!.id]);
     assert.deepEqual({ ...sub.stats, frames: undefined }, { connects: 2, reconnects: 1, frames: undefined, historyEvents: 0, connected: false, lastError: 'closed 1011 dropped by the test' });
     const warn = logs.records().find((r) => typeof r.msg === 'string' && r.msg.startsWith('event stream closed, reconnecting in'));
-    assert.deepEqual(warn && { level: warn.level, code: warn.code, reason: warn.reason, attempt: warn.attempt }, { level: 40, code: 1011, reason: 'dropped by the test', attempt: 1 });
+    assert.deepEqual(warn && { level: warn.level, closeCode: warn.closeCode, reason: warn.reason, attempt: warn.attempt }, { level: 40, closeCode: 1011, reason: 'dropped by the test', attempt: 1 });
   });
 
   it("events published just before a restart's or a reconnect's subscription, not yet written by the server's EventPersister (so in neither the backfill nor the live stream), are read from the history once it has written them", async (t) => {
@@ -941,7 +943,7 @@ describe('event subscriber: reconnects', () => {
     const { server, logs } = await liveDuringLongBackfill(t, true, 3);
     assert.deepEqual(server.restRequests.map((r) => `${r.method} ${r.path}`), Array<string>(3).fill('POST /api/events/filter'));
     assert.deepEqual(
-      logs.records().filter((r) => (r.level as number) >= 40).map(({ msg, err, eventsRead }) => ({ msg, err, eventsRead })),
+      logs.records().filter((r) => (r.level as number) >= 40).map(({ msg, err, eventsRead }) => ({ msg, err: errMessage(err), eventsRead })),
       [{ msg: 'reading the end of the backfill window again from the event history failed; events published just before the connection may be missing', err: 'POST /events/filter: HTTP 500', eventsRead: 0 }],
     );
   });
@@ -1041,7 +1043,7 @@ describe('event subscriber: reconnects', () => {
       const delay = r.delayMs as number;
       assert.ok(delay >= base * 0.5 - 1 && delay <= base, `attempt ${i + 1}: ${delay} ms not in [${base / 2}, ${base}]`);
       assert.equal(r.msg, `Prefect server unreachable, retrying in ${delay} ms`);
-      assert.match(String(r.err), /ECONNREFUSED/);
+      assert.match(errMessage(r.err) ?? '', /ECONNREFUSED/);
     });
     assert.equal(server.connections.length, 1);
     assert.ok(sub.stats.reconnects >= 4);
@@ -1059,7 +1061,7 @@ describe('event subscriber: reconnects', () => {
     await waitFor('the proxy connections closed', () => proxy.open() === 0);
     await proxy.close();
     assert.deepEqual(
-      retries().slice(0, 2).map((r) => ({ level: r.level, err: r.err })),
+      retries().slice(0, 2).map((r) => ({ level: r.level, err: errMessage(r.err) })),
       Array.from({ length: 2 }, () => ({ level: 40, err: `the proxy ${proxy.url} did not answer CONNECT 127.0.0.1:9 within 200 ms` })),
     );
   });
@@ -1438,7 +1440,7 @@ describe('event subscriber: gap fill from history', () => {
     );
     const failed = logs.records().filter((r) => r.msg === 'reading the event history failed; events in this window may be missing');
     assert.deepEqual(
-      failed.map(({ level, eventsRead, err }) => ({ level, eventsRead, err })),
+      failed.map(({ level, eventsRead, err }) => ({ level, eventsRead, err: errMessage(err) })),
       [{ level: 50, eventsRead: 0, err: 'POST /events/filter failed: timed out after 300 ms' }],
     );
   });
@@ -1487,7 +1489,7 @@ describe('event subscriber: gap fill from history', () => {
         // Each read resumes from the last event received (minus the margin), so that event comes again.
         history: [...new Set(ids('history'))],
         errors: logs.records().filter((r) => (r.level as number) >= 50),
-        retries: new Set(logs.records().filter((r) => r.level === 40).map((r) => `${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${String(r.err)}`)),
+        retries: new Set(logs.records().filter((r) => r.level === 40).map((r) => `${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${errMessage(r.err)}`)),
       },
       {
         history: old.map((e) => e.id),
@@ -1516,7 +1518,7 @@ describe('event subscriber: gap fill from history', () => {
           requests: server.restRequests.map((r) => `${r.method} ${r.path}`),
           history: ids('history'),
           errors: records.filter((r) => (r.level as number) >= 50),
-          warnings: records.filter((r) => r.level === 40).map(({ msg, err, status, body }) => ({ msg: String(msg).replace(/\d+ ms$/, 'N ms'), err, status, body })),
+          warnings: records.filter((r) => r.level === 40).map(({ msg, err, status, body }) => ({ msg: String(msg).replace(/\d+ ms$/, 'N ms'), err: errMessage(err), status, body })),
         },
         {
           requests: ['POST /api/events/filter', 'POST /api/events/filter'],
@@ -1539,7 +1541,7 @@ describe('event subscriber: gap fill from history', () => {
       {
         requests: server.restRequests.map((r) => `${r.method} ${r.path}`),
         history: ids('history'),
-        errors: records.filter((r) => (r.level as number) >= 50).map(({ msg, err }) => ({ msg, err })),
+        errors: records.filter((r) => (r.level as number) >= 50).map(({ msg, err }) => ({ msg, err: errMessage(err) })),
         shown: records.filter((r) => r.body !== undefined).map((r) => r.body),
       },
       {
@@ -1569,7 +1571,7 @@ describe('event subscriber: gap fill from history', () => {
     assert.deepEqual(
       {
         requests: server.restRequests.map((r) => `${r.method} ${r.path.split('?')[0]}`),
-        errors: logs.records().filter((r) => (r.level as number) >= 50).map((r) => ({ msg: r.msg, err: r.err })),
+        errors: logs.records().filter((r) => (r.level as number) >= 50).map((r) => ({ msg: r.msg, err: errMessage(r.err) })),
       },
       {
         requests: Array.from({ length: 3 }, () => ['POST /api/events/filter', 'GET /api/events/filter/next']).flat(),
@@ -1674,7 +1676,7 @@ describe('event subscriber: gap fill from history', () => {
       {
         history: ids('history'),
         errors: logs.records().filter((r) => (r.level as number) >= 50),
-        retries: new Set(logs.records().filter((r) => r.level === 40).map((r) => `${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${String(r.err)}`)),
+        retries: new Set(logs.records().filter((r) => r.level === 40).map((r) => `${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${errMessage(r.err)}`)),
       },
       {
         history: [old.id],
@@ -1698,7 +1700,7 @@ describe('event subscriber: gap fill from history', () => {
     }
     const unreachable = `the proxy http://127.0.0.1:${proxyPort} could not be reached: connect ECONNREFUSED 127.0.0.1:${proxyPort}`;
     assert.deepEqual(
-      new Set(logs.records().filter((r) => (r.level as number) >= 40).map((r) => `${r.level as number} ${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${String(r.err)}`)),
+      new Set(logs.records().filter((r) => (r.level as number) >= 40).map((r) => `${r.level as number} ${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${errMessage(r.err)}`)),
       new Set([`40 Prefect server unreachable, retrying in N ms: event history: POST /events/filter failed: ${unreachable}`]),
     );
   });
@@ -1720,7 +1722,7 @@ describe('event subscriber: gap fill from history', () => {
         await new Promise<void>((resolve) => proxyServer.close(() => resolve()));
       }
       assert.deepEqual(
-        new Set(logs.records().filter((r) => (r.level as number) >= 40).map((r) => `${r.level as number} ${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${String(r.err)}`)),
+        new Set(logs.records().filter((r) => (r.level as number) >= 40).map((r) => `${r.level as number} ${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${errMessage(r.err)}`)),
         new Set([`40 Prefect server unreachable, retrying in N ms: event history: POST /events/filter failed: the proxy ${proxyUrl} refused CONNECT 127.0.0.1:9 with HTTP ${status}`]),
       );
     }

@@ -450,10 +450,10 @@ describe('state journal', () => {
     const restored = await loadState(store, b, fileClock, log);
     assert.equal(restored?.journalLines, 0);
     assert.deepEqual(whole(b), atFile);
-    const record = JSON.parse(lines[0]!) as { msg: string; path: string; movedTo: string; error: string };
+    const record = JSON.parse(lines[0]!) as { msg: string; path: string; movedTo: string; err: unknown };
     assert.deepEqual(
-      [lines.length, record.msg, record.path, record.error],
-      [1, 'state journal unreadable; resuming from the state file without it', store.journalPath, `cannot read the state journal ${store.journalPath}: not a regular file (a directory)`],
+      [lines.length, record.msg, record.path, record.err],
+      [1, 'state journal unreadable; resuming from the state file without it', store.journalPath, { type: 'InputError', message: `cannot read the state journal ${store.journalPath}: not a regular file (a directory)` }],
     );
     assert.deepEqual((await readdir(join(dir, 'journal-unreadable'))).sort(), ['state.json', record.movedTo.split('/').at(-1)!].sort());
     assert.ok(record.movedTo.startsWith(`${path}.journal.bad-`));
@@ -489,11 +489,11 @@ describe('state journal', () => {
     const d = pipeline();
     lines.length = 0;
     assert.equal(await loadState(store, d, clockOf(a), log), undefined);
-    const record = JSON.parse(lines[0]!) as { msg: string; movedTo: string; path: string; error: string; err?: unknown };
-    // The reason as one line of text, as the other state file errors give it (no empty stack, no type "Object").
+    const record = JSON.parse(lines[0]!) as { msg: string; movedTo: string; path: string; err: unknown };
+    // The reason as its class and one line of text, as the other state file errors give it (no stack).
     assert.deepEqual(
-      { msg: record.msg, path: record.path, error: record.error, err: record.err },
-      { msg: 'state file unreadable; starting without it', path, error: `the state file ${path} is not valid JSON: ${errorText(catchError(() => JSON.parse('{"version":2,"tracker":')))}`, err: undefined },
+      { msg: record.msg, path: record.path, err: record.err },
+      { msg: 'state file unreadable; starting without it', path, err: { type: 'InputError', message: `the state file ${path} is not valid JSON: ${errorText(catchError(() => JSON.parse('{"version":2,"tracker":')))}` } },
     );
     assert.deepEqual((await readdir(join(dir, 'damaged'))).sort(), [record.movedTo.split('/').at(-1)!]);
     assert.equal(await readFile(record.movedTo, 'utf8'), '{"version":2,"tracker":');
