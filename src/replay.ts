@@ -17,7 +17,7 @@ import { redactCredentials, safeUrl, shownUrl } from './log/redact.js';
 import { escapeControls } from './log/control-chars.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { apiUrlAdvice, prefectAuth } from './source/prefect-api.js';
-import { collectStats, type TracingStats } from './stats.js';
+import { collectStats, statsLogFields, type TracingStats } from './stats.js';
 
 export interface ReplaySummary {
   /** Stopped by `signal` before the end of the input. */
@@ -254,7 +254,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
   const metrics = startMetricsExport(config, stats, pipeline.exportLag, logger);
   const health = config.httpPort === undefined ? undefined : await startHealthServer(config.httpPort, stats, config.httpHost);
   if (health !== undefined) logger.info({ component: 'replay', port: health.port, address: health.address }, 'serving /healthz, /livez and /metrics');
-  const statsTimer = config.statsIntervalMs > 0 ? setInterval(() => statsLog.info(stats(), 'stats'), config.statsIntervalMs).unref() : undefined;
+  const statsTimer = config.statsIntervalMs > 0 ? setInterval(() => statsLog.info(statsLogFields(stats()), 'stats'), config.statsIntervalMs).unref() : undefined;
   try {
     const summary = await replayLines(options, pipeline, input, totalBytes, () => (reading = false));
     return apiRefused === undefined ? summary : { ...summary, apiRefused };
@@ -264,7 +264,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     rest.close();
     clearInterval(statsTimer);
     await metrics?.shutdown();
-    statsLog.info(stats(), 'stats');
+    statsLog.info(statsLogFields(stats()), 'stats');
     await health?.close();
   }
 }

@@ -129,3 +129,13 @@ export function collectStats(
     },
   };
 }
+
+/**
+ * The stats as the `stats` and `stopped` log lines carry them: the export-lag buckets as
+ * `{ le, count }` objects, not `[le, count]` pairs, since a log store cannot map an array whose items
+ * are of different types (a string bound, a number count).
+ */
+export function statsLogFields(stats: TracingStats): Record<string, unknown> {
+  const { exportLag } = stats.spans;
+  return { ...stats, spans: { ...stats.spans, exportLag: { ...exportLag, buckets: exportLag.buckets.map(([le, count]) => ({ le, count })) } } };
+}

@@ -19,7 +19,7 @@ import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from
 import { createStateLease, isThisProcess, type LeaseHolder, type StateLease } from './state/lease.js';
 import { loadState, SpansNotKeptError, StateWriter } from './state/persisted.js';
 import { createStateStore, stateFileTarget, StateTakenError } from './state/state-store.js';
-import { collectStats, type TracingStats } from './stats.js';
+import { collectStats, statsLogFields, type TracingStats } from './stats.js';
 import { VERSION } from './version.js';
 
 export interface StartOptions extends PrefectTracingOptions {
@@ -261,7 +261,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     this.every(TICK_MS, () => this.pipeline.tick());
     this.every(this.config.live.stateFlushMs, () => void this.persist());
     if (this.config.statsIntervalMs > 0) {
-      this.every(this.config.statsIntervalMs, () => this.logger.child({ component: 'stats' }).info(this.stats(), 'stats'));
+      this.every(this.config.statsIntervalMs, () => this.logger.child({ component: 'stats' }).info(statsLogFields(this.stats()), 'stats'));
     }
   }
 
@@ -563,7 +563,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       if (lostLogs > 0) log.error({ count: lostLogs }, 'log records the collector has not taken are lost at exit (their lines are in this output)');
       await this.metrics?.shutdown(left());
       await this.health?.close();
-      log.info({ ...this.stats(), undelivered: flushed.pending }, 'stopped');
+      log.info({ ...statsLogFields(this.stats()), undelivered: flushed.pending }, 'stopped');
       // When shutdown() resolves the lines must be out (register re-raises the signal next): write
       // what is gathered, then wait for a write still in flight on an asynchronous destination.
       this.logger.flush();

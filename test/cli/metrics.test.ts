@@ -142,7 +142,10 @@ test('OTEL_METRICS_EXPORTER=otlp: replay exports the /metrics counters and the l
 
   const statsLines = r.stdout.split('\n').filter((l) => l.includes('"msg":"stats"')).map((l) => JSON.parse(l) as TracingStats & { component: string });
   assert.equal(statsLines.length, 1, 'one final stats line (the interval is a minute)');
-  const final = statsLines[0]!;
+  // The line gives the lag buckets as `{ le, count }` objects; `stats()` as `[le, count]` pairs.
+  const line = statsLines[0]!;
+  const buckets = (line.spans.exportLag.buckets as unknown as { le: string; count: number }[]).map(({ le, count }) => [le, count] as const);
+  const final: TracingStats = { ...line, spans: { ...line.spans, exportLag: { ...line.spans.exportLag, buckets } } };
   const exports = receiver.metrics();
   assert.ok(exports.length >= 2);
   const last = exports.at(-1)!;
