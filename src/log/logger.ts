@@ -69,9 +69,18 @@ function prettyLine(json: string): string {
   const level = LEVEL_NAMES[Number(o.level)] ?? String(o.level);
   const rest = Object.entries(o)
     .filter(([k]) => !OMIT_PRETTY.has(k))
-    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : k === 'err' ? errText(v) : JSON.stringify(v)}`)
     .join(' ');
   return `${time} ${level.padEnd(5)} ${typeof o.msg === 'string' ? o.msg : ''}${rest === '' ? '' : `  ${rest}`}`;
+}
+
+/** A line's `err` for people: its message (`Type: message` for a class other than Error), or its stack, which starts so. */
+function errText(v: unknown): string {
+  if (v === null || typeof v !== 'object') return JSON.stringify(v);
+  const { type, message, stack } = v as { type?: unknown; message?: unknown; stack?: unknown };
+  if (typeof message !== 'string') return JSON.stringify(v);
+  const head = typeof type === 'string' && type !== 'Error' ? `${type}: ${message}` : message;
+  return typeof stack === 'string' ? stack : head;
 }
 
 export interface LoggerOptions {

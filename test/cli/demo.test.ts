@@ -35,7 +35,7 @@ test('the demo against a collector that is not there: the trees first, then the 
   assert.equal(lines.filter((l) => l.startsWith('Exported ')).join('\n'), 'Exported 0 spans to http://127.0.0.1:9/v1/traces (51 not delivered: connect ECONNREFUSED 127.0.0.1:9).');
   // The demo's log is pretty, at warn, unless configured: the export's warnings are shown, its info lines are not.
   const logged = lines.filter((l) => /^\d\d:\d\d:\d\d\.\d{3} /.test(l));
-  assert.ok(logged.length > 0 && logged.every((l) => / WARN  export of spans failed; retrying .*error=connect ECONNREFUSED 127\.0\.0\.1:9/.test(l)), logged.join('\n'));
+  assert.ok(logged.length > 0 && logged.every((l) => / WARN  export of spans failed; retrying .*err=connect ECONNREFUSED 127\.0\.0\.1:9/.test(l)), logged.join('\n'));
 });
 
 test('the demo against a collector that refuses the spans (a 400, or a wrong port answering 404): exit 1, and how many with its answer on one line', async () => {
