@@ -3,6 +3,7 @@ import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LogFormat, LogLevel } from '../config.js';
 import { escapeControls } from './control-chars.js';
 import { ERR_SERIALIZERS } from './err.js';
+import { boundLine } from './line-bound.js';
 
 export type { Logger } from 'pino';
 
@@ -30,7 +31,7 @@ export function createPrettyStream(out: NodeJS.WritableStream = process.stdout):
       }
       for (const line of chunk.toString('utf8').split('\n')) {
         if (line === '') continue;
-        out.write(`${escapeControls(prettyLine(line))}\n`);
+        out.write(`${escapeControls(prettyLine(boundLine(`${line}\n`)))}\n`);
       }
       done();
     },
@@ -172,8 +173,10 @@ class LineBatcher implements DestinationStream {
     out.on('error', (err: NodeJS.ErrnoException) => this.fail(err));
   }
 
-  write(line: string): void {
+  write(text: string): void {
     if (this.failed) return;
+    // Under 16 KiB, as Docker's and containerd's log drivers keep a line whole (pino writes one line a call).
+    const line = boundLine(text);
     this.lines.push(line);
     this.chars += line.length;
     if (this.chars >= LOG_WRITE_CHARS) this.drain();

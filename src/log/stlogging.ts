@@ -4,6 +4,7 @@ import type { Resource } from '@opentelemetry/resources';
 import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import type { Logger } from 'pino';
 import { CONTROL_CHARS, escapeControls } from './control-chars.js';
+import { TRUNCATED } from './line-bound.js';
 import { ownLineStream } from './logger.js';
 import { INSTRUMENTATION_SCOPE } from '../export/spans.js';
 import { usToHrTime, usToIso } from '../model/time.js';
@@ -31,12 +32,27 @@ function quote(text: string): string {
 
 const NEEDS_QUOTING = new RegExp(`[\\\\'${CONTROL_CHARS}]`);
 
-/** The message of a STLOGGING line, without the prefix. */
-export function formatRunLogMessage(record: RunLogRecord): string {
+/**
+ * Longest state message a STLOGGING line quotes (characters); a longer one is cut and ends in
+ * `…[truncated]`, so that the line stays within LINE_MAX_BYTES with its message still well-formed.
+ * The OTel log record's body and the span event keep their own bounds.
+ */
+export const LINE_STATE_MESSAGE_MAX_CHARS = 2_048;
+
+/** The first `max` characters of `text` (a character outside the BMP counts as one and is never split), marked when cut. */
+function cutText(text: string, max: number): string {
+  if (text.length <= max) return text;
+  let units = 0;
+  for (let chars = 0; chars < max && units < text.length; chars++) units += text.codePointAt(units)! > 0xffff ? 2 : 1;
+  return units >= text.length ? text : `${text.slice(0, units)}${TRUNCATED}`;
+}
+
+/** The message of a STLOGGING line, without the prefix; `maxStateMessageChars`: where the state message is cut (the line's bound; none for an OTel log record's body). */
+export function formatRunLogMessage(record: RunLogRecord, maxStateMessageChars = Infinity): string {
   const { run, event, state } = record;
   if (state !== undefined) {
     const name = run.name === undefined ? '' : ` (${run.name})`;
-    return `${RUN_WORD[run.type]} ${run.id}${name} state transition: ${state.from ?? 'None'} -> ${state.type} (state_name=${quote(state.name)}, message=${quote(state.message)})`;
+    return `${RUN_WORD[run.type]} ${run.id}${name} state transition: ${state.from ?? 'None'} -> ${state.type} (state_name=${quote(state.name)}, message=${quote(cutText(state.message, maxStateMessageChars))})`;
   }
   return `Event ${event.name} (id=${event.id}) on ${RUN_WORD_LOWER[run.type]} ${run.id}`;
 }
@@ -96,6 +112,9 @@ export function formatRunLogLine(record: RunLogRecord, message: string, options:
 
 const LATE_SUFFIX = ' (late: its span was already exported)';
 
+const withLate = (message: string, late: boolean): string => (late ? `${message}${LATE_SUFFIX}` : message);
+/** Whether the record's state message is longer than a line quotes. */
+const long = (record: RunLogRecord): boolean => record.state !== undefined && record.state.message.length > LINE_STATE_MESSAGE_MAX_CHARS;
 /** Writes one STLOGGING record per state transition and attached event. */
 export function createRunLogWriter(logger: Logger, options: RunLogWriterOptions): (record: RunLogRecord) => void {
   // Run lines carry only what the events said (ids, names, states), never a setting: no redaction
@@ -109,9 +128,10 @@ export function createRunLogWriter(logger: Logger, options: RunLogWriterOptions)
     // The late suffix is part of the message, in the line and in the OTel log record alike.
     const message = late ? `${formatRunLogMessage(record)}${LATE_SUFFIX}` : formatRunLogMessage(record);
     if (toLog) {
-      if (stream !== undefined) stream.write(formatRunLogLine(record, message, options, Date.now()));
-      else if (late) log.warn(runLogFields(record, options), message);
-      else log.info(runLogFields(record, options), message);
+      const lineMessage = long(record) ? withLate(formatRunLogMessage(record, LINE_STATE_MESSAGE_MAX_CHARS), late) : message;
+      if (stream !== undefined) stream.write(formatRunLogLine(record, lineMessage, options, Date.now()));
+      else if (late) log.warn(runLogFields(record, options), lineMessage);
+      else log.info(runLogFields(record, options), lineMessage);
     }
     if (options.otelLogs !== undefined) {
       const attributes: Record<string, string | boolean> = {};

@@ -8,7 +8,8 @@ import type { ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { pino } from 'pino';
 import { createLogger, createPrettyStream } from '../../src/log/logger.js';
 import { INSTRUMENTATION_SCOPE } from '../../src/export/spans.js';
-import { createRunLogWriter } from '../../src/log/stlogging.js';
+import { LINE_MAX_BYTES, TRUNCATED } from '../../src/log/line-bound.js';
+import { createRunLogWriter, LINE_STATE_MESSAGE_MAX_CHARS } from '../../src/log/stlogging.js';
 import type { PrefectEvent } from '../../src/model/event.js';
 import { usToHrTime } from '../../src/model/time.js';
 import type { RunLogRecord } from '../../src/model/tracker.js';
@@ -202,4 +203,25 @@ test('with OTEL_LOGS_EXPORTER=otlp each record goes out as an OTel log record wi
     const ms = s * 1000 + ns / 1e6;
     assert.ok(ms >= beforeMs && ms <= afterMs + 1, `observed at ${ms}, written between ${beforeMs} and ${afterMs}`);
   }
+});
+
+test('a STLOGGING line quotes at most LINE_STATE_MESSAGE_MAX_CHARS of a state message, marked as cut; the OTel log record keeps it whole', () => {
+  const own = sink();
+  const emitted: ReadableLogRecord[] = [];
+  const resource = resourceFromAttributes({ 'service.name': 'prefect' });
+  const writer = createRunLogWriter(createLogger({ level: 'info', format: 'json', destination: own.stream }), { ...OPTION_SETS[0]!, otelLogs: { resource, emit: (r) => void emitted.push(r) } });
+  // A character outside the BMP on the cut is kept whole.
+  const message = `${'x'.repeat(LINE_STATE_MESSAGE_MAX_CHARS - 1)}🚀${'y'.repeat(30_000)}`;
+  const record: RunLogRecord = { ...RECORDS[1]!, run: { type: 'task', id: RUN_ID, name: 'load', root: false }, state: { ...RECORDS[1]!.state!, name: 'Failed', message } };
+  writer(record);
+  const line = JSON.parse(own.lines[0]!) as Record<string, unknown>;
+  const quoted = `${'x'.repeat(LINE_STATE_MESSAGE_MAX_CHARS - 1)}🚀${TRUNCATED}`;
+  assert.deepEqual(
+    { msg: line.msg, body: emitted[0]!.body },
+    {
+      msg: `STLOGGING: Task run ${RUN_ID} (load) state transition: RUNNING -> FAILED (state_name='Failed', message='${quoted}')`,
+      body: `STLOGGING: Task run ${RUN_ID} (load) state transition: RUNNING -> FAILED (state_name='Failed', message='${message}')`,
+    },
+  );
+  assert.ok(Buffer.byteLength(own.lines[0]!) < LINE_MAX_BYTES);
 });
