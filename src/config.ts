@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { inspect, type InspectOptionsStylized } from 'node:util';
 import { ConfigError } from './errors.js';
 import { describeSampler, traceSampler } from './export/sampling.js';
-import type { SpanLimits } from './model/attribute-limits.js';
+import type { LogRecordLimits, SpanLimits } from './model/attribute-limits.js';
 import type { TrackerOptions } from './model/tracker.js';
 import { otlpSecrets, safeUrl, shownUrl } from './log/redact.js';
 import { cloudUiUrl, PROTECTED_HEADERS, type CredentialNames } from './source/prefect-api.js';
@@ -94,6 +94,8 @@ export interface Config {
     readonly dedupeMaxIds: number;
     /** OpenTelemetry's span limits: attribute value length (undefined: none), attribute and link counts. */
     readonly spanLimits: SpanLimits;
+    /** OpenTelemetry's log record limits, for the OTLP log records of OTEL_LOGS_EXPORTER=otlp: attribute value length (undefined: none) and count. */
+    readonly logRecordLimits: LogRecordLimits;
   };
   readonly delivery: {
     readonly maxSpans: number;
@@ -349,6 +351,7 @@ export function resolveConfig(
         linkCountLimit: v.linkCountLimit,
         linkAttributeCountLimit: v.linkAttributeCountLimit,
       },
+      logRecordLimits: { attributeValueLengthLimit: v.logRecordAttributeValueLengthLimit, attributeCountLimit: v.logRecordAttributeCountLimit },
     },
     delivery: {
       maxSpans: v.bufferMaxSpans,

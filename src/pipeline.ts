@@ -201,7 +201,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     traceSampled: sampled,
     jaegerUrl: config.jaegerUrl,
     uiUrl: config.prefect.uiUrl,
-    otelLogs: logs === undefined ? undefined : { resource, emit: (r) => logs.enqueue(r) },
+    otelLogs: logs === undefined ? undefined : { resource, emit: (r) => logs.enqueue(r), limits: config.model.logRecordLimits },
   });
 
   const pipelineDedupe = new DedupeSet(config.model.dedupeWindowMs, config.model.dedupeMaxIds);

@@ -534,6 +534,14 @@ export const SETTINGS = {
     env: ['OTEL_LINK_ATTRIBUTE_COUNT_LIMIT', 'OTEL_SPAN_ATTRIBUTE_PER_LINK_COUNT_LIMIT'], flag: '--link-attribute-count-limit', default: 128, parse: integer(0, 1_000_000),
     doc: 'attributes kept per link, as OpenTelemetry limits them: past it the last are dropped and counted in the link\'s `droppedAttributesCount`',
   },
+  logRecordAttributeValueLengthLimit: {
+    env: ['OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT', 'OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT'], flag: '--log-record-attribute-value-length-limit', default: undefined as number | undefined, parse: optional(integer(0, 1_000_000_000)),
+    doc: 'with `OTEL_LOGS_EXPORTER=otlp`: longest string attribute value of an OTel log record (characters; each string of an array too), as OpenTelemetry limits them: a longer one is cut to it; the body is not an attribute and is not cut; unset: no limit',
+  },
+  logRecordAttributeCountLimit: {
+    env: ['OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT', 'OTEL_ATTRIBUTE_COUNT_LIMIT'], flag: '--log-record-attribute-count-limit', default: 128, parse: integer(0, 1_000_000),
+    doc: 'with `OTEL_LOGS_EXPORTER=otlp`: attributes kept per OTel log record, as OpenTelemetry limits them: past it the last are dropped and counted in the record\'s `droppedAttributesCount`',
+  },
   payloadMaxChars: {
     env: ['PREFECT_OTEL_PAYLOAD_MAX_CHARS'], flag: '--payload-max-chars', default: 4_096, parse: integer(0, 1_000_000),
     doc: 'length of the `prefect.event.payload` JSON kept on a span event, and of `prefect.state.message` (span event and status); a cut text ends in `…` (a cut payload is no longer valid JSON) and never splits a character',

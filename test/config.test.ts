@@ -719,5 +719,7 @@ test('a limit variable that cannot be used gives way to the next one of its sett
   );
   // A usable first variable wins, as before; the second is not looked at.
   assert.deepEqual(limits({ OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '64', OTEL_ATTRIBUTE_COUNT_LIMIT: 'abc' }).limits.attributeCountLimit, 64);
-  assert.deepEqual(limits({ OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '64', OTEL_ATTRIBUTE_COUNT_LIMIT: 'abc' }).warnings, []);
+  // …for the span; the log records' count limit (OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT unset) reads it and falls back.
+  assert.deepEqual(limits({ OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '64', OTEL_ATTRIBUTE_COUNT_LIMIT: 'abc' }).warnings, ['OTEL_ATTRIBUTE_COUNT_LIMIT: expected a whole number, got "abc"; using the default (128)']);
+  assert.deepEqual(resolveConfig({}, { OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT: 'abc', OTEL_ATTRIBUTE_COUNT_LIMIT: '16' }).model.logRecordLimits, { attributeValueLengthLimit: undefined, attributeCountLimit: 16 });
 });

@@ -147,6 +147,8 @@ const IN_FORCE: Record<string, (c: Config) => unknown> = {
   eventAttributeCountLimit: (c) => c.model.spanLimits.eventAttributeCountLimit,
   linkCountLimit: (c) => c.model.spanLimits.linkCountLimit,
   linkAttributeCountLimit: (c) => c.model.spanLimits.linkAttributeCountLimit,
+  logRecordAttributeValueLengthLimit: (c) => c.model.logRecordLimits.attributeValueLengthLimit,
+  logRecordAttributeCountLimit: (c) => c.model.logRecordLimits.attributeCountLimit,
   payloadMaxChars: (c) => c.model.payloadMaxChars,
   dedupeWindowMs: (c) => c.model.dedupeWindowMs,
   dedupeMaxIds: (c) => c.model.dedupeMaxIds,
@@ -217,6 +219,8 @@ const SAMPLE: Record<string, string> = {
   eventAttributeCountLimit: '16',
   linkCountLimit: '4',
   linkAttributeCountLimit: '8',
+  logRecordAttributeValueLengthLimit: '64',
+  logRecordAttributeCountLimit: '4',
 };
 
 /** The sample for a numeric setting: one more than its default, which every bound allows. */

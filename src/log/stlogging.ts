@@ -8,6 +8,7 @@ import { TRUNCATED } from './line-bound.js';
 import { ownLineStream } from './logger.js';
 import { INSTRUMENTATION_SCOPE } from '../export/spans.js';
 import { usToHrTime, usToIso } from '../model/time.js';
+import { applyLogRecordLimits, type LogRecordLimits } from '../model/attribute-limits.js';
 import type { RunLogRecord } from '../model/tracker.js';
 
 export const STLOGGING_PREFIX = 'STLOGGING: ';
@@ -18,7 +19,7 @@ export interface RunLogWriterOptions {
   readonly jaegerUrl: string | undefined;
   readonly uiUrl: string | undefined;
   /** When set, every record is also handed over as an OTel log record (OTEL_LOGS_EXPORTER=otlp). */
-  readonly otelLogs?: { readonly resource: Resource; readonly emit: (record: ReadableLogRecord) => void };
+  readonly otelLogs?: { readonly resource: Resource; readonly emit: (record: ReadableLogRecord) => void; readonly limits?: LogRecordLimits };
 }
 
 const RUN_WORD = { flow: 'Flow run', task: 'Task run' } as const;
@@ -111,10 +112,10 @@ export function formatRunLogLine(record: RunLogRecord, message: string, options:
 }
 
 const LATE_SUFFIX = ' (late: its span was already exported)';
-
 const withLate = (message: string, late: boolean): string => (late ? `${message}${LATE_SUFFIX}` : message);
 /** Whether the record's state message is longer than a line quotes. */
 const long = (record: RunLogRecord): boolean => record.state !== undefined && record.state.message.length > LINE_STATE_MESSAGE_MAX_CHARS;
+
 /** Writes one STLOGGING record per state transition and attached event. */
 export function createRunLogWriter(logger: Logger, options: RunLogWriterOptions): (record: RunLogRecord) => void {
   // Run lines carry only what the events said (ids, names, states), never a setting: no redaction
@@ -134,11 +135,13 @@ export function createRunLogWriter(logger: Logger, options: RunLogWriterOptions)
       else log.info(runLogFields(record, options), lineMessage);
     }
     if (options.otelLogs !== undefined) {
-      const attributes: Record<string, string | boolean> = {};
+      const fields: Record<string, string | boolean> = {};
       for (const [k, v] of Object.entries(runLogFields(record, options))) {
         if (k === 'trace_id' || k === 'span_id' || k === 'trace_flags') continue;
-        if (typeof v === 'string' || typeof v === 'boolean') attributes[k] = v;
+        if (typeof v === 'string' || typeof v === 'boolean') fields[k] = v;
       }
+      // OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT and the count limit, as the SDK's LoggerProvider applies them.
+      const { value: attributes, dropped } = options.otelLogs.limits === undefined ? { value: fields, dropped: 0 } : applyLogRecordLimits(fields, options.otelLogs.limits);
       options.otelLogs.emit({
         hrTime: usToHrTime(record.event.occurredUs),
         hrTimeObserved: usToHrTime(Date.now() * 1000),
@@ -149,7 +152,7 @@ export function createRunLogWriter(logger: Logger, options: RunLogWriterOptions)
         resource: options.otelLogs.resource,
         instrumentationScope: INSTRUMENTATION_SCOPE,
         attributes,
-        droppedAttributesCount: 0,
+        droppedAttributesCount: dropped,
       });
     }
   };

@@ -53,6 +53,27 @@ export function applySpanLimits(record: SpanRecord, limits: SpanLimits): SpanRec
   };
 }
 
+/**
+ * OpenTelemetry's log record limits (LogRecordLimits), from the variables the SDKs read:
+ * OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT / OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT (undefined: none)
+ * and OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT / OTEL_ATTRIBUTE_COUNT_LIMIT.
+ */
+export interface LogRecordLimits {
+  readonly attributeValueLengthLimit: number | undefined;
+  readonly attributeCountLimit: number;
+}
+
+/**
+ * A log record's attributes within the limits, as the OpenTelemetry SDKs apply them to a log
+ * record: a longer string value (each string of an array) cut to the length limit, the attributes
+ * past the count limit dropped (the first set kept) and counted. The body is not an attribute and
+ * is left as it is. The same object when it is within both limits.
+ */
+export function applyLogRecordLimits(attributes: Attributes, limits: LogRecordLimits): { readonly value: Attributes; readonly dropped: number } {
+  if (limits.attributeValueLengthLimit === undefined && countWithin(attributes, limits.attributeCountLimit)) return { value: attributes, dropped: 0 };
+  return limitAttributes(attributes, limits.attributeCountLimit, limits.attributeValueLengthLimit);
+}
+
 /** Whether the span, its events and links are within the count limits. */
 function withinCounts(record: SpanRecord, limits: SpanLimits): boolean {
   if (!countWithin(record.attributes, limits.attributeCountLimit) || record.links.length > limits.linkCountLimit) return false;

@@ -171,3 +171,35 @@ test('replay: one export takes at most OTEL_BSP_EXPORT_TIMEOUT (spans) and OTEL_
     },
   );
 });
+
+test('OTLP log records honour OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT and the count limit, each falling back to its OTEL_ATTRIBUTE_* variable; the body is not cut', async (t) => {
+  const receiver = await startOtlpReceiver();
+  t.after(() => receiver.close());
+  const base = { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_TRACES_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: 'http/json' };
+  const input = smallRun();
+  const records = async (env: Record<string, string>) => {
+    const before = receiver.logs().length;
+    const r = await startCli(['replay', '-'], { ...base, ...env }, input).result;
+    assert.equal(r.code, 0, r.stderr);
+    // The first record: the flow run's Running transition.
+    const { attributes, droppedAttributesCount, body } = receiver.logs()[before]!;
+    return { attributes, droppedAttributesCount, body };
+  };
+  const body = `STLOGGING: Flow run ${FR} (crimson-fox) state transition: PENDING -> RUNNING (state_name='Running', message='')`;
+  const whole = {
+    'prefect.run.id': FR, 'prefect.run.type': 'flow', 'prefect.event.id': (JSON.parse(input.split('\n')[0]!) as { id: string }).id,
+    'prefect.event.name': 'prefect.flow-run.Running', occurred: new Date(T0).toISOString().replace('Z', '000Z'), 'prefect.run.name': 'crimson-fox',
+    'prefect.state.type': 'RUNNING', 'prefect.state.name': 'Running',
+  };
+  assert.deepEqual(await records({}), { attributes: whole, droppedAttributesCount: undefined, body });
+  const cut = (n: number) => Object.fromEntries(Object.entries(whole).map(([k, v]) => [k, v.slice(0, n)]));
+  const firstFour = (a: Record<string, string>) => Object.fromEntries(Object.entries(a).slice(0, 4));
+  const expected = { attributes: firstFour(cut(6)), droppedAttributesCount: 4, body };
+  assert.deepEqual(await records({ OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT: '6', OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT: '4' }), expected);
+  assert.deepEqual(await records({ OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: '6', OTEL_ATTRIBUTE_COUNT_LIMIT: '4' }), expected);
+  // The log record's own variables win over the generic ones; the span's do not apply to log records.
+  assert.deepEqual(
+    await records({ OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT: '6', OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: '2', OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT: '4', OTEL_ATTRIBUTE_COUNT_LIMIT: '1', OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '2' }),
+    expected,
+  );
+});

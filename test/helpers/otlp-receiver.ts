@@ -51,6 +51,7 @@ export interface ReceivedLog {
   attributes: Record<string, AttrValue>;
   resource: Record<string, AttrValue>;
   scope: { name: string; version?: string };
+  droppedAttributesCount?: number;
 }
 
 export interface ReceivedDataPoint {
@@ -239,6 +240,7 @@ export function normaliseLogs(body: Obj, proto: boolean): ReceivedLog[] {
         optional(log, 'flags', nonZero(r.flags));
         optional(log, 'severityNumber', nonZero(r.severityNumber));
         optional(log, 'severityText', typeof r.severityText === 'string' && r.severityText !== '' ? r.severityText : undefined);
+        optional(log, 'droppedAttributesCount', nonZero(r.droppedAttributesCount));
         out.push(log);
       }
     }
