@@ -12,6 +12,7 @@ import { createPipeline } from './pipeline.js';
 import { generateDemoWorkload } from './source/demo-workload.js';
 import { shownUrl } from './log/redact.js';
 import { escapeControls } from './log/control-chars.js';
+import { plural } from './log/words.js';
 
 export interface DemoOptions {
   readonly config: Config;
@@ -91,8 +92,8 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const traceCount = new Set(spans.map((s) => s.traceId)).size;
   out.write(wrapWords(`prefect-otel demo: ${workload.summary}`, options.width ?? DEFAULT_WIDTH));
   const unsampled = pipeline.counters.unsampled;
-  const left = unsampled === 0 ? '' : `; ${unsampled} more spans left out by the sampler (${samplerAsGiven(config)})`;
-  out.write(wrapWords(`${workload.events.length} events → ${spans.length} spans in ${traceCount} traces${left}`, options.width ?? DEFAULT_WIDTH));
+  const left = unsampled === 0 ? '' : `; ${plural(unsampled, 'more span')} left out by the sampler (${samplerAsGiven(config)})`;
+  out.write(wrapWords(`${plural(workload.events.length, 'event')} → ${plural(spans.length, 'span')} in ${plural(traceCount, 'trace')}${left}`, options.width ?? DEFAULT_WIDTH));
   out.write('\n');
   out.write(renderTraceTrees(spans, { color: options.color, width: options.width ?? DEFAULT_WIDTH }));
   out.write('\n');
@@ -107,19 +108,19 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     out.write('\n');
   }
   const destination = config.traces.exporter === 'otlp' ? shownUrl(config.traces.url) : config.traces.exporter;
-  if (pipeline.traces !== undefined) out.write(`Sending ${spans.length} spans to ${destination} …\n`);
+  if (pipeline.traces !== undefined) out.write(`Sending ${plural(spans.length, 'span')} to ${destination} …\n`);
   const flushed = await pipeline.shutdown(Math.max(10_000, config.traces.timeoutMs * 2));
   const t = pipeline.traces?.stats;
   if (t === undefined) {
     out.write(wrapWords('Spans were not exported: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to send them to a collector.', options.width ?? DEFAULT_WIDTH));
   } else {
-    out.write(`Exported ${deliveryReport(t, 'spans', destination)}.\n`);
+    out.write(`Exported ${deliveryReport(t, 'span', destination)}.\n`);
     // A link to a trace the collector did not take would open on "trace not found".
     if (config.jaegerUrl !== undefined && failed !== undefined && t.delivered > 0) out.write(`Open ${config.jaegerUrl}/trace/${failed.traceId}\n`);
   }
   // With OTEL_LOGS_EXPORTER=otlp the STLOGGING records go to the collector too, and are said the same way.
   const l = pipeline.logs?.stats;
-  if (l !== undefined) out.write(`Exported ${deliveryReport(l, 'log records', shownUrl(config.logs.url))}.\n`);
+  if (l !== undefined) out.write(`Exported ${deliveryReport(l, 'log record', shownUrl(config.logs.url))}.\n`);
   options.logger.flush();
   const whole = (s: DeliveryStats | undefined): boolean => s === undefined || (s.rejected === 0 && s.dropped === 0 && s.queued + s.inFlight === 0);
   return flushed.ok && whole(t) && whole(l) ? EXIT_CODES.OK : EXIT_CODES.FAILURE;
@@ -138,7 +139,7 @@ function deliveryReport(s: DeliveryStats, noun: string, destination: string): st
     ...(pending > 0 ? [`${pending} not delivered`] : []),
   ];
   const reason = escapeControls((s.lastError ?? 'no answer from the collector').trim());
-  return `${s.delivered} ${noun} to ${destination}${lost.length === 0 ? '' : ` (${lost.join(', ')}: ${reason})`}`;
+  return `${plural(s.delivered, noun)} to ${destination}${lost.length === 0 ? '' : ` (${lost.join(', ')}: ${reason})`}`;
 }
 
 /** Columns of a sample log line's message kept before its ids, when the line is cut to the width. */

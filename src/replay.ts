@@ -18,6 +18,10 @@ import { escapeControls } from './log/control-chars.js';
 import { createPrefectRestClient } from './source/rest.js';
 import { apiUrlAdvice, prefectAuth } from './source/prefect-api.js';
 import { collectStats, statsLogFields, type TracingStats } from './stats.js';
+import { plural } from './log/words.js';
+
+/** Counts in the progress lines, grouped as `1,024`. */
+const GROUPED = { grouped: true } as const;
 
 export interface ReplaySummary {
   /** Stopped by `signal` before the end of the input. */
@@ -279,7 +283,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     const p = options.progress;
     if (p === undefined || !p.tty) return;
     const pct = totalBytes ? ` ${Math.min(100, Math.floor((bytesRead / totalBytes) * 100))}%` : '';
-    const parts = [`replay${pct}`, `${lineCount.toLocaleString('en-US')} lines`, `${pipeline.tracker.counts.spans.toLocaleString('en-US')} spans`, `${pipeline.tracker.openRuns.toLocaleString('en-US')} open runs`];
+    const parts = [`replay${pct}`, plural(lineCount, 'line', GROUPED), plural(pipeline.tracker.counts.spans, 'span', GROUPED), plural(pipeline.tracker.openRuns, 'open run', GROUPED)];
     const text = fitProgress(parts, p.columns?.());
     // The cursor goes back to the start of the line: a log line written next to the same terminal
     // (standard output) then replaces the progress line instead of being appended to it.
@@ -362,7 +366,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
   const sayDelivering = (): void => {
     const waiting = spansWaiting(pipeline);
     if (waiting > 0 && options.progress?.tty === true) {
-      options.progress.write(`interrupted: delivering the ${waiting.toLocaleString('en-US')} spans read (a second Ctrl-C stops at once)\n`);
+      options.progress.write(`interrupted: delivering the ${plural(waiting, 'span', GROUPED)} read (a second Ctrl-C stops at once)\n`);
     }
   };
   if (signal?.aborted === true) sayDelivering();
@@ -375,7 +379,7 @@ async function replayLines(options: ReplayOptions, pipeline: Pipeline, input: Re
     const waiting = spansWaiting(pipeline);
     if (waiting > 0 && signal?.aborted !== true) {
       const leftS = Math.max(1, Math.round((deadline - Date.now()) / 1000));
-      options.progress!.write(`waiting for the collector to take the ${waiting.toLocaleString('en-US')} spans read (at most ${leftS} s more; Ctrl-C stops)\n`);
+      options.progress!.write(`waiting for the collector to take the ${plural(waiting, 'span', GROUPED)} read (at most ${leftS} s more; Ctrl-C stops)\n`);
     }
   }, SLOW_DELIVERY_NOTE_MS);
   slowNote?.unref();
@@ -631,7 +635,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
   const exported = s.exporter === 'none' ? `not exported (${s.exporterSetting ?? 'OTEL_TRACES_EXPORTER'}=none)` : fate(s.spansExported, s.spansDropped, s.spansRejected, s.spansPending, s.spansTo);
   const logs = s.logRecords;
   return [
-    `events read: ${s.events} (${s.lines} lines${s.blank ? `, ${s.blank} blank or comment` : ''}, ${s.duplicates} duplicates, ${s.unrelated} not about a run)`,
+    `events read: ${s.events} (${plural(s.lines, 'line')}${s.blank ? `, ${s.blank} blank or comment` : ''}, ${plural(s.duplicates, 'duplicate')}, ${s.unrelated} not about a run)`,
     `skipped: ${skippedText}`,
     `runs: ${s.runs}  spans: ${s.spans} (${s.incomplete} incomplete)`,
     `spans: ${exported}${s.spansUnsampled === undefined ? '' : `; ${s.spansUnsampled.count} not sampled (${s.spansUnsampled.sampler})`}`,

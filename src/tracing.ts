@@ -9,6 +9,7 @@ import { startMetricsExport, type MetricsExport } from './export/metrics.js';
 import { startHealthServer, type HealthServer } from './health.js';
 import { ERR_SERIALIZERS, errorCode, failureFields } from './log/err.js';
 import { createLogger } from './log/logger.js';
+import { plural } from './log/words.js';
 import { safeUrl } from './log/redact.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js';
@@ -544,7 +545,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
           }
           if (err instanceof SpansNotKeptError) {
             // Neither delivered nor kept for the next start: a failure, as an export that failed is.
-            const lost = new ExportError(`${err.spans} spans the collector has not taken could not be kept in the state file ${this.store.path} either: they are lost`);
+            const lost = new ExportError(`${plural(err.spans, 'span')} the collector has not taken could not be kept in the state file ${this.store.path} either: they are lost`);
             log.error({ spans: err.spans, path: this.store.path }, lost.message);
             this.failure ??= lost;
           }

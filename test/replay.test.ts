@@ -159,8 +159,8 @@ test('replay on a terminal whose collector does not take the spans read: after t
     interrupted: false,
     spans: 1,
     writes: [
-      '\rreplay 100%  2 lines  1 spans  0 open runs\x1b[K\n',
-      'waiting for the collector to take the 1 spans read (at most 2 s more; Ctrl-C stops)\n',
+      '\rreplay 100%  2 lines  1 span  0 open runs\x1b[K\n',
+      'waiting for the collector to take the 1 span read (at most 2 s more; Ctrl-C stops)\n',
     ],
   });
 });

@@ -1,5 +1,6 @@
 import type { SpanEventRecord, SpanRecord } from '../model/span-record.js';
 import { escapeControls } from './control-chars.js';
+import { plural } from './words.js';
 
 export interface TreeOptions {
   /** ANSI colours (state names, errors, bars); off by default. */
@@ -233,10 +234,6 @@ function offset(us: number): string {
 
 function pad2(n: number): string {
   return String(n).padStart(2, '0');
-}
-
-function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
 function byStart(a: SpanRecord, b: SpanRecord): number {

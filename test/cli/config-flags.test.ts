@@ -77,7 +77,7 @@ test('`--` ends the options: replay reads a file whose name starts with dashes; 
     assert.deepEqual({ code: r.code, stderr: r.stderr }, {
       code: 0,
       stderr: [
-        'events read: 0 (1 lines, 1 blank or comment, 0 duplicates, 0 not about a run)',
+        'events read: 0 (1 line, 1 blank or comment, 0 duplicates, 0 not about a run)',
         'skipped: 0',
         'runs: 0  spans: 0 (0 incomplete)',
         'spans: not exported (--traces-exporter=none)',

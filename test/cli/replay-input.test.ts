@@ -46,10 +46,11 @@ test('a saved page of /api/events/filter, and a JSON array of events, on a line:
     pages: `${JSON.stringify({ events: events.slice(2).reverse(), total: 4, next_page: 'http://127.0.0.1:4200/api/events/filter/next?page-token=abc' }, null, 0).replace(/":/g, '": ').replace(/,"/g, ', "')}\n${page(events.slice(0, 2).reverse(), null)}\n${page([], null)}\n`,
     array: `${JSON.stringify(events)}\n`,
   };
+  const LINES_READ = { pages: '3 lines', array: '1 line' };
   for (const [name, input] of Object.entries(inputs)) {
     const got = await replay(input);
     assert.equal(got.r.code, 0, got.r.stderr);
-    assert.deepEqual(got.r.stderr.split('\n').slice(0, 3), [`events read: 4 (${input.split('\n').length - 1} lines, 0 duplicates, 0 not about a run)`, 'skipped: 0', 'runs: 2  spans: 2 (0 incomplete)'], name);
+    assert.deepEqual(got.r.stderr.split('\n').slice(0, 3), [`events read: 4 (${LINES_READ[name as keyof typeof inputs]}, 0 duplicates, 0 not about a run)`, 'skipped: 0', 'runs: 2  spans: 2 (0 incomplete)'], name);
     assert.deepEqual(got.spans, plain.spans, name);
   }
 });
@@ -284,7 +285,7 @@ test('a JSON array of events, or a saved page, longer than a line may be: skippe
     assert.deepEqual({ code: r.code, stderr: r.stderr }, {
       code: 0,
       stderr: [
-        'events read: 0 (1 lines, 0 duplicates, 0 not about a run)',
+        'events read: 0 (1 line, 0 duplicates, 0 not about a run)',
         'skipped: 1 (too_large: 1)',
         'runs: 0  spans: 0 (0 incomplete)',
         'spans: not exported (OTEL_TRACES_EXPORTER=none)',
@@ -338,7 +339,7 @@ test('saved pages of /api/events/filter appended one after another with nothing 
   const got = await replay(`${page(events.slice(2).reverse(), 'http://127.0.0.1:4200/api/events/filter/next?page-token=abc')}${page(events.slice(0, 2).reverse(), null)}${cut}`);
   assert.deepEqual({ code: got.r.code, summary: got.r.stderr.split('\n').slice(0, 3) }, {
     code: 0,
-    summary: ['events read: 4 (1 lines, 0 duplicates, 0 not about a run)', 'skipped: 1 (invalid_json: 1)', 'runs: 2  spans: 2 (0 incomplete)'],
+    summary: ['events read: 4 (1 line, 0 duplicates, 0 not about a run)', 'skipped: 1 (invalid_json: 1)', 'runs: 2  spans: 2 (0 incomplete)'],
   });
   assert.deepEqual(got.spans, plain.spans);
   const warned = got.r.stdout.split('\n').filter((l) => l.includes('skipped malformed input')).map((l) => (JSON.parse(l) as { excerpt: string }).excerpt);

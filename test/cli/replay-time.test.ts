@@ -199,7 +199,7 @@ test('replay: the first event after a quiet stretch longer than the dedupe windo
   for (const [how, lines] of [['received', events.map((e) => JSON.stringify(e))], ['no received', events.map(bare)]] as const) {
     const { r, spans } = await replay(lines);
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(r.stderr.split('\n').slice(0, 3), ['events read: 7 (7 lines, 1 duplicates, 0 not about a run)', 'skipped: 0', 'runs: 3  spans: 3 (0 incomplete)'], how);
+    assert.deepEqual(r.stderr.split('\n').slice(0, 3), ['events read: 7 (7 lines, 1 duplicate, 0 not about a run)', 'skipped: 0', 'runs: 3  spans: 3 (0 incomplete)'], how);
     assert.deepEqual(summary(spans), {
       [X]: { incomplete: null, start: ns(T0), end: ns(T0 + 3_000), events: [['Running', ns(T0)], ['Completed', ns(T0 + 3_000)]] },
       [Y]: { incomplete: null, start: ns(after), end: ns(after + 60_000), events: [['Running', ns(after)], ['Completed', ns(after + 60_000)]] },
@@ -235,6 +235,6 @@ test('replay without `received`: one event days ahead of the rest makes no id se
     bare(flowState(X, 'x', 'COMPLETED', 'Completed', 'RUNNING', T0 + 3_000, '0198c7d2-eeee-7000-8000-000000000043')),
   ]);
   assert.equal(r.code, 0, r.stderr);
-  assert.deepEqual(r.stderr.split('\n').slice(0, 3), ['events read: 4 (4 lines, 1 duplicates, 0 not about a run)', 'skipped: 0', 'runs: 2  spans: 2 (1 incomplete)']);
+  assert.deepEqual(r.stderr.split('\n').slice(0, 3), ['events read: 4 (4 lines, 1 duplicate, 0 not about a run)', 'skipped: 0', 'runs: 2  spans: 2 (1 incomplete)']);
   assert.deepEqual(summary(spans)[X], { incomplete: null, start: ns(T0), end: ns(T0 + 3_000), events: [['Running', ns(T0)], ['Completed', ns(T0 + 3_000)]] });
 });
