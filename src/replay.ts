@@ -11,7 +11,7 @@ import type { FlushResult } from './export/delivery.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
 import { createFlowParentLookup, createOwnerLookup, type OwnerLookupOptions } from './source/run-lookups.js';
-import { excerpt, isRecord, MAX_EVENT_BYTES } from './model/event.js';
+import { excerpt, isRecord, MAX_EVENT_BYTES, overEventBytes } from './model/event.js';
 import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
 import { redactCredentials, safeUrl, shownUrl } from './log/redact.js';
 import { escapeControls } from './log/control-chars.js';
@@ -543,7 +543,7 @@ const JQ_ONE_EVENT_A_LINE = `jq -c '.events? // . | if type == "array" then .[] 
  * than a line may be: the same command writes it one event a line, each within the bound.
  */
 function tooLargeBatchHint(file: string): string {
-  return `input: an array of events (or /api/events/filter page) on one line longer than ${MAX_EVENT_BYTES} characters is skipped whole: write it one event a line first, e.g. ${JQ_ONE_EVENT_A_LINE} ${commandArgument(file)} | prefect-otel replay -`;
+  return `input: an array of events (or /api/events/filter page) on one line longer than ${MAX_EVENT_BYTES} bytes (2 MiB of UTF-8) is skipped whole: write it one event a line first, e.g. ${JQ_ONE_EVENT_A_LINE} ${commandArgument(file)} | prefect-otel replay -`;
 }
 
 /** `{"events"`: how a saved page of `POST /api/events/filter` starts; no event line does. */
@@ -570,7 +570,7 @@ function ingestLine(pipeline: Pipeline, trimmed: string): boolean {
     pipeline.ingest(trimmed);
     return false;
   }
-  if (trimmed.length > MAX_EVENT_BYTES) {
+  if (overEventBytes(trimmed)) {
     pipeline.ingest(trimmed); // skipped, counted and logged there
     return true;
   }

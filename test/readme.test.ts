@@ -496,7 +496,7 @@ test("the README's lookup and length bounds are the code's", () => {
       nativeWaitS: stated(/a finished flow span waits for it at most (\d+) s past/),
       breaker: stated(/after (\w+) connection failures in a row, lookups pause for (\d+) s/),
       nameChars: stated(/`prefect\.event\.resource\.id\/name` \(each at most ([\d,]+) characters/),
-      lineMB: stated(/a line holds at most (\d+) MB/),
+      lineMiB: stated(/a line holds at most (\d+) MiB \(([\d,]+) bytes of UTF-8/),
     },
     {
       parentLookups: [OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX],
@@ -504,7 +504,7 @@ test("the README's lookup and length bounds are the code's", () => {
       nativeWaitS: [NATIVE_SPAN_WAIT_MS / 1000],
       breaker: [BREAKER_FAILURES, BREAKER_PAUSE_MS / 1000],
       nameChars: [MAX_EVENT_NAME],
-      lineMB: [MAX_EVENT_BYTES / (1024 * 1024)],
+      lineMiB: [MAX_EVENT_BYTES / (1024 * 1024), MAX_EVENT_BYTES],
     },
   );
 });

@@ -48,8 +48,17 @@ export type ParseResult =
   | { readonly ok: true; readonly event: PrefectEvent }
   | { readonly ok: false; readonly reason: SkipReason; readonly detail: string };
 
-/** Largest frame or line accepted; Prefect itself drops events over 1.5 MB. */
+/** Largest frame or line accepted, in bytes of UTF-8 (2 MiB); Prefect itself drops events over 1.5 MB. */
 export const MAX_EVENT_BYTES = 2 * 1024 * 1024;
+
+/**
+ * Whether `text` takes more than MAX_EVENT_BYTES as UTF-8, as it did on the wire or in the file: a
+ * UTF-16 code unit is 1 to 3 bytes, so only a text longer than a third of the bound is measured.
+ */
+export function overEventBytes(text: string): boolean {
+  if (text.length > MAX_EVENT_BYTES) return true;
+  return text.length * 3 > MAX_EVENT_BYTES && Buffer.byteLength(text, 'utf8') > MAX_EVENT_BYTES;
+}
 /** Longest event name accepted; also the longest of the other texts a span event keeps from an event (see RunTracker). */
 export const MAX_EVENT_NAME = 1024;
 
@@ -57,7 +66,7 @@ const fail = (reason: SkipReason, detail: string): ParseResult => ({ ok: false, 
 
 /** Parse one JSON text (a websocket frame or a replay line). Never throws. */
 export function parseEventText(text: string): ParseResult {
-  if (text.length > MAX_EVENT_BYTES) return fail('too_large', `more than ${MAX_EVENT_BYTES} characters`);
+  if (overEventBytes(text)) return fail('too_large', `more than ${MAX_EVENT_BYTES} bytes of UTF-8`);
   let value: unknown;
   try {
     value = JSON.parse(text);

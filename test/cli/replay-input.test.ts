@@ -276,7 +276,7 @@ test('a JSON array of events, or a saved page, longer than a line may be: skippe
   const array = join(dir, 'events.json');
   writeFileSync(array, JSON.stringify(events));
   const hint = (file: string): string =>
-    `input: an array of events (or /api/events/filter page) on one line longer than 2097152 characters is skipped whole: write it one event a line first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' ${file} | prefect-otel replay -`;
+    `input: an array of events (or /api/events/filter page) on one line longer than 2097152 bytes (2 MiB of UTF-8) is skipped whole: write it one event a line first, e.g. jq -c '.events? // . | if type == "array" then .[] else . end' ${file} | prefect-otel replay -`;
   const cases: [CliResult, string][] = [
     [await run(['replay', array]), hint(array)],
     [await run(['replay', '-'], `${JSON.stringify({ events, total: 4, next_page: null })}\n`), hint('FILE')],

@@ -226,6 +226,8 @@ test('parser: malformed input gives a reason, never an exception', () => {
     [{ ...good, related: 'nope' }, 'wrong_type'],
     [{ ...good, payload: [1] }, 'wrong_type'],
     ['x'.repeat(3 * 1024 * 1024), 'too_large'],
+    // Fewer characters than the bound, more bytes of UTF-8 (3 each): too large, not judged by its length.
+    ['雪'.repeat(800_000), 'too_large'],
   ];
   for (const [input, reason] of cases) {
     const r = typeof input === 'string' ? parseEventText(input) : parseEvent(input);
