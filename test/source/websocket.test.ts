@@ -671,7 +671,7 @@ describe('event subscriber: handshake', () => {
         server.publish([ev]);
         await waitFor('the live event', () => ids('live').includes(ev.id));
         return {
-          said: [...new Set(retries().map((r) => r.err))],
+          said: [...new Set(retries().map((r) => errMessage(r.err)))],
           warnings: logs.records().filter((r) => (r.level as number) >= 40 && !String(r.msg).startsWith('the Prefect API is down for maintenance')).map((r) => r.msg),
         };
       } finally {
