@@ -439,6 +439,10 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     // Once shutting down, the last save is shutdown's own.
     if (!(await this.mayWriteState()) || this.stopping) return;
     try {
+      // The STLOGGING lines of the events this save takes in go out first: a kill after the save
+      // would otherwise lose those still gathered for the next write, and the next process, which
+      // knows their events as seen, would not write them again.
+      this.logger.flush();
       await this.state.save(false);
     } catch (err) {
       if (err instanceof StateTakenError) return this.stateTaken();
