@@ -135,10 +135,16 @@ async function killCycle(t: TestContext, seed: number): Promise<void> {
   }
 
   // 3. Killed in the middle of the stream, at a time the seed gives.
+  const earlier = statSync(stateFile).mtimeMs;
   p = await start();
   const midStream = stream(part(1), between(20, 60));
-  // After its first journal line (a process's first save rewrites the state file), at a time the seed gives.
-  await until('a journal line', () => existsSync(`${stateFile}.journal`), 5_000);
+  // After its first journal line (a process's first save rewrites the state file and removes the
+  // journal), at a time the seed gives.
+  const ownJournal = (): boolean => {
+    const file = statSync(stateFile).mtimeMs;
+    return file !== earlier && existsSync(`${stateFile}.journal`) && statSync(`${stateFile}.journal`).mtimeMs >= file;
+  };
+  await until('a journal line', ownJournal, 5_000);
   await sleep(between(0, 100));
   await kill(p.run, 'mid-stream');
   await midStream;
