@@ -142,7 +142,8 @@ async function killCycle(t: TestContext, seed: number): Promise<void> {
   // journal), at a time the seed gives.
   const ownJournal = (): boolean => {
     const file = statSync(stateFile).mtimeMs;
-    return file !== earlier && existsSync(`${stateFile}.journal`) && statSync(`${stateFile}.journal`).mtimeMs >= file;
+    const journal = statSync(`${stateFile}.journal`, { throwIfNoEntry: false })?.mtimeMs;
+    return file !== earlier && journal !== undefined && journal >= file;
   };
   await until('a journal line', ownJournal, 5_000);
   await sleep(between(0, 100));
