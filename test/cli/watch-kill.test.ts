@@ -4,8 +4,9 @@
  * every process the collector gets the spans one uninterrupted `watch` gives for the same events:
  * the same span ids, each span whole (attributes, parent, events, links, status, times); a span may
  * come more than once, each copy the same. Kill points: right after a save, in the middle of the
- * stream, while the collector refuses (its spans wait in the state file), at start before the
- * subscription; between two processes, a journal whose last line a kill cut short, the temp file
+ * stream, while the collector refuses (its spans wait in the state file) and subflow parent
+ * look-ups go unanswered, while the collector holds a request unanswered, right after a rewrite,
+ * at start before the subscription; between two processes, a journal whose last line a kill cut short, the temp file
  * of a rewrite a kill cut short, and a journal of an earlier generation left beside a newer state
  * file. The kill points' timings come from a seed, said when the test fails
  * (`PREFECT_OTEL_TEST_SEED` runs one again).
@@ -163,13 +164,18 @@ async function killCycle(t: TestContext, seed: number): Promise<void> {
   const olderJournal = readFileSync(`${stateFile}.journal`, 'utf8');
 
   // 5. Killed while the collector refuses: the spans wait in the state file.
+  // The subflows' parent look-ups are not answered either: their events wait in the state file too.
   collectorDown = true;
   p = await start();
   await until('the line cut short said and passed over', () => p.out().some((l) => l.msg === 'state journal line cut short; ignored'), 5_000);
+  prefect.switches.holdRest = true;
+  const asked = prefect.restRequests.filter((r) => r.path.includes('/task_runs/')).length;
   await stream(part(2), between(5, 30));
   await until('a refused export', () => receiver.requests.some((r) => r.status === 503), 10_000);
   await afterNextSave();
   await kill(p.run, 'collector refusing');
+  if (prefect.restRequests.filter((r) => r.path.includes('/task_runs/')).length > asked) said.push('parent look-up unanswered');
+  prefect.switches.holdRest = false;
   assert.equal(existsSync(leftover), false, 'the temp file a kill left is removed by the next holder');
 
   // 6. Killed mid-stream with the collector still refusing, after a random number of saves.
@@ -182,9 +188,19 @@ async function killCycle(t: TestContext, seed: number): Promise<void> {
   await kill(p.run, 'collector refusing, mid-stream');
   await refused;
 
-  // 7. Killed mid-stream, the collector back.
+  // 7. Killed while the collector holds a request unanswered (the spans the state file held, sent
+  // at start, are out), then mid-stream with the collector back.
   collectorDown = false;
+  const release = receiver.hold();
   p = await start();
+  await until('resumed', () => p.out().some((l) => l.msg === 'resumed from the state file'));
+  await sleep(between(250, 400));
+  await afterNextSave();
+  await kill(p.run, 'a request unanswered');
+  release();
+  p = await start();
+  await until('resumed', () => p.out().some((l) => l.msg === 'resumed from the state file'));
+  assert.ok((p.out().find((l) => l.msg === 'resumed from the state file')!.pendingSpans as number) > 0, 'the spans of the request left unanswered in the state file');
   await stream(part(4), between(5, 30));
   await sleep(between(0, 200));
   await kill(p.run, 'collector back, mid-stream');
@@ -224,7 +240,7 @@ async function killCycle(t: TestContext, seed: number): Promise<void> {
 const SEEDS = process.env.PREFECT_OTEL_TEST_SEED !== undefined ? [Number(process.env.PREFECT_OTEL_TEST_SEED)] : [Math.floor(Math.random() * 2 ** 31)];
 
 for (const seed of SEEDS) {
-  test(`watch: killed (SIGKILL) at seven points of a stream and restarted each time on the same state file, the collector gets every span one uninterrupted watch sends, each whole (seed ${seed})`, async (t) => {
+  test(`watch: killed (SIGKILL) at eight points of a stream and restarted each time on the same state file, the collector gets every span one uninterrupted watch sends, each whole (seed ${seed})`, async (t) => {
     try {
       await killCycle(t, seed);
     } catch (err) {
