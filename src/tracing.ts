@@ -438,11 +438,16 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private async persist(): Promise<void> {
     // Once shutting down, the last save is shutdown's own.
     if (!(await this.mayWriteState()) || this.stopping) return;
+    // The STLOGGING lines of the events this save takes in go out first: a kill after the save
+    // would otherwise lose those still gathered for the next write, and the next process, which
+    // knows their events as seen, would not write them again. An application's logger that fails
+    // to flush keeps its lines to itself; the save goes on.
     try {
-      // The STLOGGING lines of the events this save takes in go out first: a kill after the save
-      // would otherwise lose those still gathered for the next write, and the next process, which
-      // knows their events as seen, would not write them again.
       this.logger.flush();
+    } catch {
+      // said by that logger's own stream, if at all
+    }
+    try {
       await this.state.save(false);
     } catch (err) {
       if (err instanceof StateTakenError) return this.stateTaken();
