@@ -101,6 +101,8 @@ async function killCycle(t: TestContext, seed: number): Promise<void> {
     const out = follow(run.child);
     outputs.push(out);
     await until(`subscription after ${said.join(', ')}`, () => liveConnections(prefect) === 1 && prefect.connections.length > before, 15_000);
+    // The lock a killed process left is taken over at once, its holder seen gone (same host), not waited out.
+    if (said.length > 0) await until('the lock taken over', () => out().some((l) => l.msg === 'took over the state file from a process of this host that no longer runs'), 5_000);
     return { run, out };
   };
   const kill = async (run: ReturnType<typeof startWatch>, where: string) => {
