@@ -6,10 +6,10 @@
  * come more than once, each copy the same. Kill points: right after a save, in the middle of the
  * stream, while the collector refuses (its spans wait in the state file) and subflow parent
  * look-ups go unanswered, while the collector holds a request unanswered, right after a rewrite,
- * at start before the subscription; between two processes, a journal whose last line a kill cut short, the temp file
- * of a rewrite a kill cut short, and a journal of an earlier generation left beside a newer state
- * file. The kill points' timings come from a seed, said when the test fails
- * (`PREFECT_OTEL_TEST_SEED` runs one again).
+ * at start before the subscription. Between two processes: a journal whose last line a kill cut
+ * short, the temp file of a rewrite a kill cut short, and a journal of an earlier generation left
+ * beside a newer state file. The kill points' timings, and whether the stream is sent twice or in
+ * swapped pairs, come from a seed, said when the test fails (`PREFECT_OTEL_TEST_SEED` runs it again).
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
