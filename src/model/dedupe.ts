@@ -10,7 +10,10 @@ import { JSON_PIECES, type JsonWriter } from '../state/json-pieces.js';
  * arrays: a ring of (id, time) in the order seen, and an open-addressing index into the ring.
  * That is 32–64 bytes per id (34 measured at 500,000 ids) and no object per id: the hundreds of
  * thousands of ids held give the garbage collector nothing to trace or move. A `Map` of the id
- * strings took 170 bytes and three heap objects per id.
+ * strings took 170 bytes and three heap objects per id. Ids forgotten (events turned down) leave
+ * dead entries in the ring; it is closed up before it grows while half of it is dead, so it holds
+ * at most four places per id remembered, bounded by `PREFECT_OTEL_DEDUPE_MAX_IDS` whatever the
+ * stream turns down.
  *
  * The index hashes with a secret of its own (`seed`, random per set): ids come from whoever sends
  * events to Prefect, and ids made to share a hash that anyone can work out would pile up in one
@@ -148,7 +151,13 @@ export class DedupeSet {
   }
 
   private append(words: Uint32Array, at: number): void {
-    if (this.nextSeq - this.headSeq > this.mask) this.grow();
+    if (this.nextSeq - this.headSeq > this.mask) {
+      // Full. Ids forgotten (events turned down after they were remembered) leave dead entries that
+      // only the age or count bound would let go of, from the oldest on: a stream of such events
+      // would otherwise grow the ring past the ids it remembers. At least half dead: closed up, else grown.
+      if (2 * (this.nextSeq - this.headSeq - this.live) >= this.nextSeq - this.headSeq) this.closeUp();
+      else this.grow();
+    }
     const pos = this.nextSeq & this.mask;
     this.ids.set(words, 4 * pos);
     this.times[pos] = at;
@@ -208,6 +217,35 @@ export class DedupeSet {
     const at = 4 * pos;
     const ids = this.ids;
     return hashWords(this.seed, ids[at]!, ids[at + 1]!, ids[at + 2]!, ids[at + 3]!);
+  }
+
+  /**
+   * Move the live entries together, in order, from the head on, and rebuild the index. Their
+   * sequence numbers become consecutive; the journal's mark moves with them, so that `takeAdded`
+   * still lists those added since it last did.
+   */
+  private closeUp(): void {
+    const { ids, times, mask } = this;
+    let to = this.headSeq;
+    let taken = this.takenSeq;
+    for (let seq = this.headSeq; seq < this.nextSeq; seq++) {
+      const from = seq & mask;
+      if (isNaN(times[from]!)) {
+        if (seq < this.takenSeq) taken -= 1;
+        continue;
+      }
+      const pos = to & mask;
+      if (pos !== from) {
+        ids.copyWithin(4 * pos, 4 * from, 4 * from + 4);
+        times[pos] = times[from]!;
+      }
+      to += 1;
+    }
+    for (let seq = to; seq < this.nextSeq; seq++) times[seq & mask] = NaN;
+    this.takenSeq = Math.max(taken, this.headSeq);
+    this.nextSeq = to;
+    this.index.fill(0);
+    for (let seq = this.headSeq; seq < to; seq++) this.reindex(seq & mask);
   }
 
   /** Double the ring (keeping each entry's sequence number) and rebuild the index. */

@@ -291,3 +291,30 @@ test('bounds: a state file saved under a higher OTEL_SPAN_EVENT_COUNT_LIMIT is t
     [now, 'prefect_otel.events_summarised', { 'prefect.events.summarised_count': folded, 'prefect.events.summarised_names': JSON.stringify({ 'order.placed': before / 10, Running: transitionsFolded }) }, true, folded],
   ]);
 });
+
+test('bounds: a stream of events turned down (a state type Prefect does not have) beside the events taken keeps the remembered ids within PREFECT_OTEL_DEDUPE_MAX_IDS, the ring holding them included; each is skipped and counted, and a good copy of one is still taken', () => {
+  const config = resolveConfig({ tracesExporter: 'none', dedupeMaxIds: DEDUPE_MAX_IDS }, {});
+  const logger = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const pipeline = createPipeline({ config, logger, clock: 'wall', delivery: null, onSpan: () => undefined });
+  const flowRun = uuid('a005', 0);
+  const event = (kind: string, i: number, stateType: string): string =>
+    `{"id":"${uuid(kind, i)}","event":"prefect.flow-run.Running","occurred":"${occurred(i)}",` +
+    `"resource":{"prefect.resource.id":"prefect.flow-run.${flowRun}","prefect.state-type":"${stateType}","prefect.state-name":"Running"}}`;
+  const turnedDown = 200_000;
+  let places = 0;
+  for (let i = 0; i < turnedDown; i++) {
+    if (i % 100 === 0) pipeline.ingest(event('e005', i, 'RUNNING'));
+    pipeline.ingest(event('e006', i, 'SOMETHING_NEW'));
+    if (i % 1_000 === 999) places = Math.max(places, (pipeline.dedupe as unknown as { mask: number }).mask + 1);
+  }
+  assert.deepEqual(
+    { skipped: pipeline.counters.skipped.unknown_state, accepted: pipeline.counters.accepted, duplicates: pipeline.counters.duplicates, remembered: pipeline.dedupe.size },
+    // The bound, but for the last event: turned down after the count bound made room for its id.
+    { skipped: turnedDown, accepted: turnedDown / 100, duplicates: 0, remembered: DEDUPE_MAX_IDS - 1 },
+  );
+  // Each place holds an id, its time and two index slots; at most half of them dead, a power of two: 2,048 for 1,000 ids.
+  assert.ok(places <= 2 * 1_024, `the ring grew to ${places} places for ${DEDUPE_MAX_IDS} ids`);
+  // The last event turned down is not remembered: a good copy with its id is taken.
+  pipeline.ingest(event('e006', turnedDown - 1, 'RUNNING'));
+  assert.equal(pipeline.counters.accepted, turnedDown / 100 + 1);
+});

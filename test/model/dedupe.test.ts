@@ -229,3 +229,33 @@ test('dedupe: ids made to share a hash that anyone can work out from the source 
   assert.equal(index.length, 65_536);
   assert.ok(longest < 500, `the longest run of taken slots is ${longest}`);
 });
+
+/** Places in the ring (each an id's 16 bytes, its time and two index slots), whatever they hold. */
+const ringPlaces = (d: DedupeSet): number => (d as unknown as { mask: number }).mask + 1;
+
+test('dedupe: ids forgotten as their events are turned down do not grow the ring past the count bound: 200,000 of them beside the ids remembered keep it within four places per id of the bound (2,048 for 1,000), and it agrees with a plain Map throughout', () => {
+  const maxIds = 1_000;
+  const d = new DedupeSet(60 * 60_000, maxIds);
+  const ref = new ReferenceDedupe(60 * 60_000, maxIds);
+  let most = 0;
+  for (let n = 0; n < 200_000; n++) {
+    const now = 1_000_000 + n;
+    // One event in a hundred is taken; the rest are turned down after they were remembered.
+    const kept = id(n);
+    assert.equal(d.add(kept, now), ref.add(kept, now));
+    if (n % 100 !== 0) {
+      d.forget(kept);
+      ref.forget(kept);
+    }
+    if (n % 7_919 === 0) assert.deepEqual(d.takeAdded().toJSON(), ref.takeAdded(), `take at ${n}`);
+    most = Math.max(most, ringPlaces(d));
+  }
+  assert.equal(d.size, ref.size);
+  // The bound, but for the last id: forgotten after the count bound made room for it.
+  assert.equal(d.size, maxIds - 1);
+  assert.deepEqual(d.toJSON(), ref.toJSON());
+  assert.deepEqual(d.takeAdded().toJSON(), ref.takeAdded());
+  for (let n = 199_000; n < 200_000; n++) assert.equal(d.has(id(n)), ref.has(id(n)));
+  // Half of it dead at most before it is closed up, a power of two: 2,048 places hold 1,000 ids.
+  assert.ok(most <= 2_048, `the ring grew to ${most} places for ${maxIds} ids`);
+});
