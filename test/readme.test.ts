@@ -16,6 +16,7 @@ import { ATTR, CICD_RESULT, SPAN_EVENT } from '../src/model/attributes.js';
 import { SETTINGS } from '../src/settings.js';
 import { BREAKER_FAILURES, BREAKER_PAUSE_MS, NATIVE_SPAN_WAIT_MS } from '../src/source/native-spans.js';
 import { GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT, OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX } from '../src/source/run-lookups.js';
+import { OWNER_CACHE_MAX } from '../src/model/tracker.js';
 import { MAX_EVENT_BYTES, MAX_EVENT_NAME } from '../src/model/event.js';
 import { startCli } from './helpers/cli.js';
 import { VERSION } from '../src/version.js';
@@ -491,7 +492,7 @@ test("the README's lookup and length bounds are the code's", () => {
   const stated = (pattern: RegExp): (number | undefined)[] => pattern.exec(readme)?.slice(1).map(number) ?? [undefined];
   assert.deepEqual(
     {
-      parentLookups: stated(/`GET \/api\/task_runs\/\{id\}`, cached, at most (\w+) requests at a time and ([\d,]+) waiting/),
+      parentLookups: stated(/`GET \/api\/task_runs\/\{id\}`, its last ([\d,]+) answers cached, at most (\w+) requests at a time and ([\d,]+) waiting/),
       nativeBatch: stated(/Runs asked within (\d+) ms of each other share one `POST \/api\/flow_runs\/filter` \(by id, up to (\d+) runs per request, at most (\w+) requests at a time\)/),
       nativeWaitS: stated(/a finished flow span waits for it at most (\d+) s past/),
       breaker: stated(/after (\w+) connection failures in a row, lookups pause for (\d+) s/),
@@ -499,7 +500,7 @@ test("the README's lookup and length bounds are the code's", () => {
       lineMiB: stated(/a line holds at most (\d+) MiB \(([\d,]+) bytes of UTF-8/),
     },
     {
-      parentLookups: [OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX],
+      parentLookups: [OWNER_CACHE_MAX, OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX],
       nativeBatch: [GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT],
       nativeWaitS: [NATIVE_SPAN_WAIT_MS / 1000],
       breaker: [BREAKER_FAILURES, BREAKER_PAUSE_MS / 1000],
