@@ -33,3 +33,22 @@ test("task span names: the task_key without Prefect's code hash, also when Prefe
   };
   assert.deepEqual(runs.map((r) => named(r.id)), runs.map((r) => [r.want, r.want]));
 });
+
+test('task span names from Prefect 2 events, which carry no task key (no `payload.task_run`): the run name without the count Prefect 2 appends (`<task name>-<n>`)', async () => {
+  const runs = [
+    { id: '0198c7d2-6000-7abc-8def-000000000011', name: 'extract_rows-3', want: 'extract_rows' },
+    { id: '0198c7d2-6000-7abc-8def-000000000012', name: 'load-12', want: 'load' },
+    { id: '0198c7d2-6000-7abc-8def-000000000013', name: 'notify', want: 'notify' },
+  ];
+  const prefect2 = (e: Record<string, unknown>): Record<string, unknown> => {
+    const { task_run: _taskRun, ...payload } = e.payload as Record<string, unknown>;
+    return { ...e, payload };
+  };
+  const events = [flowState('RUNNING', 'Running', null, 0), ...runs.flatMap((r, i) => taskRun(r.id, r.name, 'unused-9a8b7c6d', 1 + i).map(prefect2)), flowState('COMPLETED', 'Completed', 'RUNNING', 9)];
+  const { spans } = await runModel(events);
+  const named = (id: string): [string, unknown, unknown] => {
+    const span = spans.find((s) => s.run.id === id)!;
+    return [span.name, span.attributes['cicd.pipeline.task.name'], span.attributes['prefect.task.key']];
+  };
+  assert.deepEqual(runs.map((r) => named(r.id)), runs.map((r) => [r.want, r.want, undefined]));
+});
