@@ -281,11 +281,47 @@ test('STLOGGING: one line per transition and attached event, with trace_id/span_
     'prefect.state.name': 'Running',
     'prefect.run.url': `http://prefect.local:4200/runs/flow-run/${FR}`,
   });
+  // A terminal state's line links to the trace in Jaeger; an event's line is on the innermost run, without state fields.
   const done = st.find((l) => l['prefect.run.id'] === FR && l['prefect.state.name'] === 'Completed')!;
-  assert.equal(done.jaeger_url, `http://jaeger.local:16686/trace/${traceIdForRun(FR)}`);
+  assert.deepEqual(done, {
+    level: 30,
+    time: done.time,
+    service: 'prefect-otel',
+    component: 'runs',
+    msg: `STLOGGING: Flow run ${FR} (crimson-fox) state transition: RUNNING -> COMPLETED (state_name='Completed', message='')`,
+    trace_id: traceIdForRun(FR),
+    span_id: spanIdForRun(FR),
+    trace_flags: '01',
+    'prefect.run.id': FR,
+    'prefect.run.type': 'flow',
+    'prefect.event.id': (happyRun()[16] as { id: string }).id,
+    'prefect.event.name': 'prefect.flow-run.Completed',
+    occurred: '2026-11-20T09:00:20.000000Z',
+    'prefect.run.name': 'crimson-fox',
+    'prefect.state.type': 'COMPLETED',
+    'prefect.state.name': 'Completed',
+    'prefect.run.url': `http://prefect.local:4200/runs/flow-run/${FR}`,
+    jaeger_url: `http://jaeger.local:16686/trace/${traceIdForRun(FR)}`,
+  });
   const custom = st.find((l) => l['prefect.event.name'] === 'acme.rows.parsed')!;
-  assert.equal(custom.msg, `STLOGGING: Event acme.rows.parsed (id=${String(custom['prefect.event.id'])}) on task run ${NESTED}`);
-  assert.equal(custom.span_id, spanIdForRun(NESTED));
+  const customId = (happyRun()[8] as { id: string }).id;
+  assert.deepEqual(custom, {
+    level: 30,
+    time: custom.time,
+    service: 'prefect-otel',
+    component: 'runs',
+    msg: `STLOGGING: Event acme.rows.parsed (id=${customId}) on task run ${NESTED}`,
+    trace_id: traceIdForRun(FR),
+    span_id: spanIdForRun(NESTED),
+    trace_flags: '01',
+    'prefect.run.id': NESTED,
+    'prefect.run.type': 'task',
+    'prefect.event.id': customId,
+    'prefect.event.name': 'acme.rows.parsed',
+    occurred: '2026-11-20T09:00:12.500000Z',
+    'prefect.run.name': 'parse-1a2',
+    'prefect.run.url': `http://prefect.local:4200/runs/task-run/${NESTED}`,
+  });
 });
 
 test('late task events after the flow ended still land in the flow run trace', async () => {
