@@ -851,17 +851,25 @@ test("Prefect's own span of a task run (its __OTEL_TRACEPARENT label) becomes ex
     '0198c7d2-6000-7abc-8def-0000000000b4': '00-4bf92f3577b34da6a3ce929d0e0e473-b7ad6b7169203331-01',
     '0198c7d2-6000-7abc-8def-0000000000b5': 42,
     '0198c7d2-6000-7abc-8def-0000000000b6': { traceparent: NATIVE },
+    // Version 00 has exactly four fields; version ff is forbidden; the hex digits are lowercase (W3C Trace Context).
+    '0198c7d2-6000-7abc-8def-0000000000b7': `${NATIVE}-extra`,
+    '0198c7d2-6000-7abc-8def-0000000000b8': `ff${NATIVE.slice(2)}`,
+    '0198c7d2-6000-7abc-8def-0000000000b9': NATIVE.toUpperCase(),
   };
+  // A later version may add fields after the flags, which are ignored.
+  const LATER = '0198c7d2-6000-7abc-8def-0000000000c1';
   const flow = happyRun().filter((e) => String(e.event).startsWith('prefect.flow-run.'));
-  const events = [...flow.slice(0, -1), ...labelled(EXTRACT, NATIVE), ...Object.entries(malformed).flatMap(([id, v]) => labelled(id, v)), flow.at(-1)!];
+  const events = [...flow.slice(0, -1), ...labelled(EXTRACT, NATIVE), ...labelled(LATER, `01${NATIVE.slice(2)}-more-fields`), ...Object.entries(malformed).flatMap(([id, v]) => labelled(id, v)), flow.at(-1)!];
   const { spans, pipeline } = await run(events);
 
   assert.equal(pipeline.counters.skipped.wrong_type, 0, 'no event skipped');
-  assert.deepEqual(tree(spans), ['etl [server] ok', ...Array<string>(7).fill('  extract [internal] ok')]);
+  assert.deepEqual(tree(spans), ['etl [server] ok', ...Array<string>(11).fill('  extract [internal] ok')]);
   const links = Object.fromEntries(spans.map((s) => [s.run.id, s.links]));
+  const native = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: 'b7ad6b7169203331', traceFlags: 1, remote: true, attributes: { 'prefect.link.kind': 'prefect_native_span' } };
   assert.deepEqual(links, {
     [FR]: [],
-    [EXTRACT]: [{ traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: 'b7ad6b7169203331', traceFlags: 1, remote: true, attributes: { 'prefect.link.kind': 'prefect_native_span' } }],
+    [EXTRACT]: [native],
+    [LATER]: [native],
     ...Object.fromEntries(Object.keys(malformed).map((id) => [id, []])),
   });
   // The link is all the label adds: the span's attributes are those of a task without it.
