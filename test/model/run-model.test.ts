@@ -971,6 +971,29 @@ test('a task never hangs under itself nor in a loop of tasks: a self-parent, a t
   });
 });
 
+test('only the `task_run` entries of a task\'s `__parents__` name a parent task: a `flow_run` input there names no task, whatever its id', async () => {
+  const [FIRST, SECOND] = ['0198c7d2-6000-7abc-8def-000000000201', '0198c7d2-6000-7abc-8def-000000000202'];
+  const ELSEWHERE = '0198c7d2-5b1e-7a3c-9f10-00000000bbbb';
+  const task = (tid: string, s: number, type: string, name: string, parents: { input_type: string; id: string }[]): Ev => {
+    const e = taskRunStateEvent({ taskRunId: tid, taskRunName: `t-${tid.slice(-2)}`, taskKey: 'step-1a2b3c4d', flowRunId: FR, ...FLOW, state: { type, name }, from: null, runCount: 1, occurred: at(s) }) as Ev;
+    const payload = e.payload as { task_run: { task_inputs: Record<string, unknown> } };
+    payload.task_run.task_inputs.__parents__ = parents;
+    return e;
+  };
+  const fromFlow = { input_type: 'flow_run', id: ELSEWHERE };
+  const events = [
+    flowState(0, 'RUNNING', 'Running', 'PENDING', 1),
+    task(FIRST, 1, 'RUNNING', 'Running', [fromFlow]),
+    task(SECOND, 2, 'RUNNING', 'Running', [fromFlow, { input_type: 'task_run', id: FIRST }]),
+    task(SECOND, 3, 'COMPLETED', 'Completed', [fromFlow, { input_type: 'task_run', id: FIRST }]),
+    task(FIRST, 4, 'COMPLETED', 'Completed', [fromFlow]),
+    flowState(5, 'COMPLETED', 'Completed', 'RUNNING', 1),
+  ];
+  const { spans } = await run(events);
+  const trace = traceIdForRun(FR);
+  assert.deepEqual(parents(spans), { [FR]: { trace, parent: null }, [FIRST]: { trace, parent: FR }, [SECOND]: { trace, parent: FIRST } });
+});
+
 test('subflows whose parents lead back to themselves: a flow run whose tracking task is its own, two flow runs owning each other\'s tracking task; each loop is broken at one run, which becomes a root with prefect.parent_task_run.id and a warning', async () => {
   const [A, B, C] = ['0198c7d2-7000-7000-8000-0000000000a1', '0198c7d2-7000-7000-8000-0000000000b1', '0198c7d2-7000-7000-8000-0000000000c1'];
   const [TA, TB, TC] = ['0198c7d2-7000-7000-8000-0000000000a2', '0198c7d2-7000-7000-8000-0000000000b2', '0198c7d2-7000-7000-8000-0000000000c2'];
