@@ -275,6 +275,33 @@ test('parser: a skip\'s detail is short whatever the input: long keys and values
   assert.deepEqual(got, cases.map(([, reason, detail]) => ({ reason, detail })));
 });
 
+test('classifier: a state\'s type, name and message come from the resource labels, else from `validated_state`; the type in any case; an intended "from" that is null or empty is none', () => {
+  const base = JSON.parse(taskBare!) as { resource: Record<string, string>; payload: Record<string, unknown> };
+  const { 'prefect.state-type': _type, 'prefect.state-name': _name, 'prefect.state-message': _message, ...otherLabels } = base.resource;
+  const stateOf = (labels: Record<string, string>, payload: Record<string, unknown>): unknown => {
+    const r = parseEvent({ ...base, resource: { ...otherLabels, ...labels }, payload: { ...base.payload, ...payload } });
+    assert.ok(r.ok, JSON.stringify(r));
+    const c = classify(r.event);
+    return c.kind === 'state' ? c.state : c;
+  };
+  const validated = { type: 'FAILED', name: 'TimedOut', message: 'took too long' };
+  assert.deepEqual(
+    [
+      stateOf({ 'prefect.state-type': 'running', 'prefect.state-name': 'Running', 'prefect.state-message': 'go' }, { intended: { from: 'PENDING', to: 'RUNNING' } }),
+      stateOf({}, { validated_state: validated, intended: { from: null, to: 'FAILED' } }),
+      stateOf({ 'prefect.state-type': 'FAILED', 'prefect.state-name': '' }, { validated_state: validated, intended: { from: '', to: 'FAILED' } }),
+      stateOf({ 'prefect.state-type': 'CRASHED', 'prefect.state-message': '' }, { validated_state: {}, intended: {} }),
+    ],
+    [
+      { type: 'RUNNING', name: 'Running', message: 'go', from: 'PENDING', runCount: 1 },
+      { type: 'FAILED', name: 'TimedOut', message: 'took too long', from: undefined, runCount: 1 },
+      { type: 'FAILED', name: 'TimedOut', message: 'took too long', from: undefined, runCount: 1 },
+      // Without a name anywhere: the event name's suffix (`prefect.task-run.<state name>`).
+      { type: 'CRASHED', name: 'Running', message: '', from: undefined, runCount: 1 },
+    ],
+  );
+});
+
 test('classifier: a run count is read when it is an integer OTLP holds exactly; longer digit strings are not counts Prefect writes and are left out', () => {
   const base = JSON.parse(taskBare!) as { resource: Record<string, string> };
   const runCountOf = (text: string): unknown => {
