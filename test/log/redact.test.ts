@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { redactCredentials, redactTokenFields, redactUrlValue, redactUserinfo, safeUrl } from '../../src/log/redact.js';
+import { redactCredentials, redactTokenFields, redactUrlValue, redactUserinfo, safeUrl, secretRedactor } from '../../src/log/redact.js';
 
 describe('redact: URL user info', () => {
   it('safeUrl drops the user info, a password with a raw @ included, and leaves other URLs as given', () => {
@@ -77,8 +77,10 @@ describe('redact: URL user info', () => {
         'PREFECT_CLIENT_CUSTOM_HEADERS={"CF-Access-Client-Secret": "CfSecret5551234"}',
         '{"OTEL_EXPORTER_OTLP_HEADERS": "x-honeycomb-team=HcKey0123", "OTEL_SERVICE_NAME": "etl"}',
         'curl http://admin:Hunter2Pass@prefect:4200/api/events/filter?token=T0kenValue&limit=50',
+        'POST https://otlp.vendor.io/v1/traces?region=eu&key=AIzaVendorKey0&api-key=Other0Key',
         '{"password": "Hunter2Pass", "api_key": "k3y\\"x", "name": "crimson-fox"}',
         '{"type":"auth","token":"pnu_abc"}',
+        '{"type":"auth","token":"admin:Hunter2Pass"}',
         '{"type":"event","event":{"id":"x","resource":{"prefect.resource.name":"Basic ETL"}}}',
       ].map(redactCredentials),
       [
@@ -92,10 +94,31 @@ describe('redact: URL user info', () => {
         'PREFECT_CLIENT_CUSTOM_HEADERS=[redacted]',
         '{"OTEL_EXPORTER_OTLP_HEADERS": [redacted], "OTEL_SERVICE_NAME": "etl"}',
         'curl http://[redacted]@prefect:4200/api/events/filter?token=[redacted]&limit=50',
+        'POST https://otlp.vendor.io/v1/traces?region=eu&key=[redacted]&api-key=[redacted]',
         '{"password": "[redacted]", "api_key": "[redacted]", "name": "crimson-fox"}',
+        '{"type":"auth","token":"[redacted]"}',
         '{"type":"auth","token":"[redacted]"}',
         '{"type":"event","event":{"id":"x","resource":{"prefect.resource.name":"Basic ETL"}}}',
       ],
     );
+  });
+});
+
+describe('redact: known secret values', () => {
+  it('secretRedactor replaces each value and each long word of it wherever a text quotes them; short values and words stay', () => {
+    const redact = secretRedactor(['Bearer s3cr3t-t0ken-value', ' tenant-42 ', 'x1', 'Basic dXNlcjpwYXNz']);
+    assert.deepEqual(
+      [
+        'HTTP 401: invalid credentials "Bearer s3cr3t-t0ken-value" for tenant-42',
+        'token s3cr3t-t0ken-value refused; expected Basic auth, got Basic dXNlcjpwYXNz',
+        'x1 Bearer tenant-4',
+      ].map(redact),
+      [
+        'HTTP 401: invalid credentials "[redacted]" for [redacted]',
+        'token [redacted] refused; expected Basic auth, got [redacted]',
+        'x1 Bearer tenant-4',
+      ],
+    );
+    assert.equal(secretRedactor(['', 'ab'])('ab and more'), 'ab and more');
   });
 });
