@@ -9,7 +9,7 @@ import { pino } from 'pino';
 import { createLogger, createPrettyStream } from '../../src/log/logger.js';
 import { INSTRUMENTATION_SCOPE } from '../../src/export/spans.js';
 import { LINE_MAX_BYTES, TRUNCATED } from '../../src/log/line-bound.js';
-import { createRunLogWriter, LINE_STATE_MESSAGE_MAX_CHARS } from '../../src/log/stlogging.js';
+import { createRunLogWriter, formatRunLogMessage, LINE_STATE_MESSAGE_MAX_CHARS } from '../../src/log/stlogging.js';
 import type { PrefectEvent } from '../../src/model/event.js';
 import { usToHrTime } from '../../src/model/time.js';
 import type { RunLogRecord } from '../../src/model/tracker.js';
@@ -115,6 +115,31 @@ test('STLOGGING lines follow the logger level: warn drops transitions and keeps 
     own.lines.map((l) => (JSON.parse(l) as { msg: string }).msg),
     [`STLOGGING: Task run ${RUN_ID} (late one) state transition: None -> COMPLETED (state_name='Completed', message='All done') (late: its span was already exported)`],
   );
+});
+
+test('the message of each record: a state\'s name and message quoted as Python\'s repr writes them (quotes, backslashes and control characters escaped), the run name as it is', () => {
+  assert.deepEqual(RECORDS.map(formatRunLogMessage), [
+    `Flow run ${RUN_ID} (etl-nightly) state transition: PENDING -> RUNNING (state_name='Running', message='')`,
+    `Task run ${RUN_ID} (${RECORDS[1]!.run.name!}) state transition: RUNNING -> FAILED (state_name=${String.raw`'Didn\'t "work"'`}, message=${String.raw`'line one\nline \'two\''`})`,
+    `Event acme.model.trained\u2028 (id=${RECORDS[2]!.event.id}) on flow run ${RUN_ID}`,
+    `Task run ${RUN_ID} (late one) state transition: None -> COMPLETED (state_name='Completed', message='All done')`,
+  ]);
+});
+
+test('a line of a trace the sampler leaves out says trace_flags 00 and has no Jaeger link; a kept trace\'s terminal line has one', () => {
+  for (const sampled of [true, false]) {
+    const own = sink();
+    const viaPino = sink();
+    const options = { ...OPTION_SETS[1]!, traceSampled: (traceId: string) => sampled && traceId === base.traceId };
+    const writers = [createRunLogWriter(createLogger({ level: 'info', format: 'json', destination: own.stream }), options), createRunLogWriter(pino({ level: 'info' }, viaPino.stream), options)];
+    for (const write of writers) for (const record of RECORDS) write(record);
+    for (const lines of [own.lines, viaPino.lines]) {
+      assert.deepEqual(
+        lines.map((l) => JSON.parse(l) as Record<string, unknown>).map((l) => [l['prefect.event.name'], l.trace_flags, l.jaeger_url ?? null]),
+        RECORDS.map((r) => [r.event.name, sampled ? '01' : '00', sampled && r.state?.terminal === true ? `http://localhost:16686/trace/${base.traceId}` : null]),
+      );
+    }
+  }
 });
 
 /** A run name as a `flow_run_name` template can make it: a forged second line, a colour change. */
