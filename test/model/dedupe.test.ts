@@ -28,6 +28,10 @@ test('dedupe: ids older than the window are forgotten as time moves on, and a re
   r.restore(d.toJSON(), 55_000);
   assert.deepEqual(r.toJSON(), [[id(48), 48_000], [id(49), 49_000], [id(999), 55_000]]);
   assert.deepEqual(r.takeAdded().toJSON(), []);
+  // Restored after 60 s in which nothing watched: the ids' times move on by it, and the window keeps them.
+  const late = new DedupeSet(10_000, 100);
+  late.restore(d.toJSON(), 115_000, 60_000);
+  assert.deepEqual(late.toJSON(), [...Array.from({ length: 5 }, (_, j): [string, number] => [id(45 + j), 105_000 + j * 1_000]), [id(999), 115_000]]);
 });
 
 /**

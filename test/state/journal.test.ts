@@ -377,6 +377,26 @@ describe('state journal', () => {
     assert.deepEqual(b.spans.map((s) => s.spanId).sort(), c.spans.map((s) => s.spanId).filter((id) => !damaged.has(id)).sort());
   });
 
+  it('time while no process watched does not count: after an outage longer than the dedupe window the ids saved are still known, their times moved on by the outage; a save stamped ahead of the clock is no outage', async () => {
+    const path = join(dir, 'outage', 'state.json');
+    const store = createStateStore(path);
+    await mkdir(join(dir, 'outage'), { recursive: true });
+    const windowMs = resolveConfig({ tracesExporter: 'none' }, {}).model.dedupeWindowMs;
+    const savedMs = Date.UTC(2026, 0, 5, 12);
+    const ids = ['0198c7d2-eeee-7000-8000-000000000001', '0198c7d2-eeee-7000-8000-000000000002'];
+    const restoreAt = async (savedAt: number, nowMs: number): Promise<[string, number][]> => {
+      const body = { version: 2, generation: 1, savedAt: new Date(savedAt).toISOString(), cursorUs: null, dedupe: [[ids[0], savedMs - 60_000], [ids[1], savedMs - 1_000]], tracker: { open: [], finished: [], owners: [], waiting: [] }, pendingSpans: [] };
+      await writeFile(path, JSON.stringify(body));
+      const b = pipeline();
+      await loadState(store, b, nowMs, quiet);
+      return b.dedupe.toJSON();
+    };
+    const outageMs = windowMs + 3_600_000;
+    assert.deepEqual(await restoreAt(savedMs, savedMs + outageMs), [[ids[0], savedMs - 60_000 + outageMs], [ids[1], savedMs - 1_000 + outageMs]]);
+    // Saved "later" than now (a clock set back): no outage, the times stay as saved.
+    assert.deepEqual(await restoreAt(savedMs + 5_000, savedMs + 1_000), [[ids[0], savedMs - 60_000], [ids[1], savedMs - 1_000]]);
+  });
+
   it('a state file of a newer format is moved aside with a message naming its version; one of no known format says that', async () => {
     const path = join(dir, 'versions', 'state.json');
     const store = createStateStore(path);
