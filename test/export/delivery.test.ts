@@ -35,7 +35,11 @@ test('a 503 storm, then recovery: every span arrives exactly once and the failur
   assert.deepEqual(r, { ok: true, pending: 0 });
   const ids = receiver.spans().map((s) => s.spanId);
   assert.deepEqual([...ids].sort(), Array.from({ length: 500 }, (_, k) => (k + 1).toString(16).padStart(16, '0')));
-  assert.deepEqual({ delivered: d.stats.delivered, dropped: d.stats.dropped, rejected: d.stats.rejected }, { delivered: 500, dropped: 0, rejected: 0 });
+  // Recovered: no longer failing (what /healthz reads), the last success recorded.
+  assert.deepEqual(
+    { delivered: d.stats.delivered, dropped: d.stats.dropped, rejected: d.stats.rejected, failing: d.stats.failing, succeeded: d.stats.lastSuccessMs !== undefined },
+    { delivered: 500, dropped: 0, rejected: 0, failing: false, succeeded: true },
+  );
   // How many attempts the storm costs depends on the exporter's own retries within its timeout:
   // one line per failed attempt, each with the collector's answer, then one line when it recovers.
   const failures = d.stats.failedAttempts;
