@@ -375,8 +375,8 @@ test('PREFECT_UI_URL unset for a Prefect Cloud workspace is its UI address, as P
   assert.equal(describeConfig(resolveConfig({}, { PREFECT_API_URL: cloud, PREFECT_API_KEY: 'pnu_key' })).uiUrl, `https://app.prefect.cloud/account/${A}/workspace/${W}`);
 });
 
-test('PREFECT_UI_URL and PREFECT_OTEL_JAEGER_URL with a query or fragment are errors naming the URL to use (every link would land inside it); with a path and a trailing slash they are taken', () => {
-  const config = resolveConfig({}, { PREFECT_UI_URL: 'https://host/prefect/', PREFECT_OTEL_JAEGER_URL: 'https://user:pw@jaeger.example/jaeger/' });
+test('PREFECT_UI_URL and PREFECT_OTEL_JAEGER_URL with a query or fragment are errors naming the URL to use (every link would land inside it); with a path and a trailing slash they are taken, without user info (links go into every span and log line)', () => {
+  const config = resolveConfig({}, { PREFECT_UI_URL: 'https://ui:s3cret@host/prefect/', PREFECT_OTEL_JAEGER_URL: 'https://user:pw@jaeger.example/jaeger/' });
   assert.deepEqual([config.prefect.uiUrl, config.jaegerUrl], ['https://host/prefect', 'https://jaeger.example/jaeger']);
   let problems: readonly string[] = [];
   try {
@@ -534,10 +534,13 @@ test('the warnings of a setting name it as it was given: the flag or option, els
     "--apiTlsInsecureSkipVerify is on: the Prefect server's certificate is not checked",
     'both PREFECT_API_KEY and --authString are set; using PREFECT_API_KEY',
   ]);
-  assert.deepEqual(resolveConfig({}, { PREFECT_API_TLS_INSECURE_SKIP_VERIFY: 'yes', PREFECT_API_KEY: 'pnu_x', PREFECT_API_AUTH_STRING: 'u:p' }).warnings, [
+  const both = resolveConfig({}, { PREFECT_API_TLS_INSECURE_SKIP_VERIFY: 'yes', PREFECT_API_KEY: 'pnu_x', PREFECT_API_AUTH_STRING: 'u:p' });
+  assert.deepEqual(both.warnings, [
     "PREFECT_API_TLS_INSECURE_SKIP_VERIFY is on: the Prefect server's certificate is not checked",
     'both PREFECT_API_KEY and PREFECT_API_AUTH_STRING are set; using PREFECT_API_KEY',
   ]);
+  // The auth string is left out of the configuration in force, as the warning says.
+  assert.deepEqual({ apiKey: both.prefect.apiKey, authString: both.prefect.authString }, { apiKey: 'pnu_x', authString: undefined });
 });
 
 test('OTLP headers written as JSON or as `name: value` with no `=` in them are refused with the format to use, their text never shown', () => {
