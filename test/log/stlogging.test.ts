@@ -118,7 +118,7 @@ test('STLOGGING lines follow the logger level: warn drops transitions and keeps 
 });
 
 test('the message of each record: a state\'s name and message quoted as Python\'s repr writes them (quotes, backslashes and control characters escaped), the run name as it is', () => {
-  assert.deepEqual(RECORDS.map(formatRunLogMessage), [
+  assert.deepEqual(RECORDS.map((r) => formatRunLogMessage(r)), [
     `Flow run ${RUN_ID} (etl-nightly) state transition: PENDING -> RUNNING (state_name='Running', message='')`,
     `Task run ${RUN_ID} (${RECORDS[1]!.run.name!}) state transition: RUNNING -> FAILED (state_name=${String.raw`'Didn\'t "work"'`}, message=${String.raw`'line one\nline \'two\''`})`,
     `Event acme.model.trained\u2028 (id=${RECORDS[2]!.event.id}) on flow run ${RUN_ID}`,
