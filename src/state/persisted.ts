@@ -213,7 +213,8 @@ export async function loadState(
     const message = isNum(version) && version > LATEST_VERSION
       ? `state file written by a newer prefect-otel (format version ${version}; this one reads versions up to ${LATEST_VERSION}); starting without it`
       : 'state file has an unknown format; starting without it';
-    log.error({ path: store.path, movedTo: await moveAside(store.path), version }, message);
+    // `formatVersion`, not `version`: every starting line has `version`, prefect-otel's own, as text.
+    log.error({ path: store.path, movedTo: await moveAside(store.path), ...(isNum(version) ? { formatVersion: version } : {}) }, message);
     return undefined;
   }
   const { state: whole, lines } = applyJournal(data, journal, log);

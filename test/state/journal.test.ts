@@ -409,9 +409,9 @@ describe('state journal', () => {
       await writeFile(path, JSON.stringify({ version, ...body }));
       lines.length = 0;
       assert.equal(await loadState(store, pipeline(), 0, log), undefined);
-      const r = JSON.parse(lines[0]!) as { msg: string; version: number; path: string; movedTo: string };
+      const r = JSON.parse(lines[0]!) as { msg: string; formatVersion: number; path: string; movedTo: string };
       assert.ok(r.movedTo.startsWith(`${path}.bad-`));
-      said.push([lines.length, r.msg, r.version, r.path]);
+      said.push([lines.length, r.msg, r.formatVersion, r.path]);
       await rm(r.movedTo);
     }
     assert.deepEqual(said, [
