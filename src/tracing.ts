@@ -545,7 +545,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       if (await this.mayWriteState()) {
         try {
           const kept = await this.state.save(true);
-          if (kept > 0) log.warn({ spans: kept, path: this.store.path }, 'spans the collector has not taken yet are kept in the state file; the next start sends them');
+          if (kept > 0) log.warn({ count: kept, path: this.store.path }, 'spans the collector has not taken yet are kept in the state file; the next start sends them');
         } catch (err) {
           if (err instanceof StateTakenError) await this.stateTaken();
           else {
@@ -555,7 +555,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
           if (err instanceof SpansNotKeptError) {
             // Neither delivered nor kept for the next start: a failure, as an export that failed is.
             const lost = new ExportError(`${plural(err.spans, 'span')} the collector has not taken could not be kept in the state file ${this.store.path} either: they are lost`);
-            log.error({ spans: err.spans, path: this.store.path }, lost.message);
+            log.error({ count: err.spans, path: this.store.path }, lost.message);
             this.failure ??= lost;
           }
         }

@@ -415,7 +415,7 @@ test('library: shutdown(timeoutMs) with a collector that takes every request and
       withinTimeout: tookMs < timeoutMs + 4_000 ? 'yes' : `${tookMs} ms`,
       said: lines()
         .filter((l) => (l.level ?? 0) >= 40 && !String(l.msg).startsWith('export of'))
-        .map((l) => [l.msg, l.spans ?? l.count ?? errMessage(l.err)]),
+        .map((l) => [l.msg, l.count ?? errMessage(l.err)]),
       sentOnRestart: next.spans().map((s) => s.attributes['prefect.run.id']).sort(),
     },
     {
