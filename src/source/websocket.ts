@@ -799,7 +799,7 @@ export function createEventSubscriber(options: EventSubscriberOptions): EventSub
         sentCheck.unref();
         timers.push(sentCheck);
         stats.connects += 1;
-        log.info({ url: endpoint.logUrl, since: filter.occurred.since, until: filter.occurred.until, eventNames: prefixes ?? 'all' }, 'connected to the Prefect event stream');
+        log.info({ url: endpoint.logUrl, since: filter.occurred.since, until: filter.occurred.until, eventNames: prefixes === undefined ? 'all' : prefixes.join(', ') }, 'connected to the Prefect event stream');
         // The stream moves past a window the history left unread: what the server's backfill clamp cuts off is lost now.
         if (unreadWindow !== undefined) {
           const untilMs = filterSentAtMs - backfillWindowMs;
