@@ -3,16 +3,21 @@
  * (Elasticsearch, OpenSearch, Loki's JSON parser), and as Docker's json-file driver and containerd's
  * CRI logger take it (a line over 16 KiB is split): each field, dotted keys taken as paths as those
  * stores take them, has one JSON type on every line; no field is both a value and an object; a
- * failure is one `err` object; every line is under 16 KiB.
+ * failure is one `err` object; every line is under 16 KiB. The lines of rarer runs (a standby, a lock
+ * taken over, state files moved aside or not writable, fatal errors, maintenance, a proxy that is not
+ * there, the health server, a Prefect profile that is not TOML, replay's input warnings) are checked
+ * together with those of the busy runs, as one index holds them all.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { test } from 'node:test';
-import { startCli } from '../helpers/cli.js';
+import { test, type TestContext } from 'node:test';
+import { startCli, type CliResult } from '../helpers/cli.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.js';
 import { customEvent, flowRunStateEvent } from '../helpers/prefect-events.js';
+import { follow } from '../helpers/watch-processes.js';
 import { closedPort, liveConnections, startWatch, tempDir, until, workload, type Workload } from '../helpers/watch-e2e.js';
 
 const LINE_BOUND_BYTES = 16 * 1024;
@@ -59,8 +64,15 @@ function fieldTypes(lines: readonly Line[]): Map<string, Map<string, string>> {
 
 function parseLines(stdout: string): { lines: Line[]; raw: string[] } {
   const raw = stdout.split('\n').filter((l) => l !== '');
-  return { raw, lines: raw.map((l) => JSON.parse(l) as Line) };
+  const lines = raw.map((l) => JSON.parse(l) as Line);
+  // Every line of every run is also checked with the lines of the others: a field is mapped once per index.
+  gathered.raw.push(...raw);
+  gathered.lines.push(...lines);
+  return { raw, lines };
 }
+
+/** The lines of every run of this file, together. */
+const gathered: { lines: Line[]; raw: string[] } = { lines: [], raw: [] };
 
 function assertOneTypePerField(lines: readonly Line[]): void {
   const mixed = [...fieldTypes(lines)].filter(([, m]) => m.size > 1).map(([path, m]) => ({ path, types: Object.fromEntries(m) }));
@@ -180,4 +192,114 @@ test('replay: bad lines, a refusing collector and a long state message give line
   assertOneTypePerField(lines);
   assertErrShape(lines);
   assertBounded(raw);
+});
+
+/** A watch child whose lines are read as they come, killed if the test fails before it ends. */
+function watchOf(t: TestContext, env: Record<string, string>): { child: ReturnType<typeof startWatch>['child']; lines: () => Line[]; result: Promise<CliResult> } {
+  const run = startWatch(env, t);
+  return { child: run.child, lines: follow(run.child), result: run.result };
+}
+
+const saidBy = (lines: () => Line[], start: string) => (): boolean => lines().some((l) => String(l.msg).startsWith(start));
+
+test('the rarer lines (standby and lock, state files that cannot be read or written, fatal errors, maintenance, a proxy, the health server, a Prefect profile, replay input) have the types of the busy runs\' lines, each under 16 KiB', { timeout: 90_000 }, async (t) => {
+  const w = workload(1);
+  const prefect = await startFakePrefect();
+  for (const r of w.taskRuns) prefect.addTaskRun(r);
+  const guarded = await startFakePrefect({ apiKey: 'pnu_right' });
+  const receiver = await startOtlpReceiver();
+  const busyPort = createServer();
+  await new Promise<void>((r) => busyPort.listen(0, '127.0.0.1', r));
+  t.after(async () => {
+    busyPort.close();
+    await receiver.close();
+    await guarded.close();
+    await prefect.close();
+  });
+  const down = `http://127.0.0.1:${await closedPort()}`;
+  const base = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_LOG_LEVEL: 'debug' };
+  const outputs: Promise<CliResult>[] = [];
+
+  // Fatal at start: a state file under a regular file (exit 2), a refused API key (exit 3), a health port taken (exit 1).
+  const dir = tempDir();
+  writeFileSync(join(dir, 'file'), '');
+  outputs.push(startWatch({ ...base, PREFECT_OTEL_STATE_FILE: join(dir, 'file', 'state.json') }, t).result);
+  outputs.push(startWatch({ ...base, PREFECT_API_URL: guarded.url, PREFECT_API_KEY: 'pnu_wrong' }, t).result);
+  outputs.push(startWatch({ ...base, PREFECT_OTEL_HTTP_PORT: String((busyPort.address() as { port: number }).port) }, t).result);
+  // A Prefect profiles file that is not TOML, and a proxy that is not there: warnings, then retries.
+  const home = tempDir();
+  mkdirSync(join(home, '.prefect'));
+  writeFileSync(join(home, '.prefect', 'profiles.toml'), 'active = "cloud"\n[profiles.cloud\n');
+  // Its state file of a newer format, its journal a directory.
+  const newer = join(tempDir(), 'state.json');
+  writeFileSync(newer, '{"version":99}');
+  mkdirSync(`${newer}.journal`);
+  const proxied = watchOf(t, { ...base, HOME: home, HTTP_PROXY: down, PREFECT_OTEL_HTTP_PORT: '0', PREFECT_OTEL_STATE_FILE: newer });
+  // A state file that is not JSON: moved aside.
+  const unreadable = join(tempDir(), 'state.json');
+  writeFileSync(unreadable, '{"version":2,"tracker":');
+  // Replay: bad lines, a `prefect events stream` error in the middle, a last event cut short.
+  const events = w.events.map((e) => JSON.stringify(e));
+  outputs.push(startCli(['replay', '-'], { ...base, PREFECT_API_URL: down }, [events[0], 'An unexpected error occurred: server rejected WebSocket connection: HTTP 502', ...events.slice(1), '[1,', events[0]!.slice(0, 40)].join('\n')).result);
+
+  // A holder, a standby beside it; the holder killed: the standby takes over from a process that no longer runs.
+  const state = join(tempDir(), 'state.json');
+  const holder = watchOf(t, { ...base, PREFECT_OTEL_STATE_FILE: state });
+  await until('subscription', () => liveConnections(prefect) === 1);
+  const standby = watchOf(t, { ...base, PREFECT_OTEL_STATE_FILE: state, PREFECT_OTEL_HTTP_PORT: '0' });
+  await until('standby', saidBy(standby.lines, 'standby:'));
+  holder.child.kill('SIGKILL');
+  await holder.result;
+  await until('taken over', saidBy(standby.lines, 'took over the state file'));
+  // A third on the same file waits, and is stopped while it does.
+  const third = watchOf(t, { ...base, PREFECT_OTEL_STATE_FILE: state });
+  await until('second standby', saidBy(third.lines, 'standby:'));
+  third.child.kill('SIGTERM');
+  outputs.push(third.result);
+
+  // Maintenance on the upgrade, then over; the state file and journal moved aside.
+  prefect.switches.maintenance = true;
+  prefect.switches.restStatus = 503;
+  prefect.switches.restRetryAfter = '1';
+  const resumed = watchOf(t, { ...base, PREFECT_OTEL_STATE_FILE: unreadable, PREFECT_OTEL_STATS_INTERVAL_MS: '100' });
+  await until('maintenance', saidBy(resumed.lines, 'the Prefect API is down for maintenance'), 20_000);
+  prefect.switches.maintenance = false;
+  prefect.switches.restStatus = 0;
+  prefect.switches.restRetryAfter = undefined;
+  await until('resumed', saidBy(resumed.lines, 'connected to the Prefect event stream'), 20_000);
+
+  // The collector down and the state file's directory made a file: the spans lost at SIGTERM are said.
+  const lostDir = tempDir();
+  const lost = watchOf(t, { ...base, OTEL_EXPORTER_OTLP_ENDPOINT: down, PREFECT_OTEL_STATE_FILE: join(lostDir, 'file', 'state.json'), PREFECT_OTEL_STATS_INTERVAL_MS: '50' });
+  await until('subscription', saidBy(lost.lines, 'connected to the Prefect event stream'));
+  renameSync(join(lostDir, 'file'), join(lostDir, 'moved'));
+  writeFileSync(join(lostDir, 'file'), '');
+  prefect.publish(w.events);
+  const finished = (): boolean => lost.lines().some((l) => l.msg === 'stats' && (l.spans as { finished: number }).finished === w.runs.size);
+  await until('every span built', finished, 15_000);
+  await until('a save failed', saidBy(lost.lines, 'could not write the state file'));
+  for (const c of [lost, resumed, standby, proxied]) c.child.kill('SIGTERM');
+  outputs.push(lost.result, resumed.result, standby.result, proxied.result);
+
+  const results = await Promise.all(outputs);
+  assert.deepEqual(results.map((r) => r.code), [2, 3, 1, 0, 0, 1, 0, 0, 0], results.map((r) => r.stderr).join('\n'));
+  const all: Line[] = [];
+  const raw: string[] = [];
+  for (const r of results) {
+    const parsed = parseLines(r.stdout);
+    all.push(...parsed.lines);
+    raw.push(...parsed.raw);
+  }
+  // Each run said what it is here for.
+  const wanted = [
+    'standby:', 'took over the state file from a process of this host that no longer runs', 'shutting down a standby', 'state file unreadable', 'state journal unreadable',
+    'state file written by a newer prefect-otel', 'could not write the state file', `${w.runs.size} spans the collector has not taken could not be kept`,
+    'the Prefect API is down for maintenance', 'serving /healthz', 'the Prefect profiles file', 'stopped', '`prefect events stream` stopped here',
+  ];
+  assert.deepEqual(wanted.filter((start) => !all.some((l) => String(l.msg).startsWith(start))), []);
+  assert.ok(all.filter((l) => l.level === 60).length >= 3, 'the fatal lines are among them');
+  assert.ok(all.some((l) => String((l.err as { message?: string } | undefined)?.message).startsWith('the proxy ')), 'a proxy that is not there is said');
+  assertOneTypePerField(gathered.lines);
+  assertErrShape(gathered.lines);
+  assertBounded(gathered.raw);
 });
