@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { test, type TestContext } from 'node:test';
 import { startCli, type CliResult } from '../helpers/cli.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
@@ -226,6 +227,9 @@ test('the rarer lines (standby and lock, state files that cannot be read or writ
   outputs.push(startWatch({ ...base, PREFECT_OTEL_STATE_FILE: join(dir, 'file', 'state.json') }, t).result);
   outputs.push(startWatch({ ...base, PREFECT_API_URL: guarded.url, PREFECT_API_KEY: 'pnu_wrong' }, t).result);
   outputs.push(startWatch({ ...base, PREFECT_OTEL_HTTP_PORT: String((busyPort.address() as { port: number }).port) }, t).result);
+  // The right key, and the auth message answered in no Prefect form: refused too (exit 3).
+  guarded.switches.authReplies = ['{"type":"hello"}'];
+  outputs.push(startWatch({ ...base, PREFECT_API_URL: guarded.url, PREFECT_API_KEY: 'pnu_right' }, t).result);
   // A Prefect profiles file that is not TOML, and a proxy that is not there: warnings, then retries.
   const home = tempDir();
   mkdirSync(join(home, '.prefect'));
@@ -240,6 +244,9 @@ test('the rarer lines (standby and lock, state files that cannot be read or writ
   writeFileSync(unreadable, '{"version":2,"tracker":');
   // Replay: bad lines, a `prefect events stream` error in the middle, a last event cut short.
   const events = w.events.map((e) => JSON.stringify(e));
+  const gz = join(tempDir(), 'events.jsonl.gz');
+  writeFileSync(gz, gzipSync(`${events.join('\n')}\n`));
+  outputs.push(startCli(['replay', gz], base).result);
   outputs.push(startCli(['replay', '-'], { ...base, PREFECT_API_URL: down }, [events[0], 'An unexpected error occurred: server rejected WebSocket connection: HTTP 502', ...events.slice(1), '[1,', events[0]!.slice(0, 40)].join('\n')).result);
 
   // A holder, a standby beside it; the holder killed: the standby takes over from a process that no longer runs.
@@ -282,7 +289,7 @@ test('the rarer lines (standby and lock, state files that cannot be read or writ
   outputs.push(lost.result, resumed.result, standby.result, proxied.result);
 
   const results = await Promise.all(outputs);
-  assert.deepEqual(results.map((r) => r.code), [2, 3, 1, 0, 0, 1, 0, 0, 0], results.map((r) => r.stderr).join('\n'));
+  assert.deepEqual(results.map((r) => r.code), [2, 3, 1, 3, 1, 0, 0, 1, 0, 0, 0], results.map((r) => r.stderr).join('\n'));
   const all: Line[] = [];
   const raw: string[] = [];
   for (const r of results) {
