@@ -15,22 +15,11 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { mulberry32 } from '../../src/source/demo-workload.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { follow, stateText, stlogging } from '../helpers/watch-processes.js';
 import { liveConnections, shape, startWatch, tempDir, until, watchUntilSpans, workload, type LogLine, type Workload } from '../helpers/watch-e2e.js';
-
-/** mulberry32: a small PRNG, the same sequence for the same seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -72,7 +61,7 @@ function oneOfEach(spans: ReceivedSpan[]): ReturnType<typeof shape> {
 }
 
 async function killCycle(t: TestContext, seed: number): Promise<void> {
-  const random = prng(seed);
+  const random = mulberry32(seed);
   const between = (lo: number, hi: number): number => lo + Math.floor(random() * (hi - lo + 1));
   const w = workload(4);
   const reference = await uninterrupted(t, w);
