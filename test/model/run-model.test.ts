@@ -831,6 +831,18 @@ test('bounds: past the span event limit the oldest other events are summarised, 
     [['r0', 'evicted'], ['r1', 'evicted'], ['r2', 'end_of_input'], ['r3', 'end_of_input'], ['r4', 'end_of_input']],
   );
   assert.equal(bounded.pipeline.tracker.counts.evicted, 2);
+  // A run that reached its terminal state and only waits out its settle window is ended early but complete.
+  const settling = [
+    flowRunStateEvent({ flowRunId: '0198c7d2-0000-7000-8000-000000000200', flowRunName: 'done', ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(0) }),
+    flowRunStateEvent({ flowRunId: '0198c7d2-0000-7000-8000-000000000200', flowRunName: 'done', ...FLOW, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: at(0) + 1 }),
+    ...[0, 1, 2].map((i) => flowRunStateEvent({ flowRunId: `0198c7d2-0000-7000-8000-00000000010${i}`, flowRunName: `r${i}`, ...FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: at(0) + 2 + i })),
+  ];
+  const early = await run(settling, { maxOpenRuns: 3 });
+  assert.deepEqual(
+    early.spans.map((s) => [s.run.name, s.attributes['prefect.state.type'], s.attributes['prefect.run.incomplete_reason']]),
+    [['done', 'COMPLETED', undefined], ['r0', 'RUNNING', 'end_of_input'], ['r1', 'RUNNING', 'end_of_input'], ['r2', 'RUNNING', 'end_of_input']],
+  );
+  assert.deepEqual({ evicted: early.pipeline.tracker.counts.evicted, incomplete: early.pipeline.tracker.counts.incomplete }, { evicted: 1, incomplete: 3 });
 });
 
 test("Prefect's own span of a task run (its __OTEL_TRACEPARENT label) becomes exactly one link; malformed values give none and change nothing else", async () => {
