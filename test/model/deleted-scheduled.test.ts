@@ -8,11 +8,12 @@ import { resolveConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log/logger.js';
 import type { SpanRecord } from '../../src/model/span-record.js';
 import { createPipeline } from '../../src/pipeline.js';
-import { EXAMPLE_FLOW, flowRunStateEvent } from '../helpers/prefect-events.js';
+import { EXAMPLE_FLOW, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 
 const A = '0198c7d2-5b1e-7a3c-9f10-0000000000b1';
 const B = '0198c7d2-5b1e-7a3c-9f10-0000000000b2';
 const C = '0198c7d2-5b1e-7a3c-9f10-0000000000b3';
+const TASK = '0198c7d2-6000-7abc-8def-0000000000a1';
 const TIMEOUT_MS = 60_000;
 
 const state = (run: string, at: number, type: string, name: string, runCount = 0) =>
@@ -84,6 +85,34 @@ test('a flow run Scheduled again after it started (AwaitingRetry) and quiet for 
       open: [B],
       spans: [{ id: A, startUs: t0 * 1_000, endUs: (t0 + 5_000) * 1_000, state: 'AwaitingRetry', incomplete: true, reason: 'deleted' }],
     },
+  );
+  await pipeline.shutdown(0);
+});
+
+test('a scheduled flow run Prefect no longer has whose tasks have been seen meanwhile ran after all: it is not forgotten, and is left to its events', async () => {
+  const config = resolveConfig({ tracesExporter: 'none', openRunTimeoutMs: TIMEOUT_MS }, {});
+  const logger = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const spans: SpanRecord[] = [];
+  const asked: string[][] = [];
+  let answer: (gone: string[]) => void = () => undefined;
+  const pipeline = createPipeline({
+    config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s),
+    deletedFlowRuns: (ids) => {
+      asked.push([...ids]);
+      return new Promise((resolve) => (answer = resolve));
+    },
+  });
+  const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
+  pipeline.ingest(state(A, t0, 'SCHEDULED', 'Scheduled'));
+  pipeline.tick(t0 + TIMEOUT_MS + 1_000);
+  assert.deepEqual(asked, [[A]]);
+  // One task of A is seen before the answer comes; A's own states are still to come.
+  pipeline.ingest(JSON.stringify(taskRunStateEvent({ taskRunId: TASK, taskRunName: 'extract-0', taskKey: 'extract-abcd1234', flowRunId: A, flowRunName: 'run-b1', ...EXAMPLE_FLOW, state: { type: 'PENDING', name: 'Pending' }, from: null, runCount: 0, occurred: t0 + TIMEOUT_MS + 2_000 })));
+  answer([A]);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(
+    { deleted: pipeline.tracker.counts.deletedScheduled, open: pipeline.tracker.snapshot().open.map((r) => r.ref.id).sort(), spans: spans.length },
+    { deleted: 0, open: [A, TASK], spans: 0 },
   );
   await pipeline.shutdown(0);
 });
