@@ -17,7 +17,7 @@ import { createPipeline } from '../../src/pipeline.js';
 import { loadState, StateWriter } from '../../src/state/persisted.js';
 import { createStateStore } from '../../src/state/state-store.js';
 import { runModel } from '../helpers/model-run.js';
-import { EXAMPLE_FLOW, flowRunStateEvent, taskRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
+import { customEvent, EXAMPLE_FLOW, flowRunStateEvent, taskRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
 
 const T0 = Date.UTC(2026, 10, 22, 8, 0, 0);
 const at = (s: number): number => T0 + s * 1000;
@@ -163,4 +163,19 @@ test('the last known time of the runs inside a run is kept in the state file: af
   for (const r of state.tracker.open) delete r.innerLastUs;
   await writeFile(join(dir, 'old.json'), JSON.stringify(state));
   assert.deepEqual(f(await resume(join(dir, 'old.json'))), [[us(1), us(1), 'end_of_input']]);
+});
+
+test('an event naming a task run not seen and its flow run that ended opens the task run within the task grace (its states may still come), and past it is a late event of the flow run', async () => {
+  const stepOf = (taskRunId: string, s: number): WireEvent => ({
+    ...customEvent({ event: 'acme.step.done', resourceId: `prefect.task-run.${taskRunId}`, related: [{ id: `prefect.flow-run.${F}`, role: 'flow-run' }], occurred: at(s) }),
+    received: new Date(at(s) + 20).toISOString(),
+  });
+  const events = [flow(1, 'RUNNING', 'Running', 'PENDING'), flow(2, 'COMPLETED', 'Completed', 'RUNNING'), other(3), stepOf(T1, 10), stepOf(T2, 200), other(300)];
+  const { spans, pipeline } = await runModel(events, { taskGraceMs: 60_000 });
+  assert.deepEqual(timeline(spans), [
+    { run: F, attempt: 0, parentSpanId: null, startUs: us(1), endUs: us(2), incomplete: null },
+    { run: T1, attempt: 0, parentSpanId: spanIdForRun(F), startUs: us(10), endUs: us(10), incomplete: 'flow_ended' },
+    { run: OTHER, attempt: 0, parentSpanId: null, startUs: us(3), endUs: us(300), incomplete: 'end_of_input' },
+  ].sort((a, b) => a.run.localeCompare(b.run)));
+  assert.deepEqual({ spans: pipeline.tracker.counts.spans, late: pipeline.tracker.counts.lateEvents }, { spans: 3, late: 1 });
 });
