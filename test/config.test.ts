@@ -139,6 +139,37 @@ test('service.name: OTEL_SERVICE_NAME (or the option) wins over a service.name i
   );
 });
 
+test('a number past the top of its range is an error, listed with the others, as one below it is', () => {
+  assert.throws(
+    () => resolveConfig({}, { PREFECT_API_REQUEST_TIMEOUT: '3601', PREFECT_OTEL_SETTLE_MS: '600001', PREFECT_OTEL_MAX_OPEN_RUNS: '1e3' }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, [
+        'PREFECT_API_REQUEST_TIMEOUT: must be between 0.1 and 3600 s, got 3601',
+        'PREFECT_OTEL_SETTLE_MS: must be between 0 and 600000 ms, got 600001',
+        'PREFECT_OTEL_MAX_OPEN_RUNS: expected a whole number, got "1e3"',
+      ]);
+      return true;
+    },
+  );
+});
+
+test('a key=value entry without a key is refused: OTEL_RESOURCE_ATTRIBUTES warns and falls back whole, the option is an error', () => {
+  const c = resolveConfig({}, { OTEL_RESOURCE_ATTRIBUTES: 'team=data,=orphan' });
+  assert.deepEqual(
+    { warnings: c.warnings, resource: c.resource },
+    {
+      warnings: ['OTEL_RESOURCE_ATTRIBUTES: expected key=value pairs separated by commas (entry 2 is not key=value); using the default ({})'],
+      resource: { serviceName: 'prefect', attributes: {} },
+    },
+  );
+  assert.throws(() => resolveConfig({ resourceAttributes: '=x' }, {}), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.problems, ['option resourceAttributes: expected key=value pairs separated by commas (entry 1 is not key=value)']);
+    return true;
+  });
+});
+
 test('a blank text setting: a variable is unset (the default, or OTEL_RESOURCE_ATTRIBUTES\' service.name, applies); a flag or option is an error, listed with the others', () => {
   const inForce = (options: Parameters<typeof resolveConfig>[0], env: Record<string, string>) => {
     const c = resolveConfig(options, env);
