@@ -243,6 +243,19 @@ describe('event subscriber: handshake', () => {
     assertNoSecrets(logs.lines, API_KEY);
   });
 
+  it('a fresh start with a resume margin longer than a minute reads back the whole margin: the live events of senders whose clocks run behind are in from the first connection', async () => {
+    const server = await mini();
+    const marginMs = 5 * 60_000;
+    const { sub } = subscribe(server, { resumeMarginMs: marginMs });
+    const before = Date.now();
+    await waitFor('connected', () => sub.stats.connected);
+    await sub.stop();
+    const f = filterWithCheckedUntil(server.connections[0]!.filters[0]) as { filter: { occurred: { since: string } } };
+    const since = Date.parse(f.filter.occurred.since);
+    assert.ok(since >= before - marginMs - 50 && since <= Date.now() - marginMs, `since ${f.filter.occurred.since}`);
+    assert.deepEqual(f, { type: 'filter', filter: { occurred: { since: f.filter.occurred.since, until: '<future>' }, order: 'ASC' }, backfill: true });
+  });
+
   it('a wrong token rejects `done` with an AuthError and never reconnects', async () => {
     const server = await mini({ authString: AUTH_STRING });
     const { sub, logs } = subscribe(server, { authString: 'admin:wrong-pass' });
