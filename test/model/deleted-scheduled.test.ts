@@ -19,7 +19,11 @@ const TIMEOUT_MS = 60_000;
 const state = (run: string, at: number, type: string, name: string, runCount = 0) =>
   JSON.stringify(flowRunStateEvent({ flowRunId: run, flowRunName: `run-${run.slice(-2)}`, ...EXAMPLE_FLOW, state: { type, name }, from: null, runCount, occurred: at }));
 
-test('a scheduled flow run quiet for the open-run timeout is asked about, a paused one is not; of the runs the server no longer has, one that has started meanwhile is left to its events, the others are forgotten without a span', async () => {
+/**
+ * A pipeline on event time whose look-ups of scheduled runs are recorded in `asked` and answered when
+ * the test calls `answer` (at once with `gone`, when given), with its lines and spans.
+ */
+function lookingUp(gone?: string[]) {
   const config = resolveConfig({ tracesExporter: 'none', openRunTimeoutMs: TIMEOUT_MS }, {});
   const lines: Record<string, unknown>[] = [];
   const logger = createLogger({ level: 'debug', format: 'json', destination: { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) } });
@@ -30,9 +34,14 @@ test('a scheduled flow run quiet for the open-run timeout is asked about, a paus
     config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s),
     deletedFlowRuns: (ids) => {
       asked.push([...ids]);
-      return new Promise((resolve) => (answer = resolve));
+      return gone === undefined ? new Promise((resolve) => (answer = resolve)) : Promise.resolve(gone);
     },
   });
+  return { pipeline, lines, spans, asked, answer: (ids: string[]) => answer(ids) };
+}
+
+test('a scheduled flow run quiet for the open-run timeout is asked about, a paused one is not; of the runs the server no longer has, one that has started meanwhile is left to its events, the others are forgotten without a span', async () => {
+  const { pipeline, lines, spans, asked, answer } = lookingUp();
   const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
   for (const line of [state(A, t0, 'SCHEDULED', 'Scheduled'), state(B, t0, 'SCHEDULED', 'Late'), state(C, t0, 'RUNNING', 'Running', 1), state(C, t0 + 1, 'PAUSED', 'Paused', 1)]) pipeline.ingest(line);
   pipeline.tick(t0 + TIMEOUT_MS - 1_000);
@@ -53,17 +62,7 @@ test('a scheduled flow run quiet for the open-run timeout is asked about, a paus
 });
 
 test('a flow run Scheduled again after it started (AwaitingRetry) and quiet for the open-run timeout is asked about too: one Prefect no longer has (its deployment redeployed during the retry delay) ends incomplete, deleted, at its last event; one it still has keeps waiting', async () => {
-  const config = resolveConfig({ tracesExporter: 'none', openRunTimeoutMs: TIMEOUT_MS }, {});
-  const logger = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
-  const spans: SpanRecord[] = [];
-  const asked: string[][] = [];
-  const pipeline = createPipeline({
-    config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s),
-    deletedFlowRuns: (ids) => {
-      asked.push([...ids]);
-      return Promise.resolve([A]);
-    },
-  });
+  const { pipeline, spans, asked } = lookingUp([A]);
   const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
   for (const run of [A, B]) {
     pipeline.ingest(state(run, t0, 'RUNNING', 'Running', 1));
@@ -90,18 +89,7 @@ test('a flow run Scheduled again after it started (AwaitingRetry) and quiet for 
 });
 
 test('a scheduled flow run Prefect no longer has whose tasks have been seen meanwhile ran after all: it is not forgotten, and is left to its events', async () => {
-  const config = resolveConfig({ tracesExporter: 'none', openRunTimeoutMs: TIMEOUT_MS }, {});
-  const logger = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
-  const spans: SpanRecord[] = [];
-  const asked: string[][] = [];
-  let answer: (gone: string[]) => void = () => undefined;
-  const pipeline = createPipeline({
-    config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s),
-    deletedFlowRuns: (ids) => {
-      asked.push([...ids]);
-      return new Promise((resolve) => (answer = resolve));
-    },
-  });
+  const { pipeline, spans, asked, answer } = lookingUp();
   const t0 = Date.UTC(2026, 10, 20, 9, 0, 0);
   pipeline.ingest(state(A, t0, 'SCHEDULED', 'Scheduled'));
   pipeline.tick(t0 + TIMEOUT_MS + 1_000);
