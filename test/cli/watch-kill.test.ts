@@ -19,7 +19,7 @@ import { mulberry32 } from '../../src/source/demo-workload.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { follow, stateText, stlogging } from '../helpers/watch-processes.js';
-import { liveConnections, shape, startWatch, tempDir, until, watchUntilSpans, workload, type LogLine, type Workload } from '../helpers/watch-e2e.js';
+import { liveConnections, shape, startServers, startWatch, tempDir, until, watchUntilSpans, workload, type LogLine, type Workload } from '../helpers/watch-e2e.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -38,15 +38,9 @@ function stamp(stateFile: string): string {
 
 /** The spans one uninterrupted `watch` gives for the workload (its own fake server and collector). */
 async function uninterrupted(t: TestContext, w: Workload): Promise<ReceivedSpan[]> {
-  const prefect = await startFakePrefect();
-  for (const r of w.taskRuns) prefect.addTaskRun(r);
-  const receiver = await startOtlpReceiver();
-  t.after(async () => {
-    await receiver.close();
-    await prefect.close();
-  });
-  await watchUntilSpans(t, { prefect, receiver }, w, {}, 1);
-  return receiver.spans();
+  const servers = await startServers(t, w.taskRuns);
+  await watchUntilSpans(t, servers, w, {}, 1);
+  return servers.receiver.spans();
 }
 
 /** Every copy of a span id is the same span; one of each, by span id. */
