@@ -481,4 +481,27 @@ describe('traces as Jaeger shows them: seeded Prefect workloads through the pipe
     const times = new Map([...v.traces.values()].flat().map((x) => [runIdOf(x), [x.startTimeUnixNano, x.endTimeUnixNano].map((t) => Number(nanos(t) / 1_000_000n) - t0)]));
     assert.deepEqual(times, new Map([[F, [0, 4_000]], [behind, [-2_000, -1_000]], [inside, [2_000, 3_000]], [ahead, [3_200, 4_500]], [background, [6_000, 7_000]]]));
   });
+
+  it('a flow run re-run twice, the second time after its record was lost (a fresh state file): that rerun counts as the first and takes its id, which Jaeger shows twice (README)', async () => {
+    const F = '0196c7d2-5b1e-7a3c-9f10-2b3c4d5e6f71';
+    const flow = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+    let t = START_MS;
+    let n = 0;
+    const st = (type: string, name: string, from: string | null, runCount: number): Ev =>
+      flowRunStateEvent({ flowRunId: F, flowRunName: 'crimson-fox', ...flow, state: { type, name }, from, runCount, occurred: (t += 1_000), id: `00000000-0000-4000-8000-${String(++n).padStart(12, '0')}` });
+    const attempt = (from: string | null, runCount: number): Ev[] => [
+      st('SCHEDULED', 'Scheduled', from, runCount), st('PENDING', 'Pending', 'SCHEDULED', runCount), st('RUNNING', 'Running', 'PENDING', runCount + 1), st('FAILED', 'Failed', 'RUNNING', runCount + 1),
+    ];
+    const first = [...attempt(null, 0), ...attempt('FAILED', 1)];
+    const second = attempt('FAILED', 2);
+    const none = { owners: new Map<string, string>(), trackers: new Map<string, string>() };
+    const spans = [...(await exported(none, first)), ...(await exported(none, second))];
+    const v = view(spans);
+    assert.deepEqual(spans.map((x) => [x.spanId, x.parentSpanId, x.links.map((l) => l.spanId), x.startTimeUnixNano]), [
+      [spanIdForRun(F, 0), undefined, [], String(BigInt(START_MS + 2_000) * 1_000_000n)],
+      [spanIdForRun(F, 1), undefined, [spanIdForRun(F, 0)], String(BigInt(START_MS + 6_000) * 1_000_000n)],
+      [spanIdForRun(F, 1), undefined, [spanIdForRun(F, 0)], String(BigInt(START_MS + 10_000) * 1_000_000n)],
+    ]);
+    assert.deepEqual(v.conflicting, [`${F} etl ${spanIdForRun(F, 1)}`]);
+  });
 });
