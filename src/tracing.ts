@@ -20,6 +20,7 @@ import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from
 import { createStateLease, isThisProcess, type LeaseHolder, type StateLease } from './state/lease.js';
 import { loadState, SpansNotKeptError, StateWriter } from './state/persisted.js';
 import { createStateStore, stateFileTarget, StateTakenError } from './state/state-store.js';
+import { settlesWithin, STATE_EXIT_TIMEOUT_MS, StateUnansweredError } from './state/exit-bound.js';
 import { collectStats, statsLogFields, type TracingStats } from './stats.js';
 import { VERSION } from './version.js';
 
@@ -56,8 +57,10 @@ export interface PrefectTracingHandle {
    * Stop reading, persist state, flush exports. Idempotent. `timeoutMs` (default 10 s) bounds the
    * wait for the collector, all of it: to take what is buffered, to answer a batch still out, and the
    * last metrics export; what it has not taken by then is kept in the state file. Saving the state
-   * and writing the last lines come after it. Rejects with a TypeError, stopping nothing, when it is
-   * not a number >= 0.
+   * and writing the last lines come after it; the save and the lock's release are given
+   * STATE_EXIT_TIMEOUT_MS (10 s), past which a file system that does not answer is said and `done`
+   * rejects with a StateUnansweredError (the process cannot exit normally while that call is stuck).
+   * Rejects with a TypeError, stopping nothing, when it is not a number >= 0.
    */
   shutdown(timeoutMs?: number): Promise<void>;
   stats(): TracingStats;
@@ -510,6 +513,40 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     });
   }
 
+  /**
+   * The last save (only the lock's holder writes the state: a standby's would overwrite the
+   * holder's), then the lock released. `step` says where it is, for the line that says it is stuck.
+   */
+  private async saveAndRelease(log: Logger, step: { now: ExitStep }): Promise<void> {
+    step.now = 'lock check';
+    if (await this.mayWriteState()) {
+      step.now = 'save';
+      try {
+        const kept = await this.state.save(true);
+        if (kept > 0) log.warn({ count: kept, path: this.store.path }, 'spans the collector has not taken yet are kept in the state file; the next start sends them');
+      } catch (err) {
+        if (err instanceof StateTakenError) await this.stateTaken();
+        else {
+          this.saveFailuresTotal += 1;
+          log.error({ err: failureFields(err), path: this.store.path }, 'could not write the state file');
+        }
+        if (err instanceof SpansNotKeptError) {
+          // Neither delivered nor kept for the next start: a failure, as an export that failed is.
+          const lost = new ExportError(`${plural(err.spans, 'span')} the collector has not taken could not be kept in the state file ${this.store.path} either: they are lost`);
+          log.error({ count: err.spans, path: this.store.path }, lost.message);
+          this.failure ??= lost;
+        }
+      }
+    }
+    step.now = 'lock release';
+    clearInterval(this.renewTimer);
+    await this.renewing;
+    if (this.leaseState === 'held') {
+      this.leaseState = 'released';
+      await this.lease.release();
+    }
+  }
+
   shutdown(timeoutMs = SHUTDOWN_TIMEOUT_MS): Promise<void> {
     // A wait that never ends (NaN, a string from untyped code) would hold a shutdown open for as
     // long as the collector is down: said, before anything stops.
@@ -523,7 +560,9 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       else log.info('shutting down: stop reading, persist state, flush exports');
       for (const t of this.timers) clearInterval(t);
       this.wakeStandby?.();
-      await this.ready.catch(() => undefined);
+      // A start still taking the lock or reading the state file when its file system stops answering
+      // never ends: past the bound, nothing is saved (the state was not read), and the file stays as it is.
+      const started = await settlesWithin(this.ready, STATE_EXIT_TIMEOUT_MS);
       await this.subscriber?.stop().catch(() => undefined);
       this.pipeline.tick();
       // One bound for every wait on the collector: the flush, a batch still out when the exporters
@@ -541,30 +580,15 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       // the collector answers meanwhile is delivered; one still out when the bound runs out is given
       // up here and kept in the state file (a span sent twice is better than a span lost).
       await this.pipeline.shutdown(0, left());
-      // Only the lock's holder writes the state: a standby's would overwrite the holder's.
-      if (await this.mayWriteState()) {
-        try {
-          const kept = await this.state.save(true);
-          if (kept > 0) log.warn({ count: kept, path: this.store.path }, 'spans the collector has not taken yet are kept in the state file; the next start sends them');
-        } catch (err) {
-          if (err instanceof StateTakenError) await this.stateTaken();
-          else {
-            this.saveFailuresTotal += 1;
-            log.error({ err: failureFields(err), path: this.store.path }, 'could not write the state file');
-          }
-          if (err instanceof SpansNotKeptError) {
-            // Neither delivered nor kept for the next start: a failure, as an export that failed is.
-            const lost = new ExportError(`${plural(err.spans, 'span')} the collector has not taken could not be kept in the state file ${this.store.path} either: they are lost`);
-            log.error({ count: err.spans, path: this.store.path }, lost.message);
-            this.failure ??= lost;
-          }
-        }
-      }
-      clearInterval(this.renewTimer);
-      await this.renewing;
-      if (this.leaseState === 'held') {
-        this.leaseState = 'released';
-        await this.lease.release();
+      // The state file's work comes last and is bounded: a file system that stops answering holds a
+      // call for ever (see exit-bound.ts). What it has not done by then is said, and `watch` ends.
+      const step: { now: ExitStep } = { now: 'start' };
+      const finished = started && (await settlesWithin(this.saveAndRelease(log, step), STATE_EXIT_TIMEOUT_MS));
+      if (!finished) {
+        clearInterval(this.renewTimer);
+        const message = unansweredMessage(step.now, this.store.path, this.lease.path);
+        log.error({ path: this.store.path, lock: this.lease.path, step: step.now, timeoutMs: STATE_EXIT_TIMEOUT_MS }, message);
+        this.failure = new StateUnansweredError(message);
       }
       // Log records are not kept in the state file (their lines are in this process's own output):
       // what the collector did not take is lost, and said so with a count.
@@ -582,6 +606,23 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       else this.rejectDone(this.failure);
     });
     return this.stopped;
+  }
+}
+
+/** Where the state file's work at exit is: the start still taking the lock or reading the file, the look at the lock before the last save, the save, the lock's release. */
+type ExitStep = 'start' | 'lock check' | 'save' | 'lock release';
+
+/** What a state file's work stuck at `step` leaves undone, and where the next start resumes from. */
+function unansweredMessage(step: ExitStep, path: string, lock: string): string {
+  const why = `its file system has not answered for ${STATE_EXIT_TIMEOUT_MS / 1000} s (an NFS server gone, a frozen or full disk)`;
+  switch (step) {
+    case 'start':
+      return `the state file ${path} was still being locked or read at start, and ${why}: nothing is saved; the next start resumes from the state file as it is`;
+    case 'lock check':
+    case 'save':
+      return `the last save of the state file ${path} did not finish: ${why}; what came since the last complete save is not saved: the next start resumes from that save and reads the events since then again`;
+    case 'lock release':
+      return `the lock ${lock} of the state file was not released: ${why}; the next start on this host takes it over at once, one on another host once its lease has run out`;
   }
 }
 

@@ -1,0 +1,142 @@
+/**
+ * `prefect-otel watch` stopped while the state file's file system does not answer (README,
+ * Guarantees and Exit codes): a call stuck on it is given up after 10 s, said in one error line,
+ * and the process ends by SIGKILL, as Node cannot exit while one of its threads is held in such a
+ * call. The file system is made to hang for real: a FIFO with no reader put where the process opens
+ * a file (the state journal it appends to, the lock it reads), whose open or read then never
+ * returns. The next start, on the same directory made normal again, resumes from the last save that
+ * completed, and across both processes every run has its span.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { linkSync, readFileSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { follow, stlogging } from '../helpers/watch-processes.js';
+import { assertOneSpanPerRun, liveConnections, startServers, startWatch, tempDir, until, workload } from '../helpers/watch-e2e.js';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The bound README gives the state file's work at exit. */
+const BOUND_MS = 10_000;
+
+/** A FIFO with no reader at `path`, put there in one rename (what was there goes). */
+function fifoAt(path: string): void {
+  const made = `${path}.fifo`;
+  execFileSync('mkfifo', [made]);
+  renameSync(made, path);
+}
+
+/** Modification time and size of a file; `-` when there is none. */
+function stamp(path: string): string {
+  const s = statSync(path, { throwIfNoEntry: false });
+  return s === undefined ? '-' : `${s.mtimeMs}:${s.size}`;
+}
+
+/**
+ * A `watch` sent the first half of a workload, saved, then `hang` makes its file system stop
+ * answering; sent the second half, and SIGTERM. Checks how it ends, then `unhang` and a second start
+ * on the same state file, which must resume from the last save that completed.
+ */
+async function stuckThenResumed(
+  t: TestContext,
+  hang: (stateFile: string) => void,
+  unhang: (stateFile: string) => void,
+  expected: { step: string; msg: (stateFile: string) => string },
+): Promise<void> {
+  const w = workload(4);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const stateFile = join(dir, 'state.json');
+  const journal = `${stateFile}.journal`;
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile };
+
+  const first = startWatch(env, t);
+  const out = follow(first.child);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; atMs: number }>((resolve) =>
+    first.child.on('exit', (code, signal) => resolve({ code, signal, atMs: performance.now() })),
+  );
+  await until('subscription', () => liveConnections(prefect) === 1);
+  const half = Math.floor(w.events.length / 2);
+  prefect.publish(w.events.slice(0, half));
+  await until('the first half taken', () => stlogging(out()).length === half);
+  // A journal line written after they were taken (the process's first save rewrites the state file).
+  const before = stamp(journal);
+  await until('a journal line with the first half', () => stamp(journal) !== before, 5_000);
+
+  hang(stateFile);
+  prefect.publish(w.events.slice(half));
+  await until('the second half taken', () => stlogging(out()).length === w.events.length);
+  // Past a few saves' intervals (200 ms): one of them is stuck.
+  await sleep(600);
+  const stopAtMs = performance.now();
+  first.child.kill('SIGTERM');
+  const end = await exited;
+  const { stderr } = await first.result;
+  const tookMs = end.atMs - stopAtMs;
+
+  const msg = expected.msg(stateFile);
+  const said = out().filter((l) => l.level === 50);
+  assert.deepEqual(
+    said.map(({ level, component, path, lock, step, timeoutMs, msg }) => ({ level, component, path, lock, step, timeoutMs, msg })),
+    [{ level: 50, component: 'watch', path: stateFile, lock: `${stateFile}.lock`, step: expected.step, timeoutMs: BOUND_MS, msg }],
+  );
+  assert.ok(out().some((l) => l.msg === 'stopped'), 'the stopped line comes after it');
+  assert.equal(stderr, `prefect-otel: ${msg} (ending by SIGKILL: a process cannot exit while a call on its file system is stuck)\n`);
+  assert.deepEqual({ code: end.code, signal: end.signal }, { code: null, signal: 'SIGKILL' });
+  // The bound waited out, not much more: the event stream and the collector answer at once here.
+  assert.ok(tookMs >= BOUND_MS && tookMs < BOUND_MS + 3_000, `ended ${Math.round(tookMs)} ms after SIGTERM`);
+
+  // The directory made normal again: the next start resumes from the last complete save.
+  unhang(stateFile);
+  const lines = readFileSync(journal, 'utf8').split('\n').filter((l) => l !== '');
+  const last = JSON.parse(lines.at(-1)!) as { cursorUs: number };
+  const second = startWatch(env, t);
+  const out2 = follow(second.child);
+  await until('resumed', () => out2().some((l) => l.msg === 'resumed from the state file'));
+  const resumed = out2().find((l) => l.msg === 'resumed from the state file')!;
+  assert.deepEqual({ cursor: resumed.cursor, journalLines: resumed.journalLines }, { cursor: new Date(last.cursorUs / 1000).toISOString(), journalLines: lines.length });
+  await receiver.waitForSpans(w.runs.size);
+  await until('every run exported', () => new Set(receiver.spans().map((s) => s.spanId)).size === w.runs.size);
+  second.child.kill('SIGTERM');
+  const r2 = await second.result;
+  assert.equal(r2.code, 0, r2.stderr);
+
+  // Every run once; a span sent by both processes is the same span.
+  const byId = new Map<string, string>();
+  for (const s of receiver.spans()) {
+    const seen = byId.get(s.spanId);
+    const whole = JSON.stringify({ ...s, attributes: s.attributes });
+    if (seen === undefined) byId.set(s.spanId, whole);
+    else assert.equal(whole, seen, `span ${s.spanId} sent again, not the same`);
+  }
+  assertOneSpanPerRun([...new Map(receiver.spans().map((s) => [s.spanId, s])).values()], w);
+}
+
+const unsaved = (stateFile: string): string =>
+  `the last save of the state file ${stateFile} did not finish: its file system has not answered for 10 s (an NFS server gone, a frozen or full disk); what came since the last complete save is not saved: the next start resumes from that save and reads the events since then again`;
+
+test('watch: a last save stuck on the state journal is given up after 10 s, said, and ends by SIGKILL; the next start resumes from the last complete save', async (t) => {
+  await stuckThenResumed(
+    t,
+    (stateFile) => {
+      // The journal as it is kept aside (the same file, so a line appended meanwhile is in it), and a FIFO in its place.
+      linkSync(`${stateFile}.journal`, `${stateFile}.journal.kept`);
+      fifoAt(`${stateFile}.journal`);
+    },
+    (stateFile) => renameSync(`${stateFile}.journal.kept`, `${stateFile}.journal`),
+    { step: 'save', msg: unsaved },
+  );
+});
+
+test('watch: a lock that does not answer (every look and renewal stuck) is given up after 10 s at exit, said, and ends by SIGKILL; the next start resumes', async (t) => {
+  await stuckThenResumed(
+    t,
+    // Every look at the lock (before each save, every 200 ms) and its renewal read it, and wait:
+    // the four threads of Node's pool are soon all stuck.
+    (stateFile) => fifoAt(`${stateFile}.lock`),
+    (stateFile) => unlinkSync(`${stateFile}.lock`),
+    { step: 'lock check', msg: unsaved },
+  );
+});
