@@ -8,12 +8,13 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
-import { parseArgs, USAGE } from '../src/cli.js';
+import { COMMAND_USAGE, parseArgs, USAGE } from '../src/cli.js';
 import { resolveConfig, type Config } from '../src/config.js';
 import { EXIT_CODES } from '../src/errors.js';
 import { LAG_METRIC, METRIC_DEFS } from '../src/metric-defs.js';
 import { ATTR, CICD_RESULT, SPAN_EVENT } from '../src/model/attributes.js';
 import { SETTINGS } from '../src/settings.js';
+import { STATE_EXIT_TIMEOUT_MS } from '../src/state/exit-bound.js';
 import { BREAKER_FAILURES, BREAKER_PAUSE_MS, NATIVE_SPAN_WAIT_MS } from '../src/source/native-spans.js';
 import { GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT, OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX } from '../src/source/run-lookups.js';
 import { OWNER_CACHE_MAX } from '../src/model/tracker.js';
@@ -306,6 +307,16 @@ test("the README's exit codes are the CLI's, and --help lists the same", () => {
   assert.deepEqual(codes, [...Object.values(EXIT_CODES), ...signalled]);
   const helpCodes = [...(/Exit codes: ([^]*)$/.exec(USAGE)?.[1] ?? '').matchAll(/\b(\d+)\b/g)].map((m) => Number(m[1]));
   assert.deepEqual(helpCodes, codes);
+});
+
+test("the README's exit statuses of a process ended by a signal are that signal's, and watch --help names the one watch ends itself by", () => {
+  const readme = readFileSync(new URL('README.md', ROOT), 'utf8');
+  const section = readme.slice(readme.indexOf('## Exit codes'), readme.indexOf('## Troubleshooting'));
+  const rows = [...section.matchAll(/^\| (\d+) \(ended by (SIG[A-Z]+)\) \|/gm)].map((m) => [Number(m[1]), m[2]!] as const);
+  assert.deepEqual(rows.map(([, signal]) => signal), ['SIGHUP', 'SIGKILL']);
+  assert.deepEqual(rows.filter(([code, signal]) => code !== 128 + osConstants.signals[signal as NodeJS.Signals]), []);
+  assert.ok(COMMAND_USAGE.watch.includes(`SIGKILL (${128 + osConstants.signals.SIGKILL})`), 'watch --help names SIGKILL and its status');
+  assert.ok(COMMAND_USAGE.watch.includes(`${STATE_EXIT_TIMEOUT_MS / 1000} s`) && section.includes(`not done ${STATE_EXIT_TIMEOUT_MS / 1000} s after the flush`), 'both give the bound');
 });
 
 test('every metric the README names is one prefect-otel serves or exports, under that name', () => {

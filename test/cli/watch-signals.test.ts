@@ -239,7 +239,7 @@ test('watch: SIGTERM with a collector that answers no request (spans, log record
   const r = await result;
   const tookMs = Date.now() - signalledMs;
   assert.equal(r.code, 0, r.stderr);
-  // Up to 2 s for the stream to close, 10 s for the collector, and the save (a few ms here): 12 s in the README; before, the
+  // Up to 2 s for the stream to close and 10 s for the collector (the README's 22 s leave 10 s more for the save: a few ms here); before, the
   // log exporter's close and the last metrics export each waited out their 10 s request timeout, and requests given up held the process.
   assert.ok(tookMs < 12_000, `SIGTERM took ${tookMs} ms`);
   const LOGS_LOST = 'log records the collector has not taken are lost at exit (their lines are in this output)';
