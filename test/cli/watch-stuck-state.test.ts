@@ -140,3 +140,63 @@ test('watch: a lock that does not answer (every look and renewal stuck) is given
     { step: 'lock check', msg: unsaved },
   );
 });
+
+test('watch: a stop while the start is stuck reading the lock waits 10 s at most, saves nothing, and ends by SIGKILL; the next start resumes from the state file as it was', async (t) => {
+  const w = workload(4);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const stateFile = join(dir, 'state.json');
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile };
+
+  // A first process takes the first half and saves it at its stop.
+  const first = startWatch(env, t);
+  const out1 = follow(first.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  const half = Math.floor(w.events.length / 2);
+  prefect.publish(w.events.slice(0, half));
+  await until('the first half taken', () => stlogging(out1()).length === half);
+  first.child.kill('SIGTERM');
+  assert.equal((await first.result).code, 0);
+  const saved = readFileSync(stateFile, 'utf8');
+
+  // The lock's path does not answer: the next start's look at it never returns.
+  fifoAt(`${stateFile}.lock`);
+  const stuck = startWatch(env, t);
+  const out2 = follow(stuck.child);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; atMs: number }>((resolve) =>
+    stuck.child.on('exit', (code, signal) => resolve({ code, signal, atMs: performance.now() })),
+  );
+  await until('starting', () => out2().some((l) => l.msg === 'prefect-otel starting'));
+  await sleep(300);
+  const stopAtMs = performance.now();
+  stuck.child.kill('SIGTERM');
+  const end = await exited;
+  const { stderr } = await stuck.result;
+  const tookMs = end.atMs - stopAtMs;
+
+  const msg = `the state file ${stateFile} was still being locked or read at start, and its file system has not answered for 10 s (an NFS server gone, a frozen or full disk): nothing is saved; the next start resumes from the state file as it is`;
+  assert.deepEqual(
+    out2().filter((l) => (l.level ?? 0) >= 40).map(({ level, path, step, msg }) => ({ level, path, step, msg })),
+    [{ level: 50, path: stateFile, step: 'start', msg }],
+  );
+  assert.equal(stderr, `prefect-otel: ${msg} (ending by SIGKILL: a process cannot exit while a call on its file system is stuck)\n`);
+  assert.deepEqual({ code: end.code, signal: end.signal }, { code: null, signal: 'SIGKILL' });
+  assert.ok(tookMs >= BOUND_MS && tookMs < BOUND_MS + 3_000, `ended ${Math.round(tookMs)} ms after SIGTERM`);
+  assert.equal(readFileSync(stateFile, 'utf8'), saved, 'the state file as the first process left it');
+  assert.equal(liveConnections(prefect), 0, 'it never subscribed');
+
+  // The lock's path made normal again: the next start resumes from the first process's save.
+  unlinkSync(`${stateFile}.lock`);
+  const third = startWatch(env, t);
+  const out3 = follow(third.child);
+  await until('resumed', () => out3().some((l) => l.msg === 'resumed from the state file'));
+  const cursorUs = (JSON.parse(saved) as { cursorUs: number }).cursorUs;
+  assert.equal(out3().find((l) => l.msg === 'resumed from the state file')!.cursor, new Date(cursorUs / 1000).toISOString());
+  await until('subscription', () => liveConnections(prefect) === 1);
+  prefect.publish(w.events.slice(half));
+  await until('every run exported', () => new Set(receiver.spans().map((s) => s.spanId)).size === w.runs.size);
+  third.child.kill('SIGTERM');
+  assert.equal((await third.result).code, 0);
+  assertOneSpanPerRun([...new Map(receiver.spans().map((s) => [s.spanId, s])).values()], w);
+});
