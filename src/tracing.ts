@@ -622,7 +622,7 @@ function unansweredMessage(step: ExitStep, path: string, lock: string): string {
     case 'save':
       return `the last save of the state file ${path} did not finish: ${why}; what came since the last complete save is not saved: the next start resumes from that save and reads the events since then again`;
     case 'lock release':
-      return `the lock ${lock} of the state file was not released: ${why}; the next start on this host takes it over at once, one on another host once its lease has run out`;
+      return `the lock ${lock} of the state file was not released: ${why}; the next start takes it over at once in this host's process namespace, elsewhere once its lease has run out`;
   }
 }
 
