@@ -127,6 +127,10 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   private saveFailureLoggedMs = 0;
   /** Every save that failed, periodic and final (`prefect_otel_state_save_failures_total`). */
   private saveFailuresTotal = 0;
+  /** When the periodic save still running began (its look at the lock included); undefined when none is. */
+  private saveSinceMs: number | undefined;
+  /** Whether the periodic save still running was said to be stuck (it ran past STATE_EXIT_TIMEOUT_MS). */
+  private saveStuck = false;
 
   private readonly keepAlive: boolean;
 
@@ -436,9 +440,39 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
   /**
    * The periodic save. A state file that cannot be written (a read-only directory) fails the same way
    * every few seconds: the first failure is logged, then one line per STATE_ERROR_LOG_MS with the
-   * count, and one when a save works again.
+   * count, and one when a save works again. One that does not end (a file system that stopped
+   * answering) is said once past STATE_EXIT_TIMEOUT_MS, and none is started behind it.
    */
   private async persist(): Promise<void> {
+    if (this.saveSinceMs !== undefined) {
+      // The save before has not finished: its file system does not answer (an NFS server gone, a
+      // frozen disk). None is started behind it: each would hold its own copy of every open run in
+      // memory, one more per interval, for as long as the file system stays silent. When it answers,
+      // the next save takes in all that came meanwhile.
+      const forMs = Date.now() - this.saveSinceMs;
+      if (!this.saveStuck && forMs >= STATE_EXIT_TIMEOUT_MS) {
+        this.saveStuck = true;
+        this.saveFailuresTotal += 1;
+        this.logger.error(
+          { component: 'watch', path: this.store.path, timeoutMs: STATE_EXIT_TIMEOUT_MS },
+          `a save of the state file has not finished for ${STATE_EXIT_TIMEOUT_MS / 1000} s: its file system does not answer; no save is started until it does, and a restart meanwhile resumes from the last complete save`,
+        );
+      }
+      return;
+    }
+    this.saveSinceMs = Date.now();
+    try {
+      await this.persistOnce();
+    } finally {
+      this.saveSinceMs = undefined;
+      if (this.saveStuck) {
+        this.saveStuck = false;
+        this.logger.info({ component: 'watch', path: this.store.path }, 'the state file\'s file system answers again');
+      }
+    }
+  }
+
+  private async persistOnce(): Promise<void> {
     // Once shutting down, the last save is shutdown's own.
     if (!(await this.mayWriteState()) || this.stopping) return;
     // The STLOGGING lines of the events this save takes in go out first: a kill after the save

@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { linkSync, readFileSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { createReadStream, linkSync, readFileSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { follow, stlogging } from '../helpers/watch-processes.js';
@@ -201,4 +201,63 @@ test('watch: a stop while the start is stuck reading the lock waits 10 s at most
   third.child.kill('SIGTERM');
   assert.equal((await third.result).code, 0);
   assertOneSpanPerRun([...new Map(receiver.spans().map((s) => [s.spanId, s])).values()], w);
+});
+
+test('watch: a save stuck on the state journal while running is said once after 10 s, no save is started behind it, the stream goes on, and saves resume once it answers', async (t) => {
+  const w = workload(4);
+  const { prefect, receiver } = await startServers(t, w.taskRuns);
+  const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const stateFile = join(dir, 'state.json');
+  const journal = `${stateFile}.journal`;
+  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile };
+
+  const run = startWatch(env, t);
+  const out = follow(run.child);
+  await until('subscription', () => liveConnections(prefect) === 1);
+  const half = Math.floor(w.events.length / 2);
+  prefect.publish(w.events.slice(0, half));
+  await until('the first half taken', () => stlogging(out()).length === half);
+  const before = stamp(journal);
+  await until('a journal line with the first half', () => stamp(journal) !== before, 5_000);
+
+  linkSync(journal, `${journal}.kept`);
+  fifoAt(journal);
+  // The stream goes on while the save waits: every event is taken and every run exported.
+  prefect.publish(w.events.slice(half));
+  await until('the second half taken', () => stlogging(out()).length === w.events.length);
+  await until('every run exported', () => new Set(receiver.spans().map((s) => s.spanId)).size === w.runs.size);
+  const stuckLine = `a save of the state file has not finished for 10 s: its file system does not answer; no save is started until it does, and a restart meanwhile resumes from the last complete save`;
+  await until('the stuck save said', () => out().some((l) => l.msg === stuckLine), 20_000);
+  // Saves every 200 ms: some fifty intervals passed while it waited, and none was started behind it.
+  await sleep(1_000);
+
+  // The file system answers: a reader takes what the waiting save writes. Exactly one journal line
+  // comes through; the journal is put back as soon as it is written, before the next interval.
+  const through: Buffer[] = [];
+  const reader = createReadStream(journal);
+  reader.on('data', (chunk) => through.push(chunk as Buffer));
+  await new Promise<void>((resolve, reject) => {
+    reader.on('end', resolve);
+    reader.on('error', reject);
+  });
+  renameSync(`${journal}.kept`, journal);
+  const lines = Buffer.concat(through).toString('utf8').split('\n').filter((l) => l !== '');
+  assert.equal(lines.length, 1, 'one save waited, none behind it');
+  await until('the file system said to answer again', () => out().some((l) => l.msg === "the state file's file system answers again"));
+  const written = stamp(journal);
+  await until('a journal line after it', () => stamp(journal) !== written, 5_000);
+
+  run.child.kill('SIGTERM');
+  const result = await run.result;
+  assert.equal(result.code, 0, result.stderr);
+  // The save that waited then fails: a FIFO cannot be synced to disk (EINVAL). Said as any failed save is.
+  assert.deepEqual(
+    out().filter((l) => (l.level ?? 0) >= 40 || l.msg === "the state file's file system answers again").map(({ level, component, path, timeoutMs, msg, err }) => ({ level, component, path, timeoutMs, msg, code: (err as { message?: string } | undefined)?.message?.split(':')[0] })),
+    [
+      { level: 50, component: 'watch', path: stateFile, timeoutMs: BOUND_MS, msg: stuckLine, code: undefined },
+      { level: 50, component: 'watch', path: stateFile, timeoutMs: undefined, msg: 'could not write the state file', code: 'EINVAL' },
+      { level: 30, component: 'watch', path: stateFile, timeoutMs: undefined, msg: "the state file's file system answers again", code: undefined },
+    ],
+  );
 });
