@@ -58,7 +58,11 @@ export const METRIC_DEFS: readonly MetricDef[] = [
     prometheus: 'prefect_otel_parent_lookups_total', otel: 'prefect_otel.parent_lookups', type: 'counter', unit: '{lookup}', help: 'Lookups of where a run hangs (the flow run owning a subflow\'s tracking task, the tracking task of a flow run not seen yet), by outcome; failed and abandoned ones leave a root of its own trace.',
     read: (s) => ({ found: s.runs.parentLookups.found, failed: s.runs.parentLookups.failed, abandoned: s.runs.parentLookups.abandoned }), label: 'outcome',
   },
-  { prometheus: 'prefect_otel_pending_parent_lookups', otel: 'prefect_otel.pending_parent_lookups', type: 'gauge', unit: '{lookup}', help: 'Parent lookups not yet answered.', read: (s) => s.runs.pendingLookups },
+  {
+    prometheus: 'prefect_otel_rerun_lookups_total', otel: 'prefect_otel.rerun_lookups', type: 'counter', unit: '{lookup}', help: 'Lookups of the state history of a run first seen leaving a terminal state, to number its rerun, by outcome; failed and abandoned ones number it as the first rerun.',
+    read: (s) => ({ found: s.runs.rerunLookups.found, failed: s.runs.rerunLookups.failed, abandoned: s.runs.rerunLookups.abandoned }), label: 'outcome',
+  },
+  { prometheus: 'prefect_otel_pending_parent_lookups', otel: 'prefect_otel.pending_parent_lookups', type: 'gauge', unit: '{lookup}', help: 'Lookups not yet answered (of where a run hangs, of a rerun\'s number) whose runs\' events wait.', read: (s) => s.runs.pendingLookups },
   { prometheus: 'prefect_otel_late_events_total', otel: 'prefect_otel.late_events', type: 'counter', unit: '{event}', help: 'Events that arrived after their run was exported.', read: (s) => s.runs.lateEvents },
   { prometheus: 'prefect_otel_spans_finished_total', otel: 'prefect_otel.spans.finished', type: 'counter', unit: '{span}', help: 'Spans built.', read: (s) => s.spans.finished },
   { prometheus: 'prefect_otel_spans_unsampled_total', otel: 'prefect_otel.spans.unsampled', type: 'counter', unit: '{span}', help: 'Spans not exported because the sampler (OTEL_TRACES_SAMPLER) left their trace out.', read: (s) => s.spans.unsampled },

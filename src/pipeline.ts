@@ -18,6 +18,8 @@ import { DedupeSet } from './model/dedupe.js';
 import { excerpt, isRecord, parseEvent, parseEventText, SKIP_REASONS, type PrefectEvent, type SkipReason } from './model/event.js';
 import type { Attributes, SpanRecord } from './model/span-record.js';
 import { RunTracker, type Rejected, type RunLogRecord, type TrackerNotice } from './model/tracker.js';
+import type { HistoryState } from './model/rerun-attempt.js';
+import type { RunType } from './model/classify.js';
 import { createNativeSpanLookup, NATIVE_SPAN_WAIT_MS, type FetchNativeSpans } from './source/native-spans.js';
 import { formatDuration } from './log/tree.js';
 
@@ -58,6 +60,12 @@ export interface PipelineOptions {
    * under, to find its trace; absent: such a flow run is taken as a root.
    */
   readonly resolveFlowParent?: (flowRunId: string) => Promise<string | null | undefined>;
+  /**
+   * A run's state history in Prefect's order (REST `GET /api/flow_run_states/?flow_run_id=…`, `GET
+   * /api/task_run_states/?task_run_id=…`); undefined when it cannot be read. Asked for a run first
+   * seen leaving a terminal state, to number its rerun; absent: such a run is taken as the first rerun.
+   */
+  readonly resolveStateHistory?: (run: { readonly type: RunType; readonly id: string }) => Promise<readonly HistoryState[] | undefined>;
   /** Flow runs' `__OTEL_TRACEPARENT` labels (REST, a batch of runs per call), for links to Prefect's own spans; absent: no flow-run links. */
   readonly nativeSpans?: FetchNativeSpans;
   /**
@@ -166,6 +174,10 @@ function noticeFields(notice: TrackerNotice): Record<string, unknown> {
       return { kind: notice.kind, [ATTR.RUN_ID]: notice.runId, trace_id: notice.traceId };
     case 'rerun':
       return { kind: notice.kind, [ATTR.RUN_ID]: notice.runId, attempt: notice.attempt, trace_id: notice.traceId };
+    case 'rerun_lookup_failed':
+      return { kind: notice.kind, [ATTR.RUN_ID]: notice.runId };
+    case 'rerun_lookup_abandoned':
+      return { kind: notice.kind, [ATTR.RUN_ID]: notice.runId, waitingEvents: notice.events };
     case 'lookup_abandoned':
       // Its id is a subflow's tracking task or a flow run (whose parent was looked up): kept as it is.
       // `events` is the stats line's object of counts: a number under that key too would split the field.
@@ -215,6 +227,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     else notices.debug(fields, msg);
   };
   let lookupFailedNotices = 0;
+  let rerunLookupFailedNotices = 0;
   let parentLateNotices = 0;
   /**
    * A run ended incomplete has no line of its own among its STLOGGING lines (no state says so): one
@@ -262,6 +275,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       uiUrl: config.prefect.uiUrl,
       nativeSpanWaitMs: options.nativeSpans === undefined ? undefined : options.clock === 'wall' ? NATIVE_SPAN_WAIT_MS : Infinity,
       lookupFlowParents: options.resolveFlowParent !== undefined,
+      lookupRerunAttempts: options.resolveStateHistory !== undefined,
       // Events waiting for lookups are held within the trace buffer's bound in bytes too.
       maxWaitingChars: config.delivery.maxBytes,
     },
@@ -294,6 +308,14 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         const resolve = options.resolveFlowParent;
         const p = (resolve === undefined ? Promise.resolve(undefined) : resolve(flowRunId).catch(() => undefined)).then((parent) => {
           if (!sealed) tracker.resolveFlowParent(flowRunId, parent, now());
+        });
+        lookups.add(p);
+        void p.finally(() => lookups.delete(p));
+      },
+      lookupRerunAttempt(runId: string, type: RunType): void {
+        const resolve = options.resolveStateHistory;
+        const p = (resolve === undefined ? Promise.resolve(undefined) : resolve({ type, id: runId }).catch(() => undefined)).then((history) => {
+          if (!sealed) tracker.resolveRerunAttempt(runId, history, now());
         });
         lookups.add(p);
         void p.finally(() => lookups.delete(p));
@@ -349,6 +371,15 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           case 'rerun':
             notices.info(noticeFields(notice), 'run left its terminal state; new span for the rerun');
             break;
+          case 'rerun_lookup_failed':
+            // A server that stopped answering makes this happen once per rerun first seen.
+            warnThenCount(++rerunLookupFailedNotices, noticeFields(notice), "run first seen leaving a terminal state, and its state history could not be read: numbered as its first rerun (its span id may be one exported before)", 'further ones are only counted');
+            break;
+          case 'rerun_lookup_abandoned': {
+            const count = tracker.counts.rerunLookups.abandoned;
+            warnThenCount(count, { ...noticeFields(notice), count }, 'events waiting for lookups reached their bound (PREFECT_OTEL_MAX_OPEN_RUNS); the oldest, of the state history of a run first seen leaving a terminal state, was given up and the run numbered as its first rerun', 'further ones are only counted');
+            break;
+          }
         }
       },
       rejected(event: PrefectEvent, rejected: Rejected): void {

@@ -10,7 +10,7 @@ import { startHealthServer } from './health.js';
 import type { FlushResult } from './export/delivery.js';
 import { createPipeline, type Pipeline } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
-import { createFlowParentLookup, createOwnerLookup, type OwnerLookupOptions } from './source/run-lookups.js';
+import { createFlowParentLookup, createOwnerLookup, createStateHistoryLookup, type OwnerLookupOptions } from './source/run-lookups.js';
 import { excerpt, isRecord, MAX_EVENT_BYTES, overEventBytes } from './model/event.js';
 import { lineBatches, READ_CHUNK_BYTES } from './source/lines.js';
 import { redactCredentials, safeUrl, shownUrl } from './log/redact.js';
@@ -215,6 +215,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
     nativeSpans: nativeSpanFromRest(rest),
     resolveOwner: createOwnerLookup(rest, lookupOptions),
     resolveFlowParent: createFlowParentLookup(rest, lookupOptions),
+    resolveStateHistory: createStateHistoryLookup(rest, lookupOptions),
   });
 
   let input: Readable;

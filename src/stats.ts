@@ -27,6 +27,8 @@ export interface TracingStats {
     readonly pendingLookups: number;
     /** Lookups of where a run hangs (a subflow's tracking task's flow run, an unseen flow run's tracking task), and their outcomes. */
     readonly parentLookups: { readonly lookups: number; readonly found: number; readonly failed: number; readonly abandoned: number };
+    /** Lookups of the state history of runs first seen leaving a terminal state (to number the rerun), and their outcomes. */
+    readonly rerunLookups: { readonly lookups: number; readonly found: number; readonly failed: number; readonly abandoned: number };
     /** Lookups of Prefect's own span of flow runs (REST labels) and their outcomes. */
     readonly nativeSpans: { readonly lookups: number; readonly linked: number; readonly noLabel: number; readonly failed: number; readonly late: number };
   };
@@ -95,6 +97,7 @@ export function collectStats(
       deletedScheduled: t.deletedScheduled,
       pendingLookups: pipeline.tracker.pendingLookups,
       parentLookups: { ...t.parentLookups },
+      rerunLookups: { ...t.rerunLookups },
       nativeSpans: { ...t.native },
     },
     spans: {

@@ -14,7 +14,7 @@ import { safeUrl } from './log/redact.js';
 import type { SpanRecord } from './model/span-record.js';
 import { createPipeline, type Pipeline, type PipelineHooks } from './pipeline.js';
 import { nativeSpanFromRest } from './source/native-spans.js';
-import { createFlowParentLookup, createOwnerLookup, deletedFlowRunsFromRest, type OwnerLookupOptions } from './source/run-lookups.js';
+import { createFlowParentLookup, createOwnerLookup, createStateHistoryLookup, deletedFlowRunsFromRest, type OwnerLookupOptions } from './source/run-lookups.js';
 import { createPrefectRestClient, type PrefectRestClient } from './source/rest.js';
 import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from './source/websocket.js';
 import { createStateLease, isThisProcess, type LeaseHolder, type StateLease } from './state/lease.js';
@@ -177,6 +177,7 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
       nativeSpans: nativeSpanFromRest(rest),
       resolveOwner: createOwnerLookup(rest, lookups),
       resolveFlowParent: createFlowParentLookup(rest, lookups),
+      resolveStateHistory: createStateHistoryLookup(rest, lookups),
       deletedFlowRuns: deletedFlowRunsFromRest(rest),
       onSpan: (span) => {
         if (this.listenerCount('span') > 0) {

@@ -6,6 +6,7 @@ import { PARENT_RUN, parentTaskIdsOf, parseTraceparent, RunState, type RunStateD
 import type { Attributes, SpanRecord } from './span-record.js';
 import { Additions } from '../state/additions.js';
 import { FifoMap } from './fifo-map.js';
+import { rerunAttemptFromHistory, type HistoryState } from './rerun-attempt.js';
 
 export interface TrackerOptions {
   readonly settleMs: number;
@@ -26,6 +27,12 @@ export interface TrackerOptions {
    * (a heartbeat, a worker or custom event). Without it, such a flow run is taken as a root.
    */
   readonly lookupFlowParents?: boolean;
+  /**
+   * Number a run first seen leaving a terminal state (its record is gone, or it was never seen) by
+   * its state history (`lookupRerunAttempt`), so that its span does not take the id of a rerun
+   * before it. Without it, it is taken as the first rerun.
+   */
+  readonly lookupRerunAttempts?: boolean;
   /**
    * Most characters of events (as JSON) waiting for lookups, all together; past it the oldest lookup
    * is given up on, as past `maxOpenRuns` events. Undefined: bounded by count alone.
@@ -51,6 +58,10 @@ export type TrackerNotice =
   | { readonly kind: 'parent_late'; readonly runId: string; readonly taskRunId: string }
   | { readonly kind: 'evicted'; readonly runId: string; readonly traceId: string }
   | { readonly kind: 'lookup_abandoned'; readonly taskRunId: string; readonly events: number }
+  /** The state history of a run first seen leaving a terminal state could not be read: it is taken as the first rerun. */
+  | { readonly kind: 'rerun_lookup_failed'; readonly runId: string }
+  /** The same, given up unanswered (the bound on events waiting for lookups). */
+  | { readonly kind: 'rerun_lookup_abandoned'; readonly runId: string; readonly events: number }
   | { readonly kind: 'rerun'; readonly runId: string; readonly attempt: number; readonly traceId: string };
 
 /** An event the tracker turns down as it is (skipped input, counted and logged by reason). */
@@ -69,6 +80,11 @@ export interface TrackerSink {
    * trace; answer with `resolveFlowParent`. Only asked with the `lookupFlowParents` option.
    */
   lookupFlowParent(flowRunId: string): void;
+  /**
+   * Ask for the state history of a run first seen leaving a terminal state, to number its rerun;
+   * answer with `resolveRerunAttempt`. Only asked with the `lookupRerunAttempts` option.
+   */
+  lookupRerunAttempt(runId: string, type: RunType): void;
   /** Ask for the traceparent of Prefect's own span of a flow run attempt; answer with `resolveNativeSpan`. */
   lookupNativeSpan(flowRunId: string, attempt: number): void;
   /**
@@ -115,8 +131,12 @@ interface Waiting {
   readonly events: Queued[];
   /** The runs whose events wait here (`blocked` maps each to this lookup). */
   readonly runs: string[];
-  /** `owner`: the flow run of a task run (`lookup`); `flow_parent`: the tracking task of a flow run (`lookupFlowParent`). */
-  readonly kind: 'owner' | 'flow_parent';
+  /**
+   * `owner`: the flow run of a task run (`lookup`); `flow_parent`: the tracking task of a flow run
+   * (`lookupFlowParent`); `attempt`: the state history of a run first seen leaving a terminal state
+   * (`lookupRerunAttempt`, keyed by `attemptKey`).
+   */
+  readonly kind: 'owner' | 'flow_parent' | 'attempt';
   /** Characters of `events` as JSON (see `waitingChars`). */
   chars: number;
 }
@@ -137,6 +157,11 @@ export interface TrackerCounts {
    * pending are `pendingLookups`.
    */
   parentLookups: { lookups: number; found: number; failed: number; abandoned: number };
+  /**
+   * Lookups of the state history of runs first seen leaving a terminal state (to number the rerun),
+   * and how they ended, as `parentLookups`; failed and abandoned ones take the first rerun's number.
+   */
+  rerunLookups: { lookups: number; found: number; failed: number; abandoned: number };
   spanEvents: number;
   /** Flow-run lookups of Prefect's own span, and how they ended. */
   native: { lookups: number; linked: number; noLabel: number; failed: number; late: number };
@@ -212,6 +237,11 @@ export class RunTracker {
   /** Characters of the events in `waiting` as JSON, all together; at most `maxWaitingChars` (but for one lookup's). */
   private waitingCharCount = 0;
   private readonly blocked = new Map<string, string>();
+  /**
+   * The rerun number a state history answered, per run, for the state event it was asked for: taken
+   * when that event is processed again (`release`), as the events waiting for the answer are.
+   */
+  private readonly attemptAnswers = new Map<string, { readonly eventId: string; readonly attempt: number }>();
   private readonly deadlines = new Map<string, number>();
   private readonly childrenOf = new Map<string, Set<string>>();
   /**
@@ -223,6 +253,7 @@ export class RunTracker {
   readonly counts: TrackerCounts = {
     runsOpened: 0, spans: 0, incomplete: 0, reruns: 0, lateEvents: 0, evicted: 0, deletedScheduled: 0, spanEvents: 0,
     parentLookups: { lookups: 0, found: 0, failed: 0, abandoned: 0 },
+    rerunLookups: { lookups: 0, found: 0, failed: 0, abandoned: 0 },
     native: { lookups: 0, linked: 0, noLabel: 0, failed: 0, late: 0 },
   };
 
@@ -310,13 +341,26 @@ export class RunTracker {
         // Its tasks whose first events came before this state (reordered ahead of it) hang under it.
         this.moveChildren(ref.id, spanIdForRun(ref.id, done.attempt), run.spanId, event.occurredUs);
       } else {
+        // A run first seen leaving a terminal state is a rerun whose attempts before are no longer
+        // remembered (newer runs outlived its record, the state file was lost, or they came before
+        // the start): its span must not take an earlier attempt's id, which was likely exported
+        // already. Which rerun it is, its state history says (`lookupRerunAttempt`); without an
+        // answer it is taken as the first.
+        const rerun = classified.kind === 'state' && leavesTerminal(classified.state);
+        let attempt = rerun ? 1 : 0;
+        if (rerun) {
+          const answered = this.attemptAnswers.get(ref.id);
+          if (answered !== undefined && answered.eventId === event.id) {
+            this.attemptAnswers.delete(ref.id);
+            attempt = answered.attempt;
+          } else if (this.options.lookupRerunAttempts === true) {
+            this.block(ref.id, attemptKey(ref.id), 'attempt', ref.type);
+            return this.enqueue(attemptKey(ref.id), event, classified, payload, nowMs);
+          }
+        }
         const ctx = this.resolveCtx(ref, event, classified);
         if (ctx === 'wait') return this.enqueue(this.blocked.get(ref.id)!, event, classified, payload, nowMs);
-        // A run first seen leaving a terminal state is a rerun whose first attempt is no longer
-        // remembered (newer runs outlived its record, or the state file was lost): its span must not
-        // take the first attempt's id, which was likely exported already.
-        const rerun = classified.kind === 'state' && leavesTerminal(classified.state);
-        run = this.openRun(ref, ctx, rerun ? 1 : 0, nowMs);
+        run = this.openRun(ref, ctx, attempt, nowMs);
         const innerUs = this.innerBeforeOpen.get(ref.id);
         if (innerUs !== undefined) {
           this.innerBeforeOpen.delete(ref.id);
@@ -585,22 +629,32 @@ export class RunTracker {
   private abandonOldestLookup(nowMs: number): void {
     const oldest = this.waiting.peek();
     if (oldest === undefined) return;
-    this.counts.parentLookups.abandoned += 1;
-    this.sink.notice({ kind: 'lookup_abandoned', taskRunId: oldest[0], events: oldest[1].events.length });
-    this.settle(oldest[0], oldest[1], nowMs);
+    const [key, waiting] = oldest;
+    this.lookupCounts(waiting.kind).abandoned += 1;
+    if (waiting.kind === 'attempt') this.sink.notice({ kind: 'rerun_lookup_abandoned', runId: runOfAttemptKey(key), events: waiting.events.length });
+    else this.sink.notice({ kind: 'lookup_abandoned', taskRunId: key, events: waiting.events.length });
+    this.settle(key, waiting, nowMs);
   }
 
   /** Answer a waiting lookup "not found" without counting it as answered. */
   private settle(key: string, waiting: Waiting, nowMs: number): void {
     if (waiting.kind === 'flow_parent') this.settleFlowParent(key, null, nowMs);
+    else if (waiting.kind === 'attempt') this.settleAttempt(key, waiting, undefined, nowMs);
     else this.settleOwner(key, null, nowMs);
+  }
+
+  /** The counts of lookups of a kind: of where a run hangs, or of a rerun's number. */
+  private lookupCounts(kind: Waiting['kind']): TrackerCounts['parentLookups'] {
+    return kind === 'attempt' ? this.counts.rerunLookups : this.counts.parentLookups;
   }
 
   /** An answer to a lookup still waited for (one given up on is not counted again). */
   private countAnswer(key: string, found: boolean): void {
-    if (!this.waiting.has(key)) return;
-    if (found) this.counts.parentLookups.found += 1;
-    else this.counts.parentLookups.failed += 1;
+    const waiting = this.waiting.get(key);
+    if (waiting === undefined) return;
+    const counts = this.lookupCounts(waiting.kind);
+    if (found) counts.found += 1;
+    else counts.failed += 1;
   }
 
   /** One waiting or restored event, with the boundary `ingest` gives each incoming one: it never stops the others. */
@@ -641,6 +695,36 @@ export class RunTracker {
     if (waiting === undefined && taskRunId === null && this.flowParents.has(flowRunId)) return;
     this.remember(this.flowParents, flowRunId, taskRunId === null ? null : (canonicalUuid(taskRunId) ?? null), OWNER_CACHE_MAX);
     if (waiting !== undefined) this.release(flowRunId, waiting, nowMs);
+  }
+
+  /**
+   * The answer to a `lookupRerunAttempt`: the run's state history in Prefect's order, or undefined
+   * when it could not be read (then the run is taken as the first rerun). An answer to a lookup given
+   * up on changes nothing: its events went on without it.
+   */
+  resolveRerunAttempt(runId: string, history: readonly HistoryState[] | undefined, nowMs: number): void {
+    const key = attemptKey(runId);
+    const waiting = this.waiting.get(key);
+    if (waiting?.kind !== 'attempt') return;
+    this.countAnswer(key, history !== undefined);
+    if (history === undefined) this.sink.notice({ kind: 'rerun_lookup_failed', runId });
+    this.settleAttempt(key, waiting, history, nowMs);
+  }
+
+  /**
+   * Number the rerun a lookup was asked for (the first waiting state of its run, which first saw it
+   * leave a terminal state) from `history`, or as the first without one, and release its events.
+   */
+  private settleAttempt(key: string, waiting: Waiting, history: readonly HistoryState[] | undefined, nowMs: number): void {
+    const runId = runOfAttemptKey(key);
+    const first = waiting.events.find((q) => q.classified.kind === 'state' && q.classified.run.id === runId);
+    if (first !== undefined && first.classified.kind === 'state') {
+      const state = first.classified.state;
+      const attempt = history === undefined ? 1 : rerunAttemptFromHistory(history, { id: first.event.id, occurredUs: first.event.occurredUs, type: state.type, leavesTerminal: leavesTerminal(state) });
+      this.attemptAnswers.set(runId, { eventId: first.event.id, attempt });
+    }
+    this.release(key, waiting, nowMs);
+    this.attemptAnswers.delete(runId);
   }
 
   /** A lookup answered: the runs blocked on it are free, its events processed in order. */
@@ -751,9 +835,11 @@ export class RunTracker {
 
   /** End of input: every open run is exported, unfinished ones as incomplete. */
   finishAll(reason: string, nowMs: number): void {
-    for (const [key, waiting] of [...this.waiting]) {
-      this.counts.parentLookups.abandoned += 1;
-      this.settle(key, waiting, nowMs);
+    // Oldest first, and each settled is gone: events it releases may wait for another lookup (a rerun's
+    // number answered, the run's parent still to ask), given up on in turn.
+    for (let oldest = this.waiting.peek(); oldest !== undefined; oldest = this.waiting.peek()) {
+      this.lookupCounts(oldest[1].kind).abandoned += 1;
+      this.settle(oldest[0], oldest[1], nowMs);
     }
     for (const run of [...this.settling.values()]) this.endSettling(run, nowMs);
     for (const run of [...this.open.values()]) if (run.ref.type === 'task') this.finalize(run, run.terminal ? undefined : reason, nowMs);
@@ -992,15 +1078,19 @@ export class RunTracker {
     return this.owners.get(taskRunId);
   }
 
-  /** Hold `runId`'s events until the lookup of `key` (a task run's flow run, or a flow run's tracking task) answers. */
-  private block(runId: string, key: string, kind: Waiting['kind'] = 'owner'): 'wait' {
+  /**
+   * Hold `runId`'s events until the lookup of `key` (a task run's flow run, a flow run's tracking
+   * task, or, keyed by `attemptKey`, the state history of the run `runId` of type `type`) answers.
+   */
+  private block(runId: string, key: string, kind: Waiting['kind'] = 'owner', type?: RunType): 'wait' {
     this.blocked.set(runId, key);
     const waiting = this.waiting.get(key);
     if (waiting !== undefined) waiting.runs.push(runId);
     else {
       this.waiting.set(key, { events: [], runs: [runId], kind, chars: 0 });
-      this.counts.parentLookups.lookups += 1;
+      this.lookupCounts(kind).lookups += 1;
       if (kind === 'flow_parent') this.sink.lookupFlowParent(key);
+      else if (kind === 'attempt') this.sink.lookupRerunAttempt(runId, type!);
       else this.sink.lookup(key);
     }
     return 'wait';
@@ -1387,6 +1477,18 @@ function betweenTerminals(state: StateInfo): boolean {
 function trackingTaskOf(event: PrefectEvent): string | undefined {
   const tracking = event.related.find((r) => r.role === 'task-run');
   return tracking === undefined ? undefined : runRefFromResourceId(tracking.id)?.id;
+}
+
+/**
+ * The key in `waiting` of the state-history lookup of a run: apart from the keys of the lookups of
+ * where runs hang (a task run's or flow run's id), which may be the same run's.
+ */
+function attemptKey(runId: string): string {
+  return `attempt:${runId}`;
+}
+
+function runOfAttemptKey(key: string): string {
+  return key.slice('attempt:'.length);
 }
 
 function rootCtx(runId: string): TraceCtx {

@@ -1,12 +1,14 @@
 /**
- * The few Prefect REST calls prefect-otel makes: run look-ups (a subflow's parent, a flow run's labels) and the
- * event history (to fill a gap longer than the websocket's 15-minute backfill).
+ * The few Prefect REST calls prefect-otel makes: run look-ups (a subflow's parent, a flow run's labels, a
+ * run's state history) and the event history (to fill a gap longer than the websocket's 15-minute backfill).
  */
 import { randomUUID } from 'node:crypto';
 import { AuthError, ProtocolError, errorText } from '../errors.js';
 import { createHttpClient, HttpTransportError, type TlsOptions } from './http-client.js';
 import { PROXY_AUTH_REQUIRED, ProxyError, proxyVariable, type ProxyEnv } from './proxy.js';
 import { parseTimestampUs } from '../model/time.js';
+import type { HistoryState } from '../model/rerun-attempt.js';
+import { canonicalUuid } from '../model/ids.js';
 import { apiBase, authAdvice, authSetting, isApiPath, prefectAuth, redactSecrets, restAuthHeaders, shownServerText, USER_AGENT, type PrefectAuth } from './prefect-api.js';
 
 /**
@@ -53,6 +55,14 @@ export interface PrefectRestClient {
    * `PREFECT_API_DEFAULT_LIMIT` is below `ids.length` answers 422. 401/403 (and a proxy's 407) throw AuthError.
    */
   getFlowRuns(ids: readonly string[]): Promise<RestResult<FlowRunInfo[]>>;
+  /**
+   * A run's state history: `GET /flow_run_states/?flow_run_id=<id>` or `GET
+   * /task_run_states/?task_run_id=<id>` (src/prefect/server/api/flow_run_states.py,
+   * task_run_states.py), a list of `State` (`id`, `type`, `name`, `timestamp`, `message`, …) ordered
+   * by `timestamp`; a run the server does not have has none (an empty list). 401/403 (and a proxy's
+   * 407) throw AuthError.
+   */
+  getRunStates(type: 'flow' | 'task', id: string): Promise<RestResult<HistoryState[]>>;
   /**
    * Pages of events, oldest first: `POST /events/filter`, then `GET /events/filter/next` on our own API
    * base with the `page-token` of each `next_page`. Throws AuthError on 401/403 and a proxy's 407 (a 403 on a later page
@@ -325,6 +335,12 @@ export function createPrefectRestClient(options: RestClientOptions): PrefectRest
       return getRun<FlowRunInfo>('flow_runs', id, flowRunInfo);
     },
 
+    getRunStates(type, id) {
+      const path = type === 'flow' ? '/flow_run_states/' : '/task_run_states/';
+      const param = type === 'flow' ? 'flow_run_id' : 'task_run_id';
+      return call('GET', `${path}?${param}=${encodeURIComponent(id)}`, `GET ${path}?${param}=${id}`, undefined, statesOf);
+    },
+
     getFlowRuns(ids) {
       const body = { flow_runs: { id: { any_: [...ids] } }, limit: ids.length };
       return call('POST', '/flow_runs/filter', 'POST /flow_runs/filter', body, (b) => {
@@ -477,6 +493,17 @@ function flowRunInfo(b: Record<string, unknown>): FlowRunInfo | undefined {
     parentTaskRunId: typeof b.parent_task_run_id === 'string' ? b.parent_task_run_id : null,
     labels: labelsOf(b.labels),
   };
+}
+
+/** A list of `State` as the few fields prefect-otel reads, in the server's order; undefined when it is no list of states. */
+function statesOf(b: unknown): HistoryState[] | undefined {
+  if (!Array.isArray(b)) return undefined;
+  const out: HistoryState[] = [];
+  for (const s of b) {
+    if (!isRecord(s) || typeof s.id !== 'string' || typeof s.type !== 'string') return undefined;
+    out.push({ id: canonicalUuid(s.id) ?? s.id, type: s.type, timestampUs: typeof s.timestamp === 'string' ? parseTimestampUs(s.timestamp) : undefined });
+  }
+  return out;
 }
 
 /** KeyValueLabels: string, number or boolean values; anything else is left out. */

@@ -15,9 +15,14 @@
  *   `OWNER_LOOKUPS_QUEUED_MAX` waiting.
  * - `createFlowParentLookup` asks `GET /flow_runs/{id}` for the tracking task of a flow run not seen
  *   yet that runs hang under (a subflow's events were missed or come later), the same way.
+ * - `createStateHistoryLookup` asks `GET /flow_run_states/?flow_run_id=…` (or
+ *   `/task_run_states/?task_run_id=…`) for the state history of a run first seen leaving a terminal
+ *   state, to number its rerun, the same way.
  */
 import { AuthError, errorText } from '../errors.js';
 import { canonicalUuid } from '../model/ids.js';
+import type { RunType } from '../model/classify.js';
+import type { HistoryState } from '../model/rerun-attempt.js';
 import type { PrefectRestClient, RestResult } from './rest.js';
 
 /**
@@ -153,7 +158,7 @@ export interface OwnerLookupOptions {
  * cannot be found.
  */
 export function createOwnerLookup(rest: Pick<PrefectRestClient, 'getTaskRun'>, options: OwnerLookupOptions = {}): (taskRunId: string) => Promise<string | null> {
-  return createParentLookup(async (id) => {
+  return createQueuedLookup(async (id: string): Promise<RestResult<string | null>> => {
     const r = await rest.getTaskRun(id);
     return r.ok ? { ok: true, value: r.value.flowRunId } : r;
   }, options, null);
@@ -165,31 +170,40 @@ export function createOwnerLookup(rest: Pick<PrefectRestClient, 'getTaskRun'>, o
  * same bounds as `createOwnerLookup`; null when it has none, undefined when it cannot be found.
  */
 export function createFlowParentLookup(rest: Pick<PrefectRestClient, 'getFlowRun'>, options: OwnerLookupOptions = {}): (flowRunId: string) => Promise<string | null | undefined> {
-  return createParentLookup(async (id) => {
+  return createQueuedLookup(async (id: string): Promise<RestResult<string | null>> => {
     const r = await rest.getFlowRun(id);
     return r.ok ? { ok: true, value: r.value.parentTaskRunId } : r;
   }, options, undefined);
 }
 
 /**
+ * The state history of a run (reference §5; ordered by `timestamp`, as Prefect orders it), one
+ * `GET /flow_run_states/?flow_run_id=…` or `GET /task_run_states/?task_run_id=…` per run, through a
+ * queue of its own with the same bounds as `createOwnerLookup`; undefined when it cannot be read.
+ */
+export function createStateHistoryLookup(rest: Pick<PrefectRestClient, 'getRunStates'>, options: OwnerLookupOptions = {}): (run: { readonly type: RunType; readonly id: string }) => Promise<readonly HistoryState[] | undefined> {
+  return createQueuedLookup((run: { readonly type: RunType; readonly id: string }) => rest.getRunStates(run.type, run.id), options, undefined);
+}
+
+/**
  * One request per run (`get`), at most `OWNER_LOOKUPS_IN_FLIGHT` at a time, at most
  * `OWNER_LOOKUPS_QUEUED_MAX` waiting; `failed` when there is no answer.
  */
-function createParentLookup<F extends null | undefined>(get: (id: string) => Promise<RestResult<string | null>>, options: OwnerLookupOptions, failed: F): (id: string) => Promise<string | null | F> {
-  const enqueue = createBatchQueue<{ readonly id: string; readonly resolve: (parent: string | null | F) => void }>(
+function createQueuedLookup<K, V, F extends null | undefined>(get: (key: K) => Promise<RestResult<V>>, options: OwnerLookupOptions, failed: F): (key: K) => Promise<V | F> {
+  const enqueue = createBatchQueue<{ readonly id: K; readonly resolve: (answer: V | F) => void }>(
     async ([job]) => {
       if (job === undefined) return;
       if (options.skip?.() === true) return job.resolve(failed);
-      let parent: string | null | F = failed;
+      let answer: V | F = failed;
       try {
         const r = await get(job.id);
-        if (r.ok) parent = r.value;
+        if (r.ok) answer = r.value;
         else options.onFailure?.({ reason: r.message, transport: r.status === undefined, ...(r.noApi === true ? { noApi: true as const } : {}) });
       } catch (err) {
         if (err instanceof AuthError) options.onAuthError?.(err);
         options.onFailure?.({ reason: errorText(err), transport: false });
       }
-      job.resolve(parent);
+      job.resolve(answer);
     },
     (job) => {
       options.onFailure?.({ reason: `more than ${OWNER_LOOKUPS_QUEUED_MAX} lookups waiting for the server`, transport: false });

@@ -158,6 +158,7 @@ test('100,000 short runs, 500 open at most: every span arrives exactly once, the
   assert.ok(native !== undefined && native.late < RUNS / 20, JSON.stringify(native));
   assert.deepEqual(finalStats?.runs, { open: 0, opened: RUNS, incomplete: RUNS / ABANDONED_EVERY, reruns: 0, lateEvents: 0, evicted: RUNS - MAX_OPEN_RUNS, deletedScheduled: 0, pendingLookups: 0,
     parentLookups: { lookups: 0, found: 0, failed: 0, abandoned: 0 },
+    rerunLookups: { lookups: 0, found: 0, failed: 0, abandoned: 0 },
     nativeSpans: { lookups: RUNS, linked: 0, noLabel: 0, failed: RUNS - native.late, late: native.late },
   });
   assert.equal(warnings, 10, 'ten eviction warnings, then only counted');

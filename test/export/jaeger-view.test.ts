@@ -26,9 +26,12 @@ import { createLogger } from '../../src/log/logger.js';
 import { ATTR } from '../../src/model/attributes.js';
 import { spanIdForRun } from '../../src/model/ids.js';
 import { createPipeline, type Pipeline } from '../../src/pipeline.js';
+import { createPrefectRestClient } from '../../src/source/rest.js';
+import { createStateHistoryLookup } from '../../src/source/run-lookups.js';
 import { generateDemoWorkload, mulberry32 as prng } from '../../src/source/demo-workload.js';
 import { loadState, StateWriter } from '../../src/state/persisted.js';
 import { createStateStore } from '../../src/state/state-store.js';
+import { startFakePrefect } from '../helpers/fake-prefect.js';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.js';
 import { flowRunStateEvent, taskRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
 
@@ -108,6 +111,8 @@ function world(seed: number): World {
 interface Lookups {
   readonly owners: ReadonlyMap<string, string>;
   readonly trackers: ReadonlyMap<string, string>;
+  /** A Prefect API that answers runs' state histories (a rerun first seen), as watch and replay ask it. */
+  readonly apiUrl?: string;
 }
 
 function pipeline(receiver: OtlpReceiver, l: Lookups): Pipeline {
@@ -116,6 +121,7 @@ function pipeline(receiver: OtlpReceiver, l: Lookups): Pipeline {
     config, logger: quiet, clock: 'event',
     resolveOwner: (id) => Promise.resolve(l.owners.get(id) ?? null),
     resolveFlowParent: (id) => Promise.resolve(l.trackers.get(id) ?? null),
+    ...(l.apiUrl === undefined ? {} : { resolveStateHistory: createStateHistoryLookup(createPrefectRestClient({ apiUrl: l.apiUrl })) }),
   });
 }
 
@@ -482,7 +488,7 @@ describe('traces as Jaeger shows them: seeded Prefect workloads through the pipe
     assert.deepEqual(times, new Map([[F, [0, 4_000]], [behind, [-2_000, -1_000]], [inside, [2_000, 3_000]], [ahead, [3_200, 4_500]], [background, [6_000, 7_000]]]));
   });
 
-  it('a flow run re-run twice, the second time after its record was lost (a fresh state file): that rerun counts as the first and takes its id, which Jaeger shows twice (README)', async () => {
+  it('a flow run re-run twice, the second time after its record was lost (a fresh state file): its state history in Prefect numbers that rerun the second, so no span id goes out twice', async () => {
     const F = '0196c7d2-5b1e-7a3c-9f10-2b3c4d5e6f71';
     const flow = { flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
     let t = START_MS;
@@ -494,14 +500,31 @@ describe('traces as Jaeger shows them: seeded Prefect workloads through the pipe
     ];
     const first = [...attempt(null, 0), ...attempt('FAILED', 1)];
     const second = attempt('FAILED', 2);
-    const none = { owners: new Map<string, string>(), trackers: new Map<string, string>() };
-    const spans = [...(await exported(none, first)), ...(await exported(none, second))];
-    const v = view(spans);
-    assert.deepEqual(spans.map((x) => [x.spanId, x.parentSpanId, x.links.map((l) => l.spanId), x.startTimeUnixNano]), [
-      [spanIdForRun(F, 0), undefined, [], String(BigInt(START_MS + 2_000) * 1_000_000n)],
-      [spanIdForRun(F, 1), undefined, [spanIdForRun(F, 0)], String(BigInt(START_MS + 6_000) * 1_000_000n)],
-      [spanIdForRun(F, 1), undefined, [spanIdForRun(F, 0)], String(BigInt(START_MS + 10_000) * 1_000_000n)],
-    ]);
-    assert.deepEqual(v.conflicting, [`${F} etl ${spanIdForRun(F, 1)}`]);
+    const prefect = await startFakePrefect();
+    try {
+      // The server has every state of the run; the second process knows none of them.
+      prefect.store([...first, ...second]);
+      const lookups = { owners: new Map<string, string>(), trackers: new Map<string, string>(), apiUrl: prefect.url };
+      const spans = [...(await exported(lookups, first)), ...(await exported(lookups, second))];
+      const v = view(spans);
+      const previous = (attemptNo: number) => ({ traceId: F.replace(/-/g, ''), spanId: spanIdForRun(F, attemptNo), attributes: { [ATTR.LINK_KIND]: 'previous_attempt' } });
+      assert.deepEqual(spans.map((x) => [x.spanId, x.parentSpanId, x.links.map((l) => ({ traceId: l.traceId, spanId: l.spanId, attributes: l.attributes })), x.startTimeUnixNano, x.endTimeUnixNano]), [
+        [spanIdForRun(F, 0), undefined, [], String(BigInt(START_MS + 2_000) * 1_000_000n), String(BigInt(START_MS + 4_000) * 1_000_000n)],
+        [spanIdForRun(F, 1), undefined, [previous(0)], String(BigInt(START_MS + 6_000) * 1_000_000n), String(BigInt(START_MS + 8_000) * 1_000_000n)],
+        [spanIdForRun(F, 2), undefined, [previous(1)], String(BigInt(START_MS + 10_000) * 1_000_000n), String(BigInt(START_MS + 12_000) * 1_000_000n)],
+      ]);
+      assert.deepEqual(v.conflicting, []);
+      assert.deepEqual(v.copies, []);
+      assert.deepEqual(spans[2]!.attributes, {
+        'prefect.run.id': F, 'prefect.run.type': 'flow', 'prefect.run.name': 'crimson-fox', 'prefect.run.count': 3, 'prefect.run.attempt': 2, 'prefect.tags': [],
+        'prefect.state.type': 'FAILED', 'prefect.state.name': 'Failed', 'prefect.flow.name': 'etl', 'prefect.flow.id': flow.flowId,
+        'cicd.pipeline.name': 'etl', 'cicd.pipeline.run.id': F, 'cicd.pipeline.result': 'failure', 'cicd.pipeline.run.url.full': `http://prefect.local:4200/runs/flow-run/${F}`,
+        'error.type': 'Failed', 'prefect.run.wait_ms': 1_000,
+      });
+      // Only the rerun first seen was asked about, once.
+      assert.deepEqual(prefect.restRequests.map((r) => `${r.method} ${r.path}`), [`GET /api/flow_run_states/?flow_run_id=${F}`]);
+    } finally {
+      await prefect.close();
+    }
   });
 });

@@ -10,6 +10,7 @@
  *   does); they match every live event, as on the server.
  * - `ws <base>/events/in`, `POST /events`, `POST /events/filter` + `GET /events/filter/next`,
  *   `GET /task_runs/{id}`, `GET /flow_runs/{id}`, `POST /task_runs/filter`, `POST /flow_runs/filter`, `PATCH /flow_runs/{id}/labels`,
+ *   `GET /flow_run_states/?flow_run_id=…`, `GET /task_run_states/?task_run_id=…` (from the state events stored),
  *   `GET /csrf-token`; REST auth is Basic (auth string) or Bearer (API key); CSRF protection on request.
  * - `switches` for misbehaviour (duplicates, reordering, a stuck stream, malformed frames, closes, a
  *   proxy that drops the sub-protocol header, a reply to the auth message that is not Prefect's).

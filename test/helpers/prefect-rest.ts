@@ -1,7 +1,9 @@
 /**
  * The REST half of the fake Prefect server (reference §2.1, §3, §5): event ingestion with the
  * server's `Event` validation, `POST /events/filter` + `GET /events/filter/next` paging, run lookups
- * one at a time and `POST /flow_runs/filter` / `POST /task_runs/filter` by id or link.
+ * one at a time and `POST /flow_runs/filter` / `POST /task_runs/filter` by id or link, and the state
+ * history of a run (`GET /flow_run_states/?flow_run_id=…`, `GET /task_run_states/?task_run_id=…`)
+ * from the state events stored.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { canonicalUuid, matches, microsToIso, parseFilter, toMicros, type ParsedFilter } from './event-filter.js';
@@ -171,6 +173,7 @@ export function createRestRoutes(ctx: RestContext) {
       found.updated = microsToIso(ctx.now() * 1000);
       return reply(204);
     }
+    if (method === 'GET' && (route === '/flow_run_states/' || route === '/task_run_states/')) return reply(...runStates(ctx, route === '/flow_run_states/' ? 'flow' : 'task', search));
     const run = /^\/(task_runs|flow_runs)\/([^/]+)$/.exec(route);
     if (method === 'GET' && run !== null) {
       const id = canonicalUuid(decodeURIComponent(run[2]!));
@@ -180,6 +183,38 @@ export function createRestRoutes(ctx: RestContext) {
     }
     reply(404, { detail: 'Not Found' });
   };
+}
+
+/**
+ * `GET /flow_run_states/?flow_run_id=<id>` and `GET /task_run_states/?task_run_id=<id>`
+ * (src/prefect/server/api/flow_run_states.py `read_flow_run_states`, task_run_states.py; the models
+ * order by `timestamp`): the run's states as a list of `State`, from its state events (`prefect.<kind>-run.<Name>`
+ * with a `validated_state`): the event id is the state id, `timestamp` its `occurred`; ties in the
+ * order stored. A run the server does not have: an empty list. The query parameter is required (422
+ * without it, or with no UUID). Only the path with its trailing slash is routed: FastAPI redirects
+ * the one without (307).
+ */
+function runStates(ctx: RestContext, kind: 'flow' | 'task', search: URLSearchParams): [number, unknown] {
+  const param = `${kind}_run_id`;
+  const raw = search.get(param);
+  if (raw === null) return [422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['query', param], msg: 'Field required', type: 'missing' }], request_body: null }];
+  const id = canonicalUuid(raw);
+  if (id === undefined) return [422, { exception_message: 'Invalid request received.', exception_detail: [{ loc: ['query', param], msg: 'Input should be a valid UUID', type: 'uuid_parsing' }], request_body: null }];
+  const resource = `prefect.${kind}-run.${id}`;
+  const states = ctx.events()
+    .filter((s) => s.ev.resource['prefect.resource.id'] === resource && s.ev.event.startsWith(`prefect.${kind}-run.`) && isObject(s.ev.payload.validated_state) && s.us !== undefined)
+    .sort((a, b) => a.us! - b.us! || a.seq - b.seq)
+    // One row per state, however often its event was sent.
+    .filter((s, i, all) => all.findIndex((o) => o.ev.id === s.ev.id) === i)
+    .map(({ ev }) => {
+      const v = ev.payload.validated_state as Record<string, unknown>;
+      return {
+        id: ev.id, created: ev.received ?? ev.occurred, updated: ev.received ?? ev.occurred,
+        type: v.type, name: v.name ?? null, timestamp: ev.occurred, message: v.message ?? null, data: null,
+        state_details: { ...(isObject(v.state_details) ? v.state_details : {}), [`${kind}_run_id`]: id },
+      };
+    });
+  return [200, states];
 }
 
 /** The criterion besides the id that each filter serves: a flow run's parent task run, a task run's flow run. */
