@@ -209,7 +209,7 @@ function runStates(ctx: RestContext, kind: 'flow' | 'task', search: URLSearchPar
     .map(({ ev }) => {
       const v = ev.payload.validated_state as Record<string, unknown>;
       return {
-        id: ev.id, created: ev.received ?? ev.occurred, updated: ev.received ?? ev.occurred,
+        id: canonicalUuid(ev.id) ?? ev.id, created: ev.received ?? ev.occurred, updated: ev.received ?? ev.occurred,
         type: v.type, name: v.name ?? null, timestamp: ev.occurred, message: v.message ?? null, data: null,
         state_details: { ...(isObject(v.state_details) ? v.state_details : {}), [`${kind}_run_id`]: id },
       };

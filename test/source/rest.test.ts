@@ -10,6 +10,7 @@ import { createPrefectRestClient, pageToken, RestRequestError, retryAfterMs } fr
 import { VERSION } from '../../src/version.js';
 import { startConnectProxy, startSilentProxy } from '../helpers/connect-proxy.js';
 import { startFakePrefect, type WireEvent } from '../helpers/fake-prefect.js';
+import { flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 
 const AUTH_STRING = 'admin:s3cret-pass';
 const API_KEY = 'pnu_0123456789abcdefSECRET';
@@ -94,6 +95,53 @@ describe('rest client: runs', () => {
     assert.deepEqual(seen.map((s) => [s.path, s.headers.authorization]), [[`/api/flow_runs/${FLOW_RUN}`, `Bearer ${API_KEY}`]]);
     reset(() => ({ status: 200, body: { id: FLOW_RUN, parent_task_run_id: null } }));
     assert.deepEqual(await rest.getFlowRun(FLOW_RUN), { ok: true, value: { id: FLOW_RUN, parentTaskRunId: null, labels: {} } });
+  });
+
+  it('getRunStates asks GET /flow_run_states/?flow_run_id=… and GET /task_run_states/?task_run_id=… (the fake Prefect server answers from the state events), in the server\'s order by timestamp', async () => {
+    const prefect = await startFakePrefect({ authString: AUTH_STRING });
+    try {
+      const t0 = Date.UTC(2026, 10, 21, 6, 0, 0);
+      const ids = ['0198c7d2-f000-7000-8000-000000000001', '0198c7d2-f000-7000-8000-000000000002', '0198c7d2-f000-7000-8000-000000000003'];
+      const flow = { flowRunId: FLOW_RUN, flowRunName: 'crimson-fox', flowId: '6a1f0c7e-1111-4a2b-9c3d-0e1f2a3b4c5d', flowName: 'etl' };
+      // Stored out of order, and one twice: the server keeps one row per state, ordered by timestamp.
+      const failed = flowRunStateEvent({ ...flow, state: { type: 'FAILED', name: 'Failed', message: 'boom' }, from: 'RUNNING', runCount: 1, occurred: t0 + 2_000, id: ids[1]! });
+      prefect.store([
+        failed,
+        flowRunStateEvent({ ...flow, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 + 1_000, id: ids[0]! }),
+        flowRunStateEvent({ ...flow, state: { type: 'SCHEDULED', name: 'AwaitingRetry' }, from: 'FAILED', runCount: 1, occurred: t0 + 3_000, id: ids[2]! }),
+        { ...failed },
+        taskRunStateEvent({ taskRunId: TASK_RUN, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', ...flow, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 + 1_500, id: '0198c7d2-f000-7000-8000-0000000000aa' }),
+      ]);
+      const rest = createPrefectRestClient({ apiUrl: prefect.url, authString: AUTH_STRING });
+      const us = (ms: number): number => (t0 + ms) * 1000;
+      assert.deepEqual(await rest.getRunStates('flow', FLOW_RUN), { ok: true, value: [
+        { id: ids[0], type: 'RUNNING', timestampUs: us(1_000) }, { id: ids[1], type: 'FAILED', timestampUs: us(2_000) }, { id: ids[2], type: 'SCHEDULED', timestampUs: us(3_000) },
+      ] });
+      assert.deepEqual(await rest.getRunStates('task', TASK_RUN), { ok: true, value: [{ id: '0198c7d2-f000-7000-8000-0000000000aa', type: 'RUNNING', timestampUs: us(1_500) }] });
+      // A run the server does not have: no states.
+      assert.deepEqual(await rest.getRunStates('task', FLOW_RUN), { ok: true, value: [] });
+      assert.deepEqual(prefect.restRequests.map((r) => `${r.method} ${r.path}`), [
+        `GET /api/flow_run_states/?flow_run_id=${FLOW_RUN}`, `GET /api/task_run_states/?task_run_id=${TASK_RUN}`, `GET /api/task_run_states/?task_run_id=${FLOW_RUN}`,
+      ]);
+      // What the server sends: Prefect's `State` list.
+      const raw = await fetch(`${prefect.url}/flow_run_states/?flow_run_id=${FLOW_RUN}`, { headers: { authorization: basic } });
+      const body = await raw.json() as Record<string, unknown>[];
+      assert.deepEqual(body[1], {
+        id: ids[1], created: failed.received, updated: failed.received, type: 'FAILED', name: 'Failed', timestamp: failed.occurred, message: 'boom', data: null,
+        state_details: { flow_run_id: FLOW_RUN },
+      });
+      // The query parameter is required, as FastAPI has it.
+      const missing = await fetch(`${prefect.url}/flow_run_states/`, { headers: { authorization: basic } });
+      assert.deepEqual([missing.status, ((await missing.json()) as { exception_detail: unknown }).exception_detail], [422, [{ loc: ['query', 'flow_run_id'], msg: 'Field required', type: 'missing' }]]);
+    } finally {
+      await prefect.close();
+    }
+  });
+
+  it('getRunStates: a body that is no list of states is an unexpected answer', async () => {
+    reset(() => ({ status: 200, body: { states: [] } }));
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api` });
+    assert.deepEqual(await rest.getRunStates('flow', FLOW_RUN), { ok: false, status: 200, message: `GET /flow_run_states/?flow_run_id=${FLOW_RUN}: unexpected response body` });
   });
 
   it('getFlowRuns asks POST /flow_runs/filter by id with a limit of the ids, and maps every run with an id', async () => {
