@@ -508,7 +508,7 @@ export const SETTINGS = {
   },
   maxOpenRuns: {
     env: ['PREFECT_OTEL_MAX_OPEN_RUNS'], flag: '--max-open-runs', default: 100_000, parse: integer(1, 10_000_000),
-    doc: 'bound on runs held in memory, and on events waiting for subflow parent lookups; past it the least recently active run is ended as incomplete (the oldest lookup is given up)',
+    doc: 'bound on runs held in memory, and on events waiting for look-ups (subflow parents, a rerun\'s number); past it the least recently active run is ended as incomplete (the oldest lookup is given up)',
   },
   maxSpanEvents: {
     env: ['OTEL_SPAN_EVENT_COUNT_LIMIT'], flag: '--max-span-events', default: 1_000, parse: integer(2, 1_000_000),
@@ -560,7 +560,7 @@ export const SETTINGS = {
   },
   bufferMaxBytes: {
     env: ['PREFECT_OTEL_BUFFER_MAX_BYTES'], flag: '--buffer-max-bytes', default: 64 * 1024 * 1024, parse: integer(1024, 16 * 1024 * 1024 * 1024),
-    doc: 'the same bound in (estimated) bytes; separately, the bound of the events waiting for subflow parent look-ups (past it the oldest look-up is given up and its runs become roots)',
+    doc: 'the same bound in (estimated) bytes; separately, the bound of the events waiting for look-ups of subflow parents and of a rerun\'s number (past it the oldest look-up is given up: its runs become roots, or its rerun the first)',
   },
   batchSize: {
     env: ['OTEL_BSP_MAX_EXPORT_BATCH_SIZE'], flag: '--batch-size', default: 512, parse: integer(1, 100_000),
