@@ -157,6 +157,25 @@ test('a lookup unanswered at the end of input is given up on: the first rerun, c
   assert.deepEqual(pipeline.tracker.counts.rerunLookups, { lookups: 1, found: 0, failed: 0, abandoned: 1 });
 });
 
+test('past the bound on waiting events (PREFECT_OTEL_MAX_OPEN_RUNS) the state-history lookup is given up: the first rerun, counted and warned of; its late answer changes nothing', async () => {
+  const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI, maxOpenRuns: 2 }, {});
+  const lines: Record<string, unknown>[] = [];
+  const logger = createLogger({ level: 'debug', format: 'json', destination: { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) } });
+  const spans: SpanRecord[] = [];
+  const answers: ((h: readonly HistoryState[] | undefined) => void)[] = [];
+  const pipeline = createPipeline({ config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s), resolveStateHistory: () => new Promise((r) => answers.push(r)) });
+  for (const e of SECOND) pipeline.ingest(JSON.stringify(e));
+  assert.deepEqual({ pending: pipeline.tracker.pendingLookups, waiting: pipeline.tracker.waitingEvents, open: pipeline.tracker.openRuns }, { pending: 0, waiting: 0, open: 1 });
+  answers[0]!(HISTORY);
+  await pipeline.finish('end_of_input');
+  assert.deepEqual(spans.map(shape), [rerunSpan(1)]);
+  assert.deepEqual(pipeline.tracker.counts.rerunLookups, { lookups: 1, found: 0, failed: 0, abandoned: 1 });
+  assert.deepEqual(lines.filter((l) => String(l.kind).startsWith('rerun_')).map(({ time: _t, pid: _p, hostname: _h, ...l }) => l), [{
+    level: 40, service: 'prefect-otel', component: 'model', kind: 'rerun_lookup_abandoned', 'prefect.run.id': FR, waitingEvents: 3, count: 1,
+    msg: 'events waiting for lookups reached their bound (PREFECT_OTEL_MAX_OPEN_RUNS); the oldest, of the state history of a run first seen leaving a terminal state, was given up and the run numbered as its first rerun',
+  }]);
+});
+
 test('the events waiting for a state history go through the state file: the next process asks again and numbers the rerun from the answer', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-rerun-'));
   try {
