@@ -87,6 +87,8 @@ export interface ReplayOptions {
 }
 
 const PROGRESS_INTERVAL_MS = 250;
+/** What replay does without the Prefect API's answers to its run look-ups. */
+const WITHOUT_LOOKUPS = 'subflows whose parent is not in the file become roots of their own traces, and runs first seen leaving a terminal state are numbered as their first rerun';
 
 /** What the usual reasons a file cannot be opened mean, in words rather than an errno code. */
 const FILE_ERRORS: Readonly<Record<string, string>> = {
@@ -190,13 +192,13 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
         // The URL answers, but with no Prefect API (most often the `/api` left out): every look-up would.
         stopAsking = true;
         const advice = apiUrlAdvice(config.sources?.apiUrl ?? 'PREFECT_API_URL');
-        logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: failure.reason }, `no Prefect API there (${advice}): subflows whose parent is not in the file become roots of their own traces`);
+        logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: failure.reason }, `no Prefect API there (${advice}): ${WITHOUT_LOOKUPS}`);
         return;
       }
       if (!failure.transport) return;
       // Replaying a file needs no server: once it cannot be reached, stop asking for every subflow.
       stopAsking = true;
-      logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: failure.reason }, 'Prefect API unreachable: subflows whose parent is not in the file become roots of their own traces');
+      logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: failure.reason }, `Prefect API unreachable: ${WITHOUT_LOOKUPS}`);
     },
     onAuthError: (err) => {
       if (stopAsking) return;
@@ -204,7 +206,7 @@ export async function runReplay(options: ReplayOptions): Promise<ReplaySummary> 
       // unlike it, a mistake to fix, which the summary and the exit code say too.
       stopAsking = true;
       apiRefused = err.message;
-      logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: err.message }, 'Prefect API refused the credentials: subflows whose parent is not in the file become roots of their own traces');
+      logger.warn({ component: 'replay', apiUrl: safeUrl(config.prefect.apiUrl), err: err.message }, `Prefect API refused the credentials: ${WITHOUT_LOOKUPS}`);
     },
   };
   const pipeline = createPipeline({
@@ -646,7 +648,7 @@ export function formatReplaySummary(s: ReplaySummary): string {
     ...(s.hint !== undefined ? [s.hint] : []),
     ...(s.cutLastLine === undefined ? [] : [`input: the last line (${s.cutLastLine}) ends partway through an event: skipped (was the file copied while it was still written?)`]),
     ...(s.streamStops === undefined ? [] : [streamStopsText(s.streamStops)]),
-    ...(s.apiRefused === undefined ? [] : [`parent look-ups: ${escapeControls(s.apiRefused)}; subflows whose parent is not in the file became roots of their own traces`]),
+    ...(s.apiRefused === undefined ? [] : [`run look-ups: ${escapeControls(s.apiRefused)}; subflows whose parent is not in the file became roots of their own traces, and runs first seen leaving a terminal state were numbered as their first rerun`]),
     ...(s.interrupted ? ['interrupted: the rest of the input was not read; runs still open were ended as incomplete'] : []),
   ].join('\n');
 }

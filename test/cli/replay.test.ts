@@ -510,7 +510,7 @@ for (const [given, url, name] of [
     assert.equal(r.code, 0, r.stderr);
     const said = logLines(r.stdout).filter((l) => l.component === 'replay' && l.level === 40).map((l) => ({ msg: l.msg, apiUrl: l.apiUrl, err: errMessage(l.err) }));
     assert.deepEqual(said, [{
-      msg: `no Prefect API there (${name} must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api): subflows whose parent is not in the file become roots of their own traces`,
+      msg: `no Prefect API there (${name} must be the API's URL, which for a self-hosted server ends in /api, e.g. http://host:4200/api): subflows whose parent is not in the file become roots of their own traces, and runs first seen leaving a terminal state are numbered as their first rerun`,
       apiUrl: wrong,
       err: `GET /task_runs/${TR}: HTTP 404, no such route ({"detail":"Not Found"})`,
     }]);
@@ -545,14 +545,14 @@ for (const [given, env, args, name] of [
     const r = await cli(['replay', '-', ...args], { PREFECT_API_URL: prefect.url, ...env, OTEL_TRACES_EXPORTER: 'none' }, [1, 2, 3, 4, 5, 6, 7, 8].map((n) => JSON.stringify(subflow(n))).join('\n'));
     // Every span delivered, and the mistake said by the summary and the exit code (3: authentication refused).
     assert.equal(r.code, 3, r.stderr);
-    assert.deepEqual(r.stderr.split('\n').filter((l) => /^(export|parent look-ups):/.test(l)), [
+    assert.deepEqual(r.stderr.split('\n').filter((l) => /^(export|run look-ups):/.test(l)), [
       'export: ok',
-      `parent look-ups: the Prefect API refused GET /task_runs/${TR} with HTTP 401: check ${name} (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key); subflows whose parent is not in the file became roots of their own traces`,
+      `run look-ups: the Prefect API refused GET /task_runs/${TR} with HTTP 401: check ${name} (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key); subflows whose parent is not in the file became roots of their own traces, and runs first seen leaving a terminal state were numbered as their first rerun`,
     ]);
     assert.ok(!`${r.stdout}${r.stderr}`.includes('WRONGSECRET'));
     const said = logLines(r.stdout).filter((l) => l.component === 'replay' && l.level === 40).map((l) => ({ msg: l.msg, apiUrl: l.apiUrl, err: errMessage(l.err) }));
     assert.deepEqual(said, [{
-      msg: 'Prefect API refused the credentials: subflows whose parent is not in the file become roots of their own traces',
+      msg: 'Prefect API refused the credentials: subflows whose parent is not in the file become roots of their own traces, and runs first seen leaving a terminal state are numbered as their first rerun',
       apiUrl: prefect.url,
       err: `the Prefect API refused GET /task_runs/${TR} with HTTP 401: check ${name} (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)`,
     }]);
