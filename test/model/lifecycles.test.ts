@@ -1143,3 +1143,35 @@ test('a background task a flow submitted with .delay() that a task worker took a
   assert.deepEqual(spans.filter((s) => s.run.id === FR).map((s) => [s.endUs, s.run.incomplete]), [[us(10), false]]);
   assert.deepEqual(lines.filter((l) => l.late === true), []);
 });
+
+test('a task called inside another, still open at a restart from the state file: its later events still reach the task it was called in and the flow run, whose incomplete spans end with them, as without the restart; also when the outer task was rerun after the inner one began', async (t) => {
+  const INNER = '0198c7d2-6000-7abc-8def-0000000000c5';
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1]]);
+  const inner = taskRun(INNER, 'extract-c5', 'extract-abc', [[3, 'PENDING', 'Pending', 0], [3.5, 'RUNNING', 'Running', 1], [40, 'COMPLETED', 'Completed', 1]], { parents: [TASK] });
+  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-lifecycles-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+
+  // The outer task and the flow run never end: the end of input ends them at the last time known inside them.
+  const outer = taskRun(TASK, 'orchestrate-1a1', 'orchestrate-77665544', [[2, 'PENDING', 'Pending', 0], [2.5, 'RUNNING', 'Running', 1]]);
+  const events = [...flow, ...outer, ...inner];
+  const { spans } = await run(events);
+  assert.deepEqual(spans.map((s) => [s.run.id, s.run.attempt, s.parentSpanId, s.endUs, s.attributes['prefect.run.incomplete'] ?? false]).sort(), [
+    [FR, 0, undefined, us(40), true],
+    [TASK, 0, spanIdForRun(FR), us(40), true],
+    [INNER, 0, spanIdForRun(TASK), us(40), false],
+  ].sort());
+  await assertSameAcrossRestarts(dir, { 'inner task': events }, wholes(spans));
+
+  // The outer task completed and was rerun while the inner one ran: the inner one stays under its first
+  // attempt, and its last event still reaches the flow run.
+  const rerunOuter = taskRun(TASK, 'orchestrate-1a1', 'orchestrate-77665544', [[2, 'PENDING', 'Pending', 0], [2.5, 'RUNNING', 'Running', 1], [5, 'COMPLETED', 'Completed', 1], [6, 'RUNNING', 'Running', 2]]);
+  const rerunEvents = [...flow, ...rerunOuter.slice(0, 2), inner[0]!, inner[1]!, ...rerunOuter.slice(2), inner[2]!];
+  const rerun = await run(rerunEvents);
+  assert.deepEqual(rerun.spans.map((s) => [s.run.id, s.run.attempt, s.parentSpanId, s.endUs, s.attributes['prefect.run.incomplete'] ?? false]).sort(), [
+    [FR, 0, undefined, us(40), true],
+    [TASK, 0, spanIdForRun(FR), us(5), false],
+    [TASK, 1, spanIdForRun(FR), us(6), true],
+    [INNER, 0, spanIdForRun(TASK), us(40), false],
+  ].sort());
+  await assertSameAcrossRestarts(dir, { 'outer task rerun': rerunEvents }, wholes(rerun.spans));
+});
