@@ -131,6 +131,25 @@ test('bounds: a state file saved with more open runs than PREFECT_OTEL_MAX_OPEN_
   assert.deepEqual({ open: b.tracker.openRuns, evicted: b.tracker.counts.evicted }, { open: now, evicted: before - now + 1 });
 });
 
+test('bounds: a state file saved with more finished runs than PREFECT_OTEL_MAX_OPEN_RUNS now allows is taken over within the bound: the most recently finished are kept', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-bounds-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const store = createStateStore(join(dir, 'state.json'));
+  const quiet = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const before = 50;
+  const now = 10;
+  const a = createPipeline({ config: resolveConfig({ tracesExporter: 'none', maxOpenRuns: before }, {}), logger: quiet, clock: 'event', delivery: null });
+  for (let i = 0; i < before; i++) a.ingest(orphanTaskRunning(i));
+  await a.finish('end_of_input');
+  const saved = a.tracker.snapshot().finished.map(([id]) => id);
+  assert.deepEqual(saved, Array.from({ length: before }, (_, i) => uuid('c002', i)));
+  await new StateWriter(store, a).save(true);
+
+  const b = createPipeline({ config: resolveConfig({ tracesExporter: 'none', maxOpenRuns: now }, {}), logger: quiet, clock: 'event', delivery: null });
+  await loadState(store, b, T0 + RUNS * TICK_MS + before, quiet);
+  assert.deepEqual({ finished: b.tracker.snapshot().finished.map(([id]) => id), open: b.tracker.openRuns }, { finished: saved.slice(-now), open: 0 });
+});
+
 test('bounds: events waiting for subflow parent lookups that never answer are held within PREFECT_OTEL_BUFFER_MAX_BYTES, not only by count: a flow emitting events of 100 KiB gives up the oldest lookup past the bound, and every event still reaches its span', async () => {
   const maxBytes = 1024 * 1024;
   const config = resolveConfig({ tracesExporter: 'none', bufferMaxBytes: maxBytes }, {});
