@@ -1175,3 +1175,22 @@ test('a task called inside another, still open at a restart from the state file:
   ].sort());
   await assertSameAcrossRestarts(dir, { 'outer task rerun': rerunEvents }, wholes(rerun.spans));
 });
+
+test('a task state delivered after the span went out is a late event of that attempt, not a rerun, when it bears the same time as the terminal state (a coarse clock) or is the state the terminal one follows (stamped later by a clock ahead)', async () => {
+  const flow = flowRun([[0, 'RUNNING', 'Running', 1], [300, 'COMPLETED', 'Completed', 1]]);
+  const sameTime = taskRun(TASK, 'extract-1a', 'extract-abc', [[1, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [1, 'COMPLETED', 'Completed', 1]]);
+  // Completed follows Running, which the task's clock stamped a second after it.
+  const clockAhead = taskRun(TASK, 'extract-1a', 'extract-abc', [[1, 'PENDING', 'Pending', 0], [3, 'RUNNING', 'Running', 1], [2, 'COMPLETED', 'Completed', 1]]);
+  for (const [label, events, late, startS, endS] of [
+    ['same time', [sameTime[1]!, sameTime[2]!], sameTime[0]!, 1, 1],
+    ['clock ahead', [clockAhead[0]!, clockAhead[2]!], clockAhead[1]!, 1, 2],
+  ] as const) {
+    const { spans, lines } = await run([flow[0]!, ...events, ...otherRun(100), late, flow[1]!]);
+    assert.deepEqual(
+      spans.filter((s) => s.run.id === TASK).map((s) => [s.spanId, s.parentSpanId, s.startUs, s.endUs, s.events.map((e) => e.name)]),
+      [[spanIdForRun(TASK), spanIdForRun(FR), us(startS), us(endS), events.map((e) => e.resource['prefect.state-name'])]],
+      label,
+    );
+    assert.deepEqual(lines.filter((l) => l.late === true).map((l) => [l['prefect.run.id'], l['prefect.event.id'], l.span_id]), [[TASK, late.id, spanIdForRun(TASK)]], label);
+  }
+});
