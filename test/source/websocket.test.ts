@@ -1062,6 +1062,33 @@ describe('event subscriber: reconnects', () => {
     assert.ok(sub.stats.reconnects >= 4);
   });
 
+  it('a connection that closes soon after it went live, again and again, is reconnected with delays that keep growing, jittered, up to the maximum: a short-lived connection does not start the backoff over', async () => {
+    const server = await mini();
+    server.switches.closeAfter = 1;
+    const t0 = Date.now();
+    server.store([event(t0 - 1_000)]);
+    const { sub, logs } = subscribe(server, { cursorUs: (t0 - 5_000) * 1000, initialBackoffMs: 20, maxBackoffMs: 160 });
+    const closes = () => logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith('event stream closed, reconnecting in'));
+    try {
+      await waitFor('twelve closes', () => closes().length >= 12);
+    } finally {
+      await sub.stop();
+    }
+    const first = closes().slice(0, 12);
+    assert.deepEqual(
+      first.map((r) => ({ level: r.level, closeCode: r.closeCode, attempt: r.attempt, msg: r.msg })),
+      first.map((r, i) => ({ level: 40, closeCode: 1006, attempt: i + 1, msg: `event stream closed, reconnecting in ${String(r.delayMs)} ms` })),
+    );
+    first.forEach((r, i) => {
+      const base = Math.min(160, 20 * 2 ** i);
+      const delay = r.delayMs as number;
+      assert.ok(delay >= base / 2 && delay <= base, `attempt ${i + 1}: ${delay} ms not in [${base / 2}, ${base}]`);
+    });
+    // Jittered: the nine delays at the maximum (each one of 81 values) are not all the same.
+    assert.ok(new Set(first.slice(3).map((r) => r.delayMs)).size > 1, `delays ${JSON.stringify(first.map((r) => r.delayMs))}`);
+    assert.ok(sub.stats.connects >= 12, `connects ${sub.stats.connects}`);
+  });
+
   it('a proxy that takes the connection but never answers CONNECT is given up after the handshake timeout and retried, its connections closed', async () => {
     const proxy = await startSilentProxy();
     const { sub, logs } = subscribe({ url: 'http://127.0.0.1:9/api' }, { handshakeTimeoutMs: 200, initialBackoffMs: 5, maxBackoffMs: 20, proxy: { httpProxy: proxy.url, httpsProxy: undefined, noProxy: undefined } });
@@ -1503,11 +1530,14 @@ describe('event subscriber: gap fill from history', () => {
         history: [...new Set(ids('history'))],
         errors: logs.records().filter((r) => (r.level as number) >= 50),
         retries: new Set(logs.records().filter((r) => r.level === 40).map((r) => `${String(r.msg).replace(/\d+ ms$/, 'N ms')}: ${errMessage(r.err)}`)),
+        // A read that got further starts the backoff over: every retry waits the first delay.
+        attempts: new Set(logs.records().filter((r) => r.level === 40).map((r) => r.attempt)),
       },
       {
         history: old.map((e) => e.id),
         errors: [],
         retries: new Set([`${ANSWERED} N ms: event history: GET /events/filter/next: HTTP 500`]),
+        attempts: new Set([1]),
       },
     );
   });
