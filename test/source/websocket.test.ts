@@ -287,20 +287,21 @@ describe('event subscriber: handshake', () => {
     assert.equal(server.connections[0]!.authToken, null);
   });
 
-  it('an HTTP 401 on the upgrade (a proxy) is an AuthError, not a retry loop', async () => {
-    const server = await mini({ rejectUpgrade: 401 });
-    const { sub, logs } = subscribe(server, { apiKey: API_KEY });
-    await assert.rejects(sub.done, (err: unknown) => {
-      assert.ok(err instanceof AuthError);
+  it('an HTTP 401 on the upgrade (a proxy), or a 403 at an API URL, is an AuthError, not a retry loop', async () => {
+    for (const status of [401, 403]) {
+      const server = await mini({ rejectUpgrade: status });
+      const { sub, logs } = subscribe(server, { apiKey: API_KEY });
+      const outcome = await outcomeOf(sub, () => server.upgrades.length > 2);
+      await sub.stop();
+      assert.ok(outcome instanceof AuthError, `HTTP ${status}: ${String(outcome)}`);
       assert.deepEqual(
-        { setting: err.setting, message: err.message },
-        { setting: 'PREFECT_API_KEY', message: 'the Prefect server refused the event-stream upgrade with HTTP 401: check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)' },
+        { setting: outcome.setting, message: outcome.message },
+        { setting: 'PREFECT_API_KEY', message: `the Prefect server refused the event-stream upgrade with HTTP ${status}: check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)` },
       );
-      return true;
-    });
-    await sleep(200);
-    assert.equal(server.upgrades.length, 1);
-    assertNoSecrets(logs.lines, API_KEY);
+      await sleep(200);
+      assert.equal(server.upgrades.length, 1);
+      assertNoSecrets(logs.lines, API_KEY);
+    }
   });
 
   it('a handshake reply that echoes the credentials keeps them out of the error and the log, even past the shown length', async () => {
@@ -319,24 +320,26 @@ describe('event subscriber: handshake', () => {
     assertNoSecrets(logs.lines, longAuth, longAuth.slice(0, 30));
   });
 
-  it("a close with an application code (4000-4999) in answer to the auth message is a refusal, as Prefect's own client takes it: an AuthError with its reason, not a retry loop", async () => {
-    let sockets = 0;
-    const server = await hostileServer((ws) => {
-      sockets += 1;
-      ws.once('message', () => ws.close(4003, 'workspace access denied'));
-    });
-    const { sub, logs } = subscribe(server, { apiKey: API_KEY });
-    const outcome = await Promise.race([
-      sub.done.then(() => 'resolved', (err: unknown) => err),
-      waitFor('three attempts', () => sockets >= 3).then(() => 'retried'),
-    ]);
-    await sub.stop();
-    assert.ok(outcome instanceof AuthError, `expected an AuthError, got ${String(outcome)}`);
-    assert.deepEqual(
-      { setting: outcome.setting, message: outcome.message, sockets },
-      { setting: 'PREFECT_API_KEY', message: 'the Prefect event stream refused authentication (close 4003: workspace access denied): check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)', sockets: 1 },
-    );
-    assertNoSecrets(logs.lines, API_KEY);
+  it("a close with an application code (4000-4999, both ends included) in answer to the auth message is a refusal, as Prefect's own client takes it: an AuthError with its reason, not a retry loop", async () => {
+    for (const code of [4000, 4003, 4999]) {
+      let sockets = 0;
+      const server = await hostileServer((ws) => {
+        sockets += 1;
+        ws.once('message', () => ws.close(code, 'workspace access denied'));
+      });
+      const { sub, logs } = subscribe(server, { apiKey: API_KEY });
+      const outcome = await Promise.race([
+        sub.done.then(() => 'resolved', (err: unknown) => err),
+        waitFor('three attempts', () => sockets >= 3).then(() => 'retried'),
+      ]);
+      await sub.stop();
+      assert.ok(outcome instanceof AuthError, `close ${code}: expected an AuthError, got ${String(outcome)}`);
+      assert.deepEqual(
+        { setting: outcome.setting, message: outcome.message, sockets },
+        { setting: 'PREFECT_API_KEY', message: `the Prefect event stream refused authentication (close ${code}: workspace access denied): check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)`, sockets: 1 },
+      );
+      assertNoSecrets(logs.lines, API_KEY);
+    }
   });
 
   it("the close reason of a refusal is shown as server text on one line: line breaks as one space, control characters escaped, a credential it quotes redacted, also one the reason's 123-byte limit cut short", async () => {
@@ -531,6 +534,47 @@ describe('event subscriber: handshake', () => {
       await sub.stop();
     }
     assert.deepEqual({ sockets, connects: sub.stats.connects, rejected }, { sockets: 10, connects: 1, rejected: undefined });
+  });
+
+  it('handshake failures count in a row per kind: a close without a reply, a reply in no Prefect form and an auth reply that never comes each start the others\' count again, and a reply that never comes is not taken for refused credentials', async () => {
+    // What each connection gets in answer to the auth message, in turn: P a reply in no Prefect form,
+    // D the connection dropped, T nothing at all (the subscriber's handshake timeout ends it).
+    const plan = ['P', 'P', ...Array<string>(9).fill('D'), 'T', ...Array<string>(9).fill('D'), 'P', ...Array<string>(10).fill('D')];
+    const page = '<html>502 Bad Gateway</html>';
+    let sockets = 0;
+    const server = await hostileServer((ws) => {
+      const kind = plan[sockets] ?? 'D';
+      sockets += 1;
+      ws.once('message', () => {
+        if (kind === 'P') ws.send(page);
+        else if (kind === 'D') ws.terminate();
+      });
+    });
+    const { sub, logs } = subscribe(server, { apiKey: API_KEY, handshakeTimeoutMs: 500, initialBackoffMs: 5, maxBackoffMs: 10 });
+    const outcome = await Promise.race([
+      sub.done.then(() => 'resolved', (err: unknown) => err),
+      waitFor('more attempts than planned', () => sockets > plan.length, 30_000).then(() => 'retried'),
+    ]);
+    await sub.stop();
+    assert.ok(outcome instanceof AuthError, String(outcome));
+    const why: Record<string, string> = {
+      P: `the Prefect event stream answered the auth message with something other than Prefect's protocol (expected {"type":"auth_success"}, got "${page}")`,
+      D: 'closed with 1006 in answer to the auth message, before any reply',
+      T: 'no auth reply within 500 ms',
+    };
+    const retries = logs.records().filter((r) => typeof r.msg === 'string' && r.msg.startsWith(ANSWERED));
+    assert.deepEqual(
+      { message: outcome.message, setting: outcome.setting, sockets, connects: sub.stats.connects, retries: retries.map((r) => ({ attempt: r.attempt, err: errMessage(r.err) })) },
+      {
+        message: "the Prefect event stream closed the connection in answer to the auth message 10 times in a row, without a reply (last: close 1006); Prefect's own client takes that as refused credentials, as a proxy or gateway that checks them may end the connection so: check PREFECT_API_KEY (a self-hosted Prefect server takes PREFECT_API_AUTH_STRING, not an API key)",
+        setting: 'PREFECT_API_KEY',
+        sockets: plan.length,
+        connects: 0,
+        // The last connection's failure gives up instead of retrying.
+        retries: plan.slice(0, -1).map((kind, i) => ({ attempt: i + 1, err: why[kind] })),
+      },
+    );
+    assertNoSecrets(logs.lines, API_KEY);
   });
 
   it('a redirect on the upgrade is not followed; the retries say where it points, without its query, and the API URL setting as it was given', async () => {
