@@ -928,6 +928,46 @@ describe('event subscriber: reconnects', () => {
     assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 50).map((r) => r.msg), []);
   });
 
+  it('with a persist lag longer than the resume margin, the end of the backfill window is read again from the lag before the subscription: an event published a second before it, not yet written then, comes from the history', async (t) => {
+    const server = await mini();
+    const t0 = Date.now();
+    const beforeStart = event(t0 - 1_000);
+    server.switches.holdPersist = true;
+    server.publish(beforeStart); // while no prefect-otel process runs
+    const { sub, ids } = subscribe(server, { cursorUs: (t0 - 30_000) * 1000, resumeMarginMs: 200, persistLagMs: 1_500, backfillQuietMs: 200 });
+    t.after(() => sub.stop());
+    await server.waitForConnections(1);
+    const connectedAt = Date.now();
+    server.switches.holdPersist = false;
+    await waitFor('the re-read', () => server.restRequests.length > 0);
+    await waitFor('the event published before the start', () => ids().includes(beforeStart.id), 5_000).catch(() => undefined);
+    await sub.stop();
+    const [window, ...more] = server.restRequests.map((r) => (r.body as { filter: { occurred: { since: string; until: string } } }).filter.occurred);
+    assert.deepEqual({ more, history: ids('history'), live: ids('live') }, { more: [], history: [beforeStart.id], live: [] });
+    assert.ok(Date.parse(window!.since) >= connectedAt - 1_500 - 1_000 && Date.parse(window!.since) <= connectedAt - 1_500, `since ${window!.since}`);
+    assert.ok(Date.parse(window!.until) > connectedAt, `until ${window!.until}`);
+  });
+
+  it('a re-read of the end of the backfill window whose server fails now and then (HTTP 500 on every other request) while each request gets further is read to its end, not given up after three failures in all', async (t) => {
+    const server = await mini();
+    const t0 = Date.now();
+    // Six pages of the history, all within the resume margin before the subscription.
+    const recent = Array.from({ length: 300 }, (_, i) => event(t0 - 1_000 + i));
+    server.store(recent);
+    server.switches.restFailEvery = 2;
+    const { sub, ids, logs } = subscribe(server, { cursorUs: (t0 - 30_000) * 1000, resumeMarginMs: 5_000, persistLagMs: 300, backfillQuietMs: 200 });
+    t.after(() => sub.stop());
+    const warned = () => logs.records().some((r) => (r.level as number) >= 40);
+    await waitFor('every event read again from the history, or a warning', () => new Set(ids('history')).size === recent.length || warned());
+    await sub.stop();
+    assert.deepEqual(
+      { history: [...new Set(ids('history'))], warnings: logs.records().filter((r) => (r.level as number) >= 40).map((r) => r.msg) },
+      { history: recent.map((e) => e.id), warnings: [] },
+    );
+    // Each request after the first resumes from the last event read: it fails every other time, and is asked again.
+    assert.ok(server.restRequests.length >= 8, `${server.restRequests.length} requests`);
+  });
+
   it('a fresh start (no cursor, nothing followed before) reads no history after connecting', async (t) => {
     const server = await mini();
     const { sub } = subscribe(server, { persistLagMs: 200 });
@@ -1310,12 +1350,18 @@ describe('event subscriber: gap fill from history', () => {
     assert.deepEqual(logs.records().filter((r) => (r.level as number) >= 40).map((r) => r.msg), []);
   });
 
-  it('reads no history when the cursor is within the backfill window', async () => {
-    const server = await mini();
-    const { sub } = subscribe(server, { cursorUs: (Date.now() - 5 * 60_000) * 1000 });
-    await waitFor('connected', () => sub.stats.connected);
-    await sub.stop();
-    assert.deepEqual(server.restRequests, []);
+  it('reads no history when the cursor is within the backfill window, and reads it when the gap comes within a minute of the window (the server clamps on its own clock, after the connection is made)', async () => {
+    for (const [minutesBack, history] of [[5, false], [13.5, false], [14.5, true]] as const) {
+      const server = await mini();
+      const cursorMs = Date.now() - minutesBack * 60_000;
+      const { sub } = subscribe(server, { cursorUs: cursorMs * 1000 });
+      await waitFor('connected', () => sub.stats.connected);
+      await sub.stop();
+      assert.deepEqual(
+        { minutesBack, requests: server.restRequests.map((r) => `${r.method} ${r.path} since ${(r.body as { filter: { occurred: { since: string } } }).filter.occurred.since}`) },
+        { minutesBack, requests: history ? [`POST /api/events/filter since ${new Date(cursorMs - 2_000).toISOString()}`] : [] },
+      );
+    }
   });
 
   it('with no event seen yet, a reconnect resumes from where the stream was followed, history included', async () => {
@@ -1526,6 +1572,28 @@ describe('event subscriber: gap fill from history', () => {
     assert.deepEqual(
       failed.map(({ level, eventsRead, err }) => ({ level, eventsRead, err: errMessage(err) })),
       [{ level: 50, eventsRead: 0, err: 'POST /events/filter failed: timed out after 300 ms' }],
+    );
+  });
+
+  it('a window given up after three failed history requests that the server answered is not read again when the websocket fails too: the next attempts only connect, and the stream counts as followed from when it was given up', async () => {
+    const server = await mini({ rejectUpgrade: 500 });
+    server.switches.restStatus = 500;
+    const cursorMs = Date.now() - 20 * 60_000;
+    const before = Date.now();
+    const { sub, logs } = subscribe(server, { cursorUs: cursorMs * 1000, initialBackoffMs: 5, maxBackoffMs: 20 });
+    try {
+      await waitFor('three upgrades', () => server.upgrades.length >= 3);
+    } finally {
+      await sub.stop();
+    }
+    const coveredUntilMs = sub.coveredUntilMs();
+    assert.ok(coveredUntilMs !== undefined && coveredUntilMs >= before && coveredUntilMs <= Date.now(), `covered until ${String(coveredUntilMs)}`);
+    assert.deepEqual(
+      {
+        requests: server.restRequests.map((r) => `${r.method} ${r.path}`),
+        failed: logs.records().filter((r) => r.msg === 'reading the event history failed; events in this window may be missing').map(({ level, err }) => ({ level, err: errMessage(err) })),
+      },
+      { requests: Array<string>(3).fill('POST /api/events/filter'), failed: [{ level: 50, err: 'POST /events/filter: HTTP 500' }] },
     );
   });
 
