@@ -1194,3 +1194,15 @@ test('a task state delivered after the span went out is a late event of that att
     assert.deepEqual(lines.filter((l) => l.late === true).map((l) => [l['prefect.run.id'], l['prefect.event.id'], l.span_id]), [[TASK, late.id, spanIdForRun(TASK)]], label);
   }
 });
+
+test('the state a task\'s terminal state follows, stamped later by a clock ahead and delivered after it while the span is still open: one span, ending at the terminal state, the state among its events at its own time; no rerun', async () => {
+  const flow = flowRun([[0, 'RUNNING', 'Running', 1], [300, 'COMPLETED', 'Completed', 1]]);
+  // Completed follows Running, which the task's clock stamped a second after it.
+  const [P, R, C] = taskRun(TASK, 'extract-1a', 'extract-abc', [[1, 'PENDING', 'Pending', 0], [3, 'RUNNING', 'Running', 1], [2, 'COMPLETED', 'Completed', 1]]);
+  const { spans, lines, pipeline } = await run([flow[0]!, P!, C!, R!, flow[1]!]);
+  assert.deepEqual(
+    spans.filter((s) => s.run.id === TASK).map((s) => [s.spanId, s.parentSpanId, s.startUs, s.endUs, s.status, s.events.map((e) => [e.name, e.timeUs])]),
+    [[spanIdForRun(TASK), spanIdForRun(FR), us(1), us(2), { code: 'ok' }, [['Pending', us(1)], ['Completed', us(2)], ['Running', us(3)]]]],
+  );
+  assert.deepEqual({ late: lines.filter((l) => l.late === true), reruns: pipeline.tracker.counts.reruns }, { late: [], reruns: 0 });
+});
