@@ -1206,3 +1206,33 @@ test('the state a task\'s terminal state follows, stamped later by a clock ahead
   );
   assert.deepEqual({ late: lines.filter((l) => l.late === true), reruns: pipeline.tracker.counts.reruns }, { late: [], reruns: 0 });
 });
+
+test('time while no process watched does not count against runs restored from the state file: a run open across an outage longer than the open-run timeout, and a task within its flow run\'s task grace across one longer than the grace, end whole with their states read after the restart', async () => {
+  const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI }, {});
+  const quiet = createLogger({ level: 'silent', format: 'json' });
+  /** `before`, a stop, an outage of `outageS` (no process watching), the state taken over, then `after`. */
+  const acrossOutage = async (before: readonly WireEvent[], outageS: number, after: readonly WireEvent[]) => {
+    const spans: SpanRecord[] = [];
+    const first = createPipeline({ config, logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+    for (const e of before) first.ingest(JSON.stringify(e));
+    const stoppedAt = Date.parse(before.at(-1)!.occurred);
+    const second = createPipeline({ config, logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s) });
+    second.tracker.restore(first.tracker.snapshot(), stoppedAt + outageS * 1000, outageS * 1000);
+    for (const e of after) second.ingest(JSON.stringify(e));
+    await second.finish('end_of_input');
+    return spans.filter((s) => s.run.id !== OTHER).map((s) => [s.run.id, s.endUs, s.attributes['prefect.run.incomplete'] ?? false, s.events.map((e) => e.name)]).sort();
+  };
+
+  // Running, then 25 h (over the 24 h open-run timeout) without a process; its Completed is read after the restart.
+  const long = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [25 * HOUR + 60, 'COMPLETED', 'Completed', 1]]);
+  assert.deepEqual(await acrossOutage(long.slice(0, 2), 25 * HOUR, [...otherRun(25 * HOUR + 30), long[2]!]), [[FR, us(25 * HOUR + 60), false, ['Pending', 'Running', 'Completed']]]);
+
+  // The flow run completed while its task still ran, then 10 min (over the 60 s task grace) without a
+  // process; the task completes 30 s after the restart.
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [5, 'COMPLETED', 'Completed', 1]]);
+  const task = taskRun(TASK, 'extract-1a', 'extract-abc', [[2, 'PENDING', 'Pending', 0], [3, 'RUNNING', 'Running', 1], [635, 'COMPLETED', 'Completed', 1]]);
+  assert.deepEqual(await acrossOutage([flow[0]!, flow[1]!, task[0]!, task[1]!, flow[2]!], 600, [...otherRun(625), task[2]!]), [
+    [FR, us(5), false, ['Pending', 'Running', 'Completed']],
+    [TASK, us(635), false, ['Pending', 'Running', 'Completed']],
+  ].sort());
+});
