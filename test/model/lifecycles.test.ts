@@ -1236,3 +1236,20 @@ test('time while no process watched does not count against runs restored from th
     [TASK, us(635), false, ['Pending', 'Running', 'Completed']],
   ].sort());
 });
+
+test('an event emitted between a run\'s terminal state and its rerun, delivered after the rerun\'s first states (within the settle window): a span event of the earlier attempt, as in order', async () => {
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [1.1, 'COMPLETED', 'Completed', 1],
+    [1.15, 'SCHEDULED', 'Scheduled', 1], [1.2, 'PENDING', 'Pending', 1], [1.25, 'RUNNING', 'Running', 2], [1.3, 'FAILED', 'Failed', 2]]);
+  const [P, R, C, S2, P2, R2, F2] = flow;
+  const between = customEvent({
+    event: 'prefect.artifact.created', resourceId: 'prefect.artifact.0198c7d2-aaaa-7000-8000-000000000001', occurred: at(1.12), id: '0198c7d2-ffff-7000-8000-0000000000d1',
+    related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run', name: 'crimson-fox' }],
+  });
+  const inOrder = await run([P, R, C, between, S2, P2, R2, F2]);
+  assert.deepEqual(inOrder.spans.map((s) => [s.spanId, s.events.map((e) => e.name)]).sort(), [
+    [spanIdForRun(FR, 0), ['Pending', 'Running', 'Completed', 'prefect.artifact.created']],
+    [spanIdForRun(FR, 1), ['Scheduled', 'Pending', 'Running', 'Failed']],
+  ].sort());
+  const reordered = await run([P, R, C, S2, P2, between, R2, F2]);
+  assert.deepEqual(wholes(reordered.spans), wholes(inOrder.spans));
+});
