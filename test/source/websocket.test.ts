@@ -968,6 +968,30 @@ describe('event subscriber: reconnects', () => {
     assert.ok(server.restRequests.length >= 8, `${server.restRequests.length} requests`);
   });
 
+  it('a connection that closes right after an event newer than its subscription showed its backfill sent, before that was next checked, still has the end of its window read again', async (t) => {
+    const server = await mini();
+    // A long quiet time: the backfill is checked for being sent once a second.
+    const { sub, ids } = subscribe(server, { cursorUs: (Date.now() - 30_000) * 1000, persistLagMs: 300, backfillQuietMs: 60_000 });
+    t.after(() => sub.stop());
+    const subscribedAt: number[] = [];
+    for (let n = 1; n <= 2; n++) {
+      await server.waitForConnections(n);
+      subscribedAt.push(Date.now());
+      const next = event(Date.now() + 5);
+      server.publish(next);
+      await waitFor('the live event', () => ids('live').includes(next.id));
+      if (n === 1) server.dropConnections();
+    }
+    await waitFor('two re-reads', () => server.restRequests.length >= 2, 5_000).catch(() => undefined);
+    await sub.stop();
+    const windows = server.restRequests.map((r) => (r.body as { filter: { occurred: { since: string; until: string } } }).filter.occurred);
+    assert.equal(windows.length, 2, JSON.stringify(windows));
+    subscribedAt.forEach((at, i) => {
+      const { since } = windows[i]!;
+      assert.ok(Date.parse(since) >= at - 2_000 - 1_000 && Date.parse(since) <= at - 2_000, `read ${i + 1} since ${since}`);
+    });
+  });
+
   it('a fresh start (no cursor, nothing followed before) reads no history after connecting', async (t) => {
     const server = await mini();
     const { sub } = subscribe(server, { persistLagMs: 200 });
