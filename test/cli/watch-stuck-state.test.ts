@@ -36,16 +36,10 @@ function stamp(path: string): string {
 }
 
 /**
- * A `watch` sent the first half of a workload, saved, then `hang` makes its file system stop
- * answering; sent the second half, and SIGTERM. Checks how it ends, then `unhang` and a second start
- * on the same state file, which must resume from the last save that completed.
+ * A `watch` on a state file of its own, sent the first half of a workload, with a journal line
+ * written after it took them (its first save rewrites the state file).
  */
-async function stuckThenResumed(
-  t: TestContext,
-  hang: (stateFile: string) => void,
-  unhang: (stateFile: string) => void,
-  expected: { step: string; msg: (stateFile: string) => string },
-): Promise<void> {
+async function watchingFirstHalf(t: TestContext) {
   const w = workload(4);
   const { prefect, receiver } = await startServers(t, w.taskRuns);
   const dir = tempDir();
@@ -63,9 +57,23 @@ async function stuckThenResumed(
   const half = Math.floor(w.events.length / 2);
   prefect.publish(w.events.slice(0, half));
   await until('the first half taken', () => stlogging(out()).length === half);
-  // A journal line written after they were taken (the process's first save rewrites the state file).
   const before = stamp(journal);
   await until('a journal line with the first half', () => stamp(journal) !== before, 5_000);
+  return { w, prefect, receiver, stateFile, journal, env, first, out, exited, half };
+}
+
+/**
+ * A `watch` sent the first half of a workload, saved, then `hang` makes its file system stop
+ * answering; sent the second half, and SIGTERM. Checks how it ends, then `unhang` and a second start
+ * on the same state file, which must resume from the last save that completed.
+ */
+async function stuckThenResumed(
+  t: TestContext,
+  hang: (stateFile: string) => void,
+  unhang: (stateFile: string) => void,
+  expected: { step: string; msg: (stateFile: string) => string },
+): Promise<void> {
+  const { w, prefect, receiver, stateFile, journal, env, first, out, exited, half } = await watchingFirstHalf(t);
 
   hang(stateFile);
   prefect.publish(w.events.slice(half));
@@ -204,23 +212,7 @@ test('watch: a stop while the start is stuck reading the lock waits 10 s at most
 });
 
 test('watch: a save stuck on the state journal while running is said once after 10 s, no save is started behind it, the stream goes on, and saves resume once it answers', async (t) => {
-  const w = workload(4);
-  const { prefect, receiver } = await startServers(t, w.taskRuns);
-  const dir = tempDir();
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const stateFile = join(dir, 'state.json');
-  const journal = `${stateFile}.journal`;
-  const env = { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: stateFile };
-
-  const run = startWatch(env, t);
-  const out = follow(run.child);
-  await until('subscription', () => liveConnections(prefect) === 1);
-  const half = Math.floor(w.events.length / 2);
-  prefect.publish(w.events.slice(0, half));
-  await until('the first half taken', () => stlogging(out()).length === half);
-  const before = stamp(journal);
-  await until('a journal line with the first half', () => stamp(journal) !== before, 5_000);
-
+  const { w, prefect, receiver, stateFile, journal, first: run, out, half } = await watchingFirstHalf(t);
   linkSync(journal, `${journal}.kept`);
   fifoAt(journal);
   // The stream goes on while the save waits: every event is taken and every run exported.
