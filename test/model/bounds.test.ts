@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { resolveConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log/logger.js';
 import { spanIdForRun, traceIdForRun } from '../../src/model/ids.js';
@@ -103,15 +103,24 @@ test(`bounds: ${RUNS} subflows and ${RUNS} task runs of unseen flow runs, every 
   assert.deepEqual(sizes(pipeline), { open: 0, finished: MAX_OPEN_RUNS, owners: OWNER_CACHE_MAX, flowParents: OWNER_CACHE_MAX, waiting: 0, waitingEvents: 0, blocked: 0, deadlines: 0, childrenOf: 0, openUnder: 0, dedupe: DEDUPE_MAX_IDS });
 });
 
-test('bounds: a state file saved with more open runs than PREFECT_OTEL_MAX_OPEN_RUNS now allows is taken over within the bound: the least recently active runs are ended as evicted, counted and exported', async (t) => {
+/**
+ * A state file of its own, and a pipeline bounded to `before` open runs that took `before` task runs
+ * (running, their flow runs never seen): what each test saves from it and takes over with a bound of `now`.
+ */
+async function boundedBy(t: TestContext, before: number) {
   const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-bounds-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const store = createStateStore(join(dir, 'state.json'));
   const quiet = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
-  const before = 50;
-  const now = 10;
   const a = createPipeline({ config: resolveConfig({ tracesExporter: 'none', maxOpenRuns: before }, {}), logger: quiet, clock: 'event', delivery: null });
   for (let i = 0; i < before; i++) a.ingest(orphanTaskRunning(i));
+  return { store, quiet, a };
+}
+
+test('bounds: a state file saved with more open runs than PREFECT_OTEL_MAX_OPEN_RUNS now allows is taken over within the bound: the least recently active runs are ended as evicted, counted and exported', async (t) => {
+  const before = 50;
+  const now = 10;
+  const { store, quiet, a } = await boundedBy(t, before);
   assert.equal(a.tracker.openRuns, before);
   await new StateWriter(store, a).save(true);
 
@@ -132,14 +141,9 @@ test('bounds: a state file saved with more open runs than PREFECT_OTEL_MAX_OPEN_
 });
 
 test('bounds: a state file saved with more finished runs than PREFECT_OTEL_MAX_OPEN_RUNS now allows is taken over within the bound: the most recently finished are kept', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-bounds-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  const store = createStateStore(join(dir, 'state.json'));
-  const quiet = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
   const before = 50;
   const now = 10;
-  const a = createPipeline({ config: resolveConfig({ tracesExporter: 'none', maxOpenRuns: before }, {}), logger: quiet, clock: 'event', delivery: null });
-  for (let i = 0; i < before; i++) a.ingest(orphanTaskRunning(i));
+  const { store, quiet, a } = await boundedBy(t, before);
   await a.finish('end_of_input');
   const saved = a.tracker.snapshot().finished.map(([id]) => id);
   assert.deepEqual(saved, Array.from({ length: before }, (_, i) => uuid('c002', i)));
