@@ -347,17 +347,8 @@ export class RunTracker {
         // already. Which rerun it is, its state history says (`lookupRerunAttempt`); without an
         // answer it is taken as the first.
         const rerun = classified.kind === 'state' && leavesTerminal(classified.state);
-        let attempt = rerun ? 1 : 0;
-        if (rerun) {
-          const answered = this.attemptAnswers.get(ref.id);
-          if (answered !== undefined && answered.eventId === event.id) {
-            this.attemptAnswers.delete(ref.id);
-            attempt = answered.attempt;
-          } else if (this.options.lookupRerunAttempts === true) {
-            this.block(ref.id, attemptKey(ref.id), 'attempt', ref.type);
-            return this.enqueue(attemptKey(ref.id), event, classified, payload, nowMs);
-          }
-        }
+        const attempt = rerun ? this.unrememberedRerun(ref, event) : 0;
+        if (attempt === undefined) return this.enqueue(attemptKey(ref.id), event, classified, payload, nowMs);
         const ctx = this.resolveCtx(ref, event, classified);
         if (ctx === 'wait') return this.enqueue(this.blocked.get(ref.id)!, event, classified, payload, nowMs);
         run = this.openRun(ref, ctx, attempt, nowMs);
@@ -377,6 +368,20 @@ export class RunTracker {
         }
       }
     } else {
+      if (classified.kind === 'state' && run.latest === undefined && run.attempt === 0 && leavesTerminal(classified.state)) {
+        // A run opened by other events (a custom or worker event came first) whose first state
+        // leaves a terminal state: a rerun whose attempts before are not remembered, as one first
+        // seen by that state. Its span is not out yet: it takes the rerun's number in place.
+        const attempt = this.unrememberedRerun(ref, event);
+        if (attempt === undefined) {
+          // The runs opened under it wait too, not to end under the span id it is leaving.
+          for (const id of this.openUnder.get(run.spanId) ?? []) this.block(id, attemptKey(ref.id));
+          return this.enqueue(attemptKey(ref.id), event, classified, payload, nowMs);
+        }
+        run = this.renumber(run, attempt);
+        this.counts.reruns += 1;
+        this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt, traceId: run.ctx.traceId });
+      }
       this.open.touch(ref.id);
       if (classified.kind === 'state' && run.latest === undefined) this.hangUnderParentTask(run, event);
       if (classified.kind === 'state') this.noteLateTrackingTask(run, event);
@@ -449,6 +454,36 @@ export class RunTracker {
     }
     if (ref.type === 'flow' && (next.terminal || next.startUs !== undefined)) this.askNativeSpan(next);
     this.moveChildren(ref.id, spanIdForRun(ref.id, run.attempt), next.spanId, fromUs);
+  }
+
+  /**
+   * The number of a rerun whose attempts before are not remembered, seen by `event` leaving a
+   * terminal state: from its state history once answered (`lookupRerunAttempt`), the first rerun when
+   * nothing can be asked. Undefined: the run is now blocked on that lookup, and `event` must wait.
+   */
+  private unrememberedRerun(ref: RunRef, event: PrefectEvent): number | undefined {
+    const answered = this.attemptAnswers.get(ref.id);
+    if (answered !== undefined && answered.eventId === event.id) {
+      this.attemptAnswers.delete(ref.id);
+      return answered.attempt;
+    }
+    if (this.options.lookupRerunAttempts !== true) return 1;
+    this.block(ref.id, attemptKey(ref.id), 'attempt', ref.type);
+    return undefined;
+  }
+
+  /**
+   * The open attempt `run`, not exported yet, as attempt `attempt` instead: the same events, names
+   * and place in its trace under the span id of that attempt; the runs opened under it move to that
+   * span. STLOGGING lines already written for its events keep the span id it had.
+   */
+  private renumber(run: RunState, attempt: number): RunState {
+    const next = RunState.fromJSON({ ...run.toJSON(), attempt });
+    next.nativeAsked = run.nativeAsked;
+    next.nativePending = run.nativePending;
+    this.setOpen(next);
+    this.moveChildren(run.ref.id, run.spanId, next.spanId, -Infinity);
+    return next;
   }
 
   /**

@@ -1,7 +1,8 @@
 /**
  * A run first seen leaving a terminal state (its record gone, or its attempts before came before the
- * start): its events wait for its state history, which numbers the rerun; without an answer it is
- * the first rerun. The waiting events go through the state file as other waiting events do.
+ * start), or first seen through another event and then leaving one: its events wait for its state
+ * history, which numbers the rerun; without an answer it is the first rerun. The waiting events go
+ * through the state file as other waiting events do.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -16,7 +17,7 @@ import type { SpanRecord } from '../../src/model/span-record.js';
 import { createPipeline, type PipelineOptions } from '../../src/pipeline.js';
 import { loadState, StateWriter } from '../../src/state/persisted.js';
 import { createStateStore } from '../../src/state/state-store.js';
-import { EXAMPLE_FLOW, flowRunStateEvent, taskRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
+import { customEvent, EXAMPLE_FLOW, flowRunStateEvent, taskRunStateEvent, type WireEvent } from '../helpers/prefect-events.js';
 
 const T0 = Date.UTC(2026, 10, 21, 6, 0, 0);
 const at = (s: number): number => T0 + s * 1000;
@@ -201,6 +202,87 @@ test('the events waiting for a state history go through the state file: the next
     await after.pipeline.finish('end_of_input');
     assert.deepEqual(after.spans.map(shape), [rerunSpan(2)]);
     assert.deepEqual(after.pipeline.tracker.counts.rerunLookups, { lookups: 1, found: 1, failed: 0, abandoned: 0 });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** An event of another system naming FR, emitted before its second rerun's first state; and one naming its task, reordered ahead of that state. */
+const REQUESTED = customEvent({
+  event: 'acme.rerun.requested', resourceId: 'acme.ticket.42', resourceName: 'ticket 42', occurred: at(19.5), id: '0198c7d2-e000-7000-8000-000000000001',
+  related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run', name: 'crimson-fox' }],
+});
+const TASK_NOTE = customEvent({
+  event: 'acme.rows.counted', resourceId: 'acme.table.orders', occurred: at(22.05), id: '0198c7d2-e000-7000-8000-000000000002',
+  related: [{ id: `prefect.task-run.${TASK}`, role: 'task-run', name: 'extract-3f2' }, { id: `prefect.flow-run.${FR}`, role: 'flow-run', name: 'crimson-fox' }],
+});
+
+test('a run opened by another event whose first state leaves a terminal state is a rerun too: it waits for its state history and takes that rerun\'s span id, with the task opened under it', async () => {
+  const { pipeline, spans, lines, asked } = pipelineWithHeldHistory();
+  for (const e of [REQUESTED, TASK_NOTE, ...SECOND.slice(0, 3), ...TASK_EVENTS, SECOND[3]!]) pipeline.ingest(JSON.stringify(e));
+  await settle();
+  const t = pipeline.tracker;
+  // The flow run's states wait, and so do those of its task opened before them.
+  assert.deepEqual({ asked: asked.map((a) => a.run), blocked: t.blockedRuns, waiting: t.waitingEvents, open: t.openRuns, spans: spans.length },
+    { asked: [{ type: 'flow', id: FR }], blocked: 2, waiting: 7, open: 2, spans: 0 });
+  asked[0]!.answer(HISTORY);
+  await pipeline.finish('end_of_input');
+  const rerun = rerunSpan(2) as { events: string[] };
+  assert.deepEqual(spans.map(shape), [
+    {
+      name: 'extract', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK), parentSpanId: spanIdForRun(FR, 2), startUs: us(22.1), endUs: us(22.5), status: { code: 'ok' },
+      attributes: {
+        'prefect.run.id': TASK, 'prefect.run.type': 'task', 'prefect.run.name': 'extract-3f2', 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed',
+        'prefect.tags': [], 'prefect.flow.name': EXAMPLE_FLOW.flowName, 'prefect.flow.id': EXAMPLE_FLOW.flowId, 'prefect.task.key': 'extract-9a8b7c6d',
+        'cicd.pipeline.task.name': 'extract', 'cicd.pipeline.task.run.id': TASK,
+        'cicd.pipeline.task.run.result': 'success', 'cicd.pipeline.task.run.url.full': `${UI}/runs/task-run/${TASK}`,
+      },
+      events: ['acme.rows.counted', 'Pending', 'Running', 'Completed'], links: [],
+    },
+    { ...rerun, events: ['acme.rerun.requested', ...rerun.events] },
+  ]);
+  assert.deepEqual({ rerunLookups: t.counts.rerunLookups, reruns: t.counts.reruns, opened: t.counts.runsOpened, pending: t.pendingLookups, waiting: t.waitingEvents },
+    { rerunLookups: { lookups: 1, found: 1, failed: 0, abandoned: 0 }, reruns: 1, opened: 2, pending: 0, waiting: 0 });
+  assert.deepEqual(lines.filter((l) => l.kind === 'rerun').map((l) => [l['prefect.run.id'], l.attempt, l.trace_id]), [[FR, 2, traceIdForRun(FR)]]);
+  // The line of the event that came first was written before the rerun was known: it keeps the span id the run had then.
+  assert.deepEqual(lines.filter((l) => String(l.msg).startsWith('STLOGGING: Event acme.rerun.requested')).map((l) => l.span_id), [spanIdForRun(FR)]);
+
+  // Nothing to ask: the first rerun at once.
+  const none = pipelineWithHeldHistory({ resolveStateHistory: undefined });
+  for (const e of [REQUESTED, ...SECOND]) none.pipeline.ingest(JSON.stringify(e));
+  assert.equal(none.pipeline.tracker.pendingLookups, 0);
+  await none.pipeline.finish('end_of_input');
+  const first = rerunSpan(1) as { events: string[] };
+  assert.deepEqual(none.spans.map(shape), [{ ...first, events: ['acme.rerun.requested', ...first.events] }]);
+  assert.deepEqual({ reruns: none.pipeline.tracker.counts.reruns, lookups: none.pipeline.tracker.counts.rerunLookups.lookups }, { reruns: 1, lookups: 0 });
+});
+
+test('a run opened by another event and waiting for its state history goes through the state file with the task opened under it: the next process asks again and numbers both spans from the answer', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-rerun-'));
+  try {
+    const store = createStateStore(join(dir, 'state.json'));
+    const quiet = createLogger({ level: 'silent', format: 'json' });
+    const before = pipelineWithHeldHistory();
+    for (const e of [REQUESTED, TASK_NOTE, ...SECOND.slice(0, 3), ...TASK_EVENTS]) before.pipeline.ingest(JSON.stringify(e));
+    await settle();
+    before.pipeline.seal();
+    await new StateWriter(store, before.pipeline).save(true);
+    assert.deepEqual(before.spans, []);
+
+    const after = pipelineWithHeldHistory();
+    await loadState(store, after.pipeline, at(22.6), quiet);
+    const t = after.pipeline.tracker;
+    assert.deepEqual({ asked: after.asked.map((a) => a.run), blocked: t.blockedRuns, waiting: t.waitingEvents, open: t.openRuns }, { asked: [{ type: 'flow', id: FR }], blocked: 2, waiting: 6, open: 2 });
+    after.asked[0]!.answer(HISTORY);
+    await settle();
+    after.pipeline.ingest(JSON.stringify(SECOND[3]));
+    await after.pipeline.finish('end_of_input');
+    const rerun = rerunSpan(2) as { events: string[] };
+    assert.deepEqual(after.spans.map((s) => [s.spanId, s.parentSpanId, s.events.map((e) => e.name)]), [
+      [spanIdForRun(TASK), spanIdForRun(FR, 2), ['acme.rows.counted', 'Pending', 'Running', 'Completed']],
+      [spanIdForRun(FR, 2), undefined, ['acme.rerun.requested', ...rerun.events]],
+    ]);
+    assert.deepEqual(after.spans.map(shape)[1], { ...rerun, events: ['acme.rerun.requested', ...rerun.events] });
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
