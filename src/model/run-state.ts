@@ -87,6 +87,12 @@ export interface RunMeta {
   deferred?: true;
   /** Prefect's own span for this run (`__OTEL_TRACEPARENT`). */
   traceparent?: string;
+  /**
+   * Flow runs, first attempt: when it was due to start (`expected_start_time`, µs), read with the
+   * lookup of Prefect's own span. A run the scheduler made has no Scheduled event (Prefect inserts
+   * those runs with their Scheduled state, outside orchestration): its wait counts from then.
+   */
+  expectedStartUs?: number;
 }
 
 export interface EventEntry extends SpanEventRecord {
@@ -224,6 +230,20 @@ export class RunState {
     if (!(timeUs > this.innerLastUs)) return false;
     this.innerLastUs = timeUs;
     return true;
+  }
+
+  /**
+   * Where `prefect.run.wait_ms` counts from: the first Scheduled or Late state seen, or when the run
+   * was due to start (`expectedStartUs`) if that is earlier and the run waited Scheduled (its first
+   * state seen is one, or leaves one: a run the scheduler made is first seen Pending from Scheduled).
+   */
+  private waitFromUs(): number | undefined {
+    const expected = this.meta.expectedStartUs;
+    if (expected === undefined) return this.firstScheduledUs;
+    if (this.firstScheduledUs !== undefined) return Math.min(this.firstScheduledUs, expected);
+    let first: EventEntry | undefined;
+    for (const e of this.events) if (e.attributes[ATTR.STATE_TYPE] !== undefined && (first === undefined || e.timeUs < first.timeUs)) first = e;
+    return first?.attributes[ATTR.STATE_FROM] === 'SCHEDULED' ? expected : undefined;
   }
 
   get terminal(): boolean {
@@ -524,8 +544,9 @@ export class RunState {
     set(ATTR.WORK_QUEUE_NAME, m.workQueueName);
     if (!flow) set(ATTR.TASK_KEY, m.taskKey);
     if (flow) set(ATTR.PARENT_TASK_RUN_ID, m.parentTaskRunId);
-    if (this.firstScheduledUs !== undefined && this.startUs !== undefined && this.firstScheduledUs <= this.startUs) {
-      a[ATTR.RUN_WAIT_MS] = Math.round((this.startUs - this.firstScheduledUs) / 1000);
+    const waitFromUs = this.waitFromUs();
+    if (waitFromUs !== undefined && this.startUs !== undefined && waitFromUs <= this.startUs) {
+      a[ATTR.RUN_WAIT_MS] = Math.round((this.startUs - waitFromUs) / 1000);
     }
     if (this.attempt > 0) a[ATTR.RUN_ATTEMPT] = this.attempt;
     if (incomplete) {

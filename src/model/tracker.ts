@@ -779,9 +779,10 @@ export class RunTracker {
 
   /**
    * The answer to a `lookupNativeSpan`: the run's `__OTEL_TRACEPARENT` label (undefined when it has
-   * none), or `failed`. 'late' when the span was already exported without it.
+   * none) and when it was due to start (`expected_start_time`), or `failed`. 'late' when the span was
+   * already exported without it.
    */
-  resolveNativeSpan(flowRunId: string, attempt: number, answer: { traceparent: string | undefined } | 'failed', nowMs: number): 'linked' | 'no_label' | 'failed' | 'late' {
+  resolveNativeSpan(flowRunId: string, attempt: number, answer: { traceparent: string | undefined; expectedStartUs?: number | undefined } | 'failed', nowMs: number): 'linked' | 'no_label' | 'failed' | 'late' {
     const run = this.open.get(flowRunId);
     if (run === undefined || run.attempt !== attempt || !run.nativePending) return 'late';
     run.nativePending = false;
@@ -789,6 +790,8 @@ export class RunTracker {
     if (answer !== 'failed') {
       outcome = parseTraceparent(answer.traceparent) === undefined ? 'no_label' : 'linked';
       if (outcome === 'linked') run.meta.traceparent = answer.traceparent;
+      // The run's first attempt only: a rerun's own Scheduled state is always an event.
+      if (answer.expectedStartUs !== undefined && run.attempt === 0) run.meta.expectedStartUs = answer.expectedStartUs;
     }
     this.counts.native[outcome === 'no_label' ? 'noLabel' : outcome] += 1;
     // A span held for this answer goes out once it has settled.

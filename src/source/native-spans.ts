@@ -26,16 +26,26 @@
  */
 import type { Logger } from 'pino';
 import { OTEL_TRACEPARENT_LABEL } from '../model/attributes.js';
+import { parseTimestampUs } from '../model/time.js';
 import type { FlowRunInfo, PrefectRestClient } from './rest.js';
 import { AuthError, errorText } from '../errors.js';
 import { createBatchQueue, lookupMany, MAX_QUEUED } from './run-lookups.js';
 
 export { GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT, MAX_QUEUED } from './run-lookups.js';
 
-/** What a lookup found: the label (undefined when absent), or why there is no answer. */
+/**
+ * What a lookup found: the label (undefined when absent) and when the run was due to start
+ * (`expected_start_time`, µs; undefined when absent or not a timestamp), or why there is no answer.
+ */
 export type NativeSpanAnswer =
-  | { readonly ok: true; readonly traceparent: string | undefined }
+  | { readonly ok: true; readonly traceparent: string | undefined; readonly expectedStartUs?: number | undefined }
   | { readonly ok: false; readonly reason: string; readonly transport: boolean; readonly refused?: true };
+
+/** A lookup's answer as the tracker takes it. */
+export interface NativeSpanFound {
+  readonly traceparent: string | undefined;
+  readonly expectedStartUs?: number | undefined;
+}
 
 /** The answers for a batch of flow runs, one per id, in the order asked. */
 export type FetchNativeSpans = (flowRunIds: readonly string[]) => Promise<NativeSpanAnswer[]>;
@@ -53,7 +63,8 @@ export function nativeSpanFromRest(rest: Pick<PrefectRestClient, 'getFlowRun' | 
       return (await lookup(ids)).map((a): NativeSpanAnswer => {
         if (!a.ok) return { ok: false, reason: a.reason, transport: a.transport };
         const label = a.value.labels[OTEL_TRACEPARENT_LABEL];
-        return { ok: true, traceparent: typeof label === 'string' ? label : undefined };
+        const expectedStartUs = a.value.expectedStartTime === undefined ? undefined : parseTimestampUs(a.value.expectedStartTime);
+        return { ok: true, traceparent: typeof label === 'string' ? label : undefined, ...(expectedStartUs === undefined ? {} : { expectedStartUs }) };
       });
     } catch (err) {
       // An AuthError: the credentials (or their role) do not reach flow runs. Here it only means no
@@ -69,7 +80,7 @@ export interface NativeSpanLookupOptions {
   /** Whether the span of this attempt still waits for the answer (else the request is skipped). */
   readonly wanted: (flowRunId: string, attempt: number) => boolean;
   /** Deliver the answer (`failed` for any failure) to the tracker. */
-  readonly answer: (flowRunId: string, attempt: number, answer: { traceparent: string | undefined } | 'failed') => string;
+  readonly answer: (flowRunId: string, attempt: number, answer: NativeSpanFound | 'failed') => string;
   readonly logger: Logger;
   readonly now?: () => number;
 }
@@ -93,7 +104,7 @@ export function createNativeSpanLookup(options: NativeSpanLookupOptions): Native
   const deliver = (job: Job, a: NativeSpanAnswer): void => {
     const { flowRunId, attempt } = job;
     try {
-      const outcome = options.answer(flowRunId, attempt, a.ok ? { traceparent: a.traceparent } : 'failed');
+      const outcome = options.answer(flowRunId, attempt, a.ok ? { traceparent: a.traceparent, ...(a.expectedStartUs === undefined ? {} : { expectedStartUs: a.expectedStartUs }) } : 'failed');
       const fields = { 'prefect.run.id': flowRunId, attempt, outcome };
       if (!a.ok && a.refused === true && !refusalWarned) {
         refusalWarned = true;

@@ -31,6 +31,8 @@ export interface FlowRunInfo {
   readonly parentTaskRunId: string | null;
   /** The run's labels (string, number and boolean values), e.g. Prefect's own `__OTEL_TRACEPARENT`. */
   readonly labels: Readonly<Record<string, string | number | boolean>>;
+  /** `expected_start_time`: when the run was due to start (its schedule's time for a run the scheduler made). */
+  readonly expectedStartTime?: string;
 }
 
 export interface EventHistoryFilter {
@@ -492,6 +494,7 @@ function flowRunInfo(b: Record<string, unknown>): FlowRunInfo | undefined {
     ...(typeof b.name === 'string' ? { name: b.name } : {}),
     parentTaskRunId: typeof b.parent_task_run_id === 'string' ? b.parent_task_run_id : null,
     labels: labelsOf(b.labels),
+    ...(typeof b.expected_start_time === 'string' ? { expectedStartTime: b.expected_start_time } : {}),
   };
 }
 

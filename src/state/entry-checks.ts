@@ -49,7 +49,7 @@ const META_TEXT = ['name', 'flowName', 'flowId', 'deploymentName', 'deploymentId
 /** What a run knows of itself (`RunMeta`): its span's name, attributes and link are made of it. */
 const isMeta = (v: unknown): boolean =>
   isObj(v) && every(v.tags, isStr) && META_TEXT.every((key) => v[key] === undefined || isStr(v[key])) &&
-  (v.tagsDropped === undefined || isNum(v.tagsDropped)) && (v.parentTaskIds === undefined || every(v.parentTaskIds, isStr));
+  (v.tagsDropped === undefined || isNum(v.tagsDropped)) && (v.expectedStartUs === undefined || isNum(v.expectedStartUs)) && (v.parentTaskIds === undefined || every(v.parentTaskIds, isStr));
 
 /** An open run (`RunStateData`), with everything its span is built from. */
 export function isOpenRun(r: unknown): boolean {

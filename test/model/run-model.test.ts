@@ -938,6 +938,48 @@ test("flow runs: Prefect's own span is looked up once per attempt, when it is fi
   assert.deepEqual(pipeline.tracker.counts.native, { lookups: 3, linked: 3, noLabel: 0, failed: 0, late: 0 });
 });
 
+test("a flow run the scheduler made (no Scheduled event: Prefect inserts it Scheduled) waits from when it was due, its expected_start_time read with the lookup of Prefect's own span; a run called directly or rerun takes none from it", async () => {
+  const id = (n: number): string => `0198c7d2-0000-7000-8000-0000000000${String(n).padStart(2, '0')}`;
+  const states = (n: number, rows: [s: number, type: string, name: string, from: string | null, runCount: number][]): Ev[] =>
+    rows.map(([s, type, name, from, runCount]) => flowRunStateEvent({ flowRunId: id(n), flowRunName: `run-${n}`, ...FLOW, ...DEPLOY, state: { type, name }, from, runCount, occurred: at(s), received: at(s) + 15 }));
+  const expected: Record<string, number> = {};
+  const runs: Ev[][] = [
+    // Made by the scheduler, due at 3 s, started on time: first seen Pending from Scheduled.
+    (expected[id(1)] = us(3), states(1, [[5, 'PENDING', 'Pending', 'SCHEDULED', 0], [6, 'RUNNING', 'Running', 'PENDING', 1], [10, 'COMPLETED', 'Completed', 'RUNNING', 1]])),
+    // Made by the scheduler, due at 5 s, marked Late at 20 s: the wait counts from when it was due.
+    (expected[id(2)] = us(5), states(2, [[20, 'SCHEDULED', 'Late', 'SCHEDULED', 0], [30, 'PENDING', 'Pending', 'SCHEDULED', 0], [31, 'RUNNING', 'Running', 'PENDING', 1], [40, 'COMPLETED', 'Completed', 'RUNNING', 1]])),
+    // Called directly (no deployment run): it never waited Scheduled.
+    (expected[id(3)] = us(50), states(3, [[50, 'PENDING', 'Pending', null, 0], [50.5, 'RUNNING', 'Running', 'PENDING', 1], [52, 'COMPLETED', 'Completed', 'RUNNING', 1]])),
+    // run_deployment for a later time: its Scheduled state, seen at 60 s, is earlier than when it was due.
+    (expected[id(4)] = us(80), states(4, [[60, 'SCHEDULED', 'Scheduled', null, 0], [90, 'PENDING', 'Pending', 'SCHEDULED', 0], [91, 'RUNNING', 'Running', 'PENDING', 1], [95, 'COMPLETED', 'Completed', 'RUNNING', 1]])),
+    // Rerun from the UI after its first attempt: the rerun waits from its own Scheduled state, not from when the first was due.
+    (expected[id(5)] = us(100), states(5, [[101, 'PENDING', 'Pending', 'SCHEDULED', 0], [102, 'RUNNING', 'Running', 'PENDING', 1], [103, 'COMPLETED', 'Completed', 'RUNNING', 1]])),
+    states(5, [[110, 'SCHEDULED', 'Scheduled', 'COMPLETED', 1], [112, 'PENDING', 'Pending', 'SCHEDULED', 1], [113, 'RUNNING', 'Running', 'PENDING', 2], [115, 'COMPLETED', 'Completed', 'RUNNING', 2]]),
+  ];
+  const config = resolveConfig({ tracesExporter: 'none' }, {});
+  const spans: SpanRecord[] = [];
+  const asked: string[] = [];
+  const pipeline = createPipeline({
+    config, logger: createLogger({ level: 'silent', format: 'json' }), clock: 'event', delivery: null, onSpan: (s) => spans.push(s),
+    nativeSpans: (ids) => Promise.resolve(ids.map((i) => (asked.push(i), { ok: true as const, traceparent: undefined, expectedStartUs: expected[i] }))),
+  });
+  for (const [i, events] of runs.entries()) {
+    // Each run's lookup answered before the next run (a rerun right behind its first attempt would close it first).
+    while (asked.length < i) await new Promise((r) => setTimeout(r, 5));
+    for (const e of events) pipeline.ingest(JSON.stringify(e));
+  }
+  await pipeline.finish('end_of_input');
+  assert.deepEqual(asked, [id(1), id(2), id(3), id(4), id(5), id(5)]);
+  assert.deepEqual(spans.map((s) => [s.run.id, s.run.attempt, s.startUs, s.attributes['prefect.run.wait_ms']]), [
+    [id(1), 0, us(5), 2_000],
+    [id(2), 0, us(30), 25_000],
+    [id(3), 0, us(50), undefined],
+    [id(4), 0, us(90), 30_000],
+    [id(5), 0, us(101), 1_000],
+    [id(5), 1, us(112), 2_000],
+  ]);
+});
+
 /** Every span as run id → its trace and its parent's run id (null: a root; `missing:<span id>`: no such span). */
 function parents(spans: readonly SpanRecord[]): Record<string, { trace: string; parent: string | null }> {
   const runOf = new Map(spans.map((s) => [s.spanId, s.run.id]));

@@ -50,10 +50,11 @@ test(`lookups share requests: ${MAX_BATCH} flow runs per POST /flow_runs/filter,
   assert.deepEqual(answers, expected);
 });
 
-test(`a lone lookup is asked within ${GATHER_MS} ms; lookups made together share a request, the same run twice included`, async (t) => {
+test(`a lone lookup is asked within ${GATHER_MS} ms; lookups made together share a request, the same run twice included; each answer has the run's label and when it was due to start`, async (t) => {
   const prefect = await startFakePrefect();
   t.after(() => prefect.close());
-  for (let i = 0; i < 3; i++) prefect.addFlowRun({ id: runId(i), labels: { __OTEL_TRACEPARENT: TP } });
+  // The second was due at a time of its own (Prefect writes it with the zone as +00:00 or Z).
+  for (let i = 0; i < 3; i++) prefect.addFlowRun({ id: runId(i), labels: { __OTEL_TRACEPARENT: TP }, ...(i === 1 ? { expected_start_time: '2026-11-21T06:00:00.250000+00:00' } : {}) });
   const answers: unknown[] = [];
   const lookup = createNativeSpanLookup({
     fetch: nativeSpanFromRest(createPrefectRestClient({ apiUrl: prefect.url })),
@@ -66,7 +67,7 @@ test(`a lone lookup is asked within ${GATHER_MS} ms; lookups made together share
   assert.deepEqual(prefect.restRequests.map(filterIds), [[runId(0), runId(1)], [runId(2)]]);
   assert.deepEqual(answers, [
     [runId(0), 0, { traceparent: TP }],
-    [runId(1), 0, { traceparent: TP }],
+    [runId(1), 0, { traceparent: TP, expectedStartUs: Date.UTC(2026, 10, 21, 6, 0, 0, 250) * 1000 }],
     [runId(0), 1, { traceparent: TP }],
     [runId(2), 0, { traceparent: TP }],
   ]);

@@ -144,22 +144,22 @@ describe('rest client: runs', () => {
     assert.deepEqual(await rest.getRunStates('flow', FLOW_RUN), { ok: false, status: 200, message: `GET /flow_run_states/?flow_run_id=${FLOW_RUN}: unexpected response body` });
   });
 
-  it('getFlowRuns asks POST /flow_runs/filter by id with a limit of the ids, and maps every run with an id', async () => {
+  it('getFlowRuns asks POST /flow_runs/filter by id with a limit of the ids, and maps every run with an id (its expected start time when it has one)', async () => {
     const tp = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
     reset(() => ({
       status: 200,
       body: [
-        { id: FLOW_RUN, name: 'crimson-fox', parent_task_run_id: null, labels: { __OTEL_TRACEPARENT: tp } },
+        { id: FLOW_RUN, name: 'crimson-fox', parent_task_run_id: null, labels: { __OTEL_TRACEPARENT: tp }, expected_start_time: '2026-11-21T06:00:00.250000Z' },
         { name: 'no id' },
         'not a run',
-        { id: TRACKING_TASK, parent_task_run_id: TASK_RUN, labels: null },
+        { id: TRACKING_TASK, parent_task_run_id: TASK_RUN, labels: null, expected_start_time: null },
       ],
     }));
     const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api`, authString: AUTH_STRING });
     assert.deepEqual(await rest.getFlowRuns([FLOW_RUN, TRACKING_TASK]), {
       ok: true,
       value: [
-        { id: FLOW_RUN, name: 'crimson-fox', parentTaskRunId: null, labels: { __OTEL_TRACEPARENT: tp } },
+        { id: FLOW_RUN, name: 'crimson-fox', parentTaskRunId: null, labels: { __OTEL_TRACEPARENT: tp }, expectedStartTime: '2026-11-21T06:00:00.250000Z' },
         { id: TRACKING_TASK, parentTaskRunId: TASK_RUN, labels: {} },
       ],
     });
