@@ -211,7 +211,8 @@ Usage:
 
 ${commandFlagsText('replay')}
 Exit codes: 0 done, 1 failure (export failed, input unreadable, compressed or in another text encoding), 2 configuration error,
-3 the Prefect API refused the credentials on a parent look-up (the spans delivered, such subflows made roots),
+3 the Prefect API refused the credentials on a run look-up (the spans delivered; subflows whose parent is not in the file
+made roots, runs first seen leaving a terminal state numbered as their first rerun),
 130 / 143 stopped by SIGINT / SIGTERM (what was read is delivered first; after SIGHUP the same, then it ends by that signal).
 `,
   demo: `prefect-otel demo: run a simulated Prefect workload through the pipeline and draw its traces
