@@ -18,7 +18,7 @@ import { STATE_EXIT_TIMEOUT_MS } from '../src/state/exit-bound.js';
 import { BREAKER_FAILURES, BREAKER_PAUSE_MS, NATIVE_SPAN_WAIT_MS } from '../src/source/native-spans.js';
 import { GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT, OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX } from '../src/source/run-lookups.js';
 import { OWNER_CACHE_MAX } from '../src/model/tracker.js';
-import { MAX_EVENT_BYTES, MAX_EVENT_NAME } from '../src/model/event.js';
+import { MAX_EVENT_BYTES, MAX_EVENT_NAME, SKIP_REASONS } from '../src/model/event.js';
 import { startCli } from './helpers/cli.js';
 import { VERSION } from '../src/version.js';
 
@@ -481,6 +481,16 @@ test('every log line and error the README quotes is one prefect-otel writes', ()
     { quote: '"Prefect server unreachable"', written: 'Prefect server unreachable, retrying in 500 ms' },
     { quote: '"connecting to the Prefect event stream failed, retrying"', written: 'connecting to the Prefect event stream failed, retrying in 500 ms' },
     { quote: '`app.prefect.cloud` address in the browser, which is refused with the API URL to use', written: 'app.prefect.cloud is the Prefect Cloud web UI, not its API: use https://api.prefect.cloud/api/accounts/<account id>/workspaces/<workspace id>' },
+    { quote: '`run look-up in the Prefect API failed`', written: 'run look-up in the Prefect API failed' },
+    { quote: '`run first seen leaving a terminal state, and its state history could not be read`', written: 'run first seen leaving a terminal state, and its state history could not be read: numbered as its first rerun (its span id may be one exported before)' },
+    { quote: '`run look-ups:`', written: 'run look-ups: the Prefect API refused GET /task_runs/x with HTTP 401: check PREFECT_API_KEY; subflows whose parent is not in the file became roots of their own traces, and runs first seen leaving a terminal state were numbered as their first rerun' },
+    { quote: '`no Prefect API there`', written: 'no Prefect API there (PREFECT_API_URL must end in /api): subflows whose parent is not in the file become roots of their own traces' },
+    { quote: '`could not write the state file`', written: 'could not write the state file' },
+    { quote: '`the state file is written again`', written: 'the state file is written again' },
+    { quote: '`a save of the state file has not finished for 10 s: its file system does not answer; …`', written: 'a save of the state file has not finished for 10 s: its file system does not answer; no save is started until it does, and a restart meanwhile resumes from the last complete save' },
+    { quote: "`the state file's file system answers again`", written: "the state file's file system answers again" },
+    { quote: '`exports to the collector are failing`', written: 'exports to the collector are failing' },
+    { quote: '`final metrics export failed`', written: 'final metrics export failed' },
   ];
   // A template made mostly of `${…}` (`${a}: ${b}`) would match any line: the source's own text must be 12 characters or the whole line.
   const templates = sourceStrings().map((s) => ({ pattern: new RegExp(`^${s.split('\0').map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[^]*')}$`), own: s.replace(/\0/g, '').length }));
@@ -493,8 +503,9 @@ test('every log line and error the README quotes is one prefect-otel writes', ()
 });
 
 /**
- * The bounds the README states in numbers are the code's: the subflow parent lookups, the batched
- * flow-run lookups of Prefect's own spans, the length kept of names and the length of a replayed line.
+ * The bounds the README states in numbers are the code's: the subflow parent lookups, the state-history
+ * lookups of a rerun's number, the batched flow-run lookups of Prefect's own spans, the length kept of
+ * names and the length of a replayed line.
  */
 test("the README's lookup and length bounds are the code's", () => {
   const readme = readFileSync(new URL('README.md', ROOT), 'utf8').replace(/\s+/g, ' ');
@@ -504,6 +515,7 @@ test("the README's lookup and length bounds are the code's", () => {
   assert.deepEqual(
     {
       parentLookups: stated(/`GET \/api\/task_runs\/\{id\}`, its last ([\d,]+) answers cached, at most (\w+) requests at a time and ([\d,]+) waiting/),
+      historyLookups: stated(/`GET \/api\/task_run_states\/\?task_run_id=\{id\}` for a task run\), at most (\w+) requests at a time and ([\d,]+) waiting/),
       nativeBatch: stated(/Runs asked within (\d+) ms of each other share one `POST \/api\/flow_runs\/filter` \(by id, up to (\d+) runs per request, at most (\w+) requests at a time\)/),
       nativeWaitS: stated(/a finished flow span waits for it at most (\d+) s past/),
       breaker: stated(/after (\w+) connection failures in a row, lookups pause for (\d+) s/),
@@ -512,11 +524,99 @@ test("the README's lookup and length bounds are the code's", () => {
     },
     {
       parentLookups: [OWNER_CACHE_MAX, OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX],
+      historyLookups: [OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX],
       nativeBatch: [GATHER_MS, MAX_BATCH, MAX_IN_FLIGHT],
       nativeWaitS: [NATIVE_SPAN_WAIT_MS / 1000],
       breaker: [BREAKER_FAILURES, BREAKER_PAUSE_MS / 1000],
       nameChars: [MAX_EVENT_NAME],
       lineMiB: [MAX_EVENT_BYTES / (1024 * 1024), MAX_EVENT_BYTES],
     },
+  );
+});
+
+/** The README's headings outside code blocks, as GitHub makes their anchors (lower case, punctuation dropped, spaces as `-`, repeats numbered). */
+function headingAnchors(readme: string): Set<string> {
+  const anchors = new Set<string>();
+  const seen = new Map<string, number>();
+  let inCode = false;
+  for (const line of readme.split('\n')) {
+    if (line.startsWith('```')) inCode = !inCode;
+    const heading = inCode ? null : /^#{1,6} (.+?) *#*$/.exec(line);
+    if (heading === null) continue;
+    const slug = heading[1]!.toLowerCase().replace(/[^\p{L}\p{N}\p{M} _-]/gu, '').replace(/ /g, '-');
+    const n = seen.get(slug) ?? 0;
+    seen.set(slug, n + 1);
+    anchors.add(n === 0 ? slug : `${slug}-${n}`);
+  }
+  return anchors;
+}
+
+test('every link inside the README leads somewhere: an anchor to one of its headings, a path to a file of the repository', () => {
+  const readme = readFileSync(new URL('README.md', ROOT), 'utf8');
+  const anchors = headingAnchors(readme);
+  const targets = [...readme.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]!).filter((t) => !/^[a-z]+:/.test(t));
+  assert.ok(targets.filter((t) => t.startsWith('#')).length >= 10, `the README links its sections (found ${targets.length} links)`);
+  const broken = targets.filter((t) => (t.startsWith('#') ? !anchors.has(t.slice(1)) : !existsSync(new URL(t.split('#')[0]!, ROOT))));
+  assert.deepEqual(broken, [], `headings: ${[...anchors].join(', ')}`);
+});
+
+/** The text of every source file under src/. */
+function sourceText(): string {
+  const parts: string[] = [];
+  const walk = (dir: URL): void => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      if (entry.isDirectory()) walk(new URL(`${entry.name}/`, dir));
+      else if (entry.name.endsWith('.ts')) parts.push(readFileSync(new URL(entry.name, dir), 'utf8'));
+    }
+  };
+  walk(new URL('src/', ROOT));
+  return parts.join('\n');
+}
+
+/**
+ * The `kind` of log lines, the reasons a span ends incomplete and the skip reasons the README names
+ * are the code's: each named `kind` is one the code writes, the incomplete reasons it lists are
+ * exactly those a run is ended with, and a skip reason it names is one `/metrics` counts.
+ */
+test("the log lines' kinds, the incomplete reasons and the skip reasons the README names are the code's", () => {
+  const readme = readFileSync(new URL('README.md', ROOT), 'utf8').replace(/\s+/g, ' ');
+  const source = sourceText();
+  const kinds = new Set([...source.matchAll(/\bkind: '([a-z_]+)'/g)].map((m) => m[1]!));
+  const namedKinds = [
+    ...[...readme.matchAll(/`kind` `([a-z_]+)`/g)].map((m) => m[1]!),
+    ...[...readme.matchAll(/with a warning \(((?:`[a-z_]+`(?:, )?)+)\)/g)].flatMap((m) => [...m[1]!.matchAll(/`([a-z_]+)`/g)].map((k) => k[1]!)),
+  ];
+  assert.ok(namedKinds.length >= 3, `the README names kinds (found ${namedKinds.join(', ')})`);
+  assert.deepEqual(namedKinds.filter((k) => !kinds.has(k)), []);
+  // A run is ended incomplete by `finalize(run, reason…)` in the model, and `finish(reason)` at the end of replay's input.
+  const written = new Set([...source.matchAll(/\b(?:finalize|finish)\(([^;]*)\)/g)].flatMap((m) => [...m[1]!.matchAll(/'([a-z_]+)'/g)].map((r) => r[1]!)));
+  const listed = /`prefect\.run\.incomplete_reason`: (.*?)\. /.exec(readme)?.[1] ?? '';
+  const commands = new Set(['watch', 'replay', 'demo']);
+  assert.deepEqual([...listed.matchAll(/`([a-z_]+)`/g)].map((m) => m[1]!).filter((r) => !commands.has(r)).sort(), [...written].sort());
+  const skip = /an `occurred` outside that is `([a-z_]+)`/.exec(readme)?.[1];
+  assert.ok(skip !== undefined && (SKIP_REASONS as readonly string[]).includes(skip), `${String(skip)} is a skip reason`);
+});
+
+/**
+ * The README's commands, as package.json defines them: `npm ci` builds dist/ (its `prepare` is the
+ * build), `npm run demo` runs the bin's `demo`, `npm test` builds and runs the tests in dist/test/,
+ * `node dist/src/cli.js` is the `prefect-otel` bin, and every `npm run <script>` named is a script.
+ */
+test("the README's set-up commands are package.json's scripts", () => {
+  const readme = readFileSync(new URL('README.md', ROOT), 'utf8');
+  const pkg = JSON.parse(readFileSync(new URL('package.json', ROOT), 'utf8')) as { scripts: Record<string, string>; bin: Record<string, string> };
+  const first = /```sh\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
+  assert.match(first, /^npm ci && npm run demo /m);
+  assert.match(first, /^npm ci && npm test /m);
+  const build = 'tsc -p tsconfig.json';
+  const bin = pkg.bin['prefect-otel'];
+  assert.deepEqual(
+    {
+      prepare: pkg.scripts.prepare, build: pkg.scripts.build, demo: pkg.scripts.demo,
+      test: /^(.*?) && node --test\b.* (\S+)$/.exec(pkg.scripts.test ?? '')?.slice(1),
+      cli: [...readme.matchAll(/\bnode (dist\/src\/\S+\.js)/g)].map((m) => m[1]).filter((f) => f !== bin),
+      unknown: [...readme.matchAll(/\bnpm run ([a-z:-]+)/g)].map((m) => m[1]!).filter((name) => pkg.scripts[name] === undefined),
+    },
+    { prepare: build, build, demo: `node ${bin!} demo`, test: [build, 'dist/test/'], cli: [], unknown: [] },
   );
 });
