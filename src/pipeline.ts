@@ -17,7 +17,7 @@ import { classify, type Classified } from './model/classify.js';
 import { DedupeSet } from './model/dedupe.js';
 import { excerpt, isRecord, parseEvent, parseEventText, SKIP_REASONS, type PrefectEvent, type SkipReason } from './model/event.js';
 import type { Attributes, SpanRecord } from './model/span-record.js';
-import { RunTracker, type Rejected, type RunLogRecord, type TrackerNotice } from './model/tracker.js';
+import { RunTracker, type Rejected, type RunLogRecord, type TrackerNotice, type WaitingBound } from './model/tracker.js';
 import type { HistoryState } from './model/rerun-attempt.js';
 import type { RunType } from './model/classify.js';
 import { createNativeSpanLookup, NATIVE_SPAN_WAIT_MS, type FetchNativeSpans } from './source/native-spans.js';
@@ -162,6 +162,9 @@ const EVENT_NAME_KEY = 'prefect.event.name';
  * `prefect.event.id`, `trace_id`, and the subflow's tracking task as `prefect.parent_task_run.id`,
  * the attribute its span carries.
  */
+/** The setting of each bound on the events waiting for lookups, as the warning that it was reached names it. */
+const WAITING_BOUND_SETTING: Readonly<Record<WaitingBound, string>> = { count: 'PREFECT_OTEL_MAX_OPEN_RUNS', size: 'PREFECT_OTEL_BUFFER_MAX_BYTES' };
+
 function noticeFields(notice: TrackerNotice): Record<string, unknown> {
   switch (notice.kind) {
     case 'late_event':
@@ -365,7 +368,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           case 'lookup_abandoned': {
             // A server that stopped answering makes this happen once per new subflow.
             const count = tracker.counts.parentLookups.abandoned;
-            warnThenCount(count, { ...noticeFields(notice), count }, 'events waiting for subflow parent lookups reached their bound (PREFECT_OTEL_MAX_OPEN_RUNS); the oldest lookup was given up and its runs become roots of their own traces', 'further ones are only counted');
+            warnThenCount(count, { ...noticeFields(notice), count }, `events waiting for subflow parent lookups reached their bound (${WAITING_BOUND_SETTING[notice.bound]}); the oldest lookup was given up and its runs become roots of their own traces`, 'further ones are only counted');
             break;
           }
           case 'rerun':
@@ -377,7 +380,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
             break;
           case 'rerun_lookup_abandoned': {
             const count = tracker.counts.rerunLookups.abandoned;
-            warnThenCount(count, { ...noticeFields(notice), count }, 'events waiting for lookups reached their bound (PREFECT_OTEL_MAX_OPEN_RUNS); the oldest, of the state history of a run first seen leaving a terminal state, was given up and the run numbered as its first rerun', 'further ones are only counted');
+            warnThenCount(count, { ...noticeFields(notice), count }, `events waiting for lookups reached their bound (${WAITING_BOUND_SETTING[notice.bound]}); the oldest, of the state history of a run first seen leaving a terminal state, was given up and the run numbered as its first rerun`, 'further ones are only counted');
             break;
           }
         }

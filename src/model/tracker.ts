@@ -50,6 +50,9 @@ export interface RunLogRecord {
   readonly state: (StateInfo & { readonly terminal: boolean }) | undefined;
 }
 
+/** Which bound on the events waiting for lookups was reached: their count or runs blocked (`maxOpenRuns`), or their size (`maxWaitingChars`). */
+export type WaitingBound = 'count' | 'size';
+
 export type TrackerNotice =
   | { readonly kind: 'late_event'; readonly runId: string; readonly eventId: string; readonly eventName: string }
   | { readonly kind: 'lookup_failed'; readonly runId: string; readonly taskRunId: string }
@@ -57,11 +60,11 @@ export type TrackerNotice =
   /** A root flow run whose states name a tracking task only after its trace was decided (its first event named none). */
   | { readonly kind: 'parent_late'; readonly runId: string; readonly taskRunId: string }
   | { readonly kind: 'evicted'; readonly runId: string; readonly traceId: string }
-  | { readonly kind: 'lookup_abandoned'; readonly taskRunId: string; readonly events: number }
+  | { readonly kind: 'lookup_abandoned'; readonly taskRunId: string; readonly events: number; readonly bound: WaitingBound }
   /** The state history of a run first seen leaving a terminal state could not be read: it is taken as the first rerun. */
   | { readonly kind: 'rerun_lookup_failed'; readonly runId: string }
   /** The same, given up unanswered (the bound on events waiting for lookups). */
-  | { readonly kind: 'rerun_lookup_abandoned'; readonly runId: string; readonly events: number }
+  | { readonly kind: 'rerun_lookup_abandoned'; readonly runId: string; readonly events: number; readonly bound: WaitingBound }
   | { readonly kind: 'rerun'; readonly runId: string; readonly attempt: number; readonly traceId: string };
 
 /** An event the tracker turns down as it is (skipped input, counted and logged by reason). */
@@ -651,7 +654,11 @@ export class RunTracker {
     const max = this.options.maxOpenRuns;
     const maxChars = this.options.maxWaitingChars ?? Infinity;
     // A lookup given up may have had no events left (they were turned down): give up on the next.
-    while ((this.waitingEventCount > max || this.blocked.size > max || this.waitingCharCount > maxChars) && this.waiting.size > 0) this.abandonOldestLookup(nowMs);
+    for (;;) {
+      const bound: WaitingBound | undefined = this.waitingEventCount > max || this.blocked.size > max ? 'count' : this.waitingCharCount > maxChars ? 'size' : undefined;
+      if (bound === undefined || this.waiting.size === 0) break;
+      this.abandonOldestLookup(bound, nowMs);
+    }
     return rejected;
   }
 
@@ -661,13 +668,13 @@ export class RunTracker {
    * runs become roots of their own traces (as after a failed lookup); nothing is dropped. The
    * server's answer, when it comes, only fills the owner cache. Counted and logged (a notice).
    */
-  private abandonOldestLookup(nowMs: number): void {
+  private abandonOldestLookup(bound: WaitingBound, nowMs: number): void {
     const oldest = this.waiting.peek();
     if (oldest === undefined) return;
     const [key, waiting] = oldest;
     this.lookupCounts(waiting.kind).abandoned += 1;
-    if (waiting.kind === 'attempt') this.sink.notice({ kind: 'rerun_lookup_abandoned', runId: runOfAttemptKey(key), events: waiting.events.length });
-    else this.sink.notice({ kind: 'lookup_abandoned', taskRunId: key, events: waiting.events.length });
+    if (waiting.kind === 'attempt') this.sink.notice({ kind: 'rerun_lookup_abandoned', runId: runOfAttemptKey(key), events: waiting.events.length, bound });
+    else this.sink.notice({ kind: 'lookup_abandoned', taskRunId: key, events: waiting.events.length, bound });
     this.settle(key, waiting, nowMs);
   }
 

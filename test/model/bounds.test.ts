@@ -154,10 +154,11 @@ test('bounds: a state file saved with more finished runs than PREFECT_OTEL_MAX_O
   assert.deepEqual({ finished: b.tracker.snapshot().finished.map(([id]) => id), open: b.tracker.openRuns }, { finished: saved.slice(-now), open: 0 });
 });
 
-test('bounds: events waiting for subflow parent lookups that never answer are held within PREFECT_OTEL_BUFFER_MAX_BYTES, not only by count: a flow emitting events of 100 KiB gives up the oldest lookup past the bound, and every event still reaches its span', async () => {
+test('bounds: events waiting for subflow parent lookups that never answer are held within PREFECT_OTEL_BUFFER_MAX_BYTES, not only by count: a flow emitting events of 100 KiB gives up the oldest lookup past the bound, said with that setting, and every event still reaches its span', async () => {
   const maxBytes = 1024 * 1024;
   const config = resolveConfig({ tracesExporter: 'none', bufferMaxBytes: maxBytes }, {});
-  const logger = createLogger({ level: 'silent', format: 'json', destination: { write: () => undefined } });
+  const warnings: Record<string, unknown>[] = [];
+  const logger = createLogger({ level: 'warn', format: 'json', destination: { write: (l: string) => void warnings.push(JSON.parse(l) as Record<string, unknown>) } });
   const spans: SpanRecord[] = [];
   const pipeline = createPipeline({
     config, logger, clock: 'event', delivery: null, onSpan: (s) => spans.push(s),
@@ -188,6 +189,11 @@ test('bounds: events waiting for subflow parent lookups that never answer are he
     { most: { waitingEvents: 13, waitingChars: most.waitingChars }, lookups: { lookups: 3, found: 0, failed: 0, abandoned: 2 }, waitingEvents: 11, pendingLookups: 1 },
   );
   assert.ok(most.waitingChars > 10 * payload.length && most.waitingChars <= maxBytes, String(most.waitingChars));
+  // Given up: the first subflow's state and the four events of it among the first ten; then the second's and its six among the first sixteen.
+  assert.deepEqual(warnings.filter((l) => l.kind === 'lookup_abandoned').map((l) => [l.taskRunId, l.waitingEvents, l.count, l.msg]), [0, 1].map((s) => [
+    uuid('b003', s), [5, 7][s], s + 1,
+    'events waiting for subflow parent lookups reached their bound (PREFECT_OTEL_BUFFER_MAX_BYTES); the oldest lookup was given up and its runs become roots of their own traces',
+  ]));
 
   await pipeline.finish('end_of_input', 10);
   // Nothing is dropped: each subflow, a root of its own trace now, has its state and its ten events.
