@@ -1479,7 +1479,6 @@ function settlingTakes(before: RunState, next: RunState, event: PrefectEvent, cl
   return event.occurredUs <= before.latest!.occurredUs || (classified.kind !== 'state' && event.occurredUs < next.firstEventUs);
 }
 
-/** Whether a state leaves a terminal state (its intended "from"): a rerun. */
 /**
  * A task run or subflow stopped at Pending "NotReady": an upstream task (of `wait_for`) did not
  * complete, and the task or flow engine returned without running it (`begin_run` in
@@ -1504,6 +1503,7 @@ function outlivesFlowRun(run: RunState): boolean {
 /** At most how much before its timeout a scheduled run is asked about with others that timed out. */
 const SCHEDULED_GATHER_MAX_MS = 60_000;
 
+/** Whether a state leaves a terminal state (its intended "from"): a rerun. */
 function leavesTerminal(state: StateInfo): boolean {
   return state.from !== undefined && TERMINAL_STATE_TYPES.has(state.from as StateType);
 }
