@@ -1253,3 +1253,42 @@ test('an event emitted between a run\'s terminal state and its rerun, delivered 
   const reordered = await run([P, R, C, S2, P2, between, R2, F2]);
   assert.deepEqual(wholes(reordered.spans), wholes(inOrder.spans));
 });
+
+test('a rerun whose states up to its own terminal state all arrive before the previous attempt\'s terminal state (reordered within the settle window), a task of it killed with it: the rerun settles and its task is ended as its straggler after the task grace, as in order; also with a restart from the state file after any of the events', async (t) => {
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [3, 'COMPLETED', 'Completed', 1],
+    [4, 'SCHEDULED', 'Scheduled', 1], [5, 'RUNNING', 'Running', 2], [6, 'CRASHED', 'Crashed', 2, 'Flow run infrastructure exited with non-zero status code 137.']]);
+  // The task's process was killed with the flow's: it never reports a terminal state.
+  const task = taskRun(TASK, 'load-7c1', 'load-55aa66bb', [[5.1, 'PENDING', 'Pending', 0], [5.2, 'RUNNING', 'Running', 1]]);
+  const [P, R, C, S2, R2, C2] = flow;
+  const [TP, TR] = task;
+  // Another flow run's events move the event clock past the task grace.
+  const others = otherRun(100);
+  const inOrder = await run([P, R, C, S2, R2, TP, TR, C2, ...others]);
+  const expected = wholes(inOrder.spans.filter((s) => s.run.id !== OTHER));
+  const bySpanId = (x: { spanId: string }, y: { spanId: string }): number => x.spanId.localeCompare(y.spanId);
+  assert.deepEqual(expected.filter((s) => s.spanId !== spanIdForRun(FR)), [
+    {
+      name: 'etl', kind: 'server', traceId: traceIdForRun(FR), spanId: spanIdForRun(FR, 1), parentSpanId: undefined,
+      startUs: us(5), endUs: us(6), status: { code: 'error', message: 'Flow run infrastructure exited with non-zero status code 137.' },
+      attributes: flowAttrs({
+        'prefect.run.count': 2, 'prefect.state.type': 'CRASHED', 'prefect.state.name': 'Crashed', 'prefect.run.wait_ms': 1000, 'prefect.run.attempt': 1,
+        'cicd.pipeline.result': 'error', 'error.type': 'Crashed',
+      }),
+      events: stateEvents([S2!, R2!, C2!]),
+      links: [{ traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), attributes: { 'prefect.link.kind': 'previous_attempt' } }],
+    },
+    {
+      name: 'load', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK), parentSpanId: spanIdForRun(FR, 1),
+      startUs: us(5.1), endUs: us(5.2), status: { code: 'unset' },
+      attributes: taskAttrs(TASK, 'load-7c1', 'load-55aa66bb', { 'prefect.run.count': 1, 'prefect.state.type': 'RUNNING', 'prefect.state.name': 'Running', 'prefect.run.incomplete': true, 'prefect.run.incomplete_reason': 'flow_ended' }),
+      events: stateEvents(task), links: [],
+    },
+  ].sort(bySpanId));
+  const reordered = [P, R, S2, R2, TP, TR, C2, C, ...others];
+  const { spans, lines } = await run(reordered);
+  assert.deepEqual(wholes(spans.filter((s) => s.run.id !== OTHER)), expected);
+  assert.deepEqual(lines.filter((l) => l.late === true), []);
+  const dir = await mkdtemp(join(tmpdir(), 'prefect-otel-lifecycles-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  await assertSameAcrossRestarts(dir, { 'the rerun\'s terminal state before the Completed': reordered }, wholes(inOrder.spans));
+});
