@@ -1292,3 +1292,47 @@ test('a rerun whose states up to its own terminal state all arrive before the pr
   t.after(() => rm(dir, { recursive: true, force: true }));
   await assertSameAcrossRestarts(dir, { 'the rerun\'s terminal state before the Completed': reordered }, wholes(inOrder.spans));
 });
+
+test('a flow run rerun at once whose first states arrive before the previous attempt\'s terminal state (reordered within the settle window), Prefect\'s own span of each attempt looked up: the rerun links to its own Prefect span, not the previous attempt\'s, as in order', async () => {
+  const flow = flowRun([[0, 'PENDING', 'Pending', 0], [1, 'RUNNING', 'Running', 1], [3, 'COMPLETED', 'Completed', 1],
+    [4, 'SCHEDULED', 'Scheduled', 1], [5, 'RUNNING', 'Running', 2], [6, 'FAILED', 'Failed', 2]]);
+  const [P, R, C, S2, R2, F2] = flow;
+  const config = resolveConfig({ tracesExporter: 'none', uiUrl: UI }, {});
+  const quiet = createLogger({ level: 'silent', format: 'json' });
+  const traceparent = (n: number): string => `00-4bf92f3577b34da6a3ce929d0e0e4736-${String(n).padStart(16, 'a')}-01`;
+  /** The events fed one by one, each lookup of Prefect's own span answered before the next (the n-th answer names span n). */
+  const fed = async (events: readonly (WireEvent | undefined)[]) => {
+    const spans: SpanRecord[] = [];
+    const asked: string[] = [];
+    const pipeline = createPipeline({
+      config, logger: quiet, clock: 'event', delivery: null, onSpan: (s) => spans.push(s),
+      nativeSpans: (ids) => Promise.resolve(ids.map((id) => (asked.push(id), { ok: true as const, traceparent: traceparent(asked.length) }))),
+    });
+    const answered = (): number => {
+      const n = pipeline.tracker.counts.native;
+      return n.linked + n.noLabel + n.failed + n.late;
+    };
+    for (const e of events) {
+      pipeline.ingest(JSON.stringify(e!));
+      while (answered() < pipeline.tracker.counts.native.lookups) await new Promise((r) => setTimeout(r, 5));
+    }
+    await pipeline.finish('end_of_input');
+    return { spans, asked, native: pipeline.tracker.counts.native };
+  };
+  const native = (n: number) => ({ traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: String(n).padStart(16, 'a'), traceFlags: 1, remote: true, attributes: { 'prefect.link.kind': 'prefect_native_span' } });
+  const inOrder = await fed([P, R, C, S2, R2, F2]);
+  assert.deepEqual(inOrder.spans.map((s) => [s.run.id, s.run.attempt, s.links]), [
+    [FR, 0, [native(1)]],
+    [FR, 1, [{ traceId: traceIdForRun(FR), spanId: spanIdForRun(FR), attributes: { 'prefect.link.kind': 'previous_attempt' } }, native(2)]],
+  ]);
+  const expected = { spans: wholes(inOrder.spans), asked: [FR, FR], native: { lookups: 2, linked: 2, noLabel: 0, failed: 0, late: 0 } };
+  assert.deepEqual({ ...inOrder, spans: wholes(inOrder.spans) }, expected);
+  const orders = {
+    'the rerun\'s Scheduled and Running before the Completed': [P, R, S2, R2, C, F2],
+    'the rerun\'s states up to its Failed before the Completed': [P, R, S2, R2, F2, C],
+  };
+  for (const [label, events] of Object.entries(orders)) {
+    const reordered = await fed(events);
+    assert.deepEqual({ ...reordered, spans: wholes(reordered.spans) }, expected, label);
+  }
+});
