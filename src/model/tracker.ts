@@ -2,7 +2,7 @@ import { ATTR } from './attributes.js';
 import { classify, runRefFromResourceId, TERMINAL_STATE_TYPES, type Classified, type RunRef, type RunType, type StateInfo, type StateType } from './classify.js';
 import { MAX_EVENT_NAME, truncate, type PrefectEvent, type SkipReason } from './event.js';
 import { canonicalUuid, spanIdForRun, traceIdForRun } from './ids.js';
-import { PARENT_RUN, parentTaskIdsOf, parseTraceparent, RunState, type RunStateData, type TraceCtx } from './run-state.js';
+import { PARENT_RUN, parentTaskIdsOf, parseTraceparent, type EventEntry, RunState, type RunStateData, type TraceCtx } from './run-state.js';
 import type { Attributes, SpanRecord } from './span-record.js';
 import { Additions } from '../state/additions.js';
 import { FifoMap } from './fifo-map.js';
@@ -428,7 +428,16 @@ export class RunTracker {
   private takeOverEvents(before: RunState, next: RunState, nowMs: number): void {
     if (next.attempt <= before.attempt || before.latest === undefined) return;
     const moved = before.detachOthersFrom(Math.max(next.firstEventUs, before.latest.occurredUs + 1));
-    if (moved.length > 0) next.takeEvents(moved, this.options.maxSpanEvents, nowMs);
+    if (moved.length > 0) this.takeEvents(next, moved, nowMs);
+  }
+
+  /**
+   * The span events taken out of the attempt before, applied to `next` as they came; a worker's
+   * submitted-flow-run among them makes it wait for that worker's executed-flow-run, as in order.
+   */
+  private takeEvents(next: RunState, moved: readonly EventEntry[], nowMs: number): void {
+    next.takeEvents(moved, this.options.maxSpanEvents, nowMs);
+    for (const e of moved) if (e.attributes[ATTR.STATE_TYPE] === undefined) noteWorker(next, e.name);
   }
 
   /**
@@ -450,7 +459,7 @@ export class RunTracker {
     next.meta = meta;
     this.counts.reruns += 1;
     this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: next.attempt, traceId: next.ctx.traceId });
-    next.takeEvents(moved, this.options.maxSpanEvents, nowMs);
+    this.takeEvents(next, moved, nowMs);
     if (next.terminal) {
       next.terminalAtMs = nowMs;
       this.deadlines.set(ref.id, nowMs + this.options.settleMs);
@@ -1240,8 +1249,7 @@ export class RunTracker {
       if (lag !== undefined) attrs[ATTR.EVENT_RECEIVED_LAG_MS] = lag;
       run.addEvent(event, event.name, attrs, this.options.maxSpanEvents);
       this.emitLog('event', run, event, undefined);
-      if (run.ref.type === 'flow' && event.name === WORKER_SUBMITTED) run.awaitingWorker = true;
-      else if (run.ref.type === 'flow' && event.name === WORKER_EXECUTED) run.awaitingWorker = false;
+      noteWorker(run, event.name);
     }
     this.counts.spanEvents += 1;
   }
@@ -1502,6 +1510,16 @@ function outlivesFlowRun(run: RunState): boolean {
 
 /** At most how much before its timeout a scheduled run is asked about with others that timed out. */
 const SCHEDULED_GATHER_MAX_MS = 60_000;
+
+/**
+ * A flow run attempt's event named `name`: a worker's submitted-flow-run makes it wait for that
+ * worker's executed-flow-run (sent once its process has exited); the executed-flow-run ends the wait.
+ */
+function noteWorker(run: RunState, name: string): void {
+  if (run.ref.type !== 'flow') return;
+  if (name === WORKER_SUBMITTED) run.awaitingWorker = true;
+  else if (name === WORKER_EXECUTED) run.awaitingWorker = false;
+}
 
 /** Whether a state leaves a terminal state (its intended "from"): a rerun. */
 function leavesTerminal(state: StateInfo): boolean {

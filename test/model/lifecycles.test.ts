@@ -1336,3 +1336,42 @@ test('a flow run rerun at once whose first states arrive before the previous att
     assert.deepEqual({ ...reordered, spans: wholes(reordered.spans) }, expected, label);
   }
 });
+
+test('on the machine\'s clock, a rerun a worker submitted whose first states or submitted-flow-run arrive before the previous attempt\'s terminal state or its own first state (reordered within the settle window): it waits past its settle window for the worker\'s executed-flow-run, as in order; nothing late', () => {
+  const worker = (event: string, t: number, id: string) => customEvent({
+    event, resourceId: 'prefect.worker.process.laptop-worker', resourceName: 'laptop-worker', occurred: at(t), id,
+    related: [{ id: `prefect.flow-run.${FR}`, role: 'flow-run', name: 'crimson-fox' }, { id: `prefect.flow.${FLOW.flowId}`, role: 'flow', name: 'etl' },
+      { id: `prefect.deployment.${DEPLOY.deployment.id}`, role: 'deployment', name: 'nightly' }, { id: `prefect.work-pool.${DEPLOY.workPool.id}`, role: 'work-pool', name: 'k8s-pool' }],
+  });
+  const flow = flowRun([[1, 'PENDING', 'Pending', 0], [2, 'RUNNING', 'Running', 1], [9, 'COMPLETED', 'Completed', 1],
+    [10, 'SCHEDULED', 'Scheduled', 1], [10.1, 'PENDING', 'Pending', 1], [11, 'RUNNING', 'Running', 2], [20, 'FAILED', 'Failed', 2]]);
+  const [P, R, C, S2, P2, R2, F2] = flow;
+  const submitted = worker('prefect.worker.submitted-flow-run', 0.5, '0198c7d2-ffff-7000-8000-000000000021');
+  const executed = worker('prefect.worker.executed-flow-run', 9.5, '0198c7d2-ffff-7000-8000-000000000022');
+  const submitted2 = worker('prefect.worker.submitted-flow-run', 10.2, '0198c7d2-ffff-7000-8000-000000000023');
+  const executed2 = worker('prefect.worker.executed-flow-run', 23, '0198c7d2-ffff-7000-8000-000000000024');
+  /** The events, then (3 s later, past the settle window) the rerun's executed-flow-run, then 3 s more. */
+  const fed = (events: readonly (WireEvent | undefined)[]) => {
+    const m = wallClockModel();
+    m.ingest(events.map((e) => e!));
+    m.later(3_000);
+    m.ingest([executed2]);
+    m.later(6_000);
+    return m;
+  };
+  const inOrder = fed([submitted, P, R, C, executed, S2, P2, submitted2, R2, F2]);
+  assert.deepEqual(inOrder.spans.map((s) => [s.run.attempt, s.events.map((e) => e.name)]).sort(), [
+    [0, ['prefect.worker.submitted-flow-run', 'Pending', 'Running', 'Completed', 'prefect.worker.executed-flow-run']],
+    [1, ['Scheduled', 'Pending', 'prefect.worker.submitted-flow-run', 'Running', 'Failed', 'prefect.worker.executed-flow-run']],
+  ]);
+  assert.deepEqual(inOrder.lines.filter((l) => l.late === true), []);
+  const orders = {
+    'the rerun\'s first states and submitted-flow-run before the Completed': [submitted, P, R, S2, P2, submitted2, R2, C, executed, F2],
+    'the rerun\'s states up to its Failed before the Completed': [submitted, P, R, S2, P2, submitted2, R2, F2, C, executed],
+    'the rerun\'s submitted-flow-run before its Scheduled': [submitted, P, R, C, executed, submitted2, S2, P2, R2, F2],
+  };
+  for (const [label, events] of Object.entries(orders)) {
+    const m = fed(events);
+    assert.deepEqual({ spans: wholes(m.spans), late: m.lines.filter((l) => l.late === true) }, { spans: wholes(inOrder.spans), late: [] }, label);
+  }
+});
