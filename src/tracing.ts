@@ -20,7 +20,7 @@ import { createEventSubscriber, SUBSCRIBER_DEFAULTS, type EventSubscriber } from
 import { createStateLease, isThisProcess, type LeaseHolder, type StateLease } from './state/lease.js';
 import { loadState, SpansNotKeptError, StateWriter } from './state/persisted.js';
 import { createStateStore, stateFileTarget, StateTakenError } from './state/state-store.js';
-import { settlesWithin, STATE_EXIT_TIMEOUT_MS, StateUnansweredError } from './state/exit-bound.js';
+import { inFlightCalls, settlesWithin, STATE_EXIT_TIMEOUT_MS, StateUnansweredError } from './state/exit-bound.js';
 import { collectStats, statsLogFields, type TracingStats } from './stats.js';
 import { VERSION } from './version.js';
 
@@ -192,9 +192,16 @@ class Tracing extends EventEmitter implements PrefectTracingHandle {
     });
     this.metrics = startMetricsExport(this.config, () => this.stats(), this.pipeline.exportLag, this.logger);
     const stateFile = stateFileTarget(this.config.stateFile);
-    this.store = createStateStore(stateFile);
+    // Every call on the state file, its journal and its lock is counted while in flight, under the
+    // step it does: one stuck there holds the process at exit (see exit-bound.ts), and `watch` says which.
+    this.store = inFlightCalls(createStateStore(stateFile), {
+      load: 'read', loadJournal: 'journal read', save: 'save', append: 'journal line',
+      removeLeftovers: 'removal of leftover temp files', markOwn: 'look at the state file', changedSinceOwn: 'look at the state file',
+    });
     this.state = new StateWriter(this.store, this.pipeline, undefined, () => this.subscriber?.coveredUntilMs(), safeUrl(this.config.prefect.apiUrl));
-    this.lease = createStateLease(stateFile, this.config.live.stateLeaseMs);
+    this.lease = inFlightCalls(createStateLease(stateFile, this.config.live.stateLeaseMs), {
+      tryAcquire: 'lock', check: 'lock check', renew: 'lock renewal', release: 'lock release',
+    });
     this.done = new Promise<void>((resolve, reject) => {
       this.resolveDone = resolve;
       this.rejectDone = reject;

@@ -2,7 +2,8 @@ import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { EXIT_CODES, errorText, exitCodeFor } from './errors.js';
 import { STOP_SIGNALS } from './signals.js';
-import { StateUnansweredError } from './state/exit-bound.js';
+import { stateCallsInFlight, stateCallsSettleWithin, StateUnansweredError } from './state/exit-bound.js';
+import { stateFileTarget } from './state/state-store.js';
 import { startWithConfig } from './tracing.js';
 
 export interface WatchOptions {
@@ -11,10 +12,24 @@ export interface WatchOptions {
 }
 
 /**
+ * How long a second signal waits for the state file's calls in flight before it ends the process by
+ * SIGKILL. The rule is "a call still in flight this long after the second signal is stuck": a
+ * second signal means now, and `process.exit()` would wait for such a call for ever (Node waits for
+ * its threads at exit), while ending by SIGKILL at once, as soon as any call is in flight, would turn
+ * the few milliseconds of a healthy journal line or lock renewal into a kill said as a stuck file
+ * system. A file system that answers does so well within this; one that does not never does, so the
+ * outcome depends on the file system, not on when the signal comes. Killing the process mid-save
+ * loses no more than a kill does: a save goes through a temp file renamed over the state file.
+ */
+export const SECOND_SIGNAL_WAIT_MS = 1_000;
+
+/**
  * `prefect-otel watch`: follow the event stream until SIGINT/SIGTERM/SIGHUP, then stop reading, persist
- * state, flush exports and exit 0. A second signal exits at once. A last save of the state file, or
- * the release of its lock, stuck on a file system that does not answer is given up after
- * STATE_EXIT_TIMEOUT_MS: said, then the process ends by SIGKILL. After SIGHUP the process then ends
+ * state, flush exports and exit 0. A second signal exits at once (1), or, when a call on the state
+ * file's file system is still in flight SECOND_SIGNAL_WAIT_MS after it, says which and ends the
+ * process by SIGKILL. A last save of the state file, or the release of its lock, stuck on a file
+ * system that does not answer is given up after STATE_EXIT_TIMEOUT_MS: said, then the process ends
+ * by SIGKILL. After SIGHUP the process then ends
  * by that signal, as a hung-up process does: its terminal may be gone, and Node's own teardown
  * aborts when it cannot restore a terminal that hung up.
  */
@@ -25,11 +40,12 @@ export async function runWatch(options: WatchOptions): Promise<number> {
   const onSignal = (signal: NodeJS.Signals): void => {
     signals += 1;
     if (signals === 1 && signal === 'SIGHUP') hungUp = true;
-    if (signals > 1) {
-      options.logger.warn({ signal }, 'second signal: exiting without waiting');
-      options.logger.flush();
-      process.exit(EXIT_CODES.FAILURE);
+    if (signals === 2) {
+      secondSignal(signal, options);
+      return;
     }
+    // A third signal while the second one waits: that wait is bounded, and ends the process either way.
+    if (signals > 2) return;
     options.logger.info({ signal }, 'signal received');
     void handle.shutdown();
   };
@@ -41,9 +57,7 @@ export async function runWatch(options: WatchOptions): Promise<number> {
     if (err instanceof StateUnansweredError) {
       // A call on the state file's file system is stuck on a thread that Node would wait for at
       // exit, for ever: the process can only end by a signal, one that nothing can hold up.
-      process.stderr.write(`prefect-otel: ${errorText(err)} (ending by SIGKILL: a process cannot exit while a call on its file system is stuck)\n`);
-      options.logger.flush();
-      process.kill(process.pid, 'SIGKILL');
+      endByKill(errorText(err), options.logger);
     }
     process.stderr.write(`prefect-otel: ${errorText(err)}\n`);
     return exitCodeFor(err);
@@ -54,4 +68,38 @@ export async function runWatch(options: WatchOptions): Promise<number> {
       process.kill(process.pid, 'SIGHUP');
     }
   }
+}
+
+/** The process ended by SIGKILL, as it cannot exit while a call on its file system is stuck; `message` said first. */
+function endByKill(message: string, logger: Logger): void {
+  process.stderr.write(`prefect-otel: ${message} (ending by SIGKILL: a process cannot exit while a call on its file system is stuck)\n`);
+  logger.flush();
+  process.kill(process.pid, 'SIGKILL');
+}
+
+/**
+ * A second signal: exit at once (1), without waiting for the shutdown. A call on the state file still
+ * in flight is waited for SECOND_SIGNAL_WAIT_MS at most (`process.exit()` would wait for it for
+ * ever); one still in flight then is said, with its step, and the process ends by SIGKILL.
+ */
+function secondSignal(signal: NodeJS.Signals, options: WatchOptions): void {
+  const exit = (): void => {
+    options.logger.warn({ signal }, 'second signal: exiting without waiting');
+    options.logger.flush();
+    process.exit(EXIT_CODES.FAILURE);
+  };
+  if (stateCallsInFlight().length === 0) {
+    exit();
+    return;
+  }
+  void stateCallsSettleWithin(SECOND_SIGNAL_WAIT_MS).then((settled) => {
+    if (settled) {
+      exit();
+      return;
+    }
+    const steps = stateCallsInFlight();
+    const message = `second signal while a call on the state file's file system does not answer (${steps.join(', ')}): exiting without waiting`;
+    options.logger.error({ component: 'watch', signal, steps, path: stateFileTarget(options.config.stateFile), waitedMs: SECOND_SIGNAL_WAIT_MS }, message);
+    endByKill(message, options.logger);
+  });
 }

@@ -36,3 +36,63 @@ export async function settlesWithin(work: Promise<unknown>, ms: number): Promise
     clearTimeout(timer);
   }
 }
+
+/**
+ * The state file's calls in flight in this process (a save, a journal line, a look at the lock, its
+ * renewal or release, the reads at start), each under the step it does, from its start until it
+ * settles. A process cannot exit while one of them is stuck on its file system: `watch` looks here
+ * when a second signal asks it to exit at once.
+ */
+const inFlight = new Map<symbol, string>();
+let whenIdle: { readonly promise: Promise<void>; readonly resolve: () => void } | undefined;
+
+/**
+ * `target` with each method named in `steps` counted in flight, under that step, while its promise
+ * is pending; everything else as it is. A call that never settles (its file system does not answer)
+ * stays in flight for good.
+ */
+export function inFlightCalls<T extends object>(target: T, steps: { readonly [K in keyof T]?: string }): T {
+  const counted: Record<string, unknown> = {};
+  for (const [name, step] of Object.entries(steps) as [string, string][]) {
+    const method = (target as Record<string, unknown>)[name];
+    if (typeof method !== 'function') continue;
+    counted[name] = (...args: unknown[]): Promise<unknown> => {
+      const call = Symbol(step);
+      inFlight.set(call, step);
+      // A throw as well as a rejection settles it.
+      const settled = (async () => await (method as (...a: unknown[]) => unknown).apply(target, args))();
+      return settled.finally(() => {
+        inFlight.delete(call);
+        if (inFlight.size === 0 && whenIdle !== undefined) {
+          whenIdle.resolve();
+          whenIdle = undefined;
+        }
+      });
+    };
+  }
+  return { ...target, ...counted };
+}
+
+/** The steps of the state file's calls in flight now, each once, oldest first; empty when none is. */
+export function stateCallsInFlight(): string[] {
+  return [...new Set(inFlight.values())];
+}
+
+/**
+ * Whether no state-file call is in flight any more within `ms`: true as soon as none is (at once
+ * when none is now), false when one still is after `ms`. A call started meanwhile is waited for too.
+ */
+export async function stateCallsSettleWithin(ms: number): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  while (inFlight.size > 0) {
+    const left = deadline - performance.now();
+    if (left <= 0) return false;
+    if (whenIdle === undefined) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      whenIdle = { promise, resolve };
+    }
+    if (!(await settlesWithin(whenIdle.promise, left))) return false;
+  }
+  return true;
+}
