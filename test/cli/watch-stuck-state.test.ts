@@ -5,7 +5,8 @@
  * call. The file system is made to hang for real: a FIFO with no reader put where the process opens
  * a file (the state journal it appends to, the lock it reads), whose open or read then never
  * returns. The next start, on the same directory made normal again, resumes from the last save that
- * completed, and across both processes every run has its span.
+ * completed, and across both processes every run has its span. A second signal meanwhile does not
+ * wait for that bound: it says which call does not answer and ends the process by SIGKILL at once.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -252,4 +253,44 @@ test('watch: a save stuck on the state journal while running is said once after 
       { level: 30, component: 'watch', path: stateFile, timeoutMs: undefined, msg: "the state file's file system answers again", code: undefined },
     ],
   );
+});
+
+test('watch: a second signal while a save is stuck on the state journal ends the process by SIGKILL at once, saying which call does not answer; the next start resumes from the last complete save', async (t) => {
+  const { stateFile, journal, env, first, out, exited } = await watchingFirstHalf(t);
+  linkSync(journal, `${journal}.kept`);
+  fifoAt(journal);
+  // Past a few saves' intervals (200 ms): one of them is stuck on the journal.
+  await sleep(600);
+  const stopAtMs = performance.now();
+  first.child.kill('SIGTERM');
+  await until('the shutdown under way', () => out().some((l) => l.msg === 'shutting down: stop reading, persist state, flush exports'));
+  first.child.kill('SIGTERM');
+  const end = await exited;
+  const { stderr } = await first.result;
+  const tookMs = end.atMs - stopAtMs;
+
+  const said = out().filter((l) => (l.level ?? 0) >= 40);
+  assert.equal(said.length, 1, JSON.stringify(said));
+  const { level, component, signal, steps, path, waitedMs, msg } = said[0]!;
+  // The journal line stuck before the first signal, and the last save queued behind it when the shutdown came to it.
+  assert.ok(Array.isArray(steps) && steps[0] === 'journal line' && steps.every((s) => s === 'journal line' || s === 'save'), JSON.stringify(steps));
+  const message = `second signal while a call on the state file's file system does not answer (${(steps as string[]).join(', ')}): exiting without waiting`;
+  assert.deepEqual({ level, component, signal, path, waitedMs, msg }, { level: 50, component: 'watch', signal: 'SIGTERM', path: stateFile, waitedMs: 1_000, msg: message });
+  assert.equal(stderr, `prefect-otel: ${message} (ending by SIGKILL: a process cannot exit while a call on its file system is stuck)\n`);
+  assert.deepEqual({ code: end.code, signal: end.signal }, { code: null, signal: 'SIGKILL' });
+  // Ended by the second signal, not by the first one's bound (10 s from the first signal): the second waits 1 s at most.
+  assert.ok(tookMs < BOUND_MS, `ended ${Math.round(tookMs)} ms after the first SIGTERM`);
+  assert.ok(!out().some((l) => l.msg === 'stopped'), 'the shutdown was not waited for');
+
+  // The directory made normal again: the next start resumes from the last complete save.
+  renameSync(`${journal}.kept`, journal);
+  const lines = readFileSync(journal, 'utf8').split('\n').filter((l) => l !== '');
+  const last = JSON.parse(lines.at(-1)!) as { cursorUs: number };
+  const second = startWatch(env, t);
+  const out2 = follow(second.child);
+  await until('resumed', () => out2().some((l) => l.msg === 'resumed from the state file'));
+  assert.equal(out2().find((l) => l.msg === 'resumed from the state file')!.cursor, new Date(last.cursorUs / 1000).toISOString());
+  second.child.kill('SIGTERM');
+  const r2 = await second.result;
+  assert.equal(r2.code, 0, r2.stderr);
 });
