@@ -8,7 +8,7 @@ import { HealthListenError } from './health.js';
 import { routeDiagToLogger } from './log/diag.js';
 import { createLogger } from './log/logger.js';
 import { STOP_SIGNALS } from './signals.js';
-import { STATE_EXIT_TIMEOUT_MS } from './state/exit-bound.js';
+import { SECOND_SIGNAL_WAIT_MS, STATE_EXIT_TIMEOUT_MS } from './state/exit-bound.js';
 import { VERSION } from './version.js';
 
 const COMMANDS = ['watch', 'replay', 'demo', 'help', 'version'] as const;
@@ -192,15 +192,16 @@ Exit codes: 0 ok, 1 failure (export failed, input unreadable, compressed or in a
 /** `prefect-otel <command> --help`: what the command does, its command line, the flags, and its own exit codes. */
 export const COMMAND_USAGE: Readonly<Record<'watch' | 'replay' | 'demo', string>> = {
   watch: `prefect-otel watch: follow the event stream of PREFECT_API_URL and export spans and logs until SIGINT/SIGTERM/SIGHUP
-(then save the state, flush and exit; a second signal exits at once)
+(then save the state, flush and exit; a second signal exits at once, by SIGKILL when the state file's file system does not answer)
 
 Usage:
   prefect-otel [watch] [--flag value | --flag=value]…
 
 ${commandFlagsText('watch')}
-Exit codes: 0 stopped by SIGINT/SIGTERM, 1 failure (spans neither delivered nor kept in the state file, protocol error),
+Exit codes: 0 stopped by SIGINT/SIGTERM, 1 failure (spans neither delivered nor kept in the state file, protocol error) or a second signal,
 2 configuration error, 3 the Prefect server refused the credentials; after SIGHUP the same stop, then it ends by that signal;
-SIGKILL (137) when the state file's file system leaves the last save, or the lock's release, unanswered for ${STATE_EXIT_TIMEOUT_MS / 1000} s (said first).
+SIGKILL (137) when the state file's file system leaves the last save, or the lock's release, unanswered for ${STATE_EXIT_TIMEOUT_MS / 1000} s,
+or a call on it still unanswered ${SECOND_SIGNAL_WAIT_MS / 1000} s after a second signal (said first).
 `,
   replay: `prefect-otel replay: build and export spans from a JSON-lines file of Prefect events
 (one per line: bare events or {"type":"event","event":…} envelopes; or on one line a JSON array of events or a saved

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { EXIT_CODES, errorText, exitCodeFor } from './errors.js';
 import { STOP_SIGNALS } from './signals.js';
-import { stateCallsInFlight, stateCallsSettleWithin, StateUnansweredError } from './state/exit-bound.js';
+import { SECOND_SIGNAL_WAIT_MS, stateCallsInFlight, stateCallsSettleWithin, StateUnansweredError } from './state/exit-bound.js';
 import { stateFileTarget } from './state/state-store.js';
 import { startWithConfig } from './tracing.js';
 
@@ -10,18 +10,6 @@ export interface WatchOptions {
   readonly config: Config;
   readonly logger: Logger;
 }
-
-/**
- * How long a second signal waits for the state file's calls in flight before it ends the process by
- * SIGKILL. The rule is "a call still in flight this long after the second signal is stuck": a
- * second signal means now, and `process.exit()` would wait for such a call for ever (Node waits for
- * its threads at exit), while ending by SIGKILL at once, as soon as any call is in flight, would turn
- * the few milliseconds of a healthy journal line or lock renewal into a kill said as a stuck file
- * system. A file system that answers does so well within this; one that does not never does, so the
- * outcome depends on the file system, not on when the signal comes. Killing the process mid-save
- * loses no more than a kill does: a save goes through a temp file renamed over the state file.
- */
-export const SECOND_SIGNAL_WAIT_MS = 1_000;
 
 /**
  * `prefect-otel watch`: follow the event stream until SIGINT/SIGTERM/SIGHUP, then stop reading, persist

@@ -15,6 +15,19 @@
 export const STATE_EXIT_TIMEOUT_MS = 10_000;
 
 /**
+ * How long a second signal waits for the state file's calls in flight before `watch` ends the
+ * process by SIGKILL. The rule is "a call still in flight this long after the second signal is
+ * stuck": a second signal means now, and `process.exit()` would wait for such a call for ever (Node
+ * waits for its threads at exit), while ending by SIGKILL as soon as any call is in flight would turn
+ * the few milliseconds of a healthy journal line or lock renewal into a kill said as a stuck file
+ * system. A file system that answers does so well within this; one that does not never does, so the
+ * outcome depends on the file system, not on when the signal comes (nor on how long the call was in
+ * flight before it). Killing the process mid-save loses no more than a kill does: a save goes
+ * through a temp file renamed over the state file, and a journal line cut short is ignored.
+ */
+export const SECOND_SIGNAL_WAIT_MS = 1_000;
+
+/**
  * The state file's work at exit did not finish within STATE_EXIT_TIMEOUT_MS: a call on its file
  * system is stuck. The process cannot exit normally while it is (Node waits for the thread that
  * holds it): `watch` ends by SIGKILL once it has said so.
