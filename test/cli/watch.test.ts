@@ -384,3 +384,41 @@ test("watch: a flow run's REST __OTEL_TRACEPARENT label becomes exactly one link
   assert.deepEqual(replayed.map((s) => s.links), Array<unknown[]>(8).fill([]));
   assert.deepEqual(shape(spans), shape(replayed));
 });
+
+test('watch: a flow run the scheduler made (first seen Pending from Scheduled, or Late) waits from when it was due, its expected_start_time read with the flow run lookup', async (t) => {
+  const prefect = await startFakePrefect();
+  const receiver = await startOtlpReceiver();
+  t.after(async () => {
+    await receiver.close();
+    await prefect.close();
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'prefect-otel-watch-'));
+  const [ON_TIME, LATE] = ['0198c7d2-8100-7000-8000-000000000001', '0198c7d2-8100-7000-8000-000000000002'];
+  const t0 = Date.now() - 40_000; // inside the 60 s a fresh subscription looks back
+  const isoAt = (s: number): string => new Date(t0 + s * 1000).toISOString().replace('Z', '000+00:00');
+  // As the scheduler inserts them: Scheduled, due at 0 s, with no event.
+  for (const fr of [ON_TIME, LATE]) prefect.addFlowRun({ id: fr, name: `run-${fr.slice(-1)}`, flow_id: FLOW.flowId, expected_start_time: isoAt(0) });
+  let seq = 0;
+  const flowRun = (fr: string, s: number, type: string, name: string, from: string | null) =>
+    flowRunStateEvent({ flowRunId: fr, flowRunName: `run-${fr.slice(-1)}`, ...FLOW, state: { type, name }, from, runCount: type === 'SCHEDULED' || type === 'PENDING' ? 0 : 1, occurred: t0 + s * 1000, id: `0198c7d2-ffff-7100-8000-${String(++seq).padStart(12, '0')}` });
+  const { child, result } = start([], { PREFECT_API_URL: prefect.url, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, PREFECT_OTEL_STATE_FILE: join(dir, 'state.json') });
+  await until('subscription', () => prefect.connections.some((c) => c.live));
+  prefect.publish([
+    flowRun(ON_TIME, 2, 'PENDING', 'Pending', 'SCHEDULED'), flowRun(ON_TIME, 3, 'RUNNING', 'Running', 'PENDING'), flowRun(ON_TIME, 5, 'COMPLETED', 'Completed', 'RUNNING'),
+    flowRun(LATE, 15, 'SCHEDULED', 'Late', 'SCHEDULED'), flowRun(LATE, 21.5, 'PENDING', 'Pending', 'SCHEDULED'), flowRun(LATE, 22, 'RUNNING', 'Running', 'PENDING'), flowRun(LATE, 25, 'COMPLETED', 'Completed', 'RUNNING'),
+  ]);
+  await receiver.waitForSpans(2);
+  child.kill('SIGTERM');
+  const r = await result;
+  assert.equal(r.code, 0, r.stderr);
+  const byRun = Object.fromEntries(receiver.spans().map((s) => [s.attributes['prefect.run.id'] as string, s]));
+  const attributes = (fr: string, waitMs: number) => ({
+    'prefect.run.id': fr, 'prefect.run.type': 'flow', 'prefect.run.name': `run-${fr.slice(-1)}`, 'prefect.run.count': 1,
+    'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed', 'prefect.tags': [], 'prefect.flow.name': FLOW.flowName, 'prefect.flow.id': FLOW.flowId,
+    'prefect.run.wait_ms': waitMs, 'cicd.pipeline.name': FLOW.flowName, 'cicd.pipeline.run.id': fr, 'cicd.pipeline.result': 'success',
+  });
+  assert.deepEqual(
+    { onTime: byRun[ON_TIME]!.attributes, late: byRun[LATE]!.attributes, events: [ON_TIME, LATE].map((fr) => byRun[fr]!.events.map((e) => e.name)) },
+    { onTime: attributes(ON_TIME, 2_000), late: attributes(LATE, 21_500), events: [['Pending', 'Running', 'Completed'], ['Late', 'Pending', 'Running', 'Completed']] },
+  );
+});
