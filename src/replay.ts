@@ -1,4 +1,4 @@
-import { createReadStream, open, openSync, statSync, type Stats } from 'node:fs';
+import { constants as fsConstants, createReadStream, open, openSync, statSync, type Stats } from 'node:fs';
 import { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -100,11 +100,16 @@ const FILE_ERRORS: Readonly<Record<string, string>> = {
   ELOOP: 'too many symbolic links',
 };
 
-/** A named pipe as a stream that `destroy()` ends at once, also while its writer sends nothing (opening it waits for a writer, as reading the file would). */
+/**
+ * A named pipe as a stream that `destroy()` ends at once, also while its writer sends nothing, and
+ * before any writer has opened it: opened without waiting for one (`O_NONBLOCK`), it is read once a
+ * writer sends, and ends when the last writer closes it. A plain open would wait for a writer on a
+ * thread of Node's pool, which a stop cannot end and an exit waits for: Ctrl-C would do nothing.
+ */
 async function openPipe(file: string): Promise<Readable> {
   let fd: number;
   try {
-    fd = await new Promise<number>((resolve, reject) => open(file, 'r', (err, f) => (err === null ? resolve(f) : reject(err))));
+    fd = await new Promise<number>((resolve, reject) => open(file, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK, (err, f) => (err === null ? resolve(f) : reject(err))));
   } catch (err) {
     throw new InputError(`cannot read ${file}: ${fileErrorText(err)}`, { cause: err });
   }

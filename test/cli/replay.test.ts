@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { open as openFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -341,6 +341,34 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) test(`replay of a named pip
     r.stderr,
   );
   assert.deepEqual(receiver.spans().map((s) => s.attributes['prefect.run.id']).sort(), [FR, TR].sort());
+});
+
+/**
+ * A named pipe no writer has opened yet (a `mkfifo` whose writer is still to start): the replay opens
+ * it without waiting for one, so SIGINT or SIGTERM stops it at once with nothing read. Opened as a
+ * file is, the open waited for a writer on a thread no stop could end, and neither signal, nor a
+ * second one, ended the process.
+ */
+for (const signal of ['SIGINT', 'SIGTERM'] as const) test(`replay of a named pipe no writer has opened, stopped by ${signal}: ends at once, nothing read`, { skip: process.platform !== 'linux' ? 'the open pipe is found in /proc' : false, timeout: 30_000 }, async (t) => {
+  const fifo = join(mkdtempSync(join(dir, 'fifo-')), 'events');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0, 'mkfifo made the named pipe');
+  const { child, result } = startCli(['replay', fifo], { PREFECT_API_URL: 'http://127.0.0.1:9/api', OTEL_TRACES_EXPORTER: 'none' });
+  t.after(() => void child.kill('SIGKILL'));
+  const opened = (): boolean => {
+    try {
+      return readdirSync(`/proc/${child.pid}/fd`).some((fd) => readlinkSync(`/proc/${child.pid}/fd/${fd}`) === fifo);
+    } catch {
+      return false;
+    }
+  };
+  await until('the pipe opened by the replay', opened, 20_000);
+  child.kill(signal);
+  const r = await result;
+  assert.deepEqual(
+    { code: r.code, signal: child.signalCode, read: /^events read: (\d+)/m.exec(r.stderr)?.[1], interrupted: /^interrupted: the rest of the input was not read/m.test(r.stderr) },
+    { code: signal === 'SIGINT' ? 130 : 143, signal: null, read: '0', interrupted: true },
+    r.stderr,
+  );
 });
 
 test('mistyped options and stray arguments are listed and exit 2; a value that may be a secret is never echoed', async () => {
