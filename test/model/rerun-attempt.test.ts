@@ -98,6 +98,31 @@ test('the rerun a state opens, from the state history: the times the run left a 
   ], [2, 1, 2, 2, 1, 1]);
 });
 
+test('the rerun a state opens, at the edges of the history: the first state recorded, states stamped at its `occurred` or unreadably, a history that begins terminal, a state that leaves none or goes from one terminal state to another', () => {
+  const second = { id: stateId(8), occurredUs: us(20), type: 'SCHEDULED', leavesTerminal: true };
+  const unrecorded = '0198c7d2-ffff-7000-8000-000000000000';
+  const unreadable = HISTORY.slice(0, 8).map((s, i) => (i === 3 ? { ...s, timestampUs: undefined } : s));
+  const beganTerminal: HistoryState[] = [{ id: stateId(90), type: 'FAILED', timestampUs: us(0) }, ...HISTORY.slice(1, 8)];
+  const byHand: HistoryState[] = [...HISTORY.slice(0, 8), { id: stateId(91), type: 'COMPLETED', timestampUs: us(14) }];
+  assert.deepEqual([
+    // First in the history: no state is before it, not even those stamped the same after it.
+    rerunAttemptFromHistory([{ id: stateId(8), type: 'SCHEDULED', timestampUs: us(20) }, { id: stateId(92), type: 'FAILED', timestampUs: us(20) }, { id: stateId(93), type: 'RUNNING', timestampUs: us(20) }], second),
+    // Not recorded, a Pending that leaves no terminal state: the Scheduled stamped at its `occurred` is before it.
+    rerunAttemptFromHistory(HISTORY.slice(0, 9), { id: unrecorded, occurredUs: us(20), type: 'PENDING', leavesTerminal: false }),
+    // Recorded, the same Pending: the states before it in the history count, not the state itself.
+    rerunAttemptFromHistory(HISTORY, { id: stateId(9), occurredUs: us(21), type: 'PENDING', leavesTerminal: false }),
+    // Not recorded: a state whose timestamp cannot be read is not before it.
+    rerunAttemptFromHistory(unreadable, { ...second, id: unrecorded }),
+    // A history that begins in a terminal state: leaving it counts.
+    rerunAttemptFromHistory(beganTerminal, { ...second, id: unrecorded }),
+    rerunAttemptFromHistory([...beganTerminal, HISTORY[8]!], second),
+    // Failed marked Completed by hand after the first rerun: that rerun's state, no rerun of its own.
+    rerunAttemptFromHistory(byHand, { id: stateId(91), occurredUs: us(14), type: 'COMPLETED', leavesTerminal: true }),
+    // Nothing known and leaving no terminal state: still at least the first rerun.
+    rerunAttemptFromHistory([], { ...second, leavesTerminal: false }),
+  ], [1, 2, 2, 1, 3, 3, 1, 1]);
+});
+
 test('a run first seen leaving a terminal state waits for its state history, with the events of the runs under it, then takes the rerun the history gives it', async () => {
   const { pipeline, spans, lines, asked } = pipelineWithHeldHistory();
   const events = [...SECOND.slice(0, 3), ...TASK_EVENTS, SECOND[3]!];
