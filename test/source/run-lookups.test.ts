@@ -6,8 +6,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createPrefectRestClient } from '../../src/source/rest.js';
-import { createFlowParentLookup, createOwnerLookup, deletedFlowRunsFromRest, MAX_BATCH, OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX } from '../../src/source/run-lookups.js';
+import { createFlowParentLookup, createOwnerLookup, createStateHistoryLookup, deletedFlowRunsFromRest, MAX_BATCH, OWNER_LOOKUPS_IN_FLIGHT, OWNER_LOOKUPS_QUEUED_MAX } from '../../src/source/run-lookups.js';
 import { startFakePrefect } from '../helpers/fake-prefect.js';
+import { EXAMPLE_FLOW, flowRunStateEvent, taskRunStateEvent } from '../helpers/prefect-events.js';
 import { until } from '../helpers/watch-e2e.js';
 
 const taskId = (i: number): string => `0198c7d2-6000-7000-8000-${String(i).padStart(12, '0')}`;
@@ -121,6 +122,69 @@ test('tracking tasks of flow runs: GET /flow_runs/{id} each, parent_task_run_id;
   const wrong = createFlowParentLookup(createPrefectRestClient({ apiUrl: prefect.url, authString: 'admin:wrong' }), { onAuthError: (err) => authErrors.push(err.message) });
   assert.equal(await wrong(flowId(1)), undefined);
   assert.deepEqual(authErrors, [`the Prefect API refused GET /flow_runs/${flowId(1)} with HTTP 401: check PREFECT_API_AUTH_STRING`]);
+});
+
+test(`state histories of runs: GET /flow_run_states/?flow_run_id= or /task_run_states/?task_run_id= each, in the server's order; one that cannot be read is undefined and reported; while \`skip\` holds, lookups answer undefined at once and those waiting go without a request`, async (t) => {
+  const prefect = await startFakePrefect({ authString: 'admin:pass' });
+  t.after(() => prefect.close());
+  const t0 = Date.UTC(2026, 10, 21, 6, 0, 0);
+  const stateId = (i: number): string => `0198c7d2-f000-7000-8000-${String(i).padStart(12, '0')}`;
+  const flow = { flowRunId: flowId(1), flowRunName: 'crimson-fox', ...EXAMPLE_FLOW };
+  prefect.store([
+    flowRunStateEvent({ ...flow, state: { type: 'FAILED', name: 'Failed' }, from: 'RUNNING', runCount: 1, occurred: t0 + 2_000, id: stateId(2) }),
+    flowRunStateEvent({ ...flow, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1, occurred: t0 + 1_000, id: stateId(1) }),
+    taskRunStateEvent({ taskRunId: taskId(1), taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', ...flow, state: { type: 'COMPLETED', name: 'Completed' }, from: 'RUNNING', runCount: 1, occurred: t0 + 1_500, id: stateId(3) }),
+  ]);
+  const us = (ms: number): number => (t0 + ms) * 1000;
+  const failures: unknown[] = [];
+  let skipping = false;
+  const history = createStateHistoryLookup(createPrefectRestClient({ apiUrl: prefect.url, authString: 'admin:pass' }), { skip: () => skipping, onFailure: (f) => failures.push(f) });
+  assert.deepEqual(await Promise.all([history({ type: 'flow', id: flowId(1) }), history({ type: 'task', id: taskId(1) })]), [
+    [{ id: stateId(1), type: 'RUNNING', timestampUs: us(1_000) }, { id: stateId(2), type: 'FAILED', timestampUs: us(2_000) }],
+    [{ id: stateId(3), type: 'COMPLETED', timestampUs: us(1_500) }],
+  ]);
+  assert.deepEqual(prefect.restRequests.map((q) => `${q.method} ${q.path}`).sort(), [
+    `GET /api/flow_run_states/?flow_run_id=${flowId(1)}`, `GET /api/task_run_states/?task_run_id=${taskId(1)}`,
+  ]);
+
+  // A failed request, and a web page where the API should be: undefined, reported.
+  prefect.switches.restStatus = 500;
+  assert.equal(await history({ type: 'flow', id: flowId(1) }), undefined);
+  prefect.switches.restStatus = 0;
+  prefect.switches.restReplies.push({ status: 404, contentType: 'text/html', body: '<html><body>Not here</body></html>' });
+  assert.equal(await history({ type: 'task', id: taskId(1) }), undefined);
+  assert.deepEqual(failures, [
+    { reason: `GET /flow_run_states/?flow_run_id=${flowId(1)}: HTTP 500`, transport: false },
+    { reason: `GET /task_run_states/?task_run_id=${taskId(1)}: HTTP 404, no such route (<html><body>Not here</body></html>)`, transport: false, noApi: true },
+  ]);
+
+  // Refused credentials: undefined, to onAuthError and reported.
+  const authErrors: string[] = [];
+  const wrongFailures: unknown[] = [];
+  const wrong = createStateHistoryLookup(createPrefectRestClient({ apiUrl: prefect.url, authString: 'admin:wrong' }), { onAuthError: (err) => authErrors.push(err.message), onFailure: (f) => wrongFailures.push(f) });
+  assert.equal(await wrong({ type: 'flow', id: flowId(1) }), undefined);
+  const refused = `the Prefect API refused GET /flow_run_states/?flow_run_id=${flowId(1)} with HTTP 401: check PREFECT_API_AUTH_STRING`;
+  assert.deepEqual({ authErrors, wrongFailures }, { authErrors: [refused], wrongFailures: [{ reason: refused, transport: false }] });
+
+  // Skipping while requests are out and more wait behind them.
+  failures.length = 0;
+  const before = prefect.restRequests.length;
+  prefect.switches.holdRest = true;
+  const answered = new Map<number, unknown>();
+  const held = Array.from({ length: OWNER_LOOKUPS_IN_FLIGHT + 2 }, (_, i) => history({ type: 'flow', id: flowId(1) }).then((h) => void answered.set(i, h)));
+  await until('the requests out', () => prefect.restRequests.length === before + OWNER_LOOKUPS_IN_FLIGHT);
+  skipping = true;
+  const skipped = history({ type: 'task', id: taskId(1) }).then((h) => void answered.set(-1, h));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual([...answered], [[-1, undefined]], 'answered at once, not queued behind the requests out');
+  prefect.switches.holdRest = false;
+  await Promise.all([...held, skipped]);
+  const states = [{ id: stateId(1), type: 'RUNNING', timestampUs: us(1_000) }, { id: stateId(2), type: 'FAILED', timestampUs: us(2_000) }];
+  assert.deepEqual(
+    [...answered].sort((a, b) => a[0] - b[0]),
+    [[-1, undefined], ...Array.from({ length: OWNER_LOOKUPS_IN_FLIGHT + 2 }, (_, i) => [i, i < OWNER_LOOKUPS_IN_FLIGHT ? states : undefined])],
+  );
+  assert.deepEqual({ requests: prefect.restRequests.length - before, failures }, { requests: OWNER_LOOKUPS_IN_FLIGHT, failures: [] });
 });
 
 test(`deleted flow runs: POST /flow_runs/filter ${MAX_BATCH} at a time, one request after the other; only runs a filter answer leaves out are deleted, never those of a failed request or of a server that refused the filter (a 404 per run may be a proxy's)`, async (t) => {
