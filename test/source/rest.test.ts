@@ -138,10 +138,25 @@ describe('rest client: runs', () => {
     }
   });
 
-  it('getRunStates: a body that is no list of states is an unexpected answer', async () => {
-    reset(() => ({ status: 200, body: { states: [] } }));
+  it('getRunStates: a body that is no list of states, or a list with anything but a state with an id and a type in it, is an unexpected answer', async () => {
     const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api` });
-    assert.deepEqual(await rest.getRunStates('flow', FLOW_RUN), { ok: false, status: 200, message: `GET /flow_run_states/?flow_run_id=${FLOW_RUN}: unexpected response body` });
+    const state = { id: '0198c7d2-f000-7000-8000-000000000001', type: 'FAILED', timestamp: '2026-11-21T06:00:02.000000Z' };
+    const got = [];
+    for (const body of [{ states: [] }, [state, null], [state, { ...state, id: 7 }], [state, { id: state.id, timestamp: state.timestamp }], [{ type: 'FAILED' }, state]]) {
+      reset(() => ({ status: 200, body }));
+      got.push(await rest.getRunStates('flow', FLOW_RUN));
+    }
+    const unexpected = { ok: false, status: 200, message: `GET /flow_run_states/?flow_run_id=${FLOW_RUN}: unexpected response body` };
+    assert.deepEqual(got, [unexpected, unexpected, unexpected, unexpected, unexpected]);
+  });
+
+  it('getRunStates: a state id in capitals is read as the id of its state event; a timestamp missing or unreadable is undefined', async () => {
+    reset(() => ({ status: 200, body: [{ id: '0198C7D2-F000-7000-8000-00000000000A', type: 'RUNNING', timestamp: null }, { id: '0198c7d2-f000-7000-8000-00000000000b', type: 'FAILED' }] }));
+    const rest = createPrefectRestClient({ apiUrl: `http://127.0.0.1:${port}/api` });
+    assert.deepEqual(await rest.getRunStates('task', TASK_RUN), { ok: true, value: [
+      { id: '0198c7d2-f000-7000-8000-00000000000a', type: 'RUNNING', timestampUs: undefined }, { id: '0198c7d2-f000-7000-8000-00000000000b', type: 'FAILED', timestampUs: undefined },
+    ] });
+    assert.deepEqual(seen.map((r) => `${r.method} ${r.path}`), [`GET /api/task_run_states/?task_run_id=${TASK_RUN}`]);
   });
 
   it('getFlowRuns asks POST /flow_runs/filter by id with a limit of the ids, and maps every run with an id (its expected start time when it has one)', async () => {
