@@ -173,6 +173,30 @@ test('a state history that cannot be read (or a pipeline that cannot ask): the r
   await none.pipeline.finish('end_of_input');
   assert.deepEqual(none.spans.map(shape), [rerunSpan(1)]);
   assert.deepEqual(none.pipeline.tracker.counts.rerunLookups, { lookups: 0, found: 0, failed: 0, abandoned: 0 });
+
+  // A lookup that throws is one that could not read the history.
+  const thrown = pipelineWithHeldHistory({ resolveStateHistory: () => Promise.reject(new Error('connection reset')) });
+  for (const e of SECOND) thrown.pipeline.ingest(JSON.stringify(e));
+  await settle();
+  await thrown.pipeline.finish('end_of_input');
+  assert.deepEqual(thrown.spans.map(shape), [rerunSpan(1)]);
+  assert.deepEqual(thrown.pipeline.tracker.counts.rerunLookups, { lookups: 1, found: 0, failed: 1, abandoned: 0 });
+});
+
+test('state histories that cannot be read are warned of ten times, the tenth saying further ones are only counted; the rest are debug lines', async () => {
+  const { pipeline, lines, asked } = pipelineWithHeldHistory();
+  const runId = (k: number): string => `0198c7d2-5b1e-7a3c-9f10-${String(k).padStart(12, '0')}`;
+  for (let k = 0; k < 12; k++) {
+    for (const e of SECOND) pipeline.ingest(JSON.stringify(e).replaceAll(FR, runId(k)).replaceAll('0198c7d2-f000-', `0198c7d2-f${String(k).padStart(3, '0')}-`));
+  }
+  await settle();
+  for (const a of asked) a.answer(undefined);
+  await pipeline.finish('end_of_input');
+  const msg = 'run first seen leaving a terminal state, and its state history could not be read: numbered as its first rerun (its span id may be one exported before)';
+  assert.deepEqual(lines.filter((l) => l.kind === 'rerun_lookup_failed').map((l) => [l.level, l['prefect.run.id'], l.msg]), Array.from({ length: 12 }, (_, k) => [
+    k < 10 ? 40 : 20, runId(k), k === 9 ? `${msg} (further ones are only counted)` : msg,
+  ]));
+  assert.deepEqual(pipeline.tracker.counts.rerunLookups, { lookups: 12, found: 0, failed: 12, abandoned: 0 });
 });
 
 test('a lookup unanswered at the end of input is given up on: the first rerun, counted as abandoned', async () => {
