@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { pino } from 'pino';
 import { startHealthServer } from '../src/health.js';
+import { spanIdForRun } from '../src/model/ids.js';
 import { startPrefectTracing } from '../src/index.js';
 import { createInterface } from 'node:readline';
 import type { ChildProcess } from 'node:child_process';
@@ -143,6 +144,42 @@ test('/metrics reads strictly as Prometheus text, and a labelled counter has eve
   );
   // The handle's stats and the stats line keep to the reasons that counted.
   assert.deepEqual(tracing.stats().events.skipped, { invalid_json: 1 });
+});
+
+test('/metrics counts the lookups of the state history of runs first seen leaving a terminal state by outcome: one the server answers numbers the rerun from it, one it fails numbers it the first', async (t) => {
+  const prefect = await startFakePrefect();
+  const receiver = await startOtlpReceiver();
+  const tracing = startPrefectTracing({
+    env: {}, logger: pino({ level: 'silent' }), apiUrl: prefect.url, otlpEndpoint: receiver.url, stateFile: join(tempDir(), 'state.json'),
+    settleMs: 50, statsIntervalMs: 0, httpPort: 0, scheduleDelayMs: 10,
+  });
+  t.after(async () => {
+    await tracing.shutdown();
+    await receiver.close();
+    await prefect.close();
+  });
+  await tracing.ready;
+  await until('subscribed', () => liveConnections(prefect) === 1);
+  const t0 = Date.now() - 60_000;
+  /** `attempts` attempts of a flow run, each Scheduled → Running → Failed (the first from no state). */
+  const attempts = (id: string, attempts: number) => Array.from({ length: attempts }, (_, k) => [['SCHEDULED', 'Scheduled', k === 0 ? null : 'FAILED'], ['RUNNING', 'Running', 'SCHEDULED'], ['FAILED', 'Failed', 'RUNNING']] as const)
+    .flat()
+    .map(([type, name, from], i) => flowRunStateEvent({ flowRunId: id, flowRunName: 'crimson-fox', ...FLOW, runCount: Math.floor(i / 3) + 1, state: { type, name }, from, occurred: t0 + i * 1_000, id: randomUUID() }));
+  // The server has both attempts before the second rerun; prefect-otel sees only that rerun.
+  const answered = attempts(randomUUID(), 3);
+  prefect.store(answered.slice(0, 6));
+  prefect.publish(answered.slice(6));
+  await until('the rerun exported', () => receiver.spans().length === 1);
+  // A server that fails the lookup: the rerun is numbered the first.
+  prefect.switches.restStatus = 500;
+  const failed = attempts(randomUUID(), 2);
+  prefect.publish(failed.slice(3));
+  await until('the second rerun exported', () => receiver.spans().length === 2);
+  const runOf = (events: typeof answered) => (events[0]!.resource['prefect.resource.id'] as string).slice('prefect.flow-run.'.length);
+  assert.deepEqual(
+    { spans: receiver.spans().map((x) => x.spanId), lookups: byLabel((await scrape(tracing.httpPort!)).get('prefect_otel_rerun_lookups_total')) },
+    { spans: [spanIdForRun(runOf(answered), 2), spanIdForRun(runOf(failed), 1)], lookups: { 'outcome=found': 1, 'outcome=failed': 1, 'outcome=abandoned': 0 } },
+  );
 });
 
 test('the health endpoint answers on IPv6 as on IPv4 (a probe to the pod address of an IPv6 cluster)', { skip: IPV6 ? false : 'no IPv6 loopback on this machine' }, async (t) => {
