@@ -215,6 +215,7 @@ test('watch: a stop while the start is stuck reading the lock waits 10 s at most
 test('watch: a save stuck on the state journal while running is said once after 10 s, no save is started behind it, the stream goes on, and saves resume once it answers', async (t) => {
   const { w, prefect, receiver, stateFile, journal, first: run, out, half } = await watchingFirstHalf(t);
   linkSync(journal, `${journal}.kept`);
+  const hungAtMs = Date.now();
   fifoAt(journal);
   // The stream goes on while the save waits: every event is taken and every run exported.
   prefect.publish(w.events.slice(half));
@@ -222,6 +223,9 @@ test('watch: a save stuck on the state journal while running is said once after 
   await until('every run exported', () => new Set(receiver.spans().map((s) => s.spanId)).size === w.runs.size);
   const stuckLine = `a save of the state file has not finished for 10 s: its file system does not answer; no save is started until it does, and a restart meanwhile resumes from the last complete save`;
   await until('the stuck save said', () => out().some((l) => l.msg === stuckLine), 20_000);
+  // Said once the save has waited the whole bound (less a second: it may have begun just before the journal hung).
+  const saidAtMs = out().find((l) => l.msg === stuckLine)!.time as number;
+  assert.ok(saidAtMs >= hungAtMs + BOUND_MS - 1_000, `said ${saidAtMs - hungAtMs} ms after the journal hung`);
   // Saves every 200 ms: some fifty intervals passed while it waited, and none was started behind it.
   await sleep(1_000);
 
@@ -253,6 +257,8 @@ test('watch: a save stuck on the state journal while running is said once after 
       { level: 30, component: 'watch', path: stateFile, timeoutMs: undefined, msg: "the state file's file system answers again", code: undefined },
     ],
   );
+  // Both count as failed saves: the one said to be stuck, and its failure once it answered.
+  assert.deepEqual(out().find((l) => l.msg === 'stopped')!.state, { saveFailures: 2 });
 });
 
 test('watch: a second signal while a save is stuck on the state journal ends the process by SIGKILL at once, saying which call does not answer; the next start resumes from the last complete save', async (t) => {
