@@ -153,6 +153,40 @@ test('a run first seen leaving a terminal state waits for its state history, wit
   assert.deepEqual(lines.filter((l) => l.kind === 'rerun').map((l) => [l['prefect.run.id'], l.attempt, l.trace_id]), [[FR, 2, traceIdForRun(FR)]]);
 });
 
+test('a state its run\'s state history does not hold yet (task run states are recorded from their events, after them) is placed by its time: the states stamped up to it number the rerun', async () => {
+  const { pipeline, spans, asked } = pipelineWithHeldHistory();
+  for (const e of SECOND) pipeline.ingest(JSON.stringify(e));
+  await settle();
+  asked[0]!.answer(HISTORY.slice(0, 8));
+  await pipeline.finish('end_of_input');
+  assert.deepEqual(spans.map(shape), [rerunSpan(2)]);
+});
+
+test('a task run first seen leaving a terminal state is asked about as a task run: GET /task_run_states/, and takes the rerun its history gives it', async () => {
+  const { pipeline, spans, asked } = pipelineWithHeldHistory();
+  const rows: [s: number, type: string, name: string, runCount: number][] = [[1, 'PENDING', 'Pending', 0], [2, 'RUNNING', 'Running', 1], [3, 'COMPLETED', 'Completed', 1]];
+  const all = [0, 10, 20].flatMap((s0, k) => rows.map(([s, type, name, runCount]): [number, string, string, number] => [s0 + s, type, name, runCount + k]));
+  const events = all.map(([s, type, name, runCount], i) => taskRunStateEvent({
+    taskRunId: TASK, taskRunName: 'extract-3f2', taskKey: 'extract-9a8b7c6d', flowRunId: FR, flowRunName: 'crimson-fox', ...EXAMPLE_FLOW,
+    state: { type, name }, from: i === 0 ? null : all[i - 1]![1], runCount, occurred: at(s), received: at(s) + 10, id: stateId(40 + i),
+  }));
+  for (const e of events.slice(6)) pipeline.ingest(JSON.stringify(e));
+  await settle();
+  assert.deepEqual(asked.map((a) => a.run), [{ type: 'task', id: TASK }]);
+  asked[0]!.answer(all.map(([s, type], i) => ({ id: stateId(40 + i), type, timestampUs: us(s) })));
+  await pipeline.finish('end_of_input');
+  assert.deepEqual(spans.map(shape), [{
+    name: 'extract', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK, 2), parentSpanId: spanIdForRun(FR), startUs: us(21), endUs: us(23), status: { code: 'ok' },
+    attributes: {
+      'prefect.run.id': TASK, 'prefect.run.type': 'task', 'prefect.run.name': 'extract-3f2', 'prefect.run.count': 3, 'prefect.run.attempt': 2, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed',
+      'prefect.tags': [], 'prefect.flow.name': EXAMPLE_FLOW.flowName, 'prefect.flow.id': EXAMPLE_FLOW.flowId, 'prefect.task.key': 'extract-9a8b7c6d',
+      'cicd.pipeline.task.name': 'extract', 'cicd.pipeline.task.run.id': TASK, 'cicd.pipeline.task.run.result': 'success', 'cicd.pipeline.task.run.url.full': `${UI}/runs/task-run/${TASK}`,
+    },
+    events: ['Pending', 'Running', 'Completed'],
+    links: [{ traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK, 1), attributes: { 'prefect.link.kind': 'previous_attempt' } }],
+  }]);
+});
+
 test('a state history that cannot be read (or a pipeline that cannot ask): the run first seen leaving a terminal state is the first rerun, counted and warned of', async () => {
   const { pipeline, spans, lines, asked } = pipelineWithHeldHistory();
   for (const e of SECOND) pipeline.ingest(JSON.stringify(e));
@@ -240,7 +274,8 @@ test('the events waiting for a state history go through the state file: the next
     await new StateWriter(store, before.pipeline).save(true);
     before.asked[0]!.answer(HISTORY);
     await settle();
-    assert.deepEqual(before.spans, []);
+    assert.deepEqual({ spans: before.spans, waiting: before.pipeline.tracker.waitingEvents, rerunLookups: before.pipeline.tracker.counts.rerunLookups },
+      { spans: [], waiting: 3, rerunLookups: { lookups: 1, found: 0, failed: 0, abandoned: 0 } });
 
     const after = pipelineWithHeldHistory();
     await loadState(store, after.pipeline, at(22.3), quiet);
