@@ -242,7 +242,8 @@ export class RunTracker {
   private readonly blocked = new Map<string, string>();
   /**
    * The rerun number a state history answered, per run, for the state event it was asked for: taken
-   * when that event is processed again (`release`), as the events waiting for the answer are.
+   * when that event is processed again (`release`), as the events waiting for the answer are, or,
+   * when the run then waits for where it hangs, once that lookup releases it.
    */
   private readonly attemptAnswers = new Map<string, { readonly eventId: string; readonly attempt: number }>();
   private readonly deadlines = new Map<string, number>();
@@ -353,7 +354,12 @@ export class RunTracker {
         const attempt = rerun ? this.unrememberedRerun(ref, event) : 0;
         if (attempt === undefined) return this.enqueue(attemptKey(ref.id), event, classified, payload, nowMs);
         const ctx = this.resolveCtx(ref, event, classified);
-        if (ctx === 'wait') return this.enqueue(this.blocked.get(ref.id)!, event, classified, payload, nowMs);
+        if (ctx === 'wait') {
+          // Waiting for where it hangs too (a subflow's parent): its number, once answered, is kept
+          // for when the event comes back, not asked again.
+          if (rerun) this.attemptAnswers.set(ref.id, { eventId: event.id, attempt });
+          return this.enqueue(this.blocked.get(ref.id)!, event, classified, payload, nowMs);
+        }
         run = this.openRun(ref, ctx, attempt, nowMs);
         const innerUs = this.innerBeforeOpen.get(ref.id);
         if (innerUs !== undefined) {
@@ -769,13 +775,16 @@ export class RunTracker {
   private settleAttempt(key: string, waiting: Waiting, history: readonly HistoryState[] | undefined, nowMs: number): void {
     const runId = runOfAttemptKey(key);
     const first = waiting.events.find((q) => q.classified.kind === 'state' && q.classified.run.id === runId);
+    let answer: { readonly eventId: string; readonly attempt: number } | undefined;
     if (first !== undefined && first.classified.kind === 'state') {
       const state = first.classified.state;
       const attempt = history === undefined ? 1 : rerunAttemptFromHistory(history, { id: first.event.id, occurredUs: first.event.occurredUs, type: state.type, leavesTerminal: leavesTerminal(state) });
-      this.attemptAnswers.set(runId, { eventId: first.event.id, attempt });
+      answer = { eventId: first.event.id, attempt };
+      this.attemptAnswers.set(runId, answer);
     }
     this.release(key, waiting, nowMs);
-    this.attemptAnswers.delete(runId);
+    // Not taken: gone. One kept again for a run that now waits for another lookup stays.
+    if (answer !== undefined && this.attemptAnswers.get(runId) === answer) this.attemptAnswers.delete(runId);
   }
 
   /** A lookup answered: the runs blocked on it are free, its events processed in order. */

@@ -187,6 +187,25 @@ test('a task run first seen leaving a terminal state is asked about as a task ru
   }]);
 });
 
+test('at the end of input, a state-history lookup given up on releases events that wait for another lookup (a subflow\'s parent): that one is given up on in turn, and the run has its span', async () => {
+  const TRACKING = '0198c7d2-7000-7abc-8def-000000000009';
+  const { pipeline, spans } = pipelineWithHeldHistory({ resolveOwner: () => new Promise<string | null>(() => undefined) });
+  const subflow = ALL.slice(8).map(([s, type, name, runCount], i) => flowRunStateEvent({
+    flowRunId: FR, flowRunName: 'crimson-fox', ...EXAMPLE_FLOW, state: { type, name }, from: i === 0 ? 'FAILED' : ALL[7 + i]![1], runCount,
+    occurred: at(s), received: at(s) + 10, id: stateId(8 + i), follows: stateId(7 + i), parentTaskRunId: TRACKING, parentTaskRunName: 'child-flow-0a1',
+  }));
+  for (const e of subflow) pipeline.ingest(JSON.stringify(e));
+  await pipeline.finish('end_of_input', 50);
+  const t = pipeline.tracker;
+  assert.deepEqual(
+    { spans: spans.map(shape), rerunLookups: t.counts.rerunLookups, parentLookups: t.counts.parentLookups, pending: t.pendingLookups, waiting: t.waitingEvents },
+    {
+      spans: [{ ...(rerunSpan(1) as { attributes: object }), attributes: { ...(rerunSpan(1) as { attributes: object }).attributes, 'prefect.parent_task_run.id': TRACKING } }],
+      rerunLookups: { lookups: 1, found: 0, failed: 0, abandoned: 1 }, parentLookups: { lookups: 1, found: 0, failed: 0, abandoned: 1 }, pending: 0, waiting: 0,
+    },
+  );
+});
+
 test('a state history that cannot be read (or a pipeline that cannot ask): the run first seen leaving a terminal state is the first rerun, counted and warned of', async () => {
   const { pipeline, spans, lines, asked } = pipelineWithHeldHistory();
   for (const e of SECOND) pipeline.ingest(JSON.stringify(e));
