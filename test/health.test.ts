@@ -146,7 +146,7 @@ test('/metrics reads strictly as Prometheus text, and a labelled counter has eve
   assert.deepEqual(tracing.stats().events.skipped, { invalid_json: 1 });
 });
 
-test('/metrics counts the lookups of the state history of runs first seen leaving a terminal state by outcome: one the server answers numbers the rerun from it, one it fails numbers it the first', async (t) => {
+test('/metrics counts the lookups of the state history of runs first seen leaving a terminal state by outcome: those the server answers number the rerun from it, one it fails numbers it the first', async (t) => {
   const prefect = await startFakePrefect();
   const receiver = await startOtlpReceiver();
   const tracing = startPrefectTracing({
@@ -165,20 +165,25 @@ test('/metrics counts the lookups of the state history of runs first seen leavin
   const attempts = (id: string, attempts: number) => Array.from({ length: attempts }, (_, k) => [['SCHEDULED', 'Scheduled', k === 0 ? null : 'FAILED'], ['RUNNING', 'Running', 'SCHEDULED'], ['FAILED', 'Failed', 'RUNNING']] as const)
     .flat()
     .map(([type, name, from], i) => flowRunStateEvent({ flowRunId: id, flowRunName: 'crimson-fox', ...FLOW, runCount: Math.floor(i / 3) + 1, state: { type, name }, from, occurred: t0 + i * 1_000, id: randomUUID() }));
-  // The server has both attempts before the second rerun; prefect-otel sees only that rerun.
-  const answered = attempts(randomUUID(), 3);
-  prefect.store(answered.slice(0, 6));
-  prefect.publish(answered.slice(6));
-  await until('the rerun exported', () => receiver.spans().length === 1);
+  // The server has the attempts before a second rerun and before a first; prefect-otel sees only those reruns.
+  const answered = [attempts(randomUUID(), 3), attempts(randomUUID(), 2)] as const;
+  for (const run of answered) {
+    prefect.store(run.slice(0, run.length - 3));
+    prefect.publish(run.slice(run.length - 3));
+  }
+  await until('the reruns exported', () => receiver.spans().length === 2);
   // A server that fails the lookup: the rerun is numbered the first.
   prefect.switches.restStatus = 500;
   const failed = attempts(randomUUID(), 2);
   prefect.publish(failed.slice(3));
-  await until('the second rerun exported', () => receiver.spans().length === 2);
-  const runOf = (events: typeof answered) => (events[0]!.resource['prefect.resource.id'] as string).slice('prefect.flow-run.'.length);
+  await until('the rerun whose lookup failed exported', () => receiver.spans().length === 3);
+  const runOf = (events: typeof failed) => (events[0]!.resource['prefect.resource.id'] as string).slice('prefect.flow-run.'.length);
   assert.deepEqual(
-    { spans: receiver.spans().map((x) => x.spanId), lookups: byLabel((await scrape(tracing.httpPort!)).get('prefect_otel_rerun_lookups_total')) },
-    { spans: [spanIdForRun(runOf(answered), 2), spanIdForRun(runOf(failed), 1)], lookups: { 'outcome=found': 1, 'outcome=failed': 1, 'outcome=abandoned': 0 } },
+    { spans: receiver.spans().map((x) => x.spanId).sort(), lookups: byLabel((await scrape(tracing.httpPort!)).get('prefect_otel_rerun_lookups_total')) },
+    {
+      spans: [spanIdForRun(runOf(answered[0]), 2), spanIdForRun(runOf(answered[1]), 1), spanIdForRun(runOf(failed), 1)].sort(),
+      lookups: { 'outcome=found': 2, 'outcome=failed': 1, 'outcome=abandoned': 0 },
+    },
   );
 });
 
