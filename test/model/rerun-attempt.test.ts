@@ -153,6 +153,24 @@ test('a run first seen leaving a terminal state waits for its state history, wit
   assert.deepEqual(lines.filter((l) => l.kind === 'rerun').map((l) => [l['prefect.run.id'], l.attempt, l.trace_id]), [[FR, 2, traceIdForRun(FR)]]);
 });
 
+test('state histories that cannot be read are warned of apart from subflow parents not found: ten of those before leave the first such history a warning', async () => {
+  const { pipeline, lines, asked } = pipelineWithHeldHistory({ resolveOwner: () => Promise.resolve(null) });
+  for (let k = 0; k < 10; k++) {
+    const subflow = `0198c7d2-5c00-7a3c-9f10-${String(k).padStart(12, '0')}`;
+    pipeline.ingest(JSON.stringify(flowRunStateEvent({
+      flowRunId: subflow, flowRunName: `child-${k}`, ...EXAMPLE_FLOW, state: { type: 'RUNNING', name: 'Running' }, from: 'PENDING', runCount: 1,
+      occurred: at(k), id: `0198c7d2-e000-7000-8000-${String(k).padStart(12, '0')}`, parentTaskRunId: `0198c7d2-7000-7abc-8def-${String(k).padStart(12, '0')}`, parentTaskRunName: `child-flow-${k}`,
+    })));
+  }
+  for (const e of SECOND) pipeline.ingest(JSON.stringify(e));
+  await settle();
+  asked[0]!.answer(undefined);
+  await pipeline.finish('end_of_input');
+  assert.deepEqual(lines.filter((l) => l.kind === 'lookup_failed' || l.kind === 'rerun_lookup_failed').map((l) => [l.kind, l.level]), [
+    ...Array.from({ length: 10 }, () => ['lookup_failed', 40]), ['rerun_lookup_failed', 40],
+  ]);
+});
+
 test('a state its run\'s state history does not hold yet (task run states are recorded from their events, after them) is placed by its time: the states stamped up to it number the rerun', async () => {
   const { pipeline, spans, asked } = pipelineWithHeldHistory();
   for (const e of SECOND) pipeline.ingest(JSON.stringify(e));
