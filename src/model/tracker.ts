@@ -378,18 +378,9 @@ export class RunTracker {
       }
     } else {
       if (classified.kind === 'state' && run.latest === undefined && run.attempt === 0 && leavesTerminal(classified.state)) {
-        // A run opened by other events (a custom or worker event came first) whose first state
-        // leaves a terminal state: a rerun whose attempts before are not remembered, as one first
-        // seen by that state. Its span is not out yet: it takes the rerun's number in place.
-        const attempt = this.unrememberedRerun(ref, event);
-        if (attempt === undefined) {
-          // The runs opened under it wait too, not to end under the span id it is leaving.
-          for (const id of this.openUnder.get(run.spanId) ?? []) this.block(id, attemptKey(ref.id));
-          return this.enqueue(attemptKey(ref.id), event, classified, payload, nowMs);
-        }
-        run = this.renumber(run, attempt);
-        this.counts.reruns += 1;
-        this.sink.notice({ kind: 'rerun', runId: ref.id, attempt: run.attempt, traceId: run.ctx.traceId });
+        const rerun = this.rerunOpenedByOthers(run, event);
+        if (rerun === undefined) return this.enqueue(attemptKey(ref.id), event, classified, payload, nowMs);
+        run = rerun;
       }
       this.open.touch(ref.id);
       if (classified.kind === 'state' && run.latest === undefined) this.hangUnderParentTask(run, event);
@@ -479,7 +470,7 @@ export class RunTracker {
    * terminal state: from its state history once answered (`lookupRerunAttempt`), the first rerun when
    * nothing can be asked. Undefined: the run is now blocked on that lookup, and `event` must wait.
    */
-  private unrememberedRerun(ref: RunRef, event: PrefectEvent): number | undefined {
+  private unrememberedRerun(ref: Pick<RunRef, 'id' | 'type'>, event: PrefectEvent): number | undefined {
     const answered = this.attemptAnswers.get(ref.id);
     if (answered !== undefined && answered.eventId === event.id) {
       this.attemptAnswers.delete(ref.id);
@@ -488,6 +479,25 @@ export class RunTracker {
     if (this.options.lookupRerunAttempts !== true) return 1;
     this.block(ref.id, attemptKey(ref.id), 'attempt', ref.type);
     return undefined;
+  }
+
+  /**
+   * A run opened by other events (a custom or worker event came first) whose first state, `event`,
+   * leaves a terminal state: a rerun whose attempts before are not remembered, as one first seen by
+   * that state. Its span is not out yet: it takes the rerun's number in place. Undefined: it waits
+   * for its state history, and so do the runs opened under it, not to end under the span id it is
+   * leaving; `event` must wait too.
+   */
+  private rerunOpenedByOthers(run: RunState, event: PrefectEvent): RunState | undefined {
+    const attempt = this.unrememberedRerun(run.ref, event);
+    if (attempt === undefined) {
+      for (const id of this.openUnder.get(run.spanId) ?? []) this.block(id, attemptKey(run.ref.id));
+      return undefined;
+    }
+    const rerun = this.renumber(run, attempt);
+    this.counts.reruns += 1;
+    this.sink.notice({ kind: 'rerun', runId: rerun.ref.id, attempt: rerun.attempt, traceId: rerun.ctx.traceId });
+    return rerun;
   }
 
   /**
