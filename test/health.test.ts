@@ -107,7 +107,8 @@ async function scrape(port: number): Promise<Map<string, Family>> {
 /** A labelled family's samples as `label=value` → value. */
 const byLabel = (f: Family | undefined): Record<string, number> => Object.fromEntries((f?.samples ?? []).map((s) => [Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(','), s.value]));
 
-test('/metrics reads strictly as Prometheus text, and a labelled counter has every label value from the first scrape on, at 0 until it counts: increase() sees its first skip', async (t) => {
+/** prefect-otel in this process with /metrics on a free port, subscribed to a fake Prefect server and exporting to a receiver; all stopped when `t` ends. */
+async function subscribedWithMetrics(t: TestContext) {
   const prefect = await startFakePrefect();
   const receiver = await startOtlpReceiver();
   const tracing = startPrefectTracing({
@@ -121,6 +122,11 @@ test('/metrics reads strictly as Prometheus text, and a labelled counter has eve
   });
   await tracing.ready;
   await until('subscribed', () => liveConnections(prefect) === 1);
+  return { prefect, receiver, tracing };
+}
+
+test('/metrics reads strictly as Prometheus text, and a labelled counter has every label value from the first scrape on, at 0 until it counts: increase() sees its first skip', async (t) => {
+  const { prefect, tracing } = await subscribedWithMetrics(t);
   const before = await scrape(tracing.httpPort!);
   prefect.publish(oneRun());
   prefect.sendRaw('{"id": "cut short');
@@ -147,19 +153,7 @@ test('/metrics reads strictly as Prometheus text, and a labelled counter has eve
 });
 
 test('/metrics counts the lookups of the state history of runs first seen leaving a terminal state by outcome: those the server answers number the rerun from it, one it fails numbers it the first', async (t) => {
-  const prefect = await startFakePrefect();
-  const receiver = await startOtlpReceiver();
-  const tracing = startPrefectTracing({
-    env: {}, logger: pino({ level: 'silent' }), apiUrl: prefect.url, otlpEndpoint: receiver.url, stateFile: join(tempDir(), 'state.json'),
-    settleMs: 50, statsIntervalMs: 0, httpPort: 0, scheduleDelayMs: 10,
-  });
-  t.after(async () => {
-    await tracing.shutdown();
-    await receiver.close();
-    await prefect.close();
-  });
-  await tracing.ready;
-  await until('subscribed', () => liveConnections(prefect) === 1);
+  const { prefect, receiver, tracing } = await subscribedWithMetrics(t);
   const t0 = Date.now() - 60_000;
   /** `attempts` attempts of a flow run, each Scheduled → Running → Failed (the first from no state). */
   const attempts = (id: string, attempts: number) => Array.from({ length: attempts }, (_, k) => [['SCHEDULED', 'Scheduled', k === 0 ? null : 'FAILED'], ['RUNNING', 'Running', 'SCHEDULED'], ['FAILED', 'Failed', 'RUNNING']] as const)

@@ -61,6 +61,21 @@ function rerunSpan(attempt: number): unknown {
   };
 }
 
+/** The span of TASK under the second rerun, whole but for its span events (checked by name). */
+function taskSpan(events: string[]): unknown {
+  return {
+    name: 'extract', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK), parentSpanId: spanIdForRun(FR, 2), startUs: us(22.1), endUs: us(22.5), status: { code: 'ok' },
+    attributes: {
+      'prefect.run.id': TASK, 'prefect.run.type': 'task', 'prefect.run.name': 'extract-3f2', 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed',
+      'prefect.tags': [], 'prefect.flow.name': EXAMPLE_FLOW.flowName, 'prefect.flow.id': EXAMPLE_FLOW.flowId, 'prefect.task.key': 'extract-9a8b7c6d',
+      'cicd.pipeline.task.name': 'extract', 'cicd.pipeline.task.run.id': TASK,
+      'cicd.pipeline.task.run.result': 'success', 'cicd.pipeline.task.run.url.full': `${UI}/runs/task-run/${TASK}`,
+    },
+    events,
+    links: [],
+  };
+}
+
 const shape = (s: SpanRecord): unknown => ({
   name: s.name, kind: s.kind, traceId: s.traceId, spanId: s.spanId, parentSpanId: s.parentSpanId, startUs: s.startUs, endUs: s.endUs, status: s.status,
   attributes: s.attributes, events: s.events.map((e) => e.name), links: s.links,
@@ -136,16 +151,7 @@ test('a run first seen leaving a terminal state waits for its state history, wit
   asked[0]!.answer(HISTORY);
   await pipeline.finish('end_of_input');
   assert.deepEqual(spans.map(shape), [
-    {
-      name: 'extract', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK), parentSpanId: spanIdForRun(FR, 2), startUs: us(22.1), endUs: us(22.5), status: { code: 'ok' },
-      attributes: {
-        'prefect.run.id': TASK, 'prefect.run.type': 'task', 'prefect.run.name': 'extract-3f2', 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed',
-        'prefect.tags': [], 'prefect.flow.name': EXAMPLE_FLOW.flowName, 'prefect.flow.id': EXAMPLE_FLOW.flowId, 'prefect.task.key': 'extract-9a8b7c6d',
-        'cicd.pipeline.task.name': 'extract', 'cicd.pipeline.task.run.id': TASK,
-        'cicd.pipeline.task.run.result': 'success', 'cicd.pipeline.task.run.url.full': `${UI}/runs/task-run/${TASK}`,
-      },
-      events: ['Pending', 'Running', 'Completed'], links: [],
-    },
+    taskSpan(['Pending', 'Running', 'Completed']),
     rerunSpan(2),
   ]);
   assert.deepEqual({ rerunLookups: t.counts.rerunLookups, parentLookups: t.counts.parentLookups, reruns: t.counts.reruns, pending: t.pendingLookups, waiting: t.waitingEvents },
@@ -350,16 +356,7 @@ test('a run opened by another event whose first state leaves a terminal state is
   await pipeline.finish('end_of_input');
   const rerun = rerunSpan(2) as { events: string[] };
   assert.deepEqual(spans.map(shape), [
-    {
-      name: 'extract', kind: 'internal', traceId: traceIdForRun(FR), spanId: spanIdForRun(TASK), parentSpanId: spanIdForRun(FR, 2), startUs: us(22.1), endUs: us(22.5), status: { code: 'ok' },
-      attributes: {
-        'prefect.run.id': TASK, 'prefect.run.type': 'task', 'prefect.run.name': 'extract-3f2', 'prefect.run.count': 1, 'prefect.state.type': 'COMPLETED', 'prefect.state.name': 'Completed',
-        'prefect.tags': [], 'prefect.flow.name': EXAMPLE_FLOW.flowName, 'prefect.flow.id': EXAMPLE_FLOW.flowId, 'prefect.task.key': 'extract-9a8b7c6d',
-        'cicd.pipeline.task.name': 'extract', 'cicd.pipeline.task.run.id': TASK,
-        'cicd.pipeline.task.run.result': 'success', 'cicd.pipeline.task.run.url.full': `${UI}/runs/task-run/${TASK}`,
-      },
-      events: ['acme.rows.counted', 'Pending', 'Running', 'Completed'], links: [],
-    },
+    taskSpan(['acme.rows.counted', 'Pending', 'Running', 'Completed']),
     { ...rerun, events: ['acme.rerun.requested', ...rerun.events] },
   ]);
   assert.deepEqual({ rerunLookups: t.counts.rerunLookups, reruns: t.counts.reruns, opened: t.counts.runsOpened, pending: t.pendingLookups, waiting: t.waitingEvents },
